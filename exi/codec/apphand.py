@@ -456,12 +456,12 @@ def _ee8(w, v):  # VersionNumberMinor
 # (namespace, local name, class or simple type code, decode, encode); index = event code
 FRAGMENT = (
     ('', 'AppProtocol', apphand.AppProtocolType, _de2, _ee2),
-    ('', 'Priority', ('nbit',), _de3, _ee3),
-    ('', 'ProtocolNamespace', ('str',), _de4, _ee4),
+    ('', 'Priority', ('nbit', 1, 20), _de3, _ee3),
+    ('', 'ProtocolNamespace', ('str', None, 100), _de4, _ee4),
     ('', 'ResponseCode', ('enum', apphand.responseCodeType, 'str'), _de5, _ee5),
-    ('', 'SchemaID', ('nbit',), _de6, _ee6),
-    ('', 'VersionNumberMajor', ('uint',), _de7, _ee7),
-    ('', 'VersionNumberMinor', ('uint',), _de8, _ee8),
+    ('', 'SchemaID', ('nbit', 0, 255), _de6, _ee6),
+    ('', 'VersionNumberMajor', ('uint', 0, 4294967295), _de7, _ee7),
+    ('', 'VersionNumberMinor', ('uint', 0, 4294967295), _de8, _ee8),
     ('urn:iso:15118:2:2010:AppProtocol', 'supportedAppProtocolReq', apphand.supportedAppProtocolReq, _de0, _ee0),
     ('urn:iso:15118:2:2010:AppProtocol', 'supportedAppProtocolRes', apphand.supportedAppProtocolRes, _de1, _ee1),
 )
@@ -470,6 +470,15 @@ FRAGMENT_WIDTH = 4
 # Per class: (attribute, kind a/e/v, namespace, local name, many, simple type code or class)
 FIELDS = {
     apphand.supportedAppProtocolReq: (('AppProtocol', 'e', '', 'AppProtocol', True, apphand.AppProtocolType),),
-    apphand.AppProtocolType: (('ProtocolNamespace', 'e', '', 'ProtocolNamespace', False, ('str',)), ('VersionNumberMajor', 'e', '', 'VersionNumberMajor', False, ('uint',)), ('VersionNumberMinor', 'e', '', 'VersionNumberMinor', False, ('uint',)), ('SchemaID', 'e', '', 'SchemaID', False, ('nbit',)), ('Priority', 'e', '', 'Priority', False, ('nbit',))),
-    apphand.supportedAppProtocolRes: (('ResponseCode', 'e', '', 'ResponseCode', False, ('enum', apphand.responseCodeType, 'str')), ('SchemaID', 'e', '', 'SchemaID', False, ('nbit',))),
+    apphand.AppProtocolType: (('ProtocolNamespace', 'e', '', 'ProtocolNamespace', False, ('str', None, 100)), ('VersionNumberMajor', 'e', '', 'VersionNumberMajor', False, ('uint', 0, 4294967295)), ('VersionNumberMinor', 'e', '', 'VersionNumberMinor', False, ('uint', 0, 4294967295)), ('SchemaID', 'e', '', 'SchemaID', False, ('nbit', 0, 255)), ('Priority', 'e', '', 'Priority', False, ('nbit', 1, 20))),
+    apphand.supportedAppProtocolRes: (('ResponseCode', 'e', '', 'ResponseCode', False, ('enum', apphand.responseCodeType, 'str')), ('SchemaID', 'e', '', 'SchemaID', False, ('nbit', 0, 255))),
+}
+
+# Per class, the content model: ('seq'|'choice', min, max, [nodes]) | ('el', field, min, max)
+# | ('abstract', field, 1, 1) (an abstract substitution-group head: never valid in an instance)
+# | ('any', min, max); max None = unbounded. For instance generators and validators.
+CONTENT = {
+    apphand.supportedAppProtocolReq: ('seq', 1, 1, [('el', 'AppProtocol', 1, 20)]),
+    apphand.AppProtocolType: ('seq', 1, 1, [('el', 'ProtocolNamespace', 1, 1), ('el', 'VersionNumberMajor', 1, 1), ('el', 'VersionNumberMinor', 1, 1), ('el', 'SchemaID', 1, 1), ('el', 'Priority', 1, 1)]),
+    apphand.supportedAppProtocolRes: ('seq', 1, 1, [('el', 'ResponseCode', 1, 1), ('el', 'SchemaID', 0, 1)]),
 }

@@ -813,8 +813,39 @@ class CodecWriter:
             base = st.enum_base.rep if st.enum_base is not None else "str"
             return f"('enum', {self.enum_ref(st)}, {base!r})"
         if st.rep == "list":
-            return f"('list', {self._type_code(st.item)})"
+            return f"('list', {self._type_code(st.item)}, {st.min_length}, {st.max_length})"
+        if st.rep in ("int", "uint", "nbit"):
+            lo = st.min_value if st.min_value is not None else (0 if st.rep == "uint" else None)
+            return f"({st.rep!r}, {lo}, {st.max_value})"
+        if st.rep in ("str", "b64", "hex"):
+            return f"({st.rep!r}, {st.min_length}, {st.max_length})"
         return f"({st.rep!r},)"
+
+    def content_tables(self) -> list[str]:
+        L = ["# Per class, the content model: ('seq'|'choice', min, max, [nodes]) | ('el', field, min, max)",
+             "# | ('abstract', field, 1, 1) (an abstract substitution-group head: never valid in an instance)",
+             "# | ('any', min, max); max None = unbounded. For instance generators and validators.",
+             "CONTENT = {"]
+        for info in self.infos.values():
+            p = info.ct.particle
+            L.append(f"    {self.cls(info.ct)}: {self._node(p, info) if p is not None else None},")
+        L.append("}")
+        return L
+
+    def _node(self, p: Particle, info: TypeInfo) -> str:
+        t = p.term
+        if isinstance(t, ElementDecl):
+            members = t.substitutables()
+            if len(members) == 1:
+                return f"('el', {info.by_event[('SE', t.qname)].name!r}, {p.min}, {p.max})"
+            alts = ", ".join(f"('{'abstract' if m.abstract else 'el'}', {info.by_event[('SE', m.qname)].name!r}, 1, 1)"
+                             for m in members)
+            return f"('choice', {p.min}, {p.max}, [{alts}])"
+        if isinstance(t, Wildcard):
+            return f"('any', {p.min}, {p.max})"
+        kids = ", ".join(self._node(q, info) for q in t.particles)
+        return f"({'seq' if t.kind == 'sequence' else t.kind!r}, {p.min}, {p.max}, [{kids}])".replace(
+            "(seq,", "('seq',")
 
     def source(self) -> str:
         s = self.s
@@ -832,6 +863,8 @@ class CodecWriter:
         body.extend(self.top(frag, "FRAGMENT", relaxed))
         body.append("")
         body.extend(self.field_tables())
+        body.append("")
+        body.extend(self.content_tables())
         mods = sorted(ns_module(ns) for ns in s.namespaces)
         head = [HEADER.rstrip(), f'"""EXI codec for {self.root_desc} (schema set {self.label!r})."""',
                 "# ruff: noqa", "from exi.runtime import DecodeError, EncodeError, _ctx, _leftover",

@@ -162,6 +162,9 @@ def ensure_venv(cache_dir: Path, *, force: bool = False, log=None) -> Path:
     if not force and is_ready(cache_dir):
         return vp
     _, javac = _check_tools()
+    if not cache_dir.exists():
+        cache_dir.mkdir(parents=True)
+        (cache_dir / ".gitignore").write_text("# created by tests/interop/exificient_setup.py\n*\n")
     with _lock(cache_dir / (VENV_NAME + ".lock")):
         if not force and is_ready(cache_dir):  # another process finished meanwhile
             return vp

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from .exificient import ExificientError, ExificientPeer
-from .exificient_setup import DEFAULT_CACHE_DIR, is_ready
+from .exificient_setup import is_ready
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 VECTORS = next(
@@ -176,11 +176,8 @@ def test_josev_json_api(exificient):
     assert exificient.encode_josev_json("urn:iso:15118:2:2013:MsgDef", js).hex() == CDR_HEX
 
 
-def test_restart_after_server_death():
-    peer = ExificientPeer(cache_dir=DEFAULT_CACHE_DIR)
-    if not is_ready(DEFAULT_CACHE_DIR):
-        pytest.skip("venv not set up")
-    with peer:
+def test_restart_after_server_death(exificient):
+    with ExificientPeer(cache_dir=exificient.cache_dir) as peer:
         assert peer.encode("iso2", CDR_XML).hex() == CDR_HEX
         peer._proc.kill()
         peer._proc.wait()
