@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import os
-import queue
+import select
 import subprocess
 import tempfile
 import threading
@@ -79,7 +79,7 @@ class ExificientPeer:
         self.jvm_start_s: float | None = None
         self.start_s: float | None = None
         self._proc: subprocess.Popen | None = None
-        self._lines: queue.Queue | None = None
+        self._buf = b""
         self._stderr = None
         self._next_id = 0
         self._lock = threading.Lock()
@@ -119,16 +119,10 @@ class ExificientPeer:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
-            text=True,
-            encoding="utf-8",
-            bufsize=1,
+            bufsize=0,
             env={k: v for k, v in os.environ.items() if k != "JAVA_TOOL_OPTIONS"},
         )
-        self._lines = queue.Queue()
-        threading.Thread(
-            target=_pump, args=(self._proc.stdout, self._lines), daemon=True,
-            name="exificient-stdout",
-        ).start()
+        self._buf = b""
         hello = self._read(self.start_timeout, "start")
         if not hello.get("ready"):
             err = hello.get("error", hello)
@@ -171,10 +165,25 @@ class ExificientPeer:
         except (OSError, ValueError):
             return ""
 
+    def _readline(self, timeout: float) -> bytes | None:
+        """One line from the server's stdout; None on EOF; TimeoutError after timeout."""
+        deadline = time.monotonic() + timeout
+        fd = self._proc.stdout.fileno()
+        while b"\n" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise TimeoutError
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                return None
+            self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        return line
+
     def _read(self, timeout: float, what: str) -> dict:
         try:
-            line = self._lines.get(timeout=timeout)
-        except queue.Empty:
+            line = self._readline(timeout)
+        except TimeoutError:
             tail = self._stderr_tail()
             self.close()
             raise ExificientError(f"EXIficient {what}: no answer within {timeout:g}s\n{tail}")
@@ -198,8 +207,7 @@ class ExificientPeer:
             msg = dict(req, id=rid)
             what = str(req.get("op"))
             try:
-                self._proc.stdin.write(json.dumps(msg) + "\n")
-                self._proc.stdin.flush()
+                self._proc.stdin.write((json.dumps(msg) + "\n").encode("utf-8"))
             except (OSError, ValueError):
                 tail = self._stderr_tail()
                 self.close()
@@ -269,11 +277,3 @@ class ExificientPeer:
         self.info = self.request({"op": "info"})
         return self.info
 
-
-def _pump(stream, q: queue.Queue) -> None:
-    try:
-        for line in stream:
-            q.put(line)
-    except (OSError, ValueError):
-        pass
-    q.put(None)

@@ -1,0 +1,101 @@
+"""``edge`` command line: ``edge exi decode|encode`` today; the daemon and simulator come later."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterable
+
+import exi
+
+V2GTP_PAYLOAD_TYPES = {0x8001, 0x8002, 0x8003, 0x8004, 0x8005, 0x8006, 0x8007, 0x8008}
+
+
+def strip_v2gtp(data: bytes) -> bytes:
+    """Drop an 8-byte V2GTP header (version 0x01, inverse 0xFE, payload type, length) if present."""
+    if len(data) >= 8 and data[0] == 0x01 and data[1] == 0xFE:
+        length = int.from_bytes(data[4:8], "big")
+        if length != len(data) - 8:
+            raise ValueError(f"V2GTP header says {length} payload bytes, {len(data) - 8} follow")
+        return data[8:]
+    return data
+
+
+def _parse_hex(text: str) -> bytes:
+    cleaned = "".join(text.split())
+    try:
+        return strip_v2gtp(bytes.fromhex(cleaned))
+    except ValueError as e:
+        raise ValueError(f"not hex EXI: {e}") from None
+
+
+def _decode_one(proto: str, text: str, fragment: bool) -> str:
+    return exi.to_xml(exi.decode(proto, _parse_hex(text), fragment=fragment), proto)
+
+
+def _encode_one(proto: str, xml: str, fragment: bool) -> str:
+    return exi.encode(proto, exi.from_xml(proto, xml, fragment=fragment), fragment=fragment).hex()
+
+
+def _batch(lines: Iterable[str], fn, proto: str, fragment: bool, key: str) -> int:
+    failures = 0
+    for line in lines:
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            out = {key: fn(proto, line, fragment)}
+        except (exi.ExiError, ValueError) as e:
+            failures += 1
+            out = {"error": str(e)}
+        sys.stdout.write(json.dumps(out) + "\n")
+    return 1 if failures else 0
+
+
+def _exi_command(args: argparse.Namespace) -> int:
+    if args.action == "decode":
+        if args.batch:
+            return _batch(sys.stdin, _decode_one, args.proto, args.fragment, "xml")
+        text = args.hex if args.hex is not None else sys.stdin.read()
+        try:
+            sys.stdout.write(_decode_one(args.proto, text, args.fragment))
+        except (exi.ExiError, ValueError) as e:
+            print(f"edge exi decode: {e}", file=sys.stderr)
+            return 1
+        return 0
+    if args.batch:
+        return _batch(sys.stdin, _encode_one, args.proto, args.fragment, "hex")
+    try:
+        print(_encode_one(args.proto, sys.stdin.read(), args.fragment))
+    except (exi.ExiError, ValueError) as e:
+        print(f"edge exi encode: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="edge", description="ISO 15118 charger controller")
+    sub = ap.add_subparsers(dest="command", required=True)
+    exi_p = sub.add_parser("exi", help="decode/encode V2G EXI messages")
+    exi_sub = exi_p.add_subparsers(dest="action", required=True)
+    protos = [p for p in exi.PROTOCOLS]
+    for action in ("decode", "encode"):
+        p = exi_sub.add_parser(action, help=f"{action} one message (or --batch: one per stdin line)")
+        p.add_argument("--proto", required=True, choices=protos)
+        p.add_argument("--fragment", action="store_true", help="an EXI fragment (signed element)")
+        p.add_argument("--batch", action="store_true",
+                       help="one item per stdin line; one JSON object per output line")
+        if action == "decode":
+            p.add_argument("hex", nargs="?", help="EXI as hex (a V2GTP header is stripped); else stdin")
+    exi_p.set_defaults(func=_exi_command)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

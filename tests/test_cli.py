@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import io
+import json
+import sys
+
+import pytest
+
+from edge.cli import main, strip_v2gtp
+from tests.vectors import load_vectors
+
+CURRENT_DEMAND = next(v for v in load_vectors() if v["protocol"] == "iso2" and v["message"] == "CurrentDemandReq")
+
+
+def run(argv: list[str], stdin: str = "", capsys=None) -> tuple[int, str, str]:
+    old = sys.stdin
+    sys.stdin = io.StringIO(stdin)
+    try:
+        rc = main(argv)
+    finally:
+        sys.stdin = old
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_decode_prints_xml_and_encode_reverses_it(capsys) -> None:
+    rc, xml, _ = run(["exi", "decode", "--proto", "iso2", CURRENT_DEMAND["hex"]], capsys=capsys)
+    assert rc == 0 and "CurrentDemandReq" in xml and "EVTargetCurrent" in xml
+    rc, hexout, _ = run(["exi", "encode", "--proto", "iso2"], xml, capsys)
+    assert rc == 0 and hexout.strip() == CURRENT_DEMAND["hex"]
+
+
+def test_decode_strips_v2gtp_header(capsys) -> None:
+    payload = bytes.fromhex(CURRENT_DEMAND["hex"])
+    framed = bytes([1, 0xFE, 0x80, 0x01]) + len(payload).to_bytes(4, "big") + payload
+    assert strip_v2gtp(framed) == payload
+    rc, xml, _ = run(["exi", "decode", "--proto", "iso2", framed.hex()], capsys=capsys)
+    assert rc == 0 and "CurrentDemandReq" in xml
+
+
+def test_batch_reports_errors_per_line(capsys) -> None:
+    lines = f"{CURRENT_DEMAND['hex']}\nzz\n8000\n"
+    rc, out, _ = run(["exi", "decode", "--proto", "iso2", "--batch"], lines, capsys)
+    rows = [json.loads(x) for x in out.splitlines()]
+    assert rc == 1 and len(rows) == 3
+    assert "xml" in rows[0] and "error" in rows[1] and "error" in rows[2]
+    xml_line = rows[0]["xml"].replace("\n", "")
+    rc, out, _ = run(["exi", "encode", "--proto", "iso2", "--batch"], xml_line + "\n<bad/>\n", capsys)
+    rows = [json.loads(x) for x in out.splitlines()]
+    assert rows[0] == {"hex": CURRENT_DEMAND["hex"]} and "error" in rows[1]
+
+
+def test_bad_input_is_a_clear_error(capsys) -> None:
+    rc, _, err = run(["exi", "decode", "--proto", "din", "80"], capsys=capsys)
+    assert rc == 1 and "truncated" in err
+    with pytest.raises(SystemExit):
+        run(["exi", "decode", "--proto", "nope", "80"], capsys=capsys)
