@@ -18,14 +18,11 @@ def _d_supportedAppProtocolReq(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'AppProtocol'
-                    _v = _d_AppProtocolType(r)
-                    f_AppProtocol.append(_v)
-                    s = 1
-                else:
-                    raise r.deviation('supportedAppProtocolReq')
+                if bits(1): raise r.deviation('supportedAppProtocolReq')
+                el = 'AppProtocol'
+                _v = _d_AppProtocolType(r)
+                f_AppProtocol.append(_v)
+                s = 1
             if s == 1:
                 n = 0
                 while True:
@@ -39,16 +36,14 @@ def _d_supportedAppProtocolReq(r):
                             s = 20
                             break
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
                         raise r.deviation('supportedAppProtocolReq')
             if s == 20:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('supportedAppProtocolReq')
+                if bits(1): raise r.deviation('supportedAppProtocolReq')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return apphand.supportedAppProtocolReq(f_AppProtocol)
@@ -65,8 +60,8 @@ def _e_supportedAppProtocolReq(w, o):
         while s >= 0:
             if s == 0:
                 if i_AppProtocol < n_AppProtocol:
-                    bits(0, 1)
                     el = 'AppProtocol'
+                    bits(0, 1)
                     _e_AppProtocolType(w, v_AppProtocol[i_AppProtocol])
                     i_AppProtocol += 1
                     s = 1
@@ -76,8 +71,8 @@ def _e_supportedAppProtocolReq(w, o):
                 n = 0
                 while True:
                     if i_AppProtocol < n_AppProtocol:
-                        bits(0, 2)
                         el = 'AppProtocol'
+                        bits(0, 2)
                         _e_AppProtocolType(w, v_AppProtocol[i_AppProtocol])
                         i_AppProtocol += 1
                         n += 1
@@ -107,68 +102,28 @@ def _d_AppProtocolType(r):
     f_SchemaID = None
     f_Priority = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ProtocolNamespace'
-                    if bits(1): raise r.deviation('AppProtocolType')
-                    f_ProtocolNamespace = r.string(0)
-                    if len(f_ProtocolNamespace) > 100: raise DecodeError(f'length {len(f_ProtocolNamespace)} outside [0, 100]', r.pos)
-                    if bits(1): raise r.deviation('AppProtocolType')
-                    s = 1
-                else:
-                    raise r.deviation('AppProtocolType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'VersionNumberMajor'
-                    if bits(1): raise r.deviation('AppProtocolType')
-                    f_VersionNumberMajor = r.uint()
-                    if f_VersionNumberMajor > 4294967295: raise DecodeError(f'value {f_VersionNumberMajor} outside [0, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('AppProtocolType')
-                    s = 2
-                else:
-                    raise r.deviation('AppProtocolType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'VersionNumberMinor'
-                    if bits(1): raise r.deviation('AppProtocolType')
-                    f_VersionNumberMinor = r.uint()
-                    if f_VersionNumberMinor > 4294967295: raise DecodeError(f'value {f_VersionNumberMinor} outside [0, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('AppProtocolType')
-                    s = 3
-                else:
-                    raise r.deviation('AppProtocolType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SchemaID'
-                    if bits(1): raise r.deviation('AppProtocolType')
-                    f_SchemaID = bits(8)
-                    if bits(1): raise r.deviation('AppProtocolType')
-                    s = 4
-                else:
-                    raise r.deviation('AppProtocolType')
-            if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Priority'
-                    if bits(1): raise r.deviation('AppProtocolType')
-                    f_Priority = bits(5) + 1
-                    if f_Priority > 20: raise DecodeError(f'value {f_Priority} above maximum 20', r.pos)
-                    if bits(1): raise r.deviation('AppProtocolType')
-                    s = 5
-                else:
-                    raise r.deviation('AppProtocolType')
-            if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('AppProtocolType')
+        x = bits(2)
+        if x & 3: raise r.deviation('AppProtocolType')
+        el = 'ProtocolNamespace'
+        f_ProtocolNamespace = r.string(0)
+        if len(f_ProtocolNamespace) > 100: raise DecodeError(f'length {len(f_ProtocolNamespace)} outside [0, 100]', r.pos)
+        x = bits(3)
+        if x & 7: raise r.deviation('AppProtocolType')
+        el = 'VersionNumberMajor'
+        f_VersionNumberMajor = r.uint()
+        if f_VersionNumberMajor > 4294967295: raise DecodeError(f'value {f_VersionNumberMajor} outside [0, 4294967295]', r.pos)
+        x = bits(3)
+        if x & 7: raise r.deviation('AppProtocolType')
+        el = 'VersionNumberMinor'
+        f_VersionNumberMinor = r.uint()
+        if f_VersionNumberMinor > 4294967295: raise DecodeError(f'value {f_VersionNumberMinor} outside [0, 4294967295]', r.pos)
+        x = bits(21)
+        if x & 1835907: raise r.deviation('AppProtocolType')
+        el = 'SchemaID'
+        f_SchemaID = ((x >> 10) & 255)
+        el = 'Priority'
+        f_Priority = ((x >> 2) & 31) + 1
+        if f_Priority > 20: raise DecodeError(f'value {f_Priority} above maximum 20', r.pos)
     except Exception as e:
         raise _ctx(e, el, r) from None
     return apphand.AppProtocolType(f_ProtocolNamespace, f_VersionNumberMajor, f_VersionNumberMinor, f_SchemaID, f_Priority)
@@ -183,73 +138,36 @@ def _e_AppProtocolType(w, o):
         v_VersionNumberMinor = o.VersionNumberMinor
         v_SchemaID = o.SchemaID
         v_Priority = o.Priority
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_ProtocolNamespace is not None:
-                    bits(0, 1)
-                    el = 'ProtocolNamespace'
-                    w.bits(0, 1)
-                    if len(v_ProtocolNamespace) > 100: raise EncodeError(f'length {len(v_ProtocolNamespace)} outside [0, 100]')
-                    w.string(v_ProtocolNamespace)
-                    w.bits(0, 1)
-                    v_ProtocolNamespace = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of ProtocolNamespace')
-            if s == 1:
-                if v_VersionNumberMajor is not None:
-                    bits(0, 1)
-                    el = 'VersionNumberMajor'
-                    w.bits(0, 1)
-                    if v_VersionNumberMajor < 0 or v_VersionNumberMajor > 4294967295: raise EncodeError(f'value {v_VersionNumberMajor!r} outside [0, 4294967295]')
-                    w.uint(v_VersionNumberMajor)
-                    w.bits(0, 1)
-                    v_VersionNumberMajor = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of VersionNumberMajor')
-            if s == 2:
-                if v_VersionNumberMinor is not None:
-                    bits(0, 1)
-                    el = 'VersionNumberMinor'
-                    w.bits(0, 1)
-                    if v_VersionNumberMinor < 0 or v_VersionNumberMinor > 4294967295: raise EncodeError(f'value {v_VersionNumberMinor!r} outside [0, 4294967295]')
-                    w.uint(v_VersionNumberMinor)
-                    w.bits(0, 1)
-                    v_VersionNumberMinor = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of VersionNumberMinor')
-            if s == 3:
-                if v_SchemaID is not None:
-                    bits(0, 1)
-                    el = 'SchemaID'
-                    w.bits(0, 1)
-                    if not 0 <= v_SchemaID <= 255: raise EncodeError(f'value {v_SchemaID!r} outside [0, 255]')
-                    w.bits(v_SchemaID, 8)
-                    w.bits(0, 1)
-                    v_SchemaID = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of SchemaID')
-            if s == 4:
-                if v_Priority is not None:
-                    bits(0, 1)
-                    el = 'Priority'
-                    w.bits(0, 1)
-                    if not 1 <= v_Priority <= 20: raise EncodeError(f'value {v_Priority!r} outside [1, 20]')
-                    w.bits(v_Priority - 1, 5)
-                    w.bits(0, 1)
-                    v_Priority = None
-                    s = 5
-                else:
-                    raise EncodeError('missing content: expected one of Priority')
-            if s == 5:
-                if True:
-                    bits(0, 1)
-                    if v_ProtocolNamespace is not None or v_VersionNumberMajor is not None or v_VersionNumberMinor is not None or v_SchemaID is not None or v_Priority is not None: raise _leftover(o)
-                    s = -1
+        if v_ProtocolNamespace is not None:
+            el = 'ProtocolNamespace'
+            bits(0, 2)
+            if len(v_ProtocolNamespace) > 100: raise EncodeError(f'length {len(v_ProtocolNamespace)} outside [0, 100]')
+            w.string(v_ProtocolNamespace)
+            if not (v_VersionNumberMajor is not None): raise EncodeError('missing content: VersionNumberMajor')
+            el = 'VersionNumberMajor'
+            bits(0, 3)
+            v_ProtocolNamespace = None
+            if v_VersionNumberMajor < 0 or v_VersionNumberMajor > 4294967295: raise EncodeError(f'value {v_VersionNumberMajor!r} outside [0, 4294967295]')
+            w.uint(v_VersionNumberMajor)
+            if not (v_VersionNumberMinor is not None): raise EncodeError('missing content: VersionNumberMinor')
+            el = 'VersionNumberMinor'
+            bits(0, 3)
+            v_VersionNumberMajor = None
+            if v_VersionNumberMinor < 0 or v_VersionNumberMinor > 4294967295: raise EncodeError(f'value {v_VersionNumberMinor!r} outside [0, 4294967295]')
+            w.uint(v_VersionNumberMinor)
+            if not (v_SchemaID is not None): raise EncodeError('missing content: SchemaID')
+            el = 'SchemaID'
+            if not 0 <= v_SchemaID <= 255: raise EncodeError(f'value {v_SchemaID!r} outside [0, 255]')
+            if not (v_Priority is not None): raise EncodeError('missing content: Priority')
+            el = 'Priority'
+            if not 1 <= v_Priority <= 20: raise EncodeError(f'value {v_Priority!r} outside [1, 20]')
+            bits((v_SchemaID << 10) | ((v_Priority - 1) << 2), 21)
+            v_VersionNumberMinor = None
+            v_SchemaID = None
+            v_Priority = None
+            if v_ProtocolNamespace is not None or v_VersionNumberMajor is not None or v_VersionNumberMinor is not None or v_SchemaID is not None or v_Priority is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of ProtocolNamespace')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -263,32 +181,23 @@ def _d_supportedAppProtocolRes(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('supportedAppProtocolRes')
-                    f_ResponseCode = bits(2)
-                    if f_ResponseCode >= 3: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (3 values)', r.pos)
-                    f_ResponseCode = _E0[f_ResponseCode]
-                    if bits(1): raise r.deviation('supportedAppProtocolRes')
-                    s = 1
-                else:
-                    raise r.deviation('supportedAppProtocolRes')
+                x = bits(5)
+                if x & 25: raise r.deviation('supportedAppProtocolRes')
+                el = 'ResponseCode'
+                f_ResponseCode = ((x >> 1) & 3)
+                if f_ResponseCode >= 3: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (3 values)', r.pos)
+                f_ResponseCode = _E0[f_ResponseCode]
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(11)
+                    if x & 1027: raise r.deviation('supportedAppProtocolRes')
                     el = 'SchemaID'
-                    if bits(1): raise r.deviation('supportedAppProtocolRes')
-                    f_SchemaID = bits(8)
-                    if bits(1): raise r.deviation('supportedAppProtocolRes')
-                    s = 2
-                elif ec == 1:
+                    f_SchemaID = ((x >> 2) & 255)
                     s = -1
-                else:
-                    raise r.deviation('supportedAppProtocolRes')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('supportedAppProtocolRes')
@@ -307,34 +216,24 @@ def _e_supportedAppProtocolRes(w, o):
         while s >= 0:
             if s == 0:
                 if v_ResponseCode is not None:
-                    bits(0, 1)
                     el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I1.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 2)
-                    w.bits(0, 1)
+                    _i1 = _I1.get(v_ResponseCode)
+                    if _i1 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    bits((_i1 << 1), 5)
                     v_ResponseCode = None
                     s = 1
                 else:
                     raise EncodeError('missing content: expected one of ResponseCode')
             if s == 1:
                 if v_SchemaID is not None:
-                    bits(0, 2)
                     el = 'SchemaID'
-                    w.bits(0, 1)
                     if not 0 <= v_SchemaID <= 255: raise EncodeError(f'value {v_SchemaID!r} outside [0, 255]')
-                    w.bits(v_SchemaID, 8)
-                    w.bits(0, 1)
+                    bits((v_SchemaID << 2), 13)
                     v_SchemaID = None
-                    s = 2
-                elif True:
-                    bits(1, 2)
                     if v_ResponseCode is not None or v_SchemaID is not None: raise _leftover(o)
                     s = -1
-            if s == 2:
-                if True:
-                    bits(0, 1)
+                elif True:
+                    bits(1, 2)
                     if v_ResponseCode is not None or v_SchemaID is not None: raise _leftover(o)
                     s = -1
     except Exception as e:
@@ -370,17 +269,15 @@ def _ee2(w, v):  # AppProtocol
 
 def _de3(r):  # Priority
     bits = r.bits
-    if bits(1): raise r.deviation('Priority')
-    v = bits(5) + 1
+    x = bits(7)
+    if x & 65: raise r.deviation('Priority')
+    v = ((x >> 1) & 31) + 1
     if v > 20: raise DecodeError(f'value {v} above maximum 20', r.pos)
-    if bits(1): raise r.deviation('Priority')
     return v
 
 def _ee3(w, v):  # Priority
-    w.bits(0, 1)
     if not 1 <= v <= 20: raise EncodeError(f'value {v!r} outside [1, 20]')
-    w.bits(v - 1, 5)
-    w.bits(0, 1)
+    bits(((v - 1) << 1), 7)
 
 def _de4(r):  # ProtocolNamespace
     bits = r.bits
@@ -391,39 +288,35 @@ def _de4(r):  # ProtocolNamespace
     return v
 
 def _ee4(w, v):  # ProtocolNamespace
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) > 100: raise EncodeError(f'length {len(v)} outside [0, 100]')
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de5(r):  # ResponseCode
     bits = r.bits
-    if bits(1): raise r.deviation('ResponseCode')
-    v = bits(2)
+    x = bits(4)
+    if x & 9: raise r.deviation('ResponseCode')
+    v = ((x >> 1) & 3)
     if v >= 3: raise DecodeError(f'enumeration index {v} out of range (3 values)', r.pos)
     v = _E0[v]
-    if bits(1): raise r.deviation('ResponseCode')
     return v
 
 def _ee5(w, v):  # ResponseCode
-    w.bits(0, 1)
-    _i = _I1.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration responseCodeType')
-    w.bits(_i, 2)
-    w.bits(0, 1)
+    _i2 = _I1.get(v)
+    if _i2 is None: raise EncodeError(f'{v!r} is not one of the enumeration responseCodeType')
+    bits((_i2 << 1), 4)
 
 def _de6(r):  # SchemaID
     bits = r.bits
-    if bits(1): raise r.deviation('SchemaID')
-    v = bits(8)
-    if bits(1): raise r.deviation('SchemaID')
+    x = bits(10)
+    if x & 513: raise r.deviation('SchemaID')
+    v = ((x >> 1) & 255)
     return v
 
 def _ee6(w, v):  # SchemaID
-    w.bits(0, 1)
     if not 0 <= v <= 255: raise EncodeError(f'value {v!r} outside [0, 255]')
-    w.bits(v, 8)
-    w.bits(0, 1)
+    bits((v << 1), 10)
 
 def _de7(r):  # VersionNumberMajor
     bits = r.bits
@@ -434,10 +327,10 @@ def _de7(r):  # VersionNumberMajor
     return v
 
 def _ee7(w, v):  # VersionNumberMajor
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 4294967295: raise EncodeError(f'value {v!r} outside [0, 4294967295]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de8(r):  # VersionNumberMinor
     bits = r.bits
@@ -448,10 +341,10 @@ def _de8(r):  # VersionNumberMinor
     return v
 
 def _ee8(w, v):  # VersionNumberMinor
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 4294967295: raise EncodeError(f'value {v!r} outside [0, 4294967295]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 # (namespace, local name, class or simple type code, decode, encode); index = event code
 FRAGMENT = (

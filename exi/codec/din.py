@@ -40,11 +40,7 @@ def _d_EVChargeParameterType(r):
     bits = r.bits
     el = ''
     try:
-        ec = bits(1)
-        if ec == 0:
-            s = -1
-        else:
-            raise r.deviation('EVChargeParameterType')
+        if bits(1): raise r.deviation('EVChargeParameterType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdatatypes.EVChargeParameterType()
@@ -54,12 +50,8 @@ def _e_EVChargeParameterType(w, o):
     bits = w.bits
     el = ''
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if True:
-                    bits(0, 1)
-                    s = -1
+        if True:
+            bits(0, 1)
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -73,57 +65,25 @@ def _d_AC_EVChargeParameterType(r):
     f_EVMaxCurrent = None
     f_EVMinCurrent = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'DepartureTime'
-                    if bits(1): raise r.deviation('AC_EVChargeParameterType')
-                    f_DepartureTime = r.uint()
-                    if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('AC_EVChargeParameterType')
-                    s = 1
-                else:
-                    raise r.deviation('AC_EVChargeParameterType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EAmount'
-                    f_EAmount = _d_PhysicalValueType(r)
-                    s = 2
-                else:
-                    raise r.deviation('AC_EVChargeParameterType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMaxVoltage'
-                    f_EVMaxVoltage = _d_PhysicalValueType(r)
-                    s = 3
-                else:
-                    raise r.deviation('AC_EVChargeParameterType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMaxCurrent'
-                    f_EVMaxCurrent = _d_PhysicalValueType(r)
-                    s = 4
-                else:
-                    raise r.deviation('AC_EVChargeParameterType')
-            if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMinCurrent'
-                    f_EVMinCurrent = _d_PhysicalValueType(r)
-                    s = 5
-                else:
-                    raise r.deviation('AC_EVChargeParameterType')
-            if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('AC_EVChargeParameterType')
+        x = bits(2)
+        if x & 3: raise r.deviation('AC_EVChargeParameterType')
+        el = 'DepartureTime'
+        f_DepartureTime = r.uint()
+        if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', r.pos)
+        x = bits(2)
+        if x & 3: raise r.deviation('AC_EVChargeParameterType')
+        el = 'EAmount'
+        f_EAmount = _d_PhysicalValueType(r)
+        if bits(1): raise r.deviation('AC_EVChargeParameterType')
+        el = 'EVMaxVoltage'
+        f_EVMaxVoltage = _d_PhysicalValueType(r)
+        if bits(1): raise r.deviation('AC_EVChargeParameterType')
+        el = 'EVMaxCurrent'
+        f_EVMaxCurrent = _d_PhysicalValueType(r)
+        if bits(1): raise r.deviation('AC_EVChargeParameterType')
+        el = 'EVMinCurrent'
+        f_EVMinCurrent = _d_PhysicalValueType(r)
+        if bits(1): raise r.deviation('AC_EVChargeParameterType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdatatypes.AC_EVChargeParameterType(f_DepartureTime, f_EAmount, f_EVMaxVoltage, f_EVMaxCurrent, f_EVMinCurrent)
@@ -138,61 +98,36 @@ def _e_AC_EVChargeParameterType(w, o):
         v_EVMaxVoltage = o.EVMaxVoltage
         v_EVMaxCurrent = o.EVMaxCurrent
         v_EVMinCurrent = o.EVMinCurrent
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_DepartureTime is not None:
-                    bits(0, 1)
-                    el = 'DepartureTime'
-                    w.bits(0, 1)
-                    if v_DepartureTime < 0 or v_DepartureTime > 4294967295: raise EncodeError(f'value {v_DepartureTime!r} outside [0, 4294967295]')
-                    w.uint(v_DepartureTime)
-                    w.bits(0, 1)
-                    v_DepartureTime = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of DepartureTime')
-            if s == 1:
-                if v_EAmount is not None:
-                    bits(0, 1)
-                    el = 'EAmount'
-                    _e_PhysicalValueType(w, v_EAmount)
-                    v_EAmount = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of EAmount')
-            if s == 2:
-                if v_EVMaxVoltage is not None:
-                    bits(0, 1)
-                    el = 'EVMaxVoltage'
-                    _e_PhysicalValueType(w, v_EVMaxVoltage)
-                    v_EVMaxVoltage = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of EVMaxVoltage')
-            if s == 3:
-                if v_EVMaxCurrent is not None:
-                    bits(0, 1)
-                    el = 'EVMaxCurrent'
-                    _e_PhysicalValueType(w, v_EVMaxCurrent)
-                    v_EVMaxCurrent = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of EVMaxCurrent')
-            if s == 4:
-                if v_EVMinCurrent is not None:
-                    bits(0, 1)
-                    el = 'EVMinCurrent'
-                    _e_PhysicalValueType(w, v_EVMinCurrent)
-                    v_EVMinCurrent = None
-                    s = 5
-                else:
-                    raise EncodeError('missing content: expected one of EVMinCurrent')
-            if s == 5:
-                if True:
-                    bits(0, 1)
-                    if v_DepartureTime is not None or v_EAmount is not None or v_EVMaxVoltage is not None or v_EVMaxCurrent is not None or v_EVMinCurrent is not None: raise _leftover(o)
-                    s = -1
+        if v_DepartureTime is not None:
+            el = 'DepartureTime'
+            bits(0, 2)
+            if v_DepartureTime < 0 or v_DepartureTime > 4294967295: raise EncodeError(f'value {v_DepartureTime!r} outside [0, 4294967295]')
+            w.uint(v_DepartureTime)
+            if not (v_EAmount is not None): raise EncodeError('missing content: EAmount')
+            el = 'EAmount'
+            bits(0, 2)
+            v_DepartureTime = None
+            _e_PhysicalValueType(w, v_EAmount)
+            if not (v_EVMaxVoltage is not None): raise EncodeError('missing content: EVMaxVoltage')
+            el = 'EVMaxVoltage'
+            bits(0, 1)
+            v_EAmount = None
+            _e_PhysicalValueType(w, v_EVMaxVoltage)
+            if not (v_EVMaxCurrent is not None): raise EncodeError('missing content: EVMaxCurrent')
+            el = 'EVMaxCurrent'
+            bits(0, 1)
+            v_EVMaxVoltage = None
+            _e_PhysicalValueType(w, v_EVMaxCurrent)
+            if not (v_EVMinCurrent is not None): raise EncodeError('missing content: EVMinCurrent')
+            el = 'EVMinCurrent'
+            bits(0, 1)
+            v_EVMaxCurrent = None
+            _e_PhysicalValueType(w, v_EVMinCurrent)
+            bits(0, 1)
+            v_EVMinCurrent = None
+            if v_DepartureTime is not None or v_EAmount is not None or v_EVMaxVoltage is not None or v_EVMaxCurrent is not None or v_EVMinCurrent is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of DepartureTime')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -207,52 +142,43 @@ def _d_PhysicalValueType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Multiplier'
-                    if bits(1): raise r.deviation('PhysicalValueType')
-                    f_Multiplier = bits(3) + -3
-                    if f_Multiplier > 3: raise DecodeError(f'value {f_Multiplier} above maximum 3', r.pos)
-                    if bits(1): raise r.deviation('PhysicalValueType')
-                    s = 1
-                else:
-                    raise r.deviation('PhysicalValueType')
+                x = bits(6)
+                if x & 49: raise r.deviation('PhysicalValueType')
+                el = 'Multiplier'
+                f_Multiplier = ((x >> 1) & 7) + -3
+                if f_Multiplier > 3: raise DecodeError(f'value {f_Multiplier} above maximum 3', r.pos)
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(9)
+                    if x & 270: raise r.deviation('PhysicalValueType')
                     el = 'Unit'
-                    if bits(1): raise r.deviation('PhysicalValueType')
-                    f_Unit = bits(4)
+                    f_Unit = ((x >> 4) & 15)
                     if f_Unit >= 10: raise DecodeError(f'enumeration index {f_Unit} out of range (10 values)', r.pos)
                     f_Unit = _E0[f_Unit]
-                    if bits(1): raise r.deviation('PhysicalValueType')
-                    s = 2
-                elif ec == 1:
                     el = 'Value'
-                    if bits(1): raise r.deviation('PhysicalValueType')
-                    f_Value = r.sint()
+                    _neg = (x & 1)
+                    f_Value = r.uint()
+                    if _neg: f_Value = -f_Value - 1
                     if f_Value < -32768 or f_Value > 32767: raise DecodeError(f'value {f_Value} outside [-32768, 32767]', r.pos)
                     if bits(1): raise r.deviation('PhysicalValueType')
                     s = 3
-                else:
-                    raise r.deviation('PhysicalValueType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('PhysicalValueType')
                     el = 'Value'
-                    if bits(1): raise r.deviation('PhysicalValueType')
-                    f_Value = r.sint()
+                    _neg = (x & 1)
+                    f_Value = r.uint()
+                    if _neg: f_Value = -f_Value - 1
                     if f_Value < -32768 or f_Value > 32767: raise DecodeError(f'value {f_Value} outside [-32768, 32767]', r.pos)
                     if bits(1): raise r.deviation('PhysicalValueType')
                     s = 3
                 else:
                     raise r.deviation('PhysicalValueType')
             if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('PhysicalValueType')
+                if bits(1): raise r.deviation('PhysicalValueType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdatatypes.PhysicalValueType(f_Multiplier, f_Unit, f_Value)
@@ -269,50 +195,37 @@ def _e_PhysicalValueType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Multiplier is not None:
-                    bits(0, 1)
                     el = 'Multiplier'
-                    w.bits(0, 1)
                     if not -3 <= v_Multiplier <= 3: raise EncodeError(f'value {v_Multiplier!r} outside [-3, 3]')
-                    w.bits(v_Multiplier - -3, 3)
-                    w.bits(0, 1)
+                    bits(((v_Multiplier - -3) << 1), 6)
                     v_Multiplier = None
                     s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
             if s == 1:
                 if v_Unit is not None:
-                    bits(0, 2)
                     el = 'Unit'
-                    w.bits(0, 1)
-                    _i = _I1.get(v_Unit)
-                    if _i is None: raise EncodeError(f'{v_Unit!r} is not one of the enumeration unitSymbolType')
-                    w.bits(_i, 4)
-                    w.bits(0, 1)
-                    v_Unit = None
-                    s = 2
-                elif v_Value is not None:
-                    bits(1, 2)
+                    _i1 = _I1.get(v_Unit)
+                    if _i1 is None: raise EncodeError(f'{v_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (v_Value is not None): raise EncodeError('missing content: Value')
                     el = 'Value'
-                    w.bits(0, 1)
                     if v_Value < -32768 or v_Value > 32767: raise EncodeError(f'value {v_Value!r} outside [-32768, 32767]')
-                    w.sint(v_Value)
-                    w.bits(0, 1)
+                    bits((_i1 << 4) | (v_Value < 0), 11)
+                    v_Unit = None
+                    w.uint(-v_Value - 1 if v_Value < 0 else v_Value)
+                    bits(0, 1)
+                    v_Value = None
+                    s = 3
+                elif v_Value is not None:
+                    el = 'Value'
+                    if v_Value < -32768 or v_Value > 32767: raise EncodeError(f'value {v_Value!r} outside [-32768, 32767]')
+                    bits((1 << 2) | (v_Value < 0), 4)
+                    w.uint(-v_Value - 1 if v_Value < 0 else v_Value)
+                    bits(0, 1)
                     v_Value = None
                     s = 3
                 else:
                     raise EncodeError('missing content: expected one of Unit, Value')
-            if s == 2:
-                if v_Value is not None:
-                    bits(0, 1)
-                    el = 'Value'
-                    w.bits(0, 1)
-                    if v_Value < -32768 or v_Value > 32767: raise EncodeError(f'value {v_Value!r} outside [-32768, 32767]')
-                    w.sint(v_Value)
-                    w.bits(0, 1)
-                    v_Value = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of Value')
             if s == 3:
                 if True:
                     bits(0, 1)
@@ -326,11 +239,7 @@ def _d_EVSEChargeParameterType(r):
     bits = r.bits
     el = ''
     try:
-        ec = bits(1)
-        if ec == 0:
-            s = -1
-        else:
-            raise r.deviation('EVSEChargeParameterType')
+        if bits(1): raise r.deviation('EVSEChargeParameterType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdatatypes.EVSEChargeParameterType()
@@ -340,12 +249,8 @@ def _e_EVSEChargeParameterType(w, o):
     bits = w.bits
     el = ''
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if True:
-                    bits(0, 1)
-                    s = -1
+        if True:
+            bits(0, 1)
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -358,46 +263,19 @@ def _d_AC_EVSEChargeParameterType(r):
     f_EVSEMaxCurrent = None
     f_EVSEMinCurrent = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'AC_EVSEStatus'
-                    f_AC_EVSEStatus = _d_AC_EVSEStatusType(r)
-                    s = 1
-                else:
-                    raise r.deviation('AC_EVSEChargeParameterType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEMaxVoltage'
-                    f_EVSEMaxVoltage = _d_PhysicalValueType(r)
-                    s = 2
-                else:
-                    raise r.deviation('AC_EVSEChargeParameterType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEMaxCurrent'
-                    f_EVSEMaxCurrent = _d_PhysicalValueType(r)
-                    s = 3
-                else:
-                    raise r.deviation('AC_EVSEChargeParameterType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEMinCurrent'
-                    f_EVSEMinCurrent = _d_PhysicalValueType(r)
-                    s = 4
-                else:
-                    raise r.deviation('AC_EVSEChargeParameterType')
-            if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('AC_EVSEChargeParameterType')
+        if bits(1): raise r.deviation('AC_EVSEChargeParameterType')
+        el = 'AC_EVSEStatus'
+        f_AC_EVSEStatus = _d_AC_EVSEStatusType(r)
+        if bits(1): raise r.deviation('AC_EVSEChargeParameterType')
+        el = 'EVSEMaxVoltage'
+        f_EVSEMaxVoltage = _d_PhysicalValueType(r)
+        if bits(1): raise r.deviation('AC_EVSEChargeParameterType')
+        el = 'EVSEMaxCurrent'
+        f_EVSEMaxCurrent = _d_PhysicalValueType(r)
+        if bits(1): raise r.deviation('AC_EVSEChargeParameterType')
+        el = 'EVSEMinCurrent'
+        f_EVSEMinCurrent = _d_PhysicalValueType(r)
+        if bits(1): raise r.deviation('AC_EVSEChargeParameterType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdatatypes.AC_EVSEChargeParameterType(f_AC_EVSEStatus, f_EVSEMaxVoltage, f_EVSEMaxCurrent, f_EVSEMinCurrent)
@@ -411,49 +289,30 @@ def _e_AC_EVSEChargeParameterType(w, o):
         v_EVSEMaxVoltage = o.EVSEMaxVoltage
         v_EVSEMaxCurrent = o.EVSEMaxCurrent
         v_EVSEMinCurrent = o.EVSEMinCurrent
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_AC_EVSEStatus is not None:
-                    bits(0, 1)
-                    el = 'AC_EVSEStatus'
-                    _e_AC_EVSEStatusType(w, v_AC_EVSEStatus)
-                    v_AC_EVSEStatus = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of AC_EVSEStatus')
-            if s == 1:
-                if v_EVSEMaxVoltage is not None:
-                    bits(0, 1)
-                    el = 'EVSEMaxVoltage'
-                    _e_PhysicalValueType(w, v_EVSEMaxVoltage)
-                    v_EVSEMaxVoltage = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of EVSEMaxVoltage')
-            if s == 2:
-                if v_EVSEMaxCurrent is not None:
-                    bits(0, 1)
-                    el = 'EVSEMaxCurrent'
-                    _e_PhysicalValueType(w, v_EVSEMaxCurrent)
-                    v_EVSEMaxCurrent = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of EVSEMaxCurrent')
-            if s == 3:
-                if v_EVSEMinCurrent is not None:
-                    bits(0, 1)
-                    el = 'EVSEMinCurrent'
-                    _e_PhysicalValueType(w, v_EVSEMinCurrent)
-                    v_EVSEMinCurrent = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of EVSEMinCurrent')
-            if s == 4:
-                if True:
-                    bits(0, 1)
-                    if v_AC_EVSEStatus is not None or v_EVSEMaxVoltage is not None or v_EVSEMaxCurrent is not None or v_EVSEMinCurrent is not None: raise _leftover(o)
-                    s = -1
+        if v_AC_EVSEStatus is not None:
+            el = 'AC_EVSEStatus'
+            bits(0, 1)
+            _e_AC_EVSEStatusType(w, v_AC_EVSEStatus)
+            if not (v_EVSEMaxVoltage is not None): raise EncodeError('missing content: EVSEMaxVoltage')
+            el = 'EVSEMaxVoltage'
+            bits(0, 1)
+            v_AC_EVSEStatus = None
+            _e_PhysicalValueType(w, v_EVSEMaxVoltage)
+            if not (v_EVSEMaxCurrent is not None): raise EncodeError('missing content: EVSEMaxCurrent')
+            el = 'EVSEMaxCurrent'
+            bits(0, 1)
+            v_EVSEMaxVoltage = None
+            _e_PhysicalValueType(w, v_EVSEMaxCurrent)
+            if not (v_EVSEMinCurrent is not None): raise EncodeError('missing content: EVSEMinCurrent')
+            el = 'EVSEMinCurrent'
+            bits(0, 1)
+            v_EVSEMaxCurrent = None
+            _e_PhysicalValueType(w, v_EVSEMinCurrent)
+            bits(0, 1)
+            v_EVSEMinCurrent = None
+            if v_AC_EVSEStatus is not None or v_EVSEMaxVoltage is not None or v_EVSEMaxCurrent is not None or v_EVSEMinCurrent is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of AC_EVSEStatus')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -466,57 +325,21 @@ def _d_AC_EVSEStatusType(r):
     f_NotificationMaxDelay = None
     f_EVSENotification = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'PowerSwitchClosed'
-                    if bits(1): raise r.deviation('AC_EVSEStatusType')
-                    f_PowerSwitchClosed = bits(1) == 1
-                    if bits(1): raise r.deviation('AC_EVSEStatusType')
-                    s = 1
-                else:
-                    raise r.deviation('AC_EVSEStatusType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'RCD'
-                    if bits(1): raise r.deviation('AC_EVSEStatusType')
-                    f_RCD = bits(1) == 1
-                    if bits(1): raise r.deviation('AC_EVSEStatusType')
-                    s = 2
-                else:
-                    raise r.deviation('AC_EVSEStatusType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'NotificationMaxDelay'
-                    if bits(1): raise r.deviation('AC_EVSEStatusType')
-                    f_NotificationMaxDelay = r.uint()
-                    if f_NotificationMaxDelay > 4294967295: raise DecodeError(f'value {f_NotificationMaxDelay} outside [0, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('AC_EVSEStatusType')
-                    s = 3
-                else:
-                    raise r.deviation('AC_EVSEStatusType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSENotification'
-                    if bits(1): raise r.deviation('AC_EVSEStatusType')
-                    f_EVSENotification = bits(2)
-                    if f_EVSENotification >= 3: raise DecodeError(f'enumeration index {f_EVSENotification} out of range (3 values)', r.pos)
-                    f_EVSENotification = _E2[f_EVSENotification]
-                    if bits(1): raise r.deviation('AC_EVSEStatusType')
-                    s = 4
-                else:
-                    raise r.deviation('AC_EVSEStatusType')
-            if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('AC_EVSEStatusType')
+        x = bits(10)
+        if x & 887: raise r.deviation('AC_EVSEStatusType')
+        el = 'PowerSwitchClosed'
+        f_PowerSwitchClosed = ((x >> 7) & 1) == 1
+        el = 'RCD'
+        f_RCD = ((x >> 3) & 1) == 1
+        el = 'NotificationMaxDelay'
+        f_NotificationMaxDelay = r.uint()
+        if f_NotificationMaxDelay > 4294967295: raise DecodeError(f'value {f_NotificationMaxDelay} outside [0, 4294967295]', r.pos)
+        x = bits(7)
+        if x & 115: raise r.deviation('AC_EVSEStatusType')
+        el = 'EVSENotification'
+        f_EVSENotification = ((x >> 2) & 3)
+        if f_EVSENotification >= 3: raise DecodeError(f'enumeration index {f_EVSENotification} out of range (3 values)', r.pos)
+        f_EVSENotification = _E2[f_EVSENotification]
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdatatypes.AC_EVSEStatusType(f_PowerSwitchClosed, f_RCD, f_NotificationMaxDelay, f_EVSENotification)
@@ -530,64 +353,29 @@ def _e_AC_EVSEStatusType(w, o):
         v_RCD = o.RCD
         v_NotificationMaxDelay = o.NotificationMaxDelay
         v_EVSENotification = o.EVSENotification
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_PowerSwitchClosed is not None:
-                    bits(0, 1)
-                    el = 'PowerSwitchClosed'
-                    w.bits(0, 1)
-                    if v_PowerSwitchClosed is True: w.bits(1, 1)
-                    elif v_PowerSwitchClosed is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_PowerSwitchClosed!r}')
-                    w.bits(0, 1)
-                    v_PowerSwitchClosed = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of PowerSwitchClosed')
-            if s == 1:
-                if v_RCD is not None:
-                    bits(0, 1)
-                    el = 'RCD'
-                    w.bits(0, 1)
-                    if v_RCD is True: w.bits(1, 1)
-                    elif v_RCD is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_RCD!r}')
-                    w.bits(0, 1)
-                    v_RCD = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of RCD')
-            if s == 2:
-                if v_NotificationMaxDelay is not None:
-                    bits(0, 1)
-                    el = 'NotificationMaxDelay'
-                    w.bits(0, 1)
-                    if v_NotificationMaxDelay < 0 or v_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {v_NotificationMaxDelay!r} outside [0, 4294967295]')
-                    w.uint(v_NotificationMaxDelay)
-                    w.bits(0, 1)
-                    v_NotificationMaxDelay = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of NotificationMaxDelay')
-            if s == 3:
-                if v_EVSENotification is not None:
-                    bits(0, 1)
-                    el = 'EVSENotification'
-                    w.bits(0, 1)
-                    _i = _I3.get(v_EVSENotification)
-                    if _i is None: raise EncodeError(f'{v_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                    w.bits(_i, 2)
-                    w.bits(0, 1)
-                    v_EVSENotification = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of EVSENotification')
-            if s == 4:
-                if True:
-                    bits(0, 1)
-                    if v_PowerSwitchClosed is not None or v_RCD is not None or v_NotificationMaxDelay is not None or v_EVSENotification is not None: raise _leftover(o)
-                    s = -1
+        if v_PowerSwitchClosed is not None:
+            el = 'PowerSwitchClosed'
+            if v_PowerSwitchClosed is not True and v_PowerSwitchClosed is not False: raise EncodeError(f'expected a bool, got {v_PowerSwitchClosed!r}')
+            if not (v_RCD is not None): raise EncodeError('missing content: RCD')
+            el = 'RCD'
+            if v_RCD is not True and v_RCD is not False: raise EncodeError(f'expected a bool, got {v_RCD!r}')
+            if not (v_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
+            el = 'NotificationMaxDelay'
+            bits((v_PowerSwitchClosed << 7) | (v_RCD << 3), 10)
+            v_PowerSwitchClosed = None
+            v_RCD = None
+            if v_NotificationMaxDelay < 0 or v_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {v_NotificationMaxDelay!r} outside [0, 4294967295]')
+            w.uint(v_NotificationMaxDelay)
+            if not (v_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+            el = 'EVSENotification'
+            _i2 = _I3.get(v_EVSENotification)
+            if _i2 is None: raise EncodeError(f'{v_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+            bits((_i2 << 2), 7)
+            v_NotificationMaxDelay = None
+            v_EVSENotification = None
+            if v_PowerSwitchClosed is not None or v_RCD is not None or v_NotificationMaxDelay is not None or v_EVSENotification is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of PowerSwitchClosed')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -596,11 +384,7 @@ def _d_EVSEStatusType(r):
     bits = r.bits
     el = ''
     try:
-        ec = bits(1)
-        if ec == 0:
-            s = -1
-        else:
-            raise r.deviation('EVSEStatusType')
+        if bits(1): raise r.deviation('EVSEStatusType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdatatypes.EVSEStatusType()
@@ -610,12 +394,8 @@ def _e_EVSEStatusType(w, o):
     bits = w.bits
     el = ''
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if True:
-                    bits(0, 1)
-                    s = -1
+        if True:
+            bits(0, 1)
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -624,11 +404,7 @@ def _d_BodyBaseType(r):
     bits = r.bits
     el = ''
     try:
-        ec = bits(1)
-        if ec == 0:
-            s = -1
-        else:
-            raise r.deviation('BodyBaseType')
+        if bits(1): raise r.deviation('BodyBaseType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdef.BodyBaseType()
@@ -638,12 +414,8 @@ def _e_BodyBaseType(w, o):
     bits = w.bits
     el = ''
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if True:
-                    bits(0, 1)
-                    s = -1
+        if True:
+            bits(0, 1)
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -653,22 +425,10 @@ def _d_CableCheckReqType(r):
     el = ''
     f_DC_EVStatus = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'DC_EVStatus'
-                    f_DC_EVStatus = _d_DC_EVStatusType(r)
-                    s = 1
-                else:
-                    raise r.deviation('CableCheckReqType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('CableCheckReqType')
+        if bits(1): raise r.deviation('CableCheckReqType')
+        el = 'DC_EVStatus'
+        f_DC_EVStatus = _d_DC_EVStatusType(r)
+        if bits(1): raise r.deviation('CableCheckReqType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgbody.CableCheckReqType(f_DC_EVStatus)
@@ -679,22 +439,15 @@ def _e_CableCheckReqType(w, o):
     el = ''
     try:
         v_DC_EVStatus = o.DC_EVStatus
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_DC_EVStatus is not None:
-                    bits(0, 1)
-                    el = 'DC_EVStatus'
-                    _e_DC_EVStatusType(w, v_DC_EVStatus)
-                    v_DC_EVStatus = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of DC_EVStatus')
-            if s == 1:
-                if True:
-                    bits(0, 1)
-                    if v_DC_EVStatus is not None: raise _leftover(o)
-                    s = -1
+        if v_DC_EVStatus is not None:
+            el = 'DC_EVStatus'
+            bits(0, 1)
+            _e_DC_EVStatusType(w, v_DC_EVStatus)
+            bits(0, 1)
+            v_DC_EVStatus = None
+            if v_DC_EVStatus is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of DC_EVStatus')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -711,86 +464,68 @@ def _d_DC_EVStatusType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVReady'
-                    if bits(1): raise r.deviation('DC_EVStatusType')
-                    f_EVReady = bits(1) == 1
-                    if bits(1): raise r.deviation('DC_EVStatusType')
-                    s = 1
-                else:
-                    raise r.deviation('DC_EVStatusType')
+                x = bits(4)
+                if x & 13: raise r.deviation('DC_EVStatusType')
+                el = 'EVReady'
+                f_EVReady = ((x >> 1) & 1) == 1
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DC_EVStatusType')
                     el = 'EVCabinConditioning'
-                    if bits(1): raise r.deviation('DC_EVStatusType')
-                    f_EVCabinConditioning = bits(1) == 1
-                    if bits(1): raise r.deviation('DC_EVStatusType')
+                    f_EVCabinConditioning = ((x >> 1) & 1) == 1
                     s = 2
                 elif ec == 1:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DC_EVStatusType')
                     el = 'EVRESSConditioning'
-                    if bits(1): raise r.deviation('DC_EVStatusType')
-                    f_EVRESSConditioning = bits(1) == 1
-                    if bits(1): raise r.deviation('DC_EVStatusType')
+                    f_EVRESSConditioning = ((x >> 1) & 1) == 1
                     s = 3
                 elif ec == 2:
+                    x = bits(6)
+                    if x & 33: raise r.deviation('DC_EVStatusType')
                     el = 'EVErrorCode'
-                    if bits(1): raise r.deviation('DC_EVStatusType')
-                    f_EVErrorCode = bits(4)
+                    f_EVErrorCode = ((x >> 1) & 15)
                     if f_EVErrorCode >= 12: raise DecodeError(f'enumeration index {f_EVErrorCode} out of range (12 values)', r.pos)
                     f_EVErrorCode = _E4[f_EVErrorCode]
-                    if bits(1): raise r.deviation('DC_EVStatusType')
                     s = 4
                 else:
                     raise r.deviation('DC_EVStatusType')
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DC_EVStatusType')
                     el = 'EVRESSConditioning'
-                    if bits(1): raise r.deviation('DC_EVStatusType')
-                    f_EVRESSConditioning = bits(1) == 1
-                    if bits(1): raise r.deviation('DC_EVStatusType')
+                    f_EVRESSConditioning = ((x >> 1) & 1) == 1
                     s = 3
                 elif ec == 1:
+                    x = bits(6)
+                    if x & 33: raise r.deviation('DC_EVStatusType')
                     el = 'EVErrorCode'
-                    if bits(1): raise r.deviation('DC_EVStatusType')
-                    f_EVErrorCode = bits(4)
+                    f_EVErrorCode = ((x >> 1) & 15)
                     if f_EVErrorCode >= 12: raise DecodeError(f'enumeration index {f_EVErrorCode} out of range (12 values)', r.pos)
                     f_EVErrorCode = _E4[f_EVErrorCode]
-                    if bits(1): raise r.deviation('DC_EVStatusType')
                     s = 4
                 else:
                     raise r.deviation('DC_EVStatusType')
             if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVErrorCode'
-                    if bits(1): raise r.deviation('DC_EVStatusType')
-                    f_EVErrorCode = bits(4)
-                    if f_EVErrorCode >= 12: raise DecodeError(f'enumeration index {f_EVErrorCode} out of range (12 values)', r.pos)
-                    f_EVErrorCode = _E4[f_EVErrorCode]
-                    if bits(1): raise r.deviation('DC_EVStatusType')
-                    s = 4
-                else:
-                    raise r.deviation('DC_EVStatusType')
+                x = bits(7)
+                if x & 97: raise r.deviation('DC_EVStatusType')
+                el = 'EVErrorCode'
+                f_EVErrorCode = ((x >> 1) & 15)
+                if f_EVErrorCode >= 12: raise DecodeError(f'enumeration index {f_EVErrorCode} out of range (12 values)', r.pos)
+                f_EVErrorCode = _E4[f_EVErrorCode]
+                s = 4
             if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVRESSSOC'
-                    if bits(1): raise r.deviation('DC_EVStatusType')
-                    f_EVRESSSOC = bits(7)
-                    if f_EVRESSSOC > 100: raise DecodeError(f'value {f_EVRESSSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('DC_EVStatusType')
-                    s = 5
-                else:
-                    raise r.deviation('DC_EVStatusType')
-            if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('DC_EVStatusType')
+                x = bits(11)
+                if x & 1539: raise r.deviation('DC_EVStatusType')
+                el = 'EVRESSSOC'
+                f_EVRESSSOC = ((x >> 2) & 127)
+                if f_EVRESSSOC > 100: raise DecodeError(f'value {f_EVRESSSOC} above maximum 100', r.pos)
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdatatypes.DC_EVStatusType(f_EVReady, f_EVCabinConditioning, f_EVRESSConditioning, f_EVErrorCode, f_EVRESSSOC)
@@ -809,103 +544,71 @@ def _e_DC_EVStatusType(w, o):
         while s >= 0:
             if s == 0:
                 if v_EVReady is not None:
-                    bits(0, 1)
                     el = 'EVReady'
-                    w.bits(0, 1)
-                    if v_EVReady is True: w.bits(1, 1)
-                    elif v_EVReady is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_EVReady!r}')
-                    w.bits(0, 1)
+                    if v_EVReady is not True and v_EVReady is not False: raise EncodeError(f'expected a bool, got {v_EVReady!r}')
+                    bits((v_EVReady << 1), 4)
                     v_EVReady = None
                     s = 1
                 else:
                     raise EncodeError('missing content: expected one of EVReady')
             if s == 1:
                 if v_EVCabinConditioning is not None:
-                    bits(0, 2)
                     el = 'EVCabinConditioning'
-                    w.bits(0, 1)
-                    if v_EVCabinConditioning is True: w.bits(1, 1)
-                    elif v_EVCabinConditioning is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_EVCabinConditioning!r}')
-                    w.bits(0, 1)
+                    if v_EVCabinConditioning is not True and v_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {v_EVCabinConditioning!r}')
+                    bits((v_EVCabinConditioning << 1), 5)
                     v_EVCabinConditioning = None
                     s = 2
                 elif v_EVRESSConditioning is not None:
-                    bits(1, 2)
                     el = 'EVRESSConditioning'
-                    w.bits(0, 1)
-                    if v_EVRESSConditioning is True: w.bits(1, 1)
-                    elif v_EVRESSConditioning is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_EVRESSConditioning!r}')
-                    w.bits(0, 1)
+                    if v_EVRESSConditioning is not True and v_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {v_EVRESSConditioning!r}')
+                    bits((1 << 3) | (v_EVRESSConditioning << 1), 5)
                     v_EVRESSConditioning = None
                     s = 3
                 elif v_EVErrorCode is not None:
-                    bits(2, 2)
                     el = 'EVErrorCode'
-                    w.bits(0, 1)
-                    _i = _I5.get(v_EVErrorCode)
-                    if _i is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                    w.bits(_i, 4)
-                    w.bits(0, 1)
+                    _i3 = _I5.get(v_EVErrorCode)
+                    if _i3 is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    bits((2 << 6) | (_i3 << 1), 8)
                     v_EVErrorCode = None
                     s = 4
                 else:
                     raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
             if s == 2:
                 if v_EVRESSConditioning is not None:
-                    bits(0, 2)
                     el = 'EVRESSConditioning'
-                    w.bits(0, 1)
-                    if v_EVRESSConditioning is True: w.bits(1, 1)
-                    elif v_EVRESSConditioning is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_EVRESSConditioning!r}')
-                    w.bits(0, 1)
+                    if v_EVRESSConditioning is not True and v_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {v_EVRESSConditioning!r}')
+                    bits((v_EVRESSConditioning << 1), 5)
                     v_EVRESSConditioning = None
                     s = 3
                 elif v_EVErrorCode is not None:
-                    bits(1, 2)
                     el = 'EVErrorCode'
-                    w.bits(0, 1)
-                    _i = _I5.get(v_EVErrorCode)
-                    if _i is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                    w.bits(_i, 4)
-                    w.bits(0, 1)
+                    _i4 = _I5.get(v_EVErrorCode)
+                    if _i4 is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    bits((1 << 6) | (_i4 << 1), 8)
                     v_EVErrorCode = None
                     s = 4
                 else:
                     raise EncodeError('missing content: expected one of EVRESSConditioning, EVErrorCode')
             if s == 3:
                 if v_EVErrorCode is not None:
-                    bits(0, 1)
                     el = 'EVErrorCode'
-                    w.bits(0, 1)
-                    _i = _I5.get(v_EVErrorCode)
-                    if _i is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                    w.bits(_i, 4)
-                    w.bits(0, 1)
+                    _i5 = _I5.get(v_EVErrorCode)
+                    if _i5 is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    bits((_i5 << 1), 7)
                     v_EVErrorCode = None
                     s = 4
                 else:
                     raise EncodeError('missing content: expected one of EVErrorCode')
             if s == 4:
                 if v_EVRESSSOC is not None:
-                    bits(0, 1)
                     el = 'EVRESSSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_EVRESSSOC <= 100: raise EncodeError(f'value {v_EVRESSSOC!r} outside [0, 100]')
-                    w.bits(v_EVRESSSOC, 7)
-                    w.bits(0, 1)
+                    bits((v_EVRESSSOC << 2), 11)
                     v_EVRESSSOC = None
-                    s = 5
-                else:
-                    raise EncodeError('missing content: expected one of EVRESSSOC')
-            if s == 5:
-                if True:
-                    bits(0, 1)
                     if v_EVReady is not None or v_EVCabinConditioning is not None or v_EVRESSConditioning is not None or v_EVErrorCode is not None or v_EVRESSSOC is not None: raise _leftover(o)
                     s = -1
+                else:
+                    raise EncodeError('missing content: expected one of EVRESSSOC')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -914,11 +617,7 @@ def _d_EVStatusType(r):
     bits = r.bits
     el = ''
     try:
-        ec = bits(1)
-        if ec == 0:
-            s = -1
-        else:
-            raise r.deviation('EVStatusType')
+        if bits(1): raise r.deviation('EVStatusType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdatatypes.EVStatusType()
@@ -928,12 +627,8 @@ def _e_EVStatusType(w, o):
     bits = w.bits
     el = ''
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if True:
-                    bits(0, 1)
-                    s = -1
+        if True:
+            bits(0, 1)
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -945,44 +640,18 @@ def _d_CableCheckResType(r):
     f_DC_EVSEStatus = None
     f_EVSEProcessing = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('CableCheckResType')
-                    f_ResponseCode = bits(5)
-                    if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.pos)
-                    f_ResponseCode = _E6[f_ResponseCode]
-                    if bits(1): raise r.deviation('CableCheckResType')
-                    s = 1
-                else:
-                    raise r.deviation('CableCheckResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'DC_EVSEStatus'
-                    f_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
-                    s = 2
-                else:
-                    raise r.deviation('CableCheckResType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEProcessing'
-                    if bits(1): raise r.deviation('CableCheckResType')
-                    f_EVSEProcessing = _E7[bits(1)]
-                    if bits(1): raise r.deviation('CableCheckResType')
-                    s = 3
-                else:
-                    raise r.deviation('CableCheckResType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('CableCheckResType')
+        x = bits(9)
+        if x & 387: raise r.deviation('CableCheckResType')
+        el = 'ResponseCode'
+        f_ResponseCode = ((x >> 2) & 31)
+        if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.pos)
+        f_ResponseCode = _E6[f_ResponseCode]
+        el = 'DC_EVSEStatus'
+        f_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
+        x = bits(5)
+        if x & 27: raise r.deviation('CableCheckResType')
+        el = 'EVSEProcessing'
+        f_EVSEProcessing = _E7[((x >> 2) & 1)]
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgbody.CableCheckResType(f_ResponseCode, f_DC_EVSEStatus, f_EVSEProcessing)
@@ -995,48 +664,25 @@ def _e_CableCheckResType(w, o):
         v_ResponseCode = o.ResponseCode
         v_DC_EVSEStatus = o.DC_EVSEStatus
         v_EVSEProcessing = o.EVSEProcessing
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_ResponseCode is not None:
-                    bits(0, 1)
-                    el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I8.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 5)
-                    w.bits(0, 1)
-                    v_ResponseCode = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 1:
-                if v_DC_EVSEStatus is not None:
-                    bits(0, 1)
-                    el = 'DC_EVSEStatus'
-                    _e_DC_EVSEStatusType(w, v_DC_EVSEStatus)
-                    v_DC_EVSEStatus = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of DC_EVSEStatus')
-            if s == 2:
-                if v_EVSEProcessing is not None:
-                    bits(0, 1)
-                    el = 'EVSEProcessing'
-                    w.bits(0, 1)
-                    _i = _I9.get(v_EVSEProcessing)
-                    if _i is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
-                    w.bits(_i, 1)
-                    w.bits(0, 1)
-                    v_EVSEProcessing = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of EVSEProcessing')
-            if s == 3:
-                if True:
-                    bits(0, 1)
-                    if v_ResponseCode is not None or v_DC_EVSEStatus is not None or v_EVSEProcessing is not None: raise _leftover(o)
-                    s = -1
+        if v_ResponseCode is not None:
+            el = 'ResponseCode'
+            _i6 = _I8.get(v_ResponseCode)
+            if _i6 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (v_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
+            el = 'DC_EVSEStatus'
+            bits((_i6 << 2), 9)
+            v_ResponseCode = None
+            _e_DC_EVSEStatusType(w, v_DC_EVSEStatus)
+            if not (v_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
+            el = 'EVSEProcessing'
+            _i7 = _I9.get(v_EVSEProcessing)
+            if _i7 is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
+            bits((_i7 << 2), 5)
+            v_DC_EVSEStatus = None
+            v_EVSEProcessing = None
+            if v_ResponseCode is not None or v_DC_EVSEStatus is not None or v_EVSEProcessing is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of ResponseCode')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -1054,62 +700,38 @@ def _d_DC_EVSEStatusType(r):
             if s == 0:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(11)
+                    if x & 1249: raise r.deviation('DC_EVSEStatusType')
                     el = 'EVSEIsolationStatus'
-                    if bits(1): raise r.deviation('DC_EVSEStatusType')
-                    f_EVSEIsolationStatus = _E10[bits(2)]
-                    if bits(1): raise r.deviation('DC_EVSEStatusType')
-                    s = 1
-                elif ec == 1:
+                    f_EVSEIsolationStatus = _E10[((x >> 8) & 3)]
                     el = 'EVSEStatusCode'
-                    if bits(1): raise r.deviation('DC_EVSEStatusType')
-                    f_EVSEStatusCode = bits(4)
+                    f_EVSEStatusCode = ((x >> 1) & 15)
                     if f_EVSEStatusCode >= 12: raise DecodeError(f'enumeration index {f_EVSEStatusCode} out of range (12 values)', r.pos)
                     f_EVSEStatusCode = _E11[f_EVSEStatusCode]
-                    if bits(1): raise r.deviation('DC_EVSEStatusType')
                     s = 2
-                else:
-                    raise r.deviation('DC_EVSEStatusType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    x = bits(6)
+                    if x & 33: raise r.deviation('DC_EVSEStatusType')
                     el = 'EVSEStatusCode'
-                    if bits(1): raise r.deviation('DC_EVSEStatusType')
-                    f_EVSEStatusCode = bits(4)
+                    f_EVSEStatusCode = ((x >> 1) & 15)
                     if f_EVSEStatusCode >= 12: raise DecodeError(f'enumeration index {f_EVSEStatusCode} out of range (12 values)', r.pos)
                     f_EVSEStatusCode = _E11[f_EVSEStatusCode]
-                    if bits(1): raise r.deviation('DC_EVSEStatusType')
                     s = 2
                 else:
                     raise r.deviation('DC_EVSEStatusType')
             if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'NotificationMaxDelay'
-                    if bits(1): raise r.deviation('DC_EVSEStatusType')
-                    f_NotificationMaxDelay = r.uint()
-                    if f_NotificationMaxDelay > 4294967295: raise DecodeError(f'value {f_NotificationMaxDelay} outside [0, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('DC_EVSEStatusType')
-                    s = 3
-                else:
-                    raise r.deviation('DC_EVSEStatusType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSENotification'
-                    if bits(1): raise r.deviation('DC_EVSEStatusType')
-                    f_EVSENotification = bits(2)
-                    if f_EVSENotification >= 3: raise DecodeError(f'enumeration index {f_EVSENotification} out of range (3 values)', r.pos)
-                    f_EVSENotification = _E2[f_EVSENotification]
-                    if bits(1): raise r.deviation('DC_EVSEStatusType')
-                    s = 4
-                else:
-                    raise r.deviation('DC_EVSEStatusType')
-            if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('DC_EVSEStatusType')
+                x = bits(2)
+                if x & 3: raise r.deviation('DC_EVSEStatusType')
+                el = 'NotificationMaxDelay'
+                f_NotificationMaxDelay = r.uint()
+                if f_NotificationMaxDelay > 4294967295: raise DecodeError(f'value {f_NotificationMaxDelay} outside [0, 4294967295]', r.pos)
+                x = bits(7)
+                if x & 115: raise r.deviation('DC_EVSEStatusType')
+                el = 'EVSENotification'
+                f_EVSENotification = ((x >> 2) & 3)
+                if f_EVSENotification >= 3: raise DecodeError(f'enumeration index {f_EVSENotification} out of range (3 values)', r.pos)
+                f_EVSENotification = _E2[f_EVSENotification]
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdatatypes.DC_EVSEStatusType(f_EVSEIsolationStatus, f_EVSEStatusCode, f_NotificationMaxDelay, f_EVSENotification)
@@ -1127,70 +749,43 @@ def _e_DC_EVSEStatusType(w, o):
         while s >= 0:
             if s == 0:
                 if v_EVSEIsolationStatus is not None:
-                    bits(0, 2)
                     el = 'EVSEIsolationStatus'
-                    w.bits(0, 1)
-                    _i = _I12.get(v_EVSEIsolationStatus)
-                    if _i is None: raise EncodeError(f'{v_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
-                    w.bits(_i, 2)
-                    w.bits(0, 1)
-                    v_EVSEIsolationStatus = None
-                    s = 1
-                elif v_EVSEStatusCode is not None:
-                    bits(1, 2)
+                    _i8 = _I12.get(v_EVSEIsolationStatus)
+                    if _i8 is None: raise EncodeError(f'{v_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
+                    if not (v_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
                     el = 'EVSEStatusCode'
-                    w.bits(0, 1)
-                    _i = _I13.get(v_EVSEStatusCode)
-                    if _i is None: raise EncodeError(f'{v_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                    w.bits(_i, 4)
-                    w.bits(0, 1)
+                    _i9 = _I13.get(v_EVSEStatusCode)
+                    if _i9 is None: raise EncodeError(f'{v_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                    bits((_i8 << 8) | (_i9 << 1), 13)
+                    v_EVSEIsolationStatus = None
+                    v_EVSEStatusCode = None
+                    s = 2
+                elif v_EVSEStatusCode is not None:
+                    el = 'EVSEStatusCode'
+                    _i10 = _I13.get(v_EVSEStatusCode)
+                    if _i10 is None: raise EncodeError(f'{v_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                    bits((1 << 6) | (_i10 << 1), 8)
                     v_EVSEStatusCode = None
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
-            if s == 1:
-                if v_EVSEStatusCode is not None:
-                    bits(0, 1)
-                    el = 'EVSEStatusCode'
-                    w.bits(0, 1)
-                    _i = _I13.get(v_EVSEStatusCode)
-                    if _i is None: raise EncodeError(f'{v_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                    w.bits(_i, 4)
-                    w.bits(0, 1)
-                    v_EVSEStatusCode = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of EVSEStatusCode')
             if s == 2:
                 if v_NotificationMaxDelay is not None:
-                    bits(0, 1)
                     el = 'NotificationMaxDelay'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     if v_NotificationMaxDelay < 0 or v_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {v_NotificationMaxDelay!r} outside [0, 4294967295]')
                     w.uint(v_NotificationMaxDelay)
-                    w.bits(0, 1)
-                    v_NotificationMaxDelay = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of NotificationMaxDelay')
-            if s == 3:
-                if v_EVSENotification is not None:
-                    bits(0, 1)
+                    if not (v_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                     el = 'EVSENotification'
-                    w.bits(0, 1)
-                    _i = _I3.get(v_EVSENotification)
-                    if _i is None: raise EncodeError(f'{v_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                    w.bits(_i, 2)
-                    w.bits(0, 1)
+                    _i11 = _I3.get(v_EVSENotification)
+                    if _i11 is None: raise EncodeError(f'{v_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                    bits((_i11 << 2), 7)
+                    v_NotificationMaxDelay = None
                     v_EVSENotification = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of EVSENotification')
-            if s == 4:
-                if True:
-                    bits(0, 1)
                     if v_EVSEIsolationStatus is not None or v_EVSEStatusCode is not None or v_NotificationMaxDelay is not None or v_EVSENotification is not None: raise _leftover(o)
                     s = -1
+                else:
+                    raise EncodeError('missing content: expected one of NotificationMaxDelay')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -1203,19 +798,17 @@ def _d_CanonicalizationMethodType(r, key):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = '@Algorithm'
-                    f_Algorithm = r.string(17)
-                    s = 1
-                else:
-                    raise r.deviation('CanonicalizationMethodType')
+                if bits(1): raise r.deviation('CanonicalizationMethodType')
+                el = '@Algorithm'
+                f_Algorithm = r.string(17)
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -1228,6 +821,7 @@ def _d_CanonicalizationMethodType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -1240,6 +834,7 @@ def _d_CanonicalizationMethodType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -1260,8 +855,8 @@ def _e_CanonicalizationMethodType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Algorithm is not None:
-                    bits(0, 1)
                     el = '@Algorithm'
+                    bits(0, 1)
                     w.string(v_Algorithm)
                     v_Algorithm = None
                     s = 1
@@ -1301,21 +896,16 @@ def _d_CertificateInstallationReqType(r):
                 if ec == 0:
                     el = '@Id'
                     f_Id = r.string(18)
-                    s = 1
-                elif ec == 1:
+                    x = bits(2)
+                    if x & 3: raise r.deviation('CertificateInstallationReqType')
                     el = 'OEMProvisioningCert'
-                    if bits(1): raise r.deviation('CertificateInstallationReqType')
                     f_OEMProvisioningCert = r.binary()
                     if len(f_OEMProvisioningCert) > 1200: raise DecodeError(f'length {len(f_OEMProvisioningCert)} outside [0, 1200]', r.pos)
                     if bits(1): raise r.deviation('CertificateInstallationReqType')
                     s = 2
-                else:
-                    raise r.deviation('CertificateInstallationReqType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'OEMProvisioningCert'
+                elif ec == 1:
                     if bits(1): raise r.deviation('CertificateInstallationReqType')
+                    el = 'OEMProvisioningCert'
                     f_OEMProvisioningCert = r.binary()
                     if len(f_OEMProvisioningCert) > 1200: raise DecodeError(f'length {len(f_OEMProvisioningCert)} outside [0, 1200]', r.pos)
                     if bits(1): raise r.deviation('CertificateInstallationReqType')
@@ -1323,30 +913,17 @@ def _d_CertificateInstallationReqType(r):
                 else:
                     raise r.deviation('CertificateInstallationReqType')
             if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ListOfRootCertificateIDs'
-                    f_ListOfRootCertificateIDs = _d_ListOfRootCertificateIDsType(r)
-                    s = 3
-                else:
-                    raise r.deviation('CertificateInstallationReqType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'DHParams'
-                    if bits(1): raise r.deviation('CertificateInstallationReqType')
-                    f_DHParams = r.binary()
-                    if len(f_DHParams) > 256: raise DecodeError(f'length {len(f_DHParams)} outside [0, 256]', r.pos)
-                    if bits(1): raise r.deviation('CertificateInstallationReqType')
-                    s = 4
-                else:
-                    raise r.deviation('CertificateInstallationReqType')
-            if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('CertificateInstallationReqType')
+                if bits(1): raise r.deviation('CertificateInstallationReqType')
+                el = 'ListOfRootCertificateIDs'
+                f_ListOfRootCertificateIDs = _d_ListOfRootCertificateIDsType(r)
+                x = bits(2)
+                if x & 3: raise r.deviation('CertificateInstallationReqType')
+                el = 'DHParams'
+                f_DHParams = r.binary()
+                if len(f_DHParams) > 256: raise DecodeError(f'length {len(f_DHParams)} outside [0, 256]', r.pos)
+                x = bits(2)
+                if x & 3: raise r.deviation('CertificateInstallationReqType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgbody.CertificateInstallationReqType(f_Id, f_OEMProvisioningCert, f_ListOfRootCertificateIDs, f_DHParams)
@@ -1364,60 +941,45 @@ def _e_CertificateInstallationReqType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 2)
                     el = '@Id'
+                    bits(0, 2)
                     w.string(v_Id)
-                    v_Id = None
-                    s = 1
-                elif v_OEMProvisioningCert is not None:
-                    bits(1, 2)
+                    if not (v_OEMProvisioningCert is not None): raise EncodeError('missing content: OEMProvisioningCert')
                     el = 'OEMProvisioningCert'
-                    w.bits(0, 1)
+                    bits(0, 2)
+                    v_Id = None
                     if len(v_OEMProvisioningCert) > 1200: raise EncodeError(f'length {len(v_OEMProvisioningCert)} outside [0, 1200]')
                     w.binary(v_OEMProvisioningCert)
-                    w.bits(0, 1)
+                    bits(0, 1)
+                    v_OEMProvisioningCert = None
+                    s = 2
+                elif v_OEMProvisioningCert is not None:
+                    el = 'OEMProvisioningCert'
+                    bits((1 << 1), 3)
+                    if len(v_OEMProvisioningCert) > 1200: raise EncodeError(f'length {len(v_OEMProvisioningCert)} outside [0, 1200]')
+                    w.binary(v_OEMProvisioningCert)
+                    bits(0, 1)
                     v_OEMProvisioningCert = None
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, OEMProvisioningCert')
-            if s == 1:
-                if v_OEMProvisioningCert is not None:
-                    bits(0, 1)
-                    el = 'OEMProvisioningCert'
-                    w.bits(0, 1)
-                    if len(v_OEMProvisioningCert) > 1200: raise EncodeError(f'length {len(v_OEMProvisioningCert)} outside [0, 1200]')
-                    w.binary(v_OEMProvisioningCert)
-                    w.bits(0, 1)
-                    v_OEMProvisioningCert = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of OEMProvisioningCert')
             if s == 2:
                 if v_ListOfRootCertificateIDs is not None:
-                    bits(0, 1)
                     el = 'ListOfRootCertificateIDs'
-                    _e_ListOfRootCertificateIDsType(w, v_ListOfRootCertificateIDs)
-                    v_ListOfRootCertificateIDs = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of ListOfRootCertificateIDs')
-            if s == 3:
-                if v_DHParams is not None:
                     bits(0, 1)
+                    _e_ListOfRootCertificateIDsType(w, v_ListOfRootCertificateIDs)
+                    if not (v_DHParams is not None): raise EncodeError('missing content: DHParams')
                     el = 'DHParams'
-                    w.bits(0, 1)
+                    bits(0, 2)
+                    v_ListOfRootCertificateIDs = None
                     if len(v_DHParams) > 256: raise EncodeError(f'length {len(v_DHParams)} outside [0, 256]')
                     w.binary(v_DHParams)
-                    w.bits(0, 1)
+                    bits(0, 2)
                     v_DHParams = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of DHParams')
-            if s == 4:
-                if True:
-                    bits(0, 1)
                     if v_Id is not None or v_OEMProvisioningCert is not None or v_ListOfRootCertificateIDs is not None or v_DHParams is not None: raise _leftover(o)
                     s = -1
+                else:
+                    raise EncodeError('missing content: expected one of ListOfRootCertificateIDs')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -1430,28 +992,26 @@ def _d_ListOfRootCertificateIDsType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'RootCertificateID'
-                    if bits(1): raise r.deviation('ListOfRootCertificateIDsType')
-                    _v = r.string(21)
-                    if len(_v) > 40: raise DecodeError(f'length {len(_v)} outside [0, 40]', r.pos)
-                    if bits(1): raise r.deviation('ListOfRootCertificateIDsType')
-                    f_RootCertificateID.append(_v)
-                    s = 1
-                else:
-                    raise r.deviation('ListOfRootCertificateIDsType')
+                x = bits(2)
+                if x & 3: raise r.deviation('ListOfRootCertificateIDsType')
+                el = 'RootCertificateID'
+                _v = r.string(21)
+                if len(_v) > 40: raise DecodeError(f'length {len(_v)} outside [0, 40]', r.pos)
+                if bits(1): raise r.deviation('ListOfRootCertificateIDsType')
+                f_RootCertificateID.append(_v)
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'RootCertificateID'
                     if bits(1): raise r.deviation('ListOfRootCertificateIDsType')
+                    el = 'RootCertificateID'
                     _v = r.string(21)
                     if len(_v) > 40: raise DecodeError(f'length {len(_v)} outside [0, 40]', r.pos)
                     if bits(1): raise r.deviation('ListOfRootCertificateIDsType')
                     f_RootCertificateID.append(_v)
                     s = 2
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ListOfRootCertificateIDsType')
@@ -1459,13 +1019,14 @@ def _d_ListOfRootCertificateIDsType(r):
                 while True:
                     ec = bits(2)
                     if ec == 0:
-                        el = 'RootCertificateID'
                         if bits(1): raise r.deviation('ListOfRootCertificateIDsType')
+                        el = 'RootCertificateID'
                         _v = r.string(21)
                         if len(_v) > 40: raise DecodeError(f'length {len(_v)} outside [0, 40]', r.pos)
                         if bits(1): raise r.deviation('ListOfRootCertificateIDsType')
                         f_RootCertificateID.append(_v)
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
@@ -1486,24 +1047,22 @@ def _e_ListOfRootCertificateIDsType(w, o):
         while s >= 0:
             if s == 0:
                 if i_RootCertificateID < n_RootCertificateID:
-                    bits(0, 1)
                     el = 'RootCertificateID'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     if len(v_RootCertificateID[i_RootCertificateID]) > 40: raise EncodeError(f'length {len(v_RootCertificateID[i_RootCertificateID])} outside [0, 40]')
                     w.string(v_RootCertificateID[i_RootCertificateID])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_RootCertificateID += 1
                     s = 1
                 else:
                     raise EncodeError('missing content: expected one of RootCertificateID')
             if s == 1:
                 if i_RootCertificateID < n_RootCertificateID:
-                    bits(0, 2)
                     el = 'RootCertificateID'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     if len(v_RootCertificateID[i_RootCertificateID]) > 40: raise EncodeError(f'length {len(v_RootCertificateID[i_RootCertificateID])} outside [0, 40]')
                     w.string(v_RootCertificateID[i_RootCertificateID])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_RootCertificateID += 1
                     s = 2
                 elif True:
@@ -1513,12 +1072,11 @@ def _e_ListOfRootCertificateIDsType(w, o):
             if s == 2:
                 while True:
                     if i_RootCertificateID < n_RootCertificateID:
-                        bits(0, 2)
                         el = 'RootCertificateID'
-                        w.bits(0, 1)
+                        bits(0, 3)
                         if len(v_RootCertificateID[i_RootCertificateID]) > 40: raise EncodeError(f'length {len(v_RootCertificateID[i_RootCertificateID])} outside [0, 40]')
                         w.string(v_RootCertificateID[i_RootCertificateID])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_RootCertificateID += 1
                     elif True:
                         bits(1, 2)
@@ -1539,75 +1097,34 @@ def _d_CertificateInstallationResType(r):
     f_DHParams = None
     f_ContractID = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = '@Id'
-                    f_Id = r.string(18)
-                    s = 1
-                else:
-                    raise r.deviation('CertificateInstallationResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('CertificateInstallationResType')
-                    f_ResponseCode = bits(5)
-                    if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.pos)
-                    f_ResponseCode = _E6[f_ResponseCode]
-                    if bits(1): raise r.deviation('CertificateInstallationResType')
-                    s = 2
-                else:
-                    raise r.deviation('CertificateInstallationResType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ContractSignatureCertChain'
-                    f_ContractSignatureCertChain = _d_CertificateChainType(r)
-                    s = 3
-                else:
-                    raise r.deviation('CertificateInstallationResType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ContractSignatureEncryptedPrivateKey'
-                    if bits(1): raise r.deviation('CertificateInstallationResType')
-                    f_ContractSignatureEncryptedPrivateKey = r.binary()
-                    if len(f_ContractSignatureEncryptedPrivateKey) > 128: raise DecodeError(f'length {len(f_ContractSignatureEncryptedPrivateKey)} outside [0, 128]', r.pos)
-                    if bits(1): raise r.deviation('CertificateInstallationResType')
-                    s = 4
-                else:
-                    raise r.deviation('CertificateInstallationResType')
-            if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'DHParams'
-                    if bits(1): raise r.deviation('CertificateInstallationResType')
-                    f_DHParams = r.binary()
-                    if len(f_DHParams) > 256: raise DecodeError(f'length {len(f_DHParams)} outside [0, 256]', r.pos)
-                    if bits(1): raise r.deviation('CertificateInstallationResType')
-                    s = 5
-                else:
-                    raise r.deviation('CertificateInstallationResType')
-            if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ContractID'
-                    if bits(1): raise r.deviation('CertificateInstallationResType')
-                    f_ContractID = r.string(23)
-                    if len(f_ContractID) > 24: raise DecodeError(f'length {len(f_ContractID)} outside [0, 24]', r.pos)
-                    if bits(1): raise r.deviation('CertificateInstallationResType')
-                    s = 6
-                else:
-                    raise r.deviation('CertificateInstallationResType')
-            if s == 6:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('CertificateInstallationResType')
+        if bits(1): raise r.deviation('CertificateInstallationResType')
+        el = '@Id'
+        f_Id = r.string(18)
+        x = bits(9)
+        if x & 387: raise r.deviation('CertificateInstallationResType')
+        el = 'ResponseCode'
+        f_ResponseCode = ((x >> 2) & 31)
+        if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.pos)
+        f_ResponseCode = _E6[f_ResponseCode]
+        el = 'ContractSignatureCertChain'
+        f_ContractSignatureCertChain = _d_CertificateChainType(r)
+        x = bits(2)
+        if x & 3: raise r.deviation('CertificateInstallationResType')
+        el = 'ContractSignatureEncryptedPrivateKey'
+        f_ContractSignatureEncryptedPrivateKey = r.binary()
+        if len(f_ContractSignatureEncryptedPrivateKey) > 128: raise DecodeError(f'length {len(f_ContractSignatureEncryptedPrivateKey)} outside [0, 128]', r.pos)
+        x = bits(3)
+        if x & 7: raise r.deviation('CertificateInstallationResType')
+        el = 'DHParams'
+        f_DHParams = r.binary()
+        if len(f_DHParams) > 256: raise DecodeError(f'length {len(f_DHParams)} outside [0, 256]', r.pos)
+        x = bits(3)
+        if x & 7: raise r.deviation('CertificateInstallationResType')
+        el = 'ContractID'
+        f_ContractID = r.string(23)
+        if len(f_ContractID) > 24: raise DecodeError(f'length {len(f_ContractID)} outside [0, 24]', r.pos)
+        x = bits(2)
+        if x & 3: raise r.deviation('CertificateInstallationResType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgbody.CertificateInstallationResType(f_Id, f_ResponseCode, f_ContractSignatureCertChain, f_ContractSignatureEncryptedPrivateKey, f_DHParams, f_ContractID)
@@ -1623,80 +1140,43 @@ def _e_CertificateInstallationResType(w, o):
         v_ContractSignatureEncryptedPrivateKey = o.ContractSignatureEncryptedPrivateKey
         v_DHParams = o.DHParams
         v_ContractID = o.ContractID
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Id is not None:
-                    bits(0, 1)
-                    el = '@Id'
-                    w.string(v_Id)
-                    v_Id = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Id')
-            if s == 1:
-                if v_ResponseCode is not None:
-                    bits(0, 1)
-                    el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I8.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 5)
-                    w.bits(0, 1)
-                    v_ResponseCode = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 2:
-                if v_ContractSignatureCertChain is not None:
-                    bits(0, 1)
-                    el = 'ContractSignatureCertChain'
-                    _e_CertificateChainType(w, v_ContractSignatureCertChain)
-                    v_ContractSignatureCertChain = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of ContractSignatureCertChain')
-            if s == 3:
-                if v_ContractSignatureEncryptedPrivateKey is not None:
-                    bits(0, 1)
-                    el = 'ContractSignatureEncryptedPrivateKey'
-                    w.bits(0, 1)
-                    if len(v_ContractSignatureEncryptedPrivateKey) > 128: raise EncodeError(f'length {len(v_ContractSignatureEncryptedPrivateKey)} outside [0, 128]')
-                    w.binary(v_ContractSignatureEncryptedPrivateKey)
-                    w.bits(0, 1)
-                    v_ContractSignatureEncryptedPrivateKey = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of ContractSignatureEncryptedPrivateKey')
-            if s == 4:
-                if v_DHParams is not None:
-                    bits(0, 1)
-                    el = 'DHParams'
-                    w.bits(0, 1)
-                    if len(v_DHParams) > 256: raise EncodeError(f'length {len(v_DHParams)} outside [0, 256]')
-                    w.binary(v_DHParams)
-                    w.bits(0, 1)
-                    v_DHParams = None
-                    s = 5
-                else:
-                    raise EncodeError('missing content: expected one of DHParams')
-            if s == 5:
-                if v_ContractID is not None:
-                    bits(0, 1)
-                    el = 'ContractID'
-                    w.bits(0, 1)
-                    if len(v_ContractID) > 24: raise EncodeError(f'length {len(v_ContractID)} outside [0, 24]')
-                    w.string(v_ContractID)
-                    w.bits(0, 1)
-                    v_ContractID = None
-                    s = 6
-                else:
-                    raise EncodeError('missing content: expected one of ContractID')
-            if s == 6:
-                if True:
-                    bits(0, 1)
-                    if v_Id is not None or v_ResponseCode is not None or v_ContractSignatureCertChain is not None or v_ContractSignatureEncryptedPrivateKey is not None or v_DHParams is not None or v_ContractID is not None: raise _leftover(o)
-                    s = -1
+        if v_Id is not None:
+            el = '@Id'
+            bits(0, 1)
+            w.string(v_Id)
+            if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            el = 'ResponseCode'
+            _i12 = _I8.get(v_ResponseCode)
+            if _i12 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (v_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
+            el = 'ContractSignatureCertChain'
+            bits((_i12 << 2), 9)
+            v_Id = None
+            v_ResponseCode = None
+            _e_CertificateChainType(w, v_ContractSignatureCertChain)
+            if not (v_ContractSignatureEncryptedPrivateKey is not None): raise EncodeError('missing content: ContractSignatureEncryptedPrivateKey')
+            el = 'ContractSignatureEncryptedPrivateKey'
+            bits(0, 2)
+            v_ContractSignatureCertChain = None
+            if len(v_ContractSignatureEncryptedPrivateKey) > 128: raise EncodeError(f'length {len(v_ContractSignatureEncryptedPrivateKey)} outside [0, 128]')
+            w.binary(v_ContractSignatureEncryptedPrivateKey)
+            if not (v_DHParams is not None): raise EncodeError('missing content: DHParams')
+            el = 'DHParams'
+            bits(0, 3)
+            v_ContractSignatureEncryptedPrivateKey = None
+            if len(v_DHParams) > 256: raise EncodeError(f'length {len(v_DHParams)} outside [0, 256]')
+            w.binary(v_DHParams)
+            if not (v_ContractID is not None): raise EncodeError('missing content: ContractID')
+            el = 'ContractID'
+            bits(0, 3)
+            v_DHParams = None
+            if len(v_ContractID) > 24: raise EncodeError(f'length {len(v_ContractID)} outside [0, 24]')
+            w.string(v_ContractID)
+            bits(0, 2)
+            v_ContractID = None
+            if v_Id is not None or v_ResponseCode is not None or v_ContractSignatureCertChain is not None or v_ContractSignatureEncryptedPrivateKey is not None or v_DHParams is not None or v_ContractID is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Id')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -1710,29 +1190,22 @@ def _d_CertificateChainType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Certificate'
-                    if bits(1): raise r.deviation('CertificateChainType')
-                    f_Certificate = r.binary()
-                    if len(f_Certificate) > 1200: raise DecodeError(f'length {len(f_Certificate)} outside [0, 1200]', r.pos)
-                    if bits(1): raise r.deviation('CertificateChainType')
-                    s = 1
-                else:
-                    raise r.deviation('CertificateChainType')
+                x = bits(2)
+                if x & 3: raise r.deviation('CertificateChainType')
+                el = 'Certificate'
+                f_Certificate = r.binary()
+                if len(f_Certificate) > 1200: raise DecodeError(f'length {len(f_Certificate)} outside [0, 1200]', r.pos)
+                if bits(1): raise r.deviation('CertificateChainType')
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
                     el = 'SubCertificates'
                     f_SubCertificates = _d_SubCertificatesType(r)
-                    s = 2
-                elif ec == 1:
+                    if bits(1): raise r.deviation('CertificateChainType')
                     s = -1
-                else:
-                    raise r.deviation('CertificateChainType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('CertificateChainType')
@@ -1751,30 +1224,26 @@ def _e_CertificateChainType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Certificate is not None:
-                    bits(0, 1)
                     el = 'Certificate'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     if len(v_Certificate) > 1200: raise EncodeError(f'length {len(v_Certificate)} outside [0, 1200]')
                     w.binary(v_Certificate)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_Certificate = None
                     s = 1
                 else:
                     raise EncodeError('missing content: expected one of Certificate')
             if s == 1:
                 if v_SubCertificates is not None:
-                    bits(0, 2)
                     el = 'SubCertificates'
+                    bits(0, 2)
                     _e_SubCertificatesType(w, v_SubCertificates)
+                    bits(0, 1)
                     v_SubCertificates = None
-                    s = 2
-                elif True:
-                    bits(1, 2)
                     if v_Certificate is not None or v_SubCertificates is not None: raise _leftover(o)
                     s = -1
-            if s == 2:
-                if True:
-                    bits(0, 1)
+                elif True:
+                    bits(1, 2)
                     if v_Certificate is not None or v_SubCertificates is not None: raise _leftover(o)
                     s = -1
     except Exception as e:
@@ -1789,28 +1258,26 @@ def _d_SubCertificatesType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Certificate'
-                    if bits(1): raise r.deviation('SubCertificatesType')
-                    _v = r.binary()
-                    if len(_v) > 1200: raise DecodeError(f'length {len(_v)} outside [0, 1200]', r.pos)
-                    if bits(1): raise r.deviation('SubCertificatesType')
-                    f_Certificate.append(_v)
-                    s = 1
-                else:
-                    raise r.deviation('SubCertificatesType')
+                x = bits(2)
+                if x & 3: raise r.deviation('SubCertificatesType')
+                el = 'Certificate'
+                _v = r.binary()
+                if len(_v) > 1200: raise DecodeError(f'length {len(_v)} outside [0, 1200]', r.pos)
+                if bits(1): raise r.deviation('SubCertificatesType')
+                f_Certificate.append(_v)
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'Certificate'
                     if bits(1): raise r.deviation('SubCertificatesType')
+                    el = 'Certificate'
                     _v = r.binary()
                     if len(_v) > 1200: raise DecodeError(f'length {len(_v)} outside [0, 1200]', r.pos)
                     if bits(1): raise r.deviation('SubCertificatesType')
                     f_Certificate.append(_v)
                     s = 2
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SubCertificatesType')
@@ -1818,13 +1285,14 @@ def _d_SubCertificatesType(r):
                 while True:
                     ec = bits(2)
                     if ec == 0:
-                        el = 'Certificate'
                         if bits(1): raise r.deviation('SubCertificatesType')
+                        el = 'Certificate'
                         _v = r.binary()
                         if len(_v) > 1200: raise DecodeError(f'length {len(_v)} outside [0, 1200]', r.pos)
                         if bits(1): raise r.deviation('SubCertificatesType')
                         f_Certificate.append(_v)
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
@@ -1845,24 +1313,22 @@ def _e_SubCertificatesType(w, o):
         while s >= 0:
             if s == 0:
                 if i_Certificate < n_Certificate:
-                    bits(0, 1)
                     el = 'Certificate'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     if len(v_Certificate[i_Certificate]) > 1200: raise EncodeError(f'length {len(v_Certificate[i_Certificate])} outside [0, 1200]')
                     w.binary(v_Certificate[i_Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_Certificate += 1
                     s = 1
                 else:
                     raise EncodeError('missing content: expected one of Certificate')
             if s == 1:
                 if i_Certificate < n_Certificate:
-                    bits(0, 2)
                     el = 'Certificate'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     if len(v_Certificate[i_Certificate]) > 1200: raise EncodeError(f'length {len(v_Certificate[i_Certificate])} outside [0, 1200]')
                     w.binary(v_Certificate[i_Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_Certificate += 1
                     s = 2
                 elif True:
@@ -1872,12 +1338,11 @@ def _e_SubCertificatesType(w, o):
             if s == 2:
                 while True:
                     if i_Certificate < n_Certificate:
-                        bits(0, 2)
                         el = 'Certificate'
-                        w.bits(0, 1)
+                        bits(0, 3)
                         if len(v_Certificate[i_Certificate]) > 1200: raise EncodeError(f'length {len(v_Certificate[i_Certificate])} outside [0, 1200]')
                         w.binary(v_Certificate[i_Certificate])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_Certificate += 1
                     elif True:
                         bits(1, 2)
@@ -1904,57 +1369,34 @@ def _d_CertificateUpdateReqType(r):
                 if ec == 0:
                     el = '@Id'
                     f_Id = r.string(18)
-                    s = 1
+                    if bits(1): raise r.deviation('CertificateUpdateReqType')
+                    el = 'ContractSignatureCertChain'
+                    f_ContractSignatureCertChain = _d_CertificateChainType(r)
+                    s = 2
                 elif ec == 1:
                     el = 'ContractSignatureCertChain'
                     f_ContractSignatureCertChain = _d_CertificateChainType(r)
                     s = 2
                 else:
                     raise r.deviation('CertificateUpdateReqType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ContractSignatureCertChain'
-                    f_ContractSignatureCertChain = _d_CertificateChainType(r)
-                    s = 2
-                else:
-                    raise r.deviation('CertificateUpdateReqType')
             if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ContractID'
-                    if bits(1): raise r.deviation('CertificateUpdateReqType')
-                    f_ContractID = r.string(23)
-                    if len(f_ContractID) > 24: raise DecodeError(f'length {len(f_ContractID)} outside [0, 24]', r.pos)
-                    if bits(1): raise r.deviation('CertificateUpdateReqType')
-                    s = 3
-                else:
-                    raise r.deviation('CertificateUpdateReqType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ListOfRootCertificateIDs'
-                    f_ListOfRootCertificateIDs = _d_ListOfRootCertificateIDsType(r)
-                    s = 4
-                else:
-                    raise r.deviation('CertificateUpdateReqType')
-            if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'DHParams'
-                    if bits(1): raise r.deviation('CertificateUpdateReqType')
-                    f_DHParams = r.binary()
-                    if len(f_DHParams) > 256: raise DecodeError(f'length {len(f_DHParams)} outside [0, 256]', r.pos)
-                    if bits(1): raise r.deviation('CertificateUpdateReqType')
-                    s = 5
-                else:
-                    raise r.deviation('CertificateUpdateReqType')
-            if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('CertificateUpdateReqType')
+                x = bits(2)
+                if x & 3: raise r.deviation('CertificateUpdateReqType')
+                el = 'ContractID'
+                f_ContractID = r.string(23)
+                if len(f_ContractID) > 24: raise DecodeError(f'length {len(f_ContractID)} outside [0, 24]', r.pos)
+                x = bits(2)
+                if x & 3: raise r.deviation('CertificateUpdateReqType')
+                el = 'ListOfRootCertificateIDs'
+                f_ListOfRootCertificateIDs = _d_ListOfRootCertificateIDsType(r)
+                x = bits(2)
+                if x & 3: raise r.deviation('CertificateUpdateReqType')
+                el = 'DHParams'
+                f_DHParams = r.binary()
+                if len(f_DHParams) > 256: raise DecodeError(f'length {len(f_DHParams)} outside [0, 256]', r.pos)
+                x = bits(2)
+                if x & 3: raise r.deviation('CertificateUpdateReqType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgbody.CertificateUpdateReqType(f_Id, f_ContractSignatureCertChain, f_ContractID, f_ListOfRootCertificateIDs, f_DHParams)
@@ -1973,66 +1415,47 @@ def _e_CertificateUpdateReqType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 2)
                     el = '@Id'
+                    bits(0, 2)
                     w.string(v_Id)
-                    v_Id = None
-                    s = 1
-                elif v_ContractSignatureCertChain is not None:
-                    bits(1, 2)
+                    if not (v_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
                     el = 'ContractSignatureCertChain'
+                    bits(0, 1)
+                    v_Id = None
+                    _e_CertificateChainType(w, v_ContractSignatureCertChain)
+                    v_ContractSignatureCertChain = None
+                    s = 2
+                elif v_ContractSignatureCertChain is not None:
+                    el = 'ContractSignatureCertChain'
+                    bits(1, 2)
                     _e_CertificateChainType(w, v_ContractSignatureCertChain)
                     v_ContractSignatureCertChain = None
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, ContractSignatureCertChain')
-            if s == 1:
-                if v_ContractSignatureCertChain is not None:
-                    bits(0, 1)
-                    el = 'ContractSignatureCertChain'
-                    _e_CertificateChainType(w, v_ContractSignatureCertChain)
-                    v_ContractSignatureCertChain = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of ContractSignatureCertChain')
             if s == 2:
                 if v_ContractID is not None:
-                    bits(0, 1)
                     el = 'ContractID'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     if len(v_ContractID) > 24: raise EncodeError(f'length {len(v_ContractID)} outside [0, 24]')
                     w.string(v_ContractID)
-                    w.bits(0, 1)
-                    v_ContractID = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of ContractID')
-            if s == 3:
-                if v_ListOfRootCertificateIDs is not None:
-                    bits(0, 1)
+                    if not (v_ListOfRootCertificateIDs is not None): raise EncodeError('missing content: ListOfRootCertificateIDs')
                     el = 'ListOfRootCertificateIDs'
+                    bits(0, 2)
+                    v_ContractID = None
                     _e_ListOfRootCertificateIDsType(w, v_ListOfRootCertificateIDs)
-                    v_ListOfRootCertificateIDs = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of ListOfRootCertificateIDs')
-            if s == 4:
-                if v_DHParams is not None:
-                    bits(0, 1)
+                    if not (v_DHParams is not None): raise EncodeError('missing content: DHParams')
                     el = 'DHParams'
-                    w.bits(0, 1)
+                    bits(0, 2)
+                    v_ListOfRootCertificateIDs = None
                     if len(v_DHParams) > 256: raise EncodeError(f'length {len(v_DHParams)} outside [0, 256]')
                     w.binary(v_DHParams)
-                    w.bits(0, 1)
+                    bits(0, 2)
                     v_DHParams = None
-                    s = 5
-                else:
-                    raise EncodeError('missing content: expected one of DHParams')
-            if s == 5:
-                if True:
-                    bits(0, 1)
                     if v_Id is not None or v_ContractSignatureCertChain is not None or v_ContractID is not None or v_ListOfRootCertificateIDs is not None or v_DHParams is not None: raise _leftover(o)
                     s = -1
+                else:
+                    raise EncodeError('missing content: expected one of ContractID')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -2048,86 +1471,41 @@ def _d_CertificateUpdateResType(r):
     f_ContractID = None
     f_RetryCounter = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = '@Id'
-                    f_Id = r.string(18)
-                    s = 1
-                else:
-                    raise r.deviation('CertificateUpdateResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('CertificateUpdateResType')
-                    f_ResponseCode = bits(5)
-                    if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.pos)
-                    f_ResponseCode = _E6[f_ResponseCode]
-                    if bits(1): raise r.deviation('CertificateUpdateResType')
-                    s = 2
-                else:
-                    raise r.deviation('CertificateUpdateResType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ContractSignatureCertChain'
-                    f_ContractSignatureCertChain = _d_CertificateChainType(r)
-                    s = 3
-                else:
-                    raise r.deviation('CertificateUpdateResType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ContractSignatureEncryptedPrivateKey'
-                    if bits(1): raise r.deviation('CertificateUpdateResType')
-                    f_ContractSignatureEncryptedPrivateKey = r.binary()
-                    if len(f_ContractSignatureEncryptedPrivateKey) > 128: raise DecodeError(f'length {len(f_ContractSignatureEncryptedPrivateKey)} outside [0, 128]', r.pos)
-                    if bits(1): raise r.deviation('CertificateUpdateResType')
-                    s = 4
-                else:
-                    raise r.deviation('CertificateUpdateResType')
-            if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'DHParams'
-                    if bits(1): raise r.deviation('CertificateUpdateResType')
-                    f_DHParams = r.binary()
-                    if len(f_DHParams) > 256: raise DecodeError(f'length {len(f_DHParams)} outside [0, 256]', r.pos)
-                    if bits(1): raise r.deviation('CertificateUpdateResType')
-                    s = 5
-                else:
-                    raise r.deviation('CertificateUpdateResType')
-            if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ContractID'
-                    if bits(1): raise r.deviation('CertificateUpdateResType')
-                    f_ContractID = r.string(23)
-                    if len(f_ContractID) > 24: raise DecodeError(f'length {len(f_ContractID)} outside [0, 24]', r.pos)
-                    if bits(1): raise r.deviation('CertificateUpdateResType')
-                    s = 6
-                else:
-                    raise r.deviation('CertificateUpdateResType')
-            if s == 6:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'RetryCounter'
-                    if bits(1): raise r.deviation('CertificateUpdateResType')
-                    f_RetryCounter = r.sint()
-                    if f_RetryCounter < -32768 or f_RetryCounter > 32767: raise DecodeError(f'value {f_RetryCounter} outside [-32768, 32767]', r.pos)
-                    if bits(1): raise r.deviation('CertificateUpdateResType')
-                    s = 7
-                else:
-                    raise r.deviation('CertificateUpdateResType')
-            if s == 7:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('CertificateUpdateResType')
+        if bits(1): raise r.deviation('CertificateUpdateResType')
+        el = '@Id'
+        f_Id = r.string(18)
+        x = bits(9)
+        if x & 387: raise r.deviation('CertificateUpdateResType')
+        el = 'ResponseCode'
+        f_ResponseCode = ((x >> 2) & 31)
+        if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.pos)
+        f_ResponseCode = _E6[f_ResponseCode]
+        el = 'ContractSignatureCertChain'
+        f_ContractSignatureCertChain = _d_CertificateChainType(r)
+        x = bits(2)
+        if x & 3: raise r.deviation('CertificateUpdateResType')
+        el = 'ContractSignatureEncryptedPrivateKey'
+        f_ContractSignatureEncryptedPrivateKey = r.binary()
+        if len(f_ContractSignatureEncryptedPrivateKey) > 128: raise DecodeError(f'length {len(f_ContractSignatureEncryptedPrivateKey)} outside [0, 128]', r.pos)
+        x = bits(3)
+        if x & 7: raise r.deviation('CertificateUpdateResType')
+        el = 'DHParams'
+        f_DHParams = r.binary()
+        if len(f_DHParams) > 256: raise DecodeError(f'length {len(f_DHParams)} outside [0, 256]', r.pos)
+        x = bits(3)
+        if x & 7: raise r.deviation('CertificateUpdateResType')
+        el = 'ContractID'
+        f_ContractID = r.string(23)
+        if len(f_ContractID) > 24: raise DecodeError(f'length {len(f_ContractID)} outside [0, 24]', r.pos)
+        x = bits(4)
+        if x & 14: raise r.deviation('CertificateUpdateResType')
+        el = 'RetryCounter'
+        _neg = (x & 1)
+        f_RetryCounter = r.uint()
+        if _neg: f_RetryCounter = -f_RetryCounter - 1
+        if f_RetryCounter < -32768 or f_RetryCounter > 32767: raise DecodeError(f'value {f_RetryCounter} outside [-32768, 32767]', r.pos)
+        x = bits(2)
+        if x & 3: raise r.deviation('CertificateUpdateResType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgbody.CertificateUpdateResType(f_Id, f_ResponseCode, f_ContractSignatureCertChain, f_ContractSignatureEncryptedPrivateKey, f_DHParams, f_ContractID, f_RetryCounter)
@@ -2144,92 +1522,49 @@ def _e_CertificateUpdateResType(w, o):
         v_DHParams = o.DHParams
         v_ContractID = o.ContractID
         v_RetryCounter = o.RetryCounter
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Id is not None:
-                    bits(0, 1)
-                    el = '@Id'
-                    w.string(v_Id)
-                    v_Id = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Id')
-            if s == 1:
-                if v_ResponseCode is not None:
-                    bits(0, 1)
-                    el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I8.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 5)
-                    w.bits(0, 1)
-                    v_ResponseCode = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 2:
-                if v_ContractSignatureCertChain is not None:
-                    bits(0, 1)
-                    el = 'ContractSignatureCertChain'
-                    _e_CertificateChainType(w, v_ContractSignatureCertChain)
-                    v_ContractSignatureCertChain = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of ContractSignatureCertChain')
-            if s == 3:
-                if v_ContractSignatureEncryptedPrivateKey is not None:
-                    bits(0, 1)
-                    el = 'ContractSignatureEncryptedPrivateKey'
-                    w.bits(0, 1)
-                    if len(v_ContractSignatureEncryptedPrivateKey) > 128: raise EncodeError(f'length {len(v_ContractSignatureEncryptedPrivateKey)} outside [0, 128]')
-                    w.binary(v_ContractSignatureEncryptedPrivateKey)
-                    w.bits(0, 1)
-                    v_ContractSignatureEncryptedPrivateKey = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of ContractSignatureEncryptedPrivateKey')
-            if s == 4:
-                if v_DHParams is not None:
-                    bits(0, 1)
-                    el = 'DHParams'
-                    w.bits(0, 1)
-                    if len(v_DHParams) > 256: raise EncodeError(f'length {len(v_DHParams)} outside [0, 256]')
-                    w.binary(v_DHParams)
-                    w.bits(0, 1)
-                    v_DHParams = None
-                    s = 5
-                else:
-                    raise EncodeError('missing content: expected one of DHParams')
-            if s == 5:
-                if v_ContractID is not None:
-                    bits(0, 1)
-                    el = 'ContractID'
-                    w.bits(0, 1)
-                    if len(v_ContractID) > 24: raise EncodeError(f'length {len(v_ContractID)} outside [0, 24]')
-                    w.string(v_ContractID)
-                    w.bits(0, 1)
-                    v_ContractID = None
-                    s = 6
-                else:
-                    raise EncodeError('missing content: expected one of ContractID')
-            if s == 6:
-                if v_RetryCounter is not None:
-                    bits(0, 1)
-                    el = 'RetryCounter'
-                    w.bits(0, 1)
-                    if v_RetryCounter < -32768 or v_RetryCounter > 32767: raise EncodeError(f'value {v_RetryCounter!r} outside [-32768, 32767]')
-                    w.sint(v_RetryCounter)
-                    w.bits(0, 1)
-                    v_RetryCounter = None
-                    s = 7
-                else:
-                    raise EncodeError('missing content: expected one of RetryCounter')
-            if s == 7:
-                if True:
-                    bits(0, 1)
-                    if v_Id is not None or v_ResponseCode is not None or v_ContractSignatureCertChain is not None or v_ContractSignatureEncryptedPrivateKey is not None or v_DHParams is not None or v_ContractID is not None or v_RetryCounter is not None: raise _leftover(o)
-                    s = -1
+        if v_Id is not None:
+            el = '@Id'
+            bits(0, 1)
+            w.string(v_Id)
+            if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            el = 'ResponseCode'
+            _i13 = _I8.get(v_ResponseCode)
+            if _i13 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (v_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
+            el = 'ContractSignatureCertChain'
+            bits((_i13 << 2), 9)
+            v_Id = None
+            v_ResponseCode = None
+            _e_CertificateChainType(w, v_ContractSignatureCertChain)
+            if not (v_ContractSignatureEncryptedPrivateKey is not None): raise EncodeError('missing content: ContractSignatureEncryptedPrivateKey')
+            el = 'ContractSignatureEncryptedPrivateKey'
+            bits(0, 2)
+            v_ContractSignatureCertChain = None
+            if len(v_ContractSignatureEncryptedPrivateKey) > 128: raise EncodeError(f'length {len(v_ContractSignatureEncryptedPrivateKey)} outside [0, 128]')
+            w.binary(v_ContractSignatureEncryptedPrivateKey)
+            if not (v_DHParams is not None): raise EncodeError('missing content: DHParams')
+            el = 'DHParams'
+            bits(0, 3)
+            v_ContractSignatureEncryptedPrivateKey = None
+            if len(v_DHParams) > 256: raise EncodeError(f'length {len(v_DHParams)} outside [0, 256]')
+            w.binary(v_DHParams)
+            if not (v_ContractID is not None): raise EncodeError('missing content: ContractID')
+            el = 'ContractID'
+            bits(0, 3)
+            v_DHParams = None
+            if len(v_ContractID) > 24: raise EncodeError(f'length {len(v_ContractID)} outside [0, 24]')
+            w.string(v_ContractID)
+            if not (v_RetryCounter is not None): raise EncodeError('missing content: RetryCounter')
+            el = 'RetryCounter'
+            if v_RetryCounter < -32768 or v_RetryCounter > 32767: raise EncodeError(f'value {v_RetryCounter!r} outside [-32768, 32767]')
+            bits((v_RetryCounter < 0), 4)
+            v_ContractID = None
+            w.uint(-v_RetryCounter - 1 if v_RetryCounter < 0 else v_RetryCounter)
+            bits(0, 2)
+            v_RetryCounter = None
+            if v_Id is not None or v_ResponseCode is not None or v_ContractSignatureCertChain is not None or v_ContractSignatureEncryptedPrivateKey is not None or v_DHParams is not None or v_ContractID is not None or v_RetryCounter is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Id')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -2245,17 +1580,13 @@ def _d_ChargeParameterDiscoveryReqType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVRequestedEnergyTransferType'
-                    if bits(1): raise r.deviation('ChargeParameterDiscoveryReqType')
-                    f_EVRequestedEnergyTransferType = bits(3)
-                    if f_EVRequestedEnergyTransferType >= 6: raise DecodeError(f'enumeration index {f_EVRequestedEnergyTransferType} out of range (6 values)', r.pos)
-                    f_EVRequestedEnergyTransferType = _E14[f_EVRequestedEnergyTransferType]
-                    if bits(1): raise r.deviation('ChargeParameterDiscoveryReqType')
-                    s = 1
-                else:
-                    raise r.deviation('ChargeParameterDiscoveryReqType')
+                x = bits(6)
+                if x & 49: raise r.deviation('ChargeParameterDiscoveryReqType')
+                el = 'EVRequestedEnergyTransferType'
+                f_EVRequestedEnergyTransferType = ((x >> 1) & 7)
+                if f_EVRequestedEnergyTransferType >= 6: raise DecodeError(f'enumeration index {f_EVRequestedEnergyTransferType} out of range (6 values)', r.pos)
+                f_EVRequestedEnergyTransferType = _E14[f_EVRequestedEnergyTransferType]
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
@@ -2273,11 +1604,8 @@ def _d_ChargeParameterDiscoveryReqType(r):
                 else:
                     raise r.deviation('ChargeParameterDiscoveryReqType')
             if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ChargeParameterDiscoveryReqType')
+                if bits(1): raise r.deviation('ChargeParameterDiscoveryReqType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgbody.ChargeParameterDiscoveryReqType(f_EVRequestedEnergyTransferType, f_AC_EVChargeParameter, f_DC_EVChargeParameter, f_EVChargeParameter)
@@ -2295,33 +1623,30 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
         while s >= 0:
             if s == 0:
                 if v_EVRequestedEnergyTransferType is not None:
-                    bits(0, 1)
                     el = 'EVRequestedEnergyTransferType'
-                    w.bits(0, 1)
-                    _i = _I15.get(v_EVRequestedEnergyTransferType)
-                    if _i is None: raise EncodeError(f'{v_EVRequestedEnergyTransferType!r} is not one of the enumeration EVRequestedEnergyTransferType')
-                    w.bits(_i, 3)
-                    w.bits(0, 1)
+                    _i14 = _I15.get(v_EVRequestedEnergyTransferType)
+                    if _i14 is None: raise EncodeError(f'{v_EVRequestedEnergyTransferType!r} is not one of the enumeration EVRequestedEnergyTransferType')
+                    bits((_i14 << 1), 6)
                     v_EVRequestedEnergyTransferType = None
                     s = 1
                 else:
                     raise EncodeError('missing content: expected one of EVRequestedEnergyTransferType')
             if s == 1:
                 if v_AC_EVChargeParameter is not None:
-                    bits(0, 2)
                     el = 'AC_EVChargeParameter'
+                    bits(0, 2)
                     _e_AC_EVChargeParameterType(w, v_AC_EVChargeParameter)
                     v_AC_EVChargeParameter = None
                     s = 2
                 elif v_DC_EVChargeParameter is not None:
-                    bits(1, 2)
                     el = 'DC_EVChargeParameter'
+                    bits(1, 2)
                     _e_DC_EVChargeParameterType(w, v_DC_EVChargeParameter)
                     v_DC_EVChargeParameter = None
                     s = 2
                 elif v_EVChargeParameter is not None:
-                    bits(2, 2)
                     el = 'EVChargeParameter'
+                    bits(2, 2)
                     _e_EVChargeParameterType(w, v_EVChargeParameter)
                     v_EVChargeParameter = None
                     s = 2
@@ -2350,27 +1675,15 @@ def _d_ChargeParameterDiscoveryResType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('ChargeParameterDiscoveryResType')
-                    f_ResponseCode = bits(5)
-                    if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.pos)
-                    f_ResponseCode = _E6[f_ResponseCode]
-                    if bits(1): raise r.deviation('ChargeParameterDiscoveryResType')
-                    s = 1
-                else:
-                    raise r.deviation('ChargeParameterDiscoveryResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEProcessing'
-                    if bits(1): raise r.deviation('ChargeParameterDiscoveryResType')
-                    f_EVSEProcessing = _E7[bits(1)]
-                    if bits(1): raise r.deviation('ChargeParameterDiscoveryResType')
-                    s = 2
-                else:
-                    raise r.deviation('ChargeParameterDiscoveryResType')
+                x = bits(12)
+                if x & 3101: raise r.deviation('ChargeParameterDiscoveryResType')
+                el = 'ResponseCode'
+                f_ResponseCode = ((x >> 5) & 31)
+                if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.pos)
+                f_ResponseCode = _E6[f_ResponseCode]
+                el = 'EVSEProcessing'
+                f_EVSEProcessing = _E7[((x >> 1) & 1)]
+                s = 2
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
@@ -2400,11 +1713,8 @@ def _d_ChargeParameterDiscoveryResType(r):
                 else:
                     raise r.deviation('ChargeParameterDiscoveryResType')
             if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ChargeParameterDiscoveryResType')
+                if bits(1): raise r.deviation('ChargeParameterDiscoveryResType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgbody.ChargeParameterDiscoveryResType(f_ResponseCode, f_EVSEProcessing, f_SAScheduleList, f_SASchedules, f_AC_EVSEChargeParameter, f_DC_EVSEChargeParameter, f_EVSEChargeParameter)
@@ -2425,40 +1735,29 @@ def _e_ChargeParameterDiscoveryResType(w, o):
         while s >= 0:
             if s == 0:
                 if v_ResponseCode is not None:
-                    bits(0, 1)
                     el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I8.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 5)
-                    w.bits(0, 1)
-                    v_ResponseCode = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 1:
-                if v_EVSEProcessing is not None:
-                    bits(0, 1)
+                    _i15 = _I8.get(v_ResponseCode)
+                    if _i15 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    if not (v_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
                     el = 'EVSEProcessing'
-                    w.bits(0, 1)
-                    _i = _I9.get(v_EVSEProcessing)
-                    if _i is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
-                    w.bits(_i, 1)
-                    w.bits(0, 1)
+                    _i16 = _I9.get(v_EVSEProcessing)
+                    if _i16 is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
+                    bits((_i15 << 5) | (_i16 << 1), 12)
+                    v_ResponseCode = None
                     v_EVSEProcessing = None
                     s = 2
                 else:
-                    raise EncodeError('missing content: expected one of EVSEProcessing')
+                    raise EncodeError('missing content: expected one of ResponseCode')
             if s == 2:
                 if v_SAScheduleList is not None:
-                    bits(0, 2)
                     el = 'SAScheduleList'
+                    bits(0, 2)
                     _e_SAScheduleListType(w, v_SAScheduleList)
                     v_SAScheduleList = None
                     s = 3
                 elif v_SASchedules is not None:
-                    bits(1, 2)
                     el = 'SASchedules'
+                    bits(1, 2)
                     _e_SASchedulesType(w, v_SASchedules)
                     v_SASchedules = None
                     s = 3
@@ -2466,20 +1765,20 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                     raise EncodeError('missing content: expected one of SAScheduleList, SASchedules')
             if s == 3:
                 if v_AC_EVSEChargeParameter is not None:
-                    bits(0, 2)
                     el = 'AC_EVSEChargeParameter'
+                    bits(0, 2)
                     _e_AC_EVSEChargeParameterType(w, v_AC_EVSEChargeParameter)
                     v_AC_EVSEChargeParameter = None
                     s = 4
                 elif v_DC_EVSEChargeParameter is not None:
-                    bits(1, 2)
                     el = 'DC_EVSEChargeParameter'
+                    bits(1, 2)
                     _e_DC_EVSEChargeParameterType(w, v_DC_EVSEChargeParameter)
                     v_DC_EVSEChargeParameter = None
                     s = 4
                 elif v_EVSEChargeParameter is not None:
-                    bits(2, 2)
                     el = 'EVSEChargeParameter'
+                    bits(2, 2)
                     _e_EVSEChargeParameterType(w, v_EVSEChargeParameter)
                     v_EVSEChargeParameter = None
                     s = 4
@@ -2498,11 +1797,7 @@ def _d_SASchedulesType(r):
     bits = r.bits
     el = ''
     try:
-        ec = bits(1)
-        if ec == 0:
-            s = -1
-        else:
-            raise r.deviation('SASchedulesType')
+        if bits(1): raise r.deviation('SASchedulesType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdatatypes.SASchedulesType()
@@ -2512,12 +1807,8 @@ def _e_SASchedulesType(w, o):
     bits = w.bits
     el = ''
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if True:
-                    bits(0, 1)
-                    s = -1
+        if True:
+            bits(0, 1)
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -2526,11 +1817,7 @@ def _d_ChargingStatusReqType(r):
     bits = r.bits
     el = ''
     try:
-        ec = bits(1)
-        if ec == 0:
-            s = -1
-        else:
-            raise r.deviation('ChargingStatusReqType')
+        if bits(1): raise r.deviation('ChargingStatusReqType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgbody.ChargingStatusReqType()
@@ -2540,12 +1827,8 @@ def _e_ChargingStatusReqType(w, o):
     bits = w.bits
     el = ''
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if True:
-                    bits(0, 1)
-                    s = -1
+        if True:
+            bits(0, 1)
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -2564,39 +1847,24 @@ def _d_ChargingStatusResType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('ChargingStatusResType')
-                    f_ResponseCode = bits(5)
-                    if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.pos)
-                    f_ResponseCode = _E6[f_ResponseCode]
-                    if bits(1): raise r.deviation('ChargingStatusResType')
-                    s = 1
-                else:
-                    raise r.deviation('ChargingStatusResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEID'
-                    if bits(1): raise r.deviation('ChargingStatusResType')
-                    f_EVSEID = r.binary()
-                    if len(f_EVSEID) > 32: raise DecodeError(f'length {len(f_EVSEID)} outside [0, 32]', r.pos)
-                    if bits(1): raise r.deviation('ChargingStatusResType')
-                    s = 2
-                else:
-                    raise r.deviation('ChargingStatusResType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SAScheduleTupleID'
-                    if bits(1): raise r.deviation('ChargingStatusResType')
-                    f_SAScheduleTupleID = r.sint()
-                    if f_SAScheduleTupleID < -32768 or f_SAScheduleTupleID > 32767: raise DecodeError(f'value {f_SAScheduleTupleID} outside [-32768, 32767]', r.pos)
-                    if bits(1): raise r.deviation('ChargingStatusResType')
-                    s = 3
-                else:
-                    raise r.deviation('ChargingStatusResType')
+                x = bits(10)
+                if x & 775: raise r.deviation('ChargingStatusResType')
+                el = 'ResponseCode'
+                f_ResponseCode = ((x >> 3) & 31)
+                if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.pos)
+                f_ResponseCode = _E6[f_ResponseCode]
+                el = 'EVSEID'
+                f_EVSEID = r.binary()
+                if len(f_EVSEID) > 32: raise DecodeError(f'length {len(f_EVSEID)} outside [0, 32]', r.pos)
+                x = bits(4)
+                if x & 14: raise r.deviation('ChargingStatusResType')
+                el = 'SAScheduleTupleID'
+                _neg = (x & 1)
+                f_SAScheduleTupleID = r.uint()
+                if _neg: f_SAScheduleTupleID = -f_SAScheduleTupleID - 1
+                if f_SAScheduleTupleID < -32768 or f_SAScheduleTupleID > 32767: raise DecodeError(f'value {f_SAScheduleTupleID} outside [-32768, 32767]', r.pos)
+                if bits(1): raise r.deviation('ChargingStatusResType')
+                s = 3
             if s == 3:
                 ec = bits(2)
                 if ec == 0:
@@ -2608,10 +1876,10 @@ def _d_ChargingStatusResType(r):
                     f_MeterInfo = _d_MeterInfoType(r)
                     s = 5
                 elif ec == 2:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('ChargingStatusResType')
                     el = 'ReceiptRequired'
-                    if bits(1): raise r.deviation('ChargingStatusResType')
-                    f_ReceiptRequired = bits(1) == 1
-                    if bits(1): raise r.deviation('ChargingStatusResType')
+                    f_ReceiptRequired = ((x >> 1) & 1) == 1
                     s = 6
                 else:
                     raise r.deviation('ChargingStatusResType')
@@ -2622,37 +1890,25 @@ def _d_ChargingStatusResType(r):
                     f_MeterInfo = _d_MeterInfoType(r)
                     s = 5
                 elif ec == 1:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('ChargingStatusResType')
                     el = 'ReceiptRequired'
-                    if bits(1): raise r.deviation('ChargingStatusResType')
-                    f_ReceiptRequired = bits(1) == 1
-                    if bits(1): raise r.deviation('ChargingStatusResType')
+                    f_ReceiptRequired = ((x >> 1) & 1) == 1
                     s = 6
                 else:
                     raise r.deviation('ChargingStatusResType')
             if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ReceiptRequired'
-                    if bits(1): raise r.deviation('ChargingStatusResType')
-                    f_ReceiptRequired = bits(1) == 1
-                    if bits(1): raise r.deviation('ChargingStatusResType')
-                    s = 6
-                else:
-                    raise r.deviation('ChargingStatusResType')
+                x = bits(4)
+                if x & 13: raise r.deviation('ChargingStatusResType')
+                el = 'ReceiptRequired'
+                f_ReceiptRequired = ((x >> 1) & 1) == 1
+                s = 6
             if s == 6:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'AC_EVSEStatus'
-                    f_AC_EVSEStatus = _d_AC_EVSEStatusType(r)
-                    s = 7
-                else:
-                    raise r.deviation('ChargingStatusResType')
-            if s == 7:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ChargingStatusResType')
+                if bits(1): raise r.deviation('ChargingStatusResType')
+                el = 'AC_EVSEStatus'
+                f_AC_EVSEStatus = _d_AC_EVSEStatusType(r)
+                if bits(1): raise r.deviation('ChargingStatusResType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgbody.ChargingStatusResType(f_ResponseCode, f_EVSEID, f_SAScheduleTupleID, f_EVSEMaxCurrent, f_MeterInfo, f_ReceiptRequired, f_AC_EVSEStatus)
@@ -2673,112 +1929,82 @@ def _e_ChargingStatusResType(w, o):
         while s >= 0:
             if s == 0:
                 if v_ResponseCode is not None:
-                    bits(0, 1)
                     el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I8.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 5)
-                    w.bits(0, 1)
-                    v_ResponseCode = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 1:
-                if v_EVSEID is not None:
-                    bits(0, 1)
+                    _i17 = _I8.get(v_ResponseCode)
+                    if _i17 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    if not (v_EVSEID is not None): raise EncodeError('missing content: EVSEID')
                     el = 'EVSEID'
-                    w.bits(0, 1)
+                    bits((_i17 << 3), 10)
+                    v_ResponseCode = None
                     if len(v_EVSEID) > 32: raise EncodeError(f'length {len(v_EVSEID)} outside [0, 32]')
                     w.binary(v_EVSEID)
-                    w.bits(0, 1)
-                    v_EVSEID = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of EVSEID')
-            if s == 2:
-                if v_SAScheduleTupleID is not None:
-                    bits(0, 1)
+                    if not (v_SAScheduleTupleID is not None): raise EncodeError('missing content: SAScheduleTupleID')
                     el = 'SAScheduleTupleID'
-                    w.bits(0, 1)
                     if v_SAScheduleTupleID < -32768 or v_SAScheduleTupleID > 32767: raise EncodeError(f'value {v_SAScheduleTupleID!r} outside [-32768, 32767]')
-                    w.sint(v_SAScheduleTupleID)
-                    w.bits(0, 1)
+                    bits((v_SAScheduleTupleID < 0), 4)
+                    v_EVSEID = None
+                    w.uint(-v_SAScheduleTupleID - 1 if v_SAScheduleTupleID < 0 else v_SAScheduleTupleID)
+                    bits(0, 1)
                     v_SAScheduleTupleID = None
                     s = 3
                 else:
-                    raise EncodeError('missing content: expected one of SAScheduleTupleID')
+                    raise EncodeError('missing content: expected one of ResponseCode')
             if s == 3:
                 if v_EVSEMaxCurrent is not None:
-                    bits(0, 2)
                     el = 'EVSEMaxCurrent'
+                    bits(0, 2)
                     _e_PhysicalValueType(w, v_EVSEMaxCurrent)
                     v_EVSEMaxCurrent = None
                     s = 4
                 elif v_MeterInfo is not None:
-                    bits(1, 2)
                     el = 'MeterInfo'
+                    bits(1, 2)
                     _e_MeterInfoType(w, v_MeterInfo)
                     v_MeterInfo = None
                     s = 5
                 elif v_ReceiptRequired is not None:
-                    bits(2, 2)
                     el = 'ReceiptRequired'
-                    w.bits(0, 1)
-                    if v_ReceiptRequired is True: w.bits(1, 1)
-                    elif v_ReceiptRequired is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_ReceiptRequired!r}')
-                    w.bits(0, 1)
+                    if v_ReceiptRequired is not True and v_ReceiptRequired is not False: raise EncodeError(f'expected a bool, got {v_ReceiptRequired!r}')
+                    bits((2 << 3) | (v_ReceiptRequired << 1), 5)
                     v_ReceiptRequired = None
                     s = 6
                 else:
                     raise EncodeError('missing content: expected one of EVSEMaxCurrent, MeterInfo, ReceiptRequired')
             if s == 4:
                 if v_MeterInfo is not None:
-                    bits(0, 2)
                     el = 'MeterInfo'
+                    bits(0, 2)
                     _e_MeterInfoType(w, v_MeterInfo)
                     v_MeterInfo = None
                     s = 5
                 elif v_ReceiptRequired is not None:
-                    bits(1, 2)
                     el = 'ReceiptRequired'
-                    w.bits(0, 1)
-                    if v_ReceiptRequired is True: w.bits(1, 1)
-                    elif v_ReceiptRequired is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_ReceiptRequired!r}')
-                    w.bits(0, 1)
+                    if v_ReceiptRequired is not True and v_ReceiptRequired is not False: raise EncodeError(f'expected a bool, got {v_ReceiptRequired!r}')
+                    bits((1 << 3) | (v_ReceiptRequired << 1), 5)
                     v_ReceiptRequired = None
                     s = 6
                 else:
                     raise EncodeError('missing content: expected one of MeterInfo, ReceiptRequired')
             if s == 5:
                 if v_ReceiptRequired is not None:
-                    bits(0, 1)
                     el = 'ReceiptRequired'
-                    w.bits(0, 1)
-                    if v_ReceiptRequired is True: w.bits(1, 1)
-                    elif v_ReceiptRequired is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_ReceiptRequired!r}')
-                    w.bits(0, 1)
+                    if v_ReceiptRequired is not True and v_ReceiptRequired is not False: raise EncodeError(f'expected a bool, got {v_ReceiptRequired!r}')
+                    bits((v_ReceiptRequired << 1), 4)
                     v_ReceiptRequired = None
                     s = 6
                 else:
                     raise EncodeError('missing content: expected one of ReceiptRequired')
             if s == 6:
                 if v_AC_EVSEStatus is not None:
-                    bits(0, 1)
                     el = 'AC_EVSEStatus'
-                    _e_AC_EVSEStatusType(w, v_AC_EVSEStatus)
-                    v_AC_EVSEStatus = None
-                    s = 7
-                else:
-                    raise EncodeError('missing content: expected one of AC_EVSEStatus')
-            if s == 7:
-                if True:
                     bits(0, 1)
+                    _e_AC_EVSEStatusType(w, v_AC_EVSEStatus)
+                    bits(0, 1)
+                    v_AC_EVSEStatus = None
                     if v_ResponseCode is not None or v_EVSEID is not None or v_SAScheduleTupleID is not None or v_EVSEMaxCurrent is not None or v_MeterInfo is not None or v_ReceiptRequired is not None or v_AC_EVSEStatus is not None: raise _leftover(o)
                     s = -1
+                else:
+                    raise EncodeError('missing content: expected one of AC_EVSEStatus')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -2795,16 +2021,13 @@ def _d_MeterInfoType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'MeterID'
-                    if bits(1): raise r.deviation('MeterInfoType')
-                    f_MeterID = r.string(30)
-                    if len(f_MeterID) > 32: raise DecodeError(f'length {len(f_MeterID)} outside [0, 32]', r.pos)
-                    if bits(1): raise r.deviation('MeterInfoType')
-                    s = 1
-                else:
-                    raise r.deviation('MeterInfoType')
+                x = bits(2)
+                if x & 3: raise r.deviation('MeterInfoType')
+                el = 'MeterID'
+                f_MeterID = r.string(30)
+                if len(f_MeterID) > 32: raise DecodeError(f'length {len(f_MeterID)} outside [0, 32]', r.pos)
+                if bits(1): raise r.deviation('MeterInfoType')
+                s = 1
             if s == 1:
                 ec = bits(3)
                 if ec == 0:
@@ -2812,96 +2035,118 @@ def _d_MeterInfoType(r):
                     f_MeterReading = _d_PhysicalValueType(r)
                     s = 2
                 elif ec == 1:
-                    el = 'SigMeterReading'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'SigMeterReading'
                     f_SigMeterReading = r.binary()
                     if len(f_SigMeterReading) > 32: raise DecodeError(f'length {len(f_SigMeterReading)} outside [0, 32]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 3
                 elif ec == 2:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('MeterInfoType')
                     el = 'MeterStatus'
-                    if bits(1): raise r.deviation('MeterInfoType')
-                    f_MeterStatus = r.sint()
+                    _neg = (x & 1)
+                    f_MeterStatus = r.uint()
+                    if _neg: f_MeterStatus = -f_MeterStatus - 1
                     if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 4
                 elif ec == 3:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('MeterInfoType')
                     el = 'TMeter'
-                    if bits(1): raise r.deviation('MeterInfoType')
-                    f_TMeter = r.sint()
+                    _neg = (x & 1)
+                    f_TMeter = r.uint()
+                    if _neg: f_TMeter = -f_TMeter - 1
                     if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: raise DecodeError(f'value {f_TMeter} outside [-9223372036854775808, 9223372036854775807]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 5
                 elif ec == 4:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('MeterInfoType')
             if s == 2:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'SigMeterReading'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'SigMeterReading'
                     f_SigMeterReading = r.binary()
                     if len(f_SigMeterReading) > 32: raise DecodeError(f'length {len(f_SigMeterReading)} outside [0, 32]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 3
                 elif ec == 1:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('MeterInfoType')
                     el = 'MeterStatus'
-                    if bits(1): raise r.deviation('MeterInfoType')
-                    f_MeterStatus = r.sint()
+                    _neg = (x & 1)
+                    f_MeterStatus = r.uint()
+                    if _neg: f_MeterStatus = -f_MeterStatus - 1
                     if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 4
                 elif ec == 2:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('MeterInfoType')
                     el = 'TMeter'
-                    if bits(1): raise r.deviation('MeterInfoType')
-                    f_TMeter = r.sint()
+                    _neg = (x & 1)
+                    f_TMeter = r.uint()
+                    if _neg: f_TMeter = -f_TMeter - 1
                     if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: raise DecodeError(f'value {f_TMeter} outside [-9223372036854775808, 9223372036854775807]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 5
                 elif ec == 3:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('MeterInfoType')
             if s == 3:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('MeterInfoType')
                     el = 'MeterStatus'
-                    if bits(1): raise r.deviation('MeterInfoType')
-                    f_MeterStatus = r.sint()
+                    _neg = (x & 1)
+                    f_MeterStatus = r.uint()
+                    if _neg: f_MeterStatus = -f_MeterStatus - 1
                     if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 4
                 elif ec == 1:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('MeterInfoType')
                     el = 'TMeter'
-                    if bits(1): raise r.deviation('MeterInfoType')
-                    f_TMeter = r.sint()
+                    _neg = (x & 1)
+                    f_TMeter = r.uint()
+                    if _neg: f_TMeter = -f_TMeter - 1
                     if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: raise DecodeError(f'value {f_TMeter} outside [-9223372036854775808, 9223372036854775807]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 5
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('MeterInfoType')
             if s == 4:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('MeterInfoType')
                     el = 'TMeter'
-                    if bits(1): raise r.deviation('MeterInfoType')
-                    f_TMeter = r.sint()
+                    _neg = (x & 1)
+                    f_TMeter = r.uint()
+                    if _neg: f_TMeter = -f_TMeter - 1
                     if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: raise DecodeError(f'value {f_TMeter} outside [-9223372036854775808, 9223372036854775807]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('MeterInfoType')
             if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('MeterInfoType')
+                if bits(1): raise r.deviation('MeterInfoType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdatatypes.MeterInfoType(f_MeterID, f_MeterReading, f_SigMeterReading, f_MeterStatus, f_TMeter)
@@ -2920,48 +2165,44 @@ def _e_MeterInfoType(w, o):
         while s >= 0:
             if s == 0:
                 if v_MeterID is not None:
-                    bits(0, 1)
                     el = 'MeterID'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     if len(v_MeterID) > 32: raise EncodeError(f'length {len(v_MeterID)} outside [0, 32]')
                     w.string(v_MeterID)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_MeterID = None
                     s = 1
                 else:
                     raise EncodeError('missing content: expected one of MeterID')
             if s == 1:
                 if v_MeterReading is not None:
-                    bits(0, 3)
                     el = 'MeterReading'
+                    bits(0, 3)
                     _e_PhysicalValueType(w, v_MeterReading)
                     v_MeterReading = None
                     s = 2
                 elif v_SigMeterReading is not None:
-                    bits(1, 3)
                     el = 'SigMeterReading'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     if len(v_SigMeterReading) > 32: raise EncodeError(f'length {len(v_SigMeterReading)} outside [0, 32]')
                     w.binary(v_SigMeterReading)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_SigMeterReading = None
                     s = 3
                 elif v_MeterStatus is not None:
-                    bits(2, 3)
                     el = 'MeterStatus'
-                    w.bits(0, 1)
                     if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    w.sint(v_MeterStatus)
-                    w.bits(0, 1)
+                    bits((2 << 2) | (v_MeterStatus < 0), 5)
+                    w.uint(-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
+                    bits(0, 1)
                     v_MeterStatus = None
                     s = 4
                 elif v_TMeter is not None:
-                    bits(3, 3)
                     el = 'TMeter'
-                    w.bits(0, 1)
                     if v_TMeter < -9223372036854775808 or v_TMeter > 9223372036854775807: raise EncodeError(f'value {v_TMeter!r} outside [-9223372036854775808, 9223372036854775807]')
-                    w.sint(v_TMeter)
-                    w.bits(0, 1)
+                    bits((3 << 2) | (v_TMeter < 0), 5)
+                    w.uint(-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
+                    bits(0, 1)
                     v_TMeter = None
                     s = 5
                 elif True:
@@ -2970,30 +2211,27 @@ def _e_MeterInfoType(w, o):
                     s = -1
             if s == 2:
                 if v_SigMeterReading is not None:
-                    bits(0, 3)
                     el = 'SigMeterReading'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     if len(v_SigMeterReading) > 32: raise EncodeError(f'length {len(v_SigMeterReading)} outside [0, 32]')
                     w.binary(v_SigMeterReading)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_SigMeterReading = None
                     s = 3
                 elif v_MeterStatus is not None:
-                    bits(1, 3)
                     el = 'MeterStatus'
-                    w.bits(0, 1)
                     if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    w.sint(v_MeterStatus)
-                    w.bits(0, 1)
+                    bits((1 << 2) | (v_MeterStatus < 0), 5)
+                    w.uint(-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
+                    bits(0, 1)
                     v_MeterStatus = None
                     s = 4
                 elif v_TMeter is not None:
-                    bits(2, 3)
                     el = 'TMeter'
-                    w.bits(0, 1)
                     if v_TMeter < -9223372036854775808 or v_TMeter > 9223372036854775807: raise EncodeError(f'value {v_TMeter!r} outside [-9223372036854775808, 9223372036854775807]')
-                    w.sint(v_TMeter)
-                    w.bits(0, 1)
+                    bits((2 << 2) | (v_TMeter < 0), 5)
+                    w.uint(-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
+                    bits(0, 1)
                     v_TMeter = None
                     s = 5
                 elif True:
@@ -3002,21 +2240,19 @@ def _e_MeterInfoType(w, o):
                     s = -1
             if s == 3:
                 if v_MeterStatus is not None:
-                    bits(0, 2)
                     el = 'MeterStatus'
-                    w.bits(0, 1)
                     if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    w.sint(v_MeterStatus)
-                    w.bits(0, 1)
+                    bits((v_MeterStatus < 0), 4)
+                    w.uint(-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
+                    bits(0, 1)
                     v_MeterStatus = None
                     s = 4
                 elif v_TMeter is not None:
-                    bits(1, 2)
                     el = 'TMeter'
-                    w.bits(0, 1)
                     if v_TMeter < -9223372036854775808 or v_TMeter > 9223372036854775807: raise EncodeError(f'value {v_TMeter!r} outside [-9223372036854775808, 9223372036854775807]')
-                    w.sint(v_TMeter)
-                    w.bits(0, 1)
+                    bits((1 << 2) | (v_TMeter < 0), 4)
+                    w.uint(-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
+                    bits(0, 1)
                     v_TMeter = None
                     s = 5
                 elif True:
@@ -3025,12 +2261,11 @@ def _e_MeterInfoType(w, o):
                     s = -1
             if s == 4:
                 if v_TMeter is not None:
-                    bits(0, 2)
                     el = 'TMeter'
-                    w.bits(0, 1)
                     if v_TMeter < -9223372036854775808 or v_TMeter > 9223372036854775807: raise EncodeError(f'value {v_TMeter!r} outside [-9223372036854775808, 9223372036854775807]')
-                    w.sint(v_TMeter)
-                    w.bits(0, 1)
+                    bits((v_TMeter < 0), 4)
+                    w.uint(-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
+                    bits(0, 1)
                     v_TMeter = None
                     s = 5
                 elif True:
@@ -3061,33 +2296,32 @@ def _d_ContractAuthenticationReqType(r):
                     f_Id = r.string(18)
                     s = 1
                 elif ec == 1:
-                    el = 'GenChallenge'
                     if bits(1): raise r.deviation('ContractAuthenticationReqType')
+                    el = 'GenChallenge'
                     f_GenChallenge = r.string(34)
                     if bits(1): raise r.deviation('ContractAuthenticationReqType')
                     s = 2
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ContractAuthenticationReqType')
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'GenChallenge'
                     if bits(1): raise r.deviation('ContractAuthenticationReqType')
+                    el = 'GenChallenge'
                     f_GenChallenge = r.string(34)
                     if bits(1): raise r.deviation('ContractAuthenticationReqType')
                     s = 2
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ContractAuthenticationReqType')
             if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ContractAuthenticationReqType')
+                if bits(1): raise r.deviation('ContractAuthenticationReqType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgbody.ContractAuthenticationReqType(f_Id, f_GenChallenge)
@@ -3103,17 +2337,16 @@ def _e_ContractAuthenticationReqType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 2)
                     el = '@Id'
+                    bits(0, 2)
                     w.string(v_Id)
                     v_Id = None
                     s = 1
                 elif v_GenChallenge is not None:
-                    bits(1, 2)
                     el = 'GenChallenge'
-                    w.bits(0, 1)
+                    bits((1 << 1), 3)
                     w.string(v_GenChallenge)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_GenChallenge = None
                     s = 2
                 elif True:
@@ -3122,11 +2355,10 @@ def _e_ContractAuthenticationReqType(w, o):
                     s = -1
             if s == 1:
                 if v_GenChallenge is not None:
-                    bits(0, 2)
                     el = 'GenChallenge'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.string(v_GenChallenge)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_GenChallenge = None
                     s = 2
                 elif True:
@@ -3148,36 +2380,14 @@ def _d_ContractAuthenticationResType(r):
     f_ResponseCode = None
     f_EVSEProcessing = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('ContractAuthenticationResType')
-                    f_ResponseCode = bits(5)
-                    if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.pos)
-                    f_ResponseCode = _E6[f_ResponseCode]
-                    if bits(1): raise r.deviation('ContractAuthenticationResType')
-                    s = 1
-                else:
-                    raise r.deviation('ContractAuthenticationResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEProcessing'
-                    if bits(1): raise r.deviation('ContractAuthenticationResType')
-                    f_EVSEProcessing = _E7[bits(1)]
-                    if bits(1): raise r.deviation('ContractAuthenticationResType')
-                    s = 2
-                else:
-                    raise r.deviation('ContractAuthenticationResType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ContractAuthenticationResType')
+        x = bits(13)
+        if x & 6203: raise r.deviation('ContractAuthenticationResType')
+        el = 'ResponseCode'
+        f_ResponseCode = ((x >> 6) & 31)
+        if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.pos)
+        f_ResponseCode = _E6[f_ResponseCode]
+        el = 'EVSEProcessing'
+        f_EVSEProcessing = _E7[((x >> 2) & 1)]
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgbody.ContractAuthenticationResType(f_ResponseCode, f_EVSEProcessing)
@@ -3189,39 +2399,20 @@ def _e_ContractAuthenticationResType(w, o):
     try:
         v_ResponseCode = o.ResponseCode
         v_EVSEProcessing = o.EVSEProcessing
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_ResponseCode is not None:
-                    bits(0, 1)
-                    el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I8.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 5)
-                    w.bits(0, 1)
-                    v_ResponseCode = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 1:
-                if v_EVSEProcessing is not None:
-                    bits(0, 1)
-                    el = 'EVSEProcessing'
-                    w.bits(0, 1)
-                    _i = _I9.get(v_EVSEProcessing)
-                    if _i is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
-                    w.bits(_i, 1)
-                    w.bits(0, 1)
-                    v_EVSEProcessing = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of EVSEProcessing')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_ResponseCode is not None or v_EVSEProcessing is not None: raise _leftover(o)
-                    s = -1
+        if v_ResponseCode is not None:
+            el = 'ResponseCode'
+            _i18 = _I8.get(v_ResponseCode)
+            if _i18 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (v_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
+            el = 'EVSEProcessing'
+            _i19 = _I9.get(v_EVSEProcessing)
+            if _i19 is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
+            bits((_i18 << 6) | (_i19 << 2), 13)
+            v_ResponseCode = None
+            v_EVSEProcessing = None
+            if v_ResponseCode is not None or v_EVSEProcessing is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of ResponseCode')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -3243,21 +2434,13 @@ def _d_CurrentDemandReqType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'DC_EVStatus'
-                    f_DC_EVStatus = _d_DC_EVStatusType(r)
-                    s = 1
-                else:
-                    raise r.deviation('CurrentDemandReqType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVTargetCurrent'
-                    f_EVTargetCurrent = _d_PhysicalValueType(r)
-                    s = 2
-                else:
-                    raise r.deviation('CurrentDemandReqType')
+                if bits(1): raise r.deviation('CurrentDemandReqType')
+                el = 'DC_EVStatus'
+                f_DC_EVStatus = _d_DC_EVStatusType(r)
+                if bits(1): raise r.deviation('CurrentDemandReqType')
+                el = 'EVTargetCurrent'
+                f_EVTargetCurrent = _d_PhysicalValueType(r)
+                s = 2
             if s == 2:
                 ec = bits(3)
                 if ec == 0:
@@ -3273,16 +2456,16 @@ def _d_CurrentDemandReqType(r):
                     f_EVMaximumPowerLimit = _d_PhysicalValueType(r)
                     s = 5
                 elif ec == 3:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('CurrentDemandReqType')
                     el = 'BulkChargingComplete'
-                    if bits(1): raise r.deviation('CurrentDemandReqType')
-                    f_BulkChargingComplete = bits(1) == 1
-                    if bits(1): raise r.deviation('CurrentDemandReqType')
+                    f_BulkChargingComplete = ((x >> 1) & 1) == 1
                     s = 6
                 elif ec == 4:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('CurrentDemandReqType')
                     el = 'ChargingComplete'
-                    if bits(1): raise r.deviation('CurrentDemandReqType')
-                    f_ChargingComplete = bits(1) == 1
-                    if bits(1): raise r.deviation('CurrentDemandReqType')
+                    f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 7
                 else:
                     raise r.deviation('CurrentDemandReqType')
@@ -3297,16 +2480,16 @@ def _d_CurrentDemandReqType(r):
                     f_EVMaximumPowerLimit = _d_PhysicalValueType(r)
                     s = 5
                 elif ec == 2:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('CurrentDemandReqType')
                     el = 'BulkChargingComplete'
-                    if bits(1): raise r.deviation('CurrentDemandReqType')
-                    f_BulkChargingComplete = bits(1) == 1
-                    if bits(1): raise r.deviation('CurrentDemandReqType')
+                    f_BulkChargingComplete = ((x >> 1) & 1) == 1
                     s = 6
                 elif ec == 3:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('CurrentDemandReqType')
                     el = 'ChargingComplete'
-                    if bits(1): raise r.deviation('CurrentDemandReqType')
-                    f_ChargingComplete = bits(1) == 1
-                    if bits(1): raise r.deviation('CurrentDemandReqType')
+                    f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 7
                 else:
                     raise r.deviation('CurrentDemandReqType')
@@ -3317,45 +2500,41 @@ def _d_CurrentDemandReqType(r):
                     f_EVMaximumPowerLimit = _d_PhysicalValueType(r)
                     s = 5
                 elif ec == 1:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('CurrentDemandReqType')
                     el = 'BulkChargingComplete'
-                    if bits(1): raise r.deviation('CurrentDemandReqType')
-                    f_BulkChargingComplete = bits(1) == 1
-                    if bits(1): raise r.deviation('CurrentDemandReqType')
+                    f_BulkChargingComplete = ((x >> 1) & 1) == 1
                     s = 6
                 elif ec == 2:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('CurrentDemandReqType')
                     el = 'ChargingComplete'
-                    if bits(1): raise r.deviation('CurrentDemandReqType')
-                    f_ChargingComplete = bits(1) == 1
-                    if bits(1): raise r.deviation('CurrentDemandReqType')
+                    f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 7
                 else:
                     raise r.deviation('CurrentDemandReqType')
             if s == 5:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('CurrentDemandReqType')
                     el = 'BulkChargingComplete'
-                    if bits(1): raise r.deviation('CurrentDemandReqType')
-                    f_BulkChargingComplete = bits(1) == 1
-                    if bits(1): raise r.deviation('CurrentDemandReqType')
+                    f_BulkChargingComplete = ((x >> 1) & 1) == 1
                     s = 6
                 elif ec == 1:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('CurrentDemandReqType')
                     el = 'ChargingComplete'
-                    if bits(1): raise r.deviation('CurrentDemandReqType')
-                    f_ChargingComplete = bits(1) == 1
-                    if bits(1): raise r.deviation('CurrentDemandReqType')
+                    f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 7
                 else:
                     raise r.deviation('CurrentDemandReqType')
             if s == 6:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ChargingComplete'
-                    if bits(1): raise r.deviation('CurrentDemandReqType')
-                    f_ChargingComplete = bits(1) == 1
-                    if bits(1): raise r.deviation('CurrentDemandReqType')
-                    s = 7
-                else:
-                    raise r.deviation('CurrentDemandReqType')
+                x = bits(4)
+                if x & 13: raise r.deviation('CurrentDemandReqType')
+                el = 'ChargingComplete'
+                f_ChargingComplete = ((x >> 1) & 1) == 1
+                s = 7
             if s == 7:
                 ec = bits(2)
                 if ec == 0:
@@ -3385,19 +2564,13 @@ def _d_CurrentDemandReqType(r):
                 else:
                     raise r.deviation('CurrentDemandReqType')
             if s == 9:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVTargetVoltage'
-                    f_EVTargetVoltage = _d_PhysicalValueType(r)
-                    s = 10
-                else:
-                    raise r.deviation('CurrentDemandReqType')
+                if bits(1): raise r.deviation('CurrentDemandReqType')
+                el = 'EVTargetVoltage'
+                f_EVTargetVoltage = _d_PhysicalValueType(r)
+                s = 10
             if s == 10:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('CurrentDemandReqType')
+                if bits(1): raise r.deviation('CurrentDemandReqType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgbody.CurrentDemandReqType(f_DC_EVStatus, f_EVTargetCurrent, f_EVMaximumVoltageLimit, f_EVMaximumCurrentLimit, f_EVMaximumPowerLimit, f_BulkChargingComplete, f_ChargingComplete, f_RemainingTimeToFullSoC, f_RemainingTimeToBulkSoC, f_EVTargetVoltage)
@@ -3421,179 +2594,139 @@ def _e_CurrentDemandReqType(w, o):
         while s >= 0:
             if s == 0:
                 if v_DC_EVStatus is not None:
-                    bits(0, 1)
                     el = 'DC_EVStatus'
-                    _e_DC_EVStatusType(w, v_DC_EVStatus)
-                    v_DC_EVStatus = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of DC_EVStatus')
-            if s == 1:
-                if v_EVTargetCurrent is not None:
                     bits(0, 1)
+                    _e_DC_EVStatusType(w, v_DC_EVStatus)
+                    if not (v_EVTargetCurrent is not None): raise EncodeError('missing content: EVTargetCurrent')
                     el = 'EVTargetCurrent'
+                    bits(0, 1)
+                    v_DC_EVStatus = None
                     _e_PhysicalValueType(w, v_EVTargetCurrent)
                     v_EVTargetCurrent = None
                     s = 2
                 else:
-                    raise EncodeError('missing content: expected one of EVTargetCurrent')
+                    raise EncodeError('missing content: expected one of DC_EVStatus')
             if s == 2:
                 if v_EVMaximumVoltageLimit is not None:
-                    bits(0, 3)
                     el = 'EVMaximumVoltageLimit'
+                    bits(0, 3)
                     _e_PhysicalValueType(w, v_EVMaximumVoltageLimit)
                     v_EVMaximumVoltageLimit = None
                     s = 3
                 elif v_EVMaximumCurrentLimit is not None:
-                    bits(1, 3)
                     el = 'EVMaximumCurrentLimit'
+                    bits(1, 3)
                     _e_PhysicalValueType(w, v_EVMaximumCurrentLimit)
                     v_EVMaximumCurrentLimit = None
                     s = 4
                 elif v_EVMaximumPowerLimit is not None:
-                    bits(2, 3)
                     el = 'EVMaximumPowerLimit'
+                    bits(2, 3)
                     _e_PhysicalValueType(w, v_EVMaximumPowerLimit)
                     v_EVMaximumPowerLimit = None
                     s = 5
                 elif v_BulkChargingComplete is not None:
-                    bits(3, 3)
                     el = 'BulkChargingComplete'
-                    w.bits(0, 1)
-                    if v_BulkChargingComplete is True: w.bits(1, 1)
-                    elif v_BulkChargingComplete is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_BulkChargingComplete!r}')
-                    w.bits(0, 1)
+                    if v_BulkChargingComplete is not True and v_BulkChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_BulkChargingComplete!r}')
+                    bits((3 << 3) | (v_BulkChargingComplete << 1), 6)
                     v_BulkChargingComplete = None
                     s = 6
                 elif v_ChargingComplete is not None:
-                    bits(4, 3)
                     el = 'ChargingComplete'
-                    w.bits(0, 1)
-                    if v_ChargingComplete is True: w.bits(1, 1)
-                    elif v_ChargingComplete is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    w.bits(0, 1)
+                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                    bits((4 << 3) | (v_ChargingComplete << 1), 6)
                     v_ChargingComplete = None
                     s = 7
                 else:
                     raise EncodeError('missing content: expected one of EVMaximumVoltageLimit, EVMaximumCurrentLimit, EVMaximumPowerLimit, BulkChargingComplete, ChargingComplete')
             if s == 3:
                 if v_EVMaximumCurrentLimit is not None:
-                    bits(0, 3)
                     el = 'EVMaximumCurrentLimit'
+                    bits(0, 3)
                     _e_PhysicalValueType(w, v_EVMaximumCurrentLimit)
                     v_EVMaximumCurrentLimit = None
                     s = 4
                 elif v_EVMaximumPowerLimit is not None:
-                    bits(1, 3)
                     el = 'EVMaximumPowerLimit'
+                    bits(1, 3)
                     _e_PhysicalValueType(w, v_EVMaximumPowerLimit)
                     v_EVMaximumPowerLimit = None
                     s = 5
                 elif v_BulkChargingComplete is not None:
-                    bits(2, 3)
                     el = 'BulkChargingComplete'
-                    w.bits(0, 1)
-                    if v_BulkChargingComplete is True: w.bits(1, 1)
-                    elif v_BulkChargingComplete is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_BulkChargingComplete!r}')
-                    w.bits(0, 1)
+                    if v_BulkChargingComplete is not True and v_BulkChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_BulkChargingComplete!r}')
+                    bits((2 << 3) | (v_BulkChargingComplete << 1), 6)
                     v_BulkChargingComplete = None
                     s = 6
                 elif v_ChargingComplete is not None:
-                    bits(3, 3)
                     el = 'ChargingComplete'
-                    w.bits(0, 1)
-                    if v_ChargingComplete is True: w.bits(1, 1)
-                    elif v_ChargingComplete is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    w.bits(0, 1)
+                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                    bits((3 << 3) | (v_ChargingComplete << 1), 6)
                     v_ChargingComplete = None
                     s = 7
                 else:
                     raise EncodeError('missing content: expected one of EVMaximumCurrentLimit, EVMaximumPowerLimit, BulkChargingComplete, ChargingComplete')
             if s == 4:
                 if v_EVMaximumPowerLimit is not None:
-                    bits(0, 2)
                     el = 'EVMaximumPowerLimit'
+                    bits(0, 2)
                     _e_PhysicalValueType(w, v_EVMaximumPowerLimit)
                     v_EVMaximumPowerLimit = None
                     s = 5
                 elif v_BulkChargingComplete is not None:
-                    bits(1, 2)
                     el = 'BulkChargingComplete'
-                    w.bits(0, 1)
-                    if v_BulkChargingComplete is True: w.bits(1, 1)
-                    elif v_BulkChargingComplete is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_BulkChargingComplete!r}')
-                    w.bits(0, 1)
+                    if v_BulkChargingComplete is not True and v_BulkChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_BulkChargingComplete!r}')
+                    bits((1 << 3) | (v_BulkChargingComplete << 1), 5)
                     v_BulkChargingComplete = None
                     s = 6
                 elif v_ChargingComplete is not None:
-                    bits(2, 2)
                     el = 'ChargingComplete'
-                    w.bits(0, 1)
-                    if v_ChargingComplete is True: w.bits(1, 1)
-                    elif v_ChargingComplete is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    w.bits(0, 1)
+                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                    bits((2 << 3) | (v_ChargingComplete << 1), 5)
                     v_ChargingComplete = None
                     s = 7
                 else:
                     raise EncodeError('missing content: expected one of EVMaximumPowerLimit, BulkChargingComplete, ChargingComplete')
             if s == 5:
                 if v_BulkChargingComplete is not None:
-                    bits(0, 2)
                     el = 'BulkChargingComplete'
-                    w.bits(0, 1)
-                    if v_BulkChargingComplete is True: w.bits(1, 1)
-                    elif v_BulkChargingComplete is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_BulkChargingComplete!r}')
-                    w.bits(0, 1)
+                    if v_BulkChargingComplete is not True and v_BulkChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_BulkChargingComplete!r}')
+                    bits((v_BulkChargingComplete << 1), 5)
                     v_BulkChargingComplete = None
                     s = 6
                 elif v_ChargingComplete is not None:
-                    bits(1, 2)
                     el = 'ChargingComplete'
-                    w.bits(0, 1)
-                    if v_ChargingComplete is True: w.bits(1, 1)
-                    elif v_ChargingComplete is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    w.bits(0, 1)
+                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                    bits((1 << 3) | (v_ChargingComplete << 1), 5)
                     v_ChargingComplete = None
                     s = 7
                 else:
                     raise EncodeError('missing content: expected one of BulkChargingComplete, ChargingComplete')
             if s == 6:
                 if v_ChargingComplete is not None:
-                    bits(0, 1)
                     el = 'ChargingComplete'
-                    w.bits(0, 1)
-                    if v_ChargingComplete is True: w.bits(1, 1)
-                    elif v_ChargingComplete is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    w.bits(0, 1)
+                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                    bits((v_ChargingComplete << 1), 4)
                     v_ChargingComplete = None
                     s = 7
                 else:
                     raise EncodeError('missing content: expected one of ChargingComplete')
             if s == 7:
                 if v_RemainingTimeToFullSoC is not None:
-                    bits(0, 2)
                     el = 'RemainingTimeToFullSoC'
+                    bits(0, 2)
                     _e_PhysicalValueType(w, v_RemainingTimeToFullSoC)
                     v_RemainingTimeToFullSoC = None
                     s = 8
                 elif v_RemainingTimeToBulkSoC is not None:
-                    bits(1, 2)
                     el = 'RemainingTimeToBulkSoC'
+                    bits(1, 2)
                     _e_PhysicalValueType(w, v_RemainingTimeToBulkSoC)
                     v_RemainingTimeToBulkSoC = None
                     s = 9
                 elif v_EVTargetVoltage is not None:
-                    bits(2, 2)
                     el = 'EVTargetVoltage'
+                    bits(2, 2)
                     _e_PhysicalValueType(w, v_EVTargetVoltage)
                     v_EVTargetVoltage = None
                     s = 10
@@ -3601,14 +2734,14 @@ def _e_CurrentDemandReqType(w, o):
                     raise EncodeError('missing content: expected one of RemainingTimeToFullSoC, RemainingTimeToBulkSoC, EVTargetVoltage')
             if s == 8:
                 if v_RemainingTimeToBulkSoC is not None:
-                    bits(0, 2)
                     el = 'RemainingTimeToBulkSoC'
+                    bits(0, 2)
                     _e_PhysicalValueType(w, v_RemainingTimeToBulkSoC)
                     v_RemainingTimeToBulkSoC = None
                     s = 9
                 elif v_EVTargetVoltage is not None:
-                    bits(1, 2)
                     el = 'EVTargetVoltage'
+                    bits(1, 2)
                     _e_PhysicalValueType(w, v_EVTargetVoltage)
                     v_EVTargetVoltage = None
                     s = 10
@@ -3616,8 +2749,8 @@ def _e_CurrentDemandReqType(w, o):
                     raise EncodeError('missing content: expected one of RemainingTimeToBulkSoC, EVTargetVoltage')
             if s == 9:
                 if v_EVTargetVoltage is not None:
-                    bits(0, 1)
                     el = 'EVTargetVoltage'
+                    bits(0, 1)
                     _e_PhysicalValueType(w, v_EVTargetVoltage)
                     v_EVTargetVoltage = None
                     s = 10
@@ -3649,71 +2782,29 @@ def _d_CurrentDemandResType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('CurrentDemandResType')
-                    f_ResponseCode = bits(5)
-                    if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.pos)
-                    f_ResponseCode = _E6[f_ResponseCode]
-                    if bits(1): raise r.deviation('CurrentDemandResType')
-                    s = 1
-                else:
-                    raise r.deviation('CurrentDemandResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'DC_EVSEStatus'
-                    f_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
-                    s = 2
-                else:
-                    raise r.deviation('CurrentDemandResType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEPresentVoltage'
-                    f_EVSEPresentVoltage = _d_PhysicalValueType(r)
-                    s = 3
-                else:
-                    raise r.deviation('CurrentDemandResType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEPresentCurrent'
-                    f_EVSEPresentCurrent = _d_PhysicalValueType(r)
-                    s = 4
-                else:
-                    raise r.deviation('CurrentDemandResType')
-            if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSECurrentLimitAchieved'
-                    if bits(1): raise r.deviation('CurrentDemandResType')
-                    f_EVSECurrentLimitAchieved = bits(1) == 1
-                    if bits(1): raise r.deviation('CurrentDemandResType')
-                    s = 5
-                else:
-                    raise r.deviation('CurrentDemandResType')
-            if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEVoltageLimitAchieved'
-                    if bits(1): raise r.deviation('CurrentDemandResType')
-                    f_EVSEVoltageLimitAchieved = bits(1) == 1
-                    if bits(1): raise r.deviation('CurrentDemandResType')
-                    s = 6
-                else:
-                    raise r.deviation('CurrentDemandResType')
-            if s == 6:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEPowerLimitAchieved'
-                    if bits(1): raise r.deviation('CurrentDemandResType')
-                    f_EVSEPowerLimitAchieved = bits(1) == 1
-                    if bits(1): raise r.deviation('CurrentDemandResType')
-                    s = 7
-                else:
-                    raise r.deviation('CurrentDemandResType')
+                x = bits(9)
+                if x & 387: raise r.deviation('CurrentDemandResType')
+                el = 'ResponseCode'
+                f_ResponseCode = ((x >> 2) & 31)
+                if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.pos)
+                f_ResponseCode = _E6[f_ResponseCode]
+                el = 'DC_EVSEStatus'
+                f_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
+                if bits(1): raise r.deviation('CurrentDemandResType')
+                el = 'EVSEPresentVoltage'
+                f_EVSEPresentVoltage = _d_PhysicalValueType(r)
+                if bits(1): raise r.deviation('CurrentDemandResType')
+                el = 'EVSEPresentCurrent'
+                f_EVSEPresentCurrent = _d_PhysicalValueType(r)
+                x = bits(12)
+                if x & 3549: raise r.deviation('CurrentDemandResType')
+                el = 'EVSECurrentLimitAchieved'
+                f_EVSECurrentLimitAchieved = ((x >> 9) & 1) == 1
+                el = 'EVSEVoltageLimitAchieved'
+                f_EVSEVoltageLimitAchieved = ((x >> 5) & 1) == 1
+                el = 'EVSEPowerLimitAchieved'
+                f_EVSEPowerLimitAchieved = ((x >> 1) & 1) == 1
+                s = 7
             if s == 7:
                 ec = bits(3)
                 if ec == 0:
@@ -3729,6 +2820,7 @@ def _d_CurrentDemandResType(r):
                     f_EVSEMaximumPowerLimit = _d_PhysicalValueType(r)
                     s = 10
                 elif ec == 3:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('CurrentDemandResType')
@@ -3743,6 +2835,7 @@ def _d_CurrentDemandResType(r):
                     f_EVSEMaximumPowerLimit = _d_PhysicalValueType(r)
                     s = 10
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('CurrentDemandResType')
@@ -3753,15 +2846,13 @@ def _d_CurrentDemandResType(r):
                     f_EVSEMaximumPowerLimit = _d_PhysicalValueType(r)
                     s = 10
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('CurrentDemandResType')
             if s == 10:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('CurrentDemandResType')
+                if bits(1): raise r.deviation('CurrentDemandResType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgbody.CurrentDemandResType(f_ResponseCode, f_DC_EVSEStatus, f_EVSEPresentVoltage, f_EVSEPresentCurrent, f_EVSECurrentLimitAchieved, f_EVSEVoltageLimitAchieved, f_EVSEPowerLimitAchieved, f_EVSEMaximumVoltageLimit, f_EVSEMaximumCurrentLimit, f_EVSEMaximumPowerLimit)
@@ -3785,99 +2876,57 @@ def _e_CurrentDemandResType(w, o):
         while s >= 0:
             if s == 0:
                 if v_ResponseCode is not None:
-                    bits(0, 1)
                     el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I8.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 5)
-                    w.bits(0, 1)
-                    v_ResponseCode = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 1:
-                if v_DC_EVSEStatus is not None:
-                    bits(0, 1)
+                    _i20 = _I8.get(v_ResponseCode)
+                    if _i20 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    if not (v_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
                     el = 'DC_EVSEStatus'
+                    bits((_i20 << 2), 9)
+                    v_ResponseCode = None
                     _e_DC_EVSEStatusType(w, v_DC_EVSEStatus)
-                    v_DC_EVSEStatus = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of DC_EVSEStatus')
-            if s == 2:
-                if v_EVSEPresentVoltage is not None:
-                    bits(0, 1)
+                    if not (v_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
                     el = 'EVSEPresentVoltage'
+                    bits(0, 1)
+                    v_DC_EVSEStatus = None
                     _e_PhysicalValueType(w, v_EVSEPresentVoltage)
-                    v_EVSEPresentVoltage = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of EVSEPresentVoltage')
-            if s == 3:
-                if v_EVSEPresentCurrent is not None:
-                    bits(0, 1)
+                    if not (v_EVSEPresentCurrent is not None): raise EncodeError('missing content: EVSEPresentCurrent')
                     el = 'EVSEPresentCurrent'
+                    bits(0, 1)
+                    v_EVSEPresentVoltage = None
                     _e_PhysicalValueType(w, v_EVSEPresentCurrent)
-                    v_EVSEPresentCurrent = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of EVSEPresentCurrent')
-            if s == 4:
-                if v_EVSECurrentLimitAchieved is not None:
-                    bits(0, 1)
+                    if not (v_EVSECurrentLimitAchieved is not None): raise EncodeError('missing content: EVSECurrentLimitAchieved')
                     el = 'EVSECurrentLimitAchieved'
-                    w.bits(0, 1)
-                    if v_EVSECurrentLimitAchieved is True: w.bits(1, 1)
-                    elif v_EVSECurrentLimitAchieved is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_EVSECurrentLimitAchieved!r}')
-                    w.bits(0, 1)
-                    v_EVSECurrentLimitAchieved = None
-                    s = 5
-                else:
-                    raise EncodeError('missing content: expected one of EVSECurrentLimitAchieved')
-            if s == 5:
-                if v_EVSEVoltageLimitAchieved is not None:
-                    bits(0, 1)
+                    if v_EVSECurrentLimitAchieved is not True and v_EVSECurrentLimitAchieved is not False: raise EncodeError(f'expected a bool, got {v_EVSECurrentLimitAchieved!r}')
+                    if not (v_EVSEVoltageLimitAchieved is not None): raise EncodeError('missing content: EVSEVoltageLimitAchieved')
                     el = 'EVSEVoltageLimitAchieved'
-                    w.bits(0, 1)
-                    if v_EVSEVoltageLimitAchieved is True: w.bits(1, 1)
-                    elif v_EVSEVoltageLimitAchieved is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_EVSEVoltageLimitAchieved!r}')
-                    w.bits(0, 1)
-                    v_EVSEVoltageLimitAchieved = None
-                    s = 6
-                else:
-                    raise EncodeError('missing content: expected one of EVSEVoltageLimitAchieved')
-            if s == 6:
-                if v_EVSEPowerLimitAchieved is not None:
-                    bits(0, 1)
+                    if v_EVSEVoltageLimitAchieved is not True and v_EVSEVoltageLimitAchieved is not False: raise EncodeError(f'expected a bool, got {v_EVSEVoltageLimitAchieved!r}')
+                    if not (v_EVSEPowerLimitAchieved is not None): raise EncodeError('missing content: EVSEPowerLimitAchieved')
                     el = 'EVSEPowerLimitAchieved'
-                    w.bits(0, 1)
-                    if v_EVSEPowerLimitAchieved is True: w.bits(1, 1)
-                    elif v_EVSEPowerLimitAchieved is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_EVSEPowerLimitAchieved!r}')
-                    w.bits(0, 1)
+                    if v_EVSEPowerLimitAchieved is not True and v_EVSEPowerLimitAchieved is not False: raise EncodeError(f'expected a bool, got {v_EVSEPowerLimitAchieved!r}')
+                    bits((v_EVSECurrentLimitAchieved << 9) | (v_EVSEVoltageLimitAchieved << 5) | (v_EVSEPowerLimitAchieved << 1), 12)
+                    v_EVSEPresentCurrent = None
+                    v_EVSECurrentLimitAchieved = None
+                    v_EVSEVoltageLimitAchieved = None
                     v_EVSEPowerLimitAchieved = None
                     s = 7
                 else:
-                    raise EncodeError('missing content: expected one of EVSEPowerLimitAchieved')
+                    raise EncodeError('missing content: expected one of ResponseCode')
             if s == 7:
                 if v_EVSEMaximumVoltageLimit is not None:
-                    bits(0, 3)
                     el = 'EVSEMaximumVoltageLimit'
+                    bits(0, 3)
                     _e_PhysicalValueType(w, v_EVSEMaximumVoltageLimit)
                     v_EVSEMaximumVoltageLimit = None
                     s = 8
                 elif v_EVSEMaximumCurrentLimit is not None:
-                    bits(1, 3)
                     el = 'EVSEMaximumCurrentLimit'
+                    bits(1, 3)
                     _e_PhysicalValueType(w, v_EVSEMaximumCurrentLimit)
                     v_EVSEMaximumCurrentLimit = None
                     s = 9
                 elif v_EVSEMaximumPowerLimit is not None:
-                    bits(2, 3)
                     el = 'EVSEMaximumPowerLimit'
+                    bits(2, 3)
                     _e_PhysicalValueType(w, v_EVSEMaximumPowerLimit)
                     v_EVSEMaximumPowerLimit = None
                     s = 10
@@ -3887,14 +2936,14 @@ def _e_CurrentDemandResType(w, o):
                     s = -1
             if s == 8:
                 if v_EVSEMaximumCurrentLimit is not None:
-                    bits(0, 2)
                     el = 'EVSEMaximumCurrentLimit'
+                    bits(0, 2)
                     _e_PhysicalValueType(w, v_EVSEMaximumCurrentLimit)
                     v_EVSEMaximumCurrentLimit = None
                     s = 9
                 elif v_EVSEMaximumPowerLimit is not None:
-                    bits(1, 2)
                     el = 'EVSEMaximumPowerLimit'
+                    bits(1, 2)
                     _e_PhysicalValueType(w, v_EVSEMaximumPowerLimit)
                     v_EVSEMaximumPowerLimit = None
                     s = 10
@@ -3904,8 +2953,8 @@ def _e_CurrentDemandResType(w, o):
                     s = -1
             if s == 9:
                 if v_EVSEMaximumPowerLimit is not None:
-                    bits(0, 2)
                     el = 'EVSEMaximumPowerLimit'
+                    bits(0, 2)
                     _e_PhysicalValueType(w, v_EVSEMaximumPowerLimit)
                     v_EVSEMaximumPowerLimit = None
                     s = 10
@@ -3937,36 +2986,23 @@ def _d_DC_EVChargeParameterType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'DC_EVStatus'
-                    f_DC_EVStatus = _d_DC_EVStatusType(r)
-                    s = 1
-                else:
-                    raise r.deviation('DC_EVChargeParameterType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMaximumCurrentLimit'
-                    f_EVMaximumCurrentLimit = _d_PhysicalValueType(r)
-                    s = 2
-                else:
-                    raise r.deviation('DC_EVChargeParameterType')
+                if bits(1): raise r.deviation('DC_EVChargeParameterType')
+                el = 'DC_EVStatus'
+                f_DC_EVStatus = _d_DC_EVStatusType(r)
+                if bits(1): raise r.deviation('DC_EVChargeParameterType')
+                el = 'EVMaximumCurrentLimit'
+                f_EVMaximumCurrentLimit = _d_PhysicalValueType(r)
+                s = 2
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
                     el = 'EVMaximumPowerLimit'
                     f_EVMaximumPowerLimit = _d_PhysicalValueType(r)
-                    s = 3
-                elif ec == 1:
+                    if bits(1): raise r.deviation('DC_EVChargeParameterType')
                     el = 'EVMaximumVoltageLimit'
                     f_EVMaximumVoltageLimit = _d_PhysicalValueType(r)
                     s = 4
-                else:
-                    raise r.deviation('DC_EVChargeParameterType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
                     el = 'EVMaximumVoltageLimit'
                     f_EVMaximumVoltageLimit = _d_PhysicalValueType(r)
                     s = 4
@@ -3983,20 +3019,21 @@ def _d_DC_EVChargeParameterType(r):
                     f_EVEnergyRequest = _d_PhysicalValueType(r)
                     s = 6
                 elif ec == 2:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('DC_EVChargeParameterType')
                     el = 'FullSOC'
-                    if bits(1): raise r.deviation('DC_EVChargeParameterType')
-                    f_FullSOC = bits(7)
+                    f_FullSOC = ((x >> 1) & 127)
                     if f_FullSOC > 100: raise DecodeError(f'value {f_FullSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('DC_EVChargeParameterType')
                     s = 7
                 elif ec == 3:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('DC_EVChargeParameterType')
                     el = 'BulkSOC'
-                    if bits(1): raise r.deviation('DC_EVChargeParameterType')
-                    f_BulkSOC = bits(7)
+                    f_BulkSOC = ((x >> 1) & 127)
                     if f_BulkSOC > 100: raise DecodeError(f'value {f_BulkSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('DC_EVChargeParameterType')
                     s = 8
                 elif ec == 4:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DC_EVChargeParameterType')
@@ -4007,62 +3044,62 @@ def _d_DC_EVChargeParameterType(r):
                     f_EVEnergyRequest = _d_PhysicalValueType(r)
                     s = 6
                 elif ec == 1:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('DC_EVChargeParameterType')
                     el = 'FullSOC'
-                    if bits(1): raise r.deviation('DC_EVChargeParameterType')
-                    f_FullSOC = bits(7)
+                    f_FullSOC = ((x >> 1) & 127)
                     if f_FullSOC > 100: raise DecodeError(f'value {f_FullSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('DC_EVChargeParameterType')
                     s = 7
                 elif ec == 2:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('DC_EVChargeParameterType')
                     el = 'BulkSOC'
-                    if bits(1): raise r.deviation('DC_EVChargeParameterType')
-                    f_BulkSOC = bits(7)
+                    f_BulkSOC = ((x >> 1) & 127)
                     if f_BulkSOC > 100: raise DecodeError(f'value {f_BulkSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('DC_EVChargeParameterType')
                     s = 8
                 elif ec == 3:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DC_EVChargeParameterType')
             if s == 6:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('DC_EVChargeParameterType')
                     el = 'FullSOC'
-                    if bits(1): raise r.deviation('DC_EVChargeParameterType')
-                    f_FullSOC = bits(7)
+                    f_FullSOC = ((x >> 1) & 127)
                     if f_FullSOC > 100: raise DecodeError(f'value {f_FullSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('DC_EVChargeParameterType')
                     s = 7
                 elif ec == 1:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('DC_EVChargeParameterType')
                     el = 'BulkSOC'
-                    if bits(1): raise r.deviation('DC_EVChargeParameterType')
-                    f_BulkSOC = bits(7)
+                    f_BulkSOC = ((x >> 1) & 127)
                     if f_BulkSOC > 100: raise DecodeError(f'value {f_BulkSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('DC_EVChargeParameterType')
                     s = 8
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DC_EVChargeParameterType')
             if s == 7:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('DC_EVChargeParameterType')
                     el = 'BulkSOC'
-                    if bits(1): raise r.deviation('DC_EVChargeParameterType')
-                    f_BulkSOC = bits(7)
+                    f_BulkSOC = ((x >> 1) & 127)
                     if f_BulkSOC > 100: raise DecodeError(f'value {f_BulkSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('DC_EVChargeParameterType')
                     s = 8
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DC_EVChargeParameterType')
             if s == 8:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('DC_EVChargeParameterType')
+                if bits(1): raise r.deviation('DC_EVChargeParameterType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdatatypes.DC_EVChargeParameterType(f_DC_EVStatus, f_EVMaximumCurrentLimit, f_EVMaximumPowerLimit, f_EVMaximumVoltageLimit, f_EVEnergyCapacity, f_EVEnergyRequest, f_FullSOC, f_BulkSOC)
@@ -4084,75 +3121,61 @@ def _e_DC_EVChargeParameterType(w, o):
         while s >= 0:
             if s == 0:
                 if v_DC_EVStatus is not None:
-                    bits(0, 1)
                     el = 'DC_EVStatus'
-                    _e_DC_EVStatusType(w, v_DC_EVStatus)
-                    v_DC_EVStatus = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of DC_EVStatus')
-            if s == 1:
-                if v_EVMaximumCurrentLimit is not None:
                     bits(0, 1)
+                    _e_DC_EVStatusType(w, v_DC_EVStatus)
+                    if not (v_EVMaximumCurrentLimit is not None): raise EncodeError('missing content: EVMaximumCurrentLimit')
                     el = 'EVMaximumCurrentLimit'
+                    bits(0, 1)
+                    v_DC_EVStatus = None
                     _e_PhysicalValueType(w, v_EVMaximumCurrentLimit)
                     v_EVMaximumCurrentLimit = None
                     s = 2
                 else:
-                    raise EncodeError('missing content: expected one of EVMaximumCurrentLimit')
+                    raise EncodeError('missing content: expected one of DC_EVStatus')
             if s == 2:
                 if v_EVMaximumPowerLimit is not None:
-                    bits(0, 2)
                     el = 'EVMaximumPowerLimit'
+                    bits(0, 2)
                     _e_PhysicalValueType(w, v_EVMaximumPowerLimit)
-                    v_EVMaximumPowerLimit = None
-                    s = 3
-                elif v_EVMaximumVoltageLimit is not None:
-                    bits(1, 2)
+                    if not (v_EVMaximumVoltageLimit is not None): raise EncodeError('missing content: EVMaximumVoltageLimit')
                     el = 'EVMaximumVoltageLimit'
+                    bits(0, 1)
+                    v_EVMaximumPowerLimit = None
+                    _e_PhysicalValueType(w, v_EVMaximumVoltageLimit)
+                    v_EVMaximumVoltageLimit = None
+                    s = 4
+                elif v_EVMaximumVoltageLimit is not None:
+                    el = 'EVMaximumVoltageLimit'
+                    bits(1, 2)
                     _e_PhysicalValueType(w, v_EVMaximumVoltageLimit)
                     v_EVMaximumVoltageLimit = None
                     s = 4
                 else:
                     raise EncodeError('missing content: expected one of EVMaximumPowerLimit, EVMaximumVoltageLimit')
-            if s == 3:
-                if v_EVMaximumVoltageLimit is not None:
-                    bits(0, 1)
-                    el = 'EVMaximumVoltageLimit'
-                    _e_PhysicalValueType(w, v_EVMaximumVoltageLimit)
-                    v_EVMaximumVoltageLimit = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of EVMaximumVoltageLimit')
             if s == 4:
                 if v_EVEnergyCapacity is not None:
-                    bits(0, 3)
                     el = 'EVEnergyCapacity'
+                    bits(0, 3)
                     _e_PhysicalValueType(w, v_EVEnergyCapacity)
                     v_EVEnergyCapacity = None
                     s = 5
                 elif v_EVEnergyRequest is not None:
-                    bits(1, 3)
                     el = 'EVEnergyRequest'
+                    bits(1, 3)
                     _e_PhysicalValueType(w, v_EVEnergyRequest)
                     v_EVEnergyRequest = None
                     s = 6
                 elif v_FullSOC is not None:
-                    bits(2, 3)
                     el = 'FullSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_FullSOC <= 100: raise EncodeError(f'value {v_FullSOC!r} outside [0, 100]')
-                    w.bits(v_FullSOC, 7)
-                    w.bits(0, 1)
+                    bits((2 << 9) | (v_FullSOC << 1), 12)
                     v_FullSOC = None
                     s = 7
                 elif v_BulkSOC is not None:
-                    bits(3, 3)
                     el = 'BulkSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_BulkSOC <= 100: raise EncodeError(f'value {v_BulkSOC!r} outside [0, 100]')
-                    w.bits(v_BulkSOC, 7)
-                    w.bits(0, 1)
+                    bits((3 << 9) | (v_BulkSOC << 1), 12)
                     v_BulkSOC = None
                     s = 8
                 elif True:
@@ -4161,27 +3184,21 @@ def _e_DC_EVChargeParameterType(w, o):
                     s = -1
             if s == 5:
                 if v_EVEnergyRequest is not None:
-                    bits(0, 3)
                     el = 'EVEnergyRequest'
+                    bits(0, 3)
                     _e_PhysicalValueType(w, v_EVEnergyRequest)
                     v_EVEnergyRequest = None
                     s = 6
                 elif v_FullSOC is not None:
-                    bits(1, 3)
                     el = 'FullSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_FullSOC <= 100: raise EncodeError(f'value {v_FullSOC!r} outside [0, 100]')
-                    w.bits(v_FullSOC, 7)
-                    w.bits(0, 1)
+                    bits((1 << 9) | (v_FullSOC << 1), 12)
                     v_FullSOC = None
                     s = 7
                 elif v_BulkSOC is not None:
-                    bits(2, 3)
                     el = 'BulkSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_BulkSOC <= 100: raise EncodeError(f'value {v_BulkSOC!r} outside [0, 100]')
-                    w.bits(v_BulkSOC, 7)
-                    w.bits(0, 1)
+                    bits((2 << 9) | (v_BulkSOC << 1), 12)
                     v_BulkSOC = None
                     s = 8
                 elif True:
@@ -4190,21 +3207,15 @@ def _e_DC_EVChargeParameterType(w, o):
                     s = -1
             if s == 6:
                 if v_FullSOC is not None:
-                    bits(0, 2)
                     el = 'FullSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_FullSOC <= 100: raise EncodeError(f'value {v_FullSOC!r} outside [0, 100]')
-                    w.bits(v_FullSOC, 7)
-                    w.bits(0, 1)
+                    bits((v_FullSOC << 1), 11)
                     v_FullSOC = None
                     s = 7
                 elif v_BulkSOC is not None:
-                    bits(1, 2)
                     el = 'BulkSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_BulkSOC <= 100: raise EncodeError(f'value {v_BulkSOC!r} outside [0, 100]')
-                    w.bits(v_BulkSOC, 7)
-                    w.bits(0, 1)
+                    bits((1 << 9) | (v_BulkSOC << 1), 11)
                     v_BulkSOC = None
                     s = 8
                 elif True:
@@ -4213,12 +3224,9 @@ def _e_DC_EVChargeParameterType(w, o):
                     s = -1
             if s == 7:
                 if v_BulkSOC is not None:
-                    bits(0, 2)
                     el = 'BulkSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_BulkSOC <= 100: raise EncodeError(f'value {v_BulkSOC!r} outside [0, 100]')
-                    w.bits(v_BulkSOC, 7)
-                    w.bits(0, 1)
+                    bits((v_BulkSOC << 1), 11)
                     v_BulkSOC = None
                     s = 8
                 elif True:
@@ -4238,11 +3246,7 @@ def _d_EVPowerDeliveryParameterType(r):
     bits = r.bits
     el = ''
     try:
-        ec = bits(1)
-        if ec == 0:
-            s = -1
-        else:
-            raise r.deviation('EVPowerDeliveryParameterType')
+        if bits(1): raise r.deviation('EVPowerDeliveryParameterType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdatatypes.EVPowerDeliveryParameterType()
@@ -4252,12 +3256,8 @@ def _e_EVPowerDeliveryParameterType(w, o):
     bits = w.bits
     el = ''
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if True:
-                    bits(0, 1)
-                    s = -1
+        if True:
+            bits(0, 1)
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -4272,45 +3272,31 @@ def _d_DC_EVPowerDeliveryParameterType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'DC_EVStatus'
-                    f_DC_EVStatus = _d_DC_EVStatusType(r)
-                    s = 1
-                else:
-                    raise r.deviation('DC_EVPowerDeliveryParameterType')
+                if bits(1): raise r.deviation('DC_EVPowerDeliveryParameterType')
+                el = 'DC_EVStatus'
+                f_DC_EVStatus = _d_DC_EVStatusType(r)
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(7)
+                    if x & 93: raise r.deviation('DC_EVPowerDeliveryParameterType')
                     el = 'BulkChargingComplete'
-                    if bits(1): raise r.deviation('DC_EVPowerDeliveryParameterType')
-                    f_BulkChargingComplete = bits(1) == 1
-                    if bits(1): raise r.deviation('DC_EVPowerDeliveryParameterType')
-                    s = 2
-                elif ec == 1:
+                    f_BulkChargingComplete = ((x >> 5) & 1) == 1
                     el = 'ChargingComplete'
-                    if bits(1): raise r.deviation('DC_EVPowerDeliveryParameterType')
-                    f_ChargingComplete = bits(1) == 1
-                    if bits(1): raise r.deviation('DC_EVPowerDeliveryParameterType')
+                    f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 3
-                else:
-                    raise r.deviation('DC_EVPowerDeliveryParameterType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DC_EVPowerDeliveryParameterType')
                     el = 'ChargingComplete'
-                    if bits(1): raise r.deviation('DC_EVPowerDeliveryParameterType')
-                    f_ChargingComplete = bits(1) == 1
-                    if bits(1): raise r.deviation('DC_EVPowerDeliveryParameterType')
+                    f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 3
                 else:
                     raise r.deviation('DC_EVPowerDeliveryParameterType')
             if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('DC_EVPowerDeliveryParameterType')
+                if bits(1): raise r.deviation('DC_EVPowerDeliveryParameterType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdatatypes.DC_EVPowerDeliveryParameterType(f_DC_EVStatus, f_BulkChargingComplete, f_ChargingComplete)
@@ -4327,8 +3313,8 @@ def _e_DC_EVPowerDeliveryParameterType(w, o):
         while s >= 0:
             if s == 0:
                 if v_DC_EVStatus is not None:
-                    bits(0, 1)
                     el = 'DC_EVStatus'
+                    bits(0, 1)
                     _e_DC_EVStatusType(w, v_DC_EVStatus)
                     v_DC_EVStatus = None
                     s = 1
@@ -4336,40 +3322,23 @@ def _e_DC_EVPowerDeliveryParameterType(w, o):
                     raise EncodeError('missing content: expected one of DC_EVStatus')
             if s == 1:
                 if v_BulkChargingComplete is not None:
-                    bits(0, 2)
                     el = 'BulkChargingComplete'
-                    w.bits(0, 1)
-                    if v_BulkChargingComplete is True: w.bits(1, 1)
-                    elif v_BulkChargingComplete is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_BulkChargingComplete!r}')
-                    w.bits(0, 1)
-                    v_BulkChargingComplete = None
-                    s = 2
-                elif v_ChargingComplete is not None:
-                    bits(1, 2)
+                    if v_BulkChargingComplete is not True and v_BulkChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_BulkChargingComplete!r}')
+                    if not (v_ChargingComplete is not None): raise EncodeError('missing content: ChargingComplete')
                     el = 'ChargingComplete'
-                    w.bits(0, 1)
-                    if v_ChargingComplete is True: w.bits(1, 1)
-                    elif v_ChargingComplete is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    w.bits(0, 1)
+                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                    bits((v_BulkChargingComplete << 5) | (v_ChargingComplete << 1), 9)
+                    v_BulkChargingComplete = None
+                    v_ChargingComplete = None
+                    s = 3
+                elif v_ChargingComplete is not None:
+                    el = 'ChargingComplete'
+                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                    bits((1 << 3) | (v_ChargingComplete << 1), 5)
                     v_ChargingComplete = None
                     s = 3
                 else:
                     raise EncodeError('missing content: expected one of BulkChargingComplete, ChargingComplete')
-            if s == 2:
-                if v_ChargingComplete is not None:
-                    bits(0, 1)
-                    el = 'ChargingComplete'
-                    w.bits(0, 1)
-                    if v_ChargingComplete is True: w.bits(1, 1)
-                    elif v_ChargingComplete is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    w.bits(0, 1)
-                    v_ChargingComplete = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of ChargingComplete')
             if s == 3:
                 if True:
                     bits(0, 1)
@@ -4395,72 +3364,46 @@ def _d_DC_EVSEChargeParameterType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'DC_EVSEStatus'
-                    f_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
-                    s = 1
-                else:
-                    raise r.deviation('DC_EVSEChargeParameterType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEMaximumCurrentLimit'
-                    f_EVSEMaximumCurrentLimit = _d_PhysicalValueType(r)
-                    s = 2
-                else:
-                    raise r.deviation('DC_EVSEChargeParameterType')
+                if bits(1): raise r.deviation('DC_EVSEChargeParameterType')
+                el = 'DC_EVSEStatus'
+                f_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
+                if bits(1): raise r.deviation('DC_EVSEChargeParameterType')
+                el = 'EVSEMaximumCurrentLimit'
+                f_EVSEMaximumCurrentLimit = _d_PhysicalValueType(r)
+                s = 2
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
                     el = 'EVSEMaximumPowerLimit'
                     f_EVSEMaximumPowerLimit = _d_PhysicalValueType(r)
-                    s = 3
-                elif ec == 1:
+                    if bits(1): raise r.deviation('DC_EVSEChargeParameterType')
                     el = 'EVSEMaximumVoltageLimit'
                     f_EVSEMaximumVoltageLimit = _d_PhysicalValueType(r)
                     s = 4
-                else:
-                    raise r.deviation('DC_EVSEChargeParameterType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
                     el = 'EVSEMaximumVoltageLimit'
                     f_EVSEMaximumVoltageLimit = _d_PhysicalValueType(r)
                     s = 4
                 else:
                     raise r.deviation('DC_EVSEChargeParameterType')
             if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEMinimumCurrentLimit'
-                    f_EVSEMinimumCurrentLimit = _d_PhysicalValueType(r)
-                    s = 5
-                else:
-                    raise r.deviation('DC_EVSEChargeParameterType')
-            if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEMinimumVoltageLimit'
-                    f_EVSEMinimumVoltageLimit = _d_PhysicalValueType(r)
-                    s = 6
-                else:
-                    raise r.deviation('DC_EVSEChargeParameterType')
+                if bits(1): raise r.deviation('DC_EVSEChargeParameterType')
+                el = 'EVSEMinimumCurrentLimit'
+                f_EVSEMinimumCurrentLimit = _d_PhysicalValueType(r)
+                if bits(1): raise r.deviation('DC_EVSEChargeParameterType')
+                el = 'EVSEMinimumVoltageLimit'
+                f_EVSEMinimumVoltageLimit = _d_PhysicalValueType(r)
+                s = 6
             if s == 6:
                 ec = bits(2)
                 if ec == 0:
                     el = 'EVSECurrentRegulationTolerance'
                     f_EVSECurrentRegulationTolerance = _d_PhysicalValueType(r)
-                    s = 7
-                elif ec == 1:
+                    if bits(1): raise r.deviation('DC_EVSEChargeParameterType')
                     el = 'EVSEPeakCurrentRipple'
                     f_EVSEPeakCurrentRipple = _d_PhysicalValueType(r)
                     s = 8
-                else:
-                    raise r.deviation('DC_EVSEChargeParameterType')
-            if s == 7:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
                     el = 'EVSEPeakCurrentRipple'
                     f_EVSEPeakCurrentRipple = _d_PhysicalValueType(r)
                     s = 8
@@ -4471,14 +3414,10 @@ def _d_DC_EVSEChargeParameterType(r):
                 if ec == 0:
                     el = 'EVSEEnergyToBeDelivered'
                     f_EVSEEnergyToBeDelivered = _d_PhysicalValueType(r)
-                    s = 9
-                elif ec == 1:
+                    if bits(1): raise r.deviation('DC_EVSEChargeParameterType')
                     s = -1
-                else:
-                    raise r.deviation('DC_EVSEChargeParameterType')
-            if s == 9:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DC_EVSEChargeParameterType')
@@ -4504,102 +3443,83 @@ def _e_DC_EVSEChargeParameterType(w, o):
         while s >= 0:
             if s == 0:
                 if v_DC_EVSEStatus is not None:
-                    bits(0, 1)
                     el = 'DC_EVSEStatus'
-                    _e_DC_EVSEStatusType(w, v_DC_EVSEStatus)
-                    v_DC_EVSEStatus = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of DC_EVSEStatus')
-            if s == 1:
-                if v_EVSEMaximumCurrentLimit is not None:
                     bits(0, 1)
+                    _e_DC_EVSEStatusType(w, v_DC_EVSEStatus)
+                    if not (v_EVSEMaximumCurrentLimit is not None): raise EncodeError('missing content: EVSEMaximumCurrentLimit')
                     el = 'EVSEMaximumCurrentLimit'
+                    bits(0, 1)
+                    v_DC_EVSEStatus = None
                     _e_PhysicalValueType(w, v_EVSEMaximumCurrentLimit)
                     v_EVSEMaximumCurrentLimit = None
                     s = 2
                 else:
-                    raise EncodeError('missing content: expected one of EVSEMaximumCurrentLimit')
+                    raise EncodeError('missing content: expected one of DC_EVSEStatus')
             if s == 2:
                 if v_EVSEMaximumPowerLimit is not None:
-                    bits(0, 2)
                     el = 'EVSEMaximumPowerLimit'
+                    bits(0, 2)
                     _e_PhysicalValueType(w, v_EVSEMaximumPowerLimit)
-                    v_EVSEMaximumPowerLimit = None
-                    s = 3
-                elif v_EVSEMaximumVoltageLimit is not None:
-                    bits(1, 2)
+                    if not (v_EVSEMaximumVoltageLimit is not None): raise EncodeError('missing content: EVSEMaximumVoltageLimit')
                     el = 'EVSEMaximumVoltageLimit'
+                    bits(0, 1)
+                    v_EVSEMaximumPowerLimit = None
+                    _e_PhysicalValueType(w, v_EVSEMaximumVoltageLimit)
+                    v_EVSEMaximumVoltageLimit = None
+                    s = 4
+                elif v_EVSEMaximumVoltageLimit is not None:
+                    el = 'EVSEMaximumVoltageLimit'
+                    bits(1, 2)
                     _e_PhysicalValueType(w, v_EVSEMaximumVoltageLimit)
                     v_EVSEMaximumVoltageLimit = None
                     s = 4
                 else:
                     raise EncodeError('missing content: expected one of EVSEMaximumPowerLimit, EVSEMaximumVoltageLimit')
-            if s == 3:
-                if v_EVSEMaximumVoltageLimit is not None:
-                    bits(0, 1)
-                    el = 'EVSEMaximumVoltageLimit'
-                    _e_PhysicalValueType(w, v_EVSEMaximumVoltageLimit)
-                    v_EVSEMaximumVoltageLimit = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of EVSEMaximumVoltageLimit')
             if s == 4:
                 if v_EVSEMinimumCurrentLimit is not None:
-                    bits(0, 1)
                     el = 'EVSEMinimumCurrentLimit'
-                    _e_PhysicalValueType(w, v_EVSEMinimumCurrentLimit)
-                    v_EVSEMinimumCurrentLimit = None
-                    s = 5
-                else:
-                    raise EncodeError('missing content: expected one of EVSEMinimumCurrentLimit')
-            if s == 5:
-                if v_EVSEMinimumVoltageLimit is not None:
                     bits(0, 1)
+                    _e_PhysicalValueType(w, v_EVSEMinimumCurrentLimit)
+                    if not (v_EVSEMinimumVoltageLimit is not None): raise EncodeError('missing content: EVSEMinimumVoltageLimit')
                     el = 'EVSEMinimumVoltageLimit'
+                    bits(0, 1)
+                    v_EVSEMinimumCurrentLimit = None
                     _e_PhysicalValueType(w, v_EVSEMinimumVoltageLimit)
                     v_EVSEMinimumVoltageLimit = None
                     s = 6
                 else:
-                    raise EncodeError('missing content: expected one of EVSEMinimumVoltageLimit')
+                    raise EncodeError('missing content: expected one of EVSEMinimumCurrentLimit')
             if s == 6:
                 if v_EVSECurrentRegulationTolerance is not None:
-                    bits(0, 2)
                     el = 'EVSECurrentRegulationTolerance'
+                    bits(0, 2)
                     _e_PhysicalValueType(w, v_EVSECurrentRegulationTolerance)
-                    v_EVSECurrentRegulationTolerance = None
-                    s = 7
-                elif v_EVSEPeakCurrentRipple is not None:
-                    bits(1, 2)
+                    if not (v_EVSEPeakCurrentRipple is not None): raise EncodeError('missing content: EVSEPeakCurrentRipple')
                     el = 'EVSEPeakCurrentRipple'
+                    bits(0, 1)
+                    v_EVSECurrentRegulationTolerance = None
+                    _e_PhysicalValueType(w, v_EVSEPeakCurrentRipple)
+                    v_EVSEPeakCurrentRipple = None
+                    s = 8
+                elif v_EVSEPeakCurrentRipple is not None:
+                    el = 'EVSEPeakCurrentRipple'
+                    bits(1, 2)
                     _e_PhysicalValueType(w, v_EVSEPeakCurrentRipple)
                     v_EVSEPeakCurrentRipple = None
                     s = 8
                 else:
                     raise EncodeError('missing content: expected one of EVSECurrentRegulationTolerance, EVSEPeakCurrentRipple')
-            if s == 7:
-                if v_EVSEPeakCurrentRipple is not None:
-                    bits(0, 1)
-                    el = 'EVSEPeakCurrentRipple'
-                    _e_PhysicalValueType(w, v_EVSEPeakCurrentRipple)
-                    v_EVSEPeakCurrentRipple = None
-                    s = 8
-                else:
-                    raise EncodeError('missing content: expected one of EVSEPeakCurrentRipple')
             if s == 8:
                 if v_EVSEEnergyToBeDelivered is not None:
-                    bits(0, 2)
                     el = 'EVSEEnergyToBeDelivered'
+                    bits(0, 2)
                     _e_PhysicalValueType(w, v_EVSEEnergyToBeDelivered)
+                    bits(0, 1)
                     v_EVSEEnergyToBeDelivered = None
-                    s = 9
-                elif True:
-                    bits(1, 2)
                     if v_DC_EVSEStatus is not None or v_EVSEMaximumCurrentLimit is not None or v_EVSEMaximumPowerLimit is not None or v_EVSEMaximumVoltageLimit is not None or v_EVSEMinimumCurrentLimit is not None or v_EVSEMinimumVoltageLimit is not None or v_EVSECurrentRegulationTolerance is not None or v_EVSEPeakCurrentRipple is not None or v_EVSEEnergyToBeDelivered is not None: raise _leftover(o)
                     s = -1
-            if s == 9:
-                if True:
-                    bits(0, 1)
+                elif True:
+                    bits(1, 2)
                     if v_DC_EVSEStatus is not None or v_EVSEMaximumCurrentLimit is not None or v_EVSEMaximumPowerLimit is not None or v_EVSEMaximumVoltageLimit is not None or v_EVSEMinimumCurrentLimit is not None or v_EVSEMinimumVoltageLimit is not None or v_EVSECurrentRegulationTolerance is not None or v_EVSEPeakCurrentRipple is not None or v_EVSEEnergyToBeDelivered is not None: raise _leftover(o)
                     s = -1
     except Exception as e:
@@ -4622,74 +3542,66 @@ def _d_DSAKeyValueType(r):
             if s == 0:
                 ec = bits(2)
                 if ec == 0:
+                    if bits(1): raise r.deviation('DSAKeyValueType')
                     el = 'P'
-                    if bits(1): raise r.deviation('DSAKeyValueType')
                     f_P = r.binary()
+                    x = bits(3)
+                    if x & 7: raise r.deviation('DSAKeyValueType')
+                    el = 'Q'
+                    f_Q = r.binary()
                     if bits(1): raise r.deviation('DSAKeyValueType')
-                    s = 1
+                    s = 4
                 elif ec == 1:
-                    el = 'G'
                     if bits(1): raise r.deviation('DSAKeyValueType')
+                    el = 'G'
                     f_G = r.binary()
                     if bits(1): raise r.deviation('DSAKeyValueType')
                     s = 2
                 elif ec == 2:
-                    el = 'Y'
                     if bits(1): raise r.deviation('DSAKeyValueType')
+                    el = 'Y'
                     f_Y = r.binary()
                     if bits(1): raise r.deviation('DSAKeyValueType')
                     s = 3
-                else:
-                    raise r.deviation('DSAKeyValueType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Q'
-                    if bits(1): raise r.deviation('DSAKeyValueType')
-                    f_Q = r.binary()
-                    if bits(1): raise r.deviation('DSAKeyValueType')
-                    s = 4
                 else:
                     raise r.deviation('DSAKeyValueType')
             if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Y'
-                    if bits(1): raise r.deviation('DSAKeyValueType')
-                    f_Y = r.binary()
-                    if bits(1): raise r.deviation('DSAKeyValueType')
-                    s = 3
-                else:
-                    raise r.deviation('DSAKeyValueType')
+                x = bits(2)
+                if x & 3: raise r.deviation('DSAKeyValueType')
+                el = 'Y'
+                f_Y = r.binary()
+                if bits(1): raise r.deviation('DSAKeyValueType')
+                s = 3
             if s == 3:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'J'
                     if bits(1): raise r.deviation('DSAKeyValueType')
+                    el = 'J'
                     f_J = r.binary()
                     if bits(1): raise r.deviation('DSAKeyValueType')
                     s = 5
                 elif ec == 1:
-                    el = 'Seed'
                     if bits(1): raise r.deviation('DSAKeyValueType')
+                    el = 'Seed'
                     f_Seed = r.binary()
                     if bits(1): raise r.deviation('DSAKeyValueType')
                     s = 6
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DSAKeyValueType')
             if s == 4:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'G'
                     if bits(1): raise r.deviation('DSAKeyValueType')
+                    el = 'G'
                     f_G = r.binary()
                     if bits(1): raise r.deviation('DSAKeyValueType')
                     s = 2
                 elif ec == 1:
-                    el = 'Y'
                     if bits(1): raise r.deviation('DSAKeyValueType')
+                    el = 'Y'
                     f_Y = r.binary()
                     if bits(1): raise r.deviation('DSAKeyValueType')
                     s = 3
@@ -4698,31 +3610,24 @@ def _d_DSAKeyValueType(r):
             if s == 5:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'Seed'
                     if bits(1): raise r.deviation('DSAKeyValueType')
+                    el = 'Seed'
                     f_Seed = r.binary()
                     if bits(1): raise r.deviation('DSAKeyValueType')
                     s = 6
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DSAKeyValueType')
             if s == 6:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'PgenCounter'
-                    if bits(1): raise r.deviation('DSAKeyValueType')
-                    f_PgenCounter = r.binary()
-                    if bits(1): raise r.deviation('DSAKeyValueType')
-                    s = 7
-                else:
-                    raise r.deviation('DSAKeyValueType')
-            if s == 7:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('DSAKeyValueType')
+                x = bits(2)
+                if x & 3: raise r.deviation('DSAKeyValueType')
+                el = 'PgenCounter'
+                f_PgenCounter = r.binary()
+                x = bits(2)
+                if x & 3: raise r.deviation('DSAKeyValueType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.DSAKeyValueType(f_P, f_Q, f_G, f_Y, f_J, f_Seed, f_PgenCounter)
@@ -4743,68 +3648,56 @@ def _e_DSAKeyValueType(w, o):
         while s >= 0:
             if s == 0:
                 if v_P is not None:
-                    bits(0, 2)
                     el = 'P'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_P)
-                    w.bits(0, 1)
+                    if not (v_Q is not None): raise EncodeError('missing content: Q')
+                    el = 'Q'
+                    bits(0, 3)
                     v_P = None
-                    s = 1
+                    w.binary(v_Q)
+                    bits(0, 1)
+                    v_Q = None
+                    s = 4
                 elif v_G is not None:
-                    bits(1, 2)
                     el = 'G'
-                    w.bits(0, 1)
+                    bits((1 << 1), 3)
                     w.binary(v_G)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_G = None
                     s = 2
                 elif v_Y is not None:
-                    bits(2, 2)
                     el = 'Y'
-                    w.bits(0, 1)
+                    bits((2 << 1), 3)
                     w.binary(v_Y)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_Y = None
                     s = 3
                 else:
                     raise EncodeError('missing content: expected one of P, G, Y')
-            if s == 1:
-                if v_Q is not None:
-                    bits(0, 1)
-                    el = 'Q'
-                    w.bits(0, 1)
-                    w.binary(v_Q)
-                    w.bits(0, 1)
-                    v_Q = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of Q')
             if s == 2:
                 if v_Y is not None:
-                    bits(0, 1)
                     el = 'Y'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     w.binary(v_Y)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_Y = None
                     s = 3
                 else:
                     raise EncodeError('missing content: expected one of Y')
             if s == 3:
                 if v_J is not None:
-                    bits(0, 2)
                     el = 'J'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_J)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_J = None
                     s = 5
                 elif v_Seed is not None:
-                    bits(1, 2)
                     el = 'Seed'
-                    w.bits(0, 1)
+                    bits((1 << 1), 3)
                     w.binary(v_Seed)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_Seed = None
                     s = 6
                 elif True:
@@ -4813,30 +3706,27 @@ def _e_DSAKeyValueType(w, o):
                     s = -1
             if s == 4:
                 if v_G is not None:
-                    bits(0, 2)
                     el = 'G'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_G)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_G = None
                     s = 2
                 elif v_Y is not None:
-                    bits(1, 2)
                     el = 'Y'
-                    w.bits(0, 1)
+                    bits((1 << 1), 3)
                     w.binary(v_Y)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_Y = None
                     s = 3
                 else:
                     raise EncodeError('missing content: expected one of G, Y')
             if s == 5:
                 if v_Seed is not None:
-                    bits(0, 2)
                     el = 'Seed'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_Seed)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_Seed = None
                     s = 6
                 elif True:
@@ -4845,20 +3735,15 @@ def _e_DSAKeyValueType(w, o):
                     s = -1
             if s == 6:
                 if v_PgenCounter is not None:
-                    bits(0, 1)
                     el = 'PgenCounter'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     w.binary(v_PgenCounter)
-                    w.bits(0, 1)
+                    bits(0, 2)
                     v_PgenCounter = None
-                    s = 7
-                else:
-                    raise EncodeError('missing content: expected one of PgenCounter')
-            if s == 7:
-                if True:
-                    bits(0, 1)
                     if v_P is not None or v_Q is not None or v_G is not None or v_Y is not None or v_J is not None or v_Seed is not None or v_PgenCounter is not None: raise _leftover(o)
                     s = -1
+                else:
+                    raise EncodeError('missing content: expected one of PgenCounter')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -4871,19 +3756,17 @@ def _d_DigestMethodType(r, key):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = '@Algorithm'
-                    f_Algorithm = r.string(17)
-                    s = 1
-                else:
-                    raise r.deviation('DigestMethodType')
+                if bits(1): raise r.deviation('DigestMethodType')
+                el = '@Algorithm'
+                f_Algorithm = r.string(17)
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -4896,6 +3779,7 @@ def _d_DigestMethodType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -4908,6 +3792,7 @@ def _d_DigestMethodType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -4928,8 +3813,8 @@ def _e_DigestMethodType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Algorithm is not None:
-                    bits(0, 1)
                     el = '@Algorithm'
+                    bits(0, 1)
                     w.string(v_Algorithm)
                     v_Algorithm = None
                     s = 1
@@ -4975,11 +3860,8 @@ def _d_EntryType(r):
                 else:
                     raise r.deviation('EntryType')
             if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('EntryType')
+                if bits(1): raise r.deviation('EntryType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdatatypes.EntryType(f_RelativeTimeInterval, f_TimeInterval)
@@ -4995,14 +3877,14 @@ def _e_EntryType(w, o):
         while s >= 0:
             if s == 0:
                 if v_RelativeTimeInterval is not None:
-                    bits(0, 2)
                     el = 'RelativeTimeInterval'
+                    bits(0, 2)
                     _e_RelativeTimeIntervalType(w, v_RelativeTimeInterval)
                     v_RelativeTimeInterval = None
                     s = 1
                 elif v_TimeInterval is not None:
-                    bits(1, 2)
                     el = 'TimeInterval'
+                    bits(1, 2)
                     _e_IntervalType(w, v_TimeInterval)
                     v_TimeInterval = None
                     s = 1
@@ -5021,11 +3903,7 @@ def _d_IntervalType(r):
     bits = r.bits
     el = ''
     try:
-        ec = bits(1)
-        if ec == 0:
-            s = -1
-        else:
-            raise r.deviation('IntervalType')
+        if bits(1): raise r.deviation('IntervalType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdatatypes.IntervalType()
@@ -5035,12 +3913,8 @@ def _e_IntervalType(w, o):
     bits = w.bits
     el = ''
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if True:
-                    bits(0, 1)
-                    s = -1
+        if True:
+            bits(0, 1)
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -5066,8 +3940,8 @@ def _d_KeyInfoType(r, key):
                     f_Id = r.string(18)
                     s = 1
                 elif ec == 1:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(51)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -5098,8 +3972,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 8
                 elif ec == 7:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(53)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -5115,8 +3989,8 @@ def _d_KeyInfoType(r, key):
             if s == 1:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(51)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -5147,8 +4021,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 8
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(53)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -5164,8 +4038,8 @@ def _d_KeyInfoType(r, key):
             if s == 2:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(51)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -5196,8 +4070,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 8
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(53)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -5213,8 +4087,8 @@ def _d_KeyInfoType(r, key):
             if s == 3:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(51)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -5245,8 +4119,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(53)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -5255,6 +4129,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -5264,8 +4139,8 @@ def _d_KeyInfoType(r, key):
             if s == 4:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(51)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -5296,8 +4171,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(53)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -5306,6 +4181,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -5315,8 +4191,8 @@ def _d_KeyInfoType(r, key):
             if s == 5:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(51)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -5347,8 +4223,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(53)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -5357,6 +4233,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -5366,8 +4243,8 @@ def _d_KeyInfoType(r, key):
             if s == 6:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(51)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -5398,8 +4275,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(53)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -5408,6 +4285,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -5417,8 +4295,8 @@ def _d_KeyInfoType(r, key):
             if s == 7:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(51)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -5449,8 +4327,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(53)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -5459,6 +4337,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -5468,8 +4347,8 @@ def _d_KeyInfoType(r, key):
             if s == 8:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(51)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -5500,8 +4379,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(53)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -5510,6 +4389,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -5519,8 +4399,8 @@ def _d_KeyInfoType(r, key):
             if s == 9:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(51)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -5551,8 +4431,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(53)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -5561,6 +4441,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -5570,8 +4451,8 @@ def _d_KeyInfoType(r, key):
             if s == 10:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(51)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -5602,8 +4483,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(53)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -5612,6 +4493,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -5622,8 +4504,8 @@ def _d_KeyInfoType(r, key):
                 while True:
                     ec = bits(4)
                     if ec == 0:
-                        el = 'KeyName'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'KeyName'
                         _v = r.string(51)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_KeyName.append(_v)
@@ -5658,8 +4540,8 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        el = 'MgmtData'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'MgmtData'
                         _v = r.string(53)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_MgmtData.append(_v)
@@ -5670,6 +4552,7 @@ def _d_KeyInfoType(r, key):
                         s = 18
                         break
                     elif ec == 8:
+                        pass
                         s = -1
                         break
                     elif ec == 9:
@@ -5682,8 +4565,8 @@ def _d_KeyInfoType(r, key):
                 while True:
                     ec = bits(4)
                     if ec == 0:
-                        el = 'KeyName'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'KeyName'
                         _v = r.string(51)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_KeyName.append(_v)
@@ -5718,8 +4601,8 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        el = 'MgmtData'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'MgmtData'
                         _v = r.string(53)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_MgmtData.append(_v)
@@ -5730,6 +4613,7 @@ def _d_KeyInfoType(r, key):
                         s = 18
                         break
                     elif ec == 8:
+                        pass
                         s = -1
                         break
                     elif ec == 9:
@@ -5742,8 +4626,8 @@ def _d_KeyInfoType(r, key):
                 while True:
                     ec = bits(4)
                     if ec == 0:
-                        el = 'KeyName'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'KeyName'
                         _v = r.string(51)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_KeyName.append(_v)
@@ -5778,8 +4662,8 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        el = 'MgmtData'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'MgmtData'
                         _v = r.string(53)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_MgmtData.append(_v)
@@ -5790,6 +4674,7 @@ def _d_KeyInfoType(r, key):
                         s = 18
                         break
                     elif ec == 8:
+                        pass
                         s = -1
                         break
                     elif ec == 9:
@@ -5802,8 +4687,8 @@ def _d_KeyInfoType(r, key):
                 while True:
                     ec = bits(4)
                     if ec == 0:
-                        el = 'KeyName'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'KeyName'
                         _v = r.string(51)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_KeyName.append(_v)
@@ -5838,8 +4723,8 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        el = 'MgmtData'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'MgmtData'
                         _v = r.string(53)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_MgmtData.append(_v)
@@ -5850,6 +4735,7 @@ def _d_KeyInfoType(r, key):
                         s = 18
                         break
                     elif ec == 8:
+                        pass
                         s = -1
                         break
                     elif ec == 9:
@@ -5862,8 +4748,8 @@ def _d_KeyInfoType(r, key):
                 while True:
                     ec = bits(4)
                     if ec == 0:
-                        el = 'KeyName'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'KeyName'
                         _v = r.string(51)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_KeyName.append(_v)
@@ -5898,8 +4784,8 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        el = 'MgmtData'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'MgmtData'
                         _v = r.string(53)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_MgmtData.append(_v)
@@ -5910,6 +4796,7 @@ def _d_KeyInfoType(r, key):
                         s = 18
                         break
                     elif ec == 8:
+                        pass
                         s = -1
                         break
                     elif ec == 9:
@@ -5922,8 +4809,8 @@ def _d_KeyInfoType(r, key):
                 while True:
                     ec = bits(4)
                     if ec == 0:
-                        el = 'KeyName'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'KeyName'
                         _v = r.string(51)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_KeyName.append(_v)
@@ -5958,8 +4845,8 @@ def _d_KeyInfoType(r, key):
                         _v = _d_SPKIDataType(r)
                         f_SPKIData.append(_v)
                     elif ec == 6:
-                        el = 'MgmtData'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'MgmtData'
                         _v = r.string(53)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_MgmtData.append(_v)
@@ -5970,6 +4857,7 @@ def _d_KeyInfoType(r, key):
                         s = 18
                         break
                     elif ec == 8:
+                        pass
                         s = -1
                         break
                     elif ec == 9:
@@ -5982,8 +4870,8 @@ def _d_KeyInfoType(r, key):
                 while True:
                     ec = bits(4)
                     if ec == 0:
-                        el = 'KeyName'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'KeyName'
                         _v = r.string(51)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_KeyName.append(_v)
@@ -6020,8 +4908,8 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        el = 'MgmtData'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'MgmtData'
                         _v = r.string(53)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_MgmtData.append(_v)
@@ -6030,6 +4918,7 @@ def _d_KeyInfoType(r, key):
                         s = 18
                         break
                     elif ec == 8:
+                        pass
                         s = -1
                         break
                     elif ec == 9:
@@ -6041,8 +4930,8 @@ def _d_KeyInfoType(r, key):
             if s == 18:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(51)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -6073,8 +4962,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(53)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -6083,6 +4972,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -6124,202 +5014,194 @@ def _e_KeyInfoType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 4)
                     el = '@Id'
+                    bits(0, 4)
                     w.string(v_Id)
                     v_Id = None
                     s = 1
                 elif i_KeyName < n_KeyName:
-                    bits(1, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits((1 << 1), 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 3
                 elif i_KeyValue < n_KeyValue:
-                    bits(2, 4)
                     el = 'KeyValue'
+                    bits(2, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 4
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(3, 4)
                     el = 'RetrievalMethod'
+                    bits(3, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 5
                 elif i_X509Data < n_X509Data:
-                    bits(4, 4)
                     el = 'X509Data'
+                    bits(4, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 6
                 elif i_PGPData < n_PGPData:
-                    bits(5, 4)
                     el = 'PGPData'
+                    bits(5, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 7
                 elif i_SPKIData < n_SPKIData:
-                    bits(6, 4)
                     el = 'SPKIData'
+                    bits(6, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 8
                 elif i_MgmtData < n_MgmtData:
-                    bits(7, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((7 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 9
                 else:
                     raise EncodeError('missing content: expected one of Id, KeyName, KeyValue, RetrievalMethod, X509Data, PGPData, SPKIData, MgmtData')
             if s == 1:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 3
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 4
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 5
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 6
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 7
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 8
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 9
                 else:
                     raise EncodeError('missing content: expected one of KeyName, KeyValue, RetrievalMethod, X509Data, PGPData, SPKIData, MgmtData')
             if s == 2:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 3
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 4
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 5
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 6
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 7
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 8
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 9
                 else:
                     raise EncodeError('missing content: expected one of KeyName, KeyValue, RetrievalMethod, X509Data, PGPData, SPKIData, MgmtData')
             if s == 3:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -6328,49 +5210,47 @@ def _e_KeyInfoType(w, o):
                     s = -1
             if s == 4:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -6379,49 +5259,47 @@ def _e_KeyInfoType(w, o):
                     s = -1
             if s == 5:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -6430,49 +5308,47 @@ def _e_KeyInfoType(w, o):
                     s = -1
             if s == 6:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -6481,49 +5357,47 @@ def _e_KeyInfoType(w, o):
                     s = -1
             if s == 7:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -6532,49 +5406,47 @@ def _e_KeyInfoType(w, o):
                     s = -1
             if s == 8:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -6583,49 +5455,47 @@ def _e_KeyInfoType(w, o):
                     s = -1
             if s == 9:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -6634,49 +5504,47 @@ def _e_KeyInfoType(w, o):
                     s = -1
             if s == 10:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -6686,53 +5554,51 @@ def _e_KeyInfoType(w, o):
             if s == 11:
                 while True:
                     if i_KeyName < n_KeyName:
-                        bits(0, 4)
                         el = 'KeyName'
-                        w.bits(0, 1)
+                        bits(0, 5)
                         w.string(v_KeyName[i_KeyName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_KeyName += 1
                     elif i_KeyValue < n_KeyValue:
-                        bits(1, 4)
                         el = 'KeyValue'
+                        bits(1, 4)
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                         i_KeyValue += 1
                         s = 12
                         break
                     elif i_RetrievalMethod < n_RetrievalMethod:
-                        bits(2, 4)
                         el = 'RetrievalMethod'
+                        bits(2, 4)
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                         i_RetrievalMethod += 1
                         s = 13
                         break
                     elif i_X509Data < n_X509Data:
-                        bits(3, 4)
                         el = 'X509Data'
+                        bits(3, 4)
                         _e_X509DataType(w, v_X509Data[i_X509Data])
                         i_X509Data += 1
                         s = 14
                         break
                     elif i_PGPData < n_PGPData:
-                        bits(4, 4)
                         el = 'PGPData'
+                        bits(4, 4)
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
                         i_PGPData += 1
                         s = 15
                         break
                     elif i_SPKIData < n_SPKIData:
-                        bits(5, 4)
                         el = 'SPKIData'
+                        bits(5, 4)
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                         i_SPKIData += 1
                         s = 16
                         break
                     elif i_MgmtData < n_MgmtData:
-                        bits(6, 4)
                         el = 'MgmtData'
-                        w.bits(0, 1)
+                        bits((6 << 1), 5)
                         w.string(v_MgmtData[i_MgmtData])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_MgmtData += 1
                         s = 17
                         break
@@ -6744,53 +5610,51 @@ def _e_KeyInfoType(w, o):
             if s == 12:
                 while True:
                     if i_KeyName < n_KeyName:
-                        bits(0, 4)
                         el = 'KeyName'
-                        w.bits(0, 1)
+                        bits(0, 5)
                         w.string(v_KeyName[i_KeyName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_KeyName += 1
                         s = 11
                         break
                     elif i_KeyValue < n_KeyValue:
-                        bits(1, 4)
                         el = 'KeyValue'
+                        bits(1, 4)
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                         i_KeyValue += 1
                     elif i_RetrievalMethod < n_RetrievalMethod:
-                        bits(2, 4)
                         el = 'RetrievalMethod'
+                        bits(2, 4)
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                         i_RetrievalMethod += 1
                         s = 13
                         break
                     elif i_X509Data < n_X509Data:
-                        bits(3, 4)
                         el = 'X509Data'
+                        bits(3, 4)
                         _e_X509DataType(w, v_X509Data[i_X509Data])
                         i_X509Data += 1
                         s = 14
                         break
                     elif i_PGPData < n_PGPData:
-                        bits(4, 4)
                         el = 'PGPData'
+                        bits(4, 4)
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
                         i_PGPData += 1
                         s = 15
                         break
                     elif i_SPKIData < n_SPKIData:
-                        bits(5, 4)
                         el = 'SPKIData'
+                        bits(5, 4)
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                         i_SPKIData += 1
                         s = 16
                         break
                     elif i_MgmtData < n_MgmtData:
-                        bits(6, 4)
                         el = 'MgmtData'
-                        w.bits(0, 1)
+                        bits((6 << 1), 5)
                         w.string(v_MgmtData[i_MgmtData])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_MgmtData += 1
                         s = 17
                         break
@@ -6802,53 +5666,51 @@ def _e_KeyInfoType(w, o):
             if s == 13:
                 while True:
                     if i_KeyName < n_KeyName:
-                        bits(0, 4)
                         el = 'KeyName'
-                        w.bits(0, 1)
+                        bits(0, 5)
                         w.string(v_KeyName[i_KeyName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_KeyName += 1
                         s = 11
                         break
                     elif i_KeyValue < n_KeyValue:
-                        bits(1, 4)
                         el = 'KeyValue'
+                        bits(1, 4)
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                         i_KeyValue += 1
                         s = 12
                         break
                     elif i_RetrievalMethod < n_RetrievalMethod:
-                        bits(2, 4)
                         el = 'RetrievalMethod'
+                        bits(2, 4)
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                         i_RetrievalMethod += 1
                     elif i_X509Data < n_X509Data:
-                        bits(3, 4)
                         el = 'X509Data'
+                        bits(3, 4)
                         _e_X509DataType(w, v_X509Data[i_X509Data])
                         i_X509Data += 1
                         s = 14
                         break
                     elif i_PGPData < n_PGPData:
-                        bits(4, 4)
                         el = 'PGPData'
+                        bits(4, 4)
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
                         i_PGPData += 1
                         s = 15
                         break
                     elif i_SPKIData < n_SPKIData:
-                        bits(5, 4)
                         el = 'SPKIData'
+                        bits(5, 4)
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                         i_SPKIData += 1
                         s = 16
                         break
                     elif i_MgmtData < n_MgmtData:
-                        bits(6, 4)
                         el = 'MgmtData'
-                        w.bits(0, 1)
+                        bits((6 << 1), 5)
                         w.string(v_MgmtData[i_MgmtData])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_MgmtData += 1
                         s = 17
                         break
@@ -6860,53 +5722,51 @@ def _e_KeyInfoType(w, o):
             if s == 14:
                 while True:
                     if i_KeyName < n_KeyName:
-                        bits(0, 4)
                         el = 'KeyName'
-                        w.bits(0, 1)
+                        bits(0, 5)
                         w.string(v_KeyName[i_KeyName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_KeyName += 1
                         s = 11
                         break
                     elif i_KeyValue < n_KeyValue:
-                        bits(1, 4)
                         el = 'KeyValue'
+                        bits(1, 4)
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                         i_KeyValue += 1
                         s = 12
                         break
                     elif i_RetrievalMethod < n_RetrievalMethod:
-                        bits(2, 4)
                         el = 'RetrievalMethod'
+                        bits(2, 4)
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                         i_RetrievalMethod += 1
                         s = 13
                         break
                     elif i_X509Data < n_X509Data:
-                        bits(3, 4)
                         el = 'X509Data'
+                        bits(3, 4)
                         _e_X509DataType(w, v_X509Data[i_X509Data])
                         i_X509Data += 1
                     elif i_PGPData < n_PGPData:
-                        bits(4, 4)
                         el = 'PGPData'
+                        bits(4, 4)
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
                         i_PGPData += 1
                         s = 15
                         break
                     elif i_SPKIData < n_SPKIData:
-                        bits(5, 4)
                         el = 'SPKIData'
+                        bits(5, 4)
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                         i_SPKIData += 1
                         s = 16
                         break
                     elif i_MgmtData < n_MgmtData:
-                        bits(6, 4)
                         el = 'MgmtData'
-                        w.bits(0, 1)
+                        bits((6 << 1), 5)
                         w.string(v_MgmtData[i_MgmtData])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_MgmtData += 1
                         s = 17
                         break
@@ -6918,53 +5778,51 @@ def _e_KeyInfoType(w, o):
             if s == 15:
                 while True:
                     if i_KeyName < n_KeyName:
-                        bits(0, 4)
                         el = 'KeyName'
-                        w.bits(0, 1)
+                        bits(0, 5)
                         w.string(v_KeyName[i_KeyName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_KeyName += 1
                         s = 11
                         break
                     elif i_KeyValue < n_KeyValue:
-                        bits(1, 4)
                         el = 'KeyValue'
+                        bits(1, 4)
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                         i_KeyValue += 1
                         s = 12
                         break
                     elif i_RetrievalMethod < n_RetrievalMethod:
-                        bits(2, 4)
                         el = 'RetrievalMethod'
+                        bits(2, 4)
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                         i_RetrievalMethod += 1
                         s = 13
                         break
                     elif i_X509Data < n_X509Data:
-                        bits(3, 4)
                         el = 'X509Data'
+                        bits(3, 4)
                         _e_X509DataType(w, v_X509Data[i_X509Data])
                         i_X509Data += 1
                         s = 14
                         break
                     elif i_PGPData < n_PGPData:
-                        bits(4, 4)
                         el = 'PGPData'
+                        bits(4, 4)
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
                         i_PGPData += 1
                     elif i_SPKIData < n_SPKIData:
-                        bits(5, 4)
                         el = 'SPKIData'
+                        bits(5, 4)
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                         i_SPKIData += 1
                         s = 16
                         break
                     elif i_MgmtData < n_MgmtData:
-                        bits(6, 4)
                         el = 'MgmtData'
-                        w.bits(0, 1)
+                        bits((6 << 1), 5)
                         w.string(v_MgmtData[i_MgmtData])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_MgmtData += 1
                         s = 17
                         break
@@ -6976,53 +5834,51 @@ def _e_KeyInfoType(w, o):
             if s == 16:
                 while True:
                     if i_KeyName < n_KeyName:
-                        bits(0, 4)
                         el = 'KeyName'
-                        w.bits(0, 1)
+                        bits(0, 5)
                         w.string(v_KeyName[i_KeyName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_KeyName += 1
                         s = 11
                         break
                     elif i_KeyValue < n_KeyValue:
-                        bits(1, 4)
                         el = 'KeyValue'
+                        bits(1, 4)
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                         i_KeyValue += 1
                         s = 12
                         break
                     elif i_RetrievalMethod < n_RetrievalMethod:
-                        bits(2, 4)
                         el = 'RetrievalMethod'
+                        bits(2, 4)
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                         i_RetrievalMethod += 1
                         s = 13
                         break
                     elif i_X509Data < n_X509Data:
-                        bits(3, 4)
                         el = 'X509Data'
+                        bits(3, 4)
                         _e_X509DataType(w, v_X509Data[i_X509Data])
                         i_X509Data += 1
                         s = 14
                         break
                     elif i_PGPData < n_PGPData:
-                        bits(4, 4)
                         el = 'PGPData'
+                        bits(4, 4)
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
                         i_PGPData += 1
                         s = 15
                         break
                     elif i_SPKIData < n_SPKIData:
-                        bits(5, 4)
                         el = 'SPKIData'
+                        bits(5, 4)
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                         i_SPKIData += 1
                     elif i_MgmtData < n_MgmtData:
-                        bits(6, 4)
                         el = 'MgmtData'
-                        w.bits(0, 1)
+                        bits((6 << 1), 5)
                         w.string(v_MgmtData[i_MgmtData])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_MgmtData += 1
                         s = 17
                         break
@@ -7034,55 +5890,53 @@ def _e_KeyInfoType(w, o):
             if s == 17:
                 while True:
                     if i_KeyName < n_KeyName:
-                        bits(0, 4)
                         el = 'KeyName'
-                        w.bits(0, 1)
+                        bits(0, 5)
                         w.string(v_KeyName[i_KeyName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_KeyName += 1
                         s = 11
                         break
                     elif i_KeyValue < n_KeyValue:
-                        bits(1, 4)
                         el = 'KeyValue'
+                        bits(1, 4)
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                         i_KeyValue += 1
                         s = 12
                         break
                     elif i_RetrievalMethod < n_RetrievalMethod:
-                        bits(2, 4)
                         el = 'RetrievalMethod'
+                        bits(2, 4)
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                         i_RetrievalMethod += 1
                         s = 13
                         break
                     elif i_X509Data < n_X509Data:
-                        bits(3, 4)
                         el = 'X509Data'
+                        bits(3, 4)
                         _e_X509DataType(w, v_X509Data[i_X509Data])
                         i_X509Data += 1
                         s = 14
                         break
                     elif i_PGPData < n_PGPData:
-                        bits(4, 4)
                         el = 'PGPData'
+                        bits(4, 4)
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
                         i_PGPData += 1
                         s = 15
                         break
                     elif i_SPKIData < n_SPKIData:
-                        bits(5, 4)
                         el = 'SPKIData'
+                        bits(5, 4)
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                         i_SPKIData += 1
                         s = 16
                         break
                     elif i_MgmtData < n_MgmtData:
-                        bits(6, 4)
                         el = 'MgmtData'
-                        w.bits(0, 1)
+                        bits((6 << 1), 5)
                         w.string(v_MgmtData[i_MgmtData])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_MgmtData += 1
                     elif True:
                         bits(8, 4)
@@ -7091,49 +5945,47 @@ def _e_KeyInfoType(w, o):
                         break
             if s == 18:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -7191,6 +6043,7 @@ def _d_KeyValueType(r, key):
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
+                    pass
                     s = -1
                 elif ec == 1:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -7200,6 +6053,7 @@ def _d_KeyValueType(r, key):
             if s == 3:
                 ec = bits(2)
                 if ec == 0:
+                    pass
                     s = -1
                 elif ec == 1:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -7209,6 +6063,7 @@ def _d_KeyValueType(r, key):
             if s == 4:
                 ec = bits(2)
                 if ec == 0:
+                    pass
                     s = -1
                 elif ec == 1:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -7230,14 +6085,14 @@ def _e_KeyValueType(w, o):
         while s >= 0:
             if s == 0:
                 if v_DSAKeyValue is not None:
-                    bits(0, 3)
                     el = 'DSAKeyValue'
+                    bits(0, 3)
                     _e_DSAKeyValueType(w, v_DSAKeyValue)
                     v_DSAKeyValue = None
                     s = 2
                 elif v_RSAKeyValue is not None:
-                    bits(1, 3)
                     el = 'RSAKeyValue'
+                    bits(1, 3)
                     _e_RSAKeyValueType(w, v_RSAKeyValue)
                     v_RSAKeyValue = None
                     s = 3
@@ -7245,14 +6100,14 @@ def _e_KeyValueType(w, o):
                     raise EncodeError('missing content: expected one of DSAKeyValue, RSAKeyValue')
             if s == 1:
                 if v_DSAKeyValue is not None:
-                    bits(0, 3)
                     el = 'DSAKeyValue'
+                    bits(0, 3)
                     _e_DSAKeyValueType(w, v_DSAKeyValue)
                     v_DSAKeyValue = None
                     s = 2
                 elif v_RSAKeyValue is not None:
-                    bits(1, 3)
                     el = 'RSAKeyValue'
+                    bits(1, 3)
                     _e_RSAKeyValueType(w, v_RSAKeyValue)
                     v_RSAKeyValue = None
                     s = 3
@@ -7283,34 +6138,16 @@ def _d_RSAKeyValueType(r):
     f_Modulus = None
     f_Exponent = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Modulus'
-                    if bits(1): raise r.deviation('RSAKeyValueType')
-                    f_Modulus = r.binary()
-                    if bits(1): raise r.deviation('RSAKeyValueType')
-                    s = 1
-                else:
-                    raise r.deviation('RSAKeyValueType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Exponent'
-                    if bits(1): raise r.deviation('RSAKeyValueType')
-                    f_Exponent = r.binary()
-                    if bits(1): raise r.deviation('RSAKeyValueType')
-                    s = 2
-                else:
-                    raise r.deviation('RSAKeyValueType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('RSAKeyValueType')
+        x = bits(2)
+        if x & 3: raise r.deviation('RSAKeyValueType')
+        el = 'Modulus'
+        f_Modulus = r.binary()
+        x = bits(3)
+        if x & 7: raise r.deviation('RSAKeyValueType')
+        el = 'Exponent'
+        f_Exponent = r.binary()
+        x = bits(2)
+        if x & 3: raise r.deviation('RSAKeyValueType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.RSAKeyValueType(f_Modulus, f_Exponent)
@@ -7322,35 +6159,20 @@ def _e_RSAKeyValueType(w, o):
     try:
         v_Modulus = o.Modulus
         v_Exponent = o.Exponent
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Modulus is not None:
-                    bits(0, 1)
-                    el = 'Modulus'
-                    w.bits(0, 1)
-                    w.binary(v_Modulus)
-                    w.bits(0, 1)
-                    v_Modulus = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Modulus')
-            if s == 1:
-                if v_Exponent is not None:
-                    bits(0, 1)
-                    el = 'Exponent'
-                    w.bits(0, 1)
-                    w.binary(v_Exponent)
-                    w.bits(0, 1)
-                    v_Exponent = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of Exponent')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_Modulus is not None or v_Exponent is not None: raise _leftover(o)
-                    s = -1
+        if v_Modulus is not None:
+            el = 'Modulus'
+            bits(0, 2)
+            w.binary(v_Modulus)
+            if not (v_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'Exponent'
+            bits(0, 3)
+            v_Modulus = None
+            w.binary(v_Exponent)
+            bits(0, 2)
+            v_Exponent = None
+            if v_Modulus is not None or v_Exponent is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Modulus')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -7379,6 +6201,7 @@ def _d_RetrievalMethodType(r):
                     f_Transforms = _d_TransformsType(r)
                     s = 3
                 elif ec == 3:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('RetrievalMethodType')
@@ -7393,6 +6216,7 @@ def _d_RetrievalMethodType(r):
                     f_Transforms = _d_TransformsType(r)
                     s = 3
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('RetrievalMethodType')
@@ -7403,15 +6227,13 @@ def _d_RetrievalMethodType(r):
                     f_Transforms = _d_TransformsType(r)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('RetrievalMethodType')
             if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('RetrievalMethodType')
+                if bits(1): raise r.deviation('RetrievalMethodType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.RetrievalMethodType(f_Type, f_URI, f_Transforms)
@@ -7428,20 +6250,20 @@ def _e_RetrievalMethodType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Type is not None:
-                    bits(0, 3)
                     el = '@Type'
+                    bits(0, 3)
                     w.string(v_Type)
                     v_Type = None
                     s = 1
                 elif v_URI is not None:
-                    bits(1, 3)
                     el = '@URI'
+                    bits(1, 3)
                     w.string(v_URI)
                     v_URI = None
                     s = 2
                 elif v_Transforms is not None:
-                    bits(2, 3)
                     el = 'Transforms'
+                    bits(2, 3)
                     _e_TransformsType(w, v_Transforms)
                     v_Transforms = None
                     s = 3
@@ -7451,14 +6273,14 @@ def _e_RetrievalMethodType(w, o):
                     s = -1
             if s == 1:
                 if v_URI is not None:
-                    bits(0, 2)
                     el = '@URI'
+                    bits(0, 2)
                     w.string(v_URI)
                     v_URI = None
                     s = 2
                 elif v_Transforms is not None:
-                    bits(1, 2)
                     el = 'Transforms'
+                    bits(1, 2)
                     _e_TransformsType(w, v_Transforms)
                     v_Transforms = None
                     s = 3
@@ -7468,8 +6290,8 @@ def _e_RetrievalMethodType(w, o):
                     s = -1
             if s == 2:
                 if v_Transforms is not None:
-                    bits(0, 2)
                     el = 'Transforms'
+                    bits(0, 2)
                     _e_TransformsType(w, v_Transforms)
                     v_Transforms = None
                     s = 3
@@ -7494,14 +6316,11 @@ def _d_TransformsType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Transform'
-                    _v = _d_TransformType(r, 58)
-                    f_Transform.append(_v)
-                    s = 1
-                else:
-                    raise r.deviation('TransformsType')
+                if bits(1): raise r.deviation('TransformsType')
+                el = 'Transform'
+                _v = _d_TransformType(r, 58)
+                f_Transform.append(_v)
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
@@ -7510,6 +6329,7 @@ def _d_TransformsType(r):
                     f_Transform.append(_v)
                     s = 2
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('TransformsType')
@@ -7521,6 +6341,7 @@ def _d_TransformsType(r):
                         _v = _d_TransformType(r, 58)
                         f_Transform.append(_v)
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
@@ -7541,8 +6362,8 @@ def _e_TransformsType(w, o):
         while s >= 0:
             if s == 0:
                 if i_Transform < n_Transform:
-                    bits(0, 1)
                     el = 'Transform'
+                    bits(0, 1)
                     _e_TransformType(w, v_Transform[i_Transform])
                     i_Transform += 1
                     s = 1
@@ -7550,8 +6371,8 @@ def _e_TransformsType(w, o):
                     raise EncodeError('missing content: expected one of Transform')
             if s == 1:
                 if i_Transform < n_Transform:
-                    bits(0, 2)
                     el = 'Transform'
+                    bits(0, 2)
                     _e_TransformType(w, v_Transform[i_Transform])
                     i_Transform += 1
                     s = 2
@@ -7562,8 +6383,8 @@ def _e_TransformsType(w, o):
             if s == 2:
                 while True:
                     if i_Transform < n_Transform:
-                        bits(0, 2)
                         el = 'Transform'
+                        bits(0, 2)
                         _e_TransformType(w, v_Transform[i_Transform])
                         i_Transform += 1
                     elif True:
@@ -7584,18 +6405,15 @@ def _d_TransformType(r, key):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = '@Algorithm'
-                    f_Algorithm = r.string(17)
-                    s = 1
-                else:
-                    raise r.deviation('TransformType')
+                if bits(1): raise r.deviation('TransformType')
+                el = '@Algorithm'
+                f_Algorithm = r.string(17)
+                s = 1
             if s == 1:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'XPath'
                     if bits(1): raise r.deviation('TransformType')
+                    el = 'XPath'
                     _v = r.string(59)
                     if bits(1): raise r.deviation('TransformType')
                     f_XPath.append(_v)
@@ -7604,6 +6422,7 @@ def _d_TransformType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 2:
+                    pass
                     s = -1
                 elif ec == 3:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -7613,8 +6432,8 @@ def _d_TransformType(r, key):
             if s == 2:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'XPath'
                     if bits(1): raise r.deviation('TransformType')
+                    el = 'XPath'
                     _v = r.string(59)
                     if bits(1): raise r.deviation('TransformType')
                     f_XPath.append(_v)
@@ -7623,6 +6442,7 @@ def _d_TransformType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 2:
+                    pass
                     s = -1
                 elif ec == 3:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -7632,8 +6452,8 @@ def _d_TransformType(r, key):
             if s == 3:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'XPath'
                     if bits(1): raise r.deviation('TransformType')
+                    el = 'XPath'
                     _v = r.string(59)
                     if bits(1): raise r.deviation('TransformType')
                     f_XPath.append(_v)
@@ -7642,6 +6462,7 @@ def _d_TransformType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 2:
+                    pass
                     s = -1
                 elif ec == 3:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -7652,8 +6473,8 @@ def _d_TransformType(r, key):
                 while True:
                     ec = bits(3)
                     if ec == 0:
-                        el = 'XPath'
                         if bits(1): raise r.deviation('TransformType')
+                        el = 'XPath'
                         _v = r.string(59)
                         if bits(1): raise r.deviation('TransformType')
                         f_XPath.append(_v)
@@ -7662,6 +6483,7 @@ def _d_TransformType(r, key):
                         s = 3
                         break
                     elif ec == 2:
+                        pass
                         s = -1
                         break
                     elif ec == 3:
@@ -7687,8 +6509,8 @@ def _e_TransformType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Algorithm is not None:
-                    bits(0, 1)
                     el = '@Algorithm'
+                    bits(0, 1)
                     w.string(v_Algorithm)
                     v_Algorithm = None
                     s = 1
@@ -7696,11 +6518,10 @@ def _e_TransformType(w, o):
                     raise EncodeError('missing content: expected one of Algorithm')
             if s == 1:
                 if i_XPath < n_XPath:
-                    bits(0, 3)
                     el = 'XPath'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     w.string(v_XPath[i_XPath])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_XPath += 1
                     s = 4
                 elif True:
@@ -7709,11 +6530,10 @@ def _e_TransformType(w, o):
                     s = -1
             if s == 2:
                 if i_XPath < n_XPath:
-                    bits(0, 3)
                     el = 'XPath'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     w.string(v_XPath[i_XPath])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_XPath += 1
                     s = 4
                 elif True:
@@ -7722,11 +6542,10 @@ def _e_TransformType(w, o):
                     s = -1
             if s == 3:
                 if i_XPath < n_XPath:
-                    bits(0, 3)
                     el = 'XPath'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     w.string(v_XPath[i_XPath])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_XPath += 1
                     s = 4
                 elif True:
@@ -7736,11 +6555,10 @@ def _e_TransformType(w, o):
             if s == 4:
                 while True:
                     if i_XPath < n_XPath:
-                        bits(0, 3)
                         el = 'XPath'
-                        w.bits(0, 1)
+                        bits(0, 4)
                         w.string(v_XPath[i_XPath])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_XPath += 1
                     elif True:
                         bits(2, 3)
@@ -7770,29 +6588,29 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 1
                 elif ec == 1:
-                    el = 'X509SKI'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SKI'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SKI.append(_v)
                     s = 2
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SubjectName'
                     _v = r.string(61)
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SubjectName.append(_v)
                     s = 3
                 elif ec == 3:
-                    el = 'X509Certificate'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509Certificate'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509Certificate.append(_v)
                     s = 4
                 elif ec == 4:
-                    el = 'X509CRL'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509CRL'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509CRL.append(_v)
@@ -7810,29 +6628,29 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    el = 'X509SKI'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SKI'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SubjectName'
                     _v = r.string(61)
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    el = 'X509Certificate'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509Certificate'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    el = 'X509CRL'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509CRL'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509CRL.append(_v)
@@ -7841,6 +6659,7 @@ def _d_X509DataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 12
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('X509DataType')
@@ -7852,29 +6671,29 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    el = 'X509SKI'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SKI'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SubjectName'
                     _v = r.string(61)
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    el = 'X509Certificate'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509Certificate'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    el = 'X509CRL'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509CRL'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509CRL.append(_v)
@@ -7883,6 +6702,7 @@ def _d_X509DataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 12
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('X509DataType')
@@ -7894,29 +6714,29 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    el = 'X509SKI'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SKI'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SubjectName'
                     _v = r.string(61)
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    el = 'X509Certificate'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509Certificate'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    el = 'X509CRL'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509CRL'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509CRL.append(_v)
@@ -7925,6 +6745,7 @@ def _d_X509DataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 12
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('X509DataType')
@@ -7936,29 +6757,29 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    el = 'X509SKI'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SKI'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SubjectName'
                     _v = r.string(61)
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    el = 'X509Certificate'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509Certificate'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    el = 'X509CRL'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509CRL'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509CRL.append(_v)
@@ -7967,6 +6788,7 @@ def _d_X509DataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 12
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('X509DataType')
@@ -7978,29 +6800,29 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    el = 'X509SKI'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SKI'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SubjectName'
                     _v = r.string(61)
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    el = 'X509Certificate'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509Certificate'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    el = 'X509CRL'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509CRL'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509CRL.append(_v)
@@ -8009,6 +6831,7 @@ def _d_X509DataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 12
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('X509DataType')
@@ -8020,29 +6843,29 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    el = 'X509SKI'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SKI'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SubjectName'
                     _v = r.string(61)
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    el = 'X509Certificate'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509Certificate'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    el = 'X509CRL'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509CRL'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509CRL.append(_v)
@@ -8051,6 +6874,7 @@ def _d_X509DataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 12
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('X509DataType')
@@ -8062,32 +6886,32 @@ def _d_X509DataType(r):
                         _v = _d_X509IssuerSerialType(r)
                         f_X509IssuerSerial.append(_v)
                     elif ec == 1:
-                        el = 'X509SKI'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SKI'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
-                        el = 'X509SubjectName'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SubjectName'
                         _v = r.string(61)
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
-                        el = 'X509Certificate'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509Certificate'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
-                        el = 'X509CRL'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509CRL'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509CRL.append(_v)
@@ -8098,6 +6922,7 @@ def _d_X509DataType(r):
                         s = 12
                         break
                     elif ec == 6:
+                        pass
                         s = -1
                         break
                     else:
@@ -8112,30 +6937,30 @@ def _d_X509DataType(r):
                         s = 7
                         break
                     elif ec == 1:
-                        el = 'X509SKI'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SKI'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SKI.append(_v)
                     elif ec == 2:
-                        el = 'X509SubjectName'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SubjectName'
                         _v = r.string(61)
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
-                        el = 'X509Certificate'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509Certificate'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
-                        el = 'X509CRL'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509CRL'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509CRL.append(_v)
@@ -8146,6 +6971,7 @@ def _d_X509DataType(r):
                         s = 12
                         break
                     elif ec == 6:
+                        pass
                         s = -1
                         break
                     else:
@@ -8160,30 +6986,30 @@ def _d_X509DataType(r):
                         s = 7
                         break
                     elif ec == 1:
-                        el = 'X509SKI'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SKI'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
-                        el = 'X509SubjectName'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SubjectName'
                         _v = r.string(61)
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SubjectName.append(_v)
                     elif ec == 3:
-                        el = 'X509Certificate'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509Certificate'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
-                        el = 'X509CRL'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509CRL'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509CRL.append(_v)
@@ -8194,6 +7020,7 @@ def _d_X509DataType(r):
                         s = 12
                         break
                     elif ec == 6:
+                        pass
                         s = -1
                         break
                     else:
@@ -8208,30 +7035,30 @@ def _d_X509DataType(r):
                         s = 7
                         break
                     elif ec == 1:
-                        el = 'X509SKI'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SKI'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
-                        el = 'X509SubjectName'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SubjectName'
                         _v = r.string(61)
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
-                        el = 'X509Certificate'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509Certificate'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509Certificate.append(_v)
                     elif ec == 4:
-                        el = 'X509CRL'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509CRL'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509CRL.append(_v)
@@ -8242,6 +7069,7 @@ def _d_X509DataType(r):
                         s = 12
                         break
                     elif ec == 6:
+                        pass
                         s = -1
                         break
                     else:
@@ -8256,32 +7084,32 @@ def _d_X509DataType(r):
                         s = 7
                         break
                     elif ec == 1:
-                        el = 'X509SKI'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SKI'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
-                        el = 'X509SubjectName'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SubjectName'
                         _v = r.string(61)
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
-                        el = 'X509Certificate'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509Certificate'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
-                        el = 'X509CRL'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509CRL'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509CRL.append(_v)
@@ -8290,6 +7118,7 @@ def _d_X509DataType(r):
                         s = 12
                         break
                     elif ec == 6:
+                        pass
                         s = -1
                         break
                     else:
@@ -8302,29 +7131,29 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    el = 'X509SKI'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SKI'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SubjectName'
                     _v = r.string(61)
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    el = 'X509Certificate'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509Certificate'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    el = 'X509CRL'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509CRL'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509CRL.append(_v)
@@ -8333,6 +7162,7 @@ def _d_X509DataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 12
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('X509DataType')
@@ -8364,82 +7194,74 @@ def _e_X509DataType(w, o):
         while s >= 0:
             if s == 0:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
-                    bits(0, 3)
                     el = 'X509IssuerSerial'
+                    bits(0, 3)
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                     i_X509IssuerSerial += 1
                     s = 1
                 elif i_X509SKI < n_X509SKI:
-                    bits(1, 3)
                     el = 'X509SKI'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     w.binary(v_X509SKI[i_X509SKI])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SKI += 1
                     s = 2
                 elif i_X509SubjectName < n_X509SubjectName:
-                    bits(2, 3)
                     el = 'X509SubjectName'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SubjectName += 1
                     s = 3
                 elif i_X509Certificate < n_X509Certificate:
-                    bits(3, 3)
                     el = 'X509Certificate'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509Certificate += 1
                     s = 4
                 elif i_X509CRL < n_X509CRL:
-                    bits(4, 3)
                     el = 'X509CRL'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     w.binary(v_X509CRL[i_X509CRL])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509CRL += 1
                     s = 5
                 else:
                     raise EncodeError('missing content: expected one of X509IssuerSerial, X509SKI, X509SubjectName, X509Certificate, X509CRL')
             if s == 1:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
-                    bits(0, 3)
                     el = 'X509IssuerSerial'
+                    bits(0, 3)
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
-                    bits(1, 3)
                     el = 'X509SKI'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     w.binary(v_X509SKI[i_X509SKI])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
-                    bits(2, 3)
                     el = 'X509SubjectName'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
-                    bits(3, 3)
                     el = 'X509Certificate'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
-                    bits(4, 3)
                     el = 'X509CRL'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     w.binary(v_X509CRL[i_X509CRL])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509CRL += 1
                     s = 11
                 elif True:
@@ -8448,41 +7270,37 @@ def _e_X509DataType(w, o):
                     s = -1
             if s == 2:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
-                    bits(0, 3)
                     el = 'X509IssuerSerial'
+                    bits(0, 3)
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
-                    bits(1, 3)
                     el = 'X509SKI'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     w.binary(v_X509SKI[i_X509SKI])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
-                    bits(2, 3)
                     el = 'X509SubjectName'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
-                    bits(3, 3)
                     el = 'X509Certificate'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
-                    bits(4, 3)
                     el = 'X509CRL'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     w.binary(v_X509CRL[i_X509CRL])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509CRL += 1
                     s = 11
                 elif True:
@@ -8491,41 +7309,37 @@ def _e_X509DataType(w, o):
                     s = -1
             if s == 3:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
-                    bits(0, 3)
                     el = 'X509IssuerSerial'
+                    bits(0, 3)
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
-                    bits(1, 3)
                     el = 'X509SKI'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     w.binary(v_X509SKI[i_X509SKI])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
-                    bits(2, 3)
                     el = 'X509SubjectName'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
-                    bits(3, 3)
                     el = 'X509Certificate'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
-                    bits(4, 3)
                     el = 'X509CRL'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     w.binary(v_X509CRL[i_X509CRL])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509CRL += 1
                     s = 11
                 elif True:
@@ -8534,41 +7348,37 @@ def _e_X509DataType(w, o):
                     s = -1
             if s == 4:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
-                    bits(0, 3)
                     el = 'X509IssuerSerial'
+                    bits(0, 3)
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
-                    bits(1, 3)
                     el = 'X509SKI'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     w.binary(v_X509SKI[i_X509SKI])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
-                    bits(2, 3)
                     el = 'X509SubjectName'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
-                    bits(3, 3)
                     el = 'X509Certificate'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
-                    bits(4, 3)
                     el = 'X509CRL'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     w.binary(v_X509CRL[i_X509CRL])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509CRL += 1
                     s = 11
                 elif True:
@@ -8577,41 +7387,37 @@ def _e_X509DataType(w, o):
                     s = -1
             if s == 5:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
-                    bits(0, 3)
                     el = 'X509IssuerSerial'
+                    bits(0, 3)
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
-                    bits(1, 3)
                     el = 'X509SKI'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     w.binary(v_X509SKI[i_X509SKI])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
-                    bits(2, 3)
                     el = 'X509SubjectName'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
-                    bits(3, 3)
                     el = 'X509Certificate'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
-                    bits(4, 3)
                     el = 'X509CRL'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     w.binary(v_X509CRL[i_X509CRL])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509CRL += 1
                     s = 11
                 elif True:
@@ -8620,41 +7426,37 @@ def _e_X509DataType(w, o):
                     s = -1
             if s == 6:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
-                    bits(0, 3)
                     el = 'X509IssuerSerial'
+                    bits(0, 3)
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
-                    bits(1, 3)
                     el = 'X509SKI'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     w.binary(v_X509SKI[i_X509SKI])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
-                    bits(2, 3)
                     el = 'X509SubjectName'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
-                    bits(3, 3)
                     el = 'X509Certificate'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
-                    bits(4, 3)
                     el = 'X509CRL'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     w.binary(v_X509CRL[i_X509CRL])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509CRL += 1
                     s = 11
                 elif True:
@@ -8664,43 +7466,39 @@ def _e_X509DataType(w, o):
             if s == 7:
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
-                        bits(0, 3)
                         el = 'X509IssuerSerial'
+                        bits(0, 3)
                         _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                         i_X509IssuerSerial += 1
                     elif i_X509SKI < n_X509SKI:
-                        bits(1, 3)
                         el = 'X509SKI'
-                        w.bits(0, 1)
+                        bits((1 << 1), 4)
                         w.binary(v_X509SKI[i_X509SKI])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SKI += 1
                         s = 8
                         break
                     elif i_X509SubjectName < n_X509SubjectName:
-                        bits(2, 3)
                         el = 'X509SubjectName'
-                        w.bits(0, 1)
+                        bits((2 << 1), 4)
                         w.string(v_X509SubjectName[i_X509SubjectName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SubjectName += 1
                         s = 9
                         break
                     elif i_X509Certificate < n_X509Certificate:
-                        bits(3, 3)
                         el = 'X509Certificate'
-                        w.bits(0, 1)
+                        bits((3 << 1), 4)
                         w.binary(v_X509Certificate[i_X509Certificate])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509Certificate += 1
                         s = 10
                         break
                     elif i_X509CRL < n_X509CRL:
-                        bits(4, 3)
                         el = 'X509CRL'
-                        w.bits(0, 1)
+                        bits((4 << 1), 4)
                         w.binary(v_X509CRL[i_X509CRL])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509CRL += 1
                         s = 11
                         break
@@ -8712,43 +7510,39 @@ def _e_X509DataType(w, o):
             if s == 8:
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
-                        bits(0, 3)
                         el = 'X509IssuerSerial'
+                        bits(0, 3)
                         _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                         i_X509IssuerSerial += 1
                         s = 7
                         break
                     elif i_X509SKI < n_X509SKI:
-                        bits(1, 3)
                         el = 'X509SKI'
-                        w.bits(0, 1)
+                        bits((1 << 1), 4)
                         w.binary(v_X509SKI[i_X509SKI])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SKI += 1
                     elif i_X509SubjectName < n_X509SubjectName:
-                        bits(2, 3)
                         el = 'X509SubjectName'
-                        w.bits(0, 1)
+                        bits((2 << 1), 4)
                         w.string(v_X509SubjectName[i_X509SubjectName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SubjectName += 1
                         s = 9
                         break
                     elif i_X509Certificate < n_X509Certificate:
-                        bits(3, 3)
                         el = 'X509Certificate'
-                        w.bits(0, 1)
+                        bits((3 << 1), 4)
                         w.binary(v_X509Certificate[i_X509Certificate])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509Certificate += 1
                         s = 10
                         break
                     elif i_X509CRL < n_X509CRL:
-                        bits(4, 3)
                         el = 'X509CRL'
-                        w.bits(0, 1)
+                        bits((4 << 1), 4)
                         w.binary(v_X509CRL[i_X509CRL])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509CRL += 1
                         s = 11
                         break
@@ -8760,43 +7554,39 @@ def _e_X509DataType(w, o):
             if s == 9:
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
-                        bits(0, 3)
                         el = 'X509IssuerSerial'
+                        bits(0, 3)
                         _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                         i_X509IssuerSerial += 1
                         s = 7
                         break
                     elif i_X509SKI < n_X509SKI:
-                        bits(1, 3)
                         el = 'X509SKI'
-                        w.bits(0, 1)
+                        bits((1 << 1), 4)
                         w.binary(v_X509SKI[i_X509SKI])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SKI += 1
                         s = 8
                         break
                     elif i_X509SubjectName < n_X509SubjectName:
-                        bits(2, 3)
                         el = 'X509SubjectName'
-                        w.bits(0, 1)
+                        bits((2 << 1), 4)
                         w.string(v_X509SubjectName[i_X509SubjectName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SubjectName += 1
                     elif i_X509Certificate < n_X509Certificate:
-                        bits(3, 3)
                         el = 'X509Certificate'
-                        w.bits(0, 1)
+                        bits((3 << 1), 4)
                         w.binary(v_X509Certificate[i_X509Certificate])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509Certificate += 1
                         s = 10
                         break
                     elif i_X509CRL < n_X509CRL:
-                        bits(4, 3)
                         el = 'X509CRL'
-                        w.bits(0, 1)
+                        bits((4 << 1), 4)
                         w.binary(v_X509CRL[i_X509CRL])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509CRL += 1
                         s = 11
                         break
@@ -8808,43 +7598,39 @@ def _e_X509DataType(w, o):
             if s == 10:
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
-                        bits(0, 3)
                         el = 'X509IssuerSerial'
+                        bits(0, 3)
                         _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                         i_X509IssuerSerial += 1
                         s = 7
                         break
                     elif i_X509SKI < n_X509SKI:
-                        bits(1, 3)
                         el = 'X509SKI'
-                        w.bits(0, 1)
+                        bits((1 << 1), 4)
                         w.binary(v_X509SKI[i_X509SKI])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SKI += 1
                         s = 8
                         break
                     elif i_X509SubjectName < n_X509SubjectName:
-                        bits(2, 3)
                         el = 'X509SubjectName'
-                        w.bits(0, 1)
+                        bits((2 << 1), 4)
                         w.string(v_X509SubjectName[i_X509SubjectName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SubjectName += 1
                         s = 9
                         break
                     elif i_X509Certificate < n_X509Certificate:
-                        bits(3, 3)
                         el = 'X509Certificate'
-                        w.bits(0, 1)
+                        bits((3 << 1), 4)
                         w.binary(v_X509Certificate[i_X509Certificate])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509Certificate += 1
                     elif i_X509CRL < n_X509CRL:
-                        bits(4, 3)
                         el = 'X509CRL'
-                        w.bits(0, 1)
+                        bits((4 << 1), 4)
                         w.binary(v_X509CRL[i_X509CRL])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509CRL += 1
                         s = 11
                         break
@@ -8856,45 +7642,41 @@ def _e_X509DataType(w, o):
             if s == 11:
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
-                        bits(0, 3)
                         el = 'X509IssuerSerial'
+                        bits(0, 3)
                         _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                         i_X509IssuerSerial += 1
                         s = 7
                         break
                     elif i_X509SKI < n_X509SKI:
-                        bits(1, 3)
                         el = 'X509SKI'
-                        w.bits(0, 1)
+                        bits((1 << 1), 4)
                         w.binary(v_X509SKI[i_X509SKI])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SKI += 1
                         s = 8
                         break
                     elif i_X509SubjectName < n_X509SubjectName:
-                        bits(2, 3)
                         el = 'X509SubjectName'
-                        w.bits(0, 1)
+                        bits((2 << 1), 4)
                         w.string(v_X509SubjectName[i_X509SubjectName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SubjectName += 1
                         s = 9
                         break
                     elif i_X509Certificate < n_X509Certificate:
-                        bits(3, 3)
                         el = 'X509Certificate'
-                        w.bits(0, 1)
+                        bits((3 << 1), 4)
                         w.binary(v_X509Certificate[i_X509Certificate])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509Certificate += 1
                         s = 10
                         break
                     elif i_X509CRL < n_X509CRL:
-                        bits(4, 3)
                         el = 'X509CRL'
-                        w.bits(0, 1)
+                        bits((4 << 1), 4)
                         w.binary(v_X509CRL[i_X509CRL])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509CRL += 1
                     elif True:
                         bits(6, 3)
@@ -8903,41 +7685,37 @@ def _e_X509DataType(w, o):
                         break
             if s == 12:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
-                    bits(0, 3)
                     el = 'X509IssuerSerial'
+                    bits(0, 3)
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
-                    bits(1, 3)
                     el = 'X509SKI'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     w.binary(v_X509SKI[i_X509SKI])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
-                    bits(2, 3)
                     el = 'X509SubjectName'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
-                    bits(3, 3)
                     el = 'X509Certificate'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
-                    bits(4, 3)
                     el = 'X509CRL'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     w.binary(v_X509CRL[i_X509CRL])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509CRL += 1
                     s = 11
                 elif True:
@@ -8954,34 +7732,18 @@ def _d_X509IssuerSerialType(r):
     f_X509IssuerName = None
     f_X509SerialNumber = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'X509IssuerName'
-                    if bits(1): raise r.deviation('X509IssuerSerialType')
-                    f_X509IssuerName = r.string(64)
-                    if bits(1): raise r.deviation('X509IssuerSerialType')
-                    s = 1
-                else:
-                    raise r.deviation('X509IssuerSerialType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'X509SerialNumber'
-                    if bits(1): raise r.deviation('X509IssuerSerialType')
-                    f_X509SerialNumber = r.sint()
-                    if bits(1): raise r.deviation('X509IssuerSerialType')
-                    s = 2
-                else:
-                    raise r.deviation('X509IssuerSerialType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('X509IssuerSerialType')
+        x = bits(2)
+        if x & 3: raise r.deviation('X509IssuerSerialType')
+        el = 'X509IssuerName'
+        f_X509IssuerName = r.string(64)
+        x = bits(4)
+        if x & 14: raise r.deviation('X509IssuerSerialType')
+        el = 'X509SerialNumber'
+        _neg = (x & 1)
+        f_X509SerialNumber = r.uint()
+        if _neg: f_X509SerialNumber = -f_X509SerialNumber - 1
+        x = bits(2)
+        if x & 3: raise r.deviation('X509IssuerSerialType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.X509IssuerSerialType(f_X509IssuerName, f_X509SerialNumber)
@@ -8993,35 +7755,21 @@ def _e_X509IssuerSerialType(w, o):
     try:
         v_X509IssuerName = o.X509IssuerName
         v_X509SerialNumber = o.X509SerialNumber
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_X509IssuerName is not None:
-                    bits(0, 1)
-                    el = 'X509IssuerName'
-                    w.bits(0, 1)
-                    w.string(v_X509IssuerName)
-                    w.bits(0, 1)
-                    v_X509IssuerName = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of X509IssuerName')
-            if s == 1:
-                if v_X509SerialNumber is not None:
-                    bits(0, 1)
-                    el = 'X509SerialNumber'
-                    w.bits(0, 1)
-                    w.sint(v_X509SerialNumber)
-                    w.bits(0, 1)
-                    v_X509SerialNumber = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of X509SerialNumber')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_X509IssuerName is not None or v_X509SerialNumber is not None: raise _leftover(o)
-                    s = -1
+        if v_X509IssuerName is not None:
+            el = 'X509IssuerName'
+            bits(0, 2)
+            w.string(v_X509IssuerName)
+            if not (v_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+            el = 'X509SerialNumber'
+            if type(v_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {v_X509SerialNumber!r}')
+            bits((v_X509SerialNumber < 0), 4)
+            v_X509IssuerName = None
+            w.uint(-v_X509SerialNumber - 1 if v_X509SerialNumber < 0 else v_X509SerialNumber)
+            bits(0, 2)
+            v_X509SerialNumber = None
+            if v_X509IssuerName is not None or v_X509SerialNumber is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of X509IssuerName')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -9037,14 +7785,14 @@ def _d_PGPDataType(r):
             if s == 0:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'PGPKeyID'
                     if bits(1): raise r.deviation('PGPDataType')
+                    el = 'PGPKeyID'
                     f_PGPKeyID = r.binary()
                     if bits(1): raise r.deviation('PGPDataType')
                     s = 1
                 elif ec == 1:
-                    el = 'PGPKeyPacket'
                     if bits(1): raise r.deviation('PGPDataType')
+                    el = 'PGPKeyPacket'
                     f_PGPKeyPacket = r.binary()
                     if bits(1): raise r.deviation('PGPDataType')
                     s = 2
@@ -9053,8 +7801,8 @@ def _d_PGPDataType(r):
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'PGPKeyPacket'
                     if bits(1): raise r.deviation('PGPDataType')
+                    el = 'PGPKeyPacket'
                     f_PGPKeyPacket = r.binary()
                     if bits(1): raise r.deviation('PGPDataType')
                     s = 3
@@ -9062,6 +7810,7 @@ def _d_PGPDataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 4
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('PGPDataType')
@@ -9071,6 +7820,7 @@ def _d_PGPDataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('PGPDataType')
@@ -9080,6 +7830,7 @@ def _d_PGPDataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 4
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('PGPDataType')
@@ -9089,6 +7840,7 @@ def _d_PGPDataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 4
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('PGPDataType')
@@ -9098,6 +7850,7 @@ def _d_PGPDataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('PGPDataType')
@@ -9116,30 +7869,27 @@ def _e_PGPDataType(w, o):
         while s >= 0:
             if s == 0:
                 if v_PGPKeyID is not None:
-                    bits(0, 2)
                     el = 'PGPKeyID'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_PGPKeyID)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_PGPKeyID = None
                     s = 1
                 elif v_PGPKeyPacket is not None:
-                    bits(1, 2)
                     el = 'PGPKeyPacket'
-                    w.bits(0, 1)
+                    bits((1 << 1), 3)
                     w.binary(v_PGPKeyPacket)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_PGPKeyPacket = None
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of PGPKeyID, PGPKeyPacket')
             if s == 1:
                 if v_PGPKeyPacket is not None:
-                    bits(0, 2)
                     el = 'PGPKeyPacket'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_PGPKeyPacket)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_PGPKeyPacket = None
                     s = 3
                 elif True:
@@ -9178,21 +7928,18 @@ def _d_SPKIDataType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SPKISexp'
-                    if bits(1): raise r.deviation('SPKIDataType')
-                    _v = r.binary()
-                    if bits(1): raise r.deviation('SPKIDataType')
-                    f_SPKISexp.append(_v)
-                    s = 1
-                else:
-                    raise r.deviation('SPKIDataType')
+                x = bits(2)
+                if x & 3: raise r.deviation('SPKIDataType')
+                el = 'SPKISexp'
+                _v = r.binary()
+                if bits(1): raise r.deviation('SPKIDataType')
+                f_SPKISexp.append(_v)
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'SPKISexp'
                     if bits(1): raise r.deviation('SPKIDataType')
+                    el = 'SPKISexp'
                     _v = r.binary()
                     if bits(1): raise r.deviation('SPKIDataType')
                     f_SPKISexp.append(_v)
@@ -9201,19 +7948,21 @@ def _d_SPKIDataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 2
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SPKIDataType')
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'SPKISexp'
                     if bits(1): raise r.deviation('SPKIDataType')
+                    el = 'SPKISexp'
                     _v = r.binary()
                     if bits(1): raise r.deviation('SPKIDataType')
                     f_SPKISexp.append(_v)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SPKIDataType')
@@ -9221,8 +7970,8 @@ def _d_SPKIDataType(r):
                 while True:
                     ec = bits(2)
                     if ec == 0:
-                        el = 'SPKISexp'
                         if bits(1): raise r.deviation('SPKIDataType')
+                        el = 'SPKISexp'
                         _v = r.binary()
                         if bits(1): raise r.deviation('SPKIDataType')
                         f_SPKISexp.append(_v)
@@ -9231,6 +7980,7 @@ def _d_SPKIDataType(r):
                         s = 4
                         break
                     elif ec == 2:
+                        pass
                         s = -1
                         break
                     else:
@@ -9238,13 +7988,14 @@ def _d_SPKIDataType(r):
             if s == 4:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'SPKISexp'
                     if bits(1): raise r.deviation('SPKIDataType')
+                    el = 'SPKISexp'
                     _v = r.binary()
                     if bits(1): raise r.deviation('SPKIDataType')
                     f_SPKISexp.append(_v)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SPKIDataType')
@@ -9264,22 +8015,20 @@ def _e_SPKIDataType(w, o):
         while s >= 0:
             if s == 0:
                 if i_SPKISexp < n_SPKISexp:
-                    bits(0, 1)
                     el = 'SPKISexp'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     w.binary(v_SPKISexp[i_SPKISexp])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_SPKISexp += 1
                     s = 1
                 else:
                     raise EncodeError('missing content: expected one of SPKISexp')
             if s == 1:
                 if i_SPKISexp < n_SPKISexp:
-                    bits(0, 2)
                     el = 'SPKISexp'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_SPKISexp[i_SPKISexp])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_SPKISexp += 1
                     s = 3
                 elif True:
@@ -9288,11 +8037,10 @@ def _e_SPKIDataType(w, o):
                     s = -1
             if s == 2:
                 if i_SPKISexp < n_SPKISexp:
-                    bits(0, 2)
                     el = 'SPKISexp'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_SPKISexp[i_SPKISexp])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_SPKISexp += 1
                     s = 3
                 elif True:
@@ -9302,11 +8050,10 @@ def _e_SPKIDataType(w, o):
             if s == 3:
                 while True:
                     if i_SPKISexp < n_SPKISexp:
-                        bits(0, 2)
                         el = 'SPKISexp'
-                        w.bits(0, 1)
+                        bits(0, 3)
                         w.binary(v_SPKISexp[i_SPKISexp])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_SPKISexp += 1
                     elif True:
                         bits(2, 2)
@@ -9315,11 +8062,10 @@ def _e_SPKIDataType(w, o):
                         break
             if s == 4:
                 if i_SPKISexp < n_SPKISexp:
-                    bits(0, 2)
                     el = 'SPKISexp'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_SPKISexp[i_SPKISexp])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_SPKISexp += 1
                     s = 3
                 elif True:
@@ -9343,17 +8089,12 @@ def _d_ManifestType(r):
                 if ec == 0:
                     el = '@Id'
                     f_Id = r.string(18)
-                    s = 1
-                elif ec == 1:
+                    if bits(1): raise r.deviation('ManifestType')
                     el = 'Reference'
                     _v = _d_ReferenceType(r)
                     f_Reference.append(_v)
                     s = 2
-                else:
-                    raise r.deviation('ManifestType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
                     el = 'Reference'
                     _v = _d_ReferenceType(r)
                     f_Reference.append(_v)
@@ -9368,6 +8109,7 @@ def _d_ManifestType(r):
                     f_Reference.append(_v)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ManifestType')
@@ -9379,6 +8121,7 @@ def _d_ManifestType(r):
                         _v = _d_ReferenceType(r)
                         f_Reference.append(_v)
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
@@ -9400,32 +8143,28 @@ def _e_ManifestType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 2)
                     el = '@Id'
+                    bits(0, 2)
                     w.string(v_Id)
-                    v_Id = None
-                    s = 1
-                elif i_Reference < n_Reference:
-                    bits(1, 2)
+                    if not (i_Reference < n_Reference): raise EncodeError('missing content: Reference')
                     el = 'Reference'
+                    bits(0, 1)
+                    v_Id = None
+                    _e_ReferenceType(w, v_Reference[i_Reference])
+                    i_Reference += 1
+                    s = 2
+                elif i_Reference < n_Reference:
+                    el = 'Reference'
+                    bits(1, 2)
                     _e_ReferenceType(w, v_Reference[i_Reference])
                     i_Reference += 1
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, Reference')
-            if s == 1:
-                if i_Reference < n_Reference:
-                    bits(0, 1)
-                    el = 'Reference'
-                    _e_ReferenceType(w, v_Reference[i_Reference])
-                    i_Reference += 1
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of Reference')
             if s == 2:
                 if i_Reference < n_Reference:
-                    bits(0, 2)
                     el = 'Reference'
+                    bits(0, 2)
                     _e_ReferenceType(w, v_Reference[i_Reference])
                     i_Reference += 1
                     s = 3
@@ -9436,8 +8175,8 @@ def _e_ManifestType(w, o):
             if s == 3:
                 while True:
                     if i_Reference < n_Reference:
-                        bits(0, 2)
                         el = 'Reference'
+                        bits(0, 2)
                         _e_ReferenceType(w, v_Reference[i_Reference])
                         i_Reference += 1
                     elif True:
@@ -9534,29 +8273,18 @@ def _d_ReferenceType(r):
                 else:
                     raise r.deviation('ReferenceType')
             if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'DigestMethod'
-                    f_DigestMethod = _d_DigestMethodType(r, 69)
-                    s = 5
-                else:
-                    raise r.deviation('ReferenceType')
+                if bits(1): raise r.deviation('ReferenceType')
+                el = 'DigestMethod'
+                f_DigestMethod = _d_DigestMethodType(r, 69)
+                s = 5
             if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'DigestValue'
-                    if bits(1): raise r.deviation('ReferenceType')
-                    f_DigestValue = r.binary()
-                    if bits(1): raise r.deviation('ReferenceType')
-                    s = 6
-                else:
-                    raise r.deviation('ReferenceType')
-            if s == 6:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ReferenceType')
+                x = bits(2)
+                if x & 3: raise r.deviation('ReferenceType')
+                el = 'DigestValue'
+                f_DigestValue = r.binary()
+                x = bits(2)
+                if x & 3: raise r.deviation('ReferenceType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.ReferenceType(f_Id, f_Type, f_URI, f_Transforms, f_DigestMethod, f_DigestValue)
@@ -9576,32 +8304,32 @@ def _e_ReferenceType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 3)
                     el = '@Id'
+                    bits(0, 3)
                     w.string(v_Id)
                     v_Id = None
                     s = 1
                 elif v_Type is not None:
-                    bits(1, 3)
                     el = '@Type'
+                    bits(1, 3)
                     w.string(v_Type)
                     v_Type = None
                     s = 2
                 elif v_URI is not None:
-                    bits(2, 3)
                     el = '@URI'
+                    bits(2, 3)
                     w.string(v_URI)
                     v_URI = None
                     s = 3
                 elif v_Transforms is not None:
-                    bits(3, 3)
                     el = 'Transforms'
+                    bits(3, 3)
                     _e_TransformsType(w, v_Transforms)
                     v_Transforms = None
                     s = 4
                 elif v_DigestMethod is not None:
-                    bits(4, 3)
                     el = 'DigestMethod'
+                    bits(4, 3)
                     _e_DigestMethodType(w, v_DigestMethod)
                     v_DigestMethod = None
                     s = 5
@@ -9609,26 +8337,26 @@ def _e_ReferenceType(w, o):
                     raise EncodeError('missing content: expected one of Id, Type, URI, Transforms, DigestMethod')
             if s == 1:
                 if v_Type is not None:
-                    bits(0, 3)
                     el = '@Type'
+                    bits(0, 3)
                     w.string(v_Type)
                     v_Type = None
                     s = 2
                 elif v_URI is not None:
-                    bits(1, 3)
                     el = '@URI'
+                    bits(1, 3)
                     w.string(v_URI)
                     v_URI = None
                     s = 3
                 elif v_Transforms is not None:
-                    bits(2, 3)
                     el = 'Transforms'
+                    bits(2, 3)
                     _e_TransformsType(w, v_Transforms)
                     v_Transforms = None
                     s = 4
                 elif v_DigestMethod is not None:
-                    bits(3, 3)
                     el = 'DigestMethod'
+                    bits(3, 3)
                     _e_DigestMethodType(w, v_DigestMethod)
                     v_DigestMethod = None
                     s = 5
@@ -9636,20 +8364,20 @@ def _e_ReferenceType(w, o):
                     raise EncodeError('missing content: expected one of Type, URI, Transforms, DigestMethod')
             if s == 2:
                 if v_URI is not None:
-                    bits(0, 2)
                     el = '@URI'
+                    bits(0, 2)
                     w.string(v_URI)
                     v_URI = None
                     s = 3
                 elif v_Transforms is not None:
-                    bits(1, 2)
                     el = 'Transforms'
+                    bits(1, 2)
                     _e_TransformsType(w, v_Transforms)
                     v_Transforms = None
                     s = 4
                 elif v_DigestMethod is not None:
-                    bits(2, 2)
                     el = 'DigestMethod'
+                    bits(2, 2)
                     _e_DigestMethodType(w, v_DigestMethod)
                     v_DigestMethod = None
                     s = 5
@@ -9657,14 +8385,14 @@ def _e_ReferenceType(w, o):
                     raise EncodeError('missing content: expected one of URI, Transforms, DigestMethod')
             if s == 3:
                 if v_Transforms is not None:
-                    bits(0, 2)
                     el = 'Transforms'
+                    bits(0, 2)
                     _e_TransformsType(w, v_Transforms)
                     v_Transforms = None
                     s = 4
                 elif v_DigestMethod is not None:
-                    bits(1, 2)
                     el = 'DigestMethod'
+                    bits(1, 2)
                     _e_DigestMethodType(w, v_DigestMethod)
                     v_DigestMethod = None
                     s = 5
@@ -9672,8 +8400,8 @@ def _e_ReferenceType(w, o):
                     raise EncodeError('missing content: expected one of Transforms, DigestMethod')
             if s == 4:
                 if v_DigestMethod is not None:
-                    bits(0, 1)
                     el = 'DigestMethod'
+                    bits(0, 1)
                     _e_DigestMethodType(w, v_DigestMethod)
                     v_DigestMethod = None
                     s = 5
@@ -9681,20 +8409,15 @@ def _e_ReferenceType(w, o):
                     raise EncodeError('missing content: expected one of DigestMethod')
             if s == 5:
                 if v_DigestValue is not None:
-                    bits(0, 1)
                     el = 'DigestValue'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     w.binary(v_DigestValue)
-                    w.bits(0, 1)
+                    bits(0, 2)
                     v_DigestValue = None
-                    s = 6
-                else:
-                    raise EncodeError('missing content: expected one of DigestValue')
-            if s == 6:
-                if True:
-                    bits(0, 1)
                     if v_Id is not None or v_Type is not None or v_URI is not None or v_Transforms is not None or v_DigestMethod is not None or v_DigestValue is not None: raise _leftover(o)
                     s = -1
+                else:
+                    raise EncodeError('missing content: expected one of DigestValue')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -9714,21 +8437,16 @@ def _d_MeteringReceiptReqType(r):
                 if ec == 0:
                     el = '@Id'
                     f_Id = r.string(18)
-                    s = 1
-                elif ec == 1:
+                    x = bits(2)
+                    if x & 3: raise r.deviation('MeteringReceiptReqType')
                     el = 'SessionID'
-                    if bits(1): raise r.deviation('MeteringReceiptReqType')
                     f_SessionID = r.binary()
                     if len(f_SessionID) > 8: raise DecodeError(f'length {len(f_SessionID)} outside [0, 8]', r.pos)
                     if bits(1): raise r.deviation('MeteringReceiptReqType')
                     s = 2
-                else:
-                    raise r.deviation('MeteringReceiptReqType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SessionID'
+                elif ec == 1:
                     if bits(1): raise r.deviation('MeteringReceiptReqType')
+                    el = 'SessionID'
                     f_SessionID = r.binary()
                     if len(f_SessionID) > 8: raise DecodeError(f'length {len(f_SessionID)} outside [0, 8]', r.pos)
                     if bits(1): raise r.deviation('MeteringReceiptReqType')
@@ -9738,32 +8456,27 @@ def _d_MeteringReceiptReqType(r):
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('MeteringReceiptReqType')
                     el = 'SAScheduleTupleID'
-                    if bits(1): raise r.deviation('MeteringReceiptReqType')
-                    f_SAScheduleTupleID = r.sint()
+                    _neg = (x & 1)
+                    f_SAScheduleTupleID = r.uint()
+                    if _neg: f_SAScheduleTupleID = -f_SAScheduleTupleID - 1
                     if f_SAScheduleTupleID < -32768 or f_SAScheduleTupleID > 32767: raise DecodeError(f'value {f_SAScheduleTupleID} outside [-32768, 32767]', r.pos)
-                    if bits(1): raise r.deviation('MeteringReceiptReqType')
-                    s = 3
+                    x = bits(2)
+                    if x & 3: raise r.deviation('MeteringReceiptReqType')
+                    el = 'MeterInfo'
+                    f_MeterInfo = _d_MeterInfoType(r)
+                    s = 4
                 elif ec == 1:
                     el = 'MeterInfo'
                     f_MeterInfo = _d_MeterInfoType(r)
                     s = 4
                 else:
                     raise r.deviation('MeteringReceiptReqType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'MeterInfo'
-                    f_MeterInfo = _d_MeterInfoType(r)
-                    s = 4
-                else:
-                    raise r.deviation('MeteringReceiptReqType')
             if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('MeteringReceiptReqType')
+                if bits(1): raise r.deviation('MeteringReceiptReqType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgbody.MeteringReceiptReqType(f_Id, f_SessionID, f_SAScheduleTupleID, f_MeterInfo)
@@ -9781,61 +8494,49 @@ def _e_MeteringReceiptReqType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 2)
                     el = '@Id'
+                    bits(0, 2)
                     w.string(v_Id)
-                    v_Id = None
-                    s = 1
-                elif v_SessionID is not None:
-                    bits(1, 2)
+                    if not (v_SessionID is not None): raise EncodeError('missing content: SessionID')
                     el = 'SessionID'
-                    w.bits(0, 1)
+                    bits(0, 2)
+                    v_Id = None
                     if len(v_SessionID) > 8: raise EncodeError(f'length {len(v_SessionID)} outside [0, 8]')
                     w.binary(v_SessionID)
-                    w.bits(0, 1)
+                    bits(0, 1)
+                    v_SessionID = None
+                    s = 2
+                elif v_SessionID is not None:
+                    el = 'SessionID'
+                    bits((1 << 1), 3)
+                    if len(v_SessionID) > 8: raise EncodeError(f'length {len(v_SessionID)} outside [0, 8]')
+                    w.binary(v_SessionID)
+                    bits(0, 1)
                     v_SessionID = None
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, SessionID')
-            if s == 1:
-                if v_SessionID is not None:
-                    bits(0, 1)
-                    el = 'SessionID'
-                    w.bits(0, 1)
-                    if len(v_SessionID) > 8: raise EncodeError(f'length {len(v_SessionID)} outside [0, 8]')
-                    w.binary(v_SessionID)
-                    w.bits(0, 1)
-                    v_SessionID = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of SessionID')
             if s == 2:
                 if v_SAScheduleTupleID is not None:
-                    bits(0, 2)
                     el = 'SAScheduleTupleID'
-                    w.bits(0, 1)
                     if v_SAScheduleTupleID < -32768 or v_SAScheduleTupleID > 32767: raise EncodeError(f'value {v_SAScheduleTupleID!r} outside [-32768, 32767]')
-                    w.sint(v_SAScheduleTupleID)
-                    w.bits(0, 1)
-                    v_SAScheduleTupleID = None
-                    s = 3
-                elif v_MeterInfo is not None:
-                    bits(1, 2)
+                    bits((v_SAScheduleTupleID < 0), 4)
+                    w.uint(-v_SAScheduleTupleID - 1 if v_SAScheduleTupleID < 0 else v_SAScheduleTupleID)
+                    if not (v_MeterInfo is not None): raise EncodeError('missing content: MeterInfo')
                     el = 'MeterInfo'
+                    bits(0, 2)
+                    v_SAScheduleTupleID = None
+                    _e_MeterInfoType(w, v_MeterInfo)
+                    v_MeterInfo = None
+                    s = 4
+                elif v_MeterInfo is not None:
+                    el = 'MeterInfo'
+                    bits(1, 2)
                     _e_MeterInfoType(w, v_MeterInfo)
                     v_MeterInfo = None
                     s = 4
                 else:
                     raise EncodeError('missing content: expected one of SAScheduleTupleID, MeterInfo')
-            if s == 3:
-                if v_MeterInfo is not None:
-                    bits(0, 1)
-                    el = 'MeterInfo'
-                    _e_MeterInfoType(w, v_MeterInfo)
-                    v_MeterInfo = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of MeterInfo')
             if s == 4:
                 if True:
                     bits(0, 1)
@@ -9851,34 +8552,15 @@ def _d_MeteringReceiptResType(r):
     f_ResponseCode = None
     f_AC_EVSEStatus = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('MeteringReceiptResType')
-                    f_ResponseCode = bits(5)
-                    if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.pos)
-                    f_ResponseCode = _E6[f_ResponseCode]
-                    if bits(1): raise r.deviation('MeteringReceiptResType')
-                    s = 1
-                else:
-                    raise r.deviation('MeteringReceiptResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'AC_EVSEStatus'
-                    f_AC_EVSEStatus = _d_AC_EVSEStatusType(r)
-                    s = 2
-                else:
-                    raise r.deviation('MeteringReceiptResType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('MeteringReceiptResType')
+        x = bits(9)
+        if x & 387: raise r.deviation('MeteringReceiptResType')
+        el = 'ResponseCode'
+        f_ResponseCode = ((x >> 2) & 31)
+        if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.pos)
+        f_ResponseCode = _E6[f_ResponseCode]
+        el = 'AC_EVSEStatus'
+        f_AC_EVSEStatus = _d_AC_EVSEStatusType(r)
+        if bits(1): raise r.deviation('MeteringReceiptResType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgbody.MeteringReceiptResType(f_ResponseCode, f_AC_EVSEStatus)
@@ -9890,35 +8572,20 @@ def _e_MeteringReceiptResType(w, o):
     try:
         v_ResponseCode = o.ResponseCode
         v_AC_EVSEStatus = o.AC_EVSEStatus
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_ResponseCode is not None:
-                    bits(0, 1)
-                    el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I8.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 5)
-                    w.bits(0, 1)
-                    v_ResponseCode = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 1:
-                if v_AC_EVSEStatus is not None:
-                    bits(0, 1)
-                    el = 'AC_EVSEStatus'
-                    _e_AC_EVSEStatusType(w, v_AC_EVSEStatus)
-                    v_AC_EVSEStatus = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of AC_EVSEStatus')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_ResponseCode is not None or v_AC_EVSEStatus is not None: raise _leftover(o)
-                    s = -1
+        if v_ResponseCode is not None:
+            el = 'ResponseCode'
+            _i21 = _I8.get(v_ResponseCode)
+            if _i21 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (v_AC_EVSEStatus is not None): raise EncodeError('missing content: AC_EVSEStatus')
+            el = 'AC_EVSEStatus'
+            bits((_i21 << 2), 9)
+            v_ResponseCode = None
+            _e_AC_EVSEStatusType(w, v_AC_EVSEStatus)
+            bits(0, 1)
+            v_AC_EVSEStatus = None
+            if v_ResponseCode is not None or v_AC_EVSEStatus is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of ResponseCode')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -9950,6 +8617,7 @@ def _d_ObjectType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 4:
+                    pass
                     s = -1
                 elif ec == 5:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -9970,6 +8638,7 @@ def _d_ObjectType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 3:
+                    pass
                     s = -1
                 elif ec == 4:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -9986,6 +8655,7 @@ def _d_ObjectType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 2:
+                    pass
                     s = -1
                 elif ec == 3:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -9998,6 +8668,7 @@ def _d_ObjectType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -10010,6 +8681,7 @@ def _d_ObjectType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -10022,6 +8694,7 @@ def _d_ObjectType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -10044,20 +8717,20 @@ def _e_ObjectType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Encoding is not None:
-                    bits(0, 3)
                     el = '@Encoding'
+                    bits(0, 3)
                     w.string(v_Encoding)
                     v_Encoding = None
                     s = 1
                 elif v_Id is not None:
-                    bits(1, 3)
                     el = '@Id'
+                    bits(1, 3)
                     w.string(v_Id)
                     v_Id = None
                     s = 2
                 elif v_MimeType is not None:
-                    bits(2, 3)
                     el = '@MimeType'
+                    bits(2, 3)
                     w.string(v_MimeType)
                     v_MimeType = None
                     s = 3
@@ -10067,14 +8740,14 @@ def _e_ObjectType(w, o):
                     s = -1
             if s == 1:
                 if v_Id is not None:
-                    bits(0, 3)
                     el = '@Id'
+                    bits(0, 3)
                     w.string(v_Id)
                     v_Id = None
                     s = 2
                 elif v_MimeType is not None:
-                    bits(1, 3)
                     el = '@MimeType'
+                    bits(1, 3)
                     w.string(v_MimeType)
                     v_MimeType = None
                     s = 3
@@ -10084,8 +8757,8 @@ def _e_ObjectType(w, o):
                     s = -1
             if s == 2:
                 if v_MimeType is not None:
-                    bits(0, 3)
                     el = '@MimeType'
+                    bits(0, 3)
                     w.string(v_MimeType)
                     v_MimeType = None
                     s = 3
@@ -10134,22 +8807,16 @@ def _d_PMaxScheduleEntryType(r):
                 else:
                     raise r.deviation('PMaxScheduleEntryType')
             if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'PMax'
-                    if bits(1): raise r.deviation('PMaxScheduleEntryType')
-                    f_PMax = r.sint()
-                    if f_PMax < -32768 or f_PMax > 32767: raise DecodeError(f'value {f_PMax} outside [-32768, 32767]', r.pos)
-                    if bits(1): raise r.deviation('PMaxScheduleEntryType')
-                    s = 2
-                else:
-                    raise r.deviation('PMaxScheduleEntryType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('PMaxScheduleEntryType')
+                x = bits(3)
+                if x & 6: raise r.deviation('PMaxScheduleEntryType')
+                el = 'PMax'
+                _neg = (x & 1)
+                f_PMax = r.uint()
+                if _neg: f_PMax = -f_PMax - 1
+                if f_PMax < -32768 or f_PMax > 32767: raise DecodeError(f'value {f_PMax} outside [-32768, 32767]', r.pos)
+                x = bits(2)
+                if x & 3: raise r.deviation('PMaxScheduleEntryType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdatatypes.PMaxScheduleEntryType(f_RelativeTimeInterval, f_TimeInterval, f_PMax)
@@ -10166,14 +8833,14 @@ def _e_PMaxScheduleEntryType(w, o):
         while s >= 0:
             if s == 0:
                 if v_RelativeTimeInterval is not None:
-                    bits(0, 2)
                     el = 'RelativeTimeInterval'
+                    bits(0, 2)
                     _e_RelativeTimeIntervalType(w, v_RelativeTimeInterval)
                     v_RelativeTimeInterval = None
                     s = 1
                 elif v_TimeInterval is not None:
-                    bits(1, 2)
                     el = 'TimeInterval'
+                    bits(1, 2)
                     _e_IntervalType(w, v_TimeInterval)
                     v_TimeInterval = None
                     s = 1
@@ -10181,21 +8848,16 @@ def _e_PMaxScheduleEntryType(w, o):
                     raise EncodeError('missing content: expected one of RelativeTimeInterval, TimeInterval')
             if s == 1:
                 if v_PMax is not None:
-                    bits(0, 1)
                     el = 'PMax'
-                    w.bits(0, 1)
                     if v_PMax < -32768 or v_PMax > 32767: raise EncodeError(f'value {v_PMax!r} outside [-32768, 32767]')
-                    w.sint(v_PMax)
-                    w.bits(0, 1)
+                    bits((v_PMax < 0), 3)
+                    w.uint(-v_PMax - 1 if v_PMax < 0 else v_PMax)
+                    bits(0, 2)
                     v_PMax = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of PMax')
-            if s == 2:
-                if True:
-                    bits(0, 1)
                     if v_RelativeTimeInterval is not None or v_TimeInterval is not None or v_PMax is not None: raise _leftover(o)
                     s = -1
+                else:
+                    raise EncodeError('missing content: expected one of PMax')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -10206,33 +8868,16 @@ def _d_PaymentDetailsReqType(r):
     f_ContractID = None
     f_ContractSignatureCertChain = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ContractID'
-                    if bits(1): raise r.deviation('PaymentDetailsReqType')
-                    f_ContractID = r.string(23)
-                    if len(f_ContractID) > 24: raise DecodeError(f'length {len(f_ContractID)} outside [0, 24]', r.pos)
-                    if bits(1): raise r.deviation('PaymentDetailsReqType')
-                    s = 1
-                else:
-                    raise r.deviation('PaymentDetailsReqType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ContractSignatureCertChain'
-                    f_ContractSignatureCertChain = _d_CertificateChainType(r)
-                    s = 2
-                else:
-                    raise r.deviation('PaymentDetailsReqType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('PaymentDetailsReqType')
+        x = bits(2)
+        if x & 3: raise r.deviation('PaymentDetailsReqType')
+        el = 'ContractID'
+        f_ContractID = r.string(23)
+        if len(f_ContractID) > 24: raise DecodeError(f'length {len(f_ContractID)} outside [0, 24]', r.pos)
+        x = bits(2)
+        if x & 3: raise r.deviation('PaymentDetailsReqType')
+        el = 'ContractSignatureCertChain'
+        f_ContractSignatureCertChain = _d_CertificateChainType(r)
+        if bits(1): raise r.deviation('PaymentDetailsReqType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgbody.PaymentDetailsReqType(f_ContractID, f_ContractSignatureCertChain)
@@ -10244,34 +8889,21 @@ def _e_PaymentDetailsReqType(w, o):
     try:
         v_ContractID = o.ContractID
         v_ContractSignatureCertChain = o.ContractSignatureCertChain
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_ContractID is not None:
-                    bits(0, 1)
-                    el = 'ContractID'
-                    w.bits(0, 1)
-                    if len(v_ContractID) > 24: raise EncodeError(f'length {len(v_ContractID)} outside [0, 24]')
-                    w.string(v_ContractID)
-                    w.bits(0, 1)
-                    v_ContractID = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of ContractID')
-            if s == 1:
-                if v_ContractSignatureCertChain is not None:
-                    bits(0, 1)
-                    el = 'ContractSignatureCertChain'
-                    _e_CertificateChainType(w, v_ContractSignatureCertChain)
-                    v_ContractSignatureCertChain = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of ContractSignatureCertChain')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_ContractID is not None or v_ContractSignatureCertChain is not None: raise _leftover(o)
-                    s = -1
+        if v_ContractID is not None:
+            el = 'ContractID'
+            bits(0, 2)
+            if len(v_ContractID) > 24: raise EncodeError(f'length {len(v_ContractID)} outside [0, 24]')
+            w.string(v_ContractID)
+            if not (v_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
+            el = 'ContractSignatureCertChain'
+            bits(0, 2)
+            v_ContractID = None
+            _e_CertificateChainType(w, v_ContractSignatureCertChain)
+            bits(0, 1)
+            v_ContractSignatureCertChain = None
+            if v_ContractID is not None or v_ContractSignatureCertChain is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of ContractID')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -10283,47 +8915,23 @@ def _d_PaymentDetailsResType(r):
     f_GenChallenge = None
     f_DateTimeNow = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('PaymentDetailsResType')
-                    f_ResponseCode = bits(5)
-                    if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.pos)
-                    f_ResponseCode = _E6[f_ResponseCode]
-                    if bits(1): raise r.deviation('PaymentDetailsResType')
-                    s = 1
-                else:
-                    raise r.deviation('PaymentDetailsResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'GenChallenge'
-                    if bits(1): raise r.deviation('PaymentDetailsResType')
-                    f_GenChallenge = r.string(34)
-                    if bits(1): raise r.deviation('PaymentDetailsResType')
-                    s = 2
-                else:
-                    raise r.deviation('PaymentDetailsResType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'DateTimeNow'
-                    if bits(1): raise r.deviation('PaymentDetailsResType')
-                    f_DateTimeNow = r.sint()
-                    if f_DateTimeNow < -9223372036854775808 or f_DateTimeNow > 9223372036854775807: raise DecodeError(f'value {f_DateTimeNow} outside [-9223372036854775808, 9223372036854775807]', r.pos)
-                    if bits(1): raise r.deviation('PaymentDetailsResType')
-                    s = 3
-                else:
-                    raise r.deviation('PaymentDetailsResType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('PaymentDetailsResType')
+        x = bits(10)
+        if x & 775: raise r.deviation('PaymentDetailsResType')
+        el = 'ResponseCode'
+        f_ResponseCode = ((x >> 3) & 31)
+        if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.pos)
+        f_ResponseCode = _E6[f_ResponseCode]
+        el = 'GenChallenge'
+        f_GenChallenge = r.string(34)
+        x = bits(4)
+        if x & 14: raise r.deviation('PaymentDetailsResType')
+        el = 'DateTimeNow'
+        _neg = (x & 1)
+        f_DateTimeNow = r.uint()
+        if _neg: f_DateTimeNow = -f_DateTimeNow - 1
+        if f_DateTimeNow < -9223372036854775808 or f_DateTimeNow > 9223372036854775807: raise DecodeError(f'value {f_DateTimeNow} outside [-9223372036854775808, 9223372036854775807]', r.pos)
+        x = bits(2)
+        if x & 3: raise r.deviation('PaymentDetailsResType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgbody.PaymentDetailsResType(f_ResponseCode, f_GenChallenge, f_DateTimeNow)
@@ -10336,49 +8944,26 @@ def _e_PaymentDetailsResType(w, o):
         v_ResponseCode = o.ResponseCode
         v_GenChallenge = o.GenChallenge
         v_DateTimeNow = o.DateTimeNow
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_ResponseCode is not None:
-                    bits(0, 1)
-                    el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I8.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 5)
-                    w.bits(0, 1)
-                    v_ResponseCode = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 1:
-                if v_GenChallenge is not None:
-                    bits(0, 1)
-                    el = 'GenChallenge'
-                    w.bits(0, 1)
-                    w.string(v_GenChallenge)
-                    w.bits(0, 1)
-                    v_GenChallenge = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of GenChallenge')
-            if s == 2:
-                if v_DateTimeNow is not None:
-                    bits(0, 1)
-                    el = 'DateTimeNow'
-                    w.bits(0, 1)
-                    if v_DateTimeNow < -9223372036854775808 or v_DateTimeNow > 9223372036854775807: raise EncodeError(f'value {v_DateTimeNow!r} outside [-9223372036854775808, 9223372036854775807]')
-                    w.sint(v_DateTimeNow)
-                    w.bits(0, 1)
-                    v_DateTimeNow = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of DateTimeNow')
-            if s == 3:
-                if True:
-                    bits(0, 1)
-                    if v_ResponseCode is not None or v_GenChallenge is not None or v_DateTimeNow is not None: raise _leftover(o)
-                    s = -1
+        if v_ResponseCode is not None:
+            el = 'ResponseCode'
+            _i22 = _I8.get(v_ResponseCode)
+            if _i22 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (v_GenChallenge is not None): raise EncodeError('missing content: GenChallenge')
+            el = 'GenChallenge'
+            bits((_i22 << 3), 10)
+            v_ResponseCode = None
+            w.string(v_GenChallenge)
+            if not (v_DateTimeNow is not None): raise EncodeError('missing content: DateTimeNow')
+            el = 'DateTimeNow'
+            if v_DateTimeNow < -9223372036854775808 or v_DateTimeNow > 9223372036854775807: raise EncodeError(f'value {v_DateTimeNow!r} outside [-9223372036854775808, 9223372036854775807]')
+            bits((v_DateTimeNow < 0), 4)
+            v_GenChallenge = None
+            w.uint(-v_DateTimeNow - 1 if v_DateTimeNow < 0 else v_DateTimeNow)
+            bits(0, 2)
+            v_DateTimeNow = None
+            if v_ResponseCode is not None or v_GenChallenge is not None or v_DateTimeNow is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of ResponseCode')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -10394,15 +8979,11 @@ def _d_PowerDeliveryReqType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ReadyToChargeState'
-                    if bits(1): raise r.deviation('PowerDeliveryReqType')
-                    f_ReadyToChargeState = bits(1) == 1
-                    if bits(1): raise r.deviation('PowerDeliveryReqType')
-                    s = 1
-                else:
-                    raise r.deviation('PowerDeliveryReqType')
+                x = bits(4)
+                if x & 13: raise r.deviation('PowerDeliveryReqType')
+                el = 'ReadyToChargeState'
+                f_ReadyToChargeState = ((x >> 1) & 1) == 1
+                s = 1
             if s == 1:
                 ec = bits(3)
                 if ec == 0:
@@ -10418,6 +8999,7 @@ def _d_PowerDeliveryReqType(r):
                     f_EVPowerDeliveryParameter = _d_EVPowerDeliveryParameterType(r)
                     s = 3
                 elif ec == 3:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('PowerDeliveryReqType')
@@ -10432,15 +9014,13 @@ def _d_PowerDeliveryReqType(r):
                     f_EVPowerDeliveryParameter = _d_EVPowerDeliveryParameterType(r)
                     s = 3
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('PowerDeliveryReqType')
             if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('PowerDeliveryReqType')
+                if bits(1): raise r.deviation('PowerDeliveryReqType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgbody.PowerDeliveryReqType(f_ReadyToChargeState, f_ChargingProfile, f_DC_EVPowerDeliveryParameter, f_EVPowerDeliveryParameter)
@@ -10458,33 +9038,29 @@ def _e_PowerDeliveryReqType(w, o):
         while s >= 0:
             if s == 0:
                 if v_ReadyToChargeState is not None:
-                    bits(0, 1)
                     el = 'ReadyToChargeState'
-                    w.bits(0, 1)
-                    if v_ReadyToChargeState is True: w.bits(1, 1)
-                    elif v_ReadyToChargeState is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_ReadyToChargeState!r}')
-                    w.bits(0, 1)
+                    if v_ReadyToChargeState is not True and v_ReadyToChargeState is not False: raise EncodeError(f'expected a bool, got {v_ReadyToChargeState!r}')
+                    bits((v_ReadyToChargeState << 1), 4)
                     v_ReadyToChargeState = None
                     s = 1
                 else:
                     raise EncodeError('missing content: expected one of ReadyToChargeState')
             if s == 1:
                 if v_ChargingProfile is not None:
-                    bits(0, 3)
                     el = 'ChargingProfile'
+                    bits(0, 3)
                     _e_ChargingProfileType(w, v_ChargingProfile)
                     v_ChargingProfile = None
                     s = 2
                 elif v_DC_EVPowerDeliveryParameter is not None:
-                    bits(1, 3)
                     el = 'DC_EVPowerDeliveryParameter'
+                    bits(1, 3)
                     _e_DC_EVPowerDeliveryParameterType(w, v_DC_EVPowerDeliveryParameter)
                     v_DC_EVPowerDeliveryParameter = None
                     s = 3
                 elif v_EVPowerDeliveryParameter is not None:
-                    bits(2, 3)
                     el = 'EVPowerDeliveryParameter'
+                    bits(2, 3)
                     _e_EVPowerDeliveryParameterType(w, v_EVPowerDeliveryParameter)
                     v_EVPowerDeliveryParameter = None
                     s = 3
@@ -10494,14 +9070,14 @@ def _e_PowerDeliveryReqType(w, o):
                     s = -1
             if s == 2:
                 if v_DC_EVPowerDeliveryParameter is not None:
-                    bits(0, 2)
                     el = 'DC_EVPowerDeliveryParameter'
+                    bits(0, 2)
                     _e_DC_EVPowerDeliveryParameterType(w, v_DC_EVPowerDeliveryParameter)
                     v_DC_EVPowerDeliveryParameter = None
                     s = 3
                 elif v_EVPowerDeliveryParameter is not None:
-                    bits(1, 2)
                     el = 'EVPowerDeliveryParameter'
+                    bits(1, 2)
                     _e_EVPowerDeliveryParameterType(w, v_EVPowerDeliveryParameter)
                     v_EVPowerDeliveryParameter = None
                     s = 3
@@ -10527,25 +9103,19 @@ def _d_ChargingProfileType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SAScheduleTupleID'
-                    if bits(1): raise r.deviation('ChargingProfileType')
-                    f_SAScheduleTupleID = r.sint()
-                    if f_SAScheduleTupleID < -32768 or f_SAScheduleTupleID > 32767: raise DecodeError(f'value {f_SAScheduleTupleID} outside [-32768, 32767]', r.pos)
-                    if bits(1): raise r.deviation('ChargingProfileType')
-                    s = 1
-                else:
-                    raise r.deviation('ChargingProfileType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ProfileEntry'
-                    _v = _d_ProfileEntryType(r)
-                    f_ProfileEntry.append(_v)
-                    s = 2
-                else:
-                    raise r.deviation('ChargingProfileType')
+                x = bits(3)
+                if x & 6: raise r.deviation('ChargingProfileType')
+                el = 'SAScheduleTupleID'
+                _neg = (x & 1)
+                f_SAScheduleTupleID = r.uint()
+                if _neg: f_SAScheduleTupleID = -f_SAScheduleTupleID - 1
+                if f_SAScheduleTupleID < -32768 or f_SAScheduleTupleID > 32767: raise DecodeError(f'value {f_SAScheduleTupleID} outside [-32768, 32767]', r.pos)
+                x = bits(2)
+                if x & 3: raise r.deviation('ChargingProfileType')
+                el = 'ProfileEntry'
+                _v = _d_ProfileEntryType(r)
+                f_ProfileEntry.append(_v)
+                s = 2
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
@@ -10554,6 +9124,7 @@ def _d_ChargingProfileType(r):
                     f_ProfileEntry.append(_v)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ChargingProfileType')
@@ -10565,6 +9136,7 @@ def _d_ChargingProfileType(r):
                         _v = _d_ProfileEntryType(r)
                         f_ProfileEntry.append(_v)
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
@@ -10586,29 +9158,23 @@ def _e_ChargingProfileType(w, o):
         while s >= 0:
             if s == 0:
                 if v_SAScheduleTupleID is not None:
-                    bits(0, 1)
                     el = 'SAScheduleTupleID'
-                    w.bits(0, 1)
                     if v_SAScheduleTupleID < -32768 or v_SAScheduleTupleID > 32767: raise EncodeError(f'value {v_SAScheduleTupleID!r} outside [-32768, 32767]')
-                    w.sint(v_SAScheduleTupleID)
-                    w.bits(0, 1)
-                    v_SAScheduleTupleID = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of SAScheduleTupleID')
-            if s == 1:
-                if i_ProfileEntry < n_ProfileEntry:
-                    bits(0, 1)
+                    bits((v_SAScheduleTupleID < 0), 3)
+                    w.uint(-v_SAScheduleTupleID - 1 if v_SAScheduleTupleID < 0 else v_SAScheduleTupleID)
+                    if not (i_ProfileEntry < n_ProfileEntry): raise EncodeError('missing content: ProfileEntry')
                     el = 'ProfileEntry'
+                    bits(0, 2)
+                    v_SAScheduleTupleID = None
                     _e_ProfileEntryType(w, v_ProfileEntry[i_ProfileEntry])
                     i_ProfileEntry += 1
                     s = 2
                 else:
-                    raise EncodeError('missing content: expected one of ProfileEntry')
+                    raise EncodeError('missing content: expected one of SAScheduleTupleID')
             if s == 2:
                 if i_ProfileEntry < n_ProfileEntry:
-                    bits(0, 2)
                     el = 'ProfileEntry'
+                    bits(0, 2)
                     _e_ProfileEntryType(w, v_ProfileEntry[i_ProfileEntry])
                     i_ProfileEntry += 1
                     s = 3
@@ -10619,8 +9185,8 @@ def _e_ChargingProfileType(w, o):
             if s == 3:
                 while True:
                     if i_ProfileEntry < n_ProfileEntry:
-                        bits(0, 2)
                         el = 'ProfileEntry'
+                        bits(0, 2)
                         _e_ProfileEntryType(w, v_ProfileEntry[i_ProfileEntry])
                         i_ProfileEntry += 1
                     elif True:
@@ -10638,36 +9204,20 @@ def _d_ProfileEntryType(r):
     f_ChargingProfileEntryStart = None
     f_ChargingProfileEntryMaxPower = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ChargingProfileEntryStart'
-                    if bits(1): raise r.deviation('ProfileEntryType')
-                    f_ChargingProfileEntryStart = r.uint()
-                    if f_ChargingProfileEntryStart > 4294967295: raise DecodeError(f'value {f_ChargingProfileEntryStart} outside [0, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('ProfileEntryType')
-                    s = 1
-                else:
-                    raise r.deviation('ProfileEntryType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ChargingProfileEntryMaxPower'
-                    if bits(1): raise r.deviation('ProfileEntryType')
-                    f_ChargingProfileEntryMaxPower = r.sint()
-                    if f_ChargingProfileEntryMaxPower < -32768 or f_ChargingProfileEntryMaxPower > 32767: raise DecodeError(f'value {f_ChargingProfileEntryMaxPower} outside [-32768, 32767]', r.pos)
-                    if bits(1): raise r.deviation('ProfileEntryType')
-                    s = 2
-                else:
-                    raise r.deviation('ProfileEntryType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ProfileEntryType')
+        x = bits(2)
+        if x & 3: raise r.deviation('ProfileEntryType')
+        el = 'ChargingProfileEntryStart'
+        f_ChargingProfileEntryStart = r.uint()
+        if f_ChargingProfileEntryStart > 4294967295: raise DecodeError(f'value {f_ChargingProfileEntryStart} outside [0, 4294967295]', r.pos)
+        x = bits(4)
+        if x & 14: raise r.deviation('ProfileEntryType')
+        el = 'ChargingProfileEntryMaxPower'
+        _neg = (x & 1)
+        f_ChargingProfileEntryMaxPower = r.uint()
+        if _neg: f_ChargingProfileEntryMaxPower = -f_ChargingProfileEntryMaxPower - 1
+        if f_ChargingProfileEntryMaxPower < -32768 or f_ChargingProfileEntryMaxPower > 32767: raise DecodeError(f'value {f_ChargingProfileEntryMaxPower} outside [-32768, 32767]', r.pos)
+        x = bits(2)
+        if x & 3: raise r.deviation('ProfileEntryType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdatatypes.ProfileEntryType(f_ChargingProfileEntryStart, f_ChargingProfileEntryMaxPower)
@@ -10679,37 +9229,22 @@ def _e_ProfileEntryType(w, o):
     try:
         v_ChargingProfileEntryStart = o.ChargingProfileEntryStart
         v_ChargingProfileEntryMaxPower = o.ChargingProfileEntryMaxPower
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_ChargingProfileEntryStart is not None:
-                    bits(0, 1)
-                    el = 'ChargingProfileEntryStart'
-                    w.bits(0, 1)
-                    if v_ChargingProfileEntryStart < 0 or v_ChargingProfileEntryStart > 4294967295: raise EncodeError(f'value {v_ChargingProfileEntryStart!r} outside [0, 4294967295]')
-                    w.uint(v_ChargingProfileEntryStart)
-                    w.bits(0, 1)
-                    v_ChargingProfileEntryStart = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of ChargingProfileEntryStart')
-            if s == 1:
-                if v_ChargingProfileEntryMaxPower is not None:
-                    bits(0, 1)
-                    el = 'ChargingProfileEntryMaxPower'
-                    w.bits(0, 1)
-                    if v_ChargingProfileEntryMaxPower < -32768 or v_ChargingProfileEntryMaxPower > 32767: raise EncodeError(f'value {v_ChargingProfileEntryMaxPower!r} outside [-32768, 32767]')
-                    w.sint(v_ChargingProfileEntryMaxPower)
-                    w.bits(0, 1)
-                    v_ChargingProfileEntryMaxPower = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of ChargingProfileEntryMaxPower')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_ChargingProfileEntryStart is not None or v_ChargingProfileEntryMaxPower is not None: raise _leftover(o)
-                    s = -1
+        if v_ChargingProfileEntryStart is not None:
+            el = 'ChargingProfileEntryStart'
+            bits(0, 2)
+            if v_ChargingProfileEntryStart < 0 or v_ChargingProfileEntryStart > 4294967295: raise EncodeError(f'value {v_ChargingProfileEntryStart!r} outside [0, 4294967295]')
+            w.uint(v_ChargingProfileEntryStart)
+            if not (v_ChargingProfileEntryMaxPower is not None): raise EncodeError('missing content: ChargingProfileEntryMaxPower')
+            el = 'ChargingProfileEntryMaxPower'
+            if v_ChargingProfileEntryMaxPower < -32768 or v_ChargingProfileEntryMaxPower > 32767: raise EncodeError(f'value {v_ChargingProfileEntryMaxPower!r} outside [-32768, 32767]')
+            bits((v_ChargingProfileEntryMaxPower < 0), 4)
+            v_ChargingProfileEntryStart = None
+            w.uint(-v_ChargingProfileEntryMaxPower - 1 if v_ChargingProfileEntryMaxPower < 0 else v_ChargingProfileEntryMaxPower)
+            bits(0, 2)
+            v_ChargingProfileEntryMaxPower = None
+            if v_ChargingProfileEntryStart is not None or v_ChargingProfileEntryMaxPower is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of ChargingProfileEntryStart')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -10725,17 +9260,13 @@ def _d_PowerDeliveryResType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('PowerDeliveryResType')
-                    f_ResponseCode = bits(5)
-                    if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.pos)
-                    f_ResponseCode = _E6[f_ResponseCode]
-                    if bits(1): raise r.deviation('PowerDeliveryResType')
-                    s = 1
-                else:
-                    raise r.deviation('PowerDeliveryResType')
+                x = bits(8)
+                if x & 193: raise r.deviation('PowerDeliveryResType')
+                el = 'ResponseCode'
+                f_ResponseCode = ((x >> 1) & 31)
+                if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.pos)
+                f_ResponseCode = _E6[f_ResponseCode]
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
@@ -10753,11 +9284,8 @@ def _d_PowerDeliveryResType(r):
                 else:
                     raise r.deviation('PowerDeliveryResType')
             if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('PowerDeliveryResType')
+                if bits(1): raise r.deviation('PowerDeliveryResType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgbody.PowerDeliveryResType(f_ResponseCode, f_AC_EVSEStatus, f_DC_EVSEStatus, f_EVSEStatus)
@@ -10775,33 +9303,30 @@ def _e_PowerDeliveryResType(w, o):
         while s >= 0:
             if s == 0:
                 if v_ResponseCode is not None:
-                    bits(0, 1)
                     el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I8.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 5)
-                    w.bits(0, 1)
+                    _i23 = _I8.get(v_ResponseCode)
+                    if _i23 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    bits((_i23 << 1), 8)
                     v_ResponseCode = None
                     s = 1
                 else:
                     raise EncodeError('missing content: expected one of ResponseCode')
             if s == 1:
                 if v_AC_EVSEStatus is not None:
-                    bits(0, 2)
                     el = 'AC_EVSEStatus'
+                    bits(0, 2)
                     _e_AC_EVSEStatusType(w, v_AC_EVSEStatus)
                     v_AC_EVSEStatus = None
                     s = 2
                 elif v_DC_EVSEStatus is not None:
-                    bits(1, 2)
                     el = 'DC_EVSEStatus'
+                    bits(1, 2)
                     _e_DC_EVSEStatusType(w, v_DC_EVSEStatus)
                     v_DC_EVSEStatus = None
                     s = 2
                 elif v_EVSEStatus is not None:
-                    bits(2, 2)
                     el = 'EVSEStatus'
+                    bits(2, 2)
                     _e_EVSEStatusType(w, v_EVSEStatus)
                     v_EVSEStatus = None
                     s = 2
@@ -10823,38 +9348,16 @@ def _d_PreChargeReqType(r):
     f_EVTargetVoltage = None
     f_EVTargetCurrent = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'DC_EVStatus'
-                    f_DC_EVStatus = _d_DC_EVStatusType(r)
-                    s = 1
-                else:
-                    raise r.deviation('PreChargeReqType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVTargetVoltage'
-                    f_EVTargetVoltage = _d_PhysicalValueType(r)
-                    s = 2
-                else:
-                    raise r.deviation('PreChargeReqType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVTargetCurrent'
-                    f_EVTargetCurrent = _d_PhysicalValueType(r)
-                    s = 3
-                else:
-                    raise r.deviation('PreChargeReqType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('PreChargeReqType')
+        if bits(1): raise r.deviation('PreChargeReqType')
+        el = 'DC_EVStatus'
+        f_DC_EVStatus = _d_DC_EVStatusType(r)
+        if bits(1): raise r.deviation('PreChargeReqType')
+        el = 'EVTargetVoltage'
+        f_EVTargetVoltage = _d_PhysicalValueType(r)
+        if bits(1): raise r.deviation('PreChargeReqType')
+        el = 'EVTargetCurrent'
+        f_EVTargetCurrent = _d_PhysicalValueType(r)
+        if bits(1): raise r.deviation('PreChargeReqType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgbody.PreChargeReqType(f_DC_EVStatus, f_EVTargetVoltage, f_EVTargetCurrent)
@@ -10867,40 +9370,25 @@ def _e_PreChargeReqType(w, o):
         v_DC_EVStatus = o.DC_EVStatus
         v_EVTargetVoltage = o.EVTargetVoltage
         v_EVTargetCurrent = o.EVTargetCurrent
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_DC_EVStatus is not None:
-                    bits(0, 1)
-                    el = 'DC_EVStatus'
-                    _e_DC_EVStatusType(w, v_DC_EVStatus)
-                    v_DC_EVStatus = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of DC_EVStatus')
-            if s == 1:
-                if v_EVTargetVoltage is not None:
-                    bits(0, 1)
-                    el = 'EVTargetVoltage'
-                    _e_PhysicalValueType(w, v_EVTargetVoltage)
-                    v_EVTargetVoltage = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of EVTargetVoltage')
-            if s == 2:
-                if v_EVTargetCurrent is not None:
-                    bits(0, 1)
-                    el = 'EVTargetCurrent'
-                    _e_PhysicalValueType(w, v_EVTargetCurrent)
-                    v_EVTargetCurrent = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of EVTargetCurrent')
-            if s == 3:
-                if True:
-                    bits(0, 1)
-                    if v_DC_EVStatus is not None or v_EVTargetVoltage is not None or v_EVTargetCurrent is not None: raise _leftover(o)
-                    s = -1
+        if v_DC_EVStatus is not None:
+            el = 'DC_EVStatus'
+            bits(0, 1)
+            _e_DC_EVStatusType(w, v_DC_EVStatus)
+            if not (v_EVTargetVoltage is not None): raise EncodeError('missing content: EVTargetVoltage')
+            el = 'EVTargetVoltage'
+            bits(0, 1)
+            v_DC_EVStatus = None
+            _e_PhysicalValueType(w, v_EVTargetVoltage)
+            if not (v_EVTargetCurrent is not None): raise EncodeError('missing content: EVTargetCurrent')
+            el = 'EVTargetCurrent'
+            bits(0, 1)
+            v_EVTargetVoltage = None
+            _e_PhysicalValueType(w, v_EVTargetCurrent)
+            bits(0, 1)
+            v_EVTargetCurrent = None
+            if v_DC_EVStatus is not None or v_EVTargetVoltage is not None or v_EVTargetCurrent is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of DC_EVStatus')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -10912,42 +9400,18 @@ def _d_PreChargeResType(r):
     f_DC_EVSEStatus = None
     f_EVSEPresentVoltage = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('PreChargeResType')
-                    f_ResponseCode = bits(5)
-                    if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.pos)
-                    f_ResponseCode = _E6[f_ResponseCode]
-                    if bits(1): raise r.deviation('PreChargeResType')
-                    s = 1
-                else:
-                    raise r.deviation('PreChargeResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'DC_EVSEStatus'
-                    f_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
-                    s = 2
-                else:
-                    raise r.deviation('PreChargeResType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEPresentVoltage'
-                    f_EVSEPresentVoltage = _d_PhysicalValueType(r)
-                    s = 3
-                else:
-                    raise r.deviation('PreChargeResType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('PreChargeResType')
+        x = bits(9)
+        if x & 387: raise r.deviation('PreChargeResType')
+        el = 'ResponseCode'
+        f_ResponseCode = ((x >> 2) & 31)
+        if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.pos)
+        f_ResponseCode = _E6[f_ResponseCode]
+        el = 'DC_EVSEStatus'
+        f_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
+        if bits(1): raise r.deviation('PreChargeResType')
+        el = 'EVSEPresentVoltage'
+        f_EVSEPresentVoltage = _d_PhysicalValueType(r)
+        if bits(1): raise r.deviation('PreChargeResType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgbody.PreChargeResType(f_ResponseCode, f_DC_EVSEStatus, f_EVSEPresentVoltage)
@@ -10960,44 +9424,25 @@ def _e_PreChargeResType(w, o):
         v_ResponseCode = o.ResponseCode
         v_DC_EVSEStatus = o.DC_EVSEStatus
         v_EVSEPresentVoltage = o.EVSEPresentVoltage
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_ResponseCode is not None:
-                    bits(0, 1)
-                    el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I8.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 5)
-                    w.bits(0, 1)
-                    v_ResponseCode = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 1:
-                if v_DC_EVSEStatus is not None:
-                    bits(0, 1)
-                    el = 'DC_EVSEStatus'
-                    _e_DC_EVSEStatusType(w, v_DC_EVSEStatus)
-                    v_DC_EVSEStatus = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of DC_EVSEStatus')
-            if s == 2:
-                if v_EVSEPresentVoltage is not None:
-                    bits(0, 1)
-                    el = 'EVSEPresentVoltage'
-                    _e_PhysicalValueType(w, v_EVSEPresentVoltage)
-                    v_EVSEPresentVoltage = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of EVSEPresentVoltage')
-            if s == 3:
-                if True:
-                    bits(0, 1)
-                    if v_ResponseCode is not None or v_DC_EVSEStatus is not None or v_EVSEPresentVoltage is not None: raise _leftover(o)
-                    s = -1
+        if v_ResponseCode is not None:
+            el = 'ResponseCode'
+            _i24 = _I8.get(v_ResponseCode)
+            if _i24 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (v_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
+            el = 'DC_EVSEStatus'
+            bits((_i24 << 2), 9)
+            v_ResponseCode = None
+            _e_DC_EVSEStatusType(w, v_DC_EVSEStatus)
+            if not (v_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
+            el = 'EVSEPresentVoltage'
+            bits(0, 1)
+            v_DC_EVSEStatus = None
+            _e_PhysicalValueType(w, v_EVSEPresentVoltage)
+            bits(0, 1)
+            v_EVSEPresentVoltage = None
+            if v_ResponseCode is not None or v_DC_EVSEStatus is not None or v_EVSEPresentVoltage is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of ResponseCode')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -11011,32 +9456,25 @@ def _d_RelativeTimeIntervalType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'start'
-                    if bits(1): raise r.deviation('RelativeTimeIntervalType')
-                    f_start = r.uint()
-                    if f_start > 4294967295: raise DecodeError(f'value {f_start} outside [0, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('RelativeTimeIntervalType')
-                    s = 1
-                else:
-                    raise r.deviation('RelativeTimeIntervalType')
+                x = bits(2)
+                if x & 3: raise r.deviation('RelativeTimeIntervalType')
+                el = 'start'
+                f_start = r.uint()
+                if f_start > 4294967295: raise DecodeError(f'value {f_start} outside [0, 4294967295]', r.pos)
+                if bits(1): raise r.deviation('RelativeTimeIntervalType')
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'duration'
                     if bits(1): raise r.deviation('RelativeTimeIntervalType')
+                    el = 'duration'
                     f_duration = r.uint()
                     if f_duration > 4294967295: raise DecodeError(f'value {f_duration} outside [0, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('RelativeTimeIntervalType')
-                    s = 2
-                elif ec == 1:
+                    x = bits(2)
+                    if x & 3: raise r.deviation('RelativeTimeIntervalType')
                     s = -1
-                else:
-                    raise r.deviation('RelativeTimeIntervalType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('RelativeTimeIntervalType')
@@ -11055,33 +9493,27 @@ def _e_RelativeTimeIntervalType(w, o):
         while s >= 0:
             if s == 0:
                 if v_start is not None:
-                    bits(0, 1)
                     el = 'start'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     if v_start < 0 or v_start > 4294967295: raise EncodeError(f'value {v_start!r} outside [0, 4294967295]')
                     w.uint(v_start)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_start = None
                     s = 1
                 else:
                     raise EncodeError('missing content: expected one of start')
             if s == 1:
                 if v_duration is not None:
-                    bits(0, 2)
                     el = 'duration'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     if v_duration < 0 or v_duration > 4294967295: raise EncodeError(f'value {v_duration!r} outside [0, 4294967295]')
                     w.uint(v_duration)
-                    w.bits(0, 1)
+                    bits(0, 2)
                     v_duration = None
-                    s = 2
-                elif True:
-                    bits(1, 2)
                     if v_start is not None or v_duration is not None: raise _leftover(o)
                     s = -1
-            if s == 2:
-                if True:
-                    bits(0, 1)
+                elif True:
+                    bits(1, 2)
                     if v_start is not None or v_duration is not None: raise _leftover(o)
                     s = -1
     except Exception as e:
@@ -11096,14 +9528,11 @@ def _d_SAScheduleListType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SAScheduleTuple'
-                    _v = _d_SAScheduleTupleType(r)
-                    f_SAScheduleTuple.append(_v)
-                    s = 1
-                else:
-                    raise r.deviation('SAScheduleListType')
+                if bits(1): raise r.deviation('SAScheduleListType')
+                el = 'SAScheduleTuple'
+                _v = _d_SAScheduleTupleType(r)
+                f_SAScheduleTuple.append(_v)
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
@@ -11112,6 +9541,7 @@ def _d_SAScheduleListType(r):
                     f_SAScheduleTuple.append(_v)
                     s = 2
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SAScheduleListType')
@@ -11123,6 +9553,7 @@ def _d_SAScheduleListType(r):
                         _v = _d_SAScheduleTupleType(r)
                         f_SAScheduleTuple.append(_v)
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
@@ -11143,8 +9574,8 @@ def _e_SAScheduleListType(w, o):
         while s >= 0:
             if s == 0:
                 if i_SAScheduleTuple < n_SAScheduleTuple:
-                    bits(0, 1)
                     el = 'SAScheduleTuple'
+                    bits(0, 1)
                     _e_SAScheduleTupleType(w, v_SAScheduleTuple[i_SAScheduleTuple])
                     i_SAScheduleTuple += 1
                     s = 1
@@ -11152,8 +9583,8 @@ def _e_SAScheduleListType(w, o):
                     raise EncodeError('missing content: expected one of SAScheduleTuple')
             if s == 1:
                 if i_SAScheduleTuple < n_SAScheduleTuple:
-                    bits(0, 2)
                     el = 'SAScheduleTuple'
+                    bits(0, 2)
                     _e_SAScheduleTupleType(w, v_SAScheduleTuple[i_SAScheduleTuple])
                     i_SAScheduleTuple += 1
                     s = 2
@@ -11164,8 +9595,8 @@ def _e_SAScheduleListType(w, o):
             if s == 2:
                 while True:
                     if i_SAScheduleTuple < n_SAScheduleTuple:
-                        bits(0, 2)
                         el = 'SAScheduleTuple'
+                        bits(0, 2)
                         _e_SAScheduleTupleType(w, v_SAScheduleTuple[i_SAScheduleTuple])
                         i_SAScheduleTuple += 1
                     elif True:
@@ -11187,37 +9618,27 @@ def _d_SAScheduleTupleType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SAScheduleTupleID'
-                    if bits(1): raise r.deviation('SAScheduleTupleType')
-                    f_SAScheduleTupleID = r.sint()
-                    if f_SAScheduleTupleID < -32768 or f_SAScheduleTupleID > 32767: raise DecodeError(f'value {f_SAScheduleTupleID} outside [-32768, 32767]', r.pos)
-                    if bits(1): raise r.deviation('SAScheduleTupleType')
-                    s = 1
-                else:
-                    raise r.deviation('SAScheduleTupleType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'PMaxSchedule'
-                    f_PMaxSchedule = _d_PMaxScheduleType(r)
-                    s = 2
-                else:
-                    raise r.deviation('SAScheduleTupleType')
+                x = bits(3)
+                if x & 6: raise r.deviation('SAScheduleTupleType')
+                el = 'SAScheduleTupleID'
+                _neg = (x & 1)
+                f_SAScheduleTupleID = r.uint()
+                if _neg: f_SAScheduleTupleID = -f_SAScheduleTupleID - 1
+                if f_SAScheduleTupleID < -32768 or f_SAScheduleTupleID > 32767: raise DecodeError(f'value {f_SAScheduleTupleID} outside [-32768, 32767]', r.pos)
+                x = bits(2)
+                if x & 3: raise r.deviation('SAScheduleTupleType')
+                el = 'PMaxSchedule'
+                f_PMaxSchedule = _d_PMaxScheduleType(r)
+                s = 2
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
                     el = 'SalesTariff'
                     f_SalesTariff = _d_SalesTariffType(r)
-                    s = 3
-                elif ec == 1:
+                    if bits(1): raise r.deviation('SAScheduleTupleType')
                     s = -1
-                else:
-                    raise r.deviation('SAScheduleTupleType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SAScheduleTupleType')
@@ -11237,39 +9658,30 @@ def _e_SAScheduleTupleType(w, o):
         while s >= 0:
             if s == 0:
                 if v_SAScheduleTupleID is not None:
-                    bits(0, 1)
                     el = 'SAScheduleTupleID'
-                    w.bits(0, 1)
                     if v_SAScheduleTupleID < -32768 or v_SAScheduleTupleID > 32767: raise EncodeError(f'value {v_SAScheduleTupleID!r} outside [-32768, 32767]')
-                    w.sint(v_SAScheduleTupleID)
-                    w.bits(0, 1)
-                    v_SAScheduleTupleID = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of SAScheduleTupleID')
-            if s == 1:
-                if v_PMaxSchedule is not None:
-                    bits(0, 1)
+                    bits((v_SAScheduleTupleID < 0), 3)
+                    w.uint(-v_SAScheduleTupleID - 1 if v_SAScheduleTupleID < 0 else v_SAScheduleTupleID)
+                    if not (v_PMaxSchedule is not None): raise EncodeError('missing content: PMaxSchedule')
                     el = 'PMaxSchedule'
+                    bits(0, 2)
+                    v_SAScheduleTupleID = None
                     _e_PMaxScheduleType(w, v_PMaxSchedule)
                     v_PMaxSchedule = None
                     s = 2
                 else:
-                    raise EncodeError('missing content: expected one of PMaxSchedule')
+                    raise EncodeError('missing content: expected one of SAScheduleTupleID')
             if s == 2:
                 if v_SalesTariff is not None:
-                    bits(0, 2)
                     el = 'SalesTariff'
+                    bits(0, 2)
                     _e_SalesTariffType(w, v_SalesTariff)
+                    bits(0, 1)
                     v_SalesTariff = None
-                    s = 3
-                elif True:
-                    bits(1, 2)
                     if v_SAScheduleTupleID is not None or v_PMaxSchedule is not None or v_SalesTariff is not None: raise _leftover(o)
                     s = -1
-            if s == 3:
-                if True:
-                    bits(0, 1)
+                elif True:
+                    bits(1, 2)
                     if v_SAScheduleTupleID is not None or v_PMaxSchedule is not None or v_SalesTariff is not None: raise _leftover(o)
                     s = -1
     except Exception as e:
@@ -11285,25 +9697,19 @@ def _d_PMaxScheduleType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'PMaxScheduleID'
-                    if bits(1): raise r.deviation('PMaxScheduleType')
-                    f_PMaxScheduleID = r.sint()
-                    if f_PMaxScheduleID < -32768 or f_PMaxScheduleID > 32767: raise DecodeError(f'value {f_PMaxScheduleID} outside [-32768, 32767]', r.pos)
-                    if bits(1): raise r.deviation('PMaxScheduleType')
-                    s = 1
-                else:
-                    raise r.deviation('PMaxScheduleType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'PMaxScheduleEntry'
-                    _v = _d_PMaxScheduleEntryType(r)
-                    f_PMaxScheduleEntry.append(_v)
-                    s = 2
-                else:
-                    raise r.deviation('PMaxScheduleType')
+                x = bits(3)
+                if x & 6: raise r.deviation('PMaxScheduleType')
+                el = 'PMaxScheduleID'
+                _neg = (x & 1)
+                f_PMaxScheduleID = r.uint()
+                if _neg: f_PMaxScheduleID = -f_PMaxScheduleID - 1
+                if f_PMaxScheduleID < -32768 or f_PMaxScheduleID > 32767: raise DecodeError(f'value {f_PMaxScheduleID} outside [-32768, 32767]', r.pos)
+                x = bits(2)
+                if x & 3: raise r.deviation('PMaxScheduleType')
+                el = 'PMaxScheduleEntry'
+                _v = _d_PMaxScheduleEntryType(r)
+                f_PMaxScheduleEntry.append(_v)
+                s = 2
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
@@ -11312,6 +9718,7 @@ def _d_PMaxScheduleType(r):
                     f_PMaxScheduleEntry.append(_v)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('PMaxScheduleType')
@@ -11323,6 +9730,7 @@ def _d_PMaxScheduleType(r):
                         _v = _d_PMaxScheduleEntryType(r)
                         f_PMaxScheduleEntry.append(_v)
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
@@ -11344,29 +9752,23 @@ def _e_PMaxScheduleType(w, o):
         while s >= 0:
             if s == 0:
                 if v_PMaxScheduleID is not None:
-                    bits(0, 1)
                     el = 'PMaxScheduleID'
-                    w.bits(0, 1)
                     if v_PMaxScheduleID < -32768 or v_PMaxScheduleID > 32767: raise EncodeError(f'value {v_PMaxScheduleID!r} outside [-32768, 32767]')
-                    w.sint(v_PMaxScheduleID)
-                    w.bits(0, 1)
-                    v_PMaxScheduleID = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of PMaxScheduleID')
-            if s == 1:
-                if i_PMaxScheduleEntry < n_PMaxScheduleEntry:
-                    bits(0, 1)
+                    bits((v_PMaxScheduleID < 0), 3)
+                    w.uint(-v_PMaxScheduleID - 1 if v_PMaxScheduleID < 0 else v_PMaxScheduleID)
+                    if not (i_PMaxScheduleEntry < n_PMaxScheduleEntry): raise EncodeError('missing content: PMaxScheduleEntry')
                     el = 'PMaxScheduleEntry'
+                    bits(0, 2)
+                    v_PMaxScheduleID = None
                     _e_PMaxScheduleEntryType(w, v_PMaxScheduleEntry[i_PMaxScheduleEntry])
                     i_PMaxScheduleEntry += 1
                     s = 2
                 else:
-                    raise EncodeError('missing content: expected one of PMaxScheduleEntry')
+                    raise EncodeError('missing content: expected one of PMaxScheduleID')
             if s == 2:
                 if i_PMaxScheduleEntry < n_PMaxScheduleEntry:
-                    bits(0, 2)
                     el = 'PMaxScheduleEntry'
+                    bits(0, 2)
                     _e_PMaxScheduleEntryType(w, v_PMaxScheduleEntry[i_PMaxScheduleEntry])
                     i_PMaxScheduleEntry += 1
                     s = 3
@@ -11377,8 +9779,8 @@ def _e_PMaxScheduleType(w, o):
             if s == 3:
                 while True:
                     if i_PMaxScheduleEntry < n_PMaxScheduleEntry:
-                        bits(0, 2)
                         el = 'PMaxScheduleEntry'
+                        bits(0, 2)
                         _e_PMaxScheduleEntryType(w, v_PMaxScheduleEntry[i_PMaxScheduleEntry])
                         i_PMaxScheduleEntry += 1
                     elif True:
@@ -11402,60 +9804,44 @@ def _d_SalesTariffType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = '@Id'
-                    f_Id = r.string(18)
-                    s = 1
-                else:
-                    raise r.deviation('SalesTariffType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SalesTariffID'
-                    if bits(1): raise r.deviation('SalesTariffType')
-                    f_SalesTariffID = r.sint()
-                    if f_SalesTariffID < -32768 or f_SalesTariffID > 32767: raise DecodeError(f'value {f_SalesTariffID} outside [-32768, 32767]', r.pos)
-                    if bits(1): raise r.deviation('SalesTariffType')
-                    s = 2
-                else:
-                    raise r.deviation('SalesTariffType')
+                if bits(1): raise r.deviation('SalesTariffType')
+                el = '@Id'
+                f_Id = r.string(18)
+                x = bits(3)
+                if x & 6: raise r.deviation('SalesTariffType')
+                el = 'SalesTariffID'
+                _neg = (x & 1)
+                f_SalesTariffID = r.uint()
+                if _neg: f_SalesTariffID = -f_SalesTariffID - 1
+                if f_SalesTariffID < -32768 or f_SalesTariffID > 32767: raise DecodeError(f'value {f_SalesTariffID} outside [-32768, 32767]', r.pos)
+                if bits(1): raise r.deviation('SalesTariffType')
+                s = 2
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'SalesTariffDescription'
                     if bits(1): raise r.deviation('SalesTariffType')
+                    el = 'SalesTariffDescription'
                     f_SalesTariffDescription = r.string(84)
                     if len(f_SalesTariffDescription) > 32: raise DecodeError(f'length {len(f_SalesTariffDescription)} outside [0, 32]', r.pos)
-                    if bits(1): raise r.deviation('SalesTariffType')
-                    s = 3
-                elif ec == 1:
+                    x = bits(12)
+                    if x & 3585: raise r.deviation('SalesTariffType')
                     el = 'NumEPriceLevels'
-                    if bits(1): raise r.deviation('SalesTariffType')
-                    f_NumEPriceLevels = bits(8)
-                    if bits(1): raise r.deviation('SalesTariffType')
+                    f_NumEPriceLevels = ((x >> 1) & 255)
                     s = 4
-                else:
-                    raise r.deviation('SalesTariffType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    x = bits(10)
+                    if x & 513: raise r.deviation('SalesTariffType')
                     el = 'NumEPriceLevels'
-                    if bits(1): raise r.deviation('SalesTariffType')
-                    f_NumEPriceLevels = bits(8)
-                    if bits(1): raise r.deviation('SalesTariffType')
+                    f_NumEPriceLevels = ((x >> 1) & 255)
                     s = 4
                 else:
                     raise r.deviation('SalesTariffType')
             if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SalesTariffEntry'
-                    _v = _d_SalesTariffEntryType(r)
-                    f_SalesTariffEntry.append(_v)
-                    s = 5
-                else:
-                    raise r.deviation('SalesTariffType')
+                if bits(1): raise r.deviation('SalesTariffType')
+                el = 'SalesTariffEntry'
+                _v = _d_SalesTariffEntryType(r)
+                f_SalesTariffEntry.append(_v)
+                s = 5
             if s == 5:
                 ec = bits(2)
                 if ec == 0:
@@ -11464,6 +9850,7 @@ def _d_SalesTariffType(r):
                     f_SalesTariffEntry.append(_v)
                     s = 6
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SalesTariffType')
@@ -11475,6 +9862,7 @@ def _d_SalesTariffType(r):
                         _v = _d_SalesTariffEntryType(r)
                         f_SalesTariffEntry.append(_v)
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
@@ -11499,62 +9887,45 @@ def _e_SalesTariffType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 1)
                     el = '@Id'
-                    w.string(v_Id)
-                    v_Id = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Id')
-            if s == 1:
-                if v_SalesTariffID is not None:
                     bits(0, 1)
+                    w.string(v_Id)
+                    if not (v_SalesTariffID is not None): raise EncodeError('missing content: SalesTariffID')
                     el = 'SalesTariffID'
-                    w.bits(0, 1)
                     if v_SalesTariffID < -32768 or v_SalesTariffID > 32767: raise EncodeError(f'value {v_SalesTariffID!r} outside [-32768, 32767]')
-                    w.sint(v_SalesTariffID)
-                    w.bits(0, 1)
+                    bits((v_SalesTariffID < 0), 3)
+                    v_Id = None
+                    w.uint(-v_SalesTariffID - 1 if v_SalesTariffID < 0 else v_SalesTariffID)
+                    bits(0, 1)
                     v_SalesTariffID = None
                     s = 2
                 else:
-                    raise EncodeError('missing content: expected one of SalesTariffID')
+                    raise EncodeError('missing content: expected one of Id')
             if s == 2:
                 if v_SalesTariffDescription is not None:
-                    bits(0, 2)
                     el = 'SalesTariffDescription'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     if len(v_SalesTariffDescription) > 32: raise EncodeError(f'length {len(v_SalesTariffDescription)} outside [0, 32]')
                     w.string(v_SalesTariffDescription)
-                    w.bits(0, 1)
-                    v_SalesTariffDescription = None
-                    s = 3
-                elif v_NumEPriceLevels is not None:
-                    bits(1, 2)
+                    if not (v_NumEPriceLevels is not None): raise EncodeError('missing content: NumEPriceLevels')
                     el = 'NumEPriceLevels'
-                    w.bits(0, 1)
                     if not 0 <= v_NumEPriceLevels <= 255: raise EncodeError(f'value {v_NumEPriceLevels!r} outside [0, 255]')
-                    w.bits(v_NumEPriceLevels, 8)
-                    w.bits(0, 1)
+                    bits((v_NumEPriceLevels << 1), 12)
+                    v_SalesTariffDescription = None
+                    v_NumEPriceLevels = None
+                    s = 4
+                elif v_NumEPriceLevels is not None:
+                    el = 'NumEPriceLevels'
+                    if not 0 <= v_NumEPriceLevels <= 255: raise EncodeError(f'value {v_NumEPriceLevels!r} outside [0, 255]')
+                    bits((1 << 10) | (v_NumEPriceLevels << 1), 12)
                     v_NumEPriceLevels = None
                     s = 4
                 else:
                     raise EncodeError('missing content: expected one of SalesTariffDescription, NumEPriceLevels')
-            if s == 3:
-                if v_NumEPriceLevels is not None:
-                    bits(0, 1)
-                    el = 'NumEPriceLevels'
-                    w.bits(0, 1)
-                    if not 0 <= v_NumEPriceLevels <= 255: raise EncodeError(f'value {v_NumEPriceLevels!r} outside [0, 255]')
-                    w.bits(v_NumEPriceLevels, 8)
-                    w.bits(0, 1)
-                    v_NumEPriceLevels = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of NumEPriceLevels')
             if s == 4:
                 if i_SalesTariffEntry < n_SalesTariffEntry:
-                    bits(0, 1)
                     el = 'SalesTariffEntry'
+                    bits(0, 1)
                     _e_SalesTariffEntryType(w, v_SalesTariffEntry[i_SalesTariffEntry])
                     i_SalesTariffEntry += 1
                     s = 5
@@ -11562,8 +9933,8 @@ def _e_SalesTariffType(w, o):
                     raise EncodeError('missing content: expected one of SalesTariffEntry')
             if s == 5:
                 if i_SalesTariffEntry < n_SalesTariffEntry:
-                    bits(0, 2)
                     el = 'SalesTariffEntry'
+                    bits(0, 2)
                     _e_SalesTariffEntryType(w, v_SalesTariffEntry[i_SalesTariffEntry])
                     i_SalesTariffEntry += 1
                     s = 6
@@ -11574,8 +9945,8 @@ def _e_SalesTariffType(w, o):
             if s == 6:
                 while True:
                     if i_SalesTariffEntry < n_SalesTariffEntry:
-                        bits(0, 2)
                         el = 'SalesTariffEntry'
+                        bits(0, 2)
                         _e_SalesTariffEntryType(w, v_SalesTariffEntry[i_SalesTariffEntry])
                         i_SalesTariffEntry += 1
                     elif True:
@@ -11610,15 +9981,11 @@ def _d_SalesTariffEntryType(r):
                 else:
                     raise r.deviation('SalesTariffEntryType')
             if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EPriceLevel'
-                    if bits(1): raise r.deviation('SalesTariffEntryType')
-                    f_EPriceLevel = bits(8)
-                    if bits(1): raise r.deviation('SalesTariffEntryType')
-                    s = 2
-                else:
-                    raise r.deviation('SalesTariffEntryType')
+                x = bits(11)
+                if x & 1537: raise r.deviation('SalesTariffEntryType')
+                el = 'EPriceLevel'
+                f_EPriceLevel = ((x >> 1) & 255)
+                s = 2
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
@@ -11627,6 +9994,7 @@ def _d_SalesTariffEntryType(r):
                     f_ConsumptionCost.append(_v)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SalesTariffEntryType')
@@ -11638,6 +10006,7 @@ def _d_SalesTariffEntryType(r):
                         _v = _d_ConsumptionCostType(r)
                         f_ConsumptionCost.append(_v)
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
@@ -11661,14 +10030,14 @@ def _e_SalesTariffEntryType(w, o):
         while s >= 0:
             if s == 0:
                 if v_RelativeTimeInterval is not None:
-                    bits(0, 2)
                     el = 'RelativeTimeInterval'
+                    bits(0, 2)
                     _e_RelativeTimeIntervalType(w, v_RelativeTimeInterval)
                     v_RelativeTimeInterval = None
                     s = 1
                 elif v_TimeInterval is not None:
-                    bits(1, 2)
                     el = 'TimeInterval'
+                    bits(1, 2)
                     _e_IntervalType(w, v_TimeInterval)
                     v_TimeInterval = None
                     s = 1
@@ -11676,20 +10045,17 @@ def _e_SalesTariffEntryType(w, o):
                     raise EncodeError('missing content: expected one of RelativeTimeInterval, TimeInterval')
             if s == 1:
                 if v_EPriceLevel is not None:
-                    bits(0, 1)
                     el = 'EPriceLevel'
-                    w.bits(0, 1)
                     if not 0 <= v_EPriceLevel <= 255: raise EncodeError(f'value {v_EPriceLevel!r} outside [0, 255]')
-                    w.bits(v_EPriceLevel, 8)
-                    w.bits(0, 1)
+                    bits((v_EPriceLevel << 1), 11)
                     v_EPriceLevel = None
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of EPriceLevel')
             if s == 2:
                 if i_ConsumptionCost < n_ConsumptionCost:
-                    bits(0, 2)
                     el = 'ConsumptionCost'
+                    bits(0, 2)
                     _e_ConsumptionCostType(w, v_ConsumptionCost[i_ConsumptionCost])
                     i_ConsumptionCost += 1
                     s = 3
@@ -11700,8 +10066,8 @@ def _e_SalesTariffEntryType(w, o):
             if s == 3:
                 while True:
                     if i_ConsumptionCost < n_ConsumptionCost:
-                        bits(0, 2)
                         el = 'ConsumptionCost'
+                        bits(0, 2)
                         _e_ConsumptionCostType(w, v_ConsumptionCost[i_ConsumptionCost])
                         i_ConsumptionCost += 1
                     elif True:
@@ -11722,16 +10088,13 @@ def _d_ConsumptionCostType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'startValue'
-                    if bits(1): raise r.deviation('ConsumptionCostType')
-                    f_startValue = r.uint()
-                    if f_startValue > 4294967295: raise DecodeError(f'value {f_startValue} outside [0, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('ConsumptionCostType')
-                    s = 1
-                else:
-                    raise r.deviation('ConsumptionCostType')
+                x = bits(2)
+                if x & 3: raise r.deviation('ConsumptionCostType')
+                el = 'startValue'
+                f_startValue = r.uint()
+                if f_startValue > 4294967295: raise DecodeError(f'value {f_startValue} outside [0, 4294967295]', r.pos)
+                if bits(1): raise r.deviation('ConsumptionCostType')
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
@@ -11740,6 +10103,7 @@ def _d_ConsumptionCostType(r):
                     f_Cost.append(_v)
                     s = 2
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ConsumptionCostType')
@@ -11751,6 +10115,7 @@ def _d_ConsumptionCostType(r):
                         _v = _d_CostType(r)
                         f_Cost.append(_v)
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
@@ -11772,20 +10137,19 @@ def _e_ConsumptionCostType(w, o):
         while s >= 0:
             if s == 0:
                 if v_startValue is not None:
-                    bits(0, 1)
                     el = 'startValue'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     if v_startValue < 0 or v_startValue > 4294967295: raise EncodeError(f'value {v_startValue!r} outside [0, 4294967295]')
                     w.uint(v_startValue)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_startValue = None
                     s = 1
                 else:
                     raise EncodeError('missing content: expected one of startValue')
             if s == 1:
                 if i_Cost < n_Cost:
-                    bits(0, 2)
                     el = 'Cost'
+                    bits(0, 2)
                     _e_CostType(w, v_Cost[i_Cost])
                     i_Cost += 1
                     s = 2
@@ -11796,8 +10160,8 @@ def _e_ConsumptionCostType(w, o):
             if s == 2:
                 while True:
                     if i_Cost < n_Cost:
-                        bits(0, 2)
                         el = 'Cost'
+                        bits(0, 2)
                         _e_CostType(w, v_Cost[i_Cost])
                         i_Cost += 1
                     elif True:
@@ -11819,44 +10183,28 @@ def _d_CostType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'costKind'
-                    if bits(1): raise r.deviation('CostType')
-                    f_costKind = bits(2)
-                    if f_costKind >= 3: raise DecodeError(f'enumeration index {f_costKind} out of range (3 values)', r.pos)
-                    f_costKind = _E16[f_costKind]
-                    if bits(1): raise r.deviation('CostType')
-                    s = 1
-                else:
-                    raise r.deviation('CostType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'amount'
-                    if bits(1): raise r.deviation('CostType')
-                    f_amount = r.uint()
-                    if f_amount > 4294967295: raise DecodeError(f'value {f_amount} outside [0, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('CostType')
-                    s = 2
-                else:
-                    raise r.deviation('CostType')
+                x = bits(7)
+                if x & 103: raise r.deviation('CostType')
+                el = 'costKind'
+                f_costKind = ((x >> 3) & 3)
+                if f_costKind >= 3: raise DecodeError(f'enumeration index {f_costKind} out of range (3 values)', r.pos)
+                f_costKind = _E16[f_costKind]
+                el = 'amount'
+                f_amount = r.uint()
+                if f_amount > 4294967295: raise DecodeError(f'value {f_amount} outside [0, 4294967295]', r.pos)
+                if bits(1): raise r.deviation('CostType')
+                s = 2
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(6)
+                    if x & 35: raise r.deviation('CostType')
                     el = 'amountMultiplier'
-                    if bits(1): raise r.deviation('CostType')
-                    f_amountMultiplier = bits(3) + -3
+                    f_amountMultiplier = ((x >> 2) & 7) + -3
                     if f_amountMultiplier > 3: raise DecodeError(f'value {f_amountMultiplier} above maximum 3', r.pos)
-                    if bits(1): raise r.deviation('CostType')
-                    s = 3
-                elif ec == 1:
                     s = -1
-                else:
-                    raise r.deviation('CostType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('CostType')
@@ -11876,46 +10224,30 @@ def _e_CostType(w, o):
         while s >= 0:
             if s == 0:
                 if v_costKind is not None:
-                    bits(0, 1)
                     el = 'costKind'
-                    w.bits(0, 1)
-                    _i = _I17.get(v_costKind)
-                    if _i is None: raise EncodeError(f'{v_costKind!r} is not one of the enumeration costKindType')
-                    w.bits(_i, 2)
-                    w.bits(0, 1)
-                    v_costKind = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of costKind')
-            if s == 1:
-                if v_amount is not None:
-                    bits(0, 1)
+                    _i25 = _I17.get(v_costKind)
+                    if _i25 is None: raise EncodeError(f'{v_costKind!r} is not one of the enumeration costKindType')
+                    if not (v_amount is not None): raise EncodeError('missing content: amount')
                     el = 'amount'
-                    w.bits(0, 1)
+                    bits((_i25 << 3), 7)
+                    v_costKind = None
                     if v_amount < 0 or v_amount > 4294967295: raise EncodeError(f'value {v_amount!r} outside [0, 4294967295]')
                     w.uint(v_amount)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_amount = None
                     s = 2
                 else:
-                    raise EncodeError('missing content: expected one of amount')
+                    raise EncodeError('missing content: expected one of costKind')
             if s == 2:
                 if v_amountMultiplier is not None:
-                    bits(0, 2)
                     el = 'amountMultiplier'
-                    w.bits(0, 1)
                     if not -3 <= v_amountMultiplier <= 3: raise EncodeError(f'value {v_amountMultiplier!r} outside [-3, 3]')
-                    w.bits(v_amountMultiplier - -3, 3)
-                    w.bits(0, 1)
+                    bits(((v_amountMultiplier - -3) << 2), 8)
                     v_amountMultiplier = None
-                    s = 3
-                elif True:
-                    bits(1, 2)
                     if v_costKind is not None or v_amount is not None or v_amountMultiplier is not None: raise _leftover(o)
                     s = -1
-            if s == 3:
-                if True:
-                    bits(0, 1)
+                elif True:
+                    bits(1, 2)
                     if v_costKind is not None or v_amount is not None or v_amountMultiplier is not None: raise _leftover(o)
                     s = -1
     except Exception as e:
@@ -11929,44 +10261,17 @@ def _d_ServiceChargeType(r):
     f_FreeService = None
     f_EnergyTransferType = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ServiceTag'
-                    f_ServiceTag = _d_ServiceTagType(r)
-                    s = 1
-                else:
-                    raise r.deviation('ServiceChargeType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'FreeService'
-                    if bits(1): raise r.deviation('ServiceChargeType')
-                    f_FreeService = bits(1) == 1
-                    if bits(1): raise r.deviation('ServiceChargeType')
-                    s = 2
-                else:
-                    raise r.deviation('ServiceChargeType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EnergyTransferType'
-                    if bits(1): raise r.deviation('ServiceChargeType')
-                    f_EnergyTransferType = bits(4)
-                    if f_EnergyTransferType >= 10: raise DecodeError(f'enumeration index {f_EnergyTransferType} out of range (10 values)', r.pos)
-                    f_EnergyTransferType = _E18[f_EnergyTransferType]
-                    if bits(1): raise r.deviation('ServiceChargeType')
-                    s = 3
-                else:
-                    raise r.deviation('ServiceChargeType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ServiceChargeType')
+        if bits(1): raise r.deviation('ServiceChargeType')
+        el = 'ServiceTag'
+        f_ServiceTag = _d_ServiceTagType(r)
+        x = bits(12)
+        if x & 3523: raise r.deviation('ServiceChargeType')
+        el = 'FreeService'
+        f_FreeService = ((x >> 9) & 1) == 1
+        el = 'EnergyTransferType'
+        f_EnergyTransferType = ((x >> 2) & 15)
+        if f_EnergyTransferType >= 10: raise DecodeError(f'enumeration index {f_EnergyTransferType} out of range (10 values)', r.pos)
+        f_EnergyTransferType = _E18[f_EnergyTransferType]
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdatatypes.ServiceChargeType(f_ServiceTag, f_FreeService, f_EnergyTransferType)
@@ -11979,48 +10284,24 @@ def _e_ServiceChargeType(w, o):
         v_ServiceTag = o.ServiceTag
         v_FreeService = o.FreeService
         v_EnergyTransferType = o.EnergyTransferType
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_ServiceTag is not None:
-                    bits(0, 1)
-                    el = 'ServiceTag'
-                    _e_ServiceTagType(w, v_ServiceTag)
-                    v_ServiceTag = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of ServiceTag')
-            if s == 1:
-                if v_FreeService is not None:
-                    bits(0, 1)
-                    el = 'FreeService'
-                    w.bits(0, 1)
-                    if v_FreeService is True: w.bits(1, 1)
-                    elif v_FreeService is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_FreeService!r}')
-                    w.bits(0, 1)
-                    v_FreeService = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of FreeService')
-            if s == 2:
-                if v_EnergyTransferType is not None:
-                    bits(0, 1)
-                    el = 'EnergyTransferType'
-                    w.bits(0, 1)
-                    _i = _I19.get(v_EnergyTransferType)
-                    if _i is None: raise EncodeError(f'{v_EnergyTransferType!r} is not one of the enumeration EVSESupportedEnergyTransferType')
-                    w.bits(_i, 4)
-                    w.bits(0, 1)
-                    v_EnergyTransferType = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of EnergyTransferType')
-            if s == 3:
-                if True:
-                    bits(0, 1)
-                    if v_ServiceTag is not None or v_FreeService is not None or v_EnergyTransferType is not None: raise _leftover(o)
-                    s = -1
+        if v_ServiceTag is not None:
+            el = 'ServiceTag'
+            bits(0, 1)
+            _e_ServiceTagType(w, v_ServiceTag)
+            if not (v_FreeService is not None): raise EncodeError('missing content: FreeService')
+            el = 'FreeService'
+            if v_FreeService is not True and v_FreeService is not False: raise EncodeError(f'expected a bool, got {v_FreeService!r}')
+            if not (v_EnergyTransferType is not None): raise EncodeError('missing content: EnergyTransferType')
+            el = 'EnergyTransferType'
+            _i26 = _I19.get(v_EnergyTransferType)
+            if _i26 is None: raise EncodeError(f'{v_EnergyTransferType!r} is not one of the enumeration EVSESupportedEnergyTransferType')
+            bits((v_FreeService << 9) | (_i26 << 2), 12)
+            v_ServiceTag = None
+            v_FreeService = None
+            v_EnergyTransferType = None
+            if v_ServiceTag is not None or v_FreeService is not None or v_EnergyTransferType is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of ServiceTag')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -12031,32 +10312,13 @@ def _d_ServiceType(r):
     f_ServiceTag = None
     f_FreeService = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ServiceTag'
-                    f_ServiceTag = _d_ServiceTagType(r)
-                    s = 1
-                else:
-                    raise r.deviation('ServiceType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'FreeService'
-                    if bits(1): raise r.deviation('ServiceType')
-                    f_FreeService = bits(1) == 1
-                    if bits(1): raise r.deviation('ServiceType')
-                    s = 2
-                else:
-                    raise r.deviation('ServiceType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ServiceType')
+        if bits(1): raise r.deviation('ServiceType')
+        el = 'ServiceTag'
+        f_ServiceTag = _d_ServiceTagType(r)
+        x = bits(5)
+        if x & 27: raise r.deviation('ServiceType')
+        el = 'FreeService'
+        f_FreeService = ((x >> 2) & 1) == 1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdatatypes.ServiceType(f_ServiceTag, f_FreeService)
@@ -12068,35 +10330,19 @@ def _e_ServiceType(w, o):
     try:
         v_ServiceTag = o.ServiceTag
         v_FreeService = o.FreeService
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_ServiceTag is not None:
-                    bits(0, 1)
-                    el = 'ServiceTag'
-                    _e_ServiceTagType(w, v_ServiceTag)
-                    v_ServiceTag = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of ServiceTag')
-            if s == 1:
-                if v_FreeService is not None:
-                    bits(0, 1)
-                    el = 'FreeService'
-                    w.bits(0, 1)
-                    if v_FreeService is True: w.bits(1, 1)
-                    elif v_FreeService is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_FreeService!r}')
-                    w.bits(0, 1)
-                    v_FreeService = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of FreeService')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_ServiceTag is not None or v_FreeService is not None: raise _leftover(o)
-                    s = -1
+        if v_ServiceTag is not None:
+            el = 'ServiceTag'
+            bits(0, 1)
+            _e_ServiceTagType(w, v_ServiceTag)
+            if not (v_FreeService is not None): raise EncodeError('missing content: FreeService')
+            el = 'FreeService'
+            if v_FreeService is not True and v_FreeService is not False: raise EncodeError(f'expected a bool, got {v_FreeService!r}')
+            bits((v_FreeService << 2), 5)
+            v_ServiceTag = None
+            v_FreeService = None
+            if v_ServiceTag is not None or v_FreeService is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of ServiceTag')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -12112,59 +10358,45 @@ def _d_ServiceTagType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ServiceID'
-                    if bits(1): raise r.deviation('ServiceTagType')
-                    f_ServiceID = r.uint()
-                    if f_ServiceID > 65535: raise DecodeError(f'value {f_ServiceID} outside [0, 65535]', r.pos)
-                    if bits(1): raise r.deviation('ServiceTagType')
-                    s = 1
-                else:
-                    raise r.deviation('ServiceTagType')
+                x = bits(2)
+                if x & 3: raise r.deviation('ServiceTagType')
+                el = 'ServiceID'
+                f_ServiceID = r.uint()
+                if f_ServiceID > 65535: raise DecodeError(f'value {f_ServiceID} outside [0, 65535]', r.pos)
+                if bits(1): raise r.deviation('ServiceTagType')
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'ServiceName'
                     if bits(1): raise r.deviation('ServiceTagType')
+                    el = 'ServiceName'
                     f_ServiceName = r.string(94)
                     if len(f_ServiceName) > 32: raise DecodeError(f'length {len(f_ServiceName)} outside [0, 32]', r.pos)
-                    if bits(1): raise r.deviation('ServiceTagType')
-                    s = 2
-                elif ec == 1:
+                    x = bits(6)
+                    if x & 57: raise r.deviation('ServiceTagType')
                     el = 'ServiceCategory'
-                    if bits(1): raise r.deviation('ServiceTagType')
-                    f_ServiceCategory = _E20[bits(2)]
-                    if bits(1): raise r.deviation('ServiceTagType')
+                    f_ServiceCategory = _E20[((x >> 1) & 3)]
                     s = 3
-                else:
-                    raise r.deviation('ServiceTagType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    x = bits(4)
+                    if x & 9: raise r.deviation('ServiceTagType')
                     el = 'ServiceCategory'
-                    if bits(1): raise r.deviation('ServiceTagType')
-                    f_ServiceCategory = _E20[bits(2)]
-                    if bits(1): raise r.deviation('ServiceTagType')
+                    f_ServiceCategory = _E20[((x >> 1) & 3)]
                     s = 3
                 else:
                     raise r.deviation('ServiceTagType')
             if s == 3:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'ServiceScope'
                     if bits(1): raise r.deviation('ServiceTagType')
+                    el = 'ServiceScope'
                     f_ServiceScope = r.string(96)
                     if len(f_ServiceScope) > 32: raise DecodeError(f'length {len(f_ServiceScope)} outside [0, 32]', r.pos)
-                    if bits(1): raise r.deviation('ServiceTagType')
-                    s = 4
-                elif ec == 1:
+                    x = bits(2)
+                    if x & 3: raise r.deviation('ServiceTagType')
                     s = -1
-                else:
-                    raise r.deviation('ServiceTagType')
-            if s == 4:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ServiceTagType')
@@ -12185,68 +10417,50 @@ def _e_ServiceTagType(w, o):
         while s >= 0:
             if s == 0:
                 if v_ServiceID is not None:
-                    bits(0, 1)
                     el = 'ServiceID'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     if v_ServiceID < 0 or v_ServiceID > 65535: raise EncodeError(f'value {v_ServiceID!r} outside [0, 65535]')
                     w.uint(v_ServiceID)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_ServiceID = None
                     s = 1
                 else:
                     raise EncodeError('missing content: expected one of ServiceID')
             if s == 1:
                 if v_ServiceName is not None:
-                    bits(0, 2)
                     el = 'ServiceName'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     if len(v_ServiceName) > 32: raise EncodeError(f'length {len(v_ServiceName)} outside [0, 32]')
                     w.string(v_ServiceName)
-                    w.bits(0, 1)
-                    v_ServiceName = None
-                    s = 2
-                elif v_ServiceCategory is not None:
-                    bits(1, 2)
+                    if not (v_ServiceCategory is not None): raise EncodeError('missing content: ServiceCategory')
                     el = 'ServiceCategory'
-                    w.bits(0, 1)
-                    _i = _I21.get(v_ServiceCategory)
-                    if _i is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                    w.bits(_i, 2)
-                    w.bits(0, 1)
+                    _i27 = _I21.get(v_ServiceCategory)
+                    if _i27 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                    bits((_i27 << 1), 6)
+                    v_ServiceName = None
+                    v_ServiceCategory = None
+                    s = 3
+                elif v_ServiceCategory is not None:
+                    el = 'ServiceCategory'
+                    _i28 = _I21.get(v_ServiceCategory)
+                    if _i28 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                    bits((1 << 4) | (_i28 << 1), 6)
                     v_ServiceCategory = None
                     s = 3
                 else:
                     raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
-            if s == 2:
-                if v_ServiceCategory is not None:
-                    bits(0, 1)
-                    el = 'ServiceCategory'
-                    w.bits(0, 1)
-                    _i = _I21.get(v_ServiceCategory)
-                    if _i is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                    w.bits(_i, 2)
-                    w.bits(0, 1)
-                    v_ServiceCategory = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of ServiceCategory')
             if s == 3:
                 if v_ServiceScope is not None:
-                    bits(0, 2)
                     el = 'ServiceScope'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     if len(v_ServiceScope) > 32: raise EncodeError(f'length {len(v_ServiceScope)} outside [0, 32]')
                     w.string(v_ServiceScope)
-                    w.bits(0, 1)
+                    bits(0, 2)
                     v_ServiceScope = None
-                    s = 4
-                elif True:
-                    bits(1, 2)
                     if v_ServiceID is not None or v_ServiceName is not None or v_ServiceCategory is not None or v_ServiceScope is not None: raise _leftover(o)
                     s = -1
-            if s == 4:
-                if True:
-                    bits(0, 1)
+                elif True:
+                    bits(1, 2)
                     if v_ServiceID is not None or v_ServiceName is not None or v_ServiceCategory is not None or v_ServiceScope is not None: raise _leftover(o)
                     s = -1
     except Exception as e:
@@ -12258,25 +10472,13 @@ def _d_ServiceDetailReqType(r):
     el = ''
     f_ServiceID = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ServiceID'
-                    if bits(1): raise r.deviation('ServiceDetailReqType')
-                    f_ServiceID = r.uint()
-                    if f_ServiceID > 65535: raise DecodeError(f'value {f_ServiceID} outside [0, 65535]', r.pos)
-                    if bits(1): raise r.deviation('ServiceDetailReqType')
-                    s = 1
-                else:
-                    raise r.deviation('ServiceDetailReqType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ServiceDetailReqType')
+        x = bits(2)
+        if x & 3: raise r.deviation('ServiceDetailReqType')
+        el = 'ServiceID'
+        f_ServiceID = r.uint()
+        if f_ServiceID > 65535: raise DecodeError(f'value {f_ServiceID} outside [0, 65535]', r.pos)
+        x = bits(2)
+        if x & 3: raise r.deviation('ServiceDetailReqType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgbody.ServiceDetailReqType(f_ServiceID)
@@ -12287,25 +10489,16 @@ def _e_ServiceDetailReqType(w, o):
     el = ''
     try:
         v_ServiceID = o.ServiceID
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_ServiceID is not None:
-                    bits(0, 1)
-                    el = 'ServiceID'
-                    w.bits(0, 1)
-                    if v_ServiceID < 0 or v_ServiceID > 65535: raise EncodeError(f'value {v_ServiceID!r} outside [0, 65535]')
-                    w.uint(v_ServiceID)
-                    w.bits(0, 1)
-                    v_ServiceID = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of ServiceID')
-            if s == 1:
-                if True:
-                    bits(0, 1)
-                    if v_ServiceID is not None: raise _leftover(o)
-                    s = -1
+        if v_ServiceID is not None:
+            el = 'ServiceID'
+            bits(0, 2)
+            if v_ServiceID < 0 or v_ServiceID > 65535: raise EncodeError(f'value {v_ServiceID!r} outside [0, 65535]')
+            w.uint(v_ServiceID)
+            bits(0, 2)
+            v_ServiceID = None
+            if v_ServiceID is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of ServiceID')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -12320,41 +10513,26 @@ def _d_ServiceDetailResType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('ServiceDetailResType')
-                    f_ResponseCode = bits(5)
-                    if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.pos)
-                    f_ResponseCode = _E6[f_ResponseCode]
-                    if bits(1): raise r.deviation('ServiceDetailResType')
-                    s = 1
-                else:
-                    raise r.deviation('ServiceDetailResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ServiceID'
-                    if bits(1): raise r.deviation('ServiceDetailResType')
-                    f_ServiceID = r.uint()
-                    if f_ServiceID > 65535: raise DecodeError(f'value {f_ServiceID} outside [0, 65535]', r.pos)
-                    if bits(1): raise r.deviation('ServiceDetailResType')
-                    s = 2
-                else:
-                    raise r.deviation('ServiceDetailResType')
+                x = bits(10)
+                if x & 775: raise r.deviation('ServiceDetailResType')
+                el = 'ResponseCode'
+                f_ResponseCode = ((x >> 3) & 31)
+                if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.pos)
+                f_ResponseCode = _E6[f_ResponseCode]
+                el = 'ServiceID'
+                f_ServiceID = r.uint()
+                if f_ServiceID > 65535: raise DecodeError(f'value {f_ServiceID} outside [0, 65535]', r.pos)
+                if bits(1): raise r.deviation('ServiceDetailResType')
+                s = 2
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
                     el = 'ServiceParameterList'
                     f_ServiceParameterList = _d_ServiceParameterListType(r)
-                    s = 3
-                elif ec == 1:
+                    if bits(1): raise r.deviation('ServiceDetailResType')
                     s = -1
-                else:
-                    raise r.deviation('ServiceDetailResType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ServiceDetailResType')
@@ -12374,43 +10552,31 @@ def _e_ServiceDetailResType(w, o):
         while s >= 0:
             if s == 0:
                 if v_ResponseCode is not None:
-                    bits(0, 1)
                     el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I8.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 5)
-                    w.bits(0, 1)
-                    v_ResponseCode = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 1:
-                if v_ServiceID is not None:
-                    bits(0, 1)
+                    _i29 = _I8.get(v_ResponseCode)
+                    if _i29 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    if not (v_ServiceID is not None): raise EncodeError('missing content: ServiceID')
                     el = 'ServiceID'
-                    w.bits(0, 1)
+                    bits((_i29 << 3), 10)
+                    v_ResponseCode = None
                     if v_ServiceID < 0 or v_ServiceID > 65535: raise EncodeError(f'value {v_ServiceID!r} outside [0, 65535]')
                     w.uint(v_ServiceID)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_ServiceID = None
                     s = 2
                 else:
-                    raise EncodeError('missing content: expected one of ServiceID')
+                    raise EncodeError('missing content: expected one of ResponseCode')
             if s == 2:
                 if v_ServiceParameterList is not None:
-                    bits(0, 2)
                     el = 'ServiceParameterList'
+                    bits(0, 2)
                     _e_ServiceParameterListType(w, v_ServiceParameterList)
+                    bits(0, 1)
                     v_ServiceParameterList = None
-                    s = 3
-                elif True:
-                    bits(1, 2)
                     if v_ResponseCode is not None or v_ServiceID is not None or v_ServiceParameterList is not None: raise _leftover(o)
                     s = -1
-            if s == 3:
-                if True:
-                    bits(0, 1)
+                elif True:
+                    bits(1, 2)
                     if v_ResponseCode is not None or v_ServiceID is not None or v_ServiceParameterList is not None: raise _leftover(o)
                     s = -1
     except Exception as e:
@@ -12425,14 +10591,11 @@ def _d_ServiceParameterListType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ParameterSet'
-                    _v = _d_ParameterSetType(r)
-                    f_ParameterSet.append(_v)
-                    s = 1
-                else:
-                    raise r.deviation('ServiceParameterListType')
+                if bits(1): raise r.deviation('ServiceParameterListType')
+                el = 'ParameterSet'
+                _v = _d_ParameterSetType(r)
+                f_ParameterSet.append(_v)
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
@@ -12441,6 +10604,7 @@ def _d_ServiceParameterListType(r):
                     f_ParameterSet.append(_v)
                     s = 2
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ServiceParameterListType')
@@ -12452,6 +10616,7 @@ def _d_ServiceParameterListType(r):
                         _v = _d_ParameterSetType(r)
                         f_ParameterSet.append(_v)
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
@@ -12472,8 +10637,8 @@ def _e_ServiceParameterListType(w, o):
         while s >= 0:
             if s == 0:
                 if i_ParameterSet < n_ParameterSet:
-                    bits(0, 1)
                     el = 'ParameterSet'
+                    bits(0, 1)
                     _e_ParameterSetType(w, v_ParameterSet[i_ParameterSet])
                     i_ParameterSet += 1
                     s = 1
@@ -12481,8 +10646,8 @@ def _e_ServiceParameterListType(w, o):
                     raise EncodeError('missing content: expected one of ParameterSet')
             if s == 1:
                 if i_ParameterSet < n_ParameterSet:
-                    bits(0, 2)
                     el = 'ParameterSet'
+                    bits(0, 2)
                     _e_ParameterSetType(w, v_ParameterSet[i_ParameterSet])
                     i_ParameterSet += 1
                     s = 2
@@ -12493,8 +10658,8 @@ def _e_ServiceParameterListType(w, o):
             if s == 2:
                 while True:
                     if i_ParameterSet < n_ParameterSet:
-                        bits(0, 2)
                         el = 'ParameterSet'
+                        bits(0, 2)
                         _e_ParameterSetType(w, v_ParameterSet[i_ParameterSet])
                         i_ParameterSet += 1
                     elif True:
@@ -12515,25 +10680,19 @@ def _d_ParameterSetType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ParameterSetID'
-                    if bits(1): raise r.deviation('ParameterSetType')
-                    f_ParameterSetID = r.sint()
-                    if f_ParameterSetID < -32768 or f_ParameterSetID > 32767: raise DecodeError(f'value {f_ParameterSetID} outside [-32768, 32767]', r.pos)
-                    if bits(1): raise r.deviation('ParameterSetType')
-                    s = 1
-                else:
-                    raise r.deviation('ParameterSetType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Parameter'
-                    _v = _d_ParameterType(r)
-                    f_Parameter.append(_v)
-                    s = 2
-                else:
-                    raise r.deviation('ParameterSetType')
+                x = bits(3)
+                if x & 6: raise r.deviation('ParameterSetType')
+                el = 'ParameterSetID'
+                _neg = (x & 1)
+                f_ParameterSetID = r.uint()
+                if _neg: f_ParameterSetID = -f_ParameterSetID - 1
+                if f_ParameterSetID < -32768 or f_ParameterSetID > 32767: raise DecodeError(f'value {f_ParameterSetID} outside [-32768, 32767]', r.pos)
+                x = bits(2)
+                if x & 3: raise r.deviation('ParameterSetType')
+                el = 'Parameter'
+                _v = _d_ParameterType(r)
+                f_Parameter.append(_v)
+                s = 2
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
@@ -12542,6 +10701,7 @@ def _d_ParameterSetType(r):
                     f_Parameter.append(_v)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ParameterSetType')
@@ -12553,6 +10713,7 @@ def _d_ParameterSetType(r):
                         _v = _d_ParameterType(r)
                         f_Parameter.append(_v)
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
@@ -12574,29 +10735,23 @@ def _e_ParameterSetType(w, o):
         while s >= 0:
             if s == 0:
                 if v_ParameterSetID is not None:
-                    bits(0, 1)
                     el = 'ParameterSetID'
-                    w.bits(0, 1)
                     if v_ParameterSetID < -32768 or v_ParameterSetID > 32767: raise EncodeError(f'value {v_ParameterSetID!r} outside [-32768, 32767]')
-                    w.sint(v_ParameterSetID)
-                    w.bits(0, 1)
-                    v_ParameterSetID = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of ParameterSetID')
-            if s == 1:
-                if i_Parameter < n_Parameter:
-                    bits(0, 1)
+                    bits((v_ParameterSetID < 0), 3)
+                    w.uint(-v_ParameterSetID - 1 if v_ParameterSetID < 0 else v_ParameterSetID)
+                    if not (i_Parameter < n_Parameter): raise EncodeError('missing content: Parameter')
                     el = 'Parameter'
+                    bits(0, 2)
+                    v_ParameterSetID = None
                     _e_ParameterType(w, v_Parameter[i_Parameter])
                     i_Parameter += 1
                     s = 2
                 else:
-                    raise EncodeError('missing content: expected one of Parameter')
+                    raise EncodeError('missing content: expected one of ParameterSetID')
             if s == 2:
                 if i_Parameter < n_Parameter:
-                    bits(0, 2)
                     el = 'Parameter'
+                    bits(0, 2)
                     _e_ParameterType(w, v_Parameter[i_Parameter])
                     i_Parameter += 1
                     s = 3
@@ -12607,8 +10762,8 @@ def _e_ParameterSetType(w, o):
             if s == 3:
                 while True:
                     if i_Parameter < n_Parameter:
-                        bits(0, 2)
                         el = 'Parameter'
+                        bits(0, 2)
                         _e_ParameterType(w, v_Parameter[i_Parameter])
                         i_Parameter += 1
                     elif True:
@@ -12635,96 +10790,63 @@ def _d_ParameterType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = '@Name'
-                    f_Name = r.string(99)
-                    s = 1
-                else:
-                    raise r.deviation('ParameterType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = '@ValueType'
-                    f_ValueType = bits(3)
-                    if f_ValueType >= 6: raise DecodeError(f'enumeration index {f_ValueType} out of range (6 values)', r.pos)
-                    f_ValueType = _E22[f_ValueType]
-                    s = 2
-                else:
-                    raise r.deviation('ParameterType')
+                if bits(1): raise r.deviation('ParameterType')
+                el = '@Name'
+                f_Name = r.string(99)
+                x = bits(4)
+                if x & 8: raise r.deviation('ParameterType')
+                el = '@ValueType'
+                f_ValueType = (x & 7)
+                if f_ValueType >= 6: raise DecodeError(f'enumeration index {f_ValueType} out of range (6 values)', r.pos)
+                f_ValueType = _E22[f_ValueType]
+                s = 2
             if s == 2:
                 ec = bits(3)
                 if ec == 0:
+                    x = bits(4)
+                    if x & 11: raise r.deviation('ParameterType')
                     el = 'boolValue'
-                    if bits(1): raise r.deviation('ParameterType')
-                    f_boolValue = bits(1) == 1
-                    if bits(1): raise r.deviation('ParameterType')
-                    s = 3
+                    f_boolValue = ((x >> 2) & 1) == 1
+                    s = -1
                 elif ec == 1:
+                    x = bits(11)
+                    if x & 1027: raise r.deviation('ParameterType')
                     el = 'byteValue'
-                    if bits(1): raise r.deviation('ParameterType')
-                    f_byteValue = bits(8) + -128
-                    if bits(1): raise r.deviation('ParameterType')
-                    s = 4
+                    f_byteValue = ((x >> 2) & 255) + -128
+                    s = -1
                 elif ec == 2:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('ParameterType')
                     el = 'shortValue'
-                    if bits(1): raise r.deviation('ParameterType')
-                    f_shortValue = r.sint()
+                    _neg = (x & 1)
+                    f_shortValue = r.uint()
+                    if _neg: f_shortValue = -f_shortValue - 1
                     if f_shortValue < -32768 or f_shortValue > 32767: raise DecodeError(f'value {f_shortValue} outside [-32768, 32767]', r.pos)
-                    if bits(1): raise r.deviation('ParameterType')
-                    s = 5
+                    x = bits(2)
+                    if x & 3: raise r.deviation('ParameterType')
+                    s = -1
                 elif ec == 3:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('ParameterType')
                     el = 'intValue'
-                    if bits(1): raise r.deviation('ParameterType')
-                    f_intValue = r.sint()
+                    _neg = (x & 1)
+                    f_intValue = r.uint()
+                    if _neg: f_intValue = -f_intValue - 1
                     if f_intValue < -2147483648 or f_intValue > 2147483647: raise DecodeError(f'value {f_intValue} outside [-2147483648, 2147483647]', r.pos)
-                    if bits(1): raise r.deviation('ParameterType')
-                    s = 6
+                    x = bits(2)
+                    if x & 3: raise r.deviation('ParameterType')
+                    s = -1
                 elif ec == 4:
                     el = 'physicalValue'
                     f_physicalValue = _d_PhysicalValueType(r)
-                    s = 7
+                    if bits(1): raise r.deviation('ParameterType')
+                    s = -1
                 elif ec == 5:
+                    if bits(1): raise r.deviation('ParameterType')
                     el = 'stringValue'
-                    if bits(1): raise r.deviation('ParameterType')
                     f_stringValue = r.string(105)
-                    if bits(1): raise r.deviation('ParameterType')
-                    s = 8
-                else:
-                    raise r.deviation('ParameterType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ParameterType')
-            if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ParameterType')
-            if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ParameterType')
-            if s == 6:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ParameterType')
-            if s == 7:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ParameterType')
-            if s == 8:
-                ec = bits(1)
-                if ec == 0:
+                    x = bits(2)
+                    if x & 3: raise r.deviation('ParameterType')
                     s = -1
                 else:
                     raise r.deviation('ParameterType')
@@ -12749,108 +10871,70 @@ def _e_ParameterType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Name is not None:
-                    bits(0, 1)
                     el = '@Name'
-                    w.string(v_Name)
-                    v_Name = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Name')
-            if s == 1:
-                if v_ValueType is not None:
                     bits(0, 1)
+                    w.string(v_Name)
+                    if not (v_ValueType is not None): raise EncodeError('missing content: ValueType')
                     el = '@ValueType'
-                    _i = _I23.get(v_ValueType)
-                    if _i is None: raise EncodeError(f'{v_ValueType!r} is not one of the enumeration valueType')
-                    w.bits(_i, 3)
+                    _i30 = _I23.get(v_ValueType)
+                    if _i30 is None: raise EncodeError(f'{v_ValueType!r} is not one of the enumeration valueType')
+                    bits(_i30, 4)
+                    v_Name = None
                     v_ValueType = None
                     s = 2
                 else:
-                    raise EncodeError('missing content: expected one of ValueType')
+                    raise EncodeError('missing content: expected one of Name')
             if s == 2:
                 if v_boolValue is not None:
-                    bits(0, 3)
                     el = 'boolValue'
-                    w.bits(0, 1)
-                    if v_boolValue is True: w.bits(1, 1)
-                    elif v_boolValue is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_boolValue!r}')
-                    w.bits(0, 1)
+                    if v_boolValue is not True and v_boolValue is not False: raise EncodeError(f'expected a bool, got {v_boolValue!r}')
+                    bits((v_boolValue << 2), 7)
                     v_boolValue = None
-                    s = 3
+                    if v_Name is not None or v_ValueType is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
+                    s = -1
                 elif v_byteValue is not None:
-                    bits(1, 3)
                     el = 'byteValue'
-                    w.bits(0, 1)
                     if not -128 <= v_byteValue <= 127: raise EncodeError(f'value {v_byteValue!r} outside [-128, 127]')
-                    w.bits(v_byteValue - -128, 8)
-                    w.bits(0, 1)
+                    bits((1 << 11) | ((v_byteValue - -128) << 2), 14)
                     v_byteValue = None
-                    s = 4
+                    if v_Name is not None or v_ValueType is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
+                    s = -1
                 elif v_shortValue is not None:
-                    bits(2, 3)
                     el = 'shortValue'
-                    w.bits(0, 1)
                     if v_shortValue < -32768 or v_shortValue > 32767: raise EncodeError(f'value {v_shortValue!r} outside [-32768, 32767]')
-                    w.sint(v_shortValue)
-                    w.bits(0, 1)
+                    bits((2 << 2) | (v_shortValue < 0), 5)
+                    w.uint(-v_shortValue - 1 if v_shortValue < 0 else v_shortValue)
+                    bits(0, 2)
                     v_shortValue = None
-                    s = 5
+                    if v_Name is not None or v_ValueType is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
+                    s = -1
                 elif v_intValue is not None:
-                    bits(3, 3)
                     el = 'intValue'
-                    w.bits(0, 1)
                     if v_intValue < -2147483648 or v_intValue > 2147483647: raise EncodeError(f'value {v_intValue!r} outside [-2147483648, 2147483647]')
-                    w.sint(v_intValue)
-                    w.bits(0, 1)
+                    bits((3 << 2) | (v_intValue < 0), 5)
+                    w.uint(-v_intValue - 1 if v_intValue < 0 else v_intValue)
+                    bits(0, 2)
                     v_intValue = None
-                    s = 6
+                    if v_Name is not None or v_ValueType is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
+                    s = -1
                 elif v_physicalValue is not None:
-                    bits(4, 3)
                     el = 'physicalValue'
+                    bits(4, 3)
                     _e_PhysicalValueType(w, v_physicalValue)
+                    bits(0, 1)
                     v_physicalValue = None
-                    s = 7
+                    if v_Name is not None or v_ValueType is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
+                    s = -1
                 elif v_stringValue is not None:
-                    bits(5, 3)
                     el = 'stringValue'
-                    w.bits(0, 1)
+                    bits((5 << 1), 4)
                     w.string(v_stringValue)
-                    w.bits(0, 1)
+                    bits(0, 2)
                     v_stringValue = None
-                    s = 8
+                    if v_Name is not None or v_ValueType is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
+                    s = -1
                 else:
                     raise EncodeError('missing content: expected one of boolValue, byteValue, shortValue, intValue, physicalValue, stringValue')
-            if s == 3:
-                if True:
-                    bits(0, 1)
-                    if v_Name is not None or v_ValueType is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
-                    s = -1
-            if s == 4:
-                if True:
-                    bits(0, 1)
-                    if v_Name is not None or v_ValueType is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
-                    s = -1
-            if s == 5:
-                if True:
-                    bits(0, 1)
-                    if v_Name is not None or v_ValueType is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
-                    s = -1
-            if s == 6:
-                if True:
-                    bits(0, 1)
-                    if v_Name is not None or v_ValueType is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
-                    s = -1
-            if s == 7:
-                if True:
-                    bits(0, 1)
-                    if v_Name is not None or v_ValueType is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
-                    s = -1
-            if s == 8:
-                if True:
-                    bits(0, 1)
-                    if v_Name is not None or v_ValueType is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
-                    s = -1
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -12866,40 +10950,39 @@ def _d_ServiceDiscoveryReqType(r):
             if s == 0:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'ServiceScope'
                     if bits(1): raise r.deviation('ServiceDiscoveryReqType')
+                    el = 'ServiceScope'
                     f_ServiceScope = r.string(106)
                     if len(f_ServiceScope) > 32: raise DecodeError(f'length {len(f_ServiceScope)} outside [0, 32]', r.pos)
                     if bits(1): raise r.deviation('ServiceDiscoveryReqType')
                     s = 1
                 elif ec == 1:
+                    x = bits(4)
+                    if x & 9: raise r.deviation('ServiceDiscoveryReqType')
                     el = 'ServiceCategory'
-                    if bits(1): raise r.deviation('ServiceDiscoveryReqType')
-                    f_ServiceCategory = _E20[bits(2)]
-                    if bits(1): raise r.deviation('ServiceDiscoveryReqType')
+                    f_ServiceCategory = _E20[((x >> 1) & 3)]
                     s = 2
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ServiceDiscoveryReqType')
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(4)
+                    if x & 9: raise r.deviation('ServiceDiscoveryReqType')
                     el = 'ServiceCategory'
-                    if bits(1): raise r.deviation('ServiceDiscoveryReqType')
-                    f_ServiceCategory = _E20[bits(2)]
-                    if bits(1): raise r.deviation('ServiceDiscoveryReqType')
+                    f_ServiceCategory = _E20[((x >> 1) & 3)]
                     s = 2
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ServiceDiscoveryReqType')
             if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ServiceDiscoveryReqType')
+                if bits(1): raise r.deviation('ServiceDiscoveryReqType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgbody.ServiceDiscoveryReqType(f_ServiceScope, f_ServiceCategory)
@@ -12915,22 +10998,18 @@ def _e_ServiceDiscoveryReqType(w, o):
         while s >= 0:
             if s == 0:
                 if v_ServiceScope is not None:
-                    bits(0, 2)
                     el = 'ServiceScope'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     if len(v_ServiceScope) > 32: raise EncodeError(f'length {len(v_ServiceScope)} outside [0, 32]')
                     w.string(v_ServiceScope)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_ServiceScope = None
                     s = 1
                 elif v_ServiceCategory is not None:
-                    bits(1, 2)
                     el = 'ServiceCategory'
-                    w.bits(0, 1)
-                    _i = _I21.get(v_ServiceCategory)
-                    if _i is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                    w.bits(_i, 2)
-                    w.bits(0, 1)
+                    _i31 = _I21.get(v_ServiceCategory)
+                    if _i31 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                    bits((1 << 4) | (_i31 << 1), 6)
                     v_ServiceCategory = None
                     s = 2
                 elif True:
@@ -12939,13 +11018,10 @@ def _e_ServiceDiscoveryReqType(w, o):
                     s = -1
             if s == 1:
                 if v_ServiceCategory is not None:
-                    bits(0, 2)
                     el = 'ServiceCategory'
-                    w.bits(0, 1)
-                    _i = _I21.get(v_ServiceCategory)
-                    if _i is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                    w.bits(_i, 2)
-                    w.bits(0, 1)
+                    _i32 = _I21.get(v_ServiceCategory)
+                    if _i32 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                    bits((_i32 << 1), 6)
                     v_ServiceCategory = None
                     s = 2
                 elif True:
@@ -12972,46 +11048,27 @@ def _d_ServiceDiscoveryResType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('ServiceDiscoveryResType')
-                    f_ResponseCode = bits(5)
-                    if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.pos)
-                    f_ResponseCode = _E6[f_ResponseCode]
-                    if bits(1): raise r.deviation('ServiceDiscoveryResType')
-                    s = 1
-                else:
-                    raise r.deviation('ServiceDiscoveryResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'PaymentOptions'
-                    f_PaymentOptions = _d_PaymentOptionsType(r)
-                    s = 2
-                else:
-                    raise r.deviation('ServiceDiscoveryResType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ChargeService'
-                    f_ChargeService = _d_ServiceChargeType(r)
-                    s = 3
-                else:
-                    raise r.deviation('ServiceDiscoveryResType')
+                x = bits(9)
+                if x & 387: raise r.deviation('ServiceDiscoveryResType')
+                el = 'ResponseCode'
+                f_ResponseCode = ((x >> 2) & 31)
+                if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.pos)
+                f_ResponseCode = _E6[f_ResponseCode]
+                el = 'PaymentOptions'
+                f_PaymentOptions = _d_PaymentOptionsType(r)
+                if bits(1): raise r.deviation('ServiceDiscoveryResType')
+                el = 'ChargeService'
+                f_ChargeService = _d_ServiceChargeType(r)
+                s = 3
             if s == 3:
                 ec = bits(2)
                 if ec == 0:
                     el = 'ServiceList'
                     f_ServiceList = _d_ServiceTagListType(r)
-                    s = 4
-                elif ec == 1:
+                    if bits(1): raise r.deviation('ServiceDiscoveryResType')
                     s = -1
-                else:
-                    raise r.deviation('ServiceDiscoveryResType')
-            if s == 4:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ServiceDiscoveryResType')
@@ -13032,49 +11089,34 @@ def _e_ServiceDiscoveryResType(w, o):
         while s >= 0:
             if s == 0:
                 if v_ResponseCode is not None:
-                    bits(0, 1)
                     el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I8.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 5)
-                    w.bits(0, 1)
-                    v_ResponseCode = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 1:
-                if v_PaymentOptions is not None:
-                    bits(0, 1)
+                    _i33 = _I8.get(v_ResponseCode)
+                    if _i33 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    if not (v_PaymentOptions is not None): raise EncodeError('missing content: PaymentOptions')
                     el = 'PaymentOptions'
+                    bits((_i33 << 2), 9)
+                    v_ResponseCode = None
                     _e_PaymentOptionsType(w, v_PaymentOptions)
-                    v_PaymentOptions = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of PaymentOptions')
-            if s == 2:
-                if v_ChargeService is not None:
-                    bits(0, 1)
+                    if not (v_ChargeService is not None): raise EncodeError('missing content: ChargeService')
                     el = 'ChargeService'
+                    bits(0, 1)
+                    v_PaymentOptions = None
                     _e_ServiceChargeType(w, v_ChargeService)
                     v_ChargeService = None
                     s = 3
                 else:
-                    raise EncodeError('missing content: expected one of ChargeService')
+                    raise EncodeError('missing content: expected one of ResponseCode')
             if s == 3:
                 if v_ServiceList is not None:
-                    bits(0, 2)
                     el = 'ServiceList'
+                    bits(0, 2)
                     _e_ServiceTagListType(w, v_ServiceList)
+                    bits(0, 1)
                     v_ServiceList = None
-                    s = 4
-                elif True:
-                    bits(1, 2)
                     if v_ResponseCode is not None or v_PaymentOptions is not None or v_ChargeService is not None or v_ServiceList is not None: raise _leftover(o)
                     s = -1
-            if s == 4:
-                if True:
-                    bits(0, 1)
+                elif True:
+                    bits(1, 2)
                     if v_ResponseCode is not None or v_PaymentOptions is not None or v_ChargeService is not None or v_ServiceList is not None: raise _leftover(o)
                     s = -1
     except Exception as e:
@@ -13089,26 +11131,23 @@ def _d_PaymentOptionsType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'PaymentOption'
-                    if bits(1): raise r.deviation('PaymentOptionsType')
-                    _v = _E24[bits(1)]
-                    if bits(1): raise r.deviation('PaymentOptionsType')
-                    f_PaymentOption.append(_v)
-                    s = 1
-                else:
-                    raise r.deviation('PaymentOptionsType')
+                x = bits(4)
+                if x & 13: raise r.deviation('PaymentOptionsType')
+                el = 'PaymentOption'
+                _v = _E24[((x >> 1) & 1)]
+                f_PaymentOption.append(_v)
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('PaymentOptionsType')
                     el = 'PaymentOption'
-                    if bits(1): raise r.deviation('PaymentOptionsType')
-                    _v = _E24[bits(1)]
-                    if bits(1): raise r.deviation('PaymentOptionsType')
+                    _v = _E24[((x >> 1) & 1)]
                     f_PaymentOption.append(_v)
                     s = 2
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('PaymentOptionsType')
@@ -13116,12 +11155,13 @@ def _d_PaymentOptionsType(r):
                 while True:
                     ec = bits(2)
                     if ec == 0:
+                        x = bits(3)
+                        if x & 5: raise r.deviation('PaymentOptionsType')
                         el = 'PaymentOption'
-                        if bits(1): raise r.deviation('PaymentOptionsType')
-                        _v = _E24[bits(1)]
-                        if bits(1): raise r.deviation('PaymentOptionsType')
+                        _v = _E24[((x >> 1) & 1)]
                         f_PaymentOption.append(_v)
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
@@ -13142,26 +11182,20 @@ def _e_PaymentOptionsType(w, o):
         while s >= 0:
             if s == 0:
                 if i_PaymentOption < n_PaymentOption:
-                    bits(0, 1)
                     el = 'PaymentOption'
-                    w.bits(0, 1)
-                    _i = _I25.get(v_PaymentOption[i_PaymentOption])
-                    if _i is None: raise EncodeError(f'{v_PaymentOption[i_PaymentOption]!r} is not one of the enumeration paymentOptionType')
-                    w.bits(_i, 1)
-                    w.bits(0, 1)
+                    _i34 = _I25.get(v_PaymentOption[i_PaymentOption])
+                    if _i34 is None: raise EncodeError(f'{v_PaymentOption[i_PaymentOption]!r} is not one of the enumeration paymentOptionType')
+                    bits((_i34 << 1), 4)
                     i_PaymentOption += 1
                     s = 1
                 else:
                     raise EncodeError('missing content: expected one of PaymentOption')
             if s == 1:
                 if i_PaymentOption < n_PaymentOption:
-                    bits(0, 2)
                     el = 'PaymentOption'
-                    w.bits(0, 1)
-                    _i = _I25.get(v_PaymentOption[i_PaymentOption])
-                    if _i is None: raise EncodeError(f'{v_PaymentOption[i_PaymentOption]!r} is not one of the enumeration paymentOptionType')
-                    w.bits(_i, 1)
-                    w.bits(0, 1)
+                    _i35 = _I25.get(v_PaymentOption[i_PaymentOption])
+                    if _i35 is None: raise EncodeError(f'{v_PaymentOption[i_PaymentOption]!r} is not one of the enumeration paymentOptionType')
+                    bits((_i35 << 1), 5)
                     i_PaymentOption += 1
                     s = 2
                 elif True:
@@ -13171,13 +11205,10 @@ def _e_PaymentOptionsType(w, o):
             if s == 2:
                 while True:
                     if i_PaymentOption < n_PaymentOption:
-                        bits(0, 2)
                         el = 'PaymentOption'
-                        w.bits(0, 1)
-                        _i = _I25.get(v_PaymentOption[i_PaymentOption])
-                        if _i is None: raise EncodeError(f'{v_PaymentOption[i_PaymentOption]!r} is not one of the enumeration paymentOptionType')
-                        w.bits(_i, 1)
-                        w.bits(0, 1)
+                        _i36 = _I25.get(v_PaymentOption[i_PaymentOption])
+                        if _i36 is None: raise EncodeError(f'{v_PaymentOption[i_PaymentOption]!r} is not one of the enumeration paymentOptionType')
+                        bits((_i36 << 1), 5)
                         i_PaymentOption += 1
                     elif True:
                         bits(1, 2)
@@ -13196,14 +11227,11 @@ def _d_ServiceTagListType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Service'
-                    _v = _d_ServiceType(r)
-                    f_Service.append(_v)
-                    s = 1
-                else:
-                    raise r.deviation('ServiceTagListType')
+                if bits(1): raise r.deviation('ServiceTagListType')
+                el = 'Service'
+                _v = _d_ServiceType(r)
+                f_Service.append(_v)
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
@@ -13212,6 +11240,7 @@ def _d_ServiceTagListType(r):
                     f_Service.append(_v)
                     s = 2
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ServiceTagListType')
@@ -13223,6 +11252,7 @@ def _d_ServiceTagListType(r):
                         _v = _d_ServiceType(r)
                         f_Service.append(_v)
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
@@ -13243,8 +11273,8 @@ def _e_ServiceTagListType(w, o):
         while s >= 0:
             if s == 0:
                 if i_Service < n_Service:
-                    bits(0, 1)
                     el = 'Service'
+                    bits(0, 1)
                     _e_ServiceType(w, v_Service[i_Service])
                     i_Service += 1
                     s = 1
@@ -13252,8 +11282,8 @@ def _e_ServiceTagListType(w, o):
                     raise EncodeError('missing content: expected one of Service')
             if s == 1:
                 if i_Service < n_Service:
-                    bits(0, 2)
                     el = 'Service'
+                    bits(0, 2)
                     _e_ServiceType(w, v_Service[i_Service])
                     i_Service += 1
                     s = 2
@@ -13264,8 +11294,8 @@ def _e_ServiceTagListType(w, o):
             if s == 2:
                 while True:
                     if i_Service < n_Service:
-                        bits(0, 2)
                         el = 'Service'
+                        bits(0, 2)
                         _e_ServiceType(w, v_Service[i_Service])
                         i_Service += 1
                     elif True:
@@ -13283,32 +11313,13 @@ def _d_ServicePaymentSelectionReqType(r):
     f_SelectedPaymentOption = None
     f_SelectedServiceList = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SelectedPaymentOption'
-                    if bits(1): raise r.deviation('ServicePaymentSelectionReqType')
-                    f_SelectedPaymentOption = _E24[bits(1)]
-                    if bits(1): raise r.deviation('ServicePaymentSelectionReqType')
-                    s = 1
-                else:
-                    raise r.deviation('ServicePaymentSelectionReqType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SelectedServiceList'
-                    f_SelectedServiceList = _d_SelectedServiceListType(r)
-                    s = 2
-                else:
-                    raise r.deviation('ServicePaymentSelectionReqType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ServicePaymentSelectionReqType')
+        x = bits(5)
+        if x & 27: raise r.deviation('ServicePaymentSelectionReqType')
+        el = 'SelectedPaymentOption'
+        f_SelectedPaymentOption = _E24[((x >> 2) & 1)]
+        el = 'SelectedServiceList'
+        f_SelectedServiceList = _d_SelectedServiceListType(r)
+        if bits(1): raise r.deviation('ServicePaymentSelectionReqType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgbody.ServicePaymentSelectionReqType(f_SelectedPaymentOption, f_SelectedServiceList)
@@ -13320,35 +11331,20 @@ def _e_ServicePaymentSelectionReqType(w, o):
     try:
         v_SelectedPaymentOption = o.SelectedPaymentOption
         v_SelectedServiceList = o.SelectedServiceList
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_SelectedPaymentOption is not None:
-                    bits(0, 1)
-                    el = 'SelectedPaymentOption'
-                    w.bits(0, 1)
-                    _i = _I25.get(v_SelectedPaymentOption)
-                    if _i is None: raise EncodeError(f'{v_SelectedPaymentOption!r} is not one of the enumeration paymentOptionType')
-                    w.bits(_i, 1)
-                    w.bits(0, 1)
-                    v_SelectedPaymentOption = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of SelectedPaymentOption')
-            if s == 1:
-                if v_SelectedServiceList is not None:
-                    bits(0, 1)
-                    el = 'SelectedServiceList'
-                    _e_SelectedServiceListType(w, v_SelectedServiceList)
-                    v_SelectedServiceList = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of SelectedServiceList')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_SelectedPaymentOption is not None or v_SelectedServiceList is not None: raise _leftover(o)
-                    s = -1
+        if v_SelectedPaymentOption is not None:
+            el = 'SelectedPaymentOption'
+            _i37 = _I25.get(v_SelectedPaymentOption)
+            if _i37 is None: raise EncodeError(f'{v_SelectedPaymentOption!r} is not one of the enumeration paymentOptionType')
+            if not (v_SelectedServiceList is not None): raise EncodeError('missing content: SelectedServiceList')
+            el = 'SelectedServiceList'
+            bits((_i37 << 2), 5)
+            v_SelectedPaymentOption = None
+            _e_SelectedServiceListType(w, v_SelectedServiceList)
+            bits(0, 1)
+            v_SelectedServiceList = None
+            if v_SelectedPaymentOption is not None or v_SelectedServiceList is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of SelectedPaymentOption')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -13361,14 +11357,11 @@ def _d_SelectedServiceListType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SelectedService'
-                    _v = _d_SelectedServiceType(r)
-                    f_SelectedService.append(_v)
-                    s = 1
-                else:
-                    raise r.deviation('SelectedServiceListType')
+                if bits(1): raise r.deviation('SelectedServiceListType')
+                el = 'SelectedService'
+                _v = _d_SelectedServiceType(r)
+                f_SelectedService.append(_v)
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
@@ -13377,6 +11370,7 @@ def _d_SelectedServiceListType(r):
                     f_SelectedService.append(_v)
                     s = 2
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SelectedServiceListType')
@@ -13388,6 +11382,7 @@ def _d_SelectedServiceListType(r):
                         _v = _d_SelectedServiceType(r)
                         f_SelectedService.append(_v)
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
@@ -13408,8 +11403,8 @@ def _e_SelectedServiceListType(w, o):
         while s >= 0:
             if s == 0:
                 if i_SelectedService < n_SelectedService:
-                    bits(0, 1)
                     el = 'SelectedService'
+                    bits(0, 1)
                     _e_SelectedServiceType(w, v_SelectedService[i_SelectedService])
                     i_SelectedService += 1
                     s = 1
@@ -13417,8 +11412,8 @@ def _e_SelectedServiceListType(w, o):
                     raise EncodeError('missing content: expected one of SelectedService')
             if s == 1:
                 if i_SelectedService < n_SelectedService:
-                    bits(0, 2)
                     el = 'SelectedService'
+                    bits(0, 2)
                     _e_SelectedServiceType(w, v_SelectedService[i_SelectedService])
                     i_SelectedService += 1
                     s = 2
@@ -13429,8 +11424,8 @@ def _e_SelectedServiceListType(w, o):
             if s == 2:
                 while True:
                     if i_SelectedService < n_SelectedService:
-                        bits(0, 2)
                         el = 'SelectedService'
+                        bits(0, 2)
                         _e_SelectedServiceType(w, v_SelectedService[i_SelectedService])
                         i_SelectedService += 1
                     elif True:
@@ -13451,32 +11446,28 @@ def _d_SelectedServiceType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ServiceID'
-                    if bits(1): raise r.deviation('SelectedServiceType')
-                    f_ServiceID = r.uint()
-                    if f_ServiceID > 65535: raise DecodeError(f'value {f_ServiceID} outside [0, 65535]', r.pos)
-                    if bits(1): raise r.deviation('SelectedServiceType')
-                    s = 1
-                else:
-                    raise r.deviation('SelectedServiceType')
+                x = bits(2)
+                if x & 3: raise r.deviation('SelectedServiceType')
+                el = 'ServiceID'
+                f_ServiceID = r.uint()
+                if f_ServiceID > 65535: raise DecodeError(f'value {f_ServiceID} outside [0, 65535]', r.pos)
+                if bits(1): raise r.deviation('SelectedServiceType')
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('SelectedServiceType')
                     el = 'ParameterSetID'
-                    if bits(1): raise r.deviation('SelectedServiceType')
-                    f_ParameterSetID = r.sint()
+                    _neg = (x & 1)
+                    f_ParameterSetID = r.uint()
+                    if _neg: f_ParameterSetID = -f_ParameterSetID - 1
                     if f_ParameterSetID < -32768 or f_ParameterSetID > 32767: raise DecodeError(f'value {f_ParameterSetID} outside [-32768, 32767]', r.pos)
-                    if bits(1): raise r.deviation('SelectedServiceType')
-                    s = 2
-                elif ec == 1:
+                    x = bits(2)
+                    if x & 3: raise r.deviation('SelectedServiceType')
                     s = -1
-                else:
-                    raise r.deviation('SelectedServiceType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SelectedServiceType')
@@ -13495,33 +11486,27 @@ def _e_SelectedServiceType(w, o):
         while s >= 0:
             if s == 0:
                 if v_ServiceID is not None:
-                    bits(0, 1)
                     el = 'ServiceID'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     if v_ServiceID < 0 or v_ServiceID > 65535: raise EncodeError(f'value {v_ServiceID!r} outside [0, 65535]')
                     w.uint(v_ServiceID)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_ServiceID = None
                     s = 1
                 else:
                     raise EncodeError('missing content: expected one of ServiceID')
             if s == 1:
                 if v_ParameterSetID is not None:
-                    bits(0, 2)
                     el = 'ParameterSetID'
-                    w.bits(0, 1)
                     if v_ParameterSetID < -32768 or v_ParameterSetID > 32767: raise EncodeError(f'value {v_ParameterSetID!r} outside [-32768, 32767]')
-                    w.sint(v_ParameterSetID)
-                    w.bits(0, 1)
+                    bits((v_ParameterSetID < 0), 4)
+                    w.uint(-v_ParameterSetID - 1 if v_ParameterSetID < 0 else v_ParameterSetID)
+                    bits(0, 2)
                     v_ParameterSetID = None
-                    s = 2
-                elif True:
-                    bits(1, 2)
                     if v_ServiceID is not None or v_ParameterSetID is not None: raise _leftover(o)
                     s = -1
-            if s == 2:
-                if True:
-                    bits(0, 1)
+                elif True:
+                    bits(1, 2)
                     if v_ServiceID is not None or v_ParameterSetID is not None: raise _leftover(o)
                     s = -1
     except Exception as e:
@@ -13533,26 +11518,12 @@ def _d_ServicePaymentSelectionResType(r):
     el = ''
     f_ResponseCode = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('ServicePaymentSelectionResType')
-                    f_ResponseCode = bits(5)
-                    if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.pos)
-                    f_ResponseCode = _E6[f_ResponseCode]
-                    if bits(1): raise r.deviation('ServicePaymentSelectionResType')
-                    s = 1
-                else:
-                    raise r.deviation('ServicePaymentSelectionResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ServicePaymentSelectionResType')
+        x = bits(9)
+        if x & 387: raise r.deviation('ServicePaymentSelectionResType')
+        el = 'ResponseCode'
+        f_ResponseCode = ((x >> 2) & 31)
+        if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.pos)
+        f_ResponseCode = _E6[f_ResponseCode]
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgbody.ServicePaymentSelectionResType(f_ResponseCode)
@@ -13563,26 +11534,15 @@ def _e_ServicePaymentSelectionResType(w, o):
     el = ''
     try:
         v_ResponseCode = o.ResponseCode
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_ResponseCode is not None:
-                    bits(0, 1)
-                    el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I8.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 5)
-                    w.bits(0, 1)
-                    v_ResponseCode = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 1:
-                if True:
-                    bits(0, 1)
-                    if v_ResponseCode is not None: raise _leftover(o)
-                    s = -1
+        if v_ResponseCode is not None:
+            el = 'ResponseCode'
+            _i38 = _I8.get(v_ResponseCode)
+            if _i38 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            bits((_i38 << 2), 9)
+            v_ResponseCode = None
+            if v_ResponseCode is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of ResponseCode')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -13592,25 +11552,13 @@ def _d_SessionSetupReqType(r):
     el = ''
     f_EVCCID = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVCCID'
-                    if bits(1): raise r.deviation('SessionSetupReqType')
-                    f_EVCCID = r.binary()
-                    if len(f_EVCCID) > 8: raise DecodeError(f'length {len(f_EVCCID)} outside [0, 8]', r.pos)
-                    if bits(1): raise r.deviation('SessionSetupReqType')
-                    s = 1
-                else:
-                    raise r.deviation('SessionSetupReqType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('SessionSetupReqType')
+        x = bits(2)
+        if x & 3: raise r.deviation('SessionSetupReqType')
+        el = 'EVCCID'
+        f_EVCCID = r.binary()
+        if len(f_EVCCID) > 8: raise DecodeError(f'length {len(f_EVCCID)} outside [0, 8]', r.pos)
+        x = bits(2)
+        if x & 3: raise r.deviation('SessionSetupReqType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgbody.SessionSetupReqType(f_EVCCID)
@@ -13621,25 +11569,16 @@ def _e_SessionSetupReqType(w, o):
     el = ''
     try:
         v_EVCCID = o.EVCCID
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_EVCCID is not None:
-                    bits(0, 1)
-                    el = 'EVCCID'
-                    w.bits(0, 1)
-                    if len(v_EVCCID) > 8: raise EncodeError(f'length {len(v_EVCCID)} outside [0, 8]')
-                    w.binary(v_EVCCID)
-                    w.bits(0, 1)
-                    v_EVCCID = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of EVCCID')
-            if s == 1:
-                if True:
-                    bits(0, 1)
-                    if v_EVCCID is not None: raise _leftover(o)
-                    s = -1
+        if v_EVCCID is not None:
+            el = 'EVCCID'
+            bits(0, 2)
+            if len(v_EVCCID) > 8: raise EncodeError(f'length {len(v_EVCCID)} outside [0, 8]')
+            w.binary(v_EVCCID)
+            bits(0, 2)
+            v_EVCCID = None
+            if v_EVCCID is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of EVCCID')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -13654,44 +11593,32 @@ def _d_SessionSetupResType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('SessionSetupResType')
-                    f_ResponseCode = bits(5)
-                    if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.pos)
-                    f_ResponseCode = _E6[f_ResponseCode]
-                    if bits(1): raise r.deviation('SessionSetupResType')
-                    s = 1
-                else:
-                    raise r.deviation('SessionSetupResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEID'
-                    if bits(1): raise r.deviation('SessionSetupResType')
-                    f_EVSEID = r.binary()
-                    if len(f_EVSEID) > 32: raise DecodeError(f'length {len(f_EVSEID)} outside [0, 32]', r.pos)
-                    if bits(1): raise r.deviation('SessionSetupResType')
-                    s = 2
-                else:
-                    raise r.deviation('SessionSetupResType')
+                x = bits(10)
+                if x & 775: raise r.deviation('SessionSetupResType')
+                el = 'ResponseCode'
+                f_ResponseCode = ((x >> 3) & 31)
+                if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.pos)
+                f_ResponseCode = _E6[f_ResponseCode]
+                el = 'EVSEID'
+                f_EVSEID = r.binary()
+                if len(f_EVSEID) > 32: raise DecodeError(f'length {len(f_EVSEID)} outside [0, 32]', r.pos)
+                if bits(1): raise r.deviation('SessionSetupResType')
+                s = 2
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('SessionSetupResType')
                     el = 'DateTimeNow'
-                    if bits(1): raise r.deviation('SessionSetupResType')
-                    f_DateTimeNow = r.sint()
+                    _neg = (x & 1)
+                    f_DateTimeNow = r.uint()
+                    if _neg: f_DateTimeNow = -f_DateTimeNow - 1
                     if f_DateTimeNow < -9223372036854775808 or f_DateTimeNow > 9223372036854775807: raise DecodeError(f'value {f_DateTimeNow} outside [-9223372036854775808, 9223372036854775807]', r.pos)
-                    if bits(1): raise r.deviation('SessionSetupResType')
-                    s = 3
-                elif ec == 1:
+                    x = bits(2)
+                    if x & 3: raise r.deviation('SessionSetupResType')
                     s = -1
-                else:
-                    raise r.deviation('SessionSetupResType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SessionSetupResType')
@@ -13711,46 +11638,32 @@ def _e_SessionSetupResType(w, o):
         while s >= 0:
             if s == 0:
                 if v_ResponseCode is not None:
-                    bits(0, 1)
                     el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I8.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 5)
-                    w.bits(0, 1)
-                    v_ResponseCode = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 1:
-                if v_EVSEID is not None:
-                    bits(0, 1)
+                    _i39 = _I8.get(v_ResponseCode)
+                    if _i39 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    if not (v_EVSEID is not None): raise EncodeError('missing content: EVSEID')
                     el = 'EVSEID'
-                    w.bits(0, 1)
+                    bits((_i39 << 3), 10)
+                    v_ResponseCode = None
                     if len(v_EVSEID) > 32: raise EncodeError(f'length {len(v_EVSEID)} outside [0, 32]')
                     w.binary(v_EVSEID)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_EVSEID = None
                     s = 2
                 else:
-                    raise EncodeError('missing content: expected one of EVSEID')
+                    raise EncodeError('missing content: expected one of ResponseCode')
             if s == 2:
                 if v_DateTimeNow is not None:
-                    bits(0, 2)
                     el = 'DateTimeNow'
-                    w.bits(0, 1)
                     if v_DateTimeNow < -9223372036854775808 or v_DateTimeNow > 9223372036854775807: raise EncodeError(f'value {v_DateTimeNow!r} outside [-9223372036854775808, 9223372036854775807]')
-                    w.sint(v_DateTimeNow)
-                    w.bits(0, 1)
+                    bits((v_DateTimeNow < 0), 4)
+                    w.uint(-v_DateTimeNow - 1 if v_DateTimeNow < 0 else v_DateTimeNow)
+                    bits(0, 2)
                     v_DateTimeNow = None
-                    s = 3
-                elif True:
-                    bits(1, 2)
                     if v_ResponseCode is not None or v_EVSEID is not None or v_DateTimeNow is not None: raise _leftover(o)
                     s = -1
-            if s == 3:
-                if True:
-                    bits(0, 1)
+                elif True:
+                    bits(1, 2)
                     if v_ResponseCode is not None or v_EVSEID is not None or v_DateTimeNow is not None: raise _leftover(o)
                     s = -1
     except Exception as e:
@@ -13761,11 +11674,7 @@ def _d_SessionStopType(r):
     bits = r.bits
     el = ''
     try:
-        ec = bits(1)
-        if ec == 0:
-            s = -1
-        else:
-            raise r.deviation('SessionStopType')
+        if bits(1): raise r.deviation('SessionStopType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgbody.SessionStopType()
@@ -13775,12 +11684,8 @@ def _e_SessionStopType(w, o):
     bits = w.bits
     el = ''
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if True:
-                    bits(0, 1)
-                    s = -1
+        if True:
+            bits(0, 1)
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -13790,26 +11695,12 @@ def _d_SessionStopResType(r):
     el = ''
     f_ResponseCode = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('SessionStopResType')
-                    f_ResponseCode = bits(5)
-                    if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.pos)
-                    f_ResponseCode = _E6[f_ResponseCode]
-                    if bits(1): raise r.deviation('SessionStopResType')
-                    s = 1
-                else:
-                    raise r.deviation('SessionStopResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('SessionStopResType')
+        x = bits(9)
+        if x & 387: raise r.deviation('SessionStopResType')
+        el = 'ResponseCode'
+        f_ResponseCode = ((x >> 2) & 31)
+        if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.pos)
+        f_ResponseCode = _E6[f_ResponseCode]
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgbody.SessionStopResType(f_ResponseCode)
@@ -13820,26 +11711,15 @@ def _e_SessionStopResType(w, o):
     el = ''
     try:
         v_ResponseCode = o.ResponseCode
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_ResponseCode is not None:
-                    bits(0, 1)
-                    el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I8.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 5)
-                    w.bits(0, 1)
-                    v_ResponseCode = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 1:
-                if True:
-                    bits(0, 1)
-                    if v_ResponseCode is not None: raise _leftover(o)
-                    s = -1
+        if v_ResponseCode is not None:
+            el = 'ResponseCode'
+            _i40 = _I8.get(v_ResponseCode)
+            if _i40 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            bits((_i40 << 2), 9)
+            v_ResponseCode = None
+            if v_ResponseCode is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of ResponseCode')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -13860,29 +11740,21 @@ def _d_SignatureType(r):
                 if ec == 0:
                     el = '@Id'
                     f_Id = r.string(18)
-                    s = 1
+                    if bits(1): raise r.deviation('SignatureType')
+                    el = 'SignedInfo'
+                    f_SignedInfo = _d_SignedInfoType(r)
+                    s = 2
                 elif ec == 1:
                     el = 'SignedInfo'
                     f_SignedInfo = _d_SignedInfoType(r)
                     s = 2
                 else:
                     raise r.deviation('SignatureType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SignedInfo'
-                    f_SignedInfo = _d_SignedInfoType(r)
-                    s = 2
-                else:
-                    raise r.deviation('SignatureType')
             if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SignatureValue'
-                    f_SignatureValue = _d_SignatureValueType(r)
-                    s = 3
-                else:
-                    raise r.deviation('SignatureType')
+                if bits(1): raise r.deviation('SignatureType')
+                el = 'SignatureValue'
+                f_SignatureValue = _d_SignatureValueType(r)
+                s = 3
             if s == 3:
                 ec = bits(2)
                 if ec == 0:
@@ -13895,6 +11767,7 @@ def _d_SignatureType(r):
                     f_Object.append(_v)
                     s = 5
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SignatureType')
@@ -13906,6 +11779,7 @@ def _d_SignatureType(r):
                     f_Object.append(_v)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SignatureType')
@@ -13917,6 +11791,7 @@ def _d_SignatureType(r):
                         _v = _d_ObjectType(r, 112)
                         f_Object.append(_v)
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
@@ -13941,32 +11816,28 @@ def _e_SignatureType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 2)
                     el = '@Id'
+                    bits(0, 2)
                     w.string(v_Id)
-                    v_Id = None
-                    s = 1
-                elif v_SignedInfo is not None:
-                    bits(1, 2)
+                    if not (v_SignedInfo is not None): raise EncodeError('missing content: SignedInfo')
                     el = 'SignedInfo'
+                    bits(0, 1)
+                    v_Id = None
+                    _e_SignedInfoType(w, v_SignedInfo)
+                    v_SignedInfo = None
+                    s = 2
+                elif v_SignedInfo is not None:
+                    el = 'SignedInfo'
+                    bits(1, 2)
                     _e_SignedInfoType(w, v_SignedInfo)
                     v_SignedInfo = None
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, SignedInfo')
-            if s == 1:
-                if v_SignedInfo is not None:
-                    bits(0, 1)
-                    el = 'SignedInfo'
-                    _e_SignedInfoType(w, v_SignedInfo)
-                    v_SignedInfo = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of SignedInfo')
             if s == 2:
                 if v_SignatureValue is not None:
-                    bits(0, 1)
                     el = 'SignatureValue'
+                    bits(0, 1)
                     _e_SignatureValueType(w, v_SignatureValue)
                     v_SignatureValue = None
                     s = 3
@@ -13974,14 +11845,14 @@ def _e_SignatureType(w, o):
                     raise EncodeError('missing content: expected one of SignatureValue')
             if s == 3:
                 if v_KeyInfo is not None:
-                    bits(0, 2)
                     el = 'KeyInfo'
+                    bits(0, 2)
                     _e_KeyInfoType(w, v_KeyInfo)
                     v_KeyInfo = None
                     s = 4
                 elif i_Object < n_Object:
-                    bits(1, 2)
                     el = 'Object'
+                    bits(1, 2)
                     _e_ObjectType(w, v_Object[i_Object])
                     i_Object += 1
                     s = 5
@@ -13991,8 +11862,8 @@ def _e_SignatureType(w, o):
                     s = -1
             if s == 4:
                 if i_Object < n_Object:
-                    bits(0, 2)
                     el = 'Object'
+                    bits(0, 2)
                     _e_ObjectType(w, v_Object[i_Object])
                     i_Object += 1
                     s = 5
@@ -14003,8 +11874,8 @@ def _e_SignatureType(w, o):
             if s == 5:
                 while True:
                     if i_Object < n_Object:
-                        bits(0, 2)
                         el = 'Object'
+                        bits(0, 2)
                         _e_ObjectType(w, v_Object[i_Object])
                         i_Object += 1
                     elif True:
@@ -14031,38 +11902,25 @@ def _d_SignedInfoType(r):
                 if ec == 0:
                     el = '@Id'
                     f_Id = r.string(18)
-                    s = 1
+                    if bits(1): raise r.deviation('SignedInfoType')
+                    el = 'CanonicalizationMethod'
+                    f_CanonicalizationMethod = _d_CanonicalizationMethodType(r, 113)
+                    s = 2
                 elif ec == 1:
                     el = 'CanonicalizationMethod'
                     f_CanonicalizationMethod = _d_CanonicalizationMethodType(r, 113)
                     s = 2
                 else:
                     raise r.deviation('SignedInfoType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'CanonicalizationMethod'
-                    f_CanonicalizationMethod = _d_CanonicalizationMethodType(r, 113)
-                    s = 2
-                else:
-                    raise r.deviation('SignedInfoType')
             if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SignatureMethod'
-                    f_SignatureMethod = _d_SignatureMethodType(r, 114)
-                    s = 3
-                else:
-                    raise r.deviation('SignedInfoType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Reference'
-                    _v = _d_ReferenceType(r)
-                    f_Reference.append(_v)
-                    s = 4
-                else:
-                    raise r.deviation('SignedInfoType')
+                if bits(1): raise r.deviation('SignedInfoType')
+                el = 'SignatureMethod'
+                f_SignatureMethod = _d_SignatureMethodType(r, 114)
+                if bits(1): raise r.deviation('SignedInfoType')
+                el = 'Reference'
+                _v = _d_ReferenceType(r)
+                f_Reference.append(_v)
+                s = 4
             if s == 4:
                 ec = bits(2)
                 if ec == 0:
@@ -14071,6 +11929,7 @@ def _d_SignedInfoType(r):
                     f_Reference.append(_v)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SignedInfoType')
@@ -14082,6 +11941,7 @@ def _d_SignedInfoType(r):
                         _v = _d_ReferenceType(r)
                         f_Reference.append(_v)
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
@@ -14105,50 +11965,42 @@ def _e_SignedInfoType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 2)
                     el = '@Id'
+                    bits(0, 2)
                     w.string(v_Id)
-                    v_Id = None
-                    s = 1
-                elif v_CanonicalizationMethod is not None:
-                    bits(1, 2)
+                    if not (v_CanonicalizationMethod is not None): raise EncodeError('missing content: CanonicalizationMethod')
                     el = 'CanonicalizationMethod'
+                    bits(0, 1)
+                    v_Id = None
+                    _e_CanonicalizationMethodType(w, v_CanonicalizationMethod)
+                    v_CanonicalizationMethod = None
+                    s = 2
+                elif v_CanonicalizationMethod is not None:
+                    el = 'CanonicalizationMethod'
+                    bits(1, 2)
                     _e_CanonicalizationMethodType(w, v_CanonicalizationMethod)
                     v_CanonicalizationMethod = None
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, CanonicalizationMethod')
-            if s == 1:
-                if v_CanonicalizationMethod is not None:
-                    bits(0, 1)
-                    el = 'CanonicalizationMethod'
-                    _e_CanonicalizationMethodType(w, v_CanonicalizationMethod)
-                    v_CanonicalizationMethod = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of CanonicalizationMethod')
             if s == 2:
                 if v_SignatureMethod is not None:
-                    bits(0, 1)
                     el = 'SignatureMethod'
-                    _e_SignatureMethodType(w, v_SignatureMethod)
-                    v_SignatureMethod = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of SignatureMethod')
-            if s == 3:
-                if i_Reference < n_Reference:
                     bits(0, 1)
+                    _e_SignatureMethodType(w, v_SignatureMethod)
+                    if not (i_Reference < n_Reference): raise EncodeError('missing content: Reference')
                     el = 'Reference'
+                    bits(0, 1)
+                    v_SignatureMethod = None
                     _e_ReferenceType(w, v_Reference[i_Reference])
                     i_Reference += 1
                     s = 4
                 else:
-                    raise EncodeError('missing content: expected one of Reference')
+                    raise EncodeError('missing content: expected one of SignatureMethod')
             if s == 4:
                 if i_Reference < n_Reference:
-                    bits(0, 2)
                     el = 'Reference'
+                    bits(0, 2)
                     _e_ReferenceType(w, v_Reference[i_Reference])
                     i_Reference += 1
                     s = 5
@@ -14159,8 +12011,8 @@ def _e_SignedInfoType(w, o):
             if s == 5:
                 while True:
                     if i_Reference < n_Reference:
-                        bits(0, 2)
                         el = 'Reference'
+                        bits(0, 2)
                         _e_ReferenceType(w, v_Reference[i_Reference])
                         i_Reference += 1
                     elif True:
@@ -14181,25 +12033,26 @@ def _d_SignatureMethodType(r, key):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = '@Algorithm'
-                    f_Algorithm = r.string(17)
-                    s = 1
-                else:
-                    raise r.deviation('SignatureMethodType')
+                if bits(1): raise r.deviation('SignatureMethodType')
+                el = '@Algorithm'
+                f_Algorithm = r.string(17)
+                s = 1
             if s == 1:
                 ec = bits(3)
                 if ec == 0:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('SignatureMethodType')
                     el = 'HMACOutputLength'
-                    if bits(1): raise r.deviation('SignatureMethodType')
-                    f_HMACOutputLength = r.sint()
+                    _neg = (x & 1)
+                    f_HMACOutputLength = r.uint()
+                    if _neg: f_HMACOutputLength = -f_HMACOutputLength - 1
                     if bits(1): raise r.deviation('SignatureMethodType')
                     s = 3
                 elif ec == 1:
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 4
                 elif ec == 2:
+                    pass
                     s = -1
                 elif ec == 3:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -14209,15 +12062,19 @@ def _d_SignatureMethodType(r, key):
             if s == 2:
                 ec = bits(3)
                 if ec == 0:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('SignatureMethodType')
                     el = 'HMACOutputLength'
-                    if bits(1): raise r.deviation('SignatureMethodType')
-                    f_HMACOutputLength = r.sint()
+                    _neg = (x & 1)
+                    f_HMACOutputLength = r.uint()
+                    if _neg: f_HMACOutputLength = -f_HMACOutputLength - 1
                     if bits(1): raise r.deviation('SignatureMethodType')
                     s = 3
                 elif ec == 1:
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 4
                 elif ec == 2:
+                    pass
                     s = -1
                 elif ec == 3:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -14230,6 +12087,7 @@ def _d_SignatureMethodType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 4
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -14242,6 +12100,7 @@ def _d_SignatureMethodType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 4
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -14263,8 +12122,8 @@ def _e_SignatureMethodType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Algorithm is not None:
-                    bits(0, 1)
                     el = '@Algorithm'
+                    bits(0, 1)
                     w.string(v_Algorithm)
                     v_Algorithm = None
                     s = 1
@@ -14272,11 +12131,11 @@ def _e_SignatureMethodType(w, o):
                     raise EncodeError('missing content: expected one of Algorithm')
             if s == 1:
                 if v_HMACOutputLength is not None:
-                    bits(0, 3)
                     el = 'HMACOutputLength'
-                    w.bits(0, 1)
-                    w.sint(v_HMACOutputLength)
-                    w.bits(0, 1)
+                    if type(v_HMACOutputLength) is not int: raise EncodeError(f'expected an int, got {v_HMACOutputLength!r}')
+                    bits((v_HMACOutputLength < 0), 5)
+                    w.uint(-v_HMACOutputLength - 1 if v_HMACOutputLength < 0 else v_HMACOutputLength)
+                    bits(0, 1)
                     v_HMACOutputLength = None
                     s = 3
                 elif True:
@@ -14285,11 +12144,11 @@ def _e_SignatureMethodType(w, o):
                     s = -1
             if s == 2:
                 if v_HMACOutputLength is not None:
-                    bits(0, 3)
                     el = 'HMACOutputLength'
-                    w.bits(0, 1)
-                    w.sint(v_HMACOutputLength)
-                    w.bits(0, 1)
+                    if type(v_HMACOutputLength) is not int: raise EncodeError(f'expected an int, got {v_HMACOutputLength!r}')
+                    bits((v_HMACOutputLength < 0), 5)
+                    w.uint(-v_HMACOutputLength - 1 if v_HMACOutputLength < 0 else v_HMACOutputLength)
+                    bits(0, 1)
                     v_HMACOutputLength = None
                     s = 3
                 elif True:
@@ -14323,25 +12182,17 @@ def _d_SignatureValueType(r):
                 if ec == 0:
                     el = '@Id'
                     f_Id = r.string(18)
-                    s = 1
+                    if bits(1): raise r.deviation('SignatureValueType')
+                    f_value = r.binary()
+                    s = 2
                 elif ec == 1:
                     f_value = r.binary()
                     s = 2
                 else:
                     raise r.deviation('SignatureValueType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    f_value = r.binary()
-                    s = 2
-                else:
-                    raise r.deviation('SignatureValueType')
             if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('SignatureValueType')
+                if bits(1): raise r.deviation('SignatureValueType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.SignatureValueType(f_Id, f_value)
@@ -14357,11 +12208,15 @@ def _e_SignatureValueType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 2)
                     el = '@Id'
+                    bits(0, 2)
                     w.string(v_Id)
+                    if not (v_value is not None): raise EncodeError('missing content: text')
+                    bits(0, 1)
                     v_Id = None
-                    s = 1
+                    w.binary(v_value)
+                    v_value = None
+                    s = 2
                 elif v_value is not None:
                     bits(1, 2)
                     w.binary(v_value)
@@ -14369,14 +12224,6 @@ def _e_SignatureValueType(w, o):
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, text')
-            if s == 1:
-                if v_value is not None:
-                    bits(0, 1)
-                    w.binary(v_value)
-                    v_value = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of text')
             if s == 2:
                 if True:
                     bits(0, 1)
@@ -14399,17 +12246,12 @@ def _d_SignaturePropertiesType(r):
                 if ec == 0:
                     el = '@Id'
                     f_Id = r.string(18)
-                    s = 1
-                elif ec == 1:
+                    if bits(1): raise r.deviation('SignaturePropertiesType')
                     el = 'SignatureProperty'
                     _v = _d_SignaturePropertyType(r, 116)
                     f_SignatureProperty.append(_v)
                     s = 2
-                else:
-                    raise r.deviation('SignaturePropertiesType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
                     el = 'SignatureProperty'
                     _v = _d_SignaturePropertyType(r, 116)
                     f_SignatureProperty.append(_v)
@@ -14424,6 +12266,7 @@ def _d_SignaturePropertiesType(r):
                     f_SignatureProperty.append(_v)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SignaturePropertiesType')
@@ -14435,6 +12278,7 @@ def _d_SignaturePropertiesType(r):
                         _v = _d_SignaturePropertyType(r, 116)
                         f_SignatureProperty.append(_v)
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
@@ -14456,32 +12300,28 @@ def _e_SignaturePropertiesType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 2)
                     el = '@Id'
+                    bits(0, 2)
                     w.string(v_Id)
-                    v_Id = None
-                    s = 1
-                elif i_SignatureProperty < n_SignatureProperty:
-                    bits(1, 2)
+                    if not (i_SignatureProperty < n_SignatureProperty): raise EncodeError('missing content: SignatureProperty')
                     el = 'SignatureProperty'
+                    bits(0, 1)
+                    v_Id = None
+                    _e_SignaturePropertyType(w, v_SignatureProperty[i_SignatureProperty])
+                    i_SignatureProperty += 1
+                    s = 2
+                elif i_SignatureProperty < n_SignatureProperty:
+                    el = 'SignatureProperty'
+                    bits(1, 2)
                     _e_SignaturePropertyType(w, v_SignatureProperty[i_SignatureProperty])
                     i_SignatureProperty += 1
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, SignatureProperty')
-            if s == 1:
-                if i_SignatureProperty < n_SignatureProperty:
-                    bits(0, 1)
-                    el = 'SignatureProperty'
-                    _e_SignaturePropertyType(w, v_SignatureProperty[i_SignatureProperty])
-                    i_SignatureProperty += 1
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of SignatureProperty')
             if s == 2:
                 if i_SignatureProperty < n_SignatureProperty:
-                    bits(0, 2)
                     el = 'SignatureProperty'
+                    bits(0, 2)
                     _e_SignaturePropertyType(w, v_SignatureProperty[i_SignatureProperty])
                     i_SignatureProperty += 1
                     s = 3
@@ -14492,8 +12332,8 @@ def _e_SignaturePropertiesType(w, o):
             if s == 3:
                 while True:
                     if i_SignatureProperty < n_SignatureProperty:
-                        bits(0, 2)
                         el = 'SignatureProperty'
+                        bits(0, 2)
                         _e_SignaturePropertyType(w, v_SignatureProperty[i_SignatureProperty])
                         i_SignatureProperty += 1
                     elif True:
@@ -14518,16 +12358,11 @@ def _d_SignaturePropertyType(r, key):
                 if ec == 0:
                     el = '@Id'
                     f_Id = r.string(18)
-                    s = 1
-                elif ec == 1:
+                    if bits(1): raise r.deviation('SignaturePropertyType')
                     el = '@Target'
                     f_Target = r.string(117)
                     s = 2
-                else:
-                    raise r.deviation('SignaturePropertyType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
                     el = '@Target'
                     f_Target = r.string(117)
                     s = 2
@@ -14559,6 +12394,7 @@ def _d_SignaturePropertyType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -14571,6 +12407,7 @@ def _d_SignaturePropertyType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -14592,28 +12429,24 @@ def _e_SignaturePropertyType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 2)
                     el = '@Id'
+                    bits(0, 2)
                     w.string(v_Id)
-                    v_Id = None
-                    s = 1
-                elif v_Target is not None:
-                    bits(1, 2)
+                    if not (v_Target is not None): raise EncodeError('missing content: Target')
                     el = '@Target'
+                    bits(0, 1)
+                    v_Id = None
+                    w.string(v_Target)
+                    v_Target = None
+                    s = 2
+                elif v_Target is not None:
+                    el = '@Target'
+                    bits(1, 2)
                     w.string(v_Target)
                     v_Target = None
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, Target')
-            if s == 1:
-                if v_Target is not None:
-                    bits(0, 1)
-                    el = '@Target'
-                    w.string(v_Target)
-                    v_Target = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of Target')
             if s == 2:
                 if True:
                     raise EncodeError('missing content: expected one of nothing')
@@ -14640,30 +12473,13 @@ def _d_V2G_Message(r):
     f_Header = None
     f_Body = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('V2G_Message')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Body'
-                    f_Body = _d_BodyType(r)
-                    s = 2
-                else:
-                    raise r.deviation('V2G_Message')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('V2G_Message')
+        if bits(1): raise r.deviation('V2G_Message')
+        el = 'Header'
+        f_Header = _d_MessageHeaderType(r)
+        if bits(1): raise r.deviation('V2G_Message')
+        el = 'Body'
+        f_Body = _d_BodyType(r)
+        if bits(1): raise r.deviation('V2G_Message')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdef.V2G_Message(f_Header, f_Body)
@@ -14675,31 +12491,20 @@ def _e_V2G_Message(w, o):
     try:
         v_Header = o.Header
         v_Body = o.Body
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Header is not None:
-                    bits(0, 1)
-                    el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_Body is not None:
-                    bits(0, 1)
-                    el = 'Body'
-                    _e_BodyType(w, v_Body)
-                    v_Body = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of Body')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_Header is not None or v_Body is not None: raise _leftover(o)
-                    s = -1
+        if v_Header is not None:
+            el = 'Header'
+            bits(0, 1)
+            _e_MessageHeaderType(w, v_Header)
+            if not (v_Body is not None): raise EncodeError('missing content: Body')
+            el = 'Body'
+            bits(0, 1)
+            v_Header = None
+            _e_BodyType(w, v_Body)
+            bits(0, 1)
+            v_Body = None
+            if v_Header is not None or v_Body is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Header')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -14714,16 +12519,13 @@ def _d_MessageHeaderType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SessionID'
-                    if bits(1): raise r.deviation('MessageHeaderType')
-                    f_SessionID = r.binary()
-                    if len(f_SessionID) > 8: raise DecodeError(f'length {len(f_SessionID)} outside [0, 8]', r.pos)
-                    if bits(1): raise r.deviation('MessageHeaderType')
-                    s = 1
-                else:
-                    raise r.deviation('MessageHeaderType')
+                x = bits(2)
+                if x & 3: raise r.deviation('MessageHeaderType')
+                el = 'SessionID'
+                f_SessionID = r.binary()
+                if len(f_SessionID) > 8: raise DecodeError(f'length {len(f_SessionID)} outside [0, 8]', r.pos)
+                if bits(1): raise r.deviation('MessageHeaderType')
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
@@ -14735,6 +12537,7 @@ def _d_MessageHeaderType(r):
                     f_Signature = _d_SignatureType(r)
                     s = 3
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('MessageHeaderType')
@@ -14745,15 +12548,13 @@ def _d_MessageHeaderType(r):
                     f_Signature = _d_SignatureType(r)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('MessageHeaderType')
             if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('MessageHeaderType')
+                if bits(1): raise r.deviation('MessageHeaderType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgheader.MessageHeaderType(f_SessionID, f_Notification, f_Signature)
@@ -14770,26 +12571,25 @@ def _e_MessageHeaderType(w, o):
         while s >= 0:
             if s == 0:
                 if v_SessionID is not None:
-                    bits(0, 1)
                     el = 'SessionID'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     if len(v_SessionID) > 8: raise EncodeError(f'length {len(v_SessionID)} outside [0, 8]')
                     w.binary(v_SessionID)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_SessionID = None
                     s = 1
                 else:
                     raise EncodeError('missing content: expected one of SessionID')
             if s == 1:
                 if v_Notification is not None:
-                    bits(0, 2)
                     el = 'Notification'
+                    bits(0, 2)
                     _e_NotificationType(w, v_Notification)
                     v_Notification = None
                     s = 2
                 elif v_Signature is not None:
-                    bits(1, 2)
                     el = 'Signature'
+                    bits(1, 2)
                     _e_SignatureType(w, v_Signature)
                     v_Signature = None
                     s = 3
@@ -14799,8 +12599,8 @@ def _e_MessageHeaderType(w, o):
                     s = -1
             if s == 2:
                 if v_Signature is not None:
-                    bits(0, 2)
                     el = 'Signature'
+                    bits(0, 2)
                     _e_SignatureType(w, v_Signature)
                     v_Signature = None
                     s = 3
@@ -14826,33 +12626,25 @@ def _d_NotificationType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'FaultCode'
-                    if bits(1): raise r.deviation('NotificationType')
-                    f_FaultCode = bits(2)
-                    if f_FaultCode >= 3: raise DecodeError(f'enumeration index {f_FaultCode} out of range (3 values)', r.pos)
-                    f_FaultCode = _E26[f_FaultCode]
-                    if bits(1): raise r.deviation('NotificationType')
-                    s = 1
-                else:
-                    raise r.deviation('NotificationType')
+                x = bits(5)
+                if x & 25: raise r.deviation('NotificationType')
+                el = 'FaultCode'
+                f_FaultCode = ((x >> 1) & 3)
+                if f_FaultCode >= 3: raise DecodeError(f'enumeration index {f_FaultCode} out of range (3 values)', r.pos)
+                f_FaultCode = _E26[f_FaultCode]
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'FaultMsg'
                     if bits(1): raise r.deviation('NotificationType')
+                    el = 'FaultMsg'
                     f_FaultMsg = r.string(120)
                     if len(f_FaultMsg) > 64: raise DecodeError(f'length {len(f_FaultMsg)} outside [0, 64]', r.pos)
-                    if bits(1): raise r.deviation('NotificationType')
-                    s = 2
-                elif ec == 1:
+                    x = bits(2)
+                    if x & 3: raise r.deviation('NotificationType')
                     s = -1
-                else:
-                    raise r.deviation('NotificationType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('NotificationType')
@@ -14871,34 +12663,26 @@ def _e_NotificationType(w, o):
         while s >= 0:
             if s == 0:
                 if v_FaultCode is not None:
-                    bits(0, 1)
                     el = 'FaultCode'
-                    w.bits(0, 1)
-                    _i = _I27.get(v_FaultCode)
-                    if _i is None: raise EncodeError(f'{v_FaultCode!r} is not one of the enumeration faultCodeType')
-                    w.bits(_i, 2)
-                    w.bits(0, 1)
+                    _i41 = _I27.get(v_FaultCode)
+                    if _i41 is None: raise EncodeError(f'{v_FaultCode!r} is not one of the enumeration faultCodeType')
+                    bits((_i41 << 1), 5)
                     v_FaultCode = None
                     s = 1
                 else:
                     raise EncodeError('missing content: expected one of FaultCode')
             if s == 1:
                 if v_FaultMsg is not None:
-                    bits(0, 2)
                     el = 'FaultMsg'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     if len(v_FaultMsg) > 64: raise EncodeError(f'length {len(v_FaultMsg)} outside [0, 64]')
                     w.string(v_FaultMsg)
-                    w.bits(0, 1)
+                    bits(0, 2)
                     v_FaultMsg = None
-                    s = 2
-                elif True:
-                    bits(1, 2)
                     if v_FaultCode is not None or v_FaultMsg is not None: raise _leftover(o)
                     s = -1
-            if s == 2:
-                if True:
-                    bits(0, 1)
+                elif True:
+                    bits(1, 2)
                     if v_FaultCode is not None or v_FaultMsg is not None: raise _leftover(o)
                     s = -1
     except Exception as e:
@@ -15089,15 +12873,13 @@ def _d_BodyType(r):
                     f_WeldingDetectionRes = _d_WeldingDetectionResType(r)
                     s = 1
                 elif ec == 35:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('BodyType')
             if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('BodyType')
+                if bits(1): raise r.deviation('BodyType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdef.BodyType(f_BodyElement, f_CableCheckReq, f_CableCheckRes, f_CertificateInstallationReq, f_CertificateInstallationRes, f_CertificateUpdateReq, f_CertificateUpdateRes, f_ChargeParameterDiscoveryReq, f_ChargeParameterDiscoveryRes, f_ChargingStatusReq, f_ChargingStatusRes, f_ContractAuthenticationReq, f_ContractAuthenticationRes, f_CurrentDemandReq, f_CurrentDemandRes, f_MeteringReceiptReq, f_MeteringReceiptRes, f_PaymentDetailsReq, f_PaymentDetailsRes, f_PowerDeliveryReq, f_PowerDeliveryRes, f_PreChargeReq, f_PreChargeRes, f_ServiceDetailReq, f_ServiceDetailRes, f_ServiceDiscoveryReq, f_ServiceDiscoveryRes, f_ServicePaymentSelectionReq, f_ServicePaymentSelectionRes, f_SessionSetupReq, f_SessionSetupRes, f_SessionStopReq, f_SessionStopRes, f_WeldingDetectionReq, f_WeldingDetectionRes)
@@ -15146,212 +12928,212 @@ def _e_BodyType(w, o):
         while s >= 0:
             if s == 0:
                 if v_BodyElement is not None:
-                    bits(0, 6)
                     el = 'BodyElement'
+                    bits(0, 6)
                     _e_BodyBaseType(w, v_BodyElement)
                     v_BodyElement = None
                     s = 1
                 elif v_CableCheckReq is not None:
-                    bits(1, 6)
                     el = 'CableCheckReq'
+                    bits(1, 6)
                     _e_CableCheckReqType(w, v_CableCheckReq)
                     v_CableCheckReq = None
                     s = 1
                 elif v_CableCheckRes is not None:
-                    bits(2, 6)
                     el = 'CableCheckRes'
+                    bits(2, 6)
                     _e_CableCheckResType(w, v_CableCheckRes)
                     v_CableCheckRes = None
                     s = 1
                 elif v_CertificateInstallationReq is not None:
-                    bits(3, 6)
                     el = 'CertificateInstallationReq'
+                    bits(3, 6)
                     _e_CertificateInstallationReqType(w, v_CertificateInstallationReq)
                     v_CertificateInstallationReq = None
                     s = 1
                 elif v_CertificateInstallationRes is not None:
-                    bits(4, 6)
                     el = 'CertificateInstallationRes'
+                    bits(4, 6)
                     _e_CertificateInstallationResType(w, v_CertificateInstallationRes)
                     v_CertificateInstallationRes = None
                     s = 1
                 elif v_CertificateUpdateReq is not None:
-                    bits(5, 6)
                     el = 'CertificateUpdateReq'
+                    bits(5, 6)
                     _e_CertificateUpdateReqType(w, v_CertificateUpdateReq)
                     v_CertificateUpdateReq = None
                     s = 1
                 elif v_CertificateUpdateRes is not None:
-                    bits(6, 6)
                     el = 'CertificateUpdateRes'
+                    bits(6, 6)
                     _e_CertificateUpdateResType(w, v_CertificateUpdateRes)
                     v_CertificateUpdateRes = None
                     s = 1
                 elif v_ChargeParameterDiscoveryReq is not None:
-                    bits(7, 6)
                     el = 'ChargeParameterDiscoveryReq'
+                    bits(7, 6)
                     _e_ChargeParameterDiscoveryReqType(w, v_ChargeParameterDiscoveryReq)
                     v_ChargeParameterDiscoveryReq = None
                     s = 1
                 elif v_ChargeParameterDiscoveryRes is not None:
-                    bits(8, 6)
                     el = 'ChargeParameterDiscoveryRes'
+                    bits(8, 6)
                     _e_ChargeParameterDiscoveryResType(w, v_ChargeParameterDiscoveryRes)
                     v_ChargeParameterDiscoveryRes = None
                     s = 1
                 elif v_ChargingStatusReq is not None:
-                    bits(9, 6)
                     el = 'ChargingStatusReq'
+                    bits(9, 6)
                     _e_ChargingStatusReqType(w, v_ChargingStatusReq)
                     v_ChargingStatusReq = None
                     s = 1
                 elif v_ChargingStatusRes is not None:
-                    bits(10, 6)
                     el = 'ChargingStatusRes'
+                    bits(10, 6)
                     _e_ChargingStatusResType(w, v_ChargingStatusRes)
                     v_ChargingStatusRes = None
                     s = 1
                 elif v_ContractAuthenticationReq is not None:
-                    bits(11, 6)
                     el = 'ContractAuthenticationReq'
+                    bits(11, 6)
                     _e_ContractAuthenticationReqType(w, v_ContractAuthenticationReq)
                     v_ContractAuthenticationReq = None
                     s = 1
                 elif v_ContractAuthenticationRes is not None:
-                    bits(12, 6)
                     el = 'ContractAuthenticationRes'
+                    bits(12, 6)
                     _e_ContractAuthenticationResType(w, v_ContractAuthenticationRes)
                     v_ContractAuthenticationRes = None
                     s = 1
                 elif v_CurrentDemandReq is not None:
-                    bits(13, 6)
                     el = 'CurrentDemandReq'
+                    bits(13, 6)
                     _e_CurrentDemandReqType(w, v_CurrentDemandReq)
                     v_CurrentDemandReq = None
                     s = 1
                 elif v_CurrentDemandRes is not None:
-                    bits(14, 6)
                     el = 'CurrentDemandRes'
+                    bits(14, 6)
                     _e_CurrentDemandResType(w, v_CurrentDemandRes)
                     v_CurrentDemandRes = None
                     s = 1
                 elif v_MeteringReceiptReq is not None:
-                    bits(15, 6)
                     el = 'MeteringReceiptReq'
+                    bits(15, 6)
                     _e_MeteringReceiptReqType(w, v_MeteringReceiptReq)
                     v_MeteringReceiptReq = None
                     s = 1
                 elif v_MeteringReceiptRes is not None:
-                    bits(16, 6)
                     el = 'MeteringReceiptRes'
+                    bits(16, 6)
                     _e_MeteringReceiptResType(w, v_MeteringReceiptRes)
                     v_MeteringReceiptRes = None
                     s = 1
                 elif v_PaymentDetailsReq is not None:
-                    bits(17, 6)
                     el = 'PaymentDetailsReq'
+                    bits(17, 6)
                     _e_PaymentDetailsReqType(w, v_PaymentDetailsReq)
                     v_PaymentDetailsReq = None
                     s = 1
                 elif v_PaymentDetailsRes is not None:
-                    bits(18, 6)
                     el = 'PaymentDetailsRes'
+                    bits(18, 6)
                     _e_PaymentDetailsResType(w, v_PaymentDetailsRes)
                     v_PaymentDetailsRes = None
                     s = 1
                 elif v_PowerDeliveryReq is not None:
-                    bits(19, 6)
                     el = 'PowerDeliveryReq'
+                    bits(19, 6)
                     _e_PowerDeliveryReqType(w, v_PowerDeliveryReq)
                     v_PowerDeliveryReq = None
                     s = 1
                 elif v_PowerDeliveryRes is not None:
-                    bits(20, 6)
                     el = 'PowerDeliveryRes'
+                    bits(20, 6)
                     _e_PowerDeliveryResType(w, v_PowerDeliveryRes)
                     v_PowerDeliveryRes = None
                     s = 1
                 elif v_PreChargeReq is not None:
-                    bits(21, 6)
                     el = 'PreChargeReq'
+                    bits(21, 6)
                     _e_PreChargeReqType(w, v_PreChargeReq)
                     v_PreChargeReq = None
                     s = 1
                 elif v_PreChargeRes is not None:
-                    bits(22, 6)
                     el = 'PreChargeRes'
+                    bits(22, 6)
                     _e_PreChargeResType(w, v_PreChargeRes)
                     v_PreChargeRes = None
                     s = 1
                 elif v_ServiceDetailReq is not None:
-                    bits(23, 6)
                     el = 'ServiceDetailReq'
+                    bits(23, 6)
                     _e_ServiceDetailReqType(w, v_ServiceDetailReq)
                     v_ServiceDetailReq = None
                     s = 1
                 elif v_ServiceDetailRes is not None:
-                    bits(24, 6)
                     el = 'ServiceDetailRes'
+                    bits(24, 6)
                     _e_ServiceDetailResType(w, v_ServiceDetailRes)
                     v_ServiceDetailRes = None
                     s = 1
                 elif v_ServiceDiscoveryReq is not None:
-                    bits(25, 6)
                     el = 'ServiceDiscoveryReq'
+                    bits(25, 6)
                     _e_ServiceDiscoveryReqType(w, v_ServiceDiscoveryReq)
                     v_ServiceDiscoveryReq = None
                     s = 1
                 elif v_ServiceDiscoveryRes is not None:
-                    bits(26, 6)
                     el = 'ServiceDiscoveryRes'
+                    bits(26, 6)
                     _e_ServiceDiscoveryResType(w, v_ServiceDiscoveryRes)
                     v_ServiceDiscoveryRes = None
                     s = 1
                 elif v_ServicePaymentSelectionReq is not None:
-                    bits(27, 6)
                     el = 'ServicePaymentSelectionReq'
+                    bits(27, 6)
                     _e_ServicePaymentSelectionReqType(w, v_ServicePaymentSelectionReq)
                     v_ServicePaymentSelectionReq = None
                     s = 1
                 elif v_ServicePaymentSelectionRes is not None:
-                    bits(28, 6)
                     el = 'ServicePaymentSelectionRes'
+                    bits(28, 6)
                     _e_ServicePaymentSelectionResType(w, v_ServicePaymentSelectionRes)
                     v_ServicePaymentSelectionRes = None
                     s = 1
                 elif v_SessionSetupReq is not None:
-                    bits(29, 6)
                     el = 'SessionSetupReq'
+                    bits(29, 6)
                     _e_SessionSetupReqType(w, v_SessionSetupReq)
                     v_SessionSetupReq = None
                     s = 1
                 elif v_SessionSetupRes is not None:
-                    bits(30, 6)
                     el = 'SessionSetupRes'
+                    bits(30, 6)
                     _e_SessionSetupResType(w, v_SessionSetupRes)
                     v_SessionSetupRes = None
                     s = 1
                 elif v_SessionStopReq is not None:
-                    bits(31, 6)
                     el = 'SessionStopReq'
+                    bits(31, 6)
                     _e_SessionStopType(w, v_SessionStopReq)
                     v_SessionStopReq = None
                     s = 1
                 elif v_SessionStopRes is not None:
-                    bits(32, 6)
                     el = 'SessionStopRes'
+                    bits(32, 6)
                     _e_SessionStopResType(w, v_SessionStopRes)
                     v_SessionStopRes = None
                     s = 1
                 elif v_WeldingDetectionReq is not None:
-                    bits(33, 6)
                     el = 'WeldingDetectionReq'
+                    bits(33, 6)
                     _e_WeldingDetectionReqType(w, v_WeldingDetectionReq)
                     v_WeldingDetectionReq = None
                     s = 1
                 elif v_WeldingDetectionRes is not None:
-                    bits(34, 6)
                     el = 'WeldingDetectionRes'
+                    bits(34, 6)
                     _e_WeldingDetectionResType(w, v_WeldingDetectionRes)
                     v_WeldingDetectionRes = None
                     s = 1
@@ -15373,22 +13155,10 @@ def _d_WeldingDetectionReqType(r):
     el = ''
     f_DC_EVStatus = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'DC_EVStatus'
-                    f_DC_EVStatus = _d_DC_EVStatusType(r)
-                    s = 1
-                else:
-                    raise r.deviation('WeldingDetectionReqType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('WeldingDetectionReqType')
+        if bits(1): raise r.deviation('WeldingDetectionReqType')
+        el = 'DC_EVStatus'
+        f_DC_EVStatus = _d_DC_EVStatusType(r)
+        if bits(1): raise r.deviation('WeldingDetectionReqType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgbody.WeldingDetectionReqType(f_DC_EVStatus)
@@ -15399,22 +13169,15 @@ def _e_WeldingDetectionReqType(w, o):
     el = ''
     try:
         v_DC_EVStatus = o.DC_EVStatus
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_DC_EVStatus is not None:
-                    bits(0, 1)
-                    el = 'DC_EVStatus'
-                    _e_DC_EVStatusType(w, v_DC_EVStatus)
-                    v_DC_EVStatus = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of DC_EVStatus')
-            if s == 1:
-                if True:
-                    bits(0, 1)
-                    if v_DC_EVStatus is not None: raise _leftover(o)
-                    s = -1
+        if v_DC_EVStatus is not None:
+            el = 'DC_EVStatus'
+            bits(0, 1)
+            _e_DC_EVStatusType(w, v_DC_EVStatus)
+            bits(0, 1)
+            v_DC_EVStatus = None
+            if v_DC_EVStatus is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of DC_EVStatus')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -15426,42 +13189,18 @@ def _d_WeldingDetectionResType(r):
     f_DC_EVSEStatus = None
     f_EVSEPresentVoltage = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('WeldingDetectionResType')
-                    f_ResponseCode = bits(5)
-                    if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.pos)
-                    f_ResponseCode = _E6[f_ResponseCode]
-                    if bits(1): raise r.deviation('WeldingDetectionResType')
-                    s = 1
-                else:
-                    raise r.deviation('WeldingDetectionResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'DC_EVSEStatus'
-                    f_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
-                    s = 2
-                else:
-                    raise r.deviation('WeldingDetectionResType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEPresentVoltage'
-                    f_EVSEPresentVoltage = _d_PhysicalValueType(r)
-                    s = 3
-                else:
-                    raise r.deviation('WeldingDetectionResType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('WeldingDetectionResType')
+        x = bits(9)
+        if x & 387: raise r.deviation('WeldingDetectionResType')
+        el = 'ResponseCode'
+        f_ResponseCode = ((x >> 2) & 31)
+        if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.pos)
+        f_ResponseCode = _E6[f_ResponseCode]
+        el = 'DC_EVSEStatus'
+        f_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
+        if bits(1): raise r.deviation('WeldingDetectionResType')
+        el = 'EVSEPresentVoltage'
+        f_EVSEPresentVoltage = _d_PhysicalValueType(r)
+        if bits(1): raise r.deviation('WeldingDetectionResType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgbody.WeldingDetectionResType(f_ResponseCode, f_DC_EVSEStatus, f_EVSEPresentVoltage)
@@ -15474,44 +13213,25 @@ def _e_WeldingDetectionResType(w, o):
         v_ResponseCode = o.ResponseCode
         v_DC_EVSEStatus = o.DC_EVSEStatus
         v_EVSEPresentVoltage = o.EVSEPresentVoltage
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_ResponseCode is not None:
-                    bits(0, 1)
-                    el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I8.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 5)
-                    w.bits(0, 1)
-                    v_ResponseCode = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 1:
-                if v_DC_EVSEStatus is not None:
-                    bits(0, 1)
-                    el = 'DC_EVSEStatus'
-                    _e_DC_EVSEStatusType(w, v_DC_EVSEStatus)
-                    v_DC_EVSEStatus = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of DC_EVSEStatus')
-            if s == 2:
-                if v_EVSEPresentVoltage is not None:
-                    bits(0, 1)
-                    el = 'EVSEPresentVoltage'
-                    _e_PhysicalValueType(w, v_EVSEPresentVoltage)
-                    v_EVSEPresentVoltage = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of EVSEPresentVoltage')
-            if s == 3:
-                if True:
-                    bits(0, 1)
-                    if v_ResponseCode is not None or v_DC_EVSEStatus is not None or v_EVSEPresentVoltage is not None: raise _leftover(o)
-                    s = -1
+        if v_ResponseCode is not None:
+            el = 'ResponseCode'
+            _i42 = _I8.get(v_ResponseCode)
+            if _i42 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (v_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
+            el = 'DC_EVSEStatus'
+            bits((_i42 << 2), 9)
+            v_ResponseCode = None
+            _e_DC_EVSEStatusType(w, v_DC_EVSEStatus)
+            if not (v_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
+            el = 'EVSEPresentVoltage'
+            bits(0, 1)
+            v_DC_EVSEStatus = None
+            _e_PhysicalValueType(w, v_EVSEPresentVoltage)
+            bits(0, 1)
+            v_EVSEPresentVoltage = None
+            if v_ResponseCode is not None or v_DC_EVSEStatus is not None or v_EVSEPresentVoltage is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of ResponseCode')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -15705,9 +13425,9 @@ def _de26(r):  # DigestValue
     return v
 
 def _ee26(w, v):  # DigestValue
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de27(r):  # EVChargeParameter
     bits = r.bits
@@ -15766,9 +13486,9 @@ def _de34(r):  # KeyName
     return v
 
 def _ee34(w, v):  # KeyName
-    w.bits(0, 1)
+    bits(0, 1)
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de35(r):  # KeyValue
     bits = r.bits
@@ -15806,9 +13526,9 @@ def _de39(r):  # MgmtData
     return v
 
 def _ee39(w, v):  # MgmtData
-    w.bits(0, 1)
+    bits(0, 1)
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de40(r):  # Object
     bits = r.bits
@@ -16206,45 +13926,37 @@ def _ee83(w, v):  # Body
 
 def _de84(r):  # BulkChargingComplete
     bits = r.bits
-    if bits(1): raise r.deviation('BulkChargingComplete')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('BulkChargingComplete')
+    x = bits(3)
+    if x & 5: raise r.deviation('BulkChargingComplete')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee84(w, v):  # BulkChargingComplete
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de85(r):  # BulkChargingComplete
     bits = r.bits
-    if bits(1): raise r.deviation('BulkChargingComplete')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('BulkChargingComplete')
+    x = bits(3)
+    if x & 5: raise r.deviation('BulkChargingComplete')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee85(w, v):  # BulkChargingComplete
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de86(r):  # BulkSOC
     bits = r.bits
-    if bits(1): raise r.deviation('BulkSOC')
-    v = bits(7)
+    x = bits(9)
+    if x & 257: raise r.deviation('BulkSOC')
+    v = ((x >> 1) & 127)
     if v > 100: raise DecodeError(f'value {v} above maximum 100', r.pos)
-    if bits(1): raise r.deviation('BulkSOC')
     return v
 
 def _ee86(w, v):  # BulkSOC
-    w.bits(0, 1)
     if not 0 <= v <= 100: raise EncodeError(f'value {v!r} outside [0, 100]')
-    w.bits(v, 7)
-    w.bits(0, 1)
+    bits((v << 1), 9)
 
 def _de87(r):  # Certificate
     bits = r.bits
@@ -16255,10 +13967,10 @@ def _de87(r):  # Certificate
     return v
 
 def _ee87(w, v):  # Certificate
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) > 1200: raise EncodeError(f'length {len(v)} outside [0, 1200]')
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de88(r):  # ChargeService
     bits = r.bits
@@ -16269,31 +13981,25 @@ def _ee88(w, v):  # ChargeService
 
 def _de89(r):  # ChargingComplete
     bits = r.bits
-    if bits(1): raise r.deviation('ChargingComplete')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('ChargingComplete')
+    x = bits(3)
+    if x & 5: raise r.deviation('ChargingComplete')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee89(w, v):  # ChargingComplete
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de90(r):  # ChargingComplete
     bits = r.bits
-    if bits(1): raise r.deviation('ChargingComplete')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('ChargingComplete')
+    x = bits(3)
+    if x & 5: raise r.deviation('ChargingComplete')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee90(w, v):  # ChargingComplete
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de91(r):  # ChargingProfile
     bits = r.bits
@@ -16304,17 +14010,20 @@ def _ee91(w, v):  # ChargingProfile
 
 def _de92(r):  # ChargingProfileEntryMaxPower
     bits = r.bits
-    if bits(1): raise r.deviation('ChargingProfileEntryMaxPower')
-    v = r.sint()
+    x = bits(2)
+    if x & 2: raise r.deviation('ChargingProfileEntryMaxPower')
+    _neg = (x & 1)
+    v = r.uint()
+    if _neg: v = -v - 1
     if v < -32768 or v > 32767: raise DecodeError(f'value {v} outside [-32768, 32767]', r.pos)
     if bits(1): raise r.deviation('ChargingProfileEntryMaxPower')
     return v
 
 def _ee92(w, v):  # ChargingProfileEntryMaxPower
-    w.bits(0, 1)
     if v < -32768 or v > 32767: raise EncodeError(f'value {v!r} outside [-32768, 32767]')
-    w.sint(v)
-    w.bits(0, 1)
+    bits((v < 0), 2)
+    w.uint(-v - 1 if v < 0 else v)
+    bits(0, 1)
 
 def _de93(r):  # ChargingProfileEntryStart
     bits = r.bits
@@ -16325,10 +14034,10 @@ def _de93(r):  # ChargingProfileEntryStart
     return v
 
 def _ee93(w, v):  # ChargingProfileEntryStart
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 4294967295: raise EncodeError(f'value {v!r} outside [0, 4294967295]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de94(r):  # ConsumptionCost
     bits = r.bits
@@ -16346,10 +14055,10 @@ def _de95(r):  # ContractID
     return v
 
 def _ee95(w, v):  # ContractID
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) > 24: raise EncodeError(f'length {len(v)} outside [0, 24]')
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de96(r):  # ContractSignatureCertChain
     bits = r.bits
@@ -16367,10 +14076,10 @@ def _de97(r):  # ContractSignatureEncryptedPrivateKey
     return v
 
 def _ee97(w, v):  # ContractSignatureEncryptedPrivateKey
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) > 128: raise EncodeError(f'length {len(v)} outside [0, 128]')
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de98(r):  # Cost
     bits = r.bits
@@ -16416,24 +14125,27 @@ def _de103(r):  # DHParams
     return v
 
 def _ee103(w, v):  # DHParams
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) > 256: raise EncodeError(f'length {len(v)} outside [0, 256]')
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de104(r):  # DateTimeNow
     bits = r.bits
-    if bits(1): raise r.deviation('DateTimeNow')
-    v = r.sint()
+    x = bits(2)
+    if x & 2: raise r.deviation('DateTimeNow')
+    _neg = (x & 1)
+    v = r.uint()
+    if _neg: v = -v - 1
     if v < -9223372036854775808 or v > 9223372036854775807: raise DecodeError(f'value {v} outside [-9223372036854775808, 9223372036854775807]', r.pos)
     if bits(1): raise r.deviation('DateTimeNow')
     return v
 
 def _ee104(w, v):  # DateTimeNow
-    w.bits(0, 1)
     if v < -9223372036854775808 or v > 9223372036854775807: raise EncodeError(f'value {v!r} outside [-9223372036854775808, 9223372036854775807]')
-    w.sint(v)
-    w.bits(0, 1)
+    bits((v < 0), 2)
+    w.uint(-v - 1 if v < 0 else v)
+    bits(0, 1)
 
 def _de105(r):  # DepartureTime
     bits = r.bits
@@ -16444,10 +14156,10 @@ def _de105(r):  # DepartureTime
     return v
 
 def _ee105(w, v):  # DepartureTime
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 4294967295: raise EncodeError(f'value {v!r} outside [0, 4294967295]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de106(r):  # EAmount
     bits = r.bits
@@ -16458,16 +14170,14 @@ def _ee106(w, v):  # EAmount
 
 def _de107(r):  # EPriceLevel
     bits = r.bits
-    if bits(1): raise r.deviation('EPriceLevel')
-    v = bits(8)
-    if bits(1): raise r.deviation('EPriceLevel')
+    x = bits(10)
+    if x & 513: raise r.deviation('EPriceLevel')
+    v = ((x >> 1) & 255)
     return v
 
 def _ee107(w, v):  # EPriceLevel
-    w.bits(0, 1)
     if not 0 <= v <= 255: raise EncodeError(f'value {v!r} outside [0, 255]')
-    w.bits(v, 8)
-    w.bits(0, 1)
+    bits((v << 1), 10)
 
 def _de108(r):  # EVCCID
     bits = r.bits
@@ -16478,24 +14188,21 @@ def _de108(r):  # EVCCID
     return v
 
 def _ee108(w, v):  # EVCCID
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) > 8: raise EncodeError(f'length {len(v)} outside [0, 8]')
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de109(r):  # EVCabinConditioning
     bits = r.bits
-    if bits(1): raise r.deviation('EVCabinConditioning')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('EVCabinConditioning')
+    x = bits(3)
+    if x & 5: raise r.deviation('EVCabinConditioning')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee109(w, v):  # EVCabinConditioning
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de110(r):  # EVEnergyCapacity
     bits = r.bits
@@ -16513,19 +14220,17 @@ def _ee111(w, v):  # EVEnergyRequest
 
 def _de112(r):  # EVErrorCode
     bits = r.bits
-    if bits(1): raise r.deviation('EVErrorCode')
-    v = bits(4)
+    x = bits(6)
+    if x & 33: raise r.deviation('EVErrorCode')
+    v = ((x >> 1) & 15)
     if v >= 12: raise DecodeError(f'enumeration index {v} out of range (12 values)', r.pos)
     v = _E4[v]
-    if bits(1): raise r.deviation('EVErrorCode')
     return v
 
 def _ee112(w, v):  # EVErrorCode
-    w.bits(0, 1)
-    _i = _I5.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration DC_EVErrorCodeType')
-    w.bits(_i, 4)
-    w.bits(0, 1)
+    _i43 = _I5.get(v)
+    if _i43 is None: raise EncodeError(f'{v!r} is not one of the enumeration DC_EVErrorCodeType')
+    bits((_i43 << 1), 6)
 
 def _de113(r):  # EVMaxCurrent
     bits = r.bits
@@ -16592,75 +14297,62 @@ def _ee121(w, v):  # EVMinCurrent
 
 def _de122(r):  # EVRESSConditioning
     bits = r.bits
-    if bits(1): raise r.deviation('EVRESSConditioning')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('EVRESSConditioning')
+    x = bits(3)
+    if x & 5: raise r.deviation('EVRESSConditioning')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee122(w, v):  # EVRESSConditioning
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de123(r):  # EVRESSSOC
     bits = r.bits
-    if bits(1): raise r.deviation('EVRESSSOC')
-    v = bits(7)
+    x = bits(9)
+    if x & 257: raise r.deviation('EVRESSSOC')
+    v = ((x >> 1) & 127)
     if v > 100: raise DecodeError(f'value {v} above maximum 100', r.pos)
-    if bits(1): raise r.deviation('EVRESSSOC')
     return v
 
 def _ee123(w, v):  # EVRESSSOC
-    w.bits(0, 1)
     if not 0 <= v <= 100: raise EncodeError(f'value {v!r} outside [0, 100]')
-    w.bits(v, 7)
-    w.bits(0, 1)
+    bits((v << 1), 9)
 
 def _de124(r):  # EVReady
     bits = r.bits
-    if bits(1): raise r.deviation('EVReady')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('EVReady')
+    x = bits(3)
+    if x & 5: raise r.deviation('EVReady')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee124(w, v):  # EVReady
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de125(r):  # EVRequestedEnergyTransferType
     bits = r.bits
-    if bits(1): raise r.deviation('EVRequestedEnergyTransferType')
-    v = bits(3)
+    x = bits(5)
+    if x & 17: raise r.deviation('EVRequestedEnergyTransferType')
+    v = ((x >> 1) & 7)
     if v >= 6: raise DecodeError(f'enumeration index {v} out of range (6 values)', r.pos)
     v = _E14[v]
-    if bits(1): raise r.deviation('EVRequestedEnergyTransferType')
     return v
 
 def _ee125(w, v):  # EVRequestedEnergyTransferType
-    w.bits(0, 1)
-    _i = _I15.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration EVRequestedEnergyTransferType')
-    w.bits(_i, 3)
-    w.bits(0, 1)
+    _i44 = _I15.get(v)
+    if _i44 is None: raise EncodeError(f'{v!r} is not one of the enumeration EVRequestedEnergyTransferType')
+    bits((_i44 << 1), 5)
 
 def _de126(r):  # EVSECurrentLimitAchieved
     bits = r.bits
-    if bits(1): raise r.deviation('EVSECurrentLimitAchieved')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('EVSECurrentLimitAchieved')
+    x = bits(3)
+    if x & 5: raise r.deviation('EVSECurrentLimitAchieved')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee126(w, v):  # EVSECurrentLimitAchieved
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de127(r):  # EVSECurrentRegulationTolerance
     bits = r.bits
@@ -16685,24 +14377,22 @@ def _de129(r):  # EVSEID
     return v
 
 def _ee129(w, v):  # EVSEID
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) > 32: raise EncodeError(f'length {len(v)} outside [0, 32]')
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de130(r):  # EVSEIsolationStatus
     bits = r.bits
-    if bits(1): raise r.deviation('EVSEIsolationStatus')
-    v = _E10[bits(2)]
-    if bits(1): raise r.deviation('EVSEIsolationStatus')
+    x = bits(4)
+    if x & 9: raise r.deviation('EVSEIsolationStatus')
+    v = _E10[((x >> 1) & 3)]
     return v
 
 def _ee130(w, v):  # EVSEIsolationStatus
-    w.bits(0, 1)
-    _i = _I12.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration isolationLevelType')
-    w.bits(_i, 2)
-    w.bits(0, 1)
+    _i45 = _I12.get(v)
+    if _i45 is None: raise EncodeError(f'{v!r} is not one of the enumeration isolationLevelType')
+    bits((_i45 << 1), 4)
 
 def _de131(r):  # EVSEMaxCurrent
     bits = r.bits
@@ -16790,19 +14480,17 @@ def _ee142(w, v):  # EVSEMinimumVoltageLimit
 
 def _de143(r):  # EVSENotification
     bits = r.bits
-    if bits(1): raise r.deviation('EVSENotification')
-    v = bits(2)
+    x = bits(4)
+    if x & 9: raise r.deviation('EVSENotification')
+    v = ((x >> 1) & 3)
     if v >= 3: raise DecodeError(f'enumeration index {v} out of range (3 values)', r.pos)
     v = _E2[v]
-    if bits(1): raise r.deviation('EVSENotification')
     return v
 
 def _ee143(w, v):  # EVSENotification
-    w.bits(0, 1)
-    _i = _I3.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration EVSENotificationType')
-    w.bits(_i, 2)
-    w.bits(0, 1)
+    _i46 = _I3.get(v)
+    if _i46 is None: raise EncodeError(f'{v!r} is not one of the enumeration EVSENotificationType')
+    bits((_i46 << 1), 4)
 
 def _de144(r):  # EVSEPeakCurrentRipple
     bits = r.bits
@@ -16813,17 +14501,14 @@ def _ee144(w, v):  # EVSEPeakCurrentRipple
 
 def _de145(r):  # EVSEPowerLimitAchieved
     bits = r.bits
-    if bits(1): raise r.deviation('EVSEPowerLimitAchieved')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('EVSEPowerLimitAchieved')
+    x = bits(3)
+    if x & 5: raise r.deviation('EVSEPowerLimitAchieved')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee145(w, v):  # EVSEPowerLimitAchieved
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de146(r):  # EVSEPresentCurrent
     bits = r.bits
@@ -16841,47 +14526,40 @@ def _ee147(w, v):  # EVSEPresentVoltage
 
 def _de148(r):  # EVSEProcessing
     bits = r.bits
-    if bits(1): raise r.deviation('EVSEProcessing')
-    v = _E7[bits(1)]
-    if bits(1): raise r.deviation('EVSEProcessing')
+    x = bits(3)
+    if x & 5: raise r.deviation('EVSEProcessing')
+    v = _E7[((x >> 1) & 1)]
     return v
 
 def _ee148(w, v):  # EVSEProcessing
-    w.bits(0, 1)
-    _i = _I9.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration EVSEProcessingType')
-    w.bits(_i, 1)
-    w.bits(0, 1)
+    _i47 = _I9.get(v)
+    if _i47 is None: raise EncodeError(f'{v!r} is not one of the enumeration EVSEProcessingType')
+    bits((_i47 << 1), 3)
 
 def _de149(r):  # EVSEStatusCode
     bits = r.bits
-    if bits(1): raise r.deviation('EVSEStatusCode')
-    v = bits(4)
+    x = bits(6)
+    if x & 33: raise r.deviation('EVSEStatusCode')
+    v = ((x >> 1) & 15)
     if v >= 12: raise DecodeError(f'enumeration index {v} out of range (12 values)', r.pos)
     v = _E11[v]
-    if bits(1): raise r.deviation('EVSEStatusCode')
     return v
 
 def _ee149(w, v):  # EVSEStatusCode
-    w.bits(0, 1)
-    _i = _I13.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration DC_EVSEStatusCodeType')
-    w.bits(_i, 4)
-    w.bits(0, 1)
+    _i48 = _I13.get(v)
+    if _i48 is None: raise EncodeError(f'{v!r} is not one of the enumeration DC_EVSEStatusCodeType')
+    bits((_i48 << 1), 6)
 
 def _de150(r):  # EVSEVoltageLimitAchieved
     bits = r.bits
-    if bits(1): raise r.deviation('EVSEVoltageLimitAchieved')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('EVSEVoltageLimitAchieved')
+    x = bits(3)
+    if x & 5: raise r.deviation('EVSEVoltageLimitAchieved')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee150(w, v):  # EVSEVoltageLimitAchieved
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de151(r):  # EVTargetCurrent
     bits = r.bits
@@ -16899,19 +14577,17 @@ def _ee152(w, v):  # EVTargetVoltage
 
 def _de153(r):  # EnergyTransferType
     bits = r.bits
-    if bits(1): raise r.deviation('EnergyTransferType')
-    v = bits(4)
+    x = bits(6)
+    if x & 33: raise r.deviation('EnergyTransferType')
+    v = ((x >> 1) & 15)
     if v >= 10: raise DecodeError(f'enumeration index {v} out of range (10 values)', r.pos)
     v = _E18[v]
-    if bits(1): raise r.deviation('EnergyTransferType')
     return v
 
 def _ee153(w, v):  # EnergyTransferType
-    w.bits(0, 1)
-    _i = _I19.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration EVSESupportedEnergyTransferType')
-    w.bits(_i, 4)
-    w.bits(0, 1)
+    _i49 = _I19.get(v)
+    if _i49 is None: raise EncodeError(f'{v!r} is not one of the enumeration EVSESupportedEnergyTransferType')
+    bits((_i49 << 1), 6)
 
 def _de154(r):  # Exponent
     bits = r.bits
@@ -16921,25 +14597,23 @@ def _de154(r):  # Exponent
     return v
 
 def _ee154(w, v):  # Exponent
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de155(r):  # FaultCode
     bits = r.bits
-    if bits(1): raise r.deviation('FaultCode')
-    v = bits(2)
+    x = bits(4)
+    if x & 9: raise r.deviation('FaultCode')
+    v = ((x >> 1) & 3)
     if v >= 3: raise DecodeError(f'enumeration index {v} out of range (3 values)', r.pos)
     v = _E26[v]
-    if bits(1): raise r.deviation('FaultCode')
     return v
 
 def _ee155(w, v):  # FaultCode
-    w.bits(0, 1)
-    _i = _I27.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration faultCodeType')
-    w.bits(_i, 2)
-    w.bits(0, 1)
+    _i50 = _I27.get(v)
+    if _i50 is None: raise EncodeError(f'{v!r} is not one of the enumeration faultCodeType')
+    bits((_i50 << 1), 4)
 
 def _de156(r):  # FaultMsg
     bits = r.bits
@@ -16950,38 +14624,33 @@ def _de156(r):  # FaultMsg
     return v
 
 def _ee156(w, v):  # FaultMsg
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) > 64: raise EncodeError(f'length {len(v)} outside [0, 64]')
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de157(r):  # FreeService
     bits = r.bits
-    if bits(1): raise r.deviation('FreeService')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('FreeService')
+    x = bits(3)
+    if x & 5: raise r.deviation('FreeService')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee157(w, v):  # FreeService
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de158(r):  # FullSOC
     bits = r.bits
-    if bits(1): raise r.deviation('FullSOC')
-    v = bits(7)
+    x = bits(9)
+    if x & 257: raise r.deviation('FullSOC')
+    v = ((x >> 1) & 127)
     if v > 100: raise DecodeError(f'value {v} above maximum 100', r.pos)
-    if bits(1): raise r.deviation('FullSOC')
     return v
 
 def _ee158(w, v):  # FullSOC
-    w.bits(0, 1)
     if not 0 <= v <= 100: raise EncodeError(f'value {v!r} outside [0, 100]')
-    w.bits(v, 7)
-    w.bits(0, 1)
+    bits((v << 1), 9)
 
 def _de159(r):  # G
     bits = r.bits
@@ -16991,9 +14660,9 @@ def _de159(r):  # G
     return v
 
 def _ee159(w, v):  # G
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de160(r):  # GenChallenge
     bits = r.bits
@@ -17003,21 +14672,25 @@ def _de160(r):  # GenChallenge
     return v
 
 def _ee160(w, v):  # GenChallenge
-    w.bits(0, 1)
+    bits(0, 1)
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de161(r):  # HMACOutputLength
     bits = r.bits
-    if bits(1): raise r.deviation('HMACOutputLength')
-    v = r.sint()
+    x = bits(2)
+    if x & 2: raise r.deviation('HMACOutputLength')
+    _neg = (x & 1)
+    v = r.uint()
+    if _neg: v = -v - 1
     if bits(1): raise r.deviation('HMACOutputLength')
     return v
 
 def _ee161(w, v):  # HMACOutputLength
-    w.bits(0, 1)
-    w.sint(v)
-    w.bits(0, 1)
+    if type(v) is not int: raise EncodeError(f'expected an int, got {v!r}')
+    bits((v < 0), 2)
+    w.uint(-v - 1 if v < 0 else v)
+    bits(0, 1)
 
 def _de162(r):  # Header
     bits = r.bits
@@ -17034,9 +14707,9 @@ def _de163(r):  # J
     return v
 
 def _ee163(w, v):  # J
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de164(r):  # ListOfRootCertificateIDs
     bits = r.bits
@@ -17054,10 +14727,10 @@ def _de165(r):  # MeterID
     return v
 
 def _ee165(w, v):  # MeterID
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) > 32: raise EncodeError(f'length {len(v)} outside [0, 32]')
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de166(r):  # MeterInfo
     bits = r.bits
@@ -17075,17 +14748,20 @@ def _ee167(w, v):  # MeterReading
 
 def _de168(r):  # MeterStatus
     bits = r.bits
-    if bits(1): raise r.deviation('MeterStatus')
-    v = r.sint()
+    x = bits(2)
+    if x & 2: raise r.deviation('MeterStatus')
+    _neg = (x & 1)
+    v = r.uint()
+    if _neg: v = -v - 1
     if v < -32768 or v > 32767: raise DecodeError(f'value {v} outside [-32768, 32767]', r.pos)
     if bits(1): raise r.deviation('MeterStatus')
     return v
 
 def _ee168(w, v):  # MeterStatus
-    w.bits(0, 1)
     if v < -32768 or v > 32767: raise EncodeError(f'value {v!r} outside [-32768, 32767]')
-    w.sint(v)
-    w.bits(0, 1)
+    bits((v < 0), 2)
+    w.uint(-v - 1 if v < 0 else v)
+    bits(0, 1)
 
 def _de169(r):  # Modulus
     bits = r.bits
@@ -17095,23 +14771,21 @@ def _de169(r):  # Modulus
     return v
 
 def _ee169(w, v):  # Modulus
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de170(r):  # Multiplier
     bits = r.bits
-    if bits(1): raise r.deviation('Multiplier')
-    v = bits(3) + -3
+    x = bits(5)
+    if x & 17: raise r.deviation('Multiplier')
+    v = ((x >> 1) & 7) + -3
     if v > 3: raise DecodeError(f'value {v} above maximum 3', r.pos)
-    if bits(1): raise r.deviation('Multiplier')
     return v
 
 def _ee170(w, v):  # Multiplier
-    w.bits(0, 1)
     if not -3 <= v <= 3: raise EncodeError(f'value {v!r} outside [-3, 3]')
-    w.bits(v - -3, 3)
-    w.bits(0, 1)
+    bits(((v - -3) << 1), 5)
 
 def _de171(r):  # Notification
     bits = r.bits
@@ -17129,23 +14803,21 @@ def _de172(r):  # NotificationMaxDelay
     return v
 
 def _ee172(w, v):  # NotificationMaxDelay
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 4294967295: raise EncodeError(f'value {v!r} outside [0, 4294967295]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de173(r):  # NumEPriceLevels
     bits = r.bits
-    if bits(1): raise r.deviation('NumEPriceLevels')
-    v = bits(8)
-    if bits(1): raise r.deviation('NumEPriceLevels')
+    x = bits(10)
+    if x & 513: raise r.deviation('NumEPriceLevels')
+    v = ((x >> 1) & 255)
     return v
 
 def _ee173(w, v):  # NumEPriceLevels
-    w.bits(0, 1)
     if not 0 <= v <= 255: raise EncodeError(f'value {v!r} outside [0, 255]')
-    w.bits(v, 8)
-    w.bits(0, 1)
+    bits((v << 1), 10)
 
 def _de174(r):  # OEMProvisioningCert
     bits = r.bits
@@ -17156,10 +14828,10 @@ def _de174(r):  # OEMProvisioningCert
     return v
 
 def _ee174(w, v):  # OEMProvisioningCert
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) > 1200: raise EncodeError(f'length {len(v)} outside [0, 1200]')
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de175(r):  # P
     bits = r.bits
@@ -17169,9 +14841,9 @@ def _de175(r):  # P
     return v
 
 def _ee175(w, v):  # P
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de176(r):  # PGPKeyID
     bits = r.bits
@@ -17181,9 +14853,9 @@ def _de176(r):  # PGPKeyID
     return v
 
 def _ee176(w, v):  # PGPKeyID
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de177(r):  # PGPKeyPacket
     bits = r.bits
@@ -17193,23 +14865,26 @@ def _de177(r):  # PGPKeyPacket
     return v
 
 def _ee177(w, v):  # PGPKeyPacket
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de178(r):  # PMax
     bits = r.bits
-    if bits(1): raise r.deviation('PMax')
-    v = r.sint()
+    x = bits(2)
+    if x & 2: raise r.deviation('PMax')
+    _neg = (x & 1)
+    v = r.uint()
+    if _neg: v = -v - 1
     if v < -32768 or v > 32767: raise DecodeError(f'value {v} outside [-32768, 32767]', r.pos)
     if bits(1): raise r.deviation('PMax')
     return v
 
 def _ee178(w, v):  # PMax
-    w.bits(0, 1)
     if v < -32768 or v > 32767: raise EncodeError(f'value {v!r} outside [-32768, 32767]')
-    w.sint(v)
-    w.bits(0, 1)
+    bits((v < 0), 2)
+    w.uint(-v - 1 if v < 0 else v)
+    bits(0, 1)
 
 def _de179(r):  # PMaxSchedule
     bits = r.bits
@@ -17220,17 +14895,20 @@ def _ee179(w, v):  # PMaxSchedule
 
 def _de180(r):  # PMaxScheduleID
     bits = r.bits
-    if bits(1): raise r.deviation('PMaxScheduleID')
-    v = r.sint()
+    x = bits(2)
+    if x & 2: raise r.deviation('PMaxScheduleID')
+    _neg = (x & 1)
+    v = r.uint()
+    if _neg: v = -v - 1
     if v < -32768 or v > 32767: raise DecodeError(f'value {v} outside [-32768, 32767]', r.pos)
     if bits(1): raise r.deviation('PMaxScheduleID')
     return v
 
 def _ee180(w, v):  # PMaxScheduleID
-    w.bits(0, 1)
     if v < -32768 or v > 32767: raise EncodeError(f'value {v!r} outside [-32768, 32767]')
-    w.sint(v)
-    w.bits(0, 1)
+    bits((v < 0), 2)
+    w.uint(-v - 1 if v < 0 else v)
+    bits(0, 1)
 
 def _de181(r):  # Parameter
     bits = r.bits
@@ -17248,31 +14926,32 @@ def _ee182(w, v):  # ParameterSet
 
 def _de183(r):  # ParameterSetID
     bits = r.bits
-    if bits(1): raise r.deviation('ParameterSetID')
-    v = r.sint()
+    x = bits(2)
+    if x & 2: raise r.deviation('ParameterSetID')
+    _neg = (x & 1)
+    v = r.uint()
+    if _neg: v = -v - 1
     if v < -32768 or v > 32767: raise DecodeError(f'value {v} outside [-32768, 32767]', r.pos)
     if bits(1): raise r.deviation('ParameterSetID')
     return v
 
 def _ee183(w, v):  # ParameterSetID
-    w.bits(0, 1)
     if v < -32768 or v > 32767: raise EncodeError(f'value {v!r} outside [-32768, 32767]')
-    w.sint(v)
-    w.bits(0, 1)
+    bits((v < 0), 2)
+    w.uint(-v - 1 if v < 0 else v)
+    bits(0, 1)
 
 def _de184(r):  # PaymentOption
     bits = r.bits
-    if bits(1): raise r.deviation('PaymentOption')
-    v = _E24[bits(1)]
-    if bits(1): raise r.deviation('PaymentOption')
+    x = bits(3)
+    if x & 5: raise r.deviation('PaymentOption')
+    v = _E24[((x >> 1) & 1)]
     return v
 
 def _ee184(w, v):  # PaymentOption
-    w.bits(0, 1)
-    _i = _I25.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration paymentOptionType')
-    w.bits(_i, 1)
-    w.bits(0, 1)
+    _i51 = _I25.get(v)
+    if _i51 is None: raise EncodeError(f'{v!r} is not one of the enumeration paymentOptionType')
+    bits((_i51 << 1), 3)
 
 def _de185(r):  # PaymentOptions
     bits = r.bits
@@ -17289,23 +14968,20 @@ def _de186(r):  # PgenCounter
     return v
 
 def _ee186(w, v):  # PgenCounter
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de187(r):  # PowerSwitchClosed
     bits = r.bits
-    if bits(1): raise r.deviation('PowerSwitchClosed')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('PowerSwitchClosed')
+    x = bits(3)
+    if x & 5: raise r.deviation('PowerSwitchClosed')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee187(w, v):  # PowerSwitchClosed
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de188(r):  # ProfileEntry
     bits = r.bits
@@ -17322,51 +14998,42 @@ def _de189(r):  # Q
     return v
 
 def _ee189(w, v):  # Q
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de190(r):  # RCD
     bits = r.bits
-    if bits(1): raise r.deviation('RCD')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('RCD')
+    x = bits(3)
+    if x & 5: raise r.deviation('RCD')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee190(w, v):  # RCD
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de191(r):  # ReadyToChargeState
     bits = r.bits
-    if bits(1): raise r.deviation('ReadyToChargeState')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('ReadyToChargeState')
+    x = bits(3)
+    if x & 5: raise r.deviation('ReadyToChargeState')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee191(w, v):  # ReadyToChargeState
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de192(r):  # ReceiptRequired
     bits = r.bits
-    if bits(1): raise r.deviation('ReceiptRequired')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('ReceiptRequired')
+    x = bits(3)
+    if x & 5: raise r.deviation('ReceiptRequired')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee192(w, v):  # ReceiptRequired
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de193(r):  # RemainingTimeToBulkSoC
     bits = r.bits
@@ -17384,33 +15051,34 @@ def _ee194(w, v):  # RemainingTimeToFullSoC
 
 def _de195(r):  # ResponseCode
     bits = r.bits
-    if bits(1): raise r.deviation('ResponseCode')
-    v = bits(5)
+    x = bits(7)
+    if x & 65: raise r.deviation('ResponseCode')
+    v = ((x >> 1) & 31)
     if v >= 23: raise DecodeError(f'enumeration index {v} out of range (23 values)', r.pos)
     v = _E6[v]
-    if bits(1): raise r.deviation('ResponseCode')
     return v
 
 def _ee195(w, v):  # ResponseCode
-    w.bits(0, 1)
-    _i = _I8.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration responseCodeType')
-    w.bits(_i, 5)
-    w.bits(0, 1)
+    _i52 = _I8.get(v)
+    if _i52 is None: raise EncodeError(f'{v!r} is not one of the enumeration responseCodeType')
+    bits((_i52 << 1), 7)
 
 def _de196(r):  # RetryCounter
     bits = r.bits
-    if bits(1): raise r.deviation('RetryCounter')
-    v = r.sint()
+    x = bits(2)
+    if x & 2: raise r.deviation('RetryCounter')
+    _neg = (x & 1)
+    v = r.uint()
+    if _neg: v = -v - 1
     if v < -32768 or v > 32767: raise DecodeError(f'value {v} outside [-32768, 32767]', r.pos)
     if bits(1): raise r.deviation('RetryCounter')
     return v
 
 def _ee196(w, v):  # RetryCounter
-    w.bits(0, 1)
     if v < -32768 or v > 32767: raise EncodeError(f'value {v!r} outside [-32768, 32767]')
-    w.sint(v)
-    w.bits(0, 1)
+    bits((v < 0), 2)
+    w.uint(-v - 1 if v < 0 else v)
+    bits(0, 1)
 
 def _de197(r):  # RootCertificateID
     bits = r.bits
@@ -17421,10 +15089,10 @@ def _de197(r):  # RootCertificateID
     return v
 
 def _ee197(w, v):  # RootCertificateID
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) > 40: raise EncodeError(f'length {len(v)} outside [0, 40]')
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de198(r):  # SAScheduleTuple
     bits = r.bits
@@ -17435,31 +15103,37 @@ def _ee198(w, v):  # SAScheduleTuple
 
 def _de199(r):  # SAScheduleTupleID
     bits = r.bits
-    if bits(1): raise r.deviation('SAScheduleTupleID')
-    v = r.sint()
+    x = bits(2)
+    if x & 2: raise r.deviation('SAScheduleTupleID')
+    _neg = (x & 1)
+    v = r.uint()
+    if _neg: v = -v - 1
     if v < -32768 or v > 32767: raise DecodeError(f'value {v} outside [-32768, 32767]', r.pos)
     if bits(1): raise r.deviation('SAScheduleTupleID')
     return v
 
 def _ee199(w, v):  # SAScheduleTupleID
-    w.bits(0, 1)
     if v < -32768 or v > 32767: raise EncodeError(f'value {v!r} outside [-32768, 32767]')
-    w.sint(v)
-    w.bits(0, 1)
+    bits((v < 0), 2)
+    w.uint(-v - 1 if v < 0 else v)
+    bits(0, 1)
 
 def _de200(r):  # SAScheduleTupleID
     bits = r.bits
-    if bits(1): raise r.deviation('SAScheduleTupleID')
-    v = r.sint()
+    x = bits(2)
+    if x & 2: raise r.deviation('SAScheduleTupleID')
+    _neg = (x & 1)
+    v = r.uint()
+    if _neg: v = -v - 1
     if v < -32768 or v > 32767: raise DecodeError(f'value {v} outside [-32768, 32767]', r.pos)
     if bits(1): raise r.deviation('SAScheduleTupleID')
     return v
 
 def _ee200(w, v):  # SAScheduleTupleID
-    w.bits(0, 1)
     if v < -32768 or v > 32767: raise EncodeError(f'value {v!r} outside [-32768, 32767]')
-    w.sint(v)
-    w.bits(0, 1)
+    bits((v < 0), 2)
+    w.uint(-v - 1 if v < 0 else v)
+    bits(0, 1)
 
 def _de201(r):  # SPKISexp
     bits = r.bits
@@ -17469,9 +15143,9 @@ def _de201(r):  # SPKISexp
     return v
 
 def _ee201(w, v):  # SPKISexp
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de202(r):  # SalesTariff
     bits = r.bits
@@ -17489,24 +15163,27 @@ def _de203(r):  # SalesTariffDescription
     return v
 
 def _ee203(w, v):  # SalesTariffDescription
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) > 32: raise EncodeError(f'length {len(v)} outside [0, 32]')
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de204(r):  # SalesTariffID
     bits = r.bits
-    if bits(1): raise r.deviation('SalesTariffID')
-    v = r.sint()
+    x = bits(2)
+    if x & 2: raise r.deviation('SalesTariffID')
+    _neg = (x & 1)
+    v = r.uint()
+    if _neg: v = -v - 1
     if v < -32768 or v > 32767: raise DecodeError(f'value {v} outside [-32768, 32767]', r.pos)
     if bits(1): raise r.deviation('SalesTariffID')
     return v
 
 def _ee204(w, v):  # SalesTariffID
-    w.bits(0, 1)
     if v < -32768 or v > 32767: raise EncodeError(f'value {v!r} outside [-32768, 32767]')
-    w.sint(v)
-    w.bits(0, 1)
+    bits((v < 0), 2)
+    w.uint(-v - 1 if v < 0 else v)
+    bits(0, 1)
 
 def _de205(r):  # Seed
     bits = r.bits
@@ -17516,23 +15193,21 @@ def _de205(r):  # Seed
     return v
 
 def _ee205(w, v):  # Seed
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de206(r):  # SelectedPaymentOption
     bits = r.bits
-    if bits(1): raise r.deviation('SelectedPaymentOption')
-    v = _E24[bits(1)]
-    if bits(1): raise r.deviation('SelectedPaymentOption')
+    x = bits(3)
+    if x & 5: raise r.deviation('SelectedPaymentOption')
+    v = _E24[((x >> 1) & 1)]
     return v
 
 def _ee206(w, v):  # SelectedPaymentOption
-    w.bits(0, 1)
-    _i = _I25.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration paymentOptionType')
-    w.bits(_i, 1)
-    w.bits(0, 1)
+    _i53 = _I25.get(v)
+    if _i53 is None: raise EncodeError(f'{v!r} is not one of the enumeration paymentOptionType')
+    bits((_i53 << 1), 3)
 
 def _de207(r):  # SelectedService
     bits = r.bits
@@ -17557,31 +15232,27 @@ def _ee209(w, v):  # Service
 
 def _de210(r):  # ServiceCategory
     bits = r.bits
-    if bits(1): raise r.deviation('ServiceCategory')
-    v = _E20[bits(2)]
-    if bits(1): raise r.deviation('ServiceCategory')
+    x = bits(4)
+    if x & 9: raise r.deviation('ServiceCategory')
+    v = _E20[((x >> 1) & 3)]
     return v
 
 def _ee210(w, v):  # ServiceCategory
-    w.bits(0, 1)
-    _i = _I21.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration serviceCategoryType')
-    w.bits(_i, 2)
-    w.bits(0, 1)
+    _i54 = _I21.get(v)
+    if _i54 is None: raise EncodeError(f'{v!r} is not one of the enumeration serviceCategoryType')
+    bits((_i54 << 1), 4)
 
 def _de211(r):  # ServiceCategory
     bits = r.bits
-    if bits(1): raise r.deviation('ServiceCategory')
-    v = _E20[bits(2)]
-    if bits(1): raise r.deviation('ServiceCategory')
+    x = bits(4)
+    if x & 9: raise r.deviation('ServiceCategory')
+    v = _E20[((x >> 1) & 3)]
     return v
 
 def _ee211(w, v):  # ServiceCategory
-    w.bits(0, 1)
-    _i = _I21.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration serviceCategoryType')
-    w.bits(_i, 2)
-    w.bits(0, 1)
+    _i55 = _I21.get(v)
+    if _i55 is None: raise EncodeError(f'{v!r} is not one of the enumeration serviceCategoryType')
+    bits((_i55 << 1), 4)
 
 def _de212(r):  # ServiceID
     bits = r.bits
@@ -17592,10 +15263,10 @@ def _de212(r):  # ServiceID
     return v
 
 def _ee212(w, v):  # ServiceID
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 65535: raise EncodeError(f'value {v!r} outside [0, 65535]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de213(r):  # ServiceID
     bits = r.bits
@@ -17606,10 +15277,10 @@ def _de213(r):  # ServiceID
     return v
 
 def _ee213(w, v):  # ServiceID
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 65535: raise EncodeError(f'value {v!r} outside [0, 65535]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de214(r):  # ServiceList
     bits = r.bits
@@ -17627,10 +15298,10 @@ def _de215(r):  # ServiceName
     return v
 
 def _ee215(w, v):  # ServiceName
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) > 32: raise EncodeError(f'length {len(v)} outside [0, 32]')
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de216(r):  # ServiceParameterList
     bits = r.bits
@@ -17648,10 +15319,10 @@ def _de217(r):  # ServiceScope
     return v
 
 def _ee217(w, v):  # ServiceScope
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) > 32: raise EncodeError(f'length {len(v)} outside [0, 32]')
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de218(r):  # ServiceScope
     bits = r.bits
@@ -17662,10 +15333,10 @@ def _de218(r):  # ServiceScope
     return v
 
 def _ee218(w, v):  # ServiceScope
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) > 32: raise EncodeError(f'length {len(v)} outside [0, 32]')
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de219(r):  # ServiceTag
     bits = r.bits
@@ -17683,10 +15354,10 @@ def _de220(r):  # SessionID
     return v
 
 def _ee220(w, v):  # SessionID
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) > 8: raise EncodeError(f'length {len(v)} outside [0, 8]')
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de221(r):  # SessionID
     bits = r.bits
@@ -17697,10 +15368,10 @@ def _de221(r):  # SessionID
     return v
 
 def _ee221(w, v):  # SessionID
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) > 8: raise EncodeError(f'length {len(v)} outside [0, 8]')
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de222(r):  # SigMeterReading
     bits = r.bits
@@ -17711,10 +15382,10 @@ def _de222(r):  # SigMeterReading
     return v
 
 def _ee222(w, v):  # SigMeterReading
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) > 32: raise EncodeError(f'length {len(v)} outside [0, 32]')
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de223(r):  # SubCertificates
     bits = r.bits
@@ -17725,47 +15396,51 @@ def _ee223(w, v):  # SubCertificates
 
 def _de224(r):  # TMeter
     bits = r.bits
-    if bits(1): raise r.deviation('TMeter')
-    v = r.sint()
+    x = bits(2)
+    if x & 2: raise r.deviation('TMeter')
+    _neg = (x & 1)
+    v = r.uint()
+    if _neg: v = -v - 1
     if v < -9223372036854775808 or v > 9223372036854775807: raise DecodeError(f'value {v} outside [-9223372036854775808, 9223372036854775807]', r.pos)
     if bits(1): raise r.deviation('TMeter')
     return v
 
 def _ee224(w, v):  # TMeter
-    w.bits(0, 1)
     if v < -9223372036854775808 or v > 9223372036854775807: raise EncodeError(f'value {v!r} outside [-9223372036854775808, 9223372036854775807]')
-    w.sint(v)
-    w.bits(0, 1)
+    bits((v < 0), 2)
+    w.uint(-v - 1 if v < 0 else v)
+    bits(0, 1)
 
 def _de225(r):  # Unit
     bits = r.bits
-    if bits(1): raise r.deviation('Unit')
-    v = bits(4)
+    x = bits(6)
+    if x & 33: raise r.deviation('Unit')
+    v = ((x >> 1) & 15)
     if v >= 10: raise DecodeError(f'enumeration index {v} out of range (10 values)', r.pos)
     v = _E0[v]
-    if bits(1): raise r.deviation('Unit')
     return v
 
 def _ee225(w, v):  # Unit
-    w.bits(0, 1)
-    _i = _I1.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration unitSymbolType')
-    w.bits(_i, 4)
-    w.bits(0, 1)
+    _i56 = _I1.get(v)
+    if _i56 is None: raise EncodeError(f'{v!r} is not one of the enumeration unitSymbolType')
+    bits((_i56 << 1), 6)
 
 def _de226(r):  # Value
     bits = r.bits
-    if bits(1): raise r.deviation('Value')
-    v = r.sint()
+    x = bits(2)
+    if x & 2: raise r.deviation('Value')
+    _neg = (x & 1)
+    v = r.uint()
+    if _neg: v = -v - 1
     if v < -32768 or v > 32767: raise DecodeError(f'value {v} outside [-32768, 32767]', r.pos)
     if bits(1): raise r.deviation('Value')
     return v
 
 def _ee226(w, v):  # Value
-    w.bits(0, 1)
     if v < -32768 or v > 32767: raise EncodeError(f'value {v!r} outside [-32768, 32767]')
-    w.sint(v)
-    w.bits(0, 1)
+    bits((v < 0), 2)
+    w.uint(-v - 1 if v < 0 else v)
+    bits(0, 1)
 
 def _de227(r):  # X509CRL
     bits = r.bits
@@ -17775,9 +15450,9 @@ def _de227(r):  # X509CRL
     return v
 
 def _ee227(w, v):  # X509CRL
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de228(r):  # X509Certificate
     bits = r.bits
@@ -17787,9 +15462,9 @@ def _de228(r):  # X509Certificate
     return v
 
 def _ee228(w, v):  # X509Certificate
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de229(r):  # X509IssuerName
     bits = r.bits
@@ -17799,9 +15474,9 @@ def _de229(r):  # X509IssuerName
     return v
 
 def _ee229(w, v):  # X509IssuerName
-    w.bits(0, 1)
+    bits(0, 1)
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de230(r):  # X509IssuerSerial
     bits = r.bits
@@ -17818,21 +15493,25 @@ def _de231(r):  # X509SKI
     return v
 
 def _ee231(w, v):  # X509SKI
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de232(r):  # X509SerialNumber
     bits = r.bits
-    if bits(1): raise r.deviation('X509SerialNumber')
-    v = r.sint()
+    x = bits(2)
+    if x & 2: raise r.deviation('X509SerialNumber')
+    _neg = (x & 1)
+    v = r.uint()
+    if _neg: v = -v - 1
     if bits(1): raise r.deviation('X509SerialNumber')
     return v
 
 def _ee232(w, v):  # X509SerialNumber
-    w.bits(0, 1)
-    w.sint(v)
-    w.bits(0, 1)
+    if type(v) is not int: raise EncodeError(f'expected an int, got {v!r}')
+    bits((v < 0), 2)
+    w.uint(-v - 1 if v < 0 else v)
+    bits(0, 1)
 
 def _de233(r):  # X509SubjectName
     bits = r.bits
@@ -17842,9 +15521,9 @@ def _de233(r):  # X509SubjectName
     return v
 
 def _ee233(w, v):  # X509SubjectName
-    w.bits(0, 1)
+    bits(0, 1)
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de234(r):  # XPath
     bits = r.bits
@@ -17854,9 +15533,9 @@ def _de234(r):  # XPath
     return v
 
 def _ee234(w, v):  # XPath
-    w.bits(0, 1)
+    bits(0, 1)
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de235(r):  # Y
     bits = r.bits
@@ -17866,9 +15545,9 @@ def _de235(r):  # Y
     return v
 
 def _ee235(w, v):  # Y
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de236(r):  # amount
     bits = r.bits
@@ -17879,67 +15558,58 @@ def _de236(r):  # amount
     return v
 
 def _ee236(w, v):  # amount
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 4294967295: raise EncodeError(f'value {v!r} outside [0, 4294967295]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de237(r):  # amountMultiplier
     bits = r.bits
-    if bits(1): raise r.deviation('amountMultiplier')
-    v = bits(3) + -3
+    x = bits(5)
+    if x & 17: raise r.deviation('amountMultiplier')
+    v = ((x >> 1) & 7) + -3
     if v > 3: raise DecodeError(f'value {v} above maximum 3', r.pos)
-    if bits(1): raise r.deviation('amountMultiplier')
     return v
 
 def _ee237(w, v):  # amountMultiplier
-    w.bits(0, 1)
     if not -3 <= v <= 3: raise EncodeError(f'value {v!r} outside [-3, 3]')
-    w.bits(v - -3, 3)
-    w.bits(0, 1)
+    bits(((v - -3) << 1), 5)
 
 def _de238(r):  # boolValue
     bits = r.bits
-    if bits(1): raise r.deviation('boolValue')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('boolValue')
+    x = bits(3)
+    if x & 5: raise r.deviation('boolValue')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee238(w, v):  # boolValue
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de239(r):  # byteValue
     bits = r.bits
-    if bits(1): raise r.deviation('byteValue')
-    v = bits(8) + -128
-    if bits(1): raise r.deviation('byteValue')
+    x = bits(10)
+    if x & 513: raise r.deviation('byteValue')
+    v = ((x >> 1) & 255) + -128
     return v
 
 def _ee239(w, v):  # byteValue
-    w.bits(0, 1)
     if not -128 <= v <= 127: raise EncodeError(f'value {v!r} outside [-128, 127]')
-    w.bits(v - -128, 8)
-    w.bits(0, 1)
+    bits(((v - -128) << 1), 10)
 
 def _de240(r):  # costKind
     bits = r.bits
-    if bits(1): raise r.deviation('costKind')
-    v = bits(2)
+    x = bits(4)
+    if x & 9: raise r.deviation('costKind')
+    v = ((x >> 1) & 3)
     if v >= 3: raise DecodeError(f'enumeration index {v} out of range (3 values)', r.pos)
     v = _E16[v]
-    if bits(1): raise r.deviation('costKind')
     return v
 
 def _ee240(w, v):  # costKind
-    w.bits(0, 1)
-    _i = _I17.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration costKindType')
-    w.bits(_i, 2)
-    w.bits(0, 1)
+    _i57 = _I17.get(v)
+    if _i57 is None: raise EncodeError(f'{v!r} is not one of the enumeration costKindType')
+    bits((_i57 << 1), 4)
 
 def _de241(r):  # duration
     bits = r.bits
@@ -17950,24 +15620,27 @@ def _de241(r):  # duration
     return v
 
 def _ee241(w, v):  # duration
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 4294967295: raise EncodeError(f'value {v!r} outside [0, 4294967295]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de242(r):  # intValue
     bits = r.bits
-    if bits(1): raise r.deviation('intValue')
-    v = r.sint()
+    x = bits(2)
+    if x & 2: raise r.deviation('intValue')
+    _neg = (x & 1)
+    v = r.uint()
+    if _neg: v = -v - 1
     if v < -2147483648 or v > 2147483647: raise DecodeError(f'value {v} outside [-2147483648, 2147483647]', r.pos)
     if bits(1): raise r.deviation('intValue')
     return v
 
 def _ee242(w, v):  # intValue
-    w.bits(0, 1)
     if v < -2147483648 or v > 2147483647: raise EncodeError(f'value {v!r} outside [-2147483648, 2147483647]')
-    w.sint(v)
-    w.bits(0, 1)
+    bits((v < 0), 2)
+    w.uint(-v - 1 if v < 0 else v)
+    bits(0, 1)
 
 def _de243(r):  # physicalValue
     bits = r.bits
@@ -17978,17 +15651,20 @@ def _ee243(w, v):  # physicalValue
 
 def _de244(r):  # shortValue
     bits = r.bits
-    if bits(1): raise r.deviation('shortValue')
-    v = r.sint()
+    x = bits(2)
+    if x & 2: raise r.deviation('shortValue')
+    _neg = (x & 1)
+    v = r.uint()
+    if _neg: v = -v - 1
     if v < -32768 or v > 32767: raise DecodeError(f'value {v} outside [-32768, 32767]', r.pos)
     if bits(1): raise r.deviation('shortValue')
     return v
 
 def _ee244(w, v):  # shortValue
-    w.bits(0, 1)
     if v < -32768 or v > 32767: raise EncodeError(f'value {v!r} outside [-32768, 32767]')
-    w.sint(v)
-    w.bits(0, 1)
+    bits((v < 0), 2)
+    w.uint(-v - 1 if v < 0 else v)
+    bits(0, 1)
 
 def _de245(r):  # start
     bits = r.bits
@@ -17999,10 +15675,10 @@ def _de245(r):  # start
     return v
 
 def _ee245(w, v):  # start
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 4294967295: raise EncodeError(f'value {v!r} outside [0, 4294967295]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de246(r):  # startValue
     bits = r.bits
@@ -18013,10 +15689,10 @@ def _de246(r):  # startValue
     return v
 
 def _ee246(w, v):  # startValue
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 4294967295: raise EncodeError(f'value {v!r} outside [0, 4294967295]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de247(r):  # stringValue
     bits = r.bits
@@ -18026,9 +15702,9 @@ def _de247(r):  # stringValue
     return v
 
 def _ee247(w, v):  # stringValue
-    w.bits(0, 1)
+    bits(0, 1)
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 # (namespace, local name, class or simple type code, decode, encode); index = event code
 FRAGMENT = (

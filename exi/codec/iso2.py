@@ -41,27 +41,18 @@ def _d_EVChargeParameterType(r):
     el = ''
     f_DepartureTime = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(2)
-                if ec == 0:
-                    el = 'DepartureTime'
-                    if bits(1): raise r.deviation('EVChargeParameterType')
-                    f_DepartureTime = r.uint()
-                    if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('EVChargeParameterType')
-                    s = 1
-                elif ec == 1:
-                    s = -1
-                else:
-                    raise r.deviation('EVChargeParameterType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('EVChargeParameterType')
+        ec = bits(2)
+        if ec == 0:
+            if bits(1): raise r.deviation('EVChargeParameterType')
+            el = 'DepartureTime'
+            f_DepartureTime = r.uint()
+            if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', r.pos)
+            x = bits(2)
+            if x & 3: raise r.deviation('EVChargeParameterType')
+        elif ec == 1:
+            pass
+        else:
+            raise r.deviation('EVChargeParameterType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso2_msgdatatypes.EVChargeParameterType(f_DepartureTime)
@@ -72,27 +63,17 @@ def _e_EVChargeParameterType(w, o):
     el = ''
     try:
         v_DepartureTime = o.DepartureTime
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_DepartureTime is not None:
-                    bits(0, 2)
-                    el = 'DepartureTime'
-                    w.bits(0, 1)
-                    if v_DepartureTime < 0 or v_DepartureTime > 4294967295: raise EncodeError(f'value {v_DepartureTime!r} outside [0, 4294967295]')
-                    w.uint(v_DepartureTime)
-                    w.bits(0, 1)
-                    v_DepartureTime = None
-                    s = 1
-                elif True:
-                    bits(1, 2)
-                    if v_DepartureTime is not None: raise _leftover(o)
-                    s = -1
-            if s == 1:
-                if True:
-                    bits(0, 1)
-                    if v_DepartureTime is not None: raise _leftover(o)
-                    s = -1
+        if v_DepartureTime is not None:
+            el = 'DepartureTime'
+            bits(0, 3)
+            if v_DepartureTime < 0 or v_DepartureTime > 4294967295: raise EncodeError(f'value {v_DepartureTime!r} outside [0, 4294967295]')
+            w.uint(v_DepartureTime)
+            bits(0, 2)
+            v_DepartureTime = None
+            if v_DepartureTime is not None: raise _leftover(o)
+        elif True:
+            bits(1, 2)
+            if v_DepartureTime is not None: raise _leftover(o)
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -111,56 +92,33 @@ def _d_AC_EVChargeParameterType(r):
             if s == 0:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'DepartureTime'
                     if bits(1): raise r.deviation('AC_EVChargeParameterType')
+                    el = 'DepartureTime'
                     f_DepartureTime = r.uint()
                     if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('AC_EVChargeParameterType')
-                    s = 1
+                    x = bits(2)
+                    if x & 3: raise r.deviation('AC_EVChargeParameterType')
+                    el = 'EAmount'
+                    f_EAmount = _d_PhysicalValueType(r)
+                    s = 2
                 elif ec == 1:
                     el = 'EAmount'
                     f_EAmount = _d_PhysicalValueType(r)
                     s = 2
                 else:
                     raise r.deviation('AC_EVChargeParameterType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EAmount'
-                    f_EAmount = _d_PhysicalValueType(r)
-                    s = 2
-                else:
-                    raise r.deviation('AC_EVChargeParameterType')
             if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMaxVoltage'
-                    f_EVMaxVoltage = _d_PhysicalValueType(r)
-                    s = 3
-                else:
-                    raise r.deviation('AC_EVChargeParameterType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMaxCurrent'
-                    f_EVMaxCurrent = _d_PhysicalValueType(r)
-                    s = 4
-                else:
-                    raise r.deviation('AC_EVChargeParameterType')
-            if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMinCurrent'
-                    f_EVMinCurrent = _d_PhysicalValueType(r)
-                    s = 5
-                else:
-                    raise r.deviation('AC_EVChargeParameterType')
-            if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('AC_EVChargeParameterType')
+                if bits(1): raise r.deviation('AC_EVChargeParameterType')
+                el = 'EVMaxVoltage'
+                f_EVMaxVoltage = _d_PhysicalValueType(r)
+                if bits(1): raise r.deviation('AC_EVChargeParameterType')
+                el = 'EVMaxCurrent'
+                f_EVMaxCurrent = _d_PhysicalValueType(r)
+                if bits(1): raise r.deviation('AC_EVChargeParameterType')
+                el = 'EVMinCurrent'
+                f_EVMinCurrent = _d_PhysicalValueType(r)
+                if bits(1): raise r.deviation('AC_EVChargeParameterType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso2_msgdatatypes.AC_EVChargeParameterType(f_DepartureTime, f_EAmount, f_EVMaxVoltage, f_EVMaxCurrent, f_EVMinCurrent)
@@ -179,63 +137,46 @@ def _e_AC_EVChargeParameterType(w, o):
         while s >= 0:
             if s == 0:
                 if v_DepartureTime is not None:
-                    bits(0, 2)
                     el = 'DepartureTime'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     if v_DepartureTime < 0 or v_DepartureTime > 4294967295: raise EncodeError(f'value {v_DepartureTime!r} outside [0, 4294967295]')
                     w.uint(v_DepartureTime)
-                    w.bits(0, 1)
-                    v_DepartureTime = None
-                    s = 1
-                elif v_EAmount is not None:
-                    bits(1, 2)
+                    if not (v_EAmount is not None): raise EncodeError('missing content: EAmount')
                     el = 'EAmount'
+                    bits(0, 2)
+                    v_DepartureTime = None
+                    _e_PhysicalValueType(w, v_EAmount)
+                    v_EAmount = None
+                    s = 2
+                elif v_EAmount is not None:
+                    el = 'EAmount'
+                    bits(1, 2)
                     _e_PhysicalValueType(w, v_EAmount)
                     v_EAmount = None
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of DepartureTime, EAmount')
-            if s == 1:
-                if v_EAmount is not None:
-                    bits(0, 1)
-                    el = 'EAmount'
-                    _e_PhysicalValueType(w, v_EAmount)
-                    v_EAmount = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of EAmount')
             if s == 2:
                 if v_EVMaxVoltage is not None:
-                    bits(0, 1)
                     el = 'EVMaxVoltage'
+                    bits(0, 1)
                     _e_PhysicalValueType(w, v_EVMaxVoltage)
-                    v_EVMaxVoltage = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of EVMaxVoltage')
-            if s == 3:
-                if v_EVMaxCurrent is not None:
-                    bits(0, 1)
+                    if not (v_EVMaxCurrent is not None): raise EncodeError('missing content: EVMaxCurrent')
                     el = 'EVMaxCurrent'
+                    bits(0, 1)
+                    v_EVMaxVoltage = None
                     _e_PhysicalValueType(w, v_EVMaxCurrent)
-                    v_EVMaxCurrent = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of EVMaxCurrent')
-            if s == 4:
-                if v_EVMinCurrent is not None:
-                    bits(0, 1)
+                    if not (v_EVMinCurrent is not None): raise EncodeError('missing content: EVMinCurrent')
                     el = 'EVMinCurrent'
-                    _e_PhysicalValueType(w, v_EVMinCurrent)
-                    v_EVMinCurrent = None
-                    s = 5
-                else:
-                    raise EncodeError('missing content: expected one of EVMinCurrent')
-            if s == 5:
-                if True:
                     bits(0, 1)
+                    v_EVMaxCurrent = None
+                    _e_PhysicalValueType(w, v_EVMinCurrent)
+                    bits(0, 1)
+                    v_EVMinCurrent = None
                     if v_DepartureTime is not None or v_EAmount is not None or v_EVMaxVoltage is not None or v_EVMaxCurrent is not None or v_EVMinCurrent is not None: raise _leftover(o)
                     s = -1
+                else:
+                    raise EncodeError('missing content: expected one of EVMaxVoltage')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -247,48 +188,22 @@ def _d_PhysicalValueType(r):
     f_Unit = None
     f_Value = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Multiplier'
-                    if bits(1): raise r.deviation('PhysicalValueType')
-                    f_Multiplier = bits(3) + -3
-                    if f_Multiplier > 3: raise DecodeError(f'value {f_Multiplier} above maximum 3', r.pos)
-                    if bits(1): raise r.deviation('PhysicalValueType')
-                    s = 1
-                else:
-                    raise r.deviation('PhysicalValueType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Unit'
-                    if bits(1): raise r.deviation('PhysicalValueType')
-                    f_Unit = bits(3)
-                    if f_Unit >= 7: raise DecodeError(f'enumeration index {f_Unit} out of range (7 values)', r.pos)
-                    f_Unit = _E0[f_Unit]
-                    if bits(1): raise r.deviation('PhysicalValueType')
-                    s = 2
-                else:
-                    raise r.deviation('PhysicalValueType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Value'
-                    if bits(1): raise r.deviation('PhysicalValueType')
-                    f_Value = r.sint()
-                    if f_Value < -32768 or f_Value > 32767: raise DecodeError(f'value {f_Value} outside [-32768, 32767]', r.pos)
-                    if bits(1): raise r.deviation('PhysicalValueType')
-                    s = 3
-                else:
-                    raise r.deviation('PhysicalValueType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('PhysicalValueType')
+        x = bits(15)
+        if x & 25486: raise r.deviation('PhysicalValueType')
+        el = 'Multiplier'
+        f_Multiplier = ((x >> 10) & 7) + -3
+        if f_Multiplier > 3: raise DecodeError(f'value {f_Multiplier} above maximum 3', r.pos)
+        el = 'Unit'
+        f_Unit = ((x >> 4) & 7)
+        if f_Unit >= 7: raise DecodeError(f'enumeration index {f_Unit} out of range (7 values)', r.pos)
+        f_Unit = _E0[f_Unit]
+        el = 'Value'
+        _neg = (x & 1)
+        f_Value = r.uint()
+        if _neg: f_Value = -f_Value - 1
+        if f_Value < -32768 or f_Value > 32767: raise DecodeError(f'value {f_Value} outside [-32768, 32767]', r.pos)
+        x = bits(2)
+        if x & 3: raise r.deviation('PhysicalValueType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso2_msgdatatypes.PhysicalValueType(f_Multiplier, f_Unit, f_Value)
@@ -301,50 +216,25 @@ def _e_PhysicalValueType(w, o):
         v_Multiplier = o.Multiplier
         v_Unit = o.Unit
         v_Value = o.Value
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Multiplier is not None:
-                    bits(0, 1)
-                    el = 'Multiplier'
-                    w.bits(0, 1)
-                    if not -3 <= v_Multiplier <= 3: raise EncodeError(f'value {v_Multiplier!r} outside [-3, 3]')
-                    w.bits(v_Multiplier - -3, 3)
-                    w.bits(0, 1)
-                    v_Multiplier = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Multiplier')
-            if s == 1:
-                if v_Unit is not None:
-                    bits(0, 1)
-                    el = 'Unit'
-                    w.bits(0, 1)
-                    _i = _I1.get(v_Unit)
-                    if _i is None: raise EncodeError(f'{v_Unit!r} is not one of the enumeration unitSymbolType')
-                    w.bits(_i, 3)
-                    w.bits(0, 1)
-                    v_Unit = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of Unit')
-            if s == 2:
-                if v_Value is not None:
-                    bits(0, 1)
-                    el = 'Value'
-                    w.bits(0, 1)
-                    if v_Value < -32768 or v_Value > 32767: raise EncodeError(f'value {v_Value!r} outside [-32768, 32767]')
-                    w.sint(v_Value)
-                    w.bits(0, 1)
-                    v_Value = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of Value')
-            if s == 3:
-                if True:
-                    bits(0, 1)
-                    if v_Multiplier is not None or v_Unit is not None or v_Value is not None: raise _leftover(o)
-                    s = -1
+        if v_Multiplier is not None:
+            el = 'Multiplier'
+            if not -3 <= v_Multiplier <= 3: raise EncodeError(f'value {v_Multiplier!r} outside [-3, 3]')
+            if not (v_Unit is not None): raise EncodeError('missing content: Unit')
+            el = 'Unit'
+            _i1 = _I1.get(v_Unit)
+            if _i1 is None: raise EncodeError(f'{v_Unit!r} is not one of the enumeration unitSymbolType')
+            if not (v_Value is not None): raise EncodeError('missing content: Value')
+            el = 'Value'
+            if v_Value < -32768 or v_Value > 32767: raise EncodeError(f'value {v_Value!r} outside [-32768, 32767]')
+            bits(((v_Multiplier - -3) << 10) | (_i1 << 4) | (v_Value < 0), 15)
+            v_Multiplier = None
+            v_Unit = None
+            w.uint(-v_Value - 1 if v_Value < 0 else v_Value)
+            bits(0, 2)
+            v_Value = None
+            if v_Multiplier is not None or v_Unit is not None or v_Value is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Multiplier')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -353,11 +243,7 @@ def _d_EVSEChargeParameterType(r):
     bits = r.bits
     el = ''
     try:
-        ec = bits(1)
-        if ec == 0:
-            s = -1
-        else:
-            raise r.deviation('EVSEChargeParameterType')
+        if bits(1): raise r.deviation('EVSEChargeParameterType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso2_msgdatatypes.EVSEChargeParameterType()
@@ -367,12 +253,8 @@ def _e_EVSEChargeParameterType(w, o):
     bits = w.bits
     el = ''
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if True:
-                    bits(0, 1)
-                    s = -1
+        if True:
+            bits(0, 1)
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -384,38 +266,16 @@ def _d_AC_EVSEChargeParameterType(r):
     f_EVSENominalVoltage = None
     f_EVSEMaxCurrent = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'AC_EVSEStatus'
-                    f_AC_EVSEStatus = _d_AC_EVSEStatusType(r)
-                    s = 1
-                else:
-                    raise r.deviation('AC_EVSEChargeParameterType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSENominalVoltage'
-                    f_EVSENominalVoltage = _d_PhysicalValueType(r)
-                    s = 2
-                else:
-                    raise r.deviation('AC_EVSEChargeParameterType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEMaxCurrent'
-                    f_EVSEMaxCurrent = _d_PhysicalValueType(r)
-                    s = 3
-                else:
-                    raise r.deviation('AC_EVSEChargeParameterType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('AC_EVSEChargeParameterType')
+        if bits(1): raise r.deviation('AC_EVSEChargeParameterType')
+        el = 'AC_EVSEStatus'
+        f_AC_EVSEStatus = _d_AC_EVSEStatusType(r)
+        if bits(1): raise r.deviation('AC_EVSEChargeParameterType')
+        el = 'EVSENominalVoltage'
+        f_EVSENominalVoltage = _d_PhysicalValueType(r)
+        if bits(1): raise r.deviation('AC_EVSEChargeParameterType')
+        el = 'EVSEMaxCurrent'
+        f_EVSEMaxCurrent = _d_PhysicalValueType(r)
+        if bits(1): raise r.deviation('AC_EVSEChargeParameterType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso2_msgdatatypes.AC_EVSEChargeParameterType(f_AC_EVSEStatus, f_EVSENominalVoltage, f_EVSEMaxCurrent)
@@ -428,40 +288,25 @@ def _e_AC_EVSEChargeParameterType(w, o):
         v_AC_EVSEStatus = o.AC_EVSEStatus
         v_EVSENominalVoltage = o.EVSENominalVoltage
         v_EVSEMaxCurrent = o.EVSEMaxCurrent
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_AC_EVSEStatus is not None:
-                    bits(0, 1)
-                    el = 'AC_EVSEStatus'
-                    _e_AC_EVSEStatusType(w, v_AC_EVSEStatus)
-                    v_AC_EVSEStatus = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of AC_EVSEStatus')
-            if s == 1:
-                if v_EVSENominalVoltage is not None:
-                    bits(0, 1)
-                    el = 'EVSENominalVoltage'
-                    _e_PhysicalValueType(w, v_EVSENominalVoltage)
-                    v_EVSENominalVoltage = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of EVSENominalVoltage')
-            if s == 2:
-                if v_EVSEMaxCurrent is not None:
-                    bits(0, 1)
-                    el = 'EVSEMaxCurrent'
-                    _e_PhysicalValueType(w, v_EVSEMaxCurrent)
-                    v_EVSEMaxCurrent = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of EVSEMaxCurrent')
-            if s == 3:
-                if True:
-                    bits(0, 1)
-                    if v_AC_EVSEStatus is not None or v_EVSENominalVoltage is not None or v_EVSEMaxCurrent is not None: raise _leftover(o)
-                    s = -1
+        if v_AC_EVSEStatus is not None:
+            el = 'AC_EVSEStatus'
+            bits(0, 1)
+            _e_AC_EVSEStatusType(w, v_AC_EVSEStatus)
+            if not (v_EVSENominalVoltage is not None): raise EncodeError('missing content: EVSENominalVoltage')
+            el = 'EVSENominalVoltage'
+            bits(0, 1)
+            v_AC_EVSEStatus = None
+            _e_PhysicalValueType(w, v_EVSENominalVoltage)
+            if not (v_EVSEMaxCurrent is not None): raise EncodeError('missing content: EVSEMaxCurrent')
+            el = 'EVSEMaxCurrent'
+            bits(0, 1)
+            v_EVSENominalVoltage = None
+            _e_PhysicalValueType(w, v_EVSEMaxCurrent)
+            bits(0, 1)
+            v_EVSEMaxCurrent = None
+            if v_AC_EVSEStatus is not None or v_EVSENominalVoltage is not None or v_EVSEMaxCurrent is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of AC_EVSEStatus')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -473,47 +318,19 @@ def _d_AC_EVSEStatusType(r):
     f_EVSENotification = None
     f_RCD = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'NotificationMaxDelay'
-                    if bits(1): raise r.deviation('AC_EVSEStatusType')
-                    f_NotificationMaxDelay = r.uint()
-                    if f_NotificationMaxDelay > 65535: raise DecodeError(f'value {f_NotificationMaxDelay} outside [0, 65535]', r.pos)
-                    if bits(1): raise r.deviation('AC_EVSEStatusType')
-                    s = 1
-                else:
-                    raise r.deviation('AC_EVSEStatusType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSENotification'
-                    if bits(1): raise r.deviation('AC_EVSEStatusType')
-                    f_EVSENotification = bits(2)
-                    if f_EVSENotification >= 3: raise DecodeError(f'enumeration index {f_EVSENotification} out of range (3 values)', r.pos)
-                    f_EVSENotification = _E2[f_EVSENotification]
-                    if bits(1): raise r.deviation('AC_EVSEStatusType')
-                    s = 2
-                else:
-                    raise r.deviation('AC_EVSEStatusType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'RCD'
-                    if bits(1): raise r.deviation('AC_EVSEStatusType')
-                    f_RCD = bits(1) == 1
-                    if bits(1): raise r.deviation('AC_EVSEStatusType')
-                    s = 3
-                else:
-                    raise r.deviation('AC_EVSEStatusType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('AC_EVSEStatusType')
+        x = bits(2)
+        if x & 3: raise r.deviation('AC_EVSEStatusType')
+        el = 'NotificationMaxDelay'
+        f_NotificationMaxDelay = r.uint()
+        if f_NotificationMaxDelay > 65535: raise DecodeError(f'value {f_NotificationMaxDelay} outside [0, 65535]', r.pos)
+        x = bits(11)
+        if x & 1851: raise r.deviation('AC_EVSEStatusType')
+        el = 'EVSENotification'
+        f_EVSENotification = ((x >> 6) & 3)
+        if f_EVSENotification >= 3: raise DecodeError(f'enumeration index {f_EVSENotification} out of range (3 values)', r.pos)
+        f_EVSENotification = _E2[f_EVSENotification]
+        el = 'RCD'
+        f_RCD = ((x >> 2) & 1) == 1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso2_msgdatatypes.AC_EVSEStatusType(f_NotificationMaxDelay, f_EVSENotification, f_RCD)
@@ -526,51 +343,25 @@ def _e_AC_EVSEStatusType(w, o):
         v_NotificationMaxDelay = o.NotificationMaxDelay
         v_EVSENotification = o.EVSENotification
         v_RCD = o.RCD
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_NotificationMaxDelay is not None:
-                    bits(0, 1)
-                    el = 'NotificationMaxDelay'
-                    w.bits(0, 1)
-                    if v_NotificationMaxDelay < 0 or v_NotificationMaxDelay > 65535: raise EncodeError(f'value {v_NotificationMaxDelay!r} outside [0, 65535]')
-                    w.uint(v_NotificationMaxDelay)
-                    w.bits(0, 1)
-                    v_NotificationMaxDelay = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of NotificationMaxDelay')
-            if s == 1:
-                if v_EVSENotification is not None:
-                    bits(0, 1)
-                    el = 'EVSENotification'
-                    w.bits(0, 1)
-                    _i = _I3.get(v_EVSENotification)
-                    if _i is None: raise EncodeError(f'{v_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                    w.bits(_i, 2)
-                    w.bits(0, 1)
-                    v_EVSENotification = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of EVSENotification')
-            if s == 2:
-                if v_RCD is not None:
-                    bits(0, 1)
-                    el = 'RCD'
-                    w.bits(0, 1)
-                    if v_RCD is True: w.bits(1, 1)
-                    elif v_RCD is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_RCD!r}')
-                    w.bits(0, 1)
-                    v_RCD = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of RCD')
-            if s == 3:
-                if True:
-                    bits(0, 1)
-                    if v_NotificationMaxDelay is not None or v_EVSENotification is not None or v_RCD is not None: raise _leftover(o)
-                    s = -1
+        if v_NotificationMaxDelay is not None:
+            el = 'NotificationMaxDelay'
+            bits(0, 2)
+            if v_NotificationMaxDelay < 0 or v_NotificationMaxDelay > 65535: raise EncodeError(f'value {v_NotificationMaxDelay!r} outside [0, 65535]')
+            w.uint(v_NotificationMaxDelay)
+            if not (v_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+            el = 'EVSENotification'
+            _i2 = _I3.get(v_EVSENotification)
+            if _i2 is None: raise EncodeError(f'{v_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+            if not (v_RCD is not None): raise EncodeError('missing content: RCD')
+            el = 'RCD'
+            if v_RCD is not True and v_RCD is not False: raise EncodeError(f'expected a bool, got {v_RCD!r}')
+            bits((_i2 << 6) | (v_RCD << 2), 11)
+            v_NotificationMaxDelay = None
+            v_EVSENotification = None
+            v_RCD = None
+            if v_NotificationMaxDelay is not None or v_EVSENotification is not None or v_RCD is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of NotificationMaxDelay')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -581,37 +372,17 @@ def _d_EVSEStatusType(r):
     f_NotificationMaxDelay = None
     f_EVSENotification = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'NotificationMaxDelay'
-                    if bits(1): raise r.deviation('EVSEStatusType')
-                    f_NotificationMaxDelay = r.uint()
-                    if f_NotificationMaxDelay > 65535: raise DecodeError(f'value {f_NotificationMaxDelay} outside [0, 65535]', r.pos)
-                    if bits(1): raise r.deviation('EVSEStatusType')
-                    s = 1
-                else:
-                    raise r.deviation('EVSEStatusType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSENotification'
-                    if bits(1): raise r.deviation('EVSEStatusType')
-                    f_EVSENotification = bits(2)
-                    if f_EVSENotification >= 3: raise DecodeError(f'enumeration index {f_EVSENotification} out of range (3 values)', r.pos)
-                    f_EVSENotification = _E2[f_EVSENotification]
-                    if bits(1): raise r.deviation('EVSEStatusType')
-                    s = 2
-                else:
-                    raise r.deviation('EVSEStatusType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('EVSEStatusType')
+        x = bits(2)
+        if x & 3: raise r.deviation('EVSEStatusType')
+        el = 'NotificationMaxDelay'
+        f_NotificationMaxDelay = r.uint()
+        if f_NotificationMaxDelay > 65535: raise DecodeError(f'value {f_NotificationMaxDelay} outside [0, 65535]', r.pos)
+        x = bits(7)
+        if x & 115: raise r.deviation('EVSEStatusType')
+        el = 'EVSENotification'
+        f_EVSENotification = ((x >> 2) & 3)
+        if f_EVSENotification >= 3: raise DecodeError(f'enumeration index {f_EVSENotification} out of range (3 values)', r.pos)
+        f_EVSENotification = _E2[f_EVSENotification]
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso2_msgdatatypes.EVSEStatusType(f_NotificationMaxDelay, f_EVSENotification)
@@ -623,38 +394,21 @@ def _e_EVSEStatusType(w, o):
     try:
         v_NotificationMaxDelay = o.NotificationMaxDelay
         v_EVSENotification = o.EVSENotification
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_NotificationMaxDelay is not None:
-                    bits(0, 1)
-                    el = 'NotificationMaxDelay'
-                    w.bits(0, 1)
-                    if v_NotificationMaxDelay < 0 or v_NotificationMaxDelay > 65535: raise EncodeError(f'value {v_NotificationMaxDelay!r} outside [0, 65535]')
-                    w.uint(v_NotificationMaxDelay)
-                    w.bits(0, 1)
-                    v_NotificationMaxDelay = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of NotificationMaxDelay')
-            if s == 1:
-                if v_EVSENotification is not None:
-                    bits(0, 1)
-                    el = 'EVSENotification'
-                    w.bits(0, 1)
-                    _i = _I3.get(v_EVSENotification)
-                    if _i is None: raise EncodeError(f'{v_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                    w.bits(_i, 2)
-                    w.bits(0, 1)
-                    v_EVSENotification = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of EVSENotification')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_NotificationMaxDelay is not None or v_EVSENotification is not None: raise _leftover(o)
-                    s = -1
+        if v_NotificationMaxDelay is not None:
+            el = 'NotificationMaxDelay'
+            bits(0, 2)
+            if v_NotificationMaxDelay < 0 or v_NotificationMaxDelay > 65535: raise EncodeError(f'value {v_NotificationMaxDelay!r} outside [0, 65535]')
+            w.uint(v_NotificationMaxDelay)
+            if not (v_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+            el = 'EVSENotification'
+            _i3 = _I3.get(v_EVSENotification)
+            if _i3 is None: raise EncodeError(f'{v_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+            bits((_i3 << 2), 7)
+            v_NotificationMaxDelay = None
+            v_EVSENotification = None
+            if v_NotificationMaxDelay is not None or v_EVSENotification is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of NotificationMaxDelay')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -663,11 +417,7 @@ def _d_BodyBaseType(r):
     bits = r.bits
     el = ''
     try:
-        ec = bits(1)
-        if ec == 0:
-            s = -1
-        else:
-            raise r.deviation('BodyBaseType')
+        if bits(1): raise r.deviation('BodyBaseType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso2_msgbody.BodyBaseType()
@@ -677,12 +427,8 @@ def _e_BodyBaseType(w, o):
     bits = w.bits
     el = ''
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if True:
-                    bits(0, 1)
-                    s = -1
+        if True:
+            bits(0, 1)
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -702,35 +448,34 @@ def _d_AuthorizationReqType(r):
                     f_Id = r.string(7)
                     s = 1
                 elif ec == 1:
-                    el = 'GenChallenge'
                     if bits(1): raise r.deviation('AuthorizationReqType')
+                    el = 'GenChallenge'
                     f_GenChallenge = r.binary()
                     if len(f_GenChallenge) < 16 or len(f_GenChallenge) > 16: raise DecodeError(f'length {len(f_GenChallenge)} outside [16, 16]', r.pos)
                     if bits(1): raise r.deviation('AuthorizationReqType')
                     s = 2
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('AuthorizationReqType')
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'GenChallenge'
                     if bits(1): raise r.deviation('AuthorizationReqType')
+                    el = 'GenChallenge'
                     f_GenChallenge = r.binary()
                     if len(f_GenChallenge) < 16 or len(f_GenChallenge) > 16: raise DecodeError(f'length {len(f_GenChallenge)} outside [16, 16]', r.pos)
                     if bits(1): raise r.deviation('AuthorizationReqType')
                     s = 2
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('AuthorizationReqType')
             if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('AuthorizationReqType')
+                if bits(1): raise r.deviation('AuthorizationReqType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso2_msgbody.AuthorizationReqType(f_Id, f_GenChallenge)
@@ -746,18 +491,17 @@ def _e_AuthorizationReqType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 2)
                     el = '@Id'
+                    bits(0, 2)
                     w.string(v_Id)
                     v_Id = None
                     s = 1
                 elif v_GenChallenge is not None:
-                    bits(1, 2)
                     el = 'GenChallenge'
-                    w.bits(0, 1)
+                    bits((1 << 1), 3)
                     if len(v_GenChallenge) < 16 or len(v_GenChallenge) > 16: raise EncodeError(f'length {len(v_GenChallenge)} outside [16, 16]')
                     w.binary(v_GenChallenge)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_GenChallenge = None
                     s = 2
                 elif True:
@@ -766,12 +510,11 @@ def _e_AuthorizationReqType(w, o):
                     s = -1
             if s == 1:
                 if v_GenChallenge is not None:
-                    bits(0, 2)
                     el = 'GenChallenge'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     if len(v_GenChallenge) < 16 or len(v_GenChallenge) > 16: raise EncodeError(f'length {len(v_GenChallenge)} outside [16, 16]')
                     w.binary(v_GenChallenge)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_GenChallenge = None
                     s = 2
                 elif True:
@@ -793,38 +536,16 @@ def _d_AuthorizationResType(r):
     f_ResponseCode = None
     f_EVSEProcessing = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('AuthorizationResType')
-                    f_ResponseCode = bits(5)
-                    if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.pos)
-                    f_ResponseCode = _E4[f_ResponseCode]
-                    if bits(1): raise r.deviation('AuthorizationResType')
-                    s = 1
-                else:
-                    raise r.deviation('AuthorizationResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEProcessing'
-                    if bits(1): raise r.deviation('AuthorizationResType')
-                    f_EVSEProcessing = bits(2)
-                    if f_EVSEProcessing >= 3: raise DecodeError(f'enumeration index {f_EVSEProcessing} out of range (3 values)', r.pos)
-                    f_EVSEProcessing = _E5[f_EVSEProcessing]
-                    if bits(1): raise r.deviation('AuthorizationResType')
-                    s = 2
-                else:
-                    raise r.deviation('AuthorizationResType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('AuthorizationResType')
+        x = bits(14)
+        if x & 12403: raise r.deviation('AuthorizationResType')
+        el = 'ResponseCode'
+        f_ResponseCode = ((x >> 7) & 31)
+        if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.pos)
+        f_ResponseCode = _E4[f_ResponseCode]
+        el = 'EVSEProcessing'
+        f_EVSEProcessing = ((x >> 2) & 3)
+        if f_EVSEProcessing >= 3: raise DecodeError(f'enumeration index {f_EVSEProcessing} out of range (3 values)', r.pos)
+        f_EVSEProcessing = _E5[f_EVSEProcessing]
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso2_msgbody.AuthorizationResType(f_ResponseCode, f_EVSEProcessing)
@@ -836,39 +557,20 @@ def _e_AuthorizationResType(w, o):
     try:
         v_ResponseCode = o.ResponseCode
         v_EVSEProcessing = o.EVSEProcessing
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_ResponseCode is not None:
-                    bits(0, 1)
-                    el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I6.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 5)
-                    w.bits(0, 1)
-                    v_ResponseCode = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 1:
-                if v_EVSEProcessing is not None:
-                    bits(0, 1)
-                    el = 'EVSEProcessing'
-                    w.bits(0, 1)
-                    _i = _I7.get(v_EVSEProcessing)
-                    if _i is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
-                    w.bits(_i, 2)
-                    w.bits(0, 1)
-                    v_EVSEProcessing = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of EVSEProcessing')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_ResponseCode is not None or v_EVSEProcessing is not None: raise _leftover(o)
-                    s = -1
+        if v_ResponseCode is not None:
+            el = 'ResponseCode'
+            _i4 = _I6.get(v_ResponseCode)
+            if _i4 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (v_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
+            el = 'EVSEProcessing'
+            _i5 = _I7.get(v_EVSEProcessing)
+            if _i5 is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
+            bits((_i4 << 7) | (_i5 << 2), 14)
+            v_ResponseCode = None
+            v_EVSEProcessing = None
+            if v_ResponseCode is not None or v_EVSEProcessing is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of ResponseCode')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -878,22 +580,10 @@ def _d_CableCheckReqType(r):
     el = ''
     f_DC_EVStatus = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'DC_EVStatus'
-                    f_DC_EVStatus = _d_DC_EVStatusType(r)
-                    s = 1
-                else:
-                    raise r.deviation('CableCheckReqType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('CableCheckReqType')
+        if bits(1): raise r.deviation('CableCheckReqType')
+        el = 'DC_EVStatus'
+        f_DC_EVStatus = _d_DC_EVStatusType(r)
+        if bits(1): raise r.deviation('CableCheckReqType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso2_msgbody.CableCheckReqType(f_DC_EVStatus)
@@ -904,22 +594,15 @@ def _e_CableCheckReqType(w, o):
     el = ''
     try:
         v_DC_EVStatus = o.DC_EVStatus
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_DC_EVStatus is not None:
-                    bits(0, 1)
-                    el = 'DC_EVStatus'
-                    _e_DC_EVStatusType(w, v_DC_EVStatus)
-                    v_DC_EVStatus = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of DC_EVStatus')
-            if s == 1:
-                if True:
-                    bits(0, 1)
-                    if v_DC_EVStatus is not None: raise _leftover(o)
-                    s = -1
+        if v_DC_EVStatus is not None:
+            el = 'DC_EVStatus'
+            bits(0, 1)
+            _e_DC_EVStatusType(w, v_DC_EVStatus)
+            bits(0, 1)
+            v_DC_EVStatus = None
+            if v_DC_EVStatus is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of DC_EVStatus')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -931,47 +614,17 @@ def _d_DC_EVStatusType(r):
     f_EVErrorCode = None
     f_EVRESSSOC = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVReady'
-                    if bits(1): raise r.deviation('DC_EVStatusType')
-                    f_EVReady = bits(1) == 1
-                    if bits(1): raise r.deviation('DC_EVStatusType')
-                    s = 1
-                else:
-                    raise r.deviation('DC_EVStatusType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVErrorCode'
-                    if bits(1): raise r.deviation('DC_EVStatusType')
-                    f_EVErrorCode = bits(4)
-                    if f_EVErrorCode >= 12: raise DecodeError(f'enumeration index {f_EVErrorCode} out of range (12 values)', r.pos)
-                    f_EVErrorCode = _E8[f_EVErrorCode]
-                    if bits(1): raise r.deviation('DC_EVStatusType')
-                    s = 2
-                else:
-                    raise r.deviation('DC_EVStatusType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVRESSSOC'
-                    if bits(1): raise r.deviation('DC_EVStatusType')
-                    f_EVRESSSOC = bits(7)
-                    if f_EVRESSSOC > 100: raise DecodeError(f'value {f_EVRESSSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('DC_EVStatusType')
-                    s = 3
-                else:
-                    raise r.deviation('DC_EVStatusType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('DC_EVStatusType')
+        x = bits(22)
+        if x & 3608067: raise r.deviation('DC_EVStatusType')
+        el = 'EVReady'
+        f_EVReady = ((x >> 19) & 1) == 1
+        el = 'EVErrorCode'
+        f_EVErrorCode = ((x >> 12) & 15)
+        if f_EVErrorCode >= 12: raise DecodeError(f'enumeration index {f_EVErrorCode} out of range (12 values)', r.pos)
+        f_EVErrorCode = _E8[f_EVErrorCode]
+        el = 'EVRESSSOC'
+        f_EVRESSSOC = ((x >> 2) & 127)
+        if f_EVRESSSOC > 100: raise DecodeError(f'value {f_EVRESSSOC} above maximum 100', r.pos)
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso2_msgdatatypes.DC_EVStatusType(f_EVReady, f_EVErrorCode, f_EVRESSSOC)
@@ -984,51 +637,23 @@ def _e_DC_EVStatusType(w, o):
         v_EVReady = o.EVReady
         v_EVErrorCode = o.EVErrorCode
         v_EVRESSSOC = o.EVRESSSOC
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_EVReady is not None:
-                    bits(0, 1)
-                    el = 'EVReady'
-                    w.bits(0, 1)
-                    if v_EVReady is True: w.bits(1, 1)
-                    elif v_EVReady is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_EVReady!r}')
-                    w.bits(0, 1)
-                    v_EVReady = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of EVReady')
-            if s == 1:
-                if v_EVErrorCode is not None:
-                    bits(0, 1)
-                    el = 'EVErrorCode'
-                    w.bits(0, 1)
-                    _i = _I9.get(v_EVErrorCode)
-                    if _i is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                    w.bits(_i, 4)
-                    w.bits(0, 1)
-                    v_EVErrorCode = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of EVErrorCode')
-            if s == 2:
-                if v_EVRESSSOC is not None:
-                    bits(0, 1)
-                    el = 'EVRESSSOC'
-                    w.bits(0, 1)
-                    if not 0 <= v_EVRESSSOC <= 100: raise EncodeError(f'value {v_EVRESSSOC!r} outside [0, 100]')
-                    w.bits(v_EVRESSSOC, 7)
-                    w.bits(0, 1)
-                    v_EVRESSSOC = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of EVRESSSOC')
-            if s == 3:
-                if True:
-                    bits(0, 1)
-                    if v_EVReady is not None or v_EVErrorCode is not None or v_EVRESSSOC is not None: raise _leftover(o)
-                    s = -1
+        if v_EVReady is not None:
+            el = 'EVReady'
+            if v_EVReady is not True and v_EVReady is not False: raise EncodeError(f'expected a bool, got {v_EVReady!r}')
+            if not (v_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
+            el = 'EVErrorCode'
+            _i6 = _I9.get(v_EVErrorCode)
+            if _i6 is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+            if not (v_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
+            el = 'EVRESSSOC'
+            if not 0 <= v_EVRESSSOC <= 100: raise EncodeError(f'value {v_EVRESSSOC!r} outside [0, 100]')
+            bits((v_EVReady << 19) | (_i6 << 12) | (v_EVRESSSOC << 2), 22)
+            v_EVReady = None
+            v_EVErrorCode = None
+            v_EVRESSSOC = None
+            if v_EVReady is not None or v_EVErrorCode is not None or v_EVRESSSOC is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of EVReady')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -1037,11 +662,7 @@ def _d_EVStatusType(r):
     bits = r.bits
     el = ''
     try:
-        ec = bits(1)
-        if ec == 0:
-            s = -1
-        else:
-            raise r.deviation('EVStatusType')
+        if bits(1): raise r.deviation('EVStatusType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso2_msgdatatypes.EVStatusType()
@@ -1051,12 +672,8 @@ def _e_EVStatusType(w, o):
     bits = w.bits
     el = ''
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if True:
-                    bits(0, 1)
-                    s = -1
+        if True:
+            bits(0, 1)
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -1068,46 +685,20 @@ def _d_CableCheckResType(r):
     f_DC_EVSEStatus = None
     f_EVSEProcessing = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('CableCheckResType')
-                    f_ResponseCode = bits(5)
-                    if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.pos)
-                    f_ResponseCode = _E4[f_ResponseCode]
-                    if bits(1): raise r.deviation('CableCheckResType')
-                    s = 1
-                else:
-                    raise r.deviation('CableCheckResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'DC_EVSEStatus'
-                    f_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
-                    s = 2
-                else:
-                    raise r.deviation('CableCheckResType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEProcessing'
-                    if bits(1): raise r.deviation('CableCheckResType')
-                    f_EVSEProcessing = bits(2)
-                    if f_EVSEProcessing >= 3: raise DecodeError(f'enumeration index {f_EVSEProcessing} out of range (3 values)', r.pos)
-                    f_EVSEProcessing = _E5[f_EVSEProcessing]
-                    if bits(1): raise r.deviation('CableCheckResType')
-                    s = 3
-                else:
-                    raise r.deviation('CableCheckResType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('CableCheckResType')
+        x = bits(9)
+        if x & 387: raise r.deviation('CableCheckResType')
+        el = 'ResponseCode'
+        f_ResponseCode = ((x >> 2) & 31)
+        if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.pos)
+        f_ResponseCode = _E4[f_ResponseCode]
+        el = 'DC_EVSEStatus'
+        f_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
+        x = bits(6)
+        if x & 51: raise r.deviation('CableCheckResType')
+        el = 'EVSEProcessing'
+        f_EVSEProcessing = ((x >> 2) & 3)
+        if f_EVSEProcessing >= 3: raise DecodeError(f'enumeration index {f_EVSEProcessing} out of range (3 values)', r.pos)
+        f_EVSEProcessing = _E5[f_EVSEProcessing]
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso2_msgbody.CableCheckResType(f_ResponseCode, f_DC_EVSEStatus, f_EVSEProcessing)
@@ -1120,48 +711,25 @@ def _e_CableCheckResType(w, o):
         v_ResponseCode = o.ResponseCode
         v_DC_EVSEStatus = o.DC_EVSEStatus
         v_EVSEProcessing = o.EVSEProcessing
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_ResponseCode is not None:
-                    bits(0, 1)
-                    el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I6.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 5)
-                    w.bits(0, 1)
-                    v_ResponseCode = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 1:
-                if v_DC_EVSEStatus is not None:
-                    bits(0, 1)
-                    el = 'DC_EVSEStatus'
-                    _e_DC_EVSEStatusType(w, v_DC_EVSEStatus)
-                    v_DC_EVSEStatus = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of DC_EVSEStatus')
-            if s == 2:
-                if v_EVSEProcessing is not None:
-                    bits(0, 1)
-                    el = 'EVSEProcessing'
-                    w.bits(0, 1)
-                    _i = _I7.get(v_EVSEProcessing)
-                    if _i is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
-                    w.bits(_i, 2)
-                    w.bits(0, 1)
-                    v_EVSEProcessing = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of EVSEProcessing')
-            if s == 3:
-                if True:
-                    bits(0, 1)
-                    if v_ResponseCode is not None or v_DC_EVSEStatus is not None or v_EVSEProcessing is not None: raise _leftover(o)
-                    s = -1
+        if v_ResponseCode is not None:
+            el = 'ResponseCode'
+            _i7 = _I6.get(v_ResponseCode)
+            if _i7 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (v_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
+            el = 'DC_EVSEStatus'
+            bits((_i7 << 2), 9)
+            v_ResponseCode = None
+            _e_DC_EVSEStatusType(w, v_DC_EVSEStatus)
+            if not (v_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
+            el = 'EVSEProcessing'
+            _i8 = _I7.get(v_EVSEProcessing)
+            if _i8 is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
+            bits((_i8 << 2), 6)
+            v_DC_EVSEStatus = None
+            v_EVSEProcessing = None
+            if v_ResponseCode is not None or v_DC_EVSEStatus is not None or v_EVSEProcessing is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of ResponseCode')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -1177,66 +745,45 @@ def _d_DC_EVSEStatusType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'NotificationMaxDelay'
-                    if bits(1): raise r.deviation('DC_EVSEStatusType')
-                    f_NotificationMaxDelay = r.uint()
-                    if f_NotificationMaxDelay > 65535: raise DecodeError(f'value {f_NotificationMaxDelay} outside [0, 65535]', r.pos)
-                    if bits(1): raise r.deviation('DC_EVSEStatusType')
-                    s = 1
-                else:
-                    raise r.deviation('DC_EVSEStatusType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSENotification'
-                    if bits(1): raise r.deviation('DC_EVSEStatusType')
-                    f_EVSENotification = bits(2)
-                    if f_EVSENotification >= 3: raise DecodeError(f'enumeration index {f_EVSENotification} out of range (3 values)', r.pos)
-                    f_EVSENotification = _E2[f_EVSENotification]
-                    if bits(1): raise r.deviation('DC_EVSEStatusType')
-                    s = 2
-                else:
-                    raise r.deviation('DC_EVSEStatusType')
+                x = bits(2)
+                if x & 3: raise r.deviation('DC_EVSEStatusType')
+                el = 'NotificationMaxDelay'
+                f_NotificationMaxDelay = r.uint()
+                if f_NotificationMaxDelay > 65535: raise DecodeError(f'value {f_NotificationMaxDelay} outside [0, 65535]', r.pos)
+                x = bits(6)
+                if x & 57: raise r.deviation('DC_EVSEStatusType')
+                el = 'EVSENotification'
+                f_EVSENotification = ((x >> 1) & 3)
+                if f_EVSENotification >= 3: raise DecodeError(f'enumeration index {f_EVSENotification} out of range (3 values)', r.pos)
+                f_EVSENotification = _E2[f_EVSENotification]
+                s = 2
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(12)
+                    if x & 2273: raise r.deviation('DC_EVSEStatusType')
                     el = 'EVSEIsolationStatus'
-                    if bits(1): raise r.deviation('DC_EVSEStatusType')
-                    f_EVSEIsolationStatus = bits(3)
+                    f_EVSEIsolationStatus = ((x >> 8) & 7)
                     if f_EVSEIsolationStatus >= 5: raise DecodeError(f'enumeration index {f_EVSEIsolationStatus} out of range (5 values)', r.pos)
                     f_EVSEIsolationStatus = _E10[f_EVSEIsolationStatus]
-                    if bits(1): raise r.deviation('DC_EVSEStatusType')
-                    s = 3
-                elif ec == 1:
                     el = 'EVSEStatusCode'
-                    if bits(1): raise r.deviation('DC_EVSEStatusType')
-                    f_EVSEStatusCode = bits(4)
+                    f_EVSEStatusCode = ((x >> 1) & 15)
                     if f_EVSEStatusCode >= 12: raise DecodeError(f'enumeration index {f_EVSEStatusCode} out of range (12 values)', r.pos)
                     f_EVSEStatusCode = _E11[f_EVSEStatusCode]
-                    if bits(1): raise r.deviation('DC_EVSEStatusType')
                     s = 4
-                else:
-                    raise r.deviation('DC_EVSEStatusType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    x = bits(6)
+                    if x & 33: raise r.deviation('DC_EVSEStatusType')
                     el = 'EVSEStatusCode'
-                    if bits(1): raise r.deviation('DC_EVSEStatusType')
-                    f_EVSEStatusCode = bits(4)
+                    f_EVSEStatusCode = ((x >> 1) & 15)
                     if f_EVSEStatusCode >= 12: raise DecodeError(f'enumeration index {f_EVSEStatusCode} out of range (12 values)', r.pos)
                     f_EVSEStatusCode = _E11[f_EVSEStatusCode]
-                    if bits(1): raise r.deviation('DC_EVSEStatusType')
                     s = 4
                 else:
                     raise r.deviation('DC_EVSEStatusType')
             if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('DC_EVSEStatusType')
+                if bits(1): raise r.deviation('DC_EVSEStatusType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso2_msgdatatypes.DC_EVSEStatusType(f_NotificationMaxDelay, f_EVSENotification, f_EVSEIsolationStatus, f_EVSEStatusCode)
@@ -1254,65 +801,42 @@ def _e_DC_EVSEStatusType(w, o):
         while s >= 0:
             if s == 0:
                 if v_NotificationMaxDelay is not None:
-                    bits(0, 1)
                     el = 'NotificationMaxDelay'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     if v_NotificationMaxDelay < 0 or v_NotificationMaxDelay > 65535: raise EncodeError(f'value {v_NotificationMaxDelay!r} outside [0, 65535]')
                     w.uint(v_NotificationMaxDelay)
-                    w.bits(0, 1)
-                    v_NotificationMaxDelay = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of NotificationMaxDelay')
-            if s == 1:
-                if v_EVSENotification is not None:
-                    bits(0, 1)
+                    if not (v_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                     el = 'EVSENotification'
-                    w.bits(0, 1)
-                    _i = _I3.get(v_EVSENotification)
-                    if _i is None: raise EncodeError(f'{v_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                    w.bits(_i, 2)
-                    w.bits(0, 1)
+                    _i9 = _I3.get(v_EVSENotification)
+                    if _i9 is None: raise EncodeError(f'{v_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                    bits((_i9 << 1), 6)
+                    v_NotificationMaxDelay = None
                     v_EVSENotification = None
                     s = 2
                 else:
-                    raise EncodeError('missing content: expected one of EVSENotification')
+                    raise EncodeError('missing content: expected one of NotificationMaxDelay')
             if s == 2:
                 if v_EVSEIsolationStatus is not None:
-                    bits(0, 2)
                     el = 'EVSEIsolationStatus'
-                    w.bits(0, 1)
-                    _i = _I12.get(v_EVSEIsolationStatus)
-                    if _i is None: raise EncodeError(f'{v_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
-                    w.bits(_i, 3)
-                    w.bits(0, 1)
-                    v_EVSEIsolationStatus = None
-                    s = 3
-                elif v_EVSEStatusCode is not None:
-                    bits(1, 2)
+                    _i10 = _I12.get(v_EVSEIsolationStatus)
+                    if _i10 is None: raise EncodeError(f'{v_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
+                    if not (v_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
                     el = 'EVSEStatusCode'
-                    w.bits(0, 1)
-                    _i = _I13.get(v_EVSEStatusCode)
-                    if _i is None: raise EncodeError(f'{v_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                    w.bits(_i, 4)
-                    w.bits(0, 1)
+                    _i11 = _I13.get(v_EVSEStatusCode)
+                    if _i11 is None: raise EncodeError(f'{v_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                    bits((_i10 << 8) | (_i11 << 1), 14)
+                    v_EVSEIsolationStatus = None
+                    v_EVSEStatusCode = None
+                    s = 4
+                elif v_EVSEStatusCode is not None:
+                    el = 'EVSEStatusCode'
+                    _i12 = _I13.get(v_EVSEStatusCode)
+                    if _i12 is None: raise EncodeError(f'{v_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                    bits((1 << 6) | (_i12 << 1), 8)
                     v_EVSEStatusCode = None
                     s = 4
                 else:
                     raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
-            if s == 3:
-                if v_EVSEStatusCode is not None:
-                    bits(0, 1)
-                    el = 'EVSEStatusCode'
-                    w.bits(0, 1)
-                    _i = _I13.get(v_EVSEStatusCode)
-                    if _i is None: raise EncodeError(f'{v_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                    w.bits(_i, 4)
-                    w.bits(0, 1)
-                    v_EVSEStatusCode = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of EVSEStatusCode')
             if s == 4:
                 if True:
                     bits(0, 1)
@@ -1330,19 +854,17 @@ def _d_CanonicalizationMethodType(r, key):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = '@Algorithm'
-                    f_Algorithm = r.string(16)
-                    s = 1
-                else:
-                    raise r.deviation('CanonicalizationMethodType')
+                if bits(1): raise r.deviation('CanonicalizationMethodType')
+                el = '@Algorithm'
+                f_Algorithm = r.string(16)
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -1355,6 +877,7 @@ def _d_CanonicalizationMethodType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -1367,6 +890,7 @@ def _d_CanonicalizationMethodType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -1387,8 +911,8 @@ def _e_CanonicalizationMethodType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Algorithm is not None:
-                    bits(0, 1)
                     el = '@Algorithm'
+                    bits(0, 1)
                     w.string(v_Algorithm)
                     v_Algorithm = None
                     s = 1
@@ -1420,41 +944,19 @@ def _d_CertificateInstallationReqType(r):
     f_OEMProvisioningCert = None
     f_ListOfRootCertificateIDs = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = '@Id'
-                    f_Id = r.string(7)
-                    s = 1
-                else:
-                    raise r.deviation('CertificateInstallationReqType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'OEMProvisioningCert'
-                    if bits(1): raise r.deviation('CertificateInstallationReqType')
-                    f_OEMProvisioningCert = r.binary()
-                    if len(f_OEMProvisioningCert) > 800: raise DecodeError(f'length {len(f_OEMProvisioningCert)} outside [0, 800]', r.pos)
-                    if bits(1): raise r.deviation('CertificateInstallationReqType')
-                    s = 2
-                else:
-                    raise r.deviation('CertificateInstallationReqType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ListOfRootCertificateIDs'
-                    f_ListOfRootCertificateIDs = _d_ListOfRootCertificateIDsType(r)
-                    s = 3
-                else:
-                    raise r.deviation('CertificateInstallationReqType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('CertificateInstallationReqType')
+        if bits(1): raise r.deviation('CertificateInstallationReqType')
+        el = '@Id'
+        f_Id = r.string(7)
+        x = bits(2)
+        if x & 3: raise r.deviation('CertificateInstallationReqType')
+        el = 'OEMProvisioningCert'
+        f_OEMProvisioningCert = r.binary()
+        if len(f_OEMProvisioningCert) > 800: raise DecodeError(f'length {len(f_OEMProvisioningCert)} outside [0, 800]', r.pos)
+        x = bits(2)
+        if x & 3: raise r.deviation('CertificateInstallationReqType')
+        el = 'ListOfRootCertificateIDs'
+        f_ListOfRootCertificateIDs = _d_ListOfRootCertificateIDsType(r)
+        if bits(1): raise r.deviation('CertificateInstallationReqType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso2_msgbody.CertificateInstallationReqType(f_Id, f_OEMProvisioningCert, f_ListOfRootCertificateIDs)
@@ -1467,43 +969,26 @@ def _e_CertificateInstallationReqType(w, o):
         v_Id = o.Id
         v_OEMProvisioningCert = o.OEMProvisioningCert
         v_ListOfRootCertificateIDs = o.ListOfRootCertificateIDs
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Id is not None:
-                    bits(0, 1)
-                    el = '@Id'
-                    w.string(v_Id)
-                    v_Id = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Id')
-            if s == 1:
-                if v_OEMProvisioningCert is not None:
-                    bits(0, 1)
-                    el = 'OEMProvisioningCert'
-                    w.bits(0, 1)
-                    if len(v_OEMProvisioningCert) > 800: raise EncodeError(f'length {len(v_OEMProvisioningCert)} outside [0, 800]')
-                    w.binary(v_OEMProvisioningCert)
-                    w.bits(0, 1)
-                    v_OEMProvisioningCert = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of OEMProvisioningCert')
-            if s == 2:
-                if v_ListOfRootCertificateIDs is not None:
-                    bits(0, 1)
-                    el = 'ListOfRootCertificateIDs'
-                    _e_ListOfRootCertificateIDsType(w, v_ListOfRootCertificateIDs)
-                    v_ListOfRootCertificateIDs = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of ListOfRootCertificateIDs')
-            if s == 3:
-                if True:
-                    bits(0, 1)
-                    if v_Id is not None or v_OEMProvisioningCert is not None or v_ListOfRootCertificateIDs is not None: raise _leftover(o)
-                    s = -1
+        if v_Id is not None:
+            el = '@Id'
+            bits(0, 1)
+            w.string(v_Id)
+            if not (v_OEMProvisioningCert is not None): raise EncodeError('missing content: OEMProvisioningCert')
+            el = 'OEMProvisioningCert'
+            bits(0, 2)
+            v_Id = None
+            if len(v_OEMProvisioningCert) > 800: raise EncodeError(f'length {len(v_OEMProvisioningCert)} outside [0, 800]')
+            w.binary(v_OEMProvisioningCert)
+            if not (v_ListOfRootCertificateIDs is not None): raise EncodeError('missing content: ListOfRootCertificateIDs')
+            el = 'ListOfRootCertificateIDs'
+            bits(0, 2)
+            v_OEMProvisioningCert = None
+            _e_ListOfRootCertificateIDsType(w, v_ListOfRootCertificateIDs)
+            bits(0, 1)
+            v_ListOfRootCertificateIDs = None
+            if v_Id is not None or v_OEMProvisioningCert is not None or v_ListOfRootCertificateIDs is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Id')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -1516,14 +1001,11 @@ def _d_ListOfRootCertificateIDsType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'RootCertificateID'
-                    _v = _d_X509IssuerSerialType(r)
-                    f_RootCertificateID.append(_v)
-                    s = 1
-                else:
-                    raise r.deviation('ListOfRootCertificateIDsType')
+                if bits(1): raise r.deviation('ListOfRootCertificateIDsType')
+                el = 'RootCertificateID'
+                _v = _d_X509IssuerSerialType(r)
+                f_RootCertificateID.append(_v)
+                s = 1
             if s == 1:
                 n = 0
                 while True:
@@ -1537,16 +1019,14 @@ def _d_ListOfRootCertificateIDsType(r):
                             s = 20
                             break
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
                         raise r.deviation('ListOfRootCertificateIDsType')
             if s == 20:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ListOfRootCertificateIDsType')
+                if bits(1): raise r.deviation('ListOfRootCertificateIDsType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso2_msgdatatypes.ListOfRootCertificateIDsType(f_RootCertificateID)
@@ -1563,8 +1043,8 @@ def _e_ListOfRootCertificateIDsType(w, o):
         while s >= 0:
             if s == 0:
                 if i_RootCertificateID < n_RootCertificateID:
-                    bits(0, 1)
                     el = 'RootCertificateID'
+                    bits(0, 1)
                     _e_X509IssuerSerialType(w, v_RootCertificateID[i_RootCertificateID])
                     i_RootCertificateID += 1
                     s = 1
@@ -1574,8 +1054,8 @@ def _e_ListOfRootCertificateIDsType(w, o):
                 n = 0
                 while True:
                     if i_RootCertificateID < n_RootCertificateID:
-                        bits(0, 2)
                         el = 'RootCertificateID'
+                        bits(0, 2)
                         _e_X509IssuerSerialType(w, v_RootCertificateID[i_RootCertificateID])
                         i_RootCertificateID += 1
                         n += 1
@@ -1602,34 +1082,18 @@ def _d_X509IssuerSerialType(r):
     f_X509IssuerName = None
     f_X509SerialNumber = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'X509IssuerName'
-                    if bits(1): raise r.deviation('X509IssuerSerialType')
-                    f_X509IssuerName = r.string(18)
-                    if bits(1): raise r.deviation('X509IssuerSerialType')
-                    s = 1
-                else:
-                    raise r.deviation('X509IssuerSerialType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'X509SerialNumber'
-                    if bits(1): raise r.deviation('X509IssuerSerialType')
-                    f_X509SerialNumber = r.sint()
-                    if bits(1): raise r.deviation('X509IssuerSerialType')
-                    s = 2
-                else:
-                    raise r.deviation('X509IssuerSerialType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('X509IssuerSerialType')
+        x = bits(2)
+        if x & 3: raise r.deviation('X509IssuerSerialType')
+        el = 'X509IssuerName'
+        f_X509IssuerName = r.string(18)
+        x = bits(4)
+        if x & 14: raise r.deviation('X509IssuerSerialType')
+        el = 'X509SerialNumber'
+        _neg = (x & 1)
+        f_X509SerialNumber = r.uint()
+        if _neg: f_X509SerialNumber = -f_X509SerialNumber - 1
+        x = bits(2)
+        if x & 3: raise r.deviation('X509IssuerSerialType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.X509IssuerSerialType(f_X509IssuerName, f_X509SerialNumber)
@@ -1641,35 +1105,21 @@ def _e_X509IssuerSerialType(w, o):
     try:
         v_X509IssuerName = o.X509IssuerName
         v_X509SerialNumber = o.X509SerialNumber
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_X509IssuerName is not None:
-                    bits(0, 1)
-                    el = 'X509IssuerName'
-                    w.bits(0, 1)
-                    w.string(v_X509IssuerName)
-                    w.bits(0, 1)
-                    v_X509IssuerName = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of X509IssuerName')
-            if s == 1:
-                if v_X509SerialNumber is not None:
-                    bits(0, 1)
-                    el = 'X509SerialNumber'
-                    w.bits(0, 1)
-                    w.sint(v_X509SerialNumber)
-                    w.bits(0, 1)
-                    v_X509SerialNumber = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of X509SerialNumber')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_X509IssuerName is not None or v_X509SerialNumber is not None: raise _leftover(o)
-                    s = -1
+        if v_X509IssuerName is not None:
+            el = 'X509IssuerName'
+            bits(0, 2)
+            w.string(v_X509IssuerName)
+            if not (v_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+            el = 'X509SerialNumber'
+            if type(v_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {v_X509SerialNumber!r}')
+            bits((v_X509SerialNumber < 0), 4)
+            v_X509IssuerName = None
+            w.uint(-v_X509SerialNumber - 1 if v_X509SerialNumber < 0 else v_X509SerialNumber)
+            bits(0, 2)
+            v_X509SerialNumber = None
+            if v_X509IssuerName is not None or v_X509SerialNumber is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of X509IssuerName')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -1684,66 +1134,27 @@ def _d_CertificateInstallationResType(r):
     f_DHpublickey = None
     f_eMAID = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('CertificateInstallationResType')
-                    f_ResponseCode = bits(5)
-                    if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.pos)
-                    f_ResponseCode = _E4[f_ResponseCode]
-                    if bits(1): raise r.deviation('CertificateInstallationResType')
-                    s = 1
-                else:
-                    raise r.deviation('CertificateInstallationResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SAProvisioningCertificateChain'
-                    f_SAProvisioningCertificateChain = _d_CertificateChainType(r)
-                    s = 2
-                else:
-                    raise r.deviation('CertificateInstallationResType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ContractSignatureCertChain'
-                    f_ContractSignatureCertChain = _d_CertificateChainType(r)
-                    s = 3
-                else:
-                    raise r.deviation('CertificateInstallationResType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ContractSignatureEncryptedPrivateKey'
-                    f_ContractSignatureEncryptedPrivateKey = _d_ContractSignatureEncryptedPrivateKeyType(r)
-                    s = 4
-                else:
-                    raise r.deviation('CertificateInstallationResType')
-            if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'DHpublickey'
-                    f_DHpublickey = _d_DiffieHellmanPublickeyType(r)
-                    s = 5
-                else:
-                    raise r.deviation('CertificateInstallationResType')
-            if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'eMAID'
-                    f_eMAID = _d_EMAIDType(r, 20)
-                    s = 6
-                else:
-                    raise r.deviation('CertificateInstallationResType')
-            if s == 6:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('CertificateInstallationResType')
+        x = bits(9)
+        if x & 387: raise r.deviation('CertificateInstallationResType')
+        el = 'ResponseCode'
+        f_ResponseCode = ((x >> 2) & 31)
+        if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.pos)
+        f_ResponseCode = _E4[f_ResponseCode]
+        el = 'SAProvisioningCertificateChain'
+        f_SAProvisioningCertificateChain = _d_CertificateChainType(r)
+        if bits(1): raise r.deviation('CertificateInstallationResType')
+        el = 'ContractSignatureCertChain'
+        f_ContractSignatureCertChain = _d_CertificateChainType(r)
+        if bits(1): raise r.deviation('CertificateInstallationResType')
+        el = 'ContractSignatureEncryptedPrivateKey'
+        f_ContractSignatureEncryptedPrivateKey = _d_ContractSignatureEncryptedPrivateKeyType(r)
+        if bits(1): raise r.deviation('CertificateInstallationResType')
+        el = 'DHpublickey'
+        f_DHpublickey = _d_DiffieHellmanPublickeyType(r)
+        if bits(1): raise r.deviation('CertificateInstallationResType')
+        el = 'eMAID'
+        f_eMAID = _d_EMAIDType(r, 20)
+        if bits(1): raise r.deviation('CertificateInstallationResType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso2_msgbody.CertificateInstallationResType(f_ResponseCode, f_SAProvisioningCertificateChain, f_ContractSignatureCertChain, f_ContractSignatureEncryptedPrivateKey, f_DHpublickey, f_eMAID)
@@ -1759,71 +1170,40 @@ def _e_CertificateInstallationResType(w, o):
         v_ContractSignatureEncryptedPrivateKey = o.ContractSignatureEncryptedPrivateKey
         v_DHpublickey = o.DHpublickey
         v_eMAID = o.eMAID
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_ResponseCode is not None:
-                    bits(0, 1)
-                    el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I6.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 5)
-                    w.bits(0, 1)
-                    v_ResponseCode = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 1:
-                if v_SAProvisioningCertificateChain is not None:
-                    bits(0, 1)
-                    el = 'SAProvisioningCertificateChain'
-                    _e_CertificateChainType(w, v_SAProvisioningCertificateChain)
-                    v_SAProvisioningCertificateChain = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of SAProvisioningCertificateChain')
-            if s == 2:
-                if v_ContractSignatureCertChain is not None:
-                    bits(0, 1)
-                    el = 'ContractSignatureCertChain'
-                    _e_CertificateChainType(w, v_ContractSignatureCertChain)
-                    v_ContractSignatureCertChain = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of ContractSignatureCertChain')
-            if s == 3:
-                if v_ContractSignatureEncryptedPrivateKey is not None:
-                    bits(0, 1)
-                    el = 'ContractSignatureEncryptedPrivateKey'
-                    _e_ContractSignatureEncryptedPrivateKeyType(w, v_ContractSignatureEncryptedPrivateKey)
-                    v_ContractSignatureEncryptedPrivateKey = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of ContractSignatureEncryptedPrivateKey')
-            if s == 4:
-                if v_DHpublickey is not None:
-                    bits(0, 1)
-                    el = 'DHpublickey'
-                    _e_DiffieHellmanPublickeyType(w, v_DHpublickey)
-                    v_DHpublickey = None
-                    s = 5
-                else:
-                    raise EncodeError('missing content: expected one of DHpublickey')
-            if s == 5:
-                if v_eMAID is not None:
-                    bits(0, 1)
-                    el = 'eMAID'
-                    _e_EMAIDType(w, v_eMAID)
-                    v_eMAID = None
-                    s = 6
-                else:
-                    raise EncodeError('missing content: expected one of eMAID')
-            if s == 6:
-                if True:
-                    bits(0, 1)
-                    if v_ResponseCode is not None or v_SAProvisioningCertificateChain is not None or v_ContractSignatureCertChain is not None or v_ContractSignatureEncryptedPrivateKey is not None or v_DHpublickey is not None or v_eMAID is not None: raise _leftover(o)
-                    s = -1
+        if v_ResponseCode is not None:
+            el = 'ResponseCode'
+            _i13 = _I6.get(v_ResponseCode)
+            if _i13 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (v_SAProvisioningCertificateChain is not None): raise EncodeError('missing content: SAProvisioningCertificateChain')
+            el = 'SAProvisioningCertificateChain'
+            bits((_i13 << 2), 9)
+            v_ResponseCode = None
+            _e_CertificateChainType(w, v_SAProvisioningCertificateChain)
+            if not (v_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
+            el = 'ContractSignatureCertChain'
+            bits(0, 1)
+            v_SAProvisioningCertificateChain = None
+            _e_CertificateChainType(w, v_ContractSignatureCertChain)
+            if not (v_ContractSignatureEncryptedPrivateKey is not None): raise EncodeError('missing content: ContractSignatureEncryptedPrivateKey')
+            el = 'ContractSignatureEncryptedPrivateKey'
+            bits(0, 1)
+            v_ContractSignatureCertChain = None
+            _e_ContractSignatureEncryptedPrivateKeyType(w, v_ContractSignatureEncryptedPrivateKey)
+            if not (v_DHpublickey is not None): raise EncodeError('missing content: DHpublickey')
+            el = 'DHpublickey'
+            bits(0, 1)
+            v_ContractSignatureEncryptedPrivateKey = None
+            _e_DiffieHellmanPublickeyType(w, v_DHpublickey)
+            if not (v_eMAID is not None): raise EncodeError('missing content: eMAID')
+            el = 'eMAID'
+            bits(0, 1)
+            v_DHpublickey = None
+            _e_EMAIDType(w, v_eMAID)
+            bits(0, 1)
+            v_eMAID = None
+            if v_ResponseCode is not None or v_SAProvisioningCertificateChain is not None or v_ContractSignatureCertChain is not None or v_ContractSignatureEncryptedPrivateKey is not None or v_DHpublickey is not None or v_eMAID is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of ResponseCode')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -1842,21 +1222,16 @@ def _d_CertificateChainType(r):
                 if ec == 0:
                     el = '@Id'
                     f_Id = r.string(21)
-                    s = 1
-                elif ec == 1:
+                    x = bits(2)
+                    if x & 3: raise r.deviation('CertificateChainType')
                     el = 'Certificate'
-                    if bits(1): raise r.deviation('CertificateChainType')
                     f_Certificate = r.binary()
                     if len(f_Certificate) > 800: raise DecodeError(f'length {len(f_Certificate)} outside [0, 800]', r.pos)
                     if bits(1): raise r.deviation('CertificateChainType')
                     s = 2
-                else:
-                    raise r.deviation('CertificateChainType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Certificate'
+                elif ec == 1:
                     if bits(1): raise r.deviation('CertificateChainType')
+                    el = 'Certificate'
                     f_Certificate = r.binary()
                     if len(f_Certificate) > 800: raise DecodeError(f'length {len(f_Certificate)} outside [0, 800]', r.pos)
                     if bits(1): raise r.deviation('CertificateChainType')
@@ -1868,14 +1243,10 @@ def _d_CertificateChainType(r):
                 if ec == 0:
                     el = 'SubCertificates'
                     f_SubCertificates = _d_SubCertificatesType(r)
-                    s = 3
-                elif ec == 1:
+                    if bits(1): raise r.deviation('CertificateChainType')
                     s = -1
-                else:
-                    raise r.deviation('CertificateChainType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('CertificateChainType')
@@ -1895,48 +1266,39 @@ def _e_CertificateChainType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 2)
                     el = '@Id'
+                    bits(0, 2)
                     w.string(v_Id)
-                    v_Id = None
-                    s = 1
-                elif v_Certificate is not None:
-                    bits(1, 2)
+                    if not (v_Certificate is not None): raise EncodeError('missing content: Certificate')
                     el = 'Certificate'
-                    w.bits(0, 1)
+                    bits(0, 2)
+                    v_Id = None
                     if len(v_Certificate) > 800: raise EncodeError(f'length {len(v_Certificate)} outside [0, 800]')
                     w.binary(v_Certificate)
-                    w.bits(0, 1)
+                    bits(0, 1)
+                    v_Certificate = None
+                    s = 2
+                elif v_Certificate is not None:
+                    el = 'Certificate'
+                    bits((1 << 1), 3)
+                    if len(v_Certificate) > 800: raise EncodeError(f'length {len(v_Certificate)} outside [0, 800]')
+                    w.binary(v_Certificate)
+                    bits(0, 1)
                     v_Certificate = None
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, Certificate')
-            if s == 1:
-                if v_Certificate is not None:
-                    bits(0, 1)
-                    el = 'Certificate'
-                    w.bits(0, 1)
-                    if len(v_Certificate) > 800: raise EncodeError(f'length {len(v_Certificate)} outside [0, 800]')
-                    w.binary(v_Certificate)
-                    w.bits(0, 1)
-                    v_Certificate = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of Certificate')
             if s == 2:
                 if v_SubCertificates is not None:
-                    bits(0, 2)
                     el = 'SubCertificates'
+                    bits(0, 2)
                     _e_SubCertificatesType(w, v_SubCertificates)
+                    bits(0, 1)
                     v_SubCertificates = None
-                    s = 3
-                elif True:
-                    bits(1, 2)
                     if v_Id is not None or v_Certificate is not None or v_SubCertificates is not None: raise _leftover(o)
                     s = -1
-            if s == 3:
-                if True:
-                    bits(0, 1)
+                elif True:
+                    bits(1, 2)
                     if v_Id is not None or v_Certificate is not None or v_SubCertificates is not None: raise _leftover(o)
                     s = -1
     except Exception as e:
@@ -1951,24 +1313,21 @@ def _d_SubCertificatesType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Certificate'
-                    if bits(1): raise r.deviation('SubCertificatesType')
-                    _v = r.binary()
-                    if len(_v) > 800: raise DecodeError(f'length {len(_v)} outside [0, 800]', r.pos)
-                    if bits(1): raise r.deviation('SubCertificatesType')
-                    f_Certificate.append(_v)
-                    s = 1
-                else:
-                    raise r.deviation('SubCertificatesType')
+                x = bits(2)
+                if x & 3: raise r.deviation('SubCertificatesType')
+                el = 'Certificate'
+                _v = r.binary()
+                if len(_v) > 800: raise DecodeError(f'length {len(_v)} outside [0, 800]', r.pos)
+                if bits(1): raise r.deviation('SubCertificatesType')
+                f_Certificate.append(_v)
+                s = 1
             if s == 1:
                 n = 0
                 while True:
                     ec = bits(2)
                     if ec == 0:
-                        el = 'Certificate'
                         if bits(1): raise r.deviation('SubCertificatesType')
+                        el = 'Certificate'
                         _v = r.binary()
                         if len(_v) > 800: raise DecodeError(f'length {len(_v)} outside [0, 800]', r.pos)
                         if bits(1): raise r.deviation('SubCertificatesType')
@@ -1978,16 +1337,14 @@ def _d_SubCertificatesType(r):
                             s = 4
                             break
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
                         raise r.deviation('SubCertificatesType')
             if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('SubCertificatesType')
+                if bits(1): raise r.deviation('SubCertificatesType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso2_msgdatatypes.SubCertificatesType(f_Certificate)
@@ -2004,12 +1361,11 @@ def _e_SubCertificatesType(w, o):
         while s >= 0:
             if s == 0:
                 if i_Certificate < n_Certificate:
-                    bits(0, 1)
                     el = 'Certificate'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     if len(v_Certificate[i_Certificate]) > 800: raise EncodeError(f'length {len(v_Certificate[i_Certificate])} outside [0, 800]')
                     w.binary(v_Certificate[i_Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_Certificate += 1
                     s = 1
                 else:
@@ -2018,12 +1374,11 @@ def _e_SubCertificatesType(w, o):
                 n = 0
                 while True:
                     if i_Certificate < n_Certificate:
-                        bits(0, 2)
                         el = 'Certificate'
-                        w.bits(0, 1)
+                        bits(0, 3)
                         if len(v_Certificate[i_Certificate]) > 800: raise EncodeError(f'length {len(v_Certificate[i_Certificate])} outside [0, 800]')
                         w.binary(v_Certificate[i_Certificate])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_Certificate += 1
                         n += 1
                         if n == 3:
@@ -2049,30 +1404,13 @@ def _d_ContractSignatureEncryptedPrivateKeyType(r):
     f_Id = None
     f_value = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = '@Id'
-                    f_Id = r.string(21)
-                    s = 1
-                else:
-                    raise r.deviation('ContractSignatureEncryptedPrivateKeyType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    f_value = r.binary()
-                    if len(f_value) > 48: raise DecodeError(f'length {len(f_value)} outside [0, 48]', r.pos)
-                    s = 2
-                else:
-                    raise r.deviation('ContractSignatureEncryptedPrivateKeyType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ContractSignatureEncryptedPrivateKeyType')
+        if bits(1): raise r.deviation('ContractSignatureEncryptedPrivateKeyType')
+        el = '@Id'
+        f_Id = r.string(21)
+        if bits(1): raise r.deviation('ContractSignatureEncryptedPrivateKeyType')
+        f_value = r.binary()
+        if len(f_value) > 48: raise DecodeError(f'length {len(f_value)} outside [0, 48]', r.pos)
+        if bits(1): raise r.deviation('ContractSignatureEncryptedPrivateKeyType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso2_msgdatatypes.ContractSignatureEncryptedPrivateKeyType(f_Id, f_value)
@@ -2084,31 +1422,20 @@ def _e_ContractSignatureEncryptedPrivateKeyType(w, o):
     try:
         v_Id = o.Id
         v_value = o.value
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Id is not None:
-                    bits(0, 1)
-                    el = '@Id'
-                    w.string(v_Id)
-                    v_Id = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Id')
-            if s == 1:
-                if v_value is not None:
-                    bits(0, 1)
-                    if len(v_value) > 48: raise EncodeError(f'length {len(v_value)} outside [0, 48]')
-                    w.binary(v_value)
-                    v_value = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of text')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_Id is not None or v_value is not None: raise _leftover(o)
-                    s = -1
+        if v_Id is not None:
+            el = '@Id'
+            bits(0, 1)
+            w.string(v_Id)
+            if not (v_value is not None): raise EncodeError('missing content: text')
+            bits(0, 1)
+            v_Id = None
+            if len(v_value) > 48: raise EncodeError(f'length {len(v_value)} outside [0, 48]')
+            w.binary(v_value)
+            bits(0, 1)
+            v_value = None
+            if v_Id is not None or v_value is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Id')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -2119,30 +1446,13 @@ def _d_DiffieHellmanPublickeyType(r):
     f_Id = None
     f_value = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = '@Id'
-                    f_Id = r.string(21)
-                    s = 1
-                else:
-                    raise r.deviation('DiffieHellmanPublickeyType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    f_value = r.binary()
-                    if len(f_value) > 65: raise DecodeError(f'length {len(f_value)} outside [0, 65]', r.pos)
-                    s = 2
-                else:
-                    raise r.deviation('DiffieHellmanPublickeyType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('DiffieHellmanPublickeyType')
+        if bits(1): raise r.deviation('DiffieHellmanPublickeyType')
+        el = '@Id'
+        f_Id = r.string(21)
+        if bits(1): raise r.deviation('DiffieHellmanPublickeyType')
+        f_value = r.binary()
+        if len(f_value) > 65: raise DecodeError(f'length {len(f_value)} outside [0, 65]', r.pos)
+        if bits(1): raise r.deviation('DiffieHellmanPublickeyType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso2_msgdatatypes.DiffieHellmanPublickeyType(f_Id, f_value)
@@ -2154,31 +1464,20 @@ def _e_DiffieHellmanPublickeyType(w, o):
     try:
         v_Id = o.Id
         v_value = o.value
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Id is not None:
-                    bits(0, 1)
-                    el = '@Id'
-                    w.string(v_Id)
-                    v_Id = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Id')
-            if s == 1:
-                if v_value is not None:
-                    bits(0, 1)
-                    if len(v_value) > 65: raise EncodeError(f'length {len(v_value)} outside [0, 65]')
-                    w.binary(v_value)
-                    v_value = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of text')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_Id is not None or v_value is not None: raise _leftover(o)
-                    s = -1
+        if v_Id is not None:
+            el = '@Id'
+            bits(0, 1)
+            w.string(v_Id)
+            if not (v_value is not None): raise EncodeError('missing content: text')
+            bits(0, 1)
+            v_Id = None
+            if len(v_value) > 65: raise EncodeError(f'length {len(v_value)} outside [0, 65]')
+            w.binary(v_value)
+            bits(0, 1)
+            v_value = None
+            if v_Id is not None or v_value is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Id')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -2189,30 +1488,13 @@ def _d_EMAIDType(r, key):
     f_Id = None
     f_value = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = '@Id'
-                    f_Id = r.string(21)
-                    s = 1
-                else:
-                    raise r.deviation('EMAIDType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    f_value = r.string(key)
-                    if len(f_value) < 14 or len(f_value) > 15: raise DecodeError(f'length {len(f_value)} outside [14, 15]', r.pos)
-                    s = 2
-                else:
-                    raise r.deviation('EMAIDType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('EMAIDType')
+        if bits(1): raise r.deviation('EMAIDType')
+        el = '@Id'
+        f_Id = r.string(21)
+        if bits(1): raise r.deviation('EMAIDType')
+        f_value = r.string(key)
+        if len(f_value) < 14 or len(f_value) > 15: raise DecodeError(f'length {len(f_value)} outside [14, 15]', r.pos)
+        if bits(1): raise r.deviation('EMAIDType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso2_msgdatatypes.EMAIDType(f_Id, f_value)
@@ -2224,31 +1506,20 @@ def _e_EMAIDType(w, o):
     try:
         v_Id = o.Id
         v_value = o.value
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Id is not None:
-                    bits(0, 1)
-                    el = '@Id'
-                    w.string(v_Id)
-                    v_Id = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Id')
-            if s == 1:
-                if v_value is not None:
-                    bits(0, 1)
-                    if len(v_value) < 14 or len(v_value) > 15: raise EncodeError(f'length {len(v_value)} outside [14, 15]')
-                    w.string(v_value)
-                    v_value = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of text')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_Id is not None or v_value is not None: raise _leftover(o)
-                    s = -1
+        if v_Id is not None:
+            el = '@Id'
+            bits(0, 1)
+            w.string(v_Id)
+            if not (v_value is not None): raise EncodeError('missing content: text')
+            bits(0, 1)
+            v_Id = None
+            if len(v_value) < 14 or len(v_value) > 15: raise EncodeError(f'length {len(v_value)} outside [14, 15]')
+            w.string(v_value)
+            bits(0, 1)
+            v_value = None
+            if v_Id is not None or v_value is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Id')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -2261,49 +1532,22 @@ def _d_CertificateUpdateReqType(r):
     f_eMAID = None
     f_ListOfRootCertificateIDs = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = '@Id'
-                    f_Id = r.string(7)
-                    s = 1
-                else:
-                    raise r.deviation('CertificateUpdateReqType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ContractSignatureCertChain'
-                    f_ContractSignatureCertChain = _d_CertificateChainType(r)
-                    s = 2
-                else:
-                    raise r.deviation('CertificateUpdateReqType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'eMAID'
-                    if bits(1): raise r.deviation('CertificateUpdateReqType')
-                    f_eMAID = r.string(20)
-                    if len(f_eMAID) < 14 or len(f_eMAID) > 15: raise DecodeError(f'length {len(f_eMAID)} outside [14, 15]', r.pos)
-                    if bits(1): raise r.deviation('CertificateUpdateReqType')
-                    s = 3
-                else:
-                    raise r.deviation('CertificateUpdateReqType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ListOfRootCertificateIDs'
-                    f_ListOfRootCertificateIDs = _d_ListOfRootCertificateIDsType(r)
-                    s = 4
-                else:
-                    raise r.deviation('CertificateUpdateReqType')
-            if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('CertificateUpdateReqType')
+        if bits(1): raise r.deviation('CertificateUpdateReqType')
+        el = '@Id'
+        f_Id = r.string(7)
+        if bits(1): raise r.deviation('CertificateUpdateReqType')
+        el = 'ContractSignatureCertChain'
+        f_ContractSignatureCertChain = _d_CertificateChainType(r)
+        x = bits(2)
+        if x & 3: raise r.deviation('CertificateUpdateReqType')
+        el = 'eMAID'
+        f_eMAID = r.string(20)
+        if len(f_eMAID) < 14 or len(f_eMAID) > 15: raise DecodeError(f'length {len(f_eMAID)} outside [14, 15]', r.pos)
+        x = bits(2)
+        if x & 3: raise r.deviation('CertificateUpdateReqType')
+        el = 'ListOfRootCertificateIDs'
+        f_ListOfRootCertificateIDs = _d_ListOfRootCertificateIDsType(r)
+        if bits(1): raise r.deviation('CertificateUpdateReqType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso2_msgbody.CertificateUpdateReqType(f_Id, f_ContractSignatureCertChain, f_eMAID, f_ListOfRootCertificateIDs)
@@ -2317,52 +1561,31 @@ def _e_CertificateUpdateReqType(w, o):
         v_ContractSignatureCertChain = o.ContractSignatureCertChain
         v_eMAID = o.eMAID
         v_ListOfRootCertificateIDs = o.ListOfRootCertificateIDs
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Id is not None:
-                    bits(0, 1)
-                    el = '@Id'
-                    w.string(v_Id)
-                    v_Id = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Id')
-            if s == 1:
-                if v_ContractSignatureCertChain is not None:
-                    bits(0, 1)
-                    el = 'ContractSignatureCertChain'
-                    _e_CertificateChainType(w, v_ContractSignatureCertChain)
-                    v_ContractSignatureCertChain = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of ContractSignatureCertChain')
-            if s == 2:
-                if v_eMAID is not None:
-                    bits(0, 1)
-                    el = 'eMAID'
-                    w.bits(0, 1)
-                    if len(v_eMAID) < 14 or len(v_eMAID) > 15: raise EncodeError(f'length {len(v_eMAID)} outside [14, 15]')
-                    w.string(v_eMAID)
-                    w.bits(0, 1)
-                    v_eMAID = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of eMAID')
-            if s == 3:
-                if v_ListOfRootCertificateIDs is not None:
-                    bits(0, 1)
-                    el = 'ListOfRootCertificateIDs'
-                    _e_ListOfRootCertificateIDsType(w, v_ListOfRootCertificateIDs)
-                    v_ListOfRootCertificateIDs = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of ListOfRootCertificateIDs')
-            if s == 4:
-                if True:
-                    bits(0, 1)
-                    if v_Id is not None or v_ContractSignatureCertChain is not None or v_eMAID is not None or v_ListOfRootCertificateIDs is not None: raise _leftover(o)
-                    s = -1
+        if v_Id is not None:
+            el = '@Id'
+            bits(0, 1)
+            w.string(v_Id)
+            if not (v_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
+            el = 'ContractSignatureCertChain'
+            bits(0, 1)
+            v_Id = None
+            _e_CertificateChainType(w, v_ContractSignatureCertChain)
+            if not (v_eMAID is not None): raise EncodeError('missing content: eMAID')
+            el = 'eMAID'
+            bits(0, 2)
+            v_ContractSignatureCertChain = None
+            if len(v_eMAID) < 14 or len(v_eMAID) > 15: raise EncodeError(f'length {len(v_eMAID)} outside [14, 15]')
+            w.string(v_eMAID)
+            if not (v_ListOfRootCertificateIDs is not None): raise EncodeError('missing content: ListOfRootCertificateIDs')
+            el = 'ListOfRootCertificateIDs'
+            bits(0, 2)
+            v_eMAID = None
+            _e_ListOfRootCertificateIDsType(w, v_ListOfRootCertificateIDs)
+            bits(0, 1)
+            v_ListOfRootCertificateIDs = None
+            if v_Id is not None or v_ContractSignatureCertChain is not None or v_eMAID is not None or v_ListOfRootCertificateIDs is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Id')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -2381,73 +1604,42 @@ def _d_CertificateUpdateResType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('CertificateUpdateResType')
-                    f_ResponseCode = bits(5)
-                    if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.pos)
-                    f_ResponseCode = _E4[f_ResponseCode]
-                    if bits(1): raise r.deviation('CertificateUpdateResType')
-                    s = 1
-                else:
-                    raise r.deviation('CertificateUpdateResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SAProvisioningCertificateChain'
-                    f_SAProvisioningCertificateChain = _d_CertificateChainType(r)
-                    s = 2
-                else:
-                    raise r.deviation('CertificateUpdateResType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ContractSignatureCertChain'
-                    f_ContractSignatureCertChain = _d_CertificateChainType(r)
-                    s = 3
-                else:
-                    raise r.deviation('CertificateUpdateResType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ContractSignatureEncryptedPrivateKey'
-                    f_ContractSignatureEncryptedPrivateKey = _d_ContractSignatureEncryptedPrivateKeyType(r)
-                    s = 4
-                else:
-                    raise r.deviation('CertificateUpdateResType')
-            if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'DHpublickey'
-                    f_DHpublickey = _d_DiffieHellmanPublickeyType(r)
-                    s = 5
-                else:
-                    raise r.deviation('CertificateUpdateResType')
-            if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'eMAID'
-                    f_eMAID = _d_EMAIDType(r, 20)
-                    s = 6
-                else:
-                    raise r.deviation('CertificateUpdateResType')
+                x = bits(9)
+                if x & 387: raise r.deviation('CertificateUpdateResType')
+                el = 'ResponseCode'
+                f_ResponseCode = ((x >> 2) & 31)
+                if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.pos)
+                f_ResponseCode = _E4[f_ResponseCode]
+                el = 'SAProvisioningCertificateChain'
+                f_SAProvisioningCertificateChain = _d_CertificateChainType(r)
+                if bits(1): raise r.deviation('CertificateUpdateResType')
+                el = 'ContractSignatureCertChain'
+                f_ContractSignatureCertChain = _d_CertificateChainType(r)
+                if bits(1): raise r.deviation('CertificateUpdateResType')
+                el = 'ContractSignatureEncryptedPrivateKey'
+                f_ContractSignatureEncryptedPrivateKey = _d_ContractSignatureEncryptedPrivateKeyType(r)
+                if bits(1): raise r.deviation('CertificateUpdateResType')
+                el = 'DHpublickey'
+                f_DHpublickey = _d_DiffieHellmanPublickeyType(r)
+                if bits(1): raise r.deviation('CertificateUpdateResType')
+                el = 'eMAID'
+                f_eMAID = _d_EMAIDType(r, 20)
+                s = 6
             if s == 6:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('CertificateUpdateResType')
                     el = 'RetryCounter'
-                    if bits(1): raise r.deviation('CertificateUpdateResType')
-                    f_RetryCounter = r.sint()
+                    _neg = (x & 1)
+                    f_RetryCounter = r.uint()
+                    if _neg: f_RetryCounter = -f_RetryCounter - 1
                     if f_RetryCounter < -32768 or f_RetryCounter > 32767: raise DecodeError(f'value {f_RetryCounter} outside [-32768, 32767]', r.pos)
-                    if bits(1): raise r.deviation('CertificateUpdateResType')
-                    s = 7
-                elif ec == 1:
+                    x = bits(2)
+                    if x & 3: raise r.deviation('CertificateUpdateResType')
                     s = -1
-                else:
-                    raise r.deviation('CertificateUpdateResType')
-            if s == 7:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('CertificateUpdateResType')
@@ -2471,79 +1663,50 @@ def _e_CertificateUpdateResType(w, o):
         while s >= 0:
             if s == 0:
                 if v_ResponseCode is not None:
-                    bits(0, 1)
                     el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I6.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 5)
-                    w.bits(0, 1)
-                    v_ResponseCode = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 1:
-                if v_SAProvisioningCertificateChain is not None:
-                    bits(0, 1)
+                    _i14 = _I6.get(v_ResponseCode)
+                    if _i14 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    if not (v_SAProvisioningCertificateChain is not None): raise EncodeError('missing content: SAProvisioningCertificateChain')
                     el = 'SAProvisioningCertificateChain'
+                    bits((_i14 << 2), 9)
+                    v_ResponseCode = None
                     _e_CertificateChainType(w, v_SAProvisioningCertificateChain)
-                    v_SAProvisioningCertificateChain = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of SAProvisioningCertificateChain')
-            if s == 2:
-                if v_ContractSignatureCertChain is not None:
-                    bits(0, 1)
+                    if not (v_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
                     el = 'ContractSignatureCertChain'
+                    bits(0, 1)
+                    v_SAProvisioningCertificateChain = None
                     _e_CertificateChainType(w, v_ContractSignatureCertChain)
-                    v_ContractSignatureCertChain = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of ContractSignatureCertChain')
-            if s == 3:
-                if v_ContractSignatureEncryptedPrivateKey is not None:
-                    bits(0, 1)
+                    if not (v_ContractSignatureEncryptedPrivateKey is not None): raise EncodeError('missing content: ContractSignatureEncryptedPrivateKey')
                     el = 'ContractSignatureEncryptedPrivateKey'
+                    bits(0, 1)
+                    v_ContractSignatureCertChain = None
                     _e_ContractSignatureEncryptedPrivateKeyType(w, v_ContractSignatureEncryptedPrivateKey)
-                    v_ContractSignatureEncryptedPrivateKey = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of ContractSignatureEncryptedPrivateKey')
-            if s == 4:
-                if v_DHpublickey is not None:
-                    bits(0, 1)
+                    if not (v_DHpublickey is not None): raise EncodeError('missing content: DHpublickey')
                     el = 'DHpublickey'
-                    _e_DiffieHellmanPublickeyType(w, v_DHpublickey)
-                    v_DHpublickey = None
-                    s = 5
-                else:
-                    raise EncodeError('missing content: expected one of DHpublickey')
-            if s == 5:
-                if v_eMAID is not None:
                     bits(0, 1)
+                    v_ContractSignatureEncryptedPrivateKey = None
+                    _e_DiffieHellmanPublickeyType(w, v_DHpublickey)
+                    if not (v_eMAID is not None): raise EncodeError('missing content: eMAID')
                     el = 'eMAID'
+                    bits(0, 1)
+                    v_DHpublickey = None
                     _e_EMAIDType(w, v_eMAID)
                     v_eMAID = None
                     s = 6
                 else:
-                    raise EncodeError('missing content: expected one of eMAID')
+                    raise EncodeError('missing content: expected one of ResponseCode')
             if s == 6:
                 if v_RetryCounter is not None:
-                    bits(0, 2)
                     el = 'RetryCounter'
-                    w.bits(0, 1)
                     if v_RetryCounter < -32768 or v_RetryCounter > 32767: raise EncodeError(f'value {v_RetryCounter!r} outside [-32768, 32767]')
-                    w.sint(v_RetryCounter)
-                    w.bits(0, 1)
+                    bits((v_RetryCounter < 0), 4)
+                    w.uint(-v_RetryCounter - 1 if v_RetryCounter < 0 else v_RetryCounter)
+                    bits(0, 2)
                     v_RetryCounter = None
-                    s = 7
-                elif True:
-                    bits(1, 2)
                     if v_ResponseCode is not None or v_SAProvisioningCertificateChain is not None or v_ContractSignatureCertChain is not None or v_ContractSignatureEncryptedPrivateKey is not None or v_DHpublickey is not None or v_eMAID is not None or v_RetryCounter is not None: raise _leftover(o)
                     s = -1
-            if s == 7:
-                if True:
-                    bits(0, 1)
+                elif True:
+                    bits(1, 2)
                     if v_ResponseCode is not None or v_SAProvisioningCertificateChain is not None or v_ContractSignatureCertChain is not None or v_ContractSignatureEncryptedPrivateKey is not None or v_DHpublickey is not None or v_eMAID is not None or v_RetryCounter is not None: raise _leftover(o)
                     s = -1
     except Exception as e:
@@ -2564,31 +1727,24 @@ def _d_ChargeParameterDiscoveryReqType(r):
             if s == 0:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'MaxEntriesSAScheduleTuple'
                     if bits(1): raise r.deviation('ChargeParameterDiscoveryReqType')
+                    el = 'MaxEntriesSAScheduleTuple'
                     f_MaxEntriesSAScheduleTuple = r.uint()
                     if f_MaxEntriesSAScheduleTuple > 65535: raise DecodeError(f'value {f_MaxEntriesSAScheduleTuple} outside [0, 65535]', r.pos)
-                    if bits(1): raise r.deviation('ChargeParameterDiscoveryReqType')
-                    s = 1
-                elif ec == 1:
+                    x = bits(7)
+                    if x & 113: raise r.deviation('ChargeParameterDiscoveryReqType')
                     el = 'RequestedEnergyTransferMode'
-                    if bits(1): raise r.deviation('ChargeParameterDiscoveryReqType')
-                    f_RequestedEnergyTransferMode = bits(3)
+                    f_RequestedEnergyTransferMode = ((x >> 1) & 7)
                     if f_RequestedEnergyTransferMode >= 6: raise DecodeError(f'enumeration index {f_RequestedEnergyTransferMode} out of range (6 values)', r.pos)
                     f_RequestedEnergyTransferMode = _E14[f_RequestedEnergyTransferMode]
-                    if bits(1): raise r.deviation('ChargeParameterDiscoveryReqType')
                     s = 2
-                else:
-                    raise r.deviation('ChargeParameterDiscoveryReqType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    x = bits(5)
+                    if x & 17: raise r.deviation('ChargeParameterDiscoveryReqType')
                     el = 'RequestedEnergyTransferMode'
-                    if bits(1): raise r.deviation('ChargeParameterDiscoveryReqType')
-                    f_RequestedEnergyTransferMode = bits(3)
+                    f_RequestedEnergyTransferMode = ((x >> 1) & 7)
                     if f_RequestedEnergyTransferMode >= 6: raise DecodeError(f'enumeration index {f_RequestedEnergyTransferMode} out of range (6 values)', r.pos)
                     f_RequestedEnergyTransferMode = _E14[f_RequestedEnergyTransferMode]
-                    if bits(1): raise r.deviation('ChargeParameterDiscoveryReqType')
                     s = 2
                 else:
                     raise r.deviation('ChargeParameterDiscoveryReqType')
@@ -2609,11 +1765,8 @@ def _d_ChargeParameterDiscoveryReqType(r):
                 else:
                     raise r.deviation('ChargeParameterDiscoveryReqType')
             if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ChargeParameterDiscoveryReqType')
+                if bits(1): raise r.deviation('ChargeParameterDiscoveryReqType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso2_msgbody.ChargeParameterDiscoveryReqType(f_MaxEntriesSAScheduleTuple, f_RequestedEnergyTransferMode, f_AC_EVChargeParameter, f_DC_EVChargeParameter, f_EVChargeParameter)
@@ -2632,55 +1785,43 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
         while s >= 0:
             if s == 0:
                 if v_MaxEntriesSAScheduleTuple is not None:
-                    bits(0, 2)
                     el = 'MaxEntriesSAScheduleTuple'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     if v_MaxEntriesSAScheduleTuple < 0 or v_MaxEntriesSAScheduleTuple > 65535: raise EncodeError(f'value {v_MaxEntriesSAScheduleTuple!r} outside [0, 65535]')
                     w.uint(v_MaxEntriesSAScheduleTuple)
-                    w.bits(0, 1)
-                    v_MaxEntriesSAScheduleTuple = None
-                    s = 1
-                elif v_RequestedEnergyTransferMode is not None:
-                    bits(1, 2)
+                    if not (v_RequestedEnergyTransferMode is not None): raise EncodeError('missing content: RequestedEnergyTransferMode')
                     el = 'RequestedEnergyTransferMode'
-                    w.bits(0, 1)
-                    _i = _I15.get(v_RequestedEnergyTransferMode)
-                    if _i is None: raise EncodeError(f'{v_RequestedEnergyTransferMode!r} is not one of the enumeration EnergyTransferModeType')
-                    w.bits(_i, 3)
-                    w.bits(0, 1)
+                    _i15 = _I15.get(v_RequestedEnergyTransferMode)
+                    if _i15 is None: raise EncodeError(f'{v_RequestedEnergyTransferMode!r} is not one of the enumeration EnergyTransferModeType')
+                    bits((_i15 << 1), 7)
+                    v_MaxEntriesSAScheduleTuple = None
+                    v_RequestedEnergyTransferMode = None
+                    s = 2
+                elif v_RequestedEnergyTransferMode is not None:
+                    el = 'RequestedEnergyTransferMode'
+                    _i16 = _I15.get(v_RequestedEnergyTransferMode)
+                    if _i16 is None: raise EncodeError(f'{v_RequestedEnergyTransferMode!r} is not one of the enumeration EnergyTransferModeType')
+                    bits((1 << 5) | (_i16 << 1), 7)
                     v_RequestedEnergyTransferMode = None
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of MaxEntriesSAScheduleTuple, RequestedEnergyTransferMode')
-            if s == 1:
-                if v_RequestedEnergyTransferMode is not None:
-                    bits(0, 1)
-                    el = 'RequestedEnergyTransferMode'
-                    w.bits(0, 1)
-                    _i = _I15.get(v_RequestedEnergyTransferMode)
-                    if _i is None: raise EncodeError(f'{v_RequestedEnergyTransferMode!r} is not one of the enumeration EnergyTransferModeType')
-                    w.bits(_i, 3)
-                    w.bits(0, 1)
-                    v_RequestedEnergyTransferMode = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of RequestedEnergyTransferMode')
             if s == 2:
                 if v_AC_EVChargeParameter is not None:
-                    bits(0, 2)
                     el = 'AC_EVChargeParameter'
+                    bits(0, 2)
                     _e_AC_EVChargeParameterType(w, v_AC_EVChargeParameter)
                     v_AC_EVChargeParameter = None
                     s = 3
                 elif v_DC_EVChargeParameter is not None:
-                    bits(1, 2)
                     el = 'DC_EVChargeParameter'
+                    bits(1, 2)
                     _e_DC_EVChargeParameterType(w, v_DC_EVChargeParameter)
                     v_DC_EVChargeParameter = None
                     s = 3
                 elif v_EVChargeParameter is not None:
-                    bits(2, 2)
                     el = 'EVChargeParameter'
+                    bits(2, 2)
                     _e_EVChargeParameterType(w, v_EVChargeParameter)
                     v_EVChargeParameter = None
                     s = 3
@@ -2709,29 +1850,17 @@ def _d_ChargeParameterDiscoveryResType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('ChargeParameterDiscoveryResType')
-                    f_ResponseCode = bits(5)
-                    if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.pos)
-                    f_ResponseCode = _E4[f_ResponseCode]
-                    if bits(1): raise r.deviation('ChargeParameterDiscoveryResType')
-                    s = 1
-                else:
-                    raise r.deviation('ChargeParameterDiscoveryResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEProcessing'
-                    if bits(1): raise r.deviation('ChargeParameterDiscoveryResType')
-                    f_EVSEProcessing = bits(2)
-                    if f_EVSEProcessing >= 3: raise DecodeError(f'enumeration index {f_EVSEProcessing} out of range (3 values)', r.pos)
-                    f_EVSEProcessing = _E5[f_EVSEProcessing]
-                    if bits(1): raise r.deviation('ChargeParameterDiscoveryResType')
-                    s = 2
-                else:
-                    raise r.deviation('ChargeParameterDiscoveryResType')
+                x = bits(13)
+                if x & 6201: raise r.deviation('ChargeParameterDiscoveryResType')
+                el = 'ResponseCode'
+                f_ResponseCode = ((x >> 6) & 31)
+                if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.pos)
+                f_ResponseCode = _E4[f_ResponseCode]
+                el = 'EVSEProcessing'
+                f_EVSEProcessing = ((x >> 1) & 3)
+                if f_EVSEProcessing >= 3: raise DecodeError(f'enumeration index {f_EVSEProcessing} out of range (3 values)', r.pos)
+                f_EVSEProcessing = _E5[f_EVSEProcessing]
+                s = 2
             if s == 2:
                 ec = bits(3)
                 if ec == 0:
@@ -2773,11 +1902,8 @@ def _d_ChargeParameterDiscoveryResType(r):
                 else:
                     raise r.deviation('ChargeParameterDiscoveryResType')
             if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ChargeParameterDiscoveryResType')
+                if bits(1): raise r.deviation('ChargeParameterDiscoveryResType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso2_msgbody.ChargeParameterDiscoveryResType(f_ResponseCode, f_EVSEProcessing, f_SAScheduleList, f_SASchedules, f_AC_EVSEChargeParameter, f_DC_EVSEChargeParameter, f_EVSEChargeParameter)
@@ -2798,58 +1924,47 @@ def _e_ChargeParameterDiscoveryResType(w, o):
         while s >= 0:
             if s == 0:
                 if v_ResponseCode is not None:
-                    bits(0, 1)
                     el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I6.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 5)
-                    w.bits(0, 1)
-                    v_ResponseCode = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 1:
-                if v_EVSEProcessing is not None:
-                    bits(0, 1)
+                    _i17 = _I6.get(v_ResponseCode)
+                    if _i17 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    if not (v_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
                     el = 'EVSEProcessing'
-                    w.bits(0, 1)
-                    _i = _I7.get(v_EVSEProcessing)
-                    if _i is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
-                    w.bits(_i, 2)
-                    w.bits(0, 1)
+                    _i18 = _I7.get(v_EVSEProcessing)
+                    if _i18 is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
+                    bits((_i17 << 6) | (_i18 << 1), 13)
+                    v_ResponseCode = None
                     v_EVSEProcessing = None
                     s = 2
                 else:
-                    raise EncodeError('missing content: expected one of EVSEProcessing')
+                    raise EncodeError('missing content: expected one of ResponseCode')
             if s == 2:
                 if v_SAScheduleList is not None:
-                    bits(0, 3)
                     el = 'SAScheduleList'
+                    bits(0, 3)
                     _e_SAScheduleListType(w, v_SAScheduleList)
                     v_SAScheduleList = None
                     s = 3
                 elif v_SASchedules is not None:
-                    bits(1, 3)
                     el = 'SASchedules'
+                    bits(1, 3)
                     _e_SASchedulesType(w, v_SASchedules)
                     v_SASchedules = None
                     s = 3
                 elif v_AC_EVSEChargeParameter is not None:
-                    bits(2, 3)
                     el = 'AC_EVSEChargeParameter'
+                    bits(2, 3)
                     _e_AC_EVSEChargeParameterType(w, v_AC_EVSEChargeParameter)
                     v_AC_EVSEChargeParameter = None
                     s = 4
                 elif v_DC_EVSEChargeParameter is not None:
-                    bits(3, 3)
                     el = 'DC_EVSEChargeParameter'
+                    bits(3, 3)
                     _e_DC_EVSEChargeParameterType(w, v_DC_EVSEChargeParameter)
                     v_DC_EVSEChargeParameter = None
                     s = 4
                 elif v_EVSEChargeParameter is not None:
-                    bits(4, 3)
                     el = 'EVSEChargeParameter'
+                    bits(4, 3)
                     _e_EVSEChargeParameterType(w, v_EVSEChargeParameter)
                     v_EVSEChargeParameter = None
                     s = 4
@@ -2857,20 +1972,20 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                     raise EncodeError('missing content: expected one of SAScheduleList, SASchedules, AC_EVSEChargeParameter, DC_EVSEChargeParameter, EVSEChargeParameter')
             if s == 3:
                 if v_AC_EVSEChargeParameter is not None:
-                    bits(0, 2)
                     el = 'AC_EVSEChargeParameter'
+                    bits(0, 2)
                     _e_AC_EVSEChargeParameterType(w, v_AC_EVSEChargeParameter)
                     v_AC_EVSEChargeParameter = None
                     s = 4
                 elif v_DC_EVSEChargeParameter is not None:
-                    bits(1, 2)
                     el = 'DC_EVSEChargeParameter'
+                    bits(1, 2)
                     _e_DC_EVSEChargeParameterType(w, v_DC_EVSEChargeParameter)
                     v_DC_EVSEChargeParameter = None
                     s = 4
                 elif v_EVSEChargeParameter is not None:
-                    bits(2, 2)
                     el = 'EVSEChargeParameter'
+                    bits(2, 2)
                     _e_EVSEChargeParameterType(w, v_EVSEChargeParameter)
                     v_EVSEChargeParameter = None
                     s = 4
@@ -2889,11 +2004,7 @@ def _d_SASchedulesType(r):
     bits = r.bits
     el = ''
     try:
-        ec = bits(1)
-        if ec == 0:
-            s = -1
-        else:
-            raise r.deviation('SASchedulesType')
+        if bits(1): raise r.deviation('SASchedulesType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso2_msgdatatypes.SASchedulesType()
@@ -2903,12 +2014,8 @@ def _e_SASchedulesType(w, o):
     bits = w.bits
     el = ''
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if True:
-                    bits(0, 1)
-                    s = -1
+        if True:
+            bits(0, 1)
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -2917,11 +2024,7 @@ def _d_ChargingStatusReqType(r):
     bits = r.bits
     el = ''
     try:
-        ec = bits(1)
-        if ec == 0:
-            s = -1
-        else:
-            raise r.deviation('ChargingStatusReqType')
+        if bits(1): raise r.deviation('ChargingStatusReqType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso2_msgbody.ChargingStatusReqType()
@@ -2931,12 +2034,8 @@ def _e_ChargingStatusReqType(w, o):
     bits = w.bits
     el = ''
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if True:
-                    bits(0, 1)
-                    s = -1
+        if True:
+            bits(0, 1)
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -2955,39 +2054,21 @@ def _d_ChargingStatusResType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('ChargingStatusResType')
-                    f_ResponseCode = bits(5)
-                    if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.pos)
-                    f_ResponseCode = _E4[f_ResponseCode]
-                    if bits(1): raise r.deviation('ChargingStatusResType')
-                    s = 1
-                else:
-                    raise r.deviation('ChargingStatusResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEID'
-                    if bits(1): raise r.deviation('ChargingStatusResType')
-                    f_EVSEID = r.string(26)
-                    if len(f_EVSEID) < 7 or len(f_EVSEID) > 37: raise DecodeError(f'length {len(f_EVSEID)} outside [7, 37]', r.pos)
-                    if bits(1): raise r.deviation('ChargingStatusResType')
-                    s = 2
-                else:
-                    raise r.deviation('ChargingStatusResType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SAScheduleTupleID'
-                    if bits(1): raise r.deviation('ChargingStatusResType')
-                    f_SAScheduleTupleID = bits(8) + 1
-                    if f_SAScheduleTupleID > 255: raise DecodeError(f'value {f_SAScheduleTupleID} above maximum 255', r.pos)
-                    if bits(1): raise r.deviation('ChargingStatusResType')
-                    s = 3
-                else:
-                    raise r.deviation('ChargingStatusResType')
+                x = bits(10)
+                if x & 775: raise r.deviation('ChargingStatusResType')
+                el = 'ResponseCode'
+                f_ResponseCode = ((x >> 3) & 31)
+                if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.pos)
+                f_ResponseCode = _E4[f_ResponseCode]
+                el = 'EVSEID'
+                f_EVSEID = r.string(26)
+                if len(f_EVSEID) < 7 or len(f_EVSEID) > 37: raise DecodeError(f'length {len(f_EVSEID)} outside [7, 37]', r.pos)
+                x = bits(12)
+                if x & 3585: raise r.deviation('ChargingStatusResType')
+                el = 'SAScheduleTupleID'
+                f_SAScheduleTupleID = ((x >> 1) & 255) + 1
+                if f_SAScheduleTupleID > 255: raise DecodeError(f'value {f_SAScheduleTupleID} above maximum 255', r.pos)
+                s = 3
             if s == 3:
                 ec = bits(3)
                 if ec == 0:
@@ -2999,10 +2080,10 @@ def _d_ChargingStatusResType(r):
                     f_MeterInfo = _d_MeterInfoType(r)
                     s = 5
                 elif ec == 2:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('ChargingStatusResType')
                     el = 'ReceiptRequired'
-                    if bits(1): raise r.deviation('ChargingStatusResType')
-                    f_ReceiptRequired = bits(1) == 1
-                    if bits(1): raise r.deviation('ChargingStatusResType')
+                    f_ReceiptRequired = ((x >> 1) & 1) == 1
                     s = 6
                 elif ec == 3:
                     el = 'AC_EVSEStatus'
@@ -3017,10 +2098,10 @@ def _d_ChargingStatusResType(r):
                     f_MeterInfo = _d_MeterInfoType(r)
                     s = 5
                 elif ec == 1:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('ChargingStatusResType')
                     el = 'ReceiptRequired'
-                    if bits(1): raise r.deviation('ChargingStatusResType')
-                    f_ReceiptRequired = bits(1) == 1
-                    if bits(1): raise r.deviation('ChargingStatusResType')
+                    f_ReceiptRequired = ((x >> 1) & 1) == 1
                     s = 6
                 elif ec == 2:
                     el = 'AC_EVSEStatus'
@@ -3031,10 +2112,10 @@ def _d_ChargingStatusResType(r):
             if s == 5:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('ChargingStatusResType')
                     el = 'ReceiptRequired'
-                    if bits(1): raise r.deviation('ChargingStatusResType')
-                    f_ReceiptRequired = bits(1) == 1
-                    if bits(1): raise r.deviation('ChargingStatusResType')
+                    f_ReceiptRequired = ((x >> 1) & 1) == 1
                     s = 6
                 elif ec == 1:
                     el = 'AC_EVSEStatus'
@@ -3043,19 +2124,13 @@ def _d_ChargingStatusResType(r):
                 else:
                     raise r.deviation('ChargingStatusResType')
             if s == 6:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'AC_EVSEStatus'
-                    f_AC_EVSEStatus = _d_AC_EVSEStatusType(r)
-                    s = 7
-                else:
-                    raise r.deviation('ChargingStatusResType')
+                if bits(1): raise r.deviation('ChargingStatusResType')
+                el = 'AC_EVSEStatus'
+                f_AC_EVSEStatus = _d_AC_EVSEStatusType(r)
+                s = 7
             if s == 7:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ChargingStatusResType')
+                if bits(1): raise r.deviation('ChargingStatusResType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso2_msgbody.ChargingStatusResType(f_ResponseCode, f_EVSEID, f_SAScheduleTupleID, f_EVSEMaxCurrent, f_MeterInfo, f_ReceiptRequired, f_AC_EVSEStatus)
@@ -3076,67 +2151,46 @@ def _e_ChargingStatusResType(w, o):
         while s >= 0:
             if s == 0:
                 if v_ResponseCode is not None:
-                    bits(0, 1)
                     el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I6.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 5)
-                    w.bits(0, 1)
-                    v_ResponseCode = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 1:
-                if v_EVSEID is not None:
-                    bits(0, 1)
+                    _i19 = _I6.get(v_ResponseCode)
+                    if _i19 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    if not (v_EVSEID is not None): raise EncodeError('missing content: EVSEID')
                     el = 'EVSEID'
-                    w.bits(0, 1)
+                    bits((_i19 << 3), 10)
+                    v_ResponseCode = None
                     if len(v_EVSEID) < 7 or len(v_EVSEID) > 37: raise EncodeError(f'length {len(v_EVSEID)} outside [7, 37]')
                     w.string(v_EVSEID)
-                    w.bits(0, 1)
-                    v_EVSEID = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of EVSEID')
-            if s == 2:
-                if v_SAScheduleTupleID is not None:
-                    bits(0, 1)
+                    if not (v_SAScheduleTupleID is not None): raise EncodeError('missing content: SAScheduleTupleID')
                     el = 'SAScheduleTupleID'
-                    w.bits(0, 1)
                     if not 1 <= v_SAScheduleTupleID <= 255: raise EncodeError(f'value {v_SAScheduleTupleID!r} outside [1, 255]')
-                    w.bits(v_SAScheduleTupleID - 1, 8)
-                    w.bits(0, 1)
+                    bits(((v_SAScheduleTupleID - 1) << 1), 12)
+                    v_EVSEID = None
                     v_SAScheduleTupleID = None
                     s = 3
                 else:
-                    raise EncodeError('missing content: expected one of SAScheduleTupleID')
+                    raise EncodeError('missing content: expected one of ResponseCode')
             if s == 3:
                 if v_EVSEMaxCurrent is not None:
-                    bits(0, 3)
                     el = 'EVSEMaxCurrent'
+                    bits(0, 3)
                     _e_PhysicalValueType(w, v_EVSEMaxCurrent)
                     v_EVSEMaxCurrent = None
                     s = 4
                 elif v_MeterInfo is not None:
-                    bits(1, 3)
                     el = 'MeterInfo'
+                    bits(1, 3)
                     _e_MeterInfoType(w, v_MeterInfo)
                     v_MeterInfo = None
                     s = 5
                 elif v_ReceiptRequired is not None:
-                    bits(2, 3)
                     el = 'ReceiptRequired'
-                    w.bits(0, 1)
-                    if v_ReceiptRequired is True: w.bits(1, 1)
-                    elif v_ReceiptRequired is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_ReceiptRequired!r}')
-                    w.bits(0, 1)
+                    if v_ReceiptRequired is not True and v_ReceiptRequired is not False: raise EncodeError(f'expected a bool, got {v_ReceiptRequired!r}')
+                    bits((2 << 3) | (v_ReceiptRequired << 1), 6)
                     v_ReceiptRequired = None
                     s = 6
                 elif v_AC_EVSEStatus is not None:
-                    bits(3, 3)
                     el = 'AC_EVSEStatus'
+                    bits(3, 3)
                     _e_AC_EVSEStatusType(w, v_AC_EVSEStatus)
                     v_AC_EVSEStatus = None
                     s = 7
@@ -3144,24 +2198,20 @@ def _e_ChargingStatusResType(w, o):
                     raise EncodeError('missing content: expected one of EVSEMaxCurrent, MeterInfo, ReceiptRequired, AC_EVSEStatus')
             if s == 4:
                 if v_MeterInfo is not None:
-                    bits(0, 2)
                     el = 'MeterInfo'
+                    bits(0, 2)
                     _e_MeterInfoType(w, v_MeterInfo)
                     v_MeterInfo = None
                     s = 5
                 elif v_ReceiptRequired is not None:
-                    bits(1, 2)
                     el = 'ReceiptRequired'
-                    w.bits(0, 1)
-                    if v_ReceiptRequired is True: w.bits(1, 1)
-                    elif v_ReceiptRequired is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_ReceiptRequired!r}')
-                    w.bits(0, 1)
+                    if v_ReceiptRequired is not True and v_ReceiptRequired is not False: raise EncodeError(f'expected a bool, got {v_ReceiptRequired!r}')
+                    bits((1 << 3) | (v_ReceiptRequired << 1), 5)
                     v_ReceiptRequired = None
                     s = 6
                 elif v_AC_EVSEStatus is not None:
-                    bits(2, 2)
                     el = 'AC_EVSEStatus'
+                    bits(2, 2)
                     _e_AC_EVSEStatusType(w, v_AC_EVSEStatus)
                     v_AC_EVSEStatus = None
                     s = 7
@@ -3169,18 +2219,14 @@ def _e_ChargingStatusResType(w, o):
                     raise EncodeError('missing content: expected one of MeterInfo, ReceiptRequired, AC_EVSEStatus')
             if s == 5:
                 if v_ReceiptRequired is not None:
-                    bits(0, 2)
                     el = 'ReceiptRequired'
-                    w.bits(0, 1)
-                    if v_ReceiptRequired is True: w.bits(1, 1)
-                    elif v_ReceiptRequired is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_ReceiptRequired!r}')
-                    w.bits(0, 1)
+                    if v_ReceiptRequired is not True and v_ReceiptRequired is not False: raise EncodeError(f'expected a bool, got {v_ReceiptRequired!r}')
+                    bits((v_ReceiptRequired << 1), 5)
                     v_ReceiptRequired = None
                     s = 6
                 elif v_AC_EVSEStatus is not None:
-                    bits(1, 2)
                     el = 'AC_EVSEStatus'
+                    bits(1, 2)
                     _e_AC_EVSEStatusType(w, v_AC_EVSEStatus)
                     v_AC_EVSEStatus = None
                     s = 7
@@ -3188,8 +2234,8 @@ def _e_ChargingStatusResType(w, o):
                     raise EncodeError('missing content: expected one of ReceiptRequired, AC_EVSEStatus')
             if s == 6:
                 if v_AC_EVSEStatus is not None:
-                    bits(0, 1)
                     el = 'AC_EVSEStatus'
+                    bits(0, 1)
                     _e_AC_EVSEStatusType(w, v_AC_EVSEStatus)
                     v_AC_EVSEStatus = None
                     s = 7
@@ -3216,116 +2262,135 @@ def _d_MeterInfoType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'MeterID'
-                    if bits(1): raise r.deviation('MeterInfoType')
-                    f_MeterID = r.string(29)
-                    if len(f_MeterID) > 32: raise DecodeError(f'length {len(f_MeterID)} outside [0, 32]', r.pos)
-                    if bits(1): raise r.deviation('MeterInfoType')
-                    s = 1
-                else:
-                    raise r.deviation('MeterInfoType')
+                x = bits(2)
+                if x & 3: raise r.deviation('MeterInfoType')
+                el = 'MeterID'
+                f_MeterID = r.string(29)
+                if len(f_MeterID) > 32: raise DecodeError(f'length {len(f_MeterID)} outside [0, 32]', r.pos)
+                if bits(1): raise r.deviation('MeterInfoType')
+                s = 1
             if s == 1:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'MeterReading'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'MeterReading'
                     f_MeterReading = r.uint()
                     if f_MeterReading > 18446744073709551615: raise DecodeError(f'value {f_MeterReading} outside [0, 18446744073709551615]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 2
                 elif ec == 1:
-                    el = 'SigMeterReading'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'SigMeterReading'
                     f_SigMeterReading = r.binary()
                     if len(f_SigMeterReading) > 64: raise DecodeError(f'length {len(f_SigMeterReading)} outside [0, 64]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 3
                 elif ec == 2:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('MeterInfoType')
                     el = 'MeterStatus'
-                    if bits(1): raise r.deviation('MeterInfoType')
-                    f_MeterStatus = r.sint()
+                    _neg = (x & 1)
+                    f_MeterStatus = r.uint()
+                    if _neg: f_MeterStatus = -f_MeterStatus - 1
                     if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 4
                 elif ec == 3:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('MeterInfoType')
                     el = 'TMeter'
-                    if bits(1): raise r.deviation('MeterInfoType')
-                    f_TMeter = r.sint()
+                    _neg = (x & 1)
+                    f_TMeter = r.uint()
+                    if _neg: f_TMeter = -f_TMeter - 1
                     if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: raise DecodeError(f'value {f_TMeter} outside [-9223372036854775808, 9223372036854775807]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 5
                 elif ec == 4:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('MeterInfoType')
             if s == 2:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'SigMeterReading'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'SigMeterReading'
                     f_SigMeterReading = r.binary()
                     if len(f_SigMeterReading) > 64: raise DecodeError(f'length {len(f_SigMeterReading)} outside [0, 64]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 3
                 elif ec == 1:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('MeterInfoType')
                     el = 'MeterStatus'
-                    if bits(1): raise r.deviation('MeterInfoType')
-                    f_MeterStatus = r.sint()
+                    _neg = (x & 1)
+                    f_MeterStatus = r.uint()
+                    if _neg: f_MeterStatus = -f_MeterStatus - 1
                     if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 4
                 elif ec == 2:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('MeterInfoType')
                     el = 'TMeter'
-                    if bits(1): raise r.deviation('MeterInfoType')
-                    f_TMeter = r.sint()
+                    _neg = (x & 1)
+                    f_TMeter = r.uint()
+                    if _neg: f_TMeter = -f_TMeter - 1
                     if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: raise DecodeError(f'value {f_TMeter} outside [-9223372036854775808, 9223372036854775807]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 5
                 elif ec == 3:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('MeterInfoType')
             if s == 3:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('MeterInfoType')
                     el = 'MeterStatus'
-                    if bits(1): raise r.deviation('MeterInfoType')
-                    f_MeterStatus = r.sint()
+                    _neg = (x & 1)
+                    f_MeterStatus = r.uint()
+                    if _neg: f_MeterStatus = -f_MeterStatus - 1
                     if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 4
                 elif ec == 1:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('MeterInfoType')
                     el = 'TMeter'
-                    if bits(1): raise r.deviation('MeterInfoType')
-                    f_TMeter = r.sint()
+                    _neg = (x & 1)
+                    f_TMeter = r.uint()
+                    if _neg: f_TMeter = -f_TMeter - 1
                     if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: raise DecodeError(f'value {f_TMeter} outside [-9223372036854775808, 9223372036854775807]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 5
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('MeterInfoType')
             if s == 4:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('MeterInfoType')
                     el = 'TMeter'
-                    if bits(1): raise r.deviation('MeterInfoType')
-                    f_TMeter = r.sint()
+                    _neg = (x & 1)
+                    f_TMeter = r.uint()
+                    if _neg: f_TMeter = -f_TMeter - 1
                     if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: raise DecodeError(f'value {f_TMeter} outside [-9223372036854775808, 9223372036854775807]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('MeterInfoType')
             if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('MeterInfoType')
+                if bits(1): raise r.deviation('MeterInfoType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso2_msgdatatypes.MeterInfoType(f_MeterID, f_MeterReading, f_SigMeterReading, f_MeterStatus, f_TMeter)
@@ -3344,51 +2409,46 @@ def _e_MeterInfoType(w, o):
         while s >= 0:
             if s == 0:
                 if v_MeterID is not None:
-                    bits(0, 1)
                     el = 'MeterID'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     if len(v_MeterID) > 32: raise EncodeError(f'length {len(v_MeterID)} outside [0, 32]')
                     w.string(v_MeterID)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_MeterID = None
                     s = 1
                 else:
                     raise EncodeError('missing content: expected one of MeterID')
             if s == 1:
                 if v_MeterReading is not None:
-                    bits(0, 3)
                     el = 'MeterReading'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     if v_MeterReading < 0 or v_MeterReading > 18446744073709551615: raise EncodeError(f'value {v_MeterReading!r} outside [0, 18446744073709551615]')
                     w.uint(v_MeterReading)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_MeterReading = None
                     s = 2
                 elif v_SigMeterReading is not None:
-                    bits(1, 3)
                     el = 'SigMeterReading'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     if len(v_SigMeterReading) > 64: raise EncodeError(f'length {len(v_SigMeterReading)} outside [0, 64]')
                     w.binary(v_SigMeterReading)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_SigMeterReading = None
                     s = 3
                 elif v_MeterStatus is not None:
-                    bits(2, 3)
                     el = 'MeterStatus'
-                    w.bits(0, 1)
                     if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    w.sint(v_MeterStatus)
-                    w.bits(0, 1)
+                    bits((2 << 2) | (v_MeterStatus < 0), 5)
+                    w.uint(-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
+                    bits(0, 1)
                     v_MeterStatus = None
                     s = 4
                 elif v_TMeter is not None:
-                    bits(3, 3)
                     el = 'TMeter'
-                    w.bits(0, 1)
                     if v_TMeter < -9223372036854775808 or v_TMeter > 9223372036854775807: raise EncodeError(f'value {v_TMeter!r} outside [-9223372036854775808, 9223372036854775807]')
-                    w.sint(v_TMeter)
-                    w.bits(0, 1)
+                    bits((3 << 2) | (v_TMeter < 0), 5)
+                    w.uint(-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
+                    bits(0, 1)
                     v_TMeter = None
                     s = 5
                 elif True:
@@ -3397,30 +2457,27 @@ def _e_MeterInfoType(w, o):
                     s = -1
             if s == 2:
                 if v_SigMeterReading is not None:
-                    bits(0, 3)
                     el = 'SigMeterReading'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     if len(v_SigMeterReading) > 64: raise EncodeError(f'length {len(v_SigMeterReading)} outside [0, 64]')
                     w.binary(v_SigMeterReading)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_SigMeterReading = None
                     s = 3
                 elif v_MeterStatus is not None:
-                    bits(1, 3)
                     el = 'MeterStatus'
-                    w.bits(0, 1)
                     if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    w.sint(v_MeterStatus)
-                    w.bits(0, 1)
+                    bits((1 << 2) | (v_MeterStatus < 0), 5)
+                    w.uint(-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
+                    bits(0, 1)
                     v_MeterStatus = None
                     s = 4
                 elif v_TMeter is not None:
-                    bits(2, 3)
                     el = 'TMeter'
-                    w.bits(0, 1)
                     if v_TMeter < -9223372036854775808 or v_TMeter > 9223372036854775807: raise EncodeError(f'value {v_TMeter!r} outside [-9223372036854775808, 9223372036854775807]')
-                    w.sint(v_TMeter)
-                    w.bits(0, 1)
+                    bits((2 << 2) | (v_TMeter < 0), 5)
+                    w.uint(-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
+                    bits(0, 1)
                     v_TMeter = None
                     s = 5
                 elif True:
@@ -3429,21 +2486,19 @@ def _e_MeterInfoType(w, o):
                     s = -1
             if s == 3:
                 if v_MeterStatus is not None:
-                    bits(0, 2)
                     el = 'MeterStatus'
-                    w.bits(0, 1)
                     if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    w.sint(v_MeterStatus)
-                    w.bits(0, 1)
+                    bits((v_MeterStatus < 0), 4)
+                    w.uint(-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
+                    bits(0, 1)
                     v_MeterStatus = None
                     s = 4
                 elif v_TMeter is not None:
-                    bits(1, 2)
                     el = 'TMeter'
-                    w.bits(0, 1)
                     if v_TMeter < -9223372036854775808 or v_TMeter > 9223372036854775807: raise EncodeError(f'value {v_TMeter!r} outside [-9223372036854775808, 9223372036854775807]')
-                    w.sint(v_TMeter)
-                    w.bits(0, 1)
+                    bits((1 << 2) | (v_TMeter < 0), 4)
+                    w.uint(-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
+                    bits(0, 1)
                     v_TMeter = None
                     s = 5
                 elif True:
@@ -3452,12 +2507,11 @@ def _e_MeterInfoType(w, o):
                     s = -1
             if s == 4:
                 if v_TMeter is not None:
-                    bits(0, 2)
                     el = 'TMeter'
-                    w.bits(0, 1)
                     if v_TMeter < -9223372036854775808 or v_TMeter > 9223372036854775807: raise EncodeError(f'value {v_TMeter!r} outside [-9223372036854775808, 9223372036854775807]')
-                    w.sint(v_TMeter)
-                    w.bits(0, 1)
+                    bits((v_TMeter < 0), 4)
+                    w.uint(-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
+                    bits(0, 1)
                     v_TMeter = None
                     s = 5
                 elif True:
@@ -3490,21 +2544,13 @@ def _d_CurrentDemandReqType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'DC_EVStatus'
-                    f_DC_EVStatus = _d_DC_EVStatusType(r)
-                    s = 1
-                else:
-                    raise r.deviation('CurrentDemandReqType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVTargetCurrent'
-                    f_EVTargetCurrent = _d_PhysicalValueType(r)
-                    s = 2
-                else:
-                    raise r.deviation('CurrentDemandReqType')
+                if bits(1): raise r.deviation('CurrentDemandReqType')
+                el = 'DC_EVStatus'
+                f_DC_EVStatus = _d_DC_EVStatusType(r)
+                if bits(1): raise r.deviation('CurrentDemandReqType')
+                el = 'EVTargetCurrent'
+                f_EVTargetCurrent = _d_PhysicalValueType(r)
+                s = 2
             if s == 2:
                 ec = bits(3)
                 if ec == 0:
@@ -3520,16 +2566,16 @@ def _d_CurrentDemandReqType(r):
                     f_EVMaximumPowerLimit = _d_PhysicalValueType(r)
                     s = 5
                 elif ec == 3:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('CurrentDemandReqType')
                     el = 'BulkChargingComplete'
-                    if bits(1): raise r.deviation('CurrentDemandReqType')
-                    f_BulkChargingComplete = bits(1) == 1
-                    if bits(1): raise r.deviation('CurrentDemandReqType')
+                    f_BulkChargingComplete = ((x >> 1) & 1) == 1
                     s = 6
                 elif ec == 4:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('CurrentDemandReqType')
                     el = 'ChargingComplete'
-                    if bits(1): raise r.deviation('CurrentDemandReqType')
-                    f_ChargingComplete = bits(1) == 1
-                    if bits(1): raise r.deviation('CurrentDemandReqType')
+                    f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 7
                 else:
                     raise r.deviation('CurrentDemandReqType')
@@ -3544,16 +2590,16 @@ def _d_CurrentDemandReqType(r):
                     f_EVMaximumPowerLimit = _d_PhysicalValueType(r)
                     s = 5
                 elif ec == 2:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('CurrentDemandReqType')
                     el = 'BulkChargingComplete'
-                    if bits(1): raise r.deviation('CurrentDemandReqType')
-                    f_BulkChargingComplete = bits(1) == 1
-                    if bits(1): raise r.deviation('CurrentDemandReqType')
+                    f_BulkChargingComplete = ((x >> 1) & 1) == 1
                     s = 6
                 elif ec == 3:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('CurrentDemandReqType')
                     el = 'ChargingComplete'
-                    if bits(1): raise r.deviation('CurrentDemandReqType')
-                    f_ChargingComplete = bits(1) == 1
-                    if bits(1): raise r.deviation('CurrentDemandReqType')
+                    f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 7
                 else:
                     raise r.deviation('CurrentDemandReqType')
@@ -3564,45 +2610,41 @@ def _d_CurrentDemandReqType(r):
                     f_EVMaximumPowerLimit = _d_PhysicalValueType(r)
                     s = 5
                 elif ec == 1:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('CurrentDemandReqType')
                     el = 'BulkChargingComplete'
-                    if bits(1): raise r.deviation('CurrentDemandReqType')
-                    f_BulkChargingComplete = bits(1) == 1
-                    if bits(1): raise r.deviation('CurrentDemandReqType')
+                    f_BulkChargingComplete = ((x >> 1) & 1) == 1
                     s = 6
                 elif ec == 2:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('CurrentDemandReqType')
                     el = 'ChargingComplete'
-                    if bits(1): raise r.deviation('CurrentDemandReqType')
-                    f_ChargingComplete = bits(1) == 1
-                    if bits(1): raise r.deviation('CurrentDemandReqType')
+                    f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 7
                 else:
                     raise r.deviation('CurrentDemandReqType')
             if s == 5:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('CurrentDemandReqType')
                     el = 'BulkChargingComplete'
-                    if bits(1): raise r.deviation('CurrentDemandReqType')
-                    f_BulkChargingComplete = bits(1) == 1
-                    if bits(1): raise r.deviation('CurrentDemandReqType')
+                    f_BulkChargingComplete = ((x >> 1) & 1) == 1
                     s = 6
                 elif ec == 1:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('CurrentDemandReqType')
                     el = 'ChargingComplete'
-                    if bits(1): raise r.deviation('CurrentDemandReqType')
-                    f_ChargingComplete = bits(1) == 1
-                    if bits(1): raise r.deviation('CurrentDemandReqType')
+                    f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 7
                 else:
                     raise r.deviation('CurrentDemandReqType')
             if s == 6:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ChargingComplete'
-                    if bits(1): raise r.deviation('CurrentDemandReqType')
-                    f_ChargingComplete = bits(1) == 1
-                    if bits(1): raise r.deviation('CurrentDemandReqType')
-                    s = 7
-                else:
-                    raise r.deviation('CurrentDemandReqType')
+                x = bits(4)
+                if x & 13: raise r.deviation('CurrentDemandReqType')
+                el = 'ChargingComplete'
+                f_ChargingComplete = ((x >> 1) & 1) == 1
+                s = 7
             if s == 7:
                 ec = bits(2)
                 if ec == 0:
@@ -3632,19 +2674,13 @@ def _d_CurrentDemandReqType(r):
                 else:
                     raise r.deviation('CurrentDemandReqType')
             if s == 9:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVTargetVoltage'
-                    f_EVTargetVoltage = _d_PhysicalValueType(r)
-                    s = 10
-                else:
-                    raise r.deviation('CurrentDemandReqType')
+                if bits(1): raise r.deviation('CurrentDemandReqType')
+                el = 'EVTargetVoltage'
+                f_EVTargetVoltage = _d_PhysicalValueType(r)
+                s = 10
             if s == 10:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('CurrentDemandReqType')
+                if bits(1): raise r.deviation('CurrentDemandReqType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso2_msgbody.CurrentDemandReqType(f_DC_EVStatus, f_EVTargetCurrent, f_EVMaximumVoltageLimit, f_EVMaximumCurrentLimit, f_EVMaximumPowerLimit, f_BulkChargingComplete, f_ChargingComplete, f_RemainingTimeToFullSoC, f_RemainingTimeToBulkSoC, f_EVTargetVoltage)
@@ -3668,179 +2704,139 @@ def _e_CurrentDemandReqType(w, o):
         while s >= 0:
             if s == 0:
                 if v_DC_EVStatus is not None:
-                    bits(0, 1)
                     el = 'DC_EVStatus'
-                    _e_DC_EVStatusType(w, v_DC_EVStatus)
-                    v_DC_EVStatus = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of DC_EVStatus')
-            if s == 1:
-                if v_EVTargetCurrent is not None:
                     bits(0, 1)
+                    _e_DC_EVStatusType(w, v_DC_EVStatus)
+                    if not (v_EVTargetCurrent is not None): raise EncodeError('missing content: EVTargetCurrent')
                     el = 'EVTargetCurrent'
+                    bits(0, 1)
+                    v_DC_EVStatus = None
                     _e_PhysicalValueType(w, v_EVTargetCurrent)
                     v_EVTargetCurrent = None
                     s = 2
                 else:
-                    raise EncodeError('missing content: expected one of EVTargetCurrent')
+                    raise EncodeError('missing content: expected one of DC_EVStatus')
             if s == 2:
                 if v_EVMaximumVoltageLimit is not None:
-                    bits(0, 3)
                     el = 'EVMaximumVoltageLimit'
+                    bits(0, 3)
                     _e_PhysicalValueType(w, v_EVMaximumVoltageLimit)
                     v_EVMaximumVoltageLimit = None
                     s = 3
                 elif v_EVMaximumCurrentLimit is not None:
-                    bits(1, 3)
                     el = 'EVMaximumCurrentLimit'
+                    bits(1, 3)
                     _e_PhysicalValueType(w, v_EVMaximumCurrentLimit)
                     v_EVMaximumCurrentLimit = None
                     s = 4
                 elif v_EVMaximumPowerLimit is not None:
-                    bits(2, 3)
                     el = 'EVMaximumPowerLimit'
+                    bits(2, 3)
                     _e_PhysicalValueType(w, v_EVMaximumPowerLimit)
                     v_EVMaximumPowerLimit = None
                     s = 5
                 elif v_BulkChargingComplete is not None:
-                    bits(3, 3)
                     el = 'BulkChargingComplete'
-                    w.bits(0, 1)
-                    if v_BulkChargingComplete is True: w.bits(1, 1)
-                    elif v_BulkChargingComplete is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_BulkChargingComplete!r}')
-                    w.bits(0, 1)
+                    if v_BulkChargingComplete is not True and v_BulkChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_BulkChargingComplete!r}')
+                    bits((3 << 3) | (v_BulkChargingComplete << 1), 6)
                     v_BulkChargingComplete = None
                     s = 6
                 elif v_ChargingComplete is not None:
-                    bits(4, 3)
                     el = 'ChargingComplete'
-                    w.bits(0, 1)
-                    if v_ChargingComplete is True: w.bits(1, 1)
-                    elif v_ChargingComplete is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    w.bits(0, 1)
+                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                    bits((4 << 3) | (v_ChargingComplete << 1), 6)
                     v_ChargingComplete = None
                     s = 7
                 else:
                     raise EncodeError('missing content: expected one of EVMaximumVoltageLimit, EVMaximumCurrentLimit, EVMaximumPowerLimit, BulkChargingComplete, ChargingComplete')
             if s == 3:
                 if v_EVMaximumCurrentLimit is not None:
-                    bits(0, 3)
                     el = 'EVMaximumCurrentLimit'
+                    bits(0, 3)
                     _e_PhysicalValueType(w, v_EVMaximumCurrentLimit)
                     v_EVMaximumCurrentLimit = None
                     s = 4
                 elif v_EVMaximumPowerLimit is not None:
-                    bits(1, 3)
                     el = 'EVMaximumPowerLimit'
+                    bits(1, 3)
                     _e_PhysicalValueType(w, v_EVMaximumPowerLimit)
                     v_EVMaximumPowerLimit = None
                     s = 5
                 elif v_BulkChargingComplete is not None:
-                    bits(2, 3)
                     el = 'BulkChargingComplete'
-                    w.bits(0, 1)
-                    if v_BulkChargingComplete is True: w.bits(1, 1)
-                    elif v_BulkChargingComplete is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_BulkChargingComplete!r}')
-                    w.bits(0, 1)
+                    if v_BulkChargingComplete is not True and v_BulkChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_BulkChargingComplete!r}')
+                    bits((2 << 3) | (v_BulkChargingComplete << 1), 6)
                     v_BulkChargingComplete = None
                     s = 6
                 elif v_ChargingComplete is not None:
-                    bits(3, 3)
                     el = 'ChargingComplete'
-                    w.bits(0, 1)
-                    if v_ChargingComplete is True: w.bits(1, 1)
-                    elif v_ChargingComplete is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    w.bits(0, 1)
+                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                    bits((3 << 3) | (v_ChargingComplete << 1), 6)
                     v_ChargingComplete = None
                     s = 7
                 else:
                     raise EncodeError('missing content: expected one of EVMaximumCurrentLimit, EVMaximumPowerLimit, BulkChargingComplete, ChargingComplete')
             if s == 4:
                 if v_EVMaximumPowerLimit is not None:
-                    bits(0, 2)
                     el = 'EVMaximumPowerLimit'
+                    bits(0, 2)
                     _e_PhysicalValueType(w, v_EVMaximumPowerLimit)
                     v_EVMaximumPowerLimit = None
                     s = 5
                 elif v_BulkChargingComplete is not None:
-                    bits(1, 2)
                     el = 'BulkChargingComplete'
-                    w.bits(0, 1)
-                    if v_BulkChargingComplete is True: w.bits(1, 1)
-                    elif v_BulkChargingComplete is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_BulkChargingComplete!r}')
-                    w.bits(0, 1)
+                    if v_BulkChargingComplete is not True and v_BulkChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_BulkChargingComplete!r}')
+                    bits((1 << 3) | (v_BulkChargingComplete << 1), 5)
                     v_BulkChargingComplete = None
                     s = 6
                 elif v_ChargingComplete is not None:
-                    bits(2, 2)
                     el = 'ChargingComplete'
-                    w.bits(0, 1)
-                    if v_ChargingComplete is True: w.bits(1, 1)
-                    elif v_ChargingComplete is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    w.bits(0, 1)
+                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                    bits((2 << 3) | (v_ChargingComplete << 1), 5)
                     v_ChargingComplete = None
                     s = 7
                 else:
                     raise EncodeError('missing content: expected one of EVMaximumPowerLimit, BulkChargingComplete, ChargingComplete')
             if s == 5:
                 if v_BulkChargingComplete is not None:
-                    bits(0, 2)
                     el = 'BulkChargingComplete'
-                    w.bits(0, 1)
-                    if v_BulkChargingComplete is True: w.bits(1, 1)
-                    elif v_BulkChargingComplete is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_BulkChargingComplete!r}')
-                    w.bits(0, 1)
+                    if v_BulkChargingComplete is not True and v_BulkChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_BulkChargingComplete!r}')
+                    bits((v_BulkChargingComplete << 1), 5)
                     v_BulkChargingComplete = None
                     s = 6
                 elif v_ChargingComplete is not None:
-                    bits(1, 2)
                     el = 'ChargingComplete'
-                    w.bits(0, 1)
-                    if v_ChargingComplete is True: w.bits(1, 1)
-                    elif v_ChargingComplete is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    w.bits(0, 1)
+                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                    bits((1 << 3) | (v_ChargingComplete << 1), 5)
                     v_ChargingComplete = None
                     s = 7
                 else:
                     raise EncodeError('missing content: expected one of BulkChargingComplete, ChargingComplete')
             if s == 6:
                 if v_ChargingComplete is not None:
-                    bits(0, 1)
                     el = 'ChargingComplete'
-                    w.bits(0, 1)
-                    if v_ChargingComplete is True: w.bits(1, 1)
-                    elif v_ChargingComplete is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    w.bits(0, 1)
+                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                    bits((v_ChargingComplete << 1), 4)
                     v_ChargingComplete = None
                     s = 7
                 else:
                     raise EncodeError('missing content: expected one of ChargingComplete')
             if s == 7:
                 if v_RemainingTimeToFullSoC is not None:
-                    bits(0, 2)
                     el = 'RemainingTimeToFullSoC'
+                    bits(0, 2)
                     _e_PhysicalValueType(w, v_RemainingTimeToFullSoC)
                     v_RemainingTimeToFullSoC = None
                     s = 8
                 elif v_RemainingTimeToBulkSoC is not None:
-                    bits(1, 2)
                     el = 'RemainingTimeToBulkSoC'
+                    bits(1, 2)
                     _e_PhysicalValueType(w, v_RemainingTimeToBulkSoC)
                     v_RemainingTimeToBulkSoC = None
                     s = 9
                 elif v_EVTargetVoltage is not None:
-                    bits(2, 2)
                     el = 'EVTargetVoltage'
+                    bits(2, 2)
                     _e_PhysicalValueType(w, v_EVTargetVoltage)
                     v_EVTargetVoltage = None
                     s = 10
@@ -3848,14 +2844,14 @@ def _e_CurrentDemandReqType(w, o):
                     raise EncodeError('missing content: expected one of RemainingTimeToFullSoC, RemainingTimeToBulkSoC, EVTargetVoltage')
             if s == 8:
                 if v_RemainingTimeToBulkSoC is not None:
-                    bits(0, 2)
                     el = 'RemainingTimeToBulkSoC'
+                    bits(0, 2)
                     _e_PhysicalValueType(w, v_RemainingTimeToBulkSoC)
                     v_RemainingTimeToBulkSoC = None
                     s = 9
                 elif v_EVTargetVoltage is not None:
-                    bits(1, 2)
                     el = 'EVTargetVoltage'
+                    bits(1, 2)
                     _e_PhysicalValueType(w, v_EVTargetVoltage)
                     v_EVTargetVoltage = None
                     s = 10
@@ -3863,8 +2859,8 @@ def _e_CurrentDemandReqType(w, o):
                     raise EncodeError('missing content: expected one of RemainingTimeToBulkSoC, EVTargetVoltage')
             if s == 9:
                 if v_EVTargetVoltage is not None:
-                    bits(0, 1)
                     el = 'EVTargetVoltage'
+                    bits(0, 1)
                     _e_PhysicalValueType(w, v_EVTargetVoltage)
                     v_EVTargetVoltage = None
                     s = 10
@@ -3900,71 +2896,29 @@ def _d_CurrentDemandResType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('CurrentDemandResType')
-                    f_ResponseCode = bits(5)
-                    if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.pos)
-                    f_ResponseCode = _E4[f_ResponseCode]
-                    if bits(1): raise r.deviation('CurrentDemandResType')
-                    s = 1
-                else:
-                    raise r.deviation('CurrentDemandResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'DC_EVSEStatus'
-                    f_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
-                    s = 2
-                else:
-                    raise r.deviation('CurrentDemandResType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEPresentVoltage'
-                    f_EVSEPresentVoltage = _d_PhysicalValueType(r)
-                    s = 3
-                else:
-                    raise r.deviation('CurrentDemandResType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEPresentCurrent'
-                    f_EVSEPresentCurrent = _d_PhysicalValueType(r)
-                    s = 4
-                else:
-                    raise r.deviation('CurrentDemandResType')
-            if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSECurrentLimitAchieved'
-                    if bits(1): raise r.deviation('CurrentDemandResType')
-                    f_EVSECurrentLimitAchieved = bits(1) == 1
-                    if bits(1): raise r.deviation('CurrentDemandResType')
-                    s = 5
-                else:
-                    raise r.deviation('CurrentDemandResType')
-            if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEVoltageLimitAchieved'
-                    if bits(1): raise r.deviation('CurrentDemandResType')
-                    f_EVSEVoltageLimitAchieved = bits(1) == 1
-                    if bits(1): raise r.deviation('CurrentDemandResType')
-                    s = 6
-                else:
-                    raise r.deviation('CurrentDemandResType')
-            if s == 6:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEPowerLimitAchieved'
-                    if bits(1): raise r.deviation('CurrentDemandResType')
-                    f_EVSEPowerLimitAchieved = bits(1) == 1
-                    if bits(1): raise r.deviation('CurrentDemandResType')
-                    s = 7
-                else:
-                    raise r.deviation('CurrentDemandResType')
+                x = bits(9)
+                if x & 387: raise r.deviation('CurrentDemandResType')
+                el = 'ResponseCode'
+                f_ResponseCode = ((x >> 2) & 31)
+                if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.pos)
+                f_ResponseCode = _E4[f_ResponseCode]
+                el = 'DC_EVSEStatus'
+                f_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
+                if bits(1): raise r.deviation('CurrentDemandResType')
+                el = 'EVSEPresentVoltage'
+                f_EVSEPresentVoltage = _d_PhysicalValueType(r)
+                if bits(1): raise r.deviation('CurrentDemandResType')
+                el = 'EVSEPresentCurrent'
+                f_EVSEPresentCurrent = _d_PhysicalValueType(r)
+                x = bits(12)
+                if x & 3549: raise r.deviation('CurrentDemandResType')
+                el = 'EVSECurrentLimitAchieved'
+                f_EVSECurrentLimitAchieved = ((x >> 9) & 1) == 1
+                el = 'EVSEVoltageLimitAchieved'
+                f_EVSEVoltageLimitAchieved = ((x >> 5) & 1) == 1
+                el = 'EVSEPowerLimitAchieved'
+                f_EVSEPowerLimitAchieved = ((x >> 1) & 1) == 1
+                s = 7
             if s == 7:
                 ec = bits(3)
                 if ec == 0:
@@ -3980,8 +2934,8 @@ def _d_CurrentDemandResType(r):
                     f_EVSEMaximumPowerLimit = _d_PhysicalValueType(r)
                     s = 10
                 elif ec == 3:
-                    el = 'EVSEID'
                     if bits(1): raise r.deviation('CurrentDemandResType')
+                    el = 'EVSEID'
                     f_EVSEID = r.string(26)
                     if len(f_EVSEID) < 7 or len(f_EVSEID) > 37: raise DecodeError(f'length {len(f_EVSEID)} outside [7, 37]', r.pos)
                     if bits(1): raise r.deviation('CurrentDemandResType')
@@ -3999,8 +2953,8 @@ def _d_CurrentDemandResType(r):
                     f_EVSEMaximumPowerLimit = _d_PhysicalValueType(r)
                     s = 10
                 elif ec == 2:
-                    el = 'EVSEID'
                     if bits(1): raise r.deviation('CurrentDemandResType')
+                    el = 'EVSEID'
                     f_EVSEID = r.string(26)
                     if len(f_EVSEID) < 7 or len(f_EVSEID) > 37: raise DecodeError(f'length {len(f_EVSEID)} outside [7, 37]', r.pos)
                     if bits(1): raise r.deviation('CurrentDemandResType')
@@ -4014,8 +2968,8 @@ def _d_CurrentDemandResType(r):
                     f_EVSEMaximumPowerLimit = _d_PhysicalValueType(r)
                     s = 10
                 elif ec == 1:
-                    el = 'EVSEID'
                     if bits(1): raise r.deviation('CurrentDemandResType')
+                    el = 'EVSEID'
                     f_EVSEID = r.string(26)
                     if len(f_EVSEID) < 7 or len(f_EVSEID) > 37: raise DecodeError(f'length {len(f_EVSEID)} outside [7, 37]', r.pos)
                     if bits(1): raise r.deviation('CurrentDemandResType')
@@ -4023,27 +2977,20 @@ def _d_CurrentDemandResType(r):
                 else:
                     raise r.deviation('CurrentDemandResType')
             if s == 10:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEID'
-                    if bits(1): raise r.deviation('CurrentDemandResType')
-                    f_EVSEID = r.string(26)
-                    if len(f_EVSEID) < 7 or len(f_EVSEID) > 37: raise DecodeError(f'length {len(f_EVSEID)} outside [7, 37]', r.pos)
-                    if bits(1): raise r.deviation('CurrentDemandResType')
-                    s = 11
-                else:
-                    raise r.deviation('CurrentDemandResType')
+                x = bits(2)
+                if x & 3: raise r.deviation('CurrentDemandResType')
+                el = 'EVSEID'
+                f_EVSEID = r.string(26)
+                if len(f_EVSEID) < 7 or len(f_EVSEID) > 37: raise DecodeError(f'length {len(f_EVSEID)} outside [7, 37]', r.pos)
+                if bits(1): raise r.deviation('CurrentDemandResType')
+                s = 11
             if s == 11:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SAScheduleTupleID'
-                    if bits(1): raise r.deviation('CurrentDemandResType')
-                    f_SAScheduleTupleID = bits(8) + 1
-                    if f_SAScheduleTupleID > 255: raise DecodeError(f'value {f_SAScheduleTupleID} above maximum 255', r.pos)
-                    if bits(1): raise r.deviation('CurrentDemandResType')
-                    s = 12
-                else:
-                    raise r.deviation('CurrentDemandResType')
+                x = bits(11)
+                if x & 1537: raise r.deviation('CurrentDemandResType')
+                el = 'SAScheduleTupleID'
+                f_SAScheduleTupleID = ((x >> 1) & 255) + 1
+                if f_SAScheduleTupleID > 255: raise DecodeError(f'value {f_SAScheduleTupleID} above maximum 255', r.pos)
+                s = 12
             if s == 12:
                 ec = bits(2)
                 if ec == 0:
@@ -4051,33 +2998,32 @@ def _d_CurrentDemandResType(r):
                     f_MeterInfo = _d_MeterInfoType(r)
                     s = 13
                 elif ec == 1:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('CurrentDemandResType')
                     el = 'ReceiptRequired'
-                    if bits(1): raise r.deviation('CurrentDemandResType')
-                    f_ReceiptRequired = bits(1) == 1
-                    if bits(1): raise r.deviation('CurrentDemandResType')
+                    f_ReceiptRequired = ((x >> 1) & 1) == 1
                     s = 14
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('CurrentDemandResType')
             if s == 13:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('CurrentDemandResType')
                     el = 'ReceiptRequired'
-                    if bits(1): raise r.deviation('CurrentDemandResType')
-                    f_ReceiptRequired = bits(1) == 1
-                    if bits(1): raise r.deviation('CurrentDemandResType')
+                    f_ReceiptRequired = ((x >> 1) & 1) == 1
                     s = 14
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('CurrentDemandResType')
             if s == 14:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('CurrentDemandResType')
+                if bits(1): raise r.deviation('CurrentDemandResType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso2_msgbody.CurrentDemandResType(f_ResponseCode, f_DC_EVSEStatus, f_EVSEPresentVoltage, f_EVSEPresentCurrent, f_EVSECurrentLimitAchieved, f_EVSEVoltageLimitAchieved, f_EVSEPowerLimitAchieved, f_EVSEMaximumVoltageLimit, f_EVSEMaximumCurrentLimit, f_EVSEMaximumPowerLimit, f_EVSEID, f_SAScheduleTupleID, f_MeterInfo, f_ReceiptRequired)
@@ -4105,194 +3051,141 @@ def _e_CurrentDemandResType(w, o):
         while s >= 0:
             if s == 0:
                 if v_ResponseCode is not None:
-                    bits(0, 1)
                     el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I6.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 5)
-                    w.bits(0, 1)
-                    v_ResponseCode = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 1:
-                if v_DC_EVSEStatus is not None:
-                    bits(0, 1)
+                    _i20 = _I6.get(v_ResponseCode)
+                    if _i20 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    if not (v_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
                     el = 'DC_EVSEStatus'
+                    bits((_i20 << 2), 9)
+                    v_ResponseCode = None
                     _e_DC_EVSEStatusType(w, v_DC_EVSEStatus)
-                    v_DC_EVSEStatus = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of DC_EVSEStatus')
-            if s == 2:
-                if v_EVSEPresentVoltage is not None:
-                    bits(0, 1)
+                    if not (v_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
                     el = 'EVSEPresentVoltage'
+                    bits(0, 1)
+                    v_DC_EVSEStatus = None
                     _e_PhysicalValueType(w, v_EVSEPresentVoltage)
-                    v_EVSEPresentVoltage = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of EVSEPresentVoltage')
-            if s == 3:
-                if v_EVSEPresentCurrent is not None:
-                    bits(0, 1)
+                    if not (v_EVSEPresentCurrent is not None): raise EncodeError('missing content: EVSEPresentCurrent')
                     el = 'EVSEPresentCurrent'
+                    bits(0, 1)
+                    v_EVSEPresentVoltage = None
                     _e_PhysicalValueType(w, v_EVSEPresentCurrent)
-                    v_EVSEPresentCurrent = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of EVSEPresentCurrent')
-            if s == 4:
-                if v_EVSECurrentLimitAchieved is not None:
-                    bits(0, 1)
+                    if not (v_EVSECurrentLimitAchieved is not None): raise EncodeError('missing content: EVSECurrentLimitAchieved')
                     el = 'EVSECurrentLimitAchieved'
-                    w.bits(0, 1)
-                    if v_EVSECurrentLimitAchieved is True: w.bits(1, 1)
-                    elif v_EVSECurrentLimitAchieved is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_EVSECurrentLimitAchieved!r}')
-                    w.bits(0, 1)
-                    v_EVSECurrentLimitAchieved = None
-                    s = 5
-                else:
-                    raise EncodeError('missing content: expected one of EVSECurrentLimitAchieved')
-            if s == 5:
-                if v_EVSEVoltageLimitAchieved is not None:
-                    bits(0, 1)
+                    if v_EVSECurrentLimitAchieved is not True and v_EVSECurrentLimitAchieved is not False: raise EncodeError(f'expected a bool, got {v_EVSECurrentLimitAchieved!r}')
+                    if not (v_EVSEVoltageLimitAchieved is not None): raise EncodeError('missing content: EVSEVoltageLimitAchieved')
                     el = 'EVSEVoltageLimitAchieved'
-                    w.bits(0, 1)
-                    if v_EVSEVoltageLimitAchieved is True: w.bits(1, 1)
-                    elif v_EVSEVoltageLimitAchieved is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_EVSEVoltageLimitAchieved!r}')
-                    w.bits(0, 1)
-                    v_EVSEVoltageLimitAchieved = None
-                    s = 6
-                else:
-                    raise EncodeError('missing content: expected one of EVSEVoltageLimitAchieved')
-            if s == 6:
-                if v_EVSEPowerLimitAchieved is not None:
-                    bits(0, 1)
+                    if v_EVSEVoltageLimitAchieved is not True and v_EVSEVoltageLimitAchieved is not False: raise EncodeError(f'expected a bool, got {v_EVSEVoltageLimitAchieved!r}')
+                    if not (v_EVSEPowerLimitAchieved is not None): raise EncodeError('missing content: EVSEPowerLimitAchieved')
                     el = 'EVSEPowerLimitAchieved'
-                    w.bits(0, 1)
-                    if v_EVSEPowerLimitAchieved is True: w.bits(1, 1)
-                    elif v_EVSEPowerLimitAchieved is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_EVSEPowerLimitAchieved!r}')
-                    w.bits(0, 1)
+                    if v_EVSEPowerLimitAchieved is not True and v_EVSEPowerLimitAchieved is not False: raise EncodeError(f'expected a bool, got {v_EVSEPowerLimitAchieved!r}')
+                    bits((v_EVSECurrentLimitAchieved << 9) | (v_EVSEVoltageLimitAchieved << 5) | (v_EVSEPowerLimitAchieved << 1), 12)
+                    v_EVSEPresentCurrent = None
+                    v_EVSECurrentLimitAchieved = None
+                    v_EVSEVoltageLimitAchieved = None
                     v_EVSEPowerLimitAchieved = None
                     s = 7
                 else:
-                    raise EncodeError('missing content: expected one of EVSEPowerLimitAchieved')
+                    raise EncodeError('missing content: expected one of ResponseCode')
             if s == 7:
                 if v_EVSEMaximumVoltageLimit is not None:
-                    bits(0, 3)
                     el = 'EVSEMaximumVoltageLimit'
+                    bits(0, 3)
                     _e_PhysicalValueType(w, v_EVSEMaximumVoltageLimit)
                     v_EVSEMaximumVoltageLimit = None
                     s = 8
                 elif v_EVSEMaximumCurrentLimit is not None:
-                    bits(1, 3)
                     el = 'EVSEMaximumCurrentLimit'
+                    bits(1, 3)
                     _e_PhysicalValueType(w, v_EVSEMaximumCurrentLimit)
                     v_EVSEMaximumCurrentLimit = None
                     s = 9
                 elif v_EVSEMaximumPowerLimit is not None:
-                    bits(2, 3)
                     el = 'EVSEMaximumPowerLimit'
+                    bits(2, 3)
                     _e_PhysicalValueType(w, v_EVSEMaximumPowerLimit)
                     v_EVSEMaximumPowerLimit = None
                     s = 10
                 elif v_EVSEID is not None:
-                    bits(3, 3)
                     el = 'EVSEID'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     if len(v_EVSEID) < 7 or len(v_EVSEID) > 37: raise EncodeError(f'length {len(v_EVSEID)} outside [7, 37]')
                     w.string(v_EVSEID)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_EVSEID = None
                     s = 11
                 else:
                     raise EncodeError('missing content: expected one of EVSEMaximumVoltageLimit, EVSEMaximumCurrentLimit, EVSEMaximumPowerLimit, EVSEID')
             if s == 8:
                 if v_EVSEMaximumCurrentLimit is not None:
-                    bits(0, 2)
                     el = 'EVSEMaximumCurrentLimit'
+                    bits(0, 2)
                     _e_PhysicalValueType(w, v_EVSEMaximumCurrentLimit)
                     v_EVSEMaximumCurrentLimit = None
                     s = 9
                 elif v_EVSEMaximumPowerLimit is not None:
-                    bits(1, 2)
                     el = 'EVSEMaximumPowerLimit'
+                    bits(1, 2)
                     _e_PhysicalValueType(w, v_EVSEMaximumPowerLimit)
                     v_EVSEMaximumPowerLimit = None
                     s = 10
                 elif v_EVSEID is not None:
-                    bits(2, 2)
                     el = 'EVSEID'
-                    w.bits(0, 1)
+                    bits((2 << 1), 3)
                     if len(v_EVSEID) < 7 or len(v_EVSEID) > 37: raise EncodeError(f'length {len(v_EVSEID)} outside [7, 37]')
                     w.string(v_EVSEID)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_EVSEID = None
                     s = 11
                 else:
                     raise EncodeError('missing content: expected one of EVSEMaximumCurrentLimit, EVSEMaximumPowerLimit, EVSEID')
             if s == 9:
                 if v_EVSEMaximumPowerLimit is not None:
-                    bits(0, 2)
                     el = 'EVSEMaximumPowerLimit'
+                    bits(0, 2)
                     _e_PhysicalValueType(w, v_EVSEMaximumPowerLimit)
                     v_EVSEMaximumPowerLimit = None
                     s = 10
                 elif v_EVSEID is not None:
-                    bits(1, 2)
                     el = 'EVSEID'
-                    w.bits(0, 1)
+                    bits((1 << 1), 3)
                     if len(v_EVSEID) < 7 or len(v_EVSEID) > 37: raise EncodeError(f'length {len(v_EVSEID)} outside [7, 37]')
                     w.string(v_EVSEID)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_EVSEID = None
                     s = 11
                 else:
                     raise EncodeError('missing content: expected one of EVSEMaximumPowerLimit, EVSEID')
             if s == 10:
                 if v_EVSEID is not None:
-                    bits(0, 1)
                     el = 'EVSEID'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     if len(v_EVSEID) < 7 or len(v_EVSEID) > 37: raise EncodeError(f'length {len(v_EVSEID)} outside [7, 37]')
                     w.string(v_EVSEID)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_EVSEID = None
                     s = 11
                 else:
                     raise EncodeError('missing content: expected one of EVSEID')
             if s == 11:
                 if v_SAScheduleTupleID is not None:
-                    bits(0, 1)
                     el = 'SAScheduleTupleID'
-                    w.bits(0, 1)
                     if not 1 <= v_SAScheduleTupleID <= 255: raise EncodeError(f'value {v_SAScheduleTupleID!r} outside [1, 255]')
-                    w.bits(v_SAScheduleTupleID - 1, 8)
-                    w.bits(0, 1)
+                    bits(((v_SAScheduleTupleID - 1) << 1), 11)
                     v_SAScheduleTupleID = None
                     s = 12
                 else:
                     raise EncodeError('missing content: expected one of SAScheduleTupleID')
             if s == 12:
                 if v_MeterInfo is not None:
-                    bits(0, 2)
                     el = 'MeterInfo'
+                    bits(0, 2)
                     _e_MeterInfoType(w, v_MeterInfo)
                     v_MeterInfo = None
                     s = 13
                 elif v_ReceiptRequired is not None:
-                    bits(1, 2)
                     el = 'ReceiptRequired'
-                    w.bits(0, 1)
-                    if v_ReceiptRequired is True: w.bits(1, 1)
-                    elif v_ReceiptRequired is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_ReceiptRequired!r}')
-                    w.bits(0, 1)
+                    if v_ReceiptRequired is not True and v_ReceiptRequired is not False: raise EncodeError(f'expected a bool, got {v_ReceiptRequired!r}')
+                    bits((1 << 3) | (v_ReceiptRequired << 1), 5)
                     v_ReceiptRequired = None
                     s = 14
                 elif True:
@@ -4301,13 +3194,9 @@ def _e_CurrentDemandResType(w, o):
                     s = -1
             if s == 13:
                 if v_ReceiptRequired is not None:
-                    bits(0, 2)
                     el = 'ReceiptRequired'
-                    w.bits(0, 1)
-                    if v_ReceiptRequired is True: w.bits(1, 1)
-                    elif v_ReceiptRequired is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_ReceiptRequired!r}')
-                    w.bits(0, 1)
+                    if v_ReceiptRequired is not True and v_ReceiptRequired is not False: raise EncodeError(f'expected a bool, got {v_ReceiptRequired!r}')
+                    bits((v_ReceiptRequired << 1), 5)
                     v_ReceiptRequired = None
                     s = 14
                 elif True:
@@ -4341,49 +3230,36 @@ def _d_DC_EVChargeParameterType(r):
             if s == 0:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'DepartureTime'
                     if bits(1): raise r.deviation('DC_EVChargeParameterType')
+                    el = 'DepartureTime'
                     f_DepartureTime = r.uint()
                     if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('DC_EVChargeParameterType')
-                    s = 1
-                elif ec == 1:
+                    x = bits(2)
+                    if x & 3: raise r.deviation('DC_EVChargeParameterType')
                     el = 'DC_EVStatus'
                     f_DC_EVStatus = _d_DC_EVStatusType(r)
                     s = 2
-                else:
-                    raise r.deviation('DC_EVChargeParameterType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
                     el = 'DC_EVStatus'
                     f_DC_EVStatus = _d_DC_EVStatusType(r)
                     s = 2
                 else:
                     raise r.deviation('DC_EVChargeParameterType')
             if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMaximumCurrentLimit'
-                    f_EVMaximumCurrentLimit = _d_PhysicalValueType(r)
-                    s = 3
-                else:
-                    raise r.deviation('DC_EVChargeParameterType')
+                if bits(1): raise r.deviation('DC_EVChargeParameterType')
+                el = 'EVMaximumCurrentLimit'
+                f_EVMaximumCurrentLimit = _d_PhysicalValueType(r)
+                s = 3
             if s == 3:
                 ec = bits(2)
                 if ec == 0:
                     el = 'EVMaximumPowerLimit'
                     f_EVMaximumPowerLimit = _d_PhysicalValueType(r)
-                    s = 4
-                elif ec == 1:
+                    if bits(1): raise r.deviation('DC_EVChargeParameterType')
                     el = 'EVMaximumVoltageLimit'
                     f_EVMaximumVoltageLimit = _d_PhysicalValueType(r)
                     s = 5
-                else:
-                    raise r.deviation('DC_EVChargeParameterType')
-            if s == 4:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
                     el = 'EVMaximumVoltageLimit'
                     f_EVMaximumVoltageLimit = _d_PhysicalValueType(r)
                     s = 5
@@ -4400,20 +3276,21 @@ def _d_DC_EVChargeParameterType(r):
                     f_EVEnergyRequest = _d_PhysicalValueType(r)
                     s = 7
                 elif ec == 2:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('DC_EVChargeParameterType')
                     el = 'FullSOC'
-                    if bits(1): raise r.deviation('DC_EVChargeParameterType')
-                    f_FullSOC = bits(7)
+                    f_FullSOC = ((x >> 1) & 127)
                     if f_FullSOC > 100: raise DecodeError(f'value {f_FullSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('DC_EVChargeParameterType')
                     s = 8
                 elif ec == 3:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('DC_EVChargeParameterType')
                     el = 'BulkSOC'
-                    if bits(1): raise r.deviation('DC_EVChargeParameterType')
-                    f_BulkSOC = bits(7)
+                    f_BulkSOC = ((x >> 1) & 127)
                     if f_BulkSOC > 100: raise DecodeError(f'value {f_BulkSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('DC_EVChargeParameterType')
                     s = 9
                 elif ec == 4:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DC_EVChargeParameterType')
@@ -4424,62 +3301,62 @@ def _d_DC_EVChargeParameterType(r):
                     f_EVEnergyRequest = _d_PhysicalValueType(r)
                     s = 7
                 elif ec == 1:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('DC_EVChargeParameterType')
                     el = 'FullSOC'
-                    if bits(1): raise r.deviation('DC_EVChargeParameterType')
-                    f_FullSOC = bits(7)
+                    f_FullSOC = ((x >> 1) & 127)
                     if f_FullSOC > 100: raise DecodeError(f'value {f_FullSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('DC_EVChargeParameterType')
                     s = 8
                 elif ec == 2:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('DC_EVChargeParameterType')
                     el = 'BulkSOC'
-                    if bits(1): raise r.deviation('DC_EVChargeParameterType')
-                    f_BulkSOC = bits(7)
+                    f_BulkSOC = ((x >> 1) & 127)
                     if f_BulkSOC > 100: raise DecodeError(f'value {f_BulkSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('DC_EVChargeParameterType')
                     s = 9
                 elif ec == 3:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DC_EVChargeParameterType')
             if s == 7:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('DC_EVChargeParameterType')
                     el = 'FullSOC'
-                    if bits(1): raise r.deviation('DC_EVChargeParameterType')
-                    f_FullSOC = bits(7)
+                    f_FullSOC = ((x >> 1) & 127)
                     if f_FullSOC > 100: raise DecodeError(f'value {f_FullSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('DC_EVChargeParameterType')
                     s = 8
                 elif ec == 1:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('DC_EVChargeParameterType')
                     el = 'BulkSOC'
-                    if bits(1): raise r.deviation('DC_EVChargeParameterType')
-                    f_BulkSOC = bits(7)
+                    f_BulkSOC = ((x >> 1) & 127)
                     if f_BulkSOC > 100: raise DecodeError(f'value {f_BulkSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('DC_EVChargeParameterType')
                     s = 9
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DC_EVChargeParameterType')
             if s == 8:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('DC_EVChargeParameterType')
                     el = 'BulkSOC'
-                    if bits(1): raise r.deviation('DC_EVChargeParameterType')
-                    f_BulkSOC = bits(7)
+                    f_BulkSOC = ((x >> 1) & 127)
                     if f_BulkSOC > 100: raise DecodeError(f'value {f_BulkSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('DC_EVChargeParameterType')
                     s = 9
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DC_EVChargeParameterType')
             if s == 9:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('DC_EVChargeParameterType')
+                if bits(1): raise r.deviation('DC_EVChargeParameterType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso2_msgdatatypes.DC_EVChargeParameterType(f_DepartureTime, f_DC_EVStatus, f_EVMaximumCurrentLimit, f_EVMaximumPowerLimit, f_EVMaximumVoltageLimit, f_EVEnergyCapacity, f_EVEnergyRequest, f_FullSOC, f_BulkSOC)
@@ -4502,35 +3379,29 @@ def _e_DC_EVChargeParameterType(w, o):
         while s >= 0:
             if s == 0:
                 if v_DepartureTime is not None:
-                    bits(0, 2)
                     el = 'DepartureTime'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     if v_DepartureTime < 0 or v_DepartureTime > 4294967295: raise EncodeError(f'value {v_DepartureTime!r} outside [0, 4294967295]')
                     w.uint(v_DepartureTime)
-                    w.bits(0, 1)
-                    v_DepartureTime = None
-                    s = 1
-                elif v_DC_EVStatus is not None:
-                    bits(1, 2)
+                    if not (v_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
                     el = 'DC_EVStatus'
+                    bits(0, 2)
+                    v_DepartureTime = None
+                    _e_DC_EVStatusType(w, v_DC_EVStatus)
+                    v_DC_EVStatus = None
+                    s = 2
+                elif v_DC_EVStatus is not None:
+                    el = 'DC_EVStatus'
+                    bits(1, 2)
                     _e_DC_EVStatusType(w, v_DC_EVStatus)
                     v_DC_EVStatus = None
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of DepartureTime, DC_EVStatus')
-            if s == 1:
-                if v_DC_EVStatus is not None:
-                    bits(0, 1)
-                    el = 'DC_EVStatus'
-                    _e_DC_EVStatusType(w, v_DC_EVStatus)
-                    v_DC_EVStatus = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of DC_EVStatus')
             if s == 2:
                 if v_EVMaximumCurrentLimit is not None:
-                    bits(0, 1)
                     el = 'EVMaximumCurrentLimit'
+                    bits(0, 1)
                     _e_PhysicalValueType(w, v_EVMaximumCurrentLimit)
                     v_EVMaximumCurrentLimit = None
                     s = 3
@@ -4538,57 +3409,47 @@ def _e_DC_EVChargeParameterType(w, o):
                     raise EncodeError('missing content: expected one of EVMaximumCurrentLimit')
             if s == 3:
                 if v_EVMaximumPowerLimit is not None:
-                    bits(0, 2)
                     el = 'EVMaximumPowerLimit'
+                    bits(0, 2)
                     _e_PhysicalValueType(w, v_EVMaximumPowerLimit)
-                    v_EVMaximumPowerLimit = None
-                    s = 4
-                elif v_EVMaximumVoltageLimit is not None:
-                    bits(1, 2)
+                    if not (v_EVMaximumVoltageLimit is not None): raise EncodeError('missing content: EVMaximumVoltageLimit')
                     el = 'EVMaximumVoltageLimit'
+                    bits(0, 1)
+                    v_EVMaximumPowerLimit = None
+                    _e_PhysicalValueType(w, v_EVMaximumVoltageLimit)
+                    v_EVMaximumVoltageLimit = None
+                    s = 5
+                elif v_EVMaximumVoltageLimit is not None:
+                    el = 'EVMaximumVoltageLimit'
+                    bits(1, 2)
                     _e_PhysicalValueType(w, v_EVMaximumVoltageLimit)
                     v_EVMaximumVoltageLimit = None
                     s = 5
                 else:
                     raise EncodeError('missing content: expected one of EVMaximumPowerLimit, EVMaximumVoltageLimit')
-            if s == 4:
-                if v_EVMaximumVoltageLimit is not None:
-                    bits(0, 1)
-                    el = 'EVMaximumVoltageLimit'
-                    _e_PhysicalValueType(w, v_EVMaximumVoltageLimit)
-                    v_EVMaximumVoltageLimit = None
-                    s = 5
-                else:
-                    raise EncodeError('missing content: expected one of EVMaximumVoltageLimit')
             if s == 5:
                 if v_EVEnergyCapacity is not None:
-                    bits(0, 3)
                     el = 'EVEnergyCapacity'
+                    bits(0, 3)
                     _e_PhysicalValueType(w, v_EVEnergyCapacity)
                     v_EVEnergyCapacity = None
                     s = 6
                 elif v_EVEnergyRequest is not None:
-                    bits(1, 3)
                     el = 'EVEnergyRequest'
+                    bits(1, 3)
                     _e_PhysicalValueType(w, v_EVEnergyRequest)
                     v_EVEnergyRequest = None
                     s = 7
                 elif v_FullSOC is not None:
-                    bits(2, 3)
                     el = 'FullSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_FullSOC <= 100: raise EncodeError(f'value {v_FullSOC!r} outside [0, 100]')
-                    w.bits(v_FullSOC, 7)
-                    w.bits(0, 1)
+                    bits((2 << 9) | (v_FullSOC << 1), 12)
                     v_FullSOC = None
                     s = 8
                 elif v_BulkSOC is not None:
-                    bits(3, 3)
                     el = 'BulkSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_BulkSOC <= 100: raise EncodeError(f'value {v_BulkSOC!r} outside [0, 100]')
-                    w.bits(v_BulkSOC, 7)
-                    w.bits(0, 1)
+                    bits((3 << 9) | (v_BulkSOC << 1), 12)
                     v_BulkSOC = None
                     s = 9
                 elif True:
@@ -4597,27 +3458,21 @@ def _e_DC_EVChargeParameterType(w, o):
                     s = -1
             if s == 6:
                 if v_EVEnergyRequest is not None:
-                    bits(0, 3)
                     el = 'EVEnergyRequest'
+                    bits(0, 3)
                     _e_PhysicalValueType(w, v_EVEnergyRequest)
                     v_EVEnergyRequest = None
                     s = 7
                 elif v_FullSOC is not None:
-                    bits(1, 3)
                     el = 'FullSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_FullSOC <= 100: raise EncodeError(f'value {v_FullSOC!r} outside [0, 100]')
-                    w.bits(v_FullSOC, 7)
-                    w.bits(0, 1)
+                    bits((1 << 9) | (v_FullSOC << 1), 12)
                     v_FullSOC = None
                     s = 8
                 elif v_BulkSOC is not None:
-                    bits(2, 3)
                     el = 'BulkSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_BulkSOC <= 100: raise EncodeError(f'value {v_BulkSOC!r} outside [0, 100]')
-                    w.bits(v_BulkSOC, 7)
-                    w.bits(0, 1)
+                    bits((2 << 9) | (v_BulkSOC << 1), 12)
                     v_BulkSOC = None
                     s = 9
                 elif True:
@@ -4626,21 +3481,15 @@ def _e_DC_EVChargeParameterType(w, o):
                     s = -1
             if s == 7:
                 if v_FullSOC is not None:
-                    bits(0, 2)
                     el = 'FullSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_FullSOC <= 100: raise EncodeError(f'value {v_FullSOC!r} outside [0, 100]')
-                    w.bits(v_FullSOC, 7)
-                    w.bits(0, 1)
+                    bits((v_FullSOC << 1), 11)
                     v_FullSOC = None
                     s = 8
                 elif v_BulkSOC is not None:
-                    bits(1, 2)
                     el = 'BulkSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_BulkSOC <= 100: raise EncodeError(f'value {v_BulkSOC!r} outside [0, 100]')
-                    w.bits(v_BulkSOC, 7)
-                    w.bits(0, 1)
+                    bits((1 << 9) | (v_BulkSOC << 1), 11)
                     v_BulkSOC = None
                     s = 9
                 elif True:
@@ -4649,12 +3498,9 @@ def _e_DC_EVChargeParameterType(w, o):
                     s = -1
             if s == 8:
                 if v_BulkSOC is not None:
-                    bits(0, 2)
                     el = 'BulkSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_BulkSOC <= 100: raise EncodeError(f'value {v_BulkSOC!r} outside [0, 100]')
-                    w.bits(v_BulkSOC, 7)
-                    w.bits(0, 1)
+                    bits((v_BulkSOC << 1), 11)
                     v_BulkSOC = None
                     s = 9
                 elif True:
@@ -4674,11 +3520,7 @@ def _d_EVPowerDeliveryParameterType(r):
     bits = r.bits
     el = ''
     try:
-        ec = bits(1)
-        if ec == 0:
-            s = -1
-        else:
-            raise r.deviation('EVPowerDeliveryParameterType')
+        if bits(1): raise r.deviation('EVPowerDeliveryParameterType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso2_msgdatatypes.EVPowerDeliveryParameterType()
@@ -4688,12 +3530,8 @@ def _e_EVPowerDeliveryParameterType(w, o):
     bits = w.bits
     el = ''
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if True:
-                    bits(0, 1)
-                    s = -1
+        if True:
+            bits(0, 1)
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -4708,45 +3546,31 @@ def _d_DC_EVPowerDeliveryParameterType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'DC_EVStatus'
-                    f_DC_EVStatus = _d_DC_EVStatusType(r)
-                    s = 1
-                else:
-                    raise r.deviation('DC_EVPowerDeliveryParameterType')
+                if bits(1): raise r.deviation('DC_EVPowerDeliveryParameterType')
+                el = 'DC_EVStatus'
+                f_DC_EVStatus = _d_DC_EVStatusType(r)
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(7)
+                    if x & 93: raise r.deviation('DC_EVPowerDeliveryParameterType')
                     el = 'BulkChargingComplete'
-                    if bits(1): raise r.deviation('DC_EVPowerDeliveryParameterType')
-                    f_BulkChargingComplete = bits(1) == 1
-                    if bits(1): raise r.deviation('DC_EVPowerDeliveryParameterType')
-                    s = 2
-                elif ec == 1:
+                    f_BulkChargingComplete = ((x >> 5) & 1) == 1
                     el = 'ChargingComplete'
-                    if bits(1): raise r.deviation('DC_EVPowerDeliveryParameterType')
-                    f_ChargingComplete = bits(1) == 1
-                    if bits(1): raise r.deviation('DC_EVPowerDeliveryParameterType')
+                    f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 3
-                else:
-                    raise r.deviation('DC_EVPowerDeliveryParameterType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DC_EVPowerDeliveryParameterType')
                     el = 'ChargingComplete'
-                    if bits(1): raise r.deviation('DC_EVPowerDeliveryParameterType')
-                    f_ChargingComplete = bits(1) == 1
-                    if bits(1): raise r.deviation('DC_EVPowerDeliveryParameterType')
+                    f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 3
                 else:
                     raise r.deviation('DC_EVPowerDeliveryParameterType')
             if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('DC_EVPowerDeliveryParameterType')
+                if bits(1): raise r.deviation('DC_EVPowerDeliveryParameterType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso2_msgdatatypes.DC_EVPowerDeliveryParameterType(f_DC_EVStatus, f_BulkChargingComplete, f_ChargingComplete)
@@ -4763,8 +3587,8 @@ def _e_DC_EVPowerDeliveryParameterType(w, o):
         while s >= 0:
             if s == 0:
                 if v_DC_EVStatus is not None:
-                    bits(0, 1)
                     el = 'DC_EVStatus'
+                    bits(0, 1)
                     _e_DC_EVStatusType(w, v_DC_EVStatus)
                     v_DC_EVStatus = None
                     s = 1
@@ -4772,40 +3596,23 @@ def _e_DC_EVPowerDeliveryParameterType(w, o):
                     raise EncodeError('missing content: expected one of DC_EVStatus')
             if s == 1:
                 if v_BulkChargingComplete is not None:
-                    bits(0, 2)
                     el = 'BulkChargingComplete'
-                    w.bits(0, 1)
-                    if v_BulkChargingComplete is True: w.bits(1, 1)
-                    elif v_BulkChargingComplete is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_BulkChargingComplete!r}')
-                    w.bits(0, 1)
-                    v_BulkChargingComplete = None
-                    s = 2
-                elif v_ChargingComplete is not None:
-                    bits(1, 2)
+                    if v_BulkChargingComplete is not True and v_BulkChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_BulkChargingComplete!r}')
+                    if not (v_ChargingComplete is not None): raise EncodeError('missing content: ChargingComplete')
                     el = 'ChargingComplete'
-                    w.bits(0, 1)
-                    if v_ChargingComplete is True: w.bits(1, 1)
-                    elif v_ChargingComplete is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    w.bits(0, 1)
+                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                    bits((v_BulkChargingComplete << 5) | (v_ChargingComplete << 1), 9)
+                    v_BulkChargingComplete = None
+                    v_ChargingComplete = None
+                    s = 3
+                elif v_ChargingComplete is not None:
+                    el = 'ChargingComplete'
+                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                    bits((1 << 3) | (v_ChargingComplete << 1), 5)
                     v_ChargingComplete = None
                     s = 3
                 else:
                     raise EncodeError('missing content: expected one of BulkChargingComplete, ChargingComplete')
-            if s == 2:
-                if v_ChargingComplete is not None:
-                    bits(0, 1)
-                    el = 'ChargingComplete'
-                    w.bits(0, 1)
-                    if v_ChargingComplete is True: w.bits(1, 1)
-                    elif v_ChargingComplete is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    w.bits(0, 1)
-                    v_ChargingComplete = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of ChargingComplete')
             if s == 3:
                 if True:
                     bits(0, 1)
@@ -4831,68 +3638,35 @@ def _d_DC_EVSEChargeParameterType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'DC_EVSEStatus'
-                    f_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
-                    s = 1
-                else:
-                    raise r.deviation('DC_EVSEChargeParameterType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEMaximumCurrentLimit'
-                    f_EVSEMaximumCurrentLimit = _d_PhysicalValueType(r)
-                    s = 2
-                else:
-                    raise r.deviation('DC_EVSEChargeParameterType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEMaximumPowerLimit'
-                    f_EVSEMaximumPowerLimit = _d_PhysicalValueType(r)
-                    s = 3
-                else:
-                    raise r.deviation('DC_EVSEChargeParameterType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEMaximumVoltageLimit'
-                    f_EVSEMaximumVoltageLimit = _d_PhysicalValueType(r)
-                    s = 4
-                else:
-                    raise r.deviation('DC_EVSEChargeParameterType')
-            if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEMinimumCurrentLimit'
-                    f_EVSEMinimumCurrentLimit = _d_PhysicalValueType(r)
-                    s = 5
-                else:
-                    raise r.deviation('DC_EVSEChargeParameterType')
-            if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEMinimumVoltageLimit'
-                    f_EVSEMinimumVoltageLimit = _d_PhysicalValueType(r)
-                    s = 6
-                else:
-                    raise r.deviation('DC_EVSEChargeParameterType')
+                if bits(1): raise r.deviation('DC_EVSEChargeParameterType')
+                el = 'DC_EVSEStatus'
+                f_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
+                if bits(1): raise r.deviation('DC_EVSEChargeParameterType')
+                el = 'EVSEMaximumCurrentLimit'
+                f_EVSEMaximumCurrentLimit = _d_PhysicalValueType(r)
+                if bits(1): raise r.deviation('DC_EVSEChargeParameterType')
+                el = 'EVSEMaximumPowerLimit'
+                f_EVSEMaximumPowerLimit = _d_PhysicalValueType(r)
+                if bits(1): raise r.deviation('DC_EVSEChargeParameterType')
+                el = 'EVSEMaximumVoltageLimit'
+                f_EVSEMaximumVoltageLimit = _d_PhysicalValueType(r)
+                if bits(1): raise r.deviation('DC_EVSEChargeParameterType')
+                el = 'EVSEMinimumCurrentLimit'
+                f_EVSEMinimumCurrentLimit = _d_PhysicalValueType(r)
+                if bits(1): raise r.deviation('DC_EVSEChargeParameterType')
+                el = 'EVSEMinimumVoltageLimit'
+                f_EVSEMinimumVoltageLimit = _d_PhysicalValueType(r)
+                s = 6
             if s == 6:
                 ec = bits(2)
                 if ec == 0:
                     el = 'EVSECurrentRegulationTolerance'
                     f_EVSECurrentRegulationTolerance = _d_PhysicalValueType(r)
-                    s = 7
-                elif ec == 1:
+                    if bits(1): raise r.deviation('DC_EVSEChargeParameterType')
                     el = 'EVSEPeakCurrentRipple'
                     f_EVSEPeakCurrentRipple = _d_PhysicalValueType(r)
                     s = 8
-                else:
-                    raise r.deviation('DC_EVSEChargeParameterType')
-            if s == 7:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
                     el = 'EVSEPeakCurrentRipple'
                     f_EVSEPeakCurrentRipple = _d_PhysicalValueType(r)
                     s = 8
@@ -4903,14 +3677,10 @@ def _d_DC_EVSEChargeParameterType(r):
                 if ec == 0:
                     el = 'EVSEEnergyToBeDelivered'
                     f_EVSEEnergyToBeDelivered = _d_PhysicalValueType(r)
-                    s = 9
-                elif ec == 1:
+                    if bits(1): raise r.deviation('DC_EVSEChargeParameterType')
                     s = -1
-                else:
-                    raise r.deviation('DC_EVSEChargeParameterType')
-            if s == 9:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DC_EVSEChargeParameterType')
@@ -4936,96 +3706,69 @@ def _e_DC_EVSEChargeParameterType(w, o):
         while s >= 0:
             if s == 0:
                 if v_DC_EVSEStatus is not None:
-                    bits(0, 1)
                     el = 'DC_EVSEStatus'
+                    bits(0, 1)
                     _e_DC_EVSEStatusType(w, v_DC_EVSEStatus)
-                    v_DC_EVSEStatus = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of DC_EVSEStatus')
-            if s == 1:
-                if v_EVSEMaximumCurrentLimit is not None:
-                    bits(0, 1)
+                    if not (v_EVSEMaximumCurrentLimit is not None): raise EncodeError('missing content: EVSEMaximumCurrentLimit')
                     el = 'EVSEMaximumCurrentLimit'
+                    bits(0, 1)
+                    v_DC_EVSEStatus = None
                     _e_PhysicalValueType(w, v_EVSEMaximumCurrentLimit)
-                    v_EVSEMaximumCurrentLimit = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of EVSEMaximumCurrentLimit')
-            if s == 2:
-                if v_EVSEMaximumPowerLimit is not None:
-                    bits(0, 1)
+                    if not (v_EVSEMaximumPowerLimit is not None): raise EncodeError('missing content: EVSEMaximumPowerLimit')
                     el = 'EVSEMaximumPowerLimit'
+                    bits(0, 1)
+                    v_EVSEMaximumCurrentLimit = None
                     _e_PhysicalValueType(w, v_EVSEMaximumPowerLimit)
-                    v_EVSEMaximumPowerLimit = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of EVSEMaximumPowerLimit')
-            if s == 3:
-                if v_EVSEMaximumVoltageLimit is not None:
-                    bits(0, 1)
+                    if not (v_EVSEMaximumVoltageLimit is not None): raise EncodeError('missing content: EVSEMaximumVoltageLimit')
                     el = 'EVSEMaximumVoltageLimit'
+                    bits(0, 1)
+                    v_EVSEMaximumPowerLimit = None
                     _e_PhysicalValueType(w, v_EVSEMaximumVoltageLimit)
-                    v_EVSEMaximumVoltageLimit = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of EVSEMaximumVoltageLimit')
-            if s == 4:
-                if v_EVSEMinimumCurrentLimit is not None:
-                    bits(0, 1)
+                    if not (v_EVSEMinimumCurrentLimit is not None): raise EncodeError('missing content: EVSEMinimumCurrentLimit')
                     el = 'EVSEMinimumCurrentLimit'
-                    _e_PhysicalValueType(w, v_EVSEMinimumCurrentLimit)
-                    v_EVSEMinimumCurrentLimit = None
-                    s = 5
-                else:
-                    raise EncodeError('missing content: expected one of EVSEMinimumCurrentLimit')
-            if s == 5:
-                if v_EVSEMinimumVoltageLimit is not None:
                     bits(0, 1)
+                    v_EVSEMaximumVoltageLimit = None
+                    _e_PhysicalValueType(w, v_EVSEMinimumCurrentLimit)
+                    if not (v_EVSEMinimumVoltageLimit is not None): raise EncodeError('missing content: EVSEMinimumVoltageLimit')
                     el = 'EVSEMinimumVoltageLimit'
+                    bits(0, 1)
+                    v_EVSEMinimumCurrentLimit = None
                     _e_PhysicalValueType(w, v_EVSEMinimumVoltageLimit)
                     v_EVSEMinimumVoltageLimit = None
                     s = 6
                 else:
-                    raise EncodeError('missing content: expected one of EVSEMinimumVoltageLimit')
+                    raise EncodeError('missing content: expected one of DC_EVSEStatus')
             if s == 6:
                 if v_EVSECurrentRegulationTolerance is not None:
-                    bits(0, 2)
                     el = 'EVSECurrentRegulationTolerance'
+                    bits(0, 2)
                     _e_PhysicalValueType(w, v_EVSECurrentRegulationTolerance)
-                    v_EVSECurrentRegulationTolerance = None
-                    s = 7
-                elif v_EVSEPeakCurrentRipple is not None:
-                    bits(1, 2)
+                    if not (v_EVSEPeakCurrentRipple is not None): raise EncodeError('missing content: EVSEPeakCurrentRipple')
                     el = 'EVSEPeakCurrentRipple'
+                    bits(0, 1)
+                    v_EVSECurrentRegulationTolerance = None
+                    _e_PhysicalValueType(w, v_EVSEPeakCurrentRipple)
+                    v_EVSEPeakCurrentRipple = None
+                    s = 8
+                elif v_EVSEPeakCurrentRipple is not None:
+                    el = 'EVSEPeakCurrentRipple'
+                    bits(1, 2)
                     _e_PhysicalValueType(w, v_EVSEPeakCurrentRipple)
                     v_EVSEPeakCurrentRipple = None
                     s = 8
                 else:
                     raise EncodeError('missing content: expected one of EVSECurrentRegulationTolerance, EVSEPeakCurrentRipple')
-            if s == 7:
-                if v_EVSEPeakCurrentRipple is not None:
-                    bits(0, 1)
-                    el = 'EVSEPeakCurrentRipple'
-                    _e_PhysicalValueType(w, v_EVSEPeakCurrentRipple)
-                    v_EVSEPeakCurrentRipple = None
-                    s = 8
-                else:
-                    raise EncodeError('missing content: expected one of EVSEPeakCurrentRipple')
             if s == 8:
                 if v_EVSEEnergyToBeDelivered is not None:
-                    bits(0, 2)
                     el = 'EVSEEnergyToBeDelivered'
+                    bits(0, 2)
                     _e_PhysicalValueType(w, v_EVSEEnergyToBeDelivered)
+                    bits(0, 1)
                     v_EVSEEnergyToBeDelivered = None
-                    s = 9
-                elif True:
-                    bits(1, 2)
                     if v_DC_EVSEStatus is not None or v_EVSEMaximumCurrentLimit is not None or v_EVSEMaximumPowerLimit is not None or v_EVSEMaximumVoltageLimit is not None or v_EVSEMinimumCurrentLimit is not None or v_EVSEMinimumVoltageLimit is not None or v_EVSECurrentRegulationTolerance is not None or v_EVSEPeakCurrentRipple is not None or v_EVSEEnergyToBeDelivered is not None: raise _leftover(o)
                     s = -1
-            if s == 9:
-                if True:
-                    bits(0, 1)
+                elif True:
+                    bits(1, 2)
                     if v_DC_EVSEStatus is not None or v_EVSEMaximumCurrentLimit is not None or v_EVSEMaximumPowerLimit is not None or v_EVSEMaximumVoltageLimit is not None or v_EVSEMinimumCurrentLimit is not None or v_EVSEMinimumVoltageLimit is not None or v_EVSECurrentRegulationTolerance is not None or v_EVSEPeakCurrentRipple is not None or v_EVSEEnergyToBeDelivered is not None: raise _leftover(o)
                     s = -1
     except Exception as e:
@@ -5048,74 +3791,66 @@ def _d_DSAKeyValueType(r):
             if s == 0:
                 ec = bits(2)
                 if ec == 0:
+                    if bits(1): raise r.deviation('DSAKeyValueType')
                     el = 'P'
-                    if bits(1): raise r.deviation('DSAKeyValueType')
                     f_P = r.binary()
+                    x = bits(3)
+                    if x & 7: raise r.deviation('DSAKeyValueType')
+                    el = 'Q'
+                    f_Q = r.binary()
                     if bits(1): raise r.deviation('DSAKeyValueType')
-                    s = 1
+                    s = 4
                 elif ec == 1:
-                    el = 'G'
                     if bits(1): raise r.deviation('DSAKeyValueType')
+                    el = 'G'
                     f_G = r.binary()
                     if bits(1): raise r.deviation('DSAKeyValueType')
                     s = 2
                 elif ec == 2:
-                    el = 'Y'
                     if bits(1): raise r.deviation('DSAKeyValueType')
+                    el = 'Y'
                     f_Y = r.binary()
                     if bits(1): raise r.deviation('DSAKeyValueType')
                     s = 3
-                else:
-                    raise r.deviation('DSAKeyValueType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Q'
-                    if bits(1): raise r.deviation('DSAKeyValueType')
-                    f_Q = r.binary()
-                    if bits(1): raise r.deviation('DSAKeyValueType')
-                    s = 4
                 else:
                     raise r.deviation('DSAKeyValueType')
             if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Y'
-                    if bits(1): raise r.deviation('DSAKeyValueType')
-                    f_Y = r.binary()
-                    if bits(1): raise r.deviation('DSAKeyValueType')
-                    s = 3
-                else:
-                    raise r.deviation('DSAKeyValueType')
+                x = bits(2)
+                if x & 3: raise r.deviation('DSAKeyValueType')
+                el = 'Y'
+                f_Y = r.binary()
+                if bits(1): raise r.deviation('DSAKeyValueType')
+                s = 3
             if s == 3:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'J'
                     if bits(1): raise r.deviation('DSAKeyValueType')
+                    el = 'J'
                     f_J = r.binary()
                     if bits(1): raise r.deviation('DSAKeyValueType')
                     s = 5
                 elif ec == 1:
-                    el = 'Seed'
                     if bits(1): raise r.deviation('DSAKeyValueType')
+                    el = 'Seed'
                     f_Seed = r.binary()
                     if bits(1): raise r.deviation('DSAKeyValueType')
                     s = 6
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DSAKeyValueType')
             if s == 4:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'G'
                     if bits(1): raise r.deviation('DSAKeyValueType')
+                    el = 'G'
                     f_G = r.binary()
                     if bits(1): raise r.deviation('DSAKeyValueType')
                     s = 2
                 elif ec == 1:
-                    el = 'Y'
                     if bits(1): raise r.deviation('DSAKeyValueType')
+                    el = 'Y'
                     f_Y = r.binary()
                     if bits(1): raise r.deviation('DSAKeyValueType')
                     s = 3
@@ -5124,31 +3859,24 @@ def _d_DSAKeyValueType(r):
             if s == 5:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'Seed'
                     if bits(1): raise r.deviation('DSAKeyValueType')
+                    el = 'Seed'
                     f_Seed = r.binary()
                     if bits(1): raise r.deviation('DSAKeyValueType')
                     s = 6
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DSAKeyValueType')
             if s == 6:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'PgenCounter'
-                    if bits(1): raise r.deviation('DSAKeyValueType')
-                    f_PgenCounter = r.binary()
-                    if bits(1): raise r.deviation('DSAKeyValueType')
-                    s = 7
-                else:
-                    raise r.deviation('DSAKeyValueType')
-            if s == 7:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('DSAKeyValueType')
+                x = bits(2)
+                if x & 3: raise r.deviation('DSAKeyValueType')
+                el = 'PgenCounter'
+                f_PgenCounter = r.binary()
+                x = bits(2)
+                if x & 3: raise r.deviation('DSAKeyValueType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.DSAKeyValueType(f_P, f_Q, f_G, f_Y, f_J, f_Seed, f_PgenCounter)
@@ -5169,68 +3897,56 @@ def _e_DSAKeyValueType(w, o):
         while s >= 0:
             if s == 0:
                 if v_P is not None:
-                    bits(0, 2)
                     el = 'P'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_P)
-                    w.bits(0, 1)
+                    if not (v_Q is not None): raise EncodeError('missing content: Q')
+                    el = 'Q'
+                    bits(0, 3)
                     v_P = None
-                    s = 1
+                    w.binary(v_Q)
+                    bits(0, 1)
+                    v_Q = None
+                    s = 4
                 elif v_G is not None:
-                    bits(1, 2)
                     el = 'G'
-                    w.bits(0, 1)
+                    bits((1 << 1), 3)
                     w.binary(v_G)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_G = None
                     s = 2
                 elif v_Y is not None:
-                    bits(2, 2)
                     el = 'Y'
-                    w.bits(0, 1)
+                    bits((2 << 1), 3)
                     w.binary(v_Y)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_Y = None
                     s = 3
                 else:
                     raise EncodeError('missing content: expected one of P, G, Y')
-            if s == 1:
-                if v_Q is not None:
-                    bits(0, 1)
-                    el = 'Q'
-                    w.bits(0, 1)
-                    w.binary(v_Q)
-                    w.bits(0, 1)
-                    v_Q = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of Q')
             if s == 2:
                 if v_Y is not None:
-                    bits(0, 1)
                     el = 'Y'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     w.binary(v_Y)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_Y = None
                     s = 3
                 else:
                     raise EncodeError('missing content: expected one of Y')
             if s == 3:
                 if v_J is not None:
-                    bits(0, 2)
                     el = 'J'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_J)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_J = None
                     s = 5
                 elif v_Seed is not None:
-                    bits(1, 2)
                     el = 'Seed'
-                    w.bits(0, 1)
+                    bits((1 << 1), 3)
                     w.binary(v_Seed)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_Seed = None
                     s = 6
                 elif True:
@@ -5239,30 +3955,27 @@ def _e_DSAKeyValueType(w, o):
                     s = -1
             if s == 4:
                 if v_G is not None:
-                    bits(0, 2)
                     el = 'G'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_G)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_G = None
                     s = 2
                 elif v_Y is not None:
-                    bits(1, 2)
                     el = 'Y'
-                    w.bits(0, 1)
+                    bits((1 << 1), 3)
                     w.binary(v_Y)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_Y = None
                     s = 3
                 else:
                     raise EncodeError('missing content: expected one of G, Y')
             if s == 5:
                 if v_Seed is not None:
-                    bits(0, 2)
                     el = 'Seed'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_Seed)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_Seed = None
                     s = 6
                 elif True:
@@ -5271,20 +3984,15 @@ def _e_DSAKeyValueType(w, o):
                     s = -1
             if s == 6:
                 if v_PgenCounter is not None:
-                    bits(0, 1)
                     el = 'PgenCounter'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     w.binary(v_PgenCounter)
-                    w.bits(0, 1)
+                    bits(0, 2)
                     v_PgenCounter = None
-                    s = 7
-                else:
-                    raise EncodeError('missing content: expected one of PgenCounter')
-            if s == 7:
-                if True:
-                    bits(0, 1)
                     if v_P is not None or v_Q is not None or v_G is not None or v_Y is not None or v_J is not None or v_Seed is not None or v_PgenCounter is not None: raise _leftover(o)
                     s = -1
+                else:
+                    raise EncodeError('missing content: expected one of PgenCounter')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -5297,19 +4005,17 @@ def _d_DigestMethodType(r, key):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = '@Algorithm'
-                    f_Algorithm = r.string(16)
-                    s = 1
-                else:
-                    raise r.deviation('DigestMethodType')
+                if bits(1): raise r.deviation('DigestMethodType')
+                el = '@Algorithm'
+                f_Algorithm = r.string(16)
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -5322,6 +4028,7 @@ def _d_DigestMethodType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -5334,6 +4041,7 @@ def _d_DigestMethodType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -5354,8 +4062,8 @@ def _e_DigestMethodType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Algorithm is not None:
-                    bits(0, 1)
                     el = '@Algorithm'
+                    bits(0, 1)
                     w.string(v_Algorithm)
                     v_Algorithm = None
                     s = 1
@@ -5401,11 +4109,8 @@ def _d_EntryType(r):
                 else:
                     raise r.deviation('EntryType')
             if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('EntryType')
+                if bits(1): raise r.deviation('EntryType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso2_msgdatatypes.EntryType(f_RelativeTimeInterval, f_TimeInterval)
@@ -5421,14 +4126,14 @@ def _e_EntryType(w, o):
         while s >= 0:
             if s == 0:
                 if v_RelativeTimeInterval is not None:
-                    bits(0, 2)
                     el = 'RelativeTimeInterval'
+                    bits(0, 2)
                     _e_RelativeTimeIntervalType(w, v_RelativeTimeInterval)
                     v_RelativeTimeInterval = None
                     s = 1
                 elif v_TimeInterval is not None:
-                    bits(1, 2)
                     el = 'TimeInterval'
+                    bits(1, 2)
                     _e_IntervalType(w, v_TimeInterval)
                     v_TimeInterval = None
                     s = 1
@@ -5447,11 +4152,7 @@ def _d_IntervalType(r):
     bits = r.bits
     el = ''
     try:
-        ec = bits(1)
-        if ec == 0:
-            s = -1
-        else:
-            raise r.deviation('IntervalType')
+        if bits(1): raise r.deviation('IntervalType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso2_msgdatatypes.IntervalType()
@@ -5461,12 +4162,8 @@ def _e_IntervalType(w, o):
     bits = w.bits
     el = ''
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if True:
-                    bits(0, 1)
-                    s = -1
+        if True:
+            bits(0, 1)
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -5492,8 +4189,8 @@ def _d_KeyInfoType(r, key):
                     f_Id = r.string(50)
                     s = 1
                 elif ec == 1:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(51)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -5524,8 +4221,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 8
                 elif ec == 7:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(53)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -5541,8 +4238,8 @@ def _d_KeyInfoType(r, key):
             if s == 1:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(51)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -5573,8 +4270,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 8
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(53)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -5590,8 +4287,8 @@ def _d_KeyInfoType(r, key):
             if s == 2:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(51)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -5622,8 +4319,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 8
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(53)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -5639,8 +4336,8 @@ def _d_KeyInfoType(r, key):
             if s == 3:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(51)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -5671,8 +4368,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(53)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -5681,6 +4378,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -5690,8 +4388,8 @@ def _d_KeyInfoType(r, key):
             if s == 4:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(51)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -5722,8 +4420,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(53)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -5732,6 +4430,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -5741,8 +4440,8 @@ def _d_KeyInfoType(r, key):
             if s == 5:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(51)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -5773,8 +4472,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(53)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -5783,6 +4482,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -5792,8 +4492,8 @@ def _d_KeyInfoType(r, key):
             if s == 6:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(51)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -5824,8 +4524,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(53)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -5834,6 +4534,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -5843,8 +4544,8 @@ def _d_KeyInfoType(r, key):
             if s == 7:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(51)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -5875,8 +4576,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(53)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -5885,6 +4586,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -5894,8 +4596,8 @@ def _d_KeyInfoType(r, key):
             if s == 8:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(51)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -5926,8 +4628,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(53)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -5936,6 +4638,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -5945,8 +4648,8 @@ def _d_KeyInfoType(r, key):
             if s == 9:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(51)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -5977,8 +4680,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(53)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -5987,6 +4690,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -5996,8 +4700,8 @@ def _d_KeyInfoType(r, key):
             if s == 10:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(51)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -6028,8 +4732,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(53)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -6038,6 +4742,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -6048,8 +4753,8 @@ def _d_KeyInfoType(r, key):
                 while True:
                     ec = bits(4)
                     if ec == 0:
-                        el = 'KeyName'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'KeyName'
                         _v = r.string(51)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_KeyName.append(_v)
@@ -6084,8 +4789,8 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        el = 'MgmtData'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'MgmtData'
                         _v = r.string(53)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_MgmtData.append(_v)
@@ -6096,6 +4801,7 @@ def _d_KeyInfoType(r, key):
                         s = 18
                         break
                     elif ec == 8:
+                        pass
                         s = -1
                         break
                     elif ec == 9:
@@ -6108,8 +4814,8 @@ def _d_KeyInfoType(r, key):
                 while True:
                     ec = bits(4)
                     if ec == 0:
-                        el = 'KeyName'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'KeyName'
                         _v = r.string(51)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_KeyName.append(_v)
@@ -6144,8 +4850,8 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        el = 'MgmtData'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'MgmtData'
                         _v = r.string(53)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_MgmtData.append(_v)
@@ -6156,6 +4862,7 @@ def _d_KeyInfoType(r, key):
                         s = 18
                         break
                     elif ec == 8:
+                        pass
                         s = -1
                         break
                     elif ec == 9:
@@ -6168,8 +4875,8 @@ def _d_KeyInfoType(r, key):
                 while True:
                     ec = bits(4)
                     if ec == 0:
-                        el = 'KeyName'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'KeyName'
                         _v = r.string(51)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_KeyName.append(_v)
@@ -6204,8 +4911,8 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        el = 'MgmtData'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'MgmtData'
                         _v = r.string(53)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_MgmtData.append(_v)
@@ -6216,6 +4923,7 @@ def _d_KeyInfoType(r, key):
                         s = 18
                         break
                     elif ec == 8:
+                        pass
                         s = -1
                         break
                     elif ec == 9:
@@ -6228,8 +4936,8 @@ def _d_KeyInfoType(r, key):
                 while True:
                     ec = bits(4)
                     if ec == 0:
-                        el = 'KeyName'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'KeyName'
                         _v = r.string(51)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_KeyName.append(_v)
@@ -6264,8 +4972,8 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        el = 'MgmtData'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'MgmtData'
                         _v = r.string(53)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_MgmtData.append(_v)
@@ -6276,6 +4984,7 @@ def _d_KeyInfoType(r, key):
                         s = 18
                         break
                     elif ec == 8:
+                        pass
                         s = -1
                         break
                     elif ec == 9:
@@ -6288,8 +4997,8 @@ def _d_KeyInfoType(r, key):
                 while True:
                     ec = bits(4)
                     if ec == 0:
-                        el = 'KeyName'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'KeyName'
                         _v = r.string(51)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_KeyName.append(_v)
@@ -6324,8 +5033,8 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        el = 'MgmtData'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'MgmtData'
                         _v = r.string(53)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_MgmtData.append(_v)
@@ -6336,6 +5045,7 @@ def _d_KeyInfoType(r, key):
                         s = 18
                         break
                     elif ec == 8:
+                        pass
                         s = -1
                         break
                     elif ec == 9:
@@ -6348,8 +5058,8 @@ def _d_KeyInfoType(r, key):
                 while True:
                     ec = bits(4)
                     if ec == 0:
-                        el = 'KeyName'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'KeyName'
                         _v = r.string(51)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_KeyName.append(_v)
@@ -6384,8 +5094,8 @@ def _d_KeyInfoType(r, key):
                         _v = _d_SPKIDataType(r)
                         f_SPKIData.append(_v)
                     elif ec == 6:
-                        el = 'MgmtData'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'MgmtData'
                         _v = r.string(53)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_MgmtData.append(_v)
@@ -6396,6 +5106,7 @@ def _d_KeyInfoType(r, key):
                         s = 18
                         break
                     elif ec == 8:
+                        pass
                         s = -1
                         break
                     elif ec == 9:
@@ -6408,8 +5119,8 @@ def _d_KeyInfoType(r, key):
                 while True:
                     ec = bits(4)
                     if ec == 0:
-                        el = 'KeyName'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'KeyName'
                         _v = r.string(51)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_KeyName.append(_v)
@@ -6446,8 +5157,8 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        el = 'MgmtData'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'MgmtData'
                         _v = r.string(53)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_MgmtData.append(_v)
@@ -6456,6 +5167,7 @@ def _d_KeyInfoType(r, key):
                         s = 18
                         break
                     elif ec == 8:
+                        pass
                         s = -1
                         break
                     elif ec == 9:
@@ -6467,8 +5179,8 @@ def _d_KeyInfoType(r, key):
             if s == 18:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(51)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -6499,8 +5211,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(53)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -6509,6 +5221,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -6550,202 +5263,194 @@ def _e_KeyInfoType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 4)
                     el = '@Id'
+                    bits(0, 4)
                     w.string(v_Id)
                     v_Id = None
                     s = 1
                 elif i_KeyName < n_KeyName:
-                    bits(1, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits((1 << 1), 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 3
                 elif i_KeyValue < n_KeyValue:
-                    bits(2, 4)
                     el = 'KeyValue'
+                    bits(2, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 4
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(3, 4)
                     el = 'RetrievalMethod'
+                    bits(3, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 5
                 elif i_X509Data < n_X509Data:
-                    bits(4, 4)
                     el = 'X509Data'
+                    bits(4, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 6
                 elif i_PGPData < n_PGPData:
-                    bits(5, 4)
                     el = 'PGPData'
+                    bits(5, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 7
                 elif i_SPKIData < n_SPKIData:
-                    bits(6, 4)
                     el = 'SPKIData'
+                    bits(6, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 8
                 elif i_MgmtData < n_MgmtData:
-                    bits(7, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((7 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 9
                 else:
                     raise EncodeError('missing content: expected one of Id, KeyName, KeyValue, RetrievalMethod, X509Data, PGPData, SPKIData, MgmtData')
             if s == 1:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 3
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 4
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 5
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 6
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 7
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 8
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 9
                 else:
                     raise EncodeError('missing content: expected one of KeyName, KeyValue, RetrievalMethod, X509Data, PGPData, SPKIData, MgmtData')
             if s == 2:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 3
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 4
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 5
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 6
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 7
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 8
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 9
                 else:
                     raise EncodeError('missing content: expected one of KeyName, KeyValue, RetrievalMethod, X509Data, PGPData, SPKIData, MgmtData')
             if s == 3:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -6754,49 +5459,47 @@ def _e_KeyInfoType(w, o):
                     s = -1
             if s == 4:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -6805,49 +5508,47 @@ def _e_KeyInfoType(w, o):
                     s = -1
             if s == 5:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -6856,49 +5557,47 @@ def _e_KeyInfoType(w, o):
                     s = -1
             if s == 6:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -6907,49 +5606,47 @@ def _e_KeyInfoType(w, o):
                     s = -1
             if s == 7:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -6958,49 +5655,47 @@ def _e_KeyInfoType(w, o):
                     s = -1
             if s == 8:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -7009,49 +5704,47 @@ def _e_KeyInfoType(w, o):
                     s = -1
             if s == 9:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -7060,49 +5753,47 @@ def _e_KeyInfoType(w, o):
                     s = -1
             if s == 10:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -7112,53 +5803,51 @@ def _e_KeyInfoType(w, o):
             if s == 11:
                 while True:
                     if i_KeyName < n_KeyName:
-                        bits(0, 4)
                         el = 'KeyName'
-                        w.bits(0, 1)
+                        bits(0, 5)
                         w.string(v_KeyName[i_KeyName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_KeyName += 1
                     elif i_KeyValue < n_KeyValue:
-                        bits(1, 4)
                         el = 'KeyValue'
+                        bits(1, 4)
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                         i_KeyValue += 1
                         s = 12
                         break
                     elif i_RetrievalMethod < n_RetrievalMethod:
-                        bits(2, 4)
                         el = 'RetrievalMethod'
+                        bits(2, 4)
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                         i_RetrievalMethod += 1
                         s = 13
                         break
                     elif i_X509Data < n_X509Data:
-                        bits(3, 4)
                         el = 'X509Data'
+                        bits(3, 4)
                         _e_X509DataType(w, v_X509Data[i_X509Data])
                         i_X509Data += 1
                         s = 14
                         break
                     elif i_PGPData < n_PGPData:
-                        bits(4, 4)
                         el = 'PGPData'
+                        bits(4, 4)
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
                         i_PGPData += 1
                         s = 15
                         break
                     elif i_SPKIData < n_SPKIData:
-                        bits(5, 4)
                         el = 'SPKIData'
+                        bits(5, 4)
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                         i_SPKIData += 1
                         s = 16
                         break
                     elif i_MgmtData < n_MgmtData:
-                        bits(6, 4)
                         el = 'MgmtData'
-                        w.bits(0, 1)
+                        bits((6 << 1), 5)
                         w.string(v_MgmtData[i_MgmtData])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_MgmtData += 1
                         s = 17
                         break
@@ -7170,53 +5859,51 @@ def _e_KeyInfoType(w, o):
             if s == 12:
                 while True:
                     if i_KeyName < n_KeyName:
-                        bits(0, 4)
                         el = 'KeyName'
-                        w.bits(0, 1)
+                        bits(0, 5)
                         w.string(v_KeyName[i_KeyName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_KeyName += 1
                         s = 11
                         break
                     elif i_KeyValue < n_KeyValue:
-                        bits(1, 4)
                         el = 'KeyValue'
+                        bits(1, 4)
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                         i_KeyValue += 1
                     elif i_RetrievalMethod < n_RetrievalMethod:
-                        bits(2, 4)
                         el = 'RetrievalMethod'
+                        bits(2, 4)
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                         i_RetrievalMethod += 1
                         s = 13
                         break
                     elif i_X509Data < n_X509Data:
-                        bits(3, 4)
                         el = 'X509Data'
+                        bits(3, 4)
                         _e_X509DataType(w, v_X509Data[i_X509Data])
                         i_X509Data += 1
                         s = 14
                         break
                     elif i_PGPData < n_PGPData:
-                        bits(4, 4)
                         el = 'PGPData'
+                        bits(4, 4)
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
                         i_PGPData += 1
                         s = 15
                         break
                     elif i_SPKIData < n_SPKIData:
-                        bits(5, 4)
                         el = 'SPKIData'
+                        bits(5, 4)
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                         i_SPKIData += 1
                         s = 16
                         break
                     elif i_MgmtData < n_MgmtData:
-                        bits(6, 4)
                         el = 'MgmtData'
-                        w.bits(0, 1)
+                        bits((6 << 1), 5)
                         w.string(v_MgmtData[i_MgmtData])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_MgmtData += 1
                         s = 17
                         break
@@ -7228,53 +5915,51 @@ def _e_KeyInfoType(w, o):
             if s == 13:
                 while True:
                     if i_KeyName < n_KeyName:
-                        bits(0, 4)
                         el = 'KeyName'
-                        w.bits(0, 1)
+                        bits(0, 5)
                         w.string(v_KeyName[i_KeyName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_KeyName += 1
                         s = 11
                         break
                     elif i_KeyValue < n_KeyValue:
-                        bits(1, 4)
                         el = 'KeyValue'
+                        bits(1, 4)
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                         i_KeyValue += 1
                         s = 12
                         break
                     elif i_RetrievalMethod < n_RetrievalMethod:
-                        bits(2, 4)
                         el = 'RetrievalMethod'
+                        bits(2, 4)
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                         i_RetrievalMethod += 1
                     elif i_X509Data < n_X509Data:
-                        bits(3, 4)
                         el = 'X509Data'
+                        bits(3, 4)
                         _e_X509DataType(w, v_X509Data[i_X509Data])
                         i_X509Data += 1
                         s = 14
                         break
                     elif i_PGPData < n_PGPData:
-                        bits(4, 4)
                         el = 'PGPData'
+                        bits(4, 4)
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
                         i_PGPData += 1
                         s = 15
                         break
                     elif i_SPKIData < n_SPKIData:
-                        bits(5, 4)
                         el = 'SPKIData'
+                        bits(5, 4)
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                         i_SPKIData += 1
                         s = 16
                         break
                     elif i_MgmtData < n_MgmtData:
-                        bits(6, 4)
                         el = 'MgmtData'
-                        w.bits(0, 1)
+                        bits((6 << 1), 5)
                         w.string(v_MgmtData[i_MgmtData])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_MgmtData += 1
                         s = 17
                         break
@@ -7286,53 +5971,51 @@ def _e_KeyInfoType(w, o):
             if s == 14:
                 while True:
                     if i_KeyName < n_KeyName:
-                        bits(0, 4)
                         el = 'KeyName'
-                        w.bits(0, 1)
+                        bits(0, 5)
                         w.string(v_KeyName[i_KeyName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_KeyName += 1
                         s = 11
                         break
                     elif i_KeyValue < n_KeyValue:
-                        bits(1, 4)
                         el = 'KeyValue'
+                        bits(1, 4)
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                         i_KeyValue += 1
                         s = 12
                         break
                     elif i_RetrievalMethod < n_RetrievalMethod:
-                        bits(2, 4)
                         el = 'RetrievalMethod'
+                        bits(2, 4)
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                         i_RetrievalMethod += 1
                         s = 13
                         break
                     elif i_X509Data < n_X509Data:
-                        bits(3, 4)
                         el = 'X509Data'
+                        bits(3, 4)
                         _e_X509DataType(w, v_X509Data[i_X509Data])
                         i_X509Data += 1
                     elif i_PGPData < n_PGPData:
-                        bits(4, 4)
                         el = 'PGPData'
+                        bits(4, 4)
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
                         i_PGPData += 1
                         s = 15
                         break
                     elif i_SPKIData < n_SPKIData:
-                        bits(5, 4)
                         el = 'SPKIData'
+                        bits(5, 4)
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                         i_SPKIData += 1
                         s = 16
                         break
                     elif i_MgmtData < n_MgmtData:
-                        bits(6, 4)
                         el = 'MgmtData'
-                        w.bits(0, 1)
+                        bits((6 << 1), 5)
                         w.string(v_MgmtData[i_MgmtData])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_MgmtData += 1
                         s = 17
                         break
@@ -7344,53 +6027,51 @@ def _e_KeyInfoType(w, o):
             if s == 15:
                 while True:
                     if i_KeyName < n_KeyName:
-                        bits(0, 4)
                         el = 'KeyName'
-                        w.bits(0, 1)
+                        bits(0, 5)
                         w.string(v_KeyName[i_KeyName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_KeyName += 1
                         s = 11
                         break
                     elif i_KeyValue < n_KeyValue:
-                        bits(1, 4)
                         el = 'KeyValue'
+                        bits(1, 4)
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                         i_KeyValue += 1
                         s = 12
                         break
                     elif i_RetrievalMethod < n_RetrievalMethod:
-                        bits(2, 4)
                         el = 'RetrievalMethod'
+                        bits(2, 4)
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                         i_RetrievalMethod += 1
                         s = 13
                         break
                     elif i_X509Data < n_X509Data:
-                        bits(3, 4)
                         el = 'X509Data'
+                        bits(3, 4)
                         _e_X509DataType(w, v_X509Data[i_X509Data])
                         i_X509Data += 1
                         s = 14
                         break
                     elif i_PGPData < n_PGPData:
-                        bits(4, 4)
                         el = 'PGPData'
+                        bits(4, 4)
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
                         i_PGPData += 1
                     elif i_SPKIData < n_SPKIData:
-                        bits(5, 4)
                         el = 'SPKIData'
+                        bits(5, 4)
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                         i_SPKIData += 1
                         s = 16
                         break
                     elif i_MgmtData < n_MgmtData:
-                        bits(6, 4)
                         el = 'MgmtData'
-                        w.bits(0, 1)
+                        bits((6 << 1), 5)
                         w.string(v_MgmtData[i_MgmtData])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_MgmtData += 1
                         s = 17
                         break
@@ -7402,53 +6083,51 @@ def _e_KeyInfoType(w, o):
             if s == 16:
                 while True:
                     if i_KeyName < n_KeyName:
-                        bits(0, 4)
                         el = 'KeyName'
-                        w.bits(0, 1)
+                        bits(0, 5)
                         w.string(v_KeyName[i_KeyName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_KeyName += 1
                         s = 11
                         break
                     elif i_KeyValue < n_KeyValue:
-                        bits(1, 4)
                         el = 'KeyValue'
+                        bits(1, 4)
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                         i_KeyValue += 1
                         s = 12
                         break
                     elif i_RetrievalMethod < n_RetrievalMethod:
-                        bits(2, 4)
                         el = 'RetrievalMethod'
+                        bits(2, 4)
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                         i_RetrievalMethod += 1
                         s = 13
                         break
                     elif i_X509Data < n_X509Data:
-                        bits(3, 4)
                         el = 'X509Data'
+                        bits(3, 4)
                         _e_X509DataType(w, v_X509Data[i_X509Data])
                         i_X509Data += 1
                         s = 14
                         break
                     elif i_PGPData < n_PGPData:
-                        bits(4, 4)
                         el = 'PGPData'
+                        bits(4, 4)
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
                         i_PGPData += 1
                         s = 15
                         break
                     elif i_SPKIData < n_SPKIData:
-                        bits(5, 4)
                         el = 'SPKIData'
+                        bits(5, 4)
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                         i_SPKIData += 1
                     elif i_MgmtData < n_MgmtData:
-                        bits(6, 4)
                         el = 'MgmtData'
-                        w.bits(0, 1)
+                        bits((6 << 1), 5)
                         w.string(v_MgmtData[i_MgmtData])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_MgmtData += 1
                         s = 17
                         break
@@ -7460,55 +6139,53 @@ def _e_KeyInfoType(w, o):
             if s == 17:
                 while True:
                     if i_KeyName < n_KeyName:
-                        bits(0, 4)
                         el = 'KeyName'
-                        w.bits(0, 1)
+                        bits(0, 5)
                         w.string(v_KeyName[i_KeyName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_KeyName += 1
                         s = 11
                         break
                     elif i_KeyValue < n_KeyValue:
-                        bits(1, 4)
                         el = 'KeyValue'
+                        bits(1, 4)
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                         i_KeyValue += 1
                         s = 12
                         break
                     elif i_RetrievalMethod < n_RetrievalMethod:
-                        bits(2, 4)
                         el = 'RetrievalMethod'
+                        bits(2, 4)
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                         i_RetrievalMethod += 1
                         s = 13
                         break
                     elif i_X509Data < n_X509Data:
-                        bits(3, 4)
                         el = 'X509Data'
+                        bits(3, 4)
                         _e_X509DataType(w, v_X509Data[i_X509Data])
                         i_X509Data += 1
                         s = 14
                         break
                     elif i_PGPData < n_PGPData:
-                        bits(4, 4)
                         el = 'PGPData'
+                        bits(4, 4)
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
                         i_PGPData += 1
                         s = 15
                         break
                     elif i_SPKIData < n_SPKIData:
-                        bits(5, 4)
                         el = 'SPKIData'
+                        bits(5, 4)
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                         i_SPKIData += 1
                         s = 16
                         break
                     elif i_MgmtData < n_MgmtData:
-                        bits(6, 4)
                         el = 'MgmtData'
-                        w.bits(0, 1)
+                        bits((6 << 1), 5)
                         w.string(v_MgmtData[i_MgmtData])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_MgmtData += 1
                     elif True:
                         bits(8, 4)
@@ -7517,49 +6194,47 @@ def _e_KeyInfoType(w, o):
                         break
             if s == 18:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -7617,6 +6292,7 @@ def _d_KeyValueType(r, key):
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
+                    pass
                     s = -1
                 elif ec == 1:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -7626,6 +6302,7 @@ def _d_KeyValueType(r, key):
             if s == 3:
                 ec = bits(2)
                 if ec == 0:
+                    pass
                     s = -1
                 elif ec == 1:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -7635,6 +6312,7 @@ def _d_KeyValueType(r, key):
             if s == 4:
                 ec = bits(2)
                 if ec == 0:
+                    pass
                     s = -1
                 elif ec == 1:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -7656,14 +6334,14 @@ def _e_KeyValueType(w, o):
         while s >= 0:
             if s == 0:
                 if v_DSAKeyValue is not None:
-                    bits(0, 3)
                     el = 'DSAKeyValue'
+                    bits(0, 3)
                     _e_DSAKeyValueType(w, v_DSAKeyValue)
                     v_DSAKeyValue = None
                     s = 2
                 elif v_RSAKeyValue is not None:
-                    bits(1, 3)
                     el = 'RSAKeyValue'
+                    bits(1, 3)
                     _e_RSAKeyValueType(w, v_RSAKeyValue)
                     v_RSAKeyValue = None
                     s = 3
@@ -7671,14 +6349,14 @@ def _e_KeyValueType(w, o):
                     raise EncodeError('missing content: expected one of DSAKeyValue, RSAKeyValue')
             if s == 1:
                 if v_DSAKeyValue is not None:
-                    bits(0, 3)
                     el = 'DSAKeyValue'
+                    bits(0, 3)
                     _e_DSAKeyValueType(w, v_DSAKeyValue)
                     v_DSAKeyValue = None
                     s = 2
                 elif v_RSAKeyValue is not None:
-                    bits(1, 3)
                     el = 'RSAKeyValue'
+                    bits(1, 3)
                     _e_RSAKeyValueType(w, v_RSAKeyValue)
                     v_RSAKeyValue = None
                     s = 3
@@ -7709,34 +6387,16 @@ def _d_RSAKeyValueType(r):
     f_Modulus = None
     f_Exponent = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Modulus'
-                    if bits(1): raise r.deviation('RSAKeyValueType')
-                    f_Modulus = r.binary()
-                    if bits(1): raise r.deviation('RSAKeyValueType')
-                    s = 1
-                else:
-                    raise r.deviation('RSAKeyValueType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Exponent'
-                    if bits(1): raise r.deviation('RSAKeyValueType')
-                    f_Exponent = r.binary()
-                    if bits(1): raise r.deviation('RSAKeyValueType')
-                    s = 2
-                else:
-                    raise r.deviation('RSAKeyValueType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('RSAKeyValueType')
+        x = bits(2)
+        if x & 3: raise r.deviation('RSAKeyValueType')
+        el = 'Modulus'
+        f_Modulus = r.binary()
+        x = bits(3)
+        if x & 7: raise r.deviation('RSAKeyValueType')
+        el = 'Exponent'
+        f_Exponent = r.binary()
+        x = bits(2)
+        if x & 3: raise r.deviation('RSAKeyValueType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.RSAKeyValueType(f_Modulus, f_Exponent)
@@ -7748,35 +6408,20 @@ def _e_RSAKeyValueType(w, o):
     try:
         v_Modulus = o.Modulus
         v_Exponent = o.Exponent
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Modulus is not None:
-                    bits(0, 1)
-                    el = 'Modulus'
-                    w.bits(0, 1)
-                    w.binary(v_Modulus)
-                    w.bits(0, 1)
-                    v_Modulus = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Modulus')
-            if s == 1:
-                if v_Exponent is not None:
-                    bits(0, 1)
-                    el = 'Exponent'
-                    w.bits(0, 1)
-                    w.binary(v_Exponent)
-                    w.bits(0, 1)
-                    v_Exponent = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of Exponent')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_Modulus is not None or v_Exponent is not None: raise _leftover(o)
-                    s = -1
+        if v_Modulus is not None:
+            el = 'Modulus'
+            bits(0, 2)
+            w.binary(v_Modulus)
+            if not (v_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'Exponent'
+            bits(0, 3)
+            v_Modulus = None
+            w.binary(v_Exponent)
+            bits(0, 2)
+            v_Exponent = None
+            if v_Modulus is not None or v_Exponent is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Modulus')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -7805,6 +6450,7 @@ def _d_RetrievalMethodType(r):
                     f_Transforms = _d_TransformsType(r)
                     s = 3
                 elif ec == 3:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('RetrievalMethodType')
@@ -7819,6 +6465,7 @@ def _d_RetrievalMethodType(r):
                     f_Transforms = _d_TransformsType(r)
                     s = 3
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('RetrievalMethodType')
@@ -7829,15 +6476,13 @@ def _d_RetrievalMethodType(r):
                     f_Transforms = _d_TransformsType(r)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('RetrievalMethodType')
             if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('RetrievalMethodType')
+                if bits(1): raise r.deviation('RetrievalMethodType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.RetrievalMethodType(f_Type, f_URI, f_Transforms)
@@ -7854,20 +6499,20 @@ def _e_RetrievalMethodType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Type is not None:
-                    bits(0, 3)
                     el = '@Type'
+                    bits(0, 3)
                     w.string(v_Type)
                     v_Type = None
                     s = 1
                 elif v_URI is not None:
-                    bits(1, 3)
                     el = '@URI'
+                    bits(1, 3)
                     w.string(v_URI)
                     v_URI = None
                     s = 2
                 elif v_Transforms is not None:
-                    bits(2, 3)
                     el = 'Transforms'
+                    bits(2, 3)
                     _e_TransformsType(w, v_Transforms)
                     v_Transforms = None
                     s = 3
@@ -7877,14 +6522,14 @@ def _e_RetrievalMethodType(w, o):
                     s = -1
             if s == 1:
                 if v_URI is not None:
-                    bits(0, 2)
                     el = '@URI'
+                    bits(0, 2)
                     w.string(v_URI)
                     v_URI = None
                     s = 2
                 elif v_Transforms is not None:
-                    bits(1, 2)
                     el = 'Transforms'
+                    bits(1, 2)
                     _e_TransformsType(w, v_Transforms)
                     v_Transforms = None
                     s = 3
@@ -7894,8 +6539,8 @@ def _e_RetrievalMethodType(w, o):
                     s = -1
             if s == 2:
                 if v_Transforms is not None:
-                    bits(0, 2)
                     el = 'Transforms'
+                    bits(0, 2)
                     _e_TransformsType(w, v_Transforms)
                     v_Transforms = None
                     s = 3
@@ -7920,14 +6565,11 @@ def _d_TransformsType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Transform'
-                    _v = _d_TransformType(r, 58)
-                    f_Transform.append(_v)
-                    s = 1
-                else:
-                    raise r.deviation('TransformsType')
+                if bits(1): raise r.deviation('TransformsType')
+                el = 'Transform'
+                _v = _d_TransformType(r, 58)
+                f_Transform.append(_v)
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
@@ -7936,6 +6578,7 @@ def _d_TransformsType(r):
                     f_Transform.append(_v)
                     s = 2
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('TransformsType')
@@ -7947,6 +6590,7 @@ def _d_TransformsType(r):
                         _v = _d_TransformType(r, 58)
                         f_Transform.append(_v)
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
@@ -7967,8 +6611,8 @@ def _e_TransformsType(w, o):
         while s >= 0:
             if s == 0:
                 if i_Transform < n_Transform:
-                    bits(0, 1)
                     el = 'Transform'
+                    bits(0, 1)
                     _e_TransformType(w, v_Transform[i_Transform])
                     i_Transform += 1
                     s = 1
@@ -7976,8 +6620,8 @@ def _e_TransformsType(w, o):
                     raise EncodeError('missing content: expected one of Transform')
             if s == 1:
                 if i_Transform < n_Transform:
-                    bits(0, 2)
                     el = 'Transform'
+                    bits(0, 2)
                     _e_TransformType(w, v_Transform[i_Transform])
                     i_Transform += 1
                     s = 2
@@ -7988,8 +6632,8 @@ def _e_TransformsType(w, o):
             if s == 2:
                 while True:
                     if i_Transform < n_Transform:
-                        bits(0, 2)
                         el = 'Transform'
+                        bits(0, 2)
                         _e_TransformType(w, v_Transform[i_Transform])
                         i_Transform += 1
                     elif True:
@@ -8010,18 +6654,15 @@ def _d_TransformType(r, key):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = '@Algorithm'
-                    f_Algorithm = r.string(16)
-                    s = 1
-                else:
-                    raise r.deviation('TransformType')
+                if bits(1): raise r.deviation('TransformType')
+                el = '@Algorithm'
+                f_Algorithm = r.string(16)
+                s = 1
             if s == 1:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'XPath'
                     if bits(1): raise r.deviation('TransformType')
+                    el = 'XPath'
                     _v = r.string(59)
                     if bits(1): raise r.deviation('TransformType')
                     f_XPath.append(_v)
@@ -8030,6 +6671,7 @@ def _d_TransformType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 2:
+                    pass
                     s = -1
                 elif ec == 3:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -8039,8 +6681,8 @@ def _d_TransformType(r, key):
             if s == 2:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'XPath'
                     if bits(1): raise r.deviation('TransformType')
+                    el = 'XPath'
                     _v = r.string(59)
                     if bits(1): raise r.deviation('TransformType')
                     f_XPath.append(_v)
@@ -8049,6 +6691,7 @@ def _d_TransformType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 2:
+                    pass
                     s = -1
                 elif ec == 3:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -8058,8 +6701,8 @@ def _d_TransformType(r, key):
             if s == 3:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'XPath'
                     if bits(1): raise r.deviation('TransformType')
+                    el = 'XPath'
                     _v = r.string(59)
                     if bits(1): raise r.deviation('TransformType')
                     f_XPath.append(_v)
@@ -8068,6 +6711,7 @@ def _d_TransformType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 2:
+                    pass
                     s = -1
                 elif ec == 3:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -8078,8 +6722,8 @@ def _d_TransformType(r, key):
                 while True:
                     ec = bits(3)
                     if ec == 0:
-                        el = 'XPath'
                         if bits(1): raise r.deviation('TransformType')
+                        el = 'XPath'
                         _v = r.string(59)
                         if bits(1): raise r.deviation('TransformType')
                         f_XPath.append(_v)
@@ -8088,6 +6732,7 @@ def _d_TransformType(r, key):
                         s = 3
                         break
                     elif ec == 2:
+                        pass
                         s = -1
                         break
                     elif ec == 3:
@@ -8113,8 +6758,8 @@ def _e_TransformType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Algorithm is not None:
-                    bits(0, 1)
                     el = '@Algorithm'
+                    bits(0, 1)
                     w.string(v_Algorithm)
                     v_Algorithm = None
                     s = 1
@@ -8122,11 +6767,10 @@ def _e_TransformType(w, o):
                     raise EncodeError('missing content: expected one of Algorithm')
             if s == 1:
                 if i_XPath < n_XPath:
-                    bits(0, 3)
                     el = 'XPath'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     w.string(v_XPath[i_XPath])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_XPath += 1
                     s = 4
                 elif True:
@@ -8135,11 +6779,10 @@ def _e_TransformType(w, o):
                     s = -1
             if s == 2:
                 if i_XPath < n_XPath:
-                    bits(0, 3)
                     el = 'XPath'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     w.string(v_XPath[i_XPath])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_XPath += 1
                     s = 4
                 elif True:
@@ -8148,11 +6791,10 @@ def _e_TransformType(w, o):
                     s = -1
             if s == 3:
                 if i_XPath < n_XPath:
-                    bits(0, 3)
                     el = 'XPath'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     w.string(v_XPath[i_XPath])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_XPath += 1
                     s = 4
                 elif True:
@@ -8162,11 +6804,10 @@ def _e_TransformType(w, o):
             if s == 4:
                 while True:
                     if i_XPath < n_XPath:
-                        bits(0, 3)
                         el = 'XPath'
-                        w.bits(0, 1)
+                        bits(0, 4)
                         w.string(v_XPath[i_XPath])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_XPath += 1
                     elif True:
                         bits(2, 3)
@@ -8196,29 +6837,29 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 1
                 elif ec == 1:
-                    el = 'X509SKI'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SKI'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SKI.append(_v)
                     s = 2
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SubjectName'
                     _v = r.string(61)
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SubjectName.append(_v)
                     s = 3
                 elif ec == 3:
-                    el = 'X509Certificate'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509Certificate'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509Certificate.append(_v)
                     s = 4
                 elif ec == 4:
-                    el = 'X509CRL'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509CRL'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509CRL.append(_v)
@@ -8236,29 +6877,29 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    el = 'X509SKI'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SKI'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SubjectName'
                     _v = r.string(61)
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    el = 'X509Certificate'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509Certificate'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    el = 'X509CRL'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509CRL'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509CRL.append(_v)
@@ -8267,6 +6908,7 @@ def _d_X509DataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 12
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('X509DataType')
@@ -8278,29 +6920,29 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    el = 'X509SKI'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SKI'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SubjectName'
                     _v = r.string(61)
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    el = 'X509Certificate'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509Certificate'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    el = 'X509CRL'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509CRL'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509CRL.append(_v)
@@ -8309,6 +6951,7 @@ def _d_X509DataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 12
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('X509DataType')
@@ -8320,29 +6963,29 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    el = 'X509SKI'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SKI'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SubjectName'
                     _v = r.string(61)
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    el = 'X509Certificate'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509Certificate'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    el = 'X509CRL'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509CRL'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509CRL.append(_v)
@@ -8351,6 +6994,7 @@ def _d_X509DataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 12
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('X509DataType')
@@ -8362,29 +7006,29 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    el = 'X509SKI'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SKI'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SubjectName'
                     _v = r.string(61)
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    el = 'X509Certificate'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509Certificate'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    el = 'X509CRL'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509CRL'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509CRL.append(_v)
@@ -8393,6 +7037,7 @@ def _d_X509DataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 12
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('X509DataType')
@@ -8404,29 +7049,29 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    el = 'X509SKI'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SKI'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SubjectName'
                     _v = r.string(61)
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    el = 'X509Certificate'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509Certificate'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    el = 'X509CRL'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509CRL'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509CRL.append(_v)
@@ -8435,6 +7080,7 @@ def _d_X509DataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 12
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('X509DataType')
@@ -8446,29 +7092,29 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    el = 'X509SKI'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SKI'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SubjectName'
                     _v = r.string(61)
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    el = 'X509Certificate'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509Certificate'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    el = 'X509CRL'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509CRL'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509CRL.append(_v)
@@ -8477,6 +7123,7 @@ def _d_X509DataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 12
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('X509DataType')
@@ -8488,32 +7135,32 @@ def _d_X509DataType(r):
                         _v = _d_X509IssuerSerialType(r)
                         f_X509IssuerSerial.append(_v)
                     elif ec == 1:
-                        el = 'X509SKI'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SKI'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
-                        el = 'X509SubjectName'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SubjectName'
                         _v = r.string(61)
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
-                        el = 'X509Certificate'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509Certificate'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
-                        el = 'X509CRL'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509CRL'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509CRL.append(_v)
@@ -8524,6 +7171,7 @@ def _d_X509DataType(r):
                         s = 12
                         break
                     elif ec == 6:
+                        pass
                         s = -1
                         break
                     else:
@@ -8538,30 +7186,30 @@ def _d_X509DataType(r):
                         s = 7
                         break
                     elif ec == 1:
-                        el = 'X509SKI'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SKI'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SKI.append(_v)
                     elif ec == 2:
-                        el = 'X509SubjectName'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SubjectName'
                         _v = r.string(61)
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
-                        el = 'X509Certificate'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509Certificate'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
-                        el = 'X509CRL'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509CRL'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509CRL.append(_v)
@@ -8572,6 +7220,7 @@ def _d_X509DataType(r):
                         s = 12
                         break
                     elif ec == 6:
+                        pass
                         s = -1
                         break
                     else:
@@ -8586,30 +7235,30 @@ def _d_X509DataType(r):
                         s = 7
                         break
                     elif ec == 1:
-                        el = 'X509SKI'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SKI'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
-                        el = 'X509SubjectName'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SubjectName'
                         _v = r.string(61)
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SubjectName.append(_v)
                     elif ec == 3:
-                        el = 'X509Certificate'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509Certificate'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
-                        el = 'X509CRL'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509CRL'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509CRL.append(_v)
@@ -8620,6 +7269,7 @@ def _d_X509DataType(r):
                         s = 12
                         break
                     elif ec == 6:
+                        pass
                         s = -1
                         break
                     else:
@@ -8634,30 +7284,30 @@ def _d_X509DataType(r):
                         s = 7
                         break
                     elif ec == 1:
-                        el = 'X509SKI'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SKI'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
-                        el = 'X509SubjectName'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SubjectName'
                         _v = r.string(61)
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
-                        el = 'X509Certificate'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509Certificate'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509Certificate.append(_v)
                     elif ec == 4:
-                        el = 'X509CRL'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509CRL'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509CRL.append(_v)
@@ -8668,6 +7318,7 @@ def _d_X509DataType(r):
                         s = 12
                         break
                     elif ec == 6:
+                        pass
                         s = -1
                         break
                     else:
@@ -8682,32 +7333,32 @@ def _d_X509DataType(r):
                         s = 7
                         break
                     elif ec == 1:
-                        el = 'X509SKI'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SKI'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
-                        el = 'X509SubjectName'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SubjectName'
                         _v = r.string(61)
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
-                        el = 'X509Certificate'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509Certificate'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
-                        el = 'X509CRL'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509CRL'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509CRL.append(_v)
@@ -8716,6 +7367,7 @@ def _d_X509DataType(r):
                         s = 12
                         break
                     elif ec == 6:
+                        pass
                         s = -1
                         break
                     else:
@@ -8728,29 +7380,29 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    el = 'X509SKI'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SKI'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SubjectName'
                     _v = r.string(61)
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    el = 'X509Certificate'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509Certificate'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    el = 'X509CRL'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509CRL'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509CRL.append(_v)
@@ -8759,6 +7411,7 @@ def _d_X509DataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 12
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('X509DataType')
@@ -8790,82 +7443,74 @@ def _e_X509DataType(w, o):
         while s >= 0:
             if s == 0:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
-                    bits(0, 3)
                     el = 'X509IssuerSerial'
+                    bits(0, 3)
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                     i_X509IssuerSerial += 1
                     s = 1
                 elif i_X509SKI < n_X509SKI:
-                    bits(1, 3)
                     el = 'X509SKI'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     w.binary(v_X509SKI[i_X509SKI])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SKI += 1
                     s = 2
                 elif i_X509SubjectName < n_X509SubjectName:
-                    bits(2, 3)
                     el = 'X509SubjectName'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SubjectName += 1
                     s = 3
                 elif i_X509Certificate < n_X509Certificate:
-                    bits(3, 3)
                     el = 'X509Certificate'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509Certificate += 1
                     s = 4
                 elif i_X509CRL < n_X509CRL:
-                    bits(4, 3)
                     el = 'X509CRL'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     w.binary(v_X509CRL[i_X509CRL])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509CRL += 1
                     s = 5
                 else:
                     raise EncodeError('missing content: expected one of X509IssuerSerial, X509SKI, X509SubjectName, X509Certificate, X509CRL')
             if s == 1:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
-                    bits(0, 3)
                     el = 'X509IssuerSerial'
+                    bits(0, 3)
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
-                    bits(1, 3)
                     el = 'X509SKI'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     w.binary(v_X509SKI[i_X509SKI])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
-                    bits(2, 3)
                     el = 'X509SubjectName'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
-                    bits(3, 3)
                     el = 'X509Certificate'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
-                    bits(4, 3)
                     el = 'X509CRL'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     w.binary(v_X509CRL[i_X509CRL])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509CRL += 1
                     s = 11
                 elif True:
@@ -8874,41 +7519,37 @@ def _e_X509DataType(w, o):
                     s = -1
             if s == 2:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
-                    bits(0, 3)
                     el = 'X509IssuerSerial'
+                    bits(0, 3)
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
-                    bits(1, 3)
                     el = 'X509SKI'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     w.binary(v_X509SKI[i_X509SKI])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
-                    bits(2, 3)
                     el = 'X509SubjectName'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
-                    bits(3, 3)
                     el = 'X509Certificate'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
-                    bits(4, 3)
                     el = 'X509CRL'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     w.binary(v_X509CRL[i_X509CRL])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509CRL += 1
                     s = 11
                 elif True:
@@ -8917,41 +7558,37 @@ def _e_X509DataType(w, o):
                     s = -1
             if s == 3:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
-                    bits(0, 3)
                     el = 'X509IssuerSerial'
+                    bits(0, 3)
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
-                    bits(1, 3)
                     el = 'X509SKI'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     w.binary(v_X509SKI[i_X509SKI])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
-                    bits(2, 3)
                     el = 'X509SubjectName'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
-                    bits(3, 3)
                     el = 'X509Certificate'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
-                    bits(4, 3)
                     el = 'X509CRL'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     w.binary(v_X509CRL[i_X509CRL])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509CRL += 1
                     s = 11
                 elif True:
@@ -8960,41 +7597,37 @@ def _e_X509DataType(w, o):
                     s = -1
             if s == 4:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
-                    bits(0, 3)
                     el = 'X509IssuerSerial'
+                    bits(0, 3)
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
-                    bits(1, 3)
                     el = 'X509SKI'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     w.binary(v_X509SKI[i_X509SKI])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
-                    bits(2, 3)
                     el = 'X509SubjectName'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
-                    bits(3, 3)
                     el = 'X509Certificate'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
-                    bits(4, 3)
                     el = 'X509CRL'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     w.binary(v_X509CRL[i_X509CRL])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509CRL += 1
                     s = 11
                 elif True:
@@ -9003,41 +7636,37 @@ def _e_X509DataType(w, o):
                     s = -1
             if s == 5:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
-                    bits(0, 3)
                     el = 'X509IssuerSerial'
+                    bits(0, 3)
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
-                    bits(1, 3)
                     el = 'X509SKI'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     w.binary(v_X509SKI[i_X509SKI])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
-                    bits(2, 3)
                     el = 'X509SubjectName'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
-                    bits(3, 3)
                     el = 'X509Certificate'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
-                    bits(4, 3)
                     el = 'X509CRL'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     w.binary(v_X509CRL[i_X509CRL])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509CRL += 1
                     s = 11
                 elif True:
@@ -9046,41 +7675,37 @@ def _e_X509DataType(w, o):
                     s = -1
             if s == 6:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
-                    bits(0, 3)
                     el = 'X509IssuerSerial'
+                    bits(0, 3)
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
-                    bits(1, 3)
                     el = 'X509SKI'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     w.binary(v_X509SKI[i_X509SKI])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
-                    bits(2, 3)
                     el = 'X509SubjectName'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
-                    bits(3, 3)
                     el = 'X509Certificate'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
-                    bits(4, 3)
                     el = 'X509CRL'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     w.binary(v_X509CRL[i_X509CRL])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509CRL += 1
                     s = 11
                 elif True:
@@ -9090,43 +7715,39 @@ def _e_X509DataType(w, o):
             if s == 7:
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
-                        bits(0, 3)
                         el = 'X509IssuerSerial'
+                        bits(0, 3)
                         _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                         i_X509IssuerSerial += 1
                     elif i_X509SKI < n_X509SKI:
-                        bits(1, 3)
                         el = 'X509SKI'
-                        w.bits(0, 1)
+                        bits((1 << 1), 4)
                         w.binary(v_X509SKI[i_X509SKI])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SKI += 1
                         s = 8
                         break
                     elif i_X509SubjectName < n_X509SubjectName:
-                        bits(2, 3)
                         el = 'X509SubjectName'
-                        w.bits(0, 1)
+                        bits((2 << 1), 4)
                         w.string(v_X509SubjectName[i_X509SubjectName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SubjectName += 1
                         s = 9
                         break
                     elif i_X509Certificate < n_X509Certificate:
-                        bits(3, 3)
                         el = 'X509Certificate'
-                        w.bits(0, 1)
+                        bits((3 << 1), 4)
                         w.binary(v_X509Certificate[i_X509Certificate])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509Certificate += 1
                         s = 10
                         break
                     elif i_X509CRL < n_X509CRL:
-                        bits(4, 3)
                         el = 'X509CRL'
-                        w.bits(0, 1)
+                        bits((4 << 1), 4)
                         w.binary(v_X509CRL[i_X509CRL])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509CRL += 1
                         s = 11
                         break
@@ -9138,43 +7759,39 @@ def _e_X509DataType(w, o):
             if s == 8:
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
-                        bits(0, 3)
                         el = 'X509IssuerSerial'
+                        bits(0, 3)
                         _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                         i_X509IssuerSerial += 1
                         s = 7
                         break
                     elif i_X509SKI < n_X509SKI:
-                        bits(1, 3)
                         el = 'X509SKI'
-                        w.bits(0, 1)
+                        bits((1 << 1), 4)
                         w.binary(v_X509SKI[i_X509SKI])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SKI += 1
                     elif i_X509SubjectName < n_X509SubjectName:
-                        bits(2, 3)
                         el = 'X509SubjectName'
-                        w.bits(0, 1)
+                        bits((2 << 1), 4)
                         w.string(v_X509SubjectName[i_X509SubjectName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SubjectName += 1
                         s = 9
                         break
                     elif i_X509Certificate < n_X509Certificate:
-                        bits(3, 3)
                         el = 'X509Certificate'
-                        w.bits(0, 1)
+                        bits((3 << 1), 4)
                         w.binary(v_X509Certificate[i_X509Certificate])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509Certificate += 1
                         s = 10
                         break
                     elif i_X509CRL < n_X509CRL:
-                        bits(4, 3)
                         el = 'X509CRL'
-                        w.bits(0, 1)
+                        bits((4 << 1), 4)
                         w.binary(v_X509CRL[i_X509CRL])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509CRL += 1
                         s = 11
                         break
@@ -9186,43 +7803,39 @@ def _e_X509DataType(w, o):
             if s == 9:
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
-                        bits(0, 3)
                         el = 'X509IssuerSerial'
+                        bits(0, 3)
                         _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                         i_X509IssuerSerial += 1
                         s = 7
                         break
                     elif i_X509SKI < n_X509SKI:
-                        bits(1, 3)
                         el = 'X509SKI'
-                        w.bits(0, 1)
+                        bits((1 << 1), 4)
                         w.binary(v_X509SKI[i_X509SKI])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SKI += 1
                         s = 8
                         break
                     elif i_X509SubjectName < n_X509SubjectName:
-                        bits(2, 3)
                         el = 'X509SubjectName'
-                        w.bits(0, 1)
+                        bits((2 << 1), 4)
                         w.string(v_X509SubjectName[i_X509SubjectName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SubjectName += 1
                     elif i_X509Certificate < n_X509Certificate:
-                        bits(3, 3)
                         el = 'X509Certificate'
-                        w.bits(0, 1)
+                        bits((3 << 1), 4)
                         w.binary(v_X509Certificate[i_X509Certificate])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509Certificate += 1
                         s = 10
                         break
                     elif i_X509CRL < n_X509CRL:
-                        bits(4, 3)
                         el = 'X509CRL'
-                        w.bits(0, 1)
+                        bits((4 << 1), 4)
                         w.binary(v_X509CRL[i_X509CRL])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509CRL += 1
                         s = 11
                         break
@@ -9234,43 +7847,39 @@ def _e_X509DataType(w, o):
             if s == 10:
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
-                        bits(0, 3)
                         el = 'X509IssuerSerial'
+                        bits(0, 3)
                         _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                         i_X509IssuerSerial += 1
                         s = 7
                         break
                     elif i_X509SKI < n_X509SKI:
-                        bits(1, 3)
                         el = 'X509SKI'
-                        w.bits(0, 1)
+                        bits((1 << 1), 4)
                         w.binary(v_X509SKI[i_X509SKI])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SKI += 1
                         s = 8
                         break
                     elif i_X509SubjectName < n_X509SubjectName:
-                        bits(2, 3)
                         el = 'X509SubjectName'
-                        w.bits(0, 1)
+                        bits((2 << 1), 4)
                         w.string(v_X509SubjectName[i_X509SubjectName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SubjectName += 1
                         s = 9
                         break
                     elif i_X509Certificate < n_X509Certificate:
-                        bits(3, 3)
                         el = 'X509Certificate'
-                        w.bits(0, 1)
+                        bits((3 << 1), 4)
                         w.binary(v_X509Certificate[i_X509Certificate])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509Certificate += 1
                     elif i_X509CRL < n_X509CRL:
-                        bits(4, 3)
                         el = 'X509CRL'
-                        w.bits(0, 1)
+                        bits((4 << 1), 4)
                         w.binary(v_X509CRL[i_X509CRL])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509CRL += 1
                         s = 11
                         break
@@ -9282,45 +7891,41 @@ def _e_X509DataType(w, o):
             if s == 11:
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
-                        bits(0, 3)
                         el = 'X509IssuerSerial'
+                        bits(0, 3)
                         _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                         i_X509IssuerSerial += 1
                         s = 7
                         break
                     elif i_X509SKI < n_X509SKI:
-                        bits(1, 3)
                         el = 'X509SKI'
-                        w.bits(0, 1)
+                        bits((1 << 1), 4)
                         w.binary(v_X509SKI[i_X509SKI])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SKI += 1
                         s = 8
                         break
                     elif i_X509SubjectName < n_X509SubjectName:
-                        bits(2, 3)
                         el = 'X509SubjectName'
-                        w.bits(0, 1)
+                        bits((2 << 1), 4)
                         w.string(v_X509SubjectName[i_X509SubjectName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SubjectName += 1
                         s = 9
                         break
                     elif i_X509Certificate < n_X509Certificate:
-                        bits(3, 3)
                         el = 'X509Certificate'
-                        w.bits(0, 1)
+                        bits((3 << 1), 4)
                         w.binary(v_X509Certificate[i_X509Certificate])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509Certificate += 1
                         s = 10
                         break
                     elif i_X509CRL < n_X509CRL:
-                        bits(4, 3)
                         el = 'X509CRL'
-                        w.bits(0, 1)
+                        bits((4 << 1), 4)
                         w.binary(v_X509CRL[i_X509CRL])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509CRL += 1
                     elif True:
                         bits(6, 3)
@@ -9329,41 +7934,37 @@ def _e_X509DataType(w, o):
                         break
             if s == 12:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
-                    bits(0, 3)
                     el = 'X509IssuerSerial'
+                    bits(0, 3)
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
-                    bits(1, 3)
                     el = 'X509SKI'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     w.binary(v_X509SKI[i_X509SKI])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
-                    bits(2, 3)
                     el = 'X509SubjectName'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
-                    bits(3, 3)
                     el = 'X509Certificate'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
-                    bits(4, 3)
                     el = 'X509CRL'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     w.binary(v_X509CRL[i_X509CRL])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509CRL += 1
                     s = 11
                 elif True:
@@ -9385,14 +7986,14 @@ def _d_PGPDataType(r):
             if s == 0:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'PGPKeyID'
                     if bits(1): raise r.deviation('PGPDataType')
+                    el = 'PGPKeyID'
                     f_PGPKeyID = r.binary()
                     if bits(1): raise r.deviation('PGPDataType')
                     s = 1
                 elif ec == 1:
-                    el = 'PGPKeyPacket'
                     if bits(1): raise r.deviation('PGPDataType')
+                    el = 'PGPKeyPacket'
                     f_PGPKeyPacket = r.binary()
                     if bits(1): raise r.deviation('PGPDataType')
                     s = 2
@@ -9401,8 +8002,8 @@ def _d_PGPDataType(r):
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'PGPKeyPacket'
                     if bits(1): raise r.deviation('PGPDataType')
+                    el = 'PGPKeyPacket'
                     f_PGPKeyPacket = r.binary()
                     if bits(1): raise r.deviation('PGPDataType')
                     s = 3
@@ -9410,6 +8011,7 @@ def _d_PGPDataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 4
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('PGPDataType')
@@ -9419,6 +8021,7 @@ def _d_PGPDataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('PGPDataType')
@@ -9428,6 +8031,7 @@ def _d_PGPDataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 4
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('PGPDataType')
@@ -9437,6 +8041,7 @@ def _d_PGPDataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 4
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('PGPDataType')
@@ -9446,6 +8051,7 @@ def _d_PGPDataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('PGPDataType')
@@ -9464,30 +8070,27 @@ def _e_PGPDataType(w, o):
         while s >= 0:
             if s == 0:
                 if v_PGPKeyID is not None:
-                    bits(0, 2)
                     el = 'PGPKeyID'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_PGPKeyID)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_PGPKeyID = None
                     s = 1
                 elif v_PGPKeyPacket is not None:
-                    bits(1, 2)
                     el = 'PGPKeyPacket'
-                    w.bits(0, 1)
+                    bits((1 << 1), 3)
                     w.binary(v_PGPKeyPacket)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_PGPKeyPacket = None
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of PGPKeyID, PGPKeyPacket')
             if s == 1:
                 if v_PGPKeyPacket is not None:
-                    bits(0, 2)
                     el = 'PGPKeyPacket'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_PGPKeyPacket)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_PGPKeyPacket = None
                     s = 3
                 elif True:
@@ -9526,21 +8129,18 @@ def _d_SPKIDataType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SPKISexp'
-                    if bits(1): raise r.deviation('SPKIDataType')
-                    _v = r.binary()
-                    if bits(1): raise r.deviation('SPKIDataType')
-                    f_SPKISexp.append(_v)
-                    s = 1
-                else:
-                    raise r.deviation('SPKIDataType')
+                x = bits(2)
+                if x & 3: raise r.deviation('SPKIDataType')
+                el = 'SPKISexp'
+                _v = r.binary()
+                if bits(1): raise r.deviation('SPKIDataType')
+                f_SPKISexp.append(_v)
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'SPKISexp'
                     if bits(1): raise r.deviation('SPKIDataType')
+                    el = 'SPKISexp'
                     _v = r.binary()
                     if bits(1): raise r.deviation('SPKIDataType')
                     f_SPKISexp.append(_v)
@@ -9549,19 +8149,21 @@ def _d_SPKIDataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 2
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SPKIDataType')
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'SPKISexp'
                     if bits(1): raise r.deviation('SPKIDataType')
+                    el = 'SPKISexp'
                     _v = r.binary()
                     if bits(1): raise r.deviation('SPKIDataType')
                     f_SPKISexp.append(_v)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SPKIDataType')
@@ -9569,8 +8171,8 @@ def _d_SPKIDataType(r):
                 while True:
                     ec = bits(2)
                     if ec == 0:
-                        el = 'SPKISexp'
                         if bits(1): raise r.deviation('SPKIDataType')
+                        el = 'SPKISexp'
                         _v = r.binary()
                         if bits(1): raise r.deviation('SPKIDataType')
                         f_SPKISexp.append(_v)
@@ -9579,6 +8181,7 @@ def _d_SPKIDataType(r):
                         s = 4
                         break
                     elif ec == 2:
+                        pass
                         s = -1
                         break
                     else:
@@ -9586,13 +8189,14 @@ def _d_SPKIDataType(r):
             if s == 4:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'SPKISexp'
                     if bits(1): raise r.deviation('SPKIDataType')
+                    el = 'SPKISexp'
                     _v = r.binary()
                     if bits(1): raise r.deviation('SPKIDataType')
                     f_SPKISexp.append(_v)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SPKIDataType')
@@ -9612,22 +8216,20 @@ def _e_SPKIDataType(w, o):
         while s >= 0:
             if s == 0:
                 if i_SPKISexp < n_SPKISexp:
-                    bits(0, 1)
                     el = 'SPKISexp'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     w.binary(v_SPKISexp[i_SPKISexp])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_SPKISexp += 1
                     s = 1
                 else:
                     raise EncodeError('missing content: expected one of SPKISexp')
             if s == 1:
                 if i_SPKISexp < n_SPKISexp:
-                    bits(0, 2)
                     el = 'SPKISexp'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_SPKISexp[i_SPKISexp])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_SPKISexp += 1
                     s = 3
                 elif True:
@@ -9636,11 +8238,10 @@ def _e_SPKIDataType(w, o):
                     s = -1
             if s == 2:
                 if i_SPKISexp < n_SPKISexp:
-                    bits(0, 2)
                     el = 'SPKISexp'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_SPKISexp[i_SPKISexp])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_SPKISexp += 1
                     s = 3
                 elif True:
@@ -9650,11 +8251,10 @@ def _e_SPKIDataType(w, o):
             if s == 3:
                 while True:
                     if i_SPKISexp < n_SPKISexp:
-                        bits(0, 2)
                         el = 'SPKISexp'
-                        w.bits(0, 1)
+                        bits(0, 3)
                         w.binary(v_SPKISexp[i_SPKISexp])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_SPKISexp += 1
                     elif True:
                         bits(2, 2)
@@ -9663,11 +8263,10 @@ def _e_SPKIDataType(w, o):
                         break
             if s == 4:
                 if i_SPKISexp < n_SPKISexp:
-                    bits(0, 2)
                     el = 'SPKISexp'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_SPKISexp[i_SPKISexp])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_SPKISexp += 1
                     s = 3
                 elif True:
@@ -9691,17 +8290,12 @@ def _d_ManifestType(r):
                 if ec == 0:
                     el = '@Id'
                     f_Id = r.string(50)
-                    s = 1
-                elif ec == 1:
+                    if bits(1): raise r.deviation('ManifestType')
                     el = 'Reference'
                     _v = _d_ReferenceType(r)
                     f_Reference.append(_v)
                     s = 2
-                else:
-                    raise r.deviation('ManifestType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
                     el = 'Reference'
                     _v = _d_ReferenceType(r)
                     f_Reference.append(_v)
@@ -9716,6 +8310,7 @@ def _d_ManifestType(r):
                     f_Reference.append(_v)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ManifestType')
@@ -9727,6 +8322,7 @@ def _d_ManifestType(r):
                         _v = _d_ReferenceType(r)
                         f_Reference.append(_v)
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
@@ -9748,32 +8344,28 @@ def _e_ManifestType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 2)
                     el = '@Id'
+                    bits(0, 2)
                     w.string(v_Id)
-                    v_Id = None
-                    s = 1
-                elif i_Reference < n_Reference:
-                    bits(1, 2)
+                    if not (i_Reference < n_Reference): raise EncodeError('missing content: Reference')
                     el = 'Reference'
+                    bits(0, 1)
+                    v_Id = None
+                    _e_ReferenceType(w, v_Reference[i_Reference])
+                    i_Reference += 1
+                    s = 2
+                elif i_Reference < n_Reference:
+                    el = 'Reference'
+                    bits(1, 2)
                     _e_ReferenceType(w, v_Reference[i_Reference])
                     i_Reference += 1
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, Reference')
-            if s == 1:
-                if i_Reference < n_Reference:
-                    bits(0, 1)
-                    el = 'Reference'
-                    _e_ReferenceType(w, v_Reference[i_Reference])
-                    i_Reference += 1
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of Reference')
             if s == 2:
                 if i_Reference < n_Reference:
-                    bits(0, 2)
                     el = 'Reference'
+                    bits(0, 2)
                     _e_ReferenceType(w, v_Reference[i_Reference])
                     i_Reference += 1
                     s = 3
@@ -9784,8 +8376,8 @@ def _e_ManifestType(w, o):
             if s == 3:
                 while True:
                     if i_Reference < n_Reference:
-                        bits(0, 2)
                         el = 'Reference'
+                        bits(0, 2)
                         _e_ReferenceType(w, v_Reference[i_Reference])
                         i_Reference += 1
                     elif True:
@@ -9882,29 +8474,18 @@ def _d_ReferenceType(r):
                 else:
                     raise r.deviation('ReferenceType')
             if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'DigestMethod'
-                    f_DigestMethod = _d_DigestMethodType(r, 67)
-                    s = 5
-                else:
-                    raise r.deviation('ReferenceType')
+                if bits(1): raise r.deviation('ReferenceType')
+                el = 'DigestMethod'
+                f_DigestMethod = _d_DigestMethodType(r, 67)
+                s = 5
             if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'DigestValue'
-                    if bits(1): raise r.deviation('ReferenceType')
-                    f_DigestValue = r.binary()
-                    if bits(1): raise r.deviation('ReferenceType')
-                    s = 6
-                else:
-                    raise r.deviation('ReferenceType')
-            if s == 6:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ReferenceType')
+                x = bits(2)
+                if x & 3: raise r.deviation('ReferenceType')
+                el = 'DigestValue'
+                f_DigestValue = r.binary()
+                x = bits(2)
+                if x & 3: raise r.deviation('ReferenceType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.ReferenceType(f_Id, f_Type, f_URI, f_Transforms, f_DigestMethod, f_DigestValue)
@@ -9924,32 +8505,32 @@ def _e_ReferenceType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 3)
                     el = '@Id'
+                    bits(0, 3)
                     w.string(v_Id)
                     v_Id = None
                     s = 1
                 elif v_Type is not None:
-                    bits(1, 3)
                     el = '@Type'
+                    bits(1, 3)
                     w.string(v_Type)
                     v_Type = None
                     s = 2
                 elif v_URI is not None:
-                    bits(2, 3)
                     el = '@URI'
+                    bits(2, 3)
                     w.string(v_URI)
                     v_URI = None
                     s = 3
                 elif v_Transforms is not None:
-                    bits(3, 3)
                     el = 'Transforms'
+                    bits(3, 3)
                     _e_TransformsType(w, v_Transforms)
                     v_Transforms = None
                     s = 4
                 elif v_DigestMethod is not None:
-                    bits(4, 3)
                     el = 'DigestMethod'
+                    bits(4, 3)
                     _e_DigestMethodType(w, v_DigestMethod)
                     v_DigestMethod = None
                     s = 5
@@ -9957,26 +8538,26 @@ def _e_ReferenceType(w, o):
                     raise EncodeError('missing content: expected one of Id, Type, URI, Transforms, DigestMethod')
             if s == 1:
                 if v_Type is not None:
-                    bits(0, 3)
                     el = '@Type'
+                    bits(0, 3)
                     w.string(v_Type)
                     v_Type = None
                     s = 2
                 elif v_URI is not None:
-                    bits(1, 3)
                     el = '@URI'
+                    bits(1, 3)
                     w.string(v_URI)
                     v_URI = None
                     s = 3
                 elif v_Transforms is not None:
-                    bits(2, 3)
                     el = 'Transforms'
+                    bits(2, 3)
                     _e_TransformsType(w, v_Transforms)
                     v_Transforms = None
                     s = 4
                 elif v_DigestMethod is not None:
-                    bits(3, 3)
                     el = 'DigestMethod'
+                    bits(3, 3)
                     _e_DigestMethodType(w, v_DigestMethod)
                     v_DigestMethod = None
                     s = 5
@@ -9984,20 +8565,20 @@ def _e_ReferenceType(w, o):
                     raise EncodeError('missing content: expected one of Type, URI, Transforms, DigestMethod')
             if s == 2:
                 if v_URI is not None:
-                    bits(0, 2)
                     el = '@URI'
+                    bits(0, 2)
                     w.string(v_URI)
                     v_URI = None
                     s = 3
                 elif v_Transforms is not None:
-                    bits(1, 2)
                     el = 'Transforms'
+                    bits(1, 2)
                     _e_TransformsType(w, v_Transforms)
                     v_Transforms = None
                     s = 4
                 elif v_DigestMethod is not None:
-                    bits(2, 2)
                     el = 'DigestMethod'
+                    bits(2, 2)
                     _e_DigestMethodType(w, v_DigestMethod)
                     v_DigestMethod = None
                     s = 5
@@ -10005,14 +8586,14 @@ def _e_ReferenceType(w, o):
                     raise EncodeError('missing content: expected one of URI, Transforms, DigestMethod')
             if s == 3:
                 if v_Transforms is not None:
-                    bits(0, 2)
                     el = 'Transforms'
+                    bits(0, 2)
                     _e_TransformsType(w, v_Transforms)
                     v_Transforms = None
                     s = 4
                 elif v_DigestMethod is not None:
-                    bits(1, 2)
                     el = 'DigestMethod'
+                    bits(1, 2)
                     _e_DigestMethodType(w, v_DigestMethod)
                     v_DigestMethod = None
                     s = 5
@@ -10020,8 +8601,8 @@ def _e_ReferenceType(w, o):
                     raise EncodeError('missing content: expected one of Transforms, DigestMethod')
             if s == 4:
                 if v_DigestMethod is not None:
-                    bits(0, 1)
                     el = 'DigestMethod'
+                    bits(0, 1)
                     _e_DigestMethodType(w, v_DigestMethod)
                     v_DigestMethod = None
                     s = 5
@@ -10029,20 +8610,15 @@ def _e_ReferenceType(w, o):
                     raise EncodeError('missing content: expected one of DigestMethod')
             if s == 5:
                 if v_DigestValue is not None:
-                    bits(0, 1)
                     el = 'DigestValue'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     w.binary(v_DigestValue)
-                    w.bits(0, 1)
+                    bits(0, 2)
                     v_DigestValue = None
-                    s = 6
-                else:
-                    raise EncodeError('missing content: expected one of DigestValue')
-            if s == 6:
-                if True:
-                    bits(0, 1)
                     if v_Id is not None or v_Type is not None or v_URI is not None or v_Transforms is not None or v_DigestMethod is not None or v_DigestValue is not None: raise _leftover(o)
                     s = -1
+                else:
+                    raise EncodeError('missing content: expected one of DigestValue')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -10062,21 +8638,16 @@ def _d_MeteringReceiptReqType(r):
                 if ec == 0:
                     el = '@Id'
                     f_Id = r.string(7)
-                    s = 1
-                elif ec == 1:
+                    x = bits(2)
+                    if x & 3: raise r.deviation('MeteringReceiptReqType')
                     el = 'SessionID'
-                    if bits(1): raise r.deviation('MeteringReceiptReqType')
                     f_SessionID = r.binary()
                     if len(f_SessionID) > 8: raise DecodeError(f'length {len(f_SessionID)} outside [0, 8]', r.pos)
                     if bits(1): raise r.deviation('MeteringReceiptReqType')
                     s = 2
-                else:
-                    raise r.deviation('MeteringReceiptReqType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SessionID'
+                elif ec == 1:
                     if bits(1): raise r.deviation('MeteringReceiptReqType')
+                    el = 'SessionID'
                     f_SessionID = r.binary()
                     if len(f_SessionID) > 8: raise DecodeError(f'length {len(f_SessionID)} outside [0, 8]', r.pos)
                     if bits(1): raise r.deviation('MeteringReceiptReqType')
@@ -10086,32 +8657,23 @@ def _d_MeteringReceiptReqType(r):
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(11)
+                    if x & 1027: raise r.deviation('MeteringReceiptReqType')
                     el = 'SAScheduleTupleID'
-                    if bits(1): raise r.deviation('MeteringReceiptReqType')
-                    f_SAScheduleTupleID = bits(8) + 1
+                    f_SAScheduleTupleID = ((x >> 2) & 255) + 1
                     if f_SAScheduleTupleID > 255: raise DecodeError(f'value {f_SAScheduleTupleID} above maximum 255', r.pos)
-                    if bits(1): raise r.deviation('MeteringReceiptReqType')
-                    s = 3
+                    el = 'MeterInfo'
+                    f_MeterInfo = _d_MeterInfoType(r)
+                    s = 4
                 elif ec == 1:
                     el = 'MeterInfo'
                     f_MeterInfo = _d_MeterInfoType(r)
                     s = 4
                 else:
                     raise r.deviation('MeteringReceiptReqType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'MeterInfo'
-                    f_MeterInfo = _d_MeterInfoType(r)
-                    s = 4
-                else:
-                    raise r.deviation('MeteringReceiptReqType')
             if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('MeteringReceiptReqType')
+                if bits(1): raise r.deviation('MeteringReceiptReqType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso2_msgbody.MeteringReceiptReqType(f_Id, f_SessionID, f_SAScheduleTupleID, f_MeterInfo)
@@ -10129,61 +8691,47 @@ def _e_MeteringReceiptReqType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 2)
                     el = '@Id'
+                    bits(0, 2)
                     w.string(v_Id)
-                    v_Id = None
-                    s = 1
-                elif v_SessionID is not None:
-                    bits(1, 2)
+                    if not (v_SessionID is not None): raise EncodeError('missing content: SessionID')
                     el = 'SessionID'
-                    w.bits(0, 1)
+                    bits(0, 2)
+                    v_Id = None
                     if len(v_SessionID) > 8: raise EncodeError(f'length {len(v_SessionID)} outside [0, 8]')
                     w.binary(v_SessionID)
-                    w.bits(0, 1)
+                    bits(0, 1)
+                    v_SessionID = None
+                    s = 2
+                elif v_SessionID is not None:
+                    el = 'SessionID'
+                    bits((1 << 1), 3)
+                    if len(v_SessionID) > 8: raise EncodeError(f'length {len(v_SessionID)} outside [0, 8]')
+                    w.binary(v_SessionID)
+                    bits(0, 1)
                     v_SessionID = None
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, SessionID')
-            if s == 1:
-                if v_SessionID is not None:
-                    bits(0, 1)
-                    el = 'SessionID'
-                    w.bits(0, 1)
-                    if len(v_SessionID) > 8: raise EncodeError(f'length {len(v_SessionID)} outside [0, 8]')
-                    w.binary(v_SessionID)
-                    w.bits(0, 1)
-                    v_SessionID = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of SessionID')
             if s == 2:
                 if v_SAScheduleTupleID is not None:
-                    bits(0, 2)
                     el = 'SAScheduleTupleID'
-                    w.bits(0, 1)
                     if not 1 <= v_SAScheduleTupleID <= 255: raise EncodeError(f'value {v_SAScheduleTupleID!r} outside [1, 255]')
-                    w.bits(v_SAScheduleTupleID - 1, 8)
-                    w.bits(0, 1)
-                    v_SAScheduleTupleID = None
-                    s = 3
-                elif v_MeterInfo is not None:
-                    bits(1, 2)
+                    if not (v_MeterInfo is not None): raise EncodeError('missing content: MeterInfo')
                     el = 'MeterInfo'
+                    bits(((v_SAScheduleTupleID - 1) << 2), 13)
+                    v_SAScheduleTupleID = None
+                    _e_MeterInfoType(w, v_MeterInfo)
+                    v_MeterInfo = None
+                    s = 4
+                elif v_MeterInfo is not None:
+                    el = 'MeterInfo'
+                    bits(1, 2)
                     _e_MeterInfoType(w, v_MeterInfo)
                     v_MeterInfo = None
                     s = 4
                 else:
                     raise EncodeError('missing content: expected one of SAScheduleTupleID, MeterInfo')
-            if s == 3:
-                if v_MeterInfo is not None:
-                    bits(0, 1)
-                    el = 'MeterInfo'
-                    _e_MeterInfoType(w, v_MeterInfo)
-                    v_MeterInfo = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of MeterInfo')
             if s == 4:
                 if True:
                     bits(0, 1)
@@ -10204,17 +8752,13 @@ def _d_MeteringReceiptResType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('MeteringReceiptResType')
-                    f_ResponseCode = bits(5)
-                    if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.pos)
-                    f_ResponseCode = _E4[f_ResponseCode]
-                    if bits(1): raise r.deviation('MeteringReceiptResType')
-                    s = 1
-                else:
-                    raise r.deviation('MeteringReceiptResType')
+                x = bits(8)
+                if x & 193: raise r.deviation('MeteringReceiptResType')
+                el = 'ResponseCode'
+                f_ResponseCode = ((x >> 1) & 31)
+                if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.pos)
+                f_ResponseCode = _E4[f_ResponseCode]
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
@@ -10232,11 +8776,8 @@ def _d_MeteringReceiptResType(r):
                 else:
                     raise r.deviation('MeteringReceiptResType')
             if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('MeteringReceiptResType')
+                if bits(1): raise r.deviation('MeteringReceiptResType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso2_msgbody.MeteringReceiptResType(f_ResponseCode, f_AC_EVSEStatus, f_DC_EVSEStatus, f_EVSEStatus)
@@ -10254,33 +8795,30 @@ def _e_MeteringReceiptResType(w, o):
         while s >= 0:
             if s == 0:
                 if v_ResponseCode is not None:
-                    bits(0, 1)
                     el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I6.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 5)
-                    w.bits(0, 1)
+                    _i21 = _I6.get(v_ResponseCode)
+                    if _i21 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    bits((_i21 << 1), 8)
                     v_ResponseCode = None
                     s = 1
                 else:
                     raise EncodeError('missing content: expected one of ResponseCode')
             if s == 1:
                 if v_AC_EVSEStatus is not None:
-                    bits(0, 2)
                     el = 'AC_EVSEStatus'
+                    bits(0, 2)
                     _e_AC_EVSEStatusType(w, v_AC_EVSEStatus)
                     v_AC_EVSEStatus = None
                     s = 2
                 elif v_DC_EVSEStatus is not None:
-                    bits(1, 2)
                     el = 'DC_EVSEStatus'
+                    bits(1, 2)
                     _e_DC_EVSEStatusType(w, v_DC_EVSEStatus)
                     v_DC_EVSEStatus = None
                     s = 2
                 elif v_EVSEStatus is not None:
-                    bits(2, 2)
                     el = 'EVSEStatus'
+                    bits(2, 2)
                     _e_EVSEStatusType(w, v_EVSEStatus)
                     v_EVSEStatus = None
                     s = 2
@@ -10322,6 +8860,7 @@ def _d_ObjectType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 4:
+                    pass
                     s = -1
                 elif ec == 5:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -10342,6 +8881,7 @@ def _d_ObjectType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 3:
+                    pass
                     s = -1
                 elif ec == 4:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -10358,6 +8898,7 @@ def _d_ObjectType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 2:
+                    pass
                     s = -1
                 elif ec == 3:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -10370,6 +8911,7 @@ def _d_ObjectType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -10382,6 +8924,7 @@ def _d_ObjectType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -10394,6 +8937,7 @@ def _d_ObjectType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -10416,20 +8960,20 @@ def _e_ObjectType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Encoding is not None:
-                    bits(0, 3)
                     el = '@Encoding'
+                    bits(0, 3)
                     w.string(v_Encoding)
                     v_Encoding = None
                     s = 1
                 elif v_Id is not None:
-                    bits(1, 3)
                     el = '@Id'
+                    bits(1, 3)
                     w.string(v_Id)
                     v_Id = None
                     s = 2
                 elif v_MimeType is not None:
-                    bits(2, 3)
                     el = '@MimeType'
+                    bits(2, 3)
                     w.string(v_MimeType)
                     v_MimeType = None
                     s = 3
@@ -10439,14 +8983,14 @@ def _e_ObjectType(w, o):
                     s = -1
             if s == 1:
                 if v_Id is not None:
-                    bits(0, 3)
                     el = '@Id'
+                    bits(0, 3)
                     w.string(v_Id)
                     v_Id = None
                     s = 2
                 elif v_MimeType is not None:
-                    bits(1, 3)
                     el = '@MimeType'
+                    bits(1, 3)
                     w.string(v_MimeType)
                     v_MimeType = None
                     s = 3
@@ -10456,8 +9000,8 @@ def _e_ObjectType(w, o):
                     s = -1
             if s == 2:
                 if v_MimeType is not None:
-                    bits(0, 3)
                     el = '@MimeType'
+                    bits(0, 3)
                     w.string(v_MimeType)
                     v_MimeType = None
                     s = 3
@@ -10506,19 +9050,11 @@ def _d_PMaxScheduleEntryType(r):
                 else:
                     raise r.deviation('PMaxScheduleEntryType')
             if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'PMax'
-                    f_PMax = _d_PhysicalValueType(r)
-                    s = 2
-                else:
-                    raise r.deviation('PMaxScheduleEntryType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('PMaxScheduleEntryType')
+                if bits(1): raise r.deviation('PMaxScheduleEntryType')
+                el = 'PMax'
+                f_PMax = _d_PhysicalValueType(r)
+                if bits(1): raise r.deviation('PMaxScheduleEntryType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso2_msgdatatypes.PMaxScheduleEntryType(f_RelativeTimeInterval, f_TimeInterval, f_PMax)
@@ -10535,14 +9071,14 @@ def _e_PMaxScheduleEntryType(w, o):
         while s >= 0:
             if s == 0:
                 if v_RelativeTimeInterval is not None:
-                    bits(0, 2)
                     el = 'RelativeTimeInterval'
+                    bits(0, 2)
                     _e_RelativeTimeIntervalType(w, v_RelativeTimeInterval)
                     v_RelativeTimeInterval = None
                     s = 1
                 elif v_TimeInterval is not None:
-                    bits(1, 2)
                     el = 'TimeInterval'
+                    bits(1, 2)
                     _e_IntervalType(w, v_TimeInterval)
                     v_TimeInterval = None
                     s = 1
@@ -10550,18 +9086,15 @@ def _e_PMaxScheduleEntryType(w, o):
                     raise EncodeError('missing content: expected one of RelativeTimeInterval, TimeInterval')
             if s == 1:
                 if v_PMax is not None:
-                    bits(0, 1)
                     el = 'PMax'
-                    _e_PhysicalValueType(w, v_PMax)
-                    v_PMax = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of PMax')
-            if s == 2:
-                if True:
                     bits(0, 1)
+                    _e_PhysicalValueType(w, v_PMax)
+                    bits(0, 1)
+                    v_PMax = None
                     if v_RelativeTimeInterval is not None or v_TimeInterval is not None or v_PMax is not None: raise _leftover(o)
                     s = -1
+                else:
+                    raise EncodeError('missing content: expected one of PMax')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -10572,33 +9105,16 @@ def _d_PaymentDetailsReqType(r):
     f_eMAID = None
     f_ContractSignatureCertChain = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'eMAID'
-                    if bits(1): raise r.deviation('PaymentDetailsReqType')
-                    f_eMAID = r.string(20)
-                    if len(f_eMAID) < 14 or len(f_eMAID) > 15: raise DecodeError(f'length {len(f_eMAID)} outside [14, 15]', r.pos)
-                    if bits(1): raise r.deviation('PaymentDetailsReqType')
-                    s = 1
-                else:
-                    raise r.deviation('PaymentDetailsReqType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ContractSignatureCertChain'
-                    f_ContractSignatureCertChain = _d_CertificateChainType(r)
-                    s = 2
-                else:
-                    raise r.deviation('PaymentDetailsReqType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('PaymentDetailsReqType')
+        x = bits(2)
+        if x & 3: raise r.deviation('PaymentDetailsReqType')
+        el = 'eMAID'
+        f_eMAID = r.string(20)
+        if len(f_eMAID) < 14 or len(f_eMAID) > 15: raise DecodeError(f'length {len(f_eMAID)} outside [14, 15]', r.pos)
+        x = bits(2)
+        if x & 3: raise r.deviation('PaymentDetailsReqType')
+        el = 'ContractSignatureCertChain'
+        f_ContractSignatureCertChain = _d_CertificateChainType(r)
+        if bits(1): raise r.deviation('PaymentDetailsReqType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso2_msgbody.PaymentDetailsReqType(f_eMAID, f_ContractSignatureCertChain)
@@ -10610,34 +9126,21 @@ def _e_PaymentDetailsReqType(w, o):
     try:
         v_eMAID = o.eMAID
         v_ContractSignatureCertChain = o.ContractSignatureCertChain
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_eMAID is not None:
-                    bits(0, 1)
-                    el = 'eMAID'
-                    w.bits(0, 1)
-                    if len(v_eMAID) < 14 or len(v_eMAID) > 15: raise EncodeError(f'length {len(v_eMAID)} outside [14, 15]')
-                    w.string(v_eMAID)
-                    w.bits(0, 1)
-                    v_eMAID = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of eMAID')
-            if s == 1:
-                if v_ContractSignatureCertChain is not None:
-                    bits(0, 1)
-                    el = 'ContractSignatureCertChain'
-                    _e_CertificateChainType(w, v_ContractSignatureCertChain)
-                    v_ContractSignatureCertChain = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of ContractSignatureCertChain')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_eMAID is not None or v_ContractSignatureCertChain is not None: raise _leftover(o)
-                    s = -1
+        if v_eMAID is not None:
+            el = 'eMAID'
+            bits(0, 2)
+            if len(v_eMAID) < 14 or len(v_eMAID) > 15: raise EncodeError(f'length {len(v_eMAID)} outside [14, 15]')
+            w.string(v_eMAID)
+            if not (v_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
+            el = 'ContractSignatureCertChain'
+            bits(0, 2)
+            v_eMAID = None
+            _e_CertificateChainType(w, v_ContractSignatureCertChain)
+            bits(0, 1)
+            v_ContractSignatureCertChain = None
+            if v_eMAID is not None or v_ContractSignatureCertChain is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of eMAID')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -10649,48 +9152,24 @@ def _d_PaymentDetailsResType(r):
     f_GenChallenge = None
     f_EVSETimeStamp = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('PaymentDetailsResType')
-                    f_ResponseCode = bits(5)
-                    if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.pos)
-                    f_ResponseCode = _E4[f_ResponseCode]
-                    if bits(1): raise r.deviation('PaymentDetailsResType')
-                    s = 1
-                else:
-                    raise r.deviation('PaymentDetailsResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'GenChallenge'
-                    if bits(1): raise r.deviation('PaymentDetailsResType')
-                    f_GenChallenge = r.binary()
-                    if len(f_GenChallenge) < 16 or len(f_GenChallenge) > 16: raise DecodeError(f'length {len(f_GenChallenge)} outside [16, 16]', r.pos)
-                    if bits(1): raise r.deviation('PaymentDetailsResType')
-                    s = 2
-                else:
-                    raise r.deviation('PaymentDetailsResType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSETimeStamp'
-                    if bits(1): raise r.deviation('PaymentDetailsResType')
-                    f_EVSETimeStamp = r.sint()
-                    if f_EVSETimeStamp < -9223372036854775808 or f_EVSETimeStamp > 9223372036854775807: raise DecodeError(f'value {f_EVSETimeStamp} outside [-9223372036854775808, 9223372036854775807]', r.pos)
-                    if bits(1): raise r.deviation('PaymentDetailsResType')
-                    s = 3
-                else:
-                    raise r.deviation('PaymentDetailsResType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('PaymentDetailsResType')
+        x = bits(10)
+        if x & 775: raise r.deviation('PaymentDetailsResType')
+        el = 'ResponseCode'
+        f_ResponseCode = ((x >> 3) & 31)
+        if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.pos)
+        f_ResponseCode = _E4[f_ResponseCode]
+        el = 'GenChallenge'
+        f_GenChallenge = r.binary()
+        if len(f_GenChallenge) < 16 or len(f_GenChallenge) > 16: raise DecodeError(f'length {len(f_GenChallenge)} outside [16, 16]', r.pos)
+        x = bits(4)
+        if x & 14: raise r.deviation('PaymentDetailsResType')
+        el = 'EVSETimeStamp'
+        _neg = (x & 1)
+        f_EVSETimeStamp = r.uint()
+        if _neg: f_EVSETimeStamp = -f_EVSETimeStamp - 1
+        if f_EVSETimeStamp < -9223372036854775808 or f_EVSETimeStamp > 9223372036854775807: raise DecodeError(f'value {f_EVSETimeStamp} outside [-9223372036854775808, 9223372036854775807]', r.pos)
+        x = bits(2)
+        if x & 3: raise r.deviation('PaymentDetailsResType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso2_msgbody.PaymentDetailsResType(f_ResponseCode, f_GenChallenge, f_EVSETimeStamp)
@@ -10703,50 +9182,27 @@ def _e_PaymentDetailsResType(w, o):
         v_ResponseCode = o.ResponseCode
         v_GenChallenge = o.GenChallenge
         v_EVSETimeStamp = o.EVSETimeStamp
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_ResponseCode is not None:
-                    bits(0, 1)
-                    el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I6.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 5)
-                    w.bits(0, 1)
-                    v_ResponseCode = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 1:
-                if v_GenChallenge is not None:
-                    bits(0, 1)
-                    el = 'GenChallenge'
-                    w.bits(0, 1)
-                    if len(v_GenChallenge) < 16 or len(v_GenChallenge) > 16: raise EncodeError(f'length {len(v_GenChallenge)} outside [16, 16]')
-                    w.binary(v_GenChallenge)
-                    w.bits(0, 1)
-                    v_GenChallenge = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of GenChallenge')
-            if s == 2:
-                if v_EVSETimeStamp is not None:
-                    bits(0, 1)
-                    el = 'EVSETimeStamp'
-                    w.bits(0, 1)
-                    if v_EVSETimeStamp < -9223372036854775808 or v_EVSETimeStamp > 9223372036854775807: raise EncodeError(f'value {v_EVSETimeStamp!r} outside [-9223372036854775808, 9223372036854775807]')
-                    w.sint(v_EVSETimeStamp)
-                    w.bits(0, 1)
-                    v_EVSETimeStamp = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of EVSETimeStamp')
-            if s == 3:
-                if True:
-                    bits(0, 1)
-                    if v_ResponseCode is not None or v_GenChallenge is not None or v_EVSETimeStamp is not None: raise _leftover(o)
-                    s = -1
+        if v_ResponseCode is not None:
+            el = 'ResponseCode'
+            _i22 = _I6.get(v_ResponseCode)
+            if _i22 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (v_GenChallenge is not None): raise EncodeError('missing content: GenChallenge')
+            el = 'GenChallenge'
+            bits((_i22 << 3), 10)
+            v_ResponseCode = None
+            if len(v_GenChallenge) < 16 or len(v_GenChallenge) > 16: raise EncodeError(f'length {len(v_GenChallenge)} outside [16, 16]')
+            w.binary(v_GenChallenge)
+            if not (v_EVSETimeStamp is not None): raise EncodeError('missing content: EVSETimeStamp')
+            el = 'EVSETimeStamp'
+            if v_EVSETimeStamp < -9223372036854775808 or v_EVSETimeStamp > 9223372036854775807: raise EncodeError(f'value {v_EVSETimeStamp!r} outside [-9223372036854775808, 9223372036854775807]')
+            bits((v_EVSETimeStamp < 0), 4)
+            v_GenChallenge = None
+            w.uint(-v_EVSETimeStamp - 1 if v_EVSETimeStamp < 0 else v_EVSETimeStamp)
+            bits(0, 2)
+            v_EVSETimeStamp = None
+            if v_ResponseCode is not None or v_GenChallenge is not None or v_EVSETimeStamp is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of ResponseCode')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -10757,32 +9213,13 @@ def _d_PaymentServiceSelectionReqType(r):
     f_SelectedPaymentOption = None
     f_SelectedServiceList = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SelectedPaymentOption'
-                    if bits(1): raise r.deviation('PaymentServiceSelectionReqType')
-                    f_SelectedPaymentOption = _E16[bits(1)]
-                    if bits(1): raise r.deviation('PaymentServiceSelectionReqType')
-                    s = 1
-                else:
-                    raise r.deviation('PaymentServiceSelectionReqType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SelectedServiceList'
-                    f_SelectedServiceList = _d_SelectedServiceListType(r)
-                    s = 2
-                else:
-                    raise r.deviation('PaymentServiceSelectionReqType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('PaymentServiceSelectionReqType')
+        x = bits(5)
+        if x & 27: raise r.deviation('PaymentServiceSelectionReqType')
+        el = 'SelectedPaymentOption'
+        f_SelectedPaymentOption = _E16[((x >> 2) & 1)]
+        el = 'SelectedServiceList'
+        f_SelectedServiceList = _d_SelectedServiceListType(r)
+        if bits(1): raise r.deviation('PaymentServiceSelectionReqType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso2_msgbody.PaymentServiceSelectionReqType(f_SelectedPaymentOption, f_SelectedServiceList)
@@ -10794,35 +9231,20 @@ def _e_PaymentServiceSelectionReqType(w, o):
     try:
         v_SelectedPaymentOption = o.SelectedPaymentOption
         v_SelectedServiceList = o.SelectedServiceList
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_SelectedPaymentOption is not None:
-                    bits(0, 1)
-                    el = 'SelectedPaymentOption'
-                    w.bits(0, 1)
-                    _i = _I17.get(v_SelectedPaymentOption)
-                    if _i is None: raise EncodeError(f'{v_SelectedPaymentOption!r} is not one of the enumeration paymentOptionType')
-                    w.bits(_i, 1)
-                    w.bits(0, 1)
-                    v_SelectedPaymentOption = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of SelectedPaymentOption')
-            if s == 1:
-                if v_SelectedServiceList is not None:
-                    bits(0, 1)
-                    el = 'SelectedServiceList'
-                    _e_SelectedServiceListType(w, v_SelectedServiceList)
-                    v_SelectedServiceList = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of SelectedServiceList')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_SelectedPaymentOption is not None or v_SelectedServiceList is not None: raise _leftover(o)
-                    s = -1
+        if v_SelectedPaymentOption is not None:
+            el = 'SelectedPaymentOption'
+            _i23 = _I17.get(v_SelectedPaymentOption)
+            if _i23 is None: raise EncodeError(f'{v_SelectedPaymentOption!r} is not one of the enumeration paymentOptionType')
+            if not (v_SelectedServiceList is not None): raise EncodeError('missing content: SelectedServiceList')
+            el = 'SelectedServiceList'
+            bits((_i23 << 2), 5)
+            v_SelectedPaymentOption = None
+            _e_SelectedServiceListType(w, v_SelectedServiceList)
+            bits(0, 1)
+            v_SelectedServiceList = None
+            if v_SelectedPaymentOption is not None or v_SelectedServiceList is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of SelectedPaymentOption')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -10835,14 +9257,11 @@ def _d_SelectedServiceListType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SelectedService'
-                    _v = _d_SelectedServiceType(r)
-                    f_SelectedService.append(_v)
-                    s = 1
-                else:
-                    raise r.deviation('SelectedServiceListType')
+                if bits(1): raise r.deviation('SelectedServiceListType')
+                el = 'SelectedService'
+                _v = _d_SelectedServiceType(r)
+                f_SelectedService.append(_v)
+                s = 1
             if s == 1:
                 n = 0
                 while True:
@@ -10856,16 +9275,14 @@ def _d_SelectedServiceListType(r):
                             s = 16
                             break
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
                         raise r.deviation('SelectedServiceListType')
             if s == 16:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('SelectedServiceListType')
+                if bits(1): raise r.deviation('SelectedServiceListType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso2_msgdatatypes.SelectedServiceListType(f_SelectedService)
@@ -10882,8 +9299,8 @@ def _e_SelectedServiceListType(w, o):
         while s >= 0:
             if s == 0:
                 if i_SelectedService < n_SelectedService:
-                    bits(0, 1)
                     el = 'SelectedService'
+                    bits(0, 1)
                     _e_SelectedServiceType(w, v_SelectedService[i_SelectedService])
                     i_SelectedService += 1
                     s = 1
@@ -10893,8 +9310,8 @@ def _e_SelectedServiceListType(w, o):
                 n = 0
                 while True:
                     if i_SelectedService < n_SelectedService:
-                        bits(0, 2)
                         el = 'SelectedService'
+                        bits(0, 2)
                         _e_SelectedServiceType(w, v_SelectedService[i_SelectedService])
                         i_SelectedService += 1
                         n += 1
@@ -10924,32 +9341,28 @@ def _d_SelectedServiceType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ServiceID'
-                    if bits(1): raise r.deviation('SelectedServiceType')
-                    f_ServiceID = r.uint()
-                    if f_ServiceID > 65535: raise DecodeError(f'value {f_ServiceID} outside [0, 65535]', r.pos)
-                    if bits(1): raise r.deviation('SelectedServiceType')
-                    s = 1
-                else:
-                    raise r.deviation('SelectedServiceType')
+                x = bits(2)
+                if x & 3: raise r.deviation('SelectedServiceType')
+                el = 'ServiceID'
+                f_ServiceID = r.uint()
+                if f_ServiceID > 65535: raise DecodeError(f'value {f_ServiceID} outside [0, 65535]', r.pos)
+                if bits(1): raise r.deviation('SelectedServiceType')
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('SelectedServiceType')
                     el = 'ParameterSetID'
-                    if bits(1): raise r.deviation('SelectedServiceType')
-                    f_ParameterSetID = r.sint()
+                    _neg = (x & 1)
+                    f_ParameterSetID = r.uint()
+                    if _neg: f_ParameterSetID = -f_ParameterSetID - 1
                     if f_ParameterSetID < -32768 or f_ParameterSetID > 32767: raise DecodeError(f'value {f_ParameterSetID} outside [-32768, 32767]', r.pos)
-                    if bits(1): raise r.deviation('SelectedServiceType')
-                    s = 2
-                elif ec == 1:
+                    x = bits(2)
+                    if x & 3: raise r.deviation('SelectedServiceType')
                     s = -1
-                else:
-                    raise r.deviation('SelectedServiceType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SelectedServiceType')
@@ -10968,33 +9381,27 @@ def _e_SelectedServiceType(w, o):
         while s >= 0:
             if s == 0:
                 if v_ServiceID is not None:
-                    bits(0, 1)
                     el = 'ServiceID'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     if v_ServiceID < 0 or v_ServiceID > 65535: raise EncodeError(f'value {v_ServiceID!r} outside [0, 65535]')
                     w.uint(v_ServiceID)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_ServiceID = None
                     s = 1
                 else:
                     raise EncodeError('missing content: expected one of ServiceID')
             if s == 1:
                 if v_ParameterSetID is not None:
-                    bits(0, 2)
                     el = 'ParameterSetID'
-                    w.bits(0, 1)
                     if v_ParameterSetID < -32768 or v_ParameterSetID > 32767: raise EncodeError(f'value {v_ParameterSetID!r} outside [-32768, 32767]')
-                    w.sint(v_ParameterSetID)
-                    w.bits(0, 1)
+                    bits((v_ParameterSetID < 0), 4)
+                    w.uint(-v_ParameterSetID - 1 if v_ParameterSetID < 0 else v_ParameterSetID)
+                    bits(0, 2)
                     v_ParameterSetID = None
-                    s = 2
-                elif True:
-                    bits(1, 2)
                     if v_ServiceID is not None or v_ParameterSetID is not None: raise _leftover(o)
                     s = -1
-            if s == 2:
-                if True:
-                    bits(0, 1)
+                elif True:
+                    bits(1, 2)
                     if v_ServiceID is not None or v_ParameterSetID is not None: raise _leftover(o)
                     s = -1
     except Exception as e:
@@ -11006,26 +9413,12 @@ def _d_PaymentServiceSelectionResType(r):
     el = ''
     f_ResponseCode = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('PaymentServiceSelectionResType')
-                    f_ResponseCode = bits(5)
-                    if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.pos)
-                    f_ResponseCode = _E4[f_ResponseCode]
-                    if bits(1): raise r.deviation('PaymentServiceSelectionResType')
-                    s = 1
-                else:
-                    raise r.deviation('PaymentServiceSelectionResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('PaymentServiceSelectionResType')
+        x = bits(9)
+        if x & 387: raise r.deviation('PaymentServiceSelectionResType')
+        el = 'ResponseCode'
+        f_ResponseCode = ((x >> 2) & 31)
+        if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.pos)
+        f_ResponseCode = _E4[f_ResponseCode]
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso2_msgbody.PaymentServiceSelectionResType(f_ResponseCode)
@@ -11036,26 +9429,15 @@ def _e_PaymentServiceSelectionResType(w, o):
     el = ''
     try:
         v_ResponseCode = o.ResponseCode
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_ResponseCode is not None:
-                    bits(0, 1)
-                    el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I6.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 5)
-                    w.bits(0, 1)
-                    v_ResponseCode = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 1:
-                if True:
-                    bits(0, 1)
-                    if v_ResponseCode is not None: raise _leftover(o)
-                    s = -1
+        if v_ResponseCode is not None:
+            el = 'ResponseCode'
+            _i24 = _I6.get(v_ResponseCode)
+            if _i24 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            bits((_i24 << 2), 9)
+            v_ResponseCode = None
+            if v_ResponseCode is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of ResponseCode')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -11072,28 +9454,16 @@ def _d_PowerDeliveryReqType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ChargeProgress'
-                    if bits(1): raise r.deviation('PowerDeliveryReqType')
-                    f_ChargeProgress = bits(2)
-                    if f_ChargeProgress >= 3: raise DecodeError(f'enumeration index {f_ChargeProgress} out of range (3 values)', r.pos)
-                    f_ChargeProgress = _E18[f_ChargeProgress]
-                    if bits(1): raise r.deviation('PowerDeliveryReqType')
-                    s = 1
-                else:
-                    raise r.deviation('PowerDeliveryReqType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SAScheduleTupleID'
-                    if bits(1): raise r.deviation('PowerDeliveryReqType')
-                    f_SAScheduleTupleID = bits(8) + 1
-                    if f_SAScheduleTupleID > 255: raise DecodeError(f'value {f_SAScheduleTupleID} above maximum 255', r.pos)
-                    if bits(1): raise r.deviation('PowerDeliveryReqType')
-                    s = 2
-                else:
-                    raise r.deviation('PowerDeliveryReqType')
+                x = bits(16)
+                if x & 52737: raise r.deviation('PowerDeliveryReqType')
+                el = 'ChargeProgress'
+                f_ChargeProgress = ((x >> 12) & 3)
+                if f_ChargeProgress >= 3: raise DecodeError(f'enumeration index {f_ChargeProgress} out of range (3 values)', r.pos)
+                f_ChargeProgress = _E18[f_ChargeProgress]
+                el = 'SAScheduleTupleID'
+                f_SAScheduleTupleID = ((x >> 1) & 255) + 1
+                if f_SAScheduleTupleID > 255: raise DecodeError(f'value {f_SAScheduleTupleID} above maximum 255', r.pos)
+                s = 2
             if s == 2:
                 ec = bits(3)
                 if ec == 0:
@@ -11109,6 +9479,7 @@ def _d_PowerDeliveryReqType(r):
                     f_EVPowerDeliveryParameter = _d_EVPowerDeliveryParameterType(r)
                     s = 4
                 elif ec == 3:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('PowerDeliveryReqType')
@@ -11123,15 +9494,13 @@ def _d_PowerDeliveryReqType(r):
                     f_EVPowerDeliveryParameter = _d_EVPowerDeliveryParameterType(r)
                     s = 4
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('PowerDeliveryReqType')
             if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('PowerDeliveryReqType')
+                if bits(1): raise r.deviation('PowerDeliveryReqType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso2_msgbody.PowerDeliveryReqType(f_ChargeProgress, f_SAScheduleTupleID, f_ChargingProfile, f_DC_EVPowerDeliveryParameter, f_EVPowerDeliveryParameter)
@@ -11150,45 +9519,34 @@ def _e_PowerDeliveryReqType(w, o):
         while s >= 0:
             if s == 0:
                 if v_ChargeProgress is not None:
-                    bits(0, 1)
                     el = 'ChargeProgress'
-                    w.bits(0, 1)
-                    _i = _I19.get(v_ChargeProgress)
-                    if _i is None: raise EncodeError(f'{v_ChargeProgress!r} is not one of the enumeration chargeProgressType')
-                    w.bits(_i, 2)
-                    w.bits(0, 1)
-                    v_ChargeProgress = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of ChargeProgress')
-            if s == 1:
-                if v_SAScheduleTupleID is not None:
-                    bits(0, 1)
+                    _i25 = _I19.get(v_ChargeProgress)
+                    if _i25 is None: raise EncodeError(f'{v_ChargeProgress!r} is not one of the enumeration chargeProgressType')
+                    if not (v_SAScheduleTupleID is not None): raise EncodeError('missing content: SAScheduleTupleID')
                     el = 'SAScheduleTupleID'
-                    w.bits(0, 1)
                     if not 1 <= v_SAScheduleTupleID <= 255: raise EncodeError(f'value {v_SAScheduleTupleID!r} outside [1, 255]')
-                    w.bits(v_SAScheduleTupleID - 1, 8)
-                    w.bits(0, 1)
+                    bits((_i25 << 12) | ((v_SAScheduleTupleID - 1) << 1), 16)
+                    v_ChargeProgress = None
                     v_SAScheduleTupleID = None
                     s = 2
                 else:
-                    raise EncodeError('missing content: expected one of SAScheduleTupleID')
+                    raise EncodeError('missing content: expected one of ChargeProgress')
             if s == 2:
                 if v_ChargingProfile is not None:
-                    bits(0, 3)
                     el = 'ChargingProfile'
+                    bits(0, 3)
                     _e_ChargingProfileType(w, v_ChargingProfile)
                     v_ChargingProfile = None
                     s = 3
                 elif v_DC_EVPowerDeliveryParameter is not None:
-                    bits(1, 3)
                     el = 'DC_EVPowerDeliveryParameter'
+                    bits(1, 3)
                     _e_DC_EVPowerDeliveryParameterType(w, v_DC_EVPowerDeliveryParameter)
                     v_DC_EVPowerDeliveryParameter = None
                     s = 4
                 elif v_EVPowerDeliveryParameter is not None:
-                    bits(2, 3)
                     el = 'EVPowerDeliveryParameter'
+                    bits(2, 3)
                     _e_EVPowerDeliveryParameterType(w, v_EVPowerDeliveryParameter)
                     v_EVPowerDeliveryParameter = None
                     s = 4
@@ -11198,14 +9556,14 @@ def _e_PowerDeliveryReqType(w, o):
                     s = -1
             if s == 3:
                 if v_DC_EVPowerDeliveryParameter is not None:
-                    bits(0, 2)
                     el = 'DC_EVPowerDeliveryParameter'
+                    bits(0, 2)
                     _e_DC_EVPowerDeliveryParameterType(w, v_DC_EVPowerDeliveryParameter)
                     v_DC_EVPowerDeliveryParameter = None
                     s = 4
                 elif v_EVPowerDeliveryParameter is not None:
-                    bits(1, 2)
                     el = 'EVPowerDeliveryParameter'
+                    bits(1, 2)
                     _e_EVPowerDeliveryParameterType(w, v_EVPowerDeliveryParameter)
                     v_EVPowerDeliveryParameter = None
                     s = 4
@@ -11230,14 +9588,11 @@ def _d_ChargingProfileType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ProfileEntry'
-                    _v = _d_ProfileEntryType(r)
-                    f_ProfileEntry.append(_v)
-                    s = 1
-                else:
-                    raise r.deviation('ChargingProfileType')
+                if bits(1): raise r.deviation('ChargingProfileType')
+                el = 'ProfileEntry'
+                _v = _d_ProfileEntryType(r)
+                f_ProfileEntry.append(_v)
+                s = 1
             if s == 1:
                 n = 0
                 while True:
@@ -11251,16 +9606,14 @@ def _d_ChargingProfileType(r):
                             s = 24
                             break
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
                         raise r.deviation('ChargingProfileType')
             if s == 24:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ChargingProfileType')
+                if bits(1): raise r.deviation('ChargingProfileType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso2_msgdatatypes.ChargingProfileType(f_ProfileEntry)
@@ -11277,8 +9630,8 @@ def _e_ChargingProfileType(w, o):
         while s >= 0:
             if s == 0:
                 if i_ProfileEntry < n_ProfileEntry:
-                    bits(0, 1)
                     el = 'ProfileEntry'
+                    bits(0, 1)
                     _e_ProfileEntryType(w, v_ProfileEntry[i_ProfileEntry])
                     i_ProfileEntry += 1
                     s = 1
@@ -11288,8 +9641,8 @@ def _e_ChargingProfileType(w, o):
                 n = 0
                 while True:
                     if i_ProfileEntry < n_ProfileEntry:
-                        bits(0, 2)
                         el = 'ProfileEntry'
+                        bits(0, 2)
                         _e_ProfileEntryType(w, v_ProfileEntry[i_ProfileEntry])
                         i_ProfileEntry += 1
                         n += 1
@@ -11320,40 +9673,27 @@ def _d_ProfileEntryType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ChargingProfileEntryStart'
-                    if bits(1): raise r.deviation('ProfileEntryType')
-                    f_ChargingProfileEntryStart = r.uint()
-                    if f_ChargingProfileEntryStart > 4294967295: raise DecodeError(f'value {f_ChargingProfileEntryStart} outside [0, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('ProfileEntryType')
-                    s = 1
-                else:
-                    raise r.deviation('ProfileEntryType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ChargingProfileEntryMaxPower'
-                    f_ChargingProfileEntryMaxPower = _d_PhysicalValueType(r)
-                    s = 2
-                else:
-                    raise r.deviation('ProfileEntryType')
+                x = bits(2)
+                if x & 3: raise r.deviation('ProfileEntryType')
+                el = 'ChargingProfileEntryStart'
+                f_ChargingProfileEntryStart = r.uint()
+                if f_ChargingProfileEntryStart > 4294967295: raise DecodeError(f'value {f_ChargingProfileEntryStart} outside [0, 4294967295]', r.pos)
+                x = bits(2)
+                if x & 3: raise r.deviation('ProfileEntryType')
+                el = 'ChargingProfileEntryMaxPower'
+                f_ChargingProfileEntryMaxPower = _d_PhysicalValueType(r)
+                s = 2
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(5)
+                    if x & 19: raise r.deviation('ProfileEntryType')
                     el = 'ChargingProfileEntryMaxNumberOfPhasesInUse'
-                    if bits(1): raise r.deviation('ProfileEntryType')
-                    f_ChargingProfileEntryMaxNumberOfPhasesInUse = bits(2) + 1
+                    f_ChargingProfileEntryMaxNumberOfPhasesInUse = ((x >> 2) & 3) + 1
                     if f_ChargingProfileEntryMaxNumberOfPhasesInUse > 3: raise DecodeError(f'value {f_ChargingProfileEntryMaxNumberOfPhasesInUse} above maximum 3', r.pos)
-                    if bits(1): raise r.deviation('ProfileEntryType')
-                    s = 3
-                elif ec == 1:
                     s = -1
-                else:
-                    raise r.deviation('ProfileEntryType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ProfileEntryType')
@@ -11373,42 +9713,29 @@ def _e_ProfileEntryType(w, o):
         while s >= 0:
             if s == 0:
                 if v_ChargingProfileEntryStart is not None:
-                    bits(0, 1)
                     el = 'ChargingProfileEntryStart'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     if v_ChargingProfileEntryStart < 0 or v_ChargingProfileEntryStart > 4294967295: raise EncodeError(f'value {v_ChargingProfileEntryStart!r} outside [0, 4294967295]')
                     w.uint(v_ChargingProfileEntryStart)
-                    w.bits(0, 1)
-                    v_ChargingProfileEntryStart = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of ChargingProfileEntryStart')
-            if s == 1:
-                if v_ChargingProfileEntryMaxPower is not None:
-                    bits(0, 1)
+                    if not (v_ChargingProfileEntryMaxPower is not None): raise EncodeError('missing content: ChargingProfileEntryMaxPower')
                     el = 'ChargingProfileEntryMaxPower'
+                    bits(0, 2)
+                    v_ChargingProfileEntryStart = None
                     _e_PhysicalValueType(w, v_ChargingProfileEntryMaxPower)
                     v_ChargingProfileEntryMaxPower = None
                     s = 2
                 else:
-                    raise EncodeError('missing content: expected one of ChargingProfileEntryMaxPower')
+                    raise EncodeError('missing content: expected one of ChargingProfileEntryStart')
             if s == 2:
                 if v_ChargingProfileEntryMaxNumberOfPhasesInUse is not None:
-                    bits(0, 2)
                     el = 'ChargingProfileEntryMaxNumberOfPhasesInUse'
-                    w.bits(0, 1)
                     if not 1 <= v_ChargingProfileEntryMaxNumberOfPhasesInUse <= 3: raise EncodeError(f'value {v_ChargingProfileEntryMaxNumberOfPhasesInUse!r} outside [1, 3]')
-                    w.bits(v_ChargingProfileEntryMaxNumberOfPhasesInUse - 1, 2)
-                    w.bits(0, 1)
+                    bits(((v_ChargingProfileEntryMaxNumberOfPhasesInUse - 1) << 2), 7)
                     v_ChargingProfileEntryMaxNumberOfPhasesInUse = None
-                    s = 3
-                elif True:
-                    bits(1, 2)
                     if v_ChargingProfileEntryStart is not None or v_ChargingProfileEntryMaxPower is not None or v_ChargingProfileEntryMaxNumberOfPhasesInUse is not None: raise _leftover(o)
                     s = -1
-            if s == 3:
-                if True:
-                    bits(0, 1)
+                elif True:
+                    bits(1, 2)
                     if v_ChargingProfileEntryStart is not None or v_ChargingProfileEntryMaxPower is not None or v_ChargingProfileEntryMaxNumberOfPhasesInUse is not None: raise _leftover(o)
                     s = -1
     except Exception as e:
@@ -11426,17 +9753,13 @@ def _d_PowerDeliveryResType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('PowerDeliveryResType')
-                    f_ResponseCode = bits(5)
-                    if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.pos)
-                    f_ResponseCode = _E4[f_ResponseCode]
-                    if bits(1): raise r.deviation('PowerDeliveryResType')
-                    s = 1
-                else:
-                    raise r.deviation('PowerDeliveryResType')
+                x = bits(8)
+                if x & 193: raise r.deviation('PowerDeliveryResType')
+                el = 'ResponseCode'
+                f_ResponseCode = ((x >> 1) & 31)
+                if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.pos)
+                f_ResponseCode = _E4[f_ResponseCode]
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
@@ -11454,11 +9777,8 @@ def _d_PowerDeliveryResType(r):
                 else:
                     raise r.deviation('PowerDeliveryResType')
             if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('PowerDeliveryResType')
+                if bits(1): raise r.deviation('PowerDeliveryResType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso2_msgbody.PowerDeliveryResType(f_ResponseCode, f_AC_EVSEStatus, f_DC_EVSEStatus, f_EVSEStatus)
@@ -11476,33 +9796,30 @@ def _e_PowerDeliveryResType(w, o):
         while s >= 0:
             if s == 0:
                 if v_ResponseCode is not None:
-                    bits(0, 1)
                     el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I6.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 5)
-                    w.bits(0, 1)
+                    _i26 = _I6.get(v_ResponseCode)
+                    if _i26 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    bits((_i26 << 1), 8)
                     v_ResponseCode = None
                     s = 1
                 else:
                     raise EncodeError('missing content: expected one of ResponseCode')
             if s == 1:
                 if v_AC_EVSEStatus is not None:
-                    bits(0, 2)
                     el = 'AC_EVSEStatus'
+                    bits(0, 2)
                     _e_AC_EVSEStatusType(w, v_AC_EVSEStatus)
                     v_AC_EVSEStatus = None
                     s = 2
                 elif v_DC_EVSEStatus is not None:
-                    bits(1, 2)
                     el = 'DC_EVSEStatus'
+                    bits(1, 2)
                     _e_DC_EVSEStatusType(w, v_DC_EVSEStatus)
                     v_DC_EVSEStatus = None
                     s = 2
                 elif v_EVSEStatus is not None:
-                    bits(2, 2)
                     el = 'EVSEStatus'
+                    bits(2, 2)
                     _e_EVSEStatusType(w, v_EVSEStatus)
                     v_EVSEStatus = None
                     s = 2
@@ -11524,38 +9841,16 @@ def _d_PreChargeReqType(r):
     f_EVTargetVoltage = None
     f_EVTargetCurrent = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'DC_EVStatus'
-                    f_DC_EVStatus = _d_DC_EVStatusType(r)
-                    s = 1
-                else:
-                    raise r.deviation('PreChargeReqType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVTargetVoltage'
-                    f_EVTargetVoltage = _d_PhysicalValueType(r)
-                    s = 2
-                else:
-                    raise r.deviation('PreChargeReqType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVTargetCurrent'
-                    f_EVTargetCurrent = _d_PhysicalValueType(r)
-                    s = 3
-                else:
-                    raise r.deviation('PreChargeReqType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('PreChargeReqType')
+        if bits(1): raise r.deviation('PreChargeReqType')
+        el = 'DC_EVStatus'
+        f_DC_EVStatus = _d_DC_EVStatusType(r)
+        if bits(1): raise r.deviation('PreChargeReqType')
+        el = 'EVTargetVoltage'
+        f_EVTargetVoltage = _d_PhysicalValueType(r)
+        if bits(1): raise r.deviation('PreChargeReqType')
+        el = 'EVTargetCurrent'
+        f_EVTargetCurrent = _d_PhysicalValueType(r)
+        if bits(1): raise r.deviation('PreChargeReqType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso2_msgbody.PreChargeReqType(f_DC_EVStatus, f_EVTargetVoltage, f_EVTargetCurrent)
@@ -11568,40 +9863,25 @@ def _e_PreChargeReqType(w, o):
         v_DC_EVStatus = o.DC_EVStatus
         v_EVTargetVoltage = o.EVTargetVoltage
         v_EVTargetCurrent = o.EVTargetCurrent
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_DC_EVStatus is not None:
-                    bits(0, 1)
-                    el = 'DC_EVStatus'
-                    _e_DC_EVStatusType(w, v_DC_EVStatus)
-                    v_DC_EVStatus = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of DC_EVStatus')
-            if s == 1:
-                if v_EVTargetVoltage is not None:
-                    bits(0, 1)
-                    el = 'EVTargetVoltage'
-                    _e_PhysicalValueType(w, v_EVTargetVoltage)
-                    v_EVTargetVoltage = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of EVTargetVoltage')
-            if s == 2:
-                if v_EVTargetCurrent is not None:
-                    bits(0, 1)
-                    el = 'EVTargetCurrent'
-                    _e_PhysicalValueType(w, v_EVTargetCurrent)
-                    v_EVTargetCurrent = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of EVTargetCurrent')
-            if s == 3:
-                if True:
-                    bits(0, 1)
-                    if v_DC_EVStatus is not None or v_EVTargetVoltage is not None or v_EVTargetCurrent is not None: raise _leftover(o)
-                    s = -1
+        if v_DC_EVStatus is not None:
+            el = 'DC_EVStatus'
+            bits(0, 1)
+            _e_DC_EVStatusType(w, v_DC_EVStatus)
+            if not (v_EVTargetVoltage is not None): raise EncodeError('missing content: EVTargetVoltage')
+            el = 'EVTargetVoltage'
+            bits(0, 1)
+            v_DC_EVStatus = None
+            _e_PhysicalValueType(w, v_EVTargetVoltage)
+            if not (v_EVTargetCurrent is not None): raise EncodeError('missing content: EVTargetCurrent')
+            el = 'EVTargetCurrent'
+            bits(0, 1)
+            v_EVTargetVoltage = None
+            _e_PhysicalValueType(w, v_EVTargetCurrent)
+            bits(0, 1)
+            v_EVTargetCurrent = None
+            if v_DC_EVStatus is not None or v_EVTargetVoltage is not None or v_EVTargetCurrent is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of DC_EVStatus')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -11613,42 +9893,18 @@ def _d_PreChargeResType(r):
     f_DC_EVSEStatus = None
     f_EVSEPresentVoltage = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('PreChargeResType')
-                    f_ResponseCode = bits(5)
-                    if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.pos)
-                    f_ResponseCode = _E4[f_ResponseCode]
-                    if bits(1): raise r.deviation('PreChargeResType')
-                    s = 1
-                else:
-                    raise r.deviation('PreChargeResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'DC_EVSEStatus'
-                    f_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
-                    s = 2
-                else:
-                    raise r.deviation('PreChargeResType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEPresentVoltage'
-                    f_EVSEPresentVoltage = _d_PhysicalValueType(r)
-                    s = 3
-                else:
-                    raise r.deviation('PreChargeResType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('PreChargeResType')
+        x = bits(9)
+        if x & 387: raise r.deviation('PreChargeResType')
+        el = 'ResponseCode'
+        f_ResponseCode = ((x >> 2) & 31)
+        if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.pos)
+        f_ResponseCode = _E4[f_ResponseCode]
+        el = 'DC_EVSEStatus'
+        f_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
+        if bits(1): raise r.deviation('PreChargeResType')
+        el = 'EVSEPresentVoltage'
+        f_EVSEPresentVoltage = _d_PhysicalValueType(r)
+        if bits(1): raise r.deviation('PreChargeResType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso2_msgbody.PreChargeResType(f_ResponseCode, f_DC_EVSEStatus, f_EVSEPresentVoltage)
@@ -11661,44 +9917,25 @@ def _e_PreChargeResType(w, o):
         v_ResponseCode = o.ResponseCode
         v_DC_EVSEStatus = o.DC_EVSEStatus
         v_EVSEPresentVoltage = o.EVSEPresentVoltage
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_ResponseCode is not None:
-                    bits(0, 1)
-                    el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I6.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 5)
-                    w.bits(0, 1)
-                    v_ResponseCode = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 1:
-                if v_DC_EVSEStatus is not None:
-                    bits(0, 1)
-                    el = 'DC_EVSEStatus'
-                    _e_DC_EVSEStatusType(w, v_DC_EVSEStatus)
-                    v_DC_EVSEStatus = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of DC_EVSEStatus')
-            if s == 2:
-                if v_EVSEPresentVoltage is not None:
-                    bits(0, 1)
-                    el = 'EVSEPresentVoltage'
-                    _e_PhysicalValueType(w, v_EVSEPresentVoltage)
-                    v_EVSEPresentVoltage = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of EVSEPresentVoltage')
-            if s == 3:
-                if True:
-                    bits(0, 1)
-                    if v_ResponseCode is not None or v_DC_EVSEStatus is not None or v_EVSEPresentVoltage is not None: raise _leftover(o)
-                    s = -1
+        if v_ResponseCode is not None:
+            el = 'ResponseCode'
+            _i27 = _I6.get(v_ResponseCode)
+            if _i27 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (v_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
+            el = 'DC_EVSEStatus'
+            bits((_i27 << 2), 9)
+            v_ResponseCode = None
+            _e_DC_EVSEStatusType(w, v_DC_EVSEStatus)
+            if not (v_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
+            el = 'EVSEPresentVoltage'
+            bits(0, 1)
+            v_DC_EVSEStatus = None
+            _e_PhysicalValueType(w, v_EVSEPresentVoltage)
+            bits(0, 1)
+            v_EVSEPresentVoltage = None
+            if v_ResponseCode is not None or v_DC_EVSEStatus is not None or v_EVSEPresentVoltage is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of ResponseCode')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -11712,32 +9949,25 @@ def _d_RelativeTimeIntervalType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'start'
-                    if bits(1): raise r.deviation('RelativeTimeIntervalType')
-                    f_start = r.uint()
-                    if f_start > 16777214: raise DecodeError(f'value {f_start} outside [0, 16777214]', r.pos)
-                    if bits(1): raise r.deviation('RelativeTimeIntervalType')
-                    s = 1
-                else:
-                    raise r.deviation('RelativeTimeIntervalType')
+                x = bits(2)
+                if x & 3: raise r.deviation('RelativeTimeIntervalType')
+                el = 'start'
+                f_start = r.uint()
+                if f_start > 16777214: raise DecodeError(f'value {f_start} outside [0, 16777214]', r.pos)
+                if bits(1): raise r.deviation('RelativeTimeIntervalType')
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'duration'
                     if bits(1): raise r.deviation('RelativeTimeIntervalType')
+                    el = 'duration'
                     f_duration = r.uint()
                     if f_duration > 86400: raise DecodeError(f'value {f_duration} outside [0, 86400]', r.pos)
-                    if bits(1): raise r.deviation('RelativeTimeIntervalType')
-                    s = 2
-                elif ec == 1:
+                    x = bits(2)
+                    if x & 3: raise r.deviation('RelativeTimeIntervalType')
                     s = -1
-                else:
-                    raise r.deviation('RelativeTimeIntervalType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('RelativeTimeIntervalType')
@@ -11756,33 +9986,27 @@ def _e_RelativeTimeIntervalType(w, o):
         while s >= 0:
             if s == 0:
                 if v_start is not None:
-                    bits(0, 1)
                     el = 'start'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     if v_start < 0 or v_start > 16777214: raise EncodeError(f'value {v_start!r} outside [0, 16777214]')
                     w.uint(v_start)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_start = None
                     s = 1
                 else:
                     raise EncodeError('missing content: expected one of start')
             if s == 1:
                 if v_duration is not None:
-                    bits(0, 2)
                     el = 'duration'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     if v_duration < 0 or v_duration > 86400: raise EncodeError(f'value {v_duration!r} outside [0, 86400]')
                     w.uint(v_duration)
-                    w.bits(0, 1)
+                    bits(0, 2)
                     v_duration = None
-                    s = 2
-                elif True:
-                    bits(1, 2)
                     if v_start is not None or v_duration is not None: raise _leftover(o)
                     s = -1
-            if s == 2:
-                if True:
-                    bits(0, 1)
+                elif True:
+                    bits(1, 2)
                     if v_start is not None or v_duration is not None: raise _leftover(o)
                     s = -1
     except Exception as e:
@@ -11797,14 +10021,11 @@ def _d_SAScheduleListType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SAScheduleTuple'
-                    _v = _d_SAScheduleTupleType(r)
-                    f_SAScheduleTuple.append(_v)
-                    s = 1
-                else:
-                    raise r.deviation('SAScheduleListType')
+                if bits(1): raise r.deviation('SAScheduleListType')
+                el = 'SAScheduleTuple'
+                _v = _d_SAScheduleTupleType(r)
+                f_SAScheduleTuple.append(_v)
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
@@ -11813,6 +10034,7 @@ def _d_SAScheduleListType(r):
                     f_SAScheduleTuple.append(_v)
                     s = 2
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SAScheduleListType')
@@ -11822,14 +10044,10 @@ def _d_SAScheduleListType(r):
                     el = 'SAScheduleTuple'
                     _v = _d_SAScheduleTupleType(r)
                     f_SAScheduleTuple.append(_v)
-                    s = 3
-                elif ec == 1:
+                    if bits(1): raise r.deviation('SAScheduleListType')
                     s = -1
-                else:
-                    raise r.deviation('SAScheduleListType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SAScheduleListType')
@@ -11849,8 +10067,8 @@ def _e_SAScheduleListType(w, o):
         while s >= 0:
             if s == 0:
                 if i_SAScheduleTuple < n_SAScheduleTuple:
-                    bits(0, 1)
                     el = 'SAScheduleTuple'
+                    bits(0, 1)
                     _e_SAScheduleTupleType(w, v_SAScheduleTuple[i_SAScheduleTuple])
                     i_SAScheduleTuple += 1
                     s = 1
@@ -11858,8 +10076,8 @@ def _e_SAScheduleListType(w, o):
                     raise EncodeError('missing content: expected one of SAScheduleTuple')
             if s == 1:
                 if i_SAScheduleTuple < n_SAScheduleTuple:
-                    bits(0, 2)
                     el = 'SAScheduleTuple'
+                    bits(0, 2)
                     _e_SAScheduleTupleType(w, v_SAScheduleTuple[i_SAScheduleTuple])
                     i_SAScheduleTuple += 1
                     s = 2
@@ -11869,18 +10087,15 @@ def _e_SAScheduleListType(w, o):
                     s = -1
             if s == 2:
                 if i_SAScheduleTuple < n_SAScheduleTuple:
-                    bits(0, 2)
                     el = 'SAScheduleTuple'
+                    bits(0, 2)
                     _e_SAScheduleTupleType(w, v_SAScheduleTuple[i_SAScheduleTuple])
                     i_SAScheduleTuple += 1
-                    s = 3
-                elif True:
-                    bits(1, 2)
+                    bits(0, 1)
                     if i_SAScheduleTuple < n_SAScheduleTuple: raise _leftover(o)
                     s = -1
-            if s == 3:
-                if True:
-                    bits(0, 1)
+                elif True:
+                    bits(1, 2)
                     if i_SAScheduleTuple < n_SAScheduleTuple: raise _leftover(o)
                     s = -1
     except Exception as e:
@@ -11897,37 +10112,23 @@ def _d_SAScheduleTupleType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SAScheduleTupleID'
-                    if bits(1): raise r.deviation('SAScheduleTupleType')
-                    f_SAScheduleTupleID = bits(8) + 1
-                    if f_SAScheduleTupleID > 255: raise DecodeError(f'value {f_SAScheduleTupleID} above maximum 255', r.pos)
-                    if bits(1): raise r.deviation('SAScheduleTupleType')
-                    s = 1
-                else:
-                    raise r.deviation('SAScheduleTupleType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'PMaxSchedule'
-                    f_PMaxSchedule = _d_PMaxScheduleType(r)
-                    s = 2
-                else:
-                    raise r.deviation('SAScheduleTupleType')
+                x = bits(12)
+                if x & 3075: raise r.deviation('SAScheduleTupleType')
+                el = 'SAScheduleTupleID'
+                f_SAScheduleTupleID = ((x >> 2) & 255) + 1
+                if f_SAScheduleTupleID > 255: raise DecodeError(f'value {f_SAScheduleTupleID} above maximum 255', r.pos)
+                el = 'PMaxSchedule'
+                f_PMaxSchedule = _d_PMaxScheduleType(r)
+                s = 2
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
                     el = 'SalesTariff'
                     f_SalesTariff = _d_SalesTariffType(r)
-                    s = 3
-                elif ec == 1:
+                    if bits(1): raise r.deviation('SAScheduleTupleType')
                     s = -1
-                else:
-                    raise r.deviation('SAScheduleTupleType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SAScheduleTupleType')
@@ -11947,39 +10148,28 @@ def _e_SAScheduleTupleType(w, o):
         while s >= 0:
             if s == 0:
                 if v_SAScheduleTupleID is not None:
-                    bits(0, 1)
                     el = 'SAScheduleTupleID'
-                    w.bits(0, 1)
                     if not 1 <= v_SAScheduleTupleID <= 255: raise EncodeError(f'value {v_SAScheduleTupleID!r} outside [1, 255]')
-                    w.bits(v_SAScheduleTupleID - 1, 8)
-                    w.bits(0, 1)
-                    v_SAScheduleTupleID = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of SAScheduleTupleID')
-            if s == 1:
-                if v_PMaxSchedule is not None:
-                    bits(0, 1)
+                    if not (v_PMaxSchedule is not None): raise EncodeError('missing content: PMaxSchedule')
                     el = 'PMaxSchedule'
+                    bits(((v_SAScheduleTupleID - 1) << 2), 12)
+                    v_SAScheduleTupleID = None
                     _e_PMaxScheduleType(w, v_PMaxSchedule)
                     v_PMaxSchedule = None
                     s = 2
                 else:
-                    raise EncodeError('missing content: expected one of PMaxSchedule')
+                    raise EncodeError('missing content: expected one of SAScheduleTupleID')
             if s == 2:
                 if v_SalesTariff is not None:
-                    bits(0, 2)
                     el = 'SalesTariff'
+                    bits(0, 2)
                     _e_SalesTariffType(w, v_SalesTariff)
+                    bits(0, 1)
                     v_SalesTariff = None
-                    s = 3
-                elif True:
-                    bits(1, 2)
                     if v_SAScheduleTupleID is not None or v_PMaxSchedule is not None or v_SalesTariff is not None: raise _leftover(o)
                     s = -1
-            if s == 3:
-                if True:
-                    bits(0, 1)
+                elif True:
+                    bits(1, 2)
                     if v_SAScheduleTupleID is not None or v_PMaxSchedule is not None or v_SalesTariff is not None: raise _leftover(o)
                     s = -1
     except Exception as e:
@@ -11994,14 +10184,11 @@ def _d_PMaxScheduleType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'PMaxScheduleEntry'
-                    _v = _d_PMaxScheduleEntryType(r)
-                    f_PMaxScheduleEntry.append(_v)
-                    s = 1
-                else:
-                    raise r.deviation('PMaxScheduleType')
+                if bits(1): raise r.deviation('PMaxScheduleType')
+                el = 'PMaxScheduleEntry'
+                _v = _d_PMaxScheduleEntryType(r)
+                f_PMaxScheduleEntry.append(_v)
+                s = 1
             if s == 1:
                 n = 0
                 while True:
@@ -12015,16 +10202,14 @@ def _d_PMaxScheduleType(r):
                             s = 1024
                             break
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
                         raise r.deviation('PMaxScheduleType')
             if s == 1024:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('PMaxScheduleType')
+                if bits(1): raise r.deviation('PMaxScheduleType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso2_msgdatatypes.PMaxScheduleType(f_PMaxScheduleEntry)
@@ -12041,8 +10226,8 @@ def _e_PMaxScheduleType(w, o):
         while s >= 0:
             if s == 0:
                 if i_PMaxScheduleEntry < n_PMaxScheduleEntry:
-                    bits(0, 1)
                     el = 'PMaxScheduleEntry'
+                    bits(0, 1)
                     _e_PMaxScheduleEntryType(w, v_PMaxScheduleEntry[i_PMaxScheduleEntry])
                     i_PMaxScheduleEntry += 1
                     s = 1
@@ -12052,8 +10237,8 @@ def _e_PMaxScheduleType(w, o):
                 n = 0
                 while True:
                     if i_PMaxScheduleEntry < n_PMaxScheduleEntry:
-                        bits(0, 2)
                         el = 'PMaxScheduleEntry'
+                        bits(0, 2)
                         _e_PMaxScheduleEntryType(w, v_PMaxScheduleEntry[i_PMaxScheduleEntry])
                         i_PMaxScheduleEntry += 1
                         n += 1
@@ -12090,41 +10275,35 @@ def _d_SalesTariffType(r):
                 if ec == 0:
                     el = '@Id'
                     f_Id = r.string(21)
-                    s = 1
-                elif ec == 1:
+                    x = bits(11)
+                    if x & 1537: raise r.deviation('SalesTariffType')
                     el = 'SalesTariffID'
-                    if bits(1): raise r.deviation('SalesTariffType')
-                    f_SalesTariffID = bits(8) + 1
+                    f_SalesTariffID = ((x >> 1) & 255) + 1
                     if f_SalesTariffID > 255: raise DecodeError(f'value {f_SalesTariffID} above maximum 255', r.pos)
-                    if bits(1): raise r.deviation('SalesTariffType')
                     s = 2
-                else:
-                    raise r.deviation('SalesTariffType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    x = bits(10)
+                    if x & 513: raise r.deviation('SalesTariffType')
                     el = 'SalesTariffID'
-                    if bits(1): raise r.deviation('SalesTariffType')
-                    f_SalesTariffID = bits(8) + 1
+                    f_SalesTariffID = ((x >> 1) & 255) + 1
                     if f_SalesTariffID > 255: raise DecodeError(f'value {f_SalesTariffID} above maximum 255', r.pos)
-                    if bits(1): raise r.deviation('SalesTariffType')
                     s = 2
                 else:
                     raise r.deviation('SalesTariffType')
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'SalesTariffDescription'
                     if bits(1): raise r.deviation('SalesTariffType')
+                    el = 'SalesTariffDescription'
                     f_SalesTariffDescription = r.string(83)
                     if len(f_SalesTariffDescription) > 32: raise DecodeError(f'length {len(f_SalesTariffDescription)} outside [0, 32]', r.pos)
                     if bits(1): raise r.deviation('SalesTariffType')
                     s = 3
                 elif ec == 1:
+                    x = bits(10)
+                    if x & 513: raise r.deviation('SalesTariffType')
                     el = 'NumEPriceLevels'
-                    if bits(1): raise r.deviation('SalesTariffType')
-                    f_NumEPriceLevels = bits(8)
-                    if bits(1): raise r.deviation('SalesTariffType')
+                    f_NumEPriceLevels = ((x >> 1) & 255)
                     s = 4
                 elif ec == 2:
                     el = 'SalesTariffEntry'
@@ -12136,10 +10315,10 @@ def _d_SalesTariffType(r):
             if s == 3:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(10)
+                    if x & 513: raise r.deviation('SalesTariffType')
                     el = 'NumEPriceLevels'
-                    if bits(1): raise r.deviation('SalesTariffType')
-                    f_NumEPriceLevels = bits(8)
-                    if bits(1): raise r.deviation('SalesTariffType')
+                    f_NumEPriceLevels = ((x >> 1) & 255)
                     s = 4
                 elif ec == 1:
                     el = 'SalesTariffEntry'
@@ -12149,14 +10328,11 @@ def _d_SalesTariffType(r):
                 else:
                     raise r.deviation('SalesTariffType')
             if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SalesTariffEntry'
-                    _v = _d_SalesTariffEntryType(r)
-                    f_SalesTariffEntry.append(_v)
-                    s = 5
-                else:
-                    raise r.deviation('SalesTariffType')
+                if bits(1): raise r.deviation('SalesTariffType')
+                el = 'SalesTariffEntry'
+                _v = _d_SalesTariffEntryType(r)
+                f_SalesTariffEntry.append(_v)
+                s = 5
             if s == 5:
                 n = 0
                 while True:
@@ -12170,16 +10346,14 @@ def _d_SalesTariffType(r):
                             s = 1028
                             break
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
                         raise r.deviation('SalesTariffType')
             if s == 1028:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('SalesTariffType')
+                if bits(1): raise r.deviation('SalesTariffType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso2_msgdatatypes.SalesTariffType(f_Id, f_SalesTariffID, f_SalesTariffDescription, f_NumEPriceLevels, f_SalesTariffEntry)
@@ -12200,56 +10374,42 @@ def _e_SalesTariffType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 2)
                     el = '@Id'
+                    bits(0, 2)
                     w.string(v_Id)
-                    v_Id = None
-                    s = 1
-                elif v_SalesTariffID is not None:
-                    bits(1, 2)
+                    if not (v_SalesTariffID is not None): raise EncodeError('missing content: SalesTariffID')
                     el = 'SalesTariffID'
-                    w.bits(0, 1)
                     if not 1 <= v_SalesTariffID <= 255: raise EncodeError(f'value {v_SalesTariffID!r} outside [1, 255]')
-                    w.bits(v_SalesTariffID - 1, 8)
-                    w.bits(0, 1)
+                    bits(((v_SalesTariffID - 1) << 1), 11)
+                    v_Id = None
+                    v_SalesTariffID = None
+                    s = 2
+                elif v_SalesTariffID is not None:
+                    el = 'SalesTariffID'
+                    if not 1 <= v_SalesTariffID <= 255: raise EncodeError(f'value {v_SalesTariffID!r} outside [1, 255]')
+                    bits((1 << 10) | ((v_SalesTariffID - 1) << 1), 12)
                     v_SalesTariffID = None
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, SalesTariffID')
-            if s == 1:
-                if v_SalesTariffID is not None:
-                    bits(0, 1)
-                    el = 'SalesTariffID'
-                    w.bits(0, 1)
-                    if not 1 <= v_SalesTariffID <= 255: raise EncodeError(f'value {v_SalesTariffID!r} outside [1, 255]')
-                    w.bits(v_SalesTariffID - 1, 8)
-                    w.bits(0, 1)
-                    v_SalesTariffID = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of SalesTariffID')
             if s == 2:
                 if v_SalesTariffDescription is not None:
-                    bits(0, 2)
                     el = 'SalesTariffDescription'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     if len(v_SalesTariffDescription) > 32: raise EncodeError(f'length {len(v_SalesTariffDescription)} outside [0, 32]')
                     w.string(v_SalesTariffDescription)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_SalesTariffDescription = None
                     s = 3
                 elif v_NumEPriceLevels is not None:
-                    bits(1, 2)
                     el = 'NumEPriceLevels'
-                    w.bits(0, 1)
                     if not 0 <= v_NumEPriceLevels <= 255: raise EncodeError(f'value {v_NumEPriceLevels!r} outside [0, 255]')
-                    w.bits(v_NumEPriceLevels, 8)
-                    w.bits(0, 1)
+                    bits((1 << 10) | (v_NumEPriceLevels << 1), 12)
                     v_NumEPriceLevels = None
                     s = 4
                 elif i_SalesTariffEntry < n_SalesTariffEntry:
-                    bits(2, 2)
                     el = 'SalesTariffEntry'
+                    bits(2, 2)
                     _e_SalesTariffEntryType(w, v_SalesTariffEntry[i_SalesTariffEntry])
                     i_SalesTariffEntry += 1
                     s = 5
@@ -12257,17 +10417,14 @@ def _e_SalesTariffType(w, o):
                     raise EncodeError('missing content: expected one of SalesTariffDescription, NumEPriceLevels, SalesTariffEntry')
             if s == 3:
                 if v_NumEPriceLevels is not None:
-                    bits(0, 2)
                     el = 'NumEPriceLevels'
-                    w.bits(0, 1)
                     if not 0 <= v_NumEPriceLevels <= 255: raise EncodeError(f'value {v_NumEPriceLevels!r} outside [0, 255]')
-                    w.bits(v_NumEPriceLevels, 8)
-                    w.bits(0, 1)
+                    bits((v_NumEPriceLevels << 1), 12)
                     v_NumEPriceLevels = None
                     s = 4
                 elif i_SalesTariffEntry < n_SalesTariffEntry:
-                    bits(1, 2)
                     el = 'SalesTariffEntry'
+                    bits(1, 2)
                     _e_SalesTariffEntryType(w, v_SalesTariffEntry[i_SalesTariffEntry])
                     i_SalesTariffEntry += 1
                     s = 5
@@ -12275,8 +10432,8 @@ def _e_SalesTariffType(w, o):
                     raise EncodeError('missing content: expected one of NumEPriceLevels, SalesTariffEntry')
             if s == 4:
                 if i_SalesTariffEntry < n_SalesTariffEntry:
-                    bits(0, 1)
                     el = 'SalesTariffEntry'
+                    bits(0, 1)
                     _e_SalesTariffEntryType(w, v_SalesTariffEntry[i_SalesTariffEntry])
                     i_SalesTariffEntry += 1
                     s = 5
@@ -12286,8 +10443,8 @@ def _e_SalesTariffType(w, o):
                 n = 0
                 while True:
                     if i_SalesTariffEntry < n_SalesTariffEntry:
-                        bits(0, 2)
                         el = 'SalesTariffEntry'
+                        bits(0, 2)
                         _e_SalesTariffEntryType(w, v_SalesTariffEntry[i_SalesTariffEntry])
                         i_SalesTariffEntry += 1
                         n += 1
@@ -12333,10 +10490,10 @@ def _d_SalesTariffEntryType(r):
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(10)
+                    if x & 513: raise r.deviation('SalesTariffEntryType')
                     el = 'EPriceLevel'
-                    if bits(1): raise r.deviation('SalesTariffEntryType')
-                    f_EPriceLevel = bits(8)
-                    if bits(1): raise r.deviation('SalesTariffEntryType')
+                    f_EPriceLevel = ((x >> 1) & 255)
                     s = 2
                 elif ec == 1:
                     el = 'ConsumptionCost'
@@ -12344,6 +10501,7 @@ def _d_SalesTariffEntryType(r):
                     f_ConsumptionCost.append(_v)
                     s = 3
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SalesTariffEntryType')
@@ -12355,6 +10513,7 @@ def _d_SalesTariffEntryType(r):
                     f_ConsumptionCost.append(_v)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SalesTariffEntryType')
@@ -12366,6 +10525,7 @@ def _d_SalesTariffEntryType(r):
                     f_ConsumptionCost.append(_v)
                     s = 4
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SalesTariffEntryType')
@@ -12375,14 +10535,10 @@ def _d_SalesTariffEntryType(r):
                     el = 'ConsumptionCost'
                     _v = _d_ConsumptionCostType(r)
                     f_ConsumptionCost.append(_v)
-                    s = 5
-                elif ec == 1:
+                    if bits(1): raise r.deviation('SalesTariffEntryType')
                     s = -1
-                else:
-                    raise r.deviation('SalesTariffEntryType')
-            if s == 5:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SalesTariffEntryType')
@@ -12405,14 +10561,14 @@ def _e_SalesTariffEntryType(w, o):
         while s >= 0:
             if s == 0:
                 if v_RelativeTimeInterval is not None:
-                    bits(0, 2)
                     el = 'RelativeTimeInterval'
+                    bits(0, 2)
                     _e_RelativeTimeIntervalType(w, v_RelativeTimeInterval)
                     v_RelativeTimeInterval = None
                     s = 1
                 elif v_TimeInterval is not None:
-                    bits(1, 2)
                     el = 'TimeInterval'
+                    bits(1, 2)
                     _e_IntervalType(w, v_TimeInterval)
                     v_TimeInterval = None
                     s = 1
@@ -12420,17 +10576,14 @@ def _e_SalesTariffEntryType(w, o):
                     raise EncodeError('missing content: expected one of RelativeTimeInterval, TimeInterval')
             if s == 1:
                 if v_EPriceLevel is not None:
-                    bits(0, 2)
                     el = 'EPriceLevel'
-                    w.bits(0, 1)
                     if not 0 <= v_EPriceLevel <= 255: raise EncodeError(f'value {v_EPriceLevel!r} outside [0, 255]')
-                    w.bits(v_EPriceLevel, 8)
-                    w.bits(0, 1)
+                    bits((v_EPriceLevel << 1), 12)
                     v_EPriceLevel = None
                     s = 2
                 elif i_ConsumptionCost < n_ConsumptionCost:
-                    bits(1, 2)
                     el = 'ConsumptionCost'
+                    bits(1, 2)
                     _e_ConsumptionCostType(w, v_ConsumptionCost[i_ConsumptionCost])
                     i_ConsumptionCost += 1
                     s = 3
@@ -12440,8 +10593,8 @@ def _e_SalesTariffEntryType(w, o):
                     s = -1
             if s == 2:
                 if i_ConsumptionCost < n_ConsumptionCost:
-                    bits(0, 2)
                     el = 'ConsumptionCost'
+                    bits(0, 2)
                     _e_ConsumptionCostType(w, v_ConsumptionCost[i_ConsumptionCost])
                     i_ConsumptionCost += 1
                     s = 3
@@ -12451,8 +10604,8 @@ def _e_SalesTariffEntryType(w, o):
                     s = -1
             if s == 3:
                 if i_ConsumptionCost < n_ConsumptionCost:
-                    bits(0, 2)
                     el = 'ConsumptionCost'
+                    bits(0, 2)
                     _e_ConsumptionCostType(w, v_ConsumptionCost[i_ConsumptionCost])
                     i_ConsumptionCost += 1
                     s = 4
@@ -12462,18 +10615,15 @@ def _e_SalesTariffEntryType(w, o):
                     s = -1
             if s == 4:
                 if i_ConsumptionCost < n_ConsumptionCost:
-                    bits(0, 2)
                     el = 'ConsumptionCost'
+                    bits(0, 2)
                     _e_ConsumptionCostType(w, v_ConsumptionCost[i_ConsumptionCost])
                     i_ConsumptionCost += 1
-                    s = 5
-                elif True:
-                    bits(1, 2)
+                    bits(0, 1)
                     if v_RelativeTimeInterval is not None or v_TimeInterval is not None or v_EPriceLevel is not None or i_ConsumptionCost < n_ConsumptionCost: raise _leftover(o)
                     s = -1
-            if s == 5:
-                if True:
-                    bits(0, 1)
+                elif True:
+                    bits(1, 2)
                     if v_RelativeTimeInterval is not None or v_TimeInterval is not None or v_EPriceLevel is not None or i_ConsumptionCost < n_ConsumptionCost: raise _leftover(o)
                     s = -1
     except Exception as e:
@@ -12489,22 +10639,14 @@ def _d_ConsumptionCostType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'startValue'
-                    f_startValue = _d_PhysicalValueType(r)
-                    s = 1
-                else:
-                    raise r.deviation('ConsumptionCostType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Cost'
-                    _v = _d_CostType(r)
-                    f_Cost.append(_v)
-                    s = 2
-                else:
-                    raise r.deviation('ConsumptionCostType')
+                if bits(1): raise r.deviation('ConsumptionCostType')
+                el = 'startValue'
+                f_startValue = _d_PhysicalValueType(r)
+                if bits(1): raise r.deviation('ConsumptionCostType')
+                el = 'Cost'
+                _v = _d_CostType(r)
+                f_Cost.append(_v)
+                s = 2
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
@@ -12513,6 +10655,7 @@ def _d_ConsumptionCostType(r):
                     f_Cost.append(_v)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ConsumptionCostType')
@@ -12522,14 +10665,10 @@ def _d_ConsumptionCostType(r):
                     el = 'Cost'
                     _v = _d_CostType(r)
                     f_Cost.append(_v)
-                    s = 4
-                elif ec == 1:
+                    if bits(1): raise r.deviation('ConsumptionCostType')
                     s = -1
-                else:
-                    raise r.deviation('ConsumptionCostType')
-            if s == 4:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ConsumptionCostType')
@@ -12550,26 +10689,22 @@ def _e_ConsumptionCostType(w, o):
         while s >= 0:
             if s == 0:
                 if v_startValue is not None:
-                    bits(0, 1)
                     el = 'startValue'
-                    _e_PhysicalValueType(w, v_startValue)
-                    v_startValue = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of startValue')
-            if s == 1:
-                if i_Cost < n_Cost:
                     bits(0, 1)
+                    _e_PhysicalValueType(w, v_startValue)
+                    if not (i_Cost < n_Cost): raise EncodeError('missing content: Cost')
                     el = 'Cost'
+                    bits(0, 1)
+                    v_startValue = None
                     _e_CostType(w, v_Cost[i_Cost])
                     i_Cost += 1
                     s = 2
                 else:
-                    raise EncodeError('missing content: expected one of Cost')
+                    raise EncodeError('missing content: expected one of startValue')
             if s == 2:
                 if i_Cost < n_Cost:
-                    bits(0, 2)
                     el = 'Cost'
+                    bits(0, 2)
                     _e_CostType(w, v_Cost[i_Cost])
                     i_Cost += 1
                     s = 3
@@ -12579,18 +10714,15 @@ def _e_ConsumptionCostType(w, o):
                     s = -1
             if s == 3:
                 if i_Cost < n_Cost:
-                    bits(0, 2)
                     el = 'Cost'
+                    bits(0, 2)
                     _e_CostType(w, v_Cost[i_Cost])
                     i_Cost += 1
-                    s = 4
-                elif True:
-                    bits(1, 2)
+                    bits(0, 1)
                     if v_startValue is not None or i_Cost < n_Cost: raise _leftover(o)
                     s = -1
-            if s == 4:
-                if True:
-                    bits(0, 1)
+                elif True:
+                    bits(1, 2)
                     if v_startValue is not None or i_Cost < n_Cost: raise _leftover(o)
                     s = -1
     except Exception as e:
@@ -12607,44 +10739,28 @@ def _d_CostType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'costKind'
-                    if bits(1): raise r.deviation('CostType')
-                    f_costKind = bits(2)
-                    if f_costKind >= 3: raise DecodeError(f'enumeration index {f_costKind} out of range (3 values)', r.pos)
-                    f_costKind = _E20[f_costKind]
-                    if bits(1): raise r.deviation('CostType')
-                    s = 1
-                else:
-                    raise r.deviation('CostType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'amount'
-                    if bits(1): raise r.deviation('CostType')
-                    f_amount = r.uint()
-                    if f_amount > 4294967295: raise DecodeError(f'value {f_amount} outside [0, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('CostType')
-                    s = 2
-                else:
-                    raise r.deviation('CostType')
+                x = bits(7)
+                if x & 103: raise r.deviation('CostType')
+                el = 'costKind'
+                f_costKind = ((x >> 3) & 3)
+                if f_costKind >= 3: raise DecodeError(f'enumeration index {f_costKind} out of range (3 values)', r.pos)
+                f_costKind = _E20[f_costKind]
+                el = 'amount'
+                f_amount = r.uint()
+                if f_amount > 4294967295: raise DecodeError(f'value {f_amount} outside [0, 4294967295]', r.pos)
+                if bits(1): raise r.deviation('CostType')
+                s = 2
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(6)
+                    if x & 35: raise r.deviation('CostType')
                     el = 'amountMultiplier'
-                    if bits(1): raise r.deviation('CostType')
-                    f_amountMultiplier = bits(3) + -3
+                    f_amountMultiplier = ((x >> 2) & 7) + -3
                     if f_amountMultiplier > 3: raise DecodeError(f'value {f_amountMultiplier} above maximum 3', r.pos)
-                    if bits(1): raise r.deviation('CostType')
-                    s = 3
-                elif ec == 1:
                     s = -1
-                else:
-                    raise r.deviation('CostType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('CostType')
@@ -12664,46 +10780,30 @@ def _e_CostType(w, o):
         while s >= 0:
             if s == 0:
                 if v_costKind is not None:
-                    bits(0, 1)
                     el = 'costKind'
-                    w.bits(0, 1)
-                    _i = _I21.get(v_costKind)
-                    if _i is None: raise EncodeError(f'{v_costKind!r} is not one of the enumeration costKindType')
-                    w.bits(_i, 2)
-                    w.bits(0, 1)
-                    v_costKind = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of costKind')
-            if s == 1:
-                if v_amount is not None:
-                    bits(0, 1)
+                    _i28 = _I21.get(v_costKind)
+                    if _i28 is None: raise EncodeError(f'{v_costKind!r} is not one of the enumeration costKindType')
+                    if not (v_amount is not None): raise EncodeError('missing content: amount')
                     el = 'amount'
-                    w.bits(0, 1)
+                    bits((_i28 << 3), 7)
+                    v_costKind = None
                     if v_amount < 0 or v_amount > 4294967295: raise EncodeError(f'value {v_amount!r} outside [0, 4294967295]')
                     w.uint(v_amount)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_amount = None
                     s = 2
                 else:
-                    raise EncodeError('missing content: expected one of amount')
+                    raise EncodeError('missing content: expected one of costKind')
             if s == 2:
                 if v_amountMultiplier is not None:
-                    bits(0, 2)
                     el = 'amountMultiplier'
-                    w.bits(0, 1)
                     if not -3 <= v_amountMultiplier <= 3: raise EncodeError(f'value {v_amountMultiplier!r} outside [-3, 3]')
-                    w.bits(v_amountMultiplier - -3, 3)
-                    w.bits(0, 1)
+                    bits(((v_amountMultiplier - -3) << 2), 8)
                     v_amountMultiplier = None
-                    s = 3
-                elif True:
-                    bits(1, 2)
                     if v_costKind is not None or v_amount is not None or v_amountMultiplier is not None: raise _leftover(o)
                     s = -1
-            if s == 3:
-                if True:
-                    bits(0, 1)
+                elif True:
+                    bits(1, 2)
                     if v_costKind is not None or v_amount is not None or v_amountMultiplier is not None: raise _leftover(o)
                     s = -1
     except Exception as e:
@@ -12715,25 +10815,13 @@ def _d_ServiceDetailReqType(r):
     el = ''
     f_ServiceID = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ServiceID'
-                    if bits(1): raise r.deviation('ServiceDetailReqType')
-                    f_ServiceID = r.uint()
-                    if f_ServiceID > 65535: raise DecodeError(f'value {f_ServiceID} outside [0, 65535]', r.pos)
-                    if bits(1): raise r.deviation('ServiceDetailReqType')
-                    s = 1
-                else:
-                    raise r.deviation('ServiceDetailReqType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ServiceDetailReqType')
+        x = bits(2)
+        if x & 3: raise r.deviation('ServiceDetailReqType')
+        el = 'ServiceID'
+        f_ServiceID = r.uint()
+        if f_ServiceID > 65535: raise DecodeError(f'value {f_ServiceID} outside [0, 65535]', r.pos)
+        x = bits(2)
+        if x & 3: raise r.deviation('ServiceDetailReqType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso2_msgbody.ServiceDetailReqType(f_ServiceID)
@@ -12744,25 +10832,16 @@ def _e_ServiceDetailReqType(w, o):
     el = ''
     try:
         v_ServiceID = o.ServiceID
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_ServiceID is not None:
-                    bits(0, 1)
-                    el = 'ServiceID'
-                    w.bits(0, 1)
-                    if v_ServiceID < 0 or v_ServiceID > 65535: raise EncodeError(f'value {v_ServiceID!r} outside [0, 65535]')
-                    w.uint(v_ServiceID)
-                    w.bits(0, 1)
-                    v_ServiceID = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of ServiceID')
-            if s == 1:
-                if True:
-                    bits(0, 1)
-                    if v_ServiceID is not None: raise _leftover(o)
-                    s = -1
+        if v_ServiceID is not None:
+            el = 'ServiceID'
+            bits(0, 2)
+            if v_ServiceID < 0 or v_ServiceID > 65535: raise EncodeError(f'value {v_ServiceID!r} outside [0, 65535]')
+            w.uint(v_ServiceID)
+            bits(0, 2)
+            v_ServiceID = None
+            if v_ServiceID is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of ServiceID')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -12777,41 +10856,26 @@ def _d_ServiceDetailResType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('ServiceDetailResType')
-                    f_ResponseCode = bits(5)
-                    if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.pos)
-                    f_ResponseCode = _E4[f_ResponseCode]
-                    if bits(1): raise r.deviation('ServiceDetailResType')
-                    s = 1
-                else:
-                    raise r.deviation('ServiceDetailResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ServiceID'
-                    if bits(1): raise r.deviation('ServiceDetailResType')
-                    f_ServiceID = r.uint()
-                    if f_ServiceID > 65535: raise DecodeError(f'value {f_ServiceID} outside [0, 65535]', r.pos)
-                    if bits(1): raise r.deviation('ServiceDetailResType')
-                    s = 2
-                else:
-                    raise r.deviation('ServiceDetailResType')
+                x = bits(10)
+                if x & 775: raise r.deviation('ServiceDetailResType')
+                el = 'ResponseCode'
+                f_ResponseCode = ((x >> 3) & 31)
+                if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.pos)
+                f_ResponseCode = _E4[f_ResponseCode]
+                el = 'ServiceID'
+                f_ServiceID = r.uint()
+                if f_ServiceID > 65535: raise DecodeError(f'value {f_ServiceID} outside [0, 65535]', r.pos)
+                if bits(1): raise r.deviation('ServiceDetailResType')
+                s = 2
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
                     el = 'ServiceParameterList'
                     f_ServiceParameterList = _d_ServiceParameterListType(r)
-                    s = 3
-                elif ec == 1:
+                    if bits(1): raise r.deviation('ServiceDetailResType')
                     s = -1
-                else:
-                    raise r.deviation('ServiceDetailResType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ServiceDetailResType')
@@ -12831,43 +10895,31 @@ def _e_ServiceDetailResType(w, o):
         while s >= 0:
             if s == 0:
                 if v_ResponseCode is not None:
-                    bits(0, 1)
                     el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I6.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 5)
-                    w.bits(0, 1)
-                    v_ResponseCode = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 1:
-                if v_ServiceID is not None:
-                    bits(0, 1)
+                    _i29 = _I6.get(v_ResponseCode)
+                    if _i29 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    if not (v_ServiceID is not None): raise EncodeError('missing content: ServiceID')
                     el = 'ServiceID'
-                    w.bits(0, 1)
+                    bits((_i29 << 3), 10)
+                    v_ResponseCode = None
                     if v_ServiceID < 0 or v_ServiceID > 65535: raise EncodeError(f'value {v_ServiceID!r} outside [0, 65535]')
                     w.uint(v_ServiceID)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_ServiceID = None
                     s = 2
                 else:
-                    raise EncodeError('missing content: expected one of ServiceID')
+                    raise EncodeError('missing content: expected one of ResponseCode')
             if s == 2:
                 if v_ServiceParameterList is not None:
-                    bits(0, 2)
                     el = 'ServiceParameterList'
+                    bits(0, 2)
                     _e_ServiceParameterListType(w, v_ServiceParameterList)
+                    bits(0, 1)
                     v_ServiceParameterList = None
-                    s = 3
-                elif True:
-                    bits(1, 2)
                     if v_ResponseCode is not None or v_ServiceID is not None or v_ServiceParameterList is not None: raise _leftover(o)
                     s = -1
-            if s == 3:
-                if True:
-                    bits(0, 1)
+                elif True:
+                    bits(1, 2)
                     if v_ResponseCode is not None or v_ServiceID is not None or v_ServiceParameterList is not None: raise _leftover(o)
                     s = -1
     except Exception as e:
@@ -12882,14 +10934,11 @@ def _d_ServiceParameterListType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ParameterSet'
-                    _v = _d_ParameterSetType(r)
-                    f_ParameterSet.append(_v)
-                    s = 1
-                else:
-                    raise r.deviation('ServiceParameterListType')
+                if bits(1): raise r.deviation('ServiceParameterListType')
+                el = 'ParameterSet'
+                _v = _d_ParameterSetType(r)
+                f_ParameterSet.append(_v)
+                s = 1
             if s == 1:
                 n = 0
                 while True:
@@ -12903,16 +10952,14 @@ def _d_ServiceParameterListType(r):
                             s = 255
                             break
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
                         raise r.deviation('ServiceParameterListType')
             if s == 255:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ServiceParameterListType')
+                if bits(1): raise r.deviation('ServiceParameterListType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso2_msgdatatypes.ServiceParameterListType(f_ParameterSet)
@@ -12929,8 +10976,8 @@ def _e_ServiceParameterListType(w, o):
         while s >= 0:
             if s == 0:
                 if i_ParameterSet < n_ParameterSet:
-                    bits(0, 1)
                     el = 'ParameterSet'
+                    bits(0, 1)
                     _e_ParameterSetType(w, v_ParameterSet[i_ParameterSet])
                     i_ParameterSet += 1
                     s = 1
@@ -12940,8 +10987,8 @@ def _e_ServiceParameterListType(w, o):
                 n = 0
                 while True:
                     if i_ParameterSet < n_ParameterSet:
-                        bits(0, 2)
                         el = 'ParameterSet'
+                        bits(0, 2)
                         _e_ParameterSetType(w, v_ParameterSet[i_ParameterSet])
                         i_ParameterSet += 1
                         n += 1
@@ -12971,25 +11018,19 @@ def _d_ParameterSetType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ParameterSetID'
-                    if bits(1): raise r.deviation('ParameterSetType')
-                    f_ParameterSetID = r.sint()
-                    if f_ParameterSetID < -32768 or f_ParameterSetID > 32767: raise DecodeError(f'value {f_ParameterSetID} outside [-32768, 32767]', r.pos)
-                    if bits(1): raise r.deviation('ParameterSetType')
-                    s = 1
-                else:
-                    raise r.deviation('ParameterSetType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Parameter'
-                    _v = _d_ParameterType(r)
-                    f_Parameter.append(_v)
-                    s = 2
-                else:
-                    raise r.deviation('ParameterSetType')
+                x = bits(3)
+                if x & 6: raise r.deviation('ParameterSetType')
+                el = 'ParameterSetID'
+                _neg = (x & 1)
+                f_ParameterSetID = r.uint()
+                if _neg: f_ParameterSetID = -f_ParameterSetID - 1
+                if f_ParameterSetID < -32768 or f_ParameterSetID > 32767: raise DecodeError(f'value {f_ParameterSetID} outside [-32768, 32767]', r.pos)
+                x = bits(2)
+                if x & 3: raise r.deviation('ParameterSetType')
+                el = 'Parameter'
+                _v = _d_ParameterType(r)
+                f_Parameter.append(_v)
+                s = 2
             if s == 2:
                 n = 0
                 while True:
@@ -13003,16 +11044,14 @@ def _d_ParameterSetType(r):
                             s = 17
                             break
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
                         raise r.deviation('ParameterSetType')
             if s == 17:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ParameterSetType')
+                if bits(1): raise r.deviation('ParameterSetType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso2_msgdatatypes.ParameterSetType(f_ParameterSetID, f_Parameter)
@@ -13030,31 +11069,25 @@ def _e_ParameterSetType(w, o):
         while s >= 0:
             if s == 0:
                 if v_ParameterSetID is not None:
-                    bits(0, 1)
                     el = 'ParameterSetID'
-                    w.bits(0, 1)
                     if v_ParameterSetID < -32768 or v_ParameterSetID > 32767: raise EncodeError(f'value {v_ParameterSetID!r} outside [-32768, 32767]')
-                    w.sint(v_ParameterSetID)
-                    w.bits(0, 1)
-                    v_ParameterSetID = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of ParameterSetID')
-            if s == 1:
-                if i_Parameter < n_Parameter:
-                    bits(0, 1)
+                    bits((v_ParameterSetID < 0), 3)
+                    w.uint(-v_ParameterSetID - 1 if v_ParameterSetID < 0 else v_ParameterSetID)
+                    if not (i_Parameter < n_Parameter): raise EncodeError('missing content: Parameter')
                     el = 'Parameter'
+                    bits(0, 2)
+                    v_ParameterSetID = None
                     _e_ParameterType(w, v_Parameter[i_Parameter])
                     i_Parameter += 1
                     s = 2
                 else:
-                    raise EncodeError('missing content: expected one of Parameter')
+                    raise EncodeError('missing content: expected one of ParameterSetID')
             if s == 2:
                 n = 0
                 while True:
                     if i_Parameter < n_Parameter:
-                        bits(0, 2)
                         el = 'Parameter'
+                        bits(0, 2)
                         _e_ParameterType(w, v_Parameter[i_Parameter])
                         i_Parameter += 1
                         n += 1
@@ -13089,86 +11122,57 @@ def _d_ParameterType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = '@Name'
-                    f_Name = r.string(90)
-                    s = 1
-                else:
-                    raise r.deviation('ParameterType')
+                if bits(1): raise r.deviation('ParameterType')
+                el = '@Name'
+                f_Name = r.string(90)
+                s = 1
             if s == 1:
                 ec = bits(3)
                 if ec == 0:
+                    x = bits(4)
+                    if x & 11: raise r.deviation('ParameterType')
                     el = 'boolValue'
-                    if bits(1): raise r.deviation('ParameterType')
-                    f_boolValue = bits(1) == 1
-                    if bits(1): raise r.deviation('ParameterType')
-                    s = 2
+                    f_boolValue = ((x >> 2) & 1) == 1
+                    s = -1
                 elif ec == 1:
+                    x = bits(11)
+                    if x & 1027: raise r.deviation('ParameterType')
                     el = 'byteValue'
-                    if bits(1): raise r.deviation('ParameterType')
-                    f_byteValue = bits(8) + -128
-                    if bits(1): raise r.deviation('ParameterType')
-                    s = 3
+                    f_byteValue = ((x >> 2) & 255) + -128
+                    s = -1
                 elif ec == 2:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('ParameterType')
                     el = 'shortValue'
-                    if bits(1): raise r.deviation('ParameterType')
-                    f_shortValue = r.sint()
+                    _neg = (x & 1)
+                    f_shortValue = r.uint()
+                    if _neg: f_shortValue = -f_shortValue - 1
                     if f_shortValue < -32768 or f_shortValue > 32767: raise DecodeError(f'value {f_shortValue} outside [-32768, 32767]', r.pos)
-                    if bits(1): raise r.deviation('ParameterType')
-                    s = 4
+                    x = bits(2)
+                    if x & 3: raise r.deviation('ParameterType')
+                    s = -1
                 elif ec == 3:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('ParameterType')
                     el = 'intValue'
-                    if bits(1): raise r.deviation('ParameterType')
-                    f_intValue = r.sint()
+                    _neg = (x & 1)
+                    f_intValue = r.uint()
+                    if _neg: f_intValue = -f_intValue - 1
                     if f_intValue < -2147483648 or f_intValue > 2147483647: raise DecodeError(f'value {f_intValue} outside [-2147483648, 2147483647]', r.pos)
-                    if bits(1): raise r.deviation('ParameterType')
-                    s = 5
+                    x = bits(2)
+                    if x & 3: raise r.deviation('ParameterType')
+                    s = -1
                 elif ec == 4:
                     el = 'physicalValue'
                     f_physicalValue = _d_PhysicalValueType(r)
-                    s = 6
+                    if bits(1): raise r.deviation('ParameterType')
+                    s = -1
                 elif ec == 5:
+                    if bits(1): raise r.deviation('ParameterType')
                     el = 'stringValue'
-                    if bits(1): raise r.deviation('ParameterType')
                     f_stringValue = r.string(95)
-                    if bits(1): raise r.deviation('ParameterType')
-                    s = 7
-                else:
-                    raise r.deviation('ParameterType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ParameterType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ParameterType')
-            if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ParameterType')
-            if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ParameterType')
-            if s == 6:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ParameterType')
-            if s == 7:
-                ec = bits(1)
-                if ec == 0:
+                    x = bits(2)
+                    if x & 3: raise r.deviation('ParameterType')
                     s = -1
                 else:
                     raise r.deviation('ParameterType')
@@ -13192,8 +11196,8 @@ def _e_ParameterType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Name is not None:
-                    bits(0, 1)
                     el = '@Name'
+                    bits(0, 1)
                     w.string(v_Name)
                     v_Name = None
                     s = 1
@@ -13201,88 +11205,55 @@ def _e_ParameterType(w, o):
                     raise EncodeError('missing content: expected one of Name')
             if s == 1:
                 if v_boolValue is not None:
-                    bits(0, 3)
                     el = 'boolValue'
-                    w.bits(0, 1)
-                    if v_boolValue is True: w.bits(1, 1)
-                    elif v_boolValue is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_boolValue!r}')
-                    w.bits(0, 1)
+                    if v_boolValue is not True and v_boolValue is not False: raise EncodeError(f'expected a bool, got {v_boolValue!r}')
+                    bits((v_boolValue << 2), 7)
                     v_boolValue = None
-                    s = 2
+                    if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
+                    s = -1
                 elif v_byteValue is not None:
-                    bits(1, 3)
                     el = 'byteValue'
-                    w.bits(0, 1)
                     if not -128 <= v_byteValue <= 127: raise EncodeError(f'value {v_byteValue!r} outside [-128, 127]')
-                    w.bits(v_byteValue - -128, 8)
-                    w.bits(0, 1)
+                    bits((1 << 11) | ((v_byteValue - -128) << 2), 14)
                     v_byteValue = None
-                    s = 3
+                    if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
+                    s = -1
                 elif v_shortValue is not None:
-                    bits(2, 3)
                     el = 'shortValue'
-                    w.bits(0, 1)
                     if v_shortValue < -32768 or v_shortValue > 32767: raise EncodeError(f'value {v_shortValue!r} outside [-32768, 32767]')
-                    w.sint(v_shortValue)
-                    w.bits(0, 1)
+                    bits((2 << 2) | (v_shortValue < 0), 5)
+                    w.uint(-v_shortValue - 1 if v_shortValue < 0 else v_shortValue)
+                    bits(0, 2)
                     v_shortValue = None
-                    s = 4
+                    if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
+                    s = -1
                 elif v_intValue is not None:
-                    bits(3, 3)
                     el = 'intValue'
-                    w.bits(0, 1)
                     if v_intValue < -2147483648 or v_intValue > 2147483647: raise EncodeError(f'value {v_intValue!r} outside [-2147483648, 2147483647]')
-                    w.sint(v_intValue)
-                    w.bits(0, 1)
+                    bits((3 << 2) | (v_intValue < 0), 5)
+                    w.uint(-v_intValue - 1 if v_intValue < 0 else v_intValue)
+                    bits(0, 2)
                     v_intValue = None
-                    s = 5
+                    if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
+                    s = -1
                 elif v_physicalValue is not None:
-                    bits(4, 3)
                     el = 'physicalValue'
+                    bits(4, 3)
                     _e_PhysicalValueType(w, v_physicalValue)
+                    bits(0, 1)
                     v_physicalValue = None
-                    s = 6
+                    if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
+                    s = -1
                 elif v_stringValue is not None:
-                    bits(5, 3)
                     el = 'stringValue'
-                    w.bits(0, 1)
+                    bits((5 << 1), 4)
                     w.string(v_stringValue)
-                    w.bits(0, 1)
+                    bits(0, 2)
                     v_stringValue = None
-                    s = 7
+                    if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
+                    s = -1
                 else:
                     raise EncodeError('missing content: expected one of boolValue, byteValue, shortValue, intValue, physicalValue, stringValue')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
-                    s = -1
-            if s == 3:
-                if True:
-                    bits(0, 1)
-                    if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
-                    s = -1
-            if s == 4:
-                if True:
-                    bits(0, 1)
-                    if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
-                    s = -1
-            if s == 5:
-                if True:
-                    bits(0, 1)
-                    if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
-                    s = -1
-            if s == 6:
-                if True:
-                    bits(0, 1)
-                    if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
-                    s = -1
-            if s == 7:
-                if True:
-                    bits(0, 1)
-                    if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
-                    s = -1
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -13298,40 +11269,39 @@ def _d_ServiceDiscoveryReqType(r):
             if s == 0:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'ServiceScope'
                     if bits(1): raise r.deviation('ServiceDiscoveryReqType')
+                    el = 'ServiceScope'
                     f_ServiceScope = r.string(96)
                     if len(f_ServiceScope) > 64: raise DecodeError(f'length {len(f_ServiceScope)} outside [0, 64]', r.pos)
                     if bits(1): raise r.deviation('ServiceDiscoveryReqType')
                     s = 1
                 elif ec == 1:
+                    x = bits(4)
+                    if x & 9: raise r.deviation('ServiceDiscoveryReqType')
                     el = 'ServiceCategory'
-                    if bits(1): raise r.deviation('ServiceDiscoveryReqType')
-                    f_ServiceCategory = _E22[bits(2)]
-                    if bits(1): raise r.deviation('ServiceDiscoveryReqType')
+                    f_ServiceCategory = _E22[((x >> 1) & 3)]
                     s = 2
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ServiceDiscoveryReqType')
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(4)
+                    if x & 9: raise r.deviation('ServiceDiscoveryReqType')
                     el = 'ServiceCategory'
-                    if bits(1): raise r.deviation('ServiceDiscoveryReqType')
-                    f_ServiceCategory = _E22[bits(2)]
-                    if bits(1): raise r.deviation('ServiceDiscoveryReqType')
+                    f_ServiceCategory = _E22[((x >> 1) & 3)]
                     s = 2
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ServiceDiscoveryReqType')
             if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ServiceDiscoveryReqType')
+                if bits(1): raise r.deviation('ServiceDiscoveryReqType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso2_msgbody.ServiceDiscoveryReqType(f_ServiceScope, f_ServiceCategory)
@@ -13347,22 +11317,18 @@ def _e_ServiceDiscoveryReqType(w, o):
         while s >= 0:
             if s == 0:
                 if v_ServiceScope is not None:
-                    bits(0, 2)
                     el = 'ServiceScope'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     if len(v_ServiceScope) > 64: raise EncodeError(f'length {len(v_ServiceScope)} outside [0, 64]')
                     w.string(v_ServiceScope)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_ServiceScope = None
                     s = 1
                 elif v_ServiceCategory is not None:
-                    bits(1, 2)
                     el = 'ServiceCategory'
-                    w.bits(0, 1)
-                    _i = _I23.get(v_ServiceCategory)
-                    if _i is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                    w.bits(_i, 2)
-                    w.bits(0, 1)
+                    _i30 = _I23.get(v_ServiceCategory)
+                    if _i30 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                    bits((1 << 4) | (_i30 << 1), 6)
                     v_ServiceCategory = None
                     s = 2
                 elif True:
@@ -13371,13 +11337,10 @@ def _e_ServiceDiscoveryReqType(w, o):
                     s = -1
             if s == 1:
                 if v_ServiceCategory is not None:
-                    bits(0, 2)
                     el = 'ServiceCategory'
-                    w.bits(0, 1)
-                    _i = _I23.get(v_ServiceCategory)
-                    if _i is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                    w.bits(_i, 2)
-                    w.bits(0, 1)
+                    _i31 = _I23.get(v_ServiceCategory)
+                    if _i31 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                    bits((_i31 << 1), 6)
                     v_ServiceCategory = None
                     s = 2
                 elif True:
@@ -13404,46 +11367,27 @@ def _d_ServiceDiscoveryResType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('ServiceDiscoveryResType')
-                    f_ResponseCode = bits(5)
-                    if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.pos)
-                    f_ResponseCode = _E4[f_ResponseCode]
-                    if bits(1): raise r.deviation('ServiceDiscoveryResType')
-                    s = 1
-                else:
-                    raise r.deviation('ServiceDiscoveryResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'PaymentOptionList'
-                    f_PaymentOptionList = _d_PaymentOptionListType(r)
-                    s = 2
-                else:
-                    raise r.deviation('ServiceDiscoveryResType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ChargeService'
-                    f_ChargeService = _d_ChargeServiceType(r)
-                    s = 3
-                else:
-                    raise r.deviation('ServiceDiscoveryResType')
+                x = bits(9)
+                if x & 387: raise r.deviation('ServiceDiscoveryResType')
+                el = 'ResponseCode'
+                f_ResponseCode = ((x >> 2) & 31)
+                if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.pos)
+                f_ResponseCode = _E4[f_ResponseCode]
+                el = 'PaymentOptionList'
+                f_PaymentOptionList = _d_PaymentOptionListType(r)
+                if bits(1): raise r.deviation('ServiceDiscoveryResType')
+                el = 'ChargeService'
+                f_ChargeService = _d_ChargeServiceType(r)
+                s = 3
             if s == 3:
                 ec = bits(2)
                 if ec == 0:
                     el = 'ServiceList'
                     f_ServiceList = _d_ServiceListType(r)
-                    s = 4
-                elif ec == 1:
+                    if bits(1): raise r.deviation('ServiceDiscoveryResType')
                     s = -1
-                else:
-                    raise r.deviation('ServiceDiscoveryResType')
-            if s == 4:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ServiceDiscoveryResType')
@@ -13464,49 +11408,34 @@ def _e_ServiceDiscoveryResType(w, o):
         while s >= 0:
             if s == 0:
                 if v_ResponseCode is not None:
-                    bits(0, 1)
                     el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I6.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 5)
-                    w.bits(0, 1)
-                    v_ResponseCode = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 1:
-                if v_PaymentOptionList is not None:
-                    bits(0, 1)
+                    _i32 = _I6.get(v_ResponseCode)
+                    if _i32 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    if not (v_PaymentOptionList is not None): raise EncodeError('missing content: PaymentOptionList')
                     el = 'PaymentOptionList'
+                    bits((_i32 << 2), 9)
+                    v_ResponseCode = None
                     _e_PaymentOptionListType(w, v_PaymentOptionList)
-                    v_PaymentOptionList = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of PaymentOptionList')
-            if s == 2:
-                if v_ChargeService is not None:
-                    bits(0, 1)
+                    if not (v_ChargeService is not None): raise EncodeError('missing content: ChargeService')
                     el = 'ChargeService'
+                    bits(0, 1)
+                    v_PaymentOptionList = None
                     _e_ChargeServiceType(w, v_ChargeService)
                     v_ChargeService = None
                     s = 3
                 else:
-                    raise EncodeError('missing content: expected one of ChargeService')
+                    raise EncodeError('missing content: expected one of ResponseCode')
             if s == 3:
                 if v_ServiceList is not None:
-                    bits(0, 2)
                     el = 'ServiceList'
+                    bits(0, 2)
                     _e_ServiceListType(w, v_ServiceList)
+                    bits(0, 1)
                     v_ServiceList = None
-                    s = 4
-                elif True:
-                    bits(1, 2)
                     if v_ResponseCode is not None or v_PaymentOptionList is not None or v_ChargeService is not None or v_ServiceList is not None: raise _leftover(o)
                     s = -1
-            if s == 4:
-                if True:
-                    bits(0, 1)
+                elif True:
+                    bits(1, 2)
                     if v_ResponseCode is not None or v_PaymentOptionList is not None or v_ChargeService is not None or v_ServiceList is not None: raise _leftover(o)
                     s = -1
     except Exception as e:
@@ -13521,32 +11450,24 @@ def _d_PaymentOptionListType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'PaymentOption'
-                    if bits(1): raise r.deviation('PaymentOptionListType')
-                    _v = _E16[bits(1)]
-                    if bits(1): raise r.deviation('PaymentOptionListType')
-                    f_PaymentOption.append(_v)
-                    s = 1
-                else:
-                    raise r.deviation('PaymentOptionListType')
+                x = bits(4)
+                if x & 13: raise r.deviation('PaymentOptionListType')
+                el = 'PaymentOption'
+                _v = _E16[((x >> 1) & 1)]
+                f_PaymentOption.append(_v)
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('PaymentOptionListType')
                     el = 'PaymentOption'
-                    if bits(1): raise r.deviation('PaymentOptionListType')
-                    _v = _E16[bits(1)]
-                    if bits(1): raise r.deviation('PaymentOptionListType')
+                    _v = _E16[((x >> 1) & 1)]
                     f_PaymentOption.append(_v)
-                    s = 2
-                elif ec == 1:
+                    if bits(1): raise r.deviation('PaymentOptionListType')
                     s = -1
-                else:
-                    raise r.deviation('PaymentOptionListType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('PaymentOptionListType')
@@ -13566,35 +11487,26 @@ def _e_PaymentOptionListType(w, o):
         while s >= 0:
             if s == 0:
                 if i_PaymentOption < n_PaymentOption:
-                    bits(0, 1)
                     el = 'PaymentOption'
-                    w.bits(0, 1)
-                    _i = _I17.get(v_PaymentOption[i_PaymentOption])
-                    if _i is None: raise EncodeError(f'{v_PaymentOption[i_PaymentOption]!r} is not one of the enumeration paymentOptionType')
-                    w.bits(_i, 1)
-                    w.bits(0, 1)
+                    _i33 = _I17.get(v_PaymentOption[i_PaymentOption])
+                    if _i33 is None: raise EncodeError(f'{v_PaymentOption[i_PaymentOption]!r} is not one of the enumeration paymentOptionType')
+                    bits((_i33 << 1), 4)
                     i_PaymentOption += 1
                     s = 1
                 else:
                     raise EncodeError('missing content: expected one of PaymentOption')
             if s == 1:
                 if i_PaymentOption < n_PaymentOption:
-                    bits(0, 2)
                     el = 'PaymentOption'
-                    w.bits(0, 1)
-                    _i = _I17.get(v_PaymentOption[i_PaymentOption])
-                    if _i is None: raise EncodeError(f'{v_PaymentOption[i_PaymentOption]!r} is not one of the enumeration paymentOptionType')
-                    w.bits(_i, 1)
-                    w.bits(0, 1)
+                    _i34 = _I17.get(v_PaymentOption[i_PaymentOption])
+                    if _i34 is None: raise EncodeError(f'{v_PaymentOption[i_PaymentOption]!r} is not one of the enumeration paymentOptionType')
+                    bits((_i34 << 1), 5)
                     i_PaymentOption += 1
-                    s = 2
-                elif True:
-                    bits(1, 2)
+                    bits(0, 1)
                     if i_PaymentOption < n_PaymentOption: raise _leftover(o)
                     s = -1
-            if s == 2:
-                if True:
-                    bits(0, 1)
+                elif True:
+                    bits(1, 2)
                     if i_PaymentOption < n_PaymentOption: raise _leftover(o)
                     s = -1
     except Exception as e:
@@ -13614,84 +11526,59 @@ def _d_ChargeServiceType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ServiceID'
-                    if bits(1): raise r.deviation('ChargeServiceType')
-                    f_ServiceID = r.uint()
-                    if f_ServiceID > 65535: raise DecodeError(f'value {f_ServiceID} outside [0, 65535]', r.pos)
-                    if bits(1): raise r.deviation('ChargeServiceType')
-                    s = 1
-                else:
-                    raise r.deviation('ChargeServiceType')
+                x = bits(2)
+                if x & 3: raise r.deviation('ChargeServiceType')
+                el = 'ServiceID'
+                f_ServiceID = r.uint()
+                if f_ServiceID > 65535: raise DecodeError(f'value {f_ServiceID} outside [0, 65535]', r.pos)
+                if bits(1): raise r.deviation('ChargeServiceType')
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'ServiceName'
                     if bits(1): raise r.deviation('ChargeServiceType')
+                    el = 'ServiceName'
                     f_ServiceName = r.string(99)
                     if len(f_ServiceName) > 32: raise DecodeError(f'length {len(f_ServiceName)} outside [0, 32]', r.pos)
-                    if bits(1): raise r.deviation('ChargeServiceType')
-                    s = 2
-                elif ec == 1:
+                    x = bits(6)
+                    if x & 57: raise r.deviation('ChargeServiceType')
                     el = 'ServiceCategory'
-                    if bits(1): raise r.deviation('ChargeServiceType')
-                    f_ServiceCategory = _E22[bits(2)]
-                    if bits(1): raise r.deviation('ChargeServiceType')
+                    f_ServiceCategory = _E22[((x >> 1) & 3)]
                     s = 3
-                else:
-                    raise r.deviation('ChargeServiceType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    x = bits(4)
+                    if x & 9: raise r.deviation('ChargeServiceType')
                     el = 'ServiceCategory'
-                    if bits(1): raise r.deviation('ChargeServiceType')
-                    f_ServiceCategory = _E22[bits(2)]
-                    if bits(1): raise r.deviation('ChargeServiceType')
+                    f_ServiceCategory = _E22[((x >> 1) & 3)]
                     s = 3
                 else:
                     raise r.deviation('ChargeServiceType')
             if s == 3:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'ServiceScope'
                     if bits(1): raise r.deviation('ChargeServiceType')
+                    el = 'ServiceScope'
                     f_ServiceScope = r.string(101)
                     if len(f_ServiceScope) > 64: raise DecodeError(f'length {len(f_ServiceScope)} outside [0, 64]', r.pos)
-                    if bits(1): raise r.deviation('ChargeServiceType')
-                    s = 4
-                elif ec == 1:
+                    x = bits(5)
+                    if x & 29: raise r.deviation('ChargeServiceType')
                     el = 'FreeService'
-                    if bits(1): raise r.deviation('ChargeServiceType')
-                    f_FreeService = bits(1) == 1
-                    if bits(1): raise r.deviation('ChargeServiceType')
+                    f_FreeService = ((x >> 1) & 1) == 1
                     s = 5
-                else:
-                    raise r.deviation('ChargeServiceType')
-            if s == 4:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('ChargeServiceType')
                     el = 'FreeService'
-                    if bits(1): raise r.deviation('ChargeServiceType')
-                    f_FreeService = bits(1) == 1
-                    if bits(1): raise r.deviation('ChargeServiceType')
+                    f_FreeService = ((x >> 1) & 1) == 1
                     s = 5
                 else:
                     raise r.deviation('ChargeServiceType')
             if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SupportedEnergyTransferMode'
-                    f_SupportedEnergyTransferMode = _d_SupportedEnergyTransferModeType(r)
-                    s = 6
-                else:
-                    raise r.deviation('ChargeServiceType')
-            if s == 6:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ChargeServiceType')
+                if bits(1): raise r.deviation('ChargeServiceType')
+                el = 'SupportedEnergyTransferMode'
+                f_SupportedEnergyTransferMode = _d_SupportedEnergyTransferModeType(r)
+                if bits(1): raise r.deviation('ChargeServiceType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso2_msgdatatypes.ChargeServiceType(f_ServiceID, f_ServiceName, f_ServiceCategory, f_ServiceScope, f_FreeService, f_SupportedEnergyTransferMode)
@@ -13711,100 +11598,70 @@ def _e_ChargeServiceType(w, o):
         while s >= 0:
             if s == 0:
                 if v_ServiceID is not None:
-                    bits(0, 1)
                     el = 'ServiceID'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     if v_ServiceID < 0 or v_ServiceID > 65535: raise EncodeError(f'value {v_ServiceID!r} outside [0, 65535]')
                     w.uint(v_ServiceID)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_ServiceID = None
                     s = 1
                 else:
                     raise EncodeError('missing content: expected one of ServiceID')
             if s == 1:
                 if v_ServiceName is not None:
-                    bits(0, 2)
                     el = 'ServiceName'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     if len(v_ServiceName) > 32: raise EncodeError(f'length {len(v_ServiceName)} outside [0, 32]')
                     w.string(v_ServiceName)
-                    w.bits(0, 1)
-                    v_ServiceName = None
-                    s = 2
-                elif v_ServiceCategory is not None:
-                    bits(1, 2)
+                    if not (v_ServiceCategory is not None): raise EncodeError('missing content: ServiceCategory')
                     el = 'ServiceCategory'
-                    w.bits(0, 1)
-                    _i = _I23.get(v_ServiceCategory)
-                    if _i is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                    w.bits(_i, 2)
-                    w.bits(0, 1)
+                    _i35 = _I23.get(v_ServiceCategory)
+                    if _i35 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                    bits((_i35 << 1), 6)
+                    v_ServiceName = None
+                    v_ServiceCategory = None
+                    s = 3
+                elif v_ServiceCategory is not None:
+                    el = 'ServiceCategory'
+                    _i36 = _I23.get(v_ServiceCategory)
+                    if _i36 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                    bits((1 << 4) | (_i36 << 1), 6)
                     v_ServiceCategory = None
                     s = 3
                 else:
                     raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
-            if s == 2:
-                if v_ServiceCategory is not None:
-                    bits(0, 1)
-                    el = 'ServiceCategory'
-                    w.bits(0, 1)
-                    _i = _I23.get(v_ServiceCategory)
-                    if _i is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                    w.bits(_i, 2)
-                    w.bits(0, 1)
-                    v_ServiceCategory = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of ServiceCategory')
             if s == 3:
                 if v_ServiceScope is not None:
-                    bits(0, 2)
                     el = 'ServiceScope'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     if len(v_ServiceScope) > 64: raise EncodeError(f'length {len(v_ServiceScope)} outside [0, 64]')
                     w.string(v_ServiceScope)
-                    w.bits(0, 1)
-                    v_ServiceScope = None
-                    s = 4
-                elif v_FreeService is not None:
-                    bits(1, 2)
+                    if not (v_FreeService is not None): raise EncodeError('missing content: FreeService')
                     el = 'FreeService'
-                    w.bits(0, 1)
-                    if v_FreeService is True: w.bits(1, 1)
-                    elif v_FreeService is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_FreeService!r}')
-                    w.bits(0, 1)
+                    if v_FreeService is not True and v_FreeService is not False: raise EncodeError(f'expected a bool, got {v_FreeService!r}')
+                    bits((v_FreeService << 1), 5)
+                    v_ServiceScope = None
+                    v_FreeService = None
+                    s = 5
+                elif v_FreeService is not None:
+                    el = 'FreeService'
+                    if v_FreeService is not True and v_FreeService is not False: raise EncodeError(f'expected a bool, got {v_FreeService!r}')
+                    bits((1 << 3) | (v_FreeService << 1), 5)
                     v_FreeService = None
                     s = 5
                 else:
                     raise EncodeError('missing content: expected one of ServiceScope, FreeService')
-            if s == 4:
-                if v_FreeService is not None:
-                    bits(0, 1)
-                    el = 'FreeService'
-                    w.bits(0, 1)
-                    if v_FreeService is True: w.bits(1, 1)
-                    elif v_FreeService is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_FreeService!r}')
-                    w.bits(0, 1)
-                    v_FreeService = None
-                    s = 5
-                else:
-                    raise EncodeError('missing content: expected one of FreeService')
             if s == 5:
                 if v_SupportedEnergyTransferMode is not None:
-                    bits(0, 1)
                     el = 'SupportedEnergyTransferMode'
-                    _e_SupportedEnergyTransferModeType(w, v_SupportedEnergyTransferMode)
-                    v_SupportedEnergyTransferMode = None
-                    s = 6
-                else:
-                    raise EncodeError('missing content: expected one of SupportedEnergyTransferMode')
-            if s == 6:
-                if True:
                     bits(0, 1)
+                    _e_SupportedEnergyTransferModeType(w, v_SupportedEnergyTransferMode)
+                    bits(0, 1)
+                    v_SupportedEnergyTransferMode = None
                     if v_ServiceID is not None or v_ServiceName is not None or v_ServiceCategory is not None or v_ServiceScope is not None or v_FreeService is not None or v_SupportedEnergyTransferMode is not None: raise _leftover(o)
                     s = -1
+                else:
+                    raise EncodeError('missing content: expected one of SupportedEnergyTransferMode')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -13821,76 +11678,56 @@ def _d_ServiceType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ServiceID'
-                    if bits(1): raise r.deviation('ServiceType')
-                    f_ServiceID = r.uint()
-                    if f_ServiceID > 65535: raise DecodeError(f'value {f_ServiceID} outside [0, 65535]', r.pos)
-                    if bits(1): raise r.deviation('ServiceType')
-                    s = 1
-                else:
-                    raise r.deviation('ServiceType')
+                x = bits(2)
+                if x & 3: raise r.deviation('ServiceType')
+                el = 'ServiceID'
+                f_ServiceID = r.uint()
+                if f_ServiceID > 65535: raise DecodeError(f'value {f_ServiceID} outside [0, 65535]', r.pos)
+                if bits(1): raise r.deviation('ServiceType')
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'ServiceName'
                     if bits(1): raise r.deviation('ServiceType')
+                    el = 'ServiceName'
                     f_ServiceName = r.string(99)
                     if len(f_ServiceName) > 32: raise DecodeError(f'length {len(f_ServiceName)} outside [0, 32]', r.pos)
-                    if bits(1): raise r.deviation('ServiceType')
-                    s = 2
-                elif ec == 1:
+                    x = bits(6)
+                    if x & 57: raise r.deviation('ServiceType')
                     el = 'ServiceCategory'
-                    if bits(1): raise r.deviation('ServiceType')
-                    f_ServiceCategory = _E22[bits(2)]
-                    if bits(1): raise r.deviation('ServiceType')
+                    f_ServiceCategory = _E22[((x >> 1) & 3)]
                     s = 3
-                else:
-                    raise r.deviation('ServiceType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    x = bits(4)
+                    if x & 9: raise r.deviation('ServiceType')
                     el = 'ServiceCategory'
-                    if bits(1): raise r.deviation('ServiceType')
-                    f_ServiceCategory = _E22[bits(2)]
-                    if bits(1): raise r.deviation('ServiceType')
+                    f_ServiceCategory = _E22[((x >> 1) & 3)]
                     s = 3
                 else:
                     raise r.deviation('ServiceType')
             if s == 3:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'ServiceScope'
                     if bits(1): raise r.deviation('ServiceType')
+                    el = 'ServiceScope'
                     f_ServiceScope = r.string(101)
                     if len(f_ServiceScope) > 64: raise DecodeError(f'length {len(f_ServiceScope)} outside [0, 64]', r.pos)
-                    if bits(1): raise r.deviation('ServiceType')
-                    s = 4
-                elif ec == 1:
+                    x = bits(5)
+                    if x & 29: raise r.deviation('ServiceType')
                     el = 'FreeService'
-                    if bits(1): raise r.deviation('ServiceType')
-                    f_FreeService = bits(1) == 1
-                    if bits(1): raise r.deviation('ServiceType')
+                    f_FreeService = ((x >> 1) & 1) == 1
                     s = 5
-                else:
-                    raise r.deviation('ServiceType')
-            if s == 4:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('ServiceType')
                     el = 'FreeService'
-                    if bits(1): raise r.deviation('ServiceType')
-                    f_FreeService = bits(1) == 1
-                    if bits(1): raise r.deviation('ServiceType')
+                    f_FreeService = ((x >> 1) & 1) == 1
                     s = 5
                 else:
                     raise r.deviation('ServiceType')
             if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ServiceType')
+                if bits(1): raise r.deviation('ServiceType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso2_msgdatatypes.ServiceType(f_ServiceID, f_ServiceName, f_ServiceCategory, f_ServiceScope, f_FreeService)
@@ -13909,86 +11746,59 @@ def _e_ServiceType(w, o):
         while s >= 0:
             if s == 0:
                 if v_ServiceID is not None:
-                    bits(0, 1)
                     el = 'ServiceID'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     if v_ServiceID < 0 or v_ServiceID > 65535: raise EncodeError(f'value {v_ServiceID!r} outside [0, 65535]')
                     w.uint(v_ServiceID)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_ServiceID = None
                     s = 1
                 else:
                     raise EncodeError('missing content: expected one of ServiceID')
             if s == 1:
                 if v_ServiceName is not None:
-                    bits(0, 2)
                     el = 'ServiceName'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     if len(v_ServiceName) > 32: raise EncodeError(f'length {len(v_ServiceName)} outside [0, 32]')
                     w.string(v_ServiceName)
-                    w.bits(0, 1)
-                    v_ServiceName = None
-                    s = 2
-                elif v_ServiceCategory is not None:
-                    bits(1, 2)
+                    if not (v_ServiceCategory is not None): raise EncodeError('missing content: ServiceCategory')
                     el = 'ServiceCategory'
-                    w.bits(0, 1)
-                    _i = _I23.get(v_ServiceCategory)
-                    if _i is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                    w.bits(_i, 2)
-                    w.bits(0, 1)
+                    _i37 = _I23.get(v_ServiceCategory)
+                    if _i37 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                    bits((_i37 << 1), 6)
+                    v_ServiceName = None
+                    v_ServiceCategory = None
+                    s = 3
+                elif v_ServiceCategory is not None:
+                    el = 'ServiceCategory'
+                    _i38 = _I23.get(v_ServiceCategory)
+                    if _i38 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                    bits((1 << 4) | (_i38 << 1), 6)
                     v_ServiceCategory = None
                     s = 3
                 else:
                     raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
-            if s == 2:
-                if v_ServiceCategory is not None:
-                    bits(0, 1)
-                    el = 'ServiceCategory'
-                    w.bits(0, 1)
-                    _i = _I23.get(v_ServiceCategory)
-                    if _i is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                    w.bits(_i, 2)
-                    w.bits(0, 1)
-                    v_ServiceCategory = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of ServiceCategory')
             if s == 3:
                 if v_ServiceScope is not None:
-                    bits(0, 2)
                     el = 'ServiceScope'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     if len(v_ServiceScope) > 64: raise EncodeError(f'length {len(v_ServiceScope)} outside [0, 64]')
                     w.string(v_ServiceScope)
-                    w.bits(0, 1)
-                    v_ServiceScope = None
-                    s = 4
-                elif v_FreeService is not None:
-                    bits(1, 2)
+                    if not (v_FreeService is not None): raise EncodeError('missing content: FreeService')
                     el = 'FreeService'
-                    w.bits(0, 1)
-                    if v_FreeService is True: w.bits(1, 1)
-                    elif v_FreeService is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_FreeService!r}')
-                    w.bits(0, 1)
+                    if v_FreeService is not True and v_FreeService is not False: raise EncodeError(f'expected a bool, got {v_FreeService!r}')
+                    bits((v_FreeService << 1), 5)
+                    v_ServiceScope = None
+                    v_FreeService = None
+                    s = 5
+                elif v_FreeService is not None:
+                    el = 'FreeService'
+                    if v_FreeService is not True and v_FreeService is not False: raise EncodeError(f'expected a bool, got {v_FreeService!r}')
+                    bits((1 << 3) | (v_FreeService << 1), 5)
                     v_FreeService = None
                     s = 5
                 else:
                     raise EncodeError('missing content: expected one of ServiceScope, FreeService')
-            if s == 4:
-                if v_FreeService is not None:
-                    bits(0, 1)
-                    el = 'FreeService'
-                    w.bits(0, 1)
-                    if v_FreeService is True: w.bits(1, 1)
-                    elif v_FreeService is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_FreeService!r}')
-                    w.bits(0, 1)
-                    v_FreeService = None
-                    s = 5
-                else:
-                    raise EncodeError('missing content: expected one of FreeService')
             if s == 5:
                 if True:
                     bits(0, 1)
@@ -14006,45 +11816,39 @@ def _d_SupportedEnergyTransferModeType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EnergyTransferMode'
-                    if bits(1): raise r.deviation('SupportedEnergyTransferModeType')
-                    _v = bits(3)
-                    if _v >= 6: raise DecodeError(f'enumeration index {_v} out of range (6 values)', r.pos)
-                    _v = _E14[_v]
-                    if bits(1): raise r.deviation('SupportedEnergyTransferModeType')
-                    f_EnergyTransferMode.append(_v)
-                    s = 1
-                else:
-                    raise r.deviation('SupportedEnergyTransferModeType')
+                x = bits(6)
+                if x & 49: raise r.deviation('SupportedEnergyTransferModeType')
+                el = 'EnergyTransferMode'
+                _v = ((x >> 1) & 7)
+                if _v >= 6: raise DecodeError(f'enumeration index {_v} out of range (6 values)', r.pos)
+                _v = _E14[_v]
+                f_EnergyTransferMode.append(_v)
+                s = 1
             if s == 1:
                 n = 0
                 while True:
                     ec = bits(2)
                     if ec == 0:
+                        x = bits(5)
+                        if x & 17: raise r.deviation('SupportedEnergyTransferModeType')
                         el = 'EnergyTransferMode'
-                        if bits(1): raise r.deviation('SupportedEnergyTransferModeType')
-                        _v = bits(3)
+                        _v = ((x >> 1) & 7)
                         if _v >= 6: raise DecodeError(f'enumeration index {_v} out of range (6 values)', r.pos)
                         _v = _E14[_v]
-                        if bits(1): raise r.deviation('SupportedEnergyTransferModeType')
                         f_EnergyTransferMode.append(_v)
                         n += 1
                         if n == 5:
                             s = 6
                             break
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
                         raise r.deviation('SupportedEnergyTransferModeType')
             if s == 6:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('SupportedEnergyTransferModeType')
+                if bits(1): raise r.deviation('SupportedEnergyTransferModeType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso2_msgdatatypes.SupportedEnergyTransferModeType(f_EnergyTransferMode)
@@ -14061,13 +11865,10 @@ def _e_SupportedEnergyTransferModeType(w, o):
         while s >= 0:
             if s == 0:
                 if i_EnergyTransferMode < n_EnergyTransferMode:
-                    bits(0, 1)
                     el = 'EnergyTransferMode'
-                    w.bits(0, 1)
-                    _i = _I15.get(v_EnergyTransferMode[i_EnergyTransferMode])
-                    if _i is None: raise EncodeError(f'{v_EnergyTransferMode[i_EnergyTransferMode]!r} is not one of the enumeration EnergyTransferModeType')
-                    w.bits(_i, 3)
-                    w.bits(0, 1)
+                    _i39 = _I15.get(v_EnergyTransferMode[i_EnergyTransferMode])
+                    if _i39 is None: raise EncodeError(f'{v_EnergyTransferMode[i_EnergyTransferMode]!r} is not one of the enumeration EnergyTransferModeType')
+                    bits((_i39 << 1), 6)
                     i_EnergyTransferMode += 1
                     s = 1
                 else:
@@ -14076,13 +11877,10 @@ def _e_SupportedEnergyTransferModeType(w, o):
                 n = 0
                 while True:
                     if i_EnergyTransferMode < n_EnergyTransferMode:
-                        bits(0, 2)
                         el = 'EnergyTransferMode'
-                        w.bits(0, 1)
-                        _i = _I15.get(v_EnergyTransferMode[i_EnergyTransferMode])
-                        if _i is None: raise EncodeError(f'{v_EnergyTransferMode[i_EnergyTransferMode]!r} is not one of the enumeration EnergyTransferModeType')
-                        w.bits(_i, 3)
-                        w.bits(0, 1)
+                        _i40 = _I15.get(v_EnergyTransferMode[i_EnergyTransferMode])
+                        if _i40 is None: raise EncodeError(f'{v_EnergyTransferMode[i_EnergyTransferMode]!r} is not one of the enumeration EnergyTransferModeType')
+                        bits((_i40 << 1), 7)
                         i_EnergyTransferMode += 1
                         n += 1
                         if n == 5:
@@ -14110,14 +11908,11 @@ def _d_ServiceListType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Service'
-                    _v = _d_ServiceType(r)
-                    f_Service.append(_v)
-                    s = 1
-                else:
-                    raise r.deviation('ServiceListType')
+                if bits(1): raise r.deviation('ServiceListType')
+                el = 'Service'
+                _v = _d_ServiceType(r)
+                f_Service.append(_v)
+                s = 1
             if s == 1:
                 n = 0
                 while True:
@@ -14131,16 +11926,14 @@ def _d_ServiceListType(r):
                             s = 8
                             break
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
                         raise r.deviation('ServiceListType')
             if s == 8:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ServiceListType')
+                if bits(1): raise r.deviation('ServiceListType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso2_msgdatatypes.ServiceListType(f_Service)
@@ -14157,8 +11950,8 @@ def _e_ServiceListType(w, o):
         while s >= 0:
             if s == 0:
                 if i_Service < n_Service:
-                    bits(0, 1)
                     el = 'Service'
+                    bits(0, 1)
                     _e_ServiceType(w, v_Service[i_Service])
                     i_Service += 1
                     s = 1
@@ -14168,8 +11961,8 @@ def _e_ServiceListType(w, o):
                 n = 0
                 while True:
                     if i_Service < n_Service:
-                        bits(0, 2)
                         el = 'Service'
+                        bits(0, 2)
                         _e_ServiceType(w, v_Service[i_Service])
                         i_Service += 1
                         n += 1
@@ -14195,25 +11988,13 @@ def _d_SessionSetupReqType(r):
     el = ''
     f_EVCCID = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVCCID'
-                    if bits(1): raise r.deviation('SessionSetupReqType')
-                    f_EVCCID = r.binary()
-                    if len(f_EVCCID) > 6: raise DecodeError(f'length {len(f_EVCCID)} outside [0, 6]', r.pos)
-                    if bits(1): raise r.deviation('SessionSetupReqType')
-                    s = 1
-                else:
-                    raise r.deviation('SessionSetupReqType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('SessionSetupReqType')
+        x = bits(2)
+        if x & 3: raise r.deviation('SessionSetupReqType')
+        el = 'EVCCID'
+        f_EVCCID = r.binary()
+        if len(f_EVCCID) > 6: raise DecodeError(f'length {len(f_EVCCID)} outside [0, 6]', r.pos)
+        x = bits(2)
+        if x & 3: raise r.deviation('SessionSetupReqType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso2_msgbody.SessionSetupReqType(f_EVCCID)
@@ -14224,25 +12005,16 @@ def _e_SessionSetupReqType(w, o):
     el = ''
     try:
         v_EVCCID = o.EVCCID
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_EVCCID is not None:
-                    bits(0, 1)
-                    el = 'EVCCID'
-                    w.bits(0, 1)
-                    if len(v_EVCCID) > 6: raise EncodeError(f'length {len(v_EVCCID)} outside [0, 6]')
-                    w.binary(v_EVCCID)
-                    w.bits(0, 1)
-                    v_EVCCID = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of EVCCID')
-            if s == 1:
-                if True:
-                    bits(0, 1)
-                    if v_EVCCID is not None: raise _leftover(o)
-                    s = -1
+        if v_EVCCID is not None:
+            el = 'EVCCID'
+            bits(0, 2)
+            if len(v_EVCCID) > 6: raise EncodeError(f'length {len(v_EVCCID)} outside [0, 6]')
+            w.binary(v_EVCCID)
+            bits(0, 2)
+            v_EVCCID = None
+            if v_EVCCID is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of EVCCID')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -14257,44 +12029,32 @@ def _d_SessionSetupResType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('SessionSetupResType')
-                    f_ResponseCode = bits(5)
-                    if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.pos)
-                    f_ResponseCode = _E4[f_ResponseCode]
-                    if bits(1): raise r.deviation('SessionSetupResType')
-                    s = 1
-                else:
-                    raise r.deviation('SessionSetupResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEID'
-                    if bits(1): raise r.deviation('SessionSetupResType')
-                    f_EVSEID = r.string(26)
-                    if len(f_EVSEID) < 7 or len(f_EVSEID) > 37: raise DecodeError(f'length {len(f_EVSEID)} outside [7, 37]', r.pos)
-                    if bits(1): raise r.deviation('SessionSetupResType')
-                    s = 2
-                else:
-                    raise r.deviation('SessionSetupResType')
+                x = bits(10)
+                if x & 775: raise r.deviation('SessionSetupResType')
+                el = 'ResponseCode'
+                f_ResponseCode = ((x >> 3) & 31)
+                if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.pos)
+                f_ResponseCode = _E4[f_ResponseCode]
+                el = 'EVSEID'
+                f_EVSEID = r.string(26)
+                if len(f_EVSEID) < 7 or len(f_EVSEID) > 37: raise DecodeError(f'length {len(f_EVSEID)} outside [7, 37]', r.pos)
+                if bits(1): raise r.deviation('SessionSetupResType')
+                s = 2
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('SessionSetupResType')
                     el = 'EVSETimeStamp'
-                    if bits(1): raise r.deviation('SessionSetupResType')
-                    f_EVSETimeStamp = r.sint()
+                    _neg = (x & 1)
+                    f_EVSETimeStamp = r.uint()
+                    if _neg: f_EVSETimeStamp = -f_EVSETimeStamp - 1
                     if f_EVSETimeStamp < -9223372036854775808 or f_EVSETimeStamp > 9223372036854775807: raise DecodeError(f'value {f_EVSETimeStamp} outside [-9223372036854775808, 9223372036854775807]', r.pos)
-                    if bits(1): raise r.deviation('SessionSetupResType')
-                    s = 3
-                elif ec == 1:
+                    x = bits(2)
+                    if x & 3: raise r.deviation('SessionSetupResType')
                     s = -1
-                else:
-                    raise r.deviation('SessionSetupResType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SessionSetupResType')
@@ -14314,46 +12074,32 @@ def _e_SessionSetupResType(w, o):
         while s >= 0:
             if s == 0:
                 if v_ResponseCode is not None:
-                    bits(0, 1)
                     el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I6.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 5)
-                    w.bits(0, 1)
-                    v_ResponseCode = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 1:
-                if v_EVSEID is not None:
-                    bits(0, 1)
+                    _i41 = _I6.get(v_ResponseCode)
+                    if _i41 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    if not (v_EVSEID is not None): raise EncodeError('missing content: EVSEID')
                     el = 'EVSEID'
-                    w.bits(0, 1)
+                    bits((_i41 << 3), 10)
+                    v_ResponseCode = None
                     if len(v_EVSEID) < 7 or len(v_EVSEID) > 37: raise EncodeError(f'length {len(v_EVSEID)} outside [7, 37]')
                     w.string(v_EVSEID)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_EVSEID = None
                     s = 2
                 else:
-                    raise EncodeError('missing content: expected one of EVSEID')
+                    raise EncodeError('missing content: expected one of ResponseCode')
             if s == 2:
                 if v_EVSETimeStamp is not None:
-                    bits(0, 2)
                     el = 'EVSETimeStamp'
-                    w.bits(0, 1)
                     if v_EVSETimeStamp < -9223372036854775808 or v_EVSETimeStamp > 9223372036854775807: raise EncodeError(f'value {v_EVSETimeStamp!r} outside [-9223372036854775808, 9223372036854775807]')
-                    w.sint(v_EVSETimeStamp)
-                    w.bits(0, 1)
+                    bits((v_EVSETimeStamp < 0), 4)
+                    w.uint(-v_EVSETimeStamp - 1 if v_EVSETimeStamp < 0 else v_EVSETimeStamp)
+                    bits(0, 2)
                     v_EVSETimeStamp = None
-                    s = 3
-                elif True:
-                    bits(1, 2)
                     if v_ResponseCode is not None or v_EVSEID is not None or v_EVSETimeStamp is not None: raise _leftover(o)
                     s = -1
-            if s == 3:
-                if True:
-                    bits(0, 1)
+                elif True:
+                    bits(1, 2)
                     if v_ResponseCode is not None or v_EVSEID is not None or v_EVSETimeStamp is not None: raise _leftover(o)
                     s = -1
     except Exception as e:
@@ -14365,24 +12111,10 @@ def _d_SessionStopReqType(r):
     el = ''
     f_ChargingSession = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ChargingSession'
-                    if bits(1): raise r.deviation('SessionStopReqType')
-                    f_ChargingSession = _E24[bits(1)]
-                    if bits(1): raise r.deviation('SessionStopReqType')
-                    s = 1
-                else:
-                    raise r.deviation('SessionStopReqType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('SessionStopReqType')
+        x = bits(5)
+        if x & 27: raise r.deviation('SessionStopReqType')
+        el = 'ChargingSession'
+        f_ChargingSession = _E24[((x >> 2) & 1)]
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso2_msgbody.SessionStopReqType(f_ChargingSession)
@@ -14393,26 +12125,15 @@ def _e_SessionStopReqType(w, o):
     el = ''
     try:
         v_ChargingSession = o.ChargingSession
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_ChargingSession is not None:
-                    bits(0, 1)
-                    el = 'ChargingSession'
-                    w.bits(0, 1)
-                    _i = _I25.get(v_ChargingSession)
-                    if _i is None: raise EncodeError(f'{v_ChargingSession!r} is not one of the enumeration chargingSessionType')
-                    w.bits(_i, 1)
-                    w.bits(0, 1)
-                    v_ChargingSession = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of ChargingSession')
-            if s == 1:
-                if True:
-                    bits(0, 1)
-                    if v_ChargingSession is not None: raise _leftover(o)
-                    s = -1
+        if v_ChargingSession is not None:
+            el = 'ChargingSession'
+            _i42 = _I25.get(v_ChargingSession)
+            if _i42 is None: raise EncodeError(f'{v_ChargingSession!r} is not one of the enumeration chargingSessionType')
+            bits((_i42 << 2), 5)
+            v_ChargingSession = None
+            if v_ChargingSession is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of ChargingSession')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -14422,26 +12143,12 @@ def _d_SessionStopResType(r):
     el = ''
     f_ResponseCode = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('SessionStopResType')
-                    f_ResponseCode = bits(5)
-                    if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.pos)
-                    f_ResponseCode = _E4[f_ResponseCode]
-                    if bits(1): raise r.deviation('SessionStopResType')
-                    s = 1
-                else:
-                    raise r.deviation('SessionStopResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('SessionStopResType')
+        x = bits(9)
+        if x & 387: raise r.deviation('SessionStopResType')
+        el = 'ResponseCode'
+        f_ResponseCode = ((x >> 2) & 31)
+        if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.pos)
+        f_ResponseCode = _E4[f_ResponseCode]
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso2_msgbody.SessionStopResType(f_ResponseCode)
@@ -14452,26 +12159,15 @@ def _e_SessionStopResType(w, o):
     el = ''
     try:
         v_ResponseCode = o.ResponseCode
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_ResponseCode is not None:
-                    bits(0, 1)
-                    el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I6.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 5)
-                    w.bits(0, 1)
-                    v_ResponseCode = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 1:
-                if True:
-                    bits(0, 1)
-                    if v_ResponseCode is not None: raise _leftover(o)
-                    s = -1
+        if v_ResponseCode is not None:
+            el = 'ResponseCode'
+            _i43 = _I6.get(v_ResponseCode)
+            if _i43 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            bits((_i43 << 2), 9)
+            v_ResponseCode = None
+            if v_ResponseCode is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of ResponseCode')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -14492,29 +12188,21 @@ def _d_SignatureType(r):
                 if ec == 0:
                     el = '@Id'
                     f_Id = r.string(50)
-                    s = 1
+                    if bits(1): raise r.deviation('SignatureType')
+                    el = 'SignedInfo'
+                    f_SignedInfo = _d_SignedInfoType(r)
+                    s = 2
                 elif ec == 1:
                     el = 'SignedInfo'
                     f_SignedInfo = _d_SignedInfoType(r)
                     s = 2
                 else:
                     raise r.deviation('SignatureType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SignedInfo'
-                    f_SignedInfo = _d_SignedInfoType(r)
-                    s = 2
-                else:
-                    raise r.deviation('SignatureType')
             if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SignatureValue'
-                    f_SignatureValue = _d_SignatureValueType(r)
-                    s = 3
-                else:
-                    raise r.deviation('SignatureType')
+                if bits(1): raise r.deviation('SignatureType')
+                el = 'SignatureValue'
+                f_SignatureValue = _d_SignatureValueType(r)
+                s = 3
             if s == 3:
                 ec = bits(2)
                 if ec == 0:
@@ -14527,6 +12215,7 @@ def _d_SignatureType(r):
                     f_Object.append(_v)
                     s = 5
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SignatureType')
@@ -14538,6 +12227,7 @@ def _d_SignatureType(r):
                     f_Object.append(_v)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SignatureType')
@@ -14549,6 +12239,7 @@ def _d_SignatureType(r):
                         _v = _d_ObjectType(r, 107)
                         f_Object.append(_v)
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
@@ -14573,32 +12264,28 @@ def _e_SignatureType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 2)
                     el = '@Id'
+                    bits(0, 2)
                     w.string(v_Id)
-                    v_Id = None
-                    s = 1
-                elif v_SignedInfo is not None:
-                    bits(1, 2)
+                    if not (v_SignedInfo is not None): raise EncodeError('missing content: SignedInfo')
                     el = 'SignedInfo'
+                    bits(0, 1)
+                    v_Id = None
+                    _e_SignedInfoType(w, v_SignedInfo)
+                    v_SignedInfo = None
+                    s = 2
+                elif v_SignedInfo is not None:
+                    el = 'SignedInfo'
+                    bits(1, 2)
                     _e_SignedInfoType(w, v_SignedInfo)
                     v_SignedInfo = None
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, SignedInfo')
-            if s == 1:
-                if v_SignedInfo is not None:
-                    bits(0, 1)
-                    el = 'SignedInfo'
-                    _e_SignedInfoType(w, v_SignedInfo)
-                    v_SignedInfo = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of SignedInfo')
             if s == 2:
                 if v_SignatureValue is not None:
-                    bits(0, 1)
                     el = 'SignatureValue'
+                    bits(0, 1)
                     _e_SignatureValueType(w, v_SignatureValue)
                     v_SignatureValue = None
                     s = 3
@@ -14606,14 +12293,14 @@ def _e_SignatureType(w, o):
                     raise EncodeError('missing content: expected one of SignatureValue')
             if s == 3:
                 if v_KeyInfo is not None:
-                    bits(0, 2)
                     el = 'KeyInfo'
+                    bits(0, 2)
                     _e_KeyInfoType(w, v_KeyInfo)
                     v_KeyInfo = None
                     s = 4
                 elif i_Object < n_Object:
-                    bits(1, 2)
                     el = 'Object'
+                    bits(1, 2)
                     _e_ObjectType(w, v_Object[i_Object])
                     i_Object += 1
                     s = 5
@@ -14623,8 +12310,8 @@ def _e_SignatureType(w, o):
                     s = -1
             if s == 4:
                 if i_Object < n_Object:
-                    bits(0, 2)
                     el = 'Object'
+                    bits(0, 2)
                     _e_ObjectType(w, v_Object[i_Object])
                     i_Object += 1
                     s = 5
@@ -14635,8 +12322,8 @@ def _e_SignatureType(w, o):
             if s == 5:
                 while True:
                     if i_Object < n_Object:
-                        bits(0, 2)
                         el = 'Object'
+                        bits(0, 2)
                         _e_ObjectType(w, v_Object[i_Object])
                         i_Object += 1
                     elif True:
@@ -14663,38 +12350,25 @@ def _d_SignedInfoType(r):
                 if ec == 0:
                     el = '@Id'
                     f_Id = r.string(50)
-                    s = 1
+                    if bits(1): raise r.deviation('SignedInfoType')
+                    el = 'CanonicalizationMethod'
+                    f_CanonicalizationMethod = _d_CanonicalizationMethodType(r, 108)
+                    s = 2
                 elif ec == 1:
                     el = 'CanonicalizationMethod'
                     f_CanonicalizationMethod = _d_CanonicalizationMethodType(r, 108)
                     s = 2
                 else:
                     raise r.deviation('SignedInfoType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'CanonicalizationMethod'
-                    f_CanonicalizationMethod = _d_CanonicalizationMethodType(r, 108)
-                    s = 2
-                else:
-                    raise r.deviation('SignedInfoType')
             if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SignatureMethod'
-                    f_SignatureMethod = _d_SignatureMethodType(r, 109)
-                    s = 3
-                else:
-                    raise r.deviation('SignedInfoType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Reference'
-                    _v = _d_ReferenceType(r)
-                    f_Reference.append(_v)
-                    s = 4
-                else:
-                    raise r.deviation('SignedInfoType')
+                if bits(1): raise r.deviation('SignedInfoType')
+                el = 'SignatureMethod'
+                f_SignatureMethod = _d_SignatureMethodType(r, 109)
+                if bits(1): raise r.deviation('SignedInfoType')
+                el = 'Reference'
+                _v = _d_ReferenceType(r)
+                f_Reference.append(_v)
+                s = 4
             if s == 4:
                 ec = bits(2)
                 if ec == 0:
@@ -14703,6 +12377,7 @@ def _d_SignedInfoType(r):
                     f_Reference.append(_v)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SignedInfoType')
@@ -14714,6 +12389,7 @@ def _d_SignedInfoType(r):
                         _v = _d_ReferenceType(r)
                         f_Reference.append(_v)
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
@@ -14737,50 +12413,42 @@ def _e_SignedInfoType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 2)
                     el = '@Id'
+                    bits(0, 2)
                     w.string(v_Id)
-                    v_Id = None
-                    s = 1
-                elif v_CanonicalizationMethod is not None:
-                    bits(1, 2)
+                    if not (v_CanonicalizationMethod is not None): raise EncodeError('missing content: CanonicalizationMethod')
                     el = 'CanonicalizationMethod'
+                    bits(0, 1)
+                    v_Id = None
+                    _e_CanonicalizationMethodType(w, v_CanonicalizationMethod)
+                    v_CanonicalizationMethod = None
+                    s = 2
+                elif v_CanonicalizationMethod is not None:
+                    el = 'CanonicalizationMethod'
+                    bits(1, 2)
                     _e_CanonicalizationMethodType(w, v_CanonicalizationMethod)
                     v_CanonicalizationMethod = None
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, CanonicalizationMethod')
-            if s == 1:
-                if v_CanonicalizationMethod is not None:
-                    bits(0, 1)
-                    el = 'CanonicalizationMethod'
-                    _e_CanonicalizationMethodType(w, v_CanonicalizationMethod)
-                    v_CanonicalizationMethod = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of CanonicalizationMethod')
             if s == 2:
                 if v_SignatureMethod is not None:
-                    bits(0, 1)
                     el = 'SignatureMethod'
-                    _e_SignatureMethodType(w, v_SignatureMethod)
-                    v_SignatureMethod = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of SignatureMethod')
-            if s == 3:
-                if i_Reference < n_Reference:
                     bits(0, 1)
+                    _e_SignatureMethodType(w, v_SignatureMethod)
+                    if not (i_Reference < n_Reference): raise EncodeError('missing content: Reference')
                     el = 'Reference'
+                    bits(0, 1)
+                    v_SignatureMethod = None
                     _e_ReferenceType(w, v_Reference[i_Reference])
                     i_Reference += 1
                     s = 4
                 else:
-                    raise EncodeError('missing content: expected one of Reference')
+                    raise EncodeError('missing content: expected one of SignatureMethod')
             if s == 4:
                 if i_Reference < n_Reference:
-                    bits(0, 2)
                     el = 'Reference'
+                    bits(0, 2)
                     _e_ReferenceType(w, v_Reference[i_Reference])
                     i_Reference += 1
                     s = 5
@@ -14791,8 +12459,8 @@ def _e_SignedInfoType(w, o):
             if s == 5:
                 while True:
                     if i_Reference < n_Reference:
-                        bits(0, 2)
                         el = 'Reference'
+                        bits(0, 2)
                         _e_ReferenceType(w, v_Reference[i_Reference])
                         i_Reference += 1
                     elif True:
@@ -14813,25 +12481,26 @@ def _d_SignatureMethodType(r, key):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = '@Algorithm'
-                    f_Algorithm = r.string(16)
-                    s = 1
-                else:
-                    raise r.deviation('SignatureMethodType')
+                if bits(1): raise r.deviation('SignatureMethodType')
+                el = '@Algorithm'
+                f_Algorithm = r.string(16)
+                s = 1
             if s == 1:
                 ec = bits(3)
                 if ec == 0:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('SignatureMethodType')
                     el = 'HMACOutputLength'
-                    if bits(1): raise r.deviation('SignatureMethodType')
-                    f_HMACOutputLength = r.sint()
+                    _neg = (x & 1)
+                    f_HMACOutputLength = r.uint()
+                    if _neg: f_HMACOutputLength = -f_HMACOutputLength - 1
                     if bits(1): raise r.deviation('SignatureMethodType')
                     s = 3
                 elif ec == 1:
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 4
                 elif ec == 2:
+                    pass
                     s = -1
                 elif ec == 3:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -14841,15 +12510,19 @@ def _d_SignatureMethodType(r, key):
             if s == 2:
                 ec = bits(3)
                 if ec == 0:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('SignatureMethodType')
                     el = 'HMACOutputLength'
-                    if bits(1): raise r.deviation('SignatureMethodType')
-                    f_HMACOutputLength = r.sint()
+                    _neg = (x & 1)
+                    f_HMACOutputLength = r.uint()
+                    if _neg: f_HMACOutputLength = -f_HMACOutputLength - 1
                     if bits(1): raise r.deviation('SignatureMethodType')
                     s = 3
                 elif ec == 1:
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 4
                 elif ec == 2:
+                    pass
                     s = -1
                 elif ec == 3:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -14862,6 +12535,7 @@ def _d_SignatureMethodType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 4
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -14874,6 +12548,7 @@ def _d_SignatureMethodType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 4
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -14895,8 +12570,8 @@ def _e_SignatureMethodType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Algorithm is not None:
-                    bits(0, 1)
                     el = '@Algorithm'
+                    bits(0, 1)
                     w.string(v_Algorithm)
                     v_Algorithm = None
                     s = 1
@@ -14904,11 +12579,11 @@ def _e_SignatureMethodType(w, o):
                     raise EncodeError('missing content: expected one of Algorithm')
             if s == 1:
                 if v_HMACOutputLength is not None:
-                    bits(0, 3)
                     el = 'HMACOutputLength'
-                    w.bits(0, 1)
-                    w.sint(v_HMACOutputLength)
-                    w.bits(0, 1)
+                    if type(v_HMACOutputLength) is not int: raise EncodeError(f'expected an int, got {v_HMACOutputLength!r}')
+                    bits((v_HMACOutputLength < 0), 5)
+                    w.uint(-v_HMACOutputLength - 1 if v_HMACOutputLength < 0 else v_HMACOutputLength)
+                    bits(0, 1)
                     v_HMACOutputLength = None
                     s = 3
                 elif True:
@@ -14917,11 +12592,11 @@ def _e_SignatureMethodType(w, o):
                     s = -1
             if s == 2:
                 if v_HMACOutputLength is not None:
-                    bits(0, 3)
                     el = 'HMACOutputLength'
-                    w.bits(0, 1)
-                    w.sint(v_HMACOutputLength)
-                    w.bits(0, 1)
+                    if type(v_HMACOutputLength) is not int: raise EncodeError(f'expected an int, got {v_HMACOutputLength!r}')
+                    bits((v_HMACOutputLength < 0), 5)
+                    w.uint(-v_HMACOutputLength - 1 if v_HMACOutputLength < 0 else v_HMACOutputLength)
+                    bits(0, 1)
                     v_HMACOutputLength = None
                     s = 3
                 elif True:
@@ -14955,25 +12630,17 @@ def _d_SignatureValueType(r):
                 if ec == 0:
                     el = '@Id'
                     f_Id = r.string(50)
-                    s = 1
+                    if bits(1): raise r.deviation('SignatureValueType')
+                    f_value = r.binary()
+                    s = 2
                 elif ec == 1:
                     f_value = r.binary()
                     s = 2
                 else:
                     raise r.deviation('SignatureValueType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    f_value = r.binary()
-                    s = 2
-                else:
-                    raise r.deviation('SignatureValueType')
             if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('SignatureValueType')
+                if bits(1): raise r.deviation('SignatureValueType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.SignatureValueType(f_Id, f_value)
@@ -14989,11 +12656,15 @@ def _e_SignatureValueType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 2)
                     el = '@Id'
+                    bits(0, 2)
                     w.string(v_Id)
+                    if not (v_value is not None): raise EncodeError('missing content: text')
+                    bits(0, 1)
                     v_Id = None
-                    s = 1
+                    w.binary(v_value)
+                    v_value = None
+                    s = 2
                 elif v_value is not None:
                     bits(1, 2)
                     w.binary(v_value)
@@ -15001,14 +12672,6 @@ def _e_SignatureValueType(w, o):
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, text')
-            if s == 1:
-                if v_value is not None:
-                    bits(0, 1)
-                    w.binary(v_value)
-                    v_value = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of text')
             if s == 2:
                 if True:
                     bits(0, 1)
@@ -15031,17 +12694,12 @@ def _d_SignaturePropertiesType(r):
                 if ec == 0:
                     el = '@Id'
                     f_Id = r.string(50)
-                    s = 1
-                elif ec == 1:
+                    if bits(1): raise r.deviation('SignaturePropertiesType')
                     el = 'SignatureProperty'
                     _v = _d_SignaturePropertyType(r, 111)
                     f_SignatureProperty.append(_v)
                     s = 2
-                else:
-                    raise r.deviation('SignaturePropertiesType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
                     el = 'SignatureProperty'
                     _v = _d_SignaturePropertyType(r, 111)
                     f_SignatureProperty.append(_v)
@@ -15056,6 +12714,7 @@ def _d_SignaturePropertiesType(r):
                     f_SignatureProperty.append(_v)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SignaturePropertiesType')
@@ -15067,6 +12726,7 @@ def _d_SignaturePropertiesType(r):
                         _v = _d_SignaturePropertyType(r, 111)
                         f_SignatureProperty.append(_v)
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
@@ -15088,32 +12748,28 @@ def _e_SignaturePropertiesType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 2)
                     el = '@Id'
+                    bits(0, 2)
                     w.string(v_Id)
-                    v_Id = None
-                    s = 1
-                elif i_SignatureProperty < n_SignatureProperty:
-                    bits(1, 2)
+                    if not (i_SignatureProperty < n_SignatureProperty): raise EncodeError('missing content: SignatureProperty')
                     el = 'SignatureProperty'
+                    bits(0, 1)
+                    v_Id = None
+                    _e_SignaturePropertyType(w, v_SignatureProperty[i_SignatureProperty])
+                    i_SignatureProperty += 1
+                    s = 2
+                elif i_SignatureProperty < n_SignatureProperty:
+                    el = 'SignatureProperty'
+                    bits(1, 2)
                     _e_SignaturePropertyType(w, v_SignatureProperty[i_SignatureProperty])
                     i_SignatureProperty += 1
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, SignatureProperty')
-            if s == 1:
-                if i_SignatureProperty < n_SignatureProperty:
-                    bits(0, 1)
-                    el = 'SignatureProperty'
-                    _e_SignaturePropertyType(w, v_SignatureProperty[i_SignatureProperty])
-                    i_SignatureProperty += 1
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of SignatureProperty')
             if s == 2:
                 if i_SignatureProperty < n_SignatureProperty:
-                    bits(0, 2)
                     el = 'SignatureProperty'
+                    bits(0, 2)
                     _e_SignaturePropertyType(w, v_SignatureProperty[i_SignatureProperty])
                     i_SignatureProperty += 1
                     s = 3
@@ -15124,8 +12780,8 @@ def _e_SignaturePropertiesType(w, o):
             if s == 3:
                 while True:
                     if i_SignatureProperty < n_SignatureProperty:
-                        bits(0, 2)
                         el = 'SignatureProperty'
+                        bits(0, 2)
                         _e_SignaturePropertyType(w, v_SignatureProperty[i_SignatureProperty])
                         i_SignatureProperty += 1
                     elif True:
@@ -15150,16 +12806,11 @@ def _d_SignaturePropertyType(r, key):
                 if ec == 0:
                     el = '@Id'
                     f_Id = r.string(50)
-                    s = 1
-                elif ec == 1:
+                    if bits(1): raise r.deviation('SignaturePropertyType')
                     el = '@Target'
                     f_Target = r.string(112)
                     s = 2
-                else:
-                    raise r.deviation('SignaturePropertyType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
                     el = '@Target'
                     f_Target = r.string(112)
                     s = 2
@@ -15191,6 +12842,7 @@ def _d_SignaturePropertyType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -15203,6 +12855,7 @@ def _d_SignaturePropertyType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -15224,28 +12877,24 @@ def _e_SignaturePropertyType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 2)
                     el = '@Id'
+                    bits(0, 2)
                     w.string(v_Id)
-                    v_Id = None
-                    s = 1
-                elif v_Target is not None:
-                    bits(1, 2)
+                    if not (v_Target is not None): raise EncodeError('missing content: Target')
                     el = '@Target'
+                    bits(0, 1)
+                    v_Id = None
+                    w.string(v_Target)
+                    v_Target = None
+                    s = 2
+                elif v_Target is not None:
+                    el = '@Target'
+                    bits(1, 2)
                     w.string(v_Target)
                     v_Target = None
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, Target')
-            if s == 1:
-                if v_Target is not None:
-                    bits(0, 1)
-                    el = '@Target'
-                    w.string(v_Target)
-                    v_Target = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of Target')
             if s == 2:
                 if True:
                     raise EncodeError('missing content: expected one of nothing')
@@ -15272,30 +12921,13 @@ def _d_V2G_Message(r):
     f_Header = None
     f_Body = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('V2G_Message')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Body'
-                    f_Body = _d_BodyType(r)
-                    s = 2
-                else:
-                    raise r.deviation('V2G_Message')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('V2G_Message')
+        if bits(1): raise r.deviation('V2G_Message')
+        el = 'Header'
+        f_Header = _d_MessageHeaderType(r)
+        if bits(1): raise r.deviation('V2G_Message')
+        el = 'Body'
+        f_Body = _d_BodyType(r)
+        if bits(1): raise r.deviation('V2G_Message')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso2_msgdef.V2G_Message(f_Header, f_Body)
@@ -15307,31 +12939,20 @@ def _e_V2G_Message(w, o):
     try:
         v_Header = o.Header
         v_Body = o.Body
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Header is not None:
-                    bits(0, 1)
-                    el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_Body is not None:
-                    bits(0, 1)
-                    el = 'Body'
-                    _e_BodyType(w, v_Body)
-                    v_Body = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of Body')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_Header is not None or v_Body is not None: raise _leftover(o)
-                    s = -1
+        if v_Header is not None:
+            el = 'Header'
+            bits(0, 1)
+            _e_MessageHeaderType(w, v_Header)
+            if not (v_Body is not None): raise EncodeError('missing content: Body')
+            el = 'Body'
+            bits(0, 1)
+            v_Header = None
+            _e_BodyType(w, v_Body)
+            bits(0, 1)
+            v_Body = None
+            if v_Header is not None or v_Body is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Header')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -15346,16 +12967,13 @@ def _d_MessageHeaderType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SessionID'
-                    if bits(1): raise r.deviation('MessageHeaderType')
-                    f_SessionID = r.binary()
-                    if len(f_SessionID) > 8: raise DecodeError(f'length {len(f_SessionID)} outside [0, 8]', r.pos)
-                    if bits(1): raise r.deviation('MessageHeaderType')
-                    s = 1
-                else:
-                    raise r.deviation('MessageHeaderType')
+                x = bits(2)
+                if x & 3: raise r.deviation('MessageHeaderType')
+                el = 'SessionID'
+                f_SessionID = r.binary()
+                if len(f_SessionID) > 8: raise DecodeError(f'length {len(f_SessionID)} outside [0, 8]', r.pos)
+                if bits(1): raise r.deviation('MessageHeaderType')
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
@@ -15367,6 +12985,7 @@ def _d_MessageHeaderType(r):
                     f_Signature = _d_SignatureType(r)
                     s = 3
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('MessageHeaderType')
@@ -15377,15 +12996,13 @@ def _d_MessageHeaderType(r):
                     f_Signature = _d_SignatureType(r)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('MessageHeaderType')
             if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('MessageHeaderType')
+                if bits(1): raise r.deviation('MessageHeaderType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso2_msgheader.MessageHeaderType(f_SessionID, f_Notification, f_Signature)
@@ -15402,26 +13019,25 @@ def _e_MessageHeaderType(w, o):
         while s >= 0:
             if s == 0:
                 if v_SessionID is not None:
-                    bits(0, 1)
                     el = 'SessionID'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     if len(v_SessionID) > 8: raise EncodeError(f'length {len(v_SessionID)} outside [0, 8]')
                     w.binary(v_SessionID)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_SessionID = None
                     s = 1
                 else:
                     raise EncodeError('missing content: expected one of SessionID')
             if s == 1:
                 if v_Notification is not None:
-                    bits(0, 2)
                     el = 'Notification'
+                    bits(0, 2)
                     _e_NotificationType(w, v_Notification)
                     v_Notification = None
                     s = 2
                 elif v_Signature is not None:
-                    bits(1, 2)
                     el = 'Signature'
+                    bits(1, 2)
                     _e_SignatureType(w, v_Signature)
                     v_Signature = None
                     s = 3
@@ -15431,8 +13047,8 @@ def _e_MessageHeaderType(w, o):
                     s = -1
             if s == 2:
                 if v_Signature is not None:
-                    bits(0, 2)
                     el = 'Signature'
+                    bits(0, 2)
                     _e_SignatureType(w, v_Signature)
                     v_Signature = None
                     s = 3
@@ -15458,33 +13074,25 @@ def _d_NotificationType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'FaultCode'
-                    if bits(1): raise r.deviation('NotificationType')
-                    f_FaultCode = bits(2)
-                    if f_FaultCode >= 3: raise DecodeError(f'enumeration index {f_FaultCode} out of range (3 values)', r.pos)
-                    f_FaultCode = _E26[f_FaultCode]
-                    if bits(1): raise r.deviation('NotificationType')
-                    s = 1
-                else:
-                    raise r.deviation('NotificationType')
+                x = bits(5)
+                if x & 25: raise r.deviation('NotificationType')
+                el = 'FaultCode'
+                f_FaultCode = ((x >> 1) & 3)
+                if f_FaultCode >= 3: raise DecodeError(f'enumeration index {f_FaultCode} out of range (3 values)', r.pos)
+                f_FaultCode = _E26[f_FaultCode]
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'FaultMsg'
                     if bits(1): raise r.deviation('NotificationType')
+                    el = 'FaultMsg'
                     f_FaultMsg = r.string(115)
                     if len(f_FaultMsg) > 64: raise DecodeError(f'length {len(f_FaultMsg)} outside [0, 64]', r.pos)
-                    if bits(1): raise r.deviation('NotificationType')
-                    s = 2
-                elif ec == 1:
+                    x = bits(2)
+                    if x & 3: raise r.deviation('NotificationType')
                     s = -1
-                else:
-                    raise r.deviation('NotificationType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('NotificationType')
@@ -15503,34 +13111,26 @@ def _e_NotificationType(w, o):
         while s >= 0:
             if s == 0:
                 if v_FaultCode is not None:
-                    bits(0, 1)
                     el = 'FaultCode'
-                    w.bits(0, 1)
-                    _i = _I27.get(v_FaultCode)
-                    if _i is None: raise EncodeError(f'{v_FaultCode!r} is not one of the enumeration faultCodeType')
-                    w.bits(_i, 2)
-                    w.bits(0, 1)
+                    _i44 = _I27.get(v_FaultCode)
+                    if _i44 is None: raise EncodeError(f'{v_FaultCode!r} is not one of the enumeration faultCodeType')
+                    bits((_i44 << 1), 5)
                     v_FaultCode = None
                     s = 1
                 else:
                     raise EncodeError('missing content: expected one of FaultCode')
             if s == 1:
                 if v_FaultMsg is not None:
-                    bits(0, 2)
                     el = 'FaultMsg'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     if len(v_FaultMsg) > 64: raise EncodeError(f'length {len(v_FaultMsg)} outside [0, 64]')
                     w.string(v_FaultMsg)
-                    w.bits(0, 1)
+                    bits(0, 2)
                     v_FaultMsg = None
-                    s = 2
-                elif True:
-                    bits(1, 2)
                     if v_FaultCode is not None or v_FaultMsg is not None: raise _leftover(o)
                     s = -1
-            if s == 2:
-                if True:
-                    bits(0, 1)
+                elif True:
+                    bits(1, 2)
                     if v_FaultCode is not None or v_FaultMsg is not None: raise _leftover(o)
                     s = -1
     except Exception as e:
@@ -15721,15 +13321,13 @@ def _d_BodyType(r):
                     f_WeldingDetectionRes = _d_WeldingDetectionResType(r)
                     s = 1
                 elif ec == 35:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('BodyType')
             if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('BodyType')
+                if bits(1): raise r.deviation('BodyType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso2_msgbody.BodyType(f_AuthorizationReq, f_AuthorizationRes, f_BodyElement, f_CableCheckReq, f_CableCheckRes, f_CertificateInstallationReq, f_CertificateInstallationRes, f_CertificateUpdateReq, f_CertificateUpdateRes, f_ChargeParameterDiscoveryReq, f_ChargeParameterDiscoveryRes, f_ChargingStatusReq, f_ChargingStatusRes, f_CurrentDemandReq, f_CurrentDemandRes, f_MeteringReceiptReq, f_MeteringReceiptRes, f_PaymentDetailsReq, f_PaymentDetailsRes, f_PaymentServiceSelectionReq, f_PaymentServiceSelectionRes, f_PowerDeliveryReq, f_PowerDeliveryRes, f_PreChargeReq, f_PreChargeRes, f_ServiceDetailReq, f_ServiceDetailRes, f_ServiceDiscoveryReq, f_ServiceDiscoveryRes, f_SessionSetupReq, f_SessionSetupRes, f_SessionStopReq, f_SessionStopRes, f_WeldingDetectionReq, f_WeldingDetectionRes)
@@ -15778,212 +13376,212 @@ def _e_BodyType(w, o):
         while s >= 0:
             if s == 0:
                 if v_AuthorizationReq is not None:
-                    bits(0, 6)
                     el = 'AuthorizationReq'
+                    bits(0, 6)
                     _e_AuthorizationReqType(w, v_AuthorizationReq)
                     v_AuthorizationReq = None
                     s = 1
                 elif v_AuthorizationRes is not None:
-                    bits(1, 6)
                     el = 'AuthorizationRes'
+                    bits(1, 6)
                     _e_AuthorizationResType(w, v_AuthorizationRes)
                     v_AuthorizationRes = None
                     s = 1
                 elif v_BodyElement is not None:
-                    bits(2, 6)
                     el = 'BodyElement'
+                    bits(2, 6)
                     _e_BodyBaseType(w, v_BodyElement)
                     v_BodyElement = None
                     s = 1
                 elif v_CableCheckReq is not None:
-                    bits(3, 6)
                     el = 'CableCheckReq'
+                    bits(3, 6)
                     _e_CableCheckReqType(w, v_CableCheckReq)
                     v_CableCheckReq = None
                     s = 1
                 elif v_CableCheckRes is not None:
-                    bits(4, 6)
                     el = 'CableCheckRes'
+                    bits(4, 6)
                     _e_CableCheckResType(w, v_CableCheckRes)
                     v_CableCheckRes = None
                     s = 1
                 elif v_CertificateInstallationReq is not None:
-                    bits(5, 6)
                     el = 'CertificateInstallationReq'
+                    bits(5, 6)
                     _e_CertificateInstallationReqType(w, v_CertificateInstallationReq)
                     v_CertificateInstallationReq = None
                     s = 1
                 elif v_CertificateInstallationRes is not None:
-                    bits(6, 6)
                     el = 'CertificateInstallationRes'
+                    bits(6, 6)
                     _e_CertificateInstallationResType(w, v_CertificateInstallationRes)
                     v_CertificateInstallationRes = None
                     s = 1
                 elif v_CertificateUpdateReq is not None:
-                    bits(7, 6)
                     el = 'CertificateUpdateReq'
+                    bits(7, 6)
                     _e_CertificateUpdateReqType(w, v_CertificateUpdateReq)
                     v_CertificateUpdateReq = None
                     s = 1
                 elif v_CertificateUpdateRes is not None:
-                    bits(8, 6)
                     el = 'CertificateUpdateRes'
+                    bits(8, 6)
                     _e_CertificateUpdateResType(w, v_CertificateUpdateRes)
                     v_CertificateUpdateRes = None
                     s = 1
                 elif v_ChargeParameterDiscoveryReq is not None:
-                    bits(9, 6)
                     el = 'ChargeParameterDiscoveryReq'
+                    bits(9, 6)
                     _e_ChargeParameterDiscoveryReqType(w, v_ChargeParameterDiscoveryReq)
                     v_ChargeParameterDiscoveryReq = None
                     s = 1
                 elif v_ChargeParameterDiscoveryRes is not None:
-                    bits(10, 6)
                     el = 'ChargeParameterDiscoveryRes'
+                    bits(10, 6)
                     _e_ChargeParameterDiscoveryResType(w, v_ChargeParameterDiscoveryRes)
                     v_ChargeParameterDiscoveryRes = None
                     s = 1
                 elif v_ChargingStatusReq is not None:
-                    bits(11, 6)
                     el = 'ChargingStatusReq'
+                    bits(11, 6)
                     _e_ChargingStatusReqType(w, v_ChargingStatusReq)
                     v_ChargingStatusReq = None
                     s = 1
                 elif v_ChargingStatusRes is not None:
-                    bits(12, 6)
                     el = 'ChargingStatusRes'
+                    bits(12, 6)
                     _e_ChargingStatusResType(w, v_ChargingStatusRes)
                     v_ChargingStatusRes = None
                     s = 1
                 elif v_CurrentDemandReq is not None:
-                    bits(13, 6)
                     el = 'CurrentDemandReq'
+                    bits(13, 6)
                     _e_CurrentDemandReqType(w, v_CurrentDemandReq)
                     v_CurrentDemandReq = None
                     s = 1
                 elif v_CurrentDemandRes is not None:
-                    bits(14, 6)
                     el = 'CurrentDemandRes'
+                    bits(14, 6)
                     _e_CurrentDemandResType(w, v_CurrentDemandRes)
                     v_CurrentDemandRes = None
                     s = 1
                 elif v_MeteringReceiptReq is not None:
-                    bits(15, 6)
                     el = 'MeteringReceiptReq'
+                    bits(15, 6)
                     _e_MeteringReceiptReqType(w, v_MeteringReceiptReq)
                     v_MeteringReceiptReq = None
                     s = 1
                 elif v_MeteringReceiptRes is not None:
-                    bits(16, 6)
                     el = 'MeteringReceiptRes'
+                    bits(16, 6)
                     _e_MeteringReceiptResType(w, v_MeteringReceiptRes)
                     v_MeteringReceiptRes = None
                     s = 1
                 elif v_PaymentDetailsReq is not None:
-                    bits(17, 6)
                     el = 'PaymentDetailsReq'
+                    bits(17, 6)
                     _e_PaymentDetailsReqType(w, v_PaymentDetailsReq)
                     v_PaymentDetailsReq = None
                     s = 1
                 elif v_PaymentDetailsRes is not None:
-                    bits(18, 6)
                     el = 'PaymentDetailsRes'
+                    bits(18, 6)
                     _e_PaymentDetailsResType(w, v_PaymentDetailsRes)
                     v_PaymentDetailsRes = None
                     s = 1
                 elif v_PaymentServiceSelectionReq is not None:
-                    bits(19, 6)
                     el = 'PaymentServiceSelectionReq'
+                    bits(19, 6)
                     _e_PaymentServiceSelectionReqType(w, v_PaymentServiceSelectionReq)
                     v_PaymentServiceSelectionReq = None
                     s = 1
                 elif v_PaymentServiceSelectionRes is not None:
-                    bits(20, 6)
                     el = 'PaymentServiceSelectionRes'
+                    bits(20, 6)
                     _e_PaymentServiceSelectionResType(w, v_PaymentServiceSelectionRes)
                     v_PaymentServiceSelectionRes = None
                     s = 1
                 elif v_PowerDeliveryReq is not None:
-                    bits(21, 6)
                     el = 'PowerDeliveryReq'
+                    bits(21, 6)
                     _e_PowerDeliveryReqType(w, v_PowerDeliveryReq)
                     v_PowerDeliveryReq = None
                     s = 1
                 elif v_PowerDeliveryRes is not None:
-                    bits(22, 6)
                     el = 'PowerDeliveryRes'
+                    bits(22, 6)
                     _e_PowerDeliveryResType(w, v_PowerDeliveryRes)
                     v_PowerDeliveryRes = None
                     s = 1
                 elif v_PreChargeReq is not None:
-                    bits(23, 6)
                     el = 'PreChargeReq'
+                    bits(23, 6)
                     _e_PreChargeReqType(w, v_PreChargeReq)
                     v_PreChargeReq = None
                     s = 1
                 elif v_PreChargeRes is not None:
-                    bits(24, 6)
                     el = 'PreChargeRes'
+                    bits(24, 6)
                     _e_PreChargeResType(w, v_PreChargeRes)
                     v_PreChargeRes = None
                     s = 1
                 elif v_ServiceDetailReq is not None:
-                    bits(25, 6)
                     el = 'ServiceDetailReq'
+                    bits(25, 6)
                     _e_ServiceDetailReqType(w, v_ServiceDetailReq)
                     v_ServiceDetailReq = None
                     s = 1
                 elif v_ServiceDetailRes is not None:
-                    bits(26, 6)
                     el = 'ServiceDetailRes'
+                    bits(26, 6)
                     _e_ServiceDetailResType(w, v_ServiceDetailRes)
                     v_ServiceDetailRes = None
                     s = 1
                 elif v_ServiceDiscoveryReq is not None:
-                    bits(27, 6)
                     el = 'ServiceDiscoveryReq'
+                    bits(27, 6)
                     _e_ServiceDiscoveryReqType(w, v_ServiceDiscoveryReq)
                     v_ServiceDiscoveryReq = None
                     s = 1
                 elif v_ServiceDiscoveryRes is not None:
-                    bits(28, 6)
                     el = 'ServiceDiscoveryRes'
+                    bits(28, 6)
                     _e_ServiceDiscoveryResType(w, v_ServiceDiscoveryRes)
                     v_ServiceDiscoveryRes = None
                     s = 1
                 elif v_SessionSetupReq is not None:
-                    bits(29, 6)
                     el = 'SessionSetupReq'
+                    bits(29, 6)
                     _e_SessionSetupReqType(w, v_SessionSetupReq)
                     v_SessionSetupReq = None
                     s = 1
                 elif v_SessionSetupRes is not None:
-                    bits(30, 6)
                     el = 'SessionSetupRes'
+                    bits(30, 6)
                     _e_SessionSetupResType(w, v_SessionSetupRes)
                     v_SessionSetupRes = None
                     s = 1
                 elif v_SessionStopReq is not None:
-                    bits(31, 6)
                     el = 'SessionStopReq'
+                    bits(31, 6)
                     _e_SessionStopReqType(w, v_SessionStopReq)
                     v_SessionStopReq = None
                     s = 1
                 elif v_SessionStopRes is not None:
-                    bits(32, 6)
                     el = 'SessionStopRes'
+                    bits(32, 6)
                     _e_SessionStopResType(w, v_SessionStopRes)
                     v_SessionStopRes = None
                     s = 1
                 elif v_WeldingDetectionReq is not None:
-                    bits(33, 6)
                     el = 'WeldingDetectionReq'
+                    bits(33, 6)
                     _e_WeldingDetectionReqType(w, v_WeldingDetectionReq)
                     v_WeldingDetectionReq = None
                     s = 1
                 elif v_WeldingDetectionRes is not None:
-                    bits(34, 6)
                     el = 'WeldingDetectionRes'
+                    bits(34, 6)
                     _e_WeldingDetectionResType(w, v_WeldingDetectionRes)
                     v_WeldingDetectionRes = None
                     s = 1
@@ -16005,22 +13603,10 @@ def _d_WeldingDetectionReqType(r):
     el = ''
     f_DC_EVStatus = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'DC_EVStatus'
-                    f_DC_EVStatus = _d_DC_EVStatusType(r)
-                    s = 1
-                else:
-                    raise r.deviation('WeldingDetectionReqType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('WeldingDetectionReqType')
+        if bits(1): raise r.deviation('WeldingDetectionReqType')
+        el = 'DC_EVStatus'
+        f_DC_EVStatus = _d_DC_EVStatusType(r)
+        if bits(1): raise r.deviation('WeldingDetectionReqType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso2_msgbody.WeldingDetectionReqType(f_DC_EVStatus)
@@ -16031,22 +13617,15 @@ def _e_WeldingDetectionReqType(w, o):
     el = ''
     try:
         v_DC_EVStatus = o.DC_EVStatus
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_DC_EVStatus is not None:
-                    bits(0, 1)
-                    el = 'DC_EVStatus'
-                    _e_DC_EVStatusType(w, v_DC_EVStatus)
-                    v_DC_EVStatus = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of DC_EVStatus')
-            if s == 1:
-                if True:
-                    bits(0, 1)
-                    if v_DC_EVStatus is not None: raise _leftover(o)
-                    s = -1
+        if v_DC_EVStatus is not None:
+            el = 'DC_EVStatus'
+            bits(0, 1)
+            _e_DC_EVStatusType(w, v_DC_EVStatus)
+            bits(0, 1)
+            v_DC_EVStatus = None
+            if v_DC_EVStatus is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of DC_EVStatus')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -16058,42 +13637,18 @@ def _d_WeldingDetectionResType(r):
     f_DC_EVSEStatus = None
     f_EVSEPresentVoltage = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('WeldingDetectionResType')
-                    f_ResponseCode = bits(5)
-                    if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.pos)
-                    f_ResponseCode = _E4[f_ResponseCode]
-                    if bits(1): raise r.deviation('WeldingDetectionResType')
-                    s = 1
-                else:
-                    raise r.deviation('WeldingDetectionResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'DC_EVSEStatus'
-                    f_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
-                    s = 2
-                else:
-                    raise r.deviation('WeldingDetectionResType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEPresentVoltage'
-                    f_EVSEPresentVoltage = _d_PhysicalValueType(r)
-                    s = 3
-                else:
-                    raise r.deviation('WeldingDetectionResType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('WeldingDetectionResType')
+        x = bits(9)
+        if x & 387: raise r.deviation('WeldingDetectionResType')
+        el = 'ResponseCode'
+        f_ResponseCode = ((x >> 2) & 31)
+        if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.pos)
+        f_ResponseCode = _E4[f_ResponseCode]
+        el = 'DC_EVSEStatus'
+        f_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
+        if bits(1): raise r.deviation('WeldingDetectionResType')
+        el = 'EVSEPresentVoltage'
+        f_EVSEPresentVoltage = _d_PhysicalValueType(r)
+        if bits(1): raise r.deviation('WeldingDetectionResType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso2_msgbody.WeldingDetectionResType(f_ResponseCode, f_DC_EVSEStatus, f_EVSEPresentVoltage)
@@ -16106,44 +13661,25 @@ def _e_WeldingDetectionResType(w, o):
         v_ResponseCode = o.ResponseCode
         v_DC_EVSEStatus = o.DC_EVSEStatus
         v_EVSEPresentVoltage = o.EVSEPresentVoltage
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_ResponseCode is not None:
-                    bits(0, 1)
-                    el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I6.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 5)
-                    w.bits(0, 1)
-                    v_ResponseCode = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 1:
-                if v_DC_EVSEStatus is not None:
-                    bits(0, 1)
-                    el = 'DC_EVSEStatus'
-                    _e_DC_EVSEStatusType(w, v_DC_EVSEStatus)
-                    v_DC_EVSEStatus = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of DC_EVSEStatus')
-            if s == 2:
-                if v_EVSEPresentVoltage is not None:
-                    bits(0, 1)
-                    el = 'EVSEPresentVoltage'
-                    _e_PhysicalValueType(w, v_EVSEPresentVoltage)
-                    v_EVSEPresentVoltage = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of EVSEPresentVoltage')
-            if s == 3:
-                if True:
-                    bits(0, 1)
-                    if v_ResponseCode is not None or v_DC_EVSEStatus is not None or v_EVSEPresentVoltage is not None: raise _leftover(o)
-                    s = -1
+        if v_ResponseCode is not None:
+            el = 'ResponseCode'
+            _i45 = _I6.get(v_ResponseCode)
+            if _i45 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (v_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
+            el = 'DC_EVSEStatus'
+            bits((_i45 << 2), 9)
+            v_ResponseCode = None
+            _e_DC_EVSEStatusType(w, v_DC_EVSEStatus)
+            if not (v_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
+            el = 'EVSEPresentVoltage'
+            bits(0, 1)
+            v_DC_EVSEStatus = None
+            _e_PhysicalValueType(w, v_EVSEPresentVoltage)
+            bits(0, 1)
+            v_EVSEPresentVoltage = None
+            if v_ResponseCode is not None or v_DC_EVSEStatus is not None or v_EVSEPresentVoltage is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of ResponseCode')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -16337,9 +13873,9 @@ def _de26(r):  # DigestValue
     return v
 
 def _ee26(w, v):  # DigestValue
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de27(r):  # EVChargeParameter
     bits = r.bits
@@ -16398,9 +13934,9 @@ def _de34(r):  # KeyName
     return v
 
 def _ee34(w, v):  # KeyName
-    w.bits(0, 1)
+    bits(0, 1)
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de35(r):  # KeyValue
     bits = r.bits
@@ -16438,9 +13974,9 @@ def _de39(r):  # MgmtData
     return v
 
 def _ee39(w, v):  # MgmtData
-    w.bits(0, 1)
+    bits(0, 1)
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de40(r):  # Object
     bits = r.bits
@@ -16830,45 +14366,37 @@ def _ee82(w, v):  # Body
 
 def _de83(r):  # BulkChargingComplete
     bits = r.bits
-    if bits(1): raise r.deviation('BulkChargingComplete')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('BulkChargingComplete')
+    x = bits(3)
+    if x & 5: raise r.deviation('BulkChargingComplete')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee83(w, v):  # BulkChargingComplete
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de84(r):  # BulkChargingComplete
     bits = r.bits
-    if bits(1): raise r.deviation('BulkChargingComplete')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('BulkChargingComplete')
+    x = bits(3)
+    if x & 5: raise r.deviation('BulkChargingComplete')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee84(w, v):  # BulkChargingComplete
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de85(r):  # BulkSOC
     bits = r.bits
-    if bits(1): raise r.deviation('BulkSOC')
-    v = bits(7)
+    x = bits(9)
+    if x & 257: raise r.deviation('BulkSOC')
+    v = ((x >> 1) & 127)
     if v > 100: raise DecodeError(f'value {v} above maximum 100', r.pos)
-    if bits(1): raise r.deviation('BulkSOC')
     return v
 
 def _ee85(w, v):  # BulkSOC
-    w.bits(0, 1)
     if not 0 <= v <= 100: raise EncodeError(f'value {v!r} outside [0, 100]')
-    w.bits(v, 7)
-    w.bits(0, 1)
+    bits((v << 1), 9)
 
 def _de86(r):  # Certificate
     bits = r.bits
@@ -16879,26 +14407,24 @@ def _de86(r):  # Certificate
     return v
 
 def _ee86(w, v):  # Certificate
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) > 800: raise EncodeError(f'length {len(v)} outside [0, 800]')
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de87(r):  # ChargeProgress
     bits = r.bits
-    if bits(1): raise r.deviation('ChargeProgress')
-    v = bits(2)
+    x = bits(4)
+    if x & 9: raise r.deviation('ChargeProgress')
+    v = ((x >> 1) & 3)
     if v >= 3: raise DecodeError(f'enumeration index {v} out of range (3 values)', r.pos)
     v = _E18[v]
-    if bits(1): raise r.deviation('ChargeProgress')
     return v
 
 def _ee87(w, v):  # ChargeProgress
-    w.bits(0, 1)
-    _i = _I19.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration chargeProgressType')
-    w.bits(_i, 2)
-    w.bits(0, 1)
+    _i46 = _I19.get(v)
+    if _i46 is None: raise EncodeError(f'{v!r} is not one of the enumeration chargeProgressType')
+    bits((_i46 << 1), 4)
 
 def _de88(r):  # ChargeService
     bits = r.bits
@@ -16909,31 +14435,25 @@ def _ee88(w, v):  # ChargeService
 
 def _de89(r):  # ChargingComplete
     bits = r.bits
-    if bits(1): raise r.deviation('ChargingComplete')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('ChargingComplete')
+    x = bits(3)
+    if x & 5: raise r.deviation('ChargingComplete')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee89(w, v):  # ChargingComplete
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de90(r):  # ChargingComplete
     bits = r.bits
-    if bits(1): raise r.deviation('ChargingComplete')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('ChargingComplete')
+    x = bits(3)
+    if x & 5: raise r.deviation('ChargingComplete')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee90(w, v):  # ChargingComplete
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de91(r):  # ChargingProfile
     bits = r.bits
@@ -16944,17 +14464,15 @@ def _ee91(w, v):  # ChargingProfile
 
 def _de92(r):  # ChargingProfileEntryMaxNumberOfPhasesInUse
     bits = r.bits
-    if bits(1): raise r.deviation('ChargingProfileEntryMaxNumberOfPhasesInUse')
-    v = bits(2) + 1
+    x = bits(4)
+    if x & 9: raise r.deviation('ChargingProfileEntryMaxNumberOfPhasesInUse')
+    v = ((x >> 1) & 3) + 1
     if v > 3: raise DecodeError(f'value {v} above maximum 3', r.pos)
-    if bits(1): raise r.deviation('ChargingProfileEntryMaxNumberOfPhasesInUse')
     return v
 
 def _ee92(w, v):  # ChargingProfileEntryMaxNumberOfPhasesInUse
-    w.bits(0, 1)
     if not 1 <= v <= 3: raise EncodeError(f'value {v!r} outside [1, 3]')
-    w.bits(v - 1, 2)
-    w.bits(0, 1)
+    bits(((v - 1) << 1), 4)
 
 def _de93(r):  # ChargingProfileEntryMaxPower
     bits = r.bits
@@ -16972,24 +14490,22 @@ def _de94(r):  # ChargingProfileEntryStart
     return v
 
 def _ee94(w, v):  # ChargingProfileEntryStart
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 4294967295: raise EncodeError(f'value {v!r} outside [0, 4294967295]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de95(r):  # ChargingSession
     bits = r.bits
-    if bits(1): raise r.deviation('ChargingSession')
-    v = _E24[bits(1)]
-    if bits(1): raise r.deviation('ChargingSession')
+    x = bits(3)
+    if x & 5: raise r.deviation('ChargingSession')
+    v = _E24[((x >> 1) & 1)]
     return v
 
 def _ee95(w, v):  # ChargingSession
-    w.bits(0, 1)
-    _i = _I25.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration chargingSessionType')
-    w.bits(_i, 1)
-    w.bits(0, 1)
+    _i47 = _I25.get(v)
+    if _i47 is None: raise EncodeError(f'{v!r} is not one of the enumeration chargingSessionType')
+    bits((_i47 << 1), 3)
 
 def _de96(r):  # ConsumptionCost
     bits = r.bits
@@ -17063,10 +14579,10 @@ def _de105(r):  # DepartureTime
     return v
 
 def _ee105(w, v):  # DepartureTime
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 4294967295: raise EncodeError(f'value {v!r} outside [0, 4294967295]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de106(r):  # EAmount
     bits = r.bits
@@ -17077,16 +14593,14 @@ def _ee106(w, v):  # EAmount
 
 def _de107(r):  # EPriceLevel
     bits = r.bits
-    if bits(1): raise r.deviation('EPriceLevel')
-    v = bits(8)
-    if bits(1): raise r.deviation('EPriceLevel')
+    x = bits(10)
+    if x & 513: raise r.deviation('EPriceLevel')
+    v = ((x >> 1) & 255)
     return v
 
 def _ee107(w, v):  # EPriceLevel
-    w.bits(0, 1)
     if not 0 <= v <= 255: raise EncodeError(f'value {v!r} outside [0, 255]')
-    w.bits(v, 8)
-    w.bits(0, 1)
+    bits((v << 1), 10)
 
 def _de108(r):  # EVCCID
     bits = r.bits
@@ -17097,10 +14611,10 @@ def _de108(r):  # EVCCID
     return v
 
 def _ee108(w, v):  # EVCCID
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) > 6: raise EncodeError(f'length {len(v)} outside [0, 6]')
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de109(r):  # EVEnergyCapacity
     bits = r.bits
@@ -17118,19 +14632,17 @@ def _ee110(w, v):  # EVEnergyRequest
 
 def _de111(r):  # EVErrorCode
     bits = r.bits
-    if bits(1): raise r.deviation('EVErrorCode')
-    v = bits(4)
+    x = bits(6)
+    if x & 33: raise r.deviation('EVErrorCode')
+    v = ((x >> 1) & 15)
     if v >= 12: raise DecodeError(f'enumeration index {v} out of range (12 values)', r.pos)
     v = _E8[v]
-    if bits(1): raise r.deviation('EVErrorCode')
     return v
 
 def _ee111(w, v):  # EVErrorCode
-    w.bits(0, 1)
-    _i = _I9.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration DC_EVErrorCodeType')
-    w.bits(_i, 4)
-    w.bits(0, 1)
+    _i48 = _I9.get(v)
+    if _i48 is None: raise EncodeError(f'{v!r} is not one of the enumeration DC_EVErrorCodeType')
+    bits((_i48 << 1), 6)
 
 def _de112(r):  # EVMaxCurrent
     bits = r.bits
@@ -17197,45 +14709,37 @@ def _ee120(w, v):  # EVMinCurrent
 
 def _de121(r):  # EVRESSSOC
     bits = r.bits
-    if bits(1): raise r.deviation('EVRESSSOC')
-    v = bits(7)
+    x = bits(9)
+    if x & 257: raise r.deviation('EVRESSSOC')
+    v = ((x >> 1) & 127)
     if v > 100: raise DecodeError(f'value {v} above maximum 100', r.pos)
-    if bits(1): raise r.deviation('EVRESSSOC')
     return v
 
 def _ee121(w, v):  # EVRESSSOC
-    w.bits(0, 1)
     if not 0 <= v <= 100: raise EncodeError(f'value {v!r} outside [0, 100]')
-    w.bits(v, 7)
-    w.bits(0, 1)
+    bits((v << 1), 9)
 
 def _de122(r):  # EVReady
     bits = r.bits
-    if bits(1): raise r.deviation('EVReady')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('EVReady')
+    x = bits(3)
+    if x & 5: raise r.deviation('EVReady')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee122(w, v):  # EVReady
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de123(r):  # EVSECurrentLimitAchieved
     bits = r.bits
-    if bits(1): raise r.deviation('EVSECurrentLimitAchieved')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('EVSECurrentLimitAchieved')
+    x = bits(3)
+    if x & 5: raise r.deviation('EVSECurrentLimitAchieved')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee123(w, v):  # EVSECurrentLimitAchieved
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de124(r):  # EVSECurrentRegulationTolerance
     bits = r.bits
@@ -17260,26 +14764,24 @@ def _de126(r):  # EVSEID
     return v
 
 def _ee126(w, v):  # EVSEID
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) < 7 or len(v) > 37: raise EncodeError(f'length {len(v)} outside [7, 37]')
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de127(r):  # EVSEIsolationStatus
     bits = r.bits
-    if bits(1): raise r.deviation('EVSEIsolationStatus')
-    v = bits(3)
+    x = bits(5)
+    if x & 17: raise r.deviation('EVSEIsolationStatus')
+    v = ((x >> 1) & 7)
     if v >= 5: raise DecodeError(f'enumeration index {v} out of range (5 values)', r.pos)
     v = _E10[v]
-    if bits(1): raise r.deviation('EVSEIsolationStatus')
     return v
 
 def _ee127(w, v):  # EVSEIsolationStatus
-    w.bits(0, 1)
-    _i = _I12.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration isolationLevelType')
-    w.bits(_i, 3)
-    w.bits(0, 1)
+    _i49 = _I12.get(v)
+    if _i49 is None: raise EncodeError(f'{v!r} is not one of the enumeration isolationLevelType')
+    bits((_i49 << 1), 5)
 
 def _de128(r):  # EVSEMaxCurrent
     bits = r.bits
@@ -17360,19 +14862,17 @@ def _ee138(w, v):  # EVSENominalVoltage
 
 def _de139(r):  # EVSENotification
     bits = r.bits
-    if bits(1): raise r.deviation('EVSENotification')
-    v = bits(2)
+    x = bits(4)
+    if x & 9: raise r.deviation('EVSENotification')
+    v = ((x >> 1) & 3)
     if v >= 3: raise DecodeError(f'enumeration index {v} out of range (3 values)', r.pos)
     v = _E2[v]
-    if bits(1): raise r.deviation('EVSENotification')
     return v
 
 def _ee139(w, v):  # EVSENotification
-    w.bits(0, 1)
-    _i = _I3.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration EVSENotificationType')
-    w.bits(_i, 2)
-    w.bits(0, 1)
+    _i50 = _I3.get(v)
+    if _i50 is None: raise EncodeError(f'{v!r} is not one of the enumeration EVSENotificationType')
+    bits((_i50 << 1), 4)
 
 def _de140(r):  # EVSEPeakCurrentRipple
     bits = r.bits
@@ -17383,17 +14883,14 @@ def _ee140(w, v):  # EVSEPeakCurrentRipple
 
 def _de141(r):  # EVSEPowerLimitAchieved
     bits = r.bits
-    if bits(1): raise r.deviation('EVSEPowerLimitAchieved')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('EVSEPowerLimitAchieved')
+    x = bits(3)
+    if x & 5: raise r.deviation('EVSEPowerLimitAchieved')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee141(w, v):  # EVSEPowerLimitAchieved
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de142(r):  # EVSEPresentCurrent
     bits = r.bits
@@ -17411,63 +14908,59 @@ def _ee143(w, v):  # EVSEPresentVoltage
 
 def _de144(r):  # EVSEProcessing
     bits = r.bits
-    if bits(1): raise r.deviation('EVSEProcessing')
-    v = bits(2)
+    x = bits(4)
+    if x & 9: raise r.deviation('EVSEProcessing')
+    v = ((x >> 1) & 3)
     if v >= 3: raise DecodeError(f'enumeration index {v} out of range (3 values)', r.pos)
     v = _E5[v]
-    if bits(1): raise r.deviation('EVSEProcessing')
     return v
 
 def _ee144(w, v):  # EVSEProcessing
-    w.bits(0, 1)
-    _i = _I7.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration EVSEProcessingType')
-    w.bits(_i, 2)
-    w.bits(0, 1)
+    _i51 = _I7.get(v)
+    if _i51 is None: raise EncodeError(f'{v!r} is not one of the enumeration EVSEProcessingType')
+    bits((_i51 << 1), 4)
 
 def _de145(r):  # EVSEStatusCode
     bits = r.bits
-    if bits(1): raise r.deviation('EVSEStatusCode')
-    v = bits(4)
+    x = bits(6)
+    if x & 33: raise r.deviation('EVSEStatusCode')
+    v = ((x >> 1) & 15)
     if v >= 12: raise DecodeError(f'enumeration index {v} out of range (12 values)', r.pos)
     v = _E11[v]
-    if bits(1): raise r.deviation('EVSEStatusCode')
     return v
 
 def _ee145(w, v):  # EVSEStatusCode
-    w.bits(0, 1)
-    _i = _I13.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration DC_EVSEStatusCodeType')
-    w.bits(_i, 4)
-    w.bits(0, 1)
+    _i52 = _I13.get(v)
+    if _i52 is None: raise EncodeError(f'{v!r} is not one of the enumeration DC_EVSEStatusCodeType')
+    bits((_i52 << 1), 6)
 
 def _de146(r):  # EVSETimeStamp
     bits = r.bits
-    if bits(1): raise r.deviation('EVSETimeStamp')
-    v = r.sint()
+    x = bits(2)
+    if x & 2: raise r.deviation('EVSETimeStamp')
+    _neg = (x & 1)
+    v = r.uint()
+    if _neg: v = -v - 1
     if v < -9223372036854775808 or v > 9223372036854775807: raise DecodeError(f'value {v} outside [-9223372036854775808, 9223372036854775807]', r.pos)
     if bits(1): raise r.deviation('EVSETimeStamp')
     return v
 
 def _ee146(w, v):  # EVSETimeStamp
-    w.bits(0, 1)
     if v < -9223372036854775808 or v > 9223372036854775807: raise EncodeError(f'value {v!r} outside [-9223372036854775808, 9223372036854775807]')
-    w.sint(v)
-    w.bits(0, 1)
+    bits((v < 0), 2)
+    w.uint(-v - 1 if v < 0 else v)
+    bits(0, 1)
 
 def _de147(r):  # EVSEVoltageLimitAchieved
     bits = r.bits
-    if bits(1): raise r.deviation('EVSEVoltageLimitAchieved')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('EVSEVoltageLimitAchieved')
+    x = bits(3)
+    if x & 5: raise r.deviation('EVSEVoltageLimitAchieved')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee147(w, v):  # EVSEVoltageLimitAchieved
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de148(r):  # EVTargetCurrent
     bits = r.bits
@@ -17485,19 +14978,17 @@ def _ee149(w, v):  # EVTargetVoltage
 
 def _de150(r):  # EnergyTransferMode
     bits = r.bits
-    if bits(1): raise r.deviation('EnergyTransferMode')
-    v = bits(3)
+    x = bits(5)
+    if x & 17: raise r.deviation('EnergyTransferMode')
+    v = ((x >> 1) & 7)
     if v >= 6: raise DecodeError(f'enumeration index {v} out of range (6 values)', r.pos)
     v = _E14[v]
-    if bits(1): raise r.deviation('EnergyTransferMode')
     return v
 
 def _ee150(w, v):  # EnergyTransferMode
-    w.bits(0, 1)
-    _i = _I15.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration EnergyTransferModeType')
-    w.bits(_i, 3)
-    w.bits(0, 1)
+    _i53 = _I15.get(v)
+    if _i53 is None: raise EncodeError(f'{v!r} is not one of the enumeration EnergyTransferModeType')
+    bits((_i53 << 1), 5)
 
 def _de151(r):  # Exponent
     bits = r.bits
@@ -17507,25 +14998,23 @@ def _de151(r):  # Exponent
     return v
 
 def _ee151(w, v):  # Exponent
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de152(r):  # FaultCode
     bits = r.bits
-    if bits(1): raise r.deviation('FaultCode')
-    v = bits(2)
+    x = bits(4)
+    if x & 9: raise r.deviation('FaultCode')
+    v = ((x >> 1) & 3)
     if v >= 3: raise DecodeError(f'enumeration index {v} out of range (3 values)', r.pos)
     v = _E26[v]
-    if bits(1): raise r.deviation('FaultCode')
     return v
 
 def _ee152(w, v):  # FaultCode
-    w.bits(0, 1)
-    _i = _I27.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration faultCodeType')
-    w.bits(_i, 2)
-    w.bits(0, 1)
+    _i54 = _I27.get(v)
+    if _i54 is None: raise EncodeError(f'{v!r} is not one of the enumeration faultCodeType')
+    bits((_i54 << 1), 4)
 
 def _de153(r):  # FaultMsg
     bits = r.bits
@@ -17536,38 +15025,33 @@ def _de153(r):  # FaultMsg
     return v
 
 def _ee153(w, v):  # FaultMsg
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) > 64: raise EncodeError(f'length {len(v)} outside [0, 64]')
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de154(r):  # FreeService
     bits = r.bits
-    if bits(1): raise r.deviation('FreeService')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('FreeService')
+    x = bits(3)
+    if x & 5: raise r.deviation('FreeService')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee154(w, v):  # FreeService
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de155(r):  # FullSOC
     bits = r.bits
-    if bits(1): raise r.deviation('FullSOC')
-    v = bits(7)
+    x = bits(9)
+    if x & 257: raise r.deviation('FullSOC')
+    v = ((x >> 1) & 127)
     if v > 100: raise DecodeError(f'value {v} above maximum 100', r.pos)
-    if bits(1): raise r.deviation('FullSOC')
     return v
 
 def _ee155(w, v):  # FullSOC
-    w.bits(0, 1)
     if not 0 <= v <= 100: raise EncodeError(f'value {v!r} outside [0, 100]')
-    w.bits(v, 7)
-    w.bits(0, 1)
+    bits((v << 1), 9)
 
 def _de156(r):  # G
     bits = r.bits
@@ -17577,9 +15061,9 @@ def _de156(r):  # G
     return v
 
 def _ee156(w, v):  # G
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de157(r):  # GenChallenge
     bits = r.bits
@@ -17590,22 +15074,26 @@ def _de157(r):  # GenChallenge
     return v
 
 def _ee157(w, v):  # GenChallenge
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) < 16 or len(v) > 16: raise EncodeError(f'length {len(v)} outside [16, 16]')
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de158(r):  # HMACOutputLength
     bits = r.bits
-    if bits(1): raise r.deviation('HMACOutputLength')
-    v = r.sint()
+    x = bits(2)
+    if x & 2: raise r.deviation('HMACOutputLength')
+    _neg = (x & 1)
+    v = r.uint()
+    if _neg: v = -v - 1
     if bits(1): raise r.deviation('HMACOutputLength')
     return v
 
 def _ee158(w, v):  # HMACOutputLength
-    w.bits(0, 1)
-    w.sint(v)
-    w.bits(0, 1)
+    if type(v) is not int: raise EncodeError(f'expected an int, got {v!r}')
+    bits((v < 0), 2)
+    w.uint(-v - 1 if v < 0 else v)
+    bits(0, 1)
 
 def _de159(r):  # Header
     bits = r.bits
@@ -17622,9 +15110,9 @@ def _de160(r):  # J
     return v
 
 def _ee160(w, v):  # J
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de161(r):  # ListOfRootCertificateIDs
     bits = r.bits
@@ -17642,10 +15130,10 @@ def _de162(r):  # MaxEntriesSAScheduleTuple
     return v
 
 def _ee162(w, v):  # MaxEntriesSAScheduleTuple
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 65535: raise EncodeError(f'value {v!r} outside [0, 65535]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de163(r):  # MeterID
     bits = r.bits
@@ -17656,10 +15144,10 @@ def _de163(r):  # MeterID
     return v
 
 def _ee163(w, v):  # MeterID
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) > 32: raise EncodeError(f'length {len(v)} outside [0, 32]')
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de164(r):  # MeterInfo
     bits = r.bits
@@ -17677,24 +15165,27 @@ def _de165(r):  # MeterReading
     return v
 
 def _ee165(w, v):  # MeterReading
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 18446744073709551615: raise EncodeError(f'value {v!r} outside [0, 18446744073709551615]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de166(r):  # MeterStatus
     bits = r.bits
-    if bits(1): raise r.deviation('MeterStatus')
-    v = r.sint()
+    x = bits(2)
+    if x & 2: raise r.deviation('MeterStatus')
+    _neg = (x & 1)
+    v = r.uint()
+    if _neg: v = -v - 1
     if v < -32768 or v > 32767: raise DecodeError(f'value {v} outside [-32768, 32767]', r.pos)
     if bits(1): raise r.deviation('MeterStatus')
     return v
 
 def _ee166(w, v):  # MeterStatus
-    w.bits(0, 1)
     if v < -32768 or v > 32767: raise EncodeError(f'value {v!r} outside [-32768, 32767]')
-    w.sint(v)
-    w.bits(0, 1)
+    bits((v < 0), 2)
+    w.uint(-v - 1 if v < 0 else v)
+    bits(0, 1)
 
 def _de167(r):  # Modulus
     bits = r.bits
@@ -17704,23 +15195,21 @@ def _de167(r):  # Modulus
     return v
 
 def _ee167(w, v):  # Modulus
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de168(r):  # Multiplier
     bits = r.bits
-    if bits(1): raise r.deviation('Multiplier')
-    v = bits(3) + -3
+    x = bits(5)
+    if x & 17: raise r.deviation('Multiplier')
+    v = ((x >> 1) & 7) + -3
     if v > 3: raise DecodeError(f'value {v} above maximum 3', r.pos)
-    if bits(1): raise r.deviation('Multiplier')
     return v
 
 def _ee168(w, v):  # Multiplier
-    w.bits(0, 1)
     if not -3 <= v <= 3: raise EncodeError(f'value {v!r} outside [-3, 3]')
-    w.bits(v - -3, 3)
-    w.bits(0, 1)
+    bits(((v - -3) << 1), 5)
 
 def _de169(r):  # Notification
     bits = r.bits
@@ -17738,23 +15227,21 @@ def _de170(r):  # NotificationMaxDelay
     return v
 
 def _ee170(w, v):  # NotificationMaxDelay
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 65535: raise EncodeError(f'value {v!r} outside [0, 65535]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de171(r):  # NumEPriceLevels
     bits = r.bits
-    if bits(1): raise r.deviation('NumEPriceLevels')
-    v = bits(8)
-    if bits(1): raise r.deviation('NumEPriceLevels')
+    x = bits(10)
+    if x & 513: raise r.deviation('NumEPriceLevels')
+    v = ((x >> 1) & 255)
     return v
 
 def _ee171(w, v):  # NumEPriceLevels
-    w.bits(0, 1)
     if not 0 <= v <= 255: raise EncodeError(f'value {v!r} outside [0, 255]')
-    w.bits(v, 8)
-    w.bits(0, 1)
+    bits((v << 1), 10)
 
 def _de172(r):  # OEMProvisioningCert
     bits = r.bits
@@ -17765,10 +15252,10 @@ def _de172(r):  # OEMProvisioningCert
     return v
 
 def _ee172(w, v):  # OEMProvisioningCert
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) > 800: raise EncodeError(f'length {len(v)} outside [0, 800]')
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de173(r):  # P
     bits = r.bits
@@ -17778,9 +15265,9 @@ def _de173(r):  # P
     return v
 
 def _ee173(w, v):  # P
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de174(r):  # PGPKeyID
     bits = r.bits
@@ -17790,9 +15277,9 @@ def _de174(r):  # PGPKeyID
     return v
 
 def _ee174(w, v):  # PGPKeyID
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de175(r):  # PGPKeyPacket
     bits = r.bits
@@ -17802,9 +15289,9 @@ def _de175(r):  # PGPKeyPacket
     return v
 
 def _ee175(w, v):  # PGPKeyPacket
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de176(r):  # PMax
     bits = r.bits
@@ -17836,31 +15323,32 @@ def _ee179(w, v):  # ParameterSet
 
 def _de180(r):  # ParameterSetID
     bits = r.bits
-    if bits(1): raise r.deviation('ParameterSetID')
-    v = r.sint()
+    x = bits(2)
+    if x & 2: raise r.deviation('ParameterSetID')
+    _neg = (x & 1)
+    v = r.uint()
+    if _neg: v = -v - 1
     if v < -32768 or v > 32767: raise DecodeError(f'value {v} outside [-32768, 32767]', r.pos)
     if bits(1): raise r.deviation('ParameterSetID')
     return v
 
 def _ee180(w, v):  # ParameterSetID
-    w.bits(0, 1)
     if v < -32768 or v > 32767: raise EncodeError(f'value {v!r} outside [-32768, 32767]')
-    w.sint(v)
-    w.bits(0, 1)
+    bits((v < 0), 2)
+    w.uint(-v - 1 if v < 0 else v)
+    bits(0, 1)
 
 def _de181(r):  # PaymentOption
     bits = r.bits
-    if bits(1): raise r.deviation('PaymentOption')
-    v = _E16[bits(1)]
-    if bits(1): raise r.deviation('PaymentOption')
+    x = bits(3)
+    if x & 5: raise r.deviation('PaymentOption')
+    v = _E16[((x >> 1) & 1)]
     return v
 
 def _ee181(w, v):  # PaymentOption
-    w.bits(0, 1)
-    _i = _I17.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration paymentOptionType')
-    w.bits(_i, 1)
-    w.bits(0, 1)
+    _i55 = _I17.get(v)
+    if _i55 is None: raise EncodeError(f'{v!r} is not one of the enumeration paymentOptionType')
+    bits((_i55 << 1), 3)
 
 def _de182(r):  # PaymentOptionList
     bits = r.bits
@@ -17877,9 +15365,9 @@ def _de183(r):  # PgenCounter
     return v
 
 def _ee183(w, v):  # PgenCounter
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de184(r):  # ProfileEntry
     bits = r.bits
@@ -17896,37 +15384,31 @@ def _de185(r):  # Q
     return v
 
 def _ee185(w, v):  # Q
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de186(r):  # RCD
     bits = r.bits
-    if bits(1): raise r.deviation('RCD')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('RCD')
+    x = bits(3)
+    if x & 5: raise r.deviation('RCD')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee186(w, v):  # RCD
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de187(r):  # ReceiptRequired
     bits = r.bits
-    if bits(1): raise r.deviation('ReceiptRequired')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('ReceiptRequired')
+    x = bits(3)
+    if x & 5: raise r.deviation('ReceiptRequired')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee187(w, v):  # ReceiptRequired
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de188(r):  # RemainingTimeToBulkSoC
     bits = r.bits
@@ -17944,49 +15426,48 @@ def _ee189(w, v):  # RemainingTimeToFullSoC
 
 def _de190(r):  # RequestedEnergyTransferMode
     bits = r.bits
-    if bits(1): raise r.deviation('RequestedEnergyTransferMode')
-    v = bits(3)
+    x = bits(5)
+    if x & 17: raise r.deviation('RequestedEnergyTransferMode')
+    v = ((x >> 1) & 7)
     if v >= 6: raise DecodeError(f'enumeration index {v} out of range (6 values)', r.pos)
     v = _E14[v]
-    if bits(1): raise r.deviation('RequestedEnergyTransferMode')
     return v
 
 def _ee190(w, v):  # RequestedEnergyTransferMode
-    w.bits(0, 1)
-    _i = _I15.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration EnergyTransferModeType')
-    w.bits(_i, 3)
-    w.bits(0, 1)
+    _i56 = _I15.get(v)
+    if _i56 is None: raise EncodeError(f'{v!r} is not one of the enumeration EnergyTransferModeType')
+    bits((_i56 << 1), 5)
 
 def _de191(r):  # ResponseCode
     bits = r.bits
-    if bits(1): raise r.deviation('ResponseCode')
-    v = bits(5)
+    x = bits(7)
+    if x & 65: raise r.deviation('ResponseCode')
+    v = ((x >> 1) & 31)
     if v >= 26: raise DecodeError(f'enumeration index {v} out of range (26 values)', r.pos)
     v = _E4[v]
-    if bits(1): raise r.deviation('ResponseCode')
     return v
 
 def _ee191(w, v):  # ResponseCode
-    w.bits(0, 1)
-    _i = _I6.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration responseCodeType')
-    w.bits(_i, 5)
-    w.bits(0, 1)
+    _i57 = _I6.get(v)
+    if _i57 is None: raise EncodeError(f'{v!r} is not one of the enumeration responseCodeType')
+    bits((_i57 << 1), 7)
 
 def _de192(r):  # RetryCounter
     bits = r.bits
-    if bits(1): raise r.deviation('RetryCounter')
-    v = r.sint()
+    x = bits(2)
+    if x & 2: raise r.deviation('RetryCounter')
+    _neg = (x & 1)
+    v = r.uint()
+    if _neg: v = -v - 1
     if v < -32768 or v > 32767: raise DecodeError(f'value {v} outside [-32768, 32767]', r.pos)
     if bits(1): raise r.deviation('RetryCounter')
     return v
 
 def _ee192(w, v):  # RetryCounter
-    w.bits(0, 1)
     if v < -32768 or v > 32767: raise EncodeError(f'value {v!r} outside [-32768, 32767]')
-    w.sint(v)
-    w.bits(0, 1)
+    bits((v < 0), 2)
+    w.uint(-v - 1 if v < 0 else v)
+    bits(0, 1)
 
 def _de193(r):  # RootCertificateID
     bits = r.bits
@@ -18011,31 +15492,27 @@ def _ee195(w, v):  # SAScheduleTuple
 
 def _de196(r):  # SAScheduleTupleID
     bits = r.bits
-    if bits(1): raise r.deviation('SAScheduleTupleID')
-    v = bits(8) + 1
+    x = bits(10)
+    if x & 513: raise r.deviation('SAScheduleTupleID')
+    v = ((x >> 1) & 255) + 1
     if v > 255: raise DecodeError(f'value {v} above maximum 255', r.pos)
-    if bits(1): raise r.deviation('SAScheduleTupleID')
     return v
 
 def _ee196(w, v):  # SAScheduleTupleID
-    w.bits(0, 1)
     if not 1 <= v <= 255: raise EncodeError(f'value {v!r} outside [1, 255]')
-    w.bits(v - 1, 8)
-    w.bits(0, 1)
+    bits(((v - 1) << 1), 10)
 
 def _de197(r):  # SAScheduleTupleID
     bits = r.bits
-    if bits(1): raise r.deviation('SAScheduleTupleID')
-    v = bits(8) + 1
+    x = bits(10)
+    if x & 513: raise r.deviation('SAScheduleTupleID')
+    v = ((x >> 1) & 255) + 1
     if v > 255: raise DecodeError(f'value {v} above maximum 255', r.pos)
-    if bits(1): raise r.deviation('SAScheduleTupleID')
     return v
 
 def _ee197(w, v):  # SAScheduleTupleID
-    w.bits(0, 1)
     if not 1 <= v <= 255: raise EncodeError(f'value {v!r} outside [1, 255]')
-    w.bits(v - 1, 8)
-    w.bits(0, 1)
+    bits(((v - 1) << 1), 10)
 
 def _de198(r):  # SPKISexp
     bits = r.bits
@@ -18045,9 +15522,9 @@ def _de198(r):  # SPKISexp
     return v
 
 def _ee198(w, v):  # SPKISexp
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de199(r):  # SalesTariff
     bits = r.bits
@@ -18065,24 +15542,22 @@ def _de200(r):  # SalesTariffDescription
     return v
 
 def _ee200(w, v):  # SalesTariffDescription
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) > 32: raise EncodeError(f'length {len(v)} outside [0, 32]')
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de201(r):  # SalesTariffID
     bits = r.bits
-    if bits(1): raise r.deviation('SalesTariffID')
-    v = bits(8) + 1
+    x = bits(10)
+    if x & 513: raise r.deviation('SalesTariffID')
+    v = ((x >> 1) & 255) + 1
     if v > 255: raise DecodeError(f'value {v} above maximum 255', r.pos)
-    if bits(1): raise r.deviation('SalesTariffID')
     return v
 
 def _ee201(w, v):  # SalesTariffID
-    w.bits(0, 1)
     if not 1 <= v <= 255: raise EncodeError(f'value {v!r} outside [1, 255]')
-    w.bits(v - 1, 8)
-    w.bits(0, 1)
+    bits(((v - 1) << 1), 10)
 
 def _de202(r):  # Seed
     bits = r.bits
@@ -18092,23 +15567,21 @@ def _de202(r):  # Seed
     return v
 
 def _ee202(w, v):  # Seed
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de203(r):  # SelectedPaymentOption
     bits = r.bits
-    if bits(1): raise r.deviation('SelectedPaymentOption')
-    v = _E16[bits(1)]
-    if bits(1): raise r.deviation('SelectedPaymentOption')
+    x = bits(3)
+    if x & 5: raise r.deviation('SelectedPaymentOption')
+    v = _E16[((x >> 1) & 1)]
     return v
 
 def _ee203(w, v):  # SelectedPaymentOption
-    w.bits(0, 1)
-    _i = _I17.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration paymentOptionType')
-    w.bits(_i, 1)
-    w.bits(0, 1)
+    _i58 = _I17.get(v)
+    if _i58 is None: raise EncodeError(f'{v!r} is not one of the enumeration paymentOptionType')
+    bits((_i58 << 1), 3)
 
 def _de204(r):  # SelectedService
     bits = r.bits
@@ -18133,31 +15606,27 @@ def _ee206(w, v):  # Service
 
 def _de207(r):  # ServiceCategory
     bits = r.bits
-    if bits(1): raise r.deviation('ServiceCategory')
-    v = _E22[bits(2)]
-    if bits(1): raise r.deviation('ServiceCategory')
+    x = bits(4)
+    if x & 9: raise r.deviation('ServiceCategory')
+    v = _E22[((x >> 1) & 3)]
     return v
 
 def _ee207(w, v):  # ServiceCategory
-    w.bits(0, 1)
-    _i = _I23.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration serviceCategoryType')
-    w.bits(_i, 2)
-    w.bits(0, 1)
+    _i59 = _I23.get(v)
+    if _i59 is None: raise EncodeError(f'{v!r} is not one of the enumeration serviceCategoryType')
+    bits((_i59 << 1), 4)
 
 def _de208(r):  # ServiceCategory
     bits = r.bits
-    if bits(1): raise r.deviation('ServiceCategory')
-    v = _E22[bits(2)]
-    if bits(1): raise r.deviation('ServiceCategory')
+    x = bits(4)
+    if x & 9: raise r.deviation('ServiceCategory')
+    v = _E22[((x >> 1) & 3)]
     return v
 
 def _ee208(w, v):  # ServiceCategory
-    w.bits(0, 1)
-    _i = _I23.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration serviceCategoryType')
-    w.bits(_i, 2)
-    w.bits(0, 1)
+    _i60 = _I23.get(v)
+    if _i60 is None: raise EncodeError(f'{v!r} is not one of the enumeration serviceCategoryType')
+    bits((_i60 << 1), 4)
 
 def _de209(r):  # ServiceID
     bits = r.bits
@@ -18168,10 +15637,10 @@ def _de209(r):  # ServiceID
     return v
 
 def _ee209(w, v):  # ServiceID
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 65535: raise EncodeError(f'value {v!r} outside [0, 65535]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de210(r):  # ServiceID
     bits = r.bits
@@ -18182,10 +15651,10 @@ def _de210(r):  # ServiceID
     return v
 
 def _ee210(w, v):  # ServiceID
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 65535: raise EncodeError(f'value {v!r} outside [0, 65535]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de211(r):  # ServiceList
     bits = r.bits
@@ -18203,10 +15672,10 @@ def _de212(r):  # ServiceName
     return v
 
 def _ee212(w, v):  # ServiceName
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) > 32: raise EncodeError(f'length {len(v)} outside [0, 32]')
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de213(r):  # ServiceParameterList
     bits = r.bits
@@ -18224,10 +15693,10 @@ def _de214(r):  # ServiceScope
     return v
 
 def _ee214(w, v):  # ServiceScope
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) > 64: raise EncodeError(f'length {len(v)} outside [0, 64]')
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de215(r):  # ServiceScope
     bits = r.bits
@@ -18238,10 +15707,10 @@ def _de215(r):  # ServiceScope
     return v
 
 def _ee215(w, v):  # ServiceScope
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) > 64: raise EncodeError(f'length {len(v)} outside [0, 64]')
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de216(r):  # SessionID
     bits = r.bits
@@ -18252,10 +15721,10 @@ def _de216(r):  # SessionID
     return v
 
 def _ee216(w, v):  # SessionID
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) > 8: raise EncodeError(f'length {len(v)} outside [0, 8]')
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de217(r):  # SessionID
     bits = r.bits
@@ -18266,10 +15735,10 @@ def _de217(r):  # SessionID
     return v
 
 def _ee217(w, v):  # SessionID
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) > 8: raise EncodeError(f'length {len(v)} outside [0, 8]')
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de218(r):  # SigMeterReading
     bits = r.bits
@@ -18280,10 +15749,10 @@ def _de218(r):  # SigMeterReading
     return v
 
 def _ee218(w, v):  # SigMeterReading
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) > 64: raise EncodeError(f'length {len(v)} outside [0, 64]')
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de219(r):  # SubCertificates
     bits = r.bits
@@ -18301,47 +15770,51 @@ def _ee220(w, v):  # SupportedEnergyTransferMode
 
 def _de221(r):  # TMeter
     bits = r.bits
-    if bits(1): raise r.deviation('TMeter')
-    v = r.sint()
+    x = bits(2)
+    if x & 2: raise r.deviation('TMeter')
+    _neg = (x & 1)
+    v = r.uint()
+    if _neg: v = -v - 1
     if v < -9223372036854775808 or v > 9223372036854775807: raise DecodeError(f'value {v} outside [-9223372036854775808, 9223372036854775807]', r.pos)
     if bits(1): raise r.deviation('TMeter')
     return v
 
 def _ee221(w, v):  # TMeter
-    w.bits(0, 1)
     if v < -9223372036854775808 or v > 9223372036854775807: raise EncodeError(f'value {v!r} outside [-9223372036854775808, 9223372036854775807]')
-    w.sint(v)
-    w.bits(0, 1)
+    bits((v < 0), 2)
+    w.uint(-v - 1 if v < 0 else v)
+    bits(0, 1)
 
 def _de222(r):  # Unit
     bits = r.bits
-    if bits(1): raise r.deviation('Unit')
-    v = bits(3)
+    x = bits(5)
+    if x & 17: raise r.deviation('Unit')
+    v = ((x >> 1) & 7)
     if v >= 7: raise DecodeError(f'enumeration index {v} out of range (7 values)', r.pos)
     v = _E0[v]
-    if bits(1): raise r.deviation('Unit')
     return v
 
 def _ee222(w, v):  # Unit
-    w.bits(0, 1)
-    _i = _I1.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration unitSymbolType')
-    w.bits(_i, 3)
-    w.bits(0, 1)
+    _i61 = _I1.get(v)
+    if _i61 is None: raise EncodeError(f'{v!r} is not one of the enumeration unitSymbolType')
+    bits((_i61 << 1), 5)
 
 def _de223(r):  # Value
     bits = r.bits
-    if bits(1): raise r.deviation('Value')
-    v = r.sint()
+    x = bits(2)
+    if x & 2: raise r.deviation('Value')
+    _neg = (x & 1)
+    v = r.uint()
+    if _neg: v = -v - 1
     if v < -32768 or v > 32767: raise DecodeError(f'value {v} outside [-32768, 32767]', r.pos)
     if bits(1): raise r.deviation('Value')
     return v
 
 def _ee223(w, v):  # Value
-    w.bits(0, 1)
     if v < -32768 or v > 32767: raise EncodeError(f'value {v!r} outside [-32768, 32767]')
-    w.sint(v)
-    w.bits(0, 1)
+    bits((v < 0), 2)
+    w.uint(-v - 1 if v < 0 else v)
+    bits(0, 1)
 
 def _de224(r):  # X509CRL
     bits = r.bits
@@ -18351,9 +15824,9 @@ def _de224(r):  # X509CRL
     return v
 
 def _ee224(w, v):  # X509CRL
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de225(r):  # X509Certificate
     bits = r.bits
@@ -18363,9 +15836,9 @@ def _de225(r):  # X509Certificate
     return v
 
 def _ee225(w, v):  # X509Certificate
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de226(r):  # X509IssuerName
     bits = r.bits
@@ -18375,9 +15848,9 @@ def _de226(r):  # X509IssuerName
     return v
 
 def _ee226(w, v):  # X509IssuerName
-    w.bits(0, 1)
+    bits(0, 1)
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de227(r):  # X509IssuerSerial
     bits = r.bits
@@ -18394,21 +15867,25 @@ def _de228(r):  # X509SKI
     return v
 
 def _ee228(w, v):  # X509SKI
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de229(r):  # X509SerialNumber
     bits = r.bits
-    if bits(1): raise r.deviation('X509SerialNumber')
-    v = r.sint()
+    x = bits(2)
+    if x & 2: raise r.deviation('X509SerialNumber')
+    _neg = (x & 1)
+    v = r.uint()
+    if _neg: v = -v - 1
     if bits(1): raise r.deviation('X509SerialNumber')
     return v
 
 def _ee229(w, v):  # X509SerialNumber
-    w.bits(0, 1)
-    w.sint(v)
-    w.bits(0, 1)
+    if type(v) is not int: raise EncodeError(f'expected an int, got {v!r}')
+    bits((v < 0), 2)
+    w.uint(-v - 1 if v < 0 else v)
+    bits(0, 1)
 
 def _de230(r):  # X509SubjectName
     bits = r.bits
@@ -18418,9 +15895,9 @@ def _de230(r):  # X509SubjectName
     return v
 
 def _ee230(w, v):  # X509SubjectName
-    w.bits(0, 1)
+    bits(0, 1)
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de231(r):  # XPath
     bits = r.bits
@@ -18430,9 +15907,9 @@ def _de231(r):  # XPath
     return v
 
 def _ee231(w, v):  # XPath
-    w.bits(0, 1)
+    bits(0, 1)
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de232(r):  # Y
     bits = r.bits
@@ -18442,9 +15919,9 @@ def _de232(r):  # Y
     return v
 
 def _ee232(w, v):  # Y
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de233(r):  # amount
     bits = r.bits
@@ -18455,67 +15932,58 @@ def _de233(r):  # amount
     return v
 
 def _ee233(w, v):  # amount
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 4294967295: raise EncodeError(f'value {v!r} outside [0, 4294967295]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de234(r):  # amountMultiplier
     bits = r.bits
-    if bits(1): raise r.deviation('amountMultiplier')
-    v = bits(3) + -3
+    x = bits(5)
+    if x & 17: raise r.deviation('amountMultiplier')
+    v = ((x >> 1) & 7) + -3
     if v > 3: raise DecodeError(f'value {v} above maximum 3', r.pos)
-    if bits(1): raise r.deviation('amountMultiplier')
     return v
 
 def _ee234(w, v):  # amountMultiplier
-    w.bits(0, 1)
     if not -3 <= v <= 3: raise EncodeError(f'value {v!r} outside [-3, 3]')
-    w.bits(v - -3, 3)
-    w.bits(0, 1)
+    bits(((v - -3) << 1), 5)
 
 def _de235(r):  # boolValue
     bits = r.bits
-    if bits(1): raise r.deviation('boolValue')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('boolValue')
+    x = bits(3)
+    if x & 5: raise r.deviation('boolValue')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee235(w, v):  # boolValue
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de236(r):  # byteValue
     bits = r.bits
-    if bits(1): raise r.deviation('byteValue')
-    v = bits(8) + -128
-    if bits(1): raise r.deviation('byteValue')
+    x = bits(10)
+    if x & 513: raise r.deviation('byteValue')
+    v = ((x >> 1) & 255) + -128
     return v
 
 def _ee236(w, v):  # byteValue
-    w.bits(0, 1)
     if not -128 <= v <= 127: raise EncodeError(f'value {v!r} outside [-128, 127]')
-    w.bits(v - -128, 8)
-    w.bits(0, 1)
+    bits(((v - -128) << 1), 10)
 
 def _de237(r):  # costKind
     bits = r.bits
-    if bits(1): raise r.deviation('costKind')
-    v = bits(2)
+    x = bits(4)
+    if x & 9: raise r.deviation('costKind')
+    v = ((x >> 1) & 3)
     if v >= 3: raise DecodeError(f'enumeration index {v} out of range (3 values)', r.pos)
     v = _E20[v]
-    if bits(1): raise r.deviation('costKind')
     return v
 
 def _ee237(w, v):  # costKind
-    w.bits(0, 1)
-    _i = _I21.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration costKindType')
-    w.bits(_i, 2)
-    w.bits(0, 1)
+    _i62 = _I21.get(v)
+    if _i62 is None: raise EncodeError(f'{v!r} is not one of the enumeration costKindType')
+    bits((_i62 << 1), 4)
 
 def _de238(r):  # duration
     bits = r.bits
@@ -18526,24 +15994,27 @@ def _de238(r):  # duration
     return v
 
 def _ee238(w, v):  # duration
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 86400: raise EncodeError(f'value {v!r} outside [0, 86400]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de239(r):  # intValue
     bits = r.bits
-    if bits(1): raise r.deviation('intValue')
-    v = r.sint()
+    x = bits(2)
+    if x & 2: raise r.deviation('intValue')
+    _neg = (x & 1)
+    v = r.uint()
+    if _neg: v = -v - 1
     if v < -2147483648 or v > 2147483647: raise DecodeError(f'value {v} outside [-2147483648, 2147483647]', r.pos)
     if bits(1): raise r.deviation('intValue')
     return v
 
 def _ee239(w, v):  # intValue
-    w.bits(0, 1)
     if v < -2147483648 or v > 2147483647: raise EncodeError(f'value {v!r} outside [-2147483648, 2147483647]')
-    w.sint(v)
-    w.bits(0, 1)
+    bits((v < 0), 2)
+    w.uint(-v - 1 if v < 0 else v)
+    bits(0, 1)
 
 def _de240(r):  # physicalValue
     bits = r.bits
@@ -18554,17 +16025,20 @@ def _ee240(w, v):  # physicalValue
 
 def _de241(r):  # shortValue
     bits = r.bits
-    if bits(1): raise r.deviation('shortValue')
-    v = r.sint()
+    x = bits(2)
+    if x & 2: raise r.deviation('shortValue')
+    _neg = (x & 1)
+    v = r.uint()
+    if _neg: v = -v - 1
     if v < -32768 or v > 32767: raise DecodeError(f'value {v} outside [-32768, 32767]', r.pos)
     if bits(1): raise r.deviation('shortValue')
     return v
 
 def _ee241(w, v):  # shortValue
-    w.bits(0, 1)
     if v < -32768 or v > 32767: raise EncodeError(f'value {v!r} outside [-32768, 32767]')
-    w.sint(v)
-    w.bits(0, 1)
+    bits((v < 0), 2)
+    w.uint(-v - 1 if v < 0 else v)
+    bits(0, 1)
 
 def _de242(r):  # start
     bits = r.bits
@@ -18575,10 +16049,10 @@ def _de242(r):  # start
     return v
 
 def _ee242(w, v):  # start
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 16777214: raise EncodeError(f'value {v!r} outside [0, 16777214]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de243(r):  # startValue
     bits = r.bits
@@ -18595,9 +16069,9 @@ def _de244(r):  # stringValue
     return v
 
 def _ee244(w, v):  # stringValue
-    w.bits(0, 1)
+    bits(0, 1)
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 # (namespace, local name, class or simple type code, decode, encode); index = event code
 FRAGMENT = (

@@ -25,13 +25,10 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMaximumChargePower'
-                    f_EVMaximumChargePower = _d_RationalNumberType(r)
-                    s = 1
-                else:
-                    raise r.deviation('AC_CPDReqEnergyTransferModeType')
+                if bits(1): raise r.deviation('AC_CPDReqEnergyTransferModeType')
+                el = 'EVMaximumChargePower'
+                f_EVMaximumChargePower = _d_RationalNumberType(r)
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
@@ -61,13 +58,10 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
                 else:
                     raise r.deviation('AC_CPDReqEnergyTransferModeType')
             if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMinimumChargePower'
-                    f_EVMinimumChargePower = _d_RationalNumberType(r)
-                    s = 4
-                else:
-                    raise r.deviation('AC_CPDReqEnergyTransferModeType')
+                if bits(1): raise r.deviation('AC_CPDReqEnergyTransferModeType')
+                el = 'EVMinimumChargePower'
+                f_EVMinimumChargePower = _d_RationalNumberType(r)
+                s = 4
             if s == 4:
                 ec = bits(2)
                 if ec == 0:
@@ -79,6 +73,7 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
                     f_EVMinimumChargePower_L3 = _d_RationalNumberType(r)
                     s = 6
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('AC_CPDReqEnergyTransferModeType')
@@ -89,15 +84,13 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
                     f_EVMinimumChargePower_L3 = _d_RationalNumberType(r)
                     s = 6
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('AC_CPDReqEnergyTransferModeType')
             if s == 6:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('AC_CPDReqEnergyTransferModeType')
+                if bits(1): raise r.deviation('AC_CPDReqEnergyTransferModeType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_ac.AC_CPDReqEnergyTransferModeType(f_EVMaximumChargePower, f_EVMaximumChargePower_L2, f_EVMaximumChargePower_L3, f_EVMinimumChargePower, f_EVMinimumChargePower_L2, f_EVMinimumChargePower_L3)
@@ -117,8 +110,8 @@ def _e_AC_CPDReqEnergyTransferModeType(w, o):
         while s >= 0:
             if s == 0:
                 if v_EVMaximumChargePower is not None:
-                    bits(0, 1)
                     el = 'EVMaximumChargePower'
+                    bits(0, 1)
                     _e_RationalNumberType(w, v_EVMaximumChargePower)
                     v_EVMaximumChargePower = None
                     s = 1
@@ -126,20 +119,20 @@ def _e_AC_CPDReqEnergyTransferModeType(w, o):
                     raise EncodeError('missing content: expected one of EVMaximumChargePower')
             if s == 1:
                 if v_EVMaximumChargePower_L2 is not None:
-                    bits(0, 2)
                     el = 'EVMaximumChargePower_L2'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVMaximumChargePower_L2)
                     v_EVMaximumChargePower_L2 = None
                     s = 2
                 elif v_EVMaximumChargePower_L3 is not None:
-                    bits(1, 2)
                     el = 'EVMaximumChargePower_L3'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVMaximumChargePower_L3)
                     v_EVMaximumChargePower_L3 = None
                     s = 3
                 elif v_EVMinimumChargePower is not None:
-                    bits(2, 2)
                     el = 'EVMinimumChargePower'
+                    bits(2, 2)
                     _e_RationalNumberType(w, v_EVMinimumChargePower)
                     v_EVMinimumChargePower = None
                     s = 4
@@ -147,14 +140,14 @@ def _e_AC_CPDReqEnergyTransferModeType(w, o):
                     raise EncodeError('missing content: expected one of EVMaximumChargePower_L2, EVMaximumChargePower_L3, EVMinimumChargePower')
             if s == 2:
                 if v_EVMaximumChargePower_L3 is not None:
-                    bits(0, 2)
                     el = 'EVMaximumChargePower_L3'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVMaximumChargePower_L3)
                     v_EVMaximumChargePower_L3 = None
                     s = 3
                 elif v_EVMinimumChargePower is not None:
-                    bits(1, 2)
                     el = 'EVMinimumChargePower'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVMinimumChargePower)
                     v_EVMinimumChargePower = None
                     s = 4
@@ -162,8 +155,8 @@ def _e_AC_CPDReqEnergyTransferModeType(w, o):
                     raise EncodeError('missing content: expected one of EVMaximumChargePower_L3, EVMinimumChargePower')
             if s == 3:
                 if v_EVMinimumChargePower is not None:
-                    bits(0, 1)
                     el = 'EVMinimumChargePower'
+                    bits(0, 1)
                     _e_RationalNumberType(w, v_EVMinimumChargePower)
                     v_EVMinimumChargePower = None
                     s = 4
@@ -171,14 +164,14 @@ def _e_AC_CPDReqEnergyTransferModeType(w, o):
                     raise EncodeError('missing content: expected one of EVMinimumChargePower')
             if s == 4:
                 if v_EVMinimumChargePower_L2 is not None:
-                    bits(0, 2)
                     el = 'EVMinimumChargePower_L2'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVMinimumChargePower_L2)
                     v_EVMinimumChargePower_L2 = None
                     s = 5
                 elif v_EVMinimumChargePower_L3 is not None:
-                    bits(1, 2)
                     el = 'EVMinimumChargePower_L3'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVMinimumChargePower_L3)
                     v_EVMinimumChargePower_L3 = None
                     s = 6
@@ -188,8 +181,8 @@ def _e_AC_CPDReqEnergyTransferModeType(w, o):
                     s = -1
             if s == 5:
                 if v_EVMinimumChargePower_L3 is not None:
-                    bits(0, 2)
                     el = 'EVMinimumChargePower_L3'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVMinimumChargePower_L3)
                     v_EVMinimumChargePower_L3 = None
                     s = 6
@@ -212,35 +205,17 @@ def _d_RationalNumberType(r):
     f_Exponent = None
     f_Value = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Exponent'
-                    if bits(1): raise r.deviation('RationalNumberType')
-                    f_Exponent = bits(8) + -128
-                    if bits(1): raise r.deviation('RationalNumberType')
-                    s = 1
-                else:
-                    raise r.deviation('RationalNumberType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Value'
-                    if bits(1): raise r.deviation('RationalNumberType')
-                    f_Value = r.sint()
-                    if f_Value < -32768 or f_Value > 32767: raise DecodeError(f'value {f_Value} outside [-32768, 32767]', r.pos)
-                    if bits(1): raise r.deviation('RationalNumberType')
-                    s = 2
-                else:
-                    raise r.deviation('RationalNumberType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('RationalNumberType')
+        x = bits(14)
+        if x & 12302: raise r.deviation('RationalNumberType')
+        el = 'Exponent'
+        f_Exponent = ((x >> 4) & 255) + -128
+        el = 'Value'
+        _neg = (x & 1)
+        f_Value = r.uint()
+        if _neg: f_Value = -f_Value - 1
+        if f_Value < -32768 or f_Value > 32767: raise DecodeError(f'value {f_Value} outside [-32768, 32767]', r.pos)
+        x = bits(2)
+        if x & 3: raise r.deviation('RationalNumberType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.RationalNumberType(f_Exponent, f_Value)
@@ -252,37 +227,20 @@ def _e_RationalNumberType(w, o):
     try:
         v_Exponent = o.Exponent
         v_Value = o.Value
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Exponent is not None:
-                    bits(0, 1)
-                    el = 'Exponent'
-                    w.bits(0, 1)
-                    if not -128 <= v_Exponent <= 127: raise EncodeError(f'value {v_Exponent!r} outside [-128, 127]')
-                    w.bits(v_Exponent - -128, 8)
-                    w.bits(0, 1)
-                    v_Exponent = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Exponent')
-            if s == 1:
-                if v_Value is not None:
-                    bits(0, 1)
-                    el = 'Value'
-                    w.bits(0, 1)
-                    if v_Value < -32768 or v_Value > 32767: raise EncodeError(f'value {v_Value!r} outside [-32768, 32767]')
-                    w.sint(v_Value)
-                    w.bits(0, 1)
-                    v_Value = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of Value')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_Exponent is not None or v_Value is not None: raise _leftover(o)
-                    s = -1
+        if v_Exponent is not None:
+            el = 'Exponent'
+            if not -128 <= v_Exponent <= 127: raise EncodeError(f'value {v_Exponent!r} outside [-128, 127]')
+            if not (v_Value is not None): raise EncodeError('missing content: Value')
+            el = 'Value'
+            if v_Value < -32768 or v_Value > 32767: raise EncodeError(f'value {v_Value!r} outside [-32768, 32767]')
+            bits(((v_Exponent - -128) << 4) | (v_Value < 0), 14)
+            v_Exponent = None
+            w.uint(-v_Value - 1 if v_Value < 0 else v_Value)
+            bits(0, 2)
+            v_Value = None
+            if v_Exponent is not None or v_Value is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Exponent')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -306,13 +264,10 @@ def _d_AC_CPDResEnergyTransferModeType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEMaximumChargePower'
-                    f_EVSEMaximumChargePower = _d_RationalNumberType(r)
-                    s = 1
-                else:
-                    raise r.deviation('AC_CPDResEnergyTransferModeType')
+                if bits(1): raise r.deviation('AC_CPDResEnergyTransferModeType')
+                el = 'EVSEMaximumChargePower'
+                f_EVSEMaximumChargePower = _d_RationalNumberType(r)
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
@@ -342,13 +297,10 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 else:
                     raise r.deviation('AC_CPDResEnergyTransferModeType')
             if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEMinimumChargePower'
-                    f_EVSEMinimumChargePower = _d_RationalNumberType(r)
-                    s = 4
-                else:
-                    raise r.deviation('AC_CPDResEnergyTransferModeType')
+                if bits(1): raise r.deviation('AC_CPDResEnergyTransferModeType')
+                el = 'EVSEMinimumChargePower'
+                f_EVSEMinimumChargePower = _d_RationalNumberType(r)
+                s = 4
             if s == 4:
                 ec = bits(2)
                 if ec == 0:
@@ -378,13 +330,10 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 else:
                     raise r.deviation('AC_CPDResEnergyTransferModeType')
             if s == 6:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSENominalFrequency'
-                    f_EVSENominalFrequency = _d_RationalNumberType(r)
-                    s = 7
-                else:
-                    raise r.deviation('AC_CPDResEnergyTransferModeType')
+                if bits(1): raise r.deviation('AC_CPDResEnergyTransferModeType')
+                el = 'EVSENominalFrequency'
+                f_EVSENominalFrequency = _d_RationalNumberType(r)
+                s = 7
             if s == 7:
                 ec = bits(3)
                 if ec == 0:
@@ -408,6 +357,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                     f_EVSEPresentActivePower_L3 = _d_RationalNumberType(r)
                     s = 12
                 elif ec == 5:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('AC_CPDResEnergyTransferModeType')
@@ -430,6 +380,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                     f_EVSEPresentActivePower_L3 = _d_RationalNumberType(r)
                     s = 12
                 elif ec == 4:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('AC_CPDResEnergyTransferModeType')
@@ -448,6 +399,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                     f_EVSEPresentActivePower_L3 = _d_RationalNumberType(r)
                     s = 12
                 elif ec == 3:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('AC_CPDResEnergyTransferModeType')
@@ -462,6 +414,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                     f_EVSEPresentActivePower_L3 = _d_RationalNumberType(r)
                     s = 12
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('AC_CPDResEnergyTransferModeType')
@@ -472,15 +425,13 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                     f_EVSEPresentActivePower_L3 = _d_RationalNumberType(r)
                     s = 12
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('AC_CPDResEnergyTransferModeType')
             if s == 12:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('AC_CPDResEnergyTransferModeType')
+                if bits(1): raise r.deviation('AC_CPDResEnergyTransferModeType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_ac.AC_CPDResEnergyTransferModeType(f_EVSEMaximumChargePower, f_EVSEMaximumChargePower_L2, f_EVSEMaximumChargePower_L3, f_EVSEMinimumChargePower, f_EVSEMinimumChargePower_L2, f_EVSEMinimumChargePower_L3, f_EVSENominalFrequency, f_MaximumPowerAsymmetry, f_EVSEPowerRampLimitation, f_EVSEPresentActivePower, f_EVSEPresentActivePower_L2, f_EVSEPresentActivePower_L3)
@@ -506,8 +457,8 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
         while s >= 0:
             if s == 0:
                 if v_EVSEMaximumChargePower is not None:
-                    bits(0, 1)
                     el = 'EVSEMaximumChargePower'
+                    bits(0, 1)
                     _e_RationalNumberType(w, v_EVSEMaximumChargePower)
                     v_EVSEMaximumChargePower = None
                     s = 1
@@ -515,20 +466,20 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                     raise EncodeError('missing content: expected one of EVSEMaximumChargePower')
             if s == 1:
                 if v_EVSEMaximumChargePower_L2 is not None:
-                    bits(0, 2)
                     el = 'EVSEMaximumChargePower_L2'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVSEMaximumChargePower_L2)
                     v_EVSEMaximumChargePower_L2 = None
                     s = 2
                 elif v_EVSEMaximumChargePower_L3 is not None:
-                    bits(1, 2)
                     el = 'EVSEMaximumChargePower_L3'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVSEMaximumChargePower_L3)
                     v_EVSEMaximumChargePower_L3 = None
                     s = 3
                 elif v_EVSEMinimumChargePower is not None:
-                    bits(2, 2)
                     el = 'EVSEMinimumChargePower'
+                    bits(2, 2)
                     _e_RationalNumberType(w, v_EVSEMinimumChargePower)
                     v_EVSEMinimumChargePower = None
                     s = 4
@@ -536,14 +487,14 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                     raise EncodeError('missing content: expected one of EVSEMaximumChargePower_L2, EVSEMaximumChargePower_L3, EVSEMinimumChargePower')
             if s == 2:
                 if v_EVSEMaximumChargePower_L3 is not None:
-                    bits(0, 2)
                     el = 'EVSEMaximumChargePower_L3'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVSEMaximumChargePower_L3)
                     v_EVSEMaximumChargePower_L3 = None
                     s = 3
                 elif v_EVSEMinimumChargePower is not None:
-                    bits(1, 2)
                     el = 'EVSEMinimumChargePower'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVSEMinimumChargePower)
                     v_EVSEMinimumChargePower = None
                     s = 4
@@ -551,8 +502,8 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                     raise EncodeError('missing content: expected one of EVSEMaximumChargePower_L3, EVSEMinimumChargePower')
             if s == 3:
                 if v_EVSEMinimumChargePower is not None:
-                    bits(0, 1)
                     el = 'EVSEMinimumChargePower'
+                    bits(0, 1)
                     _e_RationalNumberType(w, v_EVSEMinimumChargePower)
                     v_EVSEMinimumChargePower = None
                     s = 4
@@ -560,20 +511,20 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                     raise EncodeError('missing content: expected one of EVSEMinimumChargePower')
             if s == 4:
                 if v_EVSEMinimumChargePower_L2 is not None:
-                    bits(0, 2)
                     el = 'EVSEMinimumChargePower_L2'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVSEMinimumChargePower_L2)
                     v_EVSEMinimumChargePower_L2 = None
                     s = 5
                 elif v_EVSEMinimumChargePower_L3 is not None:
-                    bits(1, 2)
                     el = 'EVSEMinimumChargePower_L3'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVSEMinimumChargePower_L3)
                     v_EVSEMinimumChargePower_L3 = None
                     s = 6
                 elif v_EVSENominalFrequency is not None:
-                    bits(2, 2)
                     el = 'EVSENominalFrequency'
+                    bits(2, 2)
                     _e_RationalNumberType(w, v_EVSENominalFrequency)
                     v_EVSENominalFrequency = None
                     s = 7
@@ -581,14 +532,14 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                     raise EncodeError('missing content: expected one of EVSEMinimumChargePower_L2, EVSEMinimumChargePower_L3, EVSENominalFrequency')
             if s == 5:
                 if v_EVSEMinimumChargePower_L3 is not None:
-                    bits(0, 2)
                     el = 'EVSEMinimumChargePower_L3'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVSEMinimumChargePower_L3)
                     v_EVSEMinimumChargePower_L3 = None
                     s = 6
                 elif v_EVSENominalFrequency is not None:
-                    bits(1, 2)
                     el = 'EVSENominalFrequency'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVSENominalFrequency)
                     v_EVSENominalFrequency = None
                     s = 7
@@ -596,8 +547,8 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                     raise EncodeError('missing content: expected one of EVSEMinimumChargePower_L3, EVSENominalFrequency')
             if s == 6:
                 if v_EVSENominalFrequency is not None:
-                    bits(0, 1)
                     el = 'EVSENominalFrequency'
+                    bits(0, 1)
                     _e_RationalNumberType(w, v_EVSENominalFrequency)
                     v_EVSENominalFrequency = None
                     s = 7
@@ -605,32 +556,32 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                     raise EncodeError('missing content: expected one of EVSENominalFrequency')
             if s == 7:
                 if v_MaximumPowerAsymmetry is not None:
-                    bits(0, 3)
                     el = 'MaximumPowerAsymmetry'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_MaximumPowerAsymmetry)
                     v_MaximumPowerAsymmetry = None
                     s = 8
                 elif v_EVSEPowerRampLimitation is not None:
-                    bits(1, 3)
                     el = 'EVSEPowerRampLimitation'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_EVSEPowerRampLimitation)
                     v_EVSEPowerRampLimitation = None
                     s = 9
                 elif v_EVSEPresentActivePower is not None:
-                    bits(2, 3)
                     el = 'EVSEPresentActivePower'
+                    bits(2, 3)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower)
                     v_EVSEPresentActivePower = None
                     s = 10
                 elif v_EVSEPresentActivePower_L2 is not None:
-                    bits(3, 3)
                     el = 'EVSEPresentActivePower_L2'
+                    bits(3, 3)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L2)
                     v_EVSEPresentActivePower_L2 = None
                     s = 11
                 elif v_EVSEPresentActivePower_L3 is not None:
-                    bits(4, 3)
                     el = 'EVSEPresentActivePower_L3'
+                    bits(4, 3)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L3)
                     v_EVSEPresentActivePower_L3 = None
                     s = 12
@@ -640,26 +591,26 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                     s = -1
             if s == 8:
                 if v_EVSEPowerRampLimitation is not None:
-                    bits(0, 3)
                     el = 'EVSEPowerRampLimitation'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_EVSEPowerRampLimitation)
                     v_EVSEPowerRampLimitation = None
                     s = 9
                 elif v_EVSEPresentActivePower is not None:
-                    bits(1, 3)
                     el = 'EVSEPresentActivePower'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower)
                     v_EVSEPresentActivePower = None
                     s = 10
                 elif v_EVSEPresentActivePower_L2 is not None:
-                    bits(2, 3)
                     el = 'EVSEPresentActivePower_L2'
+                    bits(2, 3)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L2)
                     v_EVSEPresentActivePower_L2 = None
                     s = 11
                 elif v_EVSEPresentActivePower_L3 is not None:
-                    bits(3, 3)
                     el = 'EVSEPresentActivePower_L3'
+                    bits(3, 3)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L3)
                     v_EVSEPresentActivePower_L3 = None
                     s = 12
@@ -669,20 +620,20 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                     s = -1
             if s == 9:
                 if v_EVSEPresentActivePower is not None:
-                    bits(0, 3)
                     el = 'EVSEPresentActivePower'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower)
                     v_EVSEPresentActivePower = None
                     s = 10
                 elif v_EVSEPresentActivePower_L2 is not None:
-                    bits(1, 3)
                     el = 'EVSEPresentActivePower_L2'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L2)
                     v_EVSEPresentActivePower_L2 = None
                     s = 11
                 elif v_EVSEPresentActivePower_L3 is not None:
-                    bits(2, 3)
                     el = 'EVSEPresentActivePower_L3'
+                    bits(2, 3)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L3)
                     v_EVSEPresentActivePower_L3 = None
                     s = 12
@@ -692,14 +643,14 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                     s = -1
             if s == 10:
                 if v_EVSEPresentActivePower_L2 is not None:
-                    bits(0, 2)
                     el = 'EVSEPresentActivePower_L2'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L2)
                     v_EVSEPresentActivePower_L2 = None
                     s = 11
                 elif v_EVSEPresentActivePower_L3 is not None:
-                    bits(1, 2)
                     el = 'EVSEPresentActivePower_L3'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L3)
                     v_EVSEPresentActivePower_L3 = None
                     s = 12
@@ -709,8 +660,8 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                     s = -1
             if s == 11:
                 if v_EVSEPresentActivePower_L3 is not None:
-                    bits(0, 2)
                     el = 'EVSEPresentActivePower_L3'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L3)
                     v_EVSEPresentActivePower_L3 = None
                     s = 12
@@ -742,34 +693,25 @@ def _d_AC_ChargeLoopReqType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('AC_ChargeLoopReqType')
+                if bits(1): raise r.deviation('AC_ChargeLoopReqType')
+                el = 'Header'
+                f_Header = _d_MessageHeaderType(r)
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
                     el = 'DisplayParameters'
                     f_DisplayParameters = _d_DisplayParametersType(r)
-                    s = 2
-                elif ec == 1:
+                    x = bits(4)
+                    if x & 13: raise r.deviation('AC_ChargeLoopReqType')
                     el = 'MeterInfoRequested'
-                    if bits(1): raise r.deviation('AC_ChargeLoopReqType')
-                    f_MeterInfoRequested = bits(1) == 1
-                    if bits(1): raise r.deviation('AC_ChargeLoopReqType')
+                    f_MeterInfoRequested = ((x >> 1) & 1) == 1
                     s = 3
-                else:
-                    raise r.deviation('AC_ChargeLoopReqType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('AC_ChargeLoopReqType')
                     el = 'MeterInfoRequested'
-                    if bits(1): raise r.deviation('AC_ChargeLoopReqType')
-                    f_MeterInfoRequested = bits(1) == 1
-                    if bits(1): raise r.deviation('AC_ChargeLoopReqType')
+                    f_MeterInfoRequested = ((x >> 1) & 1) == 1
                     s = 3
                 else:
                     raise r.deviation('AC_ChargeLoopReqType')
@@ -798,11 +740,8 @@ def _d_AC_ChargeLoopReqType(r):
                 else:
                     raise r.deviation('AC_ChargeLoopReqType')
             if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('AC_ChargeLoopReqType')
+                if bits(1): raise r.deviation('AC_ChargeLoopReqType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_ac.AC_ChargeLoopReqType(f_Header, f_DisplayParameters, f_MeterInfoRequested, f_BPT_Dynamic_AC_CLReqControlMode, f_BPT_Scheduled_AC_CLReqControlMode, f_CLReqControlMode, f_Dynamic_AC_CLReqControlMode, f_Scheduled_AC_CLReqControlMode)
@@ -824,8 +763,8 @@ def _e_AC_ChargeLoopReqType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Header is not None:
-                    bits(0, 1)
                     el = 'Header'
+                    bits(0, 1)
                     _e_MessageHeaderType(w, v_Header)
                     v_Header = None
                     s = 1
@@ -833,64 +772,52 @@ def _e_AC_ChargeLoopReqType(w, o):
                     raise EncodeError('missing content: expected one of Header')
             if s == 1:
                 if v_DisplayParameters is not None:
-                    bits(0, 2)
                     el = 'DisplayParameters'
+                    bits(0, 2)
                     _e_DisplayParametersType(w, v_DisplayParameters)
-                    v_DisplayParameters = None
-                    s = 2
-                elif v_MeterInfoRequested is not None:
-                    bits(1, 2)
+                    if not (v_MeterInfoRequested is not None): raise EncodeError('missing content: MeterInfoRequested')
                     el = 'MeterInfoRequested'
-                    w.bits(0, 1)
-                    if v_MeterInfoRequested is True: w.bits(1, 1)
-                    elif v_MeterInfoRequested is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_MeterInfoRequested!r}')
-                    w.bits(0, 1)
+                    if v_MeterInfoRequested is not True and v_MeterInfoRequested is not False: raise EncodeError(f'expected a bool, got {v_MeterInfoRequested!r}')
+                    bits((v_MeterInfoRequested << 1), 4)
+                    v_DisplayParameters = None
+                    v_MeterInfoRequested = None
+                    s = 3
+                elif v_MeterInfoRequested is not None:
+                    el = 'MeterInfoRequested'
+                    if v_MeterInfoRequested is not True and v_MeterInfoRequested is not False: raise EncodeError(f'expected a bool, got {v_MeterInfoRequested!r}')
+                    bits((1 << 3) | (v_MeterInfoRequested << 1), 5)
                     v_MeterInfoRequested = None
                     s = 3
                 else:
                     raise EncodeError('missing content: expected one of DisplayParameters, MeterInfoRequested')
-            if s == 2:
-                if v_MeterInfoRequested is not None:
-                    bits(0, 1)
-                    el = 'MeterInfoRequested'
-                    w.bits(0, 1)
-                    if v_MeterInfoRequested is True: w.bits(1, 1)
-                    elif v_MeterInfoRequested is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_MeterInfoRequested!r}')
-                    w.bits(0, 1)
-                    v_MeterInfoRequested = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of MeterInfoRequested')
             if s == 3:
                 if v_BPT_Dynamic_AC_CLReqControlMode is not None:
-                    bits(0, 3)
                     el = 'BPT_Dynamic_AC_CLReqControlMode'
+                    bits(0, 3)
                     _e_BPT_Dynamic_AC_CLReqControlModeType(w, v_BPT_Dynamic_AC_CLReqControlMode)
                     v_BPT_Dynamic_AC_CLReqControlMode = None
                     s = 4
                 elif v_BPT_Scheduled_AC_CLReqControlMode is not None:
-                    bits(1, 3)
                     el = 'BPT_Scheduled_AC_CLReqControlMode'
+                    bits(1, 3)
                     _e_BPT_Scheduled_AC_CLReqControlModeType(w, v_BPT_Scheduled_AC_CLReqControlMode)
                     v_BPT_Scheduled_AC_CLReqControlMode = None
                     s = 4
                 elif v_CLReqControlMode is not None:
-                    bits(2, 3)
                     el = 'CLReqControlMode'
+                    bits(2, 3)
                     _e_CLReqControlModeType(w, v_CLReqControlMode)
                     v_CLReqControlMode = None
                     s = 4
                 elif v_Dynamic_AC_CLReqControlMode is not None:
-                    bits(3, 3)
                     el = 'Dynamic_AC_CLReqControlMode'
+                    bits(3, 3)
                     _e_Dynamic_AC_CLReqControlModeType(w, v_Dynamic_AC_CLReqControlMode)
                     v_Dynamic_AC_CLReqControlMode = None
                     s = 4
                 elif v_Scheduled_AC_CLReqControlMode is not None:
-                    bits(4, 3)
                     el = 'Scheduled_AC_CLReqControlMode'
+                    bits(4, 3)
                     _e_Scheduled_AC_CLReqControlModeType(w, v_Scheduled_AC_CLReqControlMode)
                     v_Scheduled_AC_CLReqControlMode = None
                     s = 4
@@ -915,43 +842,31 @@ def _d_ChargeLoopReqType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('ChargeLoopReqType')
+                if bits(1): raise r.deviation('ChargeLoopReqType')
+                el = 'Header'
+                f_Header = _d_MessageHeaderType(r)
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
                     el = 'DisplayParameters'
                     f_DisplayParameters = _d_DisplayParametersType(r)
-                    s = 2
-                elif ec == 1:
+                    x = bits(4)
+                    if x & 13: raise r.deviation('ChargeLoopReqType')
                     el = 'MeterInfoRequested'
-                    if bits(1): raise r.deviation('ChargeLoopReqType')
-                    f_MeterInfoRequested = bits(1) == 1
-                    if bits(1): raise r.deviation('ChargeLoopReqType')
+                    f_MeterInfoRequested = ((x >> 1) & 1) == 1
                     s = 3
-                else:
-                    raise r.deviation('ChargeLoopReqType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('ChargeLoopReqType')
                     el = 'MeterInfoRequested'
-                    if bits(1): raise r.deviation('ChargeLoopReqType')
-                    f_MeterInfoRequested = bits(1) == 1
-                    if bits(1): raise r.deviation('ChargeLoopReqType')
+                    f_MeterInfoRequested = ((x >> 1) & 1) == 1
                     s = 3
                 else:
                     raise r.deviation('ChargeLoopReqType')
             if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ChargeLoopReqType')
+                if bits(1): raise r.deviation('ChargeLoopReqType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.ChargeLoopReqType(f_Header, f_DisplayParameters, f_MeterInfoRequested)
@@ -968,8 +883,8 @@ def _e_ChargeLoopReqType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Header is not None:
-                    bits(0, 1)
                     el = 'Header'
+                    bits(0, 1)
                     _e_MessageHeaderType(w, v_Header)
                     v_Header = None
                     s = 1
@@ -977,36 +892,24 @@ def _e_ChargeLoopReqType(w, o):
                     raise EncodeError('missing content: expected one of Header')
             if s == 1:
                 if v_DisplayParameters is not None:
-                    bits(0, 2)
                     el = 'DisplayParameters'
+                    bits(0, 2)
                     _e_DisplayParametersType(w, v_DisplayParameters)
-                    v_DisplayParameters = None
-                    s = 2
-                elif v_MeterInfoRequested is not None:
-                    bits(1, 2)
+                    if not (v_MeterInfoRequested is not None): raise EncodeError('missing content: MeterInfoRequested')
                     el = 'MeterInfoRequested'
-                    w.bits(0, 1)
-                    if v_MeterInfoRequested is True: w.bits(1, 1)
-                    elif v_MeterInfoRequested is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_MeterInfoRequested!r}')
-                    w.bits(0, 1)
+                    if v_MeterInfoRequested is not True and v_MeterInfoRequested is not False: raise EncodeError(f'expected a bool, got {v_MeterInfoRequested!r}')
+                    bits((v_MeterInfoRequested << 1), 4)
+                    v_DisplayParameters = None
+                    v_MeterInfoRequested = None
+                    s = 3
+                elif v_MeterInfoRequested is not None:
+                    el = 'MeterInfoRequested'
+                    if v_MeterInfoRequested is not True and v_MeterInfoRequested is not False: raise EncodeError(f'expected a bool, got {v_MeterInfoRequested!r}')
+                    bits((1 << 3) | (v_MeterInfoRequested << 1), 5)
                     v_MeterInfoRequested = None
                     s = 3
                 else:
                     raise EncodeError('missing content: expected one of DisplayParameters, MeterInfoRequested')
-            if s == 2:
-                if v_MeterInfoRequested is not None:
-                    bits(0, 1)
-                    el = 'MeterInfoRequested'
-                    w.bits(0, 1)
-                    if v_MeterInfoRequested is True: w.bits(1, 1)
-                    elif v_MeterInfoRequested is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_MeterInfoRequested!r}')
-                    w.bits(0, 1)
-                    v_MeterInfoRequested = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of MeterInfoRequested')
             if s == 3:
                 if True:
                     bits(0, 1)
@@ -1021,22 +924,10 @@ def _d_V2GRequestType(r):
     el = ''
     f_Header = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('V2GRequestType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('V2GRequestType')
+        if bits(1): raise r.deviation('V2GRequestType')
+        el = 'Header'
+        f_Header = _d_MessageHeaderType(r)
+        if bits(1): raise r.deviation('V2GRequestType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.V2GRequestType(f_Header)
@@ -1047,22 +938,15 @@ def _e_V2GRequestType(w, o):
     el = ''
     try:
         v_Header = o.Header
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Header is not None:
-                    bits(0, 1)
-                    el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if True:
-                    bits(0, 1)
-                    if v_Header is not None: raise _leftover(o)
-                    s = -1
+        if v_Header is not None:
+            el = 'Header'
+            bits(0, 1)
+            _e_MessageHeaderType(w, v_Header)
+            bits(0, 1)
+            v_Header = None
+            if v_Header is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Header')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -1072,22 +956,10 @@ def _d_V2GMessageType(r):
     el = ''
     f_Header = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('V2GMessageType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('V2GMessageType')
+        if bits(1): raise r.deviation('V2GMessageType')
+        el = 'Header'
+        f_Header = _d_MessageHeaderType(r)
+        if bits(1): raise r.deviation('V2GMessageType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.V2GMessageType(f_Header)
@@ -1098,22 +970,15 @@ def _e_V2GMessageType(w, o):
     el = ''
     try:
         v_Header = o.Header
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Header is not None:
-                    bits(0, 1)
-                    el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if True:
-                    bits(0, 1)
-                    if v_Header is not None: raise _leftover(o)
-                    s = -1
+        if v_Header is not None:
+            el = 'Header'
+            bits(0, 1)
+            _e_MessageHeaderType(w, v_Header)
+            bits(0, 1)
+            v_Header = None
+            if v_Header is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Header')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -1128,40 +993,27 @@ def _d_MessageHeaderType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SessionID'
-                    if bits(1): raise r.deviation('MessageHeaderType')
-                    f_SessionID = r.binary()
-                    if len(f_SessionID) < 8 or len(f_SessionID) > 8: raise DecodeError(f'length {len(f_SessionID)} outside [8, 8]', r.pos)
-                    if bits(1): raise r.deviation('MessageHeaderType')
-                    s = 1
-                else:
-                    raise r.deviation('MessageHeaderType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'TimeStamp'
-                    if bits(1): raise r.deviation('MessageHeaderType')
-                    f_TimeStamp = r.uint()
-                    if f_TimeStamp > 18446744073709551615: raise DecodeError(f'value {f_TimeStamp} outside [0, 18446744073709551615]', r.pos)
-                    if bits(1): raise r.deviation('MessageHeaderType')
-                    s = 2
-                else:
-                    raise r.deviation('MessageHeaderType')
+                x = bits(2)
+                if x & 3: raise r.deviation('MessageHeaderType')
+                el = 'SessionID'
+                f_SessionID = r.binary()
+                if len(f_SessionID) < 8 or len(f_SessionID) > 8: raise DecodeError(f'length {len(f_SessionID)} outside [8, 8]', r.pos)
+                x = bits(3)
+                if x & 7: raise r.deviation('MessageHeaderType')
+                el = 'TimeStamp'
+                f_TimeStamp = r.uint()
+                if f_TimeStamp > 18446744073709551615: raise DecodeError(f'value {f_TimeStamp} outside [0, 18446744073709551615]', r.pos)
+                if bits(1): raise r.deviation('MessageHeaderType')
+                s = 2
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
                     el = 'Signature'
                     f_Signature = _d_SignatureType(r)
-                    s = 3
-                elif ec == 1:
+                    if bits(1): raise r.deviation('MessageHeaderType')
                     s = -1
-                else:
-                    raise r.deviation('MessageHeaderType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('MessageHeaderType')
@@ -1181,42 +1033,32 @@ def _e_MessageHeaderType(w, o):
         while s >= 0:
             if s == 0:
                 if v_SessionID is not None:
-                    bits(0, 1)
                     el = 'SessionID'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     if len(v_SessionID) < 8 or len(v_SessionID) > 8: raise EncodeError(f'length {len(v_SessionID)} outside [8, 8]')
                     w.binary(v_SessionID)
-                    w.bits(0, 1)
-                    v_SessionID = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of SessionID')
-            if s == 1:
-                if v_TimeStamp is not None:
-                    bits(0, 1)
+                    if not (v_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
                     el = 'TimeStamp'
-                    w.bits(0, 1)
+                    bits(0, 3)
+                    v_SessionID = None
                     if v_TimeStamp < 0 or v_TimeStamp > 18446744073709551615: raise EncodeError(f'value {v_TimeStamp!r} outside [0, 18446744073709551615]')
                     w.uint(v_TimeStamp)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_TimeStamp = None
                     s = 2
                 else:
-                    raise EncodeError('missing content: expected one of TimeStamp')
+                    raise EncodeError('missing content: expected one of SessionID')
             if s == 2:
                 if v_Signature is not None:
-                    bits(0, 2)
                     el = 'Signature'
+                    bits(0, 2)
                     _e_SignatureType(w, v_Signature)
+                    bits(0, 1)
                     v_Signature = None
-                    s = 3
-                elif True:
-                    bits(1, 2)
                     if v_SessionID is not None or v_TimeStamp is not None or v_Signature is not None: raise _leftover(o)
                     s = -1
-            if s == 3:
-                if True:
-                    bits(0, 1)
+                elif True:
+                    bits(1, 2)
                     if v_SessionID is not None or v_TimeStamp is not None or v_Signature is not None: raise _leftover(o)
                     s = -1
     except Exception as e:
@@ -1239,29 +1081,21 @@ def _d_SignatureType(r):
                 if ec == 0:
                     el = '@Id'
                     f_Id = r.string(5)
-                    s = 1
+                    if bits(1): raise r.deviation('SignatureType')
+                    el = 'SignedInfo'
+                    f_SignedInfo = _d_SignedInfoType(r)
+                    s = 2
                 elif ec == 1:
                     el = 'SignedInfo'
                     f_SignedInfo = _d_SignedInfoType(r)
                     s = 2
                 else:
                     raise r.deviation('SignatureType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SignedInfo'
-                    f_SignedInfo = _d_SignedInfoType(r)
-                    s = 2
-                else:
-                    raise r.deviation('SignatureType')
             if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SignatureValue'
-                    f_SignatureValue = _d_SignatureValueType(r)
-                    s = 3
-                else:
-                    raise r.deviation('SignatureType')
+                if bits(1): raise r.deviation('SignatureType')
+                el = 'SignatureValue'
+                f_SignatureValue = _d_SignatureValueType(r)
+                s = 3
             if s == 3:
                 ec = bits(2)
                 if ec == 0:
@@ -1274,6 +1108,7 @@ def _d_SignatureType(r):
                     f_Object.append(_v)
                     s = 5
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SignatureType')
@@ -1285,6 +1120,7 @@ def _d_SignatureType(r):
                     f_Object.append(_v)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SignatureType')
@@ -1296,6 +1132,7 @@ def _d_SignatureType(r):
                         _v = _d_ObjectType(r, 7)
                         f_Object.append(_v)
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
@@ -1320,32 +1157,28 @@ def _e_SignatureType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 2)
                     el = '@Id'
+                    bits(0, 2)
                     w.string(v_Id)
-                    v_Id = None
-                    s = 1
-                elif v_SignedInfo is not None:
-                    bits(1, 2)
+                    if not (v_SignedInfo is not None): raise EncodeError('missing content: SignedInfo')
                     el = 'SignedInfo'
+                    bits(0, 1)
+                    v_Id = None
+                    _e_SignedInfoType(w, v_SignedInfo)
+                    v_SignedInfo = None
+                    s = 2
+                elif v_SignedInfo is not None:
+                    el = 'SignedInfo'
+                    bits(1, 2)
                     _e_SignedInfoType(w, v_SignedInfo)
                     v_SignedInfo = None
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, SignedInfo')
-            if s == 1:
-                if v_SignedInfo is not None:
-                    bits(0, 1)
-                    el = 'SignedInfo'
-                    _e_SignedInfoType(w, v_SignedInfo)
-                    v_SignedInfo = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of SignedInfo')
             if s == 2:
                 if v_SignatureValue is not None:
-                    bits(0, 1)
                     el = 'SignatureValue'
+                    bits(0, 1)
                     _e_SignatureValueType(w, v_SignatureValue)
                     v_SignatureValue = None
                     s = 3
@@ -1353,14 +1186,14 @@ def _e_SignatureType(w, o):
                     raise EncodeError('missing content: expected one of SignatureValue')
             if s == 3:
                 if v_KeyInfo is not None:
-                    bits(0, 2)
                     el = 'KeyInfo'
+                    bits(0, 2)
                     _e_KeyInfoType(w, v_KeyInfo)
                     v_KeyInfo = None
                     s = 4
                 elif i_Object < n_Object:
-                    bits(1, 2)
                     el = 'Object'
+                    bits(1, 2)
                     _e_ObjectType(w, v_Object[i_Object])
                     i_Object += 1
                     s = 5
@@ -1370,8 +1203,8 @@ def _e_SignatureType(w, o):
                     s = -1
             if s == 4:
                 if i_Object < n_Object:
-                    bits(0, 2)
                     el = 'Object'
+                    bits(0, 2)
                     _e_ObjectType(w, v_Object[i_Object])
                     i_Object += 1
                     s = 5
@@ -1382,8 +1215,8 @@ def _e_SignatureType(w, o):
             if s == 5:
                 while True:
                     if i_Object < n_Object:
-                        bits(0, 2)
                         el = 'Object'
+                        bits(0, 2)
                         _e_ObjectType(w, v_Object[i_Object])
                         i_Object += 1
                     elif True:
@@ -1410,38 +1243,25 @@ def _d_SignedInfoType(r):
                 if ec == 0:
                     el = '@Id'
                     f_Id = r.string(5)
-                    s = 1
+                    if bits(1): raise r.deviation('SignedInfoType')
+                    el = 'CanonicalizationMethod'
+                    f_CanonicalizationMethod = _d_CanonicalizationMethodType(r, 8)
+                    s = 2
                 elif ec == 1:
                     el = 'CanonicalizationMethod'
                     f_CanonicalizationMethod = _d_CanonicalizationMethodType(r, 8)
                     s = 2
                 else:
                     raise r.deviation('SignedInfoType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'CanonicalizationMethod'
-                    f_CanonicalizationMethod = _d_CanonicalizationMethodType(r, 8)
-                    s = 2
-                else:
-                    raise r.deviation('SignedInfoType')
             if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SignatureMethod'
-                    f_SignatureMethod = _d_SignatureMethodType(r, 9)
-                    s = 3
-                else:
-                    raise r.deviation('SignedInfoType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Reference'
-                    _v = _d_ReferenceType(r)
-                    f_Reference.append(_v)
-                    s = 4
-                else:
-                    raise r.deviation('SignedInfoType')
+                if bits(1): raise r.deviation('SignedInfoType')
+                el = 'SignatureMethod'
+                f_SignatureMethod = _d_SignatureMethodType(r, 9)
+                if bits(1): raise r.deviation('SignedInfoType')
+                el = 'Reference'
+                _v = _d_ReferenceType(r)
+                f_Reference.append(_v)
+                s = 4
             if s == 4:
                 ec = bits(2)
                 if ec == 0:
@@ -1450,6 +1270,7 @@ def _d_SignedInfoType(r):
                     f_Reference.append(_v)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SignedInfoType')
@@ -1461,6 +1282,7 @@ def _d_SignedInfoType(r):
                         _v = _d_ReferenceType(r)
                         f_Reference.append(_v)
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
@@ -1484,50 +1306,42 @@ def _e_SignedInfoType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 2)
                     el = '@Id'
+                    bits(0, 2)
                     w.string(v_Id)
-                    v_Id = None
-                    s = 1
-                elif v_CanonicalizationMethod is not None:
-                    bits(1, 2)
+                    if not (v_CanonicalizationMethod is not None): raise EncodeError('missing content: CanonicalizationMethod')
                     el = 'CanonicalizationMethod'
+                    bits(0, 1)
+                    v_Id = None
+                    _e_CanonicalizationMethodType(w, v_CanonicalizationMethod)
+                    v_CanonicalizationMethod = None
+                    s = 2
+                elif v_CanonicalizationMethod is not None:
+                    el = 'CanonicalizationMethod'
+                    bits(1, 2)
                     _e_CanonicalizationMethodType(w, v_CanonicalizationMethod)
                     v_CanonicalizationMethod = None
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, CanonicalizationMethod')
-            if s == 1:
-                if v_CanonicalizationMethod is not None:
-                    bits(0, 1)
-                    el = 'CanonicalizationMethod'
-                    _e_CanonicalizationMethodType(w, v_CanonicalizationMethod)
-                    v_CanonicalizationMethod = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of CanonicalizationMethod')
             if s == 2:
                 if v_SignatureMethod is not None:
-                    bits(0, 1)
                     el = 'SignatureMethod'
-                    _e_SignatureMethodType(w, v_SignatureMethod)
-                    v_SignatureMethod = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of SignatureMethod')
-            if s == 3:
-                if i_Reference < n_Reference:
                     bits(0, 1)
+                    _e_SignatureMethodType(w, v_SignatureMethod)
+                    if not (i_Reference < n_Reference): raise EncodeError('missing content: Reference')
                     el = 'Reference'
+                    bits(0, 1)
+                    v_SignatureMethod = None
                     _e_ReferenceType(w, v_Reference[i_Reference])
                     i_Reference += 1
                     s = 4
                 else:
-                    raise EncodeError('missing content: expected one of Reference')
+                    raise EncodeError('missing content: expected one of SignatureMethod')
             if s == 4:
                 if i_Reference < n_Reference:
-                    bits(0, 2)
                     el = 'Reference'
+                    bits(0, 2)
                     _e_ReferenceType(w, v_Reference[i_Reference])
                     i_Reference += 1
                     s = 5
@@ -1538,8 +1352,8 @@ def _e_SignedInfoType(w, o):
             if s == 5:
                 while True:
                     if i_Reference < n_Reference:
-                        bits(0, 2)
                         el = 'Reference'
+                        bits(0, 2)
                         _e_ReferenceType(w, v_Reference[i_Reference])
                         i_Reference += 1
                     elif True:
@@ -1559,19 +1373,17 @@ def _d_CanonicalizationMethodType(r, key):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = '@Algorithm'
-                    f_Algorithm = r.string(10)
-                    s = 1
-                else:
-                    raise r.deviation('CanonicalizationMethodType')
+                if bits(1): raise r.deviation('CanonicalizationMethodType')
+                el = '@Algorithm'
+                f_Algorithm = r.string(10)
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -1584,6 +1396,7 @@ def _d_CanonicalizationMethodType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -1596,6 +1409,7 @@ def _d_CanonicalizationMethodType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -1616,8 +1430,8 @@ def _e_CanonicalizationMethodType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Algorithm is not None:
-                    bits(0, 1)
                     el = '@Algorithm'
+                    bits(0, 1)
                     w.string(v_Algorithm)
                     v_Algorithm = None
                     s = 1
@@ -1651,25 +1465,26 @@ def _d_SignatureMethodType(r, key):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = '@Algorithm'
-                    f_Algorithm = r.string(10)
-                    s = 1
-                else:
-                    raise r.deviation('SignatureMethodType')
+                if bits(1): raise r.deviation('SignatureMethodType')
+                el = '@Algorithm'
+                f_Algorithm = r.string(10)
+                s = 1
             if s == 1:
                 ec = bits(3)
                 if ec == 0:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('SignatureMethodType')
                     el = 'HMACOutputLength'
-                    if bits(1): raise r.deviation('SignatureMethodType')
-                    f_HMACOutputLength = r.sint()
+                    _neg = (x & 1)
+                    f_HMACOutputLength = r.uint()
+                    if _neg: f_HMACOutputLength = -f_HMACOutputLength - 1
                     if bits(1): raise r.deviation('SignatureMethodType')
                     s = 3
                 elif ec == 1:
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 4
                 elif ec == 2:
+                    pass
                     s = -1
                 elif ec == 3:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -1679,15 +1494,19 @@ def _d_SignatureMethodType(r, key):
             if s == 2:
                 ec = bits(3)
                 if ec == 0:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('SignatureMethodType')
                     el = 'HMACOutputLength'
-                    if bits(1): raise r.deviation('SignatureMethodType')
-                    f_HMACOutputLength = r.sint()
+                    _neg = (x & 1)
+                    f_HMACOutputLength = r.uint()
+                    if _neg: f_HMACOutputLength = -f_HMACOutputLength - 1
                     if bits(1): raise r.deviation('SignatureMethodType')
                     s = 3
                 elif ec == 1:
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 4
                 elif ec == 2:
+                    pass
                     s = -1
                 elif ec == 3:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -1700,6 +1519,7 @@ def _d_SignatureMethodType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 4
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -1712,6 +1532,7 @@ def _d_SignatureMethodType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 4
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -1733,8 +1554,8 @@ def _e_SignatureMethodType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Algorithm is not None:
-                    bits(0, 1)
                     el = '@Algorithm'
+                    bits(0, 1)
                     w.string(v_Algorithm)
                     v_Algorithm = None
                     s = 1
@@ -1742,11 +1563,11 @@ def _e_SignatureMethodType(w, o):
                     raise EncodeError('missing content: expected one of Algorithm')
             if s == 1:
                 if v_HMACOutputLength is not None:
-                    bits(0, 3)
                     el = 'HMACOutputLength'
-                    w.bits(0, 1)
-                    w.sint(v_HMACOutputLength)
-                    w.bits(0, 1)
+                    if type(v_HMACOutputLength) is not int: raise EncodeError(f'expected an int, got {v_HMACOutputLength!r}')
+                    bits((v_HMACOutputLength < 0), 5)
+                    w.uint(-v_HMACOutputLength - 1 if v_HMACOutputLength < 0 else v_HMACOutputLength)
+                    bits(0, 1)
                     v_HMACOutputLength = None
                     s = 3
                 elif True:
@@ -1755,11 +1576,11 @@ def _e_SignatureMethodType(w, o):
                     s = -1
             if s == 2:
                 if v_HMACOutputLength is not None:
-                    bits(0, 3)
                     el = 'HMACOutputLength'
-                    w.bits(0, 1)
-                    w.sint(v_HMACOutputLength)
-                    w.bits(0, 1)
+                    if type(v_HMACOutputLength) is not int: raise EncodeError(f'expected an int, got {v_HMACOutputLength!r}')
+                    bits((v_HMACOutputLength < 0), 5)
+                    w.uint(-v_HMACOutputLength - 1 if v_HMACOutputLength < 0 else v_HMACOutputLength)
+                    bits(0, 1)
                     v_HMACOutputLength = None
                     s = 3
                 elif True:
@@ -1865,29 +1686,18 @@ def _d_ReferenceType(r):
                 else:
                     raise r.deviation('ReferenceType')
             if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'DigestMethod'
-                    f_DigestMethod = _d_DigestMethodType(r, 14)
-                    s = 5
-                else:
-                    raise r.deviation('ReferenceType')
+                if bits(1): raise r.deviation('ReferenceType')
+                el = 'DigestMethod'
+                f_DigestMethod = _d_DigestMethodType(r, 14)
+                s = 5
             if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'DigestValue'
-                    if bits(1): raise r.deviation('ReferenceType')
-                    f_DigestValue = r.binary()
-                    if bits(1): raise r.deviation('ReferenceType')
-                    s = 6
-                else:
-                    raise r.deviation('ReferenceType')
-            if s == 6:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ReferenceType')
+                x = bits(2)
+                if x & 3: raise r.deviation('ReferenceType')
+                el = 'DigestValue'
+                f_DigestValue = r.binary()
+                x = bits(2)
+                if x & 3: raise r.deviation('ReferenceType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.ReferenceType(f_Id, f_Type, f_URI, f_Transforms, f_DigestMethod, f_DigestValue)
@@ -1907,32 +1717,32 @@ def _e_ReferenceType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 3)
                     el = '@Id'
+                    bits(0, 3)
                     w.string(v_Id)
                     v_Id = None
                     s = 1
                 elif v_Type is not None:
-                    bits(1, 3)
                     el = '@Type'
+                    bits(1, 3)
                     w.string(v_Type)
                     v_Type = None
                     s = 2
                 elif v_URI is not None:
-                    bits(2, 3)
                     el = '@URI'
+                    bits(2, 3)
                     w.string(v_URI)
                     v_URI = None
                     s = 3
                 elif v_Transforms is not None:
-                    bits(3, 3)
                     el = 'Transforms'
+                    bits(3, 3)
                     _e_TransformsType(w, v_Transforms)
                     v_Transforms = None
                     s = 4
                 elif v_DigestMethod is not None:
-                    bits(4, 3)
                     el = 'DigestMethod'
+                    bits(4, 3)
                     _e_DigestMethodType(w, v_DigestMethod)
                     v_DigestMethod = None
                     s = 5
@@ -1940,26 +1750,26 @@ def _e_ReferenceType(w, o):
                     raise EncodeError('missing content: expected one of Id, Type, URI, Transforms, DigestMethod')
             if s == 1:
                 if v_Type is not None:
-                    bits(0, 3)
                     el = '@Type'
+                    bits(0, 3)
                     w.string(v_Type)
                     v_Type = None
                     s = 2
                 elif v_URI is not None:
-                    bits(1, 3)
                     el = '@URI'
+                    bits(1, 3)
                     w.string(v_URI)
                     v_URI = None
                     s = 3
                 elif v_Transforms is not None:
-                    bits(2, 3)
                     el = 'Transforms'
+                    bits(2, 3)
                     _e_TransformsType(w, v_Transforms)
                     v_Transforms = None
                     s = 4
                 elif v_DigestMethod is not None:
-                    bits(3, 3)
                     el = 'DigestMethod'
+                    bits(3, 3)
                     _e_DigestMethodType(w, v_DigestMethod)
                     v_DigestMethod = None
                     s = 5
@@ -1967,20 +1777,20 @@ def _e_ReferenceType(w, o):
                     raise EncodeError('missing content: expected one of Type, URI, Transforms, DigestMethod')
             if s == 2:
                 if v_URI is not None:
-                    bits(0, 2)
                     el = '@URI'
+                    bits(0, 2)
                     w.string(v_URI)
                     v_URI = None
                     s = 3
                 elif v_Transforms is not None:
-                    bits(1, 2)
                     el = 'Transforms'
+                    bits(1, 2)
                     _e_TransformsType(w, v_Transforms)
                     v_Transforms = None
                     s = 4
                 elif v_DigestMethod is not None:
-                    bits(2, 2)
                     el = 'DigestMethod'
+                    bits(2, 2)
                     _e_DigestMethodType(w, v_DigestMethod)
                     v_DigestMethod = None
                     s = 5
@@ -1988,14 +1798,14 @@ def _e_ReferenceType(w, o):
                     raise EncodeError('missing content: expected one of URI, Transforms, DigestMethod')
             if s == 3:
                 if v_Transforms is not None:
-                    bits(0, 2)
                     el = 'Transforms'
+                    bits(0, 2)
                     _e_TransformsType(w, v_Transforms)
                     v_Transforms = None
                     s = 4
                 elif v_DigestMethod is not None:
-                    bits(1, 2)
                     el = 'DigestMethod'
+                    bits(1, 2)
                     _e_DigestMethodType(w, v_DigestMethod)
                     v_DigestMethod = None
                     s = 5
@@ -2003,8 +1813,8 @@ def _e_ReferenceType(w, o):
                     raise EncodeError('missing content: expected one of Transforms, DigestMethod')
             if s == 4:
                 if v_DigestMethod is not None:
-                    bits(0, 1)
                     el = 'DigestMethod'
+                    bits(0, 1)
                     _e_DigestMethodType(w, v_DigestMethod)
                     v_DigestMethod = None
                     s = 5
@@ -2012,20 +1822,15 @@ def _e_ReferenceType(w, o):
                     raise EncodeError('missing content: expected one of DigestMethod')
             if s == 5:
                 if v_DigestValue is not None:
-                    bits(0, 1)
                     el = 'DigestValue'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     w.binary(v_DigestValue)
-                    w.bits(0, 1)
+                    bits(0, 2)
                     v_DigestValue = None
-                    s = 6
-                else:
-                    raise EncodeError('missing content: expected one of DigestValue')
-            if s == 6:
-                if True:
-                    bits(0, 1)
                     if v_Id is not None or v_Type is not None or v_URI is not None or v_Transforms is not None or v_DigestMethod is not None or v_DigestValue is not None: raise _leftover(o)
                     s = -1
+                else:
+                    raise EncodeError('missing content: expected one of DigestValue')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -2038,14 +1843,11 @@ def _d_TransformsType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Transform'
-                    _v = _d_TransformType(r, 16)
-                    f_Transform.append(_v)
-                    s = 1
-                else:
-                    raise r.deviation('TransformsType')
+                if bits(1): raise r.deviation('TransformsType')
+                el = 'Transform'
+                _v = _d_TransformType(r, 16)
+                f_Transform.append(_v)
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
@@ -2054,6 +1856,7 @@ def _d_TransformsType(r):
                     f_Transform.append(_v)
                     s = 2
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('TransformsType')
@@ -2065,6 +1868,7 @@ def _d_TransformsType(r):
                         _v = _d_TransformType(r, 16)
                         f_Transform.append(_v)
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
@@ -2085,8 +1889,8 @@ def _e_TransformsType(w, o):
         while s >= 0:
             if s == 0:
                 if i_Transform < n_Transform:
-                    bits(0, 1)
                     el = 'Transform'
+                    bits(0, 1)
                     _e_TransformType(w, v_Transform[i_Transform])
                     i_Transform += 1
                     s = 1
@@ -2094,8 +1898,8 @@ def _e_TransformsType(w, o):
                     raise EncodeError('missing content: expected one of Transform')
             if s == 1:
                 if i_Transform < n_Transform:
-                    bits(0, 2)
                     el = 'Transform'
+                    bits(0, 2)
                     _e_TransformType(w, v_Transform[i_Transform])
                     i_Transform += 1
                     s = 2
@@ -2106,8 +1910,8 @@ def _e_TransformsType(w, o):
             if s == 2:
                 while True:
                     if i_Transform < n_Transform:
-                        bits(0, 2)
                         el = 'Transform'
+                        bits(0, 2)
                         _e_TransformType(w, v_Transform[i_Transform])
                         i_Transform += 1
                     elif True:
@@ -2128,18 +1932,15 @@ def _d_TransformType(r, key):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = '@Algorithm'
-                    f_Algorithm = r.string(10)
-                    s = 1
-                else:
-                    raise r.deviation('TransformType')
+                if bits(1): raise r.deviation('TransformType')
+                el = '@Algorithm'
+                f_Algorithm = r.string(10)
+                s = 1
             if s == 1:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'XPath'
                     if bits(1): raise r.deviation('TransformType')
+                    el = 'XPath'
                     _v = r.string(17)
                     if bits(1): raise r.deviation('TransformType')
                     f_XPath.append(_v)
@@ -2148,6 +1949,7 @@ def _d_TransformType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 2:
+                    pass
                     s = -1
                 elif ec == 3:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -2157,8 +1959,8 @@ def _d_TransformType(r, key):
             if s == 2:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'XPath'
                     if bits(1): raise r.deviation('TransformType')
+                    el = 'XPath'
                     _v = r.string(17)
                     if bits(1): raise r.deviation('TransformType')
                     f_XPath.append(_v)
@@ -2167,6 +1969,7 @@ def _d_TransformType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 2:
+                    pass
                     s = -1
                 elif ec == 3:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -2176,8 +1979,8 @@ def _d_TransformType(r, key):
             if s == 3:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'XPath'
                     if bits(1): raise r.deviation('TransformType')
+                    el = 'XPath'
                     _v = r.string(17)
                     if bits(1): raise r.deviation('TransformType')
                     f_XPath.append(_v)
@@ -2186,6 +1989,7 @@ def _d_TransformType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 2:
+                    pass
                     s = -1
                 elif ec == 3:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -2196,8 +2000,8 @@ def _d_TransformType(r, key):
                 while True:
                     ec = bits(3)
                     if ec == 0:
-                        el = 'XPath'
                         if bits(1): raise r.deviation('TransformType')
+                        el = 'XPath'
                         _v = r.string(17)
                         if bits(1): raise r.deviation('TransformType')
                         f_XPath.append(_v)
@@ -2206,6 +2010,7 @@ def _d_TransformType(r, key):
                         s = 3
                         break
                     elif ec == 2:
+                        pass
                         s = -1
                         break
                     elif ec == 3:
@@ -2231,8 +2036,8 @@ def _e_TransformType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Algorithm is not None:
-                    bits(0, 1)
                     el = '@Algorithm'
+                    bits(0, 1)
                     w.string(v_Algorithm)
                     v_Algorithm = None
                     s = 1
@@ -2240,11 +2045,10 @@ def _e_TransformType(w, o):
                     raise EncodeError('missing content: expected one of Algorithm')
             if s == 1:
                 if i_XPath < n_XPath:
-                    bits(0, 3)
                     el = 'XPath'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     w.string(v_XPath[i_XPath])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_XPath += 1
                     s = 4
                 elif True:
@@ -2253,11 +2057,10 @@ def _e_TransformType(w, o):
                     s = -1
             if s == 2:
                 if i_XPath < n_XPath:
-                    bits(0, 3)
                     el = 'XPath'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     w.string(v_XPath[i_XPath])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_XPath += 1
                     s = 4
                 elif True:
@@ -2266,11 +2069,10 @@ def _e_TransformType(w, o):
                     s = -1
             if s == 3:
                 if i_XPath < n_XPath:
-                    bits(0, 3)
                     el = 'XPath'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     w.string(v_XPath[i_XPath])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_XPath += 1
                     s = 4
                 elif True:
@@ -2280,11 +2082,10 @@ def _e_TransformType(w, o):
             if s == 4:
                 while True:
                     if i_XPath < n_XPath:
-                        bits(0, 3)
                         el = 'XPath'
-                        w.bits(0, 1)
+                        bits(0, 4)
                         w.string(v_XPath[i_XPath])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_XPath += 1
                     elif True:
                         bits(2, 3)
@@ -2303,19 +2104,17 @@ def _d_DigestMethodType(r, key):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = '@Algorithm'
-                    f_Algorithm = r.string(10)
-                    s = 1
-                else:
-                    raise r.deviation('DigestMethodType')
+                if bits(1): raise r.deviation('DigestMethodType')
+                el = '@Algorithm'
+                f_Algorithm = r.string(10)
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -2328,6 +2127,7 @@ def _d_DigestMethodType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -2340,6 +2140,7 @@ def _d_DigestMethodType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -2360,8 +2161,8 @@ def _e_DigestMethodType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Algorithm is not None:
-                    bits(0, 1)
                     el = '@Algorithm'
+                    bits(0, 1)
                     w.string(v_Algorithm)
                     v_Algorithm = None
                     s = 1
@@ -2399,25 +2200,17 @@ def _d_SignatureValueType(r):
                 if ec == 0:
                     el = '@Id'
                     f_Id = r.string(5)
-                    s = 1
+                    if bits(1): raise r.deviation('SignatureValueType')
+                    f_value = r.binary()
+                    s = 2
                 elif ec == 1:
                     f_value = r.binary()
                     s = 2
                 else:
                     raise r.deviation('SignatureValueType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    f_value = r.binary()
-                    s = 2
-                else:
-                    raise r.deviation('SignatureValueType')
             if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('SignatureValueType')
+                if bits(1): raise r.deviation('SignatureValueType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.SignatureValueType(f_Id, f_value)
@@ -2433,11 +2226,15 @@ def _e_SignatureValueType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 2)
                     el = '@Id'
+                    bits(0, 2)
                     w.string(v_Id)
+                    if not (v_value is not None): raise EncodeError('missing content: text')
+                    bits(0, 1)
                     v_Id = None
-                    s = 1
+                    w.binary(v_value)
+                    v_value = None
+                    s = 2
                 elif v_value is not None:
                     bits(1, 2)
                     w.binary(v_value)
@@ -2445,14 +2242,6 @@ def _e_SignatureValueType(w, o):
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, text')
-            if s == 1:
-                if v_value is not None:
-                    bits(0, 1)
-                    w.binary(v_value)
-                    v_value = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of text')
             if s == 2:
                 if True:
                     bits(0, 1)
@@ -2483,8 +2272,8 @@ def _d_KeyInfoType(r, key):
                     f_Id = r.string(5)
                     s = 1
                 elif ec == 1:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(18)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -2515,8 +2304,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 8
                 elif ec == 7:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(20)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -2532,8 +2321,8 @@ def _d_KeyInfoType(r, key):
             if s == 1:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(18)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -2564,8 +2353,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 8
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(20)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -2581,8 +2370,8 @@ def _d_KeyInfoType(r, key):
             if s == 2:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(18)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -2613,8 +2402,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 8
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(20)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -2630,8 +2419,8 @@ def _d_KeyInfoType(r, key):
             if s == 3:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(18)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -2662,8 +2451,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(20)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -2672,6 +2461,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -2681,8 +2471,8 @@ def _d_KeyInfoType(r, key):
             if s == 4:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(18)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -2713,8 +2503,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(20)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -2723,6 +2513,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -2732,8 +2523,8 @@ def _d_KeyInfoType(r, key):
             if s == 5:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(18)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -2764,8 +2555,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(20)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -2774,6 +2565,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -2783,8 +2575,8 @@ def _d_KeyInfoType(r, key):
             if s == 6:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(18)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -2815,8 +2607,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(20)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -2825,6 +2617,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -2834,8 +2627,8 @@ def _d_KeyInfoType(r, key):
             if s == 7:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(18)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -2866,8 +2659,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(20)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -2876,6 +2669,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -2885,8 +2679,8 @@ def _d_KeyInfoType(r, key):
             if s == 8:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(18)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -2917,8 +2711,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(20)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -2927,6 +2721,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -2936,8 +2731,8 @@ def _d_KeyInfoType(r, key):
             if s == 9:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(18)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -2968,8 +2763,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(20)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -2978,6 +2773,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -2987,8 +2783,8 @@ def _d_KeyInfoType(r, key):
             if s == 10:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(18)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -3019,8 +2815,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(20)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -3029,6 +2825,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -3039,8 +2836,8 @@ def _d_KeyInfoType(r, key):
                 while True:
                     ec = bits(4)
                     if ec == 0:
-                        el = 'KeyName'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'KeyName'
                         _v = r.string(18)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_KeyName.append(_v)
@@ -3075,8 +2872,8 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        el = 'MgmtData'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'MgmtData'
                         _v = r.string(20)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_MgmtData.append(_v)
@@ -3087,6 +2884,7 @@ def _d_KeyInfoType(r, key):
                         s = 18
                         break
                     elif ec == 8:
+                        pass
                         s = -1
                         break
                     elif ec == 9:
@@ -3099,8 +2897,8 @@ def _d_KeyInfoType(r, key):
                 while True:
                     ec = bits(4)
                     if ec == 0:
-                        el = 'KeyName'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'KeyName'
                         _v = r.string(18)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_KeyName.append(_v)
@@ -3135,8 +2933,8 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        el = 'MgmtData'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'MgmtData'
                         _v = r.string(20)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_MgmtData.append(_v)
@@ -3147,6 +2945,7 @@ def _d_KeyInfoType(r, key):
                         s = 18
                         break
                     elif ec == 8:
+                        pass
                         s = -1
                         break
                     elif ec == 9:
@@ -3159,8 +2958,8 @@ def _d_KeyInfoType(r, key):
                 while True:
                     ec = bits(4)
                     if ec == 0:
-                        el = 'KeyName'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'KeyName'
                         _v = r.string(18)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_KeyName.append(_v)
@@ -3195,8 +2994,8 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        el = 'MgmtData'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'MgmtData'
                         _v = r.string(20)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_MgmtData.append(_v)
@@ -3207,6 +3006,7 @@ def _d_KeyInfoType(r, key):
                         s = 18
                         break
                     elif ec == 8:
+                        pass
                         s = -1
                         break
                     elif ec == 9:
@@ -3219,8 +3019,8 @@ def _d_KeyInfoType(r, key):
                 while True:
                     ec = bits(4)
                     if ec == 0:
-                        el = 'KeyName'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'KeyName'
                         _v = r.string(18)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_KeyName.append(_v)
@@ -3255,8 +3055,8 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        el = 'MgmtData'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'MgmtData'
                         _v = r.string(20)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_MgmtData.append(_v)
@@ -3267,6 +3067,7 @@ def _d_KeyInfoType(r, key):
                         s = 18
                         break
                     elif ec == 8:
+                        pass
                         s = -1
                         break
                     elif ec == 9:
@@ -3279,8 +3080,8 @@ def _d_KeyInfoType(r, key):
                 while True:
                     ec = bits(4)
                     if ec == 0:
-                        el = 'KeyName'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'KeyName'
                         _v = r.string(18)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_KeyName.append(_v)
@@ -3315,8 +3116,8 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        el = 'MgmtData'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'MgmtData'
                         _v = r.string(20)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_MgmtData.append(_v)
@@ -3327,6 +3128,7 @@ def _d_KeyInfoType(r, key):
                         s = 18
                         break
                     elif ec == 8:
+                        pass
                         s = -1
                         break
                     elif ec == 9:
@@ -3339,8 +3141,8 @@ def _d_KeyInfoType(r, key):
                 while True:
                     ec = bits(4)
                     if ec == 0:
-                        el = 'KeyName'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'KeyName'
                         _v = r.string(18)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_KeyName.append(_v)
@@ -3375,8 +3177,8 @@ def _d_KeyInfoType(r, key):
                         _v = _d_SPKIDataType(r)
                         f_SPKIData.append(_v)
                     elif ec == 6:
-                        el = 'MgmtData'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'MgmtData'
                         _v = r.string(20)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_MgmtData.append(_v)
@@ -3387,6 +3189,7 @@ def _d_KeyInfoType(r, key):
                         s = 18
                         break
                     elif ec == 8:
+                        pass
                         s = -1
                         break
                     elif ec == 9:
@@ -3399,8 +3202,8 @@ def _d_KeyInfoType(r, key):
                 while True:
                     ec = bits(4)
                     if ec == 0:
-                        el = 'KeyName'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'KeyName'
                         _v = r.string(18)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_KeyName.append(_v)
@@ -3437,8 +3240,8 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        el = 'MgmtData'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'MgmtData'
                         _v = r.string(20)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_MgmtData.append(_v)
@@ -3447,6 +3250,7 @@ def _d_KeyInfoType(r, key):
                         s = 18
                         break
                     elif ec == 8:
+                        pass
                         s = -1
                         break
                     elif ec == 9:
@@ -3458,8 +3262,8 @@ def _d_KeyInfoType(r, key):
             if s == 18:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(18)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -3490,8 +3294,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(20)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -3500,6 +3304,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -3541,202 +3346,194 @@ def _e_KeyInfoType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 4)
                     el = '@Id'
+                    bits(0, 4)
                     w.string(v_Id)
                     v_Id = None
                     s = 1
                 elif i_KeyName < n_KeyName:
-                    bits(1, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits((1 << 1), 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 3
                 elif i_KeyValue < n_KeyValue:
-                    bits(2, 4)
                     el = 'KeyValue'
+                    bits(2, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 4
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(3, 4)
                     el = 'RetrievalMethod'
+                    bits(3, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 5
                 elif i_X509Data < n_X509Data:
-                    bits(4, 4)
                     el = 'X509Data'
+                    bits(4, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 6
                 elif i_PGPData < n_PGPData:
-                    bits(5, 4)
                     el = 'PGPData'
+                    bits(5, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 7
                 elif i_SPKIData < n_SPKIData:
-                    bits(6, 4)
                     el = 'SPKIData'
+                    bits(6, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 8
                 elif i_MgmtData < n_MgmtData:
-                    bits(7, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((7 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 9
                 else:
                     raise EncodeError('missing content: expected one of Id, KeyName, KeyValue, RetrievalMethod, X509Data, PGPData, SPKIData, MgmtData')
             if s == 1:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 3
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 4
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 5
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 6
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 7
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 8
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 9
                 else:
                     raise EncodeError('missing content: expected one of KeyName, KeyValue, RetrievalMethod, X509Data, PGPData, SPKIData, MgmtData')
             if s == 2:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 3
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 4
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 5
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 6
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 7
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 8
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 9
                 else:
                     raise EncodeError('missing content: expected one of KeyName, KeyValue, RetrievalMethod, X509Data, PGPData, SPKIData, MgmtData')
             if s == 3:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -3745,49 +3542,47 @@ def _e_KeyInfoType(w, o):
                     s = -1
             if s == 4:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -3796,49 +3591,47 @@ def _e_KeyInfoType(w, o):
                     s = -1
             if s == 5:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -3847,49 +3640,47 @@ def _e_KeyInfoType(w, o):
                     s = -1
             if s == 6:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -3898,49 +3689,47 @@ def _e_KeyInfoType(w, o):
                     s = -1
             if s == 7:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -3949,49 +3738,47 @@ def _e_KeyInfoType(w, o):
                     s = -1
             if s == 8:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -4000,49 +3787,47 @@ def _e_KeyInfoType(w, o):
                     s = -1
             if s == 9:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -4051,49 +3836,47 @@ def _e_KeyInfoType(w, o):
                     s = -1
             if s == 10:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -4103,53 +3886,51 @@ def _e_KeyInfoType(w, o):
             if s == 11:
                 while True:
                     if i_KeyName < n_KeyName:
-                        bits(0, 4)
                         el = 'KeyName'
-                        w.bits(0, 1)
+                        bits(0, 5)
                         w.string(v_KeyName[i_KeyName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_KeyName += 1
                     elif i_KeyValue < n_KeyValue:
-                        bits(1, 4)
                         el = 'KeyValue'
+                        bits(1, 4)
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                         i_KeyValue += 1
                         s = 12
                         break
                     elif i_RetrievalMethod < n_RetrievalMethod:
-                        bits(2, 4)
                         el = 'RetrievalMethod'
+                        bits(2, 4)
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                         i_RetrievalMethod += 1
                         s = 13
                         break
                     elif i_X509Data < n_X509Data:
-                        bits(3, 4)
                         el = 'X509Data'
+                        bits(3, 4)
                         _e_X509DataType(w, v_X509Data[i_X509Data])
                         i_X509Data += 1
                         s = 14
                         break
                     elif i_PGPData < n_PGPData:
-                        bits(4, 4)
                         el = 'PGPData'
+                        bits(4, 4)
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
                         i_PGPData += 1
                         s = 15
                         break
                     elif i_SPKIData < n_SPKIData:
-                        bits(5, 4)
                         el = 'SPKIData'
+                        bits(5, 4)
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                         i_SPKIData += 1
                         s = 16
                         break
                     elif i_MgmtData < n_MgmtData:
-                        bits(6, 4)
                         el = 'MgmtData'
-                        w.bits(0, 1)
+                        bits((6 << 1), 5)
                         w.string(v_MgmtData[i_MgmtData])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_MgmtData += 1
                         s = 17
                         break
@@ -4161,53 +3942,51 @@ def _e_KeyInfoType(w, o):
             if s == 12:
                 while True:
                     if i_KeyName < n_KeyName:
-                        bits(0, 4)
                         el = 'KeyName'
-                        w.bits(0, 1)
+                        bits(0, 5)
                         w.string(v_KeyName[i_KeyName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_KeyName += 1
                         s = 11
                         break
                     elif i_KeyValue < n_KeyValue:
-                        bits(1, 4)
                         el = 'KeyValue'
+                        bits(1, 4)
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                         i_KeyValue += 1
                     elif i_RetrievalMethod < n_RetrievalMethod:
-                        bits(2, 4)
                         el = 'RetrievalMethod'
+                        bits(2, 4)
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                         i_RetrievalMethod += 1
                         s = 13
                         break
                     elif i_X509Data < n_X509Data:
-                        bits(3, 4)
                         el = 'X509Data'
+                        bits(3, 4)
                         _e_X509DataType(w, v_X509Data[i_X509Data])
                         i_X509Data += 1
                         s = 14
                         break
                     elif i_PGPData < n_PGPData:
-                        bits(4, 4)
                         el = 'PGPData'
+                        bits(4, 4)
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
                         i_PGPData += 1
                         s = 15
                         break
                     elif i_SPKIData < n_SPKIData:
-                        bits(5, 4)
                         el = 'SPKIData'
+                        bits(5, 4)
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                         i_SPKIData += 1
                         s = 16
                         break
                     elif i_MgmtData < n_MgmtData:
-                        bits(6, 4)
                         el = 'MgmtData'
-                        w.bits(0, 1)
+                        bits((6 << 1), 5)
                         w.string(v_MgmtData[i_MgmtData])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_MgmtData += 1
                         s = 17
                         break
@@ -4219,53 +3998,51 @@ def _e_KeyInfoType(w, o):
             if s == 13:
                 while True:
                     if i_KeyName < n_KeyName:
-                        bits(0, 4)
                         el = 'KeyName'
-                        w.bits(0, 1)
+                        bits(0, 5)
                         w.string(v_KeyName[i_KeyName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_KeyName += 1
                         s = 11
                         break
                     elif i_KeyValue < n_KeyValue:
-                        bits(1, 4)
                         el = 'KeyValue'
+                        bits(1, 4)
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                         i_KeyValue += 1
                         s = 12
                         break
                     elif i_RetrievalMethod < n_RetrievalMethod:
-                        bits(2, 4)
                         el = 'RetrievalMethod'
+                        bits(2, 4)
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                         i_RetrievalMethod += 1
                     elif i_X509Data < n_X509Data:
-                        bits(3, 4)
                         el = 'X509Data'
+                        bits(3, 4)
                         _e_X509DataType(w, v_X509Data[i_X509Data])
                         i_X509Data += 1
                         s = 14
                         break
                     elif i_PGPData < n_PGPData:
-                        bits(4, 4)
                         el = 'PGPData'
+                        bits(4, 4)
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
                         i_PGPData += 1
                         s = 15
                         break
                     elif i_SPKIData < n_SPKIData:
-                        bits(5, 4)
                         el = 'SPKIData'
+                        bits(5, 4)
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                         i_SPKIData += 1
                         s = 16
                         break
                     elif i_MgmtData < n_MgmtData:
-                        bits(6, 4)
                         el = 'MgmtData'
-                        w.bits(0, 1)
+                        bits((6 << 1), 5)
                         w.string(v_MgmtData[i_MgmtData])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_MgmtData += 1
                         s = 17
                         break
@@ -4277,53 +4054,51 @@ def _e_KeyInfoType(w, o):
             if s == 14:
                 while True:
                     if i_KeyName < n_KeyName:
-                        bits(0, 4)
                         el = 'KeyName'
-                        w.bits(0, 1)
+                        bits(0, 5)
                         w.string(v_KeyName[i_KeyName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_KeyName += 1
                         s = 11
                         break
                     elif i_KeyValue < n_KeyValue:
-                        bits(1, 4)
                         el = 'KeyValue'
+                        bits(1, 4)
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                         i_KeyValue += 1
                         s = 12
                         break
                     elif i_RetrievalMethod < n_RetrievalMethod:
-                        bits(2, 4)
                         el = 'RetrievalMethod'
+                        bits(2, 4)
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                         i_RetrievalMethod += 1
                         s = 13
                         break
                     elif i_X509Data < n_X509Data:
-                        bits(3, 4)
                         el = 'X509Data'
+                        bits(3, 4)
                         _e_X509DataType(w, v_X509Data[i_X509Data])
                         i_X509Data += 1
                     elif i_PGPData < n_PGPData:
-                        bits(4, 4)
                         el = 'PGPData'
+                        bits(4, 4)
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
                         i_PGPData += 1
                         s = 15
                         break
                     elif i_SPKIData < n_SPKIData:
-                        bits(5, 4)
                         el = 'SPKIData'
+                        bits(5, 4)
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                         i_SPKIData += 1
                         s = 16
                         break
                     elif i_MgmtData < n_MgmtData:
-                        bits(6, 4)
                         el = 'MgmtData'
-                        w.bits(0, 1)
+                        bits((6 << 1), 5)
                         w.string(v_MgmtData[i_MgmtData])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_MgmtData += 1
                         s = 17
                         break
@@ -4335,53 +4110,51 @@ def _e_KeyInfoType(w, o):
             if s == 15:
                 while True:
                     if i_KeyName < n_KeyName:
-                        bits(0, 4)
                         el = 'KeyName'
-                        w.bits(0, 1)
+                        bits(0, 5)
                         w.string(v_KeyName[i_KeyName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_KeyName += 1
                         s = 11
                         break
                     elif i_KeyValue < n_KeyValue:
-                        bits(1, 4)
                         el = 'KeyValue'
+                        bits(1, 4)
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                         i_KeyValue += 1
                         s = 12
                         break
                     elif i_RetrievalMethod < n_RetrievalMethod:
-                        bits(2, 4)
                         el = 'RetrievalMethod'
+                        bits(2, 4)
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                         i_RetrievalMethod += 1
                         s = 13
                         break
                     elif i_X509Data < n_X509Data:
-                        bits(3, 4)
                         el = 'X509Data'
+                        bits(3, 4)
                         _e_X509DataType(w, v_X509Data[i_X509Data])
                         i_X509Data += 1
                         s = 14
                         break
                     elif i_PGPData < n_PGPData:
-                        bits(4, 4)
                         el = 'PGPData'
+                        bits(4, 4)
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
                         i_PGPData += 1
                     elif i_SPKIData < n_SPKIData:
-                        bits(5, 4)
                         el = 'SPKIData'
+                        bits(5, 4)
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                         i_SPKIData += 1
                         s = 16
                         break
                     elif i_MgmtData < n_MgmtData:
-                        bits(6, 4)
                         el = 'MgmtData'
-                        w.bits(0, 1)
+                        bits((6 << 1), 5)
                         w.string(v_MgmtData[i_MgmtData])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_MgmtData += 1
                         s = 17
                         break
@@ -4393,53 +4166,51 @@ def _e_KeyInfoType(w, o):
             if s == 16:
                 while True:
                     if i_KeyName < n_KeyName:
-                        bits(0, 4)
                         el = 'KeyName'
-                        w.bits(0, 1)
+                        bits(0, 5)
                         w.string(v_KeyName[i_KeyName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_KeyName += 1
                         s = 11
                         break
                     elif i_KeyValue < n_KeyValue:
-                        bits(1, 4)
                         el = 'KeyValue'
+                        bits(1, 4)
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                         i_KeyValue += 1
                         s = 12
                         break
                     elif i_RetrievalMethod < n_RetrievalMethod:
-                        bits(2, 4)
                         el = 'RetrievalMethod'
+                        bits(2, 4)
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                         i_RetrievalMethod += 1
                         s = 13
                         break
                     elif i_X509Data < n_X509Data:
-                        bits(3, 4)
                         el = 'X509Data'
+                        bits(3, 4)
                         _e_X509DataType(w, v_X509Data[i_X509Data])
                         i_X509Data += 1
                         s = 14
                         break
                     elif i_PGPData < n_PGPData:
-                        bits(4, 4)
                         el = 'PGPData'
+                        bits(4, 4)
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
                         i_PGPData += 1
                         s = 15
                         break
                     elif i_SPKIData < n_SPKIData:
-                        bits(5, 4)
                         el = 'SPKIData'
+                        bits(5, 4)
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                         i_SPKIData += 1
                     elif i_MgmtData < n_MgmtData:
-                        bits(6, 4)
                         el = 'MgmtData'
-                        w.bits(0, 1)
+                        bits((6 << 1), 5)
                         w.string(v_MgmtData[i_MgmtData])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_MgmtData += 1
                         s = 17
                         break
@@ -4451,55 +4222,53 @@ def _e_KeyInfoType(w, o):
             if s == 17:
                 while True:
                     if i_KeyName < n_KeyName:
-                        bits(0, 4)
                         el = 'KeyName'
-                        w.bits(0, 1)
+                        bits(0, 5)
                         w.string(v_KeyName[i_KeyName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_KeyName += 1
                         s = 11
                         break
                     elif i_KeyValue < n_KeyValue:
-                        bits(1, 4)
                         el = 'KeyValue'
+                        bits(1, 4)
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                         i_KeyValue += 1
                         s = 12
                         break
                     elif i_RetrievalMethod < n_RetrievalMethod:
-                        bits(2, 4)
                         el = 'RetrievalMethod'
+                        bits(2, 4)
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                         i_RetrievalMethod += 1
                         s = 13
                         break
                     elif i_X509Data < n_X509Data:
-                        bits(3, 4)
                         el = 'X509Data'
+                        bits(3, 4)
                         _e_X509DataType(w, v_X509Data[i_X509Data])
                         i_X509Data += 1
                         s = 14
                         break
                     elif i_PGPData < n_PGPData:
-                        bits(4, 4)
                         el = 'PGPData'
+                        bits(4, 4)
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
                         i_PGPData += 1
                         s = 15
                         break
                     elif i_SPKIData < n_SPKIData:
-                        bits(5, 4)
                         el = 'SPKIData'
+                        bits(5, 4)
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                         i_SPKIData += 1
                         s = 16
                         break
                     elif i_MgmtData < n_MgmtData:
-                        bits(6, 4)
                         el = 'MgmtData'
-                        w.bits(0, 1)
+                        bits((6 << 1), 5)
                         w.string(v_MgmtData[i_MgmtData])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_MgmtData += 1
                     elif True:
                         bits(8, 4)
@@ -4508,49 +4277,47 @@ def _e_KeyInfoType(w, o):
                         break
             if s == 18:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -4608,6 +4375,7 @@ def _d_KeyValueType(r, key):
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
+                    pass
                     s = -1
                 elif ec == 1:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -4617,6 +4385,7 @@ def _d_KeyValueType(r, key):
             if s == 3:
                 ec = bits(2)
                 if ec == 0:
+                    pass
                     s = -1
                 elif ec == 1:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -4626,6 +4395,7 @@ def _d_KeyValueType(r, key):
             if s == 4:
                 ec = bits(2)
                 if ec == 0:
+                    pass
                     s = -1
                 elif ec == 1:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -4647,14 +4417,14 @@ def _e_KeyValueType(w, o):
         while s >= 0:
             if s == 0:
                 if v_DSAKeyValue is not None:
-                    bits(0, 3)
                     el = 'DSAKeyValue'
+                    bits(0, 3)
                     _e_DSAKeyValueType(w, v_DSAKeyValue)
                     v_DSAKeyValue = None
                     s = 2
                 elif v_RSAKeyValue is not None:
-                    bits(1, 3)
                     el = 'RSAKeyValue'
+                    bits(1, 3)
                     _e_RSAKeyValueType(w, v_RSAKeyValue)
                     v_RSAKeyValue = None
                     s = 3
@@ -4662,14 +4432,14 @@ def _e_KeyValueType(w, o):
                     raise EncodeError('missing content: expected one of DSAKeyValue, RSAKeyValue')
             if s == 1:
                 if v_DSAKeyValue is not None:
-                    bits(0, 3)
                     el = 'DSAKeyValue'
+                    bits(0, 3)
                     _e_DSAKeyValueType(w, v_DSAKeyValue)
                     v_DSAKeyValue = None
                     s = 2
                 elif v_RSAKeyValue is not None:
-                    bits(1, 3)
                     el = 'RSAKeyValue'
+                    bits(1, 3)
                     _e_RSAKeyValueType(w, v_RSAKeyValue)
                     v_RSAKeyValue = None
                     s = 3
@@ -4710,74 +4480,66 @@ def _d_DSAKeyValueType(r):
             if s == 0:
                 ec = bits(2)
                 if ec == 0:
+                    if bits(1): raise r.deviation('DSAKeyValueType')
                     el = 'P'
-                    if bits(1): raise r.deviation('DSAKeyValueType')
                     f_P = r.binary()
+                    x = bits(3)
+                    if x & 7: raise r.deviation('DSAKeyValueType')
+                    el = 'Q'
+                    f_Q = r.binary()
                     if bits(1): raise r.deviation('DSAKeyValueType')
-                    s = 1
+                    s = 4
                 elif ec == 1:
-                    el = 'G'
                     if bits(1): raise r.deviation('DSAKeyValueType')
+                    el = 'G'
                     f_G = r.binary()
                     if bits(1): raise r.deviation('DSAKeyValueType')
                     s = 2
                 elif ec == 2:
-                    el = 'Y'
                     if bits(1): raise r.deviation('DSAKeyValueType')
+                    el = 'Y'
                     f_Y = r.binary()
                     if bits(1): raise r.deviation('DSAKeyValueType')
                     s = 3
-                else:
-                    raise r.deviation('DSAKeyValueType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Q'
-                    if bits(1): raise r.deviation('DSAKeyValueType')
-                    f_Q = r.binary()
-                    if bits(1): raise r.deviation('DSAKeyValueType')
-                    s = 4
                 else:
                     raise r.deviation('DSAKeyValueType')
             if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Y'
-                    if bits(1): raise r.deviation('DSAKeyValueType')
-                    f_Y = r.binary()
-                    if bits(1): raise r.deviation('DSAKeyValueType')
-                    s = 3
-                else:
-                    raise r.deviation('DSAKeyValueType')
+                x = bits(2)
+                if x & 3: raise r.deviation('DSAKeyValueType')
+                el = 'Y'
+                f_Y = r.binary()
+                if bits(1): raise r.deviation('DSAKeyValueType')
+                s = 3
             if s == 3:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'J'
                     if bits(1): raise r.deviation('DSAKeyValueType')
+                    el = 'J'
                     f_J = r.binary()
                     if bits(1): raise r.deviation('DSAKeyValueType')
                     s = 5
                 elif ec == 1:
-                    el = 'Seed'
                     if bits(1): raise r.deviation('DSAKeyValueType')
+                    el = 'Seed'
                     f_Seed = r.binary()
                     if bits(1): raise r.deviation('DSAKeyValueType')
                     s = 6
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DSAKeyValueType')
             if s == 4:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'G'
                     if bits(1): raise r.deviation('DSAKeyValueType')
+                    el = 'G'
                     f_G = r.binary()
                     if bits(1): raise r.deviation('DSAKeyValueType')
                     s = 2
                 elif ec == 1:
-                    el = 'Y'
                     if bits(1): raise r.deviation('DSAKeyValueType')
+                    el = 'Y'
                     f_Y = r.binary()
                     if bits(1): raise r.deviation('DSAKeyValueType')
                     s = 3
@@ -4786,31 +4548,24 @@ def _d_DSAKeyValueType(r):
             if s == 5:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'Seed'
                     if bits(1): raise r.deviation('DSAKeyValueType')
+                    el = 'Seed'
                     f_Seed = r.binary()
                     if bits(1): raise r.deviation('DSAKeyValueType')
                     s = 6
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DSAKeyValueType')
             if s == 6:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'PgenCounter'
-                    if bits(1): raise r.deviation('DSAKeyValueType')
-                    f_PgenCounter = r.binary()
-                    if bits(1): raise r.deviation('DSAKeyValueType')
-                    s = 7
-                else:
-                    raise r.deviation('DSAKeyValueType')
-            if s == 7:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('DSAKeyValueType')
+                x = bits(2)
+                if x & 3: raise r.deviation('DSAKeyValueType')
+                el = 'PgenCounter'
+                f_PgenCounter = r.binary()
+                x = bits(2)
+                if x & 3: raise r.deviation('DSAKeyValueType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.DSAKeyValueType(f_P, f_Q, f_G, f_Y, f_J, f_Seed, f_PgenCounter)
@@ -4831,68 +4586,56 @@ def _e_DSAKeyValueType(w, o):
         while s >= 0:
             if s == 0:
                 if v_P is not None:
-                    bits(0, 2)
                     el = 'P'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_P)
-                    w.bits(0, 1)
+                    if not (v_Q is not None): raise EncodeError('missing content: Q')
+                    el = 'Q'
+                    bits(0, 3)
                     v_P = None
-                    s = 1
+                    w.binary(v_Q)
+                    bits(0, 1)
+                    v_Q = None
+                    s = 4
                 elif v_G is not None:
-                    bits(1, 2)
                     el = 'G'
-                    w.bits(0, 1)
+                    bits((1 << 1), 3)
                     w.binary(v_G)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_G = None
                     s = 2
                 elif v_Y is not None:
-                    bits(2, 2)
                     el = 'Y'
-                    w.bits(0, 1)
+                    bits((2 << 1), 3)
                     w.binary(v_Y)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_Y = None
                     s = 3
                 else:
                     raise EncodeError('missing content: expected one of P, G, Y')
-            if s == 1:
-                if v_Q is not None:
-                    bits(0, 1)
-                    el = 'Q'
-                    w.bits(0, 1)
-                    w.binary(v_Q)
-                    w.bits(0, 1)
-                    v_Q = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of Q')
             if s == 2:
                 if v_Y is not None:
-                    bits(0, 1)
                     el = 'Y'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     w.binary(v_Y)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_Y = None
                     s = 3
                 else:
                     raise EncodeError('missing content: expected one of Y')
             if s == 3:
                 if v_J is not None:
-                    bits(0, 2)
                     el = 'J'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_J)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_J = None
                     s = 5
                 elif v_Seed is not None:
-                    bits(1, 2)
                     el = 'Seed'
-                    w.bits(0, 1)
+                    bits((1 << 1), 3)
                     w.binary(v_Seed)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_Seed = None
                     s = 6
                 elif True:
@@ -4901,30 +4644,27 @@ def _e_DSAKeyValueType(w, o):
                     s = -1
             if s == 4:
                 if v_G is not None:
-                    bits(0, 2)
                     el = 'G'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_G)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_G = None
                     s = 2
                 elif v_Y is not None:
-                    bits(1, 2)
                     el = 'Y'
-                    w.bits(0, 1)
+                    bits((1 << 1), 3)
                     w.binary(v_Y)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_Y = None
                     s = 3
                 else:
                     raise EncodeError('missing content: expected one of G, Y')
             if s == 5:
                 if v_Seed is not None:
-                    bits(0, 2)
                     el = 'Seed'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_Seed)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_Seed = None
                     s = 6
                 elif True:
@@ -4933,20 +4673,15 @@ def _e_DSAKeyValueType(w, o):
                     s = -1
             if s == 6:
                 if v_PgenCounter is not None:
-                    bits(0, 1)
                     el = 'PgenCounter'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     w.binary(v_PgenCounter)
-                    w.bits(0, 1)
+                    bits(0, 2)
                     v_PgenCounter = None
-                    s = 7
-                else:
-                    raise EncodeError('missing content: expected one of PgenCounter')
-            if s == 7:
-                if True:
-                    bits(0, 1)
                     if v_P is not None or v_Q is not None or v_G is not None or v_Y is not None or v_J is not None or v_Seed is not None or v_PgenCounter is not None: raise _leftover(o)
                     s = -1
+                else:
+                    raise EncodeError('missing content: expected one of PgenCounter')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -4957,34 +4692,16 @@ def _d_RSAKeyValueType(r):
     f_Modulus = None
     f_Exponent = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Modulus'
-                    if bits(1): raise r.deviation('RSAKeyValueType')
-                    f_Modulus = r.binary()
-                    if bits(1): raise r.deviation('RSAKeyValueType')
-                    s = 1
-                else:
-                    raise r.deviation('RSAKeyValueType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Exponent'
-                    if bits(1): raise r.deviation('RSAKeyValueType')
-                    f_Exponent = r.binary()
-                    if bits(1): raise r.deviation('RSAKeyValueType')
-                    s = 2
-                else:
-                    raise r.deviation('RSAKeyValueType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('RSAKeyValueType')
+        x = bits(2)
+        if x & 3: raise r.deviation('RSAKeyValueType')
+        el = 'Modulus'
+        f_Modulus = r.binary()
+        x = bits(3)
+        if x & 7: raise r.deviation('RSAKeyValueType')
+        el = 'Exponent'
+        f_Exponent = r.binary()
+        x = bits(2)
+        if x & 3: raise r.deviation('RSAKeyValueType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.RSAKeyValueType(f_Modulus, f_Exponent)
@@ -4996,35 +4713,20 @@ def _e_RSAKeyValueType(w, o):
     try:
         v_Modulus = o.Modulus
         v_Exponent = o.Exponent
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Modulus is not None:
-                    bits(0, 1)
-                    el = 'Modulus'
-                    w.bits(0, 1)
-                    w.binary(v_Modulus)
-                    w.bits(0, 1)
-                    v_Modulus = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Modulus')
-            if s == 1:
-                if v_Exponent is not None:
-                    bits(0, 1)
-                    el = 'Exponent'
-                    w.bits(0, 1)
-                    w.binary(v_Exponent)
-                    w.bits(0, 1)
-                    v_Exponent = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of Exponent')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_Modulus is not None or v_Exponent is not None: raise _leftover(o)
-                    s = -1
+        if v_Modulus is not None:
+            el = 'Modulus'
+            bits(0, 2)
+            w.binary(v_Modulus)
+            if not (v_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'Exponent'
+            bits(0, 3)
+            v_Modulus = None
+            w.binary(v_Exponent)
+            bits(0, 2)
+            v_Exponent = None
+            if v_Modulus is not None or v_Exponent is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Modulus')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -5053,6 +4755,7 @@ def _d_RetrievalMethodType(r):
                     f_Transforms = _d_TransformsType(r)
                     s = 3
                 elif ec == 3:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('RetrievalMethodType')
@@ -5067,6 +4770,7 @@ def _d_RetrievalMethodType(r):
                     f_Transforms = _d_TransformsType(r)
                     s = 3
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('RetrievalMethodType')
@@ -5077,15 +4781,13 @@ def _d_RetrievalMethodType(r):
                     f_Transforms = _d_TransformsType(r)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('RetrievalMethodType')
             if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('RetrievalMethodType')
+                if bits(1): raise r.deviation('RetrievalMethodType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.RetrievalMethodType(f_Type, f_URI, f_Transforms)
@@ -5102,20 +4804,20 @@ def _e_RetrievalMethodType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Type is not None:
-                    bits(0, 3)
                     el = '@Type'
+                    bits(0, 3)
                     w.string(v_Type)
                     v_Type = None
                     s = 1
                 elif v_URI is not None:
-                    bits(1, 3)
                     el = '@URI'
+                    bits(1, 3)
                     w.string(v_URI)
                     v_URI = None
                     s = 2
                 elif v_Transforms is not None:
-                    bits(2, 3)
                     el = 'Transforms'
+                    bits(2, 3)
                     _e_TransformsType(w, v_Transforms)
                     v_Transforms = None
                     s = 3
@@ -5125,14 +4827,14 @@ def _e_RetrievalMethodType(w, o):
                     s = -1
             if s == 1:
                 if v_URI is not None:
-                    bits(0, 2)
                     el = '@URI'
+                    bits(0, 2)
                     w.string(v_URI)
                     v_URI = None
                     s = 2
                 elif v_Transforms is not None:
-                    bits(1, 2)
                     el = 'Transforms'
+                    bits(1, 2)
                     _e_TransformsType(w, v_Transforms)
                     v_Transforms = None
                     s = 3
@@ -5142,8 +4844,8 @@ def _e_RetrievalMethodType(w, o):
                     s = -1
             if s == 2:
                 if v_Transforms is not None:
-                    bits(0, 2)
                     el = 'Transforms'
+                    bits(0, 2)
                     _e_TransformsType(w, v_Transforms)
                     v_Transforms = None
                     s = 3
@@ -5179,29 +4881,29 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 1
                 elif ec == 1:
-                    el = 'X509SKI'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SKI'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SKI.append(_v)
                     s = 2
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SubjectName'
                     _v = r.string(31)
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SubjectName.append(_v)
                     s = 3
                 elif ec == 3:
-                    el = 'X509Certificate'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509Certificate'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509Certificate.append(_v)
                     s = 4
                 elif ec == 4:
-                    el = 'X509CRL'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509CRL'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509CRL.append(_v)
@@ -5219,29 +4921,29 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    el = 'X509SKI'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SKI'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SubjectName'
                     _v = r.string(31)
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    el = 'X509Certificate'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509Certificate'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    el = 'X509CRL'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509CRL'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509CRL.append(_v)
@@ -5250,6 +4952,7 @@ def _d_X509DataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 12
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('X509DataType')
@@ -5261,29 +4964,29 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    el = 'X509SKI'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SKI'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SubjectName'
                     _v = r.string(31)
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    el = 'X509Certificate'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509Certificate'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    el = 'X509CRL'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509CRL'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509CRL.append(_v)
@@ -5292,6 +4995,7 @@ def _d_X509DataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 12
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('X509DataType')
@@ -5303,29 +5007,29 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    el = 'X509SKI'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SKI'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SubjectName'
                     _v = r.string(31)
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    el = 'X509Certificate'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509Certificate'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    el = 'X509CRL'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509CRL'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509CRL.append(_v)
@@ -5334,6 +5038,7 @@ def _d_X509DataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 12
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('X509DataType')
@@ -5345,29 +5050,29 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    el = 'X509SKI'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SKI'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SubjectName'
                     _v = r.string(31)
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    el = 'X509Certificate'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509Certificate'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    el = 'X509CRL'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509CRL'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509CRL.append(_v)
@@ -5376,6 +5081,7 @@ def _d_X509DataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 12
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('X509DataType')
@@ -5387,29 +5093,29 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    el = 'X509SKI'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SKI'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SubjectName'
                     _v = r.string(31)
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    el = 'X509Certificate'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509Certificate'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    el = 'X509CRL'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509CRL'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509CRL.append(_v)
@@ -5418,6 +5124,7 @@ def _d_X509DataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 12
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('X509DataType')
@@ -5429,29 +5136,29 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    el = 'X509SKI'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SKI'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SubjectName'
                     _v = r.string(31)
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    el = 'X509Certificate'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509Certificate'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    el = 'X509CRL'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509CRL'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509CRL.append(_v)
@@ -5460,6 +5167,7 @@ def _d_X509DataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 12
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('X509DataType')
@@ -5471,32 +5179,32 @@ def _d_X509DataType(r):
                         _v = _d_X509IssuerSerialType(r)
                         f_X509IssuerSerial.append(_v)
                     elif ec == 1:
-                        el = 'X509SKI'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SKI'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
-                        el = 'X509SubjectName'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SubjectName'
                         _v = r.string(31)
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
-                        el = 'X509Certificate'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509Certificate'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
-                        el = 'X509CRL'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509CRL'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509CRL.append(_v)
@@ -5507,6 +5215,7 @@ def _d_X509DataType(r):
                         s = 12
                         break
                     elif ec == 6:
+                        pass
                         s = -1
                         break
                     else:
@@ -5521,30 +5230,30 @@ def _d_X509DataType(r):
                         s = 7
                         break
                     elif ec == 1:
-                        el = 'X509SKI'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SKI'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SKI.append(_v)
                     elif ec == 2:
-                        el = 'X509SubjectName'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SubjectName'
                         _v = r.string(31)
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
-                        el = 'X509Certificate'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509Certificate'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
-                        el = 'X509CRL'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509CRL'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509CRL.append(_v)
@@ -5555,6 +5264,7 @@ def _d_X509DataType(r):
                         s = 12
                         break
                     elif ec == 6:
+                        pass
                         s = -1
                         break
                     else:
@@ -5569,30 +5279,30 @@ def _d_X509DataType(r):
                         s = 7
                         break
                     elif ec == 1:
-                        el = 'X509SKI'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SKI'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
-                        el = 'X509SubjectName'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SubjectName'
                         _v = r.string(31)
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SubjectName.append(_v)
                     elif ec == 3:
-                        el = 'X509Certificate'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509Certificate'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
-                        el = 'X509CRL'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509CRL'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509CRL.append(_v)
@@ -5603,6 +5313,7 @@ def _d_X509DataType(r):
                         s = 12
                         break
                     elif ec == 6:
+                        pass
                         s = -1
                         break
                     else:
@@ -5617,30 +5328,30 @@ def _d_X509DataType(r):
                         s = 7
                         break
                     elif ec == 1:
-                        el = 'X509SKI'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SKI'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
-                        el = 'X509SubjectName'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SubjectName'
                         _v = r.string(31)
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
-                        el = 'X509Certificate'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509Certificate'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509Certificate.append(_v)
                     elif ec == 4:
-                        el = 'X509CRL'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509CRL'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509CRL.append(_v)
@@ -5651,6 +5362,7 @@ def _d_X509DataType(r):
                         s = 12
                         break
                     elif ec == 6:
+                        pass
                         s = -1
                         break
                     else:
@@ -5665,32 +5377,32 @@ def _d_X509DataType(r):
                         s = 7
                         break
                     elif ec == 1:
-                        el = 'X509SKI'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SKI'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
-                        el = 'X509SubjectName'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SubjectName'
                         _v = r.string(31)
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
-                        el = 'X509Certificate'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509Certificate'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
-                        el = 'X509CRL'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509CRL'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509CRL.append(_v)
@@ -5699,6 +5411,7 @@ def _d_X509DataType(r):
                         s = 12
                         break
                     elif ec == 6:
+                        pass
                         s = -1
                         break
                     else:
@@ -5711,29 +5424,29 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    el = 'X509SKI'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SKI'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SubjectName'
                     _v = r.string(31)
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    el = 'X509Certificate'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509Certificate'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    el = 'X509CRL'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509CRL'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509CRL.append(_v)
@@ -5742,6 +5455,7 @@ def _d_X509DataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 12
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('X509DataType')
@@ -5773,82 +5487,74 @@ def _e_X509DataType(w, o):
         while s >= 0:
             if s == 0:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
-                    bits(0, 3)
                     el = 'X509IssuerSerial'
+                    bits(0, 3)
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                     i_X509IssuerSerial += 1
                     s = 1
                 elif i_X509SKI < n_X509SKI:
-                    bits(1, 3)
                     el = 'X509SKI'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     w.binary(v_X509SKI[i_X509SKI])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SKI += 1
                     s = 2
                 elif i_X509SubjectName < n_X509SubjectName:
-                    bits(2, 3)
                     el = 'X509SubjectName'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SubjectName += 1
                     s = 3
                 elif i_X509Certificate < n_X509Certificate:
-                    bits(3, 3)
                     el = 'X509Certificate'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509Certificate += 1
                     s = 4
                 elif i_X509CRL < n_X509CRL:
-                    bits(4, 3)
                     el = 'X509CRL'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     w.binary(v_X509CRL[i_X509CRL])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509CRL += 1
                     s = 5
                 else:
                     raise EncodeError('missing content: expected one of X509IssuerSerial, X509SKI, X509SubjectName, X509Certificate, X509CRL')
             if s == 1:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
-                    bits(0, 3)
                     el = 'X509IssuerSerial'
+                    bits(0, 3)
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
-                    bits(1, 3)
                     el = 'X509SKI'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     w.binary(v_X509SKI[i_X509SKI])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
-                    bits(2, 3)
                     el = 'X509SubjectName'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
-                    bits(3, 3)
                     el = 'X509Certificate'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
-                    bits(4, 3)
                     el = 'X509CRL'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     w.binary(v_X509CRL[i_X509CRL])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509CRL += 1
                     s = 11
                 elif True:
@@ -5857,41 +5563,37 @@ def _e_X509DataType(w, o):
                     s = -1
             if s == 2:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
-                    bits(0, 3)
                     el = 'X509IssuerSerial'
+                    bits(0, 3)
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
-                    bits(1, 3)
                     el = 'X509SKI'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     w.binary(v_X509SKI[i_X509SKI])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
-                    bits(2, 3)
                     el = 'X509SubjectName'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
-                    bits(3, 3)
                     el = 'X509Certificate'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
-                    bits(4, 3)
                     el = 'X509CRL'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     w.binary(v_X509CRL[i_X509CRL])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509CRL += 1
                     s = 11
                 elif True:
@@ -5900,41 +5602,37 @@ def _e_X509DataType(w, o):
                     s = -1
             if s == 3:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
-                    bits(0, 3)
                     el = 'X509IssuerSerial'
+                    bits(0, 3)
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
-                    bits(1, 3)
                     el = 'X509SKI'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     w.binary(v_X509SKI[i_X509SKI])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
-                    bits(2, 3)
                     el = 'X509SubjectName'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
-                    bits(3, 3)
                     el = 'X509Certificate'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
-                    bits(4, 3)
                     el = 'X509CRL'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     w.binary(v_X509CRL[i_X509CRL])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509CRL += 1
                     s = 11
                 elif True:
@@ -5943,41 +5641,37 @@ def _e_X509DataType(w, o):
                     s = -1
             if s == 4:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
-                    bits(0, 3)
                     el = 'X509IssuerSerial'
+                    bits(0, 3)
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
-                    bits(1, 3)
                     el = 'X509SKI'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     w.binary(v_X509SKI[i_X509SKI])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
-                    bits(2, 3)
                     el = 'X509SubjectName'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
-                    bits(3, 3)
                     el = 'X509Certificate'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
-                    bits(4, 3)
                     el = 'X509CRL'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     w.binary(v_X509CRL[i_X509CRL])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509CRL += 1
                     s = 11
                 elif True:
@@ -5986,41 +5680,37 @@ def _e_X509DataType(w, o):
                     s = -1
             if s == 5:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
-                    bits(0, 3)
                     el = 'X509IssuerSerial'
+                    bits(0, 3)
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
-                    bits(1, 3)
                     el = 'X509SKI'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     w.binary(v_X509SKI[i_X509SKI])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
-                    bits(2, 3)
                     el = 'X509SubjectName'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
-                    bits(3, 3)
                     el = 'X509Certificate'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
-                    bits(4, 3)
                     el = 'X509CRL'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     w.binary(v_X509CRL[i_X509CRL])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509CRL += 1
                     s = 11
                 elif True:
@@ -6029,41 +5719,37 @@ def _e_X509DataType(w, o):
                     s = -1
             if s == 6:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
-                    bits(0, 3)
                     el = 'X509IssuerSerial'
+                    bits(0, 3)
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
-                    bits(1, 3)
                     el = 'X509SKI'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     w.binary(v_X509SKI[i_X509SKI])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
-                    bits(2, 3)
                     el = 'X509SubjectName'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
-                    bits(3, 3)
                     el = 'X509Certificate'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
-                    bits(4, 3)
                     el = 'X509CRL'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     w.binary(v_X509CRL[i_X509CRL])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509CRL += 1
                     s = 11
                 elif True:
@@ -6073,43 +5759,39 @@ def _e_X509DataType(w, o):
             if s == 7:
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
-                        bits(0, 3)
                         el = 'X509IssuerSerial'
+                        bits(0, 3)
                         _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                         i_X509IssuerSerial += 1
                     elif i_X509SKI < n_X509SKI:
-                        bits(1, 3)
                         el = 'X509SKI'
-                        w.bits(0, 1)
+                        bits((1 << 1), 4)
                         w.binary(v_X509SKI[i_X509SKI])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SKI += 1
                         s = 8
                         break
                     elif i_X509SubjectName < n_X509SubjectName:
-                        bits(2, 3)
                         el = 'X509SubjectName'
-                        w.bits(0, 1)
+                        bits((2 << 1), 4)
                         w.string(v_X509SubjectName[i_X509SubjectName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SubjectName += 1
                         s = 9
                         break
                     elif i_X509Certificate < n_X509Certificate:
-                        bits(3, 3)
                         el = 'X509Certificate'
-                        w.bits(0, 1)
+                        bits((3 << 1), 4)
                         w.binary(v_X509Certificate[i_X509Certificate])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509Certificate += 1
                         s = 10
                         break
                     elif i_X509CRL < n_X509CRL:
-                        bits(4, 3)
                         el = 'X509CRL'
-                        w.bits(0, 1)
+                        bits((4 << 1), 4)
                         w.binary(v_X509CRL[i_X509CRL])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509CRL += 1
                         s = 11
                         break
@@ -6121,43 +5803,39 @@ def _e_X509DataType(w, o):
             if s == 8:
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
-                        bits(0, 3)
                         el = 'X509IssuerSerial'
+                        bits(0, 3)
                         _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                         i_X509IssuerSerial += 1
                         s = 7
                         break
                     elif i_X509SKI < n_X509SKI:
-                        bits(1, 3)
                         el = 'X509SKI'
-                        w.bits(0, 1)
+                        bits((1 << 1), 4)
                         w.binary(v_X509SKI[i_X509SKI])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SKI += 1
                     elif i_X509SubjectName < n_X509SubjectName:
-                        bits(2, 3)
                         el = 'X509SubjectName'
-                        w.bits(0, 1)
+                        bits((2 << 1), 4)
                         w.string(v_X509SubjectName[i_X509SubjectName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SubjectName += 1
                         s = 9
                         break
                     elif i_X509Certificate < n_X509Certificate:
-                        bits(3, 3)
                         el = 'X509Certificate'
-                        w.bits(0, 1)
+                        bits((3 << 1), 4)
                         w.binary(v_X509Certificate[i_X509Certificate])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509Certificate += 1
                         s = 10
                         break
                     elif i_X509CRL < n_X509CRL:
-                        bits(4, 3)
                         el = 'X509CRL'
-                        w.bits(0, 1)
+                        bits((4 << 1), 4)
                         w.binary(v_X509CRL[i_X509CRL])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509CRL += 1
                         s = 11
                         break
@@ -6169,43 +5847,39 @@ def _e_X509DataType(w, o):
             if s == 9:
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
-                        bits(0, 3)
                         el = 'X509IssuerSerial'
+                        bits(0, 3)
                         _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                         i_X509IssuerSerial += 1
                         s = 7
                         break
                     elif i_X509SKI < n_X509SKI:
-                        bits(1, 3)
                         el = 'X509SKI'
-                        w.bits(0, 1)
+                        bits((1 << 1), 4)
                         w.binary(v_X509SKI[i_X509SKI])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SKI += 1
                         s = 8
                         break
                     elif i_X509SubjectName < n_X509SubjectName:
-                        bits(2, 3)
                         el = 'X509SubjectName'
-                        w.bits(0, 1)
+                        bits((2 << 1), 4)
                         w.string(v_X509SubjectName[i_X509SubjectName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SubjectName += 1
                     elif i_X509Certificate < n_X509Certificate:
-                        bits(3, 3)
                         el = 'X509Certificate'
-                        w.bits(0, 1)
+                        bits((3 << 1), 4)
                         w.binary(v_X509Certificate[i_X509Certificate])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509Certificate += 1
                         s = 10
                         break
                     elif i_X509CRL < n_X509CRL:
-                        bits(4, 3)
                         el = 'X509CRL'
-                        w.bits(0, 1)
+                        bits((4 << 1), 4)
                         w.binary(v_X509CRL[i_X509CRL])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509CRL += 1
                         s = 11
                         break
@@ -6217,43 +5891,39 @@ def _e_X509DataType(w, o):
             if s == 10:
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
-                        bits(0, 3)
                         el = 'X509IssuerSerial'
+                        bits(0, 3)
                         _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                         i_X509IssuerSerial += 1
                         s = 7
                         break
                     elif i_X509SKI < n_X509SKI:
-                        bits(1, 3)
                         el = 'X509SKI'
-                        w.bits(0, 1)
+                        bits((1 << 1), 4)
                         w.binary(v_X509SKI[i_X509SKI])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SKI += 1
                         s = 8
                         break
                     elif i_X509SubjectName < n_X509SubjectName:
-                        bits(2, 3)
                         el = 'X509SubjectName'
-                        w.bits(0, 1)
+                        bits((2 << 1), 4)
                         w.string(v_X509SubjectName[i_X509SubjectName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SubjectName += 1
                         s = 9
                         break
                     elif i_X509Certificate < n_X509Certificate:
-                        bits(3, 3)
                         el = 'X509Certificate'
-                        w.bits(0, 1)
+                        bits((3 << 1), 4)
                         w.binary(v_X509Certificate[i_X509Certificate])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509Certificate += 1
                     elif i_X509CRL < n_X509CRL:
-                        bits(4, 3)
                         el = 'X509CRL'
-                        w.bits(0, 1)
+                        bits((4 << 1), 4)
                         w.binary(v_X509CRL[i_X509CRL])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509CRL += 1
                         s = 11
                         break
@@ -6265,45 +5935,41 @@ def _e_X509DataType(w, o):
             if s == 11:
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
-                        bits(0, 3)
                         el = 'X509IssuerSerial'
+                        bits(0, 3)
                         _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                         i_X509IssuerSerial += 1
                         s = 7
                         break
                     elif i_X509SKI < n_X509SKI:
-                        bits(1, 3)
                         el = 'X509SKI'
-                        w.bits(0, 1)
+                        bits((1 << 1), 4)
                         w.binary(v_X509SKI[i_X509SKI])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SKI += 1
                         s = 8
                         break
                     elif i_X509SubjectName < n_X509SubjectName:
-                        bits(2, 3)
                         el = 'X509SubjectName'
-                        w.bits(0, 1)
+                        bits((2 << 1), 4)
                         w.string(v_X509SubjectName[i_X509SubjectName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SubjectName += 1
                         s = 9
                         break
                     elif i_X509Certificate < n_X509Certificate:
-                        bits(3, 3)
                         el = 'X509Certificate'
-                        w.bits(0, 1)
+                        bits((3 << 1), 4)
                         w.binary(v_X509Certificate[i_X509Certificate])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509Certificate += 1
                         s = 10
                         break
                     elif i_X509CRL < n_X509CRL:
-                        bits(4, 3)
                         el = 'X509CRL'
-                        w.bits(0, 1)
+                        bits((4 << 1), 4)
                         w.binary(v_X509CRL[i_X509CRL])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509CRL += 1
                     elif True:
                         bits(6, 3)
@@ -6312,41 +5978,37 @@ def _e_X509DataType(w, o):
                         break
             if s == 12:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
-                    bits(0, 3)
                     el = 'X509IssuerSerial'
+                    bits(0, 3)
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
-                    bits(1, 3)
                     el = 'X509SKI'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     w.binary(v_X509SKI[i_X509SKI])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
-                    bits(2, 3)
                     el = 'X509SubjectName'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
-                    bits(3, 3)
                     el = 'X509Certificate'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
-                    bits(4, 3)
                     el = 'X509CRL'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     w.binary(v_X509CRL[i_X509CRL])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509CRL += 1
                     s = 11
                 elif True:
@@ -6363,34 +6025,18 @@ def _d_X509IssuerSerialType(r):
     f_X509IssuerName = None
     f_X509SerialNumber = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'X509IssuerName'
-                    if bits(1): raise r.deviation('X509IssuerSerialType')
-                    f_X509IssuerName = r.string(34)
-                    if bits(1): raise r.deviation('X509IssuerSerialType')
-                    s = 1
-                else:
-                    raise r.deviation('X509IssuerSerialType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'X509SerialNumber'
-                    if bits(1): raise r.deviation('X509IssuerSerialType')
-                    f_X509SerialNumber = r.sint()
-                    if bits(1): raise r.deviation('X509IssuerSerialType')
-                    s = 2
-                else:
-                    raise r.deviation('X509IssuerSerialType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('X509IssuerSerialType')
+        x = bits(2)
+        if x & 3: raise r.deviation('X509IssuerSerialType')
+        el = 'X509IssuerName'
+        f_X509IssuerName = r.string(34)
+        x = bits(4)
+        if x & 14: raise r.deviation('X509IssuerSerialType')
+        el = 'X509SerialNumber'
+        _neg = (x & 1)
+        f_X509SerialNumber = r.uint()
+        if _neg: f_X509SerialNumber = -f_X509SerialNumber - 1
+        x = bits(2)
+        if x & 3: raise r.deviation('X509IssuerSerialType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.X509IssuerSerialType(f_X509IssuerName, f_X509SerialNumber)
@@ -6402,35 +6048,21 @@ def _e_X509IssuerSerialType(w, o):
     try:
         v_X509IssuerName = o.X509IssuerName
         v_X509SerialNumber = o.X509SerialNumber
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_X509IssuerName is not None:
-                    bits(0, 1)
-                    el = 'X509IssuerName'
-                    w.bits(0, 1)
-                    w.string(v_X509IssuerName)
-                    w.bits(0, 1)
-                    v_X509IssuerName = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of X509IssuerName')
-            if s == 1:
-                if v_X509SerialNumber is not None:
-                    bits(0, 1)
-                    el = 'X509SerialNumber'
-                    w.bits(0, 1)
-                    w.sint(v_X509SerialNumber)
-                    w.bits(0, 1)
-                    v_X509SerialNumber = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of X509SerialNumber')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_X509IssuerName is not None or v_X509SerialNumber is not None: raise _leftover(o)
-                    s = -1
+        if v_X509IssuerName is not None:
+            el = 'X509IssuerName'
+            bits(0, 2)
+            w.string(v_X509IssuerName)
+            if not (v_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+            el = 'X509SerialNumber'
+            if type(v_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {v_X509SerialNumber!r}')
+            bits((v_X509SerialNumber < 0), 4)
+            v_X509IssuerName = None
+            w.uint(-v_X509SerialNumber - 1 if v_X509SerialNumber < 0 else v_X509SerialNumber)
+            bits(0, 2)
+            v_X509SerialNumber = None
+            if v_X509IssuerName is not None or v_X509SerialNumber is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of X509IssuerName')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -6446,14 +6078,14 @@ def _d_PGPDataType(r):
             if s == 0:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'PGPKeyID'
                     if bits(1): raise r.deviation('PGPDataType')
+                    el = 'PGPKeyID'
                     f_PGPKeyID = r.binary()
                     if bits(1): raise r.deviation('PGPDataType')
                     s = 1
                 elif ec == 1:
-                    el = 'PGPKeyPacket'
                     if bits(1): raise r.deviation('PGPDataType')
+                    el = 'PGPKeyPacket'
                     f_PGPKeyPacket = r.binary()
                     if bits(1): raise r.deviation('PGPDataType')
                     s = 2
@@ -6462,8 +6094,8 @@ def _d_PGPDataType(r):
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'PGPKeyPacket'
                     if bits(1): raise r.deviation('PGPDataType')
+                    el = 'PGPKeyPacket'
                     f_PGPKeyPacket = r.binary()
                     if bits(1): raise r.deviation('PGPDataType')
                     s = 3
@@ -6471,6 +6103,7 @@ def _d_PGPDataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 4
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('PGPDataType')
@@ -6480,6 +6113,7 @@ def _d_PGPDataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('PGPDataType')
@@ -6489,6 +6123,7 @@ def _d_PGPDataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 4
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('PGPDataType')
@@ -6498,6 +6133,7 @@ def _d_PGPDataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 4
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('PGPDataType')
@@ -6507,6 +6143,7 @@ def _d_PGPDataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('PGPDataType')
@@ -6525,30 +6162,27 @@ def _e_PGPDataType(w, o):
         while s >= 0:
             if s == 0:
                 if v_PGPKeyID is not None:
-                    bits(0, 2)
                     el = 'PGPKeyID'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_PGPKeyID)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_PGPKeyID = None
                     s = 1
                 elif v_PGPKeyPacket is not None:
-                    bits(1, 2)
                     el = 'PGPKeyPacket'
-                    w.bits(0, 1)
+                    bits((1 << 1), 3)
                     w.binary(v_PGPKeyPacket)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_PGPKeyPacket = None
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of PGPKeyID, PGPKeyPacket')
             if s == 1:
                 if v_PGPKeyPacket is not None:
-                    bits(0, 2)
                     el = 'PGPKeyPacket'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_PGPKeyPacket)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_PGPKeyPacket = None
                     s = 3
                 elif True:
@@ -6587,21 +6221,18 @@ def _d_SPKIDataType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SPKISexp'
-                    if bits(1): raise r.deviation('SPKIDataType')
-                    _v = r.binary()
-                    if bits(1): raise r.deviation('SPKIDataType')
-                    f_SPKISexp.append(_v)
-                    s = 1
-                else:
-                    raise r.deviation('SPKIDataType')
+                x = bits(2)
+                if x & 3: raise r.deviation('SPKIDataType')
+                el = 'SPKISexp'
+                _v = r.binary()
+                if bits(1): raise r.deviation('SPKIDataType')
+                f_SPKISexp.append(_v)
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'SPKISexp'
                     if bits(1): raise r.deviation('SPKIDataType')
+                    el = 'SPKISexp'
                     _v = r.binary()
                     if bits(1): raise r.deviation('SPKIDataType')
                     f_SPKISexp.append(_v)
@@ -6610,19 +6241,21 @@ def _d_SPKIDataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 2
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SPKIDataType')
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'SPKISexp'
                     if bits(1): raise r.deviation('SPKIDataType')
+                    el = 'SPKISexp'
                     _v = r.binary()
                     if bits(1): raise r.deviation('SPKIDataType')
                     f_SPKISexp.append(_v)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SPKIDataType')
@@ -6630,8 +6263,8 @@ def _d_SPKIDataType(r):
                 while True:
                     ec = bits(2)
                     if ec == 0:
-                        el = 'SPKISexp'
                         if bits(1): raise r.deviation('SPKIDataType')
+                        el = 'SPKISexp'
                         _v = r.binary()
                         if bits(1): raise r.deviation('SPKIDataType')
                         f_SPKISexp.append(_v)
@@ -6640,6 +6273,7 @@ def _d_SPKIDataType(r):
                         s = 4
                         break
                     elif ec == 2:
+                        pass
                         s = -1
                         break
                     else:
@@ -6647,13 +6281,14 @@ def _d_SPKIDataType(r):
             if s == 4:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'SPKISexp'
                     if bits(1): raise r.deviation('SPKIDataType')
+                    el = 'SPKISexp'
                     _v = r.binary()
                     if bits(1): raise r.deviation('SPKIDataType')
                     f_SPKISexp.append(_v)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SPKIDataType')
@@ -6673,22 +6308,20 @@ def _e_SPKIDataType(w, o):
         while s >= 0:
             if s == 0:
                 if i_SPKISexp < n_SPKISexp:
-                    bits(0, 1)
                     el = 'SPKISexp'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     w.binary(v_SPKISexp[i_SPKISexp])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_SPKISexp += 1
                     s = 1
                 else:
                     raise EncodeError('missing content: expected one of SPKISexp')
             if s == 1:
                 if i_SPKISexp < n_SPKISexp:
-                    bits(0, 2)
                     el = 'SPKISexp'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_SPKISexp[i_SPKISexp])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_SPKISexp += 1
                     s = 3
                 elif True:
@@ -6697,11 +6330,10 @@ def _e_SPKIDataType(w, o):
                     s = -1
             if s == 2:
                 if i_SPKISexp < n_SPKISexp:
-                    bits(0, 2)
                     el = 'SPKISexp'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_SPKISexp[i_SPKISexp])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_SPKISexp += 1
                     s = 3
                 elif True:
@@ -6711,11 +6343,10 @@ def _e_SPKIDataType(w, o):
             if s == 3:
                 while True:
                     if i_SPKISexp < n_SPKISexp:
-                        bits(0, 2)
                         el = 'SPKISexp'
-                        w.bits(0, 1)
+                        bits(0, 3)
                         w.binary(v_SPKISexp[i_SPKISexp])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_SPKISexp += 1
                     elif True:
                         bits(2, 2)
@@ -6724,11 +6355,10 @@ def _e_SPKIDataType(w, o):
                         break
             if s == 4:
                 if i_SPKISexp < n_SPKISexp:
-                    bits(0, 2)
                     el = 'SPKISexp'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_SPKISexp[i_SPKISexp])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_SPKISexp += 1
                     s = 3
                 elif True:
@@ -6766,6 +6396,7 @@ def _d_ObjectType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 4:
+                    pass
                     s = -1
                 elif ec == 5:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -6786,6 +6417,7 @@ def _d_ObjectType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 3:
+                    pass
                     s = -1
                 elif ec == 4:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -6802,6 +6434,7 @@ def _d_ObjectType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 2:
+                    pass
                     s = -1
                 elif ec == 3:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -6814,6 +6447,7 @@ def _d_ObjectType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -6826,6 +6460,7 @@ def _d_ObjectType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -6838,6 +6473,7 @@ def _d_ObjectType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -6860,20 +6496,20 @@ def _e_ObjectType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Encoding is not None:
-                    bits(0, 3)
                     el = '@Encoding'
+                    bits(0, 3)
                     w.string(v_Encoding)
                     v_Encoding = None
                     s = 1
                 elif v_Id is not None:
-                    bits(1, 3)
                     el = '@Id'
+                    bits(1, 3)
                     w.string(v_Id)
                     v_Id = None
                     s = 2
                 elif v_MimeType is not None:
-                    bits(2, 3)
                     el = '@MimeType'
+                    bits(2, 3)
                     w.string(v_MimeType)
                     v_MimeType = None
                     s = 3
@@ -6883,14 +6519,14 @@ def _e_ObjectType(w, o):
                     s = -1
             if s == 1:
                 if v_Id is not None:
-                    bits(0, 3)
                     el = '@Id'
+                    bits(0, 3)
                     w.string(v_Id)
                     v_Id = None
                     s = 2
                 elif v_MimeType is not None:
-                    bits(1, 3)
                     el = '@MimeType'
+                    bits(1, 3)
                     w.string(v_MimeType)
                     v_MimeType = None
                     s = 3
@@ -6900,8 +6536,8 @@ def _e_ObjectType(w, o):
                     s = -1
             if s == 2:
                 if v_MimeType is not None:
-                    bits(0, 3)
                     el = '@MimeType'
+                    bits(0, 3)
                     w.string(v_MimeType)
                     v_MimeType = None
                     s = 3
@@ -6947,372 +6583,380 @@ def _d_DisplayParametersType(r):
             if s == 0:
                 ec = bits(4)
                 if ec == 0:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('DisplayParametersType')
                     el = 'PresentSOC'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_PresentSOC = bits(7)
+                    f_PresentSOC = ((x >> 1) & 127)
                     if f_PresentSOC > 100: raise DecodeError(f'value {f_PresentSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
                     s = 1
                 elif ec == 1:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('DisplayParametersType')
                     el = 'MinimumSOC'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_MinimumSOC = bits(7)
+                    f_MinimumSOC = ((x >> 1) & 127)
                     if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
                     s = 2
                 elif ec == 2:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('DisplayParametersType')
                     el = 'TargetSOC'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_TargetSOC = bits(7)
+                    f_TargetSOC = ((x >> 1) & 127)
                     if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
                     s = 3
                 elif ec == 3:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('DisplayParametersType')
                     el = 'MaximumSOC'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_MaximumSOC = bits(7)
+                    f_MaximumSOC = ((x >> 1) & 127)
                     if f_MaximumSOC > 100: raise DecodeError(f'value {f_MaximumSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
                     s = 4
                 elif ec == 4:
-                    el = 'RemainingTimeToMinimumSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToMinimumSOC'
                     f_RemainingTimeToMinimumSOC = r.uint()
                     if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 5
                 elif ec == 5:
-                    el = 'RemainingTimeToTargetSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToTargetSOC'
                     f_RemainingTimeToTargetSOC = r.uint()
                     if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 6
                 elif ec == 6:
-                    el = 'RemainingTimeToMaximumSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToMaximumSOC'
                     f_RemainingTimeToMaximumSOC = r.uint()
                     if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 7
                 elif ec == 7:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'ChargingComplete'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_ChargingComplete = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 8:
                     el = 'BatteryEnergyCapacity'
                     f_BatteryEnergyCapacity = _d_RationalNumberType(r)
                     s = 9
                 elif ec == 9:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'InletHot'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_InletHot = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_InletHot = ((x >> 1) & 1) == 1
                     s = 10
                 elif ec == 10:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DisplayParametersType')
             if s == 1:
                 ec = bits(4)
                 if ec == 0:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('DisplayParametersType')
                     el = 'MinimumSOC'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_MinimumSOC = bits(7)
+                    f_MinimumSOC = ((x >> 1) & 127)
                     if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
                     s = 2
                 elif ec == 1:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('DisplayParametersType')
                     el = 'TargetSOC'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_TargetSOC = bits(7)
+                    f_TargetSOC = ((x >> 1) & 127)
                     if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
                     s = 3
                 elif ec == 2:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('DisplayParametersType')
                     el = 'MaximumSOC'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_MaximumSOC = bits(7)
+                    f_MaximumSOC = ((x >> 1) & 127)
                     if f_MaximumSOC > 100: raise DecodeError(f'value {f_MaximumSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
                     s = 4
                 elif ec == 3:
-                    el = 'RemainingTimeToMinimumSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToMinimumSOC'
                     f_RemainingTimeToMinimumSOC = r.uint()
                     if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 5
                 elif ec == 4:
-                    el = 'RemainingTimeToTargetSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToTargetSOC'
                     f_RemainingTimeToTargetSOC = r.uint()
                     if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 6
                 elif ec == 5:
-                    el = 'RemainingTimeToMaximumSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToMaximumSOC'
                     f_RemainingTimeToMaximumSOC = r.uint()
                     if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 7
                 elif ec == 6:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'ChargingComplete'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_ChargingComplete = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 7:
                     el = 'BatteryEnergyCapacity'
                     f_BatteryEnergyCapacity = _d_RationalNumberType(r)
                     s = 9
                 elif ec == 8:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'InletHot'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_InletHot = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_InletHot = ((x >> 1) & 1) == 1
                     s = 10
                 elif ec == 9:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DisplayParametersType')
             if s == 2:
                 ec = bits(4)
                 if ec == 0:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('DisplayParametersType')
                     el = 'TargetSOC'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_TargetSOC = bits(7)
+                    f_TargetSOC = ((x >> 1) & 127)
                     if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
                     s = 3
                 elif ec == 1:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('DisplayParametersType')
                     el = 'MaximumSOC'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_MaximumSOC = bits(7)
+                    f_MaximumSOC = ((x >> 1) & 127)
                     if f_MaximumSOC > 100: raise DecodeError(f'value {f_MaximumSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
                     s = 4
                 elif ec == 2:
-                    el = 'RemainingTimeToMinimumSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToMinimumSOC'
                     f_RemainingTimeToMinimumSOC = r.uint()
                     if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 5
                 elif ec == 3:
-                    el = 'RemainingTimeToTargetSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToTargetSOC'
                     f_RemainingTimeToTargetSOC = r.uint()
                     if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 6
                 elif ec == 4:
-                    el = 'RemainingTimeToMaximumSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToMaximumSOC'
                     f_RemainingTimeToMaximumSOC = r.uint()
                     if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 7
                 elif ec == 5:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'ChargingComplete'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_ChargingComplete = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 6:
                     el = 'BatteryEnergyCapacity'
                     f_BatteryEnergyCapacity = _d_RationalNumberType(r)
                     s = 9
                 elif ec == 7:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'InletHot'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_InletHot = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_InletHot = ((x >> 1) & 1) == 1
                     s = 10
                 elif ec == 8:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DisplayParametersType')
             if s == 3:
                 ec = bits(4)
                 if ec == 0:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('DisplayParametersType')
                     el = 'MaximumSOC'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_MaximumSOC = bits(7)
+                    f_MaximumSOC = ((x >> 1) & 127)
                     if f_MaximumSOC > 100: raise DecodeError(f'value {f_MaximumSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
                     s = 4
                 elif ec == 1:
-                    el = 'RemainingTimeToMinimumSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToMinimumSOC'
                     f_RemainingTimeToMinimumSOC = r.uint()
                     if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 5
                 elif ec == 2:
-                    el = 'RemainingTimeToTargetSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToTargetSOC'
                     f_RemainingTimeToTargetSOC = r.uint()
                     if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 6
                 elif ec == 3:
-                    el = 'RemainingTimeToMaximumSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToMaximumSOC'
                     f_RemainingTimeToMaximumSOC = r.uint()
                     if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 7
                 elif ec == 4:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'ChargingComplete'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_ChargingComplete = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 5:
                     el = 'BatteryEnergyCapacity'
                     f_BatteryEnergyCapacity = _d_RationalNumberType(r)
                     s = 9
                 elif ec == 6:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'InletHot'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_InletHot = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_InletHot = ((x >> 1) & 1) == 1
                     s = 10
                 elif ec == 7:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DisplayParametersType')
             if s == 4:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'RemainingTimeToMinimumSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToMinimumSOC'
                     f_RemainingTimeToMinimumSOC = r.uint()
                     if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 5
                 elif ec == 1:
-                    el = 'RemainingTimeToTargetSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToTargetSOC'
                     f_RemainingTimeToTargetSOC = r.uint()
                     if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 6
                 elif ec == 2:
-                    el = 'RemainingTimeToMaximumSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToMaximumSOC'
                     f_RemainingTimeToMaximumSOC = r.uint()
                     if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 7
                 elif ec == 3:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'ChargingComplete'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_ChargingComplete = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 4:
                     el = 'BatteryEnergyCapacity'
                     f_BatteryEnergyCapacity = _d_RationalNumberType(r)
                     s = 9
                 elif ec == 5:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'InletHot'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_InletHot = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_InletHot = ((x >> 1) & 1) == 1
                     s = 10
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DisplayParametersType')
             if s == 5:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'RemainingTimeToTargetSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToTargetSOC'
                     f_RemainingTimeToTargetSOC = r.uint()
                     if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 6
                 elif ec == 1:
-                    el = 'RemainingTimeToMaximumSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToMaximumSOC'
                     f_RemainingTimeToMaximumSOC = r.uint()
                     if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 7
                 elif ec == 2:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'ChargingComplete'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_ChargingComplete = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 3:
                     el = 'BatteryEnergyCapacity'
                     f_BatteryEnergyCapacity = _d_RationalNumberType(r)
                     s = 9
                 elif ec == 4:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'InletHot'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_InletHot = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_InletHot = ((x >> 1) & 1) == 1
                     s = 10
                 elif ec == 5:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DisplayParametersType')
             if s == 6:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'RemainingTimeToMaximumSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToMaximumSOC'
                     f_RemainingTimeToMaximumSOC = r.uint()
                     if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 7
                 elif ec == 1:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'ChargingComplete'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_ChargingComplete = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 2:
                     el = 'BatteryEnergyCapacity'
                     f_BatteryEnergyCapacity = _d_RationalNumberType(r)
                     s = 9
                 elif ec == 3:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'InletHot'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_InletHot = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_InletHot = ((x >> 1) & 1) == 1
                     s = 10
                 elif ec == 4:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DisplayParametersType')
             if s == 7:
                 ec = bits(3)
                 if ec == 0:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'ChargingComplete'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_ChargingComplete = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 1:
                     el = 'BatteryEnergyCapacity'
                     f_BatteryEnergyCapacity = _d_RationalNumberType(r)
                     s = 9
                 elif ec == 2:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'InletHot'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_InletHot = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_InletHot = ((x >> 1) & 1) == 1
                     s = 10
                 elif ec == 3:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DisplayParametersType')
@@ -7323,33 +6967,32 @@ def _d_DisplayParametersType(r):
                     f_BatteryEnergyCapacity = _d_RationalNumberType(r)
                     s = 9
                 elif ec == 1:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'InletHot'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_InletHot = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_InletHot = ((x >> 1) & 1) == 1
                     s = 10
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DisplayParametersType')
             if s == 9:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'InletHot'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_InletHot = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_InletHot = ((x >> 1) & 1) == 1
                     s = 10
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DisplayParametersType')
             if s == 10:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('DisplayParametersType')
+                if bits(1): raise r.deviation('DisplayParametersType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.DisplayParametersType(f_PresentSOC, f_MinimumSOC, f_TargetSOC, f_MaximumSOC, f_RemainingTimeToMinimumSOC, f_RemainingTimeToTargetSOC, f_RemainingTimeToMaximumSOC, f_ChargingComplete, f_BatteryEnergyCapacity, f_InletHot)
@@ -7373,92 +7016,69 @@ def _e_DisplayParametersType(w, o):
         while s >= 0:
             if s == 0:
                 if v_PresentSOC is not None:
-                    bits(0, 4)
                     el = 'PresentSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_PresentSOC <= 100: raise EncodeError(f'value {v_PresentSOC!r} outside [0, 100]')
-                    w.bits(v_PresentSOC, 7)
-                    w.bits(0, 1)
+                    bits((v_PresentSOC << 1), 13)
                     v_PresentSOC = None
                     s = 1
                 elif v_MinimumSOC is not None:
-                    bits(1, 4)
                     el = 'MinimumSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_MinimumSOC <= 100: raise EncodeError(f'value {v_MinimumSOC!r} outside [0, 100]')
-                    w.bits(v_MinimumSOC, 7)
-                    w.bits(0, 1)
+                    bits((1 << 9) | (v_MinimumSOC << 1), 13)
                     v_MinimumSOC = None
                     s = 2
                 elif v_TargetSOC is not None:
-                    bits(2, 4)
                     el = 'TargetSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
-                    w.bits(v_TargetSOC, 7)
-                    w.bits(0, 1)
+                    bits((2 << 9) | (v_TargetSOC << 1), 13)
                     v_TargetSOC = None
                     s = 3
                 elif v_MaximumSOC is not None:
-                    bits(3, 4)
                     el = 'MaximumSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_MaximumSOC <= 100: raise EncodeError(f'value {v_MaximumSOC!r} outside [0, 100]')
-                    w.bits(v_MaximumSOC, 7)
-                    w.bits(0, 1)
+                    bits((3 << 9) | (v_MaximumSOC << 1), 13)
                     v_MaximumSOC = None
                     s = 4
                 elif v_RemainingTimeToMinimumSOC is not None:
-                    bits(4, 4)
                     el = 'RemainingTimeToMinimumSOC'
-                    w.bits(0, 1)
+                    bits((4 << 1), 5)
                     if v_RemainingTimeToMinimumSOC < 0 or v_RemainingTimeToMinimumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMinimumSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToMinimumSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToMinimumSOC = None
                     s = 5
                 elif v_RemainingTimeToTargetSOC is not None:
-                    bits(5, 4)
                     el = 'RemainingTimeToTargetSOC'
-                    w.bits(0, 1)
+                    bits((5 << 1), 5)
                     if v_RemainingTimeToTargetSOC < 0 or v_RemainingTimeToTargetSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToTargetSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToTargetSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToTargetSOC = None
                     s = 6
                 elif v_RemainingTimeToMaximumSOC is not None:
-                    bits(6, 4)
                     el = 'RemainingTimeToMaximumSOC'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     if v_RemainingTimeToMaximumSOC < 0 or v_RemainingTimeToMaximumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMaximumSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToMaximumSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToMaximumSOC = None
                     s = 7
                 elif v_ChargingComplete is not None:
-                    bits(7, 4)
                     el = 'ChargingComplete'
-                    w.bits(0, 1)
-                    if v_ChargingComplete is True: w.bits(1, 1)
-                    elif v_ChargingComplete is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    w.bits(0, 1)
+                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                    bits((7 << 3) | (v_ChargingComplete << 1), 7)
                     v_ChargingComplete = None
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
-                    bits(8, 4)
                     el = 'BatteryEnergyCapacity'
+                    bits(8, 4)
                     _e_RationalNumberType(w, v_BatteryEnergyCapacity)
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
-                    bits(9, 4)
                     el = 'InletHot'
-                    w.bits(0, 1)
-                    if v_InletHot is True: w.bits(1, 1)
-                    elif v_InletHot is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    w.bits(0, 1)
+                    if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
+                    bits((9 << 3) | (v_InletHot << 1), 7)
                     v_InletHot = None
                     s = 10
                 elif True:
@@ -7467,83 +7087,63 @@ def _e_DisplayParametersType(w, o):
                     s = -1
             if s == 1:
                 if v_MinimumSOC is not None:
-                    bits(0, 4)
                     el = 'MinimumSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_MinimumSOC <= 100: raise EncodeError(f'value {v_MinimumSOC!r} outside [0, 100]')
-                    w.bits(v_MinimumSOC, 7)
-                    w.bits(0, 1)
+                    bits((v_MinimumSOC << 1), 13)
                     v_MinimumSOC = None
                     s = 2
                 elif v_TargetSOC is not None:
-                    bits(1, 4)
                     el = 'TargetSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
-                    w.bits(v_TargetSOC, 7)
-                    w.bits(0, 1)
+                    bits((1 << 9) | (v_TargetSOC << 1), 13)
                     v_TargetSOC = None
                     s = 3
                 elif v_MaximumSOC is not None:
-                    bits(2, 4)
                     el = 'MaximumSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_MaximumSOC <= 100: raise EncodeError(f'value {v_MaximumSOC!r} outside [0, 100]')
-                    w.bits(v_MaximumSOC, 7)
-                    w.bits(0, 1)
+                    bits((2 << 9) | (v_MaximumSOC << 1), 13)
                     v_MaximumSOC = None
                     s = 4
                 elif v_RemainingTimeToMinimumSOC is not None:
-                    bits(3, 4)
                     el = 'RemainingTimeToMinimumSOC'
-                    w.bits(0, 1)
+                    bits((3 << 1), 5)
                     if v_RemainingTimeToMinimumSOC < 0 or v_RemainingTimeToMinimumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMinimumSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToMinimumSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToMinimumSOC = None
                     s = 5
                 elif v_RemainingTimeToTargetSOC is not None:
-                    bits(4, 4)
                     el = 'RemainingTimeToTargetSOC'
-                    w.bits(0, 1)
+                    bits((4 << 1), 5)
                     if v_RemainingTimeToTargetSOC < 0 or v_RemainingTimeToTargetSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToTargetSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToTargetSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToTargetSOC = None
                     s = 6
                 elif v_RemainingTimeToMaximumSOC is not None:
-                    bits(5, 4)
                     el = 'RemainingTimeToMaximumSOC'
-                    w.bits(0, 1)
+                    bits((5 << 1), 5)
                     if v_RemainingTimeToMaximumSOC < 0 or v_RemainingTimeToMaximumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMaximumSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToMaximumSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToMaximumSOC = None
                     s = 7
                 elif v_ChargingComplete is not None:
-                    bits(6, 4)
                     el = 'ChargingComplete'
-                    w.bits(0, 1)
-                    if v_ChargingComplete is True: w.bits(1, 1)
-                    elif v_ChargingComplete is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    w.bits(0, 1)
+                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                    bits((6 << 3) | (v_ChargingComplete << 1), 7)
                     v_ChargingComplete = None
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
-                    bits(7, 4)
                     el = 'BatteryEnergyCapacity'
+                    bits(7, 4)
                     _e_RationalNumberType(w, v_BatteryEnergyCapacity)
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
-                    bits(8, 4)
                     el = 'InletHot'
-                    w.bits(0, 1)
-                    if v_InletHot is True: w.bits(1, 1)
-                    elif v_InletHot is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    w.bits(0, 1)
+                    if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
+                    bits((8 << 3) | (v_InletHot << 1), 7)
                     v_InletHot = None
                     s = 10
                 elif True:
@@ -7552,74 +7152,57 @@ def _e_DisplayParametersType(w, o):
                     s = -1
             if s == 2:
                 if v_TargetSOC is not None:
-                    bits(0, 4)
                     el = 'TargetSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
-                    w.bits(v_TargetSOC, 7)
-                    w.bits(0, 1)
+                    bits((v_TargetSOC << 1), 13)
                     v_TargetSOC = None
                     s = 3
                 elif v_MaximumSOC is not None:
-                    bits(1, 4)
                     el = 'MaximumSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_MaximumSOC <= 100: raise EncodeError(f'value {v_MaximumSOC!r} outside [0, 100]')
-                    w.bits(v_MaximumSOC, 7)
-                    w.bits(0, 1)
+                    bits((1 << 9) | (v_MaximumSOC << 1), 13)
                     v_MaximumSOC = None
                     s = 4
                 elif v_RemainingTimeToMinimumSOC is not None:
-                    bits(2, 4)
                     el = 'RemainingTimeToMinimumSOC'
-                    w.bits(0, 1)
+                    bits((2 << 1), 5)
                     if v_RemainingTimeToMinimumSOC < 0 or v_RemainingTimeToMinimumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMinimumSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToMinimumSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToMinimumSOC = None
                     s = 5
                 elif v_RemainingTimeToTargetSOC is not None:
-                    bits(3, 4)
                     el = 'RemainingTimeToTargetSOC'
-                    w.bits(0, 1)
+                    bits((3 << 1), 5)
                     if v_RemainingTimeToTargetSOC < 0 or v_RemainingTimeToTargetSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToTargetSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToTargetSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToTargetSOC = None
                     s = 6
                 elif v_RemainingTimeToMaximumSOC is not None:
-                    bits(4, 4)
                     el = 'RemainingTimeToMaximumSOC'
-                    w.bits(0, 1)
+                    bits((4 << 1), 5)
                     if v_RemainingTimeToMaximumSOC < 0 or v_RemainingTimeToMaximumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMaximumSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToMaximumSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToMaximumSOC = None
                     s = 7
                 elif v_ChargingComplete is not None:
-                    bits(5, 4)
                     el = 'ChargingComplete'
-                    w.bits(0, 1)
-                    if v_ChargingComplete is True: w.bits(1, 1)
-                    elif v_ChargingComplete is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    w.bits(0, 1)
+                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                    bits((5 << 3) | (v_ChargingComplete << 1), 7)
                     v_ChargingComplete = None
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
-                    bits(6, 4)
                     el = 'BatteryEnergyCapacity'
+                    bits(6, 4)
                     _e_RationalNumberType(w, v_BatteryEnergyCapacity)
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
-                    bits(7, 4)
                     el = 'InletHot'
-                    w.bits(0, 1)
-                    if v_InletHot is True: w.bits(1, 1)
-                    elif v_InletHot is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    w.bits(0, 1)
+                    if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
+                    bits((7 << 3) | (v_InletHot << 1), 7)
                     v_InletHot = None
                     s = 10
                 elif True:
@@ -7628,65 +7211,51 @@ def _e_DisplayParametersType(w, o):
                     s = -1
             if s == 3:
                 if v_MaximumSOC is not None:
-                    bits(0, 4)
                     el = 'MaximumSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_MaximumSOC <= 100: raise EncodeError(f'value {v_MaximumSOC!r} outside [0, 100]')
-                    w.bits(v_MaximumSOC, 7)
-                    w.bits(0, 1)
+                    bits((v_MaximumSOC << 1), 13)
                     v_MaximumSOC = None
                     s = 4
                 elif v_RemainingTimeToMinimumSOC is not None:
-                    bits(1, 4)
                     el = 'RemainingTimeToMinimumSOC'
-                    w.bits(0, 1)
+                    bits((1 << 1), 5)
                     if v_RemainingTimeToMinimumSOC < 0 or v_RemainingTimeToMinimumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMinimumSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToMinimumSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToMinimumSOC = None
                     s = 5
                 elif v_RemainingTimeToTargetSOC is not None:
-                    bits(2, 4)
                     el = 'RemainingTimeToTargetSOC'
-                    w.bits(0, 1)
+                    bits((2 << 1), 5)
                     if v_RemainingTimeToTargetSOC < 0 or v_RemainingTimeToTargetSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToTargetSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToTargetSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToTargetSOC = None
                     s = 6
                 elif v_RemainingTimeToMaximumSOC is not None:
-                    bits(3, 4)
                     el = 'RemainingTimeToMaximumSOC'
-                    w.bits(0, 1)
+                    bits((3 << 1), 5)
                     if v_RemainingTimeToMaximumSOC < 0 or v_RemainingTimeToMaximumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMaximumSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToMaximumSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToMaximumSOC = None
                     s = 7
                 elif v_ChargingComplete is not None:
-                    bits(4, 4)
                     el = 'ChargingComplete'
-                    w.bits(0, 1)
-                    if v_ChargingComplete is True: w.bits(1, 1)
-                    elif v_ChargingComplete is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    w.bits(0, 1)
+                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                    bits((4 << 3) | (v_ChargingComplete << 1), 7)
                     v_ChargingComplete = None
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
-                    bits(5, 4)
                     el = 'BatteryEnergyCapacity'
+                    bits(5, 4)
                     _e_RationalNumberType(w, v_BatteryEnergyCapacity)
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
-                    bits(6, 4)
                     el = 'InletHot'
-                    w.bits(0, 1)
-                    if v_InletHot is True: w.bits(1, 1)
-                    elif v_InletHot is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    w.bits(0, 1)
+                    if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
+                    bits((6 << 3) | (v_InletHot << 1), 7)
                     v_InletHot = None
                     s = 10
                 elif True:
@@ -7695,56 +7264,45 @@ def _e_DisplayParametersType(w, o):
                     s = -1
             if s == 4:
                 if v_RemainingTimeToMinimumSOC is not None:
-                    bits(0, 3)
                     el = 'RemainingTimeToMinimumSOC'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     if v_RemainingTimeToMinimumSOC < 0 or v_RemainingTimeToMinimumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMinimumSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToMinimumSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToMinimumSOC = None
                     s = 5
                 elif v_RemainingTimeToTargetSOC is not None:
-                    bits(1, 3)
                     el = 'RemainingTimeToTargetSOC'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     if v_RemainingTimeToTargetSOC < 0 or v_RemainingTimeToTargetSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToTargetSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToTargetSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToTargetSOC = None
                     s = 6
                 elif v_RemainingTimeToMaximumSOC is not None:
-                    bits(2, 3)
                     el = 'RemainingTimeToMaximumSOC'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     if v_RemainingTimeToMaximumSOC < 0 or v_RemainingTimeToMaximumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMaximumSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToMaximumSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToMaximumSOC = None
                     s = 7
                 elif v_ChargingComplete is not None:
-                    bits(3, 3)
                     el = 'ChargingComplete'
-                    w.bits(0, 1)
-                    if v_ChargingComplete is True: w.bits(1, 1)
-                    elif v_ChargingComplete is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    w.bits(0, 1)
+                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                    bits((3 << 3) | (v_ChargingComplete << 1), 6)
                     v_ChargingComplete = None
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
-                    bits(4, 3)
                     el = 'BatteryEnergyCapacity'
+                    bits(4, 3)
                     _e_RationalNumberType(w, v_BatteryEnergyCapacity)
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
-                    bits(5, 3)
                     el = 'InletHot'
-                    w.bits(0, 1)
-                    if v_InletHot is True: w.bits(1, 1)
-                    elif v_InletHot is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    w.bits(0, 1)
+                    if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
+                    bits((5 << 3) | (v_InletHot << 1), 6)
                     v_InletHot = None
                     s = 10
                 elif True:
@@ -7753,47 +7311,37 @@ def _e_DisplayParametersType(w, o):
                     s = -1
             if s == 5:
                 if v_RemainingTimeToTargetSOC is not None:
-                    bits(0, 3)
                     el = 'RemainingTimeToTargetSOC'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     if v_RemainingTimeToTargetSOC < 0 or v_RemainingTimeToTargetSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToTargetSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToTargetSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToTargetSOC = None
                     s = 6
                 elif v_RemainingTimeToMaximumSOC is not None:
-                    bits(1, 3)
                     el = 'RemainingTimeToMaximumSOC'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     if v_RemainingTimeToMaximumSOC < 0 or v_RemainingTimeToMaximumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMaximumSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToMaximumSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToMaximumSOC = None
                     s = 7
                 elif v_ChargingComplete is not None:
-                    bits(2, 3)
                     el = 'ChargingComplete'
-                    w.bits(0, 1)
-                    if v_ChargingComplete is True: w.bits(1, 1)
-                    elif v_ChargingComplete is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    w.bits(0, 1)
+                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                    bits((2 << 3) | (v_ChargingComplete << 1), 6)
                     v_ChargingComplete = None
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
-                    bits(3, 3)
                     el = 'BatteryEnergyCapacity'
+                    bits(3, 3)
                     _e_RationalNumberType(w, v_BatteryEnergyCapacity)
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
-                    bits(4, 3)
                     el = 'InletHot'
-                    w.bits(0, 1)
-                    if v_InletHot is True: w.bits(1, 1)
-                    elif v_InletHot is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    w.bits(0, 1)
+                    if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
+                    bits((4 << 3) | (v_InletHot << 1), 6)
                     v_InletHot = None
                     s = 10
                 elif True:
@@ -7802,38 +7350,29 @@ def _e_DisplayParametersType(w, o):
                     s = -1
             if s == 6:
                 if v_RemainingTimeToMaximumSOC is not None:
-                    bits(0, 3)
                     el = 'RemainingTimeToMaximumSOC'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     if v_RemainingTimeToMaximumSOC < 0 or v_RemainingTimeToMaximumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMaximumSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToMaximumSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToMaximumSOC = None
                     s = 7
                 elif v_ChargingComplete is not None:
-                    bits(1, 3)
                     el = 'ChargingComplete'
-                    w.bits(0, 1)
-                    if v_ChargingComplete is True: w.bits(1, 1)
-                    elif v_ChargingComplete is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    w.bits(0, 1)
+                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                    bits((1 << 3) | (v_ChargingComplete << 1), 6)
                     v_ChargingComplete = None
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
-                    bits(2, 3)
                     el = 'BatteryEnergyCapacity'
+                    bits(2, 3)
                     _e_RationalNumberType(w, v_BatteryEnergyCapacity)
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
-                    bits(3, 3)
                     el = 'InletHot'
-                    w.bits(0, 1)
-                    if v_InletHot is True: w.bits(1, 1)
-                    elif v_InletHot is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    w.bits(0, 1)
+                    if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
+                    bits((3 << 3) | (v_InletHot << 1), 6)
                     v_InletHot = None
                     s = 10
                 elif True:
@@ -7842,29 +7381,21 @@ def _e_DisplayParametersType(w, o):
                     s = -1
             if s == 7:
                 if v_ChargingComplete is not None:
-                    bits(0, 3)
                     el = 'ChargingComplete'
-                    w.bits(0, 1)
-                    if v_ChargingComplete is True: w.bits(1, 1)
-                    elif v_ChargingComplete is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    w.bits(0, 1)
+                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                    bits((v_ChargingComplete << 1), 6)
                     v_ChargingComplete = None
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
-                    bits(1, 3)
                     el = 'BatteryEnergyCapacity'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_BatteryEnergyCapacity)
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
-                    bits(2, 3)
                     el = 'InletHot'
-                    w.bits(0, 1)
-                    if v_InletHot is True: w.bits(1, 1)
-                    elif v_InletHot is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    w.bits(0, 1)
+                    if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
+                    bits((2 << 3) | (v_InletHot << 1), 6)
                     v_InletHot = None
                     s = 10
                 elif True:
@@ -7873,19 +7404,15 @@ def _e_DisplayParametersType(w, o):
                     s = -1
             if s == 8:
                 if v_BatteryEnergyCapacity is not None:
-                    bits(0, 2)
                     el = 'BatteryEnergyCapacity'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_BatteryEnergyCapacity)
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
-                    bits(1, 2)
                     el = 'InletHot'
-                    w.bits(0, 1)
-                    if v_InletHot is True: w.bits(1, 1)
-                    elif v_InletHot is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    w.bits(0, 1)
+                    if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
+                    bits((1 << 3) | (v_InletHot << 1), 5)
                     v_InletHot = None
                     s = 10
                 elif True:
@@ -7894,13 +7421,9 @@ def _e_DisplayParametersType(w, o):
                     s = -1
             if s == 9:
                 if v_InletHot is not None:
-                    bits(0, 2)
                     el = 'InletHot'
-                    w.bits(0, 1)
-                    if v_InletHot is True: w.bits(1, 1)
-                    elif v_InletHot is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    w.bits(0, 1)
+                    if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
+                    bits((v_InletHot << 1), 5)
                     v_InletHot = None
                     s = 10
                 elif True:
@@ -7920,11 +7443,7 @@ def _d_CLReqControlModeType(r):
     bits = r.bits
     el = ''
     try:
-        ec = bits(1)
-        if ec == 0:
-            s = -1
-        else:
-            raise r.deviation('CLReqControlModeType')
+        if bits(1): raise r.deviation('CLReqControlModeType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.CLReqControlModeType()
@@ -7934,12 +7453,8 @@ def _e_CLReqControlModeType(w, o):
     bits = w.bits
     el = ''
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if True:
-                    bits(0, 1)
-                    s = -1
+        if True:
+            bits(0, 1)
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -7962,25 +7477,16 @@ def _d_AC_ChargeLoopResType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('AC_ChargeLoopResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('AC_ChargeLoopResType')
-                    f_ResponseCode = bits(6)
-                    if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
-                    f_ResponseCode = _E0[f_ResponseCode]
-                    if bits(1): raise r.deviation('AC_ChargeLoopResType')
-                    s = 2
-                else:
-                    raise r.deviation('AC_ChargeLoopResType')
+                if bits(1): raise r.deviation('AC_ChargeLoopResType')
+                el = 'Header'
+                f_Header = _d_MessageHeaderType(r)
+                x = bits(9)
+                if x & 385: raise r.deviation('AC_ChargeLoopResType')
+                el = 'ResponseCode'
+                f_ResponseCode = ((x >> 1) & 63)
+                if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
+                f_ResponseCode = _E0[f_ResponseCode]
+                s = 2
             if s == 2:
                 ec = bits(4)
                 if ec == 0:
@@ -8142,11 +7648,8 @@ def _d_AC_ChargeLoopResType(r):
                 else:
                     raise r.deviation('AC_ChargeLoopResType')
             if s == 7:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('AC_ChargeLoopResType')
+                if bits(1): raise r.deviation('AC_ChargeLoopResType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_ac.AC_ChargeLoopResType(f_Header, f_ResponseCode, f_EVSEStatus, f_MeterInfo, f_Receipt, f_EVSETargetFrequency, f_BPT_Dynamic_AC_CLResControlMode, f_BPT_Scheduled_AC_CLResControlMode, f_CLResControlMode, f_Dynamic_AC_CLResControlMode, f_Scheduled_AC_CLResControlMode)
@@ -8171,78 +7674,71 @@ def _e_AC_ChargeLoopResType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Header is not None:
-                    bits(0, 1)
                     el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_ResponseCode is not None:
                     bits(0, 1)
+                    _e_MessageHeaderType(w, v_Header)
+                    if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
                     el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I1.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 6)
-                    w.bits(0, 1)
+                    _i1 = _I1.get(v_ResponseCode)
+                    if _i1 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    bits((_i1 << 1), 9)
+                    v_Header = None
                     v_ResponseCode = None
                     s = 2
                 else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
+                    raise EncodeError('missing content: expected one of Header')
             if s == 2:
                 if v_EVSEStatus is not None:
-                    bits(0, 4)
                     el = 'EVSEStatus'
+                    bits(0, 4)
                     _e_EVSEStatusType(w, v_EVSEStatus)
                     v_EVSEStatus = None
                     s = 3
                 elif v_MeterInfo is not None:
-                    bits(1, 4)
                     el = 'MeterInfo'
+                    bits(1, 4)
                     _e_MeterInfoType(w, v_MeterInfo)
                     v_MeterInfo = None
                     s = 4
                 elif v_Receipt is not None:
-                    bits(2, 4)
                     el = 'Receipt'
+                    bits(2, 4)
                     _e_ReceiptType(w, v_Receipt)
                     v_Receipt = None
                     s = 5
                 elif v_EVSETargetFrequency is not None:
-                    bits(3, 4)
                     el = 'EVSETargetFrequency'
+                    bits(3, 4)
                     _e_RationalNumberType(w, v_EVSETargetFrequency)
                     v_EVSETargetFrequency = None
                     s = 6
                 elif v_BPT_Dynamic_AC_CLResControlMode is not None:
-                    bits(4, 4)
                     el = 'BPT_Dynamic_AC_CLResControlMode'
+                    bits(4, 4)
                     _e_BPT_Dynamic_AC_CLResControlModeType(w, v_BPT_Dynamic_AC_CLResControlMode)
                     v_BPT_Dynamic_AC_CLResControlMode = None
                     s = 7
                 elif v_BPT_Scheduled_AC_CLResControlMode is not None:
-                    bits(5, 4)
                     el = 'BPT_Scheduled_AC_CLResControlMode'
+                    bits(5, 4)
                     _e_BPT_Scheduled_AC_CLResControlModeType(w, v_BPT_Scheduled_AC_CLResControlMode)
                     v_BPT_Scheduled_AC_CLResControlMode = None
                     s = 7
                 elif v_CLResControlMode is not None:
-                    bits(6, 4)
                     el = 'CLResControlMode'
+                    bits(6, 4)
                     _e_CLResControlModeType(w, v_CLResControlMode)
                     v_CLResControlMode = None
                     s = 7
                 elif v_Dynamic_AC_CLResControlMode is not None:
-                    bits(7, 4)
                     el = 'Dynamic_AC_CLResControlMode'
+                    bits(7, 4)
                     _e_Dynamic_AC_CLResControlModeType(w, v_Dynamic_AC_CLResControlMode)
                     v_Dynamic_AC_CLResControlMode = None
                     s = 7
                 elif v_Scheduled_AC_CLResControlMode is not None:
-                    bits(8, 4)
                     el = 'Scheduled_AC_CLResControlMode'
+                    bits(8, 4)
                     _e_Scheduled_AC_CLResControlModeType(w, v_Scheduled_AC_CLResControlMode)
                     v_Scheduled_AC_CLResControlMode = None
                     s = 7
@@ -8250,50 +7746,50 @@ def _e_AC_ChargeLoopResType(w, o):
                     raise EncodeError('missing content: expected one of EVSEStatus, MeterInfo, Receipt, EVSETargetFrequency, BPT_Dynamic_AC_CLResControlMode, BPT_Scheduled_AC_CLResControlMode, CLResControlMode, Dynamic_AC_CLResControlMode, Scheduled_AC_CLResControlMode')
             if s == 3:
                 if v_MeterInfo is not None:
-                    bits(0, 4)
                     el = 'MeterInfo'
+                    bits(0, 4)
                     _e_MeterInfoType(w, v_MeterInfo)
                     v_MeterInfo = None
                     s = 4
                 elif v_Receipt is not None:
-                    bits(1, 4)
                     el = 'Receipt'
+                    bits(1, 4)
                     _e_ReceiptType(w, v_Receipt)
                     v_Receipt = None
                     s = 5
                 elif v_EVSETargetFrequency is not None:
-                    bits(2, 4)
                     el = 'EVSETargetFrequency'
+                    bits(2, 4)
                     _e_RationalNumberType(w, v_EVSETargetFrequency)
                     v_EVSETargetFrequency = None
                     s = 6
                 elif v_BPT_Dynamic_AC_CLResControlMode is not None:
-                    bits(3, 4)
                     el = 'BPT_Dynamic_AC_CLResControlMode'
+                    bits(3, 4)
                     _e_BPT_Dynamic_AC_CLResControlModeType(w, v_BPT_Dynamic_AC_CLResControlMode)
                     v_BPT_Dynamic_AC_CLResControlMode = None
                     s = 7
                 elif v_BPT_Scheduled_AC_CLResControlMode is not None:
-                    bits(4, 4)
                     el = 'BPT_Scheduled_AC_CLResControlMode'
+                    bits(4, 4)
                     _e_BPT_Scheduled_AC_CLResControlModeType(w, v_BPT_Scheduled_AC_CLResControlMode)
                     v_BPT_Scheduled_AC_CLResControlMode = None
                     s = 7
                 elif v_CLResControlMode is not None:
-                    bits(5, 4)
                     el = 'CLResControlMode'
+                    bits(5, 4)
                     _e_CLResControlModeType(w, v_CLResControlMode)
                     v_CLResControlMode = None
                     s = 7
                 elif v_Dynamic_AC_CLResControlMode is not None:
-                    bits(6, 4)
                     el = 'Dynamic_AC_CLResControlMode'
+                    bits(6, 4)
                     _e_Dynamic_AC_CLResControlModeType(w, v_Dynamic_AC_CLResControlMode)
                     v_Dynamic_AC_CLResControlMode = None
                     s = 7
                 elif v_Scheduled_AC_CLResControlMode is not None:
-                    bits(7, 4)
                     el = 'Scheduled_AC_CLResControlMode'
+                    bits(7, 4)
                     _e_Scheduled_AC_CLResControlModeType(w, v_Scheduled_AC_CLResControlMode)
                     v_Scheduled_AC_CLResControlMode = None
                     s = 7
@@ -8301,44 +7797,44 @@ def _e_AC_ChargeLoopResType(w, o):
                     raise EncodeError('missing content: expected one of MeterInfo, Receipt, EVSETargetFrequency, BPT_Dynamic_AC_CLResControlMode, BPT_Scheduled_AC_CLResControlMode, CLResControlMode, Dynamic_AC_CLResControlMode, Scheduled_AC_CLResControlMode')
             if s == 4:
                 if v_Receipt is not None:
-                    bits(0, 3)
                     el = 'Receipt'
+                    bits(0, 3)
                     _e_ReceiptType(w, v_Receipt)
                     v_Receipt = None
                     s = 5
                 elif v_EVSETargetFrequency is not None:
-                    bits(1, 3)
                     el = 'EVSETargetFrequency'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_EVSETargetFrequency)
                     v_EVSETargetFrequency = None
                     s = 6
                 elif v_BPT_Dynamic_AC_CLResControlMode is not None:
-                    bits(2, 3)
                     el = 'BPT_Dynamic_AC_CLResControlMode'
+                    bits(2, 3)
                     _e_BPT_Dynamic_AC_CLResControlModeType(w, v_BPT_Dynamic_AC_CLResControlMode)
                     v_BPT_Dynamic_AC_CLResControlMode = None
                     s = 7
                 elif v_BPT_Scheduled_AC_CLResControlMode is not None:
-                    bits(3, 3)
                     el = 'BPT_Scheduled_AC_CLResControlMode'
+                    bits(3, 3)
                     _e_BPT_Scheduled_AC_CLResControlModeType(w, v_BPT_Scheduled_AC_CLResControlMode)
                     v_BPT_Scheduled_AC_CLResControlMode = None
                     s = 7
                 elif v_CLResControlMode is not None:
-                    bits(4, 3)
                     el = 'CLResControlMode'
+                    bits(4, 3)
                     _e_CLResControlModeType(w, v_CLResControlMode)
                     v_CLResControlMode = None
                     s = 7
                 elif v_Dynamic_AC_CLResControlMode is not None:
-                    bits(5, 3)
                     el = 'Dynamic_AC_CLResControlMode'
+                    bits(5, 3)
                     _e_Dynamic_AC_CLResControlModeType(w, v_Dynamic_AC_CLResControlMode)
                     v_Dynamic_AC_CLResControlMode = None
                     s = 7
                 elif v_Scheduled_AC_CLResControlMode is not None:
-                    bits(6, 3)
                     el = 'Scheduled_AC_CLResControlMode'
+                    bits(6, 3)
                     _e_Scheduled_AC_CLResControlModeType(w, v_Scheduled_AC_CLResControlMode)
                     v_Scheduled_AC_CLResControlMode = None
                     s = 7
@@ -8346,38 +7842,38 @@ def _e_AC_ChargeLoopResType(w, o):
                     raise EncodeError('missing content: expected one of Receipt, EVSETargetFrequency, BPT_Dynamic_AC_CLResControlMode, BPT_Scheduled_AC_CLResControlMode, CLResControlMode, Dynamic_AC_CLResControlMode, Scheduled_AC_CLResControlMode')
             if s == 5:
                 if v_EVSETargetFrequency is not None:
-                    bits(0, 3)
                     el = 'EVSETargetFrequency'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_EVSETargetFrequency)
                     v_EVSETargetFrequency = None
                     s = 6
                 elif v_BPT_Dynamic_AC_CLResControlMode is not None:
-                    bits(1, 3)
                     el = 'BPT_Dynamic_AC_CLResControlMode'
+                    bits(1, 3)
                     _e_BPT_Dynamic_AC_CLResControlModeType(w, v_BPT_Dynamic_AC_CLResControlMode)
                     v_BPT_Dynamic_AC_CLResControlMode = None
                     s = 7
                 elif v_BPT_Scheduled_AC_CLResControlMode is not None:
-                    bits(2, 3)
                     el = 'BPT_Scheduled_AC_CLResControlMode'
+                    bits(2, 3)
                     _e_BPT_Scheduled_AC_CLResControlModeType(w, v_BPT_Scheduled_AC_CLResControlMode)
                     v_BPT_Scheduled_AC_CLResControlMode = None
                     s = 7
                 elif v_CLResControlMode is not None:
-                    bits(3, 3)
                     el = 'CLResControlMode'
+                    bits(3, 3)
                     _e_CLResControlModeType(w, v_CLResControlMode)
                     v_CLResControlMode = None
                     s = 7
                 elif v_Dynamic_AC_CLResControlMode is not None:
-                    bits(4, 3)
                     el = 'Dynamic_AC_CLResControlMode'
+                    bits(4, 3)
                     _e_Dynamic_AC_CLResControlModeType(w, v_Dynamic_AC_CLResControlMode)
                     v_Dynamic_AC_CLResControlMode = None
                     s = 7
                 elif v_Scheduled_AC_CLResControlMode is not None:
-                    bits(5, 3)
                     el = 'Scheduled_AC_CLResControlMode'
+                    bits(5, 3)
                     _e_Scheduled_AC_CLResControlModeType(w, v_Scheduled_AC_CLResControlMode)
                     v_Scheduled_AC_CLResControlMode = None
                     s = 7
@@ -8385,32 +7881,32 @@ def _e_AC_ChargeLoopResType(w, o):
                     raise EncodeError('missing content: expected one of EVSETargetFrequency, BPT_Dynamic_AC_CLResControlMode, BPT_Scheduled_AC_CLResControlMode, CLResControlMode, Dynamic_AC_CLResControlMode, Scheduled_AC_CLResControlMode')
             if s == 6:
                 if v_BPT_Dynamic_AC_CLResControlMode is not None:
-                    bits(0, 3)
                     el = 'BPT_Dynamic_AC_CLResControlMode'
+                    bits(0, 3)
                     _e_BPT_Dynamic_AC_CLResControlModeType(w, v_BPT_Dynamic_AC_CLResControlMode)
                     v_BPT_Dynamic_AC_CLResControlMode = None
                     s = 7
                 elif v_BPT_Scheduled_AC_CLResControlMode is not None:
-                    bits(1, 3)
                     el = 'BPT_Scheduled_AC_CLResControlMode'
+                    bits(1, 3)
                     _e_BPT_Scheduled_AC_CLResControlModeType(w, v_BPT_Scheduled_AC_CLResControlMode)
                     v_BPT_Scheduled_AC_CLResControlMode = None
                     s = 7
                 elif v_CLResControlMode is not None:
-                    bits(2, 3)
                     el = 'CLResControlMode'
+                    bits(2, 3)
                     _e_CLResControlModeType(w, v_CLResControlMode)
                     v_CLResControlMode = None
                     s = 7
                 elif v_Dynamic_AC_CLResControlMode is not None:
-                    bits(3, 3)
                     el = 'Dynamic_AC_CLResControlMode'
+                    bits(3, 3)
                     _e_Dynamic_AC_CLResControlModeType(w, v_Dynamic_AC_CLResControlMode)
                     v_Dynamic_AC_CLResControlMode = None
                     s = 7
                 elif v_Scheduled_AC_CLResControlMode is not None:
-                    bits(4, 3)
                     el = 'Scheduled_AC_CLResControlMode'
+                    bits(4, 3)
                     _e_Scheduled_AC_CLResControlModeType(w, v_Scheduled_AC_CLResControlMode)
                     v_Scheduled_AC_CLResControlMode = None
                     s = 7
@@ -8437,25 +7933,16 @@ def _d_ChargeLoopResType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('ChargeLoopResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('ChargeLoopResType')
-                    f_ResponseCode = bits(6)
-                    if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
-                    f_ResponseCode = _E0[f_ResponseCode]
-                    if bits(1): raise r.deviation('ChargeLoopResType')
-                    s = 2
-                else:
-                    raise r.deviation('ChargeLoopResType')
+                if bits(1): raise r.deviation('ChargeLoopResType')
+                el = 'Header'
+                f_Header = _d_MessageHeaderType(r)
+                x = bits(9)
+                if x & 385: raise r.deviation('ChargeLoopResType')
+                el = 'ResponseCode'
+                f_ResponseCode = ((x >> 1) & 63)
+                if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
+                f_ResponseCode = _E0[f_ResponseCode]
+                s = 2
             if s == 2:
                 ec = bits(3)
                 if ec == 0:
@@ -8471,6 +7958,7 @@ def _d_ChargeLoopResType(r):
                     f_Receipt = _d_ReceiptType(r)
                     s = 5
                 elif ec == 3:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ChargeLoopResType')
@@ -8485,6 +7973,7 @@ def _d_ChargeLoopResType(r):
                     f_Receipt = _d_ReceiptType(r)
                     s = 5
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ChargeLoopResType')
@@ -8495,15 +7984,13 @@ def _d_ChargeLoopResType(r):
                     f_Receipt = _d_ReceiptType(r)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ChargeLoopResType')
             if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ChargeLoopResType')
+                if bits(1): raise r.deviation('ChargeLoopResType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.ChargeLoopResType(f_Header, f_ResponseCode, f_EVSEStatus, f_MeterInfo, f_Receipt)
@@ -8522,42 +8009,35 @@ def _e_ChargeLoopResType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Header is not None:
-                    bits(0, 1)
                     el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_ResponseCode is not None:
                     bits(0, 1)
+                    _e_MessageHeaderType(w, v_Header)
+                    if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
                     el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I1.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 6)
-                    w.bits(0, 1)
+                    _i2 = _I1.get(v_ResponseCode)
+                    if _i2 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    bits((_i2 << 1), 9)
+                    v_Header = None
                     v_ResponseCode = None
                     s = 2
                 else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
+                    raise EncodeError('missing content: expected one of Header')
             if s == 2:
                 if v_EVSEStatus is not None:
-                    bits(0, 3)
                     el = 'EVSEStatus'
+                    bits(0, 3)
                     _e_EVSEStatusType(w, v_EVSEStatus)
                     v_EVSEStatus = None
                     s = 3
                 elif v_MeterInfo is not None:
-                    bits(1, 3)
                     el = 'MeterInfo'
+                    bits(1, 3)
                     _e_MeterInfoType(w, v_MeterInfo)
                     v_MeterInfo = None
                     s = 4
                 elif v_Receipt is not None:
-                    bits(2, 3)
                     el = 'Receipt'
+                    bits(2, 3)
                     _e_ReceiptType(w, v_Receipt)
                     v_Receipt = None
                     s = 5
@@ -8567,14 +8047,14 @@ def _e_ChargeLoopResType(w, o):
                     s = -1
             if s == 3:
                 if v_MeterInfo is not None:
-                    bits(0, 2)
                     el = 'MeterInfo'
+                    bits(0, 2)
                     _e_MeterInfoType(w, v_MeterInfo)
                     v_MeterInfo = None
                     s = 4
                 elif v_Receipt is not None:
-                    bits(1, 2)
                     el = 'Receipt'
+                    bits(1, 2)
                     _e_ReceiptType(w, v_Receipt)
                     v_Receipt = None
                     s = 5
@@ -8584,8 +8064,8 @@ def _e_ChargeLoopResType(w, o):
                     s = -1
             if s == 4:
                 if v_Receipt is not None:
-                    bits(0, 2)
                     el = 'Receipt'
+                    bits(0, 2)
                     _e_ReceiptType(w, v_Receipt)
                     v_Receipt = None
                     s = 5
@@ -8608,34 +8088,15 @@ def _d_V2GResponseType(r):
     f_Header = None
     f_ResponseCode = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('V2GResponseType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('V2GResponseType')
-                    f_ResponseCode = bits(6)
-                    if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
-                    f_ResponseCode = _E0[f_ResponseCode]
-                    if bits(1): raise r.deviation('V2GResponseType')
-                    s = 2
-                else:
-                    raise r.deviation('V2GResponseType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('V2GResponseType')
+        if bits(1): raise r.deviation('V2GResponseType')
+        el = 'Header'
+        f_Header = _d_MessageHeaderType(r)
+        x = bits(10)
+        if x & 771: raise r.deviation('V2GResponseType')
+        el = 'ResponseCode'
+        f_ResponseCode = ((x >> 2) & 63)
+        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
+        f_ResponseCode = _E0[f_ResponseCode]
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.V2GResponseType(f_Header, f_ResponseCode)
@@ -8647,35 +8108,20 @@ def _e_V2GResponseType(w, o):
     try:
         v_Header = o.Header
         v_ResponseCode = o.ResponseCode
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Header is not None:
-                    bits(0, 1)
-                    el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_ResponseCode is not None:
-                    bits(0, 1)
-                    el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I1.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 6)
-                    w.bits(0, 1)
-                    v_ResponseCode = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_Header is not None or v_ResponseCode is not None: raise _leftover(o)
-                    s = -1
+        if v_Header is not None:
+            el = 'Header'
+            bits(0, 1)
+            _e_MessageHeaderType(w, v_Header)
+            if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            el = 'ResponseCode'
+            _i3 = _I1.get(v_ResponseCode)
+            if _i3 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            bits((_i3 << 2), 10)
+            v_Header = None
+            v_ResponseCode = None
+            if v_Header is not None or v_ResponseCode is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Header')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -8686,37 +8132,17 @@ def _d_EVSEStatusType(r):
     f_NotificationMaxDelay = None
     f_EVSENotification = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'NotificationMaxDelay'
-                    if bits(1): raise r.deviation('EVSEStatusType')
-                    f_NotificationMaxDelay = r.uint()
-                    if f_NotificationMaxDelay > 65535: raise DecodeError(f'value {f_NotificationMaxDelay} outside [0, 65535]', r.pos)
-                    if bits(1): raise r.deviation('EVSEStatusType')
-                    s = 1
-                else:
-                    raise r.deviation('EVSEStatusType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSENotification'
-                    if bits(1): raise r.deviation('EVSEStatusType')
-                    f_EVSENotification = bits(3)
-                    if f_EVSENotification >= 6: raise DecodeError(f'enumeration index {f_EVSENotification} out of range (6 values)', r.pos)
-                    f_EVSENotification = _E2[f_EVSENotification]
-                    if bits(1): raise r.deviation('EVSEStatusType')
-                    s = 2
-                else:
-                    raise r.deviation('EVSEStatusType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('EVSEStatusType')
+        x = bits(2)
+        if x & 3: raise r.deviation('EVSEStatusType')
+        el = 'NotificationMaxDelay'
+        f_NotificationMaxDelay = r.uint()
+        if f_NotificationMaxDelay > 65535: raise DecodeError(f'value {f_NotificationMaxDelay} outside [0, 65535]', r.pos)
+        x = bits(8)
+        if x & 227: raise r.deviation('EVSEStatusType')
+        el = 'EVSENotification'
+        f_EVSENotification = ((x >> 2) & 7)
+        if f_EVSENotification >= 6: raise DecodeError(f'enumeration index {f_EVSENotification} out of range (6 values)', r.pos)
+        f_EVSENotification = _E2[f_EVSENotification]
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.EVSEStatusType(f_NotificationMaxDelay, f_EVSENotification)
@@ -8728,38 +8154,21 @@ def _e_EVSEStatusType(w, o):
     try:
         v_NotificationMaxDelay = o.NotificationMaxDelay
         v_EVSENotification = o.EVSENotification
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_NotificationMaxDelay is not None:
-                    bits(0, 1)
-                    el = 'NotificationMaxDelay'
-                    w.bits(0, 1)
-                    if v_NotificationMaxDelay < 0 or v_NotificationMaxDelay > 65535: raise EncodeError(f'value {v_NotificationMaxDelay!r} outside [0, 65535]')
-                    w.uint(v_NotificationMaxDelay)
-                    w.bits(0, 1)
-                    v_NotificationMaxDelay = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of NotificationMaxDelay')
-            if s == 1:
-                if v_EVSENotification is not None:
-                    bits(0, 1)
-                    el = 'EVSENotification'
-                    w.bits(0, 1)
-                    _i = _I3.get(v_EVSENotification)
-                    if _i is None: raise EncodeError(f'{v_EVSENotification!r} is not one of the enumeration evseNotificationType')
-                    w.bits(_i, 3)
-                    w.bits(0, 1)
-                    v_EVSENotification = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of EVSENotification')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_NotificationMaxDelay is not None or v_EVSENotification is not None: raise _leftover(o)
-                    s = -1
+        if v_NotificationMaxDelay is not None:
+            el = 'NotificationMaxDelay'
+            bits(0, 2)
+            if v_NotificationMaxDelay < 0 or v_NotificationMaxDelay > 65535: raise EncodeError(f'value {v_NotificationMaxDelay!r} outside [0, 65535]')
+            w.uint(v_NotificationMaxDelay)
+            if not (v_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+            el = 'EVSENotification'
+            _i4 = _I3.get(v_EVSENotification)
+            if _i4 is None: raise EncodeError(f'{v_EVSENotification!r} is not one of the enumeration evseNotificationType')
+            bits((_i4 << 2), 8)
+            v_NotificationMaxDelay = None
+            v_EVSENotification = None
+            if v_NotificationMaxDelay is not None or v_EVSENotification is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of NotificationMaxDelay')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -8779,216 +8188,225 @@ def _d_MeterInfoType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'MeterID'
-                    if bits(1): raise r.deviation('MeterInfoType')
-                    f_MeterID = r.string(53)
-                    if len(f_MeterID) > 32: raise DecodeError(f'length {len(f_MeterID)} outside [0, 32]', r.pos)
-                    if bits(1): raise r.deviation('MeterInfoType')
-                    s = 1
-                else:
-                    raise r.deviation('MeterInfoType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ChargedEnergyReadingWh'
-                    if bits(1): raise r.deviation('MeterInfoType')
-                    f_ChargedEnergyReadingWh = r.uint()
-                    if f_ChargedEnergyReadingWh > 18446744073709551615: raise DecodeError(f'value {f_ChargedEnergyReadingWh} outside [0, 18446744073709551615]', r.pos)
-                    if bits(1): raise r.deviation('MeterInfoType')
-                    s = 2
-                else:
-                    raise r.deviation('MeterInfoType')
+                x = bits(2)
+                if x & 3: raise r.deviation('MeterInfoType')
+                el = 'MeterID'
+                f_MeterID = r.string(53)
+                if len(f_MeterID) > 32: raise DecodeError(f'length {len(f_MeterID)} outside [0, 32]', r.pos)
+                x = bits(3)
+                if x & 7: raise r.deviation('MeterInfoType')
+                el = 'ChargedEnergyReadingWh'
+                f_ChargedEnergyReadingWh = r.uint()
+                if f_ChargedEnergyReadingWh > 18446744073709551615: raise DecodeError(f'value {f_ChargedEnergyReadingWh} outside [0, 18446744073709551615]', r.pos)
+                if bits(1): raise r.deviation('MeterInfoType')
+                s = 2
             if s == 2:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'BPT_DischargedEnergyReadingWh'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'BPT_DischargedEnergyReadingWh'
                     f_BPT_DischargedEnergyReadingWh = r.uint()
                     if f_BPT_DischargedEnergyReadingWh > 18446744073709551615: raise DecodeError(f'value {f_BPT_DischargedEnergyReadingWh} outside [0, 18446744073709551615]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 3
                 elif ec == 1:
-                    el = 'CapacitiveEnergyReadingVARh'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'CapacitiveEnergyReadingVARh'
                     f_CapacitiveEnergyReadingVARh = r.uint()
                     if f_CapacitiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_CapacitiveEnergyReadingVARh} outside [0, 18446744073709551615]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 4
                 elif ec == 2:
-                    el = 'BPT_InductiveEnergyReadingVARh'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'BPT_InductiveEnergyReadingVARh'
                     f_BPT_InductiveEnergyReadingVARh = r.uint()
                     if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_BPT_InductiveEnergyReadingVARh} outside [0, 18446744073709551615]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 5
                 elif ec == 3:
-                    el = 'MeterSignature'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'MeterSignature'
                     f_MeterSignature = r.binary()
                     if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 6
                 elif ec == 4:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('MeterInfoType')
                     el = 'MeterStatus'
-                    if bits(1): raise r.deviation('MeterInfoType')
-                    f_MeterStatus = r.sint()
+                    _neg = (x & 1)
+                    f_MeterStatus = r.uint()
+                    if _neg: f_MeterStatus = -f_MeterStatus - 1
                     if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 7
                 elif ec == 5:
-                    el = 'MeterTimestamp'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'MeterTimestamp'
                     f_MeterTimestamp = r.uint()
                     if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 8
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('MeterInfoType')
             if s == 3:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'CapacitiveEnergyReadingVARh'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'CapacitiveEnergyReadingVARh'
                     f_CapacitiveEnergyReadingVARh = r.uint()
                     if f_CapacitiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_CapacitiveEnergyReadingVARh} outside [0, 18446744073709551615]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 4
                 elif ec == 1:
-                    el = 'BPT_InductiveEnergyReadingVARh'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'BPT_InductiveEnergyReadingVARh'
                     f_BPT_InductiveEnergyReadingVARh = r.uint()
                     if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_BPT_InductiveEnergyReadingVARh} outside [0, 18446744073709551615]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 5
                 elif ec == 2:
-                    el = 'MeterSignature'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'MeterSignature'
                     f_MeterSignature = r.binary()
                     if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 6
                 elif ec == 3:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('MeterInfoType')
                     el = 'MeterStatus'
-                    if bits(1): raise r.deviation('MeterInfoType')
-                    f_MeterStatus = r.sint()
+                    _neg = (x & 1)
+                    f_MeterStatus = r.uint()
+                    if _neg: f_MeterStatus = -f_MeterStatus - 1
                     if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 7
                 elif ec == 4:
-                    el = 'MeterTimestamp'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'MeterTimestamp'
                     f_MeterTimestamp = r.uint()
                     if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 8
                 elif ec == 5:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('MeterInfoType')
             if s == 4:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'BPT_InductiveEnergyReadingVARh'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'BPT_InductiveEnergyReadingVARh'
                     f_BPT_InductiveEnergyReadingVARh = r.uint()
                     if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_BPT_InductiveEnergyReadingVARh} outside [0, 18446744073709551615]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 5
                 elif ec == 1:
-                    el = 'MeterSignature'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'MeterSignature'
                     f_MeterSignature = r.binary()
                     if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 6
                 elif ec == 2:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('MeterInfoType')
                     el = 'MeterStatus'
-                    if bits(1): raise r.deviation('MeterInfoType')
-                    f_MeterStatus = r.sint()
+                    _neg = (x & 1)
+                    f_MeterStatus = r.uint()
+                    if _neg: f_MeterStatus = -f_MeterStatus - 1
                     if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 7
                 elif ec == 3:
-                    el = 'MeterTimestamp'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'MeterTimestamp'
                     f_MeterTimestamp = r.uint()
                     if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 8
                 elif ec == 4:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('MeterInfoType')
             if s == 5:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'MeterSignature'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'MeterSignature'
                     f_MeterSignature = r.binary()
                     if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 6
                 elif ec == 1:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('MeterInfoType')
                     el = 'MeterStatus'
-                    if bits(1): raise r.deviation('MeterInfoType')
-                    f_MeterStatus = r.sint()
+                    _neg = (x & 1)
+                    f_MeterStatus = r.uint()
+                    if _neg: f_MeterStatus = -f_MeterStatus - 1
                     if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 7
                 elif ec == 2:
-                    el = 'MeterTimestamp'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'MeterTimestamp'
                     f_MeterTimestamp = r.uint()
                     if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 8
                 elif ec == 3:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('MeterInfoType')
             if s == 6:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('MeterInfoType')
                     el = 'MeterStatus'
-                    if bits(1): raise r.deviation('MeterInfoType')
-                    f_MeterStatus = r.sint()
+                    _neg = (x & 1)
+                    f_MeterStatus = r.uint()
+                    if _neg: f_MeterStatus = -f_MeterStatus - 1
                     if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 7
                 elif ec == 1:
-                    el = 'MeterTimestamp'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'MeterTimestamp'
                     f_MeterTimestamp = r.uint()
                     if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 8
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('MeterInfoType')
             if s == 7:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'MeterTimestamp'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'MeterTimestamp'
                     f_MeterTimestamp = r.uint()
                     if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 8
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('MeterInfoType')
             if s == 8:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('MeterInfoType')
+                if bits(1): raise r.deviation('MeterInfoType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.MeterInfoType(f_MeterID, f_ChargedEnergyReadingWh, f_BPT_DischargedEnergyReadingWh, f_CapacitiveEnergyReadingVARh, f_BPT_InductiveEnergyReadingVARh, f_MeterSignature, f_MeterStatus, f_MeterTimestamp)
@@ -9010,81 +8428,68 @@ def _e_MeterInfoType(w, o):
         while s >= 0:
             if s == 0:
                 if v_MeterID is not None:
-                    bits(0, 1)
                     el = 'MeterID'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     if len(v_MeterID) > 32: raise EncodeError(f'length {len(v_MeterID)} outside [0, 32]')
                     w.string(v_MeterID)
-                    w.bits(0, 1)
-                    v_MeterID = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of MeterID')
-            if s == 1:
-                if v_ChargedEnergyReadingWh is not None:
-                    bits(0, 1)
+                    if not (v_ChargedEnergyReadingWh is not None): raise EncodeError('missing content: ChargedEnergyReadingWh')
                     el = 'ChargedEnergyReadingWh'
-                    w.bits(0, 1)
+                    bits(0, 3)
+                    v_MeterID = None
                     if v_ChargedEnergyReadingWh < 0 or v_ChargedEnergyReadingWh > 18446744073709551615: raise EncodeError(f'value {v_ChargedEnergyReadingWh!r} outside [0, 18446744073709551615]')
                     w.uint(v_ChargedEnergyReadingWh)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_ChargedEnergyReadingWh = None
                     s = 2
                 else:
-                    raise EncodeError('missing content: expected one of ChargedEnergyReadingWh')
+                    raise EncodeError('missing content: expected one of MeterID')
             if s == 2:
                 if v_BPT_DischargedEnergyReadingWh is not None:
-                    bits(0, 3)
                     el = 'BPT_DischargedEnergyReadingWh'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     if v_BPT_DischargedEnergyReadingWh < 0 or v_BPT_DischargedEnergyReadingWh > 18446744073709551615: raise EncodeError(f'value {v_BPT_DischargedEnergyReadingWh!r} outside [0, 18446744073709551615]')
                     w.uint(v_BPT_DischargedEnergyReadingWh)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_BPT_DischargedEnergyReadingWh = None
                     s = 3
                 elif v_CapacitiveEnergyReadingVARh is not None:
-                    bits(1, 3)
                     el = 'CapacitiveEnergyReadingVARh'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     if v_CapacitiveEnergyReadingVARh < 0 or v_CapacitiveEnergyReadingVARh > 18446744073709551615: raise EncodeError(f'value {v_CapacitiveEnergyReadingVARh!r} outside [0, 18446744073709551615]')
                     w.uint(v_CapacitiveEnergyReadingVARh)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_CapacitiveEnergyReadingVARh = None
                     s = 4
                 elif v_BPT_InductiveEnergyReadingVARh is not None:
-                    bits(2, 3)
                     el = 'BPT_InductiveEnergyReadingVARh'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     if v_BPT_InductiveEnergyReadingVARh < 0 or v_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise EncodeError(f'value {v_BPT_InductiveEnergyReadingVARh!r} outside [0, 18446744073709551615]')
                     w.uint(v_BPT_InductiveEnergyReadingVARh)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_BPT_InductiveEnergyReadingVARh = None
                     s = 5
                 elif v_MeterSignature is not None:
-                    bits(3, 3)
                     el = 'MeterSignature'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     if len(v_MeterSignature) > 64: raise EncodeError(f'length {len(v_MeterSignature)} outside [0, 64]')
                     w.binary(v_MeterSignature)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_MeterSignature = None
                     s = 6
                 elif v_MeterStatus is not None:
-                    bits(4, 3)
                     el = 'MeterStatus'
-                    w.bits(0, 1)
                     if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    w.sint(v_MeterStatus)
-                    w.bits(0, 1)
+                    bits((4 << 2) | (v_MeterStatus < 0), 5)
+                    w.uint(-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
+                    bits(0, 1)
                     v_MeterStatus = None
                     s = 7
                 elif v_MeterTimestamp is not None:
-                    bits(5, 3)
                     el = 'MeterTimestamp'
-                    w.bits(0, 1)
+                    bits((5 << 1), 4)
                     if v_MeterTimestamp < 0 or v_MeterTimestamp > 18446744073709551615: raise EncodeError(f'value {v_MeterTimestamp!r} outside [0, 18446744073709551615]')
                     w.uint(v_MeterTimestamp)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_MeterTimestamp = None
                     s = 8
                 elif True:
@@ -9093,48 +8498,43 @@ def _e_MeterInfoType(w, o):
                     s = -1
             if s == 3:
                 if v_CapacitiveEnergyReadingVARh is not None:
-                    bits(0, 3)
                     el = 'CapacitiveEnergyReadingVARh'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     if v_CapacitiveEnergyReadingVARh < 0 or v_CapacitiveEnergyReadingVARh > 18446744073709551615: raise EncodeError(f'value {v_CapacitiveEnergyReadingVARh!r} outside [0, 18446744073709551615]')
                     w.uint(v_CapacitiveEnergyReadingVARh)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_CapacitiveEnergyReadingVARh = None
                     s = 4
                 elif v_BPT_InductiveEnergyReadingVARh is not None:
-                    bits(1, 3)
                     el = 'BPT_InductiveEnergyReadingVARh'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     if v_BPT_InductiveEnergyReadingVARh < 0 or v_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise EncodeError(f'value {v_BPT_InductiveEnergyReadingVARh!r} outside [0, 18446744073709551615]')
                     w.uint(v_BPT_InductiveEnergyReadingVARh)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_BPT_InductiveEnergyReadingVARh = None
                     s = 5
                 elif v_MeterSignature is not None:
-                    bits(2, 3)
                     el = 'MeterSignature'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     if len(v_MeterSignature) > 64: raise EncodeError(f'length {len(v_MeterSignature)} outside [0, 64]')
                     w.binary(v_MeterSignature)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_MeterSignature = None
                     s = 6
                 elif v_MeterStatus is not None:
-                    bits(3, 3)
                     el = 'MeterStatus'
-                    w.bits(0, 1)
                     if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    w.sint(v_MeterStatus)
-                    w.bits(0, 1)
+                    bits((3 << 2) | (v_MeterStatus < 0), 5)
+                    w.uint(-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
+                    bits(0, 1)
                     v_MeterStatus = None
                     s = 7
                 elif v_MeterTimestamp is not None:
-                    bits(4, 3)
                     el = 'MeterTimestamp'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     if v_MeterTimestamp < 0 or v_MeterTimestamp > 18446744073709551615: raise EncodeError(f'value {v_MeterTimestamp!r} outside [0, 18446744073709551615]')
                     w.uint(v_MeterTimestamp)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_MeterTimestamp = None
                     s = 8
                 elif True:
@@ -9143,39 +8543,35 @@ def _e_MeterInfoType(w, o):
                     s = -1
             if s == 4:
                 if v_BPT_InductiveEnergyReadingVARh is not None:
-                    bits(0, 3)
                     el = 'BPT_InductiveEnergyReadingVARh'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     if v_BPT_InductiveEnergyReadingVARh < 0 or v_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise EncodeError(f'value {v_BPT_InductiveEnergyReadingVARh!r} outside [0, 18446744073709551615]')
                     w.uint(v_BPT_InductiveEnergyReadingVARh)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_BPT_InductiveEnergyReadingVARh = None
                     s = 5
                 elif v_MeterSignature is not None:
-                    bits(1, 3)
                     el = 'MeterSignature'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     if len(v_MeterSignature) > 64: raise EncodeError(f'length {len(v_MeterSignature)} outside [0, 64]')
                     w.binary(v_MeterSignature)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_MeterSignature = None
                     s = 6
                 elif v_MeterStatus is not None:
-                    bits(2, 3)
                     el = 'MeterStatus'
-                    w.bits(0, 1)
                     if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    w.sint(v_MeterStatus)
-                    w.bits(0, 1)
+                    bits((2 << 2) | (v_MeterStatus < 0), 5)
+                    w.uint(-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
+                    bits(0, 1)
                     v_MeterStatus = None
                     s = 7
                 elif v_MeterTimestamp is not None:
-                    bits(3, 3)
                     el = 'MeterTimestamp'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     if v_MeterTimestamp < 0 or v_MeterTimestamp > 18446744073709551615: raise EncodeError(f'value {v_MeterTimestamp!r} outside [0, 18446744073709551615]')
                     w.uint(v_MeterTimestamp)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_MeterTimestamp = None
                     s = 8
                 elif True:
@@ -9184,30 +8580,27 @@ def _e_MeterInfoType(w, o):
                     s = -1
             if s == 5:
                 if v_MeterSignature is not None:
-                    bits(0, 3)
                     el = 'MeterSignature'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     if len(v_MeterSignature) > 64: raise EncodeError(f'length {len(v_MeterSignature)} outside [0, 64]')
                     w.binary(v_MeterSignature)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_MeterSignature = None
                     s = 6
                 elif v_MeterStatus is not None:
-                    bits(1, 3)
                     el = 'MeterStatus'
-                    w.bits(0, 1)
                     if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    w.sint(v_MeterStatus)
-                    w.bits(0, 1)
+                    bits((1 << 2) | (v_MeterStatus < 0), 5)
+                    w.uint(-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
+                    bits(0, 1)
                     v_MeterStatus = None
                     s = 7
                 elif v_MeterTimestamp is not None:
-                    bits(2, 3)
                     el = 'MeterTimestamp'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     if v_MeterTimestamp < 0 or v_MeterTimestamp > 18446744073709551615: raise EncodeError(f'value {v_MeterTimestamp!r} outside [0, 18446744073709551615]')
                     w.uint(v_MeterTimestamp)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_MeterTimestamp = None
                     s = 8
                 elif True:
@@ -9216,21 +8609,19 @@ def _e_MeterInfoType(w, o):
                     s = -1
             if s == 6:
                 if v_MeterStatus is not None:
-                    bits(0, 2)
                     el = 'MeterStatus'
-                    w.bits(0, 1)
                     if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    w.sint(v_MeterStatus)
-                    w.bits(0, 1)
+                    bits((v_MeterStatus < 0), 4)
+                    w.uint(-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
+                    bits(0, 1)
                     v_MeterStatus = None
                     s = 7
                 elif v_MeterTimestamp is not None:
-                    bits(1, 2)
                     el = 'MeterTimestamp'
-                    w.bits(0, 1)
+                    bits((1 << 1), 3)
                     if v_MeterTimestamp < 0 or v_MeterTimestamp > 18446744073709551615: raise EncodeError(f'value {v_MeterTimestamp!r} outside [0, 18446744073709551615]')
                     w.uint(v_MeterTimestamp)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_MeterTimestamp = None
                     s = 8
                 elif True:
@@ -9239,12 +8630,11 @@ def _e_MeterInfoType(w, o):
                     s = -1
             if s == 7:
                 if v_MeterTimestamp is not None:
-                    bits(0, 2)
                     el = 'MeterTimestamp'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     if v_MeterTimestamp < 0 or v_MeterTimestamp > 18446744073709551615: raise EncodeError(f'value {v_MeterTimestamp!r} outside [0, 18446744073709551615]')
                     w.uint(v_MeterTimestamp)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_MeterTimestamp = None
                     s = 8
                 elif True:
@@ -9273,16 +8663,13 @@ def _d_ReceiptType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'TimeAnchor'
-                    if bits(1): raise r.deviation('ReceiptType')
-                    f_TimeAnchor = r.uint()
-                    if f_TimeAnchor > 18446744073709551615: raise DecodeError(f'value {f_TimeAnchor} outside [0, 18446744073709551615]', r.pos)
-                    if bits(1): raise r.deviation('ReceiptType')
-                    s = 1
-                else:
-                    raise r.deviation('ReceiptType')
+                x = bits(2)
+                if x & 3: raise r.deviation('ReceiptType')
+                el = 'TimeAnchor'
+                f_TimeAnchor = r.uint()
+                if f_TimeAnchor > 18446744073709551615: raise DecodeError(f'value {f_TimeAnchor} outside [0, 18446744073709551615]', r.pos)
+                if bits(1): raise r.deviation('ReceiptType')
+                s = 1
             if s == 1:
                 ec = bits(3)
                 if ec == 0:
@@ -9307,6 +8694,7 @@ def _d_ReceiptType(r):
                     f_TaxCosts.append(_v)
                     s = 6
                 elif ec == 5:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ReceiptType')
@@ -9330,6 +8718,7 @@ def _d_ReceiptType(r):
                     f_TaxCosts.append(_v)
                     s = 6
                 elif ec == 4:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ReceiptType')
@@ -9349,6 +8738,7 @@ def _d_ReceiptType(r):
                     f_TaxCosts.append(_v)
                     s = 6
                 elif ec == 3:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ReceiptType')
@@ -9364,6 +8754,7 @@ def _d_ReceiptType(r):
                     f_TaxCosts.append(_v)
                     s = 6
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ReceiptType')
@@ -9375,6 +8766,7 @@ def _d_ReceiptType(r):
                     f_TaxCosts.append(_v)
                     s = 6
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ReceiptType')
@@ -9391,16 +8783,14 @@ def _d_ReceiptType(r):
                             s = 15
                             break
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
                         raise r.deviation('ReceiptType')
             if s == 15:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ReceiptType')
+                if bits(1): raise r.deviation('ReceiptType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.ReceiptType(f_TimeAnchor, f_EnergyCosts, f_OccupancyCosts, f_AdditionalServicesCosts, f_OverstayCosts, f_TaxCosts)
@@ -9422,44 +8812,43 @@ def _e_ReceiptType(w, o):
         while s >= 0:
             if s == 0:
                 if v_TimeAnchor is not None:
-                    bits(0, 1)
                     el = 'TimeAnchor'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     if v_TimeAnchor < 0 or v_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {v_TimeAnchor!r} outside [0, 18446744073709551615]')
                     w.uint(v_TimeAnchor)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_TimeAnchor = None
                     s = 1
                 else:
                     raise EncodeError('missing content: expected one of TimeAnchor')
             if s == 1:
                 if v_EnergyCosts is not None:
-                    bits(0, 3)
                     el = 'EnergyCosts'
+                    bits(0, 3)
                     _e_DetailedCostType(w, v_EnergyCosts)
                     v_EnergyCosts = None
                     s = 2
                 elif v_OccupancyCosts is not None:
-                    bits(1, 3)
                     el = 'OccupancyCosts'
+                    bits(1, 3)
                     _e_DetailedCostType(w, v_OccupancyCosts)
                     v_OccupancyCosts = None
                     s = 3
                 elif v_AdditionalServicesCosts is not None:
-                    bits(2, 3)
                     el = 'AdditionalServicesCosts'
+                    bits(2, 3)
                     _e_DetailedCostType(w, v_AdditionalServicesCosts)
                     v_AdditionalServicesCosts = None
                     s = 4
                 elif v_OverstayCosts is not None:
-                    bits(3, 3)
                     el = 'OverstayCosts'
+                    bits(3, 3)
                     _e_DetailedCostType(w, v_OverstayCosts)
                     v_OverstayCosts = None
                     s = 5
                 elif i_TaxCosts < n_TaxCosts:
-                    bits(4, 3)
                     el = 'TaxCosts'
+                    bits(4, 3)
                     _e_DetailedTaxType(w, v_TaxCosts[i_TaxCosts])
                     i_TaxCosts += 1
                     s = 6
@@ -9469,26 +8858,26 @@ def _e_ReceiptType(w, o):
                     s = -1
             if s == 2:
                 if v_OccupancyCosts is not None:
-                    bits(0, 3)
                     el = 'OccupancyCosts'
+                    bits(0, 3)
                     _e_DetailedCostType(w, v_OccupancyCosts)
                     v_OccupancyCosts = None
                     s = 3
                 elif v_AdditionalServicesCosts is not None:
-                    bits(1, 3)
                     el = 'AdditionalServicesCosts'
+                    bits(1, 3)
                     _e_DetailedCostType(w, v_AdditionalServicesCosts)
                     v_AdditionalServicesCosts = None
                     s = 4
                 elif v_OverstayCosts is not None:
-                    bits(2, 3)
                     el = 'OverstayCosts'
+                    bits(2, 3)
                     _e_DetailedCostType(w, v_OverstayCosts)
                     v_OverstayCosts = None
                     s = 5
                 elif i_TaxCosts < n_TaxCosts:
-                    bits(3, 3)
                     el = 'TaxCosts'
+                    bits(3, 3)
                     _e_DetailedTaxType(w, v_TaxCosts[i_TaxCosts])
                     i_TaxCosts += 1
                     s = 6
@@ -9498,20 +8887,20 @@ def _e_ReceiptType(w, o):
                     s = -1
             if s == 3:
                 if v_AdditionalServicesCosts is not None:
-                    bits(0, 3)
                     el = 'AdditionalServicesCosts'
+                    bits(0, 3)
                     _e_DetailedCostType(w, v_AdditionalServicesCosts)
                     v_AdditionalServicesCosts = None
                     s = 4
                 elif v_OverstayCosts is not None:
-                    bits(1, 3)
                     el = 'OverstayCosts'
+                    bits(1, 3)
                     _e_DetailedCostType(w, v_OverstayCosts)
                     v_OverstayCosts = None
                     s = 5
                 elif i_TaxCosts < n_TaxCosts:
-                    bits(2, 3)
                     el = 'TaxCosts'
+                    bits(2, 3)
                     _e_DetailedTaxType(w, v_TaxCosts[i_TaxCosts])
                     i_TaxCosts += 1
                     s = 6
@@ -9521,14 +8910,14 @@ def _e_ReceiptType(w, o):
                     s = -1
             if s == 4:
                 if v_OverstayCosts is not None:
-                    bits(0, 2)
                     el = 'OverstayCosts'
+                    bits(0, 2)
                     _e_DetailedCostType(w, v_OverstayCosts)
                     v_OverstayCosts = None
                     s = 5
                 elif i_TaxCosts < n_TaxCosts:
-                    bits(1, 2)
                     el = 'TaxCosts'
+                    bits(1, 2)
                     _e_DetailedTaxType(w, v_TaxCosts[i_TaxCosts])
                     i_TaxCosts += 1
                     s = 6
@@ -9538,8 +8927,8 @@ def _e_ReceiptType(w, o):
                     s = -1
             if s == 5:
                 if i_TaxCosts < n_TaxCosts:
-                    bits(0, 2)
                     el = 'TaxCosts'
+                    bits(0, 2)
                     _e_DetailedTaxType(w, v_TaxCosts[i_TaxCosts])
                     i_TaxCosts += 1
                     s = 6
@@ -9551,8 +8940,8 @@ def _e_ReceiptType(w, o):
                 n = 0
                 while True:
                     if i_TaxCosts < n_TaxCosts:
-                        bits(0, 2)
                         el = 'TaxCosts'
+                        bits(0, 2)
                         _e_DetailedTaxType(w, v_TaxCosts[i_TaxCosts])
                         i_TaxCosts += 1
                         n += 1
@@ -9579,30 +8968,13 @@ def _d_DetailedCostType(r):
     f_Amount = None
     f_CostPerUnit = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Amount'
-                    f_Amount = _d_RationalNumberType(r)
-                    s = 1
-                else:
-                    raise r.deviation('DetailedCostType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'CostPerUnit'
-                    f_CostPerUnit = _d_RationalNumberType(r)
-                    s = 2
-                else:
-                    raise r.deviation('DetailedCostType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('DetailedCostType')
+        if bits(1): raise r.deviation('DetailedCostType')
+        el = 'Amount'
+        f_Amount = _d_RationalNumberType(r)
+        if bits(1): raise r.deviation('DetailedCostType')
+        el = 'CostPerUnit'
+        f_CostPerUnit = _d_RationalNumberType(r)
+        if bits(1): raise r.deviation('DetailedCostType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.DetailedCostType(f_Amount, f_CostPerUnit)
@@ -9614,31 +8986,20 @@ def _e_DetailedCostType(w, o):
     try:
         v_Amount = o.Amount
         v_CostPerUnit = o.CostPerUnit
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Amount is not None:
-                    bits(0, 1)
-                    el = 'Amount'
-                    _e_RationalNumberType(w, v_Amount)
-                    v_Amount = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Amount')
-            if s == 1:
-                if v_CostPerUnit is not None:
-                    bits(0, 1)
-                    el = 'CostPerUnit'
-                    _e_RationalNumberType(w, v_CostPerUnit)
-                    v_CostPerUnit = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of CostPerUnit')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_Amount is not None or v_CostPerUnit is not None: raise _leftover(o)
-                    s = -1
+        if v_Amount is not None:
+            el = 'Amount'
+            bits(0, 1)
+            _e_RationalNumberType(w, v_Amount)
+            if not (v_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
+            el = 'CostPerUnit'
+            bits(0, 1)
+            v_Amount = None
+            _e_RationalNumberType(w, v_CostPerUnit)
+            bits(0, 1)
+            v_CostPerUnit = None
+            if v_Amount is not None or v_CostPerUnit is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Amount')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -9649,33 +9010,16 @@ def _d_DetailedTaxType(r):
     f_TaxRuleID = None
     f_Amount = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'TaxRuleID'
-                    if bits(1): raise r.deviation('DetailedTaxType')
-                    f_TaxRuleID = r.uint()
-                    if f_TaxRuleID < 1 or f_TaxRuleID > 4294967295: raise DecodeError(f'value {f_TaxRuleID} outside [1, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('DetailedTaxType')
-                    s = 1
-                else:
-                    raise r.deviation('DetailedTaxType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Amount'
-                    f_Amount = _d_RationalNumberType(r)
-                    s = 2
-                else:
-                    raise r.deviation('DetailedTaxType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('DetailedTaxType')
+        x = bits(2)
+        if x & 3: raise r.deviation('DetailedTaxType')
+        el = 'TaxRuleID'
+        f_TaxRuleID = r.uint()
+        if f_TaxRuleID < 1 or f_TaxRuleID > 4294967295: raise DecodeError(f'value {f_TaxRuleID} outside [1, 4294967295]', r.pos)
+        x = bits(2)
+        if x & 3: raise r.deviation('DetailedTaxType')
+        el = 'Amount'
+        f_Amount = _d_RationalNumberType(r)
+        if bits(1): raise r.deviation('DetailedTaxType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.DetailedTaxType(f_TaxRuleID, f_Amount)
@@ -9687,34 +9031,21 @@ def _e_DetailedTaxType(w, o):
     try:
         v_TaxRuleID = o.TaxRuleID
         v_Amount = o.Amount
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_TaxRuleID is not None:
-                    bits(0, 1)
-                    el = 'TaxRuleID'
-                    w.bits(0, 1)
-                    if v_TaxRuleID < 1 or v_TaxRuleID > 4294967295: raise EncodeError(f'value {v_TaxRuleID!r} outside [1, 4294967295]')
-                    w.uint(v_TaxRuleID)
-                    w.bits(0, 1)
-                    v_TaxRuleID = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of TaxRuleID')
-            if s == 1:
-                if v_Amount is not None:
-                    bits(0, 1)
-                    el = 'Amount'
-                    _e_RationalNumberType(w, v_Amount)
-                    v_Amount = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of Amount')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_TaxRuleID is not None or v_Amount is not None: raise _leftover(o)
-                    s = -1
+        if v_TaxRuleID is not None:
+            el = 'TaxRuleID'
+            bits(0, 2)
+            if v_TaxRuleID < 1 or v_TaxRuleID > 4294967295: raise EncodeError(f'value {v_TaxRuleID!r} outside [1, 4294967295]')
+            w.uint(v_TaxRuleID)
+            if not (v_Amount is not None): raise EncodeError('missing content: Amount')
+            el = 'Amount'
+            bits(0, 2)
+            v_TaxRuleID = None
+            _e_RationalNumberType(w, v_Amount)
+            bits(0, 1)
+            v_Amount = None
+            if v_TaxRuleID is not None or v_Amount is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of TaxRuleID')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -9723,11 +9054,7 @@ def _d_CLResControlModeType(r):
     bits = r.bits
     el = ''
     try:
-        ec = bits(1)
-        if ec == 0:
-            s = -1
-        else:
-            raise r.deviation('CLResControlModeType')
+        if bits(1): raise r.deviation('CLResControlModeType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.CLResControlModeType()
@@ -9737,12 +9064,8 @@ def _e_CLResControlModeType(w, o):
     bits = w.bits
     el = ''
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if True:
-                    bits(0, 1)
-                    s = -1
+        if True:
+            bits(0, 1)
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -9757,13 +9080,10 @@ def _d_AC_ChargeParameterDiscoveryReqType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('AC_ChargeParameterDiscoveryReqType')
+                if bits(1): raise r.deviation('AC_ChargeParameterDiscoveryReqType')
+                el = 'Header'
+                f_Header = _d_MessageHeaderType(r)
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
@@ -9777,11 +9097,8 @@ def _d_AC_ChargeParameterDiscoveryReqType(r):
                 else:
                     raise r.deviation('AC_ChargeParameterDiscoveryReqType')
             if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('AC_ChargeParameterDiscoveryReqType')
+                if bits(1): raise r.deviation('AC_ChargeParameterDiscoveryReqType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_ac.AC_ChargeParameterDiscoveryReqType(f_Header, f_AC_CPDReqEnergyTransferMode, f_BPT_AC_CPDReqEnergyTransferMode)
@@ -9798,8 +9115,8 @@ def _e_AC_ChargeParameterDiscoveryReqType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Header is not None:
-                    bits(0, 1)
                     el = 'Header'
+                    bits(0, 1)
                     _e_MessageHeaderType(w, v_Header)
                     v_Header = None
                     s = 1
@@ -9807,14 +9124,14 @@ def _e_AC_ChargeParameterDiscoveryReqType(w, o):
                     raise EncodeError('missing content: expected one of Header')
             if s == 1:
                 if v_AC_CPDReqEnergyTransferMode is not None:
-                    bits(0, 2)
                     el = 'AC_CPDReqEnergyTransferMode'
+                    bits(0, 2)
                     _e_AC_CPDReqEnergyTransferModeType(w, v_AC_CPDReqEnergyTransferMode)
                     v_AC_CPDReqEnergyTransferMode = None
                     s = 2
                 elif v_BPT_AC_CPDReqEnergyTransferMode is not None:
-                    bits(1, 2)
                     el = 'BPT_AC_CPDReqEnergyTransferMode'
+                    bits(1, 2)
                     _e_BPT_AC_CPDReqEnergyTransferModeType(w, v_BPT_AC_CPDReqEnergyTransferMode)
                     v_BPT_AC_CPDReqEnergyTransferMode = None
                     s = 2
@@ -9834,22 +9151,10 @@ def _d_ChargeParameterDiscoveryReqType(r):
     el = ''
     f_Header = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('ChargeParameterDiscoveryReqType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ChargeParameterDiscoveryReqType')
+        if bits(1): raise r.deviation('ChargeParameterDiscoveryReqType')
+        el = 'Header'
+        f_Header = _d_MessageHeaderType(r)
+        if bits(1): raise r.deviation('ChargeParameterDiscoveryReqType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.ChargeParameterDiscoveryReqType(f_Header)
@@ -9860,22 +9165,15 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
     el = ''
     try:
         v_Header = o.Header
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Header is not None:
-                    bits(0, 1)
-                    el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if True:
-                    bits(0, 1)
-                    if v_Header is not None: raise _leftover(o)
-                    s = -1
+        if v_Header is not None:
+            el = 'Header'
+            bits(0, 1)
+            _e_MessageHeaderType(w, v_Header)
+            bits(0, 1)
+            v_Header = None
+            if v_Header is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Header')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -9891,25 +9189,16 @@ def _d_AC_ChargeParameterDiscoveryResType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('AC_ChargeParameterDiscoveryResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('AC_ChargeParameterDiscoveryResType')
-                    f_ResponseCode = bits(6)
-                    if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
-                    f_ResponseCode = _E0[f_ResponseCode]
-                    if bits(1): raise r.deviation('AC_ChargeParameterDiscoveryResType')
-                    s = 2
-                else:
-                    raise r.deviation('AC_ChargeParameterDiscoveryResType')
+                if bits(1): raise r.deviation('AC_ChargeParameterDiscoveryResType')
+                el = 'Header'
+                f_Header = _d_MessageHeaderType(r)
+                x = bits(9)
+                if x & 385: raise r.deviation('AC_ChargeParameterDiscoveryResType')
+                el = 'ResponseCode'
+                f_ResponseCode = ((x >> 1) & 63)
+                if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
+                f_ResponseCode = _E0[f_ResponseCode]
+                s = 2
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
@@ -9923,11 +9212,8 @@ def _d_AC_ChargeParameterDiscoveryResType(r):
                 else:
                     raise r.deviation('AC_ChargeParameterDiscoveryResType')
             if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('AC_ChargeParameterDiscoveryResType')
+                if bits(1): raise r.deviation('AC_ChargeParameterDiscoveryResType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_ac.AC_ChargeParameterDiscoveryResType(f_Header, f_ResponseCode, f_AC_CPDResEnergyTransferMode, f_BPT_AC_CPDResEnergyTransferMode)
@@ -9945,36 +9231,29 @@ def _e_AC_ChargeParameterDiscoveryResType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Header is not None:
-                    bits(0, 1)
                     el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_ResponseCode is not None:
                     bits(0, 1)
+                    _e_MessageHeaderType(w, v_Header)
+                    if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
                     el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I1.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 6)
-                    w.bits(0, 1)
+                    _i5 = _I1.get(v_ResponseCode)
+                    if _i5 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    bits((_i5 << 1), 9)
+                    v_Header = None
                     v_ResponseCode = None
                     s = 2
                 else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
+                    raise EncodeError('missing content: expected one of Header')
             if s == 2:
                 if v_AC_CPDResEnergyTransferMode is not None:
-                    bits(0, 2)
                     el = 'AC_CPDResEnergyTransferMode'
+                    bits(0, 2)
                     _e_AC_CPDResEnergyTransferModeType(w, v_AC_CPDResEnergyTransferMode)
                     v_AC_CPDResEnergyTransferMode = None
                     s = 3
                 elif v_BPT_AC_CPDResEnergyTransferMode is not None:
-                    bits(1, 2)
                     el = 'BPT_AC_CPDResEnergyTransferMode'
+                    bits(1, 2)
                     _e_BPT_AC_CPDResEnergyTransferModeType(w, v_BPT_AC_CPDResEnergyTransferMode)
                     v_BPT_AC_CPDResEnergyTransferMode = None
                     s = 3
@@ -9995,34 +9274,15 @@ def _d_ChargeParameterDiscoveryResType(r):
     f_Header = None
     f_ResponseCode = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('ChargeParameterDiscoveryResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('ChargeParameterDiscoveryResType')
-                    f_ResponseCode = bits(6)
-                    if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
-                    f_ResponseCode = _E0[f_ResponseCode]
-                    if bits(1): raise r.deviation('ChargeParameterDiscoveryResType')
-                    s = 2
-                else:
-                    raise r.deviation('ChargeParameterDiscoveryResType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ChargeParameterDiscoveryResType')
+        if bits(1): raise r.deviation('ChargeParameterDiscoveryResType')
+        el = 'Header'
+        f_Header = _d_MessageHeaderType(r)
+        x = bits(10)
+        if x & 771: raise r.deviation('ChargeParameterDiscoveryResType')
+        el = 'ResponseCode'
+        f_ResponseCode = ((x >> 2) & 63)
+        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
+        f_ResponseCode = _E0[f_ResponseCode]
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.ChargeParameterDiscoveryResType(f_Header, f_ResponseCode)
@@ -10034,35 +9294,20 @@ def _e_ChargeParameterDiscoveryResType(w, o):
     try:
         v_Header = o.Header
         v_ResponseCode = o.ResponseCode
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Header is not None:
-                    bits(0, 1)
-                    el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_ResponseCode is not None:
-                    bits(0, 1)
-                    el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I1.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 6)
-                    w.bits(0, 1)
-                    v_ResponseCode = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_Header is not None or v_ResponseCode is not None: raise _leftover(o)
-                    s = -1
+        if v_Header is not None:
+            el = 'Header'
+            bits(0, 1)
+            _e_MessageHeaderType(w, v_Header)
+            if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            el = 'ResponseCode'
+            _i6 = _I1.get(v_ResponseCode)
+            if _i6 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            bits((_i6 << 2), 10)
+            v_Header = None
+            v_ResponseCode = None
+            if v_Header is not None or v_ResponseCode is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Header')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -10086,13 +9331,10 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMaximumChargePower'
-                    f_EVMaximumChargePower = _d_RationalNumberType(r)
-                    s = 1
-                else:
-                    raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType')
+                if bits(1): raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType')
+                el = 'EVMaximumChargePower'
+                f_EVMaximumChargePower = _d_RationalNumberType(r)
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
@@ -10122,13 +9364,10 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                 else:
                     raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType')
             if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMinimumChargePower'
-                    f_EVMinimumChargePower = _d_RationalNumberType(r)
-                    s = 4
-                else:
-                    raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType')
+                if bits(1): raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType')
+                el = 'EVMinimumChargePower'
+                f_EVMinimumChargePower = _d_RationalNumberType(r)
+                s = 4
             if s == 4:
                 ec = bits(2)
                 if ec == 0:
@@ -10158,13 +9397,10 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                 else:
                     raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType')
             if s == 6:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMaximumDischargePower'
-                    f_EVMaximumDischargePower = _d_RationalNumberType(r)
-                    s = 7
-                else:
-                    raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType')
+                if bits(1): raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType')
+                el = 'EVMaximumDischargePower'
+                f_EVMaximumDischargePower = _d_RationalNumberType(r)
+                s = 7
             if s == 7:
                 ec = bits(2)
                 if ec == 0:
@@ -10194,13 +9430,10 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                 else:
                     raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType')
             if s == 9:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMinimumDischargePower'
-                    f_EVMinimumDischargePower = _d_RationalNumberType(r)
-                    s = 10
-                else:
-                    raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType')
+                if bits(1): raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType')
+                el = 'EVMinimumDischargePower'
+                f_EVMinimumDischargePower = _d_RationalNumberType(r)
+                s = 10
             if s == 10:
                 ec = bits(2)
                 if ec == 0:
@@ -10212,6 +9445,7 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                     f_EVMinimumDischargePower_L3 = _d_RationalNumberType(r)
                     s = 12
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType')
@@ -10222,15 +9456,13 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                     f_EVMinimumDischargePower_L3 = _d_RationalNumberType(r)
                     s = 12
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType')
             if s == 12:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType')
+                if bits(1): raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_ac.BPT_AC_CPDReqEnergyTransferModeType(f_EVMaximumChargePower, f_EVMaximumChargePower_L2, f_EVMaximumChargePower_L3, f_EVMinimumChargePower, f_EVMinimumChargePower_L2, f_EVMinimumChargePower_L3, f_EVMaximumDischargePower, f_EVMaximumDischargePower_L2, f_EVMaximumDischargePower_L3, f_EVMinimumDischargePower, f_EVMinimumDischargePower_L2, f_EVMinimumDischargePower_L3)
@@ -10256,8 +9488,8 @@ def _e_BPT_AC_CPDReqEnergyTransferModeType(w, o):
         while s >= 0:
             if s == 0:
                 if v_EVMaximumChargePower is not None:
-                    bits(0, 1)
                     el = 'EVMaximumChargePower'
+                    bits(0, 1)
                     _e_RationalNumberType(w, v_EVMaximumChargePower)
                     v_EVMaximumChargePower = None
                     s = 1
@@ -10265,20 +9497,20 @@ def _e_BPT_AC_CPDReqEnergyTransferModeType(w, o):
                     raise EncodeError('missing content: expected one of EVMaximumChargePower')
             if s == 1:
                 if v_EVMaximumChargePower_L2 is not None:
-                    bits(0, 2)
                     el = 'EVMaximumChargePower_L2'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVMaximumChargePower_L2)
                     v_EVMaximumChargePower_L2 = None
                     s = 2
                 elif v_EVMaximumChargePower_L3 is not None:
-                    bits(1, 2)
                     el = 'EVMaximumChargePower_L3'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVMaximumChargePower_L3)
                     v_EVMaximumChargePower_L3 = None
                     s = 3
                 elif v_EVMinimumChargePower is not None:
-                    bits(2, 2)
                     el = 'EVMinimumChargePower'
+                    bits(2, 2)
                     _e_RationalNumberType(w, v_EVMinimumChargePower)
                     v_EVMinimumChargePower = None
                     s = 4
@@ -10286,14 +9518,14 @@ def _e_BPT_AC_CPDReqEnergyTransferModeType(w, o):
                     raise EncodeError('missing content: expected one of EVMaximumChargePower_L2, EVMaximumChargePower_L3, EVMinimumChargePower')
             if s == 2:
                 if v_EVMaximumChargePower_L3 is not None:
-                    bits(0, 2)
                     el = 'EVMaximumChargePower_L3'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVMaximumChargePower_L3)
                     v_EVMaximumChargePower_L3 = None
                     s = 3
                 elif v_EVMinimumChargePower is not None:
-                    bits(1, 2)
                     el = 'EVMinimumChargePower'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVMinimumChargePower)
                     v_EVMinimumChargePower = None
                     s = 4
@@ -10301,8 +9533,8 @@ def _e_BPT_AC_CPDReqEnergyTransferModeType(w, o):
                     raise EncodeError('missing content: expected one of EVMaximumChargePower_L3, EVMinimumChargePower')
             if s == 3:
                 if v_EVMinimumChargePower is not None:
-                    bits(0, 1)
                     el = 'EVMinimumChargePower'
+                    bits(0, 1)
                     _e_RationalNumberType(w, v_EVMinimumChargePower)
                     v_EVMinimumChargePower = None
                     s = 4
@@ -10310,20 +9542,20 @@ def _e_BPT_AC_CPDReqEnergyTransferModeType(w, o):
                     raise EncodeError('missing content: expected one of EVMinimumChargePower')
             if s == 4:
                 if v_EVMinimumChargePower_L2 is not None:
-                    bits(0, 2)
                     el = 'EVMinimumChargePower_L2'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVMinimumChargePower_L2)
                     v_EVMinimumChargePower_L2 = None
                     s = 5
                 elif v_EVMinimumChargePower_L3 is not None:
-                    bits(1, 2)
                     el = 'EVMinimumChargePower_L3'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVMinimumChargePower_L3)
                     v_EVMinimumChargePower_L3 = None
                     s = 6
                 elif v_EVMaximumDischargePower is not None:
-                    bits(2, 2)
                     el = 'EVMaximumDischargePower'
+                    bits(2, 2)
                     _e_RationalNumberType(w, v_EVMaximumDischargePower)
                     v_EVMaximumDischargePower = None
                     s = 7
@@ -10331,14 +9563,14 @@ def _e_BPT_AC_CPDReqEnergyTransferModeType(w, o):
                     raise EncodeError('missing content: expected one of EVMinimumChargePower_L2, EVMinimumChargePower_L3, EVMaximumDischargePower')
             if s == 5:
                 if v_EVMinimumChargePower_L3 is not None:
-                    bits(0, 2)
                     el = 'EVMinimumChargePower_L3'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVMinimumChargePower_L3)
                     v_EVMinimumChargePower_L3 = None
                     s = 6
                 elif v_EVMaximumDischargePower is not None:
-                    bits(1, 2)
                     el = 'EVMaximumDischargePower'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVMaximumDischargePower)
                     v_EVMaximumDischargePower = None
                     s = 7
@@ -10346,8 +9578,8 @@ def _e_BPT_AC_CPDReqEnergyTransferModeType(w, o):
                     raise EncodeError('missing content: expected one of EVMinimumChargePower_L3, EVMaximumDischargePower')
             if s == 6:
                 if v_EVMaximumDischargePower is not None:
-                    bits(0, 1)
                     el = 'EVMaximumDischargePower'
+                    bits(0, 1)
                     _e_RationalNumberType(w, v_EVMaximumDischargePower)
                     v_EVMaximumDischargePower = None
                     s = 7
@@ -10355,20 +9587,20 @@ def _e_BPT_AC_CPDReqEnergyTransferModeType(w, o):
                     raise EncodeError('missing content: expected one of EVMaximumDischargePower')
             if s == 7:
                 if v_EVMaximumDischargePower_L2 is not None:
-                    bits(0, 2)
                     el = 'EVMaximumDischargePower_L2'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVMaximumDischargePower_L2)
                     v_EVMaximumDischargePower_L2 = None
                     s = 8
                 elif v_EVMaximumDischargePower_L3 is not None:
-                    bits(1, 2)
                     el = 'EVMaximumDischargePower_L3'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVMaximumDischargePower_L3)
                     v_EVMaximumDischargePower_L3 = None
                     s = 9
                 elif v_EVMinimumDischargePower is not None:
-                    bits(2, 2)
                     el = 'EVMinimumDischargePower'
+                    bits(2, 2)
                     _e_RationalNumberType(w, v_EVMinimumDischargePower)
                     v_EVMinimumDischargePower = None
                     s = 10
@@ -10376,14 +9608,14 @@ def _e_BPT_AC_CPDReqEnergyTransferModeType(w, o):
                     raise EncodeError('missing content: expected one of EVMaximumDischargePower_L2, EVMaximumDischargePower_L3, EVMinimumDischargePower')
             if s == 8:
                 if v_EVMaximumDischargePower_L3 is not None:
-                    bits(0, 2)
                     el = 'EVMaximumDischargePower_L3'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVMaximumDischargePower_L3)
                     v_EVMaximumDischargePower_L3 = None
                     s = 9
                 elif v_EVMinimumDischargePower is not None:
-                    bits(1, 2)
                     el = 'EVMinimumDischargePower'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVMinimumDischargePower)
                     v_EVMinimumDischargePower = None
                     s = 10
@@ -10391,8 +9623,8 @@ def _e_BPT_AC_CPDReqEnergyTransferModeType(w, o):
                     raise EncodeError('missing content: expected one of EVMaximumDischargePower_L3, EVMinimumDischargePower')
             if s == 9:
                 if v_EVMinimumDischargePower is not None:
-                    bits(0, 1)
                     el = 'EVMinimumDischargePower'
+                    bits(0, 1)
                     _e_RationalNumberType(w, v_EVMinimumDischargePower)
                     v_EVMinimumDischargePower = None
                     s = 10
@@ -10400,14 +9632,14 @@ def _e_BPT_AC_CPDReqEnergyTransferModeType(w, o):
                     raise EncodeError('missing content: expected one of EVMinimumDischargePower')
             if s == 10:
                 if v_EVMinimumDischargePower_L2 is not None:
-                    bits(0, 2)
                     el = 'EVMinimumDischargePower_L2'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVMinimumDischargePower_L2)
                     v_EVMinimumDischargePower_L2 = None
                     s = 11
                 elif v_EVMinimumDischargePower_L3 is not None:
-                    bits(1, 2)
                     el = 'EVMinimumDischargePower_L3'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVMinimumDischargePower_L3)
                     v_EVMinimumDischargePower_L3 = None
                     s = 12
@@ -10417,8 +9649,8 @@ def _e_BPT_AC_CPDReqEnergyTransferModeType(w, o):
                     s = -1
             if s == 11:
                 if v_EVMinimumDischargePower_L3 is not None:
-                    bits(0, 2)
                     el = 'EVMinimumDischargePower_L3'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVMinimumDischargePower_L3)
                     v_EVMinimumDischargePower_L3 = None
                     s = 12
@@ -10460,13 +9692,10 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEMaximumChargePower'
-                    f_EVSEMaximumChargePower = _d_RationalNumberType(r)
-                    s = 1
-                else:
-                    raise r.deviation('BPT_AC_CPDResEnergyTransferModeType')
+                if bits(1): raise r.deviation('BPT_AC_CPDResEnergyTransferModeType')
+                el = 'EVSEMaximumChargePower'
+                f_EVSEMaximumChargePower = _d_RationalNumberType(r)
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
@@ -10496,13 +9725,10 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 else:
                     raise r.deviation('BPT_AC_CPDResEnergyTransferModeType')
             if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEMinimumChargePower'
-                    f_EVSEMinimumChargePower = _d_RationalNumberType(r)
-                    s = 4
-                else:
-                    raise r.deviation('BPT_AC_CPDResEnergyTransferModeType')
+                if bits(1): raise r.deviation('BPT_AC_CPDResEnergyTransferModeType')
+                el = 'EVSEMinimumChargePower'
+                f_EVSEMinimumChargePower = _d_RationalNumberType(r)
+                s = 4
             if s == 4:
                 ec = bits(2)
                 if ec == 0:
@@ -10532,13 +9758,10 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 else:
                     raise r.deviation('BPT_AC_CPDResEnergyTransferModeType')
             if s == 6:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSENominalFrequency'
-                    f_EVSENominalFrequency = _d_RationalNumberType(r)
-                    s = 7
-                else:
-                    raise r.deviation('BPT_AC_CPDResEnergyTransferModeType')
+                if bits(1): raise r.deviation('BPT_AC_CPDResEnergyTransferModeType')
+                el = 'EVSENominalFrequency'
+                f_EVSENominalFrequency = _d_RationalNumberType(r)
+                s = 7
             if s == 7:
                 ec = bits(3)
                 if ec == 0:
@@ -10640,13 +9863,10 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 else:
                     raise r.deviation('BPT_AC_CPDResEnergyTransferModeType')
             if s == 12:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEMaximumDischargePower'
-                    f_EVSEMaximumDischargePower = _d_RationalNumberType(r)
-                    s = 13
-                else:
-                    raise r.deviation('BPT_AC_CPDResEnergyTransferModeType')
+                if bits(1): raise r.deviation('BPT_AC_CPDResEnergyTransferModeType')
+                el = 'EVSEMaximumDischargePower'
+                f_EVSEMaximumDischargePower = _d_RationalNumberType(r)
+                s = 13
             if s == 13:
                 ec = bits(2)
                 if ec == 0:
@@ -10676,13 +9896,10 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 else:
                     raise r.deviation('BPT_AC_CPDResEnergyTransferModeType')
             if s == 15:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEMinimumDischargePower'
-                    f_EVSEMinimumDischargePower = _d_RationalNumberType(r)
-                    s = 16
-                else:
-                    raise r.deviation('BPT_AC_CPDResEnergyTransferModeType')
+                if bits(1): raise r.deviation('BPT_AC_CPDResEnergyTransferModeType')
+                el = 'EVSEMinimumDischargePower'
+                f_EVSEMinimumDischargePower = _d_RationalNumberType(r)
+                s = 16
             if s == 16:
                 ec = bits(2)
                 if ec == 0:
@@ -10694,6 +9911,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     f_EVSEMinimumDischargePower_L3 = _d_RationalNumberType(r)
                     s = 18
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('BPT_AC_CPDResEnergyTransferModeType')
@@ -10704,15 +9922,13 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     f_EVSEMinimumDischargePower_L3 = _d_RationalNumberType(r)
                     s = 18
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('BPT_AC_CPDResEnergyTransferModeType')
             if s == 18:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('BPT_AC_CPDResEnergyTransferModeType')
+                if bits(1): raise r.deviation('BPT_AC_CPDResEnergyTransferModeType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_ac.BPT_AC_CPDResEnergyTransferModeType(f_EVSEMaximumChargePower, f_EVSEMaximumChargePower_L2, f_EVSEMaximumChargePower_L3, f_EVSEMinimumChargePower, f_EVSEMinimumChargePower_L2, f_EVSEMinimumChargePower_L3, f_EVSENominalFrequency, f_MaximumPowerAsymmetry, f_EVSEPowerRampLimitation, f_EVSEPresentActivePower, f_EVSEPresentActivePower_L2, f_EVSEPresentActivePower_L3, f_EVSEMaximumDischargePower, f_EVSEMaximumDischargePower_L2, f_EVSEMaximumDischargePower_L3, f_EVSEMinimumDischargePower, f_EVSEMinimumDischargePower_L2, f_EVSEMinimumDischargePower_L3)
@@ -10744,8 +9960,8 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
         while s >= 0:
             if s == 0:
                 if v_EVSEMaximumChargePower is not None:
-                    bits(0, 1)
                     el = 'EVSEMaximumChargePower'
+                    bits(0, 1)
                     _e_RationalNumberType(w, v_EVSEMaximumChargePower)
                     v_EVSEMaximumChargePower = None
                     s = 1
@@ -10753,20 +9969,20 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                     raise EncodeError('missing content: expected one of EVSEMaximumChargePower')
             if s == 1:
                 if v_EVSEMaximumChargePower_L2 is not None:
-                    bits(0, 2)
                     el = 'EVSEMaximumChargePower_L2'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVSEMaximumChargePower_L2)
                     v_EVSEMaximumChargePower_L2 = None
                     s = 2
                 elif v_EVSEMaximumChargePower_L3 is not None:
-                    bits(1, 2)
                     el = 'EVSEMaximumChargePower_L3'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVSEMaximumChargePower_L3)
                     v_EVSEMaximumChargePower_L3 = None
                     s = 3
                 elif v_EVSEMinimumChargePower is not None:
-                    bits(2, 2)
                     el = 'EVSEMinimumChargePower'
+                    bits(2, 2)
                     _e_RationalNumberType(w, v_EVSEMinimumChargePower)
                     v_EVSEMinimumChargePower = None
                     s = 4
@@ -10774,14 +9990,14 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                     raise EncodeError('missing content: expected one of EVSEMaximumChargePower_L2, EVSEMaximumChargePower_L3, EVSEMinimumChargePower')
             if s == 2:
                 if v_EVSEMaximumChargePower_L3 is not None:
-                    bits(0, 2)
                     el = 'EVSEMaximumChargePower_L3'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVSEMaximumChargePower_L3)
                     v_EVSEMaximumChargePower_L3 = None
                     s = 3
                 elif v_EVSEMinimumChargePower is not None:
-                    bits(1, 2)
                     el = 'EVSEMinimumChargePower'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVSEMinimumChargePower)
                     v_EVSEMinimumChargePower = None
                     s = 4
@@ -10789,8 +10005,8 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                     raise EncodeError('missing content: expected one of EVSEMaximumChargePower_L3, EVSEMinimumChargePower')
             if s == 3:
                 if v_EVSEMinimumChargePower is not None:
-                    bits(0, 1)
                     el = 'EVSEMinimumChargePower'
+                    bits(0, 1)
                     _e_RationalNumberType(w, v_EVSEMinimumChargePower)
                     v_EVSEMinimumChargePower = None
                     s = 4
@@ -10798,20 +10014,20 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                     raise EncodeError('missing content: expected one of EVSEMinimumChargePower')
             if s == 4:
                 if v_EVSEMinimumChargePower_L2 is not None:
-                    bits(0, 2)
                     el = 'EVSEMinimumChargePower_L2'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVSEMinimumChargePower_L2)
                     v_EVSEMinimumChargePower_L2 = None
                     s = 5
                 elif v_EVSEMinimumChargePower_L3 is not None:
-                    bits(1, 2)
                     el = 'EVSEMinimumChargePower_L3'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVSEMinimumChargePower_L3)
                     v_EVSEMinimumChargePower_L3 = None
                     s = 6
                 elif v_EVSENominalFrequency is not None:
-                    bits(2, 2)
                     el = 'EVSENominalFrequency'
+                    bits(2, 2)
                     _e_RationalNumberType(w, v_EVSENominalFrequency)
                     v_EVSENominalFrequency = None
                     s = 7
@@ -10819,14 +10035,14 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                     raise EncodeError('missing content: expected one of EVSEMinimumChargePower_L2, EVSEMinimumChargePower_L3, EVSENominalFrequency')
             if s == 5:
                 if v_EVSEMinimumChargePower_L3 is not None:
-                    bits(0, 2)
                     el = 'EVSEMinimumChargePower_L3'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVSEMinimumChargePower_L3)
                     v_EVSEMinimumChargePower_L3 = None
                     s = 6
                 elif v_EVSENominalFrequency is not None:
-                    bits(1, 2)
                     el = 'EVSENominalFrequency'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVSENominalFrequency)
                     v_EVSENominalFrequency = None
                     s = 7
@@ -10834,8 +10050,8 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                     raise EncodeError('missing content: expected one of EVSEMinimumChargePower_L3, EVSENominalFrequency')
             if s == 6:
                 if v_EVSENominalFrequency is not None:
-                    bits(0, 1)
                     el = 'EVSENominalFrequency'
+                    bits(0, 1)
                     _e_RationalNumberType(w, v_EVSENominalFrequency)
                     v_EVSENominalFrequency = None
                     s = 7
@@ -10843,38 +10059,38 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                     raise EncodeError('missing content: expected one of EVSENominalFrequency')
             if s == 7:
                 if v_MaximumPowerAsymmetry is not None:
-                    bits(0, 3)
                     el = 'MaximumPowerAsymmetry'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_MaximumPowerAsymmetry)
                     v_MaximumPowerAsymmetry = None
                     s = 8
                 elif v_EVSEPowerRampLimitation is not None:
-                    bits(1, 3)
                     el = 'EVSEPowerRampLimitation'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_EVSEPowerRampLimitation)
                     v_EVSEPowerRampLimitation = None
                     s = 9
                 elif v_EVSEPresentActivePower is not None:
-                    bits(2, 3)
                     el = 'EVSEPresentActivePower'
+                    bits(2, 3)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower)
                     v_EVSEPresentActivePower = None
                     s = 10
                 elif v_EVSEPresentActivePower_L2 is not None:
-                    bits(3, 3)
                     el = 'EVSEPresentActivePower_L2'
+                    bits(3, 3)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L2)
                     v_EVSEPresentActivePower_L2 = None
                     s = 11
                 elif v_EVSEPresentActivePower_L3 is not None:
-                    bits(4, 3)
                     el = 'EVSEPresentActivePower_L3'
+                    bits(4, 3)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L3)
                     v_EVSEPresentActivePower_L3 = None
                     s = 12
                 elif v_EVSEMaximumDischargePower is not None:
-                    bits(5, 3)
                     el = 'EVSEMaximumDischargePower'
+                    bits(5, 3)
                     _e_RationalNumberType(w, v_EVSEMaximumDischargePower)
                     v_EVSEMaximumDischargePower = None
                     s = 13
@@ -10882,32 +10098,32 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                     raise EncodeError('missing content: expected one of MaximumPowerAsymmetry, EVSEPowerRampLimitation, EVSEPresentActivePower, EVSEPresentActivePower_L2, EVSEPresentActivePower_L3, EVSEMaximumDischargePower')
             if s == 8:
                 if v_EVSEPowerRampLimitation is not None:
-                    bits(0, 3)
                     el = 'EVSEPowerRampLimitation'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_EVSEPowerRampLimitation)
                     v_EVSEPowerRampLimitation = None
                     s = 9
                 elif v_EVSEPresentActivePower is not None:
-                    bits(1, 3)
                     el = 'EVSEPresentActivePower'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower)
                     v_EVSEPresentActivePower = None
                     s = 10
                 elif v_EVSEPresentActivePower_L2 is not None:
-                    bits(2, 3)
                     el = 'EVSEPresentActivePower_L2'
+                    bits(2, 3)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L2)
                     v_EVSEPresentActivePower_L2 = None
                     s = 11
                 elif v_EVSEPresentActivePower_L3 is not None:
-                    bits(3, 3)
                     el = 'EVSEPresentActivePower_L3'
+                    bits(3, 3)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L3)
                     v_EVSEPresentActivePower_L3 = None
                     s = 12
                 elif v_EVSEMaximumDischargePower is not None:
-                    bits(4, 3)
                     el = 'EVSEMaximumDischargePower'
+                    bits(4, 3)
                     _e_RationalNumberType(w, v_EVSEMaximumDischargePower)
                     v_EVSEMaximumDischargePower = None
                     s = 13
@@ -10915,26 +10131,26 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                     raise EncodeError('missing content: expected one of EVSEPowerRampLimitation, EVSEPresentActivePower, EVSEPresentActivePower_L2, EVSEPresentActivePower_L3, EVSEMaximumDischargePower')
             if s == 9:
                 if v_EVSEPresentActivePower is not None:
-                    bits(0, 3)
                     el = 'EVSEPresentActivePower'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower)
                     v_EVSEPresentActivePower = None
                     s = 10
                 elif v_EVSEPresentActivePower_L2 is not None:
-                    bits(1, 3)
                     el = 'EVSEPresentActivePower_L2'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L2)
                     v_EVSEPresentActivePower_L2 = None
                     s = 11
                 elif v_EVSEPresentActivePower_L3 is not None:
-                    bits(2, 3)
                     el = 'EVSEPresentActivePower_L3'
+                    bits(2, 3)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L3)
                     v_EVSEPresentActivePower_L3 = None
                     s = 12
                 elif v_EVSEMaximumDischargePower is not None:
-                    bits(3, 3)
                     el = 'EVSEMaximumDischargePower'
+                    bits(3, 3)
                     _e_RationalNumberType(w, v_EVSEMaximumDischargePower)
                     v_EVSEMaximumDischargePower = None
                     s = 13
@@ -10942,20 +10158,20 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                     raise EncodeError('missing content: expected one of EVSEPresentActivePower, EVSEPresentActivePower_L2, EVSEPresentActivePower_L3, EVSEMaximumDischargePower')
             if s == 10:
                 if v_EVSEPresentActivePower_L2 is not None:
-                    bits(0, 2)
                     el = 'EVSEPresentActivePower_L2'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L2)
                     v_EVSEPresentActivePower_L2 = None
                     s = 11
                 elif v_EVSEPresentActivePower_L3 is not None:
-                    bits(1, 2)
                     el = 'EVSEPresentActivePower_L3'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L3)
                     v_EVSEPresentActivePower_L3 = None
                     s = 12
                 elif v_EVSEMaximumDischargePower is not None:
-                    bits(2, 2)
                     el = 'EVSEMaximumDischargePower'
+                    bits(2, 2)
                     _e_RationalNumberType(w, v_EVSEMaximumDischargePower)
                     v_EVSEMaximumDischargePower = None
                     s = 13
@@ -10963,14 +10179,14 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                     raise EncodeError('missing content: expected one of EVSEPresentActivePower_L2, EVSEPresentActivePower_L3, EVSEMaximumDischargePower')
             if s == 11:
                 if v_EVSEPresentActivePower_L3 is not None:
-                    bits(0, 2)
                     el = 'EVSEPresentActivePower_L3'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L3)
                     v_EVSEPresentActivePower_L3 = None
                     s = 12
                 elif v_EVSEMaximumDischargePower is not None:
-                    bits(1, 2)
                     el = 'EVSEMaximumDischargePower'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVSEMaximumDischargePower)
                     v_EVSEMaximumDischargePower = None
                     s = 13
@@ -10978,8 +10194,8 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                     raise EncodeError('missing content: expected one of EVSEPresentActivePower_L3, EVSEMaximumDischargePower')
             if s == 12:
                 if v_EVSEMaximumDischargePower is not None:
-                    bits(0, 1)
                     el = 'EVSEMaximumDischargePower'
+                    bits(0, 1)
                     _e_RationalNumberType(w, v_EVSEMaximumDischargePower)
                     v_EVSEMaximumDischargePower = None
                     s = 13
@@ -10987,20 +10203,20 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                     raise EncodeError('missing content: expected one of EVSEMaximumDischargePower')
             if s == 13:
                 if v_EVSEMaximumDischargePower_L2 is not None:
-                    bits(0, 2)
                     el = 'EVSEMaximumDischargePower_L2'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVSEMaximumDischargePower_L2)
                     v_EVSEMaximumDischargePower_L2 = None
                     s = 14
                 elif v_EVSEMaximumDischargePower_L3 is not None:
-                    bits(1, 2)
                     el = 'EVSEMaximumDischargePower_L3'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVSEMaximumDischargePower_L3)
                     v_EVSEMaximumDischargePower_L3 = None
                     s = 15
                 elif v_EVSEMinimumDischargePower is not None:
-                    bits(2, 2)
                     el = 'EVSEMinimumDischargePower'
+                    bits(2, 2)
                     _e_RationalNumberType(w, v_EVSEMinimumDischargePower)
                     v_EVSEMinimumDischargePower = None
                     s = 16
@@ -11008,14 +10224,14 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                     raise EncodeError('missing content: expected one of EVSEMaximumDischargePower_L2, EVSEMaximumDischargePower_L3, EVSEMinimumDischargePower')
             if s == 14:
                 if v_EVSEMaximumDischargePower_L3 is not None:
-                    bits(0, 2)
                     el = 'EVSEMaximumDischargePower_L3'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVSEMaximumDischargePower_L3)
                     v_EVSEMaximumDischargePower_L3 = None
                     s = 15
                 elif v_EVSEMinimumDischargePower is not None:
-                    bits(1, 2)
                     el = 'EVSEMinimumDischargePower'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVSEMinimumDischargePower)
                     v_EVSEMinimumDischargePower = None
                     s = 16
@@ -11023,8 +10239,8 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                     raise EncodeError('missing content: expected one of EVSEMaximumDischargePower_L3, EVSEMinimumDischargePower')
             if s == 15:
                 if v_EVSEMinimumDischargePower is not None:
-                    bits(0, 1)
                     el = 'EVSEMinimumDischargePower'
+                    bits(0, 1)
                     _e_RationalNumberType(w, v_EVSEMinimumDischargePower)
                     v_EVSEMinimumDischargePower = None
                     s = 16
@@ -11032,14 +10248,14 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                     raise EncodeError('missing content: expected one of EVSEMinimumDischargePower')
             if s == 16:
                 if v_EVSEMinimumDischargePower_L2 is not None:
-                    bits(0, 2)
                     el = 'EVSEMinimumDischargePower_L2'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVSEMinimumDischargePower_L2)
                     v_EVSEMinimumDischargePower_L2 = None
                     s = 17
                 elif v_EVSEMinimumDischargePower_L3 is not None:
-                    bits(1, 2)
                     el = 'EVSEMinimumDischargePower_L3'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVSEMinimumDischargePower_L3)
                     v_EVSEMinimumDischargePower_L3 = None
                     s = 18
@@ -11049,8 +10265,8 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                     s = -1
             if s == 17:
                 if v_EVSEMinimumDischargePower_L3 is not None:
-                    bits(0, 2)
                     el = 'EVSEMinimumDischargePower_L3'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVSEMinimumDischargePower_L3)
                     v_EVSEMinimumDischargePower_L3 = None
                     s = 18
@@ -11092,50 +10308,32 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
             if s == 0:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'DepartureTime'
                     if bits(1): raise r.deviation('Dynamic_AC_CLReqControlModeType')
+                    el = 'DepartureTime'
                     f_DepartureTime = r.uint()
                     if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('Dynamic_AC_CLReqControlModeType')
-                    s = 1
+                    x = bits(2)
+                    if x & 3: raise r.deviation('Dynamic_AC_CLReqControlModeType')
+                    el = 'EVTargetEnergyRequest'
+                    f_EVTargetEnergyRequest = _d_RationalNumberType(r)
+                    s = 2
                 elif ec == 1:
                     el = 'EVTargetEnergyRequest'
                     f_EVTargetEnergyRequest = _d_RationalNumberType(r)
                     s = 2
                 else:
                     raise r.deviation('Dynamic_AC_CLReqControlModeType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVTargetEnergyRequest'
-                    f_EVTargetEnergyRequest = _d_RationalNumberType(r)
-                    s = 2
-                else:
-                    raise r.deviation('Dynamic_AC_CLReqControlModeType')
             if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMaximumEnergyRequest'
-                    f_EVMaximumEnergyRequest = _d_RationalNumberType(r)
-                    s = 3
-                else:
-                    raise r.deviation('Dynamic_AC_CLReqControlModeType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMinimumEnergyRequest'
-                    f_EVMinimumEnergyRequest = _d_RationalNumberType(r)
-                    s = 4
-                else:
-                    raise r.deviation('Dynamic_AC_CLReqControlModeType')
-            if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMaximumChargePower'
-                    f_EVMaximumChargePower = _d_RationalNumberType(r)
-                    s = 5
-                else:
-                    raise r.deviation('Dynamic_AC_CLReqControlModeType')
+                if bits(1): raise r.deviation('Dynamic_AC_CLReqControlModeType')
+                el = 'EVMaximumEnergyRequest'
+                f_EVMaximumEnergyRequest = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('Dynamic_AC_CLReqControlModeType')
+                el = 'EVMinimumEnergyRequest'
+                f_EVMinimumEnergyRequest = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('Dynamic_AC_CLReqControlModeType')
+                el = 'EVMaximumChargePower'
+                f_EVMaximumChargePower = _d_RationalNumberType(r)
+                s = 5
             if s == 5:
                 ec = bits(2)
                 if ec == 0:
@@ -11165,13 +10363,10 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                 else:
                     raise r.deviation('Dynamic_AC_CLReqControlModeType')
             if s == 7:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMinimumChargePower'
-                    f_EVMinimumChargePower = _d_RationalNumberType(r)
-                    s = 8
-                else:
-                    raise r.deviation('Dynamic_AC_CLReqControlModeType')
+                if bits(1): raise r.deviation('Dynamic_AC_CLReqControlModeType')
+                el = 'EVMinimumChargePower'
+                f_EVMinimumChargePower = _d_RationalNumberType(r)
+                s = 8
             if s == 8:
                 ec = bits(2)
                 if ec == 0:
@@ -11201,13 +10396,10 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                 else:
                     raise r.deviation('Dynamic_AC_CLReqControlModeType')
             if s == 10:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVPresentActivePower'
-                    f_EVPresentActivePower = _d_RationalNumberType(r)
-                    s = 11
-                else:
-                    raise r.deviation('Dynamic_AC_CLReqControlModeType')
+                if bits(1): raise r.deviation('Dynamic_AC_CLReqControlModeType')
+                el = 'EVPresentActivePower'
+                f_EVPresentActivePower = _d_RationalNumberType(r)
+                s = 11
             if s == 11:
                 ec = bits(2)
                 if ec == 0:
@@ -11237,13 +10429,10 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                 else:
                     raise r.deviation('Dynamic_AC_CLReqControlModeType')
             if s == 13:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVPresentReactivePower'
-                    f_EVPresentReactivePower = _d_RationalNumberType(r)
-                    s = 14
-                else:
-                    raise r.deviation('Dynamic_AC_CLReqControlModeType')
+                if bits(1): raise r.deviation('Dynamic_AC_CLReqControlModeType')
+                el = 'EVPresentReactivePower'
+                f_EVPresentReactivePower = _d_RationalNumberType(r)
+                s = 14
             if s == 14:
                 ec = bits(2)
                 if ec == 0:
@@ -11255,6 +10444,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                     f_EVPresentReactivePower_L3 = _d_RationalNumberType(r)
                     s = 16
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Dynamic_AC_CLReqControlModeType')
@@ -11265,15 +10455,13 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                     f_EVPresentReactivePower_L3 = _d_RationalNumberType(r)
                     s = 16
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Dynamic_AC_CLReqControlModeType')
             if s == 16:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('Dynamic_AC_CLReqControlModeType')
+                if bits(1): raise r.deviation('Dynamic_AC_CLReqControlModeType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_ac.Dynamic_AC_CLReqControlModeType(f_DepartureTime, f_EVTargetEnergyRequest, f_EVMaximumEnergyRequest, f_EVMinimumEnergyRequest, f_EVMaximumChargePower, f_EVMaximumChargePower_L2, f_EVMaximumChargePower_L3, f_EVMinimumChargePower, f_EVMinimumChargePower_L2, f_EVMinimumChargePower_L3, f_EVPresentActivePower, f_EVPresentActivePower_L2, f_EVPresentActivePower_L3, f_EVPresentReactivePower, f_EVPresentReactivePower_L2, f_EVPresentReactivePower_L3)
@@ -11303,74 +10491,60 @@ def _e_Dynamic_AC_CLReqControlModeType(w, o):
         while s >= 0:
             if s == 0:
                 if v_DepartureTime is not None:
-                    bits(0, 2)
                     el = 'DepartureTime'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     if v_DepartureTime < 0 or v_DepartureTime > 4294967295: raise EncodeError(f'value {v_DepartureTime!r} outside [0, 4294967295]')
                     w.uint(v_DepartureTime)
-                    w.bits(0, 1)
-                    v_DepartureTime = None
-                    s = 1
-                elif v_EVTargetEnergyRequest is not None:
-                    bits(1, 2)
+                    if not (v_EVTargetEnergyRequest is not None): raise EncodeError('missing content: EVTargetEnergyRequest')
                     el = 'EVTargetEnergyRequest'
+                    bits(0, 2)
+                    v_DepartureTime = None
+                    _e_RationalNumberType(w, v_EVTargetEnergyRequest)
+                    v_EVTargetEnergyRequest = None
+                    s = 2
+                elif v_EVTargetEnergyRequest is not None:
+                    el = 'EVTargetEnergyRequest'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVTargetEnergyRequest)
                     v_EVTargetEnergyRequest = None
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of DepartureTime, EVTargetEnergyRequest')
-            if s == 1:
-                if v_EVTargetEnergyRequest is not None:
-                    bits(0, 1)
-                    el = 'EVTargetEnergyRequest'
-                    _e_RationalNumberType(w, v_EVTargetEnergyRequest)
-                    v_EVTargetEnergyRequest = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of EVTargetEnergyRequest')
             if s == 2:
                 if v_EVMaximumEnergyRequest is not None:
-                    bits(0, 1)
                     el = 'EVMaximumEnergyRequest'
+                    bits(0, 1)
                     _e_RationalNumberType(w, v_EVMaximumEnergyRequest)
-                    v_EVMaximumEnergyRequest = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of EVMaximumEnergyRequest')
-            if s == 3:
-                if v_EVMinimumEnergyRequest is not None:
-                    bits(0, 1)
+                    if not (v_EVMinimumEnergyRequest is not None): raise EncodeError('missing content: EVMinimumEnergyRequest')
                     el = 'EVMinimumEnergyRequest'
-                    _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
-                    v_EVMinimumEnergyRequest = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of EVMinimumEnergyRequest')
-            if s == 4:
-                if v_EVMaximumChargePower is not None:
                     bits(0, 1)
+                    v_EVMaximumEnergyRequest = None
+                    _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
+                    if not (v_EVMaximumChargePower is not None): raise EncodeError('missing content: EVMaximumChargePower')
                     el = 'EVMaximumChargePower'
+                    bits(0, 1)
+                    v_EVMinimumEnergyRequest = None
                     _e_RationalNumberType(w, v_EVMaximumChargePower)
                     v_EVMaximumChargePower = None
                     s = 5
                 else:
-                    raise EncodeError('missing content: expected one of EVMaximumChargePower')
+                    raise EncodeError('missing content: expected one of EVMaximumEnergyRequest')
             if s == 5:
                 if v_EVMaximumChargePower_L2 is not None:
-                    bits(0, 2)
                     el = 'EVMaximumChargePower_L2'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVMaximumChargePower_L2)
                     v_EVMaximumChargePower_L2 = None
                     s = 6
                 elif v_EVMaximumChargePower_L3 is not None:
-                    bits(1, 2)
                     el = 'EVMaximumChargePower_L3'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVMaximumChargePower_L3)
                     v_EVMaximumChargePower_L3 = None
                     s = 7
                 elif v_EVMinimumChargePower is not None:
-                    bits(2, 2)
                     el = 'EVMinimumChargePower'
+                    bits(2, 2)
                     _e_RationalNumberType(w, v_EVMinimumChargePower)
                     v_EVMinimumChargePower = None
                     s = 8
@@ -11378,14 +10552,14 @@ def _e_Dynamic_AC_CLReqControlModeType(w, o):
                     raise EncodeError('missing content: expected one of EVMaximumChargePower_L2, EVMaximumChargePower_L3, EVMinimumChargePower')
             if s == 6:
                 if v_EVMaximumChargePower_L3 is not None:
-                    bits(0, 2)
                     el = 'EVMaximumChargePower_L3'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVMaximumChargePower_L3)
                     v_EVMaximumChargePower_L3 = None
                     s = 7
                 elif v_EVMinimumChargePower is not None:
-                    bits(1, 2)
                     el = 'EVMinimumChargePower'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVMinimumChargePower)
                     v_EVMinimumChargePower = None
                     s = 8
@@ -11393,8 +10567,8 @@ def _e_Dynamic_AC_CLReqControlModeType(w, o):
                     raise EncodeError('missing content: expected one of EVMaximumChargePower_L3, EVMinimumChargePower')
             if s == 7:
                 if v_EVMinimumChargePower is not None:
-                    bits(0, 1)
                     el = 'EVMinimumChargePower'
+                    bits(0, 1)
                     _e_RationalNumberType(w, v_EVMinimumChargePower)
                     v_EVMinimumChargePower = None
                     s = 8
@@ -11402,20 +10576,20 @@ def _e_Dynamic_AC_CLReqControlModeType(w, o):
                     raise EncodeError('missing content: expected one of EVMinimumChargePower')
             if s == 8:
                 if v_EVMinimumChargePower_L2 is not None:
-                    bits(0, 2)
                     el = 'EVMinimumChargePower_L2'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVMinimumChargePower_L2)
                     v_EVMinimumChargePower_L2 = None
                     s = 9
                 elif v_EVMinimumChargePower_L3 is not None:
-                    bits(1, 2)
                     el = 'EVMinimumChargePower_L3'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVMinimumChargePower_L3)
                     v_EVMinimumChargePower_L3 = None
                     s = 10
                 elif v_EVPresentActivePower is not None:
-                    bits(2, 2)
                     el = 'EVPresentActivePower'
+                    bits(2, 2)
                     _e_RationalNumberType(w, v_EVPresentActivePower)
                     v_EVPresentActivePower = None
                     s = 11
@@ -11423,14 +10597,14 @@ def _e_Dynamic_AC_CLReqControlModeType(w, o):
                     raise EncodeError('missing content: expected one of EVMinimumChargePower_L2, EVMinimumChargePower_L3, EVPresentActivePower')
             if s == 9:
                 if v_EVMinimumChargePower_L3 is not None:
-                    bits(0, 2)
                     el = 'EVMinimumChargePower_L3'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVMinimumChargePower_L3)
                     v_EVMinimumChargePower_L3 = None
                     s = 10
                 elif v_EVPresentActivePower is not None:
-                    bits(1, 2)
                     el = 'EVPresentActivePower'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVPresentActivePower)
                     v_EVPresentActivePower = None
                     s = 11
@@ -11438,8 +10612,8 @@ def _e_Dynamic_AC_CLReqControlModeType(w, o):
                     raise EncodeError('missing content: expected one of EVMinimumChargePower_L3, EVPresentActivePower')
             if s == 10:
                 if v_EVPresentActivePower is not None:
-                    bits(0, 1)
                     el = 'EVPresentActivePower'
+                    bits(0, 1)
                     _e_RationalNumberType(w, v_EVPresentActivePower)
                     v_EVPresentActivePower = None
                     s = 11
@@ -11447,20 +10621,20 @@ def _e_Dynamic_AC_CLReqControlModeType(w, o):
                     raise EncodeError('missing content: expected one of EVPresentActivePower')
             if s == 11:
                 if v_EVPresentActivePower_L2 is not None:
-                    bits(0, 2)
                     el = 'EVPresentActivePower_L2'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVPresentActivePower_L2)
                     v_EVPresentActivePower_L2 = None
                     s = 12
                 elif v_EVPresentActivePower_L3 is not None:
-                    bits(1, 2)
                     el = 'EVPresentActivePower_L3'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVPresentActivePower_L3)
                     v_EVPresentActivePower_L3 = None
                     s = 13
                 elif v_EVPresentReactivePower is not None:
-                    bits(2, 2)
                     el = 'EVPresentReactivePower'
+                    bits(2, 2)
                     _e_RationalNumberType(w, v_EVPresentReactivePower)
                     v_EVPresentReactivePower = None
                     s = 14
@@ -11468,14 +10642,14 @@ def _e_Dynamic_AC_CLReqControlModeType(w, o):
                     raise EncodeError('missing content: expected one of EVPresentActivePower_L2, EVPresentActivePower_L3, EVPresentReactivePower')
             if s == 12:
                 if v_EVPresentActivePower_L3 is not None:
-                    bits(0, 2)
                     el = 'EVPresentActivePower_L3'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVPresentActivePower_L3)
                     v_EVPresentActivePower_L3 = None
                     s = 13
                 elif v_EVPresentReactivePower is not None:
-                    bits(1, 2)
                     el = 'EVPresentReactivePower'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVPresentReactivePower)
                     v_EVPresentReactivePower = None
                     s = 14
@@ -11483,8 +10657,8 @@ def _e_Dynamic_AC_CLReqControlModeType(w, o):
                     raise EncodeError('missing content: expected one of EVPresentActivePower_L3, EVPresentReactivePower')
             if s == 13:
                 if v_EVPresentReactivePower is not None:
-                    bits(0, 1)
                     el = 'EVPresentReactivePower'
+                    bits(0, 1)
                     _e_RationalNumberType(w, v_EVPresentReactivePower)
                     v_EVPresentReactivePower = None
                     s = 14
@@ -11492,14 +10666,14 @@ def _e_Dynamic_AC_CLReqControlModeType(w, o):
                     raise EncodeError('missing content: expected one of EVPresentReactivePower')
             if s == 14:
                 if v_EVPresentReactivePower_L2 is not None:
-                    bits(0, 2)
                     el = 'EVPresentReactivePower_L2'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVPresentReactivePower_L2)
                     v_EVPresentReactivePower_L2 = None
                     s = 15
                 elif v_EVPresentReactivePower_L3 is not None:
-                    bits(1, 2)
                     el = 'EVPresentReactivePower_L3'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVPresentReactivePower_L3)
                     v_EVPresentReactivePower_L3 = None
                     s = 16
@@ -11509,8 +10683,8 @@ def _e_Dynamic_AC_CLReqControlModeType(w, o):
                     s = -1
             if s == 15:
                 if v_EVPresentReactivePower_L3 is not None:
-                    bits(0, 2)
                     el = 'EVPresentReactivePower_L3'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVPresentReactivePower_L3)
                     v_EVPresentReactivePower_L3 = None
                     s = 16
@@ -11540,48 +10714,30 @@ def _d_Dynamic_CLReqControlModeType(r):
             if s == 0:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'DepartureTime'
                     if bits(1): raise r.deviation('Dynamic_CLReqControlModeType')
+                    el = 'DepartureTime'
                     f_DepartureTime = r.uint()
                     if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('Dynamic_CLReqControlModeType')
-                    s = 1
+                    x = bits(2)
+                    if x & 3: raise r.deviation('Dynamic_CLReqControlModeType')
+                    el = 'EVTargetEnergyRequest'
+                    f_EVTargetEnergyRequest = _d_RationalNumberType(r)
+                    s = 2
                 elif ec == 1:
                     el = 'EVTargetEnergyRequest'
                     f_EVTargetEnergyRequest = _d_RationalNumberType(r)
                     s = 2
                 else:
                     raise r.deviation('Dynamic_CLReqControlModeType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVTargetEnergyRequest'
-                    f_EVTargetEnergyRequest = _d_RationalNumberType(r)
-                    s = 2
-                else:
-                    raise r.deviation('Dynamic_CLReqControlModeType')
             if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMaximumEnergyRequest'
-                    f_EVMaximumEnergyRequest = _d_RationalNumberType(r)
-                    s = 3
-                else:
-                    raise r.deviation('Dynamic_CLReqControlModeType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMinimumEnergyRequest'
-                    f_EVMinimumEnergyRequest = _d_RationalNumberType(r)
-                    s = 4
-                else:
-                    raise r.deviation('Dynamic_CLReqControlModeType')
-            if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('Dynamic_CLReqControlModeType')
+                if bits(1): raise r.deviation('Dynamic_CLReqControlModeType')
+                el = 'EVMaximumEnergyRequest'
+                f_EVMaximumEnergyRequest = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('Dynamic_CLReqControlModeType')
+                el = 'EVMinimumEnergyRequest'
+                f_EVMinimumEnergyRequest = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('Dynamic_CLReqControlModeType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.Dynamic_CLReqControlModeType(f_DepartureTime, f_EVTargetEnergyRequest, f_EVMaximumEnergyRequest, f_EVMinimumEnergyRequest)
@@ -11599,54 +10755,41 @@ def _e_Dynamic_CLReqControlModeType(w, o):
         while s >= 0:
             if s == 0:
                 if v_DepartureTime is not None:
-                    bits(0, 2)
                     el = 'DepartureTime'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     if v_DepartureTime < 0 or v_DepartureTime > 4294967295: raise EncodeError(f'value {v_DepartureTime!r} outside [0, 4294967295]')
                     w.uint(v_DepartureTime)
-                    w.bits(0, 1)
-                    v_DepartureTime = None
-                    s = 1
-                elif v_EVTargetEnergyRequest is not None:
-                    bits(1, 2)
+                    if not (v_EVTargetEnergyRequest is not None): raise EncodeError('missing content: EVTargetEnergyRequest')
                     el = 'EVTargetEnergyRequest'
+                    bits(0, 2)
+                    v_DepartureTime = None
+                    _e_RationalNumberType(w, v_EVTargetEnergyRequest)
+                    v_EVTargetEnergyRequest = None
+                    s = 2
+                elif v_EVTargetEnergyRequest is not None:
+                    el = 'EVTargetEnergyRequest'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVTargetEnergyRequest)
                     v_EVTargetEnergyRequest = None
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of DepartureTime, EVTargetEnergyRequest')
-            if s == 1:
-                if v_EVTargetEnergyRequest is not None:
-                    bits(0, 1)
-                    el = 'EVTargetEnergyRequest'
-                    _e_RationalNumberType(w, v_EVTargetEnergyRequest)
-                    v_EVTargetEnergyRequest = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of EVTargetEnergyRequest')
             if s == 2:
                 if v_EVMaximumEnergyRequest is not None:
-                    bits(0, 1)
                     el = 'EVMaximumEnergyRequest'
+                    bits(0, 1)
                     _e_RationalNumberType(w, v_EVMaximumEnergyRequest)
-                    v_EVMaximumEnergyRequest = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of EVMaximumEnergyRequest')
-            if s == 3:
-                if v_EVMinimumEnergyRequest is not None:
-                    bits(0, 1)
+                    if not (v_EVMinimumEnergyRequest is not None): raise EncodeError('missing content: EVMinimumEnergyRequest')
                     el = 'EVMinimumEnergyRequest'
-                    _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
-                    v_EVMinimumEnergyRequest = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of EVMinimumEnergyRequest')
-            if s == 4:
-                if True:
                     bits(0, 1)
+                    v_EVMaximumEnergyRequest = None
+                    _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
+                    bits(0, 1)
+                    v_EVMinimumEnergyRequest = None
                     if v_DepartureTime is not None or v_EVTargetEnergyRequest is not None or v_EVMaximumEnergyRequest is not None or v_EVMinimumEnergyRequest is not None: raise _leftover(o)
                     s = -1
+                else:
+                    raise EncodeError('missing content: expected one of EVMaximumEnergyRequest')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -11684,50 +10827,32 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
             if s == 0:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'DepartureTime'
                     if bits(1): raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType')
+                    el = 'DepartureTime'
                     f_DepartureTime = r.uint()
                     if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType')
-                    s = 1
+                    x = bits(2)
+                    if x & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType')
+                    el = 'EVTargetEnergyRequest'
+                    f_EVTargetEnergyRequest = _d_RationalNumberType(r)
+                    s = 2
                 elif ec == 1:
                     el = 'EVTargetEnergyRequest'
                     f_EVTargetEnergyRequest = _d_RationalNumberType(r)
                     s = 2
                 else:
                     raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVTargetEnergyRequest'
-                    f_EVTargetEnergyRequest = _d_RationalNumberType(r)
-                    s = 2
-                else:
-                    raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType')
             if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMaximumEnergyRequest'
-                    f_EVMaximumEnergyRequest = _d_RationalNumberType(r)
-                    s = 3
-                else:
-                    raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMinimumEnergyRequest'
-                    f_EVMinimumEnergyRequest = _d_RationalNumberType(r)
-                    s = 4
-                else:
-                    raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType')
-            if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMaximumChargePower'
-                    f_EVMaximumChargePower = _d_RationalNumberType(r)
-                    s = 5
-                else:
-                    raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType')
+                if bits(1): raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType')
+                el = 'EVMaximumEnergyRequest'
+                f_EVMaximumEnergyRequest = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType')
+                el = 'EVMinimumEnergyRequest'
+                f_EVMinimumEnergyRequest = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType')
+                el = 'EVMaximumChargePower'
+                f_EVMaximumChargePower = _d_RationalNumberType(r)
+                s = 5
             if s == 5:
                 ec = bits(2)
                 if ec == 0:
@@ -11757,13 +10882,10 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 else:
                     raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType')
             if s == 7:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMinimumChargePower'
-                    f_EVMinimumChargePower = _d_RationalNumberType(r)
-                    s = 8
-                else:
-                    raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType')
+                if bits(1): raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType')
+                el = 'EVMinimumChargePower'
+                f_EVMinimumChargePower = _d_RationalNumberType(r)
+                s = 8
             if s == 8:
                 ec = bits(2)
                 if ec == 0:
@@ -11793,13 +10915,10 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 else:
                     raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType')
             if s == 10:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVPresentActivePower'
-                    f_EVPresentActivePower = _d_RationalNumberType(r)
-                    s = 11
-                else:
-                    raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType')
+                if bits(1): raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType')
+                el = 'EVPresentActivePower'
+                f_EVPresentActivePower = _d_RationalNumberType(r)
+                s = 11
             if s == 11:
                 ec = bits(2)
                 if ec == 0:
@@ -11829,13 +10948,10 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 else:
                     raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType')
             if s == 13:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVPresentReactivePower'
-                    f_EVPresentReactivePower = _d_RationalNumberType(r)
-                    s = 14
-                else:
-                    raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType')
+                if bits(1): raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType')
+                el = 'EVPresentReactivePower'
+                f_EVPresentReactivePower = _d_RationalNumberType(r)
+                s = 14
             if s == 14:
                 ec = bits(2)
                 if ec == 0:
@@ -11865,13 +10981,10 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 else:
                     raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType')
             if s == 16:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMaximumDischargePower'
-                    f_EVMaximumDischargePower = _d_RationalNumberType(r)
-                    s = 17
-                else:
-                    raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType')
+                if bits(1): raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType')
+                el = 'EVMaximumDischargePower'
+                f_EVMaximumDischargePower = _d_RationalNumberType(r)
+                s = 17
             if s == 17:
                 ec = bits(2)
                 if ec == 0:
@@ -11901,13 +11014,10 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 else:
                     raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType')
             if s == 19:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMinimumDischargePower'
-                    f_EVMinimumDischargePower = _d_RationalNumberType(r)
-                    s = 20
-                else:
-                    raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType')
+                if bits(1): raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType')
+                el = 'EVMinimumDischargePower'
+                f_EVMinimumDischargePower = _d_RationalNumberType(r)
+                s = 20
             if s == 20:
                 ec = bits(3)
                 if ec == 0:
@@ -11927,6 +11037,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     f_EVMinimumV2XEnergyRequest = _d_RationalNumberType(r)
                     s = 24
                 elif ec == 4:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType')
@@ -11945,6 +11056,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     f_EVMinimumV2XEnergyRequest = _d_RationalNumberType(r)
                     s = 24
                 elif ec == 3:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType')
@@ -11959,6 +11071,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     f_EVMinimumV2XEnergyRequest = _d_RationalNumberType(r)
                     s = 24
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType')
@@ -11969,15 +11082,13 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     f_EVMinimumV2XEnergyRequest = _d_RationalNumberType(r)
                     s = 24
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType')
             if s == 24:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType')
+                if bits(1): raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_ac.BPT_Dynamic_AC_CLReqControlModeType(f_DepartureTime, f_EVTargetEnergyRequest, f_EVMaximumEnergyRequest, f_EVMinimumEnergyRequest, f_EVMaximumChargePower, f_EVMaximumChargePower_L2, f_EVMaximumChargePower_L3, f_EVMinimumChargePower, f_EVMinimumChargePower_L2, f_EVMinimumChargePower_L3, f_EVPresentActivePower, f_EVPresentActivePower_L2, f_EVPresentActivePower_L3, f_EVPresentReactivePower, f_EVPresentReactivePower_L2, f_EVPresentReactivePower_L3, f_EVMaximumDischargePower, f_EVMaximumDischargePower_L2, f_EVMaximumDischargePower_L3, f_EVMinimumDischargePower, f_EVMinimumDischargePower_L2, f_EVMinimumDischargePower_L3, f_EVMaximumV2XEnergyRequest, f_EVMinimumV2XEnergyRequest)
@@ -12015,74 +11126,60 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
         while s >= 0:
             if s == 0:
                 if v_DepartureTime is not None:
-                    bits(0, 2)
                     el = 'DepartureTime'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     if v_DepartureTime < 0 or v_DepartureTime > 4294967295: raise EncodeError(f'value {v_DepartureTime!r} outside [0, 4294967295]')
                     w.uint(v_DepartureTime)
-                    w.bits(0, 1)
-                    v_DepartureTime = None
-                    s = 1
-                elif v_EVTargetEnergyRequest is not None:
-                    bits(1, 2)
+                    if not (v_EVTargetEnergyRequest is not None): raise EncodeError('missing content: EVTargetEnergyRequest')
                     el = 'EVTargetEnergyRequest'
+                    bits(0, 2)
+                    v_DepartureTime = None
+                    _e_RationalNumberType(w, v_EVTargetEnergyRequest)
+                    v_EVTargetEnergyRequest = None
+                    s = 2
+                elif v_EVTargetEnergyRequest is not None:
+                    el = 'EVTargetEnergyRequest'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVTargetEnergyRequest)
                     v_EVTargetEnergyRequest = None
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of DepartureTime, EVTargetEnergyRequest')
-            if s == 1:
-                if v_EVTargetEnergyRequest is not None:
-                    bits(0, 1)
-                    el = 'EVTargetEnergyRequest'
-                    _e_RationalNumberType(w, v_EVTargetEnergyRequest)
-                    v_EVTargetEnergyRequest = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of EVTargetEnergyRequest')
             if s == 2:
                 if v_EVMaximumEnergyRequest is not None:
-                    bits(0, 1)
                     el = 'EVMaximumEnergyRequest'
+                    bits(0, 1)
                     _e_RationalNumberType(w, v_EVMaximumEnergyRequest)
-                    v_EVMaximumEnergyRequest = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of EVMaximumEnergyRequest')
-            if s == 3:
-                if v_EVMinimumEnergyRequest is not None:
-                    bits(0, 1)
+                    if not (v_EVMinimumEnergyRequest is not None): raise EncodeError('missing content: EVMinimumEnergyRequest')
                     el = 'EVMinimumEnergyRequest'
-                    _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
-                    v_EVMinimumEnergyRequest = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of EVMinimumEnergyRequest')
-            if s == 4:
-                if v_EVMaximumChargePower is not None:
                     bits(0, 1)
+                    v_EVMaximumEnergyRequest = None
+                    _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
+                    if not (v_EVMaximumChargePower is not None): raise EncodeError('missing content: EVMaximumChargePower')
                     el = 'EVMaximumChargePower'
+                    bits(0, 1)
+                    v_EVMinimumEnergyRequest = None
                     _e_RationalNumberType(w, v_EVMaximumChargePower)
                     v_EVMaximumChargePower = None
                     s = 5
                 else:
-                    raise EncodeError('missing content: expected one of EVMaximumChargePower')
+                    raise EncodeError('missing content: expected one of EVMaximumEnergyRequest')
             if s == 5:
                 if v_EVMaximumChargePower_L2 is not None:
-                    bits(0, 2)
                     el = 'EVMaximumChargePower_L2'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVMaximumChargePower_L2)
                     v_EVMaximumChargePower_L2 = None
                     s = 6
                 elif v_EVMaximumChargePower_L3 is not None:
-                    bits(1, 2)
                     el = 'EVMaximumChargePower_L3'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVMaximumChargePower_L3)
                     v_EVMaximumChargePower_L3 = None
                     s = 7
                 elif v_EVMinimumChargePower is not None:
-                    bits(2, 2)
                     el = 'EVMinimumChargePower'
+                    bits(2, 2)
                     _e_RationalNumberType(w, v_EVMinimumChargePower)
                     v_EVMinimumChargePower = None
                     s = 8
@@ -12090,14 +11187,14 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                     raise EncodeError('missing content: expected one of EVMaximumChargePower_L2, EVMaximumChargePower_L3, EVMinimumChargePower')
             if s == 6:
                 if v_EVMaximumChargePower_L3 is not None:
-                    bits(0, 2)
                     el = 'EVMaximumChargePower_L3'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVMaximumChargePower_L3)
                     v_EVMaximumChargePower_L3 = None
                     s = 7
                 elif v_EVMinimumChargePower is not None:
-                    bits(1, 2)
                     el = 'EVMinimumChargePower'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVMinimumChargePower)
                     v_EVMinimumChargePower = None
                     s = 8
@@ -12105,8 +11202,8 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                     raise EncodeError('missing content: expected one of EVMaximumChargePower_L3, EVMinimumChargePower')
             if s == 7:
                 if v_EVMinimumChargePower is not None:
-                    bits(0, 1)
                     el = 'EVMinimumChargePower'
+                    bits(0, 1)
                     _e_RationalNumberType(w, v_EVMinimumChargePower)
                     v_EVMinimumChargePower = None
                     s = 8
@@ -12114,20 +11211,20 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                     raise EncodeError('missing content: expected one of EVMinimumChargePower')
             if s == 8:
                 if v_EVMinimumChargePower_L2 is not None:
-                    bits(0, 2)
                     el = 'EVMinimumChargePower_L2'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVMinimumChargePower_L2)
                     v_EVMinimumChargePower_L2 = None
                     s = 9
                 elif v_EVMinimumChargePower_L3 is not None:
-                    bits(1, 2)
                     el = 'EVMinimumChargePower_L3'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVMinimumChargePower_L3)
                     v_EVMinimumChargePower_L3 = None
                     s = 10
                 elif v_EVPresentActivePower is not None:
-                    bits(2, 2)
                     el = 'EVPresentActivePower'
+                    bits(2, 2)
                     _e_RationalNumberType(w, v_EVPresentActivePower)
                     v_EVPresentActivePower = None
                     s = 11
@@ -12135,14 +11232,14 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                     raise EncodeError('missing content: expected one of EVMinimumChargePower_L2, EVMinimumChargePower_L3, EVPresentActivePower')
             if s == 9:
                 if v_EVMinimumChargePower_L3 is not None:
-                    bits(0, 2)
                     el = 'EVMinimumChargePower_L3'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVMinimumChargePower_L3)
                     v_EVMinimumChargePower_L3 = None
                     s = 10
                 elif v_EVPresentActivePower is not None:
-                    bits(1, 2)
                     el = 'EVPresentActivePower'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVPresentActivePower)
                     v_EVPresentActivePower = None
                     s = 11
@@ -12150,8 +11247,8 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                     raise EncodeError('missing content: expected one of EVMinimumChargePower_L3, EVPresentActivePower')
             if s == 10:
                 if v_EVPresentActivePower is not None:
-                    bits(0, 1)
                     el = 'EVPresentActivePower'
+                    bits(0, 1)
                     _e_RationalNumberType(w, v_EVPresentActivePower)
                     v_EVPresentActivePower = None
                     s = 11
@@ -12159,20 +11256,20 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                     raise EncodeError('missing content: expected one of EVPresentActivePower')
             if s == 11:
                 if v_EVPresentActivePower_L2 is not None:
-                    bits(0, 2)
                     el = 'EVPresentActivePower_L2'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVPresentActivePower_L2)
                     v_EVPresentActivePower_L2 = None
                     s = 12
                 elif v_EVPresentActivePower_L3 is not None:
-                    bits(1, 2)
                     el = 'EVPresentActivePower_L3'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVPresentActivePower_L3)
                     v_EVPresentActivePower_L3 = None
                     s = 13
                 elif v_EVPresentReactivePower is not None:
-                    bits(2, 2)
                     el = 'EVPresentReactivePower'
+                    bits(2, 2)
                     _e_RationalNumberType(w, v_EVPresentReactivePower)
                     v_EVPresentReactivePower = None
                     s = 14
@@ -12180,14 +11277,14 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                     raise EncodeError('missing content: expected one of EVPresentActivePower_L2, EVPresentActivePower_L3, EVPresentReactivePower')
             if s == 12:
                 if v_EVPresentActivePower_L3 is not None:
-                    bits(0, 2)
                     el = 'EVPresentActivePower_L3'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVPresentActivePower_L3)
                     v_EVPresentActivePower_L3 = None
                     s = 13
                 elif v_EVPresentReactivePower is not None:
-                    bits(1, 2)
                     el = 'EVPresentReactivePower'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVPresentReactivePower)
                     v_EVPresentReactivePower = None
                     s = 14
@@ -12195,8 +11292,8 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                     raise EncodeError('missing content: expected one of EVPresentActivePower_L3, EVPresentReactivePower')
             if s == 13:
                 if v_EVPresentReactivePower is not None:
-                    bits(0, 1)
                     el = 'EVPresentReactivePower'
+                    bits(0, 1)
                     _e_RationalNumberType(w, v_EVPresentReactivePower)
                     v_EVPresentReactivePower = None
                     s = 14
@@ -12204,20 +11301,20 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                     raise EncodeError('missing content: expected one of EVPresentReactivePower')
             if s == 14:
                 if v_EVPresentReactivePower_L2 is not None:
-                    bits(0, 2)
                     el = 'EVPresentReactivePower_L2'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVPresentReactivePower_L2)
                     v_EVPresentReactivePower_L2 = None
                     s = 15
                 elif v_EVPresentReactivePower_L3 is not None:
-                    bits(1, 2)
                     el = 'EVPresentReactivePower_L3'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVPresentReactivePower_L3)
                     v_EVPresentReactivePower_L3 = None
                     s = 16
                 elif v_EVMaximumDischargePower is not None:
-                    bits(2, 2)
                     el = 'EVMaximumDischargePower'
+                    bits(2, 2)
                     _e_RationalNumberType(w, v_EVMaximumDischargePower)
                     v_EVMaximumDischargePower = None
                     s = 17
@@ -12225,14 +11322,14 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                     raise EncodeError('missing content: expected one of EVPresentReactivePower_L2, EVPresentReactivePower_L3, EVMaximumDischargePower')
             if s == 15:
                 if v_EVPresentReactivePower_L3 is not None:
-                    bits(0, 2)
                     el = 'EVPresentReactivePower_L3'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVPresentReactivePower_L3)
                     v_EVPresentReactivePower_L3 = None
                     s = 16
                 elif v_EVMaximumDischargePower is not None:
-                    bits(1, 2)
                     el = 'EVMaximumDischargePower'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVMaximumDischargePower)
                     v_EVMaximumDischargePower = None
                     s = 17
@@ -12240,8 +11337,8 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                     raise EncodeError('missing content: expected one of EVPresentReactivePower_L3, EVMaximumDischargePower')
             if s == 16:
                 if v_EVMaximumDischargePower is not None:
-                    bits(0, 1)
                     el = 'EVMaximumDischargePower'
+                    bits(0, 1)
                     _e_RationalNumberType(w, v_EVMaximumDischargePower)
                     v_EVMaximumDischargePower = None
                     s = 17
@@ -12249,20 +11346,20 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                     raise EncodeError('missing content: expected one of EVMaximumDischargePower')
             if s == 17:
                 if v_EVMaximumDischargePower_L2 is not None:
-                    bits(0, 2)
                     el = 'EVMaximumDischargePower_L2'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVMaximumDischargePower_L2)
                     v_EVMaximumDischargePower_L2 = None
                     s = 18
                 elif v_EVMaximumDischargePower_L3 is not None:
-                    bits(1, 2)
                     el = 'EVMaximumDischargePower_L3'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVMaximumDischargePower_L3)
                     v_EVMaximumDischargePower_L3 = None
                     s = 19
                 elif v_EVMinimumDischargePower is not None:
-                    bits(2, 2)
                     el = 'EVMinimumDischargePower'
+                    bits(2, 2)
                     _e_RationalNumberType(w, v_EVMinimumDischargePower)
                     v_EVMinimumDischargePower = None
                     s = 20
@@ -12270,14 +11367,14 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                     raise EncodeError('missing content: expected one of EVMaximumDischargePower_L2, EVMaximumDischargePower_L3, EVMinimumDischargePower')
             if s == 18:
                 if v_EVMaximumDischargePower_L3 is not None:
-                    bits(0, 2)
                     el = 'EVMaximumDischargePower_L3'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVMaximumDischargePower_L3)
                     v_EVMaximumDischargePower_L3 = None
                     s = 19
                 elif v_EVMinimumDischargePower is not None:
-                    bits(1, 2)
                     el = 'EVMinimumDischargePower'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVMinimumDischargePower)
                     v_EVMinimumDischargePower = None
                     s = 20
@@ -12285,8 +11382,8 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                     raise EncodeError('missing content: expected one of EVMaximumDischargePower_L3, EVMinimumDischargePower')
             if s == 19:
                 if v_EVMinimumDischargePower is not None:
-                    bits(0, 1)
                     el = 'EVMinimumDischargePower'
+                    bits(0, 1)
                     _e_RationalNumberType(w, v_EVMinimumDischargePower)
                     v_EVMinimumDischargePower = None
                     s = 20
@@ -12294,26 +11391,26 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                     raise EncodeError('missing content: expected one of EVMinimumDischargePower')
             if s == 20:
                 if v_EVMinimumDischargePower_L2 is not None:
-                    bits(0, 3)
                     el = 'EVMinimumDischargePower_L2'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_EVMinimumDischargePower_L2)
                     v_EVMinimumDischargePower_L2 = None
                     s = 21
                 elif v_EVMinimumDischargePower_L3 is not None:
-                    bits(1, 3)
                     el = 'EVMinimumDischargePower_L3'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_EVMinimumDischargePower_L3)
                     v_EVMinimumDischargePower_L3 = None
                     s = 22
                 elif v_EVMaximumV2XEnergyRequest is not None:
-                    bits(2, 3)
                     el = 'EVMaximumV2XEnergyRequest'
+                    bits(2, 3)
                     _e_RationalNumberType(w, v_EVMaximumV2XEnergyRequest)
                     v_EVMaximumV2XEnergyRequest = None
                     s = 23
                 elif v_EVMinimumV2XEnergyRequest is not None:
-                    bits(3, 3)
                     el = 'EVMinimumV2XEnergyRequest'
+                    bits(3, 3)
                     _e_RationalNumberType(w, v_EVMinimumV2XEnergyRequest)
                     v_EVMinimumV2XEnergyRequest = None
                     s = 24
@@ -12323,20 +11420,20 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                     s = -1
             if s == 21:
                 if v_EVMinimumDischargePower_L3 is not None:
-                    bits(0, 3)
                     el = 'EVMinimumDischargePower_L3'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_EVMinimumDischargePower_L3)
                     v_EVMinimumDischargePower_L3 = None
                     s = 22
                 elif v_EVMaximumV2XEnergyRequest is not None:
-                    bits(1, 3)
                     el = 'EVMaximumV2XEnergyRequest'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_EVMaximumV2XEnergyRequest)
                     v_EVMaximumV2XEnergyRequest = None
                     s = 23
                 elif v_EVMinimumV2XEnergyRequest is not None:
-                    bits(2, 3)
                     el = 'EVMinimumV2XEnergyRequest'
+                    bits(2, 3)
                     _e_RationalNumberType(w, v_EVMinimumV2XEnergyRequest)
                     v_EVMinimumV2XEnergyRequest = None
                     s = 24
@@ -12346,14 +11443,14 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                     s = -1
             if s == 22:
                 if v_EVMaximumV2XEnergyRequest is not None:
-                    bits(0, 2)
                     el = 'EVMaximumV2XEnergyRequest'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVMaximumV2XEnergyRequest)
                     v_EVMaximumV2XEnergyRequest = None
                     s = 23
                 elif v_EVMinimumV2XEnergyRequest is not None:
-                    bits(1, 2)
                     el = 'EVMinimumV2XEnergyRequest'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVMinimumV2XEnergyRequest)
                     v_EVMinimumV2XEnergyRequest = None
                     s = 24
@@ -12363,8 +11460,8 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                     s = -1
             if s == 23:
                 if v_EVMinimumV2XEnergyRequest is not None:
-                    bits(0, 2)
                     el = 'EVMinimumV2XEnergyRequest'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVMinimumV2XEnergyRequest)
                     v_EVMinimumV2XEnergyRequest = None
                     s = 24
@@ -12403,29 +11500,29 @@ def _d_Dynamic_AC_CLResControlModeType(r):
             if s == 0:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'DepartureTime'
                     if bits(1): raise r.deviation('Dynamic_AC_CLResControlModeType')
+                    el = 'DepartureTime'
                     f_DepartureTime = r.uint()
                     if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('Dynamic_AC_CLResControlModeType')
                     s = 1
                 elif ec == 1:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('Dynamic_AC_CLResControlModeType')
                     el = 'MinimumSOC'
-                    if bits(1): raise r.deviation('Dynamic_AC_CLResControlModeType')
-                    f_MinimumSOC = bits(7)
+                    f_MinimumSOC = ((x >> 1) & 127)
                     if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('Dynamic_AC_CLResControlModeType')
                     s = 2
                 elif ec == 2:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('Dynamic_AC_CLResControlModeType')
                     el = 'TargetSOC'
-                    if bits(1): raise r.deviation('Dynamic_AC_CLResControlModeType')
-                    f_TargetSOC = bits(7)
+                    f_TargetSOC = ((x >> 1) & 127)
                     if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('Dynamic_AC_CLResControlModeType')
                     s = 3
                 elif ec == 3:
-                    el = 'AckMaxDelay'
                     if bits(1): raise r.deviation('Dynamic_AC_CLResControlModeType')
+                    el = 'AckMaxDelay'
                     f_AckMaxDelay = r.uint()
                     if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.pos)
                     if bits(1): raise r.deviation('Dynamic_AC_CLResControlModeType')
@@ -12439,22 +11536,22 @@ def _d_Dynamic_AC_CLResControlModeType(r):
             if s == 1:
                 ec = bits(3)
                 if ec == 0:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('Dynamic_AC_CLResControlModeType')
                     el = 'MinimumSOC'
-                    if bits(1): raise r.deviation('Dynamic_AC_CLResControlModeType')
-                    f_MinimumSOC = bits(7)
+                    f_MinimumSOC = ((x >> 1) & 127)
                     if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('Dynamic_AC_CLResControlModeType')
                     s = 2
                 elif ec == 1:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('Dynamic_AC_CLResControlModeType')
                     el = 'TargetSOC'
-                    if bits(1): raise r.deviation('Dynamic_AC_CLResControlModeType')
-                    f_TargetSOC = bits(7)
+                    f_TargetSOC = ((x >> 1) & 127)
                     if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('Dynamic_AC_CLResControlModeType')
                     s = 3
                 elif ec == 2:
-                    el = 'AckMaxDelay'
                     if bits(1): raise r.deviation('Dynamic_AC_CLResControlModeType')
+                    el = 'AckMaxDelay'
                     f_AckMaxDelay = r.uint()
                     if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.pos)
                     if bits(1): raise r.deviation('Dynamic_AC_CLResControlModeType')
@@ -12468,15 +11565,15 @@ def _d_Dynamic_AC_CLResControlModeType(r):
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('Dynamic_AC_CLResControlModeType')
                     el = 'TargetSOC'
-                    if bits(1): raise r.deviation('Dynamic_AC_CLResControlModeType')
-                    f_TargetSOC = bits(7)
+                    f_TargetSOC = ((x >> 1) & 127)
                     if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('Dynamic_AC_CLResControlModeType')
                     s = 3
                 elif ec == 1:
-                    el = 'AckMaxDelay'
                     if bits(1): raise r.deviation('Dynamic_AC_CLResControlModeType')
+                    el = 'AckMaxDelay'
                     f_AckMaxDelay = r.uint()
                     if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.pos)
                     if bits(1): raise r.deviation('Dynamic_AC_CLResControlModeType')
@@ -12490,8 +11587,8 @@ def _d_Dynamic_AC_CLResControlModeType(r):
             if s == 3:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'AckMaxDelay'
                     if bits(1): raise r.deviation('Dynamic_AC_CLResControlModeType')
+                    el = 'AckMaxDelay'
                     f_AckMaxDelay = r.uint()
                     if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.pos)
                     if bits(1): raise r.deviation('Dynamic_AC_CLResControlModeType')
@@ -12503,13 +11600,10 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 else:
                     raise r.deviation('Dynamic_AC_CLResControlModeType')
             if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSETargetActivePower'
-                    f_EVSETargetActivePower = _d_RationalNumberType(r)
-                    s = 5
-                else:
-                    raise r.deviation('Dynamic_AC_CLResControlModeType')
+                if bits(1): raise r.deviation('Dynamic_AC_CLResControlModeType')
+                el = 'EVSETargetActivePower'
+                f_EVSETargetActivePower = _d_RationalNumberType(r)
+                s = 5
             if s == 5:
                 ec = bits(4)
                 if ec == 0:
@@ -12545,6 +11639,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     f_EVSEPresentActivePower_L3 = _d_RationalNumberType(r)
                     s = 13
                 elif ec == 8:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Dynamic_AC_CLResControlModeType')
@@ -12579,6 +11674,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     f_EVSEPresentActivePower_L3 = _d_RationalNumberType(r)
                     s = 13
                 elif ec == 7:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Dynamic_AC_CLResControlModeType')
@@ -12609,6 +11705,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     f_EVSEPresentActivePower_L3 = _d_RationalNumberType(r)
                     s = 13
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Dynamic_AC_CLResControlModeType')
@@ -12635,6 +11732,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     f_EVSEPresentActivePower_L3 = _d_RationalNumberType(r)
                     s = 13
                 elif ec == 5:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Dynamic_AC_CLResControlModeType')
@@ -12657,6 +11755,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     f_EVSEPresentActivePower_L3 = _d_RationalNumberType(r)
                     s = 13
                 elif ec == 4:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Dynamic_AC_CLResControlModeType')
@@ -12675,6 +11774,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     f_EVSEPresentActivePower_L3 = _d_RationalNumberType(r)
                     s = 13
                 elif ec == 3:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Dynamic_AC_CLResControlModeType')
@@ -12689,6 +11789,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     f_EVSEPresentActivePower_L3 = _d_RationalNumberType(r)
                     s = 13
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Dynamic_AC_CLResControlModeType')
@@ -12699,15 +11800,13 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     f_EVSEPresentActivePower_L3 = _d_RationalNumberType(r)
                     s = 13
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Dynamic_AC_CLResControlModeType')
             if s == 13:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('Dynamic_AC_CLResControlModeType')
+                if bits(1): raise r.deviation('Dynamic_AC_CLResControlModeType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_ac.Dynamic_AC_CLResControlModeType(f_DepartureTime, f_MinimumSOC, f_TargetSOC, f_AckMaxDelay, f_EVSETargetActivePower, f_EVSETargetActivePower_L2, f_EVSETargetActivePower_L3, f_EVSETargetReactivePower, f_EVSETargetReactivePower_L2, f_EVSETargetReactivePower_L3, f_EVSEPresentActivePower, f_EVSEPresentActivePower_L2, f_EVSEPresentActivePower_L3)
@@ -12734,44 +11833,36 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
         while s >= 0:
             if s == 0:
                 if v_DepartureTime is not None:
-                    bits(0, 3)
                     el = 'DepartureTime'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     if v_DepartureTime < 0 or v_DepartureTime > 4294967295: raise EncodeError(f'value {v_DepartureTime!r} outside [0, 4294967295]')
                     w.uint(v_DepartureTime)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_DepartureTime = None
                     s = 1
                 elif v_MinimumSOC is not None:
-                    bits(1, 3)
                     el = 'MinimumSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_MinimumSOC <= 100: raise EncodeError(f'value {v_MinimumSOC!r} outside [0, 100]')
-                    w.bits(v_MinimumSOC, 7)
-                    w.bits(0, 1)
+                    bits((1 << 9) | (v_MinimumSOC << 1), 12)
                     v_MinimumSOC = None
                     s = 2
                 elif v_TargetSOC is not None:
-                    bits(2, 3)
                     el = 'TargetSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
-                    w.bits(v_TargetSOC, 7)
-                    w.bits(0, 1)
+                    bits((2 << 9) | (v_TargetSOC << 1), 12)
                     v_TargetSOC = None
                     s = 3
                 elif v_AckMaxDelay is not None:
-                    bits(3, 3)
                     el = 'AckMaxDelay'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
                     w.uint(v_AckMaxDelay)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_AckMaxDelay = None
                     s = 4
                 elif v_EVSETargetActivePower is not None:
-                    bits(4, 3)
                     el = 'EVSETargetActivePower'
+                    bits(4, 3)
                     _e_RationalNumberType(w, v_EVSETargetActivePower)
                     v_EVSETargetActivePower = None
                     s = 5
@@ -12779,35 +11870,28 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                     raise EncodeError('missing content: expected one of DepartureTime, MinimumSOC, TargetSOC, AckMaxDelay, EVSETargetActivePower')
             if s == 1:
                 if v_MinimumSOC is not None:
-                    bits(0, 3)
                     el = 'MinimumSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_MinimumSOC <= 100: raise EncodeError(f'value {v_MinimumSOC!r} outside [0, 100]')
-                    w.bits(v_MinimumSOC, 7)
-                    w.bits(0, 1)
+                    bits((v_MinimumSOC << 1), 12)
                     v_MinimumSOC = None
                     s = 2
                 elif v_TargetSOC is not None:
-                    bits(1, 3)
                     el = 'TargetSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
-                    w.bits(v_TargetSOC, 7)
-                    w.bits(0, 1)
+                    bits((1 << 9) | (v_TargetSOC << 1), 12)
                     v_TargetSOC = None
                     s = 3
                 elif v_AckMaxDelay is not None:
-                    bits(2, 3)
                     el = 'AckMaxDelay'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
                     w.uint(v_AckMaxDelay)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_AckMaxDelay = None
                     s = 4
                 elif v_EVSETargetActivePower is not None:
-                    bits(3, 3)
                     el = 'EVSETargetActivePower'
+                    bits(3, 3)
                     _e_RationalNumberType(w, v_EVSETargetActivePower)
                     v_EVSETargetActivePower = None
                     s = 5
@@ -12815,26 +11899,22 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                     raise EncodeError('missing content: expected one of MinimumSOC, TargetSOC, AckMaxDelay, EVSETargetActivePower')
             if s == 2:
                 if v_TargetSOC is not None:
-                    bits(0, 2)
                     el = 'TargetSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
-                    w.bits(v_TargetSOC, 7)
-                    w.bits(0, 1)
+                    bits((v_TargetSOC << 1), 11)
                     v_TargetSOC = None
                     s = 3
                 elif v_AckMaxDelay is not None:
-                    bits(1, 2)
                     el = 'AckMaxDelay'
-                    w.bits(0, 1)
+                    bits((1 << 1), 3)
                     if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
                     w.uint(v_AckMaxDelay)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_AckMaxDelay = None
                     s = 4
                 elif v_EVSETargetActivePower is not None:
-                    bits(2, 2)
                     el = 'EVSETargetActivePower'
+                    bits(2, 2)
                     _e_RationalNumberType(w, v_EVSETargetActivePower)
                     v_EVSETargetActivePower = None
                     s = 5
@@ -12842,17 +11922,16 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                     raise EncodeError('missing content: expected one of TargetSOC, AckMaxDelay, EVSETargetActivePower')
             if s == 3:
                 if v_AckMaxDelay is not None:
-                    bits(0, 2)
                     el = 'AckMaxDelay'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
                     w.uint(v_AckMaxDelay)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_AckMaxDelay = None
                     s = 4
                 elif v_EVSETargetActivePower is not None:
-                    bits(1, 2)
                     el = 'EVSETargetActivePower'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVSETargetActivePower)
                     v_EVSETargetActivePower = None
                     s = 5
@@ -12860,8 +11939,8 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                     raise EncodeError('missing content: expected one of AckMaxDelay, EVSETargetActivePower')
             if s == 4:
                 if v_EVSETargetActivePower is not None:
-                    bits(0, 1)
                     el = 'EVSETargetActivePower'
+                    bits(0, 1)
                     _e_RationalNumberType(w, v_EVSETargetActivePower)
                     v_EVSETargetActivePower = None
                     s = 5
@@ -12869,50 +11948,50 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                     raise EncodeError('missing content: expected one of EVSETargetActivePower')
             if s == 5:
                 if v_EVSETargetActivePower_L2 is not None:
-                    bits(0, 4)
                     el = 'EVSETargetActivePower_L2'
+                    bits(0, 4)
                     _e_RationalNumberType(w, v_EVSETargetActivePower_L2)
                     v_EVSETargetActivePower_L2 = None
                     s = 6
                 elif v_EVSETargetActivePower_L3 is not None:
-                    bits(1, 4)
                     el = 'EVSETargetActivePower_L3'
+                    bits(1, 4)
                     _e_RationalNumberType(w, v_EVSETargetActivePower_L3)
                     v_EVSETargetActivePower_L3 = None
                     s = 7
                 elif v_EVSETargetReactivePower is not None:
-                    bits(2, 4)
                     el = 'EVSETargetReactivePower'
+                    bits(2, 4)
                     _e_RationalNumberType(w, v_EVSETargetReactivePower)
                     v_EVSETargetReactivePower = None
                     s = 8
                 elif v_EVSETargetReactivePower_L2 is not None:
-                    bits(3, 4)
                     el = 'EVSETargetReactivePower_L2'
+                    bits(3, 4)
                     _e_RationalNumberType(w, v_EVSETargetReactivePower_L2)
                     v_EVSETargetReactivePower_L2 = None
                     s = 9
                 elif v_EVSETargetReactivePower_L3 is not None:
-                    bits(4, 4)
                     el = 'EVSETargetReactivePower_L3'
+                    bits(4, 4)
                     _e_RationalNumberType(w, v_EVSETargetReactivePower_L3)
                     v_EVSETargetReactivePower_L3 = None
                     s = 10
                 elif v_EVSEPresentActivePower is not None:
-                    bits(5, 4)
                     el = 'EVSEPresentActivePower'
+                    bits(5, 4)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower)
                     v_EVSEPresentActivePower = None
                     s = 11
                 elif v_EVSEPresentActivePower_L2 is not None:
-                    bits(6, 4)
                     el = 'EVSEPresentActivePower_L2'
+                    bits(6, 4)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L2)
                     v_EVSEPresentActivePower_L2 = None
                     s = 12
                 elif v_EVSEPresentActivePower_L3 is not None:
-                    bits(7, 4)
                     el = 'EVSEPresentActivePower_L3'
+                    bits(7, 4)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L3)
                     v_EVSEPresentActivePower_L3 = None
                     s = 13
@@ -12922,44 +12001,44 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                     s = -1
             if s == 6:
                 if v_EVSETargetActivePower_L3 is not None:
-                    bits(0, 4)
                     el = 'EVSETargetActivePower_L3'
+                    bits(0, 4)
                     _e_RationalNumberType(w, v_EVSETargetActivePower_L3)
                     v_EVSETargetActivePower_L3 = None
                     s = 7
                 elif v_EVSETargetReactivePower is not None:
-                    bits(1, 4)
                     el = 'EVSETargetReactivePower'
+                    bits(1, 4)
                     _e_RationalNumberType(w, v_EVSETargetReactivePower)
                     v_EVSETargetReactivePower = None
                     s = 8
                 elif v_EVSETargetReactivePower_L2 is not None:
-                    bits(2, 4)
                     el = 'EVSETargetReactivePower_L2'
+                    bits(2, 4)
                     _e_RationalNumberType(w, v_EVSETargetReactivePower_L2)
                     v_EVSETargetReactivePower_L2 = None
                     s = 9
                 elif v_EVSETargetReactivePower_L3 is not None:
-                    bits(3, 4)
                     el = 'EVSETargetReactivePower_L3'
+                    bits(3, 4)
                     _e_RationalNumberType(w, v_EVSETargetReactivePower_L3)
                     v_EVSETargetReactivePower_L3 = None
                     s = 10
                 elif v_EVSEPresentActivePower is not None:
-                    bits(4, 4)
                     el = 'EVSEPresentActivePower'
+                    bits(4, 4)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower)
                     v_EVSEPresentActivePower = None
                     s = 11
                 elif v_EVSEPresentActivePower_L2 is not None:
-                    bits(5, 4)
                     el = 'EVSEPresentActivePower_L2'
+                    bits(5, 4)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L2)
                     v_EVSEPresentActivePower_L2 = None
                     s = 12
                 elif v_EVSEPresentActivePower_L3 is not None:
-                    bits(6, 4)
                     el = 'EVSEPresentActivePower_L3'
+                    bits(6, 4)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L3)
                     v_EVSEPresentActivePower_L3 = None
                     s = 13
@@ -12969,38 +12048,38 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                     s = -1
             if s == 7:
                 if v_EVSETargetReactivePower is not None:
-                    bits(0, 3)
                     el = 'EVSETargetReactivePower'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_EVSETargetReactivePower)
                     v_EVSETargetReactivePower = None
                     s = 8
                 elif v_EVSETargetReactivePower_L2 is not None:
-                    bits(1, 3)
                     el = 'EVSETargetReactivePower_L2'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_EVSETargetReactivePower_L2)
                     v_EVSETargetReactivePower_L2 = None
                     s = 9
                 elif v_EVSETargetReactivePower_L3 is not None:
-                    bits(2, 3)
                     el = 'EVSETargetReactivePower_L3'
+                    bits(2, 3)
                     _e_RationalNumberType(w, v_EVSETargetReactivePower_L3)
                     v_EVSETargetReactivePower_L3 = None
                     s = 10
                 elif v_EVSEPresentActivePower is not None:
-                    bits(3, 3)
                     el = 'EVSEPresentActivePower'
+                    bits(3, 3)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower)
                     v_EVSEPresentActivePower = None
                     s = 11
                 elif v_EVSEPresentActivePower_L2 is not None:
-                    bits(4, 3)
                     el = 'EVSEPresentActivePower_L2'
+                    bits(4, 3)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L2)
                     v_EVSEPresentActivePower_L2 = None
                     s = 12
                 elif v_EVSEPresentActivePower_L3 is not None:
-                    bits(5, 3)
                     el = 'EVSEPresentActivePower_L3'
+                    bits(5, 3)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L3)
                     v_EVSEPresentActivePower_L3 = None
                     s = 13
@@ -13010,32 +12089,32 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                     s = -1
             if s == 8:
                 if v_EVSETargetReactivePower_L2 is not None:
-                    bits(0, 3)
                     el = 'EVSETargetReactivePower_L2'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_EVSETargetReactivePower_L2)
                     v_EVSETargetReactivePower_L2 = None
                     s = 9
                 elif v_EVSETargetReactivePower_L3 is not None:
-                    bits(1, 3)
                     el = 'EVSETargetReactivePower_L3'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_EVSETargetReactivePower_L3)
                     v_EVSETargetReactivePower_L3 = None
                     s = 10
                 elif v_EVSEPresentActivePower is not None:
-                    bits(2, 3)
                     el = 'EVSEPresentActivePower'
+                    bits(2, 3)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower)
                     v_EVSEPresentActivePower = None
                     s = 11
                 elif v_EVSEPresentActivePower_L2 is not None:
-                    bits(3, 3)
                     el = 'EVSEPresentActivePower_L2'
+                    bits(3, 3)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L2)
                     v_EVSEPresentActivePower_L2 = None
                     s = 12
                 elif v_EVSEPresentActivePower_L3 is not None:
-                    bits(4, 3)
                     el = 'EVSEPresentActivePower_L3'
+                    bits(4, 3)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L3)
                     v_EVSEPresentActivePower_L3 = None
                     s = 13
@@ -13045,26 +12124,26 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                     s = -1
             if s == 9:
                 if v_EVSETargetReactivePower_L3 is not None:
-                    bits(0, 3)
                     el = 'EVSETargetReactivePower_L3'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_EVSETargetReactivePower_L3)
                     v_EVSETargetReactivePower_L3 = None
                     s = 10
                 elif v_EVSEPresentActivePower is not None:
-                    bits(1, 3)
                     el = 'EVSEPresentActivePower'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower)
                     v_EVSEPresentActivePower = None
                     s = 11
                 elif v_EVSEPresentActivePower_L2 is not None:
-                    bits(2, 3)
                     el = 'EVSEPresentActivePower_L2'
+                    bits(2, 3)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L2)
                     v_EVSEPresentActivePower_L2 = None
                     s = 12
                 elif v_EVSEPresentActivePower_L3 is not None:
-                    bits(3, 3)
                     el = 'EVSEPresentActivePower_L3'
+                    bits(3, 3)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L3)
                     v_EVSEPresentActivePower_L3 = None
                     s = 13
@@ -13074,20 +12153,20 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                     s = -1
             if s == 10:
                 if v_EVSEPresentActivePower is not None:
-                    bits(0, 3)
                     el = 'EVSEPresentActivePower'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower)
                     v_EVSEPresentActivePower = None
                     s = 11
                 elif v_EVSEPresentActivePower_L2 is not None:
-                    bits(1, 3)
                     el = 'EVSEPresentActivePower_L2'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L2)
                     v_EVSEPresentActivePower_L2 = None
                     s = 12
                 elif v_EVSEPresentActivePower_L3 is not None:
-                    bits(2, 3)
                     el = 'EVSEPresentActivePower_L3'
+                    bits(2, 3)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L3)
                     v_EVSEPresentActivePower_L3 = None
                     s = 13
@@ -13097,14 +12176,14 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                     s = -1
             if s == 11:
                 if v_EVSEPresentActivePower_L2 is not None:
-                    bits(0, 2)
                     el = 'EVSEPresentActivePower_L2'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L2)
                     v_EVSEPresentActivePower_L2 = None
                     s = 12
                 elif v_EVSEPresentActivePower_L3 is not None:
-                    bits(1, 2)
                     el = 'EVSEPresentActivePower_L3'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L3)
                     v_EVSEPresentActivePower_L3 = None
                     s = 13
@@ -13114,8 +12193,8 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                     s = -1
             if s == 12:
                 if v_EVSEPresentActivePower_L3 is not None:
-                    bits(0, 2)
                     el = 'EVSEPresentActivePower_L3'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L3)
                     v_EVSEPresentActivePower_L3 = None
                     s = 13
@@ -13145,103 +12224,104 @@ def _d_Dynamic_CLResControlModeType(r):
             if s == 0:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'DepartureTime'
                     if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
+                    el = 'DepartureTime'
                     f_DepartureTime = r.uint()
                     if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
                     s = 1
                 elif ec == 1:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('Dynamic_CLResControlModeType')
                     el = 'MinimumSOC'
-                    if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
-                    f_MinimumSOC = bits(7)
+                    f_MinimumSOC = ((x >> 1) & 127)
                     if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
                     s = 2
                 elif ec == 2:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('Dynamic_CLResControlModeType')
                     el = 'TargetSOC'
-                    if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
-                    f_TargetSOC = bits(7)
+                    f_TargetSOC = ((x >> 1) & 127)
                     if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
                     s = 3
                 elif ec == 3:
-                    el = 'AckMaxDelay'
                     if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
+                    el = 'AckMaxDelay'
                     f_AckMaxDelay = r.uint()
                     if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.pos)
                     if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
                     s = 4
                 elif ec == 4:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Dynamic_CLResControlModeType')
             if s == 1:
                 ec = bits(3)
                 if ec == 0:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('Dynamic_CLResControlModeType')
                     el = 'MinimumSOC'
-                    if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
-                    f_MinimumSOC = bits(7)
+                    f_MinimumSOC = ((x >> 1) & 127)
                     if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
                     s = 2
                 elif ec == 1:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('Dynamic_CLResControlModeType')
                     el = 'TargetSOC'
-                    if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
-                    f_TargetSOC = bits(7)
+                    f_TargetSOC = ((x >> 1) & 127)
                     if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
                     s = 3
                 elif ec == 2:
-                    el = 'AckMaxDelay'
                     if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
+                    el = 'AckMaxDelay'
                     f_AckMaxDelay = r.uint()
                     if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.pos)
                     if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
                     s = 4
                 elif ec == 3:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Dynamic_CLResControlModeType')
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('Dynamic_CLResControlModeType')
                     el = 'TargetSOC'
-                    if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
-                    f_TargetSOC = bits(7)
+                    f_TargetSOC = ((x >> 1) & 127)
                     if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
                     s = 3
                 elif ec == 1:
-                    el = 'AckMaxDelay'
                     if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
+                    el = 'AckMaxDelay'
                     f_AckMaxDelay = r.uint()
                     if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.pos)
                     if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
                     s = 4
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Dynamic_CLResControlModeType')
             if s == 3:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'AckMaxDelay'
                     if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
+                    el = 'AckMaxDelay'
                     f_AckMaxDelay = r.uint()
                     if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.pos)
                     if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
                     s = 4
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Dynamic_CLResControlModeType')
             if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('Dynamic_CLResControlModeType')
+                if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.Dynamic_CLResControlModeType(f_DepartureTime, f_MinimumSOC, f_TargetSOC, f_AckMaxDelay)
@@ -13259,39 +12339,31 @@ def _e_Dynamic_CLResControlModeType(w, o):
         while s >= 0:
             if s == 0:
                 if v_DepartureTime is not None:
-                    bits(0, 3)
                     el = 'DepartureTime'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     if v_DepartureTime < 0 or v_DepartureTime > 4294967295: raise EncodeError(f'value {v_DepartureTime!r} outside [0, 4294967295]')
                     w.uint(v_DepartureTime)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_DepartureTime = None
                     s = 1
                 elif v_MinimumSOC is not None:
-                    bits(1, 3)
                     el = 'MinimumSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_MinimumSOC <= 100: raise EncodeError(f'value {v_MinimumSOC!r} outside [0, 100]')
-                    w.bits(v_MinimumSOC, 7)
-                    w.bits(0, 1)
+                    bits((1 << 9) | (v_MinimumSOC << 1), 12)
                     v_MinimumSOC = None
                     s = 2
                 elif v_TargetSOC is not None:
-                    bits(2, 3)
                     el = 'TargetSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
-                    w.bits(v_TargetSOC, 7)
-                    w.bits(0, 1)
+                    bits((2 << 9) | (v_TargetSOC << 1), 12)
                     v_TargetSOC = None
                     s = 3
                 elif v_AckMaxDelay is not None:
-                    bits(3, 3)
                     el = 'AckMaxDelay'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
                     w.uint(v_AckMaxDelay)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_AckMaxDelay = None
                     s = 4
                 elif True:
@@ -13300,30 +12372,23 @@ def _e_Dynamic_CLResControlModeType(w, o):
                     s = -1
             if s == 1:
                 if v_MinimumSOC is not None:
-                    bits(0, 3)
                     el = 'MinimumSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_MinimumSOC <= 100: raise EncodeError(f'value {v_MinimumSOC!r} outside [0, 100]')
-                    w.bits(v_MinimumSOC, 7)
-                    w.bits(0, 1)
+                    bits((v_MinimumSOC << 1), 12)
                     v_MinimumSOC = None
                     s = 2
                 elif v_TargetSOC is not None:
-                    bits(1, 3)
                     el = 'TargetSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
-                    w.bits(v_TargetSOC, 7)
-                    w.bits(0, 1)
+                    bits((1 << 9) | (v_TargetSOC << 1), 12)
                     v_TargetSOC = None
                     s = 3
                 elif v_AckMaxDelay is not None:
-                    bits(2, 3)
                     el = 'AckMaxDelay'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
                     w.uint(v_AckMaxDelay)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_AckMaxDelay = None
                     s = 4
                 elif True:
@@ -13332,21 +12397,17 @@ def _e_Dynamic_CLResControlModeType(w, o):
                     s = -1
             if s == 2:
                 if v_TargetSOC is not None:
-                    bits(0, 2)
                     el = 'TargetSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
-                    w.bits(v_TargetSOC, 7)
-                    w.bits(0, 1)
+                    bits((v_TargetSOC << 1), 11)
                     v_TargetSOC = None
                     s = 3
                 elif v_AckMaxDelay is not None:
-                    bits(1, 2)
                     el = 'AckMaxDelay'
-                    w.bits(0, 1)
+                    bits((1 << 1), 3)
                     if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
                     w.uint(v_AckMaxDelay)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_AckMaxDelay = None
                     s = 4
                 elif True:
@@ -13355,12 +12416,11 @@ def _e_Dynamic_CLResControlModeType(w, o):
                     s = -1
             if s == 3:
                 if v_AckMaxDelay is not None:
-                    bits(0, 2)
                     el = 'AckMaxDelay'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
                     w.uint(v_AckMaxDelay)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_AckMaxDelay = None
                     s = 4
                 elif True:
@@ -13398,29 +12458,29 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
             if s == 0:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'DepartureTime'
                     if bits(1): raise r.deviation('BPT_Dynamic_AC_CLResControlModeType')
+                    el = 'DepartureTime'
                     f_DepartureTime = r.uint()
                     if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('BPT_Dynamic_AC_CLResControlModeType')
                     s = 1
                 elif ec == 1:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType')
                     el = 'MinimumSOC'
-                    if bits(1): raise r.deviation('BPT_Dynamic_AC_CLResControlModeType')
-                    f_MinimumSOC = bits(7)
+                    f_MinimumSOC = ((x >> 1) & 127)
                     if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('BPT_Dynamic_AC_CLResControlModeType')
                     s = 2
                 elif ec == 2:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType')
                     el = 'TargetSOC'
-                    if bits(1): raise r.deviation('BPT_Dynamic_AC_CLResControlModeType')
-                    f_TargetSOC = bits(7)
+                    f_TargetSOC = ((x >> 1) & 127)
                     if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('BPT_Dynamic_AC_CLResControlModeType')
                     s = 3
                 elif ec == 3:
-                    el = 'AckMaxDelay'
                     if bits(1): raise r.deviation('BPT_Dynamic_AC_CLResControlModeType')
+                    el = 'AckMaxDelay'
                     f_AckMaxDelay = r.uint()
                     if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.pos)
                     if bits(1): raise r.deviation('BPT_Dynamic_AC_CLResControlModeType')
@@ -13434,22 +12494,22 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
             if s == 1:
                 ec = bits(3)
                 if ec == 0:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType')
                     el = 'MinimumSOC'
-                    if bits(1): raise r.deviation('BPT_Dynamic_AC_CLResControlModeType')
-                    f_MinimumSOC = bits(7)
+                    f_MinimumSOC = ((x >> 1) & 127)
                     if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('BPT_Dynamic_AC_CLResControlModeType')
                     s = 2
                 elif ec == 1:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType')
                     el = 'TargetSOC'
-                    if bits(1): raise r.deviation('BPT_Dynamic_AC_CLResControlModeType')
-                    f_TargetSOC = bits(7)
+                    f_TargetSOC = ((x >> 1) & 127)
                     if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('BPT_Dynamic_AC_CLResControlModeType')
                     s = 3
                 elif ec == 2:
-                    el = 'AckMaxDelay'
                     if bits(1): raise r.deviation('BPT_Dynamic_AC_CLResControlModeType')
+                    el = 'AckMaxDelay'
                     f_AckMaxDelay = r.uint()
                     if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.pos)
                     if bits(1): raise r.deviation('BPT_Dynamic_AC_CLResControlModeType')
@@ -13463,15 +12523,15 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType')
                     el = 'TargetSOC'
-                    if bits(1): raise r.deviation('BPT_Dynamic_AC_CLResControlModeType')
-                    f_TargetSOC = bits(7)
+                    f_TargetSOC = ((x >> 1) & 127)
                     if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('BPT_Dynamic_AC_CLResControlModeType')
                     s = 3
                 elif ec == 1:
-                    el = 'AckMaxDelay'
                     if bits(1): raise r.deviation('BPT_Dynamic_AC_CLResControlModeType')
+                    el = 'AckMaxDelay'
                     f_AckMaxDelay = r.uint()
                     if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.pos)
                     if bits(1): raise r.deviation('BPT_Dynamic_AC_CLResControlModeType')
@@ -13485,8 +12545,8 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
             if s == 3:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'AckMaxDelay'
                     if bits(1): raise r.deviation('BPT_Dynamic_AC_CLResControlModeType')
+                    el = 'AckMaxDelay'
                     f_AckMaxDelay = r.uint()
                     if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.pos)
                     if bits(1): raise r.deviation('BPT_Dynamic_AC_CLResControlModeType')
@@ -13498,13 +12558,10 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 else:
                     raise r.deviation('BPT_Dynamic_AC_CLResControlModeType')
             if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSETargetActivePower'
-                    f_EVSETargetActivePower = _d_RationalNumberType(r)
-                    s = 5
-                else:
-                    raise r.deviation('BPT_Dynamic_AC_CLResControlModeType')
+                if bits(1): raise r.deviation('BPT_Dynamic_AC_CLResControlModeType')
+                el = 'EVSETargetActivePower'
+                f_EVSETargetActivePower = _d_RationalNumberType(r)
+                s = 5
             if s == 5:
                 ec = bits(4)
                 if ec == 0:
@@ -13540,6 +12597,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     f_EVSEPresentActivePower_L3 = _d_RationalNumberType(r)
                     s = 13
                 elif ec == 8:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('BPT_Dynamic_AC_CLResControlModeType')
@@ -13574,6 +12632,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     f_EVSEPresentActivePower_L3 = _d_RationalNumberType(r)
                     s = 13
                 elif ec == 7:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('BPT_Dynamic_AC_CLResControlModeType')
@@ -13604,6 +12663,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     f_EVSEPresentActivePower_L3 = _d_RationalNumberType(r)
                     s = 13
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('BPT_Dynamic_AC_CLResControlModeType')
@@ -13630,6 +12690,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     f_EVSEPresentActivePower_L3 = _d_RationalNumberType(r)
                     s = 13
                 elif ec == 5:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('BPT_Dynamic_AC_CLResControlModeType')
@@ -13652,6 +12713,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     f_EVSEPresentActivePower_L3 = _d_RationalNumberType(r)
                     s = 13
                 elif ec == 4:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('BPT_Dynamic_AC_CLResControlModeType')
@@ -13670,6 +12732,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     f_EVSEPresentActivePower_L3 = _d_RationalNumberType(r)
                     s = 13
                 elif ec == 3:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('BPT_Dynamic_AC_CLResControlModeType')
@@ -13684,6 +12747,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     f_EVSEPresentActivePower_L3 = _d_RationalNumberType(r)
                     s = 13
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('BPT_Dynamic_AC_CLResControlModeType')
@@ -13694,15 +12758,13 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     f_EVSEPresentActivePower_L3 = _d_RationalNumberType(r)
                     s = 13
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('BPT_Dynamic_AC_CLResControlModeType')
             if s == 13:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('BPT_Dynamic_AC_CLResControlModeType')
+                if bits(1): raise r.deviation('BPT_Dynamic_AC_CLResControlModeType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_ac.BPT_Dynamic_AC_CLResControlModeType(f_DepartureTime, f_MinimumSOC, f_TargetSOC, f_AckMaxDelay, f_EVSETargetActivePower, f_EVSETargetActivePower_L2, f_EVSETargetActivePower_L3, f_EVSETargetReactivePower, f_EVSETargetReactivePower_L2, f_EVSETargetReactivePower_L3, f_EVSEPresentActivePower, f_EVSEPresentActivePower_L2, f_EVSEPresentActivePower_L3)
@@ -13729,44 +12791,36 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
         while s >= 0:
             if s == 0:
                 if v_DepartureTime is not None:
-                    bits(0, 3)
                     el = 'DepartureTime'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     if v_DepartureTime < 0 or v_DepartureTime > 4294967295: raise EncodeError(f'value {v_DepartureTime!r} outside [0, 4294967295]')
                     w.uint(v_DepartureTime)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_DepartureTime = None
                     s = 1
                 elif v_MinimumSOC is not None:
-                    bits(1, 3)
                     el = 'MinimumSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_MinimumSOC <= 100: raise EncodeError(f'value {v_MinimumSOC!r} outside [0, 100]')
-                    w.bits(v_MinimumSOC, 7)
-                    w.bits(0, 1)
+                    bits((1 << 9) | (v_MinimumSOC << 1), 12)
                     v_MinimumSOC = None
                     s = 2
                 elif v_TargetSOC is not None:
-                    bits(2, 3)
                     el = 'TargetSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
-                    w.bits(v_TargetSOC, 7)
-                    w.bits(0, 1)
+                    bits((2 << 9) | (v_TargetSOC << 1), 12)
                     v_TargetSOC = None
                     s = 3
                 elif v_AckMaxDelay is not None:
-                    bits(3, 3)
                     el = 'AckMaxDelay'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
                     w.uint(v_AckMaxDelay)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_AckMaxDelay = None
                     s = 4
                 elif v_EVSETargetActivePower is not None:
-                    bits(4, 3)
                     el = 'EVSETargetActivePower'
+                    bits(4, 3)
                     _e_RationalNumberType(w, v_EVSETargetActivePower)
                     v_EVSETargetActivePower = None
                     s = 5
@@ -13774,35 +12828,28 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                     raise EncodeError('missing content: expected one of DepartureTime, MinimumSOC, TargetSOC, AckMaxDelay, EVSETargetActivePower')
             if s == 1:
                 if v_MinimumSOC is not None:
-                    bits(0, 3)
                     el = 'MinimumSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_MinimumSOC <= 100: raise EncodeError(f'value {v_MinimumSOC!r} outside [0, 100]')
-                    w.bits(v_MinimumSOC, 7)
-                    w.bits(0, 1)
+                    bits((v_MinimumSOC << 1), 12)
                     v_MinimumSOC = None
                     s = 2
                 elif v_TargetSOC is not None:
-                    bits(1, 3)
                     el = 'TargetSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
-                    w.bits(v_TargetSOC, 7)
-                    w.bits(0, 1)
+                    bits((1 << 9) | (v_TargetSOC << 1), 12)
                     v_TargetSOC = None
                     s = 3
                 elif v_AckMaxDelay is not None:
-                    bits(2, 3)
                     el = 'AckMaxDelay'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
                     w.uint(v_AckMaxDelay)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_AckMaxDelay = None
                     s = 4
                 elif v_EVSETargetActivePower is not None:
-                    bits(3, 3)
                     el = 'EVSETargetActivePower'
+                    bits(3, 3)
                     _e_RationalNumberType(w, v_EVSETargetActivePower)
                     v_EVSETargetActivePower = None
                     s = 5
@@ -13810,26 +12857,22 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                     raise EncodeError('missing content: expected one of MinimumSOC, TargetSOC, AckMaxDelay, EVSETargetActivePower')
             if s == 2:
                 if v_TargetSOC is not None:
-                    bits(0, 2)
                     el = 'TargetSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
-                    w.bits(v_TargetSOC, 7)
-                    w.bits(0, 1)
+                    bits((v_TargetSOC << 1), 11)
                     v_TargetSOC = None
                     s = 3
                 elif v_AckMaxDelay is not None:
-                    bits(1, 2)
                     el = 'AckMaxDelay'
-                    w.bits(0, 1)
+                    bits((1 << 1), 3)
                     if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
                     w.uint(v_AckMaxDelay)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_AckMaxDelay = None
                     s = 4
                 elif v_EVSETargetActivePower is not None:
-                    bits(2, 2)
                     el = 'EVSETargetActivePower'
+                    bits(2, 2)
                     _e_RationalNumberType(w, v_EVSETargetActivePower)
                     v_EVSETargetActivePower = None
                     s = 5
@@ -13837,17 +12880,16 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                     raise EncodeError('missing content: expected one of TargetSOC, AckMaxDelay, EVSETargetActivePower')
             if s == 3:
                 if v_AckMaxDelay is not None:
-                    bits(0, 2)
                     el = 'AckMaxDelay'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
                     w.uint(v_AckMaxDelay)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_AckMaxDelay = None
                     s = 4
                 elif v_EVSETargetActivePower is not None:
-                    bits(1, 2)
                     el = 'EVSETargetActivePower'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVSETargetActivePower)
                     v_EVSETargetActivePower = None
                     s = 5
@@ -13855,8 +12897,8 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                     raise EncodeError('missing content: expected one of AckMaxDelay, EVSETargetActivePower')
             if s == 4:
                 if v_EVSETargetActivePower is not None:
-                    bits(0, 1)
                     el = 'EVSETargetActivePower'
+                    bits(0, 1)
                     _e_RationalNumberType(w, v_EVSETargetActivePower)
                     v_EVSETargetActivePower = None
                     s = 5
@@ -13864,50 +12906,50 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                     raise EncodeError('missing content: expected one of EVSETargetActivePower')
             if s == 5:
                 if v_EVSETargetActivePower_L2 is not None:
-                    bits(0, 4)
                     el = 'EVSETargetActivePower_L2'
+                    bits(0, 4)
                     _e_RationalNumberType(w, v_EVSETargetActivePower_L2)
                     v_EVSETargetActivePower_L2 = None
                     s = 6
                 elif v_EVSETargetActivePower_L3 is not None:
-                    bits(1, 4)
                     el = 'EVSETargetActivePower_L3'
+                    bits(1, 4)
                     _e_RationalNumberType(w, v_EVSETargetActivePower_L3)
                     v_EVSETargetActivePower_L3 = None
                     s = 7
                 elif v_EVSETargetReactivePower is not None:
-                    bits(2, 4)
                     el = 'EVSETargetReactivePower'
+                    bits(2, 4)
                     _e_RationalNumberType(w, v_EVSETargetReactivePower)
                     v_EVSETargetReactivePower = None
                     s = 8
                 elif v_EVSETargetReactivePower_L2 is not None:
-                    bits(3, 4)
                     el = 'EVSETargetReactivePower_L2'
+                    bits(3, 4)
                     _e_RationalNumberType(w, v_EVSETargetReactivePower_L2)
                     v_EVSETargetReactivePower_L2 = None
                     s = 9
                 elif v_EVSETargetReactivePower_L3 is not None:
-                    bits(4, 4)
                     el = 'EVSETargetReactivePower_L3'
+                    bits(4, 4)
                     _e_RationalNumberType(w, v_EVSETargetReactivePower_L3)
                     v_EVSETargetReactivePower_L3 = None
                     s = 10
                 elif v_EVSEPresentActivePower is not None:
-                    bits(5, 4)
                     el = 'EVSEPresentActivePower'
+                    bits(5, 4)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower)
                     v_EVSEPresentActivePower = None
                     s = 11
                 elif v_EVSEPresentActivePower_L2 is not None:
-                    bits(6, 4)
                     el = 'EVSEPresentActivePower_L2'
+                    bits(6, 4)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L2)
                     v_EVSEPresentActivePower_L2 = None
                     s = 12
                 elif v_EVSEPresentActivePower_L3 is not None:
-                    bits(7, 4)
                     el = 'EVSEPresentActivePower_L3'
+                    bits(7, 4)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L3)
                     v_EVSEPresentActivePower_L3 = None
                     s = 13
@@ -13917,44 +12959,44 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                     s = -1
             if s == 6:
                 if v_EVSETargetActivePower_L3 is not None:
-                    bits(0, 4)
                     el = 'EVSETargetActivePower_L3'
+                    bits(0, 4)
                     _e_RationalNumberType(w, v_EVSETargetActivePower_L3)
                     v_EVSETargetActivePower_L3 = None
                     s = 7
                 elif v_EVSETargetReactivePower is not None:
-                    bits(1, 4)
                     el = 'EVSETargetReactivePower'
+                    bits(1, 4)
                     _e_RationalNumberType(w, v_EVSETargetReactivePower)
                     v_EVSETargetReactivePower = None
                     s = 8
                 elif v_EVSETargetReactivePower_L2 is not None:
-                    bits(2, 4)
                     el = 'EVSETargetReactivePower_L2'
+                    bits(2, 4)
                     _e_RationalNumberType(w, v_EVSETargetReactivePower_L2)
                     v_EVSETargetReactivePower_L2 = None
                     s = 9
                 elif v_EVSETargetReactivePower_L3 is not None:
-                    bits(3, 4)
                     el = 'EVSETargetReactivePower_L3'
+                    bits(3, 4)
                     _e_RationalNumberType(w, v_EVSETargetReactivePower_L3)
                     v_EVSETargetReactivePower_L3 = None
                     s = 10
                 elif v_EVSEPresentActivePower is not None:
-                    bits(4, 4)
                     el = 'EVSEPresentActivePower'
+                    bits(4, 4)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower)
                     v_EVSEPresentActivePower = None
                     s = 11
                 elif v_EVSEPresentActivePower_L2 is not None:
-                    bits(5, 4)
                     el = 'EVSEPresentActivePower_L2'
+                    bits(5, 4)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L2)
                     v_EVSEPresentActivePower_L2 = None
                     s = 12
                 elif v_EVSEPresentActivePower_L3 is not None:
-                    bits(6, 4)
                     el = 'EVSEPresentActivePower_L3'
+                    bits(6, 4)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L3)
                     v_EVSEPresentActivePower_L3 = None
                     s = 13
@@ -13964,38 +13006,38 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                     s = -1
             if s == 7:
                 if v_EVSETargetReactivePower is not None:
-                    bits(0, 3)
                     el = 'EVSETargetReactivePower'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_EVSETargetReactivePower)
                     v_EVSETargetReactivePower = None
                     s = 8
                 elif v_EVSETargetReactivePower_L2 is not None:
-                    bits(1, 3)
                     el = 'EVSETargetReactivePower_L2'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_EVSETargetReactivePower_L2)
                     v_EVSETargetReactivePower_L2 = None
                     s = 9
                 elif v_EVSETargetReactivePower_L3 is not None:
-                    bits(2, 3)
                     el = 'EVSETargetReactivePower_L3'
+                    bits(2, 3)
                     _e_RationalNumberType(w, v_EVSETargetReactivePower_L3)
                     v_EVSETargetReactivePower_L3 = None
                     s = 10
                 elif v_EVSEPresentActivePower is not None:
-                    bits(3, 3)
                     el = 'EVSEPresentActivePower'
+                    bits(3, 3)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower)
                     v_EVSEPresentActivePower = None
                     s = 11
                 elif v_EVSEPresentActivePower_L2 is not None:
-                    bits(4, 3)
                     el = 'EVSEPresentActivePower_L2'
+                    bits(4, 3)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L2)
                     v_EVSEPresentActivePower_L2 = None
                     s = 12
                 elif v_EVSEPresentActivePower_L3 is not None:
-                    bits(5, 3)
                     el = 'EVSEPresentActivePower_L3'
+                    bits(5, 3)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L3)
                     v_EVSEPresentActivePower_L3 = None
                     s = 13
@@ -14005,32 +13047,32 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                     s = -1
             if s == 8:
                 if v_EVSETargetReactivePower_L2 is not None:
-                    bits(0, 3)
                     el = 'EVSETargetReactivePower_L2'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_EVSETargetReactivePower_L2)
                     v_EVSETargetReactivePower_L2 = None
                     s = 9
                 elif v_EVSETargetReactivePower_L3 is not None:
-                    bits(1, 3)
                     el = 'EVSETargetReactivePower_L3'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_EVSETargetReactivePower_L3)
                     v_EVSETargetReactivePower_L3 = None
                     s = 10
                 elif v_EVSEPresentActivePower is not None:
-                    bits(2, 3)
                     el = 'EVSEPresentActivePower'
+                    bits(2, 3)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower)
                     v_EVSEPresentActivePower = None
                     s = 11
                 elif v_EVSEPresentActivePower_L2 is not None:
-                    bits(3, 3)
                     el = 'EVSEPresentActivePower_L2'
+                    bits(3, 3)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L2)
                     v_EVSEPresentActivePower_L2 = None
                     s = 12
                 elif v_EVSEPresentActivePower_L3 is not None:
-                    bits(4, 3)
                     el = 'EVSEPresentActivePower_L3'
+                    bits(4, 3)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L3)
                     v_EVSEPresentActivePower_L3 = None
                     s = 13
@@ -14040,26 +13082,26 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                     s = -1
             if s == 9:
                 if v_EVSETargetReactivePower_L3 is not None:
-                    bits(0, 3)
                     el = 'EVSETargetReactivePower_L3'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_EVSETargetReactivePower_L3)
                     v_EVSETargetReactivePower_L3 = None
                     s = 10
                 elif v_EVSEPresentActivePower is not None:
-                    bits(1, 3)
                     el = 'EVSEPresentActivePower'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower)
                     v_EVSEPresentActivePower = None
                     s = 11
                 elif v_EVSEPresentActivePower_L2 is not None:
-                    bits(2, 3)
                     el = 'EVSEPresentActivePower_L2'
+                    bits(2, 3)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L2)
                     v_EVSEPresentActivePower_L2 = None
                     s = 12
                 elif v_EVSEPresentActivePower_L3 is not None:
-                    bits(3, 3)
                     el = 'EVSEPresentActivePower_L3'
+                    bits(3, 3)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L3)
                     v_EVSEPresentActivePower_L3 = None
                     s = 13
@@ -14069,20 +13111,20 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                     s = -1
             if s == 10:
                 if v_EVSEPresentActivePower is not None:
-                    bits(0, 3)
                     el = 'EVSEPresentActivePower'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower)
                     v_EVSEPresentActivePower = None
                     s = 11
                 elif v_EVSEPresentActivePower_L2 is not None:
-                    bits(1, 3)
                     el = 'EVSEPresentActivePower_L2'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L2)
                     v_EVSEPresentActivePower_L2 = None
                     s = 12
                 elif v_EVSEPresentActivePower_L3 is not None:
-                    bits(2, 3)
                     el = 'EVSEPresentActivePower_L3'
+                    bits(2, 3)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L3)
                     v_EVSEPresentActivePower_L3 = None
                     s = 13
@@ -14092,14 +13134,14 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                     s = -1
             if s == 11:
                 if v_EVSEPresentActivePower_L2 is not None:
-                    bits(0, 2)
                     el = 'EVSEPresentActivePower_L2'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L2)
                     v_EVSEPresentActivePower_L2 = None
                     s = 12
                 elif v_EVSEPresentActivePower_L3 is not None:
-                    bits(1, 2)
                     el = 'EVSEPresentActivePower_L3'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L3)
                     v_EVSEPresentActivePower_L3 = None
                     s = 13
@@ -14109,8 +13151,8 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                     s = -1
             if s == 12:
                 if v_EVSEPresentActivePower_L3 is not None:
-                    bits(0, 2)
                     el = 'EVSEPresentActivePower_L3'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L3)
                     v_EVSEPresentActivePower_L3 = None
                     s = 13
@@ -14401,13 +13443,10 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 else:
                     raise r.deviation('Scheduled_AC_CLReqControlModeType')
             if s == 9:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVPresentActivePower'
-                    f_EVPresentActivePower = _d_RationalNumberType(r)
-                    s = 10
-                else:
-                    raise r.deviation('Scheduled_AC_CLReqControlModeType')
+                if bits(1): raise r.deviation('Scheduled_AC_CLReqControlModeType')
+                el = 'EVPresentActivePower'
+                f_EVPresentActivePower = _d_RationalNumberType(r)
+                s = 10
             if s == 10:
                 ec = bits(3)
                 if ec == 0:
@@ -14431,6 +13470,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     f_EVPresentReactivePower_L3 = _d_RationalNumberType(r)
                     s = 15
                 elif ec == 5:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Scheduled_AC_CLReqControlModeType')
@@ -14453,6 +13493,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     f_EVPresentReactivePower_L3 = _d_RationalNumberType(r)
                     s = 15
                 elif ec == 4:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Scheduled_AC_CLReqControlModeType')
@@ -14471,6 +13512,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     f_EVPresentReactivePower_L3 = _d_RationalNumberType(r)
                     s = 15
                 elif ec == 3:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Scheduled_AC_CLReqControlModeType')
@@ -14485,6 +13527,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     f_EVPresentReactivePower_L3 = _d_RationalNumberType(r)
                     s = 15
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Scheduled_AC_CLReqControlModeType')
@@ -14495,15 +13538,13 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     f_EVPresentReactivePower_L3 = _d_RationalNumberType(r)
                     s = 15
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Scheduled_AC_CLReqControlModeType')
             if s == 15:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('Scheduled_AC_CLReqControlModeType')
+                if bits(1): raise r.deviation('Scheduled_AC_CLReqControlModeType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_ac.Scheduled_AC_CLReqControlModeType(f_EVTargetEnergyRequest, f_EVMaximumEnergyRequest, f_EVMinimumEnergyRequest, f_EVMaximumChargePower, f_EVMaximumChargePower_L2, f_EVMaximumChargePower_L3, f_EVMinimumChargePower, f_EVMinimumChargePower_L2, f_EVMinimumChargePower_L3, f_EVPresentActivePower, f_EVPresentActivePower_L2, f_EVPresentActivePower_L3, f_EVPresentReactivePower, f_EVPresentReactivePower_L2, f_EVPresentReactivePower_L3)
@@ -14532,62 +13573,62 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
         while s >= 0:
             if s == 0:
                 if v_EVTargetEnergyRequest is not None:
-                    bits(0, 4)
                     el = 'EVTargetEnergyRequest'
+                    bits(0, 4)
                     _e_RationalNumberType(w, v_EVTargetEnergyRequest)
                     v_EVTargetEnergyRequest = None
                     s = 1
                 elif v_EVMaximumEnergyRequest is not None:
-                    bits(1, 4)
                     el = 'EVMaximumEnergyRequest'
+                    bits(1, 4)
                     _e_RationalNumberType(w, v_EVMaximumEnergyRequest)
                     v_EVMaximumEnergyRequest = None
                     s = 2
                 elif v_EVMinimumEnergyRequest is not None:
-                    bits(2, 4)
                     el = 'EVMinimumEnergyRequest'
+                    bits(2, 4)
                     _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
                     v_EVMinimumEnergyRequest = None
                     s = 3
                 elif v_EVMaximumChargePower is not None:
-                    bits(3, 4)
                     el = 'EVMaximumChargePower'
+                    bits(3, 4)
                     _e_RationalNumberType(w, v_EVMaximumChargePower)
                     v_EVMaximumChargePower = None
                     s = 4
                 elif v_EVMaximumChargePower_L2 is not None:
-                    bits(4, 4)
                     el = 'EVMaximumChargePower_L2'
+                    bits(4, 4)
                     _e_RationalNumberType(w, v_EVMaximumChargePower_L2)
                     v_EVMaximumChargePower_L2 = None
                     s = 5
                 elif v_EVMaximumChargePower_L3 is not None:
-                    bits(5, 4)
                     el = 'EVMaximumChargePower_L3'
+                    bits(5, 4)
                     _e_RationalNumberType(w, v_EVMaximumChargePower_L3)
                     v_EVMaximumChargePower_L3 = None
                     s = 6
                 elif v_EVMinimumChargePower is not None:
-                    bits(6, 4)
                     el = 'EVMinimumChargePower'
+                    bits(6, 4)
                     _e_RationalNumberType(w, v_EVMinimumChargePower)
                     v_EVMinimumChargePower = None
                     s = 7
                 elif v_EVMinimumChargePower_L2 is not None:
-                    bits(7, 4)
                     el = 'EVMinimumChargePower_L2'
+                    bits(7, 4)
                     _e_RationalNumberType(w, v_EVMinimumChargePower_L2)
                     v_EVMinimumChargePower_L2 = None
                     s = 8
                 elif v_EVMinimumChargePower_L3 is not None:
-                    bits(8, 4)
                     el = 'EVMinimumChargePower_L3'
+                    bits(8, 4)
                     _e_RationalNumberType(w, v_EVMinimumChargePower_L3)
                     v_EVMinimumChargePower_L3 = None
                     s = 9
                 elif v_EVPresentActivePower is not None:
-                    bits(9, 4)
                     el = 'EVPresentActivePower'
+                    bits(9, 4)
                     _e_RationalNumberType(w, v_EVPresentActivePower)
                     v_EVPresentActivePower = None
                     s = 10
@@ -14595,56 +13636,56 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                     raise EncodeError('missing content: expected one of EVTargetEnergyRequest, EVMaximumEnergyRequest, EVMinimumEnergyRequest, EVMaximumChargePower, EVMaximumChargePower_L2, EVMaximumChargePower_L3, EVMinimumChargePower, EVMinimumChargePower_L2, EVMinimumChargePower_L3, EVPresentActivePower')
             if s == 1:
                 if v_EVMaximumEnergyRequest is not None:
-                    bits(0, 4)
                     el = 'EVMaximumEnergyRequest'
+                    bits(0, 4)
                     _e_RationalNumberType(w, v_EVMaximumEnergyRequest)
                     v_EVMaximumEnergyRequest = None
                     s = 2
                 elif v_EVMinimumEnergyRequest is not None:
-                    bits(1, 4)
                     el = 'EVMinimumEnergyRequest'
+                    bits(1, 4)
                     _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
                     v_EVMinimumEnergyRequest = None
                     s = 3
                 elif v_EVMaximumChargePower is not None:
-                    bits(2, 4)
                     el = 'EVMaximumChargePower'
+                    bits(2, 4)
                     _e_RationalNumberType(w, v_EVMaximumChargePower)
                     v_EVMaximumChargePower = None
                     s = 4
                 elif v_EVMaximumChargePower_L2 is not None:
-                    bits(3, 4)
                     el = 'EVMaximumChargePower_L2'
+                    bits(3, 4)
                     _e_RationalNumberType(w, v_EVMaximumChargePower_L2)
                     v_EVMaximumChargePower_L2 = None
                     s = 5
                 elif v_EVMaximumChargePower_L3 is not None:
-                    bits(4, 4)
                     el = 'EVMaximumChargePower_L3'
+                    bits(4, 4)
                     _e_RationalNumberType(w, v_EVMaximumChargePower_L3)
                     v_EVMaximumChargePower_L3 = None
                     s = 6
                 elif v_EVMinimumChargePower is not None:
-                    bits(5, 4)
                     el = 'EVMinimumChargePower'
+                    bits(5, 4)
                     _e_RationalNumberType(w, v_EVMinimumChargePower)
                     v_EVMinimumChargePower = None
                     s = 7
                 elif v_EVMinimumChargePower_L2 is not None:
-                    bits(6, 4)
                     el = 'EVMinimumChargePower_L2'
+                    bits(6, 4)
                     _e_RationalNumberType(w, v_EVMinimumChargePower_L2)
                     v_EVMinimumChargePower_L2 = None
                     s = 8
                 elif v_EVMinimumChargePower_L3 is not None:
-                    bits(7, 4)
                     el = 'EVMinimumChargePower_L3'
+                    bits(7, 4)
                     _e_RationalNumberType(w, v_EVMinimumChargePower_L3)
                     v_EVMinimumChargePower_L3 = None
                     s = 9
                 elif v_EVPresentActivePower is not None:
-                    bits(8, 4)
                     el = 'EVPresentActivePower'
+                    bits(8, 4)
                     _e_RationalNumberType(w, v_EVPresentActivePower)
                     v_EVPresentActivePower = None
                     s = 10
@@ -14652,50 +13693,50 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                     raise EncodeError('missing content: expected one of EVMaximumEnergyRequest, EVMinimumEnergyRequest, EVMaximumChargePower, EVMaximumChargePower_L2, EVMaximumChargePower_L3, EVMinimumChargePower, EVMinimumChargePower_L2, EVMinimumChargePower_L3, EVPresentActivePower')
             if s == 2:
                 if v_EVMinimumEnergyRequest is not None:
-                    bits(0, 4)
                     el = 'EVMinimumEnergyRequest'
+                    bits(0, 4)
                     _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
                     v_EVMinimumEnergyRequest = None
                     s = 3
                 elif v_EVMaximumChargePower is not None:
-                    bits(1, 4)
                     el = 'EVMaximumChargePower'
+                    bits(1, 4)
                     _e_RationalNumberType(w, v_EVMaximumChargePower)
                     v_EVMaximumChargePower = None
                     s = 4
                 elif v_EVMaximumChargePower_L2 is not None:
-                    bits(2, 4)
                     el = 'EVMaximumChargePower_L2'
+                    bits(2, 4)
                     _e_RationalNumberType(w, v_EVMaximumChargePower_L2)
                     v_EVMaximumChargePower_L2 = None
                     s = 5
                 elif v_EVMaximumChargePower_L3 is not None:
-                    bits(3, 4)
                     el = 'EVMaximumChargePower_L3'
+                    bits(3, 4)
                     _e_RationalNumberType(w, v_EVMaximumChargePower_L3)
                     v_EVMaximumChargePower_L3 = None
                     s = 6
                 elif v_EVMinimumChargePower is not None:
-                    bits(4, 4)
                     el = 'EVMinimumChargePower'
+                    bits(4, 4)
                     _e_RationalNumberType(w, v_EVMinimumChargePower)
                     v_EVMinimumChargePower = None
                     s = 7
                 elif v_EVMinimumChargePower_L2 is not None:
-                    bits(5, 4)
                     el = 'EVMinimumChargePower_L2'
+                    bits(5, 4)
                     _e_RationalNumberType(w, v_EVMinimumChargePower_L2)
                     v_EVMinimumChargePower_L2 = None
                     s = 8
                 elif v_EVMinimumChargePower_L3 is not None:
-                    bits(6, 4)
                     el = 'EVMinimumChargePower_L3'
+                    bits(6, 4)
                     _e_RationalNumberType(w, v_EVMinimumChargePower_L3)
                     v_EVMinimumChargePower_L3 = None
                     s = 9
                 elif v_EVPresentActivePower is not None:
-                    bits(7, 4)
                     el = 'EVPresentActivePower'
+                    bits(7, 4)
                     _e_RationalNumberType(w, v_EVPresentActivePower)
                     v_EVPresentActivePower = None
                     s = 10
@@ -14703,44 +13744,44 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                     raise EncodeError('missing content: expected one of EVMinimumEnergyRequest, EVMaximumChargePower, EVMaximumChargePower_L2, EVMaximumChargePower_L3, EVMinimumChargePower, EVMinimumChargePower_L2, EVMinimumChargePower_L3, EVPresentActivePower')
             if s == 3:
                 if v_EVMaximumChargePower is not None:
-                    bits(0, 3)
                     el = 'EVMaximumChargePower'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_EVMaximumChargePower)
                     v_EVMaximumChargePower = None
                     s = 4
                 elif v_EVMaximumChargePower_L2 is not None:
-                    bits(1, 3)
                     el = 'EVMaximumChargePower_L2'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_EVMaximumChargePower_L2)
                     v_EVMaximumChargePower_L2 = None
                     s = 5
                 elif v_EVMaximumChargePower_L3 is not None:
-                    bits(2, 3)
                     el = 'EVMaximumChargePower_L3'
+                    bits(2, 3)
                     _e_RationalNumberType(w, v_EVMaximumChargePower_L3)
                     v_EVMaximumChargePower_L3 = None
                     s = 6
                 elif v_EVMinimumChargePower is not None:
-                    bits(3, 3)
                     el = 'EVMinimumChargePower'
+                    bits(3, 3)
                     _e_RationalNumberType(w, v_EVMinimumChargePower)
                     v_EVMinimumChargePower = None
                     s = 7
                 elif v_EVMinimumChargePower_L2 is not None:
-                    bits(4, 3)
                     el = 'EVMinimumChargePower_L2'
+                    bits(4, 3)
                     _e_RationalNumberType(w, v_EVMinimumChargePower_L2)
                     v_EVMinimumChargePower_L2 = None
                     s = 8
                 elif v_EVMinimumChargePower_L3 is not None:
-                    bits(5, 3)
                     el = 'EVMinimumChargePower_L3'
+                    bits(5, 3)
                     _e_RationalNumberType(w, v_EVMinimumChargePower_L3)
                     v_EVMinimumChargePower_L3 = None
                     s = 9
                 elif v_EVPresentActivePower is not None:
-                    bits(6, 3)
                     el = 'EVPresentActivePower'
+                    bits(6, 3)
                     _e_RationalNumberType(w, v_EVPresentActivePower)
                     v_EVPresentActivePower = None
                     s = 10
@@ -14748,38 +13789,38 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                     raise EncodeError('missing content: expected one of EVMaximumChargePower, EVMaximumChargePower_L2, EVMaximumChargePower_L3, EVMinimumChargePower, EVMinimumChargePower_L2, EVMinimumChargePower_L3, EVPresentActivePower')
             if s == 4:
                 if v_EVMaximumChargePower_L2 is not None:
-                    bits(0, 3)
                     el = 'EVMaximumChargePower_L2'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_EVMaximumChargePower_L2)
                     v_EVMaximumChargePower_L2 = None
                     s = 5
                 elif v_EVMaximumChargePower_L3 is not None:
-                    bits(1, 3)
                     el = 'EVMaximumChargePower_L3'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_EVMaximumChargePower_L3)
                     v_EVMaximumChargePower_L3 = None
                     s = 6
                 elif v_EVMinimumChargePower is not None:
-                    bits(2, 3)
                     el = 'EVMinimumChargePower'
+                    bits(2, 3)
                     _e_RationalNumberType(w, v_EVMinimumChargePower)
                     v_EVMinimumChargePower = None
                     s = 7
                 elif v_EVMinimumChargePower_L2 is not None:
-                    bits(3, 3)
                     el = 'EVMinimumChargePower_L2'
+                    bits(3, 3)
                     _e_RationalNumberType(w, v_EVMinimumChargePower_L2)
                     v_EVMinimumChargePower_L2 = None
                     s = 8
                 elif v_EVMinimumChargePower_L3 is not None:
-                    bits(4, 3)
                     el = 'EVMinimumChargePower_L3'
+                    bits(4, 3)
                     _e_RationalNumberType(w, v_EVMinimumChargePower_L3)
                     v_EVMinimumChargePower_L3 = None
                     s = 9
                 elif v_EVPresentActivePower is not None:
-                    bits(5, 3)
                     el = 'EVPresentActivePower'
+                    bits(5, 3)
                     _e_RationalNumberType(w, v_EVPresentActivePower)
                     v_EVPresentActivePower = None
                     s = 10
@@ -14787,32 +13828,32 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                     raise EncodeError('missing content: expected one of EVMaximumChargePower_L2, EVMaximumChargePower_L3, EVMinimumChargePower, EVMinimumChargePower_L2, EVMinimumChargePower_L3, EVPresentActivePower')
             if s == 5:
                 if v_EVMaximumChargePower_L3 is not None:
-                    bits(0, 3)
                     el = 'EVMaximumChargePower_L3'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_EVMaximumChargePower_L3)
                     v_EVMaximumChargePower_L3 = None
                     s = 6
                 elif v_EVMinimumChargePower is not None:
-                    bits(1, 3)
                     el = 'EVMinimumChargePower'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_EVMinimumChargePower)
                     v_EVMinimumChargePower = None
                     s = 7
                 elif v_EVMinimumChargePower_L2 is not None:
-                    bits(2, 3)
                     el = 'EVMinimumChargePower_L2'
+                    bits(2, 3)
                     _e_RationalNumberType(w, v_EVMinimumChargePower_L2)
                     v_EVMinimumChargePower_L2 = None
                     s = 8
                 elif v_EVMinimumChargePower_L3 is not None:
-                    bits(3, 3)
                     el = 'EVMinimumChargePower_L3'
+                    bits(3, 3)
                     _e_RationalNumberType(w, v_EVMinimumChargePower_L3)
                     v_EVMinimumChargePower_L3 = None
                     s = 9
                 elif v_EVPresentActivePower is not None:
-                    bits(4, 3)
                     el = 'EVPresentActivePower'
+                    bits(4, 3)
                     _e_RationalNumberType(w, v_EVPresentActivePower)
                     v_EVPresentActivePower = None
                     s = 10
@@ -14820,26 +13861,26 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                     raise EncodeError('missing content: expected one of EVMaximumChargePower_L3, EVMinimumChargePower, EVMinimumChargePower_L2, EVMinimumChargePower_L3, EVPresentActivePower')
             if s == 6:
                 if v_EVMinimumChargePower is not None:
-                    bits(0, 3)
                     el = 'EVMinimumChargePower'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_EVMinimumChargePower)
                     v_EVMinimumChargePower = None
                     s = 7
                 elif v_EVMinimumChargePower_L2 is not None:
-                    bits(1, 3)
                     el = 'EVMinimumChargePower_L2'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_EVMinimumChargePower_L2)
                     v_EVMinimumChargePower_L2 = None
                     s = 8
                 elif v_EVMinimumChargePower_L3 is not None:
-                    bits(2, 3)
                     el = 'EVMinimumChargePower_L3'
+                    bits(2, 3)
                     _e_RationalNumberType(w, v_EVMinimumChargePower_L3)
                     v_EVMinimumChargePower_L3 = None
                     s = 9
                 elif v_EVPresentActivePower is not None:
-                    bits(3, 3)
                     el = 'EVPresentActivePower'
+                    bits(3, 3)
                     _e_RationalNumberType(w, v_EVPresentActivePower)
                     v_EVPresentActivePower = None
                     s = 10
@@ -14847,20 +13888,20 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                     raise EncodeError('missing content: expected one of EVMinimumChargePower, EVMinimumChargePower_L2, EVMinimumChargePower_L3, EVPresentActivePower')
             if s == 7:
                 if v_EVMinimumChargePower_L2 is not None:
-                    bits(0, 2)
                     el = 'EVMinimumChargePower_L2'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVMinimumChargePower_L2)
                     v_EVMinimumChargePower_L2 = None
                     s = 8
                 elif v_EVMinimumChargePower_L3 is not None:
-                    bits(1, 2)
                     el = 'EVMinimumChargePower_L3'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVMinimumChargePower_L3)
                     v_EVMinimumChargePower_L3 = None
                     s = 9
                 elif v_EVPresentActivePower is not None:
-                    bits(2, 2)
                     el = 'EVPresentActivePower'
+                    bits(2, 2)
                     _e_RationalNumberType(w, v_EVPresentActivePower)
                     v_EVPresentActivePower = None
                     s = 10
@@ -14868,14 +13909,14 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                     raise EncodeError('missing content: expected one of EVMinimumChargePower_L2, EVMinimumChargePower_L3, EVPresentActivePower')
             if s == 8:
                 if v_EVMinimumChargePower_L3 is not None:
-                    bits(0, 2)
                     el = 'EVMinimumChargePower_L3'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVMinimumChargePower_L3)
                     v_EVMinimumChargePower_L3 = None
                     s = 9
                 elif v_EVPresentActivePower is not None:
-                    bits(1, 2)
                     el = 'EVPresentActivePower'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVPresentActivePower)
                     v_EVPresentActivePower = None
                     s = 10
@@ -14883,8 +13924,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                     raise EncodeError('missing content: expected one of EVMinimumChargePower_L3, EVPresentActivePower')
             if s == 9:
                 if v_EVPresentActivePower is not None:
-                    bits(0, 1)
                     el = 'EVPresentActivePower'
+                    bits(0, 1)
                     _e_RationalNumberType(w, v_EVPresentActivePower)
                     v_EVPresentActivePower = None
                     s = 10
@@ -14892,32 +13933,32 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                     raise EncodeError('missing content: expected one of EVPresentActivePower')
             if s == 10:
                 if v_EVPresentActivePower_L2 is not None:
-                    bits(0, 3)
                     el = 'EVPresentActivePower_L2'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_EVPresentActivePower_L2)
                     v_EVPresentActivePower_L2 = None
                     s = 11
                 elif v_EVPresentActivePower_L3 is not None:
-                    bits(1, 3)
                     el = 'EVPresentActivePower_L3'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_EVPresentActivePower_L3)
                     v_EVPresentActivePower_L3 = None
                     s = 12
                 elif v_EVPresentReactivePower is not None:
-                    bits(2, 3)
                     el = 'EVPresentReactivePower'
+                    bits(2, 3)
                     _e_RationalNumberType(w, v_EVPresentReactivePower)
                     v_EVPresentReactivePower = None
                     s = 13
                 elif v_EVPresentReactivePower_L2 is not None:
-                    bits(3, 3)
                     el = 'EVPresentReactivePower_L2'
+                    bits(3, 3)
                     _e_RationalNumberType(w, v_EVPresentReactivePower_L2)
                     v_EVPresentReactivePower_L2 = None
                     s = 14
                 elif v_EVPresentReactivePower_L3 is not None:
-                    bits(4, 3)
                     el = 'EVPresentReactivePower_L3'
+                    bits(4, 3)
                     _e_RationalNumberType(w, v_EVPresentReactivePower_L3)
                     v_EVPresentReactivePower_L3 = None
                     s = 15
@@ -14927,26 +13968,26 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                     s = -1
             if s == 11:
                 if v_EVPresentActivePower_L3 is not None:
-                    bits(0, 3)
                     el = 'EVPresentActivePower_L3'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_EVPresentActivePower_L3)
                     v_EVPresentActivePower_L3 = None
                     s = 12
                 elif v_EVPresentReactivePower is not None:
-                    bits(1, 3)
                     el = 'EVPresentReactivePower'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_EVPresentReactivePower)
                     v_EVPresentReactivePower = None
                     s = 13
                 elif v_EVPresentReactivePower_L2 is not None:
-                    bits(2, 3)
                     el = 'EVPresentReactivePower_L2'
+                    bits(2, 3)
                     _e_RationalNumberType(w, v_EVPresentReactivePower_L2)
                     v_EVPresentReactivePower_L2 = None
                     s = 14
                 elif v_EVPresentReactivePower_L3 is not None:
-                    bits(3, 3)
                     el = 'EVPresentReactivePower_L3'
+                    bits(3, 3)
                     _e_RationalNumberType(w, v_EVPresentReactivePower_L3)
                     v_EVPresentReactivePower_L3 = None
                     s = 15
@@ -14956,20 +13997,20 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                     s = -1
             if s == 12:
                 if v_EVPresentReactivePower is not None:
-                    bits(0, 3)
                     el = 'EVPresentReactivePower'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_EVPresentReactivePower)
                     v_EVPresentReactivePower = None
                     s = 13
                 elif v_EVPresentReactivePower_L2 is not None:
-                    bits(1, 3)
                     el = 'EVPresentReactivePower_L2'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_EVPresentReactivePower_L2)
                     v_EVPresentReactivePower_L2 = None
                     s = 14
                 elif v_EVPresentReactivePower_L3 is not None:
-                    bits(2, 3)
                     el = 'EVPresentReactivePower_L3'
+                    bits(2, 3)
                     _e_RationalNumberType(w, v_EVPresentReactivePower_L3)
                     v_EVPresentReactivePower_L3 = None
                     s = 15
@@ -14979,14 +14020,14 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                     s = -1
             if s == 13:
                 if v_EVPresentReactivePower_L2 is not None:
-                    bits(0, 2)
                     el = 'EVPresentReactivePower_L2'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVPresentReactivePower_L2)
                     v_EVPresentReactivePower_L2 = None
                     s = 14
                 elif v_EVPresentReactivePower_L3 is not None:
-                    bits(1, 2)
                     el = 'EVPresentReactivePower_L3'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVPresentReactivePower_L3)
                     v_EVPresentReactivePower_L3 = None
                     s = 15
@@ -14996,8 +14037,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                     s = -1
             if s == 14:
                 if v_EVPresentReactivePower_L3 is not None:
-                    bits(0, 2)
                     el = 'EVPresentReactivePower_L3'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVPresentReactivePower_L3)
                     v_EVPresentReactivePower_L3 = None
                     s = 15
@@ -15038,6 +14079,7 @@ def _d_Scheduled_CLReqControlModeType(r):
                     f_EVMinimumEnergyRequest = _d_RationalNumberType(r)
                     s = 3
                 elif ec == 3:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Scheduled_CLReqControlModeType')
@@ -15052,6 +14094,7 @@ def _d_Scheduled_CLReqControlModeType(r):
                     f_EVMinimumEnergyRequest = _d_RationalNumberType(r)
                     s = 3
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Scheduled_CLReqControlModeType')
@@ -15062,15 +14105,13 @@ def _d_Scheduled_CLReqControlModeType(r):
                     f_EVMinimumEnergyRequest = _d_RationalNumberType(r)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Scheduled_CLReqControlModeType')
             if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('Scheduled_CLReqControlModeType')
+                if bits(1): raise r.deviation('Scheduled_CLReqControlModeType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.Scheduled_CLReqControlModeType(f_EVTargetEnergyRequest, f_EVMaximumEnergyRequest, f_EVMinimumEnergyRequest)
@@ -15087,20 +14128,20 @@ def _e_Scheduled_CLReqControlModeType(w, o):
         while s >= 0:
             if s == 0:
                 if v_EVTargetEnergyRequest is not None:
-                    bits(0, 3)
                     el = 'EVTargetEnergyRequest'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_EVTargetEnergyRequest)
                     v_EVTargetEnergyRequest = None
                     s = 1
                 elif v_EVMaximumEnergyRequest is not None:
-                    bits(1, 3)
                     el = 'EVMaximumEnergyRequest'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_EVMaximumEnergyRequest)
                     v_EVMaximumEnergyRequest = None
                     s = 2
                 elif v_EVMinimumEnergyRequest is not None:
-                    bits(2, 3)
                     el = 'EVMinimumEnergyRequest'
+                    bits(2, 3)
                     _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
                     v_EVMinimumEnergyRequest = None
                     s = 3
@@ -15110,14 +14151,14 @@ def _e_Scheduled_CLReqControlModeType(w, o):
                     s = -1
             if s == 1:
                 if v_EVMaximumEnergyRequest is not None:
-                    bits(0, 2)
                     el = 'EVMaximumEnergyRequest'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVMaximumEnergyRequest)
                     v_EVMaximumEnergyRequest = None
                     s = 2
                 elif v_EVMinimumEnergyRequest is not None:
-                    bits(1, 2)
                     el = 'EVMinimumEnergyRequest'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
                     v_EVMinimumEnergyRequest = None
                     s = 3
@@ -15127,8 +14168,8 @@ def _e_Scheduled_CLReqControlModeType(w, o):
                     s = -1
             if s == 2:
                 if v_EVMinimumEnergyRequest is not None:
-                    bits(0, 2)
                     el = 'EVMinimumEnergyRequest'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
                     v_EVMinimumEnergyRequest = None
                     s = 3
@@ -15425,13 +14466,10 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 else:
                     raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType')
             if s == 9:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVPresentActivePower'
-                    f_EVPresentActivePower = _d_RationalNumberType(r)
-                    s = 10
-                else:
-                    raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType')
+                if bits(1): raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType')
+                el = 'EVPresentActivePower'
+                f_EVPresentActivePower = _d_RationalNumberType(r)
+                s = 10
             if s == 10:
                 ec = bits(4)
                 if ec == 0:
@@ -15479,6 +14517,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     f_EVMinimumDischargePower_L3 = _d_RationalNumberType(r)
                     s = 21
                 elif ec == 11:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType')
@@ -15525,6 +14564,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     f_EVMinimumDischargePower_L3 = _d_RationalNumberType(r)
                     s = 21
                 elif ec == 10:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType')
@@ -15567,6 +14607,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     f_EVMinimumDischargePower_L3 = _d_RationalNumberType(r)
                     s = 21
                 elif ec == 9:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType')
@@ -15605,6 +14646,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     f_EVMinimumDischargePower_L3 = _d_RationalNumberType(r)
                     s = 21
                 elif ec == 8:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType')
@@ -15639,6 +14681,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     f_EVMinimumDischargePower_L3 = _d_RationalNumberType(r)
                     s = 21
                 elif ec == 7:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType')
@@ -15669,6 +14712,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     f_EVMinimumDischargePower_L3 = _d_RationalNumberType(r)
                     s = 21
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType')
@@ -15695,6 +14739,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     f_EVMinimumDischargePower_L3 = _d_RationalNumberType(r)
                     s = 21
                 elif ec == 5:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType')
@@ -15717,6 +14762,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     f_EVMinimumDischargePower_L3 = _d_RationalNumberType(r)
                     s = 21
                 elif ec == 4:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType')
@@ -15735,6 +14781,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     f_EVMinimumDischargePower_L3 = _d_RationalNumberType(r)
                     s = 21
                 elif ec == 3:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType')
@@ -15749,6 +14796,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     f_EVMinimumDischargePower_L3 = _d_RationalNumberType(r)
                     s = 21
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType')
@@ -15759,15 +14807,13 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     f_EVMinimumDischargePower_L3 = _d_RationalNumberType(r)
                     s = 21
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType')
             if s == 21:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType')
+                if bits(1): raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_ac.BPT_Scheduled_AC_CLReqControlModeType(f_EVTargetEnergyRequest, f_EVMaximumEnergyRequest, f_EVMinimumEnergyRequest, f_EVMaximumChargePower, f_EVMaximumChargePower_L2, f_EVMaximumChargePower_L3, f_EVMinimumChargePower, f_EVMinimumChargePower_L2, f_EVMinimumChargePower_L3, f_EVPresentActivePower, f_EVPresentActivePower_L2, f_EVPresentActivePower_L3, f_EVPresentReactivePower, f_EVPresentReactivePower_L2, f_EVPresentReactivePower_L3, f_EVMaximumDischargePower, f_EVMaximumDischargePower_L2, f_EVMaximumDischargePower_L3, f_EVMinimumDischargePower, f_EVMinimumDischargePower_L2, f_EVMinimumDischargePower_L3)
@@ -15802,62 +14848,62 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
         while s >= 0:
             if s == 0:
                 if v_EVTargetEnergyRequest is not None:
-                    bits(0, 4)
                     el = 'EVTargetEnergyRequest'
+                    bits(0, 4)
                     _e_RationalNumberType(w, v_EVTargetEnergyRequest)
                     v_EVTargetEnergyRequest = None
                     s = 1
                 elif v_EVMaximumEnergyRequest is not None:
-                    bits(1, 4)
                     el = 'EVMaximumEnergyRequest'
+                    bits(1, 4)
                     _e_RationalNumberType(w, v_EVMaximumEnergyRequest)
                     v_EVMaximumEnergyRequest = None
                     s = 2
                 elif v_EVMinimumEnergyRequest is not None:
-                    bits(2, 4)
                     el = 'EVMinimumEnergyRequest'
+                    bits(2, 4)
                     _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
                     v_EVMinimumEnergyRequest = None
                     s = 3
                 elif v_EVMaximumChargePower is not None:
-                    bits(3, 4)
                     el = 'EVMaximumChargePower'
+                    bits(3, 4)
                     _e_RationalNumberType(w, v_EVMaximumChargePower)
                     v_EVMaximumChargePower = None
                     s = 4
                 elif v_EVMaximumChargePower_L2 is not None:
-                    bits(4, 4)
                     el = 'EVMaximumChargePower_L2'
+                    bits(4, 4)
                     _e_RationalNumberType(w, v_EVMaximumChargePower_L2)
                     v_EVMaximumChargePower_L2 = None
                     s = 5
                 elif v_EVMaximumChargePower_L3 is not None:
-                    bits(5, 4)
                     el = 'EVMaximumChargePower_L3'
+                    bits(5, 4)
                     _e_RationalNumberType(w, v_EVMaximumChargePower_L3)
                     v_EVMaximumChargePower_L3 = None
                     s = 6
                 elif v_EVMinimumChargePower is not None:
-                    bits(6, 4)
                     el = 'EVMinimumChargePower'
+                    bits(6, 4)
                     _e_RationalNumberType(w, v_EVMinimumChargePower)
                     v_EVMinimumChargePower = None
                     s = 7
                 elif v_EVMinimumChargePower_L2 is not None:
-                    bits(7, 4)
                     el = 'EVMinimumChargePower_L2'
+                    bits(7, 4)
                     _e_RationalNumberType(w, v_EVMinimumChargePower_L2)
                     v_EVMinimumChargePower_L2 = None
                     s = 8
                 elif v_EVMinimumChargePower_L3 is not None:
-                    bits(8, 4)
                     el = 'EVMinimumChargePower_L3'
+                    bits(8, 4)
                     _e_RationalNumberType(w, v_EVMinimumChargePower_L3)
                     v_EVMinimumChargePower_L3 = None
                     s = 9
                 elif v_EVPresentActivePower is not None:
-                    bits(9, 4)
                     el = 'EVPresentActivePower'
+                    bits(9, 4)
                     _e_RationalNumberType(w, v_EVPresentActivePower)
                     v_EVPresentActivePower = None
                     s = 10
@@ -15865,56 +14911,56 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                     raise EncodeError('missing content: expected one of EVTargetEnergyRequest, EVMaximumEnergyRequest, EVMinimumEnergyRequest, EVMaximumChargePower, EVMaximumChargePower_L2, EVMaximumChargePower_L3, EVMinimumChargePower, EVMinimumChargePower_L2, EVMinimumChargePower_L3, EVPresentActivePower')
             if s == 1:
                 if v_EVMaximumEnergyRequest is not None:
-                    bits(0, 4)
                     el = 'EVMaximumEnergyRequest'
+                    bits(0, 4)
                     _e_RationalNumberType(w, v_EVMaximumEnergyRequest)
                     v_EVMaximumEnergyRequest = None
                     s = 2
                 elif v_EVMinimumEnergyRequest is not None:
-                    bits(1, 4)
                     el = 'EVMinimumEnergyRequest'
+                    bits(1, 4)
                     _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
                     v_EVMinimumEnergyRequest = None
                     s = 3
                 elif v_EVMaximumChargePower is not None:
-                    bits(2, 4)
                     el = 'EVMaximumChargePower'
+                    bits(2, 4)
                     _e_RationalNumberType(w, v_EVMaximumChargePower)
                     v_EVMaximumChargePower = None
                     s = 4
                 elif v_EVMaximumChargePower_L2 is not None:
-                    bits(3, 4)
                     el = 'EVMaximumChargePower_L2'
+                    bits(3, 4)
                     _e_RationalNumberType(w, v_EVMaximumChargePower_L2)
                     v_EVMaximumChargePower_L2 = None
                     s = 5
                 elif v_EVMaximumChargePower_L3 is not None:
-                    bits(4, 4)
                     el = 'EVMaximumChargePower_L3'
+                    bits(4, 4)
                     _e_RationalNumberType(w, v_EVMaximumChargePower_L3)
                     v_EVMaximumChargePower_L3 = None
                     s = 6
                 elif v_EVMinimumChargePower is not None:
-                    bits(5, 4)
                     el = 'EVMinimumChargePower'
+                    bits(5, 4)
                     _e_RationalNumberType(w, v_EVMinimumChargePower)
                     v_EVMinimumChargePower = None
                     s = 7
                 elif v_EVMinimumChargePower_L2 is not None:
-                    bits(6, 4)
                     el = 'EVMinimumChargePower_L2'
+                    bits(6, 4)
                     _e_RationalNumberType(w, v_EVMinimumChargePower_L2)
                     v_EVMinimumChargePower_L2 = None
                     s = 8
                 elif v_EVMinimumChargePower_L3 is not None:
-                    bits(7, 4)
                     el = 'EVMinimumChargePower_L3'
+                    bits(7, 4)
                     _e_RationalNumberType(w, v_EVMinimumChargePower_L3)
                     v_EVMinimumChargePower_L3 = None
                     s = 9
                 elif v_EVPresentActivePower is not None:
-                    bits(8, 4)
                     el = 'EVPresentActivePower'
+                    bits(8, 4)
                     _e_RationalNumberType(w, v_EVPresentActivePower)
                     v_EVPresentActivePower = None
                     s = 10
@@ -15922,50 +14968,50 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                     raise EncodeError('missing content: expected one of EVMaximumEnergyRequest, EVMinimumEnergyRequest, EVMaximumChargePower, EVMaximumChargePower_L2, EVMaximumChargePower_L3, EVMinimumChargePower, EVMinimumChargePower_L2, EVMinimumChargePower_L3, EVPresentActivePower')
             if s == 2:
                 if v_EVMinimumEnergyRequest is not None:
-                    bits(0, 4)
                     el = 'EVMinimumEnergyRequest'
+                    bits(0, 4)
                     _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
                     v_EVMinimumEnergyRequest = None
                     s = 3
                 elif v_EVMaximumChargePower is not None:
-                    bits(1, 4)
                     el = 'EVMaximumChargePower'
+                    bits(1, 4)
                     _e_RationalNumberType(w, v_EVMaximumChargePower)
                     v_EVMaximumChargePower = None
                     s = 4
                 elif v_EVMaximumChargePower_L2 is not None:
-                    bits(2, 4)
                     el = 'EVMaximumChargePower_L2'
+                    bits(2, 4)
                     _e_RationalNumberType(w, v_EVMaximumChargePower_L2)
                     v_EVMaximumChargePower_L2 = None
                     s = 5
                 elif v_EVMaximumChargePower_L3 is not None:
-                    bits(3, 4)
                     el = 'EVMaximumChargePower_L3'
+                    bits(3, 4)
                     _e_RationalNumberType(w, v_EVMaximumChargePower_L3)
                     v_EVMaximumChargePower_L3 = None
                     s = 6
                 elif v_EVMinimumChargePower is not None:
-                    bits(4, 4)
                     el = 'EVMinimumChargePower'
+                    bits(4, 4)
                     _e_RationalNumberType(w, v_EVMinimumChargePower)
                     v_EVMinimumChargePower = None
                     s = 7
                 elif v_EVMinimumChargePower_L2 is not None:
-                    bits(5, 4)
                     el = 'EVMinimumChargePower_L2'
+                    bits(5, 4)
                     _e_RationalNumberType(w, v_EVMinimumChargePower_L2)
                     v_EVMinimumChargePower_L2 = None
                     s = 8
                 elif v_EVMinimumChargePower_L3 is not None:
-                    bits(6, 4)
                     el = 'EVMinimumChargePower_L3'
+                    bits(6, 4)
                     _e_RationalNumberType(w, v_EVMinimumChargePower_L3)
                     v_EVMinimumChargePower_L3 = None
                     s = 9
                 elif v_EVPresentActivePower is not None:
-                    bits(7, 4)
                     el = 'EVPresentActivePower'
+                    bits(7, 4)
                     _e_RationalNumberType(w, v_EVPresentActivePower)
                     v_EVPresentActivePower = None
                     s = 10
@@ -15973,44 +15019,44 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                     raise EncodeError('missing content: expected one of EVMinimumEnergyRequest, EVMaximumChargePower, EVMaximumChargePower_L2, EVMaximumChargePower_L3, EVMinimumChargePower, EVMinimumChargePower_L2, EVMinimumChargePower_L3, EVPresentActivePower')
             if s == 3:
                 if v_EVMaximumChargePower is not None:
-                    bits(0, 3)
                     el = 'EVMaximumChargePower'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_EVMaximumChargePower)
                     v_EVMaximumChargePower = None
                     s = 4
                 elif v_EVMaximumChargePower_L2 is not None:
-                    bits(1, 3)
                     el = 'EVMaximumChargePower_L2'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_EVMaximumChargePower_L2)
                     v_EVMaximumChargePower_L2 = None
                     s = 5
                 elif v_EVMaximumChargePower_L3 is not None:
-                    bits(2, 3)
                     el = 'EVMaximumChargePower_L3'
+                    bits(2, 3)
                     _e_RationalNumberType(w, v_EVMaximumChargePower_L3)
                     v_EVMaximumChargePower_L3 = None
                     s = 6
                 elif v_EVMinimumChargePower is not None:
-                    bits(3, 3)
                     el = 'EVMinimumChargePower'
+                    bits(3, 3)
                     _e_RationalNumberType(w, v_EVMinimumChargePower)
                     v_EVMinimumChargePower = None
                     s = 7
                 elif v_EVMinimumChargePower_L2 is not None:
-                    bits(4, 3)
                     el = 'EVMinimumChargePower_L2'
+                    bits(4, 3)
                     _e_RationalNumberType(w, v_EVMinimumChargePower_L2)
                     v_EVMinimumChargePower_L2 = None
                     s = 8
                 elif v_EVMinimumChargePower_L3 is not None:
-                    bits(5, 3)
                     el = 'EVMinimumChargePower_L3'
+                    bits(5, 3)
                     _e_RationalNumberType(w, v_EVMinimumChargePower_L3)
                     v_EVMinimumChargePower_L3 = None
                     s = 9
                 elif v_EVPresentActivePower is not None:
-                    bits(6, 3)
                     el = 'EVPresentActivePower'
+                    bits(6, 3)
                     _e_RationalNumberType(w, v_EVPresentActivePower)
                     v_EVPresentActivePower = None
                     s = 10
@@ -16018,38 +15064,38 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                     raise EncodeError('missing content: expected one of EVMaximumChargePower, EVMaximumChargePower_L2, EVMaximumChargePower_L3, EVMinimumChargePower, EVMinimumChargePower_L2, EVMinimumChargePower_L3, EVPresentActivePower')
             if s == 4:
                 if v_EVMaximumChargePower_L2 is not None:
-                    bits(0, 3)
                     el = 'EVMaximumChargePower_L2'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_EVMaximumChargePower_L2)
                     v_EVMaximumChargePower_L2 = None
                     s = 5
                 elif v_EVMaximumChargePower_L3 is not None:
-                    bits(1, 3)
                     el = 'EVMaximumChargePower_L3'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_EVMaximumChargePower_L3)
                     v_EVMaximumChargePower_L3 = None
                     s = 6
                 elif v_EVMinimumChargePower is not None:
-                    bits(2, 3)
                     el = 'EVMinimumChargePower'
+                    bits(2, 3)
                     _e_RationalNumberType(w, v_EVMinimumChargePower)
                     v_EVMinimumChargePower = None
                     s = 7
                 elif v_EVMinimumChargePower_L2 is not None:
-                    bits(3, 3)
                     el = 'EVMinimumChargePower_L2'
+                    bits(3, 3)
                     _e_RationalNumberType(w, v_EVMinimumChargePower_L2)
                     v_EVMinimumChargePower_L2 = None
                     s = 8
                 elif v_EVMinimumChargePower_L3 is not None:
-                    bits(4, 3)
                     el = 'EVMinimumChargePower_L3'
+                    bits(4, 3)
                     _e_RationalNumberType(w, v_EVMinimumChargePower_L3)
                     v_EVMinimumChargePower_L3 = None
                     s = 9
                 elif v_EVPresentActivePower is not None:
-                    bits(5, 3)
                     el = 'EVPresentActivePower'
+                    bits(5, 3)
                     _e_RationalNumberType(w, v_EVPresentActivePower)
                     v_EVPresentActivePower = None
                     s = 10
@@ -16057,32 +15103,32 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                     raise EncodeError('missing content: expected one of EVMaximumChargePower_L2, EVMaximumChargePower_L3, EVMinimumChargePower, EVMinimumChargePower_L2, EVMinimumChargePower_L3, EVPresentActivePower')
             if s == 5:
                 if v_EVMaximumChargePower_L3 is not None:
-                    bits(0, 3)
                     el = 'EVMaximumChargePower_L3'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_EVMaximumChargePower_L3)
                     v_EVMaximumChargePower_L3 = None
                     s = 6
                 elif v_EVMinimumChargePower is not None:
-                    bits(1, 3)
                     el = 'EVMinimumChargePower'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_EVMinimumChargePower)
                     v_EVMinimumChargePower = None
                     s = 7
                 elif v_EVMinimumChargePower_L2 is not None:
-                    bits(2, 3)
                     el = 'EVMinimumChargePower_L2'
+                    bits(2, 3)
                     _e_RationalNumberType(w, v_EVMinimumChargePower_L2)
                     v_EVMinimumChargePower_L2 = None
                     s = 8
                 elif v_EVMinimumChargePower_L3 is not None:
-                    bits(3, 3)
                     el = 'EVMinimumChargePower_L3'
+                    bits(3, 3)
                     _e_RationalNumberType(w, v_EVMinimumChargePower_L3)
                     v_EVMinimumChargePower_L3 = None
                     s = 9
                 elif v_EVPresentActivePower is not None:
-                    bits(4, 3)
                     el = 'EVPresentActivePower'
+                    bits(4, 3)
                     _e_RationalNumberType(w, v_EVPresentActivePower)
                     v_EVPresentActivePower = None
                     s = 10
@@ -16090,26 +15136,26 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                     raise EncodeError('missing content: expected one of EVMaximumChargePower_L3, EVMinimumChargePower, EVMinimumChargePower_L2, EVMinimumChargePower_L3, EVPresentActivePower')
             if s == 6:
                 if v_EVMinimumChargePower is not None:
-                    bits(0, 3)
                     el = 'EVMinimumChargePower'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_EVMinimumChargePower)
                     v_EVMinimumChargePower = None
                     s = 7
                 elif v_EVMinimumChargePower_L2 is not None:
-                    bits(1, 3)
                     el = 'EVMinimumChargePower_L2'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_EVMinimumChargePower_L2)
                     v_EVMinimumChargePower_L2 = None
                     s = 8
                 elif v_EVMinimumChargePower_L3 is not None:
-                    bits(2, 3)
                     el = 'EVMinimumChargePower_L3'
+                    bits(2, 3)
                     _e_RationalNumberType(w, v_EVMinimumChargePower_L3)
                     v_EVMinimumChargePower_L3 = None
                     s = 9
                 elif v_EVPresentActivePower is not None:
-                    bits(3, 3)
                     el = 'EVPresentActivePower'
+                    bits(3, 3)
                     _e_RationalNumberType(w, v_EVPresentActivePower)
                     v_EVPresentActivePower = None
                     s = 10
@@ -16117,20 +15163,20 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                     raise EncodeError('missing content: expected one of EVMinimumChargePower, EVMinimumChargePower_L2, EVMinimumChargePower_L3, EVPresentActivePower')
             if s == 7:
                 if v_EVMinimumChargePower_L2 is not None:
-                    bits(0, 2)
                     el = 'EVMinimumChargePower_L2'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVMinimumChargePower_L2)
                     v_EVMinimumChargePower_L2 = None
                     s = 8
                 elif v_EVMinimumChargePower_L3 is not None:
-                    bits(1, 2)
                     el = 'EVMinimumChargePower_L3'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVMinimumChargePower_L3)
                     v_EVMinimumChargePower_L3 = None
                     s = 9
                 elif v_EVPresentActivePower is not None:
-                    bits(2, 2)
                     el = 'EVPresentActivePower'
+                    bits(2, 2)
                     _e_RationalNumberType(w, v_EVPresentActivePower)
                     v_EVPresentActivePower = None
                     s = 10
@@ -16138,14 +15184,14 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                     raise EncodeError('missing content: expected one of EVMinimumChargePower_L2, EVMinimumChargePower_L3, EVPresentActivePower')
             if s == 8:
                 if v_EVMinimumChargePower_L3 is not None:
-                    bits(0, 2)
                     el = 'EVMinimumChargePower_L3'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVMinimumChargePower_L3)
                     v_EVMinimumChargePower_L3 = None
                     s = 9
                 elif v_EVPresentActivePower is not None:
-                    bits(1, 2)
                     el = 'EVPresentActivePower'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVPresentActivePower)
                     v_EVPresentActivePower = None
                     s = 10
@@ -16153,8 +15199,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                     raise EncodeError('missing content: expected one of EVMinimumChargePower_L3, EVPresentActivePower')
             if s == 9:
                 if v_EVPresentActivePower is not None:
-                    bits(0, 1)
                     el = 'EVPresentActivePower'
+                    bits(0, 1)
                     _e_RationalNumberType(w, v_EVPresentActivePower)
                     v_EVPresentActivePower = None
                     s = 10
@@ -16162,68 +15208,68 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                     raise EncodeError('missing content: expected one of EVPresentActivePower')
             if s == 10:
                 if v_EVPresentActivePower_L2 is not None:
-                    bits(0, 4)
                     el = 'EVPresentActivePower_L2'
+                    bits(0, 4)
                     _e_RationalNumberType(w, v_EVPresentActivePower_L2)
                     v_EVPresentActivePower_L2 = None
                     s = 11
                 elif v_EVPresentActivePower_L3 is not None:
-                    bits(1, 4)
                     el = 'EVPresentActivePower_L3'
+                    bits(1, 4)
                     _e_RationalNumberType(w, v_EVPresentActivePower_L3)
                     v_EVPresentActivePower_L3 = None
                     s = 12
                 elif v_EVPresentReactivePower is not None:
-                    bits(2, 4)
                     el = 'EVPresentReactivePower'
+                    bits(2, 4)
                     _e_RationalNumberType(w, v_EVPresentReactivePower)
                     v_EVPresentReactivePower = None
                     s = 13
                 elif v_EVPresentReactivePower_L2 is not None:
-                    bits(3, 4)
                     el = 'EVPresentReactivePower_L2'
+                    bits(3, 4)
                     _e_RationalNumberType(w, v_EVPresentReactivePower_L2)
                     v_EVPresentReactivePower_L2 = None
                     s = 14
                 elif v_EVPresentReactivePower_L3 is not None:
-                    bits(4, 4)
                     el = 'EVPresentReactivePower_L3'
+                    bits(4, 4)
                     _e_RationalNumberType(w, v_EVPresentReactivePower_L3)
                     v_EVPresentReactivePower_L3 = None
                     s = 15
                 elif v_EVMaximumDischargePower is not None:
-                    bits(5, 4)
                     el = 'EVMaximumDischargePower'
+                    bits(5, 4)
                     _e_RationalNumberType(w, v_EVMaximumDischargePower)
                     v_EVMaximumDischargePower = None
                     s = 16
                 elif v_EVMaximumDischargePower_L2 is not None:
-                    bits(6, 4)
                     el = 'EVMaximumDischargePower_L2'
+                    bits(6, 4)
                     _e_RationalNumberType(w, v_EVMaximumDischargePower_L2)
                     v_EVMaximumDischargePower_L2 = None
                     s = 17
                 elif v_EVMaximumDischargePower_L3 is not None:
-                    bits(7, 4)
                     el = 'EVMaximumDischargePower_L3'
+                    bits(7, 4)
                     _e_RationalNumberType(w, v_EVMaximumDischargePower_L3)
                     v_EVMaximumDischargePower_L3 = None
                     s = 18
                 elif v_EVMinimumDischargePower is not None:
-                    bits(8, 4)
                     el = 'EVMinimumDischargePower'
+                    bits(8, 4)
                     _e_RationalNumberType(w, v_EVMinimumDischargePower)
                     v_EVMinimumDischargePower = None
                     s = 19
                 elif v_EVMinimumDischargePower_L2 is not None:
-                    bits(9, 4)
                     el = 'EVMinimumDischargePower_L2'
+                    bits(9, 4)
                     _e_RationalNumberType(w, v_EVMinimumDischargePower_L2)
                     v_EVMinimumDischargePower_L2 = None
                     s = 20
                 elif v_EVMinimumDischargePower_L3 is not None:
-                    bits(10, 4)
                     el = 'EVMinimumDischargePower_L3'
+                    bits(10, 4)
                     _e_RationalNumberType(w, v_EVMinimumDischargePower_L3)
                     v_EVMinimumDischargePower_L3 = None
                     s = 21
@@ -16233,62 +15279,62 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                     s = -1
             if s == 11:
                 if v_EVPresentActivePower_L3 is not None:
-                    bits(0, 4)
                     el = 'EVPresentActivePower_L3'
+                    bits(0, 4)
                     _e_RationalNumberType(w, v_EVPresentActivePower_L3)
                     v_EVPresentActivePower_L3 = None
                     s = 12
                 elif v_EVPresentReactivePower is not None:
-                    bits(1, 4)
                     el = 'EVPresentReactivePower'
+                    bits(1, 4)
                     _e_RationalNumberType(w, v_EVPresentReactivePower)
                     v_EVPresentReactivePower = None
                     s = 13
                 elif v_EVPresentReactivePower_L2 is not None:
-                    bits(2, 4)
                     el = 'EVPresentReactivePower_L2'
+                    bits(2, 4)
                     _e_RationalNumberType(w, v_EVPresentReactivePower_L2)
                     v_EVPresentReactivePower_L2 = None
                     s = 14
                 elif v_EVPresentReactivePower_L3 is not None:
-                    bits(3, 4)
                     el = 'EVPresentReactivePower_L3'
+                    bits(3, 4)
                     _e_RationalNumberType(w, v_EVPresentReactivePower_L3)
                     v_EVPresentReactivePower_L3 = None
                     s = 15
                 elif v_EVMaximumDischargePower is not None:
-                    bits(4, 4)
                     el = 'EVMaximumDischargePower'
+                    bits(4, 4)
                     _e_RationalNumberType(w, v_EVMaximumDischargePower)
                     v_EVMaximumDischargePower = None
                     s = 16
                 elif v_EVMaximumDischargePower_L2 is not None:
-                    bits(5, 4)
                     el = 'EVMaximumDischargePower_L2'
+                    bits(5, 4)
                     _e_RationalNumberType(w, v_EVMaximumDischargePower_L2)
                     v_EVMaximumDischargePower_L2 = None
                     s = 17
                 elif v_EVMaximumDischargePower_L3 is not None:
-                    bits(6, 4)
                     el = 'EVMaximumDischargePower_L3'
+                    bits(6, 4)
                     _e_RationalNumberType(w, v_EVMaximumDischargePower_L3)
                     v_EVMaximumDischargePower_L3 = None
                     s = 18
                 elif v_EVMinimumDischargePower is not None:
-                    bits(7, 4)
                     el = 'EVMinimumDischargePower'
+                    bits(7, 4)
                     _e_RationalNumberType(w, v_EVMinimumDischargePower)
                     v_EVMinimumDischargePower = None
                     s = 19
                 elif v_EVMinimumDischargePower_L2 is not None:
-                    bits(8, 4)
                     el = 'EVMinimumDischargePower_L2'
+                    bits(8, 4)
                     _e_RationalNumberType(w, v_EVMinimumDischargePower_L2)
                     v_EVMinimumDischargePower_L2 = None
                     s = 20
                 elif v_EVMinimumDischargePower_L3 is not None:
-                    bits(9, 4)
                     el = 'EVMinimumDischargePower_L3'
+                    bits(9, 4)
                     _e_RationalNumberType(w, v_EVMinimumDischargePower_L3)
                     v_EVMinimumDischargePower_L3 = None
                     s = 21
@@ -16298,56 +15344,56 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                     s = -1
             if s == 12:
                 if v_EVPresentReactivePower is not None:
-                    bits(0, 4)
                     el = 'EVPresentReactivePower'
+                    bits(0, 4)
                     _e_RationalNumberType(w, v_EVPresentReactivePower)
                     v_EVPresentReactivePower = None
                     s = 13
                 elif v_EVPresentReactivePower_L2 is not None:
-                    bits(1, 4)
                     el = 'EVPresentReactivePower_L2'
+                    bits(1, 4)
                     _e_RationalNumberType(w, v_EVPresentReactivePower_L2)
                     v_EVPresentReactivePower_L2 = None
                     s = 14
                 elif v_EVPresentReactivePower_L3 is not None:
-                    bits(2, 4)
                     el = 'EVPresentReactivePower_L3'
+                    bits(2, 4)
                     _e_RationalNumberType(w, v_EVPresentReactivePower_L3)
                     v_EVPresentReactivePower_L3 = None
                     s = 15
                 elif v_EVMaximumDischargePower is not None:
-                    bits(3, 4)
                     el = 'EVMaximumDischargePower'
+                    bits(3, 4)
                     _e_RationalNumberType(w, v_EVMaximumDischargePower)
                     v_EVMaximumDischargePower = None
                     s = 16
                 elif v_EVMaximumDischargePower_L2 is not None:
-                    bits(4, 4)
                     el = 'EVMaximumDischargePower_L2'
+                    bits(4, 4)
                     _e_RationalNumberType(w, v_EVMaximumDischargePower_L2)
                     v_EVMaximumDischargePower_L2 = None
                     s = 17
                 elif v_EVMaximumDischargePower_L3 is not None:
-                    bits(5, 4)
                     el = 'EVMaximumDischargePower_L3'
+                    bits(5, 4)
                     _e_RationalNumberType(w, v_EVMaximumDischargePower_L3)
                     v_EVMaximumDischargePower_L3 = None
                     s = 18
                 elif v_EVMinimumDischargePower is not None:
-                    bits(6, 4)
                     el = 'EVMinimumDischargePower'
+                    bits(6, 4)
                     _e_RationalNumberType(w, v_EVMinimumDischargePower)
                     v_EVMinimumDischargePower = None
                     s = 19
                 elif v_EVMinimumDischargePower_L2 is not None:
-                    bits(7, 4)
                     el = 'EVMinimumDischargePower_L2'
+                    bits(7, 4)
                     _e_RationalNumberType(w, v_EVMinimumDischargePower_L2)
                     v_EVMinimumDischargePower_L2 = None
                     s = 20
                 elif v_EVMinimumDischargePower_L3 is not None:
-                    bits(8, 4)
                     el = 'EVMinimumDischargePower_L3'
+                    bits(8, 4)
                     _e_RationalNumberType(w, v_EVMinimumDischargePower_L3)
                     v_EVMinimumDischargePower_L3 = None
                     s = 21
@@ -16357,50 +15403,50 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                     s = -1
             if s == 13:
                 if v_EVPresentReactivePower_L2 is not None:
-                    bits(0, 4)
                     el = 'EVPresentReactivePower_L2'
+                    bits(0, 4)
                     _e_RationalNumberType(w, v_EVPresentReactivePower_L2)
                     v_EVPresentReactivePower_L2 = None
                     s = 14
                 elif v_EVPresentReactivePower_L3 is not None:
-                    bits(1, 4)
                     el = 'EVPresentReactivePower_L3'
+                    bits(1, 4)
                     _e_RationalNumberType(w, v_EVPresentReactivePower_L3)
                     v_EVPresentReactivePower_L3 = None
                     s = 15
                 elif v_EVMaximumDischargePower is not None:
-                    bits(2, 4)
                     el = 'EVMaximumDischargePower'
+                    bits(2, 4)
                     _e_RationalNumberType(w, v_EVMaximumDischargePower)
                     v_EVMaximumDischargePower = None
                     s = 16
                 elif v_EVMaximumDischargePower_L2 is not None:
-                    bits(3, 4)
                     el = 'EVMaximumDischargePower_L2'
+                    bits(3, 4)
                     _e_RationalNumberType(w, v_EVMaximumDischargePower_L2)
                     v_EVMaximumDischargePower_L2 = None
                     s = 17
                 elif v_EVMaximumDischargePower_L3 is not None:
-                    bits(4, 4)
                     el = 'EVMaximumDischargePower_L3'
+                    bits(4, 4)
                     _e_RationalNumberType(w, v_EVMaximumDischargePower_L3)
                     v_EVMaximumDischargePower_L3 = None
                     s = 18
                 elif v_EVMinimumDischargePower is not None:
-                    bits(5, 4)
                     el = 'EVMinimumDischargePower'
+                    bits(5, 4)
                     _e_RationalNumberType(w, v_EVMinimumDischargePower)
                     v_EVMinimumDischargePower = None
                     s = 19
                 elif v_EVMinimumDischargePower_L2 is not None:
-                    bits(6, 4)
                     el = 'EVMinimumDischargePower_L2'
+                    bits(6, 4)
                     _e_RationalNumberType(w, v_EVMinimumDischargePower_L2)
                     v_EVMinimumDischargePower_L2 = None
                     s = 20
                 elif v_EVMinimumDischargePower_L3 is not None:
-                    bits(7, 4)
                     el = 'EVMinimumDischargePower_L3'
+                    bits(7, 4)
                     _e_RationalNumberType(w, v_EVMinimumDischargePower_L3)
                     v_EVMinimumDischargePower_L3 = None
                     s = 21
@@ -16410,44 +15456,44 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                     s = -1
             if s == 14:
                 if v_EVPresentReactivePower_L3 is not None:
-                    bits(0, 4)
                     el = 'EVPresentReactivePower_L3'
+                    bits(0, 4)
                     _e_RationalNumberType(w, v_EVPresentReactivePower_L3)
                     v_EVPresentReactivePower_L3 = None
                     s = 15
                 elif v_EVMaximumDischargePower is not None:
-                    bits(1, 4)
                     el = 'EVMaximumDischargePower'
+                    bits(1, 4)
                     _e_RationalNumberType(w, v_EVMaximumDischargePower)
                     v_EVMaximumDischargePower = None
                     s = 16
                 elif v_EVMaximumDischargePower_L2 is not None:
-                    bits(2, 4)
                     el = 'EVMaximumDischargePower_L2'
+                    bits(2, 4)
                     _e_RationalNumberType(w, v_EVMaximumDischargePower_L2)
                     v_EVMaximumDischargePower_L2 = None
                     s = 17
                 elif v_EVMaximumDischargePower_L3 is not None:
-                    bits(3, 4)
                     el = 'EVMaximumDischargePower_L3'
+                    bits(3, 4)
                     _e_RationalNumberType(w, v_EVMaximumDischargePower_L3)
                     v_EVMaximumDischargePower_L3 = None
                     s = 18
                 elif v_EVMinimumDischargePower is not None:
-                    bits(4, 4)
                     el = 'EVMinimumDischargePower'
+                    bits(4, 4)
                     _e_RationalNumberType(w, v_EVMinimumDischargePower)
                     v_EVMinimumDischargePower = None
                     s = 19
                 elif v_EVMinimumDischargePower_L2 is not None:
-                    bits(5, 4)
                     el = 'EVMinimumDischargePower_L2'
+                    bits(5, 4)
                     _e_RationalNumberType(w, v_EVMinimumDischargePower_L2)
                     v_EVMinimumDischargePower_L2 = None
                     s = 20
                 elif v_EVMinimumDischargePower_L3 is not None:
-                    bits(6, 4)
                     el = 'EVMinimumDischargePower_L3'
+                    bits(6, 4)
                     _e_RationalNumberType(w, v_EVMinimumDischargePower_L3)
                     v_EVMinimumDischargePower_L3 = None
                     s = 21
@@ -16457,38 +15503,38 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                     s = -1
             if s == 15:
                 if v_EVMaximumDischargePower is not None:
-                    bits(0, 3)
                     el = 'EVMaximumDischargePower'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_EVMaximumDischargePower)
                     v_EVMaximumDischargePower = None
                     s = 16
                 elif v_EVMaximumDischargePower_L2 is not None:
-                    bits(1, 3)
                     el = 'EVMaximumDischargePower_L2'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_EVMaximumDischargePower_L2)
                     v_EVMaximumDischargePower_L2 = None
                     s = 17
                 elif v_EVMaximumDischargePower_L3 is not None:
-                    bits(2, 3)
                     el = 'EVMaximumDischargePower_L3'
+                    bits(2, 3)
                     _e_RationalNumberType(w, v_EVMaximumDischargePower_L3)
                     v_EVMaximumDischargePower_L3 = None
                     s = 18
                 elif v_EVMinimumDischargePower is not None:
-                    bits(3, 3)
                     el = 'EVMinimumDischargePower'
+                    bits(3, 3)
                     _e_RationalNumberType(w, v_EVMinimumDischargePower)
                     v_EVMinimumDischargePower = None
                     s = 19
                 elif v_EVMinimumDischargePower_L2 is not None:
-                    bits(4, 3)
                     el = 'EVMinimumDischargePower_L2'
+                    bits(4, 3)
                     _e_RationalNumberType(w, v_EVMinimumDischargePower_L2)
                     v_EVMinimumDischargePower_L2 = None
                     s = 20
                 elif v_EVMinimumDischargePower_L3 is not None:
-                    bits(5, 3)
                     el = 'EVMinimumDischargePower_L3'
+                    bits(5, 3)
                     _e_RationalNumberType(w, v_EVMinimumDischargePower_L3)
                     v_EVMinimumDischargePower_L3 = None
                     s = 21
@@ -16498,32 +15544,32 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                     s = -1
             if s == 16:
                 if v_EVMaximumDischargePower_L2 is not None:
-                    bits(0, 3)
                     el = 'EVMaximumDischargePower_L2'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_EVMaximumDischargePower_L2)
                     v_EVMaximumDischargePower_L2 = None
                     s = 17
                 elif v_EVMaximumDischargePower_L3 is not None:
-                    bits(1, 3)
                     el = 'EVMaximumDischargePower_L3'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_EVMaximumDischargePower_L3)
                     v_EVMaximumDischargePower_L3 = None
                     s = 18
                 elif v_EVMinimumDischargePower is not None:
-                    bits(2, 3)
                     el = 'EVMinimumDischargePower'
+                    bits(2, 3)
                     _e_RationalNumberType(w, v_EVMinimumDischargePower)
                     v_EVMinimumDischargePower = None
                     s = 19
                 elif v_EVMinimumDischargePower_L2 is not None:
-                    bits(3, 3)
                     el = 'EVMinimumDischargePower_L2'
+                    bits(3, 3)
                     _e_RationalNumberType(w, v_EVMinimumDischargePower_L2)
                     v_EVMinimumDischargePower_L2 = None
                     s = 20
                 elif v_EVMinimumDischargePower_L3 is not None:
-                    bits(4, 3)
                     el = 'EVMinimumDischargePower_L3'
+                    bits(4, 3)
                     _e_RationalNumberType(w, v_EVMinimumDischargePower_L3)
                     v_EVMinimumDischargePower_L3 = None
                     s = 21
@@ -16533,26 +15579,26 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                     s = -1
             if s == 17:
                 if v_EVMaximumDischargePower_L3 is not None:
-                    bits(0, 3)
                     el = 'EVMaximumDischargePower_L3'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_EVMaximumDischargePower_L3)
                     v_EVMaximumDischargePower_L3 = None
                     s = 18
                 elif v_EVMinimumDischargePower is not None:
-                    bits(1, 3)
                     el = 'EVMinimumDischargePower'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_EVMinimumDischargePower)
                     v_EVMinimumDischargePower = None
                     s = 19
                 elif v_EVMinimumDischargePower_L2 is not None:
-                    bits(2, 3)
                     el = 'EVMinimumDischargePower_L2'
+                    bits(2, 3)
                     _e_RationalNumberType(w, v_EVMinimumDischargePower_L2)
                     v_EVMinimumDischargePower_L2 = None
                     s = 20
                 elif v_EVMinimumDischargePower_L3 is not None:
-                    bits(3, 3)
                     el = 'EVMinimumDischargePower_L3'
+                    bits(3, 3)
                     _e_RationalNumberType(w, v_EVMinimumDischargePower_L3)
                     v_EVMinimumDischargePower_L3 = None
                     s = 21
@@ -16562,20 +15608,20 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                     s = -1
             if s == 18:
                 if v_EVMinimumDischargePower is not None:
-                    bits(0, 3)
                     el = 'EVMinimumDischargePower'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_EVMinimumDischargePower)
                     v_EVMinimumDischargePower = None
                     s = 19
                 elif v_EVMinimumDischargePower_L2 is not None:
-                    bits(1, 3)
                     el = 'EVMinimumDischargePower_L2'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_EVMinimumDischargePower_L2)
                     v_EVMinimumDischargePower_L2 = None
                     s = 20
                 elif v_EVMinimumDischargePower_L3 is not None:
-                    bits(2, 3)
                     el = 'EVMinimumDischargePower_L3'
+                    bits(2, 3)
                     _e_RationalNumberType(w, v_EVMinimumDischargePower_L3)
                     v_EVMinimumDischargePower_L3 = None
                     s = 21
@@ -16585,14 +15631,14 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                     s = -1
             if s == 19:
                 if v_EVMinimumDischargePower_L2 is not None:
-                    bits(0, 2)
                     el = 'EVMinimumDischargePower_L2'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVMinimumDischargePower_L2)
                     v_EVMinimumDischargePower_L2 = None
                     s = 20
                 elif v_EVMinimumDischargePower_L3 is not None:
-                    bits(1, 2)
                     el = 'EVMinimumDischargePower_L3'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVMinimumDischargePower_L3)
                     v_EVMinimumDischargePower_L3 = None
                     s = 21
@@ -16602,8 +15648,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                     s = -1
             if s == 20:
                 if v_EVMinimumDischargePower_L3 is not None:
-                    bits(0, 2)
                     el = 'EVMinimumDischargePower_L3'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVMinimumDischargePower_L3)
                     v_EVMinimumDischargePower_L3 = None
                     s = 21
@@ -16674,6 +15720,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     f_EVSEPresentActivePower_L3 = _d_RationalNumberType(r)
                     s = 9
                 elif ec == 9:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Scheduled_AC_CLResControlModeType')
@@ -16712,6 +15759,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     f_EVSEPresentActivePower_L3 = _d_RationalNumberType(r)
                     s = 9
                 elif ec == 8:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Scheduled_AC_CLResControlModeType')
@@ -16746,6 +15794,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     f_EVSEPresentActivePower_L3 = _d_RationalNumberType(r)
                     s = 9
                 elif ec == 7:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Scheduled_AC_CLResControlModeType')
@@ -16776,6 +15825,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     f_EVSEPresentActivePower_L3 = _d_RationalNumberType(r)
                     s = 9
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Scheduled_AC_CLResControlModeType')
@@ -16802,6 +15852,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     f_EVSEPresentActivePower_L3 = _d_RationalNumberType(r)
                     s = 9
                 elif ec == 5:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Scheduled_AC_CLResControlModeType')
@@ -16824,6 +15875,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     f_EVSEPresentActivePower_L3 = _d_RationalNumberType(r)
                     s = 9
                 elif ec == 4:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Scheduled_AC_CLResControlModeType')
@@ -16842,6 +15894,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     f_EVSEPresentActivePower_L3 = _d_RationalNumberType(r)
                     s = 9
                 elif ec == 3:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Scheduled_AC_CLResControlModeType')
@@ -16856,6 +15909,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     f_EVSEPresentActivePower_L3 = _d_RationalNumberType(r)
                     s = 9
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Scheduled_AC_CLResControlModeType')
@@ -16866,15 +15920,13 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     f_EVSEPresentActivePower_L3 = _d_RationalNumberType(r)
                     s = 9
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Scheduled_AC_CLResControlModeType')
             if s == 9:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('Scheduled_AC_CLResControlModeType')
+                if bits(1): raise r.deviation('Scheduled_AC_CLResControlModeType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_ac.Scheduled_AC_CLResControlModeType(f_EVSETargetActivePower, f_EVSETargetActivePower_L2, f_EVSETargetActivePower_L3, f_EVSETargetReactivePower, f_EVSETargetReactivePower_L2, f_EVSETargetReactivePower_L3, f_EVSEPresentActivePower, f_EVSEPresentActivePower_L2, f_EVSEPresentActivePower_L3)
@@ -16897,56 +15949,56 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
         while s >= 0:
             if s == 0:
                 if v_EVSETargetActivePower is not None:
-                    bits(0, 4)
                     el = 'EVSETargetActivePower'
+                    bits(0, 4)
                     _e_RationalNumberType(w, v_EVSETargetActivePower)
                     v_EVSETargetActivePower = None
                     s = 1
                 elif v_EVSETargetActivePower_L2 is not None:
-                    bits(1, 4)
                     el = 'EVSETargetActivePower_L2'
+                    bits(1, 4)
                     _e_RationalNumberType(w, v_EVSETargetActivePower_L2)
                     v_EVSETargetActivePower_L2 = None
                     s = 2
                 elif v_EVSETargetActivePower_L3 is not None:
-                    bits(2, 4)
                     el = 'EVSETargetActivePower_L3'
+                    bits(2, 4)
                     _e_RationalNumberType(w, v_EVSETargetActivePower_L3)
                     v_EVSETargetActivePower_L3 = None
                     s = 3
                 elif v_EVSETargetReactivePower is not None:
-                    bits(3, 4)
                     el = 'EVSETargetReactivePower'
+                    bits(3, 4)
                     _e_RationalNumberType(w, v_EVSETargetReactivePower)
                     v_EVSETargetReactivePower = None
                     s = 4
                 elif v_EVSETargetReactivePower_L2 is not None:
-                    bits(4, 4)
                     el = 'EVSETargetReactivePower_L2'
+                    bits(4, 4)
                     _e_RationalNumberType(w, v_EVSETargetReactivePower_L2)
                     v_EVSETargetReactivePower_L2 = None
                     s = 5
                 elif v_EVSETargetReactivePower_L3 is not None:
-                    bits(5, 4)
                     el = 'EVSETargetReactivePower_L3'
+                    bits(5, 4)
                     _e_RationalNumberType(w, v_EVSETargetReactivePower_L3)
                     v_EVSETargetReactivePower_L3 = None
                     s = 6
                 elif v_EVSEPresentActivePower is not None:
-                    bits(6, 4)
                     el = 'EVSEPresentActivePower'
+                    bits(6, 4)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower)
                     v_EVSEPresentActivePower = None
                     s = 7
                 elif v_EVSEPresentActivePower_L2 is not None:
-                    bits(7, 4)
                     el = 'EVSEPresentActivePower_L2'
+                    bits(7, 4)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L2)
                     v_EVSEPresentActivePower_L2 = None
                     s = 8
                 elif v_EVSEPresentActivePower_L3 is not None:
-                    bits(8, 4)
                     el = 'EVSEPresentActivePower_L3'
+                    bits(8, 4)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L3)
                     v_EVSEPresentActivePower_L3 = None
                     s = 9
@@ -16956,50 +16008,50 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                     s = -1
             if s == 1:
                 if v_EVSETargetActivePower_L2 is not None:
-                    bits(0, 4)
                     el = 'EVSETargetActivePower_L2'
+                    bits(0, 4)
                     _e_RationalNumberType(w, v_EVSETargetActivePower_L2)
                     v_EVSETargetActivePower_L2 = None
                     s = 2
                 elif v_EVSETargetActivePower_L3 is not None:
-                    bits(1, 4)
                     el = 'EVSETargetActivePower_L3'
+                    bits(1, 4)
                     _e_RationalNumberType(w, v_EVSETargetActivePower_L3)
                     v_EVSETargetActivePower_L3 = None
                     s = 3
                 elif v_EVSETargetReactivePower is not None:
-                    bits(2, 4)
                     el = 'EVSETargetReactivePower'
+                    bits(2, 4)
                     _e_RationalNumberType(w, v_EVSETargetReactivePower)
                     v_EVSETargetReactivePower = None
                     s = 4
                 elif v_EVSETargetReactivePower_L2 is not None:
-                    bits(3, 4)
                     el = 'EVSETargetReactivePower_L2'
+                    bits(3, 4)
                     _e_RationalNumberType(w, v_EVSETargetReactivePower_L2)
                     v_EVSETargetReactivePower_L2 = None
                     s = 5
                 elif v_EVSETargetReactivePower_L3 is not None:
-                    bits(4, 4)
                     el = 'EVSETargetReactivePower_L3'
+                    bits(4, 4)
                     _e_RationalNumberType(w, v_EVSETargetReactivePower_L3)
                     v_EVSETargetReactivePower_L3 = None
                     s = 6
                 elif v_EVSEPresentActivePower is not None:
-                    bits(5, 4)
                     el = 'EVSEPresentActivePower'
+                    bits(5, 4)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower)
                     v_EVSEPresentActivePower = None
                     s = 7
                 elif v_EVSEPresentActivePower_L2 is not None:
-                    bits(6, 4)
                     el = 'EVSEPresentActivePower_L2'
+                    bits(6, 4)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L2)
                     v_EVSEPresentActivePower_L2 = None
                     s = 8
                 elif v_EVSEPresentActivePower_L3 is not None:
-                    bits(7, 4)
                     el = 'EVSEPresentActivePower_L3'
+                    bits(7, 4)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L3)
                     v_EVSEPresentActivePower_L3 = None
                     s = 9
@@ -17009,44 +16061,44 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                     s = -1
             if s == 2:
                 if v_EVSETargetActivePower_L3 is not None:
-                    bits(0, 4)
                     el = 'EVSETargetActivePower_L3'
+                    bits(0, 4)
                     _e_RationalNumberType(w, v_EVSETargetActivePower_L3)
                     v_EVSETargetActivePower_L3 = None
                     s = 3
                 elif v_EVSETargetReactivePower is not None:
-                    bits(1, 4)
                     el = 'EVSETargetReactivePower'
+                    bits(1, 4)
                     _e_RationalNumberType(w, v_EVSETargetReactivePower)
                     v_EVSETargetReactivePower = None
                     s = 4
                 elif v_EVSETargetReactivePower_L2 is not None:
-                    bits(2, 4)
                     el = 'EVSETargetReactivePower_L2'
+                    bits(2, 4)
                     _e_RationalNumberType(w, v_EVSETargetReactivePower_L2)
                     v_EVSETargetReactivePower_L2 = None
                     s = 5
                 elif v_EVSETargetReactivePower_L3 is not None:
-                    bits(3, 4)
                     el = 'EVSETargetReactivePower_L3'
+                    bits(3, 4)
                     _e_RationalNumberType(w, v_EVSETargetReactivePower_L3)
                     v_EVSETargetReactivePower_L3 = None
                     s = 6
                 elif v_EVSEPresentActivePower is not None:
-                    bits(4, 4)
                     el = 'EVSEPresentActivePower'
+                    bits(4, 4)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower)
                     v_EVSEPresentActivePower = None
                     s = 7
                 elif v_EVSEPresentActivePower_L2 is not None:
-                    bits(5, 4)
                     el = 'EVSEPresentActivePower_L2'
+                    bits(5, 4)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L2)
                     v_EVSEPresentActivePower_L2 = None
                     s = 8
                 elif v_EVSEPresentActivePower_L3 is not None:
-                    bits(6, 4)
                     el = 'EVSEPresentActivePower_L3'
+                    bits(6, 4)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L3)
                     v_EVSEPresentActivePower_L3 = None
                     s = 9
@@ -17056,38 +16108,38 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                     s = -1
             if s == 3:
                 if v_EVSETargetReactivePower is not None:
-                    bits(0, 3)
                     el = 'EVSETargetReactivePower'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_EVSETargetReactivePower)
                     v_EVSETargetReactivePower = None
                     s = 4
                 elif v_EVSETargetReactivePower_L2 is not None:
-                    bits(1, 3)
                     el = 'EVSETargetReactivePower_L2'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_EVSETargetReactivePower_L2)
                     v_EVSETargetReactivePower_L2 = None
                     s = 5
                 elif v_EVSETargetReactivePower_L3 is not None:
-                    bits(2, 3)
                     el = 'EVSETargetReactivePower_L3'
+                    bits(2, 3)
                     _e_RationalNumberType(w, v_EVSETargetReactivePower_L3)
                     v_EVSETargetReactivePower_L3 = None
                     s = 6
                 elif v_EVSEPresentActivePower is not None:
-                    bits(3, 3)
                     el = 'EVSEPresentActivePower'
+                    bits(3, 3)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower)
                     v_EVSEPresentActivePower = None
                     s = 7
                 elif v_EVSEPresentActivePower_L2 is not None:
-                    bits(4, 3)
                     el = 'EVSEPresentActivePower_L2'
+                    bits(4, 3)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L2)
                     v_EVSEPresentActivePower_L2 = None
                     s = 8
                 elif v_EVSEPresentActivePower_L3 is not None:
-                    bits(5, 3)
                     el = 'EVSEPresentActivePower_L3'
+                    bits(5, 3)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L3)
                     v_EVSEPresentActivePower_L3 = None
                     s = 9
@@ -17097,32 +16149,32 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                     s = -1
             if s == 4:
                 if v_EVSETargetReactivePower_L2 is not None:
-                    bits(0, 3)
                     el = 'EVSETargetReactivePower_L2'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_EVSETargetReactivePower_L2)
                     v_EVSETargetReactivePower_L2 = None
                     s = 5
                 elif v_EVSETargetReactivePower_L3 is not None:
-                    bits(1, 3)
                     el = 'EVSETargetReactivePower_L3'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_EVSETargetReactivePower_L3)
                     v_EVSETargetReactivePower_L3 = None
                     s = 6
                 elif v_EVSEPresentActivePower is not None:
-                    bits(2, 3)
                     el = 'EVSEPresentActivePower'
+                    bits(2, 3)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower)
                     v_EVSEPresentActivePower = None
                     s = 7
                 elif v_EVSEPresentActivePower_L2 is not None:
-                    bits(3, 3)
                     el = 'EVSEPresentActivePower_L2'
+                    bits(3, 3)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L2)
                     v_EVSEPresentActivePower_L2 = None
                     s = 8
                 elif v_EVSEPresentActivePower_L3 is not None:
-                    bits(4, 3)
                     el = 'EVSEPresentActivePower_L3'
+                    bits(4, 3)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L3)
                     v_EVSEPresentActivePower_L3 = None
                     s = 9
@@ -17132,26 +16184,26 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                     s = -1
             if s == 5:
                 if v_EVSETargetReactivePower_L3 is not None:
-                    bits(0, 3)
                     el = 'EVSETargetReactivePower_L3'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_EVSETargetReactivePower_L3)
                     v_EVSETargetReactivePower_L3 = None
                     s = 6
                 elif v_EVSEPresentActivePower is not None:
-                    bits(1, 3)
                     el = 'EVSEPresentActivePower'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower)
                     v_EVSEPresentActivePower = None
                     s = 7
                 elif v_EVSEPresentActivePower_L2 is not None:
-                    bits(2, 3)
                     el = 'EVSEPresentActivePower_L2'
+                    bits(2, 3)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L2)
                     v_EVSEPresentActivePower_L2 = None
                     s = 8
                 elif v_EVSEPresentActivePower_L3 is not None:
-                    bits(3, 3)
                     el = 'EVSEPresentActivePower_L3'
+                    bits(3, 3)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L3)
                     v_EVSEPresentActivePower_L3 = None
                     s = 9
@@ -17161,20 +16213,20 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                     s = -1
             if s == 6:
                 if v_EVSEPresentActivePower is not None:
-                    bits(0, 3)
                     el = 'EVSEPresentActivePower'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower)
                     v_EVSEPresentActivePower = None
                     s = 7
                 elif v_EVSEPresentActivePower_L2 is not None:
-                    bits(1, 3)
                     el = 'EVSEPresentActivePower_L2'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L2)
                     v_EVSEPresentActivePower_L2 = None
                     s = 8
                 elif v_EVSEPresentActivePower_L3 is not None:
-                    bits(2, 3)
                     el = 'EVSEPresentActivePower_L3'
+                    bits(2, 3)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L3)
                     v_EVSEPresentActivePower_L3 = None
                     s = 9
@@ -17184,14 +16236,14 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                     s = -1
             if s == 7:
                 if v_EVSEPresentActivePower_L2 is not None:
-                    bits(0, 2)
                     el = 'EVSEPresentActivePower_L2'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L2)
                     v_EVSEPresentActivePower_L2 = None
                     s = 8
                 elif v_EVSEPresentActivePower_L3 is not None:
-                    bits(1, 2)
                     el = 'EVSEPresentActivePower_L3'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L3)
                     v_EVSEPresentActivePower_L3 = None
                     s = 9
@@ -17201,8 +16253,8 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                     s = -1
             if s == 8:
                 if v_EVSEPresentActivePower_L3 is not None:
-                    bits(0, 2)
                     el = 'EVSEPresentActivePower_L3'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L3)
                     v_EVSEPresentActivePower_L3 = None
                     s = 9
@@ -17223,11 +16275,7 @@ def _d_Scheduled_CLResControlModeType(r):
     bits = r.bits
     el = ''
     try:
-        ec = bits(1)
-        if ec == 0:
-            s = -1
-        else:
-            raise r.deviation('Scheduled_CLResControlModeType')
+        if bits(1): raise r.deviation('Scheduled_CLResControlModeType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.Scheduled_CLResControlModeType()
@@ -17237,12 +16285,8 @@ def _e_Scheduled_CLResControlModeType(w, o):
     bits = w.bits
     el = ''
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if True:
-                    bits(0, 1)
-                    s = -1
+        if True:
+            bits(0, 1)
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -17301,6 +16345,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     f_EVSEPresentActivePower_L3 = _d_RationalNumberType(r)
                     s = 9
                 elif ec == 9:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('BPT_Scheduled_AC_CLResControlModeType')
@@ -17339,6 +16384,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     f_EVSEPresentActivePower_L3 = _d_RationalNumberType(r)
                     s = 9
                 elif ec == 8:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('BPT_Scheduled_AC_CLResControlModeType')
@@ -17373,6 +16419,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     f_EVSEPresentActivePower_L3 = _d_RationalNumberType(r)
                     s = 9
                 elif ec == 7:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('BPT_Scheduled_AC_CLResControlModeType')
@@ -17403,6 +16450,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     f_EVSEPresentActivePower_L3 = _d_RationalNumberType(r)
                     s = 9
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('BPT_Scheduled_AC_CLResControlModeType')
@@ -17429,6 +16477,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     f_EVSEPresentActivePower_L3 = _d_RationalNumberType(r)
                     s = 9
                 elif ec == 5:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('BPT_Scheduled_AC_CLResControlModeType')
@@ -17451,6 +16500,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     f_EVSEPresentActivePower_L3 = _d_RationalNumberType(r)
                     s = 9
                 elif ec == 4:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('BPT_Scheduled_AC_CLResControlModeType')
@@ -17469,6 +16519,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     f_EVSEPresentActivePower_L3 = _d_RationalNumberType(r)
                     s = 9
                 elif ec == 3:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('BPT_Scheduled_AC_CLResControlModeType')
@@ -17483,6 +16534,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     f_EVSEPresentActivePower_L3 = _d_RationalNumberType(r)
                     s = 9
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('BPT_Scheduled_AC_CLResControlModeType')
@@ -17493,15 +16545,13 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     f_EVSEPresentActivePower_L3 = _d_RationalNumberType(r)
                     s = 9
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('BPT_Scheduled_AC_CLResControlModeType')
             if s == 9:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('BPT_Scheduled_AC_CLResControlModeType')
+                if bits(1): raise r.deviation('BPT_Scheduled_AC_CLResControlModeType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_ac.BPT_Scheduled_AC_CLResControlModeType(f_EVSETargetActivePower, f_EVSETargetActivePower_L2, f_EVSETargetActivePower_L3, f_EVSETargetReactivePower, f_EVSETargetReactivePower_L2, f_EVSETargetReactivePower_L3, f_EVSEPresentActivePower, f_EVSEPresentActivePower_L2, f_EVSEPresentActivePower_L3)
@@ -17524,56 +16574,56 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
         while s >= 0:
             if s == 0:
                 if v_EVSETargetActivePower is not None:
-                    bits(0, 4)
                     el = 'EVSETargetActivePower'
+                    bits(0, 4)
                     _e_RationalNumberType(w, v_EVSETargetActivePower)
                     v_EVSETargetActivePower = None
                     s = 1
                 elif v_EVSETargetActivePower_L2 is not None:
-                    bits(1, 4)
                     el = 'EVSETargetActivePower_L2'
+                    bits(1, 4)
                     _e_RationalNumberType(w, v_EVSETargetActivePower_L2)
                     v_EVSETargetActivePower_L2 = None
                     s = 2
                 elif v_EVSETargetActivePower_L3 is not None:
-                    bits(2, 4)
                     el = 'EVSETargetActivePower_L3'
+                    bits(2, 4)
                     _e_RationalNumberType(w, v_EVSETargetActivePower_L3)
                     v_EVSETargetActivePower_L3 = None
                     s = 3
                 elif v_EVSETargetReactivePower is not None:
-                    bits(3, 4)
                     el = 'EVSETargetReactivePower'
+                    bits(3, 4)
                     _e_RationalNumberType(w, v_EVSETargetReactivePower)
                     v_EVSETargetReactivePower = None
                     s = 4
                 elif v_EVSETargetReactivePower_L2 is not None:
-                    bits(4, 4)
                     el = 'EVSETargetReactivePower_L2'
+                    bits(4, 4)
                     _e_RationalNumberType(w, v_EVSETargetReactivePower_L2)
                     v_EVSETargetReactivePower_L2 = None
                     s = 5
                 elif v_EVSETargetReactivePower_L3 is not None:
-                    bits(5, 4)
                     el = 'EVSETargetReactivePower_L3'
+                    bits(5, 4)
                     _e_RationalNumberType(w, v_EVSETargetReactivePower_L3)
                     v_EVSETargetReactivePower_L3 = None
                     s = 6
                 elif v_EVSEPresentActivePower is not None:
-                    bits(6, 4)
                     el = 'EVSEPresentActivePower'
+                    bits(6, 4)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower)
                     v_EVSEPresentActivePower = None
                     s = 7
                 elif v_EVSEPresentActivePower_L2 is not None:
-                    bits(7, 4)
                     el = 'EVSEPresentActivePower_L2'
+                    bits(7, 4)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L2)
                     v_EVSEPresentActivePower_L2 = None
                     s = 8
                 elif v_EVSEPresentActivePower_L3 is not None:
-                    bits(8, 4)
                     el = 'EVSEPresentActivePower_L3'
+                    bits(8, 4)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L3)
                     v_EVSEPresentActivePower_L3 = None
                     s = 9
@@ -17583,50 +16633,50 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                     s = -1
             if s == 1:
                 if v_EVSETargetActivePower_L2 is not None:
-                    bits(0, 4)
                     el = 'EVSETargetActivePower_L2'
+                    bits(0, 4)
                     _e_RationalNumberType(w, v_EVSETargetActivePower_L2)
                     v_EVSETargetActivePower_L2 = None
                     s = 2
                 elif v_EVSETargetActivePower_L3 is not None:
-                    bits(1, 4)
                     el = 'EVSETargetActivePower_L3'
+                    bits(1, 4)
                     _e_RationalNumberType(w, v_EVSETargetActivePower_L3)
                     v_EVSETargetActivePower_L3 = None
                     s = 3
                 elif v_EVSETargetReactivePower is not None:
-                    bits(2, 4)
                     el = 'EVSETargetReactivePower'
+                    bits(2, 4)
                     _e_RationalNumberType(w, v_EVSETargetReactivePower)
                     v_EVSETargetReactivePower = None
                     s = 4
                 elif v_EVSETargetReactivePower_L2 is not None:
-                    bits(3, 4)
                     el = 'EVSETargetReactivePower_L2'
+                    bits(3, 4)
                     _e_RationalNumberType(w, v_EVSETargetReactivePower_L2)
                     v_EVSETargetReactivePower_L2 = None
                     s = 5
                 elif v_EVSETargetReactivePower_L3 is not None:
-                    bits(4, 4)
                     el = 'EVSETargetReactivePower_L3'
+                    bits(4, 4)
                     _e_RationalNumberType(w, v_EVSETargetReactivePower_L3)
                     v_EVSETargetReactivePower_L3 = None
                     s = 6
                 elif v_EVSEPresentActivePower is not None:
-                    bits(5, 4)
                     el = 'EVSEPresentActivePower'
+                    bits(5, 4)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower)
                     v_EVSEPresentActivePower = None
                     s = 7
                 elif v_EVSEPresentActivePower_L2 is not None:
-                    bits(6, 4)
                     el = 'EVSEPresentActivePower_L2'
+                    bits(6, 4)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L2)
                     v_EVSEPresentActivePower_L2 = None
                     s = 8
                 elif v_EVSEPresentActivePower_L3 is not None:
-                    bits(7, 4)
                     el = 'EVSEPresentActivePower_L3'
+                    bits(7, 4)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L3)
                     v_EVSEPresentActivePower_L3 = None
                     s = 9
@@ -17636,44 +16686,44 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                     s = -1
             if s == 2:
                 if v_EVSETargetActivePower_L3 is not None:
-                    bits(0, 4)
                     el = 'EVSETargetActivePower_L3'
+                    bits(0, 4)
                     _e_RationalNumberType(w, v_EVSETargetActivePower_L3)
                     v_EVSETargetActivePower_L3 = None
                     s = 3
                 elif v_EVSETargetReactivePower is not None:
-                    bits(1, 4)
                     el = 'EVSETargetReactivePower'
+                    bits(1, 4)
                     _e_RationalNumberType(w, v_EVSETargetReactivePower)
                     v_EVSETargetReactivePower = None
                     s = 4
                 elif v_EVSETargetReactivePower_L2 is not None:
-                    bits(2, 4)
                     el = 'EVSETargetReactivePower_L2'
+                    bits(2, 4)
                     _e_RationalNumberType(w, v_EVSETargetReactivePower_L2)
                     v_EVSETargetReactivePower_L2 = None
                     s = 5
                 elif v_EVSETargetReactivePower_L3 is not None:
-                    bits(3, 4)
                     el = 'EVSETargetReactivePower_L3'
+                    bits(3, 4)
                     _e_RationalNumberType(w, v_EVSETargetReactivePower_L3)
                     v_EVSETargetReactivePower_L3 = None
                     s = 6
                 elif v_EVSEPresentActivePower is not None:
-                    bits(4, 4)
                     el = 'EVSEPresentActivePower'
+                    bits(4, 4)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower)
                     v_EVSEPresentActivePower = None
                     s = 7
                 elif v_EVSEPresentActivePower_L2 is not None:
-                    bits(5, 4)
                     el = 'EVSEPresentActivePower_L2'
+                    bits(5, 4)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L2)
                     v_EVSEPresentActivePower_L2 = None
                     s = 8
                 elif v_EVSEPresentActivePower_L3 is not None:
-                    bits(6, 4)
                     el = 'EVSEPresentActivePower_L3'
+                    bits(6, 4)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L3)
                     v_EVSEPresentActivePower_L3 = None
                     s = 9
@@ -17683,38 +16733,38 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                     s = -1
             if s == 3:
                 if v_EVSETargetReactivePower is not None:
-                    bits(0, 3)
                     el = 'EVSETargetReactivePower'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_EVSETargetReactivePower)
                     v_EVSETargetReactivePower = None
                     s = 4
                 elif v_EVSETargetReactivePower_L2 is not None:
-                    bits(1, 3)
                     el = 'EVSETargetReactivePower_L2'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_EVSETargetReactivePower_L2)
                     v_EVSETargetReactivePower_L2 = None
                     s = 5
                 elif v_EVSETargetReactivePower_L3 is not None:
-                    bits(2, 3)
                     el = 'EVSETargetReactivePower_L3'
+                    bits(2, 3)
                     _e_RationalNumberType(w, v_EVSETargetReactivePower_L3)
                     v_EVSETargetReactivePower_L3 = None
                     s = 6
                 elif v_EVSEPresentActivePower is not None:
-                    bits(3, 3)
                     el = 'EVSEPresentActivePower'
+                    bits(3, 3)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower)
                     v_EVSEPresentActivePower = None
                     s = 7
                 elif v_EVSEPresentActivePower_L2 is not None:
-                    bits(4, 3)
                     el = 'EVSEPresentActivePower_L2'
+                    bits(4, 3)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L2)
                     v_EVSEPresentActivePower_L2 = None
                     s = 8
                 elif v_EVSEPresentActivePower_L3 is not None:
-                    bits(5, 3)
                     el = 'EVSEPresentActivePower_L3'
+                    bits(5, 3)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L3)
                     v_EVSEPresentActivePower_L3 = None
                     s = 9
@@ -17724,32 +16774,32 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                     s = -1
             if s == 4:
                 if v_EVSETargetReactivePower_L2 is not None:
-                    bits(0, 3)
                     el = 'EVSETargetReactivePower_L2'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_EVSETargetReactivePower_L2)
                     v_EVSETargetReactivePower_L2 = None
                     s = 5
                 elif v_EVSETargetReactivePower_L3 is not None:
-                    bits(1, 3)
                     el = 'EVSETargetReactivePower_L3'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_EVSETargetReactivePower_L3)
                     v_EVSETargetReactivePower_L3 = None
                     s = 6
                 elif v_EVSEPresentActivePower is not None:
-                    bits(2, 3)
                     el = 'EVSEPresentActivePower'
+                    bits(2, 3)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower)
                     v_EVSEPresentActivePower = None
                     s = 7
                 elif v_EVSEPresentActivePower_L2 is not None:
-                    bits(3, 3)
                     el = 'EVSEPresentActivePower_L2'
+                    bits(3, 3)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L2)
                     v_EVSEPresentActivePower_L2 = None
                     s = 8
                 elif v_EVSEPresentActivePower_L3 is not None:
-                    bits(4, 3)
                     el = 'EVSEPresentActivePower_L3'
+                    bits(4, 3)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L3)
                     v_EVSEPresentActivePower_L3 = None
                     s = 9
@@ -17759,26 +16809,26 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                     s = -1
             if s == 5:
                 if v_EVSETargetReactivePower_L3 is not None:
-                    bits(0, 3)
                     el = 'EVSETargetReactivePower_L3'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_EVSETargetReactivePower_L3)
                     v_EVSETargetReactivePower_L3 = None
                     s = 6
                 elif v_EVSEPresentActivePower is not None:
-                    bits(1, 3)
                     el = 'EVSEPresentActivePower'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower)
                     v_EVSEPresentActivePower = None
                     s = 7
                 elif v_EVSEPresentActivePower_L2 is not None:
-                    bits(2, 3)
                     el = 'EVSEPresentActivePower_L2'
+                    bits(2, 3)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L2)
                     v_EVSEPresentActivePower_L2 = None
                     s = 8
                 elif v_EVSEPresentActivePower_L3 is not None:
-                    bits(3, 3)
                     el = 'EVSEPresentActivePower_L3'
+                    bits(3, 3)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L3)
                     v_EVSEPresentActivePower_L3 = None
                     s = 9
@@ -17788,20 +16838,20 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                     s = -1
             if s == 6:
                 if v_EVSEPresentActivePower is not None:
-                    bits(0, 3)
                     el = 'EVSEPresentActivePower'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower)
                     v_EVSEPresentActivePower = None
                     s = 7
                 elif v_EVSEPresentActivePower_L2 is not None:
-                    bits(1, 3)
                     el = 'EVSEPresentActivePower_L2'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L2)
                     v_EVSEPresentActivePower_L2 = None
                     s = 8
                 elif v_EVSEPresentActivePower_L3 is not None:
-                    bits(2, 3)
                     el = 'EVSEPresentActivePower_L3'
+                    bits(2, 3)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L3)
                     v_EVSEPresentActivePower_L3 = None
                     s = 9
@@ -17811,14 +16861,14 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                     s = -1
             if s == 7:
                 if v_EVSEPresentActivePower_L2 is not None:
-                    bits(0, 2)
                     el = 'EVSEPresentActivePower_L2'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L2)
                     v_EVSEPresentActivePower_L2 = None
                     s = 8
                 elif v_EVSEPresentActivePower_L3 is not None:
-                    bits(1, 2)
                     el = 'EVSEPresentActivePower_L3'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L3)
                     v_EVSEPresentActivePower_L3 = None
                     s = 9
@@ -17828,8 +16878,8 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                     s = -1
             if s == 8:
                 if v_EVSEPresentActivePower_L3 is not None:
-                    bits(0, 2)
                     el = 'EVSEPresentActivePower_L3'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVSEPresentActivePower_L3)
                     v_EVSEPresentActivePower_L3 = None
                     s = 9
@@ -17859,17 +16909,12 @@ def _d_ManifestType(r):
                 if ec == 0:
                     el = '@Id'
                     f_Id = r.string(5)
-                    s = 1
-                elif ec == 1:
+                    if bits(1): raise r.deviation('ManifestType')
                     el = 'Reference'
                     _v = _d_ReferenceType(r)
                     f_Reference.append(_v)
                     s = 2
-                else:
-                    raise r.deviation('ManifestType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
                     el = 'Reference'
                     _v = _d_ReferenceType(r)
                     f_Reference.append(_v)
@@ -17884,6 +16929,7 @@ def _d_ManifestType(r):
                     f_Reference.append(_v)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ManifestType')
@@ -17895,6 +16941,7 @@ def _d_ManifestType(r):
                         _v = _d_ReferenceType(r)
                         f_Reference.append(_v)
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
@@ -17916,32 +16963,28 @@ def _e_ManifestType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 2)
                     el = '@Id'
+                    bits(0, 2)
                     w.string(v_Id)
-                    v_Id = None
-                    s = 1
-                elif i_Reference < n_Reference:
-                    bits(1, 2)
+                    if not (i_Reference < n_Reference): raise EncodeError('missing content: Reference')
                     el = 'Reference'
+                    bits(0, 1)
+                    v_Id = None
+                    _e_ReferenceType(w, v_Reference[i_Reference])
+                    i_Reference += 1
+                    s = 2
+                elif i_Reference < n_Reference:
+                    el = 'Reference'
+                    bits(1, 2)
                     _e_ReferenceType(w, v_Reference[i_Reference])
                     i_Reference += 1
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, Reference')
-            if s == 1:
-                if i_Reference < n_Reference:
-                    bits(0, 1)
-                    el = 'Reference'
-                    _e_ReferenceType(w, v_Reference[i_Reference])
-                    i_Reference += 1
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of Reference')
             if s == 2:
                 if i_Reference < n_Reference:
-                    bits(0, 2)
                     el = 'Reference'
+                    bits(0, 2)
                     _e_ReferenceType(w, v_Reference[i_Reference])
                     i_Reference += 1
                     s = 3
@@ -17952,8 +16995,8 @@ def _e_ManifestType(w, o):
             if s == 3:
                 while True:
                     if i_Reference < n_Reference:
-                        bits(0, 2)
                         el = 'Reference'
+                        bits(0, 2)
                         _e_ReferenceType(w, v_Reference[i_Reference])
                         i_Reference += 1
                     elif True:
@@ -17978,17 +17021,12 @@ def _d_SignaturePropertiesType(r):
                 if ec == 0:
                     el = '@Id'
                     f_Id = r.string(5)
-                    s = 1
-                elif ec == 1:
+                    if bits(1): raise r.deviation('SignaturePropertiesType')
                     el = 'SignatureProperty'
                     _v = _d_SignaturePropertyType(r, 65)
                     f_SignatureProperty.append(_v)
                     s = 2
-                else:
-                    raise r.deviation('SignaturePropertiesType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
                     el = 'SignatureProperty'
                     _v = _d_SignaturePropertyType(r, 65)
                     f_SignatureProperty.append(_v)
@@ -18003,6 +17041,7 @@ def _d_SignaturePropertiesType(r):
                     f_SignatureProperty.append(_v)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SignaturePropertiesType')
@@ -18014,6 +17053,7 @@ def _d_SignaturePropertiesType(r):
                         _v = _d_SignaturePropertyType(r, 65)
                         f_SignatureProperty.append(_v)
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
@@ -18035,32 +17075,28 @@ def _e_SignaturePropertiesType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 2)
                     el = '@Id'
+                    bits(0, 2)
                     w.string(v_Id)
-                    v_Id = None
-                    s = 1
-                elif i_SignatureProperty < n_SignatureProperty:
-                    bits(1, 2)
+                    if not (i_SignatureProperty < n_SignatureProperty): raise EncodeError('missing content: SignatureProperty')
                     el = 'SignatureProperty'
+                    bits(0, 1)
+                    v_Id = None
+                    _e_SignaturePropertyType(w, v_SignatureProperty[i_SignatureProperty])
+                    i_SignatureProperty += 1
+                    s = 2
+                elif i_SignatureProperty < n_SignatureProperty:
+                    el = 'SignatureProperty'
+                    bits(1, 2)
                     _e_SignaturePropertyType(w, v_SignatureProperty[i_SignatureProperty])
                     i_SignatureProperty += 1
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, SignatureProperty')
-            if s == 1:
-                if i_SignatureProperty < n_SignatureProperty:
-                    bits(0, 1)
-                    el = 'SignatureProperty'
-                    _e_SignaturePropertyType(w, v_SignatureProperty[i_SignatureProperty])
-                    i_SignatureProperty += 1
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of SignatureProperty')
             if s == 2:
                 if i_SignatureProperty < n_SignatureProperty:
-                    bits(0, 2)
                     el = 'SignatureProperty'
+                    bits(0, 2)
                     _e_SignaturePropertyType(w, v_SignatureProperty[i_SignatureProperty])
                     i_SignatureProperty += 1
                     s = 3
@@ -18071,8 +17107,8 @@ def _e_SignaturePropertiesType(w, o):
             if s == 3:
                 while True:
                     if i_SignatureProperty < n_SignatureProperty:
-                        bits(0, 2)
                         el = 'SignatureProperty'
+                        bits(0, 2)
                         _e_SignaturePropertyType(w, v_SignatureProperty[i_SignatureProperty])
                         i_SignatureProperty += 1
                     elif True:
@@ -18097,16 +17133,11 @@ def _d_SignaturePropertyType(r, key):
                 if ec == 0:
                     el = '@Id'
                     f_Id = r.string(5)
-                    s = 1
-                elif ec == 1:
+                    if bits(1): raise r.deviation('SignaturePropertyType')
                     el = '@Target'
                     f_Target = r.string(66)
                     s = 2
-                else:
-                    raise r.deviation('SignaturePropertyType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
                     el = '@Target'
                     f_Target = r.string(66)
                     s = 2
@@ -18138,6 +17169,7 @@ def _d_SignaturePropertyType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -18150,6 +17182,7 @@ def _d_SignaturePropertyType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -18171,28 +17204,24 @@ def _e_SignaturePropertyType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 2)
                     el = '@Id'
+                    bits(0, 2)
                     w.string(v_Id)
-                    v_Id = None
-                    s = 1
-                elif v_Target is not None:
-                    bits(1, 2)
+                    if not (v_Target is not None): raise EncodeError('missing content: Target')
                     el = '@Target'
+                    bits(0, 1)
+                    v_Id = None
+                    w.string(v_Target)
+                    v_Target = None
+                    s = 2
+                elif v_Target is not None:
+                    el = '@Target'
+                    bits(1, 2)
                     w.string(v_Target)
                     v_Target = None
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, Target')
-            if s == 1:
-                if v_Target is not None:
-                    bits(0, 1)
-                    el = '@Target'
-                    w.string(v_Target)
-                    v_Target = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of Target')
             if s == 2:
                 if True:
                     raise EncodeError('missing content: expected one of nothing')
@@ -18221,14 +17250,11 @@ def _d_ListOfRootCertificateIDsType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'RootCertificateID'
-                    _v = _d_X509IssuerSerialType(r)
-                    f_RootCertificateID.append(_v)
-                    s = 1
-                else:
-                    raise r.deviation('ListOfRootCertificateIDsType')
+                if bits(1): raise r.deviation('ListOfRootCertificateIDsType')
+                el = 'RootCertificateID'
+                _v = _d_X509IssuerSerialType(r)
+                f_RootCertificateID.append(_v)
+                s = 1
             if s == 1:
                 n = 0
                 while True:
@@ -18242,16 +17268,14 @@ def _d_ListOfRootCertificateIDsType(r):
                             s = 20
                             break
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
                         raise r.deviation('ListOfRootCertificateIDsType')
             if s == 20:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ListOfRootCertificateIDsType')
+                if bits(1): raise r.deviation('ListOfRootCertificateIDsType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.ListOfRootCertificateIDsType(f_RootCertificateID)
@@ -18268,8 +17292,8 @@ def _e_ListOfRootCertificateIDsType(w, o):
         while s >= 0:
             if s == 0:
                 if i_RootCertificateID < n_RootCertificateID:
-                    bits(0, 1)
                     el = 'RootCertificateID'
+                    bits(0, 1)
                     _e_X509IssuerSerialType(w, v_RootCertificateID[i_RootCertificateID])
                     i_RootCertificateID += 1
                     s = 1
@@ -18279,8 +17303,8 @@ def _e_ListOfRootCertificateIDsType(w, o):
                 n = 0
                 while True:
                     if i_RootCertificateID < n_RootCertificateID:
-                        bits(0, 2)
                         el = 'RootCertificateID'
+                        bits(0, 2)
                         _e_X509IssuerSerialType(w, v_RootCertificateID[i_RootCertificateID])
                         i_RootCertificateID += 1
                         n += 1
@@ -18427,9 +17451,9 @@ def _de17(r):  # DigestValue
     return v
 
 def _ee17(w, v):  # DigestValue
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de18(r):  # Dynamic_AC_CLReqControlMode
     bits = r.bits
@@ -18460,9 +17484,9 @@ def _de21(r):  # KeyName
     return v
 
 def _ee21(w, v):  # KeyName
-    w.bits(0, 1)
+    bits(0, 1)
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de22(r):  # KeyValue
     bits = r.bits
@@ -18486,9 +17510,9 @@ def _de24(r):  # MgmtData
     return v
 
 def _ee24(w, v):  # MgmtData
-    w.bits(0, 1)
+    bits(0, 1)
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de25(r):  # Object
     bits = r.bits
@@ -18665,10 +17689,10 @@ def _de42(r):  # AckMaxDelay
     return v
 
 def _ee42(w, v):  # AckMaxDelay
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 65535: raise EncodeError(f'value {v!r} outside [0, 65535]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de43(r):  # AdditionalServicesCosts
     bits = r.bits
@@ -18693,10 +17717,10 @@ def _de45(r):  # BPT_DischargedEnergyReadingWh
     return v
 
 def _ee45(w, v):  # BPT_DischargedEnergyReadingWh
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 18446744073709551615: raise EncodeError(f'value {v!r} outside [0, 18446744073709551615]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de46(r):  # BPT_InductiveEnergyReadingVARh
     bits = r.bits
@@ -18707,10 +17731,10 @@ def _de46(r):  # BPT_InductiveEnergyReadingVARh
     return v
 
 def _ee46(w, v):  # BPT_InductiveEnergyReadingVARh
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 18446744073709551615: raise EncodeError(f'value {v!r} outside [0, 18446744073709551615]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de47(r):  # BatteryEnergyCapacity
     bits = r.bits
@@ -18728,10 +17752,10 @@ def _de48(r):  # CapacitiveEnergyReadingVARh
     return v
 
 def _ee48(w, v):  # CapacitiveEnergyReadingVARh
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 18446744073709551615: raise EncodeError(f'value {v!r} outside [0, 18446744073709551615]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de49(r):  # ChargedEnergyReadingWh
     bits = r.bits
@@ -18742,24 +17766,21 @@ def _de49(r):  # ChargedEnergyReadingWh
     return v
 
 def _ee49(w, v):  # ChargedEnergyReadingWh
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 18446744073709551615: raise EncodeError(f'value {v!r} outside [0, 18446744073709551615]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de50(r):  # ChargingComplete
     bits = r.bits
-    if bits(1): raise r.deviation('ChargingComplete')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('ChargingComplete')
+    x = bits(3)
+    if x & 5: raise r.deviation('ChargingComplete')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee50(w, v):  # ChargingComplete
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de51(r):  # CostPerUnit
     bits = r.bits
@@ -18777,10 +17798,10 @@ def _de52(r):  # DepartureTime
     return v
 
 def _ee52(w, v):  # DepartureTime
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 4294967295: raise EncodeError(f'value {v!r} outside [0, 4294967295]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de53(r):  # DisplayParameters
     bits = r.bits
@@ -19036,19 +18057,17 @@ def _ee88(w, v):  # EVSENominalFrequency
 
 def _de89(r):  # EVSENotification
     bits = r.bits
-    if bits(1): raise r.deviation('EVSENotification')
-    v = bits(3)
+    x = bits(5)
+    if x & 17: raise r.deviation('EVSENotification')
+    v = ((x >> 1) & 7)
     if v >= 6: raise DecodeError(f'enumeration index {v} out of range (6 values)', r.pos)
     v = _E2[v]
-    if bits(1): raise r.deviation('EVSENotification')
     return v
 
 def _ee89(w, v):  # EVSENotification
-    w.bits(0, 1)
-    _i = _I3.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration evseNotificationType')
-    w.bits(_i, 3)
-    w.bits(0, 1)
+    _i7 = _I3.get(v)
+    if _i7 is None: raise EncodeError(f'{v!r} is not one of the enumeration evseNotificationType')
+    bits((_i7 << 1), 5)
 
 def _de90(r):  # EVSEPowerRampLimitation
     bits = r.bits
@@ -19156,22 +18175,20 @@ def _de104(r):  # Exponent
     return v
 
 def _ee104(w, v):  # Exponent
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de105(r):  # Exponent
     bits = r.bits
-    if bits(1): raise r.deviation('Exponent')
-    v = bits(8) + -128
-    if bits(1): raise r.deviation('Exponent')
+    x = bits(10)
+    if x & 513: raise r.deviation('Exponent')
+    v = ((x >> 1) & 255) + -128
     return v
 
 def _ee105(w, v):  # Exponent
-    w.bits(0, 1)
     if not -128 <= v <= 127: raise EncodeError(f'value {v!r} outside [-128, 127]')
-    w.bits(v - -128, 8)
-    w.bits(0, 1)
+    bits(((v - -128) << 1), 10)
 
 def _de106(r):  # G
     bits = r.bits
@@ -19181,21 +18198,25 @@ def _de106(r):  # G
     return v
 
 def _ee106(w, v):  # G
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de107(r):  # HMACOutputLength
     bits = r.bits
-    if bits(1): raise r.deviation('HMACOutputLength')
-    v = r.sint()
+    x = bits(2)
+    if x & 2: raise r.deviation('HMACOutputLength')
+    _neg = (x & 1)
+    v = r.uint()
+    if _neg: v = -v - 1
     if bits(1): raise r.deviation('HMACOutputLength')
     return v
 
 def _ee107(w, v):  # HMACOutputLength
-    w.bits(0, 1)
-    w.sint(v)
-    w.bits(0, 1)
+    if type(v) is not int: raise EncodeError(f'expected an int, got {v!r}')
+    bits((v < 0), 2)
+    w.uint(-v - 1 if v < 0 else v)
+    bits(0, 1)
 
 def _de108(r):  # Header
     bits = r.bits
@@ -19206,17 +18227,14 @@ def _ee108(w, v):  # Header
 
 def _de109(r):  # InletHot
     bits = r.bits
-    if bits(1): raise r.deviation('InletHot')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('InletHot')
+    x = bits(3)
+    if x & 5: raise r.deviation('InletHot')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee109(w, v):  # InletHot
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de110(r):  # J
     bits = r.bits
@@ -19226,9 +18244,9 @@ def _de110(r):  # J
     return v
 
 def _ee110(w, v):  # J
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de111(r):  # MaximumPowerAsymmetry
     bits = r.bits
@@ -19239,17 +18257,15 @@ def _ee111(w, v):  # MaximumPowerAsymmetry
 
 def _de112(r):  # MaximumSOC
     bits = r.bits
-    if bits(1): raise r.deviation('MaximumSOC')
-    v = bits(7)
+    x = bits(9)
+    if x & 257: raise r.deviation('MaximumSOC')
+    v = ((x >> 1) & 127)
     if v > 100: raise DecodeError(f'value {v} above maximum 100', r.pos)
-    if bits(1): raise r.deviation('MaximumSOC')
     return v
 
 def _ee112(w, v):  # MaximumSOC
-    w.bits(0, 1)
     if not 0 <= v <= 100: raise EncodeError(f'value {v!r} outside [0, 100]')
-    w.bits(v, 7)
-    w.bits(0, 1)
+    bits((v << 1), 9)
 
 def _de113(r):  # MeterID
     bits = r.bits
@@ -19260,10 +18276,10 @@ def _de113(r):  # MeterID
     return v
 
 def _ee113(w, v):  # MeterID
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) > 32: raise EncodeError(f'length {len(v)} outside [0, 32]')
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de114(r):  # MeterInfo
     bits = r.bits
@@ -19274,17 +18290,14 @@ def _ee114(w, v):  # MeterInfo
 
 def _de115(r):  # MeterInfoRequested
     bits = r.bits
-    if bits(1): raise r.deviation('MeterInfoRequested')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('MeterInfoRequested')
+    x = bits(3)
+    if x & 5: raise r.deviation('MeterInfoRequested')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee115(w, v):  # MeterInfoRequested
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de116(r):  # MeterSignature
     bits = r.bits
@@ -19295,24 +18308,27 @@ def _de116(r):  # MeterSignature
     return v
 
 def _ee116(w, v):  # MeterSignature
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) > 64: raise EncodeError(f'length {len(v)} outside [0, 64]')
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de117(r):  # MeterStatus
     bits = r.bits
-    if bits(1): raise r.deviation('MeterStatus')
-    v = r.sint()
+    x = bits(2)
+    if x & 2: raise r.deviation('MeterStatus')
+    _neg = (x & 1)
+    v = r.uint()
+    if _neg: v = -v - 1
     if v < -32768 or v > 32767: raise DecodeError(f'value {v} outside [-32768, 32767]', r.pos)
     if bits(1): raise r.deviation('MeterStatus')
     return v
 
 def _ee117(w, v):  # MeterStatus
-    w.bits(0, 1)
     if v < -32768 or v > 32767: raise EncodeError(f'value {v!r} outside [-32768, 32767]')
-    w.sint(v)
-    w.bits(0, 1)
+    bits((v < 0), 2)
+    w.uint(-v - 1 if v < 0 else v)
+    bits(0, 1)
 
 def _de118(r):  # MeterTimestamp
     bits = r.bits
@@ -19323,24 +18339,22 @@ def _de118(r):  # MeterTimestamp
     return v
 
 def _ee118(w, v):  # MeterTimestamp
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 18446744073709551615: raise EncodeError(f'value {v!r} outside [0, 18446744073709551615]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de119(r):  # MinimumSOC
     bits = r.bits
-    if bits(1): raise r.deviation('MinimumSOC')
-    v = bits(7)
+    x = bits(9)
+    if x & 257: raise r.deviation('MinimumSOC')
+    v = ((x >> 1) & 127)
     if v > 100: raise DecodeError(f'value {v} above maximum 100', r.pos)
-    if bits(1): raise r.deviation('MinimumSOC')
     return v
 
 def _ee119(w, v):  # MinimumSOC
-    w.bits(0, 1)
     if not 0 <= v <= 100: raise EncodeError(f'value {v!r} outside [0, 100]')
-    w.bits(v, 7)
-    w.bits(0, 1)
+    bits((v << 1), 9)
 
 def _de120(r):  # Modulus
     bits = r.bits
@@ -19350,9 +18364,9 @@ def _de120(r):  # Modulus
     return v
 
 def _ee120(w, v):  # Modulus
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de121(r):  # NotificationMaxDelay
     bits = r.bits
@@ -19363,10 +18377,10 @@ def _de121(r):  # NotificationMaxDelay
     return v
 
 def _ee121(w, v):  # NotificationMaxDelay
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 65535: raise EncodeError(f'value {v!r} outside [0, 65535]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de122(r):  # OccupancyCosts
     bits = r.bits
@@ -19390,9 +18404,9 @@ def _de124(r):  # P
     return v
 
 def _ee124(w, v):  # P
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de125(r):  # PGPKeyID
     bits = r.bits
@@ -19402,9 +18416,9 @@ def _de125(r):  # PGPKeyID
     return v
 
 def _ee125(w, v):  # PGPKeyID
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de126(r):  # PGPKeyPacket
     bits = r.bits
@@ -19414,9 +18428,9 @@ def _de126(r):  # PGPKeyPacket
     return v
 
 def _ee126(w, v):  # PGPKeyPacket
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de127(r):  # PgenCounter
     bits = r.bits
@@ -19426,23 +18440,21 @@ def _de127(r):  # PgenCounter
     return v
 
 def _ee127(w, v):  # PgenCounter
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de128(r):  # PresentSOC
     bits = r.bits
-    if bits(1): raise r.deviation('PresentSOC')
-    v = bits(7)
+    x = bits(9)
+    if x & 257: raise r.deviation('PresentSOC')
+    v = ((x >> 1) & 127)
     if v > 100: raise DecodeError(f'value {v} above maximum 100', r.pos)
-    if bits(1): raise r.deviation('PresentSOC')
     return v
 
 def _ee128(w, v):  # PresentSOC
-    w.bits(0, 1)
     if not 0 <= v <= 100: raise EncodeError(f'value {v!r} outside [0, 100]')
-    w.bits(v, 7)
-    w.bits(0, 1)
+    bits((v << 1), 9)
 
 def _de129(r):  # Q
     bits = r.bits
@@ -19452,9 +18464,9 @@ def _de129(r):  # Q
     return v
 
 def _ee129(w, v):  # Q
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de130(r):  # Receipt
     bits = r.bits
@@ -19472,10 +18484,10 @@ def _de131(r):  # RemainingTimeToMaximumSOC
     return v
 
 def _ee131(w, v):  # RemainingTimeToMaximumSOC
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 4294967295: raise EncodeError(f'value {v!r} outside [0, 4294967295]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de132(r):  # RemainingTimeToMinimumSOC
     bits = r.bits
@@ -19486,10 +18498,10 @@ def _de132(r):  # RemainingTimeToMinimumSOC
     return v
 
 def _ee132(w, v):  # RemainingTimeToMinimumSOC
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 4294967295: raise EncodeError(f'value {v!r} outside [0, 4294967295]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de133(r):  # RemainingTimeToTargetSOC
     bits = r.bits
@@ -19500,26 +18512,24 @@ def _de133(r):  # RemainingTimeToTargetSOC
     return v
 
 def _ee133(w, v):  # RemainingTimeToTargetSOC
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 4294967295: raise EncodeError(f'value {v!r} outside [0, 4294967295]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de134(r):  # ResponseCode
     bits = r.bits
-    if bits(1): raise r.deviation('ResponseCode')
-    v = bits(6)
+    x = bits(8)
+    if x & 129: raise r.deviation('ResponseCode')
+    v = ((x >> 1) & 63)
     if v >= 40: raise DecodeError(f'enumeration index {v} out of range (40 values)', r.pos)
     v = _E0[v]
-    if bits(1): raise r.deviation('ResponseCode')
     return v
 
 def _ee134(w, v):  # ResponseCode
-    w.bits(0, 1)
-    _i = _I1.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration responseCodeType')
-    w.bits(_i, 6)
-    w.bits(0, 1)
+    _i8 = _I1.get(v)
+    if _i8 is None: raise EncodeError(f'{v!r} is not one of the enumeration responseCodeType')
+    bits((_i8 << 1), 8)
 
 def _de135(r):  # RootCertificateID
     bits = r.bits
@@ -19536,9 +18546,9 @@ def _de136(r):  # SPKISexp
     return v
 
 def _ee136(w, v):  # SPKISexp
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de137(r):  # Seed
     bits = r.bits
@@ -19548,9 +18558,9 @@ def _de137(r):  # Seed
     return v
 
 def _ee137(w, v):  # Seed
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de138(r):  # SessionID
     bits = r.bits
@@ -19561,24 +18571,22 @@ def _de138(r):  # SessionID
     return v
 
 def _ee138(w, v):  # SessionID
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) < 8 or len(v) > 8: raise EncodeError(f'length {len(v)} outside [8, 8]')
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de139(r):  # TargetSOC
     bits = r.bits
-    if bits(1): raise r.deviation('TargetSOC')
-    v = bits(7)
+    x = bits(9)
+    if x & 257: raise r.deviation('TargetSOC')
+    v = ((x >> 1) & 127)
     if v > 100: raise DecodeError(f'value {v} above maximum 100', r.pos)
-    if bits(1): raise r.deviation('TargetSOC')
     return v
 
 def _ee139(w, v):  # TargetSOC
-    w.bits(0, 1)
     if not 0 <= v <= 100: raise EncodeError(f'value {v!r} outside [0, 100]')
-    w.bits(v, 7)
-    w.bits(0, 1)
+    bits((v << 1), 9)
 
 def _de140(r):  # TaxCosts
     bits = r.bits
@@ -19596,10 +18604,10 @@ def _de141(r):  # TaxRuleID
     return v
 
 def _ee141(w, v):  # TaxRuleID
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 1 or v > 4294967295: raise EncodeError(f'value {v!r} outside [1, 4294967295]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de142(r):  # TimeAnchor
     bits = r.bits
@@ -19610,10 +18618,10 @@ def _de142(r):  # TimeAnchor
     return v
 
 def _ee142(w, v):  # TimeAnchor
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 18446744073709551615: raise EncodeError(f'value {v!r} outside [0, 18446744073709551615]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de143(r):  # TimeStamp
     bits = r.bits
@@ -19624,24 +18632,27 @@ def _de143(r):  # TimeStamp
     return v
 
 def _ee143(w, v):  # TimeStamp
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 18446744073709551615: raise EncodeError(f'value {v!r} outside [0, 18446744073709551615]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de144(r):  # Value
     bits = r.bits
-    if bits(1): raise r.deviation('Value')
-    v = r.sint()
+    x = bits(2)
+    if x & 2: raise r.deviation('Value')
+    _neg = (x & 1)
+    v = r.uint()
+    if _neg: v = -v - 1
     if v < -32768 or v > 32767: raise DecodeError(f'value {v} outside [-32768, 32767]', r.pos)
     if bits(1): raise r.deviation('Value')
     return v
 
 def _ee144(w, v):  # Value
-    w.bits(0, 1)
     if v < -32768 or v > 32767: raise EncodeError(f'value {v!r} outside [-32768, 32767]')
-    w.sint(v)
-    w.bits(0, 1)
+    bits((v < 0), 2)
+    w.uint(-v - 1 if v < 0 else v)
+    bits(0, 1)
 
 def _de145(r):  # X509CRL
     bits = r.bits
@@ -19651,9 +18662,9 @@ def _de145(r):  # X509CRL
     return v
 
 def _ee145(w, v):  # X509CRL
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de146(r):  # X509Certificate
     bits = r.bits
@@ -19663,9 +18674,9 @@ def _de146(r):  # X509Certificate
     return v
 
 def _ee146(w, v):  # X509Certificate
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de147(r):  # X509IssuerName
     bits = r.bits
@@ -19675,9 +18686,9 @@ def _de147(r):  # X509IssuerName
     return v
 
 def _ee147(w, v):  # X509IssuerName
-    w.bits(0, 1)
+    bits(0, 1)
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de148(r):  # X509IssuerSerial
     bits = r.bits
@@ -19694,21 +18705,25 @@ def _de149(r):  # X509SKI
     return v
 
 def _ee149(w, v):  # X509SKI
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de150(r):  # X509SerialNumber
     bits = r.bits
-    if bits(1): raise r.deviation('X509SerialNumber')
-    v = r.sint()
+    x = bits(2)
+    if x & 2: raise r.deviation('X509SerialNumber')
+    _neg = (x & 1)
+    v = r.uint()
+    if _neg: v = -v - 1
     if bits(1): raise r.deviation('X509SerialNumber')
     return v
 
 def _ee150(w, v):  # X509SerialNumber
-    w.bits(0, 1)
-    w.sint(v)
-    w.bits(0, 1)
+    if type(v) is not int: raise EncodeError(f'expected an int, got {v!r}')
+    bits((v < 0), 2)
+    w.uint(-v - 1 if v < 0 else v)
+    bits(0, 1)
 
 def _de151(r):  # X509SubjectName
     bits = r.bits
@@ -19718,9 +18733,9 @@ def _de151(r):  # X509SubjectName
     return v
 
 def _ee151(w, v):  # X509SubjectName
-    w.bits(0, 1)
+    bits(0, 1)
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de152(r):  # XPath
     bits = r.bits
@@ -19730,9 +18745,9 @@ def _de152(r):  # XPath
     return v
 
 def _ee152(w, v):  # XPath
-    w.bits(0, 1)
+    bits(0, 1)
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de153(r):  # Y
     bits = r.bits
@@ -19742,9 +18757,9 @@ def _de153(r):  # Y
     return v
 
 def _ee153(w, v):  # Y
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 # (namespace, local name, class or simple type code, decode, encode); index = event code
 FRAGMENT = (

@@ -30,32 +30,13 @@ def _d_ACDP_ConnectReqType(r):
     f_Header = None
     f_EVElectricalChargingDeviceStatus = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('ACDP_ConnectReqType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVElectricalChargingDeviceStatus'
-                    if bits(1): raise r.deviation('ACDP_ConnectReqType')
-                    f_EVElectricalChargingDeviceStatus = _E0[bits(2)]
-                    if bits(1): raise r.deviation('ACDP_ConnectReqType')
-                    s = 2
-                else:
-                    raise r.deviation('ACDP_ConnectReqType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ACDP_ConnectReqType')
+        if bits(1): raise r.deviation('ACDP_ConnectReqType')
+        el = 'Header'
+        f_Header = _d_MessageHeaderType(r)
+        x = bits(6)
+        if x & 51: raise r.deviation('ACDP_ConnectReqType')
+        el = 'EVElectricalChargingDeviceStatus'
+        f_EVElectricalChargingDeviceStatus = _E0[((x >> 2) & 3)]
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_acdp.ACDP_ConnectReqType(f_Header, f_EVElectricalChargingDeviceStatus)
@@ -67,35 +48,20 @@ def _e_ACDP_ConnectReqType(w, o):
     try:
         v_Header = o.Header
         v_EVElectricalChargingDeviceStatus = o.EVElectricalChargingDeviceStatus
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Header is not None:
-                    bits(0, 1)
-                    el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_EVElectricalChargingDeviceStatus is not None:
-                    bits(0, 1)
-                    el = 'EVElectricalChargingDeviceStatus'
-                    w.bits(0, 1)
-                    _i = _I1.get(v_EVElectricalChargingDeviceStatus)
-                    if _i is None: raise EncodeError(f'{v_EVElectricalChargingDeviceStatus!r} is not one of the enumeration electricalChargingDeviceStatusType')
-                    w.bits(_i, 2)
-                    w.bits(0, 1)
-                    v_EVElectricalChargingDeviceStatus = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of EVElectricalChargingDeviceStatus')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_Header is not None or v_EVElectricalChargingDeviceStatus is not None: raise _leftover(o)
-                    s = -1
+        if v_Header is not None:
+            el = 'Header'
+            bits(0, 1)
+            _e_MessageHeaderType(w, v_Header)
+            if not (v_EVElectricalChargingDeviceStatus is not None): raise EncodeError('missing content: EVElectricalChargingDeviceStatus')
+            el = 'EVElectricalChargingDeviceStatus'
+            _i1 = _I1.get(v_EVElectricalChargingDeviceStatus)
+            if _i1 is None: raise EncodeError(f'{v_EVElectricalChargingDeviceStatus!r} is not one of the enumeration electricalChargingDeviceStatusType')
+            bits((_i1 << 2), 6)
+            v_Header = None
+            v_EVElectricalChargingDeviceStatus = None
+            if v_Header is not None or v_EVElectricalChargingDeviceStatus is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Header')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -105,22 +71,10 @@ def _d_V2GRequestType(r):
     el = ''
     f_Header = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('V2GRequestType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('V2GRequestType')
+        if bits(1): raise r.deviation('V2GRequestType')
+        el = 'Header'
+        f_Header = _d_MessageHeaderType(r)
+        if bits(1): raise r.deviation('V2GRequestType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.V2GRequestType(f_Header)
@@ -131,22 +85,15 @@ def _e_V2GRequestType(w, o):
     el = ''
     try:
         v_Header = o.Header
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Header is not None:
-                    bits(0, 1)
-                    el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if True:
-                    bits(0, 1)
-                    if v_Header is not None: raise _leftover(o)
-                    s = -1
+        if v_Header is not None:
+            el = 'Header'
+            bits(0, 1)
+            _e_MessageHeaderType(w, v_Header)
+            bits(0, 1)
+            v_Header = None
+            if v_Header is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Header')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -156,22 +103,10 @@ def _d_V2GMessageType(r):
     el = ''
     f_Header = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('V2GMessageType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('V2GMessageType')
+        if bits(1): raise r.deviation('V2GMessageType')
+        el = 'Header'
+        f_Header = _d_MessageHeaderType(r)
+        if bits(1): raise r.deviation('V2GMessageType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.V2GMessageType(f_Header)
@@ -182,22 +117,15 @@ def _e_V2GMessageType(w, o):
     el = ''
     try:
         v_Header = o.Header
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Header is not None:
-                    bits(0, 1)
-                    el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if True:
-                    bits(0, 1)
-                    if v_Header is not None: raise _leftover(o)
-                    s = -1
+        if v_Header is not None:
+            el = 'Header'
+            bits(0, 1)
+            _e_MessageHeaderType(w, v_Header)
+            bits(0, 1)
+            v_Header = None
+            if v_Header is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Header')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -212,40 +140,27 @@ def _d_MessageHeaderType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SessionID'
-                    if bits(1): raise r.deviation('MessageHeaderType')
-                    f_SessionID = r.binary()
-                    if len(f_SessionID) < 8 or len(f_SessionID) > 8: raise DecodeError(f'length {len(f_SessionID)} outside [8, 8]', r.pos)
-                    if bits(1): raise r.deviation('MessageHeaderType')
-                    s = 1
-                else:
-                    raise r.deviation('MessageHeaderType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'TimeStamp'
-                    if bits(1): raise r.deviation('MessageHeaderType')
-                    f_TimeStamp = r.uint()
-                    if f_TimeStamp > 18446744073709551615: raise DecodeError(f'value {f_TimeStamp} outside [0, 18446744073709551615]', r.pos)
-                    if bits(1): raise r.deviation('MessageHeaderType')
-                    s = 2
-                else:
-                    raise r.deviation('MessageHeaderType')
+                x = bits(2)
+                if x & 3: raise r.deviation('MessageHeaderType')
+                el = 'SessionID'
+                f_SessionID = r.binary()
+                if len(f_SessionID) < 8 or len(f_SessionID) > 8: raise DecodeError(f'length {len(f_SessionID)} outside [8, 8]', r.pos)
+                x = bits(3)
+                if x & 7: raise r.deviation('MessageHeaderType')
+                el = 'TimeStamp'
+                f_TimeStamp = r.uint()
+                if f_TimeStamp > 18446744073709551615: raise DecodeError(f'value {f_TimeStamp} outside [0, 18446744073709551615]', r.pos)
+                if bits(1): raise r.deviation('MessageHeaderType')
+                s = 2
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
                     el = 'Signature'
                     f_Signature = _d_SignatureType(r)
-                    s = 3
-                elif ec == 1:
+                    if bits(1): raise r.deviation('MessageHeaderType')
                     s = -1
-                else:
-                    raise r.deviation('MessageHeaderType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('MessageHeaderType')
@@ -265,42 +180,32 @@ def _e_MessageHeaderType(w, o):
         while s >= 0:
             if s == 0:
                 if v_SessionID is not None:
-                    bits(0, 1)
                     el = 'SessionID'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     if len(v_SessionID) < 8 or len(v_SessionID) > 8: raise EncodeError(f'length {len(v_SessionID)} outside [8, 8]')
                     w.binary(v_SessionID)
-                    w.bits(0, 1)
-                    v_SessionID = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of SessionID')
-            if s == 1:
-                if v_TimeStamp is not None:
-                    bits(0, 1)
+                    if not (v_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
                     el = 'TimeStamp'
-                    w.bits(0, 1)
+                    bits(0, 3)
+                    v_SessionID = None
                     if v_TimeStamp < 0 or v_TimeStamp > 18446744073709551615: raise EncodeError(f'value {v_TimeStamp!r} outside [0, 18446744073709551615]')
                     w.uint(v_TimeStamp)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_TimeStamp = None
                     s = 2
                 else:
-                    raise EncodeError('missing content: expected one of TimeStamp')
+                    raise EncodeError('missing content: expected one of SessionID')
             if s == 2:
                 if v_Signature is not None:
-                    bits(0, 2)
                     el = 'Signature'
+                    bits(0, 2)
                     _e_SignatureType(w, v_Signature)
+                    bits(0, 1)
                     v_Signature = None
-                    s = 3
-                elif True:
-                    bits(1, 2)
                     if v_SessionID is not None or v_TimeStamp is not None or v_Signature is not None: raise _leftover(o)
                     s = -1
-            if s == 3:
-                if True:
-                    bits(0, 1)
+                elif True:
+                    bits(1, 2)
                     if v_SessionID is not None or v_TimeStamp is not None or v_Signature is not None: raise _leftover(o)
                     s = -1
     except Exception as e:
@@ -323,29 +228,21 @@ def _d_SignatureType(r):
                 if ec == 0:
                     el = '@Id'
                     f_Id = r.string(3)
-                    s = 1
+                    if bits(1): raise r.deviation('SignatureType')
+                    el = 'SignedInfo'
+                    f_SignedInfo = _d_SignedInfoType(r)
+                    s = 2
                 elif ec == 1:
                     el = 'SignedInfo'
                     f_SignedInfo = _d_SignedInfoType(r)
                     s = 2
                 else:
                     raise r.deviation('SignatureType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SignedInfo'
-                    f_SignedInfo = _d_SignedInfoType(r)
-                    s = 2
-                else:
-                    raise r.deviation('SignatureType')
             if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SignatureValue'
-                    f_SignatureValue = _d_SignatureValueType(r)
-                    s = 3
-                else:
-                    raise r.deviation('SignatureType')
+                if bits(1): raise r.deviation('SignatureType')
+                el = 'SignatureValue'
+                f_SignatureValue = _d_SignatureValueType(r)
+                s = 3
             if s == 3:
                 ec = bits(2)
                 if ec == 0:
@@ -358,6 +255,7 @@ def _d_SignatureType(r):
                     f_Object.append(_v)
                     s = 5
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SignatureType')
@@ -369,6 +267,7 @@ def _d_SignatureType(r):
                     f_Object.append(_v)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SignatureType')
@@ -380,6 +279,7 @@ def _d_SignatureType(r):
                         _v = _d_ObjectType(r, 5)
                         f_Object.append(_v)
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
@@ -404,32 +304,28 @@ def _e_SignatureType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 2)
                     el = '@Id'
+                    bits(0, 2)
                     w.string(v_Id)
-                    v_Id = None
-                    s = 1
-                elif v_SignedInfo is not None:
-                    bits(1, 2)
+                    if not (v_SignedInfo is not None): raise EncodeError('missing content: SignedInfo')
                     el = 'SignedInfo'
+                    bits(0, 1)
+                    v_Id = None
+                    _e_SignedInfoType(w, v_SignedInfo)
+                    v_SignedInfo = None
+                    s = 2
+                elif v_SignedInfo is not None:
+                    el = 'SignedInfo'
+                    bits(1, 2)
                     _e_SignedInfoType(w, v_SignedInfo)
                     v_SignedInfo = None
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, SignedInfo')
-            if s == 1:
-                if v_SignedInfo is not None:
-                    bits(0, 1)
-                    el = 'SignedInfo'
-                    _e_SignedInfoType(w, v_SignedInfo)
-                    v_SignedInfo = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of SignedInfo')
             if s == 2:
                 if v_SignatureValue is not None:
-                    bits(0, 1)
                     el = 'SignatureValue'
+                    bits(0, 1)
                     _e_SignatureValueType(w, v_SignatureValue)
                     v_SignatureValue = None
                     s = 3
@@ -437,14 +333,14 @@ def _e_SignatureType(w, o):
                     raise EncodeError('missing content: expected one of SignatureValue')
             if s == 3:
                 if v_KeyInfo is not None:
-                    bits(0, 2)
                     el = 'KeyInfo'
+                    bits(0, 2)
                     _e_KeyInfoType(w, v_KeyInfo)
                     v_KeyInfo = None
                     s = 4
                 elif i_Object < n_Object:
-                    bits(1, 2)
                     el = 'Object'
+                    bits(1, 2)
                     _e_ObjectType(w, v_Object[i_Object])
                     i_Object += 1
                     s = 5
@@ -454,8 +350,8 @@ def _e_SignatureType(w, o):
                     s = -1
             if s == 4:
                 if i_Object < n_Object:
-                    bits(0, 2)
                     el = 'Object'
+                    bits(0, 2)
                     _e_ObjectType(w, v_Object[i_Object])
                     i_Object += 1
                     s = 5
@@ -466,8 +362,8 @@ def _e_SignatureType(w, o):
             if s == 5:
                 while True:
                     if i_Object < n_Object:
-                        bits(0, 2)
                         el = 'Object'
+                        bits(0, 2)
                         _e_ObjectType(w, v_Object[i_Object])
                         i_Object += 1
                     elif True:
@@ -494,38 +390,25 @@ def _d_SignedInfoType(r):
                 if ec == 0:
                     el = '@Id'
                     f_Id = r.string(3)
-                    s = 1
+                    if bits(1): raise r.deviation('SignedInfoType')
+                    el = 'CanonicalizationMethod'
+                    f_CanonicalizationMethod = _d_CanonicalizationMethodType(r, 6)
+                    s = 2
                 elif ec == 1:
                     el = 'CanonicalizationMethod'
                     f_CanonicalizationMethod = _d_CanonicalizationMethodType(r, 6)
                     s = 2
                 else:
                     raise r.deviation('SignedInfoType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'CanonicalizationMethod'
-                    f_CanonicalizationMethod = _d_CanonicalizationMethodType(r, 6)
-                    s = 2
-                else:
-                    raise r.deviation('SignedInfoType')
             if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SignatureMethod'
-                    f_SignatureMethod = _d_SignatureMethodType(r, 7)
-                    s = 3
-                else:
-                    raise r.deviation('SignedInfoType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Reference'
-                    _v = _d_ReferenceType(r)
-                    f_Reference.append(_v)
-                    s = 4
-                else:
-                    raise r.deviation('SignedInfoType')
+                if bits(1): raise r.deviation('SignedInfoType')
+                el = 'SignatureMethod'
+                f_SignatureMethod = _d_SignatureMethodType(r, 7)
+                if bits(1): raise r.deviation('SignedInfoType')
+                el = 'Reference'
+                _v = _d_ReferenceType(r)
+                f_Reference.append(_v)
+                s = 4
             if s == 4:
                 ec = bits(2)
                 if ec == 0:
@@ -534,6 +417,7 @@ def _d_SignedInfoType(r):
                     f_Reference.append(_v)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SignedInfoType')
@@ -545,6 +429,7 @@ def _d_SignedInfoType(r):
                         _v = _d_ReferenceType(r)
                         f_Reference.append(_v)
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
@@ -568,50 +453,42 @@ def _e_SignedInfoType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 2)
                     el = '@Id'
+                    bits(0, 2)
                     w.string(v_Id)
-                    v_Id = None
-                    s = 1
-                elif v_CanonicalizationMethod is not None:
-                    bits(1, 2)
+                    if not (v_CanonicalizationMethod is not None): raise EncodeError('missing content: CanonicalizationMethod')
                     el = 'CanonicalizationMethod'
+                    bits(0, 1)
+                    v_Id = None
+                    _e_CanonicalizationMethodType(w, v_CanonicalizationMethod)
+                    v_CanonicalizationMethod = None
+                    s = 2
+                elif v_CanonicalizationMethod is not None:
+                    el = 'CanonicalizationMethod'
+                    bits(1, 2)
                     _e_CanonicalizationMethodType(w, v_CanonicalizationMethod)
                     v_CanonicalizationMethod = None
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, CanonicalizationMethod')
-            if s == 1:
-                if v_CanonicalizationMethod is not None:
-                    bits(0, 1)
-                    el = 'CanonicalizationMethod'
-                    _e_CanonicalizationMethodType(w, v_CanonicalizationMethod)
-                    v_CanonicalizationMethod = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of CanonicalizationMethod')
             if s == 2:
                 if v_SignatureMethod is not None:
-                    bits(0, 1)
                     el = 'SignatureMethod'
-                    _e_SignatureMethodType(w, v_SignatureMethod)
-                    v_SignatureMethod = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of SignatureMethod')
-            if s == 3:
-                if i_Reference < n_Reference:
                     bits(0, 1)
+                    _e_SignatureMethodType(w, v_SignatureMethod)
+                    if not (i_Reference < n_Reference): raise EncodeError('missing content: Reference')
                     el = 'Reference'
+                    bits(0, 1)
+                    v_SignatureMethod = None
                     _e_ReferenceType(w, v_Reference[i_Reference])
                     i_Reference += 1
                     s = 4
                 else:
-                    raise EncodeError('missing content: expected one of Reference')
+                    raise EncodeError('missing content: expected one of SignatureMethod')
             if s == 4:
                 if i_Reference < n_Reference:
-                    bits(0, 2)
                     el = 'Reference'
+                    bits(0, 2)
                     _e_ReferenceType(w, v_Reference[i_Reference])
                     i_Reference += 1
                     s = 5
@@ -622,8 +499,8 @@ def _e_SignedInfoType(w, o):
             if s == 5:
                 while True:
                     if i_Reference < n_Reference:
-                        bits(0, 2)
                         el = 'Reference'
+                        bits(0, 2)
                         _e_ReferenceType(w, v_Reference[i_Reference])
                         i_Reference += 1
                     elif True:
@@ -643,19 +520,17 @@ def _d_CanonicalizationMethodType(r, key):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = '@Algorithm'
-                    f_Algorithm = r.string(8)
-                    s = 1
-                else:
-                    raise r.deviation('CanonicalizationMethodType')
+                if bits(1): raise r.deviation('CanonicalizationMethodType')
+                el = '@Algorithm'
+                f_Algorithm = r.string(8)
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -668,6 +543,7 @@ def _d_CanonicalizationMethodType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -680,6 +556,7 @@ def _d_CanonicalizationMethodType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -700,8 +577,8 @@ def _e_CanonicalizationMethodType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Algorithm is not None:
-                    bits(0, 1)
                     el = '@Algorithm'
+                    bits(0, 1)
                     w.string(v_Algorithm)
                     v_Algorithm = None
                     s = 1
@@ -735,25 +612,26 @@ def _d_SignatureMethodType(r, key):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = '@Algorithm'
-                    f_Algorithm = r.string(8)
-                    s = 1
-                else:
-                    raise r.deviation('SignatureMethodType')
+                if bits(1): raise r.deviation('SignatureMethodType')
+                el = '@Algorithm'
+                f_Algorithm = r.string(8)
+                s = 1
             if s == 1:
                 ec = bits(3)
                 if ec == 0:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('SignatureMethodType')
                     el = 'HMACOutputLength'
-                    if bits(1): raise r.deviation('SignatureMethodType')
-                    f_HMACOutputLength = r.sint()
+                    _neg = (x & 1)
+                    f_HMACOutputLength = r.uint()
+                    if _neg: f_HMACOutputLength = -f_HMACOutputLength - 1
                     if bits(1): raise r.deviation('SignatureMethodType')
                     s = 3
                 elif ec == 1:
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 4
                 elif ec == 2:
+                    pass
                     s = -1
                 elif ec == 3:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -763,15 +641,19 @@ def _d_SignatureMethodType(r, key):
             if s == 2:
                 ec = bits(3)
                 if ec == 0:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('SignatureMethodType')
                     el = 'HMACOutputLength'
-                    if bits(1): raise r.deviation('SignatureMethodType')
-                    f_HMACOutputLength = r.sint()
+                    _neg = (x & 1)
+                    f_HMACOutputLength = r.uint()
+                    if _neg: f_HMACOutputLength = -f_HMACOutputLength - 1
                     if bits(1): raise r.deviation('SignatureMethodType')
                     s = 3
                 elif ec == 1:
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 4
                 elif ec == 2:
+                    pass
                     s = -1
                 elif ec == 3:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -784,6 +666,7 @@ def _d_SignatureMethodType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 4
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -796,6 +679,7 @@ def _d_SignatureMethodType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 4
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -817,8 +701,8 @@ def _e_SignatureMethodType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Algorithm is not None:
-                    bits(0, 1)
                     el = '@Algorithm'
+                    bits(0, 1)
                     w.string(v_Algorithm)
                     v_Algorithm = None
                     s = 1
@@ -826,11 +710,11 @@ def _e_SignatureMethodType(w, o):
                     raise EncodeError('missing content: expected one of Algorithm')
             if s == 1:
                 if v_HMACOutputLength is not None:
-                    bits(0, 3)
                     el = 'HMACOutputLength'
-                    w.bits(0, 1)
-                    w.sint(v_HMACOutputLength)
-                    w.bits(0, 1)
+                    if type(v_HMACOutputLength) is not int: raise EncodeError(f'expected an int, got {v_HMACOutputLength!r}')
+                    bits((v_HMACOutputLength < 0), 5)
+                    w.uint(-v_HMACOutputLength - 1 if v_HMACOutputLength < 0 else v_HMACOutputLength)
+                    bits(0, 1)
                     v_HMACOutputLength = None
                     s = 3
                 elif True:
@@ -839,11 +723,11 @@ def _e_SignatureMethodType(w, o):
                     s = -1
             if s == 2:
                 if v_HMACOutputLength is not None:
-                    bits(0, 3)
                     el = 'HMACOutputLength'
-                    w.bits(0, 1)
-                    w.sint(v_HMACOutputLength)
-                    w.bits(0, 1)
+                    if type(v_HMACOutputLength) is not int: raise EncodeError(f'expected an int, got {v_HMACOutputLength!r}')
+                    bits((v_HMACOutputLength < 0), 5)
+                    w.uint(-v_HMACOutputLength - 1 if v_HMACOutputLength < 0 else v_HMACOutputLength)
+                    bits(0, 1)
                     v_HMACOutputLength = None
                     s = 3
                 elif True:
@@ -949,29 +833,18 @@ def _d_ReferenceType(r):
                 else:
                     raise r.deviation('ReferenceType')
             if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'DigestMethod'
-                    f_DigestMethod = _d_DigestMethodType(r, 12)
-                    s = 5
-                else:
-                    raise r.deviation('ReferenceType')
+                if bits(1): raise r.deviation('ReferenceType')
+                el = 'DigestMethod'
+                f_DigestMethod = _d_DigestMethodType(r, 12)
+                s = 5
             if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'DigestValue'
-                    if bits(1): raise r.deviation('ReferenceType')
-                    f_DigestValue = r.binary()
-                    if bits(1): raise r.deviation('ReferenceType')
-                    s = 6
-                else:
-                    raise r.deviation('ReferenceType')
-            if s == 6:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ReferenceType')
+                x = bits(2)
+                if x & 3: raise r.deviation('ReferenceType')
+                el = 'DigestValue'
+                f_DigestValue = r.binary()
+                x = bits(2)
+                if x & 3: raise r.deviation('ReferenceType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.ReferenceType(f_Id, f_Type, f_URI, f_Transforms, f_DigestMethod, f_DigestValue)
@@ -991,32 +864,32 @@ def _e_ReferenceType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 3)
                     el = '@Id'
+                    bits(0, 3)
                     w.string(v_Id)
                     v_Id = None
                     s = 1
                 elif v_Type is not None:
-                    bits(1, 3)
                     el = '@Type'
+                    bits(1, 3)
                     w.string(v_Type)
                     v_Type = None
                     s = 2
                 elif v_URI is not None:
-                    bits(2, 3)
                     el = '@URI'
+                    bits(2, 3)
                     w.string(v_URI)
                     v_URI = None
                     s = 3
                 elif v_Transforms is not None:
-                    bits(3, 3)
                     el = 'Transforms'
+                    bits(3, 3)
                     _e_TransformsType(w, v_Transforms)
                     v_Transforms = None
                     s = 4
                 elif v_DigestMethod is not None:
-                    bits(4, 3)
                     el = 'DigestMethod'
+                    bits(4, 3)
                     _e_DigestMethodType(w, v_DigestMethod)
                     v_DigestMethod = None
                     s = 5
@@ -1024,26 +897,26 @@ def _e_ReferenceType(w, o):
                     raise EncodeError('missing content: expected one of Id, Type, URI, Transforms, DigestMethod')
             if s == 1:
                 if v_Type is not None:
-                    bits(0, 3)
                     el = '@Type'
+                    bits(0, 3)
                     w.string(v_Type)
                     v_Type = None
                     s = 2
                 elif v_URI is not None:
-                    bits(1, 3)
                     el = '@URI'
+                    bits(1, 3)
                     w.string(v_URI)
                     v_URI = None
                     s = 3
                 elif v_Transforms is not None:
-                    bits(2, 3)
                     el = 'Transforms'
+                    bits(2, 3)
                     _e_TransformsType(w, v_Transforms)
                     v_Transforms = None
                     s = 4
                 elif v_DigestMethod is not None:
-                    bits(3, 3)
                     el = 'DigestMethod'
+                    bits(3, 3)
                     _e_DigestMethodType(w, v_DigestMethod)
                     v_DigestMethod = None
                     s = 5
@@ -1051,20 +924,20 @@ def _e_ReferenceType(w, o):
                     raise EncodeError('missing content: expected one of Type, URI, Transforms, DigestMethod')
             if s == 2:
                 if v_URI is not None:
-                    bits(0, 2)
                     el = '@URI'
+                    bits(0, 2)
                     w.string(v_URI)
                     v_URI = None
                     s = 3
                 elif v_Transforms is not None:
-                    bits(1, 2)
                     el = 'Transforms'
+                    bits(1, 2)
                     _e_TransformsType(w, v_Transforms)
                     v_Transforms = None
                     s = 4
                 elif v_DigestMethod is not None:
-                    bits(2, 2)
                     el = 'DigestMethod'
+                    bits(2, 2)
                     _e_DigestMethodType(w, v_DigestMethod)
                     v_DigestMethod = None
                     s = 5
@@ -1072,14 +945,14 @@ def _e_ReferenceType(w, o):
                     raise EncodeError('missing content: expected one of URI, Transforms, DigestMethod')
             if s == 3:
                 if v_Transforms is not None:
-                    bits(0, 2)
                     el = 'Transforms'
+                    bits(0, 2)
                     _e_TransformsType(w, v_Transforms)
                     v_Transforms = None
                     s = 4
                 elif v_DigestMethod is not None:
-                    bits(1, 2)
                     el = 'DigestMethod'
+                    bits(1, 2)
                     _e_DigestMethodType(w, v_DigestMethod)
                     v_DigestMethod = None
                     s = 5
@@ -1087,8 +960,8 @@ def _e_ReferenceType(w, o):
                     raise EncodeError('missing content: expected one of Transforms, DigestMethod')
             if s == 4:
                 if v_DigestMethod is not None:
-                    bits(0, 1)
                     el = 'DigestMethod'
+                    bits(0, 1)
                     _e_DigestMethodType(w, v_DigestMethod)
                     v_DigestMethod = None
                     s = 5
@@ -1096,20 +969,15 @@ def _e_ReferenceType(w, o):
                     raise EncodeError('missing content: expected one of DigestMethod')
             if s == 5:
                 if v_DigestValue is not None:
-                    bits(0, 1)
                     el = 'DigestValue'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     w.binary(v_DigestValue)
-                    w.bits(0, 1)
+                    bits(0, 2)
                     v_DigestValue = None
-                    s = 6
-                else:
-                    raise EncodeError('missing content: expected one of DigestValue')
-            if s == 6:
-                if True:
-                    bits(0, 1)
                     if v_Id is not None or v_Type is not None or v_URI is not None or v_Transforms is not None or v_DigestMethod is not None or v_DigestValue is not None: raise _leftover(o)
                     s = -1
+                else:
+                    raise EncodeError('missing content: expected one of DigestValue')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -1122,14 +990,11 @@ def _d_TransformsType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Transform'
-                    _v = _d_TransformType(r, 14)
-                    f_Transform.append(_v)
-                    s = 1
-                else:
-                    raise r.deviation('TransformsType')
+                if bits(1): raise r.deviation('TransformsType')
+                el = 'Transform'
+                _v = _d_TransformType(r, 14)
+                f_Transform.append(_v)
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
@@ -1138,6 +1003,7 @@ def _d_TransformsType(r):
                     f_Transform.append(_v)
                     s = 2
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('TransformsType')
@@ -1149,6 +1015,7 @@ def _d_TransformsType(r):
                         _v = _d_TransformType(r, 14)
                         f_Transform.append(_v)
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
@@ -1169,8 +1036,8 @@ def _e_TransformsType(w, o):
         while s >= 0:
             if s == 0:
                 if i_Transform < n_Transform:
-                    bits(0, 1)
                     el = 'Transform'
+                    bits(0, 1)
                     _e_TransformType(w, v_Transform[i_Transform])
                     i_Transform += 1
                     s = 1
@@ -1178,8 +1045,8 @@ def _e_TransformsType(w, o):
                     raise EncodeError('missing content: expected one of Transform')
             if s == 1:
                 if i_Transform < n_Transform:
-                    bits(0, 2)
                     el = 'Transform'
+                    bits(0, 2)
                     _e_TransformType(w, v_Transform[i_Transform])
                     i_Transform += 1
                     s = 2
@@ -1190,8 +1057,8 @@ def _e_TransformsType(w, o):
             if s == 2:
                 while True:
                     if i_Transform < n_Transform:
-                        bits(0, 2)
                         el = 'Transform'
+                        bits(0, 2)
                         _e_TransformType(w, v_Transform[i_Transform])
                         i_Transform += 1
                     elif True:
@@ -1212,18 +1079,15 @@ def _d_TransformType(r, key):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = '@Algorithm'
-                    f_Algorithm = r.string(8)
-                    s = 1
-                else:
-                    raise r.deviation('TransformType')
+                if bits(1): raise r.deviation('TransformType')
+                el = '@Algorithm'
+                f_Algorithm = r.string(8)
+                s = 1
             if s == 1:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'XPath'
                     if bits(1): raise r.deviation('TransformType')
+                    el = 'XPath'
                     _v = r.string(15)
                     if bits(1): raise r.deviation('TransformType')
                     f_XPath.append(_v)
@@ -1232,6 +1096,7 @@ def _d_TransformType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 2:
+                    pass
                     s = -1
                 elif ec == 3:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -1241,8 +1106,8 @@ def _d_TransformType(r, key):
             if s == 2:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'XPath'
                     if bits(1): raise r.deviation('TransformType')
+                    el = 'XPath'
                     _v = r.string(15)
                     if bits(1): raise r.deviation('TransformType')
                     f_XPath.append(_v)
@@ -1251,6 +1116,7 @@ def _d_TransformType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 2:
+                    pass
                     s = -1
                 elif ec == 3:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -1260,8 +1126,8 @@ def _d_TransformType(r, key):
             if s == 3:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'XPath'
                     if bits(1): raise r.deviation('TransformType')
+                    el = 'XPath'
                     _v = r.string(15)
                     if bits(1): raise r.deviation('TransformType')
                     f_XPath.append(_v)
@@ -1270,6 +1136,7 @@ def _d_TransformType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 2:
+                    pass
                     s = -1
                 elif ec == 3:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -1280,8 +1147,8 @@ def _d_TransformType(r, key):
                 while True:
                     ec = bits(3)
                     if ec == 0:
-                        el = 'XPath'
                         if bits(1): raise r.deviation('TransformType')
+                        el = 'XPath'
                         _v = r.string(15)
                         if bits(1): raise r.deviation('TransformType')
                         f_XPath.append(_v)
@@ -1290,6 +1157,7 @@ def _d_TransformType(r, key):
                         s = 3
                         break
                     elif ec == 2:
+                        pass
                         s = -1
                         break
                     elif ec == 3:
@@ -1315,8 +1183,8 @@ def _e_TransformType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Algorithm is not None:
-                    bits(0, 1)
                     el = '@Algorithm'
+                    bits(0, 1)
                     w.string(v_Algorithm)
                     v_Algorithm = None
                     s = 1
@@ -1324,11 +1192,10 @@ def _e_TransformType(w, o):
                     raise EncodeError('missing content: expected one of Algorithm')
             if s == 1:
                 if i_XPath < n_XPath:
-                    bits(0, 3)
                     el = 'XPath'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     w.string(v_XPath[i_XPath])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_XPath += 1
                     s = 4
                 elif True:
@@ -1337,11 +1204,10 @@ def _e_TransformType(w, o):
                     s = -1
             if s == 2:
                 if i_XPath < n_XPath:
-                    bits(0, 3)
                     el = 'XPath'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     w.string(v_XPath[i_XPath])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_XPath += 1
                     s = 4
                 elif True:
@@ -1350,11 +1216,10 @@ def _e_TransformType(w, o):
                     s = -1
             if s == 3:
                 if i_XPath < n_XPath:
-                    bits(0, 3)
                     el = 'XPath'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     w.string(v_XPath[i_XPath])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_XPath += 1
                     s = 4
                 elif True:
@@ -1364,11 +1229,10 @@ def _e_TransformType(w, o):
             if s == 4:
                 while True:
                     if i_XPath < n_XPath:
-                        bits(0, 3)
                         el = 'XPath'
-                        w.bits(0, 1)
+                        bits(0, 4)
                         w.string(v_XPath[i_XPath])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_XPath += 1
                     elif True:
                         bits(2, 3)
@@ -1387,19 +1251,17 @@ def _d_DigestMethodType(r, key):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = '@Algorithm'
-                    f_Algorithm = r.string(8)
-                    s = 1
-                else:
-                    raise r.deviation('DigestMethodType')
+                if bits(1): raise r.deviation('DigestMethodType')
+                el = '@Algorithm'
+                f_Algorithm = r.string(8)
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -1412,6 +1274,7 @@ def _d_DigestMethodType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -1424,6 +1287,7 @@ def _d_DigestMethodType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -1444,8 +1308,8 @@ def _e_DigestMethodType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Algorithm is not None:
-                    bits(0, 1)
                     el = '@Algorithm'
+                    bits(0, 1)
                     w.string(v_Algorithm)
                     v_Algorithm = None
                     s = 1
@@ -1483,25 +1347,17 @@ def _d_SignatureValueType(r):
                 if ec == 0:
                     el = '@Id'
                     f_Id = r.string(3)
-                    s = 1
+                    if bits(1): raise r.deviation('SignatureValueType')
+                    f_value = r.binary()
+                    s = 2
                 elif ec == 1:
                     f_value = r.binary()
                     s = 2
                 else:
                     raise r.deviation('SignatureValueType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    f_value = r.binary()
-                    s = 2
-                else:
-                    raise r.deviation('SignatureValueType')
             if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('SignatureValueType')
+                if bits(1): raise r.deviation('SignatureValueType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.SignatureValueType(f_Id, f_value)
@@ -1517,11 +1373,15 @@ def _e_SignatureValueType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 2)
                     el = '@Id'
+                    bits(0, 2)
                     w.string(v_Id)
+                    if not (v_value is not None): raise EncodeError('missing content: text')
+                    bits(0, 1)
                     v_Id = None
-                    s = 1
+                    w.binary(v_value)
+                    v_value = None
+                    s = 2
                 elif v_value is not None:
                     bits(1, 2)
                     w.binary(v_value)
@@ -1529,14 +1389,6 @@ def _e_SignatureValueType(w, o):
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, text')
-            if s == 1:
-                if v_value is not None:
-                    bits(0, 1)
-                    w.binary(v_value)
-                    v_value = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of text')
             if s == 2:
                 if True:
                     bits(0, 1)
@@ -1567,8 +1419,8 @@ def _d_KeyInfoType(r, key):
                     f_Id = r.string(3)
                     s = 1
                 elif ec == 1:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(16)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -1599,8 +1451,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 8
                 elif ec == 7:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(18)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -1616,8 +1468,8 @@ def _d_KeyInfoType(r, key):
             if s == 1:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(16)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -1648,8 +1500,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 8
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(18)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -1665,8 +1517,8 @@ def _d_KeyInfoType(r, key):
             if s == 2:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(16)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -1697,8 +1549,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 8
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(18)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -1714,8 +1566,8 @@ def _d_KeyInfoType(r, key):
             if s == 3:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(16)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -1746,8 +1598,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(18)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -1756,6 +1608,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -1765,8 +1618,8 @@ def _d_KeyInfoType(r, key):
             if s == 4:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(16)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -1797,8 +1650,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(18)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -1807,6 +1660,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -1816,8 +1670,8 @@ def _d_KeyInfoType(r, key):
             if s == 5:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(16)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -1848,8 +1702,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(18)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -1858,6 +1712,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -1867,8 +1722,8 @@ def _d_KeyInfoType(r, key):
             if s == 6:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(16)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -1899,8 +1754,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(18)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -1909,6 +1764,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -1918,8 +1774,8 @@ def _d_KeyInfoType(r, key):
             if s == 7:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(16)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -1950,8 +1806,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(18)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -1960,6 +1816,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -1969,8 +1826,8 @@ def _d_KeyInfoType(r, key):
             if s == 8:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(16)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -2001,8 +1858,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(18)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -2011,6 +1868,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -2020,8 +1878,8 @@ def _d_KeyInfoType(r, key):
             if s == 9:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(16)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -2052,8 +1910,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(18)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -2062,6 +1920,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -2071,8 +1930,8 @@ def _d_KeyInfoType(r, key):
             if s == 10:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(16)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -2103,8 +1962,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(18)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -2113,6 +1972,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -2123,8 +1983,8 @@ def _d_KeyInfoType(r, key):
                 while True:
                     ec = bits(4)
                     if ec == 0:
-                        el = 'KeyName'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'KeyName'
                         _v = r.string(16)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_KeyName.append(_v)
@@ -2159,8 +2019,8 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        el = 'MgmtData'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'MgmtData'
                         _v = r.string(18)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_MgmtData.append(_v)
@@ -2171,6 +2031,7 @@ def _d_KeyInfoType(r, key):
                         s = 18
                         break
                     elif ec == 8:
+                        pass
                         s = -1
                         break
                     elif ec == 9:
@@ -2183,8 +2044,8 @@ def _d_KeyInfoType(r, key):
                 while True:
                     ec = bits(4)
                     if ec == 0:
-                        el = 'KeyName'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'KeyName'
                         _v = r.string(16)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_KeyName.append(_v)
@@ -2219,8 +2080,8 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        el = 'MgmtData'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'MgmtData'
                         _v = r.string(18)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_MgmtData.append(_v)
@@ -2231,6 +2092,7 @@ def _d_KeyInfoType(r, key):
                         s = 18
                         break
                     elif ec == 8:
+                        pass
                         s = -1
                         break
                     elif ec == 9:
@@ -2243,8 +2105,8 @@ def _d_KeyInfoType(r, key):
                 while True:
                     ec = bits(4)
                     if ec == 0:
-                        el = 'KeyName'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'KeyName'
                         _v = r.string(16)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_KeyName.append(_v)
@@ -2279,8 +2141,8 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        el = 'MgmtData'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'MgmtData'
                         _v = r.string(18)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_MgmtData.append(_v)
@@ -2291,6 +2153,7 @@ def _d_KeyInfoType(r, key):
                         s = 18
                         break
                     elif ec == 8:
+                        pass
                         s = -1
                         break
                     elif ec == 9:
@@ -2303,8 +2166,8 @@ def _d_KeyInfoType(r, key):
                 while True:
                     ec = bits(4)
                     if ec == 0:
-                        el = 'KeyName'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'KeyName'
                         _v = r.string(16)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_KeyName.append(_v)
@@ -2339,8 +2202,8 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        el = 'MgmtData'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'MgmtData'
                         _v = r.string(18)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_MgmtData.append(_v)
@@ -2351,6 +2214,7 @@ def _d_KeyInfoType(r, key):
                         s = 18
                         break
                     elif ec == 8:
+                        pass
                         s = -1
                         break
                     elif ec == 9:
@@ -2363,8 +2227,8 @@ def _d_KeyInfoType(r, key):
                 while True:
                     ec = bits(4)
                     if ec == 0:
-                        el = 'KeyName'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'KeyName'
                         _v = r.string(16)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_KeyName.append(_v)
@@ -2399,8 +2263,8 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        el = 'MgmtData'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'MgmtData'
                         _v = r.string(18)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_MgmtData.append(_v)
@@ -2411,6 +2275,7 @@ def _d_KeyInfoType(r, key):
                         s = 18
                         break
                     elif ec == 8:
+                        pass
                         s = -1
                         break
                     elif ec == 9:
@@ -2423,8 +2288,8 @@ def _d_KeyInfoType(r, key):
                 while True:
                     ec = bits(4)
                     if ec == 0:
-                        el = 'KeyName'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'KeyName'
                         _v = r.string(16)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_KeyName.append(_v)
@@ -2459,8 +2324,8 @@ def _d_KeyInfoType(r, key):
                         _v = _d_SPKIDataType(r)
                         f_SPKIData.append(_v)
                     elif ec == 6:
-                        el = 'MgmtData'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'MgmtData'
                         _v = r.string(18)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_MgmtData.append(_v)
@@ -2471,6 +2336,7 @@ def _d_KeyInfoType(r, key):
                         s = 18
                         break
                     elif ec == 8:
+                        pass
                         s = -1
                         break
                     elif ec == 9:
@@ -2483,8 +2349,8 @@ def _d_KeyInfoType(r, key):
                 while True:
                     ec = bits(4)
                     if ec == 0:
-                        el = 'KeyName'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'KeyName'
                         _v = r.string(16)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_KeyName.append(_v)
@@ -2521,8 +2387,8 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        el = 'MgmtData'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'MgmtData'
                         _v = r.string(18)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_MgmtData.append(_v)
@@ -2531,6 +2397,7 @@ def _d_KeyInfoType(r, key):
                         s = 18
                         break
                     elif ec == 8:
+                        pass
                         s = -1
                         break
                     elif ec == 9:
@@ -2542,8 +2409,8 @@ def _d_KeyInfoType(r, key):
             if s == 18:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(16)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -2574,8 +2441,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(18)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -2584,6 +2451,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -2625,202 +2493,194 @@ def _e_KeyInfoType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 4)
                     el = '@Id'
+                    bits(0, 4)
                     w.string(v_Id)
                     v_Id = None
                     s = 1
                 elif i_KeyName < n_KeyName:
-                    bits(1, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits((1 << 1), 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 3
                 elif i_KeyValue < n_KeyValue:
-                    bits(2, 4)
                     el = 'KeyValue'
+                    bits(2, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 4
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(3, 4)
                     el = 'RetrievalMethod'
+                    bits(3, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 5
                 elif i_X509Data < n_X509Data:
-                    bits(4, 4)
                     el = 'X509Data'
+                    bits(4, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 6
                 elif i_PGPData < n_PGPData:
-                    bits(5, 4)
                     el = 'PGPData'
+                    bits(5, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 7
                 elif i_SPKIData < n_SPKIData:
-                    bits(6, 4)
                     el = 'SPKIData'
+                    bits(6, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 8
                 elif i_MgmtData < n_MgmtData:
-                    bits(7, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((7 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 9
                 else:
                     raise EncodeError('missing content: expected one of Id, KeyName, KeyValue, RetrievalMethod, X509Data, PGPData, SPKIData, MgmtData')
             if s == 1:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 3
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 4
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 5
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 6
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 7
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 8
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 9
                 else:
                     raise EncodeError('missing content: expected one of KeyName, KeyValue, RetrievalMethod, X509Data, PGPData, SPKIData, MgmtData')
             if s == 2:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 3
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 4
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 5
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 6
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 7
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 8
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 9
                 else:
                     raise EncodeError('missing content: expected one of KeyName, KeyValue, RetrievalMethod, X509Data, PGPData, SPKIData, MgmtData')
             if s == 3:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -2829,49 +2689,47 @@ def _e_KeyInfoType(w, o):
                     s = -1
             if s == 4:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -2880,49 +2738,47 @@ def _e_KeyInfoType(w, o):
                     s = -1
             if s == 5:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -2931,49 +2787,47 @@ def _e_KeyInfoType(w, o):
                     s = -1
             if s == 6:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -2982,49 +2836,47 @@ def _e_KeyInfoType(w, o):
                     s = -1
             if s == 7:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -3033,49 +2885,47 @@ def _e_KeyInfoType(w, o):
                     s = -1
             if s == 8:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -3084,49 +2934,47 @@ def _e_KeyInfoType(w, o):
                     s = -1
             if s == 9:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -3135,49 +2983,47 @@ def _e_KeyInfoType(w, o):
                     s = -1
             if s == 10:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -3187,53 +3033,51 @@ def _e_KeyInfoType(w, o):
             if s == 11:
                 while True:
                     if i_KeyName < n_KeyName:
-                        bits(0, 4)
                         el = 'KeyName'
-                        w.bits(0, 1)
+                        bits(0, 5)
                         w.string(v_KeyName[i_KeyName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_KeyName += 1
                     elif i_KeyValue < n_KeyValue:
-                        bits(1, 4)
                         el = 'KeyValue'
+                        bits(1, 4)
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                         i_KeyValue += 1
                         s = 12
                         break
                     elif i_RetrievalMethod < n_RetrievalMethod:
-                        bits(2, 4)
                         el = 'RetrievalMethod'
+                        bits(2, 4)
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                         i_RetrievalMethod += 1
                         s = 13
                         break
                     elif i_X509Data < n_X509Data:
-                        bits(3, 4)
                         el = 'X509Data'
+                        bits(3, 4)
                         _e_X509DataType(w, v_X509Data[i_X509Data])
                         i_X509Data += 1
                         s = 14
                         break
                     elif i_PGPData < n_PGPData:
-                        bits(4, 4)
                         el = 'PGPData'
+                        bits(4, 4)
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
                         i_PGPData += 1
                         s = 15
                         break
                     elif i_SPKIData < n_SPKIData:
-                        bits(5, 4)
                         el = 'SPKIData'
+                        bits(5, 4)
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                         i_SPKIData += 1
                         s = 16
                         break
                     elif i_MgmtData < n_MgmtData:
-                        bits(6, 4)
                         el = 'MgmtData'
-                        w.bits(0, 1)
+                        bits((6 << 1), 5)
                         w.string(v_MgmtData[i_MgmtData])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_MgmtData += 1
                         s = 17
                         break
@@ -3245,53 +3089,51 @@ def _e_KeyInfoType(w, o):
             if s == 12:
                 while True:
                     if i_KeyName < n_KeyName:
-                        bits(0, 4)
                         el = 'KeyName'
-                        w.bits(0, 1)
+                        bits(0, 5)
                         w.string(v_KeyName[i_KeyName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_KeyName += 1
                         s = 11
                         break
                     elif i_KeyValue < n_KeyValue:
-                        bits(1, 4)
                         el = 'KeyValue'
+                        bits(1, 4)
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                         i_KeyValue += 1
                     elif i_RetrievalMethod < n_RetrievalMethod:
-                        bits(2, 4)
                         el = 'RetrievalMethod'
+                        bits(2, 4)
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                         i_RetrievalMethod += 1
                         s = 13
                         break
                     elif i_X509Data < n_X509Data:
-                        bits(3, 4)
                         el = 'X509Data'
+                        bits(3, 4)
                         _e_X509DataType(w, v_X509Data[i_X509Data])
                         i_X509Data += 1
                         s = 14
                         break
                     elif i_PGPData < n_PGPData:
-                        bits(4, 4)
                         el = 'PGPData'
+                        bits(4, 4)
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
                         i_PGPData += 1
                         s = 15
                         break
                     elif i_SPKIData < n_SPKIData:
-                        bits(5, 4)
                         el = 'SPKIData'
+                        bits(5, 4)
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                         i_SPKIData += 1
                         s = 16
                         break
                     elif i_MgmtData < n_MgmtData:
-                        bits(6, 4)
                         el = 'MgmtData'
-                        w.bits(0, 1)
+                        bits((6 << 1), 5)
                         w.string(v_MgmtData[i_MgmtData])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_MgmtData += 1
                         s = 17
                         break
@@ -3303,53 +3145,51 @@ def _e_KeyInfoType(w, o):
             if s == 13:
                 while True:
                     if i_KeyName < n_KeyName:
-                        bits(0, 4)
                         el = 'KeyName'
-                        w.bits(0, 1)
+                        bits(0, 5)
                         w.string(v_KeyName[i_KeyName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_KeyName += 1
                         s = 11
                         break
                     elif i_KeyValue < n_KeyValue:
-                        bits(1, 4)
                         el = 'KeyValue'
+                        bits(1, 4)
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                         i_KeyValue += 1
                         s = 12
                         break
                     elif i_RetrievalMethod < n_RetrievalMethod:
-                        bits(2, 4)
                         el = 'RetrievalMethod'
+                        bits(2, 4)
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                         i_RetrievalMethod += 1
                     elif i_X509Data < n_X509Data:
-                        bits(3, 4)
                         el = 'X509Data'
+                        bits(3, 4)
                         _e_X509DataType(w, v_X509Data[i_X509Data])
                         i_X509Data += 1
                         s = 14
                         break
                     elif i_PGPData < n_PGPData:
-                        bits(4, 4)
                         el = 'PGPData'
+                        bits(4, 4)
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
                         i_PGPData += 1
                         s = 15
                         break
                     elif i_SPKIData < n_SPKIData:
-                        bits(5, 4)
                         el = 'SPKIData'
+                        bits(5, 4)
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                         i_SPKIData += 1
                         s = 16
                         break
                     elif i_MgmtData < n_MgmtData:
-                        bits(6, 4)
                         el = 'MgmtData'
-                        w.bits(0, 1)
+                        bits((6 << 1), 5)
                         w.string(v_MgmtData[i_MgmtData])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_MgmtData += 1
                         s = 17
                         break
@@ -3361,53 +3201,51 @@ def _e_KeyInfoType(w, o):
             if s == 14:
                 while True:
                     if i_KeyName < n_KeyName:
-                        bits(0, 4)
                         el = 'KeyName'
-                        w.bits(0, 1)
+                        bits(0, 5)
                         w.string(v_KeyName[i_KeyName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_KeyName += 1
                         s = 11
                         break
                     elif i_KeyValue < n_KeyValue:
-                        bits(1, 4)
                         el = 'KeyValue'
+                        bits(1, 4)
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                         i_KeyValue += 1
                         s = 12
                         break
                     elif i_RetrievalMethod < n_RetrievalMethod:
-                        bits(2, 4)
                         el = 'RetrievalMethod'
+                        bits(2, 4)
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                         i_RetrievalMethod += 1
                         s = 13
                         break
                     elif i_X509Data < n_X509Data:
-                        bits(3, 4)
                         el = 'X509Data'
+                        bits(3, 4)
                         _e_X509DataType(w, v_X509Data[i_X509Data])
                         i_X509Data += 1
                     elif i_PGPData < n_PGPData:
-                        bits(4, 4)
                         el = 'PGPData'
+                        bits(4, 4)
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
                         i_PGPData += 1
                         s = 15
                         break
                     elif i_SPKIData < n_SPKIData:
-                        bits(5, 4)
                         el = 'SPKIData'
+                        bits(5, 4)
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                         i_SPKIData += 1
                         s = 16
                         break
                     elif i_MgmtData < n_MgmtData:
-                        bits(6, 4)
                         el = 'MgmtData'
-                        w.bits(0, 1)
+                        bits((6 << 1), 5)
                         w.string(v_MgmtData[i_MgmtData])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_MgmtData += 1
                         s = 17
                         break
@@ -3419,53 +3257,51 @@ def _e_KeyInfoType(w, o):
             if s == 15:
                 while True:
                     if i_KeyName < n_KeyName:
-                        bits(0, 4)
                         el = 'KeyName'
-                        w.bits(0, 1)
+                        bits(0, 5)
                         w.string(v_KeyName[i_KeyName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_KeyName += 1
                         s = 11
                         break
                     elif i_KeyValue < n_KeyValue:
-                        bits(1, 4)
                         el = 'KeyValue'
+                        bits(1, 4)
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                         i_KeyValue += 1
                         s = 12
                         break
                     elif i_RetrievalMethod < n_RetrievalMethod:
-                        bits(2, 4)
                         el = 'RetrievalMethod'
+                        bits(2, 4)
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                         i_RetrievalMethod += 1
                         s = 13
                         break
                     elif i_X509Data < n_X509Data:
-                        bits(3, 4)
                         el = 'X509Data'
+                        bits(3, 4)
                         _e_X509DataType(w, v_X509Data[i_X509Data])
                         i_X509Data += 1
                         s = 14
                         break
                     elif i_PGPData < n_PGPData:
-                        bits(4, 4)
                         el = 'PGPData'
+                        bits(4, 4)
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
                         i_PGPData += 1
                     elif i_SPKIData < n_SPKIData:
-                        bits(5, 4)
                         el = 'SPKIData'
+                        bits(5, 4)
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                         i_SPKIData += 1
                         s = 16
                         break
                     elif i_MgmtData < n_MgmtData:
-                        bits(6, 4)
                         el = 'MgmtData'
-                        w.bits(0, 1)
+                        bits((6 << 1), 5)
                         w.string(v_MgmtData[i_MgmtData])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_MgmtData += 1
                         s = 17
                         break
@@ -3477,53 +3313,51 @@ def _e_KeyInfoType(w, o):
             if s == 16:
                 while True:
                     if i_KeyName < n_KeyName:
-                        bits(0, 4)
                         el = 'KeyName'
-                        w.bits(0, 1)
+                        bits(0, 5)
                         w.string(v_KeyName[i_KeyName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_KeyName += 1
                         s = 11
                         break
                     elif i_KeyValue < n_KeyValue:
-                        bits(1, 4)
                         el = 'KeyValue'
+                        bits(1, 4)
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                         i_KeyValue += 1
                         s = 12
                         break
                     elif i_RetrievalMethod < n_RetrievalMethod:
-                        bits(2, 4)
                         el = 'RetrievalMethod'
+                        bits(2, 4)
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                         i_RetrievalMethod += 1
                         s = 13
                         break
                     elif i_X509Data < n_X509Data:
-                        bits(3, 4)
                         el = 'X509Data'
+                        bits(3, 4)
                         _e_X509DataType(w, v_X509Data[i_X509Data])
                         i_X509Data += 1
                         s = 14
                         break
                     elif i_PGPData < n_PGPData:
-                        bits(4, 4)
                         el = 'PGPData'
+                        bits(4, 4)
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
                         i_PGPData += 1
                         s = 15
                         break
                     elif i_SPKIData < n_SPKIData:
-                        bits(5, 4)
                         el = 'SPKIData'
+                        bits(5, 4)
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                         i_SPKIData += 1
                     elif i_MgmtData < n_MgmtData:
-                        bits(6, 4)
                         el = 'MgmtData'
-                        w.bits(0, 1)
+                        bits((6 << 1), 5)
                         w.string(v_MgmtData[i_MgmtData])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_MgmtData += 1
                         s = 17
                         break
@@ -3535,55 +3369,53 @@ def _e_KeyInfoType(w, o):
             if s == 17:
                 while True:
                     if i_KeyName < n_KeyName:
-                        bits(0, 4)
                         el = 'KeyName'
-                        w.bits(0, 1)
+                        bits(0, 5)
                         w.string(v_KeyName[i_KeyName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_KeyName += 1
                         s = 11
                         break
                     elif i_KeyValue < n_KeyValue:
-                        bits(1, 4)
                         el = 'KeyValue'
+                        bits(1, 4)
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                         i_KeyValue += 1
                         s = 12
                         break
                     elif i_RetrievalMethod < n_RetrievalMethod:
-                        bits(2, 4)
                         el = 'RetrievalMethod'
+                        bits(2, 4)
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                         i_RetrievalMethod += 1
                         s = 13
                         break
                     elif i_X509Data < n_X509Data:
-                        bits(3, 4)
                         el = 'X509Data'
+                        bits(3, 4)
                         _e_X509DataType(w, v_X509Data[i_X509Data])
                         i_X509Data += 1
                         s = 14
                         break
                     elif i_PGPData < n_PGPData:
-                        bits(4, 4)
                         el = 'PGPData'
+                        bits(4, 4)
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
                         i_PGPData += 1
                         s = 15
                         break
                     elif i_SPKIData < n_SPKIData:
-                        bits(5, 4)
                         el = 'SPKIData'
+                        bits(5, 4)
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                         i_SPKIData += 1
                         s = 16
                         break
                     elif i_MgmtData < n_MgmtData:
-                        bits(6, 4)
                         el = 'MgmtData'
-                        w.bits(0, 1)
+                        bits((6 << 1), 5)
                         w.string(v_MgmtData[i_MgmtData])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_MgmtData += 1
                     elif True:
                         bits(8, 4)
@@ -3592,49 +3424,47 @@ def _e_KeyInfoType(w, o):
                         break
             if s == 18:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -3692,6 +3522,7 @@ def _d_KeyValueType(r, key):
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
+                    pass
                     s = -1
                 elif ec == 1:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -3701,6 +3532,7 @@ def _d_KeyValueType(r, key):
             if s == 3:
                 ec = bits(2)
                 if ec == 0:
+                    pass
                     s = -1
                 elif ec == 1:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -3710,6 +3542,7 @@ def _d_KeyValueType(r, key):
             if s == 4:
                 ec = bits(2)
                 if ec == 0:
+                    pass
                     s = -1
                 elif ec == 1:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -3731,14 +3564,14 @@ def _e_KeyValueType(w, o):
         while s >= 0:
             if s == 0:
                 if v_DSAKeyValue is not None:
-                    bits(0, 3)
                     el = 'DSAKeyValue'
+                    bits(0, 3)
                     _e_DSAKeyValueType(w, v_DSAKeyValue)
                     v_DSAKeyValue = None
                     s = 2
                 elif v_RSAKeyValue is not None:
-                    bits(1, 3)
                     el = 'RSAKeyValue'
+                    bits(1, 3)
                     _e_RSAKeyValueType(w, v_RSAKeyValue)
                     v_RSAKeyValue = None
                     s = 3
@@ -3746,14 +3579,14 @@ def _e_KeyValueType(w, o):
                     raise EncodeError('missing content: expected one of DSAKeyValue, RSAKeyValue')
             if s == 1:
                 if v_DSAKeyValue is not None:
-                    bits(0, 3)
                     el = 'DSAKeyValue'
+                    bits(0, 3)
                     _e_DSAKeyValueType(w, v_DSAKeyValue)
                     v_DSAKeyValue = None
                     s = 2
                 elif v_RSAKeyValue is not None:
-                    bits(1, 3)
                     el = 'RSAKeyValue'
+                    bits(1, 3)
                     _e_RSAKeyValueType(w, v_RSAKeyValue)
                     v_RSAKeyValue = None
                     s = 3
@@ -3794,74 +3627,66 @@ def _d_DSAKeyValueType(r):
             if s == 0:
                 ec = bits(2)
                 if ec == 0:
+                    if bits(1): raise r.deviation('DSAKeyValueType')
                     el = 'P'
-                    if bits(1): raise r.deviation('DSAKeyValueType')
                     f_P = r.binary()
+                    x = bits(3)
+                    if x & 7: raise r.deviation('DSAKeyValueType')
+                    el = 'Q'
+                    f_Q = r.binary()
                     if bits(1): raise r.deviation('DSAKeyValueType')
-                    s = 1
+                    s = 4
                 elif ec == 1:
-                    el = 'G'
                     if bits(1): raise r.deviation('DSAKeyValueType')
+                    el = 'G'
                     f_G = r.binary()
                     if bits(1): raise r.deviation('DSAKeyValueType')
                     s = 2
                 elif ec == 2:
-                    el = 'Y'
                     if bits(1): raise r.deviation('DSAKeyValueType')
+                    el = 'Y'
                     f_Y = r.binary()
                     if bits(1): raise r.deviation('DSAKeyValueType')
                     s = 3
-                else:
-                    raise r.deviation('DSAKeyValueType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Q'
-                    if bits(1): raise r.deviation('DSAKeyValueType')
-                    f_Q = r.binary()
-                    if bits(1): raise r.deviation('DSAKeyValueType')
-                    s = 4
                 else:
                     raise r.deviation('DSAKeyValueType')
             if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Y'
-                    if bits(1): raise r.deviation('DSAKeyValueType')
-                    f_Y = r.binary()
-                    if bits(1): raise r.deviation('DSAKeyValueType')
-                    s = 3
-                else:
-                    raise r.deviation('DSAKeyValueType')
+                x = bits(2)
+                if x & 3: raise r.deviation('DSAKeyValueType')
+                el = 'Y'
+                f_Y = r.binary()
+                if bits(1): raise r.deviation('DSAKeyValueType')
+                s = 3
             if s == 3:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'J'
                     if bits(1): raise r.deviation('DSAKeyValueType')
+                    el = 'J'
                     f_J = r.binary()
                     if bits(1): raise r.deviation('DSAKeyValueType')
                     s = 5
                 elif ec == 1:
-                    el = 'Seed'
                     if bits(1): raise r.deviation('DSAKeyValueType')
+                    el = 'Seed'
                     f_Seed = r.binary()
                     if bits(1): raise r.deviation('DSAKeyValueType')
                     s = 6
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DSAKeyValueType')
             if s == 4:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'G'
                     if bits(1): raise r.deviation('DSAKeyValueType')
+                    el = 'G'
                     f_G = r.binary()
                     if bits(1): raise r.deviation('DSAKeyValueType')
                     s = 2
                 elif ec == 1:
-                    el = 'Y'
                     if bits(1): raise r.deviation('DSAKeyValueType')
+                    el = 'Y'
                     f_Y = r.binary()
                     if bits(1): raise r.deviation('DSAKeyValueType')
                     s = 3
@@ -3870,31 +3695,24 @@ def _d_DSAKeyValueType(r):
             if s == 5:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'Seed'
                     if bits(1): raise r.deviation('DSAKeyValueType')
+                    el = 'Seed'
                     f_Seed = r.binary()
                     if bits(1): raise r.deviation('DSAKeyValueType')
                     s = 6
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DSAKeyValueType')
             if s == 6:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'PgenCounter'
-                    if bits(1): raise r.deviation('DSAKeyValueType')
-                    f_PgenCounter = r.binary()
-                    if bits(1): raise r.deviation('DSAKeyValueType')
-                    s = 7
-                else:
-                    raise r.deviation('DSAKeyValueType')
-            if s == 7:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('DSAKeyValueType')
+                x = bits(2)
+                if x & 3: raise r.deviation('DSAKeyValueType')
+                el = 'PgenCounter'
+                f_PgenCounter = r.binary()
+                x = bits(2)
+                if x & 3: raise r.deviation('DSAKeyValueType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.DSAKeyValueType(f_P, f_Q, f_G, f_Y, f_J, f_Seed, f_PgenCounter)
@@ -3915,68 +3733,56 @@ def _e_DSAKeyValueType(w, o):
         while s >= 0:
             if s == 0:
                 if v_P is not None:
-                    bits(0, 2)
                     el = 'P'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_P)
-                    w.bits(0, 1)
+                    if not (v_Q is not None): raise EncodeError('missing content: Q')
+                    el = 'Q'
+                    bits(0, 3)
                     v_P = None
-                    s = 1
+                    w.binary(v_Q)
+                    bits(0, 1)
+                    v_Q = None
+                    s = 4
                 elif v_G is not None:
-                    bits(1, 2)
                     el = 'G'
-                    w.bits(0, 1)
+                    bits((1 << 1), 3)
                     w.binary(v_G)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_G = None
                     s = 2
                 elif v_Y is not None:
-                    bits(2, 2)
                     el = 'Y'
-                    w.bits(0, 1)
+                    bits((2 << 1), 3)
                     w.binary(v_Y)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_Y = None
                     s = 3
                 else:
                     raise EncodeError('missing content: expected one of P, G, Y')
-            if s == 1:
-                if v_Q is not None:
-                    bits(0, 1)
-                    el = 'Q'
-                    w.bits(0, 1)
-                    w.binary(v_Q)
-                    w.bits(0, 1)
-                    v_Q = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of Q')
             if s == 2:
                 if v_Y is not None:
-                    bits(0, 1)
                     el = 'Y'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     w.binary(v_Y)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_Y = None
                     s = 3
                 else:
                     raise EncodeError('missing content: expected one of Y')
             if s == 3:
                 if v_J is not None:
-                    bits(0, 2)
                     el = 'J'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_J)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_J = None
                     s = 5
                 elif v_Seed is not None:
-                    bits(1, 2)
                     el = 'Seed'
-                    w.bits(0, 1)
+                    bits((1 << 1), 3)
                     w.binary(v_Seed)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_Seed = None
                     s = 6
                 elif True:
@@ -3985,30 +3791,27 @@ def _e_DSAKeyValueType(w, o):
                     s = -1
             if s == 4:
                 if v_G is not None:
-                    bits(0, 2)
                     el = 'G'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_G)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_G = None
                     s = 2
                 elif v_Y is not None:
-                    bits(1, 2)
                     el = 'Y'
-                    w.bits(0, 1)
+                    bits((1 << 1), 3)
                     w.binary(v_Y)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_Y = None
                     s = 3
                 else:
                     raise EncodeError('missing content: expected one of G, Y')
             if s == 5:
                 if v_Seed is not None:
-                    bits(0, 2)
                     el = 'Seed'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_Seed)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_Seed = None
                     s = 6
                 elif True:
@@ -4017,20 +3820,15 @@ def _e_DSAKeyValueType(w, o):
                     s = -1
             if s == 6:
                 if v_PgenCounter is not None:
-                    bits(0, 1)
                     el = 'PgenCounter'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     w.binary(v_PgenCounter)
-                    w.bits(0, 1)
+                    bits(0, 2)
                     v_PgenCounter = None
-                    s = 7
-                else:
-                    raise EncodeError('missing content: expected one of PgenCounter')
-            if s == 7:
-                if True:
-                    bits(0, 1)
                     if v_P is not None or v_Q is not None or v_G is not None or v_Y is not None or v_J is not None or v_Seed is not None or v_PgenCounter is not None: raise _leftover(o)
                     s = -1
+                else:
+                    raise EncodeError('missing content: expected one of PgenCounter')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -4041,34 +3839,16 @@ def _d_RSAKeyValueType(r):
     f_Modulus = None
     f_Exponent = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Modulus'
-                    if bits(1): raise r.deviation('RSAKeyValueType')
-                    f_Modulus = r.binary()
-                    if bits(1): raise r.deviation('RSAKeyValueType')
-                    s = 1
-                else:
-                    raise r.deviation('RSAKeyValueType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Exponent'
-                    if bits(1): raise r.deviation('RSAKeyValueType')
-                    f_Exponent = r.binary()
-                    if bits(1): raise r.deviation('RSAKeyValueType')
-                    s = 2
-                else:
-                    raise r.deviation('RSAKeyValueType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('RSAKeyValueType')
+        x = bits(2)
+        if x & 3: raise r.deviation('RSAKeyValueType')
+        el = 'Modulus'
+        f_Modulus = r.binary()
+        x = bits(3)
+        if x & 7: raise r.deviation('RSAKeyValueType')
+        el = 'Exponent'
+        f_Exponent = r.binary()
+        x = bits(2)
+        if x & 3: raise r.deviation('RSAKeyValueType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.RSAKeyValueType(f_Modulus, f_Exponent)
@@ -4080,35 +3860,20 @@ def _e_RSAKeyValueType(w, o):
     try:
         v_Modulus = o.Modulus
         v_Exponent = o.Exponent
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Modulus is not None:
-                    bits(0, 1)
-                    el = 'Modulus'
-                    w.bits(0, 1)
-                    w.binary(v_Modulus)
-                    w.bits(0, 1)
-                    v_Modulus = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Modulus')
-            if s == 1:
-                if v_Exponent is not None:
-                    bits(0, 1)
-                    el = 'Exponent'
-                    w.bits(0, 1)
-                    w.binary(v_Exponent)
-                    w.bits(0, 1)
-                    v_Exponent = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of Exponent')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_Modulus is not None or v_Exponent is not None: raise _leftover(o)
-                    s = -1
+        if v_Modulus is not None:
+            el = 'Modulus'
+            bits(0, 2)
+            w.binary(v_Modulus)
+            if not (v_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'Exponent'
+            bits(0, 3)
+            v_Modulus = None
+            w.binary(v_Exponent)
+            bits(0, 2)
+            v_Exponent = None
+            if v_Modulus is not None or v_Exponent is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Modulus')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -4137,6 +3902,7 @@ def _d_RetrievalMethodType(r):
                     f_Transforms = _d_TransformsType(r)
                     s = 3
                 elif ec == 3:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('RetrievalMethodType')
@@ -4151,6 +3917,7 @@ def _d_RetrievalMethodType(r):
                     f_Transforms = _d_TransformsType(r)
                     s = 3
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('RetrievalMethodType')
@@ -4161,15 +3928,13 @@ def _d_RetrievalMethodType(r):
                     f_Transforms = _d_TransformsType(r)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('RetrievalMethodType')
             if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('RetrievalMethodType')
+                if bits(1): raise r.deviation('RetrievalMethodType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.RetrievalMethodType(f_Type, f_URI, f_Transforms)
@@ -4186,20 +3951,20 @@ def _e_RetrievalMethodType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Type is not None:
-                    bits(0, 3)
                     el = '@Type'
+                    bits(0, 3)
                     w.string(v_Type)
                     v_Type = None
                     s = 1
                 elif v_URI is not None:
-                    bits(1, 3)
                     el = '@URI'
+                    bits(1, 3)
                     w.string(v_URI)
                     v_URI = None
                     s = 2
                 elif v_Transforms is not None:
-                    bits(2, 3)
                     el = 'Transforms'
+                    bits(2, 3)
                     _e_TransformsType(w, v_Transforms)
                     v_Transforms = None
                     s = 3
@@ -4209,14 +3974,14 @@ def _e_RetrievalMethodType(w, o):
                     s = -1
             if s == 1:
                 if v_URI is not None:
-                    bits(0, 2)
                     el = '@URI'
+                    bits(0, 2)
                     w.string(v_URI)
                     v_URI = None
                     s = 2
                 elif v_Transforms is not None:
-                    bits(1, 2)
                     el = 'Transforms'
+                    bits(1, 2)
                     _e_TransformsType(w, v_Transforms)
                     v_Transforms = None
                     s = 3
@@ -4226,8 +3991,8 @@ def _e_RetrievalMethodType(w, o):
                     s = -1
             if s == 2:
                 if v_Transforms is not None:
-                    bits(0, 2)
                     el = 'Transforms'
+                    bits(0, 2)
                     _e_TransformsType(w, v_Transforms)
                     v_Transforms = None
                     s = 3
@@ -4263,29 +4028,29 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 1
                 elif ec == 1:
-                    el = 'X509SKI'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SKI'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SKI.append(_v)
                     s = 2
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SubjectName'
                     _v = r.string(29)
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SubjectName.append(_v)
                     s = 3
                 elif ec == 3:
-                    el = 'X509Certificate'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509Certificate'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509Certificate.append(_v)
                     s = 4
                 elif ec == 4:
-                    el = 'X509CRL'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509CRL'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509CRL.append(_v)
@@ -4303,29 +4068,29 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    el = 'X509SKI'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SKI'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SubjectName'
                     _v = r.string(29)
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    el = 'X509Certificate'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509Certificate'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    el = 'X509CRL'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509CRL'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509CRL.append(_v)
@@ -4334,6 +4099,7 @@ def _d_X509DataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 12
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('X509DataType')
@@ -4345,29 +4111,29 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    el = 'X509SKI'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SKI'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SubjectName'
                     _v = r.string(29)
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    el = 'X509Certificate'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509Certificate'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    el = 'X509CRL'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509CRL'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509CRL.append(_v)
@@ -4376,6 +4142,7 @@ def _d_X509DataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 12
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('X509DataType')
@@ -4387,29 +4154,29 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    el = 'X509SKI'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SKI'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SubjectName'
                     _v = r.string(29)
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    el = 'X509Certificate'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509Certificate'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    el = 'X509CRL'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509CRL'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509CRL.append(_v)
@@ -4418,6 +4185,7 @@ def _d_X509DataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 12
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('X509DataType')
@@ -4429,29 +4197,29 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    el = 'X509SKI'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SKI'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SubjectName'
                     _v = r.string(29)
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    el = 'X509Certificate'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509Certificate'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    el = 'X509CRL'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509CRL'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509CRL.append(_v)
@@ -4460,6 +4228,7 @@ def _d_X509DataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 12
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('X509DataType')
@@ -4471,29 +4240,29 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    el = 'X509SKI'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SKI'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SubjectName'
                     _v = r.string(29)
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    el = 'X509Certificate'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509Certificate'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    el = 'X509CRL'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509CRL'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509CRL.append(_v)
@@ -4502,6 +4271,7 @@ def _d_X509DataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 12
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('X509DataType')
@@ -4513,29 +4283,29 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    el = 'X509SKI'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SKI'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SubjectName'
                     _v = r.string(29)
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    el = 'X509Certificate'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509Certificate'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    el = 'X509CRL'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509CRL'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509CRL.append(_v)
@@ -4544,6 +4314,7 @@ def _d_X509DataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 12
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('X509DataType')
@@ -4555,32 +4326,32 @@ def _d_X509DataType(r):
                         _v = _d_X509IssuerSerialType(r)
                         f_X509IssuerSerial.append(_v)
                     elif ec == 1:
-                        el = 'X509SKI'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SKI'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
-                        el = 'X509SubjectName'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SubjectName'
                         _v = r.string(29)
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
-                        el = 'X509Certificate'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509Certificate'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
-                        el = 'X509CRL'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509CRL'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509CRL.append(_v)
@@ -4591,6 +4362,7 @@ def _d_X509DataType(r):
                         s = 12
                         break
                     elif ec == 6:
+                        pass
                         s = -1
                         break
                     else:
@@ -4605,30 +4377,30 @@ def _d_X509DataType(r):
                         s = 7
                         break
                     elif ec == 1:
-                        el = 'X509SKI'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SKI'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SKI.append(_v)
                     elif ec == 2:
-                        el = 'X509SubjectName'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SubjectName'
                         _v = r.string(29)
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
-                        el = 'X509Certificate'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509Certificate'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
-                        el = 'X509CRL'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509CRL'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509CRL.append(_v)
@@ -4639,6 +4411,7 @@ def _d_X509DataType(r):
                         s = 12
                         break
                     elif ec == 6:
+                        pass
                         s = -1
                         break
                     else:
@@ -4653,30 +4426,30 @@ def _d_X509DataType(r):
                         s = 7
                         break
                     elif ec == 1:
-                        el = 'X509SKI'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SKI'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
-                        el = 'X509SubjectName'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SubjectName'
                         _v = r.string(29)
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SubjectName.append(_v)
                     elif ec == 3:
-                        el = 'X509Certificate'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509Certificate'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
-                        el = 'X509CRL'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509CRL'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509CRL.append(_v)
@@ -4687,6 +4460,7 @@ def _d_X509DataType(r):
                         s = 12
                         break
                     elif ec == 6:
+                        pass
                         s = -1
                         break
                     else:
@@ -4701,30 +4475,30 @@ def _d_X509DataType(r):
                         s = 7
                         break
                     elif ec == 1:
-                        el = 'X509SKI'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SKI'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
-                        el = 'X509SubjectName'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SubjectName'
                         _v = r.string(29)
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
-                        el = 'X509Certificate'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509Certificate'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509Certificate.append(_v)
                     elif ec == 4:
-                        el = 'X509CRL'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509CRL'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509CRL.append(_v)
@@ -4735,6 +4509,7 @@ def _d_X509DataType(r):
                         s = 12
                         break
                     elif ec == 6:
+                        pass
                         s = -1
                         break
                     else:
@@ -4749,32 +4524,32 @@ def _d_X509DataType(r):
                         s = 7
                         break
                     elif ec == 1:
-                        el = 'X509SKI'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SKI'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
-                        el = 'X509SubjectName'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SubjectName'
                         _v = r.string(29)
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
-                        el = 'X509Certificate'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509Certificate'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
-                        el = 'X509CRL'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509CRL'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509CRL.append(_v)
@@ -4783,6 +4558,7 @@ def _d_X509DataType(r):
                         s = 12
                         break
                     elif ec == 6:
+                        pass
                         s = -1
                         break
                     else:
@@ -4795,29 +4571,29 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    el = 'X509SKI'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SKI'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SubjectName'
                     _v = r.string(29)
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    el = 'X509Certificate'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509Certificate'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    el = 'X509CRL'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509CRL'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509CRL.append(_v)
@@ -4826,6 +4602,7 @@ def _d_X509DataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 12
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('X509DataType')
@@ -4857,82 +4634,74 @@ def _e_X509DataType(w, o):
         while s >= 0:
             if s == 0:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
-                    bits(0, 3)
                     el = 'X509IssuerSerial'
+                    bits(0, 3)
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                     i_X509IssuerSerial += 1
                     s = 1
                 elif i_X509SKI < n_X509SKI:
-                    bits(1, 3)
                     el = 'X509SKI'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     w.binary(v_X509SKI[i_X509SKI])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SKI += 1
                     s = 2
                 elif i_X509SubjectName < n_X509SubjectName:
-                    bits(2, 3)
                     el = 'X509SubjectName'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SubjectName += 1
                     s = 3
                 elif i_X509Certificate < n_X509Certificate:
-                    bits(3, 3)
                     el = 'X509Certificate'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509Certificate += 1
                     s = 4
                 elif i_X509CRL < n_X509CRL:
-                    bits(4, 3)
                     el = 'X509CRL'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     w.binary(v_X509CRL[i_X509CRL])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509CRL += 1
                     s = 5
                 else:
                     raise EncodeError('missing content: expected one of X509IssuerSerial, X509SKI, X509SubjectName, X509Certificate, X509CRL')
             if s == 1:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
-                    bits(0, 3)
                     el = 'X509IssuerSerial'
+                    bits(0, 3)
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
-                    bits(1, 3)
                     el = 'X509SKI'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     w.binary(v_X509SKI[i_X509SKI])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
-                    bits(2, 3)
                     el = 'X509SubjectName'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
-                    bits(3, 3)
                     el = 'X509Certificate'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
-                    bits(4, 3)
                     el = 'X509CRL'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     w.binary(v_X509CRL[i_X509CRL])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509CRL += 1
                     s = 11
                 elif True:
@@ -4941,41 +4710,37 @@ def _e_X509DataType(w, o):
                     s = -1
             if s == 2:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
-                    bits(0, 3)
                     el = 'X509IssuerSerial'
+                    bits(0, 3)
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
-                    bits(1, 3)
                     el = 'X509SKI'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     w.binary(v_X509SKI[i_X509SKI])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
-                    bits(2, 3)
                     el = 'X509SubjectName'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
-                    bits(3, 3)
                     el = 'X509Certificate'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
-                    bits(4, 3)
                     el = 'X509CRL'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     w.binary(v_X509CRL[i_X509CRL])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509CRL += 1
                     s = 11
                 elif True:
@@ -4984,41 +4749,37 @@ def _e_X509DataType(w, o):
                     s = -1
             if s == 3:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
-                    bits(0, 3)
                     el = 'X509IssuerSerial'
+                    bits(0, 3)
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
-                    bits(1, 3)
                     el = 'X509SKI'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     w.binary(v_X509SKI[i_X509SKI])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
-                    bits(2, 3)
                     el = 'X509SubjectName'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
-                    bits(3, 3)
                     el = 'X509Certificate'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
-                    bits(4, 3)
                     el = 'X509CRL'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     w.binary(v_X509CRL[i_X509CRL])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509CRL += 1
                     s = 11
                 elif True:
@@ -5027,41 +4788,37 @@ def _e_X509DataType(w, o):
                     s = -1
             if s == 4:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
-                    bits(0, 3)
                     el = 'X509IssuerSerial'
+                    bits(0, 3)
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
-                    bits(1, 3)
                     el = 'X509SKI'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     w.binary(v_X509SKI[i_X509SKI])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
-                    bits(2, 3)
                     el = 'X509SubjectName'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
-                    bits(3, 3)
                     el = 'X509Certificate'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
-                    bits(4, 3)
                     el = 'X509CRL'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     w.binary(v_X509CRL[i_X509CRL])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509CRL += 1
                     s = 11
                 elif True:
@@ -5070,41 +4827,37 @@ def _e_X509DataType(w, o):
                     s = -1
             if s == 5:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
-                    bits(0, 3)
                     el = 'X509IssuerSerial'
+                    bits(0, 3)
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
-                    bits(1, 3)
                     el = 'X509SKI'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     w.binary(v_X509SKI[i_X509SKI])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
-                    bits(2, 3)
                     el = 'X509SubjectName'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
-                    bits(3, 3)
                     el = 'X509Certificate'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
-                    bits(4, 3)
                     el = 'X509CRL'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     w.binary(v_X509CRL[i_X509CRL])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509CRL += 1
                     s = 11
                 elif True:
@@ -5113,41 +4866,37 @@ def _e_X509DataType(w, o):
                     s = -1
             if s == 6:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
-                    bits(0, 3)
                     el = 'X509IssuerSerial'
+                    bits(0, 3)
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
-                    bits(1, 3)
                     el = 'X509SKI'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     w.binary(v_X509SKI[i_X509SKI])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
-                    bits(2, 3)
                     el = 'X509SubjectName'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
-                    bits(3, 3)
                     el = 'X509Certificate'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
-                    bits(4, 3)
                     el = 'X509CRL'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     w.binary(v_X509CRL[i_X509CRL])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509CRL += 1
                     s = 11
                 elif True:
@@ -5157,43 +4906,39 @@ def _e_X509DataType(w, o):
             if s == 7:
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
-                        bits(0, 3)
                         el = 'X509IssuerSerial'
+                        bits(0, 3)
                         _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                         i_X509IssuerSerial += 1
                     elif i_X509SKI < n_X509SKI:
-                        bits(1, 3)
                         el = 'X509SKI'
-                        w.bits(0, 1)
+                        bits((1 << 1), 4)
                         w.binary(v_X509SKI[i_X509SKI])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SKI += 1
                         s = 8
                         break
                     elif i_X509SubjectName < n_X509SubjectName:
-                        bits(2, 3)
                         el = 'X509SubjectName'
-                        w.bits(0, 1)
+                        bits((2 << 1), 4)
                         w.string(v_X509SubjectName[i_X509SubjectName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SubjectName += 1
                         s = 9
                         break
                     elif i_X509Certificate < n_X509Certificate:
-                        bits(3, 3)
                         el = 'X509Certificate'
-                        w.bits(0, 1)
+                        bits((3 << 1), 4)
                         w.binary(v_X509Certificate[i_X509Certificate])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509Certificate += 1
                         s = 10
                         break
                     elif i_X509CRL < n_X509CRL:
-                        bits(4, 3)
                         el = 'X509CRL'
-                        w.bits(0, 1)
+                        bits((4 << 1), 4)
                         w.binary(v_X509CRL[i_X509CRL])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509CRL += 1
                         s = 11
                         break
@@ -5205,43 +4950,39 @@ def _e_X509DataType(w, o):
             if s == 8:
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
-                        bits(0, 3)
                         el = 'X509IssuerSerial'
+                        bits(0, 3)
                         _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                         i_X509IssuerSerial += 1
                         s = 7
                         break
                     elif i_X509SKI < n_X509SKI:
-                        bits(1, 3)
                         el = 'X509SKI'
-                        w.bits(0, 1)
+                        bits((1 << 1), 4)
                         w.binary(v_X509SKI[i_X509SKI])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SKI += 1
                     elif i_X509SubjectName < n_X509SubjectName:
-                        bits(2, 3)
                         el = 'X509SubjectName'
-                        w.bits(0, 1)
+                        bits((2 << 1), 4)
                         w.string(v_X509SubjectName[i_X509SubjectName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SubjectName += 1
                         s = 9
                         break
                     elif i_X509Certificate < n_X509Certificate:
-                        bits(3, 3)
                         el = 'X509Certificate'
-                        w.bits(0, 1)
+                        bits((3 << 1), 4)
                         w.binary(v_X509Certificate[i_X509Certificate])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509Certificate += 1
                         s = 10
                         break
                     elif i_X509CRL < n_X509CRL:
-                        bits(4, 3)
                         el = 'X509CRL'
-                        w.bits(0, 1)
+                        bits((4 << 1), 4)
                         w.binary(v_X509CRL[i_X509CRL])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509CRL += 1
                         s = 11
                         break
@@ -5253,43 +4994,39 @@ def _e_X509DataType(w, o):
             if s == 9:
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
-                        bits(0, 3)
                         el = 'X509IssuerSerial'
+                        bits(0, 3)
                         _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                         i_X509IssuerSerial += 1
                         s = 7
                         break
                     elif i_X509SKI < n_X509SKI:
-                        bits(1, 3)
                         el = 'X509SKI'
-                        w.bits(0, 1)
+                        bits((1 << 1), 4)
                         w.binary(v_X509SKI[i_X509SKI])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SKI += 1
                         s = 8
                         break
                     elif i_X509SubjectName < n_X509SubjectName:
-                        bits(2, 3)
                         el = 'X509SubjectName'
-                        w.bits(0, 1)
+                        bits((2 << 1), 4)
                         w.string(v_X509SubjectName[i_X509SubjectName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SubjectName += 1
                     elif i_X509Certificate < n_X509Certificate:
-                        bits(3, 3)
                         el = 'X509Certificate'
-                        w.bits(0, 1)
+                        bits((3 << 1), 4)
                         w.binary(v_X509Certificate[i_X509Certificate])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509Certificate += 1
                         s = 10
                         break
                     elif i_X509CRL < n_X509CRL:
-                        bits(4, 3)
                         el = 'X509CRL'
-                        w.bits(0, 1)
+                        bits((4 << 1), 4)
                         w.binary(v_X509CRL[i_X509CRL])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509CRL += 1
                         s = 11
                         break
@@ -5301,43 +5038,39 @@ def _e_X509DataType(w, o):
             if s == 10:
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
-                        bits(0, 3)
                         el = 'X509IssuerSerial'
+                        bits(0, 3)
                         _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                         i_X509IssuerSerial += 1
                         s = 7
                         break
                     elif i_X509SKI < n_X509SKI:
-                        bits(1, 3)
                         el = 'X509SKI'
-                        w.bits(0, 1)
+                        bits((1 << 1), 4)
                         w.binary(v_X509SKI[i_X509SKI])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SKI += 1
                         s = 8
                         break
                     elif i_X509SubjectName < n_X509SubjectName:
-                        bits(2, 3)
                         el = 'X509SubjectName'
-                        w.bits(0, 1)
+                        bits((2 << 1), 4)
                         w.string(v_X509SubjectName[i_X509SubjectName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SubjectName += 1
                         s = 9
                         break
                     elif i_X509Certificate < n_X509Certificate:
-                        bits(3, 3)
                         el = 'X509Certificate'
-                        w.bits(0, 1)
+                        bits((3 << 1), 4)
                         w.binary(v_X509Certificate[i_X509Certificate])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509Certificate += 1
                     elif i_X509CRL < n_X509CRL:
-                        bits(4, 3)
                         el = 'X509CRL'
-                        w.bits(0, 1)
+                        bits((4 << 1), 4)
                         w.binary(v_X509CRL[i_X509CRL])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509CRL += 1
                         s = 11
                         break
@@ -5349,45 +5082,41 @@ def _e_X509DataType(w, o):
             if s == 11:
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
-                        bits(0, 3)
                         el = 'X509IssuerSerial'
+                        bits(0, 3)
                         _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                         i_X509IssuerSerial += 1
                         s = 7
                         break
                     elif i_X509SKI < n_X509SKI:
-                        bits(1, 3)
                         el = 'X509SKI'
-                        w.bits(0, 1)
+                        bits((1 << 1), 4)
                         w.binary(v_X509SKI[i_X509SKI])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SKI += 1
                         s = 8
                         break
                     elif i_X509SubjectName < n_X509SubjectName:
-                        bits(2, 3)
                         el = 'X509SubjectName'
-                        w.bits(0, 1)
+                        bits((2 << 1), 4)
                         w.string(v_X509SubjectName[i_X509SubjectName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SubjectName += 1
                         s = 9
                         break
                     elif i_X509Certificate < n_X509Certificate:
-                        bits(3, 3)
                         el = 'X509Certificate'
-                        w.bits(0, 1)
+                        bits((3 << 1), 4)
                         w.binary(v_X509Certificate[i_X509Certificate])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509Certificate += 1
                         s = 10
                         break
                     elif i_X509CRL < n_X509CRL:
-                        bits(4, 3)
                         el = 'X509CRL'
-                        w.bits(0, 1)
+                        bits((4 << 1), 4)
                         w.binary(v_X509CRL[i_X509CRL])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509CRL += 1
                     elif True:
                         bits(6, 3)
@@ -5396,41 +5125,37 @@ def _e_X509DataType(w, o):
                         break
             if s == 12:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
-                    bits(0, 3)
                     el = 'X509IssuerSerial'
+                    bits(0, 3)
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
-                    bits(1, 3)
                     el = 'X509SKI'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     w.binary(v_X509SKI[i_X509SKI])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
-                    bits(2, 3)
                     el = 'X509SubjectName'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
-                    bits(3, 3)
                     el = 'X509Certificate'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
-                    bits(4, 3)
                     el = 'X509CRL'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     w.binary(v_X509CRL[i_X509CRL])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509CRL += 1
                     s = 11
                 elif True:
@@ -5447,34 +5172,18 @@ def _d_X509IssuerSerialType(r):
     f_X509IssuerName = None
     f_X509SerialNumber = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'X509IssuerName'
-                    if bits(1): raise r.deviation('X509IssuerSerialType')
-                    f_X509IssuerName = r.string(32)
-                    if bits(1): raise r.deviation('X509IssuerSerialType')
-                    s = 1
-                else:
-                    raise r.deviation('X509IssuerSerialType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'X509SerialNumber'
-                    if bits(1): raise r.deviation('X509IssuerSerialType')
-                    f_X509SerialNumber = r.sint()
-                    if bits(1): raise r.deviation('X509IssuerSerialType')
-                    s = 2
-                else:
-                    raise r.deviation('X509IssuerSerialType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('X509IssuerSerialType')
+        x = bits(2)
+        if x & 3: raise r.deviation('X509IssuerSerialType')
+        el = 'X509IssuerName'
+        f_X509IssuerName = r.string(32)
+        x = bits(4)
+        if x & 14: raise r.deviation('X509IssuerSerialType')
+        el = 'X509SerialNumber'
+        _neg = (x & 1)
+        f_X509SerialNumber = r.uint()
+        if _neg: f_X509SerialNumber = -f_X509SerialNumber - 1
+        x = bits(2)
+        if x & 3: raise r.deviation('X509IssuerSerialType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.X509IssuerSerialType(f_X509IssuerName, f_X509SerialNumber)
@@ -5486,35 +5195,21 @@ def _e_X509IssuerSerialType(w, o):
     try:
         v_X509IssuerName = o.X509IssuerName
         v_X509SerialNumber = o.X509SerialNumber
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_X509IssuerName is not None:
-                    bits(0, 1)
-                    el = 'X509IssuerName'
-                    w.bits(0, 1)
-                    w.string(v_X509IssuerName)
-                    w.bits(0, 1)
-                    v_X509IssuerName = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of X509IssuerName')
-            if s == 1:
-                if v_X509SerialNumber is not None:
-                    bits(0, 1)
-                    el = 'X509SerialNumber'
-                    w.bits(0, 1)
-                    w.sint(v_X509SerialNumber)
-                    w.bits(0, 1)
-                    v_X509SerialNumber = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of X509SerialNumber')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_X509IssuerName is not None or v_X509SerialNumber is not None: raise _leftover(o)
-                    s = -1
+        if v_X509IssuerName is not None:
+            el = 'X509IssuerName'
+            bits(0, 2)
+            w.string(v_X509IssuerName)
+            if not (v_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+            el = 'X509SerialNumber'
+            if type(v_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {v_X509SerialNumber!r}')
+            bits((v_X509SerialNumber < 0), 4)
+            v_X509IssuerName = None
+            w.uint(-v_X509SerialNumber - 1 if v_X509SerialNumber < 0 else v_X509SerialNumber)
+            bits(0, 2)
+            v_X509SerialNumber = None
+            if v_X509IssuerName is not None or v_X509SerialNumber is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of X509IssuerName')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -5530,14 +5225,14 @@ def _d_PGPDataType(r):
             if s == 0:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'PGPKeyID'
                     if bits(1): raise r.deviation('PGPDataType')
+                    el = 'PGPKeyID'
                     f_PGPKeyID = r.binary()
                     if bits(1): raise r.deviation('PGPDataType')
                     s = 1
                 elif ec == 1:
-                    el = 'PGPKeyPacket'
                     if bits(1): raise r.deviation('PGPDataType')
+                    el = 'PGPKeyPacket'
                     f_PGPKeyPacket = r.binary()
                     if bits(1): raise r.deviation('PGPDataType')
                     s = 2
@@ -5546,8 +5241,8 @@ def _d_PGPDataType(r):
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'PGPKeyPacket'
                     if bits(1): raise r.deviation('PGPDataType')
+                    el = 'PGPKeyPacket'
                     f_PGPKeyPacket = r.binary()
                     if bits(1): raise r.deviation('PGPDataType')
                     s = 3
@@ -5555,6 +5250,7 @@ def _d_PGPDataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 4
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('PGPDataType')
@@ -5564,6 +5260,7 @@ def _d_PGPDataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('PGPDataType')
@@ -5573,6 +5270,7 @@ def _d_PGPDataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 4
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('PGPDataType')
@@ -5582,6 +5280,7 @@ def _d_PGPDataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 4
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('PGPDataType')
@@ -5591,6 +5290,7 @@ def _d_PGPDataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('PGPDataType')
@@ -5609,30 +5309,27 @@ def _e_PGPDataType(w, o):
         while s >= 0:
             if s == 0:
                 if v_PGPKeyID is not None:
-                    bits(0, 2)
                     el = 'PGPKeyID'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_PGPKeyID)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_PGPKeyID = None
                     s = 1
                 elif v_PGPKeyPacket is not None:
-                    bits(1, 2)
                     el = 'PGPKeyPacket'
-                    w.bits(0, 1)
+                    bits((1 << 1), 3)
                     w.binary(v_PGPKeyPacket)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_PGPKeyPacket = None
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of PGPKeyID, PGPKeyPacket')
             if s == 1:
                 if v_PGPKeyPacket is not None:
-                    bits(0, 2)
                     el = 'PGPKeyPacket'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_PGPKeyPacket)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_PGPKeyPacket = None
                     s = 3
                 elif True:
@@ -5671,21 +5368,18 @@ def _d_SPKIDataType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SPKISexp'
-                    if bits(1): raise r.deviation('SPKIDataType')
-                    _v = r.binary()
-                    if bits(1): raise r.deviation('SPKIDataType')
-                    f_SPKISexp.append(_v)
-                    s = 1
-                else:
-                    raise r.deviation('SPKIDataType')
+                x = bits(2)
+                if x & 3: raise r.deviation('SPKIDataType')
+                el = 'SPKISexp'
+                _v = r.binary()
+                if bits(1): raise r.deviation('SPKIDataType')
+                f_SPKISexp.append(_v)
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'SPKISexp'
                     if bits(1): raise r.deviation('SPKIDataType')
+                    el = 'SPKISexp'
                     _v = r.binary()
                     if bits(1): raise r.deviation('SPKIDataType')
                     f_SPKISexp.append(_v)
@@ -5694,19 +5388,21 @@ def _d_SPKIDataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 2
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SPKIDataType')
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'SPKISexp'
                     if bits(1): raise r.deviation('SPKIDataType')
+                    el = 'SPKISexp'
                     _v = r.binary()
                     if bits(1): raise r.deviation('SPKIDataType')
                     f_SPKISexp.append(_v)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SPKIDataType')
@@ -5714,8 +5410,8 @@ def _d_SPKIDataType(r):
                 while True:
                     ec = bits(2)
                     if ec == 0:
-                        el = 'SPKISexp'
                         if bits(1): raise r.deviation('SPKIDataType')
+                        el = 'SPKISexp'
                         _v = r.binary()
                         if bits(1): raise r.deviation('SPKIDataType')
                         f_SPKISexp.append(_v)
@@ -5724,6 +5420,7 @@ def _d_SPKIDataType(r):
                         s = 4
                         break
                     elif ec == 2:
+                        pass
                         s = -1
                         break
                     else:
@@ -5731,13 +5428,14 @@ def _d_SPKIDataType(r):
             if s == 4:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'SPKISexp'
                     if bits(1): raise r.deviation('SPKIDataType')
+                    el = 'SPKISexp'
                     _v = r.binary()
                     if bits(1): raise r.deviation('SPKIDataType')
                     f_SPKISexp.append(_v)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SPKIDataType')
@@ -5757,22 +5455,20 @@ def _e_SPKIDataType(w, o):
         while s >= 0:
             if s == 0:
                 if i_SPKISexp < n_SPKISexp:
-                    bits(0, 1)
                     el = 'SPKISexp'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     w.binary(v_SPKISexp[i_SPKISexp])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_SPKISexp += 1
                     s = 1
                 else:
                     raise EncodeError('missing content: expected one of SPKISexp')
             if s == 1:
                 if i_SPKISexp < n_SPKISexp:
-                    bits(0, 2)
                     el = 'SPKISexp'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_SPKISexp[i_SPKISexp])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_SPKISexp += 1
                     s = 3
                 elif True:
@@ -5781,11 +5477,10 @@ def _e_SPKIDataType(w, o):
                     s = -1
             if s == 2:
                 if i_SPKISexp < n_SPKISexp:
-                    bits(0, 2)
                     el = 'SPKISexp'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_SPKISexp[i_SPKISexp])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_SPKISexp += 1
                     s = 3
                 elif True:
@@ -5795,11 +5490,10 @@ def _e_SPKIDataType(w, o):
             if s == 3:
                 while True:
                     if i_SPKISexp < n_SPKISexp:
-                        bits(0, 2)
                         el = 'SPKISexp'
-                        w.bits(0, 1)
+                        bits(0, 3)
                         w.binary(v_SPKISexp[i_SPKISexp])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_SPKISexp += 1
                     elif True:
                         bits(2, 2)
@@ -5808,11 +5502,10 @@ def _e_SPKIDataType(w, o):
                         break
             if s == 4:
                 if i_SPKISexp < n_SPKISexp:
-                    bits(0, 2)
                     el = 'SPKISexp'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_SPKISexp[i_SPKISexp])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_SPKISexp += 1
                     s = 3
                 elif True:
@@ -5850,6 +5543,7 @@ def _d_ObjectType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 4:
+                    pass
                     s = -1
                 elif ec == 5:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -5870,6 +5564,7 @@ def _d_ObjectType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 3:
+                    pass
                     s = -1
                 elif ec == 4:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -5886,6 +5581,7 @@ def _d_ObjectType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 2:
+                    pass
                     s = -1
                 elif ec == 3:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -5898,6 +5594,7 @@ def _d_ObjectType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -5910,6 +5607,7 @@ def _d_ObjectType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -5922,6 +5620,7 @@ def _d_ObjectType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -5944,20 +5643,20 @@ def _e_ObjectType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Encoding is not None:
-                    bits(0, 3)
                     el = '@Encoding'
+                    bits(0, 3)
                     w.string(v_Encoding)
                     v_Encoding = None
                     s = 1
                 elif v_Id is not None:
-                    bits(1, 3)
                     el = '@Id'
+                    bits(1, 3)
                     w.string(v_Id)
                     v_Id = None
                     s = 2
                 elif v_MimeType is not None:
-                    bits(2, 3)
                     el = '@MimeType'
+                    bits(2, 3)
                     w.string(v_MimeType)
                     v_MimeType = None
                     s = 3
@@ -5967,14 +5666,14 @@ def _e_ObjectType(w, o):
                     s = -1
             if s == 1:
                 if v_Id is not None:
-                    bits(0, 3)
                     el = '@Id'
+                    bits(0, 3)
                     w.string(v_Id)
                     v_Id = None
                     s = 2
                 elif v_MimeType is not None:
-                    bits(1, 3)
                     el = '@MimeType'
+                    bits(1, 3)
                     w.string(v_MimeType)
                     v_MimeType = None
                     s = 3
@@ -5984,8 +5683,8 @@ def _e_ObjectType(w, o):
                     s = -1
             if s == 2:
                 if v_MimeType is not None:
-                    bits(0, 3)
                     el = '@MimeType'
+                    bits(0, 3)
                     w.string(v_MimeType)
                     v_MimeType = None
                     s = 3
@@ -6021,68 +5720,25 @@ def _d_ACDP_ConnectResType(r):
     f_EVSEElectricalChargingDeviceStatus = None
     f_EVSEMechanicalChargingDeviceStatus = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('ACDP_ConnectResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('ACDP_ConnectResType')
-                    f_ResponseCode = bits(6)
-                    if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
-                    f_ResponseCode = _E2[f_ResponseCode]
-                    if bits(1): raise r.deviation('ACDP_ConnectResType')
-                    s = 2
-                else:
-                    raise r.deviation('ACDP_ConnectResType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEProcessing'
-                    if bits(1): raise r.deviation('ACDP_ConnectResType')
-                    f_EVSEProcessing = bits(2)
-                    if f_EVSEProcessing >= 3: raise DecodeError(f'enumeration index {f_EVSEProcessing} out of range (3 values)', r.pos)
-                    f_EVSEProcessing = _E3[f_EVSEProcessing]
-                    if bits(1): raise r.deviation('ACDP_ConnectResType')
-                    s = 3
-                else:
-                    raise r.deviation('ACDP_ConnectResType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEElectricalChargingDeviceStatus'
-                    if bits(1): raise r.deviation('ACDP_ConnectResType')
-                    f_EVSEElectricalChargingDeviceStatus = _E0[bits(2)]
-                    if bits(1): raise r.deviation('ACDP_ConnectResType')
-                    s = 4
-                else:
-                    raise r.deviation('ACDP_ConnectResType')
-            if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEMechanicalChargingDeviceStatus'
-                    if bits(1): raise r.deviation('ACDP_ConnectResType')
-                    f_EVSEMechanicalChargingDeviceStatus = bits(2)
-                    if f_EVSEMechanicalChargingDeviceStatus >= 3: raise DecodeError(f'enumeration index {f_EVSEMechanicalChargingDeviceStatus} out of range (3 values)', r.pos)
-                    f_EVSEMechanicalChargingDeviceStatus = _E4[f_EVSEMechanicalChargingDeviceStatus]
-                    if bits(1): raise r.deviation('ACDP_ConnectResType')
-                    s = 5
-                else:
-                    raise r.deviation('ACDP_ConnectResType')
-            if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ACDP_ConnectResType')
+        if bits(1): raise r.deviation('ACDP_ConnectResType')
+        el = 'Header'
+        f_Header = _d_MessageHeaderType(r)
+        x = bits(25)
+        if x & 25284211: raise r.deviation('ACDP_ConnectResType')
+        el = 'ResponseCode'
+        f_ResponseCode = ((x >> 17) & 63)
+        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
+        f_ResponseCode = _E2[f_ResponseCode]
+        el = 'EVSEProcessing'
+        f_EVSEProcessing = ((x >> 12) & 3)
+        if f_EVSEProcessing >= 3: raise DecodeError(f'enumeration index {f_EVSEProcessing} out of range (3 values)', r.pos)
+        f_EVSEProcessing = _E3[f_EVSEProcessing]
+        el = 'EVSEElectricalChargingDeviceStatus'
+        f_EVSEElectricalChargingDeviceStatus = _E0[((x >> 7) & 3)]
+        el = 'EVSEMechanicalChargingDeviceStatus'
+        f_EVSEMechanicalChargingDeviceStatus = ((x >> 2) & 3)
+        if f_EVSEMechanicalChargingDeviceStatus >= 3: raise DecodeError(f'enumeration index {f_EVSEMechanicalChargingDeviceStatus} out of range (3 values)', r.pos)
+        f_EVSEMechanicalChargingDeviceStatus = _E4[f_EVSEMechanicalChargingDeviceStatus]
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_acdp.ACDP_ConnectResType(f_Header, f_ResponseCode, f_EVSEProcessing, f_EVSEElectricalChargingDeviceStatus, f_EVSEMechanicalChargingDeviceStatus)
@@ -6097,74 +5753,35 @@ def _e_ACDP_ConnectResType(w, o):
         v_EVSEProcessing = o.EVSEProcessing
         v_EVSEElectricalChargingDeviceStatus = o.EVSEElectricalChargingDeviceStatus
         v_EVSEMechanicalChargingDeviceStatus = o.EVSEMechanicalChargingDeviceStatus
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Header is not None:
-                    bits(0, 1)
-                    el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_ResponseCode is not None:
-                    bits(0, 1)
-                    el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I5.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 6)
-                    w.bits(0, 1)
-                    v_ResponseCode = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 2:
-                if v_EVSEProcessing is not None:
-                    bits(0, 1)
-                    el = 'EVSEProcessing'
-                    w.bits(0, 1)
-                    _i = _I6.get(v_EVSEProcessing)
-                    if _i is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration processingType')
-                    w.bits(_i, 2)
-                    w.bits(0, 1)
-                    v_EVSEProcessing = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of EVSEProcessing')
-            if s == 3:
-                if v_EVSEElectricalChargingDeviceStatus is not None:
-                    bits(0, 1)
-                    el = 'EVSEElectricalChargingDeviceStatus'
-                    w.bits(0, 1)
-                    _i = _I1.get(v_EVSEElectricalChargingDeviceStatus)
-                    if _i is None: raise EncodeError(f'{v_EVSEElectricalChargingDeviceStatus!r} is not one of the enumeration electricalChargingDeviceStatusType')
-                    w.bits(_i, 2)
-                    w.bits(0, 1)
-                    v_EVSEElectricalChargingDeviceStatus = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of EVSEElectricalChargingDeviceStatus')
-            if s == 4:
-                if v_EVSEMechanicalChargingDeviceStatus is not None:
-                    bits(0, 1)
-                    el = 'EVSEMechanicalChargingDeviceStatus'
-                    w.bits(0, 1)
-                    _i = _I7.get(v_EVSEMechanicalChargingDeviceStatus)
-                    if _i is None: raise EncodeError(f'{v_EVSEMechanicalChargingDeviceStatus!r} is not one of the enumeration mechanicalChargingDeviceStatusType')
-                    w.bits(_i, 2)
-                    w.bits(0, 1)
-                    v_EVSEMechanicalChargingDeviceStatus = None
-                    s = 5
-                else:
-                    raise EncodeError('missing content: expected one of EVSEMechanicalChargingDeviceStatus')
-            if s == 5:
-                if True:
-                    bits(0, 1)
-                    if v_Header is not None or v_ResponseCode is not None or v_EVSEProcessing is not None or v_EVSEElectricalChargingDeviceStatus is not None or v_EVSEMechanicalChargingDeviceStatus is not None: raise _leftover(o)
-                    s = -1
+        if v_Header is not None:
+            el = 'Header'
+            bits(0, 1)
+            _e_MessageHeaderType(w, v_Header)
+            if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            el = 'ResponseCode'
+            _i2 = _I5.get(v_ResponseCode)
+            if _i2 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (v_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
+            el = 'EVSEProcessing'
+            _i3 = _I6.get(v_EVSEProcessing)
+            if _i3 is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration processingType')
+            if not (v_EVSEElectricalChargingDeviceStatus is not None): raise EncodeError('missing content: EVSEElectricalChargingDeviceStatus')
+            el = 'EVSEElectricalChargingDeviceStatus'
+            _i4 = _I1.get(v_EVSEElectricalChargingDeviceStatus)
+            if _i4 is None: raise EncodeError(f'{v_EVSEElectricalChargingDeviceStatus!r} is not one of the enumeration electricalChargingDeviceStatusType')
+            if not (v_EVSEMechanicalChargingDeviceStatus is not None): raise EncodeError('missing content: EVSEMechanicalChargingDeviceStatus')
+            el = 'EVSEMechanicalChargingDeviceStatus'
+            _i5 = _I7.get(v_EVSEMechanicalChargingDeviceStatus)
+            if _i5 is None: raise EncodeError(f'{v_EVSEMechanicalChargingDeviceStatus!r} is not one of the enumeration mechanicalChargingDeviceStatusType')
+            bits((_i2 << 17) | (_i3 << 12) | (_i4 << 7) | (_i5 << 2), 25)
+            v_Header = None
+            v_ResponseCode = None
+            v_EVSEProcessing = None
+            v_EVSEElectricalChargingDeviceStatus = None
+            v_EVSEMechanicalChargingDeviceStatus = None
+            if v_Header is not None or v_ResponseCode is not None or v_EVSEProcessing is not None or v_EVSEElectricalChargingDeviceStatus is not None or v_EVSEMechanicalChargingDeviceStatus is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Header')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -6175,34 +5792,15 @@ def _d_V2GResponseType(r):
     f_Header = None
     f_ResponseCode = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('V2GResponseType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('V2GResponseType')
-                    f_ResponseCode = bits(6)
-                    if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
-                    f_ResponseCode = _E2[f_ResponseCode]
-                    if bits(1): raise r.deviation('V2GResponseType')
-                    s = 2
-                else:
-                    raise r.deviation('V2GResponseType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('V2GResponseType')
+        if bits(1): raise r.deviation('V2GResponseType')
+        el = 'Header'
+        f_Header = _d_MessageHeaderType(r)
+        x = bits(10)
+        if x & 771: raise r.deviation('V2GResponseType')
+        el = 'ResponseCode'
+        f_ResponseCode = ((x >> 2) & 63)
+        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
+        f_ResponseCode = _E2[f_ResponseCode]
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.V2GResponseType(f_Header, f_ResponseCode)
@@ -6214,35 +5812,20 @@ def _e_V2GResponseType(w, o):
     try:
         v_Header = o.Header
         v_ResponseCode = o.ResponseCode
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Header is not None:
-                    bits(0, 1)
-                    el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_ResponseCode is not None:
-                    bits(0, 1)
-                    el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I5.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 6)
-                    w.bits(0, 1)
-                    v_ResponseCode = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_Header is not None or v_ResponseCode is not None: raise _leftover(o)
-                    s = -1
+        if v_Header is not None:
+            el = 'Header'
+            bits(0, 1)
+            _e_MessageHeaderType(w, v_Header)
+            if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            el = 'ResponseCode'
+            _i6 = _I5.get(v_ResponseCode)
+            if _i6 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            bits((_i6 << 2), 10)
+            v_Header = None
+            v_ResponseCode = None
+            if v_Header is not None or v_ResponseCode is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Header')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -6253,30 +5836,13 @@ def _d_ACDP_SystemStatusReqType(r):
     f_Header = None
     f_EVTechnicalStatus = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('ACDP_SystemStatusReqType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVTechnicalStatus'
-                    f_EVTechnicalStatus = _d_EVTechnicalStatusType(r)
-                    s = 2
-                else:
-                    raise r.deviation('ACDP_SystemStatusReqType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ACDP_SystemStatusReqType')
+        if bits(1): raise r.deviation('ACDP_SystemStatusReqType')
+        el = 'Header'
+        f_Header = _d_MessageHeaderType(r)
+        if bits(1): raise r.deviation('ACDP_SystemStatusReqType')
+        el = 'EVTechnicalStatus'
+        f_EVTechnicalStatus = _d_EVTechnicalStatusType(r)
+        if bits(1): raise r.deviation('ACDP_SystemStatusReqType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_acdp.ACDP_SystemStatusReqType(f_Header, f_EVTechnicalStatus)
@@ -6288,31 +5854,20 @@ def _e_ACDP_SystemStatusReqType(w, o):
     try:
         v_Header = o.Header
         v_EVTechnicalStatus = o.EVTechnicalStatus
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Header is not None:
-                    bits(0, 1)
-                    el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_EVTechnicalStatus is not None:
-                    bits(0, 1)
-                    el = 'EVTechnicalStatus'
-                    _e_EVTechnicalStatusType(w, v_EVTechnicalStatus)
-                    v_EVTechnicalStatus = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of EVTechnicalStatus')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_Header is not None or v_EVTechnicalStatus is not None: raise _leftover(o)
-                    s = -1
+        if v_Header is not None:
+            el = 'Header'
+            bits(0, 1)
+            _e_MessageHeaderType(w, v_Header)
+            if not (v_EVTechnicalStatus is not None): raise EncodeError('missing content: EVTechnicalStatus')
+            el = 'EVTechnicalStatus'
+            bits(0, 1)
+            v_Header = None
+            _e_EVTechnicalStatusType(w, v_EVTechnicalStatus)
+            bits(0, 1)
+            v_EVTechnicalStatus = None
+            if v_Header is not None or v_EVTechnicalStatus is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Header')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -6332,67 +5887,56 @@ def _d_EVTechnicalStatusType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVReadyToCharge'
-                    if bits(1): raise r.deviation('EVTechnicalStatusType')
-                    f_EVReadyToCharge = bits(1) == 1
-                    if bits(1): raise r.deviation('EVTechnicalStatusType')
-                    s = 1
-                else:
-                    raise r.deviation('EVTechnicalStatusType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVImmobilizationRequest'
-                    if bits(1): raise r.deviation('EVTechnicalStatusType')
-                    f_EVImmobilizationRequest = bits(1) == 1
-                    if bits(1): raise r.deviation('EVTechnicalStatusType')
-                    s = 2
-                else:
-                    raise r.deviation('EVTechnicalStatusType')
+                x = bits(8)
+                if x & 221: raise r.deviation('EVTechnicalStatusType')
+                el = 'EVReadyToCharge'
+                f_EVReadyToCharge = ((x >> 5) & 1) == 1
+                el = 'EVImmobilizationRequest'
+                f_EVImmobilizationRequest = ((x >> 1) & 1) == 1
+                s = 2
             if s == 2:
                 ec = bits(3)
                 if ec == 0:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('EVTechnicalStatusType')
                     el = 'EVImmobilized'
-                    if bits(1): raise r.deviation('EVTechnicalStatusType')
-                    f_EVImmobilized = bits(1) == 1
-                    if bits(1): raise r.deviation('EVTechnicalStatusType')
+                    f_EVImmobilized = ((x >> 1) & 1) == 1
                     s = 3
                 elif ec == 1:
                     el = 'EVWLANStrength'
                     f_EVWLANStrength = _d_RationalNumberType(r)
                     s = 4
                 elif ec == 2:
+                    x = bits(5)
+                    if x & 17: raise r.deviation('EVTechnicalStatusType')
                     el = 'EVCPStatus'
-                    if bits(1): raise r.deviation('EVTechnicalStatusType')
-                    f_EVCPStatus = bits(3)
+                    f_EVCPStatus = ((x >> 1) & 7)
                     if f_EVCPStatus >= 5: raise DecodeError(f'enumeration index {f_EVCPStatus} out of range (5 values)', r.pos)
                     f_EVCPStatus = _E8[f_EVCPStatus]
-                    if bits(1): raise r.deviation('EVTechnicalStatusType')
                     s = 5
                 elif ec == 3:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('EVTechnicalStatusType')
                     el = 'EVSOC'
-                    if bits(1): raise r.deviation('EVTechnicalStatusType')
-                    f_EVSOC = bits(7)
+                    f_EVSOC = ((x >> 1) & 127)
                     if f_EVSOC > 100: raise DecodeError(f'value {f_EVSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('EVTechnicalStatusType')
                     s = 6
                 elif ec == 4:
+                    x = bits(6)
+                    if x & 33: raise r.deviation('EVTechnicalStatusType')
                     el = 'EVErrorCode'
-                    if bits(1): raise r.deviation('EVTechnicalStatusType')
-                    f_EVErrorCode = bits(4)
+                    f_EVErrorCode = ((x >> 1) & 15)
                     if f_EVErrorCode >= 10: raise DecodeError(f'enumeration index {f_EVErrorCode} out of range (10 values)', r.pos)
                     f_EVErrorCode = _E9[f_EVErrorCode]
-                    if bits(1): raise r.deviation('EVTechnicalStatusType')
                     s = 7
                 elif ec == 5:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('EVTechnicalStatusType')
                     el = 'EVTimeout'
-                    if bits(1): raise r.deviation('EVTechnicalStatusType')
-                    f_EVTimeout = bits(1) == 1
-                    if bits(1): raise r.deviation('EVTechnicalStatusType')
+                    f_EVTimeout = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('EVTechnicalStatusType')
@@ -6403,138 +5947,140 @@ def _d_EVTechnicalStatusType(r):
                     f_EVWLANStrength = _d_RationalNumberType(r)
                     s = 4
                 elif ec == 1:
+                    x = bits(5)
+                    if x & 17: raise r.deviation('EVTechnicalStatusType')
                     el = 'EVCPStatus'
-                    if bits(1): raise r.deviation('EVTechnicalStatusType')
-                    f_EVCPStatus = bits(3)
+                    f_EVCPStatus = ((x >> 1) & 7)
                     if f_EVCPStatus >= 5: raise DecodeError(f'enumeration index {f_EVCPStatus} out of range (5 values)', r.pos)
                     f_EVCPStatus = _E8[f_EVCPStatus]
-                    if bits(1): raise r.deviation('EVTechnicalStatusType')
                     s = 5
                 elif ec == 2:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('EVTechnicalStatusType')
                     el = 'EVSOC'
-                    if bits(1): raise r.deviation('EVTechnicalStatusType')
-                    f_EVSOC = bits(7)
+                    f_EVSOC = ((x >> 1) & 127)
                     if f_EVSOC > 100: raise DecodeError(f'value {f_EVSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('EVTechnicalStatusType')
                     s = 6
                 elif ec == 3:
+                    x = bits(6)
+                    if x & 33: raise r.deviation('EVTechnicalStatusType')
                     el = 'EVErrorCode'
-                    if bits(1): raise r.deviation('EVTechnicalStatusType')
-                    f_EVErrorCode = bits(4)
+                    f_EVErrorCode = ((x >> 1) & 15)
                     if f_EVErrorCode >= 10: raise DecodeError(f'enumeration index {f_EVErrorCode} out of range (10 values)', r.pos)
                     f_EVErrorCode = _E9[f_EVErrorCode]
-                    if bits(1): raise r.deviation('EVTechnicalStatusType')
                     s = 7
                 elif ec == 4:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('EVTechnicalStatusType')
                     el = 'EVTimeout'
-                    if bits(1): raise r.deviation('EVTechnicalStatusType')
-                    f_EVTimeout = bits(1) == 1
-                    if bits(1): raise r.deviation('EVTechnicalStatusType')
+                    f_EVTimeout = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 5:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('EVTechnicalStatusType')
             if s == 4:
                 ec = bits(3)
                 if ec == 0:
+                    x = bits(5)
+                    if x & 17: raise r.deviation('EVTechnicalStatusType')
                     el = 'EVCPStatus'
-                    if bits(1): raise r.deviation('EVTechnicalStatusType')
-                    f_EVCPStatus = bits(3)
+                    f_EVCPStatus = ((x >> 1) & 7)
                     if f_EVCPStatus >= 5: raise DecodeError(f'enumeration index {f_EVCPStatus} out of range (5 values)', r.pos)
                     f_EVCPStatus = _E8[f_EVCPStatus]
-                    if bits(1): raise r.deviation('EVTechnicalStatusType')
                     s = 5
                 elif ec == 1:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('EVTechnicalStatusType')
                     el = 'EVSOC'
-                    if bits(1): raise r.deviation('EVTechnicalStatusType')
-                    f_EVSOC = bits(7)
+                    f_EVSOC = ((x >> 1) & 127)
                     if f_EVSOC > 100: raise DecodeError(f'value {f_EVSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('EVTechnicalStatusType')
                     s = 6
                 elif ec == 2:
+                    x = bits(6)
+                    if x & 33: raise r.deviation('EVTechnicalStatusType')
                     el = 'EVErrorCode'
-                    if bits(1): raise r.deviation('EVTechnicalStatusType')
-                    f_EVErrorCode = bits(4)
+                    f_EVErrorCode = ((x >> 1) & 15)
                     if f_EVErrorCode >= 10: raise DecodeError(f'enumeration index {f_EVErrorCode} out of range (10 values)', r.pos)
                     f_EVErrorCode = _E9[f_EVErrorCode]
-                    if bits(1): raise r.deviation('EVTechnicalStatusType')
                     s = 7
                 elif ec == 3:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('EVTechnicalStatusType')
                     el = 'EVTimeout'
-                    if bits(1): raise r.deviation('EVTechnicalStatusType')
-                    f_EVTimeout = bits(1) == 1
-                    if bits(1): raise r.deviation('EVTechnicalStatusType')
+                    f_EVTimeout = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 4:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('EVTechnicalStatusType')
             if s == 5:
                 ec = bits(3)
                 if ec == 0:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('EVTechnicalStatusType')
                     el = 'EVSOC'
-                    if bits(1): raise r.deviation('EVTechnicalStatusType')
-                    f_EVSOC = bits(7)
+                    f_EVSOC = ((x >> 1) & 127)
                     if f_EVSOC > 100: raise DecodeError(f'value {f_EVSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('EVTechnicalStatusType')
                     s = 6
                 elif ec == 1:
+                    x = bits(6)
+                    if x & 33: raise r.deviation('EVTechnicalStatusType')
                     el = 'EVErrorCode'
-                    if bits(1): raise r.deviation('EVTechnicalStatusType')
-                    f_EVErrorCode = bits(4)
+                    f_EVErrorCode = ((x >> 1) & 15)
                     if f_EVErrorCode >= 10: raise DecodeError(f'enumeration index {f_EVErrorCode} out of range (10 values)', r.pos)
                     f_EVErrorCode = _E9[f_EVErrorCode]
-                    if bits(1): raise r.deviation('EVTechnicalStatusType')
                     s = 7
                 elif ec == 2:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('EVTechnicalStatusType')
                     el = 'EVTimeout'
-                    if bits(1): raise r.deviation('EVTechnicalStatusType')
-                    f_EVTimeout = bits(1) == 1
-                    if bits(1): raise r.deviation('EVTechnicalStatusType')
+                    f_EVTimeout = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 3:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('EVTechnicalStatusType')
             if s == 6:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(6)
+                    if x & 33: raise r.deviation('EVTechnicalStatusType')
                     el = 'EVErrorCode'
-                    if bits(1): raise r.deviation('EVTechnicalStatusType')
-                    f_EVErrorCode = bits(4)
+                    f_EVErrorCode = ((x >> 1) & 15)
                     if f_EVErrorCode >= 10: raise DecodeError(f'enumeration index {f_EVErrorCode} out of range (10 values)', r.pos)
                     f_EVErrorCode = _E9[f_EVErrorCode]
-                    if bits(1): raise r.deviation('EVTechnicalStatusType')
                     s = 7
                 elif ec == 1:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('EVTechnicalStatusType')
                     el = 'EVTimeout'
-                    if bits(1): raise r.deviation('EVTechnicalStatusType')
-                    f_EVTimeout = bits(1) == 1
-                    if bits(1): raise r.deviation('EVTechnicalStatusType')
+                    f_EVTimeout = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('EVTechnicalStatusType')
             if s == 7:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('EVTechnicalStatusType')
                     el = 'EVTimeout'
-                    if bits(1): raise r.deviation('EVTechnicalStatusType')
-                    f_EVTimeout = bits(1) == 1
-                    if bits(1): raise r.deviation('EVTechnicalStatusType')
+                    f_EVTimeout = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('EVTechnicalStatusType')
             if s == 8:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('EVTechnicalStatusType')
+                if bits(1): raise r.deviation('EVTechnicalStatusType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_acdp.EVTechnicalStatusType(f_EVReadyToCharge, f_EVImmobilizationRequest, f_EVImmobilized, f_EVWLANStrength, f_EVCPStatus, f_EVSOC, f_EVErrorCode, f_EVTimeout)
@@ -6556,84 +6102,54 @@ def _e_EVTechnicalStatusType(w, o):
         while s >= 0:
             if s == 0:
                 if v_EVReadyToCharge is not None:
-                    bits(0, 1)
                     el = 'EVReadyToCharge'
-                    w.bits(0, 1)
-                    if v_EVReadyToCharge is True: w.bits(1, 1)
-                    elif v_EVReadyToCharge is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_EVReadyToCharge!r}')
-                    w.bits(0, 1)
-                    v_EVReadyToCharge = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of EVReadyToCharge')
-            if s == 1:
-                if v_EVImmobilizationRequest is not None:
-                    bits(0, 1)
+                    if v_EVReadyToCharge is not True and v_EVReadyToCharge is not False: raise EncodeError(f'expected a bool, got {v_EVReadyToCharge!r}')
+                    if not (v_EVImmobilizationRequest is not None): raise EncodeError('missing content: EVImmobilizationRequest')
                     el = 'EVImmobilizationRequest'
-                    w.bits(0, 1)
-                    if v_EVImmobilizationRequest is True: w.bits(1, 1)
-                    elif v_EVImmobilizationRequest is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_EVImmobilizationRequest!r}')
-                    w.bits(0, 1)
+                    if v_EVImmobilizationRequest is not True and v_EVImmobilizationRequest is not False: raise EncodeError(f'expected a bool, got {v_EVImmobilizationRequest!r}')
+                    bits((v_EVReadyToCharge << 5) | (v_EVImmobilizationRequest << 1), 8)
+                    v_EVReadyToCharge = None
                     v_EVImmobilizationRequest = None
                     s = 2
                 else:
-                    raise EncodeError('missing content: expected one of EVImmobilizationRequest')
+                    raise EncodeError('missing content: expected one of EVReadyToCharge')
             if s == 2:
                 if v_EVImmobilized is not None:
-                    bits(0, 3)
                     el = 'EVImmobilized'
-                    w.bits(0, 1)
-                    if v_EVImmobilized is True: w.bits(1, 1)
-                    elif v_EVImmobilized is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_EVImmobilized!r}')
-                    w.bits(0, 1)
+                    if v_EVImmobilized is not True and v_EVImmobilized is not False: raise EncodeError(f'expected a bool, got {v_EVImmobilized!r}')
+                    bits((v_EVImmobilized << 1), 6)
                     v_EVImmobilized = None
                     s = 3
                 elif v_EVWLANStrength is not None:
-                    bits(1, 3)
                     el = 'EVWLANStrength'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_EVWLANStrength)
                     v_EVWLANStrength = None
                     s = 4
                 elif v_EVCPStatus is not None:
-                    bits(2, 3)
                     el = 'EVCPStatus'
-                    w.bits(0, 1)
-                    _i = _I10.get(v_EVCPStatus)
-                    if _i is None: raise EncodeError(f'{v_EVCPStatus!r} is not one of the enumeration cpStatusType')
-                    w.bits(_i, 3)
-                    w.bits(0, 1)
+                    _i7 = _I10.get(v_EVCPStatus)
+                    if _i7 is None: raise EncodeError(f'{v_EVCPStatus!r} is not one of the enumeration cpStatusType')
+                    bits((2 << 5) | (_i7 << 1), 8)
                     v_EVCPStatus = None
                     s = 5
                 elif v_EVSOC is not None:
-                    bits(3, 3)
                     el = 'EVSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_EVSOC <= 100: raise EncodeError(f'value {v_EVSOC!r} outside [0, 100]')
-                    w.bits(v_EVSOC, 7)
-                    w.bits(0, 1)
+                    bits((3 << 9) | (v_EVSOC << 1), 12)
                     v_EVSOC = None
                     s = 6
                 elif v_EVErrorCode is not None:
-                    bits(4, 3)
                     el = 'EVErrorCode'
-                    w.bits(0, 1)
-                    _i = _I11.get(v_EVErrorCode)
-                    if _i is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration errorCodeType')
-                    w.bits(_i, 4)
-                    w.bits(0, 1)
+                    _i8 = _I11.get(v_EVErrorCode)
+                    if _i8 is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration errorCodeType')
+                    bits((4 << 6) | (_i8 << 1), 9)
                     v_EVErrorCode = None
                     s = 7
                 elif v_EVTimeout is not None:
-                    bits(5, 3)
                     el = 'EVTimeout'
-                    w.bits(0, 1)
-                    if v_EVTimeout is True: w.bits(1, 1)
-                    elif v_EVTimeout is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_EVTimeout!r}')
-                    w.bits(0, 1)
+                    if v_EVTimeout is not True and v_EVTimeout is not False: raise EncodeError(f'expected a bool, got {v_EVTimeout!r}')
+                    bits((5 << 3) | (v_EVTimeout << 1), 6)
                     v_EVTimeout = None
                     s = 8
                 elif True:
@@ -6642,48 +6158,35 @@ def _e_EVTechnicalStatusType(w, o):
                     s = -1
             if s == 3:
                 if v_EVWLANStrength is not None:
-                    bits(0, 3)
                     el = 'EVWLANStrength'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_EVWLANStrength)
                     v_EVWLANStrength = None
                     s = 4
                 elif v_EVCPStatus is not None:
-                    bits(1, 3)
                     el = 'EVCPStatus'
-                    w.bits(0, 1)
-                    _i = _I10.get(v_EVCPStatus)
-                    if _i is None: raise EncodeError(f'{v_EVCPStatus!r} is not one of the enumeration cpStatusType')
-                    w.bits(_i, 3)
-                    w.bits(0, 1)
+                    _i9 = _I10.get(v_EVCPStatus)
+                    if _i9 is None: raise EncodeError(f'{v_EVCPStatus!r} is not one of the enumeration cpStatusType')
+                    bits((1 << 5) | (_i9 << 1), 8)
                     v_EVCPStatus = None
                     s = 5
                 elif v_EVSOC is not None:
-                    bits(2, 3)
                     el = 'EVSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_EVSOC <= 100: raise EncodeError(f'value {v_EVSOC!r} outside [0, 100]')
-                    w.bits(v_EVSOC, 7)
-                    w.bits(0, 1)
+                    bits((2 << 9) | (v_EVSOC << 1), 12)
                     v_EVSOC = None
                     s = 6
                 elif v_EVErrorCode is not None:
-                    bits(3, 3)
                     el = 'EVErrorCode'
-                    w.bits(0, 1)
-                    _i = _I11.get(v_EVErrorCode)
-                    if _i is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration errorCodeType')
-                    w.bits(_i, 4)
-                    w.bits(0, 1)
+                    _i10 = _I11.get(v_EVErrorCode)
+                    if _i10 is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration errorCodeType')
+                    bits((3 << 6) | (_i10 << 1), 9)
                     v_EVErrorCode = None
                     s = 7
                 elif v_EVTimeout is not None:
-                    bits(4, 3)
                     el = 'EVTimeout'
-                    w.bits(0, 1)
-                    if v_EVTimeout is True: w.bits(1, 1)
-                    elif v_EVTimeout is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_EVTimeout!r}')
-                    w.bits(0, 1)
+                    if v_EVTimeout is not True and v_EVTimeout is not False: raise EncodeError(f'expected a bool, got {v_EVTimeout!r}')
+                    bits((4 << 3) | (v_EVTimeout << 1), 6)
                     v_EVTimeout = None
                     s = 8
                 elif True:
@@ -6692,42 +6195,29 @@ def _e_EVTechnicalStatusType(w, o):
                     s = -1
             if s == 4:
                 if v_EVCPStatus is not None:
-                    bits(0, 3)
                     el = 'EVCPStatus'
-                    w.bits(0, 1)
-                    _i = _I10.get(v_EVCPStatus)
-                    if _i is None: raise EncodeError(f'{v_EVCPStatus!r} is not one of the enumeration cpStatusType')
-                    w.bits(_i, 3)
-                    w.bits(0, 1)
+                    _i11 = _I10.get(v_EVCPStatus)
+                    if _i11 is None: raise EncodeError(f'{v_EVCPStatus!r} is not one of the enumeration cpStatusType')
+                    bits((_i11 << 1), 8)
                     v_EVCPStatus = None
                     s = 5
                 elif v_EVSOC is not None:
-                    bits(1, 3)
                     el = 'EVSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_EVSOC <= 100: raise EncodeError(f'value {v_EVSOC!r} outside [0, 100]')
-                    w.bits(v_EVSOC, 7)
-                    w.bits(0, 1)
+                    bits((1 << 9) | (v_EVSOC << 1), 12)
                     v_EVSOC = None
                     s = 6
                 elif v_EVErrorCode is not None:
-                    bits(2, 3)
                     el = 'EVErrorCode'
-                    w.bits(0, 1)
-                    _i = _I11.get(v_EVErrorCode)
-                    if _i is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration errorCodeType')
-                    w.bits(_i, 4)
-                    w.bits(0, 1)
+                    _i12 = _I11.get(v_EVErrorCode)
+                    if _i12 is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration errorCodeType')
+                    bits((2 << 6) | (_i12 << 1), 9)
                     v_EVErrorCode = None
                     s = 7
                 elif v_EVTimeout is not None:
-                    bits(3, 3)
                     el = 'EVTimeout'
-                    w.bits(0, 1)
-                    if v_EVTimeout is True: w.bits(1, 1)
-                    elif v_EVTimeout is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_EVTimeout!r}')
-                    w.bits(0, 1)
+                    if v_EVTimeout is not True and v_EVTimeout is not False: raise EncodeError(f'expected a bool, got {v_EVTimeout!r}')
+                    bits((3 << 3) | (v_EVTimeout << 1), 6)
                     v_EVTimeout = None
                     s = 8
                 elif True:
@@ -6736,32 +6226,22 @@ def _e_EVTechnicalStatusType(w, o):
                     s = -1
             if s == 5:
                 if v_EVSOC is not None:
-                    bits(0, 3)
                     el = 'EVSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_EVSOC <= 100: raise EncodeError(f'value {v_EVSOC!r} outside [0, 100]')
-                    w.bits(v_EVSOC, 7)
-                    w.bits(0, 1)
+                    bits((v_EVSOC << 1), 12)
                     v_EVSOC = None
                     s = 6
                 elif v_EVErrorCode is not None:
-                    bits(1, 3)
                     el = 'EVErrorCode'
-                    w.bits(0, 1)
-                    _i = _I11.get(v_EVErrorCode)
-                    if _i is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration errorCodeType')
-                    w.bits(_i, 4)
-                    w.bits(0, 1)
+                    _i13 = _I11.get(v_EVErrorCode)
+                    if _i13 is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration errorCodeType')
+                    bits((1 << 6) | (_i13 << 1), 9)
                     v_EVErrorCode = None
                     s = 7
                 elif v_EVTimeout is not None:
-                    bits(2, 3)
                     el = 'EVTimeout'
-                    w.bits(0, 1)
-                    if v_EVTimeout is True: w.bits(1, 1)
-                    elif v_EVTimeout is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_EVTimeout!r}')
-                    w.bits(0, 1)
+                    if v_EVTimeout is not True and v_EVTimeout is not False: raise EncodeError(f'expected a bool, got {v_EVTimeout!r}')
+                    bits((2 << 3) | (v_EVTimeout << 1), 6)
                     v_EVTimeout = None
                     s = 8
                 elif True:
@@ -6770,23 +6250,16 @@ def _e_EVTechnicalStatusType(w, o):
                     s = -1
             if s == 6:
                 if v_EVErrorCode is not None:
-                    bits(0, 2)
                     el = 'EVErrorCode'
-                    w.bits(0, 1)
-                    _i = _I11.get(v_EVErrorCode)
-                    if _i is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration errorCodeType')
-                    w.bits(_i, 4)
-                    w.bits(0, 1)
+                    _i14 = _I11.get(v_EVErrorCode)
+                    if _i14 is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration errorCodeType')
+                    bits((_i14 << 1), 8)
                     v_EVErrorCode = None
                     s = 7
                 elif v_EVTimeout is not None:
-                    bits(1, 2)
                     el = 'EVTimeout'
-                    w.bits(0, 1)
-                    if v_EVTimeout is True: w.bits(1, 1)
-                    elif v_EVTimeout is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_EVTimeout!r}')
-                    w.bits(0, 1)
+                    if v_EVTimeout is not True and v_EVTimeout is not False: raise EncodeError(f'expected a bool, got {v_EVTimeout!r}')
+                    bits((1 << 3) | (v_EVTimeout << 1), 5)
                     v_EVTimeout = None
                     s = 8
                 elif True:
@@ -6795,13 +6268,9 @@ def _e_EVTechnicalStatusType(w, o):
                     s = -1
             if s == 7:
                 if v_EVTimeout is not None:
-                    bits(0, 2)
                     el = 'EVTimeout'
-                    w.bits(0, 1)
-                    if v_EVTimeout is True: w.bits(1, 1)
-                    elif v_EVTimeout is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_EVTimeout!r}')
-                    w.bits(0, 1)
+                    if v_EVTimeout is not True and v_EVTimeout is not False: raise EncodeError(f'expected a bool, got {v_EVTimeout!r}')
+                    bits((v_EVTimeout << 1), 5)
                     v_EVTimeout = None
                     s = 8
                 elif True:
@@ -6823,35 +6292,17 @@ def _d_RationalNumberType(r):
     f_Exponent = None
     f_Value = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Exponent'
-                    if bits(1): raise r.deviation('RationalNumberType')
-                    f_Exponent = bits(8) + -128
-                    if bits(1): raise r.deviation('RationalNumberType')
-                    s = 1
-                else:
-                    raise r.deviation('RationalNumberType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Value'
-                    if bits(1): raise r.deviation('RationalNumberType')
-                    f_Value = r.sint()
-                    if f_Value < -32768 or f_Value > 32767: raise DecodeError(f'value {f_Value} outside [-32768, 32767]', r.pos)
-                    if bits(1): raise r.deviation('RationalNumberType')
-                    s = 2
-                else:
-                    raise r.deviation('RationalNumberType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('RationalNumberType')
+        x = bits(14)
+        if x & 12302: raise r.deviation('RationalNumberType')
+        el = 'Exponent'
+        f_Exponent = ((x >> 4) & 255) + -128
+        el = 'Value'
+        _neg = (x & 1)
+        f_Value = r.uint()
+        if _neg: f_Value = -f_Value - 1
+        if f_Value < -32768 or f_Value > 32767: raise DecodeError(f'value {f_Value} outside [-32768, 32767]', r.pos)
+        x = bits(2)
+        if x & 3: raise r.deviation('RationalNumberType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.RationalNumberType(f_Exponent, f_Value)
@@ -6863,37 +6314,20 @@ def _e_RationalNumberType(w, o):
     try:
         v_Exponent = o.Exponent
         v_Value = o.Value
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Exponent is not None:
-                    bits(0, 1)
-                    el = 'Exponent'
-                    w.bits(0, 1)
-                    if not -128 <= v_Exponent <= 127: raise EncodeError(f'value {v_Exponent!r} outside [-128, 127]')
-                    w.bits(v_Exponent - -128, 8)
-                    w.bits(0, 1)
-                    v_Exponent = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Exponent')
-            if s == 1:
-                if v_Value is not None:
-                    bits(0, 1)
-                    el = 'Value'
-                    w.bits(0, 1)
-                    if v_Value < -32768 or v_Value > 32767: raise EncodeError(f'value {v_Value!r} outside [-32768, 32767]')
-                    w.sint(v_Value)
-                    w.bits(0, 1)
-                    v_Value = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of Value')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_Exponent is not None or v_Value is not None: raise _leftover(o)
-                    s = -1
+        if v_Exponent is not None:
+            el = 'Exponent'
+            if not -128 <= v_Exponent <= 127: raise EncodeError(f'value {v_Exponent!r} outside [-128, 127]')
+            if not (v_Value is not None): raise EncodeError('missing content: Value')
+            el = 'Value'
+            if v_Value < -32768 or v_Value > 32767: raise EncodeError(f'value {v_Value!r} outside [-32768, 32767]')
+            bits(((v_Exponent - -128) << 4) | (v_Value < 0), 14)
+            v_Exponent = None
+            w.uint(-v_Value - 1 if v_Value < 0 else v_Value)
+            bits(0, 2)
+            v_Value = None
+            if v_Exponent is not None or v_Value is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Exponent')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -6913,126 +6347,35 @@ def _d_ACDP_SystemStatusResType(r):
     f_EVInChargePosition = None
     f_EVAssociationStatus = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('ACDP_SystemStatusResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('ACDP_SystemStatusResType')
-                    f_ResponseCode = bits(6)
-                    if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
-                    f_ResponseCode = _E2[f_ResponseCode]
-                    if bits(1): raise r.deviation('ACDP_SystemStatusResType')
-                    s = 2
-                else:
-                    raise r.deviation('ACDP_SystemStatusResType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEMechanicalChargingDeviceStatus'
-                    if bits(1): raise r.deviation('ACDP_SystemStatusResType')
-                    f_EVSEMechanicalChargingDeviceStatus = bits(2)
-                    if f_EVSEMechanicalChargingDeviceStatus >= 3: raise DecodeError(f'enumeration index {f_EVSEMechanicalChargingDeviceStatus} out of range (3 values)', r.pos)
-                    f_EVSEMechanicalChargingDeviceStatus = _E4[f_EVSEMechanicalChargingDeviceStatus]
-                    if bits(1): raise r.deviation('ACDP_SystemStatusResType')
-                    s = 3
-                else:
-                    raise r.deviation('ACDP_SystemStatusResType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEReadyToCharge'
-                    if bits(1): raise r.deviation('ACDP_SystemStatusResType')
-                    f_EVSEReadyToCharge = bits(1) == 1
-                    if bits(1): raise r.deviation('ACDP_SystemStatusResType')
-                    s = 4
-                else:
-                    raise r.deviation('ACDP_SystemStatusResType')
-            if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEIsolationStatus'
-                    if bits(1): raise r.deviation('ACDP_SystemStatusResType')
-                    f_EVSEIsolationStatus = _E12[bits(2)]
-                    if bits(1): raise r.deviation('ACDP_SystemStatusResType')
-                    s = 5
-                else:
-                    raise r.deviation('ACDP_SystemStatusResType')
-            if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEDisabled'
-                    if bits(1): raise r.deviation('ACDP_SystemStatusResType')
-                    f_EVSEDisabled = bits(1) == 1
-                    if bits(1): raise r.deviation('ACDP_SystemStatusResType')
-                    s = 6
-                else:
-                    raise r.deviation('ACDP_SystemStatusResType')
-            if s == 6:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEUtilityInterruptEvent'
-                    if bits(1): raise r.deviation('ACDP_SystemStatusResType')
-                    f_EVSEUtilityInterruptEvent = bits(1) == 1
-                    if bits(1): raise r.deviation('ACDP_SystemStatusResType')
-                    s = 7
-                else:
-                    raise r.deviation('ACDP_SystemStatusResType')
-            if s == 7:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEEmergencyShutdown'
-                    if bits(1): raise r.deviation('ACDP_SystemStatusResType')
-                    f_EVSEEmergencyShutdown = bits(1) == 1
-                    if bits(1): raise r.deviation('ACDP_SystemStatusResType')
-                    s = 8
-                else:
-                    raise r.deviation('ACDP_SystemStatusResType')
-            if s == 8:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEMalfunction'
-                    if bits(1): raise r.deviation('ACDP_SystemStatusResType')
-                    f_EVSEMalfunction = bits(1) == 1
-                    if bits(1): raise r.deviation('ACDP_SystemStatusResType')
-                    s = 9
-                else:
-                    raise r.deviation('ACDP_SystemStatusResType')
-            if s == 9:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVInChargePosition'
-                    if bits(1): raise r.deviation('ACDP_SystemStatusResType')
-                    f_EVInChargePosition = bits(1) == 1
-                    if bits(1): raise r.deviation('ACDP_SystemStatusResType')
-                    s = 10
-                else:
-                    raise r.deviation('ACDP_SystemStatusResType')
-            if s == 10:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVAssociationStatus'
-                    if bits(1): raise r.deviation('ACDP_SystemStatusResType')
-                    f_EVAssociationStatus = bits(1) == 1
-                    if bits(1): raise r.deviation('ACDP_SystemStatusResType')
-                    s = 11
-                else:
-                    raise r.deviation('ACDP_SystemStatusResType')
-            if s == 11:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ACDP_SystemStatusResType')
+        if bits(1): raise r.deviation('ACDP_SystemStatusResType')
+        el = 'Header'
+        f_Header = _d_MessageHeaderType(r)
+        x = bits(48)
+        if x & 212100311661499: raise r.deviation('ACDP_SystemStatusResType')
+        el = 'ResponseCode'
+        f_ResponseCode = ((x >> 40) & 63)
+        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
+        f_ResponseCode = _E2[f_ResponseCode]
+        el = 'EVSEMechanicalChargingDeviceStatus'
+        f_EVSEMechanicalChargingDeviceStatus = ((x >> 35) & 3)
+        if f_EVSEMechanicalChargingDeviceStatus >= 3: raise DecodeError(f'enumeration index {f_EVSEMechanicalChargingDeviceStatus} out of range (3 values)', r.pos)
+        f_EVSEMechanicalChargingDeviceStatus = _E4[f_EVSEMechanicalChargingDeviceStatus]
+        el = 'EVSEReadyToCharge'
+        f_EVSEReadyToCharge = ((x >> 31) & 1) == 1
+        el = 'EVSEIsolationStatus'
+        f_EVSEIsolationStatus = _E12[((x >> 26) & 3)]
+        el = 'EVSEDisabled'
+        f_EVSEDisabled = ((x >> 22) & 1) == 1
+        el = 'EVSEUtilityInterruptEvent'
+        f_EVSEUtilityInterruptEvent = ((x >> 18) & 1) == 1
+        el = 'EVSEEmergencyShutdown'
+        f_EVSEEmergencyShutdown = ((x >> 14) & 1) == 1
+        el = 'EVSEMalfunction'
+        f_EVSEMalfunction = ((x >> 10) & 1) == 1
+        el = 'EVInChargePosition'
+        f_EVInChargePosition = ((x >> 6) & 1) == 1
+        el = 'EVAssociationStatus'
+        f_EVAssociationStatus = ((x >> 2) & 1) == 1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_acdp.ACDP_SystemStatusResType(f_Header, f_ResponseCode, f_EVSEMechanicalChargingDeviceStatus, f_EVSEReadyToCharge, f_EVSEIsolationStatus, f_EVSEDisabled, f_EVSEUtilityInterruptEvent, f_EVSEEmergencyShutdown, f_EVSEMalfunction, f_EVInChargePosition, f_EVAssociationStatus)
@@ -7053,152 +6396,58 @@ def _e_ACDP_SystemStatusResType(w, o):
         v_EVSEMalfunction = o.EVSEMalfunction
         v_EVInChargePosition = o.EVInChargePosition
         v_EVAssociationStatus = o.EVAssociationStatus
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Header is not None:
-                    bits(0, 1)
-                    el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_ResponseCode is not None:
-                    bits(0, 1)
-                    el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I5.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 6)
-                    w.bits(0, 1)
-                    v_ResponseCode = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 2:
-                if v_EVSEMechanicalChargingDeviceStatus is not None:
-                    bits(0, 1)
-                    el = 'EVSEMechanicalChargingDeviceStatus'
-                    w.bits(0, 1)
-                    _i = _I7.get(v_EVSEMechanicalChargingDeviceStatus)
-                    if _i is None: raise EncodeError(f'{v_EVSEMechanicalChargingDeviceStatus!r} is not one of the enumeration mechanicalChargingDeviceStatusType')
-                    w.bits(_i, 2)
-                    w.bits(0, 1)
-                    v_EVSEMechanicalChargingDeviceStatus = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of EVSEMechanicalChargingDeviceStatus')
-            if s == 3:
-                if v_EVSEReadyToCharge is not None:
-                    bits(0, 1)
-                    el = 'EVSEReadyToCharge'
-                    w.bits(0, 1)
-                    if v_EVSEReadyToCharge is True: w.bits(1, 1)
-                    elif v_EVSEReadyToCharge is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_EVSEReadyToCharge!r}')
-                    w.bits(0, 1)
-                    v_EVSEReadyToCharge = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of EVSEReadyToCharge')
-            if s == 4:
-                if v_EVSEIsolationStatus is not None:
-                    bits(0, 1)
-                    el = 'EVSEIsolationStatus'
-                    w.bits(0, 1)
-                    _i = _I13.get(v_EVSEIsolationStatus)
-                    if _i is None: raise EncodeError(f'{v_EVSEIsolationStatus!r} is not one of the enumeration isolationStatusType')
-                    w.bits(_i, 2)
-                    w.bits(0, 1)
-                    v_EVSEIsolationStatus = None
-                    s = 5
-                else:
-                    raise EncodeError('missing content: expected one of EVSEIsolationStatus')
-            if s == 5:
-                if v_EVSEDisabled is not None:
-                    bits(0, 1)
-                    el = 'EVSEDisabled'
-                    w.bits(0, 1)
-                    if v_EVSEDisabled is True: w.bits(1, 1)
-                    elif v_EVSEDisabled is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_EVSEDisabled!r}')
-                    w.bits(0, 1)
-                    v_EVSEDisabled = None
-                    s = 6
-                else:
-                    raise EncodeError('missing content: expected one of EVSEDisabled')
-            if s == 6:
-                if v_EVSEUtilityInterruptEvent is not None:
-                    bits(0, 1)
-                    el = 'EVSEUtilityInterruptEvent'
-                    w.bits(0, 1)
-                    if v_EVSEUtilityInterruptEvent is True: w.bits(1, 1)
-                    elif v_EVSEUtilityInterruptEvent is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_EVSEUtilityInterruptEvent!r}')
-                    w.bits(0, 1)
-                    v_EVSEUtilityInterruptEvent = None
-                    s = 7
-                else:
-                    raise EncodeError('missing content: expected one of EVSEUtilityInterruptEvent')
-            if s == 7:
-                if v_EVSEEmergencyShutdown is not None:
-                    bits(0, 1)
-                    el = 'EVSEEmergencyShutdown'
-                    w.bits(0, 1)
-                    if v_EVSEEmergencyShutdown is True: w.bits(1, 1)
-                    elif v_EVSEEmergencyShutdown is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_EVSEEmergencyShutdown!r}')
-                    w.bits(0, 1)
-                    v_EVSEEmergencyShutdown = None
-                    s = 8
-                else:
-                    raise EncodeError('missing content: expected one of EVSEEmergencyShutdown')
-            if s == 8:
-                if v_EVSEMalfunction is not None:
-                    bits(0, 1)
-                    el = 'EVSEMalfunction'
-                    w.bits(0, 1)
-                    if v_EVSEMalfunction is True: w.bits(1, 1)
-                    elif v_EVSEMalfunction is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_EVSEMalfunction!r}')
-                    w.bits(0, 1)
-                    v_EVSEMalfunction = None
-                    s = 9
-                else:
-                    raise EncodeError('missing content: expected one of EVSEMalfunction')
-            if s == 9:
-                if v_EVInChargePosition is not None:
-                    bits(0, 1)
-                    el = 'EVInChargePosition'
-                    w.bits(0, 1)
-                    if v_EVInChargePosition is True: w.bits(1, 1)
-                    elif v_EVInChargePosition is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_EVInChargePosition!r}')
-                    w.bits(0, 1)
-                    v_EVInChargePosition = None
-                    s = 10
-                else:
-                    raise EncodeError('missing content: expected one of EVInChargePosition')
-            if s == 10:
-                if v_EVAssociationStatus is not None:
-                    bits(0, 1)
-                    el = 'EVAssociationStatus'
-                    w.bits(0, 1)
-                    if v_EVAssociationStatus is True: w.bits(1, 1)
-                    elif v_EVAssociationStatus is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_EVAssociationStatus!r}')
-                    w.bits(0, 1)
-                    v_EVAssociationStatus = None
-                    s = 11
-                else:
-                    raise EncodeError('missing content: expected one of EVAssociationStatus')
-            if s == 11:
-                if True:
-                    bits(0, 1)
-                    if v_Header is not None or v_ResponseCode is not None or v_EVSEMechanicalChargingDeviceStatus is not None or v_EVSEReadyToCharge is not None or v_EVSEIsolationStatus is not None or v_EVSEDisabled is not None or v_EVSEUtilityInterruptEvent is not None or v_EVSEEmergencyShutdown is not None or v_EVSEMalfunction is not None or v_EVInChargePosition is not None or v_EVAssociationStatus is not None: raise _leftover(o)
-                    s = -1
+        if v_Header is not None:
+            el = 'Header'
+            bits(0, 1)
+            _e_MessageHeaderType(w, v_Header)
+            if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            el = 'ResponseCode'
+            _i15 = _I5.get(v_ResponseCode)
+            if _i15 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (v_EVSEMechanicalChargingDeviceStatus is not None): raise EncodeError('missing content: EVSEMechanicalChargingDeviceStatus')
+            el = 'EVSEMechanicalChargingDeviceStatus'
+            _i16 = _I7.get(v_EVSEMechanicalChargingDeviceStatus)
+            if _i16 is None: raise EncodeError(f'{v_EVSEMechanicalChargingDeviceStatus!r} is not one of the enumeration mechanicalChargingDeviceStatusType')
+            if not (v_EVSEReadyToCharge is not None): raise EncodeError('missing content: EVSEReadyToCharge')
+            el = 'EVSEReadyToCharge'
+            if v_EVSEReadyToCharge is not True and v_EVSEReadyToCharge is not False: raise EncodeError(f'expected a bool, got {v_EVSEReadyToCharge!r}')
+            if not (v_EVSEIsolationStatus is not None): raise EncodeError('missing content: EVSEIsolationStatus')
+            el = 'EVSEIsolationStatus'
+            _i17 = _I13.get(v_EVSEIsolationStatus)
+            if _i17 is None: raise EncodeError(f'{v_EVSEIsolationStatus!r} is not one of the enumeration isolationStatusType')
+            if not (v_EVSEDisabled is not None): raise EncodeError('missing content: EVSEDisabled')
+            el = 'EVSEDisabled'
+            if v_EVSEDisabled is not True and v_EVSEDisabled is not False: raise EncodeError(f'expected a bool, got {v_EVSEDisabled!r}')
+            if not (v_EVSEUtilityInterruptEvent is not None): raise EncodeError('missing content: EVSEUtilityInterruptEvent')
+            el = 'EVSEUtilityInterruptEvent'
+            if v_EVSEUtilityInterruptEvent is not True and v_EVSEUtilityInterruptEvent is not False: raise EncodeError(f'expected a bool, got {v_EVSEUtilityInterruptEvent!r}')
+            if not (v_EVSEEmergencyShutdown is not None): raise EncodeError('missing content: EVSEEmergencyShutdown')
+            el = 'EVSEEmergencyShutdown'
+            if v_EVSEEmergencyShutdown is not True and v_EVSEEmergencyShutdown is not False: raise EncodeError(f'expected a bool, got {v_EVSEEmergencyShutdown!r}')
+            if not (v_EVSEMalfunction is not None): raise EncodeError('missing content: EVSEMalfunction')
+            el = 'EVSEMalfunction'
+            if v_EVSEMalfunction is not True and v_EVSEMalfunction is not False: raise EncodeError(f'expected a bool, got {v_EVSEMalfunction!r}')
+            if not (v_EVInChargePosition is not None): raise EncodeError('missing content: EVInChargePosition')
+            el = 'EVInChargePosition'
+            if v_EVInChargePosition is not True and v_EVInChargePosition is not False: raise EncodeError(f'expected a bool, got {v_EVInChargePosition!r}')
+            if not (v_EVAssociationStatus is not None): raise EncodeError('missing content: EVAssociationStatus')
+            el = 'EVAssociationStatus'
+            if v_EVAssociationStatus is not True and v_EVAssociationStatus is not False: raise EncodeError(f'expected a bool, got {v_EVAssociationStatus!r}')
+            bits((_i15 << 40) | (_i16 << 35) | (v_EVSEReadyToCharge << 31) | (_i17 << 26) | (v_EVSEDisabled << 22) | (v_EVSEUtilityInterruptEvent << 18) | (v_EVSEEmergencyShutdown << 14) | (v_EVSEMalfunction << 10) | (v_EVInChargePosition << 6) | (v_EVAssociationStatus << 2), 48)
+            v_Header = None
+            v_ResponseCode = None
+            v_EVSEMechanicalChargingDeviceStatus = None
+            v_EVSEReadyToCharge = None
+            v_EVSEIsolationStatus = None
+            v_EVSEDisabled = None
+            v_EVSEUtilityInterruptEvent = None
+            v_EVSEEmergencyShutdown = None
+            v_EVSEMalfunction = None
+            v_EVInChargePosition = None
+            v_EVAssociationStatus = None
+            if v_Header is not None or v_ResponseCode is not None or v_EVSEMechanicalChargingDeviceStatus is not None or v_EVSEReadyToCharge is not None or v_EVSEIsolationStatus is not None or v_EVSEDisabled is not None or v_EVSEUtilityInterruptEvent is not None or v_EVSEEmergencyShutdown is not None or v_EVSEMalfunction is not None or v_EVInChargePosition is not None or v_EVAssociationStatus is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Header')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -7210,42 +6459,15 @@ def _d_ACDP_VehiclePositioningReqType(r):
     f_EVMobilityStatus = None
     f_EVPositioningSupport = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('ACDP_VehiclePositioningReqType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMobilityStatus'
-                    if bits(1): raise r.deviation('ACDP_VehiclePositioningReqType')
-                    f_EVMobilityStatus = bits(1) == 1
-                    if bits(1): raise r.deviation('ACDP_VehiclePositioningReqType')
-                    s = 2
-                else:
-                    raise r.deviation('ACDP_VehiclePositioningReqType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVPositioningSupport'
-                    if bits(1): raise r.deviation('ACDP_VehiclePositioningReqType')
-                    f_EVPositioningSupport = bits(1) == 1
-                    if bits(1): raise r.deviation('ACDP_VehiclePositioningReqType')
-                    s = 3
-                else:
-                    raise r.deviation('ACDP_VehiclePositioningReqType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ACDP_VehiclePositioningReqType')
+        if bits(1): raise r.deviation('ACDP_VehiclePositioningReqType')
+        el = 'Header'
+        f_Header = _d_MessageHeaderType(r)
+        x = bits(9)
+        if x & 443: raise r.deviation('ACDP_VehiclePositioningReqType')
+        el = 'EVMobilityStatus'
+        f_EVMobilityStatus = ((x >> 6) & 1) == 1
+        el = 'EVPositioningSupport'
+        f_EVPositioningSupport = ((x >> 2) & 1) == 1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_acdp.ACDP_VehiclePositioningReqType(f_Header, f_EVMobilityStatus, f_EVPositioningSupport)
@@ -7258,48 +6480,23 @@ def _e_ACDP_VehiclePositioningReqType(w, o):
         v_Header = o.Header
         v_EVMobilityStatus = o.EVMobilityStatus
         v_EVPositioningSupport = o.EVPositioningSupport
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Header is not None:
-                    bits(0, 1)
-                    el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_EVMobilityStatus is not None:
-                    bits(0, 1)
-                    el = 'EVMobilityStatus'
-                    w.bits(0, 1)
-                    if v_EVMobilityStatus is True: w.bits(1, 1)
-                    elif v_EVMobilityStatus is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_EVMobilityStatus!r}')
-                    w.bits(0, 1)
-                    v_EVMobilityStatus = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of EVMobilityStatus')
-            if s == 2:
-                if v_EVPositioningSupport is not None:
-                    bits(0, 1)
-                    el = 'EVPositioningSupport'
-                    w.bits(0, 1)
-                    if v_EVPositioningSupport is True: w.bits(1, 1)
-                    elif v_EVPositioningSupport is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_EVPositioningSupport!r}')
-                    w.bits(0, 1)
-                    v_EVPositioningSupport = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of EVPositioningSupport')
-            if s == 3:
-                if True:
-                    bits(0, 1)
-                    if v_Header is not None or v_EVMobilityStatus is not None or v_EVPositioningSupport is not None: raise _leftover(o)
-                    s = -1
+        if v_Header is not None:
+            el = 'Header'
+            bits(0, 1)
+            _e_MessageHeaderType(w, v_Header)
+            if not (v_EVMobilityStatus is not None): raise EncodeError('missing content: EVMobilityStatus')
+            el = 'EVMobilityStatus'
+            if v_EVMobilityStatus is not True and v_EVMobilityStatus is not False: raise EncodeError(f'expected a bool, got {v_EVMobilityStatus!r}')
+            if not (v_EVPositioningSupport is not None): raise EncodeError('missing content: EVPositioningSupport')
+            el = 'EVPositioningSupport'
+            if v_EVPositioningSupport is not True and v_EVPositioningSupport is not False: raise EncodeError(f'expected a bool, got {v_EVPositioningSupport!r}')
+            bits((v_EVMobilityStatus << 6) | (v_EVPositioningSupport << 2), 9)
+            v_Header = None
+            v_EVMobilityStatus = None
+            v_EVPositioningSupport = None
+            if v_Header is not None or v_EVMobilityStatus is not None or v_EVPositioningSupport is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Header')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -7317,110 +6514,51 @@ def _d_ACDP_VehiclePositioningResType(r):
     f_ContactWindowYc = None
     f_EVInChargePosition = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('ACDP_VehiclePositioningResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('ACDP_VehiclePositioningResType')
-                    f_ResponseCode = bits(6)
-                    if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
-                    f_ResponseCode = _E2[f_ResponseCode]
-                    if bits(1): raise r.deviation('ACDP_VehiclePositioningResType')
-                    s = 2
-                else:
-                    raise r.deviation('ACDP_VehiclePositioningResType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEProcessing'
-                    if bits(1): raise r.deviation('ACDP_VehiclePositioningResType')
-                    f_EVSEProcessing = bits(2)
-                    if f_EVSEProcessing >= 3: raise DecodeError(f'enumeration index {f_EVSEProcessing} out of range (3 values)', r.pos)
-                    f_EVSEProcessing = _E3[f_EVSEProcessing]
-                    if bits(1): raise r.deviation('ACDP_VehiclePositioningResType')
-                    s = 3
-                else:
-                    raise r.deviation('ACDP_VehiclePositioningResType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEPositioningSupport'
-                    if bits(1): raise r.deviation('ACDP_VehiclePositioningResType')
-                    f_EVSEPositioningSupport = bits(1) == 1
-                    if bits(1): raise r.deviation('ACDP_VehiclePositioningResType')
-                    s = 4
-                else:
-                    raise r.deviation('ACDP_VehiclePositioningResType')
-            if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVRelativeXDeviation'
-                    if bits(1): raise r.deviation('ACDP_VehiclePositioningResType')
-                    f_EVRelativeXDeviation = r.sint()
-                    if f_EVRelativeXDeviation < -32768 or f_EVRelativeXDeviation > 32767: raise DecodeError(f'value {f_EVRelativeXDeviation} outside [-32768, 32767]', r.pos)
-                    if bits(1): raise r.deviation('ACDP_VehiclePositioningResType')
-                    s = 5
-                else:
-                    raise r.deviation('ACDP_VehiclePositioningResType')
-            if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVRelativeYDeviation'
-                    if bits(1): raise r.deviation('ACDP_VehiclePositioningResType')
-                    f_EVRelativeYDeviation = r.sint()
-                    if f_EVRelativeYDeviation < -32768 or f_EVRelativeYDeviation > 32767: raise DecodeError(f'value {f_EVRelativeYDeviation} outside [-32768, 32767]', r.pos)
-                    if bits(1): raise r.deviation('ACDP_VehiclePositioningResType')
-                    s = 6
-                else:
-                    raise r.deviation('ACDP_VehiclePositioningResType')
-            if s == 6:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ContactWindowXc'
-                    if bits(1): raise r.deviation('ACDP_VehiclePositioningResType')
-                    f_ContactWindowXc = r.sint()
-                    if f_ContactWindowXc < -32768 or f_ContactWindowXc > 32767: raise DecodeError(f'value {f_ContactWindowXc} outside [-32768, 32767]', r.pos)
-                    if bits(1): raise r.deviation('ACDP_VehiclePositioningResType')
-                    s = 7
-                else:
-                    raise r.deviation('ACDP_VehiclePositioningResType')
-            if s == 7:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ContactWindowYc'
-                    if bits(1): raise r.deviation('ACDP_VehiclePositioningResType')
-                    f_ContactWindowYc = r.sint()
-                    if f_ContactWindowYc < -32768 or f_ContactWindowYc > 32767: raise DecodeError(f'value {f_ContactWindowYc} outside [-32768, 32767]', r.pos)
-                    if bits(1): raise r.deviation('ACDP_VehiclePositioningResType')
-                    s = 8
-                else:
-                    raise r.deviation('ACDP_VehiclePositioningResType')
-            if s == 8:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVInChargePosition'
-                    if bits(1): raise r.deviation('ACDP_VehiclePositioningResType')
-                    f_EVInChargePosition = bits(1) == 1
-                    if bits(1): raise r.deviation('ACDP_VehiclePositioningResType')
-                    s = 9
-                else:
-                    raise r.deviation('ACDP_VehiclePositioningResType')
-            if s == 9:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ACDP_VehiclePositioningResType')
+        if bits(1): raise r.deviation('ACDP_VehiclePositioningResType')
+        el = 'Header'
+        f_Header = _d_MessageHeaderType(r)
+        x = bits(21)
+        if x & 1580270: raise r.deviation('ACDP_VehiclePositioningResType')
+        el = 'ResponseCode'
+        f_ResponseCode = ((x >> 13) & 63)
+        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
+        f_ResponseCode = _E2[f_ResponseCode]
+        el = 'EVSEProcessing'
+        f_EVSEProcessing = ((x >> 8) & 3)
+        if f_EVSEProcessing >= 3: raise DecodeError(f'enumeration index {f_EVSEProcessing} out of range (3 values)', r.pos)
+        f_EVSEProcessing = _E3[f_EVSEProcessing]
+        el = 'EVSEPositioningSupport'
+        f_EVSEPositioningSupport = ((x >> 4) & 1) == 1
+        el = 'EVRelativeXDeviation'
+        _neg = (x & 1)
+        f_EVRelativeXDeviation = r.uint()
+        if _neg: f_EVRelativeXDeviation = -f_EVRelativeXDeviation - 1
+        if f_EVRelativeXDeviation < -32768 or f_EVRelativeXDeviation > 32767: raise DecodeError(f'value {f_EVRelativeXDeviation} outside [-32768, 32767]', r.pos)
+        x = bits(4)
+        if x & 14: raise r.deviation('ACDP_VehiclePositioningResType')
+        el = 'EVRelativeYDeviation'
+        _neg = (x & 1)
+        f_EVRelativeYDeviation = r.uint()
+        if _neg: f_EVRelativeYDeviation = -f_EVRelativeYDeviation - 1
+        if f_EVRelativeYDeviation < -32768 or f_EVRelativeYDeviation > 32767: raise DecodeError(f'value {f_EVRelativeYDeviation} outside [-32768, 32767]', r.pos)
+        x = bits(4)
+        if x & 14: raise r.deviation('ACDP_VehiclePositioningResType')
+        el = 'ContactWindowXc'
+        _neg = (x & 1)
+        f_ContactWindowXc = r.uint()
+        if _neg: f_ContactWindowXc = -f_ContactWindowXc - 1
+        if f_ContactWindowXc < -32768 or f_ContactWindowXc > 32767: raise DecodeError(f'value {f_ContactWindowXc} outside [-32768, 32767]', r.pos)
+        x = bits(4)
+        if x & 14: raise r.deviation('ACDP_VehiclePositioningResType')
+        el = 'ContactWindowYc'
+        _neg = (x & 1)
+        f_ContactWindowYc = r.uint()
+        if _neg: f_ContactWindowYc = -f_ContactWindowYc - 1
+        if f_ContactWindowYc < -32768 or f_ContactWindowYc > 32767: raise DecodeError(f'value {f_ContactWindowYc} outside [-32768, 32767]', r.pos)
+        x = bits(6)
+        if x & 59: raise r.deviation('ACDP_VehiclePositioningResType')
+        el = 'EVInChargePosition'
+        f_EVInChargePosition = ((x >> 2) & 1) == 1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_acdp.ACDP_VehiclePositioningResType(f_Header, f_ResponseCode, f_EVSEProcessing, f_EVSEPositioningSupport, f_EVRelativeXDeviation, f_EVRelativeYDeviation, f_ContactWindowXc, f_ContactWindowYc, f_EVInChargePosition)
@@ -7439,122 +6577,57 @@ def _e_ACDP_VehiclePositioningResType(w, o):
         v_ContactWindowXc = o.ContactWindowXc
         v_ContactWindowYc = o.ContactWindowYc
         v_EVInChargePosition = o.EVInChargePosition
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Header is not None:
-                    bits(0, 1)
-                    el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_ResponseCode is not None:
-                    bits(0, 1)
-                    el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I5.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 6)
-                    w.bits(0, 1)
-                    v_ResponseCode = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 2:
-                if v_EVSEProcessing is not None:
-                    bits(0, 1)
-                    el = 'EVSEProcessing'
-                    w.bits(0, 1)
-                    _i = _I6.get(v_EVSEProcessing)
-                    if _i is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration processingType')
-                    w.bits(_i, 2)
-                    w.bits(0, 1)
-                    v_EVSEProcessing = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of EVSEProcessing')
-            if s == 3:
-                if v_EVSEPositioningSupport is not None:
-                    bits(0, 1)
-                    el = 'EVSEPositioningSupport'
-                    w.bits(0, 1)
-                    if v_EVSEPositioningSupport is True: w.bits(1, 1)
-                    elif v_EVSEPositioningSupport is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_EVSEPositioningSupport!r}')
-                    w.bits(0, 1)
-                    v_EVSEPositioningSupport = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of EVSEPositioningSupport')
-            if s == 4:
-                if v_EVRelativeXDeviation is not None:
-                    bits(0, 1)
-                    el = 'EVRelativeXDeviation'
-                    w.bits(0, 1)
-                    if v_EVRelativeXDeviation < -32768 or v_EVRelativeXDeviation > 32767: raise EncodeError(f'value {v_EVRelativeXDeviation!r} outside [-32768, 32767]')
-                    w.sint(v_EVRelativeXDeviation)
-                    w.bits(0, 1)
-                    v_EVRelativeXDeviation = None
-                    s = 5
-                else:
-                    raise EncodeError('missing content: expected one of EVRelativeXDeviation')
-            if s == 5:
-                if v_EVRelativeYDeviation is not None:
-                    bits(0, 1)
-                    el = 'EVRelativeYDeviation'
-                    w.bits(0, 1)
-                    if v_EVRelativeYDeviation < -32768 or v_EVRelativeYDeviation > 32767: raise EncodeError(f'value {v_EVRelativeYDeviation!r} outside [-32768, 32767]')
-                    w.sint(v_EVRelativeYDeviation)
-                    w.bits(0, 1)
-                    v_EVRelativeYDeviation = None
-                    s = 6
-                else:
-                    raise EncodeError('missing content: expected one of EVRelativeYDeviation')
-            if s == 6:
-                if v_ContactWindowXc is not None:
-                    bits(0, 1)
-                    el = 'ContactWindowXc'
-                    w.bits(0, 1)
-                    if v_ContactWindowXc < -32768 or v_ContactWindowXc > 32767: raise EncodeError(f'value {v_ContactWindowXc!r} outside [-32768, 32767]')
-                    w.sint(v_ContactWindowXc)
-                    w.bits(0, 1)
-                    v_ContactWindowXc = None
-                    s = 7
-                else:
-                    raise EncodeError('missing content: expected one of ContactWindowXc')
-            if s == 7:
-                if v_ContactWindowYc is not None:
-                    bits(0, 1)
-                    el = 'ContactWindowYc'
-                    w.bits(0, 1)
-                    if v_ContactWindowYc < -32768 or v_ContactWindowYc > 32767: raise EncodeError(f'value {v_ContactWindowYc!r} outside [-32768, 32767]')
-                    w.sint(v_ContactWindowYc)
-                    w.bits(0, 1)
-                    v_ContactWindowYc = None
-                    s = 8
-                else:
-                    raise EncodeError('missing content: expected one of ContactWindowYc')
-            if s == 8:
-                if v_EVInChargePosition is not None:
-                    bits(0, 1)
-                    el = 'EVInChargePosition'
-                    w.bits(0, 1)
-                    if v_EVInChargePosition is True: w.bits(1, 1)
-                    elif v_EVInChargePosition is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_EVInChargePosition!r}')
-                    w.bits(0, 1)
-                    v_EVInChargePosition = None
-                    s = 9
-                else:
-                    raise EncodeError('missing content: expected one of EVInChargePosition')
-            if s == 9:
-                if True:
-                    bits(0, 1)
-                    if v_Header is not None or v_ResponseCode is not None or v_EVSEProcessing is not None or v_EVSEPositioningSupport is not None or v_EVRelativeXDeviation is not None or v_EVRelativeYDeviation is not None or v_ContactWindowXc is not None or v_ContactWindowYc is not None or v_EVInChargePosition is not None: raise _leftover(o)
-                    s = -1
+        if v_Header is not None:
+            el = 'Header'
+            bits(0, 1)
+            _e_MessageHeaderType(w, v_Header)
+            if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            el = 'ResponseCode'
+            _i18 = _I5.get(v_ResponseCode)
+            if _i18 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (v_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
+            el = 'EVSEProcessing'
+            _i19 = _I6.get(v_EVSEProcessing)
+            if _i19 is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration processingType')
+            if not (v_EVSEPositioningSupport is not None): raise EncodeError('missing content: EVSEPositioningSupport')
+            el = 'EVSEPositioningSupport'
+            if v_EVSEPositioningSupport is not True and v_EVSEPositioningSupport is not False: raise EncodeError(f'expected a bool, got {v_EVSEPositioningSupport!r}')
+            if not (v_EVRelativeXDeviation is not None): raise EncodeError('missing content: EVRelativeXDeviation')
+            el = 'EVRelativeXDeviation'
+            if v_EVRelativeXDeviation < -32768 or v_EVRelativeXDeviation > 32767: raise EncodeError(f'value {v_EVRelativeXDeviation!r} outside [-32768, 32767]')
+            bits((_i18 << 13) | (_i19 << 8) | (v_EVSEPositioningSupport << 4) | (v_EVRelativeXDeviation < 0), 21)
+            v_Header = None
+            v_ResponseCode = None
+            v_EVSEProcessing = None
+            v_EVSEPositioningSupport = None
+            w.uint(-v_EVRelativeXDeviation - 1 if v_EVRelativeXDeviation < 0 else v_EVRelativeXDeviation)
+            if not (v_EVRelativeYDeviation is not None): raise EncodeError('missing content: EVRelativeYDeviation')
+            el = 'EVRelativeYDeviation'
+            if v_EVRelativeYDeviation < -32768 or v_EVRelativeYDeviation > 32767: raise EncodeError(f'value {v_EVRelativeYDeviation!r} outside [-32768, 32767]')
+            bits((v_EVRelativeYDeviation < 0), 4)
+            v_EVRelativeXDeviation = None
+            w.uint(-v_EVRelativeYDeviation - 1 if v_EVRelativeYDeviation < 0 else v_EVRelativeYDeviation)
+            if not (v_ContactWindowXc is not None): raise EncodeError('missing content: ContactWindowXc')
+            el = 'ContactWindowXc'
+            if v_ContactWindowXc < -32768 or v_ContactWindowXc > 32767: raise EncodeError(f'value {v_ContactWindowXc!r} outside [-32768, 32767]')
+            bits((v_ContactWindowXc < 0), 4)
+            v_EVRelativeYDeviation = None
+            w.uint(-v_ContactWindowXc - 1 if v_ContactWindowXc < 0 else v_ContactWindowXc)
+            if not (v_ContactWindowYc is not None): raise EncodeError('missing content: ContactWindowYc')
+            el = 'ContactWindowYc'
+            if v_ContactWindowYc < -32768 or v_ContactWindowYc > 32767: raise EncodeError(f'value {v_ContactWindowYc!r} outside [-32768, 32767]')
+            bits((v_ContactWindowYc < 0), 4)
+            v_ContactWindowXc = None
+            w.uint(-v_ContactWindowYc - 1 if v_ContactWindowYc < 0 else v_ContactWindowYc)
+            if not (v_EVInChargePosition is not None): raise EncodeError('missing content: EVInChargePosition')
+            el = 'EVInChargePosition'
+            if v_EVInChargePosition is not True and v_EVInChargePosition is not False: raise EncodeError(f'expected a bool, got {v_EVInChargePosition!r}')
+            bits((v_EVInChargePosition << 2), 6)
+            v_ContactWindowYc = None
+            v_EVInChargePosition = None
+            if v_Header is not None or v_ResponseCode is not None or v_EVSEProcessing is not None or v_EVSEPositioningSupport is not None or v_EVRelativeXDeviation is not None or v_EVRelativeYDeviation is not None or v_ContactWindowXc is not None or v_ContactWindowYc is not None or v_EVInChargePosition is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Header')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -7563,11 +6636,7 @@ def _d_CLReqControlModeType(r):
     bits = r.bits
     el = ''
     try:
-        ec = bits(1)
-        if ec == 0:
-            s = -1
-        else:
-            raise r.deviation('CLReqControlModeType')
+        if bits(1): raise r.deviation('CLReqControlModeType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.CLReqControlModeType()
@@ -7577,12 +6646,8 @@ def _e_CLReqControlModeType(w, o):
     bits = w.bits
     el = ''
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if True:
-                    bits(0, 1)
-                    s = -1
+        if True:
+            bits(0, 1)
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -7591,11 +6656,7 @@ def _d_CLResControlModeType(r):
     bits = r.bits
     el = ''
     try:
-        ec = bits(1)
-        if ec == 0:
-            s = -1
-        else:
-            raise r.deviation('CLResControlModeType')
+        if bits(1): raise r.deviation('CLResControlModeType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.CLResControlModeType()
@@ -7605,12 +6666,8 @@ def _e_CLResControlModeType(w, o):
     bits = w.bits
     el = ''
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if True:
-                    bits(0, 1)
-                    s = -1
+        if True:
+            bits(0, 1)
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -7628,17 +6685,12 @@ def _d_ManifestType(r):
                 if ec == 0:
                     el = '@Id'
                     f_Id = r.string(3)
-                    s = 1
-                elif ec == 1:
+                    if bits(1): raise r.deviation('ManifestType')
                     el = 'Reference'
                     _v = _d_ReferenceType(r)
                     f_Reference.append(_v)
                     s = 2
-                else:
-                    raise r.deviation('ManifestType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
                     el = 'Reference'
                     _v = _d_ReferenceType(r)
                     f_Reference.append(_v)
@@ -7653,6 +6705,7 @@ def _d_ManifestType(r):
                     f_Reference.append(_v)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ManifestType')
@@ -7664,6 +6717,7 @@ def _d_ManifestType(r):
                         _v = _d_ReferenceType(r)
                         f_Reference.append(_v)
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
@@ -7685,32 +6739,28 @@ def _e_ManifestType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 2)
                     el = '@Id'
+                    bits(0, 2)
                     w.string(v_Id)
-                    v_Id = None
-                    s = 1
-                elif i_Reference < n_Reference:
-                    bits(1, 2)
+                    if not (i_Reference < n_Reference): raise EncodeError('missing content: Reference')
                     el = 'Reference'
+                    bits(0, 1)
+                    v_Id = None
+                    _e_ReferenceType(w, v_Reference[i_Reference])
+                    i_Reference += 1
+                    s = 2
+                elif i_Reference < n_Reference:
+                    el = 'Reference'
+                    bits(1, 2)
                     _e_ReferenceType(w, v_Reference[i_Reference])
                     i_Reference += 1
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, Reference')
-            if s == 1:
-                if i_Reference < n_Reference:
-                    bits(0, 1)
-                    el = 'Reference'
-                    _e_ReferenceType(w, v_Reference[i_Reference])
-                    i_Reference += 1
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of Reference')
             if s == 2:
                 if i_Reference < n_Reference:
-                    bits(0, 2)
                     el = 'Reference'
+                    bits(0, 2)
                     _e_ReferenceType(w, v_Reference[i_Reference])
                     i_Reference += 1
                     s = 3
@@ -7721,8 +6771,8 @@ def _e_ManifestType(w, o):
             if s == 3:
                 while True:
                     if i_Reference < n_Reference:
-                        bits(0, 2)
                         el = 'Reference'
+                        bits(0, 2)
                         _e_ReferenceType(w, v_Reference[i_Reference])
                         i_Reference += 1
                     elif True:
@@ -7747,17 +6797,12 @@ def _d_SignaturePropertiesType(r):
                 if ec == 0:
                     el = '@Id'
                     f_Id = r.string(3)
-                    s = 1
-                elif ec == 1:
+                    if bits(1): raise r.deviation('SignaturePropertiesType')
                     el = 'SignatureProperty'
                     _v = _d_SignaturePropertyType(r, 67)
                     f_SignatureProperty.append(_v)
                     s = 2
-                else:
-                    raise r.deviation('SignaturePropertiesType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
                     el = 'SignatureProperty'
                     _v = _d_SignaturePropertyType(r, 67)
                     f_SignatureProperty.append(_v)
@@ -7772,6 +6817,7 @@ def _d_SignaturePropertiesType(r):
                     f_SignatureProperty.append(_v)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SignaturePropertiesType')
@@ -7783,6 +6829,7 @@ def _d_SignaturePropertiesType(r):
                         _v = _d_SignaturePropertyType(r, 67)
                         f_SignatureProperty.append(_v)
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
@@ -7804,32 +6851,28 @@ def _e_SignaturePropertiesType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 2)
                     el = '@Id'
+                    bits(0, 2)
                     w.string(v_Id)
-                    v_Id = None
-                    s = 1
-                elif i_SignatureProperty < n_SignatureProperty:
-                    bits(1, 2)
+                    if not (i_SignatureProperty < n_SignatureProperty): raise EncodeError('missing content: SignatureProperty')
                     el = 'SignatureProperty'
+                    bits(0, 1)
+                    v_Id = None
+                    _e_SignaturePropertyType(w, v_SignatureProperty[i_SignatureProperty])
+                    i_SignatureProperty += 1
+                    s = 2
+                elif i_SignatureProperty < n_SignatureProperty:
+                    el = 'SignatureProperty'
+                    bits(1, 2)
                     _e_SignaturePropertyType(w, v_SignatureProperty[i_SignatureProperty])
                     i_SignatureProperty += 1
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, SignatureProperty')
-            if s == 1:
-                if i_SignatureProperty < n_SignatureProperty:
-                    bits(0, 1)
-                    el = 'SignatureProperty'
-                    _e_SignaturePropertyType(w, v_SignatureProperty[i_SignatureProperty])
-                    i_SignatureProperty += 1
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of SignatureProperty')
             if s == 2:
                 if i_SignatureProperty < n_SignatureProperty:
-                    bits(0, 2)
                     el = 'SignatureProperty'
+                    bits(0, 2)
                     _e_SignaturePropertyType(w, v_SignatureProperty[i_SignatureProperty])
                     i_SignatureProperty += 1
                     s = 3
@@ -7840,8 +6883,8 @@ def _e_SignaturePropertiesType(w, o):
             if s == 3:
                 while True:
                     if i_SignatureProperty < n_SignatureProperty:
-                        bits(0, 2)
                         el = 'SignatureProperty'
+                        bits(0, 2)
                         _e_SignaturePropertyType(w, v_SignatureProperty[i_SignatureProperty])
                         i_SignatureProperty += 1
                     elif True:
@@ -7866,16 +6909,11 @@ def _d_SignaturePropertyType(r, key):
                 if ec == 0:
                     el = '@Id'
                     f_Id = r.string(3)
-                    s = 1
-                elif ec == 1:
+                    if bits(1): raise r.deviation('SignaturePropertyType')
                     el = '@Target'
                     f_Target = r.string(68)
                     s = 2
-                else:
-                    raise r.deviation('SignaturePropertyType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
                     el = '@Target'
                     f_Target = r.string(68)
                     s = 2
@@ -7907,6 +6945,7 @@ def _d_SignaturePropertyType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -7919,6 +6958,7 @@ def _d_SignaturePropertyType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -7940,28 +6980,24 @@ def _e_SignaturePropertyType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 2)
                     el = '@Id'
+                    bits(0, 2)
                     w.string(v_Id)
-                    v_Id = None
-                    s = 1
-                elif v_Target is not None:
-                    bits(1, 2)
+                    if not (v_Target is not None): raise EncodeError('missing content: Target')
                     el = '@Target'
+                    bits(0, 1)
+                    v_Id = None
+                    w.string(v_Target)
+                    v_Target = None
+                    s = 2
+                elif v_Target is not None:
+                    el = '@Target'
+                    bits(1, 2)
                     w.string(v_Target)
                     v_Target = None
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, Target')
-            if s == 1:
-                if v_Target is not None:
-                    bits(0, 1)
-                    el = '@Target'
-                    w.string(v_Target)
-                    v_Target = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of Target')
             if s == 2:
                 if True:
                     raise EncodeError('missing content: expected one of nothing')
@@ -7992,43 +7028,31 @@ def _d_ChargeLoopReqType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('ChargeLoopReqType')
+                if bits(1): raise r.deviation('ChargeLoopReqType')
+                el = 'Header'
+                f_Header = _d_MessageHeaderType(r)
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
                     el = 'DisplayParameters'
                     f_DisplayParameters = _d_DisplayParametersType(r)
-                    s = 2
-                elif ec == 1:
+                    x = bits(4)
+                    if x & 13: raise r.deviation('ChargeLoopReqType')
                     el = 'MeterInfoRequested'
-                    if bits(1): raise r.deviation('ChargeLoopReqType')
-                    f_MeterInfoRequested = bits(1) == 1
-                    if bits(1): raise r.deviation('ChargeLoopReqType')
+                    f_MeterInfoRequested = ((x >> 1) & 1) == 1
                     s = 3
-                else:
-                    raise r.deviation('ChargeLoopReqType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('ChargeLoopReqType')
                     el = 'MeterInfoRequested'
-                    if bits(1): raise r.deviation('ChargeLoopReqType')
-                    f_MeterInfoRequested = bits(1) == 1
-                    if bits(1): raise r.deviation('ChargeLoopReqType')
+                    f_MeterInfoRequested = ((x >> 1) & 1) == 1
                     s = 3
                 else:
                     raise r.deviation('ChargeLoopReqType')
             if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ChargeLoopReqType')
+                if bits(1): raise r.deviation('ChargeLoopReqType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.ChargeLoopReqType(f_Header, f_DisplayParameters, f_MeterInfoRequested)
@@ -8045,8 +7069,8 @@ def _e_ChargeLoopReqType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Header is not None:
-                    bits(0, 1)
                     el = 'Header'
+                    bits(0, 1)
                     _e_MessageHeaderType(w, v_Header)
                     v_Header = None
                     s = 1
@@ -8054,36 +7078,24 @@ def _e_ChargeLoopReqType(w, o):
                     raise EncodeError('missing content: expected one of Header')
             if s == 1:
                 if v_DisplayParameters is not None:
-                    bits(0, 2)
                     el = 'DisplayParameters'
+                    bits(0, 2)
                     _e_DisplayParametersType(w, v_DisplayParameters)
-                    v_DisplayParameters = None
-                    s = 2
-                elif v_MeterInfoRequested is not None:
-                    bits(1, 2)
+                    if not (v_MeterInfoRequested is not None): raise EncodeError('missing content: MeterInfoRequested')
                     el = 'MeterInfoRequested'
-                    w.bits(0, 1)
-                    if v_MeterInfoRequested is True: w.bits(1, 1)
-                    elif v_MeterInfoRequested is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_MeterInfoRequested!r}')
-                    w.bits(0, 1)
+                    if v_MeterInfoRequested is not True and v_MeterInfoRequested is not False: raise EncodeError(f'expected a bool, got {v_MeterInfoRequested!r}')
+                    bits((v_MeterInfoRequested << 1), 4)
+                    v_DisplayParameters = None
+                    v_MeterInfoRequested = None
+                    s = 3
+                elif v_MeterInfoRequested is not None:
+                    el = 'MeterInfoRequested'
+                    if v_MeterInfoRequested is not True and v_MeterInfoRequested is not False: raise EncodeError(f'expected a bool, got {v_MeterInfoRequested!r}')
+                    bits((1 << 3) | (v_MeterInfoRequested << 1), 5)
                     v_MeterInfoRequested = None
                     s = 3
                 else:
                     raise EncodeError('missing content: expected one of DisplayParameters, MeterInfoRequested')
-            if s == 2:
-                if v_MeterInfoRequested is not None:
-                    bits(0, 1)
-                    el = 'MeterInfoRequested'
-                    w.bits(0, 1)
-                    if v_MeterInfoRequested is True: w.bits(1, 1)
-                    elif v_MeterInfoRequested is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_MeterInfoRequested!r}')
-                    w.bits(0, 1)
-                    v_MeterInfoRequested = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of MeterInfoRequested')
             if s == 3:
                 if True:
                     bits(0, 1)
@@ -8112,372 +7124,380 @@ def _d_DisplayParametersType(r):
             if s == 0:
                 ec = bits(4)
                 if ec == 0:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('DisplayParametersType')
                     el = 'PresentSOC'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_PresentSOC = bits(7)
+                    f_PresentSOC = ((x >> 1) & 127)
                     if f_PresentSOC > 100: raise DecodeError(f'value {f_PresentSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
                     s = 1
                 elif ec == 1:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('DisplayParametersType')
                     el = 'MinimumSOC'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_MinimumSOC = bits(7)
+                    f_MinimumSOC = ((x >> 1) & 127)
                     if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
                     s = 2
                 elif ec == 2:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('DisplayParametersType')
                     el = 'TargetSOC'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_TargetSOC = bits(7)
+                    f_TargetSOC = ((x >> 1) & 127)
                     if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
                     s = 3
                 elif ec == 3:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('DisplayParametersType')
                     el = 'MaximumSOC'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_MaximumSOC = bits(7)
+                    f_MaximumSOC = ((x >> 1) & 127)
                     if f_MaximumSOC > 100: raise DecodeError(f'value {f_MaximumSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
                     s = 4
                 elif ec == 4:
-                    el = 'RemainingTimeToMinimumSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToMinimumSOC'
                     f_RemainingTimeToMinimumSOC = r.uint()
                     if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 5
                 elif ec == 5:
-                    el = 'RemainingTimeToTargetSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToTargetSOC'
                     f_RemainingTimeToTargetSOC = r.uint()
                     if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 6
                 elif ec == 6:
-                    el = 'RemainingTimeToMaximumSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToMaximumSOC'
                     f_RemainingTimeToMaximumSOC = r.uint()
                     if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 7
                 elif ec == 7:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'ChargingComplete'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_ChargingComplete = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 8:
                     el = 'BatteryEnergyCapacity'
                     f_BatteryEnergyCapacity = _d_RationalNumberType(r)
                     s = 9
                 elif ec == 9:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'InletHot'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_InletHot = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_InletHot = ((x >> 1) & 1) == 1
                     s = 10
                 elif ec == 10:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DisplayParametersType')
             if s == 1:
                 ec = bits(4)
                 if ec == 0:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('DisplayParametersType')
                     el = 'MinimumSOC'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_MinimumSOC = bits(7)
+                    f_MinimumSOC = ((x >> 1) & 127)
                     if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
                     s = 2
                 elif ec == 1:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('DisplayParametersType')
                     el = 'TargetSOC'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_TargetSOC = bits(7)
+                    f_TargetSOC = ((x >> 1) & 127)
                     if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
                     s = 3
                 elif ec == 2:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('DisplayParametersType')
                     el = 'MaximumSOC'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_MaximumSOC = bits(7)
+                    f_MaximumSOC = ((x >> 1) & 127)
                     if f_MaximumSOC > 100: raise DecodeError(f'value {f_MaximumSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
                     s = 4
                 elif ec == 3:
-                    el = 'RemainingTimeToMinimumSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToMinimumSOC'
                     f_RemainingTimeToMinimumSOC = r.uint()
                     if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 5
                 elif ec == 4:
-                    el = 'RemainingTimeToTargetSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToTargetSOC'
                     f_RemainingTimeToTargetSOC = r.uint()
                     if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 6
                 elif ec == 5:
-                    el = 'RemainingTimeToMaximumSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToMaximumSOC'
                     f_RemainingTimeToMaximumSOC = r.uint()
                     if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 7
                 elif ec == 6:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'ChargingComplete'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_ChargingComplete = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 7:
                     el = 'BatteryEnergyCapacity'
                     f_BatteryEnergyCapacity = _d_RationalNumberType(r)
                     s = 9
                 elif ec == 8:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'InletHot'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_InletHot = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_InletHot = ((x >> 1) & 1) == 1
                     s = 10
                 elif ec == 9:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DisplayParametersType')
             if s == 2:
                 ec = bits(4)
                 if ec == 0:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('DisplayParametersType')
                     el = 'TargetSOC'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_TargetSOC = bits(7)
+                    f_TargetSOC = ((x >> 1) & 127)
                     if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
                     s = 3
                 elif ec == 1:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('DisplayParametersType')
                     el = 'MaximumSOC'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_MaximumSOC = bits(7)
+                    f_MaximumSOC = ((x >> 1) & 127)
                     if f_MaximumSOC > 100: raise DecodeError(f'value {f_MaximumSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
                     s = 4
                 elif ec == 2:
-                    el = 'RemainingTimeToMinimumSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToMinimumSOC'
                     f_RemainingTimeToMinimumSOC = r.uint()
                     if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 5
                 elif ec == 3:
-                    el = 'RemainingTimeToTargetSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToTargetSOC'
                     f_RemainingTimeToTargetSOC = r.uint()
                     if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 6
                 elif ec == 4:
-                    el = 'RemainingTimeToMaximumSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToMaximumSOC'
                     f_RemainingTimeToMaximumSOC = r.uint()
                     if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 7
                 elif ec == 5:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'ChargingComplete'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_ChargingComplete = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 6:
                     el = 'BatteryEnergyCapacity'
                     f_BatteryEnergyCapacity = _d_RationalNumberType(r)
                     s = 9
                 elif ec == 7:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'InletHot'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_InletHot = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_InletHot = ((x >> 1) & 1) == 1
                     s = 10
                 elif ec == 8:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DisplayParametersType')
             if s == 3:
                 ec = bits(4)
                 if ec == 0:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('DisplayParametersType')
                     el = 'MaximumSOC'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_MaximumSOC = bits(7)
+                    f_MaximumSOC = ((x >> 1) & 127)
                     if f_MaximumSOC > 100: raise DecodeError(f'value {f_MaximumSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
                     s = 4
                 elif ec == 1:
-                    el = 'RemainingTimeToMinimumSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToMinimumSOC'
                     f_RemainingTimeToMinimumSOC = r.uint()
                     if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 5
                 elif ec == 2:
-                    el = 'RemainingTimeToTargetSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToTargetSOC'
                     f_RemainingTimeToTargetSOC = r.uint()
                     if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 6
                 elif ec == 3:
-                    el = 'RemainingTimeToMaximumSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToMaximumSOC'
                     f_RemainingTimeToMaximumSOC = r.uint()
                     if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 7
                 elif ec == 4:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'ChargingComplete'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_ChargingComplete = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 5:
                     el = 'BatteryEnergyCapacity'
                     f_BatteryEnergyCapacity = _d_RationalNumberType(r)
                     s = 9
                 elif ec == 6:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'InletHot'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_InletHot = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_InletHot = ((x >> 1) & 1) == 1
                     s = 10
                 elif ec == 7:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DisplayParametersType')
             if s == 4:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'RemainingTimeToMinimumSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToMinimumSOC'
                     f_RemainingTimeToMinimumSOC = r.uint()
                     if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 5
                 elif ec == 1:
-                    el = 'RemainingTimeToTargetSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToTargetSOC'
                     f_RemainingTimeToTargetSOC = r.uint()
                     if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 6
                 elif ec == 2:
-                    el = 'RemainingTimeToMaximumSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToMaximumSOC'
                     f_RemainingTimeToMaximumSOC = r.uint()
                     if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 7
                 elif ec == 3:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'ChargingComplete'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_ChargingComplete = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 4:
                     el = 'BatteryEnergyCapacity'
                     f_BatteryEnergyCapacity = _d_RationalNumberType(r)
                     s = 9
                 elif ec == 5:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'InletHot'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_InletHot = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_InletHot = ((x >> 1) & 1) == 1
                     s = 10
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DisplayParametersType')
             if s == 5:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'RemainingTimeToTargetSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToTargetSOC'
                     f_RemainingTimeToTargetSOC = r.uint()
                     if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 6
                 elif ec == 1:
-                    el = 'RemainingTimeToMaximumSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToMaximumSOC'
                     f_RemainingTimeToMaximumSOC = r.uint()
                     if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 7
                 elif ec == 2:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'ChargingComplete'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_ChargingComplete = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 3:
                     el = 'BatteryEnergyCapacity'
                     f_BatteryEnergyCapacity = _d_RationalNumberType(r)
                     s = 9
                 elif ec == 4:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'InletHot'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_InletHot = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_InletHot = ((x >> 1) & 1) == 1
                     s = 10
                 elif ec == 5:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DisplayParametersType')
             if s == 6:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'RemainingTimeToMaximumSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToMaximumSOC'
                     f_RemainingTimeToMaximumSOC = r.uint()
                     if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 7
                 elif ec == 1:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'ChargingComplete'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_ChargingComplete = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 2:
                     el = 'BatteryEnergyCapacity'
                     f_BatteryEnergyCapacity = _d_RationalNumberType(r)
                     s = 9
                 elif ec == 3:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'InletHot'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_InletHot = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_InletHot = ((x >> 1) & 1) == 1
                     s = 10
                 elif ec == 4:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DisplayParametersType')
             if s == 7:
                 ec = bits(3)
                 if ec == 0:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'ChargingComplete'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_ChargingComplete = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 1:
                     el = 'BatteryEnergyCapacity'
                     f_BatteryEnergyCapacity = _d_RationalNumberType(r)
                     s = 9
                 elif ec == 2:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'InletHot'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_InletHot = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_InletHot = ((x >> 1) & 1) == 1
                     s = 10
                 elif ec == 3:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DisplayParametersType')
@@ -8488,33 +7508,32 @@ def _d_DisplayParametersType(r):
                     f_BatteryEnergyCapacity = _d_RationalNumberType(r)
                     s = 9
                 elif ec == 1:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'InletHot'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_InletHot = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_InletHot = ((x >> 1) & 1) == 1
                     s = 10
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DisplayParametersType')
             if s == 9:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'InletHot'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_InletHot = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_InletHot = ((x >> 1) & 1) == 1
                     s = 10
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DisplayParametersType')
             if s == 10:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('DisplayParametersType')
+                if bits(1): raise r.deviation('DisplayParametersType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.DisplayParametersType(f_PresentSOC, f_MinimumSOC, f_TargetSOC, f_MaximumSOC, f_RemainingTimeToMinimumSOC, f_RemainingTimeToTargetSOC, f_RemainingTimeToMaximumSOC, f_ChargingComplete, f_BatteryEnergyCapacity, f_InletHot)
@@ -8538,92 +7557,69 @@ def _e_DisplayParametersType(w, o):
         while s >= 0:
             if s == 0:
                 if v_PresentSOC is not None:
-                    bits(0, 4)
                     el = 'PresentSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_PresentSOC <= 100: raise EncodeError(f'value {v_PresentSOC!r} outside [0, 100]')
-                    w.bits(v_PresentSOC, 7)
-                    w.bits(0, 1)
+                    bits((v_PresentSOC << 1), 13)
                     v_PresentSOC = None
                     s = 1
                 elif v_MinimumSOC is not None:
-                    bits(1, 4)
                     el = 'MinimumSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_MinimumSOC <= 100: raise EncodeError(f'value {v_MinimumSOC!r} outside [0, 100]')
-                    w.bits(v_MinimumSOC, 7)
-                    w.bits(0, 1)
+                    bits((1 << 9) | (v_MinimumSOC << 1), 13)
                     v_MinimumSOC = None
                     s = 2
                 elif v_TargetSOC is not None:
-                    bits(2, 4)
                     el = 'TargetSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
-                    w.bits(v_TargetSOC, 7)
-                    w.bits(0, 1)
+                    bits((2 << 9) | (v_TargetSOC << 1), 13)
                     v_TargetSOC = None
                     s = 3
                 elif v_MaximumSOC is not None:
-                    bits(3, 4)
                     el = 'MaximumSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_MaximumSOC <= 100: raise EncodeError(f'value {v_MaximumSOC!r} outside [0, 100]')
-                    w.bits(v_MaximumSOC, 7)
-                    w.bits(0, 1)
+                    bits((3 << 9) | (v_MaximumSOC << 1), 13)
                     v_MaximumSOC = None
                     s = 4
                 elif v_RemainingTimeToMinimumSOC is not None:
-                    bits(4, 4)
                     el = 'RemainingTimeToMinimumSOC'
-                    w.bits(0, 1)
+                    bits((4 << 1), 5)
                     if v_RemainingTimeToMinimumSOC < 0 or v_RemainingTimeToMinimumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMinimumSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToMinimumSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToMinimumSOC = None
                     s = 5
                 elif v_RemainingTimeToTargetSOC is not None:
-                    bits(5, 4)
                     el = 'RemainingTimeToTargetSOC'
-                    w.bits(0, 1)
+                    bits((5 << 1), 5)
                     if v_RemainingTimeToTargetSOC < 0 or v_RemainingTimeToTargetSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToTargetSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToTargetSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToTargetSOC = None
                     s = 6
                 elif v_RemainingTimeToMaximumSOC is not None:
-                    bits(6, 4)
                     el = 'RemainingTimeToMaximumSOC'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     if v_RemainingTimeToMaximumSOC < 0 or v_RemainingTimeToMaximumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMaximumSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToMaximumSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToMaximumSOC = None
                     s = 7
                 elif v_ChargingComplete is not None:
-                    bits(7, 4)
                     el = 'ChargingComplete'
-                    w.bits(0, 1)
-                    if v_ChargingComplete is True: w.bits(1, 1)
-                    elif v_ChargingComplete is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    w.bits(0, 1)
+                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                    bits((7 << 3) | (v_ChargingComplete << 1), 7)
                     v_ChargingComplete = None
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
-                    bits(8, 4)
                     el = 'BatteryEnergyCapacity'
+                    bits(8, 4)
                     _e_RationalNumberType(w, v_BatteryEnergyCapacity)
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
-                    bits(9, 4)
                     el = 'InletHot'
-                    w.bits(0, 1)
-                    if v_InletHot is True: w.bits(1, 1)
-                    elif v_InletHot is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    w.bits(0, 1)
+                    if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
+                    bits((9 << 3) | (v_InletHot << 1), 7)
                     v_InletHot = None
                     s = 10
                 elif True:
@@ -8632,83 +7628,63 @@ def _e_DisplayParametersType(w, o):
                     s = -1
             if s == 1:
                 if v_MinimumSOC is not None:
-                    bits(0, 4)
                     el = 'MinimumSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_MinimumSOC <= 100: raise EncodeError(f'value {v_MinimumSOC!r} outside [0, 100]')
-                    w.bits(v_MinimumSOC, 7)
-                    w.bits(0, 1)
+                    bits((v_MinimumSOC << 1), 13)
                     v_MinimumSOC = None
                     s = 2
                 elif v_TargetSOC is not None:
-                    bits(1, 4)
                     el = 'TargetSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
-                    w.bits(v_TargetSOC, 7)
-                    w.bits(0, 1)
+                    bits((1 << 9) | (v_TargetSOC << 1), 13)
                     v_TargetSOC = None
                     s = 3
                 elif v_MaximumSOC is not None:
-                    bits(2, 4)
                     el = 'MaximumSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_MaximumSOC <= 100: raise EncodeError(f'value {v_MaximumSOC!r} outside [0, 100]')
-                    w.bits(v_MaximumSOC, 7)
-                    w.bits(0, 1)
+                    bits((2 << 9) | (v_MaximumSOC << 1), 13)
                     v_MaximumSOC = None
                     s = 4
                 elif v_RemainingTimeToMinimumSOC is not None:
-                    bits(3, 4)
                     el = 'RemainingTimeToMinimumSOC'
-                    w.bits(0, 1)
+                    bits((3 << 1), 5)
                     if v_RemainingTimeToMinimumSOC < 0 or v_RemainingTimeToMinimumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMinimumSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToMinimumSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToMinimumSOC = None
                     s = 5
                 elif v_RemainingTimeToTargetSOC is not None:
-                    bits(4, 4)
                     el = 'RemainingTimeToTargetSOC'
-                    w.bits(0, 1)
+                    bits((4 << 1), 5)
                     if v_RemainingTimeToTargetSOC < 0 or v_RemainingTimeToTargetSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToTargetSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToTargetSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToTargetSOC = None
                     s = 6
                 elif v_RemainingTimeToMaximumSOC is not None:
-                    bits(5, 4)
                     el = 'RemainingTimeToMaximumSOC'
-                    w.bits(0, 1)
+                    bits((5 << 1), 5)
                     if v_RemainingTimeToMaximumSOC < 0 or v_RemainingTimeToMaximumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMaximumSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToMaximumSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToMaximumSOC = None
                     s = 7
                 elif v_ChargingComplete is not None:
-                    bits(6, 4)
                     el = 'ChargingComplete'
-                    w.bits(0, 1)
-                    if v_ChargingComplete is True: w.bits(1, 1)
-                    elif v_ChargingComplete is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    w.bits(0, 1)
+                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                    bits((6 << 3) | (v_ChargingComplete << 1), 7)
                     v_ChargingComplete = None
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
-                    bits(7, 4)
                     el = 'BatteryEnergyCapacity'
+                    bits(7, 4)
                     _e_RationalNumberType(w, v_BatteryEnergyCapacity)
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
-                    bits(8, 4)
                     el = 'InletHot'
-                    w.bits(0, 1)
-                    if v_InletHot is True: w.bits(1, 1)
-                    elif v_InletHot is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    w.bits(0, 1)
+                    if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
+                    bits((8 << 3) | (v_InletHot << 1), 7)
                     v_InletHot = None
                     s = 10
                 elif True:
@@ -8717,74 +7693,57 @@ def _e_DisplayParametersType(w, o):
                     s = -1
             if s == 2:
                 if v_TargetSOC is not None:
-                    bits(0, 4)
                     el = 'TargetSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
-                    w.bits(v_TargetSOC, 7)
-                    w.bits(0, 1)
+                    bits((v_TargetSOC << 1), 13)
                     v_TargetSOC = None
                     s = 3
                 elif v_MaximumSOC is not None:
-                    bits(1, 4)
                     el = 'MaximumSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_MaximumSOC <= 100: raise EncodeError(f'value {v_MaximumSOC!r} outside [0, 100]')
-                    w.bits(v_MaximumSOC, 7)
-                    w.bits(0, 1)
+                    bits((1 << 9) | (v_MaximumSOC << 1), 13)
                     v_MaximumSOC = None
                     s = 4
                 elif v_RemainingTimeToMinimumSOC is not None:
-                    bits(2, 4)
                     el = 'RemainingTimeToMinimumSOC'
-                    w.bits(0, 1)
+                    bits((2 << 1), 5)
                     if v_RemainingTimeToMinimumSOC < 0 or v_RemainingTimeToMinimumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMinimumSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToMinimumSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToMinimumSOC = None
                     s = 5
                 elif v_RemainingTimeToTargetSOC is not None:
-                    bits(3, 4)
                     el = 'RemainingTimeToTargetSOC'
-                    w.bits(0, 1)
+                    bits((3 << 1), 5)
                     if v_RemainingTimeToTargetSOC < 0 or v_RemainingTimeToTargetSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToTargetSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToTargetSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToTargetSOC = None
                     s = 6
                 elif v_RemainingTimeToMaximumSOC is not None:
-                    bits(4, 4)
                     el = 'RemainingTimeToMaximumSOC'
-                    w.bits(0, 1)
+                    bits((4 << 1), 5)
                     if v_RemainingTimeToMaximumSOC < 0 or v_RemainingTimeToMaximumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMaximumSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToMaximumSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToMaximumSOC = None
                     s = 7
                 elif v_ChargingComplete is not None:
-                    bits(5, 4)
                     el = 'ChargingComplete'
-                    w.bits(0, 1)
-                    if v_ChargingComplete is True: w.bits(1, 1)
-                    elif v_ChargingComplete is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    w.bits(0, 1)
+                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                    bits((5 << 3) | (v_ChargingComplete << 1), 7)
                     v_ChargingComplete = None
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
-                    bits(6, 4)
                     el = 'BatteryEnergyCapacity'
+                    bits(6, 4)
                     _e_RationalNumberType(w, v_BatteryEnergyCapacity)
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
-                    bits(7, 4)
                     el = 'InletHot'
-                    w.bits(0, 1)
-                    if v_InletHot is True: w.bits(1, 1)
-                    elif v_InletHot is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    w.bits(0, 1)
+                    if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
+                    bits((7 << 3) | (v_InletHot << 1), 7)
                     v_InletHot = None
                     s = 10
                 elif True:
@@ -8793,65 +7752,51 @@ def _e_DisplayParametersType(w, o):
                     s = -1
             if s == 3:
                 if v_MaximumSOC is not None:
-                    bits(0, 4)
                     el = 'MaximumSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_MaximumSOC <= 100: raise EncodeError(f'value {v_MaximumSOC!r} outside [0, 100]')
-                    w.bits(v_MaximumSOC, 7)
-                    w.bits(0, 1)
+                    bits((v_MaximumSOC << 1), 13)
                     v_MaximumSOC = None
                     s = 4
                 elif v_RemainingTimeToMinimumSOC is not None:
-                    bits(1, 4)
                     el = 'RemainingTimeToMinimumSOC'
-                    w.bits(0, 1)
+                    bits((1 << 1), 5)
                     if v_RemainingTimeToMinimumSOC < 0 or v_RemainingTimeToMinimumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMinimumSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToMinimumSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToMinimumSOC = None
                     s = 5
                 elif v_RemainingTimeToTargetSOC is not None:
-                    bits(2, 4)
                     el = 'RemainingTimeToTargetSOC'
-                    w.bits(0, 1)
+                    bits((2 << 1), 5)
                     if v_RemainingTimeToTargetSOC < 0 or v_RemainingTimeToTargetSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToTargetSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToTargetSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToTargetSOC = None
                     s = 6
                 elif v_RemainingTimeToMaximumSOC is not None:
-                    bits(3, 4)
                     el = 'RemainingTimeToMaximumSOC'
-                    w.bits(0, 1)
+                    bits((3 << 1), 5)
                     if v_RemainingTimeToMaximumSOC < 0 or v_RemainingTimeToMaximumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMaximumSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToMaximumSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToMaximumSOC = None
                     s = 7
                 elif v_ChargingComplete is not None:
-                    bits(4, 4)
                     el = 'ChargingComplete'
-                    w.bits(0, 1)
-                    if v_ChargingComplete is True: w.bits(1, 1)
-                    elif v_ChargingComplete is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    w.bits(0, 1)
+                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                    bits((4 << 3) | (v_ChargingComplete << 1), 7)
                     v_ChargingComplete = None
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
-                    bits(5, 4)
                     el = 'BatteryEnergyCapacity'
+                    bits(5, 4)
                     _e_RationalNumberType(w, v_BatteryEnergyCapacity)
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
-                    bits(6, 4)
                     el = 'InletHot'
-                    w.bits(0, 1)
-                    if v_InletHot is True: w.bits(1, 1)
-                    elif v_InletHot is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    w.bits(0, 1)
+                    if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
+                    bits((6 << 3) | (v_InletHot << 1), 7)
                     v_InletHot = None
                     s = 10
                 elif True:
@@ -8860,56 +7805,45 @@ def _e_DisplayParametersType(w, o):
                     s = -1
             if s == 4:
                 if v_RemainingTimeToMinimumSOC is not None:
-                    bits(0, 3)
                     el = 'RemainingTimeToMinimumSOC'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     if v_RemainingTimeToMinimumSOC < 0 or v_RemainingTimeToMinimumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMinimumSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToMinimumSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToMinimumSOC = None
                     s = 5
                 elif v_RemainingTimeToTargetSOC is not None:
-                    bits(1, 3)
                     el = 'RemainingTimeToTargetSOC'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     if v_RemainingTimeToTargetSOC < 0 or v_RemainingTimeToTargetSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToTargetSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToTargetSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToTargetSOC = None
                     s = 6
                 elif v_RemainingTimeToMaximumSOC is not None:
-                    bits(2, 3)
                     el = 'RemainingTimeToMaximumSOC'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     if v_RemainingTimeToMaximumSOC < 0 or v_RemainingTimeToMaximumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMaximumSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToMaximumSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToMaximumSOC = None
                     s = 7
                 elif v_ChargingComplete is not None:
-                    bits(3, 3)
                     el = 'ChargingComplete'
-                    w.bits(0, 1)
-                    if v_ChargingComplete is True: w.bits(1, 1)
-                    elif v_ChargingComplete is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    w.bits(0, 1)
+                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                    bits((3 << 3) | (v_ChargingComplete << 1), 6)
                     v_ChargingComplete = None
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
-                    bits(4, 3)
                     el = 'BatteryEnergyCapacity'
+                    bits(4, 3)
                     _e_RationalNumberType(w, v_BatteryEnergyCapacity)
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
-                    bits(5, 3)
                     el = 'InletHot'
-                    w.bits(0, 1)
-                    if v_InletHot is True: w.bits(1, 1)
-                    elif v_InletHot is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    w.bits(0, 1)
+                    if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
+                    bits((5 << 3) | (v_InletHot << 1), 6)
                     v_InletHot = None
                     s = 10
                 elif True:
@@ -8918,47 +7852,37 @@ def _e_DisplayParametersType(w, o):
                     s = -1
             if s == 5:
                 if v_RemainingTimeToTargetSOC is not None:
-                    bits(0, 3)
                     el = 'RemainingTimeToTargetSOC'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     if v_RemainingTimeToTargetSOC < 0 or v_RemainingTimeToTargetSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToTargetSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToTargetSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToTargetSOC = None
                     s = 6
                 elif v_RemainingTimeToMaximumSOC is not None:
-                    bits(1, 3)
                     el = 'RemainingTimeToMaximumSOC'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     if v_RemainingTimeToMaximumSOC < 0 or v_RemainingTimeToMaximumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMaximumSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToMaximumSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToMaximumSOC = None
                     s = 7
                 elif v_ChargingComplete is not None:
-                    bits(2, 3)
                     el = 'ChargingComplete'
-                    w.bits(0, 1)
-                    if v_ChargingComplete is True: w.bits(1, 1)
-                    elif v_ChargingComplete is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    w.bits(0, 1)
+                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                    bits((2 << 3) | (v_ChargingComplete << 1), 6)
                     v_ChargingComplete = None
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
-                    bits(3, 3)
                     el = 'BatteryEnergyCapacity'
+                    bits(3, 3)
                     _e_RationalNumberType(w, v_BatteryEnergyCapacity)
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
-                    bits(4, 3)
                     el = 'InletHot'
-                    w.bits(0, 1)
-                    if v_InletHot is True: w.bits(1, 1)
-                    elif v_InletHot is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    w.bits(0, 1)
+                    if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
+                    bits((4 << 3) | (v_InletHot << 1), 6)
                     v_InletHot = None
                     s = 10
                 elif True:
@@ -8967,38 +7891,29 @@ def _e_DisplayParametersType(w, o):
                     s = -1
             if s == 6:
                 if v_RemainingTimeToMaximumSOC is not None:
-                    bits(0, 3)
                     el = 'RemainingTimeToMaximumSOC'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     if v_RemainingTimeToMaximumSOC < 0 or v_RemainingTimeToMaximumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMaximumSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToMaximumSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToMaximumSOC = None
                     s = 7
                 elif v_ChargingComplete is not None:
-                    bits(1, 3)
                     el = 'ChargingComplete'
-                    w.bits(0, 1)
-                    if v_ChargingComplete is True: w.bits(1, 1)
-                    elif v_ChargingComplete is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    w.bits(0, 1)
+                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                    bits((1 << 3) | (v_ChargingComplete << 1), 6)
                     v_ChargingComplete = None
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
-                    bits(2, 3)
                     el = 'BatteryEnergyCapacity'
+                    bits(2, 3)
                     _e_RationalNumberType(w, v_BatteryEnergyCapacity)
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
-                    bits(3, 3)
                     el = 'InletHot'
-                    w.bits(0, 1)
-                    if v_InletHot is True: w.bits(1, 1)
-                    elif v_InletHot is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    w.bits(0, 1)
+                    if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
+                    bits((3 << 3) | (v_InletHot << 1), 6)
                     v_InletHot = None
                     s = 10
                 elif True:
@@ -9007,29 +7922,21 @@ def _e_DisplayParametersType(w, o):
                     s = -1
             if s == 7:
                 if v_ChargingComplete is not None:
-                    bits(0, 3)
                     el = 'ChargingComplete'
-                    w.bits(0, 1)
-                    if v_ChargingComplete is True: w.bits(1, 1)
-                    elif v_ChargingComplete is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    w.bits(0, 1)
+                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                    bits((v_ChargingComplete << 1), 6)
                     v_ChargingComplete = None
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
-                    bits(1, 3)
                     el = 'BatteryEnergyCapacity'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_BatteryEnergyCapacity)
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
-                    bits(2, 3)
                     el = 'InletHot'
-                    w.bits(0, 1)
-                    if v_InletHot is True: w.bits(1, 1)
-                    elif v_InletHot is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    w.bits(0, 1)
+                    if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
+                    bits((2 << 3) | (v_InletHot << 1), 6)
                     v_InletHot = None
                     s = 10
                 elif True:
@@ -9038,19 +7945,15 @@ def _e_DisplayParametersType(w, o):
                     s = -1
             if s == 8:
                 if v_BatteryEnergyCapacity is not None:
-                    bits(0, 2)
                     el = 'BatteryEnergyCapacity'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_BatteryEnergyCapacity)
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
-                    bits(1, 2)
                     el = 'InletHot'
-                    w.bits(0, 1)
-                    if v_InletHot is True: w.bits(1, 1)
-                    elif v_InletHot is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    w.bits(0, 1)
+                    if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
+                    bits((1 << 3) | (v_InletHot << 1), 5)
                     v_InletHot = None
                     s = 10
                 elif True:
@@ -9059,13 +7962,9 @@ def _e_DisplayParametersType(w, o):
                     s = -1
             if s == 9:
                 if v_InletHot is not None:
-                    bits(0, 2)
                     el = 'InletHot'
-                    w.bits(0, 1)
-                    if v_InletHot is True: w.bits(1, 1)
-                    elif v_InletHot is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    w.bits(0, 1)
+                    if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
+                    bits((v_InletHot << 1), 5)
                     v_InletHot = None
                     s = 10
                 elif True:
@@ -9093,25 +7992,16 @@ def _d_ChargeLoopResType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('ChargeLoopResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('ChargeLoopResType')
-                    f_ResponseCode = bits(6)
-                    if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
-                    f_ResponseCode = _E2[f_ResponseCode]
-                    if bits(1): raise r.deviation('ChargeLoopResType')
-                    s = 2
-                else:
-                    raise r.deviation('ChargeLoopResType')
+                if bits(1): raise r.deviation('ChargeLoopResType')
+                el = 'Header'
+                f_Header = _d_MessageHeaderType(r)
+                x = bits(9)
+                if x & 385: raise r.deviation('ChargeLoopResType')
+                el = 'ResponseCode'
+                f_ResponseCode = ((x >> 1) & 63)
+                if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
+                f_ResponseCode = _E2[f_ResponseCode]
+                s = 2
             if s == 2:
                 ec = bits(3)
                 if ec == 0:
@@ -9127,6 +8017,7 @@ def _d_ChargeLoopResType(r):
                     f_Receipt = _d_ReceiptType(r)
                     s = 5
                 elif ec == 3:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ChargeLoopResType')
@@ -9141,6 +8032,7 @@ def _d_ChargeLoopResType(r):
                     f_Receipt = _d_ReceiptType(r)
                     s = 5
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ChargeLoopResType')
@@ -9151,15 +8043,13 @@ def _d_ChargeLoopResType(r):
                     f_Receipt = _d_ReceiptType(r)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ChargeLoopResType')
             if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ChargeLoopResType')
+                if bits(1): raise r.deviation('ChargeLoopResType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.ChargeLoopResType(f_Header, f_ResponseCode, f_EVSEStatus, f_MeterInfo, f_Receipt)
@@ -9178,42 +8068,35 @@ def _e_ChargeLoopResType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Header is not None:
-                    bits(0, 1)
                     el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_ResponseCode is not None:
                     bits(0, 1)
+                    _e_MessageHeaderType(w, v_Header)
+                    if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
                     el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I5.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 6)
-                    w.bits(0, 1)
+                    _i20 = _I5.get(v_ResponseCode)
+                    if _i20 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    bits((_i20 << 1), 9)
+                    v_Header = None
                     v_ResponseCode = None
                     s = 2
                 else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
+                    raise EncodeError('missing content: expected one of Header')
             if s == 2:
                 if v_EVSEStatus is not None:
-                    bits(0, 3)
                     el = 'EVSEStatus'
+                    bits(0, 3)
                     _e_EVSEStatusType(w, v_EVSEStatus)
                     v_EVSEStatus = None
                     s = 3
                 elif v_MeterInfo is not None:
-                    bits(1, 3)
                     el = 'MeterInfo'
+                    bits(1, 3)
                     _e_MeterInfoType(w, v_MeterInfo)
                     v_MeterInfo = None
                     s = 4
                 elif v_Receipt is not None:
-                    bits(2, 3)
                     el = 'Receipt'
+                    bits(2, 3)
                     _e_ReceiptType(w, v_Receipt)
                     v_Receipt = None
                     s = 5
@@ -9223,14 +8106,14 @@ def _e_ChargeLoopResType(w, o):
                     s = -1
             if s == 3:
                 if v_MeterInfo is not None:
-                    bits(0, 2)
                     el = 'MeterInfo'
+                    bits(0, 2)
                     _e_MeterInfoType(w, v_MeterInfo)
                     v_MeterInfo = None
                     s = 4
                 elif v_Receipt is not None:
-                    bits(1, 2)
                     el = 'Receipt'
+                    bits(1, 2)
                     _e_ReceiptType(w, v_Receipt)
                     v_Receipt = None
                     s = 5
@@ -9240,8 +8123,8 @@ def _e_ChargeLoopResType(w, o):
                     s = -1
             if s == 4:
                 if v_Receipt is not None:
-                    bits(0, 2)
                     el = 'Receipt'
+                    bits(0, 2)
                     _e_ReceiptType(w, v_Receipt)
                     v_Receipt = None
                     s = 5
@@ -9264,37 +8147,17 @@ def _d_EVSEStatusType(r):
     f_NotificationMaxDelay = None
     f_EVSENotification = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'NotificationMaxDelay'
-                    if bits(1): raise r.deviation('EVSEStatusType')
-                    f_NotificationMaxDelay = r.uint()
-                    if f_NotificationMaxDelay > 65535: raise DecodeError(f'value {f_NotificationMaxDelay} outside [0, 65535]', r.pos)
-                    if bits(1): raise r.deviation('EVSEStatusType')
-                    s = 1
-                else:
-                    raise r.deviation('EVSEStatusType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSENotification'
-                    if bits(1): raise r.deviation('EVSEStatusType')
-                    f_EVSENotification = bits(3)
-                    if f_EVSENotification >= 6: raise DecodeError(f'enumeration index {f_EVSENotification} out of range (6 values)', r.pos)
-                    f_EVSENotification = _E14[f_EVSENotification]
-                    if bits(1): raise r.deviation('EVSEStatusType')
-                    s = 2
-                else:
-                    raise r.deviation('EVSEStatusType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('EVSEStatusType')
+        x = bits(2)
+        if x & 3: raise r.deviation('EVSEStatusType')
+        el = 'NotificationMaxDelay'
+        f_NotificationMaxDelay = r.uint()
+        if f_NotificationMaxDelay > 65535: raise DecodeError(f'value {f_NotificationMaxDelay} outside [0, 65535]', r.pos)
+        x = bits(8)
+        if x & 227: raise r.deviation('EVSEStatusType')
+        el = 'EVSENotification'
+        f_EVSENotification = ((x >> 2) & 7)
+        if f_EVSENotification >= 6: raise DecodeError(f'enumeration index {f_EVSENotification} out of range (6 values)', r.pos)
+        f_EVSENotification = _E14[f_EVSENotification]
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.EVSEStatusType(f_NotificationMaxDelay, f_EVSENotification)
@@ -9306,38 +8169,21 @@ def _e_EVSEStatusType(w, o):
     try:
         v_NotificationMaxDelay = o.NotificationMaxDelay
         v_EVSENotification = o.EVSENotification
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_NotificationMaxDelay is not None:
-                    bits(0, 1)
-                    el = 'NotificationMaxDelay'
-                    w.bits(0, 1)
-                    if v_NotificationMaxDelay < 0 or v_NotificationMaxDelay > 65535: raise EncodeError(f'value {v_NotificationMaxDelay!r} outside [0, 65535]')
-                    w.uint(v_NotificationMaxDelay)
-                    w.bits(0, 1)
-                    v_NotificationMaxDelay = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of NotificationMaxDelay')
-            if s == 1:
-                if v_EVSENotification is not None:
-                    bits(0, 1)
-                    el = 'EVSENotification'
-                    w.bits(0, 1)
-                    _i = _I15.get(v_EVSENotification)
-                    if _i is None: raise EncodeError(f'{v_EVSENotification!r} is not one of the enumeration evseNotificationType')
-                    w.bits(_i, 3)
-                    w.bits(0, 1)
-                    v_EVSENotification = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of EVSENotification')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_NotificationMaxDelay is not None or v_EVSENotification is not None: raise _leftover(o)
-                    s = -1
+        if v_NotificationMaxDelay is not None:
+            el = 'NotificationMaxDelay'
+            bits(0, 2)
+            if v_NotificationMaxDelay < 0 or v_NotificationMaxDelay > 65535: raise EncodeError(f'value {v_NotificationMaxDelay!r} outside [0, 65535]')
+            w.uint(v_NotificationMaxDelay)
+            if not (v_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+            el = 'EVSENotification'
+            _i21 = _I15.get(v_EVSENotification)
+            if _i21 is None: raise EncodeError(f'{v_EVSENotification!r} is not one of the enumeration evseNotificationType')
+            bits((_i21 << 2), 8)
+            v_NotificationMaxDelay = None
+            v_EVSENotification = None
+            if v_NotificationMaxDelay is not None or v_EVSENotification is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of NotificationMaxDelay')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -9357,216 +8203,225 @@ def _d_MeterInfoType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'MeterID'
-                    if bits(1): raise r.deviation('MeterInfoType')
-                    f_MeterID = r.string(81)
-                    if len(f_MeterID) > 32: raise DecodeError(f'length {len(f_MeterID)} outside [0, 32]', r.pos)
-                    if bits(1): raise r.deviation('MeterInfoType')
-                    s = 1
-                else:
-                    raise r.deviation('MeterInfoType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ChargedEnergyReadingWh'
-                    if bits(1): raise r.deviation('MeterInfoType')
-                    f_ChargedEnergyReadingWh = r.uint()
-                    if f_ChargedEnergyReadingWh > 18446744073709551615: raise DecodeError(f'value {f_ChargedEnergyReadingWh} outside [0, 18446744073709551615]', r.pos)
-                    if bits(1): raise r.deviation('MeterInfoType')
-                    s = 2
-                else:
-                    raise r.deviation('MeterInfoType')
+                x = bits(2)
+                if x & 3: raise r.deviation('MeterInfoType')
+                el = 'MeterID'
+                f_MeterID = r.string(81)
+                if len(f_MeterID) > 32: raise DecodeError(f'length {len(f_MeterID)} outside [0, 32]', r.pos)
+                x = bits(3)
+                if x & 7: raise r.deviation('MeterInfoType')
+                el = 'ChargedEnergyReadingWh'
+                f_ChargedEnergyReadingWh = r.uint()
+                if f_ChargedEnergyReadingWh > 18446744073709551615: raise DecodeError(f'value {f_ChargedEnergyReadingWh} outside [0, 18446744073709551615]', r.pos)
+                if bits(1): raise r.deviation('MeterInfoType')
+                s = 2
             if s == 2:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'BPT_DischargedEnergyReadingWh'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'BPT_DischargedEnergyReadingWh'
                     f_BPT_DischargedEnergyReadingWh = r.uint()
                     if f_BPT_DischargedEnergyReadingWh > 18446744073709551615: raise DecodeError(f'value {f_BPT_DischargedEnergyReadingWh} outside [0, 18446744073709551615]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 3
                 elif ec == 1:
-                    el = 'CapacitiveEnergyReadingVARh'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'CapacitiveEnergyReadingVARh'
                     f_CapacitiveEnergyReadingVARh = r.uint()
                     if f_CapacitiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_CapacitiveEnergyReadingVARh} outside [0, 18446744073709551615]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 4
                 elif ec == 2:
-                    el = 'BPT_InductiveEnergyReadingVARh'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'BPT_InductiveEnergyReadingVARh'
                     f_BPT_InductiveEnergyReadingVARh = r.uint()
                     if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_BPT_InductiveEnergyReadingVARh} outside [0, 18446744073709551615]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 5
                 elif ec == 3:
-                    el = 'MeterSignature'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'MeterSignature'
                     f_MeterSignature = r.binary()
                     if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 6
                 elif ec == 4:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('MeterInfoType')
                     el = 'MeterStatus'
-                    if bits(1): raise r.deviation('MeterInfoType')
-                    f_MeterStatus = r.sint()
+                    _neg = (x & 1)
+                    f_MeterStatus = r.uint()
+                    if _neg: f_MeterStatus = -f_MeterStatus - 1
                     if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 7
                 elif ec == 5:
-                    el = 'MeterTimestamp'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'MeterTimestamp'
                     f_MeterTimestamp = r.uint()
                     if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 8
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('MeterInfoType')
             if s == 3:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'CapacitiveEnergyReadingVARh'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'CapacitiveEnergyReadingVARh'
                     f_CapacitiveEnergyReadingVARh = r.uint()
                     if f_CapacitiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_CapacitiveEnergyReadingVARh} outside [0, 18446744073709551615]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 4
                 elif ec == 1:
-                    el = 'BPT_InductiveEnergyReadingVARh'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'BPT_InductiveEnergyReadingVARh'
                     f_BPT_InductiveEnergyReadingVARh = r.uint()
                     if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_BPT_InductiveEnergyReadingVARh} outside [0, 18446744073709551615]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 5
                 elif ec == 2:
-                    el = 'MeterSignature'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'MeterSignature'
                     f_MeterSignature = r.binary()
                     if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 6
                 elif ec == 3:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('MeterInfoType')
                     el = 'MeterStatus'
-                    if bits(1): raise r.deviation('MeterInfoType')
-                    f_MeterStatus = r.sint()
+                    _neg = (x & 1)
+                    f_MeterStatus = r.uint()
+                    if _neg: f_MeterStatus = -f_MeterStatus - 1
                     if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 7
                 elif ec == 4:
-                    el = 'MeterTimestamp'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'MeterTimestamp'
                     f_MeterTimestamp = r.uint()
                     if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 8
                 elif ec == 5:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('MeterInfoType')
             if s == 4:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'BPT_InductiveEnergyReadingVARh'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'BPT_InductiveEnergyReadingVARh'
                     f_BPT_InductiveEnergyReadingVARh = r.uint()
                     if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_BPT_InductiveEnergyReadingVARh} outside [0, 18446744073709551615]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 5
                 elif ec == 1:
-                    el = 'MeterSignature'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'MeterSignature'
                     f_MeterSignature = r.binary()
                     if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 6
                 elif ec == 2:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('MeterInfoType')
                     el = 'MeterStatus'
-                    if bits(1): raise r.deviation('MeterInfoType')
-                    f_MeterStatus = r.sint()
+                    _neg = (x & 1)
+                    f_MeterStatus = r.uint()
+                    if _neg: f_MeterStatus = -f_MeterStatus - 1
                     if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 7
                 elif ec == 3:
-                    el = 'MeterTimestamp'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'MeterTimestamp'
                     f_MeterTimestamp = r.uint()
                     if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 8
                 elif ec == 4:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('MeterInfoType')
             if s == 5:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'MeterSignature'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'MeterSignature'
                     f_MeterSignature = r.binary()
                     if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 6
                 elif ec == 1:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('MeterInfoType')
                     el = 'MeterStatus'
-                    if bits(1): raise r.deviation('MeterInfoType')
-                    f_MeterStatus = r.sint()
+                    _neg = (x & 1)
+                    f_MeterStatus = r.uint()
+                    if _neg: f_MeterStatus = -f_MeterStatus - 1
                     if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 7
                 elif ec == 2:
-                    el = 'MeterTimestamp'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'MeterTimestamp'
                     f_MeterTimestamp = r.uint()
                     if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 8
                 elif ec == 3:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('MeterInfoType')
             if s == 6:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('MeterInfoType')
                     el = 'MeterStatus'
-                    if bits(1): raise r.deviation('MeterInfoType')
-                    f_MeterStatus = r.sint()
+                    _neg = (x & 1)
+                    f_MeterStatus = r.uint()
+                    if _neg: f_MeterStatus = -f_MeterStatus - 1
                     if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 7
                 elif ec == 1:
-                    el = 'MeterTimestamp'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'MeterTimestamp'
                     f_MeterTimestamp = r.uint()
                     if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 8
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('MeterInfoType')
             if s == 7:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'MeterTimestamp'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'MeterTimestamp'
                     f_MeterTimestamp = r.uint()
                     if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 8
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('MeterInfoType')
             if s == 8:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('MeterInfoType')
+                if bits(1): raise r.deviation('MeterInfoType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.MeterInfoType(f_MeterID, f_ChargedEnergyReadingWh, f_BPT_DischargedEnergyReadingWh, f_CapacitiveEnergyReadingVARh, f_BPT_InductiveEnergyReadingVARh, f_MeterSignature, f_MeterStatus, f_MeterTimestamp)
@@ -9588,81 +8443,68 @@ def _e_MeterInfoType(w, o):
         while s >= 0:
             if s == 0:
                 if v_MeterID is not None:
-                    bits(0, 1)
                     el = 'MeterID'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     if len(v_MeterID) > 32: raise EncodeError(f'length {len(v_MeterID)} outside [0, 32]')
                     w.string(v_MeterID)
-                    w.bits(0, 1)
-                    v_MeterID = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of MeterID')
-            if s == 1:
-                if v_ChargedEnergyReadingWh is not None:
-                    bits(0, 1)
+                    if not (v_ChargedEnergyReadingWh is not None): raise EncodeError('missing content: ChargedEnergyReadingWh')
                     el = 'ChargedEnergyReadingWh'
-                    w.bits(0, 1)
+                    bits(0, 3)
+                    v_MeterID = None
                     if v_ChargedEnergyReadingWh < 0 or v_ChargedEnergyReadingWh > 18446744073709551615: raise EncodeError(f'value {v_ChargedEnergyReadingWh!r} outside [0, 18446744073709551615]')
                     w.uint(v_ChargedEnergyReadingWh)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_ChargedEnergyReadingWh = None
                     s = 2
                 else:
-                    raise EncodeError('missing content: expected one of ChargedEnergyReadingWh')
+                    raise EncodeError('missing content: expected one of MeterID')
             if s == 2:
                 if v_BPT_DischargedEnergyReadingWh is not None:
-                    bits(0, 3)
                     el = 'BPT_DischargedEnergyReadingWh'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     if v_BPT_DischargedEnergyReadingWh < 0 or v_BPT_DischargedEnergyReadingWh > 18446744073709551615: raise EncodeError(f'value {v_BPT_DischargedEnergyReadingWh!r} outside [0, 18446744073709551615]')
                     w.uint(v_BPT_DischargedEnergyReadingWh)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_BPT_DischargedEnergyReadingWh = None
                     s = 3
                 elif v_CapacitiveEnergyReadingVARh is not None:
-                    bits(1, 3)
                     el = 'CapacitiveEnergyReadingVARh'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     if v_CapacitiveEnergyReadingVARh < 0 or v_CapacitiveEnergyReadingVARh > 18446744073709551615: raise EncodeError(f'value {v_CapacitiveEnergyReadingVARh!r} outside [0, 18446744073709551615]')
                     w.uint(v_CapacitiveEnergyReadingVARh)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_CapacitiveEnergyReadingVARh = None
                     s = 4
                 elif v_BPT_InductiveEnergyReadingVARh is not None:
-                    bits(2, 3)
                     el = 'BPT_InductiveEnergyReadingVARh'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     if v_BPT_InductiveEnergyReadingVARh < 0 or v_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise EncodeError(f'value {v_BPT_InductiveEnergyReadingVARh!r} outside [0, 18446744073709551615]')
                     w.uint(v_BPT_InductiveEnergyReadingVARh)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_BPT_InductiveEnergyReadingVARh = None
                     s = 5
                 elif v_MeterSignature is not None:
-                    bits(3, 3)
                     el = 'MeterSignature'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     if len(v_MeterSignature) > 64: raise EncodeError(f'length {len(v_MeterSignature)} outside [0, 64]')
                     w.binary(v_MeterSignature)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_MeterSignature = None
                     s = 6
                 elif v_MeterStatus is not None:
-                    bits(4, 3)
                     el = 'MeterStatus'
-                    w.bits(0, 1)
                     if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    w.sint(v_MeterStatus)
-                    w.bits(0, 1)
+                    bits((4 << 2) | (v_MeterStatus < 0), 5)
+                    w.uint(-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
+                    bits(0, 1)
                     v_MeterStatus = None
                     s = 7
                 elif v_MeterTimestamp is not None:
-                    bits(5, 3)
                     el = 'MeterTimestamp'
-                    w.bits(0, 1)
+                    bits((5 << 1), 4)
                     if v_MeterTimestamp < 0 or v_MeterTimestamp > 18446744073709551615: raise EncodeError(f'value {v_MeterTimestamp!r} outside [0, 18446744073709551615]')
                     w.uint(v_MeterTimestamp)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_MeterTimestamp = None
                     s = 8
                 elif True:
@@ -9671,48 +8513,43 @@ def _e_MeterInfoType(w, o):
                     s = -1
             if s == 3:
                 if v_CapacitiveEnergyReadingVARh is not None:
-                    bits(0, 3)
                     el = 'CapacitiveEnergyReadingVARh'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     if v_CapacitiveEnergyReadingVARh < 0 or v_CapacitiveEnergyReadingVARh > 18446744073709551615: raise EncodeError(f'value {v_CapacitiveEnergyReadingVARh!r} outside [0, 18446744073709551615]')
                     w.uint(v_CapacitiveEnergyReadingVARh)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_CapacitiveEnergyReadingVARh = None
                     s = 4
                 elif v_BPT_InductiveEnergyReadingVARh is not None:
-                    bits(1, 3)
                     el = 'BPT_InductiveEnergyReadingVARh'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     if v_BPT_InductiveEnergyReadingVARh < 0 or v_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise EncodeError(f'value {v_BPT_InductiveEnergyReadingVARh!r} outside [0, 18446744073709551615]')
                     w.uint(v_BPT_InductiveEnergyReadingVARh)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_BPT_InductiveEnergyReadingVARh = None
                     s = 5
                 elif v_MeterSignature is not None:
-                    bits(2, 3)
                     el = 'MeterSignature'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     if len(v_MeterSignature) > 64: raise EncodeError(f'length {len(v_MeterSignature)} outside [0, 64]')
                     w.binary(v_MeterSignature)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_MeterSignature = None
                     s = 6
                 elif v_MeterStatus is not None:
-                    bits(3, 3)
                     el = 'MeterStatus'
-                    w.bits(0, 1)
                     if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    w.sint(v_MeterStatus)
-                    w.bits(0, 1)
+                    bits((3 << 2) | (v_MeterStatus < 0), 5)
+                    w.uint(-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
+                    bits(0, 1)
                     v_MeterStatus = None
                     s = 7
                 elif v_MeterTimestamp is not None:
-                    bits(4, 3)
                     el = 'MeterTimestamp'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     if v_MeterTimestamp < 0 or v_MeterTimestamp > 18446744073709551615: raise EncodeError(f'value {v_MeterTimestamp!r} outside [0, 18446744073709551615]')
                     w.uint(v_MeterTimestamp)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_MeterTimestamp = None
                     s = 8
                 elif True:
@@ -9721,39 +8558,35 @@ def _e_MeterInfoType(w, o):
                     s = -1
             if s == 4:
                 if v_BPT_InductiveEnergyReadingVARh is not None:
-                    bits(0, 3)
                     el = 'BPT_InductiveEnergyReadingVARh'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     if v_BPT_InductiveEnergyReadingVARh < 0 or v_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise EncodeError(f'value {v_BPT_InductiveEnergyReadingVARh!r} outside [0, 18446744073709551615]')
                     w.uint(v_BPT_InductiveEnergyReadingVARh)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_BPT_InductiveEnergyReadingVARh = None
                     s = 5
                 elif v_MeterSignature is not None:
-                    bits(1, 3)
                     el = 'MeterSignature'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     if len(v_MeterSignature) > 64: raise EncodeError(f'length {len(v_MeterSignature)} outside [0, 64]')
                     w.binary(v_MeterSignature)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_MeterSignature = None
                     s = 6
                 elif v_MeterStatus is not None:
-                    bits(2, 3)
                     el = 'MeterStatus'
-                    w.bits(0, 1)
                     if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    w.sint(v_MeterStatus)
-                    w.bits(0, 1)
+                    bits((2 << 2) | (v_MeterStatus < 0), 5)
+                    w.uint(-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
+                    bits(0, 1)
                     v_MeterStatus = None
                     s = 7
                 elif v_MeterTimestamp is not None:
-                    bits(3, 3)
                     el = 'MeterTimestamp'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     if v_MeterTimestamp < 0 or v_MeterTimestamp > 18446744073709551615: raise EncodeError(f'value {v_MeterTimestamp!r} outside [0, 18446744073709551615]')
                     w.uint(v_MeterTimestamp)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_MeterTimestamp = None
                     s = 8
                 elif True:
@@ -9762,30 +8595,27 @@ def _e_MeterInfoType(w, o):
                     s = -1
             if s == 5:
                 if v_MeterSignature is not None:
-                    bits(0, 3)
                     el = 'MeterSignature'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     if len(v_MeterSignature) > 64: raise EncodeError(f'length {len(v_MeterSignature)} outside [0, 64]')
                     w.binary(v_MeterSignature)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_MeterSignature = None
                     s = 6
                 elif v_MeterStatus is not None:
-                    bits(1, 3)
                     el = 'MeterStatus'
-                    w.bits(0, 1)
                     if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    w.sint(v_MeterStatus)
-                    w.bits(0, 1)
+                    bits((1 << 2) | (v_MeterStatus < 0), 5)
+                    w.uint(-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
+                    bits(0, 1)
                     v_MeterStatus = None
                     s = 7
                 elif v_MeterTimestamp is not None:
-                    bits(2, 3)
                     el = 'MeterTimestamp'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     if v_MeterTimestamp < 0 or v_MeterTimestamp > 18446744073709551615: raise EncodeError(f'value {v_MeterTimestamp!r} outside [0, 18446744073709551615]')
                     w.uint(v_MeterTimestamp)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_MeterTimestamp = None
                     s = 8
                 elif True:
@@ -9794,21 +8624,19 @@ def _e_MeterInfoType(w, o):
                     s = -1
             if s == 6:
                 if v_MeterStatus is not None:
-                    bits(0, 2)
                     el = 'MeterStatus'
-                    w.bits(0, 1)
                     if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    w.sint(v_MeterStatus)
-                    w.bits(0, 1)
+                    bits((v_MeterStatus < 0), 4)
+                    w.uint(-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
+                    bits(0, 1)
                     v_MeterStatus = None
                     s = 7
                 elif v_MeterTimestamp is not None:
-                    bits(1, 2)
                     el = 'MeterTimestamp'
-                    w.bits(0, 1)
+                    bits((1 << 1), 3)
                     if v_MeterTimestamp < 0 or v_MeterTimestamp > 18446744073709551615: raise EncodeError(f'value {v_MeterTimestamp!r} outside [0, 18446744073709551615]')
                     w.uint(v_MeterTimestamp)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_MeterTimestamp = None
                     s = 8
                 elif True:
@@ -9817,12 +8645,11 @@ def _e_MeterInfoType(w, o):
                     s = -1
             if s == 7:
                 if v_MeterTimestamp is not None:
-                    bits(0, 2)
                     el = 'MeterTimestamp'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     if v_MeterTimestamp < 0 or v_MeterTimestamp > 18446744073709551615: raise EncodeError(f'value {v_MeterTimestamp!r} outside [0, 18446744073709551615]')
                     w.uint(v_MeterTimestamp)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_MeterTimestamp = None
                     s = 8
                 elif True:
@@ -9851,16 +8678,13 @@ def _d_ReceiptType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'TimeAnchor'
-                    if bits(1): raise r.deviation('ReceiptType')
-                    f_TimeAnchor = r.uint()
-                    if f_TimeAnchor > 18446744073709551615: raise DecodeError(f'value {f_TimeAnchor} outside [0, 18446744073709551615]', r.pos)
-                    if bits(1): raise r.deviation('ReceiptType')
-                    s = 1
-                else:
-                    raise r.deviation('ReceiptType')
+                x = bits(2)
+                if x & 3: raise r.deviation('ReceiptType')
+                el = 'TimeAnchor'
+                f_TimeAnchor = r.uint()
+                if f_TimeAnchor > 18446744073709551615: raise DecodeError(f'value {f_TimeAnchor} outside [0, 18446744073709551615]', r.pos)
+                if bits(1): raise r.deviation('ReceiptType')
+                s = 1
             if s == 1:
                 ec = bits(3)
                 if ec == 0:
@@ -9885,6 +8709,7 @@ def _d_ReceiptType(r):
                     f_TaxCosts.append(_v)
                     s = 6
                 elif ec == 5:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ReceiptType')
@@ -9908,6 +8733,7 @@ def _d_ReceiptType(r):
                     f_TaxCosts.append(_v)
                     s = 6
                 elif ec == 4:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ReceiptType')
@@ -9927,6 +8753,7 @@ def _d_ReceiptType(r):
                     f_TaxCosts.append(_v)
                     s = 6
                 elif ec == 3:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ReceiptType')
@@ -9942,6 +8769,7 @@ def _d_ReceiptType(r):
                     f_TaxCosts.append(_v)
                     s = 6
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ReceiptType')
@@ -9953,6 +8781,7 @@ def _d_ReceiptType(r):
                     f_TaxCosts.append(_v)
                     s = 6
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ReceiptType')
@@ -9969,16 +8798,14 @@ def _d_ReceiptType(r):
                             s = 15
                             break
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
                         raise r.deviation('ReceiptType')
             if s == 15:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ReceiptType')
+                if bits(1): raise r.deviation('ReceiptType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.ReceiptType(f_TimeAnchor, f_EnergyCosts, f_OccupancyCosts, f_AdditionalServicesCosts, f_OverstayCosts, f_TaxCosts)
@@ -10000,44 +8827,43 @@ def _e_ReceiptType(w, o):
         while s >= 0:
             if s == 0:
                 if v_TimeAnchor is not None:
-                    bits(0, 1)
                     el = 'TimeAnchor'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     if v_TimeAnchor < 0 or v_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {v_TimeAnchor!r} outside [0, 18446744073709551615]')
                     w.uint(v_TimeAnchor)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_TimeAnchor = None
                     s = 1
                 else:
                     raise EncodeError('missing content: expected one of TimeAnchor')
             if s == 1:
                 if v_EnergyCosts is not None:
-                    bits(0, 3)
                     el = 'EnergyCosts'
+                    bits(0, 3)
                     _e_DetailedCostType(w, v_EnergyCosts)
                     v_EnergyCosts = None
                     s = 2
                 elif v_OccupancyCosts is not None:
-                    bits(1, 3)
                     el = 'OccupancyCosts'
+                    bits(1, 3)
                     _e_DetailedCostType(w, v_OccupancyCosts)
                     v_OccupancyCosts = None
                     s = 3
                 elif v_AdditionalServicesCosts is not None:
-                    bits(2, 3)
                     el = 'AdditionalServicesCosts'
+                    bits(2, 3)
                     _e_DetailedCostType(w, v_AdditionalServicesCosts)
                     v_AdditionalServicesCosts = None
                     s = 4
                 elif v_OverstayCosts is not None:
-                    bits(3, 3)
                     el = 'OverstayCosts'
+                    bits(3, 3)
                     _e_DetailedCostType(w, v_OverstayCosts)
                     v_OverstayCosts = None
                     s = 5
                 elif i_TaxCosts < n_TaxCosts:
-                    bits(4, 3)
                     el = 'TaxCosts'
+                    bits(4, 3)
                     _e_DetailedTaxType(w, v_TaxCosts[i_TaxCosts])
                     i_TaxCosts += 1
                     s = 6
@@ -10047,26 +8873,26 @@ def _e_ReceiptType(w, o):
                     s = -1
             if s == 2:
                 if v_OccupancyCosts is not None:
-                    bits(0, 3)
                     el = 'OccupancyCosts'
+                    bits(0, 3)
                     _e_DetailedCostType(w, v_OccupancyCosts)
                     v_OccupancyCosts = None
                     s = 3
                 elif v_AdditionalServicesCosts is not None:
-                    bits(1, 3)
                     el = 'AdditionalServicesCosts'
+                    bits(1, 3)
                     _e_DetailedCostType(w, v_AdditionalServicesCosts)
                     v_AdditionalServicesCosts = None
                     s = 4
                 elif v_OverstayCosts is not None:
-                    bits(2, 3)
                     el = 'OverstayCosts'
+                    bits(2, 3)
                     _e_DetailedCostType(w, v_OverstayCosts)
                     v_OverstayCosts = None
                     s = 5
                 elif i_TaxCosts < n_TaxCosts:
-                    bits(3, 3)
                     el = 'TaxCosts'
+                    bits(3, 3)
                     _e_DetailedTaxType(w, v_TaxCosts[i_TaxCosts])
                     i_TaxCosts += 1
                     s = 6
@@ -10076,20 +8902,20 @@ def _e_ReceiptType(w, o):
                     s = -1
             if s == 3:
                 if v_AdditionalServicesCosts is not None:
-                    bits(0, 3)
                     el = 'AdditionalServicesCosts'
+                    bits(0, 3)
                     _e_DetailedCostType(w, v_AdditionalServicesCosts)
                     v_AdditionalServicesCosts = None
                     s = 4
                 elif v_OverstayCosts is not None:
-                    bits(1, 3)
                     el = 'OverstayCosts'
+                    bits(1, 3)
                     _e_DetailedCostType(w, v_OverstayCosts)
                     v_OverstayCosts = None
                     s = 5
                 elif i_TaxCosts < n_TaxCosts:
-                    bits(2, 3)
                     el = 'TaxCosts'
+                    bits(2, 3)
                     _e_DetailedTaxType(w, v_TaxCosts[i_TaxCosts])
                     i_TaxCosts += 1
                     s = 6
@@ -10099,14 +8925,14 @@ def _e_ReceiptType(w, o):
                     s = -1
             if s == 4:
                 if v_OverstayCosts is not None:
-                    bits(0, 2)
                     el = 'OverstayCosts'
+                    bits(0, 2)
                     _e_DetailedCostType(w, v_OverstayCosts)
                     v_OverstayCosts = None
                     s = 5
                 elif i_TaxCosts < n_TaxCosts:
-                    bits(1, 2)
                     el = 'TaxCosts'
+                    bits(1, 2)
                     _e_DetailedTaxType(w, v_TaxCosts[i_TaxCosts])
                     i_TaxCosts += 1
                     s = 6
@@ -10116,8 +8942,8 @@ def _e_ReceiptType(w, o):
                     s = -1
             if s == 5:
                 if i_TaxCosts < n_TaxCosts:
-                    bits(0, 2)
                     el = 'TaxCosts'
+                    bits(0, 2)
                     _e_DetailedTaxType(w, v_TaxCosts[i_TaxCosts])
                     i_TaxCosts += 1
                     s = 6
@@ -10129,8 +8955,8 @@ def _e_ReceiptType(w, o):
                 n = 0
                 while True:
                     if i_TaxCosts < n_TaxCosts:
-                        bits(0, 2)
                         el = 'TaxCosts'
+                        bits(0, 2)
                         _e_DetailedTaxType(w, v_TaxCosts[i_TaxCosts])
                         i_TaxCosts += 1
                         n += 1
@@ -10157,30 +8983,13 @@ def _d_DetailedCostType(r):
     f_Amount = None
     f_CostPerUnit = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Amount'
-                    f_Amount = _d_RationalNumberType(r)
-                    s = 1
-                else:
-                    raise r.deviation('DetailedCostType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'CostPerUnit'
-                    f_CostPerUnit = _d_RationalNumberType(r)
-                    s = 2
-                else:
-                    raise r.deviation('DetailedCostType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('DetailedCostType')
+        if bits(1): raise r.deviation('DetailedCostType')
+        el = 'Amount'
+        f_Amount = _d_RationalNumberType(r)
+        if bits(1): raise r.deviation('DetailedCostType')
+        el = 'CostPerUnit'
+        f_CostPerUnit = _d_RationalNumberType(r)
+        if bits(1): raise r.deviation('DetailedCostType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.DetailedCostType(f_Amount, f_CostPerUnit)
@@ -10192,31 +9001,20 @@ def _e_DetailedCostType(w, o):
     try:
         v_Amount = o.Amount
         v_CostPerUnit = o.CostPerUnit
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Amount is not None:
-                    bits(0, 1)
-                    el = 'Amount'
-                    _e_RationalNumberType(w, v_Amount)
-                    v_Amount = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Amount')
-            if s == 1:
-                if v_CostPerUnit is not None:
-                    bits(0, 1)
-                    el = 'CostPerUnit'
-                    _e_RationalNumberType(w, v_CostPerUnit)
-                    v_CostPerUnit = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of CostPerUnit')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_Amount is not None or v_CostPerUnit is not None: raise _leftover(o)
-                    s = -1
+        if v_Amount is not None:
+            el = 'Amount'
+            bits(0, 1)
+            _e_RationalNumberType(w, v_Amount)
+            if not (v_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
+            el = 'CostPerUnit'
+            bits(0, 1)
+            v_Amount = None
+            _e_RationalNumberType(w, v_CostPerUnit)
+            bits(0, 1)
+            v_CostPerUnit = None
+            if v_Amount is not None or v_CostPerUnit is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Amount')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -10227,33 +9025,16 @@ def _d_DetailedTaxType(r):
     f_TaxRuleID = None
     f_Amount = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'TaxRuleID'
-                    if bits(1): raise r.deviation('DetailedTaxType')
-                    f_TaxRuleID = r.uint()
-                    if f_TaxRuleID < 1 or f_TaxRuleID > 4294967295: raise DecodeError(f'value {f_TaxRuleID} outside [1, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('DetailedTaxType')
-                    s = 1
-                else:
-                    raise r.deviation('DetailedTaxType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Amount'
-                    f_Amount = _d_RationalNumberType(r)
-                    s = 2
-                else:
-                    raise r.deviation('DetailedTaxType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('DetailedTaxType')
+        x = bits(2)
+        if x & 3: raise r.deviation('DetailedTaxType')
+        el = 'TaxRuleID'
+        f_TaxRuleID = r.uint()
+        if f_TaxRuleID < 1 or f_TaxRuleID > 4294967295: raise DecodeError(f'value {f_TaxRuleID} outside [1, 4294967295]', r.pos)
+        x = bits(2)
+        if x & 3: raise r.deviation('DetailedTaxType')
+        el = 'Amount'
+        f_Amount = _d_RationalNumberType(r)
+        if bits(1): raise r.deviation('DetailedTaxType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.DetailedTaxType(f_TaxRuleID, f_Amount)
@@ -10265,34 +9046,21 @@ def _e_DetailedTaxType(w, o):
     try:
         v_TaxRuleID = o.TaxRuleID
         v_Amount = o.Amount
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_TaxRuleID is not None:
-                    bits(0, 1)
-                    el = 'TaxRuleID'
-                    w.bits(0, 1)
-                    if v_TaxRuleID < 1 or v_TaxRuleID > 4294967295: raise EncodeError(f'value {v_TaxRuleID!r} outside [1, 4294967295]')
-                    w.uint(v_TaxRuleID)
-                    w.bits(0, 1)
-                    v_TaxRuleID = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of TaxRuleID')
-            if s == 1:
-                if v_Amount is not None:
-                    bits(0, 1)
-                    el = 'Amount'
-                    _e_RationalNumberType(w, v_Amount)
-                    v_Amount = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of Amount')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_TaxRuleID is not None or v_Amount is not None: raise _leftover(o)
-                    s = -1
+        if v_TaxRuleID is not None:
+            el = 'TaxRuleID'
+            bits(0, 2)
+            if v_TaxRuleID < 1 or v_TaxRuleID > 4294967295: raise EncodeError(f'value {v_TaxRuleID!r} outside [1, 4294967295]')
+            w.uint(v_TaxRuleID)
+            if not (v_Amount is not None): raise EncodeError('missing content: Amount')
+            el = 'Amount'
+            bits(0, 2)
+            v_TaxRuleID = None
+            _e_RationalNumberType(w, v_Amount)
+            bits(0, 1)
+            v_Amount = None
+            if v_TaxRuleID is not None or v_Amount is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of TaxRuleID')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -10302,22 +9070,10 @@ def _d_ChargeParameterDiscoveryReqType(r):
     el = ''
     f_Header = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('ChargeParameterDiscoveryReqType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ChargeParameterDiscoveryReqType')
+        if bits(1): raise r.deviation('ChargeParameterDiscoveryReqType')
+        el = 'Header'
+        f_Header = _d_MessageHeaderType(r)
+        if bits(1): raise r.deviation('ChargeParameterDiscoveryReqType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.ChargeParameterDiscoveryReqType(f_Header)
@@ -10328,22 +9084,15 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
     el = ''
     try:
         v_Header = o.Header
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Header is not None:
-                    bits(0, 1)
-                    el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if True:
-                    bits(0, 1)
-                    if v_Header is not None: raise _leftover(o)
-                    s = -1
+        if v_Header is not None:
+            el = 'Header'
+            bits(0, 1)
+            _e_MessageHeaderType(w, v_Header)
+            bits(0, 1)
+            v_Header = None
+            if v_Header is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Header')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -10354,34 +9103,15 @@ def _d_ChargeParameterDiscoveryResType(r):
     f_Header = None
     f_ResponseCode = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('ChargeParameterDiscoveryResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('ChargeParameterDiscoveryResType')
-                    f_ResponseCode = bits(6)
-                    if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
-                    f_ResponseCode = _E2[f_ResponseCode]
-                    if bits(1): raise r.deviation('ChargeParameterDiscoveryResType')
-                    s = 2
-                else:
-                    raise r.deviation('ChargeParameterDiscoveryResType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ChargeParameterDiscoveryResType')
+        if bits(1): raise r.deviation('ChargeParameterDiscoveryResType')
+        el = 'Header'
+        f_Header = _d_MessageHeaderType(r)
+        x = bits(10)
+        if x & 771: raise r.deviation('ChargeParameterDiscoveryResType')
+        el = 'ResponseCode'
+        f_ResponseCode = ((x >> 2) & 63)
+        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
+        f_ResponseCode = _E2[f_ResponseCode]
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.ChargeParameterDiscoveryResType(f_Header, f_ResponseCode)
@@ -10393,35 +9123,20 @@ def _e_ChargeParameterDiscoveryResType(w, o):
     try:
         v_Header = o.Header
         v_ResponseCode = o.ResponseCode
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Header is not None:
-                    bits(0, 1)
-                    el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_ResponseCode is not None:
-                    bits(0, 1)
-                    el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I5.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 6)
-                    w.bits(0, 1)
-                    v_ResponseCode = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_Header is not None or v_ResponseCode is not None: raise _leftover(o)
-                    s = -1
+        if v_Header is not None:
+            el = 'Header'
+            bits(0, 1)
+            _e_MessageHeaderType(w, v_Header)
+            if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            el = 'ResponseCode'
+            _i22 = _I5.get(v_ResponseCode)
+            if _i22 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            bits((_i22 << 2), 10)
+            v_Header = None
+            v_ResponseCode = None
+            if v_Header is not None or v_ResponseCode is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Header')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -10439,48 +9154,30 @@ def _d_Dynamic_CLReqControlModeType(r):
             if s == 0:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'DepartureTime'
                     if bits(1): raise r.deviation('Dynamic_CLReqControlModeType')
+                    el = 'DepartureTime'
                     f_DepartureTime = r.uint()
                     if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('Dynamic_CLReqControlModeType')
-                    s = 1
+                    x = bits(2)
+                    if x & 3: raise r.deviation('Dynamic_CLReqControlModeType')
+                    el = 'EVTargetEnergyRequest'
+                    f_EVTargetEnergyRequest = _d_RationalNumberType(r)
+                    s = 2
                 elif ec == 1:
                     el = 'EVTargetEnergyRequest'
                     f_EVTargetEnergyRequest = _d_RationalNumberType(r)
                     s = 2
                 else:
                     raise r.deviation('Dynamic_CLReqControlModeType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVTargetEnergyRequest'
-                    f_EVTargetEnergyRequest = _d_RationalNumberType(r)
-                    s = 2
-                else:
-                    raise r.deviation('Dynamic_CLReqControlModeType')
             if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMaximumEnergyRequest'
-                    f_EVMaximumEnergyRequest = _d_RationalNumberType(r)
-                    s = 3
-                else:
-                    raise r.deviation('Dynamic_CLReqControlModeType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMinimumEnergyRequest'
-                    f_EVMinimumEnergyRequest = _d_RationalNumberType(r)
-                    s = 4
-                else:
-                    raise r.deviation('Dynamic_CLReqControlModeType')
-            if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('Dynamic_CLReqControlModeType')
+                if bits(1): raise r.deviation('Dynamic_CLReqControlModeType')
+                el = 'EVMaximumEnergyRequest'
+                f_EVMaximumEnergyRequest = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('Dynamic_CLReqControlModeType')
+                el = 'EVMinimumEnergyRequest'
+                f_EVMinimumEnergyRequest = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('Dynamic_CLReqControlModeType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.Dynamic_CLReqControlModeType(f_DepartureTime, f_EVTargetEnergyRequest, f_EVMaximumEnergyRequest, f_EVMinimumEnergyRequest)
@@ -10498,54 +9195,41 @@ def _e_Dynamic_CLReqControlModeType(w, o):
         while s >= 0:
             if s == 0:
                 if v_DepartureTime is not None:
-                    bits(0, 2)
                     el = 'DepartureTime'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     if v_DepartureTime < 0 or v_DepartureTime > 4294967295: raise EncodeError(f'value {v_DepartureTime!r} outside [0, 4294967295]')
                     w.uint(v_DepartureTime)
-                    w.bits(0, 1)
-                    v_DepartureTime = None
-                    s = 1
-                elif v_EVTargetEnergyRequest is not None:
-                    bits(1, 2)
+                    if not (v_EVTargetEnergyRequest is not None): raise EncodeError('missing content: EVTargetEnergyRequest')
                     el = 'EVTargetEnergyRequest'
+                    bits(0, 2)
+                    v_DepartureTime = None
+                    _e_RationalNumberType(w, v_EVTargetEnergyRequest)
+                    v_EVTargetEnergyRequest = None
+                    s = 2
+                elif v_EVTargetEnergyRequest is not None:
+                    el = 'EVTargetEnergyRequest'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVTargetEnergyRequest)
                     v_EVTargetEnergyRequest = None
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of DepartureTime, EVTargetEnergyRequest')
-            if s == 1:
-                if v_EVTargetEnergyRequest is not None:
-                    bits(0, 1)
-                    el = 'EVTargetEnergyRequest'
-                    _e_RationalNumberType(w, v_EVTargetEnergyRequest)
-                    v_EVTargetEnergyRequest = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of EVTargetEnergyRequest')
             if s == 2:
                 if v_EVMaximumEnergyRequest is not None:
-                    bits(0, 1)
                     el = 'EVMaximumEnergyRequest'
+                    bits(0, 1)
                     _e_RationalNumberType(w, v_EVMaximumEnergyRequest)
-                    v_EVMaximumEnergyRequest = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of EVMaximumEnergyRequest')
-            if s == 3:
-                if v_EVMinimumEnergyRequest is not None:
-                    bits(0, 1)
+                    if not (v_EVMinimumEnergyRequest is not None): raise EncodeError('missing content: EVMinimumEnergyRequest')
                     el = 'EVMinimumEnergyRequest'
-                    _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
-                    v_EVMinimumEnergyRequest = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of EVMinimumEnergyRequest')
-            if s == 4:
-                if True:
                     bits(0, 1)
+                    v_EVMaximumEnergyRequest = None
+                    _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
+                    bits(0, 1)
+                    v_EVMinimumEnergyRequest = None
                     if v_DepartureTime is not None or v_EVTargetEnergyRequest is not None or v_EVMaximumEnergyRequest is not None or v_EVMinimumEnergyRequest is not None: raise _leftover(o)
                     s = -1
+                else:
+                    raise EncodeError('missing content: expected one of EVMaximumEnergyRequest')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -10563,103 +9247,104 @@ def _d_Dynamic_CLResControlModeType(r):
             if s == 0:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'DepartureTime'
                     if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
+                    el = 'DepartureTime'
                     f_DepartureTime = r.uint()
                     if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
                     s = 1
                 elif ec == 1:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('Dynamic_CLResControlModeType')
                     el = 'MinimumSOC'
-                    if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
-                    f_MinimumSOC = bits(7)
+                    f_MinimumSOC = ((x >> 1) & 127)
                     if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
                     s = 2
                 elif ec == 2:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('Dynamic_CLResControlModeType')
                     el = 'TargetSOC'
-                    if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
-                    f_TargetSOC = bits(7)
+                    f_TargetSOC = ((x >> 1) & 127)
                     if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
                     s = 3
                 elif ec == 3:
-                    el = 'AckMaxDelay'
                     if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
+                    el = 'AckMaxDelay'
                     f_AckMaxDelay = r.uint()
                     if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.pos)
                     if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
                     s = 4
                 elif ec == 4:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Dynamic_CLResControlModeType')
             if s == 1:
                 ec = bits(3)
                 if ec == 0:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('Dynamic_CLResControlModeType')
                     el = 'MinimumSOC'
-                    if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
-                    f_MinimumSOC = bits(7)
+                    f_MinimumSOC = ((x >> 1) & 127)
                     if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
                     s = 2
                 elif ec == 1:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('Dynamic_CLResControlModeType')
                     el = 'TargetSOC'
-                    if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
-                    f_TargetSOC = bits(7)
+                    f_TargetSOC = ((x >> 1) & 127)
                     if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
                     s = 3
                 elif ec == 2:
-                    el = 'AckMaxDelay'
                     if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
+                    el = 'AckMaxDelay'
                     f_AckMaxDelay = r.uint()
                     if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.pos)
                     if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
                     s = 4
                 elif ec == 3:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Dynamic_CLResControlModeType')
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('Dynamic_CLResControlModeType')
                     el = 'TargetSOC'
-                    if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
-                    f_TargetSOC = bits(7)
+                    f_TargetSOC = ((x >> 1) & 127)
                     if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
                     s = 3
                 elif ec == 1:
-                    el = 'AckMaxDelay'
                     if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
+                    el = 'AckMaxDelay'
                     f_AckMaxDelay = r.uint()
                     if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.pos)
                     if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
                     s = 4
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Dynamic_CLResControlModeType')
             if s == 3:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'AckMaxDelay'
                     if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
+                    el = 'AckMaxDelay'
                     f_AckMaxDelay = r.uint()
                     if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.pos)
                     if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
                     s = 4
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Dynamic_CLResControlModeType')
             if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('Dynamic_CLResControlModeType')
+                if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.Dynamic_CLResControlModeType(f_DepartureTime, f_MinimumSOC, f_TargetSOC, f_AckMaxDelay)
@@ -10677,39 +9362,31 @@ def _e_Dynamic_CLResControlModeType(w, o):
         while s >= 0:
             if s == 0:
                 if v_DepartureTime is not None:
-                    bits(0, 3)
                     el = 'DepartureTime'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     if v_DepartureTime < 0 or v_DepartureTime > 4294967295: raise EncodeError(f'value {v_DepartureTime!r} outside [0, 4294967295]')
                     w.uint(v_DepartureTime)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_DepartureTime = None
                     s = 1
                 elif v_MinimumSOC is not None:
-                    bits(1, 3)
                     el = 'MinimumSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_MinimumSOC <= 100: raise EncodeError(f'value {v_MinimumSOC!r} outside [0, 100]')
-                    w.bits(v_MinimumSOC, 7)
-                    w.bits(0, 1)
+                    bits((1 << 9) | (v_MinimumSOC << 1), 12)
                     v_MinimumSOC = None
                     s = 2
                 elif v_TargetSOC is not None:
-                    bits(2, 3)
                     el = 'TargetSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
-                    w.bits(v_TargetSOC, 7)
-                    w.bits(0, 1)
+                    bits((2 << 9) | (v_TargetSOC << 1), 12)
                     v_TargetSOC = None
                     s = 3
                 elif v_AckMaxDelay is not None:
-                    bits(3, 3)
                     el = 'AckMaxDelay'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
                     w.uint(v_AckMaxDelay)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_AckMaxDelay = None
                     s = 4
                 elif True:
@@ -10718,30 +9395,23 @@ def _e_Dynamic_CLResControlModeType(w, o):
                     s = -1
             if s == 1:
                 if v_MinimumSOC is not None:
-                    bits(0, 3)
                     el = 'MinimumSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_MinimumSOC <= 100: raise EncodeError(f'value {v_MinimumSOC!r} outside [0, 100]')
-                    w.bits(v_MinimumSOC, 7)
-                    w.bits(0, 1)
+                    bits((v_MinimumSOC << 1), 12)
                     v_MinimumSOC = None
                     s = 2
                 elif v_TargetSOC is not None:
-                    bits(1, 3)
                     el = 'TargetSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
-                    w.bits(v_TargetSOC, 7)
-                    w.bits(0, 1)
+                    bits((1 << 9) | (v_TargetSOC << 1), 12)
                     v_TargetSOC = None
                     s = 3
                 elif v_AckMaxDelay is not None:
-                    bits(2, 3)
                     el = 'AckMaxDelay'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
                     w.uint(v_AckMaxDelay)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_AckMaxDelay = None
                     s = 4
                 elif True:
@@ -10750,21 +9420,17 @@ def _e_Dynamic_CLResControlModeType(w, o):
                     s = -1
             if s == 2:
                 if v_TargetSOC is not None:
-                    bits(0, 2)
                     el = 'TargetSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
-                    w.bits(v_TargetSOC, 7)
-                    w.bits(0, 1)
+                    bits((v_TargetSOC << 1), 11)
                     v_TargetSOC = None
                     s = 3
                 elif v_AckMaxDelay is not None:
-                    bits(1, 2)
                     el = 'AckMaxDelay'
-                    w.bits(0, 1)
+                    bits((1 << 1), 3)
                     if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
                     w.uint(v_AckMaxDelay)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_AckMaxDelay = None
                     s = 4
                 elif True:
@@ -10773,12 +9439,11 @@ def _e_Dynamic_CLResControlModeType(w, o):
                     s = -1
             if s == 3:
                 if v_AckMaxDelay is not None:
-                    bits(0, 2)
                     el = 'AckMaxDelay'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
                     w.uint(v_AckMaxDelay)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_AckMaxDelay = None
                     s = 4
                 elif True:
@@ -10802,14 +9467,11 @@ def _d_ListOfRootCertificateIDsType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'RootCertificateID'
-                    _v = _d_X509IssuerSerialType(r)
-                    f_RootCertificateID.append(_v)
-                    s = 1
-                else:
-                    raise r.deviation('ListOfRootCertificateIDsType')
+                if bits(1): raise r.deviation('ListOfRootCertificateIDsType')
+                el = 'RootCertificateID'
+                _v = _d_X509IssuerSerialType(r)
+                f_RootCertificateID.append(_v)
+                s = 1
             if s == 1:
                 n = 0
                 while True:
@@ -10823,16 +9485,14 @@ def _d_ListOfRootCertificateIDsType(r):
                             s = 20
                             break
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
                         raise r.deviation('ListOfRootCertificateIDsType')
             if s == 20:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ListOfRootCertificateIDsType')
+                if bits(1): raise r.deviation('ListOfRootCertificateIDsType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.ListOfRootCertificateIDsType(f_RootCertificateID)
@@ -10849,8 +9509,8 @@ def _e_ListOfRootCertificateIDsType(w, o):
         while s >= 0:
             if s == 0:
                 if i_RootCertificateID < n_RootCertificateID:
-                    bits(0, 1)
                     el = 'RootCertificateID'
+                    bits(0, 1)
                     _e_X509IssuerSerialType(w, v_RootCertificateID[i_RootCertificateID])
                     i_RootCertificateID += 1
                     s = 1
@@ -10860,8 +9520,8 @@ def _e_ListOfRootCertificateIDsType(w, o):
                 n = 0
                 while True:
                     if i_RootCertificateID < n_RootCertificateID:
-                        bits(0, 2)
                         el = 'RootCertificateID'
+                        bits(0, 2)
                         _e_X509IssuerSerialType(w, v_RootCertificateID[i_RootCertificateID])
                         i_RootCertificateID += 1
                         n += 1
@@ -10906,6 +9566,7 @@ def _d_Scheduled_CLReqControlModeType(r):
                     f_EVMinimumEnergyRequest = _d_RationalNumberType(r)
                     s = 3
                 elif ec == 3:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Scheduled_CLReqControlModeType')
@@ -10920,6 +9581,7 @@ def _d_Scheduled_CLReqControlModeType(r):
                     f_EVMinimumEnergyRequest = _d_RationalNumberType(r)
                     s = 3
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Scheduled_CLReqControlModeType')
@@ -10930,15 +9592,13 @@ def _d_Scheduled_CLReqControlModeType(r):
                     f_EVMinimumEnergyRequest = _d_RationalNumberType(r)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Scheduled_CLReqControlModeType')
             if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('Scheduled_CLReqControlModeType')
+                if bits(1): raise r.deviation('Scheduled_CLReqControlModeType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.Scheduled_CLReqControlModeType(f_EVTargetEnergyRequest, f_EVMaximumEnergyRequest, f_EVMinimumEnergyRequest)
@@ -10955,20 +9615,20 @@ def _e_Scheduled_CLReqControlModeType(w, o):
         while s >= 0:
             if s == 0:
                 if v_EVTargetEnergyRequest is not None:
-                    bits(0, 3)
                     el = 'EVTargetEnergyRequest'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_EVTargetEnergyRequest)
                     v_EVTargetEnergyRequest = None
                     s = 1
                 elif v_EVMaximumEnergyRequest is not None:
-                    bits(1, 3)
                     el = 'EVMaximumEnergyRequest'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_EVMaximumEnergyRequest)
                     v_EVMaximumEnergyRequest = None
                     s = 2
                 elif v_EVMinimumEnergyRequest is not None:
-                    bits(2, 3)
                     el = 'EVMinimumEnergyRequest'
+                    bits(2, 3)
                     _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
                     v_EVMinimumEnergyRequest = None
                     s = 3
@@ -10978,14 +9638,14 @@ def _e_Scheduled_CLReqControlModeType(w, o):
                     s = -1
             if s == 1:
                 if v_EVMaximumEnergyRequest is not None:
-                    bits(0, 2)
                     el = 'EVMaximumEnergyRequest'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVMaximumEnergyRequest)
                     v_EVMaximumEnergyRequest = None
                     s = 2
                 elif v_EVMinimumEnergyRequest is not None:
-                    bits(1, 2)
                     el = 'EVMinimumEnergyRequest'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
                     v_EVMinimumEnergyRequest = None
                     s = 3
@@ -10995,8 +9655,8 @@ def _e_Scheduled_CLReqControlModeType(w, o):
                     s = -1
             if s == 2:
                 if v_EVMinimumEnergyRequest is not None:
-                    bits(0, 2)
                     el = 'EVMinimumEnergyRequest'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
                     v_EVMinimumEnergyRequest = None
                     s = 3
@@ -11017,11 +9677,7 @@ def _d_Scheduled_CLResControlModeType(r):
     bits = r.bits
     el = ''
     try:
-        ec = bits(1)
-        if ec == 0:
-            s = -1
-        else:
-            raise r.deviation('Scheduled_CLResControlModeType')
+        if bits(1): raise r.deviation('Scheduled_CLResControlModeType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.Scheduled_CLResControlModeType()
@@ -11031,12 +9687,8 @@ def _e_Scheduled_CLResControlModeType(w, o):
     bits = w.bits
     el = ''
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if True:
-                    bits(0, 1)
-                    s = -1
+        if True:
+            bits(0, 1)
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -11139,9 +9791,9 @@ def _de13(r):  # DigestValue
     return v
 
 def _ee13(w, v):  # DigestValue
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de14(r):  # KeyInfo
     bits = r.bits
@@ -11158,9 +9810,9 @@ def _de15(r):  # KeyName
     return v
 
 def _ee15(w, v):  # KeyName
-    w.bits(0, 1)
+    bits(0, 1)
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de16(r):  # KeyValue
     bits = r.bits
@@ -11184,9 +9836,9 @@ def _de18(r):  # MgmtData
     return v
 
 def _ee18(w, v):  # MgmtData
-    w.bits(0, 1)
+    bits(0, 1)
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de19(r):  # Object
     bits = r.bits
@@ -11341,10 +9993,10 @@ def _de34(r):  # AckMaxDelay
     return v
 
 def _ee34(w, v):  # AckMaxDelay
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 65535: raise EncodeError(f'value {v!r} outside [0, 65535]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de35(r):  # AdditionalServicesCosts
     bits = r.bits
@@ -11369,10 +10021,10 @@ def _de37(r):  # BPT_DischargedEnergyReadingWh
     return v
 
 def _ee37(w, v):  # BPT_DischargedEnergyReadingWh
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 18446744073709551615: raise EncodeError(f'value {v!r} outside [0, 18446744073709551615]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de38(r):  # BPT_InductiveEnergyReadingVARh
     bits = r.bits
@@ -11383,10 +10035,10 @@ def _de38(r):  # BPT_InductiveEnergyReadingVARh
     return v
 
 def _ee38(w, v):  # BPT_InductiveEnergyReadingVARh
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 18446744073709551615: raise EncodeError(f'value {v!r} outside [0, 18446744073709551615]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de39(r):  # BatteryEnergyCapacity
     bits = r.bits
@@ -11404,10 +10056,10 @@ def _de40(r):  # CapacitiveEnergyReadingVARh
     return v
 
 def _ee40(w, v):  # CapacitiveEnergyReadingVARh
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 18446744073709551615: raise EncodeError(f'value {v!r} outside [0, 18446744073709551615]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de41(r):  # ChargedEnergyReadingWh
     bits = r.bits
@@ -11418,52 +10070,55 @@ def _de41(r):  # ChargedEnergyReadingWh
     return v
 
 def _ee41(w, v):  # ChargedEnergyReadingWh
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 18446744073709551615: raise EncodeError(f'value {v!r} outside [0, 18446744073709551615]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de42(r):  # ChargingComplete
     bits = r.bits
-    if bits(1): raise r.deviation('ChargingComplete')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('ChargingComplete')
+    x = bits(3)
+    if x & 5: raise r.deviation('ChargingComplete')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee42(w, v):  # ChargingComplete
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de43(r):  # ContactWindowXc
     bits = r.bits
-    if bits(1): raise r.deviation('ContactWindowXc')
-    v = r.sint()
+    x = bits(2)
+    if x & 2: raise r.deviation('ContactWindowXc')
+    _neg = (x & 1)
+    v = r.uint()
+    if _neg: v = -v - 1
     if v < -32768 or v > 32767: raise DecodeError(f'value {v} outside [-32768, 32767]', r.pos)
     if bits(1): raise r.deviation('ContactWindowXc')
     return v
 
 def _ee43(w, v):  # ContactWindowXc
-    w.bits(0, 1)
     if v < -32768 or v > 32767: raise EncodeError(f'value {v!r} outside [-32768, 32767]')
-    w.sint(v)
-    w.bits(0, 1)
+    bits((v < 0), 2)
+    w.uint(-v - 1 if v < 0 else v)
+    bits(0, 1)
 
 def _de44(r):  # ContactWindowYc
     bits = r.bits
-    if bits(1): raise r.deviation('ContactWindowYc')
-    v = r.sint()
+    x = bits(2)
+    if x & 2: raise r.deviation('ContactWindowYc')
+    _neg = (x & 1)
+    v = r.uint()
+    if _neg: v = -v - 1
     if v < -32768 or v > 32767: raise DecodeError(f'value {v} outside [-32768, 32767]', r.pos)
     if bits(1): raise r.deviation('ContactWindowYc')
     return v
 
 def _ee44(w, v):  # ContactWindowYc
-    w.bits(0, 1)
     if v < -32768 or v > 32767: raise EncodeError(f'value {v!r} outside [-32768, 32767]')
-    w.sint(v)
-    w.bits(0, 1)
+    bits((v < 0), 2)
+    w.uint(-v - 1 if v < 0 else v)
+    bits(0, 1)
 
 def _de45(r):  # CostPerUnit
     bits = r.bits
@@ -11481,10 +10136,10 @@ def _de46(r):  # DepartureTime
     return v
 
 def _ee46(w, v):  # DepartureTime
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 4294967295: raise EncodeError(f'value {v!r} outside [0, 4294967295]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de47(r):  # DisplayParameters
     bits = r.bits
@@ -11495,105 +10150,87 @@ def _ee47(w, v):  # DisplayParameters
 
 def _de48(r):  # EVAssociationStatus
     bits = r.bits
-    if bits(1): raise r.deviation('EVAssociationStatus')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('EVAssociationStatus')
+    x = bits(3)
+    if x & 5: raise r.deviation('EVAssociationStatus')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee48(w, v):  # EVAssociationStatus
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de49(r):  # EVCPStatus
     bits = r.bits
-    if bits(1): raise r.deviation('EVCPStatus')
-    v = bits(3)
+    x = bits(5)
+    if x & 17: raise r.deviation('EVCPStatus')
+    v = ((x >> 1) & 7)
     if v >= 5: raise DecodeError(f'enumeration index {v} out of range (5 values)', r.pos)
     v = _E8[v]
-    if bits(1): raise r.deviation('EVCPStatus')
     return v
 
 def _ee49(w, v):  # EVCPStatus
-    w.bits(0, 1)
-    _i = _I10.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration cpStatusType')
-    w.bits(_i, 3)
-    w.bits(0, 1)
+    _i23 = _I10.get(v)
+    if _i23 is None: raise EncodeError(f'{v!r} is not one of the enumeration cpStatusType')
+    bits((_i23 << 1), 5)
 
 def _de50(r):  # EVElectricalChargingDeviceStatus
     bits = r.bits
-    if bits(1): raise r.deviation('EVElectricalChargingDeviceStatus')
-    v = _E0[bits(2)]
-    if bits(1): raise r.deviation('EVElectricalChargingDeviceStatus')
+    x = bits(4)
+    if x & 9: raise r.deviation('EVElectricalChargingDeviceStatus')
+    v = _E0[((x >> 1) & 3)]
     return v
 
 def _ee50(w, v):  # EVElectricalChargingDeviceStatus
-    w.bits(0, 1)
-    _i = _I1.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration electricalChargingDeviceStatusType')
-    w.bits(_i, 2)
-    w.bits(0, 1)
+    _i24 = _I1.get(v)
+    if _i24 is None: raise EncodeError(f'{v!r} is not one of the enumeration electricalChargingDeviceStatusType')
+    bits((_i24 << 1), 4)
 
 def _de51(r):  # EVErrorCode
     bits = r.bits
-    if bits(1): raise r.deviation('EVErrorCode')
-    v = bits(4)
+    x = bits(6)
+    if x & 33: raise r.deviation('EVErrorCode')
+    v = ((x >> 1) & 15)
     if v >= 10: raise DecodeError(f'enumeration index {v} out of range (10 values)', r.pos)
     v = _E9[v]
-    if bits(1): raise r.deviation('EVErrorCode')
     return v
 
 def _ee51(w, v):  # EVErrorCode
-    w.bits(0, 1)
-    _i = _I11.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration errorCodeType')
-    w.bits(_i, 4)
-    w.bits(0, 1)
+    _i25 = _I11.get(v)
+    if _i25 is None: raise EncodeError(f'{v!r} is not one of the enumeration errorCodeType')
+    bits((_i25 << 1), 6)
 
 def _de52(r):  # EVImmobilizationRequest
     bits = r.bits
-    if bits(1): raise r.deviation('EVImmobilizationRequest')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('EVImmobilizationRequest')
+    x = bits(3)
+    if x & 5: raise r.deviation('EVImmobilizationRequest')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee52(w, v):  # EVImmobilizationRequest
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de53(r):  # EVImmobilized
     bits = r.bits
-    if bits(1): raise r.deviation('EVImmobilized')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('EVImmobilized')
+    x = bits(3)
+    if x & 5: raise r.deviation('EVImmobilized')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee53(w, v):  # EVImmobilized
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de54(r):  # EVInChargePosition
     bits = r.bits
-    if bits(1): raise r.deviation('EVInChargePosition')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('EVInChargePosition')
+    x = bits(3)
+    if x & 5: raise r.deviation('EVInChargePosition')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee54(w, v):  # EVInChargePosition
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de55(r):  # EVMaximumEnergyRequest
     bits = r.bits
@@ -11611,219 +10248,191 @@ def _ee56(w, v):  # EVMinimumEnergyRequest
 
 def _de57(r):  # EVMobilityStatus
     bits = r.bits
-    if bits(1): raise r.deviation('EVMobilityStatus')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('EVMobilityStatus')
+    x = bits(3)
+    if x & 5: raise r.deviation('EVMobilityStatus')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee57(w, v):  # EVMobilityStatus
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de58(r):  # EVPositioningSupport
     bits = r.bits
-    if bits(1): raise r.deviation('EVPositioningSupport')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('EVPositioningSupport')
+    x = bits(3)
+    if x & 5: raise r.deviation('EVPositioningSupport')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee58(w, v):  # EVPositioningSupport
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de59(r):  # EVReadyToCharge
     bits = r.bits
-    if bits(1): raise r.deviation('EVReadyToCharge')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('EVReadyToCharge')
+    x = bits(3)
+    if x & 5: raise r.deviation('EVReadyToCharge')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee59(w, v):  # EVReadyToCharge
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de60(r):  # EVRelativeXDeviation
     bits = r.bits
-    if bits(1): raise r.deviation('EVRelativeXDeviation')
-    v = r.sint()
+    x = bits(2)
+    if x & 2: raise r.deviation('EVRelativeXDeviation')
+    _neg = (x & 1)
+    v = r.uint()
+    if _neg: v = -v - 1
     if v < -32768 or v > 32767: raise DecodeError(f'value {v} outside [-32768, 32767]', r.pos)
     if bits(1): raise r.deviation('EVRelativeXDeviation')
     return v
 
 def _ee60(w, v):  # EVRelativeXDeviation
-    w.bits(0, 1)
     if v < -32768 or v > 32767: raise EncodeError(f'value {v!r} outside [-32768, 32767]')
-    w.sint(v)
-    w.bits(0, 1)
+    bits((v < 0), 2)
+    w.uint(-v - 1 if v < 0 else v)
+    bits(0, 1)
 
 def _de61(r):  # EVRelativeYDeviation
     bits = r.bits
-    if bits(1): raise r.deviation('EVRelativeYDeviation')
-    v = r.sint()
+    x = bits(2)
+    if x & 2: raise r.deviation('EVRelativeYDeviation')
+    _neg = (x & 1)
+    v = r.uint()
+    if _neg: v = -v - 1
     if v < -32768 or v > 32767: raise DecodeError(f'value {v} outside [-32768, 32767]', r.pos)
     if bits(1): raise r.deviation('EVRelativeYDeviation')
     return v
 
 def _ee61(w, v):  # EVRelativeYDeviation
-    w.bits(0, 1)
     if v < -32768 or v > 32767: raise EncodeError(f'value {v!r} outside [-32768, 32767]')
-    w.sint(v)
-    w.bits(0, 1)
+    bits((v < 0), 2)
+    w.uint(-v - 1 if v < 0 else v)
+    bits(0, 1)
 
 def _de62(r):  # EVSEDisabled
     bits = r.bits
-    if bits(1): raise r.deviation('EVSEDisabled')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('EVSEDisabled')
+    x = bits(3)
+    if x & 5: raise r.deviation('EVSEDisabled')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee62(w, v):  # EVSEDisabled
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de63(r):  # EVSEElectricalChargingDeviceStatus
     bits = r.bits
-    if bits(1): raise r.deviation('EVSEElectricalChargingDeviceStatus')
-    v = _E0[bits(2)]
-    if bits(1): raise r.deviation('EVSEElectricalChargingDeviceStatus')
+    x = bits(4)
+    if x & 9: raise r.deviation('EVSEElectricalChargingDeviceStatus')
+    v = _E0[((x >> 1) & 3)]
     return v
 
 def _ee63(w, v):  # EVSEElectricalChargingDeviceStatus
-    w.bits(0, 1)
-    _i = _I1.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration electricalChargingDeviceStatusType')
-    w.bits(_i, 2)
-    w.bits(0, 1)
+    _i26 = _I1.get(v)
+    if _i26 is None: raise EncodeError(f'{v!r} is not one of the enumeration electricalChargingDeviceStatusType')
+    bits((_i26 << 1), 4)
 
 def _de64(r):  # EVSEEmergencyShutdown
     bits = r.bits
-    if bits(1): raise r.deviation('EVSEEmergencyShutdown')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('EVSEEmergencyShutdown')
+    x = bits(3)
+    if x & 5: raise r.deviation('EVSEEmergencyShutdown')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee64(w, v):  # EVSEEmergencyShutdown
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de65(r):  # EVSEIsolationStatus
     bits = r.bits
-    if bits(1): raise r.deviation('EVSEIsolationStatus')
-    v = _E12[bits(2)]
-    if bits(1): raise r.deviation('EVSEIsolationStatus')
+    x = bits(4)
+    if x & 9: raise r.deviation('EVSEIsolationStatus')
+    v = _E12[((x >> 1) & 3)]
     return v
 
 def _ee65(w, v):  # EVSEIsolationStatus
-    w.bits(0, 1)
-    _i = _I13.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration isolationStatusType')
-    w.bits(_i, 2)
-    w.bits(0, 1)
+    _i27 = _I13.get(v)
+    if _i27 is None: raise EncodeError(f'{v!r} is not one of the enumeration isolationStatusType')
+    bits((_i27 << 1), 4)
 
 def _de66(r):  # EVSEMalfunction
     bits = r.bits
-    if bits(1): raise r.deviation('EVSEMalfunction')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('EVSEMalfunction')
+    x = bits(3)
+    if x & 5: raise r.deviation('EVSEMalfunction')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee66(w, v):  # EVSEMalfunction
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de67(r):  # EVSEMechanicalChargingDeviceStatus
     bits = r.bits
-    if bits(1): raise r.deviation('EVSEMechanicalChargingDeviceStatus')
-    v = bits(2)
+    x = bits(4)
+    if x & 9: raise r.deviation('EVSEMechanicalChargingDeviceStatus')
+    v = ((x >> 1) & 3)
     if v >= 3: raise DecodeError(f'enumeration index {v} out of range (3 values)', r.pos)
     v = _E4[v]
-    if bits(1): raise r.deviation('EVSEMechanicalChargingDeviceStatus')
     return v
 
 def _ee67(w, v):  # EVSEMechanicalChargingDeviceStatus
-    w.bits(0, 1)
-    _i = _I7.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration mechanicalChargingDeviceStatusType')
-    w.bits(_i, 2)
-    w.bits(0, 1)
+    _i28 = _I7.get(v)
+    if _i28 is None: raise EncodeError(f'{v!r} is not one of the enumeration mechanicalChargingDeviceStatusType')
+    bits((_i28 << 1), 4)
 
 def _de68(r):  # EVSENotification
     bits = r.bits
-    if bits(1): raise r.deviation('EVSENotification')
-    v = bits(3)
+    x = bits(5)
+    if x & 17: raise r.deviation('EVSENotification')
+    v = ((x >> 1) & 7)
     if v >= 6: raise DecodeError(f'enumeration index {v} out of range (6 values)', r.pos)
     v = _E14[v]
-    if bits(1): raise r.deviation('EVSENotification')
     return v
 
 def _ee68(w, v):  # EVSENotification
-    w.bits(0, 1)
-    _i = _I15.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration evseNotificationType')
-    w.bits(_i, 3)
-    w.bits(0, 1)
+    _i29 = _I15.get(v)
+    if _i29 is None: raise EncodeError(f'{v!r} is not one of the enumeration evseNotificationType')
+    bits((_i29 << 1), 5)
 
 def _de69(r):  # EVSEPositioningSupport
     bits = r.bits
-    if bits(1): raise r.deviation('EVSEPositioningSupport')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('EVSEPositioningSupport')
+    x = bits(3)
+    if x & 5: raise r.deviation('EVSEPositioningSupport')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee69(w, v):  # EVSEPositioningSupport
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de70(r):  # EVSEProcessing
     bits = r.bits
-    if bits(1): raise r.deviation('EVSEProcessing')
-    v = bits(2)
+    x = bits(4)
+    if x & 9: raise r.deviation('EVSEProcessing')
+    v = ((x >> 1) & 3)
     if v >= 3: raise DecodeError(f'enumeration index {v} out of range (3 values)', r.pos)
     v = _E3[v]
-    if bits(1): raise r.deviation('EVSEProcessing')
     return v
 
 def _ee70(w, v):  # EVSEProcessing
-    w.bits(0, 1)
-    _i = _I6.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration processingType')
-    w.bits(_i, 2)
-    w.bits(0, 1)
+    _i30 = _I6.get(v)
+    if _i30 is None: raise EncodeError(f'{v!r} is not one of the enumeration processingType')
+    bits((_i30 << 1), 4)
 
 def _de71(r):  # EVSEReadyToCharge
     bits = r.bits
-    if bits(1): raise r.deviation('EVSEReadyToCharge')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('EVSEReadyToCharge')
+    x = bits(3)
+    if x & 5: raise r.deviation('EVSEReadyToCharge')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee71(w, v):  # EVSEReadyToCharge
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de72(r):  # EVSEStatus
     bits = r.bits
@@ -11834,31 +10443,26 @@ def _ee72(w, v):  # EVSEStatus
 
 def _de73(r):  # EVSEUtilityInterruptEvent
     bits = r.bits
-    if bits(1): raise r.deviation('EVSEUtilityInterruptEvent')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('EVSEUtilityInterruptEvent')
+    x = bits(3)
+    if x & 5: raise r.deviation('EVSEUtilityInterruptEvent')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee73(w, v):  # EVSEUtilityInterruptEvent
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de74(r):  # EVSOC
     bits = r.bits
-    if bits(1): raise r.deviation('EVSOC')
-    v = bits(7)
+    x = bits(9)
+    if x & 257: raise r.deviation('EVSOC')
+    v = ((x >> 1) & 127)
     if v > 100: raise DecodeError(f'value {v} above maximum 100', r.pos)
-    if bits(1): raise r.deviation('EVSOC')
     return v
 
 def _ee74(w, v):  # EVSOC
-    w.bits(0, 1)
     if not 0 <= v <= 100: raise EncodeError(f'value {v!r} outside [0, 100]')
-    w.bits(v, 7)
-    w.bits(0, 1)
+    bits((v << 1), 9)
 
 def _de75(r):  # EVTargetEnergyRequest
     bits = r.bits
@@ -11876,17 +10480,14 @@ def _ee76(w, v):  # EVTechnicalStatus
 
 def _de77(r):  # EVTimeout
     bits = r.bits
-    if bits(1): raise r.deviation('EVTimeout')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('EVTimeout')
+    x = bits(3)
+    if x & 5: raise r.deviation('EVTimeout')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee77(w, v):  # EVTimeout
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de78(r):  # EVWLANStrength
     bits = r.bits
@@ -11910,22 +10511,20 @@ def _de80(r):  # Exponent
     return v
 
 def _ee80(w, v):  # Exponent
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de81(r):  # Exponent
     bits = r.bits
-    if bits(1): raise r.deviation('Exponent')
-    v = bits(8) + -128
-    if bits(1): raise r.deviation('Exponent')
+    x = bits(10)
+    if x & 513: raise r.deviation('Exponent')
+    v = ((x >> 1) & 255) + -128
     return v
 
 def _ee81(w, v):  # Exponent
-    w.bits(0, 1)
     if not -128 <= v <= 127: raise EncodeError(f'value {v!r} outside [-128, 127]')
-    w.bits(v - -128, 8)
-    w.bits(0, 1)
+    bits(((v - -128) << 1), 10)
 
 def _de82(r):  # G
     bits = r.bits
@@ -11935,21 +10534,25 @@ def _de82(r):  # G
     return v
 
 def _ee82(w, v):  # G
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de83(r):  # HMACOutputLength
     bits = r.bits
-    if bits(1): raise r.deviation('HMACOutputLength')
-    v = r.sint()
+    x = bits(2)
+    if x & 2: raise r.deviation('HMACOutputLength')
+    _neg = (x & 1)
+    v = r.uint()
+    if _neg: v = -v - 1
     if bits(1): raise r.deviation('HMACOutputLength')
     return v
 
 def _ee83(w, v):  # HMACOutputLength
-    w.bits(0, 1)
-    w.sint(v)
-    w.bits(0, 1)
+    if type(v) is not int: raise EncodeError(f'expected an int, got {v!r}')
+    bits((v < 0), 2)
+    w.uint(-v - 1 if v < 0 else v)
+    bits(0, 1)
 
 def _de84(r):  # Header
     bits = r.bits
@@ -11960,17 +10563,14 @@ def _ee84(w, v):  # Header
 
 def _de85(r):  # InletHot
     bits = r.bits
-    if bits(1): raise r.deviation('InletHot')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('InletHot')
+    x = bits(3)
+    if x & 5: raise r.deviation('InletHot')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee85(w, v):  # InletHot
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de86(r):  # J
     bits = r.bits
@@ -11980,23 +10580,21 @@ def _de86(r):  # J
     return v
 
 def _ee86(w, v):  # J
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de87(r):  # MaximumSOC
     bits = r.bits
-    if bits(1): raise r.deviation('MaximumSOC')
-    v = bits(7)
+    x = bits(9)
+    if x & 257: raise r.deviation('MaximumSOC')
+    v = ((x >> 1) & 127)
     if v > 100: raise DecodeError(f'value {v} above maximum 100', r.pos)
-    if bits(1): raise r.deviation('MaximumSOC')
     return v
 
 def _ee87(w, v):  # MaximumSOC
-    w.bits(0, 1)
     if not 0 <= v <= 100: raise EncodeError(f'value {v!r} outside [0, 100]')
-    w.bits(v, 7)
-    w.bits(0, 1)
+    bits((v << 1), 9)
 
 def _de88(r):  # MeterID
     bits = r.bits
@@ -12007,10 +10605,10 @@ def _de88(r):  # MeterID
     return v
 
 def _ee88(w, v):  # MeterID
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) > 32: raise EncodeError(f'length {len(v)} outside [0, 32]')
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de89(r):  # MeterInfo
     bits = r.bits
@@ -12021,17 +10619,14 @@ def _ee89(w, v):  # MeterInfo
 
 def _de90(r):  # MeterInfoRequested
     bits = r.bits
-    if bits(1): raise r.deviation('MeterInfoRequested')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('MeterInfoRequested')
+    x = bits(3)
+    if x & 5: raise r.deviation('MeterInfoRequested')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee90(w, v):  # MeterInfoRequested
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de91(r):  # MeterSignature
     bits = r.bits
@@ -12042,24 +10637,27 @@ def _de91(r):  # MeterSignature
     return v
 
 def _ee91(w, v):  # MeterSignature
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) > 64: raise EncodeError(f'length {len(v)} outside [0, 64]')
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de92(r):  # MeterStatus
     bits = r.bits
-    if bits(1): raise r.deviation('MeterStatus')
-    v = r.sint()
+    x = bits(2)
+    if x & 2: raise r.deviation('MeterStatus')
+    _neg = (x & 1)
+    v = r.uint()
+    if _neg: v = -v - 1
     if v < -32768 or v > 32767: raise DecodeError(f'value {v} outside [-32768, 32767]', r.pos)
     if bits(1): raise r.deviation('MeterStatus')
     return v
 
 def _ee92(w, v):  # MeterStatus
-    w.bits(0, 1)
     if v < -32768 or v > 32767: raise EncodeError(f'value {v!r} outside [-32768, 32767]')
-    w.sint(v)
-    w.bits(0, 1)
+    bits((v < 0), 2)
+    w.uint(-v - 1 if v < 0 else v)
+    bits(0, 1)
 
 def _de93(r):  # MeterTimestamp
     bits = r.bits
@@ -12070,24 +10668,22 @@ def _de93(r):  # MeterTimestamp
     return v
 
 def _ee93(w, v):  # MeterTimestamp
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 18446744073709551615: raise EncodeError(f'value {v!r} outside [0, 18446744073709551615]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de94(r):  # MinimumSOC
     bits = r.bits
-    if bits(1): raise r.deviation('MinimumSOC')
-    v = bits(7)
+    x = bits(9)
+    if x & 257: raise r.deviation('MinimumSOC')
+    v = ((x >> 1) & 127)
     if v > 100: raise DecodeError(f'value {v} above maximum 100', r.pos)
-    if bits(1): raise r.deviation('MinimumSOC')
     return v
 
 def _ee94(w, v):  # MinimumSOC
-    w.bits(0, 1)
     if not 0 <= v <= 100: raise EncodeError(f'value {v!r} outside [0, 100]')
-    w.bits(v, 7)
-    w.bits(0, 1)
+    bits((v << 1), 9)
 
 def _de95(r):  # Modulus
     bits = r.bits
@@ -12097,9 +10693,9 @@ def _de95(r):  # Modulus
     return v
 
 def _ee95(w, v):  # Modulus
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de96(r):  # NotificationMaxDelay
     bits = r.bits
@@ -12110,10 +10706,10 @@ def _de96(r):  # NotificationMaxDelay
     return v
 
 def _ee96(w, v):  # NotificationMaxDelay
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 65535: raise EncodeError(f'value {v!r} outside [0, 65535]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de97(r):  # OccupancyCosts
     bits = r.bits
@@ -12137,9 +10733,9 @@ def _de99(r):  # P
     return v
 
 def _ee99(w, v):  # P
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de100(r):  # PGPKeyID
     bits = r.bits
@@ -12149,9 +10745,9 @@ def _de100(r):  # PGPKeyID
     return v
 
 def _ee100(w, v):  # PGPKeyID
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de101(r):  # PGPKeyPacket
     bits = r.bits
@@ -12161,9 +10757,9 @@ def _de101(r):  # PGPKeyPacket
     return v
 
 def _ee101(w, v):  # PGPKeyPacket
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de102(r):  # PgenCounter
     bits = r.bits
@@ -12173,23 +10769,21 @@ def _de102(r):  # PgenCounter
     return v
 
 def _ee102(w, v):  # PgenCounter
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de103(r):  # PresentSOC
     bits = r.bits
-    if bits(1): raise r.deviation('PresentSOC')
-    v = bits(7)
+    x = bits(9)
+    if x & 257: raise r.deviation('PresentSOC')
+    v = ((x >> 1) & 127)
     if v > 100: raise DecodeError(f'value {v} above maximum 100', r.pos)
-    if bits(1): raise r.deviation('PresentSOC')
     return v
 
 def _ee103(w, v):  # PresentSOC
-    w.bits(0, 1)
     if not 0 <= v <= 100: raise EncodeError(f'value {v!r} outside [0, 100]')
-    w.bits(v, 7)
-    w.bits(0, 1)
+    bits((v << 1), 9)
 
 def _de104(r):  # Q
     bits = r.bits
@@ -12199,9 +10793,9 @@ def _de104(r):  # Q
     return v
 
 def _ee104(w, v):  # Q
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de105(r):  # Receipt
     bits = r.bits
@@ -12219,10 +10813,10 @@ def _de106(r):  # RemainingTimeToMaximumSOC
     return v
 
 def _ee106(w, v):  # RemainingTimeToMaximumSOC
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 4294967295: raise EncodeError(f'value {v!r} outside [0, 4294967295]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de107(r):  # RemainingTimeToMinimumSOC
     bits = r.bits
@@ -12233,10 +10827,10 @@ def _de107(r):  # RemainingTimeToMinimumSOC
     return v
 
 def _ee107(w, v):  # RemainingTimeToMinimumSOC
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 4294967295: raise EncodeError(f'value {v!r} outside [0, 4294967295]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de108(r):  # RemainingTimeToTargetSOC
     bits = r.bits
@@ -12247,26 +10841,24 @@ def _de108(r):  # RemainingTimeToTargetSOC
     return v
 
 def _ee108(w, v):  # RemainingTimeToTargetSOC
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 4294967295: raise EncodeError(f'value {v!r} outside [0, 4294967295]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de109(r):  # ResponseCode
     bits = r.bits
-    if bits(1): raise r.deviation('ResponseCode')
-    v = bits(6)
+    x = bits(8)
+    if x & 129: raise r.deviation('ResponseCode')
+    v = ((x >> 1) & 63)
     if v >= 40: raise DecodeError(f'enumeration index {v} out of range (40 values)', r.pos)
     v = _E2[v]
-    if bits(1): raise r.deviation('ResponseCode')
     return v
 
 def _ee109(w, v):  # ResponseCode
-    w.bits(0, 1)
-    _i = _I5.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration responseCodeType')
-    w.bits(_i, 6)
-    w.bits(0, 1)
+    _i31 = _I5.get(v)
+    if _i31 is None: raise EncodeError(f'{v!r} is not one of the enumeration responseCodeType')
+    bits((_i31 << 1), 8)
 
 def _de110(r):  # RootCertificateID
     bits = r.bits
@@ -12283,9 +10875,9 @@ def _de111(r):  # SPKISexp
     return v
 
 def _ee111(w, v):  # SPKISexp
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de112(r):  # Seed
     bits = r.bits
@@ -12295,9 +10887,9 @@ def _de112(r):  # Seed
     return v
 
 def _ee112(w, v):  # Seed
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de113(r):  # SessionID
     bits = r.bits
@@ -12308,24 +10900,22 @@ def _de113(r):  # SessionID
     return v
 
 def _ee113(w, v):  # SessionID
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) < 8 or len(v) > 8: raise EncodeError(f'length {len(v)} outside [8, 8]')
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de114(r):  # TargetSOC
     bits = r.bits
-    if bits(1): raise r.deviation('TargetSOC')
-    v = bits(7)
+    x = bits(9)
+    if x & 257: raise r.deviation('TargetSOC')
+    v = ((x >> 1) & 127)
     if v > 100: raise DecodeError(f'value {v} above maximum 100', r.pos)
-    if bits(1): raise r.deviation('TargetSOC')
     return v
 
 def _ee114(w, v):  # TargetSOC
-    w.bits(0, 1)
     if not 0 <= v <= 100: raise EncodeError(f'value {v!r} outside [0, 100]')
-    w.bits(v, 7)
-    w.bits(0, 1)
+    bits((v << 1), 9)
 
 def _de115(r):  # TaxCosts
     bits = r.bits
@@ -12343,10 +10933,10 @@ def _de116(r):  # TaxRuleID
     return v
 
 def _ee116(w, v):  # TaxRuleID
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 1 or v > 4294967295: raise EncodeError(f'value {v!r} outside [1, 4294967295]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de117(r):  # TimeAnchor
     bits = r.bits
@@ -12357,10 +10947,10 @@ def _de117(r):  # TimeAnchor
     return v
 
 def _ee117(w, v):  # TimeAnchor
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 18446744073709551615: raise EncodeError(f'value {v!r} outside [0, 18446744073709551615]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de118(r):  # TimeStamp
     bits = r.bits
@@ -12371,24 +10961,27 @@ def _de118(r):  # TimeStamp
     return v
 
 def _ee118(w, v):  # TimeStamp
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 18446744073709551615: raise EncodeError(f'value {v!r} outside [0, 18446744073709551615]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de119(r):  # Value
     bits = r.bits
-    if bits(1): raise r.deviation('Value')
-    v = r.sint()
+    x = bits(2)
+    if x & 2: raise r.deviation('Value')
+    _neg = (x & 1)
+    v = r.uint()
+    if _neg: v = -v - 1
     if v < -32768 or v > 32767: raise DecodeError(f'value {v} outside [-32768, 32767]', r.pos)
     if bits(1): raise r.deviation('Value')
     return v
 
 def _ee119(w, v):  # Value
-    w.bits(0, 1)
     if v < -32768 or v > 32767: raise EncodeError(f'value {v!r} outside [-32768, 32767]')
-    w.sint(v)
-    w.bits(0, 1)
+    bits((v < 0), 2)
+    w.uint(-v - 1 if v < 0 else v)
+    bits(0, 1)
 
 def _de120(r):  # X509CRL
     bits = r.bits
@@ -12398,9 +10991,9 @@ def _de120(r):  # X509CRL
     return v
 
 def _ee120(w, v):  # X509CRL
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de121(r):  # X509Certificate
     bits = r.bits
@@ -12410,9 +11003,9 @@ def _de121(r):  # X509Certificate
     return v
 
 def _ee121(w, v):  # X509Certificate
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de122(r):  # X509IssuerName
     bits = r.bits
@@ -12422,9 +11015,9 @@ def _de122(r):  # X509IssuerName
     return v
 
 def _ee122(w, v):  # X509IssuerName
-    w.bits(0, 1)
+    bits(0, 1)
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de123(r):  # X509IssuerSerial
     bits = r.bits
@@ -12441,21 +11034,25 @@ def _de124(r):  # X509SKI
     return v
 
 def _ee124(w, v):  # X509SKI
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de125(r):  # X509SerialNumber
     bits = r.bits
-    if bits(1): raise r.deviation('X509SerialNumber')
-    v = r.sint()
+    x = bits(2)
+    if x & 2: raise r.deviation('X509SerialNumber')
+    _neg = (x & 1)
+    v = r.uint()
+    if _neg: v = -v - 1
     if bits(1): raise r.deviation('X509SerialNumber')
     return v
 
 def _ee125(w, v):  # X509SerialNumber
-    w.bits(0, 1)
-    w.sint(v)
-    w.bits(0, 1)
+    if type(v) is not int: raise EncodeError(f'expected an int, got {v!r}')
+    bits((v < 0), 2)
+    w.uint(-v - 1 if v < 0 else v)
+    bits(0, 1)
 
 def _de126(r):  # X509SubjectName
     bits = r.bits
@@ -12465,9 +11062,9 @@ def _de126(r):  # X509SubjectName
     return v
 
 def _ee126(w, v):  # X509SubjectName
-    w.bits(0, 1)
+    bits(0, 1)
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de127(r):  # XPath
     bits = r.bits
@@ -12477,9 +11074,9 @@ def _de127(r):  # XPath
     return v
 
 def _ee127(w, v):  # XPath
-    w.bits(0, 1)
+    bits(0, 1)
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de128(r):  # Y
     bits = r.bits
@@ -12489,9 +11086,9 @@ def _de128(r):  # Y
     return v
 
 def _ee128(w, v):  # Y
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 # (namespace, local name, class or simple type code, decode, encode); index = event code
 FRAGMENT = (

@@ -45,44 +45,25 @@ def _d_AuthorizationReqType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('AuthorizationReqType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SelectedAuthorizationService'
-                    if bits(1): raise r.deviation('AuthorizationReqType')
-                    f_SelectedAuthorizationService = _E0[bits(1)]
-                    if bits(1): raise r.deviation('AuthorizationReqType')
-                    s = 2
-                else:
-                    raise r.deviation('AuthorizationReqType')
+                if bits(1): raise r.deviation('AuthorizationReqType')
+                el = 'Header'
+                f_Header = _d_MessageHeaderType(r)
+                x = bits(4)
+                if x & 13: raise r.deviation('AuthorizationReqType')
+                el = 'SelectedAuthorizationService'
+                f_SelectedAuthorizationService = _E0[((x >> 1) & 1)]
+                s = 2
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
                     el = 'EIM_AReqAuthorizationMode'
                     f_EIM_AReqAuthorizationMode = _d_EIM_AReqAuthorizationModeType(r)
-                    s = 3
+                    if bits(1): raise r.deviation('AuthorizationReqType')
+                    s = -1
                 elif ec == 1:
                     el = 'PnC_AReqAuthorizationMode'
                     f_PnC_AReqAuthorizationMode = _d_PnC_AReqAuthorizationModeType(r)
-                    s = 4
-                else:
-                    raise r.deviation('AuthorizationReqType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('AuthorizationReqType')
-            if s == 4:
-                ec = bits(1)
-                if ec == 0:
+                    if bits(1): raise r.deviation('AuthorizationReqType')
                     s = -1
                 else:
                     raise r.deviation('AuthorizationReqType')
@@ -103,51 +84,38 @@ def _e_AuthorizationReqType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Header is not None:
-                    bits(0, 1)
                     el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_SelectedAuthorizationService is not None:
                     bits(0, 1)
+                    _e_MessageHeaderType(w, v_Header)
+                    if not (v_SelectedAuthorizationService is not None): raise EncodeError('missing content: SelectedAuthorizationService')
                     el = 'SelectedAuthorizationService'
-                    w.bits(0, 1)
-                    _i = _I1.get(v_SelectedAuthorizationService)
-                    if _i is None: raise EncodeError(f'{v_SelectedAuthorizationService!r} is not one of the enumeration authorizationType')
-                    w.bits(_i, 1)
-                    w.bits(0, 1)
+                    _i1 = _I1.get(v_SelectedAuthorizationService)
+                    if _i1 is None: raise EncodeError(f'{v_SelectedAuthorizationService!r} is not one of the enumeration authorizationType')
+                    bits((_i1 << 1), 4)
+                    v_Header = None
                     v_SelectedAuthorizationService = None
                     s = 2
                 else:
-                    raise EncodeError('missing content: expected one of SelectedAuthorizationService')
+                    raise EncodeError('missing content: expected one of Header')
             if s == 2:
                 if v_EIM_AReqAuthorizationMode is not None:
-                    bits(0, 2)
                     el = 'EIM_AReqAuthorizationMode'
+                    bits(0, 2)
                     _e_EIM_AReqAuthorizationModeType(w, v_EIM_AReqAuthorizationMode)
+                    bits(0, 1)
                     v_EIM_AReqAuthorizationMode = None
-                    s = 3
+                    if v_Header is not None or v_SelectedAuthorizationService is not None or v_EIM_AReqAuthorizationMode is not None or v_PnC_AReqAuthorizationMode is not None: raise _leftover(o)
+                    s = -1
                 elif v_PnC_AReqAuthorizationMode is not None:
-                    bits(1, 2)
                     el = 'PnC_AReqAuthorizationMode'
+                    bits(1, 2)
                     _e_PnC_AReqAuthorizationModeType(w, v_PnC_AReqAuthorizationMode)
+                    bits(0, 1)
                     v_PnC_AReqAuthorizationMode = None
-                    s = 4
+                    if v_Header is not None or v_SelectedAuthorizationService is not None or v_EIM_AReqAuthorizationMode is not None or v_PnC_AReqAuthorizationMode is not None: raise _leftover(o)
+                    s = -1
                 else:
                     raise EncodeError('missing content: expected one of EIM_AReqAuthorizationMode, PnC_AReqAuthorizationMode')
-            if s == 3:
-                if True:
-                    bits(0, 1)
-                    if v_Header is not None or v_SelectedAuthorizationService is not None or v_EIM_AReqAuthorizationMode is not None or v_PnC_AReqAuthorizationMode is not None: raise _leftover(o)
-                    s = -1
-            if s == 4:
-                if True:
-                    bits(0, 1)
-                    if v_Header is not None or v_SelectedAuthorizationService is not None or v_EIM_AReqAuthorizationMode is not None or v_PnC_AReqAuthorizationMode is not None: raise _leftover(o)
-                    s = -1
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -157,22 +125,10 @@ def _d_V2GRequestType(r):
     el = ''
     f_Header = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('V2GRequestType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('V2GRequestType')
+        if bits(1): raise r.deviation('V2GRequestType')
+        el = 'Header'
+        f_Header = _d_MessageHeaderType(r)
+        if bits(1): raise r.deviation('V2GRequestType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.V2GRequestType(f_Header)
@@ -183,22 +139,15 @@ def _e_V2GRequestType(w, o):
     el = ''
     try:
         v_Header = o.Header
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Header is not None:
-                    bits(0, 1)
-                    el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if True:
-                    bits(0, 1)
-                    if v_Header is not None: raise _leftover(o)
-                    s = -1
+        if v_Header is not None:
+            el = 'Header'
+            bits(0, 1)
+            _e_MessageHeaderType(w, v_Header)
+            bits(0, 1)
+            v_Header = None
+            if v_Header is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Header')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -208,22 +157,10 @@ def _d_V2GMessageType(r):
     el = ''
     f_Header = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('V2GMessageType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('V2GMessageType')
+        if bits(1): raise r.deviation('V2GMessageType')
+        el = 'Header'
+        f_Header = _d_MessageHeaderType(r)
+        if bits(1): raise r.deviation('V2GMessageType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.V2GMessageType(f_Header)
@@ -234,22 +171,15 @@ def _e_V2GMessageType(w, o):
     el = ''
     try:
         v_Header = o.Header
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Header is not None:
-                    bits(0, 1)
-                    el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if True:
-                    bits(0, 1)
-                    if v_Header is not None: raise _leftover(o)
-                    s = -1
+        if v_Header is not None:
+            el = 'Header'
+            bits(0, 1)
+            _e_MessageHeaderType(w, v_Header)
+            bits(0, 1)
+            v_Header = None
+            if v_Header is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Header')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -264,40 +194,27 @@ def _d_MessageHeaderType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SessionID'
-                    if bits(1): raise r.deviation('MessageHeaderType')
-                    f_SessionID = r.binary()
-                    if len(f_SessionID) < 8 or len(f_SessionID) > 8: raise DecodeError(f'length {len(f_SessionID)} outside [8, 8]', r.pos)
-                    if bits(1): raise r.deviation('MessageHeaderType')
-                    s = 1
-                else:
-                    raise r.deviation('MessageHeaderType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'TimeStamp'
-                    if bits(1): raise r.deviation('MessageHeaderType')
-                    f_TimeStamp = r.uint()
-                    if f_TimeStamp > 18446744073709551615: raise DecodeError(f'value {f_TimeStamp} outside [0, 18446744073709551615]', r.pos)
-                    if bits(1): raise r.deviation('MessageHeaderType')
-                    s = 2
-                else:
-                    raise r.deviation('MessageHeaderType')
+                x = bits(2)
+                if x & 3: raise r.deviation('MessageHeaderType')
+                el = 'SessionID'
+                f_SessionID = r.binary()
+                if len(f_SessionID) < 8 or len(f_SessionID) > 8: raise DecodeError(f'length {len(f_SessionID)} outside [8, 8]', r.pos)
+                x = bits(3)
+                if x & 7: raise r.deviation('MessageHeaderType')
+                el = 'TimeStamp'
+                f_TimeStamp = r.uint()
+                if f_TimeStamp > 18446744073709551615: raise DecodeError(f'value {f_TimeStamp} outside [0, 18446744073709551615]', r.pos)
+                if bits(1): raise r.deviation('MessageHeaderType')
+                s = 2
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
                     el = 'Signature'
                     f_Signature = _d_SignatureType(r)
-                    s = 3
-                elif ec == 1:
+                    if bits(1): raise r.deviation('MessageHeaderType')
                     s = -1
-                else:
-                    raise r.deviation('MessageHeaderType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('MessageHeaderType')
@@ -317,42 +234,32 @@ def _e_MessageHeaderType(w, o):
         while s >= 0:
             if s == 0:
                 if v_SessionID is not None:
-                    bits(0, 1)
                     el = 'SessionID'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     if len(v_SessionID) < 8 or len(v_SessionID) > 8: raise EncodeError(f'length {len(v_SessionID)} outside [8, 8]')
                     w.binary(v_SessionID)
-                    w.bits(0, 1)
-                    v_SessionID = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of SessionID')
-            if s == 1:
-                if v_TimeStamp is not None:
-                    bits(0, 1)
+                    if not (v_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
                     el = 'TimeStamp'
-                    w.bits(0, 1)
+                    bits(0, 3)
+                    v_SessionID = None
                     if v_TimeStamp < 0 or v_TimeStamp > 18446744073709551615: raise EncodeError(f'value {v_TimeStamp!r} outside [0, 18446744073709551615]')
                     w.uint(v_TimeStamp)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_TimeStamp = None
                     s = 2
                 else:
-                    raise EncodeError('missing content: expected one of TimeStamp')
+                    raise EncodeError('missing content: expected one of SessionID')
             if s == 2:
                 if v_Signature is not None:
-                    bits(0, 2)
                     el = 'Signature'
+                    bits(0, 2)
                     _e_SignatureType(w, v_Signature)
+                    bits(0, 1)
                     v_Signature = None
-                    s = 3
-                elif True:
-                    bits(1, 2)
                     if v_SessionID is not None or v_TimeStamp is not None or v_Signature is not None: raise _leftover(o)
                     s = -1
-            if s == 3:
-                if True:
-                    bits(0, 1)
+                elif True:
+                    bits(1, 2)
                     if v_SessionID is not None or v_TimeStamp is not None or v_Signature is not None: raise _leftover(o)
                     s = -1
     except Exception as e:
@@ -375,29 +282,21 @@ def _d_SignatureType(r):
                 if ec == 0:
                     el = '@Id'
                     f_Id = r.string(3)
-                    s = 1
+                    if bits(1): raise r.deviation('SignatureType')
+                    el = 'SignedInfo'
+                    f_SignedInfo = _d_SignedInfoType(r)
+                    s = 2
                 elif ec == 1:
                     el = 'SignedInfo'
                     f_SignedInfo = _d_SignedInfoType(r)
                     s = 2
                 else:
                     raise r.deviation('SignatureType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SignedInfo'
-                    f_SignedInfo = _d_SignedInfoType(r)
-                    s = 2
-                else:
-                    raise r.deviation('SignatureType')
             if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SignatureValue'
-                    f_SignatureValue = _d_SignatureValueType(r)
-                    s = 3
-                else:
-                    raise r.deviation('SignatureType')
+                if bits(1): raise r.deviation('SignatureType')
+                el = 'SignatureValue'
+                f_SignatureValue = _d_SignatureValueType(r)
+                s = 3
             if s == 3:
                 ec = bits(2)
                 if ec == 0:
@@ -410,6 +309,7 @@ def _d_SignatureType(r):
                     f_Object.append(_v)
                     s = 5
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SignatureType')
@@ -421,6 +321,7 @@ def _d_SignatureType(r):
                     f_Object.append(_v)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SignatureType')
@@ -432,6 +333,7 @@ def _d_SignatureType(r):
                         _v = _d_ObjectType(r, 5)
                         f_Object.append(_v)
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
@@ -456,32 +358,28 @@ def _e_SignatureType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 2)
                     el = '@Id'
+                    bits(0, 2)
                     w.string(v_Id)
-                    v_Id = None
-                    s = 1
-                elif v_SignedInfo is not None:
-                    bits(1, 2)
+                    if not (v_SignedInfo is not None): raise EncodeError('missing content: SignedInfo')
                     el = 'SignedInfo'
+                    bits(0, 1)
+                    v_Id = None
+                    _e_SignedInfoType(w, v_SignedInfo)
+                    v_SignedInfo = None
+                    s = 2
+                elif v_SignedInfo is not None:
+                    el = 'SignedInfo'
+                    bits(1, 2)
                     _e_SignedInfoType(w, v_SignedInfo)
                     v_SignedInfo = None
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, SignedInfo')
-            if s == 1:
-                if v_SignedInfo is not None:
-                    bits(0, 1)
-                    el = 'SignedInfo'
-                    _e_SignedInfoType(w, v_SignedInfo)
-                    v_SignedInfo = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of SignedInfo')
             if s == 2:
                 if v_SignatureValue is not None:
-                    bits(0, 1)
                     el = 'SignatureValue'
+                    bits(0, 1)
                     _e_SignatureValueType(w, v_SignatureValue)
                     v_SignatureValue = None
                     s = 3
@@ -489,14 +387,14 @@ def _e_SignatureType(w, o):
                     raise EncodeError('missing content: expected one of SignatureValue')
             if s == 3:
                 if v_KeyInfo is not None:
-                    bits(0, 2)
                     el = 'KeyInfo'
+                    bits(0, 2)
                     _e_KeyInfoType(w, v_KeyInfo)
                     v_KeyInfo = None
                     s = 4
                 elif i_Object < n_Object:
-                    bits(1, 2)
                     el = 'Object'
+                    bits(1, 2)
                     _e_ObjectType(w, v_Object[i_Object])
                     i_Object += 1
                     s = 5
@@ -506,8 +404,8 @@ def _e_SignatureType(w, o):
                     s = -1
             if s == 4:
                 if i_Object < n_Object:
-                    bits(0, 2)
                     el = 'Object'
+                    bits(0, 2)
                     _e_ObjectType(w, v_Object[i_Object])
                     i_Object += 1
                     s = 5
@@ -518,8 +416,8 @@ def _e_SignatureType(w, o):
             if s == 5:
                 while True:
                     if i_Object < n_Object:
-                        bits(0, 2)
                         el = 'Object'
+                        bits(0, 2)
                         _e_ObjectType(w, v_Object[i_Object])
                         i_Object += 1
                     elif True:
@@ -546,38 +444,25 @@ def _d_SignedInfoType(r):
                 if ec == 0:
                     el = '@Id'
                     f_Id = r.string(3)
-                    s = 1
+                    if bits(1): raise r.deviation('SignedInfoType')
+                    el = 'CanonicalizationMethod'
+                    f_CanonicalizationMethod = _d_CanonicalizationMethodType(r, 6)
+                    s = 2
                 elif ec == 1:
                     el = 'CanonicalizationMethod'
                     f_CanonicalizationMethod = _d_CanonicalizationMethodType(r, 6)
                     s = 2
                 else:
                     raise r.deviation('SignedInfoType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'CanonicalizationMethod'
-                    f_CanonicalizationMethod = _d_CanonicalizationMethodType(r, 6)
-                    s = 2
-                else:
-                    raise r.deviation('SignedInfoType')
             if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SignatureMethod'
-                    f_SignatureMethod = _d_SignatureMethodType(r, 7)
-                    s = 3
-                else:
-                    raise r.deviation('SignedInfoType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Reference'
-                    _v = _d_ReferenceType(r)
-                    f_Reference.append(_v)
-                    s = 4
-                else:
-                    raise r.deviation('SignedInfoType')
+                if bits(1): raise r.deviation('SignedInfoType')
+                el = 'SignatureMethod'
+                f_SignatureMethod = _d_SignatureMethodType(r, 7)
+                if bits(1): raise r.deviation('SignedInfoType')
+                el = 'Reference'
+                _v = _d_ReferenceType(r)
+                f_Reference.append(_v)
+                s = 4
             if s == 4:
                 ec = bits(2)
                 if ec == 0:
@@ -586,6 +471,7 @@ def _d_SignedInfoType(r):
                     f_Reference.append(_v)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SignedInfoType')
@@ -597,6 +483,7 @@ def _d_SignedInfoType(r):
                         _v = _d_ReferenceType(r)
                         f_Reference.append(_v)
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
@@ -620,50 +507,42 @@ def _e_SignedInfoType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 2)
                     el = '@Id'
+                    bits(0, 2)
                     w.string(v_Id)
-                    v_Id = None
-                    s = 1
-                elif v_CanonicalizationMethod is not None:
-                    bits(1, 2)
+                    if not (v_CanonicalizationMethod is not None): raise EncodeError('missing content: CanonicalizationMethod')
                     el = 'CanonicalizationMethod'
+                    bits(0, 1)
+                    v_Id = None
+                    _e_CanonicalizationMethodType(w, v_CanonicalizationMethod)
+                    v_CanonicalizationMethod = None
+                    s = 2
+                elif v_CanonicalizationMethod is not None:
+                    el = 'CanonicalizationMethod'
+                    bits(1, 2)
                     _e_CanonicalizationMethodType(w, v_CanonicalizationMethod)
                     v_CanonicalizationMethod = None
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, CanonicalizationMethod')
-            if s == 1:
-                if v_CanonicalizationMethod is not None:
-                    bits(0, 1)
-                    el = 'CanonicalizationMethod'
-                    _e_CanonicalizationMethodType(w, v_CanonicalizationMethod)
-                    v_CanonicalizationMethod = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of CanonicalizationMethod')
             if s == 2:
                 if v_SignatureMethod is not None:
-                    bits(0, 1)
                     el = 'SignatureMethod'
-                    _e_SignatureMethodType(w, v_SignatureMethod)
-                    v_SignatureMethod = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of SignatureMethod')
-            if s == 3:
-                if i_Reference < n_Reference:
                     bits(0, 1)
+                    _e_SignatureMethodType(w, v_SignatureMethod)
+                    if not (i_Reference < n_Reference): raise EncodeError('missing content: Reference')
                     el = 'Reference'
+                    bits(0, 1)
+                    v_SignatureMethod = None
                     _e_ReferenceType(w, v_Reference[i_Reference])
                     i_Reference += 1
                     s = 4
                 else:
-                    raise EncodeError('missing content: expected one of Reference')
+                    raise EncodeError('missing content: expected one of SignatureMethod')
             if s == 4:
                 if i_Reference < n_Reference:
-                    bits(0, 2)
                     el = 'Reference'
+                    bits(0, 2)
                     _e_ReferenceType(w, v_Reference[i_Reference])
                     i_Reference += 1
                     s = 5
@@ -674,8 +553,8 @@ def _e_SignedInfoType(w, o):
             if s == 5:
                 while True:
                     if i_Reference < n_Reference:
-                        bits(0, 2)
                         el = 'Reference'
+                        bits(0, 2)
                         _e_ReferenceType(w, v_Reference[i_Reference])
                         i_Reference += 1
                     elif True:
@@ -695,19 +574,17 @@ def _d_CanonicalizationMethodType(r, key):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = '@Algorithm'
-                    f_Algorithm = r.string(8)
-                    s = 1
-                else:
-                    raise r.deviation('CanonicalizationMethodType')
+                if bits(1): raise r.deviation('CanonicalizationMethodType')
+                el = '@Algorithm'
+                f_Algorithm = r.string(8)
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -720,6 +597,7 @@ def _d_CanonicalizationMethodType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -732,6 +610,7 @@ def _d_CanonicalizationMethodType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -752,8 +631,8 @@ def _e_CanonicalizationMethodType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Algorithm is not None:
-                    bits(0, 1)
                     el = '@Algorithm'
+                    bits(0, 1)
                     w.string(v_Algorithm)
                     v_Algorithm = None
                     s = 1
@@ -787,25 +666,26 @@ def _d_SignatureMethodType(r, key):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = '@Algorithm'
-                    f_Algorithm = r.string(8)
-                    s = 1
-                else:
-                    raise r.deviation('SignatureMethodType')
+                if bits(1): raise r.deviation('SignatureMethodType')
+                el = '@Algorithm'
+                f_Algorithm = r.string(8)
+                s = 1
             if s == 1:
                 ec = bits(3)
                 if ec == 0:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('SignatureMethodType')
                     el = 'HMACOutputLength'
-                    if bits(1): raise r.deviation('SignatureMethodType')
-                    f_HMACOutputLength = r.sint()
+                    _neg = (x & 1)
+                    f_HMACOutputLength = r.uint()
+                    if _neg: f_HMACOutputLength = -f_HMACOutputLength - 1
                     if bits(1): raise r.deviation('SignatureMethodType')
                     s = 3
                 elif ec == 1:
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 4
                 elif ec == 2:
+                    pass
                     s = -1
                 elif ec == 3:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -815,15 +695,19 @@ def _d_SignatureMethodType(r, key):
             if s == 2:
                 ec = bits(3)
                 if ec == 0:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('SignatureMethodType')
                     el = 'HMACOutputLength'
-                    if bits(1): raise r.deviation('SignatureMethodType')
-                    f_HMACOutputLength = r.sint()
+                    _neg = (x & 1)
+                    f_HMACOutputLength = r.uint()
+                    if _neg: f_HMACOutputLength = -f_HMACOutputLength - 1
                     if bits(1): raise r.deviation('SignatureMethodType')
                     s = 3
                 elif ec == 1:
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 4
                 elif ec == 2:
+                    pass
                     s = -1
                 elif ec == 3:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -836,6 +720,7 @@ def _d_SignatureMethodType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 4
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -848,6 +733,7 @@ def _d_SignatureMethodType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 4
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -869,8 +755,8 @@ def _e_SignatureMethodType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Algorithm is not None:
-                    bits(0, 1)
                     el = '@Algorithm'
+                    bits(0, 1)
                     w.string(v_Algorithm)
                     v_Algorithm = None
                     s = 1
@@ -878,11 +764,11 @@ def _e_SignatureMethodType(w, o):
                     raise EncodeError('missing content: expected one of Algorithm')
             if s == 1:
                 if v_HMACOutputLength is not None:
-                    bits(0, 3)
                     el = 'HMACOutputLength'
-                    w.bits(0, 1)
-                    w.sint(v_HMACOutputLength)
-                    w.bits(0, 1)
+                    if type(v_HMACOutputLength) is not int: raise EncodeError(f'expected an int, got {v_HMACOutputLength!r}')
+                    bits((v_HMACOutputLength < 0), 5)
+                    w.uint(-v_HMACOutputLength - 1 if v_HMACOutputLength < 0 else v_HMACOutputLength)
+                    bits(0, 1)
                     v_HMACOutputLength = None
                     s = 3
                 elif True:
@@ -891,11 +777,11 @@ def _e_SignatureMethodType(w, o):
                     s = -1
             if s == 2:
                 if v_HMACOutputLength is not None:
-                    bits(0, 3)
                     el = 'HMACOutputLength'
-                    w.bits(0, 1)
-                    w.sint(v_HMACOutputLength)
-                    w.bits(0, 1)
+                    if type(v_HMACOutputLength) is not int: raise EncodeError(f'expected an int, got {v_HMACOutputLength!r}')
+                    bits((v_HMACOutputLength < 0), 5)
+                    w.uint(-v_HMACOutputLength - 1 if v_HMACOutputLength < 0 else v_HMACOutputLength)
+                    bits(0, 1)
                     v_HMACOutputLength = None
                     s = 3
                 elif True:
@@ -1001,29 +887,18 @@ def _d_ReferenceType(r):
                 else:
                     raise r.deviation('ReferenceType')
             if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'DigestMethod'
-                    f_DigestMethod = _d_DigestMethodType(r, 12)
-                    s = 5
-                else:
-                    raise r.deviation('ReferenceType')
+                if bits(1): raise r.deviation('ReferenceType')
+                el = 'DigestMethod'
+                f_DigestMethod = _d_DigestMethodType(r, 12)
+                s = 5
             if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'DigestValue'
-                    if bits(1): raise r.deviation('ReferenceType')
-                    f_DigestValue = r.binary()
-                    if bits(1): raise r.deviation('ReferenceType')
-                    s = 6
-                else:
-                    raise r.deviation('ReferenceType')
-            if s == 6:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ReferenceType')
+                x = bits(2)
+                if x & 3: raise r.deviation('ReferenceType')
+                el = 'DigestValue'
+                f_DigestValue = r.binary()
+                x = bits(2)
+                if x & 3: raise r.deviation('ReferenceType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.ReferenceType(f_Id, f_Type, f_URI, f_Transforms, f_DigestMethod, f_DigestValue)
@@ -1043,32 +918,32 @@ def _e_ReferenceType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 3)
                     el = '@Id'
+                    bits(0, 3)
                     w.string(v_Id)
                     v_Id = None
                     s = 1
                 elif v_Type is not None:
-                    bits(1, 3)
                     el = '@Type'
+                    bits(1, 3)
                     w.string(v_Type)
                     v_Type = None
                     s = 2
                 elif v_URI is not None:
-                    bits(2, 3)
                     el = '@URI'
+                    bits(2, 3)
                     w.string(v_URI)
                     v_URI = None
                     s = 3
                 elif v_Transforms is not None:
-                    bits(3, 3)
                     el = 'Transforms'
+                    bits(3, 3)
                     _e_TransformsType(w, v_Transforms)
                     v_Transforms = None
                     s = 4
                 elif v_DigestMethod is not None:
-                    bits(4, 3)
                     el = 'DigestMethod'
+                    bits(4, 3)
                     _e_DigestMethodType(w, v_DigestMethod)
                     v_DigestMethod = None
                     s = 5
@@ -1076,26 +951,26 @@ def _e_ReferenceType(w, o):
                     raise EncodeError('missing content: expected one of Id, Type, URI, Transforms, DigestMethod')
             if s == 1:
                 if v_Type is not None:
-                    bits(0, 3)
                     el = '@Type'
+                    bits(0, 3)
                     w.string(v_Type)
                     v_Type = None
                     s = 2
                 elif v_URI is not None:
-                    bits(1, 3)
                     el = '@URI'
+                    bits(1, 3)
                     w.string(v_URI)
                     v_URI = None
                     s = 3
                 elif v_Transforms is not None:
-                    bits(2, 3)
                     el = 'Transforms'
+                    bits(2, 3)
                     _e_TransformsType(w, v_Transforms)
                     v_Transforms = None
                     s = 4
                 elif v_DigestMethod is not None:
-                    bits(3, 3)
                     el = 'DigestMethod'
+                    bits(3, 3)
                     _e_DigestMethodType(w, v_DigestMethod)
                     v_DigestMethod = None
                     s = 5
@@ -1103,20 +978,20 @@ def _e_ReferenceType(w, o):
                     raise EncodeError('missing content: expected one of Type, URI, Transforms, DigestMethod')
             if s == 2:
                 if v_URI is not None:
-                    bits(0, 2)
                     el = '@URI'
+                    bits(0, 2)
                     w.string(v_URI)
                     v_URI = None
                     s = 3
                 elif v_Transforms is not None:
-                    bits(1, 2)
                     el = 'Transforms'
+                    bits(1, 2)
                     _e_TransformsType(w, v_Transforms)
                     v_Transforms = None
                     s = 4
                 elif v_DigestMethod is not None:
-                    bits(2, 2)
                     el = 'DigestMethod'
+                    bits(2, 2)
                     _e_DigestMethodType(w, v_DigestMethod)
                     v_DigestMethod = None
                     s = 5
@@ -1124,14 +999,14 @@ def _e_ReferenceType(w, o):
                     raise EncodeError('missing content: expected one of URI, Transforms, DigestMethod')
             if s == 3:
                 if v_Transforms is not None:
-                    bits(0, 2)
                     el = 'Transforms'
+                    bits(0, 2)
                     _e_TransformsType(w, v_Transforms)
                     v_Transforms = None
                     s = 4
                 elif v_DigestMethod is not None:
-                    bits(1, 2)
                     el = 'DigestMethod'
+                    bits(1, 2)
                     _e_DigestMethodType(w, v_DigestMethod)
                     v_DigestMethod = None
                     s = 5
@@ -1139,8 +1014,8 @@ def _e_ReferenceType(w, o):
                     raise EncodeError('missing content: expected one of Transforms, DigestMethod')
             if s == 4:
                 if v_DigestMethod is not None:
-                    bits(0, 1)
                     el = 'DigestMethod'
+                    bits(0, 1)
                     _e_DigestMethodType(w, v_DigestMethod)
                     v_DigestMethod = None
                     s = 5
@@ -1148,20 +1023,15 @@ def _e_ReferenceType(w, o):
                     raise EncodeError('missing content: expected one of DigestMethod')
             if s == 5:
                 if v_DigestValue is not None:
-                    bits(0, 1)
                     el = 'DigestValue'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     w.binary(v_DigestValue)
-                    w.bits(0, 1)
+                    bits(0, 2)
                     v_DigestValue = None
-                    s = 6
-                else:
-                    raise EncodeError('missing content: expected one of DigestValue')
-            if s == 6:
-                if True:
-                    bits(0, 1)
                     if v_Id is not None or v_Type is not None or v_URI is not None or v_Transforms is not None or v_DigestMethod is not None or v_DigestValue is not None: raise _leftover(o)
                     s = -1
+                else:
+                    raise EncodeError('missing content: expected one of DigestValue')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -1174,14 +1044,11 @@ def _d_TransformsType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Transform'
-                    _v = _d_TransformType(r, 14)
-                    f_Transform.append(_v)
-                    s = 1
-                else:
-                    raise r.deviation('TransformsType')
+                if bits(1): raise r.deviation('TransformsType')
+                el = 'Transform'
+                _v = _d_TransformType(r, 14)
+                f_Transform.append(_v)
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
@@ -1190,6 +1057,7 @@ def _d_TransformsType(r):
                     f_Transform.append(_v)
                     s = 2
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('TransformsType')
@@ -1201,6 +1069,7 @@ def _d_TransformsType(r):
                         _v = _d_TransformType(r, 14)
                         f_Transform.append(_v)
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
@@ -1221,8 +1090,8 @@ def _e_TransformsType(w, o):
         while s >= 0:
             if s == 0:
                 if i_Transform < n_Transform:
-                    bits(0, 1)
                     el = 'Transform'
+                    bits(0, 1)
                     _e_TransformType(w, v_Transform[i_Transform])
                     i_Transform += 1
                     s = 1
@@ -1230,8 +1099,8 @@ def _e_TransformsType(w, o):
                     raise EncodeError('missing content: expected one of Transform')
             if s == 1:
                 if i_Transform < n_Transform:
-                    bits(0, 2)
                     el = 'Transform'
+                    bits(0, 2)
                     _e_TransformType(w, v_Transform[i_Transform])
                     i_Transform += 1
                     s = 2
@@ -1242,8 +1111,8 @@ def _e_TransformsType(w, o):
             if s == 2:
                 while True:
                     if i_Transform < n_Transform:
-                        bits(0, 2)
                         el = 'Transform'
+                        bits(0, 2)
                         _e_TransformType(w, v_Transform[i_Transform])
                         i_Transform += 1
                     elif True:
@@ -1264,18 +1133,15 @@ def _d_TransformType(r, key):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = '@Algorithm'
-                    f_Algorithm = r.string(8)
-                    s = 1
-                else:
-                    raise r.deviation('TransformType')
+                if bits(1): raise r.deviation('TransformType')
+                el = '@Algorithm'
+                f_Algorithm = r.string(8)
+                s = 1
             if s == 1:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'XPath'
                     if bits(1): raise r.deviation('TransformType')
+                    el = 'XPath'
                     _v = r.string(15)
                     if bits(1): raise r.deviation('TransformType')
                     f_XPath.append(_v)
@@ -1284,6 +1150,7 @@ def _d_TransformType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 2:
+                    pass
                     s = -1
                 elif ec == 3:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -1293,8 +1160,8 @@ def _d_TransformType(r, key):
             if s == 2:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'XPath'
                     if bits(1): raise r.deviation('TransformType')
+                    el = 'XPath'
                     _v = r.string(15)
                     if bits(1): raise r.deviation('TransformType')
                     f_XPath.append(_v)
@@ -1303,6 +1170,7 @@ def _d_TransformType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 2:
+                    pass
                     s = -1
                 elif ec == 3:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -1312,8 +1180,8 @@ def _d_TransformType(r, key):
             if s == 3:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'XPath'
                     if bits(1): raise r.deviation('TransformType')
+                    el = 'XPath'
                     _v = r.string(15)
                     if bits(1): raise r.deviation('TransformType')
                     f_XPath.append(_v)
@@ -1322,6 +1190,7 @@ def _d_TransformType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 2:
+                    pass
                     s = -1
                 elif ec == 3:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -1332,8 +1201,8 @@ def _d_TransformType(r, key):
                 while True:
                     ec = bits(3)
                     if ec == 0:
-                        el = 'XPath'
                         if bits(1): raise r.deviation('TransformType')
+                        el = 'XPath'
                         _v = r.string(15)
                         if bits(1): raise r.deviation('TransformType')
                         f_XPath.append(_v)
@@ -1342,6 +1211,7 @@ def _d_TransformType(r, key):
                         s = 3
                         break
                     elif ec == 2:
+                        pass
                         s = -1
                         break
                     elif ec == 3:
@@ -1367,8 +1237,8 @@ def _e_TransformType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Algorithm is not None:
-                    bits(0, 1)
                     el = '@Algorithm'
+                    bits(0, 1)
                     w.string(v_Algorithm)
                     v_Algorithm = None
                     s = 1
@@ -1376,11 +1246,10 @@ def _e_TransformType(w, o):
                     raise EncodeError('missing content: expected one of Algorithm')
             if s == 1:
                 if i_XPath < n_XPath:
-                    bits(0, 3)
                     el = 'XPath'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     w.string(v_XPath[i_XPath])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_XPath += 1
                     s = 4
                 elif True:
@@ -1389,11 +1258,10 @@ def _e_TransformType(w, o):
                     s = -1
             if s == 2:
                 if i_XPath < n_XPath:
-                    bits(0, 3)
                     el = 'XPath'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     w.string(v_XPath[i_XPath])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_XPath += 1
                     s = 4
                 elif True:
@@ -1402,11 +1270,10 @@ def _e_TransformType(w, o):
                     s = -1
             if s == 3:
                 if i_XPath < n_XPath:
-                    bits(0, 3)
                     el = 'XPath'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     w.string(v_XPath[i_XPath])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_XPath += 1
                     s = 4
                 elif True:
@@ -1416,11 +1283,10 @@ def _e_TransformType(w, o):
             if s == 4:
                 while True:
                     if i_XPath < n_XPath:
-                        bits(0, 3)
                         el = 'XPath'
-                        w.bits(0, 1)
+                        bits(0, 4)
                         w.string(v_XPath[i_XPath])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_XPath += 1
                     elif True:
                         bits(2, 3)
@@ -1439,19 +1305,17 @@ def _d_DigestMethodType(r, key):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = '@Algorithm'
-                    f_Algorithm = r.string(8)
-                    s = 1
-                else:
-                    raise r.deviation('DigestMethodType')
+                if bits(1): raise r.deviation('DigestMethodType')
+                el = '@Algorithm'
+                f_Algorithm = r.string(8)
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -1464,6 +1328,7 @@ def _d_DigestMethodType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -1476,6 +1341,7 @@ def _d_DigestMethodType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -1496,8 +1362,8 @@ def _e_DigestMethodType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Algorithm is not None:
-                    bits(0, 1)
                     el = '@Algorithm'
+                    bits(0, 1)
                     w.string(v_Algorithm)
                     v_Algorithm = None
                     s = 1
@@ -1535,25 +1401,17 @@ def _d_SignatureValueType(r):
                 if ec == 0:
                     el = '@Id'
                     f_Id = r.string(3)
-                    s = 1
+                    if bits(1): raise r.deviation('SignatureValueType')
+                    f_value = r.binary()
+                    s = 2
                 elif ec == 1:
                     f_value = r.binary()
                     s = 2
                 else:
                     raise r.deviation('SignatureValueType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    f_value = r.binary()
-                    s = 2
-                else:
-                    raise r.deviation('SignatureValueType')
             if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('SignatureValueType')
+                if bits(1): raise r.deviation('SignatureValueType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.SignatureValueType(f_Id, f_value)
@@ -1569,11 +1427,15 @@ def _e_SignatureValueType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 2)
                     el = '@Id'
+                    bits(0, 2)
                     w.string(v_Id)
+                    if not (v_value is not None): raise EncodeError('missing content: text')
+                    bits(0, 1)
                     v_Id = None
-                    s = 1
+                    w.binary(v_value)
+                    v_value = None
+                    s = 2
                 elif v_value is not None:
                     bits(1, 2)
                     w.binary(v_value)
@@ -1581,14 +1443,6 @@ def _e_SignatureValueType(w, o):
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, text')
-            if s == 1:
-                if v_value is not None:
-                    bits(0, 1)
-                    w.binary(v_value)
-                    v_value = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of text')
             if s == 2:
                 if True:
                     bits(0, 1)
@@ -1619,8 +1473,8 @@ def _d_KeyInfoType(r, key):
                     f_Id = r.string(3)
                     s = 1
                 elif ec == 1:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(16)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -1651,8 +1505,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 8
                 elif ec == 7:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(18)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -1668,8 +1522,8 @@ def _d_KeyInfoType(r, key):
             if s == 1:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(16)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -1700,8 +1554,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 8
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(18)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -1717,8 +1571,8 @@ def _d_KeyInfoType(r, key):
             if s == 2:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(16)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -1749,8 +1603,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 8
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(18)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -1766,8 +1620,8 @@ def _d_KeyInfoType(r, key):
             if s == 3:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(16)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -1798,8 +1652,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(18)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -1808,6 +1662,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -1817,8 +1672,8 @@ def _d_KeyInfoType(r, key):
             if s == 4:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(16)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -1849,8 +1704,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(18)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -1859,6 +1714,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -1868,8 +1724,8 @@ def _d_KeyInfoType(r, key):
             if s == 5:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(16)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -1900,8 +1756,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(18)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -1910,6 +1766,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -1919,8 +1776,8 @@ def _d_KeyInfoType(r, key):
             if s == 6:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(16)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -1951,8 +1808,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(18)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -1961,6 +1818,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -1970,8 +1828,8 @@ def _d_KeyInfoType(r, key):
             if s == 7:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(16)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -2002,8 +1860,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(18)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -2012,6 +1870,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -2021,8 +1880,8 @@ def _d_KeyInfoType(r, key):
             if s == 8:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(16)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -2053,8 +1912,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(18)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -2063,6 +1922,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -2072,8 +1932,8 @@ def _d_KeyInfoType(r, key):
             if s == 9:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(16)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -2104,8 +1964,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(18)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -2114,6 +1974,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -2123,8 +1984,8 @@ def _d_KeyInfoType(r, key):
             if s == 10:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(16)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -2155,8 +2016,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(18)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -2165,6 +2026,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -2175,8 +2037,8 @@ def _d_KeyInfoType(r, key):
                 while True:
                     ec = bits(4)
                     if ec == 0:
-                        el = 'KeyName'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'KeyName'
                         _v = r.string(16)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_KeyName.append(_v)
@@ -2211,8 +2073,8 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        el = 'MgmtData'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'MgmtData'
                         _v = r.string(18)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_MgmtData.append(_v)
@@ -2223,6 +2085,7 @@ def _d_KeyInfoType(r, key):
                         s = 18
                         break
                     elif ec == 8:
+                        pass
                         s = -1
                         break
                     elif ec == 9:
@@ -2235,8 +2098,8 @@ def _d_KeyInfoType(r, key):
                 while True:
                     ec = bits(4)
                     if ec == 0:
-                        el = 'KeyName'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'KeyName'
                         _v = r.string(16)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_KeyName.append(_v)
@@ -2271,8 +2134,8 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        el = 'MgmtData'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'MgmtData'
                         _v = r.string(18)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_MgmtData.append(_v)
@@ -2283,6 +2146,7 @@ def _d_KeyInfoType(r, key):
                         s = 18
                         break
                     elif ec == 8:
+                        pass
                         s = -1
                         break
                     elif ec == 9:
@@ -2295,8 +2159,8 @@ def _d_KeyInfoType(r, key):
                 while True:
                     ec = bits(4)
                     if ec == 0:
-                        el = 'KeyName'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'KeyName'
                         _v = r.string(16)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_KeyName.append(_v)
@@ -2331,8 +2195,8 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        el = 'MgmtData'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'MgmtData'
                         _v = r.string(18)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_MgmtData.append(_v)
@@ -2343,6 +2207,7 @@ def _d_KeyInfoType(r, key):
                         s = 18
                         break
                     elif ec == 8:
+                        pass
                         s = -1
                         break
                     elif ec == 9:
@@ -2355,8 +2220,8 @@ def _d_KeyInfoType(r, key):
                 while True:
                     ec = bits(4)
                     if ec == 0:
-                        el = 'KeyName'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'KeyName'
                         _v = r.string(16)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_KeyName.append(_v)
@@ -2391,8 +2256,8 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        el = 'MgmtData'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'MgmtData'
                         _v = r.string(18)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_MgmtData.append(_v)
@@ -2403,6 +2268,7 @@ def _d_KeyInfoType(r, key):
                         s = 18
                         break
                     elif ec == 8:
+                        pass
                         s = -1
                         break
                     elif ec == 9:
@@ -2415,8 +2281,8 @@ def _d_KeyInfoType(r, key):
                 while True:
                     ec = bits(4)
                     if ec == 0:
-                        el = 'KeyName'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'KeyName'
                         _v = r.string(16)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_KeyName.append(_v)
@@ -2451,8 +2317,8 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        el = 'MgmtData'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'MgmtData'
                         _v = r.string(18)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_MgmtData.append(_v)
@@ -2463,6 +2329,7 @@ def _d_KeyInfoType(r, key):
                         s = 18
                         break
                     elif ec == 8:
+                        pass
                         s = -1
                         break
                     elif ec == 9:
@@ -2475,8 +2342,8 @@ def _d_KeyInfoType(r, key):
                 while True:
                     ec = bits(4)
                     if ec == 0:
-                        el = 'KeyName'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'KeyName'
                         _v = r.string(16)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_KeyName.append(_v)
@@ -2511,8 +2378,8 @@ def _d_KeyInfoType(r, key):
                         _v = _d_SPKIDataType(r)
                         f_SPKIData.append(_v)
                     elif ec == 6:
-                        el = 'MgmtData'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'MgmtData'
                         _v = r.string(18)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_MgmtData.append(_v)
@@ -2523,6 +2390,7 @@ def _d_KeyInfoType(r, key):
                         s = 18
                         break
                     elif ec == 8:
+                        pass
                         s = -1
                         break
                     elif ec == 9:
@@ -2535,8 +2403,8 @@ def _d_KeyInfoType(r, key):
                 while True:
                     ec = bits(4)
                     if ec == 0:
-                        el = 'KeyName'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'KeyName'
                         _v = r.string(16)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_KeyName.append(_v)
@@ -2573,8 +2441,8 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        el = 'MgmtData'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'MgmtData'
                         _v = r.string(18)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_MgmtData.append(_v)
@@ -2583,6 +2451,7 @@ def _d_KeyInfoType(r, key):
                         s = 18
                         break
                     elif ec == 8:
+                        pass
                         s = -1
                         break
                     elif ec == 9:
@@ -2594,8 +2463,8 @@ def _d_KeyInfoType(r, key):
             if s == 18:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(16)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -2626,8 +2495,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(18)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -2636,6 +2505,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -2677,202 +2547,194 @@ def _e_KeyInfoType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 4)
                     el = '@Id'
+                    bits(0, 4)
                     w.string(v_Id)
                     v_Id = None
                     s = 1
                 elif i_KeyName < n_KeyName:
-                    bits(1, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits((1 << 1), 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 3
                 elif i_KeyValue < n_KeyValue:
-                    bits(2, 4)
                     el = 'KeyValue'
+                    bits(2, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 4
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(3, 4)
                     el = 'RetrievalMethod'
+                    bits(3, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 5
                 elif i_X509Data < n_X509Data:
-                    bits(4, 4)
                     el = 'X509Data'
+                    bits(4, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 6
                 elif i_PGPData < n_PGPData:
-                    bits(5, 4)
                     el = 'PGPData'
+                    bits(5, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 7
                 elif i_SPKIData < n_SPKIData:
-                    bits(6, 4)
                     el = 'SPKIData'
+                    bits(6, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 8
                 elif i_MgmtData < n_MgmtData:
-                    bits(7, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((7 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 9
                 else:
                     raise EncodeError('missing content: expected one of Id, KeyName, KeyValue, RetrievalMethod, X509Data, PGPData, SPKIData, MgmtData')
             if s == 1:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 3
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 4
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 5
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 6
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 7
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 8
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 9
                 else:
                     raise EncodeError('missing content: expected one of KeyName, KeyValue, RetrievalMethod, X509Data, PGPData, SPKIData, MgmtData')
             if s == 2:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 3
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 4
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 5
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 6
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 7
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 8
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 9
                 else:
                     raise EncodeError('missing content: expected one of KeyName, KeyValue, RetrievalMethod, X509Data, PGPData, SPKIData, MgmtData')
             if s == 3:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -2881,49 +2743,47 @@ def _e_KeyInfoType(w, o):
                     s = -1
             if s == 4:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -2932,49 +2792,47 @@ def _e_KeyInfoType(w, o):
                     s = -1
             if s == 5:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -2983,49 +2841,47 @@ def _e_KeyInfoType(w, o):
                     s = -1
             if s == 6:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -3034,49 +2890,47 @@ def _e_KeyInfoType(w, o):
                     s = -1
             if s == 7:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -3085,49 +2939,47 @@ def _e_KeyInfoType(w, o):
                     s = -1
             if s == 8:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -3136,49 +2988,47 @@ def _e_KeyInfoType(w, o):
                     s = -1
             if s == 9:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -3187,49 +3037,47 @@ def _e_KeyInfoType(w, o):
                     s = -1
             if s == 10:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -3239,53 +3087,51 @@ def _e_KeyInfoType(w, o):
             if s == 11:
                 while True:
                     if i_KeyName < n_KeyName:
-                        bits(0, 4)
                         el = 'KeyName'
-                        w.bits(0, 1)
+                        bits(0, 5)
                         w.string(v_KeyName[i_KeyName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_KeyName += 1
                     elif i_KeyValue < n_KeyValue:
-                        bits(1, 4)
                         el = 'KeyValue'
+                        bits(1, 4)
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                         i_KeyValue += 1
                         s = 12
                         break
                     elif i_RetrievalMethod < n_RetrievalMethod:
-                        bits(2, 4)
                         el = 'RetrievalMethod'
+                        bits(2, 4)
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                         i_RetrievalMethod += 1
                         s = 13
                         break
                     elif i_X509Data < n_X509Data:
-                        bits(3, 4)
                         el = 'X509Data'
+                        bits(3, 4)
                         _e_X509DataType(w, v_X509Data[i_X509Data])
                         i_X509Data += 1
                         s = 14
                         break
                     elif i_PGPData < n_PGPData:
-                        bits(4, 4)
                         el = 'PGPData'
+                        bits(4, 4)
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
                         i_PGPData += 1
                         s = 15
                         break
                     elif i_SPKIData < n_SPKIData:
-                        bits(5, 4)
                         el = 'SPKIData'
+                        bits(5, 4)
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                         i_SPKIData += 1
                         s = 16
                         break
                     elif i_MgmtData < n_MgmtData:
-                        bits(6, 4)
                         el = 'MgmtData'
-                        w.bits(0, 1)
+                        bits((6 << 1), 5)
                         w.string(v_MgmtData[i_MgmtData])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_MgmtData += 1
                         s = 17
                         break
@@ -3297,53 +3143,51 @@ def _e_KeyInfoType(w, o):
             if s == 12:
                 while True:
                     if i_KeyName < n_KeyName:
-                        bits(0, 4)
                         el = 'KeyName'
-                        w.bits(0, 1)
+                        bits(0, 5)
                         w.string(v_KeyName[i_KeyName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_KeyName += 1
                         s = 11
                         break
                     elif i_KeyValue < n_KeyValue:
-                        bits(1, 4)
                         el = 'KeyValue'
+                        bits(1, 4)
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                         i_KeyValue += 1
                     elif i_RetrievalMethod < n_RetrievalMethod:
-                        bits(2, 4)
                         el = 'RetrievalMethod'
+                        bits(2, 4)
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                         i_RetrievalMethod += 1
                         s = 13
                         break
                     elif i_X509Data < n_X509Data:
-                        bits(3, 4)
                         el = 'X509Data'
+                        bits(3, 4)
                         _e_X509DataType(w, v_X509Data[i_X509Data])
                         i_X509Data += 1
                         s = 14
                         break
                     elif i_PGPData < n_PGPData:
-                        bits(4, 4)
                         el = 'PGPData'
+                        bits(4, 4)
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
                         i_PGPData += 1
                         s = 15
                         break
                     elif i_SPKIData < n_SPKIData:
-                        bits(5, 4)
                         el = 'SPKIData'
+                        bits(5, 4)
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                         i_SPKIData += 1
                         s = 16
                         break
                     elif i_MgmtData < n_MgmtData:
-                        bits(6, 4)
                         el = 'MgmtData'
-                        w.bits(0, 1)
+                        bits((6 << 1), 5)
                         w.string(v_MgmtData[i_MgmtData])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_MgmtData += 1
                         s = 17
                         break
@@ -3355,53 +3199,51 @@ def _e_KeyInfoType(w, o):
             if s == 13:
                 while True:
                     if i_KeyName < n_KeyName:
-                        bits(0, 4)
                         el = 'KeyName'
-                        w.bits(0, 1)
+                        bits(0, 5)
                         w.string(v_KeyName[i_KeyName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_KeyName += 1
                         s = 11
                         break
                     elif i_KeyValue < n_KeyValue:
-                        bits(1, 4)
                         el = 'KeyValue'
+                        bits(1, 4)
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                         i_KeyValue += 1
                         s = 12
                         break
                     elif i_RetrievalMethod < n_RetrievalMethod:
-                        bits(2, 4)
                         el = 'RetrievalMethod'
+                        bits(2, 4)
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                         i_RetrievalMethod += 1
                     elif i_X509Data < n_X509Data:
-                        bits(3, 4)
                         el = 'X509Data'
+                        bits(3, 4)
                         _e_X509DataType(w, v_X509Data[i_X509Data])
                         i_X509Data += 1
                         s = 14
                         break
                     elif i_PGPData < n_PGPData:
-                        bits(4, 4)
                         el = 'PGPData'
+                        bits(4, 4)
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
                         i_PGPData += 1
                         s = 15
                         break
                     elif i_SPKIData < n_SPKIData:
-                        bits(5, 4)
                         el = 'SPKIData'
+                        bits(5, 4)
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                         i_SPKIData += 1
                         s = 16
                         break
                     elif i_MgmtData < n_MgmtData:
-                        bits(6, 4)
                         el = 'MgmtData'
-                        w.bits(0, 1)
+                        bits((6 << 1), 5)
                         w.string(v_MgmtData[i_MgmtData])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_MgmtData += 1
                         s = 17
                         break
@@ -3413,53 +3255,51 @@ def _e_KeyInfoType(w, o):
             if s == 14:
                 while True:
                     if i_KeyName < n_KeyName:
-                        bits(0, 4)
                         el = 'KeyName'
-                        w.bits(0, 1)
+                        bits(0, 5)
                         w.string(v_KeyName[i_KeyName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_KeyName += 1
                         s = 11
                         break
                     elif i_KeyValue < n_KeyValue:
-                        bits(1, 4)
                         el = 'KeyValue'
+                        bits(1, 4)
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                         i_KeyValue += 1
                         s = 12
                         break
                     elif i_RetrievalMethod < n_RetrievalMethod:
-                        bits(2, 4)
                         el = 'RetrievalMethod'
+                        bits(2, 4)
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                         i_RetrievalMethod += 1
                         s = 13
                         break
                     elif i_X509Data < n_X509Data:
-                        bits(3, 4)
                         el = 'X509Data'
+                        bits(3, 4)
                         _e_X509DataType(w, v_X509Data[i_X509Data])
                         i_X509Data += 1
                     elif i_PGPData < n_PGPData:
-                        bits(4, 4)
                         el = 'PGPData'
+                        bits(4, 4)
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
                         i_PGPData += 1
                         s = 15
                         break
                     elif i_SPKIData < n_SPKIData:
-                        bits(5, 4)
                         el = 'SPKIData'
+                        bits(5, 4)
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                         i_SPKIData += 1
                         s = 16
                         break
                     elif i_MgmtData < n_MgmtData:
-                        bits(6, 4)
                         el = 'MgmtData'
-                        w.bits(0, 1)
+                        bits((6 << 1), 5)
                         w.string(v_MgmtData[i_MgmtData])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_MgmtData += 1
                         s = 17
                         break
@@ -3471,53 +3311,51 @@ def _e_KeyInfoType(w, o):
             if s == 15:
                 while True:
                     if i_KeyName < n_KeyName:
-                        bits(0, 4)
                         el = 'KeyName'
-                        w.bits(0, 1)
+                        bits(0, 5)
                         w.string(v_KeyName[i_KeyName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_KeyName += 1
                         s = 11
                         break
                     elif i_KeyValue < n_KeyValue:
-                        bits(1, 4)
                         el = 'KeyValue'
+                        bits(1, 4)
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                         i_KeyValue += 1
                         s = 12
                         break
                     elif i_RetrievalMethod < n_RetrievalMethod:
-                        bits(2, 4)
                         el = 'RetrievalMethod'
+                        bits(2, 4)
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                         i_RetrievalMethod += 1
                         s = 13
                         break
                     elif i_X509Data < n_X509Data:
-                        bits(3, 4)
                         el = 'X509Data'
+                        bits(3, 4)
                         _e_X509DataType(w, v_X509Data[i_X509Data])
                         i_X509Data += 1
                         s = 14
                         break
                     elif i_PGPData < n_PGPData:
-                        bits(4, 4)
                         el = 'PGPData'
+                        bits(4, 4)
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
                         i_PGPData += 1
                     elif i_SPKIData < n_SPKIData:
-                        bits(5, 4)
                         el = 'SPKIData'
+                        bits(5, 4)
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                         i_SPKIData += 1
                         s = 16
                         break
                     elif i_MgmtData < n_MgmtData:
-                        bits(6, 4)
                         el = 'MgmtData'
-                        w.bits(0, 1)
+                        bits((6 << 1), 5)
                         w.string(v_MgmtData[i_MgmtData])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_MgmtData += 1
                         s = 17
                         break
@@ -3529,53 +3367,51 @@ def _e_KeyInfoType(w, o):
             if s == 16:
                 while True:
                     if i_KeyName < n_KeyName:
-                        bits(0, 4)
                         el = 'KeyName'
-                        w.bits(0, 1)
+                        bits(0, 5)
                         w.string(v_KeyName[i_KeyName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_KeyName += 1
                         s = 11
                         break
                     elif i_KeyValue < n_KeyValue:
-                        bits(1, 4)
                         el = 'KeyValue'
+                        bits(1, 4)
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                         i_KeyValue += 1
                         s = 12
                         break
                     elif i_RetrievalMethod < n_RetrievalMethod:
-                        bits(2, 4)
                         el = 'RetrievalMethod'
+                        bits(2, 4)
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                         i_RetrievalMethod += 1
                         s = 13
                         break
                     elif i_X509Data < n_X509Data:
-                        bits(3, 4)
                         el = 'X509Data'
+                        bits(3, 4)
                         _e_X509DataType(w, v_X509Data[i_X509Data])
                         i_X509Data += 1
                         s = 14
                         break
                     elif i_PGPData < n_PGPData:
-                        bits(4, 4)
                         el = 'PGPData'
+                        bits(4, 4)
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
                         i_PGPData += 1
                         s = 15
                         break
                     elif i_SPKIData < n_SPKIData:
-                        bits(5, 4)
                         el = 'SPKIData'
+                        bits(5, 4)
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                         i_SPKIData += 1
                     elif i_MgmtData < n_MgmtData:
-                        bits(6, 4)
                         el = 'MgmtData'
-                        w.bits(0, 1)
+                        bits((6 << 1), 5)
                         w.string(v_MgmtData[i_MgmtData])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_MgmtData += 1
                         s = 17
                         break
@@ -3587,55 +3423,53 @@ def _e_KeyInfoType(w, o):
             if s == 17:
                 while True:
                     if i_KeyName < n_KeyName:
-                        bits(0, 4)
                         el = 'KeyName'
-                        w.bits(0, 1)
+                        bits(0, 5)
                         w.string(v_KeyName[i_KeyName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_KeyName += 1
                         s = 11
                         break
                     elif i_KeyValue < n_KeyValue:
-                        bits(1, 4)
                         el = 'KeyValue'
+                        bits(1, 4)
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                         i_KeyValue += 1
                         s = 12
                         break
                     elif i_RetrievalMethod < n_RetrievalMethod:
-                        bits(2, 4)
                         el = 'RetrievalMethod'
+                        bits(2, 4)
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                         i_RetrievalMethod += 1
                         s = 13
                         break
                     elif i_X509Data < n_X509Data:
-                        bits(3, 4)
                         el = 'X509Data'
+                        bits(3, 4)
                         _e_X509DataType(w, v_X509Data[i_X509Data])
                         i_X509Data += 1
                         s = 14
                         break
                     elif i_PGPData < n_PGPData:
-                        bits(4, 4)
                         el = 'PGPData'
+                        bits(4, 4)
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
                         i_PGPData += 1
                         s = 15
                         break
                     elif i_SPKIData < n_SPKIData:
-                        bits(5, 4)
                         el = 'SPKIData'
+                        bits(5, 4)
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                         i_SPKIData += 1
                         s = 16
                         break
                     elif i_MgmtData < n_MgmtData:
-                        bits(6, 4)
                         el = 'MgmtData'
-                        w.bits(0, 1)
+                        bits((6 << 1), 5)
                         w.string(v_MgmtData[i_MgmtData])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_MgmtData += 1
                     elif True:
                         bits(8, 4)
@@ -3644,49 +3478,47 @@ def _e_KeyInfoType(w, o):
                         break
             if s == 18:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -3744,6 +3576,7 @@ def _d_KeyValueType(r, key):
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
+                    pass
                     s = -1
                 elif ec == 1:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -3753,6 +3586,7 @@ def _d_KeyValueType(r, key):
             if s == 3:
                 ec = bits(2)
                 if ec == 0:
+                    pass
                     s = -1
                 elif ec == 1:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -3762,6 +3596,7 @@ def _d_KeyValueType(r, key):
             if s == 4:
                 ec = bits(2)
                 if ec == 0:
+                    pass
                     s = -1
                 elif ec == 1:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -3783,14 +3618,14 @@ def _e_KeyValueType(w, o):
         while s >= 0:
             if s == 0:
                 if v_DSAKeyValue is not None:
-                    bits(0, 3)
                     el = 'DSAKeyValue'
+                    bits(0, 3)
                     _e_DSAKeyValueType(w, v_DSAKeyValue)
                     v_DSAKeyValue = None
                     s = 2
                 elif v_RSAKeyValue is not None:
-                    bits(1, 3)
                     el = 'RSAKeyValue'
+                    bits(1, 3)
                     _e_RSAKeyValueType(w, v_RSAKeyValue)
                     v_RSAKeyValue = None
                     s = 3
@@ -3798,14 +3633,14 @@ def _e_KeyValueType(w, o):
                     raise EncodeError('missing content: expected one of DSAKeyValue, RSAKeyValue')
             if s == 1:
                 if v_DSAKeyValue is not None:
-                    bits(0, 3)
                     el = 'DSAKeyValue'
+                    bits(0, 3)
                     _e_DSAKeyValueType(w, v_DSAKeyValue)
                     v_DSAKeyValue = None
                     s = 2
                 elif v_RSAKeyValue is not None:
-                    bits(1, 3)
                     el = 'RSAKeyValue'
+                    bits(1, 3)
                     _e_RSAKeyValueType(w, v_RSAKeyValue)
                     v_RSAKeyValue = None
                     s = 3
@@ -3846,74 +3681,66 @@ def _d_DSAKeyValueType(r):
             if s == 0:
                 ec = bits(2)
                 if ec == 0:
+                    if bits(1): raise r.deviation('DSAKeyValueType')
                     el = 'P'
-                    if bits(1): raise r.deviation('DSAKeyValueType')
                     f_P = r.binary()
+                    x = bits(3)
+                    if x & 7: raise r.deviation('DSAKeyValueType')
+                    el = 'Q'
+                    f_Q = r.binary()
                     if bits(1): raise r.deviation('DSAKeyValueType')
-                    s = 1
+                    s = 4
                 elif ec == 1:
-                    el = 'G'
                     if bits(1): raise r.deviation('DSAKeyValueType')
+                    el = 'G'
                     f_G = r.binary()
                     if bits(1): raise r.deviation('DSAKeyValueType')
                     s = 2
                 elif ec == 2:
-                    el = 'Y'
                     if bits(1): raise r.deviation('DSAKeyValueType')
+                    el = 'Y'
                     f_Y = r.binary()
                     if bits(1): raise r.deviation('DSAKeyValueType')
                     s = 3
-                else:
-                    raise r.deviation('DSAKeyValueType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Q'
-                    if bits(1): raise r.deviation('DSAKeyValueType')
-                    f_Q = r.binary()
-                    if bits(1): raise r.deviation('DSAKeyValueType')
-                    s = 4
                 else:
                     raise r.deviation('DSAKeyValueType')
             if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Y'
-                    if bits(1): raise r.deviation('DSAKeyValueType')
-                    f_Y = r.binary()
-                    if bits(1): raise r.deviation('DSAKeyValueType')
-                    s = 3
-                else:
-                    raise r.deviation('DSAKeyValueType')
+                x = bits(2)
+                if x & 3: raise r.deviation('DSAKeyValueType')
+                el = 'Y'
+                f_Y = r.binary()
+                if bits(1): raise r.deviation('DSAKeyValueType')
+                s = 3
             if s == 3:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'J'
                     if bits(1): raise r.deviation('DSAKeyValueType')
+                    el = 'J'
                     f_J = r.binary()
                     if bits(1): raise r.deviation('DSAKeyValueType')
                     s = 5
                 elif ec == 1:
-                    el = 'Seed'
                     if bits(1): raise r.deviation('DSAKeyValueType')
+                    el = 'Seed'
                     f_Seed = r.binary()
                     if bits(1): raise r.deviation('DSAKeyValueType')
                     s = 6
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DSAKeyValueType')
             if s == 4:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'G'
                     if bits(1): raise r.deviation('DSAKeyValueType')
+                    el = 'G'
                     f_G = r.binary()
                     if bits(1): raise r.deviation('DSAKeyValueType')
                     s = 2
                 elif ec == 1:
-                    el = 'Y'
                     if bits(1): raise r.deviation('DSAKeyValueType')
+                    el = 'Y'
                     f_Y = r.binary()
                     if bits(1): raise r.deviation('DSAKeyValueType')
                     s = 3
@@ -3922,31 +3749,24 @@ def _d_DSAKeyValueType(r):
             if s == 5:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'Seed'
                     if bits(1): raise r.deviation('DSAKeyValueType')
+                    el = 'Seed'
                     f_Seed = r.binary()
                     if bits(1): raise r.deviation('DSAKeyValueType')
                     s = 6
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DSAKeyValueType')
             if s == 6:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'PgenCounter'
-                    if bits(1): raise r.deviation('DSAKeyValueType')
-                    f_PgenCounter = r.binary()
-                    if bits(1): raise r.deviation('DSAKeyValueType')
-                    s = 7
-                else:
-                    raise r.deviation('DSAKeyValueType')
-            if s == 7:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('DSAKeyValueType')
+                x = bits(2)
+                if x & 3: raise r.deviation('DSAKeyValueType')
+                el = 'PgenCounter'
+                f_PgenCounter = r.binary()
+                x = bits(2)
+                if x & 3: raise r.deviation('DSAKeyValueType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.DSAKeyValueType(f_P, f_Q, f_G, f_Y, f_J, f_Seed, f_PgenCounter)
@@ -3967,68 +3787,56 @@ def _e_DSAKeyValueType(w, o):
         while s >= 0:
             if s == 0:
                 if v_P is not None:
-                    bits(0, 2)
                     el = 'P'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_P)
-                    w.bits(0, 1)
+                    if not (v_Q is not None): raise EncodeError('missing content: Q')
+                    el = 'Q'
+                    bits(0, 3)
                     v_P = None
-                    s = 1
+                    w.binary(v_Q)
+                    bits(0, 1)
+                    v_Q = None
+                    s = 4
                 elif v_G is not None:
-                    bits(1, 2)
                     el = 'G'
-                    w.bits(0, 1)
+                    bits((1 << 1), 3)
                     w.binary(v_G)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_G = None
                     s = 2
                 elif v_Y is not None:
-                    bits(2, 2)
                     el = 'Y'
-                    w.bits(0, 1)
+                    bits((2 << 1), 3)
                     w.binary(v_Y)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_Y = None
                     s = 3
                 else:
                     raise EncodeError('missing content: expected one of P, G, Y')
-            if s == 1:
-                if v_Q is not None:
-                    bits(0, 1)
-                    el = 'Q'
-                    w.bits(0, 1)
-                    w.binary(v_Q)
-                    w.bits(0, 1)
-                    v_Q = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of Q')
             if s == 2:
                 if v_Y is not None:
-                    bits(0, 1)
                     el = 'Y'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     w.binary(v_Y)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_Y = None
                     s = 3
                 else:
                     raise EncodeError('missing content: expected one of Y')
             if s == 3:
                 if v_J is not None:
-                    bits(0, 2)
                     el = 'J'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_J)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_J = None
                     s = 5
                 elif v_Seed is not None:
-                    bits(1, 2)
                     el = 'Seed'
-                    w.bits(0, 1)
+                    bits((1 << 1), 3)
                     w.binary(v_Seed)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_Seed = None
                     s = 6
                 elif True:
@@ -4037,30 +3845,27 @@ def _e_DSAKeyValueType(w, o):
                     s = -1
             if s == 4:
                 if v_G is not None:
-                    bits(0, 2)
                     el = 'G'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_G)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_G = None
                     s = 2
                 elif v_Y is not None:
-                    bits(1, 2)
                     el = 'Y'
-                    w.bits(0, 1)
+                    bits((1 << 1), 3)
                     w.binary(v_Y)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_Y = None
                     s = 3
                 else:
                     raise EncodeError('missing content: expected one of G, Y')
             if s == 5:
                 if v_Seed is not None:
-                    bits(0, 2)
                     el = 'Seed'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_Seed)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_Seed = None
                     s = 6
                 elif True:
@@ -4069,20 +3874,15 @@ def _e_DSAKeyValueType(w, o):
                     s = -1
             if s == 6:
                 if v_PgenCounter is not None:
-                    bits(0, 1)
                     el = 'PgenCounter'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     w.binary(v_PgenCounter)
-                    w.bits(0, 1)
+                    bits(0, 2)
                     v_PgenCounter = None
-                    s = 7
-                else:
-                    raise EncodeError('missing content: expected one of PgenCounter')
-            if s == 7:
-                if True:
-                    bits(0, 1)
                     if v_P is not None or v_Q is not None or v_G is not None or v_Y is not None or v_J is not None or v_Seed is not None or v_PgenCounter is not None: raise _leftover(o)
                     s = -1
+                else:
+                    raise EncodeError('missing content: expected one of PgenCounter')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -4093,34 +3893,16 @@ def _d_RSAKeyValueType(r):
     f_Modulus = None
     f_Exponent = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Modulus'
-                    if bits(1): raise r.deviation('RSAKeyValueType')
-                    f_Modulus = r.binary()
-                    if bits(1): raise r.deviation('RSAKeyValueType')
-                    s = 1
-                else:
-                    raise r.deviation('RSAKeyValueType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Exponent'
-                    if bits(1): raise r.deviation('RSAKeyValueType')
-                    f_Exponent = r.binary()
-                    if bits(1): raise r.deviation('RSAKeyValueType')
-                    s = 2
-                else:
-                    raise r.deviation('RSAKeyValueType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('RSAKeyValueType')
+        x = bits(2)
+        if x & 3: raise r.deviation('RSAKeyValueType')
+        el = 'Modulus'
+        f_Modulus = r.binary()
+        x = bits(3)
+        if x & 7: raise r.deviation('RSAKeyValueType')
+        el = 'Exponent'
+        f_Exponent = r.binary()
+        x = bits(2)
+        if x & 3: raise r.deviation('RSAKeyValueType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.RSAKeyValueType(f_Modulus, f_Exponent)
@@ -4132,35 +3914,20 @@ def _e_RSAKeyValueType(w, o):
     try:
         v_Modulus = o.Modulus
         v_Exponent = o.Exponent
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Modulus is not None:
-                    bits(0, 1)
-                    el = 'Modulus'
-                    w.bits(0, 1)
-                    w.binary(v_Modulus)
-                    w.bits(0, 1)
-                    v_Modulus = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Modulus')
-            if s == 1:
-                if v_Exponent is not None:
-                    bits(0, 1)
-                    el = 'Exponent'
-                    w.bits(0, 1)
-                    w.binary(v_Exponent)
-                    w.bits(0, 1)
-                    v_Exponent = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of Exponent')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_Modulus is not None or v_Exponent is not None: raise _leftover(o)
-                    s = -1
+        if v_Modulus is not None:
+            el = 'Modulus'
+            bits(0, 2)
+            w.binary(v_Modulus)
+            if not (v_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'Exponent'
+            bits(0, 3)
+            v_Modulus = None
+            w.binary(v_Exponent)
+            bits(0, 2)
+            v_Exponent = None
+            if v_Modulus is not None or v_Exponent is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Modulus')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -4189,6 +3956,7 @@ def _d_RetrievalMethodType(r):
                     f_Transforms = _d_TransformsType(r)
                     s = 3
                 elif ec == 3:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('RetrievalMethodType')
@@ -4203,6 +3971,7 @@ def _d_RetrievalMethodType(r):
                     f_Transforms = _d_TransformsType(r)
                     s = 3
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('RetrievalMethodType')
@@ -4213,15 +3982,13 @@ def _d_RetrievalMethodType(r):
                     f_Transforms = _d_TransformsType(r)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('RetrievalMethodType')
             if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('RetrievalMethodType')
+                if bits(1): raise r.deviation('RetrievalMethodType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.RetrievalMethodType(f_Type, f_URI, f_Transforms)
@@ -4238,20 +4005,20 @@ def _e_RetrievalMethodType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Type is not None:
-                    bits(0, 3)
                     el = '@Type'
+                    bits(0, 3)
                     w.string(v_Type)
                     v_Type = None
                     s = 1
                 elif v_URI is not None:
-                    bits(1, 3)
                     el = '@URI'
+                    bits(1, 3)
                     w.string(v_URI)
                     v_URI = None
                     s = 2
                 elif v_Transforms is not None:
-                    bits(2, 3)
                     el = 'Transforms'
+                    bits(2, 3)
                     _e_TransformsType(w, v_Transforms)
                     v_Transforms = None
                     s = 3
@@ -4261,14 +4028,14 @@ def _e_RetrievalMethodType(w, o):
                     s = -1
             if s == 1:
                 if v_URI is not None:
-                    bits(0, 2)
                     el = '@URI'
+                    bits(0, 2)
                     w.string(v_URI)
                     v_URI = None
                     s = 2
                 elif v_Transforms is not None:
-                    bits(1, 2)
                     el = 'Transforms'
+                    bits(1, 2)
                     _e_TransformsType(w, v_Transforms)
                     v_Transforms = None
                     s = 3
@@ -4278,8 +4045,8 @@ def _e_RetrievalMethodType(w, o):
                     s = -1
             if s == 2:
                 if v_Transforms is not None:
-                    bits(0, 2)
                     el = 'Transforms'
+                    bits(0, 2)
                     _e_TransformsType(w, v_Transforms)
                     v_Transforms = None
                     s = 3
@@ -4315,29 +4082,29 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 1
                 elif ec == 1:
-                    el = 'X509SKI'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SKI'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SKI.append(_v)
                     s = 2
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SubjectName'
                     _v = r.string(29)
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SubjectName.append(_v)
                     s = 3
                 elif ec == 3:
-                    el = 'X509Certificate'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509Certificate'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509Certificate.append(_v)
                     s = 4
                 elif ec == 4:
-                    el = 'X509CRL'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509CRL'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509CRL.append(_v)
@@ -4355,29 +4122,29 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    el = 'X509SKI'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SKI'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SubjectName'
                     _v = r.string(29)
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    el = 'X509Certificate'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509Certificate'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    el = 'X509CRL'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509CRL'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509CRL.append(_v)
@@ -4386,6 +4153,7 @@ def _d_X509DataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 12
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('X509DataType')
@@ -4397,29 +4165,29 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    el = 'X509SKI'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SKI'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SubjectName'
                     _v = r.string(29)
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    el = 'X509Certificate'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509Certificate'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    el = 'X509CRL'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509CRL'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509CRL.append(_v)
@@ -4428,6 +4196,7 @@ def _d_X509DataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 12
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('X509DataType')
@@ -4439,29 +4208,29 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    el = 'X509SKI'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SKI'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SubjectName'
                     _v = r.string(29)
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    el = 'X509Certificate'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509Certificate'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    el = 'X509CRL'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509CRL'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509CRL.append(_v)
@@ -4470,6 +4239,7 @@ def _d_X509DataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 12
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('X509DataType')
@@ -4481,29 +4251,29 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    el = 'X509SKI'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SKI'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SubjectName'
                     _v = r.string(29)
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    el = 'X509Certificate'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509Certificate'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    el = 'X509CRL'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509CRL'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509CRL.append(_v)
@@ -4512,6 +4282,7 @@ def _d_X509DataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 12
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('X509DataType')
@@ -4523,29 +4294,29 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    el = 'X509SKI'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SKI'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SubjectName'
                     _v = r.string(29)
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    el = 'X509Certificate'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509Certificate'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    el = 'X509CRL'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509CRL'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509CRL.append(_v)
@@ -4554,6 +4325,7 @@ def _d_X509DataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 12
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('X509DataType')
@@ -4565,29 +4337,29 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    el = 'X509SKI'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SKI'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SubjectName'
                     _v = r.string(29)
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    el = 'X509Certificate'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509Certificate'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    el = 'X509CRL'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509CRL'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509CRL.append(_v)
@@ -4596,6 +4368,7 @@ def _d_X509DataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 12
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('X509DataType')
@@ -4607,32 +4380,32 @@ def _d_X509DataType(r):
                         _v = _d_X509IssuerSerialType(r)
                         f_X509IssuerSerial.append(_v)
                     elif ec == 1:
-                        el = 'X509SKI'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SKI'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
-                        el = 'X509SubjectName'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SubjectName'
                         _v = r.string(29)
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
-                        el = 'X509Certificate'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509Certificate'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
-                        el = 'X509CRL'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509CRL'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509CRL.append(_v)
@@ -4643,6 +4416,7 @@ def _d_X509DataType(r):
                         s = 12
                         break
                     elif ec == 6:
+                        pass
                         s = -1
                         break
                     else:
@@ -4657,30 +4431,30 @@ def _d_X509DataType(r):
                         s = 7
                         break
                     elif ec == 1:
-                        el = 'X509SKI'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SKI'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SKI.append(_v)
                     elif ec == 2:
-                        el = 'X509SubjectName'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SubjectName'
                         _v = r.string(29)
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
-                        el = 'X509Certificate'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509Certificate'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
-                        el = 'X509CRL'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509CRL'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509CRL.append(_v)
@@ -4691,6 +4465,7 @@ def _d_X509DataType(r):
                         s = 12
                         break
                     elif ec == 6:
+                        pass
                         s = -1
                         break
                     else:
@@ -4705,30 +4480,30 @@ def _d_X509DataType(r):
                         s = 7
                         break
                     elif ec == 1:
-                        el = 'X509SKI'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SKI'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
-                        el = 'X509SubjectName'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SubjectName'
                         _v = r.string(29)
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SubjectName.append(_v)
                     elif ec == 3:
-                        el = 'X509Certificate'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509Certificate'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
-                        el = 'X509CRL'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509CRL'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509CRL.append(_v)
@@ -4739,6 +4514,7 @@ def _d_X509DataType(r):
                         s = 12
                         break
                     elif ec == 6:
+                        pass
                         s = -1
                         break
                     else:
@@ -4753,30 +4529,30 @@ def _d_X509DataType(r):
                         s = 7
                         break
                     elif ec == 1:
-                        el = 'X509SKI'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SKI'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
-                        el = 'X509SubjectName'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SubjectName'
                         _v = r.string(29)
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
-                        el = 'X509Certificate'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509Certificate'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509Certificate.append(_v)
                     elif ec == 4:
-                        el = 'X509CRL'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509CRL'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509CRL.append(_v)
@@ -4787,6 +4563,7 @@ def _d_X509DataType(r):
                         s = 12
                         break
                     elif ec == 6:
+                        pass
                         s = -1
                         break
                     else:
@@ -4801,32 +4578,32 @@ def _d_X509DataType(r):
                         s = 7
                         break
                     elif ec == 1:
-                        el = 'X509SKI'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SKI'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
-                        el = 'X509SubjectName'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SubjectName'
                         _v = r.string(29)
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
-                        el = 'X509Certificate'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509Certificate'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
-                        el = 'X509CRL'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509CRL'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509CRL.append(_v)
@@ -4835,6 +4612,7 @@ def _d_X509DataType(r):
                         s = 12
                         break
                     elif ec == 6:
+                        pass
                         s = -1
                         break
                     else:
@@ -4847,29 +4625,29 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    el = 'X509SKI'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SKI'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SubjectName'
                     _v = r.string(29)
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    el = 'X509Certificate'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509Certificate'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    el = 'X509CRL'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509CRL'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509CRL.append(_v)
@@ -4878,6 +4656,7 @@ def _d_X509DataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 12
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('X509DataType')
@@ -4909,82 +4688,74 @@ def _e_X509DataType(w, o):
         while s >= 0:
             if s == 0:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
-                    bits(0, 3)
                     el = 'X509IssuerSerial'
+                    bits(0, 3)
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                     i_X509IssuerSerial += 1
                     s = 1
                 elif i_X509SKI < n_X509SKI:
-                    bits(1, 3)
                     el = 'X509SKI'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     w.binary(v_X509SKI[i_X509SKI])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SKI += 1
                     s = 2
                 elif i_X509SubjectName < n_X509SubjectName:
-                    bits(2, 3)
                     el = 'X509SubjectName'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SubjectName += 1
                     s = 3
                 elif i_X509Certificate < n_X509Certificate:
-                    bits(3, 3)
                     el = 'X509Certificate'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509Certificate += 1
                     s = 4
                 elif i_X509CRL < n_X509CRL:
-                    bits(4, 3)
                     el = 'X509CRL'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     w.binary(v_X509CRL[i_X509CRL])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509CRL += 1
                     s = 5
                 else:
                     raise EncodeError('missing content: expected one of X509IssuerSerial, X509SKI, X509SubjectName, X509Certificate, X509CRL')
             if s == 1:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
-                    bits(0, 3)
                     el = 'X509IssuerSerial'
+                    bits(0, 3)
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
-                    bits(1, 3)
                     el = 'X509SKI'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     w.binary(v_X509SKI[i_X509SKI])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
-                    bits(2, 3)
                     el = 'X509SubjectName'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
-                    bits(3, 3)
                     el = 'X509Certificate'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
-                    bits(4, 3)
                     el = 'X509CRL'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     w.binary(v_X509CRL[i_X509CRL])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509CRL += 1
                     s = 11
                 elif True:
@@ -4993,41 +4764,37 @@ def _e_X509DataType(w, o):
                     s = -1
             if s == 2:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
-                    bits(0, 3)
                     el = 'X509IssuerSerial'
+                    bits(0, 3)
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
-                    bits(1, 3)
                     el = 'X509SKI'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     w.binary(v_X509SKI[i_X509SKI])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
-                    bits(2, 3)
                     el = 'X509SubjectName'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
-                    bits(3, 3)
                     el = 'X509Certificate'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
-                    bits(4, 3)
                     el = 'X509CRL'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     w.binary(v_X509CRL[i_X509CRL])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509CRL += 1
                     s = 11
                 elif True:
@@ -5036,41 +4803,37 @@ def _e_X509DataType(w, o):
                     s = -1
             if s == 3:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
-                    bits(0, 3)
                     el = 'X509IssuerSerial'
+                    bits(0, 3)
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
-                    bits(1, 3)
                     el = 'X509SKI'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     w.binary(v_X509SKI[i_X509SKI])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
-                    bits(2, 3)
                     el = 'X509SubjectName'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
-                    bits(3, 3)
                     el = 'X509Certificate'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
-                    bits(4, 3)
                     el = 'X509CRL'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     w.binary(v_X509CRL[i_X509CRL])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509CRL += 1
                     s = 11
                 elif True:
@@ -5079,41 +4842,37 @@ def _e_X509DataType(w, o):
                     s = -1
             if s == 4:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
-                    bits(0, 3)
                     el = 'X509IssuerSerial'
+                    bits(0, 3)
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
-                    bits(1, 3)
                     el = 'X509SKI'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     w.binary(v_X509SKI[i_X509SKI])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
-                    bits(2, 3)
                     el = 'X509SubjectName'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
-                    bits(3, 3)
                     el = 'X509Certificate'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
-                    bits(4, 3)
                     el = 'X509CRL'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     w.binary(v_X509CRL[i_X509CRL])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509CRL += 1
                     s = 11
                 elif True:
@@ -5122,41 +4881,37 @@ def _e_X509DataType(w, o):
                     s = -1
             if s == 5:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
-                    bits(0, 3)
                     el = 'X509IssuerSerial'
+                    bits(0, 3)
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
-                    bits(1, 3)
                     el = 'X509SKI'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     w.binary(v_X509SKI[i_X509SKI])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
-                    bits(2, 3)
                     el = 'X509SubjectName'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
-                    bits(3, 3)
                     el = 'X509Certificate'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
-                    bits(4, 3)
                     el = 'X509CRL'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     w.binary(v_X509CRL[i_X509CRL])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509CRL += 1
                     s = 11
                 elif True:
@@ -5165,41 +4920,37 @@ def _e_X509DataType(w, o):
                     s = -1
             if s == 6:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
-                    bits(0, 3)
                     el = 'X509IssuerSerial'
+                    bits(0, 3)
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
-                    bits(1, 3)
                     el = 'X509SKI'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     w.binary(v_X509SKI[i_X509SKI])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
-                    bits(2, 3)
                     el = 'X509SubjectName'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
-                    bits(3, 3)
                     el = 'X509Certificate'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
-                    bits(4, 3)
                     el = 'X509CRL'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     w.binary(v_X509CRL[i_X509CRL])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509CRL += 1
                     s = 11
                 elif True:
@@ -5209,43 +4960,39 @@ def _e_X509DataType(w, o):
             if s == 7:
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
-                        bits(0, 3)
                         el = 'X509IssuerSerial'
+                        bits(0, 3)
                         _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                         i_X509IssuerSerial += 1
                     elif i_X509SKI < n_X509SKI:
-                        bits(1, 3)
                         el = 'X509SKI'
-                        w.bits(0, 1)
+                        bits((1 << 1), 4)
                         w.binary(v_X509SKI[i_X509SKI])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SKI += 1
                         s = 8
                         break
                     elif i_X509SubjectName < n_X509SubjectName:
-                        bits(2, 3)
                         el = 'X509SubjectName'
-                        w.bits(0, 1)
+                        bits((2 << 1), 4)
                         w.string(v_X509SubjectName[i_X509SubjectName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SubjectName += 1
                         s = 9
                         break
                     elif i_X509Certificate < n_X509Certificate:
-                        bits(3, 3)
                         el = 'X509Certificate'
-                        w.bits(0, 1)
+                        bits((3 << 1), 4)
                         w.binary(v_X509Certificate[i_X509Certificate])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509Certificate += 1
                         s = 10
                         break
                     elif i_X509CRL < n_X509CRL:
-                        bits(4, 3)
                         el = 'X509CRL'
-                        w.bits(0, 1)
+                        bits((4 << 1), 4)
                         w.binary(v_X509CRL[i_X509CRL])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509CRL += 1
                         s = 11
                         break
@@ -5257,43 +5004,39 @@ def _e_X509DataType(w, o):
             if s == 8:
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
-                        bits(0, 3)
                         el = 'X509IssuerSerial'
+                        bits(0, 3)
                         _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                         i_X509IssuerSerial += 1
                         s = 7
                         break
                     elif i_X509SKI < n_X509SKI:
-                        bits(1, 3)
                         el = 'X509SKI'
-                        w.bits(0, 1)
+                        bits((1 << 1), 4)
                         w.binary(v_X509SKI[i_X509SKI])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SKI += 1
                     elif i_X509SubjectName < n_X509SubjectName:
-                        bits(2, 3)
                         el = 'X509SubjectName'
-                        w.bits(0, 1)
+                        bits((2 << 1), 4)
                         w.string(v_X509SubjectName[i_X509SubjectName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SubjectName += 1
                         s = 9
                         break
                     elif i_X509Certificate < n_X509Certificate:
-                        bits(3, 3)
                         el = 'X509Certificate'
-                        w.bits(0, 1)
+                        bits((3 << 1), 4)
                         w.binary(v_X509Certificate[i_X509Certificate])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509Certificate += 1
                         s = 10
                         break
                     elif i_X509CRL < n_X509CRL:
-                        bits(4, 3)
                         el = 'X509CRL'
-                        w.bits(0, 1)
+                        bits((4 << 1), 4)
                         w.binary(v_X509CRL[i_X509CRL])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509CRL += 1
                         s = 11
                         break
@@ -5305,43 +5048,39 @@ def _e_X509DataType(w, o):
             if s == 9:
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
-                        bits(0, 3)
                         el = 'X509IssuerSerial'
+                        bits(0, 3)
                         _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                         i_X509IssuerSerial += 1
                         s = 7
                         break
                     elif i_X509SKI < n_X509SKI:
-                        bits(1, 3)
                         el = 'X509SKI'
-                        w.bits(0, 1)
+                        bits((1 << 1), 4)
                         w.binary(v_X509SKI[i_X509SKI])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SKI += 1
                         s = 8
                         break
                     elif i_X509SubjectName < n_X509SubjectName:
-                        bits(2, 3)
                         el = 'X509SubjectName'
-                        w.bits(0, 1)
+                        bits((2 << 1), 4)
                         w.string(v_X509SubjectName[i_X509SubjectName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SubjectName += 1
                     elif i_X509Certificate < n_X509Certificate:
-                        bits(3, 3)
                         el = 'X509Certificate'
-                        w.bits(0, 1)
+                        bits((3 << 1), 4)
                         w.binary(v_X509Certificate[i_X509Certificate])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509Certificate += 1
                         s = 10
                         break
                     elif i_X509CRL < n_X509CRL:
-                        bits(4, 3)
                         el = 'X509CRL'
-                        w.bits(0, 1)
+                        bits((4 << 1), 4)
                         w.binary(v_X509CRL[i_X509CRL])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509CRL += 1
                         s = 11
                         break
@@ -5353,43 +5092,39 @@ def _e_X509DataType(w, o):
             if s == 10:
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
-                        bits(0, 3)
                         el = 'X509IssuerSerial'
+                        bits(0, 3)
                         _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                         i_X509IssuerSerial += 1
                         s = 7
                         break
                     elif i_X509SKI < n_X509SKI:
-                        bits(1, 3)
                         el = 'X509SKI'
-                        w.bits(0, 1)
+                        bits((1 << 1), 4)
                         w.binary(v_X509SKI[i_X509SKI])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SKI += 1
                         s = 8
                         break
                     elif i_X509SubjectName < n_X509SubjectName:
-                        bits(2, 3)
                         el = 'X509SubjectName'
-                        w.bits(0, 1)
+                        bits((2 << 1), 4)
                         w.string(v_X509SubjectName[i_X509SubjectName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SubjectName += 1
                         s = 9
                         break
                     elif i_X509Certificate < n_X509Certificate:
-                        bits(3, 3)
                         el = 'X509Certificate'
-                        w.bits(0, 1)
+                        bits((3 << 1), 4)
                         w.binary(v_X509Certificate[i_X509Certificate])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509Certificate += 1
                     elif i_X509CRL < n_X509CRL:
-                        bits(4, 3)
                         el = 'X509CRL'
-                        w.bits(0, 1)
+                        bits((4 << 1), 4)
                         w.binary(v_X509CRL[i_X509CRL])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509CRL += 1
                         s = 11
                         break
@@ -5401,45 +5136,41 @@ def _e_X509DataType(w, o):
             if s == 11:
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
-                        bits(0, 3)
                         el = 'X509IssuerSerial'
+                        bits(0, 3)
                         _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                         i_X509IssuerSerial += 1
                         s = 7
                         break
                     elif i_X509SKI < n_X509SKI:
-                        bits(1, 3)
                         el = 'X509SKI'
-                        w.bits(0, 1)
+                        bits((1 << 1), 4)
                         w.binary(v_X509SKI[i_X509SKI])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SKI += 1
                         s = 8
                         break
                     elif i_X509SubjectName < n_X509SubjectName:
-                        bits(2, 3)
                         el = 'X509SubjectName'
-                        w.bits(0, 1)
+                        bits((2 << 1), 4)
                         w.string(v_X509SubjectName[i_X509SubjectName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SubjectName += 1
                         s = 9
                         break
                     elif i_X509Certificate < n_X509Certificate:
-                        bits(3, 3)
                         el = 'X509Certificate'
-                        w.bits(0, 1)
+                        bits((3 << 1), 4)
                         w.binary(v_X509Certificate[i_X509Certificate])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509Certificate += 1
                         s = 10
                         break
                     elif i_X509CRL < n_X509CRL:
-                        bits(4, 3)
                         el = 'X509CRL'
-                        w.bits(0, 1)
+                        bits((4 << 1), 4)
                         w.binary(v_X509CRL[i_X509CRL])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509CRL += 1
                     elif True:
                         bits(6, 3)
@@ -5448,41 +5179,37 @@ def _e_X509DataType(w, o):
                         break
             if s == 12:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
-                    bits(0, 3)
                     el = 'X509IssuerSerial'
+                    bits(0, 3)
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
-                    bits(1, 3)
                     el = 'X509SKI'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     w.binary(v_X509SKI[i_X509SKI])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
-                    bits(2, 3)
                     el = 'X509SubjectName'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
-                    bits(3, 3)
                     el = 'X509Certificate'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
-                    bits(4, 3)
                     el = 'X509CRL'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     w.binary(v_X509CRL[i_X509CRL])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509CRL += 1
                     s = 11
                 elif True:
@@ -5499,34 +5226,18 @@ def _d_X509IssuerSerialType(r):
     f_X509IssuerName = None
     f_X509SerialNumber = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'X509IssuerName'
-                    if bits(1): raise r.deviation('X509IssuerSerialType')
-                    f_X509IssuerName = r.string(32)
-                    if bits(1): raise r.deviation('X509IssuerSerialType')
-                    s = 1
-                else:
-                    raise r.deviation('X509IssuerSerialType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'X509SerialNumber'
-                    if bits(1): raise r.deviation('X509IssuerSerialType')
-                    f_X509SerialNumber = r.sint()
-                    if bits(1): raise r.deviation('X509IssuerSerialType')
-                    s = 2
-                else:
-                    raise r.deviation('X509IssuerSerialType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('X509IssuerSerialType')
+        x = bits(2)
+        if x & 3: raise r.deviation('X509IssuerSerialType')
+        el = 'X509IssuerName'
+        f_X509IssuerName = r.string(32)
+        x = bits(4)
+        if x & 14: raise r.deviation('X509IssuerSerialType')
+        el = 'X509SerialNumber'
+        _neg = (x & 1)
+        f_X509SerialNumber = r.uint()
+        if _neg: f_X509SerialNumber = -f_X509SerialNumber - 1
+        x = bits(2)
+        if x & 3: raise r.deviation('X509IssuerSerialType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.X509IssuerSerialType(f_X509IssuerName, f_X509SerialNumber)
@@ -5538,35 +5249,21 @@ def _e_X509IssuerSerialType(w, o):
     try:
         v_X509IssuerName = o.X509IssuerName
         v_X509SerialNumber = o.X509SerialNumber
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_X509IssuerName is not None:
-                    bits(0, 1)
-                    el = 'X509IssuerName'
-                    w.bits(0, 1)
-                    w.string(v_X509IssuerName)
-                    w.bits(0, 1)
-                    v_X509IssuerName = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of X509IssuerName')
-            if s == 1:
-                if v_X509SerialNumber is not None:
-                    bits(0, 1)
-                    el = 'X509SerialNumber'
-                    w.bits(0, 1)
-                    w.sint(v_X509SerialNumber)
-                    w.bits(0, 1)
-                    v_X509SerialNumber = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of X509SerialNumber')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_X509IssuerName is not None or v_X509SerialNumber is not None: raise _leftover(o)
-                    s = -1
+        if v_X509IssuerName is not None:
+            el = 'X509IssuerName'
+            bits(0, 2)
+            w.string(v_X509IssuerName)
+            if not (v_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+            el = 'X509SerialNumber'
+            if type(v_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {v_X509SerialNumber!r}')
+            bits((v_X509SerialNumber < 0), 4)
+            v_X509IssuerName = None
+            w.uint(-v_X509SerialNumber - 1 if v_X509SerialNumber < 0 else v_X509SerialNumber)
+            bits(0, 2)
+            v_X509SerialNumber = None
+            if v_X509IssuerName is not None or v_X509SerialNumber is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of X509IssuerName')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -5582,14 +5279,14 @@ def _d_PGPDataType(r):
             if s == 0:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'PGPKeyID'
                     if bits(1): raise r.deviation('PGPDataType')
+                    el = 'PGPKeyID'
                     f_PGPKeyID = r.binary()
                     if bits(1): raise r.deviation('PGPDataType')
                     s = 1
                 elif ec == 1:
-                    el = 'PGPKeyPacket'
                     if bits(1): raise r.deviation('PGPDataType')
+                    el = 'PGPKeyPacket'
                     f_PGPKeyPacket = r.binary()
                     if bits(1): raise r.deviation('PGPDataType')
                     s = 2
@@ -5598,8 +5295,8 @@ def _d_PGPDataType(r):
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'PGPKeyPacket'
                     if bits(1): raise r.deviation('PGPDataType')
+                    el = 'PGPKeyPacket'
                     f_PGPKeyPacket = r.binary()
                     if bits(1): raise r.deviation('PGPDataType')
                     s = 3
@@ -5607,6 +5304,7 @@ def _d_PGPDataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 4
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('PGPDataType')
@@ -5616,6 +5314,7 @@ def _d_PGPDataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('PGPDataType')
@@ -5625,6 +5324,7 @@ def _d_PGPDataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 4
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('PGPDataType')
@@ -5634,6 +5334,7 @@ def _d_PGPDataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 4
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('PGPDataType')
@@ -5643,6 +5344,7 @@ def _d_PGPDataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('PGPDataType')
@@ -5661,30 +5363,27 @@ def _e_PGPDataType(w, o):
         while s >= 0:
             if s == 0:
                 if v_PGPKeyID is not None:
-                    bits(0, 2)
                     el = 'PGPKeyID'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_PGPKeyID)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_PGPKeyID = None
                     s = 1
                 elif v_PGPKeyPacket is not None:
-                    bits(1, 2)
                     el = 'PGPKeyPacket'
-                    w.bits(0, 1)
+                    bits((1 << 1), 3)
                     w.binary(v_PGPKeyPacket)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_PGPKeyPacket = None
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of PGPKeyID, PGPKeyPacket')
             if s == 1:
                 if v_PGPKeyPacket is not None:
-                    bits(0, 2)
                     el = 'PGPKeyPacket'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_PGPKeyPacket)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_PGPKeyPacket = None
                     s = 3
                 elif True:
@@ -5723,21 +5422,18 @@ def _d_SPKIDataType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SPKISexp'
-                    if bits(1): raise r.deviation('SPKIDataType')
-                    _v = r.binary()
-                    if bits(1): raise r.deviation('SPKIDataType')
-                    f_SPKISexp.append(_v)
-                    s = 1
-                else:
-                    raise r.deviation('SPKIDataType')
+                x = bits(2)
+                if x & 3: raise r.deviation('SPKIDataType')
+                el = 'SPKISexp'
+                _v = r.binary()
+                if bits(1): raise r.deviation('SPKIDataType')
+                f_SPKISexp.append(_v)
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'SPKISexp'
                     if bits(1): raise r.deviation('SPKIDataType')
+                    el = 'SPKISexp'
                     _v = r.binary()
                     if bits(1): raise r.deviation('SPKIDataType')
                     f_SPKISexp.append(_v)
@@ -5746,19 +5442,21 @@ def _d_SPKIDataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 2
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SPKIDataType')
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'SPKISexp'
                     if bits(1): raise r.deviation('SPKIDataType')
+                    el = 'SPKISexp'
                     _v = r.binary()
                     if bits(1): raise r.deviation('SPKIDataType')
                     f_SPKISexp.append(_v)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SPKIDataType')
@@ -5766,8 +5464,8 @@ def _d_SPKIDataType(r):
                 while True:
                     ec = bits(2)
                     if ec == 0:
-                        el = 'SPKISexp'
                         if bits(1): raise r.deviation('SPKIDataType')
+                        el = 'SPKISexp'
                         _v = r.binary()
                         if bits(1): raise r.deviation('SPKIDataType')
                         f_SPKISexp.append(_v)
@@ -5776,6 +5474,7 @@ def _d_SPKIDataType(r):
                         s = 4
                         break
                     elif ec == 2:
+                        pass
                         s = -1
                         break
                     else:
@@ -5783,13 +5482,14 @@ def _d_SPKIDataType(r):
             if s == 4:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'SPKISexp'
                     if bits(1): raise r.deviation('SPKIDataType')
+                    el = 'SPKISexp'
                     _v = r.binary()
                     if bits(1): raise r.deviation('SPKIDataType')
                     f_SPKISexp.append(_v)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SPKIDataType')
@@ -5809,22 +5509,20 @@ def _e_SPKIDataType(w, o):
         while s >= 0:
             if s == 0:
                 if i_SPKISexp < n_SPKISexp:
-                    bits(0, 1)
                     el = 'SPKISexp'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     w.binary(v_SPKISexp[i_SPKISexp])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_SPKISexp += 1
                     s = 1
                 else:
                     raise EncodeError('missing content: expected one of SPKISexp')
             if s == 1:
                 if i_SPKISexp < n_SPKISexp:
-                    bits(0, 2)
                     el = 'SPKISexp'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_SPKISexp[i_SPKISexp])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_SPKISexp += 1
                     s = 3
                 elif True:
@@ -5833,11 +5531,10 @@ def _e_SPKIDataType(w, o):
                     s = -1
             if s == 2:
                 if i_SPKISexp < n_SPKISexp:
-                    bits(0, 2)
                     el = 'SPKISexp'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_SPKISexp[i_SPKISexp])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_SPKISexp += 1
                     s = 3
                 elif True:
@@ -5847,11 +5544,10 @@ def _e_SPKIDataType(w, o):
             if s == 3:
                 while True:
                     if i_SPKISexp < n_SPKISexp:
-                        bits(0, 2)
                         el = 'SPKISexp'
-                        w.bits(0, 1)
+                        bits(0, 3)
                         w.binary(v_SPKISexp[i_SPKISexp])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_SPKISexp += 1
                     elif True:
                         bits(2, 2)
@@ -5860,11 +5556,10 @@ def _e_SPKIDataType(w, o):
                         break
             if s == 4:
                 if i_SPKISexp < n_SPKISexp:
-                    bits(0, 2)
                     el = 'SPKISexp'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_SPKISexp[i_SPKISexp])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_SPKISexp += 1
                     s = 3
                 elif True:
@@ -5902,6 +5597,7 @@ def _d_ObjectType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 4:
+                    pass
                     s = -1
                 elif ec == 5:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -5922,6 +5618,7 @@ def _d_ObjectType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 3:
+                    pass
                     s = -1
                 elif ec == 4:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -5938,6 +5635,7 @@ def _d_ObjectType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 2:
+                    pass
                     s = -1
                 elif ec == 3:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -5950,6 +5648,7 @@ def _d_ObjectType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -5962,6 +5661,7 @@ def _d_ObjectType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -5974,6 +5674,7 @@ def _d_ObjectType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -5996,20 +5697,20 @@ def _e_ObjectType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Encoding is not None:
-                    bits(0, 3)
                     el = '@Encoding'
+                    bits(0, 3)
                     w.string(v_Encoding)
                     v_Encoding = None
                     s = 1
                 elif v_Id is not None:
-                    bits(1, 3)
                     el = '@Id'
+                    bits(1, 3)
                     w.string(v_Id)
                     v_Id = None
                     s = 2
                 elif v_MimeType is not None:
-                    bits(2, 3)
                     el = '@MimeType'
+                    bits(2, 3)
                     w.string(v_MimeType)
                     v_MimeType = None
                     s = 3
@@ -6019,14 +5720,14 @@ def _e_ObjectType(w, o):
                     s = -1
             if s == 1:
                 if v_Id is not None:
-                    bits(0, 3)
                     el = '@Id'
+                    bits(0, 3)
                     w.string(v_Id)
                     v_Id = None
                     s = 2
                 elif v_MimeType is not None:
-                    bits(1, 3)
                     el = '@MimeType'
+                    bits(1, 3)
                     w.string(v_MimeType)
                     v_MimeType = None
                     s = 3
@@ -6036,8 +5737,8 @@ def _e_ObjectType(w, o):
                     s = -1
             if s == 2:
                 if v_MimeType is not None:
-                    bits(0, 3)
                     el = '@MimeType'
+                    bits(0, 3)
                     w.string(v_MimeType)
                     v_MimeType = None
                     s = 3
@@ -6068,11 +5769,7 @@ def _d_EIM_AReqAuthorizationModeType(r):
     bits = r.bits
     el = ''
     try:
-        ec = bits(1)
-        if ec == 0:
-            s = -1
-        else:
-            raise r.deviation('EIM_AReqAuthorizationModeType')
+        if bits(1): raise r.deviation('EIM_AReqAuthorizationModeType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commonmessages.EIM_AReqAuthorizationModeType()
@@ -6082,12 +5779,8 @@ def _e_EIM_AReqAuthorizationModeType(w, o):
     bits = w.bits
     el = ''
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if True:
-                    bits(0, 1)
-                    s = -1
+        if True:
+            bits(0, 1)
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -6099,41 +5792,19 @@ def _d_PnC_AReqAuthorizationModeType(r):
     f_GenChallenge = None
     f_ContractCertificateChain = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = '@Id'
-                    f_Id = r.string(39)
-                    s = 1
-                else:
-                    raise r.deviation('PnC_AReqAuthorizationModeType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'GenChallenge'
-                    if bits(1): raise r.deviation('PnC_AReqAuthorizationModeType')
-                    f_GenChallenge = r.binary()
-                    if len(f_GenChallenge) < 16 or len(f_GenChallenge) > 16: raise DecodeError(f'length {len(f_GenChallenge)} outside [16, 16]', r.pos)
-                    if bits(1): raise r.deviation('PnC_AReqAuthorizationModeType')
-                    s = 2
-                else:
-                    raise r.deviation('PnC_AReqAuthorizationModeType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ContractCertificateChain'
-                    f_ContractCertificateChain = _d_ContractCertificateChainType(r)
-                    s = 3
-                else:
-                    raise r.deviation('PnC_AReqAuthorizationModeType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('PnC_AReqAuthorizationModeType')
+        if bits(1): raise r.deviation('PnC_AReqAuthorizationModeType')
+        el = '@Id'
+        f_Id = r.string(39)
+        x = bits(2)
+        if x & 3: raise r.deviation('PnC_AReqAuthorizationModeType')
+        el = 'GenChallenge'
+        f_GenChallenge = r.binary()
+        if len(f_GenChallenge) < 16 or len(f_GenChallenge) > 16: raise DecodeError(f'length {len(f_GenChallenge)} outside [16, 16]', r.pos)
+        x = bits(2)
+        if x & 3: raise r.deviation('PnC_AReqAuthorizationModeType')
+        el = 'ContractCertificateChain'
+        f_ContractCertificateChain = _d_ContractCertificateChainType(r)
+        if bits(1): raise r.deviation('PnC_AReqAuthorizationModeType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commonmessages.PnC_AReqAuthorizationModeType(f_Id, f_GenChallenge, f_ContractCertificateChain)
@@ -6146,43 +5817,26 @@ def _e_PnC_AReqAuthorizationModeType(w, o):
         v_Id = o.Id
         v_GenChallenge = o.GenChallenge
         v_ContractCertificateChain = o.ContractCertificateChain
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Id is not None:
-                    bits(0, 1)
-                    el = '@Id'
-                    w.string(v_Id)
-                    v_Id = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Id')
-            if s == 1:
-                if v_GenChallenge is not None:
-                    bits(0, 1)
-                    el = 'GenChallenge'
-                    w.bits(0, 1)
-                    if len(v_GenChallenge) < 16 or len(v_GenChallenge) > 16: raise EncodeError(f'length {len(v_GenChallenge)} outside [16, 16]')
-                    w.binary(v_GenChallenge)
-                    w.bits(0, 1)
-                    v_GenChallenge = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of GenChallenge')
-            if s == 2:
-                if v_ContractCertificateChain is not None:
-                    bits(0, 1)
-                    el = 'ContractCertificateChain'
-                    _e_ContractCertificateChainType(w, v_ContractCertificateChain)
-                    v_ContractCertificateChain = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of ContractCertificateChain')
-            if s == 3:
-                if True:
-                    bits(0, 1)
-                    if v_Id is not None or v_GenChallenge is not None or v_ContractCertificateChain is not None: raise _leftover(o)
-                    s = -1
+        if v_Id is not None:
+            el = '@Id'
+            bits(0, 1)
+            w.string(v_Id)
+            if not (v_GenChallenge is not None): raise EncodeError('missing content: GenChallenge')
+            el = 'GenChallenge'
+            bits(0, 2)
+            v_Id = None
+            if len(v_GenChallenge) < 16 or len(v_GenChallenge) > 16: raise EncodeError(f'length {len(v_GenChallenge)} outside [16, 16]')
+            w.binary(v_GenChallenge)
+            if not (v_ContractCertificateChain is not None): raise EncodeError('missing content: ContractCertificateChain')
+            el = 'ContractCertificateChain'
+            bits(0, 2)
+            v_GenChallenge = None
+            _e_ContractCertificateChainType(w, v_ContractCertificateChain)
+            bits(0, 1)
+            v_ContractCertificateChain = None
+            if v_Id is not None or v_GenChallenge is not None or v_ContractCertificateChain is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Id')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -6193,33 +5847,16 @@ def _d_ContractCertificateChainType(r):
     f_Certificate = None
     f_SubCertificates = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Certificate'
-                    if bits(1): raise r.deviation('ContractCertificateChainType')
-                    f_Certificate = r.binary()
-                    if len(f_Certificate) > 1600: raise DecodeError(f'length {len(f_Certificate)} outside [0, 1600]', r.pos)
-                    if bits(1): raise r.deviation('ContractCertificateChainType')
-                    s = 1
-                else:
-                    raise r.deviation('ContractCertificateChainType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SubCertificates'
-                    f_SubCertificates = _d_SubCertificatesType(r)
-                    s = 2
-                else:
-                    raise r.deviation('ContractCertificateChainType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ContractCertificateChainType')
+        x = bits(2)
+        if x & 3: raise r.deviation('ContractCertificateChainType')
+        el = 'Certificate'
+        f_Certificate = r.binary()
+        if len(f_Certificate) > 1600: raise DecodeError(f'length {len(f_Certificate)} outside [0, 1600]', r.pos)
+        x = bits(2)
+        if x & 3: raise r.deviation('ContractCertificateChainType')
+        el = 'SubCertificates'
+        f_SubCertificates = _d_SubCertificatesType(r)
+        if bits(1): raise r.deviation('ContractCertificateChainType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commonmessages.ContractCertificateChainType(f_Certificate, f_SubCertificates)
@@ -6231,34 +5868,21 @@ def _e_ContractCertificateChainType(w, o):
     try:
         v_Certificate = o.Certificate
         v_SubCertificates = o.SubCertificates
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Certificate is not None:
-                    bits(0, 1)
-                    el = 'Certificate'
-                    w.bits(0, 1)
-                    if len(v_Certificate) > 1600: raise EncodeError(f'length {len(v_Certificate)} outside [0, 1600]')
-                    w.binary(v_Certificate)
-                    w.bits(0, 1)
-                    v_Certificate = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Certificate')
-            if s == 1:
-                if v_SubCertificates is not None:
-                    bits(0, 1)
-                    el = 'SubCertificates'
-                    _e_SubCertificatesType(w, v_SubCertificates)
-                    v_SubCertificates = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of SubCertificates')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_Certificate is not None or v_SubCertificates is not None: raise _leftover(o)
-                    s = -1
+        if v_Certificate is not None:
+            el = 'Certificate'
+            bits(0, 2)
+            if len(v_Certificate) > 1600: raise EncodeError(f'length {len(v_Certificate)} outside [0, 1600]')
+            w.binary(v_Certificate)
+            if not (v_SubCertificates is not None): raise EncodeError('missing content: SubCertificates')
+            el = 'SubCertificates'
+            bits(0, 2)
+            v_Certificate = None
+            _e_SubCertificatesType(w, v_SubCertificates)
+            bits(0, 1)
+            v_SubCertificates = None
+            if v_Certificate is not None or v_SubCertificates is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Certificate')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -6271,48 +5895,42 @@ def _d_SubCertificatesType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Certificate'
-                    if bits(1): raise r.deviation('SubCertificatesType')
-                    _v = r.binary()
-                    if len(_v) > 1600: raise DecodeError(f'length {len(_v)} outside [0, 1600]', r.pos)
-                    if bits(1): raise r.deviation('SubCertificatesType')
-                    f_Certificate.append(_v)
-                    s = 1
-                else:
-                    raise r.deviation('SubCertificatesType')
+                x = bits(2)
+                if x & 3: raise r.deviation('SubCertificatesType')
+                el = 'Certificate'
+                _v = r.binary()
+                if len(_v) > 1600: raise DecodeError(f'length {len(_v)} outside [0, 1600]', r.pos)
+                if bits(1): raise r.deviation('SubCertificatesType')
+                f_Certificate.append(_v)
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'Certificate'
                     if bits(1): raise r.deviation('SubCertificatesType')
+                    el = 'Certificate'
                     _v = r.binary()
                     if len(_v) > 1600: raise DecodeError(f'length {len(_v)} outside [0, 1600]', r.pos)
                     if bits(1): raise r.deviation('SubCertificatesType')
                     f_Certificate.append(_v)
                     s = 2
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SubCertificatesType')
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'Certificate'
                     if bits(1): raise r.deviation('SubCertificatesType')
+                    el = 'Certificate'
                     _v = r.binary()
                     if len(_v) > 1600: raise DecodeError(f'length {len(_v)} outside [0, 1600]', r.pos)
                     if bits(1): raise r.deviation('SubCertificatesType')
                     f_Certificate.append(_v)
-                    s = 3
-                elif ec == 1:
+                    if bits(1): raise r.deviation('SubCertificatesType')
                     s = -1
-                else:
-                    raise r.deviation('SubCertificatesType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SubCertificatesType')
@@ -6332,24 +5950,22 @@ def _e_SubCertificatesType(w, o):
         while s >= 0:
             if s == 0:
                 if i_Certificate < n_Certificate:
-                    bits(0, 1)
                     el = 'Certificate'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     if len(v_Certificate[i_Certificate]) > 1600: raise EncodeError(f'length {len(v_Certificate[i_Certificate])} outside [0, 1600]')
                     w.binary(v_Certificate[i_Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_Certificate += 1
                     s = 1
                 else:
                     raise EncodeError('missing content: expected one of Certificate')
             if s == 1:
                 if i_Certificate < n_Certificate:
-                    bits(0, 2)
                     el = 'Certificate'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     if len(v_Certificate[i_Certificate]) > 1600: raise EncodeError(f'length {len(v_Certificate[i_Certificate])} outside [0, 1600]')
                     w.binary(v_Certificate[i_Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_Certificate += 1
                     s = 2
                 elif True:
@@ -6358,21 +5974,17 @@ def _e_SubCertificatesType(w, o):
                     s = -1
             if s == 2:
                 if i_Certificate < n_Certificate:
-                    bits(0, 2)
                     el = 'Certificate'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     if len(v_Certificate[i_Certificate]) > 1600: raise EncodeError(f'length {len(v_Certificate[i_Certificate])} outside [0, 1600]')
                     w.binary(v_Certificate[i_Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_Certificate += 1
-                    s = 3
-                elif True:
-                    bits(1, 2)
+                    bits(0, 1)
                     if i_Certificate < n_Certificate: raise _leftover(o)
                     s = -1
-            if s == 3:
-                if True:
-                    bits(0, 1)
+                elif True:
+                    bits(1, 2)
                     if i_Certificate < n_Certificate: raise _leftover(o)
                     s = -1
     except Exception as e:
@@ -6386,46 +5998,19 @@ def _d_AuthorizationResType(r):
     f_ResponseCode = None
     f_EVSEProcessing = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('AuthorizationResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('AuthorizationResType')
-                    f_ResponseCode = bits(6)
-                    if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
-                    f_ResponseCode = _E2[f_ResponseCode]
-                    if bits(1): raise r.deviation('AuthorizationResType')
-                    s = 2
-                else:
-                    raise r.deviation('AuthorizationResType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEProcessing'
-                    if bits(1): raise r.deviation('AuthorizationResType')
-                    f_EVSEProcessing = bits(2)
-                    if f_EVSEProcessing >= 3: raise DecodeError(f'enumeration index {f_EVSEProcessing} out of range (3 values)', r.pos)
-                    f_EVSEProcessing = _E3[f_EVSEProcessing]
-                    if bits(1): raise r.deviation('AuthorizationResType')
-                    s = 3
-                else:
-                    raise r.deviation('AuthorizationResType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('AuthorizationResType')
+        if bits(1): raise r.deviation('AuthorizationResType')
+        el = 'Header'
+        f_Header = _d_MessageHeaderType(r)
+        x = bits(15)
+        if x & 24691: raise r.deviation('AuthorizationResType')
+        el = 'ResponseCode'
+        f_ResponseCode = ((x >> 7) & 63)
+        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
+        f_ResponseCode = _E2[f_ResponseCode]
+        el = 'EVSEProcessing'
+        f_EVSEProcessing = ((x >> 2) & 3)
+        if f_EVSEProcessing >= 3: raise DecodeError(f'enumeration index {f_EVSEProcessing} out of range (3 values)', r.pos)
+        f_EVSEProcessing = _E3[f_EVSEProcessing]
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commonmessages.AuthorizationResType(f_Header, f_ResponseCode, f_EVSEProcessing)
@@ -6438,48 +6023,25 @@ def _e_AuthorizationResType(w, o):
         v_Header = o.Header
         v_ResponseCode = o.ResponseCode
         v_EVSEProcessing = o.EVSEProcessing
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Header is not None:
-                    bits(0, 1)
-                    el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_ResponseCode is not None:
-                    bits(0, 1)
-                    el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I4.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 6)
-                    w.bits(0, 1)
-                    v_ResponseCode = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 2:
-                if v_EVSEProcessing is not None:
-                    bits(0, 1)
-                    el = 'EVSEProcessing'
-                    w.bits(0, 1)
-                    _i = _I5.get(v_EVSEProcessing)
-                    if _i is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration processingType')
-                    w.bits(_i, 2)
-                    w.bits(0, 1)
-                    v_EVSEProcessing = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of EVSEProcessing')
-            if s == 3:
-                if True:
-                    bits(0, 1)
-                    if v_Header is not None or v_ResponseCode is not None or v_EVSEProcessing is not None: raise _leftover(o)
-                    s = -1
+        if v_Header is not None:
+            el = 'Header'
+            bits(0, 1)
+            _e_MessageHeaderType(w, v_Header)
+            if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            el = 'ResponseCode'
+            _i2 = _I4.get(v_ResponseCode)
+            if _i2 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (v_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
+            el = 'EVSEProcessing'
+            _i3 = _I5.get(v_EVSEProcessing)
+            if _i3 is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration processingType')
+            bits((_i2 << 7) | (_i3 << 2), 15)
+            v_Header = None
+            v_ResponseCode = None
+            v_EVSEProcessing = None
+            if v_Header is not None or v_ResponseCode is not None or v_EVSEProcessing is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Header')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -6490,34 +6052,15 @@ def _d_V2GResponseType(r):
     f_Header = None
     f_ResponseCode = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('V2GResponseType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('V2GResponseType')
-                    f_ResponseCode = bits(6)
-                    if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
-                    f_ResponseCode = _E2[f_ResponseCode]
-                    if bits(1): raise r.deviation('V2GResponseType')
-                    s = 2
-                else:
-                    raise r.deviation('V2GResponseType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('V2GResponseType')
+        if bits(1): raise r.deviation('V2GResponseType')
+        el = 'Header'
+        f_Header = _d_MessageHeaderType(r)
+        x = bits(10)
+        if x & 771: raise r.deviation('V2GResponseType')
+        el = 'ResponseCode'
+        f_ResponseCode = ((x >> 2) & 63)
+        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
+        f_ResponseCode = _E2[f_ResponseCode]
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.V2GResponseType(f_Header, f_ResponseCode)
@@ -6529,35 +6072,20 @@ def _e_V2GResponseType(w, o):
     try:
         v_Header = o.Header
         v_ResponseCode = o.ResponseCode
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Header is not None:
-                    bits(0, 1)
-                    el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_ResponseCode is not None:
-                    bits(0, 1)
-                    el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I4.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 6)
-                    w.bits(0, 1)
-                    v_ResponseCode = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_Header is not None or v_ResponseCode is not None: raise _leftover(o)
-                    s = -1
+        if v_Header is not None:
+            el = 'Header'
+            bits(0, 1)
+            _e_MessageHeaderType(w, v_Header)
+            if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            el = 'ResponseCode'
+            _i4 = _I4.get(v_ResponseCode)
+            if _i4 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            bits((_i4 << 2), 10)
+            v_Header = None
+            v_ResponseCode = None
+            if v_Header is not None or v_ResponseCode is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Header')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -6567,22 +6095,10 @@ def _d_AuthorizationSetupReqType(r):
     el = ''
     f_Header = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('AuthorizationSetupReqType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('AuthorizationSetupReqType')
+        if bits(1): raise r.deviation('AuthorizationSetupReqType')
+        el = 'Header'
+        f_Header = _d_MessageHeaderType(r)
+        if bits(1): raise r.deviation('AuthorizationSetupReqType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commonmessages.AuthorizationSetupReqType(f_Header)
@@ -6593,22 +6109,15 @@ def _e_AuthorizationSetupReqType(w, o):
     el = ''
     try:
         v_Header = o.Header
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Header is not None:
-                    bits(0, 1)
-                    el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if True:
-                    bits(0, 1)
-                    if v_Header is not None: raise _leftover(o)
-                    s = -1
+        if v_Header is not None:
+            el = 'Header'
+            bits(0, 1)
+            _e_MessageHeaderType(w, v_Header)
+            bits(0, 1)
+            v_Header = None
+            if v_Header is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Header')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -6626,60 +6135,37 @@ def _d_AuthorizationSetupResType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('AuthorizationSetupResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('AuthorizationSetupResType')
-                    f_ResponseCode = bits(6)
-                    if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
-                    f_ResponseCode = _E2[f_ResponseCode]
-                    if bits(1): raise r.deviation('AuthorizationSetupResType')
-                    s = 2
-                else:
-                    raise r.deviation('AuthorizationSetupResType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'AuthorizationServices'
-                    if bits(1): raise r.deviation('AuthorizationSetupResType')
-                    _v = _E0[bits(1)]
-                    if bits(1): raise r.deviation('AuthorizationSetupResType')
-                    f_AuthorizationServices.append(_v)
-                    s = 3
-                else:
-                    raise r.deviation('AuthorizationSetupResType')
+                if bits(1): raise r.deviation('AuthorizationSetupResType')
+                el = 'Header'
+                f_Header = _d_MessageHeaderType(r)
+                x = bits(13)
+                if x & 6173: raise r.deviation('AuthorizationSetupResType')
+                el = 'ResponseCode'
+                f_ResponseCode = ((x >> 5) & 63)
+                if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
+                f_ResponseCode = _E2[f_ResponseCode]
+                el = 'AuthorizationServices'
+                _v = _E0[((x >> 1) & 1)]
+                f_AuthorizationServices.append(_v)
+                s = 3
             if s == 3:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('AuthorizationSetupResType')
                     el = 'AuthorizationServices'
-                    if bits(1): raise r.deviation('AuthorizationSetupResType')
-                    _v = _E0[bits(1)]
-                    if bits(1): raise r.deviation('AuthorizationSetupResType')
+                    _v = _E0[((x >> 1) & 1)]
                     f_AuthorizationServices.append(_v)
-                    s = 4
-                elif ec == 1:
+                    x = bits(4)
+                    if x & 13: raise r.deviation('AuthorizationSetupResType')
                     el = 'CertificateInstallationService'
-                    if bits(1): raise r.deviation('AuthorizationSetupResType')
-                    f_CertificateInstallationService = bits(1) == 1
-                    if bits(1): raise r.deviation('AuthorizationSetupResType')
+                    f_CertificateInstallationService = ((x >> 1) & 1) == 1
                     s = 5
-                else:
-                    raise r.deviation('AuthorizationSetupResType')
-            if s == 4:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('AuthorizationSetupResType')
                     el = 'CertificateInstallationService'
-                    if bits(1): raise r.deviation('AuthorizationSetupResType')
-                    f_CertificateInstallationService = bits(1) == 1
-                    if bits(1): raise r.deviation('AuthorizationSetupResType')
+                    f_CertificateInstallationService = ((x >> 1) & 1) == 1
                     s = 5
                 else:
                     raise r.deviation('AuthorizationSetupResType')
@@ -6688,22 +6174,12 @@ def _d_AuthorizationSetupResType(r):
                 if ec == 0:
                     el = 'EIM_ASResAuthorizationMode'
                     f_EIM_ASResAuthorizationMode = _d_EIM_ASResAuthorizationModeType(r)
-                    s = 6
+                    if bits(1): raise r.deviation('AuthorizationSetupResType')
+                    s = -1
                 elif ec == 1:
                     el = 'PnC_ASResAuthorizationMode'
                     f_PnC_ASResAuthorizationMode = _d_PnC_ASResAuthorizationModeType(r)
-                    s = 7
-                else:
-                    raise r.deviation('AuthorizationSetupResType')
-            if s == 6:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('AuthorizationSetupResType')
-            if s == 7:
-                ec = bits(1)
-                if ec == 0:
+                    if bits(1): raise r.deviation('AuthorizationSetupResType')
                     s = -1
                 else:
                     raise r.deviation('AuthorizationSetupResType')
@@ -6728,100 +6204,64 @@ def _e_AuthorizationSetupResType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Header is not None:
-                    bits(0, 1)
                     el = 'Header'
+                    bits(0, 1)
                     _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_ResponseCode is not None:
-                    bits(0, 1)
+                    if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
                     el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I4.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 6)
-                    w.bits(0, 1)
-                    v_ResponseCode = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 2:
-                if i_AuthorizationServices < n_AuthorizationServices:
-                    bits(0, 1)
+                    _i5 = _I4.get(v_ResponseCode)
+                    if _i5 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    if not (i_AuthorizationServices < n_AuthorizationServices): raise EncodeError('missing content: AuthorizationServices')
                     el = 'AuthorizationServices'
-                    w.bits(0, 1)
-                    _i = _I1.get(v_AuthorizationServices[i_AuthorizationServices])
-                    if _i is None: raise EncodeError(f'{v_AuthorizationServices[i_AuthorizationServices]!r} is not one of the enumeration authorizationType')
-                    w.bits(_i, 1)
-                    w.bits(0, 1)
+                    _i6 = _I1.get(v_AuthorizationServices[i_AuthorizationServices])
+                    if _i6 is None: raise EncodeError(f'{v_AuthorizationServices[i_AuthorizationServices]!r} is not one of the enumeration authorizationType')
+                    bits((_i5 << 5) | (_i6 << 1), 13)
+                    v_Header = None
+                    v_ResponseCode = None
                     i_AuthorizationServices += 1
                     s = 3
                 else:
-                    raise EncodeError('missing content: expected one of AuthorizationServices')
+                    raise EncodeError('missing content: expected one of Header')
             if s == 3:
                 if i_AuthorizationServices < n_AuthorizationServices:
-                    bits(0, 2)
                     el = 'AuthorizationServices'
-                    w.bits(0, 1)
-                    _i = _I1.get(v_AuthorizationServices[i_AuthorizationServices])
-                    if _i is None: raise EncodeError(f'{v_AuthorizationServices[i_AuthorizationServices]!r} is not one of the enumeration authorizationType')
-                    w.bits(_i, 1)
-                    w.bits(0, 1)
+                    _i7 = _I1.get(v_AuthorizationServices[i_AuthorizationServices])
+                    if _i7 is None: raise EncodeError(f'{v_AuthorizationServices[i_AuthorizationServices]!r} is not one of the enumeration authorizationType')
+                    bits((_i7 << 1), 5)
                     i_AuthorizationServices += 1
-                    s = 4
-                elif v_CertificateInstallationService is not None:
-                    bits(1, 2)
+                    if not (v_CertificateInstallationService is not None): raise EncodeError('missing content: CertificateInstallationService')
                     el = 'CertificateInstallationService'
-                    w.bits(0, 1)
-                    if v_CertificateInstallationService is True: w.bits(1, 1)
-                    elif v_CertificateInstallationService is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_CertificateInstallationService!r}')
-                    w.bits(0, 1)
+                    if v_CertificateInstallationService is not True and v_CertificateInstallationService is not False: raise EncodeError(f'expected a bool, got {v_CertificateInstallationService!r}')
+                    bits((v_CertificateInstallationService << 1), 4)
+                    v_CertificateInstallationService = None
+                    s = 5
+                elif v_CertificateInstallationService is not None:
+                    el = 'CertificateInstallationService'
+                    if v_CertificateInstallationService is not True and v_CertificateInstallationService is not False: raise EncodeError(f'expected a bool, got {v_CertificateInstallationService!r}')
+                    bits((1 << 3) | (v_CertificateInstallationService << 1), 5)
                     v_CertificateInstallationService = None
                     s = 5
                 else:
                     raise EncodeError('missing content: expected one of AuthorizationServices, CertificateInstallationService')
-            if s == 4:
-                if v_CertificateInstallationService is not None:
-                    bits(0, 1)
-                    el = 'CertificateInstallationService'
-                    w.bits(0, 1)
-                    if v_CertificateInstallationService is True: w.bits(1, 1)
-                    elif v_CertificateInstallationService is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_CertificateInstallationService!r}')
-                    w.bits(0, 1)
-                    v_CertificateInstallationService = None
-                    s = 5
-                else:
-                    raise EncodeError('missing content: expected one of CertificateInstallationService')
             if s == 5:
                 if v_EIM_ASResAuthorizationMode is not None:
-                    bits(0, 2)
                     el = 'EIM_ASResAuthorizationMode'
+                    bits(0, 2)
                     _e_EIM_ASResAuthorizationModeType(w, v_EIM_ASResAuthorizationMode)
+                    bits(0, 1)
                     v_EIM_ASResAuthorizationMode = None
-                    s = 6
+                    if v_Header is not None or v_ResponseCode is not None or i_AuthorizationServices < n_AuthorizationServices or v_CertificateInstallationService is not None or v_EIM_ASResAuthorizationMode is not None or v_PnC_ASResAuthorizationMode is not None: raise _leftover(o)
+                    s = -1
                 elif v_PnC_ASResAuthorizationMode is not None:
-                    bits(1, 2)
                     el = 'PnC_ASResAuthorizationMode'
+                    bits(1, 2)
                     _e_PnC_ASResAuthorizationModeType(w, v_PnC_ASResAuthorizationMode)
+                    bits(0, 1)
                     v_PnC_ASResAuthorizationMode = None
-                    s = 7
+                    if v_Header is not None or v_ResponseCode is not None or i_AuthorizationServices < n_AuthorizationServices or v_CertificateInstallationService is not None or v_EIM_ASResAuthorizationMode is not None or v_PnC_ASResAuthorizationMode is not None: raise _leftover(o)
+                    s = -1
                 else:
                     raise EncodeError('missing content: expected one of EIM_ASResAuthorizationMode, PnC_ASResAuthorizationMode')
-            if s == 6:
-                if True:
-                    bits(0, 1)
-                    if v_Header is not None or v_ResponseCode is not None or i_AuthorizationServices < n_AuthorizationServices or v_CertificateInstallationService is not None or v_EIM_ASResAuthorizationMode is not None or v_PnC_ASResAuthorizationMode is not None: raise _leftover(o)
-                    s = -1
-            if s == 7:
-                if True:
-                    bits(0, 1)
-                    if v_Header is not None or v_ResponseCode is not None or i_AuthorizationServices < n_AuthorizationServices or v_CertificateInstallationService is not None or v_EIM_ASResAuthorizationMode is not None or v_PnC_ASResAuthorizationMode is not None: raise _leftover(o)
-                    s = -1
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -6830,11 +6270,7 @@ def _d_EIM_ASResAuthorizationModeType(r):
     bits = r.bits
     el = ''
     try:
-        ec = bits(1)
-        if ec == 0:
-            s = -1
-        else:
-            raise r.deviation('EIM_ASResAuthorizationModeType')
+        if bits(1): raise r.deviation('EIM_ASResAuthorizationModeType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commonmessages.EIM_ASResAuthorizationModeType()
@@ -6844,12 +6280,8 @@ def _e_EIM_ASResAuthorizationModeType(w, o):
     bits = w.bits
     el = ''
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if True:
-                    bits(0, 1)
-                    s = -1
+        if True:
+            bits(0, 1)
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -6863,29 +6295,22 @@ def _d_PnC_ASResAuthorizationModeType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'GenChallenge'
-                    if bits(1): raise r.deviation('PnC_ASResAuthorizationModeType')
-                    f_GenChallenge = r.binary()
-                    if len(f_GenChallenge) < 16 or len(f_GenChallenge) > 16: raise DecodeError(f'length {len(f_GenChallenge)} outside [16, 16]', r.pos)
-                    if bits(1): raise r.deviation('PnC_ASResAuthorizationModeType')
-                    s = 1
-                else:
-                    raise r.deviation('PnC_ASResAuthorizationModeType')
+                x = bits(2)
+                if x & 3: raise r.deviation('PnC_ASResAuthorizationModeType')
+                el = 'GenChallenge'
+                f_GenChallenge = r.binary()
+                if len(f_GenChallenge) < 16 or len(f_GenChallenge) > 16: raise DecodeError(f'length {len(f_GenChallenge)} outside [16, 16]', r.pos)
+                if bits(1): raise r.deviation('PnC_ASResAuthorizationModeType')
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
                     el = 'SupportedProviders'
                     f_SupportedProviders = _d_SupportedProvidersListType(r)
-                    s = 2
-                elif ec == 1:
+                    if bits(1): raise r.deviation('PnC_ASResAuthorizationModeType')
                     s = -1
-                else:
-                    raise r.deviation('PnC_ASResAuthorizationModeType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('PnC_ASResAuthorizationModeType')
@@ -6904,30 +6329,26 @@ def _e_PnC_ASResAuthorizationModeType(w, o):
         while s >= 0:
             if s == 0:
                 if v_GenChallenge is not None:
-                    bits(0, 1)
                     el = 'GenChallenge'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     if len(v_GenChallenge) < 16 or len(v_GenChallenge) > 16: raise EncodeError(f'length {len(v_GenChallenge)} outside [16, 16]')
                     w.binary(v_GenChallenge)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_GenChallenge = None
                     s = 1
                 else:
                     raise EncodeError('missing content: expected one of GenChallenge')
             if s == 1:
                 if v_SupportedProviders is not None:
-                    bits(0, 2)
                     el = 'SupportedProviders'
+                    bits(0, 2)
                     _e_SupportedProvidersListType(w, v_SupportedProviders)
+                    bits(0, 1)
                     v_SupportedProviders = None
-                    s = 2
-                elif True:
-                    bits(1, 2)
                     if v_GenChallenge is not None or v_SupportedProviders is not None: raise _leftover(o)
                     s = -1
-            if s == 2:
-                if True:
-                    bits(0, 1)
+                elif True:
+                    bits(1, 2)
                     if v_GenChallenge is not None or v_SupportedProviders is not None: raise _leftover(o)
                     s = -1
     except Exception as e:
@@ -6942,24 +6363,21 @@ def _d_SupportedProvidersListType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ProviderID'
-                    if bits(1): raise r.deviation('SupportedProvidersListType')
-                    _v = r.string(46)
-                    if len(_v) > 80: raise DecodeError(f'length {len(_v)} outside [0, 80]', r.pos)
-                    if bits(1): raise r.deviation('SupportedProvidersListType')
-                    f_ProviderID.append(_v)
-                    s = 1
-                else:
-                    raise r.deviation('SupportedProvidersListType')
+                x = bits(2)
+                if x & 3: raise r.deviation('SupportedProvidersListType')
+                el = 'ProviderID'
+                _v = r.string(46)
+                if len(_v) > 80: raise DecodeError(f'length {len(_v)} outside [0, 80]', r.pos)
+                if bits(1): raise r.deviation('SupportedProvidersListType')
+                f_ProviderID.append(_v)
+                s = 1
             if s == 1:
                 n = 0
                 while True:
                     ec = bits(2)
                     if ec == 0:
-                        el = 'ProviderID'
                         if bits(1): raise r.deviation('SupportedProvidersListType')
+                        el = 'ProviderID'
                         _v = r.string(46)
                         if len(_v) > 80: raise DecodeError(f'length {len(_v)} outside [0, 80]', r.pos)
                         if bits(1): raise r.deviation('SupportedProvidersListType')
@@ -6969,16 +6387,14 @@ def _d_SupportedProvidersListType(r):
                             s = 128
                             break
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
                         raise r.deviation('SupportedProvidersListType')
             if s == 128:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('SupportedProvidersListType')
+                if bits(1): raise r.deviation('SupportedProvidersListType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commonmessages.SupportedProvidersListType(f_ProviderID)
@@ -6995,12 +6411,11 @@ def _e_SupportedProvidersListType(w, o):
         while s >= 0:
             if s == 0:
                 if i_ProviderID < n_ProviderID:
-                    bits(0, 1)
                     el = 'ProviderID'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     if len(v_ProviderID[i_ProviderID]) > 80: raise EncodeError(f'length {len(v_ProviderID[i_ProviderID])} outside [0, 80]')
                     w.string(v_ProviderID[i_ProviderID])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_ProviderID += 1
                     s = 1
                 else:
@@ -7009,12 +6424,11 @@ def _e_SupportedProvidersListType(w, o):
                 n = 0
                 while True:
                     if i_ProviderID < n_ProviderID:
-                        bits(0, 2)
                         el = 'ProviderID'
-                        w.bits(0, 1)
+                        bits(0, 3)
                         if len(v_ProviderID[i_ProviderID]) > 80: raise EncodeError(f'length {len(v_ProviderID[i_ProviderID])} outside [0, 80]')
                         w.string(v_ProviderID[i_ProviderID])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_ProviderID += 1
                         n += 1
                         if n == 127:
@@ -7038,11 +6452,7 @@ def _d_CLReqControlModeType(r):
     bits = r.bits
     el = ''
     try:
-        ec = bits(1)
-        if ec == 0:
-            s = -1
-        else:
-            raise r.deviation('CLReqControlModeType')
+        if bits(1): raise r.deviation('CLReqControlModeType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.CLReqControlModeType()
@@ -7052,12 +6462,8 @@ def _e_CLReqControlModeType(w, o):
     bits = w.bits
     el = ''
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if True:
-                    bits(0, 1)
-                    s = -1
+        if True:
+            bits(0, 1)
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -7066,11 +6472,7 @@ def _d_CLResControlModeType(r):
     bits = r.bits
     el = ''
     try:
-        ec = bits(1)
-        if ec == 0:
-            s = -1
-        else:
-            raise r.deviation('CLResControlModeType')
+        if bits(1): raise r.deviation('CLResControlModeType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.CLResControlModeType()
@@ -7080,12 +6482,8 @@ def _e_CLResControlModeType(w, o):
     bits = w.bits
     el = ''
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if True:
-                    bits(0, 1)
-                    s = -1
+        if True:
+            bits(0, 1)
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -7102,52 +6500,29 @@ def _d_CertificateInstallationReqType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('CertificateInstallationReqType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'OEMProvisioningCertificateChain'
-                    f_OEMProvisioningCertificateChain = _d_SignedCertificateChainType(r)
-                    s = 2
-                else:
-                    raise r.deviation('CertificateInstallationReqType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ListOfRootCertificateIDs'
-                    f_ListOfRootCertificateIDs = _d_ListOfRootCertificateIDsType(r)
-                    s = 3
-                else:
-                    raise r.deviation('CertificateInstallationReqType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'MaximumContractCertificateChains'
-                    if bits(1): raise r.deviation('CertificateInstallationReqType')
-                    f_MaximumContractCertificateChains = bits(8)
-                    if bits(1): raise r.deviation('CertificateInstallationReqType')
-                    s = 4
-                else:
-                    raise r.deviation('CertificateInstallationReqType')
+                if bits(1): raise r.deviation('CertificateInstallationReqType')
+                el = 'Header'
+                f_Header = _d_MessageHeaderType(r)
+                if bits(1): raise r.deviation('CertificateInstallationReqType')
+                el = 'OEMProvisioningCertificateChain'
+                f_OEMProvisioningCertificateChain = _d_SignedCertificateChainType(r)
+                if bits(1): raise r.deviation('CertificateInstallationReqType')
+                el = 'ListOfRootCertificateIDs'
+                f_ListOfRootCertificateIDs = _d_ListOfRootCertificateIDsType(r)
+                x = bits(11)
+                if x & 1537: raise r.deviation('CertificateInstallationReqType')
+                el = 'MaximumContractCertificateChains'
+                f_MaximumContractCertificateChains = ((x >> 1) & 255)
+                s = 4
             if s == 4:
                 ec = bits(2)
                 if ec == 0:
                     el = 'PrioritizedEMAIDs'
                     f_PrioritizedEMAIDs = _d_EMAIDListType(r)
-                    s = 5
-                elif ec == 1:
+                    if bits(1): raise r.deviation('CertificateInstallationReqType')
                     s = -1
-                else:
-                    raise r.deviation('CertificateInstallationReqType')
-            if s == 5:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('CertificateInstallationReqType')
@@ -7169,57 +6544,39 @@ def _e_CertificateInstallationReqType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Header is not None:
-                    bits(0, 1)
                     el = 'Header'
+                    bits(0, 1)
                     _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_OEMProvisioningCertificateChain is not None:
-                    bits(0, 1)
+                    if not (v_OEMProvisioningCertificateChain is not None): raise EncodeError('missing content: OEMProvisioningCertificateChain')
                     el = 'OEMProvisioningCertificateChain'
+                    bits(0, 1)
+                    v_Header = None
                     _e_SignedCertificateChainType(w, v_OEMProvisioningCertificateChain)
-                    v_OEMProvisioningCertificateChain = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of OEMProvisioningCertificateChain')
-            if s == 2:
-                if v_ListOfRootCertificateIDs is not None:
-                    bits(0, 1)
+                    if not (v_ListOfRootCertificateIDs is not None): raise EncodeError('missing content: ListOfRootCertificateIDs')
                     el = 'ListOfRootCertificateIDs'
-                    _e_ListOfRootCertificateIDsType(w, v_ListOfRootCertificateIDs)
-                    v_ListOfRootCertificateIDs = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of ListOfRootCertificateIDs')
-            if s == 3:
-                if v_MaximumContractCertificateChains is not None:
                     bits(0, 1)
+                    v_OEMProvisioningCertificateChain = None
+                    _e_ListOfRootCertificateIDsType(w, v_ListOfRootCertificateIDs)
+                    if not (v_MaximumContractCertificateChains is not None): raise EncodeError('missing content: MaximumContractCertificateChains')
                     el = 'MaximumContractCertificateChains'
-                    w.bits(0, 1)
                     if not 0 <= v_MaximumContractCertificateChains <= 255: raise EncodeError(f'value {v_MaximumContractCertificateChains!r} outside [0, 255]')
-                    w.bits(v_MaximumContractCertificateChains, 8)
-                    w.bits(0, 1)
+                    bits((v_MaximumContractCertificateChains << 1), 11)
+                    v_ListOfRootCertificateIDs = None
                     v_MaximumContractCertificateChains = None
                     s = 4
                 else:
-                    raise EncodeError('missing content: expected one of MaximumContractCertificateChains')
+                    raise EncodeError('missing content: expected one of Header')
             if s == 4:
                 if v_PrioritizedEMAIDs is not None:
-                    bits(0, 2)
                     el = 'PrioritizedEMAIDs'
+                    bits(0, 2)
                     _e_EMAIDListType(w, v_PrioritizedEMAIDs)
+                    bits(0, 1)
                     v_PrioritizedEMAIDs = None
-                    s = 5
-                elif True:
-                    bits(1, 2)
                     if v_Header is not None or v_OEMProvisioningCertificateChain is not None or v_ListOfRootCertificateIDs is not None or v_MaximumContractCertificateChains is not None or v_PrioritizedEMAIDs is not None: raise _leftover(o)
                     s = -1
-            if s == 5:
-                if True:
-                    bits(0, 1)
+                elif True:
+                    bits(1, 2)
                     if v_Header is not None or v_OEMProvisioningCertificateChain is not None or v_ListOfRootCertificateIDs is not None or v_MaximumContractCertificateChains is not None or v_PrioritizedEMAIDs is not None: raise _leftover(o)
                     s = -1
     except Exception as e:
@@ -7236,37 +6593,25 @@ def _d_SignedCertificateChainType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = '@Id'
-                    f_Id = r.string(39)
-                    s = 1
-                else:
-                    raise r.deviation('SignedCertificateChainType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Certificate'
-                    if bits(1): raise r.deviation('SignedCertificateChainType')
-                    f_Certificate = r.binary()
-                    if len(f_Certificate) > 1600: raise DecodeError(f'length {len(f_Certificate)} outside [0, 1600]', r.pos)
-                    if bits(1): raise r.deviation('SignedCertificateChainType')
-                    s = 2
-                else:
-                    raise r.deviation('SignedCertificateChainType')
+                if bits(1): raise r.deviation('SignedCertificateChainType')
+                el = '@Id'
+                f_Id = r.string(39)
+                x = bits(2)
+                if x & 3: raise r.deviation('SignedCertificateChainType')
+                el = 'Certificate'
+                f_Certificate = r.binary()
+                if len(f_Certificate) > 1600: raise DecodeError(f'length {len(f_Certificate)} outside [0, 1600]', r.pos)
+                if bits(1): raise r.deviation('SignedCertificateChainType')
+                s = 2
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
                     el = 'SubCertificates'
                     f_SubCertificates = _d_SubCertificatesType(r)
-                    s = 3
-                elif ec == 1:
+                    if bits(1): raise r.deviation('SignedCertificateChainType')
                     s = -1
-                else:
-                    raise r.deviation('SignedCertificateChainType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SignedCertificateChainType')
@@ -7286,39 +6631,31 @@ def _e_SignedCertificateChainType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 1)
                     el = '@Id'
-                    w.string(v_Id)
-                    v_Id = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Id')
-            if s == 1:
-                if v_Certificate is not None:
                     bits(0, 1)
+                    w.string(v_Id)
+                    if not (v_Certificate is not None): raise EncodeError('missing content: Certificate')
                     el = 'Certificate'
-                    w.bits(0, 1)
+                    bits(0, 2)
+                    v_Id = None
                     if len(v_Certificate) > 1600: raise EncodeError(f'length {len(v_Certificate)} outside [0, 1600]')
                     w.binary(v_Certificate)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_Certificate = None
                     s = 2
                 else:
-                    raise EncodeError('missing content: expected one of Certificate')
+                    raise EncodeError('missing content: expected one of Id')
             if s == 2:
                 if v_SubCertificates is not None:
-                    bits(0, 2)
                     el = 'SubCertificates'
+                    bits(0, 2)
                     _e_SubCertificatesType(w, v_SubCertificates)
+                    bits(0, 1)
                     v_SubCertificates = None
-                    s = 3
-                elif True:
-                    bits(1, 2)
                     if v_Id is not None or v_Certificate is not None or v_SubCertificates is not None: raise _leftover(o)
                     s = -1
-            if s == 3:
-                if True:
-                    bits(0, 1)
+                elif True:
+                    bits(1, 2)
                     if v_Id is not None or v_Certificate is not None or v_SubCertificates is not None: raise _leftover(o)
                     s = -1
     except Exception as e:
@@ -7333,14 +6670,11 @@ def _d_ListOfRootCertificateIDsType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'RootCertificateID'
-                    _v = _d_X509IssuerSerialType(r)
-                    f_RootCertificateID.append(_v)
-                    s = 1
-                else:
-                    raise r.deviation('ListOfRootCertificateIDsType')
+                if bits(1): raise r.deviation('ListOfRootCertificateIDsType')
+                el = 'RootCertificateID'
+                _v = _d_X509IssuerSerialType(r)
+                f_RootCertificateID.append(_v)
+                s = 1
             if s == 1:
                 n = 0
                 while True:
@@ -7354,16 +6688,14 @@ def _d_ListOfRootCertificateIDsType(r):
                             s = 20
                             break
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
                         raise r.deviation('ListOfRootCertificateIDsType')
             if s == 20:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ListOfRootCertificateIDsType')
+                if bits(1): raise r.deviation('ListOfRootCertificateIDsType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.ListOfRootCertificateIDsType(f_RootCertificateID)
@@ -7380,8 +6712,8 @@ def _e_ListOfRootCertificateIDsType(w, o):
         while s >= 0:
             if s == 0:
                 if i_RootCertificateID < n_RootCertificateID:
-                    bits(0, 1)
                     el = 'RootCertificateID'
+                    bits(0, 1)
                     _e_X509IssuerSerialType(w, v_RootCertificateID[i_RootCertificateID])
                     i_RootCertificateID += 1
                     s = 1
@@ -7391,8 +6723,8 @@ def _e_ListOfRootCertificateIDsType(w, o):
                 n = 0
                 while True:
                     if i_RootCertificateID < n_RootCertificateID:
-                        bits(0, 2)
                         el = 'RootCertificateID'
+                        bits(0, 2)
                         _e_X509IssuerSerialType(w, v_RootCertificateID[i_RootCertificateID])
                         i_RootCertificateID += 1
                         n += 1
@@ -7421,24 +6753,21 @@ def _d_EMAIDListType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EMAID'
-                    if bits(1): raise r.deviation('EMAIDListType')
-                    _v = r.string(48)
-                    if len(_v) > 255: raise DecodeError(f'length {len(_v)} outside [0, 255]', r.pos)
-                    if bits(1): raise r.deviation('EMAIDListType')
-                    f_EMAID.append(_v)
-                    s = 1
-                else:
-                    raise r.deviation('EMAIDListType')
+                x = bits(2)
+                if x & 3: raise r.deviation('EMAIDListType')
+                el = 'EMAID'
+                _v = r.string(48)
+                if len(_v) > 255: raise DecodeError(f'length {len(_v)} outside [0, 255]', r.pos)
+                if bits(1): raise r.deviation('EMAIDListType')
+                f_EMAID.append(_v)
+                s = 1
             if s == 1:
                 n = 0
                 while True:
                     ec = bits(2)
                     if ec == 0:
-                        el = 'EMAID'
                         if bits(1): raise r.deviation('EMAIDListType')
+                        el = 'EMAID'
                         _v = r.string(48)
                         if len(_v) > 255: raise DecodeError(f'length {len(_v)} outside [0, 255]', r.pos)
                         if bits(1): raise r.deviation('EMAIDListType')
@@ -7448,16 +6777,14 @@ def _d_EMAIDListType(r):
                             s = 8
                             break
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
                         raise r.deviation('EMAIDListType')
             if s == 8:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('EMAIDListType')
+                if bits(1): raise r.deviation('EMAIDListType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commonmessages.EMAIDListType(f_EMAID)
@@ -7474,12 +6801,11 @@ def _e_EMAIDListType(w, o):
         while s >= 0:
             if s == 0:
                 if i_EMAID < n_EMAID:
-                    bits(0, 1)
                     el = 'EMAID'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     if len(v_EMAID[i_EMAID]) > 255: raise EncodeError(f'length {len(v_EMAID[i_EMAID])} outside [0, 255]')
                     w.string(v_EMAID[i_EMAID])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_EMAID += 1
                     s = 1
                 else:
@@ -7488,12 +6814,11 @@ def _e_EMAIDListType(w, o):
                 n = 0
                 while True:
                     if i_EMAID < n_EMAID:
-                        bits(0, 2)
                         el = 'EMAID'
-                        w.bits(0, 1)
+                        bits(0, 3)
                         if len(v_EMAID[i_EMAID]) > 255: raise EncodeError(f'length {len(v_EMAID[i_EMAID])} outside [0, 255]')
                         w.string(v_EMAID[i_EMAID])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_EMAID += 1
                         n += 1
                         if n == 7:
@@ -7523,72 +6848,28 @@ def _d_CertificateInstallationResType(r):
     f_SignedInstallationData = None
     f_RemainingContractCertificateChains = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('CertificateInstallationResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('CertificateInstallationResType')
-                    f_ResponseCode = bits(6)
-                    if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
-                    f_ResponseCode = _E2[f_ResponseCode]
-                    if bits(1): raise r.deviation('CertificateInstallationResType')
-                    s = 2
-                else:
-                    raise r.deviation('CertificateInstallationResType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEProcessing'
-                    if bits(1): raise r.deviation('CertificateInstallationResType')
-                    f_EVSEProcessing = bits(2)
-                    if f_EVSEProcessing >= 3: raise DecodeError(f'enumeration index {f_EVSEProcessing} out of range (3 values)', r.pos)
-                    f_EVSEProcessing = _E3[f_EVSEProcessing]
-                    if bits(1): raise r.deviation('CertificateInstallationResType')
-                    s = 3
-                else:
-                    raise r.deviation('CertificateInstallationResType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'CPSCertificateChain'
-                    f_CPSCertificateChain = _d_CertificateChainType(r)
-                    s = 4
-                else:
-                    raise r.deviation('CertificateInstallationResType')
-            if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SignedInstallationData'
-                    f_SignedInstallationData = _d_SignedInstallationDataType(r)
-                    s = 5
-                else:
-                    raise r.deviation('CertificateInstallationResType')
-            if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'RemainingContractCertificateChains'
-                    if bits(1): raise r.deviation('CertificateInstallationResType')
-                    f_RemainingContractCertificateChains = bits(8)
-                    if bits(1): raise r.deviation('CertificateInstallationResType')
-                    s = 6
-                else:
-                    raise r.deviation('CertificateInstallationResType')
-            if s == 6:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('CertificateInstallationResType')
+        if bits(1): raise r.deviation('CertificateInstallationResType')
+        el = 'Header'
+        f_Header = _d_MessageHeaderType(r)
+        x = bits(15)
+        if x & 24691: raise r.deviation('CertificateInstallationResType')
+        el = 'ResponseCode'
+        f_ResponseCode = ((x >> 7) & 63)
+        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
+        f_ResponseCode = _E2[f_ResponseCode]
+        el = 'EVSEProcessing'
+        f_EVSEProcessing = ((x >> 2) & 3)
+        if f_EVSEProcessing >= 3: raise DecodeError(f'enumeration index {f_EVSEProcessing} out of range (3 values)', r.pos)
+        f_EVSEProcessing = _E3[f_EVSEProcessing]
+        el = 'CPSCertificateChain'
+        f_CPSCertificateChain = _d_CertificateChainType(r)
+        if bits(1): raise r.deviation('CertificateInstallationResType')
+        el = 'SignedInstallationData'
+        f_SignedInstallationData = _d_SignedInstallationDataType(r)
+        x = bits(12)
+        if x & 3075: raise r.deviation('CertificateInstallationResType')
+        el = 'RemainingContractCertificateChains'
+        f_RemainingContractCertificateChains = ((x >> 2) & 255)
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commonmessages.CertificateInstallationResType(f_Header, f_ResponseCode, f_EVSEProcessing, f_CPSCertificateChain, f_SignedInstallationData, f_RemainingContractCertificateChains)
@@ -7604,78 +6885,39 @@ def _e_CertificateInstallationResType(w, o):
         v_CPSCertificateChain = o.CPSCertificateChain
         v_SignedInstallationData = o.SignedInstallationData
         v_RemainingContractCertificateChains = o.RemainingContractCertificateChains
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Header is not None:
-                    bits(0, 1)
-                    el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_ResponseCode is not None:
-                    bits(0, 1)
-                    el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I4.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 6)
-                    w.bits(0, 1)
-                    v_ResponseCode = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 2:
-                if v_EVSEProcessing is not None:
-                    bits(0, 1)
-                    el = 'EVSEProcessing'
-                    w.bits(0, 1)
-                    _i = _I5.get(v_EVSEProcessing)
-                    if _i is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration processingType')
-                    w.bits(_i, 2)
-                    w.bits(0, 1)
-                    v_EVSEProcessing = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of EVSEProcessing')
-            if s == 3:
-                if v_CPSCertificateChain is not None:
-                    bits(0, 1)
-                    el = 'CPSCertificateChain'
-                    _e_CertificateChainType(w, v_CPSCertificateChain)
-                    v_CPSCertificateChain = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of CPSCertificateChain')
-            if s == 4:
-                if v_SignedInstallationData is not None:
-                    bits(0, 1)
-                    el = 'SignedInstallationData'
-                    _e_SignedInstallationDataType(w, v_SignedInstallationData)
-                    v_SignedInstallationData = None
-                    s = 5
-                else:
-                    raise EncodeError('missing content: expected one of SignedInstallationData')
-            if s == 5:
-                if v_RemainingContractCertificateChains is not None:
-                    bits(0, 1)
-                    el = 'RemainingContractCertificateChains'
-                    w.bits(0, 1)
-                    if not 0 <= v_RemainingContractCertificateChains <= 255: raise EncodeError(f'value {v_RemainingContractCertificateChains!r} outside [0, 255]')
-                    w.bits(v_RemainingContractCertificateChains, 8)
-                    w.bits(0, 1)
-                    v_RemainingContractCertificateChains = None
-                    s = 6
-                else:
-                    raise EncodeError('missing content: expected one of RemainingContractCertificateChains')
-            if s == 6:
-                if True:
-                    bits(0, 1)
-                    if v_Header is not None or v_ResponseCode is not None or v_EVSEProcessing is not None or v_CPSCertificateChain is not None or v_SignedInstallationData is not None or v_RemainingContractCertificateChains is not None: raise _leftover(o)
-                    s = -1
+        if v_Header is not None:
+            el = 'Header'
+            bits(0, 1)
+            _e_MessageHeaderType(w, v_Header)
+            if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            el = 'ResponseCode'
+            _i8 = _I4.get(v_ResponseCode)
+            if _i8 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (v_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
+            el = 'EVSEProcessing'
+            _i9 = _I5.get(v_EVSEProcessing)
+            if _i9 is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration processingType')
+            if not (v_CPSCertificateChain is not None): raise EncodeError('missing content: CPSCertificateChain')
+            el = 'CPSCertificateChain'
+            bits((_i8 << 7) | (_i9 << 2), 15)
+            v_Header = None
+            v_ResponseCode = None
+            v_EVSEProcessing = None
+            _e_CertificateChainType(w, v_CPSCertificateChain)
+            if not (v_SignedInstallationData is not None): raise EncodeError('missing content: SignedInstallationData')
+            el = 'SignedInstallationData'
+            bits(0, 1)
+            v_CPSCertificateChain = None
+            _e_SignedInstallationDataType(w, v_SignedInstallationData)
+            if not (v_RemainingContractCertificateChains is not None): raise EncodeError('missing content: RemainingContractCertificateChains')
+            el = 'RemainingContractCertificateChains'
+            if not 0 <= v_RemainingContractCertificateChains <= 255: raise EncodeError(f'value {v_RemainingContractCertificateChains!r} outside [0, 255]')
+            bits((v_RemainingContractCertificateChains << 2), 12)
+            v_SignedInstallationData = None
+            v_RemainingContractCertificateChains = None
+            if v_Header is not None or v_ResponseCode is not None or v_EVSEProcessing is not None or v_CPSCertificateChain is not None or v_SignedInstallationData is not None or v_RemainingContractCertificateChains is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Header')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -7689,29 +6931,22 @@ def _d_CertificateChainType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Certificate'
-                    if bits(1): raise r.deviation('CertificateChainType')
-                    f_Certificate = r.binary()
-                    if len(f_Certificate) > 1600: raise DecodeError(f'length {len(f_Certificate)} outside [0, 1600]', r.pos)
-                    if bits(1): raise r.deviation('CertificateChainType')
-                    s = 1
-                else:
-                    raise r.deviation('CertificateChainType')
+                x = bits(2)
+                if x & 3: raise r.deviation('CertificateChainType')
+                el = 'Certificate'
+                f_Certificate = r.binary()
+                if len(f_Certificate) > 1600: raise DecodeError(f'length {len(f_Certificate)} outside [0, 1600]', r.pos)
+                if bits(1): raise r.deviation('CertificateChainType')
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
                     el = 'SubCertificates'
                     f_SubCertificates = _d_SubCertificatesType(r)
-                    s = 2
-                elif ec == 1:
+                    if bits(1): raise r.deviation('CertificateChainType')
                     s = -1
-                else:
-                    raise r.deviation('CertificateChainType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('CertificateChainType')
@@ -7730,30 +6965,26 @@ def _e_CertificateChainType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Certificate is not None:
-                    bits(0, 1)
                     el = 'Certificate'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     if len(v_Certificate) > 1600: raise EncodeError(f'length {len(v_Certificate)} outside [0, 1600]')
                     w.binary(v_Certificate)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_Certificate = None
                     s = 1
                 else:
                     raise EncodeError('missing content: expected one of Certificate')
             if s == 1:
                 if v_SubCertificates is not None:
-                    bits(0, 2)
                     el = 'SubCertificates'
+                    bits(0, 2)
                     _e_SubCertificatesType(w, v_SubCertificates)
+                    bits(0, 1)
                     v_SubCertificates = None
-                    s = 2
-                elif True:
-                    bits(1, 2)
                     if v_Certificate is not None or v_SubCertificates is not None: raise _leftover(o)
                     s = -1
-            if s == 2:
-                if True:
-                    bits(0, 1)
+                elif True:
+                    bits(1, 2)
                     if v_Certificate is not None or v_SubCertificates is not None: raise _leftover(o)
                     s = -1
     except Exception as e:
@@ -7774,82 +7005,46 @@ def _d_SignedInstallationDataType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = '@Id'
-                    f_Id = r.string(39)
-                    s = 1
-                else:
-                    raise r.deviation('SignedInstallationDataType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ContractCertificateChain'
-                    f_ContractCertificateChain = _d_ContractCertificateChainType(r)
-                    s = 2
-                else:
-                    raise r.deviation('SignedInstallationDataType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ECDHCurve'
-                    if bits(1): raise r.deviation('SignedInstallationDataType')
-                    f_ECDHCurve = _E6[bits(1)]
-                    if bits(1): raise r.deviation('SignedInstallationDataType')
-                    s = 3
-                else:
-                    raise r.deviation('SignedInstallationDataType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'DHPublicKey'
-                    if bits(1): raise r.deviation('SignedInstallationDataType')
-                    f_DHPublicKey = r.binary()
-                    if len(f_DHPublicKey) < 133 or len(f_DHPublicKey) > 133: raise DecodeError(f'length {len(f_DHPublicKey)} outside [133, 133]', r.pos)
-                    if bits(1): raise r.deviation('SignedInstallationDataType')
-                    s = 4
-                else:
-                    raise r.deviation('SignedInstallationDataType')
+                if bits(1): raise r.deviation('SignedInstallationDataType')
+                el = '@Id'
+                f_Id = r.string(39)
+                if bits(1): raise r.deviation('SignedInstallationDataType')
+                el = 'ContractCertificateChain'
+                f_ContractCertificateChain = _d_ContractCertificateChainType(r)
+                x = bits(6)
+                if x & 55: raise r.deviation('SignedInstallationDataType')
+                el = 'ECDHCurve'
+                f_ECDHCurve = _E6[((x >> 3) & 1)]
+                el = 'DHPublicKey'
+                f_DHPublicKey = r.binary()
+                if len(f_DHPublicKey) < 133 or len(f_DHPublicKey) > 133: raise DecodeError(f'length {len(f_DHPublicKey)} outside [133, 133]', r.pos)
+                if bits(1): raise r.deviation('SignedInstallationDataType')
+                s = 4
             if s == 4:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'SECP521_EncryptedPrivateKey'
                     if bits(1): raise r.deviation('SignedInstallationDataType')
+                    el = 'SECP521_EncryptedPrivateKey'
                     f_SECP521_EncryptedPrivateKey = r.binary()
                     if len(f_SECP521_EncryptedPrivateKey) < 94 or len(f_SECP521_EncryptedPrivateKey) > 94: raise DecodeError(f'length {len(f_SECP521_EncryptedPrivateKey)} outside [94, 94]', r.pos)
-                    if bits(1): raise r.deviation('SignedInstallationDataType')
-                    s = 5
+                    x = bits(2)
+                    if x & 3: raise r.deviation('SignedInstallationDataType')
+                    s = -1
                 elif ec == 1:
-                    el = 'X448_EncryptedPrivateKey'
                     if bits(1): raise r.deviation('SignedInstallationDataType')
+                    el = 'X448_EncryptedPrivateKey'
                     f_X448_EncryptedPrivateKey = r.binary()
                     if len(f_X448_EncryptedPrivateKey) < 84 or len(f_X448_EncryptedPrivateKey) > 84: raise DecodeError(f'length {len(f_X448_EncryptedPrivateKey)} outside [84, 84]', r.pos)
-                    if bits(1): raise r.deviation('SignedInstallationDataType')
-                    s = 6
+                    x = bits(2)
+                    if x & 3: raise r.deviation('SignedInstallationDataType')
+                    s = -1
                 elif ec == 2:
-                    el = 'TPM_EncryptedPrivateKey'
                     if bits(1): raise r.deviation('SignedInstallationDataType')
+                    el = 'TPM_EncryptedPrivateKey'
                     f_TPM_EncryptedPrivateKey = r.binary()
                     if len(f_TPM_EncryptedPrivateKey) < 206 or len(f_TPM_EncryptedPrivateKey) > 206: raise DecodeError(f'length {len(f_TPM_EncryptedPrivateKey)} outside [206, 206]', r.pos)
-                    if bits(1): raise r.deviation('SignedInstallationDataType')
-                    s = 7
-                else:
-                    raise r.deviation('SignedInstallationDataType')
-            if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('SignedInstallationDataType')
-            if s == 6:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('SignedInstallationDataType')
-            if s == 7:
-                ec = bits(1)
-                if ec == 0:
+                    x = bits(2)
+                    if x & 3: raise r.deviation('SignedInstallationDataType')
                     s = -1
                 else:
                     raise r.deviation('SignedInstallationDataType')
@@ -7873,92 +7068,60 @@ def _e_SignedInstallationDataType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 1)
                     el = '@Id'
+                    bits(0, 1)
                     w.string(v_Id)
-                    v_Id = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Id')
-            if s == 1:
-                if v_ContractCertificateChain is not None:
-                    bits(0, 1)
+                    if not (v_ContractCertificateChain is not None): raise EncodeError('missing content: ContractCertificateChain')
                     el = 'ContractCertificateChain'
+                    bits(0, 1)
+                    v_Id = None
                     _e_ContractCertificateChainType(w, v_ContractCertificateChain)
-                    v_ContractCertificateChain = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of ContractCertificateChain')
-            if s == 2:
-                if v_ECDHCurve is not None:
-                    bits(0, 1)
+                    if not (v_ECDHCurve is not None): raise EncodeError('missing content: ECDHCurve')
                     el = 'ECDHCurve'
-                    w.bits(0, 1)
-                    _i = _I7.get(v_ECDHCurve)
-                    if _i is None: raise EncodeError(f'{v_ECDHCurve!r} is not one of the enumeration ecdhCurveType')
-                    w.bits(_i, 1)
-                    w.bits(0, 1)
-                    v_ECDHCurve = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of ECDHCurve')
-            if s == 3:
-                if v_DHPublicKey is not None:
-                    bits(0, 1)
+                    _i10 = _I7.get(v_ECDHCurve)
+                    if _i10 is None: raise EncodeError(f'{v_ECDHCurve!r} is not one of the enumeration ecdhCurveType')
+                    if not (v_DHPublicKey is not None): raise EncodeError('missing content: DHPublicKey')
                     el = 'DHPublicKey'
-                    w.bits(0, 1)
+                    bits((_i10 << 3), 6)
+                    v_ContractCertificateChain = None
+                    v_ECDHCurve = None
                     if len(v_DHPublicKey) < 133 or len(v_DHPublicKey) > 133: raise EncodeError(f'length {len(v_DHPublicKey)} outside [133, 133]')
                     w.binary(v_DHPublicKey)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_DHPublicKey = None
                     s = 4
                 else:
-                    raise EncodeError('missing content: expected one of DHPublicKey')
+                    raise EncodeError('missing content: expected one of Id')
             if s == 4:
                 if v_SECP521_EncryptedPrivateKey is not None:
-                    bits(0, 2)
                     el = 'SECP521_EncryptedPrivateKey'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     if len(v_SECP521_EncryptedPrivateKey) < 94 or len(v_SECP521_EncryptedPrivateKey) > 94: raise EncodeError(f'length {len(v_SECP521_EncryptedPrivateKey)} outside [94, 94]')
                     w.binary(v_SECP521_EncryptedPrivateKey)
-                    w.bits(0, 1)
+                    bits(0, 2)
                     v_SECP521_EncryptedPrivateKey = None
-                    s = 5
+                    if v_Id is not None or v_ContractCertificateChain is not None or v_ECDHCurve is not None or v_DHPublicKey is not None or v_SECP521_EncryptedPrivateKey is not None or v_X448_EncryptedPrivateKey is not None or v_TPM_EncryptedPrivateKey is not None: raise _leftover(o)
+                    s = -1
                 elif v_X448_EncryptedPrivateKey is not None:
-                    bits(1, 2)
                     el = 'X448_EncryptedPrivateKey'
-                    w.bits(0, 1)
+                    bits((1 << 1), 3)
                     if len(v_X448_EncryptedPrivateKey) < 84 or len(v_X448_EncryptedPrivateKey) > 84: raise EncodeError(f'length {len(v_X448_EncryptedPrivateKey)} outside [84, 84]')
                     w.binary(v_X448_EncryptedPrivateKey)
-                    w.bits(0, 1)
+                    bits(0, 2)
                     v_X448_EncryptedPrivateKey = None
-                    s = 6
+                    if v_Id is not None or v_ContractCertificateChain is not None or v_ECDHCurve is not None or v_DHPublicKey is not None or v_SECP521_EncryptedPrivateKey is not None or v_X448_EncryptedPrivateKey is not None or v_TPM_EncryptedPrivateKey is not None: raise _leftover(o)
+                    s = -1
                 elif v_TPM_EncryptedPrivateKey is not None:
-                    bits(2, 2)
                     el = 'TPM_EncryptedPrivateKey'
-                    w.bits(0, 1)
+                    bits((2 << 1), 3)
                     if len(v_TPM_EncryptedPrivateKey) < 206 or len(v_TPM_EncryptedPrivateKey) > 206: raise EncodeError(f'length {len(v_TPM_EncryptedPrivateKey)} outside [206, 206]')
                     w.binary(v_TPM_EncryptedPrivateKey)
-                    w.bits(0, 1)
+                    bits(0, 2)
                     v_TPM_EncryptedPrivateKey = None
-                    s = 7
+                    if v_Id is not None or v_ContractCertificateChain is not None or v_ECDHCurve is not None or v_DHPublicKey is not None or v_SECP521_EncryptedPrivateKey is not None or v_X448_EncryptedPrivateKey is not None or v_TPM_EncryptedPrivateKey is not None: raise _leftover(o)
+                    s = -1
                 else:
                     raise EncodeError('missing content: expected one of SECP521_EncryptedPrivateKey, X448_EncryptedPrivateKey, TPM_EncryptedPrivateKey')
-            if s == 5:
-                if True:
-                    bits(0, 1)
-                    if v_Id is not None or v_ContractCertificateChain is not None or v_ECDHCurve is not None or v_DHPublicKey is not None or v_SECP521_EncryptedPrivateKey is not None or v_X448_EncryptedPrivateKey is not None or v_TPM_EncryptedPrivateKey is not None: raise _leftover(o)
-                    s = -1
-            if s == 6:
-                if True:
-                    bits(0, 1)
-                    if v_Id is not None or v_ContractCertificateChain is not None or v_ECDHCurve is not None or v_DHPublicKey is not None or v_SECP521_EncryptedPrivateKey is not None or v_X448_EncryptedPrivateKey is not None or v_TPM_EncryptedPrivateKey is not None: raise _leftover(o)
-                    s = -1
-            if s == 7:
-                if True:
-                    bits(0, 1)
-                    if v_Id is not None or v_ContractCertificateChain is not None or v_ECDHCurve is not None or v_DHPublicKey is not None or v_SECP521_EncryptedPrivateKey is not None or v_X448_EncryptedPrivateKey is not None or v_TPM_EncryptedPrivateKey is not None: raise _leftover(o)
-                    s = -1
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -7976,17 +7139,12 @@ def _d_ManifestType(r):
                 if ec == 0:
                     el = '@Id'
                     f_Id = r.string(3)
-                    s = 1
-                elif ec == 1:
+                    if bits(1): raise r.deviation('ManifestType')
                     el = 'Reference'
                     _v = _d_ReferenceType(r)
                     f_Reference.append(_v)
                     s = 2
-                else:
-                    raise r.deviation('ManifestType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
                     el = 'Reference'
                     _v = _d_ReferenceType(r)
                     f_Reference.append(_v)
@@ -8001,6 +7159,7 @@ def _d_ManifestType(r):
                     f_Reference.append(_v)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ManifestType')
@@ -8012,6 +7171,7 @@ def _d_ManifestType(r):
                         _v = _d_ReferenceType(r)
                         f_Reference.append(_v)
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
@@ -8033,32 +7193,28 @@ def _e_ManifestType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 2)
                     el = '@Id'
+                    bits(0, 2)
                     w.string(v_Id)
-                    v_Id = None
-                    s = 1
-                elif i_Reference < n_Reference:
-                    bits(1, 2)
+                    if not (i_Reference < n_Reference): raise EncodeError('missing content: Reference')
                     el = 'Reference'
+                    bits(0, 1)
+                    v_Id = None
+                    _e_ReferenceType(w, v_Reference[i_Reference])
+                    i_Reference += 1
+                    s = 2
+                elif i_Reference < n_Reference:
+                    el = 'Reference'
+                    bits(1, 2)
                     _e_ReferenceType(w, v_Reference[i_Reference])
                     i_Reference += 1
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, Reference')
-            if s == 1:
-                if i_Reference < n_Reference:
-                    bits(0, 1)
-                    el = 'Reference'
-                    _e_ReferenceType(w, v_Reference[i_Reference])
-                    i_Reference += 1
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of Reference')
             if s == 2:
                 if i_Reference < n_Reference:
-                    bits(0, 2)
                     el = 'Reference'
+                    bits(0, 2)
                     _e_ReferenceType(w, v_Reference[i_Reference])
                     i_Reference += 1
                     s = 3
@@ -8069,8 +7225,8 @@ def _e_ManifestType(w, o):
             if s == 3:
                 while True:
                     if i_Reference < n_Reference:
-                        bits(0, 2)
                         el = 'Reference'
+                        bits(0, 2)
                         _e_ReferenceType(w, v_Reference[i_Reference])
                         i_Reference += 1
                     elif True:
@@ -8088,30 +7244,13 @@ def _d_MeteringConfirmationReqType(r):
     f_Header = None
     f_SignedMeteringData = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('MeteringConfirmationReqType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SignedMeteringData'
-                    f_SignedMeteringData = _d_SignedMeteringDataType(r)
-                    s = 2
-                else:
-                    raise r.deviation('MeteringConfirmationReqType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('MeteringConfirmationReqType')
+        if bits(1): raise r.deviation('MeteringConfirmationReqType')
+        el = 'Header'
+        f_Header = _d_MessageHeaderType(r)
+        if bits(1): raise r.deviation('MeteringConfirmationReqType')
+        el = 'SignedMeteringData'
+        f_SignedMeteringData = _d_SignedMeteringDataType(r)
+        if bits(1): raise r.deviation('MeteringConfirmationReqType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commonmessages.MeteringConfirmationReqType(f_Header, f_SignedMeteringData)
@@ -8123,31 +7262,20 @@ def _e_MeteringConfirmationReqType(w, o):
     try:
         v_Header = o.Header
         v_SignedMeteringData = o.SignedMeteringData
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Header is not None:
-                    bits(0, 1)
-                    el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_SignedMeteringData is not None:
-                    bits(0, 1)
-                    el = 'SignedMeteringData'
-                    _e_SignedMeteringDataType(w, v_SignedMeteringData)
-                    v_SignedMeteringData = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of SignedMeteringData')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_Header is not None or v_SignedMeteringData is not None: raise _leftover(o)
-                    s = -1
+        if v_Header is not None:
+            el = 'Header'
+            bits(0, 1)
+            _e_MessageHeaderType(w, v_Header)
+            if not (v_SignedMeteringData is not None): raise EncodeError('missing content: SignedMeteringData')
+            el = 'SignedMeteringData'
+            bits(0, 1)
+            v_Header = None
+            _e_SignedMeteringDataType(w, v_SignedMeteringData)
+            bits(0, 1)
+            v_SignedMeteringData = None
+            if v_Header is not None or v_SignedMeteringData is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Header')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -8165,32 +7293,19 @@ def _d_SignedMeteringDataType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = '@Id'
-                    f_Id = r.string(39)
-                    s = 1
-                else:
-                    raise r.deviation('SignedMeteringDataType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SessionID'
-                    if bits(1): raise r.deviation('SignedMeteringDataType')
-                    f_SessionID = r.binary()
-                    if len(f_SessionID) < 8 or len(f_SessionID) > 8: raise DecodeError(f'length {len(f_SessionID)} outside [8, 8]', r.pos)
-                    if bits(1): raise r.deviation('SignedMeteringDataType')
-                    s = 2
-                else:
-                    raise r.deviation('SignedMeteringDataType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'MeterInfo'
-                    f_MeterInfo = _d_MeterInfoType(r)
-                    s = 3
-                else:
-                    raise r.deviation('SignedMeteringDataType')
+                if bits(1): raise r.deviation('SignedMeteringDataType')
+                el = '@Id'
+                f_Id = r.string(39)
+                x = bits(2)
+                if x & 3: raise r.deviation('SignedMeteringDataType')
+                el = 'SessionID'
+                f_SessionID = r.binary()
+                if len(f_SessionID) < 8 or len(f_SessionID) > 8: raise DecodeError(f'length {len(f_SessionID)} outside [8, 8]', r.pos)
+                x = bits(2)
+                if x & 3: raise r.deviation('SignedMeteringDataType')
+                el = 'MeterInfo'
+                f_MeterInfo = _d_MeterInfoType(r)
+                s = 3
             if s == 3:
                 ec = bits(2)
                 if ec == 0:
@@ -8220,17 +7335,11 @@ def _d_SignedMeteringDataType(r):
                 else:
                     raise r.deviation('SignedMeteringDataType')
             if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('SignedMeteringDataType')
+                if bits(1): raise r.deviation('SignedMeteringDataType')
+                s = -1
             if s == 6:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('SignedMeteringDataType')
+                if bits(1): raise r.deviation('SignedMeteringDataType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commonmessages.SignedMeteringDataType(f_Id, f_SessionID, f_MeterInfo, f_Receipt, f_Dynamic_SMDTControlMode, f_Scheduled_SMDTControlMode)
@@ -8250,50 +7359,40 @@ def _e_SignedMeteringDataType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 1)
                     el = '@Id'
-                    w.string(v_Id)
-                    v_Id = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Id')
-            if s == 1:
-                if v_SessionID is not None:
                     bits(0, 1)
+                    w.string(v_Id)
+                    if not (v_SessionID is not None): raise EncodeError('missing content: SessionID')
                     el = 'SessionID'
-                    w.bits(0, 1)
+                    bits(0, 2)
+                    v_Id = None
                     if len(v_SessionID) < 8 or len(v_SessionID) > 8: raise EncodeError(f'length {len(v_SessionID)} outside [8, 8]')
                     w.binary(v_SessionID)
-                    w.bits(0, 1)
-                    v_SessionID = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of SessionID')
-            if s == 2:
-                if v_MeterInfo is not None:
-                    bits(0, 1)
+                    if not (v_MeterInfo is not None): raise EncodeError('missing content: MeterInfo')
                     el = 'MeterInfo'
+                    bits(0, 2)
+                    v_SessionID = None
                     _e_MeterInfoType(w, v_MeterInfo)
                     v_MeterInfo = None
                     s = 3
                 else:
-                    raise EncodeError('missing content: expected one of MeterInfo')
+                    raise EncodeError('missing content: expected one of Id')
             if s == 3:
                 if v_Receipt is not None:
-                    bits(0, 2)
                     el = 'Receipt'
+                    bits(0, 2)
                     _e_ReceiptType(w, v_Receipt)
                     v_Receipt = None
                     s = 4
                 elif v_Dynamic_SMDTControlMode is not None:
-                    bits(1, 2)
                     el = 'Dynamic_SMDTControlMode'
+                    bits(1, 2)
                     _e_Dynamic_SMDTControlModeType(w, v_Dynamic_SMDTControlMode)
                     v_Dynamic_SMDTControlMode = None
                     s = 5
                 elif v_Scheduled_SMDTControlMode is not None:
-                    bits(2, 2)
                     el = 'Scheduled_SMDTControlMode'
+                    bits(2, 2)
                     _e_Scheduled_SMDTControlModeType(w, v_Scheduled_SMDTControlMode)
                     v_Scheduled_SMDTControlMode = None
                     s = 6
@@ -8301,14 +7400,14 @@ def _e_SignedMeteringDataType(w, o):
                     raise EncodeError('missing content: expected one of Receipt, Dynamic_SMDTControlMode, Scheduled_SMDTControlMode')
             if s == 4:
                 if v_Dynamic_SMDTControlMode is not None:
-                    bits(0, 2)
                     el = 'Dynamic_SMDTControlMode'
+                    bits(0, 2)
                     _e_Dynamic_SMDTControlModeType(w, v_Dynamic_SMDTControlMode)
                     v_Dynamic_SMDTControlMode = None
                     s = 5
                 elif v_Scheduled_SMDTControlMode is not None:
-                    bits(1, 2)
                     el = 'Scheduled_SMDTControlMode'
+                    bits(1, 2)
                     _e_Scheduled_SMDTControlModeType(w, v_Scheduled_SMDTControlMode)
                     v_Scheduled_SMDTControlMode = None
                     s = 6
@@ -8343,216 +7442,225 @@ def _d_MeterInfoType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'MeterID'
-                    if bits(1): raise r.deviation('MeterInfoType')
-                    f_MeterID = r.string(56)
-                    if len(f_MeterID) > 32: raise DecodeError(f'length {len(f_MeterID)} outside [0, 32]', r.pos)
-                    if bits(1): raise r.deviation('MeterInfoType')
-                    s = 1
-                else:
-                    raise r.deviation('MeterInfoType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ChargedEnergyReadingWh'
-                    if bits(1): raise r.deviation('MeterInfoType')
-                    f_ChargedEnergyReadingWh = r.uint()
-                    if f_ChargedEnergyReadingWh > 18446744073709551615: raise DecodeError(f'value {f_ChargedEnergyReadingWh} outside [0, 18446744073709551615]', r.pos)
-                    if bits(1): raise r.deviation('MeterInfoType')
-                    s = 2
-                else:
-                    raise r.deviation('MeterInfoType')
+                x = bits(2)
+                if x & 3: raise r.deviation('MeterInfoType')
+                el = 'MeterID'
+                f_MeterID = r.string(56)
+                if len(f_MeterID) > 32: raise DecodeError(f'length {len(f_MeterID)} outside [0, 32]', r.pos)
+                x = bits(3)
+                if x & 7: raise r.deviation('MeterInfoType')
+                el = 'ChargedEnergyReadingWh'
+                f_ChargedEnergyReadingWh = r.uint()
+                if f_ChargedEnergyReadingWh > 18446744073709551615: raise DecodeError(f'value {f_ChargedEnergyReadingWh} outside [0, 18446744073709551615]', r.pos)
+                if bits(1): raise r.deviation('MeterInfoType')
+                s = 2
             if s == 2:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'BPT_DischargedEnergyReadingWh'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'BPT_DischargedEnergyReadingWh'
                     f_BPT_DischargedEnergyReadingWh = r.uint()
                     if f_BPT_DischargedEnergyReadingWh > 18446744073709551615: raise DecodeError(f'value {f_BPT_DischargedEnergyReadingWh} outside [0, 18446744073709551615]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 3
                 elif ec == 1:
-                    el = 'CapacitiveEnergyReadingVARh'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'CapacitiveEnergyReadingVARh'
                     f_CapacitiveEnergyReadingVARh = r.uint()
                     if f_CapacitiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_CapacitiveEnergyReadingVARh} outside [0, 18446744073709551615]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 4
                 elif ec == 2:
-                    el = 'BPT_InductiveEnergyReadingVARh'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'BPT_InductiveEnergyReadingVARh'
                     f_BPT_InductiveEnergyReadingVARh = r.uint()
                     if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_BPT_InductiveEnergyReadingVARh} outside [0, 18446744073709551615]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 5
                 elif ec == 3:
-                    el = 'MeterSignature'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'MeterSignature'
                     f_MeterSignature = r.binary()
                     if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 6
                 elif ec == 4:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('MeterInfoType')
                     el = 'MeterStatus'
-                    if bits(1): raise r.deviation('MeterInfoType')
-                    f_MeterStatus = r.sint()
+                    _neg = (x & 1)
+                    f_MeterStatus = r.uint()
+                    if _neg: f_MeterStatus = -f_MeterStatus - 1
                     if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 7
                 elif ec == 5:
-                    el = 'MeterTimestamp'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'MeterTimestamp'
                     f_MeterTimestamp = r.uint()
                     if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 8
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('MeterInfoType')
             if s == 3:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'CapacitiveEnergyReadingVARh'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'CapacitiveEnergyReadingVARh'
                     f_CapacitiveEnergyReadingVARh = r.uint()
                     if f_CapacitiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_CapacitiveEnergyReadingVARh} outside [0, 18446744073709551615]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 4
                 elif ec == 1:
-                    el = 'BPT_InductiveEnergyReadingVARh'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'BPT_InductiveEnergyReadingVARh'
                     f_BPT_InductiveEnergyReadingVARh = r.uint()
                     if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_BPT_InductiveEnergyReadingVARh} outside [0, 18446744073709551615]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 5
                 elif ec == 2:
-                    el = 'MeterSignature'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'MeterSignature'
                     f_MeterSignature = r.binary()
                     if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 6
                 elif ec == 3:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('MeterInfoType')
                     el = 'MeterStatus'
-                    if bits(1): raise r.deviation('MeterInfoType')
-                    f_MeterStatus = r.sint()
+                    _neg = (x & 1)
+                    f_MeterStatus = r.uint()
+                    if _neg: f_MeterStatus = -f_MeterStatus - 1
                     if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 7
                 elif ec == 4:
-                    el = 'MeterTimestamp'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'MeterTimestamp'
                     f_MeterTimestamp = r.uint()
                     if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 8
                 elif ec == 5:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('MeterInfoType')
             if s == 4:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'BPT_InductiveEnergyReadingVARh'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'BPT_InductiveEnergyReadingVARh'
                     f_BPT_InductiveEnergyReadingVARh = r.uint()
                     if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_BPT_InductiveEnergyReadingVARh} outside [0, 18446744073709551615]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 5
                 elif ec == 1:
-                    el = 'MeterSignature'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'MeterSignature'
                     f_MeterSignature = r.binary()
                     if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 6
                 elif ec == 2:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('MeterInfoType')
                     el = 'MeterStatus'
-                    if bits(1): raise r.deviation('MeterInfoType')
-                    f_MeterStatus = r.sint()
+                    _neg = (x & 1)
+                    f_MeterStatus = r.uint()
+                    if _neg: f_MeterStatus = -f_MeterStatus - 1
                     if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 7
                 elif ec == 3:
-                    el = 'MeterTimestamp'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'MeterTimestamp'
                     f_MeterTimestamp = r.uint()
                     if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 8
                 elif ec == 4:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('MeterInfoType')
             if s == 5:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'MeterSignature'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'MeterSignature'
                     f_MeterSignature = r.binary()
                     if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 6
                 elif ec == 1:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('MeterInfoType')
                     el = 'MeterStatus'
-                    if bits(1): raise r.deviation('MeterInfoType')
-                    f_MeterStatus = r.sint()
+                    _neg = (x & 1)
+                    f_MeterStatus = r.uint()
+                    if _neg: f_MeterStatus = -f_MeterStatus - 1
                     if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 7
                 elif ec == 2:
-                    el = 'MeterTimestamp'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'MeterTimestamp'
                     f_MeterTimestamp = r.uint()
                     if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 8
                 elif ec == 3:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('MeterInfoType')
             if s == 6:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('MeterInfoType')
                     el = 'MeterStatus'
-                    if bits(1): raise r.deviation('MeterInfoType')
-                    f_MeterStatus = r.sint()
+                    _neg = (x & 1)
+                    f_MeterStatus = r.uint()
+                    if _neg: f_MeterStatus = -f_MeterStatus - 1
                     if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 7
                 elif ec == 1:
-                    el = 'MeterTimestamp'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'MeterTimestamp'
                     f_MeterTimestamp = r.uint()
                     if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 8
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('MeterInfoType')
             if s == 7:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'MeterTimestamp'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'MeterTimestamp'
                     f_MeterTimestamp = r.uint()
                     if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 8
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('MeterInfoType')
             if s == 8:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('MeterInfoType')
+                if bits(1): raise r.deviation('MeterInfoType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.MeterInfoType(f_MeterID, f_ChargedEnergyReadingWh, f_BPT_DischargedEnergyReadingWh, f_CapacitiveEnergyReadingVARh, f_BPT_InductiveEnergyReadingVARh, f_MeterSignature, f_MeterStatus, f_MeterTimestamp)
@@ -8574,81 +7682,68 @@ def _e_MeterInfoType(w, o):
         while s >= 0:
             if s == 0:
                 if v_MeterID is not None:
-                    bits(0, 1)
                     el = 'MeterID'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     if len(v_MeterID) > 32: raise EncodeError(f'length {len(v_MeterID)} outside [0, 32]')
                     w.string(v_MeterID)
-                    w.bits(0, 1)
-                    v_MeterID = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of MeterID')
-            if s == 1:
-                if v_ChargedEnergyReadingWh is not None:
-                    bits(0, 1)
+                    if not (v_ChargedEnergyReadingWh is not None): raise EncodeError('missing content: ChargedEnergyReadingWh')
                     el = 'ChargedEnergyReadingWh'
-                    w.bits(0, 1)
+                    bits(0, 3)
+                    v_MeterID = None
                     if v_ChargedEnergyReadingWh < 0 or v_ChargedEnergyReadingWh > 18446744073709551615: raise EncodeError(f'value {v_ChargedEnergyReadingWh!r} outside [0, 18446744073709551615]')
                     w.uint(v_ChargedEnergyReadingWh)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_ChargedEnergyReadingWh = None
                     s = 2
                 else:
-                    raise EncodeError('missing content: expected one of ChargedEnergyReadingWh')
+                    raise EncodeError('missing content: expected one of MeterID')
             if s == 2:
                 if v_BPT_DischargedEnergyReadingWh is not None:
-                    bits(0, 3)
                     el = 'BPT_DischargedEnergyReadingWh'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     if v_BPT_DischargedEnergyReadingWh < 0 or v_BPT_DischargedEnergyReadingWh > 18446744073709551615: raise EncodeError(f'value {v_BPT_DischargedEnergyReadingWh!r} outside [0, 18446744073709551615]')
                     w.uint(v_BPT_DischargedEnergyReadingWh)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_BPT_DischargedEnergyReadingWh = None
                     s = 3
                 elif v_CapacitiveEnergyReadingVARh is not None:
-                    bits(1, 3)
                     el = 'CapacitiveEnergyReadingVARh'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     if v_CapacitiveEnergyReadingVARh < 0 or v_CapacitiveEnergyReadingVARh > 18446744073709551615: raise EncodeError(f'value {v_CapacitiveEnergyReadingVARh!r} outside [0, 18446744073709551615]')
                     w.uint(v_CapacitiveEnergyReadingVARh)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_CapacitiveEnergyReadingVARh = None
                     s = 4
                 elif v_BPT_InductiveEnergyReadingVARh is not None:
-                    bits(2, 3)
                     el = 'BPT_InductiveEnergyReadingVARh'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     if v_BPT_InductiveEnergyReadingVARh < 0 or v_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise EncodeError(f'value {v_BPT_InductiveEnergyReadingVARh!r} outside [0, 18446744073709551615]')
                     w.uint(v_BPT_InductiveEnergyReadingVARh)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_BPT_InductiveEnergyReadingVARh = None
                     s = 5
                 elif v_MeterSignature is not None:
-                    bits(3, 3)
                     el = 'MeterSignature'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     if len(v_MeterSignature) > 64: raise EncodeError(f'length {len(v_MeterSignature)} outside [0, 64]')
                     w.binary(v_MeterSignature)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_MeterSignature = None
                     s = 6
                 elif v_MeterStatus is not None:
-                    bits(4, 3)
                     el = 'MeterStatus'
-                    w.bits(0, 1)
                     if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    w.sint(v_MeterStatus)
-                    w.bits(0, 1)
+                    bits((4 << 2) | (v_MeterStatus < 0), 5)
+                    w.uint(-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
+                    bits(0, 1)
                     v_MeterStatus = None
                     s = 7
                 elif v_MeterTimestamp is not None:
-                    bits(5, 3)
                     el = 'MeterTimestamp'
-                    w.bits(0, 1)
+                    bits((5 << 1), 4)
                     if v_MeterTimestamp < 0 or v_MeterTimestamp > 18446744073709551615: raise EncodeError(f'value {v_MeterTimestamp!r} outside [0, 18446744073709551615]')
                     w.uint(v_MeterTimestamp)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_MeterTimestamp = None
                     s = 8
                 elif True:
@@ -8657,48 +7752,43 @@ def _e_MeterInfoType(w, o):
                     s = -1
             if s == 3:
                 if v_CapacitiveEnergyReadingVARh is not None:
-                    bits(0, 3)
                     el = 'CapacitiveEnergyReadingVARh'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     if v_CapacitiveEnergyReadingVARh < 0 or v_CapacitiveEnergyReadingVARh > 18446744073709551615: raise EncodeError(f'value {v_CapacitiveEnergyReadingVARh!r} outside [0, 18446744073709551615]')
                     w.uint(v_CapacitiveEnergyReadingVARh)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_CapacitiveEnergyReadingVARh = None
                     s = 4
                 elif v_BPT_InductiveEnergyReadingVARh is not None:
-                    bits(1, 3)
                     el = 'BPT_InductiveEnergyReadingVARh'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     if v_BPT_InductiveEnergyReadingVARh < 0 or v_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise EncodeError(f'value {v_BPT_InductiveEnergyReadingVARh!r} outside [0, 18446744073709551615]')
                     w.uint(v_BPT_InductiveEnergyReadingVARh)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_BPT_InductiveEnergyReadingVARh = None
                     s = 5
                 elif v_MeterSignature is not None:
-                    bits(2, 3)
                     el = 'MeterSignature'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     if len(v_MeterSignature) > 64: raise EncodeError(f'length {len(v_MeterSignature)} outside [0, 64]')
                     w.binary(v_MeterSignature)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_MeterSignature = None
                     s = 6
                 elif v_MeterStatus is not None:
-                    bits(3, 3)
                     el = 'MeterStatus'
-                    w.bits(0, 1)
                     if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    w.sint(v_MeterStatus)
-                    w.bits(0, 1)
+                    bits((3 << 2) | (v_MeterStatus < 0), 5)
+                    w.uint(-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
+                    bits(0, 1)
                     v_MeterStatus = None
                     s = 7
                 elif v_MeterTimestamp is not None:
-                    bits(4, 3)
                     el = 'MeterTimestamp'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     if v_MeterTimestamp < 0 or v_MeterTimestamp > 18446744073709551615: raise EncodeError(f'value {v_MeterTimestamp!r} outside [0, 18446744073709551615]')
                     w.uint(v_MeterTimestamp)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_MeterTimestamp = None
                     s = 8
                 elif True:
@@ -8707,39 +7797,35 @@ def _e_MeterInfoType(w, o):
                     s = -1
             if s == 4:
                 if v_BPT_InductiveEnergyReadingVARh is not None:
-                    bits(0, 3)
                     el = 'BPT_InductiveEnergyReadingVARh'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     if v_BPT_InductiveEnergyReadingVARh < 0 or v_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise EncodeError(f'value {v_BPT_InductiveEnergyReadingVARh!r} outside [0, 18446744073709551615]')
                     w.uint(v_BPT_InductiveEnergyReadingVARh)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_BPT_InductiveEnergyReadingVARh = None
                     s = 5
                 elif v_MeterSignature is not None:
-                    bits(1, 3)
                     el = 'MeterSignature'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     if len(v_MeterSignature) > 64: raise EncodeError(f'length {len(v_MeterSignature)} outside [0, 64]')
                     w.binary(v_MeterSignature)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_MeterSignature = None
                     s = 6
                 elif v_MeterStatus is not None:
-                    bits(2, 3)
                     el = 'MeterStatus'
-                    w.bits(0, 1)
                     if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    w.sint(v_MeterStatus)
-                    w.bits(0, 1)
+                    bits((2 << 2) | (v_MeterStatus < 0), 5)
+                    w.uint(-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
+                    bits(0, 1)
                     v_MeterStatus = None
                     s = 7
                 elif v_MeterTimestamp is not None:
-                    bits(3, 3)
                     el = 'MeterTimestamp'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     if v_MeterTimestamp < 0 or v_MeterTimestamp > 18446744073709551615: raise EncodeError(f'value {v_MeterTimestamp!r} outside [0, 18446744073709551615]')
                     w.uint(v_MeterTimestamp)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_MeterTimestamp = None
                     s = 8
                 elif True:
@@ -8748,30 +7834,27 @@ def _e_MeterInfoType(w, o):
                     s = -1
             if s == 5:
                 if v_MeterSignature is not None:
-                    bits(0, 3)
                     el = 'MeterSignature'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     if len(v_MeterSignature) > 64: raise EncodeError(f'length {len(v_MeterSignature)} outside [0, 64]')
                     w.binary(v_MeterSignature)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_MeterSignature = None
                     s = 6
                 elif v_MeterStatus is not None:
-                    bits(1, 3)
                     el = 'MeterStatus'
-                    w.bits(0, 1)
                     if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    w.sint(v_MeterStatus)
-                    w.bits(0, 1)
+                    bits((1 << 2) | (v_MeterStatus < 0), 5)
+                    w.uint(-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
+                    bits(0, 1)
                     v_MeterStatus = None
                     s = 7
                 elif v_MeterTimestamp is not None:
-                    bits(2, 3)
                     el = 'MeterTimestamp'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     if v_MeterTimestamp < 0 or v_MeterTimestamp > 18446744073709551615: raise EncodeError(f'value {v_MeterTimestamp!r} outside [0, 18446744073709551615]')
                     w.uint(v_MeterTimestamp)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_MeterTimestamp = None
                     s = 8
                 elif True:
@@ -8780,21 +7863,19 @@ def _e_MeterInfoType(w, o):
                     s = -1
             if s == 6:
                 if v_MeterStatus is not None:
-                    bits(0, 2)
                     el = 'MeterStatus'
-                    w.bits(0, 1)
                     if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    w.sint(v_MeterStatus)
-                    w.bits(0, 1)
+                    bits((v_MeterStatus < 0), 4)
+                    w.uint(-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
+                    bits(0, 1)
                     v_MeterStatus = None
                     s = 7
                 elif v_MeterTimestamp is not None:
-                    bits(1, 2)
                     el = 'MeterTimestamp'
-                    w.bits(0, 1)
+                    bits((1 << 1), 3)
                     if v_MeterTimestamp < 0 or v_MeterTimestamp > 18446744073709551615: raise EncodeError(f'value {v_MeterTimestamp!r} outside [0, 18446744073709551615]')
                     w.uint(v_MeterTimestamp)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_MeterTimestamp = None
                     s = 8
                 elif True:
@@ -8803,12 +7884,11 @@ def _e_MeterInfoType(w, o):
                     s = -1
             if s == 7:
                 if v_MeterTimestamp is not None:
-                    bits(0, 2)
                     el = 'MeterTimestamp'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     if v_MeterTimestamp < 0 or v_MeterTimestamp > 18446744073709551615: raise EncodeError(f'value {v_MeterTimestamp!r} outside [0, 18446744073709551615]')
                     w.uint(v_MeterTimestamp)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_MeterTimestamp = None
                     s = 8
                 elif True:
@@ -8837,16 +7917,13 @@ def _d_ReceiptType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'TimeAnchor'
-                    if bits(1): raise r.deviation('ReceiptType')
-                    f_TimeAnchor = r.uint()
-                    if f_TimeAnchor > 18446744073709551615: raise DecodeError(f'value {f_TimeAnchor} outside [0, 18446744073709551615]', r.pos)
-                    if bits(1): raise r.deviation('ReceiptType')
-                    s = 1
-                else:
-                    raise r.deviation('ReceiptType')
+                x = bits(2)
+                if x & 3: raise r.deviation('ReceiptType')
+                el = 'TimeAnchor'
+                f_TimeAnchor = r.uint()
+                if f_TimeAnchor > 18446744073709551615: raise DecodeError(f'value {f_TimeAnchor} outside [0, 18446744073709551615]', r.pos)
+                if bits(1): raise r.deviation('ReceiptType')
+                s = 1
             if s == 1:
                 ec = bits(3)
                 if ec == 0:
@@ -8871,6 +7948,7 @@ def _d_ReceiptType(r):
                     f_TaxCosts.append(_v)
                     s = 6
                 elif ec == 5:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ReceiptType')
@@ -8894,6 +7972,7 @@ def _d_ReceiptType(r):
                     f_TaxCosts.append(_v)
                     s = 6
                 elif ec == 4:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ReceiptType')
@@ -8913,6 +7992,7 @@ def _d_ReceiptType(r):
                     f_TaxCosts.append(_v)
                     s = 6
                 elif ec == 3:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ReceiptType')
@@ -8928,6 +8008,7 @@ def _d_ReceiptType(r):
                     f_TaxCosts.append(_v)
                     s = 6
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ReceiptType')
@@ -8939,6 +8020,7 @@ def _d_ReceiptType(r):
                     f_TaxCosts.append(_v)
                     s = 6
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ReceiptType')
@@ -8955,16 +8037,14 @@ def _d_ReceiptType(r):
                             s = 15
                             break
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
                         raise r.deviation('ReceiptType')
             if s == 15:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ReceiptType')
+                if bits(1): raise r.deviation('ReceiptType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.ReceiptType(f_TimeAnchor, f_EnergyCosts, f_OccupancyCosts, f_AdditionalServicesCosts, f_OverstayCosts, f_TaxCosts)
@@ -8986,44 +8066,43 @@ def _e_ReceiptType(w, o):
         while s >= 0:
             if s == 0:
                 if v_TimeAnchor is not None:
-                    bits(0, 1)
                     el = 'TimeAnchor'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     if v_TimeAnchor < 0 or v_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {v_TimeAnchor!r} outside [0, 18446744073709551615]')
                     w.uint(v_TimeAnchor)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_TimeAnchor = None
                     s = 1
                 else:
                     raise EncodeError('missing content: expected one of TimeAnchor')
             if s == 1:
                 if v_EnergyCosts is not None:
-                    bits(0, 3)
                     el = 'EnergyCosts'
+                    bits(0, 3)
                     _e_DetailedCostType(w, v_EnergyCosts)
                     v_EnergyCosts = None
                     s = 2
                 elif v_OccupancyCosts is not None:
-                    bits(1, 3)
                     el = 'OccupancyCosts'
+                    bits(1, 3)
                     _e_DetailedCostType(w, v_OccupancyCosts)
                     v_OccupancyCosts = None
                     s = 3
                 elif v_AdditionalServicesCosts is not None:
-                    bits(2, 3)
                     el = 'AdditionalServicesCosts'
+                    bits(2, 3)
                     _e_DetailedCostType(w, v_AdditionalServicesCosts)
                     v_AdditionalServicesCosts = None
                     s = 4
                 elif v_OverstayCosts is not None:
-                    bits(3, 3)
                     el = 'OverstayCosts'
+                    bits(3, 3)
                     _e_DetailedCostType(w, v_OverstayCosts)
                     v_OverstayCosts = None
                     s = 5
                 elif i_TaxCosts < n_TaxCosts:
-                    bits(4, 3)
                     el = 'TaxCosts'
+                    bits(4, 3)
                     _e_DetailedTaxType(w, v_TaxCosts[i_TaxCosts])
                     i_TaxCosts += 1
                     s = 6
@@ -9033,26 +8112,26 @@ def _e_ReceiptType(w, o):
                     s = -1
             if s == 2:
                 if v_OccupancyCosts is not None:
-                    bits(0, 3)
                     el = 'OccupancyCosts'
+                    bits(0, 3)
                     _e_DetailedCostType(w, v_OccupancyCosts)
                     v_OccupancyCosts = None
                     s = 3
                 elif v_AdditionalServicesCosts is not None:
-                    bits(1, 3)
                     el = 'AdditionalServicesCosts'
+                    bits(1, 3)
                     _e_DetailedCostType(w, v_AdditionalServicesCosts)
                     v_AdditionalServicesCosts = None
                     s = 4
                 elif v_OverstayCosts is not None:
-                    bits(2, 3)
                     el = 'OverstayCosts'
+                    bits(2, 3)
                     _e_DetailedCostType(w, v_OverstayCosts)
                     v_OverstayCosts = None
                     s = 5
                 elif i_TaxCosts < n_TaxCosts:
-                    bits(3, 3)
                     el = 'TaxCosts'
+                    bits(3, 3)
                     _e_DetailedTaxType(w, v_TaxCosts[i_TaxCosts])
                     i_TaxCosts += 1
                     s = 6
@@ -9062,20 +8141,20 @@ def _e_ReceiptType(w, o):
                     s = -1
             if s == 3:
                 if v_AdditionalServicesCosts is not None:
-                    bits(0, 3)
                     el = 'AdditionalServicesCosts'
+                    bits(0, 3)
                     _e_DetailedCostType(w, v_AdditionalServicesCosts)
                     v_AdditionalServicesCosts = None
                     s = 4
                 elif v_OverstayCosts is not None:
-                    bits(1, 3)
                     el = 'OverstayCosts'
+                    bits(1, 3)
                     _e_DetailedCostType(w, v_OverstayCosts)
                     v_OverstayCosts = None
                     s = 5
                 elif i_TaxCosts < n_TaxCosts:
-                    bits(2, 3)
                     el = 'TaxCosts'
+                    bits(2, 3)
                     _e_DetailedTaxType(w, v_TaxCosts[i_TaxCosts])
                     i_TaxCosts += 1
                     s = 6
@@ -9085,14 +8164,14 @@ def _e_ReceiptType(w, o):
                     s = -1
             if s == 4:
                 if v_OverstayCosts is not None:
-                    bits(0, 2)
                     el = 'OverstayCosts'
+                    bits(0, 2)
                     _e_DetailedCostType(w, v_OverstayCosts)
                     v_OverstayCosts = None
                     s = 5
                 elif i_TaxCosts < n_TaxCosts:
-                    bits(1, 2)
                     el = 'TaxCosts'
+                    bits(1, 2)
                     _e_DetailedTaxType(w, v_TaxCosts[i_TaxCosts])
                     i_TaxCosts += 1
                     s = 6
@@ -9102,8 +8181,8 @@ def _e_ReceiptType(w, o):
                     s = -1
             if s == 5:
                 if i_TaxCosts < n_TaxCosts:
-                    bits(0, 2)
                     el = 'TaxCosts'
+                    bits(0, 2)
                     _e_DetailedTaxType(w, v_TaxCosts[i_TaxCosts])
                     i_TaxCosts += 1
                     s = 6
@@ -9115,8 +8194,8 @@ def _e_ReceiptType(w, o):
                 n = 0
                 while True:
                     if i_TaxCosts < n_TaxCosts:
-                        bits(0, 2)
                         el = 'TaxCosts'
+                        bits(0, 2)
                         _e_DetailedTaxType(w, v_TaxCosts[i_TaxCosts])
                         i_TaxCosts += 1
                         n += 1
@@ -9143,30 +8222,13 @@ def _d_DetailedCostType(r):
     f_Amount = None
     f_CostPerUnit = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Amount'
-                    f_Amount = _d_RationalNumberType(r)
-                    s = 1
-                else:
-                    raise r.deviation('DetailedCostType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'CostPerUnit'
-                    f_CostPerUnit = _d_RationalNumberType(r)
-                    s = 2
-                else:
-                    raise r.deviation('DetailedCostType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('DetailedCostType')
+        if bits(1): raise r.deviation('DetailedCostType')
+        el = 'Amount'
+        f_Amount = _d_RationalNumberType(r)
+        if bits(1): raise r.deviation('DetailedCostType')
+        el = 'CostPerUnit'
+        f_CostPerUnit = _d_RationalNumberType(r)
+        if bits(1): raise r.deviation('DetailedCostType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.DetailedCostType(f_Amount, f_CostPerUnit)
@@ -9178,31 +8240,20 @@ def _e_DetailedCostType(w, o):
     try:
         v_Amount = o.Amount
         v_CostPerUnit = o.CostPerUnit
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Amount is not None:
-                    bits(0, 1)
-                    el = 'Amount'
-                    _e_RationalNumberType(w, v_Amount)
-                    v_Amount = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Amount')
-            if s == 1:
-                if v_CostPerUnit is not None:
-                    bits(0, 1)
-                    el = 'CostPerUnit'
-                    _e_RationalNumberType(w, v_CostPerUnit)
-                    v_CostPerUnit = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of CostPerUnit')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_Amount is not None or v_CostPerUnit is not None: raise _leftover(o)
-                    s = -1
+        if v_Amount is not None:
+            el = 'Amount'
+            bits(0, 1)
+            _e_RationalNumberType(w, v_Amount)
+            if not (v_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
+            el = 'CostPerUnit'
+            bits(0, 1)
+            v_Amount = None
+            _e_RationalNumberType(w, v_CostPerUnit)
+            bits(0, 1)
+            v_CostPerUnit = None
+            if v_Amount is not None or v_CostPerUnit is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Amount')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -9213,35 +8264,17 @@ def _d_RationalNumberType(r):
     f_Exponent = None
     f_Value = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Exponent'
-                    if bits(1): raise r.deviation('RationalNumberType')
-                    f_Exponent = bits(8) + -128
-                    if bits(1): raise r.deviation('RationalNumberType')
-                    s = 1
-                else:
-                    raise r.deviation('RationalNumberType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Value'
-                    if bits(1): raise r.deviation('RationalNumberType')
-                    f_Value = r.sint()
-                    if f_Value < -32768 or f_Value > 32767: raise DecodeError(f'value {f_Value} outside [-32768, 32767]', r.pos)
-                    if bits(1): raise r.deviation('RationalNumberType')
-                    s = 2
-                else:
-                    raise r.deviation('RationalNumberType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('RationalNumberType')
+        x = bits(14)
+        if x & 12302: raise r.deviation('RationalNumberType')
+        el = 'Exponent'
+        f_Exponent = ((x >> 4) & 255) + -128
+        el = 'Value'
+        _neg = (x & 1)
+        f_Value = r.uint()
+        if _neg: f_Value = -f_Value - 1
+        if f_Value < -32768 or f_Value > 32767: raise DecodeError(f'value {f_Value} outside [-32768, 32767]', r.pos)
+        x = bits(2)
+        if x & 3: raise r.deviation('RationalNumberType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.RationalNumberType(f_Exponent, f_Value)
@@ -9253,37 +8286,20 @@ def _e_RationalNumberType(w, o):
     try:
         v_Exponent = o.Exponent
         v_Value = o.Value
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Exponent is not None:
-                    bits(0, 1)
-                    el = 'Exponent'
-                    w.bits(0, 1)
-                    if not -128 <= v_Exponent <= 127: raise EncodeError(f'value {v_Exponent!r} outside [-128, 127]')
-                    w.bits(v_Exponent - -128, 8)
-                    w.bits(0, 1)
-                    v_Exponent = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Exponent')
-            if s == 1:
-                if v_Value is not None:
-                    bits(0, 1)
-                    el = 'Value'
-                    w.bits(0, 1)
-                    if v_Value < -32768 or v_Value > 32767: raise EncodeError(f'value {v_Value!r} outside [-32768, 32767]')
-                    w.sint(v_Value)
-                    w.bits(0, 1)
-                    v_Value = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of Value')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_Exponent is not None or v_Value is not None: raise _leftover(o)
-                    s = -1
+        if v_Exponent is not None:
+            el = 'Exponent'
+            if not -128 <= v_Exponent <= 127: raise EncodeError(f'value {v_Exponent!r} outside [-128, 127]')
+            if not (v_Value is not None): raise EncodeError('missing content: Value')
+            el = 'Value'
+            if v_Value < -32768 or v_Value > 32767: raise EncodeError(f'value {v_Value!r} outside [-32768, 32767]')
+            bits(((v_Exponent - -128) << 4) | (v_Value < 0), 14)
+            v_Exponent = None
+            w.uint(-v_Value - 1 if v_Value < 0 else v_Value)
+            bits(0, 2)
+            v_Value = None
+            if v_Exponent is not None or v_Value is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Exponent')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -9294,33 +8310,16 @@ def _d_DetailedTaxType(r):
     f_TaxRuleID = None
     f_Amount = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'TaxRuleID'
-                    if bits(1): raise r.deviation('DetailedTaxType')
-                    f_TaxRuleID = r.uint()
-                    if f_TaxRuleID < 1 or f_TaxRuleID > 4294967295: raise DecodeError(f'value {f_TaxRuleID} outside [1, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('DetailedTaxType')
-                    s = 1
-                else:
-                    raise r.deviation('DetailedTaxType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Amount'
-                    f_Amount = _d_RationalNumberType(r)
-                    s = 2
-                else:
-                    raise r.deviation('DetailedTaxType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('DetailedTaxType')
+        x = bits(2)
+        if x & 3: raise r.deviation('DetailedTaxType')
+        el = 'TaxRuleID'
+        f_TaxRuleID = r.uint()
+        if f_TaxRuleID < 1 or f_TaxRuleID > 4294967295: raise DecodeError(f'value {f_TaxRuleID} outside [1, 4294967295]', r.pos)
+        x = bits(2)
+        if x & 3: raise r.deviation('DetailedTaxType')
+        el = 'Amount'
+        f_Amount = _d_RationalNumberType(r)
+        if bits(1): raise r.deviation('DetailedTaxType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.DetailedTaxType(f_TaxRuleID, f_Amount)
@@ -9332,34 +8331,21 @@ def _e_DetailedTaxType(w, o):
     try:
         v_TaxRuleID = o.TaxRuleID
         v_Amount = o.Amount
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_TaxRuleID is not None:
-                    bits(0, 1)
-                    el = 'TaxRuleID'
-                    w.bits(0, 1)
-                    if v_TaxRuleID < 1 or v_TaxRuleID > 4294967295: raise EncodeError(f'value {v_TaxRuleID!r} outside [1, 4294967295]')
-                    w.uint(v_TaxRuleID)
-                    w.bits(0, 1)
-                    v_TaxRuleID = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of TaxRuleID')
-            if s == 1:
-                if v_Amount is not None:
-                    bits(0, 1)
-                    el = 'Amount'
-                    _e_RationalNumberType(w, v_Amount)
-                    v_Amount = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of Amount')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_TaxRuleID is not None or v_Amount is not None: raise _leftover(o)
-                    s = -1
+        if v_TaxRuleID is not None:
+            el = 'TaxRuleID'
+            bits(0, 2)
+            if v_TaxRuleID < 1 or v_TaxRuleID > 4294967295: raise EncodeError(f'value {v_TaxRuleID!r} outside [1, 4294967295]')
+            w.uint(v_TaxRuleID)
+            if not (v_Amount is not None): raise EncodeError('missing content: Amount')
+            el = 'Amount'
+            bits(0, 2)
+            v_TaxRuleID = None
+            _e_RationalNumberType(w, v_Amount)
+            bits(0, 1)
+            v_Amount = None
+            if v_TaxRuleID is not None or v_Amount is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of TaxRuleID')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -9368,11 +8354,7 @@ def _d_Dynamic_SMDTControlModeType(r):
     bits = r.bits
     el = ''
     try:
-        ec = bits(1)
-        if ec == 0:
-            s = -1
-        else:
-            raise r.deviation('Dynamic_SMDTControlModeType')
+        if bits(1): raise r.deviation('Dynamic_SMDTControlModeType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commonmessages.Dynamic_SMDTControlModeType()
@@ -9382,12 +8364,8 @@ def _e_Dynamic_SMDTControlModeType(w, o):
     bits = w.bits
     el = ''
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if True:
-                    bits(0, 1)
-                    s = -1
+        if True:
+            bits(0, 1)
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -9397,25 +8375,13 @@ def _d_Scheduled_SMDTControlModeType(r):
     el = ''
     f_SelectedScheduleTupleID = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SelectedScheduleTupleID'
-                    if bits(1): raise r.deviation('Scheduled_SMDTControlModeType')
-                    f_SelectedScheduleTupleID = r.uint()
-                    if f_SelectedScheduleTupleID < 1 or f_SelectedScheduleTupleID > 4294967295: raise DecodeError(f'value {f_SelectedScheduleTupleID} outside [1, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('Scheduled_SMDTControlModeType')
-                    s = 1
-                else:
-                    raise r.deviation('Scheduled_SMDTControlModeType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('Scheduled_SMDTControlModeType')
+        x = bits(2)
+        if x & 3: raise r.deviation('Scheduled_SMDTControlModeType')
+        el = 'SelectedScheduleTupleID'
+        f_SelectedScheduleTupleID = r.uint()
+        if f_SelectedScheduleTupleID < 1 or f_SelectedScheduleTupleID > 4294967295: raise DecodeError(f'value {f_SelectedScheduleTupleID} outside [1, 4294967295]', r.pos)
+        x = bits(2)
+        if x & 3: raise r.deviation('Scheduled_SMDTControlModeType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commonmessages.Scheduled_SMDTControlModeType(f_SelectedScheduleTupleID)
@@ -9426,25 +8392,16 @@ def _e_Scheduled_SMDTControlModeType(w, o):
     el = ''
     try:
         v_SelectedScheduleTupleID = o.SelectedScheduleTupleID
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_SelectedScheduleTupleID is not None:
-                    bits(0, 1)
-                    el = 'SelectedScheduleTupleID'
-                    w.bits(0, 1)
-                    if v_SelectedScheduleTupleID < 1 or v_SelectedScheduleTupleID > 4294967295: raise EncodeError(f'value {v_SelectedScheduleTupleID!r} outside [1, 4294967295]')
-                    w.uint(v_SelectedScheduleTupleID)
-                    w.bits(0, 1)
-                    v_SelectedScheduleTupleID = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of SelectedScheduleTupleID')
-            if s == 1:
-                if True:
-                    bits(0, 1)
-                    if v_SelectedScheduleTupleID is not None: raise _leftover(o)
-                    s = -1
+        if v_SelectedScheduleTupleID is not None:
+            el = 'SelectedScheduleTupleID'
+            bits(0, 2)
+            if v_SelectedScheduleTupleID < 1 or v_SelectedScheduleTupleID > 4294967295: raise EncodeError(f'value {v_SelectedScheduleTupleID!r} outside [1, 4294967295]')
+            w.uint(v_SelectedScheduleTupleID)
+            bits(0, 2)
+            v_SelectedScheduleTupleID = None
+            if v_SelectedScheduleTupleID is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of SelectedScheduleTupleID')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -9455,34 +8412,15 @@ def _d_MeteringConfirmationResType(r):
     f_Header = None
     f_ResponseCode = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('MeteringConfirmationResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('MeteringConfirmationResType')
-                    f_ResponseCode = bits(6)
-                    if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
-                    f_ResponseCode = _E2[f_ResponseCode]
-                    if bits(1): raise r.deviation('MeteringConfirmationResType')
-                    s = 2
-                else:
-                    raise r.deviation('MeteringConfirmationResType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('MeteringConfirmationResType')
+        if bits(1): raise r.deviation('MeteringConfirmationResType')
+        el = 'Header'
+        f_Header = _d_MessageHeaderType(r)
+        x = bits(10)
+        if x & 771: raise r.deviation('MeteringConfirmationResType')
+        el = 'ResponseCode'
+        f_ResponseCode = ((x >> 2) & 63)
+        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
+        f_ResponseCode = _E2[f_ResponseCode]
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commonmessages.MeteringConfirmationResType(f_Header, f_ResponseCode)
@@ -9494,35 +8432,20 @@ def _e_MeteringConfirmationResType(w, o):
     try:
         v_Header = o.Header
         v_ResponseCode = o.ResponseCode
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Header is not None:
-                    bits(0, 1)
-                    el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_ResponseCode is not None:
-                    bits(0, 1)
-                    el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I4.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 6)
-                    w.bits(0, 1)
-                    v_ResponseCode = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_Header is not None or v_ResponseCode is not None: raise _leftover(o)
-                    s = -1
+        if v_Header is not None:
+            el = 'Header'
+            bits(0, 1)
+            _e_MessageHeaderType(w, v_Header)
+            if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            el = 'ResponseCode'
+            _i11 = _I4.get(v_ResponseCode)
+            if _i11 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            bits((_i11 << 2), 10)
+            v_Header = None
+            v_ResponseCode = None
+            if v_Header is not None or v_ResponseCode is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Header')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -9539,35 +8462,18 @@ def _d_PowerDeliveryReqType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('PowerDeliveryReqType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVProcessing'
-                    if bits(1): raise r.deviation('PowerDeliveryReqType')
-                    f_EVProcessing = bits(2)
-                    if f_EVProcessing >= 3: raise DecodeError(f'enumeration index {f_EVProcessing} out of range (3 values)', r.pos)
-                    f_EVProcessing = _E3[f_EVProcessing]
-                    if bits(1): raise r.deviation('PowerDeliveryReqType')
-                    s = 2
-                else:
-                    raise r.deviation('PowerDeliveryReqType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ChargeProgress'
-                    if bits(1): raise r.deviation('PowerDeliveryReqType')
-                    f_ChargeProgress = _E8[bits(2)]
-                    if bits(1): raise r.deviation('PowerDeliveryReqType')
-                    s = 3
-                else:
-                    raise r.deviation('PowerDeliveryReqType')
+                if bits(1): raise r.deviation('PowerDeliveryReqType')
+                el = 'Header'
+                f_Header = _d_MessageHeaderType(r)
+                x = bits(10)
+                if x & 825: raise r.deviation('PowerDeliveryReqType')
+                el = 'EVProcessing'
+                f_EVProcessing = ((x >> 6) & 3)
+                if f_EVProcessing >= 3: raise DecodeError(f'enumeration index {f_EVProcessing} out of range (3 values)', r.pos)
+                f_EVProcessing = _E3[f_EVProcessing]
+                el = 'ChargeProgress'
+                f_ChargeProgress = _E8[((x >> 1) & 3)]
+                s = 3
             if s == 3:
                 ec = bits(2)
                 if ec == 0:
@@ -9575,33 +8481,32 @@ def _d_PowerDeliveryReqType(r):
                     f_EVPowerProfile = _d_EVPowerProfileType(r)
                     s = 4
                 elif ec == 1:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('PowerDeliveryReqType')
                     el = 'BPT_ChannelSelection'
-                    if bits(1): raise r.deviation('PowerDeliveryReqType')
-                    f_BPT_ChannelSelection = _E9[bits(1)]
-                    if bits(1): raise r.deviation('PowerDeliveryReqType')
+                    f_BPT_ChannelSelection = _E9[((x >> 1) & 1)]
                     s = 5
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('PowerDeliveryReqType')
             if s == 4:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('PowerDeliveryReqType')
                     el = 'BPT_ChannelSelection'
-                    if bits(1): raise r.deviation('PowerDeliveryReqType')
-                    f_BPT_ChannelSelection = _E9[bits(1)]
-                    if bits(1): raise r.deviation('PowerDeliveryReqType')
+                    f_BPT_ChannelSelection = _E9[((x >> 1) & 1)]
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('PowerDeliveryReqType')
             if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('PowerDeliveryReqType')
+                if bits(1): raise r.deviation('PowerDeliveryReqType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commonmessages.PowerDeliveryReqType(f_Header, f_EVProcessing, f_ChargeProgress, f_EVPowerProfile, f_BPT_ChannelSelection)
@@ -9620,54 +8525,36 @@ def _e_PowerDeliveryReqType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Header is not None:
-                    bits(0, 1)
                     el = 'Header'
+                    bits(0, 1)
                     _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_EVProcessing is not None:
-                    bits(0, 1)
+                    if not (v_EVProcessing is not None): raise EncodeError('missing content: EVProcessing')
                     el = 'EVProcessing'
-                    w.bits(0, 1)
-                    _i = _I5.get(v_EVProcessing)
-                    if _i is None: raise EncodeError(f'{v_EVProcessing!r} is not one of the enumeration processingType')
-                    w.bits(_i, 2)
-                    w.bits(0, 1)
-                    v_EVProcessing = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of EVProcessing')
-            if s == 2:
-                if v_ChargeProgress is not None:
-                    bits(0, 1)
+                    _i12 = _I5.get(v_EVProcessing)
+                    if _i12 is None: raise EncodeError(f'{v_EVProcessing!r} is not one of the enumeration processingType')
+                    if not (v_ChargeProgress is not None): raise EncodeError('missing content: ChargeProgress')
                     el = 'ChargeProgress'
-                    w.bits(0, 1)
-                    _i = _I10.get(v_ChargeProgress)
-                    if _i is None: raise EncodeError(f'{v_ChargeProgress!r} is not one of the enumeration chargeProgressType')
-                    w.bits(_i, 2)
-                    w.bits(0, 1)
+                    _i13 = _I10.get(v_ChargeProgress)
+                    if _i13 is None: raise EncodeError(f'{v_ChargeProgress!r} is not one of the enumeration chargeProgressType')
+                    bits((_i12 << 6) | (_i13 << 1), 10)
+                    v_Header = None
+                    v_EVProcessing = None
                     v_ChargeProgress = None
                     s = 3
                 else:
-                    raise EncodeError('missing content: expected one of ChargeProgress')
+                    raise EncodeError('missing content: expected one of Header')
             if s == 3:
                 if v_EVPowerProfile is not None:
-                    bits(0, 2)
                     el = 'EVPowerProfile'
+                    bits(0, 2)
                     _e_EVPowerProfileType(w, v_EVPowerProfile)
                     v_EVPowerProfile = None
                     s = 4
                 elif v_BPT_ChannelSelection is not None:
-                    bits(1, 2)
                     el = 'BPT_ChannelSelection'
-                    w.bits(0, 1)
-                    _i = _I11.get(v_BPT_ChannelSelection)
-                    if _i is None: raise EncodeError(f'{v_BPT_ChannelSelection!r} is not one of the enumeration channelSelectionType')
-                    w.bits(_i, 1)
-                    w.bits(0, 1)
+                    _i14 = _I11.get(v_BPT_ChannelSelection)
+                    if _i14 is None: raise EncodeError(f'{v_BPT_ChannelSelection!r} is not one of the enumeration channelSelectionType')
+                    bits((1 << 3) | (_i14 << 1), 5)
                     v_BPT_ChannelSelection = None
                     s = 5
                 elif True:
@@ -9676,13 +8563,10 @@ def _e_PowerDeliveryReqType(w, o):
                     s = -1
             if s == 4:
                 if v_BPT_ChannelSelection is not None:
-                    bits(0, 2)
                     el = 'BPT_ChannelSelection'
-                    w.bits(0, 1)
-                    _i = _I11.get(v_BPT_ChannelSelection)
-                    if _i is None: raise EncodeError(f'{v_BPT_ChannelSelection!r} is not one of the enumeration channelSelectionType')
-                    w.bits(_i, 1)
-                    w.bits(0, 1)
+                    _i15 = _I11.get(v_BPT_ChannelSelection)
+                    if _i15 is None: raise EncodeError(f'{v_BPT_ChannelSelection!r} is not one of the enumeration channelSelectionType')
+                    bits((_i15 << 1), 5)
                     v_BPT_ChannelSelection = None
                     s = 5
                 elif True:
@@ -9709,50 +8593,34 @@ def _d_EVPowerProfileType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'TimeAnchor'
-                    if bits(1): raise r.deviation('EVPowerProfileType')
-                    f_TimeAnchor = r.uint()
-                    if f_TimeAnchor > 18446744073709551615: raise DecodeError(f'value {f_TimeAnchor} outside [0, 18446744073709551615]', r.pos)
-                    if bits(1): raise r.deviation('EVPowerProfileType')
-                    s = 1
-                else:
-                    raise r.deviation('EVPowerProfileType')
+                x = bits(2)
+                if x & 3: raise r.deviation('EVPowerProfileType')
+                el = 'TimeAnchor'
+                f_TimeAnchor = r.uint()
+                if f_TimeAnchor > 18446744073709551615: raise DecodeError(f'value {f_TimeAnchor} outside [0, 18446744073709551615]', r.pos)
+                if bits(1): raise r.deviation('EVPowerProfileType')
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
                     el = 'Dynamic_EVPPTControlMode'
                     f_Dynamic_EVPPTControlMode = _d_Dynamic_EVPPTControlModeType(r)
-                    s = 2
-                elif ec == 1:
-                    el = 'Scheduled_EVPPTControlMode'
-                    f_Scheduled_EVPPTControlMode = _d_Scheduled_EVPPTControlModeType(r)
-                    s = 3
-                else:
-                    raise r.deviation('EVPowerProfileType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
+                    if bits(1): raise r.deviation('EVPowerProfileType')
                     el = 'EVPowerProfileEntries'
                     f_EVPowerProfileEntries = _d_EVPowerProfileEntryListType(r)
                     s = 4
-                else:
-                    raise r.deviation('EVPowerProfileType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    el = 'Scheduled_EVPPTControlMode'
+                    f_Scheduled_EVPPTControlMode = _d_Scheduled_EVPPTControlModeType(r)
+                    if bits(1): raise r.deviation('EVPowerProfileType')
                     el = 'EVPowerProfileEntries'
                     f_EVPowerProfileEntries = _d_EVPowerProfileEntryListType(r)
                     s = 4
                 else:
                     raise r.deviation('EVPowerProfileType')
             if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('EVPowerProfileType')
+                if bits(1): raise r.deviation('EVPowerProfileType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commonmessages.EVPowerProfileType(f_TimeAnchor, f_Dynamic_EVPPTControlMode, f_Scheduled_EVPPTControlMode, f_EVPowerProfileEntries)
@@ -9770,49 +8638,40 @@ def _e_EVPowerProfileType(w, o):
         while s >= 0:
             if s == 0:
                 if v_TimeAnchor is not None:
-                    bits(0, 1)
                     el = 'TimeAnchor'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     if v_TimeAnchor < 0 or v_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {v_TimeAnchor!r} outside [0, 18446744073709551615]')
                     w.uint(v_TimeAnchor)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_TimeAnchor = None
                     s = 1
                 else:
                     raise EncodeError('missing content: expected one of TimeAnchor')
             if s == 1:
                 if v_Dynamic_EVPPTControlMode is not None:
-                    bits(0, 2)
                     el = 'Dynamic_EVPPTControlMode'
+                    bits(0, 2)
                     _e_Dynamic_EVPPTControlModeType(w, v_Dynamic_EVPPTControlMode)
+                    if not (v_EVPowerProfileEntries is not None): raise EncodeError('missing content: EVPowerProfileEntries')
+                    el = 'EVPowerProfileEntries'
+                    bits(0, 1)
                     v_Dynamic_EVPPTControlMode = None
-                    s = 2
+                    _e_EVPowerProfileEntryListType(w, v_EVPowerProfileEntries)
+                    v_EVPowerProfileEntries = None
+                    s = 4
                 elif v_Scheduled_EVPPTControlMode is not None:
-                    bits(1, 2)
                     el = 'Scheduled_EVPPTControlMode'
+                    bits(1, 2)
                     _e_Scheduled_EVPPTControlModeType(w, v_Scheduled_EVPPTControlMode)
+                    if not (v_EVPowerProfileEntries is not None): raise EncodeError('missing content: EVPowerProfileEntries')
+                    el = 'EVPowerProfileEntries'
+                    bits(0, 1)
                     v_Scheduled_EVPPTControlMode = None
-                    s = 3
+                    _e_EVPowerProfileEntryListType(w, v_EVPowerProfileEntries)
+                    v_EVPowerProfileEntries = None
+                    s = 4
                 else:
                     raise EncodeError('missing content: expected one of Dynamic_EVPPTControlMode, Scheduled_EVPPTControlMode')
-            if s == 2:
-                if v_EVPowerProfileEntries is not None:
-                    bits(0, 1)
-                    el = 'EVPowerProfileEntries'
-                    _e_EVPowerProfileEntryListType(w, v_EVPowerProfileEntries)
-                    v_EVPowerProfileEntries = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of EVPowerProfileEntries')
-            if s == 3:
-                if v_EVPowerProfileEntries is not None:
-                    bits(0, 1)
-                    el = 'EVPowerProfileEntries'
-                    _e_EVPowerProfileEntryListType(w, v_EVPowerProfileEntries)
-                    v_EVPowerProfileEntries = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of EVPowerProfileEntries')
             if s == 4:
                 if True:
                     bits(0, 1)
@@ -9826,11 +8685,7 @@ def _d_Dynamic_EVPPTControlModeType(r):
     bits = r.bits
     el = ''
     try:
-        ec = bits(1)
-        if ec == 0:
-            s = -1
-        else:
-            raise r.deviation('Dynamic_EVPPTControlModeType')
+        if bits(1): raise r.deviation('Dynamic_EVPPTControlModeType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commonmessages.Dynamic_EVPPTControlModeType()
@@ -9840,12 +8695,8 @@ def _e_Dynamic_EVPPTControlModeType(w, o):
     bits = w.bits
     el = ''
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if True:
-                    bits(0, 1)
-                    s = -1
+        if True:
+            bits(0, 1)
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -9859,31 +8710,23 @@ def _d_Scheduled_EVPPTControlModeType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SelectedScheduleTupleID'
-                    if bits(1): raise r.deviation('Scheduled_EVPPTControlModeType')
-                    f_SelectedScheduleTupleID = r.uint()
-                    if f_SelectedScheduleTupleID < 1 or f_SelectedScheduleTupleID > 4294967295: raise DecodeError(f'value {f_SelectedScheduleTupleID} outside [1, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('Scheduled_EVPPTControlModeType')
-                    s = 1
-                else:
-                    raise r.deviation('Scheduled_EVPPTControlModeType')
+                x = bits(2)
+                if x & 3: raise r.deviation('Scheduled_EVPPTControlModeType')
+                el = 'SelectedScheduleTupleID'
+                f_SelectedScheduleTupleID = r.uint()
+                if f_SelectedScheduleTupleID < 1 or f_SelectedScheduleTupleID > 4294967295: raise DecodeError(f'value {f_SelectedScheduleTupleID} outside [1, 4294967295]', r.pos)
+                if bits(1): raise r.deviation('Scheduled_EVPPTControlModeType')
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(4)
+                    if x & 11: raise r.deviation('Scheduled_EVPPTControlModeType')
                     el = 'PowerToleranceAcceptance'
-                    if bits(1): raise r.deviation('Scheduled_EVPPTControlModeType')
-                    f_PowerToleranceAcceptance = _E12[bits(1)]
-                    if bits(1): raise r.deviation('Scheduled_EVPPTControlModeType')
-                    s = 2
-                elif ec == 1:
+                    f_PowerToleranceAcceptance = _E12[((x >> 2) & 1)]
                     s = -1
-                else:
-                    raise r.deviation('Scheduled_EVPPTControlModeType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Scheduled_EVPPTControlModeType')
@@ -9902,34 +8745,26 @@ def _e_Scheduled_EVPPTControlModeType(w, o):
         while s >= 0:
             if s == 0:
                 if v_SelectedScheduleTupleID is not None:
-                    bits(0, 1)
                     el = 'SelectedScheduleTupleID'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     if v_SelectedScheduleTupleID < 1 or v_SelectedScheduleTupleID > 4294967295: raise EncodeError(f'value {v_SelectedScheduleTupleID!r} outside [1, 4294967295]')
                     w.uint(v_SelectedScheduleTupleID)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_SelectedScheduleTupleID = None
                     s = 1
                 else:
                     raise EncodeError('missing content: expected one of SelectedScheduleTupleID')
             if s == 1:
                 if v_PowerToleranceAcceptance is not None:
-                    bits(0, 2)
                     el = 'PowerToleranceAcceptance'
-                    w.bits(0, 1)
-                    _i = _I13.get(v_PowerToleranceAcceptance)
-                    if _i is None: raise EncodeError(f'{v_PowerToleranceAcceptance!r} is not one of the enumeration powerToleranceAcceptanceType')
-                    w.bits(_i, 1)
-                    w.bits(0, 1)
+                    _i16 = _I13.get(v_PowerToleranceAcceptance)
+                    if _i16 is None: raise EncodeError(f'{v_PowerToleranceAcceptance!r} is not one of the enumeration powerToleranceAcceptanceType')
+                    bits((_i16 << 2), 6)
                     v_PowerToleranceAcceptance = None
-                    s = 2
-                elif True:
-                    bits(1, 2)
                     if v_SelectedScheduleTupleID is not None or v_PowerToleranceAcceptance is not None: raise _leftover(o)
                     s = -1
-            if s == 2:
-                if True:
-                    bits(0, 1)
+                elif True:
+                    bits(1, 2)
                     if v_SelectedScheduleTupleID is not None or v_PowerToleranceAcceptance is not None: raise _leftover(o)
                     s = -1
     except Exception as e:
@@ -9944,14 +8779,11 @@ def _d_EVPowerProfileEntryListType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVPowerProfileEntry'
-                    _v = _d_PowerScheduleEntryType(r)
-                    f_EVPowerProfileEntry.append(_v)
-                    s = 1
-                else:
-                    raise r.deviation('EVPowerProfileEntryListType')
+                if bits(1): raise r.deviation('EVPowerProfileEntryListType')
+                el = 'EVPowerProfileEntry'
+                _v = _d_PowerScheduleEntryType(r)
+                f_EVPowerProfileEntry.append(_v)
+                s = 1
             if s == 1:
                 n = 0
                 while True:
@@ -9965,16 +8797,14 @@ def _d_EVPowerProfileEntryListType(r):
                             s = 2048
                             break
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
                         raise r.deviation('EVPowerProfileEntryListType')
             if s == 2048:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('EVPowerProfileEntryListType')
+                if bits(1): raise r.deviation('EVPowerProfileEntryListType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commonmessages.EVPowerProfileEntryListType(f_EVPowerProfileEntry)
@@ -9991,8 +8821,8 @@ def _e_EVPowerProfileEntryListType(w, o):
         while s >= 0:
             if s == 0:
                 if i_EVPowerProfileEntry < n_EVPowerProfileEntry:
-                    bits(0, 1)
                     el = 'EVPowerProfileEntry'
+                    bits(0, 1)
                     _e_PowerScheduleEntryType(w, v_EVPowerProfileEntry[i_EVPowerProfileEntry])
                     i_EVPowerProfileEntry += 1
                     s = 1
@@ -10002,8 +8832,8 @@ def _e_EVPowerProfileEntryListType(w, o):
                 n = 0
                 while True:
                     if i_EVPowerProfileEntry < n_EVPowerProfileEntry:
-                        bits(0, 2)
                         el = 'EVPowerProfileEntry'
+                        bits(0, 2)
                         _e_PowerScheduleEntryType(w, v_EVPowerProfileEntry[i_EVPowerProfileEntry])
                         i_EVPowerProfileEntry += 1
                         n += 1
@@ -10035,24 +8865,16 @@ def _d_PowerScheduleEntryType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Duration'
-                    if bits(1): raise r.deviation('PowerScheduleEntryType')
-                    f_Duration = r.uint()
-                    if f_Duration > 4294967295: raise DecodeError(f'value {f_Duration} outside [0, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('PowerScheduleEntryType')
-                    s = 1
-                else:
-                    raise r.deviation('PowerScheduleEntryType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Power'
-                    f_Power = _d_RationalNumberType(r)
-                    s = 2
-                else:
-                    raise r.deviation('PowerScheduleEntryType')
+                x = bits(2)
+                if x & 3: raise r.deviation('PowerScheduleEntryType')
+                el = 'Duration'
+                f_Duration = r.uint()
+                if f_Duration > 4294967295: raise DecodeError(f'value {f_Duration} outside [0, 4294967295]', r.pos)
+                x = bits(2)
+                if x & 3: raise r.deviation('PowerScheduleEntryType')
+                el = 'Power'
+                f_Power = _d_RationalNumberType(r)
+                s = 2
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
@@ -10064,6 +8886,7 @@ def _d_PowerScheduleEntryType(r):
                     f_Power_L3 = _d_RationalNumberType(r)
                     s = 4
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('PowerScheduleEntryType')
@@ -10074,15 +8897,13 @@ def _d_PowerScheduleEntryType(r):
                     f_Power_L3 = _d_RationalNumberType(r)
                     s = 4
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('PowerScheduleEntryType')
             if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('PowerScheduleEntryType')
+                if bits(1): raise r.deviation('PowerScheduleEntryType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commonmessages.PowerScheduleEntryType(f_Duration, f_Power, f_Power_L2, f_Power_L3)
@@ -10100,35 +8921,29 @@ def _e_PowerScheduleEntryType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Duration is not None:
-                    bits(0, 1)
                     el = 'Duration'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     if v_Duration < 0 or v_Duration > 4294967295: raise EncodeError(f'value {v_Duration!r} outside [0, 4294967295]')
                     w.uint(v_Duration)
-                    w.bits(0, 1)
-                    v_Duration = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Duration')
-            if s == 1:
-                if v_Power is not None:
-                    bits(0, 1)
+                    if not (v_Power is not None): raise EncodeError('missing content: Power')
                     el = 'Power'
+                    bits(0, 2)
+                    v_Duration = None
                     _e_RationalNumberType(w, v_Power)
                     v_Power = None
                     s = 2
                 else:
-                    raise EncodeError('missing content: expected one of Power')
+                    raise EncodeError('missing content: expected one of Duration')
             if s == 2:
                 if v_Power_L2 is not None:
-                    bits(0, 2)
                     el = 'Power_L2'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_Power_L2)
                     v_Power_L2 = None
                     s = 3
                 elif v_Power_L3 is not None:
-                    bits(1, 2)
                     el = 'Power_L3'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_Power_L3)
                     v_Power_L3 = None
                     s = 4
@@ -10138,8 +8953,8 @@ def _e_PowerScheduleEntryType(w, o):
                     s = -1
             if s == 3:
                 if v_Power_L3 is not None:
-                    bits(0, 2)
                     el = 'Power_L3'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_Power_L3)
                     v_Power_L3 = None
                     s = 4
@@ -10166,38 +8981,25 @@ def _d_PowerDeliveryResType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('PowerDeliveryResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('PowerDeliveryResType')
-                    f_ResponseCode = bits(6)
-                    if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
-                    f_ResponseCode = _E2[f_ResponseCode]
-                    if bits(1): raise r.deviation('PowerDeliveryResType')
-                    s = 2
-                else:
-                    raise r.deviation('PowerDeliveryResType')
+                if bits(1): raise r.deviation('PowerDeliveryResType')
+                el = 'Header'
+                f_Header = _d_MessageHeaderType(r)
+                x = bits(9)
+                if x & 385: raise r.deviation('PowerDeliveryResType')
+                el = 'ResponseCode'
+                f_ResponseCode = ((x >> 1) & 63)
+                if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
+                f_ResponseCode = _E2[f_ResponseCode]
+                s = 2
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
                     el = 'EVSEStatus'
                     f_EVSEStatus = _d_EVSEStatusType(r)
-                    s = 3
-                elif ec == 1:
+                    if bits(1): raise r.deviation('PowerDeliveryResType')
                     s = -1
-                else:
-                    raise r.deviation('PowerDeliveryResType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('PowerDeliveryResType')
@@ -10217,40 +9019,30 @@ def _e_PowerDeliveryResType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Header is not None:
-                    bits(0, 1)
                     el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_ResponseCode is not None:
                     bits(0, 1)
+                    _e_MessageHeaderType(w, v_Header)
+                    if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
                     el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I4.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 6)
-                    w.bits(0, 1)
+                    _i17 = _I4.get(v_ResponseCode)
+                    if _i17 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    bits((_i17 << 1), 9)
+                    v_Header = None
                     v_ResponseCode = None
                     s = 2
                 else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
+                    raise EncodeError('missing content: expected one of Header')
             if s == 2:
                 if v_EVSEStatus is not None:
-                    bits(0, 2)
                     el = 'EVSEStatus'
+                    bits(0, 2)
                     _e_EVSEStatusType(w, v_EVSEStatus)
+                    bits(0, 1)
                     v_EVSEStatus = None
-                    s = 3
-                elif True:
-                    bits(1, 2)
                     if v_Header is not None or v_ResponseCode is not None or v_EVSEStatus is not None: raise _leftover(o)
                     s = -1
-            if s == 3:
-                if True:
-                    bits(0, 1)
+                elif True:
+                    bits(1, 2)
                     if v_Header is not None or v_ResponseCode is not None or v_EVSEStatus is not None: raise _leftover(o)
                     s = -1
     except Exception as e:
@@ -10263,37 +9055,17 @@ def _d_EVSEStatusType(r):
     f_NotificationMaxDelay = None
     f_EVSENotification = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'NotificationMaxDelay'
-                    if bits(1): raise r.deviation('EVSEStatusType')
-                    f_NotificationMaxDelay = r.uint()
-                    if f_NotificationMaxDelay > 65535: raise DecodeError(f'value {f_NotificationMaxDelay} outside [0, 65535]', r.pos)
-                    if bits(1): raise r.deviation('EVSEStatusType')
-                    s = 1
-                else:
-                    raise r.deviation('EVSEStatusType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSENotification'
-                    if bits(1): raise r.deviation('EVSEStatusType')
-                    f_EVSENotification = bits(3)
-                    if f_EVSENotification >= 6: raise DecodeError(f'enumeration index {f_EVSENotification} out of range (6 values)', r.pos)
-                    f_EVSENotification = _E14[f_EVSENotification]
-                    if bits(1): raise r.deviation('EVSEStatusType')
-                    s = 2
-                else:
-                    raise r.deviation('EVSEStatusType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('EVSEStatusType')
+        x = bits(2)
+        if x & 3: raise r.deviation('EVSEStatusType')
+        el = 'NotificationMaxDelay'
+        f_NotificationMaxDelay = r.uint()
+        if f_NotificationMaxDelay > 65535: raise DecodeError(f'value {f_NotificationMaxDelay} outside [0, 65535]', r.pos)
+        x = bits(8)
+        if x & 227: raise r.deviation('EVSEStatusType')
+        el = 'EVSENotification'
+        f_EVSENotification = ((x >> 2) & 7)
+        if f_EVSENotification >= 6: raise DecodeError(f'enumeration index {f_EVSENotification} out of range (6 values)', r.pos)
+        f_EVSENotification = _E14[f_EVSENotification]
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.EVSEStatusType(f_NotificationMaxDelay, f_EVSENotification)
@@ -10305,38 +9077,21 @@ def _e_EVSEStatusType(w, o):
     try:
         v_NotificationMaxDelay = o.NotificationMaxDelay
         v_EVSENotification = o.EVSENotification
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_NotificationMaxDelay is not None:
-                    bits(0, 1)
-                    el = 'NotificationMaxDelay'
-                    w.bits(0, 1)
-                    if v_NotificationMaxDelay < 0 or v_NotificationMaxDelay > 65535: raise EncodeError(f'value {v_NotificationMaxDelay!r} outside [0, 65535]')
-                    w.uint(v_NotificationMaxDelay)
-                    w.bits(0, 1)
-                    v_NotificationMaxDelay = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of NotificationMaxDelay')
-            if s == 1:
-                if v_EVSENotification is not None:
-                    bits(0, 1)
-                    el = 'EVSENotification'
-                    w.bits(0, 1)
-                    _i = _I15.get(v_EVSENotification)
-                    if _i is None: raise EncodeError(f'{v_EVSENotification!r} is not one of the enumeration evseNotificationType')
-                    w.bits(_i, 3)
-                    w.bits(0, 1)
-                    v_EVSENotification = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of EVSENotification')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_NotificationMaxDelay is not None or v_EVSENotification is not None: raise _leftover(o)
-                    s = -1
+        if v_NotificationMaxDelay is not None:
+            el = 'NotificationMaxDelay'
+            bits(0, 2)
+            if v_NotificationMaxDelay < 0 or v_NotificationMaxDelay > 65535: raise EncodeError(f'value {v_NotificationMaxDelay!r} outside [0, 65535]')
+            w.uint(v_NotificationMaxDelay)
+            if not (v_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+            el = 'EVSENotification'
+            _i18 = _I15.get(v_EVSENotification)
+            if _i18 is None: raise EncodeError(f'{v_EVSENotification!r} is not one of the enumeration evseNotificationType')
+            bits((_i18 << 2), 8)
+            v_NotificationMaxDelay = None
+            v_EVSENotification = None
+            if v_NotificationMaxDelay is not None or v_EVSENotification is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of NotificationMaxDelay')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -10352,45 +9107,26 @@ def _d_ScheduleExchangeReqType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('ScheduleExchangeReqType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'MaximumSupportingPoints'
-                    if bits(1): raise r.deviation('ScheduleExchangeReqType')
-                    f_MaximumSupportingPoints = bits(10) + 12
-                    if f_MaximumSupportingPoints > 1024: raise DecodeError(f'value {f_MaximumSupportingPoints} above maximum 1024', r.pos)
-                    if bits(1): raise r.deviation('ScheduleExchangeReqType')
-                    s = 2
-                else:
-                    raise r.deviation('ScheduleExchangeReqType')
+                if bits(1): raise r.deviation('ScheduleExchangeReqType')
+                el = 'Header'
+                f_Header = _d_MessageHeaderType(r)
+                x = bits(13)
+                if x & 6145: raise r.deviation('ScheduleExchangeReqType')
+                el = 'MaximumSupportingPoints'
+                f_MaximumSupportingPoints = ((x >> 1) & 1023) + 12
+                if f_MaximumSupportingPoints > 1024: raise DecodeError(f'value {f_MaximumSupportingPoints} above maximum 1024', r.pos)
+                s = 2
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
                     el = 'Dynamic_SEReqControlMode'
                     f_Dynamic_SEReqControlMode = _d_Dynamic_SEReqControlModeType(r)
-                    s = 3
+                    if bits(1): raise r.deviation('ScheduleExchangeReqType')
+                    s = -1
                 elif ec == 1:
                     el = 'Scheduled_SEReqControlMode'
                     f_Scheduled_SEReqControlMode = _d_Scheduled_SEReqControlModeType(r)
-                    s = 4
-                else:
-                    raise r.deviation('ScheduleExchangeReqType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ScheduleExchangeReqType')
-            if s == 4:
-                ec = bits(1)
-                if ec == 0:
+                    if bits(1): raise r.deviation('ScheduleExchangeReqType')
                     s = -1
                 else:
                     raise r.deviation('ScheduleExchangeReqType')
@@ -10411,50 +9147,37 @@ def _e_ScheduleExchangeReqType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Header is not None:
-                    bits(0, 1)
                     el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_MaximumSupportingPoints is not None:
                     bits(0, 1)
+                    _e_MessageHeaderType(w, v_Header)
+                    if not (v_MaximumSupportingPoints is not None): raise EncodeError('missing content: MaximumSupportingPoints')
                     el = 'MaximumSupportingPoints'
-                    w.bits(0, 1)
                     if not 12 <= v_MaximumSupportingPoints <= 1024: raise EncodeError(f'value {v_MaximumSupportingPoints!r} outside [12, 1024]')
-                    w.bits(v_MaximumSupportingPoints - 12, 10)
-                    w.bits(0, 1)
+                    bits(((v_MaximumSupportingPoints - 12) << 1), 13)
+                    v_Header = None
                     v_MaximumSupportingPoints = None
                     s = 2
                 else:
-                    raise EncodeError('missing content: expected one of MaximumSupportingPoints')
+                    raise EncodeError('missing content: expected one of Header')
             if s == 2:
                 if v_Dynamic_SEReqControlMode is not None:
-                    bits(0, 2)
                     el = 'Dynamic_SEReqControlMode'
+                    bits(0, 2)
                     _e_Dynamic_SEReqControlModeType(w, v_Dynamic_SEReqControlMode)
+                    bits(0, 1)
                     v_Dynamic_SEReqControlMode = None
-                    s = 3
+                    if v_Header is not None or v_MaximumSupportingPoints is not None or v_Dynamic_SEReqControlMode is not None or v_Scheduled_SEReqControlMode is not None: raise _leftover(o)
+                    s = -1
                 elif v_Scheduled_SEReqControlMode is not None:
-                    bits(1, 2)
                     el = 'Scheduled_SEReqControlMode'
+                    bits(1, 2)
                     _e_Scheduled_SEReqControlModeType(w, v_Scheduled_SEReqControlMode)
+                    bits(0, 1)
                     v_Scheduled_SEReqControlMode = None
-                    s = 4
+                    if v_Header is not None or v_MaximumSupportingPoints is not None or v_Dynamic_SEReqControlMode is not None or v_Scheduled_SEReqControlMode is not None: raise _leftover(o)
+                    s = -1
                 else:
                     raise EncodeError('missing content: expected one of Dynamic_SEReqControlMode, Scheduled_SEReqControlMode')
-            if s == 3:
-                if True:
-                    bits(0, 1)
-                    if v_Header is not None or v_MaximumSupportingPoints is not None or v_Dynamic_SEReqControlMode is not None or v_Scheduled_SEReqControlMode is not None: raise _leftover(o)
-                    s = -1
-            if s == 4:
-                if True:
-                    bits(0, 1)
-                    if v_Header is not None or v_MaximumSupportingPoints is not None or v_Dynamic_SEReqControlMode is not None or v_Scheduled_SEReqControlMode is not None: raise _leftover(o)
-                    s = -1
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -10474,31 +9197,28 @@ def _d_Dynamic_SEReqControlModeType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'DepartureTime'
-                    if bits(1): raise r.deviation('Dynamic_SEReqControlModeType')
-                    f_DepartureTime = r.uint()
-                    if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('Dynamic_SEReqControlModeType')
-                    s = 1
-                else:
-                    raise r.deviation('Dynamic_SEReqControlModeType')
+                x = bits(2)
+                if x & 3: raise r.deviation('Dynamic_SEReqControlModeType')
+                el = 'DepartureTime'
+                f_DepartureTime = r.uint()
+                if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', r.pos)
+                if bits(1): raise r.deviation('Dynamic_SEReqControlModeType')
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('Dynamic_SEReqControlModeType')
                     el = 'MinimumSOC'
-                    if bits(1): raise r.deviation('Dynamic_SEReqControlModeType')
-                    f_MinimumSOC = bits(7)
+                    f_MinimumSOC = ((x >> 1) & 127)
                     if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('Dynamic_SEReqControlModeType')
                     s = 2
                 elif ec == 1:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('Dynamic_SEReqControlModeType')
                     el = 'TargetSOC'
-                    if bits(1): raise r.deviation('Dynamic_SEReqControlModeType')
-                    f_TargetSOC = bits(7)
+                    f_TargetSOC = ((x >> 1) & 127)
                     if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('Dynamic_SEReqControlModeType')
                     s = 3
                 elif ec == 2:
                     el = 'EVTargetEnergyRequest'
@@ -10509,11 +9229,11 @@ def _d_Dynamic_SEReqControlModeType(r):
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('Dynamic_SEReqControlModeType')
                     el = 'TargetSOC'
-                    if bits(1): raise r.deviation('Dynamic_SEReqControlModeType')
-                    f_TargetSOC = bits(7)
+                    f_TargetSOC = ((x >> 1) & 127)
                     if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('Dynamic_SEReqControlModeType')
                     s = 3
                 elif ec == 1:
                     el = 'EVTargetEnergyRequest'
@@ -10522,29 +9242,18 @@ def _d_Dynamic_SEReqControlModeType(r):
                 else:
                     raise r.deviation('Dynamic_SEReqControlModeType')
             if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVTargetEnergyRequest'
-                    f_EVTargetEnergyRequest = _d_RationalNumberType(r)
-                    s = 4
-                else:
-                    raise r.deviation('Dynamic_SEReqControlModeType')
+                if bits(1): raise r.deviation('Dynamic_SEReqControlModeType')
+                el = 'EVTargetEnergyRequest'
+                f_EVTargetEnergyRequest = _d_RationalNumberType(r)
+                s = 4
             if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMaximumEnergyRequest'
-                    f_EVMaximumEnergyRequest = _d_RationalNumberType(r)
-                    s = 5
-                else:
-                    raise r.deviation('Dynamic_SEReqControlModeType')
-            if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMinimumEnergyRequest'
-                    f_EVMinimumEnergyRequest = _d_RationalNumberType(r)
-                    s = 6
-                else:
-                    raise r.deviation('Dynamic_SEReqControlModeType')
+                if bits(1): raise r.deviation('Dynamic_SEReqControlModeType')
+                el = 'EVMaximumEnergyRequest'
+                f_EVMaximumEnergyRequest = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('Dynamic_SEReqControlModeType')
+                el = 'EVMinimumEnergyRequest'
+                f_EVMinimumEnergyRequest = _d_RationalNumberType(r)
+                s = 6
             if s == 6:
                 ec = bits(2)
                 if ec == 0:
@@ -10556,6 +9265,7 @@ def _d_Dynamic_SEReqControlModeType(r):
                     f_EVMinimumV2XEnergyRequest = _d_RationalNumberType(r)
                     s = 8
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Dynamic_SEReqControlModeType')
@@ -10566,15 +9276,13 @@ def _d_Dynamic_SEReqControlModeType(r):
                     f_EVMinimumV2XEnergyRequest = _d_RationalNumberType(r)
                     s = 8
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Dynamic_SEReqControlModeType')
             if s == 8:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('Dynamic_SEReqControlModeType')
+                if bits(1): raise r.deviation('Dynamic_SEReqControlModeType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commonmessages.Dynamic_SEReqControlModeType(f_DepartureTime, f_MinimumSOC, f_TargetSOC, f_EVTargetEnergyRequest, f_EVMaximumEnergyRequest, f_EVMinimumEnergyRequest, f_EVMaximumV2XEnergyRequest, f_EVMinimumV2XEnergyRequest)
@@ -10596,38 +9304,31 @@ def _e_Dynamic_SEReqControlModeType(w, o):
         while s >= 0:
             if s == 0:
                 if v_DepartureTime is not None:
-                    bits(0, 1)
                     el = 'DepartureTime'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     if v_DepartureTime < 0 or v_DepartureTime > 4294967295: raise EncodeError(f'value {v_DepartureTime!r} outside [0, 4294967295]')
                     w.uint(v_DepartureTime)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_DepartureTime = None
                     s = 1
                 else:
                     raise EncodeError('missing content: expected one of DepartureTime')
             if s == 1:
                 if v_MinimumSOC is not None:
-                    bits(0, 2)
                     el = 'MinimumSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_MinimumSOC <= 100: raise EncodeError(f'value {v_MinimumSOC!r} outside [0, 100]')
-                    w.bits(v_MinimumSOC, 7)
-                    w.bits(0, 1)
+                    bits((v_MinimumSOC << 1), 11)
                     v_MinimumSOC = None
                     s = 2
                 elif v_TargetSOC is not None:
-                    bits(1, 2)
                     el = 'TargetSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
-                    w.bits(v_TargetSOC, 7)
-                    w.bits(0, 1)
+                    bits((1 << 9) | (v_TargetSOC << 1), 11)
                     v_TargetSOC = None
                     s = 3
                 elif v_EVTargetEnergyRequest is not None:
-                    bits(2, 2)
                     el = 'EVTargetEnergyRequest'
+                    bits(2, 2)
                     _e_RationalNumberType(w, v_EVTargetEnergyRequest)
                     v_EVTargetEnergyRequest = None
                     s = 4
@@ -10635,17 +9336,14 @@ def _e_Dynamic_SEReqControlModeType(w, o):
                     raise EncodeError('missing content: expected one of MinimumSOC, TargetSOC, EVTargetEnergyRequest')
             if s == 2:
                 if v_TargetSOC is not None:
-                    bits(0, 2)
                     el = 'TargetSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
-                    w.bits(v_TargetSOC, 7)
-                    w.bits(0, 1)
+                    bits((v_TargetSOC << 1), 11)
                     v_TargetSOC = None
                     s = 3
                 elif v_EVTargetEnergyRequest is not None:
-                    bits(1, 2)
                     el = 'EVTargetEnergyRequest'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVTargetEnergyRequest)
                     v_EVTargetEnergyRequest = None
                     s = 4
@@ -10653,8 +9351,8 @@ def _e_Dynamic_SEReqControlModeType(w, o):
                     raise EncodeError('missing content: expected one of TargetSOC, EVTargetEnergyRequest')
             if s == 3:
                 if v_EVTargetEnergyRequest is not None:
-                    bits(0, 1)
                     el = 'EVTargetEnergyRequest'
+                    bits(0, 1)
                     _e_RationalNumberType(w, v_EVTargetEnergyRequest)
                     v_EVTargetEnergyRequest = None
                     s = 4
@@ -10662,32 +9360,28 @@ def _e_Dynamic_SEReqControlModeType(w, o):
                     raise EncodeError('missing content: expected one of EVTargetEnergyRequest')
             if s == 4:
                 if v_EVMaximumEnergyRequest is not None:
-                    bits(0, 1)
                     el = 'EVMaximumEnergyRequest'
-                    _e_RationalNumberType(w, v_EVMaximumEnergyRequest)
-                    v_EVMaximumEnergyRequest = None
-                    s = 5
-                else:
-                    raise EncodeError('missing content: expected one of EVMaximumEnergyRequest')
-            if s == 5:
-                if v_EVMinimumEnergyRequest is not None:
                     bits(0, 1)
+                    _e_RationalNumberType(w, v_EVMaximumEnergyRequest)
+                    if not (v_EVMinimumEnergyRequest is not None): raise EncodeError('missing content: EVMinimumEnergyRequest')
                     el = 'EVMinimumEnergyRequest'
+                    bits(0, 1)
+                    v_EVMaximumEnergyRequest = None
                     _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
                     v_EVMinimumEnergyRequest = None
                     s = 6
                 else:
-                    raise EncodeError('missing content: expected one of EVMinimumEnergyRequest')
+                    raise EncodeError('missing content: expected one of EVMaximumEnergyRequest')
             if s == 6:
                 if v_EVMaximumV2XEnergyRequest is not None:
-                    bits(0, 2)
                     el = 'EVMaximumV2XEnergyRequest'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVMaximumV2XEnergyRequest)
                     v_EVMaximumV2XEnergyRequest = None
                     s = 7
                 elif v_EVMinimumV2XEnergyRequest is not None:
-                    bits(1, 2)
                     el = 'EVMinimumV2XEnergyRequest'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVMinimumV2XEnergyRequest)
                     v_EVMinimumV2XEnergyRequest = None
                     s = 8
@@ -10697,8 +9391,8 @@ def _e_Dynamic_SEReqControlModeType(w, o):
                     s = -1
             if s == 7:
                 if v_EVMinimumV2XEnergyRequest is not None:
-                    bits(0, 2)
                     el = 'EVMinimumV2XEnergyRequest'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVMinimumV2XEnergyRequest)
                     v_EVMinimumV2XEnergyRequest = None
                     s = 8
@@ -10729,8 +9423,8 @@ def _d_Scheduled_SEReqControlModeType(r):
             if s == 0:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'DepartureTime'
                     if bits(1): raise r.deviation('Scheduled_SEReqControlModeType')
+                    el = 'DepartureTime'
                     f_DepartureTime = r.uint()
                     if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('Scheduled_SEReqControlModeType')
@@ -10752,6 +9446,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                     f_EVEnergyOffer = _d_EVEnergyOfferType(r)
                     s = 5
                 elif ec == 5:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Scheduled_SEReqControlModeType')
@@ -10774,6 +9469,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                     f_EVEnergyOffer = _d_EVEnergyOfferType(r)
                     s = 5
                 elif ec == 4:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Scheduled_SEReqControlModeType')
@@ -10792,6 +9488,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                     f_EVEnergyOffer = _d_EVEnergyOfferType(r)
                     s = 5
                 elif ec == 3:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Scheduled_SEReqControlModeType')
@@ -10806,6 +9503,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                     f_EVEnergyOffer = _d_EVEnergyOfferType(r)
                     s = 5
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Scheduled_SEReqControlModeType')
@@ -10816,15 +9514,13 @@ def _d_Scheduled_SEReqControlModeType(r):
                     f_EVEnergyOffer = _d_EVEnergyOfferType(r)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Scheduled_SEReqControlModeType')
             if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('Scheduled_SEReqControlModeType')
+                if bits(1): raise r.deviation('Scheduled_SEReqControlModeType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commonmessages.Scheduled_SEReqControlModeType(f_DepartureTime, f_EVTargetEnergyRequest, f_EVMaximumEnergyRequest, f_EVMinimumEnergyRequest, f_EVEnergyOffer)
@@ -10843,35 +9539,34 @@ def _e_Scheduled_SEReqControlModeType(w, o):
         while s >= 0:
             if s == 0:
                 if v_DepartureTime is not None:
-                    bits(0, 3)
                     el = 'DepartureTime'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     if v_DepartureTime < 0 or v_DepartureTime > 4294967295: raise EncodeError(f'value {v_DepartureTime!r} outside [0, 4294967295]')
                     w.uint(v_DepartureTime)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_DepartureTime = None
                     s = 1
                 elif v_EVTargetEnergyRequest is not None:
-                    bits(1, 3)
                     el = 'EVTargetEnergyRequest'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_EVTargetEnergyRequest)
                     v_EVTargetEnergyRequest = None
                     s = 2
                 elif v_EVMaximumEnergyRequest is not None:
-                    bits(2, 3)
                     el = 'EVMaximumEnergyRequest'
+                    bits(2, 3)
                     _e_RationalNumberType(w, v_EVMaximumEnergyRequest)
                     v_EVMaximumEnergyRequest = None
                     s = 3
                 elif v_EVMinimumEnergyRequest is not None:
-                    bits(3, 3)
                     el = 'EVMinimumEnergyRequest'
+                    bits(3, 3)
                     _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
                     v_EVMinimumEnergyRequest = None
                     s = 4
                 elif v_EVEnergyOffer is not None:
-                    bits(4, 3)
                     el = 'EVEnergyOffer'
+                    bits(4, 3)
                     _e_EVEnergyOfferType(w, v_EVEnergyOffer)
                     v_EVEnergyOffer = None
                     s = 5
@@ -10881,26 +9576,26 @@ def _e_Scheduled_SEReqControlModeType(w, o):
                     s = -1
             if s == 1:
                 if v_EVTargetEnergyRequest is not None:
-                    bits(0, 3)
                     el = 'EVTargetEnergyRequest'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_EVTargetEnergyRequest)
                     v_EVTargetEnergyRequest = None
                     s = 2
                 elif v_EVMaximumEnergyRequest is not None:
-                    bits(1, 3)
                     el = 'EVMaximumEnergyRequest'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_EVMaximumEnergyRequest)
                     v_EVMaximumEnergyRequest = None
                     s = 3
                 elif v_EVMinimumEnergyRequest is not None:
-                    bits(2, 3)
                     el = 'EVMinimumEnergyRequest'
+                    bits(2, 3)
                     _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
                     v_EVMinimumEnergyRequest = None
                     s = 4
                 elif v_EVEnergyOffer is not None:
-                    bits(3, 3)
                     el = 'EVEnergyOffer'
+                    bits(3, 3)
                     _e_EVEnergyOfferType(w, v_EVEnergyOffer)
                     v_EVEnergyOffer = None
                     s = 5
@@ -10910,20 +9605,20 @@ def _e_Scheduled_SEReqControlModeType(w, o):
                     s = -1
             if s == 2:
                 if v_EVMaximumEnergyRequest is not None:
-                    bits(0, 3)
                     el = 'EVMaximumEnergyRequest'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_EVMaximumEnergyRequest)
                     v_EVMaximumEnergyRequest = None
                     s = 3
                 elif v_EVMinimumEnergyRequest is not None:
-                    bits(1, 3)
                     el = 'EVMinimumEnergyRequest'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
                     v_EVMinimumEnergyRequest = None
                     s = 4
                 elif v_EVEnergyOffer is not None:
-                    bits(2, 3)
                     el = 'EVEnergyOffer'
+                    bits(2, 3)
                     _e_EVEnergyOfferType(w, v_EVEnergyOffer)
                     v_EVEnergyOffer = None
                     s = 5
@@ -10933,14 +9628,14 @@ def _e_Scheduled_SEReqControlModeType(w, o):
                     s = -1
             if s == 3:
                 if v_EVMinimumEnergyRequest is not None:
-                    bits(0, 2)
                     el = 'EVMinimumEnergyRequest'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
                     v_EVMinimumEnergyRequest = None
                     s = 4
                 elif v_EVEnergyOffer is not None:
-                    bits(1, 2)
                     el = 'EVEnergyOffer'
+                    bits(1, 2)
                     _e_EVEnergyOfferType(w, v_EVEnergyOffer)
                     v_EVEnergyOffer = None
                     s = 5
@@ -10950,8 +9645,8 @@ def _e_Scheduled_SEReqControlModeType(w, o):
                     s = -1
             if s == 4:
                 if v_EVEnergyOffer is not None:
-                    bits(0, 2)
                     el = 'EVEnergyOffer'
+                    bits(0, 2)
                     _e_EVEnergyOfferType(w, v_EVEnergyOffer)
                     v_EVEnergyOffer = None
                     s = 5
@@ -10974,30 +9669,13 @@ def _d_EVEnergyOfferType(r):
     f_EVPowerSchedule = None
     f_EVAbsolutePriceSchedule = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVPowerSchedule'
-                    f_EVPowerSchedule = _d_EVPowerScheduleType(r)
-                    s = 1
-                else:
-                    raise r.deviation('EVEnergyOfferType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVAbsolutePriceSchedule'
-                    f_EVAbsolutePriceSchedule = _d_EVAbsolutePriceScheduleType(r)
-                    s = 2
-                else:
-                    raise r.deviation('EVEnergyOfferType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('EVEnergyOfferType')
+        if bits(1): raise r.deviation('EVEnergyOfferType')
+        el = 'EVPowerSchedule'
+        f_EVPowerSchedule = _d_EVPowerScheduleType(r)
+        if bits(1): raise r.deviation('EVEnergyOfferType')
+        el = 'EVAbsolutePriceSchedule'
+        f_EVAbsolutePriceSchedule = _d_EVAbsolutePriceScheduleType(r)
+        if bits(1): raise r.deviation('EVEnergyOfferType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commonmessages.EVEnergyOfferType(f_EVPowerSchedule, f_EVAbsolutePriceSchedule)
@@ -11009,31 +9687,20 @@ def _e_EVEnergyOfferType(w, o):
     try:
         v_EVPowerSchedule = o.EVPowerSchedule
         v_EVAbsolutePriceSchedule = o.EVAbsolutePriceSchedule
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_EVPowerSchedule is not None:
-                    bits(0, 1)
-                    el = 'EVPowerSchedule'
-                    _e_EVPowerScheduleType(w, v_EVPowerSchedule)
-                    v_EVPowerSchedule = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of EVPowerSchedule')
-            if s == 1:
-                if v_EVAbsolutePriceSchedule is not None:
-                    bits(0, 1)
-                    el = 'EVAbsolutePriceSchedule'
-                    _e_EVAbsolutePriceScheduleType(w, v_EVAbsolutePriceSchedule)
-                    v_EVAbsolutePriceSchedule = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of EVAbsolutePriceSchedule')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_EVPowerSchedule is not None or v_EVAbsolutePriceSchedule is not None: raise _leftover(o)
-                    s = -1
+        if v_EVPowerSchedule is not None:
+            el = 'EVPowerSchedule'
+            bits(0, 1)
+            _e_EVPowerScheduleType(w, v_EVPowerSchedule)
+            if not (v_EVAbsolutePriceSchedule is not None): raise EncodeError('missing content: EVAbsolutePriceSchedule')
+            el = 'EVAbsolutePriceSchedule'
+            bits(0, 1)
+            v_EVPowerSchedule = None
+            _e_EVAbsolutePriceScheduleType(w, v_EVAbsolutePriceSchedule)
+            bits(0, 1)
+            v_EVAbsolutePriceSchedule = None
+            if v_EVPowerSchedule is not None or v_EVAbsolutePriceSchedule is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of EVPowerSchedule')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -11044,33 +9711,16 @@ def _d_EVPowerScheduleType(r):
     f_TimeAnchor = None
     f_EVPowerScheduleEntries = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'TimeAnchor'
-                    if bits(1): raise r.deviation('EVPowerScheduleType')
-                    f_TimeAnchor = r.uint()
-                    if f_TimeAnchor > 18446744073709551615: raise DecodeError(f'value {f_TimeAnchor} outside [0, 18446744073709551615]', r.pos)
-                    if bits(1): raise r.deviation('EVPowerScheduleType')
-                    s = 1
-                else:
-                    raise r.deviation('EVPowerScheduleType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVPowerScheduleEntries'
-                    f_EVPowerScheduleEntries = _d_EVPowerScheduleEntryListType(r)
-                    s = 2
-                else:
-                    raise r.deviation('EVPowerScheduleType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('EVPowerScheduleType')
+        x = bits(2)
+        if x & 3: raise r.deviation('EVPowerScheduleType')
+        el = 'TimeAnchor'
+        f_TimeAnchor = r.uint()
+        if f_TimeAnchor > 18446744073709551615: raise DecodeError(f'value {f_TimeAnchor} outside [0, 18446744073709551615]', r.pos)
+        x = bits(2)
+        if x & 3: raise r.deviation('EVPowerScheduleType')
+        el = 'EVPowerScheduleEntries'
+        f_EVPowerScheduleEntries = _d_EVPowerScheduleEntryListType(r)
+        if bits(1): raise r.deviation('EVPowerScheduleType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commonmessages.EVPowerScheduleType(f_TimeAnchor, f_EVPowerScheduleEntries)
@@ -11082,34 +9732,21 @@ def _e_EVPowerScheduleType(w, o):
     try:
         v_TimeAnchor = o.TimeAnchor
         v_EVPowerScheduleEntries = o.EVPowerScheduleEntries
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_TimeAnchor is not None:
-                    bits(0, 1)
-                    el = 'TimeAnchor'
-                    w.bits(0, 1)
-                    if v_TimeAnchor < 0 or v_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {v_TimeAnchor!r} outside [0, 18446744073709551615]')
-                    w.uint(v_TimeAnchor)
-                    w.bits(0, 1)
-                    v_TimeAnchor = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of TimeAnchor')
-            if s == 1:
-                if v_EVPowerScheduleEntries is not None:
-                    bits(0, 1)
-                    el = 'EVPowerScheduleEntries'
-                    _e_EVPowerScheduleEntryListType(w, v_EVPowerScheduleEntries)
-                    v_EVPowerScheduleEntries = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of EVPowerScheduleEntries')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_TimeAnchor is not None or v_EVPowerScheduleEntries is not None: raise _leftover(o)
-                    s = -1
+        if v_TimeAnchor is not None:
+            el = 'TimeAnchor'
+            bits(0, 2)
+            if v_TimeAnchor < 0 or v_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {v_TimeAnchor!r} outside [0, 18446744073709551615]')
+            w.uint(v_TimeAnchor)
+            if not (v_EVPowerScheduleEntries is not None): raise EncodeError('missing content: EVPowerScheduleEntries')
+            el = 'EVPowerScheduleEntries'
+            bits(0, 2)
+            v_TimeAnchor = None
+            _e_EVPowerScheduleEntryListType(w, v_EVPowerScheduleEntries)
+            bits(0, 1)
+            v_EVPowerScheduleEntries = None
+            if v_TimeAnchor is not None or v_EVPowerScheduleEntries is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of TimeAnchor')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -11122,14 +9759,11 @@ def _d_EVPowerScheduleEntryListType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVPowerScheduleEntry'
-                    _v = _d_EVPowerScheduleEntryType(r)
-                    f_EVPowerScheduleEntry.append(_v)
-                    s = 1
-                else:
-                    raise r.deviation('EVPowerScheduleEntryListType')
+                if bits(1): raise r.deviation('EVPowerScheduleEntryListType')
+                el = 'EVPowerScheduleEntry'
+                _v = _d_EVPowerScheduleEntryType(r)
+                f_EVPowerScheduleEntry.append(_v)
+                s = 1
             if s == 1:
                 n = 0
                 while True:
@@ -11143,16 +9777,14 @@ def _d_EVPowerScheduleEntryListType(r):
                             s = 1024
                             break
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
                         raise r.deviation('EVPowerScheduleEntryListType')
             if s == 1024:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('EVPowerScheduleEntryListType')
+                if bits(1): raise r.deviation('EVPowerScheduleEntryListType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commonmessages.EVPowerScheduleEntryListType(f_EVPowerScheduleEntry)
@@ -11169,8 +9801,8 @@ def _e_EVPowerScheduleEntryListType(w, o):
         while s >= 0:
             if s == 0:
                 if i_EVPowerScheduleEntry < n_EVPowerScheduleEntry:
-                    bits(0, 1)
                     el = 'EVPowerScheduleEntry'
+                    bits(0, 1)
                     _e_EVPowerScheduleEntryType(w, v_EVPowerScheduleEntry[i_EVPowerScheduleEntry])
                     i_EVPowerScheduleEntry += 1
                     s = 1
@@ -11180,8 +9812,8 @@ def _e_EVPowerScheduleEntryListType(w, o):
                 n = 0
                 while True:
                     if i_EVPowerScheduleEntry < n_EVPowerScheduleEntry:
-                        bits(0, 2)
                         el = 'EVPowerScheduleEntry'
+                        bits(0, 2)
                         _e_EVPowerScheduleEntryType(w, v_EVPowerScheduleEntry[i_EVPowerScheduleEntry])
                         i_EVPowerScheduleEntry += 1
                         n += 1
@@ -11208,33 +9840,16 @@ def _d_EVPowerScheduleEntryType(r):
     f_Duration = None
     f_Power = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Duration'
-                    if bits(1): raise r.deviation('EVPowerScheduleEntryType')
-                    f_Duration = r.uint()
-                    if f_Duration > 4294967295: raise DecodeError(f'value {f_Duration} outside [0, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('EVPowerScheduleEntryType')
-                    s = 1
-                else:
-                    raise r.deviation('EVPowerScheduleEntryType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Power'
-                    f_Power = _d_RationalNumberType(r)
-                    s = 2
-                else:
-                    raise r.deviation('EVPowerScheduleEntryType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('EVPowerScheduleEntryType')
+        x = bits(2)
+        if x & 3: raise r.deviation('EVPowerScheduleEntryType')
+        el = 'Duration'
+        f_Duration = r.uint()
+        if f_Duration > 4294967295: raise DecodeError(f'value {f_Duration} outside [0, 4294967295]', r.pos)
+        x = bits(2)
+        if x & 3: raise r.deviation('EVPowerScheduleEntryType')
+        el = 'Power'
+        f_Power = _d_RationalNumberType(r)
+        if bits(1): raise r.deviation('EVPowerScheduleEntryType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commonmessages.EVPowerScheduleEntryType(f_Duration, f_Power)
@@ -11246,34 +9861,21 @@ def _e_EVPowerScheduleEntryType(w, o):
     try:
         v_Duration = o.Duration
         v_Power = o.Power
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Duration is not None:
-                    bits(0, 1)
-                    el = 'Duration'
-                    w.bits(0, 1)
-                    if v_Duration < 0 or v_Duration > 4294967295: raise EncodeError(f'value {v_Duration!r} outside [0, 4294967295]')
-                    w.uint(v_Duration)
-                    w.bits(0, 1)
-                    v_Duration = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Duration')
-            if s == 1:
-                if v_Power is not None:
-                    bits(0, 1)
-                    el = 'Power'
-                    _e_RationalNumberType(w, v_Power)
-                    v_Power = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of Power')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_Duration is not None or v_Power is not None: raise _leftover(o)
-                    s = -1
+        if v_Duration is not None:
+            el = 'Duration'
+            bits(0, 2)
+            if v_Duration < 0 or v_Duration > 4294967295: raise EncodeError(f'value {v_Duration!r} outside [0, 4294967295]')
+            w.uint(v_Duration)
+            if not (v_Power is not None): raise EncodeError('missing content: Power')
+            el = 'Power'
+            bits(0, 2)
+            v_Duration = None
+            _e_RationalNumberType(w, v_Power)
+            bits(0, 1)
+            v_Power = None
+            if v_Duration is not None or v_Power is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Duration')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -11286,55 +9888,26 @@ def _d_EVAbsolutePriceScheduleType(r):
     f_PriceAlgorithm = None
     f_EVPriceRuleStacks = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'TimeAnchor'
-                    if bits(1): raise r.deviation('EVAbsolutePriceScheduleType')
-                    f_TimeAnchor = r.uint()
-                    if f_TimeAnchor > 18446744073709551615: raise DecodeError(f'value {f_TimeAnchor} outside [0, 18446744073709551615]', r.pos)
-                    if bits(1): raise r.deviation('EVAbsolutePriceScheduleType')
-                    s = 1
-                else:
-                    raise r.deviation('EVAbsolutePriceScheduleType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Currency'
-                    if bits(1): raise r.deviation('EVAbsolutePriceScheduleType')
-                    f_Currency = r.string(81)
-                    if len(f_Currency) > 3: raise DecodeError(f'length {len(f_Currency)} outside [0, 3]', r.pos)
-                    if bits(1): raise r.deviation('EVAbsolutePriceScheduleType')
-                    s = 2
-                else:
-                    raise r.deviation('EVAbsolutePriceScheduleType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'PriceAlgorithm'
-                    if bits(1): raise r.deviation('EVAbsolutePriceScheduleType')
-                    f_PriceAlgorithm = r.string(82)
-                    if len(f_PriceAlgorithm) > 255: raise DecodeError(f'length {len(f_PriceAlgorithm)} outside [0, 255]', r.pos)
-                    if bits(1): raise r.deviation('EVAbsolutePriceScheduleType')
-                    s = 3
-                else:
-                    raise r.deviation('EVAbsolutePriceScheduleType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVPriceRuleStacks'
-                    f_EVPriceRuleStacks = _d_EVPriceRuleStackListType(r)
-                    s = 4
-                else:
-                    raise r.deviation('EVAbsolutePriceScheduleType')
-            if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('EVAbsolutePriceScheduleType')
+        x = bits(2)
+        if x & 3: raise r.deviation('EVAbsolutePriceScheduleType')
+        el = 'TimeAnchor'
+        f_TimeAnchor = r.uint()
+        if f_TimeAnchor > 18446744073709551615: raise DecodeError(f'value {f_TimeAnchor} outside [0, 18446744073709551615]', r.pos)
+        x = bits(3)
+        if x & 7: raise r.deviation('EVAbsolutePriceScheduleType')
+        el = 'Currency'
+        f_Currency = r.string(81)
+        if len(f_Currency) > 3: raise DecodeError(f'length {len(f_Currency)} outside [0, 3]', r.pos)
+        x = bits(3)
+        if x & 7: raise r.deviation('EVAbsolutePriceScheduleType')
+        el = 'PriceAlgorithm'
+        f_PriceAlgorithm = r.string(82)
+        if len(f_PriceAlgorithm) > 255: raise DecodeError(f'length {len(f_PriceAlgorithm)} outside [0, 255]', r.pos)
+        x = bits(2)
+        if x & 3: raise r.deviation('EVAbsolutePriceScheduleType')
+        el = 'EVPriceRuleStacks'
+        f_EVPriceRuleStacks = _d_EVPriceRuleStackListType(r)
+        if bits(1): raise r.deviation('EVAbsolutePriceScheduleType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commonmessages.EVAbsolutePriceScheduleType(f_TimeAnchor, f_Currency, f_PriceAlgorithm, f_EVPriceRuleStacks)
@@ -11348,58 +9921,33 @@ def _e_EVAbsolutePriceScheduleType(w, o):
         v_Currency = o.Currency
         v_PriceAlgorithm = o.PriceAlgorithm
         v_EVPriceRuleStacks = o.EVPriceRuleStacks
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_TimeAnchor is not None:
-                    bits(0, 1)
-                    el = 'TimeAnchor'
-                    w.bits(0, 1)
-                    if v_TimeAnchor < 0 or v_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {v_TimeAnchor!r} outside [0, 18446744073709551615]')
-                    w.uint(v_TimeAnchor)
-                    w.bits(0, 1)
-                    v_TimeAnchor = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of TimeAnchor')
-            if s == 1:
-                if v_Currency is not None:
-                    bits(0, 1)
-                    el = 'Currency'
-                    w.bits(0, 1)
-                    if len(v_Currency) > 3: raise EncodeError(f'length {len(v_Currency)} outside [0, 3]')
-                    w.string(v_Currency)
-                    w.bits(0, 1)
-                    v_Currency = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of Currency')
-            if s == 2:
-                if v_PriceAlgorithm is not None:
-                    bits(0, 1)
-                    el = 'PriceAlgorithm'
-                    w.bits(0, 1)
-                    if len(v_PriceAlgorithm) > 255: raise EncodeError(f'length {len(v_PriceAlgorithm)} outside [0, 255]')
-                    w.string(v_PriceAlgorithm)
-                    w.bits(0, 1)
-                    v_PriceAlgorithm = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of PriceAlgorithm')
-            if s == 3:
-                if v_EVPriceRuleStacks is not None:
-                    bits(0, 1)
-                    el = 'EVPriceRuleStacks'
-                    _e_EVPriceRuleStackListType(w, v_EVPriceRuleStacks)
-                    v_EVPriceRuleStacks = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of EVPriceRuleStacks')
-            if s == 4:
-                if True:
-                    bits(0, 1)
-                    if v_TimeAnchor is not None or v_Currency is not None or v_PriceAlgorithm is not None or v_EVPriceRuleStacks is not None: raise _leftover(o)
-                    s = -1
+        if v_TimeAnchor is not None:
+            el = 'TimeAnchor'
+            bits(0, 2)
+            if v_TimeAnchor < 0 or v_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {v_TimeAnchor!r} outside [0, 18446744073709551615]')
+            w.uint(v_TimeAnchor)
+            if not (v_Currency is not None): raise EncodeError('missing content: Currency')
+            el = 'Currency'
+            bits(0, 3)
+            v_TimeAnchor = None
+            if len(v_Currency) > 3: raise EncodeError(f'length {len(v_Currency)} outside [0, 3]')
+            w.string(v_Currency)
+            if not (v_PriceAlgorithm is not None): raise EncodeError('missing content: PriceAlgorithm')
+            el = 'PriceAlgorithm'
+            bits(0, 3)
+            v_Currency = None
+            if len(v_PriceAlgorithm) > 255: raise EncodeError(f'length {len(v_PriceAlgorithm)} outside [0, 255]')
+            w.string(v_PriceAlgorithm)
+            if not (v_EVPriceRuleStacks is not None): raise EncodeError('missing content: EVPriceRuleStacks')
+            el = 'EVPriceRuleStacks'
+            bits(0, 2)
+            v_PriceAlgorithm = None
+            _e_EVPriceRuleStackListType(w, v_EVPriceRuleStacks)
+            bits(0, 1)
+            v_EVPriceRuleStacks = None
+            if v_TimeAnchor is not None or v_Currency is not None or v_PriceAlgorithm is not None or v_EVPriceRuleStacks is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of TimeAnchor')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -11412,14 +9960,11 @@ def _d_EVPriceRuleStackListType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVPriceRuleStack'
-                    _v = _d_EVPriceRuleStackType(r)
-                    f_EVPriceRuleStack.append(_v)
-                    s = 1
-                else:
-                    raise r.deviation('EVPriceRuleStackListType')
+                if bits(1): raise r.deviation('EVPriceRuleStackListType')
+                el = 'EVPriceRuleStack'
+                _v = _d_EVPriceRuleStackType(r)
+                f_EVPriceRuleStack.append(_v)
+                s = 1
             if s == 1:
                 n = 0
                 while True:
@@ -11433,16 +9978,14 @@ def _d_EVPriceRuleStackListType(r):
                             s = 1024
                             break
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
                         raise r.deviation('EVPriceRuleStackListType')
             if s == 1024:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('EVPriceRuleStackListType')
+                if bits(1): raise r.deviation('EVPriceRuleStackListType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commonmessages.EVPriceRuleStackListType(f_EVPriceRuleStack)
@@ -11459,8 +10002,8 @@ def _e_EVPriceRuleStackListType(w, o):
         while s >= 0:
             if s == 0:
                 if i_EVPriceRuleStack < n_EVPriceRuleStack:
-                    bits(0, 1)
                     el = 'EVPriceRuleStack'
+                    bits(0, 1)
                     _e_EVPriceRuleStackType(w, v_EVPriceRuleStack[i_EVPriceRuleStack])
                     i_EVPriceRuleStack += 1
                     s = 1
@@ -11470,8 +10013,8 @@ def _e_EVPriceRuleStackListType(w, o):
                 n = 0
                 while True:
                     if i_EVPriceRuleStack < n_EVPriceRuleStack:
-                        bits(0, 2)
                         el = 'EVPriceRuleStack'
+                        bits(0, 2)
                         _e_EVPriceRuleStackType(w, v_EVPriceRuleStack[i_EVPriceRuleStack])
                         i_EVPriceRuleStack += 1
                         n += 1
@@ -11501,25 +10044,17 @@ def _d_EVPriceRuleStackType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Duration'
-                    if bits(1): raise r.deviation('EVPriceRuleStackType')
-                    f_Duration = r.uint()
-                    if f_Duration > 4294967295: raise DecodeError(f'value {f_Duration} outside [0, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('EVPriceRuleStackType')
-                    s = 1
-                else:
-                    raise r.deviation('EVPriceRuleStackType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVPriceRule'
-                    _v = _d_EVPriceRuleType(r)
-                    f_EVPriceRule.append(_v)
-                    s = 2
-                else:
-                    raise r.deviation('EVPriceRuleStackType')
+                x = bits(2)
+                if x & 3: raise r.deviation('EVPriceRuleStackType')
+                el = 'Duration'
+                f_Duration = r.uint()
+                if f_Duration > 4294967295: raise DecodeError(f'value {f_Duration} outside [0, 4294967295]', r.pos)
+                x = bits(2)
+                if x & 3: raise r.deviation('EVPriceRuleStackType')
+                el = 'EVPriceRule'
+                _v = _d_EVPriceRuleType(r)
+                f_EVPriceRule.append(_v)
+                s = 2
             if s == 2:
                 n = 0
                 while True:
@@ -11533,16 +10068,14 @@ def _d_EVPriceRuleStackType(r):
                             s = 9
                             break
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
                         raise r.deviation('EVPriceRuleStackType')
             if s == 9:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('EVPriceRuleStackType')
+                if bits(1): raise r.deviation('EVPriceRuleStackType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commonmessages.EVPriceRuleStackType(f_Duration, f_EVPriceRule)
@@ -11560,31 +10093,25 @@ def _e_EVPriceRuleStackType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Duration is not None:
-                    bits(0, 1)
                     el = 'Duration'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     if v_Duration < 0 or v_Duration > 4294967295: raise EncodeError(f'value {v_Duration!r} outside [0, 4294967295]')
                     w.uint(v_Duration)
-                    w.bits(0, 1)
-                    v_Duration = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Duration')
-            if s == 1:
-                if i_EVPriceRule < n_EVPriceRule:
-                    bits(0, 1)
+                    if not (i_EVPriceRule < n_EVPriceRule): raise EncodeError('missing content: EVPriceRule')
                     el = 'EVPriceRule'
+                    bits(0, 2)
+                    v_Duration = None
                     _e_EVPriceRuleType(w, v_EVPriceRule[i_EVPriceRule])
                     i_EVPriceRule += 1
                     s = 2
                 else:
-                    raise EncodeError('missing content: expected one of EVPriceRule')
+                    raise EncodeError('missing content: expected one of Duration')
             if s == 2:
                 n = 0
                 while True:
                     if i_EVPriceRule < n_EVPriceRule:
-                        bits(0, 2)
                         el = 'EVPriceRule'
+                        bits(0, 2)
                         _e_EVPriceRuleType(w, v_EVPriceRule[i_EVPriceRule])
                         i_EVPriceRule += 1
                         n += 1
@@ -11611,30 +10138,13 @@ def _d_EVPriceRuleType(r):
     f_EnergyFee = None
     f_PowerRangeStart = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EnergyFee'
-                    f_EnergyFee = _d_RationalNumberType(r)
-                    s = 1
-                else:
-                    raise r.deviation('EVPriceRuleType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'PowerRangeStart'
-                    f_PowerRangeStart = _d_RationalNumberType(r)
-                    s = 2
-                else:
-                    raise r.deviation('EVPriceRuleType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('EVPriceRuleType')
+        if bits(1): raise r.deviation('EVPriceRuleType')
+        el = 'EnergyFee'
+        f_EnergyFee = _d_RationalNumberType(r)
+        if bits(1): raise r.deviation('EVPriceRuleType')
+        el = 'PowerRangeStart'
+        f_PowerRangeStart = _d_RationalNumberType(r)
+        if bits(1): raise r.deviation('EVPriceRuleType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commonmessages.EVPriceRuleType(f_EnergyFee, f_PowerRangeStart)
@@ -11646,31 +10156,20 @@ def _e_EVPriceRuleType(w, o):
     try:
         v_EnergyFee = o.EnergyFee
         v_PowerRangeStart = o.PowerRangeStart
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_EnergyFee is not None:
-                    bits(0, 1)
-                    el = 'EnergyFee'
-                    _e_RationalNumberType(w, v_EnergyFee)
-                    v_EnergyFee = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of EnergyFee')
-            if s == 1:
-                if v_PowerRangeStart is not None:
-                    bits(0, 1)
-                    el = 'PowerRangeStart'
-                    _e_RationalNumberType(w, v_PowerRangeStart)
-                    v_PowerRangeStart = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of PowerRangeStart')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_EnergyFee is not None or v_PowerRangeStart is not None: raise _leftover(o)
-                    s = -1
+        if v_EnergyFee is not None:
+            el = 'EnergyFee'
+            bits(0, 1)
+            _e_RationalNumberType(w, v_EnergyFee)
+            if not (v_PowerRangeStart is not None): raise EncodeError('missing content: PowerRangeStart')
+            el = 'PowerRangeStart'
+            bits(0, 1)
+            v_EnergyFee = None
+            _e_RationalNumberType(w, v_PowerRangeStart)
+            bits(0, 1)
+            v_PowerRangeStart = None
+            if v_EnergyFee is not None or v_PowerRangeStart is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of EnergyFee')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -11688,44 +10187,27 @@ def _d_ScheduleExchangeResType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('ScheduleExchangeResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('ScheduleExchangeResType')
-                    f_ResponseCode = bits(6)
-                    if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
-                    f_ResponseCode = _E2[f_ResponseCode]
-                    if bits(1): raise r.deviation('ScheduleExchangeResType')
-                    s = 2
-                else:
-                    raise r.deviation('ScheduleExchangeResType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEProcessing'
-                    if bits(1): raise r.deviation('ScheduleExchangeResType')
-                    f_EVSEProcessing = bits(2)
-                    if f_EVSEProcessing >= 3: raise DecodeError(f'enumeration index {f_EVSEProcessing} out of range (3 values)', r.pos)
-                    f_EVSEProcessing = _E3[f_EVSEProcessing]
-                    if bits(1): raise r.deviation('ScheduleExchangeResType')
-                    s = 3
-                else:
-                    raise r.deviation('ScheduleExchangeResType')
+                if bits(1): raise r.deviation('ScheduleExchangeResType')
+                el = 'Header'
+                f_Header = _d_MessageHeaderType(r)
+                x = bits(14)
+                if x & 12345: raise r.deviation('ScheduleExchangeResType')
+                el = 'ResponseCode'
+                f_ResponseCode = ((x >> 6) & 63)
+                if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
+                f_ResponseCode = _E2[f_ResponseCode]
+                el = 'EVSEProcessing'
+                f_EVSEProcessing = ((x >> 1) & 3)
+                if f_EVSEProcessing >= 3: raise DecodeError(f'enumeration index {f_EVSEProcessing} out of range (3 values)', r.pos)
+                f_EVSEProcessing = _E3[f_EVSEProcessing]
+                s = 3
             if s == 3:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('ScheduleExchangeResType')
                     el = 'GoToPause'
-                    if bits(1): raise r.deviation('ScheduleExchangeResType')
-                    f_GoToPause = bits(1) == 1
-                    if bits(1): raise r.deviation('ScheduleExchangeResType')
+                    f_GoToPause = ((x >> 1) & 1) == 1
                     s = 4
                 elif ec == 1:
                     el = 'Dynamic_SEResControlMode'
@@ -11750,17 +10232,11 @@ def _d_ScheduleExchangeResType(r):
                 else:
                     raise r.deviation('ScheduleExchangeResType')
             if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ScheduleExchangeResType')
+                if bits(1): raise r.deviation('ScheduleExchangeResType')
+                s = -1
             if s == 6:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ScheduleExchangeResType')
+                if bits(1): raise r.deviation('ScheduleExchangeResType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commonmessages.ScheduleExchangeResType(f_Header, f_ResponseCode, f_EVSEProcessing, f_GoToPause, f_Dynamic_SEResControlMode, f_Scheduled_SEResControlMode)
@@ -11780,59 +10256,40 @@ def _e_ScheduleExchangeResType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Header is not None:
-                    bits(0, 1)
                     el = 'Header'
+                    bits(0, 1)
                     _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_ResponseCode is not None:
-                    bits(0, 1)
+                    if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
                     el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I4.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 6)
-                    w.bits(0, 1)
-                    v_ResponseCode = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 2:
-                if v_EVSEProcessing is not None:
-                    bits(0, 1)
+                    _i19 = _I4.get(v_ResponseCode)
+                    if _i19 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    if not (v_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
                     el = 'EVSEProcessing'
-                    w.bits(0, 1)
-                    _i = _I5.get(v_EVSEProcessing)
-                    if _i is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration processingType')
-                    w.bits(_i, 2)
-                    w.bits(0, 1)
+                    _i20 = _I5.get(v_EVSEProcessing)
+                    if _i20 is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration processingType')
+                    bits((_i19 << 6) | (_i20 << 1), 14)
+                    v_Header = None
+                    v_ResponseCode = None
                     v_EVSEProcessing = None
                     s = 3
                 else:
-                    raise EncodeError('missing content: expected one of EVSEProcessing')
+                    raise EncodeError('missing content: expected one of Header')
             if s == 3:
                 if v_GoToPause is not None:
-                    bits(0, 2)
                     el = 'GoToPause'
-                    w.bits(0, 1)
-                    if v_GoToPause is True: w.bits(1, 1)
-                    elif v_GoToPause is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_GoToPause!r}')
-                    w.bits(0, 1)
+                    if v_GoToPause is not True and v_GoToPause is not False: raise EncodeError(f'expected a bool, got {v_GoToPause!r}')
+                    bits((v_GoToPause << 1), 5)
                     v_GoToPause = None
                     s = 4
                 elif v_Dynamic_SEResControlMode is not None:
-                    bits(1, 2)
                     el = 'Dynamic_SEResControlMode'
+                    bits(1, 2)
                     _e_Dynamic_SEResControlModeType(w, v_Dynamic_SEResControlMode)
                     v_Dynamic_SEResControlMode = None
                     s = 5
                 elif v_Scheduled_SEResControlMode is not None:
-                    bits(2, 2)
                     el = 'Scheduled_SEResControlMode'
+                    bits(2, 2)
                     _e_Scheduled_SEResControlModeType(w, v_Scheduled_SEResControlMode)
                     v_Scheduled_SEResControlMode = None
                     s = 6
@@ -11840,14 +10297,14 @@ def _e_ScheduleExchangeResType(w, o):
                     raise EncodeError('missing content: expected one of GoToPause, Dynamic_SEResControlMode, Scheduled_SEResControlMode')
             if s == 4:
                 if v_Dynamic_SEResControlMode is not None:
-                    bits(0, 2)
                     el = 'Dynamic_SEResControlMode'
+                    bits(0, 2)
                     _e_Dynamic_SEResControlModeType(w, v_Dynamic_SEResControlMode)
                     v_Dynamic_SEResControlMode = None
                     s = 5
                 elif v_Scheduled_SEResControlMode is not None:
-                    bits(1, 2)
                     el = 'Scheduled_SEResControlMode'
+                    bits(1, 2)
                     _e_Scheduled_SEResControlModeType(w, v_Scheduled_SEResControlMode)
                     v_Scheduled_SEResControlMode = None
                     s = 6
@@ -11881,25 +10338,25 @@ def _d_Dynamic_SEResControlModeType(r):
             if s == 0:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'DepartureTime'
                     if bits(1): raise r.deviation('Dynamic_SEResControlModeType')
+                    el = 'DepartureTime'
                     f_DepartureTime = r.uint()
                     if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('Dynamic_SEResControlModeType')
                     s = 1
                 elif ec == 1:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('Dynamic_SEResControlModeType')
                     el = 'MinimumSOC'
-                    if bits(1): raise r.deviation('Dynamic_SEResControlModeType')
-                    f_MinimumSOC = bits(7)
+                    f_MinimumSOC = ((x >> 1) & 127)
                     if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('Dynamic_SEResControlModeType')
                     s = 2
                 elif ec == 2:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('Dynamic_SEResControlModeType')
                     el = 'TargetSOC'
-                    if bits(1): raise r.deviation('Dynamic_SEResControlModeType')
-                    f_TargetSOC = bits(7)
+                    f_TargetSOC = ((x >> 1) & 127)
                     if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('Dynamic_SEResControlModeType')
                     s = 3
                 elif ec == 3:
                     el = 'AbsolutePriceSchedule'
@@ -11910,24 +10367,25 @@ def _d_Dynamic_SEResControlModeType(r):
                     f_PriceLevelSchedule = _d_PriceLevelScheduleType(r)
                     s = 5
                 elif ec == 5:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Dynamic_SEResControlModeType')
             if s == 1:
                 ec = bits(3)
                 if ec == 0:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('Dynamic_SEResControlModeType')
                     el = 'MinimumSOC'
-                    if bits(1): raise r.deviation('Dynamic_SEResControlModeType')
-                    f_MinimumSOC = bits(7)
+                    f_MinimumSOC = ((x >> 1) & 127)
                     if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('Dynamic_SEResControlModeType')
                     s = 2
                 elif ec == 1:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('Dynamic_SEResControlModeType')
                     el = 'TargetSOC'
-                    if bits(1): raise r.deviation('Dynamic_SEResControlModeType')
-                    f_TargetSOC = bits(7)
+                    f_TargetSOC = ((x >> 1) & 127)
                     if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('Dynamic_SEResControlModeType')
                     s = 3
                 elif ec == 2:
                     el = 'AbsolutePriceSchedule'
@@ -11938,17 +10396,18 @@ def _d_Dynamic_SEResControlModeType(r):
                     f_PriceLevelSchedule = _d_PriceLevelScheduleType(r)
                     s = 5
                 elif ec == 4:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Dynamic_SEResControlModeType')
             if s == 2:
                 ec = bits(3)
                 if ec == 0:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('Dynamic_SEResControlModeType')
                     el = 'TargetSOC'
-                    if bits(1): raise r.deviation('Dynamic_SEResControlModeType')
-                    f_TargetSOC = bits(7)
+                    f_TargetSOC = ((x >> 1) & 127)
                     if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('Dynamic_SEResControlModeType')
                     s = 3
                 elif ec == 1:
                     el = 'AbsolutePriceSchedule'
@@ -11959,6 +10418,7 @@ def _d_Dynamic_SEResControlModeType(r):
                     f_PriceLevelSchedule = _d_PriceLevelScheduleType(r)
                     s = 5
                 elif ec == 3:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Dynamic_SEResControlModeType')
@@ -11973,21 +10433,16 @@ def _d_Dynamic_SEResControlModeType(r):
                     f_PriceLevelSchedule = _d_PriceLevelScheduleType(r)
                     s = 5
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Dynamic_SEResControlModeType')
             if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('Dynamic_SEResControlModeType')
+                if bits(1): raise r.deviation('Dynamic_SEResControlModeType')
+                s = -1
             if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('Dynamic_SEResControlModeType')
+                if bits(1): raise r.deviation('Dynamic_SEResControlModeType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commonmessages.Dynamic_SEResControlModeType(f_DepartureTime, f_MinimumSOC, f_TargetSOC, f_AbsolutePriceSchedule, f_PriceLevelSchedule)
@@ -12006,41 +10461,34 @@ def _e_Dynamic_SEResControlModeType(w, o):
         while s >= 0:
             if s == 0:
                 if v_DepartureTime is not None:
-                    bits(0, 3)
                     el = 'DepartureTime'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     if v_DepartureTime < 0 or v_DepartureTime > 4294967295: raise EncodeError(f'value {v_DepartureTime!r} outside [0, 4294967295]')
                     w.uint(v_DepartureTime)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_DepartureTime = None
                     s = 1
                 elif v_MinimumSOC is not None:
-                    bits(1, 3)
                     el = 'MinimumSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_MinimumSOC <= 100: raise EncodeError(f'value {v_MinimumSOC!r} outside [0, 100]')
-                    w.bits(v_MinimumSOC, 7)
-                    w.bits(0, 1)
+                    bits((1 << 9) | (v_MinimumSOC << 1), 12)
                     v_MinimumSOC = None
                     s = 2
                 elif v_TargetSOC is not None:
-                    bits(2, 3)
                     el = 'TargetSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
-                    w.bits(v_TargetSOC, 7)
-                    w.bits(0, 1)
+                    bits((2 << 9) | (v_TargetSOC << 1), 12)
                     v_TargetSOC = None
                     s = 3
                 elif v_AbsolutePriceSchedule is not None:
-                    bits(3, 3)
                     el = 'AbsolutePriceSchedule'
+                    bits(3, 3)
                     _e_AbsolutePriceScheduleType(w, v_AbsolutePriceSchedule)
                     v_AbsolutePriceSchedule = None
                     s = 4
                 elif v_PriceLevelSchedule is not None:
-                    bits(4, 3)
                     el = 'PriceLevelSchedule'
+                    bits(4, 3)
                     _e_PriceLevelScheduleType(w, v_PriceLevelSchedule)
                     v_PriceLevelSchedule = None
                     s = 5
@@ -12050,32 +10498,26 @@ def _e_Dynamic_SEResControlModeType(w, o):
                     s = -1
             if s == 1:
                 if v_MinimumSOC is not None:
-                    bits(0, 3)
                     el = 'MinimumSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_MinimumSOC <= 100: raise EncodeError(f'value {v_MinimumSOC!r} outside [0, 100]')
-                    w.bits(v_MinimumSOC, 7)
-                    w.bits(0, 1)
+                    bits((v_MinimumSOC << 1), 12)
                     v_MinimumSOC = None
                     s = 2
                 elif v_TargetSOC is not None:
-                    bits(1, 3)
                     el = 'TargetSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
-                    w.bits(v_TargetSOC, 7)
-                    w.bits(0, 1)
+                    bits((1 << 9) | (v_TargetSOC << 1), 12)
                     v_TargetSOC = None
                     s = 3
                 elif v_AbsolutePriceSchedule is not None:
-                    bits(2, 3)
                     el = 'AbsolutePriceSchedule'
+                    bits(2, 3)
                     _e_AbsolutePriceScheduleType(w, v_AbsolutePriceSchedule)
                     v_AbsolutePriceSchedule = None
                     s = 4
                 elif v_PriceLevelSchedule is not None:
-                    bits(3, 3)
                     el = 'PriceLevelSchedule'
+                    bits(3, 3)
                     _e_PriceLevelScheduleType(w, v_PriceLevelSchedule)
                     v_PriceLevelSchedule = None
                     s = 5
@@ -12085,23 +10527,20 @@ def _e_Dynamic_SEResControlModeType(w, o):
                     s = -1
             if s == 2:
                 if v_TargetSOC is not None:
-                    bits(0, 3)
                     el = 'TargetSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
-                    w.bits(v_TargetSOC, 7)
-                    w.bits(0, 1)
+                    bits((v_TargetSOC << 1), 12)
                     v_TargetSOC = None
                     s = 3
                 elif v_AbsolutePriceSchedule is not None:
-                    bits(1, 3)
                     el = 'AbsolutePriceSchedule'
+                    bits(1, 3)
                     _e_AbsolutePriceScheduleType(w, v_AbsolutePriceSchedule)
                     v_AbsolutePriceSchedule = None
                     s = 4
                 elif v_PriceLevelSchedule is not None:
-                    bits(2, 3)
                     el = 'PriceLevelSchedule'
+                    bits(2, 3)
                     _e_PriceLevelScheduleType(w, v_PriceLevelSchedule)
                     v_PriceLevelSchedule = None
                     s = 5
@@ -12111,14 +10550,14 @@ def _e_Dynamic_SEResControlModeType(w, o):
                     s = -1
             if s == 3:
                 if v_AbsolutePriceSchedule is not None:
-                    bits(0, 2)
                     el = 'AbsolutePriceSchedule'
+                    bits(0, 2)
                     _e_AbsolutePriceScheduleType(w, v_AbsolutePriceSchedule)
                     v_AbsolutePriceSchedule = None
                     s = 4
                 elif v_PriceLevelSchedule is not None:
-                    bits(1, 2)
                     el = 'PriceLevelSchedule'
+                    bits(1, 2)
                     _e_PriceLevelScheduleType(w, v_PriceLevelSchedule)
                     v_PriceLevelSchedule = None
                     s = 5
@@ -12164,21 +10603,16 @@ def _d_AbsolutePriceScheduleType(r):
                 if ec == 0:
                     el = '@Id'
                     f_Id = r.string(39)
-                    s = 1
-                elif ec == 1:
+                    x = bits(2)
+                    if x & 3: raise r.deviation('AbsolutePriceScheduleType')
                     el = 'TimeAnchor'
-                    if bits(1): raise r.deviation('AbsolutePriceScheduleType')
                     f_TimeAnchor = r.uint()
                     if f_TimeAnchor > 18446744073709551615: raise DecodeError(f'value {f_TimeAnchor} outside [0, 18446744073709551615]', r.pos)
                     if bits(1): raise r.deviation('AbsolutePriceScheduleType')
                     s = 2
-                else:
-                    raise r.deviation('AbsolutePriceScheduleType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'TimeAnchor'
+                elif ec == 1:
                     if bits(1): raise r.deviation('AbsolutePriceScheduleType')
+                    el = 'TimeAnchor'
                     f_TimeAnchor = r.uint()
                     if f_TimeAnchor > 18446744073709551615: raise DecodeError(f'value {f_TimeAnchor} outside [0, 18446744073709551615]', r.pos)
                     if bits(1): raise r.deviation('AbsolutePriceScheduleType')
@@ -12186,39 +10620,30 @@ def _d_AbsolutePriceScheduleType(r):
                 else:
                     raise r.deviation('AbsolutePriceScheduleType')
             if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'PriceScheduleID'
-                    if bits(1): raise r.deviation('AbsolutePriceScheduleType')
-                    f_PriceScheduleID = r.uint()
-                    if f_PriceScheduleID < 1 or f_PriceScheduleID > 4294967295: raise DecodeError(f'value {f_PriceScheduleID} outside [1, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('AbsolutePriceScheduleType')
-                    s = 3
-                else:
-                    raise r.deviation('AbsolutePriceScheduleType')
+                x = bits(2)
+                if x & 3: raise r.deviation('AbsolutePriceScheduleType')
+                el = 'PriceScheduleID'
+                f_PriceScheduleID = r.uint()
+                if f_PriceScheduleID < 1 or f_PriceScheduleID > 4294967295: raise DecodeError(f'value {f_PriceScheduleID} outside [1, 4294967295]', r.pos)
+                if bits(1): raise r.deviation('AbsolutePriceScheduleType')
+                s = 3
             if s == 3:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'PriceScheduleDescription'
                     if bits(1): raise r.deviation('AbsolutePriceScheduleType')
+                    el = 'PriceScheduleDescription'
                     f_PriceScheduleDescription = r.string(85)
                     if len(f_PriceScheduleDescription) > 160: raise DecodeError(f'length {len(f_PriceScheduleDescription)} outside [0, 160]', r.pos)
-                    if bits(1): raise r.deviation('AbsolutePriceScheduleType')
-                    s = 4
-                elif ec == 1:
+                    x = bits(3)
+                    if x & 7: raise r.deviation('AbsolutePriceScheduleType')
                     el = 'Currency'
-                    if bits(1): raise r.deviation('AbsolutePriceScheduleType')
                     f_Currency = r.string(81)
                     if len(f_Currency) > 3: raise DecodeError(f'length {len(f_Currency)} outside [0, 3]', r.pos)
                     if bits(1): raise r.deviation('AbsolutePriceScheduleType')
                     s = 5
-                else:
-                    raise r.deviation('AbsolutePriceScheduleType')
-            if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Currency'
+                elif ec == 1:
                     if bits(1): raise r.deviation('AbsolutePriceScheduleType')
+                    el = 'Currency'
                     f_Currency = r.string(81)
                     if len(f_Currency) > 3: raise DecodeError(f'length {len(f_Currency)} outside [0, 3]', r.pos)
                     if bits(1): raise r.deviation('AbsolutePriceScheduleType')
@@ -12226,27 +10651,18 @@ def _d_AbsolutePriceScheduleType(r):
                 else:
                     raise r.deviation('AbsolutePriceScheduleType')
             if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Language'
-                    if bits(1): raise r.deviation('AbsolutePriceScheduleType')
-                    f_Language = r.string(86)
-                    if len(f_Language) > 3: raise DecodeError(f'length {len(f_Language)} outside [0, 3]', r.pos)
-                    if bits(1): raise r.deviation('AbsolutePriceScheduleType')
-                    s = 6
-                else:
-                    raise r.deviation('AbsolutePriceScheduleType')
-            if s == 6:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'PriceAlgorithm'
-                    if bits(1): raise r.deviation('AbsolutePriceScheduleType')
-                    f_PriceAlgorithm = r.string(82)
-                    if len(f_PriceAlgorithm) > 255: raise DecodeError(f'length {len(f_PriceAlgorithm)} outside [0, 255]', r.pos)
-                    if bits(1): raise r.deviation('AbsolutePriceScheduleType')
-                    s = 7
-                else:
-                    raise r.deviation('AbsolutePriceScheduleType')
+                x = bits(2)
+                if x & 3: raise r.deviation('AbsolutePriceScheduleType')
+                el = 'Language'
+                f_Language = r.string(86)
+                if len(f_Language) > 3: raise DecodeError(f'length {len(f_Language)} outside [0, 3]', r.pos)
+                x = bits(3)
+                if x & 7: raise r.deviation('AbsolutePriceScheduleType')
+                el = 'PriceAlgorithm'
+                f_PriceAlgorithm = r.string(82)
+                if len(f_PriceAlgorithm) > 255: raise DecodeError(f'length {len(f_PriceAlgorithm)} outside [0, 255]', r.pos)
+                if bits(1): raise r.deviation('AbsolutePriceScheduleType')
+                s = 7
             if s == 7:
                 ec = bits(3)
                 if ec == 0:
@@ -12296,13 +10712,10 @@ def _d_AbsolutePriceScheduleType(r):
                 else:
                     raise r.deviation('AbsolutePriceScheduleType')
             if s == 10:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'PriceRuleStacks'
-                    f_PriceRuleStacks = _d_PriceRuleStackListType(r)
-                    s = 11
-                else:
-                    raise r.deviation('AbsolutePriceScheduleType')
+                if bits(1): raise r.deviation('AbsolutePriceScheduleType')
+                el = 'PriceRuleStacks'
+                f_PriceRuleStacks = _d_PriceRuleStackListType(r)
+                s = 11
             if s == 11:
                 ec = bits(2)
                 if ec == 0:
@@ -12314,6 +10727,7 @@ def _d_AbsolutePriceScheduleType(r):
                     f_AdditionalSelectedServices = _d_AdditionalServiceListType(r)
                     s = 13
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('AbsolutePriceScheduleType')
@@ -12324,15 +10738,13 @@ def _d_AbsolutePriceScheduleType(r):
                     f_AdditionalSelectedServices = _d_AdditionalServiceListType(r)
                     s = 13
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('AbsolutePriceScheduleType')
             if s == 13:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('AbsolutePriceScheduleType')
+                if bits(1): raise r.deviation('AbsolutePriceScheduleType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commonmessages.AbsolutePriceScheduleType(f_Id, f_TimeAnchor, f_PriceScheduleID, f_PriceScheduleDescription, f_Currency, f_Language, f_PriceAlgorithm, f_MinimumCost, f_MaximumCost, f_TaxRules, f_PriceRuleStacks, f_OverstayRules, f_AdditionalSelectedServices)
@@ -12359,125 +10771,103 @@ def _e_AbsolutePriceScheduleType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 2)
                     el = '@Id'
+                    bits(0, 2)
                     w.string(v_Id)
-                    v_Id = None
-                    s = 1
-                elif v_TimeAnchor is not None:
-                    bits(1, 2)
+                    if not (v_TimeAnchor is not None): raise EncodeError('missing content: TimeAnchor')
                     el = 'TimeAnchor'
-                    w.bits(0, 1)
+                    bits(0, 2)
+                    v_Id = None
                     if v_TimeAnchor < 0 or v_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {v_TimeAnchor!r} outside [0, 18446744073709551615]')
                     w.uint(v_TimeAnchor)
-                    w.bits(0, 1)
+                    bits(0, 1)
+                    v_TimeAnchor = None
+                    s = 2
+                elif v_TimeAnchor is not None:
+                    el = 'TimeAnchor'
+                    bits((1 << 1), 3)
+                    if v_TimeAnchor < 0 or v_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {v_TimeAnchor!r} outside [0, 18446744073709551615]')
+                    w.uint(v_TimeAnchor)
+                    bits(0, 1)
                     v_TimeAnchor = None
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, TimeAnchor')
-            if s == 1:
-                if v_TimeAnchor is not None:
-                    bits(0, 1)
-                    el = 'TimeAnchor'
-                    w.bits(0, 1)
-                    if v_TimeAnchor < 0 or v_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {v_TimeAnchor!r} outside [0, 18446744073709551615]')
-                    w.uint(v_TimeAnchor)
-                    w.bits(0, 1)
-                    v_TimeAnchor = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of TimeAnchor')
             if s == 2:
                 if v_PriceScheduleID is not None:
-                    bits(0, 1)
                     el = 'PriceScheduleID'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     if v_PriceScheduleID < 1 or v_PriceScheduleID > 4294967295: raise EncodeError(f'value {v_PriceScheduleID!r} outside [1, 4294967295]')
                     w.uint(v_PriceScheduleID)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_PriceScheduleID = None
                     s = 3
                 else:
                     raise EncodeError('missing content: expected one of PriceScheduleID')
             if s == 3:
                 if v_PriceScheduleDescription is not None:
-                    bits(0, 2)
                     el = 'PriceScheduleDescription'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     if len(v_PriceScheduleDescription) > 160: raise EncodeError(f'length {len(v_PriceScheduleDescription)} outside [0, 160]')
                     w.string(v_PriceScheduleDescription)
-                    w.bits(0, 1)
-                    v_PriceScheduleDescription = None
-                    s = 4
-                elif v_Currency is not None:
-                    bits(1, 2)
+                    if not (v_Currency is not None): raise EncodeError('missing content: Currency')
                     el = 'Currency'
-                    w.bits(0, 1)
+                    bits(0, 3)
+                    v_PriceScheduleDescription = None
                     if len(v_Currency) > 3: raise EncodeError(f'length {len(v_Currency)} outside [0, 3]')
                     w.string(v_Currency)
-                    w.bits(0, 1)
+                    bits(0, 1)
+                    v_Currency = None
+                    s = 5
+                elif v_Currency is not None:
+                    el = 'Currency'
+                    bits((1 << 1), 3)
+                    if len(v_Currency) > 3: raise EncodeError(f'length {len(v_Currency)} outside [0, 3]')
+                    w.string(v_Currency)
+                    bits(0, 1)
                     v_Currency = None
                     s = 5
                 else:
                     raise EncodeError('missing content: expected one of PriceScheduleDescription, Currency')
-            if s == 4:
-                if v_Currency is not None:
-                    bits(0, 1)
-                    el = 'Currency'
-                    w.bits(0, 1)
-                    if len(v_Currency) > 3: raise EncodeError(f'length {len(v_Currency)} outside [0, 3]')
-                    w.string(v_Currency)
-                    w.bits(0, 1)
-                    v_Currency = None
-                    s = 5
-                else:
-                    raise EncodeError('missing content: expected one of Currency')
             if s == 5:
                 if v_Language is not None:
-                    bits(0, 1)
                     el = 'Language'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     if len(v_Language) > 3: raise EncodeError(f'length {len(v_Language)} outside [0, 3]')
                     w.string(v_Language)
-                    w.bits(0, 1)
-                    v_Language = None
-                    s = 6
-                else:
-                    raise EncodeError('missing content: expected one of Language')
-            if s == 6:
-                if v_PriceAlgorithm is not None:
-                    bits(0, 1)
+                    if not (v_PriceAlgorithm is not None): raise EncodeError('missing content: PriceAlgorithm')
                     el = 'PriceAlgorithm'
-                    w.bits(0, 1)
+                    bits(0, 3)
+                    v_Language = None
                     if len(v_PriceAlgorithm) > 255: raise EncodeError(f'length {len(v_PriceAlgorithm)} outside [0, 255]')
                     w.string(v_PriceAlgorithm)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_PriceAlgorithm = None
                     s = 7
                 else:
-                    raise EncodeError('missing content: expected one of PriceAlgorithm')
+                    raise EncodeError('missing content: expected one of Language')
             if s == 7:
                 if v_MinimumCost is not None:
-                    bits(0, 3)
                     el = 'MinimumCost'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_MinimumCost)
                     v_MinimumCost = None
                     s = 8
                 elif v_MaximumCost is not None:
-                    bits(1, 3)
                     el = 'MaximumCost'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_MaximumCost)
                     v_MaximumCost = None
                     s = 9
                 elif v_TaxRules is not None:
-                    bits(2, 3)
                     el = 'TaxRules'
+                    bits(2, 3)
                     _e_TaxRuleListType(w, v_TaxRules)
                     v_TaxRules = None
                     s = 10
                 elif v_PriceRuleStacks is not None:
-                    bits(3, 3)
                     el = 'PriceRuleStacks'
+                    bits(3, 3)
                     _e_PriceRuleStackListType(w, v_PriceRuleStacks)
                     v_PriceRuleStacks = None
                     s = 11
@@ -12485,20 +10875,20 @@ def _e_AbsolutePriceScheduleType(w, o):
                     raise EncodeError('missing content: expected one of MinimumCost, MaximumCost, TaxRules, PriceRuleStacks')
             if s == 8:
                 if v_MaximumCost is not None:
-                    bits(0, 2)
                     el = 'MaximumCost'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_MaximumCost)
                     v_MaximumCost = None
                     s = 9
                 elif v_TaxRules is not None:
-                    bits(1, 2)
                     el = 'TaxRules'
+                    bits(1, 2)
                     _e_TaxRuleListType(w, v_TaxRules)
                     v_TaxRules = None
                     s = 10
                 elif v_PriceRuleStacks is not None:
-                    bits(2, 2)
                     el = 'PriceRuleStacks'
+                    bits(2, 2)
                     _e_PriceRuleStackListType(w, v_PriceRuleStacks)
                     v_PriceRuleStacks = None
                     s = 11
@@ -12506,14 +10896,14 @@ def _e_AbsolutePriceScheduleType(w, o):
                     raise EncodeError('missing content: expected one of MaximumCost, TaxRules, PriceRuleStacks')
             if s == 9:
                 if v_TaxRules is not None:
-                    bits(0, 2)
                     el = 'TaxRules'
+                    bits(0, 2)
                     _e_TaxRuleListType(w, v_TaxRules)
                     v_TaxRules = None
                     s = 10
                 elif v_PriceRuleStacks is not None:
-                    bits(1, 2)
                     el = 'PriceRuleStacks'
+                    bits(1, 2)
                     _e_PriceRuleStackListType(w, v_PriceRuleStacks)
                     v_PriceRuleStacks = None
                     s = 11
@@ -12521,8 +10911,8 @@ def _e_AbsolutePriceScheduleType(w, o):
                     raise EncodeError('missing content: expected one of TaxRules, PriceRuleStacks')
             if s == 10:
                 if v_PriceRuleStacks is not None:
-                    bits(0, 1)
                     el = 'PriceRuleStacks'
+                    bits(0, 1)
                     _e_PriceRuleStackListType(w, v_PriceRuleStacks)
                     v_PriceRuleStacks = None
                     s = 11
@@ -12530,14 +10920,14 @@ def _e_AbsolutePriceScheduleType(w, o):
                     raise EncodeError('missing content: expected one of PriceRuleStacks')
             if s == 11:
                 if v_OverstayRules is not None:
-                    bits(0, 2)
                     el = 'OverstayRules'
+                    bits(0, 2)
                     _e_OverstayRuleListType(w, v_OverstayRules)
                     v_OverstayRules = None
                     s = 12
                 elif v_AdditionalSelectedServices is not None:
-                    bits(1, 2)
                     el = 'AdditionalSelectedServices'
+                    bits(1, 2)
                     _e_AdditionalServiceListType(w, v_AdditionalSelectedServices)
                     v_AdditionalSelectedServices = None
                     s = 13
@@ -12547,8 +10937,8 @@ def _e_AbsolutePriceScheduleType(w, o):
                     s = -1
             if s == 12:
                 if v_AdditionalSelectedServices is not None:
-                    bits(0, 2)
                     el = 'AdditionalSelectedServices'
+                    bits(0, 2)
                     _e_AdditionalServiceListType(w, v_AdditionalSelectedServices)
                     v_AdditionalSelectedServices = None
                     s = 13
@@ -12575,43 +10965,30 @@ def _d_PriceScheduleType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'TimeAnchor'
-                    if bits(1): raise r.deviation('PriceScheduleType')
-                    f_TimeAnchor = r.uint()
-                    if f_TimeAnchor > 18446744073709551615: raise DecodeError(f'value {f_TimeAnchor} outside [0, 18446744073709551615]', r.pos)
-                    if bits(1): raise r.deviation('PriceScheduleType')
-                    s = 1
-                else:
-                    raise r.deviation('PriceScheduleType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'PriceScheduleID'
-                    if bits(1): raise r.deviation('PriceScheduleType')
-                    f_PriceScheduleID = r.uint()
-                    if f_PriceScheduleID < 1 or f_PriceScheduleID > 4294967295: raise DecodeError(f'value {f_PriceScheduleID} outside [1, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('PriceScheduleType')
-                    s = 2
-                else:
-                    raise r.deviation('PriceScheduleType')
+                x = bits(2)
+                if x & 3: raise r.deviation('PriceScheduleType')
+                el = 'TimeAnchor'
+                f_TimeAnchor = r.uint()
+                if f_TimeAnchor > 18446744073709551615: raise DecodeError(f'value {f_TimeAnchor} outside [0, 18446744073709551615]', r.pos)
+                x = bits(3)
+                if x & 7: raise r.deviation('PriceScheduleType')
+                el = 'PriceScheduleID'
+                f_PriceScheduleID = r.uint()
+                if f_PriceScheduleID < 1 or f_PriceScheduleID > 4294967295: raise DecodeError(f'value {f_PriceScheduleID} outside [1, 4294967295]', r.pos)
+                if bits(1): raise r.deviation('PriceScheduleType')
+                s = 2
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'PriceScheduleDescription'
                     if bits(1): raise r.deviation('PriceScheduleType')
+                    el = 'PriceScheduleDescription'
                     f_PriceScheduleDescription = r.string(85)
                     if len(f_PriceScheduleDescription) > 160: raise DecodeError(f'length {len(f_PriceScheduleDescription)} outside [0, 160]', r.pos)
-                    if bits(1): raise r.deviation('PriceScheduleType')
-                    s = 3
-                elif ec == 1:
+                    x = bits(2)
+                    if x & 3: raise r.deviation('PriceScheduleType')
                     s = -1
-                else:
-                    raise r.deviation('PriceScheduleType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('PriceScheduleType')
@@ -12631,45 +11008,33 @@ def _e_PriceScheduleType(w, o):
         while s >= 0:
             if s == 0:
                 if v_TimeAnchor is not None:
-                    bits(0, 1)
                     el = 'TimeAnchor'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     if v_TimeAnchor < 0 or v_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {v_TimeAnchor!r} outside [0, 18446744073709551615]')
                     w.uint(v_TimeAnchor)
-                    w.bits(0, 1)
-                    v_TimeAnchor = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of TimeAnchor')
-            if s == 1:
-                if v_PriceScheduleID is not None:
-                    bits(0, 1)
+                    if not (v_PriceScheduleID is not None): raise EncodeError('missing content: PriceScheduleID')
                     el = 'PriceScheduleID'
-                    w.bits(0, 1)
+                    bits(0, 3)
+                    v_TimeAnchor = None
                     if v_PriceScheduleID < 1 or v_PriceScheduleID > 4294967295: raise EncodeError(f'value {v_PriceScheduleID!r} outside [1, 4294967295]')
                     w.uint(v_PriceScheduleID)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_PriceScheduleID = None
                     s = 2
                 else:
-                    raise EncodeError('missing content: expected one of PriceScheduleID')
+                    raise EncodeError('missing content: expected one of TimeAnchor')
             if s == 2:
                 if v_PriceScheduleDescription is not None:
-                    bits(0, 2)
                     el = 'PriceScheduleDescription'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     if len(v_PriceScheduleDescription) > 160: raise EncodeError(f'length {len(v_PriceScheduleDescription)} outside [0, 160]')
                     w.string(v_PriceScheduleDescription)
-                    w.bits(0, 1)
+                    bits(0, 2)
                     v_PriceScheduleDescription = None
-                    s = 3
-                elif True:
-                    bits(1, 2)
                     if v_TimeAnchor is not None or v_PriceScheduleID is not None or v_PriceScheduleDescription is not None: raise _leftover(o)
                     s = -1
-            if s == 3:
-                if True:
-                    bits(0, 1)
+                elif True:
+                    bits(1, 2)
                     if v_TimeAnchor is not None or v_PriceScheduleID is not None or v_PriceScheduleDescription is not None: raise _leftover(o)
                     s = -1
     except Exception as e:
@@ -12684,14 +11049,11 @@ def _d_TaxRuleListType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'TaxRule'
-                    _v = _d_TaxRuleType(r)
-                    f_TaxRule.append(_v)
-                    s = 1
-                else:
-                    raise r.deviation('TaxRuleListType')
+                if bits(1): raise r.deviation('TaxRuleListType')
+                el = 'TaxRule'
+                _v = _d_TaxRuleType(r)
+                f_TaxRule.append(_v)
+                s = 1
             if s == 1:
                 n = 0
                 while True:
@@ -12705,16 +11067,14 @@ def _d_TaxRuleListType(r):
                             s = 10
                             break
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
                         raise r.deviation('TaxRuleListType')
             if s == 10:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('TaxRuleListType')
+                if bits(1): raise r.deviation('TaxRuleListType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commonmessages.TaxRuleListType(f_TaxRule)
@@ -12731,8 +11091,8 @@ def _e_TaxRuleListType(w, o):
         while s >= 0:
             if s == 0:
                 if i_TaxRule < n_TaxRule:
-                    bits(0, 1)
                     el = 'TaxRule'
+                    bits(0, 1)
                     _e_TaxRuleType(w, v_TaxRule[i_TaxRule])
                     i_TaxRule += 1
                     s = 1
@@ -12742,8 +11102,8 @@ def _e_TaxRuleListType(w, o):
                 n = 0
                 while True:
                     if i_TaxRule < n_TaxRule:
-                        bits(0, 2)
                         el = 'TaxRule'
+                        bits(0, 2)
                         _e_TaxRuleType(w, v_TaxRule[i_TaxRule])
                         i_TaxRule += 1
                         n += 1
@@ -12779,34 +11139,26 @@ def _d_TaxRuleType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'TaxRuleID'
-                    if bits(1): raise r.deviation('TaxRuleType')
-                    f_TaxRuleID = r.uint()
-                    if f_TaxRuleID < 1 or f_TaxRuleID > 4294967295: raise DecodeError(f'value {f_TaxRuleID} outside [1, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('TaxRuleType')
-                    s = 1
-                else:
-                    raise r.deviation('TaxRuleType')
+                x = bits(2)
+                if x & 3: raise r.deviation('TaxRuleType')
+                el = 'TaxRuleID'
+                f_TaxRuleID = r.uint()
+                if f_TaxRuleID < 1 or f_TaxRuleID > 4294967295: raise DecodeError(f'value {f_TaxRuleID} outside [1, 4294967295]', r.pos)
+                if bits(1): raise r.deviation('TaxRuleType')
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'TaxRuleName'
                     if bits(1): raise r.deviation('TaxRuleType')
+                    el = 'TaxRuleName'
                     f_TaxRuleName = r.string(88)
                     if len(f_TaxRuleName) > 80: raise DecodeError(f'length {len(f_TaxRuleName)} outside [0, 80]', r.pos)
-                    if bits(1): raise r.deviation('TaxRuleType')
-                    s = 2
-                elif ec == 1:
+                    x = bits(2)
+                    if x & 3: raise r.deviation('TaxRuleType')
                     el = 'TaxRate'
                     f_TaxRate = _d_RationalNumberType(r)
                     s = 3
-                else:
-                    raise r.deviation('TaxRuleType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
                     el = 'TaxRate'
                     f_TaxRate = _d_RationalNumberType(r)
                     s = 3
@@ -12815,65 +11167,31 @@ def _d_TaxRuleType(r):
             if s == 3:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(7)
+                    if x & 93: raise r.deviation('TaxRuleType')
                     el = 'TaxIncludedInPrice'
-                    if bits(1): raise r.deviation('TaxRuleType')
-                    f_TaxIncludedInPrice = bits(1) == 1
-                    if bits(1): raise r.deviation('TaxRuleType')
-                    s = 4
-                elif ec == 1:
+                    f_TaxIncludedInPrice = ((x >> 5) & 1) == 1
                     el = 'AppliesToEnergyFee'
-                    if bits(1): raise r.deviation('TaxRuleType')
-                    f_AppliesToEnergyFee = bits(1) == 1
-                    if bits(1): raise r.deviation('TaxRuleType')
+                    f_AppliesToEnergyFee = ((x >> 1) & 1) == 1
                     s = 5
-                else:
-                    raise r.deviation('TaxRuleType')
-            if s == 4:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('TaxRuleType')
                     el = 'AppliesToEnergyFee'
-                    if bits(1): raise r.deviation('TaxRuleType')
-                    f_AppliesToEnergyFee = bits(1) == 1
-                    if bits(1): raise r.deviation('TaxRuleType')
+                    f_AppliesToEnergyFee = ((x >> 1) & 1) == 1
                     s = 5
                 else:
                     raise r.deviation('TaxRuleType')
             if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'AppliesToParkingFee'
-                    if bits(1): raise r.deviation('TaxRuleType')
-                    f_AppliesToParkingFee = bits(1) == 1
-                    if bits(1): raise r.deviation('TaxRuleType')
-                    s = 6
-                else:
-                    raise r.deviation('TaxRuleType')
-            if s == 6:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'AppliesToOverstayFee'
-                    if bits(1): raise r.deviation('TaxRuleType')
-                    f_AppliesToOverstayFee = bits(1) == 1
-                    if bits(1): raise r.deviation('TaxRuleType')
-                    s = 7
-                else:
-                    raise r.deviation('TaxRuleType')
-            if s == 7:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'AppliesMinimumMaximumCost'
-                    if bits(1): raise r.deviation('TaxRuleType')
-                    f_AppliesMinimumMaximumCost = bits(1) == 1
-                    if bits(1): raise r.deviation('TaxRuleType')
-                    s = 8
-                else:
-                    raise r.deviation('TaxRuleType')
-            if s == 8:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('TaxRuleType')
+                x = bits(13)
+                if x & 7099: raise r.deviation('TaxRuleType')
+                el = 'AppliesToParkingFee'
+                f_AppliesToParkingFee = ((x >> 10) & 1) == 1
+                el = 'AppliesToOverstayFee'
+                f_AppliesToOverstayFee = ((x >> 6) & 1) == 1
+                el = 'AppliesMinimumMaximumCost'
+                f_AppliesMinimumMaximumCost = ((x >> 2) & 1) == 1
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commonmessages.TaxRuleType(f_TaxRuleID, f_TaxRuleName, f_TaxRate, f_TaxIncludedInPrice, f_AppliesToEnergyFee, f_AppliesToParkingFee, f_AppliesToOverstayFee, f_AppliesMinimumMaximumCost)
@@ -12895,123 +11213,73 @@ def _e_TaxRuleType(w, o):
         while s >= 0:
             if s == 0:
                 if v_TaxRuleID is not None:
-                    bits(0, 1)
                     el = 'TaxRuleID'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     if v_TaxRuleID < 1 or v_TaxRuleID > 4294967295: raise EncodeError(f'value {v_TaxRuleID!r} outside [1, 4294967295]')
                     w.uint(v_TaxRuleID)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_TaxRuleID = None
                     s = 1
                 else:
                     raise EncodeError('missing content: expected one of TaxRuleID')
             if s == 1:
                 if v_TaxRuleName is not None:
-                    bits(0, 2)
                     el = 'TaxRuleName'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     if len(v_TaxRuleName) > 80: raise EncodeError(f'length {len(v_TaxRuleName)} outside [0, 80]')
                     w.string(v_TaxRuleName)
-                    w.bits(0, 1)
-                    v_TaxRuleName = None
-                    s = 2
-                elif v_TaxRate is not None:
-                    bits(1, 2)
+                    if not (v_TaxRate is not None): raise EncodeError('missing content: TaxRate')
                     el = 'TaxRate'
+                    bits(0, 2)
+                    v_TaxRuleName = None
+                    _e_RationalNumberType(w, v_TaxRate)
+                    v_TaxRate = None
+                    s = 3
+                elif v_TaxRate is not None:
+                    el = 'TaxRate'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_TaxRate)
                     v_TaxRate = None
                     s = 3
                 else:
                     raise EncodeError('missing content: expected one of TaxRuleName, TaxRate')
-            if s == 2:
-                if v_TaxRate is not None:
-                    bits(0, 1)
-                    el = 'TaxRate'
-                    _e_RationalNumberType(w, v_TaxRate)
-                    v_TaxRate = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of TaxRate')
             if s == 3:
                 if v_TaxIncludedInPrice is not None:
-                    bits(0, 2)
                     el = 'TaxIncludedInPrice'
-                    w.bits(0, 1)
-                    if v_TaxIncludedInPrice is True: w.bits(1, 1)
-                    elif v_TaxIncludedInPrice is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_TaxIncludedInPrice!r}')
-                    w.bits(0, 1)
-                    v_TaxIncludedInPrice = None
-                    s = 4
-                elif v_AppliesToEnergyFee is not None:
-                    bits(1, 2)
+                    if v_TaxIncludedInPrice is not True and v_TaxIncludedInPrice is not False: raise EncodeError(f'expected a bool, got {v_TaxIncludedInPrice!r}')
+                    if not (v_AppliesToEnergyFee is not None): raise EncodeError('missing content: AppliesToEnergyFee')
                     el = 'AppliesToEnergyFee'
-                    w.bits(0, 1)
-                    if v_AppliesToEnergyFee is True: w.bits(1, 1)
-                    elif v_AppliesToEnergyFee is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_AppliesToEnergyFee!r}')
-                    w.bits(0, 1)
+                    if v_AppliesToEnergyFee is not True and v_AppliesToEnergyFee is not False: raise EncodeError(f'expected a bool, got {v_AppliesToEnergyFee!r}')
+                    bits((v_TaxIncludedInPrice << 5) | (v_AppliesToEnergyFee << 1), 9)
+                    v_TaxIncludedInPrice = None
+                    v_AppliesToEnergyFee = None
+                    s = 5
+                elif v_AppliesToEnergyFee is not None:
+                    el = 'AppliesToEnergyFee'
+                    if v_AppliesToEnergyFee is not True and v_AppliesToEnergyFee is not False: raise EncodeError(f'expected a bool, got {v_AppliesToEnergyFee!r}')
+                    bits((1 << 3) | (v_AppliesToEnergyFee << 1), 5)
                     v_AppliesToEnergyFee = None
                     s = 5
                 else:
                     raise EncodeError('missing content: expected one of TaxIncludedInPrice, AppliesToEnergyFee')
-            if s == 4:
-                if v_AppliesToEnergyFee is not None:
-                    bits(0, 1)
-                    el = 'AppliesToEnergyFee'
-                    w.bits(0, 1)
-                    if v_AppliesToEnergyFee is True: w.bits(1, 1)
-                    elif v_AppliesToEnergyFee is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_AppliesToEnergyFee!r}')
-                    w.bits(0, 1)
-                    v_AppliesToEnergyFee = None
-                    s = 5
-                else:
-                    raise EncodeError('missing content: expected one of AppliesToEnergyFee')
             if s == 5:
                 if v_AppliesToParkingFee is not None:
-                    bits(0, 1)
                     el = 'AppliesToParkingFee'
-                    w.bits(0, 1)
-                    if v_AppliesToParkingFee is True: w.bits(1, 1)
-                    elif v_AppliesToParkingFee is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_AppliesToParkingFee!r}')
-                    w.bits(0, 1)
-                    v_AppliesToParkingFee = None
-                    s = 6
-                else:
-                    raise EncodeError('missing content: expected one of AppliesToParkingFee')
-            if s == 6:
-                if v_AppliesToOverstayFee is not None:
-                    bits(0, 1)
+                    if v_AppliesToParkingFee is not True and v_AppliesToParkingFee is not False: raise EncodeError(f'expected a bool, got {v_AppliesToParkingFee!r}')
+                    if not (v_AppliesToOverstayFee is not None): raise EncodeError('missing content: AppliesToOverstayFee')
                     el = 'AppliesToOverstayFee'
-                    w.bits(0, 1)
-                    if v_AppliesToOverstayFee is True: w.bits(1, 1)
-                    elif v_AppliesToOverstayFee is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_AppliesToOverstayFee!r}')
-                    w.bits(0, 1)
-                    v_AppliesToOverstayFee = None
-                    s = 7
-                else:
-                    raise EncodeError('missing content: expected one of AppliesToOverstayFee')
-            if s == 7:
-                if v_AppliesMinimumMaximumCost is not None:
-                    bits(0, 1)
+                    if v_AppliesToOverstayFee is not True and v_AppliesToOverstayFee is not False: raise EncodeError(f'expected a bool, got {v_AppliesToOverstayFee!r}')
+                    if not (v_AppliesMinimumMaximumCost is not None): raise EncodeError('missing content: AppliesMinimumMaximumCost')
                     el = 'AppliesMinimumMaximumCost'
-                    w.bits(0, 1)
-                    if v_AppliesMinimumMaximumCost is True: w.bits(1, 1)
-                    elif v_AppliesMinimumMaximumCost is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_AppliesMinimumMaximumCost!r}')
-                    w.bits(0, 1)
+                    if v_AppliesMinimumMaximumCost is not True and v_AppliesMinimumMaximumCost is not False: raise EncodeError(f'expected a bool, got {v_AppliesMinimumMaximumCost!r}')
+                    bits((v_AppliesToParkingFee << 10) | (v_AppliesToOverstayFee << 6) | (v_AppliesMinimumMaximumCost << 2), 13)
+                    v_AppliesToParkingFee = None
+                    v_AppliesToOverstayFee = None
                     v_AppliesMinimumMaximumCost = None
-                    s = 8
-                else:
-                    raise EncodeError('missing content: expected one of AppliesMinimumMaximumCost')
-            if s == 8:
-                if True:
-                    bits(0, 1)
                     if v_TaxRuleID is not None or v_TaxRuleName is not None or v_TaxRate is not None or v_TaxIncludedInPrice is not None or v_AppliesToEnergyFee is not None or v_AppliesToParkingFee is not None or v_AppliesToOverstayFee is not None or v_AppliesMinimumMaximumCost is not None: raise _leftover(o)
                     s = -1
+                else:
+                    raise EncodeError('missing content: expected one of AppliesToParkingFee')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -13024,14 +11292,11 @@ def _d_PriceRuleStackListType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'PriceRuleStack'
-                    _v = _d_PriceRuleStackType(r)
-                    f_PriceRuleStack.append(_v)
-                    s = 1
-                else:
-                    raise r.deviation('PriceRuleStackListType')
+                if bits(1): raise r.deviation('PriceRuleStackListType')
+                el = 'PriceRuleStack'
+                _v = _d_PriceRuleStackType(r)
+                f_PriceRuleStack.append(_v)
+                s = 1
             if s == 1:
                 n = 0
                 while True:
@@ -13045,16 +11310,14 @@ def _d_PriceRuleStackListType(r):
                             s = 1024
                             break
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
                         raise r.deviation('PriceRuleStackListType')
             if s == 1024:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('PriceRuleStackListType')
+                if bits(1): raise r.deviation('PriceRuleStackListType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commonmessages.PriceRuleStackListType(f_PriceRuleStack)
@@ -13071,8 +11334,8 @@ def _e_PriceRuleStackListType(w, o):
         while s >= 0:
             if s == 0:
                 if i_PriceRuleStack < n_PriceRuleStack:
-                    bits(0, 1)
                     el = 'PriceRuleStack'
+                    bits(0, 1)
                     _e_PriceRuleStackType(w, v_PriceRuleStack[i_PriceRuleStack])
                     i_PriceRuleStack += 1
                     s = 1
@@ -13082,8 +11345,8 @@ def _e_PriceRuleStackListType(w, o):
                 n = 0
                 while True:
                     if i_PriceRuleStack < n_PriceRuleStack:
-                        bits(0, 2)
                         el = 'PriceRuleStack'
+                        bits(0, 2)
                         _e_PriceRuleStackType(w, v_PriceRuleStack[i_PriceRuleStack])
                         i_PriceRuleStack += 1
                         n += 1
@@ -13113,25 +11376,17 @@ def _d_PriceRuleStackType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Duration'
-                    if bits(1): raise r.deviation('PriceRuleStackType')
-                    f_Duration = r.uint()
-                    if f_Duration > 4294967295: raise DecodeError(f'value {f_Duration} outside [0, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('PriceRuleStackType')
-                    s = 1
-                else:
-                    raise r.deviation('PriceRuleStackType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'PriceRule'
-                    _v = _d_PriceRuleType(r)
-                    f_PriceRule.append(_v)
-                    s = 2
-                else:
-                    raise r.deviation('PriceRuleStackType')
+                x = bits(2)
+                if x & 3: raise r.deviation('PriceRuleStackType')
+                el = 'Duration'
+                f_Duration = r.uint()
+                if f_Duration > 4294967295: raise DecodeError(f'value {f_Duration} outside [0, 4294967295]', r.pos)
+                x = bits(2)
+                if x & 3: raise r.deviation('PriceRuleStackType')
+                el = 'PriceRule'
+                _v = _d_PriceRuleType(r)
+                f_PriceRule.append(_v)
+                s = 2
             if s == 2:
                 n = 0
                 while True:
@@ -13145,16 +11400,14 @@ def _d_PriceRuleStackType(r):
                             s = 9
                             break
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
                         raise r.deviation('PriceRuleStackType')
             if s == 9:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('PriceRuleStackType')
+                if bits(1): raise r.deviation('PriceRuleStackType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commonmessages.PriceRuleStackType(f_Duration, f_PriceRule)
@@ -13172,31 +11425,25 @@ def _e_PriceRuleStackType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Duration is not None:
-                    bits(0, 1)
                     el = 'Duration'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     if v_Duration < 0 or v_Duration > 4294967295: raise EncodeError(f'value {v_Duration!r} outside [0, 4294967295]')
                     w.uint(v_Duration)
-                    w.bits(0, 1)
-                    v_Duration = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Duration')
-            if s == 1:
-                if i_PriceRule < n_PriceRule:
-                    bits(0, 1)
+                    if not (i_PriceRule < n_PriceRule): raise EncodeError('missing content: PriceRule')
                     el = 'PriceRule'
+                    bits(0, 2)
+                    v_Duration = None
                     _e_PriceRuleType(w, v_PriceRule[i_PriceRule])
                     i_PriceRule += 1
                     s = 2
                 else:
-                    raise EncodeError('missing content: expected one of PriceRule')
+                    raise EncodeError('missing content: expected one of Duration')
             if s == 2:
                 n = 0
                 while True:
                     if i_PriceRule < n_PriceRule:
-                        bits(0, 2)
                         el = 'PriceRule'
+                        bits(0, 2)
                         _e_PriceRuleType(w, v_PriceRule[i_PriceRule])
                         i_PriceRule += 1
                         n += 1
@@ -13230,13 +11477,10 @@ def _d_PriceRuleType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EnergyFee'
-                    f_EnergyFee = _d_RationalNumberType(r)
-                    s = 1
-                else:
-                    raise r.deviation('PriceRuleType')
+                if bits(1): raise r.deviation('PriceRuleType')
+                el = 'EnergyFee'
+                f_EnergyFee = _d_RationalNumberType(r)
+                s = 1
             if s == 1:
                 ec = bits(3)
                 if ec == 0:
@@ -13244,24 +11488,24 @@ def _d_PriceRuleType(r):
                     f_ParkingFee = _d_RationalNumberType(r)
                     s = 2
                 elif ec == 1:
-                    el = 'ParkingFeePeriod'
                     if bits(1): raise r.deviation('PriceRuleType')
+                    el = 'ParkingFeePeriod'
                     f_ParkingFeePeriod = r.uint()
                     if f_ParkingFeePeriod > 4294967295: raise DecodeError(f'value {f_ParkingFeePeriod} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('PriceRuleType')
                     s = 3
                 elif ec == 2:
-                    el = 'CarbonDioxideEmission'
                     if bits(1): raise r.deviation('PriceRuleType')
+                    el = 'CarbonDioxideEmission'
                     f_CarbonDioxideEmission = r.uint()
                     if f_CarbonDioxideEmission > 65535: raise DecodeError(f'value {f_CarbonDioxideEmission} outside [0, 65535]', r.pos)
                     if bits(1): raise r.deviation('PriceRuleType')
                     s = 4
                 elif ec == 3:
+                    x = bits(10)
+                    if x & 513: raise r.deviation('PriceRuleType')
                     el = 'RenewableGenerationPercentage'
-                    if bits(1): raise r.deviation('PriceRuleType')
-                    f_RenewableGenerationPercentage = bits(8)
-                    if bits(1): raise r.deviation('PriceRuleType')
+                    f_RenewableGenerationPercentage = ((x >> 1) & 255)
                     s = 5
                 elif ec == 4:
                     el = 'PowerRangeStart'
@@ -13272,24 +11516,24 @@ def _d_PriceRuleType(r):
             if s == 2:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'ParkingFeePeriod'
                     if bits(1): raise r.deviation('PriceRuleType')
+                    el = 'ParkingFeePeriod'
                     f_ParkingFeePeriod = r.uint()
                     if f_ParkingFeePeriod > 4294967295: raise DecodeError(f'value {f_ParkingFeePeriod} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('PriceRuleType')
                     s = 3
                 elif ec == 1:
-                    el = 'CarbonDioxideEmission'
                     if bits(1): raise r.deviation('PriceRuleType')
+                    el = 'CarbonDioxideEmission'
                     f_CarbonDioxideEmission = r.uint()
                     if f_CarbonDioxideEmission > 65535: raise DecodeError(f'value {f_CarbonDioxideEmission} outside [0, 65535]', r.pos)
                     if bits(1): raise r.deviation('PriceRuleType')
                     s = 4
                 elif ec == 2:
+                    x = bits(10)
+                    if x & 513: raise r.deviation('PriceRuleType')
                     el = 'RenewableGenerationPercentage'
-                    if bits(1): raise r.deviation('PriceRuleType')
-                    f_RenewableGenerationPercentage = bits(8)
-                    if bits(1): raise r.deviation('PriceRuleType')
+                    f_RenewableGenerationPercentage = ((x >> 1) & 255)
                     s = 5
                 elif ec == 3:
                     el = 'PowerRangeStart'
@@ -13300,17 +11544,17 @@ def _d_PriceRuleType(r):
             if s == 3:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'CarbonDioxideEmission'
                     if bits(1): raise r.deviation('PriceRuleType')
+                    el = 'CarbonDioxideEmission'
                     f_CarbonDioxideEmission = r.uint()
                     if f_CarbonDioxideEmission > 65535: raise DecodeError(f'value {f_CarbonDioxideEmission} outside [0, 65535]', r.pos)
                     if bits(1): raise r.deviation('PriceRuleType')
                     s = 4
                 elif ec == 1:
+                    x = bits(10)
+                    if x & 513: raise r.deviation('PriceRuleType')
                     el = 'RenewableGenerationPercentage'
-                    if bits(1): raise r.deviation('PriceRuleType')
-                    f_RenewableGenerationPercentage = bits(8)
-                    if bits(1): raise r.deviation('PriceRuleType')
+                    f_RenewableGenerationPercentage = ((x >> 1) & 255)
                     s = 5
                 elif ec == 2:
                     el = 'PowerRangeStart'
@@ -13321,10 +11565,10 @@ def _d_PriceRuleType(r):
             if s == 4:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(10)
+                    if x & 513: raise r.deviation('PriceRuleType')
                     el = 'RenewableGenerationPercentage'
-                    if bits(1): raise r.deviation('PriceRuleType')
-                    f_RenewableGenerationPercentage = bits(8)
-                    if bits(1): raise r.deviation('PriceRuleType')
+                    f_RenewableGenerationPercentage = ((x >> 1) & 255)
                     s = 5
                 elif ec == 1:
                     el = 'PowerRangeStart'
@@ -13333,19 +11577,13 @@ def _d_PriceRuleType(r):
                 else:
                     raise r.deviation('PriceRuleType')
             if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'PowerRangeStart'
-                    f_PowerRangeStart = _d_RationalNumberType(r)
-                    s = 6
-                else:
-                    raise r.deviation('PriceRuleType')
+                if bits(1): raise r.deviation('PriceRuleType')
+                el = 'PowerRangeStart'
+                f_PowerRangeStart = _d_RationalNumberType(r)
+                s = 6
             if s == 6:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('PriceRuleType')
+                if bits(1): raise r.deviation('PriceRuleType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commonmessages.PriceRuleType(f_EnergyFee, f_ParkingFee, f_ParkingFeePeriod, f_CarbonDioxideEmission, f_RenewableGenerationPercentage, f_PowerRangeStart)
@@ -13365,8 +11603,8 @@ def _e_PriceRuleType(w, o):
         while s >= 0:
             if s == 0:
                 if v_EnergyFee is not None:
-                    bits(0, 1)
                     el = 'EnergyFee'
+                    bits(0, 1)
                     _e_RationalNumberType(w, v_EnergyFee)
                     v_EnergyFee = None
                     s = 1
@@ -13374,41 +11612,36 @@ def _e_PriceRuleType(w, o):
                     raise EncodeError('missing content: expected one of EnergyFee')
             if s == 1:
                 if v_ParkingFee is not None:
-                    bits(0, 3)
                     el = 'ParkingFee'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_ParkingFee)
                     v_ParkingFee = None
                     s = 2
                 elif v_ParkingFeePeriod is not None:
-                    bits(1, 3)
                     el = 'ParkingFeePeriod'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     if v_ParkingFeePeriod < 0 or v_ParkingFeePeriod > 4294967295: raise EncodeError(f'value {v_ParkingFeePeriod!r} outside [0, 4294967295]')
                     w.uint(v_ParkingFeePeriod)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_ParkingFeePeriod = None
                     s = 3
                 elif v_CarbonDioxideEmission is not None:
-                    bits(2, 3)
                     el = 'CarbonDioxideEmission'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     if v_CarbonDioxideEmission < 0 or v_CarbonDioxideEmission > 65535: raise EncodeError(f'value {v_CarbonDioxideEmission!r} outside [0, 65535]')
                     w.uint(v_CarbonDioxideEmission)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_CarbonDioxideEmission = None
                     s = 4
                 elif v_RenewableGenerationPercentage is not None:
-                    bits(3, 3)
                     el = 'RenewableGenerationPercentage'
-                    w.bits(0, 1)
                     if not 0 <= v_RenewableGenerationPercentage <= 255: raise EncodeError(f'value {v_RenewableGenerationPercentage!r} outside [0, 255]')
-                    w.bits(v_RenewableGenerationPercentage, 8)
-                    w.bits(0, 1)
+                    bits((3 << 10) | (v_RenewableGenerationPercentage << 1), 13)
                     v_RenewableGenerationPercentage = None
                     s = 5
                 elif v_PowerRangeStart is not None:
-                    bits(4, 3)
                     el = 'PowerRangeStart'
+                    bits(4, 3)
                     _e_RationalNumberType(w, v_PowerRangeStart)
                     v_PowerRangeStart = None
                     s = 6
@@ -13416,35 +11649,30 @@ def _e_PriceRuleType(w, o):
                     raise EncodeError('missing content: expected one of ParkingFee, ParkingFeePeriod, CarbonDioxideEmission, RenewableGenerationPercentage, PowerRangeStart')
             if s == 2:
                 if v_ParkingFeePeriod is not None:
-                    bits(0, 3)
                     el = 'ParkingFeePeriod'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     if v_ParkingFeePeriod < 0 or v_ParkingFeePeriod > 4294967295: raise EncodeError(f'value {v_ParkingFeePeriod!r} outside [0, 4294967295]')
                     w.uint(v_ParkingFeePeriod)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_ParkingFeePeriod = None
                     s = 3
                 elif v_CarbonDioxideEmission is not None:
-                    bits(1, 3)
                     el = 'CarbonDioxideEmission'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     if v_CarbonDioxideEmission < 0 or v_CarbonDioxideEmission > 65535: raise EncodeError(f'value {v_CarbonDioxideEmission!r} outside [0, 65535]')
                     w.uint(v_CarbonDioxideEmission)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_CarbonDioxideEmission = None
                     s = 4
                 elif v_RenewableGenerationPercentage is not None:
-                    bits(2, 3)
                     el = 'RenewableGenerationPercentage'
-                    w.bits(0, 1)
                     if not 0 <= v_RenewableGenerationPercentage <= 255: raise EncodeError(f'value {v_RenewableGenerationPercentage!r} outside [0, 255]')
-                    w.bits(v_RenewableGenerationPercentage, 8)
-                    w.bits(0, 1)
+                    bits((2 << 10) | (v_RenewableGenerationPercentage << 1), 13)
                     v_RenewableGenerationPercentage = None
                     s = 5
                 elif v_PowerRangeStart is not None:
-                    bits(3, 3)
                     el = 'PowerRangeStart'
+                    bits(3, 3)
                     _e_RationalNumberType(w, v_PowerRangeStart)
                     v_PowerRangeStart = None
                     s = 6
@@ -13452,26 +11680,22 @@ def _e_PriceRuleType(w, o):
                     raise EncodeError('missing content: expected one of ParkingFeePeriod, CarbonDioxideEmission, RenewableGenerationPercentage, PowerRangeStart')
             if s == 3:
                 if v_CarbonDioxideEmission is not None:
-                    bits(0, 2)
                     el = 'CarbonDioxideEmission'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     if v_CarbonDioxideEmission < 0 or v_CarbonDioxideEmission > 65535: raise EncodeError(f'value {v_CarbonDioxideEmission!r} outside [0, 65535]')
                     w.uint(v_CarbonDioxideEmission)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_CarbonDioxideEmission = None
                     s = 4
                 elif v_RenewableGenerationPercentage is not None:
-                    bits(1, 2)
                     el = 'RenewableGenerationPercentage'
-                    w.bits(0, 1)
                     if not 0 <= v_RenewableGenerationPercentage <= 255: raise EncodeError(f'value {v_RenewableGenerationPercentage!r} outside [0, 255]')
-                    w.bits(v_RenewableGenerationPercentage, 8)
-                    w.bits(0, 1)
+                    bits((1 << 10) | (v_RenewableGenerationPercentage << 1), 12)
                     v_RenewableGenerationPercentage = None
                     s = 5
                 elif v_PowerRangeStart is not None:
-                    bits(2, 2)
                     el = 'PowerRangeStart'
+                    bits(2, 2)
                     _e_RationalNumberType(w, v_PowerRangeStart)
                     v_PowerRangeStart = None
                     s = 6
@@ -13479,17 +11703,14 @@ def _e_PriceRuleType(w, o):
                     raise EncodeError('missing content: expected one of CarbonDioxideEmission, RenewableGenerationPercentage, PowerRangeStart')
             if s == 4:
                 if v_RenewableGenerationPercentage is not None:
-                    bits(0, 2)
                     el = 'RenewableGenerationPercentage'
-                    w.bits(0, 1)
                     if not 0 <= v_RenewableGenerationPercentage <= 255: raise EncodeError(f'value {v_RenewableGenerationPercentage!r} outside [0, 255]')
-                    w.bits(v_RenewableGenerationPercentage, 8)
-                    w.bits(0, 1)
+                    bits((v_RenewableGenerationPercentage << 1), 12)
                     v_RenewableGenerationPercentage = None
                     s = 5
                 elif v_PowerRangeStart is not None:
-                    bits(1, 2)
                     el = 'PowerRangeStart'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_PowerRangeStart)
                     v_PowerRangeStart = None
                     s = 6
@@ -13497,8 +11718,8 @@ def _e_PriceRuleType(w, o):
                     raise EncodeError('missing content: expected one of RenewableGenerationPercentage, PowerRangeStart')
             if s == 5:
                 if v_PowerRangeStart is not None:
-                    bits(0, 1)
                     el = 'PowerRangeStart'
+                    bits(0, 1)
                     _e_RationalNumberType(w, v_PowerRangeStart)
                     v_PowerRangeStart = None
                     s = 6
@@ -13525,8 +11746,8 @@ def _d_OverstayRuleListType(r):
             if s == 0:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'OverstayTimeThreshold'
                     if bits(1): raise r.deviation('OverstayRuleListType')
+                    el = 'OverstayTimeThreshold'
                     f_OverstayTimeThreshold = r.uint()
                     if f_OverstayTimeThreshold > 4294967295: raise DecodeError(f'value {f_OverstayTimeThreshold} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('OverstayRuleListType')
@@ -13556,14 +11777,11 @@ def _d_OverstayRuleListType(r):
                 else:
                     raise r.deviation('OverstayRuleListType')
             if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'OverstayRule'
-                    _v = _d_OverstayRuleType(r)
-                    f_OverstayRule.append(_v)
-                    s = 3
-                else:
-                    raise r.deviation('OverstayRuleListType')
+                if bits(1): raise r.deviation('OverstayRuleListType')
+                el = 'OverstayRule'
+                _v = _d_OverstayRuleType(r)
+                f_OverstayRule.append(_v)
+                s = 3
             if s == 3:
                 n = 0
                 while True:
@@ -13577,16 +11795,14 @@ def _d_OverstayRuleListType(r):
                             s = 7
                             break
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
                         raise r.deviation('OverstayRuleListType')
             if s == 7:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('OverstayRuleListType')
+                if bits(1): raise r.deviation('OverstayRuleListType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commonmessages.OverstayRuleListType(f_OverstayTimeThreshold, f_OverstayPowerThreshold, f_OverstayRule)
@@ -13605,23 +11821,22 @@ def _e_OverstayRuleListType(w, o):
         while s >= 0:
             if s == 0:
                 if v_OverstayTimeThreshold is not None:
-                    bits(0, 2)
                     el = 'OverstayTimeThreshold'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     if v_OverstayTimeThreshold < 0 or v_OverstayTimeThreshold > 4294967295: raise EncodeError(f'value {v_OverstayTimeThreshold!r} outside [0, 4294967295]')
                     w.uint(v_OverstayTimeThreshold)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_OverstayTimeThreshold = None
                     s = 1
                 elif v_OverstayPowerThreshold is not None:
-                    bits(1, 2)
                     el = 'OverstayPowerThreshold'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_OverstayPowerThreshold)
                     v_OverstayPowerThreshold = None
                     s = 2
                 elif i_OverstayRule < n_OverstayRule:
-                    bits(2, 2)
                     el = 'OverstayRule'
+                    bits(2, 2)
                     _e_OverstayRuleType(w, v_OverstayRule[i_OverstayRule])
                     i_OverstayRule += 1
                     s = 3
@@ -13629,14 +11844,14 @@ def _e_OverstayRuleListType(w, o):
                     raise EncodeError('missing content: expected one of OverstayTimeThreshold, OverstayPowerThreshold, OverstayRule')
             if s == 1:
                 if v_OverstayPowerThreshold is not None:
-                    bits(0, 2)
                     el = 'OverstayPowerThreshold'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_OverstayPowerThreshold)
                     v_OverstayPowerThreshold = None
                     s = 2
                 elif i_OverstayRule < n_OverstayRule:
-                    bits(1, 2)
                     el = 'OverstayRule'
+                    bits(1, 2)
                     _e_OverstayRuleType(w, v_OverstayRule[i_OverstayRule])
                     i_OverstayRule += 1
                     s = 3
@@ -13644,8 +11859,8 @@ def _e_OverstayRuleListType(w, o):
                     raise EncodeError('missing content: expected one of OverstayPowerThreshold, OverstayRule')
             if s == 2:
                 if i_OverstayRule < n_OverstayRule:
-                    bits(0, 1)
                     el = 'OverstayRule'
+                    bits(0, 1)
                     _e_OverstayRuleType(w, v_OverstayRule[i_OverstayRule])
                     i_OverstayRule += 1
                     s = 3
@@ -13655,8 +11870,8 @@ def _e_OverstayRuleListType(w, o):
                 n = 0
                 while True:
                     if i_OverstayRule < n_OverstayRule:
-                        bits(0, 2)
                         el = 'OverstayRule'
+                        bits(0, 2)
                         _e_OverstayRuleType(w, v_OverstayRule[i_OverstayRule])
                         i_OverstayRule += 1
                         n += 1
@@ -13690,26 +11905,20 @@ def _d_OverstayRuleType(r):
             if s == 0:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'OverstayRuleDescription'
                     if bits(1): raise r.deviation('OverstayRuleType')
+                    el = 'OverstayRuleDescription'
                     f_OverstayRuleDescription = r.string(98)
                     if len(f_OverstayRuleDescription) > 160: raise DecodeError(f'length {len(f_OverstayRuleDescription)} outside [0, 160]', r.pos)
-                    if bits(1): raise r.deviation('OverstayRuleType')
-                    s = 1
-                elif ec == 1:
+                    x = bits(3)
+                    if x & 7: raise r.deviation('OverstayRuleType')
                     el = 'StartTime'
-                    if bits(1): raise r.deviation('OverstayRuleType')
                     f_StartTime = r.uint()
                     if f_StartTime > 4294967295: raise DecodeError(f'value {f_StartTime} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('OverstayRuleType')
                     s = 2
-                else:
-                    raise r.deviation('OverstayRuleType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'StartTime'
+                elif ec == 1:
                     if bits(1): raise r.deviation('OverstayRuleType')
+                    el = 'StartTime'
                     f_StartTime = r.uint()
                     if f_StartTime > 4294967295: raise DecodeError(f'value {f_StartTime} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('OverstayRuleType')
@@ -13717,30 +11926,17 @@ def _d_OverstayRuleType(r):
                 else:
                     raise r.deviation('OverstayRuleType')
             if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'OverstayFee'
-                    f_OverstayFee = _d_RationalNumberType(r)
-                    s = 3
-                else:
-                    raise r.deviation('OverstayRuleType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'OverstayFeePeriod'
-                    if bits(1): raise r.deviation('OverstayRuleType')
-                    f_OverstayFeePeriod = r.uint()
-                    if f_OverstayFeePeriod > 4294967295: raise DecodeError(f'value {f_OverstayFeePeriod} outside [0, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('OverstayRuleType')
-                    s = 4
-                else:
-                    raise r.deviation('OverstayRuleType')
-            if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('OverstayRuleType')
+                if bits(1): raise r.deviation('OverstayRuleType')
+                el = 'OverstayFee'
+                f_OverstayFee = _d_RationalNumberType(r)
+                x = bits(2)
+                if x & 3: raise r.deviation('OverstayRuleType')
+                el = 'OverstayFeePeriod'
+                f_OverstayFeePeriod = r.uint()
+                if f_OverstayFeePeriod > 4294967295: raise DecodeError(f'value {f_OverstayFeePeriod} outside [0, 4294967295]', r.pos)
+                x = bits(2)
+                if x & 3: raise r.deviation('OverstayRuleType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commonmessages.OverstayRuleType(f_OverstayRuleDescription, f_StartTime, f_OverstayFee, f_OverstayFeePeriod)
@@ -13758,63 +11954,46 @@ def _e_OverstayRuleType(w, o):
         while s >= 0:
             if s == 0:
                 if v_OverstayRuleDescription is not None:
-                    bits(0, 2)
                     el = 'OverstayRuleDescription'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     if len(v_OverstayRuleDescription) > 160: raise EncodeError(f'length {len(v_OverstayRuleDescription)} outside [0, 160]')
                     w.string(v_OverstayRuleDescription)
-                    w.bits(0, 1)
-                    v_OverstayRuleDescription = None
-                    s = 1
-                elif v_StartTime is not None:
-                    bits(1, 2)
+                    if not (v_StartTime is not None): raise EncodeError('missing content: StartTime')
                     el = 'StartTime'
-                    w.bits(0, 1)
+                    bits(0, 3)
+                    v_OverstayRuleDescription = None
                     if v_StartTime < 0 or v_StartTime > 4294967295: raise EncodeError(f'value {v_StartTime!r} outside [0, 4294967295]')
                     w.uint(v_StartTime)
-                    w.bits(0, 1)
+                    bits(0, 1)
+                    v_StartTime = None
+                    s = 2
+                elif v_StartTime is not None:
+                    el = 'StartTime'
+                    bits((1 << 1), 3)
+                    if v_StartTime < 0 or v_StartTime > 4294967295: raise EncodeError(f'value {v_StartTime!r} outside [0, 4294967295]')
+                    w.uint(v_StartTime)
+                    bits(0, 1)
                     v_StartTime = None
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of OverstayRuleDescription, StartTime')
-            if s == 1:
-                if v_StartTime is not None:
-                    bits(0, 1)
-                    el = 'StartTime'
-                    w.bits(0, 1)
-                    if v_StartTime < 0 or v_StartTime > 4294967295: raise EncodeError(f'value {v_StartTime!r} outside [0, 4294967295]')
-                    w.uint(v_StartTime)
-                    w.bits(0, 1)
-                    v_StartTime = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of StartTime')
             if s == 2:
                 if v_OverstayFee is not None:
-                    bits(0, 1)
                     el = 'OverstayFee'
-                    _e_RationalNumberType(w, v_OverstayFee)
-                    v_OverstayFee = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of OverstayFee')
-            if s == 3:
-                if v_OverstayFeePeriod is not None:
                     bits(0, 1)
+                    _e_RationalNumberType(w, v_OverstayFee)
+                    if not (v_OverstayFeePeriod is not None): raise EncodeError('missing content: OverstayFeePeriod')
                     el = 'OverstayFeePeriod'
-                    w.bits(0, 1)
+                    bits(0, 2)
+                    v_OverstayFee = None
                     if v_OverstayFeePeriod < 0 or v_OverstayFeePeriod > 4294967295: raise EncodeError(f'value {v_OverstayFeePeriod!r} outside [0, 4294967295]')
                     w.uint(v_OverstayFeePeriod)
-                    w.bits(0, 1)
+                    bits(0, 2)
                     v_OverstayFeePeriod = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of OverstayFeePeriod')
-            if s == 4:
-                if True:
-                    bits(0, 1)
                     if v_OverstayRuleDescription is not None or v_StartTime is not None or v_OverstayFee is not None or v_OverstayFeePeriod is not None: raise _leftover(o)
                     s = -1
+                else:
+                    raise EncodeError('missing content: expected one of OverstayFee')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -13827,14 +12006,11 @@ def _d_AdditionalServiceListType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'AdditionalService'
-                    _v = _d_AdditionalServiceType(r)
-                    f_AdditionalService.append(_v)
-                    s = 1
-                else:
-                    raise r.deviation('AdditionalServiceListType')
+                if bits(1): raise r.deviation('AdditionalServiceListType')
+                el = 'AdditionalService'
+                _v = _d_AdditionalServiceType(r)
+                f_AdditionalService.append(_v)
+                s = 1
             if s == 1:
                 n = 0
                 while True:
@@ -13848,16 +12024,14 @@ def _d_AdditionalServiceListType(r):
                             s = 5
                             break
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
                         raise r.deviation('AdditionalServiceListType')
             if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('AdditionalServiceListType')
+                if bits(1): raise r.deviation('AdditionalServiceListType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commonmessages.AdditionalServiceListType(f_AdditionalService)
@@ -13874,8 +12048,8 @@ def _e_AdditionalServiceListType(w, o):
         while s >= 0:
             if s == 0:
                 if i_AdditionalService < n_AdditionalService:
-                    bits(0, 1)
                     el = 'AdditionalService'
+                    bits(0, 1)
                     _e_AdditionalServiceType(w, v_AdditionalService[i_AdditionalService])
                     i_AdditionalService += 1
                     s = 1
@@ -13885,8 +12059,8 @@ def _e_AdditionalServiceListType(w, o):
                 n = 0
                 while True:
                     if i_AdditionalService < n_AdditionalService:
-                        bits(0, 2)
                         el = 'AdditionalService'
+                        bits(0, 2)
                         _e_AdditionalServiceType(w, v_AdditionalService[i_AdditionalService])
                         i_AdditionalService += 1
                         n += 1
@@ -13913,33 +12087,16 @@ def _d_AdditionalServiceType(r):
     f_ServiceName = None
     f_ServiceFee = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ServiceName'
-                    if bits(1): raise r.deviation('AdditionalServiceType')
-                    f_ServiceName = r.string(101)
-                    if len(f_ServiceName) > 80: raise DecodeError(f'length {len(f_ServiceName)} outside [0, 80]', r.pos)
-                    if bits(1): raise r.deviation('AdditionalServiceType')
-                    s = 1
-                else:
-                    raise r.deviation('AdditionalServiceType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ServiceFee'
-                    f_ServiceFee = _d_RationalNumberType(r)
-                    s = 2
-                else:
-                    raise r.deviation('AdditionalServiceType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('AdditionalServiceType')
+        x = bits(2)
+        if x & 3: raise r.deviation('AdditionalServiceType')
+        el = 'ServiceName'
+        f_ServiceName = r.string(101)
+        if len(f_ServiceName) > 80: raise DecodeError(f'length {len(f_ServiceName)} outside [0, 80]', r.pos)
+        x = bits(2)
+        if x & 3: raise r.deviation('AdditionalServiceType')
+        el = 'ServiceFee'
+        f_ServiceFee = _d_RationalNumberType(r)
+        if bits(1): raise r.deviation('AdditionalServiceType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commonmessages.AdditionalServiceType(f_ServiceName, f_ServiceFee)
@@ -13951,34 +12108,21 @@ def _e_AdditionalServiceType(w, o):
     try:
         v_ServiceName = o.ServiceName
         v_ServiceFee = o.ServiceFee
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_ServiceName is not None:
-                    bits(0, 1)
-                    el = 'ServiceName'
-                    w.bits(0, 1)
-                    if len(v_ServiceName) > 80: raise EncodeError(f'length {len(v_ServiceName)} outside [0, 80]')
-                    w.string(v_ServiceName)
-                    w.bits(0, 1)
-                    v_ServiceName = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of ServiceName')
-            if s == 1:
-                if v_ServiceFee is not None:
-                    bits(0, 1)
-                    el = 'ServiceFee'
-                    _e_RationalNumberType(w, v_ServiceFee)
-                    v_ServiceFee = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of ServiceFee')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_ServiceName is not None or v_ServiceFee is not None: raise _leftover(o)
-                    s = -1
+        if v_ServiceName is not None:
+            el = 'ServiceName'
+            bits(0, 2)
+            if len(v_ServiceName) > 80: raise EncodeError(f'length {len(v_ServiceName)} outside [0, 80]')
+            w.string(v_ServiceName)
+            if not (v_ServiceFee is not None): raise EncodeError('missing content: ServiceFee')
+            el = 'ServiceFee'
+            bits(0, 2)
+            v_ServiceName = None
+            _e_RationalNumberType(w, v_ServiceFee)
+            bits(0, 1)
+            v_ServiceFee = None
+            if v_ServiceName is not None or v_ServiceFee is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of ServiceName')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -14000,21 +12144,16 @@ def _d_PriceLevelScheduleType(r):
                 if ec == 0:
                     el = '@Id'
                     f_Id = r.string(39)
-                    s = 1
-                elif ec == 1:
+                    x = bits(2)
+                    if x & 3: raise r.deviation('PriceLevelScheduleType')
                     el = 'TimeAnchor'
-                    if bits(1): raise r.deviation('PriceLevelScheduleType')
                     f_TimeAnchor = r.uint()
                     if f_TimeAnchor > 18446744073709551615: raise DecodeError(f'value {f_TimeAnchor} outside [0, 18446744073709551615]', r.pos)
                     if bits(1): raise r.deviation('PriceLevelScheduleType')
                     s = 2
-                else:
-                    raise r.deviation('PriceLevelScheduleType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'TimeAnchor'
+                elif ec == 1:
                     if bits(1): raise r.deviation('PriceLevelScheduleType')
+                    el = 'TimeAnchor'
                     f_TimeAnchor = r.uint()
                     if f_TimeAnchor > 18446744073709551615: raise DecodeError(f'value {f_TimeAnchor} outside [0, 18446744073709551615]', r.pos)
                     if bits(1): raise r.deviation('PriceLevelScheduleType')
@@ -14022,57 +12161,39 @@ def _d_PriceLevelScheduleType(r):
                 else:
                     raise r.deviation('PriceLevelScheduleType')
             if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'PriceScheduleID'
-                    if bits(1): raise r.deviation('PriceLevelScheduleType')
-                    f_PriceScheduleID = r.uint()
-                    if f_PriceScheduleID < 1 or f_PriceScheduleID > 4294967295: raise DecodeError(f'value {f_PriceScheduleID} outside [1, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('PriceLevelScheduleType')
-                    s = 3
-                else:
-                    raise r.deviation('PriceLevelScheduleType')
+                x = bits(2)
+                if x & 3: raise r.deviation('PriceLevelScheduleType')
+                el = 'PriceScheduleID'
+                f_PriceScheduleID = r.uint()
+                if f_PriceScheduleID < 1 or f_PriceScheduleID > 4294967295: raise DecodeError(f'value {f_PriceScheduleID} outside [1, 4294967295]', r.pos)
+                if bits(1): raise r.deviation('PriceLevelScheduleType')
+                s = 3
             if s == 3:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'PriceScheduleDescription'
                     if bits(1): raise r.deviation('PriceLevelScheduleType')
+                    el = 'PriceScheduleDescription'
                     f_PriceScheduleDescription = r.string(85)
                     if len(f_PriceScheduleDescription) > 160: raise DecodeError(f'length {len(f_PriceScheduleDescription)} outside [0, 160]', r.pos)
-                    if bits(1): raise r.deviation('PriceLevelScheduleType')
-                    s = 4
-                elif ec == 1:
+                    x = bits(12)
+                    if x & 3585: raise r.deviation('PriceLevelScheduleType')
                     el = 'NumberOfPriceLevels'
-                    if bits(1): raise r.deviation('PriceLevelScheduleType')
-                    f_NumberOfPriceLevels = bits(8)
-                    if bits(1): raise r.deviation('PriceLevelScheduleType')
+                    f_NumberOfPriceLevels = ((x >> 1) & 255)
                     s = 5
-                else:
-                    raise r.deviation('PriceLevelScheduleType')
-            if s == 4:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    x = bits(10)
+                    if x & 513: raise r.deviation('PriceLevelScheduleType')
                     el = 'NumberOfPriceLevels'
-                    if bits(1): raise r.deviation('PriceLevelScheduleType')
-                    f_NumberOfPriceLevels = bits(8)
-                    if bits(1): raise r.deviation('PriceLevelScheduleType')
+                    f_NumberOfPriceLevels = ((x >> 1) & 255)
                     s = 5
                 else:
                     raise r.deviation('PriceLevelScheduleType')
             if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'PriceLevelScheduleEntries'
-                    f_PriceLevelScheduleEntries = _d_PriceLevelScheduleEntryListType(r)
-                    s = 6
-                else:
-                    raise r.deviation('PriceLevelScheduleType')
-            if s == 6:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('PriceLevelScheduleType')
+                if bits(1): raise r.deviation('PriceLevelScheduleType')
+                el = 'PriceLevelScheduleEntries'
+                f_PriceLevelScheduleEntries = _d_PriceLevelScheduleEntryListType(r)
+                if bits(1): raise r.deviation('PriceLevelScheduleType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commonmessages.PriceLevelScheduleType(f_Id, f_TimeAnchor, f_PriceScheduleID, f_PriceScheduleDescription, f_NumberOfPriceLevels, f_PriceLevelScheduleEntries)
@@ -14092,93 +12213,71 @@ def _e_PriceLevelScheduleType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 2)
                     el = '@Id'
+                    bits(0, 2)
                     w.string(v_Id)
-                    v_Id = None
-                    s = 1
-                elif v_TimeAnchor is not None:
-                    bits(1, 2)
+                    if not (v_TimeAnchor is not None): raise EncodeError('missing content: TimeAnchor')
                     el = 'TimeAnchor'
-                    w.bits(0, 1)
+                    bits(0, 2)
+                    v_Id = None
                     if v_TimeAnchor < 0 or v_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {v_TimeAnchor!r} outside [0, 18446744073709551615]')
                     w.uint(v_TimeAnchor)
-                    w.bits(0, 1)
+                    bits(0, 1)
+                    v_TimeAnchor = None
+                    s = 2
+                elif v_TimeAnchor is not None:
+                    el = 'TimeAnchor'
+                    bits((1 << 1), 3)
+                    if v_TimeAnchor < 0 or v_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {v_TimeAnchor!r} outside [0, 18446744073709551615]')
+                    w.uint(v_TimeAnchor)
+                    bits(0, 1)
                     v_TimeAnchor = None
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, TimeAnchor')
-            if s == 1:
-                if v_TimeAnchor is not None:
-                    bits(0, 1)
-                    el = 'TimeAnchor'
-                    w.bits(0, 1)
-                    if v_TimeAnchor < 0 or v_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {v_TimeAnchor!r} outside [0, 18446744073709551615]')
-                    w.uint(v_TimeAnchor)
-                    w.bits(0, 1)
-                    v_TimeAnchor = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of TimeAnchor')
             if s == 2:
                 if v_PriceScheduleID is not None:
-                    bits(0, 1)
                     el = 'PriceScheduleID'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     if v_PriceScheduleID < 1 or v_PriceScheduleID > 4294967295: raise EncodeError(f'value {v_PriceScheduleID!r} outside [1, 4294967295]')
                     w.uint(v_PriceScheduleID)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_PriceScheduleID = None
                     s = 3
                 else:
                     raise EncodeError('missing content: expected one of PriceScheduleID')
             if s == 3:
                 if v_PriceScheduleDescription is not None:
-                    bits(0, 2)
                     el = 'PriceScheduleDescription'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     if len(v_PriceScheduleDescription) > 160: raise EncodeError(f'length {len(v_PriceScheduleDescription)} outside [0, 160]')
                     w.string(v_PriceScheduleDescription)
-                    w.bits(0, 1)
-                    v_PriceScheduleDescription = None
-                    s = 4
-                elif v_NumberOfPriceLevels is not None:
-                    bits(1, 2)
+                    if not (v_NumberOfPriceLevels is not None): raise EncodeError('missing content: NumberOfPriceLevels')
                     el = 'NumberOfPriceLevels'
-                    w.bits(0, 1)
                     if not 0 <= v_NumberOfPriceLevels <= 255: raise EncodeError(f'value {v_NumberOfPriceLevels!r} outside [0, 255]')
-                    w.bits(v_NumberOfPriceLevels, 8)
-                    w.bits(0, 1)
+                    bits((v_NumberOfPriceLevels << 1), 12)
+                    v_PriceScheduleDescription = None
+                    v_NumberOfPriceLevels = None
+                    s = 5
+                elif v_NumberOfPriceLevels is not None:
+                    el = 'NumberOfPriceLevels'
+                    if not 0 <= v_NumberOfPriceLevels <= 255: raise EncodeError(f'value {v_NumberOfPriceLevels!r} outside [0, 255]')
+                    bits((1 << 10) | (v_NumberOfPriceLevels << 1), 12)
                     v_NumberOfPriceLevels = None
                     s = 5
                 else:
                     raise EncodeError('missing content: expected one of PriceScheduleDescription, NumberOfPriceLevels')
-            if s == 4:
-                if v_NumberOfPriceLevels is not None:
-                    bits(0, 1)
-                    el = 'NumberOfPriceLevels'
-                    w.bits(0, 1)
-                    if not 0 <= v_NumberOfPriceLevels <= 255: raise EncodeError(f'value {v_NumberOfPriceLevels!r} outside [0, 255]')
-                    w.bits(v_NumberOfPriceLevels, 8)
-                    w.bits(0, 1)
-                    v_NumberOfPriceLevels = None
-                    s = 5
-                else:
-                    raise EncodeError('missing content: expected one of NumberOfPriceLevels')
             if s == 5:
                 if v_PriceLevelScheduleEntries is not None:
-                    bits(0, 1)
                     el = 'PriceLevelScheduleEntries'
-                    _e_PriceLevelScheduleEntryListType(w, v_PriceLevelScheduleEntries)
-                    v_PriceLevelScheduleEntries = None
-                    s = 6
-                else:
-                    raise EncodeError('missing content: expected one of PriceLevelScheduleEntries')
-            if s == 6:
-                if True:
                     bits(0, 1)
+                    _e_PriceLevelScheduleEntryListType(w, v_PriceLevelScheduleEntries)
+                    bits(0, 1)
+                    v_PriceLevelScheduleEntries = None
                     if v_Id is not None or v_TimeAnchor is not None or v_PriceScheduleID is not None or v_PriceScheduleDescription is not None or v_NumberOfPriceLevels is not None or v_PriceLevelScheduleEntries is not None: raise _leftover(o)
                     s = -1
+                else:
+                    raise EncodeError('missing content: expected one of PriceLevelScheduleEntries')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -14191,14 +12290,11 @@ def _d_PriceLevelScheduleEntryListType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'PriceLevelScheduleEntry'
-                    _v = _d_PriceLevelScheduleEntryType(r)
-                    f_PriceLevelScheduleEntry.append(_v)
-                    s = 1
-                else:
-                    raise r.deviation('PriceLevelScheduleEntryListType')
+                if bits(1): raise r.deviation('PriceLevelScheduleEntryListType')
+                el = 'PriceLevelScheduleEntry'
+                _v = _d_PriceLevelScheduleEntryType(r)
+                f_PriceLevelScheduleEntry.append(_v)
+                s = 1
             if s == 1:
                 n = 0
                 while True:
@@ -14212,16 +12308,14 @@ def _d_PriceLevelScheduleEntryListType(r):
                             s = 1024
                             break
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
                         raise r.deviation('PriceLevelScheduleEntryListType')
             if s == 1024:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('PriceLevelScheduleEntryListType')
+                if bits(1): raise r.deviation('PriceLevelScheduleEntryListType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commonmessages.PriceLevelScheduleEntryListType(f_PriceLevelScheduleEntry)
@@ -14238,8 +12332,8 @@ def _e_PriceLevelScheduleEntryListType(w, o):
         while s >= 0:
             if s == 0:
                 if i_PriceLevelScheduleEntry < n_PriceLevelScheduleEntry:
-                    bits(0, 1)
                     el = 'PriceLevelScheduleEntry'
+                    bits(0, 1)
                     _e_PriceLevelScheduleEntryType(w, v_PriceLevelScheduleEntry[i_PriceLevelScheduleEntry])
                     i_PriceLevelScheduleEntry += 1
                     s = 1
@@ -14249,8 +12343,8 @@ def _e_PriceLevelScheduleEntryListType(w, o):
                 n = 0
                 while True:
                     if i_PriceLevelScheduleEntry < n_PriceLevelScheduleEntry:
-                        bits(0, 2)
                         el = 'PriceLevelScheduleEntry'
+                        bits(0, 2)
                         _e_PriceLevelScheduleEntryType(w, v_PriceLevelScheduleEntry[i_PriceLevelScheduleEntry])
                         i_PriceLevelScheduleEntry += 1
                         n += 1
@@ -14277,35 +12371,15 @@ def _d_PriceLevelScheduleEntryType(r):
     f_Duration = None
     f_PriceLevel = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Duration'
-                    if bits(1): raise r.deviation('PriceLevelScheduleEntryType')
-                    f_Duration = r.uint()
-                    if f_Duration > 4294967295: raise DecodeError(f'value {f_Duration} outside [0, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('PriceLevelScheduleEntryType')
-                    s = 1
-                else:
-                    raise r.deviation('PriceLevelScheduleEntryType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'PriceLevel'
-                    if bits(1): raise r.deviation('PriceLevelScheduleEntryType')
-                    f_PriceLevel = bits(8)
-                    if bits(1): raise r.deviation('PriceLevelScheduleEntryType')
-                    s = 2
-                else:
-                    raise r.deviation('PriceLevelScheduleEntryType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('PriceLevelScheduleEntryType')
+        x = bits(2)
+        if x & 3: raise r.deviation('PriceLevelScheduleEntryType')
+        el = 'Duration'
+        f_Duration = r.uint()
+        if f_Duration > 4294967295: raise DecodeError(f'value {f_Duration} outside [0, 4294967295]', r.pos)
+        x = bits(13)
+        if x & 7171: raise r.deviation('PriceLevelScheduleEntryType')
+        el = 'PriceLevel'
+        f_PriceLevel = ((x >> 2) & 255)
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commonmessages.PriceLevelScheduleEntryType(f_Duration, f_PriceLevel)
@@ -14317,37 +12391,20 @@ def _e_PriceLevelScheduleEntryType(w, o):
     try:
         v_Duration = o.Duration
         v_PriceLevel = o.PriceLevel
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Duration is not None:
-                    bits(0, 1)
-                    el = 'Duration'
-                    w.bits(0, 1)
-                    if v_Duration < 0 or v_Duration > 4294967295: raise EncodeError(f'value {v_Duration!r} outside [0, 4294967295]')
-                    w.uint(v_Duration)
-                    w.bits(0, 1)
-                    v_Duration = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Duration')
-            if s == 1:
-                if v_PriceLevel is not None:
-                    bits(0, 1)
-                    el = 'PriceLevel'
-                    w.bits(0, 1)
-                    if not 0 <= v_PriceLevel <= 255: raise EncodeError(f'value {v_PriceLevel!r} outside [0, 255]')
-                    w.bits(v_PriceLevel, 8)
-                    w.bits(0, 1)
-                    v_PriceLevel = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of PriceLevel')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_Duration is not None or v_PriceLevel is not None: raise _leftover(o)
-                    s = -1
+        if v_Duration is not None:
+            el = 'Duration'
+            bits(0, 2)
+            if v_Duration < 0 or v_Duration > 4294967295: raise EncodeError(f'value {v_Duration!r} outside [0, 4294967295]')
+            w.uint(v_Duration)
+            if not (v_PriceLevel is not None): raise EncodeError('missing content: PriceLevel')
+            el = 'PriceLevel'
+            if not 0 <= v_PriceLevel <= 255: raise EncodeError(f'value {v_PriceLevel!r} outside [0, 255]')
+            bits((v_PriceLevel << 2), 13)
+            v_Duration = None
+            v_PriceLevel = None
+            if v_Duration is not None or v_PriceLevel is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Duration')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -14360,14 +12417,11 @@ def _d_Scheduled_SEResControlModeType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ScheduleTuple'
-                    _v = _d_ScheduleTupleType(r)
-                    f_ScheduleTuple.append(_v)
-                    s = 1
-                else:
-                    raise r.deviation('Scheduled_SEResControlModeType')
+                if bits(1): raise r.deviation('Scheduled_SEResControlModeType')
+                el = 'ScheduleTuple'
+                _v = _d_ScheduleTupleType(r)
+                f_ScheduleTuple.append(_v)
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
@@ -14376,6 +12430,7 @@ def _d_Scheduled_SEResControlModeType(r):
                     f_ScheduleTuple.append(_v)
                     s = 2
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Scheduled_SEResControlModeType')
@@ -14385,14 +12440,10 @@ def _d_Scheduled_SEResControlModeType(r):
                     el = 'ScheduleTuple'
                     _v = _d_ScheduleTupleType(r)
                     f_ScheduleTuple.append(_v)
-                    s = 3
-                elif ec == 1:
+                    if bits(1): raise r.deviation('Scheduled_SEResControlModeType')
                     s = -1
-                else:
-                    raise r.deviation('Scheduled_SEResControlModeType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Scheduled_SEResControlModeType')
@@ -14412,8 +12463,8 @@ def _e_Scheduled_SEResControlModeType(w, o):
         while s >= 0:
             if s == 0:
                 if i_ScheduleTuple < n_ScheduleTuple:
-                    bits(0, 1)
                     el = 'ScheduleTuple'
+                    bits(0, 1)
                     _e_ScheduleTupleType(w, v_ScheduleTuple[i_ScheduleTuple])
                     i_ScheduleTuple += 1
                     s = 1
@@ -14421,8 +12472,8 @@ def _e_Scheduled_SEResControlModeType(w, o):
                     raise EncodeError('missing content: expected one of ScheduleTuple')
             if s == 1:
                 if i_ScheduleTuple < n_ScheduleTuple:
-                    bits(0, 2)
                     el = 'ScheduleTuple'
+                    bits(0, 2)
                     _e_ScheduleTupleType(w, v_ScheduleTuple[i_ScheduleTuple])
                     i_ScheduleTuple += 1
                     s = 2
@@ -14432,18 +12483,15 @@ def _e_Scheduled_SEResControlModeType(w, o):
                     s = -1
             if s == 2:
                 if i_ScheduleTuple < n_ScheduleTuple:
-                    bits(0, 2)
                     el = 'ScheduleTuple'
+                    bits(0, 2)
                     _e_ScheduleTupleType(w, v_ScheduleTuple[i_ScheduleTuple])
                     i_ScheduleTuple += 1
-                    s = 3
-                elif True:
-                    bits(1, 2)
+                    bits(0, 1)
                     if i_ScheduleTuple < n_ScheduleTuple: raise _leftover(o)
                     s = -1
-            if s == 3:
-                if True:
-                    bits(0, 1)
+                elif True:
+                    bits(1, 2)
                     if i_ScheduleTuple < n_ScheduleTuple: raise _leftover(o)
                     s = -1
     except Exception as e:
@@ -14460,37 +12508,25 @@ def _d_ScheduleTupleType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ScheduleTupleID'
-                    if bits(1): raise r.deviation('ScheduleTupleType')
-                    f_ScheduleTupleID = r.uint()
-                    if f_ScheduleTupleID < 1 or f_ScheduleTupleID > 4294967295: raise DecodeError(f'value {f_ScheduleTupleID} outside [1, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('ScheduleTupleType')
-                    s = 1
-                else:
-                    raise r.deviation('ScheduleTupleType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ChargingSchedule'
-                    f_ChargingSchedule = _d_ChargingScheduleType(r)
-                    s = 2
-                else:
-                    raise r.deviation('ScheduleTupleType')
+                x = bits(2)
+                if x & 3: raise r.deviation('ScheduleTupleType')
+                el = 'ScheduleTupleID'
+                f_ScheduleTupleID = r.uint()
+                if f_ScheduleTupleID < 1 or f_ScheduleTupleID > 4294967295: raise DecodeError(f'value {f_ScheduleTupleID} outside [1, 4294967295]', r.pos)
+                x = bits(2)
+                if x & 3: raise r.deviation('ScheduleTupleType')
+                el = 'ChargingSchedule'
+                f_ChargingSchedule = _d_ChargingScheduleType(r)
+                s = 2
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
                     el = 'DischargingSchedule'
                     f_DischargingSchedule = _d_ChargingScheduleType(r)
-                    s = 3
-                elif ec == 1:
+                    if bits(1): raise r.deviation('ScheduleTupleType')
                     s = -1
-                else:
-                    raise r.deviation('ScheduleTupleType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ScheduleTupleType')
@@ -14510,39 +12546,30 @@ def _e_ScheduleTupleType(w, o):
         while s >= 0:
             if s == 0:
                 if v_ScheduleTupleID is not None:
-                    bits(0, 1)
                     el = 'ScheduleTupleID'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     if v_ScheduleTupleID < 1 or v_ScheduleTupleID > 4294967295: raise EncodeError(f'value {v_ScheduleTupleID!r} outside [1, 4294967295]')
                     w.uint(v_ScheduleTupleID)
-                    w.bits(0, 1)
-                    v_ScheduleTupleID = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of ScheduleTupleID')
-            if s == 1:
-                if v_ChargingSchedule is not None:
-                    bits(0, 1)
+                    if not (v_ChargingSchedule is not None): raise EncodeError('missing content: ChargingSchedule')
                     el = 'ChargingSchedule'
+                    bits(0, 2)
+                    v_ScheduleTupleID = None
                     _e_ChargingScheduleType(w, v_ChargingSchedule)
                     v_ChargingSchedule = None
                     s = 2
                 else:
-                    raise EncodeError('missing content: expected one of ChargingSchedule')
+                    raise EncodeError('missing content: expected one of ScheduleTupleID')
             if s == 2:
                 if v_DischargingSchedule is not None:
-                    bits(0, 2)
                     el = 'DischargingSchedule'
+                    bits(0, 2)
                     _e_ChargingScheduleType(w, v_DischargingSchedule)
+                    bits(0, 1)
                     v_DischargingSchedule = None
-                    s = 3
-                elif True:
-                    bits(1, 2)
                     if v_ScheduleTupleID is not None or v_ChargingSchedule is not None or v_DischargingSchedule is not None: raise _leftover(o)
                     s = -1
-            if s == 3:
-                if True:
-                    bits(0, 1)
+                elif True:
+                    bits(1, 2)
                     if v_ScheduleTupleID is not None or v_ChargingSchedule is not None or v_DischargingSchedule is not None: raise _leftover(o)
                     s = -1
     except Exception as e:
@@ -14559,36 +12586,24 @@ def _d_ChargingScheduleType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'PowerSchedule'
-                    f_PowerSchedule = _d_PowerScheduleType(r)
-                    s = 1
-                else:
-                    raise r.deviation('ChargingScheduleType')
+                if bits(1): raise r.deviation('ChargingScheduleType')
+                el = 'PowerSchedule'
+                f_PowerSchedule = _d_PowerScheduleType(r)
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
                     el = 'AbsolutePriceSchedule'
                     f_AbsolutePriceSchedule = _d_AbsolutePriceScheduleType(r)
-                    s = 2
+                    if bits(1): raise r.deviation('ChargingScheduleType')
+                    s = -1
                 elif ec == 1:
                     el = 'PriceLevelSchedule'
                     f_PriceLevelSchedule = _d_PriceLevelScheduleType(r)
-                    s = 3
+                    if bits(1): raise r.deviation('ChargingScheduleType')
+                    s = -1
                 elif ec == 2:
-                    s = -1
-                else:
-                    raise r.deviation('ChargingScheduleType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ChargingScheduleType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ChargingScheduleType')
@@ -14608,8 +12623,8 @@ def _e_ChargingScheduleType(w, o):
         while s >= 0:
             if s == 0:
                 if v_PowerSchedule is not None:
-                    bits(0, 1)
                     el = 'PowerSchedule'
+                    bits(0, 1)
                     _e_PowerScheduleType(w, v_PowerSchedule)
                     v_PowerSchedule = None
                     s = 1
@@ -14617,29 +12632,23 @@ def _e_ChargingScheduleType(w, o):
                     raise EncodeError('missing content: expected one of PowerSchedule')
             if s == 1:
                 if v_AbsolutePriceSchedule is not None:
-                    bits(0, 2)
                     el = 'AbsolutePriceSchedule'
+                    bits(0, 2)
                     _e_AbsolutePriceScheduleType(w, v_AbsolutePriceSchedule)
+                    bits(0, 1)
                     v_AbsolutePriceSchedule = None
-                    s = 2
+                    if v_PowerSchedule is not None or v_AbsolutePriceSchedule is not None or v_PriceLevelSchedule is not None: raise _leftover(o)
+                    s = -1
                 elif v_PriceLevelSchedule is not None:
-                    bits(1, 2)
                     el = 'PriceLevelSchedule'
+                    bits(1, 2)
                     _e_PriceLevelScheduleType(w, v_PriceLevelSchedule)
+                    bits(0, 1)
                     v_PriceLevelSchedule = None
-                    s = 3
+                    if v_PowerSchedule is not None or v_AbsolutePriceSchedule is not None or v_PriceLevelSchedule is not None: raise _leftover(o)
+                    s = -1
                 elif True:
                     bits(2, 2)
-                    if v_PowerSchedule is not None or v_AbsolutePriceSchedule is not None or v_PriceLevelSchedule is not None: raise _leftover(o)
-                    s = -1
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_PowerSchedule is not None or v_AbsolutePriceSchedule is not None or v_PriceLevelSchedule is not None: raise _leftover(o)
-                    s = -1
-            if s == 3:
-                if True:
-                    bits(0, 1)
                     if v_PowerSchedule is not None or v_AbsolutePriceSchedule is not None or v_PriceLevelSchedule is not None: raise _leftover(o)
                     s = -1
     except Exception as e:
@@ -14657,16 +12666,13 @@ def _d_PowerScheduleType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'TimeAnchor'
-                    if bits(1): raise r.deviation('PowerScheduleType')
-                    f_TimeAnchor = r.uint()
-                    if f_TimeAnchor > 18446744073709551615: raise DecodeError(f'value {f_TimeAnchor} outside [0, 18446744073709551615]', r.pos)
-                    if bits(1): raise r.deviation('PowerScheduleType')
-                    s = 1
-                else:
-                    raise r.deviation('PowerScheduleType')
+                x = bits(2)
+                if x & 3: raise r.deviation('PowerScheduleType')
+                el = 'TimeAnchor'
+                f_TimeAnchor = r.uint()
+                if f_TimeAnchor > 18446744073709551615: raise DecodeError(f'value {f_TimeAnchor} outside [0, 18446744073709551615]', r.pos)
+                if bits(1): raise r.deviation('PowerScheduleType')
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
@@ -14696,19 +12702,13 @@ def _d_PowerScheduleType(r):
                 else:
                     raise r.deviation('PowerScheduleType')
             if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'PowerScheduleEntries'
-                    f_PowerScheduleEntries = _d_PowerScheduleEntryListType(r)
-                    s = 4
-                else:
-                    raise r.deviation('PowerScheduleType')
+                if bits(1): raise r.deviation('PowerScheduleType')
+                el = 'PowerScheduleEntries'
+                f_PowerScheduleEntries = _d_PowerScheduleEntryListType(r)
+                s = 4
             if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('PowerScheduleType')
+                if bits(1): raise r.deviation('PowerScheduleType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commonmessages.PowerScheduleType(f_TimeAnchor, f_AvailableEnergy, f_PowerTolerance, f_PowerScheduleEntries)
@@ -14726,32 +12726,31 @@ def _e_PowerScheduleType(w, o):
         while s >= 0:
             if s == 0:
                 if v_TimeAnchor is not None:
-                    bits(0, 1)
                     el = 'TimeAnchor'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     if v_TimeAnchor < 0 or v_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {v_TimeAnchor!r} outside [0, 18446744073709551615]')
                     w.uint(v_TimeAnchor)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_TimeAnchor = None
                     s = 1
                 else:
                     raise EncodeError('missing content: expected one of TimeAnchor')
             if s == 1:
                 if v_AvailableEnergy is not None:
-                    bits(0, 2)
                     el = 'AvailableEnergy'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_AvailableEnergy)
                     v_AvailableEnergy = None
                     s = 2
                 elif v_PowerTolerance is not None:
-                    bits(1, 2)
                     el = 'PowerTolerance'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_PowerTolerance)
                     v_PowerTolerance = None
                     s = 3
                 elif v_PowerScheduleEntries is not None:
-                    bits(2, 2)
                     el = 'PowerScheduleEntries'
+                    bits(2, 2)
                     _e_PowerScheduleEntryListType(w, v_PowerScheduleEntries)
                     v_PowerScheduleEntries = None
                     s = 4
@@ -14759,14 +12758,14 @@ def _e_PowerScheduleType(w, o):
                     raise EncodeError('missing content: expected one of AvailableEnergy, PowerTolerance, PowerScheduleEntries')
             if s == 2:
                 if v_PowerTolerance is not None:
-                    bits(0, 2)
                     el = 'PowerTolerance'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_PowerTolerance)
                     v_PowerTolerance = None
                     s = 3
                 elif v_PowerScheduleEntries is not None:
-                    bits(1, 2)
                     el = 'PowerScheduleEntries'
+                    bits(1, 2)
                     _e_PowerScheduleEntryListType(w, v_PowerScheduleEntries)
                     v_PowerScheduleEntries = None
                     s = 4
@@ -14774,8 +12773,8 @@ def _e_PowerScheduleType(w, o):
                     raise EncodeError('missing content: expected one of PowerTolerance, PowerScheduleEntries')
             if s == 3:
                 if v_PowerScheduleEntries is not None:
-                    bits(0, 1)
                     el = 'PowerScheduleEntries'
+                    bits(0, 1)
                     _e_PowerScheduleEntryListType(w, v_PowerScheduleEntries)
                     v_PowerScheduleEntries = None
                     s = 4
@@ -14798,14 +12797,11 @@ def _d_PowerScheduleEntryListType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'PowerScheduleEntry'
-                    _v = _d_PowerScheduleEntryType(r)
-                    f_PowerScheduleEntry.append(_v)
-                    s = 1
-                else:
-                    raise r.deviation('PowerScheduleEntryListType')
+                if bits(1): raise r.deviation('PowerScheduleEntryListType')
+                el = 'PowerScheduleEntry'
+                _v = _d_PowerScheduleEntryType(r)
+                f_PowerScheduleEntry.append(_v)
+                s = 1
             if s == 1:
                 n = 0
                 while True:
@@ -14819,16 +12815,14 @@ def _d_PowerScheduleEntryListType(r):
                             s = 1024
                             break
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
                         raise r.deviation('PowerScheduleEntryListType')
             if s == 1024:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('PowerScheduleEntryListType')
+                if bits(1): raise r.deviation('PowerScheduleEntryListType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commonmessages.PowerScheduleEntryListType(f_PowerScheduleEntry)
@@ -14845,8 +12839,8 @@ def _e_PowerScheduleEntryListType(w, o):
         while s >= 0:
             if s == 0:
                 if i_PowerScheduleEntry < n_PowerScheduleEntry:
-                    bits(0, 1)
                     el = 'PowerScheduleEntry'
+                    bits(0, 1)
                     _e_PowerScheduleEntryType(w, v_PowerScheduleEntry[i_PowerScheduleEntry])
                     i_PowerScheduleEntry += 1
                     s = 1
@@ -14856,8 +12850,8 @@ def _e_PowerScheduleEntryListType(w, o):
                 n = 0
                 while True:
                     if i_PowerScheduleEntry < n_PowerScheduleEntry:
-                        bits(0, 2)
                         el = 'PowerScheduleEntry'
+                        bits(0, 2)
                         _e_PowerScheduleEntryType(w, v_PowerScheduleEntry[i_PowerScheduleEntry])
                         i_PowerScheduleEntry += 1
                         n += 1
@@ -14884,33 +12878,16 @@ def _d_ServiceDetailReqType(r):
     f_Header = None
     f_ServiceID = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('ServiceDetailReqType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ServiceID'
-                    if bits(1): raise r.deviation('ServiceDetailReqType')
-                    f_ServiceID = r.uint()
-                    if f_ServiceID > 65535: raise DecodeError(f'value {f_ServiceID} outside [0, 65535]', r.pos)
-                    if bits(1): raise r.deviation('ServiceDetailReqType')
-                    s = 2
-                else:
-                    raise r.deviation('ServiceDetailReqType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ServiceDetailReqType')
+        if bits(1): raise r.deviation('ServiceDetailReqType')
+        el = 'Header'
+        f_Header = _d_MessageHeaderType(r)
+        x = bits(2)
+        if x & 3: raise r.deviation('ServiceDetailReqType')
+        el = 'ServiceID'
+        f_ServiceID = r.uint()
+        if f_ServiceID > 65535: raise DecodeError(f'value {f_ServiceID} outside [0, 65535]', r.pos)
+        x = bits(2)
+        if x & 3: raise r.deviation('ServiceDetailReqType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commonmessages.ServiceDetailReqType(f_Header, f_ServiceID)
@@ -14922,34 +12899,21 @@ def _e_ServiceDetailReqType(w, o):
     try:
         v_Header = o.Header
         v_ServiceID = o.ServiceID
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Header is not None:
-                    bits(0, 1)
-                    el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_ServiceID is not None:
-                    bits(0, 1)
-                    el = 'ServiceID'
-                    w.bits(0, 1)
-                    if v_ServiceID < 0 or v_ServiceID > 65535: raise EncodeError(f'value {v_ServiceID!r} outside [0, 65535]')
-                    w.uint(v_ServiceID)
-                    w.bits(0, 1)
-                    v_ServiceID = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of ServiceID')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_Header is not None or v_ServiceID is not None: raise _leftover(o)
-                    s = -1
+        if v_Header is not None:
+            el = 'Header'
+            bits(0, 1)
+            _e_MessageHeaderType(w, v_Header)
+            if not (v_ServiceID is not None): raise EncodeError('missing content: ServiceID')
+            el = 'ServiceID'
+            bits(0, 2)
+            v_Header = None
+            if v_ServiceID < 0 or v_ServiceID > 65535: raise EncodeError(f'value {v_ServiceID!r} outside [0, 65535]')
+            w.uint(v_ServiceID)
+            bits(0, 2)
+            v_ServiceID = None
+            if v_Header is not None or v_ServiceID is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Header')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -14962,53 +12926,23 @@ def _d_ServiceDetailResType(r):
     f_ServiceID = None
     f_ServiceParameterList = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('ServiceDetailResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('ServiceDetailResType')
-                    f_ResponseCode = bits(6)
-                    if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
-                    f_ResponseCode = _E2[f_ResponseCode]
-                    if bits(1): raise r.deviation('ServiceDetailResType')
-                    s = 2
-                else:
-                    raise r.deviation('ServiceDetailResType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ServiceID'
-                    if bits(1): raise r.deviation('ServiceDetailResType')
-                    f_ServiceID = r.uint()
-                    if f_ServiceID > 65535: raise DecodeError(f'value {f_ServiceID} outside [0, 65535]', r.pos)
-                    if bits(1): raise r.deviation('ServiceDetailResType')
-                    s = 3
-                else:
-                    raise r.deviation('ServiceDetailResType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ServiceParameterList'
-                    f_ServiceParameterList = _d_ServiceParameterListType(r)
-                    s = 4
-                else:
-                    raise r.deviation('ServiceDetailResType')
-            if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ServiceDetailResType')
+        if bits(1): raise r.deviation('ServiceDetailResType')
+        el = 'Header'
+        f_Header = _d_MessageHeaderType(r)
+        x = bits(11)
+        if x & 1543: raise r.deviation('ServiceDetailResType')
+        el = 'ResponseCode'
+        f_ResponseCode = ((x >> 3) & 63)
+        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
+        f_ResponseCode = _E2[f_ResponseCode]
+        el = 'ServiceID'
+        f_ServiceID = r.uint()
+        if f_ServiceID > 65535: raise DecodeError(f'value {f_ServiceID} outside [0, 65535]', r.pos)
+        x = bits(2)
+        if x & 3: raise r.deviation('ServiceDetailResType')
+        el = 'ServiceParameterList'
+        f_ServiceParameterList = _d_ServiceParameterListType(r)
+        if bits(1): raise r.deviation('ServiceDetailResType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commonmessages.ServiceDetailResType(f_Header, f_ResponseCode, f_ServiceID, f_ServiceParameterList)
@@ -15022,56 +12956,31 @@ def _e_ServiceDetailResType(w, o):
         v_ResponseCode = o.ResponseCode
         v_ServiceID = o.ServiceID
         v_ServiceParameterList = o.ServiceParameterList
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Header is not None:
-                    bits(0, 1)
-                    el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_ResponseCode is not None:
-                    bits(0, 1)
-                    el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I4.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 6)
-                    w.bits(0, 1)
-                    v_ResponseCode = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 2:
-                if v_ServiceID is not None:
-                    bits(0, 1)
-                    el = 'ServiceID'
-                    w.bits(0, 1)
-                    if v_ServiceID < 0 or v_ServiceID > 65535: raise EncodeError(f'value {v_ServiceID!r} outside [0, 65535]')
-                    w.uint(v_ServiceID)
-                    w.bits(0, 1)
-                    v_ServiceID = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of ServiceID')
-            if s == 3:
-                if v_ServiceParameterList is not None:
-                    bits(0, 1)
-                    el = 'ServiceParameterList'
-                    _e_ServiceParameterListType(w, v_ServiceParameterList)
-                    v_ServiceParameterList = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of ServiceParameterList')
-            if s == 4:
-                if True:
-                    bits(0, 1)
-                    if v_Header is not None or v_ResponseCode is not None or v_ServiceID is not None or v_ServiceParameterList is not None: raise _leftover(o)
-                    s = -1
+        if v_Header is not None:
+            el = 'Header'
+            bits(0, 1)
+            _e_MessageHeaderType(w, v_Header)
+            if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            el = 'ResponseCode'
+            _i21 = _I4.get(v_ResponseCode)
+            if _i21 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (v_ServiceID is not None): raise EncodeError('missing content: ServiceID')
+            el = 'ServiceID'
+            bits((_i21 << 3), 11)
+            v_Header = None
+            v_ResponseCode = None
+            if v_ServiceID < 0 or v_ServiceID > 65535: raise EncodeError(f'value {v_ServiceID!r} outside [0, 65535]')
+            w.uint(v_ServiceID)
+            if not (v_ServiceParameterList is not None): raise EncodeError('missing content: ServiceParameterList')
+            el = 'ServiceParameterList'
+            bits(0, 2)
+            v_ServiceID = None
+            _e_ServiceParameterListType(w, v_ServiceParameterList)
+            bits(0, 1)
+            v_ServiceParameterList = None
+            if v_Header is not None or v_ResponseCode is not None or v_ServiceID is not None or v_ServiceParameterList is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Header')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -15084,14 +12993,11 @@ def _d_ServiceParameterListType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ParameterSet'
-                    _v = _d_ParameterSetType(r)
-                    f_ParameterSet.append(_v)
-                    s = 1
-                else:
-                    raise r.deviation('ServiceParameterListType')
+                if bits(1): raise r.deviation('ServiceParameterListType')
+                el = 'ParameterSet'
+                _v = _d_ParameterSetType(r)
+                f_ParameterSet.append(_v)
+                s = 1
             if s == 1:
                 n = 0
                 while True:
@@ -15105,16 +13011,14 @@ def _d_ServiceParameterListType(r):
                             s = 32
                             break
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
                         raise r.deviation('ServiceParameterListType')
             if s == 32:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ServiceParameterListType')
+                if bits(1): raise r.deviation('ServiceParameterListType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commonmessages.ServiceParameterListType(f_ParameterSet)
@@ -15131,8 +13035,8 @@ def _e_ServiceParameterListType(w, o):
         while s >= 0:
             if s == 0:
                 if i_ParameterSet < n_ParameterSet:
-                    bits(0, 1)
                     el = 'ParameterSet'
+                    bits(0, 1)
                     _e_ParameterSetType(w, v_ParameterSet[i_ParameterSet])
                     i_ParameterSet += 1
                     s = 1
@@ -15142,8 +13046,8 @@ def _e_ServiceParameterListType(w, o):
                 n = 0
                 while True:
                     if i_ParameterSet < n_ParameterSet:
-                        bits(0, 2)
                         el = 'ParameterSet'
+                        bits(0, 2)
                         _e_ParameterSetType(w, v_ParameterSet[i_ParameterSet])
                         i_ParameterSet += 1
                         n += 1
@@ -15173,25 +13077,17 @@ def _d_ParameterSetType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ParameterSetID'
-                    if bits(1): raise r.deviation('ParameterSetType')
-                    f_ParameterSetID = r.uint()
-                    if f_ParameterSetID > 65535: raise DecodeError(f'value {f_ParameterSetID} outside [0, 65535]', r.pos)
-                    if bits(1): raise r.deviation('ParameterSetType')
-                    s = 1
-                else:
-                    raise r.deviation('ParameterSetType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Parameter'
-                    _v = _d_ParameterType(r)
-                    f_Parameter.append(_v)
-                    s = 2
-                else:
-                    raise r.deviation('ParameterSetType')
+                x = bits(2)
+                if x & 3: raise r.deviation('ParameterSetType')
+                el = 'ParameterSetID'
+                f_ParameterSetID = r.uint()
+                if f_ParameterSetID > 65535: raise DecodeError(f'value {f_ParameterSetID} outside [0, 65535]', r.pos)
+                x = bits(2)
+                if x & 3: raise r.deviation('ParameterSetType')
+                el = 'Parameter'
+                _v = _d_ParameterType(r)
+                f_Parameter.append(_v)
+                s = 2
             if s == 2:
                 n = 0
                 while True:
@@ -15205,16 +13101,14 @@ def _d_ParameterSetType(r):
                             s = 33
                             break
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
                         raise r.deviation('ParameterSetType')
             if s == 33:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ParameterSetType')
+                if bits(1): raise r.deviation('ParameterSetType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commonmessages.ParameterSetType(f_ParameterSetID, f_Parameter)
@@ -15232,31 +13126,25 @@ def _e_ParameterSetType(w, o):
         while s >= 0:
             if s == 0:
                 if v_ParameterSetID is not None:
-                    bits(0, 1)
                     el = 'ParameterSetID'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     if v_ParameterSetID < 0 or v_ParameterSetID > 65535: raise EncodeError(f'value {v_ParameterSetID!r} outside [0, 65535]')
                     w.uint(v_ParameterSetID)
-                    w.bits(0, 1)
-                    v_ParameterSetID = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of ParameterSetID')
-            if s == 1:
-                if i_Parameter < n_Parameter:
-                    bits(0, 1)
+                    if not (i_Parameter < n_Parameter): raise EncodeError('missing content: Parameter')
                     el = 'Parameter'
+                    bits(0, 2)
+                    v_ParameterSetID = None
                     _e_ParameterType(w, v_Parameter[i_Parameter])
                     i_Parameter += 1
                     s = 2
                 else:
-                    raise EncodeError('missing content: expected one of Parameter')
+                    raise EncodeError('missing content: expected one of ParameterSetID')
             if s == 2:
                 n = 0
                 while True:
                     if i_Parameter < n_Parameter:
-                        bits(0, 2)
                         el = 'Parameter'
+                        bits(0, 2)
                         _e_ParameterType(w, v_Parameter[i_Parameter])
                         i_Parameter += 1
                         n += 1
@@ -15291,88 +13179,59 @@ def _d_ParameterType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = '@Name'
-                    f_Name = r.string(107)
-                    if len(f_Name) > 80: raise DecodeError(f'length {len(f_Name)} outside [0, 80]', r.pos)
-                    s = 1
-                else:
-                    raise r.deviation('ParameterType')
+                if bits(1): raise r.deviation('ParameterType')
+                el = '@Name'
+                f_Name = r.string(107)
+                if len(f_Name) > 80: raise DecodeError(f'length {len(f_Name)} outside [0, 80]', r.pos)
+                s = 1
             if s == 1:
                 ec = bits(3)
                 if ec == 0:
+                    x = bits(4)
+                    if x & 11: raise r.deviation('ParameterType')
                     el = 'boolValue'
-                    if bits(1): raise r.deviation('ParameterType')
-                    f_boolValue = bits(1) == 1
-                    if bits(1): raise r.deviation('ParameterType')
-                    s = 2
+                    f_boolValue = ((x >> 2) & 1) == 1
+                    s = -1
                 elif ec == 1:
+                    x = bits(11)
+                    if x & 1027: raise r.deviation('ParameterType')
                     el = 'byteValue'
-                    if bits(1): raise r.deviation('ParameterType')
-                    f_byteValue = bits(8) + -128
-                    if bits(1): raise r.deviation('ParameterType')
-                    s = 3
+                    f_byteValue = ((x >> 2) & 255) + -128
+                    s = -1
                 elif ec == 2:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('ParameterType')
                     el = 'shortValue'
-                    if bits(1): raise r.deviation('ParameterType')
-                    f_shortValue = r.sint()
+                    _neg = (x & 1)
+                    f_shortValue = r.uint()
+                    if _neg: f_shortValue = -f_shortValue - 1
                     if f_shortValue < -32768 or f_shortValue > 32767: raise DecodeError(f'value {f_shortValue} outside [-32768, 32767]', r.pos)
-                    if bits(1): raise r.deviation('ParameterType')
-                    s = 4
+                    x = bits(2)
+                    if x & 3: raise r.deviation('ParameterType')
+                    s = -1
                 elif ec == 3:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('ParameterType')
                     el = 'intValue'
-                    if bits(1): raise r.deviation('ParameterType')
-                    f_intValue = r.sint()
+                    _neg = (x & 1)
+                    f_intValue = r.uint()
+                    if _neg: f_intValue = -f_intValue - 1
                     if f_intValue < -2147483648 or f_intValue > 2147483647: raise DecodeError(f'value {f_intValue} outside [-2147483648, 2147483647]', r.pos)
-                    if bits(1): raise r.deviation('ParameterType')
-                    s = 5
+                    x = bits(2)
+                    if x & 3: raise r.deviation('ParameterType')
+                    s = -1
                 elif ec == 4:
                     el = 'rationalNumber'
                     f_rationalNumber = _d_RationalNumberType(r)
-                    s = 6
-                elif ec == 5:
-                    el = 'finiteString'
                     if bits(1): raise r.deviation('ParameterType')
+                    s = -1
+                elif ec == 5:
+                    if bits(1): raise r.deviation('ParameterType')
+                    el = 'finiteString'
                     f_finiteString = r.string(112)
                     if len(f_finiteString) > 80: raise DecodeError(f'length {len(f_finiteString)} outside [0, 80]', r.pos)
-                    if bits(1): raise r.deviation('ParameterType')
-                    s = 7
-                else:
-                    raise r.deviation('ParameterType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ParameterType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ParameterType')
-            if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ParameterType')
-            if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ParameterType')
-            if s == 6:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ParameterType')
-            if s == 7:
-                ec = bits(1)
-                if ec == 0:
+                    x = bits(2)
+                    if x & 3: raise r.deviation('ParameterType')
                     s = -1
                 else:
                     raise r.deviation('ParameterType')
@@ -15396,8 +13255,8 @@ def _e_ParameterType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Name is not None:
-                    bits(0, 1)
                     el = '@Name'
+                    bits(0, 1)
                     if len(v_Name) > 80: raise EncodeError(f'length {len(v_Name)} outside [0, 80]')
                     w.string(v_Name)
                     v_Name = None
@@ -15406,89 +13265,56 @@ def _e_ParameterType(w, o):
                     raise EncodeError('missing content: expected one of Name')
             if s == 1:
                 if v_boolValue is not None:
-                    bits(0, 3)
                     el = 'boolValue'
-                    w.bits(0, 1)
-                    if v_boolValue is True: w.bits(1, 1)
-                    elif v_boolValue is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_boolValue!r}')
-                    w.bits(0, 1)
+                    if v_boolValue is not True and v_boolValue is not False: raise EncodeError(f'expected a bool, got {v_boolValue!r}')
+                    bits((v_boolValue << 2), 7)
                     v_boolValue = None
-                    s = 2
+                    if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_rationalNumber is not None or v_finiteString is not None: raise _leftover(o)
+                    s = -1
                 elif v_byteValue is not None:
-                    bits(1, 3)
                     el = 'byteValue'
-                    w.bits(0, 1)
                     if not -128 <= v_byteValue <= 127: raise EncodeError(f'value {v_byteValue!r} outside [-128, 127]')
-                    w.bits(v_byteValue - -128, 8)
-                    w.bits(0, 1)
+                    bits((1 << 11) | ((v_byteValue - -128) << 2), 14)
                     v_byteValue = None
-                    s = 3
+                    if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_rationalNumber is not None or v_finiteString is not None: raise _leftover(o)
+                    s = -1
                 elif v_shortValue is not None:
-                    bits(2, 3)
                     el = 'shortValue'
-                    w.bits(0, 1)
                     if v_shortValue < -32768 or v_shortValue > 32767: raise EncodeError(f'value {v_shortValue!r} outside [-32768, 32767]')
-                    w.sint(v_shortValue)
-                    w.bits(0, 1)
+                    bits((2 << 2) | (v_shortValue < 0), 5)
+                    w.uint(-v_shortValue - 1 if v_shortValue < 0 else v_shortValue)
+                    bits(0, 2)
                     v_shortValue = None
-                    s = 4
+                    if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_rationalNumber is not None or v_finiteString is not None: raise _leftover(o)
+                    s = -1
                 elif v_intValue is not None:
-                    bits(3, 3)
                     el = 'intValue'
-                    w.bits(0, 1)
                     if v_intValue < -2147483648 or v_intValue > 2147483647: raise EncodeError(f'value {v_intValue!r} outside [-2147483648, 2147483647]')
-                    w.sint(v_intValue)
-                    w.bits(0, 1)
+                    bits((3 << 2) | (v_intValue < 0), 5)
+                    w.uint(-v_intValue - 1 if v_intValue < 0 else v_intValue)
+                    bits(0, 2)
                     v_intValue = None
-                    s = 5
+                    if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_rationalNumber is not None or v_finiteString is not None: raise _leftover(o)
+                    s = -1
                 elif v_rationalNumber is not None:
-                    bits(4, 3)
                     el = 'rationalNumber'
+                    bits(4, 3)
                     _e_RationalNumberType(w, v_rationalNumber)
+                    bits(0, 1)
                     v_rationalNumber = None
-                    s = 6
+                    if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_rationalNumber is not None or v_finiteString is not None: raise _leftover(o)
+                    s = -1
                 elif v_finiteString is not None:
-                    bits(5, 3)
                     el = 'finiteString'
-                    w.bits(0, 1)
+                    bits((5 << 1), 4)
                     if len(v_finiteString) > 80: raise EncodeError(f'length {len(v_finiteString)} outside [0, 80]')
                     w.string(v_finiteString)
-                    w.bits(0, 1)
+                    bits(0, 2)
                     v_finiteString = None
-                    s = 7
+                    if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_rationalNumber is not None or v_finiteString is not None: raise _leftover(o)
+                    s = -1
                 else:
                     raise EncodeError('missing content: expected one of boolValue, byteValue, shortValue, intValue, rationalNumber, finiteString')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_rationalNumber is not None or v_finiteString is not None: raise _leftover(o)
-                    s = -1
-            if s == 3:
-                if True:
-                    bits(0, 1)
-                    if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_rationalNumber is not None or v_finiteString is not None: raise _leftover(o)
-                    s = -1
-            if s == 4:
-                if True:
-                    bits(0, 1)
-                    if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_rationalNumber is not None or v_finiteString is not None: raise _leftover(o)
-                    s = -1
-            if s == 5:
-                if True:
-                    bits(0, 1)
-                    if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_rationalNumber is not None or v_finiteString is not None: raise _leftover(o)
-                    s = -1
-            if s == 6:
-                if True:
-                    bits(0, 1)
-                    if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_rationalNumber is not None or v_finiteString is not None: raise _leftover(o)
-                    s = -1
-            if s == 7:
-                if True:
-                    bits(0, 1)
-                    if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_rationalNumber is not None or v_finiteString is not None: raise _leftover(o)
-                    s = -1
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -15502,26 +13328,19 @@ def _d_ServiceDiscoveryReqType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('ServiceDiscoveryReqType')
+                if bits(1): raise r.deviation('ServiceDiscoveryReqType')
+                el = 'Header'
+                f_Header = _d_MessageHeaderType(r)
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
                     el = 'SupportedServiceIDs'
                     f_SupportedServiceIDs = _d_ServiceIDListType(r)
-                    s = 2
-                elif ec == 1:
+                    if bits(1): raise r.deviation('ServiceDiscoveryReqType')
                     s = -1
-                else:
-                    raise r.deviation('ServiceDiscoveryReqType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ServiceDiscoveryReqType')
@@ -15540,8 +13359,8 @@ def _e_ServiceDiscoveryReqType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Header is not None:
-                    bits(0, 1)
                     el = 'Header'
+                    bits(0, 1)
                     _e_MessageHeaderType(w, v_Header)
                     v_Header = None
                     s = 1
@@ -15549,18 +13368,15 @@ def _e_ServiceDiscoveryReqType(w, o):
                     raise EncodeError('missing content: expected one of Header')
             if s == 1:
                 if v_SupportedServiceIDs is not None:
-                    bits(0, 2)
                     el = 'SupportedServiceIDs'
+                    bits(0, 2)
                     _e_ServiceIDListType(w, v_SupportedServiceIDs)
+                    bits(0, 1)
                     v_SupportedServiceIDs = None
-                    s = 2
-                elif True:
-                    bits(1, 2)
                     if v_Header is not None or v_SupportedServiceIDs is not None: raise _leftover(o)
                     s = -1
-            if s == 2:
-                if True:
-                    bits(0, 1)
+                elif True:
+                    bits(1, 2)
                     if v_Header is not None or v_SupportedServiceIDs is not None: raise _leftover(o)
                     s = -1
     except Exception as e:
@@ -15575,24 +13391,21 @@ def _d_ServiceIDListType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ServiceID'
-                    if bits(1): raise r.deviation('ServiceIDListType')
-                    _v = r.uint()
-                    if _v > 65535: raise DecodeError(f'value {_v} outside [0, 65535]', r.pos)
-                    if bits(1): raise r.deviation('ServiceIDListType')
-                    f_ServiceID.append(_v)
-                    s = 1
-                else:
-                    raise r.deviation('ServiceIDListType')
+                x = bits(2)
+                if x & 3: raise r.deviation('ServiceIDListType')
+                el = 'ServiceID'
+                _v = r.uint()
+                if _v > 65535: raise DecodeError(f'value {_v} outside [0, 65535]', r.pos)
+                if bits(1): raise r.deviation('ServiceIDListType')
+                f_ServiceID.append(_v)
+                s = 1
             if s == 1:
                 n = 0
                 while True:
                     ec = bits(2)
                     if ec == 0:
-                        el = 'ServiceID'
                         if bits(1): raise r.deviation('ServiceIDListType')
+                        el = 'ServiceID'
                         _v = r.uint()
                         if _v > 65535: raise DecodeError(f'value {_v} outside [0, 65535]', r.pos)
                         if bits(1): raise r.deviation('ServiceIDListType')
@@ -15602,16 +13415,14 @@ def _d_ServiceIDListType(r):
                             s = 16
                             break
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
                         raise r.deviation('ServiceIDListType')
             if s == 16:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ServiceIDListType')
+                if bits(1): raise r.deviation('ServiceIDListType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commonmessages.ServiceIDListType(f_ServiceID)
@@ -15628,12 +13439,11 @@ def _e_ServiceIDListType(w, o):
         while s >= 0:
             if s == 0:
                 if i_ServiceID < n_ServiceID:
-                    bits(0, 1)
                     el = 'ServiceID'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     if v_ServiceID[i_ServiceID] < 0 or v_ServiceID[i_ServiceID] > 65535: raise EncodeError(f'value {v_ServiceID[i_ServiceID]!r} outside [0, 65535]')
                     w.uint(v_ServiceID[i_ServiceID])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_ServiceID += 1
                     s = 1
                 else:
@@ -15642,12 +13452,11 @@ def _e_ServiceIDListType(w, o):
                 n = 0
                 while True:
                     if i_ServiceID < n_ServiceID:
-                        bits(0, 2)
                         el = 'ServiceID'
-                        w.bits(0, 1)
+                        bits(0, 3)
                         if v_ServiceID[i_ServiceID] < 0 or v_ServiceID[i_ServiceID] > 65535: raise EncodeError(f'value {v_ServiceID[i_ServiceID]!r} outside [0, 65535]')
                         w.uint(v_ServiceID[i_ServiceID])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_ServiceID += 1
                         n += 1
                         if n == 15:
@@ -15679,56 +13488,29 @@ def _d_ServiceDiscoveryResType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('ServiceDiscoveryResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('ServiceDiscoveryResType')
-                    f_ResponseCode = bits(6)
-                    if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
-                    f_ResponseCode = _E2[f_ResponseCode]
-                    if bits(1): raise r.deviation('ServiceDiscoveryResType')
-                    s = 2
-                else:
-                    raise r.deviation('ServiceDiscoveryResType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ServiceRenegotiationSupported'
-                    if bits(1): raise r.deviation('ServiceDiscoveryResType')
-                    f_ServiceRenegotiationSupported = bits(1) == 1
-                    if bits(1): raise r.deviation('ServiceDiscoveryResType')
-                    s = 3
-                else:
-                    raise r.deviation('ServiceDiscoveryResType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EnergyTransferServiceList'
-                    f_EnergyTransferServiceList = _d_ServiceListType(r)
-                    s = 4
-                else:
-                    raise r.deviation('ServiceDiscoveryResType')
+                if bits(1): raise r.deviation('ServiceDiscoveryResType')
+                el = 'Header'
+                f_Header = _d_MessageHeaderType(r)
+                x = bits(14)
+                if x & 12347: raise r.deviation('ServiceDiscoveryResType')
+                el = 'ResponseCode'
+                f_ResponseCode = ((x >> 6) & 63)
+                if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
+                f_ResponseCode = _E2[f_ResponseCode]
+                el = 'ServiceRenegotiationSupported'
+                f_ServiceRenegotiationSupported = ((x >> 2) & 1) == 1
+                el = 'EnergyTransferServiceList'
+                f_EnergyTransferServiceList = _d_ServiceListType(r)
+                s = 4
             if s == 4:
                 ec = bits(2)
                 if ec == 0:
                     el = 'VASList'
                     f_VASList = _d_ServiceListType(r)
-                    s = 5
-                elif ec == 1:
+                    if bits(1): raise r.deviation('ServiceDiscoveryResType')
                     s = -1
-                else:
-                    raise r.deviation('ServiceDiscoveryResType')
-            if s == 5:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ServiceDiscoveryResType')
@@ -15750,62 +13532,38 @@ def _e_ServiceDiscoveryResType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Header is not None:
-                    bits(0, 1)
                     el = 'Header'
+                    bits(0, 1)
                     _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_ResponseCode is not None:
-                    bits(0, 1)
+                    if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
                     el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I4.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 6)
-                    w.bits(0, 1)
-                    v_ResponseCode = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 2:
-                if v_ServiceRenegotiationSupported is not None:
-                    bits(0, 1)
+                    _i22 = _I4.get(v_ResponseCode)
+                    if _i22 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    if not (v_ServiceRenegotiationSupported is not None): raise EncodeError('missing content: ServiceRenegotiationSupported')
                     el = 'ServiceRenegotiationSupported'
-                    w.bits(0, 1)
-                    if v_ServiceRenegotiationSupported is True: w.bits(1, 1)
-                    elif v_ServiceRenegotiationSupported is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_ServiceRenegotiationSupported!r}')
-                    w.bits(0, 1)
-                    v_ServiceRenegotiationSupported = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of ServiceRenegotiationSupported')
-            if s == 3:
-                if v_EnergyTransferServiceList is not None:
-                    bits(0, 1)
+                    if v_ServiceRenegotiationSupported is not True and v_ServiceRenegotiationSupported is not False: raise EncodeError(f'expected a bool, got {v_ServiceRenegotiationSupported!r}')
+                    if not (v_EnergyTransferServiceList is not None): raise EncodeError('missing content: EnergyTransferServiceList')
                     el = 'EnergyTransferServiceList'
+                    bits((_i22 << 6) | (v_ServiceRenegotiationSupported << 2), 14)
+                    v_Header = None
+                    v_ResponseCode = None
+                    v_ServiceRenegotiationSupported = None
                     _e_ServiceListType(w, v_EnergyTransferServiceList)
                     v_EnergyTransferServiceList = None
                     s = 4
                 else:
-                    raise EncodeError('missing content: expected one of EnergyTransferServiceList')
+                    raise EncodeError('missing content: expected one of Header')
             if s == 4:
                 if v_VASList is not None:
-                    bits(0, 2)
                     el = 'VASList'
+                    bits(0, 2)
                     _e_ServiceListType(w, v_VASList)
+                    bits(0, 1)
                     v_VASList = None
-                    s = 5
-                elif True:
-                    bits(1, 2)
                     if v_Header is not None or v_ResponseCode is not None or v_ServiceRenegotiationSupported is not None or v_EnergyTransferServiceList is not None or v_VASList is not None: raise _leftover(o)
                     s = -1
-            if s == 5:
-                if True:
-                    bits(0, 1)
+                elif True:
+                    bits(1, 2)
                     if v_Header is not None or v_ResponseCode is not None or v_ServiceRenegotiationSupported is not None or v_EnergyTransferServiceList is not None or v_VASList is not None: raise _leftover(o)
                     s = -1
     except Exception as e:
@@ -15820,14 +13578,11 @@ def _d_ServiceListType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Service'
-                    _v = _d_ServiceType(r)
-                    f_Service.append(_v)
-                    s = 1
-                else:
-                    raise r.deviation('ServiceListType')
+                if bits(1): raise r.deviation('ServiceListType')
+                el = 'Service'
+                _v = _d_ServiceType(r)
+                f_Service.append(_v)
+                s = 1
             if s == 1:
                 n = 0
                 while True:
@@ -15841,16 +13596,14 @@ def _d_ServiceListType(r):
                             s = 8
                             break
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
                         raise r.deviation('ServiceListType')
             if s == 8:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ServiceListType')
+                if bits(1): raise r.deviation('ServiceListType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commonmessages.ServiceListType(f_Service)
@@ -15867,8 +13620,8 @@ def _e_ServiceListType(w, o):
         while s >= 0:
             if s == 0:
                 if i_Service < n_Service:
-                    bits(0, 1)
                     el = 'Service'
+                    bits(0, 1)
                     _e_ServiceType(w, v_Service[i_Service])
                     i_Service += 1
                     s = 1
@@ -15878,8 +13631,8 @@ def _e_ServiceListType(w, o):
                 n = 0
                 while True:
                     if i_Service < n_Service:
-                        bits(0, 2)
                         el = 'Service'
+                        bits(0, 2)
                         _e_ServiceType(w, v_Service[i_Service])
                         i_Service += 1
                         n += 1
@@ -15906,35 +13659,15 @@ def _d_ServiceType(r):
     f_ServiceID = None
     f_FreeService = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ServiceID'
-                    if bits(1): raise r.deviation('ServiceType')
-                    f_ServiceID = r.uint()
-                    if f_ServiceID > 65535: raise DecodeError(f'value {f_ServiceID} outside [0, 65535]', r.pos)
-                    if bits(1): raise r.deviation('ServiceType')
-                    s = 1
-                else:
-                    raise r.deviation('ServiceType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'FreeService'
-                    if bits(1): raise r.deviation('ServiceType')
-                    f_FreeService = bits(1) == 1
-                    if bits(1): raise r.deviation('ServiceType')
-                    s = 2
-                else:
-                    raise r.deviation('ServiceType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ServiceType')
+        x = bits(2)
+        if x & 3: raise r.deviation('ServiceType')
+        el = 'ServiceID'
+        f_ServiceID = r.uint()
+        if f_ServiceID > 65535: raise DecodeError(f'value {f_ServiceID} outside [0, 65535]', r.pos)
+        x = bits(6)
+        if x & 59: raise r.deviation('ServiceType')
+        el = 'FreeService'
+        f_FreeService = ((x >> 2) & 1) == 1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commonmessages.ServiceType(f_ServiceID, f_FreeService)
@@ -15946,38 +13679,20 @@ def _e_ServiceType(w, o):
     try:
         v_ServiceID = o.ServiceID
         v_FreeService = o.FreeService
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_ServiceID is not None:
-                    bits(0, 1)
-                    el = 'ServiceID'
-                    w.bits(0, 1)
-                    if v_ServiceID < 0 or v_ServiceID > 65535: raise EncodeError(f'value {v_ServiceID!r} outside [0, 65535]')
-                    w.uint(v_ServiceID)
-                    w.bits(0, 1)
-                    v_ServiceID = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of ServiceID')
-            if s == 1:
-                if v_FreeService is not None:
-                    bits(0, 1)
-                    el = 'FreeService'
-                    w.bits(0, 1)
-                    if v_FreeService is True: w.bits(1, 1)
-                    elif v_FreeService is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_FreeService!r}')
-                    w.bits(0, 1)
-                    v_FreeService = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of FreeService')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_ServiceID is not None or v_FreeService is not None: raise _leftover(o)
-                    s = -1
+        if v_ServiceID is not None:
+            el = 'ServiceID'
+            bits(0, 2)
+            if v_ServiceID < 0 or v_ServiceID > 65535: raise EncodeError(f'value {v_ServiceID!r} outside [0, 65535]')
+            w.uint(v_ServiceID)
+            if not (v_FreeService is not None): raise EncodeError('missing content: FreeService')
+            el = 'FreeService'
+            if v_FreeService is not True and v_FreeService is not False: raise EncodeError(f'expected a bool, got {v_FreeService!r}')
+            bits((v_FreeService << 2), 6)
+            v_ServiceID = None
+            v_FreeService = None
+            if v_ServiceID is not None or v_FreeService is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of ServiceID')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -15992,34 +13707,22 @@ def _d_ServiceSelectionReqType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('ServiceSelectionReqType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SelectedEnergyTransferService'
-                    f_SelectedEnergyTransferService = _d_SelectedServiceType(r)
-                    s = 2
-                else:
-                    raise r.deviation('ServiceSelectionReqType')
+                if bits(1): raise r.deviation('ServiceSelectionReqType')
+                el = 'Header'
+                f_Header = _d_MessageHeaderType(r)
+                if bits(1): raise r.deviation('ServiceSelectionReqType')
+                el = 'SelectedEnergyTransferService'
+                f_SelectedEnergyTransferService = _d_SelectedServiceType(r)
+                s = 2
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
                     el = 'SelectedVASList'
                     f_SelectedVASList = _d_SelectedServiceListType(r)
-                    s = 3
-                elif ec == 1:
+                    if bits(1): raise r.deviation('ServiceSelectionReqType')
                     s = -1
-                else:
-                    raise r.deviation('ServiceSelectionReqType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ServiceSelectionReqType')
@@ -16039,36 +13742,29 @@ def _e_ServiceSelectionReqType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Header is not None:
-                    bits(0, 1)
                     el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_SelectedEnergyTransferService is not None:
                     bits(0, 1)
+                    _e_MessageHeaderType(w, v_Header)
+                    if not (v_SelectedEnergyTransferService is not None): raise EncodeError('missing content: SelectedEnergyTransferService')
                     el = 'SelectedEnergyTransferService'
+                    bits(0, 1)
+                    v_Header = None
                     _e_SelectedServiceType(w, v_SelectedEnergyTransferService)
                     v_SelectedEnergyTransferService = None
                     s = 2
                 else:
-                    raise EncodeError('missing content: expected one of SelectedEnergyTransferService')
+                    raise EncodeError('missing content: expected one of Header')
             if s == 2:
                 if v_SelectedVASList is not None:
-                    bits(0, 2)
                     el = 'SelectedVASList'
+                    bits(0, 2)
                     _e_SelectedServiceListType(w, v_SelectedVASList)
+                    bits(0, 1)
                     v_SelectedVASList = None
-                    s = 3
-                elif True:
-                    bits(1, 2)
                     if v_Header is not None or v_SelectedEnergyTransferService is not None or v_SelectedVASList is not None: raise _leftover(o)
                     s = -1
-            if s == 3:
-                if True:
-                    bits(0, 1)
+                elif True:
+                    bits(1, 2)
                     if v_Header is not None or v_SelectedEnergyTransferService is not None or v_SelectedVASList is not None: raise _leftover(o)
                     s = -1
     except Exception as e:
@@ -16081,36 +13777,18 @@ def _d_SelectedServiceType(r):
     f_ServiceID = None
     f_ParameterSetID = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ServiceID'
-                    if bits(1): raise r.deviation('SelectedServiceType')
-                    f_ServiceID = r.uint()
-                    if f_ServiceID > 65535: raise DecodeError(f'value {f_ServiceID} outside [0, 65535]', r.pos)
-                    if bits(1): raise r.deviation('SelectedServiceType')
-                    s = 1
-                else:
-                    raise r.deviation('SelectedServiceType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ParameterSetID'
-                    if bits(1): raise r.deviation('SelectedServiceType')
-                    f_ParameterSetID = r.uint()
-                    if f_ParameterSetID > 65535: raise DecodeError(f'value {f_ParameterSetID} outside [0, 65535]', r.pos)
-                    if bits(1): raise r.deviation('SelectedServiceType')
-                    s = 2
-                else:
-                    raise r.deviation('SelectedServiceType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('SelectedServiceType')
+        x = bits(2)
+        if x & 3: raise r.deviation('SelectedServiceType')
+        el = 'ServiceID'
+        f_ServiceID = r.uint()
+        if f_ServiceID > 65535: raise DecodeError(f'value {f_ServiceID} outside [0, 65535]', r.pos)
+        x = bits(3)
+        if x & 7: raise r.deviation('SelectedServiceType')
+        el = 'ParameterSetID'
+        f_ParameterSetID = r.uint()
+        if f_ParameterSetID > 65535: raise DecodeError(f'value {f_ParameterSetID} outside [0, 65535]', r.pos)
+        x = bits(2)
+        if x & 3: raise r.deviation('SelectedServiceType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commonmessages.SelectedServiceType(f_ServiceID, f_ParameterSetID)
@@ -16122,37 +13800,22 @@ def _e_SelectedServiceType(w, o):
     try:
         v_ServiceID = o.ServiceID
         v_ParameterSetID = o.ParameterSetID
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_ServiceID is not None:
-                    bits(0, 1)
-                    el = 'ServiceID'
-                    w.bits(0, 1)
-                    if v_ServiceID < 0 or v_ServiceID > 65535: raise EncodeError(f'value {v_ServiceID!r} outside [0, 65535]')
-                    w.uint(v_ServiceID)
-                    w.bits(0, 1)
-                    v_ServiceID = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of ServiceID')
-            if s == 1:
-                if v_ParameterSetID is not None:
-                    bits(0, 1)
-                    el = 'ParameterSetID'
-                    w.bits(0, 1)
-                    if v_ParameterSetID < 0 or v_ParameterSetID > 65535: raise EncodeError(f'value {v_ParameterSetID!r} outside [0, 65535]')
-                    w.uint(v_ParameterSetID)
-                    w.bits(0, 1)
-                    v_ParameterSetID = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of ParameterSetID')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_ServiceID is not None or v_ParameterSetID is not None: raise _leftover(o)
-                    s = -1
+        if v_ServiceID is not None:
+            el = 'ServiceID'
+            bits(0, 2)
+            if v_ServiceID < 0 or v_ServiceID > 65535: raise EncodeError(f'value {v_ServiceID!r} outside [0, 65535]')
+            w.uint(v_ServiceID)
+            if not (v_ParameterSetID is not None): raise EncodeError('missing content: ParameterSetID')
+            el = 'ParameterSetID'
+            bits(0, 3)
+            v_ServiceID = None
+            if v_ParameterSetID < 0 or v_ParameterSetID > 65535: raise EncodeError(f'value {v_ParameterSetID!r} outside [0, 65535]')
+            w.uint(v_ParameterSetID)
+            bits(0, 2)
+            v_ParameterSetID = None
+            if v_ServiceID is not None or v_ParameterSetID is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of ServiceID')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -16165,14 +13828,11 @@ def _d_SelectedServiceListType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SelectedService'
-                    _v = _d_SelectedServiceType(r)
-                    f_SelectedService.append(_v)
-                    s = 1
-                else:
-                    raise r.deviation('SelectedServiceListType')
+                if bits(1): raise r.deviation('SelectedServiceListType')
+                el = 'SelectedService'
+                _v = _d_SelectedServiceType(r)
+                f_SelectedService.append(_v)
+                s = 1
             if s == 1:
                 n = 0
                 while True:
@@ -16186,16 +13846,14 @@ def _d_SelectedServiceListType(r):
                             s = 16
                             break
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
                         raise r.deviation('SelectedServiceListType')
             if s == 16:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('SelectedServiceListType')
+                if bits(1): raise r.deviation('SelectedServiceListType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commonmessages.SelectedServiceListType(f_SelectedService)
@@ -16212,8 +13870,8 @@ def _e_SelectedServiceListType(w, o):
         while s >= 0:
             if s == 0:
                 if i_SelectedService < n_SelectedService:
-                    bits(0, 1)
                     el = 'SelectedService'
+                    bits(0, 1)
                     _e_SelectedServiceType(w, v_SelectedService[i_SelectedService])
                     i_SelectedService += 1
                     s = 1
@@ -16223,8 +13881,8 @@ def _e_SelectedServiceListType(w, o):
                 n = 0
                 while True:
                     if i_SelectedService < n_SelectedService:
-                        bits(0, 2)
                         el = 'SelectedService'
+                        bits(0, 2)
                         _e_SelectedServiceType(w, v_SelectedService[i_SelectedService])
                         i_SelectedService += 1
                         n += 1
@@ -16251,34 +13909,15 @@ def _d_ServiceSelectionResType(r):
     f_Header = None
     f_ResponseCode = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('ServiceSelectionResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('ServiceSelectionResType')
-                    f_ResponseCode = bits(6)
-                    if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
-                    f_ResponseCode = _E2[f_ResponseCode]
-                    if bits(1): raise r.deviation('ServiceSelectionResType')
-                    s = 2
-                else:
-                    raise r.deviation('ServiceSelectionResType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ServiceSelectionResType')
+        if bits(1): raise r.deviation('ServiceSelectionResType')
+        el = 'Header'
+        f_Header = _d_MessageHeaderType(r)
+        x = bits(10)
+        if x & 771: raise r.deviation('ServiceSelectionResType')
+        el = 'ResponseCode'
+        f_ResponseCode = ((x >> 2) & 63)
+        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
+        f_ResponseCode = _E2[f_ResponseCode]
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commonmessages.ServiceSelectionResType(f_Header, f_ResponseCode)
@@ -16290,35 +13929,20 @@ def _e_ServiceSelectionResType(w, o):
     try:
         v_Header = o.Header
         v_ResponseCode = o.ResponseCode
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Header is not None:
-                    bits(0, 1)
-                    el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_ResponseCode is not None:
-                    bits(0, 1)
-                    el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I4.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 6)
-                    w.bits(0, 1)
-                    v_ResponseCode = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_Header is not None or v_ResponseCode is not None: raise _leftover(o)
-                    s = -1
+        if v_Header is not None:
+            el = 'Header'
+            bits(0, 1)
+            _e_MessageHeaderType(w, v_Header)
+            if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            el = 'ResponseCode'
+            _i23 = _I4.get(v_ResponseCode)
+            if _i23 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            bits((_i23 << 2), 10)
+            v_Header = None
+            v_ResponseCode = None
+            if v_Header is not None or v_ResponseCode is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Header')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -16329,33 +13953,16 @@ def _d_SessionSetupReqType(r):
     f_Header = None
     f_EVCCID = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('SessionSetupReqType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVCCID'
-                    if bits(1): raise r.deviation('SessionSetupReqType')
-                    f_EVCCID = r.string(115)
-                    if len(f_EVCCID) > 255: raise DecodeError(f'length {len(f_EVCCID)} outside [0, 255]', r.pos)
-                    if bits(1): raise r.deviation('SessionSetupReqType')
-                    s = 2
-                else:
-                    raise r.deviation('SessionSetupReqType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('SessionSetupReqType')
+        if bits(1): raise r.deviation('SessionSetupReqType')
+        el = 'Header'
+        f_Header = _d_MessageHeaderType(r)
+        x = bits(2)
+        if x & 3: raise r.deviation('SessionSetupReqType')
+        el = 'EVCCID'
+        f_EVCCID = r.string(115)
+        if len(f_EVCCID) > 255: raise DecodeError(f'length {len(f_EVCCID)} outside [0, 255]', r.pos)
+        x = bits(2)
+        if x & 3: raise r.deviation('SessionSetupReqType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commonmessages.SessionSetupReqType(f_Header, f_EVCCID)
@@ -16367,34 +13974,21 @@ def _e_SessionSetupReqType(w, o):
     try:
         v_Header = o.Header
         v_EVCCID = o.EVCCID
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Header is not None:
-                    bits(0, 1)
-                    el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_EVCCID is not None:
-                    bits(0, 1)
-                    el = 'EVCCID'
-                    w.bits(0, 1)
-                    if len(v_EVCCID) > 255: raise EncodeError(f'length {len(v_EVCCID)} outside [0, 255]')
-                    w.string(v_EVCCID)
-                    w.bits(0, 1)
-                    v_EVCCID = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of EVCCID')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_Header is not None or v_EVCCID is not None: raise _leftover(o)
-                    s = -1
+        if v_Header is not None:
+            el = 'Header'
+            bits(0, 1)
+            _e_MessageHeaderType(w, v_Header)
+            if not (v_EVCCID is not None): raise EncodeError('missing content: EVCCID')
+            el = 'EVCCID'
+            bits(0, 2)
+            v_Header = None
+            if len(v_EVCCID) > 255: raise EncodeError(f'length {len(v_EVCCID)} outside [0, 255]')
+            w.string(v_EVCCID)
+            bits(0, 2)
+            v_EVCCID = None
+            if v_Header is not None or v_EVCCID is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Header')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -16406,45 +14000,20 @@ def _d_SessionSetupResType(r):
     f_ResponseCode = None
     f_EVSEID = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('SessionSetupResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('SessionSetupResType')
-                    f_ResponseCode = bits(6)
-                    if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
-                    f_ResponseCode = _E2[f_ResponseCode]
-                    if bits(1): raise r.deviation('SessionSetupResType')
-                    s = 2
-                else:
-                    raise r.deviation('SessionSetupResType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEID'
-                    if bits(1): raise r.deviation('SessionSetupResType')
-                    f_EVSEID = r.string(116)
-                    if len(f_EVSEID) > 255: raise DecodeError(f'length {len(f_EVSEID)} outside [0, 255]', r.pos)
-                    if bits(1): raise r.deviation('SessionSetupResType')
-                    s = 3
-                else:
-                    raise r.deviation('SessionSetupResType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('SessionSetupResType')
+        if bits(1): raise r.deviation('SessionSetupResType')
+        el = 'Header'
+        f_Header = _d_MessageHeaderType(r)
+        x = bits(11)
+        if x & 1543: raise r.deviation('SessionSetupResType')
+        el = 'ResponseCode'
+        f_ResponseCode = ((x >> 3) & 63)
+        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
+        f_ResponseCode = _E2[f_ResponseCode]
+        el = 'EVSEID'
+        f_EVSEID = r.string(116)
+        if len(f_EVSEID) > 255: raise DecodeError(f'length {len(f_EVSEID)} outside [0, 255]', r.pos)
+        x = bits(2)
+        if x & 3: raise r.deviation('SessionSetupResType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commonmessages.SessionSetupResType(f_Header, f_ResponseCode, f_EVSEID)
@@ -16457,47 +14026,26 @@ def _e_SessionSetupResType(w, o):
         v_Header = o.Header
         v_ResponseCode = o.ResponseCode
         v_EVSEID = o.EVSEID
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Header is not None:
-                    bits(0, 1)
-                    el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_ResponseCode is not None:
-                    bits(0, 1)
-                    el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I4.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 6)
-                    w.bits(0, 1)
-                    v_ResponseCode = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 2:
-                if v_EVSEID is not None:
-                    bits(0, 1)
-                    el = 'EVSEID'
-                    w.bits(0, 1)
-                    if len(v_EVSEID) > 255: raise EncodeError(f'length {len(v_EVSEID)} outside [0, 255]')
-                    w.string(v_EVSEID)
-                    w.bits(0, 1)
-                    v_EVSEID = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of EVSEID')
-            if s == 3:
-                if True:
-                    bits(0, 1)
-                    if v_Header is not None or v_ResponseCode is not None or v_EVSEID is not None: raise _leftover(o)
-                    s = -1
+        if v_Header is not None:
+            el = 'Header'
+            bits(0, 1)
+            _e_MessageHeaderType(w, v_Header)
+            if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            el = 'ResponseCode'
+            _i24 = _I4.get(v_ResponseCode)
+            if _i24 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (v_EVSEID is not None): raise EncodeError('missing content: EVSEID')
+            el = 'EVSEID'
+            bits((_i24 << 3), 11)
+            v_Header = None
+            v_ResponseCode = None
+            if len(v_EVSEID) > 255: raise EncodeError(f'length {len(v_EVSEID)} outside [0, 255]')
+            w.string(v_EVSEID)
+            bits(0, 2)
+            v_EVSEID = None
+            if v_Header is not None or v_ResponseCode is not None or v_EVSEID is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Header')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -16513,64 +14061,54 @@ def _d_SessionStopReqType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('SessionStopReqType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ChargingSession'
-                    if bits(1): raise r.deviation('SessionStopReqType')
-                    f_ChargingSession = bits(2)
-                    if f_ChargingSession >= 3: raise DecodeError(f'enumeration index {f_ChargingSession} out of range (3 values)', r.pos)
-                    f_ChargingSession = _E16[f_ChargingSession]
-                    if bits(1): raise r.deviation('SessionStopReqType')
-                    s = 2
-                else:
-                    raise r.deviation('SessionStopReqType')
+                if bits(1): raise r.deviation('SessionStopReqType')
+                el = 'Header'
+                f_Header = _d_MessageHeaderType(r)
+                x = bits(5)
+                if x & 25: raise r.deviation('SessionStopReqType')
+                el = 'ChargingSession'
+                f_ChargingSession = ((x >> 1) & 3)
+                if f_ChargingSession >= 3: raise DecodeError(f'enumeration index {f_ChargingSession} out of range (3 values)', r.pos)
+                f_ChargingSession = _E16[f_ChargingSession]
+                s = 2
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'EVTerminationCode'
                     if bits(1): raise r.deviation('SessionStopReqType')
+                    el = 'EVTerminationCode'
                     f_EVTerminationCode = r.string(118)
                     if len(f_EVTerminationCode) > 80: raise DecodeError(f'length {len(f_EVTerminationCode)} outside [0, 80]', r.pos)
                     if bits(1): raise r.deviation('SessionStopReqType')
                     s = 3
                 elif ec == 1:
-                    el = 'EVTerminationExplanation'
                     if bits(1): raise r.deviation('SessionStopReqType')
+                    el = 'EVTerminationExplanation'
                     f_EVTerminationExplanation = r.string(119)
                     if len(f_EVTerminationExplanation) > 160: raise DecodeError(f'length {len(f_EVTerminationExplanation)} outside [0, 160]', r.pos)
                     if bits(1): raise r.deviation('SessionStopReqType')
                     s = 4
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SessionStopReqType')
             if s == 3:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'EVTerminationExplanation'
                     if bits(1): raise r.deviation('SessionStopReqType')
+                    el = 'EVTerminationExplanation'
                     f_EVTerminationExplanation = r.string(119)
                     if len(f_EVTerminationExplanation) > 160: raise DecodeError(f'length {len(f_EVTerminationExplanation)} outside [0, 160]', r.pos)
                     if bits(1): raise r.deviation('SessionStopReqType')
                     s = 4
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SessionStopReqType')
             if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('SessionStopReqType')
+                if bits(1): raise r.deviation('SessionStopReqType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commonmessages.SessionStopReqType(f_Header, f_ChargingSession, f_EVTerminationCode, f_EVTerminationExplanation)
@@ -16588,43 +14126,34 @@ def _e_SessionStopReqType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Header is not None:
-                    bits(0, 1)
                     el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_ChargingSession is not None:
                     bits(0, 1)
+                    _e_MessageHeaderType(w, v_Header)
+                    if not (v_ChargingSession is not None): raise EncodeError('missing content: ChargingSession')
                     el = 'ChargingSession'
-                    w.bits(0, 1)
-                    _i = _I17.get(v_ChargingSession)
-                    if _i is None: raise EncodeError(f'{v_ChargingSession!r} is not one of the enumeration chargingSessionType')
-                    w.bits(_i, 2)
-                    w.bits(0, 1)
+                    _i25 = _I17.get(v_ChargingSession)
+                    if _i25 is None: raise EncodeError(f'{v_ChargingSession!r} is not one of the enumeration chargingSessionType')
+                    bits((_i25 << 1), 5)
+                    v_Header = None
                     v_ChargingSession = None
                     s = 2
                 else:
-                    raise EncodeError('missing content: expected one of ChargingSession')
+                    raise EncodeError('missing content: expected one of Header')
             if s == 2:
                 if v_EVTerminationCode is not None:
-                    bits(0, 2)
                     el = 'EVTerminationCode'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     if len(v_EVTerminationCode) > 80: raise EncodeError(f'length {len(v_EVTerminationCode)} outside [0, 80]')
                     w.string(v_EVTerminationCode)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_EVTerminationCode = None
                     s = 3
                 elif v_EVTerminationExplanation is not None:
-                    bits(1, 2)
                     el = 'EVTerminationExplanation'
-                    w.bits(0, 1)
+                    bits((1 << 1), 3)
                     if len(v_EVTerminationExplanation) > 160: raise EncodeError(f'length {len(v_EVTerminationExplanation)} outside [0, 160]')
                     w.string(v_EVTerminationExplanation)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_EVTerminationExplanation = None
                     s = 4
                 elif True:
@@ -16633,12 +14162,11 @@ def _e_SessionStopReqType(w, o):
                     s = -1
             if s == 3:
                 if v_EVTerminationExplanation is not None:
-                    bits(0, 2)
                     el = 'EVTerminationExplanation'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     if len(v_EVTerminationExplanation) > 160: raise EncodeError(f'length {len(v_EVTerminationExplanation)} outside [0, 160]')
                     w.string(v_EVTerminationExplanation)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_EVTerminationExplanation = None
                     s = 4
                 elif True:
@@ -16660,34 +14188,15 @@ def _d_SessionStopResType(r):
     f_Header = None
     f_ResponseCode = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('SessionStopResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('SessionStopResType')
-                    f_ResponseCode = bits(6)
-                    if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
-                    f_ResponseCode = _E2[f_ResponseCode]
-                    if bits(1): raise r.deviation('SessionStopResType')
-                    s = 2
-                else:
-                    raise r.deviation('SessionStopResType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('SessionStopResType')
+        if bits(1): raise r.deviation('SessionStopResType')
+        el = 'Header'
+        f_Header = _d_MessageHeaderType(r)
+        x = bits(10)
+        if x & 771: raise r.deviation('SessionStopResType')
+        el = 'ResponseCode'
+        f_ResponseCode = ((x >> 2) & 63)
+        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
+        f_ResponseCode = _E2[f_ResponseCode]
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commonmessages.SessionStopResType(f_Header, f_ResponseCode)
@@ -16699,35 +14208,20 @@ def _e_SessionStopResType(w, o):
     try:
         v_Header = o.Header
         v_ResponseCode = o.ResponseCode
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Header is not None:
-                    bits(0, 1)
-                    el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_ResponseCode is not None:
-                    bits(0, 1)
-                    el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I4.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 6)
-                    w.bits(0, 1)
-                    v_ResponseCode = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_Header is not None or v_ResponseCode is not None: raise _leftover(o)
-                    s = -1
+        if v_Header is not None:
+            el = 'Header'
+            bits(0, 1)
+            _e_MessageHeaderType(w, v_Header)
+            if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            el = 'ResponseCode'
+            _i26 = _I4.get(v_ResponseCode)
+            if _i26 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            bits((_i26 << 2), 10)
+            v_Header = None
+            v_ResponseCode = None
+            if v_Header is not None or v_ResponseCode is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Header')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -16745,17 +14239,12 @@ def _d_SignaturePropertiesType(r):
                 if ec == 0:
                     el = '@Id'
                     f_Id = r.string(3)
-                    s = 1
-                elif ec == 1:
+                    if bits(1): raise r.deviation('SignaturePropertiesType')
                     el = 'SignatureProperty'
                     _v = _d_SignaturePropertyType(r, 120)
                     f_SignatureProperty.append(_v)
                     s = 2
-                else:
-                    raise r.deviation('SignaturePropertiesType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
                     el = 'SignatureProperty'
                     _v = _d_SignaturePropertyType(r, 120)
                     f_SignatureProperty.append(_v)
@@ -16770,6 +14259,7 @@ def _d_SignaturePropertiesType(r):
                     f_SignatureProperty.append(_v)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SignaturePropertiesType')
@@ -16781,6 +14271,7 @@ def _d_SignaturePropertiesType(r):
                         _v = _d_SignaturePropertyType(r, 120)
                         f_SignatureProperty.append(_v)
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
@@ -16802,32 +14293,28 @@ def _e_SignaturePropertiesType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 2)
                     el = '@Id'
+                    bits(0, 2)
                     w.string(v_Id)
-                    v_Id = None
-                    s = 1
-                elif i_SignatureProperty < n_SignatureProperty:
-                    bits(1, 2)
+                    if not (i_SignatureProperty < n_SignatureProperty): raise EncodeError('missing content: SignatureProperty')
                     el = 'SignatureProperty'
+                    bits(0, 1)
+                    v_Id = None
+                    _e_SignaturePropertyType(w, v_SignatureProperty[i_SignatureProperty])
+                    i_SignatureProperty += 1
+                    s = 2
+                elif i_SignatureProperty < n_SignatureProperty:
+                    el = 'SignatureProperty'
+                    bits(1, 2)
                     _e_SignaturePropertyType(w, v_SignatureProperty[i_SignatureProperty])
                     i_SignatureProperty += 1
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, SignatureProperty')
-            if s == 1:
-                if i_SignatureProperty < n_SignatureProperty:
-                    bits(0, 1)
-                    el = 'SignatureProperty'
-                    _e_SignaturePropertyType(w, v_SignatureProperty[i_SignatureProperty])
-                    i_SignatureProperty += 1
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of SignatureProperty')
             if s == 2:
                 if i_SignatureProperty < n_SignatureProperty:
-                    bits(0, 2)
                     el = 'SignatureProperty'
+                    bits(0, 2)
                     _e_SignaturePropertyType(w, v_SignatureProperty[i_SignatureProperty])
                     i_SignatureProperty += 1
                     s = 3
@@ -16838,8 +14325,8 @@ def _e_SignaturePropertiesType(w, o):
             if s == 3:
                 while True:
                     if i_SignatureProperty < n_SignatureProperty:
-                        bits(0, 2)
                         el = 'SignatureProperty'
+                        bits(0, 2)
                         _e_SignaturePropertyType(w, v_SignatureProperty[i_SignatureProperty])
                         i_SignatureProperty += 1
                     elif True:
@@ -16864,16 +14351,11 @@ def _d_SignaturePropertyType(r, key):
                 if ec == 0:
                     el = '@Id'
                     f_Id = r.string(3)
-                    s = 1
-                elif ec == 1:
+                    if bits(1): raise r.deviation('SignaturePropertyType')
                     el = '@Target'
                     f_Target = r.string(121)
                     s = 2
-                else:
-                    raise r.deviation('SignaturePropertyType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
                     el = '@Target'
                     f_Target = r.string(121)
                     s = 2
@@ -16905,6 +14387,7 @@ def _d_SignaturePropertyType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -16917,6 +14400,7 @@ def _d_SignaturePropertyType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -16938,28 +14422,24 @@ def _e_SignaturePropertyType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 2)
                     el = '@Id'
+                    bits(0, 2)
                     w.string(v_Id)
-                    v_Id = None
-                    s = 1
-                elif v_Target is not None:
-                    bits(1, 2)
+                    if not (v_Target is not None): raise EncodeError('missing content: Target')
                     el = '@Target'
+                    bits(0, 1)
+                    v_Id = None
+                    w.string(v_Target)
+                    v_Target = None
+                    s = 2
+                elif v_Target is not None:
+                    el = '@Target'
+                    bits(1, 2)
                     w.string(v_Target)
                     v_Target = None
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, Target')
-            if s == 1:
-                if v_Target is not None:
-                    bits(0, 1)
-                    el = '@Target'
-                    w.string(v_Target)
-                    v_Target = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of Target')
             if s == 2:
                 if True:
                     raise EncodeError('missing content: expected one of nothing')
@@ -16993,103 +14473,104 @@ def _d_VehicleCheckInReqType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('VehicleCheckInReqType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVCheckInStatus'
-                    if bits(1): raise r.deviation('VehicleCheckInReqType')
-                    f_EVCheckInStatus = bits(2)
-                    if f_EVCheckInStatus >= 3: raise DecodeError(f'enumeration index {f_EVCheckInStatus} out of range (3 values)', r.pos)
-                    f_EVCheckInStatus = _E18[f_EVCheckInStatus]
-                    if bits(1): raise r.deviation('VehicleCheckInReqType')
-                    s = 2
-                else:
-                    raise r.deviation('VehicleCheckInReqType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ParkingMethod'
-                    if bits(1): raise r.deviation('VehicleCheckInReqType')
-                    f_ParkingMethod = bits(2)
-                    if f_ParkingMethod >= 3: raise DecodeError(f'enumeration index {f_ParkingMethod} out of range (3 values)', r.pos)
-                    f_ParkingMethod = _E19[f_ParkingMethod]
-                    if bits(1): raise r.deviation('VehicleCheckInReqType')
-                    s = 3
-                else:
-                    raise r.deviation('VehicleCheckInReqType')
+                if bits(1): raise r.deviation('VehicleCheckInReqType')
+                el = 'Header'
+                f_Header = _d_MessageHeaderType(r)
+                x = bits(10)
+                if x & 825: raise r.deviation('VehicleCheckInReqType')
+                el = 'EVCheckInStatus'
+                f_EVCheckInStatus = ((x >> 6) & 3)
+                if f_EVCheckInStatus >= 3: raise DecodeError(f'enumeration index {f_EVCheckInStatus} out of range (3 values)', r.pos)
+                f_EVCheckInStatus = _E18[f_EVCheckInStatus]
+                el = 'ParkingMethod'
+                f_ParkingMethod = ((x >> 1) & 3)
+                if f_ParkingMethod >= 3: raise DecodeError(f'enumeration index {f_ParkingMethod} out of range (3 values)', r.pos)
+                f_ParkingMethod = _E19[f_ParkingMethod]
+                s = 3
             if s == 3:
                 ec = bits(3)
                 if ec == 0:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('VehicleCheckInReqType')
                     el = 'VehicleFrame'
-                    if bits(1): raise r.deviation('VehicleCheckInReqType')
-                    f_VehicleFrame = r.sint()
+                    _neg = (x & 1)
+                    f_VehicleFrame = r.uint()
+                    if _neg: f_VehicleFrame = -f_VehicleFrame - 1
                     if f_VehicleFrame < -32768 or f_VehicleFrame > 32767: raise DecodeError(f'value {f_VehicleFrame} outside [-32768, 32767]', r.pos)
                     if bits(1): raise r.deviation('VehicleCheckInReqType')
                     s = 4
                 elif ec == 1:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('VehicleCheckInReqType')
                     el = 'DeviceOffset'
-                    if bits(1): raise r.deviation('VehicleCheckInReqType')
-                    f_DeviceOffset = r.sint()
+                    _neg = (x & 1)
+                    f_DeviceOffset = r.uint()
+                    if _neg: f_DeviceOffset = -f_DeviceOffset - 1
                     if f_DeviceOffset < -32768 or f_DeviceOffset > 32767: raise DecodeError(f'value {f_DeviceOffset} outside [-32768, 32767]', r.pos)
                     if bits(1): raise r.deviation('VehicleCheckInReqType')
                     s = 5
                 elif ec == 2:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('VehicleCheckInReqType')
                     el = 'VehicleTravel'
-                    if bits(1): raise r.deviation('VehicleCheckInReqType')
-                    f_VehicleTravel = r.sint()
+                    _neg = (x & 1)
+                    f_VehicleTravel = r.uint()
+                    if _neg: f_VehicleTravel = -f_VehicleTravel - 1
                     if f_VehicleTravel < -32768 or f_VehicleTravel > 32767: raise DecodeError(f'value {f_VehicleTravel} outside [-32768, 32767]', r.pos)
                     if bits(1): raise r.deviation('VehicleCheckInReqType')
                     s = 6
                 elif ec == 3:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('VehicleCheckInReqType')
             if s == 4:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('VehicleCheckInReqType')
                     el = 'DeviceOffset'
-                    if bits(1): raise r.deviation('VehicleCheckInReqType')
-                    f_DeviceOffset = r.sint()
+                    _neg = (x & 1)
+                    f_DeviceOffset = r.uint()
+                    if _neg: f_DeviceOffset = -f_DeviceOffset - 1
                     if f_DeviceOffset < -32768 or f_DeviceOffset > 32767: raise DecodeError(f'value {f_DeviceOffset} outside [-32768, 32767]', r.pos)
                     if bits(1): raise r.deviation('VehicleCheckInReqType')
                     s = 5
                 elif ec == 1:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('VehicleCheckInReqType')
                     el = 'VehicleTravel'
-                    if bits(1): raise r.deviation('VehicleCheckInReqType')
-                    f_VehicleTravel = r.sint()
+                    _neg = (x & 1)
+                    f_VehicleTravel = r.uint()
+                    if _neg: f_VehicleTravel = -f_VehicleTravel - 1
                     if f_VehicleTravel < -32768 or f_VehicleTravel > 32767: raise DecodeError(f'value {f_VehicleTravel} outside [-32768, 32767]', r.pos)
                     if bits(1): raise r.deviation('VehicleCheckInReqType')
                     s = 6
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('VehicleCheckInReqType')
             if s == 5:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('VehicleCheckInReqType')
                     el = 'VehicleTravel'
-                    if bits(1): raise r.deviation('VehicleCheckInReqType')
-                    f_VehicleTravel = r.sint()
+                    _neg = (x & 1)
+                    f_VehicleTravel = r.uint()
+                    if _neg: f_VehicleTravel = -f_VehicleTravel - 1
                     if f_VehicleTravel < -32768 or f_VehicleTravel > 32767: raise DecodeError(f'value {f_VehicleTravel} outside [-32768, 32767]', r.pos)
                     if bits(1): raise r.deviation('VehicleCheckInReqType')
                     s = 6
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('VehicleCheckInReqType')
             if s == 6:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('VehicleCheckInReqType')
+                if bits(1): raise r.deviation('VehicleCheckInReqType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commonmessages.VehicleCheckInReqType(f_Header, f_EVCheckInStatus, f_ParkingMethod, f_VehicleFrame, f_DeviceOffset, f_VehicleTravel)
@@ -17109,65 +14590,47 @@ def _e_VehicleCheckInReqType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Header is not None:
-                    bits(0, 1)
                     el = 'Header'
+                    bits(0, 1)
                     _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_EVCheckInStatus is not None:
-                    bits(0, 1)
+                    if not (v_EVCheckInStatus is not None): raise EncodeError('missing content: EVCheckInStatus')
                     el = 'EVCheckInStatus'
-                    w.bits(0, 1)
-                    _i = _I20.get(v_EVCheckInStatus)
-                    if _i is None: raise EncodeError(f'{v_EVCheckInStatus!r} is not one of the enumeration evCheckInStatusType')
-                    w.bits(_i, 2)
-                    w.bits(0, 1)
-                    v_EVCheckInStatus = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of EVCheckInStatus')
-            if s == 2:
-                if v_ParkingMethod is not None:
-                    bits(0, 1)
+                    _i27 = _I20.get(v_EVCheckInStatus)
+                    if _i27 is None: raise EncodeError(f'{v_EVCheckInStatus!r} is not one of the enumeration evCheckInStatusType')
+                    if not (v_ParkingMethod is not None): raise EncodeError('missing content: ParkingMethod')
                     el = 'ParkingMethod'
-                    w.bits(0, 1)
-                    _i = _I21.get(v_ParkingMethod)
-                    if _i is None: raise EncodeError(f'{v_ParkingMethod!r} is not one of the enumeration parkingMethodType')
-                    w.bits(_i, 2)
-                    w.bits(0, 1)
+                    _i28 = _I21.get(v_ParkingMethod)
+                    if _i28 is None: raise EncodeError(f'{v_ParkingMethod!r} is not one of the enumeration parkingMethodType')
+                    bits((_i27 << 6) | (_i28 << 1), 10)
+                    v_Header = None
+                    v_EVCheckInStatus = None
                     v_ParkingMethod = None
                     s = 3
                 else:
-                    raise EncodeError('missing content: expected one of ParkingMethod')
+                    raise EncodeError('missing content: expected one of Header')
             if s == 3:
                 if v_VehicleFrame is not None:
-                    bits(0, 3)
                     el = 'VehicleFrame'
-                    w.bits(0, 1)
                     if v_VehicleFrame < -32768 or v_VehicleFrame > 32767: raise EncodeError(f'value {v_VehicleFrame!r} outside [-32768, 32767]')
-                    w.sint(v_VehicleFrame)
-                    w.bits(0, 1)
+                    bits((v_VehicleFrame < 0), 5)
+                    w.uint(-v_VehicleFrame - 1 if v_VehicleFrame < 0 else v_VehicleFrame)
+                    bits(0, 1)
                     v_VehicleFrame = None
                     s = 4
                 elif v_DeviceOffset is not None:
-                    bits(1, 3)
                     el = 'DeviceOffset'
-                    w.bits(0, 1)
                     if v_DeviceOffset < -32768 or v_DeviceOffset > 32767: raise EncodeError(f'value {v_DeviceOffset!r} outside [-32768, 32767]')
-                    w.sint(v_DeviceOffset)
-                    w.bits(0, 1)
+                    bits((1 << 2) | (v_DeviceOffset < 0), 5)
+                    w.uint(-v_DeviceOffset - 1 if v_DeviceOffset < 0 else v_DeviceOffset)
+                    bits(0, 1)
                     v_DeviceOffset = None
                     s = 5
                 elif v_VehicleTravel is not None:
-                    bits(2, 3)
                     el = 'VehicleTravel'
-                    w.bits(0, 1)
                     if v_VehicleTravel < -32768 or v_VehicleTravel > 32767: raise EncodeError(f'value {v_VehicleTravel!r} outside [-32768, 32767]')
-                    w.sint(v_VehicleTravel)
-                    w.bits(0, 1)
+                    bits((2 << 2) | (v_VehicleTravel < 0), 5)
+                    w.uint(-v_VehicleTravel - 1 if v_VehicleTravel < 0 else v_VehicleTravel)
+                    bits(0, 1)
                     v_VehicleTravel = None
                     s = 6
                 elif True:
@@ -17176,21 +14639,19 @@ def _e_VehicleCheckInReqType(w, o):
                     s = -1
             if s == 4:
                 if v_DeviceOffset is not None:
-                    bits(0, 2)
                     el = 'DeviceOffset'
-                    w.bits(0, 1)
                     if v_DeviceOffset < -32768 or v_DeviceOffset > 32767: raise EncodeError(f'value {v_DeviceOffset!r} outside [-32768, 32767]')
-                    w.sint(v_DeviceOffset)
-                    w.bits(0, 1)
+                    bits((v_DeviceOffset < 0), 4)
+                    w.uint(-v_DeviceOffset - 1 if v_DeviceOffset < 0 else v_DeviceOffset)
+                    bits(0, 1)
                     v_DeviceOffset = None
                     s = 5
                 elif v_VehicleTravel is not None:
-                    bits(1, 2)
                     el = 'VehicleTravel'
-                    w.bits(0, 1)
                     if v_VehicleTravel < -32768 or v_VehicleTravel > 32767: raise EncodeError(f'value {v_VehicleTravel!r} outside [-32768, 32767]')
-                    w.sint(v_VehicleTravel)
-                    w.bits(0, 1)
+                    bits((1 << 2) | (v_VehicleTravel < 0), 4)
+                    w.uint(-v_VehicleTravel - 1 if v_VehicleTravel < 0 else v_VehicleTravel)
+                    bits(0, 1)
                     v_VehicleTravel = None
                     s = 6
                 elif True:
@@ -17199,12 +14660,11 @@ def _e_VehicleCheckInReqType(w, o):
                     s = -1
             if s == 5:
                 if v_VehicleTravel is not None:
-                    bits(0, 2)
                     el = 'VehicleTravel'
-                    w.bits(0, 1)
                     if v_VehicleTravel < -32768 or v_VehicleTravel > 32767: raise EncodeError(f'value {v_VehicleTravel!r} outside [-32768, 32767]')
-                    w.sint(v_VehicleTravel)
-                    w.bits(0, 1)
+                    bits((v_VehicleTravel < 0), 4)
+                    w.uint(-v_VehicleTravel - 1 if v_VehicleTravel < 0 else v_VehicleTravel)
+                    bits(0, 1)
                     v_VehicleTravel = None
                     s = 6
                 elif True:
@@ -17232,91 +14692,100 @@ def _d_VehicleCheckInResType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('VehicleCheckInResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('VehicleCheckInResType')
-                    f_ResponseCode = bits(6)
-                    if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
-                    f_ResponseCode = _E2[f_ResponseCode]
-                    if bits(1): raise r.deviation('VehicleCheckInResType')
-                    s = 2
-                else:
-                    raise r.deviation('VehicleCheckInResType')
+                if bits(1): raise r.deviation('VehicleCheckInResType')
+                el = 'Header'
+                f_Header = _d_MessageHeaderType(r)
+                x = bits(9)
+                if x & 385: raise r.deviation('VehicleCheckInResType')
+                el = 'ResponseCode'
+                f_ResponseCode = ((x >> 1) & 63)
+                if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
+                f_ResponseCode = _E2[f_ResponseCode]
+                s = 2
             if s == 2:
                 ec = bits(3)
                 if ec == 0:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('VehicleCheckInResType')
                     el = 'ParkingSpace'
-                    if bits(1): raise r.deviation('VehicleCheckInResType')
-                    f_ParkingSpace = r.sint()
+                    _neg = (x & 1)
+                    f_ParkingSpace = r.uint()
+                    if _neg: f_ParkingSpace = -f_ParkingSpace - 1
                     if f_ParkingSpace < -32768 or f_ParkingSpace > 32767: raise DecodeError(f'value {f_ParkingSpace} outside [-32768, 32767]', r.pos)
                     if bits(1): raise r.deviation('VehicleCheckInResType')
                     s = 3
                 elif ec == 1:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('VehicleCheckInResType')
                     el = 'DeviceLocation'
-                    if bits(1): raise r.deviation('VehicleCheckInResType')
-                    f_DeviceLocation = r.sint()
+                    _neg = (x & 1)
+                    f_DeviceLocation = r.uint()
+                    if _neg: f_DeviceLocation = -f_DeviceLocation - 1
                     if f_DeviceLocation < -32768 or f_DeviceLocation > 32767: raise DecodeError(f'value {f_DeviceLocation} outside [-32768, 32767]', r.pos)
                     if bits(1): raise r.deviation('VehicleCheckInResType')
                     s = 4
                 elif ec == 2:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('VehicleCheckInResType')
                     el = 'TargetDistance'
-                    if bits(1): raise r.deviation('VehicleCheckInResType')
-                    f_TargetDistance = r.sint()
+                    _neg = (x & 1)
+                    f_TargetDistance = r.uint()
+                    if _neg: f_TargetDistance = -f_TargetDistance - 1
                     if f_TargetDistance < -32768 or f_TargetDistance > 32767: raise DecodeError(f'value {f_TargetDistance} outside [-32768, 32767]', r.pos)
                     if bits(1): raise r.deviation('VehicleCheckInResType')
                     s = 5
                 elif ec == 3:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('VehicleCheckInResType')
             if s == 3:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('VehicleCheckInResType')
                     el = 'DeviceLocation'
-                    if bits(1): raise r.deviation('VehicleCheckInResType')
-                    f_DeviceLocation = r.sint()
+                    _neg = (x & 1)
+                    f_DeviceLocation = r.uint()
+                    if _neg: f_DeviceLocation = -f_DeviceLocation - 1
                     if f_DeviceLocation < -32768 or f_DeviceLocation > 32767: raise DecodeError(f'value {f_DeviceLocation} outside [-32768, 32767]', r.pos)
                     if bits(1): raise r.deviation('VehicleCheckInResType')
                     s = 4
                 elif ec == 1:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('VehicleCheckInResType')
                     el = 'TargetDistance'
-                    if bits(1): raise r.deviation('VehicleCheckInResType')
-                    f_TargetDistance = r.sint()
+                    _neg = (x & 1)
+                    f_TargetDistance = r.uint()
+                    if _neg: f_TargetDistance = -f_TargetDistance - 1
                     if f_TargetDistance < -32768 or f_TargetDistance > 32767: raise DecodeError(f'value {f_TargetDistance} outside [-32768, 32767]', r.pos)
                     if bits(1): raise r.deviation('VehicleCheckInResType')
                     s = 5
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('VehicleCheckInResType')
             if s == 4:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('VehicleCheckInResType')
                     el = 'TargetDistance'
-                    if bits(1): raise r.deviation('VehicleCheckInResType')
-                    f_TargetDistance = r.sint()
+                    _neg = (x & 1)
+                    f_TargetDistance = r.uint()
+                    if _neg: f_TargetDistance = -f_TargetDistance - 1
                     if f_TargetDistance < -32768 or f_TargetDistance > 32767: raise DecodeError(f'value {f_TargetDistance} outside [-32768, 32767]', r.pos)
                     if bits(1): raise r.deviation('VehicleCheckInResType')
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('VehicleCheckInResType')
             if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('VehicleCheckInResType')
+                if bits(1): raise r.deviation('VehicleCheckInResType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commonmessages.VehicleCheckInResType(f_Header, f_ResponseCode, f_ParkingSpace, f_DeviceLocation, f_TargetDistance)
@@ -17335,52 +14804,42 @@ def _e_VehicleCheckInResType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Header is not None:
-                    bits(0, 1)
                     el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_ResponseCode is not None:
                     bits(0, 1)
+                    _e_MessageHeaderType(w, v_Header)
+                    if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
                     el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I4.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 6)
-                    w.bits(0, 1)
+                    _i29 = _I4.get(v_ResponseCode)
+                    if _i29 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    bits((_i29 << 1), 9)
+                    v_Header = None
                     v_ResponseCode = None
                     s = 2
                 else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
+                    raise EncodeError('missing content: expected one of Header')
             if s == 2:
                 if v_ParkingSpace is not None:
-                    bits(0, 3)
                     el = 'ParkingSpace'
-                    w.bits(0, 1)
                     if v_ParkingSpace < -32768 or v_ParkingSpace > 32767: raise EncodeError(f'value {v_ParkingSpace!r} outside [-32768, 32767]')
-                    w.sint(v_ParkingSpace)
-                    w.bits(0, 1)
+                    bits((v_ParkingSpace < 0), 5)
+                    w.uint(-v_ParkingSpace - 1 if v_ParkingSpace < 0 else v_ParkingSpace)
+                    bits(0, 1)
                     v_ParkingSpace = None
                     s = 3
                 elif v_DeviceLocation is not None:
-                    bits(1, 3)
                     el = 'DeviceLocation'
-                    w.bits(0, 1)
                     if v_DeviceLocation < -32768 or v_DeviceLocation > 32767: raise EncodeError(f'value {v_DeviceLocation!r} outside [-32768, 32767]')
-                    w.sint(v_DeviceLocation)
-                    w.bits(0, 1)
+                    bits((1 << 2) | (v_DeviceLocation < 0), 5)
+                    w.uint(-v_DeviceLocation - 1 if v_DeviceLocation < 0 else v_DeviceLocation)
+                    bits(0, 1)
                     v_DeviceLocation = None
                     s = 4
                 elif v_TargetDistance is not None:
-                    bits(2, 3)
                     el = 'TargetDistance'
-                    w.bits(0, 1)
                     if v_TargetDistance < -32768 or v_TargetDistance > 32767: raise EncodeError(f'value {v_TargetDistance!r} outside [-32768, 32767]')
-                    w.sint(v_TargetDistance)
-                    w.bits(0, 1)
+                    bits((2 << 2) | (v_TargetDistance < 0), 5)
+                    w.uint(-v_TargetDistance - 1 if v_TargetDistance < 0 else v_TargetDistance)
+                    bits(0, 1)
                     v_TargetDistance = None
                     s = 5
                 elif True:
@@ -17389,21 +14848,19 @@ def _e_VehicleCheckInResType(w, o):
                     s = -1
             if s == 3:
                 if v_DeviceLocation is not None:
-                    bits(0, 2)
                     el = 'DeviceLocation'
-                    w.bits(0, 1)
                     if v_DeviceLocation < -32768 or v_DeviceLocation > 32767: raise EncodeError(f'value {v_DeviceLocation!r} outside [-32768, 32767]')
-                    w.sint(v_DeviceLocation)
-                    w.bits(0, 1)
+                    bits((v_DeviceLocation < 0), 4)
+                    w.uint(-v_DeviceLocation - 1 if v_DeviceLocation < 0 else v_DeviceLocation)
+                    bits(0, 1)
                     v_DeviceLocation = None
                     s = 4
                 elif v_TargetDistance is not None:
-                    bits(1, 2)
                     el = 'TargetDistance'
-                    w.bits(0, 1)
                     if v_TargetDistance < -32768 or v_TargetDistance > 32767: raise EncodeError(f'value {v_TargetDistance!r} outside [-32768, 32767]')
-                    w.sint(v_TargetDistance)
-                    w.bits(0, 1)
+                    bits((1 << 2) | (v_TargetDistance < 0), 4)
+                    w.uint(-v_TargetDistance - 1 if v_TargetDistance < 0 else v_TargetDistance)
+                    bits(0, 1)
                     v_TargetDistance = None
                     s = 5
                 elif True:
@@ -17412,12 +14869,11 @@ def _e_VehicleCheckInResType(w, o):
                     s = -1
             if s == 4:
                 if v_TargetDistance is not None:
-                    bits(0, 2)
                     el = 'TargetDistance'
-                    w.bits(0, 1)
                     if v_TargetDistance < -32768 or v_TargetDistance > 32767: raise EncodeError(f'value {v_TargetDistance!r} outside [-32768, 32767]')
-                    w.sint(v_TargetDistance)
-                    w.bits(0, 1)
+                    bits((v_TargetDistance < 0), 4)
+                    w.uint(-v_TargetDistance - 1 if v_TargetDistance < 0 else v_TargetDistance)
+                    bits(0, 1)
                     v_TargetDistance = None
                     s = 5
                 elif True:
@@ -17440,45 +14896,20 @@ def _d_VehicleCheckOutReqType(r):
     f_EVCheckOutStatus = None
     f_CheckOutTime = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('VehicleCheckOutReqType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVCheckOutStatus'
-                    if bits(1): raise r.deviation('VehicleCheckOutReqType')
-                    f_EVCheckOutStatus = bits(2)
-                    if f_EVCheckOutStatus >= 3: raise DecodeError(f'enumeration index {f_EVCheckOutStatus} out of range (3 values)', r.pos)
-                    f_EVCheckOutStatus = _E22[f_EVCheckOutStatus]
-                    if bits(1): raise r.deviation('VehicleCheckOutReqType')
-                    s = 2
-                else:
-                    raise r.deviation('VehicleCheckOutReqType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'CheckOutTime'
-                    if bits(1): raise r.deviation('VehicleCheckOutReqType')
-                    f_CheckOutTime = r.uint()
-                    if f_CheckOutTime > 18446744073709551615: raise DecodeError(f'value {f_CheckOutTime} outside [0, 18446744073709551615]', r.pos)
-                    if bits(1): raise r.deviation('VehicleCheckOutReqType')
-                    s = 3
-                else:
-                    raise r.deviation('VehicleCheckOutReqType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('VehicleCheckOutReqType')
+        if bits(1): raise r.deviation('VehicleCheckOutReqType')
+        el = 'Header'
+        f_Header = _d_MessageHeaderType(r)
+        x = bits(7)
+        if x & 103: raise r.deviation('VehicleCheckOutReqType')
+        el = 'EVCheckOutStatus'
+        f_EVCheckOutStatus = ((x >> 3) & 3)
+        if f_EVCheckOutStatus >= 3: raise DecodeError(f'enumeration index {f_EVCheckOutStatus} out of range (3 values)', r.pos)
+        f_EVCheckOutStatus = _E22[f_EVCheckOutStatus]
+        el = 'CheckOutTime'
+        f_CheckOutTime = r.uint()
+        if f_CheckOutTime > 18446744073709551615: raise DecodeError(f'value {f_CheckOutTime} outside [0, 18446744073709551615]', r.pos)
+        x = bits(2)
+        if x & 3: raise r.deviation('VehicleCheckOutReqType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commonmessages.VehicleCheckOutReqType(f_Header, f_EVCheckOutStatus, f_CheckOutTime)
@@ -17491,47 +14922,26 @@ def _e_VehicleCheckOutReqType(w, o):
         v_Header = o.Header
         v_EVCheckOutStatus = o.EVCheckOutStatus
         v_CheckOutTime = o.CheckOutTime
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Header is not None:
-                    bits(0, 1)
-                    el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_EVCheckOutStatus is not None:
-                    bits(0, 1)
-                    el = 'EVCheckOutStatus'
-                    w.bits(0, 1)
-                    _i = _I23.get(v_EVCheckOutStatus)
-                    if _i is None: raise EncodeError(f'{v_EVCheckOutStatus!r} is not one of the enumeration evCheckOutStatusType')
-                    w.bits(_i, 2)
-                    w.bits(0, 1)
-                    v_EVCheckOutStatus = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of EVCheckOutStatus')
-            if s == 2:
-                if v_CheckOutTime is not None:
-                    bits(0, 1)
-                    el = 'CheckOutTime'
-                    w.bits(0, 1)
-                    if v_CheckOutTime < 0 or v_CheckOutTime > 18446744073709551615: raise EncodeError(f'value {v_CheckOutTime!r} outside [0, 18446744073709551615]')
-                    w.uint(v_CheckOutTime)
-                    w.bits(0, 1)
-                    v_CheckOutTime = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of CheckOutTime')
-            if s == 3:
-                if True:
-                    bits(0, 1)
-                    if v_Header is not None or v_EVCheckOutStatus is not None or v_CheckOutTime is not None: raise _leftover(o)
-                    s = -1
+        if v_Header is not None:
+            el = 'Header'
+            bits(0, 1)
+            _e_MessageHeaderType(w, v_Header)
+            if not (v_EVCheckOutStatus is not None): raise EncodeError('missing content: EVCheckOutStatus')
+            el = 'EVCheckOutStatus'
+            _i30 = _I23.get(v_EVCheckOutStatus)
+            if _i30 is None: raise EncodeError(f'{v_EVCheckOutStatus!r} is not one of the enumeration evCheckOutStatusType')
+            if not (v_CheckOutTime is not None): raise EncodeError('missing content: CheckOutTime')
+            el = 'CheckOutTime'
+            bits((_i30 << 3), 7)
+            v_Header = None
+            v_EVCheckOutStatus = None
+            if v_CheckOutTime < 0 or v_CheckOutTime > 18446744073709551615: raise EncodeError(f'value {v_CheckOutTime!r} outside [0, 18446744073709551615]')
+            w.uint(v_CheckOutTime)
+            bits(0, 2)
+            v_CheckOutTime = None
+            if v_Header is not None or v_EVCheckOutStatus is not None or v_CheckOutTime is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Header')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -17543,44 +14953,17 @@ def _d_VehicleCheckOutResType(r):
     f_ResponseCode = None
     f_EVSECheckOutStatus = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('VehicleCheckOutResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('VehicleCheckOutResType')
-                    f_ResponseCode = bits(6)
-                    if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
-                    f_ResponseCode = _E2[f_ResponseCode]
-                    if bits(1): raise r.deviation('VehicleCheckOutResType')
-                    s = 2
-                else:
-                    raise r.deviation('VehicleCheckOutResType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSECheckOutStatus'
-                    if bits(1): raise r.deviation('VehicleCheckOutResType')
-                    f_EVSECheckOutStatus = _E24[bits(1)]
-                    if bits(1): raise r.deviation('VehicleCheckOutResType')
-                    s = 3
-                else:
-                    raise r.deviation('VehicleCheckOutResType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('VehicleCheckOutResType')
+        if bits(1): raise r.deviation('VehicleCheckOutResType')
+        el = 'Header'
+        f_Header = _d_MessageHeaderType(r)
+        x = bits(14)
+        if x & 12347: raise r.deviation('VehicleCheckOutResType')
+        el = 'ResponseCode'
+        f_ResponseCode = ((x >> 6) & 63)
+        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
+        f_ResponseCode = _E2[f_ResponseCode]
+        el = 'EVSECheckOutStatus'
+        f_EVSECheckOutStatus = _E24[((x >> 2) & 1)]
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commonmessages.VehicleCheckOutResType(f_Header, f_ResponseCode, f_EVSECheckOutStatus)
@@ -17593,48 +14976,25 @@ def _e_VehicleCheckOutResType(w, o):
         v_Header = o.Header
         v_ResponseCode = o.ResponseCode
         v_EVSECheckOutStatus = o.EVSECheckOutStatus
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Header is not None:
-                    bits(0, 1)
-                    el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_ResponseCode is not None:
-                    bits(0, 1)
-                    el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I4.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 6)
-                    w.bits(0, 1)
-                    v_ResponseCode = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 2:
-                if v_EVSECheckOutStatus is not None:
-                    bits(0, 1)
-                    el = 'EVSECheckOutStatus'
-                    w.bits(0, 1)
-                    _i = _I25.get(v_EVSECheckOutStatus)
-                    if _i is None: raise EncodeError(f'{v_EVSECheckOutStatus!r} is not one of the enumeration evseCheckOutStatusType')
-                    w.bits(_i, 1)
-                    w.bits(0, 1)
-                    v_EVSECheckOutStatus = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of EVSECheckOutStatus')
-            if s == 3:
-                if True:
-                    bits(0, 1)
-                    if v_Header is not None or v_ResponseCode is not None or v_EVSECheckOutStatus is not None: raise _leftover(o)
-                    s = -1
+        if v_Header is not None:
+            el = 'Header'
+            bits(0, 1)
+            _e_MessageHeaderType(w, v_Header)
+            if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            el = 'ResponseCode'
+            _i31 = _I4.get(v_ResponseCode)
+            if _i31 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (v_EVSECheckOutStatus is not None): raise EncodeError('missing content: EVSECheckOutStatus')
+            el = 'EVSECheckOutStatus'
+            _i32 = _I25.get(v_EVSECheckOutStatus)
+            if _i32 is None: raise EncodeError(f'{v_EVSECheckOutStatus!r} is not one of the enumeration evseCheckOutStatusType')
+            bits((_i31 << 6) | (_i32 << 2), 14)
+            v_Header = None
+            v_ResponseCode = None
+            v_EVSECheckOutStatus = None
+            if v_Header is not None or v_ResponseCode is not None or v_EVSECheckOutStatus is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Header')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -17649,43 +15009,31 @@ def _d_ChargeLoopReqType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('ChargeLoopReqType')
+                if bits(1): raise r.deviation('ChargeLoopReqType')
+                el = 'Header'
+                f_Header = _d_MessageHeaderType(r)
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
                     el = 'DisplayParameters'
                     f_DisplayParameters = _d_DisplayParametersType(r)
-                    s = 2
-                elif ec == 1:
+                    x = bits(4)
+                    if x & 13: raise r.deviation('ChargeLoopReqType')
                     el = 'MeterInfoRequested'
-                    if bits(1): raise r.deviation('ChargeLoopReqType')
-                    f_MeterInfoRequested = bits(1) == 1
-                    if bits(1): raise r.deviation('ChargeLoopReqType')
+                    f_MeterInfoRequested = ((x >> 1) & 1) == 1
                     s = 3
-                else:
-                    raise r.deviation('ChargeLoopReqType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('ChargeLoopReqType')
                     el = 'MeterInfoRequested'
-                    if bits(1): raise r.deviation('ChargeLoopReqType')
-                    f_MeterInfoRequested = bits(1) == 1
-                    if bits(1): raise r.deviation('ChargeLoopReqType')
+                    f_MeterInfoRequested = ((x >> 1) & 1) == 1
                     s = 3
                 else:
                     raise r.deviation('ChargeLoopReqType')
             if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ChargeLoopReqType')
+                if bits(1): raise r.deviation('ChargeLoopReqType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.ChargeLoopReqType(f_Header, f_DisplayParameters, f_MeterInfoRequested)
@@ -17702,8 +15050,8 @@ def _e_ChargeLoopReqType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Header is not None:
-                    bits(0, 1)
                     el = 'Header'
+                    bits(0, 1)
                     _e_MessageHeaderType(w, v_Header)
                     v_Header = None
                     s = 1
@@ -17711,36 +15059,24 @@ def _e_ChargeLoopReqType(w, o):
                     raise EncodeError('missing content: expected one of Header')
             if s == 1:
                 if v_DisplayParameters is not None:
-                    bits(0, 2)
                     el = 'DisplayParameters'
+                    bits(0, 2)
                     _e_DisplayParametersType(w, v_DisplayParameters)
-                    v_DisplayParameters = None
-                    s = 2
-                elif v_MeterInfoRequested is not None:
-                    bits(1, 2)
+                    if not (v_MeterInfoRequested is not None): raise EncodeError('missing content: MeterInfoRequested')
                     el = 'MeterInfoRequested'
-                    w.bits(0, 1)
-                    if v_MeterInfoRequested is True: w.bits(1, 1)
-                    elif v_MeterInfoRequested is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_MeterInfoRequested!r}')
-                    w.bits(0, 1)
+                    if v_MeterInfoRequested is not True and v_MeterInfoRequested is not False: raise EncodeError(f'expected a bool, got {v_MeterInfoRequested!r}')
+                    bits((v_MeterInfoRequested << 1), 4)
+                    v_DisplayParameters = None
+                    v_MeterInfoRequested = None
+                    s = 3
+                elif v_MeterInfoRequested is not None:
+                    el = 'MeterInfoRequested'
+                    if v_MeterInfoRequested is not True and v_MeterInfoRequested is not False: raise EncodeError(f'expected a bool, got {v_MeterInfoRequested!r}')
+                    bits((1 << 3) | (v_MeterInfoRequested << 1), 5)
                     v_MeterInfoRequested = None
                     s = 3
                 else:
                     raise EncodeError('missing content: expected one of DisplayParameters, MeterInfoRequested')
-            if s == 2:
-                if v_MeterInfoRequested is not None:
-                    bits(0, 1)
-                    el = 'MeterInfoRequested'
-                    w.bits(0, 1)
-                    if v_MeterInfoRequested is True: w.bits(1, 1)
-                    elif v_MeterInfoRequested is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_MeterInfoRequested!r}')
-                    w.bits(0, 1)
-                    v_MeterInfoRequested = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of MeterInfoRequested')
             if s == 3:
                 if True:
                     bits(0, 1)
@@ -17769,372 +15105,380 @@ def _d_DisplayParametersType(r):
             if s == 0:
                 ec = bits(4)
                 if ec == 0:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('DisplayParametersType')
                     el = 'PresentSOC'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_PresentSOC = bits(7)
+                    f_PresentSOC = ((x >> 1) & 127)
                     if f_PresentSOC > 100: raise DecodeError(f'value {f_PresentSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
                     s = 1
                 elif ec == 1:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('DisplayParametersType')
                     el = 'MinimumSOC'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_MinimumSOC = bits(7)
+                    f_MinimumSOC = ((x >> 1) & 127)
                     if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
                     s = 2
                 elif ec == 2:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('DisplayParametersType')
                     el = 'TargetSOC'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_TargetSOC = bits(7)
+                    f_TargetSOC = ((x >> 1) & 127)
                     if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
                     s = 3
                 elif ec == 3:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('DisplayParametersType')
                     el = 'MaximumSOC'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_MaximumSOC = bits(7)
+                    f_MaximumSOC = ((x >> 1) & 127)
                     if f_MaximumSOC > 100: raise DecodeError(f'value {f_MaximumSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
                     s = 4
                 elif ec == 4:
-                    el = 'RemainingTimeToMinimumSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToMinimumSOC'
                     f_RemainingTimeToMinimumSOC = r.uint()
                     if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 5
                 elif ec == 5:
-                    el = 'RemainingTimeToTargetSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToTargetSOC'
                     f_RemainingTimeToTargetSOC = r.uint()
                     if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 6
                 elif ec == 6:
-                    el = 'RemainingTimeToMaximumSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToMaximumSOC'
                     f_RemainingTimeToMaximumSOC = r.uint()
                     if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 7
                 elif ec == 7:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'ChargingComplete'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_ChargingComplete = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 8:
                     el = 'BatteryEnergyCapacity'
                     f_BatteryEnergyCapacity = _d_RationalNumberType(r)
                     s = 9
                 elif ec == 9:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'InletHot'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_InletHot = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_InletHot = ((x >> 1) & 1) == 1
                     s = 10
                 elif ec == 10:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DisplayParametersType')
             if s == 1:
                 ec = bits(4)
                 if ec == 0:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('DisplayParametersType')
                     el = 'MinimumSOC'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_MinimumSOC = bits(7)
+                    f_MinimumSOC = ((x >> 1) & 127)
                     if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
                     s = 2
                 elif ec == 1:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('DisplayParametersType')
                     el = 'TargetSOC'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_TargetSOC = bits(7)
+                    f_TargetSOC = ((x >> 1) & 127)
                     if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
                     s = 3
                 elif ec == 2:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('DisplayParametersType')
                     el = 'MaximumSOC'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_MaximumSOC = bits(7)
+                    f_MaximumSOC = ((x >> 1) & 127)
                     if f_MaximumSOC > 100: raise DecodeError(f'value {f_MaximumSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
                     s = 4
                 elif ec == 3:
-                    el = 'RemainingTimeToMinimumSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToMinimumSOC'
                     f_RemainingTimeToMinimumSOC = r.uint()
                     if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 5
                 elif ec == 4:
-                    el = 'RemainingTimeToTargetSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToTargetSOC'
                     f_RemainingTimeToTargetSOC = r.uint()
                     if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 6
                 elif ec == 5:
-                    el = 'RemainingTimeToMaximumSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToMaximumSOC'
                     f_RemainingTimeToMaximumSOC = r.uint()
                     if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 7
                 elif ec == 6:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'ChargingComplete'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_ChargingComplete = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 7:
                     el = 'BatteryEnergyCapacity'
                     f_BatteryEnergyCapacity = _d_RationalNumberType(r)
                     s = 9
                 elif ec == 8:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'InletHot'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_InletHot = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_InletHot = ((x >> 1) & 1) == 1
                     s = 10
                 elif ec == 9:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DisplayParametersType')
             if s == 2:
                 ec = bits(4)
                 if ec == 0:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('DisplayParametersType')
                     el = 'TargetSOC'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_TargetSOC = bits(7)
+                    f_TargetSOC = ((x >> 1) & 127)
                     if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
                     s = 3
                 elif ec == 1:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('DisplayParametersType')
                     el = 'MaximumSOC'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_MaximumSOC = bits(7)
+                    f_MaximumSOC = ((x >> 1) & 127)
                     if f_MaximumSOC > 100: raise DecodeError(f'value {f_MaximumSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
                     s = 4
                 elif ec == 2:
-                    el = 'RemainingTimeToMinimumSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToMinimumSOC'
                     f_RemainingTimeToMinimumSOC = r.uint()
                     if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 5
                 elif ec == 3:
-                    el = 'RemainingTimeToTargetSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToTargetSOC'
                     f_RemainingTimeToTargetSOC = r.uint()
                     if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 6
                 elif ec == 4:
-                    el = 'RemainingTimeToMaximumSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToMaximumSOC'
                     f_RemainingTimeToMaximumSOC = r.uint()
                     if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 7
                 elif ec == 5:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'ChargingComplete'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_ChargingComplete = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 6:
                     el = 'BatteryEnergyCapacity'
                     f_BatteryEnergyCapacity = _d_RationalNumberType(r)
                     s = 9
                 elif ec == 7:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'InletHot'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_InletHot = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_InletHot = ((x >> 1) & 1) == 1
                     s = 10
                 elif ec == 8:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DisplayParametersType')
             if s == 3:
                 ec = bits(4)
                 if ec == 0:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('DisplayParametersType')
                     el = 'MaximumSOC'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_MaximumSOC = bits(7)
+                    f_MaximumSOC = ((x >> 1) & 127)
                     if f_MaximumSOC > 100: raise DecodeError(f'value {f_MaximumSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
                     s = 4
                 elif ec == 1:
-                    el = 'RemainingTimeToMinimumSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToMinimumSOC'
                     f_RemainingTimeToMinimumSOC = r.uint()
                     if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 5
                 elif ec == 2:
-                    el = 'RemainingTimeToTargetSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToTargetSOC'
                     f_RemainingTimeToTargetSOC = r.uint()
                     if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 6
                 elif ec == 3:
-                    el = 'RemainingTimeToMaximumSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToMaximumSOC'
                     f_RemainingTimeToMaximumSOC = r.uint()
                     if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 7
                 elif ec == 4:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'ChargingComplete'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_ChargingComplete = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 5:
                     el = 'BatteryEnergyCapacity'
                     f_BatteryEnergyCapacity = _d_RationalNumberType(r)
                     s = 9
                 elif ec == 6:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'InletHot'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_InletHot = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_InletHot = ((x >> 1) & 1) == 1
                     s = 10
                 elif ec == 7:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DisplayParametersType')
             if s == 4:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'RemainingTimeToMinimumSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToMinimumSOC'
                     f_RemainingTimeToMinimumSOC = r.uint()
                     if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 5
                 elif ec == 1:
-                    el = 'RemainingTimeToTargetSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToTargetSOC'
                     f_RemainingTimeToTargetSOC = r.uint()
                     if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 6
                 elif ec == 2:
-                    el = 'RemainingTimeToMaximumSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToMaximumSOC'
                     f_RemainingTimeToMaximumSOC = r.uint()
                     if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 7
                 elif ec == 3:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'ChargingComplete'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_ChargingComplete = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 4:
                     el = 'BatteryEnergyCapacity'
                     f_BatteryEnergyCapacity = _d_RationalNumberType(r)
                     s = 9
                 elif ec == 5:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'InletHot'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_InletHot = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_InletHot = ((x >> 1) & 1) == 1
                     s = 10
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DisplayParametersType')
             if s == 5:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'RemainingTimeToTargetSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToTargetSOC'
                     f_RemainingTimeToTargetSOC = r.uint()
                     if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 6
                 elif ec == 1:
-                    el = 'RemainingTimeToMaximumSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToMaximumSOC'
                     f_RemainingTimeToMaximumSOC = r.uint()
                     if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 7
                 elif ec == 2:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'ChargingComplete'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_ChargingComplete = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 3:
                     el = 'BatteryEnergyCapacity'
                     f_BatteryEnergyCapacity = _d_RationalNumberType(r)
                     s = 9
                 elif ec == 4:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'InletHot'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_InletHot = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_InletHot = ((x >> 1) & 1) == 1
                     s = 10
                 elif ec == 5:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DisplayParametersType')
             if s == 6:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'RemainingTimeToMaximumSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToMaximumSOC'
                     f_RemainingTimeToMaximumSOC = r.uint()
                     if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 7
                 elif ec == 1:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'ChargingComplete'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_ChargingComplete = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 2:
                     el = 'BatteryEnergyCapacity'
                     f_BatteryEnergyCapacity = _d_RationalNumberType(r)
                     s = 9
                 elif ec == 3:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'InletHot'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_InletHot = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_InletHot = ((x >> 1) & 1) == 1
                     s = 10
                 elif ec == 4:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DisplayParametersType')
             if s == 7:
                 ec = bits(3)
                 if ec == 0:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'ChargingComplete'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_ChargingComplete = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 1:
                     el = 'BatteryEnergyCapacity'
                     f_BatteryEnergyCapacity = _d_RationalNumberType(r)
                     s = 9
                 elif ec == 2:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'InletHot'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_InletHot = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_InletHot = ((x >> 1) & 1) == 1
                     s = 10
                 elif ec == 3:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DisplayParametersType')
@@ -18145,33 +15489,32 @@ def _d_DisplayParametersType(r):
                     f_BatteryEnergyCapacity = _d_RationalNumberType(r)
                     s = 9
                 elif ec == 1:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'InletHot'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_InletHot = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_InletHot = ((x >> 1) & 1) == 1
                     s = 10
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DisplayParametersType')
             if s == 9:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'InletHot'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_InletHot = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_InletHot = ((x >> 1) & 1) == 1
                     s = 10
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DisplayParametersType')
             if s == 10:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('DisplayParametersType')
+                if bits(1): raise r.deviation('DisplayParametersType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.DisplayParametersType(f_PresentSOC, f_MinimumSOC, f_TargetSOC, f_MaximumSOC, f_RemainingTimeToMinimumSOC, f_RemainingTimeToTargetSOC, f_RemainingTimeToMaximumSOC, f_ChargingComplete, f_BatteryEnergyCapacity, f_InletHot)
@@ -18195,92 +15538,69 @@ def _e_DisplayParametersType(w, o):
         while s >= 0:
             if s == 0:
                 if v_PresentSOC is not None:
-                    bits(0, 4)
                     el = 'PresentSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_PresentSOC <= 100: raise EncodeError(f'value {v_PresentSOC!r} outside [0, 100]')
-                    w.bits(v_PresentSOC, 7)
-                    w.bits(0, 1)
+                    bits((v_PresentSOC << 1), 13)
                     v_PresentSOC = None
                     s = 1
                 elif v_MinimumSOC is not None:
-                    bits(1, 4)
                     el = 'MinimumSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_MinimumSOC <= 100: raise EncodeError(f'value {v_MinimumSOC!r} outside [0, 100]')
-                    w.bits(v_MinimumSOC, 7)
-                    w.bits(0, 1)
+                    bits((1 << 9) | (v_MinimumSOC << 1), 13)
                     v_MinimumSOC = None
                     s = 2
                 elif v_TargetSOC is not None:
-                    bits(2, 4)
                     el = 'TargetSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
-                    w.bits(v_TargetSOC, 7)
-                    w.bits(0, 1)
+                    bits((2 << 9) | (v_TargetSOC << 1), 13)
                     v_TargetSOC = None
                     s = 3
                 elif v_MaximumSOC is not None:
-                    bits(3, 4)
                     el = 'MaximumSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_MaximumSOC <= 100: raise EncodeError(f'value {v_MaximumSOC!r} outside [0, 100]')
-                    w.bits(v_MaximumSOC, 7)
-                    w.bits(0, 1)
+                    bits((3 << 9) | (v_MaximumSOC << 1), 13)
                     v_MaximumSOC = None
                     s = 4
                 elif v_RemainingTimeToMinimumSOC is not None:
-                    bits(4, 4)
                     el = 'RemainingTimeToMinimumSOC'
-                    w.bits(0, 1)
+                    bits((4 << 1), 5)
                     if v_RemainingTimeToMinimumSOC < 0 or v_RemainingTimeToMinimumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMinimumSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToMinimumSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToMinimumSOC = None
                     s = 5
                 elif v_RemainingTimeToTargetSOC is not None:
-                    bits(5, 4)
                     el = 'RemainingTimeToTargetSOC'
-                    w.bits(0, 1)
+                    bits((5 << 1), 5)
                     if v_RemainingTimeToTargetSOC < 0 or v_RemainingTimeToTargetSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToTargetSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToTargetSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToTargetSOC = None
                     s = 6
                 elif v_RemainingTimeToMaximumSOC is not None:
-                    bits(6, 4)
                     el = 'RemainingTimeToMaximumSOC'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     if v_RemainingTimeToMaximumSOC < 0 or v_RemainingTimeToMaximumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMaximumSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToMaximumSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToMaximumSOC = None
                     s = 7
                 elif v_ChargingComplete is not None:
-                    bits(7, 4)
                     el = 'ChargingComplete'
-                    w.bits(0, 1)
-                    if v_ChargingComplete is True: w.bits(1, 1)
-                    elif v_ChargingComplete is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    w.bits(0, 1)
+                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                    bits((7 << 3) | (v_ChargingComplete << 1), 7)
                     v_ChargingComplete = None
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
-                    bits(8, 4)
                     el = 'BatteryEnergyCapacity'
+                    bits(8, 4)
                     _e_RationalNumberType(w, v_BatteryEnergyCapacity)
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
-                    bits(9, 4)
                     el = 'InletHot'
-                    w.bits(0, 1)
-                    if v_InletHot is True: w.bits(1, 1)
-                    elif v_InletHot is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    w.bits(0, 1)
+                    if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
+                    bits((9 << 3) | (v_InletHot << 1), 7)
                     v_InletHot = None
                     s = 10
                 elif True:
@@ -18289,83 +15609,63 @@ def _e_DisplayParametersType(w, o):
                     s = -1
             if s == 1:
                 if v_MinimumSOC is not None:
-                    bits(0, 4)
                     el = 'MinimumSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_MinimumSOC <= 100: raise EncodeError(f'value {v_MinimumSOC!r} outside [0, 100]')
-                    w.bits(v_MinimumSOC, 7)
-                    w.bits(0, 1)
+                    bits((v_MinimumSOC << 1), 13)
                     v_MinimumSOC = None
                     s = 2
                 elif v_TargetSOC is not None:
-                    bits(1, 4)
                     el = 'TargetSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
-                    w.bits(v_TargetSOC, 7)
-                    w.bits(0, 1)
+                    bits((1 << 9) | (v_TargetSOC << 1), 13)
                     v_TargetSOC = None
                     s = 3
                 elif v_MaximumSOC is not None:
-                    bits(2, 4)
                     el = 'MaximumSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_MaximumSOC <= 100: raise EncodeError(f'value {v_MaximumSOC!r} outside [0, 100]')
-                    w.bits(v_MaximumSOC, 7)
-                    w.bits(0, 1)
+                    bits((2 << 9) | (v_MaximumSOC << 1), 13)
                     v_MaximumSOC = None
                     s = 4
                 elif v_RemainingTimeToMinimumSOC is not None:
-                    bits(3, 4)
                     el = 'RemainingTimeToMinimumSOC'
-                    w.bits(0, 1)
+                    bits((3 << 1), 5)
                     if v_RemainingTimeToMinimumSOC < 0 or v_RemainingTimeToMinimumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMinimumSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToMinimumSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToMinimumSOC = None
                     s = 5
                 elif v_RemainingTimeToTargetSOC is not None:
-                    bits(4, 4)
                     el = 'RemainingTimeToTargetSOC'
-                    w.bits(0, 1)
+                    bits((4 << 1), 5)
                     if v_RemainingTimeToTargetSOC < 0 or v_RemainingTimeToTargetSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToTargetSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToTargetSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToTargetSOC = None
                     s = 6
                 elif v_RemainingTimeToMaximumSOC is not None:
-                    bits(5, 4)
                     el = 'RemainingTimeToMaximumSOC'
-                    w.bits(0, 1)
+                    bits((5 << 1), 5)
                     if v_RemainingTimeToMaximumSOC < 0 or v_RemainingTimeToMaximumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMaximumSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToMaximumSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToMaximumSOC = None
                     s = 7
                 elif v_ChargingComplete is not None:
-                    bits(6, 4)
                     el = 'ChargingComplete'
-                    w.bits(0, 1)
-                    if v_ChargingComplete is True: w.bits(1, 1)
-                    elif v_ChargingComplete is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    w.bits(0, 1)
+                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                    bits((6 << 3) | (v_ChargingComplete << 1), 7)
                     v_ChargingComplete = None
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
-                    bits(7, 4)
                     el = 'BatteryEnergyCapacity'
+                    bits(7, 4)
                     _e_RationalNumberType(w, v_BatteryEnergyCapacity)
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
-                    bits(8, 4)
                     el = 'InletHot'
-                    w.bits(0, 1)
-                    if v_InletHot is True: w.bits(1, 1)
-                    elif v_InletHot is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    w.bits(0, 1)
+                    if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
+                    bits((8 << 3) | (v_InletHot << 1), 7)
                     v_InletHot = None
                     s = 10
                 elif True:
@@ -18374,74 +15674,57 @@ def _e_DisplayParametersType(w, o):
                     s = -1
             if s == 2:
                 if v_TargetSOC is not None:
-                    bits(0, 4)
                     el = 'TargetSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
-                    w.bits(v_TargetSOC, 7)
-                    w.bits(0, 1)
+                    bits((v_TargetSOC << 1), 13)
                     v_TargetSOC = None
                     s = 3
                 elif v_MaximumSOC is not None:
-                    bits(1, 4)
                     el = 'MaximumSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_MaximumSOC <= 100: raise EncodeError(f'value {v_MaximumSOC!r} outside [0, 100]')
-                    w.bits(v_MaximumSOC, 7)
-                    w.bits(0, 1)
+                    bits((1 << 9) | (v_MaximumSOC << 1), 13)
                     v_MaximumSOC = None
                     s = 4
                 elif v_RemainingTimeToMinimumSOC is not None:
-                    bits(2, 4)
                     el = 'RemainingTimeToMinimumSOC'
-                    w.bits(0, 1)
+                    bits((2 << 1), 5)
                     if v_RemainingTimeToMinimumSOC < 0 or v_RemainingTimeToMinimumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMinimumSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToMinimumSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToMinimumSOC = None
                     s = 5
                 elif v_RemainingTimeToTargetSOC is not None:
-                    bits(3, 4)
                     el = 'RemainingTimeToTargetSOC'
-                    w.bits(0, 1)
+                    bits((3 << 1), 5)
                     if v_RemainingTimeToTargetSOC < 0 or v_RemainingTimeToTargetSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToTargetSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToTargetSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToTargetSOC = None
                     s = 6
                 elif v_RemainingTimeToMaximumSOC is not None:
-                    bits(4, 4)
                     el = 'RemainingTimeToMaximumSOC'
-                    w.bits(0, 1)
+                    bits((4 << 1), 5)
                     if v_RemainingTimeToMaximumSOC < 0 or v_RemainingTimeToMaximumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMaximumSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToMaximumSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToMaximumSOC = None
                     s = 7
                 elif v_ChargingComplete is not None:
-                    bits(5, 4)
                     el = 'ChargingComplete'
-                    w.bits(0, 1)
-                    if v_ChargingComplete is True: w.bits(1, 1)
-                    elif v_ChargingComplete is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    w.bits(0, 1)
+                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                    bits((5 << 3) | (v_ChargingComplete << 1), 7)
                     v_ChargingComplete = None
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
-                    bits(6, 4)
                     el = 'BatteryEnergyCapacity'
+                    bits(6, 4)
                     _e_RationalNumberType(w, v_BatteryEnergyCapacity)
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
-                    bits(7, 4)
                     el = 'InletHot'
-                    w.bits(0, 1)
-                    if v_InletHot is True: w.bits(1, 1)
-                    elif v_InletHot is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    w.bits(0, 1)
+                    if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
+                    bits((7 << 3) | (v_InletHot << 1), 7)
                     v_InletHot = None
                     s = 10
                 elif True:
@@ -18450,65 +15733,51 @@ def _e_DisplayParametersType(w, o):
                     s = -1
             if s == 3:
                 if v_MaximumSOC is not None:
-                    bits(0, 4)
                     el = 'MaximumSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_MaximumSOC <= 100: raise EncodeError(f'value {v_MaximumSOC!r} outside [0, 100]')
-                    w.bits(v_MaximumSOC, 7)
-                    w.bits(0, 1)
+                    bits((v_MaximumSOC << 1), 13)
                     v_MaximumSOC = None
                     s = 4
                 elif v_RemainingTimeToMinimumSOC is not None:
-                    bits(1, 4)
                     el = 'RemainingTimeToMinimumSOC'
-                    w.bits(0, 1)
+                    bits((1 << 1), 5)
                     if v_RemainingTimeToMinimumSOC < 0 or v_RemainingTimeToMinimumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMinimumSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToMinimumSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToMinimumSOC = None
                     s = 5
                 elif v_RemainingTimeToTargetSOC is not None:
-                    bits(2, 4)
                     el = 'RemainingTimeToTargetSOC'
-                    w.bits(0, 1)
+                    bits((2 << 1), 5)
                     if v_RemainingTimeToTargetSOC < 0 or v_RemainingTimeToTargetSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToTargetSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToTargetSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToTargetSOC = None
                     s = 6
                 elif v_RemainingTimeToMaximumSOC is not None:
-                    bits(3, 4)
                     el = 'RemainingTimeToMaximumSOC'
-                    w.bits(0, 1)
+                    bits((3 << 1), 5)
                     if v_RemainingTimeToMaximumSOC < 0 or v_RemainingTimeToMaximumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMaximumSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToMaximumSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToMaximumSOC = None
                     s = 7
                 elif v_ChargingComplete is not None:
-                    bits(4, 4)
                     el = 'ChargingComplete'
-                    w.bits(0, 1)
-                    if v_ChargingComplete is True: w.bits(1, 1)
-                    elif v_ChargingComplete is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    w.bits(0, 1)
+                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                    bits((4 << 3) | (v_ChargingComplete << 1), 7)
                     v_ChargingComplete = None
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
-                    bits(5, 4)
                     el = 'BatteryEnergyCapacity'
+                    bits(5, 4)
                     _e_RationalNumberType(w, v_BatteryEnergyCapacity)
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
-                    bits(6, 4)
                     el = 'InletHot'
-                    w.bits(0, 1)
-                    if v_InletHot is True: w.bits(1, 1)
-                    elif v_InletHot is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    w.bits(0, 1)
+                    if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
+                    bits((6 << 3) | (v_InletHot << 1), 7)
                     v_InletHot = None
                     s = 10
                 elif True:
@@ -18517,56 +15786,45 @@ def _e_DisplayParametersType(w, o):
                     s = -1
             if s == 4:
                 if v_RemainingTimeToMinimumSOC is not None:
-                    bits(0, 3)
                     el = 'RemainingTimeToMinimumSOC'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     if v_RemainingTimeToMinimumSOC < 0 or v_RemainingTimeToMinimumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMinimumSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToMinimumSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToMinimumSOC = None
                     s = 5
                 elif v_RemainingTimeToTargetSOC is not None:
-                    bits(1, 3)
                     el = 'RemainingTimeToTargetSOC'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     if v_RemainingTimeToTargetSOC < 0 or v_RemainingTimeToTargetSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToTargetSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToTargetSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToTargetSOC = None
                     s = 6
                 elif v_RemainingTimeToMaximumSOC is not None:
-                    bits(2, 3)
                     el = 'RemainingTimeToMaximumSOC'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     if v_RemainingTimeToMaximumSOC < 0 or v_RemainingTimeToMaximumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMaximumSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToMaximumSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToMaximumSOC = None
                     s = 7
                 elif v_ChargingComplete is not None:
-                    bits(3, 3)
                     el = 'ChargingComplete'
-                    w.bits(0, 1)
-                    if v_ChargingComplete is True: w.bits(1, 1)
-                    elif v_ChargingComplete is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    w.bits(0, 1)
+                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                    bits((3 << 3) | (v_ChargingComplete << 1), 6)
                     v_ChargingComplete = None
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
-                    bits(4, 3)
                     el = 'BatteryEnergyCapacity'
+                    bits(4, 3)
                     _e_RationalNumberType(w, v_BatteryEnergyCapacity)
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
-                    bits(5, 3)
                     el = 'InletHot'
-                    w.bits(0, 1)
-                    if v_InletHot is True: w.bits(1, 1)
-                    elif v_InletHot is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    w.bits(0, 1)
+                    if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
+                    bits((5 << 3) | (v_InletHot << 1), 6)
                     v_InletHot = None
                     s = 10
                 elif True:
@@ -18575,47 +15833,37 @@ def _e_DisplayParametersType(w, o):
                     s = -1
             if s == 5:
                 if v_RemainingTimeToTargetSOC is not None:
-                    bits(0, 3)
                     el = 'RemainingTimeToTargetSOC'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     if v_RemainingTimeToTargetSOC < 0 or v_RemainingTimeToTargetSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToTargetSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToTargetSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToTargetSOC = None
                     s = 6
                 elif v_RemainingTimeToMaximumSOC is not None:
-                    bits(1, 3)
                     el = 'RemainingTimeToMaximumSOC'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     if v_RemainingTimeToMaximumSOC < 0 or v_RemainingTimeToMaximumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMaximumSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToMaximumSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToMaximumSOC = None
                     s = 7
                 elif v_ChargingComplete is not None:
-                    bits(2, 3)
                     el = 'ChargingComplete'
-                    w.bits(0, 1)
-                    if v_ChargingComplete is True: w.bits(1, 1)
-                    elif v_ChargingComplete is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    w.bits(0, 1)
+                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                    bits((2 << 3) | (v_ChargingComplete << 1), 6)
                     v_ChargingComplete = None
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
-                    bits(3, 3)
                     el = 'BatteryEnergyCapacity'
+                    bits(3, 3)
                     _e_RationalNumberType(w, v_BatteryEnergyCapacity)
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
-                    bits(4, 3)
                     el = 'InletHot'
-                    w.bits(0, 1)
-                    if v_InletHot is True: w.bits(1, 1)
-                    elif v_InletHot is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    w.bits(0, 1)
+                    if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
+                    bits((4 << 3) | (v_InletHot << 1), 6)
                     v_InletHot = None
                     s = 10
                 elif True:
@@ -18624,38 +15872,29 @@ def _e_DisplayParametersType(w, o):
                     s = -1
             if s == 6:
                 if v_RemainingTimeToMaximumSOC is not None:
-                    bits(0, 3)
                     el = 'RemainingTimeToMaximumSOC'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     if v_RemainingTimeToMaximumSOC < 0 or v_RemainingTimeToMaximumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMaximumSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToMaximumSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToMaximumSOC = None
                     s = 7
                 elif v_ChargingComplete is not None:
-                    bits(1, 3)
                     el = 'ChargingComplete'
-                    w.bits(0, 1)
-                    if v_ChargingComplete is True: w.bits(1, 1)
-                    elif v_ChargingComplete is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    w.bits(0, 1)
+                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                    bits((1 << 3) | (v_ChargingComplete << 1), 6)
                     v_ChargingComplete = None
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
-                    bits(2, 3)
                     el = 'BatteryEnergyCapacity'
+                    bits(2, 3)
                     _e_RationalNumberType(w, v_BatteryEnergyCapacity)
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
-                    bits(3, 3)
                     el = 'InletHot'
-                    w.bits(0, 1)
-                    if v_InletHot is True: w.bits(1, 1)
-                    elif v_InletHot is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    w.bits(0, 1)
+                    if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
+                    bits((3 << 3) | (v_InletHot << 1), 6)
                     v_InletHot = None
                     s = 10
                 elif True:
@@ -18664,29 +15903,21 @@ def _e_DisplayParametersType(w, o):
                     s = -1
             if s == 7:
                 if v_ChargingComplete is not None:
-                    bits(0, 3)
                     el = 'ChargingComplete'
-                    w.bits(0, 1)
-                    if v_ChargingComplete is True: w.bits(1, 1)
-                    elif v_ChargingComplete is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    w.bits(0, 1)
+                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                    bits((v_ChargingComplete << 1), 6)
                     v_ChargingComplete = None
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
-                    bits(1, 3)
                     el = 'BatteryEnergyCapacity'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_BatteryEnergyCapacity)
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
-                    bits(2, 3)
                     el = 'InletHot'
-                    w.bits(0, 1)
-                    if v_InletHot is True: w.bits(1, 1)
-                    elif v_InletHot is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    w.bits(0, 1)
+                    if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
+                    bits((2 << 3) | (v_InletHot << 1), 6)
                     v_InletHot = None
                     s = 10
                 elif True:
@@ -18695,19 +15926,15 @@ def _e_DisplayParametersType(w, o):
                     s = -1
             if s == 8:
                 if v_BatteryEnergyCapacity is not None:
-                    bits(0, 2)
                     el = 'BatteryEnergyCapacity'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_BatteryEnergyCapacity)
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
-                    bits(1, 2)
                     el = 'InletHot'
-                    w.bits(0, 1)
-                    if v_InletHot is True: w.bits(1, 1)
-                    elif v_InletHot is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    w.bits(0, 1)
+                    if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
+                    bits((1 << 3) | (v_InletHot << 1), 5)
                     v_InletHot = None
                     s = 10
                 elif True:
@@ -18716,13 +15943,9 @@ def _e_DisplayParametersType(w, o):
                     s = -1
             if s == 9:
                 if v_InletHot is not None:
-                    bits(0, 2)
                     el = 'InletHot'
-                    w.bits(0, 1)
-                    if v_InletHot is True: w.bits(1, 1)
-                    elif v_InletHot is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    w.bits(0, 1)
+                    if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
+                    bits((v_InletHot << 1), 5)
                     v_InletHot = None
                     s = 10
                 elif True:
@@ -18750,25 +15973,16 @@ def _d_ChargeLoopResType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('ChargeLoopResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('ChargeLoopResType')
-                    f_ResponseCode = bits(6)
-                    if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
-                    f_ResponseCode = _E2[f_ResponseCode]
-                    if bits(1): raise r.deviation('ChargeLoopResType')
-                    s = 2
-                else:
-                    raise r.deviation('ChargeLoopResType')
+                if bits(1): raise r.deviation('ChargeLoopResType')
+                el = 'Header'
+                f_Header = _d_MessageHeaderType(r)
+                x = bits(9)
+                if x & 385: raise r.deviation('ChargeLoopResType')
+                el = 'ResponseCode'
+                f_ResponseCode = ((x >> 1) & 63)
+                if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
+                f_ResponseCode = _E2[f_ResponseCode]
+                s = 2
             if s == 2:
                 ec = bits(3)
                 if ec == 0:
@@ -18784,6 +15998,7 @@ def _d_ChargeLoopResType(r):
                     f_Receipt = _d_ReceiptType(r)
                     s = 5
                 elif ec == 3:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ChargeLoopResType')
@@ -18798,6 +16013,7 @@ def _d_ChargeLoopResType(r):
                     f_Receipt = _d_ReceiptType(r)
                     s = 5
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ChargeLoopResType')
@@ -18808,15 +16024,13 @@ def _d_ChargeLoopResType(r):
                     f_Receipt = _d_ReceiptType(r)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ChargeLoopResType')
             if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ChargeLoopResType')
+                if bits(1): raise r.deviation('ChargeLoopResType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.ChargeLoopResType(f_Header, f_ResponseCode, f_EVSEStatus, f_MeterInfo, f_Receipt)
@@ -18835,42 +16049,35 @@ def _e_ChargeLoopResType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Header is not None:
-                    bits(0, 1)
                     el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_ResponseCode is not None:
                     bits(0, 1)
+                    _e_MessageHeaderType(w, v_Header)
+                    if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
                     el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I4.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 6)
-                    w.bits(0, 1)
+                    _i33 = _I4.get(v_ResponseCode)
+                    if _i33 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    bits((_i33 << 1), 9)
+                    v_Header = None
                     v_ResponseCode = None
                     s = 2
                 else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
+                    raise EncodeError('missing content: expected one of Header')
             if s == 2:
                 if v_EVSEStatus is not None:
-                    bits(0, 3)
                     el = 'EVSEStatus'
+                    bits(0, 3)
                     _e_EVSEStatusType(w, v_EVSEStatus)
                     v_EVSEStatus = None
                     s = 3
                 elif v_MeterInfo is not None:
-                    bits(1, 3)
                     el = 'MeterInfo'
+                    bits(1, 3)
                     _e_MeterInfoType(w, v_MeterInfo)
                     v_MeterInfo = None
                     s = 4
                 elif v_Receipt is not None:
-                    bits(2, 3)
                     el = 'Receipt'
+                    bits(2, 3)
                     _e_ReceiptType(w, v_Receipt)
                     v_Receipt = None
                     s = 5
@@ -18880,14 +16087,14 @@ def _e_ChargeLoopResType(w, o):
                     s = -1
             if s == 3:
                 if v_MeterInfo is not None:
-                    bits(0, 2)
                     el = 'MeterInfo'
+                    bits(0, 2)
                     _e_MeterInfoType(w, v_MeterInfo)
                     v_MeterInfo = None
                     s = 4
                 elif v_Receipt is not None:
-                    bits(1, 2)
                     el = 'Receipt'
+                    bits(1, 2)
                     _e_ReceiptType(w, v_Receipt)
                     v_Receipt = None
                     s = 5
@@ -18897,8 +16104,8 @@ def _e_ChargeLoopResType(w, o):
                     s = -1
             if s == 4:
                 if v_Receipt is not None:
-                    bits(0, 2)
                     el = 'Receipt'
+                    bits(0, 2)
                     _e_ReceiptType(w, v_Receipt)
                     v_Receipt = None
                     s = 5
@@ -18920,22 +16127,10 @@ def _d_ChargeParameterDiscoveryReqType(r):
     el = ''
     f_Header = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('ChargeParameterDiscoveryReqType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ChargeParameterDiscoveryReqType')
+        if bits(1): raise r.deviation('ChargeParameterDiscoveryReqType')
+        el = 'Header'
+        f_Header = _d_MessageHeaderType(r)
+        if bits(1): raise r.deviation('ChargeParameterDiscoveryReqType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.ChargeParameterDiscoveryReqType(f_Header)
@@ -18946,22 +16141,15 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
     el = ''
     try:
         v_Header = o.Header
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Header is not None:
-                    bits(0, 1)
-                    el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if True:
-                    bits(0, 1)
-                    if v_Header is not None: raise _leftover(o)
-                    s = -1
+        if v_Header is not None:
+            el = 'Header'
+            bits(0, 1)
+            _e_MessageHeaderType(w, v_Header)
+            bits(0, 1)
+            v_Header = None
+            if v_Header is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Header')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -18972,34 +16160,15 @@ def _d_ChargeParameterDiscoveryResType(r):
     f_Header = None
     f_ResponseCode = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('ChargeParameterDiscoveryResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('ChargeParameterDiscoveryResType')
-                    f_ResponseCode = bits(6)
-                    if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
-                    f_ResponseCode = _E2[f_ResponseCode]
-                    if bits(1): raise r.deviation('ChargeParameterDiscoveryResType')
-                    s = 2
-                else:
-                    raise r.deviation('ChargeParameterDiscoveryResType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ChargeParameterDiscoveryResType')
+        if bits(1): raise r.deviation('ChargeParameterDiscoveryResType')
+        el = 'Header'
+        f_Header = _d_MessageHeaderType(r)
+        x = bits(10)
+        if x & 771: raise r.deviation('ChargeParameterDiscoveryResType')
+        el = 'ResponseCode'
+        f_ResponseCode = ((x >> 2) & 63)
+        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
+        f_ResponseCode = _E2[f_ResponseCode]
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.ChargeParameterDiscoveryResType(f_Header, f_ResponseCode)
@@ -19011,35 +16180,20 @@ def _e_ChargeParameterDiscoveryResType(w, o):
     try:
         v_Header = o.Header
         v_ResponseCode = o.ResponseCode
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Header is not None:
-                    bits(0, 1)
-                    el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_ResponseCode is not None:
-                    bits(0, 1)
-                    el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I4.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 6)
-                    w.bits(0, 1)
-                    v_ResponseCode = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_Header is not None or v_ResponseCode is not None: raise _leftover(o)
-                    s = -1
+        if v_Header is not None:
+            el = 'Header'
+            bits(0, 1)
+            _e_MessageHeaderType(w, v_Header)
+            if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            el = 'ResponseCode'
+            _i34 = _I4.get(v_ResponseCode)
+            if _i34 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            bits((_i34 << 2), 10)
+            v_Header = None
+            v_ResponseCode = None
+            if v_Header is not None or v_ResponseCode is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Header')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -19057,48 +16211,30 @@ def _d_Dynamic_CLReqControlModeType(r):
             if s == 0:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'DepartureTime'
                     if bits(1): raise r.deviation('Dynamic_CLReqControlModeType')
+                    el = 'DepartureTime'
                     f_DepartureTime = r.uint()
                     if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('Dynamic_CLReqControlModeType')
-                    s = 1
+                    x = bits(2)
+                    if x & 3: raise r.deviation('Dynamic_CLReqControlModeType')
+                    el = 'EVTargetEnergyRequest'
+                    f_EVTargetEnergyRequest = _d_RationalNumberType(r)
+                    s = 2
                 elif ec == 1:
                     el = 'EVTargetEnergyRequest'
                     f_EVTargetEnergyRequest = _d_RationalNumberType(r)
                     s = 2
                 else:
                     raise r.deviation('Dynamic_CLReqControlModeType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVTargetEnergyRequest'
-                    f_EVTargetEnergyRequest = _d_RationalNumberType(r)
-                    s = 2
-                else:
-                    raise r.deviation('Dynamic_CLReqControlModeType')
             if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMaximumEnergyRequest'
-                    f_EVMaximumEnergyRequest = _d_RationalNumberType(r)
-                    s = 3
-                else:
-                    raise r.deviation('Dynamic_CLReqControlModeType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMinimumEnergyRequest'
-                    f_EVMinimumEnergyRequest = _d_RationalNumberType(r)
-                    s = 4
-                else:
-                    raise r.deviation('Dynamic_CLReqControlModeType')
-            if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('Dynamic_CLReqControlModeType')
+                if bits(1): raise r.deviation('Dynamic_CLReqControlModeType')
+                el = 'EVMaximumEnergyRequest'
+                f_EVMaximumEnergyRequest = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('Dynamic_CLReqControlModeType')
+                el = 'EVMinimumEnergyRequest'
+                f_EVMinimumEnergyRequest = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('Dynamic_CLReqControlModeType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.Dynamic_CLReqControlModeType(f_DepartureTime, f_EVTargetEnergyRequest, f_EVMaximumEnergyRequest, f_EVMinimumEnergyRequest)
@@ -19116,54 +16252,41 @@ def _e_Dynamic_CLReqControlModeType(w, o):
         while s >= 0:
             if s == 0:
                 if v_DepartureTime is not None:
-                    bits(0, 2)
                     el = 'DepartureTime'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     if v_DepartureTime < 0 or v_DepartureTime > 4294967295: raise EncodeError(f'value {v_DepartureTime!r} outside [0, 4294967295]')
                     w.uint(v_DepartureTime)
-                    w.bits(0, 1)
-                    v_DepartureTime = None
-                    s = 1
-                elif v_EVTargetEnergyRequest is not None:
-                    bits(1, 2)
+                    if not (v_EVTargetEnergyRequest is not None): raise EncodeError('missing content: EVTargetEnergyRequest')
                     el = 'EVTargetEnergyRequest'
+                    bits(0, 2)
+                    v_DepartureTime = None
+                    _e_RationalNumberType(w, v_EVTargetEnergyRequest)
+                    v_EVTargetEnergyRequest = None
+                    s = 2
+                elif v_EVTargetEnergyRequest is not None:
+                    el = 'EVTargetEnergyRequest'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVTargetEnergyRequest)
                     v_EVTargetEnergyRequest = None
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of DepartureTime, EVTargetEnergyRequest')
-            if s == 1:
-                if v_EVTargetEnergyRequest is not None:
-                    bits(0, 1)
-                    el = 'EVTargetEnergyRequest'
-                    _e_RationalNumberType(w, v_EVTargetEnergyRequest)
-                    v_EVTargetEnergyRequest = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of EVTargetEnergyRequest')
             if s == 2:
                 if v_EVMaximumEnergyRequest is not None:
-                    bits(0, 1)
                     el = 'EVMaximumEnergyRequest'
+                    bits(0, 1)
                     _e_RationalNumberType(w, v_EVMaximumEnergyRequest)
-                    v_EVMaximumEnergyRequest = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of EVMaximumEnergyRequest')
-            if s == 3:
-                if v_EVMinimumEnergyRequest is not None:
-                    bits(0, 1)
+                    if not (v_EVMinimumEnergyRequest is not None): raise EncodeError('missing content: EVMinimumEnergyRequest')
                     el = 'EVMinimumEnergyRequest'
-                    _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
-                    v_EVMinimumEnergyRequest = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of EVMinimumEnergyRequest')
-            if s == 4:
-                if True:
                     bits(0, 1)
+                    v_EVMaximumEnergyRequest = None
+                    _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
+                    bits(0, 1)
+                    v_EVMinimumEnergyRequest = None
                     if v_DepartureTime is not None or v_EVTargetEnergyRequest is not None or v_EVMaximumEnergyRequest is not None or v_EVMinimumEnergyRequest is not None: raise _leftover(o)
                     s = -1
+                else:
+                    raise EncodeError('missing content: expected one of EVMaximumEnergyRequest')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -19181,103 +16304,104 @@ def _d_Dynamic_CLResControlModeType(r):
             if s == 0:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'DepartureTime'
                     if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
+                    el = 'DepartureTime'
                     f_DepartureTime = r.uint()
                     if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
                     s = 1
                 elif ec == 1:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('Dynamic_CLResControlModeType')
                     el = 'MinimumSOC'
-                    if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
-                    f_MinimumSOC = bits(7)
+                    f_MinimumSOC = ((x >> 1) & 127)
                     if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
                     s = 2
                 elif ec == 2:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('Dynamic_CLResControlModeType')
                     el = 'TargetSOC'
-                    if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
-                    f_TargetSOC = bits(7)
+                    f_TargetSOC = ((x >> 1) & 127)
                     if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
                     s = 3
                 elif ec == 3:
-                    el = 'AckMaxDelay'
                     if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
+                    el = 'AckMaxDelay'
                     f_AckMaxDelay = r.uint()
                     if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.pos)
                     if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
                     s = 4
                 elif ec == 4:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Dynamic_CLResControlModeType')
             if s == 1:
                 ec = bits(3)
                 if ec == 0:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('Dynamic_CLResControlModeType')
                     el = 'MinimumSOC'
-                    if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
-                    f_MinimumSOC = bits(7)
+                    f_MinimumSOC = ((x >> 1) & 127)
                     if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
                     s = 2
                 elif ec == 1:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('Dynamic_CLResControlModeType')
                     el = 'TargetSOC'
-                    if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
-                    f_TargetSOC = bits(7)
+                    f_TargetSOC = ((x >> 1) & 127)
                     if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
                     s = 3
                 elif ec == 2:
-                    el = 'AckMaxDelay'
                     if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
+                    el = 'AckMaxDelay'
                     f_AckMaxDelay = r.uint()
                     if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.pos)
                     if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
                     s = 4
                 elif ec == 3:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Dynamic_CLResControlModeType')
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('Dynamic_CLResControlModeType')
                     el = 'TargetSOC'
-                    if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
-                    f_TargetSOC = bits(7)
+                    f_TargetSOC = ((x >> 1) & 127)
                     if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
                     s = 3
                 elif ec == 1:
-                    el = 'AckMaxDelay'
                     if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
+                    el = 'AckMaxDelay'
                     f_AckMaxDelay = r.uint()
                     if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.pos)
                     if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
                     s = 4
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Dynamic_CLResControlModeType')
             if s == 3:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'AckMaxDelay'
                     if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
+                    el = 'AckMaxDelay'
                     f_AckMaxDelay = r.uint()
                     if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.pos)
                     if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
                     s = 4
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Dynamic_CLResControlModeType')
             if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('Dynamic_CLResControlModeType')
+                if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.Dynamic_CLResControlModeType(f_DepartureTime, f_MinimumSOC, f_TargetSOC, f_AckMaxDelay)
@@ -19295,39 +16419,31 @@ def _e_Dynamic_CLResControlModeType(w, o):
         while s >= 0:
             if s == 0:
                 if v_DepartureTime is not None:
-                    bits(0, 3)
                     el = 'DepartureTime'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     if v_DepartureTime < 0 or v_DepartureTime > 4294967295: raise EncodeError(f'value {v_DepartureTime!r} outside [0, 4294967295]')
                     w.uint(v_DepartureTime)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_DepartureTime = None
                     s = 1
                 elif v_MinimumSOC is not None:
-                    bits(1, 3)
                     el = 'MinimumSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_MinimumSOC <= 100: raise EncodeError(f'value {v_MinimumSOC!r} outside [0, 100]')
-                    w.bits(v_MinimumSOC, 7)
-                    w.bits(0, 1)
+                    bits((1 << 9) | (v_MinimumSOC << 1), 12)
                     v_MinimumSOC = None
                     s = 2
                 elif v_TargetSOC is not None:
-                    bits(2, 3)
                     el = 'TargetSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
-                    w.bits(v_TargetSOC, 7)
-                    w.bits(0, 1)
+                    bits((2 << 9) | (v_TargetSOC << 1), 12)
                     v_TargetSOC = None
                     s = 3
                 elif v_AckMaxDelay is not None:
-                    bits(3, 3)
                     el = 'AckMaxDelay'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
                     w.uint(v_AckMaxDelay)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_AckMaxDelay = None
                     s = 4
                 elif True:
@@ -19336,30 +16452,23 @@ def _e_Dynamic_CLResControlModeType(w, o):
                     s = -1
             if s == 1:
                 if v_MinimumSOC is not None:
-                    bits(0, 3)
                     el = 'MinimumSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_MinimumSOC <= 100: raise EncodeError(f'value {v_MinimumSOC!r} outside [0, 100]')
-                    w.bits(v_MinimumSOC, 7)
-                    w.bits(0, 1)
+                    bits((v_MinimumSOC << 1), 12)
                     v_MinimumSOC = None
                     s = 2
                 elif v_TargetSOC is not None:
-                    bits(1, 3)
                     el = 'TargetSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
-                    w.bits(v_TargetSOC, 7)
-                    w.bits(0, 1)
+                    bits((1 << 9) | (v_TargetSOC << 1), 12)
                     v_TargetSOC = None
                     s = 3
                 elif v_AckMaxDelay is not None:
-                    bits(2, 3)
                     el = 'AckMaxDelay'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
                     w.uint(v_AckMaxDelay)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_AckMaxDelay = None
                     s = 4
                 elif True:
@@ -19368,21 +16477,17 @@ def _e_Dynamic_CLResControlModeType(w, o):
                     s = -1
             if s == 2:
                 if v_TargetSOC is not None:
-                    bits(0, 2)
                     el = 'TargetSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
-                    w.bits(v_TargetSOC, 7)
-                    w.bits(0, 1)
+                    bits((v_TargetSOC << 1), 11)
                     v_TargetSOC = None
                     s = 3
                 elif v_AckMaxDelay is not None:
-                    bits(1, 2)
                     el = 'AckMaxDelay'
-                    w.bits(0, 1)
+                    bits((1 << 1), 3)
                     if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
                     w.uint(v_AckMaxDelay)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_AckMaxDelay = None
                     s = 4
                 elif True:
@@ -19391,12 +16496,11 @@ def _e_Dynamic_CLResControlModeType(w, o):
                     s = -1
             if s == 3:
                 if v_AckMaxDelay is not None:
-                    bits(0, 2)
                     el = 'AckMaxDelay'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
                     w.uint(v_AckMaxDelay)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_AckMaxDelay = None
                     s = 4
                 elif True:
@@ -19436,6 +16540,7 @@ def _d_Scheduled_CLReqControlModeType(r):
                     f_EVMinimumEnergyRequest = _d_RationalNumberType(r)
                     s = 3
                 elif ec == 3:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Scheduled_CLReqControlModeType')
@@ -19450,6 +16555,7 @@ def _d_Scheduled_CLReqControlModeType(r):
                     f_EVMinimumEnergyRequest = _d_RationalNumberType(r)
                     s = 3
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Scheduled_CLReqControlModeType')
@@ -19460,15 +16566,13 @@ def _d_Scheduled_CLReqControlModeType(r):
                     f_EVMinimumEnergyRequest = _d_RationalNumberType(r)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Scheduled_CLReqControlModeType')
             if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('Scheduled_CLReqControlModeType')
+                if bits(1): raise r.deviation('Scheduled_CLReqControlModeType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.Scheduled_CLReqControlModeType(f_EVTargetEnergyRequest, f_EVMaximumEnergyRequest, f_EVMinimumEnergyRequest)
@@ -19485,20 +16589,20 @@ def _e_Scheduled_CLReqControlModeType(w, o):
         while s >= 0:
             if s == 0:
                 if v_EVTargetEnergyRequest is not None:
-                    bits(0, 3)
                     el = 'EVTargetEnergyRequest'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_EVTargetEnergyRequest)
                     v_EVTargetEnergyRequest = None
                     s = 1
                 elif v_EVMaximumEnergyRequest is not None:
-                    bits(1, 3)
                     el = 'EVMaximumEnergyRequest'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_EVMaximumEnergyRequest)
                     v_EVMaximumEnergyRequest = None
                     s = 2
                 elif v_EVMinimumEnergyRequest is not None:
-                    bits(2, 3)
                     el = 'EVMinimumEnergyRequest'
+                    bits(2, 3)
                     _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
                     v_EVMinimumEnergyRequest = None
                     s = 3
@@ -19508,14 +16612,14 @@ def _e_Scheduled_CLReqControlModeType(w, o):
                     s = -1
             if s == 1:
                 if v_EVMaximumEnergyRequest is not None:
-                    bits(0, 2)
                     el = 'EVMaximumEnergyRequest'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVMaximumEnergyRequest)
                     v_EVMaximumEnergyRequest = None
                     s = 2
                 elif v_EVMinimumEnergyRequest is not None:
-                    bits(1, 2)
                     el = 'EVMinimumEnergyRequest'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
                     v_EVMinimumEnergyRequest = None
                     s = 3
@@ -19525,8 +16629,8 @@ def _e_Scheduled_CLReqControlModeType(w, o):
                     s = -1
             if s == 2:
                 if v_EVMinimumEnergyRequest is not None:
-                    bits(0, 2)
                     el = 'EVMinimumEnergyRequest'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
                     v_EVMinimumEnergyRequest = None
                     s = 3
@@ -19547,11 +16651,7 @@ def _d_Scheduled_CLResControlModeType(r):
     bits = r.bits
     el = ''
     try:
-        ec = bits(1)
-        if ec == 0:
-            s = -1
-        else:
-            raise r.deviation('Scheduled_CLResControlModeType')
+        if bits(1): raise r.deviation('Scheduled_CLResControlModeType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.Scheduled_CLResControlModeType()
@@ -19561,12 +16661,8 @@ def _e_Scheduled_CLResControlModeType(w, o):
     bits = w.bits
     el = ''
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if True:
-                    bits(0, 1)
-                    s = -1
+        if True:
+            bits(0, 1)
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -19577,36 +16673,18 @@ def _d_TargetPositionType(r):
     f_TargetOffsetX = None
     f_TargetOffsetY = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'TargetOffsetX'
-                    if bits(1): raise r.deviation('TargetPositionType')
-                    f_TargetOffsetX = r.uint()
-                    if f_TargetOffsetX > 65535: raise DecodeError(f'value {f_TargetOffsetX} outside [0, 65535]', r.pos)
-                    if bits(1): raise r.deviation('TargetPositionType')
-                    s = 1
-                else:
-                    raise r.deviation('TargetPositionType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'TargetOffsetY'
-                    if bits(1): raise r.deviation('TargetPositionType')
-                    f_TargetOffsetY = r.uint()
-                    if f_TargetOffsetY > 65535: raise DecodeError(f'value {f_TargetOffsetY} outside [0, 65535]', r.pos)
-                    if bits(1): raise r.deviation('TargetPositionType')
-                    s = 2
-                else:
-                    raise r.deviation('TargetPositionType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('TargetPositionType')
+        x = bits(2)
+        if x & 3: raise r.deviation('TargetPositionType')
+        el = 'TargetOffsetX'
+        f_TargetOffsetX = r.uint()
+        if f_TargetOffsetX > 65535: raise DecodeError(f'value {f_TargetOffsetX} outside [0, 65535]', r.pos)
+        x = bits(3)
+        if x & 7: raise r.deviation('TargetPositionType')
+        el = 'TargetOffsetY'
+        f_TargetOffsetY = r.uint()
+        if f_TargetOffsetY > 65535: raise DecodeError(f'value {f_TargetOffsetY} outside [0, 65535]', r.pos)
+        x = bits(2)
+        if x & 3: raise r.deviation('TargetPositionType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commonmessages.TargetPositionType(f_TargetOffsetX, f_TargetOffsetY)
@@ -19618,37 +16696,22 @@ def _e_TargetPositionType(w, o):
     try:
         v_TargetOffsetX = o.TargetOffsetX
         v_TargetOffsetY = o.TargetOffsetY
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_TargetOffsetX is not None:
-                    bits(0, 1)
-                    el = 'TargetOffsetX'
-                    w.bits(0, 1)
-                    if v_TargetOffsetX < 0 or v_TargetOffsetX > 65535: raise EncodeError(f'value {v_TargetOffsetX!r} outside [0, 65535]')
-                    w.uint(v_TargetOffsetX)
-                    w.bits(0, 1)
-                    v_TargetOffsetX = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of TargetOffsetX')
-            if s == 1:
-                if v_TargetOffsetY is not None:
-                    bits(0, 1)
-                    el = 'TargetOffsetY'
-                    w.bits(0, 1)
-                    if v_TargetOffsetY < 0 or v_TargetOffsetY > 65535: raise EncodeError(f'value {v_TargetOffsetY!r} outside [0, 65535]')
-                    w.uint(v_TargetOffsetY)
-                    w.bits(0, 1)
-                    v_TargetOffsetY = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of TargetOffsetY')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_TargetOffsetX is not None or v_TargetOffsetY is not None: raise _leftover(o)
-                    s = -1
+        if v_TargetOffsetX is not None:
+            el = 'TargetOffsetX'
+            bits(0, 2)
+            if v_TargetOffsetX < 0 or v_TargetOffsetX > 65535: raise EncodeError(f'value {v_TargetOffsetX!r} outside [0, 65535]')
+            w.uint(v_TargetOffsetX)
+            if not (v_TargetOffsetY is not None): raise EncodeError('missing content: TargetOffsetY')
+            el = 'TargetOffsetY'
+            bits(0, 3)
+            v_TargetOffsetX = None
+            if v_TargetOffsetY < 0 or v_TargetOffsetY > 65535: raise EncodeError(f'value {v_TargetOffsetY!r} outside [0, 65535]')
+            w.uint(v_TargetOffsetY)
+            bits(0, 2)
+            v_TargetOffsetY = None
+            if v_TargetOffsetX is not None or v_TargetOffsetY is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of TargetOffsetX')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -19737,9 +16800,9 @@ def _de11(r):  # DigestValue
     return v
 
 def _ee11(w, v):  # DigestValue
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de12(r):  # KeyInfo
     bits = r.bits
@@ -19756,9 +16819,9 @@ def _de13(r):  # KeyName
     return v
 
 def _ee13(w, v):  # KeyName
-    w.bits(0, 1)
+    bits(0, 1)
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de14(r):  # KeyValue
     bits = r.bits
@@ -19796,9 +16859,9 @@ def _de18(r):  # MgmtData
     return v
 
 def _ee18(w, v):  # MgmtData
-    w.bits(0, 1)
+    bits(0, 1)
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de19(r):  # Object
     bits = r.bits
@@ -20120,10 +17183,10 @@ def _de55(r):  # AckMaxDelay
     return v
 
 def _ee55(w, v):  # AckMaxDelay
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 65535: raise EncodeError(f'value {v!r} outside [0, 65535]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de56(r):  # AdditionalSelectedServices
     bits = r.bits
@@ -20155,73 +17218,59 @@ def _ee59(w, v):  # Amount
 
 def _de60(r):  # AppliesMinimumMaximumCost
     bits = r.bits
-    if bits(1): raise r.deviation('AppliesMinimumMaximumCost')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('AppliesMinimumMaximumCost')
+    x = bits(3)
+    if x & 5: raise r.deviation('AppliesMinimumMaximumCost')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee60(w, v):  # AppliesMinimumMaximumCost
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de61(r):  # AppliesToEnergyFee
     bits = r.bits
-    if bits(1): raise r.deviation('AppliesToEnergyFee')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('AppliesToEnergyFee')
+    x = bits(3)
+    if x & 5: raise r.deviation('AppliesToEnergyFee')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee61(w, v):  # AppliesToEnergyFee
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de62(r):  # AppliesToOverstayFee
     bits = r.bits
-    if bits(1): raise r.deviation('AppliesToOverstayFee')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('AppliesToOverstayFee')
+    x = bits(3)
+    if x & 5: raise r.deviation('AppliesToOverstayFee')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee62(w, v):  # AppliesToOverstayFee
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de63(r):  # AppliesToParkingFee
     bits = r.bits
-    if bits(1): raise r.deviation('AppliesToParkingFee')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('AppliesToParkingFee')
+    x = bits(3)
+    if x & 5: raise r.deviation('AppliesToParkingFee')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee63(w, v):  # AppliesToParkingFee
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de64(r):  # AuthorizationServices
     bits = r.bits
-    if bits(1): raise r.deviation('AuthorizationServices')
-    v = _E0[bits(1)]
-    if bits(1): raise r.deviation('AuthorizationServices')
+    x = bits(3)
+    if x & 5: raise r.deviation('AuthorizationServices')
+    v = _E0[((x >> 1) & 1)]
     return v
 
 def _ee64(w, v):  # AuthorizationServices
-    w.bits(0, 1)
-    _i = _I1.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration authorizationType')
-    w.bits(_i, 1)
-    w.bits(0, 1)
+    _i35 = _I1.get(v)
+    if _i35 is None: raise EncodeError(f'{v!r} is not one of the enumeration authorizationType')
+    bits((_i35 << 1), 3)
 
 def _de65(r):  # AvailableEnergy
     bits = r.bits
@@ -20232,17 +17281,15 @@ def _ee65(w, v):  # AvailableEnergy
 
 def _de66(r):  # BPT_ChannelSelection
     bits = r.bits
-    if bits(1): raise r.deviation('BPT_ChannelSelection')
-    v = _E9[bits(1)]
-    if bits(1): raise r.deviation('BPT_ChannelSelection')
+    x = bits(3)
+    if x & 5: raise r.deviation('BPT_ChannelSelection')
+    v = _E9[((x >> 1) & 1)]
     return v
 
 def _ee66(w, v):  # BPT_ChannelSelection
-    w.bits(0, 1)
-    _i = _I11.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration channelSelectionType')
-    w.bits(_i, 1)
-    w.bits(0, 1)
+    _i36 = _I11.get(v)
+    if _i36 is None: raise EncodeError(f'{v!r} is not one of the enumeration channelSelectionType')
+    bits((_i36 << 1), 3)
 
 def _de67(r):  # BPT_DischargedEnergyReadingWh
     bits = r.bits
@@ -20253,10 +17300,10 @@ def _de67(r):  # BPT_DischargedEnergyReadingWh
     return v
 
 def _ee67(w, v):  # BPT_DischargedEnergyReadingWh
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 18446744073709551615: raise EncodeError(f'value {v!r} outside [0, 18446744073709551615]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de68(r):  # BPT_InductiveEnergyReadingVARh
     bits = r.bits
@@ -20267,10 +17314,10 @@ def _de68(r):  # BPT_InductiveEnergyReadingVARh
     return v
 
 def _ee68(w, v):  # BPT_InductiveEnergyReadingVARh
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 18446744073709551615: raise EncodeError(f'value {v!r} outside [0, 18446744073709551615]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de69(r):  # BatteryEnergyCapacity
     bits = r.bits
@@ -20295,10 +17342,10 @@ def _de71(r):  # CapacitiveEnergyReadingVARh
     return v
 
 def _ee71(w, v):  # CapacitiveEnergyReadingVARh
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 18446744073709551615: raise EncodeError(f'value {v!r} outside [0, 18446744073709551615]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de72(r):  # CarbonDioxideEmission
     bits = r.bits
@@ -20309,10 +17356,10 @@ def _de72(r):  # CarbonDioxideEmission
     return v
 
 def _ee72(w, v):  # CarbonDioxideEmission
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 65535: raise EncodeError(f'value {v!r} outside [0, 65535]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de73(r):  # Certificate
     bits = r.bits
@@ -20323,38 +17370,33 @@ def _de73(r):  # Certificate
     return v
 
 def _ee73(w, v):  # Certificate
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) > 1600: raise EncodeError(f'length {len(v)} outside [0, 1600]')
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de74(r):  # CertificateInstallationService
     bits = r.bits
-    if bits(1): raise r.deviation('CertificateInstallationService')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('CertificateInstallationService')
+    x = bits(3)
+    if x & 5: raise r.deviation('CertificateInstallationService')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee74(w, v):  # CertificateInstallationService
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de75(r):  # ChargeProgress
     bits = r.bits
-    if bits(1): raise r.deviation('ChargeProgress')
-    v = _E8[bits(2)]
-    if bits(1): raise r.deviation('ChargeProgress')
+    x = bits(4)
+    if x & 9: raise r.deviation('ChargeProgress')
+    v = _E8[((x >> 1) & 3)]
     return v
 
 def _ee75(w, v):  # ChargeProgress
-    w.bits(0, 1)
-    _i = _I10.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration chargeProgressType')
-    w.bits(_i, 2)
-    w.bits(0, 1)
+    _i37 = _I10.get(v)
+    if _i37 is None: raise EncodeError(f'{v!r} is not one of the enumeration chargeProgressType')
+    bits((_i37 << 1), 4)
 
 def _de76(r):  # ChargedEnergyReadingWh
     bits = r.bits
@@ -20365,24 +17407,21 @@ def _de76(r):  # ChargedEnergyReadingWh
     return v
 
 def _ee76(w, v):  # ChargedEnergyReadingWh
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 18446744073709551615: raise EncodeError(f'value {v!r} outside [0, 18446744073709551615]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de77(r):  # ChargingComplete
     bits = r.bits
-    if bits(1): raise r.deviation('ChargingComplete')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('ChargingComplete')
+    x = bits(3)
+    if x & 5: raise r.deviation('ChargingComplete')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee77(w, v):  # ChargingComplete
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de78(r):  # ChargingSchedule
     bits = r.bits
@@ -20393,19 +17432,17 @@ def _ee78(w, v):  # ChargingSchedule
 
 def _de79(r):  # ChargingSession
     bits = r.bits
-    if bits(1): raise r.deviation('ChargingSession')
-    v = bits(2)
+    x = bits(4)
+    if x & 9: raise r.deviation('ChargingSession')
+    v = ((x >> 1) & 3)
     if v >= 3: raise DecodeError(f'enumeration index {v} out of range (3 values)', r.pos)
     v = _E16[v]
-    if bits(1): raise r.deviation('ChargingSession')
     return v
 
 def _ee79(w, v):  # ChargingSession
-    w.bits(0, 1)
-    _i = _I17.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration chargingSessionType')
-    w.bits(_i, 2)
-    w.bits(0, 1)
+    _i38 = _I17.get(v)
+    if _i38 is None: raise EncodeError(f'{v!r} is not one of the enumeration chargingSessionType')
+    bits((_i38 << 1), 4)
 
 def _de80(r):  # CheckOutTime
     bits = r.bits
@@ -20416,10 +17453,10 @@ def _de80(r):  # CheckOutTime
     return v
 
 def _ee80(w, v):  # CheckOutTime
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 18446744073709551615: raise EncodeError(f'value {v!r} outside [0, 18446744073709551615]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de81(r):  # ContractCertificateChain
     bits = r.bits
@@ -20444,10 +17481,10 @@ def _de83(r):  # Currency
     return v
 
 def _ee83(w, v):  # Currency
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) > 3: raise EncodeError(f'length {len(v)} outside [0, 3]')
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de84(r):  # DHPublicKey
     bits = r.bits
@@ -20458,10 +17495,10 @@ def _de84(r):  # DHPublicKey
     return v
 
 def _ee84(w, v):  # DHPublicKey
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) < 133 or len(v) > 133: raise EncodeError(f'length {len(v)} outside [133, 133]')
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de85(r):  # DepartureTime
     bits = r.bits
@@ -20472,10 +17509,10 @@ def _de85(r):  # DepartureTime
     return v
 
 def _ee85(w, v):  # DepartureTime
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 4294967295: raise EncodeError(f'value {v!r} outside [0, 4294967295]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de86(r):  # DepartureTime
     bits = r.bits
@@ -20486,38 +17523,44 @@ def _de86(r):  # DepartureTime
     return v
 
 def _ee86(w, v):  # DepartureTime
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 4294967295: raise EncodeError(f'value {v!r} outside [0, 4294967295]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de87(r):  # DeviceLocation
     bits = r.bits
-    if bits(1): raise r.deviation('DeviceLocation')
-    v = r.sint()
+    x = bits(2)
+    if x & 2: raise r.deviation('DeviceLocation')
+    _neg = (x & 1)
+    v = r.uint()
+    if _neg: v = -v - 1
     if v < -32768 or v > 32767: raise DecodeError(f'value {v} outside [-32768, 32767]', r.pos)
     if bits(1): raise r.deviation('DeviceLocation')
     return v
 
 def _ee87(w, v):  # DeviceLocation
-    w.bits(0, 1)
     if v < -32768 or v > 32767: raise EncodeError(f'value {v!r} outside [-32768, 32767]')
-    w.sint(v)
-    w.bits(0, 1)
+    bits((v < 0), 2)
+    w.uint(-v - 1 if v < 0 else v)
+    bits(0, 1)
 
 def _de88(r):  # DeviceOffset
     bits = r.bits
-    if bits(1): raise r.deviation('DeviceOffset')
-    v = r.sint()
+    x = bits(2)
+    if x & 2: raise r.deviation('DeviceOffset')
+    _neg = (x & 1)
+    v = r.uint()
+    if _neg: v = -v - 1
     if v < -32768 or v > 32767: raise DecodeError(f'value {v} outside [-32768, 32767]', r.pos)
     if bits(1): raise r.deviation('DeviceOffset')
     return v
 
 def _ee88(w, v):  # DeviceOffset
-    w.bits(0, 1)
     if v < -32768 or v > 32767: raise EncodeError(f'value {v!r} outside [-32768, 32767]')
-    w.sint(v)
-    w.bits(0, 1)
+    bits((v < 0), 2)
+    w.uint(-v - 1 if v < 0 else v)
+    bits(0, 1)
 
 def _de89(r):  # DischargingSchedule
     bits = r.bits
@@ -20542,10 +17585,10 @@ def _de91(r):  # Duration
     return v
 
 def _ee91(w, v):  # Duration
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 4294967295: raise EncodeError(f'value {v!r} outside [0, 4294967295]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de92(r):  # Dynamic_EVPPTControlMode
     bits = r.bits
@@ -20577,17 +17620,15 @@ def _ee95(w, v):  # Dynamic_SMDTControlMode
 
 def _de96(r):  # ECDHCurve
     bits = r.bits
-    if bits(1): raise r.deviation('ECDHCurve')
-    v = _E6[bits(1)]
-    if bits(1): raise r.deviation('ECDHCurve')
+    x = bits(3)
+    if x & 5: raise r.deviation('ECDHCurve')
+    v = _E6[((x >> 1) & 1)]
     return v
 
 def _ee96(w, v):  # ECDHCurve
-    w.bits(0, 1)
-    _i = _I7.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration ecdhCurveType')
-    w.bits(_i, 1)
-    w.bits(0, 1)
+    _i39 = _I7.get(v)
+    if _i39 is None: raise EncodeError(f'{v!r} is not one of the enumeration ecdhCurveType')
+    bits((_i39 << 1), 3)
 
 def _de97(r):  # EIM_AReqAuthorizationMode
     bits = r.bits
@@ -20612,10 +17653,10 @@ def _de99(r):  # EMAID
     return v
 
 def _ee99(w, v):  # EMAID
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) > 255: raise EncodeError(f'length {len(v)} outside [0, 255]')
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de100(r):  # EVAbsolutePriceSchedule
     bits = r.bits
@@ -20633,42 +17674,38 @@ def _de101(r):  # EVCCID
     return v
 
 def _ee101(w, v):  # EVCCID
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) > 255: raise EncodeError(f'length {len(v)} outside [0, 255]')
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de102(r):  # EVCheckInStatus
     bits = r.bits
-    if bits(1): raise r.deviation('EVCheckInStatus')
-    v = bits(2)
+    x = bits(4)
+    if x & 9: raise r.deviation('EVCheckInStatus')
+    v = ((x >> 1) & 3)
     if v >= 3: raise DecodeError(f'enumeration index {v} out of range (3 values)', r.pos)
     v = _E18[v]
-    if bits(1): raise r.deviation('EVCheckInStatus')
     return v
 
 def _ee102(w, v):  # EVCheckInStatus
-    w.bits(0, 1)
-    _i = _I20.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration evCheckInStatusType')
-    w.bits(_i, 2)
-    w.bits(0, 1)
+    _i40 = _I20.get(v)
+    if _i40 is None: raise EncodeError(f'{v!r} is not one of the enumeration evCheckInStatusType')
+    bits((_i40 << 1), 4)
 
 def _de103(r):  # EVCheckOutStatus
     bits = r.bits
-    if bits(1): raise r.deviation('EVCheckOutStatus')
-    v = bits(2)
+    x = bits(4)
+    if x & 9: raise r.deviation('EVCheckOutStatus')
+    v = ((x >> 1) & 3)
     if v >= 3: raise DecodeError(f'enumeration index {v} out of range (3 values)', r.pos)
     v = _E22[v]
-    if bits(1): raise r.deviation('EVCheckOutStatus')
     return v
 
 def _ee103(w, v):  # EVCheckOutStatus
-    w.bits(0, 1)
-    _i = _I23.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration evCheckOutStatusType')
-    w.bits(_i, 2)
-    w.bits(0, 1)
+    _i41 = _I23.get(v)
+    if _i41 is None: raise EncodeError(f'{v!r} is not one of the enumeration evCheckOutStatusType')
+    bits((_i41 << 1), 4)
 
 def _de104(r):  # EVEnergyOffer
     bits = r.bits
@@ -20784,33 +17821,29 @@ def _ee119(w, v):  # EVPriceRuleStacks
 
 def _de120(r):  # EVProcessing
     bits = r.bits
-    if bits(1): raise r.deviation('EVProcessing')
-    v = bits(2)
+    x = bits(4)
+    if x & 9: raise r.deviation('EVProcessing')
+    v = ((x >> 1) & 3)
     if v >= 3: raise DecodeError(f'enumeration index {v} out of range (3 values)', r.pos)
     v = _E3[v]
-    if bits(1): raise r.deviation('EVProcessing')
     return v
 
 def _ee120(w, v):  # EVProcessing
-    w.bits(0, 1)
-    _i = _I5.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration processingType')
-    w.bits(_i, 2)
-    w.bits(0, 1)
+    _i42 = _I5.get(v)
+    if _i42 is None: raise EncodeError(f'{v!r} is not one of the enumeration processingType')
+    bits((_i42 << 1), 4)
 
 def _de121(r):  # EVSECheckOutStatus
     bits = r.bits
-    if bits(1): raise r.deviation('EVSECheckOutStatus')
-    v = _E24[bits(1)]
-    if bits(1): raise r.deviation('EVSECheckOutStatus')
+    x = bits(3)
+    if x & 5: raise r.deviation('EVSECheckOutStatus')
+    v = _E24[((x >> 1) & 1)]
     return v
 
 def _ee121(w, v):  # EVSECheckOutStatus
-    w.bits(0, 1)
-    _i = _I25.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration evseCheckOutStatusType')
-    w.bits(_i, 1)
-    w.bits(0, 1)
+    _i43 = _I25.get(v)
+    if _i43 is None: raise EncodeError(f'{v!r} is not one of the enumeration evseCheckOutStatusType')
+    bits((_i43 << 1), 3)
 
 def _de122(r):  # EVSEID
     bits = r.bits
@@ -20821,42 +17854,38 @@ def _de122(r):  # EVSEID
     return v
 
 def _ee122(w, v):  # EVSEID
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) > 255: raise EncodeError(f'length {len(v)} outside [0, 255]')
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de123(r):  # EVSENotification
     bits = r.bits
-    if bits(1): raise r.deviation('EVSENotification')
-    v = bits(3)
+    x = bits(5)
+    if x & 17: raise r.deviation('EVSENotification')
+    v = ((x >> 1) & 7)
     if v >= 6: raise DecodeError(f'enumeration index {v} out of range (6 values)', r.pos)
     v = _E14[v]
-    if bits(1): raise r.deviation('EVSENotification')
     return v
 
 def _ee123(w, v):  # EVSENotification
-    w.bits(0, 1)
-    _i = _I15.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration evseNotificationType')
-    w.bits(_i, 3)
-    w.bits(0, 1)
+    _i44 = _I15.get(v)
+    if _i44 is None: raise EncodeError(f'{v!r} is not one of the enumeration evseNotificationType')
+    bits((_i44 << 1), 5)
 
 def _de124(r):  # EVSEProcessing
     bits = r.bits
-    if bits(1): raise r.deviation('EVSEProcessing')
-    v = bits(2)
+    x = bits(4)
+    if x & 9: raise r.deviation('EVSEProcessing')
+    v = ((x >> 1) & 3)
     if v >= 3: raise DecodeError(f'enumeration index {v} out of range (3 values)', r.pos)
     v = _E3[v]
-    if bits(1): raise r.deviation('EVSEProcessing')
     return v
 
 def _ee124(w, v):  # EVSEProcessing
-    w.bits(0, 1)
-    _i = _I5.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration processingType')
-    w.bits(_i, 2)
-    w.bits(0, 1)
+    _i45 = _I5.get(v)
+    if _i45 is None: raise EncodeError(f'{v!r} is not one of the enumeration processingType')
+    bits((_i45 << 1), 4)
 
 def _de125(r):  # EVSEStatus
     bits = r.bits
@@ -20895,10 +17924,10 @@ def _de129(r):  # EVTerminationCode
     return v
 
 def _ee129(w, v):  # EVTerminationCode
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) > 80: raise EncodeError(f'length {len(v)} outside [0, 80]')
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de130(r):  # EVTerminationExplanation
     bits = r.bits
@@ -20909,10 +17938,10 @@ def _de130(r):  # EVTerminationExplanation
     return v
 
 def _ee130(w, v):  # EVTerminationExplanation
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) > 160: raise EncodeError(f'length {len(v)} outside [0, 160]')
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de131(r):  # EnergyCosts
     bits = r.bits
@@ -20943,36 +17972,31 @@ def _de134(r):  # Exponent
     return v
 
 def _ee134(w, v):  # Exponent
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de135(r):  # Exponent
     bits = r.bits
-    if bits(1): raise r.deviation('Exponent')
-    v = bits(8) + -128
-    if bits(1): raise r.deviation('Exponent')
+    x = bits(10)
+    if x & 513: raise r.deviation('Exponent')
+    v = ((x >> 1) & 255) + -128
     return v
 
 def _ee135(w, v):  # Exponent
-    w.bits(0, 1)
     if not -128 <= v <= 127: raise EncodeError(f'value {v!r} outside [-128, 127]')
-    w.bits(v - -128, 8)
-    w.bits(0, 1)
+    bits(((v - -128) << 1), 10)
 
 def _de136(r):  # FreeService
     bits = r.bits
-    if bits(1): raise r.deviation('FreeService')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('FreeService')
+    x = bits(3)
+    if x & 5: raise r.deviation('FreeService')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee136(w, v):  # FreeService
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de137(r):  # G
     bits = r.bits
@@ -20982,9 +18006,9 @@ def _de137(r):  # G
     return v
 
 def _ee137(w, v):  # G
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de138(r):  # GenChallenge
     bits = r.bits
@@ -20995,36 +18019,37 @@ def _de138(r):  # GenChallenge
     return v
 
 def _ee138(w, v):  # GenChallenge
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) < 16 or len(v) > 16: raise EncodeError(f'length {len(v)} outside [16, 16]')
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de139(r):  # GoToPause
     bits = r.bits
-    if bits(1): raise r.deviation('GoToPause')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('GoToPause')
+    x = bits(3)
+    if x & 5: raise r.deviation('GoToPause')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee139(w, v):  # GoToPause
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de140(r):  # HMACOutputLength
     bits = r.bits
-    if bits(1): raise r.deviation('HMACOutputLength')
-    v = r.sint()
+    x = bits(2)
+    if x & 2: raise r.deviation('HMACOutputLength')
+    _neg = (x & 1)
+    v = r.uint()
+    if _neg: v = -v - 1
     if bits(1): raise r.deviation('HMACOutputLength')
     return v
 
 def _ee140(w, v):  # HMACOutputLength
-    w.bits(0, 1)
-    w.sint(v)
-    w.bits(0, 1)
+    if type(v) is not int: raise EncodeError(f'expected an int, got {v!r}')
+    bits((v < 0), 2)
+    w.uint(-v - 1 if v < 0 else v)
+    bits(0, 1)
 
 def _de141(r):  # Header
     bits = r.bits
@@ -21035,17 +18060,14 @@ def _ee141(w, v):  # Header
 
 def _de142(r):  # InletHot
     bits = r.bits
-    if bits(1): raise r.deviation('InletHot')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('InletHot')
+    x = bits(3)
+    if x & 5: raise r.deviation('InletHot')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee142(w, v):  # InletHot
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de143(r):  # J
     bits = r.bits
@@ -21055,9 +18077,9 @@ def _de143(r):  # J
     return v
 
 def _ee143(w, v):  # J
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de144(r):  # Language
     bits = r.bits
@@ -21068,10 +18090,10 @@ def _de144(r):  # Language
     return v
 
 def _ee144(w, v):  # Language
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) > 3: raise EncodeError(f'length {len(v)} outside [0, 3]')
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de145(r):  # ListOfRootCertificateIDs
     bits = r.bits
@@ -21082,16 +18104,14 @@ def _ee145(w, v):  # ListOfRootCertificateIDs
 
 def _de146(r):  # MaximumContractCertificateChains
     bits = r.bits
-    if bits(1): raise r.deviation('MaximumContractCertificateChains')
-    v = bits(8)
-    if bits(1): raise r.deviation('MaximumContractCertificateChains')
+    x = bits(10)
+    if x & 513: raise r.deviation('MaximumContractCertificateChains')
+    v = ((x >> 1) & 255)
     return v
 
 def _ee146(w, v):  # MaximumContractCertificateChains
-    w.bits(0, 1)
     if not 0 <= v <= 255: raise EncodeError(f'value {v!r} outside [0, 255]')
-    w.bits(v, 8)
-    w.bits(0, 1)
+    bits((v << 1), 10)
 
 def _de147(r):  # MaximumCost
     bits = r.bits
@@ -21102,31 +18122,27 @@ def _ee147(w, v):  # MaximumCost
 
 def _de148(r):  # MaximumSOC
     bits = r.bits
-    if bits(1): raise r.deviation('MaximumSOC')
-    v = bits(7)
+    x = bits(9)
+    if x & 257: raise r.deviation('MaximumSOC')
+    v = ((x >> 1) & 127)
     if v > 100: raise DecodeError(f'value {v} above maximum 100', r.pos)
-    if bits(1): raise r.deviation('MaximumSOC')
     return v
 
 def _ee148(w, v):  # MaximumSOC
-    w.bits(0, 1)
     if not 0 <= v <= 100: raise EncodeError(f'value {v!r} outside [0, 100]')
-    w.bits(v, 7)
-    w.bits(0, 1)
+    bits((v << 1), 9)
 
 def _de149(r):  # MaximumSupportingPoints
     bits = r.bits
-    if bits(1): raise r.deviation('MaximumSupportingPoints')
-    v = bits(10) + 12
+    x = bits(12)
+    if x & 2049: raise r.deviation('MaximumSupportingPoints')
+    v = ((x >> 1) & 1023) + 12
     if v > 1024: raise DecodeError(f'value {v} above maximum 1024', r.pos)
-    if bits(1): raise r.deviation('MaximumSupportingPoints')
     return v
 
 def _ee149(w, v):  # MaximumSupportingPoints
-    w.bits(0, 1)
     if not 12 <= v <= 1024: raise EncodeError(f'value {v!r} outside [12, 1024]')
-    w.bits(v - 12, 10)
-    w.bits(0, 1)
+    bits(((v - 12) << 1), 12)
 
 def _de150(r):  # MeterID
     bits = r.bits
@@ -21137,10 +18153,10 @@ def _de150(r):  # MeterID
     return v
 
 def _ee150(w, v):  # MeterID
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) > 32: raise EncodeError(f'length {len(v)} outside [0, 32]')
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de151(r):  # MeterInfo
     bits = r.bits
@@ -21158,17 +18174,14 @@ def _ee152(w, v):  # MeterInfo
 
 def _de153(r):  # MeterInfoRequested
     bits = r.bits
-    if bits(1): raise r.deviation('MeterInfoRequested')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('MeterInfoRequested')
+    x = bits(3)
+    if x & 5: raise r.deviation('MeterInfoRequested')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee153(w, v):  # MeterInfoRequested
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de154(r):  # MeterSignature
     bits = r.bits
@@ -21179,24 +18192,27 @@ def _de154(r):  # MeterSignature
     return v
 
 def _ee154(w, v):  # MeterSignature
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) > 64: raise EncodeError(f'length {len(v)} outside [0, 64]')
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de155(r):  # MeterStatus
     bits = r.bits
-    if bits(1): raise r.deviation('MeterStatus')
-    v = r.sint()
+    x = bits(2)
+    if x & 2: raise r.deviation('MeterStatus')
+    _neg = (x & 1)
+    v = r.uint()
+    if _neg: v = -v - 1
     if v < -32768 or v > 32767: raise DecodeError(f'value {v} outside [-32768, 32767]', r.pos)
     if bits(1): raise r.deviation('MeterStatus')
     return v
 
 def _ee155(w, v):  # MeterStatus
-    w.bits(0, 1)
     if v < -32768 or v > 32767: raise EncodeError(f'value {v!r} outside [-32768, 32767]')
-    w.sint(v)
-    w.bits(0, 1)
+    bits((v < 0), 2)
+    w.uint(-v - 1 if v < 0 else v)
+    bits(0, 1)
 
 def _de156(r):  # MeterTimestamp
     bits = r.bits
@@ -21207,10 +18223,10 @@ def _de156(r):  # MeterTimestamp
     return v
 
 def _ee156(w, v):  # MeterTimestamp
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 18446744073709551615: raise EncodeError(f'value {v!r} outside [0, 18446744073709551615]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de157(r):  # MinimumCost
     bits = r.bits
@@ -21221,31 +18237,27 @@ def _ee157(w, v):  # MinimumCost
 
 def _de158(r):  # MinimumSOC
     bits = r.bits
-    if bits(1): raise r.deviation('MinimumSOC')
-    v = bits(7)
+    x = bits(9)
+    if x & 257: raise r.deviation('MinimumSOC')
+    v = ((x >> 1) & 127)
     if v > 100: raise DecodeError(f'value {v} above maximum 100', r.pos)
-    if bits(1): raise r.deviation('MinimumSOC')
     return v
 
 def _ee158(w, v):  # MinimumSOC
-    w.bits(0, 1)
     if not 0 <= v <= 100: raise EncodeError(f'value {v!r} outside [0, 100]')
-    w.bits(v, 7)
-    w.bits(0, 1)
+    bits((v << 1), 9)
 
 def _de159(r):  # MinimumSOC
     bits = r.bits
-    if bits(1): raise r.deviation('MinimumSOC')
-    v = bits(7)
+    x = bits(9)
+    if x & 257: raise r.deviation('MinimumSOC')
+    v = ((x >> 1) & 127)
     if v > 100: raise DecodeError(f'value {v} above maximum 100', r.pos)
-    if bits(1): raise r.deviation('MinimumSOC')
     return v
 
 def _ee159(w, v):  # MinimumSOC
-    w.bits(0, 1)
     if not 0 <= v <= 100: raise EncodeError(f'value {v!r} outside [0, 100]')
-    w.bits(v, 7)
-    w.bits(0, 1)
+    bits((v << 1), 9)
 
 def _de160(r):  # Modulus
     bits = r.bits
@@ -21255,9 +18267,9 @@ def _de160(r):  # Modulus
     return v
 
 def _ee160(w, v):  # Modulus
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de161(r):  # NotificationMaxDelay
     bits = r.bits
@@ -21268,23 +18280,21 @@ def _de161(r):  # NotificationMaxDelay
     return v
 
 def _ee161(w, v):  # NotificationMaxDelay
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 65535: raise EncodeError(f'value {v!r} outside [0, 65535]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de162(r):  # NumberOfPriceLevels
     bits = r.bits
-    if bits(1): raise r.deviation('NumberOfPriceLevels')
-    v = bits(8)
-    if bits(1): raise r.deviation('NumberOfPriceLevels')
+    x = bits(10)
+    if x & 513: raise r.deviation('NumberOfPriceLevels')
+    v = ((x >> 1) & 255)
     return v
 
 def _ee162(w, v):  # NumberOfPriceLevels
-    w.bits(0, 1)
     if not 0 <= v <= 255: raise EncodeError(f'value {v!r} outside [0, 255]')
-    w.bits(v, 8)
-    w.bits(0, 1)
+    bits((v << 1), 10)
 
 def _de163(r):  # OEMProvisioningCertificateChain
     bits = r.bits
@@ -21323,10 +18333,10 @@ def _de167(r):  # OverstayFeePeriod
     return v
 
 def _ee167(w, v):  # OverstayFeePeriod
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 4294967295: raise EncodeError(f'value {v!r} outside [0, 4294967295]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de168(r):  # OverstayPowerThreshold
     bits = r.bits
@@ -21351,10 +18361,10 @@ def _de170(r):  # OverstayRuleDescription
     return v
 
 def _ee170(w, v):  # OverstayRuleDescription
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) > 160: raise EncodeError(f'length {len(v)} outside [0, 160]')
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de171(r):  # OverstayRules
     bits = r.bits
@@ -21372,10 +18382,10 @@ def _de172(r):  # OverstayTimeThreshold
     return v
 
 def _ee172(w, v):  # OverstayTimeThreshold
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 4294967295: raise EncodeError(f'value {v!r} outside [0, 4294967295]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de173(r):  # P
     bits = r.bits
@@ -21385,9 +18395,9 @@ def _de173(r):  # P
     return v
 
 def _ee173(w, v):  # P
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de174(r):  # PGPKeyID
     bits = r.bits
@@ -21397,9 +18407,9 @@ def _de174(r):  # PGPKeyID
     return v
 
 def _ee174(w, v):  # PGPKeyID
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de175(r):  # PGPKeyPacket
     bits = r.bits
@@ -21409,9 +18419,9 @@ def _de175(r):  # PGPKeyPacket
     return v
 
 def _ee175(w, v):  # PGPKeyPacket
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de176(r):  # Parameter
     bits = r.bits
@@ -21436,10 +18446,10 @@ def _de178(r):  # ParameterSetID
     return v
 
 def _ee178(w, v):  # ParameterSetID
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 65535: raise EncodeError(f'value {v!r} outside [0, 65535]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de179(r):  # ParkingFee
     bits = r.bits
@@ -21457,40 +18467,41 @@ def _de180(r):  # ParkingFeePeriod
     return v
 
 def _ee180(w, v):  # ParkingFeePeriod
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 4294967295: raise EncodeError(f'value {v!r} outside [0, 4294967295]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de181(r):  # ParkingMethod
     bits = r.bits
-    if bits(1): raise r.deviation('ParkingMethod')
-    v = bits(2)
+    x = bits(4)
+    if x & 9: raise r.deviation('ParkingMethod')
+    v = ((x >> 1) & 3)
     if v >= 3: raise DecodeError(f'enumeration index {v} out of range (3 values)', r.pos)
     v = _E19[v]
-    if bits(1): raise r.deviation('ParkingMethod')
     return v
 
 def _ee181(w, v):  # ParkingMethod
-    w.bits(0, 1)
-    _i = _I21.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration parkingMethodType')
-    w.bits(_i, 2)
-    w.bits(0, 1)
+    _i46 = _I21.get(v)
+    if _i46 is None: raise EncodeError(f'{v!r} is not one of the enumeration parkingMethodType')
+    bits((_i46 << 1), 4)
 
 def _de182(r):  # ParkingSpace
     bits = r.bits
-    if bits(1): raise r.deviation('ParkingSpace')
-    v = r.sint()
+    x = bits(2)
+    if x & 2: raise r.deviation('ParkingSpace')
+    _neg = (x & 1)
+    v = r.uint()
+    if _neg: v = -v - 1
     if v < -32768 or v > 32767: raise DecodeError(f'value {v} outside [-32768, 32767]', r.pos)
     if bits(1): raise r.deviation('ParkingSpace')
     return v
 
 def _ee182(w, v):  # ParkingSpace
-    w.bits(0, 1)
     if v < -32768 or v > 32767: raise EncodeError(f'value {v!r} outside [-32768, 32767]')
-    w.sint(v)
-    w.bits(0, 1)
+    bits((v < 0), 2)
+    w.uint(-v - 1 if v < 0 else v)
+    bits(0, 1)
 
 def _de183(r):  # PgenCounter
     bits = r.bits
@@ -21500,9 +18511,9 @@ def _de183(r):  # PgenCounter
     return v
 
 def _ee183(w, v):  # PgenCounter
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de184(r):  # PnC_AReqAuthorizationMode
     bits = r.bits
@@ -21562,17 +18573,15 @@ def _ee191(w, v):  # PowerTolerance
 
 def _de192(r):  # PowerToleranceAcceptance
     bits = r.bits
-    if bits(1): raise r.deviation('PowerToleranceAcceptance')
-    v = _E12[bits(1)]
-    if bits(1): raise r.deviation('PowerToleranceAcceptance')
+    x = bits(3)
+    if x & 5: raise r.deviation('PowerToleranceAcceptance')
+    v = _E12[((x >> 1) & 1)]
     return v
 
 def _ee192(w, v):  # PowerToleranceAcceptance
-    w.bits(0, 1)
-    _i = _I13.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration powerToleranceAcceptanceType')
-    w.bits(_i, 1)
-    w.bits(0, 1)
+    _i47 = _I13.get(v)
+    if _i47 is None: raise EncodeError(f'{v!r} is not one of the enumeration powerToleranceAcceptanceType')
+    bits((_i47 << 1), 3)
 
 def _de193(r):  # Power_L2
     bits = r.bits
@@ -21590,17 +18599,15 @@ def _ee194(w, v):  # Power_L3
 
 def _de195(r):  # PresentSOC
     bits = r.bits
-    if bits(1): raise r.deviation('PresentSOC')
-    v = bits(7)
+    x = bits(9)
+    if x & 257: raise r.deviation('PresentSOC')
+    v = ((x >> 1) & 127)
     if v > 100: raise DecodeError(f'value {v} above maximum 100', r.pos)
-    if bits(1): raise r.deviation('PresentSOC')
     return v
 
 def _ee195(w, v):  # PresentSOC
-    w.bits(0, 1)
     if not 0 <= v <= 100: raise EncodeError(f'value {v!r} outside [0, 100]')
-    w.bits(v, 7)
-    w.bits(0, 1)
+    bits((v << 1), 9)
 
 def _de196(r):  # PriceAlgorithm
     bits = r.bits
@@ -21611,23 +18618,21 @@ def _de196(r):  # PriceAlgorithm
     return v
 
 def _ee196(w, v):  # PriceAlgorithm
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) > 255: raise EncodeError(f'length {len(v)} outside [0, 255]')
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de197(r):  # PriceLevel
     bits = r.bits
-    if bits(1): raise r.deviation('PriceLevel')
-    v = bits(8)
-    if bits(1): raise r.deviation('PriceLevel')
+    x = bits(10)
+    if x & 513: raise r.deviation('PriceLevel')
+    v = ((x >> 1) & 255)
     return v
 
 def _ee197(w, v):  # PriceLevel
-    w.bits(0, 1)
     if not 0 <= v <= 255: raise EncodeError(f'value {v!r} outside [0, 255]')
-    w.bits(v, 8)
-    w.bits(0, 1)
+    bits((v << 1), 10)
 
 def _de198(r):  # PriceLevelSchedule
     bits = r.bits
@@ -21680,10 +18685,10 @@ def _de204(r):  # PriceScheduleDescription
     return v
 
 def _ee204(w, v):  # PriceScheduleDescription
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) > 160: raise EncodeError(f'length {len(v)} outside [0, 160]')
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de205(r):  # PriceScheduleID
     bits = r.bits
@@ -21694,10 +18699,10 @@ def _de205(r):  # PriceScheduleID
     return v
 
 def _ee205(w, v):  # PriceScheduleID
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 1 or v > 4294967295: raise EncodeError(f'value {v!r} outside [1, 4294967295]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de206(r):  # PrioritizedEMAIDs
     bits = r.bits
@@ -21715,10 +18720,10 @@ def _de207(r):  # ProviderID
     return v
 
 def _ee207(w, v):  # ProviderID
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) > 80: raise EncodeError(f'length {len(v)} outside [0, 80]')
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de208(r):  # Q
     bits = r.bits
@@ -21728,9 +18733,9 @@ def _de208(r):  # Q
     return v
 
 def _ee208(w, v):  # Q
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de209(r):  # Receipt
     bits = r.bits
@@ -21748,16 +18753,14 @@ def _ee210(w, v):  # Receipt
 
 def _de211(r):  # RemainingContractCertificateChains
     bits = r.bits
-    if bits(1): raise r.deviation('RemainingContractCertificateChains')
-    v = bits(8)
-    if bits(1): raise r.deviation('RemainingContractCertificateChains')
+    x = bits(10)
+    if x & 513: raise r.deviation('RemainingContractCertificateChains')
+    v = ((x >> 1) & 255)
     return v
 
 def _ee211(w, v):  # RemainingContractCertificateChains
-    w.bits(0, 1)
     if not 0 <= v <= 255: raise EncodeError(f'value {v!r} outside [0, 255]')
-    w.bits(v, 8)
-    w.bits(0, 1)
+    bits((v << 1), 10)
 
 def _de212(r):  # RemainingTimeToMaximumSOC
     bits = r.bits
@@ -21768,10 +18771,10 @@ def _de212(r):  # RemainingTimeToMaximumSOC
     return v
 
 def _ee212(w, v):  # RemainingTimeToMaximumSOC
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 4294967295: raise EncodeError(f'value {v!r} outside [0, 4294967295]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de213(r):  # RemainingTimeToMinimumSOC
     bits = r.bits
@@ -21782,10 +18785,10 @@ def _de213(r):  # RemainingTimeToMinimumSOC
     return v
 
 def _ee213(w, v):  # RemainingTimeToMinimumSOC
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 4294967295: raise EncodeError(f'value {v!r} outside [0, 4294967295]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de214(r):  # RemainingTimeToTargetSOC
     bits = r.bits
@@ -21796,39 +18799,35 @@ def _de214(r):  # RemainingTimeToTargetSOC
     return v
 
 def _ee214(w, v):  # RemainingTimeToTargetSOC
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 4294967295: raise EncodeError(f'value {v!r} outside [0, 4294967295]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de215(r):  # RenewableGenerationPercentage
     bits = r.bits
-    if bits(1): raise r.deviation('RenewableGenerationPercentage')
-    v = bits(8)
-    if bits(1): raise r.deviation('RenewableGenerationPercentage')
+    x = bits(10)
+    if x & 513: raise r.deviation('RenewableGenerationPercentage')
+    v = ((x >> 1) & 255)
     return v
 
 def _ee215(w, v):  # RenewableGenerationPercentage
-    w.bits(0, 1)
     if not 0 <= v <= 255: raise EncodeError(f'value {v!r} outside [0, 255]')
-    w.bits(v, 8)
-    w.bits(0, 1)
+    bits((v << 1), 10)
 
 def _de216(r):  # ResponseCode
     bits = r.bits
-    if bits(1): raise r.deviation('ResponseCode')
-    v = bits(6)
+    x = bits(8)
+    if x & 129: raise r.deviation('ResponseCode')
+    v = ((x >> 1) & 63)
     if v >= 40: raise DecodeError(f'enumeration index {v} out of range (40 values)', r.pos)
     v = _E2[v]
-    if bits(1): raise r.deviation('ResponseCode')
     return v
 
 def _ee216(w, v):  # ResponseCode
-    w.bits(0, 1)
-    _i = _I4.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration responseCodeType')
-    w.bits(_i, 6)
-    w.bits(0, 1)
+    _i48 = _I4.get(v)
+    if _i48 is None: raise EncodeError(f'{v!r} is not one of the enumeration responseCodeType')
+    bits((_i48 << 1), 8)
 
 def _de217(r):  # RootCertificateID
     bits = r.bits
@@ -21846,10 +18845,10 @@ def _de218(r):  # SECP521_EncryptedPrivateKey
     return v
 
 def _ee218(w, v):  # SECP521_EncryptedPrivateKey
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) < 94 or len(v) > 94: raise EncodeError(f'length {len(v)} outside [94, 94]')
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de219(r):  # SPKISexp
     bits = r.bits
@@ -21859,9 +18858,9 @@ def _de219(r):  # SPKISexp
     return v
 
 def _ee219(w, v):  # SPKISexp
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de220(r):  # ScheduleTuple
     bits = r.bits
@@ -21879,10 +18878,10 @@ def _de221(r):  # ScheduleTupleID
     return v
 
 def _ee221(w, v):  # ScheduleTupleID
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 1 or v > 4294967295: raise EncodeError(f'value {v!r} outside [1, 4294967295]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de222(r):  # Scheduled_EVPPTControlMode
     bits = r.bits
@@ -21920,23 +18919,21 @@ def _de226(r):  # Seed
     return v
 
 def _ee226(w, v):  # Seed
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de227(r):  # SelectedAuthorizationService
     bits = r.bits
-    if bits(1): raise r.deviation('SelectedAuthorizationService')
-    v = _E0[bits(1)]
-    if bits(1): raise r.deviation('SelectedAuthorizationService')
+    x = bits(3)
+    if x & 5: raise r.deviation('SelectedAuthorizationService')
+    v = _E0[((x >> 1) & 1)]
     return v
 
 def _ee227(w, v):  # SelectedAuthorizationService
-    w.bits(0, 1)
-    _i = _I1.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration authorizationType')
-    w.bits(_i, 1)
-    w.bits(0, 1)
+    _i49 = _I1.get(v)
+    if _i49 is None: raise EncodeError(f'{v!r} is not one of the enumeration authorizationType')
+    bits((_i49 << 1), 3)
 
 def _de228(r):  # SelectedEnergyTransferService
     bits = r.bits
@@ -21954,10 +18951,10 @@ def _de229(r):  # SelectedScheduleTupleID
     return v
 
 def _ee229(w, v):  # SelectedScheduleTupleID
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 1 or v > 4294967295: raise EncodeError(f'value {v!r} outside [1, 4294967295]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de230(r):  # SelectedService
     bits = r.bits
@@ -21996,10 +18993,10 @@ def _de234(r):  # ServiceID
     return v
 
 def _ee234(w, v):  # ServiceID
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 65535: raise EncodeError(f'value {v!r} outside [0, 65535]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de235(r):  # ServiceName
     bits = r.bits
@@ -22010,10 +19007,10 @@ def _de235(r):  # ServiceName
     return v
 
 def _ee235(w, v):  # ServiceName
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) > 80: raise EncodeError(f'length {len(v)} outside [0, 80]')
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de236(r):  # ServiceParameterList
     bits = r.bits
@@ -22024,17 +19021,14 @@ def _ee236(w, v):  # ServiceParameterList
 
 def _de237(r):  # ServiceRenegotiationSupported
     bits = r.bits
-    if bits(1): raise r.deviation('ServiceRenegotiationSupported')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('ServiceRenegotiationSupported')
+    x = bits(3)
+    if x & 5: raise r.deviation('ServiceRenegotiationSupported')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee237(w, v):  # ServiceRenegotiationSupported
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de238(r):  # SessionID
     bits = r.bits
@@ -22045,10 +19039,10 @@ def _de238(r):  # SessionID
     return v
 
 def _ee238(w, v):  # SessionID
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) < 8 or len(v) > 8: raise EncodeError(f'length {len(v)} outside [8, 8]')
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de239(r):  # SessionID
     bits = r.bits
@@ -22059,10 +19053,10 @@ def _de239(r):  # SessionID
     return v
 
 def _ee239(w, v):  # SessionID
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) < 8 or len(v) > 8: raise EncodeError(f'length {len(v)} outside [8, 8]')
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de240(r):  # SignedInstallationData
     bits = r.bits
@@ -22087,10 +19081,10 @@ def _de242(r):  # StartTime
     return v
 
 def _ee242(w, v):  # StartTime
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 4294967295: raise EncodeError(f'value {v!r} outside [0, 4294967295]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de243(r):  # SubCertificates
     bits = r.bits
@@ -22122,24 +19116,27 @@ def _de246(r):  # TPM_EncryptedPrivateKey
     return v
 
 def _ee246(w, v):  # TPM_EncryptedPrivateKey
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) < 206 or len(v) > 206: raise EncodeError(f'length {len(v)} outside [206, 206]')
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de247(r):  # TargetDistance
     bits = r.bits
-    if bits(1): raise r.deviation('TargetDistance')
-    v = r.sint()
+    x = bits(2)
+    if x & 2: raise r.deviation('TargetDistance')
+    _neg = (x & 1)
+    v = r.uint()
+    if _neg: v = -v - 1
     if v < -32768 or v > 32767: raise DecodeError(f'value {v} outside [-32768, 32767]', r.pos)
     if bits(1): raise r.deviation('TargetDistance')
     return v
 
 def _ee247(w, v):  # TargetDistance
-    w.bits(0, 1)
     if v < -32768 or v > 32767: raise EncodeError(f'value {v!r} outside [-32768, 32767]')
-    w.sint(v)
-    w.bits(0, 1)
+    bits((v < 0), 2)
+    w.uint(-v - 1 if v < 0 else v)
+    bits(0, 1)
 
 def _de248(r):  # TargetOffsetX
     bits = r.bits
@@ -22150,10 +19147,10 @@ def _de248(r):  # TargetOffsetX
     return v
 
 def _ee248(w, v):  # TargetOffsetX
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 65535: raise EncodeError(f'value {v!r} outside [0, 65535]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de249(r):  # TargetOffsetY
     bits = r.bits
@@ -22164,38 +19161,34 @@ def _de249(r):  # TargetOffsetY
     return v
 
 def _ee249(w, v):  # TargetOffsetY
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 65535: raise EncodeError(f'value {v!r} outside [0, 65535]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de250(r):  # TargetSOC
     bits = r.bits
-    if bits(1): raise r.deviation('TargetSOC')
-    v = bits(7)
+    x = bits(9)
+    if x & 257: raise r.deviation('TargetSOC')
+    v = ((x >> 1) & 127)
     if v > 100: raise DecodeError(f'value {v} above maximum 100', r.pos)
-    if bits(1): raise r.deviation('TargetSOC')
     return v
 
 def _ee250(w, v):  # TargetSOC
-    w.bits(0, 1)
     if not 0 <= v <= 100: raise EncodeError(f'value {v!r} outside [0, 100]')
-    w.bits(v, 7)
-    w.bits(0, 1)
+    bits((v << 1), 9)
 
 def _de251(r):  # TargetSOC
     bits = r.bits
-    if bits(1): raise r.deviation('TargetSOC')
-    v = bits(7)
+    x = bits(9)
+    if x & 257: raise r.deviation('TargetSOC')
+    v = ((x >> 1) & 127)
     if v > 100: raise DecodeError(f'value {v} above maximum 100', r.pos)
-    if bits(1): raise r.deviation('TargetSOC')
     return v
 
 def _ee251(w, v):  # TargetSOC
-    w.bits(0, 1)
     if not 0 <= v <= 100: raise EncodeError(f'value {v!r} outside [0, 100]')
-    w.bits(v, 7)
-    w.bits(0, 1)
+    bits((v << 1), 9)
 
 def _de252(r):  # TaxCosts
     bits = r.bits
@@ -22206,17 +19199,14 @@ def _ee252(w, v):  # TaxCosts
 
 def _de253(r):  # TaxIncludedInPrice
     bits = r.bits
-    if bits(1): raise r.deviation('TaxIncludedInPrice')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('TaxIncludedInPrice')
+    x = bits(3)
+    if x & 5: raise r.deviation('TaxIncludedInPrice')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee253(w, v):  # TaxIncludedInPrice
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de254(r):  # TaxRate
     bits = r.bits
@@ -22241,10 +19231,10 @@ def _de256(r):  # TaxRuleID
     return v
 
 def _ee256(w, v):  # TaxRuleID
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 1 or v > 4294967295: raise EncodeError(f'value {v!r} outside [1, 4294967295]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de257(r):  # TaxRuleID
     bits = r.bits
@@ -22255,10 +19245,10 @@ def _de257(r):  # TaxRuleID
     return v
 
 def _ee257(w, v):  # TaxRuleID
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 1 or v > 4294967295: raise EncodeError(f'value {v!r} outside [1, 4294967295]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de258(r):  # TaxRuleName
     bits = r.bits
@@ -22269,10 +19259,10 @@ def _de258(r):  # TaxRuleName
     return v
 
 def _ee258(w, v):  # TaxRuleName
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) > 80: raise EncodeError(f'length {len(v)} outside [0, 80]')
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de259(r):  # TaxRules
     bits = r.bits
@@ -22290,10 +19280,10 @@ def _de260(r):  # TimeAnchor
     return v
 
 def _ee260(w, v):  # TimeAnchor
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 18446744073709551615: raise EncodeError(f'value {v!r} outside [0, 18446744073709551615]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de261(r):  # TimeAnchor
     bits = r.bits
@@ -22304,10 +19294,10 @@ def _de261(r):  # TimeAnchor
     return v
 
 def _ee261(w, v):  # TimeAnchor
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 18446744073709551615: raise EncodeError(f'value {v!r} outside [0, 18446744073709551615]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de262(r):  # TimeStamp
     bits = r.bits
@@ -22318,10 +19308,10 @@ def _de262(r):  # TimeStamp
     return v
 
 def _ee262(w, v):  # TimeStamp
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 18446744073709551615: raise EncodeError(f'value {v!r} outside [0, 18446744073709551615]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de263(r):  # VASList
     bits = r.bits
@@ -22332,45 +19322,54 @@ def _ee263(w, v):  # VASList
 
 def _de264(r):  # Value
     bits = r.bits
-    if bits(1): raise r.deviation('Value')
-    v = r.sint()
+    x = bits(2)
+    if x & 2: raise r.deviation('Value')
+    _neg = (x & 1)
+    v = r.uint()
+    if _neg: v = -v - 1
     if v < -32768 or v > 32767: raise DecodeError(f'value {v} outside [-32768, 32767]', r.pos)
     if bits(1): raise r.deviation('Value')
     return v
 
 def _ee264(w, v):  # Value
-    w.bits(0, 1)
     if v < -32768 or v > 32767: raise EncodeError(f'value {v!r} outside [-32768, 32767]')
-    w.sint(v)
-    w.bits(0, 1)
+    bits((v < 0), 2)
+    w.uint(-v - 1 if v < 0 else v)
+    bits(0, 1)
 
 def _de265(r):  # VehicleFrame
     bits = r.bits
-    if bits(1): raise r.deviation('VehicleFrame')
-    v = r.sint()
+    x = bits(2)
+    if x & 2: raise r.deviation('VehicleFrame')
+    _neg = (x & 1)
+    v = r.uint()
+    if _neg: v = -v - 1
     if v < -32768 or v > 32767: raise DecodeError(f'value {v} outside [-32768, 32767]', r.pos)
     if bits(1): raise r.deviation('VehicleFrame')
     return v
 
 def _ee265(w, v):  # VehicleFrame
-    w.bits(0, 1)
     if v < -32768 or v > 32767: raise EncodeError(f'value {v!r} outside [-32768, 32767]')
-    w.sint(v)
-    w.bits(0, 1)
+    bits((v < 0), 2)
+    w.uint(-v - 1 if v < 0 else v)
+    bits(0, 1)
 
 def _de266(r):  # VehicleTravel
     bits = r.bits
-    if bits(1): raise r.deviation('VehicleTravel')
-    v = r.sint()
+    x = bits(2)
+    if x & 2: raise r.deviation('VehicleTravel')
+    _neg = (x & 1)
+    v = r.uint()
+    if _neg: v = -v - 1
     if v < -32768 or v > 32767: raise DecodeError(f'value {v} outside [-32768, 32767]', r.pos)
     if bits(1): raise r.deviation('VehicleTravel')
     return v
 
 def _ee266(w, v):  # VehicleTravel
-    w.bits(0, 1)
     if v < -32768 or v > 32767: raise EncodeError(f'value {v!r} outside [-32768, 32767]')
-    w.sint(v)
-    w.bits(0, 1)
+    bits((v < 0), 2)
+    w.uint(-v - 1 if v < 0 else v)
+    bits(0, 1)
 
 def _de267(r):  # X448_EncryptedPrivateKey
     bits = r.bits
@@ -22381,10 +19380,10 @@ def _de267(r):  # X448_EncryptedPrivateKey
     return v
 
 def _ee267(w, v):  # X448_EncryptedPrivateKey
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) < 84 or len(v) > 84: raise EncodeError(f'length {len(v)} outside [84, 84]')
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de268(r):  # X509CRL
     bits = r.bits
@@ -22394,9 +19393,9 @@ def _de268(r):  # X509CRL
     return v
 
 def _ee268(w, v):  # X509CRL
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de269(r):  # X509Certificate
     bits = r.bits
@@ -22406,9 +19405,9 @@ def _de269(r):  # X509Certificate
     return v
 
 def _ee269(w, v):  # X509Certificate
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de270(r):  # X509IssuerName
     bits = r.bits
@@ -22418,9 +19417,9 @@ def _de270(r):  # X509IssuerName
     return v
 
 def _ee270(w, v):  # X509IssuerName
-    w.bits(0, 1)
+    bits(0, 1)
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de271(r):  # X509IssuerSerial
     bits = r.bits
@@ -22437,21 +19436,25 @@ def _de272(r):  # X509SKI
     return v
 
 def _ee272(w, v):  # X509SKI
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de273(r):  # X509SerialNumber
     bits = r.bits
-    if bits(1): raise r.deviation('X509SerialNumber')
-    v = r.sint()
+    x = bits(2)
+    if x & 2: raise r.deviation('X509SerialNumber')
+    _neg = (x & 1)
+    v = r.uint()
+    if _neg: v = -v - 1
     if bits(1): raise r.deviation('X509SerialNumber')
     return v
 
 def _ee273(w, v):  # X509SerialNumber
-    w.bits(0, 1)
-    w.sint(v)
-    w.bits(0, 1)
+    if type(v) is not int: raise EncodeError(f'expected an int, got {v!r}')
+    bits((v < 0), 2)
+    w.uint(-v - 1 if v < 0 else v)
+    bits(0, 1)
 
 def _de274(r):  # X509SubjectName
     bits = r.bits
@@ -22461,9 +19464,9 @@ def _de274(r):  # X509SubjectName
     return v
 
 def _ee274(w, v):  # X509SubjectName
-    w.bits(0, 1)
+    bits(0, 1)
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de275(r):  # XPath
     bits = r.bits
@@ -22473,9 +19476,9 @@ def _de275(r):  # XPath
     return v
 
 def _ee275(w, v):  # XPath
-    w.bits(0, 1)
+    bits(0, 1)
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de276(r):  # Y
     bits = r.bits
@@ -22485,36 +19488,31 @@ def _de276(r):  # Y
     return v
 
 def _ee276(w, v):  # Y
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de277(r):  # boolValue
     bits = r.bits
-    if bits(1): raise r.deviation('boolValue')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('boolValue')
+    x = bits(3)
+    if x & 5: raise r.deviation('boolValue')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee277(w, v):  # boolValue
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de278(r):  # byteValue
     bits = r.bits
-    if bits(1): raise r.deviation('byteValue')
-    v = bits(8) + -128
-    if bits(1): raise r.deviation('byteValue')
+    x = bits(10)
+    if x & 513: raise r.deviation('byteValue')
+    v = ((x >> 1) & 255) + -128
     return v
 
 def _ee278(w, v):  # byteValue
-    w.bits(0, 1)
     if not -128 <= v <= 127: raise EncodeError(f'value {v!r} outside [-128, 127]')
-    w.bits(v - -128, 8)
-    w.bits(0, 1)
+    bits(((v - -128) << 1), 10)
 
 def _de279(r):  # finiteString
     bits = r.bits
@@ -22525,24 +19523,27 @@ def _de279(r):  # finiteString
     return v
 
 def _ee279(w, v):  # finiteString
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) > 80: raise EncodeError(f'length {len(v)} outside [0, 80]')
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de280(r):  # intValue
     bits = r.bits
-    if bits(1): raise r.deviation('intValue')
-    v = r.sint()
+    x = bits(2)
+    if x & 2: raise r.deviation('intValue')
+    _neg = (x & 1)
+    v = r.uint()
+    if _neg: v = -v - 1
     if v < -2147483648 or v > 2147483647: raise DecodeError(f'value {v} outside [-2147483648, 2147483647]', r.pos)
     if bits(1): raise r.deviation('intValue')
     return v
 
 def _ee280(w, v):  # intValue
-    w.bits(0, 1)
     if v < -2147483648 or v > 2147483647: raise EncodeError(f'value {v!r} outside [-2147483648, 2147483647]')
-    w.sint(v)
-    w.bits(0, 1)
+    bits((v < 0), 2)
+    w.uint(-v - 1 if v < 0 else v)
+    bits(0, 1)
 
 def _de281(r):  # rationalNumber
     bits = r.bits
@@ -22553,17 +19554,20 @@ def _ee281(w, v):  # rationalNumber
 
 def _de282(r):  # shortValue
     bits = r.bits
-    if bits(1): raise r.deviation('shortValue')
-    v = r.sint()
+    x = bits(2)
+    if x & 2: raise r.deviation('shortValue')
+    _neg = (x & 1)
+    v = r.uint()
+    if _neg: v = -v - 1
     if v < -32768 or v > 32767: raise DecodeError(f'value {v} outside [-32768, 32767]', r.pos)
     if bits(1): raise r.deviation('shortValue')
     return v
 
 def _ee282(w, v):  # shortValue
-    w.bits(0, 1)
     if v < -32768 or v > 32767: raise EncodeError(f'value {v!r} outside [-32768, 32767]')
-    w.sint(v)
-    w.bits(0, 1)
+    bits((v < 0), 2)
+    w.uint(-v - 1 if v < 0 else v)
+    bits(0, 1)
 
 # (namespace, local name, class or simple type code, decode, encode); index = event code
 FRAGMENT = (

@@ -28,69 +28,36 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMaximumChargePower'
-                    f_EVMaximumChargePower = _d_RationalNumberType(r)
-                    s = 1
-                else:
-                    raise r.deviation('DC_CPDReqEnergyTransferModeType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMinimumChargePower'
-                    f_EVMinimumChargePower = _d_RationalNumberType(r)
-                    s = 2
-                else:
-                    raise r.deviation('DC_CPDReqEnergyTransferModeType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMaximumChargeCurrent'
-                    f_EVMaximumChargeCurrent = _d_RationalNumberType(r)
-                    s = 3
-                else:
-                    raise r.deviation('DC_CPDReqEnergyTransferModeType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMinimumChargeCurrent'
-                    f_EVMinimumChargeCurrent = _d_RationalNumberType(r)
-                    s = 4
-                else:
-                    raise r.deviation('DC_CPDReqEnergyTransferModeType')
-            if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMaximumVoltage'
-                    f_EVMaximumVoltage = _d_RationalNumberType(r)
-                    s = 5
-                else:
-                    raise r.deviation('DC_CPDReqEnergyTransferModeType')
-            if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMinimumVoltage'
-                    f_EVMinimumVoltage = _d_RationalNumberType(r)
-                    s = 6
-                else:
-                    raise r.deviation('DC_CPDReqEnergyTransferModeType')
+                if bits(1): raise r.deviation('DC_CPDReqEnergyTransferModeType')
+                el = 'EVMaximumChargePower'
+                f_EVMaximumChargePower = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('DC_CPDReqEnergyTransferModeType')
+                el = 'EVMinimumChargePower'
+                f_EVMinimumChargePower = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('DC_CPDReqEnergyTransferModeType')
+                el = 'EVMaximumChargeCurrent'
+                f_EVMaximumChargeCurrent = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('DC_CPDReqEnergyTransferModeType')
+                el = 'EVMinimumChargeCurrent'
+                f_EVMinimumChargeCurrent = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('DC_CPDReqEnergyTransferModeType')
+                el = 'EVMaximumVoltage'
+                f_EVMaximumVoltage = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('DC_CPDReqEnergyTransferModeType')
+                el = 'EVMinimumVoltage'
+                f_EVMinimumVoltage = _d_RationalNumberType(r)
+                s = 6
             if s == 6:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(10)
+                    if x & 515: raise r.deviation('DC_CPDReqEnergyTransferModeType')
                     el = 'TargetSOC'
-                    if bits(1): raise r.deviation('DC_CPDReqEnergyTransferModeType')
-                    f_TargetSOC = bits(7)
+                    f_TargetSOC = ((x >> 2) & 127)
                     if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('DC_CPDReqEnergyTransferModeType')
-                    s = 7
-                elif ec == 1:
                     s = -1
-                else:
-                    raise r.deviation('DC_CPDReqEnergyTransferModeType')
-            if s == 7:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DC_CPDReqEnergyTransferModeType')
@@ -114,75 +81,48 @@ def _e_DC_CPDReqEnergyTransferModeType(w, o):
         while s >= 0:
             if s == 0:
                 if v_EVMaximumChargePower is not None:
-                    bits(0, 1)
                     el = 'EVMaximumChargePower'
+                    bits(0, 1)
                     _e_RationalNumberType(w, v_EVMaximumChargePower)
-                    v_EVMaximumChargePower = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of EVMaximumChargePower')
-            if s == 1:
-                if v_EVMinimumChargePower is not None:
-                    bits(0, 1)
+                    if not (v_EVMinimumChargePower is not None): raise EncodeError('missing content: EVMinimumChargePower')
                     el = 'EVMinimumChargePower'
+                    bits(0, 1)
+                    v_EVMaximumChargePower = None
                     _e_RationalNumberType(w, v_EVMinimumChargePower)
-                    v_EVMinimumChargePower = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of EVMinimumChargePower')
-            if s == 2:
-                if v_EVMaximumChargeCurrent is not None:
-                    bits(0, 1)
+                    if not (v_EVMaximumChargeCurrent is not None): raise EncodeError('missing content: EVMaximumChargeCurrent')
                     el = 'EVMaximumChargeCurrent'
+                    bits(0, 1)
+                    v_EVMinimumChargePower = None
                     _e_RationalNumberType(w, v_EVMaximumChargeCurrent)
-                    v_EVMaximumChargeCurrent = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of EVMaximumChargeCurrent')
-            if s == 3:
-                if v_EVMinimumChargeCurrent is not None:
-                    bits(0, 1)
+                    if not (v_EVMinimumChargeCurrent is not None): raise EncodeError('missing content: EVMinimumChargeCurrent')
                     el = 'EVMinimumChargeCurrent'
+                    bits(0, 1)
+                    v_EVMaximumChargeCurrent = None
                     _e_RationalNumberType(w, v_EVMinimumChargeCurrent)
-                    v_EVMinimumChargeCurrent = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of EVMinimumChargeCurrent')
-            if s == 4:
-                if v_EVMaximumVoltage is not None:
-                    bits(0, 1)
+                    if not (v_EVMaximumVoltage is not None): raise EncodeError('missing content: EVMaximumVoltage')
                     el = 'EVMaximumVoltage'
-                    _e_RationalNumberType(w, v_EVMaximumVoltage)
-                    v_EVMaximumVoltage = None
-                    s = 5
-                else:
-                    raise EncodeError('missing content: expected one of EVMaximumVoltage')
-            if s == 5:
-                if v_EVMinimumVoltage is not None:
                     bits(0, 1)
+                    v_EVMinimumChargeCurrent = None
+                    _e_RationalNumberType(w, v_EVMaximumVoltage)
+                    if not (v_EVMinimumVoltage is not None): raise EncodeError('missing content: EVMinimumVoltage')
                     el = 'EVMinimumVoltage'
+                    bits(0, 1)
+                    v_EVMaximumVoltage = None
                     _e_RationalNumberType(w, v_EVMinimumVoltage)
                     v_EVMinimumVoltage = None
                     s = 6
                 else:
-                    raise EncodeError('missing content: expected one of EVMinimumVoltage')
+                    raise EncodeError('missing content: expected one of EVMaximumChargePower')
             if s == 6:
                 if v_TargetSOC is not None:
-                    bits(0, 2)
                     el = 'TargetSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
-                    w.bits(v_TargetSOC, 7)
-                    w.bits(0, 1)
+                    bits((v_TargetSOC << 2), 12)
                     v_TargetSOC = None
-                    s = 7
-                elif True:
-                    bits(1, 2)
                     if v_EVMaximumChargePower is not None or v_EVMinimumChargePower is not None or v_EVMaximumChargeCurrent is not None or v_EVMinimumChargeCurrent is not None or v_EVMaximumVoltage is not None or v_EVMinimumVoltage is not None or v_TargetSOC is not None: raise _leftover(o)
                     s = -1
-            if s == 7:
-                if True:
-                    bits(0, 1)
+                elif True:
+                    bits(1, 2)
                     if v_EVMaximumChargePower is not None or v_EVMinimumChargePower is not None or v_EVMaximumChargeCurrent is not None or v_EVMinimumChargeCurrent is not None or v_EVMaximumVoltage is not None or v_EVMinimumVoltage is not None or v_TargetSOC is not None: raise _leftover(o)
                     s = -1
     except Exception as e:
@@ -195,35 +135,17 @@ def _d_RationalNumberType(r):
     f_Exponent = None
     f_Value = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Exponent'
-                    if bits(1): raise r.deviation('RationalNumberType')
-                    f_Exponent = bits(8) + -128
-                    if bits(1): raise r.deviation('RationalNumberType')
-                    s = 1
-                else:
-                    raise r.deviation('RationalNumberType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Value'
-                    if bits(1): raise r.deviation('RationalNumberType')
-                    f_Value = r.sint()
-                    if f_Value < -32768 or f_Value > 32767: raise DecodeError(f'value {f_Value} outside [-32768, 32767]', r.pos)
-                    if bits(1): raise r.deviation('RationalNumberType')
-                    s = 2
-                else:
-                    raise r.deviation('RationalNumberType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('RationalNumberType')
+        x = bits(14)
+        if x & 12302: raise r.deviation('RationalNumberType')
+        el = 'Exponent'
+        f_Exponent = ((x >> 4) & 255) + -128
+        el = 'Value'
+        _neg = (x & 1)
+        f_Value = r.uint()
+        if _neg: f_Value = -f_Value - 1
+        if f_Value < -32768 or f_Value > 32767: raise DecodeError(f'value {f_Value} outside [-32768, 32767]', r.pos)
+        x = bits(2)
+        if x & 3: raise r.deviation('RationalNumberType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.RationalNumberType(f_Exponent, f_Value)
@@ -235,37 +157,20 @@ def _e_RationalNumberType(w, o):
     try:
         v_Exponent = o.Exponent
         v_Value = o.Value
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Exponent is not None:
-                    bits(0, 1)
-                    el = 'Exponent'
-                    w.bits(0, 1)
-                    if not -128 <= v_Exponent <= 127: raise EncodeError(f'value {v_Exponent!r} outside [-128, 127]')
-                    w.bits(v_Exponent - -128, 8)
-                    w.bits(0, 1)
-                    v_Exponent = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Exponent')
-            if s == 1:
-                if v_Value is not None:
-                    bits(0, 1)
-                    el = 'Value'
-                    w.bits(0, 1)
-                    if v_Value < -32768 or v_Value > 32767: raise EncodeError(f'value {v_Value!r} outside [-32768, 32767]')
-                    w.sint(v_Value)
-                    w.bits(0, 1)
-                    v_Value = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of Value')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_Exponent is not None or v_Value is not None: raise _leftover(o)
-                    s = -1
+        if v_Exponent is not None:
+            el = 'Exponent'
+            if not -128 <= v_Exponent <= 127: raise EncodeError(f'value {v_Exponent!r} outside [-128, 127]')
+            if not (v_Value is not None): raise EncodeError('missing content: Value')
+            el = 'Value'
+            if v_Value < -32768 or v_Value > 32767: raise EncodeError(f'value {v_Value!r} outside [-32768, 32767]')
+            bits(((v_Exponent - -128) << 4) | (v_Value < 0), 14)
+            v_Exponent = None
+            w.uint(-v_Value - 1 if v_Value < 0 else v_Value)
+            bits(0, 2)
+            v_Value = None
+            if v_Exponent is not None or v_Value is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Exponent')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -288,106 +193,54 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMaximumChargePower'
-                    f_EVMaximumChargePower = _d_RationalNumberType(r)
-                    s = 1
-                else:
-                    raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMinimumChargePower'
-                    f_EVMinimumChargePower = _d_RationalNumberType(r)
-                    s = 2
-                else:
-                    raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMaximumChargeCurrent'
-                    f_EVMaximumChargeCurrent = _d_RationalNumberType(r)
-                    s = 3
-                else:
-                    raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMinimumChargeCurrent'
-                    f_EVMinimumChargeCurrent = _d_RationalNumberType(r)
-                    s = 4
-                else:
-                    raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType')
-            if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMaximumVoltage'
-                    f_EVMaximumVoltage = _d_RationalNumberType(r)
-                    s = 5
-                else:
-                    raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType')
-            if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMinimumVoltage'
-                    f_EVMinimumVoltage = _d_RationalNumberType(r)
-                    s = 6
-                else:
-                    raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType')
+                if bits(1): raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType')
+                el = 'EVMaximumChargePower'
+                f_EVMaximumChargePower = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType')
+                el = 'EVMinimumChargePower'
+                f_EVMinimumChargePower = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType')
+                el = 'EVMaximumChargeCurrent'
+                f_EVMaximumChargeCurrent = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType')
+                el = 'EVMinimumChargeCurrent'
+                f_EVMinimumChargeCurrent = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType')
+                el = 'EVMaximumVoltage'
+                f_EVMaximumVoltage = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType')
+                el = 'EVMinimumVoltage'
+                f_EVMinimumVoltage = _d_RationalNumberType(r)
+                s = 6
             if s == 6:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(10)
+                    if x & 515: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType')
                     el = 'TargetSOC'
-                    if bits(1): raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType')
-                    f_TargetSOC = bits(7)
+                    f_TargetSOC = ((x >> 2) & 127)
                     if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType')
-                    s = 7
+                    el = 'EVMaximumDischargePower'
+                    f_EVMaximumDischargePower = _d_RationalNumberType(r)
+                    s = 8
                 elif ec == 1:
                     el = 'EVMaximumDischargePower'
                     f_EVMaximumDischargePower = _d_RationalNumberType(r)
                     s = 8
                 else:
                     raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType')
-            if s == 7:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMaximumDischargePower'
-                    f_EVMaximumDischargePower = _d_RationalNumberType(r)
-                    s = 8
-                else:
-                    raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType')
             if s == 8:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMinimumDischargePower'
-                    f_EVMinimumDischargePower = _d_RationalNumberType(r)
-                    s = 9
-                else:
-                    raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType')
-            if s == 9:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMaximumDischargeCurrent'
-                    f_EVMaximumDischargeCurrent = _d_RationalNumberType(r)
-                    s = 10
-                else:
-                    raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType')
-            if s == 10:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMinimumDischargeCurrent'
-                    f_EVMinimumDischargeCurrent = _d_RationalNumberType(r)
-                    s = 11
-                else:
-                    raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType')
-            if s == 11:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType')
+                if bits(1): raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType')
+                el = 'EVMinimumDischargePower'
+                f_EVMinimumDischargePower = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType')
+                el = 'EVMaximumDischargeCurrent'
+                f_EVMaximumDischargeCurrent = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType')
+                el = 'EVMinimumDischargeCurrent'
+                f_EVMinimumDischargeCurrent = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_dc.BPT_DC_CPDReqEnergyTransferModeType(f_EVMaximumChargePower, f_EVMinimumChargePower, f_EVMaximumChargeCurrent, f_EVMinimumChargeCurrent, f_EVMaximumVoltage, f_EVMinimumVoltage, f_TargetSOC, f_EVMaximumDischargePower, f_EVMinimumDischargePower, f_EVMaximumDischargeCurrent, f_EVMinimumDischargeCurrent)
@@ -412,117 +265,78 @@ def _e_BPT_DC_CPDReqEnergyTransferModeType(w, o):
         while s >= 0:
             if s == 0:
                 if v_EVMaximumChargePower is not None:
-                    bits(0, 1)
                     el = 'EVMaximumChargePower'
+                    bits(0, 1)
                     _e_RationalNumberType(w, v_EVMaximumChargePower)
-                    v_EVMaximumChargePower = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of EVMaximumChargePower')
-            if s == 1:
-                if v_EVMinimumChargePower is not None:
-                    bits(0, 1)
+                    if not (v_EVMinimumChargePower is not None): raise EncodeError('missing content: EVMinimumChargePower')
                     el = 'EVMinimumChargePower'
+                    bits(0, 1)
+                    v_EVMaximumChargePower = None
                     _e_RationalNumberType(w, v_EVMinimumChargePower)
-                    v_EVMinimumChargePower = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of EVMinimumChargePower')
-            if s == 2:
-                if v_EVMaximumChargeCurrent is not None:
-                    bits(0, 1)
+                    if not (v_EVMaximumChargeCurrent is not None): raise EncodeError('missing content: EVMaximumChargeCurrent')
                     el = 'EVMaximumChargeCurrent'
+                    bits(0, 1)
+                    v_EVMinimumChargePower = None
                     _e_RationalNumberType(w, v_EVMaximumChargeCurrent)
-                    v_EVMaximumChargeCurrent = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of EVMaximumChargeCurrent')
-            if s == 3:
-                if v_EVMinimumChargeCurrent is not None:
-                    bits(0, 1)
+                    if not (v_EVMinimumChargeCurrent is not None): raise EncodeError('missing content: EVMinimumChargeCurrent')
                     el = 'EVMinimumChargeCurrent'
+                    bits(0, 1)
+                    v_EVMaximumChargeCurrent = None
                     _e_RationalNumberType(w, v_EVMinimumChargeCurrent)
-                    v_EVMinimumChargeCurrent = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of EVMinimumChargeCurrent')
-            if s == 4:
-                if v_EVMaximumVoltage is not None:
-                    bits(0, 1)
+                    if not (v_EVMaximumVoltage is not None): raise EncodeError('missing content: EVMaximumVoltage')
                     el = 'EVMaximumVoltage'
-                    _e_RationalNumberType(w, v_EVMaximumVoltage)
-                    v_EVMaximumVoltage = None
-                    s = 5
-                else:
-                    raise EncodeError('missing content: expected one of EVMaximumVoltage')
-            if s == 5:
-                if v_EVMinimumVoltage is not None:
                     bits(0, 1)
+                    v_EVMinimumChargeCurrent = None
+                    _e_RationalNumberType(w, v_EVMaximumVoltage)
+                    if not (v_EVMinimumVoltage is not None): raise EncodeError('missing content: EVMinimumVoltage')
                     el = 'EVMinimumVoltage'
+                    bits(0, 1)
+                    v_EVMaximumVoltage = None
                     _e_RationalNumberType(w, v_EVMinimumVoltage)
                     v_EVMinimumVoltage = None
                     s = 6
                 else:
-                    raise EncodeError('missing content: expected one of EVMinimumVoltage')
+                    raise EncodeError('missing content: expected one of EVMaximumChargePower')
             if s == 6:
                 if v_TargetSOC is not None:
-                    bits(0, 2)
                     el = 'TargetSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
-                    w.bits(v_TargetSOC, 7)
-                    w.bits(0, 1)
-                    v_TargetSOC = None
-                    s = 7
-                elif v_EVMaximumDischargePower is not None:
-                    bits(1, 2)
+                    if not (v_EVMaximumDischargePower is not None): raise EncodeError('missing content: EVMaximumDischargePower')
                     el = 'EVMaximumDischargePower'
+                    bits((v_TargetSOC << 2), 12)
+                    v_TargetSOC = None
+                    _e_RationalNumberType(w, v_EVMaximumDischargePower)
+                    v_EVMaximumDischargePower = None
+                    s = 8
+                elif v_EVMaximumDischargePower is not None:
+                    el = 'EVMaximumDischargePower'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVMaximumDischargePower)
                     v_EVMaximumDischargePower = None
                     s = 8
                 else:
                     raise EncodeError('missing content: expected one of TargetSOC, EVMaximumDischargePower')
-            if s == 7:
-                if v_EVMaximumDischargePower is not None:
-                    bits(0, 1)
-                    el = 'EVMaximumDischargePower'
-                    _e_RationalNumberType(w, v_EVMaximumDischargePower)
-                    v_EVMaximumDischargePower = None
-                    s = 8
-                else:
-                    raise EncodeError('missing content: expected one of EVMaximumDischargePower')
             if s == 8:
                 if v_EVMinimumDischargePower is not None:
-                    bits(0, 1)
                     el = 'EVMinimumDischargePower'
+                    bits(0, 1)
                     _e_RationalNumberType(w, v_EVMinimumDischargePower)
-                    v_EVMinimumDischargePower = None
-                    s = 9
-                else:
-                    raise EncodeError('missing content: expected one of EVMinimumDischargePower')
-            if s == 9:
-                if v_EVMaximumDischargeCurrent is not None:
-                    bits(0, 1)
+                    if not (v_EVMaximumDischargeCurrent is not None): raise EncodeError('missing content: EVMaximumDischargeCurrent')
                     el = 'EVMaximumDischargeCurrent'
+                    bits(0, 1)
+                    v_EVMinimumDischargePower = None
                     _e_RationalNumberType(w, v_EVMaximumDischargeCurrent)
-                    v_EVMaximumDischargeCurrent = None
-                    s = 10
-                else:
-                    raise EncodeError('missing content: expected one of EVMaximumDischargeCurrent')
-            if s == 10:
-                if v_EVMinimumDischargeCurrent is not None:
-                    bits(0, 1)
+                    if not (v_EVMinimumDischargeCurrent is not None): raise EncodeError('missing content: EVMinimumDischargeCurrent')
                     el = 'EVMinimumDischargeCurrent'
-                    _e_RationalNumberType(w, v_EVMinimumDischargeCurrent)
-                    v_EVMinimumDischargeCurrent = None
-                    s = 11
-                else:
-                    raise EncodeError('missing content: expected one of EVMinimumDischargeCurrent')
-            if s == 11:
-                if True:
                     bits(0, 1)
+                    v_EVMaximumDischargeCurrent = None
+                    _e_RationalNumberType(w, v_EVMinimumDischargeCurrent)
+                    bits(0, 1)
+                    v_EVMinimumDischargeCurrent = None
                     if v_EVMaximumChargePower is not None or v_EVMinimumChargePower is not None or v_EVMaximumChargeCurrent is not None or v_EVMinimumChargeCurrent is not None or v_EVMaximumVoltage is not None or v_EVMinimumVoltage is not None or v_TargetSOC is not None or v_EVMaximumDischargePower is not None or v_EVMinimumDischargePower is not None or v_EVMaximumDischargeCurrent is not None or v_EVMinimumDischargeCurrent is not None: raise _leftover(o)
                     s = -1
+                else:
+                    raise EncodeError('missing content: expected one of EVMinimumDischargePower')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -541,66 +355,34 @@ def _d_DC_CPDResEnergyTransferModeType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEMaximumChargePower'
-                    f_EVSEMaximumChargePower = _d_RationalNumberType(r)
-                    s = 1
-                else:
-                    raise r.deviation('DC_CPDResEnergyTransferModeType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEMinimumChargePower'
-                    f_EVSEMinimumChargePower = _d_RationalNumberType(r)
-                    s = 2
-                else:
-                    raise r.deviation('DC_CPDResEnergyTransferModeType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEMaximumChargeCurrent'
-                    f_EVSEMaximumChargeCurrent = _d_RationalNumberType(r)
-                    s = 3
-                else:
-                    raise r.deviation('DC_CPDResEnergyTransferModeType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEMinimumChargeCurrent'
-                    f_EVSEMinimumChargeCurrent = _d_RationalNumberType(r)
-                    s = 4
-                else:
-                    raise r.deviation('DC_CPDResEnergyTransferModeType')
-            if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEMaximumVoltage'
-                    f_EVSEMaximumVoltage = _d_RationalNumberType(r)
-                    s = 5
-                else:
-                    raise r.deviation('DC_CPDResEnergyTransferModeType')
-            if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEMinimumVoltage'
-                    f_EVSEMinimumVoltage = _d_RationalNumberType(r)
-                    s = 6
-                else:
-                    raise r.deviation('DC_CPDResEnergyTransferModeType')
+                if bits(1): raise r.deviation('DC_CPDResEnergyTransferModeType')
+                el = 'EVSEMaximumChargePower'
+                f_EVSEMaximumChargePower = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('DC_CPDResEnergyTransferModeType')
+                el = 'EVSEMinimumChargePower'
+                f_EVSEMinimumChargePower = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('DC_CPDResEnergyTransferModeType')
+                el = 'EVSEMaximumChargeCurrent'
+                f_EVSEMaximumChargeCurrent = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('DC_CPDResEnergyTransferModeType')
+                el = 'EVSEMinimumChargeCurrent'
+                f_EVSEMinimumChargeCurrent = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('DC_CPDResEnergyTransferModeType')
+                el = 'EVSEMaximumVoltage'
+                f_EVSEMaximumVoltage = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('DC_CPDResEnergyTransferModeType')
+                el = 'EVSEMinimumVoltage'
+                f_EVSEMinimumVoltage = _d_RationalNumberType(r)
+                s = 6
             if s == 6:
                 ec = bits(2)
                 if ec == 0:
                     el = 'EVSEPowerRampLimitation'
                     f_EVSEPowerRampLimitation = _d_RationalNumberType(r)
-                    s = 7
-                elif ec == 1:
+                    if bits(1): raise r.deviation('DC_CPDResEnergyTransferModeType')
                     s = -1
-                else:
-                    raise r.deviation('DC_CPDResEnergyTransferModeType')
-            if s == 7:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DC_CPDResEnergyTransferModeType')
@@ -624,72 +406,49 @@ def _e_DC_CPDResEnergyTransferModeType(w, o):
         while s >= 0:
             if s == 0:
                 if v_EVSEMaximumChargePower is not None:
-                    bits(0, 1)
                     el = 'EVSEMaximumChargePower'
+                    bits(0, 1)
                     _e_RationalNumberType(w, v_EVSEMaximumChargePower)
-                    v_EVSEMaximumChargePower = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of EVSEMaximumChargePower')
-            if s == 1:
-                if v_EVSEMinimumChargePower is not None:
-                    bits(0, 1)
+                    if not (v_EVSEMinimumChargePower is not None): raise EncodeError('missing content: EVSEMinimumChargePower')
                     el = 'EVSEMinimumChargePower'
+                    bits(0, 1)
+                    v_EVSEMaximumChargePower = None
                     _e_RationalNumberType(w, v_EVSEMinimumChargePower)
-                    v_EVSEMinimumChargePower = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of EVSEMinimumChargePower')
-            if s == 2:
-                if v_EVSEMaximumChargeCurrent is not None:
-                    bits(0, 1)
+                    if not (v_EVSEMaximumChargeCurrent is not None): raise EncodeError('missing content: EVSEMaximumChargeCurrent')
                     el = 'EVSEMaximumChargeCurrent'
+                    bits(0, 1)
+                    v_EVSEMinimumChargePower = None
                     _e_RationalNumberType(w, v_EVSEMaximumChargeCurrent)
-                    v_EVSEMaximumChargeCurrent = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of EVSEMaximumChargeCurrent')
-            if s == 3:
-                if v_EVSEMinimumChargeCurrent is not None:
-                    bits(0, 1)
+                    if not (v_EVSEMinimumChargeCurrent is not None): raise EncodeError('missing content: EVSEMinimumChargeCurrent')
                     el = 'EVSEMinimumChargeCurrent'
+                    bits(0, 1)
+                    v_EVSEMaximumChargeCurrent = None
                     _e_RationalNumberType(w, v_EVSEMinimumChargeCurrent)
-                    v_EVSEMinimumChargeCurrent = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of EVSEMinimumChargeCurrent')
-            if s == 4:
-                if v_EVSEMaximumVoltage is not None:
-                    bits(0, 1)
+                    if not (v_EVSEMaximumVoltage is not None): raise EncodeError('missing content: EVSEMaximumVoltage')
                     el = 'EVSEMaximumVoltage'
-                    _e_RationalNumberType(w, v_EVSEMaximumVoltage)
-                    v_EVSEMaximumVoltage = None
-                    s = 5
-                else:
-                    raise EncodeError('missing content: expected one of EVSEMaximumVoltage')
-            if s == 5:
-                if v_EVSEMinimumVoltage is not None:
                     bits(0, 1)
+                    v_EVSEMinimumChargeCurrent = None
+                    _e_RationalNumberType(w, v_EVSEMaximumVoltage)
+                    if not (v_EVSEMinimumVoltage is not None): raise EncodeError('missing content: EVSEMinimumVoltage')
                     el = 'EVSEMinimumVoltage'
+                    bits(0, 1)
+                    v_EVSEMaximumVoltage = None
                     _e_RationalNumberType(w, v_EVSEMinimumVoltage)
                     v_EVSEMinimumVoltage = None
                     s = 6
                 else:
-                    raise EncodeError('missing content: expected one of EVSEMinimumVoltage')
+                    raise EncodeError('missing content: expected one of EVSEMaximumChargePower')
             if s == 6:
                 if v_EVSEPowerRampLimitation is not None:
-                    bits(0, 2)
                     el = 'EVSEPowerRampLimitation'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVSEPowerRampLimitation)
+                    bits(0, 1)
                     v_EVSEPowerRampLimitation = None
-                    s = 7
-                elif True:
-                    bits(1, 2)
                     if v_EVSEMaximumChargePower is not None or v_EVSEMinimumChargePower is not None or v_EVSEMaximumChargeCurrent is not None or v_EVSEMinimumChargeCurrent is not None or v_EVSEMaximumVoltage is not None or v_EVSEMinimumVoltage is not None or v_EVSEPowerRampLimitation is not None: raise _leftover(o)
                     s = -1
-            if s == 7:
-                if True:
-                    bits(0, 1)
+                elif True:
+                    bits(1, 2)
                     if v_EVSEMaximumChargePower is not None or v_EVSEMinimumChargePower is not None or v_EVSEMaximumChargeCurrent is not None or v_EVSEMinimumChargeCurrent is not None or v_EVSEMaximumVoltage is not None or v_EVSEMinimumVoltage is not None or v_EVSEPowerRampLimitation is not None: raise _leftover(o)
                     s = -1
     except Exception as e:
@@ -714,103 +473,52 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEMaximumChargePower'
-                    f_EVSEMaximumChargePower = _d_RationalNumberType(r)
-                    s = 1
-                else:
-                    raise r.deviation('BPT_DC_CPDResEnergyTransferModeType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEMinimumChargePower'
-                    f_EVSEMinimumChargePower = _d_RationalNumberType(r)
-                    s = 2
-                else:
-                    raise r.deviation('BPT_DC_CPDResEnergyTransferModeType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEMaximumChargeCurrent'
-                    f_EVSEMaximumChargeCurrent = _d_RationalNumberType(r)
-                    s = 3
-                else:
-                    raise r.deviation('BPT_DC_CPDResEnergyTransferModeType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEMinimumChargeCurrent'
-                    f_EVSEMinimumChargeCurrent = _d_RationalNumberType(r)
-                    s = 4
-                else:
-                    raise r.deviation('BPT_DC_CPDResEnergyTransferModeType')
-            if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEMaximumVoltage'
-                    f_EVSEMaximumVoltage = _d_RationalNumberType(r)
-                    s = 5
-                else:
-                    raise r.deviation('BPT_DC_CPDResEnergyTransferModeType')
-            if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEMinimumVoltage'
-                    f_EVSEMinimumVoltage = _d_RationalNumberType(r)
-                    s = 6
-                else:
-                    raise r.deviation('BPT_DC_CPDResEnergyTransferModeType')
+                if bits(1): raise r.deviation('BPT_DC_CPDResEnergyTransferModeType')
+                el = 'EVSEMaximumChargePower'
+                f_EVSEMaximumChargePower = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('BPT_DC_CPDResEnergyTransferModeType')
+                el = 'EVSEMinimumChargePower'
+                f_EVSEMinimumChargePower = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('BPT_DC_CPDResEnergyTransferModeType')
+                el = 'EVSEMaximumChargeCurrent'
+                f_EVSEMaximumChargeCurrent = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('BPT_DC_CPDResEnergyTransferModeType')
+                el = 'EVSEMinimumChargeCurrent'
+                f_EVSEMinimumChargeCurrent = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('BPT_DC_CPDResEnergyTransferModeType')
+                el = 'EVSEMaximumVoltage'
+                f_EVSEMaximumVoltage = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('BPT_DC_CPDResEnergyTransferModeType')
+                el = 'EVSEMinimumVoltage'
+                f_EVSEMinimumVoltage = _d_RationalNumberType(r)
+                s = 6
             if s == 6:
                 ec = bits(2)
                 if ec == 0:
                     el = 'EVSEPowerRampLimitation'
                     f_EVSEPowerRampLimitation = _d_RationalNumberType(r)
-                    s = 7
+                    if bits(1): raise r.deviation('BPT_DC_CPDResEnergyTransferModeType')
+                    el = 'EVSEMaximumDischargePower'
+                    f_EVSEMaximumDischargePower = _d_RationalNumberType(r)
+                    s = 8
                 elif ec == 1:
                     el = 'EVSEMaximumDischargePower'
                     f_EVSEMaximumDischargePower = _d_RationalNumberType(r)
                     s = 8
                 else:
                     raise r.deviation('BPT_DC_CPDResEnergyTransferModeType')
-            if s == 7:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEMaximumDischargePower'
-                    f_EVSEMaximumDischargePower = _d_RationalNumberType(r)
-                    s = 8
-                else:
-                    raise r.deviation('BPT_DC_CPDResEnergyTransferModeType')
             if s == 8:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEMinimumDischargePower'
-                    f_EVSEMinimumDischargePower = _d_RationalNumberType(r)
-                    s = 9
-                else:
-                    raise r.deviation('BPT_DC_CPDResEnergyTransferModeType')
-            if s == 9:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEMaximumDischargeCurrent'
-                    f_EVSEMaximumDischargeCurrent = _d_RationalNumberType(r)
-                    s = 10
-                else:
-                    raise r.deviation('BPT_DC_CPDResEnergyTransferModeType')
-            if s == 10:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEMinimumDischargeCurrent'
-                    f_EVSEMinimumDischargeCurrent = _d_RationalNumberType(r)
-                    s = 11
-                else:
-                    raise r.deviation('BPT_DC_CPDResEnergyTransferModeType')
-            if s == 11:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('BPT_DC_CPDResEnergyTransferModeType')
+                if bits(1): raise r.deviation('BPT_DC_CPDResEnergyTransferModeType')
+                el = 'EVSEMinimumDischargePower'
+                f_EVSEMinimumDischargePower = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('BPT_DC_CPDResEnergyTransferModeType')
+                el = 'EVSEMaximumDischargeCurrent'
+                f_EVSEMaximumDischargeCurrent = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('BPT_DC_CPDResEnergyTransferModeType')
+                el = 'EVSEMinimumDischargeCurrent'
+                f_EVSEMinimumDischargeCurrent = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('BPT_DC_CPDResEnergyTransferModeType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_dc.BPT_DC_CPDResEnergyTransferModeType(f_EVSEMaximumChargePower, f_EVSEMinimumChargePower, f_EVSEMaximumChargeCurrent, f_EVSEMinimumChargeCurrent, f_EVSEMaximumVoltage, f_EVSEMinimumVoltage, f_EVSEPowerRampLimitation, f_EVSEMaximumDischargePower, f_EVSEMinimumDischargePower, f_EVSEMaximumDischargeCurrent, f_EVSEMinimumDischargeCurrent)
@@ -835,114 +543,79 @@ def _e_BPT_DC_CPDResEnergyTransferModeType(w, o):
         while s >= 0:
             if s == 0:
                 if v_EVSEMaximumChargePower is not None:
-                    bits(0, 1)
                     el = 'EVSEMaximumChargePower'
+                    bits(0, 1)
                     _e_RationalNumberType(w, v_EVSEMaximumChargePower)
-                    v_EVSEMaximumChargePower = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of EVSEMaximumChargePower')
-            if s == 1:
-                if v_EVSEMinimumChargePower is not None:
-                    bits(0, 1)
+                    if not (v_EVSEMinimumChargePower is not None): raise EncodeError('missing content: EVSEMinimumChargePower')
                     el = 'EVSEMinimumChargePower'
+                    bits(0, 1)
+                    v_EVSEMaximumChargePower = None
                     _e_RationalNumberType(w, v_EVSEMinimumChargePower)
-                    v_EVSEMinimumChargePower = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of EVSEMinimumChargePower')
-            if s == 2:
-                if v_EVSEMaximumChargeCurrent is not None:
-                    bits(0, 1)
+                    if not (v_EVSEMaximumChargeCurrent is not None): raise EncodeError('missing content: EVSEMaximumChargeCurrent')
                     el = 'EVSEMaximumChargeCurrent'
+                    bits(0, 1)
+                    v_EVSEMinimumChargePower = None
                     _e_RationalNumberType(w, v_EVSEMaximumChargeCurrent)
-                    v_EVSEMaximumChargeCurrent = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of EVSEMaximumChargeCurrent')
-            if s == 3:
-                if v_EVSEMinimumChargeCurrent is not None:
-                    bits(0, 1)
+                    if not (v_EVSEMinimumChargeCurrent is not None): raise EncodeError('missing content: EVSEMinimumChargeCurrent')
                     el = 'EVSEMinimumChargeCurrent'
+                    bits(0, 1)
+                    v_EVSEMaximumChargeCurrent = None
                     _e_RationalNumberType(w, v_EVSEMinimumChargeCurrent)
-                    v_EVSEMinimumChargeCurrent = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of EVSEMinimumChargeCurrent')
-            if s == 4:
-                if v_EVSEMaximumVoltage is not None:
-                    bits(0, 1)
+                    if not (v_EVSEMaximumVoltage is not None): raise EncodeError('missing content: EVSEMaximumVoltage')
                     el = 'EVSEMaximumVoltage'
-                    _e_RationalNumberType(w, v_EVSEMaximumVoltage)
-                    v_EVSEMaximumVoltage = None
-                    s = 5
-                else:
-                    raise EncodeError('missing content: expected one of EVSEMaximumVoltage')
-            if s == 5:
-                if v_EVSEMinimumVoltage is not None:
                     bits(0, 1)
+                    v_EVSEMinimumChargeCurrent = None
+                    _e_RationalNumberType(w, v_EVSEMaximumVoltage)
+                    if not (v_EVSEMinimumVoltage is not None): raise EncodeError('missing content: EVSEMinimumVoltage')
                     el = 'EVSEMinimumVoltage'
+                    bits(0, 1)
+                    v_EVSEMaximumVoltage = None
                     _e_RationalNumberType(w, v_EVSEMinimumVoltage)
                     v_EVSEMinimumVoltage = None
                     s = 6
                 else:
-                    raise EncodeError('missing content: expected one of EVSEMinimumVoltage')
+                    raise EncodeError('missing content: expected one of EVSEMaximumChargePower')
             if s == 6:
                 if v_EVSEPowerRampLimitation is not None:
-                    bits(0, 2)
                     el = 'EVSEPowerRampLimitation'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVSEPowerRampLimitation)
-                    v_EVSEPowerRampLimitation = None
-                    s = 7
-                elif v_EVSEMaximumDischargePower is not None:
-                    bits(1, 2)
+                    if not (v_EVSEMaximumDischargePower is not None): raise EncodeError('missing content: EVSEMaximumDischargePower')
                     el = 'EVSEMaximumDischargePower'
+                    bits(0, 1)
+                    v_EVSEPowerRampLimitation = None
+                    _e_RationalNumberType(w, v_EVSEMaximumDischargePower)
+                    v_EVSEMaximumDischargePower = None
+                    s = 8
+                elif v_EVSEMaximumDischargePower is not None:
+                    el = 'EVSEMaximumDischargePower'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVSEMaximumDischargePower)
                     v_EVSEMaximumDischargePower = None
                     s = 8
                 else:
                     raise EncodeError('missing content: expected one of EVSEPowerRampLimitation, EVSEMaximumDischargePower')
-            if s == 7:
-                if v_EVSEMaximumDischargePower is not None:
-                    bits(0, 1)
-                    el = 'EVSEMaximumDischargePower'
-                    _e_RationalNumberType(w, v_EVSEMaximumDischargePower)
-                    v_EVSEMaximumDischargePower = None
-                    s = 8
-                else:
-                    raise EncodeError('missing content: expected one of EVSEMaximumDischargePower')
             if s == 8:
                 if v_EVSEMinimumDischargePower is not None:
-                    bits(0, 1)
                     el = 'EVSEMinimumDischargePower'
+                    bits(0, 1)
                     _e_RationalNumberType(w, v_EVSEMinimumDischargePower)
-                    v_EVSEMinimumDischargePower = None
-                    s = 9
-                else:
-                    raise EncodeError('missing content: expected one of EVSEMinimumDischargePower')
-            if s == 9:
-                if v_EVSEMaximumDischargeCurrent is not None:
-                    bits(0, 1)
+                    if not (v_EVSEMaximumDischargeCurrent is not None): raise EncodeError('missing content: EVSEMaximumDischargeCurrent')
                     el = 'EVSEMaximumDischargeCurrent'
+                    bits(0, 1)
+                    v_EVSEMinimumDischargePower = None
                     _e_RationalNumberType(w, v_EVSEMaximumDischargeCurrent)
-                    v_EVSEMaximumDischargeCurrent = None
-                    s = 10
-                else:
-                    raise EncodeError('missing content: expected one of EVSEMaximumDischargeCurrent')
-            if s == 10:
-                if v_EVSEMinimumDischargeCurrent is not None:
-                    bits(0, 1)
+                    if not (v_EVSEMinimumDischargeCurrent is not None): raise EncodeError('missing content: EVSEMinimumDischargeCurrent')
                     el = 'EVSEMinimumDischargeCurrent'
-                    _e_RationalNumberType(w, v_EVSEMinimumDischargeCurrent)
-                    v_EVSEMinimumDischargeCurrent = None
-                    s = 11
-                else:
-                    raise EncodeError('missing content: expected one of EVSEMinimumDischargeCurrent')
-            if s == 11:
-                if True:
                     bits(0, 1)
+                    v_EVSEMaximumDischargeCurrent = None
+                    _e_RationalNumberType(w, v_EVSEMinimumDischargeCurrent)
+                    bits(0, 1)
+                    v_EVSEMinimumDischargeCurrent = None
                     if v_EVSEMaximumChargePower is not None or v_EVSEMinimumChargePower is not None or v_EVSEMaximumChargeCurrent is not None or v_EVSEMinimumChargeCurrent is not None or v_EVSEMaximumVoltage is not None or v_EVSEMinimumVoltage is not None or v_EVSEPowerRampLimitation is not None or v_EVSEMaximumDischargePower is not None or v_EVSEMinimumDischargePower is not None or v_EVSEMaximumDischargeCurrent is not None or v_EVSEMinimumDischargeCurrent is not None: raise _leftover(o)
                     s = -1
+                else:
+                    raise EncodeError('missing content: expected one of EVSEMinimumDischargePower')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -951,11 +624,7 @@ def _d_CLReqControlModeType(r):
     bits = r.bits
     el = ''
     try:
-        ec = bits(1)
-        if ec == 0:
-            s = -1
-        else:
-            raise r.deviation('CLReqControlModeType')
+        if bits(1): raise r.deviation('CLReqControlModeType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.CLReqControlModeType()
@@ -965,12 +634,8 @@ def _e_CLReqControlModeType(w, o):
     bits = w.bits
     el = ''
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if True:
-                    bits(0, 1)
-                    s = -1
+        if True:
+            bits(0, 1)
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -993,88 +658,45 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
             if s == 0:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'DepartureTime'
                     if bits(1): raise r.deviation('Dynamic_DC_CLReqControlModeType')
+                    el = 'DepartureTime'
                     f_DepartureTime = r.uint()
                     if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('Dynamic_DC_CLReqControlModeType')
-                    s = 1
+                    x = bits(2)
+                    if x & 3: raise r.deviation('Dynamic_DC_CLReqControlModeType')
+                    el = 'EVTargetEnergyRequest'
+                    f_EVTargetEnergyRequest = _d_RationalNumberType(r)
+                    s = 2
                 elif ec == 1:
                     el = 'EVTargetEnergyRequest'
                     f_EVTargetEnergyRequest = _d_RationalNumberType(r)
                     s = 2
                 else:
                     raise r.deviation('Dynamic_DC_CLReqControlModeType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVTargetEnergyRequest'
-                    f_EVTargetEnergyRequest = _d_RationalNumberType(r)
-                    s = 2
-                else:
-                    raise r.deviation('Dynamic_DC_CLReqControlModeType')
             if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMaximumEnergyRequest'
-                    f_EVMaximumEnergyRequest = _d_RationalNumberType(r)
-                    s = 3
-                else:
-                    raise r.deviation('Dynamic_DC_CLReqControlModeType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMinimumEnergyRequest'
-                    f_EVMinimumEnergyRequest = _d_RationalNumberType(r)
-                    s = 4
-                else:
-                    raise r.deviation('Dynamic_DC_CLReqControlModeType')
-            if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMaximumChargePower'
-                    f_EVMaximumChargePower = _d_RationalNumberType(r)
-                    s = 5
-                else:
-                    raise r.deviation('Dynamic_DC_CLReqControlModeType')
-            if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMinimumChargePower'
-                    f_EVMinimumChargePower = _d_RationalNumberType(r)
-                    s = 6
-                else:
-                    raise r.deviation('Dynamic_DC_CLReqControlModeType')
-            if s == 6:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMaximumChargeCurrent'
-                    f_EVMaximumChargeCurrent = _d_RationalNumberType(r)
-                    s = 7
-                else:
-                    raise r.deviation('Dynamic_DC_CLReqControlModeType')
-            if s == 7:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMaximumVoltage'
-                    f_EVMaximumVoltage = _d_RationalNumberType(r)
-                    s = 8
-                else:
-                    raise r.deviation('Dynamic_DC_CLReqControlModeType')
-            if s == 8:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMinimumVoltage'
-                    f_EVMinimumVoltage = _d_RationalNumberType(r)
-                    s = 9
-                else:
-                    raise r.deviation('Dynamic_DC_CLReqControlModeType')
-            if s == 9:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('Dynamic_DC_CLReqControlModeType')
+                if bits(1): raise r.deviation('Dynamic_DC_CLReqControlModeType')
+                el = 'EVMaximumEnergyRequest'
+                f_EVMaximumEnergyRequest = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('Dynamic_DC_CLReqControlModeType')
+                el = 'EVMinimumEnergyRequest'
+                f_EVMinimumEnergyRequest = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('Dynamic_DC_CLReqControlModeType')
+                el = 'EVMaximumChargePower'
+                f_EVMaximumChargePower = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('Dynamic_DC_CLReqControlModeType')
+                el = 'EVMinimumChargePower'
+                f_EVMinimumChargePower = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('Dynamic_DC_CLReqControlModeType')
+                el = 'EVMaximumChargeCurrent'
+                f_EVMaximumChargeCurrent = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('Dynamic_DC_CLReqControlModeType')
+                el = 'EVMaximumVoltage'
+                f_EVMaximumVoltage = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('Dynamic_DC_CLReqControlModeType')
+                el = 'EVMinimumVoltage'
+                f_EVMinimumVoltage = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('Dynamic_DC_CLReqControlModeType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_dc.Dynamic_DC_CLReqControlModeType(f_DepartureTime, f_EVTargetEnergyRequest, f_EVMaximumEnergyRequest, f_EVMinimumEnergyRequest, f_EVMaximumChargePower, f_EVMinimumChargePower, f_EVMaximumChargeCurrent, f_EVMaximumVoltage, f_EVMinimumVoltage)
@@ -1097,99 +719,66 @@ def _e_Dynamic_DC_CLReqControlModeType(w, o):
         while s >= 0:
             if s == 0:
                 if v_DepartureTime is not None:
-                    bits(0, 2)
                     el = 'DepartureTime'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     if v_DepartureTime < 0 or v_DepartureTime > 4294967295: raise EncodeError(f'value {v_DepartureTime!r} outside [0, 4294967295]')
                     w.uint(v_DepartureTime)
-                    w.bits(0, 1)
-                    v_DepartureTime = None
-                    s = 1
-                elif v_EVTargetEnergyRequest is not None:
-                    bits(1, 2)
+                    if not (v_EVTargetEnergyRequest is not None): raise EncodeError('missing content: EVTargetEnergyRequest')
                     el = 'EVTargetEnergyRequest'
+                    bits(0, 2)
+                    v_DepartureTime = None
+                    _e_RationalNumberType(w, v_EVTargetEnergyRequest)
+                    v_EVTargetEnergyRequest = None
+                    s = 2
+                elif v_EVTargetEnergyRequest is not None:
+                    el = 'EVTargetEnergyRequest'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVTargetEnergyRequest)
                     v_EVTargetEnergyRequest = None
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of DepartureTime, EVTargetEnergyRequest')
-            if s == 1:
-                if v_EVTargetEnergyRequest is not None:
-                    bits(0, 1)
-                    el = 'EVTargetEnergyRequest'
-                    _e_RationalNumberType(w, v_EVTargetEnergyRequest)
-                    v_EVTargetEnergyRequest = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of EVTargetEnergyRequest')
             if s == 2:
                 if v_EVMaximumEnergyRequest is not None:
-                    bits(0, 1)
                     el = 'EVMaximumEnergyRequest'
+                    bits(0, 1)
                     _e_RationalNumberType(w, v_EVMaximumEnergyRequest)
-                    v_EVMaximumEnergyRequest = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of EVMaximumEnergyRequest')
-            if s == 3:
-                if v_EVMinimumEnergyRequest is not None:
-                    bits(0, 1)
+                    if not (v_EVMinimumEnergyRequest is not None): raise EncodeError('missing content: EVMinimumEnergyRequest')
                     el = 'EVMinimumEnergyRequest'
+                    bits(0, 1)
+                    v_EVMaximumEnergyRequest = None
                     _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
-                    v_EVMinimumEnergyRequest = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of EVMinimumEnergyRequest')
-            if s == 4:
-                if v_EVMaximumChargePower is not None:
-                    bits(0, 1)
+                    if not (v_EVMaximumChargePower is not None): raise EncodeError('missing content: EVMaximumChargePower')
                     el = 'EVMaximumChargePower'
+                    bits(0, 1)
+                    v_EVMinimumEnergyRequest = None
                     _e_RationalNumberType(w, v_EVMaximumChargePower)
-                    v_EVMaximumChargePower = None
-                    s = 5
-                else:
-                    raise EncodeError('missing content: expected one of EVMaximumChargePower')
-            if s == 5:
-                if v_EVMinimumChargePower is not None:
-                    bits(0, 1)
+                    if not (v_EVMinimumChargePower is not None): raise EncodeError('missing content: EVMinimumChargePower')
                     el = 'EVMinimumChargePower'
+                    bits(0, 1)
+                    v_EVMaximumChargePower = None
                     _e_RationalNumberType(w, v_EVMinimumChargePower)
-                    v_EVMinimumChargePower = None
-                    s = 6
-                else:
-                    raise EncodeError('missing content: expected one of EVMinimumChargePower')
-            if s == 6:
-                if v_EVMaximumChargeCurrent is not None:
-                    bits(0, 1)
+                    if not (v_EVMaximumChargeCurrent is not None): raise EncodeError('missing content: EVMaximumChargeCurrent')
                     el = 'EVMaximumChargeCurrent'
+                    bits(0, 1)
+                    v_EVMinimumChargePower = None
                     _e_RationalNumberType(w, v_EVMaximumChargeCurrent)
-                    v_EVMaximumChargeCurrent = None
-                    s = 7
-                else:
-                    raise EncodeError('missing content: expected one of EVMaximumChargeCurrent')
-            if s == 7:
-                if v_EVMaximumVoltage is not None:
-                    bits(0, 1)
+                    if not (v_EVMaximumVoltage is not None): raise EncodeError('missing content: EVMaximumVoltage')
                     el = 'EVMaximumVoltage'
+                    bits(0, 1)
+                    v_EVMaximumChargeCurrent = None
                     _e_RationalNumberType(w, v_EVMaximumVoltage)
-                    v_EVMaximumVoltage = None
-                    s = 8
-                else:
-                    raise EncodeError('missing content: expected one of EVMaximumVoltage')
-            if s == 8:
-                if v_EVMinimumVoltage is not None:
-                    bits(0, 1)
+                    if not (v_EVMinimumVoltage is not None): raise EncodeError('missing content: EVMinimumVoltage')
                     el = 'EVMinimumVoltage'
-                    _e_RationalNumberType(w, v_EVMinimumVoltage)
-                    v_EVMinimumVoltage = None
-                    s = 9
-                else:
-                    raise EncodeError('missing content: expected one of EVMinimumVoltage')
-            if s == 9:
-                if True:
                     bits(0, 1)
+                    v_EVMaximumVoltage = None
+                    _e_RationalNumberType(w, v_EVMinimumVoltage)
+                    bits(0, 1)
+                    v_EVMinimumVoltage = None
                     if v_DepartureTime is not None or v_EVTargetEnergyRequest is not None or v_EVMaximumEnergyRequest is not None or v_EVMinimumEnergyRequest is not None or v_EVMaximumChargePower is not None or v_EVMinimumChargePower is not None or v_EVMaximumChargeCurrent is not None or v_EVMaximumVoltage is not None or v_EVMinimumVoltage is not None: raise _leftover(o)
                     s = -1
+                else:
+                    raise EncodeError('missing content: expected one of EVMaximumEnergyRequest')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -1207,48 +796,30 @@ def _d_Dynamic_CLReqControlModeType(r):
             if s == 0:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'DepartureTime'
                     if bits(1): raise r.deviation('Dynamic_CLReqControlModeType')
+                    el = 'DepartureTime'
                     f_DepartureTime = r.uint()
                     if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('Dynamic_CLReqControlModeType')
-                    s = 1
+                    x = bits(2)
+                    if x & 3: raise r.deviation('Dynamic_CLReqControlModeType')
+                    el = 'EVTargetEnergyRequest'
+                    f_EVTargetEnergyRequest = _d_RationalNumberType(r)
+                    s = 2
                 elif ec == 1:
                     el = 'EVTargetEnergyRequest'
                     f_EVTargetEnergyRequest = _d_RationalNumberType(r)
                     s = 2
                 else:
                     raise r.deviation('Dynamic_CLReqControlModeType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVTargetEnergyRequest'
-                    f_EVTargetEnergyRequest = _d_RationalNumberType(r)
-                    s = 2
-                else:
-                    raise r.deviation('Dynamic_CLReqControlModeType')
             if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMaximumEnergyRequest'
-                    f_EVMaximumEnergyRequest = _d_RationalNumberType(r)
-                    s = 3
-                else:
-                    raise r.deviation('Dynamic_CLReqControlModeType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMinimumEnergyRequest'
-                    f_EVMinimumEnergyRequest = _d_RationalNumberType(r)
-                    s = 4
-                else:
-                    raise r.deviation('Dynamic_CLReqControlModeType')
-            if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('Dynamic_CLReqControlModeType')
+                if bits(1): raise r.deviation('Dynamic_CLReqControlModeType')
+                el = 'EVMaximumEnergyRequest'
+                f_EVMaximumEnergyRequest = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('Dynamic_CLReqControlModeType')
+                el = 'EVMinimumEnergyRequest'
+                f_EVMinimumEnergyRequest = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('Dynamic_CLReqControlModeType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.Dynamic_CLReqControlModeType(f_DepartureTime, f_EVTargetEnergyRequest, f_EVMaximumEnergyRequest, f_EVMinimumEnergyRequest)
@@ -1266,54 +837,41 @@ def _e_Dynamic_CLReqControlModeType(w, o):
         while s >= 0:
             if s == 0:
                 if v_DepartureTime is not None:
-                    bits(0, 2)
                     el = 'DepartureTime'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     if v_DepartureTime < 0 or v_DepartureTime > 4294967295: raise EncodeError(f'value {v_DepartureTime!r} outside [0, 4294967295]')
                     w.uint(v_DepartureTime)
-                    w.bits(0, 1)
-                    v_DepartureTime = None
-                    s = 1
-                elif v_EVTargetEnergyRequest is not None:
-                    bits(1, 2)
+                    if not (v_EVTargetEnergyRequest is not None): raise EncodeError('missing content: EVTargetEnergyRequest')
                     el = 'EVTargetEnergyRequest'
+                    bits(0, 2)
+                    v_DepartureTime = None
+                    _e_RationalNumberType(w, v_EVTargetEnergyRequest)
+                    v_EVTargetEnergyRequest = None
+                    s = 2
+                elif v_EVTargetEnergyRequest is not None:
+                    el = 'EVTargetEnergyRequest'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVTargetEnergyRequest)
                     v_EVTargetEnergyRequest = None
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of DepartureTime, EVTargetEnergyRequest')
-            if s == 1:
-                if v_EVTargetEnergyRequest is not None:
-                    bits(0, 1)
-                    el = 'EVTargetEnergyRequest'
-                    _e_RationalNumberType(w, v_EVTargetEnergyRequest)
-                    v_EVTargetEnergyRequest = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of EVTargetEnergyRequest')
             if s == 2:
                 if v_EVMaximumEnergyRequest is not None:
-                    bits(0, 1)
                     el = 'EVMaximumEnergyRequest'
+                    bits(0, 1)
                     _e_RationalNumberType(w, v_EVMaximumEnergyRequest)
-                    v_EVMaximumEnergyRequest = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of EVMaximumEnergyRequest')
-            if s == 3:
-                if v_EVMinimumEnergyRequest is not None:
-                    bits(0, 1)
+                    if not (v_EVMinimumEnergyRequest is not None): raise EncodeError('missing content: EVMinimumEnergyRequest')
                     el = 'EVMinimumEnergyRequest'
-                    _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
-                    v_EVMinimumEnergyRequest = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of EVMinimumEnergyRequest')
-            if s == 4:
-                if True:
                     bits(0, 1)
+                    v_EVMaximumEnergyRequest = None
+                    _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
+                    bits(0, 1)
+                    v_EVMinimumEnergyRequest = None
                     if v_DepartureTime is not None or v_EVTargetEnergyRequest is not None or v_EVMaximumEnergyRequest is not None or v_EVMinimumEnergyRequest is not None: raise _leftover(o)
                     s = -1
+                else:
+                    raise EncodeError('missing content: expected one of EVMaximumEnergyRequest')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -1341,106 +899,53 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
             if s == 0:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'DepartureTime'
                     if bits(1): raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType')
+                    el = 'DepartureTime'
                     f_DepartureTime = r.uint()
                     if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType')
-                    s = 1
+                    x = bits(2)
+                    if x & 3: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType')
+                    el = 'EVTargetEnergyRequest'
+                    f_EVTargetEnergyRequest = _d_RationalNumberType(r)
+                    s = 2
                 elif ec == 1:
                     el = 'EVTargetEnergyRequest'
                     f_EVTargetEnergyRequest = _d_RationalNumberType(r)
                     s = 2
                 else:
                     raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVTargetEnergyRequest'
-                    f_EVTargetEnergyRequest = _d_RationalNumberType(r)
-                    s = 2
-                else:
-                    raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType')
             if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMaximumEnergyRequest'
-                    f_EVMaximumEnergyRequest = _d_RationalNumberType(r)
-                    s = 3
-                else:
-                    raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMinimumEnergyRequest'
-                    f_EVMinimumEnergyRequest = _d_RationalNumberType(r)
-                    s = 4
-                else:
-                    raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType')
-            if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMaximumChargePower'
-                    f_EVMaximumChargePower = _d_RationalNumberType(r)
-                    s = 5
-                else:
-                    raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType')
-            if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMinimumChargePower'
-                    f_EVMinimumChargePower = _d_RationalNumberType(r)
-                    s = 6
-                else:
-                    raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType')
-            if s == 6:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMaximumChargeCurrent'
-                    f_EVMaximumChargeCurrent = _d_RationalNumberType(r)
-                    s = 7
-                else:
-                    raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType')
-            if s == 7:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMaximumVoltage'
-                    f_EVMaximumVoltage = _d_RationalNumberType(r)
-                    s = 8
-                else:
-                    raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType')
-            if s == 8:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMinimumVoltage'
-                    f_EVMinimumVoltage = _d_RationalNumberType(r)
-                    s = 9
-                else:
-                    raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType')
-            if s == 9:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMaximumDischargePower'
-                    f_EVMaximumDischargePower = _d_RationalNumberType(r)
-                    s = 10
-                else:
-                    raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType')
-            if s == 10:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMinimumDischargePower'
-                    f_EVMinimumDischargePower = _d_RationalNumberType(r)
-                    s = 11
-                else:
-                    raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType')
-            if s == 11:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMaximumDischargeCurrent'
-                    f_EVMaximumDischargeCurrent = _d_RationalNumberType(r)
-                    s = 12
-                else:
-                    raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType')
+                if bits(1): raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType')
+                el = 'EVMaximumEnergyRequest'
+                f_EVMaximumEnergyRequest = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType')
+                el = 'EVMinimumEnergyRequest'
+                f_EVMinimumEnergyRequest = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType')
+                el = 'EVMaximumChargePower'
+                f_EVMaximumChargePower = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType')
+                el = 'EVMinimumChargePower'
+                f_EVMinimumChargePower = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType')
+                el = 'EVMaximumChargeCurrent'
+                f_EVMaximumChargeCurrent = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType')
+                el = 'EVMaximumVoltage'
+                f_EVMaximumVoltage = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType')
+                el = 'EVMinimumVoltage'
+                f_EVMinimumVoltage = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType')
+                el = 'EVMaximumDischargePower'
+                f_EVMaximumDischargePower = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType')
+                el = 'EVMinimumDischargePower'
+                f_EVMinimumDischargePower = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType')
+                el = 'EVMaximumDischargeCurrent'
+                f_EVMaximumDischargeCurrent = _d_RationalNumberType(r)
+                s = 12
             if s == 12:
                 ec = bits(2)
                 if ec == 0:
@@ -1452,6 +957,7 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                     f_EVMinimumV2XEnergyRequest = _d_RationalNumberType(r)
                     s = 14
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType')
@@ -1462,15 +968,13 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                     f_EVMinimumV2XEnergyRequest = _d_RationalNumberType(r)
                     s = 14
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType')
             if s == 14:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType')
+                if bits(1): raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_dc.BPT_Dynamic_DC_CLReqControlModeType(f_DepartureTime, f_EVTargetEnergyRequest, f_EVMaximumEnergyRequest, f_EVMinimumEnergyRequest, f_EVMaximumChargePower, f_EVMinimumChargePower, f_EVMaximumChargeCurrent, f_EVMaximumVoltage, f_EVMinimumVoltage, f_EVMaximumDischargePower, f_EVMinimumDischargePower, f_EVMaximumDischargeCurrent, f_EVMaximumV2XEnergyRequest, f_EVMinimumV2XEnergyRequest)
@@ -1498,131 +1002,89 @@ def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
         while s >= 0:
             if s == 0:
                 if v_DepartureTime is not None:
-                    bits(0, 2)
                     el = 'DepartureTime'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     if v_DepartureTime < 0 or v_DepartureTime > 4294967295: raise EncodeError(f'value {v_DepartureTime!r} outside [0, 4294967295]')
                     w.uint(v_DepartureTime)
-                    w.bits(0, 1)
-                    v_DepartureTime = None
-                    s = 1
-                elif v_EVTargetEnergyRequest is not None:
-                    bits(1, 2)
+                    if not (v_EVTargetEnergyRequest is not None): raise EncodeError('missing content: EVTargetEnergyRequest')
                     el = 'EVTargetEnergyRequest'
+                    bits(0, 2)
+                    v_DepartureTime = None
+                    _e_RationalNumberType(w, v_EVTargetEnergyRequest)
+                    v_EVTargetEnergyRequest = None
+                    s = 2
+                elif v_EVTargetEnergyRequest is not None:
+                    el = 'EVTargetEnergyRequest'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVTargetEnergyRequest)
                     v_EVTargetEnergyRequest = None
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of DepartureTime, EVTargetEnergyRequest')
-            if s == 1:
-                if v_EVTargetEnergyRequest is not None:
-                    bits(0, 1)
-                    el = 'EVTargetEnergyRequest'
-                    _e_RationalNumberType(w, v_EVTargetEnergyRequest)
-                    v_EVTargetEnergyRequest = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of EVTargetEnergyRequest')
             if s == 2:
                 if v_EVMaximumEnergyRequest is not None:
-                    bits(0, 1)
                     el = 'EVMaximumEnergyRequest'
+                    bits(0, 1)
                     _e_RationalNumberType(w, v_EVMaximumEnergyRequest)
-                    v_EVMaximumEnergyRequest = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of EVMaximumEnergyRequest')
-            if s == 3:
-                if v_EVMinimumEnergyRequest is not None:
-                    bits(0, 1)
+                    if not (v_EVMinimumEnergyRequest is not None): raise EncodeError('missing content: EVMinimumEnergyRequest')
                     el = 'EVMinimumEnergyRequest'
+                    bits(0, 1)
+                    v_EVMaximumEnergyRequest = None
                     _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
-                    v_EVMinimumEnergyRequest = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of EVMinimumEnergyRequest')
-            if s == 4:
-                if v_EVMaximumChargePower is not None:
-                    bits(0, 1)
+                    if not (v_EVMaximumChargePower is not None): raise EncodeError('missing content: EVMaximumChargePower')
                     el = 'EVMaximumChargePower'
+                    bits(0, 1)
+                    v_EVMinimumEnergyRequest = None
                     _e_RationalNumberType(w, v_EVMaximumChargePower)
-                    v_EVMaximumChargePower = None
-                    s = 5
-                else:
-                    raise EncodeError('missing content: expected one of EVMaximumChargePower')
-            if s == 5:
-                if v_EVMinimumChargePower is not None:
-                    bits(0, 1)
+                    if not (v_EVMinimumChargePower is not None): raise EncodeError('missing content: EVMinimumChargePower')
                     el = 'EVMinimumChargePower'
+                    bits(0, 1)
+                    v_EVMaximumChargePower = None
                     _e_RationalNumberType(w, v_EVMinimumChargePower)
-                    v_EVMinimumChargePower = None
-                    s = 6
-                else:
-                    raise EncodeError('missing content: expected one of EVMinimumChargePower')
-            if s == 6:
-                if v_EVMaximumChargeCurrent is not None:
-                    bits(0, 1)
+                    if not (v_EVMaximumChargeCurrent is not None): raise EncodeError('missing content: EVMaximumChargeCurrent')
                     el = 'EVMaximumChargeCurrent'
+                    bits(0, 1)
+                    v_EVMinimumChargePower = None
                     _e_RationalNumberType(w, v_EVMaximumChargeCurrent)
-                    v_EVMaximumChargeCurrent = None
-                    s = 7
-                else:
-                    raise EncodeError('missing content: expected one of EVMaximumChargeCurrent')
-            if s == 7:
-                if v_EVMaximumVoltage is not None:
-                    bits(0, 1)
+                    if not (v_EVMaximumVoltage is not None): raise EncodeError('missing content: EVMaximumVoltage')
                     el = 'EVMaximumVoltage'
+                    bits(0, 1)
+                    v_EVMaximumChargeCurrent = None
                     _e_RationalNumberType(w, v_EVMaximumVoltage)
-                    v_EVMaximumVoltage = None
-                    s = 8
-                else:
-                    raise EncodeError('missing content: expected one of EVMaximumVoltage')
-            if s == 8:
-                if v_EVMinimumVoltage is not None:
-                    bits(0, 1)
+                    if not (v_EVMinimumVoltage is not None): raise EncodeError('missing content: EVMinimumVoltage')
                     el = 'EVMinimumVoltage'
+                    bits(0, 1)
+                    v_EVMaximumVoltage = None
                     _e_RationalNumberType(w, v_EVMinimumVoltage)
-                    v_EVMinimumVoltage = None
-                    s = 9
-                else:
-                    raise EncodeError('missing content: expected one of EVMinimumVoltage')
-            if s == 9:
-                if v_EVMaximumDischargePower is not None:
-                    bits(0, 1)
+                    if not (v_EVMaximumDischargePower is not None): raise EncodeError('missing content: EVMaximumDischargePower')
                     el = 'EVMaximumDischargePower'
+                    bits(0, 1)
+                    v_EVMinimumVoltage = None
                     _e_RationalNumberType(w, v_EVMaximumDischargePower)
-                    v_EVMaximumDischargePower = None
-                    s = 10
-                else:
-                    raise EncodeError('missing content: expected one of EVMaximumDischargePower')
-            if s == 10:
-                if v_EVMinimumDischargePower is not None:
-                    bits(0, 1)
+                    if not (v_EVMinimumDischargePower is not None): raise EncodeError('missing content: EVMinimumDischargePower')
                     el = 'EVMinimumDischargePower'
-                    _e_RationalNumberType(w, v_EVMinimumDischargePower)
-                    v_EVMinimumDischargePower = None
-                    s = 11
-                else:
-                    raise EncodeError('missing content: expected one of EVMinimumDischargePower')
-            if s == 11:
-                if v_EVMaximumDischargeCurrent is not None:
                     bits(0, 1)
+                    v_EVMaximumDischargePower = None
+                    _e_RationalNumberType(w, v_EVMinimumDischargePower)
+                    if not (v_EVMaximumDischargeCurrent is not None): raise EncodeError('missing content: EVMaximumDischargeCurrent')
                     el = 'EVMaximumDischargeCurrent'
+                    bits(0, 1)
+                    v_EVMinimumDischargePower = None
                     _e_RationalNumberType(w, v_EVMaximumDischargeCurrent)
                     v_EVMaximumDischargeCurrent = None
                     s = 12
                 else:
-                    raise EncodeError('missing content: expected one of EVMaximumDischargeCurrent')
+                    raise EncodeError('missing content: expected one of EVMaximumEnergyRequest')
             if s == 12:
                 if v_EVMaximumV2XEnergyRequest is not None:
-                    bits(0, 2)
                     el = 'EVMaximumV2XEnergyRequest'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVMaximumV2XEnergyRequest)
                     v_EVMaximumV2XEnergyRequest = None
                     s = 13
                 elif v_EVMinimumV2XEnergyRequest is not None:
-                    bits(1, 2)
                     el = 'EVMinimumV2XEnergyRequest'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVMinimumV2XEnergyRequest)
                     v_EVMinimumV2XEnergyRequest = None
                     s = 14
@@ -1632,8 +1094,8 @@ def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
                     s = -1
             if s == 13:
                 if v_EVMinimumV2XEnergyRequest is not None:
-                    bits(0, 2)
                     el = 'EVMinimumV2XEnergyRequest'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVMinimumV2XEnergyRequest)
                     v_EVMinimumV2XEnergyRequest = None
                     s = 14
@@ -1654,11 +1116,7 @@ def _d_CLResControlModeType(r):
     bits = r.bits
     el = ''
     try:
-        ec = bits(1)
-        if ec == 0:
-            s = -1
-        else:
-            raise r.deviation('CLResControlModeType')
+        if bits(1): raise r.deviation('CLResControlModeType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.CLResControlModeType()
@@ -1668,12 +1126,8 @@ def _e_CLResControlModeType(w, o):
     bits = w.bits
     el = ''
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if True:
-                    bits(0, 1)
-                    s = -1
+        if True:
+            bits(0, 1)
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -1695,29 +1149,29 @@ def _d_Dynamic_DC_CLResControlModeType(r):
             if s == 0:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'DepartureTime'
                     if bits(1): raise r.deviation('Dynamic_DC_CLResControlModeType')
+                    el = 'DepartureTime'
                     f_DepartureTime = r.uint()
                     if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('Dynamic_DC_CLResControlModeType')
                     s = 1
                 elif ec == 1:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('Dynamic_DC_CLResControlModeType')
                     el = 'MinimumSOC'
-                    if bits(1): raise r.deviation('Dynamic_DC_CLResControlModeType')
-                    f_MinimumSOC = bits(7)
+                    f_MinimumSOC = ((x >> 1) & 127)
                     if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('Dynamic_DC_CLResControlModeType')
                     s = 2
                 elif ec == 2:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('Dynamic_DC_CLResControlModeType')
                     el = 'TargetSOC'
-                    if bits(1): raise r.deviation('Dynamic_DC_CLResControlModeType')
-                    f_TargetSOC = bits(7)
+                    f_TargetSOC = ((x >> 1) & 127)
                     if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('Dynamic_DC_CLResControlModeType')
                     s = 3
                 elif ec == 3:
-                    el = 'AckMaxDelay'
                     if bits(1): raise r.deviation('Dynamic_DC_CLResControlModeType')
+                    el = 'AckMaxDelay'
                     f_AckMaxDelay = r.uint()
                     if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.pos)
                     if bits(1): raise r.deviation('Dynamic_DC_CLResControlModeType')
@@ -1731,22 +1185,22 @@ def _d_Dynamic_DC_CLResControlModeType(r):
             if s == 1:
                 ec = bits(3)
                 if ec == 0:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('Dynamic_DC_CLResControlModeType')
                     el = 'MinimumSOC'
-                    if bits(1): raise r.deviation('Dynamic_DC_CLResControlModeType')
-                    f_MinimumSOC = bits(7)
+                    f_MinimumSOC = ((x >> 1) & 127)
                     if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('Dynamic_DC_CLResControlModeType')
                     s = 2
                 elif ec == 1:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('Dynamic_DC_CLResControlModeType')
                     el = 'TargetSOC'
-                    if bits(1): raise r.deviation('Dynamic_DC_CLResControlModeType')
-                    f_TargetSOC = bits(7)
+                    f_TargetSOC = ((x >> 1) & 127)
                     if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('Dynamic_DC_CLResControlModeType')
                     s = 3
                 elif ec == 2:
-                    el = 'AckMaxDelay'
                     if bits(1): raise r.deviation('Dynamic_DC_CLResControlModeType')
+                    el = 'AckMaxDelay'
                     f_AckMaxDelay = r.uint()
                     if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.pos)
                     if bits(1): raise r.deviation('Dynamic_DC_CLResControlModeType')
@@ -1760,15 +1214,15 @@ def _d_Dynamic_DC_CLResControlModeType(r):
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('Dynamic_DC_CLResControlModeType')
                     el = 'TargetSOC'
-                    if bits(1): raise r.deviation('Dynamic_DC_CLResControlModeType')
-                    f_TargetSOC = bits(7)
+                    f_TargetSOC = ((x >> 1) & 127)
                     if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('Dynamic_DC_CLResControlModeType')
                     s = 3
                 elif ec == 1:
-                    el = 'AckMaxDelay'
                     if bits(1): raise r.deviation('Dynamic_DC_CLResControlModeType')
+                    el = 'AckMaxDelay'
                     f_AckMaxDelay = r.uint()
                     if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.pos)
                     if bits(1): raise r.deviation('Dynamic_DC_CLResControlModeType')
@@ -1782,8 +1236,8 @@ def _d_Dynamic_DC_CLResControlModeType(r):
             if s == 3:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'AckMaxDelay'
                     if bits(1): raise r.deviation('Dynamic_DC_CLResControlModeType')
+                    el = 'AckMaxDelay'
                     f_AckMaxDelay = r.uint()
                     if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.pos)
                     if bits(1): raise r.deviation('Dynamic_DC_CLResControlModeType')
@@ -1795,43 +1249,22 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                 else:
                     raise r.deviation('Dynamic_DC_CLResControlModeType')
             if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEMaximumChargePower'
-                    f_EVSEMaximumChargePower = _d_RationalNumberType(r)
-                    s = 5
-                else:
-                    raise r.deviation('Dynamic_DC_CLResControlModeType')
+                if bits(1): raise r.deviation('Dynamic_DC_CLResControlModeType')
+                el = 'EVSEMaximumChargePower'
+                f_EVSEMaximumChargePower = _d_RationalNumberType(r)
+                s = 5
             if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEMinimumChargePower'
-                    f_EVSEMinimumChargePower = _d_RationalNumberType(r)
-                    s = 6
-                else:
-                    raise r.deviation('Dynamic_DC_CLResControlModeType')
-            if s == 6:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEMaximumChargeCurrent'
-                    f_EVSEMaximumChargeCurrent = _d_RationalNumberType(r)
-                    s = 7
-                else:
-                    raise r.deviation('Dynamic_DC_CLResControlModeType')
-            if s == 7:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEMaximumVoltage'
-                    f_EVSEMaximumVoltage = _d_RationalNumberType(r)
-                    s = 8
-                else:
-                    raise r.deviation('Dynamic_DC_CLResControlModeType')
-            if s == 8:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('Dynamic_DC_CLResControlModeType')
+                if bits(1): raise r.deviation('Dynamic_DC_CLResControlModeType')
+                el = 'EVSEMinimumChargePower'
+                f_EVSEMinimumChargePower = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('Dynamic_DC_CLResControlModeType')
+                el = 'EVSEMaximumChargeCurrent'
+                f_EVSEMaximumChargeCurrent = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('Dynamic_DC_CLResControlModeType')
+                el = 'EVSEMaximumVoltage'
+                f_EVSEMaximumVoltage = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('Dynamic_DC_CLResControlModeType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_dc.Dynamic_DC_CLResControlModeType(f_DepartureTime, f_MinimumSOC, f_TargetSOC, f_AckMaxDelay, f_EVSEMaximumChargePower, f_EVSEMinimumChargePower, f_EVSEMaximumChargeCurrent, f_EVSEMaximumVoltage)
@@ -1853,44 +1286,36 @@ def _e_Dynamic_DC_CLResControlModeType(w, o):
         while s >= 0:
             if s == 0:
                 if v_DepartureTime is not None:
-                    bits(0, 3)
                     el = 'DepartureTime'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     if v_DepartureTime < 0 or v_DepartureTime > 4294967295: raise EncodeError(f'value {v_DepartureTime!r} outside [0, 4294967295]')
                     w.uint(v_DepartureTime)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_DepartureTime = None
                     s = 1
                 elif v_MinimumSOC is not None:
-                    bits(1, 3)
                     el = 'MinimumSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_MinimumSOC <= 100: raise EncodeError(f'value {v_MinimumSOC!r} outside [0, 100]')
-                    w.bits(v_MinimumSOC, 7)
-                    w.bits(0, 1)
+                    bits((1 << 9) | (v_MinimumSOC << 1), 12)
                     v_MinimumSOC = None
                     s = 2
                 elif v_TargetSOC is not None:
-                    bits(2, 3)
                     el = 'TargetSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
-                    w.bits(v_TargetSOC, 7)
-                    w.bits(0, 1)
+                    bits((2 << 9) | (v_TargetSOC << 1), 12)
                     v_TargetSOC = None
                     s = 3
                 elif v_AckMaxDelay is not None:
-                    bits(3, 3)
                     el = 'AckMaxDelay'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
                     w.uint(v_AckMaxDelay)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_AckMaxDelay = None
                     s = 4
                 elif v_EVSEMaximumChargePower is not None:
-                    bits(4, 3)
                     el = 'EVSEMaximumChargePower'
+                    bits(4, 3)
                     _e_RationalNumberType(w, v_EVSEMaximumChargePower)
                     v_EVSEMaximumChargePower = None
                     s = 5
@@ -1898,35 +1323,28 @@ def _e_Dynamic_DC_CLResControlModeType(w, o):
                     raise EncodeError('missing content: expected one of DepartureTime, MinimumSOC, TargetSOC, AckMaxDelay, EVSEMaximumChargePower')
             if s == 1:
                 if v_MinimumSOC is not None:
-                    bits(0, 3)
                     el = 'MinimumSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_MinimumSOC <= 100: raise EncodeError(f'value {v_MinimumSOC!r} outside [0, 100]')
-                    w.bits(v_MinimumSOC, 7)
-                    w.bits(0, 1)
+                    bits((v_MinimumSOC << 1), 12)
                     v_MinimumSOC = None
                     s = 2
                 elif v_TargetSOC is not None:
-                    bits(1, 3)
                     el = 'TargetSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
-                    w.bits(v_TargetSOC, 7)
-                    w.bits(0, 1)
+                    bits((1 << 9) | (v_TargetSOC << 1), 12)
                     v_TargetSOC = None
                     s = 3
                 elif v_AckMaxDelay is not None:
-                    bits(2, 3)
                     el = 'AckMaxDelay'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
                     w.uint(v_AckMaxDelay)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_AckMaxDelay = None
                     s = 4
                 elif v_EVSEMaximumChargePower is not None:
-                    bits(3, 3)
                     el = 'EVSEMaximumChargePower'
+                    bits(3, 3)
                     _e_RationalNumberType(w, v_EVSEMaximumChargePower)
                     v_EVSEMaximumChargePower = None
                     s = 5
@@ -1934,26 +1352,22 @@ def _e_Dynamic_DC_CLResControlModeType(w, o):
                     raise EncodeError('missing content: expected one of MinimumSOC, TargetSOC, AckMaxDelay, EVSEMaximumChargePower')
             if s == 2:
                 if v_TargetSOC is not None:
-                    bits(0, 2)
                     el = 'TargetSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
-                    w.bits(v_TargetSOC, 7)
-                    w.bits(0, 1)
+                    bits((v_TargetSOC << 1), 11)
                     v_TargetSOC = None
                     s = 3
                 elif v_AckMaxDelay is not None:
-                    bits(1, 2)
                     el = 'AckMaxDelay'
-                    w.bits(0, 1)
+                    bits((1 << 1), 3)
                     if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
                     w.uint(v_AckMaxDelay)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_AckMaxDelay = None
                     s = 4
                 elif v_EVSEMaximumChargePower is not None:
-                    bits(2, 2)
                     el = 'EVSEMaximumChargePower'
+                    bits(2, 2)
                     _e_RationalNumberType(w, v_EVSEMaximumChargePower)
                     v_EVSEMaximumChargePower = None
                     s = 5
@@ -1961,17 +1375,16 @@ def _e_Dynamic_DC_CLResControlModeType(w, o):
                     raise EncodeError('missing content: expected one of TargetSOC, AckMaxDelay, EVSEMaximumChargePower')
             if s == 3:
                 if v_AckMaxDelay is not None:
-                    bits(0, 2)
                     el = 'AckMaxDelay'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
                     w.uint(v_AckMaxDelay)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_AckMaxDelay = None
                     s = 4
                 elif v_EVSEMaximumChargePower is not None:
-                    bits(1, 2)
                     el = 'EVSEMaximumChargePower'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVSEMaximumChargePower)
                     v_EVSEMaximumChargePower = None
                     s = 5
@@ -1979,8 +1392,8 @@ def _e_Dynamic_DC_CLResControlModeType(w, o):
                     raise EncodeError('missing content: expected one of AckMaxDelay, EVSEMaximumChargePower')
             if s == 4:
                 if v_EVSEMaximumChargePower is not None:
-                    bits(0, 1)
                     el = 'EVSEMaximumChargePower'
+                    bits(0, 1)
                     _e_RationalNumberType(w, v_EVSEMaximumChargePower)
                     v_EVSEMaximumChargePower = None
                     s = 5
@@ -1988,36 +1401,25 @@ def _e_Dynamic_DC_CLResControlModeType(w, o):
                     raise EncodeError('missing content: expected one of EVSEMaximumChargePower')
             if s == 5:
                 if v_EVSEMinimumChargePower is not None:
-                    bits(0, 1)
                     el = 'EVSEMinimumChargePower'
+                    bits(0, 1)
                     _e_RationalNumberType(w, v_EVSEMinimumChargePower)
-                    v_EVSEMinimumChargePower = None
-                    s = 6
-                else:
-                    raise EncodeError('missing content: expected one of EVSEMinimumChargePower')
-            if s == 6:
-                if v_EVSEMaximumChargeCurrent is not None:
-                    bits(0, 1)
+                    if not (v_EVSEMaximumChargeCurrent is not None): raise EncodeError('missing content: EVSEMaximumChargeCurrent')
                     el = 'EVSEMaximumChargeCurrent'
+                    bits(0, 1)
+                    v_EVSEMinimumChargePower = None
                     _e_RationalNumberType(w, v_EVSEMaximumChargeCurrent)
-                    v_EVSEMaximumChargeCurrent = None
-                    s = 7
-                else:
-                    raise EncodeError('missing content: expected one of EVSEMaximumChargeCurrent')
-            if s == 7:
-                if v_EVSEMaximumVoltage is not None:
-                    bits(0, 1)
+                    if not (v_EVSEMaximumVoltage is not None): raise EncodeError('missing content: EVSEMaximumVoltage')
                     el = 'EVSEMaximumVoltage'
-                    _e_RationalNumberType(w, v_EVSEMaximumVoltage)
-                    v_EVSEMaximumVoltage = None
-                    s = 8
-                else:
-                    raise EncodeError('missing content: expected one of EVSEMaximumVoltage')
-            if s == 8:
-                if True:
                     bits(0, 1)
+                    v_EVSEMaximumChargeCurrent = None
+                    _e_RationalNumberType(w, v_EVSEMaximumVoltage)
+                    bits(0, 1)
+                    v_EVSEMaximumVoltage = None
                     if v_DepartureTime is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_AckMaxDelay is not None or v_EVSEMaximumChargePower is not None or v_EVSEMinimumChargePower is not None or v_EVSEMaximumChargeCurrent is not None or v_EVSEMaximumVoltage is not None: raise _leftover(o)
                     s = -1
+                else:
+                    raise EncodeError('missing content: expected one of EVSEMinimumChargePower')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -2035,103 +1437,104 @@ def _d_Dynamic_CLResControlModeType(r):
             if s == 0:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'DepartureTime'
                     if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
+                    el = 'DepartureTime'
                     f_DepartureTime = r.uint()
                     if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
                     s = 1
                 elif ec == 1:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('Dynamic_CLResControlModeType')
                     el = 'MinimumSOC'
-                    if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
-                    f_MinimumSOC = bits(7)
+                    f_MinimumSOC = ((x >> 1) & 127)
                     if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
                     s = 2
                 elif ec == 2:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('Dynamic_CLResControlModeType')
                     el = 'TargetSOC'
-                    if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
-                    f_TargetSOC = bits(7)
+                    f_TargetSOC = ((x >> 1) & 127)
                     if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
                     s = 3
                 elif ec == 3:
-                    el = 'AckMaxDelay'
                     if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
+                    el = 'AckMaxDelay'
                     f_AckMaxDelay = r.uint()
                     if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.pos)
                     if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
                     s = 4
                 elif ec == 4:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Dynamic_CLResControlModeType')
             if s == 1:
                 ec = bits(3)
                 if ec == 0:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('Dynamic_CLResControlModeType')
                     el = 'MinimumSOC'
-                    if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
-                    f_MinimumSOC = bits(7)
+                    f_MinimumSOC = ((x >> 1) & 127)
                     if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
                     s = 2
                 elif ec == 1:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('Dynamic_CLResControlModeType')
                     el = 'TargetSOC'
-                    if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
-                    f_TargetSOC = bits(7)
+                    f_TargetSOC = ((x >> 1) & 127)
                     if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
                     s = 3
                 elif ec == 2:
-                    el = 'AckMaxDelay'
                     if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
+                    el = 'AckMaxDelay'
                     f_AckMaxDelay = r.uint()
                     if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.pos)
                     if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
                     s = 4
                 elif ec == 3:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Dynamic_CLResControlModeType')
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('Dynamic_CLResControlModeType')
                     el = 'TargetSOC'
-                    if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
-                    f_TargetSOC = bits(7)
+                    f_TargetSOC = ((x >> 1) & 127)
                     if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
                     s = 3
                 elif ec == 1:
-                    el = 'AckMaxDelay'
                     if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
+                    el = 'AckMaxDelay'
                     f_AckMaxDelay = r.uint()
                     if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.pos)
                     if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
                     s = 4
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Dynamic_CLResControlModeType')
             if s == 3:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'AckMaxDelay'
                     if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
+                    el = 'AckMaxDelay'
                     f_AckMaxDelay = r.uint()
                     if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.pos)
                     if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
                     s = 4
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Dynamic_CLResControlModeType')
             if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('Dynamic_CLResControlModeType')
+                if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.Dynamic_CLResControlModeType(f_DepartureTime, f_MinimumSOC, f_TargetSOC, f_AckMaxDelay)
@@ -2149,39 +1552,31 @@ def _e_Dynamic_CLResControlModeType(w, o):
         while s >= 0:
             if s == 0:
                 if v_DepartureTime is not None:
-                    bits(0, 3)
                     el = 'DepartureTime'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     if v_DepartureTime < 0 or v_DepartureTime > 4294967295: raise EncodeError(f'value {v_DepartureTime!r} outside [0, 4294967295]')
                     w.uint(v_DepartureTime)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_DepartureTime = None
                     s = 1
                 elif v_MinimumSOC is not None:
-                    bits(1, 3)
                     el = 'MinimumSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_MinimumSOC <= 100: raise EncodeError(f'value {v_MinimumSOC!r} outside [0, 100]')
-                    w.bits(v_MinimumSOC, 7)
-                    w.bits(0, 1)
+                    bits((1 << 9) | (v_MinimumSOC << 1), 12)
                     v_MinimumSOC = None
                     s = 2
                 elif v_TargetSOC is not None:
-                    bits(2, 3)
                     el = 'TargetSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
-                    w.bits(v_TargetSOC, 7)
-                    w.bits(0, 1)
+                    bits((2 << 9) | (v_TargetSOC << 1), 12)
                     v_TargetSOC = None
                     s = 3
                 elif v_AckMaxDelay is not None:
-                    bits(3, 3)
                     el = 'AckMaxDelay'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
                     w.uint(v_AckMaxDelay)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_AckMaxDelay = None
                     s = 4
                 elif True:
@@ -2190,30 +1585,23 @@ def _e_Dynamic_CLResControlModeType(w, o):
                     s = -1
             if s == 1:
                 if v_MinimumSOC is not None:
-                    bits(0, 3)
                     el = 'MinimumSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_MinimumSOC <= 100: raise EncodeError(f'value {v_MinimumSOC!r} outside [0, 100]')
-                    w.bits(v_MinimumSOC, 7)
-                    w.bits(0, 1)
+                    bits((v_MinimumSOC << 1), 12)
                     v_MinimumSOC = None
                     s = 2
                 elif v_TargetSOC is not None:
-                    bits(1, 3)
                     el = 'TargetSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
-                    w.bits(v_TargetSOC, 7)
-                    w.bits(0, 1)
+                    bits((1 << 9) | (v_TargetSOC << 1), 12)
                     v_TargetSOC = None
                     s = 3
                 elif v_AckMaxDelay is not None:
-                    bits(2, 3)
                     el = 'AckMaxDelay'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
                     w.uint(v_AckMaxDelay)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_AckMaxDelay = None
                     s = 4
                 elif True:
@@ -2222,21 +1610,17 @@ def _e_Dynamic_CLResControlModeType(w, o):
                     s = -1
             if s == 2:
                 if v_TargetSOC is not None:
-                    bits(0, 2)
                     el = 'TargetSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
-                    w.bits(v_TargetSOC, 7)
-                    w.bits(0, 1)
+                    bits((v_TargetSOC << 1), 11)
                     v_TargetSOC = None
                     s = 3
                 elif v_AckMaxDelay is not None:
-                    bits(1, 2)
                     el = 'AckMaxDelay'
-                    w.bits(0, 1)
+                    bits((1 << 1), 3)
                     if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
                     w.uint(v_AckMaxDelay)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_AckMaxDelay = None
                     s = 4
                 elif True:
@@ -2245,12 +1629,11 @@ def _e_Dynamic_CLResControlModeType(w, o):
                     s = -1
             if s == 3:
                 if v_AckMaxDelay is not None:
-                    bits(0, 2)
                     el = 'AckMaxDelay'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
                     w.uint(v_AckMaxDelay)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_AckMaxDelay = None
                     s = 4
                 elif True:
@@ -2287,29 +1670,29 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             if s == 0:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'DepartureTime'
                     if bits(1): raise r.deviation('BPT_Dynamic_DC_CLResControlModeType')
+                    el = 'DepartureTime'
                     f_DepartureTime = r.uint()
                     if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('BPT_Dynamic_DC_CLResControlModeType')
                     s = 1
                 elif ec == 1:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType')
                     el = 'MinimumSOC'
-                    if bits(1): raise r.deviation('BPT_Dynamic_DC_CLResControlModeType')
-                    f_MinimumSOC = bits(7)
+                    f_MinimumSOC = ((x >> 1) & 127)
                     if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('BPT_Dynamic_DC_CLResControlModeType')
                     s = 2
                 elif ec == 2:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType')
                     el = 'TargetSOC'
-                    if bits(1): raise r.deviation('BPT_Dynamic_DC_CLResControlModeType')
-                    f_TargetSOC = bits(7)
+                    f_TargetSOC = ((x >> 1) & 127)
                     if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('BPT_Dynamic_DC_CLResControlModeType')
                     s = 3
                 elif ec == 3:
-                    el = 'AckMaxDelay'
                     if bits(1): raise r.deviation('BPT_Dynamic_DC_CLResControlModeType')
+                    el = 'AckMaxDelay'
                     f_AckMaxDelay = r.uint()
                     if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.pos)
                     if bits(1): raise r.deviation('BPT_Dynamic_DC_CLResControlModeType')
@@ -2323,22 +1706,22 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             if s == 1:
                 ec = bits(3)
                 if ec == 0:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType')
                     el = 'MinimumSOC'
-                    if bits(1): raise r.deviation('BPT_Dynamic_DC_CLResControlModeType')
-                    f_MinimumSOC = bits(7)
+                    f_MinimumSOC = ((x >> 1) & 127)
                     if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('BPT_Dynamic_DC_CLResControlModeType')
                     s = 2
                 elif ec == 1:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType')
                     el = 'TargetSOC'
-                    if bits(1): raise r.deviation('BPT_Dynamic_DC_CLResControlModeType')
-                    f_TargetSOC = bits(7)
+                    f_TargetSOC = ((x >> 1) & 127)
                     if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('BPT_Dynamic_DC_CLResControlModeType')
                     s = 3
                 elif ec == 2:
-                    el = 'AckMaxDelay'
                     if bits(1): raise r.deviation('BPT_Dynamic_DC_CLResControlModeType')
+                    el = 'AckMaxDelay'
                     f_AckMaxDelay = r.uint()
                     if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.pos)
                     if bits(1): raise r.deviation('BPT_Dynamic_DC_CLResControlModeType')
@@ -2352,15 +1735,15 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType')
                     el = 'TargetSOC'
-                    if bits(1): raise r.deviation('BPT_Dynamic_DC_CLResControlModeType')
-                    f_TargetSOC = bits(7)
+                    f_TargetSOC = ((x >> 1) & 127)
                     if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('BPT_Dynamic_DC_CLResControlModeType')
                     s = 3
                 elif ec == 1:
-                    el = 'AckMaxDelay'
                     if bits(1): raise r.deviation('BPT_Dynamic_DC_CLResControlModeType')
+                    el = 'AckMaxDelay'
                     f_AckMaxDelay = r.uint()
                     if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.pos)
                     if bits(1): raise r.deviation('BPT_Dynamic_DC_CLResControlModeType')
@@ -2374,8 +1757,8 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             if s == 3:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'AckMaxDelay'
                     if bits(1): raise r.deviation('BPT_Dynamic_DC_CLResControlModeType')
+                    el = 'AckMaxDelay'
                     f_AckMaxDelay = r.uint()
                     if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.pos)
                     if bits(1): raise r.deviation('BPT_Dynamic_DC_CLResControlModeType')
@@ -2387,75 +1770,34 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                 else:
                     raise r.deviation('BPT_Dynamic_DC_CLResControlModeType')
             if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEMaximumChargePower'
-                    f_EVSEMaximumChargePower = _d_RationalNumberType(r)
-                    s = 5
-                else:
-                    raise r.deviation('BPT_Dynamic_DC_CLResControlModeType')
+                if bits(1): raise r.deviation('BPT_Dynamic_DC_CLResControlModeType')
+                el = 'EVSEMaximumChargePower'
+                f_EVSEMaximumChargePower = _d_RationalNumberType(r)
+                s = 5
             if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEMinimumChargePower'
-                    f_EVSEMinimumChargePower = _d_RationalNumberType(r)
-                    s = 6
-                else:
-                    raise r.deviation('BPT_Dynamic_DC_CLResControlModeType')
-            if s == 6:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEMaximumChargeCurrent'
-                    f_EVSEMaximumChargeCurrent = _d_RationalNumberType(r)
-                    s = 7
-                else:
-                    raise r.deviation('BPT_Dynamic_DC_CLResControlModeType')
-            if s == 7:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEMaximumVoltage'
-                    f_EVSEMaximumVoltage = _d_RationalNumberType(r)
-                    s = 8
-                else:
-                    raise r.deviation('BPT_Dynamic_DC_CLResControlModeType')
-            if s == 8:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEMaximumDischargePower'
-                    f_EVSEMaximumDischargePower = _d_RationalNumberType(r)
-                    s = 9
-                else:
-                    raise r.deviation('BPT_Dynamic_DC_CLResControlModeType')
-            if s == 9:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEMinimumDischargePower'
-                    f_EVSEMinimumDischargePower = _d_RationalNumberType(r)
-                    s = 10
-                else:
-                    raise r.deviation('BPT_Dynamic_DC_CLResControlModeType')
-            if s == 10:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEMaximumDischargeCurrent'
-                    f_EVSEMaximumDischargeCurrent = _d_RationalNumberType(r)
-                    s = 11
-                else:
-                    raise r.deviation('BPT_Dynamic_DC_CLResControlModeType')
-            if s == 11:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEMinimumVoltage'
-                    f_EVSEMinimumVoltage = _d_RationalNumberType(r)
-                    s = 12
-                else:
-                    raise r.deviation('BPT_Dynamic_DC_CLResControlModeType')
-            if s == 12:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('BPT_Dynamic_DC_CLResControlModeType')
+                if bits(1): raise r.deviation('BPT_Dynamic_DC_CLResControlModeType')
+                el = 'EVSEMinimumChargePower'
+                f_EVSEMinimumChargePower = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('BPT_Dynamic_DC_CLResControlModeType')
+                el = 'EVSEMaximumChargeCurrent'
+                f_EVSEMaximumChargeCurrent = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('BPT_Dynamic_DC_CLResControlModeType')
+                el = 'EVSEMaximumVoltage'
+                f_EVSEMaximumVoltage = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('BPT_Dynamic_DC_CLResControlModeType')
+                el = 'EVSEMaximumDischargePower'
+                f_EVSEMaximumDischargePower = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('BPT_Dynamic_DC_CLResControlModeType')
+                el = 'EVSEMinimumDischargePower'
+                f_EVSEMinimumDischargePower = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('BPT_Dynamic_DC_CLResControlModeType')
+                el = 'EVSEMaximumDischargeCurrent'
+                f_EVSEMaximumDischargeCurrent = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('BPT_Dynamic_DC_CLResControlModeType')
+                el = 'EVSEMinimumVoltage'
+                f_EVSEMinimumVoltage = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('BPT_Dynamic_DC_CLResControlModeType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_dc.BPT_Dynamic_DC_CLResControlModeType(f_DepartureTime, f_MinimumSOC, f_TargetSOC, f_AckMaxDelay, f_EVSEMaximumChargePower, f_EVSEMinimumChargePower, f_EVSEMaximumChargeCurrent, f_EVSEMaximumVoltage, f_EVSEMaximumDischargePower, f_EVSEMinimumDischargePower, f_EVSEMaximumDischargeCurrent, f_EVSEMinimumVoltage)
@@ -2481,44 +1823,36 @@ def _e_BPT_Dynamic_DC_CLResControlModeType(w, o):
         while s >= 0:
             if s == 0:
                 if v_DepartureTime is not None:
-                    bits(0, 3)
                     el = 'DepartureTime'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     if v_DepartureTime < 0 or v_DepartureTime > 4294967295: raise EncodeError(f'value {v_DepartureTime!r} outside [0, 4294967295]')
                     w.uint(v_DepartureTime)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_DepartureTime = None
                     s = 1
                 elif v_MinimumSOC is not None:
-                    bits(1, 3)
                     el = 'MinimumSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_MinimumSOC <= 100: raise EncodeError(f'value {v_MinimumSOC!r} outside [0, 100]')
-                    w.bits(v_MinimumSOC, 7)
-                    w.bits(0, 1)
+                    bits((1 << 9) | (v_MinimumSOC << 1), 12)
                     v_MinimumSOC = None
                     s = 2
                 elif v_TargetSOC is not None:
-                    bits(2, 3)
                     el = 'TargetSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
-                    w.bits(v_TargetSOC, 7)
-                    w.bits(0, 1)
+                    bits((2 << 9) | (v_TargetSOC << 1), 12)
                     v_TargetSOC = None
                     s = 3
                 elif v_AckMaxDelay is not None:
-                    bits(3, 3)
                     el = 'AckMaxDelay'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
                     w.uint(v_AckMaxDelay)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_AckMaxDelay = None
                     s = 4
                 elif v_EVSEMaximumChargePower is not None:
-                    bits(4, 3)
                     el = 'EVSEMaximumChargePower'
+                    bits(4, 3)
                     _e_RationalNumberType(w, v_EVSEMaximumChargePower)
                     v_EVSEMaximumChargePower = None
                     s = 5
@@ -2526,35 +1860,28 @@ def _e_BPT_Dynamic_DC_CLResControlModeType(w, o):
                     raise EncodeError('missing content: expected one of DepartureTime, MinimumSOC, TargetSOC, AckMaxDelay, EVSEMaximumChargePower')
             if s == 1:
                 if v_MinimumSOC is not None:
-                    bits(0, 3)
                     el = 'MinimumSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_MinimumSOC <= 100: raise EncodeError(f'value {v_MinimumSOC!r} outside [0, 100]')
-                    w.bits(v_MinimumSOC, 7)
-                    w.bits(0, 1)
+                    bits((v_MinimumSOC << 1), 12)
                     v_MinimumSOC = None
                     s = 2
                 elif v_TargetSOC is not None:
-                    bits(1, 3)
                     el = 'TargetSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
-                    w.bits(v_TargetSOC, 7)
-                    w.bits(0, 1)
+                    bits((1 << 9) | (v_TargetSOC << 1), 12)
                     v_TargetSOC = None
                     s = 3
                 elif v_AckMaxDelay is not None:
-                    bits(2, 3)
                     el = 'AckMaxDelay'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
                     w.uint(v_AckMaxDelay)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_AckMaxDelay = None
                     s = 4
                 elif v_EVSEMaximumChargePower is not None:
-                    bits(3, 3)
                     el = 'EVSEMaximumChargePower'
+                    bits(3, 3)
                     _e_RationalNumberType(w, v_EVSEMaximumChargePower)
                     v_EVSEMaximumChargePower = None
                     s = 5
@@ -2562,26 +1889,22 @@ def _e_BPT_Dynamic_DC_CLResControlModeType(w, o):
                     raise EncodeError('missing content: expected one of MinimumSOC, TargetSOC, AckMaxDelay, EVSEMaximumChargePower')
             if s == 2:
                 if v_TargetSOC is not None:
-                    bits(0, 2)
                     el = 'TargetSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
-                    w.bits(v_TargetSOC, 7)
-                    w.bits(0, 1)
+                    bits((v_TargetSOC << 1), 11)
                     v_TargetSOC = None
                     s = 3
                 elif v_AckMaxDelay is not None:
-                    bits(1, 2)
                     el = 'AckMaxDelay'
-                    w.bits(0, 1)
+                    bits((1 << 1), 3)
                     if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
                     w.uint(v_AckMaxDelay)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_AckMaxDelay = None
                     s = 4
                 elif v_EVSEMaximumChargePower is not None:
-                    bits(2, 2)
                     el = 'EVSEMaximumChargePower'
+                    bits(2, 2)
                     _e_RationalNumberType(w, v_EVSEMaximumChargePower)
                     v_EVSEMaximumChargePower = None
                     s = 5
@@ -2589,17 +1912,16 @@ def _e_BPT_Dynamic_DC_CLResControlModeType(w, o):
                     raise EncodeError('missing content: expected one of TargetSOC, AckMaxDelay, EVSEMaximumChargePower')
             if s == 3:
                 if v_AckMaxDelay is not None:
-                    bits(0, 2)
                     el = 'AckMaxDelay'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
                     w.uint(v_AckMaxDelay)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_AckMaxDelay = None
                     s = 4
                 elif v_EVSEMaximumChargePower is not None:
-                    bits(1, 2)
                     el = 'EVSEMaximumChargePower'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVSEMaximumChargePower)
                     v_EVSEMaximumChargePower = None
                     s = 5
@@ -2607,8 +1929,8 @@ def _e_BPT_Dynamic_DC_CLResControlModeType(w, o):
                     raise EncodeError('missing content: expected one of AckMaxDelay, EVSEMaximumChargePower')
             if s == 4:
                 if v_EVSEMaximumChargePower is not None:
-                    bits(0, 1)
                     el = 'EVSEMaximumChargePower'
+                    bits(0, 1)
                     _e_RationalNumberType(w, v_EVSEMaximumChargePower)
                     v_EVSEMaximumChargePower = None
                     s = 5
@@ -2616,72 +1938,45 @@ def _e_BPT_Dynamic_DC_CLResControlModeType(w, o):
                     raise EncodeError('missing content: expected one of EVSEMaximumChargePower')
             if s == 5:
                 if v_EVSEMinimumChargePower is not None:
-                    bits(0, 1)
                     el = 'EVSEMinimumChargePower'
+                    bits(0, 1)
                     _e_RationalNumberType(w, v_EVSEMinimumChargePower)
-                    v_EVSEMinimumChargePower = None
-                    s = 6
-                else:
-                    raise EncodeError('missing content: expected one of EVSEMinimumChargePower')
-            if s == 6:
-                if v_EVSEMaximumChargeCurrent is not None:
-                    bits(0, 1)
+                    if not (v_EVSEMaximumChargeCurrent is not None): raise EncodeError('missing content: EVSEMaximumChargeCurrent')
                     el = 'EVSEMaximumChargeCurrent'
+                    bits(0, 1)
+                    v_EVSEMinimumChargePower = None
                     _e_RationalNumberType(w, v_EVSEMaximumChargeCurrent)
-                    v_EVSEMaximumChargeCurrent = None
-                    s = 7
-                else:
-                    raise EncodeError('missing content: expected one of EVSEMaximumChargeCurrent')
-            if s == 7:
-                if v_EVSEMaximumVoltage is not None:
-                    bits(0, 1)
+                    if not (v_EVSEMaximumVoltage is not None): raise EncodeError('missing content: EVSEMaximumVoltage')
                     el = 'EVSEMaximumVoltage'
+                    bits(0, 1)
+                    v_EVSEMaximumChargeCurrent = None
                     _e_RationalNumberType(w, v_EVSEMaximumVoltage)
-                    v_EVSEMaximumVoltage = None
-                    s = 8
-                else:
-                    raise EncodeError('missing content: expected one of EVSEMaximumVoltage')
-            if s == 8:
-                if v_EVSEMaximumDischargePower is not None:
-                    bits(0, 1)
+                    if not (v_EVSEMaximumDischargePower is not None): raise EncodeError('missing content: EVSEMaximumDischargePower')
                     el = 'EVSEMaximumDischargePower'
+                    bits(0, 1)
+                    v_EVSEMaximumVoltage = None
                     _e_RationalNumberType(w, v_EVSEMaximumDischargePower)
-                    v_EVSEMaximumDischargePower = None
-                    s = 9
-                else:
-                    raise EncodeError('missing content: expected one of EVSEMaximumDischargePower')
-            if s == 9:
-                if v_EVSEMinimumDischargePower is not None:
-                    bits(0, 1)
+                    if not (v_EVSEMinimumDischargePower is not None): raise EncodeError('missing content: EVSEMinimumDischargePower')
                     el = 'EVSEMinimumDischargePower'
+                    bits(0, 1)
+                    v_EVSEMaximumDischargePower = None
                     _e_RationalNumberType(w, v_EVSEMinimumDischargePower)
-                    v_EVSEMinimumDischargePower = None
-                    s = 10
-                else:
-                    raise EncodeError('missing content: expected one of EVSEMinimumDischargePower')
-            if s == 10:
-                if v_EVSEMaximumDischargeCurrent is not None:
-                    bits(0, 1)
+                    if not (v_EVSEMaximumDischargeCurrent is not None): raise EncodeError('missing content: EVSEMaximumDischargeCurrent')
                     el = 'EVSEMaximumDischargeCurrent'
+                    bits(0, 1)
+                    v_EVSEMinimumDischargePower = None
                     _e_RationalNumberType(w, v_EVSEMaximumDischargeCurrent)
-                    v_EVSEMaximumDischargeCurrent = None
-                    s = 11
-                else:
-                    raise EncodeError('missing content: expected one of EVSEMaximumDischargeCurrent')
-            if s == 11:
-                if v_EVSEMinimumVoltage is not None:
-                    bits(0, 1)
+                    if not (v_EVSEMinimumVoltage is not None): raise EncodeError('missing content: EVSEMinimumVoltage')
                     el = 'EVSEMinimumVoltage'
-                    _e_RationalNumberType(w, v_EVSEMinimumVoltage)
-                    v_EVSEMinimumVoltage = None
-                    s = 12
-                else:
-                    raise EncodeError('missing content: expected one of EVSEMinimumVoltage')
-            if s == 12:
-                if True:
                     bits(0, 1)
+                    v_EVSEMaximumDischargeCurrent = None
+                    _e_RationalNumberType(w, v_EVSEMinimumVoltage)
+                    bits(0, 1)
+                    v_EVSEMinimumVoltage = None
                     if v_DepartureTime is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_AckMaxDelay is not None or v_EVSEMaximumChargePower is not None or v_EVSEMinimumChargePower is not None or v_EVSEMaximumChargeCurrent is not None or v_EVSEMaximumVoltage is not None or v_EVSEMaximumDischargePower is not None or v_EVSEMinimumDischargePower is not None or v_EVSEMaximumDischargeCurrent is not None or v_EVSEMinimumVoltage is not None: raise _leftover(o)
                     s = -1
+                else:
+                    raise EncodeError('missing content: expected one of EVSEMinimumChargePower')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -2751,21 +2046,15 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 else:
                     raise r.deviation('Scheduled_DC_CLReqControlModeType')
             if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVTargetCurrent'
-                    f_EVTargetCurrent = _d_RationalNumberType(r)
-                    s = 4
-                else:
-                    raise r.deviation('Scheduled_DC_CLReqControlModeType')
+                if bits(1): raise r.deviation('Scheduled_DC_CLReqControlModeType')
+                el = 'EVTargetCurrent'
+                f_EVTargetCurrent = _d_RationalNumberType(r)
+                s = 4
             if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVTargetVoltage'
-                    f_EVTargetVoltage = _d_RationalNumberType(r)
-                    s = 5
-                else:
-                    raise r.deviation('Scheduled_DC_CLReqControlModeType')
+                if bits(1): raise r.deviation('Scheduled_DC_CLReqControlModeType')
+                el = 'EVTargetVoltage'
+                f_EVTargetVoltage = _d_RationalNumberType(r)
+                s = 5
             if s == 5:
                 ec = bits(3)
                 if ec == 0:
@@ -2789,6 +2078,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     f_EVMinimumVoltage = _d_RationalNumberType(r)
                     s = 10
                 elif ec == 5:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Scheduled_DC_CLReqControlModeType')
@@ -2811,6 +2101,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     f_EVMinimumVoltage = _d_RationalNumberType(r)
                     s = 10
                 elif ec == 4:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Scheduled_DC_CLReqControlModeType')
@@ -2829,6 +2120,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     f_EVMinimumVoltage = _d_RationalNumberType(r)
                     s = 10
                 elif ec == 3:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Scheduled_DC_CLReqControlModeType')
@@ -2843,6 +2135,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     f_EVMinimumVoltage = _d_RationalNumberType(r)
                     s = 10
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Scheduled_DC_CLReqControlModeType')
@@ -2853,15 +2146,13 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     f_EVMinimumVoltage = _d_RationalNumberType(r)
                     s = 10
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Scheduled_DC_CLReqControlModeType')
             if s == 10:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('Scheduled_DC_CLReqControlModeType')
+                if bits(1): raise r.deviation('Scheduled_DC_CLReqControlModeType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_dc.Scheduled_DC_CLReqControlModeType(f_EVTargetEnergyRequest, f_EVMaximumEnergyRequest, f_EVMinimumEnergyRequest, f_EVTargetCurrent, f_EVTargetVoltage, f_EVMaximumChargePower, f_EVMinimumChargePower, f_EVMaximumChargeCurrent, f_EVMaximumVoltage, f_EVMinimumVoltage)
@@ -2885,26 +2176,26 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
         while s >= 0:
             if s == 0:
                 if v_EVTargetEnergyRequest is not None:
-                    bits(0, 3)
                     el = 'EVTargetEnergyRequest'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_EVTargetEnergyRequest)
                     v_EVTargetEnergyRequest = None
                     s = 1
                 elif v_EVMaximumEnergyRequest is not None:
-                    bits(1, 3)
                     el = 'EVMaximumEnergyRequest'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_EVMaximumEnergyRequest)
                     v_EVMaximumEnergyRequest = None
                     s = 2
                 elif v_EVMinimumEnergyRequest is not None:
-                    bits(2, 3)
                     el = 'EVMinimumEnergyRequest'
+                    bits(2, 3)
                     _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
                     v_EVMinimumEnergyRequest = None
                     s = 3
                 elif v_EVTargetCurrent is not None:
-                    bits(3, 3)
                     el = 'EVTargetCurrent'
+                    bits(3, 3)
                     _e_RationalNumberType(w, v_EVTargetCurrent)
                     v_EVTargetCurrent = None
                     s = 4
@@ -2912,20 +2203,20 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                     raise EncodeError('missing content: expected one of EVTargetEnergyRequest, EVMaximumEnergyRequest, EVMinimumEnergyRequest, EVTargetCurrent')
             if s == 1:
                 if v_EVMaximumEnergyRequest is not None:
-                    bits(0, 2)
                     el = 'EVMaximumEnergyRequest'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVMaximumEnergyRequest)
                     v_EVMaximumEnergyRequest = None
                     s = 2
                 elif v_EVMinimumEnergyRequest is not None:
-                    bits(1, 2)
                     el = 'EVMinimumEnergyRequest'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
                     v_EVMinimumEnergyRequest = None
                     s = 3
                 elif v_EVTargetCurrent is not None:
-                    bits(2, 2)
                     el = 'EVTargetCurrent'
+                    bits(2, 2)
                     _e_RationalNumberType(w, v_EVTargetCurrent)
                     v_EVTargetCurrent = None
                     s = 4
@@ -2933,14 +2224,14 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                     raise EncodeError('missing content: expected one of EVMaximumEnergyRequest, EVMinimumEnergyRequest, EVTargetCurrent')
             if s == 2:
                 if v_EVMinimumEnergyRequest is not None:
-                    bits(0, 2)
                     el = 'EVMinimumEnergyRequest'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
                     v_EVMinimumEnergyRequest = None
                     s = 3
                 elif v_EVTargetCurrent is not None:
-                    bits(1, 2)
                     el = 'EVTargetCurrent'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVTargetCurrent)
                     v_EVTargetCurrent = None
                     s = 4
@@ -2948,8 +2239,8 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                     raise EncodeError('missing content: expected one of EVMinimumEnergyRequest, EVTargetCurrent')
             if s == 3:
                 if v_EVTargetCurrent is not None:
-                    bits(0, 1)
                     el = 'EVTargetCurrent'
+                    bits(0, 1)
                     _e_RationalNumberType(w, v_EVTargetCurrent)
                     v_EVTargetCurrent = None
                     s = 4
@@ -2957,8 +2248,8 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                     raise EncodeError('missing content: expected one of EVTargetCurrent')
             if s == 4:
                 if v_EVTargetVoltage is not None:
-                    bits(0, 1)
                     el = 'EVTargetVoltage'
+                    bits(0, 1)
                     _e_RationalNumberType(w, v_EVTargetVoltage)
                     v_EVTargetVoltage = None
                     s = 5
@@ -2966,32 +2257,32 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                     raise EncodeError('missing content: expected one of EVTargetVoltage')
             if s == 5:
                 if v_EVMaximumChargePower is not None:
-                    bits(0, 3)
                     el = 'EVMaximumChargePower'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_EVMaximumChargePower)
                     v_EVMaximumChargePower = None
                     s = 6
                 elif v_EVMinimumChargePower is not None:
-                    bits(1, 3)
                     el = 'EVMinimumChargePower'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_EVMinimumChargePower)
                     v_EVMinimumChargePower = None
                     s = 7
                 elif v_EVMaximumChargeCurrent is not None:
-                    bits(2, 3)
                     el = 'EVMaximumChargeCurrent'
+                    bits(2, 3)
                     _e_RationalNumberType(w, v_EVMaximumChargeCurrent)
                     v_EVMaximumChargeCurrent = None
                     s = 8
                 elif v_EVMaximumVoltage is not None:
-                    bits(3, 3)
                     el = 'EVMaximumVoltage'
+                    bits(3, 3)
                     _e_RationalNumberType(w, v_EVMaximumVoltage)
                     v_EVMaximumVoltage = None
                     s = 9
                 elif v_EVMinimumVoltage is not None:
-                    bits(4, 3)
                     el = 'EVMinimumVoltage'
+                    bits(4, 3)
                     _e_RationalNumberType(w, v_EVMinimumVoltage)
                     v_EVMinimumVoltage = None
                     s = 10
@@ -3001,26 +2292,26 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                     s = -1
             if s == 6:
                 if v_EVMinimumChargePower is not None:
-                    bits(0, 3)
                     el = 'EVMinimumChargePower'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_EVMinimumChargePower)
                     v_EVMinimumChargePower = None
                     s = 7
                 elif v_EVMaximumChargeCurrent is not None:
-                    bits(1, 3)
                     el = 'EVMaximumChargeCurrent'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_EVMaximumChargeCurrent)
                     v_EVMaximumChargeCurrent = None
                     s = 8
                 elif v_EVMaximumVoltage is not None:
-                    bits(2, 3)
                     el = 'EVMaximumVoltage'
+                    bits(2, 3)
                     _e_RationalNumberType(w, v_EVMaximumVoltage)
                     v_EVMaximumVoltage = None
                     s = 9
                 elif v_EVMinimumVoltage is not None:
-                    bits(3, 3)
                     el = 'EVMinimumVoltage'
+                    bits(3, 3)
                     _e_RationalNumberType(w, v_EVMinimumVoltage)
                     v_EVMinimumVoltage = None
                     s = 10
@@ -3030,20 +2321,20 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                     s = -1
             if s == 7:
                 if v_EVMaximumChargeCurrent is not None:
-                    bits(0, 3)
                     el = 'EVMaximumChargeCurrent'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_EVMaximumChargeCurrent)
                     v_EVMaximumChargeCurrent = None
                     s = 8
                 elif v_EVMaximumVoltage is not None:
-                    bits(1, 3)
                     el = 'EVMaximumVoltage'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_EVMaximumVoltage)
                     v_EVMaximumVoltage = None
                     s = 9
                 elif v_EVMinimumVoltage is not None:
-                    bits(2, 3)
                     el = 'EVMinimumVoltage'
+                    bits(2, 3)
                     _e_RationalNumberType(w, v_EVMinimumVoltage)
                     v_EVMinimumVoltage = None
                     s = 10
@@ -3053,14 +2344,14 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                     s = -1
             if s == 8:
                 if v_EVMaximumVoltage is not None:
-                    bits(0, 2)
                     el = 'EVMaximumVoltage'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVMaximumVoltage)
                     v_EVMaximumVoltage = None
                     s = 9
                 elif v_EVMinimumVoltage is not None:
-                    bits(1, 2)
                     el = 'EVMinimumVoltage'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVMinimumVoltage)
                     v_EVMinimumVoltage = None
                     s = 10
@@ -3070,8 +2361,8 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                     s = -1
             if s == 9:
                 if v_EVMinimumVoltage is not None:
-                    bits(0, 2)
                     el = 'EVMinimumVoltage'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVMinimumVoltage)
                     v_EVMinimumVoltage = None
                     s = 10
@@ -3112,6 +2403,7 @@ def _d_Scheduled_CLReqControlModeType(r):
                     f_EVMinimumEnergyRequest = _d_RationalNumberType(r)
                     s = 3
                 elif ec == 3:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Scheduled_CLReqControlModeType')
@@ -3126,6 +2418,7 @@ def _d_Scheduled_CLReqControlModeType(r):
                     f_EVMinimumEnergyRequest = _d_RationalNumberType(r)
                     s = 3
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Scheduled_CLReqControlModeType')
@@ -3136,15 +2429,13 @@ def _d_Scheduled_CLReqControlModeType(r):
                     f_EVMinimumEnergyRequest = _d_RationalNumberType(r)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Scheduled_CLReqControlModeType')
             if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('Scheduled_CLReqControlModeType')
+                if bits(1): raise r.deviation('Scheduled_CLReqControlModeType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.Scheduled_CLReqControlModeType(f_EVTargetEnergyRequest, f_EVMaximumEnergyRequest, f_EVMinimumEnergyRequest)
@@ -3161,20 +2452,20 @@ def _e_Scheduled_CLReqControlModeType(w, o):
         while s >= 0:
             if s == 0:
                 if v_EVTargetEnergyRequest is not None:
-                    bits(0, 3)
                     el = 'EVTargetEnergyRequest'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_EVTargetEnergyRequest)
                     v_EVTargetEnergyRequest = None
                     s = 1
                 elif v_EVMaximumEnergyRequest is not None:
-                    bits(1, 3)
                     el = 'EVMaximumEnergyRequest'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_EVMaximumEnergyRequest)
                     v_EVMaximumEnergyRequest = None
                     s = 2
                 elif v_EVMinimumEnergyRequest is not None:
-                    bits(2, 3)
                     el = 'EVMinimumEnergyRequest'
+                    bits(2, 3)
                     _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
                     v_EVMinimumEnergyRequest = None
                     s = 3
@@ -3184,14 +2475,14 @@ def _e_Scheduled_CLReqControlModeType(w, o):
                     s = -1
             if s == 1:
                 if v_EVMaximumEnergyRequest is not None:
-                    bits(0, 2)
                     el = 'EVMaximumEnergyRequest'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVMaximumEnergyRequest)
                     v_EVMaximumEnergyRequest = None
                     s = 2
                 elif v_EVMinimumEnergyRequest is not None:
-                    bits(1, 2)
                     el = 'EVMinimumEnergyRequest'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
                     v_EVMinimumEnergyRequest = None
                     s = 3
@@ -3201,8 +2492,8 @@ def _e_Scheduled_CLReqControlModeType(w, o):
                     s = -1
             if s == 2:
                 if v_EVMinimumEnergyRequest is not None:
-                    bits(0, 2)
                     el = 'EVMinimumEnergyRequest'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
                     v_EVMinimumEnergyRequest = None
                     s = 3
@@ -3287,21 +2578,15 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 else:
                     raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType')
             if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVTargetCurrent'
-                    f_EVTargetCurrent = _d_RationalNumberType(r)
-                    s = 4
-                else:
-                    raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType')
+                if bits(1): raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType')
+                el = 'EVTargetCurrent'
+                f_EVTargetCurrent = _d_RationalNumberType(r)
+                s = 4
             if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVTargetVoltage'
-                    f_EVTargetVoltage = _d_RationalNumberType(r)
-                    s = 5
-                else:
-                    raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType')
+                if bits(1): raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType')
+                el = 'EVTargetVoltage'
+                f_EVTargetVoltage = _d_RationalNumberType(r)
+                s = 5
             if s == 5:
                 ec = bits(4)
                 if ec == 0:
@@ -3337,6 +2622,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     f_EVMaximumDischargeCurrent = _d_RationalNumberType(r)
                     s = 13
                 elif ec == 8:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType')
@@ -3371,6 +2657,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     f_EVMaximumDischargeCurrent = _d_RationalNumberType(r)
                     s = 13
                 elif ec == 7:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType')
@@ -3401,6 +2688,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     f_EVMaximumDischargeCurrent = _d_RationalNumberType(r)
                     s = 13
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType')
@@ -3427,6 +2715,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     f_EVMaximumDischargeCurrent = _d_RationalNumberType(r)
                     s = 13
                 elif ec == 5:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType')
@@ -3449,6 +2738,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     f_EVMaximumDischargeCurrent = _d_RationalNumberType(r)
                     s = 13
                 elif ec == 4:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType')
@@ -3467,6 +2757,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     f_EVMaximumDischargeCurrent = _d_RationalNumberType(r)
                     s = 13
                 elif ec == 3:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType')
@@ -3481,6 +2772,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     f_EVMaximumDischargeCurrent = _d_RationalNumberType(r)
                     s = 13
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType')
@@ -3491,15 +2783,13 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     f_EVMaximumDischargeCurrent = _d_RationalNumberType(r)
                     s = 13
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType')
             if s == 13:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType')
+                if bits(1): raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_dc.BPT_Scheduled_DC_CLReqControlModeType(f_EVTargetEnergyRequest, f_EVMaximumEnergyRequest, f_EVMinimumEnergyRequest, f_EVTargetCurrent, f_EVTargetVoltage, f_EVMaximumChargePower, f_EVMinimumChargePower, f_EVMaximumChargeCurrent, f_EVMaximumVoltage, f_EVMinimumVoltage, f_EVMaximumDischargePower, f_EVMinimumDischargePower, f_EVMaximumDischargeCurrent)
@@ -3526,26 +2816,26 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
         while s >= 0:
             if s == 0:
                 if v_EVTargetEnergyRequest is not None:
-                    bits(0, 3)
                     el = 'EVTargetEnergyRequest'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_EVTargetEnergyRequest)
                     v_EVTargetEnergyRequest = None
                     s = 1
                 elif v_EVMaximumEnergyRequest is not None:
-                    bits(1, 3)
                     el = 'EVMaximumEnergyRequest'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_EVMaximumEnergyRequest)
                     v_EVMaximumEnergyRequest = None
                     s = 2
                 elif v_EVMinimumEnergyRequest is not None:
-                    bits(2, 3)
                     el = 'EVMinimumEnergyRequest'
+                    bits(2, 3)
                     _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
                     v_EVMinimumEnergyRequest = None
                     s = 3
                 elif v_EVTargetCurrent is not None:
-                    bits(3, 3)
                     el = 'EVTargetCurrent'
+                    bits(3, 3)
                     _e_RationalNumberType(w, v_EVTargetCurrent)
                     v_EVTargetCurrent = None
                     s = 4
@@ -3553,20 +2843,20 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                     raise EncodeError('missing content: expected one of EVTargetEnergyRequest, EVMaximumEnergyRequest, EVMinimumEnergyRequest, EVTargetCurrent')
             if s == 1:
                 if v_EVMaximumEnergyRequest is not None:
-                    bits(0, 2)
                     el = 'EVMaximumEnergyRequest'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVMaximumEnergyRequest)
                     v_EVMaximumEnergyRequest = None
                     s = 2
                 elif v_EVMinimumEnergyRequest is not None:
-                    bits(1, 2)
                     el = 'EVMinimumEnergyRequest'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
                     v_EVMinimumEnergyRequest = None
                     s = 3
                 elif v_EVTargetCurrent is not None:
-                    bits(2, 2)
                     el = 'EVTargetCurrent'
+                    bits(2, 2)
                     _e_RationalNumberType(w, v_EVTargetCurrent)
                     v_EVTargetCurrent = None
                     s = 4
@@ -3574,14 +2864,14 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                     raise EncodeError('missing content: expected one of EVMaximumEnergyRequest, EVMinimumEnergyRequest, EVTargetCurrent')
             if s == 2:
                 if v_EVMinimumEnergyRequest is not None:
-                    bits(0, 2)
                     el = 'EVMinimumEnergyRequest'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
                     v_EVMinimumEnergyRequest = None
                     s = 3
                 elif v_EVTargetCurrent is not None:
-                    bits(1, 2)
                     el = 'EVTargetCurrent'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVTargetCurrent)
                     v_EVTargetCurrent = None
                     s = 4
@@ -3589,8 +2879,8 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                     raise EncodeError('missing content: expected one of EVMinimumEnergyRequest, EVTargetCurrent')
             if s == 3:
                 if v_EVTargetCurrent is not None:
-                    bits(0, 1)
                     el = 'EVTargetCurrent'
+                    bits(0, 1)
                     _e_RationalNumberType(w, v_EVTargetCurrent)
                     v_EVTargetCurrent = None
                     s = 4
@@ -3598,8 +2888,8 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                     raise EncodeError('missing content: expected one of EVTargetCurrent')
             if s == 4:
                 if v_EVTargetVoltage is not None:
-                    bits(0, 1)
                     el = 'EVTargetVoltage'
+                    bits(0, 1)
                     _e_RationalNumberType(w, v_EVTargetVoltage)
                     v_EVTargetVoltage = None
                     s = 5
@@ -3607,50 +2897,50 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                     raise EncodeError('missing content: expected one of EVTargetVoltage')
             if s == 5:
                 if v_EVMaximumChargePower is not None:
-                    bits(0, 4)
                     el = 'EVMaximumChargePower'
+                    bits(0, 4)
                     _e_RationalNumberType(w, v_EVMaximumChargePower)
                     v_EVMaximumChargePower = None
                     s = 6
                 elif v_EVMinimumChargePower is not None:
-                    bits(1, 4)
                     el = 'EVMinimumChargePower'
+                    bits(1, 4)
                     _e_RationalNumberType(w, v_EVMinimumChargePower)
                     v_EVMinimumChargePower = None
                     s = 7
                 elif v_EVMaximumChargeCurrent is not None:
-                    bits(2, 4)
                     el = 'EVMaximumChargeCurrent'
+                    bits(2, 4)
                     _e_RationalNumberType(w, v_EVMaximumChargeCurrent)
                     v_EVMaximumChargeCurrent = None
                     s = 8
                 elif v_EVMaximumVoltage is not None:
-                    bits(3, 4)
                     el = 'EVMaximumVoltage'
+                    bits(3, 4)
                     _e_RationalNumberType(w, v_EVMaximumVoltage)
                     v_EVMaximumVoltage = None
                     s = 9
                 elif v_EVMinimumVoltage is not None:
-                    bits(4, 4)
                     el = 'EVMinimumVoltage'
+                    bits(4, 4)
                     _e_RationalNumberType(w, v_EVMinimumVoltage)
                     v_EVMinimumVoltage = None
                     s = 10
                 elif v_EVMaximumDischargePower is not None:
-                    bits(5, 4)
                     el = 'EVMaximumDischargePower'
+                    bits(5, 4)
                     _e_RationalNumberType(w, v_EVMaximumDischargePower)
                     v_EVMaximumDischargePower = None
                     s = 11
                 elif v_EVMinimumDischargePower is not None:
-                    bits(6, 4)
                     el = 'EVMinimumDischargePower'
+                    bits(6, 4)
                     _e_RationalNumberType(w, v_EVMinimumDischargePower)
                     v_EVMinimumDischargePower = None
                     s = 12
                 elif v_EVMaximumDischargeCurrent is not None:
-                    bits(7, 4)
                     el = 'EVMaximumDischargeCurrent'
+                    bits(7, 4)
                     _e_RationalNumberType(w, v_EVMaximumDischargeCurrent)
                     v_EVMaximumDischargeCurrent = None
                     s = 13
@@ -3660,44 +2950,44 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                     s = -1
             if s == 6:
                 if v_EVMinimumChargePower is not None:
-                    bits(0, 4)
                     el = 'EVMinimumChargePower'
+                    bits(0, 4)
                     _e_RationalNumberType(w, v_EVMinimumChargePower)
                     v_EVMinimumChargePower = None
                     s = 7
                 elif v_EVMaximumChargeCurrent is not None:
-                    bits(1, 4)
                     el = 'EVMaximumChargeCurrent'
+                    bits(1, 4)
                     _e_RationalNumberType(w, v_EVMaximumChargeCurrent)
                     v_EVMaximumChargeCurrent = None
                     s = 8
                 elif v_EVMaximumVoltage is not None:
-                    bits(2, 4)
                     el = 'EVMaximumVoltage'
+                    bits(2, 4)
                     _e_RationalNumberType(w, v_EVMaximumVoltage)
                     v_EVMaximumVoltage = None
                     s = 9
                 elif v_EVMinimumVoltage is not None:
-                    bits(3, 4)
                     el = 'EVMinimumVoltage'
+                    bits(3, 4)
                     _e_RationalNumberType(w, v_EVMinimumVoltage)
                     v_EVMinimumVoltage = None
                     s = 10
                 elif v_EVMaximumDischargePower is not None:
-                    bits(4, 4)
                     el = 'EVMaximumDischargePower'
+                    bits(4, 4)
                     _e_RationalNumberType(w, v_EVMaximumDischargePower)
                     v_EVMaximumDischargePower = None
                     s = 11
                 elif v_EVMinimumDischargePower is not None:
-                    bits(5, 4)
                     el = 'EVMinimumDischargePower'
+                    bits(5, 4)
                     _e_RationalNumberType(w, v_EVMinimumDischargePower)
                     v_EVMinimumDischargePower = None
                     s = 12
                 elif v_EVMaximumDischargeCurrent is not None:
-                    bits(6, 4)
                     el = 'EVMaximumDischargeCurrent'
+                    bits(6, 4)
                     _e_RationalNumberType(w, v_EVMaximumDischargeCurrent)
                     v_EVMaximumDischargeCurrent = None
                     s = 13
@@ -3707,38 +2997,38 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                     s = -1
             if s == 7:
                 if v_EVMaximumChargeCurrent is not None:
-                    bits(0, 3)
                     el = 'EVMaximumChargeCurrent'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_EVMaximumChargeCurrent)
                     v_EVMaximumChargeCurrent = None
                     s = 8
                 elif v_EVMaximumVoltage is not None:
-                    bits(1, 3)
                     el = 'EVMaximumVoltage'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_EVMaximumVoltage)
                     v_EVMaximumVoltage = None
                     s = 9
                 elif v_EVMinimumVoltage is not None:
-                    bits(2, 3)
                     el = 'EVMinimumVoltage'
+                    bits(2, 3)
                     _e_RationalNumberType(w, v_EVMinimumVoltage)
                     v_EVMinimumVoltage = None
                     s = 10
                 elif v_EVMaximumDischargePower is not None:
-                    bits(3, 3)
                     el = 'EVMaximumDischargePower'
+                    bits(3, 3)
                     _e_RationalNumberType(w, v_EVMaximumDischargePower)
                     v_EVMaximumDischargePower = None
                     s = 11
                 elif v_EVMinimumDischargePower is not None:
-                    bits(4, 3)
                     el = 'EVMinimumDischargePower'
+                    bits(4, 3)
                     _e_RationalNumberType(w, v_EVMinimumDischargePower)
                     v_EVMinimumDischargePower = None
                     s = 12
                 elif v_EVMaximumDischargeCurrent is not None:
-                    bits(5, 3)
                     el = 'EVMaximumDischargeCurrent'
+                    bits(5, 3)
                     _e_RationalNumberType(w, v_EVMaximumDischargeCurrent)
                     v_EVMaximumDischargeCurrent = None
                     s = 13
@@ -3748,32 +3038,32 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                     s = -1
             if s == 8:
                 if v_EVMaximumVoltage is not None:
-                    bits(0, 3)
                     el = 'EVMaximumVoltage'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_EVMaximumVoltage)
                     v_EVMaximumVoltage = None
                     s = 9
                 elif v_EVMinimumVoltage is not None:
-                    bits(1, 3)
                     el = 'EVMinimumVoltage'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_EVMinimumVoltage)
                     v_EVMinimumVoltage = None
                     s = 10
                 elif v_EVMaximumDischargePower is not None:
-                    bits(2, 3)
                     el = 'EVMaximumDischargePower'
+                    bits(2, 3)
                     _e_RationalNumberType(w, v_EVMaximumDischargePower)
                     v_EVMaximumDischargePower = None
                     s = 11
                 elif v_EVMinimumDischargePower is not None:
-                    bits(3, 3)
                     el = 'EVMinimumDischargePower'
+                    bits(3, 3)
                     _e_RationalNumberType(w, v_EVMinimumDischargePower)
                     v_EVMinimumDischargePower = None
                     s = 12
                 elif v_EVMaximumDischargeCurrent is not None:
-                    bits(4, 3)
                     el = 'EVMaximumDischargeCurrent'
+                    bits(4, 3)
                     _e_RationalNumberType(w, v_EVMaximumDischargeCurrent)
                     v_EVMaximumDischargeCurrent = None
                     s = 13
@@ -3783,26 +3073,26 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                     s = -1
             if s == 9:
                 if v_EVMinimumVoltage is not None:
-                    bits(0, 3)
                     el = 'EVMinimumVoltage'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_EVMinimumVoltage)
                     v_EVMinimumVoltage = None
                     s = 10
                 elif v_EVMaximumDischargePower is not None:
-                    bits(1, 3)
                     el = 'EVMaximumDischargePower'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_EVMaximumDischargePower)
                     v_EVMaximumDischargePower = None
                     s = 11
                 elif v_EVMinimumDischargePower is not None:
-                    bits(2, 3)
                     el = 'EVMinimumDischargePower'
+                    bits(2, 3)
                     _e_RationalNumberType(w, v_EVMinimumDischargePower)
                     v_EVMinimumDischargePower = None
                     s = 12
                 elif v_EVMaximumDischargeCurrent is not None:
-                    bits(3, 3)
                     el = 'EVMaximumDischargeCurrent'
+                    bits(3, 3)
                     _e_RationalNumberType(w, v_EVMaximumDischargeCurrent)
                     v_EVMaximumDischargeCurrent = None
                     s = 13
@@ -3812,20 +3102,20 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                     s = -1
             if s == 10:
                 if v_EVMaximumDischargePower is not None:
-                    bits(0, 3)
                     el = 'EVMaximumDischargePower'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_EVMaximumDischargePower)
                     v_EVMaximumDischargePower = None
                     s = 11
                 elif v_EVMinimumDischargePower is not None:
-                    bits(1, 3)
                     el = 'EVMinimumDischargePower'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_EVMinimumDischargePower)
                     v_EVMinimumDischargePower = None
                     s = 12
                 elif v_EVMaximumDischargeCurrent is not None:
-                    bits(2, 3)
                     el = 'EVMaximumDischargeCurrent'
+                    bits(2, 3)
                     _e_RationalNumberType(w, v_EVMaximumDischargeCurrent)
                     v_EVMaximumDischargeCurrent = None
                     s = 13
@@ -3835,14 +3125,14 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                     s = -1
             if s == 11:
                 if v_EVMinimumDischargePower is not None:
-                    bits(0, 2)
                     el = 'EVMinimumDischargePower'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVMinimumDischargePower)
                     v_EVMinimumDischargePower = None
                     s = 12
                 elif v_EVMaximumDischargeCurrent is not None:
-                    bits(1, 2)
                     el = 'EVMaximumDischargeCurrent'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVMaximumDischargeCurrent)
                     v_EVMaximumDischargeCurrent = None
                     s = 13
@@ -3852,8 +3142,8 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                     s = -1
             if s == 12:
                 if v_EVMaximumDischargeCurrent is not None:
-                    bits(0, 2)
                     el = 'EVMaximumDischargeCurrent'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVMaximumDischargeCurrent)
                     v_EVMaximumDischargeCurrent = None
                     s = 13
@@ -3899,6 +3189,7 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                     f_EVSEMaximumVoltage = _d_RationalNumberType(r)
                     s = 4
                 elif ec == 4:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Scheduled_DC_CLResControlModeType')
@@ -3917,6 +3208,7 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                     f_EVSEMaximumVoltage = _d_RationalNumberType(r)
                     s = 4
                 elif ec == 3:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Scheduled_DC_CLResControlModeType')
@@ -3931,6 +3223,7 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                     f_EVSEMaximumVoltage = _d_RationalNumberType(r)
                     s = 4
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Scheduled_DC_CLResControlModeType')
@@ -3941,15 +3234,13 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                     f_EVSEMaximumVoltage = _d_RationalNumberType(r)
                     s = 4
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Scheduled_DC_CLResControlModeType')
             if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('Scheduled_DC_CLResControlModeType')
+                if bits(1): raise r.deviation('Scheduled_DC_CLResControlModeType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_dc.Scheduled_DC_CLResControlModeType(f_EVSEMaximumChargePower, f_EVSEMinimumChargePower, f_EVSEMaximumChargeCurrent, f_EVSEMaximumVoltage)
@@ -3967,26 +3258,26 @@ def _e_Scheduled_DC_CLResControlModeType(w, o):
         while s >= 0:
             if s == 0:
                 if v_EVSEMaximumChargePower is not None:
-                    bits(0, 3)
                     el = 'EVSEMaximumChargePower'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_EVSEMaximumChargePower)
                     v_EVSEMaximumChargePower = None
                     s = 1
                 elif v_EVSEMinimumChargePower is not None:
-                    bits(1, 3)
                     el = 'EVSEMinimumChargePower'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_EVSEMinimumChargePower)
                     v_EVSEMinimumChargePower = None
                     s = 2
                 elif v_EVSEMaximumChargeCurrent is not None:
-                    bits(2, 3)
                     el = 'EVSEMaximumChargeCurrent'
+                    bits(2, 3)
                     _e_RationalNumberType(w, v_EVSEMaximumChargeCurrent)
                     v_EVSEMaximumChargeCurrent = None
                     s = 3
                 elif v_EVSEMaximumVoltage is not None:
-                    bits(3, 3)
                     el = 'EVSEMaximumVoltage'
+                    bits(3, 3)
                     _e_RationalNumberType(w, v_EVSEMaximumVoltage)
                     v_EVSEMaximumVoltage = None
                     s = 4
@@ -3996,20 +3287,20 @@ def _e_Scheduled_DC_CLResControlModeType(w, o):
                     s = -1
             if s == 1:
                 if v_EVSEMinimumChargePower is not None:
-                    bits(0, 3)
                     el = 'EVSEMinimumChargePower'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_EVSEMinimumChargePower)
                     v_EVSEMinimumChargePower = None
                     s = 2
                 elif v_EVSEMaximumChargeCurrent is not None:
-                    bits(1, 3)
                     el = 'EVSEMaximumChargeCurrent'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_EVSEMaximumChargeCurrent)
                     v_EVSEMaximumChargeCurrent = None
                     s = 3
                 elif v_EVSEMaximumVoltage is not None:
-                    bits(2, 3)
                     el = 'EVSEMaximumVoltage'
+                    bits(2, 3)
                     _e_RationalNumberType(w, v_EVSEMaximumVoltage)
                     v_EVSEMaximumVoltage = None
                     s = 4
@@ -4019,14 +3310,14 @@ def _e_Scheduled_DC_CLResControlModeType(w, o):
                     s = -1
             if s == 2:
                 if v_EVSEMaximumChargeCurrent is not None:
-                    bits(0, 2)
                     el = 'EVSEMaximumChargeCurrent'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVSEMaximumChargeCurrent)
                     v_EVSEMaximumChargeCurrent = None
                     s = 3
                 elif v_EVSEMaximumVoltage is not None:
-                    bits(1, 2)
                     el = 'EVSEMaximumVoltage'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVSEMaximumVoltage)
                     v_EVSEMaximumVoltage = None
                     s = 4
@@ -4036,8 +3327,8 @@ def _e_Scheduled_DC_CLResControlModeType(w, o):
                     s = -1
             if s == 3:
                 if v_EVSEMaximumVoltage is not None:
-                    bits(0, 2)
                     el = 'EVSEMaximumVoltage'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVSEMaximumVoltage)
                     v_EVSEMaximumVoltage = None
                     s = 4
@@ -4058,11 +3349,7 @@ def _d_Scheduled_CLResControlModeType(r):
     bits = r.bits
     el = ''
     try:
-        ec = bits(1)
-        if ec == 0:
-            s = -1
-        else:
-            raise r.deviation('Scheduled_CLResControlModeType')
+        if bits(1): raise r.deviation('Scheduled_CLResControlModeType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.Scheduled_CLResControlModeType()
@@ -4072,12 +3359,8 @@ def _e_Scheduled_CLResControlModeType(w, o):
     bits = w.bits
     el = ''
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if True:
-                    bits(0, 1)
-                    s = -1
+        if True:
+            bits(0, 1)
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -4131,6 +3414,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     f_EVSEMinimumVoltage = _d_RationalNumberType(r)
                     s = 8
                 elif ec == 8:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('BPT_Scheduled_DC_CLResControlModeType')
@@ -4165,6 +3449,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     f_EVSEMinimumVoltage = _d_RationalNumberType(r)
                     s = 8
                 elif ec == 7:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('BPT_Scheduled_DC_CLResControlModeType')
@@ -4195,6 +3480,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     f_EVSEMinimumVoltage = _d_RationalNumberType(r)
                     s = 8
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('BPT_Scheduled_DC_CLResControlModeType')
@@ -4221,6 +3507,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     f_EVSEMinimumVoltage = _d_RationalNumberType(r)
                     s = 8
                 elif ec == 5:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('BPT_Scheduled_DC_CLResControlModeType')
@@ -4243,6 +3530,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     f_EVSEMinimumVoltage = _d_RationalNumberType(r)
                     s = 8
                 elif ec == 4:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('BPT_Scheduled_DC_CLResControlModeType')
@@ -4261,6 +3549,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     f_EVSEMinimumVoltage = _d_RationalNumberType(r)
                     s = 8
                 elif ec == 3:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('BPT_Scheduled_DC_CLResControlModeType')
@@ -4275,6 +3564,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     f_EVSEMinimumVoltage = _d_RationalNumberType(r)
                     s = 8
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('BPT_Scheduled_DC_CLResControlModeType')
@@ -4285,15 +3575,13 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     f_EVSEMinimumVoltage = _d_RationalNumberType(r)
                     s = 8
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('BPT_Scheduled_DC_CLResControlModeType')
             if s == 8:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('BPT_Scheduled_DC_CLResControlModeType')
+                if bits(1): raise r.deviation('BPT_Scheduled_DC_CLResControlModeType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_dc.BPT_Scheduled_DC_CLResControlModeType(f_EVSEMaximumChargePower, f_EVSEMinimumChargePower, f_EVSEMaximumChargeCurrent, f_EVSEMaximumVoltage, f_EVSEMaximumDischargePower, f_EVSEMinimumDischargePower, f_EVSEMaximumDischargeCurrent, f_EVSEMinimumVoltage)
@@ -4315,50 +3603,50 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
         while s >= 0:
             if s == 0:
                 if v_EVSEMaximumChargePower is not None:
-                    bits(0, 4)
                     el = 'EVSEMaximumChargePower'
+                    bits(0, 4)
                     _e_RationalNumberType(w, v_EVSEMaximumChargePower)
                     v_EVSEMaximumChargePower = None
                     s = 1
                 elif v_EVSEMinimumChargePower is not None:
-                    bits(1, 4)
                     el = 'EVSEMinimumChargePower'
+                    bits(1, 4)
                     _e_RationalNumberType(w, v_EVSEMinimumChargePower)
                     v_EVSEMinimumChargePower = None
                     s = 2
                 elif v_EVSEMaximumChargeCurrent is not None:
-                    bits(2, 4)
                     el = 'EVSEMaximumChargeCurrent'
+                    bits(2, 4)
                     _e_RationalNumberType(w, v_EVSEMaximumChargeCurrent)
                     v_EVSEMaximumChargeCurrent = None
                     s = 3
                 elif v_EVSEMaximumVoltage is not None:
-                    bits(3, 4)
                     el = 'EVSEMaximumVoltage'
+                    bits(3, 4)
                     _e_RationalNumberType(w, v_EVSEMaximumVoltage)
                     v_EVSEMaximumVoltage = None
                     s = 4
                 elif v_EVSEMaximumDischargePower is not None:
-                    bits(4, 4)
                     el = 'EVSEMaximumDischargePower'
+                    bits(4, 4)
                     _e_RationalNumberType(w, v_EVSEMaximumDischargePower)
                     v_EVSEMaximumDischargePower = None
                     s = 5
                 elif v_EVSEMinimumDischargePower is not None:
-                    bits(5, 4)
                     el = 'EVSEMinimumDischargePower'
+                    bits(5, 4)
                     _e_RationalNumberType(w, v_EVSEMinimumDischargePower)
                     v_EVSEMinimumDischargePower = None
                     s = 6
                 elif v_EVSEMaximumDischargeCurrent is not None:
-                    bits(6, 4)
                     el = 'EVSEMaximumDischargeCurrent'
+                    bits(6, 4)
                     _e_RationalNumberType(w, v_EVSEMaximumDischargeCurrent)
                     v_EVSEMaximumDischargeCurrent = None
                     s = 7
                 elif v_EVSEMinimumVoltage is not None:
-                    bits(7, 4)
                     el = 'EVSEMinimumVoltage'
+                    bits(7, 4)
                     _e_RationalNumberType(w, v_EVSEMinimumVoltage)
                     v_EVSEMinimumVoltage = None
                     s = 8
@@ -4368,44 +3656,44 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                     s = -1
             if s == 1:
                 if v_EVSEMinimumChargePower is not None:
-                    bits(0, 4)
                     el = 'EVSEMinimumChargePower'
+                    bits(0, 4)
                     _e_RationalNumberType(w, v_EVSEMinimumChargePower)
                     v_EVSEMinimumChargePower = None
                     s = 2
                 elif v_EVSEMaximumChargeCurrent is not None:
-                    bits(1, 4)
                     el = 'EVSEMaximumChargeCurrent'
+                    bits(1, 4)
                     _e_RationalNumberType(w, v_EVSEMaximumChargeCurrent)
                     v_EVSEMaximumChargeCurrent = None
                     s = 3
                 elif v_EVSEMaximumVoltage is not None:
-                    bits(2, 4)
                     el = 'EVSEMaximumVoltage'
+                    bits(2, 4)
                     _e_RationalNumberType(w, v_EVSEMaximumVoltage)
                     v_EVSEMaximumVoltage = None
                     s = 4
                 elif v_EVSEMaximumDischargePower is not None:
-                    bits(3, 4)
                     el = 'EVSEMaximumDischargePower'
+                    bits(3, 4)
                     _e_RationalNumberType(w, v_EVSEMaximumDischargePower)
                     v_EVSEMaximumDischargePower = None
                     s = 5
                 elif v_EVSEMinimumDischargePower is not None:
-                    bits(4, 4)
                     el = 'EVSEMinimumDischargePower'
+                    bits(4, 4)
                     _e_RationalNumberType(w, v_EVSEMinimumDischargePower)
                     v_EVSEMinimumDischargePower = None
                     s = 6
                 elif v_EVSEMaximumDischargeCurrent is not None:
-                    bits(5, 4)
                     el = 'EVSEMaximumDischargeCurrent'
+                    bits(5, 4)
                     _e_RationalNumberType(w, v_EVSEMaximumDischargeCurrent)
                     v_EVSEMaximumDischargeCurrent = None
                     s = 7
                 elif v_EVSEMinimumVoltage is not None:
-                    bits(6, 4)
                     el = 'EVSEMinimumVoltage'
+                    bits(6, 4)
                     _e_RationalNumberType(w, v_EVSEMinimumVoltage)
                     v_EVSEMinimumVoltage = None
                     s = 8
@@ -4415,38 +3703,38 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                     s = -1
             if s == 2:
                 if v_EVSEMaximumChargeCurrent is not None:
-                    bits(0, 3)
                     el = 'EVSEMaximumChargeCurrent'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_EVSEMaximumChargeCurrent)
                     v_EVSEMaximumChargeCurrent = None
                     s = 3
                 elif v_EVSEMaximumVoltage is not None:
-                    bits(1, 3)
                     el = 'EVSEMaximumVoltage'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_EVSEMaximumVoltage)
                     v_EVSEMaximumVoltage = None
                     s = 4
                 elif v_EVSEMaximumDischargePower is not None:
-                    bits(2, 3)
                     el = 'EVSEMaximumDischargePower'
+                    bits(2, 3)
                     _e_RationalNumberType(w, v_EVSEMaximumDischargePower)
                     v_EVSEMaximumDischargePower = None
                     s = 5
                 elif v_EVSEMinimumDischargePower is not None:
-                    bits(3, 3)
                     el = 'EVSEMinimumDischargePower'
+                    bits(3, 3)
                     _e_RationalNumberType(w, v_EVSEMinimumDischargePower)
                     v_EVSEMinimumDischargePower = None
                     s = 6
                 elif v_EVSEMaximumDischargeCurrent is not None:
-                    bits(4, 3)
                     el = 'EVSEMaximumDischargeCurrent'
+                    bits(4, 3)
                     _e_RationalNumberType(w, v_EVSEMaximumDischargeCurrent)
                     v_EVSEMaximumDischargeCurrent = None
                     s = 7
                 elif v_EVSEMinimumVoltage is not None:
-                    bits(5, 3)
                     el = 'EVSEMinimumVoltage'
+                    bits(5, 3)
                     _e_RationalNumberType(w, v_EVSEMinimumVoltage)
                     v_EVSEMinimumVoltage = None
                     s = 8
@@ -4456,32 +3744,32 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                     s = -1
             if s == 3:
                 if v_EVSEMaximumVoltage is not None:
-                    bits(0, 3)
                     el = 'EVSEMaximumVoltage'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_EVSEMaximumVoltage)
                     v_EVSEMaximumVoltage = None
                     s = 4
                 elif v_EVSEMaximumDischargePower is not None:
-                    bits(1, 3)
                     el = 'EVSEMaximumDischargePower'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_EVSEMaximumDischargePower)
                     v_EVSEMaximumDischargePower = None
                     s = 5
                 elif v_EVSEMinimumDischargePower is not None:
-                    bits(2, 3)
                     el = 'EVSEMinimumDischargePower'
+                    bits(2, 3)
                     _e_RationalNumberType(w, v_EVSEMinimumDischargePower)
                     v_EVSEMinimumDischargePower = None
                     s = 6
                 elif v_EVSEMaximumDischargeCurrent is not None:
-                    bits(3, 3)
                     el = 'EVSEMaximumDischargeCurrent'
+                    bits(3, 3)
                     _e_RationalNumberType(w, v_EVSEMaximumDischargeCurrent)
                     v_EVSEMaximumDischargeCurrent = None
                     s = 7
                 elif v_EVSEMinimumVoltage is not None:
-                    bits(4, 3)
                     el = 'EVSEMinimumVoltage'
+                    bits(4, 3)
                     _e_RationalNumberType(w, v_EVSEMinimumVoltage)
                     v_EVSEMinimumVoltage = None
                     s = 8
@@ -4491,26 +3779,26 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                     s = -1
             if s == 4:
                 if v_EVSEMaximumDischargePower is not None:
-                    bits(0, 3)
                     el = 'EVSEMaximumDischargePower'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_EVSEMaximumDischargePower)
                     v_EVSEMaximumDischargePower = None
                     s = 5
                 elif v_EVSEMinimumDischargePower is not None:
-                    bits(1, 3)
                     el = 'EVSEMinimumDischargePower'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_EVSEMinimumDischargePower)
                     v_EVSEMinimumDischargePower = None
                     s = 6
                 elif v_EVSEMaximumDischargeCurrent is not None:
-                    bits(2, 3)
                     el = 'EVSEMaximumDischargeCurrent'
+                    bits(2, 3)
                     _e_RationalNumberType(w, v_EVSEMaximumDischargeCurrent)
                     v_EVSEMaximumDischargeCurrent = None
                     s = 7
                 elif v_EVSEMinimumVoltage is not None:
-                    bits(3, 3)
                     el = 'EVSEMinimumVoltage'
+                    bits(3, 3)
                     _e_RationalNumberType(w, v_EVSEMinimumVoltage)
                     v_EVSEMinimumVoltage = None
                     s = 8
@@ -4520,20 +3808,20 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                     s = -1
             if s == 5:
                 if v_EVSEMinimumDischargePower is not None:
-                    bits(0, 3)
                     el = 'EVSEMinimumDischargePower'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_EVSEMinimumDischargePower)
                     v_EVSEMinimumDischargePower = None
                     s = 6
                 elif v_EVSEMaximumDischargeCurrent is not None:
-                    bits(1, 3)
                     el = 'EVSEMaximumDischargeCurrent'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_EVSEMaximumDischargeCurrent)
                     v_EVSEMaximumDischargeCurrent = None
                     s = 7
                 elif v_EVSEMinimumVoltage is not None:
-                    bits(2, 3)
                     el = 'EVSEMinimumVoltage'
+                    bits(2, 3)
                     _e_RationalNumberType(w, v_EVSEMinimumVoltage)
                     v_EVSEMinimumVoltage = None
                     s = 8
@@ -4543,14 +3831,14 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                     s = -1
             if s == 6:
                 if v_EVSEMaximumDischargeCurrent is not None:
-                    bits(0, 2)
                     el = 'EVSEMaximumDischargeCurrent'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVSEMaximumDischargeCurrent)
                     v_EVSEMaximumDischargeCurrent = None
                     s = 7
                 elif v_EVSEMinimumVoltage is not None:
-                    bits(1, 2)
                     el = 'EVSEMinimumVoltage'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVSEMinimumVoltage)
                     v_EVSEMinimumVoltage = None
                     s = 8
@@ -4560,8 +3848,8 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                     s = -1
             if s == 7:
                 if v_EVSEMinimumVoltage is not None:
-                    bits(0, 2)
                     el = 'EVSEMinimumVoltage'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVSEMinimumVoltage)
                     v_EVSEMinimumVoltage = None
                     s = 8
@@ -4586,19 +3874,17 @@ def _d_CanonicalizationMethodType(r, key):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = '@Algorithm'
-                    f_Algorithm = r.string(7)
-                    s = 1
-                else:
-                    raise r.deviation('CanonicalizationMethodType')
+                if bits(1): raise r.deviation('CanonicalizationMethodType')
+                el = '@Algorithm'
+                f_Algorithm = r.string(7)
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -4611,6 +3897,7 @@ def _d_CanonicalizationMethodType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -4623,6 +3910,7 @@ def _d_CanonicalizationMethodType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -4643,8 +3931,8 @@ def _e_CanonicalizationMethodType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Algorithm is not None:
-                    bits(0, 1)
                     el = '@Algorithm'
+                    bits(0, 1)
                     w.string(v_Algorithm)
                     v_Algorithm = None
                     s = 1
@@ -4674,22 +3962,10 @@ def _d_DC_CableCheckReqType(r):
     el = ''
     f_Header = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('DC_CableCheckReqType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('DC_CableCheckReqType')
+        if bits(1): raise r.deviation('DC_CableCheckReqType')
+        el = 'Header'
+        f_Header = _d_MessageHeaderType(r)
+        if bits(1): raise r.deviation('DC_CableCheckReqType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_dc.DC_CableCheckReqType(f_Header)
@@ -4700,22 +3976,15 @@ def _e_DC_CableCheckReqType(w, o):
     el = ''
     try:
         v_Header = o.Header
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Header is not None:
-                    bits(0, 1)
-                    el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if True:
-                    bits(0, 1)
-                    if v_Header is not None: raise _leftover(o)
-                    s = -1
+        if v_Header is not None:
+            el = 'Header'
+            bits(0, 1)
+            _e_MessageHeaderType(w, v_Header)
+            bits(0, 1)
+            v_Header = None
+            if v_Header is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Header')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -4725,22 +3994,10 @@ def _d_V2GRequestType(r):
     el = ''
     f_Header = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('V2GRequestType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('V2GRequestType')
+        if bits(1): raise r.deviation('V2GRequestType')
+        el = 'Header'
+        f_Header = _d_MessageHeaderType(r)
+        if bits(1): raise r.deviation('V2GRequestType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.V2GRequestType(f_Header)
@@ -4751,22 +4008,15 @@ def _e_V2GRequestType(w, o):
     el = ''
     try:
         v_Header = o.Header
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Header is not None:
-                    bits(0, 1)
-                    el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if True:
-                    bits(0, 1)
-                    if v_Header is not None: raise _leftover(o)
-                    s = -1
+        if v_Header is not None:
+            el = 'Header'
+            bits(0, 1)
+            _e_MessageHeaderType(w, v_Header)
+            bits(0, 1)
+            v_Header = None
+            if v_Header is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Header')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -4776,22 +4026,10 @@ def _d_V2GMessageType(r):
     el = ''
     f_Header = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('V2GMessageType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('V2GMessageType')
+        if bits(1): raise r.deviation('V2GMessageType')
+        el = 'Header'
+        f_Header = _d_MessageHeaderType(r)
+        if bits(1): raise r.deviation('V2GMessageType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.V2GMessageType(f_Header)
@@ -4802,22 +4040,15 @@ def _e_V2GMessageType(w, o):
     el = ''
     try:
         v_Header = o.Header
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Header is not None:
-                    bits(0, 1)
-                    el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if True:
-                    bits(0, 1)
-                    if v_Header is not None: raise _leftover(o)
-                    s = -1
+        if v_Header is not None:
+            el = 'Header'
+            bits(0, 1)
+            _e_MessageHeaderType(w, v_Header)
+            bits(0, 1)
+            v_Header = None
+            if v_Header is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Header')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -4832,40 +4063,27 @@ def _d_MessageHeaderType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SessionID'
-                    if bits(1): raise r.deviation('MessageHeaderType')
-                    f_SessionID = r.binary()
-                    if len(f_SessionID) < 8 or len(f_SessionID) > 8: raise DecodeError(f'length {len(f_SessionID)} outside [8, 8]', r.pos)
-                    if bits(1): raise r.deviation('MessageHeaderType')
-                    s = 1
-                else:
-                    raise r.deviation('MessageHeaderType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'TimeStamp'
-                    if bits(1): raise r.deviation('MessageHeaderType')
-                    f_TimeStamp = r.uint()
-                    if f_TimeStamp > 18446744073709551615: raise DecodeError(f'value {f_TimeStamp} outside [0, 18446744073709551615]', r.pos)
-                    if bits(1): raise r.deviation('MessageHeaderType')
-                    s = 2
-                else:
-                    raise r.deviation('MessageHeaderType')
+                x = bits(2)
+                if x & 3: raise r.deviation('MessageHeaderType')
+                el = 'SessionID'
+                f_SessionID = r.binary()
+                if len(f_SessionID) < 8 or len(f_SessionID) > 8: raise DecodeError(f'length {len(f_SessionID)} outside [8, 8]', r.pos)
+                x = bits(3)
+                if x & 7: raise r.deviation('MessageHeaderType')
+                el = 'TimeStamp'
+                f_TimeStamp = r.uint()
+                if f_TimeStamp > 18446744073709551615: raise DecodeError(f'value {f_TimeStamp} outside [0, 18446744073709551615]', r.pos)
+                if bits(1): raise r.deviation('MessageHeaderType')
+                s = 2
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
                     el = 'Signature'
                     f_Signature = _d_SignatureType(r)
-                    s = 3
-                elif ec == 1:
+                    if bits(1): raise r.deviation('MessageHeaderType')
                     s = -1
-                else:
-                    raise r.deviation('MessageHeaderType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('MessageHeaderType')
@@ -4885,42 +4103,32 @@ def _e_MessageHeaderType(w, o):
         while s >= 0:
             if s == 0:
                 if v_SessionID is not None:
-                    bits(0, 1)
                     el = 'SessionID'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     if len(v_SessionID) < 8 or len(v_SessionID) > 8: raise EncodeError(f'length {len(v_SessionID)} outside [8, 8]')
                     w.binary(v_SessionID)
-                    w.bits(0, 1)
-                    v_SessionID = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of SessionID')
-            if s == 1:
-                if v_TimeStamp is not None:
-                    bits(0, 1)
+                    if not (v_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
                     el = 'TimeStamp'
-                    w.bits(0, 1)
+                    bits(0, 3)
+                    v_SessionID = None
                     if v_TimeStamp < 0 or v_TimeStamp > 18446744073709551615: raise EncodeError(f'value {v_TimeStamp!r} outside [0, 18446744073709551615]')
                     w.uint(v_TimeStamp)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_TimeStamp = None
                     s = 2
                 else:
-                    raise EncodeError('missing content: expected one of TimeStamp')
+                    raise EncodeError('missing content: expected one of SessionID')
             if s == 2:
                 if v_Signature is not None:
-                    bits(0, 2)
                     el = 'Signature'
+                    bits(0, 2)
                     _e_SignatureType(w, v_Signature)
+                    bits(0, 1)
                     v_Signature = None
-                    s = 3
-                elif True:
-                    bits(1, 2)
                     if v_SessionID is not None or v_TimeStamp is not None or v_Signature is not None: raise _leftover(o)
                     s = -1
-            if s == 3:
-                if True:
-                    bits(0, 1)
+                elif True:
+                    bits(1, 2)
                     if v_SessionID is not None or v_TimeStamp is not None or v_Signature is not None: raise _leftover(o)
                     s = -1
     except Exception as e:
@@ -4943,29 +4151,21 @@ def _d_SignatureType(r):
                 if ec == 0:
                     el = '@Id'
                     f_Id = r.string(10)
-                    s = 1
+                    if bits(1): raise r.deviation('SignatureType')
+                    el = 'SignedInfo'
+                    f_SignedInfo = _d_SignedInfoType(r)
+                    s = 2
                 elif ec == 1:
                     el = 'SignedInfo'
                     f_SignedInfo = _d_SignedInfoType(r)
                     s = 2
                 else:
                     raise r.deviation('SignatureType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SignedInfo'
-                    f_SignedInfo = _d_SignedInfoType(r)
-                    s = 2
-                else:
-                    raise r.deviation('SignatureType')
             if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SignatureValue'
-                    f_SignatureValue = _d_SignatureValueType(r)
-                    s = 3
-                else:
-                    raise r.deviation('SignatureType')
+                if bits(1): raise r.deviation('SignatureType')
+                el = 'SignatureValue'
+                f_SignatureValue = _d_SignatureValueType(r)
+                s = 3
             if s == 3:
                 ec = bits(2)
                 if ec == 0:
@@ -4978,6 +4178,7 @@ def _d_SignatureType(r):
                     f_Object.append(_v)
                     s = 5
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SignatureType')
@@ -4989,6 +4190,7 @@ def _d_SignatureType(r):
                     f_Object.append(_v)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SignatureType')
@@ -5000,6 +4202,7 @@ def _d_SignatureType(r):
                         _v = _d_ObjectType(r, 12)
                         f_Object.append(_v)
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
@@ -5024,32 +4227,28 @@ def _e_SignatureType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 2)
                     el = '@Id'
+                    bits(0, 2)
                     w.string(v_Id)
-                    v_Id = None
-                    s = 1
-                elif v_SignedInfo is not None:
-                    bits(1, 2)
+                    if not (v_SignedInfo is not None): raise EncodeError('missing content: SignedInfo')
                     el = 'SignedInfo'
+                    bits(0, 1)
+                    v_Id = None
+                    _e_SignedInfoType(w, v_SignedInfo)
+                    v_SignedInfo = None
+                    s = 2
+                elif v_SignedInfo is not None:
+                    el = 'SignedInfo'
+                    bits(1, 2)
                     _e_SignedInfoType(w, v_SignedInfo)
                     v_SignedInfo = None
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, SignedInfo')
-            if s == 1:
-                if v_SignedInfo is not None:
-                    bits(0, 1)
-                    el = 'SignedInfo'
-                    _e_SignedInfoType(w, v_SignedInfo)
-                    v_SignedInfo = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of SignedInfo')
             if s == 2:
                 if v_SignatureValue is not None:
-                    bits(0, 1)
                     el = 'SignatureValue'
+                    bits(0, 1)
                     _e_SignatureValueType(w, v_SignatureValue)
                     v_SignatureValue = None
                     s = 3
@@ -5057,14 +4256,14 @@ def _e_SignatureType(w, o):
                     raise EncodeError('missing content: expected one of SignatureValue')
             if s == 3:
                 if v_KeyInfo is not None:
-                    bits(0, 2)
                     el = 'KeyInfo'
+                    bits(0, 2)
                     _e_KeyInfoType(w, v_KeyInfo)
                     v_KeyInfo = None
                     s = 4
                 elif i_Object < n_Object:
-                    bits(1, 2)
                     el = 'Object'
+                    bits(1, 2)
                     _e_ObjectType(w, v_Object[i_Object])
                     i_Object += 1
                     s = 5
@@ -5074,8 +4273,8 @@ def _e_SignatureType(w, o):
                     s = -1
             if s == 4:
                 if i_Object < n_Object:
-                    bits(0, 2)
                     el = 'Object'
+                    bits(0, 2)
                     _e_ObjectType(w, v_Object[i_Object])
                     i_Object += 1
                     s = 5
@@ -5086,8 +4285,8 @@ def _e_SignatureType(w, o):
             if s == 5:
                 while True:
                     if i_Object < n_Object:
-                        bits(0, 2)
                         el = 'Object'
+                        bits(0, 2)
                         _e_ObjectType(w, v_Object[i_Object])
                         i_Object += 1
                     elif True:
@@ -5114,38 +4313,25 @@ def _d_SignedInfoType(r):
                 if ec == 0:
                     el = '@Id'
                     f_Id = r.string(10)
-                    s = 1
+                    if bits(1): raise r.deviation('SignedInfoType')
+                    el = 'CanonicalizationMethod'
+                    f_CanonicalizationMethod = _d_CanonicalizationMethodType(r, 13)
+                    s = 2
                 elif ec == 1:
                     el = 'CanonicalizationMethod'
                     f_CanonicalizationMethod = _d_CanonicalizationMethodType(r, 13)
                     s = 2
                 else:
                     raise r.deviation('SignedInfoType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'CanonicalizationMethod'
-                    f_CanonicalizationMethod = _d_CanonicalizationMethodType(r, 13)
-                    s = 2
-                else:
-                    raise r.deviation('SignedInfoType')
             if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SignatureMethod'
-                    f_SignatureMethod = _d_SignatureMethodType(r, 14)
-                    s = 3
-                else:
-                    raise r.deviation('SignedInfoType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Reference'
-                    _v = _d_ReferenceType(r)
-                    f_Reference.append(_v)
-                    s = 4
-                else:
-                    raise r.deviation('SignedInfoType')
+                if bits(1): raise r.deviation('SignedInfoType')
+                el = 'SignatureMethod'
+                f_SignatureMethod = _d_SignatureMethodType(r, 14)
+                if bits(1): raise r.deviation('SignedInfoType')
+                el = 'Reference'
+                _v = _d_ReferenceType(r)
+                f_Reference.append(_v)
+                s = 4
             if s == 4:
                 ec = bits(2)
                 if ec == 0:
@@ -5154,6 +4340,7 @@ def _d_SignedInfoType(r):
                     f_Reference.append(_v)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SignedInfoType')
@@ -5165,6 +4352,7 @@ def _d_SignedInfoType(r):
                         _v = _d_ReferenceType(r)
                         f_Reference.append(_v)
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
@@ -5188,50 +4376,42 @@ def _e_SignedInfoType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 2)
                     el = '@Id'
+                    bits(0, 2)
                     w.string(v_Id)
-                    v_Id = None
-                    s = 1
-                elif v_CanonicalizationMethod is not None:
-                    bits(1, 2)
+                    if not (v_CanonicalizationMethod is not None): raise EncodeError('missing content: CanonicalizationMethod')
                     el = 'CanonicalizationMethod'
+                    bits(0, 1)
+                    v_Id = None
+                    _e_CanonicalizationMethodType(w, v_CanonicalizationMethod)
+                    v_CanonicalizationMethod = None
+                    s = 2
+                elif v_CanonicalizationMethod is not None:
+                    el = 'CanonicalizationMethod'
+                    bits(1, 2)
                     _e_CanonicalizationMethodType(w, v_CanonicalizationMethod)
                     v_CanonicalizationMethod = None
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, CanonicalizationMethod')
-            if s == 1:
-                if v_CanonicalizationMethod is not None:
-                    bits(0, 1)
-                    el = 'CanonicalizationMethod'
-                    _e_CanonicalizationMethodType(w, v_CanonicalizationMethod)
-                    v_CanonicalizationMethod = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of CanonicalizationMethod')
             if s == 2:
                 if v_SignatureMethod is not None:
-                    bits(0, 1)
                     el = 'SignatureMethod'
-                    _e_SignatureMethodType(w, v_SignatureMethod)
-                    v_SignatureMethod = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of SignatureMethod')
-            if s == 3:
-                if i_Reference < n_Reference:
                     bits(0, 1)
+                    _e_SignatureMethodType(w, v_SignatureMethod)
+                    if not (i_Reference < n_Reference): raise EncodeError('missing content: Reference')
                     el = 'Reference'
+                    bits(0, 1)
+                    v_SignatureMethod = None
                     _e_ReferenceType(w, v_Reference[i_Reference])
                     i_Reference += 1
                     s = 4
                 else:
-                    raise EncodeError('missing content: expected one of Reference')
+                    raise EncodeError('missing content: expected one of SignatureMethod')
             if s == 4:
                 if i_Reference < n_Reference:
-                    bits(0, 2)
                     el = 'Reference'
+                    bits(0, 2)
                     _e_ReferenceType(w, v_Reference[i_Reference])
                     i_Reference += 1
                     s = 5
@@ -5242,8 +4422,8 @@ def _e_SignedInfoType(w, o):
             if s == 5:
                 while True:
                     if i_Reference < n_Reference:
-                        bits(0, 2)
                         el = 'Reference'
+                        bits(0, 2)
                         _e_ReferenceType(w, v_Reference[i_Reference])
                         i_Reference += 1
                     elif True:
@@ -5264,25 +4444,26 @@ def _d_SignatureMethodType(r, key):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = '@Algorithm'
-                    f_Algorithm = r.string(7)
-                    s = 1
-                else:
-                    raise r.deviation('SignatureMethodType')
+                if bits(1): raise r.deviation('SignatureMethodType')
+                el = '@Algorithm'
+                f_Algorithm = r.string(7)
+                s = 1
             if s == 1:
                 ec = bits(3)
                 if ec == 0:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('SignatureMethodType')
                     el = 'HMACOutputLength'
-                    if bits(1): raise r.deviation('SignatureMethodType')
-                    f_HMACOutputLength = r.sint()
+                    _neg = (x & 1)
+                    f_HMACOutputLength = r.uint()
+                    if _neg: f_HMACOutputLength = -f_HMACOutputLength - 1
                     if bits(1): raise r.deviation('SignatureMethodType')
                     s = 3
                 elif ec == 1:
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 4
                 elif ec == 2:
+                    pass
                     s = -1
                 elif ec == 3:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -5292,15 +4473,19 @@ def _d_SignatureMethodType(r, key):
             if s == 2:
                 ec = bits(3)
                 if ec == 0:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('SignatureMethodType')
                     el = 'HMACOutputLength'
-                    if bits(1): raise r.deviation('SignatureMethodType')
-                    f_HMACOutputLength = r.sint()
+                    _neg = (x & 1)
+                    f_HMACOutputLength = r.uint()
+                    if _neg: f_HMACOutputLength = -f_HMACOutputLength - 1
                     if bits(1): raise r.deviation('SignatureMethodType')
                     s = 3
                 elif ec == 1:
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 4
                 elif ec == 2:
+                    pass
                     s = -1
                 elif ec == 3:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -5313,6 +4498,7 @@ def _d_SignatureMethodType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 4
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -5325,6 +4511,7 @@ def _d_SignatureMethodType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 4
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -5346,8 +4533,8 @@ def _e_SignatureMethodType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Algorithm is not None:
-                    bits(0, 1)
                     el = '@Algorithm'
+                    bits(0, 1)
                     w.string(v_Algorithm)
                     v_Algorithm = None
                     s = 1
@@ -5355,11 +4542,11 @@ def _e_SignatureMethodType(w, o):
                     raise EncodeError('missing content: expected one of Algorithm')
             if s == 1:
                 if v_HMACOutputLength is not None:
-                    bits(0, 3)
                     el = 'HMACOutputLength'
-                    w.bits(0, 1)
-                    w.sint(v_HMACOutputLength)
-                    w.bits(0, 1)
+                    if type(v_HMACOutputLength) is not int: raise EncodeError(f'expected an int, got {v_HMACOutputLength!r}')
+                    bits((v_HMACOutputLength < 0), 5)
+                    w.uint(-v_HMACOutputLength - 1 if v_HMACOutputLength < 0 else v_HMACOutputLength)
+                    bits(0, 1)
                     v_HMACOutputLength = None
                     s = 3
                 elif True:
@@ -5368,11 +4555,11 @@ def _e_SignatureMethodType(w, o):
                     s = -1
             if s == 2:
                 if v_HMACOutputLength is not None:
-                    bits(0, 3)
                     el = 'HMACOutputLength'
-                    w.bits(0, 1)
-                    w.sint(v_HMACOutputLength)
-                    w.bits(0, 1)
+                    if type(v_HMACOutputLength) is not int: raise EncodeError(f'expected an int, got {v_HMACOutputLength!r}')
+                    bits((v_HMACOutputLength < 0), 5)
+                    w.uint(-v_HMACOutputLength - 1 if v_HMACOutputLength < 0 else v_HMACOutputLength)
+                    bits(0, 1)
                     v_HMACOutputLength = None
                     s = 3
                 elif True:
@@ -5478,29 +4665,18 @@ def _d_ReferenceType(r):
                 else:
                     raise r.deviation('ReferenceType')
             if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'DigestMethod'
-                    f_DigestMethod = _d_DigestMethodType(r, 18)
-                    s = 5
-                else:
-                    raise r.deviation('ReferenceType')
+                if bits(1): raise r.deviation('ReferenceType')
+                el = 'DigestMethod'
+                f_DigestMethod = _d_DigestMethodType(r, 18)
+                s = 5
             if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'DigestValue'
-                    if bits(1): raise r.deviation('ReferenceType')
-                    f_DigestValue = r.binary()
-                    if bits(1): raise r.deviation('ReferenceType')
-                    s = 6
-                else:
-                    raise r.deviation('ReferenceType')
-            if s == 6:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ReferenceType')
+                x = bits(2)
+                if x & 3: raise r.deviation('ReferenceType')
+                el = 'DigestValue'
+                f_DigestValue = r.binary()
+                x = bits(2)
+                if x & 3: raise r.deviation('ReferenceType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.ReferenceType(f_Id, f_Type, f_URI, f_Transforms, f_DigestMethod, f_DigestValue)
@@ -5520,32 +4696,32 @@ def _e_ReferenceType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 3)
                     el = '@Id'
+                    bits(0, 3)
                     w.string(v_Id)
                     v_Id = None
                     s = 1
                 elif v_Type is not None:
-                    bits(1, 3)
                     el = '@Type'
+                    bits(1, 3)
                     w.string(v_Type)
                     v_Type = None
                     s = 2
                 elif v_URI is not None:
-                    bits(2, 3)
                     el = '@URI'
+                    bits(2, 3)
                     w.string(v_URI)
                     v_URI = None
                     s = 3
                 elif v_Transforms is not None:
-                    bits(3, 3)
                     el = 'Transforms'
+                    bits(3, 3)
                     _e_TransformsType(w, v_Transforms)
                     v_Transforms = None
                     s = 4
                 elif v_DigestMethod is not None:
-                    bits(4, 3)
                     el = 'DigestMethod'
+                    bits(4, 3)
                     _e_DigestMethodType(w, v_DigestMethod)
                     v_DigestMethod = None
                     s = 5
@@ -5553,26 +4729,26 @@ def _e_ReferenceType(w, o):
                     raise EncodeError('missing content: expected one of Id, Type, URI, Transforms, DigestMethod')
             if s == 1:
                 if v_Type is not None:
-                    bits(0, 3)
                     el = '@Type'
+                    bits(0, 3)
                     w.string(v_Type)
                     v_Type = None
                     s = 2
                 elif v_URI is not None:
-                    bits(1, 3)
                     el = '@URI'
+                    bits(1, 3)
                     w.string(v_URI)
                     v_URI = None
                     s = 3
                 elif v_Transforms is not None:
-                    bits(2, 3)
                     el = 'Transforms'
+                    bits(2, 3)
                     _e_TransformsType(w, v_Transforms)
                     v_Transforms = None
                     s = 4
                 elif v_DigestMethod is not None:
-                    bits(3, 3)
                     el = 'DigestMethod'
+                    bits(3, 3)
                     _e_DigestMethodType(w, v_DigestMethod)
                     v_DigestMethod = None
                     s = 5
@@ -5580,20 +4756,20 @@ def _e_ReferenceType(w, o):
                     raise EncodeError('missing content: expected one of Type, URI, Transforms, DigestMethod')
             if s == 2:
                 if v_URI is not None:
-                    bits(0, 2)
                     el = '@URI'
+                    bits(0, 2)
                     w.string(v_URI)
                     v_URI = None
                     s = 3
                 elif v_Transforms is not None:
-                    bits(1, 2)
                     el = 'Transforms'
+                    bits(1, 2)
                     _e_TransformsType(w, v_Transforms)
                     v_Transforms = None
                     s = 4
                 elif v_DigestMethod is not None:
-                    bits(2, 2)
                     el = 'DigestMethod'
+                    bits(2, 2)
                     _e_DigestMethodType(w, v_DigestMethod)
                     v_DigestMethod = None
                     s = 5
@@ -5601,14 +4777,14 @@ def _e_ReferenceType(w, o):
                     raise EncodeError('missing content: expected one of URI, Transforms, DigestMethod')
             if s == 3:
                 if v_Transforms is not None:
-                    bits(0, 2)
                     el = 'Transforms'
+                    bits(0, 2)
                     _e_TransformsType(w, v_Transforms)
                     v_Transforms = None
                     s = 4
                 elif v_DigestMethod is not None:
-                    bits(1, 2)
                     el = 'DigestMethod'
+                    bits(1, 2)
                     _e_DigestMethodType(w, v_DigestMethod)
                     v_DigestMethod = None
                     s = 5
@@ -5616,8 +4792,8 @@ def _e_ReferenceType(w, o):
                     raise EncodeError('missing content: expected one of Transforms, DigestMethod')
             if s == 4:
                 if v_DigestMethod is not None:
-                    bits(0, 1)
                     el = 'DigestMethod'
+                    bits(0, 1)
                     _e_DigestMethodType(w, v_DigestMethod)
                     v_DigestMethod = None
                     s = 5
@@ -5625,20 +4801,15 @@ def _e_ReferenceType(w, o):
                     raise EncodeError('missing content: expected one of DigestMethod')
             if s == 5:
                 if v_DigestValue is not None:
-                    bits(0, 1)
                     el = 'DigestValue'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     w.binary(v_DigestValue)
-                    w.bits(0, 1)
+                    bits(0, 2)
                     v_DigestValue = None
-                    s = 6
-                else:
-                    raise EncodeError('missing content: expected one of DigestValue')
-            if s == 6:
-                if True:
-                    bits(0, 1)
                     if v_Id is not None or v_Type is not None or v_URI is not None or v_Transforms is not None or v_DigestMethod is not None or v_DigestValue is not None: raise _leftover(o)
                     s = -1
+                else:
+                    raise EncodeError('missing content: expected one of DigestValue')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -5651,14 +4822,11 @@ def _d_TransformsType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Transform'
-                    _v = _d_TransformType(r, 20)
-                    f_Transform.append(_v)
-                    s = 1
-                else:
-                    raise r.deviation('TransformsType')
+                if bits(1): raise r.deviation('TransformsType')
+                el = 'Transform'
+                _v = _d_TransformType(r, 20)
+                f_Transform.append(_v)
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
@@ -5667,6 +4835,7 @@ def _d_TransformsType(r):
                     f_Transform.append(_v)
                     s = 2
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('TransformsType')
@@ -5678,6 +4847,7 @@ def _d_TransformsType(r):
                         _v = _d_TransformType(r, 20)
                         f_Transform.append(_v)
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
@@ -5698,8 +4868,8 @@ def _e_TransformsType(w, o):
         while s >= 0:
             if s == 0:
                 if i_Transform < n_Transform:
-                    bits(0, 1)
                     el = 'Transform'
+                    bits(0, 1)
                     _e_TransformType(w, v_Transform[i_Transform])
                     i_Transform += 1
                     s = 1
@@ -5707,8 +4877,8 @@ def _e_TransformsType(w, o):
                     raise EncodeError('missing content: expected one of Transform')
             if s == 1:
                 if i_Transform < n_Transform:
-                    bits(0, 2)
                     el = 'Transform'
+                    bits(0, 2)
                     _e_TransformType(w, v_Transform[i_Transform])
                     i_Transform += 1
                     s = 2
@@ -5719,8 +4889,8 @@ def _e_TransformsType(w, o):
             if s == 2:
                 while True:
                     if i_Transform < n_Transform:
-                        bits(0, 2)
                         el = 'Transform'
+                        bits(0, 2)
                         _e_TransformType(w, v_Transform[i_Transform])
                         i_Transform += 1
                     elif True:
@@ -5741,18 +4911,15 @@ def _d_TransformType(r, key):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = '@Algorithm'
-                    f_Algorithm = r.string(7)
-                    s = 1
-                else:
-                    raise r.deviation('TransformType')
+                if bits(1): raise r.deviation('TransformType')
+                el = '@Algorithm'
+                f_Algorithm = r.string(7)
+                s = 1
             if s == 1:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'XPath'
                     if bits(1): raise r.deviation('TransformType')
+                    el = 'XPath'
                     _v = r.string(21)
                     if bits(1): raise r.deviation('TransformType')
                     f_XPath.append(_v)
@@ -5761,6 +4928,7 @@ def _d_TransformType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 2:
+                    pass
                     s = -1
                 elif ec == 3:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -5770,8 +4938,8 @@ def _d_TransformType(r, key):
             if s == 2:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'XPath'
                     if bits(1): raise r.deviation('TransformType')
+                    el = 'XPath'
                     _v = r.string(21)
                     if bits(1): raise r.deviation('TransformType')
                     f_XPath.append(_v)
@@ -5780,6 +4948,7 @@ def _d_TransformType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 2:
+                    pass
                     s = -1
                 elif ec == 3:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -5789,8 +4958,8 @@ def _d_TransformType(r, key):
             if s == 3:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'XPath'
                     if bits(1): raise r.deviation('TransformType')
+                    el = 'XPath'
                     _v = r.string(21)
                     if bits(1): raise r.deviation('TransformType')
                     f_XPath.append(_v)
@@ -5799,6 +4968,7 @@ def _d_TransformType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 2:
+                    pass
                     s = -1
                 elif ec == 3:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -5809,8 +4979,8 @@ def _d_TransformType(r, key):
                 while True:
                     ec = bits(3)
                     if ec == 0:
-                        el = 'XPath'
                         if bits(1): raise r.deviation('TransformType')
+                        el = 'XPath'
                         _v = r.string(21)
                         if bits(1): raise r.deviation('TransformType')
                         f_XPath.append(_v)
@@ -5819,6 +4989,7 @@ def _d_TransformType(r, key):
                         s = 3
                         break
                     elif ec == 2:
+                        pass
                         s = -1
                         break
                     elif ec == 3:
@@ -5844,8 +5015,8 @@ def _e_TransformType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Algorithm is not None:
-                    bits(0, 1)
                     el = '@Algorithm'
+                    bits(0, 1)
                     w.string(v_Algorithm)
                     v_Algorithm = None
                     s = 1
@@ -5853,11 +5024,10 @@ def _e_TransformType(w, o):
                     raise EncodeError('missing content: expected one of Algorithm')
             if s == 1:
                 if i_XPath < n_XPath:
-                    bits(0, 3)
                     el = 'XPath'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     w.string(v_XPath[i_XPath])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_XPath += 1
                     s = 4
                 elif True:
@@ -5866,11 +5036,10 @@ def _e_TransformType(w, o):
                     s = -1
             if s == 2:
                 if i_XPath < n_XPath:
-                    bits(0, 3)
                     el = 'XPath'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     w.string(v_XPath[i_XPath])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_XPath += 1
                     s = 4
                 elif True:
@@ -5879,11 +5048,10 @@ def _e_TransformType(w, o):
                     s = -1
             if s == 3:
                 if i_XPath < n_XPath:
-                    bits(0, 3)
                     el = 'XPath'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     w.string(v_XPath[i_XPath])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_XPath += 1
                     s = 4
                 elif True:
@@ -5893,11 +5061,10 @@ def _e_TransformType(w, o):
             if s == 4:
                 while True:
                     if i_XPath < n_XPath:
-                        bits(0, 3)
                         el = 'XPath'
-                        w.bits(0, 1)
+                        bits(0, 4)
                         w.string(v_XPath[i_XPath])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_XPath += 1
                     elif True:
                         bits(2, 3)
@@ -5916,19 +5083,17 @@ def _d_DigestMethodType(r, key):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = '@Algorithm'
-                    f_Algorithm = r.string(7)
-                    s = 1
-                else:
-                    raise r.deviation('DigestMethodType')
+                if bits(1): raise r.deviation('DigestMethodType')
+                el = '@Algorithm'
+                f_Algorithm = r.string(7)
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -5941,6 +5106,7 @@ def _d_DigestMethodType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -5953,6 +5119,7 @@ def _d_DigestMethodType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -5973,8 +5140,8 @@ def _e_DigestMethodType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Algorithm is not None:
-                    bits(0, 1)
                     el = '@Algorithm'
+                    bits(0, 1)
                     w.string(v_Algorithm)
                     v_Algorithm = None
                     s = 1
@@ -6012,25 +5179,17 @@ def _d_SignatureValueType(r):
                 if ec == 0:
                     el = '@Id'
                     f_Id = r.string(10)
-                    s = 1
+                    if bits(1): raise r.deviation('SignatureValueType')
+                    f_value = r.binary()
+                    s = 2
                 elif ec == 1:
                     f_value = r.binary()
                     s = 2
                 else:
                     raise r.deviation('SignatureValueType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    f_value = r.binary()
-                    s = 2
-                else:
-                    raise r.deviation('SignatureValueType')
             if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('SignatureValueType')
+                if bits(1): raise r.deviation('SignatureValueType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.SignatureValueType(f_Id, f_value)
@@ -6046,11 +5205,15 @@ def _e_SignatureValueType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 2)
                     el = '@Id'
+                    bits(0, 2)
                     w.string(v_Id)
+                    if not (v_value is not None): raise EncodeError('missing content: text')
+                    bits(0, 1)
                     v_Id = None
-                    s = 1
+                    w.binary(v_value)
+                    v_value = None
+                    s = 2
                 elif v_value is not None:
                     bits(1, 2)
                     w.binary(v_value)
@@ -6058,14 +5221,6 @@ def _e_SignatureValueType(w, o):
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, text')
-            if s == 1:
-                if v_value is not None:
-                    bits(0, 1)
-                    w.binary(v_value)
-                    v_value = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of text')
             if s == 2:
                 if True:
                     bits(0, 1)
@@ -6096,8 +5251,8 @@ def _d_KeyInfoType(r, key):
                     f_Id = r.string(10)
                     s = 1
                 elif ec == 1:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(22)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -6128,8 +5283,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 8
                 elif ec == 7:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(24)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -6145,8 +5300,8 @@ def _d_KeyInfoType(r, key):
             if s == 1:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(22)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -6177,8 +5332,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 8
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(24)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -6194,8 +5349,8 @@ def _d_KeyInfoType(r, key):
             if s == 2:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(22)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -6226,8 +5381,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 8
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(24)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -6243,8 +5398,8 @@ def _d_KeyInfoType(r, key):
             if s == 3:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(22)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -6275,8 +5430,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(24)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -6285,6 +5440,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -6294,8 +5450,8 @@ def _d_KeyInfoType(r, key):
             if s == 4:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(22)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -6326,8 +5482,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(24)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -6336,6 +5492,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -6345,8 +5502,8 @@ def _d_KeyInfoType(r, key):
             if s == 5:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(22)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -6377,8 +5534,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(24)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -6387,6 +5544,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -6396,8 +5554,8 @@ def _d_KeyInfoType(r, key):
             if s == 6:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(22)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -6428,8 +5586,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(24)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -6438,6 +5596,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -6447,8 +5606,8 @@ def _d_KeyInfoType(r, key):
             if s == 7:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(22)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -6479,8 +5638,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(24)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -6489,6 +5648,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -6498,8 +5658,8 @@ def _d_KeyInfoType(r, key):
             if s == 8:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(22)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -6530,8 +5690,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(24)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -6540,6 +5700,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -6549,8 +5710,8 @@ def _d_KeyInfoType(r, key):
             if s == 9:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(22)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -6581,8 +5742,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(24)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -6591,6 +5752,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -6600,8 +5762,8 @@ def _d_KeyInfoType(r, key):
             if s == 10:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(22)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -6632,8 +5794,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(24)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -6642,6 +5804,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -6652,8 +5815,8 @@ def _d_KeyInfoType(r, key):
                 while True:
                     ec = bits(4)
                     if ec == 0:
-                        el = 'KeyName'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'KeyName'
                         _v = r.string(22)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_KeyName.append(_v)
@@ -6688,8 +5851,8 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        el = 'MgmtData'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'MgmtData'
                         _v = r.string(24)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_MgmtData.append(_v)
@@ -6700,6 +5863,7 @@ def _d_KeyInfoType(r, key):
                         s = 18
                         break
                     elif ec == 8:
+                        pass
                         s = -1
                         break
                     elif ec == 9:
@@ -6712,8 +5876,8 @@ def _d_KeyInfoType(r, key):
                 while True:
                     ec = bits(4)
                     if ec == 0:
-                        el = 'KeyName'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'KeyName'
                         _v = r.string(22)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_KeyName.append(_v)
@@ -6748,8 +5912,8 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        el = 'MgmtData'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'MgmtData'
                         _v = r.string(24)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_MgmtData.append(_v)
@@ -6760,6 +5924,7 @@ def _d_KeyInfoType(r, key):
                         s = 18
                         break
                     elif ec == 8:
+                        pass
                         s = -1
                         break
                     elif ec == 9:
@@ -6772,8 +5937,8 @@ def _d_KeyInfoType(r, key):
                 while True:
                     ec = bits(4)
                     if ec == 0:
-                        el = 'KeyName'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'KeyName'
                         _v = r.string(22)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_KeyName.append(_v)
@@ -6808,8 +5973,8 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        el = 'MgmtData'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'MgmtData'
                         _v = r.string(24)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_MgmtData.append(_v)
@@ -6820,6 +5985,7 @@ def _d_KeyInfoType(r, key):
                         s = 18
                         break
                     elif ec == 8:
+                        pass
                         s = -1
                         break
                     elif ec == 9:
@@ -6832,8 +5998,8 @@ def _d_KeyInfoType(r, key):
                 while True:
                     ec = bits(4)
                     if ec == 0:
-                        el = 'KeyName'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'KeyName'
                         _v = r.string(22)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_KeyName.append(_v)
@@ -6868,8 +6034,8 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        el = 'MgmtData'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'MgmtData'
                         _v = r.string(24)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_MgmtData.append(_v)
@@ -6880,6 +6046,7 @@ def _d_KeyInfoType(r, key):
                         s = 18
                         break
                     elif ec == 8:
+                        pass
                         s = -1
                         break
                     elif ec == 9:
@@ -6892,8 +6059,8 @@ def _d_KeyInfoType(r, key):
                 while True:
                     ec = bits(4)
                     if ec == 0:
-                        el = 'KeyName'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'KeyName'
                         _v = r.string(22)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_KeyName.append(_v)
@@ -6928,8 +6095,8 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        el = 'MgmtData'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'MgmtData'
                         _v = r.string(24)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_MgmtData.append(_v)
@@ -6940,6 +6107,7 @@ def _d_KeyInfoType(r, key):
                         s = 18
                         break
                     elif ec == 8:
+                        pass
                         s = -1
                         break
                     elif ec == 9:
@@ -6952,8 +6120,8 @@ def _d_KeyInfoType(r, key):
                 while True:
                     ec = bits(4)
                     if ec == 0:
-                        el = 'KeyName'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'KeyName'
                         _v = r.string(22)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_KeyName.append(_v)
@@ -6988,8 +6156,8 @@ def _d_KeyInfoType(r, key):
                         _v = _d_SPKIDataType(r)
                         f_SPKIData.append(_v)
                     elif ec == 6:
-                        el = 'MgmtData'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'MgmtData'
                         _v = r.string(24)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_MgmtData.append(_v)
@@ -7000,6 +6168,7 @@ def _d_KeyInfoType(r, key):
                         s = 18
                         break
                     elif ec == 8:
+                        pass
                         s = -1
                         break
                     elif ec == 9:
@@ -7012,8 +6181,8 @@ def _d_KeyInfoType(r, key):
                 while True:
                     ec = bits(4)
                     if ec == 0:
-                        el = 'KeyName'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'KeyName'
                         _v = r.string(22)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_KeyName.append(_v)
@@ -7050,8 +6219,8 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        el = 'MgmtData'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'MgmtData'
                         _v = r.string(24)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_MgmtData.append(_v)
@@ -7060,6 +6229,7 @@ def _d_KeyInfoType(r, key):
                         s = 18
                         break
                     elif ec == 8:
+                        pass
                         s = -1
                         break
                     elif ec == 9:
@@ -7071,8 +6241,8 @@ def _d_KeyInfoType(r, key):
             if s == 18:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(22)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -7103,8 +6273,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(24)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -7113,6 +6283,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -7154,202 +6325,194 @@ def _e_KeyInfoType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 4)
                     el = '@Id'
+                    bits(0, 4)
                     w.string(v_Id)
                     v_Id = None
                     s = 1
                 elif i_KeyName < n_KeyName:
-                    bits(1, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits((1 << 1), 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 3
                 elif i_KeyValue < n_KeyValue:
-                    bits(2, 4)
                     el = 'KeyValue'
+                    bits(2, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 4
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(3, 4)
                     el = 'RetrievalMethod'
+                    bits(3, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 5
                 elif i_X509Data < n_X509Data:
-                    bits(4, 4)
                     el = 'X509Data'
+                    bits(4, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 6
                 elif i_PGPData < n_PGPData:
-                    bits(5, 4)
                     el = 'PGPData'
+                    bits(5, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 7
                 elif i_SPKIData < n_SPKIData:
-                    bits(6, 4)
                     el = 'SPKIData'
+                    bits(6, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 8
                 elif i_MgmtData < n_MgmtData:
-                    bits(7, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((7 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 9
                 else:
                     raise EncodeError('missing content: expected one of Id, KeyName, KeyValue, RetrievalMethod, X509Data, PGPData, SPKIData, MgmtData')
             if s == 1:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 3
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 4
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 5
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 6
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 7
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 8
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 9
                 else:
                     raise EncodeError('missing content: expected one of KeyName, KeyValue, RetrievalMethod, X509Data, PGPData, SPKIData, MgmtData')
             if s == 2:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 3
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 4
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 5
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 6
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 7
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 8
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 9
                 else:
                     raise EncodeError('missing content: expected one of KeyName, KeyValue, RetrievalMethod, X509Data, PGPData, SPKIData, MgmtData')
             if s == 3:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -7358,49 +6521,47 @@ def _e_KeyInfoType(w, o):
                     s = -1
             if s == 4:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -7409,49 +6570,47 @@ def _e_KeyInfoType(w, o):
                     s = -1
             if s == 5:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -7460,49 +6619,47 @@ def _e_KeyInfoType(w, o):
                     s = -1
             if s == 6:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -7511,49 +6668,47 @@ def _e_KeyInfoType(w, o):
                     s = -1
             if s == 7:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -7562,49 +6717,47 @@ def _e_KeyInfoType(w, o):
                     s = -1
             if s == 8:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -7613,49 +6766,47 @@ def _e_KeyInfoType(w, o):
                     s = -1
             if s == 9:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -7664,49 +6815,47 @@ def _e_KeyInfoType(w, o):
                     s = -1
             if s == 10:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -7716,53 +6865,51 @@ def _e_KeyInfoType(w, o):
             if s == 11:
                 while True:
                     if i_KeyName < n_KeyName:
-                        bits(0, 4)
                         el = 'KeyName'
-                        w.bits(0, 1)
+                        bits(0, 5)
                         w.string(v_KeyName[i_KeyName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_KeyName += 1
                     elif i_KeyValue < n_KeyValue:
-                        bits(1, 4)
                         el = 'KeyValue'
+                        bits(1, 4)
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                         i_KeyValue += 1
                         s = 12
                         break
                     elif i_RetrievalMethod < n_RetrievalMethod:
-                        bits(2, 4)
                         el = 'RetrievalMethod'
+                        bits(2, 4)
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                         i_RetrievalMethod += 1
                         s = 13
                         break
                     elif i_X509Data < n_X509Data:
-                        bits(3, 4)
                         el = 'X509Data'
+                        bits(3, 4)
                         _e_X509DataType(w, v_X509Data[i_X509Data])
                         i_X509Data += 1
                         s = 14
                         break
                     elif i_PGPData < n_PGPData:
-                        bits(4, 4)
                         el = 'PGPData'
+                        bits(4, 4)
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
                         i_PGPData += 1
                         s = 15
                         break
                     elif i_SPKIData < n_SPKIData:
-                        bits(5, 4)
                         el = 'SPKIData'
+                        bits(5, 4)
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                         i_SPKIData += 1
                         s = 16
                         break
                     elif i_MgmtData < n_MgmtData:
-                        bits(6, 4)
                         el = 'MgmtData'
-                        w.bits(0, 1)
+                        bits((6 << 1), 5)
                         w.string(v_MgmtData[i_MgmtData])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_MgmtData += 1
                         s = 17
                         break
@@ -7774,53 +6921,51 @@ def _e_KeyInfoType(w, o):
             if s == 12:
                 while True:
                     if i_KeyName < n_KeyName:
-                        bits(0, 4)
                         el = 'KeyName'
-                        w.bits(0, 1)
+                        bits(0, 5)
                         w.string(v_KeyName[i_KeyName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_KeyName += 1
                         s = 11
                         break
                     elif i_KeyValue < n_KeyValue:
-                        bits(1, 4)
                         el = 'KeyValue'
+                        bits(1, 4)
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                         i_KeyValue += 1
                     elif i_RetrievalMethod < n_RetrievalMethod:
-                        bits(2, 4)
                         el = 'RetrievalMethod'
+                        bits(2, 4)
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                         i_RetrievalMethod += 1
                         s = 13
                         break
                     elif i_X509Data < n_X509Data:
-                        bits(3, 4)
                         el = 'X509Data'
+                        bits(3, 4)
                         _e_X509DataType(w, v_X509Data[i_X509Data])
                         i_X509Data += 1
                         s = 14
                         break
                     elif i_PGPData < n_PGPData:
-                        bits(4, 4)
                         el = 'PGPData'
+                        bits(4, 4)
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
                         i_PGPData += 1
                         s = 15
                         break
                     elif i_SPKIData < n_SPKIData:
-                        bits(5, 4)
                         el = 'SPKIData'
+                        bits(5, 4)
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                         i_SPKIData += 1
                         s = 16
                         break
                     elif i_MgmtData < n_MgmtData:
-                        bits(6, 4)
                         el = 'MgmtData'
-                        w.bits(0, 1)
+                        bits((6 << 1), 5)
                         w.string(v_MgmtData[i_MgmtData])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_MgmtData += 1
                         s = 17
                         break
@@ -7832,53 +6977,51 @@ def _e_KeyInfoType(w, o):
             if s == 13:
                 while True:
                     if i_KeyName < n_KeyName:
-                        bits(0, 4)
                         el = 'KeyName'
-                        w.bits(0, 1)
+                        bits(0, 5)
                         w.string(v_KeyName[i_KeyName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_KeyName += 1
                         s = 11
                         break
                     elif i_KeyValue < n_KeyValue:
-                        bits(1, 4)
                         el = 'KeyValue'
+                        bits(1, 4)
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                         i_KeyValue += 1
                         s = 12
                         break
                     elif i_RetrievalMethod < n_RetrievalMethod:
-                        bits(2, 4)
                         el = 'RetrievalMethod'
+                        bits(2, 4)
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                         i_RetrievalMethod += 1
                     elif i_X509Data < n_X509Data:
-                        bits(3, 4)
                         el = 'X509Data'
+                        bits(3, 4)
                         _e_X509DataType(w, v_X509Data[i_X509Data])
                         i_X509Data += 1
                         s = 14
                         break
                     elif i_PGPData < n_PGPData:
-                        bits(4, 4)
                         el = 'PGPData'
+                        bits(4, 4)
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
                         i_PGPData += 1
                         s = 15
                         break
                     elif i_SPKIData < n_SPKIData:
-                        bits(5, 4)
                         el = 'SPKIData'
+                        bits(5, 4)
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                         i_SPKIData += 1
                         s = 16
                         break
                     elif i_MgmtData < n_MgmtData:
-                        bits(6, 4)
                         el = 'MgmtData'
-                        w.bits(0, 1)
+                        bits((6 << 1), 5)
                         w.string(v_MgmtData[i_MgmtData])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_MgmtData += 1
                         s = 17
                         break
@@ -7890,53 +7033,51 @@ def _e_KeyInfoType(w, o):
             if s == 14:
                 while True:
                     if i_KeyName < n_KeyName:
-                        bits(0, 4)
                         el = 'KeyName'
-                        w.bits(0, 1)
+                        bits(0, 5)
                         w.string(v_KeyName[i_KeyName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_KeyName += 1
                         s = 11
                         break
                     elif i_KeyValue < n_KeyValue:
-                        bits(1, 4)
                         el = 'KeyValue'
+                        bits(1, 4)
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                         i_KeyValue += 1
                         s = 12
                         break
                     elif i_RetrievalMethod < n_RetrievalMethod:
-                        bits(2, 4)
                         el = 'RetrievalMethod'
+                        bits(2, 4)
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                         i_RetrievalMethod += 1
                         s = 13
                         break
                     elif i_X509Data < n_X509Data:
-                        bits(3, 4)
                         el = 'X509Data'
+                        bits(3, 4)
                         _e_X509DataType(w, v_X509Data[i_X509Data])
                         i_X509Data += 1
                     elif i_PGPData < n_PGPData:
-                        bits(4, 4)
                         el = 'PGPData'
+                        bits(4, 4)
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
                         i_PGPData += 1
                         s = 15
                         break
                     elif i_SPKIData < n_SPKIData:
-                        bits(5, 4)
                         el = 'SPKIData'
+                        bits(5, 4)
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                         i_SPKIData += 1
                         s = 16
                         break
                     elif i_MgmtData < n_MgmtData:
-                        bits(6, 4)
                         el = 'MgmtData'
-                        w.bits(0, 1)
+                        bits((6 << 1), 5)
                         w.string(v_MgmtData[i_MgmtData])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_MgmtData += 1
                         s = 17
                         break
@@ -7948,53 +7089,51 @@ def _e_KeyInfoType(w, o):
             if s == 15:
                 while True:
                     if i_KeyName < n_KeyName:
-                        bits(0, 4)
                         el = 'KeyName'
-                        w.bits(0, 1)
+                        bits(0, 5)
                         w.string(v_KeyName[i_KeyName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_KeyName += 1
                         s = 11
                         break
                     elif i_KeyValue < n_KeyValue:
-                        bits(1, 4)
                         el = 'KeyValue'
+                        bits(1, 4)
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                         i_KeyValue += 1
                         s = 12
                         break
                     elif i_RetrievalMethod < n_RetrievalMethod:
-                        bits(2, 4)
                         el = 'RetrievalMethod'
+                        bits(2, 4)
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                         i_RetrievalMethod += 1
                         s = 13
                         break
                     elif i_X509Data < n_X509Data:
-                        bits(3, 4)
                         el = 'X509Data'
+                        bits(3, 4)
                         _e_X509DataType(w, v_X509Data[i_X509Data])
                         i_X509Data += 1
                         s = 14
                         break
                     elif i_PGPData < n_PGPData:
-                        bits(4, 4)
                         el = 'PGPData'
+                        bits(4, 4)
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
                         i_PGPData += 1
                     elif i_SPKIData < n_SPKIData:
-                        bits(5, 4)
                         el = 'SPKIData'
+                        bits(5, 4)
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                         i_SPKIData += 1
                         s = 16
                         break
                     elif i_MgmtData < n_MgmtData:
-                        bits(6, 4)
                         el = 'MgmtData'
-                        w.bits(0, 1)
+                        bits((6 << 1), 5)
                         w.string(v_MgmtData[i_MgmtData])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_MgmtData += 1
                         s = 17
                         break
@@ -8006,53 +7145,51 @@ def _e_KeyInfoType(w, o):
             if s == 16:
                 while True:
                     if i_KeyName < n_KeyName:
-                        bits(0, 4)
                         el = 'KeyName'
-                        w.bits(0, 1)
+                        bits(0, 5)
                         w.string(v_KeyName[i_KeyName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_KeyName += 1
                         s = 11
                         break
                     elif i_KeyValue < n_KeyValue:
-                        bits(1, 4)
                         el = 'KeyValue'
+                        bits(1, 4)
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                         i_KeyValue += 1
                         s = 12
                         break
                     elif i_RetrievalMethod < n_RetrievalMethod:
-                        bits(2, 4)
                         el = 'RetrievalMethod'
+                        bits(2, 4)
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                         i_RetrievalMethod += 1
                         s = 13
                         break
                     elif i_X509Data < n_X509Data:
-                        bits(3, 4)
                         el = 'X509Data'
+                        bits(3, 4)
                         _e_X509DataType(w, v_X509Data[i_X509Data])
                         i_X509Data += 1
                         s = 14
                         break
                     elif i_PGPData < n_PGPData:
-                        bits(4, 4)
                         el = 'PGPData'
+                        bits(4, 4)
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
                         i_PGPData += 1
                         s = 15
                         break
                     elif i_SPKIData < n_SPKIData:
-                        bits(5, 4)
                         el = 'SPKIData'
+                        bits(5, 4)
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                         i_SPKIData += 1
                     elif i_MgmtData < n_MgmtData:
-                        bits(6, 4)
                         el = 'MgmtData'
-                        w.bits(0, 1)
+                        bits((6 << 1), 5)
                         w.string(v_MgmtData[i_MgmtData])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_MgmtData += 1
                         s = 17
                         break
@@ -8064,55 +7201,53 @@ def _e_KeyInfoType(w, o):
             if s == 17:
                 while True:
                     if i_KeyName < n_KeyName:
-                        bits(0, 4)
                         el = 'KeyName'
-                        w.bits(0, 1)
+                        bits(0, 5)
                         w.string(v_KeyName[i_KeyName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_KeyName += 1
                         s = 11
                         break
                     elif i_KeyValue < n_KeyValue:
-                        bits(1, 4)
                         el = 'KeyValue'
+                        bits(1, 4)
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                         i_KeyValue += 1
                         s = 12
                         break
                     elif i_RetrievalMethod < n_RetrievalMethod:
-                        bits(2, 4)
                         el = 'RetrievalMethod'
+                        bits(2, 4)
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                         i_RetrievalMethod += 1
                         s = 13
                         break
                     elif i_X509Data < n_X509Data:
-                        bits(3, 4)
                         el = 'X509Data'
+                        bits(3, 4)
                         _e_X509DataType(w, v_X509Data[i_X509Data])
                         i_X509Data += 1
                         s = 14
                         break
                     elif i_PGPData < n_PGPData:
-                        bits(4, 4)
                         el = 'PGPData'
+                        bits(4, 4)
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
                         i_PGPData += 1
                         s = 15
                         break
                     elif i_SPKIData < n_SPKIData:
-                        bits(5, 4)
                         el = 'SPKIData'
+                        bits(5, 4)
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                         i_SPKIData += 1
                         s = 16
                         break
                     elif i_MgmtData < n_MgmtData:
-                        bits(6, 4)
                         el = 'MgmtData'
-                        w.bits(0, 1)
+                        bits((6 << 1), 5)
                         w.string(v_MgmtData[i_MgmtData])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_MgmtData += 1
                     elif True:
                         bits(8, 4)
@@ -8121,49 +7256,47 @@ def _e_KeyInfoType(w, o):
                         break
             if s == 18:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -8221,6 +7354,7 @@ def _d_KeyValueType(r, key):
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
+                    pass
                     s = -1
                 elif ec == 1:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -8230,6 +7364,7 @@ def _d_KeyValueType(r, key):
             if s == 3:
                 ec = bits(2)
                 if ec == 0:
+                    pass
                     s = -1
                 elif ec == 1:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -8239,6 +7374,7 @@ def _d_KeyValueType(r, key):
             if s == 4:
                 ec = bits(2)
                 if ec == 0:
+                    pass
                     s = -1
                 elif ec == 1:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -8260,14 +7396,14 @@ def _e_KeyValueType(w, o):
         while s >= 0:
             if s == 0:
                 if v_DSAKeyValue is not None:
-                    bits(0, 3)
                     el = 'DSAKeyValue'
+                    bits(0, 3)
                     _e_DSAKeyValueType(w, v_DSAKeyValue)
                     v_DSAKeyValue = None
                     s = 2
                 elif v_RSAKeyValue is not None:
-                    bits(1, 3)
                     el = 'RSAKeyValue'
+                    bits(1, 3)
                     _e_RSAKeyValueType(w, v_RSAKeyValue)
                     v_RSAKeyValue = None
                     s = 3
@@ -8275,14 +7411,14 @@ def _e_KeyValueType(w, o):
                     raise EncodeError('missing content: expected one of DSAKeyValue, RSAKeyValue')
             if s == 1:
                 if v_DSAKeyValue is not None:
-                    bits(0, 3)
                     el = 'DSAKeyValue'
+                    bits(0, 3)
                     _e_DSAKeyValueType(w, v_DSAKeyValue)
                     v_DSAKeyValue = None
                     s = 2
                 elif v_RSAKeyValue is not None:
-                    bits(1, 3)
                     el = 'RSAKeyValue'
+                    bits(1, 3)
                     _e_RSAKeyValueType(w, v_RSAKeyValue)
                     v_RSAKeyValue = None
                     s = 3
@@ -8323,74 +7459,66 @@ def _d_DSAKeyValueType(r):
             if s == 0:
                 ec = bits(2)
                 if ec == 0:
+                    if bits(1): raise r.deviation('DSAKeyValueType')
                     el = 'P'
-                    if bits(1): raise r.deviation('DSAKeyValueType')
                     f_P = r.binary()
+                    x = bits(3)
+                    if x & 7: raise r.deviation('DSAKeyValueType')
+                    el = 'Q'
+                    f_Q = r.binary()
                     if bits(1): raise r.deviation('DSAKeyValueType')
-                    s = 1
+                    s = 4
                 elif ec == 1:
-                    el = 'G'
                     if bits(1): raise r.deviation('DSAKeyValueType')
+                    el = 'G'
                     f_G = r.binary()
                     if bits(1): raise r.deviation('DSAKeyValueType')
                     s = 2
                 elif ec == 2:
-                    el = 'Y'
                     if bits(1): raise r.deviation('DSAKeyValueType')
+                    el = 'Y'
                     f_Y = r.binary()
                     if bits(1): raise r.deviation('DSAKeyValueType')
                     s = 3
-                else:
-                    raise r.deviation('DSAKeyValueType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Q'
-                    if bits(1): raise r.deviation('DSAKeyValueType')
-                    f_Q = r.binary()
-                    if bits(1): raise r.deviation('DSAKeyValueType')
-                    s = 4
                 else:
                     raise r.deviation('DSAKeyValueType')
             if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Y'
-                    if bits(1): raise r.deviation('DSAKeyValueType')
-                    f_Y = r.binary()
-                    if bits(1): raise r.deviation('DSAKeyValueType')
-                    s = 3
-                else:
-                    raise r.deviation('DSAKeyValueType')
+                x = bits(2)
+                if x & 3: raise r.deviation('DSAKeyValueType')
+                el = 'Y'
+                f_Y = r.binary()
+                if bits(1): raise r.deviation('DSAKeyValueType')
+                s = 3
             if s == 3:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'J'
                     if bits(1): raise r.deviation('DSAKeyValueType')
+                    el = 'J'
                     f_J = r.binary()
                     if bits(1): raise r.deviation('DSAKeyValueType')
                     s = 5
                 elif ec == 1:
-                    el = 'Seed'
                     if bits(1): raise r.deviation('DSAKeyValueType')
+                    el = 'Seed'
                     f_Seed = r.binary()
                     if bits(1): raise r.deviation('DSAKeyValueType')
                     s = 6
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DSAKeyValueType')
             if s == 4:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'G'
                     if bits(1): raise r.deviation('DSAKeyValueType')
+                    el = 'G'
                     f_G = r.binary()
                     if bits(1): raise r.deviation('DSAKeyValueType')
                     s = 2
                 elif ec == 1:
-                    el = 'Y'
                     if bits(1): raise r.deviation('DSAKeyValueType')
+                    el = 'Y'
                     f_Y = r.binary()
                     if bits(1): raise r.deviation('DSAKeyValueType')
                     s = 3
@@ -8399,31 +7527,24 @@ def _d_DSAKeyValueType(r):
             if s == 5:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'Seed'
                     if bits(1): raise r.deviation('DSAKeyValueType')
+                    el = 'Seed'
                     f_Seed = r.binary()
                     if bits(1): raise r.deviation('DSAKeyValueType')
                     s = 6
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DSAKeyValueType')
             if s == 6:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'PgenCounter'
-                    if bits(1): raise r.deviation('DSAKeyValueType')
-                    f_PgenCounter = r.binary()
-                    if bits(1): raise r.deviation('DSAKeyValueType')
-                    s = 7
-                else:
-                    raise r.deviation('DSAKeyValueType')
-            if s == 7:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('DSAKeyValueType')
+                x = bits(2)
+                if x & 3: raise r.deviation('DSAKeyValueType')
+                el = 'PgenCounter'
+                f_PgenCounter = r.binary()
+                x = bits(2)
+                if x & 3: raise r.deviation('DSAKeyValueType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.DSAKeyValueType(f_P, f_Q, f_G, f_Y, f_J, f_Seed, f_PgenCounter)
@@ -8444,68 +7565,56 @@ def _e_DSAKeyValueType(w, o):
         while s >= 0:
             if s == 0:
                 if v_P is not None:
-                    bits(0, 2)
                     el = 'P'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_P)
-                    w.bits(0, 1)
+                    if not (v_Q is not None): raise EncodeError('missing content: Q')
+                    el = 'Q'
+                    bits(0, 3)
                     v_P = None
-                    s = 1
+                    w.binary(v_Q)
+                    bits(0, 1)
+                    v_Q = None
+                    s = 4
                 elif v_G is not None:
-                    bits(1, 2)
                     el = 'G'
-                    w.bits(0, 1)
+                    bits((1 << 1), 3)
                     w.binary(v_G)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_G = None
                     s = 2
                 elif v_Y is not None:
-                    bits(2, 2)
                     el = 'Y'
-                    w.bits(0, 1)
+                    bits((2 << 1), 3)
                     w.binary(v_Y)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_Y = None
                     s = 3
                 else:
                     raise EncodeError('missing content: expected one of P, G, Y')
-            if s == 1:
-                if v_Q is not None:
-                    bits(0, 1)
-                    el = 'Q'
-                    w.bits(0, 1)
-                    w.binary(v_Q)
-                    w.bits(0, 1)
-                    v_Q = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of Q')
             if s == 2:
                 if v_Y is not None:
-                    bits(0, 1)
                     el = 'Y'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     w.binary(v_Y)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_Y = None
                     s = 3
                 else:
                     raise EncodeError('missing content: expected one of Y')
             if s == 3:
                 if v_J is not None:
-                    bits(0, 2)
                     el = 'J'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_J)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_J = None
                     s = 5
                 elif v_Seed is not None:
-                    bits(1, 2)
                     el = 'Seed'
-                    w.bits(0, 1)
+                    bits((1 << 1), 3)
                     w.binary(v_Seed)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_Seed = None
                     s = 6
                 elif True:
@@ -8514,30 +7623,27 @@ def _e_DSAKeyValueType(w, o):
                     s = -1
             if s == 4:
                 if v_G is not None:
-                    bits(0, 2)
                     el = 'G'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_G)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_G = None
                     s = 2
                 elif v_Y is not None:
-                    bits(1, 2)
                     el = 'Y'
-                    w.bits(0, 1)
+                    bits((1 << 1), 3)
                     w.binary(v_Y)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_Y = None
                     s = 3
                 else:
                     raise EncodeError('missing content: expected one of G, Y')
             if s == 5:
                 if v_Seed is not None:
-                    bits(0, 2)
                     el = 'Seed'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_Seed)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_Seed = None
                     s = 6
                 elif True:
@@ -8546,20 +7652,15 @@ def _e_DSAKeyValueType(w, o):
                     s = -1
             if s == 6:
                 if v_PgenCounter is not None:
-                    bits(0, 1)
                     el = 'PgenCounter'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     w.binary(v_PgenCounter)
-                    w.bits(0, 1)
+                    bits(0, 2)
                     v_PgenCounter = None
-                    s = 7
-                else:
-                    raise EncodeError('missing content: expected one of PgenCounter')
-            if s == 7:
-                if True:
-                    bits(0, 1)
                     if v_P is not None or v_Q is not None or v_G is not None or v_Y is not None or v_J is not None or v_Seed is not None or v_PgenCounter is not None: raise _leftover(o)
                     s = -1
+                else:
+                    raise EncodeError('missing content: expected one of PgenCounter')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -8570,34 +7671,16 @@ def _d_RSAKeyValueType(r):
     f_Modulus = None
     f_Exponent = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Modulus'
-                    if bits(1): raise r.deviation('RSAKeyValueType')
-                    f_Modulus = r.binary()
-                    if bits(1): raise r.deviation('RSAKeyValueType')
-                    s = 1
-                else:
-                    raise r.deviation('RSAKeyValueType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Exponent'
-                    if bits(1): raise r.deviation('RSAKeyValueType')
-                    f_Exponent = r.binary()
-                    if bits(1): raise r.deviation('RSAKeyValueType')
-                    s = 2
-                else:
-                    raise r.deviation('RSAKeyValueType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('RSAKeyValueType')
+        x = bits(2)
+        if x & 3: raise r.deviation('RSAKeyValueType')
+        el = 'Modulus'
+        f_Modulus = r.binary()
+        x = bits(3)
+        if x & 7: raise r.deviation('RSAKeyValueType')
+        el = 'Exponent'
+        f_Exponent = r.binary()
+        x = bits(2)
+        if x & 3: raise r.deviation('RSAKeyValueType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.RSAKeyValueType(f_Modulus, f_Exponent)
@@ -8609,35 +7692,20 @@ def _e_RSAKeyValueType(w, o):
     try:
         v_Modulus = o.Modulus
         v_Exponent = o.Exponent
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Modulus is not None:
-                    bits(0, 1)
-                    el = 'Modulus'
-                    w.bits(0, 1)
-                    w.binary(v_Modulus)
-                    w.bits(0, 1)
-                    v_Modulus = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Modulus')
-            if s == 1:
-                if v_Exponent is not None:
-                    bits(0, 1)
-                    el = 'Exponent'
-                    w.bits(0, 1)
-                    w.binary(v_Exponent)
-                    w.bits(0, 1)
-                    v_Exponent = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of Exponent')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_Modulus is not None or v_Exponent is not None: raise _leftover(o)
-                    s = -1
+        if v_Modulus is not None:
+            el = 'Modulus'
+            bits(0, 2)
+            w.binary(v_Modulus)
+            if not (v_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'Exponent'
+            bits(0, 3)
+            v_Modulus = None
+            w.binary(v_Exponent)
+            bits(0, 2)
+            v_Exponent = None
+            if v_Modulus is not None or v_Exponent is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Modulus')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -8666,6 +7734,7 @@ def _d_RetrievalMethodType(r):
                     f_Transforms = _d_TransformsType(r)
                     s = 3
                 elif ec == 3:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('RetrievalMethodType')
@@ -8680,6 +7749,7 @@ def _d_RetrievalMethodType(r):
                     f_Transforms = _d_TransformsType(r)
                     s = 3
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('RetrievalMethodType')
@@ -8690,15 +7760,13 @@ def _d_RetrievalMethodType(r):
                     f_Transforms = _d_TransformsType(r)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('RetrievalMethodType')
             if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('RetrievalMethodType')
+                if bits(1): raise r.deviation('RetrievalMethodType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.RetrievalMethodType(f_Type, f_URI, f_Transforms)
@@ -8715,20 +7783,20 @@ def _e_RetrievalMethodType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Type is not None:
-                    bits(0, 3)
                     el = '@Type'
+                    bits(0, 3)
                     w.string(v_Type)
                     v_Type = None
                     s = 1
                 elif v_URI is not None:
-                    bits(1, 3)
                     el = '@URI'
+                    bits(1, 3)
                     w.string(v_URI)
                     v_URI = None
                     s = 2
                 elif v_Transforms is not None:
-                    bits(2, 3)
                     el = 'Transforms'
+                    bits(2, 3)
                     _e_TransformsType(w, v_Transforms)
                     v_Transforms = None
                     s = 3
@@ -8738,14 +7806,14 @@ def _e_RetrievalMethodType(w, o):
                     s = -1
             if s == 1:
                 if v_URI is not None:
-                    bits(0, 2)
                     el = '@URI'
+                    bits(0, 2)
                     w.string(v_URI)
                     v_URI = None
                     s = 2
                 elif v_Transforms is not None:
-                    bits(1, 2)
                     el = 'Transforms'
+                    bits(1, 2)
                     _e_TransformsType(w, v_Transforms)
                     v_Transforms = None
                     s = 3
@@ -8755,8 +7823,8 @@ def _e_RetrievalMethodType(w, o):
                     s = -1
             if s == 2:
                 if v_Transforms is not None:
-                    bits(0, 2)
                     el = 'Transforms'
+                    bits(0, 2)
                     _e_TransformsType(w, v_Transforms)
                     v_Transforms = None
                     s = 3
@@ -8792,29 +7860,29 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 1
                 elif ec == 1:
-                    el = 'X509SKI'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SKI'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SKI.append(_v)
                     s = 2
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SubjectName'
                     _v = r.string(35)
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SubjectName.append(_v)
                     s = 3
                 elif ec == 3:
-                    el = 'X509Certificate'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509Certificate'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509Certificate.append(_v)
                     s = 4
                 elif ec == 4:
-                    el = 'X509CRL'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509CRL'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509CRL.append(_v)
@@ -8832,29 +7900,29 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    el = 'X509SKI'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SKI'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SubjectName'
                     _v = r.string(35)
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    el = 'X509Certificate'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509Certificate'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    el = 'X509CRL'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509CRL'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509CRL.append(_v)
@@ -8863,6 +7931,7 @@ def _d_X509DataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 12
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('X509DataType')
@@ -8874,29 +7943,29 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    el = 'X509SKI'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SKI'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SubjectName'
                     _v = r.string(35)
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    el = 'X509Certificate'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509Certificate'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    el = 'X509CRL'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509CRL'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509CRL.append(_v)
@@ -8905,6 +7974,7 @@ def _d_X509DataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 12
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('X509DataType')
@@ -8916,29 +7986,29 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    el = 'X509SKI'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SKI'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SubjectName'
                     _v = r.string(35)
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    el = 'X509Certificate'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509Certificate'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    el = 'X509CRL'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509CRL'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509CRL.append(_v)
@@ -8947,6 +8017,7 @@ def _d_X509DataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 12
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('X509DataType')
@@ -8958,29 +8029,29 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    el = 'X509SKI'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SKI'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SubjectName'
                     _v = r.string(35)
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    el = 'X509Certificate'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509Certificate'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    el = 'X509CRL'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509CRL'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509CRL.append(_v)
@@ -8989,6 +8060,7 @@ def _d_X509DataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 12
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('X509DataType')
@@ -9000,29 +8072,29 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    el = 'X509SKI'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SKI'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SubjectName'
                     _v = r.string(35)
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    el = 'X509Certificate'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509Certificate'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    el = 'X509CRL'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509CRL'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509CRL.append(_v)
@@ -9031,6 +8103,7 @@ def _d_X509DataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 12
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('X509DataType')
@@ -9042,29 +8115,29 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    el = 'X509SKI'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SKI'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SubjectName'
                     _v = r.string(35)
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    el = 'X509Certificate'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509Certificate'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    el = 'X509CRL'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509CRL'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509CRL.append(_v)
@@ -9073,6 +8146,7 @@ def _d_X509DataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 12
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('X509DataType')
@@ -9084,32 +8158,32 @@ def _d_X509DataType(r):
                         _v = _d_X509IssuerSerialType(r)
                         f_X509IssuerSerial.append(_v)
                     elif ec == 1:
-                        el = 'X509SKI'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SKI'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
-                        el = 'X509SubjectName'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SubjectName'
                         _v = r.string(35)
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
-                        el = 'X509Certificate'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509Certificate'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
-                        el = 'X509CRL'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509CRL'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509CRL.append(_v)
@@ -9120,6 +8194,7 @@ def _d_X509DataType(r):
                         s = 12
                         break
                     elif ec == 6:
+                        pass
                         s = -1
                         break
                     else:
@@ -9134,30 +8209,30 @@ def _d_X509DataType(r):
                         s = 7
                         break
                     elif ec == 1:
-                        el = 'X509SKI'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SKI'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SKI.append(_v)
                     elif ec == 2:
-                        el = 'X509SubjectName'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SubjectName'
                         _v = r.string(35)
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
-                        el = 'X509Certificate'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509Certificate'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
-                        el = 'X509CRL'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509CRL'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509CRL.append(_v)
@@ -9168,6 +8243,7 @@ def _d_X509DataType(r):
                         s = 12
                         break
                     elif ec == 6:
+                        pass
                         s = -1
                         break
                     else:
@@ -9182,30 +8258,30 @@ def _d_X509DataType(r):
                         s = 7
                         break
                     elif ec == 1:
-                        el = 'X509SKI'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SKI'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
-                        el = 'X509SubjectName'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SubjectName'
                         _v = r.string(35)
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SubjectName.append(_v)
                     elif ec == 3:
-                        el = 'X509Certificate'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509Certificate'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
-                        el = 'X509CRL'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509CRL'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509CRL.append(_v)
@@ -9216,6 +8292,7 @@ def _d_X509DataType(r):
                         s = 12
                         break
                     elif ec == 6:
+                        pass
                         s = -1
                         break
                     else:
@@ -9230,30 +8307,30 @@ def _d_X509DataType(r):
                         s = 7
                         break
                     elif ec == 1:
-                        el = 'X509SKI'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SKI'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
-                        el = 'X509SubjectName'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SubjectName'
                         _v = r.string(35)
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
-                        el = 'X509Certificate'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509Certificate'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509Certificate.append(_v)
                     elif ec == 4:
-                        el = 'X509CRL'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509CRL'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509CRL.append(_v)
@@ -9264,6 +8341,7 @@ def _d_X509DataType(r):
                         s = 12
                         break
                     elif ec == 6:
+                        pass
                         s = -1
                         break
                     else:
@@ -9278,32 +8356,32 @@ def _d_X509DataType(r):
                         s = 7
                         break
                     elif ec == 1:
-                        el = 'X509SKI'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SKI'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
-                        el = 'X509SubjectName'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SubjectName'
                         _v = r.string(35)
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
-                        el = 'X509Certificate'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509Certificate'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
-                        el = 'X509CRL'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509CRL'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509CRL.append(_v)
@@ -9312,6 +8390,7 @@ def _d_X509DataType(r):
                         s = 12
                         break
                     elif ec == 6:
+                        pass
                         s = -1
                         break
                     else:
@@ -9324,29 +8403,29 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    el = 'X509SKI'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SKI'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SubjectName'
                     _v = r.string(35)
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    el = 'X509Certificate'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509Certificate'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    el = 'X509CRL'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509CRL'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509CRL.append(_v)
@@ -9355,6 +8434,7 @@ def _d_X509DataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 12
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('X509DataType')
@@ -9386,82 +8466,74 @@ def _e_X509DataType(w, o):
         while s >= 0:
             if s == 0:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
-                    bits(0, 3)
                     el = 'X509IssuerSerial'
+                    bits(0, 3)
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                     i_X509IssuerSerial += 1
                     s = 1
                 elif i_X509SKI < n_X509SKI:
-                    bits(1, 3)
                     el = 'X509SKI'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     w.binary(v_X509SKI[i_X509SKI])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SKI += 1
                     s = 2
                 elif i_X509SubjectName < n_X509SubjectName:
-                    bits(2, 3)
                     el = 'X509SubjectName'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SubjectName += 1
                     s = 3
                 elif i_X509Certificate < n_X509Certificate:
-                    bits(3, 3)
                     el = 'X509Certificate'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509Certificate += 1
                     s = 4
                 elif i_X509CRL < n_X509CRL:
-                    bits(4, 3)
                     el = 'X509CRL'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     w.binary(v_X509CRL[i_X509CRL])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509CRL += 1
                     s = 5
                 else:
                     raise EncodeError('missing content: expected one of X509IssuerSerial, X509SKI, X509SubjectName, X509Certificate, X509CRL')
             if s == 1:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
-                    bits(0, 3)
                     el = 'X509IssuerSerial'
+                    bits(0, 3)
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
-                    bits(1, 3)
                     el = 'X509SKI'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     w.binary(v_X509SKI[i_X509SKI])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
-                    bits(2, 3)
                     el = 'X509SubjectName'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
-                    bits(3, 3)
                     el = 'X509Certificate'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
-                    bits(4, 3)
                     el = 'X509CRL'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     w.binary(v_X509CRL[i_X509CRL])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509CRL += 1
                     s = 11
                 elif True:
@@ -9470,41 +8542,37 @@ def _e_X509DataType(w, o):
                     s = -1
             if s == 2:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
-                    bits(0, 3)
                     el = 'X509IssuerSerial'
+                    bits(0, 3)
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
-                    bits(1, 3)
                     el = 'X509SKI'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     w.binary(v_X509SKI[i_X509SKI])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
-                    bits(2, 3)
                     el = 'X509SubjectName'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
-                    bits(3, 3)
                     el = 'X509Certificate'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
-                    bits(4, 3)
                     el = 'X509CRL'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     w.binary(v_X509CRL[i_X509CRL])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509CRL += 1
                     s = 11
                 elif True:
@@ -9513,41 +8581,37 @@ def _e_X509DataType(w, o):
                     s = -1
             if s == 3:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
-                    bits(0, 3)
                     el = 'X509IssuerSerial'
+                    bits(0, 3)
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
-                    bits(1, 3)
                     el = 'X509SKI'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     w.binary(v_X509SKI[i_X509SKI])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
-                    bits(2, 3)
                     el = 'X509SubjectName'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
-                    bits(3, 3)
                     el = 'X509Certificate'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
-                    bits(4, 3)
                     el = 'X509CRL'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     w.binary(v_X509CRL[i_X509CRL])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509CRL += 1
                     s = 11
                 elif True:
@@ -9556,41 +8620,37 @@ def _e_X509DataType(w, o):
                     s = -1
             if s == 4:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
-                    bits(0, 3)
                     el = 'X509IssuerSerial'
+                    bits(0, 3)
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
-                    bits(1, 3)
                     el = 'X509SKI'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     w.binary(v_X509SKI[i_X509SKI])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
-                    bits(2, 3)
                     el = 'X509SubjectName'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
-                    bits(3, 3)
                     el = 'X509Certificate'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
-                    bits(4, 3)
                     el = 'X509CRL'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     w.binary(v_X509CRL[i_X509CRL])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509CRL += 1
                     s = 11
                 elif True:
@@ -9599,41 +8659,37 @@ def _e_X509DataType(w, o):
                     s = -1
             if s == 5:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
-                    bits(0, 3)
                     el = 'X509IssuerSerial'
+                    bits(0, 3)
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
-                    bits(1, 3)
                     el = 'X509SKI'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     w.binary(v_X509SKI[i_X509SKI])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
-                    bits(2, 3)
                     el = 'X509SubjectName'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
-                    bits(3, 3)
                     el = 'X509Certificate'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
-                    bits(4, 3)
                     el = 'X509CRL'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     w.binary(v_X509CRL[i_X509CRL])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509CRL += 1
                     s = 11
                 elif True:
@@ -9642,41 +8698,37 @@ def _e_X509DataType(w, o):
                     s = -1
             if s == 6:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
-                    bits(0, 3)
                     el = 'X509IssuerSerial'
+                    bits(0, 3)
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
-                    bits(1, 3)
                     el = 'X509SKI'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     w.binary(v_X509SKI[i_X509SKI])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
-                    bits(2, 3)
                     el = 'X509SubjectName'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
-                    bits(3, 3)
                     el = 'X509Certificate'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
-                    bits(4, 3)
                     el = 'X509CRL'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     w.binary(v_X509CRL[i_X509CRL])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509CRL += 1
                     s = 11
                 elif True:
@@ -9686,43 +8738,39 @@ def _e_X509DataType(w, o):
             if s == 7:
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
-                        bits(0, 3)
                         el = 'X509IssuerSerial'
+                        bits(0, 3)
                         _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                         i_X509IssuerSerial += 1
                     elif i_X509SKI < n_X509SKI:
-                        bits(1, 3)
                         el = 'X509SKI'
-                        w.bits(0, 1)
+                        bits((1 << 1), 4)
                         w.binary(v_X509SKI[i_X509SKI])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SKI += 1
                         s = 8
                         break
                     elif i_X509SubjectName < n_X509SubjectName:
-                        bits(2, 3)
                         el = 'X509SubjectName'
-                        w.bits(0, 1)
+                        bits((2 << 1), 4)
                         w.string(v_X509SubjectName[i_X509SubjectName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SubjectName += 1
                         s = 9
                         break
                     elif i_X509Certificate < n_X509Certificate:
-                        bits(3, 3)
                         el = 'X509Certificate'
-                        w.bits(0, 1)
+                        bits((3 << 1), 4)
                         w.binary(v_X509Certificate[i_X509Certificate])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509Certificate += 1
                         s = 10
                         break
                     elif i_X509CRL < n_X509CRL:
-                        bits(4, 3)
                         el = 'X509CRL'
-                        w.bits(0, 1)
+                        bits((4 << 1), 4)
                         w.binary(v_X509CRL[i_X509CRL])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509CRL += 1
                         s = 11
                         break
@@ -9734,43 +8782,39 @@ def _e_X509DataType(w, o):
             if s == 8:
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
-                        bits(0, 3)
                         el = 'X509IssuerSerial'
+                        bits(0, 3)
                         _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                         i_X509IssuerSerial += 1
                         s = 7
                         break
                     elif i_X509SKI < n_X509SKI:
-                        bits(1, 3)
                         el = 'X509SKI'
-                        w.bits(0, 1)
+                        bits((1 << 1), 4)
                         w.binary(v_X509SKI[i_X509SKI])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SKI += 1
                     elif i_X509SubjectName < n_X509SubjectName:
-                        bits(2, 3)
                         el = 'X509SubjectName'
-                        w.bits(0, 1)
+                        bits((2 << 1), 4)
                         w.string(v_X509SubjectName[i_X509SubjectName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SubjectName += 1
                         s = 9
                         break
                     elif i_X509Certificate < n_X509Certificate:
-                        bits(3, 3)
                         el = 'X509Certificate'
-                        w.bits(0, 1)
+                        bits((3 << 1), 4)
                         w.binary(v_X509Certificate[i_X509Certificate])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509Certificate += 1
                         s = 10
                         break
                     elif i_X509CRL < n_X509CRL:
-                        bits(4, 3)
                         el = 'X509CRL'
-                        w.bits(0, 1)
+                        bits((4 << 1), 4)
                         w.binary(v_X509CRL[i_X509CRL])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509CRL += 1
                         s = 11
                         break
@@ -9782,43 +8826,39 @@ def _e_X509DataType(w, o):
             if s == 9:
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
-                        bits(0, 3)
                         el = 'X509IssuerSerial'
+                        bits(0, 3)
                         _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                         i_X509IssuerSerial += 1
                         s = 7
                         break
                     elif i_X509SKI < n_X509SKI:
-                        bits(1, 3)
                         el = 'X509SKI'
-                        w.bits(0, 1)
+                        bits((1 << 1), 4)
                         w.binary(v_X509SKI[i_X509SKI])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SKI += 1
                         s = 8
                         break
                     elif i_X509SubjectName < n_X509SubjectName:
-                        bits(2, 3)
                         el = 'X509SubjectName'
-                        w.bits(0, 1)
+                        bits((2 << 1), 4)
                         w.string(v_X509SubjectName[i_X509SubjectName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SubjectName += 1
                     elif i_X509Certificate < n_X509Certificate:
-                        bits(3, 3)
                         el = 'X509Certificate'
-                        w.bits(0, 1)
+                        bits((3 << 1), 4)
                         w.binary(v_X509Certificate[i_X509Certificate])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509Certificate += 1
                         s = 10
                         break
                     elif i_X509CRL < n_X509CRL:
-                        bits(4, 3)
                         el = 'X509CRL'
-                        w.bits(0, 1)
+                        bits((4 << 1), 4)
                         w.binary(v_X509CRL[i_X509CRL])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509CRL += 1
                         s = 11
                         break
@@ -9830,43 +8870,39 @@ def _e_X509DataType(w, o):
             if s == 10:
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
-                        bits(0, 3)
                         el = 'X509IssuerSerial'
+                        bits(0, 3)
                         _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                         i_X509IssuerSerial += 1
                         s = 7
                         break
                     elif i_X509SKI < n_X509SKI:
-                        bits(1, 3)
                         el = 'X509SKI'
-                        w.bits(0, 1)
+                        bits((1 << 1), 4)
                         w.binary(v_X509SKI[i_X509SKI])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SKI += 1
                         s = 8
                         break
                     elif i_X509SubjectName < n_X509SubjectName:
-                        bits(2, 3)
                         el = 'X509SubjectName'
-                        w.bits(0, 1)
+                        bits((2 << 1), 4)
                         w.string(v_X509SubjectName[i_X509SubjectName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SubjectName += 1
                         s = 9
                         break
                     elif i_X509Certificate < n_X509Certificate:
-                        bits(3, 3)
                         el = 'X509Certificate'
-                        w.bits(0, 1)
+                        bits((3 << 1), 4)
                         w.binary(v_X509Certificate[i_X509Certificate])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509Certificate += 1
                     elif i_X509CRL < n_X509CRL:
-                        bits(4, 3)
                         el = 'X509CRL'
-                        w.bits(0, 1)
+                        bits((4 << 1), 4)
                         w.binary(v_X509CRL[i_X509CRL])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509CRL += 1
                         s = 11
                         break
@@ -9878,45 +8914,41 @@ def _e_X509DataType(w, o):
             if s == 11:
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
-                        bits(0, 3)
                         el = 'X509IssuerSerial'
+                        bits(0, 3)
                         _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                         i_X509IssuerSerial += 1
                         s = 7
                         break
                     elif i_X509SKI < n_X509SKI:
-                        bits(1, 3)
                         el = 'X509SKI'
-                        w.bits(0, 1)
+                        bits((1 << 1), 4)
                         w.binary(v_X509SKI[i_X509SKI])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SKI += 1
                         s = 8
                         break
                     elif i_X509SubjectName < n_X509SubjectName:
-                        bits(2, 3)
                         el = 'X509SubjectName'
-                        w.bits(0, 1)
+                        bits((2 << 1), 4)
                         w.string(v_X509SubjectName[i_X509SubjectName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SubjectName += 1
                         s = 9
                         break
                     elif i_X509Certificate < n_X509Certificate:
-                        bits(3, 3)
                         el = 'X509Certificate'
-                        w.bits(0, 1)
+                        bits((3 << 1), 4)
                         w.binary(v_X509Certificate[i_X509Certificate])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509Certificate += 1
                         s = 10
                         break
                     elif i_X509CRL < n_X509CRL:
-                        bits(4, 3)
                         el = 'X509CRL'
-                        w.bits(0, 1)
+                        bits((4 << 1), 4)
                         w.binary(v_X509CRL[i_X509CRL])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509CRL += 1
                     elif True:
                         bits(6, 3)
@@ -9925,41 +8957,37 @@ def _e_X509DataType(w, o):
                         break
             if s == 12:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
-                    bits(0, 3)
                     el = 'X509IssuerSerial'
+                    bits(0, 3)
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
-                    bits(1, 3)
                     el = 'X509SKI'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     w.binary(v_X509SKI[i_X509SKI])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
-                    bits(2, 3)
                     el = 'X509SubjectName'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
-                    bits(3, 3)
                     el = 'X509Certificate'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
-                    bits(4, 3)
                     el = 'X509CRL'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     w.binary(v_X509CRL[i_X509CRL])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509CRL += 1
                     s = 11
                 elif True:
@@ -9976,34 +9004,18 @@ def _d_X509IssuerSerialType(r):
     f_X509IssuerName = None
     f_X509SerialNumber = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'X509IssuerName'
-                    if bits(1): raise r.deviation('X509IssuerSerialType')
-                    f_X509IssuerName = r.string(38)
-                    if bits(1): raise r.deviation('X509IssuerSerialType')
-                    s = 1
-                else:
-                    raise r.deviation('X509IssuerSerialType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'X509SerialNumber'
-                    if bits(1): raise r.deviation('X509IssuerSerialType')
-                    f_X509SerialNumber = r.sint()
-                    if bits(1): raise r.deviation('X509IssuerSerialType')
-                    s = 2
-                else:
-                    raise r.deviation('X509IssuerSerialType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('X509IssuerSerialType')
+        x = bits(2)
+        if x & 3: raise r.deviation('X509IssuerSerialType')
+        el = 'X509IssuerName'
+        f_X509IssuerName = r.string(38)
+        x = bits(4)
+        if x & 14: raise r.deviation('X509IssuerSerialType')
+        el = 'X509SerialNumber'
+        _neg = (x & 1)
+        f_X509SerialNumber = r.uint()
+        if _neg: f_X509SerialNumber = -f_X509SerialNumber - 1
+        x = bits(2)
+        if x & 3: raise r.deviation('X509IssuerSerialType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.X509IssuerSerialType(f_X509IssuerName, f_X509SerialNumber)
@@ -10015,35 +9027,21 @@ def _e_X509IssuerSerialType(w, o):
     try:
         v_X509IssuerName = o.X509IssuerName
         v_X509SerialNumber = o.X509SerialNumber
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_X509IssuerName is not None:
-                    bits(0, 1)
-                    el = 'X509IssuerName'
-                    w.bits(0, 1)
-                    w.string(v_X509IssuerName)
-                    w.bits(0, 1)
-                    v_X509IssuerName = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of X509IssuerName')
-            if s == 1:
-                if v_X509SerialNumber is not None:
-                    bits(0, 1)
-                    el = 'X509SerialNumber'
-                    w.bits(0, 1)
-                    w.sint(v_X509SerialNumber)
-                    w.bits(0, 1)
-                    v_X509SerialNumber = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of X509SerialNumber')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_X509IssuerName is not None or v_X509SerialNumber is not None: raise _leftover(o)
-                    s = -1
+        if v_X509IssuerName is not None:
+            el = 'X509IssuerName'
+            bits(0, 2)
+            w.string(v_X509IssuerName)
+            if not (v_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+            el = 'X509SerialNumber'
+            if type(v_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {v_X509SerialNumber!r}')
+            bits((v_X509SerialNumber < 0), 4)
+            v_X509IssuerName = None
+            w.uint(-v_X509SerialNumber - 1 if v_X509SerialNumber < 0 else v_X509SerialNumber)
+            bits(0, 2)
+            v_X509SerialNumber = None
+            if v_X509IssuerName is not None or v_X509SerialNumber is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of X509IssuerName')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -10059,14 +9057,14 @@ def _d_PGPDataType(r):
             if s == 0:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'PGPKeyID'
                     if bits(1): raise r.deviation('PGPDataType')
+                    el = 'PGPKeyID'
                     f_PGPKeyID = r.binary()
                     if bits(1): raise r.deviation('PGPDataType')
                     s = 1
                 elif ec == 1:
-                    el = 'PGPKeyPacket'
                     if bits(1): raise r.deviation('PGPDataType')
+                    el = 'PGPKeyPacket'
                     f_PGPKeyPacket = r.binary()
                     if bits(1): raise r.deviation('PGPDataType')
                     s = 2
@@ -10075,8 +9073,8 @@ def _d_PGPDataType(r):
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'PGPKeyPacket'
                     if bits(1): raise r.deviation('PGPDataType')
+                    el = 'PGPKeyPacket'
                     f_PGPKeyPacket = r.binary()
                     if bits(1): raise r.deviation('PGPDataType')
                     s = 3
@@ -10084,6 +9082,7 @@ def _d_PGPDataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 4
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('PGPDataType')
@@ -10093,6 +9092,7 @@ def _d_PGPDataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('PGPDataType')
@@ -10102,6 +9102,7 @@ def _d_PGPDataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 4
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('PGPDataType')
@@ -10111,6 +9112,7 @@ def _d_PGPDataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 4
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('PGPDataType')
@@ -10120,6 +9122,7 @@ def _d_PGPDataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('PGPDataType')
@@ -10138,30 +9141,27 @@ def _e_PGPDataType(w, o):
         while s >= 0:
             if s == 0:
                 if v_PGPKeyID is not None:
-                    bits(0, 2)
                     el = 'PGPKeyID'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_PGPKeyID)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_PGPKeyID = None
                     s = 1
                 elif v_PGPKeyPacket is not None:
-                    bits(1, 2)
                     el = 'PGPKeyPacket'
-                    w.bits(0, 1)
+                    bits((1 << 1), 3)
                     w.binary(v_PGPKeyPacket)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_PGPKeyPacket = None
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of PGPKeyID, PGPKeyPacket')
             if s == 1:
                 if v_PGPKeyPacket is not None:
-                    bits(0, 2)
                     el = 'PGPKeyPacket'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_PGPKeyPacket)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_PGPKeyPacket = None
                     s = 3
                 elif True:
@@ -10200,21 +9200,18 @@ def _d_SPKIDataType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SPKISexp'
-                    if bits(1): raise r.deviation('SPKIDataType')
-                    _v = r.binary()
-                    if bits(1): raise r.deviation('SPKIDataType')
-                    f_SPKISexp.append(_v)
-                    s = 1
-                else:
-                    raise r.deviation('SPKIDataType')
+                x = bits(2)
+                if x & 3: raise r.deviation('SPKIDataType')
+                el = 'SPKISexp'
+                _v = r.binary()
+                if bits(1): raise r.deviation('SPKIDataType')
+                f_SPKISexp.append(_v)
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'SPKISexp'
                     if bits(1): raise r.deviation('SPKIDataType')
+                    el = 'SPKISexp'
                     _v = r.binary()
                     if bits(1): raise r.deviation('SPKIDataType')
                     f_SPKISexp.append(_v)
@@ -10223,19 +9220,21 @@ def _d_SPKIDataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 2
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SPKIDataType')
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'SPKISexp'
                     if bits(1): raise r.deviation('SPKIDataType')
+                    el = 'SPKISexp'
                     _v = r.binary()
                     if bits(1): raise r.deviation('SPKIDataType')
                     f_SPKISexp.append(_v)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SPKIDataType')
@@ -10243,8 +9242,8 @@ def _d_SPKIDataType(r):
                 while True:
                     ec = bits(2)
                     if ec == 0:
-                        el = 'SPKISexp'
                         if bits(1): raise r.deviation('SPKIDataType')
+                        el = 'SPKISexp'
                         _v = r.binary()
                         if bits(1): raise r.deviation('SPKIDataType')
                         f_SPKISexp.append(_v)
@@ -10253,6 +9252,7 @@ def _d_SPKIDataType(r):
                         s = 4
                         break
                     elif ec == 2:
+                        pass
                         s = -1
                         break
                     else:
@@ -10260,13 +9260,14 @@ def _d_SPKIDataType(r):
             if s == 4:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'SPKISexp'
                     if bits(1): raise r.deviation('SPKIDataType')
+                    el = 'SPKISexp'
                     _v = r.binary()
                     if bits(1): raise r.deviation('SPKIDataType')
                     f_SPKISexp.append(_v)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SPKIDataType')
@@ -10286,22 +9287,20 @@ def _e_SPKIDataType(w, o):
         while s >= 0:
             if s == 0:
                 if i_SPKISexp < n_SPKISexp:
-                    bits(0, 1)
                     el = 'SPKISexp'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     w.binary(v_SPKISexp[i_SPKISexp])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_SPKISexp += 1
                     s = 1
                 else:
                     raise EncodeError('missing content: expected one of SPKISexp')
             if s == 1:
                 if i_SPKISexp < n_SPKISexp:
-                    bits(0, 2)
                     el = 'SPKISexp'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_SPKISexp[i_SPKISexp])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_SPKISexp += 1
                     s = 3
                 elif True:
@@ -10310,11 +9309,10 @@ def _e_SPKIDataType(w, o):
                     s = -1
             if s == 2:
                 if i_SPKISexp < n_SPKISexp:
-                    bits(0, 2)
                     el = 'SPKISexp'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_SPKISexp[i_SPKISexp])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_SPKISexp += 1
                     s = 3
                 elif True:
@@ -10324,11 +9322,10 @@ def _e_SPKIDataType(w, o):
             if s == 3:
                 while True:
                     if i_SPKISexp < n_SPKISexp:
-                        bits(0, 2)
                         el = 'SPKISexp'
-                        w.bits(0, 1)
+                        bits(0, 3)
                         w.binary(v_SPKISexp[i_SPKISexp])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_SPKISexp += 1
                     elif True:
                         bits(2, 2)
@@ -10337,11 +9334,10 @@ def _e_SPKIDataType(w, o):
                         break
             if s == 4:
                 if i_SPKISexp < n_SPKISexp:
-                    bits(0, 2)
                     el = 'SPKISexp'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_SPKISexp[i_SPKISexp])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_SPKISexp += 1
                     s = 3
                 elif True:
@@ -10379,6 +9375,7 @@ def _d_ObjectType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 4:
+                    pass
                     s = -1
                 elif ec == 5:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -10399,6 +9396,7 @@ def _d_ObjectType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 3:
+                    pass
                     s = -1
                 elif ec == 4:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -10415,6 +9413,7 @@ def _d_ObjectType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 2:
+                    pass
                     s = -1
                 elif ec == 3:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -10427,6 +9426,7 @@ def _d_ObjectType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -10439,6 +9439,7 @@ def _d_ObjectType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -10451,6 +9452,7 @@ def _d_ObjectType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -10473,20 +9475,20 @@ def _e_ObjectType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Encoding is not None:
-                    bits(0, 3)
                     el = '@Encoding'
+                    bits(0, 3)
                     w.string(v_Encoding)
                     v_Encoding = None
                     s = 1
                 elif v_Id is not None:
-                    bits(1, 3)
                     el = '@Id'
+                    bits(1, 3)
                     w.string(v_Id)
                     v_Id = None
                     s = 2
                 elif v_MimeType is not None:
-                    bits(2, 3)
                     el = '@MimeType'
+                    bits(2, 3)
                     w.string(v_MimeType)
                     v_MimeType = None
                     s = 3
@@ -10496,14 +9498,14 @@ def _e_ObjectType(w, o):
                     s = -1
             if s == 1:
                 if v_Id is not None:
-                    bits(0, 3)
                     el = '@Id'
+                    bits(0, 3)
                     w.string(v_Id)
                     v_Id = None
                     s = 2
                 elif v_MimeType is not None:
-                    bits(1, 3)
                     el = '@MimeType'
+                    bits(1, 3)
                     w.string(v_MimeType)
                     v_MimeType = None
                     s = 3
@@ -10513,8 +9515,8 @@ def _e_ObjectType(w, o):
                     s = -1
             if s == 2:
                 if v_MimeType is not None:
-                    bits(0, 3)
                     el = '@MimeType'
+                    bits(0, 3)
                     w.string(v_MimeType)
                     v_MimeType = None
                     s = 3
@@ -10548,46 +9550,19 @@ def _d_DC_CableCheckResType(r):
     f_ResponseCode = None
     f_EVSEProcessing = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('DC_CableCheckResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('DC_CableCheckResType')
-                    f_ResponseCode = bits(6)
-                    if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
-                    f_ResponseCode = _E0[f_ResponseCode]
-                    if bits(1): raise r.deviation('DC_CableCheckResType')
-                    s = 2
-                else:
-                    raise r.deviation('DC_CableCheckResType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEProcessing'
-                    if bits(1): raise r.deviation('DC_CableCheckResType')
-                    f_EVSEProcessing = bits(2)
-                    if f_EVSEProcessing >= 3: raise DecodeError(f'enumeration index {f_EVSEProcessing} out of range (3 values)', r.pos)
-                    f_EVSEProcessing = _E1[f_EVSEProcessing]
-                    if bits(1): raise r.deviation('DC_CableCheckResType')
-                    s = 3
-                else:
-                    raise r.deviation('DC_CableCheckResType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('DC_CableCheckResType')
+        if bits(1): raise r.deviation('DC_CableCheckResType')
+        el = 'Header'
+        f_Header = _d_MessageHeaderType(r)
+        x = bits(15)
+        if x & 24691: raise r.deviation('DC_CableCheckResType')
+        el = 'ResponseCode'
+        f_ResponseCode = ((x >> 7) & 63)
+        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
+        f_ResponseCode = _E0[f_ResponseCode]
+        el = 'EVSEProcessing'
+        f_EVSEProcessing = ((x >> 2) & 3)
+        if f_EVSEProcessing >= 3: raise DecodeError(f'enumeration index {f_EVSEProcessing} out of range (3 values)', r.pos)
+        f_EVSEProcessing = _E1[f_EVSEProcessing]
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_dc.DC_CableCheckResType(f_Header, f_ResponseCode, f_EVSEProcessing)
@@ -10600,48 +9575,25 @@ def _e_DC_CableCheckResType(w, o):
         v_Header = o.Header
         v_ResponseCode = o.ResponseCode
         v_EVSEProcessing = o.EVSEProcessing
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Header is not None:
-                    bits(0, 1)
-                    el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_ResponseCode is not None:
-                    bits(0, 1)
-                    el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I2.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 6)
-                    w.bits(0, 1)
-                    v_ResponseCode = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 2:
-                if v_EVSEProcessing is not None:
-                    bits(0, 1)
-                    el = 'EVSEProcessing'
-                    w.bits(0, 1)
-                    _i = _I3.get(v_EVSEProcessing)
-                    if _i is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration processingType')
-                    w.bits(_i, 2)
-                    w.bits(0, 1)
-                    v_EVSEProcessing = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of EVSEProcessing')
-            if s == 3:
-                if True:
-                    bits(0, 1)
-                    if v_Header is not None or v_ResponseCode is not None or v_EVSEProcessing is not None: raise _leftover(o)
-                    s = -1
+        if v_Header is not None:
+            el = 'Header'
+            bits(0, 1)
+            _e_MessageHeaderType(w, v_Header)
+            if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            el = 'ResponseCode'
+            _i1 = _I2.get(v_ResponseCode)
+            if _i1 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (v_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
+            el = 'EVSEProcessing'
+            _i2 = _I3.get(v_EVSEProcessing)
+            if _i2 is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration processingType')
+            bits((_i1 << 7) | (_i2 << 2), 15)
+            v_Header = None
+            v_ResponseCode = None
+            v_EVSEProcessing = None
+            if v_Header is not None or v_ResponseCode is not None or v_EVSEProcessing is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Header')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -10652,34 +9604,15 @@ def _d_V2GResponseType(r):
     f_Header = None
     f_ResponseCode = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('V2GResponseType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('V2GResponseType')
-                    f_ResponseCode = bits(6)
-                    if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
-                    f_ResponseCode = _E0[f_ResponseCode]
-                    if bits(1): raise r.deviation('V2GResponseType')
-                    s = 2
-                else:
-                    raise r.deviation('V2GResponseType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('V2GResponseType')
+        if bits(1): raise r.deviation('V2GResponseType')
+        el = 'Header'
+        f_Header = _d_MessageHeaderType(r)
+        x = bits(10)
+        if x & 771: raise r.deviation('V2GResponseType')
+        el = 'ResponseCode'
+        f_ResponseCode = ((x >> 2) & 63)
+        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
+        f_ResponseCode = _E0[f_ResponseCode]
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.V2GResponseType(f_Header, f_ResponseCode)
@@ -10691,35 +9624,20 @@ def _e_V2GResponseType(w, o):
     try:
         v_Header = o.Header
         v_ResponseCode = o.ResponseCode
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Header is not None:
-                    bits(0, 1)
-                    el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_ResponseCode is not None:
-                    bits(0, 1)
-                    el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I2.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 6)
-                    w.bits(0, 1)
-                    v_ResponseCode = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_Header is not None or v_ResponseCode is not None: raise _leftover(o)
-                    s = -1
+        if v_Header is not None:
+            el = 'Header'
+            bits(0, 1)
+            _e_MessageHeaderType(w, v_Header)
+            if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            el = 'ResponseCode'
+            _i3 = _I2.get(v_ResponseCode)
+            if _i3 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            bits((_i3 << 2), 10)
+            v_Header = None
+            v_ResponseCode = None
+            if v_Header is not None or v_ResponseCode is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Header')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -10740,45 +9658,33 @@ def _d_DC_ChargeLoopReqType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('DC_ChargeLoopReqType')
+                if bits(1): raise r.deviation('DC_ChargeLoopReqType')
+                el = 'Header'
+                f_Header = _d_MessageHeaderType(r)
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
                     el = 'DisplayParameters'
                     f_DisplayParameters = _d_DisplayParametersType(r)
-                    s = 2
-                elif ec == 1:
+                    x = bits(4)
+                    if x & 13: raise r.deviation('DC_ChargeLoopReqType')
                     el = 'MeterInfoRequested'
-                    if bits(1): raise r.deviation('DC_ChargeLoopReqType')
-                    f_MeterInfoRequested = bits(1) == 1
-                    if bits(1): raise r.deviation('DC_ChargeLoopReqType')
+                    f_MeterInfoRequested = ((x >> 1) & 1) == 1
                     s = 3
-                else:
-                    raise r.deviation('DC_ChargeLoopReqType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DC_ChargeLoopReqType')
                     el = 'MeterInfoRequested'
-                    if bits(1): raise r.deviation('DC_ChargeLoopReqType')
-                    f_MeterInfoRequested = bits(1) == 1
-                    if bits(1): raise r.deviation('DC_ChargeLoopReqType')
+                    f_MeterInfoRequested = ((x >> 1) & 1) == 1
                     s = 3
                 else:
                     raise r.deviation('DC_ChargeLoopReqType')
             if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVPresentVoltage'
-                    f_EVPresentVoltage = _d_RationalNumberType(r)
-                    s = 4
-                else:
-                    raise r.deviation('DC_ChargeLoopReqType')
+                if bits(1): raise r.deviation('DC_ChargeLoopReqType')
+                el = 'EVPresentVoltage'
+                f_EVPresentVoltage = _d_RationalNumberType(r)
+                s = 4
             if s == 4:
                 ec = bits(3)
                 if ec == 0:
@@ -10804,11 +9710,8 @@ def _d_DC_ChargeLoopReqType(r):
                 else:
                     raise r.deviation('DC_ChargeLoopReqType')
             if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('DC_ChargeLoopReqType')
+                if bits(1): raise r.deviation('DC_ChargeLoopReqType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_dc.DC_ChargeLoopReqType(f_Header, f_DisplayParameters, f_MeterInfoRequested, f_EVPresentVoltage, f_BPT_Dynamic_DC_CLReqControlMode, f_BPT_Scheduled_DC_CLReqControlMode, f_CLReqControlMode, f_Dynamic_DC_CLReqControlMode, f_Scheduled_DC_CLReqControlMode)
@@ -10831,8 +9734,8 @@ def _e_DC_ChargeLoopReqType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Header is not None:
-                    bits(0, 1)
                     el = 'Header'
+                    bits(0, 1)
                     _e_MessageHeaderType(w, v_Header)
                     v_Header = None
                     s = 1
@@ -10840,40 +9743,28 @@ def _e_DC_ChargeLoopReqType(w, o):
                     raise EncodeError('missing content: expected one of Header')
             if s == 1:
                 if v_DisplayParameters is not None:
-                    bits(0, 2)
                     el = 'DisplayParameters'
+                    bits(0, 2)
                     _e_DisplayParametersType(w, v_DisplayParameters)
-                    v_DisplayParameters = None
-                    s = 2
-                elif v_MeterInfoRequested is not None:
-                    bits(1, 2)
+                    if not (v_MeterInfoRequested is not None): raise EncodeError('missing content: MeterInfoRequested')
                     el = 'MeterInfoRequested'
-                    w.bits(0, 1)
-                    if v_MeterInfoRequested is True: w.bits(1, 1)
-                    elif v_MeterInfoRequested is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_MeterInfoRequested!r}')
-                    w.bits(0, 1)
+                    if v_MeterInfoRequested is not True and v_MeterInfoRequested is not False: raise EncodeError(f'expected a bool, got {v_MeterInfoRequested!r}')
+                    bits((v_MeterInfoRequested << 1), 4)
+                    v_DisplayParameters = None
+                    v_MeterInfoRequested = None
+                    s = 3
+                elif v_MeterInfoRequested is not None:
+                    el = 'MeterInfoRequested'
+                    if v_MeterInfoRequested is not True and v_MeterInfoRequested is not False: raise EncodeError(f'expected a bool, got {v_MeterInfoRequested!r}')
+                    bits((1 << 3) | (v_MeterInfoRequested << 1), 5)
                     v_MeterInfoRequested = None
                     s = 3
                 else:
                     raise EncodeError('missing content: expected one of DisplayParameters, MeterInfoRequested')
-            if s == 2:
-                if v_MeterInfoRequested is not None:
-                    bits(0, 1)
-                    el = 'MeterInfoRequested'
-                    w.bits(0, 1)
-                    if v_MeterInfoRequested is True: w.bits(1, 1)
-                    elif v_MeterInfoRequested is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_MeterInfoRequested!r}')
-                    w.bits(0, 1)
-                    v_MeterInfoRequested = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of MeterInfoRequested')
             if s == 3:
                 if v_EVPresentVoltage is not None:
-                    bits(0, 1)
                     el = 'EVPresentVoltage'
+                    bits(0, 1)
                     _e_RationalNumberType(w, v_EVPresentVoltage)
                     v_EVPresentVoltage = None
                     s = 4
@@ -10881,32 +9772,32 @@ def _e_DC_ChargeLoopReqType(w, o):
                     raise EncodeError('missing content: expected one of EVPresentVoltage')
             if s == 4:
                 if v_BPT_Dynamic_DC_CLReqControlMode is not None:
-                    bits(0, 3)
                     el = 'BPT_Dynamic_DC_CLReqControlMode'
+                    bits(0, 3)
                     _e_BPT_Dynamic_DC_CLReqControlModeType(w, v_BPT_Dynamic_DC_CLReqControlMode)
                     v_BPT_Dynamic_DC_CLReqControlMode = None
                     s = 5
                 elif v_BPT_Scheduled_DC_CLReqControlMode is not None:
-                    bits(1, 3)
                     el = 'BPT_Scheduled_DC_CLReqControlMode'
+                    bits(1, 3)
                     _e_BPT_Scheduled_DC_CLReqControlModeType(w, v_BPT_Scheduled_DC_CLReqControlMode)
                     v_BPT_Scheduled_DC_CLReqControlMode = None
                     s = 5
                 elif v_CLReqControlMode is not None:
-                    bits(2, 3)
                     el = 'CLReqControlMode'
+                    bits(2, 3)
                     _e_CLReqControlModeType(w, v_CLReqControlMode)
                     v_CLReqControlMode = None
                     s = 5
                 elif v_Dynamic_DC_CLReqControlMode is not None:
-                    bits(3, 3)
                     el = 'Dynamic_DC_CLReqControlMode'
+                    bits(3, 3)
                     _e_Dynamic_DC_CLReqControlModeType(w, v_Dynamic_DC_CLReqControlMode)
                     v_Dynamic_DC_CLReqControlMode = None
                     s = 5
                 elif v_Scheduled_DC_CLReqControlMode is not None:
-                    bits(4, 3)
                     el = 'Scheduled_DC_CLReqControlMode'
+                    bits(4, 3)
                     _e_Scheduled_DC_CLReqControlModeType(w, v_Scheduled_DC_CLReqControlMode)
                     v_Scheduled_DC_CLReqControlMode = None
                     s = 5
@@ -10931,43 +9822,31 @@ def _d_ChargeLoopReqType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('ChargeLoopReqType')
+                if bits(1): raise r.deviation('ChargeLoopReqType')
+                el = 'Header'
+                f_Header = _d_MessageHeaderType(r)
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
                     el = 'DisplayParameters'
                     f_DisplayParameters = _d_DisplayParametersType(r)
-                    s = 2
-                elif ec == 1:
+                    x = bits(4)
+                    if x & 13: raise r.deviation('ChargeLoopReqType')
                     el = 'MeterInfoRequested'
-                    if bits(1): raise r.deviation('ChargeLoopReqType')
-                    f_MeterInfoRequested = bits(1) == 1
-                    if bits(1): raise r.deviation('ChargeLoopReqType')
+                    f_MeterInfoRequested = ((x >> 1) & 1) == 1
                     s = 3
-                else:
-                    raise r.deviation('ChargeLoopReqType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('ChargeLoopReqType')
                     el = 'MeterInfoRequested'
-                    if bits(1): raise r.deviation('ChargeLoopReqType')
-                    f_MeterInfoRequested = bits(1) == 1
-                    if bits(1): raise r.deviation('ChargeLoopReqType')
+                    f_MeterInfoRequested = ((x >> 1) & 1) == 1
                     s = 3
                 else:
                     raise r.deviation('ChargeLoopReqType')
             if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ChargeLoopReqType')
+                if bits(1): raise r.deviation('ChargeLoopReqType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.ChargeLoopReqType(f_Header, f_DisplayParameters, f_MeterInfoRequested)
@@ -10984,8 +9863,8 @@ def _e_ChargeLoopReqType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Header is not None:
-                    bits(0, 1)
                     el = 'Header'
+                    bits(0, 1)
                     _e_MessageHeaderType(w, v_Header)
                     v_Header = None
                     s = 1
@@ -10993,36 +9872,24 @@ def _e_ChargeLoopReqType(w, o):
                     raise EncodeError('missing content: expected one of Header')
             if s == 1:
                 if v_DisplayParameters is not None:
-                    bits(0, 2)
                     el = 'DisplayParameters'
+                    bits(0, 2)
                     _e_DisplayParametersType(w, v_DisplayParameters)
-                    v_DisplayParameters = None
-                    s = 2
-                elif v_MeterInfoRequested is not None:
-                    bits(1, 2)
+                    if not (v_MeterInfoRequested is not None): raise EncodeError('missing content: MeterInfoRequested')
                     el = 'MeterInfoRequested'
-                    w.bits(0, 1)
-                    if v_MeterInfoRequested is True: w.bits(1, 1)
-                    elif v_MeterInfoRequested is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_MeterInfoRequested!r}')
-                    w.bits(0, 1)
+                    if v_MeterInfoRequested is not True and v_MeterInfoRequested is not False: raise EncodeError(f'expected a bool, got {v_MeterInfoRequested!r}')
+                    bits((v_MeterInfoRequested << 1), 4)
+                    v_DisplayParameters = None
+                    v_MeterInfoRequested = None
+                    s = 3
+                elif v_MeterInfoRequested is not None:
+                    el = 'MeterInfoRequested'
+                    if v_MeterInfoRequested is not True and v_MeterInfoRequested is not False: raise EncodeError(f'expected a bool, got {v_MeterInfoRequested!r}')
+                    bits((1 << 3) | (v_MeterInfoRequested << 1), 5)
                     v_MeterInfoRequested = None
                     s = 3
                 else:
                     raise EncodeError('missing content: expected one of DisplayParameters, MeterInfoRequested')
-            if s == 2:
-                if v_MeterInfoRequested is not None:
-                    bits(0, 1)
-                    el = 'MeterInfoRequested'
-                    w.bits(0, 1)
-                    if v_MeterInfoRequested is True: w.bits(1, 1)
-                    elif v_MeterInfoRequested is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_MeterInfoRequested!r}')
-                    w.bits(0, 1)
-                    v_MeterInfoRequested = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of MeterInfoRequested')
             if s == 3:
                 if True:
                     bits(0, 1)
@@ -11051,372 +9918,380 @@ def _d_DisplayParametersType(r):
             if s == 0:
                 ec = bits(4)
                 if ec == 0:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('DisplayParametersType')
                     el = 'PresentSOC'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_PresentSOC = bits(7)
+                    f_PresentSOC = ((x >> 1) & 127)
                     if f_PresentSOC > 100: raise DecodeError(f'value {f_PresentSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
                     s = 1
                 elif ec == 1:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('DisplayParametersType')
                     el = 'MinimumSOC'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_MinimumSOC = bits(7)
+                    f_MinimumSOC = ((x >> 1) & 127)
                     if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
                     s = 2
                 elif ec == 2:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('DisplayParametersType')
                     el = 'TargetSOC'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_TargetSOC = bits(7)
+                    f_TargetSOC = ((x >> 1) & 127)
                     if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
                     s = 3
                 elif ec == 3:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('DisplayParametersType')
                     el = 'MaximumSOC'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_MaximumSOC = bits(7)
+                    f_MaximumSOC = ((x >> 1) & 127)
                     if f_MaximumSOC > 100: raise DecodeError(f'value {f_MaximumSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
                     s = 4
                 elif ec == 4:
-                    el = 'RemainingTimeToMinimumSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToMinimumSOC'
                     f_RemainingTimeToMinimumSOC = r.uint()
                     if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 5
                 elif ec == 5:
-                    el = 'RemainingTimeToTargetSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToTargetSOC'
                     f_RemainingTimeToTargetSOC = r.uint()
                     if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 6
                 elif ec == 6:
-                    el = 'RemainingTimeToMaximumSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToMaximumSOC'
                     f_RemainingTimeToMaximumSOC = r.uint()
                     if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 7
                 elif ec == 7:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'ChargingComplete'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_ChargingComplete = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 8:
                     el = 'BatteryEnergyCapacity'
                     f_BatteryEnergyCapacity = _d_RationalNumberType(r)
                     s = 9
                 elif ec == 9:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'InletHot'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_InletHot = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_InletHot = ((x >> 1) & 1) == 1
                     s = 10
                 elif ec == 10:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DisplayParametersType')
             if s == 1:
                 ec = bits(4)
                 if ec == 0:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('DisplayParametersType')
                     el = 'MinimumSOC'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_MinimumSOC = bits(7)
+                    f_MinimumSOC = ((x >> 1) & 127)
                     if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
                     s = 2
                 elif ec == 1:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('DisplayParametersType')
                     el = 'TargetSOC'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_TargetSOC = bits(7)
+                    f_TargetSOC = ((x >> 1) & 127)
                     if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
                     s = 3
                 elif ec == 2:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('DisplayParametersType')
                     el = 'MaximumSOC'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_MaximumSOC = bits(7)
+                    f_MaximumSOC = ((x >> 1) & 127)
                     if f_MaximumSOC > 100: raise DecodeError(f'value {f_MaximumSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
                     s = 4
                 elif ec == 3:
-                    el = 'RemainingTimeToMinimumSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToMinimumSOC'
                     f_RemainingTimeToMinimumSOC = r.uint()
                     if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 5
                 elif ec == 4:
-                    el = 'RemainingTimeToTargetSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToTargetSOC'
                     f_RemainingTimeToTargetSOC = r.uint()
                     if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 6
                 elif ec == 5:
-                    el = 'RemainingTimeToMaximumSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToMaximumSOC'
                     f_RemainingTimeToMaximumSOC = r.uint()
                     if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 7
                 elif ec == 6:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'ChargingComplete'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_ChargingComplete = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 7:
                     el = 'BatteryEnergyCapacity'
                     f_BatteryEnergyCapacity = _d_RationalNumberType(r)
                     s = 9
                 elif ec == 8:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'InletHot'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_InletHot = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_InletHot = ((x >> 1) & 1) == 1
                     s = 10
                 elif ec == 9:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DisplayParametersType')
             if s == 2:
                 ec = bits(4)
                 if ec == 0:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('DisplayParametersType')
                     el = 'TargetSOC'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_TargetSOC = bits(7)
+                    f_TargetSOC = ((x >> 1) & 127)
                     if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
                     s = 3
                 elif ec == 1:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('DisplayParametersType')
                     el = 'MaximumSOC'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_MaximumSOC = bits(7)
+                    f_MaximumSOC = ((x >> 1) & 127)
                     if f_MaximumSOC > 100: raise DecodeError(f'value {f_MaximumSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
                     s = 4
                 elif ec == 2:
-                    el = 'RemainingTimeToMinimumSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToMinimumSOC'
                     f_RemainingTimeToMinimumSOC = r.uint()
                     if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 5
                 elif ec == 3:
-                    el = 'RemainingTimeToTargetSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToTargetSOC'
                     f_RemainingTimeToTargetSOC = r.uint()
                     if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 6
                 elif ec == 4:
-                    el = 'RemainingTimeToMaximumSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToMaximumSOC'
                     f_RemainingTimeToMaximumSOC = r.uint()
                     if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 7
                 elif ec == 5:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'ChargingComplete'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_ChargingComplete = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 6:
                     el = 'BatteryEnergyCapacity'
                     f_BatteryEnergyCapacity = _d_RationalNumberType(r)
                     s = 9
                 elif ec == 7:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'InletHot'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_InletHot = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_InletHot = ((x >> 1) & 1) == 1
                     s = 10
                 elif ec == 8:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DisplayParametersType')
             if s == 3:
                 ec = bits(4)
                 if ec == 0:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('DisplayParametersType')
                     el = 'MaximumSOC'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_MaximumSOC = bits(7)
+                    f_MaximumSOC = ((x >> 1) & 127)
                     if f_MaximumSOC > 100: raise DecodeError(f'value {f_MaximumSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
                     s = 4
                 elif ec == 1:
-                    el = 'RemainingTimeToMinimumSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToMinimumSOC'
                     f_RemainingTimeToMinimumSOC = r.uint()
                     if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 5
                 elif ec == 2:
-                    el = 'RemainingTimeToTargetSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToTargetSOC'
                     f_RemainingTimeToTargetSOC = r.uint()
                     if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 6
                 elif ec == 3:
-                    el = 'RemainingTimeToMaximumSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToMaximumSOC'
                     f_RemainingTimeToMaximumSOC = r.uint()
                     if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 7
                 elif ec == 4:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'ChargingComplete'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_ChargingComplete = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 5:
                     el = 'BatteryEnergyCapacity'
                     f_BatteryEnergyCapacity = _d_RationalNumberType(r)
                     s = 9
                 elif ec == 6:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'InletHot'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_InletHot = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_InletHot = ((x >> 1) & 1) == 1
                     s = 10
                 elif ec == 7:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DisplayParametersType')
             if s == 4:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'RemainingTimeToMinimumSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToMinimumSOC'
                     f_RemainingTimeToMinimumSOC = r.uint()
                     if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 5
                 elif ec == 1:
-                    el = 'RemainingTimeToTargetSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToTargetSOC'
                     f_RemainingTimeToTargetSOC = r.uint()
                     if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 6
                 elif ec == 2:
-                    el = 'RemainingTimeToMaximumSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToMaximumSOC'
                     f_RemainingTimeToMaximumSOC = r.uint()
                     if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 7
                 elif ec == 3:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'ChargingComplete'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_ChargingComplete = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 4:
                     el = 'BatteryEnergyCapacity'
                     f_BatteryEnergyCapacity = _d_RationalNumberType(r)
                     s = 9
                 elif ec == 5:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'InletHot'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_InletHot = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_InletHot = ((x >> 1) & 1) == 1
                     s = 10
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DisplayParametersType')
             if s == 5:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'RemainingTimeToTargetSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToTargetSOC'
                     f_RemainingTimeToTargetSOC = r.uint()
                     if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 6
                 elif ec == 1:
-                    el = 'RemainingTimeToMaximumSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToMaximumSOC'
                     f_RemainingTimeToMaximumSOC = r.uint()
                     if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 7
                 elif ec == 2:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'ChargingComplete'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_ChargingComplete = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 3:
                     el = 'BatteryEnergyCapacity'
                     f_BatteryEnergyCapacity = _d_RationalNumberType(r)
                     s = 9
                 elif ec == 4:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'InletHot'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_InletHot = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_InletHot = ((x >> 1) & 1) == 1
                     s = 10
                 elif ec == 5:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DisplayParametersType')
             if s == 6:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'RemainingTimeToMaximumSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToMaximumSOC'
                     f_RemainingTimeToMaximumSOC = r.uint()
                     if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 7
                 elif ec == 1:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'ChargingComplete'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_ChargingComplete = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 2:
                     el = 'BatteryEnergyCapacity'
                     f_BatteryEnergyCapacity = _d_RationalNumberType(r)
                     s = 9
                 elif ec == 3:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'InletHot'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_InletHot = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_InletHot = ((x >> 1) & 1) == 1
                     s = 10
                 elif ec == 4:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DisplayParametersType')
             if s == 7:
                 ec = bits(3)
                 if ec == 0:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'ChargingComplete'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_ChargingComplete = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 1:
                     el = 'BatteryEnergyCapacity'
                     f_BatteryEnergyCapacity = _d_RationalNumberType(r)
                     s = 9
                 elif ec == 2:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'InletHot'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_InletHot = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_InletHot = ((x >> 1) & 1) == 1
                     s = 10
                 elif ec == 3:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DisplayParametersType')
@@ -11427,33 +10302,32 @@ def _d_DisplayParametersType(r):
                     f_BatteryEnergyCapacity = _d_RationalNumberType(r)
                     s = 9
                 elif ec == 1:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'InletHot'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_InletHot = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_InletHot = ((x >> 1) & 1) == 1
                     s = 10
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DisplayParametersType')
             if s == 9:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'InletHot'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_InletHot = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_InletHot = ((x >> 1) & 1) == 1
                     s = 10
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DisplayParametersType')
             if s == 10:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('DisplayParametersType')
+                if bits(1): raise r.deviation('DisplayParametersType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.DisplayParametersType(f_PresentSOC, f_MinimumSOC, f_TargetSOC, f_MaximumSOC, f_RemainingTimeToMinimumSOC, f_RemainingTimeToTargetSOC, f_RemainingTimeToMaximumSOC, f_ChargingComplete, f_BatteryEnergyCapacity, f_InletHot)
@@ -11477,92 +10351,69 @@ def _e_DisplayParametersType(w, o):
         while s >= 0:
             if s == 0:
                 if v_PresentSOC is not None:
-                    bits(0, 4)
                     el = 'PresentSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_PresentSOC <= 100: raise EncodeError(f'value {v_PresentSOC!r} outside [0, 100]')
-                    w.bits(v_PresentSOC, 7)
-                    w.bits(0, 1)
+                    bits((v_PresentSOC << 1), 13)
                     v_PresentSOC = None
                     s = 1
                 elif v_MinimumSOC is not None:
-                    bits(1, 4)
                     el = 'MinimumSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_MinimumSOC <= 100: raise EncodeError(f'value {v_MinimumSOC!r} outside [0, 100]')
-                    w.bits(v_MinimumSOC, 7)
-                    w.bits(0, 1)
+                    bits((1 << 9) | (v_MinimumSOC << 1), 13)
                     v_MinimumSOC = None
                     s = 2
                 elif v_TargetSOC is not None:
-                    bits(2, 4)
                     el = 'TargetSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
-                    w.bits(v_TargetSOC, 7)
-                    w.bits(0, 1)
+                    bits((2 << 9) | (v_TargetSOC << 1), 13)
                     v_TargetSOC = None
                     s = 3
                 elif v_MaximumSOC is not None:
-                    bits(3, 4)
                     el = 'MaximumSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_MaximumSOC <= 100: raise EncodeError(f'value {v_MaximumSOC!r} outside [0, 100]')
-                    w.bits(v_MaximumSOC, 7)
-                    w.bits(0, 1)
+                    bits((3 << 9) | (v_MaximumSOC << 1), 13)
                     v_MaximumSOC = None
                     s = 4
                 elif v_RemainingTimeToMinimumSOC is not None:
-                    bits(4, 4)
                     el = 'RemainingTimeToMinimumSOC'
-                    w.bits(0, 1)
+                    bits((4 << 1), 5)
                     if v_RemainingTimeToMinimumSOC < 0 or v_RemainingTimeToMinimumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMinimumSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToMinimumSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToMinimumSOC = None
                     s = 5
                 elif v_RemainingTimeToTargetSOC is not None:
-                    bits(5, 4)
                     el = 'RemainingTimeToTargetSOC'
-                    w.bits(0, 1)
+                    bits((5 << 1), 5)
                     if v_RemainingTimeToTargetSOC < 0 or v_RemainingTimeToTargetSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToTargetSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToTargetSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToTargetSOC = None
                     s = 6
                 elif v_RemainingTimeToMaximumSOC is not None:
-                    bits(6, 4)
                     el = 'RemainingTimeToMaximumSOC'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     if v_RemainingTimeToMaximumSOC < 0 or v_RemainingTimeToMaximumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMaximumSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToMaximumSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToMaximumSOC = None
                     s = 7
                 elif v_ChargingComplete is not None:
-                    bits(7, 4)
                     el = 'ChargingComplete'
-                    w.bits(0, 1)
-                    if v_ChargingComplete is True: w.bits(1, 1)
-                    elif v_ChargingComplete is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    w.bits(0, 1)
+                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                    bits((7 << 3) | (v_ChargingComplete << 1), 7)
                     v_ChargingComplete = None
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
-                    bits(8, 4)
                     el = 'BatteryEnergyCapacity'
+                    bits(8, 4)
                     _e_RationalNumberType(w, v_BatteryEnergyCapacity)
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
-                    bits(9, 4)
                     el = 'InletHot'
-                    w.bits(0, 1)
-                    if v_InletHot is True: w.bits(1, 1)
-                    elif v_InletHot is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    w.bits(0, 1)
+                    if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
+                    bits((9 << 3) | (v_InletHot << 1), 7)
                     v_InletHot = None
                     s = 10
                 elif True:
@@ -11571,83 +10422,63 @@ def _e_DisplayParametersType(w, o):
                     s = -1
             if s == 1:
                 if v_MinimumSOC is not None:
-                    bits(0, 4)
                     el = 'MinimumSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_MinimumSOC <= 100: raise EncodeError(f'value {v_MinimumSOC!r} outside [0, 100]')
-                    w.bits(v_MinimumSOC, 7)
-                    w.bits(0, 1)
+                    bits((v_MinimumSOC << 1), 13)
                     v_MinimumSOC = None
                     s = 2
                 elif v_TargetSOC is not None:
-                    bits(1, 4)
                     el = 'TargetSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
-                    w.bits(v_TargetSOC, 7)
-                    w.bits(0, 1)
+                    bits((1 << 9) | (v_TargetSOC << 1), 13)
                     v_TargetSOC = None
                     s = 3
                 elif v_MaximumSOC is not None:
-                    bits(2, 4)
                     el = 'MaximumSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_MaximumSOC <= 100: raise EncodeError(f'value {v_MaximumSOC!r} outside [0, 100]')
-                    w.bits(v_MaximumSOC, 7)
-                    w.bits(0, 1)
+                    bits((2 << 9) | (v_MaximumSOC << 1), 13)
                     v_MaximumSOC = None
                     s = 4
                 elif v_RemainingTimeToMinimumSOC is not None:
-                    bits(3, 4)
                     el = 'RemainingTimeToMinimumSOC'
-                    w.bits(0, 1)
+                    bits((3 << 1), 5)
                     if v_RemainingTimeToMinimumSOC < 0 or v_RemainingTimeToMinimumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMinimumSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToMinimumSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToMinimumSOC = None
                     s = 5
                 elif v_RemainingTimeToTargetSOC is not None:
-                    bits(4, 4)
                     el = 'RemainingTimeToTargetSOC'
-                    w.bits(0, 1)
+                    bits((4 << 1), 5)
                     if v_RemainingTimeToTargetSOC < 0 or v_RemainingTimeToTargetSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToTargetSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToTargetSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToTargetSOC = None
                     s = 6
                 elif v_RemainingTimeToMaximumSOC is not None:
-                    bits(5, 4)
                     el = 'RemainingTimeToMaximumSOC'
-                    w.bits(0, 1)
+                    bits((5 << 1), 5)
                     if v_RemainingTimeToMaximumSOC < 0 or v_RemainingTimeToMaximumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMaximumSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToMaximumSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToMaximumSOC = None
                     s = 7
                 elif v_ChargingComplete is not None:
-                    bits(6, 4)
                     el = 'ChargingComplete'
-                    w.bits(0, 1)
-                    if v_ChargingComplete is True: w.bits(1, 1)
-                    elif v_ChargingComplete is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    w.bits(0, 1)
+                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                    bits((6 << 3) | (v_ChargingComplete << 1), 7)
                     v_ChargingComplete = None
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
-                    bits(7, 4)
                     el = 'BatteryEnergyCapacity'
+                    bits(7, 4)
                     _e_RationalNumberType(w, v_BatteryEnergyCapacity)
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
-                    bits(8, 4)
                     el = 'InletHot'
-                    w.bits(0, 1)
-                    if v_InletHot is True: w.bits(1, 1)
-                    elif v_InletHot is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    w.bits(0, 1)
+                    if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
+                    bits((8 << 3) | (v_InletHot << 1), 7)
                     v_InletHot = None
                     s = 10
                 elif True:
@@ -11656,74 +10487,57 @@ def _e_DisplayParametersType(w, o):
                     s = -1
             if s == 2:
                 if v_TargetSOC is not None:
-                    bits(0, 4)
                     el = 'TargetSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
-                    w.bits(v_TargetSOC, 7)
-                    w.bits(0, 1)
+                    bits((v_TargetSOC << 1), 13)
                     v_TargetSOC = None
                     s = 3
                 elif v_MaximumSOC is not None:
-                    bits(1, 4)
                     el = 'MaximumSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_MaximumSOC <= 100: raise EncodeError(f'value {v_MaximumSOC!r} outside [0, 100]')
-                    w.bits(v_MaximumSOC, 7)
-                    w.bits(0, 1)
+                    bits((1 << 9) | (v_MaximumSOC << 1), 13)
                     v_MaximumSOC = None
                     s = 4
                 elif v_RemainingTimeToMinimumSOC is not None:
-                    bits(2, 4)
                     el = 'RemainingTimeToMinimumSOC'
-                    w.bits(0, 1)
+                    bits((2 << 1), 5)
                     if v_RemainingTimeToMinimumSOC < 0 or v_RemainingTimeToMinimumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMinimumSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToMinimumSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToMinimumSOC = None
                     s = 5
                 elif v_RemainingTimeToTargetSOC is not None:
-                    bits(3, 4)
                     el = 'RemainingTimeToTargetSOC'
-                    w.bits(0, 1)
+                    bits((3 << 1), 5)
                     if v_RemainingTimeToTargetSOC < 0 or v_RemainingTimeToTargetSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToTargetSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToTargetSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToTargetSOC = None
                     s = 6
                 elif v_RemainingTimeToMaximumSOC is not None:
-                    bits(4, 4)
                     el = 'RemainingTimeToMaximumSOC'
-                    w.bits(0, 1)
+                    bits((4 << 1), 5)
                     if v_RemainingTimeToMaximumSOC < 0 or v_RemainingTimeToMaximumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMaximumSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToMaximumSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToMaximumSOC = None
                     s = 7
                 elif v_ChargingComplete is not None:
-                    bits(5, 4)
                     el = 'ChargingComplete'
-                    w.bits(0, 1)
-                    if v_ChargingComplete is True: w.bits(1, 1)
-                    elif v_ChargingComplete is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    w.bits(0, 1)
+                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                    bits((5 << 3) | (v_ChargingComplete << 1), 7)
                     v_ChargingComplete = None
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
-                    bits(6, 4)
                     el = 'BatteryEnergyCapacity'
+                    bits(6, 4)
                     _e_RationalNumberType(w, v_BatteryEnergyCapacity)
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
-                    bits(7, 4)
                     el = 'InletHot'
-                    w.bits(0, 1)
-                    if v_InletHot is True: w.bits(1, 1)
-                    elif v_InletHot is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    w.bits(0, 1)
+                    if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
+                    bits((7 << 3) | (v_InletHot << 1), 7)
                     v_InletHot = None
                     s = 10
                 elif True:
@@ -11732,65 +10546,51 @@ def _e_DisplayParametersType(w, o):
                     s = -1
             if s == 3:
                 if v_MaximumSOC is not None:
-                    bits(0, 4)
                     el = 'MaximumSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_MaximumSOC <= 100: raise EncodeError(f'value {v_MaximumSOC!r} outside [0, 100]')
-                    w.bits(v_MaximumSOC, 7)
-                    w.bits(0, 1)
+                    bits((v_MaximumSOC << 1), 13)
                     v_MaximumSOC = None
                     s = 4
                 elif v_RemainingTimeToMinimumSOC is not None:
-                    bits(1, 4)
                     el = 'RemainingTimeToMinimumSOC'
-                    w.bits(0, 1)
+                    bits((1 << 1), 5)
                     if v_RemainingTimeToMinimumSOC < 0 or v_RemainingTimeToMinimumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMinimumSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToMinimumSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToMinimumSOC = None
                     s = 5
                 elif v_RemainingTimeToTargetSOC is not None:
-                    bits(2, 4)
                     el = 'RemainingTimeToTargetSOC'
-                    w.bits(0, 1)
+                    bits((2 << 1), 5)
                     if v_RemainingTimeToTargetSOC < 0 or v_RemainingTimeToTargetSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToTargetSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToTargetSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToTargetSOC = None
                     s = 6
                 elif v_RemainingTimeToMaximumSOC is not None:
-                    bits(3, 4)
                     el = 'RemainingTimeToMaximumSOC'
-                    w.bits(0, 1)
+                    bits((3 << 1), 5)
                     if v_RemainingTimeToMaximumSOC < 0 or v_RemainingTimeToMaximumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMaximumSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToMaximumSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToMaximumSOC = None
                     s = 7
                 elif v_ChargingComplete is not None:
-                    bits(4, 4)
                     el = 'ChargingComplete'
-                    w.bits(0, 1)
-                    if v_ChargingComplete is True: w.bits(1, 1)
-                    elif v_ChargingComplete is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    w.bits(0, 1)
+                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                    bits((4 << 3) | (v_ChargingComplete << 1), 7)
                     v_ChargingComplete = None
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
-                    bits(5, 4)
                     el = 'BatteryEnergyCapacity'
+                    bits(5, 4)
                     _e_RationalNumberType(w, v_BatteryEnergyCapacity)
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
-                    bits(6, 4)
                     el = 'InletHot'
-                    w.bits(0, 1)
-                    if v_InletHot is True: w.bits(1, 1)
-                    elif v_InletHot is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    w.bits(0, 1)
+                    if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
+                    bits((6 << 3) | (v_InletHot << 1), 7)
                     v_InletHot = None
                     s = 10
                 elif True:
@@ -11799,56 +10599,45 @@ def _e_DisplayParametersType(w, o):
                     s = -1
             if s == 4:
                 if v_RemainingTimeToMinimumSOC is not None:
-                    bits(0, 3)
                     el = 'RemainingTimeToMinimumSOC'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     if v_RemainingTimeToMinimumSOC < 0 or v_RemainingTimeToMinimumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMinimumSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToMinimumSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToMinimumSOC = None
                     s = 5
                 elif v_RemainingTimeToTargetSOC is not None:
-                    bits(1, 3)
                     el = 'RemainingTimeToTargetSOC'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     if v_RemainingTimeToTargetSOC < 0 or v_RemainingTimeToTargetSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToTargetSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToTargetSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToTargetSOC = None
                     s = 6
                 elif v_RemainingTimeToMaximumSOC is not None:
-                    bits(2, 3)
                     el = 'RemainingTimeToMaximumSOC'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     if v_RemainingTimeToMaximumSOC < 0 or v_RemainingTimeToMaximumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMaximumSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToMaximumSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToMaximumSOC = None
                     s = 7
                 elif v_ChargingComplete is not None:
-                    bits(3, 3)
                     el = 'ChargingComplete'
-                    w.bits(0, 1)
-                    if v_ChargingComplete is True: w.bits(1, 1)
-                    elif v_ChargingComplete is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    w.bits(0, 1)
+                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                    bits((3 << 3) | (v_ChargingComplete << 1), 6)
                     v_ChargingComplete = None
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
-                    bits(4, 3)
                     el = 'BatteryEnergyCapacity'
+                    bits(4, 3)
                     _e_RationalNumberType(w, v_BatteryEnergyCapacity)
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
-                    bits(5, 3)
                     el = 'InletHot'
-                    w.bits(0, 1)
-                    if v_InletHot is True: w.bits(1, 1)
-                    elif v_InletHot is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    w.bits(0, 1)
+                    if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
+                    bits((5 << 3) | (v_InletHot << 1), 6)
                     v_InletHot = None
                     s = 10
                 elif True:
@@ -11857,47 +10646,37 @@ def _e_DisplayParametersType(w, o):
                     s = -1
             if s == 5:
                 if v_RemainingTimeToTargetSOC is not None:
-                    bits(0, 3)
                     el = 'RemainingTimeToTargetSOC'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     if v_RemainingTimeToTargetSOC < 0 or v_RemainingTimeToTargetSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToTargetSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToTargetSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToTargetSOC = None
                     s = 6
                 elif v_RemainingTimeToMaximumSOC is not None:
-                    bits(1, 3)
                     el = 'RemainingTimeToMaximumSOC'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     if v_RemainingTimeToMaximumSOC < 0 or v_RemainingTimeToMaximumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMaximumSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToMaximumSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToMaximumSOC = None
                     s = 7
                 elif v_ChargingComplete is not None:
-                    bits(2, 3)
                     el = 'ChargingComplete'
-                    w.bits(0, 1)
-                    if v_ChargingComplete is True: w.bits(1, 1)
-                    elif v_ChargingComplete is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    w.bits(0, 1)
+                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                    bits((2 << 3) | (v_ChargingComplete << 1), 6)
                     v_ChargingComplete = None
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
-                    bits(3, 3)
                     el = 'BatteryEnergyCapacity'
+                    bits(3, 3)
                     _e_RationalNumberType(w, v_BatteryEnergyCapacity)
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
-                    bits(4, 3)
                     el = 'InletHot'
-                    w.bits(0, 1)
-                    if v_InletHot is True: w.bits(1, 1)
-                    elif v_InletHot is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    w.bits(0, 1)
+                    if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
+                    bits((4 << 3) | (v_InletHot << 1), 6)
                     v_InletHot = None
                     s = 10
                 elif True:
@@ -11906,38 +10685,29 @@ def _e_DisplayParametersType(w, o):
                     s = -1
             if s == 6:
                 if v_RemainingTimeToMaximumSOC is not None:
-                    bits(0, 3)
                     el = 'RemainingTimeToMaximumSOC'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     if v_RemainingTimeToMaximumSOC < 0 or v_RemainingTimeToMaximumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMaximumSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToMaximumSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToMaximumSOC = None
                     s = 7
                 elif v_ChargingComplete is not None:
-                    bits(1, 3)
                     el = 'ChargingComplete'
-                    w.bits(0, 1)
-                    if v_ChargingComplete is True: w.bits(1, 1)
-                    elif v_ChargingComplete is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    w.bits(0, 1)
+                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                    bits((1 << 3) | (v_ChargingComplete << 1), 6)
                     v_ChargingComplete = None
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
-                    bits(2, 3)
                     el = 'BatteryEnergyCapacity'
+                    bits(2, 3)
                     _e_RationalNumberType(w, v_BatteryEnergyCapacity)
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
-                    bits(3, 3)
                     el = 'InletHot'
-                    w.bits(0, 1)
-                    if v_InletHot is True: w.bits(1, 1)
-                    elif v_InletHot is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    w.bits(0, 1)
+                    if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
+                    bits((3 << 3) | (v_InletHot << 1), 6)
                     v_InletHot = None
                     s = 10
                 elif True:
@@ -11946,29 +10716,21 @@ def _e_DisplayParametersType(w, o):
                     s = -1
             if s == 7:
                 if v_ChargingComplete is not None:
-                    bits(0, 3)
                     el = 'ChargingComplete'
-                    w.bits(0, 1)
-                    if v_ChargingComplete is True: w.bits(1, 1)
-                    elif v_ChargingComplete is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    w.bits(0, 1)
+                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                    bits((v_ChargingComplete << 1), 6)
                     v_ChargingComplete = None
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
-                    bits(1, 3)
                     el = 'BatteryEnergyCapacity'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_BatteryEnergyCapacity)
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
-                    bits(2, 3)
                     el = 'InletHot'
-                    w.bits(0, 1)
-                    if v_InletHot is True: w.bits(1, 1)
-                    elif v_InletHot is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    w.bits(0, 1)
+                    if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
+                    bits((2 << 3) | (v_InletHot << 1), 6)
                     v_InletHot = None
                     s = 10
                 elif True:
@@ -11977,19 +10739,15 @@ def _e_DisplayParametersType(w, o):
                     s = -1
             if s == 8:
                 if v_BatteryEnergyCapacity is not None:
-                    bits(0, 2)
                     el = 'BatteryEnergyCapacity'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_BatteryEnergyCapacity)
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
-                    bits(1, 2)
                     el = 'InletHot'
-                    w.bits(0, 1)
-                    if v_InletHot is True: w.bits(1, 1)
-                    elif v_InletHot is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    w.bits(0, 1)
+                    if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
+                    bits((1 << 3) | (v_InletHot << 1), 5)
                     v_InletHot = None
                     s = 10
                 elif True:
@@ -11998,13 +10756,9 @@ def _e_DisplayParametersType(w, o):
                     s = -1
             if s == 9:
                 if v_InletHot is not None:
-                    bits(0, 2)
                     el = 'InletHot'
-                    w.bits(0, 1)
-                    if v_InletHot is True: w.bits(1, 1)
-                    elif v_InletHot is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    w.bits(0, 1)
+                    if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
+                    bits((v_InletHot << 1), 5)
                     v_InletHot = None
                     s = 10
                 elif True:
@@ -12042,25 +10796,16 @@ def _d_DC_ChargeLoopResType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('DC_ChargeLoopResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('DC_ChargeLoopResType')
-                    f_ResponseCode = bits(6)
-                    if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
-                    f_ResponseCode = _E0[f_ResponseCode]
-                    if bits(1): raise r.deviation('DC_ChargeLoopResType')
-                    s = 2
-                else:
-                    raise r.deviation('DC_ChargeLoopResType')
+                if bits(1): raise r.deviation('DC_ChargeLoopResType')
+                el = 'Header'
+                f_Header = _d_MessageHeaderType(r)
+                x = bits(9)
+                if x & 385: raise r.deviation('DC_ChargeLoopResType')
+                el = 'ResponseCode'
+                f_ResponseCode = ((x >> 1) & 63)
+                if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
+                f_ResponseCode = _E0[f_ResponseCode]
+                s = 2
             if s == 2:
                 ec = bits(3)
                 if ec == 0:
@@ -12110,51 +10855,23 @@ def _d_DC_ChargeLoopResType(r):
                 else:
                     raise r.deviation('DC_ChargeLoopResType')
             if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEPresentCurrent'
-                    f_EVSEPresentCurrent = _d_RationalNumberType(r)
-                    s = 6
-                else:
-                    raise r.deviation('DC_ChargeLoopResType')
+                if bits(1): raise r.deviation('DC_ChargeLoopResType')
+                el = 'EVSEPresentCurrent'
+                f_EVSEPresentCurrent = _d_RationalNumberType(r)
+                s = 6
             if s == 6:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEPresentVoltage'
-                    f_EVSEPresentVoltage = _d_RationalNumberType(r)
-                    s = 7
-                else:
-                    raise r.deviation('DC_ChargeLoopResType')
-            if s == 7:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEPowerLimitAchieved'
-                    if bits(1): raise r.deviation('DC_ChargeLoopResType')
-                    f_EVSEPowerLimitAchieved = bits(1) == 1
-                    if bits(1): raise r.deviation('DC_ChargeLoopResType')
-                    s = 8
-                else:
-                    raise r.deviation('DC_ChargeLoopResType')
-            if s == 8:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSECurrentLimitAchieved'
-                    if bits(1): raise r.deviation('DC_ChargeLoopResType')
-                    f_EVSECurrentLimitAchieved = bits(1) == 1
-                    if bits(1): raise r.deviation('DC_ChargeLoopResType')
-                    s = 9
-                else:
-                    raise r.deviation('DC_ChargeLoopResType')
-            if s == 9:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEVoltageLimitAchieved'
-                    if bits(1): raise r.deviation('DC_ChargeLoopResType')
-                    f_EVSEVoltageLimitAchieved = bits(1) == 1
-                    if bits(1): raise r.deviation('DC_ChargeLoopResType')
-                    s = 10
-                else:
-                    raise r.deviation('DC_ChargeLoopResType')
+                if bits(1): raise r.deviation('DC_ChargeLoopResType')
+                el = 'EVSEPresentVoltage'
+                f_EVSEPresentVoltage = _d_RationalNumberType(r)
+                x = bits(12)
+                if x & 3549: raise r.deviation('DC_ChargeLoopResType')
+                el = 'EVSEPowerLimitAchieved'
+                f_EVSEPowerLimitAchieved = ((x >> 9) & 1) == 1
+                el = 'EVSECurrentLimitAchieved'
+                f_EVSECurrentLimitAchieved = ((x >> 5) & 1) == 1
+                el = 'EVSEVoltageLimitAchieved'
+                f_EVSEVoltageLimitAchieved = ((x >> 1) & 1) == 1
+                s = 10
             if s == 10:
                 ec = bits(3)
                 if ec == 0:
@@ -12180,11 +10897,8 @@ def _d_DC_ChargeLoopResType(r):
                 else:
                     raise r.deviation('DC_ChargeLoopResType')
             if s == 11:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('DC_ChargeLoopResType')
+                if bits(1): raise r.deviation('DC_ChargeLoopResType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_dc.DC_ChargeLoopResType(f_Header, f_ResponseCode, f_EVSEStatus, f_MeterInfo, f_Receipt, f_EVSEPresentCurrent, f_EVSEPresentVoltage, f_EVSEPowerLimitAchieved, f_EVSECurrentLimitAchieved, f_EVSEVoltageLimitAchieved, f_BPT_Dynamic_DC_CLResControlMode, f_BPT_Scheduled_DC_CLResControlMode, f_CLResControlMode, f_Dynamic_DC_CLResControlMode, f_Scheduled_DC_CLResControlMode)
@@ -12213,48 +10927,41 @@ def _e_DC_ChargeLoopResType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Header is not None:
-                    bits(0, 1)
                     el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_ResponseCode is not None:
                     bits(0, 1)
+                    _e_MessageHeaderType(w, v_Header)
+                    if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
                     el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I2.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 6)
-                    w.bits(0, 1)
+                    _i4 = _I2.get(v_ResponseCode)
+                    if _i4 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    bits((_i4 << 1), 9)
+                    v_Header = None
                     v_ResponseCode = None
                     s = 2
                 else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
+                    raise EncodeError('missing content: expected one of Header')
             if s == 2:
                 if v_EVSEStatus is not None:
-                    bits(0, 3)
                     el = 'EVSEStatus'
+                    bits(0, 3)
                     _e_EVSEStatusType(w, v_EVSEStatus)
                     v_EVSEStatus = None
                     s = 3
                 elif v_MeterInfo is not None:
-                    bits(1, 3)
                     el = 'MeterInfo'
+                    bits(1, 3)
                     _e_MeterInfoType(w, v_MeterInfo)
                     v_MeterInfo = None
                     s = 4
                 elif v_Receipt is not None:
-                    bits(2, 3)
                     el = 'Receipt'
+                    bits(2, 3)
                     _e_ReceiptType(w, v_Receipt)
                     v_Receipt = None
                     s = 5
                 elif v_EVSEPresentCurrent is not None:
-                    bits(3, 3)
                     el = 'EVSEPresentCurrent'
+                    bits(3, 3)
                     _e_RationalNumberType(w, v_EVSEPresentCurrent)
                     v_EVSEPresentCurrent = None
                     s = 6
@@ -12262,20 +10969,20 @@ def _e_DC_ChargeLoopResType(w, o):
                     raise EncodeError('missing content: expected one of EVSEStatus, MeterInfo, Receipt, EVSEPresentCurrent')
             if s == 3:
                 if v_MeterInfo is not None:
-                    bits(0, 2)
                     el = 'MeterInfo'
+                    bits(0, 2)
                     _e_MeterInfoType(w, v_MeterInfo)
                     v_MeterInfo = None
                     s = 4
                 elif v_Receipt is not None:
-                    bits(1, 2)
                     el = 'Receipt'
+                    bits(1, 2)
                     _e_ReceiptType(w, v_Receipt)
                     v_Receipt = None
                     s = 5
                 elif v_EVSEPresentCurrent is not None:
-                    bits(2, 2)
                     el = 'EVSEPresentCurrent'
+                    bits(2, 2)
                     _e_RationalNumberType(w, v_EVSEPresentCurrent)
                     v_EVSEPresentCurrent = None
                     s = 6
@@ -12283,14 +10990,14 @@ def _e_DC_ChargeLoopResType(w, o):
                     raise EncodeError('missing content: expected one of MeterInfo, Receipt, EVSEPresentCurrent')
             if s == 4:
                 if v_Receipt is not None:
-                    bits(0, 2)
                     el = 'Receipt'
+                    bits(0, 2)
                     _e_ReceiptType(w, v_Receipt)
                     v_Receipt = None
                     s = 5
                 elif v_EVSEPresentCurrent is not None:
-                    bits(1, 2)
                     el = 'EVSEPresentCurrent'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVSEPresentCurrent)
                     v_EVSEPresentCurrent = None
                     s = 6
@@ -12298,8 +11005,8 @@ def _e_DC_ChargeLoopResType(w, o):
                     raise EncodeError('missing content: expected one of Receipt, EVSEPresentCurrent')
             if s == 5:
                 if v_EVSEPresentCurrent is not None:
-                    bits(0, 1)
                     el = 'EVSEPresentCurrent'
+                    bits(0, 1)
                     _e_RationalNumberType(w, v_EVSEPresentCurrent)
                     v_EVSEPresentCurrent = None
                     s = 6
@@ -12307,80 +11014,54 @@ def _e_DC_ChargeLoopResType(w, o):
                     raise EncodeError('missing content: expected one of EVSEPresentCurrent')
             if s == 6:
                 if v_EVSEPresentVoltage is not None:
-                    bits(0, 1)
                     el = 'EVSEPresentVoltage'
+                    bits(0, 1)
                     _e_RationalNumberType(w, v_EVSEPresentVoltage)
-                    v_EVSEPresentVoltage = None
-                    s = 7
-                else:
-                    raise EncodeError('missing content: expected one of EVSEPresentVoltage')
-            if s == 7:
-                if v_EVSEPowerLimitAchieved is not None:
-                    bits(0, 1)
+                    if not (v_EVSEPowerLimitAchieved is not None): raise EncodeError('missing content: EVSEPowerLimitAchieved')
                     el = 'EVSEPowerLimitAchieved'
-                    w.bits(0, 1)
-                    if v_EVSEPowerLimitAchieved is True: w.bits(1, 1)
-                    elif v_EVSEPowerLimitAchieved is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_EVSEPowerLimitAchieved!r}')
-                    w.bits(0, 1)
-                    v_EVSEPowerLimitAchieved = None
-                    s = 8
-                else:
-                    raise EncodeError('missing content: expected one of EVSEPowerLimitAchieved')
-            if s == 8:
-                if v_EVSECurrentLimitAchieved is not None:
-                    bits(0, 1)
+                    if v_EVSEPowerLimitAchieved is not True and v_EVSEPowerLimitAchieved is not False: raise EncodeError(f'expected a bool, got {v_EVSEPowerLimitAchieved!r}')
+                    if not (v_EVSECurrentLimitAchieved is not None): raise EncodeError('missing content: EVSECurrentLimitAchieved')
                     el = 'EVSECurrentLimitAchieved'
-                    w.bits(0, 1)
-                    if v_EVSECurrentLimitAchieved is True: w.bits(1, 1)
-                    elif v_EVSECurrentLimitAchieved is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_EVSECurrentLimitAchieved!r}')
-                    w.bits(0, 1)
-                    v_EVSECurrentLimitAchieved = None
-                    s = 9
-                else:
-                    raise EncodeError('missing content: expected one of EVSECurrentLimitAchieved')
-            if s == 9:
-                if v_EVSEVoltageLimitAchieved is not None:
-                    bits(0, 1)
+                    if v_EVSECurrentLimitAchieved is not True and v_EVSECurrentLimitAchieved is not False: raise EncodeError(f'expected a bool, got {v_EVSECurrentLimitAchieved!r}')
+                    if not (v_EVSEVoltageLimitAchieved is not None): raise EncodeError('missing content: EVSEVoltageLimitAchieved')
                     el = 'EVSEVoltageLimitAchieved'
-                    w.bits(0, 1)
-                    if v_EVSEVoltageLimitAchieved is True: w.bits(1, 1)
-                    elif v_EVSEVoltageLimitAchieved is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_EVSEVoltageLimitAchieved!r}')
-                    w.bits(0, 1)
+                    if v_EVSEVoltageLimitAchieved is not True and v_EVSEVoltageLimitAchieved is not False: raise EncodeError(f'expected a bool, got {v_EVSEVoltageLimitAchieved!r}')
+                    bits((v_EVSEPowerLimitAchieved << 9) | (v_EVSECurrentLimitAchieved << 5) | (v_EVSEVoltageLimitAchieved << 1), 12)
+                    v_EVSEPresentVoltage = None
+                    v_EVSEPowerLimitAchieved = None
+                    v_EVSECurrentLimitAchieved = None
                     v_EVSEVoltageLimitAchieved = None
                     s = 10
                 else:
-                    raise EncodeError('missing content: expected one of EVSEVoltageLimitAchieved')
+                    raise EncodeError('missing content: expected one of EVSEPresentVoltage')
             if s == 10:
                 if v_BPT_Dynamic_DC_CLResControlMode is not None:
-                    bits(0, 3)
                     el = 'BPT_Dynamic_DC_CLResControlMode'
+                    bits(0, 3)
                     _e_BPT_Dynamic_DC_CLResControlModeType(w, v_BPT_Dynamic_DC_CLResControlMode)
                     v_BPT_Dynamic_DC_CLResControlMode = None
                     s = 11
                 elif v_BPT_Scheduled_DC_CLResControlMode is not None:
-                    bits(1, 3)
                     el = 'BPT_Scheduled_DC_CLResControlMode'
+                    bits(1, 3)
                     _e_BPT_Scheduled_DC_CLResControlModeType(w, v_BPT_Scheduled_DC_CLResControlMode)
                     v_BPT_Scheduled_DC_CLResControlMode = None
                     s = 11
                 elif v_CLResControlMode is not None:
-                    bits(2, 3)
                     el = 'CLResControlMode'
+                    bits(2, 3)
                     _e_CLResControlModeType(w, v_CLResControlMode)
                     v_CLResControlMode = None
                     s = 11
                 elif v_Dynamic_DC_CLResControlMode is not None:
-                    bits(3, 3)
                     el = 'Dynamic_DC_CLResControlMode'
+                    bits(3, 3)
                     _e_Dynamic_DC_CLResControlModeType(w, v_Dynamic_DC_CLResControlMode)
                     v_Dynamic_DC_CLResControlMode = None
                     s = 11
                 elif v_Scheduled_DC_CLResControlMode is not None:
-                    bits(4, 3)
                     el = 'Scheduled_DC_CLResControlMode'
+                    bits(4, 3)
                     _e_Scheduled_DC_CLResControlModeType(w, v_Scheduled_DC_CLResControlMode)
                     v_Scheduled_DC_CLResControlMode = None
                     s = 11
@@ -12407,25 +11088,16 @@ def _d_ChargeLoopResType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('ChargeLoopResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('ChargeLoopResType')
-                    f_ResponseCode = bits(6)
-                    if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
-                    f_ResponseCode = _E0[f_ResponseCode]
-                    if bits(1): raise r.deviation('ChargeLoopResType')
-                    s = 2
-                else:
-                    raise r.deviation('ChargeLoopResType')
+                if bits(1): raise r.deviation('ChargeLoopResType')
+                el = 'Header'
+                f_Header = _d_MessageHeaderType(r)
+                x = bits(9)
+                if x & 385: raise r.deviation('ChargeLoopResType')
+                el = 'ResponseCode'
+                f_ResponseCode = ((x >> 1) & 63)
+                if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
+                f_ResponseCode = _E0[f_ResponseCode]
+                s = 2
             if s == 2:
                 ec = bits(3)
                 if ec == 0:
@@ -12441,6 +11113,7 @@ def _d_ChargeLoopResType(r):
                     f_Receipt = _d_ReceiptType(r)
                     s = 5
                 elif ec == 3:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ChargeLoopResType')
@@ -12455,6 +11128,7 @@ def _d_ChargeLoopResType(r):
                     f_Receipt = _d_ReceiptType(r)
                     s = 5
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ChargeLoopResType')
@@ -12465,15 +11139,13 @@ def _d_ChargeLoopResType(r):
                     f_Receipt = _d_ReceiptType(r)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ChargeLoopResType')
             if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ChargeLoopResType')
+                if bits(1): raise r.deviation('ChargeLoopResType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.ChargeLoopResType(f_Header, f_ResponseCode, f_EVSEStatus, f_MeterInfo, f_Receipt)
@@ -12492,42 +11164,35 @@ def _e_ChargeLoopResType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Header is not None:
-                    bits(0, 1)
                     el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_ResponseCode is not None:
                     bits(0, 1)
+                    _e_MessageHeaderType(w, v_Header)
+                    if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
                     el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I2.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 6)
-                    w.bits(0, 1)
+                    _i5 = _I2.get(v_ResponseCode)
+                    if _i5 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    bits((_i5 << 1), 9)
+                    v_Header = None
                     v_ResponseCode = None
                     s = 2
                 else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
+                    raise EncodeError('missing content: expected one of Header')
             if s == 2:
                 if v_EVSEStatus is not None:
-                    bits(0, 3)
                     el = 'EVSEStatus'
+                    bits(0, 3)
                     _e_EVSEStatusType(w, v_EVSEStatus)
                     v_EVSEStatus = None
                     s = 3
                 elif v_MeterInfo is not None:
-                    bits(1, 3)
                     el = 'MeterInfo'
+                    bits(1, 3)
                     _e_MeterInfoType(w, v_MeterInfo)
                     v_MeterInfo = None
                     s = 4
                 elif v_Receipt is not None:
-                    bits(2, 3)
                     el = 'Receipt'
+                    bits(2, 3)
                     _e_ReceiptType(w, v_Receipt)
                     v_Receipt = None
                     s = 5
@@ -12537,14 +11202,14 @@ def _e_ChargeLoopResType(w, o):
                     s = -1
             if s == 3:
                 if v_MeterInfo is not None:
-                    bits(0, 2)
                     el = 'MeterInfo'
+                    bits(0, 2)
                     _e_MeterInfoType(w, v_MeterInfo)
                     v_MeterInfo = None
                     s = 4
                 elif v_Receipt is not None:
-                    bits(1, 2)
                     el = 'Receipt'
+                    bits(1, 2)
                     _e_ReceiptType(w, v_Receipt)
                     v_Receipt = None
                     s = 5
@@ -12554,8 +11219,8 @@ def _e_ChargeLoopResType(w, o):
                     s = -1
             if s == 4:
                 if v_Receipt is not None:
-                    bits(0, 2)
                     el = 'Receipt'
+                    bits(0, 2)
                     _e_ReceiptType(w, v_Receipt)
                     v_Receipt = None
                     s = 5
@@ -12578,37 +11243,17 @@ def _d_EVSEStatusType(r):
     f_NotificationMaxDelay = None
     f_EVSENotification = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'NotificationMaxDelay'
-                    if bits(1): raise r.deviation('EVSEStatusType')
-                    f_NotificationMaxDelay = r.uint()
-                    if f_NotificationMaxDelay > 65535: raise DecodeError(f'value {f_NotificationMaxDelay} outside [0, 65535]', r.pos)
-                    if bits(1): raise r.deviation('EVSEStatusType')
-                    s = 1
-                else:
-                    raise r.deviation('EVSEStatusType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSENotification'
-                    if bits(1): raise r.deviation('EVSEStatusType')
-                    f_EVSENotification = bits(3)
-                    if f_EVSENotification >= 6: raise DecodeError(f'enumeration index {f_EVSENotification} out of range (6 values)', r.pos)
-                    f_EVSENotification = _E4[f_EVSENotification]
-                    if bits(1): raise r.deviation('EVSEStatusType')
-                    s = 2
-                else:
-                    raise r.deviation('EVSEStatusType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('EVSEStatusType')
+        x = bits(2)
+        if x & 3: raise r.deviation('EVSEStatusType')
+        el = 'NotificationMaxDelay'
+        f_NotificationMaxDelay = r.uint()
+        if f_NotificationMaxDelay > 65535: raise DecodeError(f'value {f_NotificationMaxDelay} outside [0, 65535]', r.pos)
+        x = bits(8)
+        if x & 227: raise r.deviation('EVSEStatusType')
+        el = 'EVSENotification'
+        f_EVSENotification = ((x >> 2) & 7)
+        if f_EVSENotification >= 6: raise DecodeError(f'enumeration index {f_EVSENotification} out of range (6 values)', r.pos)
+        f_EVSENotification = _E4[f_EVSENotification]
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.EVSEStatusType(f_NotificationMaxDelay, f_EVSENotification)
@@ -12620,38 +11265,21 @@ def _e_EVSEStatusType(w, o):
     try:
         v_NotificationMaxDelay = o.NotificationMaxDelay
         v_EVSENotification = o.EVSENotification
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_NotificationMaxDelay is not None:
-                    bits(0, 1)
-                    el = 'NotificationMaxDelay'
-                    w.bits(0, 1)
-                    if v_NotificationMaxDelay < 0 or v_NotificationMaxDelay > 65535: raise EncodeError(f'value {v_NotificationMaxDelay!r} outside [0, 65535]')
-                    w.uint(v_NotificationMaxDelay)
-                    w.bits(0, 1)
-                    v_NotificationMaxDelay = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of NotificationMaxDelay')
-            if s == 1:
-                if v_EVSENotification is not None:
-                    bits(0, 1)
-                    el = 'EVSENotification'
-                    w.bits(0, 1)
-                    _i = _I5.get(v_EVSENotification)
-                    if _i is None: raise EncodeError(f'{v_EVSENotification!r} is not one of the enumeration evseNotificationType')
-                    w.bits(_i, 3)
-                    w.bits(0, 1)
-                    v_EVSENotification = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of EVSENotification')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_NotificationMaxDelay is not None or v_EVSENotification is not None: raise _leftover(o)
-                    s = -1
+        if v_NotificationMaxDelay is not None:
+            el = 'NotificationMaxDelay'
+            bits(0, 2)
+            if v_NotificationMaxDelay < 0 or v_NotificationMaxDelay > 65535: raise EncodeError(f'value {v_NotificationMaxDelay!r} outside [0, 65535]')
+            w.uint(v_NotificationMaxDelay)
+            if not (v_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+            el = 'EVSENotification'
+            _i6 = _I5.get(v_EVSENotification)
+            if _i6 is None: raise EncodeError(f'{v_EVSENotification!r} is not one of the enumeration evseNotificationType')
+            bits((_i6 << 2), 8)
+            v_NotificationMaxDelay = None
+            v_EVSENotification = None
+            if v_NotificationMaxDelay is not None or v_EVSENotification is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of NotificationMaxDelay')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -12671,216 +11299,225 @@ def _d_MeterInfoType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'MeterID'
-                    if bits(1): raise r.deviation('MeterInfoType')
-                    f_MeterID = r.string(60)
-                    if len(f_MeterID) > 32: raise DecodeError(f'length {len(f_MeterID)} outside [0, 32]', r.pos)
-                    if bits(1): raise r.deviation('MeterInfoType')
-                    s = 1
-                else:
-                    raise r.deviation('MeterInfoType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ChargedEnergyReadingWh'
-                    if bits(1): raise r.deviation('MeterInfoType')
-                    f_ChargedEnergyReadingWh = r.uint()
-                    if f_ChargedEnergyReadingWh > 18446744073709551615: raise DecodeError(f'value {f_ChargedEnergyReadingWh} outside [0, 18446744073709551615]', r.pos)
-                    if bits(1): raise r.deviation('MeterInfoType')
-                    s = 2
-                else:
-                    raise r.deviation('MeterInfoType')
+                x = bits(2)
+                if x & 3: raise r.deviation('MeterInfoType')
+                el = 'MeterID'
+                f_MeterID = r.string(60)
+                if len(f_MeterID) > 32: raise DecodeError(f'length {len(f_MeterID)} outside [0, 32]', r.pos)
+                x = bits(3)
+                if x & 7: raise r.deviation('MeterInfoType')
+                el = 'ChargedEnergyReadingWh'
+                f_ChargedEnergyReadingWh = r.uint()
+                if f_ChargedEnergyReadingWh > 18446744073709551615: raise DecodeError(f'value {f_ChargedEnergyReadingWh} outside [0, 18446744073709551615]', r.pos)
+                if bits(1): raise r.deviation('MeterInfoType')
+                s = 2
             if s == 2:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'BPT_DischargedEnergyReadingWh'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'BPT_DischargedEnergyReadingWh'
                     f_BPT_DischargedEnergyReadingWh = r.uint()
                     if f_BPT_DischargedEnergyReadingWh > 18446744073709551615: raise DecodeError(f'value {f_BPT_DischargedEnergyReadingWh} outside [0, 18446744073709551615]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 3
                 elif ec == 1:
-                    el = 'CapacitiveEnergyReadingVARh'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'CapacitiveEnergyReadingVARh'
                     f_CapacitiveEnergyReadingVARh = r.uint()
                     if f_CapacitiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_CapacitiveEnergyReadingVARh} outside [0, 18446744073709551615]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 4
                 elif ec == 2:
-                    el = 'BPT_InductiveEnergyReadingVARh'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'BPT_InductiveEnergyReadingVARh'
                     f_BPT_InductiveEnergyReadingVARh = r.uint()
                     if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_BPT_InductiveEnergyReadingVARh} outside [0, 18446744073709551615]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 5
                 elif ec == 3:
-                    el = 'MeterSignature'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'MeterSignature'
                     f_MeterSignature = r.binary()
                     if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 6
                 elif ec == 4:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('MeterInfoType')
                     el = 'MeterStatus'
-                    if bits(1): raise r.deviation('MeterInfoType')
-                    f_MeterStatus = r.sint()
+                    _neg = (x & 1)
+                    f_MeterStatus = r.uint()
+                    if _neg: f_MeterStatus = -f_MeterStatus - 1
                     if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 7
                 elif ec == 5:
-                    el = 'MeterTimestamp'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'MeterTimestamp'
                     f_MeterTimestamp = r.uint()
                     if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 8
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('MeterInfoType')
             if s == 3:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'CapacitiveEnergyReadingVARh'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'CapacitiveEnergyReadingVARh'
                     f_CapacitiveEnergyReadingVARh = r.uint()
                     if f_CapacitiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_CapacitiveEnergyReadingVARh} outside [0, 18446744073709551615]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 4
                 elif ec == 1:
-                    el = 'BPT_InductiveEnergyReadingVARh'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'BPT_InductiveEnergyReadingVARh'
                     f_BPT_InductiveEnergyReadingVARh = r.uint()
                     if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_BPT_InductiveEnergyReadingVARh} outside [0, 18446744073709551615]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 5
                 elif ec == 2:
-                    el = 'MeterSignature'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'MeterSignature'
                     f_MeterSignature = r.binary()
                     if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 6
                 elif ec == 3:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('MeterInfoType')
                     el = 'MeterStatus'
-                    if bits(1): raise r.deviation('MeterInfoType')
-                    f_MeterStatus = r.sint()
+                    _neg = (x & 1)
+                    f_MeterStatus = r.uint()
+                    if _neg: f_MeterStatus = -f_MeterStatus - 1
                     if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 7
                 elif ec == 4:
-                    el = 'MeterTimestamp'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'MeterTimestamp'
                     f_MeterTimestamp = r.uint()
                     if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 8
                 elif ec == 5:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('MeterInfoType')
             if s == 4:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'BPT_InductiveEnergyReadingVARh'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'BPT_InductiveEnergyReadingVARh'
                     f_BPT_InductiveEnergyReadingVARh = r.uint()
                     if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_BPT_InductiveEnergyReadingVARh} outside [0, 18446744073709551615]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 5
                 elif ec == 1:
-                    el = 'MeterSignature'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'MeterSignature'
                     f_MeterSignature = r.binary()
                     if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 6
                 elif ec == 2:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('MeterInfoType')
                     el = 'MeterStatus'
-                    if bits(1): raise r.deviation('MeterInfoType')
-                    f_MeterStatus = r.sint()
+                    _neg = (x & 1)
+                    f_MeterStatus = r.uint()
+                    if _neg: f_MeterStatus = -f_MeterStatus - 1
                     if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 7
                 elif ec == 3:
-                    el = 'MeterTimestamp'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'MeterTimestamp'
                     f_MeterTimestamp = r.uint()
                     if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 8
                 elif ec == 4:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('MeterInfoType')
             if s == 5:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'MeterSignature'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'MeterSignature'
                     f_MeterSignature = r.binary()
                     if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 6
                 elif ec == 1:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('MeterInfoType')
                     el = 'MeterStatus'
-                    if bits(1): raise r.deviation('MeterInfoType')
-                    f_MeterStatus = r.sint()
+                    _neg = (x & 1)
+                    f_MeterStatus = r.uint()
+                    if _neg: f_MeterStatus = -f_MeterStatus - 1
                     if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 7
                 elif ec == 2:
-                    el = 'MeterTimestamp'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'MeterTimestamp'
                     f_MeterTimestamp = r.uint()
                     if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 8
                 elif ec == 3:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('MeterInfoType')
             if s == 6:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('MeterInfoType')
                     el = 'MeterStatus'
-                    if bits(1): raise r.deviation('MeterInfoType')
-                    f_MeterStatus = r.sint()
+                    _neg = (x & 1)
+                    f_MeterStatus = r.uint()
+                    if _neg: f_MeterStatus = -f_MeterStatus - 1
                     if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 7
                 elif ec == 1:
-                    el = 'MeterTimestamp'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'MeterTimestamp'
                     f_MeterTimestamp = r.uint()
                     if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 8
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('MeterInfoType')
             if s == 7:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'MeterTimestamp'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'MeterTimestamp'
                     f_MeterTimestamp = r.uint()
                     if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 8
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('MeterInfoType')
             if s == 8:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('MeterInfoType')
+                if bits(1): raise r.deviation('MeterInfoType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.MeterInfoType(f_MeterID, f_ChargedEnergyReadingWh, f_BPT_DischargedEnergyReadingWh, f_CapacitiveEnergyReadingVARh, f_BPT_InductiveEnergyReadingVARh, f_MeterSignature, f_MeterStatus, f_MeterTimestamp)
@@ -12902,81 +11539,68 @@ def _e_MeterInfoType(w, o):
         while s >= 0:
             if s == 0:
                 if v_MeterID is not None:
-                    bits(0, 1)
                     el = 'MeterID'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     if len(v_MeterID) > 32: raise EncodeError(f'length {len(v_MeterID)} outside [0, 32]')
                     w.string(v_MeterID)
-                    w.bits(0, 1)
-                    v_MeterID = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of MeterID')
-            if s == 1:
-                if v_ChargedEnergyReadingWh is not None:
-                    bits(0, 1)
+                    if not (v_ChargedEnergyReadingWh is not None): raise EncodeError('missing content: ChargedEnergyReadingWh')
                     el = 'ChargedEnergyReadingWh'
-                    w.bits(0, 1)
+                    bits(0, 3)
+                    v_MeterID = None
                     if v_ChargedEnergyReadingWh < 0 or v_ChargedEnergyReadingWh > 18446744073709551615: raise EncodeError(f'value {v_ChargedEnergyReadingWh!r} outside [0, 18446744073709551615]')
                     w.uint(v_ChargedEnergyReadingWh)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_ChargedEnergyReadingWh = None
                     s = 2
                 else:
-                    raise EncodeError('missing content: expected one of ChargedEnergyReadingWh')
+                    raise EncodeError('missing content: expected one of MeterID')
             if s == 2:
                 if v_BPT_DischargedEnergyReadingWh is not None:
-                    bits(0, 3)
                     el = 'BPT_DischargedEnergyReadingWh'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     if v_BPT_DischargedEnergyReadingWh < 0 or v_BPT_DischargedEnergyReadingWh > 18446744073709551615: raise EncodeError(f'value {v_BPT_DischargedEnergyReadingWh!r} outside [0, 18446744073709551615]')
                     w.uint(v_BPT_DischargedEnergyReadingWh)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_BPT_DischargedEnergyReadingWh = None
                     s = 3
                 elif v_CapacitiveEnergyReadingVARh is not None:
-                    bits(1, 3)
                     el = 'CapacitiveEnergyReadingVARh'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     if v_CapacitiveEnergyReadingVARh < 0 or v_CapacitiveEnergyReadingVARh > 18446744073709551615: raise EncodeError(f'value {v_CapacitiveEnergyReadingVARh!r} outside [0, 18446744073709551615]')
                     w.uint(v_CapacitiveEnergyReadingVARh)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_CapacitiveEnergyReadingVARh = None
                     s = 4
                 elif v_BPT_InductiveEnergyReadingVARh is not None:
-                    bits(2, 3)
                     el = 'BPT_InductiveEnergyReadingVARh'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     if v_BPT_InductiveEnergyReadingVARh < 0 or v_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise EncodeError(f'value {v_BPT_InductiveEnergyReadingVARh!r} outside [0, 18446744073709551615]')
                     w.uint(v_BPT_InductiveEnergyReadingVARh)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_BPT_InductiveEnergyReadingVARh = None
                     s = 5
                 elif v_MeterSignature is not None:
-                    bits(3, 3)
                     el = 'MeterSignature'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     if len(v_MeterSignature) > 64: raise EncodeError(f'length {len(v_MeterSignature)} outside [0, 64]')
                     w.binary(v_MeterSignature)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_MeterSignature = None
                     s = 6
                 elif v_MeterStatus is not None:
-                    bits(4, 3)
                     el = 'MeterStatus'
-                    w.bits(0, 1)
                     if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    w.sint(v_MeterStatus)
-                    w.bits(0, 1)
+                    bits((4 << 2) | (v_MeterStatus < 0), 5)
+                    w.uint(-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
+                    bits(0, 1)
                     v_MeterStatus = None
                     s = 7
                 elif v_MeterTimestamp is not None:
-                    bits(5, 3)
                     el = 'MeterTimestamp'
-                    w.bits(0, 1)
+                    bits((5 << 1), 4)
                     if v_MeterTimestamp < 0 or v_MeterTimestamp > 18446744073709551615: raise EncodeError(f'value {v_MeterTimestamp!r} outside [0, 18446744073709551615]')
                     w.uint(v_MeterTimestamp)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_MeterTimestamp = None
                     s = 8
                 elif True:
@@ -12985,48 +11609,43 @@ def _e_MeterInfoType(w, o):
                     s = -1
             if s == 3:
                 if v_CapacitiveEnergyReadingVARh is not None:
-                    bits(0, 3)
                     el = 'CapacitiveEnergyReadingVARh'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     if v_CapacitiveEnergyReadingVARh < 0 or v_CapacitiveEnergyReadingVARh > 18446744073709551615: raise EncodeError(f'value {v_CapacitiveEnergyReadingVARh!r} outside [0, 18446744073709551615]')
                     w.uint(v_CapacitiveEnergyReadingVARh)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_CapacitiveEnergyReadingVARh = None
                     s = 4
                 elif v_BPT_InductiveEnergyReadingVARh is not None:
-                    bits(1, 3)
                     el = 'BPT_InductiveEnergyReadingVARh'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     if v_BPT_InductiveEnergyReadingVARh < 0 or v_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise EncodeError(f'value {v_BPT_InductiveEnergyReadingVARh!r} outside [0, 18446744073709551615]')
                     w.uint(v_BPT_InductiveEnergyReadingVARh)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_BPT_InductiveEnergyReadingVARh = None
                     s = 5
                 elif v_MeterSignature is not None:
-                    bits(2, 3)
                     el = 'MeterSignature'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     if len(v_MeterSignature) > 64: raise EncodeError(f'length {len(v_MeterSignature)} outside [0, 64]')
                     w.binary(v_MeterSignature)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_MeterSignature = None
                     s = 6
                 elif v_MeterStatus is not None:
-                    bits(3, 3)
                     el = 'MeterStatus'
-                    w.bits(0, 1)
                     if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    w.sint(v_MeterStatus)
-                    w.bits(0, 1)
+                    bits((3 << 2) | (v_MeterStatus < 0), 5)
+                    w.uint(-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
+                    bits(0, 1)
                     v_MeterStatus = None
                     s = 7
                 elif v_MeterTimestamp is not None:
-                    bits(4, 3)
                     el = 'MeterTimestamp'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     if v_MeterTimestamp < 0 or v_MeterTimestamp > 18446744073709551615: raise EncodeError(f'value {v_MeterTimestamp!r} outside [0, 18446744073709551615]')
                     w.uint(v_MeterTimestamp)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_MeterTimestamp = None
                     s = 8
                 elif True:
@@ -13035,39 +11654,35 @@ def _e_MeterInfoType(w, o):
                     s = -1
             if s == 4:
                 if v_BPT_InductiveEnergyReadingVARh is not None:
-                    bits(0, 3)
                     el = 'BPT_InductiveEnergyReadingVARh'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     if v_BPT_InductiveEnergyReadingVARh < 0 or v_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise EncodeError(f'value {v_BPT_InductiveEnergyReadingVARh!r} outside [0, 18446744073709551615]')
                     w.uint(v_BPT_InductiveEnergyReadingVARh)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_BPT_InductiveEnergyReadingVARh = None
                     s = 5
                 elif v_MeterSignature is not None:
-                    bits(1, 3)
                     el = 'MeterSignature'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     if len(v_MeterSignature) > 64: raise EncodeError(f'length {len(v_MeterSignature)} outside [0, 64]')
                     w.binary(v_MeterSignature)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_MeterSignature = None
                     s = 6
                 elif v_MeterStatus is not None:
-                    bits(2, 3)
                     el = 'MeterStatus'
-                    w.bits(0, 1)
                     if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    w.sint(v_MeterStatus)
-                    w.bits(0, 1)
+                    bits((2 << 2) | (v_MeterStatus < 0), 5)
+                    w.uint(-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
+                    bits(0, 1)
                     v_MeterStatus = None
                     s = 7
                 elif v_MeterTimestamp is not None:
-                    bits(3, 3)
                     el = 'MeterTimestamp'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     if v_MeterTimestamp < 0 or v_MeterTimestamp > 18446744073709551615: raise EncodeError(f'value {v_MeterTimestamp!r} outside [0, 18446744073709551615]')
                     w.uint(v_MeterTimestamp)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_MeterTimestamp = None
                     s = 8
                 elif True:
@@ -13076,30 +11691,27 @@ def _e_MeterInfoType(w, o):
                     s = -1
             if s == 5:
                 if v_MeterSignature is not None:
-                    bits(0, 3)
                     el = 'MeterSignature'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     if len(v_MeterSignature) > 64: raise EncodeError(f'length {len(v_MeterSignature)} outside [0, 64]')
                     w.binary(v_MeterSignature)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_MeterSignature = None
                     s = 6
                 elif v_MeterStatus is not None:
-                    bits(1, 3)
                     el = 'MeterStatus'
-                    w.bits(0, 1)
                     if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    w.sint(v_MeterStatus)
-                    w.bits(0, 1)
+                    bits((1 << 2) | (v_MeterStatus < 0), 5)
+                    w.uint(-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
+                    bits(0, 1)
                     v_MeterStatus = None
                     s = 7
                 elif v_MeterTimestamp is not None:
-                    bits(2, 3)
                     el = 'MeterTimestamp'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     if v_MeterTimestamp < 0 or v_MeterTimestamp > 18446744073709551615: raise EncodeError(f'value {v_MeterTimestamp!r} outside [0, 18446744073709551615]')
                     w.uint(v_MeterTimestamp)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_MeterTimestamp = None
                     s = 8
                 elif True:
@@ -13108,21 +11720,19 @@ def _e_MeterInfoType(w, o):
                     s = -1
             if s == 6:
                 if v_MeterStatus is not None:
-                    bits(0, 2)
                     el = 'MeterStatus'
-                    w.bits(0, 1)
                     if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    w.sint(v_MeterStatus)
-                    w.bits(0, 1)
+                    bits((v_MeterStatus < 0), 4)
+                    w.uint(-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
+                    bits(0, 1)
                     v_MeterStatus = None
                     s = 7
                 elif v_MeterTimestamp is not None:
-                    bits(1, 2)
                     el = 'MeterTimestamp'
-                    w.bits(0, 1)
+                    bits((1 << 1), 3)
                     if v_MeterTimestamp < 0 or v_MeterTimestamp > 18446744073709551615: raise EncodeError(f'value {v_MeterTimestamp!r} outside [0, 18446744073709551615]')
                     w.uint(v_MeterTimestamp)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_MeterTimestamp = None
                     s = 8
                 elif True:
@@ -13131,12 +11741,11 @@ def _e_MeterInfoType(w, o):
                     s = -1
             if s == 7:
                 if v_MeterTimestamp is not None:
-                    bits(0, 2)
                     el = 'MeterTimestamp'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     if v_MeterTimestamp < 0 or v_MeterTimestamp > 18446744073709551615: raise EncodeError(f'value {v_MeterTimestamp!r} outside [0, 18446744073709551615]')
                     w.uint(v_MeterTimestamp)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_MeterTimestamp = None
                     s = 8
                 elif True:
@@ -13165,16 +11774,13 @@ def _d_ReceiptType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'TimeAnchor'
-                    if bits(1): raise r.deviation('ReceiptType')
-                    f_TimeAnchor = r.uint()
-                    if f_TimeAnchor > 18446744073709551615: raise DecodeError(f'value {f_TimeAnchor} outside [0, 18446744073709551615]', r.pos)
-                    if bits(1): raise r.deviation('ReceiptType')
-                    s = 1
-                else:
-                    raise r.deviation('ReceiptType')
+                x = bits(2)
+                if x & 3: raise r.deviation('ReceiptType')
+                el = 'TimeAnchor'
+                f_TimeAnchor = r.uint()
+                if f_TimeAnchor > 18446744073709551615: raise DecodeError(f'value {f_TimeAnchor} outside [0, 18446744073709551615]', r.pos)
+                if bits(1): raise r.deviation('ReceiptType')
+                s = 1
             if s == 1:
                 ec = bits(3)
                 if ec == 0:
@@ -13199,6 +11805,7 @@ def _d_ReceiptType(r):
                     f_TaxCosts.append(_v)
                     s = 6
                 elif ec == 5:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ReceiptType')
@@ -13222,6 +11829,7 @@ def _d_ReceiptType(r):
                     f_TaxCosts.append(_v)
                     s = 6
                 elif ec == 4:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ReceiptType')
@@ -13241,6 +11849,7 @@ def _d_ReceiptType(r):
                     f_TaxCosts.append(_v)
                     s = 6
                 elif ec == 3:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ReceiptType')
@@ -13256,6 +11865,7 @@ def _d_ReceiptType(r):
                     f_TaxCosts.append(_v)
                     s = 6
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ReceiptType')
@@ -13267,6 +11877,7 @@ def _d_ReceiptType(r):
                     f_TaxCosts.append(_v)
                     s = 6
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ReceiptType')
@@ -13283,16 +11894,14 @@ def _d_ReceiptType(r):
                             s = 15
                             break
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
                         raise r.deviation('ReceiptType')
             if s == 15:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ReceiptType')
+                if bits(1): raise r.deviation('ReceiptType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.ReceiptType(f_TimeAnchor, f_EnergyCosts, f_OccupancyCosts, f_AdditionalServicesCosts, f_OverstayCosts, f_TaxCosts)
@@ -13314,44 +11923,43 @@ def _e_ReceiptType(w, o):
         while s >= 0:
             if s == 0:
                 if v_TimeAnchor is not None:
-                    bits(0, 1)
                     el = 'TimeAnchor'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     if v_TimeAnchor < 0 or v_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {v_TimeAnchor!r} outside [0, 18446744073709551615]')
                     w.uint(v_TimeAnchor)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_TimeAnchor = None
                     s = 1
                 else:
                     raise EncodeError('missing content: expected one of TimeAnchor')
             if s == 1:
                 if v_EnergyCosts is not None:
-                    bits(0, 3)
                     el = 'EnergyCosts'
+                    bits(0, 3)
                     _e_DetailedCostType(w, v_EnergyCosts)
                     v_EnergyCosts = None
                     s = 2
                 elif v_OccupancyCosts is not None:
-                    bits(1, 3)
                     el = 'OccupancyCosts'
+                    bits(1, 3)
                     _e_DetailedCostType(w, v_OccupancyCosts)
                     v_OccupancyCosts = None
                     s = 3
                 elif v_AdditionalServicesCosts is not None:
-                    bits(2, 3)
                     el = 'AdditionalServicesCosts'
+                    bits(2, 3)
                     _e_DetailedCostType(w, v_AdditionalServicesCosts)
                     v_AdditionalServicesCosts = None
                     s = 4
                 elif v_OverstayCosts is not None:
-                    bits(3, 3)
                     el = 'OverstayCosts'
+                    bits(3, 3)
                     _e_DetailedCostType(w, v_OverstayCosts)
                     v_OverstayCosts = None
                     s = 5
                 elif i_TaxCosts < n_TaxCosts:
-                    bits(4, 3)
                     el = 'TaxCosts'
+                    bits(4, 3)
                     _e_DetailedTaxType(w, v_TaxCosts[i_TaxCosts])
                     i_TaxCosts += 1
                     s = 6
@@ -13361,26 +11969,26 @@ def _e_ReceiptType(w, o):
                     s = -1
             if s == 2:
                 if v_OccupancyCosts is not None:
-                    bits(0, 3)
                     el = 'OccupancyCosts'
+                    bits(0, 3)
                     _e_DetailedCostType(w, v_OccupancyCosts)
                     v_OccupancyCosts = None
                     s = 3
                 elif v_AdditionalServicesCosts is not None:
-                    bits(1, 3)
                     el = 'AdditionalServicesCosts'
+                    bits(1, 3)
                     _e_DetailedCostType(w, v_AdditionalServicesCosts)
                     v_AdditionalServicesCosts = None
                     s = 4
                 elif v_OverstayCosts is not None:
-                    bits(2, 3)
                     el = 'OverstayCosts'
+                    bits(2, 3)
                     _e_DetailedCostType(w, v_OverstayCosts)
                     v_OverstayCosts = None
                     s = 5
                 elif i_TaxCosts < n_TaxCosts:
-                    bits(3, 3)
                     el = 'TaxCosts'
+                    bits(3, 3)
                     _e_DetailedTaxType(w, v_TaxCosts[i_TaxCosts])
                     i_TaxCosts += 1
                     s = 6
@@ -13390,20 +11998,20 @@ def _e_ReceiptType(w, o):
                     s = -1
             if s == 3:
                 if v_AdditionalServicesCosts is not None:
-                    bits(0, 3)
                     el = 'AdditionalServicesCosts'
+                    bits(0, 3)
                     _e_DetailedCostType(w, v_AdditionalServicesCosts)
                     v_AdditionalServicesCosts = None
                     s = 4
                 elif v_OverstayCosts is not None:
-                    bits(1, 3)
                     el = 'OverstayCosts'
+                    bits(1, 3)
                     _e_DetailedCostType(w, v_OverstayCosts)
                     v_OverstayCosts = None
                     s = 5
                 elif i_TaxCosts < n_TaxCosts:
-                    bits(2, 3)
                     el = 'TaxCosts'
+                    bits(2, 3)
                     _e_DetailedTaxType(w, v_TaxCosts[i_TaxCosts])
                     i_TaxCosts += 1
                     s = 6
@@ -13413,14 +12021,14 @@ def _e_ReceiptType(w, o):
                     s = -1
             if s == 4:
                 if v_OverstayCosts is not None:
-                    bits(0, 2)
                     el = 'OverstayCosts'
+                    bits(0, 2)
                     _e_DetailedCostType(w, v_OverstayCosts)
                     v_OverstayCosts = None
                     s = 5
                 elif i_TaxCosts < n_TaxCosts:
-                    bits(1, 2)
                     el = 'TaxCosts'
+                    bits(1, 2)
                     _e_DetailedTaxType(w, v_TaxCosts[i_TaxCosts])
                     i_TaxCosts += 1
                     s = 6
@@ -13430,8 +12038,8 @@ def _e_ReceiptType(w, o):
                     s = -1
             if s == 5:
                 if i_TaxCosts < n_TaxCosts:
-                    bits(0, 2)
                     el = 'TaxCosts'
+                    bits(0, 2)
                     _e_DetailedTaxType(w, v_TaxCosts[i_TaxCosts])
                     i_TaxCosts += 1
                     s = 6
@@ -13443,8 +12051,8 @@ def _e_ReceiptType(w, o):
                 n = 0
                 while True:
                     if i_TaxCosts < n_TaxCosts:
-                        bits(0, 2)
                         el = 'TaxCosts'
+                        bits(0, 2)
                         _e_DetailedTaxType(w, v_TaxCosts[i_TaxCosts])
                         i_TaxCosts += 1
                         n += 1
@@ -13471,30 +12079,13 @@ def _d_DetailedCostType(r):
     f_Amount = None
     f_CostPerUnit = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Amount'
-                    f_Amount = _d_RationalNumberType(r)
-                    s = 1
-                else:
-                    raise r.deviation('DetailedCostType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'CostPerUnit'
-                    f_CostPerUnit = _d_RationalNumberType(r)
-                    s = 2
-                else:
-                    raise r.deviation('DetailedCostType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('DetailedCostType')
+        if bits(1): raise r.deviation('DetailedCostType')
+        el = 'Amount'
+        f_Amount = _d_RationalNumberType(r)
+        if bits(1): raise r.deviation('DetailedCostType')
+        el = 'CostPerUnit'
+        f_CostPerUnit = _d_RationalNumberType(r)
+        if bits(1): raise r.deviation('DetailedCostType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.DetailedCostType(f_Amount, f_CostPerUnit)
@@ -13506,31 +12097,20 @@ def _e_DetailedCostType(w, o):
     try:
         v_Amount = o.Amount
         v_CostPerUnit = o.CostPerUnit
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Amount is not None:
-                    bits(0, 1)
-                    el = 'Amount'
-                    _e_RationalNumberType(w, v_Amount)
-                    v_Amount = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Amount')
-            if s == 1:
-                if v_CostPerUnit is not None:
-                    bits(0, 1)
-                    el = 'CostPerUnit'
-                    _e_RationalNumberType(w, v_CostPerUnit)
-                    v_CostPerUnit = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of CostPerUnit')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_Amount is not None or v_CostPerUnit is not None: raise _leftover(o)
-                    s = -1
+        if v_Amount is not None:
+            el = 'Amount'
+            bits(0, 1)
+            _e_RationalNumberType(w, v_Amount)
+            if not (v_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
+            el = 'CostPerUnit'
+            bits(0, 1)
+            v_Amount = None
+            _e_RationalNumberType(w, v_CostPerUnit)
+            bits(0, 1)
+            v_CostPerUnit = None
+            if v_Amount is not None or v_CostPerUnit is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Amount')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -13541,33 +12121,16 @@ def _d_DetailedTaxType(r):
     f_TaxRuleID = None
     f_Amount = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'TaxRuleID'
-                    if bits(1): raise r.deviation('DetailedTaxType')
-                    f_TaxRuleID = r.uint()
-                    if f_TaxRuleID < 1 or f_TaxRuleID > 4294967295: raise DecodeError(f'value {f_TaxRuleID} outside [1, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('DetailedTaxType')
-                    s = 1
-                else:
-                    raise r.deviation('DetailedTaxType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Amount'
-                    f_Amount = _d_RationalNumberType(r)
-                    s = 2
-                else:
-                    raise r.deviation('DetailedTaxType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('DetailedTaxType')
+        x = bits(2)
+        if x & 3: raise r.deviation('DetailedTaxType')
+        el = 'TaxRuleID'
+        f_TaxRuleID = r.uint()
+        if f_TaxRuleID < 1 or f_TaxRuleID > 4294967295: raise DecodeError(f'value {f_TaxRuleID} outside [1, 4294967295]', r.pos)
+        x = bits(2)
+        if x & 3: raise r.deviation('DetailedTaxType')
+        el = 'Amount'
+        f_Amount = _d_RationalNumberType(r)
+        if bits(1): raise r.deviation('DetailedTaxType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.DetailedTaxType(f_TaxRuleID, f_Amount)
@@ -13579,34 +12142,21 @@ def _e_DetailedTaxType(w, o):
     try:
         v_TaxRuleID = o.TaxRuleID
         v_Amount = o.Amount
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_TaxRuleID is not None:
-                    bits(0, 1)
-                    el = 'TaxRuleID'
-                    w.bits(0, 1)
-                    if v_TaxRuleID < 1 or v_TaxRuleID > 4294967295: raise EncodeError(f'value {v_TaxRuleID!r} outside [1, 4294967295]')
-                    w.uint(v_TaxRuleID)
-                    w.bits(0, 1)
-                    v_TaxRuleID = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of TaxRuleID')
-            if s == 1:
-                if v_Amount is not None:
-                    bits(0, 1)
-                    el = 'Amount'
-                    _e_RationalNumberType(w, v_Amount)
-                    v_Amount = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of Amount')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_TaxRuleID is not None or v_Amount is not None: raise _leftover(o)
-                    s = -1
+        if v_TaxRuleID is not None:
+            el = 'TaxRuleID'
+            bits(0, 2)
+            if v_TaxRuleID < 1 or v_TaxRuleID > 4294967295: raise EncodeError(f'value {v_TaxRuleID!r} outside [1, 4294967295]')
+            w.uint(v_TaxRuleID)
+            if not (v_Amount is not None): raise EncodeError('missing content: Amount')
+            el = 'Amount'
+            bits(0, 2)
+            v_TaxRuleID = None
+            _e_RationalNumberType(w, v_Amount)
+            bits(0, 1)
+            v_Amount = None
+            if v_TaxRuleID is not None or v_Amount is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of TaxRuleID')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -13621,13 +12171,10 @@ def _d_DC_ChargeParameterDiscoveryReqType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('DC_ChargeParameterDiscoveryReqType')
+                if bits(1): raise r.deviation('DC_ChargeParameterDiscoveryReqType')
+                el = 'Header'
+                f_Header = _d_MessageHeaderType(r)
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
@@ -13641,11 +12188,8 @@ def _d_DC_ChargeParameterDiscoveryReqType(r):
                 else:
                     raise r.deviation('DC_ChargeParameterDiscoveryReqType')
             if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('DC_ChargeParameterDiscoveryReqType')
+                if bits(1): raise r.deviation('DC_ChargeParameterDiscoveryReqType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_dc.DC_ChargeParameterDiscoveryReqType(f_Header, f_BPT_DC_CPDReqEnergyTransferMode, f_DC_CPDReqEnergyTransferMode)
@@ -13662,8 +12206,8 @@ def _e_DC_ChargeParameterDiscoveryReqType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Header is not None:
-                    bits(0, 1)
                     el = 'Header'
+                    bits(0, 1)
                     _e_MessageHeaderType(w, v_Header)
                     v_Header = None
                     s = 1
@@ -13671,14 +12215,14 @@ def _e_DC_ChargeParameterDiscoveryReqType(w, o):
                     raise EncodeError('missing content: expected one of Header')
             if s == 1:
                 if v_BPT_DC_CPDReqEnergyTransferMode is not None:
-                    bits(0, 2)
                     el = 'BPT_DC_CPDReqEnergyTransferMode'
+                    bits(0, 2)
                     _e_BPT_DC_CPDReqEnergyTransferModeType(w, v_BPT_DC_CPDReqEnergyTransferMode)
                     v_BPT_DC_CPDReqEnergyTransferMode = None
                     s = 2
                 elif v_DC_CPDReqEnergyTransferMode is not None:
-                    bits(1, 2)
                     el = 'DC_CPDReqEnergyTransferMode'
+                    bits(1, 2)
                     _e_DC_CPDReqEnergyTransferModeType(w, v_DC_CPDReqEnergyTransferMode)
                     v_DC_CPDReqEnergyTransferMode = None
                     s = 2
@@ -13698,22 +12242,10 @@ def _d_ChargeParameterDiscoveryReqType(r):
     el = ''
     f_Header = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('ChargeParameterDiscoveryReqType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ChargeParameterDiscoveryReqType')
+        if bits(1): raise r.deviation('ChargeParameterDiscoveryReqType')
+        el = 'Header'
+        f_Header = _d_MessageHeaderType(r)
+        if bits(1): raise r.deviation('ChargeParameterDiscoveryReqType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.ChargeParameterDiscoveryReqType(f_Header)
@@ -13724,22 +12256,15 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
     el = ''
     try:
         v_Header = o.Header
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Header is not None:
-                    bits(0, 1)
-                    el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if True:
-                    bits(0, 1)
-                    if v_Header is not None: raise _leftover(o)
-                    s = -1
+        if v_Header is not None:
+            el = 'Header'
+            bits(0, 1)
+            _e_MessageHeaderType(w, v_Header)
+            bits(0, 1)
+            v_Header = None
+            if v_Header is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Header')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -13755,25 +12280,16 @@ def _d_DC_ChargeParameterDiscoveryResType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('DC_ChargeParameterDiscoveryResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('DC_ChargeParameterDiscoveryResType')
-                    f_ResponseCode = bits(6)
-                    if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
-                    f_ResponseCode = _E0[f_ResponseCode]
-                    if bits(1): raise r.deviation('DC_ChargeParameterDiscoveryResType')
-                    s = 2
-                else:
-                    raise r.deviation('DC_ChargeParameterDiscoveryResType')
+                if bits(1): raise r.deviation('DC_ChargeParameterDiscoveryResType')
+                el = 'Header'
+                f_Header = _d_MessageHeaderType(r)
+                x = bits(9)
+                if x & 385: raise r.deviation('DC_ChargeParameterDiscoveryResType')
+                el = 'ResponseCode'
+                f_ResponseCode = ((x >> 1) & 63)
+                if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
+                f_ResponseCode = _E0[f_ResponseCode]
+                s = 2
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
@@ -13787,11 +12303,8 @@ def _d_DC_ChargeParameterDiscoveryResType(r):
                 else:
                     raise r.deviation('DC_ChargeParameterDiscoveryResType')
             if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('DC_ChargeParameterDiscoveryResType')
+                if bits(1): raise r.deviation('DC_ChargeParameterDiscoveryResType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_dc.DC_ChargeParameterDiscoveryResType(f_Header, f_ResponseCode, f_BPT_DC_CPDResEnergyTransferMode, f_DC_CPDResEnergyTransferMode)
@@ -13809,36 +12322,29 @@ def _e_DC_ChargeParameterDiscoveryResType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Header is not None:
-                    bits(0, 1)
                     el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_ResponseCode is not None:
                     bits(0, 1)
+                    _e_MessageHeaderType(w, v_Header)
+                    if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
                     el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I2.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 6)
-                    w.bits(0, 1)
+                    _i7 = _I2.get(v_ResponseCode)
+                    if _i7 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    bits((_i7 << 1), 9)
+                    v_Header = None
                     v_ResponseCode = None
                     s = 2
                 else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
+                    raise EncodeError('missing content: expected one of Header')
             if s == 2:
                 if v_BPT_DC_CPDResEnergyTransferMode is not None:
-                    bits(0, 2)
                     el = 'BPT_DC_CPDResEnergyTransferMode'
+                    bits(0, 2)
                     _e_BPT_DC_CPDResEnergyTransferModeType(w, v_BPT_DC_CPDResEnergyTransferMode)
                     v_BPT_DC_CPDResEnergyTransferMode = None
                     s = 3
                 elif v_DC_CPDResEnergyTransferMode is not None:
-                    bits(1, 2)
                     el = 'DC_CPDResEnergyTransferMode'
+                    bits(1, 2)
                     _e_DC_CPDResEnergyTransferModeType(w, v_DC_CPDResEnergyTransferMode)
                     v_DC_CPDResEnergyTransferMode = None
                     s = 3
@@ -13859,34 +12365,15 @@ def _d_ChargeParameterDiscoveryResType(r):
     f_Header = None
     f_ResponseCode = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('ChargeParameterDiscoveryResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('ChargeParameterDiscoveryResType')
-                    f_ResponseCode = bits(6)
-                    if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
-                    f_ResponseCode = _E0[f_ResponseCode]
-                    if bits(1): raise r.deviation('ChargeParameterDiscoveryResType')
-                    s = 2
-                else:
-                    raise r.deviation('ChargeParameterDiscoveryResType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ChargeParameterDiscoveryResType')
+        if bits(1): raise r.deviation('ChargeParameterDiscoveryResType')
+        el = 'Header'
+        f_Header = _d_MessageHeaderType(r)
+        x = bits(10)
+        if x & 771: raise r.deviation('ChargeParameterDiscoveryResType')
+        el = 'ResponseCode'
+        f_ResponseCode = ((x >> 2) & 63)
+        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
+        f_ResponseCode = _E0[f_ResponseCode]
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.ChargeParameterDiscoveryResType(f_Header, f_ResponseCode)
@@ -13898,35 +12385,20 @@ def _e_ChargeParameterDiscoveryResType(w, o):
     try:
         v_Header = o.Header
         v_ResponseCode = o.ResponseCode
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Header is not None:
-                    bits(0, 1)
-                    el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_ResponseCode is not None:
-                    bits(0, 1)
-                    el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I2.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 6)
-                    w.bits(0, 1)
-                    v_ResponseCode = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_Header is not None or v_ResponseCode is not None: raise _leftover(o)
-                    s = -1
+        if v_Header is not None:
+            el = 'Header'
+            bits(0, 1)
+            _e_MessageHeaderType(w, v_Header)
+            if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            el = 'ResponseCode'
+            _i8 = _I2.get(v_ResponseCode)
+            if _i8 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            bits((_i8 << 2), 10)
+            v_Header = None
+            v_ResponseCode = None
+            if v_Header is not None or v_ResponseCode is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Header')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -13939,50 +12411,21 @@ def _d_DC_PreChargeReqType(r):
     f_EVPresentVoltage = None
     f_EVTargetVoltage = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('DC_PreChargeReqType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVProcessing'
-                    if bits(1): raise r.deviation('DC_PreChargeReqType')
-                    f_EVProcessing = bits(2)
-                    if f_EVProcessing >= 3: raise DecodeError(f'enumeration index {f_EVProcessing} out of range (3 values)', r.pos)
-                    f_EVProcessing = _E1[f_EVProcessing]
-                    if bits(1): raise r.deviation('DC_PreChargeReqType')
-                    s = 2
-                else:
-                    raise r.deviation('DC_PreChargeReqType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVPresentVoltage'
-                    f_EVPresentVoltage = _d_RationalNumberType(r)
-                    s = 3
-                else:
-                    raise r.deviation('DC_PreChargeReqType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVTargetVoltage'
-                    f_EVTargetVoltage = _d_RationalNumberType(r)
-                    s = 4
-                else:
-                    raise r.deviation('DC_PreChargeReqType')
-            if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('DC_PreChargeReqType')
+        if bits(1): raise r.deviation('DC_PreChargeReqType')
+        el = 'Header'
+        f_Header = _d_MessageHeaderType(r)
+        x = bits(6)
+        if x & 51: raise r.deviation('DC_PreChargeReqType')
+        el = 'EVProcessing'
+        f_EVProcessing = ((x >> 2) & 3)
+        if f_EVProcessing >= 3: raise DecodeError(f'enumeration index {f_EVProcessing} out of range (3 values)', r.pos)
+        f_EVProcessing = _E1[f_EVProcessing]
+        el = 'EVPresentVoltage'
+        f_EVPresentVoltage = _d_RationalNumberType(r)
+        if bits(1): raise r.deviation('DC_PreChargeReqType')
+        el = 'EVTargetVoltage'
+        f_EVTargetVoltage = _d_RationalNumberType(r)
+        if bits(1): raise r.deviation('DC_PreChargeReqType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_dc.DC_PreChargeReqType(f_Header, f_EVProcessing, f_EVPresentVoltage, f_EVTargetVoltage)
@@ -13996,53 +12439,30 @@ def _e_DC_PreChargeReqType(w, o):
         v_EVProcessing = o.EVProcessing
         v_EVPresentVoltage = o.EVPresentVoltage
         v_EVTargetVoltage = o.EVTargetVoltage
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Header is not None:
-                    bits(0, 1)
-                    el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_EVProcessing is not None:
-                    bits(0, 1)
-                    el = 'EVProcessing'
-                    w.bits(0, 1)
-                    _i = _I3.get(v_EVProcessing)
-                    if _i is None: raise EncodeError(f'{v_EVProcessing!r} is not one of the enumeration processingType')
-                    w.bits(_i, 2)
-                    w.bits(0, 1)
-                    v_EVProcessing = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of EVProcessing')
-            if s == 2:
-                if v_EVPresentVoltage is not None:
-                    bits(0, 1)
-                    el = 'EVPresentVoltage'
-                    _e_RationalNumberType(w, v_EVPresentVoltage)
-                    v_EVPresentVoltage = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of EVPresentVoltage')
-            if s == 3:
-                if v_EVTargetVoltage is not None:
-                    bits(0, 1)
-                    el = 'EVTargetVoltage'
-                    _e_RationalNumberType(w, v_EVTargetVoltage)
-                    v_EVTargetVoltage = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of EVTargetVoltage')
-            if s == 4:
-                if True:
-                    bits(0, 1)
-                    if v_Header is not None or v_EVProcessing is not None or v_EVPresentVoltage is not None or v_EVTargetVoltage is not None: raise _leftover(o)
-                    s = -1
+        if v_Header is not None:
+            el = 'Header'
+            bits(0, 1)
+            _e_MessageHeaderType(w, v_Header)
+            if not (v_EVProcessing is not None): raise EncodeError('missing content: EVProcessing')
+            el = 'EVProcessing'
+            _i9 = _I3.get(v_EVProcessing)
+            if _i9 is None: raise EncodeError(f'{v_EVProcessing!r} is not one of the enumeration processingType')
+            if not (v_EVPresentVoltage is not None): raise EncodeError('missing content: EVPresentVoltage')
+            el = 'EVPresentVoltage'
+            bits((_i9 << 2), 6)
+            v_Header = None
+            v_EVProcessing = None
+            _e_RationalNumberType(w, v_EVPresentVoltage)
+            if not (v_EVTargetVoltage is not None): raise EncodeError('missing content: EVTargetVoltage')
+            el = 'EVTargetVoltage'
+            bits(0, 1)
+            v_EVPresentVoltage = None
+            _e_RationalNumberType(w, v_EVTargetVoltage)
+            bits(0, 1)
+            v_EVTargetVoltage = None
+            if v_Header is not None or v_EVProcessing is not None or v_EVPresentVoltage is not None or v_EVTargetVoltage is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Header')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -14054,42 +12474,18 @@ def _d_DC_PreChargeResType(r):
     f_ResponseCode = None
     f_EVSEPresentVoltage = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('DC_PreChargeResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('DC_PreChargeResType')
-                    f_ResponseCode = bits(6)
-                    if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
-                    f_ResponseCode = _E0[f_ResponseCode]
-                    if bits(1): raise r.deviation('DC_PreChargeResType')
-                    s = 2
-                else:
-                    raise r.deviation('DC_PreChargeResType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEPresentVoltage'
-                    f_EVSEPresentVoltage = _d_RationalNumberType(r)
-                    s = 3
-                else:
-                    raise r.deviation('DC_PreChargeResType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('DC_PreChargeResType')
+        if bits(1): raise r.deviation('DC_PreChargeResType')
+        el = 'Header'
+        f_Header = _d_MessageHeaderType(r)
+        x = bits(10)
+        if x & 771: raise r.deviation('DC_PreChargeResType')
+        el = 'ResponseCode'
+        f_ResponseCode = ((x >> 2) & 63)
+        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
+        f_ResponseCode = _E0[f_ResponseCode]
+        el = 'EVSEPresentVoltage'
+        f_EVSEPresentVoltage = _d_RationalNumberType(r)
+        if bits(1): raise r.deviation('DC_PreChargeResType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_dc.DC_PreChargeResType(f_Header, f_ResponseCode, f_EVSEPresentVoltage)
@@ -14102,44 +12498,25 @@ def _e_DC_PreChargeResType(w, o):
         v_Header = o.Header
         v_ResponseCode = o.ResponseCode
         v_EVSEPresentVoltage = o.EVSEPresentVoltage
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Header is not None:
-                    bits(0, 1)
-                    el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_ResponseCode is not None:
-                    bits(0, 1)
-                    el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I2.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 6)
-                    w.bits(0, 1)
-                    v_ResponseCode = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 2:
-                if v_EVSEPresentVoltage is not None:
-                    bits(0, 1)
-                    el = 'EVSEPresentVoltage'
-                    _e_RationalNumberType(w, v_EVSEPresentVoltage)
-                    v_EVSEPresentVoltage = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of EVSEPresentVoltage')
-            if s == 3:
-                if True:
-                    bits(0, 1)
-                    if v_Header is not None or v_ResponseCode is not None or v_EVSEPresentVoltage is not None: raise _leftover(o)
-                    s = -1
+        if v_Header is not None:
+            el = 'Header'
+            bits(0, 1)
+            _e_MessageHeaderType(w, v_Header)
+            if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            el = 'ResponseCode'
+            _i10 = _I2.get(v_ResponseCode)
+            if _i10 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (v_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
+            el = 'EVSEPresentVoltage'
+            bits((_i10 << 2), 10)
+            v_Header = None
+            v_ResponseCode = None
+            _e_RationalNumberType(w, v_EVSEPresentVoltage)
+            bits(0, 1)
+            v_EVSEPresentVoltage = None
+            if v_Header is not None or v_ResponseCode is not None or v_EVSEPresentVoltage is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Header')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -14150,34 +12527,15 @@ def _d_DC_WeldingDetectionReqType(r):
     f_Header = None
     f_EVProcessing = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('DC_WeldingDetectionReqType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVProcessing'
-                    if bits(1): raise r.deviation('DC_WeldingDetectionReqType')
-                    f_EVProcessing = bits(2)
-                    if f_EVProcessing >= 3: raise DecodeError(f'enumeration index {f_EVProcessing} out of range (3 values)', r.pos)
-                    f_EVProcessing = _E1[f_EVProcessing]
-                    if bits(1): raise r.deviation('DC_WeldingDetectionReqType')
-                    s = 2
-                else:
-                    raise r.deviation('DC_WeldingDetectionReqType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('DC_WeldingDetectionReqType')
+        if bits(1): raise r.deviation('DC_WeldingDetectionReqType')
+        el = 'Header'
+        f_Header = _d_MessageHeaderType(r)
+        x = bits(6)
+        if x & 51: raise r.deviation('DC_WeldingDetectionReqType')
+        el = 'EVProcessing'
+        f_EVProcessing = ((x >> 2) & 3)
+        if f_EVProcessing >= 3: raise DecodeError(f'enumeration index {f_EVProcessing} out of range (3 values)', r.pos)
+        f_EVProcessing = _E1[f_EVProcessing]
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_dc.DC_WeldingDetectionReqType(f_Header, f_EVProcessing)
@@ -14189,35 +12547,20 @@ def _e_DC_WeldingDetectionReqType(w, o):
     try:
         v_Header = o.Header
         v_EVProcessing = o.EVProcessing
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Header is not None:
-                    bits(0, 1)
-                    el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_EVProcessing is not None:
-                    bits(0, 1)
-                    el = 'EVProcessing'
-                    w.bits(0, 1)
-                    _i = _I3.get(v_EVProcessing)
-                    if _i is None: raise EncodeError(f'{v_EVProcessing!r} is not one of the enumeration processingType')
-                    w.bits(_i, 2)
-                    w.bits(0, 1)
-                    v_EVProcessing = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of EVProcessing')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_Header is not None or v_EVProcessing is not None: raise _leftover(o)
-                    s = -1
+        if v_Header is not None:
+            el = 'Header'
+            bits(0, 1)
+            _e_MessageHeaderType(w, v_Header)
+            if not (v_EVProcessing is not None): raise EncodeError('missing content: EVProcessing')
+            el = 'EVProcessing'
+            _i11 = _I3.get(v_EVProcessing)
+            if _i11 is None: raise EncodeError(f'{v_EVProcessing!r} is not one of the enumeration processingType')
+            bits((_i11 << 2), 6)
+            v_Header = None
+            v_EVProcessing = None
+            if v_Header is not None or v_EVProcessing is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Header')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -14229,42 +12572,18 @@ def _d_DC_WeldingDetectionResType(r):
     f_ResponseCode = None
     f_EVSEPresentVoltage = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('DC_WeldingDetectionResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('DC_WeldingDetectionResType')
-                    f_ResponseCode = bits(6)
-                    if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
-                    f_ResponseCode = _E0[f_ResponseCode]
-                    if bits(1): raise r.deviation('DC_WeldingDetectionResType')
-                    s = 2
-                else:
-                    raise r.deviation('DC_WeldingDetectionResType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEPresentVoltage'
-                    f_EVSEPresentVoltage = _d_RationalNumberType(r)
-                    s = 3
-                else:
-                    raise r.deviation('DC_WeldingDetectionResType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('DC_WeldingDetectionResType')
+        if bits(1): raise r.deviation('DC_WeldingDetectionResType')
+        el = 'Header'
+        f_Header = _d_MessageHeaderType(r)
+        x = bits(10)
+        if x & 771: raise r.deviation('DC_WeldingDetectionResType')
+        el = 'ResponseCode'
+        f_ResponseCode = ((x >> 2) & 63)
+        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
+        f_ResponseCode = _E0[f_ResponseCode]
+        el = 'EVSEPresentVoltage'
+        f_EVSEPresentVoltage = _d_RationalNumberType(r)
+        if bits(1): raise r.deviation('DC_WeldingDetectionResType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_dc.DC_WeldingDetectionResType(f_Header, f_ResponseCode, f_EVSEPresentVoltage)
@@ -14277,44 +12596,25 @@ def _e_DC_WeldingDetectionResType(w, o):
         v_Header = o.Header
         v_ResponseCode = o.ResponseCode
         v_EVSEPresentVoltage = o.EVSEPresentVoltage
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Header is not None:
-                    bits(0, 1)
-                    el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_ResponseCode is not None:
-                    bits(0, 1)
-                    el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I2.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 6)
-                    w.bits(0, 1)
-                    v_ResponseCode = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 2:
-                if v_EVSEPresentVoltage is not None:
-                    bits(0, 1)
-                    el = 'EVSEPresentVoltage'
-                    _e_RationalNumberType(w, v_EVSEPresentVoltage)
-                    v_EVSEPresentVoltage = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of EVSEPresentVoltage')
-            if s == 3:
-                if True:
-                    bits(0, 1)
-                    if v_Header is not None or v_ResponseCode is not None or v_EVSEPresentVoltage is not None: raise _leftover(o)
-                    s = -1
+        if v_Header is not None:
+            el = 'Header'
+            bits(0, 1)
+            _e_MessageHeaderType(w, v_Header)
+            if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            el = 'ResponseCode'
+            _i12 = _I2.get(v_ResponseCode)
+            if _i12 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (v_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
+            el = 'EVSEPresentVoltage'
+            bits((_i12 << 2), 10)
+            v_Header = None
+            v_ResponseCode = None
+            _e_RationalNumberType(w, v_EVSEPresentVoltage)
+            bits(0, 1)
+            v_EVSEPresentVoltage = None
+            if v_Header is not None or v_ResponseCode is not None or v_EVSEPresentVoltage is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Header')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -14332,17 +12632,12 @@ def _d_ManifestType(r):
                 if ec == 0:
                     el = '@Id'
                     f_Id = r.string(10)
-                    s = 1
-                elif ec == 1:
+                    if bits(1): raise r.deviation('ManifestType')
                     el = 'Reference'
                     _v = _d_ReferenceType(r)
                     f_Reference.append(_v)
                     s = 2
-                else:
-                    raise r.deviation('ManifestType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
                     el = 'Reference'
                     _v = _d_ReferenceType(r)
                     f_Reference.append(_v)
@@ -14357,6 +12652,7 @@ def _d_ManifestType(r):
                     f_Reference.append(_v)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ManifestType')
@@ -14368,6 +12664,7 @@ def _d_ManifestType(r):
                         _v = _d_ReferenceType(r)
                         f_Reference.append(_v)
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
@@ -14389,32 +12686,28 @@ def _e_ManifestType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 2)
                     el = '@Id'
+                    bits(0, 2)
                     w.string(v_Id)
-                    v_Id = None
-                    s = 1
-                elif i_Reference < n_Reference:
-                    bits(1, 2)
+                    if not (i_Reference < n_Reference): raise EncodeError('missing content: Reference')
                     el = 'Reference'
+                    bits(0, 1)
+                    v_Id = None
+                    _e_ReferenceType(w, v_Reference[i_Reference])
+                    i_Reference += 1
+                    s = 2
+                elif i_Reference < n_Reference:
+                    el = 'Reference'
+                    bits(1, 2)
                     _e_ReferenceType(w, v_Reference[i_Reference])
                     i_Reference += 1
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, Reference')
-            if s == 1:
-                if i_Reference < n_Reference:
-                    bits(0, 1)
-                    el = 'Reference'
-                    _e_ReferenceType(w, v_Reference[i_Reference])
-                    i_Reference += 1
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of Reference')
             if s == 2:
                 if i_Reference < n_Reference:
-                    bits(0, 2)
                     el = 'Reference'
+                    bits(0, 2)
                     _e_ReferenceType(w, v_Reference[i_Reference])
                     i_Reference += 1
                     s = 3
@@ -14425,8 +12718,8 @@ def _e_ManifestType(w, o):
             if s == 3:
                 while True:
                     if i_Reference < n_Reference:
-                        bits(0, 2)
                         el = 'Reference'
+                        bits(0, 2)
                         _e_ReferenceType(w, v_Reference[i_Reference])
                         i_Reference += 1
                     elif True:
@@ -14451,17 +12744,12 @@ def _d_SignaturePropertiesType(r):
                 if ec == 0:
                     el = '@Id'
                     f_Id = r.string(10)
-                    s = 1
-                elif ec == 1:
+                    if bits(1): raise r.deviation('SignaturePropertiesType')
                     el = 'SignatureProperty'
                     _v = _d_SignaturePropertyType(r, 71)
                     f_SignatureProperty.append(_v)
                     s = 2
-                else:
-                    raise r.deviation('SignaturePropertiesType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
                     el = 'SignatureProperty'
                     _v = _d_SignaturePropertyType(r, 71)
                     f_SignatureProperty.append(_v)
@@ -14476,6 +12764,7 @@ def _d_SignaturePropertiesType(r):
                     f_SignatureProperty.append(_v)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SignaturePropertiesType')
@@ -14487,6 +12776,7 @@ def _d_SignaturePropertiesType(r):
                         _v = _d_SignaturePropertyType(r, 71)
                         f_SignatureProperty.append(_v)
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
@@ -14508,32 +12798,28 @@ def _e_SignaturePropertiesType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 2)
                     el = '@Id'
+                    bits(0, 2)
                     w.string(v_Id)
-                    v_Id = None
-                    s = 1
-                elif i_SignatureProperty < n_SignatureProperty:
-                    bits(1, 2)
+                    if not (i_SignatureProperty < n_SignatureProperty): raise EncodeError('missing content: SignatureProperty')
                     el = 'SignatureProperty'
+                    bits(0, 1)
+                    v_Id = None
+                    _e_SignaturePropertyType(w, v_SignatureProperty[i_SignatureProperty])
+                    i_SignatureProperty += 1
+                    s = 2
+                elif i_SignatureProperty < n_SignatureProperty:
+                    el = 'SignatureProperty'
+                    bits(1, 2)
                     _e_SignaturePropertyType(w, v_SignatureProperty[i_SignatureProperty])
                     i_SignatureProperty += 1
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, SignatureProperty')
-            if s == 1:
-                if i_SignatureProperty < n_SignatureProperty:
-                    bits(0, 1)
-                    el = 'SignatureProperty'
-                    _e_SignaturePropertyType(w, v_SignatureProperty[i_SignatureProperty])
-                    i_SignatureProperty += 1
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of SignatureProperty')
             if s == 2:
                 if i_SignatureProperty < n_SignatureProperty:
-                    bits(0, 2)
                     el = 'SignatureProperty'
+                    bits(0, 2)
                     _e_SignaturePropertyType(w, v_SignatureProperty[i_SignatureProperty])
                     i_SignatureProperty += 1
                     s = 3
@@ -14544,8 +12830,8 @@ def _e_SignaturePropertiesType(w, o):
             if s == 3:
                 while True:
                     if i_SignatureProperty < n_SignatureProperty:
-                        bits(0, 2)
                         el = 'SignatureProperty'
+                        bits(0, 2)
                         _e_SignaturePropertyType(w, v_SignatureProperty[i_SignatureProperty])
                         i_SignatureProperty += 1
                     elif True:
@@ -14570,16 +12856,11 @@ def _d_SignaturePropertyType(r, key):
                 if ec == 0:
                     el = '@Id'
                     f_Id = r.string(10)
-                    s = 1
-                elif ec == 1:
+                    if bits(1): raise r.deviation('SignaturePropertyType')
                     el = '@Target'
                     f_Target = r.string(72)
                     s = 2
-                else:
-                    raise r.deviation('SignaturePropertyType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
                     el = '@Target'
                     f_Target = r.string(72)
                     s = 2
@@ -14611,6 +12892,7 @@ def _d_SignaturePropertyType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -14623,6 +12905,7 @@ def _d_SignaturePropertyType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -14644,28 +12927,24 @@ def _e_SignaturePropertyType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 2)
                     el = '@Id'
+                    bits(0, 2)
                     w.string(v_Id)
-                    v_Id = None
-                    s = 1
-                elif v_Target is not None:
-                    bits(1, 2)
+                    if not (v_Target is not None): raise EncodeError('missing content: Target')
                     el = '@Target'
+                    bits(0, 1)
+                    v_Id = None
+                    w.string(v_Target)
+                    v_Target = None
+                    s = 2
+                elif v_Target is not None:
+                    el = '@Target'
+                    bits(1, 2)
                     w.string(v_Target)
                     v_Target = None
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, Target')
-            if s == 1:
-                if v_Target is not None:
-                    bits(0, 1)
-                    el = '@Target'
-                    w.string(v_Target)
-                    v_Target = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of Target')
             if s == 2:
                 if True:
                     raise EncodeError('missing content: expected one of nothing')
@@ -14694,14 +12973,11 @@ def _d_ListOfRootCertificateIDsType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'RootCertificateID'
-                    _v = _d_X509IssuerSerialType(r)
-                    f_RootCertificateID.append(_v)
-                    s = 1
-                else:
-                    raise r.deviation('ListOfRootCertificateIDsType')
+                if bits(1): raise r.deviation('ListOfRootCertificateIDsType')
+                el = 'RootCertificateID'
+                _v = _d_X509IssuerSerialType(r)
+                f_RootCertificateID.append(_v)
+                s = 1
             if s == 1:
                 n = 0
                 while True:
@@ -14715,16 +12991,14 @@ def _d_ListOfRootCertificateIDsType(r):
                             s = 20
                             break
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
                         raise r.deviation('ListOfRootCertificateIDsType')
             if s == 20:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ListOfRootCertificateIDsType')
+                if bits(1): raise r.deviation('ListOfRootCertificateIDsType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.ListOfRootCertificateIDsType(f_RootCertificateID)
@@ -14741,8 +13015,8 @@ def _e_ListOfRootCertificateIDsType(w, o):
         while s >= 0:
             if s == 0:
                 if i_RootCertificateID < n_RootCertificateID:
-                    bits(0, 1)
                     el = 'RootCertificateID'
+                    bits(0, 1)
                     _e_X509IssuerSerialType(w, v_RootCertificateID[i_RootCertificateID])
                     i_RootCertificateID += 1
                     s = 1
@@ -14752,8 +13026,8 @@ def _e_ListOfRootCertificateIDsType(w, o):
                 n = 0
                 while True:
                     if i_RootCertificateID < n_RootCertificateID:
-                        bits(0, 2)
                         el = 'RootCertificateID'
+                        bits(0, 2)
                         _e_X509IssuerSerialType(w, v_RootCertificateID[i_RootCertificateID])
                         i_RootCertificateID += 1
                         n += 1
@@ -14942,9 +13216,9 @@ def _de23(r):  # DigestValue
     return v
 
 def _ee23(w, v):  # DigestValue
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de24(r):  # Dynamic_DC_CLReqControlMode
     bits = r.bits
@@ -14975,9 +13249,9 @@ def _de27(r):  # KeyName
     return v
 
 def _ee27(w, v):  # KeyName
-    w.bits(0, 1)
+    bits(0, 1)
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de28(r):  # KeyValue
     bits = r.bits
@@ -15001,9 +13275,9 @@ def _de30(r):  # MgmtData
     return v
 
 def _ee30(w, v):  # MgmtData
-    w.bits(0, 1)
+    bits(0, 1)
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de31(r):  # Object
     bits = r.bits
@@ -15186,10 +13460,10 @@ def _de48(r):  # AckMaxDelay
     return v
 
 def _ee48(w, v):  # AckMaxDelay
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 65535: raise EncodeError(f'value {v!r} outside [0, 65535]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de49(r):  # AdditionalServicesCosts
     bits = r.bits
@@ -15214,10 +13488,10 @@ def _de51(r):  # BPT_DischargedEnergyReadingWh
     return v
 
 def _ee51(w, v):  # BPT_DischargedEnergyReadingWh
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 18446744073709551615: raise EncodeError(f'value {v!r} outside [0, 18446744073709551615]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de52(r):  # BPT_InductiveEnergyReadingVARh
     bits = r.bits
@@ -15228,10 +13502,10 @@ def _de52(r):  # BPT_InductiveEnergyReadingVARh
     return v
 
 def _ee52(w, v):  # BPT_InductiveEnergyReadingVARh
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 18446744073709551615: raise EncodeError(f'value {v!r} outside [0, 18446744073709551615]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de53(r):  # BatteryEnergyCapacity
     bits = r.bits
@@ -15249,10 +13523,10 @@ def _de54(r):  # CapacitiveEnergyReadingVARh
     return v
 
 def _ee54(w, v):  # CapacitiveEnergyReadingVARh
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 18446744073709551615: raise EncodeError(f'value {v!r} outside [0, 18446744073709551615]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de55(r):  # ChargedEnergyReadingWh
     bits = r.bits
@@ -15263,24 +13537,21 @@ def _de55(r):  # ChargedEnergyReadingWh
     return v
 
 def _ee55(w, v):  # ChargedEnergyReadingWh
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 18446744073709551615: raise EncodeError(f'value {v!r} outside [0, 18446744073709551615]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de56(r):  # ChargingComplete
     bits = r.bits
-    if bits(1): raise r.deviation('ChargingComplete')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('ChargingComplete')
+    x = bits(3)
+    if x & 5: raise r.deviation('ChargingComplete')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee56(w, v):  # ChargingComplete
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de57(r):  # CostPerUnit
     bits = r.bits
@@ -15298,10 +13569,10 @@ def _de58(r):  # DepartureTime
     return v
 
 def _ee58(w, v):  # DepartureTime
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 4294967295: raise EncodeError(f'value {v!r} outside [0, 4294967295]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de59(r):  # DisplayParameters
     bits = r.bits
@@ -15417,33 +13688,28 @@ def _ee74(w, v):  # EVPresentVoltage
 
 def _de75(r):  # EVProcessing
     bits = r.bits
-    if bits(1): raise r.deviation('EVProcessing')
-    v = bits(2)
+    x = bits(4)
+    if x & 9: raise r.deviation('EVProcessing')
+    v = ((x >> 1) & 3)
     if v >= 3: raise DecodeError(f'enumeration index {v} out of range (3 values)', r.pos)
     v = _E1[v]
-    if bits(1): raise r.deviation('EVProcessing')
     return v
 
 def _ee75(w, v):  # EVProcessing
-    w.bits(0, 1)
-    _i = _I3.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration processingType')
-    w.bits(_i, 2)
-    w.bits(0, 1)
+    _i13 = _I3.get(v)
+    if _i13 is None: raise EncodeError(f'{v!r} is not one of the enumeration processingType')
+    bits((_i13 << 1), 4)
 
 def _de76(r):  # EVSECurrentLimitAchieved
     bits = r.bits
-    if bits(1): raise r.deviation('EVSECurrentLimitAchieved')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('EVSECurrentLimitAchieved')
+    x = bits(3)
+    if x & 5: raise r.deviation('EVSECurrentLimitAchieved')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee76(w, v):  # EVSECurrentLimitAchieved
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de77(r):  # EVSEMaximumChargeCurrent
     bits = r.bits
@@ -15517,33 +13783,28 @@ def _ee86(w, v):  # EVSEMinimumVoltage
 
 def _de87(r):  # EVSENotification
     bits = r.bits
-    if bits(1): raise r.deviation('EVSENotification')
-    v = bits(3)
+    x = bits(5)
+    if x & 17: raise r.deviation('EVSENotification')
+    v = ((x >> 1) & 7)
     if v >= 6: raise DecodeError(f'enumeration index {v} out of range (6 values)', r.pos)
     v = _E4[v]
-    if bits(1): raise r.deviation('EVSENotification')
     return v
 
 def _ee87(w, v):  # EVSENotification
-    w.bits(0, 1)
-    _i = _I5.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration evseNotificationType')
-    w.bits(_i, 3)
-    w.bits(0, 1)
+    _i14 = _I5.get(v)
+    if _i14 is None: raise EncodeError(f'{v!r} is not one of the enumeration evseNotificationType')
+    bits((_i14 << 1), 5)
 
 def _de88(r):  # EVSEPowerLimitAchieved
     bits = r.bits
-    if bits(1): raise r.deviation('EVSEPowerLimitAchieved')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('EVSEPowerLimitAchieved')
+    x = bits(3)
+    if x & 5: raise r.deviation('EVSEPowerLimitAchieved')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee88(w, v):  # EVSEPowerLimitAchieved
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de89(r):  # EVSEPowerRampLimitation
     bits = r.bits
@@ -15568,19 +13829,17 @@ def _ee91(w, v):  # EVSEPresentVoltage
 
 def _de92(r):  # EVSEProcessing
     bits = r.bits
-    if bits(1): raise r.deviation('EVSEProcessing')
-    v = bits(2)
+    x = bits(4)
+    if x & 9: raise r.deviation('EVSEProcessing')
+    v = ((x >> 1) & 3)
     if v >= 3: raise DecodeError(f'enumeration index {v} out of range (3 values)', r.pos)
     v = _E1[v]
-    if bits(1): raise r.deviation('EVSEProcessing')
     return v
 
 def _ee92(w, v):  # EVSEProcessing
-    w.bits(0, 1)
-    _i = _I3.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration processingType')
-    w.bits(_i, 2)
-    w.bits(0, 1)
+    _i15 = _I3.get(v)
+    if _i15 is None: raise EncodeError(f'{v!r} is not one of the enumeration processingType')
+    bits((_i15 << 1), 4)
 
 def _de93(r):  # EVSEStatus
     bits = r.bits
@@ -15591,17 +13850,14 @@ def _ee93(w, v):  # EVSEStatus
 
 def _de94(r):  # EVSEVoltageLimitAchieved
     bits = r.bits
-    if bits(1): raise r.deviation('EVSEVoltageLimitAchieved')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('EVSEVoltageLimitAchieved')
+    x = bits(3)
+    if x & 5: raise r.deviation('EVSEVoltageLimitAchieved')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee94(w, v):  # EVSEVoltageLimitAchieved
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de95(r):  # EVTargetCurrent
     bits = r.bits
@@ -15639,22 +13895,20 @@ def _de99(r):  # Exponent
     return v
 
 def _ee99(w, v):  # Exponent
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de100(r):  # Exponent
     bits = r.bits
-    if bits(1): raise r.deviation('Exponent')
-    v = bits(8) + -128
-    if bits(1): raise r.deviation('Exponent')
+    x = bits(10)
+    if x & 513: raise r.deviation('Exponent')
+    v = ((x >> 1) & 255) + -128
     return v
 
 def _ee100(w, v):  # Exponent
-    w.bits(0, 1)
     if not -128 <= v <= 127: raise EncodeError(f'value {v!r} outside [-128, 127]')
-    w.bits(v - -128, 8)
-    w.bits(0, 1)
+    bits(((v - -128) << 1), 10)
 
 def _de101(r):  # G
     bits = r.bits
@@ -15664,21 +13918,25 @@ def _de101(r):  # G
     return v
 
 def _ee101(w, v):  # G
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de102(r):  # HMACOutputLength
     bits = r.bits
-    if bits(1): raise r.deviation('HMACOutputLength')
-    v = r.sint()
+    x = bits(2)
+    if x & 2: raise r.deviation('HMACOutputLength')
+    _neg = (x & 1)
+    v = r.uint()
+    if _neg: v = -v - 1
     if bits(1): raise r.deviation('HMACOutputLength')
     return v
 
 def _ee102(w, v):  # HMACOutputLength
-    w.bits(0, 1)
-    w.sint(v)
-    w.bits(0, 1)
+    if type(v) is not int: raise EncodeError(f'expected an int, got {v!r}')
+    bits((v < 0), 2)
+    w.uint(-v - 1 if v < 0 else v)
+    bits(0, 1)
 
 def _de103(r):  # Header
     bits = r.bits
@@ -15689,17 +13947,14 @@ def _ee103(w, v):  # Header
 
 def _de104(r):  # InletHot
     bits = r.bits
-    if bits(1): raise r.deviation('InletHot')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('InletHot')
+    x = bits(3)
+    if x & 5: raise r.deviation('InletHot')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee104(w, v):  # InletHot
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de105(r):  # J
     bits = r.bits
@@ -15709,23 +13964,21 @@ def _de105(r):  # J
     return v
 
 def _ee105(w, v):  # J
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de106(r):  # MaximumSOC
     bits = r.bits
-    if bits(1): raise r.deviation('MaximumSOC')
-    v = bits(7)
+    x = bits(9)
+    if x & 257: raise r.deviation('MaximumSOC')
+    v = ((x >> 1) & 127)
     if v > 100: raise DecodeError(f'value {v} above maximum 100', r.pos)
-    if bits(1): raise r.deviation('MaximumSOC')
     return v
 
 def _ee106(w, v):  # MaximumSOC
-    w.bits(0, 1)
     if not 0 <= v <= 100: raise EncodeError(f'value {v!r} outside [0, 100]')
-    w.bits(v, 7)
-    w.bits(0, 1)
+    bits((v << 1), 9)
 
 def _de107(r):  # MeterID
     bits = r.bits
@@ -15736,10 +13989,10 @@ def _de107(r):  # MeterID
     return v
 
 def _ee107(w, v):  # MeterID
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) > 32: raise EncodeError(f'length {len(v)} outside [0, 32]')
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de108(r):  # MeterInfo
     bits = r.bits
@@ -15750,17 +14003,14 @@ def _ee108(w, v):  # MeterInfo
 
 def _de109(r):  # MeterInfoRequested
     bits = r.bits
-    if bits(1): raise r.deviation('MeterInfoRequested')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('MeterInfoRequested')
+    x = bits(3)
+    if x & 5: raise r.deviation('MeterInfoRequested')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee109(w, v):  # MeterInfoRequested
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de110(r):  # MeterSignature
     bits = r.bits
@@ -15771,24 +14021,27 @@ def _de110(r):  # MeterSignature
     return v
 
 def _ee110(w, v):  # MeterSignature
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) > 64: raise EncodeError(f'length {len(v)} outside [0, 64]')
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de111(r):  # MeterStatus
     bits = r.bits
-    if bits(1): raise r.deviation('MeterStatus')
-    v = r.sint()
+    x = bits(2)
+    if x & 2: raise r.deviation('MeterStatus')
+    _neg = (x & 1)
+    v = r.uint()
+    if _neg: v = -v - 1
     if v < -32768 or v > 32767: raise DecodeError(f'value {v} outside [-32768, 32767]', r.pos)
     if bits(1): raise r.deviation('MeterStatus')
     return v
 
 def _ee111(w, v):  # MeterStatus
-    w.bits(0, 1)
     if v < -32768 or v > 32767: raise EncodeError(f'value {v!r} outside [-32768, 32767]')
-    w.sint(v)
-    w.bits(0, 1)
+    bits((v < 0), 2)
+    w.uint(-v - 1 if v < 0 else v)
+    bits(0, 1)
 
 def _de112(r):  # MeterTimestamp
     bits = r.bits
@@ -15799,24 +14052,22 @@ def _de112(r):  # MeterTimestamp
     return v
 
 def _ee112(w, v):  # MeterTimestamp
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 18446744073709551615: raise EncodeError(f'value {v!r} outside [0, 18446744073709551615]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de113(r):  # MinimumSOC
     bits = r.bits
-    if bits(1): raise r.deviation('MinimumSOC')
-    v = bits(7)
+    x = bits(9)
+    if x & 257: raise r.deviation('MinimumSOC')
+    v = ((x >> 1) & 127)
     if v > 100: raise DecodeError(f'value {v} above maximum 100', r.pos)
-    if bits(1): raise r.deviation('MinimumSOC')
     return v
 
 def _ee113(w, v):  # MinimumSOC
-    w.bits(0, 1)
     if not 0 <= v <= 100: raise EncodeError(f'value {v!r} outside [0, 100]')
-    w.bits(v, 7)
-    w.bits(0, 1)
+    bits((v << 1), 9)
 
 def _de114(r):  # Modulus
     bits = r.bits
@@ -15826,9 +14077,9 @@ def _de114(r):  # Modulus
     return v
 
 def _ee114(w, v):  # Modulus
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de115(r):  # NotificationMaxDelay
     bits = r.bits
@@ -15839,10 +14090,10 @@ def _de115(r):  # NotificationMaxDelay
     return v
 
 def _ee115(w, v):  # NotificationMaxDelay
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 65535: raise EncodeError(f'value {v!r} outside [0, 65535]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de116(r):  # OccupancyCosts
     bits = r.bits
@@ -15866,9 +14117,9 @@ def _de118(r):  # P
     return v
 
 def _ee118(w, v):  # P
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de119(r):  # PGPKeyID
     bits = r.bits
@@ -15878,9 +14129,9 @@ def _de119(r):  # PGPKeyID
     return v
 
 def _ee119(w, v):  # PGPKeyID
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de120(r):  # PGPKeyPacket
     bits = r.bits
@@ -15890,9 +14141,9 @@ def _de120(r):  # PGPKeyPacket
     return v
 
 def _ee120(w, v):  # PGPKeyPacket
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de121(r):  # PgenCounter
     bits = r.bits
@@ -15902,23 +14153,21 @@ def _de121(r):  # PgenCounter
     return v
 
 def _ee121(w, v):  # PgenCounter
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de122(r):  # PresentSOC
     bits = r.bits
-    if bits(1): raise r.deviation('PresentSOC')
-    v = bits(7)
+    x = bits(9)
+    if x & 257: raise r.deviation('PresentSOC')
+    v = ((x >> 1) & 127)
     if v > 100: raise DecodeError(f'value {v} above maximum 100', r.pos)
-    if bits(1): raise r.deviation('PresentSOC')
     return v
 
 def _ee122(w, v):  # PresentSOC
-    w.bits(0, 1)
     if not 0 <= v <= 100: raise EncodeError(f'value {v!r} outside [0, 100]')
-    w.bits(v, 7)
-    w.bits(0, 1)
+    bits((v << 1), 9)
 
 def _de123(r):  # Q
     bits = r.bits
@@ -15928,9 +14177,9 @@ def _de123(r):  # Q
     return v
 
 def _ee123(w, v):  # Q
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de124(r):  # Receipt
     bits = r.bits
@@ -15948,10 +14197,10 @@ def _de125(r):  # RemainingTimeToMaximumSOC
     return v
 
 def _ee125(w, v):  # RemainingTimeToMaximumSOC
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 4294967295: raise EncodeError(f'value {v!r} outside [0, 4294967295]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de126(r):  # RemainingTimeToMinimumSOC
     bits = r.bits
@@ -15962,10 +14211,10 @@ def _de126(r):  # RemainingTimeToMinimumSOC
     return v
 
 def _ee126(w, v):  # RemainingTimeToMinimumSOC
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 4294967295: raise EncodeError(f'value {v!r} outside [0, 4294967295]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de127(r):  # RemainingTimeToTargetSOC
     bits = r.bits
@@ -15976,26 +14225,24 @@ def _de127(r):  # RemainingTimeToTargetSOC
     return v
 
 def _ee127(w, v):  # RemainingTimeToTargetSOC
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 4294967295: raise EncodeError(f'value {v!r} outside [0, 4294967295]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de128(r):  # ResponseCode
     bits = r.bits
-    if bits(1): raise r.deviation('ResponseCode')
-    v = bits(6)
+    x = bits(8)
+    if x & 129: raise r.deviation('ResponseCode')
+    v = ((x >> 1) & 63)
     if v >= 40: raise DecodeError(f'enumeration index {v} out of range (40 values)', r.pos)
     v = _E0[v]
-    if bits(1): raise r.deviation('ResponseCode')
     return v
 
 def _ee128(w, v):  # ResponseCode
-    w.bits(0, 1)
-    _i = _I2.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration responseCodeType')
-    w.bits(_i, 6)
-    w.bits(0, 1)
+    _i16 = _I2.get(v)
+    if _i16 is None: raise EncodeError(f'{v!r} is not one of the enumeration responseCodeType')
+    bits((_i16 << 1), 8)
 
 def _de129(r):  # RootCertificateID
     bits = r.bits
@@ -16012,9 +14259,9 @@ def _de130(r):  # SPKISexp
     return v
 
 def _ee130(w, v):  # SPKISexp
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de131(r):  # Seed
     bits = r.bits
@@ -16024,9 +14271,9 @@ def _de131(r):  # Seed
     return v
 
 def _ee131(w, v):  # Seed
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de132(r):  # SessionID
     bits = r.bits
@@ -16037,38 +14284,34 @@ def _de132(r):  # SessionID
     return v
 
 def _ee132(w, v):  # SessionID
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) < 8 or len(v) > 8: raise EncodeError(f'length {len(v)} outside [8, 8]')
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de133(r):  # TargetSOC
     bits = r.bits
-    if bits(1): raise r.deviation('TargetSOC')
-    v = bits(7)
+    x = bits(9)
+    if x & 257: raise r.deviation('TargetSOC')
+    v = ((x >> 1) & 127)
     if v > 100: raise DecodeError(f'value {v} above maximum 100', r.pos)
-    if bits(1): raise r.deviation('TargetSOC')
     return v
 
 def _ee133(w, v):  # TargetSOC
-    w.bits(0, 1)
     if not 0 <= v <= 100: raise EncodeError(f'value {v!r} outside [0, 100]')
-    w.bits(v, 7)
-    w.bits(0, 1)
+    bits((v << 1), 9)
 
 def _de134(r):  # TargetSOC
     bits = r.bits
-    if bits(1): raise r.deviation('TargetSOC')
-    v = bits(7)
+    x = bits(9)
+    if x & 257: raise r.deviation('TargetSOC')
+    v = ((x >> 1) & 127)
     if v > 100: raise DecodeError(f'value {v} above maximum 100', r.pos)
-    if bits(1): raise r.deviation('TargetSOC')
     return v
 
 def _ee134(w, v):  # TargetSOC
-    w.bits(0, 1)
     if not 0 <= v <= 100: raise EncodeError(f'value {v!r} outside [0, 100]')
-    w.bits(v, 7)
-    w.bits(0, 1)
+    bits((v << 1), 9)
 
 def _de135(r):  # TaxCosts
     bits = r.bits
@@ -16086,10 +14329,10 @@ def _de136(r):  # TaxRuleID
     return v
 
 def _ee136(w, v):  # TaxRuleID
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 1 or v > 4294967295: raise EncodeError(f'value {v!r} outside [1, 4294967295]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de137(r):  # TimeAnchor
     bits = r.bits
@@ -16100,10 +14343,10 @@ def _de137(r):  # TimeAnchor
     return v
 
 def _ee137(w, v):  # TimeAnchor
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 18446744073709551615: raise EncodeError(f'value {v!r} outside [0, 18446744073709551615]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de138(r):  # TimeStamp
     bits = r.bits
@@ -16114,24 +14357,27 @@ def _de138(r):  # TimeStamp
     return v
 
 def _ee138(w, v):  # TimeStamp
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 18446744073709551615: raise EncodeError(f'value {v!r} outside [0, 18446744073709551615]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de139(r):  # Value
     bits = r.bits
-    if bits(1): raise r.deviation('Value')
-    v = r.sint()
+    x = bits(2)
+    if x & 2: raise r.deviation('Value')
+    _neg = (x & 1)
+    v = r.uint()
+    if _neg: v = -v - 1
     if v < -32768 or v > 32767: raise DecodeError(f'value {v} outside [-32768, 32767]', r.pos)
     if bits(1): raise r.deviation('Value')
     return v
 
 def _ee139(w, v):  # Value
-    w.bits(0, 1)
     if v < -32768 or v > 32767: raise EncodeError(f'value {v!r} outside [-32768, 32767]')
-    w.sint(v)
-    w.bits(0, 1)
+    bits((v < 0), 2)
+    w.uint(-v - 1 if v < 0 else v)
+    bits(0, 1)
 
 def _de140(r):  # X509CRL
     bits = r.bits
@@ -16141,9 +14387,9 @@ def _de140(r):  # X509CRL
     return v
 
 def _ee140(w, v):  # X509CRL
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de141(r):  # X509Certificate
     bits = r.bits
@@ -16153,9 +14399,9 @@ def _de141(r):  # X509Certificate
     return v
 
 def _ee141(w, v):  # X509Certificate
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de142(r):  # X509IssuerName
     bits = r.bits
@@ -16165,9 +14411,9 @@ def _de142(r):  # X509IssuerName
     return v
 
 def _ee142(w, v):  # X509IssuerName
-    w.bits(0, 1)
+    bits(0, 1)
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de143(r):  # X509IssuerSerial
     bits = r.bits
@@ -16184,21 +14430,25 @@ def _de144(r):  # X509SKI
     return v
 
 def _ee144(w, v):  # X509SKI
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de145(r):  # X509SerialNumber
     bits = r.bits
-    if bits(1): raise r.deviation('X509SerialNumber')
-    v = r.sint()
+    x = bits(2)
+    if x & 2: raise r.deviation('X509SerialNumber')
+    _neg = (x & 1)
+    v = r.uint()
+    if _neg: v = -v - 1
     if bits(1): raise r.deviation('X509SerialNumber')
     return v
 
 def _ee145(w, v):  # X509SerialNumber
-    w.bits(0, 1)
-    w.sint(v)
-    w.bits(0, 1)
+    if type(v) is not int: raise EncodeError(f'expected an int, got {v!r}')
+    bits((v < 0), 2)
+    w.uint(-v - 1 if v < 0 else v)
+    bits(0, 1)
 
 def _de146(r):  # X509SubjectName
     bits = r.bits
@@ -16208,9 +14458,9 @@ def _de146(r):  # X509SubjectName
     return v
 
 def _ee146(w, v):  # X509SubjectName
-    w.bits(0, 1)
+    bits(0, 1)
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de147(r):  # XPath
     bits = r.bits
@@ -16220,9 +14470,9 @@ def _de147(r):  # XPath
     return v
 
 def _ee147(w, v):  # XPath
-    w.bits(0, 1)
+    bits(0, 1)
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de148(r):  # Y
     bits = r.bits
@@ -16232,9 +14482,9 @@ def _de148(r):  # Y
     return v
 
 def _ee148(w, v):  # Y
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 # (namespace, local name, class or simple type code, decode, encode); index = event code
 FRAGMENT = (

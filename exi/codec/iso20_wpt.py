@@ -32,11 +32,7 @@ def _d_CLReqControlModeType(r):
     bits = r.bits
     el = ''
     try:
-        ec = bits(1)
-        if ec == 0:
-            s = -1
-        else:
-            raise r.deviation('CLReqControlModeType')
+        if bits(1): raise r.deviation('CLReqControlModeType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.CLReqControlModeType()
@@ -46,12 +42,8 @@ def _e_CLReqControlModeType(w, o):
     bits = w.bits
     el = ''
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if True:
-                    bits(0, 1)
-                    s = -1
+        if True:
+            bits(0, 1)
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -60,11 +52,7 @@ def _d_CLResControlModeType(r):
     bits = r.bits
     el = ''
     try:
-        ec = bits(1)
-        if ec == 0:
-            s = -1
-        else:
-            raise r.deviation('CLResControlModeType')
+        if bits(1): raise r.deviation('CLResControlModeType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.CLResControlModeType()
@@ -74,12 +62,8 @@ def _e_CLResControlModeType(w, o):
     bits = w.bits
     el = ''
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if True:
-                    bits(0, 1)
-                    s = -1
+        if True:
+            bits(0, 1)
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -92,19 +76,17 @@ def _d_CanonicalizationMethodType(r, key):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = '@Algorithm'
-                    f_Algorithm = r.string(0)
-                    s = 1
-                else:
-                    raise r.deviation('CanonicalizationMethodType')
+                if bits(1): raise r.deviation('CanonicalizationMethodType')
+                el = '@Algorithm'
+                f_Algorithm = r.string(0)
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -117,6 +99,7 @@ def _d_CanonicalizationMethodType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -129,6 +112,7 @@ def _d_CanonicalizationMethodType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -149,8 +133,8 @@ def _e_CanonicalizationMethodType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Algorithm is not None:
-                    bits(0, 1)
                     el = '@Algorithm'
+                    bits(0, 1)
                     w.string(v_Algorithm)
                     v_Algorithm = None
                     s = 1
@@ -191,74 +175,66 @@ def _d_DSAKeyValueType(r):
             if s == 0:
                 ec = bits(2)
                 if ec == 0:
+                    if bits(1): raise r.deviation('DSAKeyValueType')
                     el = 'P'
-                    if bits(1): raise r.deviation('DSAKeyValueType')
                     f_P = r.binary()
+                    x = bits(3)
+                    if x & 7: raise r.deviation('DSAKeyValueType')
+                    el = 'Q'
+                    f_Q = r.binary()
                     if bits(1): raise r.deviation('DSAKeyValueType')
-                    s = 1
+                    s = 4
                 elif ec == 1:
-                    el = 'G'
                     if bits(1): raise r.deviation('DSAKeyValueType')
+                    el = 'G'
                     f_G = r.binary()
                     if bits(1): raise r.deviation('DSAKeyValueType')
                     s = 2
                 elif ec == 2:
-                    el = 'Y'
                     if bits(1): raise r.deviation('DSAKeyValueType')
+                    el = 'Y'
                     f_Y = r.binary()
                     if bits(1): raise r.deviation('DSAKeyValueType')
                     s = 3
-                else:
-                    raise r.deviation('DSAKeyValueType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Q'
-                    if bits(1): raise r.deviation('DSAKeyValueType')
-                    f_Q = r.binary()
-                    if bits(1): raise r.deviation('DSAKeyValueType')
-                    s = 4
                 else:
                     raise r.deviation('DSAKeyValueType')
             if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Y'
-                    if bits(1): raise r.deviation('DSAKeyValueType')
-                    f_Y = r.binary()
-                    if bits(1): raise r.deviation('DSAKeyValueType')
-                    s = 3
-                else:
-                    raise r.deviation('DSAKeyValueType')
+                x = bits(2)
+                if x & 3: raise r.deviation('DSAKeyValueType')
+                el = 'Y'
+                f_Y = r.binary()
+                if bits(1): raise r.deviation('DSAKeyValueType')
+                s = 3
             if s == 3:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'J'
                     if bits(1): raise r.deviation('DSAKeyValueType')
+                    el = 'J'
                     f_J = r.binary()
                     if bits(1): raise r.deviation('DSAKeyValueType')
                     s = 5
                 elif ec == 1:
-                    el = 'Seed'
                     if bits(1): raise r.deviation('DSAKeyValueType')
+                    el = 'Seed'
                     f_Seed = r.binary()
                     if bits(1): raise r.deviation('DSAKeyValueType')
                     s = 6
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DSAKeyValueType')
             if s == 4:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'G'
                     if bits(1): raise r.deviation('DSAKeyValueType')
+                    el = 'G'
                     f_G = r.binary()
                     if bits(1): raise r.deviation('DSAKeyValueType')
                     s = 2
                 elif ec == 1:
-                    el = 'Y'
                     if bits(1): raise r.deviation('DSAKeyValueType')
+                    el = 'Y'
                     f_Y = r.binary()
                     if bits(1): raise r.deviation('DSAKeyValueType')
                     s = 3
@@ -267,31 +243,24 @@ def _d_DSAKeyValueType(r):
             if s == 5:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'Seed'
                     if bits(1): raise r.deviation('DSAKeyValueType')
+                    el = 'Seed'
                     f_Seed = r.binary()
                     if bits(1): raise r.deviation('DSAKeyValueType')
                     s = 6
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DSAKeyValueType')
             if s == 6:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'PgenCounter'
-                    if bits(1): raise r.deviation('DSAKeyValueType')
-                    f_PgenCounter = r.binary()
-                    if bits(1): raise r.deviation('DSAKeyValueType')
-                    s = 7
-                else:
-                    raise r.deviation('DSAKeyValueType')
-            if s == 7:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('DSAKeyValueType')
+                x = bits(2)
+                if x & 3: raise r.deviation('DSAKeyValueType')
+                el = 'PgenCounter'
+                f_PgenCounter = r.binary()
+                x = bits(2)
+                if x & 3: raise r.deviation('DSAKeyValueType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.DSAKeyValueType(f_P, f_Q, f_G, f_Y, f_J, f_Seed, f_PgenCounter)
@@ -312,68 +281,56 @@ def _e_DSAKeyValueType(w, o):
         while s >= 0:
             if s == 0:
                 if v_P is not None:
-                    bits(0, 2)
                     el = 'P'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_P)
-                    w.bits(0, 1)
+                    if not (v_Q is not None): raise EncodeError('missing content: Q')
+                    el = 'Q'
+                    bits(0, 3)
                     v_P = None
-                    s = 1
+                    w.binary(v_Q)
+                    bits(0, 1)
+                    v_Q = None
+                    s = 4
                 elif v_G is not None:
-                    bits(1, 2)
                     el = 'G'
-                    w.bits(0, 1)
+                    bits((1 << 1), 3)
                     w.binary(v_G)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_G = None
                     s = 2
                 elif v_Y is not None:
-                    bits(2, 2)
                     el = 'Y'
-                    w.bits(0, 1)
+                    bits((2 << 1), 3)
                     w.binary(v_Y)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_Y = None
                     s = 3
                 else:
                     raise EncodeError('missing content: expected one of P, G, Y')
-            if s == 1:
-                if v_Q is not None:
-                    bits(0, 1)
-                    el = 'Q'
-                    w.bits(0, 1)
-                    w.binary(v_Q)
-                    w.bits(0, 1)
-                    v_Q = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of Q')
             if s == 2:
                 if v_Y is not None:
-                    bits(0, 1)
                     el = 'Y'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     w.binary(v_Y)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_Y = None
                     s = 3
                 else:
                     raise EncodeError('missing content: expected one of Y')
             if s == 3:
                 if v_J is not None:
-                    bits(0, 2)
                     el = 'J'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_J)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_J = None
                     s = 5
                 elif v_Seed is not None:
-                    bits(1, 2)
                     el = 'Seed'
-                    w.bits(0, 1)
+                    bits((1 << 1), 3)
                     w.binary(v_Seed)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_Seed = None
                     s = 6
                 elif True:
@@ -382,30 +339,27 @@ def _e_DSAKeyValueType(w, o):
                     s = -1
             if s == 4:
                 if v_G is not None:
-                    bits(0, 2)
                     el = 'G'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_G)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_G = None
                     s = 2
                 elif v_Y is not None:
-                    bits(1, 2)
                     el = 'Y'
-                    w.bits(0, 1)
+                    bits((1 << 1), 3)
                     w.binary(v_Y)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_Y = None
                     s = 3
                 else:
                     raise EncodeError('missing content: expected one of G, Y')
             if s == 5:
                 if v_Seed is not None:
-                    bits(0, 2)
                     el = 'Seed'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_Seed)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_Seed = None
                     s = 6
                 elif True:
@@ -414,20 +368,15 @@ def _e_DSAKeyValueType(w, o):
                     s = -1
             if s == 6:
                 if v_PgenCounter is not None:
-                    bits(0, 1)
                     el = 'PgenCounter'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     w.binary(v_PgenCounter)
-                    w.bits(0, 1)
+                    bits(0, 2)
                     v_PgenCounter = None
-                    s = 7
-                else:
-                    raise EncodeError('missing content: expected one of PgenCounter')
-            if s == 7:
-                if True:
-                    bits(0, 1)
                     if v_P is not None or v_Q is not None or v_G is not None or v_Y is not None or v_J is not None or v_Seed is not None or v_PgenCounter is not None: raise _leftover(o)
                     s = -1
+                else:
+                    raise EncodeError('missing content: expected one of PgenCounter')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -440,19 +389,17 @@ def _d_DigestMethodType(r, key):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = '@Algorithm'
-                    f_Algorithm = r.string(0)
-                    s = 1
-                else:
-                    raise r.deviation('DigestMethodType')
+                if bits(1): raise r.deviation('DigestMethodType')
+                el = '@Algorithm'
+                f_Algorithm = r.string(0)
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -465,6 +412,7 @@ def _d_DigestMethodType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -477,6 +425,7 @@ def _d_DigestMethodType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -497,8 +446,8 @@ def _e_DigestMethodType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Algorithm is not None:
-                    bits(0, 1)
                     el = '@Algorithm'
+                    bits(0, 1)
                     w.string(v_Algorithm)
                     v_Algorithm = None
                     s = 1
@@ -544,8 +493,8 @@ def _d_KeyInfoType(r, key):
                     f_Id = r.string(8)
                     s = 1
                 elif ec == 1:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(9)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -576,8 +525,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 8
                 elif ec == 7:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(11)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -593,8 +542,8 @@ def _d_KeyInfoType(r, key):
             if s == 1:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(9)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -625,8 +574,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 8
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(11)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -642,8 +591,8 @@ def _d_KeyInfoType(r, key):
             if s == 2:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(9)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -674,8 +623,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 8
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(11)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -691,8 +640,8 @@ def _d_KeyInfoType(r, key):
             if s == 3:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(9)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -723,8 +672,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(11)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -733,6 +682,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -742,8 +692,8 @@ def _d_KeyInfoType(r, key):
             if s == 4:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(9)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -774,8 +724,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(11)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -784,6 +734,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -793,8 +744,8 @@ def _d_KeyInfoType(r, key):
             if s == 5:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(9)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -825,8 +776,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(11)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -835,6 +786,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -844,8 +796,8 @@ def _d_KeyInfoType(r, key):
             if s == 6:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(9)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -876,8 +828,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(11)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -886,6 +838,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -895,8 +848,8 @@ def _d_KeyInfoType(r, key):
             if s == 7:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(9)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -927,8 +880,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(11)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -937,6 +890,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -946,8 +900,8 @@ def _d_KeyInfoType(r, key):
             if s == 8:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(9)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -978,8 +932,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(11)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -988,6 +942,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -997,8 +952,8 @@ def _d_KeyInfoType(r, key):
             if s == 9:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(9)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -1029,8 +984,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(11)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -1039,6 +994,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -1048,8 +1004,8 @@ def _d_KeyInfoType(r, key):
             if s == 10:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(9)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -1080,8 +1036,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(11)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -1090,6 +1046,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -1100,8 +1057,8 @@ def _d_KeyInfoType(r, key):
                 while True:
                     ec = bits(4)
                     if ec == 0:
-                        el = 'KeyName'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'KeyName'
                         _v = r.string(9)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_KeyName.append(_v)
@@ -1136,8 +1093,8 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        el = 'MgmtData'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'MgmtData'
                         _v = r.string(11)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_MgmtData.append(_v)
@@ -1148,6 +1105,7 @@ def _d_KeyInfoType(r, key):
                         s = 18
                         break
                     elif ec == 8:
+                        pass
                         s = -1
                         break
                     elif ec == 9:
@@ -1160,8 +1118,8 @@ def _d_KeyInfoType(r, key):
                 while True:
                     ec = bits(4)
                     if ec == 0:
-                        el = 'KeyName'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'KeyName'
                         _v = r.string(9)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_KeyName.append(_v)
@@ -1196,8 +1154,8 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        el = 'MgmtData'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'MgmtData'
                         _v = r.string(11)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_MgmtData.append(_v)
@@ -1208,6 +1166,7 @@ def _d_KeyInfoType(r, key):
                         s = 18
                         break
                     elif ec == 8:
+                        pass
                         s = -1
                         break
                     elif ec == 9:
@@ -1220,8 +1179,8 @@ def _d_KeyInfoType(r, key):
                 while True:
                     ec = bits(4)
                     if ec == 0:
-                        el = 'KeyName'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'KeyName'
                         _v = r.string(9)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_KeyName.append(_v)
@@ -1256,8 +1215,8 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        el = 'MgmtData'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'MgmtData'
                         _v = r.string(11)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_MgmtData.append(_v)
@@ -1268,6 +1227,7 @@ def _d_KeyInfoType(r, key):
                         s = 18
                         break
                     elif ec == 8:
+                        pass
                         s = -1
                         break
                     elif ec == 9:
@@ -1280,8 +1240,8 @@ def _d_KeyInfoType(r, key):
                 while True:
                     ec = bits(4)
                     if ec == 0:
-                        el = 'KeyName'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'KeyName'
                         _v = r.string(9)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_KeyName.append(_v)
@@ -1316,8 +1276,8 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        el = 'MgmtData'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'MgmtData'
                         _v = r.string(11)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_MgmtData.append(_v)
@@ -1328,6 +1288,7 @@ def _d_KeyInfoType(r, key):
                         s = 18
                         break
                     elif ec == 8:
+                        pass
                         s = -1
                         break
                     elif ec == 9:
@@ -1340,8 +1301,8 @@ def _d_KeyInfoType(r, key):
                 while True:
                     ec = bits(4)
                     if ec == 0:
-                        el = 'KeyName'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'KeyName'
                         _v = r.string(9)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_KeyName.append(_v)
@@ -1376,8 +1337,8 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        el = 'MgmtData'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'MgmtData'
                         _v = r.string(11)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_MgmtData.append(_v)
@@ -1388,6 +1349,7 @@ def _d_KeyInfoType(r, key):
                         s = 18
                         break
                     elif ec == 8:
+                        pass
                         s = -1
                         break
                     elif ec == 9:
@@ -1400,8 +1362,8 @@ def _d_KeyInfoType(r, key):
                 while True:
                     ec = bits(4)
                     if ec == 0:
-                        el = 'KeyName'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'KeyName'
                         _v = r.string(9)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_KeyName.append(_v)
@@ -1436,8 +1398,8 @@ def _d_KeyInfoType(r, key):
                         _v = _d_SPKIDataType(r)
                         f_SPKIData.append(_v)
                     elif ec == 6:
-                        el = 'MgmtData'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'MgmtData'
                         _v = r.string(11)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_MgmtData.append(_v)
@@ -1448,6 +1410,7 @@ def _d_KeyInfoType(r, key):
                         s = 18
                         break
                     elif ec == 8:
+                        pass
                         s = -1
                         break
                     elif ec == 9:
@@ -1460,8 +1423,8 @@ def _d_KeyInfoType(r, key):
                 while True:
                     ec = bits(4)
                     if ec == 0:
-                        el = 'KeyName'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'KeyName'
                         _v = r.string(9)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_KeyName.append(_v)
@@ -1498,8 +1461,8 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        el = 'MgmtData'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'MgmtData'
                         _v = r.string(11)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_MgmtData.append(_v)
@@ -1508,6 +1471,7 @@ def _d_KeyInfoType(r, key):
                         s = 18
                         break
                     elif ec == 8:
+                        pass
                         s = -1
                         break
                     elif ec == 9:
@@ -1519,8 +1483,8 @@ def _d_KeyInfoType(r, key):
             if s == 18:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(9)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -1551,8 +1515,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(11)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -1561,6 +1525,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -1602,202 +1567,194 @@ def _e_KeyInfoType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 4)
                     el = '@Id'
+                    bits(0, 4)
                     w.string(v_Id)
                     v_Id = None
                     s = 1
                 elif i_KeyName < n_KeyName:
-                    bits(1, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits((1 << 1), 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 3
                 elif i_KeyValue < n_KeyValue:
-                    bits(2, 4)
                     el = 'KeyValue'
+                    bits(2, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 4
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(3, 4)
                     el = 'RetrievalMethod'
+                    bits(3, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 5
                 elif i_X509Data < n_X509Data:
-                    bits(4, 4)
                     el = 'X509Data'
+                    bits(4, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 6
                 elif i_PGPData < n_PGPData:
-                    bits(5, 4)
                     el = 'PGPData'
+                    bits(5, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 7
                 elif i_SPKIData < n_SPKIData:
-                    bits(6, 4)
                     el = 'SPKIData'
+                    bits(6, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 8
                 elif i_MgmtData < n_MgmtData:
-                    bits(7, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((7 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 9
                 else:
                     raise EncodeError('missing content: expected one of Id, KeyName, KeyValue, RetrievalMethod, X509Data, PGPData, SPKIData, MgmtData')
             if s == 1:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 3
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 4
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 5
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 6
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 7
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 8
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 9
                 else:
                     raise EncodeError('missing content: expected one of KeyName, KeyValue, RetrievalMethod, X509Data, PGPData, SPKIData, MgmtData')
             if s == 2:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 3
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 4
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 5
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 6
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 7
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 8
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 9
                 else:
                     raise EncodeError('missing content: expected one of KeyName, KeyValue, RetrievalMethod, X509Data, PGPData, SPKIData, MgmtData')
             if s == 3:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -1806,49 +1763,47 @@ def _e_KeyInfoType(w, o):
                     s = -1
             if s == 4:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -1857,49 +1812,47 @@ def _e_KeyInfoType(w, o):
                     s = -1
             if s == 5:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -1908,49 +1861,47 @@ def _e_KeyInfoType(w, o):
                     s = -1
             if s == 6:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -1959,49 +1910,47 @@ def _e_KeyInfoType(w, o):
                     s = -1
             if s == 7:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -2010,49 +1959,47 @@ def _e_KeyInfoType(w, o):
                     s = -1
             if s == 8:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -2061,49 +2008,47 @@ def _e_KeyInfoType(w, o):
                     s = -1
             if s == 9:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -2112,49 +2057,47 @@ def _e_KeyInfoType(w, o):
                     s = -1
             if s == 10:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -2164,53 +2107,51 @@ def _e_KeyInfoType(w, o):
             if s == 11:
                 while True:
                     if i_KeyName < n_KeyName:
-                        bits(0, 4)
                         el = 'KeyName'
-                        w.bits(0, 1)
+                        bits(0, 5)
                         w.string(v_KeyName[i_KeyName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_KeyName += 1
                     elif i_KeyValue < n_KeyValue:
-                        bits(1, 4)
                         el = 'KeyValue'
+                        bits(1, 4)
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                         i_KeyValue += 1
                         s = 12
                         break
                     elif i_RetrievalMethod < n_RetrievalMethod:
-                        bits(2, 4)
                         el = 'RetrievalMethod'
+                        bits(2, 4)
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                         i_RetrievalMethod += 1
                         s = 13
                         break
                     elif i_X509Data < n_X509Data:
-                        bits(3, 4)
                         el = 'X509Data'
+                        bits(3, 4)
                         _e_X509DataType(w, v_X509Data[i_X509Data])
                         i_X509Data += 1
                         s = 14
                         break
                     elif i_PGPData < n_PGPData:
-                        bits(4, 4)
                         el = 'PGPData'
+                        bits(4, 4)
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
                         i_PGPData += 1
                         s = 15
                         break
                     elif i_SPKIData < n_SPKIData:
-                        bits(5, 4)
                         el = 'SPKIData'
+                        bits(5, 4)
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                         i_SPKIData += 1
                         s = 16
                         break
                     elif i_MgmtData < n_MgmtData:
-                        bits(6, 4)
                         el = 'MgmtData'
-                        w.bits(0, 1)
+                        bits((6 << 1), 5)
                         w.string(v_MgmtData[i_MgmtData])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_MgmtData += 1
                         s = 17
                         break
@@ -2222,53 +2163,51 @@ def _e_KeyInfoType(w, o):
             if s == 12:
                 while True:
                     if i_KeyName < n_KeyName:
-                        bits(0, 4)
                         el = 'KeyName'
-                        w.bits(0, 1)
+                        bits(0, 5)
                         w.string(v_KeyName[i_KeyName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_KeyName += 1
                         s = 11
                         break
                     elif i_KeyValue < n_KeyValue:
-                        bits(1, 4)
                         el = 'KeyValue'
+                        bits(1, 4)
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                         i_KeyValue += 1
                     elif i_RetrievalMethod < n_RetrievalMethod:
-                        bits(2, 4)
                         el = 'RetrievalMethod'
+                        bits(2, 4)
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                         i_RetrievalMethod += 1
                         s = 13
                         break
                     elif i_X509Data < n_X509Data:
-                        bits(3, 4)
                         el = 'X509Data'
+                        bits(3, 4)
                         _e_X509DataType(w, v_X509Data[i_X509Data])
                         i_X509Data += 1
                         s = 14
                         break
                     elif i_PGPData < n_PGPData:
-                        bits(4, 4)
                         el = 'PGPData'
+                        bits(4, 4)
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
                         i_PGPData += 1
                         s = 15
                         break
                     elif i_SPKIData < n_SPKIData:
-                        bits(5, 4)
                         el = 'SPKIData'
+                        bits(5, 4)
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                         i_SPKIData += 1
                         s = 16
                         break
                     elif i_MgmtData < n_MgmtData:
-                        bits(6, 4)
                         el = 'MgmtData'
-                        w.bits(0, 1)
+                        bits((6 << 1), 5)
                         w.string(v_MgmtData[i_MgmtData])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_MgmtData += 1
                         s = 17
                         break
@@ -2280,53 +2219,51 @@ def _e_KeyInfoType(w, o):
             if s == 13:
                 while True:
                     if i_KeyName < n_KeyName:
-                        bits(0, 4)
                         el = 'KeyName'
-                        w.bits(0, 1)
+                        bits(0, 5)
                         w.string(v_KeyName[i_KeyName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_KeyName += 1
                         s = 11
                         break
                     elif i_KeyValue < n_KeyValue:
-                        bits(1, 4)
                         el = 'KeyValue'
+                        bits(1, 4)
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                         i_KeyValue += 1
                         s = 12
                         break
                     elif i_RetrievalMethod < n_RetrievalMethod:
-                        bits(2, 4)
                         el = 'RetrievalMethod'
+                        bits(2, 4)
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                         i_RetrievalMethod += 1
                     elif i_X509Data < n_X509Data:
-                        bits(3, 4)
                         el = 'X509Data'
+                        bits(3, 4)
                         _e_X509DataType(w, v_X509Data[i_X509Data])
                         i_X509Data += 1
                         s = 14
                         break
                     elif i_PGPData < n_PGPData:
-                        bits(4, 4)
                         el = 'PGPData'
+                        bits(4, 4)
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
                         i_PGPData += 1
                         s = 15
                         break
                     elif i_SPKIData < n_SPKIData:
-                        bits(5, 4)
                         el = 'SPKIData'
+                        bits(5, 4)
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                         i_SPKIData += 1
                         s = 16
                         break
                     elif i_MgmtData < n_MgmtData:
-                        bits(6, 4)
                         el = 'MgmtData'
-                        w.bits(0, 1)
+                        bits((6 << 1), 5)
                         w.string(v_MgmtData[i_MgmtData])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_MgmtData += 1
                         s = 17
                         break
@@ -2338,53 +2275,51 @@ def _e_KeyInfoType(w, o):
             if s == 14:
                 while True:
                     if i_KeyName < n_KeyName:
-                        bits(0, 4)
                         el = 'KeyName'
-                        w.bits(0, 1)
+                        bits(0, 5)
                         w.string(v_KeyName[i_KeyName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_KeyName += 1
                         s = 11
                         break
                     elif i_KeyValue < n_KeyValue:
-                        bits(1, 4)
                         el = 'KeyValue'
+                        bits(1, 4)
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                         i_KeyValue += 1
                         s = 12
                         break
                     elif i_RetrievalMethod < n_RetrievalMethod:
-                        bits(2, 4)
                         el = 'RetrievalMethod'
+                        bits(2, 4)
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                         i_RetrievalMethod += 1
                         s = 13
                         break
                     elif i_X509Data < n_X509Data:
-                        bits(3, 4)
                         el = 'X509Data'
+                        bits(3, 4)
                         _e_X509DataType(w, v_X509Data[i_X509Data])
                         i_X509Data += 1
                     elif i_PGPData < n_PGPData:
-                        bits(4, 4)
                         el = 'PGPData'
+                        bits(4, 4)
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
                         i_PGPData += 1
                         s = 15
                         break
                     elif i_SPKIData < n_SPKIData:
-                        bits(5, 4)
                         el = 'SPKIData'
+                        bits(5, 4)
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                         i_SPKIData += 1
                         s = 16
                         break
                     elif i_MgmtData < n_MgmtData:
-                        bits(6, 4)
                         el = 'MgmtData'
-                        w.bits(0, 1)
+                        bits((6 << 1), 5)
                         w.string(v_MgmtData[i_MgmtData])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_MgmtData += 1
                         s = 17
                         break
@@ -2396,53 +2331,51 @@ def _e_KeyInfoType(w, o):
             if s == 15:
                 while True:
                     if i_KeyName < n_KeyName:
-                        bits(0, 4)
                         el = 'KeyName'
-                        w.bits(0, 1)
+                        bits(0, 5)
                         w.string(v_KeyName[i_KeyName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_KeyName += 1
                         s = 11
                         break
                     elif i_KeyValue < n_KeyValue:
-                        bits(1, 4)
                         el = 'KeyValue'
+                        bits(1, 4)
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                         i_KeyValue += 1
                         s = 12
                         break
                     elif i_RetrievalMethod < n_RetrievalMethod:
-                        bits(2, 4)
                         el = 'RetrievalMethod'
+                        bits(2, 4)
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                         i_RetrievalMethod += 1
                         s = 13
                         break
                     elif i_X509Data < n_X509Data:
-                        bits(3, 4)
                         el = 'X509Data'
+                        bits(3, 4)
                         _e_X509DataType(w, v_X509Data[i_X509Data])
                         i_X509Data += 1
                         s = 14
                         break
                     elif i_PGPData < n_PGPData:
-                        bits(4, 4)
                         el = 'PGPData'
+                        bits(4, 4)
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
                         i_PGPData += 1
                     elif i_SPKIData < n_SPKIData:
-                        bits(5, 4)
                         el = 'SPKIData'
+                        bits(5, 4)
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                         i_SPKIData += 1
                         s = 16
                         break
                     elif i_MgmtData < n_MgmtData:
-                        bits(6, 4)
                         el = 'MgmtData'
-                        w.bits(0, 1)
+                        bits((6 << 1), 5)
                         w.string(v_MgmtData[i_MgmtData])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_MgmtData += 1
                         s = 17
                         break
@@ -2454,53 +2387,51 @@ def _e_KeyInfoType(w, o):
             if s == 16:
                 while True:
                     if i_KeyName < n_KeyName:
-                        bits(0, 4)
                         el = 'KeyName'
-                        w.bits(0, 1)
+                        bits(0, 5)
                         w.string(v_KeyName[i_KeyName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_KeyName += 1
                         s = 11
                         break
                     elif i_KeyValue < n_KeyValue:
-                        bits(1, 4)
                         el = 'KeyValue'
+                        bits(1, 4)
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                         i_KeyValue += 1
                         s = 12
                         break
                     elif i_RetrievalMethod < n_RetrievalMethod:
-                        bits(2, 4)
                         el = 'RetrievalMethod'
+                        bits(2, 4)
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                         i_RetrievalMethod += 1
                         s = 13
                         break
                     elif i_X509Data < n_X509Data:
-                        bits(3, 4)
                         el = 'X509Data'
+                        bits(3, 4)
                         _e_X509DataType(w, v_X509Data[i_X509Data])
                         i_X509Data += 1
                         s = 14
                         break
                     elif i_PGPData < n_PGPData:
-                        bits(4, 4)
                         el = 'PGPData'
+                        bits(4, 4)
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
                         i_PGPData += 1
                         s = 15
                         break
                     elif i_SPKIData < n_SPKIData:
-                        bits(5, 4)
                         el = 'SPKIData'
+                        bits(5, 4)
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                         i_SPKIData += 1
                     elif i_MgmtData < n_MgmtData:
-                        bits(6, 4)
                         el = 'MgmtData'
-                        w.bits(0, 1)
+                        bits((6 << 1), 5)
                         w.string(v_MgmtData[i_MgmtData])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_MgmtData += 1
                         s = 17
                         break
@@ -2512,55 +2443,53 @@ def _e_KeyInfoType(w, o):
             if s == 17:
                 while True:
                     if i_KeyName < n_KeyName:
-                        bits(0, 4)
                         el = 'KeyName'
-                        w.bits(0, 1)
+                        bits(0, 5)
                         w.string(v_KeyName[i_KeyName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_KeyName += 1
                         s = 11
                         break
                     elif i_KeyValue < n_KeyValue:
-                        bits(1, 4)
                         el = 'KeyValue'
+                        bits(1, 4)
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                         i_KeyValue += 1
                         s = 12
                         break
                     elif i_RetrievalMethod < n_RetrievalMethod:
-                        bits(2, 4)
                         el = 'RetrievalMethod'
+                        bits(2, 4)
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                         i_RetrievalMethod += 1
                         s = 13
                         break
                     elif i_X509Data < n_X509Data:
-                        bits(3, 4)
                         el = 'X509Data'
+                        bits(3, 4)
                         _e_X509DataType(w, v_X509Data[i_X509Data])
                         i_X509Data += 1
                         s = 14
                         break
                     elif i_PGPData < n_PGPData:
-                        bits(4, 4)
                         el = 'PGPData'
+                        bits(4, 4)
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
                         i_PGPData += 1
                         s = 15
                         break
                     elif i_SPKIData < n_SPKIData:
-                        bits(5, 4)
                         el = 'SPKIData'
+                        bits(5, 4)
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                         i_SPKIData += 1
                         s = 16
                         break
                     elif i_MgmtData < n_MgmtData:
-                        bits(6, 4)
                         el = 'MgmtData'
-                        w.bits(0, 1)
+                        bits((6 << 1), 5)
                         w.string(v_MgmtData[i_MgmtData])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_MgmtData += 1
                     elif True:
                         bits(8, 4)
@@ -2569,49 +2498,47 @@ def _e_KeyInfoType(w, o):
                         break
             if s == 18:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -2669,6 +2596,7 @@ def _d_KeyValueType(r, key):
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
+                    pass
                     s = -1
                 elif ec == 1:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -2678,6 +2606,7 @@ def _d_KeyValueType(r, key):
             if s == 3:
                 ec = bits(2)
                 if ec == 0:
+                    pass
                     s = -1
                 elif ec == 1:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -2687,6 +2616,7 @@ def _d_KeyValueType(r, key):
             if s == 4:
                 ec = bits(2)
                 if ec == 0:
+                    pass
                     s = -1
                 elif ec == 1:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -2708,14 +2638,14 @@ def _e_KeyValueType(w, o):
         while s >= 0:
             if s == 0:
                 if v_DSAKeyValue is not None:
-                    bits(0, 3)
                     el = 'DSAKeyValue'
+                    bits(0, 3)
                     _e_DSAKeyValueType(w, v_DSAKeyValue)
                     v_DSAKeyValue = None
                     s = 2
                 elif v_RSAKeyValue is not None:
-                    bits(1, 3)
                     el = 'RSAKeyValue'
+                    bits(1, 3)
                     _e_RSAKeyValueType(w, v_RSAKeyValue)
                     v_RSAKeyValue = None
                     s = 3
@@ -2723,14 +2653,14 @@ def _e_KeyValueType(w, o):
                     raise EncodeError('missing content: expected one of DSAKeyValue, RSAKeyValue')
             if s == 1:
                 if v_DSAKeyValue is not None:
-                    bits(0, 3)
                     el = 'DSAKeyValue'
+                    bits(0, 3)
                     _e_DSAKeyValueType(w, v_DSAKeyValue)
                     v_DSAKeyValue = None
                     s = 2
                 elif v_RSAKeyValue is not None:
-                    bits(1, 3)
                     el = 'RSAKeyValue'
+                    bits(1, 3)
                     _e_RSAKeyValueType(w, v_RSAKeyValue)
                     v_RSAKeyValue = None
                     s = 3
@@ -2761,34 +2691,16 @@ def _d_RSAKeyValueType(r):
     f_Modulus = None
     f_Exponent = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Modulus'
-                    if bits(1): raise r.deviation('RSAKeyValueType')
-                    f_Modulus = r.binary()
-                    if bits(1): raise r.deviation('RSAKeyValueType')
-                    s = 1
-                else:
-                    raise r.deviation('RSAKeyValueType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Exponent'
-                    if bits(1): raise r.deviation('RSAKeyValueType')
-                    f_Exponent = r.binary()
-                    if bits(1): raise r.deviation('RSAKeyValueType')
-                    s = 2
-                else:
-                    raise r.deviation('RSAKeyValueType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('RSAKeyValueType')
+        x = bits(2)
+        if x & 3: raise r.deviation('RSAKeyValueType')
+        el = 'Modulus'
+        f_Modulus = r.binary()
+        x = bits(3)
+        if x & 7: raise r.deviation('RSAKeyValueType')
+        el = 'Exponent'
+        f_Exponent = r.binary()
+        x = bits(2)
+        if x & 3: raise r.deviation('RSAKeyValueType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.RSAKeyValueType(f_Modulus, f_Exponent)
@@ -2800,35 +2712,20 @@ def _e_RSAKeyValueType(w, o):
     try:
         v_Modulus = o.Modulus
         v_Exponent = o.Exponent
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Modulus is not None:
-                    bits(0, 1)
-                    el = 'Modulus'
-                    w.bits(0, 1)
-                    w.binary(v_Modulus)
-                    w.bits(0, 1)
-                    v_Modulus = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Modulus')
-            if s == 1:
-                if v_Exponent is not None:
-                    bits(0, 1)
-                    el = 'Exponent'
-                    w.bits(0, 1)
-                    w.binary(v_Exponent)
-                    w.bits(0, 1)
-                    v_Exponent = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of Exponent')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_Modulus is not None or v_Exponent is not None: raise _leftover(o)
-                    s = -1
+        if v_Modulus is not None:
+            el = 'Modulus'
+            bits(0, 2)
+            w.binary(v_Modulus)
+            if not (v_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'Exponent'
+            bits(0, 3)
+            v_Modulus = None
+            w.binary(v_Exponent)
+            bits(0, 2)
+            v_Exponent = None
+            if v_Modulus is not None or v_Exponent is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Modulus')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -2857,6 +2754,7 @@ def _d_RetrievalMethodType(r):
                     f_Transforms = _d_TransformsType(r)
                     s = 3
                 elif ec == 3:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('RetrievalMethodType')
@@ -2871,6 +2769,7 @@ def _d_RetrievalMethodType(r):
                     f_Transforms = _d_TransformsType(r)
                     s = 3
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('RetrievalMethodType')
@@ -2881,15 +2780,13 @@ def _d_RetrievalMethodType(r):
                     f_Transforms = _d_TransformsType(r)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('RetrievalMethodType')
             if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('RetrievalMethodType')
+                if bits(1): raise r.deviation('RetrievalMethodType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.RetrievalMethodType(f_Type, f_URI, f_Transforms)
@@ -2906,20 +2803,20 @@ def _e_RetrievalMethodType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Type is not None:
-                    bits(0, 3)
                     el = '@Type'
+                    bits(0, 3)
                     w.string(v_Type)
                     v_Type = None
                     s = 1
                 elif v_URI is not None:
-                    bits(1, 3)
                     el = '@URI'
+                    bits(1, 3)
                     w.string(v_URI)
                     v_URI = None
                     s = 2
                 elif v_Transforms is not None:
-                    bits(2, 3)
                     el = 'Transforms'
+                    bits(2, 3)
                     _e_TransformsType(w, v_Transforms)
                     v_Transforms = None
                     s = 3
@@ -2929,14 +2826,14 @@ def _e_RetrievalMethodType(w, o):
                     s = -1
             if s == 1:
                 if v_URI is not None:
-                    bits(0, 2)
                     el = '@URI'
+                    bits(0, 2)
                     w.string(v_URI)
                     v_URI = None
                     s = 2
                 elif v_Transforms is not None:
-                    bits(1, 2)
                     el = 'Transforms'
+                    bits(1, 2)
                     _e_TransformsType(w, v_Transforms)
                     v_Transforms = None
                     s = 3
@@ -2946,8 +2843,8 @@ def _e_RetrievalMethodType(w, o):
                     s = -1
             if s == 2:
                 if v_Transforms is not None:
-                    bits(0, 2)
                     el = 'Transforms'
+                    bits(0, 2)
                     _e_TransformsType(w, v_Transforms)
                     v_Transforms = None
                     s = 3
@@ -2972,14 +2869,11 @@ def _d_TransformsType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Transform'
-                    _v = _d_TransformType(r, 16)
-                    f_Transform.append(_v)
-                    s = 1
-                else:
-                    raise r.deviation('TransformsType')
+                if bits(1): raise r.deviation('TransformsType')
+                el = 'Transform'
+                _v = _d_TransformType(r, 16)
+                f_Transform.append(_v)
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
@@ -2988,6 +2882,7 @@ def _d_TransformsType(r):
                     f_Transform.append(_v)
                     s = 2
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('TransformsType')
@@ -2999,6 +2894,7 @@ def _d_TransformsType(r):
                         _v = _d_TransformType(r, 16)
                         f_Transform.append(_v)
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
@@ -3019,8 +2915,8 @@ def _e_TransformsType(w, o):
         while s >= 0:
             if s == 0:
                 if i_Transform < n_Transform:
-                    bits(0, 1)
                     el = 'Transform'
+                    bits(0, 1)
                     _e_TransformType(w, v_Transform[i_Transform])
                     i_Transform += 1
                     s = 1
@@ -3028,8 +2924,8 @@ def _e_TransformsType(w, o):
                     raise EncodeError('missing content: expected one of Transform')
             if s == 1:
                 if i_Transform < n_Transform:
-                    bits(0, 2)
                     el = 'Transform'
+                    bits(0, 2)
                     _e_TransformType(w, v_Transform[i_Transform])
                     i_Transform += 1
                     s = 2
@@ -3040,8 +2936,8 @@ def _e_TransformsType(w, o):
             if s == 2:
                 while True:
                     if i_Transform < n_Transform:
-                        bits(0, 2)
                         el = 'Transform'
+                        bits(0, 2)
                         _e_TransformType(w, v_Transform[i_Transform])
                         i_Transform += 1
                     elif True:
@@ -3062,18 +2958,15 @@ def _d_TransformType(r, key):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = '@Algorithm'
-                    f_Algorithm = r.string(0)
-                    s = 1
-                else:
-                    raise r.deviation('TransformType')
+                if bits(1): raise r.deviation('TransformType')
+                el = '@Algorithm'
+                f_Algorithm = r.string(0)
+                s = 1
             if s == 1:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'XPath'
                     if bits(1): raise r.deviation('TransformType')
+                    el = 'XPath'
                     _v = r.string(17)
                     if bits(1): raise r.deviation('TransformType')
                     f_XPath.append(_v)
@@ -3082,6 +2975,7 @@ def _d_TransformType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 2:
+                    pass
                     s = -1
                 elif ec == 3:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -3091,8 +2985,8 @@ def _d_TransformType(r, key):
             if s == 2:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'XPath'
                     if bits(1): raise r.deviation('TransformType')
+                    el = 'XPath'
                     _v = r.string(17)
                     if bits(1): raise r.deviation('TransformType')
                     f_XPath.append(_v)
@@ -3101,6 +2995,7 @@ def _d_TransformType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 2:
+                    pass
                     s = -1
                 elif ec == 3:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -3110,8 +3005,8 @@ def _d_TransformType(r, key):
             if s == 3:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'XPath'
                     if bits(1): raise r.deviation('TransformType')
+                    el = 'XPath'
                     _v = r.string(17)
                     if bits(1): raise r.deviation('TransformType')
                     f_XPath.append(_v)
@@ -3120,6 +3015,7 @@ def _d_TransformType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 2:
+                    pass
                     s = -1
                 elif ec == 3:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -3130,8 +3026,8 @@ def _d_TransformType(r, key):
                 while True:
                     ec = bits(3)
                     if ec == 0:
-                        el = 'XPath'
                         if bits(1): raise r.deviation('TransformType')
+                        el = 'XPath'
                         _v = r.string(17)
                         if bits(1): raise r.deviation('TransformType')
                         f_XPath.append(_v)
@@ -3140,6 +3036,7 @@ def _d_TransformType(r, key):
                         s = 3
                         break
                     elif ec == 2:
+                        pass
                         s = -1
                         break
                     elif ec == 3:
@@ -3165,8 +3062,8 @@ def _e_TransformType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Algorithm is not None:
-                    bits(0, 1)
                     el = '@Algorithm'
+                    bits(0, 1)
                     w.string(v_Algorithm)
                     v_Algorithm = None
                     s = 1
@@ -3174,11 +3071,10 @@ def _e_TransformType(w, o):
                     raise EncodeError('missing content: expected one of Algorithm')
             if s == 1:
                 if i_XPath < n_XPath:
-                    bits(0, 3)
                     el = 'XPath'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     w.string(v_XPath[i_XPath])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_XPath += 1
                     s = 4
                 elif True:
@@ -3187,11 +3083,10 @@ def _e_TransformType(w, o):
                     s = -1
             if s == 2:
                 if i_XPath < n_XPath:
-                    bits(0, 3)
                     el = 'XPath'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     w.string(v_XPath[i_XPath])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_XPath += 1
                     s = 4
                 elif True:
@@ -3200,11 +3095,10 @@ def _e_TransformType(w, o):
                     s = -1
             if s == 3:
                 if i_XPath < n_XPath:
-                    bits(0, 3)
                     el = 'XPath'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     w.string(v_XPath[i_XPath])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_XPath += 1
                     s = 4
                 elif True:
@@ -3214,11 +3108,10 @@ def _e_TransformType(w, o):
             if s == 4:
                 while True:
                     if i_XPath < n_XPath:
-                        bits(0, 3)
                         el = 'XPath'
-                        w.bits(0, 1)
+                        bits(0, 4)
                         w.string(v_XPath[i_XPath])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_XPath += 1
                     elif True:
                         bits(2, 3)
@@ -3248,29 +3141,29 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 1
                 elif ec == 1:
-                    el = 'X509SKI'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SKI'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SKI.append(_v)
                     s = 2
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SubjectName'
                     _v = r.string(19)
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SubjectName.append(_v)
                     s = 3
                 elif ec == 3:
-                    el = 'X509Certificate'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509Certificate'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509Certificate.append(_v)
                     s = 4
                 elif ec == 4:
-                    el = 'X509CRL'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509CRL'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509CRL.append(_v)
@@ -3288,29 +3181,29 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    el = 'X509SKI'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SKI'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SubjectName'
                     _v = r.string(19)
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    el = 'X509Certificate'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509Certificate'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    el = 'X509CRL'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509CRL'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509CRL.append(_v)
@@ -3319,6 +3212,7 @@ def _d_X509DataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 12
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('X509DataType')
@@ -3330,29 +3224,29 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    el = 'X509SKI'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SKI'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SubjectName'
                     _v = r.string(19)
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    el = 'X509Certificate'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509Certificate'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    el = 'X509CRL'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509CRL'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509CRL.append(_v)
@@ -3361,6 +3255,7 @@ def _d_X509DataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 12
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('X509DataType')
@@ -3372,29 +3267,29 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    el = 'X509SKI'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SKI'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SubjectName'
                     _v = r.string(19)
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    el = 'X509Certificate'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509Certificate'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    el = 'X509CRL'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509CRL'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509CRL.append(_v)
@@ -3403,6 +3298,7 @@ def _d_X509DataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 12
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('X509DataType')
@@ -3414,29 +3310,29 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    el = 'X509SKI'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SKI'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SubjectName'
                     _v = r.string(19)
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    el = 'X509Certificate'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509Certificate'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    el = 'X509CRL'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509CRL'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509CRL.append(_v)
@@ -3445,6 +3341,7 @@ def _d_X509DataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 12
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('X509DataType')
@@ -3456,29 +3353,29 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    el = 'X509SKI'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SKI'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SubjectName'
                     _v = r.string(19)
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    el = 'X509Certificate'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509Certificate'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    el = 'X509CRL'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509CRL'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509CRL.append(_v)
@@ -3487,6 +3384,7 @@ def _d_X509DataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 12
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('X509DataType')
@@ -3498,29 +3396,29 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    el = 'X509SKI'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SKI'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SubjectName'
                     _v = r.string(19)
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    el = 'X509Certificate'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509Certificate'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    el = 'X509CRL'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509CRL'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509CRL.append(_v)
@@ -3529,6 +3427,7 @@ def _d_X509DataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 12
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('X509DataType')
@@ -3540,32 +3439,32 @@ def _d_X509DataType(r):
                         _v = _d_X509IssuerSerialType(r)
                         f_X509IssuerSerial.append(_v)
                     elif ec == 1:
-                        el = 'X509SKI'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SKI'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
-                        el = 'X509SubjectName'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SubjectName'
                         _v = r.string(19)
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
-                        el = 'X509Certificate'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509Certificate'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
-                        el = 'X509CRL'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509CRL'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509CRL.append(_v)
@@ -3576,6 +3475,7 @@ def _d_X509DataType(r):
                         s = 12
                         break
                     elif ec == 6:
+                        pass
                         s = -1
                         break
                     else:
@@ -3590,30 +3490,30 @@ def _d_X509DataType(r):
                         s = 7
                         break
                     elif ec == 1:
-                        el = 'X509SKI'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SKI'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SKI.append(_v)
                     elif ec == 2:
-                        el = 'X509SubjectName'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SubjectName'
                         _v = r.string(19)
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
-                        el = 'X509Certificate'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509Certificate'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
-                        el = 'X509CRL'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509CRL'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509CRL.append(_v)
@@ -3624,6 +3524,7 @@ def _d_X509DataType(r):
                         s = 12
                         break
                     elif ec == 6:
+                        pass
                         s = -1
                         break
                     else:
@@ -3638,30 +3539,30 @@ def _d_X509DataType(r):
                         s = 7
                         break
                     elif ec == 1:
-                        el = 'X509SKI'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SKI'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
-                        el = 'X509SubjectName'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SubjectName'
                         _v = r.string(19)
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SubjectName.append(_v)
                     elif ec == 3:
-                        el = 'X509Certificate'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509Certificate'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
-                        el = 'X509CRL'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509CRL'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509CRL.append(_v)
@@ -3672,6 +3573,7 @@ def _d_X509DataType(r):
                         s = 12
                         break
                     elif ec == 6:
+                        pass
                         s = -1
                         break
                     else:
@@ -3686,30 +3588,30 @@ def _d_X509DataType(r):
                         s = 7
                         break
                     elif ec == 1:
-                        el = 'X509SKI'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SKI'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
-                        el = 'X509SubjectName'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SubjectName'
                         _v = r.string(19)
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
-                        el = 'X509Certificate'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509Certificate'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509Certificate.append(_v)
                     elif ec == 4:
-                        el = 'X509CRL'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509CRL'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509CRL.append(_v)
@@ -3720,6 +3622,7 @@ def _d_X509DataType(r):
                         s = 12
                         break
                     elif ec == 6:
+                        pass
                         s = -1
                         break
                     else:
@@ -3734,32 +3637,32 @@ def _d_X509DataType(r):
                         s = 7
                         break
                     elif ec == 1:
-                        el = 'X509SKI'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SKI'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
-                        el = 'X509SubjectName'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SubjectName'
                         _v = r.string(19)
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
-                        el = 'X509Certificate'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509Certificate'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
-                        el = 'X509CRL'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509CRL'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509CRL.append(_v)
@@ -3768,6 +3671,7 @@ def _d_X509DataType(r):
                         s = 12
                         break
                     elif ec == 6:
+                        pass
                         s = -1
                         break
                     else:
@@ -3780,29 +3684,29 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    el = 'X509SKI'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SKI'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SubjectName'
                     _v = r.string(19)
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    el = 'X509Certificate'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509Certificate'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    el = 'X509CRL'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509CRL'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509CRL.append(_v)
@@ -3811,6 +3715,7 @@ def _d_X509DataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 12
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('X509DataType')
@@ -3842,82 +3747,74 @@ def _e_X509DataType(w, o):
         while s >= 0:
             if s == 0:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
-                    bits(0, 3)
                     el = 'X509IssuerSerial'
+                    bits(0, 3)
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                     i_X509IssuerSerial += 1
                     s = 1
                 elif i_X509SKI < n_X509SKI:
-                    bits(1, 3)
                     el = 'X509SKI'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     w.binary(v_X509SKI[i_X509SKI])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SKI += 1
                     s = 2
                 elif i_X509SubjectName < n_X509SubjectName:
-                    bits(2, 3)
                     el = 'X509SubjectName'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SubjectName += 1
                     s = 3
                 elif i_X509Certificate < n_X509Certificate:
-                    bits(3, 3)
                     el = 'X509Certificate'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509Certificate += 1
                     s = 4
                 elif i_X509CRL < n_X509CRL:
-                    bits(4, 3)
                     el = 'X509CRL'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     w.binary(v_X509CRL[i_X509CRL])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509CRL += 1
                     s = 5
                 else:
                     raise EncodeError('missing content: expected one of X509IssuerSerial, X509SKI, X509SubjectName, X509Certificate, X509CRL')
             if s == 1:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
-                    bits(0, 3)
                     el = 'X509IssuerSerial'
+                    bits(0, 3)
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
-                    bits(1, 3)
                     el = 'X509SKI'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     w.binary(v_X509SKI[i_X509SKI])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
-                    bits(2, 3)
                     el = 'X509SubjectName'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
-                    bits(3, 3)
                     el = 'X509Certificate'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
-                    bits(4, 3)
                     el = 'X509CRL'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     w.binary(v_X509CRL[i_X509CRL])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509CRL += 1
                     s = 11
                 elif True:
@@ -3926,41 +3823,37 @@ def _e_X509DataType(w, o):
                     s = -1
             if s == 2:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
-                    bits(0, 3)
                     el = 'X509IssuerSerial'
+                    bits(0, 3)
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
-                    bits(1, 3)
                     el = 'X509SKI'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     w.binary(v_X509SKI[i_X509SKI])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
-                    bits(2, 3)
                     el = 'X509SubjectName'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
-                    bits(3, 3)
                     el = 'X509Certificate'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
-                    bits(4, 3)
                     el = 'X509CRL'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     w.binary(v_X509CRL[i_X509CRL])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509CRL += 1
                     s = 11
                 elif True:
@@ -3969,41 +3862,37 @@ def _e_X509DataType(w, o):
                     s = -1
             if s == 3:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
-                    bits(0, 3)
                     el = 'X509IssuerSerial'
+                    bits(0, 3)
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
-                    bits(1, 3)
                     el = 'X509SKI'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     w.binary(v_X509SKI[i_X509SKI])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
-                    bits(2, 3)
                     el = 'X509SubjectName'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
-                    bits(3, 3)
                     el = 'X509Certificate'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
-                    bits(4, 3)
                     el = 'X509CRL'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     w.binary(v_X509CRL[i_X509CRL])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509CRL += 1
                     s = 11
                 elif True:
@@ -4012,41 +3901,37 @@ def _e_X509DataType(w, o):
                     s = -1
             if s == 4:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
-                    bits(0, 3)
                     el = 'X509IssuerSerial'
+                    bits(0, 3)
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
-                    bits(1, 3)
                     el = 'X509SKI'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     w.binary(v_X509SKI[i_X509SKI])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
-                    bits(2, 3)
                     el = 'X509SubjectName'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
-                    bits(3, 3)
                     el = 'X509Certificate'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
-                    bits(4, 3)
                     el = 'X509CRL'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     w.binary(v_X509CRL[i_X509CRL])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509CRL += 1
                     s = 11
                 elif True:
@@ -4055,41 +3940,37 @@ def _e_X509DataType(w, o):
                     s = -1
             if s == 5:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
-                    bits(0, 3)
                     el = 'X509IssuerSerial'
+                    bits(0, 3)
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
-                    bits(1, 3)
                     el = 'X509SKI'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     w.binary(v_X509SKI[i_X509SKI])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
-                    bits(2, 3)
                     el = 'X509SubjectName'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
-                    bits(3, 3)
                     el = 'X509Certificate'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
-                    bits(4, 3)
                     el = 'X509CRL'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     w.binary(v_X509CRL[i_X509CRL])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509CRL += 1
                     s = 11
                 elif True:
@@ -4098,41 +3979,37 @@ def _e_X509DataType(w, o):
                     s = -1
             if s == 6:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
-                    bits(0, 3)
                     el = 'X509IssuerSerial'
+                    bits(0, 3)
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
-                    bits(1, 3)
                     el = 'X509SKI'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     w.binary(v_X509SKI[i_X509SKI])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
-                    bits(2, 3)
                     el = 'X509SubjectName'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
-                    bits(3, 3)
                     el = 'X509Certificate'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
-                    bits(4, 3)
                     el = 'X509CRL'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     w.binary(v_X509CRL[i_X509CRL])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509CRL += 1
                     s = 11
                 elif True:
@@ -4142,43 +4019,39 @@ def _e_X509DataType(w, o):
             if s == 7:
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
-                        bits(0, 3)
                         el = 'X509IssuerSerial'
+                        bits(0, 3)
                         _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                         i_X509IssuerSerial += 1
                     elif i_X509SKI < n_X509SKI:
-                        bits(1, 3)
                         el = 'X509SKI'
-                        w.bits(0, 1)
+                        bits((1 << 1), 4)
                         w.binary(v_X509SKI[i_X509SKI])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SKI += 1
                         s = 8
                         break
                     elif i_X509SubjectName < n_X509SubjectName:
-                        bits(2, 3)
                         el = 'X509SubjectName'
-                        w.bits(0, 1)
+                        bits((2 << 1), 4)
                         w.string(v_X509SubjectName[i_X509SubjectName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SubjectName += 1
                         s = 9
                         break
                     elif i_X509Certificate < n_X509Certificate:
-                        bits(3, 3)
                         el = 'X509Certificate'
-                        w.bits(0, 1)
+                        bits((3 << 1), 4)
                         w.binary(v_X509Certificate[i_X509Certificate])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509Certificate += 1
                         s = 10
                         break
                     elif i_X509CRL < n_X509CRL:
-                        bits(4, 3)
                         el = 'X509CRL'
-                        w.bits(0, 1)
+                        bits((4 << 1), 4)
                         w.binary(v_X509CRL[i_X509CRL])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509CRL += 1
                         s = 11
                         break
@@ -4190,43 +4063,39 @@ def _e_X509DataType(w, o):
             if s == 8:
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
-                        bits(0, 3)
                         el = 'X509IssuerSerial'
+                        bits(0, 3)
                         _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                         i_X509IssuerSerial += 1
                         s = 7
                         break
                     elif i_X509SKI < n_X509SKI:
-                        bits(1, 3)
                         el = 'X509SKI'
-                        w.bits(0, 1)
+                        bits((1 << 1), 4)
                         w.binary(v_X509SKI[i_X509SKI])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SKI += 1
                     elif i_X509SubjectName < n_X509SubjectName:
-                        bits(2, 3)
                         el = 'X509SubjectName'
-                        w.bits(0, 1)
+                        bits((2 << 1), 4)
                         w.string(v_X509SubjectName[i_X509SubjectName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SubjectName += 1
                         s = 9
                         break
                     elif i_X509Certificate < n_X509Certificate:
-                        bits(3, 3)
                         el = 'X509Certificate'
-                        w.bits(0, 1)
+                        bits((3 << 1), 4)
                         w.binary(v_X509Certificate[i_X509Certificate])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509Certificate += 1
                         s = 10
                         break
                     elif i_X509CRL < n_X509CRL:
-                        bits(4, 3)
                         el = 'X509CRL'
-                        w.bits(0, 1)
+                        bits((4 << 1), 4)
                         w.binary(v_X509CRL[i_X509CRL])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509CRL += 1
                         s = 11
                         break
@@ -4238,43 +4107,39 @@ def _e_X509DataType(w, o):
             if s == 9:
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
-                        bits(0, 3)
                         el = 'X509IssuerSerial'
+                        bits(0, 3)
                         _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                         i_X509IssuerSerial += 1
                         s = 7
                         break
                     elif i_X509SKI < n_X509SKI:
-                        bits(1, 3)
                         el = 'X509SKI'
-                        w.bits(0, 1)
+                        bits((1 << 1), 4)
                         w.binary(v_X509SKI[i_X509SKI])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SKI += 1
                         s = 8
                         break
                     elif i_X509SubjectName < n_X509SubjectName:
-                        bits(2, 3)
                         el = 'X509SubjectName'
-                        w.bits(0, 1)
+                        bits((2 << 1), 4)
                         w.string(v_X509SubjectName[i_X509SubjectName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SubjectName += 1
                     elif i_X509Certificate < n_X509Certificate:
-                        bits(3, 3)
                         el = 'X509Certificate'
-                        w.bits(0, 1)
+                        bits((3 << 1), 4)
                         w.binary(v_X509Certificate[i_X509Certificate])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509Certificate += 1
                         s = 10
                         break
                     elif i_X509CRL < n_X509CRL:
-                        bits(4, 3)
                         el = 'X509CRL'
-                        w.bits(0, 1)
+                        bits((4 << 1), 4)
                         w.binary(v_X509CRL[i_X509CRL])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509CRL += 1
                         s = 11
                         break
@@ -4286,43 +4151,39 @@ def _e_X509DataType(w, o):
             if s == 10:
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
-                        bits(0, 3)
                         el = 'X509IssuerSerial'
+                        bits(0, 3)
                         _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                         i_X509IssuerSerial += 1
                         s = 7
                         break
                     elif i_X509SKI < n_X509SKI:
-                        bits(1, 3)
                         el = 'X509SKI'
-                        w.bits(0, 1)
+                        bits((1 << 1), 4)
                         w.binary(v_X509SKI[i_X509SKI])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SKI += 1
                         s = 8
                         break
                     elif i_X509SubjectName < n_X509SubjectName:
-                        bits(2, 3)
                         el = 'X509SubjectName'
-                        w.bits(0, 1)
+                        bits((2 << 1), 4)
                         w.string(v_X509SubjectName[i_X509SubjectName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SubjectName += 1
                         s = 9
                         break
                     elif i_X509Certificate < n_X509Certificate:
-                        bits(3, 3)
                         el = 'X509Certificate'
-                        w.bits(0, 1)
+                        bits((3 << 1), 4)
                         w.binary(v_X509Certificate[i_X509Certificate])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509Certificate += 1
                     elif i_X509CRL < n_X509CRL:
-                        bits(4, 3)
                         el = 'X509CRL'
-                        w.bits(0, 1)
+                        bits((4 << 1), 4)
                         w.binary(v_X509CRL[i_X509CRL])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509CRL += 1
                         s = 11
                         break
@@ -4334,45 +4195,41 @@ def _e_X509DataType(w, o):
             if s == 11:
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
-                        bits(0, 3)
                         el = 'X509IssuerSerial'
+                        bits(0, 3)
                         _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                         i_X509IssuerSerial += 1
                         s = 7
                         break
                     elif i_X509SKI < n_X509SKI:
-                        bits(1, 3)
                         el = 'X509SKI'
-                        w.bits(0, 1)
+                        bits((1 << 1), 4)
                         w.binary(v_X509SKI[i_X509SKI])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SKI += 1
                         s = 8
                         break
                     elif i_X509SubjectName < n_X509SubjectName:
-                        bits(2, 3)
                         el = 'X509SubjectName'
-                        w.bits(0, 1)
+                        bits((2 << 1), 4)
                         w.string(v_X509SubjectName[i_X509SubjectName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SubjectName += 1
                         s = 9
                         break
                     elif i_X509Certificate < n_X509Certificate:
-                        bits(3, 3)
                         el = 'X509Certificate'
-                        w.bits(0, 1)
+                        bits((3 << 1), 4)
                         w.binary(v_X509Certificate[i_X509Certificate])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509Certificate += 1
                         s = 10
                         break
                     elif i_X509CRL < n_X509CRL:
-                        bits(4, 3)
                         el = 'X509CRL'
-                        w.bits(0, 1)
+                        bits((4 << 1), 4)
                         w.binary(v_X509CRL[i_X509CRL])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509CRL += 1
                     elif True:
                         bits(6, 3)
@@ -4381,41 +4238,37 @@ def _e_X509DataType(w, o):
                         break
             if s == 12:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
-                    bits(0, 3)
                     el = 'X509IssuerSerial'
+                    bits(0, 3)
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
-                    bits(1, 3)
                     el = 'X509SKI'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     w.binary(v_X509SKI[i_X509SKI])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
-                    bits(2, 3)
                     el = 'X509SubjectName'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
-                    bits(3, 3)
                     el = 'X509Certificate'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
-                    bits(4, 3)
                     el = 'X509CRL'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     w.binary(v_X509CRL[i_X509CRL])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509CRL += 1
                     s = 11
                 elif True:
@@ -4432,34 +4285,18 @@ def _d_X509IssuerSerialType(r):
     f_X509IssuerName = None
     f_X509SerialNumber = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'X509IssuerName'
-                    if bits(1): raise r.deviation('X509IssuerSerialType')
-                    f_X509IssuerName = r.string(22)
-                    if bits(1): raise r.deviation('X509IssuerSerialType')
-                    s = 1
-                else:
-                    raise r.deviation('X509IssuerSerialType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'X509SerialNumber'
-                    if bits(1): raise r.deviation('X509IssuerSerialType')
-                    f_X509SerialNumber = r.sint()
-                    if bits(1): raise r.deviation('X509IssuerSerialType')
-                    s = 2
-                else:
-                    raise r.deviation('X509IssuerSerialType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('X509IssuerSerialType')
+        x = bits(2)
+        if x & 3: raise r.deviation('X509IssuerSerialType')
+        el = 'X509IssuerName'
+        f_X509IssuerName = r.string(22)
+        x = bits(4)
+        if x & 14: raise r.deviation('X509IssuerSerialType')
+        el = 'X509SerialNumber'
+        _neg = (x & 1)
+        f_X509SerialNumber = r.uint()
+        if _neg: f_X509SerialNumber = -f_X509SerialNumber - 1
+        x = bits(2)
+        if x & 3: raise r.deviation('X509IssuerSerialType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.X509IssuerSerialType(f_X509IssuerName, f_X509SerialNumber)
@@ -4471,35 +4308,21 @@ def _e_X509IssuerSerialType(w, o):
     try:
         v_X509IssuerName = o.X509IssuerName
         v_X509SerialNumber = o.X509SerialNumber
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_X509IssuerName is not None:
-                    bits(0, 1)
-                    el = 'X509IssuerName'
-                    w.bits(0, 1)
-                    w.string(v_X509IssuerName)
-                    w.bits(0, 1)
-                    v_X509IssuerName = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of X509IssuerName')
-            if s == 1:
-                if v_X509SerialNumber is not None:
-                    bits(0, 1)
-                    el = 'X509SerialNumber'
-                    w.bits(0, 1)
-                    w.sint(v_X509SerialNumber)
-                    w.bits(0, 1)
-                    v_X509SerialNumber = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of X509SerialNumber')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_X509IssuerName is not None or v_X509SerialNumber is not None: raise _leftover(o)
-                    s = -1
+        if v_X509IssuerName is not None:
+            el = 'X509IssuerName'
+            bits(0, 2)
+            w.string(v_X509IssuerName)
+            if not (v_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+            el = 'X509SerialNumber'
+            if type(v_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {v_X509SerialNumber!r}')
+            bits((v_X509SerialNumber < 0), 4)
+            v_X509IssuerName = None
+            w.uint(-v_X509SerialNumber - 1 if v_X509SerialNumber < 0 else v_X509SerialNumber)
+            bits(0, 2)
+            v_X509SerialNumber = None
+            if v_X509IssuerName is not None or v_X509SerialNumber is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of X509IssuerName')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -4515,14 +4338,14 @@ def _d_PGPDataType(r):
             if s == 0:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'PGPKeyID'
                     if bits(1): raise r.deviation('PGPDataType')
+                    el = 'PGPKeyID'
                     f_PGPKeyID = r.binary()
                     if bits(1): raise r.deviation('PGPDataType')
                     s = 1
                 elif ec == 1:
-                    el = 'PGPKeyPacket'
                     if bits(1): raise r.deviation('PGPDataType')
+                    el = 'PGPKeyPacket'
                     f_PGPKeyPacket = r.binary()
                     if bits(1): raise r.deviation('PGPDataType')
                     s = 2
@@ -4531,8 +4354,8 @@ def _d_PGPDataType(r):
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'PGPKeyPacket'
                     if bits(1): raise r.deviation('PGPDataType')
+                    el = 'PGPKeyPacket'
                     f_PGPKeyPacket = r.binary()
                     if bits(1): raise r.deviation('PGPDataType')
                     s = 3
@@ -4540,6 +4363,7 @@ def _d_PGPDataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 4
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('PGPDataType')
@@ -4549,6 +4373,7 @@ def _d_PGPDataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('PGPDataType')
@@ -4558,6 +4383,7 @@ def _d_PGPDataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 4
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('PGPDataType')
@@ -4567,6 +4393,7 @@ def _d_PGPDataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 4
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('PGPDataType')
@@ -4576,6 +4403,7 @@ def _d_PGPDataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('PGPDataType')
@@ -4594,30 +4422,27 @@ def _e_PGPDataType(w, o):
         while s >= 0:
             if s == 0:
                 if v_PGPKeyID is not None:
-                    bits(0, 2)
                     el = 'PGPKeyID'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_PGPKeyID)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_PGPKeyID = None
                     s = 1
                 elif v_PGPKeyPacket is not None:
-                    bits(1, 2)
                     el = 'PGPKeyPacket'
-                    w.bits(0, 1)
+                    bits((1 << 1), 3)
                     w.binary(v_PGPKeyPacket)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_PGPKeyPacket = None
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of PGPKeyID, PGPKeyPacket')
             if s == 1:
                 if v_PGPKeyPacket is not None:
-                    bits(0, 2)
                     el = 'PGPKeyPacket'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_PGPKeyPacket)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_PGPKeyPacket = None
                     s = 3
                 elif True:
@@ -4656,21 +4481,18 @@ def _d_SPKIDataType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SPKISexp'
-                    if bits(1): raise r.deviation('SPKIDataType')
-                    _v = r.binary()
-                    if bits(1): raise r.deviation('SPKIDataType')
-                    f_SPKISexp.append(_v)
-                    s = 1
-                else:
-                    raise r.deviation('SPKIDataType')
+                x = bits(2)
+                if x & 3: raise r.deviation('SPKIDataType')
+                el = 'SPKISexp'
+                _v = r.binary()
+                if bits(1): raise r.deviation('SPKIDataType')
+                f_SPKISexp.append(_v)
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'SPKISexp'
                     if bits(1): raise r.deviation('SPKIDataType')
+                    el = 'SPKISexp'
                     _v = r.binary()
                     if bits(1): raise r.deviation('SPKIDataType')
                     f_SPKISexp.append(_v)
@@ -4679,19 +4501,21 @@ def _d_SPKIDataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 2
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SPKIDataType')
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'SPKISexp'
                     if bits(1): raise r.deviation('SPKIDataType')
+                    el = 'SPKISexp'
                     _v = r.binary()
                     if bits(1): raise r.deviation('SPKIDataType')
                     f_SPKISexp.append(_v)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SPKIDataType')
@@ -4699,8 +4523,8 @@ def _d_SPKIDataType(r):
                 while True:
                     ec = bits(2)
                     if ec == 0:
-                        el = 'SPKISexp'
                         if bits(1): raise r.deviation('SPKIDataType')
+                        el = 'SPKISexp'
                         _v = r.binary()
                         if bits(1): raise r.deviation('SPKIDataType')
                         f_SPKISexp.append(_v)
@@ -4709,6 +4533,7 @@ def _d_SPKIDataType(r):
                         s = 4
                         break
                     elif ec == 2:
+                        pass
                         s = -1
                         break
                     else:
@@ -4716,13 +4541,14 @@ def _d_SPKIDataType(r):
             if s == 4:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'SPKISexp'
                     if bits(1): raise r.deviation('SPKIDataType')
+                    el = 'SPKISexp'
                     _v = r.binary()
                     if bits(1): raise r.deviation('SPKIDataType')
                     f_SPKISexp.append(_v)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SPKIDataType')
@@ -4742,22 +4568,20 @@ def _e_SPKIDataType(w, o):
         while s >= 0:
             if s == 0:
                 if i_SPKISexp < n_SPKISexp:
-                    bits(0, 1)
                     el = 'SPKISexp'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     w.binary(v_SPKISexp[i_SPKISexp])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_SPKISexp += 1
                     s = 1
                 else:
                     raise EncodeError('missing content: expected one of SPKISexp')
             if s == 1:
                 if i_SPKISexp < n_SPKISexp:
-                    bits(0, 2)
                     el = 'SPKISexp'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_SPKISexp[i_SPKISexp])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_SPKISexp += 1
                     s = 3
                 elif True:
@@ -4766,11 +4590,10 @@ def _e_SPKIDataType(w, o):
                     s = -1
             if s == 2:
                 if i_SPKISexp < n_SPKISexp:
-                    bits(0, 2)
                     el = 'SPKISexp'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_SPKISexp[i_SPKISexp])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_SPKISexp += 1
                     s = 3
                 elif True:
@@ -4780,11 +4603,10 @@ def _e_SPKIDataType(w, o):
             if s == 3:
                 while True:
                     if i_SPKISexp < n_SPKISexp:
-                        bits(0, 2)
                         el = 'SPKISexp'
-                        w.bits(0, 1)
+                        bits(0, 3)
                         w.binary(v_SPKISexp[i_SPKISexp])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_SPKISexp += 1
                     elif True:
                         bits(2, 2)
@@ -4793,11 +4615,10 @@ def _e_SPKIDataType(w, o):
                         break
             if s == 4:
                 if i_SPKISexp < n_SPKISexp:
-                    bits(0, 2)
                     el = 'SPKISexp'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_SPKISexp[i_SPKISexp])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_SPKISexp += 1
                     s = 3
                 elif True:
@@ -4821,17 +4642,12 @@ def _d_ManifestType(r):
                 if ec == 0:
                     el = '@Id'
                     f_Id = r.string(8)
-                    s = 1
-                elif ec == 1:
+                    if bits(1): raise r.deviation('ManifestType')
                     el = 'Reference'
                     _v = _d_ReferenceType(r)
                     f_Reference.append(_v)
                     s = 2
-                else:
-                    raise r.deviation('ManifestType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
                     el = 'Reference'
                     _v = _d_ReferenceType(r)
                     f_Reference.append(_v)
@@ -4846,6 +4662,7 @@ def _d_ManifestType(r):
                     f_Reference.append(_v)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ManifestType')
@@ -4857,6 +4674,7 @@ def _d_ManifestType(r):
                         _v = _d_ReferenceType(r)
                         f_Reference.append(_v)
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
@@ -4878,32 +4696,28 @@ def _e_ManifestType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 2)
                     el = '@Id'
+                    bits(0, 2)
                     w.string(v_Id)
-                    v_Id = None
-                    s = 1
-                elif i_Reference < n_Reference:
-                    bits(1, 2)
+                    if not (i_Reference < n_Reference): raise EncodeError('missing content: Reference')
                     el = 'Reference'
+                    bits(0, 1)
+                    v_Id = None
+                    _e_ReferenceType(w, v_Reference[i_Reference])
+                    i_Reference += 1
+                    s = 2
+                elif i_Reference < n_Reference:
+                    el = 'Reference'
+                    bits(1, 2)
                     _e_ReferenceType(w, v_Reference[i_Reference])
                     i_Reference += 1
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, Reference')
-            if s == 1:
-                if i_Reference < n_Reference:
-                    bits(0, 1)
-                    el = 'Reference'
-                    _e_ReferenceType(w, v_Reference[i_Reference])
-                    i_Reference += 1
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of Reference')
             if s == 2:
                 if i_Reference < n_Reference:
-                    bits(0, 2)
                     el = 'Reference'
+                    bits(0, 2)
                     _e_ReferenceType(w, v_Reference[i_Reference])
                     i_Reference += 1
                     s = 3
@@ -4914,8 +4728,8 @@ def _e_ManifestType(w, o):
             if s == 3:
                 while True:
                     if i_Reference < n_Reference:
-                        bits(0, 2)
                         el = 'Reference'
+                        bits(0, 2)
                         _e_ReferenceType(w, v_Reference[i_Reference])
                         i_Reference += 1
                     elif True:
@@ -5012,29 +4826,18 @@ def _d_ReferenceType(r):
                 else:
                     raise r.deviation('ReferenceType')
             if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'DigestMethod'
-                    f_DigestMethod = _d_DigestMethodType(r, 27)
-                    s = 5
-                else:
-                    raise r.deviation('ReferenceType')
+                if bits(1): raise r.deviation('ReferenceType')
+                el = 'DigestMethod'
+                f_DigestMethod = _d_DigestMethodType(r, 27)
+                s = 5
             if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'DigestValue'
-                    if bits(1): raise r.deviation('ReferenceType')
-                    f_DigestValue = r.binary()
-                    if bits(1): raise r.deviation('ReferenceType')
-                    s = 6
-                else:
-                    raise r.deviation('ReferenceType')
-            if s == 6:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ReferenceType')
+                x = bits(2)
+                if x & 3: raise r.deviation('ReferenceType')
+                el = 'DigestValue'
+                f_DigestValue = r.binary()
+                x = bits(2)
+                if x & 3: raise r.deviation('ReferenceType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.ReferenceType(f_Id, f_Type, f_URI, f_Transforms, f_DigestMethod, f_DigestValue)
@@ -5054,32 +4857,32 @@ def _e_ReferenceType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 3)
                     el = '@Id'
+                    bits(0, 3)
                     w.string(v_Id)
                     v_Id = None
                     s = 1
                 elif v_Type is not None:
-                    bits(1, 3)
                     el = '@Type'
+                    bits(1, 3)
                     w.string(v_Type)
                     v_Type = None
                     s = 2
                 elif v_URI is not None:
-                    bits(2, 3)
                     el = '@URI'
+                    bits(2, 3)
                     w.string(v_URI)
                     v_URI = None
                     s = 3
                 elif v_Transforms is not None:
-                    bits(3, 3)
                     el = 'Transforms'
+                    bits(3, 3)
                     _e_TransformsType(w, v_Transforms)
                     v_Transforms = None
                     s = 4
                 elif v_DigestMethod is not None:
-                    bits(4, 3)
                     el = 'DigestMethod'
+                    bits(4, 3)
                     _e_DigestMethodType(w, v_DigestMethod)
                     v_DigestMethod = None
                     s = 5
@@ -5087,26 +4890,26 @@ def _e_ReferenceType(w, o):
                     raise EncodeError('missing content: expected one of Id, Type, URI, Transforms, DigestMethod')
             if s == 1:
                 if v_Type is not None:
-                    bits(0, 3)
                     el = '@Type'
+                    bits(0, 3)
                     w.string(v_Type)
                     v_Type = None
                     s = 2
                 elif v_URI is not None:
-                    bits(1, 3)
                     el = '@URI'
+                    bits(1, 3)
                     w.string(v_URI)
                     v_URI = None
                     s = 3
                 elif v_Transforms is not None:
-                    bits(2, 3)
                     el = 'Transforms'
+                    bits(2, 3)
                     _e_TransformsType(w, v_Transforms)
                     v_Transforms = None
                     s = 4
                 elif v_DigestMethod is not None:
-                    bits(3, 3)
                     el = 'DigestMethod'
+                    bits(3, 3)
                     _e_DigestMethodType(w, v_DigestMethod)
                     v_DigestMethod = None
                     s = 5
@@ -5114,20 +4917,20 @@ def _e_ReferenceType(w, o):
                     raise EncodeError('missing content: expected one of Type, URI, Transforms, DigestMethod')
             if s == 2:
                 if v_URI is not None:
-                    bits(0, 2)
                     el = '@URI'
+                    bits(0, 2)
                     w.string(v_URI)
                     v_URI = None
                     s = 3
                 elif v_Transforms is not None:
-                    bits(1, 2)
                     el = 'Transforms'
+                    bits(1, 2)
                     _e_TransformsType(w, v_Transforms)
                     v_Transforms = None
                     s = 4
                 elif v_DigestMethod is not None:
-                    bits(2, 2)
                     el = 'DigestMethod'
+                    bits(2, 2)
                     _e_DigestMethodType(w, v_DigestMethod)
                     v_DigestMethod = None
                     s = 5
@@ -5135,14 +4938,14 @@ def _e_ReferenceType(w, o):
                     raise EncodeError('missing content: expected one of URI, Transforms, DigestMethod')
             if s == 3:
                 if v_Transforms is not None:
-                    bits(0, 2)
                     el = 'Transforms'
+                    bits(0, 2)
                     _e_TransformsType(w, v_Transforms)
                     v_Transforms = None
                     s = 4
                 elif v_DigestMethod is not None:
-                    bits(1, 2)
                     el = 'DigestMethod'
+                    bits(1, 2)
                     _e_DigestMethodType(w, v_DigestMethod)
                     v_DigestMethod = None
                     s = 5
@@ -5150,8 +4953,8 @@ def _e_ReferenceType(w, o):
                     raise EncodeError('missing content: expected one of Transforms, DigestMethod')
             if s == 4:
                 if v_DigestMethod is not None:
-                    bits(0, 1)
                     el = 'DigestMethod'
+                    bits(0, 1)
                     _e_DigestMethodType(w, v_DigestMethod)
                     v_DigestMethod = None
                     s = 5
@@ -5159,20 +4962,15 @@ def _e_ReferenceType(w, o):
                     raise EncodeError('missing content: expected one of DigestMethod')
             if s == 5:
                 if v_DigestValue is not None:
-                    bits(0, 1)
                     el = 'DigestValue'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     w.binary(v_DigestValue)
-                    w.bits(0, 1)
+                    bits(0, 2)
                     v_DigestValue = None
-                    s = 6
-                else:
-                    raise EncodeError('missing content: expected one of DigestValue')
-            if s == 6:
-                if True:
-                    bits(0, 1)
                     if v_Id is not None or v_Type is not None or v_URI is not None or v_Transforms is not None or v_DigestMethod is not None or v_DigestValue is not None: raise _leftover(o)
                     s = -1
+                else:
+                    raise EncodeError('missing content: expected one of DigestValue')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -5204,6 +5002,7 @@ def _d_ObjectType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 4:
+                    pass
                     s = -1
                 elif ec == 5:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -5224,6 +5023,7 @@ def _d_ObjectType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 3:
+                    pass
                     s = -1
                 elif ec == 4:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -5240,6 +5040,7 @@ def _d_ObjectType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 2:
+                    pass
                     s = -1
                 elif ec == 3:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -5252,6 +5053,7 @@ def _d_ObjectType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -5264,6 +5066,7 @@ def _d_ObjectType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -5276,6 +5079,7 @@ def _d_ObjectType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -5298,20 +5102,20 @@ def _e_ObjectType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Encoding is not None:
-                    bits(0, 3)
                     el = '@Encoding'
+                    bits(0, 3)
                     w.string(v_Encoding)
                     v_Encoding = None
                     s = 1
                 elif v_Id is not None:
-                    bits(1, 3)
                     el = '@Id'
+                    bits(1, 3)
                     w.string(v_Id)
                     v_Id = None
                     s = 2
                 elif v_MimeType is not None:
-                    bits(2, 3)
                     el = '@MimeType'
+                    bits(2, 3)
                     w.string(v_MimeType)
                     v_MimeType = None
                     s = 3
@@ -5321,14 +5125,14 @@ def _e_ObjectType(w, o):
                     s = -1
             if s == 1:
                 if v_Id is not None:
-                    bits(0, 3)
                     el = '@Id'
+                    bits(0, 3)
                     w.string(v_Id)
                     v_Id = None
                     s = 2
                 elif v_MimeType is not None:
-                    bits(1, 3)
                     el = '@MimeType'
+                    bits(1, 3)
                     w.string(v_MimeType)
                     v_MimeType = None
                     s = 3
@@ -5338,8 +5142,8 @@ def _e_ObjectType(w, o):
                     s = -1
             if s == 2:
                 if v_MimeType is not None:
-                    bits(0, 3)
                     el = '@MimeType'
+                    bits(0, 3)
                     w.string(v_MimeType)
                     v_MimeType = None
                     s = 3
@@ -5382,29 +5186,21 @@ def _d_SignatureType(r):
                 if ec == 0:
                     el = '@Id'
                     f_Id = r.string(8)
-                    s = 1
+                    if bits(1): raise r.deviation('SignatureType')
+                    el = 'SignedInfo'
+                    f_SignedInfo = _d_SignedInfoType(r)
+                    s = 2
                 elif ec == 1:
                     el = 'SignedInfo'
                     f_SignedInfo = _d_SignedInfoType(r)
                     s = 2
                 else:
                     raise r.deviation('SignatureType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SignedInfo'
-                    f_SignedInfo = _d_SignedInfoType(r)
-                    s = 2
-                else:
-                    raise r.deviation('SignatureType')
             if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SignatureValue'
-                    f_SignatureValue = _d_SignatureValueType(r)
-                    s = 3
-                else:
-                    raise r.deviation('SignatureType')
+                if bits(1): raise r.deviation('SignatureType')
+                el = 'SignatureValue'
+                f_SignatureValue = _d_SignatureValueType(r)
+                s = 3
             if s == 3:
                 ec = bits(2)
                 if ec == 0:
@@ -5417,6 +5213,7 @@ def _d_SignatureType(r):
                     f_Object.append(_v)
                     s = 5
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SignatureType')
@@ -5428,6 +5225,7 @@ def _d_SignatureType(r):
                     f_Object.append(_v)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SignatureType')
@@ -5439,6 +5237,7 @@ def _d_SignatureType(r):
                         _v = _d_ObjectType(r, 32)
                         f_Object.append(_v)
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
@@ -5463,32 +5262,28 @@ def _e_SignatureType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 2)
                     el = '@Id'
+                    bits(0, 2)
                     w.string(v_Id)
-                    v_Id = None
-                    s = 1
-                elif v_SignedInfo is not None:
-                    bits(1, 2)
+                    if not (v_SignedInfo is not None): raise EncodeError('missing content: SignedInfo')
                     el = 'SignedInfo'
+                    bits(0, 1)
+                    v_Id = None
+                    _e_SignedInfoType(w, v_SignedInfo)
+                    v_SignedInfo = None
+                    s = 2
+                elif v_SignedInfo is not None:
+                    el = 'SignedInfo'
+                    bits(1, 2)
                     _e_SignedInfoType(w, v_SignedInfo)
                     v_SignedInfo = None
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, SignedInfo')
-            if s == 1:
-                if v_SignedInfo is not None:
-                    bits(0, 1)
-                    el = 'SignedInfo'
-                    _e_SignedInfoType(w, v_SignedInfo)
-                    v_SignedInfo = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of SignedInfo')
             if s == 2:
                 if v_SignatureValue is not None:
-                    bits(0, 1)
                     el = 'SignatureValue'
+                    bits(0, 1)
                     _e_SignatureValueType(w, v_SignatureValue)
                     v_SignatureValue = None
                     s = 3
@@ -5496,14 +5291,14 @@ def _e_SignatureType(w, o):
                     raise EncodeError('missing content: expected one of SignatureValue')
             if s == 3:
                 if v_KeyInfo is not None:
-                    bits(0, 2)
                     el = 'KeyInfo'
+                    bits(0, 2)
                     _e_KeyInfoType(w, v_KeyInfo)
                     v_KeyInfo = None
                     s = 4
                 elif i_Object < n_Object:
-                    bits(1, 2)
                     el = 'Object'
+                    bits(1, 2)
                     _e_ObjectType(w, v_Object[i_Object])
                     i_Object += 1
                     s = 5
@@ -5513,8 +5308,8 @@ def _e_SignatureType(w, o):
                     s = -1
             if s == 4:
                 if i_Object < n_Object:
-                    bits(0, 2)
                     el = 'Object'
+                    bits(0, 2)
                     _e_ObjectType(w, v_Object[i_Object])
                     i_Object += 1
                     s = 5
@@ -5525,8 +5320,8 @@ def _e_SignatureType(w, o):
             if s == 5:
                 while True:
                     if i_Object < n_Object:
-                        bits(0, 2)
                         el = 'Object'
+                        bits(0, 2)
                         _e_ObjectType(w, v_Object[i_Object])
                         i_Object += 1
                     elif True:
@@ -5553,38 +5348,25 @@ def _d_SignedInfoType(r):
                 if ec == 0:
                     el = '@Id'
                     f_Id = r.string(8)
-                    s = 1
+                    if bits(1): raise r.deviation('SignedInfoType')
+                    el = 'CanonicalizationMethod'
+                    f_CanonicalizationMethod = _d_CanonicalizationMethodType(r, 33)
+                    s = 2
                 elif ec == 1:
                     el = 'CanonicalizationMethod'
                     f_CanonicalizationMethod = _d_CanonicalizationMethodType(r, 33)
                     s = 2
                 else:
                     raise r.deviation('SignedInfoType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'CanonicalizationMethod'
-                    f_CanonicalizationMethod = _d_CanonicalizationMethodType(r, 33)
-                    s = 2
-                else:
-                    raise r.deviation('SignedInfoType')
             if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SignatureMethod'
-                    f_SignatureMethod = _d_SignatureMethodType(r, 34)
-                    s = 3
-                else:
-                    raise r.deviation('SignedInfoType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Reference'
-                    _v = _d_ReferenceType(r)
-                    f_Reference.append(_v)
-                    s = 4
-                else:
-                    raise r.deviation('SignedInfoType')
+                if bits(1): raise r.deviation('SignedInfoType')
+                el = 'SignatureMethod'
+                f_SignatureMethod = _d_SignatureMethodType(r, 34)
+                if bits(1): raise r.deviation('SignedInfoType')
+                el = 'Reference'
+                _v = _d_ReferenceType(r)
+                f_Reference.append(_v)
+                s = 4
             if s == 4:
                 ec = bits(2)
                 if ec == 0:
@@ -5593,6 +5375,7 @@ def _d_SignedInfoType(r):
                     f_Reference.append(_v)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SignedInfoType')
@@ -5604,6 +5387,7 @@ def _d_SignedInfoType(r):
                         _v = _d_ReferenceType(r)
                         f_Reference.append(_v)
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
@@ -5627,50 +5411,42 @@ def _e_SignedInfoType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 2)
                     el = '@Id'
+                    bits(0, 2)
                     w.string(v_Id)
-                    v_Id = None
-                    s = 1
-                elif v_CanonicalizationMethod is not None:
-                    bits(1, 2)
+                    if not (v_CanonicalizationMethod is not None): raise EncodeError('missing content: CanonicalizationMethod')
                     el = 'CanonicalizationMethod'
+                    bits(0, 1)
+                    v_Id = None
+                    _e_CanonicalizationMethodType(w, v_CanonicalizationMethod)
+                    v_CanonicalizationMethod = None
+                    s = 2
+                elif v_CanonicalizationMethod is not None:
+                    el = 'CanonicalizationMethod'
+                    bits(1, 2)
                     _e_CanonicalizationMethodType(w, v_CanonicalizationMethod)
                     v_CanonicalizationMethod = None
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, CanonicalizationMethod')
-            if s == 1:
-                if v_CanonicalizationMethod is not None:
-                    bits(0, 1)
-                    el = 'CanonicalizationMethod'
-                    _e_CanonicalizationMethodType(w, v_CanonicalizationMethod)
-                    v_CanonicalizationMethod = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of CanonicalizationMethod')
             if s == 2:
                 if v_SignatureMethod is not None:
-                    bits(0, 1)
                     el = 'SignatureMethod'
-                    _e_SignatureMethodType(w, v_SignatureMethod)
-                    v_SignatureMethod = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of SignatureMethod')
-            if s == 3:
-                if i_Reference < n_Reference:
                     bits(0, 1)
+                    _e_SignatureMethodType(w, v_SignatureMethod)
+                    if not (i_Reference < n_Reference): raise EncodeError('missing content: Reference')
                     el = 'Reference'
+                    bits(0, 1)
+                    v_SignatureMethod = None
                     _e_ReferenceType(w, v_Reference[i_Reference])
                     i_Reference += 1
                     s = 4
                 else:
-                    raise EncodeError('missing content: expected one of Reference')
+                    raise EncodeError('missing content: expected one of SignatureMethod')
             if s == 4:
                 if i_Reference < n_Reference:
-                    bits(0, 2)
                     el = 'Reference'
+                    bits(0, 2)
                     _e_ReferenceType(w, v_Reference[i_Reference])
                     i_Reference += 1
                     s = 5
@@ -5681,8 +5457,8 @@ def _e_SignedInfoType(w, o):
             if s == 5:
                 while True:
                     if i_Reference < n_Reference:
-                        bits(0, 2)
                         el = 'Reference'
+                        bits(0, 2)
                         _e_ReferenceType(w, v_Reference[i_Reference])
                         i_Reference += 1
                     elif True:
@@ -5703,25 +5479,26 @@ def _d_SignatureMethodType(r, key):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = '@Algorithm'
-                    f_Algorithm = r.string(0)
-                    s = 1
-                else:
-                    raise r.deviation('SignatureMethodType')
+                if bits(1): raise r.deviation('SignatureMethodType')
+                el = '@Algorithm'
+                f_Algorithm = r.string(0)
+                s = 1
             if s == 1:
                 ec = bits(3)
                 if ec == 0:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('SignatureMethodType')
                     el = 'HMACOutputLength'
-                    if bits(1): raise r.deviation('SignatureMethodType')
-                    f_HMACOutputLength = r.sint()
+                    _neg = (x & 1)
+                    f_HMACOutputLength = r.uint()
+                    if _neg: f_HMACOutputLength = -f_HMACOutputLength - 1
                     if bits(1): raise r.deviation('SignatureMethodType')
                     s = 3
                 elif ec == 1:
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 4
                 elif ec == 2:
+                    pass
                     s = -1
                 elif ec == 3:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -5731,15 +5508,19 @@ def _d_SignatureMethodType(r, key):
             if s == 2:
                 ec = bits(3)
                 if ec == 0:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('SignatureMethodType')
                     el = 'HMACOutputLength'
-                    if bits(1): raise r.deviation('SignatureMethodType')
-                    f_HMACOutputLength = r.sint()
+                    _neg = (x & 1)
+                    f_HMACOutputLength = r.uint()
+                    if _neg: f_HMACOutputLength = -f_HMACOutputLength - 1
                     if bits(1): raise r.deviation('SignatureMethodType')
                     s = 3
                 elif ec == 1:
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 4
                 elif ec == 2:
+                    pass
                     s = -1
                 elif ec == 3:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -5752,6 +5533,7 @@ def _d_SignatureMethodType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 4
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -5764,6 +5546,7 @@ def _d_SignatureMethodType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 4
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -5785,8 +5568,8 @@ def _e_SignatureMethodType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Algorithm is not None:
-                    bits(0, 1)
                     el = '@Algorithm'
+                    bits(0, 1)
                     w.string(v_Algorithm)
                     v_Algorithm = None
                     s = 1
@@ -5794,11 +5577,11 @@ def _e_SignatureMethodType(w, o):
                     raise EncodeError('missing content: expected one of Algorithm')
             if s == 1:
                 if v_HMACOutputLength is not None:
-                    bits(0, 3)
                     el = 'HMACOutputLength'
-                    w.bits(0, 1)
-                    w.sint(v_HMACOutputLength)
-                    w.bits(0, 1)
+                    if type(v_HMACOutputLength) is not int: raise EncodeError(f'expected an int, got {v_HMACOutputLength!r}')
+                    bits((v_HMACOutputLength < 0), 5)
+                    w.uint(-v_HMACOutputLength - 1 if v_HMACOutputLength < 0 else v_HMACOutputLength)
+                    bits(0, 1)
                     v_HMACOutputLength = None
                     s = 3
                 elif True:
@@ -5807,11 +5590,11 @@ def _e_SignatureMethodType(w, o):
                     s = -1
             if s == 2:
                 if v_HMACOutputLength is not None:
-                    bits(0, 3)
                     el = 'HMACOutputLength'
-                    w.bits(0, 1)
-                    w.sint(v_HMACOutputLength)
-                    w.bits(0, 1)
+                    if type(v_HMACOutputLength) is not int: raise EncodeError(f'expected an int, got {v_HMACOutputLength!r}')
+                    bits((v_HMACOutputLength < 0), 5)
+                    w.uint(-v_HMACOutputLength - 1 if v_HMACOutputLength < 0 else v_HMACOutputLength)
+                    bits(0, 1)
                     v_HMACOutputLength = None
                     s = 3
                 elif True:
@@ -5845,25 +5628,17 @@ def _d_SignatureValueType(r):
                 if ec == 0:
                     el = '@Id'
                     f_Id = r.string(8)
-                    s = 1
+                    if bits(1): raise r.deviation('SignatureValueType')
+                    f_value = r.binary()
+                    s = 2
                 elif ec == 1:
                     f_value = r.binary()
                     s = 2
                 else:
                     raise r.deviation('SignatureValueType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    f_value = r.binary()
-                    s = 2
-                else:
-                    raise r.deviation('SignatureValueType')
             if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('SignatureValueType')
+                if bits(1): raise r.deviation('SignatureValueType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.SignatureValueType(f_Id, f_value)
@@ -5879,11 +5654,15 @@ def _e_SignatureValueType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 2)
                     el = '@Id'
+                    bits(0, 2)
                     w.string(v_Id)
+                    if not (v_value is not None): raise EncodeError('missing content: text')
+                    bits(0, 1)
                     v_Id = None
-                    s = 1
+                    w.binary(v_value)
+                    v_value = None
+                    s = 2
                 elif v_value is not None:
                     bits(1, 2)
                     w.binary(v_value)
@@ -5891,14 +5670,6 @@ def _e_SignatureValueType(w, o):
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, text')
-            if s == 1:
-                if v_value is not None:
-                    bits(0, 1)
-                    w.binary(v_value)
-                    v_value = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of text')
             if s == 2:
                 if True:
                     bits(0, 1)
@@ -5921,17 +5692,12 @@ def _d_SignaturePropertiesType(r):
                 if ec == 0:
                     el = '@Id'
                     f_Id = r.string(8)
-                    s = 1
-                elif ec == 1:
+                    if bits(1): raise r.deviation('SignaturePropertiesType')
                     el = 'SignatureProperty'
                     _v = _d_SignaturePropertyType(r, 36)
                     f_SignatureProperty.append(_v)
                     s = 2
-                else:
-                    raise r.deviation('SignaturePropertiesType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
                     el = 'SignatureProperty'
                     _v = _d_SignaturePropertyType(r, 36)
                     f_SignatureProperty.append(_v)
@@ -5946,6 +5712,7 @@ def _d_SignaturePropertiesType(r):
                     f_SignatureProperty.append(_v)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SignaturePropertiesType')
@@ -5957,6 +5724,7 @@ def _d_SignaturePropertiesType(r):
                         _v = _d_SignaturePropertyType(r, 36)
                         f_SignatureProperty.append(_v)
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
@@ -5978,32 +5746,28 @@ def _e_SignaturePropertiesType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 2)
                     el = '@Id'
+                    bits(0, 2)
                     w.string(v_Id)
-                    v_Id = None
-                    s = 1
-                elif i_SignatureProperty < n_SignatureProperty:
-                    bits(1, 2)
+                    if not (i_SignatureProperty < n_SignatureProperty): raise EncodeError('missing content: SignatureProperty')
                     el = 'SignatureProperty'
+                    bits(0, 1)
+                    v_Id = None
+                    _e_SignaturePropertyType(w, v_SignatureProperty[i_SignatureProperty])
+                    i_SignatureProperty += 1
+                    s = 2
+                elif i_SignatureProperty < n_SignatureProperty:
+                    el = 'SignatureProperty'
+                    bits(1, 2)
                     _e_SignaturePropertyType(w, v_SignatureProperty[i_SignatureProperty])
                     i_SignatureProperty += 1
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, SignatureProperty')
-            if s == 1:
-                if i_SignatureProperty < n_SignatureProperty:
-                    bits(0, 1)
-                    el = 'SignatureProperty'
-                    _e_SignaturePropertyType(w, v_SignatureProperty[i_SignatureProperty])
-                    i_SignatureProperty += 1
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of SignatureProperty')
             if s == 2:
                 if i_SignatureProperty < n_SignatureProperty:
-                    bits(0, 2)
                     el = 'SignatureProperty'
+                    bits(0, 2)
                     _e_SignaturePropertyType(w, v_SignatureProperty[i_SignatureProperty])
                     i_SignatureProperty += 1
                     s = 3
@@ -6014,8 +5778,8 @@ def _e_SignaturePropertiesType(w, o):
             if s == 3:
                 while True:
                     if i_SignatureProperty < n_SignatureProperty:
-                        bits(0, 2)
                         el = 'SignatureProperty'
+                        bits(0, 2)
                         _e_SignaturePropertyType(w, v_SignatureProperty[i_SignatureProperty])
                         i_SignatureProperty += 1
                     elif True:
@@ -6040,16 +5804,11 @@ def _d_SignaturePropertyType(r, key):
                 if ec == 0:
                     el = '@Id'
                     f_Id = r.string(8)
-                    s = 1
-                elif ec == 1:
+                    if bits(1): raise r.deviation('SignaturePropertyType')
                     el = '@Target'
                     f_Target = r.string(37)
                     s = 2
-                else:
-                    raise r.deviation('SignaturePropertyType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
                     el = '@Target'
                     f_Target = r.string(37)
                     s = 2
@@ -6081,6 +5840,7 @@ def _d_SignaturePropertyType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -6093,6 +5853,7 @@ def _d_SignaturePropertyType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -6114,28 +5875,24 @@ def _e_SignaturePropertyType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 2)
                     el = '@Id'
+                    bits(0, 2)
                     w.string(v_Id)
-                    v_Id = None
-                    s = 1
-                elif v_Target is not None:
-                    bits(1, 2)
+                    if not (v_Target is not None): raise EncodeError('missing content: Target')
                     el = '@Target'
+                    bits(0, 1)
+                    v_Id = None
+                    w.string(v_Target)
+                    v_Target = None
+                    s = 2
+                elif v_Target is not None:
+                    el = '@Target'
+                    bits(1, 2)
                     w.string(v_Target)
                     v_Target = None
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, Target')
-            if s == 1:
-                if v_Target is not None:
-                    bits(0, 1)
-                    el = '@Target'
-                    w.string(v_Target)
-                    v_Target = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of Target')
             if s == 2:
                 if True:
                     raise EncodeError('missing content: expected one of nothing')
@@ -6168,50 +5925,35 @@ def _d_WPT_AlignmentCheckReqType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('WPT_AlignmentCheckReqType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVProcessing'
-                    if bits(1): raise r.deviation('WPT_AlignmentCheckReqType')
-                    f_EVProcessing = bits(2)
-                    if f_EVProcessing >= 3: raise DecodeError(f'enumeration index {f_EVProcessing} out of range (3 values)', r.pos)
-                    f_EVProcessing = _E0[f_EVProcessing]
-                    if bits(1): raise r.deviation('WPT_AlignmentCheckReqType')
-                    s = 2
-                else:
-                    raise r.deviation('WPT_AlignmentCheckReqType')
+                if bits(1): raise r.deviation('WPT_AlignmentCheckReqType')
+                el = 'Header'
+                f_Header = _d_MessageHeaderType(r)
+                x = bits(5)
+                if x & 25: raise r.deviation('WPT_AlignmentCheckReqType')
+                el = 'EVProcessing'
+                f_EVProcessing = ((x >> 1) & 3)
+                if f_EVProcessing >= 3: raise DecodeError(f'enumeration index {f_EVProcessing} out of range (3 values)', r.pos)
+                f_EVProcessing = _E0[f_EVProcessing]
+                s = 2
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
                     el = 'TargetCoilCurrent'
                     f_TargetCoilCurrent = _d_RationalNumberType(r)
-                    s = 3
-                elif ec == 1:
+                    x = bits(5)
+                    if x & 25: raise r.deviation('WPT_AlignmentCheckReqType')
                     el = 'EVResultCode'
-                    if bits(1): raise r.deviation('WPT_AlignmentCheckReqType')
-                    f_EVResultCode = bits(2)
+                    f_EVResultCode = ((x >> 1) & 3)
                     if f_EVResultCode >= 3: raise DecodeError(f'enumeration index {f_EVResultCode} out of range (3 values)', r.pos)
                     f_EVResultCode = _E1[f_EVResultCode]
-                    if bits(1): raise r.deviation('WPT_AlignmentCheckReqType')
                     s = 4
-                else:
-                    raise r.deviation('WPT_AlignmentCheckReqType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    x = bits(4)
+                    if x & 9: raise r.deviation('WPT_AlignmentCheckReqType')
                     el = 'EVResultCode'
-                    if bits(1): raise r.deviation('WPT_AlignmentCheckReqType')
-                    f_EVResultCode = bits(2)
+                    f_EVResultCode = ((x >> 1) & 3)
                     if f_EVResultCode >= 3: raise DecodeError(f'enumeration index {f_EVResultCode} out of range (3 values)', r.pos)
                     f_EVResultCode = _E1[f_EVResultCode]
-                    if bits(1): raise r.deviation('WPT_AlignmentCheckReqType')
                     s = 4
                 else:
                     raise r.deviation('WPT_AlignmentCheckReqType')
@@ -6220,8 +5962,8 @@ def _d_WPT_AlignmentCheckReqType(r):
                 while True:
                     ec = bits(2)
                     if ec == 0:
-                        el = 'VendorSpecificDataContainer'
                         if bits(1): raise r.deviation('WPT_AlignmentCheckReqType')
+                        el = 'VendorSpecificDataContainer'
                         _v = r.binary()
                         if len(_v) > 256: raise DecodeError(f'length {len(_v)} outside [0, 256]', r.pos)
                         if bits(1): raise r.deviation('WPT_AlignmentCheckReqType')
@@ -6231,16 +5973,14 @@ def _d_WPT_AlignmentCheckReqType(r):
                             s = 20
                             break
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
                         raise r.deviation('WPT_AlignmentCheckReqType')
             if s == 20:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('WPT_AlignmentCheckReqType')
+                if bits(1): raise r.deviation('WPT_AlignmentCheckReqType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_wpt.WPT_AlignmentCheckReqType(f_Header, f_EVProcessing, f_TargetCoilCurrent, f_EVResultCode, f_VendorSpecificDataContainer)
@@ -6261,68 +6001,50 @@ def _e_WPT_AlignmentCheckReqType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Header is not None:
-                    bits(0, 1)
                     el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_EVProcessing is not None:
                     bits(0, 1)
+                    _e_MessageHeaderType(w, v_Header)
+                    if not (v_EVProcessing is not None): raise EncodeError('missing content: EVProcessing')
                     el = 'EVProcessing'
-                    w.bits(0, 1)
-                    _i = _I2.get(v_EVProcessing)
-                    if _i is None: raise EncodeError(f'{v_EVProcessing!r} is not one of the enumeration processingType')
-                    w.bits(_i, 2)
-                    w.bits(0, 1)
+                    _i1 = _I2.get(v_EVProcessing)
+                    if _i1 is None: raise EncodeError(f'{v_EVProcessing!r} is not one of the enumeration processingType')
+                    bits((_i1 << 1), 5)
+                    v_Header = None
                     v_EVProcessing = None
                     s = 2
                 else:
-                    raise EncodeError('missing content: expected one of EVProcessing')
+                    raise EncodeError('missing content: expected one of Header')
             if s == 2:
                 if v_TargetCoilCurrent is not None:
-                    bits(0, 2)
                     el = 'TargetCoilCurrent'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_TargetCoilCurrent)
-                    v_TargetCoilCurrent = None
-                    s = 3
-                elif v_EVResultCode is not None:
-                    bits(1, 2)
+                    if not (v_EVResultCode is not None): raise EncodeError('missing content: EVResultCode')
                     el = 'EVResultCode'
-                    w.bits(0, 1)
-                    _i = _I3.get(v_EVResultCode)
-                    if _i is None: raise EncodeError(f'{v_EVResultCode!r} is not one of the enumeration WPT_EVResultType')
-                    w.bits(_i, 2)
-                    w.bits(0, 1)
+                    _i2 = _I3.get(v_EVResultCode)
+                    if _i2 is None: raise EncodeError(f'{v_EVResultCode!r} is not one of the enumeration WPT_EVResultType')
+                    bits((_i2 << 1), 5)
+                    v_TargetCoilCurrent = None
+                    v_EVResultCode = None
+                    s = 4
+                elif v_EVResultCode is not None:
+                    el = 'EVResultCode'
+                    _i3 = _I3.get(v_EVResultCode)
+                    if _i3 is None: raise EncodeError(f'{v_EVResultCode!r} is not one of the enumeration WPT_EVResultType')
+                    bits((1 << 4) | (_i3 << 1), 6)
                     v_EVResultCode = None
                     s = 4
                 else:
                     raise EncodeError('missing content: expected one of TargetCoilCurrent, EVResultCode')
-            if s == 3:
-                if v_EVResultCode is not None:
-                    bits(0, 1)
-                    el = 'EVResultCode'
-                    w.bits(0, 1)
-                    _i = _I3.get(v_EVResultCode)
-                    if _i is None: raise EncodeError(f'{v_EVResultCode!r} is not one of the enumeration WPT_EVResultType')
-                    w.bits(_i, 2)
-                    w.bits(0, 1)
-                    v_EVResultCode = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of EVResultCode')
             if s == 4:
                 n = 0
                 while True:
                     if i_VendorSpecificDataContainer < n_VendorSpecificDataContainer:
-                        bits(0, 2)
                         el = 'VendorSpecificDataContainer'
-                        w.bits(0, 1)
+                        bits(0, 3)
                         if len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer]) > 256: raise EncodeError(f'length {len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])} outside [0, 256]')
                         w.binary(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_VendorSpecificDataContainer += 1
                         n += 1
                         if n == 16:
@@ -6347,22 +6069,10 @@ def _d_V2GRequestType(r):
     el = ''
     f_Header = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('V2GRequestType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('V2GRequestType')
+        if bits(1): raise r.deviation('V2GRequestType')
+        el = 'Header'
+        f_Header = _d_MessageHeaderType(r)
+        if bits(1): raise r.deviation('V2GRequestType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.V2GRequestType(f_Header)
@@ -6373,22 +6083,15 @@ def _e_V2GRequestType(w, o):
     el = ''
     try:
         v_Header = o.Header
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Header is not None:
-                    bits(0, 1)
-                    el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if True:
-                    bits(0, 1)
-                    if v_Header is not None: raise _leftover(o)
-                    s = -1
+        if v_Header is not None:
+            el = 'Header'
+            bits(0, 1)
+            _e_MessageHeaderType(w, v_Header)
+            bits(0, 1)
+            v_Header = None
+            if v_Header is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Header')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -6398,22 +6101,10 @@ def _d_V2GMessageType(r):
     el = ''
     f_Header = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('V2GMessageType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('V2GMessageType')
+        if bits(1): raise r.deviation('V2GMessageType')
+        el = 'Header'
+        f_Header = _d_MessageHeaderType(r)
+        if bits(1): raise r.deviation('V2GMessageType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.V2GMessageType(f_Header)
@@ -6424,22 +6115,15 @@ def _e_V2GMessageType(w, o):
     el = ''
     try:
         v_Header = o.Header
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Header is not None:
-                    bits(0, 1)
-                    el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if True:
-                    bits(0, 1)
-                    if v_Header is not None: raise _leftover(o)
-                    s = -1
+        if v_Header is not None:
+            el = 'Header'
+            bits(0, 1)
+            _e_MessageHeaderType(w, v_Header)
+            bits(0, 1)
+            v_Header = None
+            if v_Header is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Header')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -6454,40 +6138,27 @@ def _d_MessageHeaderType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SessionID'
-                    if bits(1): raise r.deviation('MessageHeaderType')
-                    f_SessionID = r.binary()
-                    if len(f_SessionID) < 8 or len(f_SessionID) > 8: raise DecodeError(f'length {len(f_SessionID)} outside [8, 8]', r.pos)
-                    if bits(1): raise r.deviation('MessageHeaderType')
-                    s = 1
-                else:
-                    raise r.deviation('MessageHeaderType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'TimeStamp'
-                    if bits(1): raise r.deviation('MessageHeaderType')
-                    f_TimeStamp = r.uint()
-                    if f_TimeStamp > 18446744073709551615: raise DecodeError(f'value {f_TimeStamp} outside [0, 18446744073709551615]', r.pos)
-                    if bits(1): raise r.deviation('MessageHeaderType')
-                    s = 2
-                else:
-                    raise r.deviation('MessageHeaderType')
+                x = bits(2)
+                if x & 3: raise r.deviation('MessageHeaderType')
+                el = 'SessionID'
+                f_SessionID = r.binary()
+                if len(f_SessionID) < 8 or len(f_SessionID) > 8: raise DecodeError(f'length {len(f_SessionID)} outside [8, 8]', r.pos)
+                x = bits(3)
+                if x & 7: raise r.deviation('MessageHeaderType')
+                el = 'TimeStamp'
+                f_TimeStamp = r.uint()
+                if f_TimeStamp > 18446744073709551615: raise DecodeError(f'value {f_TimeStamp} outside [0, 18446744073709551615]', r.pos)
+                if bits(1): raise r.deviation('MessageHeaderType')
+                s = 2
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
                     el = 'Signature'
                     f_Signature = _d_SignatureType(r)
-                    s = 3
-                elif ec == 1:
+                    if bits(1): raise r.deviation('MessageHeaderType')
                     s = -1
-                else:
-                    raise r.deviation('MessageHeaderType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('MessageHeaderType')
@@ -6507,42 +6178,32 @@ def _e_MessageHeaderType(w, o):
         while s >= 0:
             if s == 0:
                 if v_SessionID is not None:
-                    bits(0, 1)
                     el = 'SessionID'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     if len(v_SessionID) < 8 or len(v_SessionID) > 8: raise EncodeError(f'length {len(v_SessionID)} outside [8, 8]')
                     w.binary(v_SessionID)
-                    w.bits(0, 1)
-                    v_SessionID = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of SessionID')
-            if s == 1:
-                if v_TimeStamp is not None:
-                    bits(0, 1)
+                    if not (v_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
                     el = 'TimeStamp'
-                    w.bits(0, 1)
+                    bits(0, 3)
+                    v_SessionID = None
                     if v_TimeStamp < 0 or v_TimeStamp > 18446744073709551615: raise EncodeError(f'value {v_TimeStamp!r} outside [0, 18446744073709551615]')
                     w.uint(v_TimeStamp)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_TimeStamp = None
                     s = 2
                 else:
-                    raise EncodeError('missing content: expected one of TimeStamp')
+                    raise EncodeError('missing content: expected one of SessionID')
             if s == 2:
                 if v_Signature is not None:
-                    bits(0, 2)
                     el = 'Signature'
+                    bits(0, 2)
                     _e_SignatureType(w, v_Signature)
+                    bits(0, 1)
                     v_Signature = None
-                    s = 3
-                elif True:
-                    bits(1, 2)
                     if v_SessionID is not None or v_TimeStamp is not None or v_Signature is not None: raise _leftover(o)
                     s = -1
-            if s == 3:
-                if True:
-                    bits(0, 1)
+                elif True:
+                    bits(1, 2)
                     if v_SessionID is not None or v_TimeStamp is not None or v_Signature is not None: raise _leftover(o)
                     s = -1
     except Exception as e:
@@ -6555,35 +6216,17 @@ def _d_RationalNumberType(r):
     f_Exponent = None
     f_Value = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Exponent'
-                    if bits(1): raise r.deviation('RationalNumberType')
-                    f_Exponent = bits(8) + -128
-                    if bits(1): raise r.deviation('RationalNumberType')
-                    s = 1
-                else:
-                    raise r.deviation('RationalNumberType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Value'
-                    if bits(1): raise r.deviation('RationalNumberType')
-                    f_Value = r.sint()
-                    if f_Value < -32768 or f_Value > 32767: raise DecodeError(f'value {f_Value} outside [-32768, 32767]', r.pos)
-                    if bits(1): raise r.deviation('RationalNumberType')
-                    s = 2
-                else:
-                    raise r.deviation('RationalNumberType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('RationalNumberType')
+        x = bits(14)
+        if x & 12302: raise r.deviation('RationalNumberType')
+        el = 'Exponent'
+        f_Exponent = ((x >> 4) & 255) + -128
+        el = 'Value'
+        _neg = (x & 1)
+        f_Value = r.uint()
+        if _neg: f_Value = -f_Value - 1
+        if f_Value < -32768 or f_Value > 32767: raise DecodeError(f'value {f_Value} outside [-32768, 32767]', r.pos)
+        x = bits(2)
+        if x & 3: raise r.deviation('RationalNumberType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.RationalNumberType(f_Exponent, f_Value)
@@ -6595,37 +6238,20 @@ def _e_RationalNumberType(w, o):
     try:
         v_Exponent = o.Exponent
         v_Value = o.Value
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Exponent is not None:
-                    bits(0, 1)
-                    el = 'Exponent'
-                    w.bits(0, 1)
-                    if not -128 <= v_Exponent <= 127: raise EncodeError(f'value {v_Exponent!r} outside [-128, 127]')
-                    w.bits(v_Exponent - -128, 8)
-                    w.bits(0, 1)
-                    v_Exponent = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Exponent')
-            if s == 1:
-                if v_Value is not None:
-                    bits(0, 1)
-                    el = 'Value'
-                    w.bits(0, 1)
-                    if v_Value < -32768 or v_Value > 32767: raise EncodeError(f'value {v_Value!r} outside [-32768, 32767]')
-                    w.sint(v_Value)
-                    w.bits(0, 1)
-                    v_Value = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of Value')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_Exponent is not None or v_Value is not None: raise _leftover(o)
-                    s = -1
+        if v_Exponent is not None:
+            el = 'Exponent'
+            if not -128 <= v_Exponent <= 127: raise EncodeError(f'value {v_Exponent!r} outside [-128, 127]')
+            if not (v_Value is not None): raise EncodeError('missing content: Value')
+            el = 'Value'
+            if v_Value < -32768 or v_Value > 32767: raise EncodeError(f'value {v_Value!r} outside [-32768, 32767]')
+            bits(((v_Exponent - -128) << 4) | (v_Value < 0), 14)
+            v_Exponent = None
+            w.uint(-v_Value - 1 if v_Value < 0 else v_Value)
+            bits(0, 2)
+            v_Value = None
+            if v_Exponent is not None or v_Value is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Exponent')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -6643,37 +6269,20 @@ def _d_WPT_AlignmentCheckResType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('WPT_AlignmentCheckResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('WPT_AlignmentCheckResType')
-                    f_ResponseCode = bits(6)
-                    if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
-                    f_ResponseCode = _E4[f_ResponseCode]
-                    if bits(1): raise r.deviation('WPT_AlignmentCheckResType')
-                    s = 2
-                else:
-                    raise r.deviation('WPT_AlignmentCheckResType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEProcessing'
-                    if bits(1): raise r.deviation('WPT_AlignmentCheckResType')
-                    f_EVSEProcessing = bits(2)
-                    if f_EVSEProcessing >= 3: raise DecodeError(f'enumeration index {f_EVSEProcessing} out of range (3 values)', r.pos)
-                    f_EVSEProcessing = _E0[f_EVSEProcessing]
-                    if bits(1): raise r.deviation('WPT_AlignmentCheckResType')
-                    s = 3
-                else:
-                    raise r.deviation('WPT_AlignmentCheckResType')
+                if bits(1): raise r.deviation('WPT_AlignmentCheckResType')
+                el = 'Header'
+                f_Header = _d_MessageHeaderType(r)
+                x = bits(14)
+                if x & 12345: raise r.deviation('WPT_AlignmentCheckResType')
+                el = 'ResponseCode'
+                f_ResponseCode = ((x >> 6) & 63)
+                if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
+                f_ResponseCode = _E4[f_ResponseCode]
+                el = 'EVSEProcessing'
+                f_EVSEProcessing = ((x >> 1) & 3)
+                if f_EVSEProcessing >= 3: raise DecodeError(f'enumeration index {f_EVSEProcessing} out of range (3 values)', r.pos)
+                f_EVSEProcessing = _E0[f_EVSEProcessing]
+                s = 3
             if s == 3:
                 ec = bits(3)
                 if ec == 0:
@@ -6685,14 +6294,15 @@ def _d_WPT_AlignmentCheckResType(r):
                     f_SupplyDeviceCurrent = _d_RationalNumberType(r)
                     s = 5
                 elif ec == 2:
-                    el = 'VendorSpecificDataContainer'
                     if bits(1): raise r.deviation('WPT_AlignmentCheckResType')
+                    el = 'VendorSpecificDataContainer'
                     _v = r.binary()
                     if len(_v) > 256: raise DecodeError(f'length {len(_v)} outside [0, 256]', r.pos)
                     if bits(1): raise r.deviation('WPT_AlignmentCheckResType')
                     f_VendorSpecificDataContainer.append(_v)
                     s = 6
                 elif ec == 3:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('WPT_AlignmentCheckResType')
@@ -6703,28 +6313,30 @@ def _d_WPT_AlignmentCheckResType(r):
                     f_SupplyDeviceCurrent = _d_RationalNumberType(r)
                     s = 5
                 elif ec == 1:
-                    el = 'VendorSpecificDataContainer'
                     if bits(1): raise r.deviation('WPT_AlignmentCheckResType')
+                    el = 'VendorSpecificDataContainer'
                     _v = r.binary()
                     if len(_v) > 256: raise DecodeError(f'length {len(_v)} outside [0, 256]', r.pos)
                     if bits(1): raise r.deviation('WPT_AlignmentCheckResType')
                     f_VendorSpecificDataContainer.append(_v)
                     s = 6
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('WPT_AlignmentCheckResType')
             if s == 5:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'VendorSpecificDataContainer'
                     if bits(1): raise r.deviation('WPT_AlignmentCheckResType')
+                    el = 'VendorSpecificDataContainer'
                     _v = r.binary()
                     if len(_v) > 256: raise DecodeError(f'length {len(_v)} outside [0, 256]', r.pos)
                     if bits(1): raise r.deviation('WPT_AlignmentCheckResType')
                     f_VendorSpecificDataContainer.append(_v)
                     s = 6
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('WPT_AlignmentCheckResType')
@@ -6733,8 +6345,8 @@ def _d_WPT_AlignmentCheckResType(r):
                 while True:
                     ec = bits(2)
                     if ec == 0:
-                        el = 'VendorSpecificDataContainer'
                         if bits(1): raise r.deviation('WPT_AlignmentCheckResType')
+                        el = 'VendorSpecificDataContainer'
                         _v = r.binary()
                         if len(_v) > 256: raise DecodeError(f'length {len(_v)} outside [0, 256]', r.pos)
                         if bits(1): raise r.deviation('WPT_AlignmentCheckResType')
@@ -6744,16 +6356,14 @@ def _d_WPT_AlignmentCheckResType(r):
                             s = 21
                             break
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
                         raise r.deviation('WPT_AlignmentCheckResType')
             if s == 21:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('WPT_AlignmentCheckResType')
+                if bits(1): raise r.deviation('WPT_AlignmentCheckResType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_wpt.WPT_AlignmentCheckResType(f_Header, f_ResponseCode, f_EVSEProcessing, f_PowerTransmitted, f_SupplyDeviceCurrent, f_VendorSpecificDataContainer)
@@ -6775,59 +6385,43 @@ def _e_WPT_AlignmentCheckResType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Header is not None:
-                    bits(0, 1)
                     el = 'Header'
+                    bits(0, 1)
                     _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_ResponseCode is not None:
-                    bits(0, 1)
+                    if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
                     el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I5.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 6)
-                    w.bits(0, 1)
-                    v_ResponseCode = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 2:
-                if v_EVSEProcessing is not None:
-                    bits(0, 1)
+                    _i4 = _I5.get(v_ResponseCode)
+                    if _i4 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    if not (v_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
                     el = 'EVSEProcessing'
-                    w.bits(0, 1)
-                    _i = _I2.get(v_EVSEProcessing)
-                    if _i is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration processingType')
-                    w.bits(_i, 2)
-                    w.bits(0, 1)
+                    _i5 = _I2.get(v_EVSEProcessing)
+                    if _i5 is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration processingType')
+                    bits((_i4 << 6) | (_i5 << 1), 14)
+                    v_Header = None
+                    v_ResponseCode = None
                     v_EVSEProcessing = None
                     s = 3
                 else:
-                    raise EncodeError('missing content: expected one of EVSEProcessing')
+                    raise EncodeError('missing content: expected one of Header')
             if s == 3:
                 if v_PowerTransmitted is not None:
-                    bits(0, 3)
                     el = 'PowerTransmitted'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_PowerTransmitted)
                     v_PowerTransmitted = None
                     s = 4
                 elif v_SupplyDeviceCurrent is not None:
-                    bits(1, 3)
                     el = 'SupplyDeviceCurrent'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_SupplyDeviceCurrent)
                     v_SupplyDeviceCurrent = None
                     s = 5
                 elif i_VendorSpecificDataContainer < n_VendorSpecificDataContainer:
-                    bits(2, 3)
                     el = 'VendorSpecificDataContainer'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     if len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer]) > 256: raise EncodeError(f'length {len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])} outside [0, 256]')
                     w.binary(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_VendorSpecificDataContainer += 1
                     s = 6
                 elif True:
@@ -6836,18 +6430,17 @@ def _e_WPT_AlignmentCheckResType(w, o):
                     s = -1
             if s == 4:
                 if v_SupplyDeviceCurrent is not None:
-                    bits(0, 2)
                     el = 'SupplyDeviceCurrent'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_SupplyDeviceCurrent)
                     v_SupplyDeviceCurrent = None
                     s = 5
                 elif i_VendorSpecificDataContainer < n_VendorSpecificDataContainer:
-                    bits(1, 2)
                     el = 'VendorSpecificDataContainer'
-                    w.bits(0, 1)
+                    bits((1 << 1), 3)
                     if len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer]) > 256: raise EncodeError(f'length {len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])} outside [0, 256]')
                     w.binary(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_VendorSpecificDataContainer += 1
                     s = 6
                 elif True:
@@ -6856,12 +6449,11 @@ def _e_WPT_AlignmentCheckResType(w, o):
                     s = -1
             if s == 5:
                 if i_VendorSpecificDataContainer < n_VendorSpecificDataContainer:
-                    bits(0, 2)
                     el = 'VendorSpecificDataContainer'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     if len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer]) > 256: raise EncodeError(f'length {len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])} outside [0, 256]')
                     w.binary(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_VendorSpecificDataContainer += 1
                     s = 6
                 elif True:
@@ -6872,12 +6464,11 @@ def _e_WPT_AlignmentCheckResType(w, o):
                 n = 0
                 while True:
                     if i_VendorSpecificDataContainer < n_VendorSpecificDataContainer:
-                        bits(0, 2)
                         el = 'VendorSpecificDataContainer'
-                        w.bits(0, 1)
+                        bits(0, 3)
                         if len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer]) > 256: raise EncodeError(f'length {len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])} outside [0, 256]')
                         w.binary(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_VendorSpecificDataContainer += 1
                         n += 1
                         if n == 15:
@@ -6903,34 +6494,15 @@ def _d_V2GResponseType(r):
     f_Header = None
     f_ResponseCode = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('V2GResponseType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('V2GResponseType')
-                    f_ResponseCode = bits(6)
-                    if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
-                    f_ResponseCode = _E4[f_ResponseCode]
-                    if bits(1): raise r.deviation('V2GResponseType')
-                    s = 2
-                else:
-                    raise r.deviation('V2GResponseType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('V2GResponseType')
+        if bits(1): raise r.deviation('V2GResponseType')
+        el = 'Header'
+        f_Header = _d_MessageHeaderType(r)
+        x = bits(10)
+        if x & 771: raise r.deviation('V2GResponseType')
+        el = 'ResponseCode'
+        f_ResponseCode = ((x >> 2) & 63)
+        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
+        f_ResponseCode = _E4[f_ResponseCode]
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.V2GResponseType(f_Header, f_ResponseCode)
@@ -6942,35 +6514,20 @@ def _e_V2GResponseType(w, o):
     try:
         v_Header = o.Header
         v_ResponseCode = o.ResponseCode
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Header is not None:
-                    bits(0, 1)
-                    el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_ResponseCode is not None:
-                    bits(0, 1)
-                    el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I5.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 6)
-                    w.bits(0, 1)
-                    v_ResponseCode = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_Header is not None or v_ResponseCode is not None: raise _leftover(o)
-                    s = -1
+        if v_Header is not None:
+            el = 'Header'
+            bits(0, 1)
+            _e_MessageHeaderType(w, v_Header)
+            if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            el = 'ResponseCode'
+            _i6 = _I5.get(v_ResponseCode)
+            if _i6 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            bits((_i6 << 2), 10)
+            v_Header = None
+            v_ResponseCode = None
+            if v_Header is not None or v_ResponseCode is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Header')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -6991,63 +6548,40 @@ def _d_WPT_ChargeLoopReqType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('WPT_ChargeLoopReqType')
+                if bits(1): raise r.deviation('WPT_ChargeLoopReqType')
+                el = 'Header'
+                f_Header = _d_MessageHeaderType(r)
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
                     el = 'DisplayParameters'
                     f_DisplayParameters = _d_DisplayParametersType(r)
-                    s = 2
-                elif ec == 1:
+                    x = bits(4)
+                    if x & 13: raise r.deviation('WPT_ChargeLoopReqType')
                     el = 'MeterInfoRequested'
-                    if bits(1): raise r.deviation('WPT_ChargeLoopReqType')
-                    f_MeterInfoRequested = bits(1) == 1
-                    if bits(1): raise r.deviation('WPT_ChargeLoopReqType')
+                    f_MeterInfoRequested = ((x >> 1) & 1) == 1
                     s = 3
-                else:
-                    raise r.deviation('WPT_ChargeLoopReqType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('WPT_ChargeLoopReqType')
                     el = 'MeterInfoRequested'
-                    if bits(1): raise r.deviation('WPT_ChargeLoopReqType')
-                    f_MeterInfoRequested = bits(1) == 1
-                    if bits(1): raise r.deviation('WPT_ChargeLoopReqType')
+                    f_MeterInfoRequested = ((x >> 1) & 1) == 1
                     s = 3
                 else:
                     raise r.deviation('WPT_ChargeLoopReqType')
             if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVPCPowerRequest'
-                    f_EVPCPowerRequest = _d_RationalNumberType(r)
-                    s = 4
-                else:
-                    raise r.deviation('WPT_ChargeLoopReqType')
-            if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVPCPowerOutput'
-                    f_EVPCPowerOutput = _d_RationalNumberType(r)
-                    s = 5
-                else:
-                    raise r.deviation('WPT_ChargeLoopReqType')
-            if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVPCChargeDiagnostics'
-                    if bits(1): raise r.deviation('WPT_ChargeLoopReqType')
-                    f_EVPCChargeDiagnostics = _E6[bits(2)]
-                    if bits(1): raise r.deviation('WPT_ChargeLoopReqType')
-                    s = 6
-                else:
-                    raise r.deviation('WPT_ChargeLoopReqType')
+                if bits(1): raise r.deviation('WPT_ChargeLoopReqType')
+                el = 'EVPCPowerRequest'
+                f_EVPCPowerRequest = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('WPT_ChargeLoopReqType')
+                el = 'EVPCPowerOutput'
+                f_EVPCPowerOutput = _d_RationalNumberType(r)
+                x = bits(5)
+                if x & 25: raise r.deviation('WPT_ChargeLoopReqType')
+                el = 'EVPCChargeDiagnostics'
+                f_EVPCChargeDiagnostics = _E6[((x >> 1) & 3)]
+                s = 6
             if s == 6:
                 ec = bits(3)
                 if ec == 0:
@@ -7059,14 +6593,15 @@ def _d_WPT_ChargeLoopReqType(r):
                     f_EVPCPowerControlParameter = _d_WPT_EVPCPowerControlParameterType(r)
                     s = 8
                 elif ec == 2:
-                    el = 'ManufacturerSpecificDataContainer'
                     if bits(1): raise r.deviation('WPT_ChargeLoopReqType')
+                    el = 'ManufacturerSpecificDataContainer'
                     _v = r.binary()
                     if len(_v) > 256: raise DecodeError(f'length {len(_v)} outside [0, 256]', r.pos)
                     if bits(1): raise r.deviation('WPT_ChargeLoopReqType')
                     f_ManufacturerSpecificDataContainer.append(_v)
                     s = 9
                 elif ec == 3:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('WPT_ChargeLoopReqType')
@@ -7077,28 +6612,30 @@ def _d_WPT_ChargeLoopReqType(r):
                     f_EVPCPowerControlParameter = _d_WPT_EVPCPowerControlParameterType(r)
                     s = 8
                 elif ec == 1:
-                    el = 'ManufacturerSpecificDataContainer'
                     if bits(1): raise r.deviation('WPT_ChargeLoopReqType')
+                    el = 'ManufacturerSpecificDataContainer'
                     _v = r.binary()
                     if len(_v) > 256: raise DecodeError(f'length {len(_v)} outside [0, 256]', r.pos)
                     if bits(1): raise r.deviation('WPT_ChargeLoopReqType')
                     f_ManufacturerSpecificDataContainer.append(_v)
                     s = 9
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('WPT_ChargeLoopReqType')
             if s == 8:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'ManufacturerSpecificDataContainer'
                     if bits(1): raise r.deviation('WPT_ChargeLoopReqType')
+                    el = 'ManufacturerSpecificDataContainer'
                     _v = r.binary()
                     if len(_v) > 256: raise DecodeError(f'length {len(_v)} outside [0, 256]', r.pos)
                     if bits(1): raise r.deviation('WPT_ChargeLoopReqType')
                     f_ManufacturerSpecificDataContainer.append(_v)
                     s = 9
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('WPT_ChargeLoopReqType')
@@ -7107,8 +6644,8 @@ def _d_WPT_ChargeLoopReqType(r):
                 while True:
                     ec = bits(2)
                     if ec == 0:
-                        el = 'ManufacturerSpecificDataContainer'
                         if bits(1): raise r.deviation('WPT_ChargeLoopReqType')
+                        el = 'ManufacturerSpecificDataContainer'
                         _v = r.binary()
                         if len(_v) > 256: raise DecodeError(f'length {len(_v)} outside [0, 256]', r.pos)
                         if bits(1): raise r.deviation('WPT_ChargeLoopReqType')
@@ -7118,16 +6655,14 @@ def _d_WPT_ChargeLoopReqType(r):
                             s = 24
                             break
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
                         raise r.deviation('WPT_ChargeLoopReqType')
             if s == 24:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('WPT_ChargeLoopReqType')
+                if bits(1): raise r.deviation('WPT_ChargeLoopReqType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_wpt.WPT_ChargeLoopReqType(f_Header, f_DisplayParameters, f_MeterInfoRequested, f_EVPCPowerRequest, f_EVPCPowerOutput, f_EVPCChargeDiagnostics, f_EVPCOperatingFrequency, f_EVPCPowerControlParameter, f_ManufacturerSpecificDataContainer)
@@ -7152,8 +6687,8 @@ def _e_WPT_ChargeLoopReqType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Header is not None:
-                    bits(0, 1)
                     el = 'Header'
+                    bits(0, 1)
                     _e_MessageHeaderType(w, v_Header)
                     v_Header = None
                     s = 1
@@ -7161,87 +6696,63 @@ def _e_WPT_ChargeLoopReqType(w, o):
                     raise EncodeError('missing content: expected one of Header')
             if s == 1:
                 if v_DisplayParameters is not None:
-                    bits(0, 2)
                     el = 'DisplayParameters'
+                    bits(0, 2)
                     _e_DisplayParametersType(w, v_DisplayParameters)
-                    v_DisplayParameters = None
-                    s = 2
-                elif v_MeterInfoRequested is not None:
-                    bits(1, 2)
+                    if not (v_MeterInfoRequested is not None): raise EncodeError('missing content: MeterInfoRequested')
                     el = 'MeterInfoRequested'
-                    w.bits(0, 1)
-                    if v_MeterInfoRequested is True: w.bits(1, 1)
-                    elif v_MeterInfoRequested is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_MeterInfoRequested!r}')
-                    w.bits(0, 1)
+                    if v_MeterInfoRequested is not True and v_MeterInfoRequested is not False: raise EncodeError(f'expected a bool, got {v_MeterInfoRequested!r}')
+                    bits((v_MeterInfoRequested << 1), 4)
+                    v_DisplayParameters = None
+                    v_MeterInfoRequested = None
+                    s = 3
+                elif v_MeterInfoRequested is not None:
+                    el = 'MeterInfoRequested'
+                    if v_MeterInfoRequested is not True and v_MeterInfoRequested is not False: raise EncodeError(f'expected a bool, got {v_MeterInfoRequested!r}')
+                    bits((1 << 3) | (v_MeterInfoRequested << 1), 5)
                     v_MeterInfoRequested = None
                     s = 3
                 else:
                     raise EncodeError('missing content: expected one of DisplayParameters, MeterInfoRequested')
-            if s == 2:
-                if v_MeterInfoRequested is not None:
-                    bits(0, 1)
-                    el = 'MeterInfoRequested'
-                    w.bits(0, 1)
-                    if v_MeterInfoRequested is True: w.bits(1, 1)
-                    elif v_MeterInfoRequested is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_MeterInfoRequested!r}')
-                    w.bits(0, 1)
-                    v_MeterInfoRequested = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of MeterInfoRequested')
             if s == 3:
                 if v_EVPCPowerRequest is not None:
-                    bits(0, 1)
                     el = 'EVPCPowerRequest'
+                    bits(0, 1)
                     _e_RationalNumberType(w, v_EVPCPowerRequest)
-                    v_EVPCPowerRequest = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of EVPCPowerRequest')
-            if s == 4:
-                if v_EVPCPowerOutput is not None:
-                    bits(0, 1)
+                    if not (v_EVPCPowerOutput is not None): raise EncodeError('missing content: EVPCPowerOutput')
                     el = 'EVPCPowerOutput'
-                    _e_RationalNumberType(w, v_EVPCPowerOutput)
-                    v_EVPCPowerOutput = None
-                    s = 5
-                else:
-                    raise EncodeError('missing content: expected one of EVPCPowerOutput')
-            if s == 5:
-                if v_EVPCChargeDiagnostics is not None:
                     bits(0, 1)
+                    v_EVPCPowerRequest = None
+                    _e_RationalNumberType(w, v_EVPCPowerOutput)
+                    if not (v_EVPCChargeDiagnostics is not None): raise EncodeError('missing content: EVPCChargeDiagnostics')
                     el = 'EVPCChargeDiagnostics'
-                    w.bits(0, 1)
-                    _i = _I7.get(v_EVPCChargeDiagnostics)
-                    if _i is None: raise EncodeError(f'{v_EVPCChargeDiagnostics!r} is not one of the enumeration WPT_EVPCChargeDiagnosticsType')
-                    w.bits(_i, 2)
-                    w.bits(0, 1)
+                    _i7 = _I7.get(v_EVPCChargeDiagnostics)
+                    if _i7 is None: raise EncodeError(f'{v_EVPCChargeDiagnostics!r} is not one of the enumeration WPT_EVPCChargeDiagnosticsType')
+                    bits((_i7 << 1), 5)
+                    v_EVPCPowerOutput = None
                     v_EVPCChargeDiagnostics = None
                     s = 6
                 else:
-                    raise EncodeError('missing content: expected one of EVPCChargeDiagnostics')
+                    raise EncodeError('missing content: expected one of EVPCPowerRequest')
             if s == 6:
                 if v_EVPCOperatingFrequency is not None:
-                    bits(0, 3)
                     el = 'EVPCOperatingFrequency'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_EVPCOperatingFrequency)
                     v_EVPCOperatingFrequency = None
                     s = 7
                 elif v_EVPCPowerControlParameter is not None:
-                    bits(1, 3)
                     el = 'EVPCPowerControlParameter'
+                    bits(1, 3)
                     _e_WPT_EVPCPowerControlParameterType(w, v_EVPCPowerControlParameter)
                     v_EVPCPowerControlParameter = None
                     s = 8
                 elif i_ManufacturerSpecificDataContainer < n_ManufacturerSpecificDataContainer:
-                    bits(2, 3)
                     el = 'ManufacturerSpecificDataContainer'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     if len(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer]) > 256: raise EncodeError(f'length {len(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer])} outside [0, 256]')
                     w.binary(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_ManufacturerSpecificDataContainer += 1
                     s = 9
                 elif True:
@@ -7250,18 +6761,17 @@ def _e_WPT_ChargeLoopReqType(w, o):
                     s = -1
             if s == 7:
                 if v_EVPCPowerControlParameter is not None:
-                    bits(0, 2)
                     el = 'EVPCPowerControlParameter'
+                    bits(0, 2)
                     _e_WPT_EVPCPowerControlParameterType(w, v_EVPCPowerControlParameter)
                     v_EVPCPowerControlParameter = None
                     s = 8
                 elif i_ManufacturerSpecificDataContainer < n_ManufacturerSpecificDataContainer:
-                    bits(1, 2)
                     el = 'ManufacturerSpecificDataContainer'
-                    w.bits(0, 1)
+                    bits((1 << 1), 3)
                     if len(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer]) > 256: raise EncodeError(f'length {len(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer])} outside [0, 256]')
                     w.binary(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_ManufacturerSpecificDataContainer += 1
                     s = 9
                 elif True:
@@ -7270,12 +6780,11 @@ def _e_WPT_ChargeLoopReqType(w, o):
                     s = -1
             if s == 8:
                 if i_ManufacturerSpecificDataContainer < n_ManufacturerSpecificDataContainer:
-                    bits(0, 2)
                     el = 'ManufacturerSpecificDataContainer'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     if len(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer]) > 256: raise EncodeError(f'length {len(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer])} outside [0, 256]')
                     w.binary(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_ManufacturerSpecificDataContainer += 1
                     s = 9
                 elif True:
@@ -7286,12 +6795,11 @@ def _e_WPT_ChargeLoopReqType(w, o):
                 n = 0
                 while True:
                     if i_ManufacturerSpecificDataContainer < n_ManufacturerSpecificDataContainer:
-                        bits(0, 2)
                         el = 'ManufacturerSpecificDataContainer'
-                        w.bits(0, 1)
+                        bits(0, 3)
                         if len(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer]) > 256: raise EncodeError(f'length {len(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer])} outside [0, 256]')
                         w.binary(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_ManufacturerSpecificDataContainer += 1
                         n += 1
                         if n == 15:
@@ -7321,43 +6829,31 @@ def _d_ChargeLoopReqType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('ChargeLoopReqType')
+                if bits(1): raise r.deviation('ChargeLoopReqType')
+                el = 'Header'
+                f_Header = _d_MessageHeaderType(r)
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
                     el = 'DisplayParameters'
                     f_DisplayParameters = _d_DisplayParametersType(r)
-                    s = 2
-                elif ec == 1:
+                    x = bits(4)
+                    if x & 13: raise r.deviation('ChargeLoopReqType')
                     el = 'MeterInfoRequested'
-                    if bits(1): raise r.deviation('ChargeLoopReqType')
-                    f_MeterInfoRequested = bits(1) == 1
-                    if bits(1): raise r.deviation('ChargeLoopReqType')
+                    f_MeterInfoRequested = ((x >> 1) & 1) == 1
                     s = 3
-                else:
-                    raise r.deviation('ChargeLoopReqType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('ChargeLoopReqType')
                     el = 'MeterInfoRequested'
-                    if bits(1): raise r.deviation('ChargeLoopReqType')
-                    f_MeterInfoRequested = bits(1) == 1
-                    if bits(1): raise r.deviation('ChargeLoopReqType')
+                    f_MeterInfoRequested = ((x >> 1) & 1) == 1
                     s = 3
                 else:
                     raise r.deviation('ChargeLoopReqType')
             if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ChargeLoopReqType')
+                if bits(1): raise r.deviation('ChargeLoopReqType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.ChargeLoopReqType(f_Header, f_DisplayParameters, f_MeterInfoRequested)
@@ -7374,8 +6870,8 @@ def _e_ChargeLoopReqType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Header is not None:
-                    bits(0, 1)
                     el = 'Header'
+                    bits(0, 1)
                     _e_MessageHeaderType(w, v_Header)
                     v_Header = None
                     s = 1
@@ -7383,36 +6879,24 @@ def _e_ChargeLoopReqType(w, o):
                     raise EncodeError('missing content: expected one of Header')
             if s == 1:
                 if v_DisplayParameters is not None:
-                    bits(0, 2)
                     el = 'DisplayParameters'
+                    bits(0, 2)
                     _e_DisplayParametersType(w, v_DisplayParameters)
-                    v_DisplayParameters = None
-                    s = 2
-                elif v_MeterInfoRequested is not None:
-                    bits(1, 2)
+                    if not (v_MeterInfoRequested is not None): raise EncodeError('missing content: MeterInfoRequested')
                     el = 'MeterInfoRequested'
-                    w.bits(0, 1)
-                    if v_MeterInfoRequested is True: w.bits(1, 1)
-                    elif v_MeterInfoRequested is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_MeterInfoRequested!r}')
-                    w.bits(0, 1)
+                    if v_MeterInfoRequested is not True and v_MeterInfoRequested is not False: raise EncodeError(f'expected a bool, got {v_MeterInfoRequested!r}')
+                    bits((v_MeterInfoRequested << 1), 4)
+                    v_DisplayParameters = None
+                    v_MeterInfoRequested = None
+                    s = 3
+                elif v_MeterInfoRequested is not None:
+                    el = 'MeterInfoRequested'
+                    if v_MeterInfoRequested is not True and v_MeterInfoRequested is not False: raise EncodeError(f'expected a bool, got {v_MeterInfoRequested!r}')
+                    bits((1 << 3) | (v_MeterInfoRequested << 1), 5)
                     v_MeterInfoRequested = None
                     s = 3
                 else:
                     raise EncodeError('missing content: expected one of DisplayParameters, MeterInfoRequested')
-            if s == 2:
-                if v_MeterInfoRequested is not None:
-                    bits(0, 1)
-                    el = 'MeterInfoRequested'
-                    w.bits(0, 1)
-                    if v_MeterInfoRequested is True: w.bits(1, 1)
-                    elif v_MeterInfoRequested is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_MeterInfoRequested!r}')
-                    w.bits(0, 1)
-                    v_MeterInfoRequested = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of MeterInfoRequested')
             if s == 3:
                 if True:
                     bits(0, 1)
@@ -7441,372 +6925,380 @@ def _d_DisplayParametersType(r):
             if s == 0:
                 ec = bits(4)
                 if ec == 0:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('DisplayParametersType')
                     el = 'PresentSOC'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_PresentSOC = bits(7)
+                    f_PresentSOC = ((x >> 1) & 127)
                     if f_PresentSOC > 100: raise DecodeError(f'value {f_PresentSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
                     s = 1
                 elif ec == 1:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('DisplayParametersType')
                     el = 'MinimumSOC'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_MinimumSOC = bits(7)
+                    f_MinimumSOC = ((x >> 1) & 127)
                     if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
                     s = 2
                 elif ec == 2:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('DisplayParametersType')
                     el = 'TargetSOC'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_TargetSOC = bits(7)
+                    f_TargetSOC = ((x >> 1) & 127)
                     if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
                     s = 3
                 elif ec == 3:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('DisplayParametersType')
                     el = 'MaximumSOC'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_MaximumSOC = bits(7)
+                    f_MaximumSOC = ((x >> 1) & 127)
                     if f_MaximumSOC > 100: raise DecodeError(f'value {f_MaximumSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
                     s = 4
                 elif ec == 4:
-                    el = 'RemainingTimeToMinimumSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToMinimumSOC'
                     f_RemainingTimeToMinimumSOC = r.uint()
                     if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 5
                 elif ec == 5:
-                    el = 'RemainingTimeToTargetSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToTargetSOC'
                     f_RemainingTimeToTargetSOC = r.uint()
                     if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 6
                 elif ec == 6:
-                    el = 'RemainingTimeToMaximumSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToMaximumSOC'
                     f_RemainingTimeToMaximumSOC = r.uint()
                     if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 7
                 elif ec == 7:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'ChargingComplete'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_ChargingComplete = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 8:
                     el = 'BatteryEnergyCapacity'
                     f_BatteryEnergyCapacity = _d_RationalNumberType(r)
                     s = 9
                 elif ec == 9:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'InletHot'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_InletHot = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_InletHot = ((x >> 1) & 1) == 1
                     s = 10
                 elif ec == 10:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DisplayParametersType')
             if s == 1:
                 ec = bits(4)
                 if ec == 0:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('DisplayParametersType')
                     el = 'MinimumSOC'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_MinimumSOC = bits(7)
+                    f_MinimumSOC = ((x >> 1) & 127)
                     if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
                     s = 2
                 elif ec == 1:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('DisplayParametersType')
                     el = 'TargetSOC'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_TargetSOC = bits(7)
+                    f_TargetSOC = ((x >> 1) & 127)
                     if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
                     s = 3
                 elif ec == 2:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('DisplayParametersType')
                     el = 'MaximumSOC'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_MaximumSOC = bits(7)
+                    f_MaximumSOC = ((x >> 1) & 127)
                     if f_MaximumSOC > 100: raise DecodeError(f'value {f_MaximumSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
                     s = 4
                 elif ec == 3:
-                    el = 'RemainingTimeToMinimumSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToMinimumSOC'
                     f_RemainingTimeToMinimumSOC = r.uint()
                     if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 5
                 elif ec == 4:
-                    el = 'RemainingTimeToTargetSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToTargetSOC'
                     f_RemainingTimeToTargetSOC = r.uint()
                     if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 6
                 elif ec == 5:
-                    el = 'RemainingTimeToMaximumSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToMaximumSOC'
                     f_RemainingTimeToMaximumSOC = r.uint()
                     if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 7
                 elif ec == 6:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'ChargingComplete'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_ChargingComplete = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 7:
                     el = 'BatteryEnergyCapacity'
                     f_BatteryEnergyCapacity = _d_RationalNumberType(r)
                     s = 9
                 elif ec == 8:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'InletHot'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_InletHot = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_InletHot = ((x >> 1) & 1) == 1
                     s = 10
                 elif ec == 9:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DisplayParametersType')
             if s == 2:
                 ec = bits(4)
                 if ec == 0:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('DisplayParametersType')
                     el = 'TargetSOC'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_TargetSOC = bits(7)
+                    f_TargetSOC = ((x >> 1) & 127)
                     if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
                     s = 3
                 elif ec == 1:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('DisplayParametersType')
                     el = 'MaximumSOC'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_MaximumSOC = bits(7)
+                    f_MaximumSOC = ((x >> 1) & 127)
                     if f_MaximumSOC > 100: raise DecodeError(f'value {f_MaximumSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
                     s = 4
                 elif ec == 2:
-                    el = 'RemainingTimeToMinimumSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToMinimumSOC'
                     f_RemainingTimeToMinimumSOC = r.uint()
                     if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 5
                 elif ec == 3:
-                    el = 'RemainingTimeToTargetSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToTargetSOC'
                     f_RemainingTimeToTargetSOC = r.uint()
                     if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 6
                 elif ec == 4:
-                    el = 'RemainingTimeToMaximumSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToMaximumSOC'
                     f_RemainingTimeToMaximumSOC = r.uint()
                     if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 7
                 elif ec == 5:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'ChargingComplete'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_ChargingComplete = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 6:
                     el = 'BatteryEnergyCapacity'
                     f_BatteryEnergyCapacity = _d_RationalNumberType(r)
                     s = 9
                 elif ec == 7:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'InletHot'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_InletHot = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_InletHot = ((x >> 1) & 1) == 1
                     s = 10
                 elif ec == 8:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DisplayParametersType')
             if s == 3:
                 ec = bits(4)
                 if ec == 0:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('DisplayParametersType')
                     el = 'MaximumSOC'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_MaximumSOC = bits(7)
+                    f_MaximumSOC = ((x >> 1) & 127)
                     if f_MaximumSOC > 100: raise DecodeError(f'value {f_MaximumSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
                     s = 4
                 elif ec == 1:
-                    el = 'RemainingTimeToMinimumSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToMinimumSOC'
                     f_RemainingTimeToMinimumSOC = r.uint()
                     if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 5
                 elif ec == 2:
-                    el = 'RemainingTimeToTargetSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToTargetSOC'
                     f_RemainingTimeToTargetSOC = r.uint()
                     if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 6
                 elif ec == 3:
-                    el = 'RemainingTimeToMaximumSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToMaximumSOC'
                     f_RemainingTimeToMaximumSOC = r.uint()
                     if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 7
                 elif ec == 4:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'ChargingComplete'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_ChargingComplete = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 5:
                     el = 'BatteryEnergyCapacity'
                     f_BatteryEnergyCapacity = _d_RationalNumberType(r)
                     s = 9
                 elif ec == 6:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'InletHot'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_InletHot = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_InletHot = ((x >> 1) & 1) == 1
                     s = 10
                 elif ec == 7:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DisplayParametersType')
             if s == 4:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'RemainingTimeToMinimumSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToMinimumSOC'
                     f_RemainingTimeToMinimumSOC = r.uint()
                     if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 5
                 elif ec == 1:
-                    el = 'RemainingTimeToTargetSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToTargetSOC'
                     f_RemainingTimeToTargetSOC = r.uint()
                     if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 6
                 elif ec == 2:
-                    el = 'RemainingTimeToMaximumSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToMaximumSOC'
                     f_RemainingTimeToMaximumSOC = r.uint()
                     if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 7
                 elif ec == 3:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'ChargingComplete'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_ChargingComplete = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 4:
                     el = 'BatteryEnergyCapacity'
                     f_BatteryEnergyCapacity = _d_RationalNumberType(r)
                     s = 9
                 elif ec == 5:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'InletHot'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_InletHot = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_InletHot = ((x >> 1) & 1) == 1
                     s = 10
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DisplayParametersType')
             if s == 5:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'RemainingTimeToTargetSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToTargetSOC'
                     f_RemainingTimeToTargetSOC = r.uint()
                     if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 6
                 elif ec == 1:
-                    el = 'RemainingTimeToMaximumSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToMaximumSOC'
                     f_RemainingTimeToMaximumSOC = r.uint()
                     if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 7
                 elif ec == 2:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'ChargingComplete'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_ChargingComplete = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 3:
                     el = 'BatteryEnergyCapacity'
                     f_BatteryEnergyCapacity = _d_RationalNumberType(r)
                     s = 9
                 elif ec == 4:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'InletHot'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_InletHot = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_InletHot = ((x >> 1) & 1) == 1
                     s = 10
                 elif ec == 5:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DisplayParametersType')
             if s == 6:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'RemainingTimeToMaximumSOC'
                     if bits(1): raise r.deviation('DisplayParametersType')
+                    el = 'RemainingTimeToMaximumSOC'
                     f_RemainingTimeToMaximumSOC = r.uint()
                     if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('DisplayParametersType')
                     s = 7
                 elif ec == 1:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'ChargingComplete'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_ChargingComplete = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 2:
                     el = 'BatteryEnergyCapacity'
                     f_BatteryEnergyCapacity = _d_RationalNumberType(r)
                     s = 9
                 elif ec == 3:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'InletHot'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_InletHot = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_InletHot = ((x >> 1) & 1) == 1
                     s = 10
                 elif ec == 4:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DisplayParametersType')
             if s == 7:
                 ec = bits(3)
                 if ec == 0:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'ChargingComplete'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_ChargingComplete = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 1:
                     el = 'BatteryEnergyCapacity'
                     f_BatteryEnergyCapacity = _d_RationalNumberType(r)
                     s = 9
                 elif ec == 2:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'InletHot'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_InletHot = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_InletHot = ((x >> 1) & 1) == 1
                     s = 10
                 elif ec == 3:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DisplayParametersType')
@@ -7817,33 +7309,32 @@ def _d_DisplayParametersType(r):
                     f_BatteryEnergyCapacity = _d_RationalNumberType(r)
                     s = 9
                 elif ec == 1:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'InletHot'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_InletHot = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_InletHot = ((x >> 1) & 1) == 1
                     s = 10
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DisplayParametersType')
             if s == 9:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(3)
+                    if x & 5: raise r.deviation('DisplayParametersType')
                     el = 'InletHot'
-                    if bits(1): raise r.deviation('DisplayParametersType')
-                    f_InletHot = bits(1) == 1
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    f_InletHot = ((x >> 1) & 1) == 1
                     s = 10
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DisplayParametersType')
             if s == 10:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('DisplayParametersType')
+                if bits(1): raise r.deviation('DisplayParametersType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.DisplayParametersType(f_PresentSOC, f_MinimumSOC, f_TargetSOC, f_MaximumSOC, f_RemainingTimeToMinimumSOC, f_RemainingTimeToTargetSOC, f_RemainingTimeToMaximumSOC, f_ChargingComplete, f_BatteryEnergyCapacity, f_InletHot)
@@ -7867,92 +7358,69 @@ def _e_DisplayParametersType(w, o):
         while s >= 0:
             if s == 0:
                 if v_PresentSOC is not None:
-                    bits(0, 4)
                     el = 'PresentSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_PresentSOC <= 100: raise EncodeError(f'value {v_PresentSOC!r} outside [0, 100]')
-                    w.bits(v_PresentSOC, 7)
-                    w.bits(0, 1)
+                    bits((v_PresentSOC << 1), 13)
                     v_PresentSOC = None
                     s = 1
                 elif v_MinimumSOC is not None:
-                    bits(1, 4)
                     el = 'MinimumSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_MinimumSOC <= 100: raise EncodeError(f'value {v_MinimumSOC!r} outside [0, 100]')
-                    w.bits(v_MinimumSOC, 7)
-                    w.bits(0, 1)
+                    bits((1 << 9) | (v_MinimumSOC << 1), 13)
                     v_MinimumSOC = None
                     s = 2
                 elif v_TargetSOC is not None:
-                    bits(2, 4)
                     el = 'TargetSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
-                    w.bits(v_TargetSOC, 7)
-                    w.bits(0, 1)
+                    bits((2 << 9) | (v_TargetSOC << 1), 13)
                     v_TargetSOC = None
                     s = 3
                 elif v_MaximumSOC is not None:
-                    bits(3, 4)
                     el = 'MaximumSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_MaximumSOC <= 100: raise EncodeError(f'value {v_MaximumSOC!r} outside [0, 100]')
-                    w.bits(v_MaximumSOC, 7)
-                    w.bits(0, 1)
+                    bits((3 << 9) | (v_MaximumSOC << 1), 13)
                     v_MaximumSOC = None
                     s = 4
                 elif v_RemainingTimeToMinimumSOC is not None:
-                    bits(4, 4)
                     el = 'RemainingTimeToMinimumSOC'
-                    w.bits(0, 1)
+                    bits((4 << 1), 5)
                     if v_RemainingTimeToMinimumSOC < 0 or v_RemainingTimeToMinimumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMinimumSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToMinimumSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToMinimumSOC = None
                     s = 5
                 elif v_RemainingTimeToTargetSOC is not None:
-                    bits(5, 4)
                     el = 'RemainingTimeToTargetSOC'
-                    w.bits(0, 1)
+                    bits((5 << 1), 5)
                     if v_RemainingTimeToTargetSOC < 0 or v_RemainingTimeToTargetSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToTargetSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToTargetSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToTargetSOC = None
                     s = 6
                 elif v_RemainingTimeToMaximumSOC is not None:
-                    bits(6, 4)
                     el = 'RemainingTimeToMaximumSOC'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     if v_RemainingTimeToMaximumSOC < 0 or v_RemainingTimeToMaximumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMaximumSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToMaximumSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToMaximumSOC = None
                     s = 7
                 elif v_ChargingComplete is not None:
-                    bits(7, 4)
                     el = 'ChargingComplete'
-                    w.bits(0, 1)
-                    if v_ChargingComplete is True: w.bits(1, 1)
-                    elif v_ChargingComplete is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    w.bits(0, 1)
+                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                    bits((7 << 3) | (v_ChargingComplete << 1), 7)
                     v_ChargingComplete = None
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
-                    bits(8, 4)
                     el = 'BatteryEnergyCapacity'
+                    bits(8, 4)
                     _e_RationalNumberType(w, v_BatteryEnergyCapacity)
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
-                    bits(9, 4)
                     el = 'InletHot'
-                    w.bits(0, 1)
-                    if v_InletHot is True: w.bits(1, 1)
-                    elif v_InletHot is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    w.bits(0, 1)
+                    if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
+                    bits((9 << 3) | (v_InletHot << 1), 7)
                     v_InletHot = None
                     s = 10
                 elif True:
@@ -7961,83 +7429,63 @@ def _e_DisplayParametersType(w, o):
                     s = -1
             if s == 1:
                 if v_MinimumSOC is not None:
-                    bits(0, 4)
                     el = 'MinimumSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_MinimumSOC <= 100: raise EncodeError(f'value {v_MinimumSOC!r} outside [0, 100]')
-                    w.bits(v_MinimumSOC, 7)
-                    w.bits(0, 1)
+                    bits((v_MinimumSOC << 1), 13)
                     v_MinimumSOC = None
                     s = 2
                 elif v_TargetSOC is not None:
-                    bits(1, 4)
                     el = 'TargetSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
-                    w.bits(v_TargetSOC, 7)
-                    w.bits(0, 1)
+                    bits((1 << 9) | (v_TargetSOC << 1), 13)
                     v_TargetSOC = None
                     s = 3
                 elif v_MaximumSOC is not None:
-                    bits(2, 4)
                     el = 'MaximumSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_MaximumSOC <= 100: raise EncodeError(f'value {v_MaximumSOC!r} outside [0, 100]')
-                    w.bits(v_MaximumSOC, 7)
-                    w.bits(0, 1)
+                    bits((2 << 9) | (v_MaximumSOC << 1), 13)
                     v_MaximumSOC = None
                     s = 4
                 elif v_RemainingTimeToMinimumSOC is not None:
-                    bits(3, 4)
                     el = 'RemainingTimeToMinimumSOC'
-                    w.bits(0, 1)
+                    bits((3 << 1), 5)
                     if v_RemainingTimeToMinimumSOC < 0 or v_RemainingTimeToMinimumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMinimumSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToMinimumSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToMinimumSOC = None
                     s = 5
                 elif v_RemainingTimeToTargetSOC is not None:
-                    bits(4, 4)
                     el = 'RemainingTimeToTargetSOC'
-                    w.bits(0, 1)
+                    bits((4 << 1), 5)
                     if v_RemainingTimeToTargetSOC < 0 or v_RemainingTimeToTargetSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToTargetSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToTargetSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToTargetSOC = None
                     s = 6
                 elif v_RemainingTimeToMaximumSOC is not None:
-                    bits(5, 4)
                     el = 'RemainingTimeToMaximumSOC'
-                    w.bits(0, 1)
+                    bits((5 << 1), 5)
                     if v_RemainingTimeToMaximumSOC < 0 or v_RemainingTimeToMaximumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMaximumSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToMaximumSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToMaximumSOC = None
                     s = 7
                 elif v_ChargingComplete is not None:
-                    bits(6, 4)
                     el = 'ChargingComplete'
-                    w.bits(0, 1)
-                    if v_ChargingComplete is True: w.bits(1, 1)
-                    elif v_ChargingComplete is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    w.bits(0, 1)
+                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                    bits((6 << 3) | (v_ChargingComplete << 1), 7)
                     v_ChargingComplete = None
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
-                    bits(7, 4)
                     el = 'BatteryEnergyCapacity'
+                    bits(7, 4)
                     _e_RationalNumberType(w, v_BatteryEnergyCapacity)
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
-                    bits(8, 4)
                     el = 'InletHot'
-                    w.bits(0, 1)
-                    if v_InletHot is True: w.bits(1, 1)
-                    elif v_InletHot is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    w.bits(0, 1)
+                    if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
+                    bits((8 << 3) | (v_InletHot << 1), 7)
                     v_InletHot = None
                     s = 10
                 elif True:
@@ -8046,74 +7494,57 @@ def _e_DisplayParametersType(w, o):
                     s = -1
             if s == 2:
                 if v_TargetSOC is not None:
-                    bits(0, 4)
                     el = 'TargetSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
-                    w.bits(v_TargetSOC, 7)
-                    w.bits(0, 1)
+                    bits((v_TargetSOC << 1), 13)
                     v_TargetSOC = None
                     s = 3
                 elif v_MaximumSOC is not None:
-                    bits(1, 4)
                     el = 'MaximumSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_MaximumSOC <= 100: raise EncodeError(f'value {v_MaximumSOC!r} outside [0, 100]')
-                    w.bits(v_MaximumSOC, 7)
-                    w.bits(0, 1)
+                    bits((1 << 9) | (v_MaximumSOC << 1), 13)
                     v_MaximumSOC = None
                     s = 4
                 elif v_RemainingTimeToMinimumSOC is not None:
-                    bits(2, 4)
                     el = 'RemainingTimeToMinimumSOC'
-                    w.bits(0, 1)
+                    bits((2 << 1), 5)
                     if v_RemainingTimeToMinimumSOC < 0 or v_RemainingTimeToMinimumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMinimumSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToMinimumSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToMinimumSOC = None
                     s = 5
                 elif v_RemainingTimeToTargetSOC is not None:
-                    bits(3, 4)
                     el = 'RemainingTimeToTargetSOC'
-                    w.bits(0, 1)
+                    bits((3 << 1), 5)
                     if v_RemainingTimeToTargetSOC < 0 or v_RemainingTimeToTargetSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToTargetSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToTargetSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToTargetSOC = None
                     s = 6
                 elif v_RemainingTimeToMaximumSOC is not None:
-                    bits(4, 4)
                     el = 'RemainingTimeToMaximumSOC'
-                    w.bits(0, 1)
+                    bits((4 << 1), 5)
                     if v_RemainingTimeToMaximumSOC < 0 or v_RemainingTimeToMaximumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMaximumSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToMaximumSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToMaximumSOC = None
                     s = 7
                 elif v_ChargingComplete is not None:
-                    bits(5, 4)
                     el = 'ChargingComplete'
-                    w.bits(0, 1)
-                    if v_ChargingComplete is True: w.bits(1, 1)
-                    elif v_ChargingComplete is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    w.bits(0, 1)
+                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                    bits((5 << 3) | (v_ChargingComplete << 1), 7)
                     v_ChargingComplete = None
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
-                    bits(6, 4)
                     el = 'BatteryEnergyCapacity'
+                    bits(6, 4)
                     _e_RationalNumberType(w, v_BatteryEnergyCapacity)
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
-                    bits(7, 4)
                     el = 'InletHot'
-                    w.bits(0, 1)
-                    if v_InletHot is True: w.bits(1, 1)
-                    elif v_InletHot is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    w.bits(0, 1)
+                    if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
+                    bits((7 << 3) | (v_InletHot << 1), 7)
                     v_InletHot = None
                     s = 10
                 elif True:
@@ -8122,65 +7553,51 @@ def _e_DisplayParametersType(w, o):
                     s = -1
             if s == 3:
                 if v_MaximumSOC is not None:
-                    bits(0, 4)
                     el = 'MaximumSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_MaximumSOC <= 100: raise EncodeError(f'value {v_MaximumSOC!r} outside [0, 100]')
-                    w.bits(v_MaximumSOC, 7)
-                    w.bits(0, 1)
+                    bits((v_MaximumSOC << 1), 13)
                     v_MaximumSOC = None
                     s = 4
                 elif v_RemainingTimeToMinimumSOC is not None:
-                    bits(1, 4)
                     el = 'RemainingTimeToMinimumSOC'
-                    w.bits(0, 1)
+                    bits((1 << 1), 5)
                     if v_RemainingTimeToMinimumSOC < 0 or v_RemainingTimeToMinimumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMinimumSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToMinimumSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToMinimumSOC = None
                     s = 5
                 elif v_RemainingTimeToTargetSOC is not None:
-                    bits(2, 4)
                     el = 'RemainingTimeToTargetSOC'
-                    w.bits(0, 1)
+                    bits((2 << 1), 5)
                     if v_RemainingTimeToTargetSOC < 0 or v_RemainingTimeToTargetSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToTargetSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToTargetSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToTargetSOC = None
                     s = 6
                 elif v_RemainingTimeToMaximumSOC is not None:
-                    bits(3, 4)
                     el = 'RemainingTimeToMaximumSOC'
-                    w.bits(0, 1)
+                    bits((3 << 1), 5)
                     if v_RemainingTimeToMaximumSOC < 0 or v_RemainingTimeToMaximumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMaximumSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToMaximumSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToMaximumSOC = None
                     s = 7
                 elif v_ChargingComplete is not None:
-                    bits(4, 4)
                     el = 'ChargingComplete'
-                    w.bits(0, 1)
-                    if v_ChargingComplete is True: w.bits(1, 1)
-                    elif v_ChargingComplete is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    w.bits(0, 1)
+                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                    bits((4 << 3) | (v_ChargingComplete << 1), 7)
                     v_ChargingComplete = None
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
-                    bits(5, 4)
                     el = 'BatteryEnergyCapacity'
+                    bits(5, 4)
                     _e_RationalNumberType(w, v_BatteryEnergyCapacity)
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
-                    bits(6, 4)
                     el = 'InletHot'
-                    w.bits(0, 1)
-                    if v_InletHot is True: w.bits(1, 1)
-                    elif v_InletHot is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    w.bits(0, 1)
+                    if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
+                    bits((6 << 3) | (v_InletHot << 1), 7)
                     v_InletHot = None
                     s = 10
                 elif True:
@@ -8189,56 +7606,45 @@ def _e_DisplayParametersType(w, o):
                     s = -1
             if s == 4:
                 if v_RemainingTimeToMinimumSOC is not None:
-                    bits(0, 3)
                     el = 'RemainingTimeToMinimumSOC'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     if v_RemainingTimeToMinimumSOC < 0 or v_RemainingTimeToMinimumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMinimumSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToMinimumSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToMinimumSOC = None
                     s = 5
                 elif v_RemainingTimeToTargetSOC is not None:
-                    bits(1, 3)
                     el = 'RemainingTimeToTargetSOC'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     if v_RemainingTimeToTargetSOC < 0 or v_RemainingTimeToTargetSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToTargetSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToTargetSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToTargetSOC = None
                     s = 6
                 elif v_RemainingTimeToMaximumSOC is not None:
-                    bits(2, 3)
                     el = 'RemainingTimeToMaximumSOC'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     if v_RemainingTimeToMaximumSOC < 0 or v_RemainingTimeToMaximumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMaximumSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToMaximumSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToMaximumSOC = None
                     s = 7
                 elif v_ChargingComplete is not None:
-                    bits(3, 3)
                     el = 'ChargingComplete'
-                    w.bits(0, 1)
-                    if v_ChargingComplete is True: w.bits(1, 1)
-                    elif v_ChargingComplete is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    w.bits(0, 1)
+                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                    bits((3 << 3) | (v_ChargingComplete << 1), 6)
                     v_ChargingComplete = None
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
-                    bits(4, 3)
                     el = 'BatteryEnergyCapacity'
+                    bits(4, 3)
                     _e_RationalNumberType(w, v_BatteryEnergyCapacity)
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
-                    bits(5, 3)
                     el = 'InletHot'
-                    w.bits(0, 1)
-                    if v_InletHot is True: w.bits(1, 1)
-                    elif v_InletHot is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    w.bits(0, 1)
+                    if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
+                    bits((5 << 3) | (v_InletHot << 1), 6)
                     v_InletHot = None
                     s = 10
                 elif True:
@@ -8247,47 +7653,37 @@ def _e_DisplayParametersType(w, o):
                     s = -1
             if s == 5:
                 if v_RemainingTimeToTargetSOC is not None:
-                    bits(0, 3)
                     el = 'RemainingTimeToTargetSOC'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     if v_RemainingTimeToTargetSOC < 0 or v_RemainingTimeToTargetSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToTargetSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToTargetSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToTargetSOC = None
                     s = 6
                 elif v_RemainingTimeToMaximumSOC is not None:
-                    bits(1, 3)
                     el = 'RemainingTimeToMaximumSOC'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     if v_RemainingTimeToMaximumSOC < 0 or v_RemainingTimeToMaximumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMaximumSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToMaximumSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToMaximumSOC = None
                     s = 7
                 elif v_ChargingComplete is not None:
-                    bits(2, 3)
                     el = 'ChargingComplete'
-                    w.bits(0, 1)
-                    if v_ChargingComplete is True: w.bits(1, 1)
-                    elif v_ChargingComplete is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    w.bits(0, 1)
+                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                    bits((2 << 3) | (v_ChargingComplete << 1), 6)
                     v_ChargingComplete = None
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
-                    bits(3, 3)
                     el = 'BatteryEnergyCapacity'
+                    bits(3, 3)
                     _e_RationalNumberType(w, v_BatteryEnergyCapacity)
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
-                    bits(4, 3)
                     el = 'InletHot'
-                    w.bits(0, 1)
-                    if v_InletHot is True: w.bits(1, 1)
-                    elif v_InletHot is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    w.bits(0, 1)
+                    if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
+                    bits((4 << 3) | (v_InletHot << 1), 6)
                     v_InletHot = None
                     s = 10
                 elif True:
@@ -8296,38 +7692,29 @@ def _e_DisplayParametersType(w, o):
                     s = -1
             if s == 6:
                 if v_RemainingTimeToMaximumSOC is not None:
-                    bits(0, 3)
                     el = 'RemainingTimeToMaximumSOC'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     if v_RemainingTimeToMaximumSOC < 0 or v_RemainingTimeToMaximumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMaximumSOC!r} outside [0, 4294967295]')
                     w.uint(v_RemainingTimeToMaximumSOC)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_RemainingTimeToMaximumSOC = None
                     s = 7
                 elif v_ChargingComplete is not None:
-                    bits(1, 3)
                     el = 'ChargingComplete'
-                    w.bits(0, 1)
-                    if v_ChargingComplete is True: w.bits(1, 1)
-                    elif v_ChargingComplete is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    w.bits(0, 1)
+                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                    bits((1 << 3) | (v_ChargingComplete << 1), 6)
                     v_ChargingComplete = None
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
-                    bits(2, 3)
                     el = 'BatteryEnergyCapacity'
+                    bits(2, 3)
                     _e_RationalNumberType(w, v_BatteryEnergyCapacity)
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
-                    bits(3, 3)
                     el = 'InletHot'
-                    w.bits(0, 1)
-                    if v_InletHot is True: w.bits(1, 1)
-                    elif v_InletHot is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    w.bits(0, 1)
+                    if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
+                    bits((3 << 3) | (v_InletHot << 1), 6)
                     v_InletHot = None
                     s = 10
                 elif True:
@@ -8336,29 +7723,21 @@ def _e_DisplayParametersType(w, o):
                     s = -1
             if s == 7:
                 if v_ChargingComplete is not None:
-                    bits(0, 3)
                     el = 'ChargingComplete'
-                    w.bits(0, 1)
-                    if v_ChargingComplete is True: w.bits(1, 1)
-                    elif v_ChargingComplete is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    w.bits(0, 1)
+                    if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+                    bits((v_ChargingComplete << 1), 6)
                     v_ChargingComplete = None
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
-                    bits(1, 3)
                     el = 'BatteryEnergyCapacity'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_BatteryEnergyCapacity)
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
-                    bits(2, 3)
                     el = 'InletHot'
-                    w.bits(0, 1)
-                    if v_InletHot is True: w.bits(1, 1)
-                    elif v_InletHot is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    w.bits(0, 1)
+                    if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
+                    bits((2 << 3) | (v_InletHot << 1), 6)
                     v_InletHot = None
                     s = 10
                 elif True:
@@ -8367,19 +7746,15 @@ def _e_DisplayParametersType(w, o):
                     s = -1
             if s == 8:
                 if v_BatteryEnergyCapacity is not None:
-                    bits(0, 2)
                     el = 'BatteryEnergyCapacity'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_BatteryEnergyCapacity)
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
-                    bits(1, 2)
                     el = 'InletHot'
-                    w.bits(0, 1)
-                    if v_InletHot is True: w.bits(1, 1)
-                    elif v_InletHot is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    w.bits(0, 1)
+                    if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
+                    bits((1 << 3) | (v_InletHot << 1), 5)
                     v_InletHot = None
                     s = 10
                 elif True:
@@ -8388,13 +7763,9 @@ def _e_DisplayParametersType(w, o):
                     s = -1
             if s == 9:
                 if v_InletHot is not None:
-                    bits(0, 2)
                     el = 'InletHot'
-                    w.bits(0, 1)
-                    if v_InletHot is True: w.bits(1, 1)
-                    elif v_InletHot is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    w.bits(0, 1)
+                    if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
+                    bits((v_InletHot << 1), 5)
                     v_InletHot = None
                     s = 10
                 elif True:
@@ -8418,46 +7789,19 @@ def _d_WPT_EVPCPowerControlParameterType(r):
     f_EVPCCurrentOutputInformation = None
     f_EVPCVoltageOutputInformation = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVPCCoilCurrentRequest'
-                    f_EVPCCoilCurrentRequest = _d_RationalNumberType(r)
-                    s = 1
-                else:
-                    raise r.deviation('WPT_EVPCPowerControlParameterType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVPCCoilCurrentInformation'
-                    f_EVPCCoilCurrentInformation = _d_RationalNumberType(r)
-                    s = 2
-                else:
-                    raise r.deviation('WPT_EVPCPowerControlParameterType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVPCCurrentOutputInformation'
-                    f_EVPCCurrentOutputInformation = _d_RationalNumberType(r)
-                    s = 3
-                else:
-                    raise r.deviation('WPT_EVPCPowerControlParameterType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVPCVoltageOutputInformation'
-                    f_EVPCVoltageOutputInformation = _d_RationalNumberType(r)
-                    s = 4
-                else:
-                    raise r.deviation('WPT_EVPCPowerControlParameterType')
-            if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('WPT_EVPCPowerControlParameterType')
+        if bits(1): raise r.deviation('WPT_EVPCPowerControlParameterType')
+        el = 'EVPCCoilCurrentRequest'
+        f_EVPCCoilCurrentRequest = _d_RationalNumberType(r)
+        if bits(1): raise r.deviation('WPT_EVPCPowerControlParameterType')
+        el = 'EVPCCoilCurrentInformation'
+        f_EVPCCoilCurrentInformation = _d_RationalNumberType(r)
+        if bits(1): raise r.deviation('WPT_EVPCPowerControlParameterType')
+        el = 'EVPCCurrentOutputInformation'
+        f_EVPCCurrentOutputInformation = _d_RationalNumberType(r)
+        if bits(1): raise r.deviation('WPT_EVPCPowerControlParameterType')
+        el = 'EVPCVoltageOutputInformation'
+        f_EVPCVoltageOutputInformation = _d_RationalNumberType(r)
+        if bits(1): raise r.deviation('WPT_EVPCPowerControlParameterType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_wpt.WPT_EVPCPowerControlParameterType(f_EVPCCoilCurrentRequest, f_EVPCCoilCurrentInformation, f_EVPCCurrentOutputInformation, f_EVPCVoltageOutputInformation)
@@ -8471,49 +7815,30 @@ def _e_WPT_EVPCPowerControlParameterType(w, o):
         v_EVPCCoilCurrentInformation = o.EVPCCoilCurrentInformation
         v_EVPCCurrentOutputInformation = o.EVPCCurrentOutputInformation
         v_EVPCVoltageOutputInformation = o.EVPCVoltageOutputInformation
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_EVPCCoilCurrentRequest is not None:
-                    bits(0, 1)
-                    el = 'EVPCCoilCurrentRequest'
-                    _e_RationalNumberType(w, v_EVPCCoilCurrentRequest)
-                    v_EVPCCoilCurrentRequest = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of EVPCCoilCurrentRequest')
-            if s == 1:
-                if v_EVPCCoilCurrentInformation is not None:
-                    bits(0, 1)
-                    el = 'EVPCCoilCurrentInformation'
-                    _e_RationalNumberType(w, v_EVPCCoilCurrentInformation)
-                    v_EVPCCoilCurrentInformation = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of EVPCCoilCurrentInformation')
-            if s == 2:
-                if v_EVPCCurrentOutputInformation is not None:
-                    bits(0, 1)
-                    el = 'EVPCCurrentOutputInformation'
-                    _e_RationalNumberType(w, v_EVPCCurrentOutputInformation)
-                    v_EVPCCurrentOutputInformation = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of EVPCCurrentOutputInformation')
-            if s == 3:
-                if v_EVPCVoltageOutputInformation is not None:
-                    bits(0, 1)
-                    el = 'EVPCVoltageOutputInformation'
-                    _e_RationalNumberType(w, v_EVPCVoltageOutputInformation)
-                    v_EVPCVoltageOutputInformation = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of EVPCVoltageOutputInformation')
-            if s == 4:
-                if True:
-                    bits(0, 1)
-                    if v_EVPCCoilCurrentRequest is not None or v_EVPCCoilCurrentInformation is not None or v_EVPCCurrentOutputInformation is not None or v_EVPCVoltageOutputInformation is not None: raise _leftover(o)
-                    s = -1
+        if v_EVPCCoilCurrentRequest is not None:
+            el = 'EVPCCoilCurrentRequest'
+            bits(0, 1)
+            _e_RationalNumberType(w, v_EVPCCoilCurrentRequest)
+            if not (v_EVPCCoilCurrentInformation is not None): raise EncodeError('missing content: EVPCCoilCurrentInformation')
+            el = 'EVPCCoilCurrentInformation'
+            bits(0, 1)
+            v_EVPCCoilCurrentRequest = None
+            _e_RationalNumberType(w, v_EVPCCoilCurrentInformation)
+            if not (v_EVPCCurrentOutputInformation is not None): raise EncodeError('missing content: EVPCCurrentOutputInformation')
+            el = 'EVPCCurrentOutputInformation'
+            bits(0, 1)
+            v_EVPCCoilCurrentInformation = None
+            _e_RationalNumberType(w, v_EVPCCurrentOutputInformation)
+            if not (v_EVPCVoltageOutputInformation is not None): raise EncodeError('missing content: EVPCVoltageOutputInformation')
+            el = 'EVPCVoltageOutputInformation'
+            bits(0, 1)
+            v_EVPCCurrentOutputInformation = None
+            _e_RationalNumberType(w, v_EVPCVoltageOutputInformation)
+            bits(0, 1)
+            v_EVPCVoltageOutputInformation = None
+            if v_EVPCCoilCurrentRequest is not None or v_EVPCCoilCurrentInformation is not None or v_EVPCCurrentOutputInformation is not None or v_EVPCVoltageOutputInformation is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of EVPCCoilCurrentRequest')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -8538,25 +7863,16 @@ def _d_WPT_ChargeLoopResType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('WPT_ChargeLoopResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('WPT_ChargeLoopResType')
-                    f_ResponseCode = bits(6)
-                    if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
-                    f_ResponseCode = _E4[f_ResponseCode]
-                    if bits(1): raise r.deviation('WPT_ChargeLoopResType')
-                    s = 2
-                else:
-                    raise r.deviation('WPT_ChargeLoopResType')
+                if bits(1): raise r.deviation('WPT_ChargeLoopResType')
+                el = 'Header'
+                f_Header = _d_MessageHeaderType(r)
+                x = bits(9)
+                if x & 385: raise r.deviation('WPT_ChargeLoopResType')
+                el = 'ResponseCode'
+                f_ResponseCode = ((x >> 1) & 63)
+                if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
+                f_ResponseCode = _E4[f_ResponseCode]
+                s = 2
             if s == 2:
                 ec = bits(3)
                 if ec == 0:
@@ -8606,53 +7922,36 @@ def _d_WPT_ChargeLoopResType(r):
                 else:
                     raise r.deviation('WPT_ChargeLoopResType')
             if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVPCPowerRequest'
-                    f_EVPCPowerRequest = _d_RationalNumberType(r)
-                    s = 6
-                else:
-                    raise r.deviation('WPT_ChargeLoopResType')
+                if bits(1): raise r.deviation('WPT_ChargeLoopResType')
+                el = 'EVPCPowerRequest'
+                f_EVPCPowerRequest = _d_RationalNumberType(r)
+                s = 6
             if s == 6:
                 ec = bits(2)
                 if ec == 0:
                     el = 'SDPowerInput'
                     f_SDPowerInput = _d_RationalNumberType(r)
-                    s = 7
+                    if bits(1): raise r.deviation('WPT_ChargeLoopResType')
+                    el = 'SPCMaxOutputPowerLimit'
+                    f_SPCMaxOutputPowerLimit = _d_RationalNumberType(r)
+                    s = 8
                 elif ec == 1:
                     el = 'SPCMaxOutputPowerLimit'
                     f_SPCMaxOutputPowerLimit = _d_RationalNumberType(r)
                     s = 8
                 else:
                     raise r.deviation('WPT_ChargeLoopResType')
-            if s == 7:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SPCMaxOutputPowerLimit'
-                    f_SPCMaxOutputPowerLimit = _d_RationalNumberType(r)
-                    s = 8
-                else:
-                    raise r.deviation('WPT_ChargeLoopResType')
             if s == 8:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SPCMinOutputPowerLimit'
-                    f_SPCMinOutputPowerLimit = _d_RationalNumberType(r)
-                    s = 9
-                else:
-                    raise r.deviation('WPT_ChargeLoopResType')
-            if s == 9:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SPCChargeDiagnostics'
-                    if bits(1): raise r.deviation('WPT_ChargeLoopResType')
-                    f_SPCChargeDiagnostics = bits(3)
-                    if f_SPCChargeDiagnostics >= 6: raise DecodeError(f'enumeration index {f_SPCChargeDiagnostics} out of range (6 values)', r.pos)
-                    f_SPCChargeDiagnostics = _E8[f_SPCChargeDiagnostics]
-                    if bits(1): raise r.deviation('WPT_ChargeLoopResType')
-                    s = 10
-                else:
-                    raise r.deviation('WPT_ChargeLoopResType')
+                if bits(1): raise r.deviation('WPT_ChargeLoopResType')
+                el = 'SPCMinOutputPowerLimit'
+                f_SPCMinOutputPowerLimit = _d_RationalNumberType(r)
+                x = bits(6)
+                if x & 49: raise r.deviation('WPT_ChargeLoopResType')
+                el = 'SPCChargeDiagnostics'
+                f_SPCChargeDiagnostics = ((x >> 1) & 7)
+                if f_SPCChargeDiagnostics >= 6: raise DecodeError(f'enumeration index {f_SPCChargeDiagnostics} out of range (6 values)', r.pos)
+                f_SPCChargeDiagnostics = _E8[f_SPCChargeDiagnostics]
+                s = 10
             if s == 10:
                 ec = bits(3)
                 if ec == 0:
@@ -8664,14 +7963,15 @@ def _d_WPT_ChargeLoopResType(r):
                     f_SPCPowerControlParameter = _d_WPT_SPCPowerControlParameterType(r)
                     s = 12
                 elif ec == 2:
-                    el = 'ManufacturerSpecificDataContainer'
                     if bits(1): raise r.deviation('WPT_ChargeLoopResType')
+                    el = 'ManufacturerSpecificDataContainer'
                     _v = r.binary()
                     if len(_v) > 256: raise DecodeError(f'length {len(_v)} outside [0, 256]', r.pos)
                     if bits(1): raise r.deviation('WPT_ChargeLoopResType')
                     f_ManufacturerSpecificDataContainer.append(_v)
                     s = 13
                 elif ec == 3:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('WPT_ChargeLoopResType')
@@ -8682,28 +7982,30 @@ def _d_WPT_ChargeLoopResType(r):
                     f_SPCPowerControlParameter = _d_WPT_SPCPowerControlParameterType(r)
                     s = 12
                 elif ec == 1:
-                    el = 'ManufacturerSpecificDataContainer'
                     if bits(1): raise r.deviation('WPT_ChargeLoopResType')
+                    el = 'ManufacturerSpecificDataContainer'
                     _v = r.binary()
                     if len(_v) > 256: raise DecodeError(f'length {len(_v)} outside [0, 256]', r.pos)
                     if bits(1): raise r.deviation('WPT_ChargeLoopResType')
                     f_ManufacturerSpecificDataContainer.append(_v)
                     s = 13
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('WPT_ChargeLoopResType')
             if s == 12:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'ManufacturerSpecificDataContainer'
                     if bits(1): raise r.deviation('WPT_ChargeLoopResType')
+                    el = 'ManufacturerSpecificDataContainer'
                     _v = r.binary()
                     if len(_v) > 256: raise DecodeError(f'length {len(_v)} outside [0, 256]', r.pos)
                     if bits(1): raise r.deviation('WPT_ChargeLoopResType')
                     f_ManufacturerSpecificDataContainer.append(_v)
                     s = 13
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('WPT_ChargeLoopResType')
@@ -8712,8 +8014,8 @@ def _d_WPT_ChargeLoopResType(r):
                 while True:
                     ec = bits(2)
                     if ec == 0:
-                        el = 'ManufacturerSpecificDataContainer'
                         if bits(1): raise r.deviation('WPT_ChargeLoopResType')
+                        el = 'ManufacturerSpecificDataContainer'
                         _v = r.binary()
                         if len(_v) > 256: raise DecodeError(f'length {len(_v)} outside [0, 256]', r.pos)
                         if bits(1): raise r.deviation('WPT_ChargeLoopResType')
@@ -8723,16 +8025,14 @@ def _d_WPT_ChargeLoopResType(r):
                             s = 28
                             break
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
                         raise r.deviation('WPT_ChargeLoopResType')
             if s == 28:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('WPT_ChargeLoopResType')
+                if bits(1): raise r.deviation('WPT_ChargeLoopResType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_wpt.WPT_ChargeLoopResType(f_Header, f_ResponseCode, f_EVSEStatus, f_MeterInfo, f_Receipt, f_EVPCPowerRequest, f_SDPowerInput, f_SPCMaxOutputPowerLimit, f_SPCMinOutputPowerLimit, f_SPCChargeDiagnostics, f_SPCOperatingFrequency, f_SPCPowerControlParameter, f_ManufacturerSpecificDataContainer)
@@ -8761,48 +8061,41 @@ def _e_WPT_ChargeLoopResType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Header is not None:
-                    bits(0, 1)
                     el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_ResponseCode is not None:
                     bits(0, 1)
+                    _e_MessageHeaderType(w, v_Header)
+                    if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
                     el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I5.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 6)
-                    w.bits(0, 1)
+                    _i8 = _I5.get(v_ResponseCode)
+                    if _i8 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    bits((_i8 << 1), 9)
+                    v_Header = None
                     v_ResponseCode = None
                     s = 2
                 else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
+                    raise EncodeError('missing content: expected one of Header')
             if s == 2:
                 if v_EVSEStatus is not None:
-                    bits(0, 3)
                     el = 'EVSEStatus'
+                    bits(0, 3)
                     _e_EVSEStatusType(w, v_EVSEStatus)
                     v_EVSEStatus = None
                     s = 3
                 elif v_MeterInfo is not None:
-                    bits(1, 3)
                     el = 'MeterInfo'
+                    bits(1, 3)
                     _e_MeterInfoType(w, v_MeterInfo)
                     v_MeterInfo = None
                     s = 4
                 elif v_Receipt is not None:
-                    bits(2, 3)
                     el = 'Receipt'
+                    bits(2, 3)
                     _e_ReceiptType(w, v_Receipt)
                     v_Receipt = None
                     s = 5
                 elif v_EVPCPowerRequest is not None:
-                    bits(3, 3)
                     el = 'EVPCPowerRequest'
+                    bits(3, 3)
                     _e_RationalNumberType(w, v_EVPCPowerRequest)
                     v_EVPCPowerRequest = None
                     s = 6
@@ -8810,20 +8103,20 @@ def _e_WPT_ChargeLoopResType(w, o):
                     raise EncodeError('missing content: expected one of EVSEStatus, MeterInfo, Receipt, EVPCPowerRequest')
             if s == 3:
                 if v_MeterInfo is not None:
-                    bits(0, 2)
                     el = 'MeterInfo'
+                    bits(0, 2)
                     _e_MeterInfoType(w, v_MeterInfo)
                     v_MeterInfo = None
                     s = 4
                 elif v_Receipt is not None:
-                    bits(1, 2)
                     el = 'Receipt'
+                    bits(1, 2)
                     _e_ReceiptType(w, v_Receipt)
                     v_Receipt = None
                     s = 5
                 elif v_EVPCPowerRequest is not None:
-                    bits(2, 2)
                     el = 'EVPCPowerRequest'
+                    bits(2, 2)
                     _e_RationalNumberType(w, v_EVPCPowerRequest)
                     v_EVPCPowerRequest = None
                     s = 6
@@ -8831,14 +8124,14 @@ def _e_WPT_ChargeLoopResType(w, o):
                     raise EncodeError('missing content: expected one of MeterInfo, Receipt, EVPCPowerRequest')
             if s == 4:
                 if v_Receipt is not None:
-                    bits(0, 2)
                     el = 'Receipt'
+                    bits(0, 2)
                     _e_ReceiptType(w, v_Receipt)
                     v_Receipt = None
                     s = 5
                 elif v_EVPCPowerRequest is not None:
-                    bits(1, 2)
                     el = 'EVPCPowerRequest'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVPCPowerRequest)
                     v_EVPCPowerRequest = None
                     s = 6
@@ -8846,8 +8139,8 @@ def _e_WPT_ChargeLoopResType(w, o):
                     raise EncodeError('missing content: expected one of Receipt, EVPCPowerRequest')
             if s == 5:
                 if v_EVPCPowerRequest is not None:
-                    bits(0, 1)
                     el = 'EVPCPowerRequest'
+                    bits(0, 1)
                     _e_RationalNumberType(w, v_EVPCPowerRequest)
                     v_EVPCPowerRequest = None
                     s = 6
@@ -8855,70 +8148,58 @@ def _e_WPT_ChargeLoopResType(w, o):
                     raise EncodeError('missing content: expected one of EVPCPowerRequest')
             if s == 6:
                 if v_SDPowerInput is not None:
-                    bits(0, 2)
                     el = 'SDPowerInput'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_SDPowerInput)
-                    v_SDPowerInput = None
-                    s = 7
-                elif v_SPCMaxOutputPowerLimit is not None:
-                    bits(1, 2)
+                    if not (v_SPCMaxOutputPowerLimit is not None): raise EncodeError('missing content: SPCMaxOutputPowerLimit')
                     el = 'SPCMaxOutputPowerLimit'
+                    bits(0, 1)
+                    v_SDPowerInput = None
+                    _e_RationalNumberType(w, v_SPCMaxOutputPowerLimit)
+                    v_SPCMaxOutputPowerLimit = None
+                    s = 8
+                elif v_SPCMaxOutputPowerLimit is not None:
+                    el = 'SPCMaxOutputPowerLimit'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_SPCMaxOutputPowerLimit)
                     v_SPCMaxOutputPowerLimit = None
                     s = 8
                 else:
                     raise EncodeError('missing content: expected one of SDPowerInput, SPCMaxOutputPowerLimit')
-            if s == 7:
-                if v_SPCMaxOutputPowerLimit is not None:
-                    bits(0, 1)
-                    el = 'SPCMaxOutputPowerLimit'
-                    _e_RationalNumberType(w, v_SPCMaxOutputPowerLimit)
-                    v_SPCMaxOutputPowerLimit = None
-                    s = 8
-                else:
-                    raise EncodeError('missing content: expected one of SPCMaxOutputPowerLimit')
             if s == 8:
                 if v_SPCMinOutputPowerLimit is not None:
-                    bits(0, 1)
                     el = 'SPCMinOutputPowerLimit'
-                    _e_RationalNumberType(w, v_SPCMinOutputPowerLimit)
-                    v_SPCMinOutputPowerLimit = None
-                    s = 9
-                else:
-                    raise EncodeError('missing content: expected one of SPCMinOutputPowerLimit')
-            if s == 9:
-                if v_SPCChargeDiagnostics is not None:
                     bits(0, 1)
+                    _e_RationalNumberType(w, v_SPCMinOutputPowerLimit)
+                    if not (v_SPCChargeDiagnostics is not None): raise EncodeError('missing content: SPCChargeDiagnostics')
                     el = 'SPCChargeDiagnostics'
-                    w.bits(0, 1)
-                    _i = _I9.get(v_SPCChargeDiagnostics)
-                    if _i is None: raise EncodeError(f'{v_SPCChargeDiagnostics!r} is not one of the enumeration WPT_SPCChargeDiagnosticsType')
-                    w.bits(_i, 3)
-                    w.bits(0, 1)
+                    _i9 = _I9.get(v_SPCChargeDiagnostics)
+                    if _i9 is None: raise EncodeError(f'{v_SPCChargeDiagnostics!r} is not one of the enumeration WPT_SPCChargeDiagnosticsType')
+                    bits((_i9 << 1), 6)
+                    v_SPCMinOutputPowerLimit = None
                     v_SPCChargeDiagnostics = None
                     s = 10
                 else:
-                    raise EncodeError('missing content: expected one of SPCChargeDiagnostics')
+                    raise EncodeError('missing content: expected one of SPCMinOutputPowerLimit')
             if s == 10:
                 if v_SPCOperatingFrequency is not None:
-                    bits(0, 3)
                     el = 'SPCOperatingFrequency'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_SPCOperatingFrequency)
                     v_SPCOperatingFrequency = None
                     s = 11
                 elif v_SPCPowerControlParameter is not None:
-                    bits(1, 3)
                     el = 'SPCPowerControlParameter'
+                    bits(1, 3)
                     _e_WPT_SPCPowerControlParameterType(w, v_SPCPowerControlParameter)
                     v_SPCPowerControlParameter = None
                     s = 12
                 elif i_ManufacturerSpecificDataContainer < n_ManufacturerSpecificDataContainer:
-                    bits(2, 3)
                     el = 'ManufacturerSpecificDataContainer'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     if len(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer]) > 256: raise EncodeError(f'length {len(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer])} outside [0, 256]')
                     w.binary(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_ManufacturerSpecificDataContainer += 1
                     s = 13
                 elif True:
@@ -8927,18 +8208,17 @@ def _e_WPT_ChargeLoopResType(w, o):
                     s = -1
             if s == 11:
                 if v_SPCPowerControlParameter is not None:
-                    bits(0, 2)
                     el = 'SPCPowerControlParameter'
+                    bits(0, 2)
                     _e_WPT_SPCPowerControlParameterType(w, v_SPCPowerControlParameter)
                     v_SPCPowerControlParameter = None
                     s = 12
                 elif i_ManufacturerSpecificDataContainer < n_ManufacturerSpecificDataContainer:
-                    bits(1, 2)
                     el = 'ManufacturerSpecificDataContainer'
-                    w.bits(0, 1)
+                    bits((1 << 1), 3)
                     if len(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer]) > 256: raise EncodeError(f'length {len(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer])} outside [0, 256]')
                     w.binary(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_ManufacturerSpecificDataContainer += 1
                     s = 13
                 elif True:
@@ -8947,12 +8227,11 @@ def _e_WPT_ChargeLoopResType(w, o):
                     s = -1
             if s == 12:
                 if i_ManufacturerSpecificDataContainer < n_ManufacturerSpecificDataContainer:
-                    bits(0, 2)
                     el = 'ManufacturerSpecificDataContainer'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     if len(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer]) > 256: raise EncodeError(f'length {len(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer])} outside [0, 256]')
                     w.binary(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_ManufacturerSpecificDataContainer += 1
                     s = 13
                 elif True:
@@ -8963,12 +8242,11 @@ def _e_WPT_ChargeLoopResType(w, o):
                 n = 0
                 while True:
                     if i_ManufacturerSpecificDataContainer < n_ManufacturerSpecificDataContainer:
-                        bits(0, 2)
                         el = 'ManufacturerSpecificDataContainer'
-                        w.bits(0, 1)
+                        bits(0, 3)
                         if len(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer]) > 256: raise EncodeError(f'length {len(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer])} outside [0, 256]')
                         w.binary(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_ManufacturerSpecificDataContainer += 1
                         n += 1
                         if n == 15:
@@ -9000,25 +8278,16 @@ def _d_ChargeLoopResType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('ChargeLoopResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('ChargeLoopResType')
-                    f_ResponseCode = bits(6)
-                    if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
-                    f_ResponseCode = _E4[f_ResponseCode]
-                    if bits(1): raise r.deviation('ChargeLoopResType')
-                    s = 2
-                else:
-                    raise r.deviation('ChargeLoopResType')
+                if bits(1): raise r.deviation('ChargeLoopResType')
+                el = 'Header'
+                f_Header = _d_MessageHeaderType(r)
+                x = bits(9)
+                if x & 385: raise r.deviation('ChargeLoopResType')
+                el = 'ResponseCode'
+                f_ResponseCode = ((x >> 1) & 63)
+                if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
+                f_ResponseCode = _E4[f_ResponseCode]
+                s = 2
             if s == 2:
                 ec = bits(3)
                 if ec == 0:
@@ -9034,6 +8303,7 @@ def _d_ChargeLoopResType(r):
                     f_Receipt = _d_ReceiptType(r)
                     s = 5
                 elif ec == 3:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ChargeLoopResType')
@@ -9048,6 +8318,7 @@ def _d_ChargeLoopResType(r):
                     f_Receipt = _d_ReceiptType(r)
                     s = 5
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ChargeLoopResType')
@@ -9058,15 +8329,13 @@ def _d_ChargeLoopResType(r):
                     f_Receipt = _d_ReceiptType(r)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ChargeLoopResType')
             if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ChargeLoopResType')
+                if bits(1): raise r.deviation('ChargeLoopResType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.ChargeLoopResType(f_Header, f_ResponseCode, f_EVSEStatus, f_MeterInfo, f_Receipt)
@@ -9085,42 +8354,35 @@ def _e_ChargeLoopResType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Header is not None:
-                    bits(0, 1)
                     el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_ResponseCode is not None:
                     bits(0, 1)
+                    _e_MessageHeaderType(w, v_Header)
+                    if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
                     el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I5.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 6)
-                    w.bits(0, 1)
+                    _i10 = _I5.get(v_ResponseCode)
+                    if _i10 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    bits((_i10 << 1), 9)
+                    v_Header = None
                     v_ResponseCode = None
                     s = 2
                 else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
+                    raise EncodeError('missing content: expected one of Header')
             if s == 2:
                 if v_EVSEStatus is not None:
-                    bits(0, 3)
                     el = 'EVSEStatus'
+                    bits(0, 3)
                     _e_EVSEStatusType(w, v_EVSEStatus)
                     v_EVSEStatus = None
                     s = 3
                 elif v_MeterInfo is not None:
-                    bits(1, 3)
                     el = 'MeterInfo'
+                    bits(1, 3)
                     _e_MeterInfoType(w, v_MeterInfo)
                     v_MeterInfo = None
                     s = 4
                 elif v_Receipt is not None:
-                    bits(2, 3)
                     el = 'Receipt'
+                    bits(2, 3)
                     _e_ReceiptType(w, v_Receipt)
                     v_Receipt = None
                     s = 5
@@ -9130,14 +8392,14 @@ def _e_ChargeLoopResType(w, o):
                     s = -1
             if s == 3:
                 if v_MeterInfo is not None:
-                    bits(0, 2)
                     el = 'MeterInfo'
+                    bits(0, 2)
                     _e_MeterInfoType(w, v_MeterInfo)
                     v_MeterInfo = None
                     s = 4
                 elif v_Receipt is not None:
-                    bits(1, 2)
                     el = 'Receipt'
+                    bits(1, 2)
                     _e_ReceiptType(w, v_Receipt)
                     v_Receipt = None
                     s = 5
@@ -9147,8 +8409,8 @@ def _e_ChargeLoopResType(w, o):
                     s = -1
             if s == 4:
                 if v_Receipt is not None:
-                    bits(0, 2)
                     el = 'Receipt'
+                    bits(0, 2)
                     _e_ReceiptType(w, v_Receipt)
                     v_Receipt = None
                     s = 5
@@ -9171,37 +8433,17 @@ def _d_EVSEStatusType(r):
     f_NotificationMaxDelay = None
     f_EVSENotification = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'NotificationMaxDelay'
-                    if bits(1): raise r.deviation('EVSEStatusType')
-                    f_NotificationMaxDelay = r.uint()
-                    if f_NotificationMaxDelay > 65535: raise DecodeError(f'value {f_NotificationMaxDelay} outside [0, 65535]', r.pos)
-                    if bits(1): raise r.deviation('EVSEStatusType')
-                    s = 1
-                else:
-                    raise r.deviation('EVSEStatusType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSENotification'
-                    if bits(1): raise r.deviation('EVSEStatusType')
-                    f_EVSENotification = bits(3)
-                    if f_EVSENotification >= 6: raise DecodeError(f'enumeration index {f_EVSENotification} out of range (6 values)', r.pos)
-                    f_EVSENotification = _E10[f_EVSENotification]
-                    if bits(1): raise r.deviation('EVSEStatusType')
-                    s = 2
-                else:
-                    raise r.deviation('EVSEStatusType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('EVSEStatusType')
+        x = bits(2)
+        if x & 3: raise r.deviation('EVSEStatusType')
+        el = 'NotificationMaxDelay'
+        f_NotificationMaxDelay = r.uint()
+        if f_NotificationMaxDelay > 65535: raise DecodeError(f'value {f_NotificationMaxDelay} outside [0, 65535]', r.pos)
+        x = bits(8)
+        if x & 227: raise r.deviation('EVSEStatusType')
+        el = 'EVSENotification'
+        f_EVSENotification = ((x >> 2) & 7)
+        if f_EVSENotification >= 6: raise DecodeError(f'enumeration index {f_EVSENotification} out of range (6 values)', r.pos)
+        f_EVSENotification = _E10[f_EVSENotification]
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.EVSEStatusType(f_NotificationMaxDelay, f_EVSENotification)
@@ -9213,38 +8455,21 @@ def _e_EVSEStatusType(w, o):
     try:
         v_NotificationMaxDelay = o.NotificationMaxDelay
         v_EVSENotification = o.EVSENotification
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_NotificationMaxDelay is not None:
-                    bits(0, 1)
-                    el = 'NotificationMaxDelay'
-                    w.bits(0, 1)
-                    if v_NotificationMaxDelay < 0 or v_NotificationMaxDelay > 65535: raise EncodeError(f'value {v_NotificationMaxDelay!r} outside [0, 65535]')
-                    w.uint(v_NotificationMaxDelay)
-                    w.bits(0, 1)
-                    v_NotificationMaxDelay = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of NotificationMaxDelay')
-            if s == 1:
-                if v_EVSENotification is not None:
-                    bits(0, 1)
-                    el = 'EVSENotification'
-                    w.bits(0, 1)
-                    _i = _I11.get(v_EVSENotification)
-                    if _i is None: raise EncodeError(f'{v_EVSENotification!r} is not one of the enumeration evseNotificationType')
-                    w.bits(_i, 3)
-                    w.bits(0, 1)
-                    v_EVSENotification = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of EVSENotification')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_NotificationMaxDelay is not None or v_EVSENotification is not None: raise _leftover(o)
-                    s = -1
+        if v_NotificationMaxDelay is not None:
+            el = 'NotificationMaxDelay'
+            bits(0, 2)
+            if v_NotificationMaxDelay < 0 or v_NotificationMaxDelay > 65535: raise EncodeError(f'value {v_NotificationMaxDelay!r} outside [0, 65535]')
+            w.uint(v_NotificationMaxDelay)
+            if not (v_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+            el = 'EVSENotification'
+            _i11 = _I11.get(v_EVSENotification)
+            if _i11 is None: raise EncodeError(f'{v_EVSENotification!r} is not one of the enumeration evseNotificationType')
+            bits((_i11 << 2), 8)
+            v_NotificationMaxDelay = None
+            v_EVSENotification = None
+            if v_NotificationMaxDelay is not None or v_EVSENotification is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of NotificationMaxDelay')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -9264,216 +8489,225 @@ def _d_MeterInfoType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'MeterID'
-                    if bits(1): raise r.deviation('MeterInfoType')
-                    f_MeterID = r.string(62)
-                    if len(f_MeterID) > 32: raise DecodeError(f'length {len(f_MeterID)} outside [0, 32]', r.pos)
-                    if bits(1): raise r.deviation('MeterInfoType')
-                    s = 1
-                else:
-                    raise r.deviation('MeterInfoType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ChargedEnergyReadingWh'
-                    if bits(1): raise r.deviation('MeterInfoType')
-                    f_ChargedEnergyReadingWh = r.uint()
-                    if f_ChargedEnergyReadingWh > 18446744073709551615: raise DecodeError(f'value {f_ChargedEnergyReadingWh} outside [0, 18446744073709551615]', r.pos)
-                    if bits(1): raise r.deviation('MeterInfoType')
-                    s = 2
-                else:
-                    raise r.deviation('MeterInfoType')
+                x = bits(2)
+                if x & 3: raise r.deviation('MeterInfoType')
+                el = 'MeterID'
+                f_MeterID = r.string(62)
+                if len(f_MeterID) > 32: raise DecodeError(f'length {len(f_MeterID)} outside [0, 32]', r.pos)
+                x = bits(3)
+                if x & 7: raise r.deviation('MeterInfoType')
+                el = 'ChargedEnergyReadingWh'
+                f_ChargedEnergyReadingWh = r.uint()
+                if f_ChargedEnergyReadingWh > 18446744073709551615: raise DecodeError(f'value {f_ChargedEnergyReadingWh} outside [0, 18446744073709551615]', r.pos)
+                if bits(1): raise r.deviation('MeterInfoType')
+                s = 2
             if s == 2:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'BPT_DischargedEnergyReadingWh'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'BPT_DischargedEnergyReadingWh'
                     f_BPT_DischargedEnergyReadingWh = r.uint()
                     if f_BPT_DischargedEnergyReadingWh > 18446744073709551615: raise DecodeError(f'value {f_BPT_DischargedEnergyReadingWh} outside [0, 18446744073709551615]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 3
                 elif ec == 1:
-                    el = 'CapacitiveEnergyReadingVARh'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'CapacitiveEnergyReadingVARh'
                     f_CapacitiveEnergyReadingVARh = r.uint()
                     if f_CapacitiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_CapacitiveEnergyReadingVARh} outside [0, 18446744073709551615]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 4
                 elif ec == 2:
-                    el = 'BPT_InductiveEnergyReadingVARh'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'BPT_InductiveEnergyReadingVARh'
                     f_BPT_InductiveEnergyReadingVARh = r.uint()
                     if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_BPT_InductiveEnergyReadingVARh} outside [0, 18446744073709551615]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 5
                 elif ec == 3:
-                    el = 'MeterSignature'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'MeterSignature'
                     f_MeterSignature = r.binary()
                     if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 6
                 elif ec == 4:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('MeterInfoType')
                     el = 'MeterStatus'
-                    if bits(1): raise r.deviation('MeterInfoType')
-                    f_MeterStatus = r.sint()
+                    _neg = (x & 1)
+                    f_MeterStatus = r.uint()
+                    if _neg: f_MeterStatus = -f_MeterStatus - 1
                     if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 7
                 elif ec == 5:
-                    el = 'MeterTimestamp'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'MeterTimestamp'
                     f_MeterTimestamp = r.uint()
                     if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 8
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('MeterInfoType')
             if s == 3:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'CapacitiveEnergyReadingVARh'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'CapacitiveEnergyReadingVARh'
                     f_CapacitiveEnergyReadingVARh = r.uint()
                     if f_CapacitiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_CapacitiveEnergyReadingVARh} outside [0, 18446744073709551615]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 4
                 elif ec == 1:
-                    el = 'BPT_InductiveEnergyReadingVARh'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'BPT_InductiveEnergyReadingVARh'
                     f_BPT_InductiveEnergyReadingVARh = r.uint()
                     if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_BPT_InductiveEnergyReadingVARh} outside [0, 18446744073709551615]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 5
                 elif ec == 2:
-                    el = 'MeterSignature'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'MeterSignature'
                     f_MeterSignature = r.binary()
                     if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 6
                 elif ec == 3:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('MeterInfoType')
                     el = 'MeterStatus'
-                    if bits(1): raise r.deviation('MeterInfoType')
-                    f_MeterStatus = r.sint()
+                    _neg = (x & 1)
+                    f_MeterStatus = r.uint()
+                    if _neg: f_MeterStatus = -f_MeterStatus - 1
                     if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 7
                 elif ec == 4:
-                    el = 'MeterTimestamp'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'MeterTimestamp'
                     f_MeterTimestamp = r.uint()
                     if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 8
                 elif ec == 5:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('MeterInfoType')
             if s == 4:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'BPT_InductiveEnergyReadingVARh'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'BPT_InductiveEnergyReadingVARh'
                     f_BPT_InductiveEnergyReadingVARh = r.uint()
                     if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_BPT_InductiveEnergyReadingVARh} outside [0, 18446744073709551615]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 5
                 elif ec == 1:
-                    el = 'MeterSignature'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'MeterSignature'
                     f_MeterSignature = r.binary()
                     if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 6
                 elif ec == 2:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('MeterInfoType')
                     el = 'MeterStatus'
-                    if bits(1): raise r.deviation('MeterInfoType')
-                    f_MeterStatus = r.sint()
+                    _neg = (x & 1)
+                    f_MeterStatus = r.uint()
+                    if _neg: f_MeterStatus = -f_MeterStatus - 1
                     if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 7
                 elif ec == 3:
-                    el = 'MeterTimestamp'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'MeterTimestamp'
                     f_MeterTimestamp = r.uint()
                     if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 8
                 elif ec == 4:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('MeterInfoType')
             if s == 5:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'MeterSignature'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'MeterSignature'
                     f_MeterSignature = r.binary()
                     if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 6
                 elif ec == 1:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('MeterInfoType')
                     el = 'MeterStatus'
-                    if bits(1): raise r.deviation('MeterInfoType')
-                    f_MeterStatus = r.sint()
+                    _neg = (x & 1)
+                    f_MeterStatus = r.uint()
+                    if _neg: f_MeterStatus = -f_MeterStatus - 1
                     if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 7
                 elif ec == 2:
-                    el = 'MeterTimestamp'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'MeterTimestamp'
                     f_MeterTimestamp = r.uint()
                     if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 8
                 elif ec == 3:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('MeterInfoType')
             if s == 6:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('MeterInfoType')
                     el = 'MeterStatus'
-                    if bits(1): raise r.deviation('MeterInfoType')
-                    f_MeterStatus = r.sint()
+                    _neg = (x & 1)
+                    f_MeterStatus = r.uint()
+                    if _neg: f_MeterStatus = -f_MeterStatus - 1
                     if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 7
                 elif ec == 1:
-                    el = 'MeterTimestamp'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'MeterTimestamp'
                     f_MeterTimestamp = r.uint()
                     if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 8
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('MeterInfoType')
             if s == 7:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'MeterTimestamp'
                     if bits(1): raise r.deviation('MeterInfoType')
+                    el = 'MeterTimestamp'
                     f_MeterTimestamp = r.uint()
                     if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.pos)
                     if bits(1): raise r.deviation('MeterInfoType')
                     s = 8
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('MeterInfoType')
             if s == 8:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('MeterInfoType')
+                if bits(1): raise r.deviation('MeterInfoType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.MeterInfoType(f_MeterID, f_ChargedEnergyReadingWh, f_BPT_DischargedEnergyReadingWh, f_CapacitiveEnergyReadingVARh, f_BPT_InductiveEnergyReadingVARh, f_MeterSignature, f_MeterStatus, f_MeterTimestamp)
@@ -9495,81 +8729,68 @@ def _e_MeterInfoType(w, o):
         while s >= 0:
             if s == 0:
                 if v_MeterID is not None:
-                    bits(0, 1)
                     el = 'MeterID'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     if len(v_MeterID) > 32: raise EncodeError(f'length {len(v_MeterID)} outside [0, 32]')
                     w.string(v_MeterID)
-                    w.bits(0, 1)
-                    v_MeterID = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of MeterID')
-            if s == 1:
-                if v_ChargedEnergyReadingWh is not None:
-                    bits(0, 1)
+                    if not (v_ChargedEnergyReadingWh is not None): raise EncodeError('missing content: ChargedEnergyReadingWh')
                     el = 'ChargedEnergyReadingWh'
-                    w.bits(0, 1)
+                    bits(0, 3)
+                    v_MeterID = None
                     if v_ChargedEnergyReadingWh < 0 or v_ChargedEnergyReadingWh > 18446744073709551615: raise EncodeError(f'value {v_ChargedEnergyReadingWh!r} outside [0, 18446744073709551615]')
                     w.uint(v_ChargedEnergyReadingWh)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_ChargedEnergyReadingWh = None
                     s = 2
                 else:
-                    raise EncodeError('missing content: expected one of ChargedEnergyReadingWh')
+                    raise EncodeError('missing content: expected one of MeterID')
             if s == 2:
                 if v_BPT_DischargedEnergyReadingWh is not None:
-                    bits(0, 3)
                     el = 'BPT_DischargedEnergyReadingWh'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     if v_BPT_DischargedEnergyReadingWh < 0 or v_BPT_DischargedEnergyReadingWh > 18446744073709551615: raise EncodeError(f'value {v_BPT_DischargedEnergyReadingWh!r} outside [0, 18446744073709551615]')
                     w.uint(v_BPT_DischargedEnergyReadingWh)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_BPT_DischargedEnergyReadingWh = None
                     s = 3
                 elif v_CapacitiveEnergyReadingVARh is not None:
-                    bits(1, 3)
                     el = 'CapacitiveEnergyReadingVARh'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     if v_CapacitiveEnergyReadingVARh < 0 or v_CapacitiveEnergyReadingVARh > 18446744073709551615: raise EncodeError(f'value {v_CapacitiveEnergyReadingVARh!r} outside [0, 18446744073709551615]')
                     w.uint(v_CapacitiveEnergyReadingVARh)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_CapacitiveEnergyReadingVARh = None
                     s = 4
                 elif v_BPT_InductiveEnergyReadingVARh is not None:
-                    bits(2, 3)
                     el = 'BPT_InductiveEnergyReadingVARh'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     if v_BPT_InductiveEnergyReadingVARh < 0 or v_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise EncodeError(f'value {v_BPT_InductiveEnergyReadingVARh!r} outside [0, 18446744073709551615]')
                     w.uint(v_BPT_InductiveEnergyReadingVARh)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_BPT_InductiveEnergyReadingVARh = None
                     s = 5
                 elif v_MeterSignature is not None:
-                    bits(3, 3)
                     el = 'MeterSignature'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     if len(v_MeterSignature) > 64: raise EncodeError(f'length {len(v_MeterSignature)} outside [0, 64]')
                     w.binary(v_MeterSignature)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_MeterSignature = None
                     s = 6
                 elif v_MeterStatus is not None:
-                    bits(4, 3)
                     el = 'MeterStatus'
-                    w.bits(0, 1)
                     if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    w.sint(v_MeterStatus)
-                    w.bits(0, 1)
+                    bits((4 << 2) | (v_MeterStatus < 0), 5)
+                    w.uint(-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
+                    bits(0, 1)
                     v_MeterStatus = None
                     s = 7
                 elif v_MeterTimestamp is not None:
-                    bits(5, 3)
                     el = 'MeterTimestamp'
-                    w.bits(0, 1)
+                    bits((5 << 1), 4)
                     if v_MeterTimestamp < 0 or v_MeterTimestamp > 18446744073709551615: raise EncodeError(f'value {v_MeterTimestamp!r} outside [0, 18446744073709551615]')
                     w.uint(v_MeterTimestamp)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_MeterTimestamp = None
                     s = 8
                 elif True:
@@ -9578,48 +8799,43 @@ def _e_MeterInfoType(w, o):
                     s = -1
             if s == 3:
                 if v_CapacitiveEnergyReadingVARh is not None:
-                    bits(0, 3)
                     el = 'CapacitiveEnergyReadingVARh'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     if v_CapacitiveEnergyReadingVARh < 0 or v_CapacitiveEnergyReadingVARh > 18446744073709551615: raise EncodeError(f'value {v_CapacitiveEnergyReadingVARh!r} outside [0, 18446744073709551615]')
                     w.uint(v_CapacitiveEnergyReadingVARh)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_CapacitiveEnergyReadingVARh = None
                     s = 4
                 elif v_BPT_InductiveEnergyReadingVARh is not None:
-                    bits(1, 3)
                     el = 'BPT_InductiveEnergyReadingVARh'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     if v_BPT_InductiveEnergyReadingVARh < 0 or v_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise EncodeError(f'value {v_BPT_InductiveEnergyReadingVARh!r} outside [0, 18446744073709551615]')
                     w.uint(v_BPT_InductiveEnergyReadingVARh)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_BPT_InductiveEnergyReadingVARh = None
                     s = 5
                 elif v_MeterSignature is not None:
-                    bits(2, 3)
                     el = 'MeterSignature'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     if len(v_MeterSignature) > 64: raise EncodeError(f'length {len(v_MeterSignature)} outside [0, 64]')
                     w.binary(v_MeterSignature)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_MeterSignature = None
                     s = 6
                 elif v_MeterStatus is not None:
-                    bits(3, 3)
                     el = 'MeterStatus'
-                    w.bits(0, 1)
                     if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    w.sint(v_MeterStatus)
-                    w.bits(0, 1)
+                    bits((3 << 2) | (v_MeterStatus < 0), 5)
+                    w.uint(-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
+                    bits(0, 1)
                     v_MeterStatus = None
                     s = 7
                 elif v_MeterTimestamp is not None:
-                    bits(4, 3)
                     el = 'MeterTimestamp'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     if v_MeterTimestamp < 0 or v_MeterTimestamp > 18446744073709551615: raise EncodeError(f'value {v_MeterTimestamp!r} outside [0, 18446744073709551615]')
                     w.uint(v_MeterTimestamp)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_MeterTimestamp = None
                     s = 8
                 elif True:
@@ -9628,39 +8844,35 @@ def _e_MeterInfoType(w, o):
                     s = -1
             if s == 4:
                 if v_BPT_InductiveEnergyReadingVARh is not None:
-                    bits(0, 3)
                     el = 'BPT_InductiveEnergyReadingVARh'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     if v_BPT_InductiveEnergyReadingVARh < 0 or v_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise EncodeError(f'value {v_BPT_InductiveEnergyReadingVARh!r} outside [0, 18446744073709551615]')
                     w.uint(v_BPT_InductiveEnergyReadingVARh)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_BPT_InductiveEnergyReadingVARh = None
                     s = 5
                 elif v_MeterSignature is not None:
-                    bits(1, 3)
                     el = 'MeterSignature'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     if len(v_MeterSignature) > 64: raise EncodeError(f'length {len(v_MeterSignature)} outside [0, 64]')
                     w.binary(v_MeterSignature)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_MeterSignature = None
                     s = 6
                 elif v_MeterStatus is not None:
-                    bits(2, 3)
                     el = 'MeterStatus'
-                    w.bits(0, 1)
                     if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    w.sint(v_MeterStatus)
-                    w.bits(0, 1)
+                    bits((2 << 2) | (v_MeterStatus < 0), 5)
+                    w.uint(-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
+                    bits(0, 1)
                     v_MeterStatus = None
                     s = 7
                 elif v_MeterTimestamp is not None:
-                    bits(3, 3)
                     el = 'MeterTimestamp'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     if v_MeterTimestamp < 0 or v_MeterTimestamp > 18446744073709551615: raise EncodeError(f'value {v_MeterTimestamp!r} outside [0, 18446744073709551615]')
                     w.uint(v_MeterTimestamp)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_MeterTimestamp = None
                     s = 8
                 elif True:
@@ -9669,30 +8881,27 @@ def _e_MeterInfoType(w, o):
                     s = -1
             if s == 5:
                 if v_MeterSignature is not None:
-                    bits(0, 3)
                     el = 'MeterSignature'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     if len(v_MeterSignature) > 64: raise EncodeError(f'length {len(v_MeterSignature)} outside [0, 64]')
                     w.binary(v_MeterSignature)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_MeterSignature = None
                     s = 6
                 elif v_MeterStatus is not None:
-                    bits(1, 3)
                     el = 'MeterStatus'
-                    w.bits(0, 1)
                     if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    w.sint(v_MeterStatus)
-                    w.bits(0, 1)
+                    bits((1 << 2) | (v_MeterStatus < 0), 5)
+                    w.uint(-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
+                    bits(0, 1)
                     v_MeterStatus = None
                     s = 7
                 elif v_MeterTimestamp is not None:
-                    bits(2, 3)
                     el = 'MeterTimestamp'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     if v_MeterTimestamp < 0 or v_MeterTimestamp > 18446744073709551615: raise EncodeError(f'value {v_MeterTimestamp!r} outside [0, 18446744073709551615]')
                     w.uint(v_MeterTimestamp)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_MeterTimestamp = None
                     s = 8
                 elif True:
@@ -9701,21 +8910,19 @@ def _e_MeterInfoType(w, o):
                     s = -1
             if s == 6:
                 if v_MeterStatus is not None:
-                    bits(0, 2)
                     el = 'MeterStatus'
-                    w.bits(0, 1)
                     if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    w.sint(v_MeterStatus)
-                    w.bits(0, 1)
+                    bits((v_MeterStatus < 0), 4)
+                    w.uint(-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
+                    bits(0, 1)
                     v_MeterStatus = None
                     s = 7
                 elif v_MeterTimestamp is not None:
-                    bits(1, 2)
                     el = 'MeterTimestamp'
-                    w.bits(0, 1)
+                    bits((1 << 1), 3)
                     if v_MeterTimestamp < 0 or v_MeterTimestamp > 18446744073709551615: raise EncodeError(f'value {v_MeterTimestamp!r} outside [0, 18446744073709551615]')
                     w.uint(v_MeterTimestamp)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_MeterTimestamp = None
                     s = 8
                 elif True:
@@ -9724,12 +8931,11 @@ def _e_MeterInfoType(w, o):
                     s = -1
             if s == 7:
                 if v_MeterTimestamp is not None:
-                    bits(0, 2)
                     el = 'MeterTimestamp'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     if v_MeterTimestamp < 0 or v_MeterTimestamp > 18446744073709551615: raise EncodeError(f'value {v_MeterTimestamp!r} outside [0, 18446744073709551615]')
                     w.uint(v_MeterTimestamp)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_MeterTimestamp = None
                     s = 8
                 elif True:
@@ -9758,16 +8964,13 @@ def _d_ReceiptType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'TimeAnchor'
-                    if bits(1): raise r.deviation('ReceiptType')
-                    f_TimeAnchor = r.uint()
-                    if f_TimeAnchor > 18446744073709551615: raise DecodeError(f'value {f_TimeAnchor} outside [0, 18446744073709551615]', r.pos)
-                    if bits(1): raise r.deviation('ReceiptType')
-                    s = 1
-                else:
-                    raise r.deviation('ReceiptType')
+                x = bits(2)
+                if x & 3: raise r.deviation('ReceiptType')
+                el = 'TimeAnchor'
+                f_TimeAnchor = r.uint()
+                if f_TimeAnchor > 18446744073709551615: raise DecodeError(f'value {f_TimeAnchor} outside [0, 18446744073709551615]', r.pos)
+                if bits(1): raise r.deviation('ReceiptType')
+                s = 1
             if s == 1:
                 ec = bits(3)
                 if ec == 0:
@@ -9792,6 +8995,7 @@ def _d_ReceiptType(r):
                     f_TaxCosts.append(_v)
                     s = 6
                 elif ec == 5:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ReceiptType')
@@ -9815,6 +9019,7 @@ def _d_ReceiptType(r):
                     f_TaxCosts.append(_v)
                     s = 6
                 elif ec == 4:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ReceiptType')
@@ -9834,6 +9039,7 @@ def _d_ReceiptType(r):
                     f_TaxCosts.append(_v)
                     s = 6
                 elif ec == 3:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ReceiptType')
@@ -9849,6 +9055,7 @@ def _d_ReceiptType(r):
                     f_TaxCosts.append(_v)
                     s = 6
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ReceiptType')
@@ -9860,6 +9067,7 @@ def _d_ReceiptType(r):
                     f_TaxCosts.append(_v)
                     s = 6
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ReceiptType')
@@ -9876,16 +9084,14 @@ def _d_ReceiptType(r):
                             s = 15
                             break
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
                         raise r.deviation('ReceiptType')
             if s == 15:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ReceiptType')
+                if bits(1): raise r.deviation('ReceiptType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.ReceiptType(f_TimeAnchor, f_EnergyCosts, f_OccupancyCosts, f_AdditionalServicesCosts, f_OverstayCosts, f_TaxCosts)
@@ -9907,44 +9113,43 @@ def _e_ReceiptType(w, o):
         while s >= 0:
             if s == 0:
                 if v_TimeAnchor is not None:
-                    bits(0, 1)
                     el = 'TimeAnchor'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     if v_TimeAnchor < 0 or v_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {v_TimeAnchor!r} outside [0, 18446744073709551615]')
                     w.uint(v_TimeAnchor)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_TimeAnchor = None
                     s = 1
                 else:
                     raise EncodeError('missing content: expected one of TimeAnchor')
             if s == 1:
                 if v_EnergyCosts is not None:
-                    bits(0, 3)
                     el = 'EnergyCosts'
+                    bits(0, 3)
                     _e_DetailedCostType(w, v_EnergyCosts)
                     v_EnergyCosts = None
                     s = 2
                 elif v_OccupancyCosts is not None:
-                    bits(1, 3)
                     el = 'OccupancyCosts'
+                    bits(1, 3)
                     _e_DetailedCostType(w, v_OccupancyCosts)
                     v_OccupancyCosts = None
                     s = 3
                 elif v_AdditionalServicesCosts is not None:
-                    bits(2, 3)
                     el = 'AdditionalServicesCosts'
+                    bits(2, 3)
                     _e_DetailedCostType(w, v_AdditionalServicesCosts)
                     v_AdditionalServicesCosts = None
                     s = 4
                 elif v_OverstayCosts is not None:
-                    bits(3, 3)
                     el = 'OverstayCosts'
+                    bits(3, 3)
                     _e_DetailedCostType(w, v_OverstayCosts)
                     v_OverstayCosts = None
                     s = 5
                 elif i_TaxCosts < n_TaxCosts:
-                    bits(4, 3)
                     el = 'TaxCosts'
+                    bits(4, 3)
                     _e_DetailedTaxType(w, v_TaxCosts[i_TaxCosts])
                     i_TaxCosts += 1
                     s = 6
@@ -9954,26 +9159,26 @@ def _e_ReceiptType(w, o):
                     s = -1
             if s == 2:
                 if v_OccupancyCosts is not None:
-                    bits(0, 3)
                     el = 'OccupancyCosts'
+                    bits(0, 3)
                     _e_DetailedCostType(w, v_OccupancyCosts)
                     v_OccupancyCosts = None
                     s = 3
                 elif v_AdditionalServicesCosts is not None:
-                    bits(1, 3)
                     el = 'AdditionalServicesCosts'
+                    bits(1, 3)
                     _e_DetailedCostType(w, v_AdditionalServicesCosts)
                     v_AdditionalServicesCosts = None
                     s = 4
                 elif v_OverstayCosts is not None:
-                    bits(2, 3)
                     el = 'OverstayCosts'
+                    bits(2, 3)
                     _e_DetailedCostType(w, v_OverstayCosts)
                     v_OverstayCosts = None
                     s = 5
                 elif i_TaxCosts < n_TaxCosts:
-                    bits(3, 3)
                     el = 'TaxCosts'
+                    bits(3, 3)
                     _e_DetailedTaxType(w, v_TaxCosts[i_TaxCosts])
                     i_TaxCosts += 1
                     s = 6
@@ -9983,20 +9188,20 @@ def _e_ReceiptType(w, o):
                     s = -1
             if s == 3:
                 if v_AdditionalServicesCosts is not None:
-                    bits(0, 3)
                     el = 'AdditionalServicesCosts'
+                    bits(0, 3)
                     _e_DetailedCostType(w, v_AdditionalServicesCosts)
                     v_AdditionalServicesCosts = None
                     s = 4
                 elif v_OverstayCosts is not None:
-                    bits(1, 3)
                     el = 'OverstayCosts'
+                    bits(1, 3)
                     _e_DetailedCostType(w, v_OverstayCosts)
                     v_OverstayCosts = None
                     s = 5
                 elif i_TaxCosts < n_TaxCosts:
-                    bits(2, 3)
                     el = 'TaxCosts'
+                    bits(2, 3)
                     _e_DetailedTaxType(w, v_TaxCosts[i_TaxCosts])
                     i_TaxCosts += 1
                     s = 6
@@ -10006,14 +9211,14 @@ def _e_ReceiptType(w, o):
                     s = -1
             if s == 4:
                 if v_OverstayCosts is not None:
-                    bits(0, 2)
                     el = 'OverstayCosts'
+                    bits(0, 2)
                     _e_DetailedCostType(w, v_OverstayCosts)
                     v_OverstayCosts = None
                     s = 5
                 elif i_TaxCosts < n_TaxCosts:
-                    bits(1, 2)
                     el = 'TaxCosts'
+                    bits(1, 2)
                     _e_DetailedTaxType(w, v_TaxCosts[i_TaxCosts])
                     i_TaxCosts += 1
                     s = 6
@@ -10023,8 +9228,8 @@ def _e_ReceiptType(w, o):
                     s = -1
             if s == 5:
                 if i_TaxCosts < n_TaxCosts:
-                    bits(0, 2)
                     el = 'TaxCosts'
+                    bits(0, 2)
                     _e_DetailedTaxType(w, v_TaxCosts[i_TaxCosts])
                     i_TaxCosts += 1
                     s = 6
@@ -10036,8 +9241,8 @@ def _e_ReceiptType(w, o):
                 n = 0
                 while True:
                     if i_TaxCosts < n_TaxCosts:
-                        bits(0, 2)
                         el = 'TaxCosts'
+                        bits(0, 2)
                         _e_DetailedTaxType(w, v_TaxCosts[i_TaxCosts])
                         i_TaxCosts += 1
                         n += 1
@@ -10064,30 +9269,13 @@ def _d_DetailedCostType(r):
     f_Amount = None
     f_CostPerUnit = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Amount'
-                    f_Amount = _d_RationalNumberType(r)
-                    s = 1
-                else:
-                    raise r.deviation('DetailedCostType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'CostPerUnit'
-                    f_CostPerUnit = _d_RationalNumberType(r)
-                    s = 2
-                else:
-                    raise r.deviation('DetailedCostType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('DetailedCostType')
+        if bits(1): raise r.deviation('DetailedCostType')
+        el = 'Amount'
+        f_Amount = _d_RationalNumberType(r)
+        if bits(1): raise r.deviation('DetailedCostType')
+        el = 'CostPerUnit'
+        f_CostPerUnit = _d_RationalNumberType(r)
+        if bits(1): raise r.deviation('DetailedCostType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.DetailedCostType(f_Amount, f_CostPerUnit)
@@ -10099,31 +9287,20 @@ def _e_DetailedCostType(w, o):
     try:
         v_Amount = o.Amount
         v_CostPerUnit = o.CostPerUnit
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Amount is not None:
-                    bits(0, 1)
-                    el = 'Amount'
-                    _e_RationalNumberType(w, v_Amount)
-                    v_Amount = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Amount')
-            if s == 1:
-                if v_CostPerUnit is not None:
-                    bits(0, 1)
-                    el = 'CostPerUnit'
-                    _e_RationalNumberType(w, v_CostPerUnit)
-                    v_CostPerUnit = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of CostPerUnit')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_Amount is not None or v_CostPerUnit is not None: raise _leftover(o)
-                    s = -1
+        if v_Amount is not None:
+            el = 'Amount'
+            bits(0, 1)
+            _e_RationalNumberType(w, v_Amount)
+            if not (v_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
+            el = 'CostPerUnit'
+            bits(0, 1)
+            v_Amount = None
+            _e_RationalNumberType(w, v_CostPerUnit)
+            bits(0, 1)
+            v_CostPerUnit = None
+            if v_Amount is not None or v_CostPerUnit is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Amount')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -10134,33 +9311,16 @@ def _d_DetailedTaxType(r):
     f_TaxRuleID = None
     f_Amount = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'TaxRuleID'
-                    if bits(1): raise r.deviation('DetailedTaxType')
-                    f_TaxRuleID = r.uint()
-                    if f_TaxRuleID < 1 or f_TaxRuleID > 4294967295: raise DecodeError(f'value {f_TaxRuleID} outside [1, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('DetailedTaxType')
-                    s = 1
-                else:
-                    raise r.deviation('DetailedTaxType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Amount'
-                    f_Amount = _d_RationalNumberType(r)
-                    s = 2
-                else:
-                    raise r.deviation('DetailedTaxType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('DetailedTaxType')
+        x = bits(2)
+        if x & 3: raise r.deviation('DetailedTaxType')
+        el = 'TaxRuleID'
+        f_TaxRuleID = r.uint()
+        if f_TaxRuleID < 1 or f_TaxRuleID > 4294967295: raise DecodeError(f'value {f_TaxRuleID} outside [1, 4294967295]', r.pos)
+        x = bits(2)
+        if x & 3: raise r.deviation('DetailedTaxType')
+        el = 'Amount'
+        f_Amount = _d_RationalNumberType(r)
+        if bits(1): raise r.deviation('DetailedTaxType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.DetailedTaxType(f_TaxRuleID, f_Amount)
@@ -10172,34 +9332,21 @@ def _e_DetailedTaxType(w, o):
     try:
         v_TaxRuleID = o.TaxRuleID
         v_Amount = o.Amount
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_TaxRuleID is not None:
-                    bits(0, 1)
-                    el = 'TaxRuleID'
-                    w.bits(0, 1)
-                    if v_TaxRuleID < 1 or v_TaxRuleID > 4294967295: raise EncodeError(f'value {v_TaxRuleID!r} outside [1, 4294967295]')
-                    w.uint(v_TaxRuleID)
-                    w.bits(0, 1)
-                    v_TaxRuleID = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of TaxRuleID')
-            if s == 1:
-                if v_Amount is not None:
-                    bits(0, 1)
-                    el = 'Amount'
-                    _e_RationalNumberType(w, v_Amount)
-                    v_Amount = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of Amount')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_TaxRuleID is not None or v_Amount is not None: raise _leftover(o)
-                    s = -1
+        if v_TaxRuleID is not None:
+            el = 'TaxRuleID'
+            bits(0, 2)
+            if v_TaxRuleID < 1 or v_TaxRuleID > 4294967295: raise EncodeError(f'value {v_TaxRuleID!r} outside [1, 4294967295]')
+            w.uint(v_TaxRuleID)
+            if not (v_Amount is not None): raise EncodeError('missing content: Amount')
+            el = 'Amount'
+            bits(0, 2)
+            v_TaxRuleID = None
+            _e_RationalNumberType(w, v_Amount)
+            bits(0, 1)
+            v_Amount = None
+            if v_TaxRuleID is not None or v_Amount is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of TaxRuleID')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -10209,22 +9356,10 @@ def _d_WPT_SPCPowerControlParameterType(r):
     el = ''
     f_SPCPrimaryDeviceCoilCurrentInformation = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SPCPrimaryDeviceCoilCurrentInformation'
-                    f_SPCPrimaryDeviceCoilCurrentInformation = _d_RationalNumberType(r)
-                    s = 1
-                else:
-                    raise r.deviation('WPT_SPCPowerControlParameterType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('WPT_SPCPowerControlParameterType')
+        if bits(1): raise r.deviation('WPT_SPCPowerControlParameterType')
+        el = 'SPCPrimaryDeviceCoilCurrentInformation'
+        f_SPCPrimaryDeviceCoilCurrentInformation = _d_RationalNumberType(r)
+        if bits(1): raise r.deviation('WPT_SPCPowerControlParameterType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_wpt.WPT_SPCPowerControlParameterType(f_SPCPrimaryDeviceCoilCurrentInformation)
@@ -10235,22 +9370,15 @@ def _e_WPT_SPCPowerControlParameterType(w, o):
     el = ''
     try:
         v_SPCPrimaryDeviceCoilCurrentInformation = o.SPCPrimaryDeviceCoilCurrentInformation
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_SPCPrimaryDeviceCoilCurrentInformation is not None:
-                    bits(0, 1)
-                    el = 'SPCPrimaryDeviceCoilCurrentInformation'
-                    _e_RationalNumberType(w, v_SPCPrimaryDeviceCoilCurrentInformation)
-                    v_SPCPrimaryDeviceCoilCurrentInformation = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of SPCPrimaryDeviceCoilCurrentInformation')
-            if s == 1:
-                if True:
-                    bits(0, 1)
-                    if v_SPCPrimaryDeviceCoilCurrentInformation is not None: raise _leftover(o)
-                    s = -1
+        if v_SPCPrimaryDeviceCoilCurrentInformation is not None:
+            el = 'SPCPrimaryDeviceCoilCurrentInformation'
+            bits(0, 1)
+            _e_RationalNumberType(w, v_SPCPrimaryDeviceCoilCurrentInformation)
+            bits(0, 1)
+            v_SPCPrimaryDeviceCoilCurrentInformation = None
+            if v_SPCPrimaryDeviceCoilCurrentInformation is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of SPCPrimaryDeviceCoilCurrentInformation')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -10269,68 +9397,38 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('WPT_ChargeParameterDiscoveryReqType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVPCMaxReceivablePower'
-                    f_EVPCMaxReceivablePower = _d_RationalNumberType(r)
-                    s = 2
-                else:
-                    raise r.deviation('WPT_ChargeParameterDiscoveryReqType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SDMaxGroundClearence'
-                    if bits(1): raise r.deviation('WPT_ChargeParameterDiscoveryReqType')
-                    f_SDMaxGroundClearence = r.uint()
-                    if f_SDMaxGroundClearence > 65535: raise DecodeError(f'value {f_SDMaxGroundClearence} outside [0, 65535]', r.pos)
-                    if bits(1): raise r.deviation('WPT_ChargeParameterDiscoveryReqType')
-                    s = 3
-                else:
-                    raise r.deviation('WPT_ChargeParameterDiscoveryReqType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SDMinGroundClearence'
-                    if bits(1): raise r.deviation('WPT_ChargeParameterDiscoveryReqType')
-                    f_SDMinGroundClearence = r.uint()
-                    if f_SDMinGroundClearence > 65535: raise DecodeError(f'value {f_SDMinGroundClearence} outside [0, 65535]', r.pos)
-                    if bits(1): raise r.deviation('WPT_ChargeParameterDiscoveryReqType')
-                    s = 4
-                else:
-                    raise r.deviation('WPT_ChargeParameterDiscoveryReqType')
-            if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVPCNaturalFrequency'
-                    f_EVPCNaturalFrequency = _d_RationalNumberType(r)
-                    s = 5
-                else:
-                    raise r.deviation('WPT_ChargeParameterDiscoveryReqType')
-            if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVPCDeviceLocalControl'
-                    if bits(1): raise r.deviation('WPT_ChargeParameterDiscoveryReqType')
-                    f_EVPCDeviceLocalControl = bits(1) == 1
-                    if bits(1): raise r.deviation('WPT_ChargeParameterDiscoveryReqType')
-                    s = 6
-                else:
-                    raise r.deviation('WPT_ChargeParameterDiscoveryReqType')
+                if bits(1): raise r.deviation('WPT_ChargeParameterDiscoveryReqType')
+                el = 'Header'
+                f_Header = _d_MessageHeaderType(r)
+                if bits(1): raise r.deviation('WPT_ChargeParameterDiscoveryReqType')
+                el = 'EVPCMaxReceivablePower'
+                f_EVPCMaxReceivablePower = _d_RationalNumberType(r)
+                x = bits(2)
+                if x & 3: raise r.deviation('WPT_ChargeParameterDiscoveryReqType')
+                el = 'SDMaxGroundClearence'
+                f_SDMaxGroundClearence = r.uint()
+                if f_SDMaxGroundClearence > 65535: raise DecodeError(f'value {f_SDMaxGroundClearence} outside [0, 65535]', r.pos)
+                x = bits(3)
+                if x & 7: raise r.deviation('WPT_ChargeParameterDiscoveryReqType')
+                el = 'SDMinGroundClearence'
+                f_SDMinGroundClearence = r.uint()
+                if f_SDMinGroundClearence > 65535: raise DecodeError(f'value {f_SDMinGroundClearence} outside [0, 65535]', r.pos)
+                x = bits(2)
+                if x & 3: raise r.deviation('WPT_ChargeParameterDiscoveryReqType')
+                el = 'EVPCNaturalFrequency'
+                f_EVPCNaturalFrequency = _d_RationalNumberType(r)
+                x = bits(4)
+                if x & 13: raise r.deviation('WPT_ChargeParameterDiscoveryReqType')
+                el = 'EVPCDeviceLocalControl'
+                f_EVPCDeviceLocalControl = ((x >> 1) & 1) == 1
+                s = 6
             if s == 6:
                 n = 0
                 while True:
                     ec = bits(2)
                     if ec == 0:
-                        el = 'VendorSpecificDataContainer'
                         if bits(1): raise r.deviation('WPT_ChargeParameterDiscoveryReqType')
+                        el = 'VendorSpecificDataContainer'
                         _v = r.binary()
                         if len(_v) > 256: raise DecodeError(f'length {len(_v)} outside [0, 256]', r.pos)
                         if bits(1): raise r.deviation('WPT_ChargeParameterDiscoveryReqType')
@@ -10340,16 +9438,14 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
                             s = 22
                             break
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
                         raise r.deviation('WPT_ChargeParameterDiscoveryReqType')
             if s == 22:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('WPT_ChargeParameterDiscoveryReqType')
+                if bits(1): raise r.deviation('WPT_ChargeParameterDiscoveryReqType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_wpt.WPT_ChargeParameterDiscoveryReqType(f_Header, f_EVPCMaxReceivablePower, f_SDMaxGroundClearence, f_SDMinGroundClearence, f_EVPCNaturalFrequency, f_EVPCDeviceLocalControl, f_VendorSpecificDataContainer)
@@ -10372,78 +9468,49 @@ def _e_WPT_ChargeParameterDiscoveryReqType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Header is not None:
-                    bits(0, 1)
                     el = 'Header'
+                    bits(0, 1)
                     _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_EVPCMaxReceivablePower is not None:
-                    bits(0, 1)
+                    if not (v_EVPCMaxReceivablePower is not None): raise EncodeError('missing content: EVPCMaxReceivablePower')
                     el = 'EVPCMaxReceivablePower'
-                    _e_RationalNumberType(w, v_EVPCMaxReceivablePower)
-                    v_EVPCMaxReceivablePower = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of EVPCMaxReceivablePower')
-            if s == 2:
-                if v_SDMaxGroundClearence is not None:
                     bits(0, 1)
+                    v_Header = None
+                    _e_RationalNumberType(w, v_EVPCMaxReceivablePower)
+                    if not (v_SDMaxGroundClearence is not None): raise EncodeError('missing content: SDMaxGroundClearence')
                     el = 'SDMaxGroundClearence'
-                    w.bits(0, 1)
+                    bits(0, 2)
+                    v_EVPCMaxReceivablePower = None
                     if v_SDMaxGroundClearence < 0 or v_SDMaxGroundClearence > 65535: raise EncodeError(f'value {v_SDMaxGroundClearence!r} outside [0, 65535]')
                     w.uint(v_SDMaxGroundClearence)
-                    w.bits(0, 1)
-                    v_SDMaxGroundClearence = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of SDMaxGroundClearence')
-            if s == 3:
-                if v_SDMinGroundClearence is not None:
-                    bits(0, 1)
+                    if not (v_SDMinGroundClearence is not None): raise EncodeError('missing content: SDMinGroundClearence')
                     el = 'SDMinGroundClearence'
-                    w.bits(0, 1)
+                    bits(0, 3)
+                    v_SDMaxGroundClearence = None
                     if v_SDMinGroundClearence < 0 or v_SDMinGroundClearence > 65535: raise EncodeError(f'value {v_SDMinGroundClearence!r} outside [0, 65535]')
                     w.uint(v_SDMinGroundClearence)
-                    w.bits(0, 1)
-                    v_SDMinGroundClearence = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of SDMinGroundClearence')
-            if s == 4:
-                if v_EVPCNaturalFrequency is not None:
-                    bits(0, 1)
+                    if not (v_EVPCNaturalFrequency is not None): raise EncodeError('missing content: EVPCNaturalFrequency')
                     el = 'EVPCNaturalFrequency'
+                    bits(0, 2)
+                    v_SDMinGroundClearence = None
                     _e_RationalNumberType(w, v_EVPCNaturalFrequency)
-                    v_EVPCNaturalFrequency = None
-                    s = 5
-                else:
-                    raise EncodeError('missing content: expected one of EVPCNaturalFrequency')
-            if s == 5:
-                if v_EVPCDeviceLocalControl is not None:
-                    bits(0, 1)
+                    if not (v_EVPCDeviceLocalControl is not None): raise EncodeError('missing content: EVPCDeviceLocalControl')
                     el = 'EVPCDeviceLocalControl'
-                    w.bits(0, 1)
-                    if v_EVPCDeviceLocalControl is True: w.bits(1, 1)
-                    elif v_EVPCDeviceLocalControl is False: w.bits(0, 1)
-                    else: raise EncodeError(f'expected a bool, got {v_EVPCDeviceLocalControl!r}')
-                    w.bits(0, 1)
+                    if v_EVPCDeviceLocalControl is not True and v_EVPCDeviceLocalControl is not False: raise EncodeError(f'expected a bool, got {v_EVPCDeviceLocalControl!r}')
+                    bits((v_EVPCDeviceLocalControl << 1), 4)
+                    v_EVPCNaturalFrequency = None
                     v_EVPCDeviceLocalControl = None
                     s = 6
                 else:
-                    raise EncodeError('missing content: expected one of EVPCDeviceLocalControl')
+                    raise EncodeError('missing content: expected one of Header')
             if s == 6:
                 n = 0
                 while True:
                     if i_VendorSpecificDataContainer < n_VendorSpecificDataContainer:
-                        bits(0, 2)
                         el = 'VendorSpecificDataContainer'
-                        w.bits(0, 1)
+                        bits(0, 3)
                         if len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer]) > 256: raise EncodeError(f'length {len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])} outside [0, 256]')
                         w.binary(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_VendorSpecificDataContainer += 1
                         n += 1
                         if n == 16:
@@ -10468,22 +9535,10 @@ def _d_ChargeParameterDiscoveryReqType(r):
     el = ''
     f_Header = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('ChargeParameterDiscoveryReqType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ChargeParameterDiscoveryReqType')
+        if bits(1): raise r.deviation('ChargeParameterDiscoveryReqType')
+        el = 'Header'
+        f_Header = _d_MessageHeaderType(r)
+        if bits(1): raise r.deviation('ChargeParameterDiscoveryReqType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.ChargeParameterDiscoveryReqType(f_Header)
@@ -10494,22 +9549,15 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
     el = ''
     try:
         v_Header = o.Header
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Header is not None:
-                    bits(0, 1)
-                    el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if True:
-                    bits(0, 1)
-                    if v_Header is not None: raise _leftover(o)
-                    s = -1
+        if v_Header is not None:
+            el = 'Header'
+            bits(0, 1)
+            _e_MessageHeaderType(w, v_Header)
+            bits(0, 1)
+            v_Header = None
+            if v_Header is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Header')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -10531,96 +9579,47 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('WPT_ChargeParameterDiscoveryResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('WPT_ChargeParameterDiscoveryResType')
-                    f_ResponseCode = bits(6)
-                    if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
-                    f_ResponseCode = _E4[f_ResponseCode]
-                    if bits(1): raise r.deviation('WPT_ChargeParameterDiscoveryResType')
-                    s = 2
-                else:
-                    raise r.deviation('WPT_ChargeParameterDiscoveryResType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'PDInputPowerClass'
-                    if bits(1): raise r.deviation('WPT_ChargeParameterDiscoveryResType')
-                    f_PDInputPowerClass = _E12[bits(2)]
-                    if bits(1): raise r.deviation('WPT_ChargeParameterDiscoveryResType')
-                    s = 3
-                else:
-                    raise r.deviation('WPT_ChargeParameterDiscoveryResType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SDMinOutputPower'
-                    f_SDMinOutputPower = _d_RationalNumberType(r)
-                    s = 4
-                else:
-                    raise r.deviation('WPT_ChargeParameterDiscoveryResType')
-            if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SDMaxOutputPower'
-                    f_SDMaxOutputPower = _d_RationalNumberType(r)
-                    s = 5
-                else:
-                    raise r.deviation('WPT_ChargeParameterDiscoveryResType')
-            if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SDMaxGroundClearanceSupport'
-                    if bits(1): raise r.deviation('WPT_ChargeParameterDiscoveryResType')
-                    f_SDMaxGroundClearanceSupport = r.uint()
-                    if f_SDMaxGroundClearanceSupport > 65535: raise DecodeError(f'value {f_SDMaxGroundClearanceSupport} outside [0, 65535]', r.pos)
-                    if bits(1): raise r.deviation('WPT_ChargeParameterDiscoveryResType')
-                    s = 6
-                else:
-                    raise r.deviation('WPT_ChargeParameterDiscoveryResType')
-            if s == 6:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SDMinGroundClearanceSupport'
-                    if bits(1): raise r.deviation('WPT_ChargeParameterDiscoveryResType')
-                    f_SDMinGroundClearanceSupport = r.uint()
-                    if f_SDMinGroundClearanceSupport > 65535: raise DecodeError(f'value {f_SDMinGroundClearanceSupport} outside [0, 65535]', r.pos)
-                    if bits(1): raise r.deviation('WPT_ChargeParameterDiscoveryResType')
-                    s = 7
-                else:
-                    raise r.deviation('WPT_ChargeParameterDiscoveryResType')
-            if s == 7:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'PDMinCoilCurrent'
-                    f_PDMinCoilCurrent = _d_RationalNumberType(r)
-                    s = 8
-                else:
-                    raise r.deviation('WPT_ChargeParameterDiscoveryResType')
-            if s == 8:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'PDMaxCoilCurrent'
-                    f_PDMaxCoilCurrent = _d_RationalNumberType(r)
-                    s = 9
-                else:
-                    raise r.deviation('WPT_ChargeParameterDiscoveryResType')
+                if bits(1): raise r.deviation('WPT_ChargeParameterDiscoveryResType')
+                el = 'Header'
+                f_Header = _d_MessageHeaderType(r)
+                x = bits(15)
+                if x & 24691: raise r.deviation('WPT_ChargeParameterDiscoveryResType')
+                el = 'ResponseCode'
+                f_ResponseCode = ((x >> 7) & 63)
+                if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
+                f_ResponseCode = _E4[f_ResponseCode]
+                el = 'PDInputPowerClass'
+                f_PDInputPowerClass = _E12[((x >> 2) & 3)]
+                el = 'SDMinOutputPower'
+                f_SDMinOutputPower = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('WPT_ChargeParameterDiscoveryResType')
+                el = 'SDMaxOutputPower'
+                f_SDMaxOutputPower = _d_RationalNumberType(r)
+                x = bits(2)
+                if x & 3: raise r.deviation('WPT_ChargeParameterDiscoveryResType')
+                el = 'SDMaxGroundClearanceSupport'
+                f_SDMaxGroundClearanceSupport = r.uint()
+                if f_SDMaxGroundClearanceSupport > 65535: raise DecodeError(f'value {f_SDMaxGroundClearanceSupport} outside [0, 65535]', r.pos)
+                x = bits(3)
+                if x & 7: raise r.deviation('WPT_ChargeParameterDiscoveryResType')
+                el = 'SDMinGroundClearanceSupport'
+                f_SDMinGroundClearanceSupport = r.uint()
+                if f_SDMinGroundClearanceSupport > 65535: raise DecodeError(f'value {f_SDMinGroundClearanceSupport} outside [0, 65535]', r.pos)
+                x = bits(2)
+                if x & 3: raise r.deviation('WPT_ChargeParameterDiscoveryResType')
+                el = 'PDMinCoilCurrent'
+                f_PDMinCoilCurrent = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('WPT_ChargeParameterDiscoveryResType')
+                el = 'PDMaxCoilCurrent'
+                f_PDMaxCoilCurrent = _d_RationalNumberType(r)
+                s = 9
             if s == 9:
                 n = 0
                 while True:
                     ec = bits(2)
                     if ec == 0:
-                        el = 'SDManufacturerSpecificDataContainer'
                         if bits(1): raise r.deviation('WPT_ChargeParameterDiscoveryResType')
+                        el = 'SDManufacturerSpecificDataContainer'
                         _v = r.binary()
                         if len(_v) > 256: raise DecodeError(f'length {len(_v)} outside [0, 256]', r.pos)
                         if bits(1): raise r.deviation('WPT_ChargeParameterDiscoveryResType')
@@ -10630,16 +9629,14 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
                             s = 25
                             break
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
                         raise r.deviation('WPT_ChargeParameterDiscoveryResType')
             if s == 25:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('WPT_ChargeParameterDiscoveryResType')
+                if bits(1): raise r.deviation('WPT_ChargeParameterDiscoveryResType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_wpt.WPT_ChargeParameterDiscoveryResType(f_Header, f_ResponseCode, f_PDInputPowerClass, f_SDMinOutputPower, f_SDMaxOutputPower, f_SDMaxGroundClearanceSupport, f_SDMinGroundClearanceSupport, f_PDMinCoilCurrent, f_PDMaxCoilCurrent, f_SDManufacturerSpecificDataContainer)
@@ -10665,109 +9662,64 @@ def _e_WPT_ChargeParameterDiscoveryResType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Header is not None:
-                    bits(0, 1)
                     el = 'Header'
+                    bits(0, 1)
                     _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_ResponseCode is not None:
-                    bits(0, 1)
+                    if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
                     el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I5.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 6)
-                    w.bits(0, 1)
-                    v_ResponseCode = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 2:
-                if v_PDInputPowerClass is not None:
-                    bits(0, 1)
+                    _i12 = _I5.get(v_ResponseCode)
+                    if _i12 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    if not (v_PDInputPowerClass is not None): raise EncodeError('missing content: PDInputPowerClass')
                     el = 'PDInputPowerClass'
-                    w.bits(0, 1)
-                    _i = _I13.get(v_PDInputPowerClass)
-                    if _i is None: raise EncodeError(f'{v_PDInputPowerClass!r} is not one of the enumeration WPT_PowerClassType')
-                    w.bits(_i, 2)
-                    w.bits(0, 1)
-                    v_PDInputPowerClass = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of PDInputPowerClass')
-            if s == 3:
-                if v_SDMinOutputPower is not None:
-                    bits(0, 1)
+                    _i13 = _I13.get(v_PDInputPowerClass)
+                    if _i13 is None: raise EncodeError(f'{v_PDInputPowerClass!r} is not one of the enumeration WPT_PowerClassType')
+                    if not (v_SDMinOutputPower is not None): raise EncodeError('missing content: SDMinOutputPower')
                     el = 'SDMinOutputPower'
+                    bits((_i12 << 7) | (_i13 << 2), 15)
+                    v_Header = None
+                    v_ResponseCode = None
+                    v_PDInputPowerClass = None
                     _e_RationalNumberType(w, v_SDMinOutputPower)
-                    v_SDMinOutputPower = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of SDMinOutputPower')
-            if s == 4:
-                if v_SDMaxOutputPower is not None:
-                    bits(0, 1)
+                    if not (v_SDMaxOutputPower is not None): raise EncodeError('missing content: SDMaxOutputPower')
                     el = 'SDMaxOutputPower'
-                    _e_RationalNumberType(w, v_SDMaxOutputPower)
-                    v_SDMaxOutputPower = None
-                    s = 5
-                else:
-                    raise EncodeError('missing content: expected one of SDMaxOutputPower')
-            if s == 5:
-                if v_SDMaxGroundClearanceSupport is not None:
                     bits(0, 1)
+                    v_SDMinOutputPower = None
+                    _e_RationalNumberType(w, v_SDMaxOutputPower)
+                    if not (v_SDMaxGroundClearanceSupport is not None): raise EncodeError('missing content: SDMaxGroundClearanceSupport')
                     el = 'SDMaxGroundClearanceSupport'
-                    w.bits(0, 1)
+                    bits(0, 2)
+                    v_SDMaxOutputPower = None
                     if v_SDMaxGroundClearanceSupport < 0 or v_SDMaxGroundClearanceSupport > 65535: raise EncodeError(f'value {v_SDMaxGroundClearanceSupport!r} outside [0, 65535]')
                     w.uint(v_SDMaxGroundClearanceSupport)
-                    w.bits(0, 1)
-                    v_SDMaxGroundClearanceSupport = None
-                    s = 6
-                else:
-                    raise EncodeError('missing content: expected one of SDMaxGroundClearanceSupport')
-            if s == 6:
-                if v_SDMinGroundClearanceSupport is not None:
-                    bits(0, 1)
+                    if not (v_SDMinGroundClearanceSupport is not None): raise EncodeError('missing content: SDMinGroundClearanceSupport')
                     el = 'SDMinGroundClearanceSupport'
-                    w.bits(0, 1)
+                    bits(0, 3)
+                    v_SDMaxGroundClearanceSupport = None
                     if v_SDMinGroundClearanceSupport < 0 or v_SDMinGroundClearanceSupport > 65535: raise EncodeError(f'value {v_SDMinGroundClearanceSupport!r} outside [0, 65535]')
                     w.uint(v_SDMinGroundClearanceSupport)
-                    w.bits(0, 1)
-                    v_SDMinGroundClearanceSupport = None
-                    s = 7
-                else:
-                    raise EncodeError('missing content: expected one of SDMinGroundClearanceSupport')
-            if s == 7:
-                if v_PDMinCoilCurrent is not None:
-                    bits(0, 1)
+                    if not (v_PDMinCoilCurrent is not None): raise EncodeError('missing content: PDMinCoilCurrent')
                     el = 'PDMinCoilCurrent'
+                    bits(0, 2)
+                    v_SDMinGroundClearanceSupport = None
                     _e_RationalNumberType(w, v_PDMinCoilCurrent)
-                    v_PDMinCoilCurrent = None
-                    s = 8
-                else:
-                    raise EncodeError('missing content: expected one of PDMinCoilCurrent')
-            if s == 8:
-                if v_PDMaxCoilCurrent is not None:
-                    bits(0, 1)
+                    if not (v_PDMaxCoilCurrent is not None): raise EncodeError('missing content: PDMaxCoilCurrent')
                     el = 'PDMaxCoilCurrent'
+                    bits(0, 1)
+                    v_PDMinCoilCurrent = None
                     _e_RationalNumberType(w, v_PDMaxCoilCurrent)
                     v_PDMaxCoilCurrent = None
                     s = 9
                 else:
-                    raise EncodeError('missing content: expected one of PDMaxCoilCurrent')
+                    raise EncodeError('missing content: expected one of Header')
             if s == 9:
                 n = 0
                 while True:
                     if i_SDManufacturerSpecificDataContainer < n_SDManufacturerSpecificDataContainer:
-                        bits(0, 2)
                         el = 'SDManufacturerSpecificDataContainer'
-                        w.bits(0, 1)
+                        bits(0, 3)
                         if len(v_SDManufacturerSpecificDataContainer[i_SDManufacturerSpecificDataContainer]) > 256: raise EncodeError(f'length {len(v_SDManufacturerSpecificDataContainer[i_SDManufacturerSpecificDataContainer])} outside [0, 256]')
                         w.binary(v_SDManufacturerSpecificDataContainer[i_SDManufacturerSpecificDataContainer])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_SDManufacturerSpecificDataContainer += 1
                         n += 1
                         if n == 16:
@@ -10793,34 +9745,15 @@ def _d_ChargeParameterDiscoveryResType(r):
     f_Header = None
     f_ResponseCode = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('ChargeParameterDiscoveryResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('ChargeParameterDiscoveryResType')
-                    f_ResponseCode = bits(6)
-                    if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
-                    f_ResponseCode = _E4[f_ResponseCode]
-                    if bits(1): raise r.deviation('ChargeParameterDiscoveryResType')
-                    s = 2
-                else:
-                    raise r.deviation('ChargeParameterDiscoveryResType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ChargeParameterDiscoveryResType')
+        if bits(1): raise r.deviation('ChargeParameterDiscoveryResType')
+        el = 'Header'
+        f_Header = _d_MessageHeaderType(r)
+        x = bits(10)
+        if x & 771: raise r.deviation('ChargeParameterDiscoveryResType')
+        el = 'ResponseCode'
+        f_ResponseCode = ((x >> 2) & 63)
+        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
+        f_ResponseCode = _E4[f_ResponseCode]
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.ChargeParameterDiscoveryResType(f_Header, f_ResponseCode)
@@ -10832,35 +9765,20 @@ def _e_ChargeParameterDiscoveryResType(w, o):
     try:
         v_Header = o.Header
         v_ResponseCode = o.ResponseCode
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Header is not None:
-                    bits(0, 1)
-                    el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_ResponseCode is not None:
-                    bits(0, 1)
-                    el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I5.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 6)
-                    w.bits(0, 1)
-                    v_ResponseCode = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_Header is not None or v_ResponseCode is not None: raise _leftover(o)
-                    s = -1
+        if v_Header is not None:
+            el = 'Header'
+            bits(0, 1)
+            _e_MessageHeaderType(w, v_Header)
+            if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            el = 'ResponseCode'
+            _i14 = _I5.get(v_ResponseCode)
+            if _i14 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            bits((_i14 << 2), 10)
+            v_Header = None
+            v_ResponseCode = None
+            if v_Header is not None or v_ResponseCode is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Header')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -10877,44 +9795,27 @@ def _d_WPT_FinePositioningReqType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('WPT_FinePositioningReqType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVProcessing'
-                    if bits(1): raise r.deviation('WPT_FinePositioningReqType')
-                    f_EVProcessing = bits(2)
-                    if f_EVProcessing >= 3: raise DecodeError(f'enumeration index {f_EVProcessing} out of range (3 values)', r.pos)
-                    f_EVProcessing = _E0[f_EVProcessing]
-                    if bits(1): raise r.deviation('WPT_FinePositioningReqType')
-                    s = 2
-                else:
-                    raise r.deviation('WPT_FinePositioningReqType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVResultCode'
-                    if bits(1): raise r.deviation('WPT_FinePositioningReqType')
-                    f_EVResultCode = bits(2)
-                    if f_EVResultCode >= 3: raise DecodeError(f'enumeration index {f_EVResultCode} out of range (3 values)', r.pos)
-                    f_EVResultCode = _E1[f_EVResultCode]
-                    if bits(1): raise r.deviation('WPT_FinePositioningReqType')
-                    s = 3
-                else:
-                    raise r.deviation('WPT_FinePositioningReqType')
+                if bits(1): raise r.deviation('WPT_FinePositioningReqType')
+                el = 'Header'
+                f_Header = _d_MessageHeaderType(r)
+                x = bits(10)
+                if x & 825: raise r.deviation('WPT_FinePositioningReqType')
+                el = 'EVProcessing'
+                f_EVProcessing = ((x >> 6) & 3)
+                if f_EVProcessing >= 3: raise DecodeError(f'enumeration index {f_EVProcessing} out of range (3 values)', r.pos)
+                f_EVProcessing = _E0[f_EVProcessing]
+                el = 'EVResultCode'
+                f_EVResultCode = ((x >> 1) & 3)
+                if f_EVResultCode >= 3: raise DecodeError(f'enumeration index {f_EVResultCode} out of range (3 values)', r.pos)
+                f_EVResultCode = _E1[f_EVResultCode]
+                s = 3
             if s == 3:
                 n = 0
                 while True:
                     ec = bits(2)
                     if ec == 0:
-                        el = 'VendorSpecificDataContainer'
                         if bits(1): raise r.deviation('WPT_FinePositioningReqType')
+                        el = 'VendorSpecificDataContainer'
                         _v = r.binary()
                         if len(_v) > 256: raise DecodeError(f'length {len(_v)} outside [0, 256]', r.pos)
                         if bits(1): raise r.deviation('WPT_FinePositioningReqType')
@@ -10929,16 +9830,14 @@ def _d_WPT_FinePositioningReqType(r):
                         s = 5
                         break
                     elif ec == 2:
+                        pass
                         s = -1
                         break
                     else:
                         raise r.deviation('WPT_FinePositioningReqType')
             if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('WPT_FinePositioningReqType')
+                if bits(1): raise r.deviation('WPT_FinePositioningReqType')
+                s = -1
             if s == 20:
                 ec = bits(2)
                 if ec == 0:
@@ -10946,6 +9845,7 @@ def _d_WPT_FinePositioningReqType(r):
                     f_WPT_LF_DataPackageList = _d_WPT_LF_DataPackageListType(r)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('WPT_FinePositioningReqType')
@@ -10969,57 +9869,41 @@ def _e_WPT_FinePositioningReqType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Header is not None:
-                    bits(0, 1)
                     el = 'Header'
+                    bits(0, 1)
                     _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_EVProcessing is not None:
-                    bits(0, 1)
+                    if not (v_EVProcessing is not None): raise EncodeError('missing content: EVProcessing')
                     el = 'EVProcessing'
-                    w.bits(0, 1)
-                    _i = _I2.get(v_EVProcessing)
-                    if _i is None: raise EncodeError(f'{v_EVProcessing!r} is not one of the enumeration processingType')
-                    w.bits(_i, 2)
-                    w.bits(0, 1)
-                    v_EVProcessing = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of EVProcessing')
-            if s == 2:
-                if v_EVResultCode is not None:
-                    bits(0, 1)
+                    _i15 = _I2.get(v_EVProcessing)
+                    if _i15 is None: raise EncodeError(f'{v_EVProcessing!r} is not one of the enumeration processingType')
+                    if not (v_EVResultCode is not None): raise EncodeError('missing content: EVResultCode')
                     el = 'EVResultCode'
-                    w.bits(0, 1)
-                    _i = _I3.get(v_EVResultCode)
-                    if _i is None: raise EncodeError(f'{v_EVResultCode!r} is not one of the enumeration WPT_EVResultType')
-                    w.bits(_i, 2)
-                    w.bits(0, 1)
+                    _i16 = _I3.get(v_EVResultCode)
+                    if _i16 is None: raise EncodeError(f'{v_EVResultCode!r} is not one of the enumeration WPT_EVResultType')
+                    bits((_i15 << 6) | (_i16 << 1), 10)
+                    v_Header = None
+                    v_EVProcessing = None
                     v_EVResultCode = None
                     s = 3
                 else:
-                    raise EncodeError('missing content: expected one of EVResultCode')
+                    raise EncodeError('missing content: expected one of Header')
             if s == 3:
                 n = 0
                 while True:
                     if i_VendorSpecificDataContainer < n_VendorSpecificDataContainer:
-                        bits(0, 2)
                         el = 'VendorSpecificDataContainer'
-                        w.bits(0, 1)
+                        bits(0, 3)
                         if len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer]) > 256: raise EncodeError(f'length {len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])} outside [0, 256]')
                         w.binary(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_VendorSpecificDataContainer += 1
                         n += 1
                         if n == 16:
                             s = 20
                             break
                     elif v_WPT_LF_DataPackageList is not None:
-                        bits(1, 2)
                         el = 'WPT_LF_DataPackageList'
+                        bits(1, 2)
                         _e_WPT_LF_DataPackageListType(w, v_WPT_LF_DataPackageList)
                         v_WPT_LF_DataPackageList = None
                         s = 5
@@ -11036,8 +9920,8 @@ def _e_WPT_FinePositioningReqType(w, o):
                     s = -1
             if s == 20:
                 if v_WPT_LF_DataPackageList is not None:
-                    bits(0, 2)
                     el = 'WPT_LF_DataPackageList'
+                    bits(0, 2)
                     _e_WPT_LF_DataPackageListType(w, v_WPT_LF_DataPackageList)
                     v_WPT_LF_DataPackageList = None
                     s = 5
@@ -11055,32 +9939,13 @@ def _d_WPT_LF_DataPackageListType(r):
     f_NumPackages = None
     f_WPT_LF_DataPackage = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'NumPackages'
-                    if bits(1): raise r.deviation('WPT_LF_DataPackageListType')
-                    f_NumPackages = bits(8)
-                    if bits(1): raise r.deviation('WPT_LF_DataPackageListType')
-                    s = 1
-                else:
-                    raise r.deviation('WPT_LF_DataPackageListType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'WPT_LF_DataPackage'
-                    f_WPT_LF_DataPackage = _d_WPT_LF_DataPackageType(r)
-                    s = 2
-                else:
-                    raise r.deviation('WPT_LF_DataPackageListType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('WPT_LF_DataPackageListType')
+        x = bits(12)
+        if x & 3075: raise r.deviation('WPT_LF_DataPackageListType')
+        el = 'NumPackages'
+        f_NumPackages = ((x >> 2) & 255)
+        el = 'WPT_LF_DataPackage'
+        f_WPT_LF_DataPackage = _d_WPT_LF_DataPackageType(r)
+        if bits(1): raise r.deviation('WPT_LF_DataPackageListType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_wpt.WPT_LF_DataPackageListType(f_NumPackages, f_WPT_LF_DataPackage)
@@ -11092,34 +9957,19 @@ def _e_WPT_LF_DataPackageListType(w, o):
     try:
         v_NumPackages = o.NumPackages
         v_WPT_LF_DataPackage = o.WPT_LF_DataPackage
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_NumPackages is not None:
-                    bits(0, 1)
-                    el = 'NumPackages'
-                    w.bits(0, 1)
-                    if not 0 <= v_NumPackages <= 255: raise EncodeError(f'value {v_NumPackages!r} outside [0, 255]')
-                    w.bits(v_NumPackages, 8)
-                    w.bits(0, 1)
-                    v_NumPackages = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of NumPackages')
-            if s == 1:
-                if v_WPT_LF_DataPackage is not None:
-                    bits(0, 1)
-                    el = 'WPT_LF_DataPackage'
-                    _e_WPT_LF_DataPackageType(w, v_WPT_LF_DataPackage)
-                    v_WPT_LF_DataPackage = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of WPT_LF_DataPackage')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_NumPackages is not None or v_WPT_LF_DataPackage is not None: raise _leftover(o)
-                    s = -1
+        if v_NumPackages is not None:
+            el = 'NumPackages'
+            if not 0 <= v_NumPackages <= 255: raise EncodeError(f'value {v_NumPackages!r} outside [0, 255]')
+            if not (v_WPT_LF_DataPackage is not None): raise EncodeError('missing content: WPT_LF_DataPackage')
+            el = 'WPT_LF_DataPackage'
+            bits((v_NumPackages << 2), 12)
+            v_NumPackages = None
+            _e_WPT_LF_DataPackageType(w, v_WPT_LF_DataPackage)
+            bits(0, 1)
+            v_WPT_LF_DataPackage = None
+            if v_NumPackages is not None or v_WPT_LF_DataPackage is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of NumPackages')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -11134,36 +9984,22 @@ def _d_WPT_LF_DataPackageType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'PackageIndex'
-                    if bits(1): raise r.deviation('WPT_LF_DataPackageType')
-                    f_PackageIndex = bits(8)
-                    if bits(1): raise r.deviation('WPT_LF_DataPackageType')
-                    s = 1
-                else:
-                    raise r.deviation('WPT_LF_DataPackageType')
+                x = bits(11)
+                if x & 1537: raise r.deviation('WPT_LF_DataPackageType')
+                el = 'PackageIndex'
+                f_PackageIndex = ((x >> 1) & 255)
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
                     el = 'LF_TxData'
                     f_LF_TxData = _d_WPT_LF_TxDataListType(r)
-                    s = 2
+                    if bits(1): raise r.deviation('WPT_LF_DataPackageType')
+                    s = -1
                 elif ec == 1:
                     el = 'LF_RxData'
                     f_LF_RxData = _d_WPT_LF_RxDataListType(r)
-                    s = 3
-                else:
-                    raise r.deviation('WPT_LF_DataPackageType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('WPT_LF_DataPackageType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
+                    if bits(1): raise r.deviation('WPT_LF_DataPackageType')
                     s = -1
                 else:
                     raise r.deviation('WPT_LF_DataPackageType')
@@ -11183,41 +10019,32 @@ def _e_WPT_LF_DataPackageType(w, o):
         while s >= 0:
             if s == 0:
                 if v_PackageIndex is not None:
-                    bits(0, 1)
                     el = 'PackageIndex'
-                    w.bits(0, 1)
                     if not 0 <= v_PackageIndex <= 255: raise EncodeError(f'value {v_PackageIndex!r} outside [0, 255]')
-                    w.bits(v_PackageIndex, 8)
-                    w.bits(0, 1)
+                    bits((v_PackageIndex << 1), 11)
                     v_PackageIndex = None
                     s = 1
                 else:
                     raise EncodeError('missing content: expected one of PackageIndex')
             if s == 1:
                 if v_LF_TxData is not None:
-                    bits(0, 2)
                     el = 'LF_TxData'
+                    bits(0, 2)
                     _e_WPT_LF_TxDataListType(w, v_LF_TxData)
+                    bits(0, 1)
                     v_LF_TxData = None
-                    s = 2
+                    if v_PackageIndex is not None or v_LF_TxData is not None or v_LF_RxData is not None: raise _leftover(o)
+                    s = -1
                 elif v_LF_RxData is not None:
-                    bits(1, 2)
                     el = 'LF_RxData'
+                    bits(1, 2)
                     _e_WPT_LF_RxDataListType(w, v_LF_RxData)
+                    bits(0, 1)
                     v_LF_RxData = None
-                    s = 3
+                    if v_PackageIndex is not None or v_LF_TxData is not None or v_LF_RxData is not None: raise _leftover(o)
+                    s = -1
                 else:
                     raise EncodeError('missing content: expected one of LF_TxData, LF_RxData')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_PackageIndex is not None or v_LF_TxData is not None or v_LF_RxData is not None: raise _leftover(o)
-                    s = -1
-            if s == 3:
-                if True:
-                    bits(0, 1)
-                    if v_PackageIndex is not None or v_LF_TxData is not None or v_LF_RxData is not None: raise _leftover(o)
-                    s = -1
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -11227,22 +10054,10 @@ def _d_WPT_LF_TxDataListType(r):
     el = ''
     f_WPT_LF_TxDataList = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'WPT_LF_TxDataList'
-                    f_WPT_LF_TxDataList = _d_WPT_LF_TxDataType(r)
-                    s = 1
-                else:
-                    raise r.deviation('WPT_LF_TxDataListType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('WPT_LF_TxDataListType')
+        if bits(1): raise r.deviation('WPT_LF_TxDataListType')
+        el = 'WPT_LF_TxDataList'
+        f_WPT_LF_TxDataList = _d_WPT_LF_TxDataType(r)
+        if bits(1): raise r.deviation('WPT_LF_TxDataListType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_wpt.WPT_LF_TxDataListType(f_WPT_LF_TxDataList)
@@ -11253,22 +10068,15 @@ def _e_WPT_LF_TxDataListType(w, o):
     el = ''
     try:
         v_WPT_LF_TxDataList = o.WPT_LF_TxDataList
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_WPT_LF_TxDataList is not None:
-                    bits(0, 1)
-                    el = 'WPT_LF_TxDataList'
-                    _e_WPT_LF_TxDataType(w, v_WPT_LF_TxDataList)
-                    v_WPT_LF_TxDataList = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of WPT_LF_TxDataList')
-            if s == 1:
-                if True:
-                    bits(0, 1)
-                    if v_WPT_LF_TxDataList is not None: raise _leftover(o)
-                    s = -1
+        if v_WPT_LF_TxDataList is not None:
+            el = 'WPT_LF_TxDataList'
+            bits(0, 1)
+            _e_WPT_LF_TxDataType(w, v_WPT_LF_TxDataList)
+            bits(0, 1)
+            v_WPT_LF_TxDataList = None
+            if v_WPT_LF_TxDataList is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of WPT_LF_TxDataList')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -11279,33 +10087,16 @@ def _d_WPT_LF_TxDataType(r):
     f_TxIdentifier = None
     f_EIRP = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'TxIdentifier'
-                    if bits(1): raise r.deviation('WPT_LF_TxDataType')
-                    f_TxIdentifier = r.uint()
-                    if f_TxIdentifier < 1 or f_TxIdentifier > 4294967295: raise DecodeError(f'value {f_TxIdentifier} outside [1, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('WPT_LF_TxDataType')
-                    s = 1
-                else:
-                    raise r.deviation('WPT_LF_TxDataType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EIRP'
-                    f_EIRP = _d_RationalNumberType(r)
-                    s = 2
-                else:
-                    raise r.deviation('WPT_LF_TxDataType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('WPT_LF_TxDataType')
+        x = bits(2)
+        if x & 3: raise r.deviation('WPT_LF_TxDataType')
+        el = 'TxIdentifier'
+        f_TxIdentifier = r.uint()
+        if f_TxIdentifier < 1 or f_TxIdentifier > 4294967295: raise DecodeError(f'value {f_TxIdentifier} outside [1, 4294967295]', r.pos)
+        x = bits(2)
+        if x & 3: raise r.deviation('WPT_LF_TxDataType')
+        el = 'EIRP'
+        f_EIRP = _d_RationalNumberType(r)
+        if bits(1): raise r.deviation('WPT_LF_TxDataType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_wpt.WPT_LF_TxDataType(f_TxIdentifier, f_EIRP)
@@ -11317,34 +10108,21 @@ def _e_WPT_LF_TxDataType(w, o):
     try:
         v_TxIdentifier = o.TxIdentifier
         v_EIRP = o.EIRP
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_TxIdentifier is not None:
-                    bits(0, 1)
-                    el = 'TxIdentifier'
-                    w.bits(0, 1)
-                    if v_TxIdentifier < 1 or v_TxIdentifier > 4294967295: raise EncodeError(f'value {v_TxIdentifier!r} outside [1, 4294967295]')
-                    w.uint(v_TxIdentifier)
-                    w.bits(0, 1)
-                    v_TxIdentifier = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of TxIdentifier')
-            if s == 1:
-                if v_EIRP is not None:
-                    bits(0, 1)
-                    el = 'EIRP'
-                    _e_RationalNumberType(w, v_EIRP)
-                    v_EIRP = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of EIRP')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_TxIdentifier is not None or v_EIRP is not None: raise _leftover(o)
-                    s = -1
+        if v_TxIdentifier is not None:
+            el = 'TxIdentifier'
+            bits(0, 2)
+            if v_TxIdentifier < 1 or v_TxIdentifier > 4294967295: raise EncodeError(f'value {v_TxIdentifier!r} outside [1, 4294967295]')
+            w.uint(v_TxIdentifier)
+            if not (v_EIRP is not None): raise EncodeError('missing content: EIRP')
+            el = 'EIRP'
+            bits(0, 2)
+            v_TxIdentifier = None
+            _e_RationalNumberType(w, v_EIRP)
+            bits(0, 1)
+            v_EIRP = None
+            if v_TxIdentifier is not None or v_EIRP is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of TxIdentifier')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -11354,22 +10132,10 @@ def _d_WPT_LF_RxDataListType(r):
     el = ''
     f_WPT_LF_RxDataList = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'WPT_LF_RxDataList'
-                    f_WPT_LF_RxDataList = _d_WPT_LF_RxDataType(r)
-                    s = 1
-                else:
-                    raise r.deviation('WPT_LF_RxDataListType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('WPT_LF_RxDataListType')
+        if bits(1): raise r.deviation('WPT_LF_RxDataListType')
+        el = 'WPT_LF_RxDataList'
+        f_WPT_LF_RxDataList = _d_WPT_LF_RxDataType(r)
+        if bits(1): raise r.deviation('WPT_LF_RxDataListType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_wpt.WPT_LF_RxDataListType(f_WPT_LF_RxDataList)
@@ -11380,22 +10146,15 @@ def _e_WPT_LF_RxDataListType(w, o):
     el = ''
     try:
         v_WPT_LF_RxDataList = o.WPT_LF_RxDataList
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_WPT_LF_RxDataList is not None:
-                    bits(0, 1)
-                    el = 'WPT_LF_RxDataList'
-                    _e_WPT_LF_RxDataType(w, v_WPT_LF_RxDataList)
-                    v_WPT_LF_RxDataList = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of WPT_LF_RxDataList')
-            if s == 1:
-                if True:
-                    bits(0, 1)
-                    if v_WPT_LF_RxDataList is not None: raise _leftover(o)
-                    s = -1
+        if v_WPT_LF_RxDataList is not None:
+            el = 'WPT_LF_RxDataList'
+            bits(0, 1)
+            _e_WPT_LF_RxDataType(w, v_WPT_LF_RxDataList)
+            bits(0, 1)
+            v_WPT_LF_RxDataList = None
+            if v_WPT_LF_RxDataList is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of WPT_LF_RxDataList')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -11406,33 +10165,16 @@ def _d_WPT_LF_RxDataType(r):
     f_RxIdentifier = None
     f_RSSIData = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'RxIdentifier'
-                    if bits(1): raise r.deviation('WPT_LF_RxDataType')
-                    f_RxIdentifier = r.uint()
-                    if f_RxIdentifier < 1 or f_RxIdentifier > 4294967295: raise DecodeError(f'value {f_RxIdentifier} outside [1, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('WPT_LF_RxDataType')
-                    s = 1
-                else:
-                    raise r.deviation('WPT_LF_RxDataType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'RSSIData'
-                    f_RSSIData = _d_WPT_LF_RxRSSIListType(r)
-                    s = 2
-                else:
-                    raise r.deviation('WPT_LF_RxDataType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('WPT_LF_RxDataType')
+        x = bits(2)
+        if x & 3: raise r.deviation('WPT_LF_RxDataType')
+        el = 'RxIdentifier'
+        f_RxIdentifier = r.uint()
+        if f_RxIdentifier < 1 or f_RxIdentifier > 4294967295: raise DecodeError(f'value {f_RxIdentifier} outside [1, 4294967295]', r.pos)
+        x = bits(2)
+        if x & 3: raise r.deviation('WPT_LF_RxDataType')
+        el = 'RSSIData'
+        f_RSSIData = _d_WPT_LF_RxRSSIListType(r)
+        if bits(1): raise r.deviation('WPT_LF_RxDataType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_wpt.WPT_LF_RxDataType(f_RxIdentifier, f_RSSIData)
@@ -11444,34 +10186,21 @@ def _e_WPT_LF_RxDataType(w, o):
     try:
         v_RxIdentifier = o.RxIdentifier
         v_RSSIData = o.RSSIData
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_RxIdentifier is not None:
-                    bits(0, 1)
-                    el = 'RxIdentifier'
-                    w.bits(0, 1)
-                    if v_RxIdentifier < 1 or v_RxIdentifier > 4294967295: raise EncodeError(f'value {v_RxIdentifier!r} outside [1, 4294967295]')
-                    w.uint(v_RxIdentifier)
-                    w.bits(0, 1)
-                    v_RxIdentifier = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of RxIdentifier')
-            if s == 1:
-                if v_RSSIData is not None:
-                    bits(0, 1)
-                    el = 'RSSIData'
-                    _e_WPT_LF_RxRSSIListType(w, v_RSSIData)
-                    v_RSSIData = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of RSSIData')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_RxIdentifier is not None or v_RSSIData is not None: raise _leftover(o)
-                    s = -1
+        if v_RxIdentifier is not None:
+            el = 'RxIdentifier'
+            bits(0, 2)
+            if v_RxIdentifier < 1 or v_RxIdentifier > 4294967295: raise EncodeError(f'value {v_RxIdentifier!r} outside [1, 4294967295]')
+            w.uint(v_RxIdentifier)
+            if not (v_RSSIData is not None): raise EncodeError('missing content: RSSIData')
+            el = 'RSSIData'
+            bits(0, 2)
+            v_RxIdentifier = None
+            _e_WPT_LF_RxRSSIListType(w, v_RSSIData)
+            bits(0, 1)
+            v_RSSIData = None
+            if v_RxIdentifier is not None or v_RSSIData is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of RxIdentifier')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -11481,22 +10210,10 @@ def _d_WPT_LF_RxRSSIListType(r):
     el = ''
     f_RSSIDataList = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'RSSIDataList'
-                    f_RSSIDataList = _d_WPT_LF_RxRSSIType(r)
-                    s = 1
-                else:
-                    raise r.deviation('WPT_LF_RxRSSIListType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('WPT_LF_RxRSSIListType')
+        if bits(1): raise r.deviation('WPT_LF_RxRSSIListType')
+        el = 'RSSIDataList'
+        f_RSSIDataList = _d_WPT_LF_RxRSSIType(r)
+        if bits(1): raise r.deviation('WPT_LF_RxRSSIListType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_wpt.WPT_LF_RxRSSIListType(f_RSSIDataList)
@@ -11507,22 +10224,15 @@ def _e_WPT_LF_RxRSSIListType(w, o):
     el = ''
     try:
         v_RSSIDataList = o.RSSIDataList
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_RSSIDataList is not None:
-                    bits(0, 1)
-                    el = 'RSSIDataList'
-                    _e_WPT_LF_RxRSSIType(w, v_RSSIDataList)
-                    v_RSSIDataList = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of RSSIDataList')
-            if s == 1:
-                if True:
-                    bits(0, 1)
-                    if v_RSSIDataList is not None: raise _leftover(o)
-                    s = -1
+        if v_RSSIDataList is not None:
+            el = 'RSSIDataList'
+            bits(0, 1)
+            _e_WPT_LF_RxRSSIType(w, v_RSSIDataList)
+            bits(0, 1)
+            v_RSSIDataList = None
+            if v_RSSIDataList is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of RSSIDataList')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -11533,33 +10243,16 @@ def _d_WPT_LF_RxRSSIType(r):
     f_TxIdentifier = None
     f_RSSI = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'TxIdentifier'
-                    if bits(1): raise r.deviation('WPT_LF_RxRSSIType')
-                    f_TxIdentifier = r.uint()
-                    if f_TxIdentifier < 1 or f_TxIdentifier > 4294967295: raise DecodeError(f'value {f_TxIdentifier} outside [1, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('WPT_LF_RxRSSIType')
-                    s = 1
-                else:
-                    raise r.deviation('WPT_LF_RxRSSIType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'RSSI'
-                    f_RSSI = _d_RationalNumberType(r)
-                    s = 2
-                else:
-                    raise r.deviation('WPT_LF_RxRSSIType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('WPT_LF_RxRSSIType')
+        x = bits(2)
+        if x & 3: raise r.deviation('WPT_LF_RxRSSIType')
+        el = 'TxIdentifier'
+        f_TxIdentifier = r.uint()
+        if f_TxIdentifier < 1 or f_TxIdentifier > 4294967295: raise DecodeError(f'value {f_TxIdentifier} outside [1, 4294967295]', r.pos)
+        x = bits(2)
+        if x & 3: raise r.deviation('WPT_LF_RxRSSIType')
+        el = 'RSSI'
+        f_RSSI = _d_RationalNumberType(r)
+        if bits(1): raise r.deviation('WPT_LF_RxRSSIType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_wpt.WPT_LF_RxRSSIType(f_TxIdentifier, f_RSSI)
@@ -11571,34 +10264,21 @@ def _e_WPT_LF_RxRSSIType(w, o):
     try:
         v_TxIdentifier = o.TxIdentifier
         v_RSSI = o.RSSI
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_TxIdentifier is not None:
-                    bits(0, 1)
-                    el = 'TxIdentifier'
-                    w.bits(0, 1)
-                    if v_TxIdentifier < 1 or v_TxIdentifier > 4294967295: raise EncodeError(f'value {v_TxIdentifier!r} outside [1, 4294967295]')
-                    w.uint(v_TxIdentifier)
-                    w.bits(0, 1)
-                    v_TxIdentifier = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of TxIdentifier')
-            if s == 1:
-                if v_RSSI is not None:
-                    bits(0, 1)
-                    el = 'RSSI'
-                    _e_RationalNumberType(w, v_RSSI)
-                    v_RSSI = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of RSSI')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_TxIdentifier is not None or v_RSSI is not None: raise _leftover(o)
-                    s = -1
+        if v_TxIdentifier is not None:
+            el = 'TxIdentifier'
+            bits(0, 2)
+            if v_TxIdentifier < 1 or v_TxIdentifier > 4294967295: raise EncodeError(f'value {v_TxIdentifier!r} outside [1, 4294967295]')
+            w.uint(v_TxIdentifier)
+            if not (v_RSSI is not None): raise EncodeError('missing content: RSSI')
+            el = 'RSSI'
+            bits(0, 2)
+            v_TxIdentifier = None
+            _e_RationalNumberType(w, v_RSSI)
+            bits(0, 1)
+            v_RSSI = None
+            if v_TxIdentifier is not None or v_RSSI is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of TxIdentifier')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -11615,44 +10295,27 @@ def _d_WPT_FinePositioningResType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('WPT_FinePositioningResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('WPT_FinePositioningResType')
-                    f_ResponseCode = bits(6)
-                    if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
-                    f_ResponseCode = _E4[f_ResponseCode]
-                    if bits(1): raise r.deviation('WPT_FinePositioningResType')
-                    s = 2
-                else:
-                    raise r.deviation('WPT_FinePositioningResType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEProcessing'
-                    if bits(1): raise r.deviation('WPT_FinePositioningResType')
-                    f_EVSEProcessing = bits(2)
-                    if f_EVSEProcessing >= 3: raise DecodeError(f'enumeration index {f_EVSEProcessing} out of range (3 values)', r.pos)
-                    f_EVSEProcessing = _E0[f_EVSEProcessing]
-                    if bits(1): raise r.deviation('WPT_FinePositioningResType')
-                    s = 3
-                else:
-                    raise r.deviation('WPT_FinePositioningResType')
+                if bits(1): raise r.deviation('WPT_FinePositioningResType')
+                el = 'Header'
+                f_Header = _d_MessageHeaderType(r)
+                x = bits(14)
+                if x & 12345: raise r.deviation('WPT_FinePositioningResType')
+                el = 'ResponseCode'
+                f_ResponseCode = ((x >> 6) & 63)
+                if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
+                f_ResponseCode = _E4[f_ResponseCode]
+                el = 'EVSEProcessing'
+                f_EVSEProcessing = ((x >> 1) & 3)
+                if f_EVSEProcessing >= 3: raise DecodeError(f'enumeration index {f_EVSEProcessing} out of range (3 values)', r.pos)
+                f_EVSEProcessing = _E0[f_EVSEProcessing]
+                s = 3
             if s == 3:
                 n = 0
                 while True:
                     ec = bits(2)
                     if ec == 0:
-                        el = 'VendorSpecificDataContainer'
                         if bits(1): raise r.deviation('WPT_FinePositioningResType')
+                        el = 'VendorSpecificDataContainer'
                         _v = r.binary()
                         if len(_v) > 256: raise DecodeError(f'length {len(_v)} outside [0, 256]', r.pos)
                         if bits(1): raise r.deviation('WPT_FinePositioningResType')
@@ -11667,16 +10330,14 @@ def _d_WPT_FinePositioningResType(r):
                         s = 5
                         break
                     elif ec == 2:
+                        pass
                         s = -1
                         break
                     else:
                         raise r.deviation('WPT_FinePositioningResType')
             if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('WPT_FinePositioningResType')
+                if bits(1): raise r.deviation('WPT_FinePositioningResType')
+                s = -1
             if s == 20:
                 ec = bits(2)
                 if ec == 0:
@@ -11684,6 +10345,7 @@ def _d_WPT_FinePositioningResType(r):
                     f_WPT_LF_DataPackageList = _d_WPT_LF_DataPackageListType(r)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('WPT_FinePositioningResType')
@@ -11707,57 +10369,41 @@ def _e_WPT_FinePositioningResType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Header is not None:
-                    bits(0, 1)
                     el = 'Header'
+                    bits(0, 1)
                     _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_ResponseCode is not None:
-                    bits(0, 1)
+                    if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
                     el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I5.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 6)
-                    w.bits(0, 1)
-                    v_ResponseCode = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 2:
-                if v_EVSEProcessing is not None:
-                    bits(0, 1)
+                    _i17 = _I5.get(v_ResponseCode)
+                    if _i17 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    if not (v_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
                     el = 'EVSEProcessing'
-                    w.bits(0, 1)
-                    _i = _I2.get(v_EVSEProcessing)
-                    if _i is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration processingType')
-                    w.bits(_i, 2)
-                    w.bits(0, 1)
+                    _i18 = _I2.get(v_EVSEProcessing)
+                    if _i18 is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration processingType')
+                    bits((_i17 << 6) | (_i18 << 1), 14)
+                    v_Header = None
+                    v_ResponseCode = None
                     v_EVSEProcessing = None
                     s = 3
                 else:
-                    raise EncodeError('missing content: expected one of EVSEProcessing')
+                    raise EncodeError('missing content: expected one of Header')
             if s == 3:
                 n = 0
                 while True:
                     if i_VendorSpecificDataContainer < n_VendorSpecificDataContainer:
-                        bits(0, 2)
                         el = 'VendorSpecificDataContainer'
-                        w.bits(0, 1)
+                        bits(0, 3)
                         if len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer]) > 256: raise EncodeError(f'length {len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])} outside [0, 256]')
                         w.binary(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_VendorSpecificDataContainer += 1
                         n += 1
                         if n == 16:
                             s = 20
                             break
                     elif v_WPT_LF_DataPackageList is not None:
-                        bits(1, 2)
                         el = 'WPT_LF_DataPackageList'
+                        bits(1, 2)
                         _e_WPT_LF_DataPackageListType(w, v_WPT_LF_DataPackageList)
                         v_WPT_LF_DataPackageList = None
                         s = 5
@@ -11774,8 +10420,8 @@ def _e_WPT_FinePositioningResType(w, o):
                     s = -1
             if s == 20:
                 if v_WPT_LF_DataPackageList is not None:
-                    bits(0, 2)
                     el = 'WPT_LF_DataPackageList'
+                    bits(0, 2)
                     _e_WPT_LF_DataPackageListType(w, v_WPT_LF_DataPackageList)
                     v_WPT_LF_DataPackageList = None
                     s = 5
@@ -11802,67 +10448,37 @@ def _d_WPT_FinePositioningSetupReqType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('WPT_FinePositioningSetupReqType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVProcessing'
-                    if bits(1): raise r.deviation('WPT_FinePositioningSetupReqType')
-                    f_EVProcessing = bits(2)
-                    if f_EVProcessing >= 3: raise DecodeError(f'enumeration index {f_EVProcessing} out of range (3 values)', r.pos)
-                    f_EVProcessing = _E0[f_EVProcessing]
-                    if bits(1): raise r.deviation('WPT_FinePositioningSetupReqType')
-                    s = 2
-                else:
-                    raise r.deviation('WPT_FinePositioningSetupReqType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVDeviceFinePositioningMethodList'
-                    f_EVDeviceFinePositioningMethodList = _d_WPT_FinePositioningMethodListType(r)
-                    s = 3
-                else:
-                    raise r.deviation('WPT_FinePositioningSetupReqType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVDevicePairingMethodList'
-                    f_EVDevicePairingMethodList = _d_WPT_PairingMethodListType(r)
-                    s = 4
-                else:
-                    raise r.deviation('WPT_FinePositioningSetupReqType')
-            if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVDeviceAlignmentCheckMethodList'
-                    f_EVDeviceAlignmentCheckMethodList = _d_WPT_AlignmentCheckMethodListType(r)
-                    s = 5
-                else:
-                    raise r.deviation('WPT_FinePositioningSetupReqType')
-            if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'NaturalOffset'
-                    if bits(1): raise r.deviation('WPT_FinePositioningSetupReqType')
-                    f_NaturalOffset = r.uint()
-                    if f_NaturalOffset > 65535: raise DecodeError(f'value {f_NaturalOffset} outside [0, 65535]', r.pos)
-                    if bits(1): raise r.deviation('WPT_FinePositioningSetupReqType')
-                    s = 6
-                else:
-                    raise r.deviation('WPT_FinePositioningSetupReqType')
+                if bits(1): raise r.deviation('WPT_FinePositioningSetupReqType')
+                el = 'Header'
+                f_Header = _d_MessageHeaderType(r)
+                x = bits(6)
+                if x & 51: raise r.deviation('WPT_FinePositioningSetupReqType')
+                el = 'EVProcessing'
+                f_EVProcessing = ((x >> 2) & 3)
+                if f_EVProcessing >= 3: raise DecodeError(f'enumeration index {f_EVProcessing} out of range (3 values)', r.pos)
+                f_EVProcessing = _E0[f_EVProcessing]
+                el = 'EVDeviceFinePositioningMethodList'
+                f_EVDeviceFinePositioningMethodList = _d_WPT_FinePositioningMethodListType(r)
+                if bits(1): raise r.deviation('WPT_FinePositioningSetupReqType')
+                el = 'EVDevicePairingMethodList'
+                f_EVDevicePairingMethodList = _d_WPT_PairingMethodListType(r)
+                if bits(1): raise r.deviation('WPT_FinePositioningSetupReqType')
+                el = 'EVDeviceAlignmentCheckMethodList'
+                f_EVDeviceAlignmentCheckMethodList = _d_WPT_AlignmentCheckMethodListType(r)
+                x = bits(2)
+                if x & 3: raise r.deviation('WPT_FinePositioningSetupReqType')
+                el = 'NaturalOffset'
+                f_NaturalOffset = r.uint()
+                if f_NaturalOffset > 65535: raise DecodeError(f'value {f_NaturalOffset} outside [0, 65535]', r.pos)
+                if bits(1): raise r.deviation('WPT_FinePositioningSetupReqType')
+                s = 6
             if s == 6:
                 n = 0
                 while True:
                     ec = bits(2)
                     if ec == 0:
-                        el = 'VendorSpecificDataContainer'
                         if bits(1): raise r.deviation('WPT_FinePositioningSetupReqType')
+                        el = 'VendorSpecificDataContainer'
                         _v = r.binary()
                         if len(_v) > 256: raise DecodeError(f'length {len(_v)} outside [0, 256]', r.pos)
                         if bits(1): raise r.deviation('WPT_FinePositioningSetupReqType')
@@ -11877,16 +10493,14 @@ def _d_WPT_FinePositioningSetupReqType(r):
                         s = 8
                         break
                     elif ec == 2:
+                        pass
                         s = -1
                         break
                     else:
                         raise r.deviation('WPT_FinePositioningSetupReqType')
             if s == 8:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('WPT_FinePositioningSetupReqType')
+                if bits(1): raise r.deviation('WPT_FinePositioningSetupReqType')
+                s = -1
             if s == 23:
                 ec = bits(2)
                 if ec == 0:
@@ -11894,6 +10508,7 @@ def _d_WPT_FinePositioningSetupReqType(r):
                     f_LF_SystemSetupData = _d_WPT_LF_SystemSetupDataType(r)
                     s = 8
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('WPT_FinePositioningSetupReqType')
@@ -11920,83 +10535,57 @@ def _e_WPT_FinePositioningSetupReqType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Header is not None:
-                    bits(0, 1)
                     el = 'Header'
+                    bits(0, 1)
                     _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_EVProcessing is not None:
-                    bits(0, 1)
+                    if not (v_EVProcessing is not None): raise EncodeError('missing content: EVProcessing')
                     el = 'EVProcessing'
-                    w.bits(0, 1)
-                    _i = _I2.get(v_EVProcessing)
-                    if _i is None: raise EncodeError(f'{v_EVProcessing!r} is not one of the enumeration processingType')
-                    w.bits(_i, 2)
-                    w.bits(0, 1)
-                    v_EVProcessing = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of EVProcessing')
-            if s == 2:
-                if v_EVDeviceFinePositioningMethodList is not None:
-                    bits(0, 1)
+                    _i19 = _I2.get(v_EVProcessing)
+                    if _i19 is None: raise EncodeError(f'{v_EVProcessing!r} is not one of the enumeration processingType')
+                    if not (v_EVDeviceFinePositioningMethodList is not None): raise EncodeError('missing content: EVDeviceFinePositioningMethodList')
                     el = 'EVDeviceFinePositioningMethodList'
+                    bits((_i19 << 2), 6)
+                    v_Header = None
+                    v_EVProcessing = None
                     _e_WPT_FinePositioningMethodListType(w, v_EVDeviceFinePositioningMethodList)
-                    v_EVDeviceFinePositioningMethodList = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of EVDeviceFinePositioningMethodList')
-            if s == 3:
-                if v_EVDevicePairingMethodList is not None:
-                    bits(0, 1)
+                    if not (v_EVDevicePairingMethodList is not None): raise EncodeError('missing content: EVDevicePairingMethodList')
                     el = 'EVDevicePairingMethodList'
+                    bits(0, 1)
+                    v_EVDeviceFinePositioningMethodList = None
                     _e_WPT_PairingMethodListType(w, v_EVDevicePairingMethodList)
-                    v_EVDevicePairingMethodList = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of EVDevicePairingMethodList')
-            if s == 4:
-                if v_EVDeviceAlignmentCheckMethodList is not None:
-                    bits(0, 1)
+                    if not (v_EVDeviceAlignmentCheckMethodList is not None): raise EncodeError('missing content: EVDeviceAlignmentCheckMethodList')
                     el = 'EVDeviceAlignmentCheckMethodList'
-                    _e_WPT_AlignmentCheckMethodListType(w, v_EVDeviceAlignmentCheckMethodList)
-                    v_EVDeviceAlignmentCheckMethodList = None
-                    s = 5
-                else:
-                    raise EncodeError('missing content: expected one of EVDeviceAlignmentCheckMethodList')
-            if s == 5:
-                if v_NaturalOffset is not None:
                     bits(0, 1)
+                    v_EVDevicePairingMethodList = None
+                    _e_WPT_AlignmentCheckMethodListType(w, v_EVDeviceAlignmentCheckMethodList)
+                    if not (v_NaturalOffset is not None): raise EncodeError('missing content: NaturalOffset')
                     el = 'NaturalOffset'
-                    w.bits(0, 1)
+                    bits(0, 2)
+                    v_EVDeviceAlignmentCheckMethodList = None
                     if v_NaturalOffset < 0 or v_NaturalOffset > 65535: raise EncodeError(f'value {v_NaturalOffset!r} outside [0, 65535]')
                     w.uint(v_NaturalOffset)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_NaturalOffset = None
                     s = 6
                 else:
-                    raise EncodeError('missing content: expected one of NaturalOffset')
+                    raise EncodeError('missing content: expected one of Header')
             if s == 6:
                 n = 0
                 while True:
                     if i_VendorSpecificDataContainer < n_VendorSpecificDataContainer:
-                        bits(0, 2)
                         el = 'VendorSpecificDataContainer'
-                        w.bits(0, 1)
+                        bits(0, 3)
                         if len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer]) > 256: raise EncodeError(f'length {len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])} outside [0, 256]')
                         w.binary(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_VendorSpecificDataContainer += 1
                         n += 1
                         if n == 16:
                             s = 23
                             break
                     elif v_LF_SystemSetupData is not None:
-                        bits(1, 2)
                         el = 'LF_SystemSetupData'
+                        bits(1, 2)
                         _e_WPT_LF_SystemSetupDataType(w, v_LF_SystemSetupData)
                         v_LF_SystemSetupData = None
                         s = 8
@@ -12013,8 +10602,8 @@ def _e_WPT_FinePositioningSetupReqType(w, o):
                     s = -1
             if s == 23:
                 if v_LF_SystemSetupData is not None:
-                    bits(0, 2)
                     el = 'LF_SystemSetupData'
+                    bits(0, 2)
                     _e_WPT_LF_SystemSetupDataType(w, v_LF_SystemSetupData)
                     v_LF_SystemSetupData = None
                     s = 8
@@ -12034,45 +10623,39 @@ def _d_WPT_FinePositioningMethodListType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'WPT_FinePositioningMethod'
-                    if bits(1): raise r.deviation('WPT_FinePositioningMethodListType')
-                    _v = bits(3)
-                    if _v >= 5: raise DecodeError(f'enumeration index {_v} out of range (5 values)', r.pos)
-                    _v = _E14[_v]
-                    if bits(1): raise r.deviation('WPT_FinePositioningMethodListType')
-                    f_WPT_FinePositioningMethod.append(_v)
-                    s = 1
-                else:
-                    raise r.deviation('WPT_FinePositioningMethodListType')
+                x = bits(6)
+                if x & 49: raise r.deviation('WPT_FinePositioningMethodListType')
+                el = 'WPT_FinePositioningMethod'
+                _v = ((x >> 1) & 7)
+                if _v >= 5: raise DecodeError(f'enumeration index {_v} out of range (5 values)', r.pos)
+                _v = _E14[_v]
+                f_WPT_FinePositioningMethod.append(_v)
+                s = 1
             if s == 1:
                 n = 0
                 while True:
                     ec = bits(2)
                     if ec == 0:
+                        x = bits(5)
+                        if x & 17: raise r.deviation('WPT_FinePositioningMethodListType')
                         el = 'WPT_FinePositioningMethod'
-                        if bits(1): raise r.deviation('WPT_FinePositioningMethodListType')
-                        _v = bits(3)
+                        _v = ((x >> 1) & 7)
                         if _v >= 5: raise DecodeError(f'enumeration index {_v} out of range (5 values)', r.pos)
                         _v = _E14[_v]
-                        if bits(1): raise r.deviation('WPT_FinePositioningMethodListType')
                         f_WPT_FinePositioningMethod.append(_v)
                         n += 1
                         if n == 7:
                             s = 8
                             break
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
                         raise r.deviation('WPT_FinePositioningMethodListType')
             if s == 8:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('WPT_FinePositioningMethodListType')
+                if bits(1): raise r.deviation('WPT_FinePositioningMethodListType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_wpt.WPT_FinePositioningMethodListType(f_WPT_FinePositioningMethod)
@@ -12089,13 +10672,10 @@ def _e_WPT_FinePositioningMethodListType(w, o):
         while s >= 0:
             if s == 0:
                 if i_WPT_FinePositioningMethod < n_WPT_FinePositioningMethod:
-                    bits(0, 1)
                     el = 'WPT_FinePositioningMethod'
-                    w.bits(0, 1)
-                    _i = _I15.get(v_WPT_FinePositioningMethod[i_WPT_FinePositioningMethod])
-                    if _i is None: raise EncodeError(f'{v_WPT_FinePositioningMethod[i_WPT_FinePositioningMethod]!r} is not one of the enumeration WPT_FinePositioningMethodType')
-                    w.bits(_i, 3)
-                    w.bits(0, 1)
+                    _i20 = _I15.get(v_WPT_FinePositioningMethod[i_WPT_FinePositioningMethod])
+                    if _i20 is None: raise EncodeError(f'{v_WPT_FinePositioningMethod[i_WPT_FinePositioningMethod]!r} is not one of the enumeration WPT_FinePositioningMethodType')
+                    bits((_i20 << 1), 6)
                     i_WPT_FinePositioningMethod += 1
                     s = 1
                 else:
@@ -12104,13 +10684,10 @@ def _e_WPT_FinePositioningMethodListType(w, o):
                 n = 0
                 while True:
                     if i_WPT_FinePositioningMethod < n_WPT_FinePositioningMethod:
-                        bits(0, 2)
                         el = 'WPT_FinePositioningMethod'
-                        w.bits(0, 1)
-                        _i = _I15.get(v_WPT_FinePositioningMethod[i_WPT_FinePositioningMethod])
-                        if _i is None: raise EncodeError(f'{v_WPT_FinePositioningMethod[i_WPT_FinePositioningMethod]!r} is not one of the enumeration WPT_FinePositioningMethodType')
-                        w.bits(_i, 3)
-                        w.bits(0, 1)
+                        _i21 = _I15.get(v_WPT_FinePositioningMethod[i_WPT_FinePositioningMethod])
+                        if _i21 is None: raise EncodeError(f'{v_WPT_FinePositioningMethod[i_WPT_FinePositioningMethod]!r} is not one of the enumeration WPT_FinePositioningMethodType')
+                        bits((_i21 << 1), 7)
                         i_WPT_FinePositioningMethod += 1
                         n += 1
                         if n == 7:
@@ -12138,45 +10715,39 @@ def _d_WPT_PairingMethodListType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'WPT_PairingMethod'
-                    if bits(1): raise r.deviation('WPT_PairingMethodListType')
-                    _v = bits(3)
-                    if _v >= 6: raise DecodeError(f'enumeration index {_v} out of range (6 values)', r.pos)
-                    _v = _E16[_v]
-                    if bits(1): raise r.deviation('WPT_PairingMethodListType')
-                    f_WPT_PairingMethod.append(_v)
-                    s = 1
-                else:
-                    raise r.deviation('WPT_PairingMethodListType')
+                x = bits(6)
+                if x & 49: raise r.deviation('WPT_PairingMethodListType')
+                el = 'WPT_PairingMethod'
+                _v = ((x >> 1) & 7)
+                if _v >= 6: raise DecodeError(f'enumeration index {_v} out of range (6 values)', r.pos)
+                _v = _E16[_v]
+                f_WPT_PairingMethod.append(_v)
+                s = 1
             if s == 1:
                 n = 0
                 while True:
                     ec = bits(2)
                     if ec == 0:
+                        x = bits(5)
+                        if x & 17: raise r.deviation('WPT_PairingMethodListType')
                         el = 'WPT_PairingMethod'
-                        if bits(1): raise r.deviation('WPT_PairingMethodListType')
-                        _v = bits(3)
+                        _v = ((x >> 1) & 7)
                         if _v >= 6: raise DecodeError(f'enumeration index {_v} out of range (6 values)', r.pos)
                         _v = _E16[_v]
-                        if bits(1): raise r.deviation('WPT_PairingMethodListType')
                         f_WPT_PairingMethod.append(_v)
                         n += 1
                         if n == 7:
                             s = 8
                             break
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
                         raise r.deviation('WPT_PairingMethodListType')
             if s == 8:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('WPT_PairingMethodListType')
+                if bits(1): raise r.deviation('WPT_PairingMethodListType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_wpt.WPT_PairingMethodListType(f_WPT_PairingMethod)
@@ -12193,13 +10764,10 @@ def _e_WPT_PairingMethodListType(w, o):
         while s >= 0:
             if s == 0:
                 if i_WPT_PairingMethod < n_WPT_PairingMethod:
-                    bits(0, 1)
                     el = 'WPT_PairingMethod'
-                    w.bits(0, 1)
-                    _i = _I17.get(v_WPT_PairingMethod[i_WPT_PairingMethod])
-                    if _i is None: raise EncodeError(f'{v_WPT_PairingMethod[i_WPT_PairingMethod]!r} is not one of the enumeration WPT_PairingMethodType')
-                    w.bits(_i, 3)
-                    w.bits(0, 1)
+                    _i22 = _I17.get(v_WPT_PairingMethod[i_WPT_PairingMethod])
+                    if _i22 is None: raise EncodeError(f'{v_WPT_PairingMethod[i_WPT_PairingMethod]!r} is not one of the enumeration WPT_PairingMethodType')
+                    bits((_i22 << 1), 6)
                     i_WPT_PairingMethod += 1
                     s = 1
                 else:
@@ -12208,13 +10776,10 @@ def _e_WPT_PairingMethodListType(w, o):
                 n = 0
                 while True:
                     if i_WPT_PairingMethod < n_WPT_PairingMethod:
-                        bits(0, 2)
                         el = 'WPT_PairingMethod'
-                        w.bits(0, 1)
-                        _i = _I17.get(v_WPT_PairingMethod[i_WPT_PairingMethod])
-                        if _i is None: raise EncodeError(f'{v_WPT_PairingMethod[i_WPT_PairingMethod]!r} is not one of the enumeration WPT_PairingMethodType')
-                        w.bits(_i, 3)
-                        w.bits(0, 1)
+                        _i23 = _I17.get(v_WPT_PairingMethod[i_WPT_PairingMethod])
+                        if _i23 is None: raise EncodeError(f'{v_WPT_PairingMethod[i_WPT_PairingMethod]!r} is not one of the enumeration WPT_PairingMethodType')
+                        bits((_i23 << 1), 7)
                         i_WPT_PairingMethod += 1
                         n += 1
                         if n == 7:
@@ -12242,45 +10807,39 @@ def _d_WPT_AlignmentCheckMethodListType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'WPT_AlignmentCheckMethod'
-                    if bits(1): raise r.deviation('WPT_AlignmentCheckMethodListType')
-                    _v = bits(2)
-                    if _v >= 3: raise DecodeError(f'enumeration index {_v} out of range (3 values)', r.pos)
-                    _v = _E18[_v]
-                    if bits(1): raise r.deviation('WPT_AlignmentCheckMethodListType')
-                    f_WPT_AlignmentCheckMethod.append(_v)
-                    s = 1
-                else:
-                    raise r.deviation('WPT_AlignmentCheckMethodListType')
+                x = bits(5)
+                if x & 25: raise r.deviation('WPT_AlignmentCheckMethodListType')
+                el = 'WPT_AlignmentCheckMethod'
+                _v = ((x >> 1) & 3)
+                if _v >= 3: raise DecodeError(f'enumeration index {_v} out of range (3 values)', r.pos)
+                _v = _E18[_v]
+                f_WPT_AlignmentCheckMethod.append(_v)
+                s = 1
             if s == 1:
                 n = 0
                 while True:
                     ec = bits(2)
                     if ec == 0:
+                        x = bits(4)
+                        if x & 9: raise r.deviation('WPT_AlignmentCheckMethodListType')
                         el = 'WPT_AlignmentCheckMethod'
-                        if bits(1): raise r.deviation('WPT_AlignmentCheckMethodListType')
-                        _v = bits(2)
+                        _v = ((x >> 1) & 3)
                         if _v >= 3: raise DecodeError(f'enumeration index {_v} out of range (3 values)', r.pos)
                         _v = _E18[_v]
-                        if bits(1): raise r.deviation('WPT_AlignmentCheckMethodListType')
                         f_WPT_AlignmentCheckMethod.append(_v)
                         n += 1
                         if n == 7:
                             s = 8
                             break
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
                         raise r.deviation('WPT_AlignmentCheckMethodListType')
             if s == 8:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('WPT_AlignmentCheckMethodListType')
+                if bits(1): raise r.deviation('WPT_AlignmentCheckMethodListType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_wpt.WPT_AlignmentCheckMethodListType(f_WPT_AlignmentCheckMethod)
@@ -12297,13 +10856,10 @@ def _e_WPT_AlignmentCheckMethodListType(w, o):
         while s >= 0:
             if s == 0:
                 if i_WPT_AlignmentCheckMethod < n_WPT_AlignmentCheckMethod:
-                    bits(0, 1)
                     el = 'WPT_AlignmentCheckMethod'
-                    w.bits(0, 1)
-                    _i = _I19.get(v_WPT_AlignmentCheckMethod[i_WPT_AlignmentCheckMethod])
-                    if _i is None: raise EncodeError(f'{v_WPT_AlignmentCheckMethod[i_WPT_AlignmentCheckMethod]!r} is not one of the enumeration WPT_AlignmentCheckMethodType')
-                    w.bits(_i, 2)
-                    w.bits(0, 1)
+                    _i24 = _I19.get(v_WPT_AlignmentCheckMethod[i_WPT_AlignmentCheckMethod])
+                    if _i24 is None: raise EncodeError(f'{v_WPT_AlignmentCheckMethod[i_WPT_AlignmentCheckMethod]!r} is not one of the enumeration WPT_AlignmentCheckMethodType')
+                    bits((_i24 << 1), 5)
                     i_WPT_AlignmentCheckMethod += 1
                     s = 1
                 else:
@@ -12312,13 +10868,10 @@ def _e_WPT_AlignmentCheckMethodListType(w, o):
                 n = 0
                 while True:
                     if i_WPT_AlignmentCheckMethod < n_WPT_AlignmentCheckMethod:
-                        bits(0, 2)
                         el = 'WPT_AlignmentCheckMethod'
-                        w.bits(0, 1)
-                        _i = _I19.get(v_WPT_AlignmentCheckMethod[i_WPT_AlignmentCheckMethod])
-                        if _i is None: raise EncodeError(f'{v_WPT_AlignmentCheckMethod[i_WPT_AlignmentCheckMethod]!r} is not one of the enumeration WPT_AlignmentCheckMethodType')
-                        w.bits(_i, 2)
-                        w.bits(0, 1)
+                        _i25 = _I19.get(v_WPT_AlignmentCheckMethod[i_WPT_AlignmentCheckMethod])
+                        if _i25 is None: raise EncodeError(f'{v_WPT_AlignmentCheckMethod[i_WPT_AlignmentCheckMethod]!r} is not one of the enumeration WPT_AlignmentCheckMethodType')
+                        bits((_i25 << 1), 6)
                         i_WPT_AlignmentCheckMethod += 1
                         n += 1
                         if n == 7:
@@ -12344,32 +10897,17 @@ def _d_WPT_LF_SystemSetupDataType(r):
     f_LF_TransmitterSetupData = None
     f_LF_ReceiverSetupData = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(2)
-                if ec == 0:
-                    el = 'LF_TransmitterSetupData'
-                    f_LF_TransmitterSetupData = _d_WPT_LF_TransmitterDataType(r)
-                    s = 1
-                elif ec == 1:
-                    el = 'LF_ReceiverSetupData'
-                    f_LF_ReceiverSetupData = _d_WPT_LF_ReceiverDataType(r)
-                    s = 2
-                else:
-                    raise r.deviation('WPT_LF_SystemSetupDataType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('WPT_LF_SystemSetupDataType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('WPT_LF_SystemSetupDataType')
+        ec = bits(2)
+        if ec == 0:
+            el = 'LF_TransmitterSetupData'
+            f_LF_TransmitterSetupData = _d_WPT_LF_TransmitterDataType(r)
+            if bits(1): raise r.deviation('WPT_LF_SystemSetupDataType')
+        elif ec == 1:
+            el = 'LF_ReceiverSetupData'
+            f_LF_ReceiverSetupData = _d_WPT_LF_ReceiverDataType(r)
+            if bits(1): raise r.deviation('WPT_LF_SystemSetupDataType')
+        else:
+            raise r.deviation('WPT_LF_SystemSetupDataType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_wpt.WPT_LF_SystemSetupDataType(f_LF_TransmitterSetupData, f_LF_ReceiverSetupData)
@@ -12381,33 +10919,22 @@ def _e_WPT_LF_SystemSetupDataType(w, o):
     try:
         v_LF_TransmitterSetupData = o.LF_TransmitterSetupData
         v_LF_ReceiverSetupData = o.LF_ReceiverSetupData
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_LF_TransmitterSetupData is not None:
-                    bits(0, 2)
-                    el = 'LF_TransmitterSetupData'
-                    _e_WPT_LF_TransmitterDataType(w, v_LF_TransmitterSetupData)
-                    v_LF_TransmitterSetupData = None
-                    s = 1
-                elif v_LF_ReceiverSetupData is not None:
-                    bits(1, 2)
-                    el = 'LF_ReceiverSetupData'
-                    _e_WPT_LF_ReceiverDataType(w, v_LF_ReceiverSetupData)
-                    v_LF_ReceiverSetupData = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of LF_TransmitterSetupData, LF_ReceiverSetupData')
-            if s == 1:
-                if True:
-                    bits(0, 1)
-                    if v_LF_TransmitterSetupData is not None or v_LF_ReceiverSetupData is not None: raise _leftover(o)
-                    s = -1
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_LF_TransmitterSetupData is not None or v_LF_ReceiverSetupData is not None: raise _leftover(o)
-                    s = -1
+        if v_LF_TransmitterSetupData is not None:
+            el = 'LF_TransmitterSetupData'
+            bits(0, 2)
+            _e_WPT_LF_TransmitterDataType(w, v_LF_TransmitterSetupData)
+            bits(0, 1)
+            v_LF_TransmitterSetupData = None
+            if v_LF_TransmitterSetupData is not None or v_LF_ReceiverSetupData is not None: raise _leftover(o)
+        elif v_LF_ReceiverSetupData is not None:
+            el = 'LF_ReceiverSetupData'
+            bits(1, 2)
+            _e_WPT_LF_ReceiverDataType(w, v_LF_ReceiverSetupData)
+            bits(0, 1)
+            v_LF_ReceiverSetupData = None
+            if v_LF_TransmitterSetupData is not None or v_LF_ReceiverSetupData is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of LF_TransmitterSetupData, LF_ReceiverSetupData')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -12423,41 +10950,21 @@ def _d_WPT_LF_TransmitterDataType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'NumberOfTransmitters'
-                    if bits(1): raise r.deviation('WPT_LF_TransmitterDataType')
-                    f_NumberOfTransmitters = bits(8)
-                    if bits(1): raise r.deviation('WPT_LF_TransmitterDataType')
-                    s = 1
-                else:
-                    raise r.deviation('WPT_LF_TransmitterDataType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SignalFrequency'
-                    f_SignalFrequency = _d_RationalNumberType(r)
-                    s = 2
-                else:
-                    raise r.deviation('WPT_LF_TransmitterDataType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'TxSpecData'
-                    _v = _d_WPT_TxRxSpecDataType(r)
-                    f_TxSpecData.append(_v)
-                    s = 3
-                else:
-                    raise r.deviation('WPT_LF_TransmitterDataType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'TxSpecData'
-                    _v = _d_WPT_TxRxSpecDataType(r)
-                    f_TxSpecData.append(_v)
-                    s = 4
-                else:
-                    raise r.deviation('WPT_LF_TransmitterDataType')
+                x = bits(12)
+                if x & 3075: raise r.deviation('WPT_LF_TransmitterDataType')
+                el = 'NumberOfTransmitters'
+                f_NumberOfTransmitters = ((x >> 2) & 255)
+                el = 'SignalFrequency'
+                f_SignalFrequency = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('WPT_LF_TransmitterDataType')
+                el = 'TxSpecData'
+                _v = _d_WPT_TxRxSpecDataType(r)
+                f_TxSpecData.append(_v)
+                if bits(1): raise r.deviation('WPT_LF_TransmitterDataType')
+                el = 'TxSpecData'
+                _v = _d_WPT_TxRxSpecDataType(r)
+                f_TxSpecData.append(_v)
+                s = 4
             if s == 4:
                 n = 0
                 while True:
@@ -12476,16 +10983,14 @@ def _d_WPT_LF_TransmitterDataType(r):
                         s = 6
                         break
                     elif ec == 2:
+                        pass
                         s = -1
                         break
                     else:
                         raise r.deviation('WPT_LF_TransmitterDataType')
             if s == 6:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('WPT_LF_TransmitterDataType')
+                if bits(1): raise r.deviation('WPT_LF_TransmitterDataType')
+                s = -1
             if s == 258:
                 ec = bits(2)
                 if ec == 0:
@@ -12493,6 +10998,7 @@ def _d_WPT_LF_TransmitterDataType(r):
                     f_TxPackageSpecData = _d_WPT_TxRxPackageSpecDataType(r)
                     s = 6
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('WPT_LF_TransmitterDataType')
@@ -12515,49 +11021,33 @@ def _e_WPT_LF_TransmitterDataType(w, o):
         while s >= 0:
             if s == 0:
                 if v_NumberOfTransmitters is not None:
-                    bits(0, 1)
                     el = 'NumberOfTransmitters'
-                    w.bits(0, 1)
                     if not 0 <= v_NumberOfTransmitters <= 255: raise EncodeError(f'value {v_NumberOfTransmitters!r} outside [0, 255]')
-                    w.bits(v_NumberOfTransmitters, 8)
-                    w.bits(0, 1)
-                    v_NumberOfTransmitters = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of NumberOfTransmitters')
-            if s == 1:
-                if v_SignalFrequency is not None:
-                    bits(0, 1)
+                    if not (v_SignalFrequency is not None): raise EncodeError('missing content: SignalFrequency')
                     el = 'SignalFrequency'
+                    bits((v_NumberOfTransmitters << 2), 12)
+                    v_NumberOfTransmitters = None
                     _e_RationalNumberType(w, v_SignalFrequency)
-                    v_SignalFrequency = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of SignalFrequency')
-            if s == 2:
-                if i_TxSpecData < n_TxSpecData:
-                    bits(0, 1)
+                    if not (i_TxSpecData < n_TxSpecData): raise EncodeError('missing content: TxSpecData')
                     el = 'TxSpecData'
+                    bits(0, 1)
+                    v_SignalFrequency = None
                     _e_WPT_TxRxSpecDataType(w, v_TxSpecData[i_TxSpecData])
                     i_TxSpecData += 1
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of TxSpecData')
-            if s == 3:
-                if i_TxSpecData < n_TxSpecData:
-                    bits(0, 1)
+                    if not (i_TxSpecData < n_TxSpecData): raise EncodeError('missing content: TxSpecData')
                     el = 'TxSpecData'
+                    bits(0, 1)
                     _e_WPT_TxRxSpecDataType(w, v_TxSpecData[i_TxSpecData])
                     i_TxSpecData += 1
                     s = 4
                 else:
-                    raise EncodeError('missing content: expected one of TxSpecData')
+                    raise EncodeError('missing content: expected one of NumberOfTransmitters')
             if s == 4:
                 n = 0
                 while True:
                     if i_TxSpecData < n_TxSpecData:
-                        bits(0, 2)
                         el = 'TxSpecData'
+                        bits(0, 2)
                         _e_WPT_TxRxSpecDataType(w, v_TxSpecData[i_TxSpecData])
                         i_TxSpecData += 1
                         n += 1
@@ -12565,8 +11055,8 @@ def _e_WPT_LF_TransmitterDataType(w, o):
                             s = 258
                             break
                     elif v_TxPackageSpecData is not None:
-                        bits(1, 2)
                         el = 'TxPackageSpecData'
+                        bits(1, 2)
                         _e_WPT_TxRxPackageSpecDataType(w, v_TxPackageSpecData)
                         v_TxPackageSpecData = None
                         s = 6
@@ -12583,8 +11073,8 @@ def _e_WPT_LF_TransmitterDataType(w, o):
                     s = -1
             if s == 258:
                 if v_TxPackageSpecData is not None:
-                    bits(0, 2)
                     el = 'TxPackageSpecData'
+                    bits(0, 2)
                     _e_WPT_TxRxPackageSpecDataType(w, v_TxPackageSpecData)
                     v_TxPackageSpecData = None
                     s = 6
@@ -12603,41 +11093,19 @@ def _d_WPT_TxRxSpecDataType(r):
     f_TxRxPosition = None
     f_TxRxOrientation = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'TxRxIdentifier'
-                    if bits(1): raise r.deviation('WPT_TxRxSpecDataType')
-                    f_TxRxIdentifier = r.uint()
-                    if f_TxRxIdentifier < 1 or f_TxRxIdentifier > 4294967295: raise DecodeError(f'value {f_TxRxIdentifier} outside [1, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('WPT_TxRxSpecDataType')
-                    s = 1
-                else:
-                    raise r.deviation('WPT_TxRxSpecDataType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'TxRxPosition'
-                    f_TxRxPosition = _d_WPT_CoordinateXYZType(r)
-                    s = 2
-                else:
-                    raise r.deviation('WPT_TxRxSpecDataType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'TxRxOrientation'
-                    f_TxRxOrientation = _d_WPT_CoordinateXYZType(r)
-                    s = 3
-                else:
-                    raise r.deviation('WPT_TxRxSpecDataType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('WPT_TxRxSpecDataType')
+        x = bits(2)
+        if x & 3: raise r.deviation('WPT_TxRxSpecDataType')
+        el = 'TxRxIdentifier'
+        f_TxRxIdentifier = r.uint()
+        if f_TxRxIdentifier < 1 or f_TxRxIdentifier > 4294967295: raise DecodeError(f'value {f_TxRxIdentifier} outside [1, 4294967295]', r.pos)
+        x = bits(2)
+        if x & 3: raise r.deviation('WPT_TxRxSpecDataType')
+        el = 'TxRxPosition'
+        f_TxRxPosition = _d_WPT_CoordinateXYZType(r)
+        if bits(1): raise r.deviation('WPT_TxRxSpecDataType')
+        el = 'TxRxOrientation'
+        f_TxRxOrientation = _d_WPT_CoordinateXYZType(r)
+        if bits(1): raise r.deviation('WPT_TxRxSpecDataType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_wpt.WPT_TxRxSpecDataType(f_TxRxIdentifier, f_TxRxPosition, f_TxRxOrientation)
@@ -12650,43 +11118,26 @@ def _e_WPT_TxRxSpecDataType(w, o):
         v_TxRxIdentifier = o.TxRxIdentifier
         v_TxRxPosition = o.TxRxPosition
         v_TxRxOrientation = o.TxRxOrientation
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_TxRxIdentifier is not None:
-                    bits(0, 1)
-                    el = 'TxRxIdentifier'
-                    w.bits(0, 1)
-                    if v_TxRxIdentifier < 1 or v_TxRxIdentifier > 4294967295: raise EncodeError(f'value {v_TxRxIdentifier!r} outside [1, 4294967295]')
-                    w.uint(v_TxRxIdentifier)
-                    w.bits(0, 1)
-                    v_TxRxIdentifier = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of TxRxIdentifier')
-            if s == 1:
-                if v_TxRxPosition is not None:
-                    bits(0, 1)
-                    el = 'TxRxPosition'
-                    _e_WPT_CoordinateXYZType(w, v_TxRxPosition)
-                    v_TxRxPosition = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of TxRxPosition')
-            if s == 2:
-                if v_TxRxOrientation is not None:
-                    bits(0, 1)
-                    el = 'TxRxOrientation'
-                    _e_WPT_CoordinateXYZType(w, v_TxRxOrientation)
-                    v_TxRxOrientation = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of TxRxOrientation')
-            if s == 3:
-                if True:
-                    bits(0, 1)
-                    if v_TxRxIdentifier is not None or v_TxRxPosition is not None or v_TxRxOrientation is not None: raise _leftover(o)
-                    s = -1
+        if v_TxRxIdentifier is not None:
+            el = 'TxRxIdentifier'
+            bits(0, 2)
+            if v_TxRxIdentifier < 1 or v_TxRxIdentifier > 4294967295: raise EncodeError(f'value {v_TxRxIdentifier!r} outside [1, 4294967295]')
+            w.uint(v_TxRxIdentifier)
+            if not (v_TxRxPosition is not None): raise EncodeError('missing content: TxRxPosition')
+            el = 'TxRxPosition'
+            bits(0, 2)
+            v_TxRxIdentifier = None
+            _e_WPT_CoordinateXYZType(w, v_TxRxPosition)
+            if not (v_TxRxOrientation is not None): raise EncodeError('missing content: TxRxOrientation')
+            el = 'TxRxOrientation'
+            bits(0, 1)
+            v_TxRxPosition = None
+            _e_WPT_CoordinateXYZType(w, v_TxRxOrientation)
+            bits(0, 1)
+            v_TxRxOrientation = None
+            if v_TxRxIdentifier is not None or v_TxRxPosition is not None or v_TxRxOrientation is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of TxRxIdentifier')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -12698,47 +11149,29 @@ def _d_WPT_CoordinateXYZType(r):
     f_Coord_Y = None
     f_Coord_Z = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Coord_X'
-                    if bits(1): raise r.deviation('WPT_CoordinateXYZType')
-                    f_Coord_X = r.sint()
-                    if f_Coord_X < -32768 or f_Coord_X > 32767: raise DecodeError(f'value {f_Coord_X} outside [-32768, 32767]', r.pos)
-                    if bits(1): raise r.deviation('WPT_CoordinateXYZType')
-                    s = 1
-                else:
-                    raise r.deviation('WPT_CoordinateXYZType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Coord_Y'
-                    if bits(1): raise r.deviation('WPT_CoordinateXYZType')
-                    f_Coord_Y = r.sint()
-                    if f_Coord_Y < -32768 or f_Coord_Y > 32767: raise DecodeError(f'value {f_Coord_Y} outside [-32768, 32767]', r.pos)
-                    if bits(1): raise r.deviation('WPT_CoordinateXYZType')
-                    s = 2
-                else:
-                    raise r.deviation('WPT_CoordinateXYZType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Coord_Z'
-                    if bits(1): raise r.deviation('WPT_CoordinateXYZType')
-                    f_Coord_Z = r.sint()
-                    if f_Coord_Z < -32768 or f_Coord_Z > 32767: raise DecodeError(f'value {f_Coord_Z} outside [-32768, 32767]', r.pos)
-                    if bits(1): raise r.deviation('WPT_CoordinateXYZType')
-                    s = 3
-                else:
-                    raise r.deviation('WPT_CoordinateXYZType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('WPT_CoordinateXYZType')
+        x = bits(3)
+        if x & 6: raise r.deviation('WPT_CoordinateXYZType')
+        el = 'Coord_X'
+        _neg = (x & 1)
+        f_Coord_X = r.uint()
+        if _neg: f_Coord_X = -f_Coord_X - 1
+        if f_Coord_X < -32768 or f_Coord_X > 32767: raise DecodeError(f'value {f_Coord_X} outside [-32768, 32767]', r.pos)
+        x = bits(4)
+        if x & 14: raise r.deviation('WPT_CoordinateXYZType')
+        el = 'Coord_Y'
+        _neg = (x & 1)
+        f_Coord_Y = r.uint()
+        if _neg: f_Coord_Y = -f_Coord_Y - 1
+        if f_Coord_Y < -32768 or f_Coord_Y > 32767: raise DecodeError(f'value {f_Coord_Y} outside [-32768, 32767]', r.pos)
+        x = bits(4)
+        if x & 14: raise r.deviation('WPT_CoordinateXYZType')
+        el = 'Coord_Z'
+        _neg = (x & 1)
+        f_Coord_Z = r.uint()
+        if _neg: f_Coord_Z = -f_Coord_Z - 1
+        if f_Coord_Z < -32768 or f_Coord_Z > 32767: raise DecodeError(f'value {f_Coord_Z} outside [-32768, 32767]', r.pos)
+        x = bits(2)
+        if x & 3: raise r.deviation('WPT_CoordinateXYZType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_wpt.WPT_CoordinateXYZType(f_Coord_X, f_Coord_Y, f_Coord_Z)
@@ -12751,49 +11184,28 @@ def _e_WPT_CoordinateXYZType(w, o):
         v_Coord_X = o.Coord_X
         v_Coord_Y = o.Coord_Y
         v_Coord_Z = o.Coord_Z
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Coord_X is not None:
-                    bits(0, 1)
-                    el = 'Coord_X'
-                    w.bits(0, 1)
-                    if v_Coord_X < -32768 or v_Coord_X > 32767: raise EncodeError(f'value {v_Coord_X!r} outside [-32768, 32767]')
-                    w.sint(v_Coord_X)
-                    w.bits(0, 1)
-                    v_Coord_X = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Coord_X')
-            if s == 1:
-                if v_Coord_Y is not None:
-                    bits(0, 1)
-                    el = 'Coord_Y'
-                    w.bits(0, 1)
-                    if v_Coord_Y < -32768 or v_Coord_Y > 32767: raise EncodeError(f'value {v_Coord_Y!r} outside [-32768, 32767]')
-                    w.sint(v_Coord_Y)
-                    w.bits(0, 1)
-                    v_Coord_Y = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of Coord_Y')
-            if s == 2:
-                if v_Coord_Z is not None:
-                    bits(0, 1)
-                    el = 'Coord_Z'
-                    w.bits(0, 1)
-                    if v_Coord_Z < -32768 or v_Coord_Z > 32767: raise EncodeError(f'value {v_Coord_Z!r} outside [-32768, 32767]')
-                    w.sint(v_Coord_Z)
-                    w.bits(0, 1)
-                    v_Coord_Z = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of Coord_Z')
-            if s == 3:
-                if True:
-                    bits(0, 1)
-                    if v_Coord_X is not None or v_Coord_Y is not None or v_Coord_Z is not None: raise _leftover(o)
-                    s = -1
+        if v_Coord_X is not None:
+            el = 'Coord_X'
+            if v_Coord_X < -32768 or v_Coord_X > 32767: raise EncodeError(f'value {v_Coord_X!r} outside [-32768, 32767]')
+            bits((v_Coord_X < 0), 3)
+            w.uint(-v_Coord_X - 1 if v_Coord_X < 0 else v_Coord_X)
+            if not (v_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
+            el = 'Coord_Y'
+            if v_Coord_Y < -32768 or v_Coord_Y > 32767: raise EncodeError(f'value {v_Coord_Y!r} outside [-32768, 32767]')
+            bits((v_Coord_Y < 0), 4)
+            v_Coord_X = None
+            w.uint(-v_Coord_Y - 1 if v_Coord_Y < 0 else v_Coord_Y)
+            if not (v_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
+            el = 'Coord_Z'
+            if v_Coord_Z < -32768 or v_Coord_Z > 32767: raise EncodeError(f'value {v_Coord_Z!r} outside [-32768, 32767]')
+            bits((v_Coord_Z < 0), 4)
+            v_Coord_Y = None
+            w.uint(-v_Coord_Z - 1 if v_Coord_Z < 0 else v_Coord_Z)
+            bits(0, 2)
+            v_Coord_Z = None
+            if v_Coord_X is not None or v_Coord_Y is not None or v_Coord_Z is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Coord_X')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -12809,23 +11221,15 @@ def _d_WPT_TxRxPackageSpecDataType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'PulseSequenceOrder'
-                    _v = _d_WPT_TxRxPulseOrderType(r)
-                    f_PulseSequenceOrder.append(_v)
-                    s = 1
-                else:
-                    raise r.deviation('WPT_TxRxPackageSpecDataType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'PulseSequenceOrder'
-                    _v = _d_WPT_TxRxPulseOrderType(r)
-                    f_PulseSequenceOrder.append(_v)
-                    s = 2
-                else:
-                    raise r.deviation('WPT_TxRxPackageSpecDataType')
+                if bits(1): raise r.deviation('WPT_TxRxPackageSpecDataType')
+                el = 'PulseSequenceOrder'
+                _v = _d_WPT_TxRxPulseOrderType(r)
+                f_PulseSequenceOrder.append(_v)
+                if bits(1): raise r.deviation('WPT_TxRxPackageSpecDataType')
+                el = 'PulseSequenceOrder'
+                _v = _d_WPT_TxRxPulseOrderType(r)
+                f_PulseSequenceOrder.append(_v)
+                s = 2
             if s == 2:
                 n = 0
                 while True:
@@ -12839,8 +11243,8 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                             s = 258
                             break
                     elif ec == 1:
-                        el = 'PulseSeparationTime'
                         if bits(1): raise r.deviation('WPT_TxRxPackageSpecDataType')
+                        el = 'PulseSeparationTime'
                         f_PulseSeparationTime = r.uint()
                         if f_PulseSeparationTime > 65535: raise DecodeError(f'value {f_PulseSeparationTime} outside [0, 65535]', r.pos)
                         if bits(1): raise r.deviation('WPT_TxRxPackageSpecDataType')
@@ -12849,44 +11253,27 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                     else:
                         raise r.deviation('WPT_TxRxPackageSpecDataType')
             if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'PulseDuration'
-                    if bits(1): raise r.deviation('WPT_TxRxPackageSpecDataType')
-                    f_PulseDuration = r.uint()
-                    if f_PulseDuration > 65535: raise DecodeError(f'value {f_PulseDuration} outside [0, 65535]', r.pos)
-                    if bits(1): raise r.deviation('WPT_TxRxPackageSpecDataType')
-                    s = 6
-                else:
-                    raise r.deviation('WPT_TxRxPackageSpecDataType')
-            if s == 6:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'PackageSeparationTime'
-                    if bits(1): raise r.deviation('WPT_TxRxPackageSpecDataType')
-                    f_PackageSeparationTime = r.uint()
-                    if f_PackageSeparationTime > 65535: raise DecodeError(f'value {f_PackageSeparationTime} outside [0, 65535]', r.pos)
-                    if bits(1): raise r.deviation('WPT_TxRxPackageSpecDataType')
-                    s = 8
-                else:
-                    raise r.deviation('WPT_TxRxPackageSpecDataType')
-            if s == 8:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('WPT_TxRxPackageSpecDataType')
+                x = bits(2)
+                if x & 3: raise r.deviation('WPT_TxRxPackageSpecDataType')
+                el = 'PulseDuration'
+                f_PulseDuration = r.uint()
+                if f_PulseDuration > 65535: raise DecodeError(f'value {f_PulseDuration} outside [0, 65535]', r.pos)
+                x = bits(3)
+                if x & 7: raise r.deviation('WPT_TxRxPackageSpecDataType')
+                el = 'PackageSeparationTime'
+                f_PackageSeparationTime = r.uint()
+                if f_PackageSeparationTime > 65535: raise DecodeError(f'value {f_PackageSeparationTime} outside [0, 65535]', r.pos)
+                x = bits(2)
+                if x & 3: raise r.deviation('WPT_TxRxPackageSpecDataType')
+                s = -1
             if s == 258:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'PulseSeparationTime'
-                    if bits(1): raise r.deviation('WPT_TxRxPackageSpecDataType')
-                    f_PulseSeparationTime = r.uint()
-                    if f_PulseSeparationTime > 65535: raise DecodeError(f'value {f_PulseSeparationTime} outside [0, 65535]', r.pos)
-                    if bits(1): raise r.deviation('WPT_TxRxPackageSpecDataType')
-                    s = 4
-                else:
-                    raise r.deviation('WPT_TxRxPackageSpecDataType')
+                x = bits(2)
+                if x & 3: raise r.deviation('WPT_TxRxPackageSpecDataType')
+                el = 'PulseSeparationTime'
+                f_PulseSeparationTime = r.uint()
+                if f_PulseSeparationTime > 65535: raise DecodeError(f'value {f_PulseSeparationTime} outside [0, 65535]', r.pos)
+                if bits(1): raise r.deviation('WPT_TxRxPackageSpecDataType')
+                s = 4
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_wpt.WPT_TxRxPackageSpecDataType(f_PulseSequenceOrder, f_PulseSeparationTime, f_PulseDuration, f_PackageSeparationTime)
@@ -12906,17 +11293,13 @@ def _e_WPT_TxRxPackageSpecDataType(w, o):
         while s >= 0:
             if s == 0:
                 if i_PulseSequenceOrder < n_PulseSequenceOrder:
-                    bits(0, 1)
                     el = 'PulseSequenceOrder'
+                    bits(0, 1)
                     _e_WPT_TxRxPulseOrderType(w, v_PulseSequenceOrder[i_PulseSequenceOrder])
                     i_PulseSequenceOrder += 1
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of PulseSequenceOrder')
-            if s == 1:
-                if i_PulseSequenceOrder < n_PulseSequenceOrder:
-                    bits(0, 1)
+                    if not (i_PulseSequenceOrder < n_PulseSequenceOrder): raise EncodeError('missing content: PulseSequenceOrder')
                     el = 'PulseSequenceOrder'
+                    bits(0, 1)
                     _e_WPT_TxRxPulseOrderType(w, v_PulseSequenceOrder[i_PulseSequenceOrder])
                     i_PulseSequenceOrder += 1
                     s = 2
@@ -12926,8 +11309,8 @@ def _e_WPT_TxRxPackageSpecDataType(w, o):
                 n = 0
                 while True:
                     if i_PulseSequenceOrder < n_PulseSequenceOrder:
-                        bits(0, 2)
                         el = 'PulseSequenceOrder'
+                        bits(0, 2)
                         _e_WPT_TxRxPulseOrderType(w, v_PulseSequenceOrder[i_PulseSequenceOrder])
                         i_PulseSequenceOrder += 1
                         n += 1
@@ -12935,12 +11318,11 @@ def _e_WPT_TxRxPackageSpecDataType(w, o):
                             s = 258
                             break
                     elif v_PulseSeparationTime is not None:
-                        bits(1, 2)
                         el = 'PulseSeparationTime'
-                        w.bits(0, 1)
+                        bits((1 << 1), 3)
                         if v_PulseSeparationTime < 0 or v_PulseSeparationTime > 65535: raise EncodeError(f'value {v_PulseSeparationTime!r} outside [0, 65535]')
                         w.uint(v_PulseSeparationTime)
-                        w.bits(0, 1)
+                        bits(0, 1)
                         v_PulseSeparationTime = None
                         s = 4
                         break
@@ -12948,41 +11330,29 @@ def _e_WPT_TxRxPackageSpecDataType(w, o):
                         raise EncodeError('missing content: expected one of PulseSequenceOrder, PulseSeparationTime')
             if s == 4:
                 if v_PulseDuration is not None:
-                    bits(0, 1)
                     el = 'PulseDuration'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     if v_PulseDuration < 0 or v_PulseDuration > 65535: raise EncodeError(f'value {v_PulseDuration!r} outside [0, 65535]')
                     w.uint(v_PulseDuration)
-                    w.bits(0, 1)
-                    v_PulseDuration = None
-                    s = 6
-                else:
-                    raise EncodeError('missing content: expected one of PulseDuration')
-            if s == 6:
-                if v_PackageSeparationTime is not None:
-                    bits(0, 1)
+                    if not (v_PackageSeparationTime is not None): raise EncodeError('missing content: PackageSeparationTime')
                     el = 'PackageSeparationTime'
-                    w.bits(0, 1)
+                    bits(0, 3)
+                    v_PulseDuration = None
                     if v_PackageSeparationTime < 0 or v_PackageSeparationTime > 65535: raise EncodeError(f'value {v_PackageSeparationTime!r} outside [0, 65535]')
                     w.uint(v_PackageSeparationTime)
-                    w.bits(0, 1)
+                    bits(0, 2)
                     v_PackageSeparationTime = None
-                    s = 8
-                else:
-                    raise EncodeError('missing content: expected one of PackageSeparationTime')
-            if s == 8:
-                if True:
-                    bits(0, 1)
                     if i_PulseSequenceOrder < n_PulseSequenceOrder or v_PulseSeparationTime is not None or v_PulseDuration is not None or v_PackageSeparationTime is not None: raise _leftover(o)
                     s = -1
+                else:
+                    raise EncodeError('missing content: expected one of PulseDuration')
             if s == 258:
                 if v_PulseSeparationTime is not None:
-                    bits(0, 1)
                     el = 'PulseSeparationTime'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     if v_PulseSeparationTime < 0 or v_PulseSeparationTime > 65535: raise EncodeError(f'value {v_PulseSeparationTime!r} outside [0, 65535]')
                     w.uint(v_PulseSeparationTime)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_PulseSeparationTime = None
                     s = 4
                 else:
@@ -12997,36 +11367,18 @@ def _d_WPT_TxRxPulseOrderType(r):
     f_IndexNumber = None
     f_TxRxIdentifier = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'IndexNumber'
-                    if bits(1): raise r.deviation('WPT_TxRxPulseOrderType')
-                    f_IndexNumber = r.uint()
-                    if f_IndexNumber > 65535: raise DecodeError(f'value {f_IndexNumber} outside [0, 65535]', r.pos)
-                    if bits(1): raise r.deviation('WPT_TxRxPulseOrderType')
-                    s = 1
-                else:
-                    raise r.deviation('WPT_TxRxPulseOrderType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'TxRxIdentifier'
-                    if bits(1): raise r.deviation('WPT_TxRxPulseOrderType')
-                    f_TxRxIdentifier = r.uint()
-                    if f_TxRxIdentifier < 1 or f_TxRxIdentifier > 4294967295: raise DecodeError(f'value {f_TxRxIdentifier} outside [1, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('WPT_TxRxPulseOrderType')
-                    s = 2
-                else:
-                    raise r.deviation('WPT_TxRxPulseOrderType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('WPT_TxRxPulseOrderType')
+        x = bits(2)
+        if x & 3: raise r.deviation('WPT_TxRxPulseOrderType')
+        el = 'IndexNumber'
+        f_IndexNumber = r.uint()
+        if f_IndexNumber > 65535: raise DecodeError(f'value {f_IndexNumber} outside [0, 65535]', r.pos)
+        x = bits(3)
+        if x & 7: raise r.deviation('WPT_TxRxPulseOrderType')
+        el = 'TxRxIdentifier'
+        f_TxRxIdentifier = r.uint()
+        if f_TxRxIdentifier < 1 or f_TxRxIdentifier > 4294967295: raise DecodeError(f'value {f_TxRxIdentifier} outside [1, 4294967295]', r.pos)
+        x = bits(2)
+        if x & 3: raise r.deviation('WPT_TxRxPulseOrderType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_wpt.WPT_TxRxPulseOrderType(f_IndexNumber, f_TxRxIdentifier)
@@ -13038,37 +11390,22 @@ def _e_WPT_TxRxPulseOrderType(w, o):
     try:
         v_IndexNumber = o.IndexNumber
         v_TxRxIdentifier = o.TxRxIdentifier
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_IndexNumber is not None:
-                    bits(0, 1)
-                    el = 'IndexNumber'
-                    w.bits(0, 1)
-                    if v_IndexNumber < 0 or v_IndexNumber > 65535: raise EncodeError(f'value {v_IndexNumber!r} outside [0, 65535]')
-                    w.uint(v_IndexNumber)
-                    w.bits(0, 1)
-                    v_IndexNumber = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of IndexNumber')
-            if s == 1:
-                if v_TxRxIdentifier is not None:
-                    bits(0, 1)
-                    el = 'TxRxIdentifier'
-                    w.bits(0, 1)
-                    if v_TxRxIdentifier < 1 or v_TxRxIdentifier > 4294967295: raise EncodeError(f'value {v_TxRxIdentifier!r} outside [1, 4294967295]')
-                    w.uint(v_TxRxIdentifier)
-                    w.bits(0, 1)
-                    v_TxRxIdentifier = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of TxRxIdentifier')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_IndexNumber is not None or v_TxRxIdentifier is not None: raise _leftover(o)
-                    s = -1
+        if v_IndexNumber is not None:
+            el = 'IndexNumber'
+            bits(0, 2)
+            if v_IndexNumber < 0 or v_IndexNumber > 65535: raise EncodeError(f'value {v_IndexNumber!r} outside [0, 65535]')
+            w.uint(v_IndexNumber)
+            if not (v_TxRxIdentifier is not None): raise EncodeError('missing content: TxRxIdentifier')
+            el = 'TxRxIdentifier'
+            bits(0, 3)
+            v_IndexNumber = None
+            if v_TxRxIdentifier < 1 or v_TxRxIdentifier > 4294967295: raise EncodeError(f'value {v_TxRxIdentifier!r} outside [1, 4294967295]')
+            w.uint(v_TxRxIdentifier)
+            bits(0, 2)
+            v_TxRxIdentifier = None
+            if v_IndexNumber is not None or v_TxRxIdentifier is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of IndexNumber')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -13082,33 +11419,18 @@ def _d_WPT_LF_ReceiverDataType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'NumberOfReceivers'
-                    if bits(1): raise r.deviation('WPT_LF_ReceiverDataType')
-                    f_NumberOfReceivers = bits(8)
-                    if bits(1): raise r.deviation('WPT_LF_ReceiverDataType')
-                    s = 1
-                else:
-                    raise r.deviation('WPT_LF_ReceiverDataType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'RxSpecData'
-                    _v = _d_WPT_TxRxSpecDataType(r)
-                    f_RxSpecData.append(_v)
-                    s = 2
-                else:
-                    raise r.deviation('WPT_LF_ReceiverDataType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'RxSpecData'
-                    _v = _d_WPT_TxRxSpecDataType(r)
-                    f_RxSpecData.append(_v)
-                    s = 3
-                else:
-                    raise r.deviation('WPT_LF_ReceiverDataType')
+                x = bits(12)
+                if x & 3075: raise r.deviation('WPT_LF_ReceiverDataType')
+                el = 'NumberOfReceivers'
+                f_NumberOfReceivers = ((x >> 2) & 255)
+                el = 'RxSpecData'
+                _v = _d_WPT_TxRxSpecDataType(r)
+                f_RxSpecData.append(_v)
+                if bits(1): raise r.deviation('WPT_LF_ReceiverDataType')
+                el = 'RxSpecData'
+                _v = _d_WPT_TxRxSpecDataType(r)
+                f_RxSpecData.append(_v)
+                s = 3
             if s == 3:
                 n = 0
                 while True:
@@ -13122,16 +11444,14 @@ def _d_WPT_LF_ReceiverDataType(r):
                             s = 256
                             break
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
                         raise r.deviation('WPT_LF_ReceiverDataType')
             if s == 256:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('WPT_LF_ReceiverDataType')
+                if bits(1): raise r.deviation('WPT_LF_ReceiverDataType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_wpt.WPT_LF_ReceiverDataType(f_NumberOfReceivers, f_RxSpecData)
@@ -13149,40 +11469,28 @@ def _e_WPT_LF_ReceiverDataType(w, o):
         while s >= 0:
             if s == 0:
                 if v_NumberOfReceivers is not None:
-                    bits(0, 1)
                     el = 'NumberOfReceivers'
-                    w.bits(0, 1)
                     if not 0 <= v_NumberOfReceivers <= 255: raise EncodeError(f'value {v_NumberOfReceivers!r} outside [0, 255]')
-                    w.bits(v_NumberOfReceivers, 8)
-                    w.bits(0, 1)
-                    v_NumberOfReceivers = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of NumberOfReceivers')
-            if s == 1:
-                if i_RxSpecData < n_RxSpecData:
-                    bits(0, 1)
+                    if not (i_RxSpecData < n_RxSpecData): raise EncodeError('missing content: RxSpecData')
                     el = 'RxSpecData'
+                    bits((v_NumberOfReceivers << 2), 12)
+                    v_NumberOfReceivers = None
                     _e_WPT_TxRxSpecDataType(w, v_RxSpecData[i_RxSpecData])
                     i_RxSpecData += 1
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of RxSpecData')
-            if s == 2:
-                if i_RxSpecData < n_RxSpecData:
-                    bits(0, 1)
+                    if not (i_RxSpecData < n_RxSpecData): raise EncodeError('missing content: RxSpecData')
                     el = 'RxSpecData'
+                    bits(0, 1)
                     _e_WPT_TxRxSpecDataType(w, v_RxSpecData[i_RxSpecData])
                     i_RxSpecData += 1
                     s = 3
                 else:
-                    raise EncodeError('missing content: expected one of RxSpecData')
+                    raise EncodeError('missing content: expected one of NumberOfReceivers')
             if s == 3:
                 n = 0
                 while True:
                     if i_RxSpecData < n_RxSpecData:
-                        bits(0, 2)
                         el = 'RxSpecData'
+                        bits(0, 2)
                         _e_WPT_TxRxSpecDataType(w, v_RxSpecData[i_RxSpecData])
                         i_RxSpecData += 1
                         n += 1
@@ -13218,67 +11526,37 @@ def _d_WPT_FinePositioningSetupResType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('WPT_FinePositioningSetupResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('WPT_FinePositioningSetupResType')
-                    f_ResponseCode = bits(6)
-                    if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
-                    f_ResponseCode = _E4[f_ResponseCode]
-                    if bits(1): raise r.deviation('WPT_FinePositioningSetupResType')
-                    s = 2
-                else:
-                    raise r.deviation('WPT_FinePositioningSetupResType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'PrimaryDeviceFinePositioningMethodList'
-                    f_PrimaryDeviceFinePositioningMethodList = _d_WPT_FinePositioningMethodListType(r)
-                    s = 3
-                else:
-                    raise r.deviation('WPT_FinePositioningSetupResType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'PrimaryDevicePairingMethodList'
-                    f_PrimaryDevicePairingMethodList = _d_WPT_PairingMethodListType(r)
-                    s = 4
-                else:
-                    raise r.deviation('WPT_FinePositioningSetupResType')
-            if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'PrimaryDeviceAlignmentCheckMethodList'
-                    f_PrimaryDeviceAlignmentCheckMethodList = _d_WPT_AlignmentCheckMethodListType(r)
-                    s = 5
-                else:
-                    raise r.deviation('WPT_FinePositioningSetupResType')
-            if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'NaturalOffset'
-                    if bits(1): raise r.deviation('WPT_FinePositioningSetupResType')
-                    f_NaturalOffset = r.uint()
-                    if f_NaturalOffset > 65535: raise DecodeError(f'value {f_NaturalOffset} outside [0, 65535]', r.pos)
-                    if bits(1): raise r.deviation('WPT_FinePositioningSetupResType')
-                    s = 6
-                else:
-                    raise r.deviation('WPT_FinePositioningSetupResType')
+                if bits(1): raise r.deviation('WPT_FinePositioningSetupResType')
+                el = 'Header'
+                f_Header = _d_MessageHeaderType(r)
+                x = bits(10)
+                if x & 771: raise r.deviation('WPT_FinePositioningSetupResType')
+                el = 'ResponseCode'
+                f_ResponseCode = ((x >> 2) & 63)
+                if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
+                f_ResponseCode = _E4[f_ResponseCode]
+                el = 'PrimaryDeviceFinePositioningMethodList'
+                f_PrimaryDeviceFinePositioningMethodList = _d_WPT_FinePositioningMethodListType(r)
+                if bits(1): raise r.deviation('WPT_FinePositioningSetupResType')
+                el = 'PrimaryDevicePairingMethodList'
+                f_PrimaryDevicePairingMethodList = _d_WPT_PairingMethodListType(r)
+                if bits(1): raise r.deviation('WPT_FinePositioningSetupResType')
+                el = 'PrimaryDeviceAlignmentCheckMethodList'
+                f_PrimaryDeviceAlignmentCheckMethodList = _d_WPT_AlignmentCheckMethodListType(r)
+                x = bits(2)
+                if x & 3: raise r.deviation('WPT_FinePositioningSetupResType')
+                el = 'NaturalOffset'
+                f_NaturalOffset = r.uint()
+                if f_NaturalOffset > 65535: raise DecodeError(f'value {f_NaturalOffset} outside [0, 65535]', r.pos)
+                if bits(1): raise r.deviation('WPT_FinePositioningSetupResType')
+                s = 6
             if s == 6:
                 n = 0
                 while True:
                     ec = bits(2)
                     if ec == 0:
-                        el = 'VendorSpecificDataContainer'
                         if bits(1): raise r.deviation('WPT_FinePositioningSetupResType')
+                        el = 'VendorSpecificDataContainer'
                         _v = r.binary()
                         if len(_v) > 256: raise DecodeError(f'length {len(_v)} outside [0, 256]', r.pos)
                         if bits(1): raise r.deviation('WPT_FinePositioningSetupResType')
@@ -13293,16 +11571,14 @@ def _d_WPT_FinePositioningSetupResType(r):
                         s = 8
                         break
                     elif ec == 2:
+                        pass
                         s = -1
                         break
                     else:
                         raise r.deviation('WPT_FinePositioningSetupResType')
             if s == 8:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('WPT_FinePositioningSetupResType')
+                if bits(1): raise r.deviation('WPT_FinePositioningSetupResType')
+                s = -1
             if s == 23:
                 ec = bits(2)
                 if ec == 0:
@@ -13310,6 +11586,7 @@ def _d_WPT_FinePositioningSetupResType(r):
                     f_LF_SystemSetupData = _d_WPT_LF_SystemSetupDataType(r)
                     s = 8
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('WPT_FinePositioningSetupResType')
@@ -13336,83 +11613,57 @@ def _e_WPT_FinePositioningSetupResType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Header is not None:
-                    bits(0, 1)
                     el = 'Header'
+                    bits(0, 1)
                     _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_ResponseCode is not None:
-                    bits(0, 1)
+                    if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
                     el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I5.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 6)
-                    w.bits(0, 1)
-                    v_ResponseCode = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 2:
-                if v_PrimaryDeviceFinePositioningMethodList is not None:
-                    bits(0, 1)
+                    _i26 = _I5.get(v_ResponseCode)
+                    if _i26 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    if not (v_PrimaryDeviceFinePositioningMethodList is not None): raise EncodeError('missing content: PrimaryDeviceFinePositioningMethodList')
                     el = 'PrimaryDeviceFinePositioningMethodList'
+                    bits((_i26 << 2), 10)
+                    v_Header = None
+                    v_ResponseCode = None
                     _e_WPT_FinePositioningMethodListType(w, v_PrimaryDeviceFinePositioningMethodList)
-                    v_PrimaryDeviceFinePositioningMethodList = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of PrimaryDeviceFinePositioningMethodList')
-            if s == 3:
-                if v_PrimaryDevicePairingMethodList is not None:
-                    bits(0, 1)
+                    if not (v_PrimaryDevicePairingMethodList is not None): raise EncodeError('missing content: PrimaryDevicePairingMethodList')
                     el = 'PrimaryDevicePairingMethodList'
+                    bits(0, 1)
+                    v_PrimaryDeviceFinePositioningMethodList = None
                     _e_WPT_PairingMethodListType(w, v_PrimaryDevicePairingMethodList)
-                    v_PrimaryDevicePairingMethodList = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of PrimaryDevicePairingMethodList')
-            if s == 4:
-                if v_PrimaryDeviceAlignmentCheckMethodList is not None:
-                    bits(0, 1)
+                    if not (v_PrimaryDeviceAlignmentCheckMethodList is not None): raise EncodeError('missing content: PrimaryDeviceAlignmentCheckMethodList')
                     el = 'PrimaryDeviceAlignmentCheckMethodList'
-                    _e_WPT_AlignmentCheckMethodListType(w, v_PrimaryDeviceAlignmentCheckMethodList)
-                    v_PrimaryDeviceAlignmentCheckMethodList = None
-                    s = 5
-                else:
-                    raise EncodeError('missing content: expected one of PrimaryDeviceAlignmentCheckMethodList')
-            if s == 5:
-                if v_NaturalOffset is not None:
                     bits(0, 1)
+                    v_PrimaryDevicePairingMethodList = None
+                    _e_WPT_AlignmentCheckMethodListType(w, v_PrimaryDeviceAlignmentCheckMethodList)
+                    if not (v_NaturalOffset is not None): raise EncodeError('missing content: NaturalOffset')
                     el = 'NaturalOffset'
-                    w.bits(0, 1)
+                    bits(0, 2)
+                    v_PrimaryDeviceAlignmentCheckMethodList = None
                     if v_NaturalOffset < 0 or v_NaturalOffset > 65535: raise EncodeError(f'value {v_NaturalOffset!r} outside [0, 65535]')
                     w.uint(v_NaturalOffset)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_NaturalOffset = None
                     s = 6
                 else:
-                    raise EncodeError('missing content: expected one of NaturalOffset')
+                    raise EncodeError('missing content: expected one of Header')
             if s == 6:
                 n = 0
                 while True:
                     if i_VendorSpecificDataContainer < n_VendorSpecificDataContainer:
-                        bits(0, 2)
                         el = 'VendorSpecificDataContainer'
-                        w.bits(0, 1)
+                        bits(0, 3)
                         if len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer]) > 256: raise EncodeError(f'length {len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])} outside [0, 256]')
                         w.binary(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_VendorSpecificDataContainer += 1
                         n += 1
                         if n == 16:
                             s = 23
                             break
                     elif v_LF_SystemSetupData is not None:
-                        bits(1, 2)
                         el = 'LF_SystemSetupData'
+                        bits(1, 2)
                         _e_WPT_LF_SystemSetupDataType(w, v_LF_SystemSetupData)
                         v_LF_SystemSetupData = None
                         s = 8
@@ -13429,8 +11680,8 @@ def _e_WPT_FinePositioningSetupResType(w, o):
                     s = -1
             if s == 23:
                 if v_LF_SystemSetupData is not None:
-                    bits(0, 2)
                     el = 'LF_SystemSetupData'
+                    bits(0, 2)
                     _e_WPT_LF_SystemSetupDataType(w, v_LF_SystemSetupData)
                     v_LF_SystemSetupData = None
                     s = 8
@@ -13454,53 +11705,37 @@ def _d_WPT_PairingReqType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('WPT_PairingReqType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVProcessing'
-                    if bits(1): raise r.deviation('WPT_PairingReqType')
-                    f_EVProcessing = bits(2)
-                    if f_EVProcessing >= 3: raise DecodeError(f'enumeration index {f_EVProcessing} out of range (3 values)', r.pos)
-                    f_EVProcessing = _E0[f_EVProcessing]
-                    if bits(1): raise r.deviation('WPT_PairingReqType')
-                    s = 2
-                else:
-                    raise r.deviation('WPT_PairingReqType')
+                if bits(1): raise r.deviation('WPT_PairingReqType')
+                el = 'Header'
+                f_Header = _d_MessageHeaderType(r)
+                x = bits(5)
+                if x & 25: raise r.deviation('WPT_PairingReqType')
+                el = 'EVProcessing'
+                f_EVProcessing = ((x >> 1) & 3)
+                if f_EVProcessing >= 3: raise DecodeError(f'enumeration index {f_EVProcessing} out of range (3 values)', r.pos)
+                f_EVProcessing = _E0[f_EVProcessing]
+                s = 2
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'ObservedIDCode'
                     if bits(1): raise r.deviation('WPT_PairingReqType')
+                    el = 'ObservedIDCode'
                     f_ObservedIDCode = r.uint()
                     if f_ObservedIDCode < 1 or f_ObservedIDCode > 4294967295: raise DecodeError(f'value {f_ObservedIDCode} outside [1, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('WPT_PairingReqType')
-                    s = 3
-                elif ec == 1:
+                    x = bits(6)
+                    if x & 57: raise r.deviation('WPT_PairingReqType')
                     el = 'EVResultCode'
-                    if bits(1): raise r.deviation('WPT_PairingReqType')
-                    f_EVResultCode = bits(2)
+                    f_EVResultCode = ((x >> 1) & 3)
                     if f_EVResultCode >= 3: raise DecodeError(f'enumeration index {f_EVResultCode} out of range (3 values)', r.pos)
                     f_EVResultCode = _E1[f_EVResultCode]
-                    if bits(1): raise r.deviation('WPT_PairingReqType')
                     s = 4
-                else:
-                    raise r.deviation('WPT_PairingReqType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
+                    x = bits(4)
+                    if x & 9: raise r.deviation('WPT_PairingReqType')
                     el = 'EVResultCode'
-                    if bits(1): raise r.deviation('WPT_PairingReqType')
-                    f_EVResultCode = bits(2)
+                    f_EVResultCode = ((x >> 1) & 3)
                     if f_EVResultCode >= 3: raise DecodeError(f'enumeration index {f_EVResultCode} out of range (3 values)', r.pos)
                     f_EVResultCode = _E1[f_EVResultCode]
-                    if bits(1): raise r.deviation('WPT_PairingReqType')
                     s = 4
                 else:
                     raise r.deviation('WPT_PairingReqType')
@@ -13509,8 +11744,8 @@ def _d_WPT_PairingReqType(r):
                 while True:
                     ec = bits(2)
                     if ec == 0:
-                        el = 'VendorSpecificDataContainer'
                         if bits(1): raise r.deviation('WPT_PairingReqType')
+                        el = 'VendorSpecificDataContainer'
                         _v = r.binary()
                         if len(_v) > 256: raise DecodeError(f'length {len(_v)} outside [0, 256]', r.pos)
                         if bits(1): raise r.deviation('WPT_PairingReqType')
@@ -13520,16 +11755,14 @@ def _d_WPT_PairingReqType(r):
                             s = 20
                             break
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
                         raise r.deviation('WPT_PairingReqType')
             if s == 20:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('WPT_PairingReqType')
+                if bits(1): raise r.deviation('WPT_PairingReqType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_wpt.WPT_PairingReqType(f_Header, f_EVProcessing, f_ObservedIDCode, f_EVResultCode, f_VendorSpecificDataContainer)
@@ -13550,71 +11783,51 @@ def _e_WPT_PairingReqType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Header is not None:
-                    bits(0, 1)
                     el = 'Header'
-                    _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_EVProcessing is not None:
                     bits(0, 1)
+                    _e_MessageHeaderType(w, v_Header)
+                    if not (v_EVProcessing is not None): raise EncodeError('missing content: EVProcessing')
                     el = 'EVProcessing'
-                    w.bits(0, 1)
-                    _i = _I2.get(v_EVProcessing)
-                    if _i is None: raise EncodeError(f'{v_EVProcessing!r} is not one of the enumeration processingType')
-                    w.bits(_i, 2)
-                    w.bits(0, 1)
+                    _i27 = _I2.get(v_EVProcessing)
+                    if _i27 is None: raise EncodeError(f'{v_EVProcessing!r} is not one of the enumeration processingType')
+                    bits((_i27 << 1), 5)
+                    v_Header = None
                     v_EVProcessing = None
                     s = 2
                 else:
-                    raise EncodeError('missing content: expected one of EVProcessing')
+                    raise EncodeError('missing content: expected one of Header')
             if s == 2:
                 if v_ObservedIDCode is not None:
-                    bits(0, 2)
                     el = 'ObservedIDCode'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     if v_ObservedIDCode < 1 or v_ObservedIDCode > 4294967295: raise EncodeError(f'value {v_ObservedIDCode!r} outside [1, 4294967295]')
                     w.uint(v_ObservedIDCode)
-                    w.bits(0, 1)
-                    v_ObservedIDCode = None
-                    s = 3
-                elif v_EVResultCode is not None:
-                    bits(1, 2)
+                    if not (v_EVResultCode is not None): raise EncodeError('missing content: EVResultCode')
                     el = 'EVResultCode'
-                    w.bits(0, 1)
-                    _i = _I3.get(v_EVResultCode)
-                    if _i is None: raise EncodeError(f'{v_EVResultCode!r} is not one of the enumeration WPT_EVResultType')
-                    w.bits(_i, 2)
-                    w.bits(0, 1)
+                    _i28 = _I3.get(v_EVResultCode)
+                    if _i28 is None: raise EncodeError(f'{v_EVResultCode!r} is not one of the enumeration WPT_EVResultType')
+                    bits((_i28 << 1), 6)
+                    v_ObservedIDCode = None
+                    v_EVResultCode = None
+                    s = 4
+                elif v_EVResultCode is not None:
+                    el = 'EVResultCode'
+                    _i29 = _I3.get(v_EVResultCode)
+                    if _i29 is None: raise EncodeError(f'{v_EVResultCode!r} is not one of the enumeration WPT_EVResultType')
+                    bits((1 << 4) | (_i29 << 1), 6)
                     v_EVResultCode = None
                     s = 4
                 else:
                     raise EncodeError('missing content: expected one of ObservedIDCode, EVResultCode')
-            if s == 3:
-                if v_EVResultCode is not None:
-                    bits(0, 1)
-                    el = 'EVResultCode'
-                    w.bits(0, 1)
-                    _i = _I3.get(v_EVResultCode)
-                    if _i is None: raise EncodeError(f'{v_EVResultCode!r} is not one of the enumeration WPT_EVResultType')
-                    w.bits(_i, 2)
-                    w.bits(0, 1)
-                    v_EVResultCode = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of EVResultCode')
             if s == 4:
                 n = 0
                 while True:
                     if i_VendorSpecificDataContainer < n_VendorSpecificDataContainer:
-                        bits(0, 2)
                         el = 'VendorSpecificDataContainer'
-                        w.bits(0, 1)
+                        bits(0, 3)
                         if len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer]) > 256: raise EncodeError(f'length {len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])} outside [0, 256]')
                         w.binary(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_VendorSpecificDataContainer += 1
                         n += 1
                         if n == 16:
@@ -13647,42 +11860,25 @@ def _d_WPT_PairingResType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Header'
-                    f_Header = _d_MessageHeaderType(r)
-                    s = 1
-                else:
-                    raise r.deviation('WPT_PairingResType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'ResponseCode'
-                    if bits(1): raise r.deviation('WPT_PairingResType')
-                    f_ResponseCode = bits(6)
-                    if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
-                    f_ResponseCode = _E4[f_ResponseCode]
-                    if bits(1): raise r.deviation('WPT_PairingResType')
-                    s = 2
-                else:
-                    raise r.deviation('WPT_PairingResType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVSEProcessing'
-                    if bits(1): raise r.deviation('WPT_PairingResType')
-                    f_EVSEProcessing = bits(2)
-                    if f_EVSEProcessing >= 3: raise DecodeError(f'enumeration index {f_EVSEProcessing} out of range (3 values)', r.pos)
-                    f_EVSEProcessing = _E0[f_EVSEProcessing]
-                    if bits(1): raise r.deviation('WPT_PairingResType')
-                    s = 3
-                else:
-                    raise r.deviation('WPT_PairingResType')
+                if bits(1): raise r.deviation('WPT_PairingResType')
+                el = 'Header'
+                f_Header = _d_MessageHeaderType(r)
+                x = bits(14)
+                if x & 12345: raise r.deviation('WPT_PairingResType')
+                el = 'ResponseCode'
+                f_ResponseCode = ((x >> 6) & 63)
+                if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
+                f_ResponseCode = _E4[f_ResponseCode]
+                el = 'EVSEProcessing'
+                f_EVSEProcessing = ((x >> 1) & 3)
+                if f_EVSEProcessing >= 3: raise DecodeError(f'enumeration index {f_EVSEProcessing} out of range (3 values)', r.pos)
+                f_EVSEProcessing = _E0[f_EVSEProcessing]
+                s = 3
             if s == 3:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'ObservedIDCode'
                     if bits(1): raise r.deviation('WPT_PairingResType')
+                    el = 'ObservedIDCode'
                     f_ObservedIDCode = r.uint()
                     if f_ObservedIDCode < 1 or f_ObservedIDCode > 4294967295: raise DecodeError(f'value {f_ObservedIDCode} outside [1, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('WPT_PairingResType')
@@ -13692,14 +11888,15 @@ def _d_WPT_PairingResType(r):
                     f_AlternativeSECCList = _d_AlternativeSECCListType(r)
                     s = 5
                 elif ec == 2:
-                    el = 'VendorSpecificDataContainer'
                     if bits(1): raise r.deviation('WPT_PairingResType')
+                    el = 'VendorSpecificDataContainer'
                     _v = r.binary()
                     if len(_v) > 256: raise DecodeError(f'length {len(_v)} outside [0, 256]', r.pos)
                     if bits(1): raise r.deviation('WPT_PairingResType')
                     f_VendorSpecificDataContainer.append(_v)
                     s = 6
                 elif ec == 3:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('WPT_PairingResType')
@@ -13710,28 +11907,30 @@ def _d_WPT_PairingResType(r):
                     f_AlternativeSECCList = _d_AlternativeSECCListType(r)
                     s = 5
                 elif ec == 1:
-                    el = 'VendorSpecificDataContainer'
                     if bits(1): raise r.deviation('WPT_PairingResType')
+                    el = 'VendorSpecificDataContainer'
                     _v = r.binary()
                     if len(_v) > 256: raise DecodeError(f'length {len(_v)} outside [0, 256]', r.pos)
                     if bits(1): raise r.deviation('WPT_PairingResType')
                     f_VendorSpecificDataContainer.append(_v)
                     s = 6
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('WPT_PairingResType')
             if s == 5:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'VendorSpecificDataContainer'
                     if bits(1): raise r.deviation('WPT_PairingResType')
+                    el = 'VendorSpecificDataContainer'
                     _v = r.binary()
                     if len(_v) > 256: raise DecodeError(f'length {len(_v)} outside [0, 256]', r.pos)
                     if bits(1): raise r.deviation('WPT_PairingResType')
                     f_VendorSpecificDataContainer.append(_v)
                     s = 6
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('WPT_PairingResType')
@@ -13740,8 +11939,8 @@ def _d_WPT_PairingResType(r):
                 while True:
                     ec = bits(2)
                     if ec == 0:
-                        el = 'VendorSpecificDataContainer'
                         if bits(1): raise r.deviation('WPT_PairingResType')
+                        el = 'VendorSpecificDataContainer'
                         _v = r.binary()
                         if len(_v) > 256: raise DecodeError(f'length {len(_v)} outside [0, 256]', r.pos)
                         if bits(1): raise r.deviation('WPT_PairingResType')
@@ -13751,16 +11950,14 @@ def _d_WPT_PairingResType(r):
                             s = 21
                             break
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
                         raise r.deviation('WPT_PairingResType')
             if s == 21:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('WPT_PairingResType')
+                if bits(1): raise r.deviation('WPT_PairingResType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_wpt.WPT_PairingResType(f_Header, f_ResponseCode, f_EVSEProcessing, f_ObservedIDCode, f_AlternativeSECCList, f_VendorSpecificDataContainer)
@@ -13782,62 +11979,45 @@ def _e_WPT_PairingResType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Header is not None:
-                    bits(0, 1)
                     el = 'Header'
+                    bits(0, 1)
                     _e_MessageHeaderType(w, v_Header)
-                    v_Header = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Header')
-            if s == 1:
-                if v_ResponseCode is not None:
-                    bits(0, 1)
+                    if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
                     el = 'ResponseCode'
-                    w.bits(0, 1)
-                    _i = _I5.get(v_ResponseCode)
-                    if _i is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    w.bits(_i, 6)
-                    w.bits(0, 1)
-                    v_ResponseCode = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of ResponseCode')
-            if s == 2:
-                if v_EVSEProcessing is not None:
-                    bits(0, 1)
+                    _i30 = _I5.get(v_ResponseCode)
+                    if _i30 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    if not (v_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
                     el = 'EVSEProcessing'
-                    w.bits(0, 1)
-                    _i = _I2.get(v_EVSEProcessing)
-                    if _i is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration processingType')
-                    w.bits(_i, 2)
-                    w.bits(0, 1)
+                    _i31 = _I2.get(v_EVSEProcessing)
+                    if _i31 is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration processingType')
+                    bits((_i30 << 6) | (_i31 << 1), 14)
+                    v_Header = None
+                    v_ResponseCode = None
                     v_EVSEProcessing = None
                     s = 3
                 else:
-                    raise EncodeError('missing content: expected one of EVSEProcessing')
+                    raise EncodeError('missing content: expected one of Header')
             if s == 3:
                 if v_ObservedIDCode is not None:
-                    bits(0, 3)
                     el = 'ObservedIDCode'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     if v_ObservedIDCode < 1 or v_ObservedIDCode > 4294967295: raise EncodeError(f'value {v_ObservedIDCode!r} outside [1, 4294967295]')
                     w.uint(v_ObservedIDCode)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_ObservedIDCode = None
                     s = 4
                 elif v_AlternativeSECCList is not None:
-                    bits(1, 3)
                     el = 'AlternativeSECCList'
+                    bits(1, 3)
                     _e_AlternativeSECCListType(w, v_AlternativeSECCList)
                     v_AlternativeSECCList = None
                     s = 5
                 elif i_VendorSpecificDataContainer < n_VendorSpecificDataContainer:
-                    bits(2, 3)
                     el = 'VendorSpecificDataContainer'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     if len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer]) > 256: raise EncodeError(f'length {len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])} outside [0, 256]')
                     w.binary(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_VendorSpecificDataContainer += 1
                     s = 6
                 elif True:
@@ -13846,18 +12026,17 @@ def _e_WPT_PairingResType(w, o):
                     s = -1
             if s == 4:
                 if v_AlternativeSECCList is not None:
-                    bits(0, 2)
                     el = 'AlternativeSECCList'
+                    bits(0, 2)
                     _e_AlternativeSECCListType(w, v_AlternativeSECCList)
                     v_AlternativeSECCList = None
                     s = 5
                 elif i_VendorSpecificDataContainer < n_VendorSpecificDataContainer:
-                    bits(1, 2)
                     el = 'VendorSpecificDataContainer'
-                    w.bits(0, 1)
+                    bits((1 << 1), 3)
                     if len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer]) > 256: raise EncodeError(f'length {len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])} outside [0, 256]')
                     w.binary(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_VendorSpecificDataContainer += 1
                     s = 6
                 elif True:
@@ -13866,12 +12045,11 @@ def _e_WPT_PairingResType(w, o):
                     s = -1
             if s == 5:
                 if i_VendorSpecificDataContainer < n_VendorSpecificDataContainer:
-                    bits(0, 2)
                     el = 'VendorSpecificDataContainer'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     if len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer]) > 256: raise EncodeError(f'length {len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])} outside [0, 256]')
                     w.binary(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_VendorSpecificDataContainer += 1
                     s = 6
                 elif True:
@@ -13882,12 +12060,11 @@ def _e_WPT_PairingResType(w, o):
                 n = 0
                 while True:
                     if i_VendorSpecificDataContainer < n_VendorSpecificDataContainer:
-                        bits(0, 2)
                         el = 'VendorSpecificDataContainer'
-                        w.bits(0, 1)
+                        bits(0, 3)
                         if len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer]) > 256: raise EncodeError(f'length {len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])} outside [0, 256]')
                         w.binary(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_VendorSpecificDataContainer += 1
                         n += 1
                         if n == 15:
@@ -13915,14 +12092,11 @@ def _d_AlternativeSECCListType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'AlternativeSECC'
-                    _v = _d_AlternativeSECCType(r)
-                    f_AlternativeSECC.append(_v)
-                    s = 1
-                else:
-                    raise r.deviation('AlternativeSECCListType')
+                if bits(1): raise r.deviation('AlternativeSECCListType')
+                el = 'AlternativeSECC'
+                _v = _d_AlternativeSECCType(r)
+                f_AlternativeSECC.append(_v)
+                s = 1
             if s == 1:
                 n = 0
                 while True:
@@ -13936,16 +12110,14 @@ def _d_AlternativeSECCListType(r):
                             s = 8
                             break
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
                         raise r.deviation('AlternativeSECCListType')
             if s == 8:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('AlternativeSECCListType')
+                if bits(1): raise r.deviation('AlternativeSECCListType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_wpt.AlternativeSECCListType(f_AlternativeSECC)
@@ -13962,8 +12134,8 @@ def _e_AlternativeSECCListType(w, o):
         while s >= 0:
             if s == 0:
                 if i_AlternativeSECC < n_AlternativeSECC:
-                    bits(0, 1)
                     el = 'AlternativeSECC'
+                    bits(0, 1)
                     _e_AlternativeSECCType(w, v_AlternativeSECC[i_AlternativeSECC])
                     i_AlternativeSECC += 1
                     s = 1
@@ -13973,8 +12145,8 @@ def _e_AlternativeSECCListType(w, o):
                 n = 0
                 while True:
                     if i_AlternativeSECC < n_AlternativeSECC:
-                        bits(0, 2)
                         el = 'AlternativeSECC'
+                        bits(0, 2)
                         _e_AlternativeSECCType(w, v_AlternativeSECC[i_AlternativeSECC])
                         i_AlternativeSECC += 1
                         n += 1
@@ -14008,103 +12180,104 @@ def _d_AlternativeSECCType(r):
             if s == 0:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'SSID'
                     if bits(1): raise r.deviation('AlternativeSECCType')
+                    el = 'SSID'
                     f_SSID = r.string(98)
                     if len(f_SSID) > 255: raise DecodeError(f'length {len(f_SSID)} outside [0, 255]', r.pos)
                     if bits(1): raise r.deviation('AlternativeSECCType')
                     s = 1
                 elif ec == 1:
-                    el = 'BSSID'
                     if bits(1): raise r.deviation('AlternativeSECCType')
+                    el = 'BSSID'
                     f_BSSID = r.string(99)
                     if len(f_BSSID) > 12: raise DecodeError(f'length {len(f_BSSID)} outside [0, 12]', r.pos)
                     if bits(1): raise r.deviation('AlternativeSECCType')
                     s = 2
                 elif ec == 2:
-                    el = 'IPAddress'
                     if bits(1): raise r.deviation('AlternativeSECCType')
+                    el = 'IPAddress'
                     f_IPAddress = r.string(100)
                     if len(f_IPAddress) > 39: raise DecodeError(f'length {len(f_IPAddress)} outside [0, 39]', r.pos)
                     if bits(1): raise r.deviation('AlternativeSECCType')
                     s = 3
                 elif ec == 3:
-                    el = 'Port'
                     if bits(1): raise r.deviation('AlternativeSECCType')
+                    el = 'Port'
                     f_Port = r.uint()
                     if f_Port > 65535: raise DecodeError(f'value {f_Port} outside [0, 65535]', r.pos)
                     if bits(1): raise r.deviation('AlternativeSECCType')
                     s = 4
                 elif ec == 4:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('AlternativeSECCType')
             if s == 1:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'BSSID'
                     if bits(1): raise r.deviation('AlternativeSECCType')
+                    el = 'BSSID'
                     f_BSSID = r.string(99)
                     if len(f_BSSID) > 12: raise DecodeError(f'length {len(f_BSSID)} outside [0, 12]', r.pos)
                     if bits(1): raise r.deviation('AlternativeSECCType')
                     s = 2
                 elif ec == 1:
-                    el = 'IPAddress'
                     if bits(1): raise r.deviation('AlternativeSECCType')
+                    el = 'IPAddress'
                     f_IPAddress = r.string(100)
                     if len(f_IPAddress) > 39: raise DecodeError(f'length {len(f_IPAddress)} outside [0, 39]', r.pos)
                     if bits(1): raise r.deviation('AlternativeSECCType')
                     s = 3
                 elif ec == 2:
-                    el = 'Port'
                     if bits(1): raise r.deviation('AlternativeSECCType')
+                    el = 'Port'
                     f_Port = r.uint()
                     if f_Port > 65535: raise DecodeError(f'value {f_Port} outside [0, 65535]', r.pos)
                     if bits(1): raise r.deviation('AlternativeSECCType')
                     s = 4
                 elif ec == 3:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('AlternativeSECCType')
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'IPAddress'
                     if bits(1): raise r.deviation('AlternativeSECCType')
+                    el = 'IPAddress'
                     f_IPAddress = r.string(100)
                     if len(f_IPAddress) > 39: raise DecodeError(f'length {len(f_IPAddress)} outside [0, 39]', r.pos)
                     if bits(1): raise r.deviation('AlternativeSECCType')
                     s = 3
                 elif ec == 1:
-                    el = 'Port'
                     if bits(1): raise r.deviation('AlternativeSECCType')
+                    el = 'Port'
                     f_Port = r.uint()
                     if f_Port > 65535: raise DecodeError(f'value {f_Port} outside [0, 65535]', r.pos)
                     if bits(1): raise r.deviation('AlternativeSECCType')
                     s = 4
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('AlternativeSECCType')
             if s == 3:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'Port'
                     if bits(1): raise r.deviation('AlternativeSECCType')
+                    el = 'Port'
                     f_Port = r.uint()
                     if f_Port > 65535: raise DecodeError(f'value {f_Port} outside [0, 65535]', r.pos)
                     if bits(1): raise r.deviation('AlternativeSECCType')
                     s = 4
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('AlternativeSECCType')
             if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('AlternativeSECCType')
+                if bits(1): raise r.deviation('AlternativeSECCType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_wpt.AlternativeSECCType(f_SSID, f_BSSID, f_IPAddress, f_Port)
@@ -14122,39 +12295,35 @@ def _e_AlternativeSECCType(w, o):
         while s >= 0:
             if s == 0:
                 if v_SSID is not None:
-                    bits(0, 3)
                     el = 'SSID'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     if len(v_SSID) > 255: raise EncodeError(f'length {len(v_SSID)} outside [0, 255]')
                     w.string(v_SSID)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_SSID = None
                     s = 1
                 elif v_BSSID is not None:
-                    bits(1, 3)
                     el = 'BSSID'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     if len(v_BSSID) > 12: raise EncodeError(f'length {len(v_BSSID)} outside [0, 12]')
                     w.string(v_BSSID)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_BSSID = None
                     s = 2
                 elif v_IPAddress is not None:
-                    bits(2, 3)
                     el = 'IPAddress'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     if len(v_IPAddress) > 39: raise EncodeError(f'length {len(v_IPAddress)} outside [0, 39]')
                     w.string(v_IPAddress)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_IPAddress = None
                     s = 3
                 elif v_Port is not None:
-                    bits(3, 3)
                     el = 'Port'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     if v_Port < 0 or v_Port > 65535: raise EncodeError(f'value {v_Port!r} outside [0, 65535]')
                     w.uint(v_Port)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_Port = None
                     s = 4
                 elif True:
@@ -14163,30 +12332,27 @@ def _e_AlternativeSECCType(w, o):
                     s = -1
             if s == 1:
                 if v_BSSID is not None:
-                    bits(0, 3)
                     el = 'BSSID'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     if len(v_BSSID) > 12: raise EncodeError(f'length {len(v_BSSID)} outside [0, 12]')
                     w.string(v_BSSID)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_BSSID = None
                     s = 2
                 elif v_IPAddress is not None:
-                    bits(1, 3)
                     el = 'IPAddress'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     if len(v_IPAddress) > 39: raise EncodeError(f'length {len(v_IPAddress)} outside [0, 39]')
                     w.string(v_IPAddress)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_IPAddress = None
                     s = 3
                 elif v_Port is not None:
-                    bits(2, 3)
                     el = 'Port'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     if v_Port < 0 or v_Port > 65535: raise EncodeError(f'value {v_Port!r} outside [0, 65535]')
                     w.uint(v_Port)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_Port = None
                     s = 4
                 elif True:
@@ -14195,21 +12361,19 @@ def _e_AlternativeSECCType(w, o):
                     s = -1
             if s == 2:
                 if v_IPAddress is not None:
-                    bits(0, 2)
                     el = 'IPAddress'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     if len(v_IPAddress) > 39: raise EncodeError(f'length {len(v_IPAddress)} outside [0, 39]')
                     w.string(v_IPAddress)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_IPAddress = None
                     s = 3
                 elif v_Port is not None:
-                    bits(1, 2)
                     el = 'Port'
-                    w.bits(0, 1)
+                    bits((1 << 1), 3)
                     if v_Port < 0 or v_Port > 65535: raise EncodeError(f'value {v_Port!r} outside [0, 65535]')
                     w.uint(v_Port)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_Port = None
                     s = 4
                 elif True:
@@ -14218,12 +12382,11 @@ def _e_AlternativeSECCType(w, o):
                     s = -1
             if s == 3:
                 if v_Port is not None:
-                    bits(0, 2)
                     el = 'Port'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     if v_Port < 0 or v_Port > 65535: raise EncodeError(f'value {v_Port!r} outside [0, 65535]')
                     w.uint(v_Port)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_Port = None
                     s = 4
                 elif True:
@@ -14252,48 +12415,30 @@ def _d_Dynamic_CLReqControlModeType(r):
             if s == 0:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'DepartureTime'
                     if bits(1): raise r.deviation('Dynamic_CLReqControlModeType')
+                    el = 'DepartureTime'
                     f_DepartureTime = r.uint()
                     if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('Dynamic_CLReqControlModeType')
-                    s = 1
+                    x = bits(2)
+                    if x & 3: raise r.deviation('Dynamic_CLReqControlModeType')
+                    el = 'EVTargetEnergyRequest'
+                    f_EVTargetEnergyRequest = _d_RationalNumberType(r)
+                    s = 2
                 elif ec == 1:
                     el = 'EVTargetEnergyRequest'
                     f_EVTargetEnergyRequest = _d_RationalNumberType(r)
                     s = 2
                 else:
                     raise r.deviation('Dynamic_CLReqControlModeType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVTargetEnergyRequest'
-                    f_EVTargetEnergyRequest = _d_RationalNumberType(r)
-                    s = 2
-                else:
-                    raise r.deviation('Dynamic_CLReqControlModeType')
             if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMaximumEnergyRequest'
-                    f_EVMaximumEnergyRequest = _d_RationalNumberType(r)
-                    s = 3
-                else:
-                    raise r.deviation('Dynamic_CLReqControlModeType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'EVMinimumEnergyRequest'
-                    f_EVMinimumEnergyRequest = _d_RationalNumberType(r)
-                    s = 4
-                else:
-                    raise r.deviation('Dynamic_CLReqControlModeType')
-            if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('Dynamic_CLReqControlModeType')
+                if bits(1): raise r.deviation('Dynamic_CLReqControlModeType')
+                el = 'EVMaximumEnergyRequest'
+                f_EVMaximumEnergyRequest = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('Dynamic_CLReqControlModeType')
+                el = 'EVMinimumEnergyRequest'
+                f_EVMinimumEnergyRequest = _d_RationalNumberType(r)
+                if bits(1): raise r.deviation('Dynamic_CLReqControlModeType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.Dynamic_CLReqControlModeType(f_DepartureTime, f_EVTargetEnergyRequest, f_EVMaximumEnergyRequest, f_EVMinimumEnergyRequest)
@@ -14311,54 +12456,41 @@ def _e_Dynamic_CLReqControlModeType(w, o):
         while s >= 0:
             if s == 0:
                 if v_DepartureTime is not None:
-                    bits(0, 2)
                     el = 'DepartureTime'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     if v_DepartureTime < 0 or v_DepartureTime > 4294967295: raise EncodeError(f'value {v_DepartureTime!r} outside [0, 4294967295]')
                     w.uint(v_DepartureTime)
-                    w.bits(0, 1)
-                    v_DepartureTime = None
-                    s = 1
-                elif v_EVTargetEnergyRequest is not None:
-                    bits(1, 2)
+                    if not (v_EVTargetEnergyRequest is not None): raise EncodeError('missing content: EVTargetEnergyRequest')
                     el = 'EVTargetEnergyRequest'
+                    bits(0, 2)
+                    v_DepartureTime = None
+                    _e_RationalNumberType(w, v_EVTargetEnergyRequest)
+                    v_EVTargetEnergyRequest = None
+                    s = 2
+                elif v_EVTargetEnergyRequest is not None:
+                    el = 'EVTargetEnergyRequest'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVTargetEnergyRequest)
                     v_EVTargetEnergyRequest = None
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of DepartureTime, EVTargetEnergyRequest')
-            if s == 1:
-                if v_EVTargetEnergyRequest is not None:
-                    bits(0, 1)
-                    el = 'EVTargetEnergyRequest'
-                    _e_RationalNumberType(w, v_EVTargetEnergyRequest)
-                    v_EVTargetEnergyRequest = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of EVTargetEnergyRequest')
             if s == 2:
                 if v_EVMaximumEnergyRequest is not None:
-                    bits(0, 1)
                     el = 'EVMaximumEnergyRequest'
+                    bits(0, 1)
                     _e_RationalNumberType(w, v_EVMaximumEnergyRequest)
-                    v_EVMaximumEnergyRequest = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of EVMaximumEnergyRequest')
-            if s == 3:
-                if v_EVMinimumEnergyRequest is not None:
-                    bits(0, 1)
+                    if not (v_EVMinimumEnergyRequest is not None): raise EncodeError('missing content: EVMinimumEnergyRequest')
                     el = 'EVMinimumEnergyRequest'
-                    _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
-                    v_EVMinimumEnergyRequest = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of EVMinimumEnergyRequest')
-            if s == 4:
-                if True:
                     bits(0, 1)
+                    v_EVMaximumEnergyRequest = None
+                    _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
+                    bits(0, 1)
+                    v_EVMinimumEnergyRequest = None
                     if v_DepartureTime is not None or v_EVTargetEnergyRequest is not None or v_EVMaximumEnergyRequest is not None or v_EVMinimumEnergyRequest is not None: raise _leftover(o)
                     s = -1
+                else:
+                    raise EncodeError('missing content: expected one of EVMaximumEnergyRequest')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -14376,103 +12508,104 @@ def _d_Dynamic_CLResControlModeType(r):
             if s == 0:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'DepartureTime'
                     if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
+                    el = 'DepartureTime'
                     f_DepartureTime = r.uint()
                     if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', r.pos)
                     if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
                     s = 1
                 elif ec == 1:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('Dynamic_CLResControlModeType')
                     el = 'MinimumSOC'
-                    if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
-                    f_MinimumSOC = bits(7)
+                    f_MinimumSOC = ((x >> 1) & 127)
                     if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
                     s = 2
                 elif ec == 2:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('Dynamic_CLResControlModeType')
                     el = 'TargetSOC'
-                    if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
-                    f_TargetSOC = bits(7)
+                    f_TargetSOC = ((x >> 1) & 127)
                     if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
                     s = 3
                 elif ec == 3:
-                    el = 'AckMaxDelay'
                     if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
+                    el = 'AckMaxDelay'
                     f_AckMaxDelay = r.uint()
                     if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.pos)
                     if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
                     s = 4
                 elif ec == 4:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Dynamic_CLResControlModeType')
             if s == 1:
                 ec = bits(3)
                 if ec == 0:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('Dynamic_CLResControlModeType')
                     el = 'MinimumSOC'
-                    if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
-                    f_MinimumSOC = bits(7)
+                    f_MinimumSOC = ((x >> 1) & 127)
                     if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
                     s = 2
                 elif ec == 1:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('Dynamic_CLResControlModeType')
                     el = 'TargetSOC'
-                    if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
-                    f_TargetSOC = bits(7)
+                    f_TargetSOC = ((x >> 1) & 127)
                     if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
                     s = 3
                 elif ec == 2:
-                    el = 'AckMaxDelay'
                     if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
+                    el = 'AckMaxDelay'
                     f_AckMaxDelay = r.uint()
                     if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.pos)
                     if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
                     s = 4
                 elif ec == 3:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Dynamic_CLResControlModeType')
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
+                    x = bits(9)
+                    if x & 257: raise r.deviation('Dynamic_CLResControlModeType')
                     el = 'TargetSOC'
-                    if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
-                    f_TargetSOC = bits(7)
+                    f_TargetSOC = ((x >> 1) & 127)
                     if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.pos)
-                    if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
                     s = 3
                 elif ec == 1:
-                    el = 'AckMaxDelay'
                     if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
+                    el = 'AckMaxDelay'
                     f_AckMaxDelay = r.uint()
                     if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.pos)
                     if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
                     s = 4
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Dynamic_CLResControlModeType')
             if s == 3:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'AckMaxDelay'
                     if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
+                    el = 'AckMaxDelay'
                     f_AckMaxDelay = r.uint()
                     if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.pos)
                     if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
                     s = 4
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Dynamic_CLResControlModeType')
             if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('Dynamic_CLResControlModeType')
+                if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.Dynamic_CLResControlModeType(f_DepartureTime, f_MinimumSOC, f_TargetSOC, f_AckMaxDelay)
@@ -14490,39 +12623,31 @@ def _e_Dynamic_CLResControlModeType(w, o):
         while s >= 0:
             if s == 0:
                 if v_DepartureTime is not None:
-                    bits(0, 3)
                     el = 'DepartureTime'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     if v_DepartureTime < 0 or v_DepartureTime > 4294967295: raise EncodeError(f'value {v_DepartureTime!r} outside [0, 4294967295]')
                     w.uint(v_DepartureTime)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_DepartureTime = None
                     s = 1
                 elif v_MinimumSOC is not None:
-                    bits(1, 3)
                     el = 'MinimumSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_MinimumSOC <= 100: raise EncodeError(f'value {v_MinimumSOC!r} outside [0, 100]')
-                    w.bits(v_MinimumSOC, 7)
-                    w.bits(0, 1)
+                    bits((1 << 9) | (v_MinimumSOC << 1), 12)
                     v_MinimumSOC = None
                     s = 2
                 elif v_TargetSOC is not None:
-                    bits(2, 3)
                     el = 'TargetSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
-                    w.bits(v_TargetSOC, 7)
-                    w.bits(0, 1)
+                    bits((2 << 9) | (v_TargetSOC << 1), 12)
                     v_TargetSOC = None
                     s = 3
                 elif v_AckMaxDelay is not None:
-                    bits(3, 3)
                     el = 'AckMaxDelay'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
                     w.uint(v_AckMaxDelay)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_AckMaxDelay = None
                     s = 4
                 elif True:
@@ -14531,30 +12656,23 @@ def _e_Dynamic_CLResControlModeType(w, o):
                     s = -1
             if s == 1:
                 if v_MinimumSOC is not None:
-                    bits(0, 3)
                     el = 'MinimumSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_MinimumSOC <= 100: raise EncodeError(f'value {v_MinimumSOC!r} outside [0, 100]')
-                    w.bits(v_MinimumSOC, 7)
-                    w.bits(0, 1)
+                    bits((v_MinimumSOC << 1), 12)
                     v_MinimumSOC = None
                     s = 2
                 elif v_TargetSOC is not None:
-                    bits(1, 3)
                     el = 'TargetSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
-                    w.bits(v_TargetSOC, 7)
-                    w.bits(0, 1)
+                    bits((1 << 9) | (v_TargetSOC << 1), 12)
                     v_TargetSOC = None
                     s = 3
                 elif v_AckMaxDelay is not None:
-                    bits(2, 3)
                     el = 'AckMaxDelay'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
                     w.uint(v_AckMaxDelay)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_AckMaxDelay = None
                     s = 4
                 elif True:
@@ -14563,21 +12681,17 @@ def _e_Dynamic_CLResControlModeType(w, o):
                     s = -1
             if s == 2:
                 if v_TargetSOC is not None:
-                    bits(0, 2)
                     el = 'TargetSOC'
-                    w.bits(0, 1)
                     if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
-                    w.bits(v_TargetSOC, 7)
-                    w.bits(0, 1)
+                    bits((v_TargetSOC << 1), 11)
                     v_TargetSOC = None
                     s = 3
                 elif v_AckMaxDelay is not None:
-                    bits(1, 2)
                     el = 'AckMaxDelay'
-                    w.bits(0, 1)
+                    bits((1 << 1), 3)
                     if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
                     w.uint(v_AckMaxDelay)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_AckMaxDelay = None
                     s = 4
                 elif True:
@@ -14586,12 +12700,11 @@ def _e_Dynamic_CLResControlModeType(w, o):
                     s = -1
             if s == 3:
                 if v_AckMaxDelay is not None:
-                    bits(0, 2)
                     el = 'AckMaxDelay'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
                     w.uint(v_AckMaxDelay)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_AckMaxDelay = None
                     s = 4
                 elif True:
@@ -14615,14 +12728,11 @@ def _d_ListOfRootCertificateIDsType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'RootCertificateID'
-                    _v = _d_X509IssuerSerialType(r)
-                    f_RootCertificateID.append(_v)
-                    s = 1
-                else:
-                    raise r.deviation('ListOfRootCertificateIDsType')
+                if bits(1): raise r.deviation('ListOfRootCertificateIDsType')
+                el = 'RootCertificateID'
+                _v = _d_X509IssuerSerialType(r)
+                f_RootCertificateID.append(_v)
+                s = 1
             if s == 1:
                 n = 0
                 while True:
@@ -14636,16 +12746,14 @@ def _d_ListOfRootCertificateIDsType(r):
                             s = 20
                             break
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
                         raise r.deviation('ListOfRootCertificateIDsType')
             if s == 20:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ListOfRootCertificateIDsType')
+                if bits(1): raise r.deviation('ListOfRootCertificateIDsType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.ListOfRootCertificateIDsType(f_RootCertificateID)
@@ -14662,8 +12770,8 @@ def _e_ListOfRootCertificateIDsType(w, o):
         while s >= 0:
             if s == 0:
                 if i_RootCertificateID < n_RootCertificateID:
-                    bits(0, 1)
                     el = 'RootCertificateID'
+                    bits(0, 1)
                     _e_X509IssuerSerialType(w, v_RootCertificateID[i_RootCertificateID])
                     i_RootCertificateID += 1
                     s = 1
@@ -14673,8 +12781,8 @@ def _e_ListOfRootCertificateIDsType(w, o):
                 n = 0
                 while True:
                     if i_RootCertificateID < n_RootCertificateID:
-                        bits(0, 2)
                         el = 'RootCertificateID'
+                        bits(0, 2)
                         _e_X509IssuerSerialType(w, v_RootCertificateID[i_RootCertificateID])
                         i_RootCertificateID += 1
                         n += 1
@@ -14719,6 +12827,7 @@ def _d_Scheduled_CLReqControlModeType(r):
                     f_EVMinimumEnergyRequest = _d_RationalNumberType(r)
                     s = 3
                 elif ec == 3:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Scheduled_CLReqControlModeType')
@@ -14733,6 +12842,7 @@ def _d_Scheduled_CLReqControlModeType(r):
                     f_EVMinimumEnergyRequest = _d_RationalNumberType(r)
                     s = 3
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Scheduled_CLReqControlModeType')
@@ -14743,15 +12853,13 @@ def _d_Scheduled_CLReqControlModeType(r):
                     f_EVMinimumEnergyRequest = _d_RationalNumberType(r)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('Scheduled_CLReqControlModeType')
             if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('Scheduled_CLReqControlModeType')
+                if bits(1): raise r.deviation('Scheduled_CLReqControlModeType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.Scheduled_CLReqControlModeType(f_EVTargetEnergyRequest, f_EVMaximumEnergyRequest, f_EVMinimumEnergyRequest)
@@ -14768,20 +12876,20 @@ def _e_Scheduled_CLReqControlModeType(w, o):
         while s >= 0:
             if s == 0:
                 if v_EVTargetEnergyRequest is not None:
-                    bits(0, 3)
                     el = 'EVTargetEnergyRequest'
+                    bits(0, 3)
                     _e_RationalNumberType(w, v_EVTargetEnergyRequest)
                     v_EVTargetEnergyRequest = None
                     s = 1
                 elif v_EVMaximumEnergyRequest is not None:
-                    bits(1, 3)
                     el = 'EVMaximumEnergyRequest'
+                    bits(1, 3)
                     _e_RationalNumberType(w, v_EVMaximumEnergyRequest)
                     v_EVMaximumEnergyRequest = None
                     s = 2
                 elif v_EVMinimumEnergyRequest is not None:
-                    bits(2, 3)
                     el = 'EVMinimumEnergyRequest'
+                    bits(2, 3)
                     _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
                     v_EVMinimumEnergyRequest = None
                     s = 3
@@ -14791,14 +12899,14 @@ def _e_Scheduled_CLReqControlModeType(w, o):
                     s = -1
             if s == 1:
                 if v_EVMaximumEnergyRequest is not None:
-                    bits(0, 2)
                     el = 'EVMaximumEnergyRequest'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVMaximumEnergyRequest)
                     v_EVMaximumEnergyRequest = None
                     s = 2
                 elif v_EVMinimumEnergyRequest is not None:
-                    bits(1, 2)
                     el = 'EVMinimumEnergyRequest'
+                    bits(1, 2)
                     _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
                     v_EVMinimumEnergyRequest = None
                     s = 3
@@ -14808,8 +12916,8 @@ def _e_Scheduled_CLReqControlModeType(w, o):
                     s = -1
             if s == 2:
                 if v_EVMinimumEnergyRequest is not None:
-                    bits(0, 2)
                     el = 'EVMinimumEnergyRequest'
+                    bits(0, 2)
                     _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
                     v_EVMinimumEnergyRequest = None
                     s = 3
@@ -14830,11 +12938,7 @@ def _d_Scheduled_CLResControlModeType(r):
     bits = r.bits
     el = ''
     try:
-        ec = bits(1)
-        if ec == 0:
-            s = -1
-        else:
-            raise r.deviation('Scheduled_CLResControlModeType')
+        if bits(1): raise r.deviation('Scheduled_CLResControlModeType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.Scheduled_CLResControlModeType()
@@ -14844,12 +12948,8 @@ def _e_Scheduled_CLResControlModeType(w, o):
     bits = w.bits
     el = ''
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if True:
-                    bits(0, 1)
-                    s = -1
+        if True:
+            bits(0, 1)
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -14896,9 +12996,9 @@ def _de5(r):  # DigestValue
     return v
 
 def _ee5(w, v):  # DigestValue
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de6(r):  # KeyInfo
     bits = r.bits
@@ -14915,9 +13015,9 @@ def _de7(r):  # KeyName
     return v
 
 def _ee7(w, v):  # KeyName
-    w.bits(0, 1)
+    bits(0, 1)
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de8(r):  # KeyValue
     bits = r.bits
@@ -14941,9 +13041,9 @@ def _de10(r):  # MgmtData
     return v
 
 def _ee10(w, v):  # MgmtData
-    w.bits(0, 1)
+    bits(0, 1)
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de11(r):  # Object
     bits = r.bits
@@ -15186,10 +13286,10 @@ def _de38(r):  # AckMaxDelay
     return v
 
 def _ee38(w, v):  # AckMaxDelay
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 65535: raise EncodeError(f'value {v!r} outside [0, 65535]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de39(r):  # AdditionalServicesCosts
     bits = r.bits
@@ -15228,10 +13328,10 @@ def _de43(r):  # BPT_DischargedEnergyReadingWh
     return v
 
 def _ee43(w, v):  # BPT_DischargedEnergyReadingWh
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 18446744073709551615: raise EncodeError(f'value {v!r} outside [0, 18446744073709551615]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de44(r):  # BPT_InductiveEnergyReadingVARh
     bits = r.bits
@@ -15242,10 +13342,10 @@ def _de44(r):  # BPT_InductiveEnergyReadingVARh
     return v
 
 def _ee44(w, v):  # BPT_InductiveEnergyReadingVARh
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 18446744073709551615: raise EncodeError(f'value {v!r} outside [0, 18446744073709551615]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de45(r):  # BSSID
     bits = r.bits
@@ -15256,10 +13356,10 @@ def _de45(r):  # BSSID
     return v
 
 def _ee45(w, v):  # BSSID
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) > 12: raise EncodeError(f'length {len(v)} outside [0, 12]')
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de46(r):  # BatteryEnergyCapacity
     bits = r.bits
@@ -15277,10 +13377,10 @@ def _de47(r):  # CapacitiveEnergyReadingVARh
     return v
 
 def _ee47(w, v):  # CapacitiveEnergyReadingVARh
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 18446744073709551615: raise EncodeError(f'value {v!r} outside [0, 18446744073709551615]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de48(r):  # ChargedEnergyReadingWh
     bits = r.bits
@@ -15291,66 +13391,72 @@ def _de48(r):  # ChargedEnergyReadingWh
     return v
 
 def _ee48(w, v):  # ChargedEnergyReadingWh
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 18446744073709551615: raise EncodeError(f'value {v!r} outside [0, 18446744073709551615]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de49(r):  # ChargingComplete
     bits = r.bits
-    if bits(1): raise r.deviation('ChargingComplete')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('ChargingComplete')
+    x = bits(3)
+    if x & 5: raise r.deviation('ChargingComplete')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee49(w, v):  # ChargingComplete
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de50(r):  # Coord_X
     bits = r.bits
-    if bits(1): raise r.deviation('Coord_X')
-    v = r.sint()
+    x = bits(2)
+    if x & 2: raise r.deviation('Coord_X')
+    _neg = (x & 1)
+    v = r.uint()
+    if _neg: v = -v - 1
     if v < -32768 or v > 32767: raise DecodeError(f'value {v} outside [-32768, 32767]', r.pos)
     if bits(1): raise r.deviation('Coord_X')
     return v
 
 def _ee50(w, v):  # Coord_X
-    w.bits(0, 1)
     if v < -32768 or v > 32767: raise EncodeError(f'value {v!r} outside [-32768, 32767]')
-    w.sint(v)
-    w.bits(0, 1)
+    bits((v < 0), 2)
+    w.uint(-v - 1 if v < 0 else v)
+    bits(0, 1)
 
 def _de51(r):  # Coord_Y
     bits = r.bits
-    if bits(1): raise r.deviation('Coord_Y')
-    v = r.sint()
+    x = bits(2)
+    if x & 2: raise r.deviation('Coord_Y')
+    _neg = (x & 1)
+    v = r.uint()
+    if _neg: v = -v - 1
     if v < -32768 or v > 32767: raise DecodeError(f'value {v} outside [-32768, 32767]', r.pos)
     if bits(1): raise r.deviation('Coord_Y')
     return v
 
 def _ee51(w, v):  # Coord_Y
-    w.bits(0, 1)
     if v < -32768 or v > 32767: raise EncodeError(f'value {v!r} outside [-32768, 32767]')
-    w.sint(v)
-    w.bits(0, 1)
+    bits((v < 0), 2)
+    w.uint(-v - 1 if v < 0 else v)
+    bits(0, 1)
 
 def _de52(r):  # Coord_Z
     bits = r.bits
-    if bits(1): raise r.deviation('Coord_Z')
-    v = r.sint()
+    x = bits(2)
+    if x & 2: raise r.deviation('Coord_Z')
+    _neg = (x & 1)
+    v = r.uint()
+    if _neg: v = -v - 1
     if v < -32768 or v > 32767: raise DecodeError(f'value {v} outside [-32768, 32767]', r.pos)
     if bits(1): raise r.deviation('Coord_Z')
     return v
 
 def _ee52(w, v):  # Coord_Z
-    w.bits(0, 1)
     if v < -32768 or v > 32767: raise EncodeError(f'value {v!r} outside [-32768, 32767]')
-    w.sint(v)
-    w.bits(0, 1)
+    bits((v < 0), 2)
+    w.uint(-v - 1 if v < 0 else v)
+    bits(0, 1)
 
 def _de53(r):  # CostPerUnit
     bits = r.bits
@@ -15368,10 +13474,10 @@ def _de54(r):  # DepartureTime
     return v
 
 def _ee54(w, v):  # DepartureTime
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 4294967295: raise EncodeError(f'value {v!r} outside [0, 4294967295]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de55(r):  # DisplayParameters
     bits = r.bits
@@ -15424,17 +13530,15 @@ def _ee61(w, v):  # EVMinimumEnergyRequest
 
 def _de62(r):  # EVPCChargeDiagnostics
     bits = r.bits
-    if bits(1): raise r.deviation('EVPCChargeDiagnostics')
-    v = _E6[bits(2)]
-    if bits(1): raise r.deviation('EVPCChargeDiagnostics')
+    x = bits(4)
+    if x & 9: raise r.deviation('EVPCChargeDiagnostics')
+    v = _E6[((x >> 1) & 3)]
     return v
 
 def _ee62(w, v):  # EVPCChargeDiagnostics
-    w.bits(0, 1)
-    _i = _I7.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration WPT_EVPCChargeDiagnosticsType')
-    w.bits(_i, 2)
-    w.bits(0, 1)
+    _i32 = _I7.get(v)
+    if _i32 is None: raise EncodeError(f'{v!r} is not one of the enumeration WPT_EVPCChargeDiagnosticsType')
+    bits((_i32 << 1), 4)
 
 def _de63(r):  # EVPCCoilCurrentInformation
     bits = r.bits
@@ -15459,17 +13563,14 @@ def _ee65(w, v):  # EVPCCurrentOutputInformation
 
 def _de66(r):  # EVPCDeviceLocalControl
     bits = r.bits
-    if bits(1): raise r.deviation('EVPCDeviceLocalControl')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('EVPCDeviceLocalControl')
+    x = bits(3)
+    if x & 5: raise r.deviation('EVPCDeviceLocalControl')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee66(w, v):  # EVPCDeviceLocalControl
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de67(r):  # EVPCMaxReceivablePower
     bits = r.bits
@@ -15522,67 +13623,59 @@ def _ee73(w, v):  # EVPCVoltageOutputInformation
 
 def _de74(r):  # EVProcessing
     bits = r.bits
-    if bits(1): raise r.deviation('EVProcessing')
-    v = bits(2)
+    x = bits(4)
+    if x & 9: raise r.deviation('EVProcessing')
+    v = ((x >> 1) & 3)
     if v >= 3: raise DecodeError(f'enumeration index {v} out of range (3 values)', r.pos)
     v = _E0[v]
-    if bits(1): raise r.deviation('EVProcessing')
     return v
 
 def _ee74(w, v):  # EVProcessing
-    w.bits(0, 1)
-    _i = _I2.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration processingType')
-    w.bits(_i, 2)
-    w.bits(0, 1)
+    _i33 = _I2.get(v)
+    if _i33 is None: raise EncodeError(f'{v!r} is not one of the enumeration processingType')
+    bits((_i33 << 1), 4)
 
 def _de75(r):  # EVResultCode
     bits = r.bits
-    if bits(1): raise r.deviation('EVResultCode')
-    v = bits(2)
+    x = bits(4)
+    if x & 9: raise r.deviation('EVResultCode')
+    v = ((x >> 1) & 3)
     if v >= 3: raise DecodeError(f'enumeration index {v} out of range (3 values)', r.pos)
     v = _E1[v]
-    if bits(1): raise r.deviation('EVResultCode')
     return v
 
 def _ee75(w, v):  # EVResultCode
-    w.bits(0, 1)
-    _i = _I3.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration WPT_EVResultType')
-    w.bits(_i, 2)
-    w.bits(0, 1)
+    _i34 = _I3.get(v)
+    if _i34 is None: raise EncodeError(f'{v!r} is not one of the enumeration WPT_EVResultType')
+    bits((_i34 << 1), 4)
 
 def _de76(r):  # EVSENotification
     bits = r.bits
-    if bits(1): raise r.deviation('EVSENotification')
-    v = bits(3)
+    x = bits(5)
+    if x & 17: raise r.deviation('EVSENotification')
+    v = ((x >> 1) & 7)
     if v >= 6: raise DecodeError(f'enumeration index {v} out of range (6 values)', r.pos)
     v = _E10[v]
-    if bits(1): raise r.deviation('EVSENotification')
     return v
 
 def _ee76(w, v):  # EVSENotification
-    w.bits(0, 1)
-    _i = _I11.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration evseNotificationType')
-    w.bits(_i, 3)
-    w.bits(0, 1)
+    _i35 = _I11.get(v)
+    if _i35 is None: raise EncodeError(f'{v!r} is not one of the enumeration evseNotificationType')
+    bits((_i35 << 1), 5)
 
 def _de77(r):  # EVSEProcessing
     bits = r.bits
-    if bits(1): raise r.deviation('EVSEProcessing')
-    v = bits(2)
+    x = bits(4)
+    if x & 9: raise r.deviation('EVSEProcessing')
+    v = ((x >> 1) & 3)
     if v >= 3: raise DecodeError(f'enumeration index {v} out of range (3 values)', r.pos)
     v = _E0[v]
-    if bits(1): raise r.deviation('EVSEProcessing')
     return v
 
 def _ee77(w, v):  # EVSEProcessing
-    w.bits(0, 1)
-    _i = _I2.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration processingType')
-    w.bits(_i, 2)
-    w.bits(0, 1)
+    _i36 = _I2.get(v)
+    if _i36 is None: raise EncodeError(f'{v!r} is not one of the enumeration processingType')
+    bits((_i36 << 1), 4)
 
 def _de78(r):  # EVSEStatus
     bits = r.bits
@@ -15613,22 +13706,20 @@ def _de81(r):  # Exponent
     return v
 
 def _ee81(w, v):  # Exponent
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de82(r):  # Exponent
     bits = r.bits
-    if bits(1): raise r.deviation('Exponent')
-    v = bits(8) + -128
-    if bits(1): raise r.deviation('Exponent')
+    x = bits(10)
+    if x & 513: raise r.deviation('Exponent')
+    v = ((x >> 1) & 255) + -128
     return v
 
 def _ee82(w, v):  # Exponent
-    w.bits(0, 1)
     if not -128 <= v <= 127: raise EncodeError(f'value {v!r} outside [-128, 127]')
-    w.bits(v - -128, 8)
-    w.bits(0, 1)
+    bits(((v - -128) << 1), 10)
 
 def _de83(r):  # G
     bits = r.bits
@@ -15638,21 +13729,25 @@ def _de83(r):  # G
     return v
 
 def _ee83(w, v):  # G
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de84(r):  # HMACOutputLength
     bits = r.bits
-    if bits(1): raise r.deviation('HMACOutputLength')
-    v = r.sint()
+    x = bits(2)
+    if x & 2: raise r.deviation('HMACOutputLength')
+    _neg = (x & 1)
+    v = r.uint()
+    if _neg: v = -v - 1
     if bits(1): raise r.deviation('HMACOutputLength')
     return v
 
 def _ee84(w, v):  # HMACOutputLength
-    w.bits(0, 1)
-    w.sint(v)
-    w.bits(0, 1)
+    if type(v) is not int: raise EncodeError(f'expected an int, got {v!r}')
+    bits((v < 0), 2)
+    w.uint(-v - 1 if v < 0 else v)
+    bits(0, 1)
 
 def _de85(r):  # Header
     bits = r.bits
@@ -15670,10 +13765,10 @@ def _de86(r):  # IPAddress
     return v
 
 def _ee86(w, v):  # IPAddress
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) > 39: raise EncodeError(f'length {len(v)} outside [0, 39]')
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de87(r):  # IndexNumber
     bits = r.bits
@@ -15684,24 +13779,21 @@ def _de87(r):  # IndexNumber
     return v
 
 def _ee87(w, v):  # IndexNumber
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 65535: raise EncodeError(f'value {v!r} outside [0, 65535]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de88(r):  # InletHot
     bits = r.bits
-    if bits(1): raise r.deviation('InletHot')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('InletHot')
+    x = bits(3)
+    if x & 5: raise r.deviation('InletHot')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee88(w, v):  # InletHot
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de89(r):  # J
     bits = r.bits
@@ -15711,9 +13803,9 @@ def _de89(r):  # J
     return v
 
 def _ee89(w, v):  # J
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de90(r):  # LF_ReceiverSetupData
     bits = r.bits
@@ -15759,24 +13851,22 @@ def _de95(r):  # ManufacturerSpecificDataContainer
     return v
 
 def _ee95(w, v):  # ManufacturerSpecificDataContainer
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) > 256: raise EncodeError(f'length {len(v)} outside [0, 256]')
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de96(r):  # MaximumSOC
     bits = r.bits
-    if bits(1): raise r.deviation('MaximumSOC')
-    v = bits(7)
+    x = bits(9)
+    if x & 257: raise r.deviation('MaximumSOC')
+    v = ((x >> 1) & 127)
     if v > 100: raise DecodeError(f'value {v} above maximum 100', r.pos)
-    if bits(1): raise r.deviation('MaximumSOC')
     return v
 
 def _ee96(w, v):  # MaximumSOC
-    w.bits(0, 1)
     if not 0 <= v <= 100: raise EncodeError(f'value {v!r} outside [0, 100]')
-    w.bits(v, 7)
-    w.bits(0, 1)
+    bits((v << 1), 9)
 
 def _de97(r):  # MeterID
     bits = r.bits
@@ -15787,10 +13877,10 @@ def _de97(r):  # MeterID
     return v
 
 def _ee97(w, v):  # MeterID
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) > 32: raise EncodeError(f'length {len(v)} outside [0, 32]')
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de98(r):  # MeterInfo
     bits = r.bits
@@ -15801,17 +13891,14 @@ def _ee98(w, v):  # MeterInfo
 
 def _de99(r):  # MeterInfoRequested
     bits = r.bits
-    if bits(1): raise r.deviation('MeterInfoRequested')
-    v = bits(1) == 1
-    if bits(1): raise r.deviation('MeterInfoRequested')
+    x = bits(3)
+    if x & 5: raise r.deviation('MeterInfoRequested')
+    v = ((x >> 1) & 1) == 1
     return v
 
 def _ee99(w, v):  # MeterInfoRequested
-    w.bits(0, 1)
-    if v is True: w.bits(1, 1)
-    elif v is False: w.bits(0, 1)
-    else: raise EncodeError(f'expected a bool, got {v!r}')
-    w.bits(0, 1)
+    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
+    bits((v << 1), 3)
 
 def _de100(r):  # MeterSignature
     bits = r.bits
@@ -15822,24 +13909,27 @@ def _de100(r):  # MeterSignature
     return v
 
 def _ee100(w, v):  # MeterSignature
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) > 64: raise EncodeError(f'length {len(v)} outside [0, 64]')
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de101(r):  # MeterStatus
     bits = r.bits
-    if bits(1): raise r.deviation('MeterStatus')
-    v = r.sint()
+    x = bits(2)
+    if x & 2: raise r.deviation('MeterStatus')
+    _neg = (x & 1)
+    v = r.uint()
+    if _neg: v = -v - 1
     if v < -32768 or v > 32767: raise DecodeError(f'value {v} outside [-32768, 32767]', r.pos)
     if bits(1): raise r.deviation('MeterStatus')
     return v
 
 def _ee101(w, v):  # MeterStatus
-    w.bits(0, 1)
     if v < -32768 or v > 32767: raise EncodeError(f'value {v!r} outside [-32768, 32767]')
-    w.sint(v)
-    w.bits(0, 1)
+    bits((v < 0), 2)
+    w.uint(-v - 1 if v < 0 else v)
+    bits(0, 1)
 
 def _de102(r):  # MeterTimestamp
     bits = r.bits
@@ -15850,24 +13940,22 @@ def _de102(r):  # MeterTimestamp
     return v
 
 def _ee102(w, v):  # MeterTimestamp
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 18446744073709551615: raise EncodeError(f'value {v!r} outside [0, 18446744073709551615]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de103(r):  # MinimumSOC
     bits = r.bits
-    if bits(1): raise r.deviation('MinimumSOC')
-    v = bits(7)
+    x = bits(9)
+    if x & 257: raise r.deviation('MinimumSOC')
+    v = ((x >> 1) & 127)
     if v > 100: raise DecodeError(f'value {v} above maximum 100', r.pos)
-    if bits(1): raise r.deviation('MinimumSOC')
     return v
 
 def _ee103(w, v):  # MinimumSOC
-    w.bits(0, 1)
     if not 0 <= v <= 100: raise EncodeError(f'value {v!r} outside [0, 100]')
-    w.bits(v, 7)
-    w.bits(0, 1)
+    bits((v << 1), 9)
 
 def _de104(r):  # Modulus
     bits = r.bits
@@ -15877,9 +13965,9 @@ def _de104(r):  # Modulus
     return v
 
 def _ee104(w, v):  # Modulus
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de105(r):  # NaturalOffset
     bits = r.bits
@@ -15890,10 +13978,10 @@ def _de105(r):  # NaturalOffset
     return v
 
 def _ee105(w, v):  # NaturalOffset
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 65535: raise EncodeError(f'value {v!r} outside [0, 65535]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de106(r):  # NotificationMaxDelay
     bits = r.bits
@@ -15904,49 +13992,43 @@ def _de106(r):  # NotificationMaxDelay
     return v
 
 def _ee106(w, v):  # NotificationMaxDelay
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 65535: raise EncodeError(f'value {v!r} outside [0, 65535]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de107(r):  # NumPackages
     bits = r.bits
-    if bits(1): raise r.deviation('NumPackages')
-    v = bits(8)
-    if bits(1): raise r.deviation('NumPackages')
+    x = bits(10)
+    if x & 513: raise r.deviation('NumPackages')
+    v = ((x >> 1) & 255)
     return v
 
 def _ee107(w, v):  # NumPackages
-    w.bits(0, 1)
     if not 0 <= v <= 255: raise EncodeError(f'value {v!r} outside [0, 255]')
-    w.bits(v, 8)
-    w.bits(0, 1)
+    bits((v << 1), 10)
 
 def _de108(r):  # NumberOfReceivers
     bits = r.bits
-    if bits(1): raise r.deviation('NumberOfReceivers')
-    v = bits(8)
-    if bits(1): raise r.deviation('NumberOfReceivers')
+    x = bits(10)
+    if x & 513: raise r.deviation('NumberOfReceivers')
+    v = ((x >> 1) & 255)
     return v
 
 def _ee108(w, v):  # NumberOfReceivers
-    w.bits(0, 1)
     if not 0 <= v <= 255: raise EncodeError(f'value {v!r} outside [0, 255]')
-    w.bits(v, 8)
-    w.bits(0, 1)
+    bits((v << 1), 10)
 
 def _de109(r):  # NumberOfTransmitters
     bits = r.bits
-    if bits(1): raise r.deviation('NumberOfTransmitters')
-    v = bits(8)
-    if bits(1): raise r.deviation('NumberOfTransmitters')
+    x = bits(10)
+    if x & 513: raise r.deviation('NumberOfTransmitters')
+    v = ((x >> 1) & 255)
     return v
 
 def _ee109(w, v):  # NumberOfTransmitters
-    w.bits(0, 1)
     if not 0 <= v <= 255: raise EncodeError(f'value {v!r} outside [0, 255]')
-    w.bits(v, 8)
-    w.bits(0, 1)
+    bits((v << 1), 10)
 
 def _de110(r):  # ObservedIDCode
     bits = r.bits
@@ -15957,10 +14039,10 @@ def _de110(r):  # ObservedIDCode
     return v
 
 def _ee110(w, v):  # ObservedIDCode
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 1 or v > 4294967295: raise EncodeError(f'value {v!r} outside [1, 4294967295]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de111(r):  # OccupancyCosts
     bits = r.bits
@@ -15984,23 +14066,21 @@ def _de113(r):  # P
     return v
 
 def _ee113(w, v):  # P
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de114(r):  # PDInputPowerClass
     bits = r.bits
-    if bits(1): raise r.deviation('PDInputPowerClass')
-    v = _E12[bits(2)]
-    if bits(1): raise r.deviation('PDInputPowerClass')
+    x = bits(4)
+    if x & 9: raise r.deviation('PDInputPowerClass')
+    v = _E12[((x >> 1) & 3)]
     return v
 
 def _ee114(w, v):  # PDInputPowerClass
-    w.bits(0, 1)
-    _i = _I13.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration WPT_PowerClassType')
-    w.bits(_i, 2)
-    w.bits(0, 1)
+    _i37 = _I13.get(v)
+    if _i37 is None: raise EncodeError(f'{v!r} is not one of the enumeration WPT_PowerClassType')
+    bits((_i37 << 1), 4)
 
 def _de115(r):  # PDMaxCoilCurrent
     bits = r.bits
@@ -16024,9 +14104,9 @@ def _de117(r):  # PGPKeyID
     return v
 
 def _ee117(w, v):  # PGPKeyID
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de118(r):  # PGPKeyPacket
     bits = r.bits
@@ -16036,22 +14116,20 @@ def _de118(r):  # PGPKeyPacket
     return v
 
 def _ee118(w, v):  # PGPKeyPacket
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de119(r):  # PackageIndex
     bits = r.bits
-    if bits(1): raise r.deviation('PackageIndex')
-    v = bits(8)
-    if bits(1): raise r.deviation('PackageIndex')
+    x = bits(10)
+    if x & 513: raise r.deviation('PackageIndex')
+    v = ((x >> 1) & 255)
     return v
 
 def _ee119(w, v):  # PackageIndex
-    w.bits(0, 1)
     if not 0 <= v <= 255: raise EncodeError(f'value {v!r} outside [0, 255]')
-    w.bits(v, 8)
-    w.bits(0, 1)
+    bits((v << 1), 10)
 
 def _de120(r):  # PackageSeparationTime
     bits = r.bits
@@ -16062,10 +14140,10 @@ def _de120(r):  # PackageSeparationTime
     return v
 
 def _ee120(w, v):  # PackageSeparationTime
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 65535: raise EncodeError(f'value {v!r} outside [0, 65535]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de121(r):  # PgenCounter
     bits = r.bits
@@ -16075,9 +14153,9 @@ def _de121(r):  # PgenCounter
     return v
 
 def _ee121(w, v):  # PgenCounter
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de122(r):  # Port
     bits = r.bits
@@ -16088,10 +14166,10 @@ def _de122(r):  # Port
     return v
 
 def _ee122(w, v):  # Port
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 65535: raise EncodeError(f'value {v!r} outside [0, 65535]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de123(r):  # PowerTransmitted
     bits = r.bits
@@ -16102,17 +14180,15 @@ def _ee123(w, v):  # PowerTransmitted
 
 def _de124(r):  # PresentSOC
     bits = r.bits
-    if bits(1): raise r.deviation('PresentSOC')
-    v = bits(7)
+    x = bits(9)
+    if x & 257: raise r.deviation('PresentSOC')
+    v = ((x >> 1) & 127)
     if v > 100: raise DecodeError(f'value {v} above maximum 100', r.pos)
-    if bits(1): raise r.deviation('PresentSOC')
     return v
 
 def _ee124(w, v):  # PresentSOC
-    w.bits(0, 1)
     if not 0 <= v <= 100: raise EncodeError(f'value {v!r} outside [0, 100]')
-    w.bits(v, 7)
-    w.bits(0, 1)
+    bits((v << 1), 9)
 
 def _de125(r):  # PrimaryDeviceAlignmentCheckMethodList
     bits = r.bits
@@ -16144,10 +14220,10 @@ def _de128(r):  # PulseDuration
     return v
 
 def _ee128(w, v):  # PulseDuration
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 65535: raise EncodeError(f'value {v!r} outside [0, 65535]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de129(r):  # PulseSeparationTime
     bits = r.bits
@@ -16158,10 +14234,10 @@ def _de129(r):  # PulseSeparationTime
     return v
 
 def _ee129(w, v):  # PulseSeparationTime
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 65535: raise EncodeError(f'value {v!r} outside [0, 65535]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de130(r):  # PulseSequenceOrder
     bits = r.bits
@@ -16178,9 +14254,9 @@ def _de131(r):  # Q
     return v
 
 def _ee131(w, v):  # Q
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de132(r):  # RSSI
     bits = r.bits
@@ -16219,10 +14295,10 @@ def _de136(r):  # RemainingTimeToMaximumSOC
     return v
 
 def _ee136(w, v):  # RemainingTimeToMaximumSOC
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 4294967295: raise EncodeError(f'value {v!r} outside [0, 4294967295]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de137(r):  # RemainingTimeToMinimumSOC
     bits = r.bits
@@ -16233,10 +14309,10 @@ def _de137(r):  # RemainingTimeToMinimumSOC
     return v
 
 def _ee137(w, v):  # RemainingTimeToMinimumSOC
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 4294967295: raise EncodeError(f'value {v!r} outside [0, 4294967295]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de138(r):  # RemainingTimeToTargetSOC
     bits = r.bits
@@ -16247,26 +14323,24 @@ def _de138(r):  # RemainingTimeToTargetSOC
     return v
 
 def _ee138(w, v):  # RemainingTimeToTargetSOC
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 4294967295: raise EncodeError(f'value {v!r} outside [0, 4294967295]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de139(r):  # ResponseCode
     bits = r.bits
-    if bits(1): raise r.deviation('ResponseCode')
-    v = bits(6)
+    x = bits(8)
+    if x & 129: raise r.deviation('ResponseCode')
+    v = ((x >> 1) & 63)
     if v >= 40: raise DecodeError(f'enumeration index {v} out of range (40 values)', r.pos)
     v = _E4[v]
-    if bits(1): raise r.deviation('ResponseCode')
     return v
 
 def _ee139(w, v):  # ResponseCode
-    w.bits(0, 1)
-    _i = _I5.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration responseCodeType')
-    w.bits(_i, 6)
-    w.bits(0, 1)
+    _i38 = _I5.get(v)
+    if _i38 is None: raise EncodeError(f'{v!r} is not one of the enumeration responseCodeType')
+    bits((_i38 << 1), 8)
 
 def _de140(r):  # RootCertificateID
     bits = r.bits
@@ -16284,10 +14358,10 @@ def _de141(r):  # RxIdentifier
     return v
 
 def _ee141(w, v):  # RxIdentifier
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 1 or v > 4294967295: raise EncodeError(f'value {v!r} outside [1, 4294967295]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de142(r):  # RxSpecData
     bits = r.bits
@@ -16305,10 +14379,10 @@ def _de143(r):  # SDManufacturerSpecificDataContainer
     return v
 
 def _ee143(w, v):  # SDManufacturerSpecificDataContainer
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) > 256: raise EncodeError(f'length {len(v)} outside [0, 256]')
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de144(r):  # SDMaxGroundClearanceSupport
     bits = r.bits
@@ -16319,10 +14393,10 @@ def _de144(r):  # SDMaxGroundClearanceSupport
     return v
 
 def _ee144(w, v):  # SDMaxGroundClearanceSupport
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 65535: raise EncodeError(f'value {v!r} outside [0, 65535]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de145(r):  # SDMaxGroundClearence
     bits = r.bits
@@ -16333,10 +14407,10 @@ def _de145(r):  # SDMaxGroundClearence
     return v
 
 def _ee145(w, v):  # SDMaxGroundClearence
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 65535: raise EncodeError(f'value {v!r} outside [0, 65535]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de146(r):  # SDMaxOutputPower
     bits = r.bits
@@ -16354,10 +14428,10 @@ def _de147(r):  # SDMinGroundClearanceSupport
     return v
 
 def _ee147(w, v):  # SDMinGroundClearanceSupport
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 65535: raise EncodeError(f'value {v!r} outside [0, 65535]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de148(r):  # SDMinGroundClearence
     bits = r.bits
@@ -16368,10 +14442,10 @@ def _de148(r):  # SDMinGroundClearence
     return v
 
 def _ee148(w, v):  # SDMinGroundClearence
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 65535: raise EncodeError(f'value {v!r} outside [0, 65535]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de149(r):  # SDMinOutputPower
     bits = r.bits
@@ -16389,19 +14463,17 @@ def _ee150(w, v):  # SDPowerInput
 
 def _de151(r):  # SPCChargeDiagnostics
     bits = r.bits
-    if bits(1): raise r.deviation('SPCChargeDiagnostics')
-    v = bits(3)
+    x = bits(5)
+    if x & 17: raise r.deviation('SPCChargeDiagnostics')
+    v = ((x >> 1) & 7)
     if v >= 6: raise DecodeError(f'enumeration index {v} out of range (6 values)', r.pos)
     v = _E8[v]
-    if bits(1): raise r.deviation('SPCChargeDiagnostics')
     return v
 
 def _ee151(w, v):  # SPCChargeDiagnostics
-    w.bits(0, 1)
-    _i = _I9.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration WPT_SPCChargeDiagnosticsType')
-    w.bits(_i, 3)
-    w.bits(0, 1)
+    _i39 = _I9.get(v)
+    if _i39 is None: raise EncodeError(f'{v!r} is not one of the enumeration WPT_SPCChargeDiagnosticsType')
+    bits((_i39 << 1), 5)
 
 def _de152(r):  # SPCMaxOutputPowerLimit
     bits = r.bits
@@ -16446,9 +14518,9 @@ def _de157(r):  # SPKISexp
     return v
 
 def _ee157(w, v):  # SPKISexp
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de158(r):  # SSID
     bits = r.bits
@@ -16459,10 +14531,10 @@ def _de158(r):  # SSID
     return v
 
 def _ee158(w, v):  # SSID
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) > 255: raise EncodeError(f'length {len(v)} outside [0, 255]')
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de159(r):  # Seed
     bits = r.bits
@@ -16472,9 +14544,9 @@ def _de159(r):  # Seed
     return v
 
 def _ee159(w, v):  # Seed
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de160(r):  # SessionID
     bits = r.bits
@@ -16485,10 +14557,10 @@ def _de160(r):  # SessionID
     return v
 
 def _ee160(w, v):  # SessionID
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) < 8 or len(v) > 8: raise EncodeError(f'length {len(v)} outside [8, 8]')
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de161(r):  # SignalFrequency
     bits = r.bits
@@ -16513,17 +14585,15 @@ def _ee163(w, v):  # TargetCoilCurrent
 
 def _de164(r):  # TargetSOC
     bits = r.bits
-    if bits(1): raise r.deviation('TargetSOC')
-    v = bits(7)
+    x = bits(9)
+    if x & 257: raise r.deviation('TargetSOC')
+    v = ((x >> 1) & 127)
     if v > 100: raise DecodeError(f'value {v} above maximum 100', r.pos)
-    if bits(1): raise r.deviation('TargetSOC')
     return v
 
 def _ee164(w, v):  # TargetSOC
-    w.bits(0, 1)
     if not 0 <= v <= 100: raise EncodeError(f'value {v!r} outside [0, 100]')
-    w.bits(v, 7)
-    w.bits(0, 1)
+    bits((v << 1), 9)
 
 def _de165(r):  # TaxCosts
     bits = r.bits
@@ -16541,10 +14611,10 @@ def _de166(r):  # TaxRuleID
     return v
 
 def _ee166(w, v):  # TaxRuleID
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 1 or v > 4294967295: raise EncodeError(f'value {v!r} outside [1, 4294967295]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de167(r):  # TimeAnchor
     bits = r.bits
@@ -16555,10 +14625,10 @@ def _de167(r):  # TimeAnchor
     return v
 
 def _ee167(w, v):  # TimeAnchor
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 18446744073709551615: raise EncodeError(f'value {v!r} outside [0, 18446744073709551615]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de168(r):  # TimeStamp
     bits = r.bits
@@ -16569,10 +14639,10 @@ def _de168(r):  # TimeStamp
     return v
 
 def _ee168(w, v):  # TimeStamp
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 0 or v > 18446744073709551615: raise EncodeError(f'value {v!r} outside [0, 18446744073709551615]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de169(r):  # TxIdentifier
     bits = r.bits
@@ -16583,10 +14653,10 @@ def _de169(r):  # TxIdentifier
     return v
 
 def _ee169(w, v):  # TxIdentifier
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 1 or v > 4294967295: raise EncodeError(f'value {v!r} outside [1, 4294967295]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de170(r):  # TxPackageSpecData
     bits = r.bits
@@ -16604,10 +14674,10 @@ def _de171(r):  # TxRxIdentifier
     return v
 
 def _ee171(w, v):  # TxRxIdentifier
-    w.bits(0, 1)
+    bits(0, 1)
     if v < 1 or v > 4294967295: raise EncodeError(f'value {v!r} outside [1, 4294967295]')
     w.uint(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de172(r):  # TxRxOrientation
     bits = r.bits
@@ -16632,17 +14702,20 @@ def _ee174(w, v):  # TxSpecData
 
 def _de175(r):  # Value
     bits = r.bits
-    if bits(1): raise r.deviation('Value')
-    v = r.sint()
+    x = bits(2)
+    if x & 2: raise r.deviation('Value')
+    _neg = (x & 1)
+    v = r.uint()
+    if _neg: v = -v - 1
     if v < -32768 or v > 32767: raise DecodeError(f'value {v} outside [-32768, 32767]', r.pos)
     if bits(1): raise r.deviation('Value')
     return v
 
 def _ee175(w, v):  # Value
-    w.bits(0, 1)
     if v < -32768 or v > 32767: raise EncodeError(f'value {v!r} outside [-32768, 32767]')
-    w.sint(v)
-    w.bits(0, 1)
+    bits((v < 0), 2)
+    w.uint(-v - 1 if v < 0 else v)
+    bits(0, 1)
 
 def _de176(r):  # VendorSpecificDataContainer
     bits = r.bits
@@ -16653,42 +14726,38 @@ def _de176(r):  # VendorSpecificDataContainer
     return v
 
 def _ee176(w, v):  # VendorSpecificDataContainer
-    w.bits(0, 1)
+    bits(0, 1)
     if len(v) > 256: raise EncodeError(f'length {len(v)} outside [0, 256]')
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de177(r):  # WPT_AlignmentCheckMethod
     bits = r.bits
-    if bits(1): raise r.deviation('WPT_AlignmentCheckMethod')
-    v = bits(2)
+    x = bits(4)
+    if x & 9: raise r.deviation('WPT_AlignmentCheckMethod')
+    v = ((x >> 1) & 3)
     if v >= 3: raise DecodeError(f'enumeration index {v} out of range (3 values)', r.pos)
     v = _E18[v]
-    if bits(1): raise r.deviation('WPT_AlignmentCheckMethod')
     return v
 
 def _ee177(w, v):  # WPT_AlignmentCheckMethod
-    w.bits(0, 1)
-    _i = _I19.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration WPT_AlignmentCheckMethodType')
-    w.bits(_i, 2)
-    w.bits(0, 1)
+    _i40 = _I19.get(v)
+    if _i40 is None: raise EncodeError(f'{v!r} is not one of the enumeration WPT_AlignmentCheckMethodType')
+    bits((_i40 << 1), 4)
 
 def _de178(r):  # WPT_FinePositioningMethod
     bits = r.bits
-    if bits(1): raise r.deviation('WPT_FinePositioningMethod')
-    v = bits(3)
+    x = bits(5)
+    if x & 17: raise r.deviation('WPT_FinePositioningMethod')
+    v = ((x >> 1) & 7)
     if v >= 5: raise DecodeError(f'enumeration index {v} out of range (5 values)', r.pos)
     v = _E14[v]
-    if bits(1): raise r.deviation('WPT_FinePositioningMethod')
     return v
 
 def _ee178(w, v):  # WPT_FinePositioningMethod
-    w.bits(0, 1)
-    _i = _I15.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration WPT_FinePositioningMethodType')
-    w.bits(_i, 3)
-    w.bits(0, 1)
+    _i41 = _I15.get(v)
+    if _i41 is None: raise EncodeError(f'{v!r} is not one of the enumeration WPT_FinePositioningMethodType')
+    bits((_i41 << 1), 5)
 
 def _de179(r):  # WPT_LF_DataPackage
     bits = r.bits
@@ -16720,19 +14789,17 @@ def _ee182(w, v):  # WPT_LF_TxDataList
 
 def _de183(r):  # WPT_PairingMethod
     bits = r.bits
-    if bits(1): raise r.deviation('WPT_PairingMethod')
-    v = bits(3)
+    x = bits(5)
+    if x & 17: raise r.deviation('WPT_PairingMethod')
+    v = ((x >> 1) & 7)
     if v >= 6: raise DecodeError(f'enumeration index {v} out of range (6 values)', r.pos)
     v = _E16[v]
-    if bits(1): raise r.deviation('WPT_PairingMethod')
     return v
 
 def _ee183(w, v):  # WPT_PairingMethod
-    w.bits(0, 1)
-    _i = _I17.get(v)
-    if _i is None: raise EncodeError(f'{v!r} is not one of the enumeration WPT_PairingMethodType')
-    w.bits(_i, 3)
-    w.bits(0, 1)
+    _i42 = _I17.get(v)
+    if _i42 is None: raise EncodeError(f'{v!r} is not one of the enumeration WPT_PairingMethodType')
+    bits((_i42 << 1), 5)
 
 def _de184(r):  # X509CRL
     bits = r.bits
@@ -16742,9 +14809,9 @@ def _de184(r):  # X509CRL
     return v
 
 def _ee184(w, v):  # X509CRL
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de185(r):  # X509Certificate
     bits = r.bits
@@ -16754,9 +14821,9 @@ def _de185(r):  # X509Certificate
     return v
 
 def _ee185(w, v):  # X509Certificate
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de186(r):  # X509IssuerName
     bits = r.bits
@@ -16766,9 +14833,9 @@ def _de186(r):  # X509IssuerName
     return v
 
 def _ee186(w, v):  # X509IssuerName
-    w.bits(0, 1)
+    bits(0, 1)
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de187(r):  # X509IssuerSerial
     bits = r.bits
@@ -16785,21 +14852,25 @@ def _de188(r):  # X509SKI
     return v
 
 def _ee188(w, v):  # X509SKI
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de189(r):  # X509SerialNumber
     bits = r.bits
-    if bits(1): raise r.deviation('X509SerialNumber')
-    v = r.sint()
+    x = bits(2)
+    if x & 2: raise r.deviation('X509SerialNumber')
+    _neg = (x & 1)
+    v = r.uint()
+    if _neg: v = -v - 1
     if bits(1): raise r.deviation('X509SerialNumber')
     return v
 
 def _ee189(w, v):  # X509SerialNumber
-    w.bits(0, 1)
-    w.sint(v)
-    w.bits(0, 1)
+    if type(v) is not int: raise EncodeError(f'expected an int, got {v!r}')
+    bits((v < 0), 2)
+    w.uint(-v - 1 if v < 0 else v)
+    bits(0, 1)
 
 def _de190(r):  # X509SubjectName
     bits = r.bits
@@ -16809,9 +14880,9 @@ def _de190(r):  # X509SubjectName
     return v
 
 def _ee190(w, v):  # X509SubjectName
-    w.bits(0, 1)
+    bits(0, 1)
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de191(r):  # XPath
     bits = r.bits
@@ -16821,9 +14892,9 @@ def _de191(r):  # XPath
     return v
 
 def _ee191(w, v):  # XPath
-    w.bits(0, 1)
+    bits(0, 1)
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de192(r):  # Y
     bits = r.bits
@@ -16833,9 +14904,9 @@ def _de192(r):  # Y
     return v
 
 def _ee192(w, v):  # Y
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 # (namespace, local name, class or simple type code, decode, encode); index = event code
 FRAGMENT = (

@@ -16,19 +16,17 @@ def _d_CanonicalizationMethodType(r, key):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = '@Algorithm'
-                    f_Algorithm = r.string(0)
-                    s = 1
-                else:
-                    raise r.deviation('CanonicalizationMethodType')
+                if bits(1): raise r.deviation('CanonicalizationMethodType')
+                el = '@Algorithm'
+                f_Algorithm = r.string(0)
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -41,6 +39,7 @@ def _d_CanonicalizationMethodType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -53,6 +52,7 @@ def _d_CanonicalizationMethodType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -73,8 +73,8 @@ def _e_CanonicalizationMethodType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Algorithm is not None:
-                    bits(0, 1)
                     el = '@Algorithm'
+                    bits(0, 1)
                     w.string(v_Algorithm)
                     v_Algorithm = None
                     s = 1
@@ -115,74 +115,66 @@ def _d_DSAKeyValueType(r):
             if s == 0:
                 ec = bits(2)
                 if ec == 0:
+                    if bits(1): raise r.deviation('DSAKeyValueType')
                     el = 'P'
-                    if bits(1): raise r.deviation('DSAKeyValueType')
                     f_P = r.binary()
+                    x = bits(3)
+                    if x & 7: raise r.deviation('DSAKeyValueType')
+                    el = 'Q'
+                    f_Q = r.binary()
                     if bits(1): raise r.deviation('DSAKeyValueType')
-                    s = 1
+                    s = 4
                 elif ec == 1:
-                    el = 'G'
                     if bits(1): raise r.deviation('DSAKeyValueType')
+                    el = 'G'
                     f_G = r.binary()
                     if bits(1): raise r.deviation('DSAKeyValueType')
                     s = 2
                 elif ec == 2:
-                    el = 'Y'
                     if bits(1): raise r.deviation('DSAKeyValueType')
+                    el = 'Y'
                     f_Y = r.binary()
                     if bits(1): raise r.deviation('DSAKeyValueType')
                     s = 3
-                else:
-                    raise r.deviation('DSAKeyValueType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Q'
-                    if bits(1): raise r.deviation('DSAKeyValueType')
-                    f_Q = r.binary()
-                    if bits(1): raise r.deviation('DSAKeyValueType')
-                    s = 4
                 else:
                     raise r.deviation('DSAKeyValueType')
             if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Y'
-                    if bits(1): raise r.deviation('DSAKeyValueType')
-                    f_Y = r.binary()
-                    if bits(1): raise r.deviation('DSAKeyValueType')
-                    s = 3
-                else:
-                    raise r.deviation('DSAKeyValueType')
+                x = bits(2)
+                if x & 3: raise r.deviation('DSAKeyValueType')
+                el = 'Y'
+                f_Y = r.binary()
+                if bits(1): raise r.deviation('DSAKeyValueType')
+                s = 3
             if s == 3:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'J'
                     if bits(1): raise r.deviation('DSAKeyValueType')
+                    el = 'J'
                     f_J = r.binary()
                     if bits(1): raise r.deviation('DSAKeyValueType')
                     s = 5
                 elif ec == 1:
-                    el = 'Seed'
                     if bits(1): raise r.deviation('DSAKeyValueType')
+                    el = 'Seed'
                     f_Seed = r.binary()
                     if bits(1): raise r.deviation('DSAKeyValueType')
                     s = 6
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DSAKeyValueType')
             if s == 4:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'G'
                     if bits(1): raise r.deviation('DSAKeyValueType')
+                    el = 'G'
                     f_G = r.binary()
                     if bits(1): raise r.deviation('DSAKeyValueType')
                     s = 2
                 elif ec == 1:
-                    el = 'Y'
                     if bits(1): raise r.deviation('DSAKeyValueType')
+                    el = 'Y'
                     f_Y = r.binary()
                     if bits(1): raise r.deviation('DSAKeyValueType')
                     s = 3
@@ -191,31 +183,24 @@ def _d_DSAKeyValueType(r):
             if s == 5:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'Seed'
                     if bits(1): raise r.deviation('DSAKeyValueType')
+                    el = 'Seed'
                     f_Seed = r.binary()
                     if bits(1): raise r.deviation('DSAKeyValueType')
                     s = 6
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('DSAKeyValueType')
             if s == 6:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'PgenCounter'
-                    if bits(1): raise r.deviation('DSAKeyValueType')
-                    f_PgenCounter = r.binary()
-                    if bits(1): raise r.deviation('DSAKeyValueType')
-                    s = 7
-                else:
-                    raise r.deviation('DSAKeyValueType')
-            if s == 7:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('DSAKeyValueType')
+                x = bits(2)
+                if x & 3: raise r.deviation('DSAKeyValueType')
+                el = 'PgenCounter'
+                f_PgenCounter = r.binary()
+                x = bits(2)
+                if x & 3: raise r.deviation('DSAKeyValueType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.DSAKeyValueType(f_P, f_Q, f_G, f_Y, f_J, f_Seed, f_PgenCounter)
@@ -236,68 +221,56 @@ def _e_DSAKeyValueType(w, o):
         while s >= 0:
             if s == 0:
                 if v_P is not None:
-                    bits(0, 2)
                     el = 'P'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_P)
-                    w.bits(0, 1)
+                    if not (v_Q is not None): raise EncodeError('missing content: Q')
+                    el = 'Q'
+                    bits(0, 3)
                     v_P = None
-                    s = 1
+                    w.binary(v_Q)
+                    bits(0, 1)
+                    v_Q = None
+                    s = 4
                 elif v_G is not None:
-                    bits(1, 2)
                     el = 'G'
-                    w.bits(0, 1)
+                    bits((1 << 1), 3)
                     w.binary(v_G)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_G = None
                     s = 2
                 elif v_Y is not None:
-                    bits(2, 2)
                     el = 'Y'
-                    w.bits(0, 1)
+                    bits((2 << 1), 3)
                     w.binary(v_Y)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_Y = None
                     s = 3
                 else:
                     raise EncodeError('missing content: expected one of P, G, Y')
-            if s == 1:
-                if v_Q is not None:
-                    bits(0, 1)
-                    el = 'Q'
-                    w.bits(0, 1)
-                    w.binary(v_Q)
-                    w.bits(0, 1)
-                    v_Q = None
-                    s = 4
-                else:
-                    raise EncodeError('missing content: expected one of Q')
             if s == 2:
                 if v_Y is not None:
-                    bits(0, 1)
                     el = 'Y'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     w.binary(v_Y)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_Y = None
                     s = 3
                 else:
                     raise EncodeError('missing content: expected one of Y')
             if s == 3:
                 if v_J is not None:
-                    bits(0, 2)
                     el = 'J'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_J)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_J = None
                     s = 5
                 elif v_Seed is not None:
-                    bits(1, 2)
                     el = 'Seed'
-                    w.bits(0, 1)
+                    bits((1 << 1), 3)
                     w.binary(v_Seed)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_Seed = None
                     s = 6
                 elif True:
@@ -306,30 +279,27 @@ def _e_DSAKeyValueType(w, o):
                     s = -1
             if s == 4:
                 if v_G is not None:
-                    bits(0, 2)
                     el = 'G'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_G)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_G = None
                     s = 2
                 elif v_Y is not None:
-                    bits(1, 2)
                     el = 'Y'
-                    w.bits(0, 1)
+                    bits((1 << 1), 3)
                     w.binary(v_Y)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_Y = None
                     s = 3
                 else:
                     raise EncodeError('missing content: expected one of G, Y')
             if s == 5:
                 if v_Seed is not None:
-                    bits(0, 2)
                     el = 'Seed'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_Seed)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_Seed = None
                     s = 6
                 elif True:
@@ -338,20 +308,15 @@ def _e_DSAKeyValueType(w, o):
                     s = -1
             if s == 6:
                 if v_PgenCounter is not None:
-                    bits(0, 1)
                     el = 'PgenCounter'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     w.binary(v_PgenCounter)
-                    w.bits(0, 1)
+                    bits(0, 2)
                     v_PgenCounter = None
-                    s = 7
-                else:
-                    raise EncodeError('missing content: expected one of PgenCounter')
-            if s == 7:
-                if True:
-                    bits(0, 1)
                     if v_P is not None or v_Q is not None or v_G is not None or v_Y is not None or v_J is not None or v_Seed is not None or v_PgenCounter is not None: raise _leftover(o)
                     s = -1
+                else:
+                    raise EncodeError('missing content: expected one of PgenCounter')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -364,19 +329,17 @@ def _d_DigestMethodType(r, key):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = '@Algorithm'
-                    f_Algorithm = r.string(0)
-                    s = 1
-                else:
-                    raise r.deviation('DigestMethodType')
+                if bits(1): raise r.deviation('DigestMethodType')
+                el = '@Algorithm'
+                f_Algorithm = r.string(0)
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -389,6 +352,7 @@ def _d_DigestMethodType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -401,6 +365,7 @@ def _d_DigestMethodType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -421,8 +386,8 @@ def _e_DigestMethodType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Algorithm is not None:
-                    bits(0, 1)
                     el = '@Algorithm'
+                    bits(0, 1)
                     w.string(v_Algorithm)
                     v_Algorithm = None
                     s = 1
@@ -468,8 +433,8 @@ def _d_KeyInfoType(r, key):
                     f_Id = r.string(8)
                     s = 1
                 elif ec == 1:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(9)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -500,8 +465,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 8
                 elif ec == 7:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(11)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -517,8 +482,8 @@ def _d_KeyInfoType(r, key):
             if s == 1:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(9)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -549,8 +514,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 8
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(11)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -566,8 +531,8 @@ def _d_KeyInfoType(r, key):
             if s == 2:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(9)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -598,8 +563,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 8
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(11)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -615,8 +580,8 @@ def _d_KeyInfoType(r, key):
             if s == 3:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(9)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -647,8 +612,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(11)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -657,6 +622,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -666,8 +632,8 @@ def _d_KeyInfoType(r, key):
             if s == 4:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(9)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -698,8 +664,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(11)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -708,6 +674,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -717,8 +684,8 @@ def _d_KeyInfoType(r, key):
             if s == 5:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(9)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -749,8 +716,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(11)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -759,6 +726,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -768,8 +736,8 @@ def _d_KeyInfoType(r, key):
             if s == 6:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(9)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -800,8 +768,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(11)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -810,6 +778,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -819,8 +788,8 @@ def _d_KeyInfoType(r, key):
             if s == 7:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(9)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -851,8 +820,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(11)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -861,6 +830,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -870,8 +840,8 @@ def _d_KeyInfoType(r, key):
             if s == 8:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(9)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -902,8 +872,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(11)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -912,6 +882,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -921,8 +892,8 @@ def _d_KeyInfoType(r, key):
             if s == 9:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(9)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -953,8 +924,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(11)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -963,6 +934,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -972,8 +944,8 @@ def _d_KeyInfoType(r, key):
             if s == 10:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(9)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -1004,8 +976,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(11)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -1014,6 +986,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -1024,8 +997,8 @@ def _d_KeyInfoType(r, key):
                 while True:
                     ec = bits(4)
                     if ec == 0:
-                        el = 'KeyName'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'KeyName'
                         _v = r.string(9)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_KeyName.append(_v)
@@ -1060,8 +1033,8 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        el = 'MgmtData'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'MgmtData'
                         _v = r.string(11)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_MgmtData.append(_v)
@@ -1072,6 +1045,7 @@ def _d_KeyInfoType(r, key):
                         s = 18
                         break
                     elif ec == 8:
+                        pass
                         s = -1
                         break
                     elif ec == 9:
@@ -1084,8 +1058,8 @@ def _d_KeyInfoType(r, key):
                 while True:
                     ec = bits(4)
                     if ec == 0:
-                        el = 'KeyName'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'KeyName'
                         _v = r.string(9)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_KeyName.append(_v)
@@ -1120,8 +1094,8 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        el = 'MgmtData'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'MgmtData'
                         _v = r.string(11)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_MgmtData.append(_v)
@@ -1132,6 +1106,7 @@ def _d_KeyInfoType(r, key):
                         s = 18
                         break
                     elif ec == 8:
+                        pass
                         s = -1
                         break
                     elif ec == 9:
@@ -1144,8 +1119,8 @@ def _d_KeyInfoType(r, key):
                 while True:
                     ec = bits(4)
                     if ec == 0:
-                        el = 'KeyName'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'KeyName'
                         _v = r.string(9)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_KeyName.append(_v)
@@ -1180,8 +1155,8 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        el = 'MgmtData'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'MgmtData'
                         _v = r.string(11)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_MgmtData.append(_v)
@@ -1192,6 +1167,7 @@ def _d_KeyInfoType(r, key):
                         s = 18
                         break
                     elif ec == 8:
+                        pass
                         s = -1
                         break
                     elif ec == 9:
@@ -1204,8 +1180,8 @@ def _d_KeyInfoType(r, key):
                 while True:
                     ec = bits(4)
                     if ec == 0:
-                        el = 'KeyName'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'KeyName'
                         _v = r.string(9)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_KeyName.append(_v)
@@ -1240,8 +1216,8 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        el = 'MgmtData'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'MgmtData'
                         _v = r.string(11)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_MgmtData.append(_v)
@@ -1252,6 +1228,7 @@ def _d_KeyInfoType(r, key):
                         s = 18
                         break
                     elif ec == 8:
+                        pass
                         s = -1
                         break
                     elif ec == 9:
@@ -1264,8 +1241,8 @@ def _d_KeyInfoType(r, key):
                 while True:
                     ec = bits(4)
                     if ec == 0:
-                        el = 'KeyName'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'KeyName'
                         _v = r.string(9)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_KeyName.append(_v)
@@ -1300,8 +1277,8 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        el = 'MgmtData'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'MgmtData'
                         _v = r.string(11)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_MgmtData.append(_v)
@@ -1312,6 +1289,7 @@ def _d_KeyInfoType(r, key):
                         s = 18
                         break
                     elif ec == 8:
+                        pass
                         s = -1
                         break
                     elif ec == 9:
@@ -1324,8 +1302,8 @@ def _d_KeyInfoType(r, key):
                 while True:
                     ec = bits(4)
                     if ec == 0:
-                        el = 'KeyName'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'KeyName'
                         _v = r.string(9)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_KeyName.append(_v)
@@ -1360,8 +1338,8 @@ def _d_KeyInfoType(r, key):
                         _v = _d_SPKIDataType(r)
                         f_SPKIData.append(_v)
                     elif ec == 6:
-                        el = 'MgmtData'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'MgmtData'
                         _v = r.string(11)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_MgmtData.append(_v)
@@ -1372,6 +1350,7 @@ def _d_KeyInfoType(r, key):
                         s = 18
                         break
                     elif ec == 8:
+                        pass
                         s = -1
                         break
                     elif ec == 9:
@@ -1384,8 +1363,8 @@ def _d_KeyInfoType(r, key):
                 while True:
                     ec = bits(4)
                     if ec == 0:
-                        el = 'KeyName'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'KeyName'
                         _v = r.string(9)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_KeyName.append(_v)
@@ -1422,8 +1401,8 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        el = 'MgmtData'
                         if bits(1): raise r.deviation('KeyInfoType')
+                        el = 'MgmtData'
                         _v = r.string(11)
                         if bits(1): raise r.deviation('KeyInfoType')
                         f_MgmtData.append(_v)
@@ -1432,6 +1411,7 @@ def _d_KeyInfoType(r, key):
                         s = 18
                         break
                     elif ec == 8:
+                        pass
                         s = -1
                         break
                     elif ec == 9:
@@ -1443,8 +1423,8 @@ def _d_KeyInfoType(r, key):
             if s == 18:
                 ec = bits(4)
                 if ec == 0:
-                    el = 'KeyName'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'KeyName'
                     _v = r.string(9)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_KeyName.append(_v)
@@ -1475,8 +1455,8 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    el = 'MgmtData'
                     if bits(1): raise r.deviation('KeyInfoType')
+                    el = 'MgmtData'
                     _v = r.string(11)
                     if bits(1): raise r.deviation('KeyInfoType')
                     f_MgmtData.append(_v)
@@ -1485,6 +1465,7 @@ def _d_KeyInfoType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 18
                 elif ec == 8:
+                    pass
                     s = -1
                 elif ec == 9:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -1526,202 +1507,194 @@ def _e_KeyInfoType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 4)
                     el = '@Id'
+                    bits(0, 4)
                     w.string(v_Id)
                     v_Id = None
                     s = 1
                 elif i_KeyName < n_KeyName:
-                    bits(1, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits((1 << 1), 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 3
                 elif i_KeyValue < n_KeyValue:
-                    bits(2, 4)
                     el = 'KeyValue'
+                    bits(2, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 4
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(3, 4)
                     el = 'RetrievalMethod'
+                    bits(3, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 5
                 elif i_X509Data < n_X509Data:
-                    bits(4, 4)
                     el = 'X509Data'
+                    bits(4, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 6
                 elif i_PGPData < n_PGPData:
-                    bits(5, 4)
                     el = 'PGPData'
+                    bits(5, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 7
                 elif i_SPKIData < n_SPKIData:
-                    bits(6, 4)
                     el = 'SPKIData'
+                    bits(6, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 8
                 elif i_MgmtData < n_MgmtData:
-                    bits(7, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((7 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 9
                 else:
                     raise EncodeError('missing content: expected one of Id, KeyName, KeyValue, RetrievalMethod, X509Data, PGPData, SPKIData, MgmtData')
             if s == 1:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 3
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 4
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 5
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 6
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 7
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 8
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 9
                 else:
                     raise EncodeError('missing content: expected one of KeyName, KeyValue, RetrievalMethod, X509Data, PGPData, SPKIData, MgmtData')
             if s == 2:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 3
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 4
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 5
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 6
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 7
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 8
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 9
                 else:
                     raise EncodeError('missing content: expected one of KeyName, KeyValue, RetrievalMethod, X509Data, PGPData, SPKIData, MgmtData')
             if s == 3:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -1730,49 +1703,47 @@ def _e_KeyInfoType(w, o):
                     s = -1
             if s == 4:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -1781,49 +1752,47 @@ def _e_KeyInfoType(w, o):
                     s = -1
             if s == 5:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -1832,49 +1801,47 @@ def _e_KeyInfoType(w, o):
                     s = -1
             if s == 6:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -1883,49 +1850,47 @@ def _e_KeyInfoType(w, o):
                     s = -1
             if s == 7:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -1934,49 +1899,47 @@ def _e_KeyInfoType(w, o):
                     s = -1
             if s == 8:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -1985,49 +1948,47 @@ def _e_KeyInfoType(w, o):
                     s = -1
             if s == 9:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -2036,49 +1997,47 @@ def _e_KeyInfoType(w, o):
                     s = -1
             if s == 10:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -2088,53 +2047,51 @@ def _e_KeyInfoType(w, o):
             if s == 11:
                 while True:
                     if i_KeyName < n_KeyName:
-                        bits(0, 4)
                         el = 'KeyName'
-                        w.bits(0, 1)
+                        bits(0, 5)
                         w.string(v_KeyName[i_KeyName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_KeyName += 1
                     elif i_KeyValue < n_KeyValue:
-                        bits(1, 4)
                         el = 'KeyValue'
+                        bits(1, 4)
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                         i_KeyValue += 1
                         s = 12
                         break
                     elif i_RetrievalMethod < n_RetrievalMethod:
-                        bits(2, 4)
                         el = 'RetrievalMethod'
+                        bits(2, 4)
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                         i_RetrievalMethod += 1
                         s = 13
                         break
                     elif i_X509Data < n_X509Data:
-                        bits(3, 4)
                         el = 'X509Data'
+                        bits(3, 4)
                         _e_X509DataType(w, v_X509Data[i_X509Data])
                         i_X509Data += 1
                         s = 14
                         break
                     elif i_PGPData < n_PGPData:
-                        bits(4, 4)
                         el = 'PGPData'
+                        bits(4, 4)
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
                         i_PGPData += 1
                         s = 15
                         break
                     elif i_SPKIData < n_SPKIData:
-                        bits(5, 4)
                         el = 'SPKIData'
+                        bits(5, 4)
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                         i_SPKIData += 1
                         s = 16
                         break
                     elif i_MgmtData < n_MgmtData:
-                        bits(6, 4)
                         el = 'MgmtData'
-                        w.bits(0, 1)
+                        bits((6 << 1), 5)
                         w.string(v_MgmtData[i_MgmtData])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_MgmtData += 1
                         s = 17
                         break
@@ -2146,53 +2103,51 @@ def _e_KeyInfoType(w, o):
             if s == 12:
                 while True:
                     if i_KeyName < n_KeyName:
-                        bits(0, 4)
                         el = 'KeyName'
-                        w.bits(0, 1)
+                        bits(0, 5)
                         w.string(v_KeyName[i_KeyName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_KeyName += 1
                         s = 11
                         break
                     elif i_KeyValue < n_KeyValue:
-                        bits(1, 4)
                         el = 'KeyValue'
+                        bits(1, 4)
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                         i_KeyValue += 1
                     elif i_RetrievalMethod < n_RetrievalMethod:
-                        bits(2, 4)
                         el = 'RetrievalMethod'
+                        bits(2, 4)
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                         i_RetrievalMethod += 1
                         s = 13
                         break
                     elif i_X509Data < n_X509Data:
-                        bits(3, 4)
                         el = 'X509Data'
+                        bits(3, 4)
                         _e_X509DataType(w, v_X509Data[i_X509Data])
                         i_X509Data += 1
                         s = 14
                         break
                     elif i_PGPData < n_PGPData:
-                        bits(4, 4)
                         el = 'PGPData'
+                        bits(4, 4)
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
                         i_PGPData += 1
                         s = 15
                         break
                     elif i_SPKIData < n_SPKIData:
-                        bits(5, 4)
                         el = 'SPKIData'
+                        bits(5, 4)
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                         i_SPKIData += 1
                         s = 16
                         break
                     elif i_MgmtData < n_MgmtData:
-                        bits(6, 4)
                         el = 'MgmtData'
-                        w.bits(0, 1)
+                        bits((6 << 1), 5)
                         w.string(v_MgmtData[i_MgmtData])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_MgmtData += 1
                         s = 17
                         break
@@ -2204,53 +2159,51 @@ def _e_KeyInfoType(w, o):
             if s == 13:
                 while True:
                     if i_KeyName < n_KeyName:
-                        bits(0, 4)
                         el = 'KeyName'
-                        w.bits(0, 1)
+                        bits(0, 5)
                         w.string(v_KeyName[i_KeyName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_KeyName += 1
                         s = 11
                         break
                     elif i_KeyValue < n_KeyValue:
-                        bits(1, 4)
                         el = 'KeyValue'
+                        bits(1, 4)
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                         i_KeyValue += 1
                         s = 12
                         break
                     elif i_RetrievalMethod < n_RetrievalMethod:
-                        bits(2, 4)
                         el = 'RetrievalMethod'
+                        bits(2, 4)
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                         i_RetrievalMethod += 1
                     elif i_X509Data < n_X509Data:
-                        bits(3, 4)
                         el = 'X509Data'
+                        bits(3, 4)
                         _e_X509DataType(w, v_X509Data[i_X509Data])
                         i_X509Data += 1
                         s = 14
                         break
                     elif i_PGPData < n_PGPData:
-                        bits(4, 4)
                         el = 'PGPData'
+                        bits(4, 4)
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
                         i_PGPData += 1
                         s = 15
                         break
                     elif i_SPKIData < n_SPKIData:
-                        bits(5, 4)
                         el = 'SPKIData'
+                        bits(5, 4)
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                         i_SPKIData += 1
                         s = 16
                         break
                     elif i_MgmtData < n_MgmtData:
-                        bits(6, 4)
                         el = 'MgmtData'
-                        w.bits(0, 1)
+                        bits((6 << 1), 5)
                         w.string(v_MgmtData[i_MgmtData])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_MgmtData += 1
                         s = 17
                         break
@@ -2262,53 +2215,51 @@ def _e_KeyInfoType(w, o):
             if s == 14:
                 while True:
                     if i_KeyName < n_KeyName:
-                        bits(0, 4)
                         el = 'KeyName'
-                        w.bits(0, 1)
+                        bits(0, 5)
                         w.string(v_KeyName[i_KeyName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_KeyName += 1
                         s = 11
                         break
                     elif i_KeyValue < n_KeyValue:
-                        bits(1, 4)
                         el = 'KeyValue'
+                        bits(1, 4)
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                         i_KeyValue += 1
                         s = 12
                         break
                     elif i_RetrievalMethod < n_RetrievalMethod:
-                        bits(2, 4)
                         el = 'RetrievalMethod'
+                        bits(2, 4)
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                         i_RetrievalMethod += 1
                         s = 13
                         break
                     elif i_X509Data < n_X509Data:
-                        bits(3, 4)
                         el = 'X509Data'
+                        bits(3, 4)
                         _e_X509DataType(w, v_X509Data[i_X509Data])
                         i_X509Data += 1
                     elif i_PGPData < n_PGPData:
-                        bits(4, 4)
                         el = 'PGPData'
+                        bits(4, 4)
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
                         i_PGPData += 1
                         s = 15
                         break
                     elif i_SPKIData < n_SPKIData:
-                        bits(5, 4)
                         el = 'SPKIData'
+                        bits(5, 4)
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                         i_SPKIData += 1
                         s = 16
                         break
                     elif i_MgmtData < n_MgmtData:
-                        bits(6, 4)
                         el = 'MgmtData'
-                        w.bits(0, 1)
+                        bits((6 << 1), 5)
                         w.string(v_MgmtData[i_MgmtData])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_MgmtData += 1
                         s = 17
                         break
@@ -2320,53 +2271,51 @@ def _e_KeyInfoType(w, o):
             if s == 15:
                 while True:
                     if i_KeyName < n_KeyName:
-                        bits(0, 4)
                         el = 'KeyName'
-                        w.bits(0, 1)
+                        bits(0, 5)
                         w.string(v_KeyName[i_KeyName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_KeyName += 1
                         s = 11
                         break
                     elif i_KeyValue < n_KeyValue:
-                        bits(1, 4)
                         el = 'KeyValue'
+                        bits(1, 4)
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                         i_KeyValue += 1
                         s = 12
                         break
                     elif i_RetrievalMethod < n_RetrievalMethod:
-                        bits(2, 4)
                         el = 'RetrievalMethod'
+                        bits(2, 4)
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                         i_RetrievalMethod += 1
                         s = 13
                         break
                     elif i_X509Data < n_X509Data:
-                        bits(3, 4)
                         el = 'X509Data'
+                        bits(3, 4)
                         _e_X509DataType(w, v_X509Data[i_X509Data])
                         i_X509Data += 1
                         s = 14
                         break
                     elif i_PGPData < n_PGPData:
-                        bits(4, 4)
                         el = 'PGPData'
+                        bits(4, 4)
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
                         i_PGPData += 1
                     elif i_SPKIData < n_SPKIData:
-                        bits(5, 4)
                         el = 'SPKIData'
+                        bits(5, 4)
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                         i_SPKIData += 1
                         s = 16
                         break
                     elif i_MgmtData < n_MgmtData:
-                        bits(6, 4)
                         el = 'MgmtData'
-                        w.bits(0, 1)
+                        bits((6 << 1), 5)
                         w.string(v_MgmtData[i_MgmtData])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_MgmtData += 1
                         s = 17
                         break
@@ -2378,53 +2327,51 @@ def _e_KeyInfoType(w, o):
             if s == 16:
                 while True:
                     if i_KeyName < n_KeyName:
-                        bits(0, 4)
                         el = 'KeyName'
-                        w.bits(0, 1)
+                        bits(0, 5)
                         w.string(v_KeyName[i_KeyName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_KeyName += 1
                         s = 11
                         break
                     elif i_KeyValue < n_KeyValue:
-                        bits(1, 4)
                         el = 'KeyValue'
+                        bits(1, 4)
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                         i_KeyValue += 1
                         s = 12
                         break
                     elif i_RetrievalMethod < n_RetrievalMethod:
-                        bits(2, 4)
                         el = 'RetrievalMethod'
+                        bits(2, 4)
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                         i_RetrievalMethod += 1
                         s = 13
                         break
                     elif i_X509Data < n_X509Data:
-                        bits(3, 4)
                         el = 'X509Data'
+                        bits(3, 4)
                         _e_X509DataType(w, v_X509Data[i_X509Data])
                         i_X509Data += 1
                         s = 14
                         break
                     elif i_PGPData < n_PGPData:
-                        bits(4, 4)
                         el = 'PGPData'
+                        bits(4, 4)
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
                         i_PGPData += 1
                         s = 15
                         break
                     elif i_SPKIData < n_SPKIData:
-                        bits(5, 4)
                         el = 'SPKIData'
+                        bits(5, 4)
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                         i_SPKIData += 1
                     elif i_MgmtData < n_MgmtData:
-                        bits(6, 4)
                         el = 'MgmtData'
-                        w.bits(0, 1)
+                        bits((6 << 1), 5)
                         w.string(v_MgmtData[i_MgmtData])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_MgmtData += 1
                         s = 17
                         break
@@ -2436,55 +2383,53 @@ def _e_KeyInfoType(w, o):
             if s == 17:
                 while True:
                     if i_KeyName < n_KeyName:
-                        bits(0, 4)
                         el = 'KeyName'
-                        w.bits(0, 1)
+                        bits(0, 5)
                         w.string(v_KeyName[i_KeyName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_KeyName += 1
                         s = 11
                         break
                     elif i_KeyValue < n_KeyValue:
-                        bits(1, 4)
                         el = 'KeyValue'
+                        bits(1, 4)
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                         i_KeyValue += 1
                         s = 12
                         break
                     elif i_RetrievalMethod < n_RetrievalMethod:
-                        bits(2, 4)
                         el = 'RetrievalMethod'
+                        bits(2, 4)
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                         i_RetrievalMethod += 1
                         s = 13
                         break
                     elif i_X509Data < n_X509Data:
-                        bits(3, 4)
                         el = 'X509Data'
+                        bits(3, 4)
                         _e_X509DataType(w, v_X509Data[i_X509Data])
                         i_X509Data += 1
                         s = 14
                         break
                     elif i_PGPData < n_PGPData:
-                        bits(4, 4)
                         el = 'PGPData'
+                        bits(4, 4)
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
                         i_PGPData += 1
                         s = 15
                         break
                     elif i_SPKIData < n_SPKIData:
-                        bits(5, 4)
                         el = 'SPKIData'
+                        bits(5, 4)
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                         i_SPKIData += 1
                         s = 16
                         break
                     elif i_MgmtData < n_MgmtData:
-                        bits(6, 4)
                         el = 'MgmtData'
-                        w.bits(0, 1)
+                        bits((6 << 1), 5)
                         w.string(v_MgmtData[i_MgmtData])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_MgmtData += 1
                     elif True:
                         bits(8, 4)
@@ -2493,49 +2438,47 @@ def _e_KeyInfoType(w, o):
                         break
             if s == 18:
                 if i_KeyName < n_KeyName:
-                    bits(0, 4)
                     el = 'KeyName'
-                    w.bits(0, 1)
+                    bits(0, 5)
                     w.string(v_KeyName[i_KeyName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
-                    bits(1, 4)
                     el = 'KeyValue'
+                    bits(1, 4)
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
-                    bits(2, 4)
                     el = 'RetrievalMethod'
+                    bits(2, 4)
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
-                    bits(3, 4)
                     el = 'X509Data'
+                    bits(3, 4)
                     _e_X509DataType(w, v_X509Data[i_X509Data])
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
-                    bits(4, 4)
                     el = 'PGPData'
+                    bits(4, 4)
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
-                    bits(5, 4)
                     el = 'SPKIData'
+                    bits(5, 4)
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
-                    bits(6, 4)
                     el = 'MgmtData'
-                    w.bits(0, 1)
+                    bits((6 << 1), 5)
                     w.string(v_MgmtData[i_MgmtData])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_MgmtData += 1
                     s = 17
                 elif True:
@@ -2593,6 +2536,7 @@ def _d_KeyValueType(r, key):
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
+                    pass
                     s = -1
                 elif ec == 1:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -2602,6 +2546,7 @@ def _d_KeyValueType(r, key):
             if s == 3:
                 ec = bits(2)
                 if ec == 0:
+                    pass
                     s = -1
                 elif ec == 1:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -2611,6 +2556,7 @@ def _d_KeyValueType(r, key):
             if s == 4:
                 ec = bits(2)
                 if ec == 0:
+                    pass
                     s = -1
                 elif ec == 1:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -2632,14 +2578,14 @@ def _e_KeyValueType(w, o):
         while s >= 0:
             if s == 0:
                 if v_DSAKeyValue is not None:
-                    bits(0, 3)
                     el = 'DSAKeyValue'
+                    bits(0, 3)
                     _e_DSAKeyValueType(w, v_DSAKeyValue)
                     v_DSAKeyValue = None
                     s = 2
                 elif v_RSAKeyValue is not None:
-                    bits(1, 3)
                     el = 'RSAKeyValue'
+                    bits(1, 3)
                     _e_RSAKeyValueType(w, v_RSAKeyValue)
                     v_RSAKeyValue = None
                     s = 3
@@ -2647,14 +2593,14 @@ def _e_KeyValueType(w, o):
                     raise EncodeError('missing content: expected one of DSAKeyValue, RSAKeyValue')
             if s == 1:
                 if v_DSAKeyValue is not None:
-                    bits(0, 3)
                     el = 'DSAKeyValue'
+                    bits(0, 3)
                     _e_DSAKeyValueType(w, v_DSAKeyValue)
                     v_DSAKeyValue = None
                     s = 2
                 elif v_RSAKeyValue is not None:
-                    bits(1, 3)
                     el = 'RSAKeyValue'
+                    bits(1, 3)
                     _e_RSAKeyValueType(w, v_RSAKeyValue)
                     v_RSAKeyValue = None
                     s = 3
@@ -2685,34 +2631,16 @@ def _d_RSAKeyValueType(r):
     f_Modulus = None
     f_Exponent = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Modulus'
-                    if bits(1): raise r.deviation('RSAKeyValueType')
-                    f_Modulus = r.binary()
-                    if bits(1): raise r.deviation('RSAKeyValueType')
-                    s = 1
-                else:
-                    raise r.deviation('RSAKeyValueType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Exponent'
-                    if bits(1): raise r.deviation('RSAKeyValueType')
-                    f_Exponent = r.binary()
-                    if bits(1): raise r.deviation('RSAKeyValueType')
-                    s = 2
-                else:
-                    raise r.deviation('RSAKeyValueType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('RSAKeyValueType')
+        x = bits(2)
+        if x & 3: raise r.deviation('RSAKeyValueType')
+        el = 'Modulus'
+        f_Modulus = r.binary()
+        x = bits(3)
+        if x & 7: raise r.deviation('RSAKeyValueType')
+        el = 'Exponent'
+        f_Exponent = r.binary()
+        x = bits(2)
+        if x & 3: raise r.deviation('RSAKeyValueType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.RSAKeyValueType(f_Modulus, f_Exponent)
@@ -2724,35 +2652,20 @@ def _e_RSAKeyValueType(w, o):
     try:
         v_Modulus = o.Modulus
         v_Exponent = o.Exponent
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_Modulus is not None:
-                    bits(0, 1)
-                    el = 'Modulus'
-                    w.bits(0, 1)
-                    w.binary(v_Modulus)
-                    w.bits(0, 1)
-                    v_Modulus = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Modulus')
-            if s == 1:
-                if v_Exponent is not None:
-                    bits(0, 1)
-                    el = 'Exponent'
-                    w.bits(0, 1)
-                    w.binary(v_Exponent)
-                    w.bits(0, 1)
-                    v_Exponent = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of Exponent')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_Modulus is not None or v_Exponent is not None: raise _leftover(o)
-                    s = -1
+        if v_Modulus is not None:
+            el = 'Modulus'
+            bits(0, 2)
+            w.binary(v_Modulus)
+            if not (v_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'Exponent'
+            bits(0, 3)
+            v_Modulus = None
+            w.binary(v_Exponent)
+            bits(0, 2)
+            v_Exponent = None
+            if v_Modulus is not None or v_Exponent is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of Modulus')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -2781,6 +2694,7 @@ def _d_RetrievalMethodType(r):
                     f_Transforms = _d_TransformsType(r)
                     s = 3
                 elif ec == 3:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('RetrievalMethodType')
@@ -2795,6 +2709,7 @@ def _d_RetrievalMethodType(r):
                     f_Transforms = _d_TransformsType(r)
                     s = 3
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('RetrievalMethodType')
@@ -2805,15 +2720,13 @@ def _d_RetrievalMethodType(r):
                     f_Transforms = _d_TransformsType(r)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('RetrievalMethodType')
             if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('RetrievalMethodType')
+                if bits(1): raise r.deviation('RetrievalMethodType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.RetrievalMethodType(f_Type, f_URI, f_Transforms)
@@ -2830,20 +2743,20 @@ def _e_RetrievalMethodType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Type is not None:
-                    bits(0, 3)
                     el = '@Type'
+                    bits(0, 3)
                     w.string(v_Type)
                     v_Type = None
                     s = 1
                 elif v_URI is not None:
-                    bits(1, 3)
                     el = '@URI'
+                    bits(1, 3)
                     w.string(v_URI)
                     v_URI = None
                     s = 2
                 elif v_Transforms is not None:
-                    bits(2, 3)
                     el = 'Transforms'
+                    bits(2, 3)
                     _e_TransformsType(w, v_Transforms)
                     v_Transforms = None
                     s = 3
@@ -2853,14 +2766,14 @@ def _e_RetrievalMethodType(w, o):
                     s = -1
             if s == 1:
                 if v_URI is not None:
-                    bits(0, 2)
                     el = '@URI'
+                    bits(0, 2)
                     w.string(v_URI)
                     v_URI = None
                     s = 2
                 elif v_Transforms is not None:
-                    bits(1, 2)
                     el = 'Transforms'
+                    bits(1, 2)
                     _e_TransformsType(w, v_Transforms)
                     v_Transforms = None
                     s = 3
@@ -2870,8 +2783,8 @@ def _e_RetrievalMethodType(w, o):
                     s = -1
             if s == 2:
                 if v_Transforms is not None:
-                    bits(0, 2)
                     el = 'Transforms'
+                    bits(0, 2)
                     _e_TransformsType(w, v_Transforms)
                     v_Transforms = None
                     s = 3
@@ -2896,14 +2809,11 @@ def _d_TransformsType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Transform'
-                    _v = _d_TransformType(r, 16)
-                    f_Transform.append(_v)
-                    s = 1
-                else:
-                    raise r.deviation('TransformsType')
+                if bits(1): raise r.deviation('TransformsType')
+                el = 'Transform'
+                _v = _d_TransformType(r, 16)
+                f_Transform.append(_v)
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
@@ -2912,6 +2822,7 @@ def _d_TransformsType(r):
                     f_Transform.append(_v)
                     s = 2
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('TransformsType')
@@ -2923,6 +2834,7 @@ def _d_TransformsType(r):
                         _v = _d_TransformType(r, 16)
                         f_Transform.append(_v)
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
@@ -2943,8 +2855,8 @@ def _e_TransformsType(w, o):
         while s >= 0:
             if s == 0:
                 if i_Transform < n_Transform:
-                    bits(0, 1)
                     el = 'Transform'
+                    bits(0, 1)
                     _e_TransformType(w, v_Transform[i_Transform])
                     i_Transform += 1
                     s = 1
@@ -2952,8 +2864,8 @@ def _e_TransformsType(w, o):
                     raise EncodeError('missing content: expected one of Transform')
             if s == 1:
                 if i_Transform < n_Transform:
-                    bits(0, 2)
                     el = 'Transform'
+                    bits(0, 2)
                     _e_TransformType(w, v_Transform[i_Transform])
                     i_Transform += 1
                     s = 2
@@ -2964,8 +2876,8 @@ def _e_TransformsType(w, o):
             if s == 2:
                 while True:
                     if i_Transform < n_Transform:
-                        bits(0, 2)
                         el = 'Transform'
+                        bits(0, 2)
                         _e_TransformType(w, v_Transform[i_Transform])
                         i_Transform += 1
                     elif True:
@@ -2986,18 +2898,15 @@ def _d_TransformType(r, key):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = '@Algorithm'
-                    f_Algorithm = r.string(0)
-                    s = 1
-                else:
-                    raise r.deviation('TransformType')
+                if bits(1): raise r.deviation('TransformType')
+                el = '@Algorithm'
+                f_Algorithm = r.string(0)
+                s = 1
             if s == 1:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'XPath'
                     if bits(1): raise r.deviation('TransformType')
+                    el = 'XPath'
                     _v = r.string(17)
                     if bits(1): raise r.deviation('TransformType')
                     f_XPath.append(_v)
@@ -3006,6 +2915,7 @@ def _d_TransformType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 2:
+                    pass
                     s = -1
                 elif ec == 3:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -3015,8 +2925,8 @@ def _d_TransformType(r, key):
             if s == 2:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'XPath'
                     if bits(1): raise r.deviation('TransformType')
+                    el = 'XPath'
                     _v = r.string(17)
                     if bits(1): raise r.deviation('TransformType')
                     f_XPath.append(_v)
@@ -3025,6 +2935,7 @@ def _d_TransformType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 2:
+                    pass
                     s = -1
                 elif ec == 3:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -3034,8 +2945,8 @@ def _d_TransformType(r, key):
             if s == 3:
                 ec = bits(3)
                 if ec == 0:
-                    el = 'XPath'
                     if bits(1): raise r.deviation('TransformType')
+                    el = 'XPath'
                     _v = r.string(17)
                     if bits(1): raise r.deviation('TransformType')
                     f_XPath.append(_v)
@@ -3044,6 +2955,7 @@ def _d_TransformType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 3
                 elif ec == 2:
+                    pass
                     s = -1
                 elif ec == 3:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -3054,8 +2966,8 @@ def _d_TransformType(r, key):
                 while True:
                     ec = bits(3)
                     if ec == 0:
-                        el = 'XPath'
                         if bits(1): raise r.deviation('TransformType')
+                        el = 'XPath'
                         _v = r.string(17)
                         if bits(1): raise r.deviation('TransformType')
                         f_XPath.append(_v)
@@ -3064,6 +2976,7 @@ def _d_TransformType(r, key):
                         s = 3
                         break
                     elif ec == 2:
+                        pass
                         s = -1
                         break
                     elif ec == 3:
@@ -3089,8 +3002,8 @@ def _e_TransformType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Algorithm is not None:
-                    bits(0, 1)
                     el = '@Algorithm'
+                    bits(0, 1)
                     w.string(v_Algorithm)
                     v_Algorithm = None
                     s = 1
@@ -3098,11 +3011,10 @@ def _e_TransformType(w, o):
                     raise EncodeError('missing content: expected one of Algorithm')
             if s == 1:
                 if i_XPath < n_XPath:
-                    bits(0, 3)
                     el = 'XPath'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     w.string(v_XPath[i_XPath])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_XPath += 1
                     s = 4
                 elif True:
@@ -3111,11 +3023,10 @@ def _e_TransformType(w, o):
                     s = -1
             if s == 2:
                 if i_XPath < n_XPath:
-                    bits(0, 3)
                     el = 'XPath'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     w.string(v_XPath[i_XPath])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_XPath += 1
                     s = 4
                 elif True:
@@ -3124,11 +3035,10 @@ def _e_TransformType(w, o):
                     s = -1
             if s == 3:
                 if i_XPath < n_XPath:
-                    bits(0, 3)
                     el = 'XPath'
-                    w.bits(0, 1)
+                    bits(0, 4)
                     w.string(v_XPath[i_XPath])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_XPath += 1
                     s = 4
                 elif True:
@@ -3138,11 +3048,10 @@ def _e_TransformType(w, o):
             if s == 4:
                 while True:
                     if i_XPath < n_XPath:
-                        bits(0, 3)
                         el = 'XPath'
-                        w.bits(0, 1)
+                        bits(0, 4)
                         w.string(v_XPath[i_XPath])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_XPath += 1
                     elif True:
                         bits(2, 3)
@@ -3172,29 +3081,29 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 1
                 elif ec == 1:
-                    el = 'X509SKI'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SKI'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SKI.append(_v)
                     s = 2
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SubjectName'
                     _v = r.string(19)
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SubjectName.append(_v)
                     s = 3
                 elif ec == 3:
-                    el = 'X509Certificate'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509Certificate'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509Certificate.append(_v)
                     s = 4
                 elif ec == 4:
-                    el = 'X509CRL'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509CRL'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509CRL.append(_v)
@@ -3212,29 +3121,29 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    el = 'X509SKI'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SKI'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SubjectName'
                     _v = r.string(19)
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    el = 'X509Certificate'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509Certificate'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    el = 'X509CRL'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509CRL'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509CRL.append(_v)
@@ -3243,6 +3152,7 @@ def _d_X509DataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 12
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('X509DataType')
@@ -3254,29 +3164,29 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    el = 'X509SKI'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SKI'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SubjectName'
                     _v = r.string(19)
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    el = 'X509Certificate'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509Certificate'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    el = 'X509CRL'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509CRL'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509CRL.append(_v)
@@ -3285,6 +3195,7 @@ def _d_X509DataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 12
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('X509DataType')
@@ -3296,29 +3207,29 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    el = 'X509SKI'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SKI'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SubjectName'
                     _v = r.string(19)
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    el = 'X509Certificate'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509Certificate'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    el = 'X509CRL'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509CRL'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509CRL.append(_v)
@@ -3327,6 +3238,7 @@ def _d_X509DataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 12
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('X509DataType')
@@ -3338,29 +3250,29 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    el = 'X509SKI'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SKI'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SubjectName'
                     _v = r.string(19)
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    el = 'X509Certificate'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509Certificate'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    el = 'X509CRL'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509CRL'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509CRL.append(_v)
@@ -3369,6 +3281,7 @@ def _d_X509DataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 12
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('X509DataType')
@@ -3380,29 +3293,29 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    el = 'X509SKI'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SKI'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SubjectName'
                     _v = r.string(19)
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    el = 'X509Certificate'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509Certificate'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    el = 'X509CRL'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509CRL'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509CRL.append(_v)
@@ -3411,6 +3324,7 @@ def _d_X509DataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 12
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('X509DataType')
@@ -3422,29 +3336,29 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    el = 'X509SKI'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SKI'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SubjectName'
                     _v = r.string(19)
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    el = 'X509Certificate'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509Certificate'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    el = 'X509CRL'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509CRL'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509CRL.append(_v)
@@ -3453,6 +3367,7 @@ def _d_X509DataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 12
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('X509DataType')
@@ -3464,32 +3379,32 @@ def _d_X509DataType(r):
                         _v = _d_X509IssuerSerialType(r)
                         f_X509IssuerSerial.append(_v)
                     elif ec == 1:
-                        el = 'X509SKI'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SKI'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
-                        el = 'X509SubjectName'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SubjectName'
                         _v = r.string(19)
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
-                        el = 'X509Certificate'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509Certificate'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
-                        el = 'X509CRL'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509CRL'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509CRL.append(_v)
@@ -3500,6 +3415,7 @@ def _d_X509DataType(r):
                         s = 12
                         break
                     elif ec == 6:
+                        pass
                         s = -1
                         break
                     else:
@@ -3514,30 +3430,30 @@ def _d_X509DataType(r):
                         s = 7
                         break
                     elif ec == 1:
-                        el = 'X509SKI'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SKI'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SKI.append(_v)
                     elif ec == 2:
-                        el = 'X509SubjectName'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SubjectName'
                         _v = r.string(19)
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
-                        el = 'X509Certificate'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509Certificate'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
-                        el = 'X509CRL'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509CRL'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509CRL.append(_v)
@@ -3548,6 +3464,7 @@ def _d_X509DataType(r):
                         s = 12
                         break
                     elif ec == 6:
+                        pass
                         s = -1
                         break
                     else:
@@ -3562,30 +3479,30 @@ def _d_X509DataType(r):
                         s = 7
                         break
                     elif ec == 1:
-                        el = 'X509SKI'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SKI'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
-                        el = 'X509SubjectName'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SubjectName'
                         _v = r.string(19)
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SubjectName.append(_v)
                     elif ec == 3:
-                        el = 'X509Certificate'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509Certificate'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
-                        el = 'X509CRL'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509CRL'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509CRL.append(_v)
@@ -3596,6 +3513,7 @@ def _d_X509DataType(r):
                         s = 12
                         break
                     elif ec == 6:
+                        pass
                         s = -1
                         break
                     else:
@@ -3610,30 +3528,30 @@ def _d_X509DataType(r):
                         s = 7
                         break
                     elif ec == 1:
-                        el = 'X509SKI'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SKI'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
-                        el = 'X509SubjectName'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SubjectName'
                         _v = r.string(19)
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
-                        el = 'X509Certificate'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509Certificate'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509Certificate.append(_v)
                     elif ec == 4:
-                        el = 'X509CRL'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509CRL'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509CRL.append(_v)
@@ -3644,6 +3562,7 @@ def _d_X509DataType(r):
                         s = 12
                         break
                     elif ec == 6:
+                        pass
                         s = -1
                         break
                     else:
@@ -3658,32 +3577,32 @@ def _d_X509DataType(r):
                         s = 7
                         break
                     elif ec == 1:
-                        el = 'X509SKI'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SKI'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
-                        el = 'X509SubjectName'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509SubjectName'
                         _v = r.string(19)
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
-                        el = 'X509Certificate'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509Certificate'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
-                        el = 'X509CRL'
                         if bits(1): raise r.deviation('X509DataType')
+                        el = 'X509CRL'
                         _v = r.binary()
                         if bits(1): raise r.deviation('X509DataType')
                         f_X509CRL.append(_v)
@@ -3692,6 +3611,7 @@ def _d_X509DataType(r):
                         s = 12
                         break
                     elif ec == 6:
+                        pass
                         s = -1
                         break
                     else:
@@ -3704,29 +3624,29 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    el = 'X509SKI'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SKI'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    el = 'X509SubjectName'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509SubjectName'
                     _v = r.string(19)
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    el = 'X509Certificate'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509Certificate'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    el = 'X509CRL'
                     if bits(1): raise r.deviation('X509DataType')
+                    el = 'X509CRL'
                     _v = r.binary()
                     if bits(1): raise r.deviation('X509DataType')
                     f_X509CRL.append(_v)
@@ -3735,6 +3655,7 @@ def _d_X509DataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 12
                 elif ec == 6:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('X509DataType')
@@ -3766,82 +3687,74 @@ def _e_X509DataType(w, o):
         while s >= 0:
             if s == 0:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
-                    bits(0, 3)
                     el = 'X509IssuerSerial'
+                    bits(0, 3)
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                     i_X509IssuerSerial += 1
                     s = 1
                 elif i_X509SKI < n_X509SKI:
-                    bits(1, 3)
                     el = 'X509SKI'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     w.binary(v_X509SKI[i_X509SKI])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SKI += 1
                     s = 2
                 elif i_X509SubjectName < n_X509SubjectName:
-                    bits(2, 3)
                     el = 'X509SubjectName'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SubjectName += 1
                     s = 3
                 elif i_X509Certificate < n_X509Certificate:
-                    bits(3, 3)
                     el = 'X509Certificate'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509Certificate += 1
                     s = 4
                 elif i_X509CRL < n_X509CRL:
-                    bits(4, 3)
                     el = 'X509CRL'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     w.binary(v_X509CRL[i_X509CRL])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509CRL += 1
                     s = 5
                 else:
                     raise EncodeError('missing content: expected one of X509IssuerSerial, X509SKI, X509SubjectName, X509Certificate, X509CRL')
             if s == 1:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
-                    bits(0, 3)
                     el = 'X509IssuerSerial'
+                    bits(0, 3)
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
-                    bits(1, 3)
                     el = 'X509SKI'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     w.binary(v_X509SKI[i_X509SKI])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
-                    bits(2, 3)
                     el = 'X509SubjectName'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
-                    bits(3, 3)
                     el = 'X509Certificate'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
-                    bits(4, 3)
                     el = 'X509CRL'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     w.binary(v_X509CRL[i_X509CRL])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509CRL += 1
                     s = 11
                 elif True:
@@ -3850,41 +3763,37 @@ def _e_X509DataType(w, o):
                     s = -1
             if s == 2:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
-                    bits(0, 3)
                     el = 'X509IssuerSerial'
+                    bits(0, 3)
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
-                    bits(1, 3)
                     el = 'X509SKI'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     w.binary(v_X509SKI[i_X509SKI])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
-                    bits(2, 3)
                     el = 'X509SubjectName'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
-                    bits(3, 3)
                     el = 'X509Certificate'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
-                    bits(4, 3)
                     el = 'X509CRL'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     w.binary(v_X509CRL[i_X509CRL])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509CRL += 1
                     s = 11
                 elif True:
@@ -3893,41 +3802,37 @@ def _e_X509DataType(w, o):
                     s = -1
             if s == 3:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
-                    bits(0, 3)
                     el = 'X509IssuerSerial'
+                    bits(0, 3)
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
-                    bits(1, 3)
                     el = 'X509SKI'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     w.binary(v_X509SKI[i_X509SKI])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
-                    bits(2, 3)
                     el = 'X509SubjectName'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
-                    bits(3, 3)
                     el = 'X509Certificate'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
-                    bits(4, 3)
                     el = 'X509CRL'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     w.binary(v_X509CRL[i_X509CRL])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509CRL += 1
                     s = 11
                 elif True:
@@ -3936,41 +3841,37 @@ def _e_X509DataType(w, o):
                     s = -1
             if s == 4:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
-                    bits(0, 3)
                     el = 'X509IssuerSerial'
+                    bits(0, 3)
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
-                    bits(1, 3)
                     el = 'X509SKI'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     w.binary(v_X509SKI[i_X509SKI])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
-                    bits(2, 3)
                     el = 'X509SubjectName'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
-                    bits(3, 3)
                     el = 'X509Certificate'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
-                    bits(4, 3)
                     el = 'X509CRL'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     w.binary(v_X509CRL[i_X509CRL])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509CRL += 1
                     s = 11
                 elif True:
@@ -3979,41 +3880,37 @@ def _e_X509DataType(w, o):
                     s = -1
             if s == 5:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
-                    bits(0, 3)
                     el = 'X509IssuerSerial'
+                    bits(0, 3)
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
-                    bits(1, 3)
                     el = 'X509SKI'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     w.binary(v_X509SKI[i_X509SKI])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
-                    bits(2, 3)
                     el = 'X509SubjectName'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
-                    bits(3, 3)
                     el = 'X509Certificate'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
-                    bits(4, 3)
                     el = 'X509CRL'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     w.binary(v_X509CRL[i_X509CRL])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509CRL += 1
                     s = 11
                 elif True:
@@ -4022,41 +3919,37 @@ def _e_X509DataType(w, o):
                     s = -1
             if s == 6:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
-                    bits(0, 3)
                     el = 'X509IssuerSerial'
+                    bits(0, 3)
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
-                    bits(1, 3)
                     el = 'X509SKI'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     w.binary(v_X509SKI[i_X509SKI])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
-                    bits(2, 3)
                     el = 'X509SubjectName'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
-                    bits(3, 3)
                     el = 'X509Certificate'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
-                    bits(4, 3)
                     el = 'X509CRL'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     w.binary(v_X509CRL[i_X509CRL])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509CRL += 1
                     s = 11
                 elif True:
@@ -4066,43 +3959,39 @@ def _e_X509DataType(w, o):
             if s == 7:
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
-                        bits(0, 3)
                         el = 'X509IssuerSerial'
+                        bits(0, 3)
                         _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                         i_X509IssuerSerial += 1
                     elif i_X509SKI < n_X509SKI:
-                        bits(1, 3)
                         el = 'X509SKI'
-                        w.bits(0, 1)
+                        bits((1 << 1), 4)
                         w.binary(v_X509SKI[i_X509SKI])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SKI += 1
                         s = 8
                         break
                     elif i_X509SubjectName < n_X509SubjectName:
-                        bits(2, 3)
                         el = 'X509SubjectName'
-                        w.bits(0, 1)
+                        bits((2 << 1), 4)
                         w.string(v_X509SubjectName[i_X509SubjectName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SubjectName += 1
                         s = 9
                         break
                     elif i_X509Certificate < n_X509Certificate:
-                        bits(3, 3)
                         el = 'X509Certificate'
-                        w.bits(0, 1)
+                        bits((3 << 1), 4)
                         w.binary(v_X509Certificate[i_X509Certificate])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509Certificate += 1
                         s = 10
                         break
                     elif i_X509CRL < n_X509CRL:
-                        bits(4, 3)
                         el = 'X509CRL'
-                        w.bits(0, 1)
+                        bits((4 << 1), 4)
                         w.binary(v_X509CRL[i_X509CRL])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509CRL += 1
                         s = 11
                         break
@@ -4114,43 +4003,39 @@ def _e_X509DataType(w, o):
             if s == 8:
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
-                        bits(0, 3)
                         el = 'X509IssuerSerial'
+                        bits(0, 3)
                         _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                         i_X509IssuerSerial += 1
                         s = 7
                         break
                     elif i_X509SKI < n_X509SKI:
-                        bits(1, 3)
                         el = 'X509SKI'
-                        w.bits(0, 1)
+                        bits((1 << 1), 4)
                         w.binary(v_X509SKI[i_X509SKI])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SKI += 1
                     elif i_X509SubjectName < n_X509SubjectName:
-                        bits(2, 3)
                         el = 'X509SubjectName'
-                        w.bits(0, 1)
+                        bits((2 << 1), 4)
                         w.string(v_X509SubjectName[i_X509SubjectName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SubjectName += 1
                         s = 9
                         break
                     elif i_X509Certificate < n_X509Certificate:
-                        bits(3, 3)
                         el = 'X509Certificate'
-                        w.bits(0, 1)
+                        bits((3 << 1), 4)
                         w.binary(v_X509Certificate[i_X509Certificate])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509Certificate += 1
                         s = 10
                         break
                     elif i_X509CRL < n_X509CRL:
-                        bits(4, 3)
                         el = 'X509CRL'
-                        w.bits(0, 1)
+                        bits((4 << 1), 4)
                         w.binary(v_X509CRL[i_X509CRL])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509CRL += 1
                         s = 11
                         break
@@ -4162,43 +4047,39 @@ def _e_X509DataType(w, o):
             if s == 9:
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
-                        bits(0, 3)
                         el = 'X509IssuerSerial'
+                        bits(0, 3)
                         _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                         i_X509IssuerSerial += 1
                         s = 7
                         break
                     elif i_X509SKI < n_X509SKI:
-                        bits(1, 3)
                         el = 'X509SKI'
-                        w.bits(0, 1)
+                        bits((1 << 1), 4)
                         w.binary(v_X509SKI[i_X509SKI])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SKI += 1
                         s = 8
                         break
                     elif i_X509SubjectName < n_X509SubjectName:
-                        bits(2, 3)
                         el = 'X509SubjectName'
-                        w.bits(0, 1)
+                        bits((2 << 1), 4)
                         w.string(v_X509SubjectName[i_X509SubjectName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SubjectName += 1
                     elif i_X509Certificate < n_X509Certificate:
-                        bits(3, 3)
                         el = 'X509Certificate'
-                        w.bits(0, 1)
+                        bits((3 << 1), 4)
                         w.binary(v_X509Certificate[i_X509Certificate])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509Certificate += 1
                         s = 10
                         break
                     elif i_X509CRL < n_X509CRL:
-                        bits(4, 3)
                         el = 'X509CRL'
-                        w.bits(0, 1)
+                        bits((4 << 1), 4)
                         w.binary(v_X509CRL[i_X509CRL])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509CRL += 1
                         s = 11
                         break
@@ -4210,43 +4091,39 @@ def _e_X509DataType(w, o):
             if s == 10:
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
-                        bits(0, 3)
                         el = 'X509IssuerSerial'
+                        bits(0, 3)
                         _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                         i_X509IssuerSerial += 1
                         s = 7
                         break
                     elif i_X509SKI < n_X509SKI:
-                        bits(1, 3)
                         el = 'X509SKI'
-                        w.bits(0, 1)
+                        bits((1 << 1), 4)
                         w.binary(v_X509SKI[i_X509SKI])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SKI += 1
                         s = 8
                         break
                     elif i_X509SubjectName < n_X509SubjectName:
-                        bits(2, 3)
                         el = 'X509SubjectName'
-                        w.bits(0, 1)
+                        bits((2 << 1), 4)
                         w.string(v_X509SubjectName[i_X509SubjectName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SubjectName += 1
                         s = 9
                         break
                     elif i_X509Certificate < n_X509Certificate:
-                        bits(3, 3)
                         el = 'X509Certificate'
-                        w.bits(0, 1)
+                        bits((3 << 1), 4)
                         w.binary(v_X509Certificate[i_X509Certificate])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509Certificate += 1
                     elif i_X509CRL < n_X509CRL:
-                        bits(4, 3)
                         el = 'X509CRL'
-                        w.bits(0, 1)
+                        bits((4 << 1), 4)
                         w.binary(v_X509CRL[i_X509CRL])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509CRL += 1
                         s = 11
                         break
@@ -4258,45 +4135,41 @@ def _e_X509DataType(w, o):
             if s == 11:
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
-                        bits(0, 3)
                         el = 'X509IssuerSerial'
+                        bits(0, 3)
                         _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                         i_X509IssuerSerial += 1
                         s = 7
                         break
                     elif i_X509SKI < n_X509SKI:
-                        bits(1, 3)
                         el = 'X509SKI'
-                        w.bits(0, 1)
+                        bits((1 << 1), 4)
                         w.binary(v_X509SKI[i_X509SKI])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SKI += 1
                         s = 8
                         break
                     elif i_X509SubjectName < n_X509SubjectName:
-                        bits(2, 3)
                         el = 'X509SubjectName'
-                        w.bits(0, 1)
+                        bits((2 << 1), 4)
                         w.string(v_X509SubjectName[i_X509SubjectName])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509SubjectName += 1
                         s = 9
                         break
                     elif i_X509Certificate < n_X509Certificate:
-                        bits(3, 3)
                         el = 'X509Certificate'
-                        w.bits(0, 1)
+                        bits((3 << 1), 4)
                         w.binary(v_X509Certificate[i_X509Certificate])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509Certificate += 1
                         s = 10
                         break
                     elif i_X509CRL < n_X509CRL:
-                        bits(4, 3)
                         el = 'X509CRL'
-                        w.bits(0, 1)
+                        bits((4 << 1), 4)
                         w.binary(v_X509CRL[i_X509CRL])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_X509CRL += 1
                     elif True:
                         bits(6, 3)
@@ -4305,41 +4178,37 @@ def _e_X509DataType(w, o):
                         break
             if s == 12:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
-                    bits(0, 3)
                     el = 'X509IssuerSerial'
+                    bits(0, 3)
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
-                    bits(1, 3)
                     el = 'X509SKI'
-                    w.bits(0, 1)
+                    bits((1 << 1), 4)
                     w.binary(v_X509SKI[i_X509SKI])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
-                    bits(2, 3)
                     el = 'X509SubjectName'
-                    w.bits(0, 1)
+                    bits((2 << 1), 4)
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
-                    bits(3, 3)
                     el = 'X509Certificate'
-                    w.bits(0, 1)
+                    bits((3 << 1), 4)
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
-                    bits(4, 3)
                     el = 'X509CRL'
-                    w.bits(0, 1)
+                    bits((4 << 1), 4)
                     w.binary(v_X509CRL[i_X509CRL])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_X509CRL += 1
                     s = 11
                 elif True:
@@ -4356,34 +4225,18 @@ def _d_X509IssuerSerialType(r):
     f_X509IssuerName = None
     f_X509SerialNumber = None
     try:
-        s = 0
-        while s >= 0:
-            if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'X509IssuerName'
-                    if bits(1): raise r.deviation('X509IssuerSerialType')
-                    f_X509IssuerName = r.string(22)
-                    if bits(1): raise r.deviation('X509IssuerSerialType')
-                    s = 1
-                else:
-                    raise r.deviation('X509IssuerSerialType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'X509SerialNumber'
-                    if bits(1): raise r.deviation('X509IssuerSerialType')
-                    f_X509SerialNumber = r.sint()
-                    if bits(1): raise r.deviation('X509IssuerSerialType')
-                    s = 2
-                else:
-                    raise r.deviation('X509IssuerSerialType')
-            if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('X509IssuerSerialType')
+        x = bits(2)
+        if x & 3: raise r.deviation('X509IssuerSerialType')
+        el = 'X509IssuerName'
+        f_X509IssuerName = r.string(22)
+        x = bits(4)
+        if x & 14: raise r.deviation('X509IssuerSerialType')
+        el = 'X509SerialNumber'
+        _neg = (x & 1)
+        f_X509SerialNumber = r.uint()
+        if _neg: f_X509SerialNumber = -f_X509SerialNumber - 1
+        x = bits(2)
+        if x & 3: raise r.deviation('X509IssuerSerialType')
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.X509IssuerSerialType(f_X509IssuerName, f_X509SerialNumber)
@@ -4395,35 +4248,21 @@ def _e_X509IssuerSerialType(w, o):
     try:
         v_X509IssuerName = o.X509IssuerName
         v_X509SerialNumber = o.X509SerialNumber
-        s = 0
-        while s >= 0:
-            if s == 0:
-                if v_X509IssuerName is not None:
-                    bits(0, 1)
-                    el = 'X509IssuerName'
-                    w.bits(0, 1)
-                    w.string(v_X509IssuerName)
-                    w.bits(0, 1)
-                    v_X509IssuerName = None
-                    s = 1
-                else:
-                    raise EncodeError('missing content: expected one of X509IssuerName')
-            if s == 1:
-                if v_X509SerialNumber is not None:
-                    bits(0, 1)
-                    el = 'X509SerialNumber'
-                    w.bits(0, 1)
-                    w.sint(v_X509SerialNumber)
-                    w.bits(0, 1)
-                    v_X509SerialNumber = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of X509SerialNumber')
-            if s == 2:
-                if True:
-                    bits(0, 1)
-                    if v_X509IssuerName is not None or v_X509SerialNumber is not None: raise _leftover(o)
-                    s = -1
+        if v_X509IssuerName is not None:
+            el = 'X509IssuerName'
+            bits(0, 2)
+            w.string(v_X509IssuerName)
+            if not (v_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+            el = 'X509SerialNumber'
+            if type(v_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {v_X509SerialNumber!r}')
+            bits((v_X509SerialNumber < 0), 4)
+            v_X509IssuerName = None
+            w.uint(-v_X509SerialNumber - 1 if v_X509SerialNumber < 0 else v_X509SerialNumber)
+            bits(0, 2)
+            v_X509SerialNumber = None
+            if v_X509IssuerName is not None or v_X509SerialNumber is not None: raise _leftover(o)
+        else:
+            raise EncodeError('missing content: expected one of X509IssuerName')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -4439,14 +4278,14 @@ def _d_PGPDataType(r):
             if s == 0:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'PGPKeyID'
                     if bits(1): raise r.deviation('PGPDataType')
+                    el = 'PGPKeyID'
                     f_PGPKeyID = r.binary()
                     if bits(1): raise r.deviation('PGPDataType')
                     s = 1
                 elif ec == 1:
-                    el = 'PGPKeyPacket'
                     if bits(1): raise r.deviation('PGPDataType')
+                    el = 'PGPKeyPacket'
                     f_PGPKeyPacket = r.binary()
                     if bits(1): raise r.deviation('PGPDataType')
                     s = 2
@@ -4455,8 +4294,8 @@ def _d_PGPDataType(r):
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'PGPKeyPacket'
                     if bits(1): raise r.deviation('PGPDataType')
+                    el = 'PGPKeyPacket'
                     f_PGPKeyPacket = r.binary()
                     if bits(1): raise r.deviation('PGPDataType')
                     s = 3
@@ -4464,6 +4303,7 @@ def _d_PGPDataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 4
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('PGPDataType')
@@ -4473,6 +4313,7 @@ def _d_PGPDataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('PGPDataType')
@@ -4482,6 +4323,7 @@ def _d_PGPDataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 4
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('PGPDataType')
@@ -4491,6 +4333,7 @@ def _d_PGPDataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 4
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('PGPDataType')
@@ -4500,6 +4343,7 @@ def _d_PGPDataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('PGPDataType')
@@ -4518,30 +4362,27 @@ def _e_PGPDataType(w, o):
         while s >= 0:
             if s == 0:
                 if v_PGPKeyID is not None:
-                    bits(0, 2)
                     el = 'PGPKeyID'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_PGPKeyID)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_PGPKeyID = None
                     s = 1
                 elif v_PGPKeyPacket is not None:
-                    bits(1, 2)
                     el = 'PGPKeyPacket'
-                    w.bits(0, 1)
+                    bits((1 << 1), 3)
                     w.binary(v_PGPKeyPacket)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_PGPKeyPacket = None
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of PGPKeyID, PGPKeyPacket')
             if s == 1:
                 if v_PGPKeyPacket is not None:
-                    bits(0, 2)
                     el = 'PGPKeyPacket'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_PGPKeyPacket)
-                    w.bits(0, 1)
+                    bits(0, 1)
                     v_PGPKeyPacket = None
                     s = 3
                 elif True:
@@ -4580,21 +4421,18 @@ def _d_SPKIDataType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SPKISexp'
-                    if bits(1): raise r.deviation('SPKIDataType')
-                    _v = r.binary()
-                    if bits(1): raise r.deviation('SPKIDataType')
-                    f_SPKISexp.append(_v)
-                    s = 1
-                else:
-                    raise r.deviation('SPKIDataType')
+                x = bits(2)
+                if x & 3: raise r.deviation('SPKIDataType')
+                el = 'SPKISexp'
+                _v = r.binary()
+                if bits(1): raise r.deviation('SPKIDataType')
+                f_SPKISexp.append(_v)
+                s = 1
             if s == 1:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'SPKISexp'
                     if bits(1): raise r.deviation('SPKIDataType')
+                    el = 'SPKISexp'
                     _v = r.binary()
                     if bits(1): raise r.deviation('SPKIDataType')
                     f_SPKISexp.append(_v)
@@ -4603,19 +4441,21 @@ def _d_SPKIDataType(r):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 2
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SPKIDataType')
             if s == 2:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'SPKISexp'
                     if bits(1): raise r.deviation('SPKIDataType')
+                    el = 'SPKISexp'
                     _v = r.binary()
                     if bits(1): raise r.deviation('SPKIDataType')
                     f_SPKISexp.append(_v)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SPKIDataType')
@@ -4623,8 +4463,8 @@ def _d_SPKIDataType(r):
                 while True:
                     ec = bits(2)
                     if ec == 0:
-                        el = 'SPKISexp'
                         if bits(1): raise r.deviation('SPKIDataType')
+                        el = 'SPKISexp'
                         _v = r.binary()
                         if bits(1): raise r.deviation('SPKIDataType')
                         f_SPKISexp.append(_v)
@@ -4633,6 +4473,7 @@ def _d_SPKIDataType(r):
                         s = 4
                         break
                     elif ec == 2:
+                        pass
                         s = -1
                         break
                     else:
@@ -4640,13 +4481,14 @@ def _d_SPKIDataType(r):
             if s == 4:
                 ec = bits(2)
                 if ec == 0:
-                    el = 'SPKISexp'
                     if bits(1): raise r.deviation('SPKIDataType')
+                    el = 'SPKISexp'
                     _v = r.binary()
                     if bits(1): raise r.deviation('SPKIDataType')
                     f_SPKISexp.append(_v)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SPKIDataType')
@@ -4666,22 +4508,20 @@ def _e_SPKIDataType(w, o):
         while s >= 0:
             if s == 0:
                 if i_SPKISexp < n_SPKISexp:
-                    bits(0, 1)
                     el = 'SPKISexp'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     w.binary(v_SPKISexp[i_SPKISexp])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_SPKISexp += 1
                     s = 1
                 else:
                     raise EncodeError('missing content: expected one of SPKISexp')
             if s == 1:
                 if i_SPKISexp < n_SPKISexp:
-                    bits(0, 2)
                     el = 'SPKISexp'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_SPKISexp[i_SPKISexp])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_SPKISexp += 1
                     s = 3
                 elif True:
@@ -4690,11 +4530,10 @@ def _e_SPKIDataType(w, o):
                     s = -1
             if s == 2:
                 if i_SPKISexp < n_SPKISexp:
-                    bits(0, 2)
                     el = 'SPKISexp'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_SPKISexp[i_SPKISexp])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_SPKISexp += 1
                     s = 3
                 elif True:
@@ -4704,11 +4543,10 @@ def _e_SPKIDataType(w, o):
             if s == 3:
                 while True:
                     if i_SPKISexp < n_SPKISexp:
-                        bits(0, 2)
                         el = 'SPKISexp'
-                        w.bits(0, 1)
+                        bits(0, 3)
                         w.binary(v_SPKISexp[i_SPKISexp])
-                        w.bits(0, 1)
+                        bits(0, 1)
                         i_SPKISexp += 1
                     elif True:
                         bits(2, 2)
@@ -4717,11 +4555,10 @@ def _e_SPKIDataType(w, o):
                         break
             if s == 4:
                 if i_SPKISexp < n_SPKISexp:
-                    bits(0, 2)
                     el = 'SPKISexp'
-                    w.bits(0, 1)
+                    bits(0, 3)
                     w.binary(v_SPKISexp[i_SPKISexp])
-                    w.bits(0, 1)
+                    bits(0, 1)
                     i_SPKISexp += 1
                     s = 3
                 elif True:
@@ -4745,17 +4582,12 @@ def _d_ManifestType(r):
                 if ec == 0:
                     el = '@Id'
                     f_Id = r.string(8)
-                    s = 1
-                elif ec == 1:
+                    if bits(1): raise r.deviation('ManifestType')
                     el = 'Reference'
                     _v = _d_ReferenceType(r)
                     f_Reference.append(_v)
                     s = 2
-                else:
-                    raise r.deviation('ManifestType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
                     el = 'Reference'
                     _v = _d_ReferenceType(r)
                     f_Reference.append(_v)
@@ -4770,6 +4602,7 @@ def _d_ManifestType(r):
                     f_Reference.append(_v)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('ManifestType')
@@ -4781,6 +4614,7 @@ def _d_ManifestType(r):
                         _v = _d_ReferenceType(r)
                         f_Reference.append(_v)
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
@@ -4802,32 +4636,28 @@ def _e_ManifestType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 2)
                     el = '@Id'
+                    bits(0, 2)
                     w.string(v_Id)
-                    v_Id = None
-                    s = 1
-                elif i_Reference < n_Reference:
-                    bits(1, 2)
+                    if not (i_Reference < n_Reference): raise EncodeError('missing content: Reference')
                     el = 'Reference'
+                    bits(0, 1)
+                    v_Id = None
+                    _e_ReferenceType(w, v_Reference[i_Reference])
+                    i_Reference += 1
+                    s = 2
+                elif i_Reference < n_Reference:
+                    el = 'Reference'
+                    bits(1, 2)
                     _e_ReferenceType(w, v_Reference[i_Reference])
                     i_Reference += 1
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, Reference')
-            if s == 1:
-                if i_Reference < n_Reference:
-                    bits(0, 1)
-                    el = 'Reference'
-                    _e_ReferenceType(w, v_Reference[i_Reference])
-                    i_Reference += 1
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of Reference')
             if s == 2:
                 if i_Reference < n_Reference:
-                    bits(0, 2)
                     el = 'Reference'
+                    bits(0, 2)
                     _e_ReferenceType(w, v_Reference[i_Reference])
                     i_Reference += 1
                     s = 3
@@ -4838,8 +4668,8 @@ def _e_ManifestType(w, o):
             if s == 3:
                 while True:
                     if i_Reference < n_Reference:
-                        bits(0, 2)
                         el = 'Reference'
+                        bits(0, 2)
                         _e_ReferenceType(w, v_Reference[i_Reference])
                         i_Reference += 1
                     elif True:
@@ -4936,29 +4766,18 @@ def _d_ReferenceType(r):
                 else:
                     raise r.deviation('ReferenceType')
             if s == 4:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'DigestMethod'
-                    f_DigestMethod = _d_DigestMethodType(r, 27)
-                    s = 5
-                else:
-                    raise r.deviation('ReferenceType')
+                if bits(1): raise r.deviation('ReferenceType')
+                el = 'DigestMethod'
+                f_DigestMethod = _d_DigestMethodType(r, 27)
+                s = 5
             if s == 5:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'DigestValue'
-                    if bits(1): raise r.deviation('ReferenceType')
-                    f_DigestValue = r.binary()
-                    if bits(1): raise r.deviation('ReferenceType')
-                    s = 6
-                else:
-                    raise r.deviation('ReferenceType')
-            if s == 6:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('ReferenceType')
+                x = bits(2)
+                if x & 3: raise r.deviation('ReferenceType')
+                el = 'DigestValue'
+                f_DigestValue = r.binary()
+                x = bits(2)
+                if x & 3: raise r.deviation('ReferenceType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.ReferenceType(f_Id, f_Type, f_URI, f_Transforms, f_DigestMethod, f_DigestValue)
@@ -4978,32 +4797,32 @@ def _e_ReferenceType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 3)
                     el = '@Id'
+                    bits(0, 3)
                     w.string(v_Id)
                     v_Id = None
                     s = 1
                 elif v_Type is not None:
-                    bits(1, 3)
                     el = '@Type'
+                    bits(1, 3)
                     w.string(v_Type)
                     v_Type = None
                     s = 2
                 elif v_URI is not None:
-                    bits(2, 3)
                     el = '@URI'
+                    bits(2, 3)
                     w.string(v_URI)
                     v_URI = None
                     s = 3
                 elif v_Transforms is not None:
-                    bits(3, 3)
                     el = 'Transforms'
+                    bits(3, 3)
                     _e_TransformsType(w, v_Transforms)
                     v_Transforms = None
                     s = 4
                 elif v_DigestMethod is not None:
-                    bits(4, 3)
                     el = 'DigestMethod'
+                    bits(4, 3)
                     _e_DigestMethodType(w, v_DigestMethod)
                     v_DigestMethod = None
                     s = 5
@@ -5011,26 +4830,26 @@ def _e_ReferenceType(w, o):
                     raise EncodeError('missing content: expected one of Id, Type, URI, Transforms, DigestMethod')
             if s == 1:
                 if v_Type is not None:
-                    bits(0, 3)
                     el = '@Type'
+                    bits(0, 3)
                     w.string(v_Type)
                     v_Type = None
                     s = 2
                 elif v_URI is not None:
-                    bits(1, 3)
                     el = '@URI'
+                    bits(1, 3)
                     w.string(v_URI)
                     v_URI = None
                     s = 3
                 elif v_Transforms is not None:
-                    bits(2, 3)
                     el = 'Transforms'
+                    bits(2, 3)
                     _e_TransformsType(w, v_Transforms)
                     v_Transforms = None
                     s = 4
                 elif v_DigestMethod is not None:
-                    bits(3, 3)
                     el = 'DigestMethod'
+                    bits(3, 3)
                     _e_DigestMethodType(w, v_DigestMethod)
                     v_DigestMethod = None
                     s = 5
@@ -5038,20 +4857,20 @@ def _e_ReferenceType(w, o):
                     raise EncodeError('missing content: expected one of Type, URI, Transforms, DigestMethod')
             if s == 2:
                 if v_URI is not None:
-                    bits(0, 2)
                     el = '@URI'
+                    bits(0, 2)
                     w.string(v_URI)
                     v_URI = None
                     s = 3
                 elif v_Transforms is not None:
-                    bits(1, 2)
                     el = 'Transforms'
+                    bits(1, 2)
                     _e_TransformsType(w, v_Transforms)
                     v_Transforms = None
                     s = 4
                 elif v_DigestMethod is not None:
-                    bits(2, 2)
                     el = 'DigestMethod'
+                    bits(2, 2)
                     _e_DigestMethodType(w, v_DigestMethod)
                     v_DigestMethod = None
                     s = 5
@@ -5059,14 +4878,14 @@ def _e_ReferenceType(w, o):
                     raise EncodeError('missing content: expected one of URI, Transforms, DigestMethod')
             if s == 3:
                 if v_Transforms is not None:
-                    bits(0, 2)
                     el = 'Transforms'
+                    bits(0, 2)
                     _e_TransformsType(w, v_Transforms)
                     v_Transforms = None
                     s = 4
                 elif v_DigestMethod is not None:
-                    bits(1, 2)
                     el = 'DigestMethod'
+                    bits(1, 2)
                     _e_DigestMethodType(w, v_DigestMethod)
                     v_DigestMethod = None
                     s = 5
@@ -5074,8 +4893,8 @@ def _e_ReferenceType(w, o):
                     raise EncodeError('missing content: expected one of Transforms, DigestMethod')
             if s == 4:
                 if v_DigestMethod is not None:
-                    bits(0, 1)
                     el = 'DigestMethod'
+                    bits(0, 1)
                     _e_DigestMethodType(w, v_DigestMethod)
                     v_DigestMethod = None
                     s = 5
@@ -5083,20 +4902,15 @@ def _e_ReferenceType(w, o):
                     raise EncodeError('missing content: expected one of DigestMethod')
             if s == 5:
                 if v_DigestValue is not None:
-                    bits(0, 1)
                     el = 'DigestValue'
-                    w.bits(0, 1)
+                    bits(0, 2)
                     w.binary(v_DigestValue)
-                    w.bits(0, 1)
+                    bits(0, 2)
                     v_DigestValue = None
-                    s = 6
-                else:
-                    raise EncodeError('missing content: expected one of DigestValue')
-            if s == 6:
-                if True:
-                    bits(0, 1)
                     if v_Id is not None or v_Type is not None or v_URI is not None or v_Transforms is not None or v_DigestMethod is not None or v_DigestValue is not None: raise _leftover(o)
                     s = -1
+                else:
+                    raise EncodeError('missing content: expected one of DigestValue')
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -5128,6 +4942,7 @@ def _d_ObjectType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 4:
+                    pass
                     s = -1
                 elif ec == 5:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -5148,6 +4963,7 @@ def _d_ObjectType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 3:
+                    pass
                     s = -1
                 elif ec == 4:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -5164,6 +4980,7 @@ def _d_ObjectType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 2:
+                    pass
                     s = -1
                 elif ec == 3:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -5176,6 +4993,7 @@ def _d_ObjectType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -5188,6 +5006,7 @@ def _d_ObjectType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -5200,6 +5019,7 @@ def _d_ObjectType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -5222,20 +5042,20 @@ def _e_ObjectType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Encoding is not None:
-                    bits(0, 3)
                     el = '@Encoding'
+                    bits(0, 3)
                     w.string(v_Encoding)
                     v_Encoding = None
                     s = 1
                 elif v_Id is not None:
-                    bits(1, 3)
                     el = '@Id'
+                    bits(1, 3)
                     w.string(v_Id)
                     v_Id = None
                     s = 2
                 elif v_MimeType is not None:
-                    bits(2, 3)
                     el = '@MimeType'
+                    bits(2, 3)
                     w.string(v_MimeType)
                     v_MimeType = None
                     s = 3
@@ -5245,14 +5065,14 @@ def _e_ObjectType(w, o):
                     s = -1
             if s == 1:
                 if v_Id is not None:
-                    bits(0, 3)
                     el = '@Id'
+                    bits(0, 3)
                     w.string(v_Id)
                     v_Id = None
                     s = 2
                 elif v_MimeType is not None:
-                    bits(1, 3)
                     el = '@MimeType'
+                    bits(1, 3)
                     w.string(v_MimeType)
                     v_MimeType = None
                     s = 3
@@ -5262,8 +5082,8 @@ def _e_ObjectType(w, o):
                     s = -1
             if s == 2:
                 if v_MimeType is not None:
-                    bits(0, 3)
                     el = '@MimeType'
+                    bits(0, 3)
                     w.string(v_MimeType)
                     v_MimeType = None
                     s = 3
@@ -5306,29 +5126,21 @@ def _d_SignatureType(r):
                 if ec == 0:
                     el = '@Id'
                     f_Id = r.string(8)
-                    s = 1
+                    if bits(1): raise r.deviation('SignatureType')
+                    el = 'SignedInfo'
+                    f_SignedInfo = _d_SignedInfoType(r)
+                    s = 2
                 elif ec == 1:
                     el = 'SignedInfo'
                     f_SignedInfo = _d_SignedInfoType(r)
                     s = 2
                 else:
                     raise r.deviation('SignatureType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SignedInfo'
-                    f_SignedInfo = _d_SignedInfoType(r)
-                    s = 2
-                else:
-                    raise r.deviation('SignatureType')
             if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SignatureValue'
-                    f_SignatureValue = _d_SignatureValueType(r)
-                    s = 3
-                else:
-                    raise r.deviation('SignatureType')
+                if bits(1): raise r.deviation('SignatureType')
+                el = 'SignatureValue'
+                f_SignatureValue = _d_SignatureValueType(r)
+                s = 3
             if s == 3:
                 ec = bits(2)
                 if ec == 0:
@@ -5341,6 +5153,7 @@ def _d_SignatureType(r):
                     f_Object.append(_v)
                     s = 5
                 elif ec == 2:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SignatureType')
@@ -5352,6 +5165,7 @@ def _d_SignatureType(r):
                     f_Object.append(_v)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SignatureType')
@@ -5363,6 +5177,7 @@ def _d_SignatureType(r):
                         _v = _d_ObjectType(r, 32)
                         f_Object.append(_v)
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
@@ -5387,32 +5202,28 @@ def _e_SignatureType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 2)
                     el = '@Id'
+                    bits(0, 2)
                     w.string(v_Id)
-                    v_Id = None
-                    s = 1
-                elif v_SignedInfo is not None:
-                    bits(1, 2)
+                    if not (v_SignedInfo is not None): raise EncodeError('missing content: SignedInfo')
                     el = 'SignedInfo'
+                    bits(0, 1)
+                    v_Id = None
+                    _e_SignedInfoType(w, v_SignedInfo)
+                    v_SignedInfo = None
+                    s = 2
+                elif v_SignedInfo is not None:
+                    el = 'SignedInfo'
+                    bits(1, 2)
                     _e_SignedInfoType(w, v_SignedInfo)
                     v_SignedInfo = None
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, SignedInfo')
-            if s == 1:
-                if v_SignedInfo is not None:
-                    bits(0, 1)
-                    el = 'SignedInfo'
-                    _e_SignedInfoType(w, v_SignedInfo)
-                    v_SignedInfo = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of SignedInfo')
             if s == 2:
                 if v_SignatureValue is not None:
-                    bits(0, 1)
                     el = 'SignatureValue'
+                    bits(0, 1)
                     _e_SignatureValueType(w, v_SignatureValue)
                     v_SignatureValue = None
                     s = 3
@@ -5420,14 +5231,14 @@ def _e_SignatureType(w, o):
                     raise EncodeError('missing content: expected one of SignatureValue')
             if s == 3:
                 if v_KeyInfo is not None:
-                    bits(0, 2)
                     el = 'KeyInfo'
+                    bits(0, 2)
                     _e_KeyInfoType(w, v_KeyInfo)
                     v_KeyInfo = None
                     s = 4
                 elif i_Object < n_Object:
-                    bits(1, 2)
                     el = 'Object'
+                    bits(1, 2)
                     _e_ObjectType(w, v_Object[i_Object])
                     i_Object += 1
                     s = 5
@@ -5437,8 +5248,8 @@ def _e_SignatureType(w, o):
                     s = -1
             if s == 4:
                 if i_Object < n_Object:
-                    bits(0, 2)
                     el = 'Object'
+                    bits(0, 2)
                     _e_ObjectType(w, v_Object[i_Object])
                     i_Object += 1
                     s = 5
@@ -5449,8 +5260,8 @@ def _e_SignatureType(w, o):
             if s == 5:
                 while True:
                     if i_Object < n_Object:
-                        bits(0, 2)
                         el = 'Object'
+                        bits(0, 2)
                         _e_ObjectType(w, v_Object[i_Object])
                         i_Object += 1
                     elif True:
@@ -5477,38 +5288,25 @@ def _d_SignedInfoType(r):
                 if ec == 0:
                     el = '@Id'
                     f_Id = r.string(8)
-                    s = 1
+                    if bits(1): raise r.deviation('SignedInfoType')
+                    el = 'CanonicalizationMethod'
+                    f_CanonicalizationMethod = _d_CanonicalizationMethodType(r, 33)
+                    s = 2
                 elif ec == 1:
                     el = 'CanonicalizationMethod'
                     f_CanonicalizationMethod = _d_CanonicalizationMethodType(r, 33)
                     s = 2
                 else:
                     raise r.deviation('SignedInfoType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'CanonicalizationMethod'
-                    f_CanonicalizationMethod = _d_CanonicalizationMethodType(r, 33)
-                    s = 2
-                else:
-                    raise r.deviation('SignedInfoType')
             if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'SignatureMethod'
-                    f_SignatureMethod = _d_SignatureMethodType(r, 34)
-                    s = 3
-                else:
-                    raise r.deviation('SignedInfoType')
-            if s == 3:
-                ec = bits(1)
-                if ec == 0:
-                    el = 'Reference'
-                    _v = _d_ReferenceType(r)
-                    f_Reference.append(_v)
-                    s = 4
-                else:
-                    raise r.deviation('SignedInfoType')
+                if bits(1): raise r.deviation('SignedInfoType')
+                el = 'SignatureMethod'
+                f_SignatureMethod = _d_SignatureMethodType(r, 34)
+                if bits(1): raise r.deviation('SignedInfoType')
+                el = 'Reference'
+                _v = _d_ReferenceType(r)
+                f_Reference.append(_v)
+                s = 4
             if s == 4:
                 ec = bits(2)
                 if ec == 0:
@@ -5517,6 +5315,7 @@ def _d_SignedInfoType(r):
                     f_Reference.append(_v)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SignedInfoType')
@@ -5528,6 +5327,7 @@ def _d_SignedInfoType(r):
                         _v = _d_ReferenceType(r)
                         f_Reference.append(_v)
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
@@ -5551,50 +5351,42 @@ def _e_SignedInfoType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 2)
                     el = '@Id'
+                    bits(0, 2)
                     w.string(v_Id)
-                    v_Id = None
-                    s = 1
-                elif v_CanonicalizationMethod is not None:
-                    bits(1, 2)
+                    if not (v_CanonicalizationMethod is not None): raise EncodeError('missing content: CanonicalizationMethod')
                     el = 'CanonicalizationMethod'
+                    bits(0, 1)
+                    v_Id = None
+                    _e_CanonicalizationMethodType(w, v_CanonicalizationMethod)
+                    v_CanonicalizationMethod = None
+                    s = 2
+                elif v_CanonicalizationMethod is not None:
+                    el = 'CanonicalizationMethod'
+                    bits(1, 2)
                     _e_CanonicalizationMethodType(w, v_CanonicalizationMethod)
                     v_CanonicalizationMethod = None
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, CanonicalizationMethod')
-            if s == 1:
-                if v_CanonicalizationMethod is not None:
-                    bits(0, 1)
-                    el = 'CanonicalizationMethod'
-                    _e_CanonicalizationMethodType(w, v_CanonicalizationMethod)
-                    v_CanonicalizationMethod = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of CanonicalizationMethod')
             if s == 2:
                 if v_SignatureMethod is not None:
-                    bits(0, 1)
                     el = 'SignatureMethod'
-                    _e_SignatureMethodType(w, v_SignatureMethod)
-                    v_SignatureMethod = None
-                    s = 3
-                else:
-                    raise EncodeError('missing content: expected one of SignatureMethod')
-            if s == 3:
-                if i_Reference < n_Reference:
                     bits(0, 1)
+                    _e_SignatureMethodType(w, v_SignatureMethod)
+                    if not (i_Reference < n_Reference): raise EncodeError('missing content: Reference')
                     el = 'Reference'
+                    bits(0, 1)
+                    v_SignatureMethod = None
                     _e_ReferenceType(w, v_Reference[i_Reference])
                     i_Reference += 1
                     s = 4
                 else:
-                    raise EncodeError('missing content: expected one of Reference')
+                    raise EncodeError('missing content: expected one of SignatureMethod')
             if s == 4:
                 if i_Reference < n_Reference:
-                    bits(0, 2)
                     el = 'Reference'
+                    bits(0, 2)
                     _e_ReferenceType(w, v_Reference[i_Reference])
                     i_Reference += 1
                     s = 5
@@ -5605,8 +5397,8 @@ def _e_SignedInfoType(w, o):
             if s == 5:
                 while True:
                     if i_Reference < n_Reference:
-                        bits(0, 2)
                         el = 'Reference'
+                        bits(0, 2)
                         _e_ReferenceType(w, v_Reference[i_Reference])
                         i_Reference += 1
                     elif True:
@@ -5627,25 +5419,26 @@ def _d_SignatureMethodType(r, key):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(1)
-                if ec == 0:
-                    el = '@Algorithm'
-                    f_Algorithm = r.string(0)
-                    s = 1
-                else:
-                    raise r.deviation('SignatureMethodType')
+                if bits(1): raise r.deviation('SignatureMethodType')
+                el = '@Algorithm'
+                f_Algorithm = r.string(0)
+                s = 1
             if s == 1:
                 ec = bits(3)
                 if ec == 0:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('SignatureMethodType')
                     el = 'HMACOutputLength'
-                    if bits(1): raise r.deviation('SignatureMethodType')
-                    f_HMACOutputLength = r.sint()
+                    _neg = (x & 1)
+                    f_HMACOutputLength = r.uint()
+                    if _neg: f_HMACOutputLength = -f_HMACOutputLength - 1
                     if bits(1): raise r.deviation('SignatureMethodType')
                     s = 3
                 elif ec == 1:
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 4
                 elif ec == 2:
+                    pass
                     s = -1
                 elif ec == 3:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -5655,15 +5448,19 @@ def _d_SignatureMethodType(r, key):
             if s == 2:
                 ec = bits(3)
                 if ec == 0:
+                    x = bits(2)
+                    if x & 2: raise r.deviation('SignatureMethodType')
                     el = 'HMACOutputLength'
-                    if bits(1): raise r.deviation('SignatureMethodType')
-                    f_HMACOutputLength = r.sint()
+                    _neg = (x & 1)
+                    f_HMACOutputLength = r.uint()
+                    if _neg: f_HMACOutputLength = -f_HMACOutputLength - 1
                     if bits(1): raise r.deviation('SignatureMethodType')
                     s = 3
                 elif ec == 1:
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 4
                 elif ec == 2:
+                    pass
                     s = -1
                 elif ec == 3:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -5676,6 +5473,7 @@ def _d_SignatureMethodType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 4
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -5688,6 +5486,7 @@ def _d_SignatureMethodType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 4
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -5709,8 +5508,8 @@ def _e_SignatureMethodType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Algorithm is not None:
-                    bits(0, 1)
                     el = '@Algorithm'
+                    bits(0, 1)
                     w.string(v_Algorithm)
                     v_Algorithm = None
                     s = 1
@@ -5718,11 +5517,11 @@ def _e_SignatureMethodType(w, o):
                     raise EncodeError('missing content: expected one of Algorithm')
             if s == 1:
                 if v_HMACOutputLength is not None:
-                    bits(0, 3)
                     el = 'HMACOutputLength'
-                    w.bits(0, 1)
-                    w.sint(v_HMACOutputLength)
-                    w.bits(0, 1)
+                    if type(v_HMACOutputLength) is not int: raise EncodeError(f'expected an int, got {v_HMACOutputLength!r}')
+                    bits((v_HMACOutputLength < 0), 5)
+                    w.uint(-v_HMACOutputLength - 1 if v_HMACOutputLength < 0 else v_HMACOutputLength)
+                    bits(0, 1)
                     v_HMACOutputLength = None
                     s = 3
                 elif True:
@@ -5731,11 +5530,11 @@ def _e_SignatureMethodType(w, o):
                     s = -1
             if s == 2:
                 if v_HMACOutputLength is not None:
-                    bits(0, 3)
                     el = 'HMACOutputLength'
-                    w.bits(0, 1)
-                    w.sint(v_HMACOutputLength)
-                    w.bits(0, 1)
+                    if type(v_HMACOutputLength) is not int: raise EncodeError(f'expected an int, got {v_HMACOutputLength!r}')
+                    bits((v_HMACOutputLength < 0), 5)
+                    w.uint(-v_HMACOutputLength - 1 if v_HMACOutputLength < 0 else v_HMACOutputLength)
+                    bits(0, 1)
                     v_HMACOutputLength = None
                     s = 3
                 elif True:
@@ -5769,25 +5568,17 @@ def _d_SignatureValueType(r):
                 if ec == 0:
                     el = '@Id'
                     f_Id = r.string(8)
-                    s = 1
+                    if bits(1): raise r.deviation('SignatureValueType')
+                    f_value = r.binary()
+                    s = 2
                 elif ec == 1:
                     f_value = r.binary()
                     s = 2
                 else:
                     raise r.deviation('SignatureValueType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
-                    f_value = r.binary()
-                    s = 2
-                else:
-                    raise r.deviation('SignatureValueType')
             if s == 2:
-                ec = bits(1)
-                if ec == 0:
-                    s = -1
-                else:
-                    raise r.deviation('SignatureValueType')
+                if bits(1): raise r.deviation('SignatureValueType')
+                s = -1
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.SignatureValueType(f_Id, f_value)
@@ -5803,11 +5594,15 @@ def _e_SignatureValueType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 2)
                     el = '@Id'
+                    bits(0, 2)
                     w.string(v_Id)
+                    if not (v_value is not None): raise EncodeError('missing content: text')
+                    bits(0, 1)
                     v_Id = None
-                    s = 1
+                    w.binary(v_value)
+                    v_value = None
+                    s = 2
                 elif v_value is not None:
                     bits(1, 2)
                     w.binary(v_value)
@@ -5815,14 +5610,6 @@ def _e_SignatureValueType(w, o):
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, text')
-            if s == 1:
-                if v_value is not None:
-                    bits(0, 1)
-                    w.binary(v_value)
-                    v_value = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of text')
             if s == 2:
                 if True:
                     bits(0, 1)
@@ -5845,17 +5632,12 @@ def _d_SignaturePropertiesType(r):
                 if ec == 0:
                     el = '@Id'
                     f_Id = r.string(8)
-                    s = 1
-                elif ec == 1:
+                    if bits(1): raise r.deviation('SignaturePropertiesType')
                     el = 'SignatureProperty'
                     _v = _d_SignaturePropertyType(r, 36)
                     f_SignatureProperty.append(_v)
                     s = 2
-                else:
-                    raise r.deviation('SignaturePropertiesType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
                     el = 'SignatureProperty'
                     _v = _d_SignaturePropertyType(r, 36)
                     f_SignatureProperty.append(_v)
@@ -5870,6 +5652,7 @@ def _d_SignaturePropertiesType(r):
                     f_SignatureProperty.append(_v)
                     s = 3
                 elif ec == 1:
+                    pass
                     s = -1
                 else:
                     raise r.deviation('SignaturePropertiesType')
@@ -5881,6 +5664,7 @@ def _d_SignaturePropertiesType(r):
                         _v = _d_SignaturePropertyType(r, 36)
                         f_SignatureProperty.append(_v)
                     elif ec == 1:
+                        pass
                         s = -1
                         break
                     else:
@@ -5902,32 +5686,28 @@ def _e_SignaturePropertiesType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 2)
                     el = '@Id'
+                    bits(0, 2)
                     w.string(v_Id)
-                    v_Id = None
-                    s = 1
-                elif i_SignatureProperty < n_SignatureProperty:
-                    bits(1, 2)
+                    if not (i_SignatureProperty < n_SignatureProperty): raise EncodeError('missing content: SignatureProperty')
                     el = 'SignatureProperty'
+                    bits(0, 1)
+                    v_Id = None
+                    _e_SignaturePropertyType(w, v_SignatureProperty[i_SignatureProperty])
+                    i_SignatureProperty += 1
+                    s = 2
+                elif i_SignatureProperty < n_SignatureProperty:
+                    el = 'SignatureProperty'
+                    bits(1, 2)
                     _e_SignaturePropertyType(w, v_SignatureProperty[i_SignatureProperty])
                     i_SignatureProperty += 1
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, SignatureProperty')
-            if s == 1:
-                if i_SignatureProperty < n_SignatureProperty:
-                    bits(0, 1)
-                    el = 'SignatureProperty'
-                    _e_SignaturePropertyType(w, v_SignatureProperty[i_SignatureProperty])
-                    i_SignatureProperty += 1
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of SignatureProperty')
             if s == 2:
                 if i_SignatureProperty < n_SignatureProperty:
-                    bits(0, 2)
                     el = 'SignatureProperty'
+                    bits(0, 2)
                     _e_SignaturePropertyType(w, v_SignatureProperty[i_SignatureProperty])
                     i_SignatureProperty += 1
                     s = 3
@@ -5938,8 +5718,8 @@ def _e_SignaturePropertiesType(w, o):
             if s == 3:
                 while True:
                     if i_SignatureProperty < n_SignatureProperty:
-                        bits(0, 2)
                         el = 'SignatureProperty'
+                        bits(0, 2)
                         _e_SignaturePropertyType(w, v_SignatureProperty[i_SignatureProperty])
                         i_SignatureProperty += 1
                     elif True:
@@ -5964,16 +5744,11 @@ def _d_SignaturePropertyType(r, key):
                 if ec == 0:
                     el = '@Id'
                     f_Id = r.string(8)
-                    s = 1
-                elif ec == 1:
+                    if bits(1): raise r.deviation('SignaturePropertyType')
                     el = '@Target'
                     f_Target = r.string(37)
                     s = 2
-                else:
-                    raise r.deviation('SignaturePropertyType')
-            if s == 1:
-                ec = bits(1)
-                if ec == 0:
+                elif ec == 1:
                     el = '@Target'
                     f_Target = r.string(37)
                     s = 2
@@ -6005,6 +5780,7 @@ def _d_SignaturePropertyType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -6017,6 +5793,7 @@ def _d_SignaturePropertyType(r, key):
                     raise DecodeError('wildcard content (SEW) is not supported', r.pos)
                     s = 5
                 elif ec == 1:
+                    pass
                     s = -1
                 elif ec == 2:
                     r.string(key)  # mixed-content text is not kept in the model
@@ -6038,28 +5815,24 @@ def _e_SignaturePropertyType(w, o):
         while s >= 0:
             if s == 0:
                 if v_Id is not None:
-                    bits(0, 2)
                     el = '@Id'
+                    bits(0, 2)
                     w.string(v_Id)
-                    v_Id = None
-                    s = 1
-                elif v_Target is not None:
-                    bits(1, 2)
+                    if not (v_Target is not None): raise EncodeError('missing content: Target')
                     el = '@Target'
+                    bits(0, 1)
+                    v_Id = None
+                    w.string(v_Target)
+                    v_Target = None
+                    s = 2
+                elif v_Target is not None:
+                    el = '@Target'
+                    bits(1, 2)
                     w.string(v_Target)
                     v_Target = None
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, Target')
-            if s == 1:
-                if v_Target is not None:
-                    bits(0, 1)
-                    el = '@Target'
-                    w.string(v_Target)
-                    v_Target = None
-                    s = 2
-                else:
-                    raise EncodeError('missing content: expected one of Target')
             if s == 2:
                 if True:
                     raise EncodeError('missing content: expected one of nothing')
@@ -6108,9 +5881,9 @@ def _de3(r):  # DigestValue
     return v
 
 def _ee3(w, v):  # DigestValue
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de4(r):  # KeyInfo
     bits = r.bits
@@ -6127,9 +5900,9 @@ def _de5(r):  # KeyName
     return v
 
 def _ee5(w, v):  # KeyName
-    w.bits(0, 1)
+    bits(0, 1)
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de6(r):  # KeyValue
     bits = r.bits
@@ -6153,9 +5926,9 @@ def _de8(r):  # MgmtData
     return v
 
 def _ee8(w, v):  # MgmtData
-    w.bits(0, 1)
+    bits(0, 1)
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de9(r):  # Object
     bits = r.bits
@@ -6299,9 +6072,9 @@ def _de24(r):  # Exponent
     return v
 
 def _ee24(w, v):  # Exponent
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de25(r):  # G
     bits = r.bits
@@ -6311,21 +6084,25 @@ def _de25(r):  # G
     return v
 
 def _ee25(w, v):  # G
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de26(r):  # HMACOutputLength
     bits = r.bits
-    if bits(1): raise r.deviation('HMACOutputLength')
-    v = r.sint()
+    x = bits(2)
+    if x & 2: raise r.deviation('HMACOutputLength')
+    _neg = (x & 1)
+    v = r.uint()
+    if _neg: v = -v - 1
     if bits(1): raise r.deviation('HMACOutputLength')
     return v
 
 def _ee26(w, v):  # HMACOutputLength
-    w.bits(0, 1)
-    w.sint(v)
-    w.bits(0, 1)
+    if type(v) is not int: raise EncodeError(f'expected an int, got {v!r}')
+    bits((v < 0), 2)
+    w.uint(-v - 1 if v < 0 else v)
+    bits(0, 1)
 
 def _de27(r):  # J
     bits = r.bits
@@ -6335,9 +6112,9 @@ def _de27(r):  # J
     return v
 
 def _ee27(w, v):  # J
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de28(r):  # Modulus
     bits = r.bits
@@ -6347,9 +6124,9 @@ def _de28(r):  # Modulus
     return v
 
 def _ee28(w, v):  # Modulus
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de29(r):  # P
     bits = r.bits
@@ -6359,9 +6136,9 @@ def _de29(r):  # P
     return v
 
 def _ee29(w, v):  # P
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de30(r):  # PGPKeyID
     bits = r.bits
@@ -6371,9 +6148,9 @@ def _de30(r):  # PGPKeyID
     return v
 
 def _ee30(w, v):  # PGPKeyID
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de31(r):  # PGPKeyPacket
     bits = r.bits
@@ -6383,9 +6160,9 @@ def _de31(r):  # PGPKeyPacket
     return v
 
 def _ee31(w, v):  # PGPKeyPacket
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de32(r):  # PgenCounter
     bits = r.bits
@@ -6395,9 +6172,9 @@ def _de32(r):  # PgenCounter
     return v
 
 def _ee32(w, v):  # PgenCounter
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de33(r):  # Q
     bits = r.bits
@@ -6407,9 +6184,9 @@ def _de33(r):  # Q
     return v
 
 def _ee33(w, v):  # Q
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de34(r):  # SPKISexp
     bits = r.bits
@@ -6419,9 +6196,9 @@ def _de34(r):  # SPKISexp
     return v
 
 def _ee34(w, v):  # SPKISexp
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de35(r):  # Seed
     bits = r.bits
@@ -6431,9 +6208,9 @@ def _de35(r):  # Seed
     return v
 
 def _ee35(w, v):  # Seed
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de36(r):  # X509CRL
     bits = r.bits
@@ -6443,9 +6220,9 @@ def _de36(r):  # X509CRL
     return v
 
 def _ee36(w, v):  # X509CRL
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de37(r):  # X509Certificate
     bits = r.bits
@@ -6455,9 +6232,9 @@ def _de37(r):  # X509Certificate
     return v
 
 def _ee37(w, v):  # X509Certificate
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de38(r):  # X509IssuerName
     bits = r.bits
@@ -6467,9 +6244,9 @@ def _de38(r):  # X509IssuerName
     return v
 
 def _ee38(w, v):  # X509IssuerName
-    w.bits(0, 1)
+    bits(0, 1)
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de39(r):  # X509IssuerSerial
     bits = r.bits
@@ -6486,21 +6263,25 @@ def _de40(r):  # X509SKI
     return v
 
 def _ee40(w, v):  # X509SKI
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de41(r):  # X509SerialNumber
     bits = r.bits
-    if bits(1): raise r.deviation('X509SerialNumber')
-    v = r.sint()
+    x = bits(2)
+    if x & 2: raise r.deviation('X509SerialNumber')
+    _neg = (x & 1)
+    v = r.uint()
+    if _neg: v = -v - 1
     if bits(1): raise r.deviation('X509SerialNumber')
     return v
 
 def _ee41(w, v):  # X509SerialNumber
-    w.bits(0, 1)
-    w.sint(v)
-    w.bits(0, 1)
+    if type(v) is not int: raise EncodeError(f'expected an int, got {v!r}')
+    bits((v < 0), 2)
+    w.uint(-v - 1 if v < 0 else v)
+    bits(0, 1)
 
 def _de42(r):  # X509SubjectName
     bits = r.bits
@@ -6510,9 +6291,9 @@ def _de42(r):  # X509SubjectName
     return v
 
 def _ee42(w, v):  # X509SubjectName
-    w.bits(0, 1)
+    bits(0, 1)
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de43(r):  # XPath
     bits = r.bits
@@ -6522,9 +6303,9 @@ def _de43(r):  # XPath
     return v
 
 def _ee43(w, v):  # XPath
-    w.bits(0, 1)
+    bits(0, 1)
     w.string(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 def _de44(r):  # Y
     bits = r.bits
@@ -6534,9 +6315,9 @@ def _de44(r):  # Y
     return v
 
 def _ee44(w, v):  # Y
-    w.bits(0, 1)
+    bits(0, 1)
     w.binary(v)
-    w.bits(0, 1)
+    bits(0, 1)
 
 # (namespace, local name, class or simple type code, decode, encode); index = event code
 FRAGMENT = (

@@ -356,28 +356,59 @@ class CodecWriter:
                         ns = info.ct.namespace
         return f"{ns_module(ns)}.{st.enum_class}"
 
-    # ------------------------------------------------------------- values
+    # ------------------------------------------------------------- op streams
+    # A production's work is a list of ops: ("fix", width, lines) reads/writes a fixed number of
+    # bits (event codes, CH/EE bits of simple elements, n-bit ints, enums, booleans, sign bits) and
+    # ("var", lines) does anything else. Consecutive fix ops are fused into one bits() call: that is
+    # what makes a PhysicalValue three reads instead of twelve. In decode lines "{p}" stands for the
+    # extracted piece; in encode a fix op is ("fix", width, pre_lines, expr).
+
+    def dec_value_ops(self, st: SimpleType, target: str, key: str) -> list[tuple]:
+        rep = st.rep
+        if rep == "bool":
+            return [("fix", 1, [f"{target} = {{p}} == 1"])]
+        if rep == "nbit":
+            n = st.nbits()
+            lines = [f"{target} = {{p}} + {st.min_value}" if st.min_value else f"{target} = {{p}}"]
+            if (1 << n) - 1 > st.max_value - st.min_value:
+                lines.append(f"if {target} > {st.max_value}: raise DecodeError("
+                             f"f'value {{{target}}} above maximum {st.max_value}', r.pos)")
+            return [("fix", n, lines)]
+        if rep == "enum":
+            n = len(st.enum)
+            width = (n - 1).bit_length()
+            table = self.const(f"tuple({self.enum_ref(st)})", "E")
+            if (1 << width) == n:
+                return [("fix", width, [f"{target} = {table}[{{p}}]"])]
+            return [("fix", width, [
+                f"{target} = {{p}}",
+                f"if {target} >= {n}: raise DecodeError(f'enumeration index {{{target}}} out of range "
+                f"({n} values)', r.pos)",
+                f"{target} = {table}[{target}]"])]
+        if rep == "int":
+            return [("fix", 1, [f"_neg = {{p}}"]), ("var", [f"{target} = r.uint()",
+                                                            f"if _neg: {target} = -{target} - 1",
+                                                            *self._range_check(st, target)])]
+        return [("var", self.dec_value(st, target, key, ""))]
+
+    def _range_check(self, st: SimpleType, target: str) -> list[str]:
+        conds = []
+        if st.min_value is not None and (st.rep == "int" or st.min_value > 0):
+            conds.append(f"{target} < {st.min_value}")
+        if st.max_value is not None:
+            conds.append(f"{target} > {st.max_value}")
+        if not conds:
+            return []
+        return [f"if {' or '.join(conds)}: raise DecodeError("
+                f"f'value {{{target}}} outside [{st.min_value}, {st.max_value}]', r.pos)"]
+
     def dec_value(self, st: SimpleType, target: str, key: str, ind: str) -> list[str]:
+        """Statement form (lists, strings, binaries, decimals, unsigned ints)."""
         rep = st.rep
         L: list[str] = []
-        if rep == "bool":
-            L.append(f"{target} = bits(1) == 1")
-        elif rep == "nbit":
-            n = st.nbits()
-            L.append(f"{target} = bits({n}) + {st.min_value}" if st.min_value else f"{target} = bits({n})")
-            if (1 << n) - 1 > st.max_value - st.min_value:
-                L.append(f"if {target} > {st.max_value}: raise DecodeError("
-                         f"f'value {{{target}}} above maximum {st.max_value}', r.pos)")
-        elif rep in ("uint", "int"):
+        if rep in ("uint", "int"):
             L.append(f"{target} = r.{'uint' if rep == 'uint' else 'sint'}()")
-            conds = []
-            if st.min_value is not None and (rep == "int" or st.min_value > 0):
-                conds.append(f"{target} < {st.min_value}")
-            if st.max_value is not None:
-                conds.append(f"{target} > {st.max_value}")
-            if conds:
-                L.append(f"if {' or '.join(conds)}: raise DecodeError("
-                         f"f'value {{{target}}} outside [{st.min_value}, {st.max_value}]', r.pos)")
+            L.extend(self._range_check(st, target))
         elif rep == "decimal":
             L.append(f"{target} = r.decimal()")
         elif rep == "float":
@@ -385,32 +416,19 @@ class CodecWriter:
         elif rep in ("b64", "hex", "str"):
             L.append(f"{target} = r.binary()" if rep != "str" else f"{target} = r.string({key})")
             L.extend(self._len_check(st, target, "DecodeError", ", r.pos"))
-        elif rep == "enum":
-            n = len(st.enum)
-            width = (n - 1).bit_length()
-            table = self.const(f"tuple({self.enum_ref(st)})", "E")
-            if (1 << width) == n:
-                L.append(f"{target} = {table}[bits({width})]")
-            else:
-                L.append(f"{target} = bits({width})")
-                L.append(f"if {target} >= {n}: raise DecodeError(f'enumeration index {{{target}}} "
-                         f"out of range ({n} values)', r.pos)")
-                L.append(f"{target} = {table}[{target}]")
         elif rep == "list":
             assert st.item is not None
             L.append(f"{target} = []")
-            L.append(f"for _ in range(r.length(1)):")
-            L.extend("    " + x for x in self.dec_value(st.item, "_it", key, ind))
+            L.append("for _ in range(r.length(1)):")
+            L.extend("    " + x for x in self._render_dec(self.dec_value_ops(st.item, "_it", key), "list"))
             L.append(f"    {target}.append(_it)")
             L.extend(self._len_check(st, target, "DecodeError", ", r.pos"))
         else:
-            raise ValueError(rep)
+            L.extend(self._render_dec(self.dec_value_ops(st, target, key), "value"))
         return [ind + x for x in L]
 
     def _len_check(self, st: SimpleType, target: str, err: str, extra: str) -> list[str]:
         lo, hi = st.min_length, st.max_length
-        if lo is None and hi is None:
-            return []
         conds = []
         if lo:
             conds.append(f"len({target}) < {lo}")
@@ -418,30 +436,104 @@ class CodecWriter:
             conds.append(f"len({target}) > {hi}")
         if not conds:
             return []
-        return [f"if {' or '.join(conds)}: raise {err}(f'length {{len({target})}} outside [{lo or 0}, {hi}]'{extra})"]
+        return [f"if {' or '.join(conds)}: raise {err}(f'length {{len({target})}} outside "
+                f"[{lo or 0}, {hi}]'{extra})"]
+
+    def _render_dec(self, ops: list[tuple], where: str) -> list[str]:
+        """Fuse each run of fix ops (with the nop lines between them) into one read; the
+        event-code parts of the read must be zero, anything else is a second-level event."""
+        L: list[str] = []
+        i = 0
+        while i < len(ops):
+            if ops[i][0] == "var":
+                L.extend(ops[i][1])
+                i += 1
+                continue
+            run = []
+            while i < len(ops) and ops[i][0] in ("fix", "nop"):
+                run.append(ops[i])
+                i += 1
+            total = sum(op[1] for op in run if op[0] == "fix")
+            if total == 0:
+                for op in run:
+                    if op[0] == "nop":
+                        L.extend(op[1])
+                continue
+            fixes = [op for op in run if op[0] == "fix" and op[1]]
+            if all(op[2] == "code" for op in fixes) and len(fixes) == 1:
+                L.append(f"if bits({total}): raise r.deviation({where!r})")
+                for op in run:
+                    if op[0] == "nop":
+                        L.extend(op[1])
+                continue
+            L.append(f"x = bits({total})")
+            shift = total
+            code_mask = 0
+            body: list[str] = []
+            for op in run:
+                if op[0] == "nop":
+                    body.extend(op[1])
+                    continue
+                _, width, lines = op
+                if width == 0:
+                    continue
+                shift -= width
+                mask = (1 << width) - 1
+                if lines == "code":
+                    code_mask |= mask << shift
+                    continue
+                piece = f"(x >> {shift})" if shift else "x"
+                if shift + width < total:
+                    piece = f"({piece} & {mask})"
+                body.extend(line.replace("{p}", piece) for line in lines)
+            if code_mask:
+                L.append(f"if x & {code_mask}: raise r.deviation({where!r})")
+            L.extend(body)
+        return L
+
+    def enc_value_ops(self, st: SimpleType, expr: str) -> list[tuple]:
+        rep = st.rep
+        if rep == "bool":
+            return [("fix", 1, [f"if {expr} is not True and {expr} is not False: raise EncodeError("
+                                f"f'expected a bool, got {{{expr}!r}}')"], expr)]
+        if rep == "nbit":
+            pre = [f"if not {st.min_value} <= {expr} <= {st.max_value}: raise EncodeError("
+                   f"f'value {{{expr}!r}} outside [{st.min_value}, {st.max_value}]')"]
+            return [("fix", st.nbits(), pre, f"({expr} - {st.min_value})" if st.min_value else expr)]
+        if rep == "enum":
+            n = len(st.enum)
+            index = self.const("{v: i for i, v in enumerate(" + self.enum_ref(st) + ")}", "I")
+            tmp = f"_i{self._tmp()}"
+            pre = [f"{tmp} = {index}.get({expr})",
+                   f"if {tmp} is None: raise EncodeError(f'{{{expr}!r}} is not one of the enumeration "
+                   f"{self.enum_ref(st).split('.')[-1]}')"]
+            return [("fix", (n - 1).bit_length(), pre, tmp)]
+        if rep == "int":
+            pre = self._enc_range(st, expr, "int")
+            return [("fix", 1, pre, f"({expr} < 0)"),
+                    ("var", [f"w.uint(-{expr} - 1 if {expr} < 0 else {expr})"])]
+        return [("var", self.enc_value(st, expr, ""))]
+
+    def _tmp(self) -> int:
+        self._tmp_n = getattr(self, "_tmp_n", 0) + 1
+        return self._tmp_n
+
+    def _enc_range(self, st: SimpleType, expr: str, rep: str) -> list[str]:
+        lo = st.min_value if st.min_value is not None else (0 if rep == "uint" else None)
+        conds = []
+        if lo is not None:
+            conds.append(f"{expr} < {lo}")
+        if st.max_value is not None:
+            conds.append(f"{expr} > {st.max_value}")
+        if not conds:
+            return [f"if type({expr}) is not int: raise EncodeError(f'expected an int, got {{{expr}!r}}')"]
+        return [f"if {' or '.join(conds)}: raise EncodeError(f'value {{{expr}!r}} outside [{lo}, {st.max_value}]')"]
 
     def enc_value(self, st: SimpleType, expr: str, ind: str) -> list[str]:
         rep = st.rep
         L: list[str] = []
-        if rep == "bool":
-            L.append(f"if {expr} is True: w.bits(1, 1)")
-            L.append(f"elif {expr} is False: w.bits(0, 1)")
-            L.append(f"else: raise EncodeError(f'expected a bool, got {{{expr}!r}}')")
-        elif rep == "nbit":
-            L.append(f"if not {st.min_value} <= {expr} <= {st.max_value}: raise EncodeError("
-                     f"f'value {{{expr}!r}} outside [{st.min_value}, {st.max_value}]')")
-            L.append(f"w.bits({expr} - {st.min_value}, {st.nbits()})" if st.min_value
-                     else f"w.bits({expr}, {st.nbits()})")
-        elif rep in ("uint", "int"):
-            lo = st.min_value if st.min_value is not None else (0 if rep == "uint" else None)
-            conds = []
-            if lo is not None:
-                conds.append(f"{expr} < {lo}")
-            if st.max_value is not None:
-                conds.append(f"{expr} > {st.max_value}")
-            if conds:
-                L.append(f"if {' or '.join(conds)}: raise EncodeError("
-                         f"f'value {{{expr}!r}} outside [{lo}, {st.max_value}]')")
+        if rep in ("uint", "int"):
+            L.extend(self._enc_range(st, expr, rep))
             L.append(f"w.{'uint' if rep == 'uint' else 'sint'}({expr})")
         elif rep == "decimal":
             L.append(f"w.decimal({expr})")
@@ -453,41 +545,72 @@ class CodecWriter:
         elif rep == "str":
             L.extend(self._len_check(st, expr, "EncodeError", ""))
             L.append(f"w.string({expr})")
-        elif rep == "enum":
-            n = len(st.enum)
-            index = self.const("{v: i for i, v in enumerate(" + self.enum_ref(st) + ")}", "I")
-            L.append(f"_i = {index}.get({expr})")
-            L.append(f"if _i is None: raise EncodeError(f'{{{expr}!r}} is not one of the enumeration "
-                     f"{self.enum_ref(st).split('.')[-1]}')")
-            L.append(f"w.bits(_i, {(n - 1).bit_length()})")
         elif rep == "list":
             assert st.item is not None
             L.extend(self._len_check(st, expr, "EncodeError", ""))
             L.append(f"w.uint(len({expr}))")
             L.append(f"for _it in {expr}:")
-            L.extend(self.enc_value(st.item, "_it", "    "))
+            L.extend("    " + x for x in self._render_enc(self.enc_value_ops(st.item, "_it")))
+        else:
+            L.extend(self._render_enc(self.enc_value_ops(st, expr)))
         return [ind + x for x in L]
 
+    @staticmethod
+    def _render_enc(ops: list[tuple]) -> list[str]:
+        """Fuse each run of fix ops into one write. ("pre", lines) run before the write (checks,
+        error context), ("post", lines) after it (marking fields as emitted)."""
+        L: list[str] = []
+        i = 0
+        while i < len(ops):
+            if ops[i][0] == "var":
+                L.extend(ops[i][1])
+                i += 1
+                continue
+            run = []
+            while i < len(ops) and ops[i][0] in ("fix", "pre", "post"):
+                run.append(ops[i])
+                i += 1
+            post: list[str] = []
+            parts = []
+            total = sum(op[1] for op in run if op[0] == "fix")
+            shift = total
+            for op in run:
+                if op[0] == "pre":
+                    L.extend(op[1])
+                elif op[0] == "post":
+                    post.extend(op[1])
+                else:
+                    _, width, pre, expr = op
+                    L.extend(pre)
+                    shift -= width
+                    if width and expr != "0":
+                        parts.append(f"({expr} << {shift})" if shift else expr)
+            if total:
+                L.append(f"bits({' | '.join(parts) if parts else '0'}, {total})")
+            L.extend(post)
+        return L
+
     # ------------------------------------------------------------- elements
-    def dec_element(self, decl: ElementDecl, target: str, ind: str, where: str) -> list[str]:
+    def dec_element_ops(self, decl: ElementDecl, target: str) -> list[tuple]:
         t = decl.type
         if isinstance(t, ComplexType):
             info = self.infos[id(t)]
             args = f"r, {self.qid(decl.qname)}" if info.needs_key else "r"
-            return [f"{ind}{target} = _d_{self.fn[id(t)]}({args})"]
-        L = [f"{ind}if bits(1): raise r.deviation({where!r})"]
-        L.extend(self.dec_value(t, target, str(self.qid(decl.qname)), ind))
-        L.append(f"{ind}if bits(1): raise r.deviation({where!r})")
-        return L
+            return [("var", [f"{target} = _d_{self.fn[id(t)]}({args})"])]
+        # a simple-typed element: CH (1 bit: one production + escape), the value, EE (1 bit)
+        return [("fix", 1, "code"), *self.dec_value_ops(t, target, str(self.qid(decl.qname))), ("fix", 1, "code")]
 
-    def enc_element(self, decl: ElementDecl, expr: str, ind: str) -> list[str]:
+    def enc_element_ops(self, decl: ElementDecl, expr: str) -> list[tuple]:
         t = decl.type
         if isinstance(t, ComplexType):
-            return [f"{ind}_e_{self.fn[id(t)]}(w, {expr})"]
-        L = [f"{ind}w.bits(0, 1)"]
-        L.extend(self.enc_value(t, expr, ind))
-        L.append(f"{ind}w.bits(0, 1)")
-        return L
+            return [("var", [f"_e_{self.fn[id(t)]}(w, {expr})"])]
+        return [("fix", 1, [], "0"), *self.enc_value_ops(t, expr), ("fix", 1, [], "0")]
+
+    def dec_element(self, decl: ElementDecl, target: str, ind: str, where: str) -> list[str]:
+        return [ind + x for x in self._render_dec(self.dec_element_ops(decl, target), where)]
+
+    def enc_element(self, decl: ElementDecl, expr: str, ind: str) -> list[str]:
+        return [ind + x for x in self._render_enc(self.enc_element_ops(decl, expr))]
 
     # ------------------------------------------------------------- chains
     @staticmethod
@@ -495,7 +618,7 @@ class CodecWriter:
         """Collapse counted repetitions: start state index -> (repeating code, count, exit state).
 
         A run of states that differ only in where one SE production leads (to the next state of the
-        run) is what ``maxOccurs`` > 1 unrolls into; it is decoded by one loop with a counter.
+        run) is what ``maxOccurs`` > 1 unrolls into; it is coded as one loop with a counter.
         Count 0 marks a self-loop (unbounded)."""
         indeg: dict[int, int] = {}
         for st in states:
@@ -533,6 +656,30 @@ class CodecWriter:
                     break
         return chains
 
+    def _plan(self, info: TypeInfo) -> tuple[dict, set[int], set[int]]:
+        """Chains, the states folded into a chain, and the states inlined into their predecessor
+        (one production, one way in): their code runs straight on, fused with what precedes."""
+        states = info.grammar
+        chains = self._chains(states)
+        skip: set[int] = set()
+        for start, (code, count, _exit) in chains.items():
+            if count:
+                cur = states[start]
+                for _ in range(count - 1):
+                    cur = cur.prods[code].target
+                    skip.add(cur.index)
+        indeg: dict[int, int] = {}
+        for st in states:
+            if st.index in skip:
+                continue
+            for p in st.prods:
+                if p.target is not None:
+                    indeg[p.target.index] = indeg.get(p.target.index, 0) + 1
+        inline = {st.index for st in states
+                  if st.index != 0 and st.index not in skip and st.index not in chains
+                  and len(st.prods) == 1 and indeg.get(st.index) == 1 and st.prods[0].target is not st}
+        return chains, skip, inline
+
     # ------------------------------------------------------------- type functions
     def type_decoder(self, info: TypeInfo) -> list[str]:
         ct = info.ct
@@ -542,96 +689,96 @@ class CodecWriter:
         for f in info.fields:
             L.append(f"    f_{f.name} = {'[]' if f.many else 'None'}")
         L.append("    try:")
-        L.extend(self._dec_states(info, "        "))
+        chains, skip, inline = self._plan(info)
+        self._inline = inline
+        blocks = [st for st in info.grammar if st.index not in skip and st.index not in inline]
+        if len(blocks) == 1 and 0 not in chains:
+            L.extend("        " + x for x in self._dec_block(info, info.grammar[0], None, terminal=True))
+        else:
+            L.append("        s = 0")
+            L.append("        while s >= 0:")
+            for st in blocks:
+                L.append(f"            if s == {st.index}:")
+                L.extend("                " + x for x in self._dec_block(info, st, chains.get(st.index)))
         L.append("    except Exception as e:")
         L.append("        raise _ctx(e, el, r) from None")
         args = ", ".join(f"f_{f.name}" for f in info.fields)
         L.append(f"    return {self.cls(ct)}({args})")
         return L
 
-    def _dec_states(self, info: TypeInfo, ind: str) -> list[str]:
-        states = info.grammar
-        chains = self._chains(states)
-        skip = set()
-        for start, (code, count, exit_) in chains.items():
-            if count:
-                st = states[start]
-                cur = st
-                for _ in range(count - 1):
-                    cur = cur.prods[code].target
-                    skip.add(cur.index)
-        single_pass = len(states) == 1
-        L = []
-        if single_pass:
-            L.extend(self._dec_state_block(info, states[0], chains.get(0), ind))
-            return L
-        L.append(f"{ind}s = 0")
-        L.append(f"{ind}while s >= 0:")
-        for st in states:
-            if st.index in skip:
-                continue
-            L.append(f"{ind}    if s == {st.index}:")
-            L.extend(self._dec_state_block(info, st, chains.get(st.index), ind + "        "))
-        return L
-
-    def _dec_prod(self, info: TypeInfo, p: Production, ind: str) -> list[str]:
-        where = info.ct.py_name
+    def _dec_prod_ops(self, info: TypeInfo, p: Production) -> list[tuple]:
         ev = p.event
-        L: list[str] = []
         if ev.kind == "AT":
             f = info.by_event[("AT", ev.qname)]
-            L.append(f"{ind}el = '@{ev.qname[1]}'")
-            L.extend(self.dec_value(f.type, f"f_{f.name}", str(self.qid(ev.qname)), ind))
-        elif ev.kind == "SE":
+            return [("nop", [f"el = '@{ev.qname[1]}'"]),
+                    *self.dec_value_ops(f.type, f"f_{f.name}", str(self.qid(ev.qname)))]
+        if ev.kind == "SE":
             f = info.by_event[("SE", ev.qname)]
-            L.append(f"{ind}el = {ev.qname[1]!r}")
+            ops: list[tuple] = [("nop", [f"el = {ev.qname[1]!r}"])]
             if f.many:
-                L.extend(self.dec_element(p.payload, "_v", ind, where))
-                L.append(f"{ind}f_{f.name}.append(_v)")
+                ops.extend(self.dec_element_ops(p.payload, "_v"))
+                ops.append(("var", [f"f_{f.name}.append(_v)"]))
             else:
-                L.extend(self.dec_element(p.payload, f"f_{f.name}", ind, where))
-        elif ev.kind == "CH":
-            f = info.by_event[("CH",)]
-            L.extend(self.dec_value(f.type, "f_value", "key", ind))
-        elif ev.kind == "CHM":
-            L.append(f"{ind}r.string(key)  # mixed-content text is not kept in the model")
-        elif ev.kind in ("SEW", "ATW"):
-            L.append(f"{ind}raise DecodeError('wildcard content ({ev.kind}) is not supported', r.pos)")
-        return L
+                ops.extend(self.dec_element_ops(p.payload, f"f_{f.name}"))
+            return ops
+        if ev.kind == "CH":
+            return self.dec_value_ops(info.by_event[("CH",)].type, "f_value", "key")
+        if ev.kind == "CHM":
+            return [("var", ["r.string(key)  # mixed-content text is not kept in the model"])]
+        if ev.kind == "EE":
+            return []
+        return [("var", [f"raise DecodeError('wildcard content ({ev.kind}) is not supported', r.pos)"])]
 
-    def _dec_state_block(self, info: TypeInfo, st: State, chain, ind: str) -> list[str]:
-        L: list[str] = []
-        w = st.width
+    def _follow_dec(self, info: TypeInfo, p: Production) -> tuple[list[tuple], int]:
+        """Ops for production p and the inlined states after it; returns (ops, next state index)."""
+        ops = self._dec_prod_ops(info, p)
+        tgt = p.target
+        while tgt is not None and tgt.index in self._inline:
+            q = tgt.prods[0]
+            if tgt.width:
+                ops.append(("fix", tgt.width, "code"))
+            ops.extend(self._dec_prod_ops(info, q))
+            tgt = q.target
+        return ops, (-1 if tgt is None else tgt.index)
+
+    def _dec_block(self, info: TypeInfo, st: State, chain, terminal: bool = False) -> list[str]:
         where = info.ct.py_name
+        L: list[str] = []
+        if chain is None and len(st.prods) == 1:
+            ops, nxt = self._follow_dec(info, st.prods[0])
+            ops = [("fix", st.width, "code"), *ops]
+            L.extend(self._render_dec(ops, where))
+            if not terminal:
+                L.append(f"s = {nxt}")
+            return L
         loop = chain is not None
+        ind = ""
         if loop:
             code, count, exit_ = chain
             if count:
-                L.append(f"{ind}n = 0")
-            L.append(f"{ind}while True:")
-            ind2 = ind + "    "
-        else:
-            ind2 = ind
-        L.append(f"{ind2}ec = bits({w})" if w else f"{ind2}ec = 0")
-        first = True
-        for p in st.prods:
-            kw = "if" if first else "elif"
-            first = False
-            L.append(f"{ind2}{kw} ec == {p.code}:")
-            L.extend(self._dec_prod(info, p, ind2 + "    "))
+                L.append("n = 0")
+            L.append("while True:")
+            ind = "    "
+        L.append(f"{ind}ec = bits({st.width})")
+        for i, p in enumerate(st.prods):
+            L.append(f"{ind}{'if' if i == 0 else 'elif'} ec == {p.code}:")
             if loop and p.code == code:
+                L.extend(f"{ind}    " + x for x in self._render_dec(self._dec_prod_ops(info, p), where))
                 if count:
-                    L.append(f"{ind2}    n += 1")
-                    L.append(f"{ind2}    if n == {count}:")
-                    L.append(f"{ind2}        s = {exit_}")
-                    L.append(f"{ind2}        break")
+                    L.append(f"{ind}    n += 1")
+                    L.append(f"{ind}    if n == {count}:")
+                    L.append(f"{ind}        s = {exit_}")
+                    L.append(f"{ind}        break")
                 continue
-            tgt = -1 if p.target is None else p.target.index
-            L.append(f"{ind2}    s = {tgt}")
+            ops, nxt = self._follow_dec(info, p)
+            body = self._render_dec(ops, where)
+            L.extend(f"{ind}    " + x for x in body or ["pass"])
+            if not terminal:
+                L.append(f"{ind}    s = {nxt}")
             if loop:
-                L.append(f"{ind2}    break")
-        L.append(f"{ind2}else:")
-        L.append(f"{ind2}    raise r.deviation({where!r})")
+                L.append(f"{ind}    break")
+        L.append(f"{ind}else:")
+        L.append(f"{ind}    raise r.deviation({where!r})")
         return L
 
     def type_encoder(self, info: TypeInfo) -> list[str]:
@@ -644,31 +791,25 @@ class CodecWriter:
             if f.many:
                 L.append(f"        n_{f.name} = len(v_{f.name})")
                 L.append(f"        i_{f.name} = 0")
-        L.extend(self._enc_states(info, "        "))
+        chains, skip, inline = self._plan(info)
+        self._inline = inline
+        blocks = [st for st in info.grammar if st.index not in skip and st.index not in inline]
+        if len(blocks) == 1 and 0 not in chains:
+            L.extend("        " + x for x in self._enc_block(info, info.grammar[0], None, terminal=True))
+        else:
+            L.append("        s = 0")
+            L.append("        while s >= 0:")
+            for st in blocks:
+                L.append(f"            if s == {st.index}:")
+                L.extend("                " + x for x in self._enc_block(info, st, chains.get(st.index)))
         L.append("    except Exception as e:")
         L.append("        raise _ctx(e, el, None) from None")
         return L
 
-    def _enc_states(self, info: TypeInfo, ind: str) -> list[str]:
-        states = info.grammar
-        chains = self._chains(states)
-        skip = set()
-        for start, (code, count, _exit) in chains.items():
-            if count:
-                cur = states[start]
-                for _ in range(count - 1):
-                    cur = cur.prods[code].target
-                    skip.add(cur.index)
-        L = [f"{ind}s = 0", f"{ind}while s >= 0:"]
-        for st in states:
-            if st.index in skip:
-                continue
-            L.append(f"{ind}    if s == {st.index}:")
-            L.extend(self._enc_state_block(info, st, chains.get(st.index), ind + "        "))
-        return L
-
     def _pending(self, info: TypeInfo, p: Production) -> str | None:
         ev = p.event
+        if ev.kind == "EE":
+            return "True"
         if ev.kind == "AT":
             f = info.by_event[("AT", ev.qname)]
         elif ev.kind == "SE":
@@ -679,74 +820,91 @@ class CodecWriter:
             return None
         return f"i_{f.name} < n_{f.name}" if f.many else f"v_{f.name} is not None"
 
-    def _enc_prod(self, info: TypeInfo, p: Production, w: int, ind: str) -> list[str]:
+    def _enc_prod_ops(self, info: TypeInfo, p: Production) -> list[tuple]:
         ev = p.event
-        L = [f"{ind}bits({p.code}, {w})"] if w else []
         if ev.kind == "AT":
             f = info.by_event[("AT", ev.qname)]
-            L.append(f"{ind}el = '@{ev.qname[1]}'")
-            L.extend(self.enc_value(f.type, f"v_{f.name}", ind))
-            L.append(f"{ind}v_{f.name} = None")
-        elif ev.kind == "SE":
+            return [("pre", [f"el = '@{ev.qname[1]}'"]), *self.enc_value_ops(f.type, f"v_{f.name}"),
+                    ("post", [f"v_{f.name} = None"])]
+        if ev.kind == "SE":
             f = info.by_event[("SE", ev.qname)]
-            L.append(f"{ind}el = {ev.qname[1]!r}")
+            ops: list[tuple] = [("pre", [f"el = {ev.qname[1]!r}"])]
             if f.many:
-                L.extend(self.enc_element(p.payload, f"v_{f.name}[i_{f.name}]", ind))
-                L.append(f"{ind}i_{f.name} += 1")
+                # a barrier: the item index must move before the next item is written
+                ops.extend(self.enc_element_ops(p.payload, f"v_{f.name}[i_{f.name}]"))
+                ops.append(("var", [f"i_{f.name} += 1"]))
             else:
-                L.extend(self.enc_element(p.payload, f"v_{f.name}", ind))
-                L.append(f"{ind}v_{f.name} = None")
-        elif ev.kind == "CH":
-            L.extend(self.enc_value(info.by_event[("CH",)].type, "v_value", ind))
-            L.append(f"{ind}v_value = None")
-        elif ev.kind == "EE":
+                ops.extend(self.enc_element_ops(p.payload, f"v_{f.name}"))
+                ops.append(("post", [f"v_{f.name} = None"]))
+            return ops
+        if ev.kind == "CH":
+            return [*self.enc_value_ops(info.by_event[("CH",)].type, "v_value"), ("post", ["v_value = None"])]
+        if ev.kind == "EE":
             leftovers = [f"i_{f.name} < n_{f.name}" if f.many else f"v_{f.name} is not None"
                          for f in info.fields]
             if leftovers:
-                L.append(f"{ind}if {' or '.join(leftovers)}: raise _leftover(o)")
-        return L
+                return [("post", [f"if {' or '.join(leftovers)}: raise _leftover(o)"])]
+        return []
 
-    def _enc_state_block(self, info: TypeInfo, st: State, chain, ind: str) -> list[str]:
+    def _follow_enc(self, info: TypeInfo, p: Production, width: int) -> tuple[list[tuple], int, list[str]]:
+        """Ops (event code included) for production p and inlined successors; also the conditions
+        that must hold for the inlined required productions (else: missing content)."""
+        ops: list[tuple] = [("fix", width, [], str(p.code))]
+        ops.extend(self._enc_prod_ops(info, p))
+        tgt = p.target
+        while tgt is not None and tgt.index in self._inline:
+            q = tgt.prods[0]
+            cond = self._pending(info, q)
+            if cond is None:
+                break
+            if cond != "True":
+                name = q.event.qname[1] if q.event.qname else "text"
+                ops.append(("pre", [f"if not ({cond}): raise EncodeError('missing content: {name}')"]))
+            ops.append(("fix", tgt.width, [], "0"))
+            ops.extend(self._enc_prod_ops(info, q))
+            tgt = q.target
+        return ops, (-1 if tgt is None else tgt.index), []
+
+    def _enc_block(self, info: TypeInfo, st: State, chain, terminal: bool = False) -> list[str]:
         L: list[str] = []
-        w = st.width
         loop = chain is not None
+        ind = ""
         if loop:
             code, count, exit_ = chain
             if count:
-                L.append(f"{ind}n = 0")
-            L.append(f"{ind}while True:")
-            ind2 = ind + "    "
-        else:
-            ind2 = ind
+                L.append("n = 0")
+            L.append("while True:")
+            ind = "    "
         first = True
         expected = []
         for p in st.prods:
-            cond = "True" if p.event.kind == "EE" else self._pending(info, p)
+            cond = self._pending(info, p)
             if cond is None:
                 continue  # wildcards and mixed text: never emitted by this encoder
             if p.event.kind != "EE":
                 expected.append(p.event.qname[1] if p.event.qname else "text")
-            kw = "if" if first else "elif"
+            L.append(f"{ind}{'if' if first else 'elif'} {cond}:")
             first = False
-            L.append(f"{ind2}{kw} {cond}:")
-            L.extend(self._enc_prod(info, p, w, ind2 + "    "))
             if loop and p.code == code:
+                ops = [("fix", st.width, [], str(p.code)), *self._enc_prod_ops(info, p)]
+                L.extend(f"{ind}    " + x for x in self._render_enc(ops))
                 if count:
-                    L.append(f"{ind2}    n += 1")
-                    L.append(f"{ind2}    if n == {count}:")
-                    L.append(f"{ind2}        s = {exit_}")
-                    L.append(f"{ind2}        break")
+                    L.append(f"{ind}    n += 1")
+                    L.append(f"{ind}    if n == {count}:")
+                    L.append(f"{ind}        s = {exit_}")
+                    L.append(f"{ind}        break")
                 continue
-            tgt = -1 if p.target is None else p.target.index
-            L.append(f"{ind2}    s = {tgt}")
+            ops, nxt, _ = self._follow_enc(info, p, st.width)
+            L.extend(f"{ind}    " + x for x in self._render_enc(ops))
+            if not terminal:
+                L.append(f"{ind}    s = {nxt}")
             if loop:
-                L.append(f"{ind2}    break")
+                L.append(f"{ind}    break")
             if p.event.kind == "EE":
                 break
         else:
-            L.append(f"{ind2}{'if True' if first else 'else'}:")
-            L.append(f"{ind2}    raise EncodeError('missing content: expected one of "
-                     f"{', '.join(expected) or 'nothing'}')")
+            L.append(f"{ind}{'if True' if first else 'else'}:")
+            L.append(f"{ind}    raise EncodeError('missing content: expected one of {', '.join(expected) or 'nothing'}')")
         return L
 
     @staticmethod
