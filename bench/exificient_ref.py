@@ -56,19 +56,17 @@ def bench_exificient(
     try:
         out = []
         xmls = [peer.decode(proto, bytes.fromhex(hx), mode=mode) for proto, hx in cases]
-        kinds = (("decode", "decode_us", 0), ("decode-sax", "decode_sax_us", 0),
-                 ("encode", "encode_us", 1))
+        kinds = (("decode", "decode_us", 0), ("decode-sax", "decode_sax_us", 0), ("encode", "encode_us", 1))
         # JIT warm-up over every case and kind first: HotSpot keeps recompiling for
         # tens of thousands of calls, and a per-case warm-up favours later cases.
-        for (proto, hx), xml in zip(cases, xmls):
+        for (proto, hx), xml in zip(cases, xmls, strict=True):
             for kind, _, which in kinds:
                 peer.bench(kind, proto, (hx, xml)[which], warmup=0, iterations=warmup, mode=mode)
-        for (proto, hx), xml in zip(cases, xmls):
+        for (proto, hx), xml in zip(cases, xmls, strict=True):
             data = bytes.fromhex(hx)
             row = {"proto": proto, "bytes": len(data)}
             for kind, key, which in kinds:
-                r = peer.bench(kind, proto, (hx, xml)[which], warmup=min(warmup, 500),
-                               iterations=iterations, mode=mode)
+                r = peer.bench(kind, proto, (hx, xml)[which], warmup=min(warmup, 500), iterations=iterations, mode=mode)
                 row[key] = r["median_ns"] / 1000.0
             if rt_iterations:
                 dec, enc = [], []
@@ -83,8 +81,11 @@ def bench_exificient(
                 row["rt_decode_us"] = statistics.median(dec) / 1000.0
                 row["rt_encode_us"] = statistics.median(enc) / 1000.0
             out.append(row)
-        keys = [k for k in ("decode_us", "decode_sax_us", "encode_us", "rt_decode_us",
-                            "rt_encode_us") if out and k in out[0]]
+        keys = [
+            k
+            for k in ("decode_us", "decode_sax_us", "encode_us", "rt_decode_us", "rt_encode_us")
+            if out and k in out[0]
+        ]
         med = {k: statistics.median(r[k] for r in out) for k in keys} if out else {}
         return {"cases": out, "median": med, "jvm_start_s": peer.jvm_start_s, "mode": mode}
     finally:
@@ -93,8 +94,10 @@ def bench_exificient(
 
 
 def _default_vectors() -> Path:
-    for cand in (REPO_ROOT.parent / "shared" / "vectors" / "exi_vectors.jsonl",
-                 Path("/work/shared/vectors/exi_vectors.jsonl")):
+    for cand in (
+        REPO_ROOT.parent / "shared" / "vectors" / "exi_vectors.jsonl",
+        Path("/work/shared/vectors/exi_vectors.jsonl"),
+    ):
         if cand.exists():
             return cand
     raise SystemExit("exi_vectors.jsonl not found; pass --vectors")
@@ -108,8 +111,7 @@ def main(argv=None) -> int:
     ap.add_argument("--mode", default="default", choices=("default", "josev"))
     ap.add_argument("--iterations", type=int, default=2000)
     args = ap.parse_args(argv)
-    vecs = [json.loads(l) for l in (args.vectors or _default_vectors()).read_text().splitlines()
-            if l.strip()]
+    vecs = [json.loads(l) for l in (args.vectors or _default_vectors()).read_text().splitlines() if l.strip()]
     cases, count = [], {}
     for v in vecs:
         if args.message and v["message"] != args.message:
@@ -119,7 +121,7 @@ def main(argv=None) -> int:
             cases.append((v["protocol"], v["hex"]))
     t0 = time.perf_counter()
     res = bench_exificient(cases, iterations=args.iterations, mode=args.mode)
-    print(f"mode={res['mode']} jvm_start={res['jvm_start_s']}s  total {time.perf_counter()-t0:.1f}s")
+    print(f"mode={res['mode']} jvm_start={res['jvm_start_s']}s  total {time.perf_counter() - t0:.1f}s")
     hdr = ("decode_us", "decode_sax_us", "encode_us", "rt_decode_us", "rt_encode_us")
     print(f"{'proto':16}{'bytes':>7}" + "".join(f"{h:>15}" for h in hdr))
     for r in res["cases"]:

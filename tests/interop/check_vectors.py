@@ -66,8 +66,7 @@ def run(peer: ExificientPeer, vectors: list[dict], mode: str, verbose: bool = Fa
             same = False
         st["same_content" if same else "different"] += 1
         failures.append(
-            (v["id"], "differs" if not same else "re-encoded differently",
-             f"{len(data)}B orig vs {len(again)}B")
+            (v["id"], "differs" if not same else "re-encoded differently", f"{len(data)}B orig vs {len(again)}B")
         )
     if verbose:
         for f in failures:
@@ -86,8 +85,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     with ExificientPeer(mode=args.mode) as peer:
         res = run(peer, vectors, args.mode, args.verbose)
-    cols = ("total", "decoded", "decode_error", "identical", "same_content", "different",
-            "encode_error")
+    cols = ("total", "decoded", "decode_error", "identical", "same_content", "different", "encode_error")
     print(f"mode={args.mode}  vectors={path}  ({time.perf_counter() - t0:.1f}s)")
     print(f"{'protocol':16}" + "".join(f"{c:>14}" for c in cols))
     tot = collections.Counter()

@@ -85,7 +85,7 @@ class ExificientPeer:
         self._lock = threading.Lock()
 
     # ---- life cycle ----------------------------------------------------
-    def __enter__(self) -> "ExificientPeer":
+    def __enter__(self) -> ExificientPeer:
         self.start()
         return self
 
@@ -102,9 +102,10 @@ class ExificientPeer:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
-    def start(self) -> "ExificientPeer":
+    def start(self) -> ExificientPeer:
         if self.running:
             return self
+        self.close()  # reap a server that died on its own
         t0 = time.perf_counter()
         if self.setup:
             venv = ensure_venv(self.cache_dir)
@@ -186,7 +187,7 @@ class ExificientPeer:
         except TimeoutError:
             tail = self._stderr_tail()
             self.close()
-            raise ExificientError(f"EXIficient {what}: no answer within {timeout:g}s\n{tail}")
+            raise ExificientError(f"EXIficient {what}: no answer within {timeout:g}s\n{tail}") from None
         if line is None:
             tail = self._stderr_tail()
             self.close()
@@ -195,7 +196,7 @@ class ExificientPeer:
             return json.loads(line)
         except ValueError:
             self.close()
-            raise ExificientError(f"EXIficient server sent garbage during {what}: {line[:300]!r}")
+            raise ExificientError(f"EXIficient server sent garbage during {what}: {line[:300]!r}") from None
 
     def request(self, req: dict, timeout: float | None = None) -> dict:
         """Send one raw request (see exificient_server.py); return the answer or raise."""
@@ -211,7 +212,7 @@ class ExificientPeer:
             except (OSError, ValueError):
                 tail = self._stderr_tail()
                 self.close()
-                raise ExificientError(f"EXIficient server is gone\n{tail}")
+                raise ExificientError(f"EXIficient server is gone\n{tail}") from None
             resp = self._read(self.timeout if timeout is None else timeout, what)
             if resp.get("id") != rid:
                 self.close()
@@ -226,16 +227,12 @@ class ExificientPeer:
 
         ``check`` first encodes with the strict grammars, so XML that is not
         schema-valid raises instead of being encoded through non-strict deviations."""
-        resp = self.request(
-            {"op": "encode", "proto": proto, "xml": xml, "mode": mode or self.mode, "check": check}
-        )
+        resp = self.request({"op": "encode", "proto": proto, "xml": xml, "mode": mode or self.mode, "check": check})
         return bytes.fromhex(resp["hex"])
 
     def decode(self, proto: str, data: bytes, *, mode: str | None = None) -> str:
         """EXI bytes -> XML text (namespace prefixes are generated: ns3, ns4, ...)."""
-        resp = self.request(
-            {"op": "decode", "proto": proto, "hex": bytes(data).hex(), "mode": mode or self.mode}
-        )
+        resp = self.request({"op": "decode", "proto": proto, "hex": bytes(data).hex(), "mode": mode or self.mode})
         return resp["xml"]
 
     def bench(
@@ -254,8 +251,13 @@ class ExificientPeer:
             payload = bytes(payload).hex()
         return self.request(
             {
-                "op": "bench", "kind": kind, "proto": proto, "payload": payload,
-                "warmup": warmup, "iterations": iterations, "mode": mode or self.mode,
+                "op": "bench",
+                "kind": kind,
+                "proto": proto,
+                "payload": payload,
+                "warmup": warmup,
+                "iterations": iterations,
+                "mode": mode or self.mode,
             },
             timeout=max(self.timeout, 300.0),
         )
@@ -263,17 +265,12 @@ class ExificientPeer:
     def encode_josev_json(self, namespace: str, json_text: str) -> bytes:
         """Josev's own API: its JSON message format -> EXI (namespace selects the grammar,
         e.g. "urn:iso:15118:2:2013:MsgDef")."""
-        return bytes.fromhex(
-            self.request({"op": "encode_json", "namespace": namespace, "json": json_text})["hex"]
-        )
+        return bytes.fromhex(self.request({"op": "encode_json", "namespace": namespace, "json": json_text})["hex"])
 
     def decode_josev_json(self, namespace: str, data: bytes) -> str:
         """Josev's own API: EXI -> its JSON message format."""
-        return self.request(
-            {"op": "decode_json", "namespace": namespace, "hex": bytes(data).hex()}
-        )["json"]
+        return self.request({"op": "decode_json", "namespace": namespace, "hex": bytes(data).hex()})["json"]
 
     def server_info(self) -> dict:
         self.info = self.request({"op": "info"})
         return self.info
-

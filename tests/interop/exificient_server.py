@@ -53,13 +53,14 @@ def default_jar() -> Path:
     spec = importlib.util.find_spec("iso15118")  # locates without importing Josev
     if spec is None or not spec.submodule_search_locations:
         raise SystemExit("iso15118 (Josev) is not installed in this interpreter")
-    return Path(list(spec.submodule_search_locations)[0]) / "shared" / "EXICodec.jar"
+    return Path(next(iter(spec.submodule_search_locations))) / "shared" / "EXICodec.jar"
 
 
 class Server:
     def __init__(self, jar: Path, classes: Path):
-        from py4j.java_gateway import GatewayParameters, JavaGateway, launch_gateway
         import logging
+
+        from py4j.java_gateway import GatewayParameters, JavaGateway, launch_gateway
 
         logging.getLogger("py4j").setLevel(logging.CRITICAL)
         self.jar = jar
@@ -134,9 +135,7 @@ class Server:
             "jvm_start_s": round(self.t_jvm, 3),
             "java_version": str(self.jvm.System.getProperty("java.version")),
             "max_heap_bytes": int(self.jvm.Runtime.getRuntime().maxMemory()),
-            "factory": {
-                m: str(self.bridge.factoryInfo("iso2", m)) for m in ("default", "josev")
-            },
+            "factory": {m: str(self.bridge.factoryInfo("iso2", m)) for m in ("default", "josev")},
         }
 
     def op_encode(self, req):
@@ -157,10 +156,7 @@ class Server:
         payload = self._str(req, "payload")
         warmup = int(req.get("warmup", 200))
         iterations = int(req.get("iterations", 1000))
-        med, mn, mean = (
-            int(x)
-            for x in str(self.bridge.bench(kind, proto, payload, mode, warmup, iterations)).split()
-        )
+        med, mn, mean = (int(x) for x in str(self.bridge.bench(kind, proto, payload, mode, warmup, iterations)).split())
         return {"median_ns": med, "min_ns": mn, "mean_ns": mean, "iterations": iterations}
 
     def op_encode_json(self, req):
@@ -188,7 +184,7 @@ class Server:
             if fn is None:
                 raise ValueError(f"unknown op {req.get('op')!r}")
             resp = fn(req)
-        except Exception as exc:  # noqa: BLE001 - one bad request must not kill the server
+        except Exception as exc:  # one bad request must not kill the server
             from py4j.protocol import Py4JNetworkError
 
             if isinstance(exc, Py4JNetworkError):

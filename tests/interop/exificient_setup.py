@@ -91,13 +91,9 @@ def _pip_key() -> dict:
 def _run(cmd: list[str], what: str, log=None, **kw) -> subprocess.CompletedProcess:
     if log:
         log(f"[exificient-setup] {what}: {' '.join(map(str, cmd))}")
-    proc = subprocess.run(
-        [str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw
-    )
+    proc = subprocess.run([str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
     if proc.returncode != 0:
-        raise ExificientSetupError(
-            f"{what} failed (exit {proc.returncode}):\n{proc.stdout[-4000:]}"
-        )
+        raise ExificientSetupError(f"{what} failed (exit {proc.returncode}):\n{proc.stdout[-4000:]}")
     return proc
 
 
@@ -178,17 +174,14 @@ def ensure_venv(cache_dir: Path, *, force: bool = False, log=None) -> Path:
                 log(f"[exificient-setup] creating venv {vp} with {sys.executable}")
             venv.EnvBuilder(with_pip=True, clear=True).create(vp)
             _run(
-                [py, "-m", "pip", "install", "--disable-pip-version-check", "--no-input",
-                 "-q", *PIP_REQUIREMENTS],
+                [py, "-m", "pip", "install", "--disable-pip-version-check", "--no-input", "-q", *PIP_REQUIREMENTS],
                 "pip install",
                 log,
             )
             marker = {"pip": _pip_key()}
             _write_marker(vp, marker)
         jar = find_jar(vp)
-        if marker.get("java_sha256") != _java_digest() or not (
-            classes_dir(vp) / "EdgeExiBridge.class"
-        ).exists():
+        if marker.get("java_sha256") != _java_digest() or not (classes_dir(vp) / "EdgeExiBridge.class").exists():
             out = classes_dir(vp)
             if out.exists():
                 shutil.rmtree(out)
@@ -210,8 +203,12 @@ def ensure_venv(cache_dir: Path, *, force: bool = False, log=None) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR,
-                    help=f"parent of {VENV_NAME}/ (default: {DEFAULT_CACHE_DIR})")
+    ap.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=DEFAULT_CACHE_DIR,
+        help=f"parent of {VENV_NAME}/ (default: {DEFAULT_CACHE_DIR})",
+    )
     ap.add_argument("--force", action="store_true", help="rebuild from scratch")
     args = ap.parse_args(argv)
     t0 = time.monotonic()

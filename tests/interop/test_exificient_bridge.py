@@ -14,8 +14,14 @@ from .exificient_setup import is_ready
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 VECTORS = next(
-    (p for p in (REPO_ROOT.parent / "shared" / "vectors" / "exi_vectors.jsonl",
-                 REPO_ROOT / "shared" / "vectors" / "exi_vectors.jsonl") if p.exists()),
+    (
+        p
+        for p in (
+            REPO_ROOT.parent / "shared" / "vectors" / "exi_vectors.jsonl",
+            REPO_ROOT / "shared" / "vectors" / "exi_vectors.jsonl",
+        )
+        if p.exists()
+    ),
     None,
 )
 
@@ -46,8 +52,7 @@ APPHAND_XML = (
     "<SchemaID>1</SchemaID><Priority>1</Priority></AppProtocol></supportedAppProtocolReq>"
 )
 CT20 = "urn:iso:std:iso:15118:-20:CommonTypes"
-HEADER20 = (f'<Header xmlns="{CT20}"><SessionID>0102030405060708</SessionID>'
-            "<TimeStamp>1700000000</TimeStamp></Header>")
+HEADER20 = f'<Header xmlns="{CT20}"><SessionID>0102030405060708</SessionID><TimeStamp>1700000000</TimeStamp></Header>'
 ACDP_XML = (
     '<ACDP_VehiclePositioningReq xmlns="urn:iso:std:iso:15118:-20:ACDP">'
     f"{HEADER20}<EVMobilityStatus>true</EVMobilityStatus>"
@@ -77,8 +82,9 @@ def test_setup_is_idempotent(exificient):
 
 def test_info_reports_both_option_sets(exificient):
     info = exificient.server_info()
-    assert {"apphand", "din", "iso2", "iso20-common", "iso20-ac", "iso20-dc",
-            "iso20-acdp", "iso20-wpt"} <= set(info["protocols"])
+    assert {"apphand", "din", "iso2", "iso20-common", "iso20-ac", "iso20-dc", "iso20-acdp", "iso20-wpt"} <= set(
+        info["protocols"]
+    )
     assert "valueMaxLength=-1" in info["factory"]["default"]
     assert "valueMaxLength=0" in info["factory"]["josev"]
     assert "BIT_PACKED" in info["factory"]["default"]
@@ -133,8 +139,15 @@ def test_all_vectors_decode_and_reencode_to_same_content(exificient):
         (lambda p: p.decode("iso2", b"\x80\x98"), "EOF"),
         (lambda p: p.encode("iso2", "<V2G_Message"), "malformed XML"),
         (lambda p: p.encode("iso2", CDR_XML.replace("NO_ERROR", "NO_ERR")), "not schema-valid"),
-        (lambda p: p.encode("iso2", CDR_XML.replace("<t:Unit>A", "<Unit>A").replace(
-            "</t:Unit></EVTargetCurrent>", "</Unit></EVTargetCurrent>", 1)), "not schema-valid"),
+        (
+            lambda p: p.encode(
+                "iso2",
+                CDR_XML.replace("<t:Unit>A", "<Unit>A").replace(
+                    "</t:Unit></EVTargetCurrent>", "</Unit></EVTargetCurrent>", 1
+                ),
+            ),
+            "not schema-valid",
+        ),
         (lambda p: p.encode("apphand", APPHAND_XML.replace(' xmlns=""', "")), "not schema-valid"),
         (lambda p: p.encode("iso2", CDR_XML, mode="bogus"), "mode"),
     ],
@@ -156,8 +169,7 @@ def test_unchecked_encode_accepts_deviations(exificient):
 
 
 def test_josev_mode_cannot_decode_string_table_hits(exificient):
-    vec = next((v for v in _vectors() if v["protocol"] == "iso20-common"
-                and v["message"] == "ServiceDetailRes"), None)
+    vec = next((v for v in _vectors() if v["protocol"] == "iso20-common" and v["message"] == "ServiceDetailRes"), None)
     if vec is None:
         pytest.skip("no ServiceDetailRes vector")
     xml = exificient.decode("iso20-common", bytes.fromhex(vec["hex"]))
@@ -182,3 +194,12 @@ def test_restart_after_server_death(exificient):
         peer._proc.kill()
         peer._proc.wait()
         assert peer.encode("iso2", CDR_XML).hex() == CDR_HEX  # restarted transparently
+
+
+def test_timeout_kills_and_next_call_restarts(exificient):
+    with ExificientPeer(cache_dir=exificient.cache_dir, timeout=0.0005) as peer:
+        with pytest.raises(ExificientError, match="no answer within"):
+            peer.decode("iso2", bytes.fromhex(CDR_HEX))
+        assert not peer.running
+        peer.timeout = 30.0
+        assert peer.encode("iso2", CDR_XML).hex() == CDR_HEX
