@@ -173,8 +173,12 @@ class Reader:
                 local.append(s)
         return s
 
-    def deviation(self, where: str) -> DecodeError:
-        return DecodeError(f"schema deviation (second-level event) not supported in {where}", self.pos)
+    def deviation(self, where: str, pos: int | None = None) -> DecodeError:
+        return DecodeError(f"schema deviation (second-level event) not supported in {where}",
+                           self.pos if pos is None else pos)
+
+    def truncated(self, pos: int) -> DecodeError:
+        return DecodeError(f"truncated: the input ends {pos - self.end} bits short", self.end)
 
     def finish(self) -> None:
         """After the last event: the padding to the byte boundary (whatever its bits: some -20 encoders

@@ -11,28 +11,38 @@ _I1 = {v: i for i, v in enumerate(apphand.responseCodeType)}
 
 def _d_supportedAppProtocolReq(r):
     # anonymous type of supportedAppProtocolReq
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_AppProtocol = []
     try:
         s = 0
         while s >= 0:
             if s == 0:
-                if bits(1): raise r.deviation('supportedAppProtocolReq')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('supportedAppProtocolReq', p)
                 el = 'AppProtocol'
+                r.pos = p
                 _v = _d_AppProtocolType(r)
+                p = r.pos
                 f_AppProtocol.append(_v)
                 s = 1
             if s == 1:
-                n = 0
+                _k = 0
                 while True:
-                    ec = bits(2)
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'AppProtocol'
+                        r.pos = p
                         _v = _d_AppProtocolType(r)
+                        p = r.pos
                         f_AppProtocol.append(_v)
-                        n += 1
-                        if n == 19:
+                        _k += 1
+                        if _k == 19:
                             s = 20
                             break
                     elif ec == 1:
@@ -40,17 +50,21 @@ def _d_supportedAppProtocolReq(r):
                         s = -1
                         break
                     else:
-                        raise r.deviation('supportedAppProtocolReq')
+                        raise r.deviation('supportedAppProtocolReq', p)
             if s == 20:
-                if bits(1): raise r.deviation('supportedAppProtocolReq')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('supportedAppProtocolReq', p)
                 s = -1
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return apphand.supportedAppProtocolReq(f_AppProtocol)
 
 def _e_supportedAppProtocolReq(w, o):
     # anonymous type of supportedAppProtocolReq
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_AppProtocol = o.AppProtocol
@@ -61,40 +75,51 @@ def _e_supportedAppProtocolReq(w, o):
             if s == 0:
                 if i_AppProtocol < n_AppProtocol:
                     el = 'AppProtocol'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
+                    w.v = v; w.n = n
                     _e_AppProtocolType(w, v_AppProtocol[i_AppProtocol])
+                    v = w.v; n = w.n
                     i_AppProtocol += 1
                     s = 1
                 else:
                     raise EncodeError('missing content: expected one of AppProtocol')
             if s == 1:
-                n = 0
+                _k = 0
                 while True:
                     if i_AppProtocol < n_AppProtocol:
                         el = 'AppProtocol'
-                        bits(0, 2)
+                        v <<= 2
+                        n += 2
+                        w.v = v; w.n = n
                         _e_AppProtocolType(w, v_AppProtocol[i_AppProtocol])
+                        v = w.v; n = w.n
                         i_AppProtocol += 1
-                        n += 1
-                        if n == 19:
+                        _k += 1
+                        if _k == 19:
                             s = 20
                             break
                     elif True:
-                        bits(1, 2)
+                        v = (v << 2) | 1
+                        n += 2
                         if i_AppProtocol < n_AppProtocol: raise _leftover(o)
                         s = -1
                         break
             if s == 20:
                 if True:
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
                     if i_AppProtocol < n_AppProtocol: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_AppProtocolType(r):
     # {urn:iso:15118:2:2010:AppProtocol}AppProtocolType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_ProtocolNamespace = None
     f_VersionNumberMajor = None
@@ -102,35 +127,55 @@ def _d_AppProtocolType(r):
     f_SchemaID = None
     f_Priority = None
     try:
-        x = bits(2)
-        if x & 3: raise r.deviation('AppProtocolType')
+        p += 2
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 3
+        if x & 3: raise r.deviation('AppProtocolType', p)
         el = 'ProtocolNamespace'
+        r.pos = p
         f_ProtocolNamespace = r.string(0)
         if len(f_ProtocolNamespace) > 100: raise DecodeError(f'length {len(f_ProtocolNamespace)} outside [0, 100]', r.pos)
-        x = bits(3)
-        if x & 7: raise r.deviation('AppProtocolType')
+        p = r.pos
+        p += 3
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 7
+        if x & 7: raise r.deviation('AppProtocolType', p)
         el = 'VersionNumberMajor'
-        f_VersionNumberMajor = r.uint()
-        if f_VersionNumberMajor > 4294967295: raise DecodeError(f'value {f_VersionNumberMajor} outside [0, 4294967295]', r.pos)
-        x = bits(3)
-        if x & 7: raise r.deviation('AppProtocolType')
+        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            p += 8
+            f_VersionNumberMajor = (V >> (E - p)) & 127
+        else:
+            r.pos = p; f_VersionNumberMajor = r.uint(); p = r.pos
+        p += 3
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 7
+        if x & 7: raise r.deviation('AppProtocolType', p)
+        if f_VersionNumberMajor > 4294967295: raise DecodeError(f'value {f_VersionNumberMajor} outside [0, 4294967295]', p)
         el = 'VersionNumberMinor'
-        f_VersionNumberMinor = r.uint()
-        if f_VersionNumberMinor > 4294967295: raise DecodeError(f'value {f_VersionNumberMinor} outside [0, 4294967295]', r.pos)
-        x = bits(21)
-        if x & 1835907: raise r.deviation('AppProtocolType')
+        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            p += 8
+            f_VersionNumberMinor = (V >> (E - p)) & 127
+        else:
+            r.pos = p; f_VersionNumberMinor = r.uint(); p = r.pos
+        p += 21
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 2097151
+        if x & 1835907: raise r.deviation('AppProtocolType', p)
+        if f_VersionNumberMinor > 4294967295: raise DecodeError(f'value {f_VersionNumberMinor} outside [0, 4294967295]', p)
         el = 'SchemaID'
         f_SchemaID = ((x >> 10) & 255)
         el = 'Priority'
         f_Priority = ((x >> 2) & 31) + 1
-        if f_Priority > 20: raise DecodeError(f'value {f_Priority} above maximum 20', r.pos)
+        if f_Priority > 20: raise DecodeError(f'value {f_Priority} above maximum 20', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return apphand.AppProtocolType(f_ProtocolNamespace, f_VersionNumberMajor, f_VersionNumberMinor, f_SchemaID, f_Priority)
 
 def _e_AppProtocolType(w, o):
     # {urn:iso:15118:2:2010:AppProtocol}AppProtocolType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_ProtocolNamespace = o.ProtocolNamespace
@@ -140,40 +185,51 @@ def _e_AppProtocolType(w, o):
         v_Priority = o.Priority
         if v_ProtocolNamespace is not None:
             el = 'ProtocolNamespace'
-            bits(0, 2)
+            v <<= 2
+            n += 2
+            w.v = v; w.n = n
             if len(v_ProtocolNamespace) > 100: raise EncodeError(f'length {len(v_ProtocolNamespace)} outside [0, 100]')
             w.string(v_ProtocolNamespace)
+            v = w.v; n = w.n
             if not (v_VersionNumberMajor is not None): raise EncodeError('missing content: VersionNumberMajor')
             el = 'VersionNumberMajor'
-            bits(0, 3)
-            v_ProtocolNamespace = None
             if v_VersionNumberMajor < 0 or v_VersionNumberMajor > 4294967295: raise EncodeError(f'value {v_VersionNumberMajor!r} outside [0, 4294967295]')
-            w.uint(v_VersionNumberMajor)
+            v <<= 3
+            n += 3
+            v_ProtocolNamespace = None
+            if v_VersionNumberMajor < 128: v = (v << 8) | v_VersionNumberMajor; n += 8
+            else: w.v = v; w.n = n; w.uint(v_VersionNumberMajor); v = w.v; n = w.n
             if not (v_VersionNumberMinor is not None): raise EncodeError('missing content: VersionNumberMinor')
             el = 'VersionNumberMinor'
-            bits(0, 3)
-            v_VersionNumberMajor = None
             if v_VersionNumberMinor < 0 or v_VersionNumberMinor > 4294967295: raise EncodeError(f'value {v_VersionNumberMinor!r} outside [0, 4294967295]')
-            w.uint(v_VersionNumberMinor)
+            v <<= 3
+            n += 3
+            v_VersionNumberMajor = None
+            if v_VersionNumberMinor < 128: v = (v << 8) | v_VersionNumberMinor; n += 8
+            else: w.v = v; w.n = n; w.uint(v_VersionNumberMinor); v = w.v; n = w.n
             if not (v_SchemaID is not None): raise EncodeError('missing content: SchemaID')
             el = 'SchemaID'
             if not 0 <= v_SchemaID <= 255: raise EncodeError(f'value {v_SchemaID!r} outside [0, 255]')
             if not (v_Priority is not None): raise EncodeError('missing content: Priority')
             el = 'Priority'
             if not 1 <= v_Priority <= 20: raise EncodeError(f'value {v_Priority!r} outside [1, 20]')
-            bits((v_SchemaID << 10) | ((v_Priority - 1) << 2), 21)
+            v = (v << 21) | (v_SchemaID << 10) | ((v_Priority - 1) << 2)
+            n += 21
             v_VersionNumberMinor = None
             v_SchemaID = None
             v_Priority = None
             if v_ProtocolNamespace is not None or v_VersionNumberMajor is not None or v_VersionNumberMinor is not None or v_SchemaID is not None or v_Priority is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of ProtocolNamespace')
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_supportedAppProtocolRes(r):
     # anonymous type of supportedAppProtocolRes
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_ResponseCode = None
     f_SchemaID = None
@@ -181,18 +237,24 @@ def _d_supportedAppProtocolRes(r):
         s = 0
         while s >= 0:
             if s == 0:
-                x = bits(5)
-                if x & 25: raise r.deviation('supportedAppProtocolRes')
+                p += 5
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 31
+                if x & 25: raise r.deviation('supportedAppProtocolRes', p)
                 el = 'ResponseCode'
                 f_ResponseCode = ((x >> 1) & 3)
-                if f_ResponseCode >= 3: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (3 values)', r.pos)
+                if f_ResponseCode >= 3: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (3 values)', p)
                 f_ResponseCode = _E0[f_ResponseCode]
                 s = 1
             if s == 1:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    x = bits(11)
-                    if x & 1027: raise r.deviation('supportedAppProtocolRes')
+                    p += 11
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 2047
+                    if x & 1027: raise r.deviation('supportedAppProtocolRes', p)
                     el = 'SchemaID'
                     f_SchemaID = ((x >> 2) & 255)
                     s = -1
@@ -200,14 +262,16 @@ def _d_supportedAppProtocolRes(r):
                     pass
                     s = -1
                 else:
-                    raise r.deviation('supportedAppProtocolRes')
+                    raise r.deviation('supportedAppProtocolRes', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return apphand.supportedAppProtocolRes(f_ResponseCode, f_SchemaID)
 
 def _e_supportedAppProtocolRes(w, o):
     # anonymous type of supportedAppProtocolRes
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_ResponseCode = o.ResponseCode
@@ -219,7 +283,8 @@ def _e_supportedAppProtocolRes(w, o):
                     el = 'ResponseCode'
                     _i1 = _I1.get(v_ResponseCode)
                     if _i1 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    bits((_i1 << 1), 5)
+                    v = (v << 5) | (_i1 << 1)
+                    n += 5
                     v_ResponseCode = None
                     s = 1
                 else:
@@ -228,30 +293,31 @@ def _e_supportedAppProtocolRes(w, o):
                 if v_SchemaID is not None:
                     el = 'SchemaID'
                     if not 0 <= v_SchemaID <= 255: raise EncodeError(f'value {v_SchemaID!r} outside [0, 255]')
-                    bits((v_SchemaID << 2), 13)
+                    v = (v << 13) | (v_SchemaID << 2)
+                    n += 13
                     v_SchemaID = None
                     if v_ResponseCode is not None or v_SchemaID is not None: raise _leftover(o)
                     s = -1
                 elif True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_ResponseCode is not None or v_SchemaID is not None: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _de0(r):  # supportedAppProtocolReq
-    bits = r.bits
     return _d_supportedAppProtocolReq(r)
 
-def _ee0(w, v):  # supportedAppProtocolReq
-    _e_supportedAppProtocolReq(w, v)
+def _ee0(w, o):  # supportedAppProtocolReq
+    _e_supportedAppProtocolReq(w, o)
 
 def _de1(r):  # supportedAppProtocolRes
-    bits = r.bits
     return _d_supportedAppProtocolRes(r)
 
-def _ee1(w, v):  # supportedAppProtocolRes
-    _e_supportedAppProtocolRes(w, v)
+def _ee1(w, o):  # supportedAppProtocolRes
+    _e_supportedAppProtocolRes(w, o)
 
 # (namespace, local name, class or simple type code, decode, encode); index = event code
 DOCUMENT = (
@@ -261,90 +327,172 @@ DOCUMENT = (
 DOCUMENT_WIDTH = 2
 
 def _de2(r):  # AppProtocol
-    bits = r.bits
     return _d_AppProtocolType(r)
 
-def _ee2(w, v):  # AppProtocol
-    _e_AppProtocolType(w, v)
+def _ee2(w, o):  # AppProtocol
+    _e_AppProtocolType(w, o)
 
 def _de3(r):  # Priority
-    bits = r.bits
-    x = bits(7)
-    if x & 65: raise r.deviation('Priority')
-    v = ((x >> 1) & 31) + 1
-    if v > 20: raise DecodeError(f'value {v} above maximum 20', r.pos)
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 7
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 127
+    if x & 65: raise r.deviation('Priority', p)
+    val = ((x >> 1) & 31) + 1
+    if val > 20: raise DecodeError(f'value {val} above maximum 20', p)
+    r.pos = p
+    return val
 
-def _ee3(w, v):  # Priority
-    if not 1 <= v <= 20: raise EncodeError(f'value {v!r} outside [1, 20]')
-    bits(((v - 1) << 1), 7)
+def _ee3(w, o):  # Priority
+    v = w.v
+    n = w.n
+    if not 1 <= o <= 20: raise EncodeError(f'value {o!r} outside [1, 20]')
+    v = (v << 7) | ((o - 1) << 1)
+    n += 7
+    w.v = v
+    w.n = n
 
 def _de4(r):  # ProtocolNamespace
-    bits = r.bits
-    if bits(1): raise r.deviation('ProtocolNamespace')
-    v = r.string(0)
-    if len(v) > 100: raise DecodeError(f'length {len(v)} outside [0, 100]', r.pos)
-    if bits(1): raise r.deviation('ProtocolNamespace')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('ProtocolNamespace', p)
+    r.pos = p
+    val = r.string(0)
+    if len(val) > 100: raise DecodeError(f'length {len(val)} outside [0, 100]', r.pos)
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('ProtocolNamespace', p)
+    r.pos = p
+    return val
 
-def _ee4(w, v):  # ProtocolNamespace
-    bits(0, 1)
-    if len(v) > 100: raise EncodeError(f'length {len(v)} outside [0, 100]')
-    w.string(v)
-    bits(0, 1)
+def _ee4(w, o):  # ProtocolNamespace
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    if len(o) > 100: raise EncodeError(f'length {len(o)} outside [0, 100]')
+    w.string(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de5(r):  # ResponseCode
-    bits = r.bits
-    x = bits(4)
-    if x & 9: raise r.deviation('ResponseCode')
-    v = ((x >> 1) & 3)
-    if v >= 3: raise DecodeError(f'enumeration index {v} out of range (3 values)', r.pos)
-    v = _E0[v]
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 4
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 15
+    if x & 9: raise r.deviation('ResponseCode', p)
+    val = ((x >> 1) & 3)
+    if val >= 3: raise DecodeError(f'enumeration index {val} out of range (3 values)', p)
+    val = _E0[val]
+    r.pos = p
+    return val
 
-def _ee5(w, v):  # ResponseCode
-    _i2 = _I1.get(v)
-    if _i2 is None: raise EncodeError(f'{v!r} is not one of the enumeration responseCodeType')
-    bits((_i2 << 1), 4)
+def _ee5(w, o):  # ResponseCode
+    v = w.v
+    n = w.n
+    _i2 = _I1.get(o)
+    if _i2 is None: raise EncodeError(f'{o!r} is not one of the enumeration responseCodeType')
+    v = (v << 4) | (_i2 << 1)
+    n += 4
+    w.v = v
+    w.n = n
 
 def _de6(r):  # SchemaID
-    bits = r.bits
-    x = bits(10)
-    if x & 513: raise r.deviation('SchemaID')
-    v = ((x >> 1) & 255)
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 10
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 1023
+    if x & 513: raise r.deviation('SchemaID', p)
+    val = ((x >> 1) & 255)
+    r.pos = p
+    return val
 
-def _ee6(w, v):  # SchemaID
-    if not 0 <= v <= 255: raise EncodeError(f'value {v!r} outside [0, 255]')
-    bits((v << 1), 10)
+def _ee6(w, o):  # SchemaID
+    v = w.v
+    n = w.n
+    if not 0 <= o <= 255: raise EncodeError(f'value {o!r} outside [0, 255]')
+    v = (v << 10) | (o << 1)
+    n += 10
+    w.v = v
+    w.n = n
 
 def _de7(r):  # VersionNumberMajor
-    bits = r.bits
-    if bits(1): raise r.deviation('VersionNumberMajor')
-    v = r.uint()
-    if v > 4294967295: raise DecodeError(f'value {v} outside [0, 4294967295]', r.pos)
-    if bits(1): raise r.deviation('VersionNumberMajor')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('VersionNumberMajor', p)
+    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        p += 8
+        val = (V >> (E - p)) & 127
+    else:
+        r.pos = p; val = r.uint(); p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('VersionNumberMajor', p)
+    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', p)
+    r.pos = p
+    return val
 
-def _ee7(w, v):  # VersionNumberMajor
-    bits(0, 1)
-    if v < 0 or v > 4294967295: raise EncodeError(f'value {v!r} outside [0, 4294967295]')
-    w.uint(v)
-    bits(0, 1)
+def _ee7(w, o):  # VersionNumberMajor
+    v = w.v
+    n = w.n
+    if o < 0 or o > 4294967295: raise EncodeError(f'value {o!r} outside [0, 4294967295]')
+    v <<= 1
+    n += 1
+    if o < 128: v = (v << 8) | o; n += 8
+    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de8(r):  # VersionNumberMinor
-    bits = r.bits
-    if bits(1): raise r.deviation('VersionNumberMinor')
-    v = r.uint()
-    if v > 4294967295: raise DecodeError(f'value {v} outside [0, 4294967295]', r.pos)
-    if bits(1): raise r.deviation('VersionNumberMinor')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('VersionNumberMinor', p)
+    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        p += 8
+        val = (V >> (E - p)) & 127
+    else:
+        r.pos = p; val = r.uint(); p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('VersionNumberMinor', p)
+    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', p)
+    r.pos = p
+    return val
 
-def _ee8(w, v):  # VersionNumberMinor
-    bits(0, 1)
-    if v < 0 or v > 4294967295: raise EncodeError(f'value {v!r} outside [0, 4294967295]')
-    w.uint(v)
-    bits(0, 1)
+def _ee8(w, o):  # VersionNumberMinor
+    v = w.v
+    n = w.n
+    if o < 0 or o > 4294967295: raise EncodeError(f'value {o!r} outside [0, 4294967295]')
+    v <<= 1
+    n += 1
+    if o < 128: v = (v << 8) | o; n += 8
+    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 # (namespace, local name, class or simple type code, decode, encode); index = event code
 FRAGMENT = (

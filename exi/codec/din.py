@@ -37,27 +37,37 @@ _I27 = {v: i for i, v in enumerate(din_msgdatatypes.faultCodeType)}
 
 def _d_EVChargeParameterType(r):
     # {urn:din:70121:2012:MsgDataTypes}EVChargeParameterType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     try:
-        if bits(1): raise r.deviation('EVChargeParameterType')
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('EVChargeParameterType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdatatypes.EVChargeParameterType()
 
 def _e_EVChargeParameterType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}EVChargeParameterType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         if True:
-            bits(0, 1)
+            v <<= 1
+            n += 1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_AC_EVChargeParameterType(r):
     # {urn:din:70121:2012:MsgDataTypes}AC_EVChargeParameterType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_DepartureTime = None
     f_EAmount = None
@@ -65,32 +75,58 @@ def _d_AC_EVChargeParameterType(r):
     f_EVMaxCurrent = None
     f_EVMinCurrent = None
     try:
-        x = bits(2)
-        if x & 3: raise r.deviation('AC_EVChargeParameterType')
+        p += 2
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 3
+        if x & 3: raise r.deviation('AC_EVChargeParameterType', p)
         el = 'DepartureTime'
-        f_DepartureTime = r.uint()
-        if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', r.pos)
-        x = bits(2)
-        if x & 3: raise r.deviation('AC_EVChargeParameterType')
+        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            p += 8
+            f_DepartureTime = (V >> (E - p)) & 127
+        else:
+            r.pos = p; f_DepartureTime = r.uint(); p = r.pos
+        p += 2
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 3
+        if x & 3: raise r.deviation('AC_EVChargeParameterType', p)
+        if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', p)
         el = 'EAmount'
+        r.pos = p
         f_EAmount = _d_PhysicalValueType(r)
-        if bits(1): raise r.deviation('AC_EVChargeParameterType')
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('AC_EVChargeParameterType', p)
         el = 'EVMaxVoltage'
+        r.pos = p
         f_EVMaxVoltage = _d_PhysicalValueType(r)
-        if bits(1): raise r.deviation('AC_EVChargeParameterType')
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('AC_EVChargeParameterType', p)
         el = 'EVMaxCurrent'
+        r.pos = p
         f_EVMaxCurrent = _d_PhysicalValueType(r)
-        if bits(1): raise r.deviation('AC_EVChargeParameterType')
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('AC_EVChargeParameterType', p)
         el = 'EVMinCurrent'
+        r.pos = p
         f_EVMinCurrent = _d_PhysicalValueType(r)
-        if bits(1): raise r.deviation('AC_EVChargeParameterType')
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('AC_EVChargeParameterType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdatatypes.AC_EVChargeParameterType(f_DepartureTime, f_EAmount, f_EVMaxVoltage, f_EVMaxCurrent, f_EVMinCurrent)
 
 def _e_AC_EVChargeParameterType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}AC_EVChargeParameterType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_DepartureTime = o.DepartureTime
@@ -100,40 +136,58 @@ def _e_AC_EVChargeParameterType(w, o):
         v_EVMinCurrent = o.EVMinCurrent
         if v_DepartureTime is not None:
             el = 'DepartureTime'
-            bits(0, 2)
             if v_DepartureTime < 0 or v_DepartureTime > 4294967295: raise EncodeError(f'value {v_DepartureTime!r} outside [0, 4294967295]')
-            w.uint(v_DepartureTime)
+            v <<= 2
+            n += 2
+            if v_DepartureTime < 128: v = (v << 8) | v_DepartureTime; n += 8
+            else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = w.v; n = w.n
             if not (v_EAmount is not None): raise EncodeError('missing content: EAmount')
             el = 'EAmount'
-            bits(0, 2)
+            v <<= 2
+            n += 2
             v_DepartureTime = None
+            w.v = v; w.n = n
             _e_PhysicalValueType(w, v_EAmount)
+            v = w.v; n = w.n
             if not (v_EVMaxVoltage is not None): raise EncodeError('missing content: EVMaxVoltage')
             el = 'EVMaxVoltage'
-            bits(0, 1)
+            v <<= 1
+            n += 1
             v_EAmount = None
+            w.v = v; w.n = n
             _e_PhysicalValueType(w, v_EVMaxVoltage)
+            v = w.v; n = w.n
             if not (v_EVMaxCurrent is not None): raise EncodeError('missing content: EVMaxCurrent')
             el = 'EVMaxCurrent'
-            bits(0, 1)
+            v <<= 1
+            n += 1
             v_EVMaxVoltage = None
+            w.v = v; w.n = n
             _e_PhysicalValueType(w, v_EVMaxCurrent)
+            v = w.v; n = w.n
             if not (v_EVMinCurrent is not None): raise EncodeError('missing content: EVMinCurrent')
             el = 'EVMinCurrent'
-            bits(0, 1)
+            v <<= 1
+            n += 1
             v_EVMaxCurrent = None
+            w.v = v; w.n = n
             _e_PhysicalValueType(w, v_EVMinCurrent)
-            bits(0, 1)
+            v = w.v; n = w.n
+            v <<= 1
+            n += 1
             v_EVMinCurrent = None
             if v_DepartureTime is not None or v_EAmount is not None or v_EVMaxVoltage is not None or v_EVMaxCurrent is not None or v_EVMinCurrent is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of DepartureTime')
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_PhysicalValueType(r):
     # {urn:din:70121:2012:MsgDataTypes}PhysicalValueType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Multiplier = None
     f_Unit = None
@@ -142,50 +196,74 @@ def _d_PhysicalValueType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                x = bits(6)
-                if x & 49: raise r.deviation('PhysicalValueType')
+                p += 6
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
                 el = 'Multiplier'
                 f_Multiplier = ((x >> 1) & 7) + -3
-                if f_Multiplier > 3: raise DecodeError(f'value {f_Multiplier} above maximum 3', r.pos)
+                if f_Multiplier > 3: raise DecodeError(f'value {f_Multiplier} above maximum 3', p)
                 s = 1
             if s == 1:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    x = bits(9)
-                    if x & 270: raise r.deviation('PhysicalValueType')
+                    p += 9
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 511
+                    if x & 270: raise r.deviation('PhysicalValueType', p)
                     el = 'Unit'
                     f_Unit = ((x >> 4) & 15)
-                    if f_Unit >= 10: raise DecodeError(f'enumeration index {f_Unit} out of range (10 values)', r.pos)
+                    if f_Unit >= 10: raise DecodeError(f'enumeration index {f_Unit} out of range (10 values)', p)
                     f_Unit = _E0[f_Unit]
                     el = 'Value'
                     _neg = (x & 1)
-                    f_Value = r.uint()
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        f_Value = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; f_Value = r.uint(); p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
                     if _neg: f_Value = -f_Value - 1
-                    if f_Value < -32768 or f_Value > 32767: raise DecodeError(f'value {f_Value} outside [-32768, 32767]', r.pos)
-                    if bits(1): raise r.deviation('PhysicalValueType')
+                    if f_Value < -32768 or f_Value > 32767: raise DecodeError(f'value {f_Value} outside [-32768, 32767]', p)
                     s = 3
                 elif ec == 1:
-                    x = bits(2)
-                    if x & 2: raise r.deviation('PhysicalValueType')
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 2: raise r.deviation('PhysicalValueType', p)
                     el = 'Value'
                     _neg = (x & 1)
-                    f_Value = r.uint()
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        f_Value = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; f_Value = r.uint(); p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
                     if _neg: f_Value = -f_Value - 1
-                    if f_Value < -32768 or f_Value > 32767: raise DecodeError(f'value {f_Value} outside [-32768, 32767]', r.pos)
-                    if bits(1): raise r.deviation('PhysicalValueType')
+                    if f_Value < -32768 or f_Value > 32767: raise DecodeError(f'value {f_Value} outside [-32768, 32767]', p)
                     s = 3
                 else:
-                    raise r.deviation('PhysicalValueType')
+                    raise r.deviation('PhysicalValueType', p)
             if s == 3:
-                if bits(1): raise r.deviation('PhysicalValueType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
                 s = -1
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdatatypes.PhysicalValueType(f_Multiplier, f_Unit, f_Value)
 
 def _e_PhysicalValueType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}PhysicalValueType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Multiplier = o.Multiplier
@@ -197,7 +275,8 @@ def _e_PhysicalValueType(w, o):
                 if v_Multiplier is not None:
                     el = 'Multiplier'
                     if not -3 <= v_Multiplier <= 3: raise EncodeError(f'value {v_Multiplier!r} outside [-3, 3]')
-                    bits(((v_Multiplier - -3) << 1), 6)
+                    v = (v << 6) | ((v_Multiplier - -3) << 1)
+                    n += 6
                     v_Multiplier = None
                     s = 1
                 else:
@@ -210,79 +289,119 @@ def _e_PhysicalValueType(w, o):
                     if not (v_Value is not None): raise EncodeError('missing content: Value')
                     el = 'Value'
                     if v_Value < -32768 or v_Value > 32767: raise EncodeError(f'value {v_Value!r} outside [-32768, 32767]')
-                    bits((_i1 << 4) | (v_Value < 0), 11)
+                    v = (v << 11) | (_i1 << 4) | (v_Value < 0)
+                    n += 11
                     v_Unit = None
-                    w.uint(-v_Value - 1 if v_Value < 0 else v_Value)
-                    bits(0, 1)
+                    _m = (-v_Value - 1 if v_Value < 0 else v_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_Value = None
                     s = 3
                 elif v_Value is not None:
                     el = 'Value'
                     if v_Value < -32768 or v_Value > 32767: raise EncodeError(f'value {v_Value!r} outside [-32768, 32767]')
-                    bits((1 << 2) | (v_Value < 0), 4)
-                    w.uint(-v_Value - 1 if v_Value < 0 else v_Value)
-                    bits(0, 1)
+                    v = (v << 4) | (1 << 2) | (v_Value < 0)
+                    n += 4
+                    _m = (-v_Value - 1 if v_Value < 0 else v_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_Value = None
                     s = 3
                 else:
                     raise EncodeError('missing content: expected one of Unit, Value')
             if s == 3:
                 if True:
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
                     if v_Multiplier is not None or v_Unit is not None or v_Value is not None: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_EVSEChargeParameterType(r):
     # {urn:din:70121:2012:MsgDataTypes}EVSEChargeParameterType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     try:
-        if bits(1): raise r.deviation('EVSEChargeParameterType')
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('EVSEChargeParameterType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdatatypes.EVSEChargeParameterType()
 
 def _e_EVSEChargeParameterType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}EVSEChargeParameterType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         if True:
-            bits(0, 1)
+            v <<= 1
+            n += 1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_AC_EVSEChargeParameterType(r):
     # {urn:din:70121:2012:MsgDataTypes}AC_EVSEChargeParameterType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_AC_EVSEStatus = None
     f_EVSEMaxVoltage = None
     f_EVSEMaxCurrent = None
     f_EVSEMinCurrent = None
     try:
-        if bits(1): raise r.deviation('AC_EVSEChargeParameterType')
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('AC_EVSEChargeParameterType', p)
         el = 'AC_EVSEStatus'
+        r.pos = p
         f_AC_EVSEStatus = _d_AC_EVSEStatusType(r)
-        if bits(1): raise r.deviation('AC_EVSEChargeParameterType')
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('AC_EVSEChargeParameterType', p)
         el = 'EVSEMaxVoltage'
+        r.pos = p
         f_EVSEMaxVoltage = _d_PhysicalValueType(r)
-        if bits(1): raise r.deviation('AC_EVSEChargeParameterType')
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('AC_EVSEChargeParameterType', p)
         el = 'EVSEMaxCurrent'
+        r.pos = p
         f_EVSEMaxCurrent = _d_PhysicalValueType(r)
-        if bits(1): raise r.deviation('AC_EVSEChargeParameterType')
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('AC_EVSEChargeParameterType', p)
         el = 'EVSEMinCurrent'
+        r.pos = p
         f_EVSEMinCurrent = _d_PhysicalValueType(r)
-        if bits(1): raise r.deviation('AC_EVSEChargeParameterType')
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('AC_EVSEChargeParameterType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdatatypes.AC_EVSEChargeParameterType(f_AC_EVSEStatus, f_EVSEMaxVoltage, f_EVSEMaxCurrent, f_EVSEMinCurrent)
 
 def _e_AC_EVSEChargeParameterType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}AC_EVSEChargeParameterType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_AC_EVSEStatus = o.AC_EVSEStatus
@@ -291,62 +410,88 @@ def _e_AC_EVSEChargeParameterType(w, o):
         v_EVSEMinCurrent = o.EVSEMinCurrent
         if v_AC_EVSEStatus is not None:
             el = 'AC_EVSEStatus'
-            bits(0, 1)
+            v <<= 1
+            n += 1
+            w.v = v; w.n = n
             _e_AC_EVSEStatusType(w, v_AC_EVSEStatus)
+            v = w.v; n = w.n
             if not (v_EVSEMaxVoltage is not None): raise EncodeError('missing content: EVSEMaxVoltage')
             el = 'EVSEMaxVoltage'
-            bits(0, 1)
+            v <<= 1
+            n += 1
             v_AC_EVSEStatus = None
+            w.v = v; w.n = n
             _e_PhysicalValueType(w, v_EVSEMaxVoltage)
+            v = w.v; n = w.n
             if not (v_EVSEMaxCurrent is not None): raise EncodeError('missing content: EVSEMaxCurrent')
             el = 'EVSEMaxCurrent'
-            bits(0, 1)
+            v <<= 1
+            n += 1
             v_EVSEMaxVoltage = None
+            w.v = v; w.n = n
             _e_PhysicalValueType(w, v_EVSEMaxCurrent)
+            v = w.v; n = w.n
             if not (v_EVSEMinCurrent is not None): raise EncodeError('missing content: EVSEMinCurrent')
             el = 'EVSEMinCurrent'
-            bits(0, 1)
+            v <<= 1
+            n += 1
             v_EVSEMaxCurrent = None
+            w.v = v; w.n = n
             _e_PhysicalValueType(w, v_EVSEMinCurrent)
-            bits(0, 1)
+            v = w.v; n = w.n
+            v <<= 1
+            n += 1
             v_EVSEMinCurrent = None
             if v_AC_EVSEStatus is not None or v_EVSEMaxVoltage is not None or v_EVSEMaxCurrent is not None or v_EVSEMinCurrent is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of AC_EVSEStatus')
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_AC_EVSEStatusType(r):
     # {urn:din:70121:2012:MsgDataTypes}AC_EVSEStatusType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_PowerSwitchClosed = None
     f_RCD = None
     f_NotificationMaxDelay = None
     f_EVSENotification = None
     try:
-        x = bits(10)
-        if x & 887: raise r.deviation('AC_EVSEStatusType')
+        p += 10
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 1023
+        if x & 887: raise r.deviation('AC_EVSEStatusType', p)
         el = 'PowerSwitchClosed'
         f_PowerSwitchClosed = ((x >> 7) & 1) == 1
         el = 'RCD'
         f_RCD = ((x >> 3) & 1) == 1
         el = 'NotificationMaxDelay'
-        f_NotificationMaxDelay = r.uint()
-        if f_NotificationMaxDelay > 4294967295: raise DecodeError(f'value {f_NotificationMaxDelay} outside [0, 4294967295]', r.pos)
-        x = bits(7)
-        if x & 115: raise r.deviation('AC_EVSEStatusType')
+        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            p += 8
+            f_NotificationMaxDelay = (V >> (E - p)) & 127
+        else:
+            r.pos = p; f_NotificationMaxDelay = r.uint(); p = r.pos
+        p += 7
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 127
+        if x & 115: raise r.deviation('AC_EVSEStatusType', p)
+        if f_NotificationMaxDelay > 4294967295: raise DecodeError(f'value {f_NotificationMaxDelay} outside [0, 4294967295]', p)
         el = 'EVSENotification'
         f_EVSENotification = ((x >> 2) & 3)
-        if f_EVSENotification >= 3: raise DecodeError(f'enumeration index {f_EVSENotification} out of range (3 values)', r.pos)
+        if f_EVSENotification >= 3: raise DecodeError(f'enumeration index {f_EVSENotification} out of range (3 values)', p)
         f_EVSENotification = _E2[f_EVSENotification]
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdatatypes.AC_EVSEStatusType(f_PowerSwitchClosed, f_RCD, f_NotificationMaxDelay, f_EVSENotification)
 
 def _e_AC_EVSEStatusType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}AC_EVSEStatusType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_PowerSwitchClosed = o.PowerSwitchClosed
@@ -361,99 +506,136 @@ def _e_AC_EVSEStatusType(w, o):
             if v_RCD is not True and v_RCD is not False: raise EncodeError(f'expected a bool, got {v_RCD!r}')
             if not (v_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
             el = 'NotificationMaxDelay'
-            bits((v_PowerSwitchClosed << 7) | (v_RCD << 3), 10)
+            if v_NotificationMaxDelay < 0 or v_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {v_NotificationMaxDelay!r} outside [0, 4294967295]')
+            v = (v << 10) | (v_PowerSwitchClosed << 7) | (v_RCD << 3)
+            n += 10
             v_PowerSwitchClosed = None
             v_RCD = None
-            if v_NotificationMaxDelay < 0 or v_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {v_NotificationMaxDelay!r} outside [0, 4294967295]')
-            w.uint(v_NotificationMaxDelay)
+            if v_NotificationMaxDelay < 128: v = (v << 8) | v_NotificationMaxDelay; n += 8
+            else: w.v = v; w.n = n; w.uint(v_NotificationMaxDelay); v = w.v; n = w.n
             if not (v_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
             el = 'EVSENotification'
             _i2 = _I3.get(v_EVSENotification)
             if _i2 is None: raise EncodeError(f'{v_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-            bits((_i2 << 2), 7)
+            v = (v << 7) | (_i2 << 2)
+            n += 7
             v_NotificationMaxDelay = None
             v_EVSENotification = None
             if v_PowerSwitchClosed is not None or v_RCD is not None or v_NotificationMaxDelay is not None or v_EVSENotification is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of PowerSwitchClosed')
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_EVSEStatusType(r):
     # {urn:din:70121:2012:MsgDataTypes}EVSEStatusType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     try:
-        if bits(1): raise r.deviation('EVSEStatusType')
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('EVSEStatusType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdatatypes.EVSEStatusType()
 
 def _e_EVSEStatusType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}EVSEStatusType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         if True:
-            bits(0, 1)
+            v <<= 1
+            n += 1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_BodyBaseType(r):
     # {urn:din:70121:2012:MsgDef}BodyBaseType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     try:
-        if bits(1): raise r.deviation('BodyBaseType')
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('BodyBaseType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdef.BodyBaseType()
 
 def _e_BodyBaseType(w, o):
     # {urn:din:70121:2012:MsgDef}BodyBaseType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         if True:
-            bits(0, 1)
+            v <<= 1
+            n += 1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_CableCheckReqType(r):
     # {urn:din:70121:2012:MsgBody}CableCheckReqType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_DC_EVStatus = None
     try:
-        if bits(1): raise r.deviation('CableCheckReqType')
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('CableCheckReqType', p)
         el = 'DC_EVStatus'
+        r.pos = p
         f_DC_EVStatus = _d_DC_EVStatusType(r)
-        if bits(1): raise r.deviation('CableCheckReqType')
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('CableCheckReqType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgbody.CableCheckReqType(f_DC_EVStatus)
 
 def _e_CableCheckReqType(w, o):
     # {urn:din:70121:2012:MsgBody}CableCheckReqType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_DC_EVStatus = o.DC_EVStatus
         if v_DC_EVStatus is not None:
             el = 'DC_EVStatus'
-            bits(0, 1)
+            v <<= 1
+            n += 1
+            w.v = v; w.n = n
             _e_DC_EVStatusType(w, v_DC_EVStatus)
-            bits(0, 1)
+            v = w.v; n = w.n
+            v <<= 1
+            n += 1
             v_DC_EVStatus = None
             if v_DC_EVStatus is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of DC_EVStatus')
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_DC_EVStatusType(r):
     # {urn:din:70121:2012:MsgDataTypes}DC_EVStatusType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_EVReady = None
     f_EVCabinConditioning = None
@@ -464,75 +646,97 @@ def _d_DC_EVStatusType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                x = bits(4)
-                if x & 13: raise r.deviation('DC_EVStatusType')
+                p += 4
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 15
+                if x & 13: raise r.deviation('DC_EVStatusType', p)
                 el = 'EVReady'
                 f_EVReady = ((x >> 1) & 1) == 1
                 s = 1
             if s == 1:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    x = bits(3)
-                    if x & 5: raise r.deviation('DC_EVStatusType')
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 5: raise r.deviation('DC_EVStatusType', p)
                     el = 'EVCabinConditioning'
                     f_EVCabinConditioning = ((x >> 1) & 1) == 1
                     s = 2
                 elif ec == 1:
-                    x = bits(3)
-                    if x & 5: raise r.deviation('DC_EVStatusType')
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 5: raise r.deviation('DC_EVStatusType', p)
                     el = 'EVRESSConditioning'
                     f_EVRESSConditioning = ((x >> 1) & 1) == 1
                     s = 3
                 elif ec == 2:
-                    x = bits(6)
-                    if x & 33: raise r.deviation('DC_EVStatusType')
+                    p += 6
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 63
+                    if x & 33: raise r.deviation('DC_EVStatusType', p)
                     el = 'EVErrorCode'
                     f_EVErrorCode = ((x >> 1) & 15)
-                    if f_EVErrorCode >= 12: raise DecodeError(f'enumeration index {f_EVErrorCode} out of range (12 values)', r.pos)
+                    if f_EVErrorCode >= 12: raise DecodeError(f'enumeration index {f_EVErrorCode} out of range (12 values)', p)
                     f_EVErrorCode = _E4[f_EVErrorCode]
                     s = 4
                 else:
-                    raise r.deviation('DC_EVStatusType')
+                    raise r.deviation('DC_EVStatusType', p)
             if s == 2:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    x = bits(3)
-                    if x & 5: raise r.deviation('DC_EVStatusType')
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 5: raise r.deviation('DC_EVStatusType', p)
                     el = 'EVRESSConditioning'
                     f_EVRESSConditioning = ((x >> 1) & 1) == 1
                     s = 3
                 elif ec == 1:
-                    x = bits(6)
-                    if x & 33: raise r.deviation('DC_EVStatusType')
+                    p += 6
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 63
+                    if x & 33: raise r.deviation('DC_EVStatusType', p)
                     el = 'EVErrorCode'
                     f_EVErrorCode = ((x >> 1) & 15)
-                    if f_EVErrorCode >= 12: raise DecodeError(f'enumeration index {f_EVErrorCode} out of range (12 values)', r.pos)
+                    if f_EVErrorCode >= 12: raise DecodeError(f'enumeration index {f_EVErrorCode} out of range (12 values)', p)
                     f_EVErrorCode = _E4[f_EVErrorCode]
                     s = 4
                 else:
-                    raise r.deviation('DC_EVStatusType')
+                    raise r.deviation('DC_EVStatusType', p)
             if s == 3:
-                x = bits(7)
-                if x & 97: raise r.deviation('DC_EVStatusType')
+                p += 7
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 127
+                if x & 97: raise r.deviation('DC_EVStatusType', p)
                 el = 'EVErrorCode'
                 f_EVErrorCode = ((x >> 1) & 15)
-                if f_EVErrorCode >= 12: raise DecodeError(f'enumeration index {f_EVErrorCode} out of range (12 values)', r.pos)
+                if f_EVErrorCode >= 12: raise DecodeError(f'enumeration index {f_EVErrorCode} out of range (12 values)', p)
                 f_EVErrorCode = _E4[f_EVErrorCode]
                 s = 4
             if s == 4:
-                x = bits(11)
-                if x & 1539: raise r.deviation('DC_EVStatusType')
+                p += 11
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 2047
+                if x & 1539: raise r.deviation('DC_EVStatusType', p)
                 el = 'EVRESSSOC'
                 f_EVRESSSOC = ((x >> 2) & 127)
-                if f_EVRESSSOC > 100: raise DecodeError(f'value {f_EVRESSSOC} above maximum 100', r.pos)
+                if f_EVRESSSOC > 100: raise DecodeError(f'value {f_EVRESSSOC} above maximum 100', p)
                 s = -1
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdatatypes.DC_EVStatusType(f_EVReady, f_EVCabinConditioning, f_EVRESSConditioning, f_EVErrorCode, f_EVRESSSOC)
 
 def _e_DC_EVStatusType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}DC_EVStatusType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_EVReady = o.EVReady
@@ -546,7 +750,8 @@ def _e_DC_EVStatusType(w, o):
                 if v_EVReady is not None:
                     el = 'EVReady'
                     if v_EVReady is not True and v_EVReady is not False: raise EncodeError(f'expected a bool, got {v_EVReady!r}')
-                    bits((v_EVReady << 1), 4)
+                    v = (v << 4) | (v_EVReady << 1)
+                    n += 4
                     v_EVReady = None
                     s = 1
                 else:
@@ -555,20 +760,23 @@ def _e_DC_EVStatusType(w, o):
                 if v_EVCabinConditioning is not None:
                     el = 'EVCabinConditioning'
                     if v_EVCabinConditioning is not True and v_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {v_EVCabinConditioning!r}')
-                    bits((v_EVCabinConditioning << 1), 5)
+                    v = (v << 5) | (v_EVCabinConditioning << 1)
+                    n += 5
                     v_EVCabinConditioning = None
                     s = 2
                 elif v_EVRESSConditioning is not None:
                     el = 'EVRESSConditioning'
                     if v_EVRESSConditioning is not True and v_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {v_EVRESSConditioning!r}')
-                    bits((1 << 3) | (v_EVRESSConditioning << 1), 5)
+                    v = (v << 5) | (1 << 3) | (v_EVRESSConditioning << 1)
+                    n += 5
                     v_EVRESSConditioning = None
                     s = 3
                 elif v_EVErrorCode is not None:
                     el = 'EVErrorCode'
                     _i3 = _I5.get(v_EVErrorCode)
                     if _i3 is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                    bits((2 << 6) | (_i3 << 1), 8)
+                    v = (v << 8) | (2 << 6) | (_i3 << 1)
+                    n += 8
                     v_EVErrorCode = None
                     s = 4
                 else:
@@ -577,14 +785,16 @@ def _e_DC_EVStatusType(w, o):
                 if v_EVRESSConditioning is not None:
                     el = 'EVRESSConditioning'
                     if v_EVRESSConditioning is not True and v_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {v_EVRESSConditioning!r}')
-                    bits((v_EVRESSConditioning << 1), 5)
+                    v = (v << 5) | (v_EVRESSConditioning << 1)
+                    n += 5
                     v_EVRESSConditioning = None
                     s = 3
                 elif v_EVErrorCode is not None:
                     el = 'EVErrorCode'
                     _i4 = _I5.get(v_EVErrorCode)
                     if _i4 is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                    bits((1 << 6) | (_i4 << 1), 8)
+                    v = (v << 8) | (1 << 6) | (_i4 << 1)
+                    n += 8
                     v_EVErrorCode = None
                     s = 4
                 else:
@@ -594,7 +804,8 @@ def _e_DC_EVStatusType(w, o):
                     el = 'EVErrorCode'
                     _i5 = _I5.get(v_EVErrorCode)
                     if _i5 is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                    bits((_i5 << 1), 7)
+                    v = (v << 7) | (_i5 << 1)
+                    n += 7
                     v_EVErrorCode = None
                     s = 4
                 else:
@@ -603,62 +814,82 @@ def _e_DC_EVStatusType(w, o):
                 if v_EVRESSSOC is not None:
                     el = 'EVRESSSOC'
                     if not 0 <= v_EVRESSSOC <= 100: raise EncodeError(f'value {v_EVRESSSOC!r} outside [0, 100]')
-                    bits((v_EVRESSSOC << 2), 11)
+                    v = (v << 11) | (v_EVRESSSOC << 2)
+                    n += 11
                     v_EVRESSSOC = None
                     if v_EVReady is not None or v_EVCabinConditioning is not None or v_EVRESSConditioning is not None or v_EVErrorCode is not None or v_EVRESSSOC is not None: raise _leftover(o)
                     s = -1
                 else:
                     raise EncodeError('missing content: expected one of EVRESSSOC')
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_EVStatusType(r):
     # {urn:din:70121:2012:MsgDataTypes}EVStatusType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     try:
-        if bits(1): raise r.deviation('EVStatusType')
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('EVStatusType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdatatypes.EVStatusType()
 
 def _e_EVStatusType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}EVStatusType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         if True:
-            bits(0, 1)
+            v <<= 1
+            n += 1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_CableCheckResType(r):
     # {urn:din:70121:2012:MsgBody}CableCheckResType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_ResponseCode = None
     f_DC_EVSEStatus = None
     f_EVSEProcessing = None
     try:
-        x = bits(9)
-        if x & 387: raise r.deviation('CableCheckResType')
+        p += 9
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 511
+        if x & 387: raise r.deviation('CableCheckResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 31)
-        if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.pos)
+        if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', p)
         f_ResponseCode = _E6[f_ResponseCode]
         el = 'DC_EVSEStatus'
+        r.pos = p
         f_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
-        x = bits(5)
-        if x & 27: raise r.deviation('CableCheckResType')
+        p = r.pos
+        p += 5
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 31
+        if x & 27: raise r.deviation('CableCheckResType', p)
         el = 'EVSEProcessing'
         f_EVSEProcessing = _E7[((x >> 2) & 1)]
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgbody.CableCheckResType(f_ResponseCode, f_DC_EVSEStatus, f_EVSEProcessing)
 
 def _e_CableCheckResType(w, o):
     # {urn:din:70121:2012:MsgBody}CableCheckResType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_ResponseCode = o.ResponseCode
@@ -670,25 +901,32 @@ def _e_CableCheckResType(w, o):
             if _i6 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
             if not (v_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
             el = 'DC_EVSEStatus'
-            bits((_i6 << 2), 9)
+            v = (v << 9) | (_i6 << 2)
+            n += 9
             v_ResponseCode = None
+            w.v = v; w.n = n
             _e_DC_EVSEStatusType(w, v_DC_EVSEStatus)
+            v = w.v; n = w.n
             if not (v_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
             el = 'EVSEProcessing'
             _i7 = _I9.get(v_EVSEProcessing)
             if _i7 is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
-            bits((_i7 << 2), 5)
+            v = (v << 5) | (_i7 << 2)
+            n += 5
             v_DC_EVSEStatus = None
             v_EVSEProcessing = None
             if v_ResponseCode is not None or v_DC_EVSEStatus is not None or v_EVSEProcessing is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_DC_EVSEStatusType(r):
     # {urn:din:70121:2012:MsgDataTypes}DC_EVSEStatusType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_EVSEIsolationStatus = None
     f_EVSEStatusCode = None
@@ -698,47 +936,63 @@ def _d_DC_EVSEStatusType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    x = bits(11)
-                    if x & 1249: raise r.deviation('DC_EVSEStatusType')
+                    p += 11
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 2047
+                    if x & 1249: raise r.deviation('DC_EVSEStatusType', p)
                     el = 'EVSEIsolationStatus'
                     f_EVSEIsolationStatus = _E10[((x >> 8) & 3)]
                     el = 'EVSEStatusCode'
                     f_EVSEStatusCode = ((x >> 1) & 15)
-                    if f_EVSEStatusCode >= 12: raise DecodeError(f'enumeration index {f_EVSEStatusCode} out of range (12 values)', r.pos)
+                    if f_EVSEStatusCode >= 12: raise DecodeError(f'enumeration index {f_EVSEStatusCode} out of range (12 values)', p)
                     f_EVSEStatusCode = _E11[f_EVSEStatusCode]
                     s = 2
                 elif ec == 1:
-                    x = bits(6)
-                    if x & 33: raise r.deviation('DC_EVSEStatusType')
+                    p += 6
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 63
+                    if x & 33: raise r.deviation('DC_EVSEStatusType', p)
                     el = 'EVSEStatusCode'
                     f_EVSEStatusCode = ((x >> 1) & 15)
-                    if f_EVSEStatusCode >= 12: raise DecodeError(f'enumeration index {f_EVSEStatusCode} out of range (12 values)', r.pos)
+                    if f_EVSEStatusCode >= 12: raise DecodeError(f'enumeration index {f_EVSEStatusCode} out of range (12 values)', p)
                     f_EVSEStatusCode = _E11[f_EVSEStatusCode]
                     s = 2
                 else:
-                    raise r.deviation('DC_EVSEStatusType')
+                    raise r.deviation('DC_EVSEStatusType', p)
             if s == 2:
-                x = bits(2)
-                if x & 3: raise r.deviation('DC_EVSEStatusType')
+                p += 2
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('DC_EVSEStatusType', p)
                 el = 'NotificationMaxDelay'
-                f_NotificationMaxDelay = r.uint()
-                if f_NotificationMaxDelay > 4294967295: raise DecodeError(f'value {f_NotificationMaxDelay} outside [0, 4294967295]', r.pos)
-                x = bits(7)
-                if x & 115: raise r.deviation('DC_EVSEStatusType')
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    f_NotificationMaxDelay = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; f_NotificationMaxDelay = r.uint(); p = r.pos
+                p += 7
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 127
+                if x & 115: raise r.deviation('DC_EVSEStatusType', p)
+                if f_NotificationMaxDelay > 4294967295: raise DecodeError(f'value {f_NotificationMaxDelay} outside [0, 4294967295]', p)
                 el = 'EVSENotification'
                 f_EVSENotification = ((x >> 2) & 3)
-                if f_EVSENotification >= 3: raise DecodeError(f'enumeration index {f_EVSENotification} out of range (3 values)', r.pos)
+                if f_EVSENotification >= 3: raise DecodeError(f'enumeration index {f_EVSENotification} out of range (3 values)', p)
                 f_EVSENotification = _E2[f_EVSENotification]
                 s = -1
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdatatypes.DC_EVSEStatusType(f_EVSEIsolationStatus, f_EVSEStatusCode, f_NotificationMaxDelay, f_EVSENotification)
 
 def _e_DC_EVSEStatusType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}DC_EVSEStatusType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_EVSEIsolationStatus = o.EVSEIsolationStatus
@@ -756,7 +1010,8 @@ def _e_DC_EVSEStatusType(w, o):
                     el = 'EVSEStatusCode'
                     _i9 = _I13.get(v_EVSEStatusCode)
                     if _i9 is None: raise EncodeError(f'{v_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                    bits((_i8 << 8) | (_i9 << 1), 13)
+                    v = (v << 13) | (_i8 << 8) | (_i9 << 1)
+                    n += 13
                     v_EVSEIsolationStatus = None
                     v_EVSEStatusCode = None
                     s = 2
@@ -764,7 +1019,8 @@ def _e_DC_EVSEStatusType(w, o):
                     el = 'EVSEStatusCode'
                     _i10 = _I13.get(v_EVSEStatusCode)
                     if _i10 is None: raise EncodeError(f'{v_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                    bits((1 << 6) | (_i10 << 1), 8)
+                    v = (v << 8) | (1 << 6) | (_i10 << 1)
+                    n += 8
                     v_EVSEStatusCode = None
                     s = 2
                 else:
@@ -772,82 +1028,106 @@ def _e_DC_EVSEStatusType(w, o):
             if s == 2:
                 if v_NotificationMaxDelay is not None:
                     el = 'NotificationMaxDelay'
-                    bits(0, 2)
                     if v_NotificationMaxDelay < 0 or v_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {v_NotificationMaxDelay!r} outside [0, 4294967295]')
-                    w.uint(v_NotificationMaxDelay)
+                    v <<= 2
+                    n += 2
+                    if v_NotificationMaxDelay < 128: v = (v << 8) | v_NotificationMaxDelay; n += 8
+                    else: w.v = v; w.n = n; w.uint(v_NotificationMaxDelay); v = w.v; n = w.n
                     if not (v_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                     el = 'EVSENotification'
                     _i11 = _I3.get(v_EVSENotification)
                     if _i11 is None: raise EncodeError(f'{v_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                    bits((_i11 << 2), 7)
+                    v = (v << 7) | (_i11 << 2)
+                    n += 7
                     v_NotificationMaxDelay = None
                     v_EVSENotification = None
                     if v_EVSEIsolationStatus is not None or v_EVSEStatusCode is not None or v_NotificationMaxDelay is not None or v_EVSENotification is not None: raise _leftover(o)
                     s = -1
                 else:
                     raise EncodeError('missing content: expected one of NotificationMaxDelay')
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_CanonicalizationMethodType(r, key):
     # {http://www.w3.org/2000/09/xmldsig#}CanonicalizationMethodType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Algorithm = None
     try:
         s = 0
         while s >= 0:
             if s == 0:
-                if bits(1): raise r.deviation('CanonicalizationMethodType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('CanonicalizationMethodType', p)
                 el = '@Algorithm'
+                r.pos = p
                 f_Algorithm = r.string(17)
+                p = r.pos
                 s = 1
             if s == 1:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 3
                 elif ec == 1:
                     pass
                     s = -1
                 elif ec == 2:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 2
                 else:
-                    raise r.deviation('CanonicalizationMethodType')
+                    raise r.deviation('CanonicalizationMethodType', p)
             if s == 2:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 3
                 elif ec == 1:
                     pass
                     s = -1
                 elif ec == 2:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 2
                 else:
-                    raise r.deviation('CanonicalizationMethodType')
+                    raise r.deviation('CanonicalizationMethodType', p)
             if s == 3:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 3
                 elif ec == 1:
                     pass
                     s = -1
                 elif ec == 2:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 3
                 else:
-                    raise r.deviation('CanonicalizationMethodType')
+                    raise r.deviation('CanonicalizationMethodType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.CanonicalizationMethodType(f_Algorithm)
 
 def _e_CanonicalizationMethodType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}CanonicalizationMethodType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Algorithm = o.Algorithm
@@ -856,33 +1136,42 @@ def _e_CanonicalizationMethodType(w, o):
             if s == 0:
                 if v_Algorithm is not None:
                     el = '@Algorithm'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
+                    w.v = v; w.n = n
                     w.string(v_Algorithm)
+                    v = w.v; n = w.n
                     v_Algorithm = None
                     s = 1
                 else:
                     raise EncodeError('missing content: expected one of Algorithm')
             if s == 1:
                 if True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_Algorithm is not None: raise _leftover(o)
                     s = -1
             if s == 2:
                 if True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_Algorithm is not None: raise _leftover(o)
                     s = -1
             if s == 3:
                 if True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_Algorithm is not None: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_CertificateInstallationReqType(r):
     # {urn:din:70121:2012:MsgBody}CertificateInstallationReqType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Id = None
     f_OEMProvisioningCert = None
@@ -892,45 +1181,73 @@ def _d_CertificateInstallationReqType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@Id'
+                    r.pos = p
                     f_Id = r.string(18)
-                    x = bits(2)
-                    if x & 3: raise r.deviation('CertificateInstallationReqType')
+                    p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('CertificateInstallationReqType', p)
                     el = 'OEMProvisioningCert'
+                    r.pos = p
                     f_OEMProvisioningCert = r.binary()
                     if len(f_OEMProvisioningCert) > 1200: raise DecodeError(f'length {len(f_OEMProvisioningCert)} outside [0, 1200]', r.pos)
-                    if bits(1): raise r.deviation('CertificateInstallationReqType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationReqType', p)
                     s = 2
                 elif ec == 1:
-                    if bits(1): raise r.deviation('CertificateInstallationReqType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationReqType', p)
                     el = 'OEMProvisioningCert'
+                    r.pos = p
                     f_OEMProvisioningCert = r.binary()
                     if len(f_OEMProvisioningCert) > 1200: raise DecodeError(f'length {len(f_OEMProvisioningCert)} outside [0, 1200]', r.pos)
-                    if bits(1): raise r.deviation('CertificateInstallationReqType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationReqType', p)
                     s = 2
                 else:
-                    raise r.deviation('CertificateInstallationReqType')
+                    raise r.deviation('CertificateInstallationReqType', p)
             if s == 2:
-                if bits(1): raise r.deviation('CertificateInstallationReqType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationReqType', p)
                 el = 'ListOfRootCertificateIDs'
+                r.pos = p
                 f_ListOfRootCertificateIDs = _d_ListOfRootCertificateIDsType(r)
-                x = bits(2)
-                if x & 3: raise r.deviation('CertificateInstallationReqType')
+                p = r.pos
+                p += 2
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('CertificateInstallationReqType', p)
                 el = 'DHParams'
+                r.pos = p
                 f_DHParams = r.binary()
                 if len(f_DHParams) > 256: raise DecodeError(f'length {len(f_DHParams)} outside [0, 256]', r.pos)
-                x = bits(2)
-                if x & 3: raise r.deviation('CertificateInstallationReqType')
+                p = r.pos
+                p += 2
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('CertificateInstallationReqType', p)
                 s = -1
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgbody.CertificateInstallationReqType(f_Id, f_OEMProvisioningCert, f_ListOfRootCertificateIDs, f_DHParams)
 
 def _e_CertificateInstallationReqType(w, o):
     # {urn:din:70121:2012:MsgBody}CertificateInstallationReqType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Id = o.Id
@@ -942,23 +1259,34 @@ def _e_CertificateInstallationReqType(w, o):
             if s == 0:
                 if v_Id is not None:
                     el = '@Id'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     w.string(v_Id)
+                    v = w.v; n = w.n
                     if not (v_OEMProvisioningCert is not None): raise EncodeError('missing content: OEMProvisioningCert')
                     el = 'OEMProvisioningCert'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
                     v_Id = None
+                    w.v = v; w.n = n
                     if len(v_OEMProvisioningCert) > 1200: raise EncodeError(f'length {len(v_OEMProvisioningCert)} outside [0, 1200]')
                     w.binary(v_OEMProvisioningCert)
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_OEMProvisioningCert = None
                     s = 2
                 elif v_OEMProvisioningCert is not None:
                     el = 'OEMProvisioningCert'
-                    bits((1 << 1), 3)
+                    v = (v << 3) | (1 << 1)
+                    n += 3
+                    w.v = v; w.n = n
                     if len(v_OEMProvisioningCert) > 1200: raise EncodeError(f'length {len(v_OEMProvisioningCert)} outside [0, 1200]')
                     w.binary(v_OEMProvisioningCert)
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_OEMProvisioningCert = None
                     s = 2
                 else:
@@ -966,78 +1294,112 @@ def _e_CertificateInstallationReqType(w, o):
             if s == 2:
                 if v_ListOfRootCertificateIDs is not None:
                     el = 'ListOfRootCertificateIDs'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
+                    w.v = v; w.n = n
                     _e_ListOfRootCertificateIDsType(w, v_ListOfRootCertificateIDs)
+                    v = w.v; n = w.n
                     if not (v_DHParams is not None): raise EncodeError('missing content: DHParams')
                     el = 'DHParams'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
                     v_ListOfRootCertificateIDs = None
+                    w.v = v; w.n = n
                     if len(v_DHParams) > 256: raise EncodeError(f'length {len(v_DHParams)} outside [0, 256]')
                     w.binary(v_DHParams)
-                    bits(0, 2)
+                    v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
                     v_DHParams = None
                     if v_Id is not None or v_OEMProvisioningCert is not None or v_ListOfRootCertificateIDs is not None or v_DHParams is not None: raise _leftover(o)
                     s = -1
                 else:
                     raise EncodeError('missing content: expected one of ListOfRootCertificateIDs')
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_ListOfRootCertificateIDsType(r):
     # {urn:din:70121:2012:MsgDataTypes}ListOfRootCertificateIDsType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_RootCertificateID = []
     try:
         s = 0
         while s >= 0:
             if s == 0:
-                x = bits(2)
-                if x & 3: raise r.deviation('ListOfRootCertificateIDsType')
+                p += 2
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('ListOfRootCertificateIDsType', p)
                 el = 'RootCertificateID'
+                r.pos = p
                 _v = r.string(21)
                 if len(_v) > 40: raise DecodeError(f'length {len(_v)} outside [0, 40]', r.pos)
-                if bits(1): raise r.deviation('ListOfRootCertificateIDsType')
+                p = r.pos
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('ListOfRootCertificateIDsType', p)
                 f_RootCertificateID.append(_v)
                 s = 1
             if s == 1:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    if bits(1): raise r.deviation('ListOfRootCertificateIDsType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('ListOfRootCertificateIDsType', p)
                     el = 'RootCertificateID'
+                    r.pos = p
                     _v = r.string(21)
                     if len(_v) > 40: raise DecodeError(f'length {len(_v)} outside [0, 40]', r.pos)
-                    if bits(1): raise r.deviation('ListOfRootCertificateIDsType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('ListOfRootCertificateIDsType', p)
                     f_RootCertificateID.append(_v)
                     s = 2
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('ListOfRootCertificateIDsType')
+                    raise r.deviation('ListOfRootCertificateIDsType', p)
             if s == 2:
                 while True:
-                    ec = bits(2)
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 3
                     if ec == 0:
-                        if bits(1): raise r.deviation('ListOfRootCertificateIDsType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('ListOfRootCertificateIDsType', p)
                         el = 'RootCertificateID'
+                        r.pos = p
                         _v = r.string(21)
                         if len(_v) > 40: raise DecodeError(f'length {len(_v)} outside [0, 40]', r.pos)
-                        if bits(1): raise r.deviation('ListOfRootCertificateIDsType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('ListOfRootCertificateIDsType', p)
                         f_RootCertificateID.append(_v)
                     elif ec == 1:
                         pass
                         s = -1
                         break
                     else:
-                        raise r.deviation('ListOfRootCertificateIDsType')
+                        raise r.deviation('ListOfRootCertificateIDsType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdatatypes.ListOfRootCertificateIDsType(f_RootCertificateID)
 
 def _e_ListOfRootCertificateIDsType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}ListOfRootCertificateIDsType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_RootCertificateID = o.RootCertificateID
@@ -1048,10 +1410,14 @@ def _e_ListOfRootCertificateIDsType(w, o):
             if s == 0:
                 if i_RootCertificateID < n_RootCertificateID:
                     el = 'RootCertificateID'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     if len(v_RootCertificateID[i_RootCertificateID]) > 40: raise EncodeError(f'length {len(v_RootCertificateID[i_RootCertificateID])} outside [0, 40]')
                     w.string(v_RootCertificateID[i_RootCertificateID])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_RootCertificateID += 1
                     s = 1
                 else:
@@ -1059,36 +1425,49 @@ def _e_ListOfRootCertificateIDsType(w, o):
             if s == 1:
                 if i_RootCertificateID < n_RootCertificateID:
                     el = 'RootCertificateID'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     if len(v_RootCertificateID[i_RootCertificateID]) > 40: raise EncodeError(f'length {len(v_RootCertificateID[i_RootCertificateID])} outside [0, 40]')
                     w.string(v_RootCertificateID[i_RootCertificateID])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_RootCertificateID += 1
                     s = 2
                 elif True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if i_RootCertificateID < n_RootCertificateID: raise _leftover(o)
                     s = -1
             if s == 2:
                 while True:
                     if i_RootCertificateID < n_RootCertificateID:
                         el = 'RootCertificateID'
-                        bits(0, 3)
+                        v <<= 3
+                        n += 3
+                        w.v = v; w.n = n
                         if len(v_RootCertificateID[i_RootCertificateID]) > 40: raise EncodeError(f'length {len(v_RootCertificateID[i_RootCertificateID])} outside [0, 40]')
                         w.string(v_RootCertificateID[i_RootCertificateID])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_RootCertificateID += 1
                     elif True:
-                        bits(1, 2)
+                        v = (v << 2) | 1
+                        n += 2
                         if i_RootCertificateID < n_RootCertificateID: raise _leftover(o)
                         s = -1
                         break
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_CertificateInstallationResType(r):
     # {urn:din:70121:2012:MsgBody}CertificateInstallationResType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Id = None
     f_ResponseCode = None
@@ -1097,41 +1476,65 @@ def _d_CertificateInstallationResType(r):
     f_DHParams = None
     f_ContractID = None
     try:
-        if bits(1): raise r.deviation('CertificateInstallationResType')
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationResType', p)
         el = '@Id'
+        r.pos = p
         f_Id = r.string(18)
-        x = bits(9)
-        if x & 387: raise r.deviation('CertificateInstallationResType')
+        p = r.pos
+        p += 9
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 511
+        if x & 387: raise r.deviation('CertificateInstallationResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 31)
-        if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.pos)
+        if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', p)
         f_ResponseCode = _E6[f_ResponseCode]
         el = 'ContractSignatureCertChain'
+        r.pos = p
         f_ContractSignatureCertChain = _d_CertificateChainType(r)
-        x = bits(2)
-        if x & 3: raise r.deviation('CertificateInstallationResType')
+        p = r.pos
+        p += 2
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 3
+        if x & 3: raise r.deviation('CertificateInstallationResType', p)
         el = 'ContractSignatureEncryptedPrivateKey'
+        r.pos = p
         f_ContractSignatureEncryptedPrivateKey = r.binary()
         if len(f_ContractSignatureEncryptedPrivateKey) > 128: raise DecodeError(f'length {len(f_ContractSignatureEncryptedPrivateKey)} outside [0, 128]', r.pos)
-        x = bits(3)
-        if x & 7: raise r.deviation('CertificateInstallationResType')
+        p = r.pos
+        p += 3
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 7
+        if x & 7: raise r.deviation('CertificateInstallationResType', p)
         el = 'DHParams'
+        r.pos = p
         f_DHParams = r.binary()
         if len(f_DHParams) > 256: raise DecodeError(f'length {len(f_DHParams)} outside [0, 256]', r.pos)
-        x = bits(3)
-        if x & 7: raise r.deviation('CertificateInstallationResType')
+        p = r.pos
+        p += 3
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 7
+        if x & 7: raise r.deviation('CertificateInstallationResType', p)
         el = 'ContractID'
+        r.pos = p
         f_ContractID = r.string(23)
         if len(f_ContractID) > 24: raise DecodeError(f'length {len(f_ContractID)} outside [0, 24]', r.pos)
-        x = bits(2)
-        if x & 3: raise r.deviation('CertificateInstallationResType')
+        p = r.pos
+        p += 2
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 3
+        if x & 3: raise r.deviation('CertificateInstallationResType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgbody.CertificateInstallationResType(f_Id, f_ResponseCode, f_ContractSignatureCertChain, f_ContractSignatureEncryptedPrivateKey, f_DHParams, f_ContractID)
 
 def _e_CertificateInstallationResType(w, o):
     # {urn:din:70121:2012:MsgBody}CertificateInstallationResType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Id = o.Id
@@ -1142,47 +1545,66 @@ def _e_CertificateInstallationResType(w, o):
         v_ContractID = o.ContractID
         if v_Id is not None:
             el = '@Id'
-            bits(0, 1)
+            v <<= 1
+            n += 1
+            w.v = v; w.n = n
             w.string(v_Id)
+            v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
             _i12 = _I8.get(v_ResponseCode)
             if _i12 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
             if not (v_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
             el = 'ContractSignatureCertChain'
-            bits((_i12 << 2), 9)
+            v = (v << 9) | (_i12 << 2)
+            n += 9
             v_Id = None
             v_ResponseCode = None
+            w.v = v; w.n = n
             _e_CertificateChainType(w, v_ContractSignatureCertChain)
+            v = w.v; n = w.n
             if not (v_ContractSignatureEncryptedPrivateKey is not None): raise EncodeError('missing content: ContractSignatureEncryptedPrivateKey')
             el = 'ContractSignatureEncryptedPrivateKey'
-            bits(0, 2)
+            v <<= 2
+            n += 2
             v_ContractSignatureCertChain = None
+            w.v = v; w.n = n
             if len(v_ContractSignatureEncryptedPrivateKey) > 128: raise EncodeError(f'length {len(v_ContractSignatureEncryptedPrivateKey)} outside [0, 128]')
             w.binary(v_ContractSignatureEncryptedPrivateKey)
+            v = w.v; n = w.n
             if not (v_DHParams is not None): raise EncodeError('missing content: DHParams')
             el = 'DHParams'
-            bits(0, 3)
+            v <<= 3
+            n += 3
             v_ContractSignatureEncryptedPrivateKey = None
+            w.v = v; w.n = n
             if len(v_DHParams) > 256: raise EncodeError(f'length {len(v_DHParams)} outside [0, 256]')
             w.binary(v_DHParams)
+            v = w.v; n = w.n
             if not (v_ContractID is not None): raise EncodeError('missing content: ContractID')
             el = 'ContractID'
-            bits(0, 3)
+            v <<= 3
+            n += 3
             v_DHParams = None
+            w.v = v; w.n = n
             if len(v_ContractID) > 24: raise EncodeError(f'length {len(v_ContractID)} outside [0, 24]')
             w.string(v_ContractID)
-            bits(0, 2)
+            v = w.v; n = w.n
+            v <<= 2
+            n += 2
             v_ContractID = None
             if v_Id is not None or v_ResponseCode is not None or v_ContractSignatureCertChain is not None or v_ContractSignatureEncryptedPrivateKey is not None or v_DHParams is not None or v_ContractID is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of Id')
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_CertificateChainType(r):
     # {urn:din:70121:2012:MsgDataTypes}CertificateChainType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Certificate = None
     f_SubCertificates = None
@@ -1190,32 +1612,46 @@ def _d_CertificateChainType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                x = bits(2)
-                if x & 3: raise r.deviation('CertificateChainType')
+                p += 2
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('CertificateChainType', p)
                 el = 'Certificate'
+                r.pos = p
                 f_Certificate = r.binary()
                 if len(f_Certificate) > 1200: raise DecodeError(f'length {len(f_Certificate)} outside [0, 1200]', r.pos)
-                if bits(1): raise r.deviation('CertificateChainType')
+                p = r.pos
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
                 s = 1
             if s == 1:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'SubCertificates'
+                    r.pos = p
                     f_SubCertificates = _d_SubCertificatesType(r)
-                    if bits(1): raise r.deviation('CertificateChainType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
                     s = -1
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('CertificateChainType')
+                    raise r.deviation('CertificateChainType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdatatypes.CertificateChainType(f_Certificate, f_SubCertificates)
 
 def _e_CertificateChainType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}CertificateChainType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Certificate = o.Certificate
@@ -1225,10 +1661,14 @@ def _e_CertificateChainType(w, o):
             if s == 0:
                 if v_Certificate is not None:
                     el = 'Certificate'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     if len(v_Certificate) > 1200: raise EncodeError(f'length {len(v_Certificate)} outside [0, 1200]')
                     w.binary(v_Certificate)
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_Certificate = None
                     s = 1
                 else:
@@ -1236,74 +1676,106 @@ def _e_CertificateChainType(w, o):
             if s == 1:
                 if v_SubCertificates is not None:
                     el = 'SubCertificates'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_SubCertificatesType(w, v_SubCertificates)
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_SubCertificates = None
                     if v_Certificate is not None or v_SubCertificates is not None: raise _leftover(o)
                     s = -1
                 elif True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_Certificate is not None or v_SubCertificates is not None: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_SubCertificatesType(r):
     # {urn:din:70121:2012:MsgDataTypes}SubCertificatesType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Certificate = []
     try:
         s = 0
         while s >= 0:
             if s == 0:
-                x = bits(2)
-                if x & 3: raise r.deviation('SubCertificatesType')
+                p += 2
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('SubCertificatesType', p)
                 el = 'Certificate'
+                r.pos = p
                 _v = r.binary()
                 if len(_v) > 1200: raise DecodeError(f'length {len(_v)} outside [0, 1200]', r.pos)
-                if bits(1): raise r.deviation('SubCertificatesType')
+                p = r.pos
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('SubCertificatesType', p)
                 f_Certificate.append(_v)
                 s = 1
             if s == 1:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    if bits(1): raise r.deviation('SubCertificatesType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('SubCertificatesType', p)
                     el = 'Certificate'
+                    r.pos = p
                     _v = r.binary()
                     if len(_v) > 1200: raise DecodeError(f'length {len(_v)} outside [0, 1200]', r.pos)
-                    if bits(1): raise r.deviation('SubCertificatesType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('SubCertificatesType', p)
                     f_Certificate.append(_v)
                     s = 2
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('SubCertificatesType')
+                    raise r.deviation('SubCertificatesType', p)
             if s == 2:
                 while True:
-                    ec = bits(2)
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 3
                     if ec == 0:
-                        if bits(1): raise r.deviation('SubCertificatesType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('SubCertificatesType', p)
                         el = 'Certificate'
+                        r.pos = p
                         _v = r.binary()
                         if len(_v) > 1200: raise DecodeError(f'length {len(_v)} outside [0, 1200]', r.pos)
-                        if bits(1): raise r.deviation('SubCertificatesType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('SubCertificatesType', p)
                         f_Certificate.append(_v)
                     elif ec == 1:
                         pass
                         s = -1
                         break
                     else:
-                        raise r.deviation('SubCertificatesType')
+                        raise r.deviation('SubCertificatesType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdatatypes.SubCertificatesType(f_Certificate)
 
 def _e_SubCertificatesType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}SubCertificatesType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Certificate = o.Certificate
@@ -1314,10 +1786,14 @@ def _e_SubCertificatesType(w, o):
             if s == 0:
                 if i_Certificate < n_Certificate:
                     el = 'Certificate'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     if len(v_Certificate[i_Certificate]) > 1200: raise EncodeError(f'length {len(v_Certificate[i_Certificate])} outside [0, 1200]')
                     w.binary(v_Certificate[i_Certificate])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_Certificate += 1
                     s = 1
                 else:
@@ -1325,36 +1801,49 @@ def _e_SubCertificatesType(w, o):
             if s == 1:
                 if i_Certificate < n_Certificate:
                     el = 'Certificate'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     if len(v_Certificate[i_Certificate]) > 1200: raise EncodeError(f'length {len(v_Certificate[i_Certificate])} outside [0, 1200]')
                     w.binary(v_Certificate[i_Certificate])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_Certificate += 1
                     s = 2
                 elif True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if i_Certificate < n_Certificate: raise _leftover(o)
                     s = -1
             if s == 2:
                 while True:
                     if i_Certificate < n_Certificate:
                         el = 'Certificate'
-                        bits(0, 3)
+                        v <<= 3
+                        n += 3
+                        w.v = v; w.n = n
                         if len(v_Certificate[i_Certificate]) > 1200: raise EncodeError(f'length {len(v_Certificate[i_Certificate])} outside [0, 1200]')
                         w.binary(v_Certificate[i_Certificate])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_Certificate += 1
                     elif True:
-                        bits(1, 2)
+                        v = (v << 2) | 1
+                        n += 2
                         if i_Certificate < n_Certificate: raise _leftover(o)
                         s = -1
                         break
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_CertificateUpdateReqType(r):
     # {urn:din:70121:2012:MsgBody}CertificateUpdateReqType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Id = None
     f_ContractSignatureCertChain = None
@@ -1365,45 +1854,71 @@ def _d_CertificateUpdateReqType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@Id'
+                    r.pos = p
                     f_Id = r.string(18)
-                    if bits(1): raise r.deviation('CertificateUpdateReqType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('CertificateUpdateReqType', p)
                     el = 'ContractSignatureCertChain'
+                    r.pos = p
                     f_ContractSignatureCertChain = _d_CertificateChainType(r)
+                    p = r.pos
                     s = 2
                 elif ec == 1:
                     el = 'ContractSignatureCertChain'
+                    r.pos = p
                     f_ContractSignatureCertChain = _d_CertificateChainType(r)
+                    p = r.pos
                     s = 2
                 else:
-                    raise r.deviation('CertificateUpdateReqType')
+                    raise r.deviation('CertificateUpdateReqType', p)
             if s == 2:
-                x = bits(2)
-                if x & 3: raise r.deviation('CertificateUpdateReqType')
+                p += 2
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('CertificateUpdateReqType', p)
                 el = 'ContractID'
+                r.pos = p
                 f_ContractID = r.string(23)
                 if len(f_ContractID) > 24: raise DecodeError(f'length {len(f_ContractID)} outside [0, 24]', r.pos)
-                x = bits(2)
-                if x & 3: raise r.deviation('CertificateUpdateReqType')
+                p = r.pos
+                p += 2
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('CertificateUpdateReqType', p)
                 el = 'ListOfRootCertificateIDs'
+                r.pos = p
                 f_ListOfRootCertificateIDs = _d_ListOfRootCertificateIDsType(r)
-                x = bits(2)
-                if x & 3: raise r.deviation('CertificateUpdateReqType')
+                p = r.pos
+                p += 2
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('CertificateUpdateReqType', p)
                 el = 'DHParams'
+                r.pos = p
                 f_DHParams = r.binary()
                 if len(f_DHParams) > 256: raise DecodeError(f'length {len(f_DHParams)} outside [0, 256]', r.pos)
-                x = bits(2)
-                if x & 3: raise r.deviation('CertificateUpdateReqType')
+                p = r.pos
+                p += 2
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('CertificateUpdateReqType', p)
                 s = -1
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgbody.CertificateUpdateReqType(f_Id, f_ContractSignatureCertChain, f_ContractID, f_ListOfRootCertificateIDs, f_DHParams)
 
 def _e_CertificateUpdateReqType(w, o):
     # {urn:din:70121:2012:MsgBody}CertificateUpdateReqType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Id = o.Id
@@ -1416,19 +1931,28 @@ def _e_CertificateUpdateReqType(w, o):
             if s == 0:
                 if v_Id is not None:
                     el = '@Id'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     w.string(v_Id)
+                    v = w.v; n = w.n
                     if not (v_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
                     el = 'ContractSignatureCertChain'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
                     v_Id = None
+                    w.v = v; w.n = n
                     _e_CertificateChainType(w, v_ContractSignatureCertChain)
+                    v = w.v; n = w.n
                     v_ContractSignatureCertChain = None
                     s = 2
                 elif v_ContractSignatureCertChain is not None:
                     el = 'ContractSignatureCertChain'
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
+                    w.v = v; w.n = n
                     _e_CertificateChainType(w, v_ContractSignatureCertChain)
+                    v = w.v; n = w.n
                     v_ContractSignatureCertChain = None
                     s = 2
                 else:
@@ -1436,32 +1960,45 @@ def _e_CertificateUpdateReqType(w, o):
             if s == 2:
                 if v_ContractID is not None:
                     el = 'ContractID'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     if len(v_ContractID) > 24: raise EncodeError(f'length {len(v_ContractID)} outside [0, 24]')
                     w.string(v_ContractID)
+                    v = w.v; n = w.n
                     if not (v_ListOfRootCertificateIDs is not None): raise EncodeError('missing content: ListOfRootCertificateIDs')
                     el = 'ListOfRootCertificateIDs'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
                     v_ContractID = None
+                    w.v = v; w.n = n
                     _e_ListOfRootCertificateIDsType(w, v_ListOfRootCertificateIDs)
+                    v = w.v; n = w.n
                     if not (v_DHParams is not None): raise EncodeError('missing content: DHParams')
                     el = 'DHParams'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
                     v_ListOfRootCertificateIDs = None
+                    w.v = v; w.n = n
                     if len(v_DHParams) > 256: raise EncodeError(f'length {len(v_DHParams)} outside [0, 256]')
                     w.binary(v_DHParams)
-                    bits(0, 2)
+                    v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
                     v_DHParams = None
                     if v_Id is not None or v_ContractSignatureCertChain is not None or v_ContractID is not None or v_ListOfRootCertificateIDs is not None or v_DHParams is not None: raise _leftover(o)
                     s = -1
                 else:
                     raise EncodeError('missing content: expected one of ContractID')
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_CertificateUpdateResType(r):
     # {urn:din:70121:2012:MsgBody}CertificateUpdateResType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Id = None
     f_ResponseCode = None
@@ -1471,48 +2008,78 @@ def _d_CertificateUpdateResType(r):
     f_ContractID = None
     f_RetryCounter = None
     try:
-        if bits(1): raise r.deviation('CertificateUpdateResType')
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('CertificateUpdateResType', p)
         el = '@Id'
+        r.pos = p
         f_Id = r.string(18)
-        x = bits(9)
-        if x & 387: raise r.deviation('CertificateUpdateResType')
+        p = r.pos
+        p += 9
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 511
+        if x & 387: raise r.deviation('CertificateUpdateResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 31)
-        if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.pos)
+        if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', p)
         f_ResponseCode = _E6[f_ResponseCode]
         el = 'ContractSignatureCertChain'
+        r.pos = p
         f_ContractSignatureCertChain = _d_CertificateChainType(r)
-        x = bits(2)
-        if x & 3: raise r.deviation('CertificateUpdateResType')
+        p = r.pos
+        p += 2
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 3
+        if x & 3: raise r.deviation('CertificateUpdateResType', p)
         el = 'ContractSignatureEncryptedPrivateKey'
+        r.pos = p
         f_ContractSignatureEncryptedPrivateKey = r.binary()
         if len(f_ContractSignatureEncryptedPrivateKey) > 128: raise DecodeError(f'length {len(f_ContractSignatureEncryptedPrivateKey)} outside [0, 128]', r.pos)
-        x = bits(3)
-        if x & 7: raise r.deviation('CertificateUpdateResType')
+        p = r.pos
+        p += 3
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 7
+        if x & 7: raise r.deviation('CertificateUpdateResType', p)
         el = 'DHParams'
+        r.pos = p
         f_DHParams = r.binary()
         if len(f_DHParams) > 256: raise DecodeError(f'length {len(f_DHParams)} outside [0, 256]', r.pos)
-        x = bits(3)
-        if x & 7: raise r.deviation('CertificateUpdateResType')
+        p = r.pos
+        p += 3
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 7
+        if x & 7: raise r.deviation('CertificateUpdateResType', p)
         el = 'ContractID'
+        r.pos = p
         f_ContractID = r.string(23)
         if len(f_ContractID) > 24: raise DecodeError(f'length {len(f_ContractID)} outside [0, 24]', r.pos)
-        x = bits(4)
-        if x & 14: raise r.deviation('CertificateUpdateResType')
+        p = r.pos
+        p += 4
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 15
+        if x & 14: raise r.deviation('CertificateUpdateResType', p)
         el = 'RetryCounter'
         _neg = (x & 1)
-        f_RetryCounter = r.uint()
+        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            p += 8
+            f_RetryCounter = (V >> (E - p)) & 127
+        else:
+            r.pos = p; f_RetryCounter = r.uint(); p = r.pos
+        p += 2
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 3
+        if x & 3: raise r.deviation('CertificateUpdateResType', p)
         if _neg: f_RetryCounter = -f_RetryCounter - 1
-        if f_RetryCounter < -32768 or f_RetryCounter > 32767: raise DecodeError(f'value {f_RetryCounter} outside [-32768, 32767]', r.pos)
-        x = bits(2)
-        if x & 3: raise r.deviation('CertificateUpdateResType')
+        if f_RetryCounter < -32768 or f_RetryCounter > 32767: raise DecodeError(f'value {f_RetryCounter} outside [-32768, 32767]', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgbody.CertificateUpdateResType(f_Id, f_ResponseCode, f_ContractSignatureCertChain, f_ContractSignatureEncryptedPrivateKey, f_DHParams, f_ContractID, f_RetryCounter)
 
 def _e_CertificateUpdateResType(w, o):
     # {urn:din:70121:2012:MsgBody}CertificateUpdateResType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Id = o.Id
@@ -1524,53 +2091,75 @@ def _e_CertificateUpdateResType(w, o):
         v_RetryCounter = o.RetryCounter
         if v_Id is not None:
             el = '@Id'
-            bits(0, 1)
+            v <<= 1
+            n += 1
+            w.v = v; w.n = n
             w.string(v_Id)
+            v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
             _i13 = _I8.get(v_ResponseCode)
             if _i13 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
             if not (v_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
             el = 'ContractSignatureCertChain'
-            bits((_i13 << 2), 9)
+            v = (v << 9) | (_i13 << 2)
+            n += 9
             v_Id = None
             v_ResponseCode = None
+            w.v = v; w.n = n
             _e_CertificateChainType(w, v_ContractSignatureCertChain)
+            v = w.v; n = w.n
             if not (v_ContractSignatureEncryptedPrivateKey is not None): raise EncodeError('missing content: ContractSignatureEncryptedPrivateKey')
             el = 'ContractSignatureEncryptedPrivateKey'
-            bits(0, 2)
+            v <<= 2
+            n += 2
             v_ContractSignatureCertChain = None
+            w.v = v; w.n = n
             if len(v_ContractSignatureEncryptedPrivateKey) > 128: raise EncodeError(f'length {len(v_ContractSignatureEncryptedPrivateKey)} outside [0, 128]')
             w.binary(v_ContractSignatureEncryptedPrivateKey)
+            v = w.v; n = w.n
             if not (v_DHParams is not None): raise EncodeError('missing content: DHParams')
             el = 'DHParams'
-            bits(0, 3)
+            v <<= 3
+            n += 3
             v_ContractSignatureEncryptedPrivateKey = None
+            w.v = v; w.n = n
             if len(v_DHParams) > 256: raise EncodeError(f'length {len(v_DHParams)} outside [0, 256]')
             w.binary(v_DHParams)
+            v = w.v; n = w.n
             if not (v_ContractID is not None): raise EncodeError('missing content: ContractID')
             el = 'ContractID'
-            bits(0, 3)
+            v <<= 3
+            n += 3
             v_DHParams = None
+            w.v = v; w.n = n
             if len(v_ContractID) > 24: raise EncodeError(f'length {len(v_ContractID)} outside [0, 24]')
             w.string(v_ContractID)
+            v = w.v; n = w.n
             if not (v_RetryCounter is not None): raise EncodeError('missing content: RetryCounter')
             el = 'RetryCounter'
             if v_RetryCounter < -32768 or v_RetryCounter > 32767: raise EncodeError(f'value {v_RetryCounter!r} outside [-32768, 32767]')
-            bits((v_RetryCounter < 0), 4)
+            v = (v << 4) | (v_RetryCounter < 0)
+            n += 4
             v_ContractID = None
-            w.uint(-v_RetryCounter - 1 if v_RetryCounter < 0 else v_RetryCounter)
-            bits(0, 2)
+            _m = (-v_RetryCounter - 1 if v_RetryCounter < 0 else v_RetryCounter)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            v <<= 2
+            n += 2
             v_RetryCounter = None
             if v_Id is not None or v_ResponseCode is not None or v_ContractSignatureCertChain is not None or v_ContractSignatureEncryptedPrivateKey is not None or v_DHParams is not None or v_ContractID is not None or v_RetryCounter is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of Id')
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_ChargeParameterDiscoveryReqType(r):
     # {urn:din:70121:2012:MsgBody}ChargeParameterDiscoveryReqType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_EVRequestedEnergyTransferType = None
     f_AC_EVChargeParameter = None
@@ -1580,39 +2169,53 @@ def _d_ChargeParameterDiscoveryReqType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                x = bits(6)
-                if x & 49: raise r.deviation('ChargeParameterDiscoveryReqType')
+                p += 6
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('ChargeParameterDiscoveryReqType', p)
                 el = 'EVRequestedEnergyTransferType'
                 f_EVRequestedEnergyTransferType = ((x >> 1) & 7)
-                if f_EVRequestedEnergyTransferType >= 6: raise DecodeError(f'enumeration index {f_EVRequestedEnergyTransferType} out of range (6 values)', r.pos)
+                if f_EVRequestedEnergyTransferType >= 6: raise DecodeError(f'enumeration index {f_EVRequestedEnergyTransferType} out of range (6 values)', p)
                 f_EVRequestedEnergyTransferType = _E14[f_EVRequestedEnergyTransferType]
                 s = 1
             if s == 1:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'AC_EVChargeParameter'
+                    r.pos = p
                     f_AC_EVChargeParameter = _d_AC_EVChargeParameterType(r)
+                    p = r.pos
                     s = 2
                 elif ec == 1:
                     el = 'DC_EVChargeParameter'
+                    r.pos = p
                     f_DC_EVChargeParameter = _d_DC_EVChargeParameterType(r)
+                    p = r.pos
                     s = 2
                 elif ec == 2:
                     el = 'EVChargeParameter'
+                    r.pos = p
                     f_EVChargeParameter = _d_EVChargeParameterType(r)
+                    p = r.pos
                     s = 2
                 else:
-                    raise r.deviation('ChargeParameterDiscoveryReqType')
+                    raise r.deviation('ChargeParameterDiscoveryReqType', p)
             if s == 2:
-                if bits(1): raise r.deviation('ChargeParameterDiscoveryReqType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', p)
                 s = -1
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgbody.ChargeParameterDiscoveryReqType(f_EVRequestedEnergyTransferType, f_AC_EVChargeParameter, f_DC_EVChargeParameter, f_EVChargeParameter)
 
 def _e_ChargeParameterDiscoveryReqType(w, o):
     # {urn:din:70121:2012:MsgBody}ChargeParameterDiscoveryReqType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_EVRequestedEnergyTransferType = o.EVRequestedEnergyTransferType
@@ -1626,7 +2229,8 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                     el = 'EVRequestedEnergyTransferType'
                     _i14 = _I15.get(v_EVRequestedEnergyTransferType)
                     if _i14 is None: raise EncodeError(f'{v_EVRequestedEnergyTransferType!r} is not one of the enumeration EVRequestedEnergyTransferType')
-                    bits((_i14 << 1), 6)
+                    v = (v << 6) | (_i14 << 1)
+                    n += 6
                     v_EVRequestedEnergyTransferType = None
                     s = 1
                 else:
@@ -1634,35 +2238,48 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
             if s == 1:
                 if v_AC_EVChargeParameter is not None:
                     el = 'AC_EVChargeParameter'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_AC_EVChargeParameterType(w, v_AC_EVChargeParameter)
+                    v = w.v; n = w.n
                     v_AC_EVChargeParameter = None
                     s = 2
                 elif v_DC_EVChargeParameter is not None:
                     el = 'DC_EVChargeParameter'
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
+                    w.v = v; w.n = n
                     _e_DC_EVChargeParameterType(w, v_DC_EVChargeParameter)
+                    v = w.v; n = w.n
                     v_DC_EVChargeParameter = None
                     s = 2
                 elif v_EVChargeParameter is not None:
                     el = 'EVChargeParameter'
-                    bits(2, 2)
+                    v = (v << 2) | 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_EVChargeParameterType(w, v_EVChargeParameter)
+                    v = w.v; n = w.n
                     v_EVChargeParameter = None
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of AC_EVChargeParameter, DC_EVChargeParameter, EVChargeParameter')
             if s == 2:
                 if True:
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
                     if v_EVRequestedEnergyTransferType is not None or v_AC_EVChargeParameter is not None or v_DC_EVChargeParameter is not None or v_EVChargeParameter is not None: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_ChargeParameterDiscoveryResType(r):
     # {urn:din:70121:2012:MsgBody}ChargeParameterDiscoveryResType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_ResponseCode = None
     f_EVSEProcessing = None
@@ -1675,53 +2292,73 @@ def _d_ChargeParameterDiscoveryResType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                x = bits(12)
-                if x & 3101: raise r.deviation('ChargeParameterDiscoveryResType')
+                p += 12
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 4095
+                if x & 3101: raise r.deviation('ChargeParameterDiscoveryResType', p)
                 el = 'ResponseCode'
                 f_ResponseCode = ((x >> 5) & 31)
-                if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.pos)
+                if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', p)
                 f_ResponseCode = _E6[f_ResponseCode]
                 el = 'EVSEProcessing'
                 f_EVSEProcessing = _E7[((x >> 1) & 1)]
                 s = 2
             if s == 2:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'SAScheduleList'
+                    r.pos = p
                     f_SAScheduleList = _d_SAScheduleListType(r)
+                    p = r.pos
                     s = 3
                 elif ec == 1:
                     el = 'SASchedules'
+                    r.pos = p
                     f_SASchedules = _d_SASchedulesType(r)
+                    p = r.pos
                     s = 3
                 else:
-                    raise r.deviation('ChargeParameterDiscoveryResType')
+                    raise r.deviation('ChargeParameterDiscoveryResType', p)
             if s == 3:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'AC_EVSEChargeParameter'
+                    r.pos = p
                     f_AC_EVSEChargeParameter = _d_AC_EVSEChargeParameterType(r)
+                    p = r.pos
                     s = 4
                 elif ec == 1:
                     el = 'DC_EVSEChargeParameter'
+                    r.pos = p
                     f_DC_EVSEChargeParameter = _d_DC_EVSEChargeParameterType(r)
+                    p = r.pos
                     s = 4
                 elif ec == 2:
                     el = 'EVSEChargeParameter'
+                    r.pos = p
                     f_EVSEChargeParameter = _d_EVSEChargeParameterType(r)
+                    p = r.pos
                     s = 4
                 else:
-                    raise r.deviation('ChargeParameterDiscoveryResType')
+                    raise r.deviation('ChargeParameterDiscoveryResType', p)
             if s == 4:
-                if bits(1): raise r.deviation('ChargeParameterDiscoveryResType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryResType', p)
                 s = -1
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgbody.ChargeParameterDiscoveryResType(f_ResponseCode, f_EVSEProcessing, f_SAScheduleList, f_SASchedules, f_AC_EVSEChargeParameter, f_DC_EVSEChargeParameter, f_EVSEChargeParameter)
 
 def _e_ChargeParameterDiscoveryResType(w, o):
     # {urn:din:70121:2012:MsgBody}ChargeParameterDiscoveryResType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_ResponseCode = o.ResponseCode
@@ -1742,7 +2379,8 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                     el = 'EVSEProcessing'
                     _i16 = _I9.get(v_EVSEProcessing)
                     if _i16 is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
-                    bits((_i15 << 5) | (_i16 << 1), 12)
+                    v = (v << 12) | (_i15 << 5) | (_i16 << 1)
+                    n += 12
                     v_ResponseCode = None
                     v_EVSEProcessing = None
                     s = 2
@@ -1751,14 +2389,20 @@ def _e_ChargeParameterDiscoveryResType(w, o):
             if s == 2:
                 if v_SAScheduleList is not None:
                     el = 'SAScheduleList'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_SAScheduleListType(w, v_SAScheduleList)
+                    v = w.v; n = w.n
                     v_SAScheduleList = None
                     s = 3
                 elif v_SASchedules is not None:
                     el = 'SASchedules'
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
+                    w.v = v; w.n = n
                     _e_SASchedulesType(w, v_SASchedules)
+                    v = w.v; n = w.n
                     v_SASchedules = None
                     s = 3
                 else:
@@ -1766,75 +2410,104 @@ def _e_ChargeParameterDiscoveryResType(w, o):
             if s == 3:
                 if v_AC_EVSEChargeParameter is not None:
                     el = 'AC_EVSEChargeParameter'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_AC_EVSEChargeParameterType(w, v_AC_EVSEChargeParameter)
+                    v = w.v; n = w.n
                     v_AC_EVSEChargeParameter = None
                     s = 4
                 elif v_DC_EVSEChargeParameter is not None:
                     el = 'DC_EVSEChargeParameter'
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
+                    w.v = v; w.n = n
                     _e_DC_EVSEChargeParameterType(w, v_DC_EVSEChargeParameter)
+                    v = w.v; n = w.n
                     v_DC_EVSEChargeParameter = None
                     s = 4
                 elif v_EVSEChargeParameter is not None:
                     el = 'EVSEChargeParameter'
-                    bits(2, 2)
+                    v = (v << 2) | 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_EVSEChargeParameterType(w, v_EVSEChargeParameter)
+                    v = w.v; n = w.n
                     v_EVSEChargeParameter = None
                     s = 4
                 else:
                     raise EncodeError('missing content: expected one of AC_EVSEChargeParameter, DC_EVSEChargeParameter, EVSEChargeParameter')
             if s == 4:
                 if True:
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
                     if v_ResponseCode is not None or v_EVSEProcessing is not None or v_SAScheduleList is not None or v_SASchedules is not None or v_AC_EVSEChargeParameter is not None or v_DC_EVSEChargeParameter is not None or v_EVSEChargeParameter is not None: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_SASchedulesType(r):
     # {urn:din:70121:2012:MsgDataTypes}SASchedulesType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     try:
-        if bits(1): raise r.deviation('SASchedulesType')
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('SASchedulesType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdatatypes.SASchedulesType()
 
 def _e_SASchedulesType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}SASchedulesType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         if True:
-            bits(0, 1)
+            v <<= 1
+            n += 1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_ChargingStatusReqType(r):
     # {urn:din:70121:2012:MsgBody}ChargingStatusReqType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     try:
-        if bits(1): raise r.deviation('ChargingStatusReqType')
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('ChargingStatusReqType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgbody.ChargingStatusReqType()
 
 def _e_ChargingStatusReqType(w, o):
     # {urn:din:70121:2012:MsgBody}ChargingStatusReqType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         if True:
-            bits(0, 1)
+            v <<= 1
+            n += 1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_ChargingStatusResType(r):
     # {urn:din:70121:2012:MsgBody}ChargingStatusResType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_ResponseCode = None
     f_EVSEID = None
@@ -1847,75 +2520,111 @@ def _d_ChargingStatusResType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                x = bits(10)
-                if x & 775: raise r.deviation('ChargingStatusResType')
+                p += 10
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 1023
+                if x & 775: raise r.deviation('ChargingStatusResType', p)
                 el = 'ResponseCode'
                 f_ResponseCode = ((x >> 3) & 31)
-                if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.pos)
+                if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', p)
                 f_ResponseCode = _E6[f_ResponseCode]
                 el = 'EVSEID'
+                r.pos = p
                 f_EVSEID = r.binary()
                 if len(f_EVSEID) > 32: raise DecodeError(f'length {len(f_EVSEID)} outside [0, 32]', r.pos)
-                x = bits(4)
-                if x & 14: raise r.deviation('ChargingStatusResType')
+                p = r.pos
+                p += 4
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 15
+                if x & 14: raise r.deviation('ChargingStatusResType', p)
                 el = 'SAScheduleTupleID'
                 _neg = (x & 1)
-                f_SAScheduleTupleID = r.uint()
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    f_SAScheduleTupleID = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; f_SAScheduleTupleID = r.uint(); p = r.pos
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('ChargingStatusResType', p)
                 if _neg: f_SAScheduleTupleID = -f_SAScheduleTupleID - 1
-                if f_SAScheduleTupleID < -32768 or f_SAScheduleTupleID > 32767: raise DecodeError(f'value {f_SAScheduleTupleID} outside [-32768, 32767]', r.pos)
-                if bits(1): raise r.deviation('ChargingStatusResType')
+                if f_SAScheduleTupleID < -32768 or f_SAScheduleTupleID > 32767: raise DecodeError(f'value {f_SAScheduleTupleID} outside [-32768, 32767]', p)
                 s = 3
             if s == 3:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'EVSEMaxCurrent'
+                    r.pos = p
                     f_EVSEMaxCurrent = _d_PhysicalValueType(r)
+                    p = r.pos
                     s = 4
                 elif ec == 1:
                     el = 'MeterInfo'
+                    r.pos = p
                     f_MeterInfo = _d_MeterInfoType(r)
+                    p = r.pos
                     s = 5
                 elif ec == 2:
-                    x = bits(3)
-                    if x & 5: raise r.deviation('ChargingStatusResType')
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 5: raise r.deviation('ChargingStatusResType', p)
                     el = 'ReceiptRequired'
                     f_ReceiptRequired = ((x >> 1) & 1) == 1
                     s = 6
                 else:
-                    raise r.deviation('ChargingStatusResType')
+                    raise r.deviation('ChargingStatusResType', p)
             if s == 4:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'MeterInfo'
+                    r.pos = p
                     f_MeterInfo = _d_MeterInfoType(r)
+                    p = r.pos
                     s = 5
                 elif ec == 1:
-                    x = bits(3)
-                    if x & 5: raise r.deviation('ChargingStatusResType')
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 5: raise r.deviation('ChargingStatusResType', p)
                     el = 'ReceiptRequired'
                     f_ReceiptRequired = ((x >> 1) & 1) == 1
                     s = 6
                 else:
-                    raise r.deviation('ChargingStatusResType')
+                    raise r.deviation('ChargingStatusResType', p)
             if s == 5:
-                x = bits(4)
-                if x & 13: raise r.deviation('ChargingStatusResType')
+                p += 4
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 15
+                if x & 13: raise r.deviation('ChargingStatusResType', p)
                 el = 'ReceiptRequired'
                 f_ReceiptRequired = ((x >> 1) & 1) == 1
                 s = 6
             if s == 6:
-                if bits(1): raise r.deviation('ChargingStatusResType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('ChargingStatusResType', p)
                 el = 'AC_EVSEStatus'
+                r.pos = p
                 f_AC_EVSEStatus = _d_AC_EVSEStatusType(r)
-                if bits(1): raise r.deviation('ChargingStatusResType')
+                p = r.pos
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('ChargingStatusResType', p)
                 s = -1
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgbody.ChargingStatusResType(f_ResponseCode, f_EVSEID, f_SAScheduleTupleID, f_EVSEMaxCurrent, f_MeterInfo, f_ReceiptRequired, f_AC_EVSEStatus)
 
 def _e_ChargingStatusResType(w, o):
     # {urn:din:70121:2012:MsgBody}ChargingStatusResType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_ResponseCode = o.ResponseCode
@@ -1934,17 +2643,24 @@ def _e_ChargingStatusResType(w, o):
                     if _i17 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
                     if not (v_EVSEID is not None): raise EncodeError('missing content: EVSEID')
                     el = 'EVSEID'
-                    bits((_i17 << 3), 10)
+                    v = (v << 10) | (_i17 << 3)
+                    n += 10
                     v_ResponseCode = None
+                    w.v = v; w.n = n
                     if len(v_EVSEID) > 32: raise EncodeError(f'length {len(v_EVSEID)} outside [0, 32]')
                     w.binary(v_EVSEID)
+                    v = w.v; n = w.n
                     if not (v_SAScheduleTupleID is not None): raise EncodeError('missing content: SAScheduleTupleID')
                     el = 'SAScheduleTupleID'
                     if v_SAScheduleTupleID < -32768 or v_SAScheduleTupleID > 32767: raise EncodeError(f'value {v_SAScheduleTupleID!r} outside [-32768, 32767]')
-                    bits((v_SAScheduleTupleID < 0), 4)
+                    v = (v << 4) | (v_SAScheduleTupleID < 0)
+                    n += 4
                     v_EVSEID = None
-                    w.uint(-v_SAScheduleTupleID - 1 if v_SAScheduleTupleID < 0 else v_SAScheduleTupleID)
-                    bits(0, 1)
+                    _m = (-v_SAScheduleTupleID - 1 if v_SAScheduleTupleID < 0 else v_SAScheduleTupleID)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_SAScheduleTupleID = None
                     s = 3
                 else:
@@ -1952,20 +2668,27 @@ def _e_ChargingStatusResType(w, o):
             if s == 3:
                 if v_EVSEMaxCurrent is not None:
                     el = 'EVSEMaxCurrent'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_PhysicalValueType(w, v_EVSEMaxCurrent)
+                    v = w.v; n = w.n
                     v_EVSEMaxCurrent = None
                     s = 4
                 elif v_MeterInfo is not None:
                     el = 'MeterInfo'
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
+                    w.v = v; w.n = n
                     _e_MeterInfoType(w, v_MeterInfo)
+                    v = w.v; n = w.n
                     v_MeterInfo = None
                     s = 5
                 elif v_ReceiptRequired is not None:
                     el = 'ReceiptRequired'
                     if v_ReceiptRequired is not True and v_ReceiptRequired is not False: raise EncodeError(f'expected a bool, got {v_ReceiptRequired!r}')
-                    bits((2 << 3) | (v_ReceiptRequired << 1), 5)
+                    v = (v << 5) | (2 << 3) | (v_ReceiptRequired << 1)
+                    n += 5
                     v_ReceiptRequired = None
                     s = 6
                 else:
@@ -1973,14 +2696,18 @@ def _e_ChargingStatusResType(w, o):
             if s == 4:
                 if v_MeterInfo is not None:
                     el = 'MeterInfo'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_MeterInfoType(w, v_MeterInfo)
+                    v = w.v; n = w.n
                     v_MeterInfo = None
                     s = 5
                 elif v_ReceiptRequired is not None:
                     el = 'ReceiptRequired'
                     if v_ReceiptRequired is not True and v_ReceiptRequired is not False: raise EncodeError(f'expected a bool, got {v_ReceiptRequired!r}')
-                    bits((1 << 3) | (v_ReceiptRequired << 1), 5)
+                    v = (v << 5) | (1 << 3) | (v_ReceiptRequired << 1)
+                    n += 5
                     v_ReceiptRequired = None
                     s = 6
                 else:
@@ -1989,7 +2716,8 @@ def _e_ChargingStatusResType(w, o):
                 if v_ReceiptRequired is not None:
                     el = 'ReceiptRequired'
                     if v_ReceiptRequired is not True and v_ReceiptRequired is not False: raise EncodeError(f'expected a bool, got {v_ReceiptRequired!r}')
-                    bits((v_ReceiptRequired << 1), 4)
+                    v = (v << 4) | (v_ReceiptRequired << 1)
+                    n += 4
                     v_ReceiptRequired = None
                     s = 6
                 else:
@@ -1997,20 +2725,27 @@ def _e_ChargingStatusResType(w, o):
             if s == 6:
                 if v_AC_EVSEStatus is not None:
                     el = 'AC_EVSEStatus'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
+                    w.v = v; w.n = n
                     _e_AC_EVSEStatusType(w, v_AC_EVSEStatus)
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_AC_EVSEStatus = None
                     if v_ResponseCode is not None or v_EVSEID is not None or v_SAScheduleTupleID is not None or v_EVSEMaxCurrent is not None or v_MeterInfo is not None or v_ReceiptRequired is not None or v_AC_EVSEStatus is not None: raise _leftover(o)
                     s = -1
                 else:
                     raise EncodeError('missing content: expected one of AC_EVSEStatus')
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_MeterInfoType(r):
     # {urn:din:70121:2012:MsgDataTypes}MeterInfoType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_MeterID = None
     f_MeterReading = None
@@ -2021,139 +2756,227 @@ def _d_MeterInfoType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                x = bits(2)
-                if x & 3: raise r.deviation('MeterInfoType')
+                p += 2
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('MeterInfoType', p)
                 el = 'MeterID'
+                r.pos = p
                 f_MeterID = r.string(30)
                 if len(f_MeterID) > 32: raise DecodeError(f'length {len(f_MeterID)} outside [0, 32]', r.pos)
-                if bits(1): raise r.deviation('MeterInfoType')
+                p = r.pos
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                 s = 1
             if s == 1:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'MeterReading'
+                    r.pos = p
                     f_MeterReading = _d_PhysicalValueType(r)
+                    p = r.pos
                     s = 2
                 elif ec == 1:
-                    if bits(1): raise r.deviation('MeterInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     el = 'SigMeterReading'
+                    r.pos = p
                     f_SigMeterReading = r.binary()
                     if len(f_SigMeterReading) > 32: raise DecodeError(f'length {len(f_SigMeterReading)} outside [0, 32]', r.pos)
-                    if bits(1): raise r.deviation('MeterInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     s = 3
                 elif ec == 2:
-                    x = bits(2)
-                    if x & 2: raise r.deviation('MeterInfoType')
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 2: raise r.deviation('MeterInfoType', p)
                     el = 'MeterStatus'
                     _neg = (x & 1)
-                    f_MeterStatus = r.uint()
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        f_MeterStatus = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; f_MeterStatus = r.uint(); p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_MeterStatus = -f_MeterStatus - 1
-                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.pos)
-                    if bits(1): raise r.deviation('MeterInfoType')
+                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', p)
                     s = 4
                 elif ec == 3:
-                    x = bits(2)
-                    if x & 2: raise r.deviation('MeterInfoType')
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 2: raise r.deviation('MeterInfoType', p)
                     el = 'TMeter'
                     _neg = (x & 1)
-                    f_TMeter = r.uint()
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        f_TMeter = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; f_TMeter = r.uint(); p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_TMeter = -f_TMeter - 1
-                    if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: raise DecodeError(f'value {f_TMeter} outside [-9223372036854775808, 9223372036854775807]', r.pos)
-                    if bits(1): raise r.deviation('MeterInfoType')
+                    if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: raise DecodeError(f'value {f_TMeter} outside [-9223372036854775808, 9223372036854775807]', p)
                     s = 5
                 elif ec == 4:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('MeterInfoType')
+                    raise r.deviation('MeterInfoType', p)
             if s == 2:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    if bits(1): raise r.deviation('MeterInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     el = 'SigMeterReading'
+                    r.pos = p
                     f_SigMeterReading = r.binary()
                     if len(f_SigMeterReading) > 32: raise DecodeError(f'length {len(f_SigMeterReading)} outside [0, 32]', r.pos)
-                    if bits(1): raise r.deviation('MeterInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     s = 3
                 elif ec == 1:
-                    x = bits(2)
-                    if x & 2: raise r.deviation('MeterInfoType')
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 2: raise r.deviation('MeterInfoType', p)
                     el = 'MeterStatus'
                     _neg = (x & 1)
-                    f_MeterStatus = r.uint()
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        f_MeterStatus = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; f_MeterStatus = r.uint(); p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_MeterStatus = -f_MeterStatus - 1
-                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.pos)
-                    if bits(1): raise r.deviation('MeterInfoType')
+                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', p)
                     s = 4
                 elif ec == 2:
-                    x = bits(2)
-                    if x & 2: raise r.deviation('MeterInfoType')
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 2: raise r.deviation('MeterInfoType', p)
                     el = 'TMeter'
                     _neg = (x & 1)
-                    f_TMeter = r.uint()
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        f_TMeter = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; f_TMeter = r.uint(); p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_TMeter = -f_TMeter - 1
-                    if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: raise DecodeError(f'value {f_TMeter} outside [-9223372036854775808, 9223372036854775807]', r.pos)
-                    if bits(1): raise r.deviation('MeterInfoType')
+                    if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: raise DecodeError(f'value {f_TMeter} outside [-9223372036854775808, 9223372036854775807]', p)
                     s = 5
                 elif ec == 3:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('MeterInfoType')
+                    raise r.deviation('MeterInfoType', p)
             if s == 3:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    x = bits(2)
-                    if x & 2: raise r.deviation('MeterInfoType')
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 2: raise r.deviation('MeterInfoType', p)
                     el = 'MeterStatus'
                     _neg = (x & 1)
-                    f_MeterStatus = r.uint()
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        f_MeterStatus = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; f_MeterStatus = r.uint(); p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_MeterStatus = -f_MeterStatus - 1
-                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.pos)
-                    if bits(1): raise r.deviation('MeterInfoType')
+                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', p)
                     s = 4
                 elif ec == 1:
-                    x = bits(2)
-                    if x & 2: raise r.deviation('MeterInfoType')
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 2: raise r.deviation('MeterInfoType', p)
                     el = 'TMeter'
                     _neg = (x & 1)
-                    f_TMeter = r.uint()
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        f_TMeter = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; f_TMeter = r.uint(); p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_TMeter = -f_TMeter - 1
-                    if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: raise DecodeError(f'value {f_TMeter} outside [-9223372036854775808, 9223372036854775807]', r.pos)
-                    if bits(1): raise r.deviation('MeterInfoType')
+                    if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: raise DecodeError(f'value {f_TMeter} outside [-9223372036854775808, 9223372036854775807]', p)
                     s = 5
                 elif ec == 2:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('MeterInfoType')
+                    raise r.deviation('MeterInfoType', p)
             if s == 4:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    x = bits(2)
-                    if x & 2: raise r.deviation('MeterInfoType')
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 2: raise r.deviation('MeterInfoType', p)
                     el = 'TMeter'
                     _neg = (x & 1)
-                    f_TMeter = r.uint()
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        f_TMeter = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; f_TMeter = r.uint(); p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_TMeter = -f_TMeter - 1
-                    if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: raise DecodeError(f'value {f_TMeter} outside [-9223372036854775808, 9223372036854775807]', r.pos)
-                    if bits(1): raise r.deviation('MeterInfoType')
+                    if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: raise DecodeError(f'value {f_TMeter} outside [-9223372036854775808, 9223372036854775807]', p)
                     s = 5
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('MeterInfoType')
+                    raise r.deviation('MeterInfoType', p)
             if s == 5:
-                if bits(1): raise r.deviation('MeterInfoType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                 s = -1
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdatatypes.MeterInfoType(f_MeterID, f_MeterReading, f_SigMeterReading, f_MeterStatus, f_TMeter)
 
 def _e_MeterInfoType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}MeterInfoType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_MeterID = o.MeterID
@@ -2166,10 +2989,14 @@ def _e_MeterInfoType(w, o):
             if s == 0:
                 if v_MeterID is not None:
                     el = 'MeterID'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     if len(v_MeterID) > 32: raise EncodeError(f'length {len(v_MeterID)} outside [0, 32]')
                     w.string(v_MeterID)
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_MeterID = None
                     s = 1
                 else:
@@ -2177,112 +3004,159 @@ def _e_MeterInfoType(w, o):
             if s == 1:
                 if v_MeterReading is not None:
                     el = 'MeterReading'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     _e_PhysicalValueType(w, v_MeterReading)
+                    v = w.v; n = w.n
                     v_MeterReading = None
                     s = 2
                 elif v_SigMeterReading is not None:
                     el = 'SigMeterReading'
-                    bits((1 << 1), 4)
+                    v = (v << 4) | (1 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     if len(v_SigMeterReading) > 32: raise EncodeError(f'length {len(v_SigMeterReading)} outside [0, 32]')
                     w.binary(v_SigMeterReading)
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_SigMeterReading = None
                     s = 3
                 elif v_MeterStatus is not None:
                     el = 'MeterStatus'
                     if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    bits((2 << 2) | (v_MeterStatus < 0), 5)
-                    w.uint(-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
-                    bits(0, 1)
+                    v = (v << 5) | (2 << 2) | (v_MeterStatus < 0)
+                    n += 5
+                    _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_MeterStatus = None
                     s = 4
                 elif v_TMeter is not None:
                     el = 'TMeter'
                     if v_TMeter < -9223372036854775808 or v_TMeter > 9223372036854775807: raise EncodeError(f'value {v_TMeter!r} outside [-9223372036854775808, 9223372036854775807]')
-                    bits((3 << 2) | (v_TMeter < 0), 5)
-                    w.uint(-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
-                    bits(0, 1)
+                    v = (v << 5) | (3 << 2) | (v_TMeter < 0)
+                    n += 5
+                    _m = (-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_TMeter = None
                     s = 5
                 elif True:
-                    bits(4, 3)
+                    v = (v << 3) | 4
+                    n += 3
                     if v_MeterID is not None or v_MeterReading is not None or v_SigMeterReading is not None or v_MeterStatus is not None or v_TMeter is not None: raise _leftover(o)
                     s = -1
             if s == 2:
                 if v_SigMeterReading is not None:
                     el = 'SigMeterReading'
-                    bits(0, 4)
+                    v <<= 4
+                    n += 4
+                    w.v = v; w.n = n
                     if len(v_SigMeterReading) > 32: raise EncodeError(f'length {len(v_SigMeterReading)} outside [0, 32]')
                     w.binary(v_SigMeterReading)
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_SigMeterReading = None
                     s = 3
                 elif v_MeterStatus is not None:
                     el = 'MeterStatus'
                     if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    bits((1 << 2) | (v_MeterStatus < 0), 5)
-                    w.uint(-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
-                    bits(0, 1)
+                    v = (v << 5) | (1 << 2) | (v_MeterStatus < 0)
+                    n += 5
+                    _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_MeterStatus = None
                     s = 4
                 elif v_TMeter is not None:
                     el = 'TMeter'
                     if v_TMeter < -9223372036854775808 or v_TMeter > 9223372036854775807: raise EncodeError(f'value {v_TMeter!r} outside [-9223372036854775808, 9223372036854775807]')
-                    bits((2 << 2) | (v_TMeter < 0), 5)
-                    w.uint(-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
-                    bits(0, 1)
+                    v = (v << 5) | (2 << 2) | (v_TMeter < 0)
+                    n += 5
+                    _m = (-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_TMeter = None
                     s = 5
                 elif True:
-                    bits(3, 3)
+                    v = (v << 3) | 3
+                    n += 3
                     if v_MeterID is not None or v_MeterReading is not None or v_SigMeterReading is not None or v_MeterStatus is not None or v_TMeter is not None: raise _leftover(o)
                     s = -1
             if s == 3:
                 if v_MeterStatus is not None:
                     el = 'MeterStatus'
                     if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    bits((v_MeterStatus < 0), 4)
-                    w.uint(-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
-                    bits(0, 1)
+                    v = (v << 4) | (v_MeterStatus < 0)
+                    n += 4
+                    _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_MeterStatus = None
                     s = 4
                 elif v_TMeter is not None:
                     el = 'TMeter'
                     if v_TMeter < -9223372036854775808 or v_TMeter > 9223372036854775807: raise EncodeError(f'value {v_TMeter!r} outside [-9223372036854775808, 9223372036854775807]')
-                    bits((1 << 2) | (v_TMeter < 0), 4)
-                    w.uint(-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
-                    bits(0, 1)
+                    v = (v << 4) | (1 << 2) | (v_TMeter < 0)
+                    n += 4
+                    _m = (-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_TMeter = None
                     s = 5
                 elif True:
-                    bits(2, 2)
+                    v = (v << 2) | 2
+                    n += 2
                     if v_MeterID is not None or v_MeterReading is not None or v_SigMeterReading is not None or v_MeterStatus is not None or v_TMeter is not None: raise _leftover(o)
                     s = -1
             if s == 4:
                 if v_TMeter is not None:
                     el = 'TMeter'
                     if v_TMeter < -9223372036854775808 or v_TMeter > 9223372036854775807: raise EncodeError(f'value {v_TMeter!r} outside [-9223372036854775808, 9223372036854775807]')
-                    bits((v_TMeter < 0), 4)
-                    w.uint(-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
-                    bits(0, 1)
+                    v = (v << 4) | (v_TMeter < 0)
+                    n += 4
+                    _m = (-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_TMeter = None
                     s = 5
                 elif True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_MeterID is not None or v_MeterReading is not None or v_SigMeterReading is not None or v_MeterStatus is not None or v_TMeter is not None: raise _leftover(o)
                     s = -1
             if s == 5:
                 if True:
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
                     if v_MeterID is not None or v_MeterReading is not None or v_SigMeterReading is not None or v_MeterStatus is not None or v_TMeter is not None: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_ContractAuthenticationReqType(r):
     # {urn:din:70121:2012:MsgBody}ContractAuthenticationReqType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Id = None
     f_GenChallenge = None
@@ -2290,45 +3164,67 @@ def _d_ContractAuthenticationReqType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@Id'
+                    r.pos = p
                     f_Id = r.string(18)
+                    p = r.pos
                     s = 1
                 elif ec == 1:
-                    if bits(1): raise r.deviation('ContractAuthenticationReqType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('ContractAuthenticationReqType', p)
                     el = 'GenChallenge'
+                    r.pos = p
                     f_GenChallenge = r.string(34)
-                    if bits(1): raise r.deviation('ContractAuthenticationReqType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('ContractAuthenticationReqType', p)
                     s = 2
                 elif ec == 2:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('ContractAuthenticationReqType')
+                    raise r.deviation('ContractAuthenticationReqType', p)
             if s == 1:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    if bits(1): raise r.deviation('ContractAuthenticationReqType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('ContractAuthenticationReqType', p)
                     el = 'GenChallenge'
+                    r.pos = p
                     f_GenChallenge = r.string(34)
-                    if bits(1): raise r.deviation('ContractAuthenticationReqType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('ContractAuthenticationReqType', p)
                     s = 2
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('ContractAuthenticationReqType')
+                    raise r.deviation('ContractAuthenticationReqType', p)
             if s == 2:
-                if bits(1): raise r.deviation('ContractAuthenticationReqType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('ContractAuthenticationReqType', p)
                 s = -1
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgbody.ContractAuthenticationReqType(f_Id, f_GenChallenge)
 
 def _e_ContractAuthenticationReqType(w, o):
     # {urn:din:70121:2012:MsgBody}ContractAuthenticationReqType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Id = o.Id
@@ -2338,63 +3234,84 @@ def _e_ContractAuthenticationReqType(w, o):
             if s == 0:
                 if v_Id is not None:
                     el = '@Id'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     w.string(v_Id)
+                    v = w.v; n = w.n
                     v_Id = None
                     s = 1
                 elif v_GenChallenge is not None:
                     el = 'GenChallenge'
-                    bits((1 << 1), 3)
+                    v = (v << 3) | (1 << 1)
+                    n += 3
+                    w.v = v; w.n = n
                     w.string(v_GenChallenge)
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_GenChallenge = None
                     s = 2
                 elif True:
-                    bits(2, 2)
+                    v = (v << 2) | 2
+                    n += 2
                     if v_Id is not None or v_GenChallenge is not None: raise _leftover(o)
                     s = -1
             if s == 1:
                 if v_GenChallenge is not None:
                     el = 'GenChallenge'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     w.string(v_GenChallenge)
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_GenChallenge = None
                     s = 2
                 elif True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_Id is not None or v_GenChallenge is not None: raise _leftover(o)
                     s = -1
             if s == 2:
                 if True:
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
                     if v_Id is not None or v_GenChallenge is not None: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_ContractAuthenticationResType(r):
     # {urn:din:70121:2012:MsgBody}ContractAuthenticationResType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_ResponseCode = None
     f_EVSEProcessing = None
     try:
-        x = bits(13)
-        if x & 6203: raise r.deviation('ContractAuthenticationResType')
+        p += 13
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 8191
+        if x & 6203: raise r.deviation('ContractAuthenticationResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 6) & 31)
-        if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.pos)
+        if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', p)
         f_ResponseCode = _E6[f_ResponseCode]
         el = 'EVSEProcessing'
         f_EVSEProcessing = _E7[((x >> 2) & 1)]
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgbody.ContractAuthenticationResType(f_ResponseCode, f_EVSEProcessing)
 
 def _e_ContractAuthenticationResType(w, o):
     # {urn:din:70121:2012:MsgBody}ContractAuthenticationResType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_ResponseCode = o.ResponseCode
@@ -2407,18 +3324,22 @@ def _e_ContractAuthenticationResType(w, o):
             el = 'EVSEProcessing'
             _i19 = _I9.get(v_EVSEProcessing)
             if _i19 is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
-            bits((_i18 << 6) | (_i19 << 2), 13)
+            v = (v << 13) | (_i18 << 6) | (_i19 << 2)
+            n += 13
             v_ResponseCode = None
             v_EVSEProcessing = None
             if v_ResponseCode is not None or v_EVSEProcessing is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_CurrentDemandReqType(r):
     # {urn:din:70121:2012:MsgBody}CurrentDemandReqType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_DC_EVStatus = None
     f_EVTargetCurrent = None
@@ -2434,150 +3355,218 @@ def _d_CurrentDemandReqType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                if bits(1): raise r.deviation('CurrentDemandReqType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandReqType', p)
                 el = 'DC_EVStatus'
+                r.pos = p
                 f_DC_EVStatus = _d_DC_EVStatusType(r)
-                if bits(1): raise r.deviation('CurrentDemandReqType')
+                p = r.pos
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandReqType', p)
                 el = 'EVTargetCurrent'
+                r.pos = p
                 f_EVTargetCurrent = _d_PhysicalValueType(r)
+                p = r.pos
                 s = 2
             if s == 2:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'EVMaximumVoltageLimit'
+                    r.pos = p
                     f_EVMaximumVoltageLimit = _d_PhysicalValueType(r)
+                    p = r.pos
                     s = 3
                 elif ec == 1:
                     el = 'EVMaximumCurrentLimit'
+                    r.pos = p
                     f_EVMaximumCurrentLimit = _d_PhysicalValueType(r)
+                    p = r.pos
                     s = 4
                 elif ec == 2:
                     el = 'EVMaximumPowerLimit'
+                    r.pos = p
                     f_EVMaximumPowerLimit = _d_PhysicalValueType(r)
+                    p = r.pos
                     s = 5
                 elif ec == 3:
-                    x = bits(3)
-                    if x & 5: raise r.deviation('CurrentDemandReqType')
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 5: raise r.deviation('CurrentDemandReqType', p)
                     el = 'BulkChargingComplete'
                     f_BulkChargingComplete = ((x >> 1) & 1) == 1
                     s = 6
                 elif ec == 4:
-                    x = bits(3)
-                    if x & 5: raise r.deviation('CurrentDemandReqType')
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 5: raise r.deviation('CurrentDemandReqType', p)
                     el = 'ChargingComplete'
                     f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 7
                 else:
-                    raise r.deviation('CurrentDemandReqType')
+                    raise r.deviation('CurrentDemandReqType', p)
             if s == 3:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'EVMaximumCurrentLimit'
+                    r.pos = p
                     f_EVMaximumCurrentLimit = _d_PhysicalValueType(r)
+                    p = r.pos
                     s = 4
                 elif ec == 1:
                     el = 'EVMaximumPowerLimit'
+                    r.pos = p
                     f_EVMaximumPowerLimit = _d_PhysicalValueType(r)
+                    p = r.pos
                     s = 5
                 elif ec == 2:
-                    x = bits(3)
-                    if x & 5: raise r.deviation('CurrentDemandReqType')
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 5: raise r.deviation('CurrentDemandReqType', p)
                     el = 'BulkChargingComplete'
                     f_BulkChargingComplete = ((x >> 1) & 1) == 1
                     s = 6
                 elif ec == 3:
-                    x = bits(3)
-                    if x & 5: raise r.deviation('CurrentDemandReqType')
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 5: raise r.deviation('CurrentDemandReqType', p)
                     el = 'ChargingComplete'
                     f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 7
                 else:
-                    raise r.deviation('CurrentDemandReqType')
+                    raise r.deviation('CurrentDemandReqType', p)
             if s == 4:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'EVMaximumPowerLimit'
+                    r.pos = p
                     f_EVMaximumPowerLimit = _d_PhysicalValueType(r)
+                    p = r.pos
                     s = 5
                 elif ec == 1:
-                    x = bits(3)
-                    if x & 5: raise r.deviation('CurrentDemandReqType')
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 5: raise r.deviation('CurrentDemandReqType', p)
                     el = 'BulkChargingComplete'
                     f_BulkChargingComplete = ((x >> 1) & 1) == 1
                     s = 6
                 elif ec == 2:
-                    x = bits(3)
-                    if x & 5: raise r.deviation('CurrentDemandReqType')
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 5: raise r.deviation('CurrentDemandReqType', p)
                     el = 'ChargingComplete'
                     f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 7
                 else:
-                    raise r.deviation('CurrentDemandReqType')
+                    raise r.deviation('CurrentDemandReqType', p)
             if s == 5:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    x = bits(3)
-                    if x & 5: raise r.deviation('CurrentDemandReqType')
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 5: raise r.deviation('CurrentDemandReqType', p)
                     el = 'BulkChargingComplete'
                     f_BulkChargingComplete = ((x >> 1) & 1) == 1
                     s = 6
                 elif ec == 1:
-                    x = bits(3)
-                    if x & 5: raise r.deviation('CurrentDemandReqType')
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 5: raise r.deviation('CurrentDemandReqType', p)
                     el = 'ChargingComplete'
                     f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 7
                 else:
-                    raise r.deviation('CurrentDemandReqType')
+                    raise r.deviation('CurrentDemandReqType', p)
             if s == 6:
-                x = bits(4)
-                if x & 13: raise r.deviation('CurrentDemandReqType')
+                p += 4
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 15
+                if x & 13: raise r.deviation('CurrentDemandReqType', p)
                 el = 'ChargingComplete'
                 f_ChargingComplete = ((x >> 1) & 1) == 1
                 s = 7
             if s == 7:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'RemainingTimeToFullSoC'
+                    r.pos = p
                     f_RemainingTimeToFullSoC = _d_PhysicalValueType(r)
+                    p = r.pos
                     s = 8
                 elif ec == 1:
                     el = 'RemainingTimeToBulkSoC'
+                    r.pos = p
                     f_RemainingTimeToBulkSoC = _d_PhysicalValueType(r)
+                    p = r.pos
                     s = 9
                 elif ec == 2:
                     el = 'EVTargetVoltage'
+                    r.pos = p
                     f_EVTargetVoltage = _d_PhysicalValueType(r)
+                    p = r.pos
                     s = 10
                 else:
-                    raise r.deviation('CurrentDemandReqType')
+                    raise r.deviation('CurrentDemandReqType', p)
             if s == 8:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'RemainingTimeToBulkSoC'
+                    r.pos = p
                     f_RemainingTimeToBulkSoC = _d_PhysicalValueType(r)
+                    p = r.pos
                     s = 9
                 elif ec == 1:
                     el = 'EVTargetVoltage'
+                    r.pos = p
                     f_EVTargetVoltage = _d_PhysicalValueType(r)
+                    p = r.pos
                     s = 10
                 else:
-                    raise r.deviation('CurrentDemandReqType')
+                    raise r.deviation('CurrentDemandReqType', p)
             if s == 9:
-                if bits(1): raise r.deviation('CurrentDemandReqType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandReqType', p)
                 el = 'EVTargetVoltage'
+                r.pos = p
                 f_EVTargetVoltage = _d_PhysicalValueType(r)
+                p = r.pos
                 s = 10
             if s == 10:
-                if bits(1): raise r.deviation('CurrentDemandReqType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandReqType', p)
                 s = -1
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgbody.CurrentDemandReqType(f_DC_EVStatus, f_EVTargetCurrent, f_EVMaximumVoltageLimit, f_EVMaximumCurrentLimit, f_EVMaximumPowerLimit, f_BulkChargingComplete, f_ChargingComplete, f_RemainingTimeToFullSoC, f_RemainingTimeToBulkSoC, f_EVTargetVoltage)
 
 def _e_CurrentDemandReqType(w, o):
     # {urn:din:70121:2012:MsgBody}CurrentDemandReqType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_DC_EVStatus = o.DC_EVStatus
@@ -2595,13 +3584,19 @@ def _e_CurrentDemandReqType(w, o):
             if s == 0:
                 if v_DC_EVStatus is not None:
                     el = 'DC_EVStatus'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
+                    w.v = v; w.n = n
                     _e_DC_EVStatusType(w, v_DC_EVStatus)
+                    v = w.v; n = w.n
                     if not (v_EVTargetCurrent is not None): raise EncodeError('missing content: EVTargetCurrent')
                     el = 'EVTargetCurrent'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
                     v_DC_EVStatus = None
+                    w.v = v; w.n = n
                     _e_PhysicalValueType(w, v_EVTargetCurrent)
+                    v = w.v; n = w.n
                     v_EVTargetCurrent = None
                     s = 2
                 else:
@@ -2609,32 +3604,43 @@ def _e_CurrentDemandReqType(w, o):
             if s == 2:
                 if v_EVMaximumVoltageLimit is not None:
                     el = 'EVMaximumVoltageLimit'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     _e_PhysicalValueType(w, v_EVMaximumVoltageLimit)
+                    v = w.v; n = w.n
                     v_EVMaximumVoltageLimit = None
                     s = 3
                 elif v_EVMaximumCurrentLimit is not None:
                     el = 'EVMaximumCurrentLimit'
-                    bits(1, 3)
+                    v = (v << 3) | 1
+                    n += 3
+                    w.v = v; w.n = n
                     _e_PhysicalValueType(w, v_EVMaximumCurrentLimit)
+                    v = w.v; n = w.n
                     v_EVMaximumCurrentLimit = None
                     s = 4
                 elif v_EVMaximumPowerLimit is not None:
                     el = 'EVMaximumPowerLimit'
-                    bits(2, 3)
+                    v = (v << 3) | 2
+                    n += 3
+                    w.v = v; w.n = n
                     _e_PhysicalValueType(w, v_EVMaximumPowerLimit)
+                    v = w.v; n = w.n
                     v_EVMaximumPowerLimit = None
                     s = 5
                 elif v_BulkChargingComplete is not None:
                     el = 'BulkChargingComplete'
                     if v_BulkChargingComplete is not True and v_BulkChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_BulkChargingComplete!r}')
-                    bits((3 << 3) | (v_BulkChargingComplete << 1), 6)
+                    v = (v << 6) | (3 << 3) | (v_BulkChargingComplete << 1)
+                    n += 6
                     v_BulkChargingComplete = None
                     s = 6
                 elif v_ChargingComplete is not None:
                     el = 'ChargingComplete'
                     if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    bits((4 << 3) | (v_ChargingComplete << 1), 6)
+                    v = (v << 6) | (4 << 3) | (v_ChargingComplete << 1)
+                    n += 6
                     v_ChargingComplete = None
                     s = 7
                 else:
@@ -2642,26 +3648,34 @@ def _e_CurrentDemandReqType(w, o):
             if s == 3:
                 if v_EVMaximumCurrentLimit is not None:
                     el = 'EVMaximumCurrentLimit'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     _e_PhysicalValueType(w, v_EVMaximumCurrentLimit)
+                    v = w.v; n = w.n
                     v_EVMaximumCurrentLimit = None
                     s = 4
                 elif v_EVMaximumPowerLimit is not None:
                     el = 'EVMaximumPowerLimit'
-                    bits(1, 3)
+                    v = (v << 3) | 1
+                    n += 3
+                    w.v = v; w.n = n
                     _e_PhysicalValueType(w, v_EVMaximumPowerLimit)
+                    v = w.v; n = w.n
                     v_EVMaximumPowerLimit = None
                     s = 5
                 elif v_BulkChargingComplete is not None:
                     el = 'BulkChargingComplete'
                     if v_BulkChargingComplete is not True and v_BulkChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_BulkChargingComplete!r}')
-                    bits((2 << 3) | (v_BulkChargingComplete << 1), 6)
+                    v = (v << 6) | (2 << 3) | (v_BulkChargingComplete << 1)
+                    n += 6
                     v_BulkChargingComplete = None
                     s = 6
                 elif v_ChargingComplete is not None:
                     el = 'ChargingComplete'
                     if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    bits((3 << 3) | (v_ChargingComplete << 1), 6)
+                    v = (v << 6) | (3 << 3) | (v_ChargingComplete << 1)
+                    n += 6
                     v_ChargingComplete = None
                     s = 7
                 else:
@@ -2669,20 +3683,25 @@ def _e_CurrentDemandReqType(w, o):
             if s == 4:
                 if v_EVMaximumPowerLimit is not None:
                     el = 'EVMaximumPowerLimit'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_PhysicalValueType(w, v_EVMaximumPowerLimit)
+                    v = w.v; n = w.n
                     v_EVMaximumPowerLimit = None
                     s = 5
                 elif v_BulkChargingComplete is not None:
                     el = 'BulkChargingComplete'
                     if v_BulkChargingComplete is not True and v_BulkChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_BulkChargingComplete!r}')
-                    bits((1 << 3) | (v_BulkChargingComplete << 1), 5)
+                    v = (v << 5) | (1 << 3) | (v_BulkChargingComplete << 1)
+                    n += 5
                     v_BulkChargingComplete = None
                     s = 6
                 elif v_ChargingComplete is not None:
                     el = 'ChargingComplete'
                     if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    bits((2 << 3) | (v_ChargingComplete << 1), 5)
+                    v = (v << 5) | (2 << 3) | (v_ChargingComplete << 1)
+                    n += 5
                     v_ChargingComplete = None
                     s = 7
                 else:
@@ -2691,13 +3710,15 @@ def _e_CurrentDemandReqType(w, o):
                 if v_BulkChargingComplete is not None:
                     el = 'BulkChargingComplete'
                     if v_BulkChargingComplete is not True and v_BulkChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_BulkChargingComplete!r}')
-                    bits((v_BulkChargingComplete << 1), 5)
+                    v = (v << 5) | (v_BulkChargingComplete << 1)
+                    n += 5
                     v_BulkChargingComplete = None
                     s = 6
                 elif v_ChargingComplete is not None:
                     el = 'ChargingComplete'
                     if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    bits((1 << 3) | (v_ChargingComplete << 1), 5)
+                    v = (v << 5) | (1 << 3) | (v_ChargingComplete << 1)
+                    n += 5
                     v_ChargingComplete = None
                     s = 7
                 else:
@@ -2706,7 +3727,8 @@ def _e_CurrentDemandReqType(w, o):
                 if v_ChargingComplete is not None:
                     el = 'ChargingComplete'
                     if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    bits((v_ChargingComplete << 1), 4)
+                    v = (v << 4) | (v_ChargingComplete << 1)
+                    n += 4
                     v_ChargingComplete = None
                     s = 7
                 else:
@@ -2714,20 +3736,29 @@ def _e_CurrentDemandReqType(w, o):
             if s == 7:
                 if v_RemainingTimeToFullSoC is not None:
                     el = 'RemainingTimeToFullSoC'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_PhysicalValueType(w, v_RemainingTimeToFullSoC)
+                    v = w.v; n = w.n
                     v_RemainingTimeToFullSoC = None
                     s = 8
                 elif v_RemainingTimeToBulkSoC is not None:
                     el = 'RemainingTimeToBulkSoC'
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
+                    w.v = v; w.n = n
                     _e_PhysicalValueType(w, v_RemainingTimeToBulkSoC)
+                    v = w.v; n = w.n
                     v_RemainingTimeToBulkSoC = None
                     s = 9
                 elif v_EVTargetVoltage is not None:
                     el = 'EVTargetVoltage'
-                    bits(2, 2)
+                    v = (v << 2) | 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_PhysicalValueType(w, v_EVTargetVoltage)
+                    v = w.v; n = w.n
                     v_EVTargetVoltage = None
                     s = 10
                 else:
@@ -2735,14 +3766,20 @@ def _e_CurrentDemandReqType(w, o):
             if s == 8:
                 if v_RemainingTimeToBulkSoC is not None:
                     el = 'RemainingTimeToBulkSoC'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_PhysicalValueType(w, v_RemainingTimeToBulkSoC)
+                    v = w.v; n = w.n
                     v_RemainingTimeToBulkSoC = None
                     s = 9
                 elif v_EVTargetVoltage is not None:
                     el = 'EVTargetVoltage'
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
+                    w.v = v; w.n = n
                     _e_PhysicalValueType(w, v_EVTargetVoltage)
+                    v = w.v; n = w.n
                     v_EVTargetVoltage = None
                     s = 10
                 else:
@@ -2750,23 +3787,30 @@ def _e_CurrentDemandReqType(w, o):
             if s == 9:
                 if v_EVTargetVoltage is not None:
                     el = 'EVTargetVoltage'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
+                    w.v = v; w.n = n
                     _e_PhysicalValueType(w, v_EVTargetVoltage)
+                    v = w.v; n = w.n
                     v_EVTargetVoltage = None
                     s = 10
                 else:
                     raise EncodeError('missing content: expected one of EVTargetVoltage')
             if s == 10:
                 if True:
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
                     if v_DC_EVStatus is not None or v_EVTargetCurrent is not None or v_EVMaximumVoltageLimit is not None or v_EVMaximumCurrentLimit is not None or v_EVMaximumPowerLimit is not None or v_BulkChargingComplete is not None or v_ChargingComplete is not None or v_RemainingTimeToFullSoC is not None or v_RemainingTimeToBulkSoC is not None or v_EVTargetVoltage is not None: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_CurrentDemandResType(r):
     # {urn:din:70121:2012:MsgBody}CurrentDemandResType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_ResponseCode = None
     f_DC_EVSEStatus = None
@@ -2782,22 +3826,36 @@ def _d_CurrentDemandResType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                x = bits(9)
-                if x & 387: raise r.deviation('CurrentDemandResType')
+                p += 9
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 511
+                if x & 387: raise r.deviation('CurrentDemandResType', p)
                 el = 'ResponseCode'
                 f_ResponseCode = ((x >> 2) & 31)
-                if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.pos)
+                if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', p)
                 f_ResponseCode = _E6[f_ResponseCode]
                 el = 'DC_EVSEStatus'
+                r.pos = p
                 f_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
-                if bits(1): raise r.deviation('CurrentDemandResType')
+                p = r.pos
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandResType', p)
                 el = 'EVSEPresentVoltage'
+                r.pos = p
                 f_EVSEPresentVoltage = _d_PhysicalValueType(r)
-                if bits(1): raise r.deviation('CurrentDemandResType')
+                p = r.pos
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandResType', p)
                 el = 'EVSEPresentCurrent'
+                r.pos = p
                 f_EVSEPresentCurrent = _d_PhysicalValueType(r)
-                x = bits(12)
-                if x & 3549: raise r.deviation('CurrentDemandResType')
+                p = r.pos
+                p += 12
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 4095
+                if x & 3549: raise r.deviation('CurrentDemandResType', p)
                 el = 'EVSECurrentLimitAchieved'
                 f_EVSECurrentLimitAchieved = ((x >> 9) & 1) == 1
                 el = 'EVSEVoltageLimitAchieved'
@@ -2806,60 +3864,82 @@ def _d_CurrentDemandResType(r):
                 f_EVSEPowerLimitAchieved = ((x >> 1) & 1) == 1
                 s = 7
             if s == 7:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'EVSEMaximumVoltageLimit'
+                    r.pos = p
                     f_EVSEMaximumVoltageLimit = _d_PhysicalValueType(r)
+                    p = r.pos
                     s = 8
                 elif ec == 1:
                     el = 'EVSEMaximumCurrentLimit'
+                    r.pos = p
                     f_EVSEMaximumCurrentLimit = _d_PhysicalValueType(r)
+                    p = r.pos
                     s = 9
                 elif ec == 2:
                     el = 'EVSEMaximumPowerLimit'
+                    r.pos = p
                     f_EVSEMaximumPowerLimit = _d_PhysicalValueType(r)
+                    p = r.pos
                     s = 10
                 elif ec == 3:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('CurrentDemandResType')
+                    raise r.deviation('CurrentDemandResType', p)
             if s == 8:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'EVSEMaximumCurrentLimit'
+                    r.pos = p
                     f_EVSEMaximumCurrentLimit = _d_PhysicalValueType(r)
+                    p = r.pos
                     s = 9
                 elif ec == 1:
                     el = 'EVSEMaximumPowerLimit'
+                    r.pos = p
                     f_EVSEMaximumPowerLimit = _d_PhysicalValueType(r)
+                    p = r.pos
                     s = 10
                 elif ec == 2:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('CurrentDemandResType')
+                    raise r.deviation('CurrentDemandResType', p)
             if s == 9:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'EVSEMaximumPowerLimit'
+                    r.pos = p
                     f_EVSEMaximumPowerLimit = _d_PhysicalValueType(r)
+                    p = r.pos
                     s = 10
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('CurrentDemandResType')
+                    raise r.deviation('CurrentDemandResType', p)
             if s == 10:
-                if bits(1): raise r.deviation('CurrentDemandResType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandResType', p)
                 s = -1
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgbody.CurrentDemandResType(f_ResponseCode, f_DC_EVSEStatus, f_EVSEPresentVoltage, f_EVSEPresentCurrent, f_EVSECurrentLimitAchieved, f_EVSEVoltageLimitAchieved, f_EVSEPowerLimitAchieved, f_EVSEMaximumVoltageLimit, f_EVSEMaximumCurrentLimit, f_EVSEMaximumPowerLimit)
 
 def _e_CurrentDemandResType(w, o):
     # {urn:din:70121:2012:MsgBody}CurrentDemandResType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_ResponseCode = o.ResponseCode
@@ -2881,19 +3961,28 @@ def _e_CurrentDemandResType(w, o):
                     if _i20 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
                     if not (v_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
                     el = 'DC_EVSEStatus'
-                    bits((_i20 << 2), 9)
+                    v = (v << 9) | (_i20 << 2)
+                    n += 9
                     v_ResponseCode = None
+                    w.v = v; w.n = n
                     _e_DC_EVSEStatusType(w, v_DC_EVSEStatus)
+                    v = w.v; n = w.n
                     if not (v_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
                     el = 'EVSEPresentVoltage'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
                     v_DC_EVSEStatus = None
+                    w.v = v; w.n = n
                     _e_PhysicalValueType(w, v_EVSEPresentVoltage)
+                    v = w.v; n = w.n
                     if not (v_EVSEPresentCurrent is not None): raise EncodeError('missing content: EVSEPresentCurrent')
                     el = 'EVSEPresentCurrent'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
                     v_EVSEPresentVoltage = None
+                    w.v = v; w.n = n
                     _e_PhysicalValueType(w, v_EVSEPresentCurrent)
+                    v = w.v; n = w.n
                     if not (v_EVSECurrentLimitAchieved is not None): raise EncodeError('missing content: EVSECurrentLimitAchieved')
                     el = 'EVSECurrentLimitAchieved'
                     if v_EVSECurrentLimitAchieved is not True and v_EVSECurrentLimitAchieved is not False: raise EncodeError(f'expected a bool, got {v_EVSECurrentLimitAchieved!r}')
@@ -2903,7 +3992,8 @@ def _e_CurrentDemandResType(w, o):
                     if not (v_EVSEPowerLimitAchieved is not None): raise EncodeError('missing content: EVSEPowerLimitAchieved')
                     el = 'EVSEPowerLimitAchieved'
                     if v_EVSEPowerLimitAchieved is not True and v_EVSEPowerLimitAchieved is not False: raise EncodeError(f'expected a bool, got {v_EVSEPowerLimitAchieved!r}')
-                    bits((v_EVSECurrentLimitAchieved << 9) | (v_EVSEVoltageLimitAchieved << 5) | (v_EVSEPowerLimitAchieved << 1), 12)
+                    v = (v << 12) | (v_EVSECurrentLimitAchieved << 9) | (v_EVSEVoltageLimitAchieved << 5) | (v_EVSEPowerLimitAchieved << 1)
+                    n += 12
                     v_EVSEPresentCurrent = None
                     v_EVSECurrentLimitAchieved = None
                     v_EVSEVoltageLimitAchieved = None
@@ -2914,65 +4004,90 @@ def _e_CurrentDemandResType(w, o):
             if s == 7:
                 if v_EVSEMaximumVoltageLimit is not None:
                     el = 'EVSEMaximumVoltageLimit'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     _e_PhysicalValueType(w, v_EVSEMaximumVoltageLimit)
+                    v = w.v; n = w.n
                     v_EVSEMaximumVoltageLimit = None
                     s = 8
                 elif v_EVSEMaximumCurrentLimit is not None:
                     el = 'EVSEMaximumCurrentLimit'
-                    bits(1, 3)
+                    v = (v << 3) | 1
+                    n += 3
+                    w.v = v; w.n = n
                     _e_PhysicalValueType(w, v_EVSEMaximumCurrentLimit)
+                    v = w.v; n = w.n
                     v_EVSEMaximumCurrentLimit = None
                     s = 9
                 elif v_EVSEMaximumPowerLimit is not None:
                     el = 'EVSEMaximumPowerLimit'
-                    bits(2, 3)
+                    v = (v << 3) | 2
+                    n += 3
+                    w.v = v; w.n = n
                     _e_PhysicalValueType(w, v_EVSEMaximumPowerLimit)
+                    v = w.v; n = w.n
                     v_EVSEMaximumPowerLimit = None
                     s = 10
                 elif True:
-                    bits(3, 3)
+                    v = (v << 3) | 3
+                    n += 3
                     if v_ResponseCode is not None or v_DC_EVSEStatus is not None or v_EVSEPresentVoltage is not None or v_EVSEPresentCurrent is not None or v_EVSECurrentLimitAchieved is not None or v_EVSEVoltageLimitAchieved is not None or v_EVSEPowerLimitAchieved is not None or v_EVSEMaximumVoltageLimit is not None or v_EVSEMaximumCurrentLimit is not None or v_EVSEMaximumPowerLimit is not None: raise _leftover(o)
                     s = -1
             if s == 8:
                 if v_EVSEMaximumCurrentLimit is not None:
                     el = 'EVSEMaximumCurrentLimit'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_PhysicalValueType(w, v_EVSEMaximumCurrentLimit)
+                    v = w.v; n = w.n
                     v_EVSEMaximumCurrentLimit = None
                     s = 9
                 elif v_EVSEMaximumPowerLimit is not None:
                     el = 'EVSEMaximumPowerLimit'
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
+                    w.v = v; w.n = n
                     _e_PhysicalValueType(w, v_EVSEMaximumPowerLimit)
+                    v = w.v; n = w.n
                     v_EVSEMaximumPowerLimit = None
                     s = 10
                 elif True:
-                    bits(2, 2)
+                    v = (v << 2) | 2
+                    n += 2
                     if v_ResponseCode is not None or v_DC_EVSEStatus is not None or v_EVSEPresentVoltage is not None or v_EVSEPresentCurrent is not None or v_EVSECurrentLimitAchieved is not None or v_EVSEVoltageLimitAchieved is not None or v_EVSEPowerLimitAchieved is not None or v_EVSEMaximumVoltageLimit is not None or v_EVSEMaximumCurrentLimit is not None or v_EVSEMaximumPowerLimit is not None: raise _leftover(o)
                     s = -1
             if s == 9:
                 if v_EVSEMaximumPowerLimit is not None:
                     el = 'EVSEMaximumPowerLimit'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_PhysicalValueType(w, v_EVSEMaximumPowerLimit)
+                    v = w.v; n = w.n
                     v_EVSEMaximumPowerLimit = None
                     s = 10
                 elif True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_ResponseCode is not None or v_DC_EVSEStatus is not None or v_EVSEPresentVoltage is not None or v_EVSEPresentCurrent is not None or v_EVSECurrentLimitAchieved is not None or v_EVSEVoltageLimitAchieved is not None or v_EVSEPowerLimitAchieved is not None or v_EVSEMaximumVoltageLimit is not None or v_EVSEMaximumCurrentLimit is not None or v_EVSEMaximumPowerLimit is not None: raise _leftover(o)
                     s = -1
             if s == 10:
                 if True:
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
                     if v_ResponseCode is not None or v_DC_EVSEStatus is not None or v_EVSEPresentVoltage is not None or v_EVSEPresentCurrent is not None or v_EVSECurrentLimitAchieved is not None or v_EVSEVoltageLimitAchieved is not None or v_EVSEPowerLimitAchieved is not None or v_EVSEMaximumVoltageLimit is not None or v_EVSEMaximumCurrentLimit is not None or v_EVSEMaximumPowerLimit is not None: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_DC_EVChargeParameterType(r):
     # {urn:din:70121:2012:MsgDataTypes}DC_EVChargeParameterType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_DC_EVStatus = None
     f_EVMaximumCurrentLimit = None
@@ -2986,127 +4101,177 @@ def _d_DC_EVChargeParameterType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                if bits(1): raise r.deviation('DC_EVChargeParameterType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('DC_EVChargeParameterType', p)
                 el = 'DC_EVStatus'
+                r.pos = p
                 f_DC_EVStatus = _d_DC_EVStatusType(r)
-                if bits(1): raise r.deviation('DC_EVChargeParameterType')
+                p = r.pos
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('DC_EVChargeParameterType', p)
                 el = 'EVMaximumCurrentLimit'
+                r.pos = p
                 f_EVMaximumCurrentLimit = _d_PhysicalValueType(r)
+                p = r.pos
                 s = 2
             if s == 2:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'EVMaximumPowerLimit'
+                    r.pos = p
                     f_EVMaximumPowerLimit = _d_PhysicalValueType(r)
-                    if bits(1): raise r.deviation('DC_EVChargeParameterType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DC_EVChargeParameterType', p)
                     el = 'EVMaximumVoltageLimit'
+                    r.pos = p
                     f_EVMaximumVoltageLimit = _d_PhysicalValueType(r)
+                    p = r.pos
                     s = 4
                 elif ec == 1:
                     el = 'EVMaximumVoltageLimit'
+                    r.pos = p
                     f_EVMaximumVoltageLimit = _d_PhysicalValueType(r)
+                    p = r.pos
                     s = 4
                 else:
-                    raise r.deviation('DC_EVChargeParameterType')
+                    raise r.deviation('DC_EVChargeParameterType', p)
             if s == 4:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'EVEnergyCapacity'
+                    r.pos = p
                     f_EVEnergyCapacity = _d_PhysicalValueType(r)
+                    p = r.pos
                     s = 5
                 elif ec == 1:
                     el = 'EVEnergyRequest'
+                    r.pos = p
                     f_EVEnergyRequest = _d_PhysicalValueType(r)
+                    p = r.pos
                     s = 6
                 elif ec == 2:
-                    x = bits(9)
-                    if x & 257: raise r.deviation('DC_EVChargeParameterType')
+                    p += 9
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 511
+                    if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
                     el = 'FullSOC'
                     f_FullSOC = ((x >> 1) & 127)
-                    if f_FullSOC > 100: raise DecodeError(f'value {f_FullSOC} above maximum 100', r.pos)
+                    if f_FullSOC > 100: raise DecodeError(f'value {f_FullSOC} above maximum 100', p)
                     s = 7
                 elif ec == 3:
-                    x = bits(9)
-                    if x & 257: raise r.deviation('DC_EVChargeParameterType')
+                    p += 9
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 511
+                    if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
                     el = 'BulkSOC'
                     f_BulkSOC = ((x >> 1) & 127)
-                    if f_BulkSOC > 100: raise DecodeError(f'value {f_BulkSOC} above maximum 100', r.pos)
+                    if f_BulkSOC > 100: raise DecodeError(f'value {f_BulkSOC} above maximum 100', p)
                     s = 8
                 elif ec == 4:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('DC_EVChargeParameterType')
+                    raise r.deviation('DC_EVChargeParameterType', p)
             if s == 5:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'EVEnergyRequest'
+                    r.pos = p
                     f_EVEnergyRequest = _d_PhysicalValueType(r)
+                    p = r.pos
                     s = 6
                 elif ec == 1:
-                    x = bits(9)
-                    if x & 257: raise r.deviation('DC_EVChargeParameterType')
+                    p += 9
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 511
+                    if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
                     el = 'FullSOC'
                     f_FullSOC = ((x >> 1) & 127)
-                    if f_FullSOC > 100: raise DecodeError(f'value {f_FullSOC} above maximum 100', r.pos)
+                    if f_FullSOC > 100: raise DecodeError(f'value {f_FullSOC} above maximum 100', p)
                     s = 7
                 elif ec == 2:
-                    x = bits(9)
-                    if x & 257: raise r.deviation('DC_EVChargeParameterType')
+                    p += 9
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 511
+                    if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
                     el = 'BulkSOC'
                     f_BulkSOC = ((x >> 1) & 127)
-                    if f_BulkSOC > 100: raise DecodeError(f'value {f_BulkSOC} above maximum 100', r.pos)
+                    if f_BulkSOC > 100: raise DecodeError(f'value {f_BulkSOC} above maximum 100', p)
                     s = 8
                 elif ec == 3:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('DC_EVChargeParameterType')
+                    raise r.deviation('DC_EVChargeParameterType', p)
             if s == 6:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    x = bits(9)
-                    if x & 257: raise r.deviation('DC_EVChargeParameterType')
+                    p += 9
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 511
+                    if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
                     el = 'FullSOC'
                     f_FullSOC = ((x >> 1) & 127)
-                    if f_FullSOC > 100: raise DecodeError(f'value {f_FullSOC} above maximum 100', r.pos)
+                    if f_FullSOC > 100: raise DecodeError(f'value {f_FullSOC} above maximum 100', p)
                     s = 7
                 elif ec == 1:
-                    x = bits(9)
-                    if x & 257: raise r.deviation('DC_EVChargeParameterType')
+                    p += 9
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 511
+                    if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
                     el = 'BulkSOC'
                     f_BulkSOC = ((x >> 1) & 127)
-                    if f_BulkSOC > 100: raise DecodeError(f'value {f_BulkSOC} above maximum 100', r.pos)
+                    if f_BulkSOC > 100: raise DecodeError(f'value {f_BulkSOC} above maximum 100', p)
                     s = 8
                 elif ec == 2:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('DC_EVChargeParameterType')
+                    raise r.deviation('DC_EVChargeParameterType', p)
             if s == 7:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    x = bits(9)
-                    if x & 257: raise r.deviation('DC_EVChargeParameterType')
+                    p += 9
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 511
+                    if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
                     el = 'BulkSOC'
                     f_BulkSOC = ((x >> 1) & 127)
-                    if f_BulkSOC > 100: raise DecodeError(f'value {f_BulkSOC} above maximum 100', r.pos)
+                    if f_BulkSOC > 100: raise DecodeError(f'value {f_BulkSOC} above maximum 100', p)
                     s = 8
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('DC_EVChargeParameterType')
+                    raise r.deviation('DC_EVChargeParameterType', p)
             if s == 8:
-                if bits(1): raise r.deviation('DC_EVChargeParameterType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('DC_EVChargeParameterType', p)
                 s = -1
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdatatypes.DC_EVChargeParameterType(f_DC_EVStatus, f_EVMaximumCurrentLimit, f_EVMaximumPowerLimit, f_EVMaximumVoltageLimit, f_EVEnergyCapacity, f_EVEnergyRequest, f_FullSOC, f_BulkSOC)
 
 def _e_DC_EVChargeParameterType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}DC_EVChargeParameterType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_DC_EVStatus = o.DC_EVStatus
@@ -3122,13 +4287,19 @@ def _e_DC_EVChargeParameterType(w, o):
             if s == 0:
                 if v_DC_EVStatus is not None:
                     el = 'DC_EVStatus'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
+                    w.v = v; w.n = n
                     _e_DC_EVStatusType(w, v_DC_EVStatus)
+                    v = w.v; n = w.n
                     if not (v_EVMaximumCurrentLimit is not None): raise EncodeError('missing content: EVMaximumCurrentLimit')
                     el = 'EVMaximumCurrentLimit'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
                     v_DC_EVStatus = None
+                    w.v = v; w.n = n
                     _e_PhysicalValueType(w, v_EVMaximumCurrentLimit)
+                    v = w.v; n = w.n
                     v_EVMaximumCurrentLimit = None
                     s = 2
                 else:
@@ -3136,19 +4307,28 @@ def _e_DC_EVChargeParameterType(w, o):
             if s == 2:
                 if v_EVMaximumPowerLimit is not None:
                     el = 'EVMaximumPowerLimit'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_PhysicalValueType(w, v_EVMaximumPowerLimit)
+                    v = w.v; n = w.n
                     if not (v_EVMaximumVoltageLimit is not None): raise EncodeError('missing content: EVMaximumVoltageLimit')
                     el = 'EVMaximumVoltageLimit'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
                     v_EVMaximumPowerLimit = None
+                    w.v = v; w.n = n
                     _e_PhysicalValueType(w, v_EVMaximumVoltageLimit)
+                    v = w.v; n = w.n
                     v_EVMaximumVoltageLimit = None
                     s = 4
                 elif v_EVMaximumVoltageLimit is not None:
                     el = 'EVMaximumVoltageLimit'
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
+                    w.v = v; w.n = n
                     _e_PhysicalValueType(w, v_EVMaximumVoltageLimit)
+                    v = w.v; n = w.n
                     v_EVMaximumVoltageLimit = None
                     s = 4
                 else:
@@ -3156,114 +4336,146 @@ def _e_DC_EVChargeParameterType(w, o):
             if s == 4:
                 if v_EVEnergyCapacity is not None:
                     el = 'EVEnergyCapacity'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     _e_PhysicalValueType(w, v_EVEnergyCapacity)
+                    v = w.v; n = w.n
                     v_EVEnergyCapacity = None
                     s = 5
                 elif v_EVEnergyRequest is not None:
                     el = 'EVEnergyRequest'
-                    bits(1, 3)
+                    v = (v << 3) | 1
+                    n += 3
+                    w.v = v; w.n = n
                     _e_PhysicalValueType(w, v_EVEnergyRequest)
+                    v = w.v; n = w.n
                     v_EVEnergyRequest = None
                     s = 6
                 elif v_FullSOC is not None:
                     el = 'FullSOC'
                     if not 0 <= v_FullSOC <= 100: raise EncodeError(f'value {v_FullSOC!r} outside [0, 100]')
-                    bits((2 << 9) | (v_FullSOC << 1), 12)
+                    v = (v << 12) | (2 << 9) | (v_FullSOC << 1)
+                    n += 12
                     v_FullSOC = None
                     s = 7
                 elif v_BulkSOC is not None:
                     el = 'BulkSOC'
                     if not 0 <= v_BulkSOC <= 100: raise EncodeError(f'value {v_BulkSOC!r} outside [0, 100]')
-                    bits((3 << 9) | (v_BulkSOC << 1), 12)
+                    v = (v << 12) | (3 << 9) | (v_BulkSOC << 1)
+                    n += 12
                     v_BulkSOC = None
                     s = 8
                 elif True:
-                    bits(4, 3)
+                    v = (v << 3) | 4
+                    n += 3
                     if v_DC_EVStatus is not None or v_EVMaximumCurrentLimit is not None or v_EVMaximumPowerLimit is not None or v_EVMaximumVoltageLimit is not None or v_EVEnergyCapacity is not None or v_EVEnergyRequest is not None or v_FullSOC is not None or v_BulkSOC is not None: raise _leftover(o)
                     s = -1
             if s == 5:
                 if v_EVEnergyRequest is not None:
                     el = 'EVEnergyRequest'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     _e_PhysicalValueType(w, v_EVEnergyRequest)
+                    v = w.v; n = w.n
                     v_EVEnergyRequest = None
                     s = 6
                 elif v_FullSOC is not None:
                     el = 'FullSOC'
                     if not 0 <= v_FullSOC <= 100: raise EncodeError(f'value {v_FullSOC!r} outside [0, 100]')
-                    bits((1 << 9) | (v_FullSOC << 1), 12)
+                    v = (v << 12) | (1 << 9) | (v_FullSOC << 1)
+                    n += 12
                     v_FullSOC = None
                     s = 7
                 elif v_BulkSOC is not None:
                     el = 'BulkSOC'
                     if not 0 <= v_BulkSOC <= 100: raise EncodeError(f'value {v_BulkSOC!r} outside [0, 100]')
-                    bits((2 << 9) | (v_BulkSOC << 1), 12)
+                    v = (v << 12) | (2 << 9) | (v_BulkSOC << 1)
+                    n += 12
                     v_BulkSOC = None
                     s = 8
                 elif True:
-                    bits(3, 3)
+                    v = (v << 3) | 3
+                    n += 3
                     if v_DC_EVStatus is not None or v_EVMaximumCurrentLimit is not None or v_EVMaximumPowerLimit is not None or v_EVMaximumVoltageLimit is not None or v_EVEnergyCapacity is not None or v_EVEnergyRequest is not None or v_FullSOC is not None or v_BulkSOC is not None: raise _leftover(o)
                     s = -1
             if s == 6:
                 if v_FullSOC is not None:
                     el = 'FullSOC'
                     if not 0 <= v_FullSOC <= 100: raise EncodeError(f'value {v_FullSOC!r} outside [0, 100]')
-                    bits((v_FullSOC << 1), 11)
+                    v = (v << 11) | (v_FullSOC << 1)
+                    n += 11
                     v_FullSOC = None
                     s = 7
                 elif v_BulkSOC is not None:
                     el = 'BulkSOC'
                     if not 0 <= v_BulkSOC <= 100: raise EncodeError(f'value {v_BulkSOC!r} outside [0, 100]')
-                    bits((1 << 9) | (v_BulkSOC << 1), 11)
+                    v = (v << 11) | (1 << 9) | (v_BulkSOC << 1)
+                    n += 11
                     v_BulkSOC = None
                     s = 8
                 elif True:
-                    bits(2, 2)
+                    v = (v << 2) | 2
+                    n += 2
                     if v_DC_EVStatus is not None or v_EVMaximumCurrentLimit is not None or v_EVMaximumPowerLimit is not None or v_EVMaximumVoltageLimit is not None or v_EVEnergyCapacity is not None or v_EVEnergyRequest is not None or v_FullSOC is not None or v_BulkSOC is not None: raise _leftover(o)
                     s = -1
             if s == 7:
                 if v_BulkSOC is not None:
                     el = 'BulkSOC'
                     if not 0 <= v_BulkSOC <= 100: raise EncodeError(f'value {v_BulkSOC!r} outside [0, 100]')
-                    bits((v_BulkSOC << 1), 11)
+                    v = (v << 11) | (v_BulkSOC << 1)
+                    n += 11
                     v_BulkSOC = None
                     s = 8
                 elif True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_DC_EVStatus is not None or v_EVMaximumCurrentLimit is not None or v_EVMaximumPowerLimit is not None or v_EVMaximumVoltageLimit is not None or v_EVEnergyCapacity is not None or v_EVEnergyRequest is not None or v_FullSOC is not None or v_BulkSOC is not None: raise _leftover(o)
                     s = -1
             if s == 8:
                 if True:
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
                     if v_DC_EVStatus is not None or v_EVMaximumCurrentLimit is not None or v_EVMaximumPowerLimit is not None or v_EVMaximumVoltageLimit is not None or v_EVEnergyCapacity is not None or v_EVEnergyRequest is not None or v_FullSOC is not None or v_BulkSOC is not None: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_EVPowerDeliveryParameterType(r):
     # {urn:din:70121:2012:MsgDataTypes}EVPowerDeliveryParameterType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     try:
-        if bits(1): raise r.deviation('EVPowerDeliveryParameterType')
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('EVPowerDeliveryParameterType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdatatypes.EVPowerDeliveryParameterType()
 
 def _e_EVPowerDeliveryParameterType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}EVPowerDeliveryParameterType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         if True:
-            bits(0, 1)
+            v <<= 1
+            n += 1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_DC_EVPowerDeliveryParameterType(r):
     # {urn:din:70121:2012:MsgDataTypes}DC_EVPowerDeliveryParameterType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_DC_EVStatus = None
     f_BulkChargingComplete = None
@@ -3272,38 +4484,52 @@ def _d_DC_EVPowerDeliveryParameterType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                if bits(1): raise r.deviation('DC_EVPowerDeliveryParameterType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('DC_EVPowerDeliveryParameterType', p)
                 el = 'DC_EVStatus'
+                r.pos = p
                 f_DC_EVStatus = _d_DC_EVStatusType(r)
+                p = r.pos
                 s = 1
             if s == 1:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    x = bits(7)
-                    if x & 93: raise r.deviation('DC_EVPowerDeliveryParameterType')
+                    p += 7
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 127
+                    if x & 93: raise r.deviation('DC_EVPowerDeliveryParameterType', p)
                     el = 'BulkChargingComplete'
                     f_BulkChargingComplete = ((x >> 5) & 1) == 1
                     el = 'ChargingComplete'
                     f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 3
                 elif ec == 1:
-                    x = bits(3)
-                    if x & 5: raise r.deviation('DC_EVPowerDeliveryParameterType')
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 5: raise r.deviation('DC_EVPowerDeliveryParameterType', p)
                     el = 'ChargingComplete'
                     f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 3
                 else:
-                    raise r.deviation('DC_EVPowerDeliveryParameterType')
+                    raise r.deviation('DC_EVPowerDeliveryParameterType', p)
             if s == 3:
-                if bits(1): raise r.deviation('DC_EVPowerDeliveryParameterType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('DC_EVPowerDeliveryParameterType', p)
                 s = -1
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdatatypes.DC_EVPowerDeliveryParameterType(f_DC_EVStatus, f_BulkChargingComplete, f_ChargingComplete)
 
 def _e_DC_EVPowerDeliveryParameterType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}DC_EVPowerDeliveryParameterType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_DC_EVStatus = o.DC_EVStatus
@@ -3314,8 +4540,11 @@ def _e_DC_EVPowerDeliveryParameterType(w, o):
             if s == 0:
                 if v_DC_EVStatus is not None:
                     el = 'DC_EVStatus'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
+                    w.v = v; w.n = n
                     _e_DC_EVStatusType(w, v_DC_EVStatus)
+                    v = w.v; n = w.n
                     v_DC_EVStatus = None
                     s = 1
                 else:
@@ -3327,29 +4556,35 @@ def _e_DC_EVPowerDeliveryParameterType(w, o):
                     if not (v_ChargingComplete is not None): raise EncodeError('missing content: ChargingComplete')
                     el = 'ChargingComplete'
                     if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    bits((v_BulkChargingComplete << 5) | (v_ChargingComplete << 1), 9)
+                    v = (v << 9) | (v_BulkChargingComplete << 5) | (v_ChargingComplete << 1)
+                    n += 9
                     v_BulkChargingComplete = None
                     v_ChargingComplete = None
                     s = 3
                 elif v_ChargingComplete is not None:
                     el = 'ChargingComplete'
                     if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    bits((1 << 3) | (v_ChargingComplete << 1), 5)
+                    v = (v << 5) | (1 << 3) | (v_ChargingComplete << 1)
+                    n += 5
                     v_ChargingComplete = None
                     s = 3
                 else:
                     raise EncodeError('missing content: expected one of BulkChargingComplete, ChargingComplete')
             if s == 3:
                 if True:
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
                     if v_DC_EVStatus is not None or v_BulkChargingComplete is not None or v_ChargingComplete is not None: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_DC_EVSEChargeParameterType(r):
     # {urn:din:70121:2012:MsgDataTypes}DC_EVSEChargeParameterType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_DC_EVSEStatus = None
     f_EVSEMaximumCurrentLimit = None
@@ -3364,70 +4599,114 @@ def _d_DC_EVSEChargeParameterType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                if bits(1): raise r.deviation('DC_EVSEChargeParameterType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEChargeParameterType', p)
                 el = 'DC_EVSEStatus'
+                r.pos = p
                 f_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
-                if bits(1): raise r.deviation('DC_EVSEChargeParameterType')
+                p = r.pos
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEChargeParameterType', p)
                 el = 'EVSEMaximumCurrentLimit'
+                r.pos = p
                 f_EVSEMaximumCurrentLimit = _d_PhysicalValueType(r)
+                p = r.pos
                 s = 2
             if s == 2:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'EVSEMaximumPowerLimit'
+                    r.pos = p
                     f_EVSEMaximumPowerLimit = _d_PhysicalValueType(r)
-                    if bits(1): raise r.deviation('DC_EVSEChargeParameterType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEChargeParameterType', p)
                     el = 'EVSEMaximumVoltageLimit'
+                    r.pos = p
                     f_EVSEMaximumVoltageLimit = _d_PhysicalValueType(r)
+                    p = r.pos
                     s = 4
                 elif ec == 1:
                     el = 'EVSEMaximumVoltageLimit'
+                    r.pos = p
                     f_EVSEMaximumVoltageLimit = _d_PhysicalValueType(r)
+                    p = r.pos
                     s = 4
                 else:
-                    raise r.deviation('DC_EVSEChargeParameterType')
+                    raise r.deviation('DC_EVSEChargeParameterType', p)
             if s == 4:
-                if bits(1): raise r.deviation('DC_EVSEChargeParameterType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEChargeParameterType', p)
                 el = 'EVSEMinimumCurrentLimit'
+                r.pos = p
                 f_EVSEMinimumCurrentLimit = _d_PhysicalValueType(r)
-                if bits(1): raise r.deviation('DC_EVSEChargeParameterType')
+                p = r.pos
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEChargeParameterType', p)
                 el = 'EVSEMinimumVoltageLimit'
+                r.pos = p
                 f_EVSEMinimumVoltageLimit = _d_PhysicalValueType(r)
+                p = r.pos
                 s = 6
             if s == 6:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'EVSECurrentRegulationTolerance'
+                    r.pos = p
                     f_EVSECurrentRegulationTolerance = _d_PhysicalValueType(r)
-                    if bits(1): raise r.deviation('DC_EVSEChargeParameterType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEChargeParameterType', p)
                     el = 'EVSEPeakCurrentRipple'
+                    r.pos = p
                     f_EVSEPeakCurrentRipple = _d_PhysicalValueType(r)
+                    p = r.pos
                     s = 8
                 elif ec == 1:
                     el = 'EVSEPeakCurrentRipple'
+                    r.pos = p
                     f_EVSEPeakCurrentRipple = _d_PhysicalValueType(r)
+                    p = r.pos
                     s = 8
                 else:
-                    raise r.deviation('DC_EVSEChargeParameterType')
+                    raise r.deviation('DC_EVSEChargeParameterType', p)
             if s == 8:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'EVSEEnergyToBeDelivered'
+                    r.pos = p
                     f_EVSEEnergyToBeDelivered = _d_PhysicalValueType(r)
-                    if bits(1): raise r.deviation('DC_EVSEChargeParameterType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEChargeParameterType', p)
                     s = -1
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('DC_EVSEChargeParameterType')
+                    raise r.deviation('DC_EVSEChargeParameterType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdatatypes.DC_EVSEChargeParameterType(f_DC_EVSEStatus, f_EVSEMaximumCurrentLimit, f_EVSEMaximumPowerLimit, f_EVSEMaximumVoltageLimit, f_EVSEMinimumCurrentLimit, f_EVSEMinimumVoltageLimit, f_EVSECurrentRegulationTolerance, f_EVSEPeakCurrentRipple, f_EVSEEnergyToBeDelivered)
 
 def _e_DC_EVSEChargeParameterType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}DC_EVSEChargeParameterType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_DC_EVSEStatus = o.DC_EVSEStatus
@@ -3444,13 +4723,19 @@ def _e_DC_EVSEChargeParameterType(w, o):
             if s == 0:
                 if v_DC_EVSEStatus is not None:
                     el = 'DC_EVSEStatus'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
+                    w.v = v; w.n = n
                     _e_DC_EVSEStatusType(w, v_DC_EVSEStatus)
+                    v = w.v; n = w.n
                     if not (v_EVSEMaximumCurrentLimit is not None): raise EncodeError('missing content: EVSEMaximumCurrentLimit')
                     el = 'EVSEMaximumCurrentLimit'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
                     v_DC_EVSEStatus = None
+                    w.v = v; w.n = n
                     _e_PhysicalValueType(w, v_EVSEMaximumCurrentLimit)
+                    v = w.v; n = w.n
                     v_EVSEMaximumCurrentLimit = None
                     s = 2
                 else:
@@ -3458,19 +4743,28 @@ def _e_DC_EVSEChargeParameterType(w, o):
             if s == 2:
                 if v_EVSEMaximumPowerLimit is not None:
                     el = 'EVSEMaximumPowerLimit'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_PhysicalValueType(w, v_EVSEMaximumPowerLimit)
+                    v = w.v; n = w.n
                     if not (v_EVSEMaximumVoltageLimit is not None): raise EncodeError('missing content: EVSEMaximumVoltageLimit')
                     el = 'EVSEMaximumVoltageLimit'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
                     v_EVSEMaximumPowerLimit = None
+                    w.v = v; w.n = n
                     _e_PhysicalValueType(w, v_EVSEMaximumVoltageLimit)
+                    v = w.v; n = w.n
                     v_EVSEMaximumVoltageLimit = None
                     s = 4
                 elif v_EVSEMaximumVoltageLimit is not None:
                     el = 'EVSEMaximumVoltageLimit'
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
+                    w.v = v; w.n = n
                     _e_PhysicalValueType(w, v_EVSEMaximumVoltageLimit)
+                    v = w.v; n = w.n
                     v_EVSEMaximumVoltageLimit = None
                     s = 4
                 else:
@@ -3478,13 +4772,19 @@ def _e_DC_EVSEChargeParameterType(w, o):
             if s == 4:
                 if v_EVSEMinimumCurrentLimit is not None:
                     el = 'EVSEMinimumCurrentLimit'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
+                    w.v = v; w.n = n
                     _e_PhysicalValueType(w, v_EVSEMinimumCurrentLimit)
+                    v = w.v; n = w.n
                     if not (v_EVSEMinimumVoltageLimit is not None): raise EncodeError('missing content: EVSEMinimumVoltageLimit')
                     el = 'EVSEMinimumVoltageLimit'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
                     v_EVSEMinimumCurrentLimit = None
+                    w.v = v; w.n = n
                     _e_PhysicalValueType(w, v_EVSEMinimumVoltageLimit)
+                    v = w.v; n = w.n
                     v_EVSEMinimumVoltageLimit = None
                     s = 6
                 else:
@@ -3492,19 +4792,28 @@ def _e_DC_EVSEChargeParameterType(w, o):
             if s == 6:
                 if v_EVSECurrentRegulationTolerance is not None:
                     el = 'EVSECurrentRegulationTolerance'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_PhysicalValueType(w, v_EVSECurrentRegulationTolerance)
+                    v = w.v; n = w.n
                     if not (v_EVSEPeakCurrentRipple is not None): raise EncodeError('missing content: EVSEPeakCurrentRipple')
                     el = 'EVSEPeakCurrentRipple'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
                     v_EVSECurrentRegulationTolerance = None
+                    w.v = v; w.n = n
                     _e_PhysicalValueType(w, v_EVSEPeakCurrentRipple)
+                    v = w.v; n = w.n
                     v_EVSEPeakCurrentRipple = None
                     s = 8
                 elif v_EVSEPeakCurrentRipple is not None:
                     el = 'EVSEPeakCurrentRipple'
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
+                    w.v = v; w.n = n
                     _e_PhysicalValueType(w, v_EVSEPeakCurrentRipple)
+                    v = w.v; n = w.n
                     v_EVSEPeakCurrentRipple = None
                     s = 8
                 else:
@@ -3512,22 +4821,30 @@ def _e_DC_EVSEChargeParameterType(w, o):
             if s == 8:
                 if v_EVSEEnergyToBeDelivered is not None:
                     el = 'EVSEEnergyToBeDelivered'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_PhysicalValueType(w, v_EVSEEnergyToBeDelivered)
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_EVSEEnergyToBeDelivered = None
                     if v_DC_EVSEStatus is not None or v_EVSEMaximumCurrentLimit is not None or v_EVSEMaximumPowerLimit is not None or v_EVSEMaximumVoltageLimit is not None or v_EVSEMinimumCurrentLimit is not None or v_EVSEMinimumVoltageLimit is not None or v_EVSECurrentRegulationTolerance is not None or v_EVSEPeakCurrentRipple is not None or v_EVSEEnergyToBeDelivered is not None: raise _leftover(o)
                     s = -1
                 elif True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_DC_EVSEStatus is not None or v_EVSEMaximumCurrentLimit is not None or v_EVSEMaximumPowerLimit is not None or v_EVSEMaximumVoltageLimit is not None or v_EVSEMinimumCurrentLimit is not None or v_EVSEMinimumVoltageLimit is not None or v_EVSECurrentRegulationTolerance is not None or v_EVSEPeakCurrentRipple is not None or v_EVSEEnergyToBeDelivered is not None: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_DSAKeyValueType(r):
     # {http://www.w3.org/2000/09/xmldsig#}DSAKeyValueType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_P = None
     f_Q = None
@@ -3540,101 +4857,175 @@ def _d_DSAKeyValueType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    if bits(1): raise r.deviation('DSAKeyValueType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     el = 'P'
+                    r.pos = p
                     f_P = r.binary()
-                    x = bits(3)
-                    if x & 7: raise r.deviation('DSAKeyValueType')
+                    p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('DSAKeyValueType', p)
                     el = 'Q'
+                    r.pos = p
                     f_Q = r.binary()
-                    if bits(1): raise r.deviation('DSAKeyValueType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     s = 4
                 elif ec == 1:
-                    if bits(1): raise r.deviation('DSAKeyValueType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     el = 'G'
+                    r.pos = p
                     f_G = r.binary()
-                    if bits(1): raise r.deviation('DSAKeyValueType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     s = 2
                 elif ec == 2:
-                    if bits(1): raise r.deviation('DSAKeyValueType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     el = 'Y'
+                    r.pos = p
                     f_Y = r.binary()
-                    if bits(1): raise r.deviation('DSAKeyValueType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     s = 3
                 else:
-                    raise r.deviation('DSAKeyValueType')
+                    raise r.deviation('DSAKeyValueType', p)
             if s == 2:
-                x = bits(2)
-                if x & 3: raise r.deviation('DSAKeyValueType')
+                p += 2
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('DSAKeyValueType', p)
                 el = 'Y'
+                r.pos = p
                 f_Y = r.binary()
-                if bits(1): raise r.deviation('DSAKeyValueType')
+                p = r.pos
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                 s = 3
             if s == 3:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    if bits(1): raise r.deviation('DSAKeyValueType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     el = 'J'
+                    r.pos = p
                     f_J = r.binary()
-                    if bits(1): raise r.deviation('DSAKeyValueType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     s = 5
                 elif ec == 1:
-                    if bits(1): raise r.deviation('DSAKeyValueType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     el = 'Seed'
+                    r.pos = p
                     f_Seed = r.binary()
-                    if bits(1): raise r.deviation('DSAKeyValueType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     s = 6
                 elif ec == 2:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('DSAKeyValueType')
+                    raise r.deviation('DSAKeyValueType', p)
             if s == 4:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    if bits(1): raise r.deviation('DSAKeyValueType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     el = 'G'
+                    r.pos = p
                     f_G = r.binary()
-                    if bits(1): raise r.deviation('DSAKeyValueType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     s = 2
                 elif ec == 1:
-                    if bits(1): raise r.deviation('DSAKeyValueType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     el = 'Y'
+                    r.pos = p
                     f_Y = r.binary()
-                    if bits(1): raise r.deviation('DSAKeyValueType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     s = 3
                 else:
-                    raise r.deviation('DSAKeyValueType')
+                    raise r.deviation('DSAKeyValueType', p)
             if s == 5:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    if bits(1): raise r.deviation('DSAKeyValueType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     el = 'Seed'
+                    r.pos = p
                     f_Seed = r.binary()
-                    if bits(1): raise r.deviation('DSAKeyValueType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     s = 6
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('DSAKeyValueType')
+                    raise r.deviation('DSAKeyValueType', p)
             if s == 6:
-                x = bits(2)
-                if x & 3: raise r.deviation('DSAKeyValueType')
+                p += 2
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('DSAKeyValueType', p)
                 el = 'PgenCounter'
+                r.pos = p
                 f_PgenCounter = r.binary()
-                x = bits(2)
-                if x & 3: raise r.deviation('DSAKeyValueType')
+                p = r.pos
+                p += 2
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('DSAKeyValueType', p)
                 s = -1
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.DSAKeyValueType(f_P, f_Q, f_G, f_Y, f_J, f_Seed, f_PgenCounter)
 
 def _e_DSAKeyValueType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}DSAKeyValueType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_P = o.P
@@ -3649,28 +5040,43 @@ def _e_DSAKeyValueType(w, o):
             if s == 0:
                 if v_P is not None:
                     el = 'P'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     w.binary(v_P)
+                    v = w.v; n = w.n
                     if not (v_Q is not None): raise EncodeError('missing content: Q')
                     el = 'Q'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
                     v_P = None
+                    w.v = v; w.n = n
                     w.binary(v_Q)
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_Q = None
                     s = 4
                 elif v_G is not None:
                     el = 'G'
-                    bits((1 << 1), 3)
+                    v = (v << 3) | (1 << 1)
+                    n += 3
+                    w.v = v; w.n = n
                     w.binary(v_G)
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_G = None
                     s = 2
                 elif v_Y is not None:
                     el = 'Y'
-                    bits((2 << 1), 3)
+                    v = (v << 3) | (2 << 1)
+                    n += 3
+                    w.v = v; w.n = n
                     w.binary(v_Y)
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_Y = None
                     s = 3
                 else:
@@ -3678,9 +5084,13 @@ def _e_DSAKeyValueType(w, o):
             if s == 2:
                 if v_Y is not None:
                     el = 'Y'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     w.binary(v_Y)
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_Y = None
                     s = 3
                 else:
@@ -3688,35 +5098,52 @@ def _e_DSAKeyValueType(w, o):
             if s == 3:
                 if v_J is not None:
                     el = 'J'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     w.binary(v_J)
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_J = None
                     s = 5
                 elif v_Seed is not None:
                     el = 'Seed'
-                    bits((1 << 1), 3)
+                    v = (v << 3) | (1 << 1)
+                    n += 3
+                    w.v = v; w.n = n
                     w.binary(v_Seed)
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_Seed = None
                     s = 6
                 elif True:
-                    bits(2, 2)
+                    v = (v << 2) | 2
+                    n += 2
                     if v_P is not None or v_Q is not None or v_G is not None or v_Y is not None or v_J is not None or v_Seed is not None or v_PgenCounter is not None: raise _leftover(o)
                     s = -1
             if s == 4:
                 if v_G is not None:
                     el = 'G'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     w.binary(v_G)
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_G = None
                     s = 2
                 elif v_Y is not None:
                     el = 'Y'
-                    bits((1 << 1), 3)
+                    v = (v << 3) | (1 << 1)
+                    n += 3
+                    w.v = v; w.n = n
                     w.binary(v_Y)
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_Y = None
                     s = 3
                 else:
@@ -3724,88 +5151,118 @@ def _e_DSAKeyValueType(w, o):
             if s == 5:
                 if v_Seed is not None:
                     el = 'Seed'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     w.binary(v_Seed)
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_Seed = None
                     s = 6
                 elif True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_P is not None or v_Q is not None or v_G is not None or v_Y is not None or v_J is not None or v_Seed is not None or v_PgenCounter is not None: raise _leftover(o)
                     s = -1
             if s == 6:
                 if v_PgenCounter is not None:
                     el = 'PgenCounter'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     w.binary(v_PgenCounter)
-                    bits(0, 2)
+                    v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
                     v_PgenCounter = None
                     if v_P is not None or v_Q is not None or v_G is not None or v_Y is not None or v_J is not None or v_Seed is not None or v_PgenCounter is not None: raise _leftover(o)
                     s = -1
                 else:
                     raise EncodeError('missing content: expected one of PgenCounter')
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_DigestMethodType(r, key):
     # {http://www.w3.org/2000/09/xmldsig#}DigestMethodType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Algorithm = None
     try:
         s = 0
         while s >= 0:
             if s == 0:
-                if bits(1): raise r.deviation('DigestMethodType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('DigestMethodType', p)
                 el = '@Algorithm'
+                r.pos = p
                 f_Algorithm = r.string(17)
+                p = r.pos
                 s = 1
             if s == 1:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 3
                 elif ec == 1:
                     pass
                     s = -1
                 elif ec == 2:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 2
                 else:
-                    raise r.deviation('DigestMethodType')
+                    raise r.deviation('DigestMethodType', p)
             if s == 2:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 3
                 elif ec == 1:
                     pass
                     s = -1
                 elif ec == 2:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 2
                 else:
-                    raise r.deviation('DigestMethodType')
+                    raise r.deviation('DigestMethodType', p)
             if s == 3:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 3
                 elif ec == 1:
                     pass
                     s = -1
                 elif ec == 2:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 3
                 else:
-                    raise r.deviation('DigestMethodType')
+                    raise r.deviation('DigestMethodType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.DigestMethodType(f_Algorithm)
 
 def _e_DigestMethodType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}DigestMethodType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Algorithm = o.Algorithm
@@ -3814,33 +5271,42 @@ def _e_DigestMethodType(w, o):
             if s == 0:
                 if v_Algorithm is not None:
                     el = '@Algorithm'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
+                    w.v = v; w.n = n
                     w.string(v_Algorithm)
+                    v = w.v; n = w.n
                     v_Algorithm = None
                     s = 1
                 else:
                     raise EncodeError('missing content: expected one of Algorithm')
             if s == 1:
                 if True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_Algorithm is not None: raise _leftover(o)
                     s = -1
             if s == 2:
                 if True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_Algorithm is not None: raise _leftover(o)
                     s = -1
             if s == 3:
                 if True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_Algorithm is not None: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_EntryType(r):
     # {urn:din:70121:2012:MsgDataTypes}EntryType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_RelativeTimeInterval = None
     f_TimeInterval = None
@@ -3848,27 +5314,37 @@ def _d_EntryType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'RelativeTimeInterval'
+                    r.pos = p
                     f_RelativeTimeInterval = _d_RelativeTimeIntervalType(r)
+                    p = r.pos
                     s = 1
                 elif ec == 1:
                     el = 'TimeInterval'
+                    r.pos = p
                     f_TimeInterval = _d_IntervalType(r)
+                    p = r.pos
                     s = 1
                 else:
-                    raise r.deviation('EntryType')
+                    raise r.deviation('EntryType', p)
             if s == 1:
-                if bits(1): raise r.deviation('EntryType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('EntryType', p)
                 s = -1
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdatatypes.EntryType(f_RelativeTimeInterval, f_TimeInterval)
 
 def _e_EntryType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}EntryType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_RelativeTimeInterval = o.RelativeTimeInterval
@@ -3878,49 +5354,67 @@ def _e_EntryType(w, o):
             if s == 0:
                 if v_RelativeTimeInterval is not None:
                     el = 'RelativeTimeInterval'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_RelativeTimeIntervalType(w, v_RelativeTimeInterval)
+                    v = w.v; n = w.n
                     v_RelativeTimeInterval = None
                     s = 1
                 elif v_TimeInterval is not None:
                     el = 'TimeInterval'
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
+                    w.v = v; w.n = n
                     _e_IntervalType(w, v_TimeInterval)
+                    v = w.v; n = w.n
                     v_TimeInterval = None
                     s = 1
                 else:
                     raise EncodeError('missing content: expected one of RelativeTimeInterval, TimeInterval')
             if s == 1:
                 if True:
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
                     if v_RelativeTimeInterval is not None or v_TimeInterval is not None: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_IntervalType(r):
     # {urn:din:70121:2012:MsgDataTypes}IntervalType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     try:
-        if bits(1): raise r.deviation('IntervalType')
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('IntervalType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdatatypes.IntervalType()
 
 def _e_IntervalType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}IntervalType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         if True:
-            bits(0, 1)
+            v <<= 1
+            n += 1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_KeyInfoType(r, key):
     # {http://www.w3.org/2000/09/xmldsig#}KeyInfoType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Id = None
     f_KeyName = []
@@ -3934,621 +5428,933 @@ def _d_KeyInfoType(r, key):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(4)
+                p += 4
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 15
                 if ec == 0:
                     el = '@Id'
+                    r.pos = p
                     f_Id = r.string(18)
+                    p = r.pos
                     s = 1
                 elif ec == 1:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
+                    r.pos = p
                     _v = r.string(51)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_KeyName.append(_v)
                     s = 3
                 elif ec == 2:
                     el = 'KeyValue'
+                    r.pos = p
                     _v = _d_KeyValueType(r, 52)
+                    p = r.pos
                     f_KeyValue.append(_v)
                     s = 4
                 elif ec == 3:
                     el = 'RetrievalMethod'
+                    r.pos = p
                     _v = _d_RetrievalMethodType(r)
+                    p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 5
                 elif ec == 4:
                     el = 'X509Data'
+                    r.pos = p
                     _v = _d_X509DataType(r)
+                    p = r.pos
                     f_X509Data.append(_v)
                     s = 6
                 elif ec == 5:
                     el = 'PGPData'
+                    r.pos = p
                     _v = _d_PGPDataType(r)
+                    p = r.pos
                     f_PGPData.append(_v)
                     s = 7
                 elif ec == 6:
                     el = 'SPKIData'
+                    r.pos = p
                     _v = _d_SPKIDataType(r)
+                    p = r.pos
                     f_SPKIData.append(_v)
                     s = 8
                 elif ec == 7:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
+                    r.pos = p
                     _v = r.string(53)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_MgmtData.append(_v)
                     s = 9
                 elif ec == 8:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 10
                 elif ec == 9:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 2
                 else:
-                    raise r.deviation('KeyInfoType')
+                    raise r.deviation('KeyInfoType', p)
             if s == 1:
-                ec = bits(4)
+                p += 4
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
+                    r.pos = p
                     _v = r.string(51)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_KeyName.append(_v)
                     s = 3
                 elif ec == 1:
                     el = 'KeyValue'
+                    r.pos = p
                     _v = _d_KeyValueType(r, 52)
+                    p = r.pos
                     f_KeyValue.append(_v)
                     s = 4
                 elif ec == 2:
                     el = 'RetrievalMethod'
+                    r.pos = p
                     _v = _d_RetrievalMethodType(r)
+                    p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 5
                 elif ec == 3:
                     el = 'X509Data'
+                    r.pos = p
                     _v = _d_X509DataType(r)
+                    p = r.pos
                     f_X509Data.append(_v)
                     s = 6
                 elif ec == 4:
                     el = 'PGPData'
+                    r.pos = p
                     _v = _d_PGPDataType(r)
+                    p = r.pos
                     f_PGPData.append(_v)
                     s = 7
                 elif ec == 5:
                     el = 'SPKIData'
+                    r.pos = p
                     _v = _d_SPKIDataType(r)
+                    p = r.pos
                     f_SPKIData.append(_v)
                     s = 8
                 elif ec == 6:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
+                    r.pos = p
                     _v = r.string(53)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_MgmtData.append(_v)
                     s = 9
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 10
                 elif ec == 8:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 2
                 else:
-                    raise r.deviation('KeyInfoType')
+                    raise r.deviation('KeyInfoType', p)
             if s == 2:
-                ec = bits(4)
+                p += 4
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
+                    r.pos = p
                     _v = r.string(51)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_KeyName.append(_v)
                     s = 3
                 elif ec == 1:
                     el = 'KeyValue'
+                    r.pos = p
                     _v = _d_KeyValueType(r, 52)
+                    p = r.pos
                     f_KeyValue.append(_v)
                     s = 4
                 elif ec == 2:
                     el = 'RetrievalMethod'
+                    r.pos = p
                     _v = _d_RetrievalMethodType(r)
+                    p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 5
                 elif ec == 3:
                     el = 'X509Data'
+                    r.pos = p
                     _v = _d_X509DataType(r)
+                    p = r.pos
                     f_X509Data.append(_v)
                     s = 6
                 elif ec == 4:
                     el = 'PGPData'
+                    r.pos = p
                     _v = _d_PGPDataType(r)
+                    p = r.pos
                     f_PGPData.append(_v)
                     s = 7
                 elif ec == 5:
                     el = 'SPKIData'
+                    r.pos = p
                     _v = _d_SPKIDataType(r)
+                    p = r.pos
                     f_SPKIData.append(_v)
                     s = 8
                 elif ec == 6:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
+                    r.pos = p
                     _v = r.string(53)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_MgmtData.append(_v)
                     s = 9
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 10
                 elif ec == 8:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 2
                 else:
-                    raise r.deviation('KeyInfoType')
+                    raise r.deviation('KeyInfoType', p)
             if s == 3:
-                ec = bits(4)
+                p += 4
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
+                    r.pos = p
                     _v = r.string(51)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
                     el = 'KeyValue'
+                    r.pos = p
                     _v = _d_KeyValueType(r, 52)
+                    p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
                 elif ec == 2:
                     el = 'RetrievalMethod'
+                    r.pos = p
                     _v = _d_RetrievalMethodType(r)
+                    p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 13
                 elif ec == 3:
                     el = 'X509Data'
+                    r.pos = p
                     _v = _d_X509DataType(r)
+                    p = r.pos
                     f_X509Data.append(_v)
                     s = 14
                 elif ec == 4:
                     el = 'PGPData'
+                    r.pos = p
                     _v = _d_PGPDataType(r)
+                    p = r.pos
                     f_PGPData.append(_v)
                     s = 15
                 elif ec == 5:
                     el = 'SPKIData'
+                    r.pos = p
                     _v = _d_SPKIDataType(r)
+                    p = r.pos
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
+                    r.pos = p
                     _v = r.string(53)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 18
                 elif ec == 8:
                     pass
                     s = -1
                 elif ec == 9:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 3
                 else:
-                    raise r.deviation('KeyInfoType')
+                    raise r.deviation('KeyInfoType', p)
             if s == 4:
-                ec = bits(4)
+                p += 4
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
+                    r.pos = p
                     _v = r.string(51)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
                     el = 'KeyValue'
+                    r.pos = p
                     _v = _d_KeyValueType(r, 52)
+                    p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
                 elif ec == 2:
                     el = 'RetrievalMethod'
+                    r.pos = p
                     _v = _d_RetrievalMethodType(r)
+                    p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 13
                 elif ec == 3:
                     el = 'X509Data'
+                    r.pos = p
                     _v = _d_X509DataType(r)
+                    p = r.pos
                     f_X509Data.append(_v)
                     s = 14
                 elif ec == 4:
                     el = 'PGPData'
+                    r.pos = p
                     _v = _d_PGPDataType(r)
+                    p = r.pos
                     f_PGPData.append(_v)
                     s = 15
                 elif ec == 5:
                     el = 'SPKIData'
+                    r.pos = p
                     _v = _d_SPKIDataType(r)
+                    p = r.pos
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
+                    r.pos = p
                     _v = r.string(53)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 18
                 elif ec == 8:
                     pass
                     s = -1
                 elif ec == 9:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 4
                 else:
-                    raise r.deviation('KeyInfoType')
+                    raise r.deviation('KeyInfoType', p)
             if s == 5:
-                ec = bits(4)
+                p += 4
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
+                    r.pos = p
                     _v = r.string(51)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
                     el = 'KeyValue'
+                    r.pos = p
                     _v = _d_KeyValueType(r, 52)
+                    p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
                 elif ec == 2:
                     el = 'RetrievalMethod'
+                    r.pos = p
                     _v = _d_RetrievalMethodType(r)
+                    p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 13
                 elif ec == 3:
                     el = 'X509Data'
+                    r.pos = p
                     _v = _d_X509DataType(r)
+                    p = r.pos
                     f_X509Data.append(_v)
                     s = 14
                 elif ec == 4:
                     el = 'PGPData'
+                    r.pos = p
                     _v = _d_PGPDataType(r)
+                    p = r.pos
                     f_PGPData.append(_v)
                     s = 15
                 elif ec == 5:
                     el = 'SPKIData'
+                    r.pos = p
                     _v = _d_SPKIDataType(r)
+                    p = r.pos
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
+                    r.pos = p
                     _v = r.string(53)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 18
                 elif ec == 8:
                     pass
                     s = -1
                 elif ec == 9:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 5
                 else:
-                    raise r.deviation('KeyInfoType')
+                    raise r.deviation('KeyInfoType', p)
             if s == 6:
-                ec = bits(4)
+                p += 4
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
+                    r.pos = p
                     _v = r.string(51)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
                     el = 'KeyValue'
+                    r.pos = p
                     _v = _d_KeyValueType(r, 52)
+                    p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
                 elif ec == 2:
                     el = 'RetrievalMethod'
+                    r.pos = p
                     _v = _d_RetrievalMethodType(r)
+                    p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 13
                 elif ec == 3:
                     el = 'X509Data'
+                    r.pos = p
                     _v = _d_X509DataType(r)
+                    p = r.pos
                     f_X509Data.append(_v)
                     s = 14
                 elif ec == 4:
                     el = 'PGPData'
+                    r.pos = p
                     _v = _d_PGPDataType(r)
+                    p = r.pos
                     f_PGPData.append(_v)
                     s = 15
                 elif ec == 5:
                     el = 'SPKIData'
+                    r.pos = p
                     _v = _d_SPKIDataType(r)
+                    p = r.pos
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
+                    r.pos = p
                     _v = r.string(53)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 18
                 elif ec == 8:
                     pass
                     s = -1
                 elif ec == 9:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 6
                 else:
-                    raise r.deviation('KeyInfoType')
+                    raise r.deviation('KeyInfoType', p)
             if s == 7:
-                ec = bits(4)
+                p += 4
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
+                    r.pos = p
                     _v = r.string(51)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
                     el = 'KeyValue'
+                    r.pos = p
                     _v = _d_KeyValueType(r, 52)
+                    p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
                 elif ec == 2:
                     el = 'RetrievalMethod'
+                    r.pos = p
                     _v = _d_RetrievalMethodType(r)
+                    p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 13
                 elif ec == 3:
                     el = 'X509Data'
+                    r.pos = p
                     _v = _d_X509DataType(r)
+                    p = r.pos
                     f_X509Data.append(_v)
                     s = 14
                 elif ec == 4:
                     el = 'PGPData'
+                    r.pos = p
                     _v = _d_PGPDataType(r)
+                    p = r.pos
                     f_PGPData.append(_v)
                     s = 15
                 elif ec == 5:
                     el = 'SPKIData'
+                    r.pos = p
                     _v = _d_SPKIDataType(r)
+                    p = r.pos
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
+                    r.pos = p
                     _v = r.string(53)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 18
                 elif ec == 8:
                     pass
                     s = -1
                 elif ec == 9:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 7
                 else:
-                    raise r.deviation('KeyInfoType')
+                    raise r.deviation('KeyInfoType', p)
             if s == 8:
-                ec = bits(4)
+                p += 4
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
+                    r.pos = p
                     _v = r.string(51)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
                     el = 'KeyValue'
+                    r.pos = p
                     _v = _d_KeyValueType(r, 52)
+                    p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
                 elif ec == 2:
                     el = 'RetrievalMethod'
+                    r.pos = p
                     _v = _d_RetrievalMethodType(r)
+                    p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 13
                 elif ec == 3:
                     el = 'X509Data'
+                    r.pos = p
                     _v = _d_X509DataType(r)
+                    p = r.pos
                     f_X509Data.append(_v)
                     s = 14
                 elif ec == 4:
                     el = 'PGPData'
+                    r.pos = p
                     _v = _d_PGPDataType(r)
+                    p = r.pos
                     f_PGPData.append(_v)
                     s = 15
                 elif ec == 5:
                     el = 'SPKIData'
+                    r.pos = p
                     _v = _d_SPKIDataType(r)
+                    p = r.pos
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
+                    r.pos = p
                     _v = r.string(53)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 18
                 elif ec == 8:
                     pass
                     s = -1
                 elif ec == 9:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 8
                 else:
-                    raise r.deviation('KeyInfoType')
+                    raise r.deviation('KeyInfoType', p)
             if s == 9:
-                ec = bits(4)
+                p += 4
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
+                    r.pos = p
                     _v = r.string(51)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
                     el = 'KeyValue'
+                    r.pos = p
                     _v = _d_KeyValueType(r, 52)
+                    p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
                 elif ec == 2:
                     el = 'RetrievalMethod'
+                    r.pos = p
                     _v = _d_RetrievalMethodType(r)
+                    p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 13
                 elif ec == 3:
                     el = 'X509Data'
+                    r.pos = p
                     _v = _d_X509DataType(r)
+                    p = r.pos
                     f_X509Data.append(_v)
                     s = 14
                 elif ec == 4:
                     el = 'PGPData'
+                    r.pos = p
                     _v = _d_PGPDataType(r)
+                    p = r.pos
                     f_PGPData.append(_v)
                     s = 15
                 elif ec == 5:
                     el = 'SPKIData'
+                    r.pos = p
                     _v = _d_SPKIDataType(r)
+                    p = r.pos
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
+                    r.pos = p
                     _v = r.string(53)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 18
                 elif ec == 8:
                     pass
                     s = -1
                 elif ec == 9:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 9
                 else:
-                    raise r.deviation('KeyInfoType')
+                    raise r.deviation('KeyInfoType', p)
             if s == 10:
-                ec = bits(4)
+                p += 4
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
+                    r.pos = p
                     _v = r.string(51)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
                     el = 'KeyValue'
+                    r.pos = p
                     _v = _d_KeyValueType(r, 52)
+                    p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
                 elif ec == 2:
                     el = 'RetrievalMethod'
+                    r.pos = p
                     _v = _d_RetrievalMethodType(r)
+                    p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 13
                 elif ec == 3:
                     el = 'X509Data'
+                    r.pos = p
                     _v = _d_X509DataType(r)
+                    p = r.pos
                     f_X509Data.append(_v)
                     s = 14
                 elif ec == 4:
                     el = 'PGPData'
+                    r.pos = p
                     _v = _d_PGPDataType(r)
+                    p = r.pos
                     f_PGPData.append(_v)
                     s = 15
                 elif ec == 5:
                     el = 'SPKIData'
+                    r.pos = p
                     _v = _d_SPKIDataType(r)
+                    p = r.pos
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
+                    r.pos = p
                     _v = r.string(53)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 18
                 elif ec == 8:
                     pass
                     s = -1
                 elif ec == 9:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 10
                 else:
-                    raise r.deviation('KeyInfoType')
+                    raise r.deviation('KeyInfoType', p)
             if s == 11:
                 while True:
-                    ec = bits(4)
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 15
                     if ec == 0:
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'KeyName'
+                        r.pos = p
                         _v = r.string(51)
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         f_KeyName.append(_v)
                     elif ec == 1:
                         el = 'KeyValue'
+                        r.pos = p
                         _v = _d_KeyValueType(r, 52)
+                        p = r.pos
                         f_KeyValue.append(_v)
                         s = 12
                         break
                     elif ec == 2:
                         el = 'RetrievalMethod'
+                        r.pos = p
                         _v = _d_RetrievalMethodType(r)
+                        p = r.pos
                         f_RetrievalMethod.append(_v)
                         s = 13
                         break
                     elif ec == 3:
                         el = 'X509Data'
+                        r.pos = p
                         _v = _d_X509DataType(r)
+                        p = r.pos
                         f_X509Data.append(_v)
                         s = 14
                         break
                     elif ec == 4:
                         el = 'PGPData'
+                        r.pos = p
                         _v = _d_PGPDataType(r)
+                        p = r.pos
                         f_PGPData.append(_v)
                         s = 15
                         break
                     elif ec == 5:
                         el = 'SPKIData'
+                        r.pos = p
                         _v = _d_SPKIDataType(r)
+                        p = r.pos
                         f_SPKIData.append(_v)
                         s = 16
                         break
                     elif ec == 6:
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'MgmtData'
+                        r.pos = p
                         _v = r.string(53)
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
                     elif ec == 7:
-                        raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                        raise DecodeError('wildcard content (SEW) is not supported', p)
                         s = 18
                         break
                     elif ec == 8:
@@ -4556,60 +6362,86 @@ def _d_KeyInfoType(r, key):
                         s = -1
                         break
                     elif ec == 9:
+                        r.pos = p
                         r.string(key)  # mixed-content text is not kept in the model
+                        p = r.pos
                         s = 11
                         break
                     else:
-                        raise r.deviation('KeyInfoType')
+                        raise r.deviation('KeyInfoType', p)
             if s == 12:
                 while True:
-                    ec = bits(4)
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 15
                     if ec == 0:
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'KeyName'
+                        r.pos = p
                         _v = r.string(51)
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         f_KeyName.append(_v)
                         s = 11
                         break
                     elif ec == 1:
                         el = 'KeyValue'
+                        r.pos = p
                         _v = _d_KeyValueType(r, 52)
+                        p = r.pos
                         f_KeyValue.append(_v)
                     elif ec == 2:
                         el = 'RetrievalMethod'
+                        r.pos = p
                         _v = _d_RetrievalMethodType(r)
+                        p = r.pos
                         f_RetrievalMethod.append(_v)
                         s = 13
                         break
                     elif ec == 3:
                         el = 'X509Data'
+                        r.pos = p
                         _v = _d_X509DataType(r)
+                        p = r.pos
                         f_X509Data.append(_v)
                         s = 14
                         break
                     elif ec == 4:
                         el = 'PGPData'
+                        r.pos = p
                         _v = _d_PGPDataType(r)
+                        p = r.pos
                         f_PGPData.append(_v)
                         s = 15
                         break
                     elif ec == 5:
                         el = 'SPKIData'
+                        r.pos = p
                         _v = _d_SPKIDataType(r)
+                        p = r.pos
                         f_SPKIData.append(_v)
                         s = 16
                         break
                     elif ec == 6:
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'MgmtData'
+                        r.pos = p
                         _v = r.string(53)
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
                     elif ec == 7:
-                        raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                        raise DecodeError('wildcard content (SEW) is not supported', p)
                         s = 18
                         break
                     elif ec == 8:
@@ -4617,60 +6449,86 @@ def _d_KeyInfoType(r, key):
                         s = -1
                         break
                     elif ec == 9:
+                        r.pos = p
                         r.string(key)  # mixed-content text is not kept in the model
+                        p = r.pos
                         s = 12
                         break
                     else:
-                        raise r.deviation('KeyInfoType')
+                        raise r.deviation('KeyInfoType', p)
             if s == 13:
                 while True:
-                    ec = bits(4)
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 15
                     if ec == 0:
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'KeyName'
+                        r.pos = p
                         _v = r.string(51)
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         f_KeyName.append(_v)
                         s = 11
                         break
                     elif ec == 1:
                         el = 'KeyValue'
+                        r.pos = p
                         _v = _d_KeyValueType(r, 52)
+                        p = r.pos
                         f_KeyValue.append(_v)
                         s = 12
                         break
                     elif ec == 2:
                         el = 'RetrievalMethod'
+                        r.pos = p
                         _v = _d_RetrievalMethodType(r)
+                        p = r.pos
                         f_RetrievalMethod.append(_v)
                     elif ec == 3:
                         el = 'X509Data'
+                        r.pos = p
                         _v = _d_X509DataType(r)
+                        p = r.pos
                         f_X509Data.append(_v)
                         s = 14
                         break
                     elif ec == 4:
                         el = 'PGPData'
+                        r.pos = p
                         _v = _d_PGPDataType(r)
+                        p = r.pos
                         f_PGPData.append(_v)
                         s = 15
                         break
                     elif ec == 5:
                         el = 'SPKIData'
+                        r.pos = p
                         _v = _d_SPKIDataType(r)
+                        p = r.pos
                         f_SPKIData.append(_v)
                         s = 16
                         break
                     elif ec == 6:
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'MgmtData'
+                        r.pos = p
                         _v = r.string(53)
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
                     elif ec == 7:
-                        raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                        raise DecodeError('wildcard content (SEW) is not supported', p)
                         s = 18
                         break
                     elif ec == 8:
@@ -4678,60 +6536,86 @@ def _d_KeyInfoType(r, key):
                         s = -1
                         break
                     elif ec == 9:
+                        r.pos = p
                         r.string(key)  # mixed-content text is not kept in the model
+                        p = r.pos
                         s = 13
                         break
                     else:
-                        raise r.deviation('KeyInfoType')
+                        raise r.deviation('KeyInfoType', p)
             if s == 14:
                 while True:
-                    ec = bits(4)
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 15
                     if ec == 0:
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'KeyName'
+                        r.pos = p
                         _v = r.string(51)
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         f_KeyName.append(_v)
                         s = 11
                         break
                     elif ec == 1:
                         el = 'KeyValue'
+                        r.pos = p
                         _v = _d_KeyValueType(r, 52)
+                        p = r.pos
                         f_KeyValue.append(_v)
                         s = 12
                         break
                     elif ec == 2:
                         el = 'RetrievalMethod'
+                        r.pos = p
                         _v = _d_RetrievalMethodType(r)
+                        p = r.pos
                         f_RetrievalMethod.append(_v)
                         s = 13
                         break
                     elif ec == 3:
                         el = 'X509Data'
+                        r.pos = p
                         _v = _d_X509DataType(r)
+                        p = r.pos
                         f_X509Data.append(_v)
                     elif ec == 4:
                         el = 'PGPData'
+                        r.pos = p
                         _v = _d_PGPDataType(r)
+                        p = r.pos
                         f_PGPData.append(_v)
                         s = 15
                         break
                     elif ec == 5:
                         el = 'SPKIData'
+                        r.pos = p
                         _v = _d_SPKIDataType(r)
+                        p = r.pos
                         f_SPKIData.append(_v)
                         s = 16
                         break
                     elif ec == 6:
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'MgmtData'
+                        r.pos = p
                         _v = r.string(53)
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
                     elif ec == 7:
-                        raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                        raise DecodeError('wildcard content (SEW) is not supported', p)
                         s = 18
                         break
                     elif ec == 8:
@@ -4739,60 +6623,86 @@ def _d_KeyInfoType(r, key):
                         s = -1
                         break
                     elif ec == 9:
+                        r.pos = p
                         r.string(key)  # mixed-content text is not kept in the model
+                        p = r.pos
                         s = 14
                         break
                     else:
-                        raise r.deviation('KeyInfoType')
+                        raise r.deviation('KeyInfoType', p)
             if s == 15:
                 while True:
-                    ec = bits(4)
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 15
                     if ec == 0:
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'KeyName'
+                        r.pos = p
                         _v = r.string(51)
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         f_KeyName.append(_v)
                         s = 11
                         break
                     elif ec == 1:
                         el = 'KeyValue'
+                        r.pos = p
                         _v = _d_KeyValueType(r, 52)
+                        p = r.pos
                         f_KeyValue.append(_v)
                         s = 12
                         break
                     elif ec == 2:
                         el = 'RetrievalMethod'
+                        r.pos = p
                         _v = _d_RetrievalMethodType(r)
+                        p = r.pos
                         f_RetrievalMethod.append(_v)
                         s = 13
                         break
                     elif ec == 3:
                         el = 'X509Data'
+                        r.pos = p
                         _v = _d_X509DataType(r)
+                        p = r.pos
                         f_X509Data.append(_v)
                         s = 14
                         break
                     elif ec == 4:
                         el = 'PGPData'
+                        r.pos = p
                         _v = _d_PGPDataType(r)
+                        p = r.pos
                         f_PGPData.append(_v)
                     elif ec == 5:
                         el = 'SPKIData'
+                        r.pos = p
                         _v = _d_SPKIDataType(r)
+                        p = r.pos
                         f_SPKIData.append(_v)
                         s = 16
                         break
                     elif ec == 6:
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'MgmtData'
+                        r.pos = p
                         _v = r.string(53)
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
                     elif ec == 7:
-                        raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                        raise DecodeError('wildcard content (SEW) is not supported', p)
                         s = 18
                         break
                     elif ec == 8:
@@ -4800,60 +6710,86 @@ def _d_KeyInfoType(r, key):
                         s = -1
                         break
                     elif ec == 9:
+                        r.pos = p
                         r.string(key)  # mixed-content text is not kept in the model
+                        p = r.pos
                         s = 15
                         break
                     else:
-                        raise r.deviation('KeyInfoType')
+                        raise r.deviation('KeyInfoType', p)
             if s == 16:
                 while True:
-                    ec = bits(4)
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 15
                     if ec == 0:
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'KeyName'
+                        r.pos = p
                         _v = r.string(51)
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         f_KeyName.append(_v)
                         s = 11
                         break
                     elif ec == 1:
                         el = 'KeyValue'
+                        r.pos = p
                         _v = _d_KeyValueType(r, 52)
+                        p = r.pos
                         f_KeyValue.append(_v)
                         s = 12
                         break
                     elif ec == 2:
                         el = 'RetrievalMethod'
+                        r.pos = p
                         _v = _d_RetrievalMethodType(r)
+                        p = r.pos
                         f_RetrievalMethod.append(_v)
                         s = 13
                         break
                     elif ec == 3:
                         el = 'X509Data'
+                        r.pos = p
                         _v = _d_X509DataType(r)
+                        p = r.pos
                         f_X509Data.append(_v)
                         s = 14
                         break
                     elif ec == 4:
                         el = 'PGPData'
+                        r.pos = p
                         _v = _d_PGPDataType(r)
+                        p = r.pos
                         f_PGPData.append(_v)
                         s = 15
                         break
                     elif ec == 5:
                         el = 'SPKIData'
+                        r.pos = p
                         _v = _d_SPKIDataType(r)
+                        p = r.pos
                         f_SPKIData.append(_v)
                     elif ec == 6:
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'MgmtData'
+                        r.pos = p
                         _v = r.string(53)
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
                     elif ec == 7:
-                        raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                        raise DecodeError('wildcard content (SEW) is not supported', p)
                         s = 18
                         break
                     elif ec == 8:
@@ -4861,60 +6797,86 @@ def _d_KeyInfoType(r, key):
                         s = -1
                         break
                     elif ec == 9:
+                        r.pos = p
                         r.string(key)  # mixed-content text is not kept in the model
+                        p = r.pos
                         s = 16
                         break
                     else:
-                        raise r.deviation('KeyInfoType')
+                        raise r.deviation('KeyInfoType', p)
             if s == 17:
                 while True:
-                    ec = bits(4)
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 15
                     if ec == 0:
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'KeyName'
+                        r.pos = p
                         _v = r.string(51)
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         f_KeyName.append(_v)
                         s = 11
                         break
                     elif ec == 1:
                         el = 'KeyValue'
+                        r.pos = p
                         _v = _d_KeyValueType(r, 52)
+                        p = r.pos
                         f_KeyValue.append(_v)
                         s = 12
                         break
                     elif ec == 2:
                         el = 'RetrievalMethod'
+                        r.pos = p
                         _v = _d_RetrievalMethodType(r)
+                        p = r.pos
                         f_RetrievalMethod.append(_v)
                         s = 13
                         break
                     elif ec == 3:
                         el = 'X509Data'
+                        r.pos = p
                         _v = _d_X509DataType(r)
+                        p = r.pos
                         f_X509Data.append(_v)
                         s = 14
                         break
                     elif ec == 4:
                         el = 'PGPData'
+                        r.pos = p
                         _v = _d_PGPDataType(r)
+                        p = r.pos
                         f_PGPData.append(_v)
                         s = 15
                         break
                     elif ec == 5:
                         el = 'SPKIData'
+                        r.pos = p
                         _v = _d_SPKIDataType(r)
+                        p = r.pos
                         f_SPKIData.append(_v)
                         s = 16
                         break
                     elif ec == 6:
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'MgmtData'
+                        r.pos = p
                         _v = r.string(53)
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         f_MgmtData.append(_v)
                     elif ec == 7:
-                        raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                        raise DecodeError('wildcard content (SEW) is not supported', p)
                         s = 18
                         break
                     elif ec == 8:
@@ -4922,70 +6884,100 @@ def _d_KeyInfoType(r, key):
                         s = -1
                         break
                     elif ec == 9:
+                        r.pos = p
                         r.string(key)  # mixed-content text is not kept in the model
+                        p = r.pos
                         s = 17
                         break
                     else:
-                        raise r.deviation('KeyInfoType')
+                        raise r.deviation('KeyInfoType', p)
             if s == 18:
-                ec = bits(4)
+                p += 4
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
+                    r.pos = p
                     _v = r.string(51)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
                     el = 'KeyValue'
+                    r.pos = p
                     _v = _d_KeyValueType(r, 52)
+                    p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
                 elif ec == 2:
                     el = 'RetrievalMethod'
+                    r.pos = p
                     _v = _d_RetrievalMethodType(r)
+                    p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 13
                 elif ec == 3:
                     el = 'X509Data'
+                    r.pos = p
                     _v = _d_X509DataType(r)
+                    p = r.pos
                     f_X509Data.append(_v)
                     s = 14
                 elif ec == 4:
                     el = 'PGPData'
+                    r.pos = p
                     _v = _d_PGPDataType(r)
+                    p = r.pos
                     f_PGPData.append(_v)
                     s = 15
                 elif ec == 5:
                     el = 'SPKIData'
+                    r.pos = p
                     _v = _d_SPKIDataType(r)
+                    p = r.pos
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
+                    r.pos = p
                     _v = r.string(53)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 18
                 elif ec == 8:
                     pass
                     s = -1
                 elif ec == 9:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 18
                 else:
-                    raise r.deviation('KeyInfoType')
+                    raise r.deviation('KeyInfoType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.KeyInfoType(f_Id, f_KeyName, f_KeyValue, f_RetrievalMethod, f_X509Data, f_PGPData, f_SPKIData, f_MgmtData)
 
 def _e_KeyInfoType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}KeyInfoType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Id = o.Id
@@ -5015,52 +7007,78 @@ def _e_KeyInfoType(w, o):
             if s == 0:
                 if v_Id is not None:
                     el = '@Id'
-                    bits(0, 4)
+                    v <<= 4
+                    n += 4
+                    w.v = v; w.n = n
                     w.string(v_Id)
+                    v = w.v; n = w.n
                     v_Id = None
                     s = 1
                 elif i_KeyName < n_KeyName:
                     el = 'KeyName'
-                    bits((1 << 1), 5)
+                    v = (v << 5) | (1 << 1)
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_KeyName[i_KeyName])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_KeyName += 1
                     s = 3
                 elif i_KeyValue < n_KeyValue:
                     el = 'KeyValue'
-                    bits(2, 4)
+                    v = (v << 4) | 2
+                    n += 4
+                    w.v = v; w.n = n
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
+                    v = w.v; n = w.n
                     i_KeyValue += 1
                     s = 4
                 elif i_RetrievalMethod < n_RetrievalMethod:
                     el = 'RetrievalMethod'
-                    bits(3, 4)
+                    v = (v << 4) | 3
+                    n += 4
+                    w.v = v; w.n = n
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
+                    v = w.v; n = w.n
                     i_RetrievalMethod += 1
                     s = 5
                 elif i_X509Data < n_X509Data:
                     el = 'X509Data'
-                    bits(4, 4)
+                    v = (v << 4) | 4
+                    n += 4
+                    w.v = v; w.n = n
                     _e_X509DataType(w, v_X509Data[i_X509Data])
+                    v = w.v; n = w.n
                     i_X509Data += 1
                     s = 6
                 elif i_PGPData < n_PGPData:
                     el = 'PGPData'
-                    bits(5, 4)
+                    v = (v << 4) | 5
+                    n += 4
+                    w.v = v; w.n = n
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
+                    v = w.v; n = w.n
                     i_PGPData += 1
                     s = 7
                 elif i_SPKIData < n_SPKIData:
                     el = 'SPKIData'
-                    bits(6, 4)
+                    v = (v << 4) | 6
+                    n += 4
+                    w.v = v; w.n = n
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
+                    v = w.v; n = w.n
                     i_SPKIData += 1
                     s = 8
                 elif i_MgmtData < n_MgmtData:
                     el = 'MgmtData'
-                    bits((7 << 1), 5)
+                    v = (v << 5) | (7 << 1)
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_MgmtData[i_MgmtData])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_MgmtData += 1
                     s = 9
                 else:
@@ -5068,46 +7086,69 @@ def _e_KeyInfoType(w, o):
             if s == 1:
                 if i_KeyName < n_KeyName:
                     el = 'KeyName'
-                    bits(0, 5)
+                    v <<= 5
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_KeyName[i_KeyName])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_KeyName += 1
                     s = 3
                 elif i_KeyValue < n_KeyValue:
                     el = 'KeyValue'
-                    bits(1, 4)
+                    v = (v << 4) | 1
+                    n += 4
+                    w.v = v; w.n = n
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
+                    v = w.v; n = w.n
                     i_KeyValue += 1
                     s = 4
                 elif i_RetrievalMethod < n_RetrievalMethod:
                     el = 'RetrievalMethod'
-                    bits(2, 4)
+                    v = (v << 4) | 2
+                    n += 4
+                    w.v = v; w.n = n
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
+                    v = w.v; n = w.n
                     i_RetrievalMethod += 1
                     s = 5
                 elif i_X509Data < n_X509Data:
                     el = 'X509Data'
-                    bits(3, 4)
+                    v = (v << 4) | 3
+                    n += 4
+                    w.v = v; w.n = n
                     _e_X509DataType(w, v_X509Data[i_X509Data])
+                    v = w.v; n = w.n
                     i_X509Data += 1
                     s = 6
                 elif i_PGPData < n_PGPData:
                     el = 'PGPData'
-                    bits(4, 4)
+                    v = (v << 4) | 4
+                    n += 4
+                    w.v = v; w.n = n
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
+                    v = w.v; n = w.n
                     i_PGPData += 1
                     s = 7
                 elif i_SPKIData < n_SPKIData:
                     el = 'SPKIData'
-                    bits(5, 4)
+                    v = (v << 4) | 5
+                    n += 4
+                    w.v = v; w.n = n
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
+                    v = w.v; n = w.n
                     i_SPKIData += 1
                     s = 8
                 elif i_MgmtData < n_MgmtData:
                     el = 'MgmtData'
-                    bits((6 << 1), 5)
+                    v = (v << 5) | (6 << 1)
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_MgmtData[i_MgmtData])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_MgmtData += 1
                     s = 9
                 else:
@@ -5115,46 +7156,69 @@ def _e_KeyInfoType(w, o):
             if s == 2:
                 if i_KeyName < n_KeyName:
                     el = 'KeyName'
-                    bits(0, 5)
+                    v <<= 5
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_KeyName[i_KeyName])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_KeyName += 1
                     s = 3
                 elif i_KeyValue < n_KeyValue:
                     el = 'KeyValue'
-                    bits(1, 4)
+                    v = (v << 4) | 1
+                    n += 4
+                    w.v = v; w.n = n
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
+                    v = w.v; n = w.n
                     i_KeyValue += 1
                     s = 4
                 elif i_RetrievalMethod < n_RetrievalMethod:
                     el = 'RetrievalMethod'
-                    bits(2, 4)
+                    v = (v << 4) | 2
+                    n += 4
+                    w.v = v; w.n = n
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
+                    v = w.v; n = w.n
                     i_RetrievalMethod += 1
                     s = 5
                 elif i_X509Data < n_X509Data:
                     el = 'X509Data'
-                    bits(3, 4)
+                    v = (v << 4) | 3
+                    n += 4
+                    w.v = v; w.n = n
                     _e_X509DataType(w, v_X509Data[i_X509Data])
+                    v = w.v; n = w.n
                     i_X509Data += 1
                     s = 6
                 elif i_PGPData < n_PGPData:
                     el = 'PGPData'
-                    bits(4, 4)
+                    v = (v << 4) | 4
+                    n += 4
+                    w.v = v; w.n = n
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
+                    v = w.v; n = w.n
                     i_PGPData += 1
                     s = 7
                 elif i_SPKIData < n_SPKIData:
                     el = 'SPKIData'
-                    bits(5, 4)
+                    v = (v << 4) | 5
+                    n += 4
+                    w.v = v; w.n = n
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
+                    v = w.v; n = w.n
                     i_SPKIData += 1
                     s = 8
                 elif i_MgmtData < n_MgmtData:
                     el = 'MgmtData'
-                    bits((6 << 1), 5)
+                    v = (v << 5) | (6 << 1)
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_MgmtData[i_MgmtData])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_MgmtData += 1
                     s = 9
                 else:
@@ -5162,448 +7226,664 @@ def _e_KeyInfoType(w, o):
             if s == 3:
                 if i_KeyName < n_KeyName:
                     el = 'KeyName'
-                    bits(0, 5)
+                    v <<= 5
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_KeyName[i_KeyName])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
                     el = 'KeyValue'
-                    bits(1, 4)
+                    v = (v << 4) | 1
+                    n += 4
+                    w.v = v; w.n = n
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
+                    v = w.v; n = w.n
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
                     el = 'RetrievalMethod'
-                    bits(2, 4)
+                    v = (v << 4) | 2
+                    n += 4
+                    w.v = v; w.n = n
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
+                    v = w.v; n = w.n
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
                     el = 'X509Data'
-                    bits(3, 4)
+                    v = (v << 4) | 3
+                    n += 4
+                    w.v = v; w.n = n
                     _e_X509DataType(w, v_X509Data[i_X509Data])
+                    v = w.v; n = w.n
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
                     el = 'PGPData'
-                    bits(4, 4)
+                    v = (v << 4) | 4
+                    n += 4
+                    w.v = v; w.n = n
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
+                    v = w.v; n = w.n
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
                     el = 'SPKIData'
-                    bits(5, 4)
+                    v = (v << 4) | 5
+                    n += 4
+                    w.v = v; w.n = n
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
+                    v = w.v; n = w.n
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
                     el = 'MgmtData'
-                    bits((6 << 1), 5)
+                    v = (v << 5) | (6 << 1)
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_MgmtData[i_MgmtData])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_MgmtData += 1
                     s = 17
                 elif True:
-                    bits(8, 4)
+                    v = (v << 4) | 8
+                    n += 4
                     if v_Id is not None or i_KeyName < n_KeyName or i_KeyValue < n_KeyValue or i_RetrievalMethod < n_RetrievalMethod or i_X509Data < n_X509Data or i_PGPData < n_PGPData or i_SPKIData < n_SPKIData or i_MgmtData < n_MgmtData: raise _leftover(o)
                     s = -1
             if s == 4:
                 if i_KeyName < n_KeyName:
                     el = 'KeyName'
-                    bits(0, 5)
+                    v <<= 5
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_KeyName[i_KeyName])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
                     el = 'KeyValue'
-                    bits(1, 4)
+                    v = (v << 4) | 1
+                    n += 4
+                    w.v = v; w.n = n
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
+                    v = w.v; n = w.n
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
                     el = 'RetrievalMethod'
-                    bits(2, 4)
+                    v = (v << 4) | 2
+                    n += 4
+                    w.v = v; w.n = n
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
+                    v = w.v; n = w.n
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
                     el = 'X509Data'
-                    bits(3, 4)
+                    v = (v << 4) | 3
+                    n += 4
+                    w.v = v; w.n = n
                     _e_X509DataType(w, v_X509Data[i_X509Data])
+                    v = w.v; n = w.n
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
                     el = 'PGPData'
-                    bits(4, 4)
+                    v = (v << 4) | 4
+                    n += 4
+                    w.v = v; w.n = n
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
+                    v = w.v; n = w.n
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
                     el = 'SPKIData'
-                    bits(5, 4)
+                    v = (v << 4) | 5
+                    n += 4
+                    w.v = v; w.n = n
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
+                    v = w.v; n = w.n
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
                     el = 'MgmtData'
-                    bits((6 << 1), 5)
+                    v = (v << 5) | (6 << 1)
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_MgmtData[i_MgmtData])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_MgmtData += 1
                     s = 17
                 elif True:
-                    bits(8, 4)
+                    v = (v << 4) | 8
+                    n += 4
                     if v_Id is not None or i_KeyName < n_KeyName or i_KeyValue < n_KeyValue or i_RetrievalMethod < n_RetrievalMethod or i_X509Data < n_X509Data or i_PGPData < n_PGPData or i_SPKIData < n_SPKIData or i_MgmtData < n_MgmtData: raise _leftover(o)
                     s = -1
             if s == 5:
                 if i_KeyName < n_KeyName:
                     el = 'KeyName'
-                    bits(0, 5)
+                    v <<= 5
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_KeyName[i_KeyName])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
                     el = 'KeyValue'
-                    bits(1, 4)
+                    v = (v << 4) | 1
+                    n += 4
+                    w.v = v; w.n = n
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
+                    v = w.v; n = w.n
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
                     el = 'RetrievalMethod'
-                    bits(2, 4)
+                    v = (v << 4) | 2
+                    n += 4
+                    w.v = v; w.n = n
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
+                    v = w.v; n = w.n
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
                     el = 'X509Data'
-                    bits(3, 4)
+                    v = (v << 4) | 3
+                    n += 4
+                    w.v = v; w.n = n
                     _e_X509DataType(w, v_X509Data[i_X509Data])
+                    v = w.v; n = w.n
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
                     el = 'PGPData'
-                    bits(4, 4)
+                    v = (v << 4) | 4
+                    n += 4
+                    w.v = v; w.n = n
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
+                    v = w.v; n = w.n
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
                     el = 'SPKIData'
-                    bits(5, 4)
+                    v = (v << 4) | 5
+                    n += 4
+                    w.v = v; w.n = n
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
+                    v = w.v; n = w.n
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
                     el = 'MgmtData'
-                    bits((6 << 1), 5)
+                    v = (v << 5) | (6 << 1)
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_MgmtData[i_MgmtData])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_MgmtData += 1
                     s = 17
                 elif True:
-                    bits(8, 4)
+                    v = (v << 4) | 8
+                    n += 4
                     if v_Id is not None or i_KeyName < n_KeyName or i_KeyValue < n_KeyValue or i_RetrievalMethod < n_RetrievalMethod or i_X509Data < n_X509Data or i_PGPData < n_PGPData or i_SPKIData < n_SPKIData or i_MgmtData < n_MgmtData: raise _leftover(o)
                     s = -1
             if s == 6:
                 if i_KeyName < n_KeyName:
                     el = 'KeyName'
-                    bits(0, 5)
+                    v <<= 5
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_KeyName[i_KeyName])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
                     el = 'KeyValue'
-                    bits(1, 4)
+                    v = (v << 4) | 1
+                    n += 4
+                    w.v = v; w.n = n
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
+                    v = w.v; n = w.n
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
                     el = 'RetrievalMethod'
-                    bits(2, 4)
+                    v = (v << 4) | 2
+                    n += 4
+                    w.v = v; w.n = n
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
+                    v = w.v; n = w.n
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
                     el = 'X509Data'
-                    bits(3, 4)
+                    v = (v << 4) | 3
+                    n += 4
+                    w.v = v; w.n = n
                     _e_X509DataType(w, v_X509Data[i_X509Data])
+                    v = w.v; n = w.n
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
                     el = 'PGPData'
-                    bits(4, 4)
+                    v = (v << 4) | 4
+                    n += 4
+                    w.v = v; w.n = n
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
+                    v = w.v; n = w.n
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
                     el = 'SPKIData'
-                    bits(5, 4)
+                    v = (v << 4) | 5
+                    n += 4
+                    w.v = v; w.n = n
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
+                    v = w.v; n = w.n
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
                     el = 'MgmtData'
-                    bits((6 << 1), 5)
+                    v = (v << 5) | (6 << 1)
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_MgmtData[i_MgmtData])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_MgmtData += 1
                     s = 17
                 elif True:
-                    bits(8, 4)
+                    v = (v << 4) | 8
+                    n += 4
                     if v_Id is not None or i_KeyName < n_KeyName or i_KeyValue < n_KeyValue or i_RetrievalMethod < n_RetrievalMethod or i_X509Data < n_X509Data or i_PGPData < n_PGPData or i_SPKIData < n_SPKIData or i_MgmtData < n_MgmtData: raise _leftover(o)
                     s = -1
             if s == 7:
                 if i_KeyName < n_KeyName:
                     el = 'KeyName'
-                    bits(0, 5)
+                    v <<= 5
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_KeyName[i_KeyName])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
                     el = 'KeyValue'
-                    bits(1, 4)
+                    v = (v << 4) | 1
+                    n += 4
+                    w.v = v; w.n = n
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
+                    v = w.v; n = w.n
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
                     el = 'RetrievalMethod'
-                    bits(2, 4)
+                    v = (v << 4) | 2
+                    n += 4
+                    w.v = v; w.n = n
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
+                    v = w.v; n = w.n
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
                     el = 'X509Data'
-                    bits(3, 4)
+                    v = (v << 4) | 3
+                    n += 4
+                    w.v = v; w.n = n
                     _e_X509DataType(w, v_X509Data[i_X509Data])
+                    v = w.v; n = w.n
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
                     el = 'PGPData'
-                    bits(4, 4)
+                    v = (v << 4) | 4
+                    n += 4
+                    w.v = v; w.n = n
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
+                    v = w.v; n = w.n
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
                     el = 'SPKIData'
-                    bits(5, 4)
+                    v = (v << 4) | 5
+                    n += 4
+                    w.v = v; w.n = n
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
+                    v = w.v; n = w.n
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
                     el = 'MgmtData'
-                    bits((6 << 1), 5)
+                    v = (v << 5) | (6 << 1)
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_MgmtData[i_MgmtData])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_MgmtData += 1
                     s = 17
                 elif True:
-                    bits(8, 4)
+                    v = (v << 4) | 8
+                    n += 4
                     if v_Id is not None or i_KeyName < n_KeyName or i_KeyValue < n_KeyValue or i_RetrievalMethod < n_RetrievalMethod or i_X509Data < n_X509Data or i_PGPData < n_PGPData or i_SPKIData < n_SPKIData or i_MgmtData < n_MgmtData: raise _leftover(o)
                     s = -1
             if s == 8:
                 if i_KeyName < n_KeyName:
                     el = 'KeyName'
-                    bits(0, 5)
+                    v <<= 5
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_KeyName[i_KeyName])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
                     el = 'KeyValue'
-                    bits(1, 4)
+                    v = (v << 4) | 1
+                    n += 4
+                    w.v = v; w.n = n
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
+                    v = w.v; n = w.n
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
                     el = 'RetrievalMethod'
-                    bits(2, 4)
+                    v = (v << 4) | 2
+                    n += 4
+                    w.v = v; w.n = n
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
+                    v = w.v; n = w.n
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
                     el = 'X509Data'
-                    bits(3, 4)
+                    v = (v << 4) | 3
+                    n += 4
+                    w.v = v; w.n = n
                     _e_X509DataType(w, v_X509Data[i_X509Data])
+                    v = w.v; n = w.n
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
                     el = 'PGPData'
-                    bits(4, 4)
+                    v = (v << 4) | 4
+                    n += 4
+                    w.v = v; w.n = n
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
+                    v = w.v; n = w.n
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
                     el = 'SPKIData'
-                    bits(5, 4)
+                    v = (v << 4) | 5
+                    n += 4
+                    w.v = v; w.n = n
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
+                    v = w.v; n = w.n
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
                     el = 'MgmtData'
-                    bits((6 << 1), 5)
+                    v = (v << 5) | (6 << 1)
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_MgmtData[i_MgmtData])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_MgmtData += 1
                     s = 17
                 elif True:
-                    bits(8, 4)
+                    v = (v << 4) | 8
+                    n += 4
                     if v_Id is not None or i_KeyName < n_KeyName or i_KeyValue < n_KeyValue or i_RetrievalMethod < n_RetrievalMethod or i_X509Data < n_X509Data or i_PGPData < n_PGPData or i_SPKIData < n_SPKIData or i_MgmtData < n_MgmtData: raise _leftover(o)
                     s = -1
             if s == 9:
                 if i_KeyName < n_KeyName:
                     el = 'KeyName'
-                    bits(0, 5)
+                    v <<= 5
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_KeyName[i_KeyName])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
                     el = 'KeyValue'
-                    bits(1, 4)
+                    v = (v << 4) | 1
+                    n += 4
+                    w.v = v; w.n = n
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
+                    v = w.v; n = w.n
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
                     el = 'RetrievalMethod'
-                    bits(2, 4)
+                    v = (v << 4) | 2
+                    n += 4
+                    w.v = v; w.n = n
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
+                    v = w.v; n = w.n
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
                     el = 'X509Data'
-                    bits(3, 4)
+                    v = (v << 4) | 3
+                    n += 4
+                    w.v = v; w.n = n
                     _e_X509DataType(w, v_X509Data[i_X509Data])
+                    v = w.v; n = w.n
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
                     el = 'PGPData'
-                    bits(4, 4)
+                    v = (v << 4) | 4
+                    n += 4
+                    w.v = v; w.n = n
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
+                    v = w.v; n = w.n
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
                     el = 'SPKIData'
-                    bits(5, 4)
+                    v = (v << 4) | 5
+                    n += 4
+                    w.v = v; w.n = n
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
+                    v = w.v; n = w.n
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
                     el = 'MgmtData'
-                    bits((6 << 1), 5)
+                    v = (v << 5) | (6 << 1)
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_MgmtData[i_MgmtData])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_MgmtData += 1
                     s = 17
                 elif True:
-                    bits(8, 4)
+                    v = (v << 4) | 8
+                    n += 4
                     if v_Id is not None or i_KeyName < n_KeyName or i_KeyValue < n_KeyValue or i_RetrievalMethod < n_RetrievalMethod or i_X509Data < n_X509Data or i_PGPData < n_PGPData or i_SPKIData < n_SPKIData or i_MgmtData < n_MgmtData: raise _leftover(o)
                     s = -1
             if s == 10:
                 if i_KeyName < n_KeyName:
                     el = 'KeyName'
-                    bits(0, 5)
+                    v <<= 5
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_KeyName[i_KeyName])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
                     el = 'KeyValue'
-                    bits(1, 4)
+                    v = (v << 4) | 1
+                    n += 4
+                    w.v = v; w.n = n
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
+                    v = w.v; n = w.n
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
                     el = 'RetrievalMethod'
-                    bits(2, 4)
+                    v = (v << 4) | 2
+                    n += 4
+                    w.v = v; w.n = n
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
+                    v = w.v; n = w.n
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
                     el = 'X509Data'
-                    bits(3, 4)
+                    v = (v << 4) | 3
+                    n += 4
+                    w.v = v; w.n = n
                     _e_X509DataType(w, v_X509Data[i_X509Data])
+                    v = w.v; n = w.n
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
                     el = 'PGPData'
-                    bits(4, 4)
+                    v = (v << 4) | 4
+                    n += 4
+                    w.v = v; w.n = n
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
+                    v = w.v; n = w.n
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
                     el = 'SPKIData'
-                    bits(5, 4)
+                    v = (v << 4) | 5
+                    n += 4
+                    w.v = v; w.n = n
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
+                    v = w.v; n = w.n
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
                     el = 'MgmtData'
-                    bits((6 << 1), 5)
+                    v = (v << 5) | (6 << 1)
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_MgmtData[i_MgmtData])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_MgmtData += 1
                     s = 17
                 elif True:
-                    bits(8, 4)
+                    v = (v << 4) | 8
+                    n += 4
                     if v_Id is not None or i_KeyName < n_KeyName or i_KeyValue < n_KeyValue or i_RetrievalMethod < n_RetrievalMethod or i_X509Data < n_X509Data or i_PGPData < n_PGPData or i_SPKIData < n_SPKIData or i_MgmtData < n_MgmtData: raise _leftover(o)
                     s = -1
             if s == 11:
                 while True:
                     if i_KeyName < n_KeyName:
                         el = 'KeyName'
-                        bits(0, 5)
+                        v <<= 5
+                        n += 5
+                        w.v = v; w.n = n
                         w.string(v_KeyName[i_KeyName])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_KeyName += 1
                     elif i_KeyValue < n_KeyValue:
                         el = 'KeyValue'
-                        bits(1, 4)
+                        v = (v << 4) | 1
+                        n += 4
+                        w.v = v; w.n = n
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
+                        v = w.v; n = w.n
                         i_KeyValue += 1
                         s = 12
                         break
                     elif i_RetrievalMethod < n_RetrievalMethod:
                         el = 'RetrievalMethod'
-                        bits(2, 4)
+                        v = (v << 4) | 2
+                        n += 4
+                        w.v = v; w.n = n
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
+                        v = w.v; n = w.n
                         i_RetrievalMethod += 1
                         s = 13
                         break
                     elif i_X509Data < n_X509Data:
                         el = 'X509Data'
-                        bits(3, 4)
+                        v = (v << 4) | 3
+                        n += 4
+                        w.v = v; w.n = n
                         _e_X509DataType(w, v_X509Data[i_X509Data])
+                        v = w.v; n = w.n
                         i_X509Data += 1
                         s = 14
                         break
                     elif i_PGPData < n_PGPData:
                         el = 'PGPData'
-                        bits(4, 4)
+                        v = (v << 4) | 4
+                        n += 4
+                        w.v = v; w.n = n
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
+                        v = w.v; n = w.n
                         i_PGPData += 1
                         s = 15
                         break
                     elif i_SPKIData < n_SPKIData:
                         el = 'SPKIData'
-                        bits(5, 4)
+                        v = (v << 4) | 5
+                        n += 4
+                        w.v = v; w.n = n
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
+                        v = w.v; n = w.n
                         i_SPKIData += 1
                         s = 16
                         break
                     elif i_MgmtData < n_MgmtData:
                         el = 'MgmtData'
-                        bits((6 << 1), 5)
+                        v = (v << 5) | (6 << 1)
+                        n += 5
+                        w.v = v; w.n = n
                         w.string(v_MgmtData[i_MgmtData])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_MgmtData += 1
                         s = 17
                         break
                     elif True:
-                        bits(8, 4)
+                        v = (v << 4) | 8
+                        n += 4
                         if v_Id is not None or i_KeyName < n_KeyName or i_KeyValue < n_KeyValue or i_RetrievalMethod < n_RetrievalMethod or i_X509Data < n_X509Data or i_PGPData < n_PGPData or i_SPKIData < n_SPKIData or i_MgmtData < n_MgmtData: raise _leftover(o)
                         s = -1
                         break
@@ -5611,55 +7891,79 @@ def _e_KeyInfoType(w, o):
                 while True:
                     if i_KeyName < n_KeyName:
                         el = 'KeyName'
-                        bits(0, 5)
+                        v <<= 5
+                        n += 5
+                        w.v = v; w.n = n
                         w.string(v_KeyName[i_KeyName])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_KeyName += 1
                         s = 11
                         break
                     elif i_KeyValue < n_KeyValue:
                         el = 'KeyValue'
-                        bits(1, 4)
+                        v = (v << 4) | 1
+                        n += 4
+                        w.v = v; w.n = n
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
+                        v = w.v; n = w.n
                         i_KeyValue += 1
                     elif i_RetrievalMethod < n_RetrievalMethod:
                         el = 'RetrievalMethod'
-                        bits(2, 4)
+                        v = (v << 4) | 2
+                        n += 4
+                        w.v = v; w.n = n
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
+                        v = w.v; n = w.n
                         i_RetrievalMethod += 1
                         s = 13
                         break
                     elif i_X509Data < n_X509Data:
                         el = 'X509Data'
-                        bits(3, 4)
+                        v = (v << 4) | 3
+                        n += 4
+                        w.v = v; w.n = n
                         _e_X509DataType(w, v_X509Data[i_X509Data])
+                        v = w.v; n = w.n
                         i_X509Data += 1
                         s = 14
                         break
                     elif i_PGPData < n_PGPData:
                         el = 'PGPData'
-                        bits(4, 4)
+                        v = (v << 4) | 4
+                        n += 4
+                        w.v = v; w.n = n
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
+                        v = w.v; n = w.n
                         i_PGPData += 1
                         s = 15
                         break
                     elif i_SPKIData < n_SPKIData:
                         el = 'SPKIData'
-                        bits(5, 4)
+                        v = (v << 4) | 5
+                        n += 4
+                        w.v = v; w.n = n
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
+                        v = w.v; n = w.n
                         i_SPKIData += 1
                         s = 16
                         break
                     elif i_MgmtData < n_MgmtData:
                         el = 'MgmtData'
-                        bits((6 << 1), 5)
+                        v = (v << 5) | (6 << 1)
+                        n += 5
+                        w.v = v; w.n = n
                         w.string(v_MgmtData[i_MgmtData])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_MgmtData += 1
                         s = 17
                         break
                     elif True:
-                        bits(8, 4)
+                        v = (v << 4) | 8
+                        n += 4
                         if v_Id is not None or i_KeyName < n_KeyName or i_KeyValue < n_KeyValue or i_RetrievalMethod < n_RetrievalMethod or i_X509Data < n_X509Data or i_PGPData < n_PGPData or i_SPKIData < n_SPKIData or i_MgmtData < n_MgmtData: raise _leftover(o)
                         s = -1
                         break
@@ -5667,55 +7971,79 @@ def _e_KeyInfoType(w, o):
                 while True:
                     if i_KeyName < n_KeyName:
                         el = 'KeyName'
-                        bits(0, 5)
+                        v <<= 5
+                        n += 5
+                        w.v = v; w.n = n
                         w.string(v_KeyName[i_KeyName])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_KeyName += 1
                         s = 11
                         break
                     elif i_KeyValue < n_KeyValue:
                         el = 'KeyValue'
-                        bits(1, 4)
+                        v = (v << 4) | 1
+                        n += 4
+                        w.v = v; w.n = n
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
+                        v = w.v; n = w.n
                         i_KeyValue += 1
                         s = 12
                         break
                     elif i_RetrievalMethod < n_RetrievalMethod:
                         el = 'RetrievalMethod'
-                        bits(2, 4)
+                        v = (v << 4) | 2
+                        n += 4
+                        w.v = v; w.n = n
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
+                        v = w.v; n = w.n
                         i_RetrievalMethod += 1
                     elif i_X509Data < n_X509Data:
                         el = 'X509Data'
-                        bits(3, 4)
+                        v = (v << 4) | 3
+                        n += 4
+                        w.v = v; w.n = n
                         _e_X509DataType(w, v_X509Data[i_X509Data])
+                        v = w.v; n = w.n
                         i_X509Data += 1
                         s = 14
                         break
                     elif i_PGPData < n_PGPData:
                         el = 'PGPData'
-                        bits(4, 4)
+                        v = (v << 4) | 4
+                        n += 4
+                        w.v = v; w.n = n
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
+                        v = w.v; n = w.n
                         i_PGPData += 1
                         s = 15
                         break
                     elif i_SPKIData < n_SPKIData:
                         el = 'SPKIData'
-                        bits(5, 4)
+                        v = (v << 4) | 5
+                        n += 4
+                        w.v = v; w.n = n
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
+                        v = w.v; n = w.n
                         i_SPKIData += 1
                         s = 16
                         break
                     elif i_MgmtData < n_MgmtData:
                         el = 'MgmtData'
-                        bits((6 << 1), 5)
+                        v = (v << 5) | (6 << 1)
+                        n += 5
+                        w.v = v; w.n = n
                         w.string(v_MgmtData[i_MgmtData])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_MgmtData += 1
                         s = 17
                         break
                     elif True:
-                        bits(8, 4)
+                        v = (v << 4) | 8
+                        n += 4
                         if v_Id is not None or i_KeyName < n_KeyName or i_KeyValue < n_KeyValue or i_RetrievalMethod < n_RetrievalMethod or i_X509Data < n_X509Data or i_PGPData < n_PGPData or i_SPKIData < n_SPKIData or i_MgmtData < n_MgmtData: raise _leftover(o)
                         s = -1
                         break
@@ -5723,55 +8051,79 @@ def _e_KeyInfoType(w, o):
                 while True:
                     if i_KeyName < n_KeyName:
                         el = 'KeyName'
-                        bits(0, 5)
+                        v <<= 5
+                        n += 5
+                        w.v = v; w.n = n
                         w.string(v_KeyName[i_KeyName])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_KeyName += 1
                         s = 11
                         break
                     elif i_KeyValue < n_KeyValue:
                         el = 'KeyValue'
-                        bits(1, 4)
+                        v = (v << 4) | 1
+                        n += 4
+                        w.v = v; w.n = n
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
+                        v = w.v; n = w.n
                         i_KeyValue += 1
                         s = 12
                         break
                     elif i_RetrievalMethod < n_RetrievalMethod:
                         el = 'RetrievalMethod'
-                        bits(2, 4)
+                        v = (v << 4) | 2
+                        n += 4
+                        w.v = v; w.n = n
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
+                        v = w.v; n = w.n
                         i_RetrievalMethod += 1
                         s = 13
                         break
                     elif i_X509Data < n_X509Data:
                         el = 'X509Data'
-                        bits(3, 4)
+                        v = (v << 4) | 3
+                        n += 4
+                        w.v = v; w.n = n
                         _e_X509DataType(w, v_X509Data[i_X509Data])
+                        v = w.v; n = w.n
                         i_X509Data += 1
                     elif i_PGPData < n_PGPData:
                         el = 'PGPData'
-                        bits(4, 4)
+                        v = (v << 4) | 4
+                        n += 4
+                        w.v = v; w.n = n
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
+                        v = w.v; n = w.n
                         i_PGPData += 1
                         s = 15
                         break
                     elif i_SPKIData < n_SPKIData:
                         el = 'SPKIData'
-                        bits(5, 4)
+                        v = (v << 4) | 5
+                        n += 4
+                        w.v = v; w.n = n
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
+                        v = w.v; n = w.n
                         i_SPKIData += 1
                         s = 16
                         break
                     elif i_MgmtData < n_MgmtData:
                         el = 'MgmtData'
-                        bits((6 << 1), 5)
+                        v = (v << 5) | (6 << 1)
+                        n += 5
+                        w.v = v; w.n = n
                         w.string(v_MgmtData[i_MgmtData])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_MgmtData += 1
                         s = 17
                         break
                     elif True:
-                        bits(8, 4)
+                        v = (v << 4) | 8
+                        n += 4
                         if v_Id is not None or i_KeyName < n_KeyName or i_KeyValue < n_KeyValue or i_RetrievalMethod < n_RetrievalMethod or i_X509Data < n_X509Data or i_PGPData < n_PGPData or i_SPKIData < n_SPKIData or i_MgmtData < n_MgmtData: raise _leftover(o)
                         s = -1
                         break
@@ -5779,55 +8131,79 @@ def _e_KeyInfoType(w, o):
                 while True:
                     if i_KeyName < n_KeyName:
                         el = 'KeyName'
-                        bits(0, 5)
+                        v <<= 5
+                        n += 5
+                        w.v = v; w.n = n
                         w.string(v_KeyName[i_KeyName])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_KeyName += 1
                         s = 11
                         break
                     elif i_KeyValue < n_KeyValue:
                         el = 'KeyValue'
-                        bits(1, 4)
+                        v = (v << 4) | 1
+                        n += 4
+                        w.v = v; w.n = n
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
+                        v = w.v; n = w.n
                         i_KeyValue += 1
                         s = 12
                         break
                     elif i_RetrievalMethod < n_RetrievalMethod:
                         el = 'RetrievalMethod'
-                        bits(2, 4)
+                        v = (v << 4) | 2
+                        n += 4
+                        w.v = v; w.n = n
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
+                        v = w.v; n = w.n
                         i_RetrievalMethod += 1
                         s = 13
                         break
                     elif i_X509Data < n_X509Data:
                         el = 'X509Data'
-                        bits(3, 4)
+                        v = (v << 4) | 3
+                        n += 4
+                        w.v = v; w.n = n
                         _e_X509DataType(w, v_X509Data[i_X509Data])
+                        v = w.v; n = w.n
                         i_X509Data += 1
                         s = 14
                         break
                     elif i_PGPData < n_PGPData:
                         el = 'PGPData'
-                        bits(4, 4)
+                        v = (v << 4) | 4
+                        n += 4
+                        w.v = v; w.n = n
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
+                        v = w.v; n = w.n
                         i_PGPData += 1
                     elif i_SPKIData < n_SPKIData:
                         el = 'SPKIData'
-                        bits(5, 4)
+                        v = (v << 4) | 5
+                        n += 4
+                        w.v = v; w.n = n
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
+                        v = w.v; n = w.n
                         i_SPKIData += 1
                         s = 16
                         break
                     elif i_MgmtData < n_MgmtData:
                         el = 'MgmtData'
-                        bits((6 << 1), 5)
+                        v = (v << 5) | (6 << 1)
+                        n += 5
+                        w.v = v; w.n = n
                         w.string(v_MgmtData[i_MgmtData])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_MgmtData += 1
                         s = 17
                         break
                     elif True:
-                        bits(8, 4)
+                        v = (v << 4) | 8
+                        n += 4
                         if v_Id is not None or i_KeyName < n_KeyName or i_KeyValue < n_KeyValue or i_RetrievalMethod < n_RetrievalMethod or i_X509Data < n_X509Data or i_PGPData < n_PGPData or i_SPKIData < n_SPKIData or i_MgmtData < n_MgmtData: raise _leftover(o)
                         s = -1
                         break
@@ -5835,55 +8211,79 @@ def _e_KeyInfoType(w, o):
                 while True:
                     if i_KeyName < n_KeyName:
                         el = 'KeyName'
-                        bits(0, 5)
+                        v <<= 5
+                        n += 5
+                        w.v = v; w.n = n
                         w.string(v_KeyName[i_KeyName])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_KeyName += 1
                         s = 11
                         break
                     elif i_KeyValue < n_KeyValue:
                         el = 'KeyValue'
-                        bits(1, 4)
+                        v = (v << 4) | 1
+                        n += 4
+                        w.v = v; w.n = n
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
+                        v = w.v; n = w.n
                         i_KeyValue += 1
                         s = 12
                         break
                     elif i_RetrievalMethod < n_RetrievalMethod:
                         el = 'RetrievalMethod'
-                        bits(2, 4)
+                        v = (v << 4) | 2
+                        n += 4
+                        w.v = v; w.n = n
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
+                        v = w.v; n = w.n
                         i_RetrievalMethod += 1
                         s = 13
                         break
                     elif i_X509Data < n_X509Data:
                         el = 'X509Data'
-                        bits(3, 4)
+                        v = (v << 4) | 3
+                        n += 4
+                        w.v = v; w.n = n
                         _e_X509DataType(w, v_X509Data[i_X509Data])
+                        v = w.v; n = w.n
                         i_X509Data += 1
                         s = 14
                         break
                     elif i_PGPData < n_PGPData:
                         el = 'PGPData'
-                        bits(4, 4)
+                        v = (v << 4) | 4
+                        n += 4
+                        w.v = v; w.n = n
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
+                        v = w.v; n = w.n
                         i_PGPData += 1
                         s = 15
                         break
                     elif i_SPKIData < n_SPKIData:
                         el = 'SPKIData'
-                        bits(5, 4)
+                        v = (v << 4) | 5
+                        n += 4
+                        w.v = v; w.n = n
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
+                        v = w.v; n = w.n
                         i_SPKIData += 1
                     elif i_MgmtData < n_MgmtData:
                         el = 'MgmtData'
-                        bits((6 << 1), 5)
+                        v = (v << 5) | (6 << 1)
+                        n += 5
+                        w.v = v; w.n = n
                         w.string(v_MgmtData[i_MgmtData])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_MgmtData += 1
                         s = 17
                         break
                     elif True:
-                        bits(8, 4)
+                        v = (v << 4) | 8
+                        n += 4
                         if v_Id is not None or i_KeyName < n_KeyName or i_KeyValue < n_KeyValue or i_RetrievalMethod < n_RetrievalMethod or i_X509Data < n_X509Data or i_PGPData < n_PGPData or i_SPKIData < n_SPKIData or i_MgmtData < n_MgmtData: raise _leftover(o)
                         s = -1
                         break
@@ -5891,113 +8291,164 @@ def _e_KeyInfoType(w, o):
                 while True:
                     if i_KeyName < n_KeyName:
                         el = 'KeyName'
-                        bits(0, 5)
+                        v <<= 5
+                        n += 5
+                        w.v = v; w.n = n
                         w.string(v_KeyName[i_KeyName])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_KeyName += 1
                         s = 11
                         break
                     elif i_KeyValue < n_KeyValue:
                         el = 'KeyValue'
-                        bits(1, 4)
+                        v = (v << 4) | 1
+                        n += 4
+                        w.v = v; w.n = n
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
+                        v = w.v; n = w.n
                         i_KeyValue += 1
                         s = 12
                         break
                     elif i_RetrievalMethod < n_RetrievalMethod:
                         el = 'RetrievalMethod'
-                        bits(2, 4)
+                        v = (v << 4) | 2
+                        n += 4
+                        w.v = v; w.n = n
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
+                        v = w.v; n = w.n
                         i_RetrievalMethod += 1
                         s = 13
                         break
                     elif i_X509Data < n_X509Data:
                         el = 'X509Data'
-                        bits(3, 4)
+                        v = (v << 4) | 3
+                        n += 4
+                        w.v = v; w.n = n
                         _e_X509DataType(w, v_X509Data[i_X509Data])
+                        v = w.v; n = w.n
                         i_X509Data += 1
                         s = 14
                         break
                     elif i_PGPData < n_PGPData:
                         el = 'PGPData'
-                        bits(4, 4)
+                        v = (v << 4) | 4
+                        n += 4
+                        w.v = v; w.n = n
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
+                        v = w.v; n = w.n
                         i_PGPData += 1
                         s = 15
                         break
                     elif i_SPKIData < n_SPKIData:
                         el = 'SPKIData'
-                        bits(5, 4)
+                        v = (v << 4) | 5
+                        n += 4
+                        w.v = v; w.n = n
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
+                        v = w.v; n = w.n
                         i_SPKIData += 1
                         s = 16
                         break
                     elif i_MgmtData < n_MgmtData:
                         el = 'MgmtData'
-                        bits((6 << 1), 5)
+                        v = (v << 5) | (6 << 1)
+                        n += 5
+                        w.v = v; w.n = n
                         w.string(v_MgmtData[i_MgmtData])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_MgmtData += 1
                     elif True:
-                        bits(8, 4)
+                        v = (v << 4) | 8
+                        n += 4
                         if v_Id is not None or i_KeyName < n_KeyName or i_KeyValue < n_KeyValue or i_RetrievalMethod < n_RetrievalMethod or i_X509Data < n_X509Data or i_PGPData < n_PGPData or i_SPKIData < n_SPKIData or i_MgmtData < n_MgmtData: raise _leftover(o)
                         s = -1
                         break
             if s == 18:
                 if i_KeyName < n_KeyName:
                     el = 'KeyName'
-                    bits(0, 5)
+                    v <<= 5
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_KeyName[i_KeyName])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
                     el = 'KeyValue'
-                    bits(1, 4)
+                    v = (v << 4) | 1
+                    n += 4
+                    w.v = v; w.n = n
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
+                    v = w.v; n = w.n
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
                     el = 'RetrievalMethod'
-                    bits(2, 4)
+                    v = (v << 4) | 2
+                    n += 4
+                    w.v = v; w.n = n
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
+                    v = w.v; n = w.n
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
                     el = 'X509Data'
-                    bits(3, 4)
+                    v = (v << 4) | 3
+                    n += 4
+                    w.v = v; w.n = n
                     _e_X509DataType(w, v_X509Data[i_X509Data])
+                    v = w.v; n = w.n
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
                     el = 'PGPData'
-                    bits(4, 4)
+                    v = (v << 4) | 4
+                    n += 4
+                    w.v = v; w.n = n
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
+                    v = w.v; n = w.n
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
                     el = 'SPKIData'
-                    bits(5, 4)
+                    v = (v << 4) | 5
+                    n += 4
+                    w.v = v; w.n = n
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
+                    v = w.v; n = w.n
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
                     el = 'MgmtData'
-                    bits((6 << 1), 5)
+                    v = (v << 5) | (6 << 1)
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_MgmtData[i_MgmtData])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_MgmtData += 1
                     s = 17
                 elif True:
-                    bits(8, 4)
+                    v = (v << 4) | 8
+                    n += 4
                     if v_Id is not None or i_KeyName < n_KeyName or i_KeyValue < n_KeyValue or i_RetrievalMethod < n_RetrievalMethod or i_X509Data < n_X509Data or i_PGPData < n_PGPData or i_SPKIData < n_SPKIData or i_MgmtData < n_MgmtData: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_KeyValueType(r, key):
     # {http://www.w3.org/2000/09/xmldsig#}KeyValueType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_DSAKeyValue = None
     f_RSAKeyValue = None
@@ -6005,78 +8456,108 @@ def _d_KeyValueType(r, key):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'DSAKeyValue'
+                    r.pos = p
                     f_DSAKeyValue = _d_DSAKeyValueType(r)
+                    p = r.pos
                     s = 2
                 elif ec == 1:
                     el = 'RSAKeyValue'
+                    r.pos = p
                     f_RSAKeyValue = _d_RSAKeyValueType(r)
+                    p = r.pos
                     s = 3
                 elif ec == 2:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 4
                 elif ec == 3:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 1
                 else:
-                    raise r.deviation('KeyValueType')
+                    raise r.deviation('KeyValueType', p)
             if s == 1:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'DSAKeyValue'
+                    r.pos = p
                     f_DSAKeyValue = _d_DSAKeyValueType(r)
+                    p = r.pos
                     s = 2
                 elif ec == 1:
                     el = 'RSAKeyValue'
+                    r.pos = p
                     f_RSAKeyValue = _d_RSAKeyValueType(r)
+                    p = r.pos
                     s = 3
                 elif ec == 2:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 4
                 elif ec == 3:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 1
                 else:
-                    raise r.deviation('KeyValueType')
+                    raise r.deviation('KeyValueType', p)
             if s == 2:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     pass
                     s = -1
                 elif ec == 1:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 2
                 else:
-                    raise r.deviation('KeyValueType')
+                    raise r.deviation('KeyValueType', p)
             if s == 3:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     pass
                     s = -1
                 elif ec == 1:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 3
                 else:
-                    raise r.deviation('KeyValueType')
+                    raise r.deviation('KeyValueType', p)
             if s == 4:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     pass
                     s = -1
                 elif ec == 1:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 4
                 else:
-                    raise r.deviation('KeyValueType')
+                    raise r.deviation('KeyValueType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.KeyValueType(f_DSAKeyValue, f_RSAKeyValue)
 
 def _e_KeyValueType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}KeyValueType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_DSAKeyValue = o.DSAKeyValue
@@ -6086,14 +8567,20 @@ def _e_KeyValueType(w, o):
             if s == 0:
                 if v_DSAKeyValue is not None:
                     el = 'DSAKeyValue'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     _e_DSAKeyValueType(w, v_DSAKeyValue)
+                    v = w.v; n = w.n
                     v_DSAKeyValue = None
                     s = 2
                 elif v_RSAKeyValue is not None:
                     el = 'RSAKeyValue'
-                    bits(1, 3)
+                    v = (v << 3) | 1
+                    n += 3
+                    w.v = v; w.n = n
                     _e_RSAKeyValueType(w, v_RSAKeyValue)
+                    v = w.v; n = w.n
                     v_RSAKeyValue = None
                     s = 3
                 else:
@@ -6101,84 +8588,118 @@ def _e_KeyValueType(w, o):
             if s == 1:
                 if v_DSAKeyValue is not None:
                     el = 'DSAKeyValue'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     _e_DSAKeyValueType(w, v_DSAKeyValue)
+                    v = w.v; n = w.n
                     v_DSAKeyValue = None
                     s = 2
                 elif v_RSAKeyValue is not None:
                     el = 'RSAKeyValue'
-                    bits(1, 3)
+                    v = (v << 3) | 1
+                    n += 3
+                    w.v = v; w.n = n
                     _e_RSAKeyValueType(w, v_RSAKeyValue)
+                    v = w.v; n = w.n
                     v_RSAKeyValue = None
                     s = 3
                 else:
                     raise EncodeError('missing content: expected one of DSAKeyValue, RSAKeyValue')
             if s == 2:
                 if True:
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
                     if v_DSAKeyValue is not None or v_RSAKeyValue is not None: raise _leftover(o)
                     s = -1
             if s == 3:
                 if True:
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
                     if v_DSAKeyValue is not None or v_RSAKeyValue is not None: raise _leftover(o)
                     s = -1
             if s == 4:
                 if True:
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
                     if v_DSAKeyValue is not None or v_RSAKeyValue is not None: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_RSAKeyValueType(r):
     # {http://www.w3.org/2000/09/xmldsig#}RSAKeyValueType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Modulus = None
     f_Exponent = None
     try:
-        x = bits(2)
-        if x & 3: raise r.deviation('RSAKeyValueType')
+        p += 2
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 3
+        if x & 3: raise r.deviation('RSAKeyValueType', p)
         el = 'Modulus'
+        r.pos = p
         f_Modulus = r.binary()
-        x = bits(3)
-        if x & 7: raise r.deviation('RSAKeyValueType')
+        p = r.pos
+        p += 3
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 7
+        if x & 7: raise r.deviation('RSAKeyValueType', p)
         el = 'Exponent'
+        r.pos = p
         f_Exponent = r.binary()
-        x = bits(2)
-        if x & 3: raise r.deviation('RSAKeyValueType')
+        p = r.pos
+        p += 2
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 3
+        if x & 3: raise r.deviation('RSAKeyValueType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.RSAKeyValueType(f_Modulus, f_Exponent)
 
 def _e_RSAKeyValueType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}RSAKeyValueType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Modulus = o.Modulus
         v_Exponent = o.Exponent
         if v_Modulus is not None:
             el = 'Modulus'
-            bits(0, 2)
+            v <<= 2
+            n += 2
+            w.v = v; w.n = n
             w.binary(v_Modulus)
+            v = w.v; n = w.n
             if not (v_Exponent is not None): raise EncodeError('missing content: Exponent')
             el = 'Exponent'
-            bits(0, 3)
+            v <<= 3
+            n += 3
             v_Modulus = None
+            w.v = v; w.n = n
             w.binary(v_Exponent)
-            bits(0, 2)
+            v = w.v; n = w.n
+            v <<= 2
+            n += 2
             v_Exponent = None
             if v_Modulus is not None or v_Exponent is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of Modulus')
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_RetrievalMethodType(r):
     # {http://www.w3.org/2000/09/xmldsig#}RetrievalMethodType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Type = None
     f_URI = None
@@ -6187,60 +8708,82 @@ def _d_RetrievalMethodType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = '@Type'
+                    r.pos = p
                     f_Type = r.string(56)
+                    p = r.pos
                     s = 1
                 elif ec == 1:
                     el = '@URI'
+                    r.pos = p
                     f_URI = r.string(57)
+                    p = r.pos
                     s = 2
                 elif ec == 2:
                     el = 'Transforms'
+                    r.pos = p
                     f_Transforms = _d_TransformsType(r)
+                    p = r.pos
                     s = 3
                 elif ec == 3:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('RetrievalMethodType')
+                    raise r.deviation('RetrievalMethodType', p)
             if s == 1:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@URI'
+                    r.pos = p
                     f_URI = r.string(57)
+                    p = r.pos
                     s = 2
                 elif ec == 1:
                     el = 'Transforms'
+                    r.pos = p
                     f_Transforms = _d_TransformsType(r)
+                    p = r.pos
                     s = 3
                 elif ec == 2:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('RetrievalMethodType')
+                    raise r.deviation('RetrievalMethodType', p)
             if s == 2:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'Transforms'
+                    r.pos = p
                     f_Transforms = _d_TransformsType(r)
+                    p = r.pos
                     s = 3
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('RetrievalMethodType')
+                    raise r.deviation('RetrievalMethodType', p)
             if s == 3:
-                if bits(1): raise r.deviation('RetrievalMethodType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('RetrievalMethodType', p)
                 s = -1
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.RetrievalMethodType(f_Type, f_URI, f_Transforms)
 
 def _e_RetrievalMethodType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}RetrievalMethodType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Type = o.Type
@@ -6251,108 +8794,147 @@ def _e_RetrievalMethodType(w, o):
             if s == 0:
                 if v_Type is not None:
                     el = '@Type'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     w.string(v_Type)
+                    v = w.v; n = w.n
                     v_Type = None
                     s = 1
                 elif v_URI is not None:
                     el = '@URI'
-                    bits(1, 3)
+                    v = (v << 3) | 1
+                    n += 3
+                    w.v = v; w.n = n
                     w.string(v_URI)
+                    v = w.v; n = w.n
                     v_URI = None
                     s = 2
                 elif v_Transforms is not None:
                     el = 'Transforms'
-                    bits(2, 3)
+                    v = (v << 3) | 2
+                    n += 3
+                    w.v = v; w.n = n
                     _e_TransformsType(w, v_Transforms)
+                    v = w.v; n = w.n
                     v_Transforms = None
                     s = 3
                 elif True:
-                    bits(3, 3)
+                    v = (v << 3) | 3
+                    n += 3
                     if v_Type is not None or v_URI is not None or v_Transforms is not None: raise _leftover(o)
                     s = -1
             if s == 1:
                 if v_URI is not None:
                     el = '@URI'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     w.string(v_URI)
+                    v = w.v; n = w.n
                     v_URI = None
                     s = 2
                 elif v_Transforms is not None:
                     el = 'Transforms'
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
+                    w.v = v; w.n = n
                     _e_TransformsType(w, v_Transforms)
+                    v = w.v; n = w.n
                     v_Transforms = None
                     s = 3
                 elif True:
-                    bits(2, 2)
+                    v = (v << 2) | 2
+                    n += 2
                     if v_Type is not None or v_URI is not None or v_Transforms is not None: raise _leftover(o)
                     s = -1
             if s == 2:
                 if v_Transforms is not None:
                     el = 'Transforms'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_TransformsType(w, v_Transforms)
+                    v = w.v; n = w.n
                     v_Transforms = None
                     s = 3
                 elif True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_Type is not None or v_URI is not None or v_Transforms is not None: raise _leftover(o)
                     s = -1
             if s == 3:
                 if True:
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
                     if v_Type is not None or v_URI is not None or v_Transforms is not None: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_TransformsType(r):
     # {http://www.w3.org/2000/09/xmldsig#}TransformsType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Transform = []
     try:
         s = 0
         while s >= 0:
             if s == 0:
-                if bits(1): raise r.deviation('TransformsType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('TransformsType', p)
                 el = 'Transform'
+                r.pos = p
                 _v = _d_TransformType(r, 58)
+                p = r.pos
                 f_Transform.append(_v)
                 s = 1
             if s == 1:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'Transform'
+                    r.pos = p
                     _v = _d_TransformType(r, 58)
+                    p = r.pos
                     f_Transform.append(_v)
                     s = 2
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('TransformsType')
+                    raise r.deviation('TransformsType', p)
             if s == 2:
                 while True:
-                    ec = bits(2)
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'Transform'
+                        r.pos = p
                         _v = _d_TransformType(r, 58)
+                        p = r.pos
                         f_Transform.append(_v)
                     elif ec == 1:
                         pass
                         s = -1
                         break
                     else:
-                        raise r.deviation('TransformsType')
+                        raise r.deviation('TransformsType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.TransformsType(f_Transform)
 
 def _e_TransformsType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}TransformsType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Transform = o.Transform
@@ -6363,8 +8945,11 @@ def _e_TransformsType(w, o):
             if s == 0:
                 if i_Transform < n_Transform:
                     el = 'Transform'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
+                    w.v = v; w.n = n
                     _e_TransformType(w, v_Transform[i_Transform])
+                    v = w.v; n = w.n
                     i_Transform += 1
                     s = 1
                 else:
@@ -6372,32 +8957,43 @@ def _e_TransformsType(w, o):
             if s == 1:
                 if i_Transform < n_Transform:
                     el = 'Transform'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_TransformType(w, v_Transform[i_Transform])
+                    v = w.v; n = w.n
                     i_Transform += 1
                     s = 2
                 elif True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if i_Transform < n_Transform: raise _leftover(o)
                     s = -1
             if s == 2:
                 while True:
                     if i_Transform < n_Transform:
                         el = 'Transform'
-                        bits(0, 2)
+                        v <<= 2
+                        n += 2
+                        w.v = v; w.n = n
                         _e_TransformType(w, v_Transform[i_Transform])
+                        v = w.v; n = w.n
                         i_Transform += 1
                     elif True:
-                        bits(1, 2)
+                        v = (v << 2) | 1
+                        n += 2
                         if i_Transform < n_Transform: raise _leftover(o)
                         s = -1
                         break
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_TransformType(r, key):
     # {http://www.w3.org/2000/09/xmldsig#}TransformType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Algorithm = None
     f_XPath = []
@@ -6405,81 +9001,123 @@ def _d_TransformType(r, key):
         s = 0
         while s >= 0:
             if s == 0:
-                if bits(1): raise r.deviation('TransformType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
                 el = '@Algorithm'
+                r.pos = p
                 f_Algorithm = r.string(17)
+                p = r.pos
                 s = 1
             if s == 1:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    if bits(1): raise r.deviation('TransformType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
                     el = 'XPath'
+                    r.pos = p
                     _v = r.string(59)
-                    if bits(1): raise r.deviation('TransformType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
                     f_XPath.append(_v)
                     s = 4
                 elif ec == 1:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 3
                 elif ec == 2:
                     pass
                     s = -1
                 elif ec == 3:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 2
                 else:
-                    raise r.deviation('TransformType')
+                    raise r.deviation('TransformType', p)
             if s == 2:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    if bits(1): raise r.deviation('TransformType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
                     el = 'XPath'
+                    r.pos = p
                     _v = r.string(59)
-                    if bits(1): raise r.deviation('TransformType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
                     f_XPath.append(_v)
                     s = 4
                 elif ec == 1:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 3
                 elif ec == 2:
                     pass
                     s = -1
                 elif ec == 3:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 2
                 else:
-                    raise r.deviation('TransformType')
+                    raise r.deviation('TransformType', p)
             if s == 3:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    if bits(1): raise r.deviation('TransformType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
                     el = 'XPath'
+                    r.pos = p
                     _v = r.string(59)
-                    if bits(1): raise r.deviation('TransformType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
                     f_XPath.append(_v)
                     s = 4
                 elif ec == 1:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 3
                 elif ec == 2:
                     pass
                     s = -1
                 elif ec == 3:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 3
                 else:
-                    raise r.deviation('TransformType')
+                    raise r.deviation('TransformType', p)
             if s == 4:
                 while True:
-                    ec = bits(3)
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 7
                     if ec == 0:
-                        if bits(1): raise r.deviation('TransformType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
                         el = 'XPath'
+                        r.pos = p
                         _v = r.string(59)
-                        if bits(1): raise r.deviation('TransformType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
                         f_XPath.append(_v)
                     elif ec == 1:
-                        raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                        raise DecodeError('wildcard content (SEW) is not supported', p)
                         s = 3
                         break
                     elif ec == 2:
@@ -6487,18 +9125,22 @@ def _d_TransformType(r, key):
                         s = -1
                         break
                     elif ec == 3:
+                        r.pos = p
                         r.string(key)  # mixed-content text is not kept in the model
+                        p = r.pos
                         s = 4
                         break
                     else:
-                        raise r.deviation('TransformType')
+                        raise r.deviation('TransformType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.TransformType(f_Algorithm, f_XPath)
 
 def _e_TransformType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}TransformType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Algorithm = o.Algorithm
@@ -6510,8 +9152,11 @@ def _e_TransformType(w, o):
             if s == 0:
                 if v_Algorithm is not None:
                     el = '@Algorithm'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
+                    w.v = v; w.n = n
                     w.string(v_Algorithm)
+                    v = w.v; n = w.n
                     v_Algorithm = None
                     s = 1
                 else:
@@ -6519,58 +9164,81 @@ def _e_TransformType(w, o):
             if s == 1:
                 if i_XPath < n_XPath:
                     el = 'XPath'
-                    bits(0, 4)
+                    v <<= 4
+                    n += 4
+                    w.v = v; w.n = n
                     w.string(v_XPath[i_XPath])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_XPath += 1
                     s = 4
                 elif True:
-                    bits(2, 3)
+                    v = (v << 3) | 2
+                    n += 3
                     if v_Algorithm is not None or i_XPath < n_XPath: raise _leftover(o)
                     s = -1
             if s == 2:
                 if i_XPath < n_XPath:
                     el = 'XPath'
-                    bits(0, 4)
+                    v <<= 4
+                    n += 4
+                    w.v = v; w.n = n
                     w.string(v_XPath[i_XPath])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_XPath += 1
                     s = 4
                 elif True:
-                    bits(2, 3)
+                    v = (v << 3) | 2
+                    n += 3
                     if v_Algorithm is not None or i_XPath < n_XPath: raise _leftover(o)
                     s = -1
             if s == 3:
                 if i_XPath < n_XPath:
                     el = 'XPath'
-                    bits(0, 4)
+                    v <<= 4
+                    n += 4
+                    w.v = v; w.n = n
                     w.string(v_XPath[i_XPath])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_XPath += 1
                     s = 4
                 elif True:
-                    bits(2, 3)
+                    v = (v << 3) | 2
+                    n += 3
                     if v_Algorithm is not None or i_XPath < n_XPath: raise _leftover(o)
                     s = -1
             if s == 4:
                 while True:
                     if i_XPath < n_XPath:
                         el = 'XPath'
-                        bits(0, 4)
+                        v <<= 4
+                        n += 4
+                        w.v = v; w.n = n
                         w.string(v_XPath[i_XPath])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_XPath += 1
                     elif True:
-                        bits(2, 3)
+                        v = (v << 3) | 2
+                        n += 3
                         if v_Algorithm is not None or i_XPath < n_XPath: raise _leftover(o)
                         s = -1
                         break
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_X509DataType(r):
     # {http://www.w3.org/2000/09/xmldsig#}X509DataType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_X509IssuerSerial = []
     f_X509SKI = []
@@ -6581,344 +9249,568 @@ def _d_X509DataType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'X509IssuerSerial'
+                    r.pos = p
                     _v = _d_X509IssuerSerialType(r)
+                    p = r.pos
                     f_X509IssuerSerial.append(_v)
                     s = 1
                 elif ec == 1:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SKI'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509SKI.append(_v)
                     s = 2
                 elif ec == 2:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
+                    r.pos = p
                     _v = r.string(61)
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509SubjectName.append(_v)
                     s = 3
                 elif ec == 3:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509Certificate'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509Certificate.append(_v)
                     s = 4
                 elif ec == 4:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509CRL'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509CRL.append(_v)
                     s = 5
                 elif ec == 5:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 6
                 else:
-                    raise r.deviation('X509DataType')
+                    raise r.deviation('X509DataType', p)
             if s == 1:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'X509IssuerSerial'
+                    r.pos = p
                     _v = _d_X509IssuerSerialType(r)
+                    p = r.pos
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SKI'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
+                    r.pos = p
                     _v = r.string(61)
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509Certificate'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509CRL'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 12
                 elif ec == 6:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('X509DataType')
+                    raise r.deviation('X509DataType', p)
             if s == 2:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'X509IssuerSerial'
+                    r.pos = p
                     _v = _d_X509IssuerSerialType(r)
+                    p = r.pos
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SKI'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
+                    r.pos = p
                     _v = r.string(61)
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509Certificate'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509CRL'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 12
                 elif ec == 6:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('X509DataType')
+                    raise r.deviation('X509DataType', p)
             if s == 3:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'X509IssuerSerial'
+                    r.pos = p
                     _v = _d_X509IssuerSerialType(r)
+                    p = r.pos
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SKI'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
+                    r.pos = p
                     _v = r.string(61)
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509Certificate'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509CRL'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 12
                 elif ec == 6:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('X509DataType')
+                    raise r.deviation('X509DataType', p)
             if s == 4:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'X509IssuerSerial'
+                    r.pos = p
                     _v = _d_X509IssuerSerialType(r)
+                    p = r.pos
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SKI'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
+                    r.pos = p
                     _v = r.string(61)
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509Certificate'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509CRL'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 12
                 elif ec == 6:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('X509DataType')
+                    raise r.deviation('X509DataType', p)
             if s == 5:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'X509IssuerSerial'
+                    r.pos = p
                     _v = _d_X509IssuerSerialType(r)
+                    p = r.pos
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SKI'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
+                    r.pos = p
                     _v = r.string(61)
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509Certificate'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509CRL'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 12
                 elif ec == 6:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('X509DataType')
+                    raise r.deviation('X509DataType', p)
             if s == 6:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'X509IssuerSerial'
+                    r.pos = p
                     _v = _d_X509IssuerSerialType(r)
+                    p = r.pos
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SKI'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
+                    r.pos = p
                     _v = r.string(61)
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509Certificate'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509CRL'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 12
                 elif ec == 6:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('X509DataType')
+                    raise r.deviation('X509DataType', p)
             if s == 7:
                 while True:
-                    ec = bits(3)
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 7
                     if ec == 0:
                         el = 'X509IssuerSerial'
+                        r.pos = p
                         _v = _d_X509IssuerSerialType(r)
+                        p = r.pos
                         f_X509IssuerSerial.append(_v)
                     elif ec == 1:
-                        if bits(1): raise r.deviation('X509DataType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SKI'
+                        r.pos = p
                         _v = r.binary()
-                        if bits(1): raise r.deviation('X509DataType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
-                        if bits(1): raise r.deviation('X509DataType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SubjectName'
+                        r.pos = p
                         _v = r.string(61)
-                        if bits(1): raise r.deviation('X509DataType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
-                        if bits(1): raise r.deviation('X509DataType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509Certificate'
+                        r.pos = p
                         _v = r.binary()
-                        if bits(1): raise r.deviation('X509DataType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
-                        if bits(1): raise r.deviation('X509DataType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509CRL'
+                        r.pos = p
                         _v = r.binary()
-                        if bits(1): raise r.deviation('X509DataType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         f_X509CRL.append(_v)
                         s = 11
                         break
                     elif ec == 5:
-                        raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                        raise DecodeError('wildcard content (SEW) is not supported', p)
                         s = 12
                         break
                     elif ec == 6:
@@ -6926,48 +9818,76 @@ def _d_X509DataType(r):
                         s = -1
                         break
                     else:
-                        raise r.deviation('X509DataType')
+                        raise r.deviation('X509DataType', p)
             if s == 8:
                 while True:
-                    ec = bits(3)
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 7
                     if ec == 0:
                         el = 'X509IssuerSerial'
+                        r.pos = p
                         _v = _d_X509IssuerSerialType(r)
+                        p = r.pos
                         f_X509IssuerSerial.append(_v)
                         s = 7
                         break
                     elif ec == 1:
-                        if bits(1): raise r.deviation('X509DataType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SKI'
+                        r.pos = p
                         _v = r.binary()
-                        if bits(1): raise r.deviation('X509DataType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         f_X509SKI.append(_v)
                     elif ec == 2:
-                        if bits(1): raise r.deviation('X509DataType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SubjectName'
+                        r.pos = p
                         _v = r.string(61)
-                        if bits(1): raise r.deviation('X509DataType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
-                        if bits(1): raise r.deviation('X509DataType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509Certificate'
+                        r.pos = p
                         _v = r.binary()
-                        if bits(1): raise r.deviation('X509DataType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
-                        if bits(1): raise r.deviation('X509DataType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509CRL'
+                        r.pos = p
                         _v = r.binary()
-                        if bits(1): raise r.deviation('X509DataType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         f_X509CRL.append(_v)
                         s = 11
                         break
                     elif ec == 5:
-                        raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                        raise DecodeError('wildcard content (SEW) is not supported', p)
                         s = 12
                         break
                     elif ec == 6:
@@ -6975,48 +9895,76 @@ def _d_X509DataType(r):
                         s = -1
                         break
                     else:
-                        raise r.deviation('X509DataType')
+                        raise r.deviation('X509DataType', p)
             if s == 9:
                 while True:
-                    ec = bits(3)
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 7
                     if ec == 0:
                         el = 'X509IssuerSerial'
+                        r.pos = p
                         _v = _d_X509IssuerSerialType(r)
+                        p = r.pos
                         f_X509IssuerSerial.append(_v)
                         s = 7
                         break
                     elif ec == 1:
-                        if bits(1): raise r.deviation('X509DataType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SKI'
+                        r.pos = p
                         _v = r.binary()
-                        if bits(1): raise r.deviation('X509DataType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
-                        if bits(1): raise r.deviation('X509DataType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SubjectName'
+                        r.pos = p
                         _v = r.string(61)
-                        if bits(1): raise r.deviation('X509DataType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         f_X509SubjectName.append(_v)
                     elif ec == 3:
-                        if bits(1): raise r.deviation('X509DataType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509Certificate'
+                        r.pos = p
                         _v = r.binary()
-                        if bits(1): raise r.deviation('X509DataType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
-                        if bits(1): raise r.deviation('X509DataType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509CRL'
+                        r.pos = p
                         _v = r.binary()
-                        if bits(1): raise r.deviation('X509DataType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         f_X509CRL.append(_v)
                         s = 11
                         break
                     elif ec == 5:
-                        raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                        raise DecodeError('wildcard content (SEW) is not supported', p)
                         s = 12
                         break
                     elif ec == 6:
@@ -7024,48 +9972,76 @@ def _d_X509DataType(r):
                         s = -1
                         break
                     else:
-                        raise r.deviation('X509DataType')
+                        raise r.deviation('X509DataType', p)
             if s == 10:
                 while True:
-                    ec = bits(3)
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 7
                     if ec == 0:
                         el = 'X509IssuerSerial'
+                        r.pos = p
                         _v = _d_X509IssuerSerialType(r)
+                        p = r.pos
                         f_X509IssuerSerial.append(_v)
                         s = 7
                         break
                     elif ec == 1:
-                        if bits(1): raise r.deviation('X509DataType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SKI'
+                        r.pos = p
                         _v = r.binary()
-                        if bits(1): raise r.deviation('X509DataType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
-                        if bits(1): raise r.deviation('X509DataType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SubjectName'
+                        r.pos = p
                         _v = r.string(61)
-                        if bits(1): raise r.deviation('X509DataType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
-                        if bits(1): raise r.deviation('X509DataType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509Certificate'
+                        r.pos = p
                         _v = r.binary()
-                        if bits(1): raise r.deviation('X509DataType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         f_X509Certificate.append(_v)
                     elif ec == 4:
-                        if bits(1): raise r.deviation('X509DataType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509CRL'
+                        r.pos = p
                         _v = r.binary()
-                        if bits(1): raise r.deviation('X509DataType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         f_X509CRL.append(_v)
                         s = 11
                         break
                     elif ec == 5:
-                        raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                        raise DecodeError('wildcard content (SEW) is not supported', p)
                         s = 12
                         break
                     elif ec == 6:
@@ -7073,48 +10049,76 @@ def _d_X509DataType(r):
                         s = -1
                         break
                     else:
-                        raise r.deviation('X509DataType')
+                        raise r.deviation('X509DataType', p)
             if s == 11:
                 while True:
-                    ec = bits(3)
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 7
                     if ec == 0:
                         el = 'X509IssuerSerial'
+                        r.pos = p
                         _v = _d_X509IssuerSerialType(r)
+                        p = r.pos
                         f_X509IssuerSerial.append(_v)
                         s = 7
                         break
                     elif ec == 1:
-                        if bits(1): raise r.deviation('X509DataType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SKI'
+                        r.pos = p
                         _v = r.binary()
-                        if bits(1): raise r.deviation('X509DataType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
-                        if bits(1): raise r.deviation('X509DataType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SubjectName'
+                        r.pos = p
                         _v = r.string(61)
-                        if bits(1): raise r.deviation('X509DataType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
-                        if bits(1): raise r.deviation('X509DataType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509Certificate'
+                        r.pos = p
                         _v = r.binary()
-                        if bits(1): raise r.deviation('X509DataType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
-                        if bits(1): raise r.deviation('X509DataType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509CRL'
+                        r.pos = p
                         _v = r.binary()
-                        if bits(1): raise r.deviation('X509DataType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         f_X509CRL.append(_v)
                     elif ec == 5:
-                        raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                        raise DecodeError('wildcard content (SEW) is not supported', p)
                         s = 12
                         break
                     elif ec == 6:
@@ -7122,57 +10126,87 @@ def _d_X509DataType(r):
                         s = -1
                         break
                     else:
-                        raise r.deviation('X509DataType')
+                        raise r.deviation('X509DataType', p)
             if s == 12:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'X509IssuerSerial'
+                    r.pos = p
                     _v = _d_X509IssuerSerialType(r)
+                    p = r.pos
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SKI'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
+                    r.pos = p
                     _v = r.string(61)
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509Certificate'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509CRL'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 12
                 elif ec == 6:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('X509DataType')
+                    raise r.deviation('X509DataType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.X509DataType(f_X509IssuerSerial, f_X509SKI, f_X509SubjectName, f_X509Certificate, f_X509CRL)
 
 def _e_X509DataType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}X509DataType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_X509IssuerSerial = o.X509IssuerSerial
@@ -7195,36 +10229,55 @@ def _e_X509DataType(w, o):
             if s == 0:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
+                    v = w.v; n = w.n
                     i_X509IssuerSerial += 1
                     s = 1
                 elif i_X509SKI < n_X509SKI:
                     el = 'X509SKI'
-                    bits((1 << 1), 4)
+                    v = (v << 4) | (1 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509SKI[i_X509SKI])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509SKI += 1
                     s = 2
                 elif i_X509SubjectName < n_X509SubjectName:
                     el = 'X509SubjectName'
-                    bits((2 << 1), 4)
+                    v = (v << 4) | (2 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509SubjectName += 1
                     s = 3
                 elif i_X509Certificate < n_X509Certificate:
                     el = 'X509Certificate'
-                    bits((3 << 1), 4)
+                    v = (v << 4) | (3 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509Certificate += 1
                     s = 4
                 elif i_X509CRL < n_X509CRL:
                     el = 'X509CRL'
-                    bits((4 << 1), 4)
+                    v = (v << 4) | (4 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509CRL[i_X509CRL])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509CRL += 1
                     s = 5
                 else:
@@ -7232,278 +10285,418 @@ def _e_X509DataType(w, o):
             if s == 1:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
+                    v = w.v; n = w.n
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
                     el = 'X509SKI'
-                    bits((1 << 1), 4)
+                    v = (v << 4) | (1 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509SKI[i_X509SKI])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
                     el = 'X509SubjectName'
-                    bits((2 << 1), 4)
+                    v = (v << 4) | (2 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
                     el = 'X509Certificate'
-                    bits((3 << 1), 4)
+                    v = (v << 4) | (3 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
                     el = 'X509CRL'
-                    bits((4 << 1), 4)
+                    v = (v << 4) | (4 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509CRL[i_X509CRL])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509CRL += 1
                     s = 11
                 elif True:
-                    bits(6, 3)
+                    v = (v << 3) | 6
+                    n += 3
                     if i_X509IssuerSerial < n_X509IssuerSerial or i_X509SKI < n_X509SKI or i_X509SubjectName < n_X509SubjectName or i_X509Certificate < n_X509Certificate or i_X509CRL < n_X509CRL: raise _leftover(o)
                     s = -1
             if s == 2:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
+                    v = w.v; n = w.n
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
                     el = 'X509SKI'
-                    bits((1 << 1), 4)
+                    v = (v << 4) | (1 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509SKI[i_X509SKI])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
                     el = 'X509SubjectName'
-                    bits((2 << 1), 4)
+                    v = (v << 4) | (2 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
                     el = 'X509Certificate'
-                    bits((3 << 1), 4)
+                    v = (v << 4) | (3 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
                     el = 'X509CRL'
-                    bits((4 << 1), 4)
+                    v = (v << 4) | (4 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509CRL[i_X509CRL])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509CRL += 1
                     s = 11
                 elif True:
-                    bits(6, 3)
+                    v = (v << 3) | 6
+                    n += 3
                     if i_X509IssuerSerial < n_X509IssuerSerial or i_X509SKI < n_X509SKI or i_X509SubjectName < n_X509SubjectName or i_X509Certificate < n_X509Certificate or i_X509CRL < n_X509CRL: raise _leftover(o)
                     s = -1
             if s == 3:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
+                    v = w.v; n = w.n
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
                     el = 'X509SKI'
-                    bits((1 << 1), 4)
+                    v = (v << 4) | (1 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509SKI[i_X509SKI])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
                     el = 'X509SubjectName'
-                    bits((2 << 1), 4)
+                    v = (v << 4) | (2 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
                     el = 'X509Certificate'
-                    bits((3 << 1), 4)
+                    v = (v << 4) | (3 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
                     el = 'X509CRL'
-                    bits((4 << 1), 4)
+                    v = (v << 4) | (4 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509CRL[i_X509CRL])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509CRL += 1
                     s = 11
                 elif True:
-                    bits(6, 3)
+                    v = (v << 3) | 6
+                    n += 3
                     if i_X509IssuerSerial < n_X509IssuerSerial or i_X509SKI < n_X509SKI or i_X509SubjectName < n_X509SubjectName or i_X509Certificate < n_X509Certificate or i_X509CRL < n_X509CRL: raise _leftover(o)
                     s = -1
             if s == 4:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
+                    v = w.v; n = w.n
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
                     el = 'X509SKI'
-                    bits((1 << 1), 4)
+                    v = (v << 4) | (1 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509SKI[i_X509SKI])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
                     el = 'X509SubjectName'
-                    bits((2 << 1), 4)
+                    v = (v << 4) | (2 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
                     el = 'X509Certificate'
-                    bits((3 << 1), 4)
+                    v = (v << 4) | (3 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
                     el = 'X509CRL'
-                    bits((4 << 1), 4)
+                    v = (v << 4) | (4 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509CRL[i_X509CRL])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509CRL += 1
                     s = 11
                 elif True:
-                    bits(6, 3)
+                    v = (v << 3) | 6
+                    n += 3
                     if i_X509IssuerSerial < n_X509IssuerSerial or i_X509SKI < n_X509SKI or i_X509SubjectName < n_X509SubjectName or i_X509Certificate < n_X509Certificate or i_X509CRL < n_X509CRL: raise _leftover(o)
                     s = -1
             if s == 5:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
+                    v = w.v; n = w.n
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
                     el = 'X509SKI'
-                    bits((1 << 1), 4)
+                    v = (v << 4) | (1 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509SKI[i_X509SKI])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
                     el = 'X509SubjectName'
-                    bits((2 << 1), 4)
+                    v = (v << 4) | (2 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
                     el = 'X509Certificate'
-                    bits((3 << 1), 4)
+                    v = (v << 4) | (3 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
                     el = 'X509CRL'
-                    bits((4 << 1), 4)
+                    v = (v << 4) | (4 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509CRL[i_X509CRL])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509CRL += 1
                     s = 11
                 elif True:
-                    bits(6, 3)
+                    v = (v << 3) | 6
+                    n += 3
                     if i_X509IssuerSerial < n_X509IssuerSerial or i_X509SKI < n_X509SKI or i_X509SubjectName < n_X509SubjectName or i_X509Certificate < n_X509Certificate or i_X509CRL < n_X509CRL: raise _leftover(o)
                     s = -1
             if s == 6:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
+                    v = w.v; n = w.n
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
                     el = 'X509SKI'
-                    bits((1 << 1), 4)
+                    v = (v << 4) | (1 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509SKI[i_X509SKI])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
                     el = 'X509SubjectName'
-                    bits((2 << 1), 4)
+                    v = (v << 4) | (2 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
                     el = 'X509Certificate'
-                    bits((3 << 1), 4)
+                    v = (v << 4) | (3 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
                     el = 'X509CRL'
-                    bits((4 << 1), 4)
+                    v = (v << 4) | (4 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509CRL[i_X509CRL])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509CRL += 1
                     s = 11
                 elif True:
-                    bits(6, 3)
+                    v = (v << 3) | 6
+                    n += 3
                     if i_X509IssuerSerial < n_X509IssuerSerial or i_X509SKI < n_X509SKI or i_X509SubjectName < n_X509SubjectName or i_X509Certificate < n_X509Certificate or i_X509CRL < n_X509CRL: raise _leftover(o)
                     s = -1
             if s == 7:
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
                         el = 'X509IssuerSerial'
-                        bits(0, 3)
+                        v <<= 3
+                        n += 3
+                        w.v = v; w.n = n
                         _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
+                        v = w.v; n = w.n
                         i_X509IssuerSerial += 1
                     elif i_X509SKI < n_X509SKI:
                         el = 'X509SKI'
-                        bits((1 << 1), 4)
+                        v = (v << 4) | (1 << 1)
+                        n += 4
+                        w.v = v; w.n = n
                         w.binary(v_X509SKI[i_X509SKI])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_X509SKI += 1
                         s = 8
                         break
                     elif i_X509SubjectName < n_X509SubjectName:
                         el = 'X509SubjectName'
-                        bits((2 << 1), 4)
+                        v = (v << 4) | (2 << 1)
+                        n += 4
+                        w.v = v; w.n = n
                         w.string(v_X509SubjectName[i_X509SubjectName])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_X509SubjectName += 1
                         s = 9
                         break
                     elif i_X509Certificate < n_X509Certificate:
                         el = 'X509Certificate'
-                        bits((3 << 1), 4)
+                        v = (v << 4) | (3 << 1)
+                        n += 4
+                        w.v = v; w.n = n
                         w.binary(v_X509Certificate[i_X509Certificate])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_X509Certificate += 1
                         s = 10
                         break
                     elif i_X509CRL < n_X509CRL:
                         el = 'X509CRL'
-                        bits((4 << 1), 4)
+                        v = (v << 4) | (4 << 1)
+                        n += 4
+                        w.v = v; w.n = n
                         w.binary(v_X509CRL[i_X509CRL])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_X509CRL += 1
                         s = 11
                         break
                     elif True:
-                        bits(6, 3)
+                        v = (v << 3) | 6
+                        n += 3
                         if i_X509IssuerSerial < n_X509IssuerSerial or i_X509SKI < n_X509SKI or i_X509SubjectName < n_X509SubjectName or i_X509Certificate < n_X509Certificate or i_X509CRL < n_X509CRL: raise _leftover(o)
                         s = -1
                         break
@@ -7511,43 +10704,63 @@ def _e_X509DataType(w, o):
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
                         el = 'X509IssuerSerial'
-                        bits(0, 3)
+                        v <<= 3
+                        n += 3
+                        w.v = v; w.n = n
                         _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
+                        v = w.v; n = w.n
                         i_X509IssuerSerial += 1
                         s = 7
                         break
                     elif i_X509SKI < n_X509SKI:
                         el = 'X509SKI'
-                        bits((1 << 1), 4)
+                        v = (v << 4) | (1 << 1)
+                        n += 4
+                        w.v = v; w.n = n
                         w.binary(v_X509SKI[i_X509SKI])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_X509SKI += 1
                     elif i_X509SubjectName < n_X509SubjectName:
                         el = 'X509SubjectName'
-                        bits((2 << 1), 4)
+                        v = (v << 4) | (2 << 1)
+                        n += 4
+                        w.v = v; w.n = n
                         w.string(v_X509SubjectName[i_X509SubjectName])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_X509SubjectName += 1
                         s = 9
                         break
                     elif i_X509Certificate < n_X509Certificate:
                         el = 'X509Certificate'
-                        bits((3 << 1), 4)
+                        v = (v << 4) | (3 << 1)
+                        n += 4
+                        w.v = v; w.n = n
                         w.binary(v_X509Certificate[i_X509Certificate])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_X509Certificate += 1
                         s = 10
                         break
                     elif i_X509CRL < n_X509CRL:
                         el = 'X509CRL'
-                        bits((4 << 1), 4)
+                        v = (v << 4) | (4 << 1)
+                        n += 4
+                        w.v = v; w.n = n
                         w.binary(v_X509CRL[i_X509CRL])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_X509CRL += 1
                         s = 11
                         break
                     elif True:
-                        bits(6, 3)
+                        v = (v << 3) | 6
+                        n += 3
                         if i_X509IssuerSerial < n_X509IssuerSerial or i_X509SKI < n_X509SKI or i_X509SubjectName < n_X509SubjectName or i_X509Certificate < n_X509Certificate or i_X509CRL < n_X509CRL: raise _leftover(o)
                         s = -1
                         break
@@ -7555,43 +10768,63 @@ def _e_X509DataType(w, o):
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
                         el = 'X509IssuerSerial'
-                        bits(0, 3)
+                        v <<= 3
+                        n += 3
+                        w.v = v; w.n = n
                         _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
+                        v = w.v; n = w.n
                         i_X509IssuerSerial += 1
                         s = 7
                         break
                     elif i_X509SKI < n_X509SKI:
                         el = 'X509SKI'
-                        bits((1 << 1), 4)
+                        v = (v << 4) | (1 << 1)
+                        n += 4
+                        w.v = v; w.n = n
                         w.binary(v_X509SKI[i_X509SKI])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_X509SKI += 1
                         s = 8
                         break
                     elif i_X509SubjectName < n_X509SubjectName:
                         el = 'X509SubjectName'
-                        bits((2 << 1), 4)
+                        v = (v << 4) | (2 << 1)
+                        n += 4
+                        w.v = v; w.n = n
                         w.string(v_X509SubjectName[i_X509SubjectName])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_X509SubjectName += 1
                     elif i_X509Certificate < n_X509Certificate:
                         el = 'X509Certificate'
-                        bits((3 << 1), 4)
+                        v = (v << 4) | (3 << 1)
+                        n += 4
+                        w.v = v; w.n = n
                         w.binary(v_X509Certificate[i_X509Certificate])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_X509Certificate += 1
                         s = 10
                         break
                     elif i_X509CRL < n_X509CRL:
                         el = 'X509CRL'
-                        bits((4 << 1), 4)
+                        v = (v << 4) | (4 << 1)
+                        n += 4
+                        w.v = v; w.n = n
                         w.binary(v_X509CRL[i_X509CRL])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_X509CRL += 1
                         s = 11
                         break
                     elif True:
-                        bits(6, 3)
+                        v = (v << 3) | 6
+                        n += 3
                         if i_X509IssuerSerial < n_X509IssuerSerial or i_X509SKI < n_X509SKI or i_X509SubjectName < n_X509SubjectName or i_X509Certificate < n_X509Certificate or i_X509CRL < n_X509CRL: raise _leftover(o)
                         s = -1
                         break
@@ -7599,43 +10832,63 @@ def _e_X509DataType(w, o):
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
                         el = 'X509IssuerSerial'
-                        bits(0, 3)
+                        v <<= 3
+                        n += 3
+                        w.v = v; w.n = n
                         _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
+                        v = w.v; n = w.n
                         i_X509IssuerSerial += 1
                         s = 7
                         break
                     elif i_X509SKI < n_X509SKI:
                         el = 'X509SKI'
-                        bits((1 << 1), 4)
+                        v = (v << 4) | (1 << 1)
+                        n += 4
+                        w.v = v; w.n = n
                         w.binary(v_X509SKI[i_X509SKI])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_X509SKI += 1
                         s = 8
                         break
                     elif i_X509SubjectName < n_X509SubjectName:
                         el = 'X509SubjectName'
-                        bits((2 << 1), 4)
+                        v = (v << 4) | (2 << 1)
+                        n += 4
+                        w.v = v; w.n = n
                         w.string(v_X509SubjectName[i_X509SubjectName])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_X509SubjectName += 1
                         s = 9
                         break
                     elif i_X509Certificate < n_X509Certificate:
                         el = 'X509Certificate'
-                        bits((3 << 1), 4)
+                        v = (v << 4) | (3 << 1)
+                        n += 4
+                        w.v = v; w.n = n
                         w.binary(v_X509Certificate[i_X509Certificate])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_X509Certificate += 1
                     elif i_X509CRL < n_X509CRL:
                         el = 'X509CRL'
-                        bits((4 << 1), 4)
+                        v = (v << 4) | (4 << 1)
+                        n += 4
+                        w.v = v; w.n = n
                         w.binary(v_X509CRL[i_X509CRL])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_X509CRL += 1
                         s = 11
                         break
                     elif True:
-                        bits(6, 3)
+                        v = (v << 3) | 6
+                        n += 3
                         if i_X509IssuerSerial < n_X509IssuerSerial or i_X509SKI < n_X509SKI or i_X509SubjectName < n_X509SubjectName or i_X509Certificate < n_X509Certificate or i_X509CRL < n_X509CRL: raise _leftover(o)
                         s = -1
                         break
@@ -7643,139 +10896,206 @@ def _e_X509DataType(w, o):
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
                         el = 'X509IssuerSerial'
-                        bits(0, 3)
+                        v <<= 3
+                        n += 3
+                        w.v = v; w.n = n
                         _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
+                        v = w.v; n = w.n
                         i_X509IssuerSerial += 1
                         s = 7
                         break
                     elif i_X509SKI < n_X509SKI:
                         el = 'X509SKI'
-                        bits((1 << 1), 4)
+                        v = (v << 4) | (1 << 1)
+                        n += 4
+                        w.v = v; w.n = n
                         w.binary(v_X509SKI[i_X509SKI])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_X509SKI += 1
                         s = 8
                         break
                     elif i_X509SubjectName < n_X509SubjectName:
                         el = 'X509SubjectName'
-                        bits((2 << 1), 4)
+                        v = (v << 4) | (2 << 1)
+                        n += 4
+                        w.v = v; w.n = n
                         w.string(v_X509SubjectName[i_X509SubjectName])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_X509SubjectName += 1
                         s = 9
                         break
                     elif i_X509Certificate < n_X509Certificate:
                         el = 'X509Certificate'
-                        bits((3 << 1), 4)
+                        v = (v << 4) | (3 << 1)
+                        n += 4
+                        w.v = v; w.n = n
                         w.binary(v_X509Certificate[i_X509Certificate])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_X509Certificate += 1
                         s = 10
                         break
                     elif i_X509CRL < n_X509CRL:
                         el = 'X509CRL'
-                        bits((4 << 1), 4)
+                        v = (v << 4) | (4 << 1)
+                        n += 4
+                        w.v = v; w.n = n
                         w.binary(v_X509CRL[i_X509CRL])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_X509CRL += 1
                     elif True:
-                        bits(6, 3)
+                        v = (v << 3) | 6
+                        n += 3
                         if i_X509IssuerSerial < n_X509IssuerSerial or i_X509SKI < n_X509SKI or i_X509SubjectName < n_X509SubjectName or i_X509Certificate < n_X509Certificate or i_X509CRL < n_X509CRL: raise _leftover(o)
                         s = -1
                         break
             if s == 12:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
+                    v = w.v; n = w.n
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
                     el = 'X509SKI'
-                    bits((1 << 1), 4)
+                    v = (v << 4) | (1 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509SKI[i_X509SKI])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
                     el = 'X509SubjectName'
-                    bits((2 << 1), 4)
+                    v = (v << 4) | (2 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
                     el = 'X509Certificate'
-                    bits((3 << 1), 4)
+                    v = (v << 4) | (3 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
                     el = 'X509CRL'
-                    bits((4 << 1), 4)
+                    v = (v << 4) | (4 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509CRL[i_X509CRL])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509CRL += 1
                     s = 11
                 elif True:
-                    bits(6, 3)
+                    v = (v << 3) | 6
+                    n += 3
                     if i_X509IssuerSerial < n_X509IssuerSerial or i_X509SKI < n_X509SKI or i_X509SubjectName < n_X509SubjectName or i_X509Certificate < n_X509Certificate or i_X509CRL < n_X509CRL: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_X509IssuerSerialType(r):
     # {http://www.w3.org/2000/09/xmldsig#}X509IssuerSerialType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_X509IssuerName = None
     f_X509SerialNumber = None
     try:
-        x = bits(2)
-        if x & 3: raise r.deviation('X509IssuerSerialType')
+        p += 2
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 3
+        if x & 3: raise r.deviation('X509IssuerSerialType', p)
         el = 'X509IssuerName'
+        r.pos = p
         f_X509IssuerName = r.string(64)
-        x = bits(4)
-        if x & 14: raise r.deviation('X509IssuerSerialType')
+        p = r.pos
+        p += 4
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 15
+        if x & 14: raise r.deviation('X509IssuerSerialType', p)
         el = 'X509SerialNumber'
         _neg = (x & 1)
-        f_X509SerialNumber = r.uint()
+        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            p += 8
+            f_X509SerialNumber = (V >> (E - p)) & 127
+        else:
+            r.pos = p; f_X509SerialNumber = r.uint(); p = r.pos
+        p += 2
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 3
+        if x & 3: raise r.deviation('X509IssuerSerialType', p)
         if _neg: f_X509SerialNumber = -f_X509SerialNumber - 1
-        x = bits(2)
-        if x & 3: raise r.deviation('X509IssuerSerialType')
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.X509IssuerSerialType(f_X509IssuerName, f_X509SerialNumber)
 
 def _e_X509IssuerSerialType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}X509IssuerSerialType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_X509IssuerName = o.X509IssuerName
         v_X509SerialNumber = o.X509SerialNumber
         if v_X509IssuerName is not None:
             el = 'X509IssuerName'
-            bits(0, 2)
+            v <<= 2
+            n += 2
+            w.v = v; w.n = n
             w.string(v_X509IssuerName)
+            v = w.v; n = w.n
             if not (v_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
             el = 'X509SerialNumber'
             if type(v_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {v_X509SerialNumber!r}')
-            bits((v_X509SerialNumber < 0), 4)
+            v = (v << 4) | (v_X509SerialNumber < 0)
+            n += 4
             v_X509IssuerName = None
-            w.uint(-v_X509SerialNumber - 1 if v_X509SerialNumber < 0 else v_X509SerialNumber)
-            bits(0, 2)
+            _m = (-v_X509SerialNumber - 1 if v_X509SerialNumber < 0 else v_X509SerialNumber)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            v <<= 2
+            n += 2
             v_X509SerialNumber = None
             if v_X509IssuerName is not None or v_X509SerialNumber is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of X509IssuerName')
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_PGPDataType(r):
     # {http://www.w3.org/2000/09/xmldsig#}PGPDataType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_PGPKeyID = None
     f_PGPKeyPacket = None
@@ -7783,84 +11103,116 @@ def _d_PGPDataType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    if bits(1): raise r.deviation('PGPDataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('PGPDataType', p)
                     el = 'PGPKeyID'
+                    r.pos = p
                     f_PGPKeyID = r.binary()
-                    if bits(1): raise r.deviation('PGPDataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('PGPDataType', p)
                     s = 1
                 elif ec == 1:
-                    if bits(1): raise r.deviation('PGPDataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('PGPDataType', p)
                     el = 'PGPKeyPacket'
+                    r.pos = p
                     f_PGPKeyPacket = r.binary()
-                    if bits(1): raise r.deviation('PGPDataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('PGPDataType', p)
                     s = 2
                 else:
-                    raise r.deviation('PGPDataType')
+                    raise r.deviation('PGPDataType', p)
             if s == 1:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    if bits(1): raise r.deviation('PGPDataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('PGPDataType', p)
                     el = 'PGPKeyPacket'
+                    r.pos = p
                     f_PGPKeyPacket = r.binary()
-                    if bits(1): raise r.deviation('PGPDataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('PGPDataType', p)
                     s = 3
                 elif ec == 1:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 4
                 elif ec == 2:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('PGPDataType')
+                    raise r.deviation('PGPDataType', p)
             if s == 2:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 5
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('PGPDataType')
+                    raise r.deviation('PGPDataType', p)
             if s == 3:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 4
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('PGPDataType')
+                    raise r.deviation('PGPDataType', p)
             if s == 4:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 4
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('PGPDataType')
+                    raise r.deviation('PGPDataType', p)
             if s == 5:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 5
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('PGPDataType')
+                    raise r.deviation('PGPDataType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.PGPDataType(f_PGPKeyID, f_PGPKeyPacket)
 
 def _e_PGPDataType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}PGPDataType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_PGPKeyID = o.PGPKeyID
@@ -7870,16 +11222,24 @@ def _e_PGPDataType(w, o):
             if s == 0:
                 if v_PGPKeyID is not None:
                     el = 'PGPKeyID'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     w.binary(v_PGPKeyID)
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_PGPKeyID = None
                     s = 1
                 elif v_PGPKeyPacket is not None:
                     el = 'PGPKeyPacket'
-                    bits((1 << 1), 3)
+                    v = (v << 3) | (1 << 1)
+                    n += 3
+                    w.v = v; w.n = n
                     w.binary(v_PGPKeyPacket)
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_PGPKeyPacket = None
                     s = 2
                 else:
@@ -7887,96 +11247,138 @@ def _e_PGPDataType(w, o):
             if s == 1:
                 if v_PGPKeyPacket is not None:
                     el = 'PGPKeyPacket'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     w.binary(v_PGPKeyPacket)
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_PGPKeyPacket = None
                     s = 3
                 elif True:
-                    bits(2, 2)
+                    v = (v << 2) | 2
+                    n += 2
                     if v_PGPKeyID is not None or v_PGPKeyPacket is not None: raise _leftover(o)
                     s = -1
             if s == 2:
                 if True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_PGPKeyID is not None or v_PGPKeyPacket is not None: raise _leftover(o)
                     s = -1
             if s == 3:
                 if True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_PGPKeyID is not None or v_PGPKeyPacket is not None: raise _leftover(o)
                     s = -1
             if s == 4:
                 if True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_PGPKeyID is not None or v_PGPKeyPacket is not None: raise _leftover(o)
                     s = -1
             if s == 5:
                 if True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_PGPKeyID is not None or v_PGPKeyPacket is not None: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_SPKIDataType(r):
     # {http://www.w3.org/2000/09/xmldsig#}SPKIDataType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_SPKISexp = []
     try:
         s = 0
         while s >= 0:
             if s == 0:
-                x = bits(2)
-                if x & 3: raise r.deviation('SPKIDataType')
+                p += 2
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('SPKIDataType', p)
                 el = 'SPKISexp'
+                r.pos = p
                 _v = r.binary()
-                if bits(1): raise r.deviation('SPKIDataType')
+                p = r.pos
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
                 f_SPKISexp.append(_v)
                 s = 1
             if s == 1:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    if bits(1): raise r.deviation('SPKIDataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
                     el = 'SPKISexp'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('SPKIDataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
                     f_SPKISexp.append(_v)
                     s = 3
                 elif ec == 1:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 2
                 elif ec == 2:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('SPKIDataType')
+                    raise r.deviation('SPKIDataType', p)
             if s == 2:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    if bits(1): raise r.deviation('SPKIDataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
                     el = 'SPKISexp'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('SPKIDataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
                     f_SPKISexp.append(_v)
                     s = 3
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('SPKIDataType')
+                    raise r.deviation('SPKIDataType', p)
             if s == 3:
                 while True:
-                    ec = bits(2)
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 3
                     if ec == 0:
-                        if bits(1): raise r.deviation('SPKIDataType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
                         el = 'SPKISexp'
+                        r.pos = p
                         _v = r.binary()
-                        if bits(1): raise r.deviation('SPKIDataType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
                         f_SPKISexp.append(_v)
                     elif ec == 1:
-                        raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                        raise DecodeError('wildcard content (SEW) is not supported', p)
                         s = 4
                         break
                     elif ec == 2:
@@ -7984,28 +11386,38 @@ def _d_SPKIDataType(r):
                         s = -1
                         break
                     else:
-                        raise r.deviation('SPKIDataType')
+                        raise r.deviation('SPKIDataType', p)
             if s == 4:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    if bits(1): raise r.deviation('SPKIDataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
                     el = 'SPKISexp'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('SPKIDataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
                     f_SPKISexp.append(_v)
                     s = 3
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('SPKIDataType')
+                    raise r.deviation('SPKIDataType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.SPKIDataType(f_SPKISexp)
 
 def _e_SPKIDataType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}SPKIDataType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_SPKISexp = o.SPKISexp
@@ -8016,9 +11428,13 @@ def _e_SPKIDataType(w, o):
             if s == 0:
                 if i_SPKISexp < n_SPKISexp:
                     el = 'SPKISexp'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     w.binary(v_SPKISexp[i_SPKISexp])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_SPKISexp += 1
                     s = 1
                 else:
@@ -8026,58 +11442,81 @@ def _e_SPKIDataType(w, o):
             if s == 1:
                 if i_SPKISexp < n_SPKISexp:
                     el = 'SPKISexp'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     w.binary(v_SPKISexp[i_SPKISexp])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_SPKISexp += 1
                     s = 3
                 elif True:
-                    bits(2, 2)
+                    v = (v << 2) | 2
+                    n += 2
                     if i_SPKISexp < n_SPKISexp: raise _leftover(o)
                     s = -1
             if s == 2:
                 if i_SPKISexp < n_SPKISexp:
                     el = 'SPKISexp'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     w.binary(v_SPKISexp[i_SPKISexp])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_SPKISexp += 1
                     s = 3
                 elif True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if i_SPKISexp < n_SPKISexp: raise _leftover(o)
                     s = -1
             if s == 3:
                 while True:
                     if i_SPKISexp < n_SPKISexp:
                         el = 'SPKISexp'
-                        bits(0, 3)
+                        v <<= 3
+                        n += 3
+                        w.v = v; w.n = n
                         w.binary(v_SPKISexp[i_SPKISexp])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_SPKISexp += 1
                     elif True:
-                        bits(2, 2)
+                        v = (v << 2) | 2
+                        n += 2
                         if i_SPKISexp < n_SPKISexp: raise _leftover(o)
                         s = -1
                         break
             if s == 4:
                 if i_SPKISexp < n_SPKISexp:
                     el = 'SPKISexp'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     w.binary(v_SPKISexp[i_SPKISexp])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_SPKISexp += 1
                     s = 3
                 elif True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if i_SPKISexp < n_SPKISexp: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_ManifestType(r):
     # {http://www.w3.org/2000/09/xmldsig#}ManifestType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Id = None
     f_Reference = []
@@ -8085,54 +11524,74 @@ def _d_ManifestType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@Id'
+                    r.pos = p
                     f_Id = r.string(18)
-                    if bits(1): raise r.deviation('ManifestType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('ManifestType', p)
                     el = 'Reference'
+                    r.pos = p
                     _v = _d_ReferenceType(r)
+                    p = r.pos
                     f_Reference.append(_v)
                     s = 2
                 elif ec == 1:
                     el = 'Reference'
+                    r.pos = p
                     _v = _d_ReferenceType(r)
+                    p = r.pos
                     f_Reference.append(_v)
                     s = 2
                 else:
-                    raise r.deviation('ManifestType')
+                    raise r.deviation('ManifestType', p)
             if s == 2:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'Reference'
+                    r.pos = p
                     _v = _d_ReferenceType(r)
+                    p = r.pos
                     f_Reference.append(_v)
                     s = 3
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('ManifestType')
+                    raise r.deviation('ManifestType', p)
             if s == 3:
                 while True:
-                    ec = bits(2)
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'Reference'
+                        r.pos = p
                         _v = _d_ReferenceType(r)
+                        p = r.pos
                         f_Reference.append(_v)
                     elif ec == 1:
                         pass
                         s = -1
                         break
                     else:
-                        raise r.deviation('ManifestType')
+                        raise r.deviation('ManifestType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.ManifestType(f_Id, f_Reference)
 
 def _e_ManifestType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}ManifestType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Id = o.Id
@@ -8144,19 +11603,28 @@ def _e_ManifestType(w, o):
             if s == 0:
                 if v_Id is not None:
                     el = '@Id'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     w.string(v_Id)
+                    v = w.v; n = w.n
                     if not (i_Reference < n_Reference): raise EncodeError('missing content: Reference')
                     el = 'Reference'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
                     v_Id = None
+                    w.v = v; w.n = n
                     _e_ReferenceType(w, v_Reference[i_Reference])
+                    v = w.v; n = w.n
                     i_Reference += 1
                     s = 2
                 elif i_Reference < n_Reference:
                     el = 'Reference'
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
+                    w.v = v; w.n = n
                     _e_ReferenceType(w, v_Reference[i_Reference])
+                    v = w.v; n = w.n
                     i_Reference += 1
                     s = 2
                 else:
@@ -8164,32 +11632,43 @@ def _e_ManifestType(w, o):
             if s == 2:
                 if i_Reference < n_Reference:
                     el = 'Reference'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_ReferenceType(w, v_Reference[i_Reference])
+                    v = w.v; n = w.n
                     i_Reference += 1
                     s = 3
                 elif True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_Id is not None or i_Reference < n_Reference: raise _leftover(o)
                     s = -1
             if s == 3:
                 while True:
                     if i_Reference < n_Reference:
                         el = 'Reference'
-                        bits(0, 2)
+                        v <<= 2
+                        n += 2
+                        w.v = v; w.n = n
                         _e_ReferenceType(w, v_Reference[i_Reference])
+                        v = w.v; n = w.n
                         i_Reference += 1
                     elif True:
-                        bits(1, 2)
+                        v = (v << 2) | 1
+                        n += 2
                         if v_Id is not None or i_Reference < n_Reference: raise _leftover(o)
                         s = -1
                         break
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_ReferenceType(r):
     # {http://www.w3.org/2000/09/xmldsig#}ReferenceType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Id = None
     f_Type = None
@@ -8201,97 +11680,145 @@ def _d_ReferenceType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = '@Id'
+                    r.pos = p
                     f_Id = r.string(18)
+                    p = r.pos
                     s = 1
                 elif ec == 1:
                     el = '@Type'
+                    r.pos = p
                     f_Type = r.string(56)
+                    p = r.pos
                     s = 2
                 elif ec == 2:
                     el = '@URI'
+                    r.pos = p
                     f_URI = r.string(57)
+                    p = r.pos
                     s = 3
                 elif ec == 3:
                     el = 'Transforms'
+                    r.pos = p
                     f_Transforms = _d_TransformsType(r)
+                    p = r.pos
                     s = 4
                 elif ec == 4:
                     el = 'DigestMethod'
+                    r.pos = p
                     f_DigestMethod = _d_DigestMethodType(r, 69)
+                    p = r.pos
                     s = 5
                 else:
-                    raise r.deviation('ReferenceType')
+                    raise r.deviation('ReferenceType', p)
             if s == 1:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = '@Type'
+                    r.pos = p
                     f_Type = r.string(56)
+                    p = r.pos
                     s = 2
                 elif ec == 1:
                     el = '@URI'
+                    r.pos = p
                     f_URI = r.string(57)
+                    p = r.pos
                     s = 3
                 elif ec == 2:
                     el = 'Transforms'
+                    r.pos = p
                     f_Transforms = _d_TransformsType(r)
+                    p = r.pos
                     s = 4
                 elif ec == 3:
                     el = 'DigestMethod'
+                    r.pos = p
                     f_DigestMethod = _d_DigestMethodType(r, 69)
+                    p = r.pos
                     s = 5
                 else:
-                    raise r.deviation('ReferenceType')
+                    raise r.deviation('ReferenceType', p)
             if s == 2:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@URI'
+                    r.pos = p
                     f_URI = r.string(57)
+                    p = r.pos
                     s = 3
                 elif ec == 1:
                     el = 'Transforms'
+                    r.pos = p
                     f_Transforms = _d_TransformsType(r)
+                    p = r.pos
                     s = 4
                 elif ec == 2:
                     el = 'DigestMethod'
+                    r.pos = p
                     f_DigestMethod = _d_DigestMethodType(r, 69)
+                    p = r.pos
                     s = 5
                 else:
-                    raise r.deviation('ReferenceType')
+                    raise r.deviation('ReferenceType', p)
             if s == 3:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'Transforms'
+                    r.pos = p
                     f_Transforms = _d_TransformsType(r)
+                    p = r.pos
                     s = 4
                 elif ec == 1:
                     el = 'DigestMethod'
+                    r.pos = p
                     f_DigestMethod = _d_DigestMethodType(r, 69)
+                    p = r.pos
                     s = 5
                 else:
-                    raise r.deviation('ReferenceType')
+                    raise r.deviation('ReferenceType', p)
             if s == 4:
-                if bits(1): raise r.deviation('ReferenceType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('ReferenceType', p)
                 el = 'DigestMethod'
+                r.pos = p
                 f_DigestMethod = _d_DigestMethodType(r, 69)
+                p = r.pos
                 s = 5
             if s == 5:
-                x = bits(2)
-                if x & 3: raise r.deviation('ReferenceType')
+                p += 2
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('ReferenceType', p)
                 el = 'DigestValue'
+                r.pos = p
                 f_DigestValue = r.binary()
-                x = bits(2)
-                if x & 3: raise r.deviation('ReferenceType')
+                p = r.pos
+                p += 2
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('ReferenceType', p)
                 s = -1
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.ReferenceType(f_Id, f_Type, f_URI, f_Transforms, f_DigestMethod, f_DigestValue)
 
 def _e_ReferenceType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}ReferenceType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Id = o.Id
@@ -8305,32 +11832,47 @@ def _e_ReferenceType(w, o):
             if s == 0:
                 if v_Id is not None:
                     el = '@Id'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     w.string(v_Id)
+                    v = w.v; n = w.n
                     v_Id = None
                     s = 1
                 elif v_Type is not None:
                     el = '@Type'
-                    bits(1, 3)
+                    v = (v << 3) | 1
+                    n += 3
+                    w.v = v; w.n = n
                     w.string(v_Type)
+                    v = w.v; n = w.n
                     v_Type = None
                     s = 2
                 elif v_URI is not None:
                     el = '@URI'
-                    bits(2, 3)
+                    v = (v << 3) | 2
+                    n += 3
+                    w.v = v; w.n = n
                     w.string(v_URI)
+                    v = w.v; n = w.n
                     v_URI = None
                     s = 3
                 elif v_Transforms is not None:
                     el = 'Transforms'
-                    bits(3, 3)
+                    v = (v << 3) | 3
+                    n += 3
+                    w.v = v; w.n = n
                     _e_TransformsType(w, v_Transforms)
+                    v = w.v; n = w.n
                     v_Transforms = None
                     s = 4
                 elif v_DigestMethod is not None:
                     el = 'DigestMethod'
-                    bits(4, 3)
+                    v = (v << 3) | 4
+                    n += 3
+                    w.v = v; w.n = n
                     _e_DigestMethodType(w, v_DigestMethod)
+                    v = w.v; n = w.n
                     v_DigestMethod = None
                     s = 5
                 else:
@@ -8338,26 +11880,38 @@ def _e_ReferenceType(w, o):
             if s == 1:
                 if v_Type is not None:
                     el = '@Type'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     w.string(v_Type)
+                    v = w.v; n = w.n
                     v_Type = None
                     s = 2
                 elif v_URI is not None:
                     el = '@URI'
-                    bits(1, 3)
+                    v = (v << 3) | 1
+                    n += 3
+                    w.v = v; w.n = n
                     w.string(v_URI)
+                    v = w.v; n = w.n
                     v_URI = None
                     s = 3
                 elif v_Transforms is not None:
                     el = 'Transforms'
-                    bits(2, 3)
+                    v = (v << 3) | 2
+                    n += 3
+                    w.v = v; w.n = n
                     _e_TransformsType(w, v_Transforms)
+                    v = w.v; n = w.n
                     v_Transforms = None
                     s = 4
                 elif v_DigestMethod is not None:
                     el = 'DigestMethod'
-                    bits(3, 3)
+                    v = (v << 3) | 3
+                    n += 3
+                    w.v = v; w.n = n
                     _e_DigestMethodType(w, v_DigestMethod)
+                    v = w.v; n = w.n
                     v_DigestMethod = None
                     s = 5
                 else:
@@ -8365,20 +11919,29 @@ def _e_ReferenceType(w, o):
             if s == 2:
                 if v_URI is not None:
                     el = '@URI'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     w.string(v_URI)
+                    v = w.v; n = w.n
                     v_URI = None
                     s = 3
                 elif v_Transforms is not None:
                     el = 'Transforms'
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
+                    w.v = v; w.n = n
                     _e_TransformsType(w, v_Transforms)
+                    v = w.v; n = w.n
                     v_Transforms = None
                     s = 4
                 elif v_DigestMethod is not None:
                     el = 'DigestMethod'
-                    bits(2, 2)
+                    v = (v << 2) | 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_DigestMethodType(w, v_DigestMethod)
+                    v = w.v; n = w.n
                     v_DigestMethod = None
                     s = 5
                 else:
@@ -8386,14 +11949,20 @@ def _e_ReferenceType(w, o):
             if s == 3:
                 if v_Transforms is not None:
                     el = 'Transforms'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_TransformsType(w, v_Transforms)
+                    v = w.v; n = w.n
                     v_Transforms = None
                     s = 4
                 elif v_DigestMethod is not None:
                     el = 'DigestMethod'
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
+                    w.v = v; w.n = n
                     _e_DigestMethodType(w, v_DigestMethod)
+                    v = w.v; n = w.n
                     v_DigestMethod = None
                     s = 5
                 else:
@@ -8401,8 +11970,11 @@ def _e_ReferenceType(w, o):
             if s == 4:
                 if v_DigestMethod is not None:
                     el = 'DigestMethod'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
+                    w.v = v; w.n = n
                     _e_DigestMethodType(w, v_DigestMethod)
+                    v = w.v; n = w.n
                     v_DigestMethod = None
                     s = 5
                 else:
@@ -8410,20 +11982,27 @@ def _e_ReferenceType(w, o):
             if s == 5:
                 if v_DigestValue is not None:
                     el = 'DigestValue'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     w.binary(v_DigestValue)
-                    bits(0, 2)
+                    v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
                     v_DigestValue = None
                     if v_Id is not None or v_Type is not None or v_URI is not None or v_Transforms is not None or v_DigestMethod is not None or v_DigestValue is not None: raise _leftover(o)
                     s = -1
                 else:
                     raise EncodeError('missing content: expected one of DigestValue')
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_MeteringReceiptReqType(r):
     # {urn:din:70121:2012:MsgBody}MeteringReceiptReqType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Id = None
     f_SessionID = None
@@ -8433,57 +12012,91 @@ def _d_MeteringReceiptReqType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@Id'
+                    r.pos = p
                     f_Id = r.string(18)
-                    x = bits(2)
-                    if x & 3: raise r.deviation('MeteringReceiptReqType')
+                    p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('MeteringReceiptReqType', p)
                     el = 'SessionID'
+                    r.pos = p
                     f_SessionID = r.binary()
                     if len(f_SessionID) > 8: raise DecodeError(f'length {len(f_SessionID)} outside [0, 8]', r.pos)
-                    if bits(1): raise r.deviation('MeteringReceiptReqType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('MeteringReceiptReqType', p)
                     s = 2
                 elif ec == 1:
-                    if bits(1): raise r.deviation('MeteringReceiptReqType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('MeteringReceiptReqType', p)
                     el = 'SessionID'
+                    r.pos = p
                     f_SessionID = r.binary()
                     if len(f_SessionID) > 8: raise DecodeError(f'length {len(f_SessionID)} outside [0, 8]', r.pos)
-                    if bits(1): raise r.deviation('MeteringReceiptReqType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('MeteringReceiptReqType', p)
                     s = 2
                 else:
-                    raise r.deviation('MeteringReceiptReqType')
+                    raise r.deviation('MeteringReceiptReqType', p)
             if s == 2:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    x = bits(2)
-                    if x & 2: raise r.deviation('MeteringReceiptReqType')
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 2: raise r.deviation('MeteringReceiptReqType', p)
                     el = 'SAScheduleTupleID'
                     _neg = (x & 1)
-                    f_SAScheduleTupleID = r.uint()
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        f_SAScheduleTupleID = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; f_SAScheduleTupleID = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('MeteringReceiptReqType', p)
                     if _neg: f_SAScheduleTupleID = -f_SAScheduleTupleID - 1
-                    if f_SAScheduleTupleID < -32768 or f_SAScheduleTupleID > 32767: raise DecodeError(f'value {f_SAScheduleTupleID} outside [-32768, 32767]', r.pos)
-                    x = bits(2)
-                    if x & 3: raise r.deviation('MeteringReceiptReqType')
+                    if f_SAScheduleTupleID < -32768 or f_SAScheduleTupleID > 32767: raise DecodeError(f'value {f_SAScheduleTupleID} outside [-32768, 32767]', p)
                     el = 'MeterInfo'
+                    r.pos = p
                     f_MeterInfo = _d_MeterInfoType(r)
+                    p = r.pos
                     s = 4
                 elif ec == 1:
                     el = 'MeterInfo'
+                    r.pos = p
                     f_MeterInfo = _d_MeterInfoType(r)
+                    p = r.pos
                     s = 4
                 else:
-                    raise r.deviation('MeteringReceiptReqType')
+                    raise r.deviation('MeteringReceiptReqType', p)
             if s == 4:
-                if bits(1): raise r.deviation('MeteringReceiptReqType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('MeteringReceiptReqType', p)
                 s = -1
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgbody.MeteringReceiptReqType(f_Id, f_SessionID, f_SAScheduleTupleID, f_MeterInfo)
 
 def _e_MeteringReceiptReqType(w, o):
     # {urn:din:70121:2012:MsgBody}MeteringReceiptReqType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Id = o.Id
@@ -8495,23 +12108,34 @@ def _e_MeteringReceiptReqType(w, o):
             if s == 0:
                 if v_Id is not None:
                     el = '@Id'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     w.string(v_Id)
+                    v = w.v; n = w.n
                     if not (v_SessionID is not None): raise EncodeError('missing content: SessionID')
                     el = 'SessionID'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
                     v_Id = None
+                    w.v = v; w.n = n
                     if len(v_SessionID) > 8: raise EncodeError(f'length {len(v_SessionID)} outside [0, 8]')
                     w.binary(v_SessionID)
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_SessionID = None
                     s = 2
                 elif v_SessionID is not None:
                     el = 'SessionID'
-                    bits((1 << 1), 3)
+                    v = (v << 3) | (1 << 1)
+                    n += 3
+                    w.v = v; w.n = n
                     if len(v_SessionID) > 8: raise EncodeError(f'length {len(v_SessionID)} outside [0, 8]')
                     w.binary(v_SessionID)
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_SessionID = None
                     s = 2
                 else:
@@ -8520,54 +12144,75 @@ def _e_MeteringReceiptReqType(w, o):
                 if v_SAScheduleTupleID is not None:
                     el = 'SAScheduleTupleID'
                     if v_SAScheduleTupleID < -32768 or v_SAScheduleTupleID > 32767: raise EncodeError(f'value {v_SAScheduleTupleID!r} outside [-32768, 32767]')
-                    bits((v_SAScheduleTupleID < 0), 4)
-                    w.uint(-v_SAScheduleTupleID - 1 if v_SAScheduleTupleID < 0 else v_SAScheduleTupleID)
+                    v = (v << 4) | (v_SAScheduleTupleID < 0)
+                    n += 4
+                    _m = (-v_SAScheduleTupleID - 1 if v_SAScheduleTupleID < 0 else v_SAScheduleTupleID)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (v_MeterInfo is not None): raise EncodeError('missing content: MeterInfo')
                     el = 'MeterInfo'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
                     v_SAScheduleTupleID = None
+                    w.v = v; w.n = n
                     _e_MeterInfoType(w, v_MeterInfo)
+                    v = w.v; n = w.n
                     v_MeterInfo = None
                     s = 4
                 elif v_MeterInfo is not None:
                     el = 'MeterInfo'
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
+                    w.v = v; w.n = n
                     _e_MeterInfoType(w, v_MeterInfo)
+                    v = w.v; n = w.n
                     v_MeterInfo = None
                     s = 4
                 else:
                     raise EncodeError('missing content: expected one of SAScheduleTupleID, MeterInfo')
             if s == 4:
                 if True:
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
                     if v_Id is not None or v_SessionID is not None or v_SAScheduleTupleID is not None or v_MeterInfo is not None: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_MeteringReceiptResType(r):
     # {urn:din:70121:2012:MsgBody}MeteringReceiptResType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_ResponseCode = None
     f_AC_EVSEStatus = None
     try:
-        x = bits(9)
-        if x & 387: raise r.deviation('MeteringReceiptResType')
+        p += 9
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 511
+        if x & 387: raise r.deviation('MeteringReceiptResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 31)
-        if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.pos)
+        if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', p)
         f_ResponseCode = _E6[f_ResponseCode]
         el = 'AC_EVSEStatus'
+        r.pos = p
         f_AC_EVSEStatus = _d_AC_EVSEStatusType(r)
-        if bits(1): raise r.deviation('MeteringReceiptResType')
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('MeteringReceiptResType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgbody.MeteringReceiptResType(f_ResponseCode, f_AC_EVSEStatus)
 
 def _e_MeteringReceiptResType(w, o):
     # {urn:din:70121:2012:MsgBody}MeteringReceiptResType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_ResponseCode = o.ResponseCode
@@ -8578,20 +12223,27 @@ def _e_MeteringReceiptResType(w, o):
             if _i21 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
             if not (v_AC_EVSEStatus is not None): raise EncodeError('missing content: AC_EVSEStatus')
             el = 'AC_EVSEStatus'
-            bits((_i21 << 2), 9)
+            v = (v << 9) | (_i21 << 2)
+            n += 9
             v_ResponseCode = None
+            w.v = v; w.n = n
             _e_AC_EVSEStatusType(w, v_AC_EVSEStatus)
-            bits(0, 1)
+            v = w.v; n = w.n
+            v <<= 1
+            n += 1
             v_AC_EVSEStatus = None
             if v_ResponseCode is not None or v_AC_EVSEStatus is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_ObjectType(r, key):
     # {http://www.w3.org/2000/09/xmldsig#}ObjectType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Encoding = None
     f_Id = None
@@ -8600,114 +12252,152 @@ def _d_ObjectType(r, key):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = '@Encoding'
+                    r.pos = p
                     f_Encoding = r.string(72)
+                    p = r.pos
                     s = 1
                 elif ec == 1:
                     el = '@Id'
+                    r.pos = p
                     f_Id = r.string(18)
+                    p = r.pos
                     s = 2
                 elif ec == 2:
                     el = '@MimeType'
+                    r.pos = p
                     f_MimeType = r.string(73)
+                    p = r.pos
                     s = 3
                 elif ec == 3:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 5
                 elif ec == 4:
                     pass
                     s = -1
                 elif ec == 5:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 4
                 else:
-                    raise r.deviation('ObjectType')
+                    raise r.deviation('ObjectType', p)
             if s == 1:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = '@Id'
+                    r.pos = p
                     f_Id = r.string(18)
+                    p = r.pos
                     s = 2
                 elif ec == 1:
                     el = '@MimeType'
+                    r.pos = p
                     f_MimeType = r.string(73)
+                    p = r.pos
                     s = 3
                 elif ec == 2:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 5
                 elif ec == 3:
                     pass
                     s = -1
                 elif ec == 4:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 4
                 else:
-                    raise r.deviation('ObjectType')
+                    raise r.deviation('ObjectType', p)
             if s == 2:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = '@MimeType'
+                    r.pos = p
                     f_MimeType = r.string(73)
+                    p = r.pos
                     s = 3
                 elif ec == 1:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 5
                 elif ec == 2:
                     pass
                     s = -1
                 elif ec == 3:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 4
                 else:
-                    raise r.deviation('ObjectType')
+                    raise r.deviation('ObjectType', p)
             if s == 3:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 5
                 elif ec == 1:
                     pass
                     s = -1
                 elif ec == 2:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 4
                 else:
-                    raise r.deviation('ObjectType')
+                    raise r.deviation('ObjectType', p)
             if s == 4:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 5
                 elif ec == 1:
                     pass
                     s = -1
                 elif ec == 2:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 4
                 else:
-                    raise r.deviation('ObjectType')
+                    raise r.deviation('ObjectType', p)
             if s == 5:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 5
                 elif ec == 1:
                     pass
                     s = -1
                 elif ec == 2:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 5
                 else:
-                    raise r.deviation('ObjectType')
+                    raise r.deviation('ObjectType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.ObjectType(f_Encoding, f_Id, f_MimeType)
 
 def _e_ObjectType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}ObjectType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Encoding = o.Encoding
@@ -8718,75 +12408,102 @@ def _e_ObjectType(w, o):
             if s == 0:
                 if v_Encoding is not None:
                     el = '@Encoding'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     w.string(v_Encoding)
+                    v = w.v; n = w.n
                     v_Encoding = None
                     s = 1
                 elif v_Id is not None:
                     el = '@Id'
-                    bits(1, 3)
+                    v = (v << 3) | 1
+                    n += 3
+                    w.v = v; w.n = n
                     w.string(v_Id)
+                    v = w.v; n = w.n
                     v_Id = None
                     s = 2
                 elif v_MimeType is not None:
                     el = '@MimeType'
-                    bits(2, 3)
+                    v = (v << 3) | 2
+                    n += 3
+                    w.v = v; w.n = n
                     w.string(v_MimeType)
+                    v = w.v; n = w.n
                     v_MimeType = None
                     s = 3
                 elif True:
-                    bits(4, 3)
+                    v = (v << 3) | 4
+                    n += 3
                     if v_Encoding is not None or v_Id is not None or v_MimeType is not None: raise _leftover(o)
                     s = -1
             if s == 1:
                 if v_Id is not None:
                     el = '@Id'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     w.string(v_Id)
+                    v = w.v; n = w.n
                     v_Id = None
                     s = 2
                 elif v_MimeType is not None:
                     el = '@MimeType'
-                    bits(1, 3)
+                    v = (v << 3) | 1
+                    n += 3
+                    w.v = v; w.n = n
                     w.string(v_MimeType)
+                    v = w.v; n = w.n
                     v_MimeType = None
                     s = 3
                 elif True:
-                    bits(3, 3)
+                    v = (v << 3) | 3
+                    n += 3
                     if v_Encoding is not None or v_Id is not None or v_MimeType is not None: raise _leftover(o)
                     s = -1
             if s == 2:
                 if v_MimeType is not None:
                     el = '@MimeType'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     w.string(v_MimeType)
+                    v = w.v; n = w.n
                     v_MimeType = None
                     s = 3
                 elif True:
-                    bits(2, 3)
+                    v = (v << 3) | 2
+                    n += 3
                     if v_Encoding is not None or v_Id is not None or v_MimeType is not None: raise _leftover(o)
                     s = -1
             if s == 3:
                 if True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_Encoding is not None or v_Id is not None or v_MimeType is not None: raise _leftover(o)
                     s = -1
             if s == 4:
                 if True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_Encoding is not None or v_Id is not None or v_MimeType is not None: raise _leftover(o)
                     s = -1
             if s == 5:
                 if True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_Encoding is not None or v_Id is not None or v_MimeType is not None: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_PMaxScheduleEntryType(r):
     # {urn:din:70121:2012:MsgDataTypes}PMaxScheduleEntryType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_RelativeTimeInterval = None
     f_TimeInterval = None
@@ -8795,35 +12512,51 @@ def _d_PMaxScheduleEntryType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'RelativeTimeInterval'
+                    r.pos = p
                     f_RelativeTimeInterval = _d_RelativeTimeIntervalType(r)
+                    p = r.pos
                     s = 1
                 elif ec == 1:
                     el = 'TimeInterval'
+                    r.pos = p
                     f_TimeInterval = _d_IntervalType(r)
+                    p = r.pos
                     s = 1
                 else:
-                    raise r.deviation('PMaxScheduleEntryType')
+                    raise r.deviation('PMaxScheduleEntryType', p)
             if s == 1:
-                x = bits(3)
-                if x & 6: raise r.deviation('PMaxScheduleEntryType')
+                p += 3
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 7
+                if x & 6: raise r.deviation('PMaxScheduleEntryType', p)
                 el = 'PMax'
                 _neg = (x & 1)
-                f_PMax = r.uint()
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    f_PMax = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; f_PMax = r.uint(); p = r.pos
+                p += 2
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('PMaxScheduleEntryType', p)
                 if _neg: f_PMax = -f_PMax - 1
-                if f_PMax < -32768 or f_PMax > 32767: raise DecodeError(f'value {f_PMax} outside [-32768, 32767]', r.pos)
-                x = bits(2)
-                if x & 3: raise r.deviation('PMaxScheduleEntryType')
+                if f_PMax < -32768 or f_PMax > 32767: raise DecodeError(f'value {f_PMax} outside [-32768, 32767]', p)
                 s = -1
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdatatypes.PMaxScheduleEntryType(f_RelativeTimeInterval, f_TimeInterval, f_PMax)
 
 def _e_PMaxScheduleEntryType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}PMaxScheduleEntryType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_RelativeTimeInterval = o.RelativeTimeInterval
@@ -8834,14 +12567,20 @@ def _e_PMaxScheduleEntryType(w, o):
             if s == 0:
                 if v_RelativeTimeInterval is not None:
                     el = 'RelativeTimeInterval'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_RelativeTimeIntervalType(w, v_RelativeTimeInterval)
+                    v = w.v; n = w.n
                     v_RelativeTimeInterval = None
                     s = 1
                 elif v_TimeInterval is not None:
                     el = 'TimeInterval'
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
+                    w.v = v; w.n = n
                     _e_IntervalType(w, v_TimeInterval)
+                    v = w.v; n = w.n
                     v_TimeInterval = None
                     s = 1
                 else:
@@ -8850,95 +12589,138 @@ def _e_PMaxScheduleEntryType(w, o):
                 if v_PMax is not None:
                     el = 'PMax'
                     if v_PMax < -32768 or v_PMax > 32767: raise EncodeError(f'value {v_PMax!r} outside [-32768, 32767]')
-                    bits((v_PMax < 0), 3)
-                    w.uint(-v_PMax - 1 if v_PMax < 0 else v_PMax)
-                    bits(0, 2)
+                    v = (v << 3) | (v_PMax < 0)
+                    n += 3
+                    _m = (-v_PMax - 1 if v_PMax < 0 else v_PMax)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
                     v_PMax = None
                     if v_RelativeTimeInterval is not None or v_TimeInterval is not None or v_PMax is not None: raise _leftover(o)
                     s = -1
                 else:
                     raise EncodeError('missing content: expected one of PMax')
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_PaymentDetailsReqType(r):
     # {urn:din:70121:2012:MsgBody}PaymentDetailsReqType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_ContractID = None
     f_ContractSignatureCertChain = None
     try:
-        x = bits(2)
-        if x & 3: raise r.deviation('PaymentDetailsReqType')
+        p += 2
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 3
+        if x & 3: raise r.deviation('PaymentDetailsReqType', p)
         el = 'ContractID'
+        r.pos = p
         f_ContractID = r.string(23)
         if len(f_ContractID) > 24: raise DecodeError(f'length {len(f_ContractID)} outside [0, 24]', r.pos)
-        x = bits(2)
-        if x & 3: raise r.deviation('PaymentDetailsReqType')
+        p = r.pos
+        p += 2
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 3
+        if x & 3: raise r.deviation('PaymentDetailsReqType', p)
         el = 'ContractSignatureCertChain'
+        r.pos = p
         f_ContractSignatureCertChain = _d_CertificateChainType(r)
-        if bits(1): raise r.deviation('PaymentDetailsReqType')
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('PaymentDetailsReqType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgbody.PaymentDetailsReqType(f_ContractID, f_ContractSignatureCertChain)
 
 def _e_PaymentDetailsReqType(w, o):
     # {urn:din:70121:2012:MsgBody}PaymentDetailsReqType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_ContractID = o.ContractID
         v_ContractSignatureCertChain = o.ContractSignatureCertChain
         if v_ContractID is not None:
             el = 'ContractID'
-            bits(0, 2)
+            v <<= 2
+            n += 2
+            w.v = v; w.n = n
             if len(v_ContractID) > 24: raise EncodeError(f'length {len(v_ContractID)} outside [0, 24]')
             w.string(v_ContractID)
+            v = w.v; n = w.n
             if not (v_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
             el = 'ContractSignatureCertChain'
-            bits(0, 2)
+            v <<= 2
+            n += 2
             v_ContractID = None
+            w.v = v; w.n = n
             _e_CertificateChainType(w, v_ContractSignatureCertChain)
-            bits(0, 1)
+            v = w.v; n = w.n
+            v <<= 1
+            n += 1
             v_ContractSignatureCertChain = None
             if v_ContractID is not None or v_ContractSignatureCertChain is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of ContractID')
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_PaymentDetailsResType(r):
     # {urn:din:70121:2012:MsgBody}PaymentDetailsResType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_ResponseCode = None
     f_GenChallenge = None
     f_DateTimeNow = None
     try:
-        x = bits(10)
-        if x & 775: raise r.deviation('PaymentDetailsResType')
+        p += 10
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 1023
+        if x & 775: raise r.deviation('PaymentDetailsResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 3) & 31)
-        if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.pos)
+        if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', p)
         f_ResponseCode = _E6[f_ResponseCode]
         el = 'GenChallenge'
+        r.pos = p
         f_GenChallenge = r.string(34)
-        x = bits(4)
-        if x & 14: raise r.deviation('PaymentDetailsResType')
+        p = r.pos
+        p += 4
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 15
+        if x & 14: raise r.deviation('PaymentDetailsResType', p)
         el = 'DateTimeNow'
         _neg = (x & 1)
-        f_DateTimeNow = r.uint()
+        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            p += 8
+            f_DateTimeNow = (V >> (E - p)) & 127
+        else:
+            r.pos = p; f_DateTimeNow = r.uint(); p = r.pos
+        p += 2
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 3
+        if x & 3: raise r.deviation('PaymentDetailsResType', p)
         if _neg: f_DateTimeNow = -f_DateTimeNow - 1
-        if f_DateTimeNow < -9223372036854775808 or f_DateTimeNow > 9223372036854775807: raise DecodeError(f'value {f_DateTimeNow} outside [-9223372036854775808, 9223372036854775807]', r.pos)
-        x = bits(2)
-        if x & 3: raise r.deviation('PaymentDetailsResType')
+        if f_DateTimeNow < -9223372036854775808 or f_DateTimeNow > 9223372036854775807: raise DecodeError(f'value {f_DateTimeNow} outside [-9223372036854775808, 9223372036854775807]', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgbody.PaymentDetailsResType(f_ResponseCode, f_GenChallenge, f_DateTimeNow)
 
 def _e_PaymentDetailsResType(w, o):
     # {urn:din:70121:2012:MsgBody}PaymentDetailsResType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_ResponseCode = o.ResponseCode
@@ -8950,26 +12732,36 @@ def _e_PaymentDetailsResType(w, o):
             if _i22 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
             if not (v_GenChallenge is not None): raise EncodeError('missing content: GenChallenge')
             el = 'GenChallenge'
-            bits((_i22 << 3), 10)
+            v = (v << 10) | (_i22 << 3)
+            n += 10
             v_ResponseCode = None
+            w.v = v; w.n = n
             w.string(v_GenChallenge)
+            v = w.v; n = w.n
             if not (v_DateTimeNow is not None): raise EncodeError('missing content: DateTimeNow')
             el = 'DateTimeNow'
             if v_DateTimeNow < -9223372036854775808 or v_DateTimeNow > 9223372036854775807: raise EncodeError(f'value {v_DateTimeNow!r} outside [-9223372036854775808, 9223372036854775807]')
-            bits((v_DateTimeNow < 0), 4)
+            v = (v << 4) | (v_DateTimeNow < 0)
+            n += 4
             v_GenChallenge = None
-            w.uint(-v_DateTimeNow - 1 if v_DateTimeNow < 0 else v_DateTimeNow)
-            bits(0, 2)
+            _m = (-v_DateTimeNow - 1 if v_DateTimeNow < 0 else v_DateTimeNow)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            v <<= 2
+            n += 2
             v_DateTimeNow = None
             if v_ResponseCode is not None or v_GenChallenge is not None or v_DateTimeNow is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_PowerDeliveryReqType(r):
     # {urn:din:70121:2012:MsgBody}PowerDeliveryReqType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_ReadyToChargeState = None
     f_ChargingProfile = None
@@ -8979,55 +12771,75 @@ def _d_PowerDeliveryReqType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                x = bits(4)
-                if x & 13: raise r.deviation('PowerDeliveryReqType')
+                p += 4
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 15
+                if x & 13: raise r.deviation('PowerDeliveryReqType', p)
                 el = 'ReadyToChargeState'
                 f_ReadyToChargeState = ((x >> 1) & 1) == 1
                 s = 1
             if s == 1:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'ChargingProfile'
+                    r.pos = p
                     f_ChargingProfile = _d_ChargingProfileType(r)
+                    p = r.pos
                     s = 2
                 elif ec == 1:
                     el = 'DC_EVPowerDeliveryParameter'
+                    r.pos = p
                     f_DC_EVPowerDeliveryParameter = _d_DC_EVPowerDeliveryParameterType(r)
+                    p = r.pos
                     s = 3
                 elif ec == 2:
                     el = 'EVPowerDeliveryParameter'
+                    r.pos = p
                     f_EVPowerDeliveryParameter = _d_EVPowerDeliveryParameterType(r)
+                    p = r.pos
                     s = 3
                 elif ec == 3:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('PowerDeliveryReqType')
+                    raise r.deviation('PowerDeliveryReqType', p)
             if s == 2:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'DC_EVPowerDeliveryParameter'
+                    r.pos = p
                     f_DC_EVPowerDeliveryParameter = _d_DC_EVPowerDeliveryParameterType(r)
+                    p = r.pos
                     s = 3
                 elif ec == 1:
                     el = 'EVPowerDeliveryParameter'
+                    r.pos = p
                     f_EVPowerDeliveryParameter = _d_EVPowerDeliveryParameterType(r)
+                    p = r.pos
                     s = 3
                 elif ec == 2:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('PowerDeliveryReqType')
+                    raise r.deviation('PowerDeliveryReqType', p)
             if s == 3:
-                if bits(1): raise r.deviation('PowerDeliveryReqType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('PowerDeliveryReqType', p)
                 s = -1
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgbody.PowerDeliveryReqType(f_ReadyToChargeState, f_ChargingProfile, f_DC_EVPowerDeliveryParameter, f_EVPowerDeliveryParameter)
 
 def _e_PowerDeliveryReqType(w, o):
     # {urn:din:70121:2012:MsgBody}PowerDeliveryReqType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_ReadyToChargeState = o.ReadyToChargeState
@@ -9040,7 +12852,8 @@ def _e_PowerDeliveryReqType(w, o):
                 if v_ReadyToChargeState is not None:
                     el = 'ReadyToChargeState'
                     if v_ReadyToChargeState is not True and v_ReadyToChargeState is not False: raise EncodeError(f'expected a bool, got {v_ReadyToChargeState!r}')
-                    bits((v_ReadyToChargeState << 1), 4)
+                    v = (v << 4) | (v_ReadyToChargeState << 1)
+                    n += 4
                     v_ReadyToChargeState = None
                     s = 1
                 else:
@@ -9048,54 +12861,75 @@ def _e_PowerDeliveryReqType(w, o):
             if s == 1:
                 if v_ChargingProfile is not None:
                     el = 'ChargingProfile'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     _e_ChargingProfileType(w, v_ChargingProfile)
+                    v = w.v; n = w.n
                     v_ChargingProfile = None
                     s = 2
                 elif v_DC_EVPowerDeliveryParameter is not None:
                     el = 'DC_EVPowerDeliveryParameter'
-                    bits(1, 3)
+                    v = (v << 3) | 1
+                    n += 3
+                    w.v = v; w.n = n
                     _e_DC_EVPowerDeliveryParameterType(w, v_DC_EVPowerDeliveryParameter)
+                    v = w.v; n = w.n
                     v_DC_EVPowerDeliveryParameter = None
                     s = 3
                 elif v_EVPowerDeliveryParameter is not None:
                     el = 'EVPowerDeliveryParameter'
-                    bits(2, 3)
+                    v = (v << 3) | 2
+                    n += 3
+                    w.v = v; w.n = n
                     _e_EVPowerDeliveryParameterType(w, v_EVPowerDeliveryParameter)
+                    v = w.v; n = w.n
                     v_EVPowerDeliveryParameter = None
                     s = 3
                 elif True:
-                    bits(3, 3)
+                    v = (v << 3) | 3
+                    n += 3
                     if v_ReadyToChargeState is not None or v_ChargingProfile is not None or v_DC_EVPowerDeliveryParameter is not None or v_EVPowerDeliveryParameter is not None: raise _leftover(o)
                     s = -1
             if s == 2:
                 if v_DC_EVPowerDeliveryParameter is not None:
                     el = 'DC_EVPowerDeliveryParameter'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_DC_EVPowerDeliveryParameterType(w, v_DC_EVPowerDeliveryParameter)
+                    v = w.v; n = w.n
                     v_DC_EVPowerDeliveryParameter = None
                     s = 3
                 elif v_EVPowerDeliveryParameter is not None:
                     el = 'EVPowerDeliveryParameter'
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
+                    w.v = v; w.n = n
                     _e_EVPowerDeliveryParameterType(w, v_EVPowerDeliveryParameter)
+                    v = w.v; n = w.n
                     v_EVPowerDeliveryParameter = None
                     s = 3
                 elif True:
-                    bits(2, 2)
+                    v = (v << 2) | 2
+                    n += 2
                     if v_ReadyToChargeState is not None or v_ChargingProfile is not None or v_DC_EVPowerDeliveryParameter is not None or v_EVPowerDeliveryParameter is not None: raise _leftover(o)
                     s = -1
             if s == 3:
                 if True:
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
                     if v_ReadyToChargeState is not None or v_ChargingProfile is not None or v_DC_EVPowerDeliveryParameter is not None or v_EVPowerDeliveryParameter is not None: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_ChargingProfileType(r):
     # {urn:din:70121:2012:MsgDataTypes}ChargingProfileType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_SAScheduleTupleID = None
     f_ProfileEntry = []
@@ -9103,51 +12937,71 @@ def _d_ChargingProfileType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                x = bits(3)
-                if x & 6: raise r.deviation('ChargingProfileType')
+                p += 3
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 7
+                if x & 6: raise r.deviation('ChargingProfileType', p)
                 el = 'SAScheduleTupleID'
                 _neg = (x & 1)
-                f_SAScheduleTupleID = r.uint()
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    f_SAScheduleTupleID = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; f_SAScheduleTupleID = r.uint(); p = r.pos
+                p += 2
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('ChargingProfileType', p)
                 if _neg: f_SAScheduleTupleID = -f_SAScheduleTupleID - 1
-                if f_SAScheduleTupleID < -32768 or f_SAScheduleTupleID > 32767: raise DecodeError(f'value {f_SAScheduleTupleID} outside [-32768, 32767]', r.pos)
-                x = bits(2)
-                if x & 3: raise r.deviation('ChargingProfileType')
+                if f_SAScheduleTupleID < -32768 or f_SAScheduleTupleID > 32767: raise DecodeError(f'value {f_SAScheduleTupleID} outside [-32768, 32767]', p)
                 el = 'ProfileEntry'
+                r.pos = p
                 _v = _d_ProfileEntryType(r)
+                p = r.pos
                 f_ProfileEntry.append(_v)
                 s = 2
             if s == 2:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'ProfileEntry'
+                    r.pos = p
                     _v = _d_ProfileEntryType(r)
+                    p = r.pos
                     f_ProfileEntry.append(_v)
                     s = 3
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('ChargingProfileType')
+                    raise r.deviation('ChargingProfileType', p)
             if s == 3:
                 while True:
-                    ec = bits(2)
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'ProfileEntry'
+                        r.pos = p
                         _v = _d_ProfileEntryType(r)
+                        p = r.pos
                         f_ProfileEntry.append(_v)
                     elif ec == 1:
                         pass
                         s = -1
                         break
                     else:
-                        raise r.deviation('ChargingProfileType')
+                        raise r.deviation('ChargingProfileType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdatatypes.ChargingProfileType(f_SAScheduleTupleID, f_ProfileEntry)
 
 def _e_ChargingProfileType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}ChargingProfileType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_SAScheduleTupleID = o.SAScheduleTupleID
@@ -9160,13 +13014,19 @@ def _e_ChargingProfileType(w, o):
                 if v_SAScheduleTupleID is not None:
                     el = 'SAScheduleTupleID'
                     if v_SAScheduleTupleID < -32768 or v_SAScheduleTupleID > 32767: raise EncodeError(f'value {v_SAScheduleTupleID!r} outside [-32768, 32767]')
-                    bits((v_SAScheduleTupleID < 0), 3)
-                    w.uint(-v_SAScheduleTupleID - 1 if v_SAScheduleTupleID < 0 else v_SAScheduleTupleID)
+                    v = (v << 3) | (v_SAScheduleTupleID < 0)
+                    n += 3
+                    _m = (-v_SAScheduleTupleID - 1 if v_SAScheduleTupleID < 0 else v_SAScheduleTupleID)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (i_ProfileEntry < n_ProfileEntry): raise EncodeError('missing content: ProfileEntry')
                     el = 'ProfileEntry'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
                     v_SAScheduleTupleID = None
+                    w.v = v; w.n = n
                     _e_ProfileEntryType(w, v_ProfileEntry[i_ProfileEntry])
+                    v = w.v; n = w.n
                     i_ProfileEntry += 1
                     s = 2
                 else:
@@ -9174,83 +13034,119 @@ def _e_ChargingProfileType(w, o):
             if s == 2:
                 if i_ProfileEntry < n_ProfileEntry:
                     el = 'ProfileEntry'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_ProfileEntryType(w, v_ProfileEntry[i_ProfileEntry])
+                    v = w.v; n = w.n
                     i_ProfileEntry += 1
                     s = 3
                 elif True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_SAScheduleTupleID is not None or i_ProfileEntry < n_ProfileEntry: raise _leftover(o)
                     s = -1
             if s == 3:
                 while True:
                     if i_ProfileEntry < n_ProfileEntry:
                         el = 'ProfileEntry'
-                        bits(0, 2)
+                        v <<= 2
+                        n += 2
+                        w.v = v; w.n = n
                         _e_ProfileEntryType(w, v_ProfileEntry[i_ProfileEntry])
+                        v = w.v; n = w.n
                         i_ProfileEntry += 1
                     elif True:
-                        bits(1, 2)
+                        v = (v << 2) | 1
+                        n += 2
                         if v_SAScheduleTupleID is not None or i_ProfileEntry < n_ProfileEntry: raise _leftover(o)
                         s = -1
                         break
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_ProfileEntryType(r):
     # {urn:din:70121:2012:MsgDataTypes}ProfileEntryType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_ChargingProfileEntryStart = None
     f_ChargingProfileEntryMaxPower = None
     try:
-        x = bits(2)
-        if x & 3: raise r.deviation('ProfileEntryType')
+        p += 2
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 3
+        if x & 3: raise r.deviation('ProfileEntryType', p)
         el = 'ChargingProfileEntryStart'
-        f_ChargingProfileEntryStart = r.uint()
-        if f_ChargingProfileEntryStart > 4294967295: raise DecodeError(f'value {f_ChargingProfileEntryStart} outside [0, 4294967295]', r.pos)
-        x = bits(4)
-        if x & 14: raise r.deviation('ProfileEntryType')
+        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            p += 8
+            f_ChargingProfileEntryStart = (V >> (E - p)) & 127
+        else:
+            r.pos = p; f_ChargingProfileEntryStart = r.uint(); p = r.pos
+        p += 4
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 15
+        if x & 14: raise r.deviation('ProfileEntryType', p)
+        if f_ChargingProfileEntryStart > 4294967295: raise DecodeError(f'value {f_ChargingProfileEntryStart} outside [0, 4294967295]', p)
         el = 'ChargingProfileEntryMaxPower'
         _neg = (x & 1)
-        f_ChargingProfileEntryMaxPower = r.uint()
+        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            p += 8
+            f_ChargingProfileEntryMaxPower = (V >> (E - p)) & 127
+        else:
+            r.pos = p; f_ChargingProfileEntryMaxPower = r.uint(); p = r.pos
+        p += 2
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 3
+        if x & 3: raise r.deviation('ProfileEntryType', p)
         if _neg: f_ChargingProfileEntryMaxPower = -f_ChargingProfileEntryMaxPower - 1
-        if f_ChargingProfileEntryMaxPower < -32768 or f_ChargingProfileEntryMaxPower > 32767: raise DecodeError(f'value {f_ChargingProfileEntryMaxPower} outside [-32768, 32767]', r.pos)
-        x = bits(2)
-        if x & 3: raise r.deviation('ProfileEntryType')
+        if f_ChargingProfileEntryMaxPower < -32768 or f_ChargingProfileEntryMaxPower > 32767: raise DecodeError(f'value {f_ChargingProfileEntryMaxPower} outside [-32768, 32767]', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdatatypes.ProfileEntryType(f_ChargingProfileEntryStart, f_ChargingProfileEntryMaxPower)
 
 def _e_ProfileEntryType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}ProfileEntryType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_ChargingProfileEntryStart = o.ChargingProfileEntryStart
         v_ChargingProfileEntryMaxPower = o.ChargingProfileEntryMaxPower
         if v_ChargingProfileEntryStart is not None:
             el = 'ChargingProfileEntryStart'
-            bits(0, 2)
             if v_ChargingProfileEntryStart < 0 or v_ChargingProfileEntryStart > 4294967295: raise EncodeError(f'value {v_ChargingProfileEntryStart!r} outside [0, 4294967295]')
-            w.uint(v_ChargingProfileEntryStart)
+            v <<= 2
+            n += 2
+            if v_ChargingProfileEntryStart < 128: v = (v << 8) | v_ChargingProfileEntryStart; n += 8
+            else: w.v = v; w.n = n; w.uint(v_ChargingProfileEntryStart); v = w.v; n = w.n
             if not (v_ChargingProfileEntryMaxPower is not None): raise EncodeError('missing content: ChargingProfileEntryMaxPower')
             el = 'ChargingProfileEntryMaxPower'
             if v_ChargingProfileEntryMaxPower < -32768 or v_ChargingProfileEntryMaxPower > 32767: raise EncodeError(f'value {v_ChargingProfileEntryMaxPower!r} outside [-32768, 32767]')
-            bits((v_ChargingProfileEntryMaxPower < 0), 4)
+            v = (v << 4) | (v_ChargingProfileEntryMaxPower < 0)
+            n += 4
             v_ChargingProfileEntryStart = None
-            w.uint(-v_ChargingProfileEntryMaxPower - 1 if v_ChargingProfileEntryMaxPower < 0 else v_ChargingProfileEntryMaxPower)
-            bits(0, 2)
+            _m = (-v_ChargingProfileEntryMaxPower - 1 if v_ChargingProfileEntryMaxPower < 0 else v_ChargingProfileEntryMaxPower)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            v <<= 2
+            n += 2
             v_ChargingProfileEntryMaxPower = None
             if v_ChargingProfileEntryStart is not None or v_ChargingProfileEntryMaxPower is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of ChargingProfileEntryStart')
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_PowerDeliveryResType(r):
     # {urn:din:70121:2012:MsgBody}PowerDeliveryResType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_ResponseCode = None
     f_AC_EVSEStatus = None
@@ -9260,39 +13156,53 @@ def _d_PowerDeliveryResType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                x = bits(8)
-                if x & 193: raise r.deviation('PowerDeliveryResType')
+                p += 8
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 255
+                if x & 193: raise r.deviation('PowerDeliveryResType', p)
                 el = 'ResponseCode'
                 f_ResponseCode = ((x >> 1) & 31)
-                if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.pos)
+                if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', p)
                 f_ResponseCode = _E6[f_ResponseCode]
                 s = 1
             if s == 1:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'AC_EVSEStatus'
+                    r.pos = p
                     f_AC_EVSEStatus = _d_AC_EVSEStatusType(r)
+                    p = r.pos
                     s = 2
                 elif ec == 1:
                     el = 'DC_EVSEStatus'
+                    r.pos = p
                     f_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
+                    p = r.pos
                     s = 2
                 elif ec == 2:
                     el = 'EVSEStatus'
+                    r.pos = p
                     f_EVSEStatus = _d_EVSEStatusType(r)
+                    p = r.pos
                     s = 2
                 else:
-                    raise r.deviation('PowerDeliveryResType')
+                    raise r.deviation('PowerDeliveryResType', p)
             if s == 2:
-                if bits(1): raise r.deviation('PowerDeliveryResType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('PowerDeliveryResType', p)
                 s = -1
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgbody.PowerDeliveryResType(f_ResponseCode, f_AC_EVSEStatus, f_DC_EVSEStatus, f_EVSEStatus)
 
 def _e_PowerDeliveryResType(w, o):
     # {urn:din:70121:2012:MsgBody}PowerDeliveryResType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_ResponseCode = o.ResponseCode
@@ -9306,7 +13216,8 @@ def _e_PowerDeliveryResType(w, o):
                     el = 'ResponseCode'
                     _i23 = _I8.get(v_ResponseCode)
                     if _i23 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    bits((_i23 << 1), 8)
+                    v = (v << 8) | (_i23 << 1)
+                    n += 8
                     v_ResponseCode = None
                     s = 1
                 else:
@@ -9314,57 +13225,86 @@ def _e_PowerDeliveryResType(w, o):
             if s == 1:
                 if v_AC_EVSEStatus is not None:
                     el = 'AC_EVSEStatus'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_AC_EVSEStatusType(w, v_AC_EVSEStatus)
+                    v = w.v; n = w.n
                     v_AC_EVSEStatus = None
                     s = 2
                 elif v_DC_EVSEStatus is not None:
                     el = 'DC_EVSEStatus'
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
+                    w.v = v; w.n = n
                     _e_DC_EVSEStatusType(w, v_DC_EVSEStatus)
+                    v = w.v; n = w.n
                     v_DC_EVSEStatus = None
                     s = 2
                 elif v_EVSEStatus is not None:
                     el = 'EVSEStatus'
-                    bits(2, 2)
+                    v = (v << 2) | 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_EVSEStatusType(w, v_EVSEStatus)
+                    v = w.v; n = w.n
                     v_EVSEStatus = None
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of AC_EVSEStatus, DC_EVSEStatus, EVSEStatus')
             if s == 2:
                 if True:
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
                     if v_ResponseCode is not None or v_AC_EVSEStatus is not None or v_DC_EVSEStatus is not None or v_EVSEStatus is not None: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_PreChargeReqType(r):
     # {urn:din:70121:2012:MsgBody}PreChargeReqType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_DC_EVStatus = None
     f_EVTargetVoltage = None
     f_EVTargetCurrent = None
     try:
-        if bits(1): raise r.deviation('PreChargeReqType')
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('PreChargeReqType', p)
         el = 'DC_EVStatus'
+        r.pos = p
         f_DC_EVStatus = _d_DC_EVStatusType(r)
-        if bits(1): raise r.deviation('PreChargeReqType')
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('PreChargeReqType', p)
         el = 'EVTargetVoltage'
+        r.pos = p
         f_EVTargetVoltage = _d_PhysicalValueType(r)
-        if bits(1): raise r.deviation('PreChargeReqType')
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('PreChargeReqType', p)
         el = 'EVTargetCurrent'
+        r.pos = p
         f_EVTargetCurrent = _d_PhysicalValueType(r)
-        if bits(1): raise r.deviation('PreChargeReqType')
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('PreChargeReqType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgbody.PreChargeReqType(f_DC_EVStatus, f_EVTargetVoltage, f_EVTargetCurrent)
 
 def _e_PreChargeReqType(w, o):
     # {urn:din:70121:2012:MsgBody}PreChargeReqType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_DC_EVStatus = o.DC_EVStatus
@@ -9372,53 +13312,78 @@ def _e_PreChargeReqType(w, o):
         v_EVTargetCurrent = o.EVTargetCurrent
         if v_DC_EVStatus is not None:
             el = 'DC_EVStatus'
-            bits(0, 1)
+            v <<= 1
+            n += 1
+            w.v = v; w.n = n
             _e_DC_EVStatusType(w, v_DC_EVStatus)
+            v = w.v; n = w.n
             if not (v_EVTargetVoltage is not None): raise EncodeError('missing content: EVTargetVoltage')
             el = 'EVTargetVoltage'
-            bits(0, 1)
+            v <<= 1
+            n += 1
             v_DC_EVStatus = None
+            w.v = v; w.n = n
             _e_PhysicalValueType(w, v_EVTargetVoltage)
+            v = w.v; n = w.n
             if not (v_EVTargetCurrent is not None): raise EncodeError('missing content: EVTargetCurrent')
             el = 'EVTargetCurrent'
-            bits(0, 1)
+            v <<= 1
+            n += 1
             v_EVTargetVoltage = None
+            w.v = v; w.n = n
             _e_PhysicalValueType(w, v_EVTargetCurrent)
-            bits(0, 1)
+            v = w.v; n = w.n
+            v <<= 1
+            n += 1
             v_EVTargetCurrent = None
             if v_DC_EVStatus is not None or v_EVTargetVoltage is not None or v_EVTargetCurrent is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of DC_EVStatus')
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_PreChargeResType(r):
     # {urn:din:70121:2012:MsgBody}PreChargeResType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_ResponseCode = None
     f_DC_EVSEStatus = None
     f_EVSEPresentVoltage = None
     try:
-        x = bits(9)
-        if x & 387: raise r.deviation('PreChargeResType')
+        p += 9
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 511
+        if x & 387: raise r.deviation('PreChargeResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 31)
-        if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.pos)
+        if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', p)
         f_ResponseCode = _E6[f_ResponseCode]
         el = 'DC_EVSEStatus'
+        r.pos = p
         f_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
-        if bits(1): raise r.deviation('PreChargeResType')
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('PreChargeResType', p)
         el = 'EVSEPresentVoltage'
+        r.pos = p
         f_EVSEPresentVoltage = _d_PhysicalValueType(r)
-        if bits(1): raise r.deviation('PreChargeResType')
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('PreChargeResType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgbody.PreChargeResType(f_ResponseCode, f_DC_EVSEStatus, f_EVSEPresentVoltage)
 
 def _e_PreChargeResType(w, o):
     # {urn:din:70121:2012:MsgBody}PreChargeResType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_ResponseCode = o.ResponseCode
@@ -9430,25 +13395,35 @@ def _e_PreChargeResType(w, o):
             if _i24 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
             if not (v_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
             el = 'DC_EVSEStatus'
-            bits((_i24 << 2), 9)
+            v = (v << 9) | (_i24 << 2)
+            n += 9
             v_ResponseCode = None
+            w.v = v; w.n = n
             _e_DC_EVSEStatusType(w, v_DC_EVSEStatus)
+            v = w.v; n = w.n
             if not (v_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
             el = 'EVSEPresentVoltage'
-            bits(0, 1)
+            v <<= 1
+            n += 1
             v_DC_EVSEStatus = None
+            w.v = v; w.n = n
             _e_PhysicalValueType(w, v_EVSEPresentVoltage)
-            bits(0, 1)
+            v = w.v; n = w.n
+            v <<= 1
+            n += 1
             v_EVSEPresentVoltage = None
             if v_ResponseCode is not None or v_DC_EVSEStatus is not None or v_EVSEPresentVoltage is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_RelativeTimeIntervalType(r):
     # {urn:din:70121:2012:MsgDataTypes}RelativeTimeIntervalType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_start = None
     f_duration = None
@@ -9456,35 +13431,55 @@ def _d_RelativeTimeIntervalType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                x = bits(2)
-                if x & 3: raise r.deviation('RelativeTimeIntervalType')
+                p += 2
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('RelativeTimeIntervalType', p)
                 el = 'start'
-                f_start = r.uint()
-                if f_start > 4294967295: raise DecodeError(f'value {f_start} outside [0, 4294967295]', r.pos)
-                if bits(1): raise r.deviation('RelativeTimeIntervalType')
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    f_start = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; f_start = r.uint(); p = r.pos
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
+                if f_start > 4294967295: raise DecodeError(f'value {f_start} outside [0, 4294967295]', p)
                 s = 1
             if s == 1:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    if bits(1): raise r.deviation('RelativeTimeIntervalType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
                     el = 'duration'
-                    f_duration = r.uint()
-                    if f_duration > 4294967295: raise DecodeError(f'value {f_duration} outside [0, 4294967295]', r.pos)
-                    x = bits(2)
-                    if x & 3: raise r.deviation('RelativeTimeIntervalType')
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        f_duration = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; f_duration = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('RelativeTimeIntervalType', p)
+                    if f_duration > 4294967295: raise DecodeError(f'value {f_duration} outside [0, 4294967295]', p)
                     s = -1
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('RelativeTimeIntervalType')
+                    raise r.deviation('RelativeTimeIntervalType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdatatypes.RelativeTimeIntervalType(f_start, f_duration)
 
 def _e_RelativeTimeIntervalType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}RelativeTimeIntervalType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_start = o.start
@@ -9494,10 +13489,13 @@ def _e_RelativeTimeIntervalType(w, o):
             if s == 0:
                 if v_start is not None:
                     el = 'start'
-                    bits(0, 2)
                     if v_start < 0 or v_start > 4294967295: raise EncodeError(f'value {v_start!r} outside [0, 4294967295]')
-                    w.uint(v_start)
-                    bits(0, 1)
+                    v <<= 2
+                    n += 2
+                    if v_start < 128: v = (v << 8) | v_start; n += 8
+                    else: w.v = v; w.n = n; w.uint(v_start); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_start = None
                     s = 1
                 else:
@@ -9505,66 +13503,87 @@ def _e_RelativeTimeIntervalType(w, o):
             if s == 1:
                 if v_duration is not None:
                     el = 'duration'
-                    bits(0, 3)
                     if v_duration < 0 or v_duration > 4294967295: raise EncodeError(f'value {v_duration!r} outside [0, 4294967295]')
-                    w.uint(v_duration)
-                    bits(0, 2)
+                    v <<= 3
+                    n += 3
+                    if v_duration < 128: v = (v << 8) | v_duration; n += 8
+                    else: w.v = v; w.n = n; w.uint(v_duration); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
                     v_duration = None
                     if v_start is not None or v_duration is not None: raise _leftover(o)
                     s = -1
                 elif True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_start is not None or v_duration is not None: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_SAScheduleListType(r):
     # {urn:din:70121:2012:MsgDataTypes}SAScheduleListType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_SAScheduleTuple = []
     try:
         s = 0
         while s >= 0:
             if s == 0:
-                if bits(1): raise r.deviation('SAScheduleListType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('SAScheduleListType', p)
                 el = 'SAScheduleTuple'
+                r.pos = p
                 _v = _d_SAScheduleTupleType(r)
+                p = r.pos
                 f_SAScheduleTuple.append(_v)
                 s = 1
             if s == 1:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'SAScheduleTuple'
+                    r.pos = p
                     _v = _d_SAScheduleTupleType(r)
+                    p = r.pos
                     f_SAScheduleTuple.append(_v)
                     s = 2
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('SAScheduleListType')
+                    raise r.deviation('SAScheduleListType', p)
             if s == 2:
                 while True:
-                    ec = bits(2)
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'SAScheduleTuple'
+                        r.pos = p
                         _v = _d_SAScheduleTupleType(r)
+                        p = r.pos
                         f_SAScheduleTuple.append(_v)
                     elif ec == 1:
                         pass
                         s = -1
                         break
                     else:
-                        raise r.deviation('SAScheduleListType')
+                        raise r.deviation('SAScheduleListType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdatatypes.SAScheduleListType(f_SAScheduleTuple)
 
 def _e_SAScheduleListType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}SAScheduleListType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_SAScheduleTuple = o.SAScheduleTuple
@@ -9575,8 +13594,11 @@ def _e_SAScheduleListType(w, o):
             if s == 0:
                 if i_SAScheduleTuple < n_SAScheduleTuple:
                     el = 'SAScheduleTuple'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
+                    w.v = v; w.n = n
                     _e_SAScheduleTupleType(w, v_SAScheduleTuple[i_SAScheduleTuple])
+                    v = w.v; n = w.n
                     i_SAScheduleTuple += 1
                     s = 1
                 else:
@@ -9584,32 +13606,43 @@ def _e_SAScheduleListType(w, o):
             if s == 1:
                 if i_SAScheduleTuple < n_SAScheduleTuple:
                     el = 'SAScheduleTuple'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_SAScheduleTupleType(w, v_SAScheduleTuple[i_SAScheduleTuple])
+                    v = w.v; n = w.n
                     i_SAScheduleTuple += 1
                     s = 2
                 elif True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if i_SAScheduleTuple < n_SAScheduleTuple: raise _leftover(o)
                     s = -1
             if s == 2:
                 while True:
                     if i_SAScheduleTuple < n_SAScheduleTuple:
                         el = 'SAScheduleTuple'
-                        bits(0, 2)
+                        v <<= 2
+                        n += 2
+                        w.v = v; w.n = n
                         _e_SAScheduleTupleType(w, v_SAScheduleTuple[i_SAScheduleTuple])
+                        v = w.v; n = w.n
                         i_SAScheduleTuple += 1
                     elif True:
-                        bits(1, 2)
+                        v = (v << 2) | 1
+                        n += 2
                         if i_SAScheduleTuple < n_SAScheduleTuple: raise _leftover(o)
                         s = -1
                         break
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_SAScheduleTupleType(r):
     # {urn:din:70121:2012:MsgDataTypes}SAScheduleTupleType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_SAScheduleTupleID = None
     f_PMaxSchedule = None
@@ -9618,37 +13651,55 @@ def _d_SAScheduleTupleType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                x = bits(3)
-                if x & 6: raise r.deviation('SAScheduleTupleType')
+                p += 3
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 7
+                if x & 6: raise r.deviation('SAScheduleTupleType', p)
                 el = 'SAScheduleTupleID'
                 _neg = (x & 1)
-                f_SAScheduleTupleID = r.uint()
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    f_SAScheduleTupleID = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; f_SAScheduleTupleID = r.uint(); p = r.pos
+                p += 2
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('SAScheduleTupleType', p)
                 if _neg: f_SAScheduleTupleID = -f_SAScheduleTupleID - 1
-                if f_SAScheduleTupleID < -32768 or f_SAScheduleTupleID > 32767: raise DecodeError(f'value {f_SAScheduleTupleID} outside [-32768, 32767]', r.pos)
-                x = bits(2)
-                if x & 3: raise r.deviation('SAScheduleTupleType')
+                if f_SAScheduleTupleID < -32768 or f_SAScheduleTupleID > 32767: raise DecodeError(f'value {f_SAScheduleTupleID} outside [-32768, 32767]', p)
                 el = 'PMaxSchedule'
+                r.pos = p
                 f_PMaxSchedule = _d_PMaxScheduleType(r)
+                p = r.pos
                 s = 2
             if s == 2:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'SalesTariff'
+                    r.pos = p
                     f_SalesTariff = _d_SalesTariffType(r)
-                    if bits(1): raise r.deviation('SAScheduleTupleType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('SAScheduleTupleType', p)
                     s = -1
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('SAScheduleTupleType')
+                    raise r.deviation('SAScheduleTupleType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdatatypes.SAScheduleTupleType(f_SAScheduleTupleID, f_PMaxSchedule, f_SalesTariff)
 
 def _e_SAScheduleTupleType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}SAScheduleTupleType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_SAScheduleTupleID = o.SAScheduleTupleID
@@ -9660,13 +13711,19 @@ def _e_SAScheduleTupleType(w, o):
                 if v_SAScheduleTupleID is not None:
                     el = 'SAScheduleTupleID'
                     if v_SAScheduleTupleID < -32768 or v_SAScheduleTupleID > 32767: raise EncodeError(f'value {v_SAScheduleTupleID!r} outside [-32768, 32767]')
-                    bits((v_SAScheduleTupleID < 0), 3)
-                    w.uint(-v_SAScheduleTupleID - 1 if v_SAScheduleTupleID < 0 else v_SAScheduleTupleID)
+                    v = (v << 3) | (v_SAScheduleTupleID < 0)
+                    n += 3
+                    _m = (-v_SAScheduleTupleID - 1 if v_SAScheduleTupleID < 0 else v_SAScheduleTupleID)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (v_PMaxSchedule is not None): raise EncodeError('missing content: PMaxSchedule')
                     el = 'PMaxSchedule'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
                     v_SAScheduleTupleID = None
+                    w.v = v; w.n = n
                     _e_PMaxScheduleType(w, v_PMaxSchedule)
+                    v = w.v; n = w.n
                     v_PMaxSchedule = None
                     s = 2
                 else:
@@ -9674,22 +13731,30 @@ def _e_SAScheduleTupleType(w, o):
             if s == 2:
                 if v_SalesTariff is not None:
                     el = 'SalesTariff'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_SalesTariffType(w, v_SalesTariff)
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_SalesTariff = None
                     if v_SAScheduleTupleID is not None or v_PMaxSchedule is not None or v_SalesTariff is not None: raise _leftover(o)
                     s = -1
                 elif True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_SAScheduleTupleID is not None or v_PMaxSchedule is not None or v_SalesTariff is not None: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_PMaxScheduleType(r):
     # {urn:din:70121:2012:MsgDataTypes}PMaxScheduleType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_PMaxScheduleID = None
     f_PMaxScheduleEntry = []
@@ -9697,51 +13762,71 @@ def _d_PMaxScheduleType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                x = bits(3)
-                if x & 6: raise r.deviation('PMaxScheduleType')
+                p += 3
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 7
+                if x & 6: raise r.deviation('PMaxScheduleType', p)
                 el = 'PMaxScheduleID'
                 _neg = (x & 1)
-                f_PMaxScheduleID = r.uint()
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    f_PMaxScheduleID = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; f_PMaxScheduleID = r.uint(); p = r.pos
+                p += 2
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('PMaxScheduleType', p)
                 if _neg: f_PMaxScheduleID = -f_PMaxScheduleID - 1
-                if f_PMaxScheduleID < -32768 or f_PMaxScheduleID > 32767: raise DecodeError(f'value {f_PMaxScheduleID} outside [-32768, 32767]', r.pos)
-                x = bits(2)
-                if x & 3: raise r.deviation('PMaxScheduleType')
+                if f_PMaxScheduleID < -32768 or f_PMaxScheduleID > 32767: raise DecodeError(f'value {f_PMaxScheduleID} outside [-32768, 32767]', p)
                 el = 'PMaxScheduleEntry'
+                r.pos = p
                 _v = _d_PMaxScheduleEntryType(r)
+                p = r.pos
                 f_PMaxScheduleEntry.append(_v)
                 s = 2
             if s == 2:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'PMaxScheduleEntry'
+                    r.pos = p
                     _v = _d_PMaxScheduleEntryType(r)
+                    p = r.pos
                     f_PMaxScheduleEntry.append(_v)
                     s = 3
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('PMaxScheduleType')
+                    raise r.deviation('PMaxScheduleType', p)
             if s == 3:
                 while True:
-                    ec = bits(2)
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'PMaxScheduleEntry'
+                        r.pos = p
                         _v = _d_PMaxScheduleEntryType(r)
+                        p = r.pos
                         f_PMaxScheduleEntry.append(_v)
                     elif ec == 1:
                         pass
                         s = -1
                         break
                     else:
-                        raise r.deviation('PMaxScheduleType')
+                        raise r.deviation('PMaxScheduleType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdatatypes.PMaxScheduleType(f_PMaxScheduleID, f_PMaxScheduleEntry)
 
 def _e_PMaxScheduleType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}PMaxScheduleType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_PMaxScheduleID = o.PMaxScheduleID
@@ -9754,13 +13839,19 @@ def _e_PMaxScheduleType(w, o):
                 if v_PMaxScheduleID is not None:
                     el = 'PMaxScheduleID'
                     if v_PMaxScheduleID < -32768 or v_PMaxScheduleID > 32767: raise EncodeError(f'value {v_PMaxScheduleID!r} outside [-32768, 32767]')
-                    bits((v_PMaxScheduleID < 0), 3)
-                    w.uint(-v_PMaxScheduleID - 1 if v_PMaxScheduleID < 0 else v_PMaxScheduleID)
+                    v = (v << 3) | (v_PMaxScheduleID < 0)
+                    n += 3
+                    _m = (-v_PMaxScheduleID - 1 if v_PMaxScheduleID < 0 else v_PMaxScheduleID)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (i_PMaxScheduleEntry < n_PMaxScheduleEntry): raise EncodeError('missing content: PMaxScheduleEntry')
                     el = 'PMaxScheduleEntry'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
                     v_PMaxScheduleID = None
+                    w.v = v; w.n = n
                     _e_PMaxScheduleEntryType(w, v_PMaxScheduleEntry[i_PMaxScheduleEntry])
+                    v = w.v; n = w.n
                     i_PMaxScheduleEntry += 1
                     s = 2
                 else:
@@ -9768,32 +13859,43 @@ def _e_PMaxScheduleType(w, o):
             if s == 2:
                 if i_PMaxScheduleEntry < n_PMaxScheduleEntry:
                     el = 'PMaxScheduleEntry'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_PMaxScheduleEntryType(w, v_PMaxScheduleEntry[i_PMaxScheduleEntry])
+                    v = w.v; n = w.n
                     i_PMaxScheduleEntry += 1
                     s = 3
                 elif True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_PMaxScheduleID is not None or i_PMaxScheduleEntry < n_PMaxScheduleEntry: raise _leftover(o)
                     s = -1
             if s == 3:
                 while True:
                     if i_PMaxScheduleEntry < n_PMaxScheduleEntry:
                         el = 'PMaxScheduleEntry'
-                        bits(0, 2)
+                        v <<= 2
+                        n += 2
+                        w.v = v; w.n = n
                         _e_PMaxScheduleEntryType(w, v_PMaxScheduleEntry[i_PMaxScheduleEntry])
+                        v = w.v; n = w.n
                         i_PMaxScheduleEntry += 1
                     elif True:
-                        bits(1, 2)
+                        v = (v << 2) | 1
+                        n += 2
                         if v_PMaxScheduleID is not None or i_PMaxScheduleEntry < n_PMaxScheduleEntry: raise _leftover(o)
                         s = -1
                         break
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_SalesTariffType(r):
     # {urn:din:70121:2012:MsgDataTypes}SalesTariffType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Id = None
     f_SalesTariffID = None
@@ -9804,76 +13906,112 @@ def _d_SalesTariffType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                if bits(1): raise r.deviation('SalesTariffType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('SalesTariffType', p)
                 el = '@Id'
+                r.pos = p
                 f_Id = r.string(18)
-                x = bits(3)
-                if x & 6: raise r.deviation('SalesTariffType')
+                p = r.pos
+                p += 3
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 7
+                if x & 6: raise r.deviation('SalesTariffType', p)
                 el = 'SalesTariffID'
                 _neg = (x & 1)
-                f_SalesTariffID = r.uint()
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    f_SalesTariffID = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; f_SalesTariffID = r.uint(); p = r.pos
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('SalesTariffType', p)
                 if _neg: f_SalesTariffID = -f_SalesTariffID - 1
-                if f_SalesTariffID < -32768 or f_SalesTariffID > 32767: raise DecodeError(f'value {f_SalesTariffID} outside [-32768, 32767]', r.pos)
-                if bits(1): raise r.deviation('SalesTariffType')
+                if f_SalesTariffID < -32768 or f_SalesTariffID > 32767: raise DecodeError(f'value {f_SalesTariffID} outside [-32768, 32767]', p)
                 s = 2
             if s == 2:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    if bits(1): raise r.deviation('SalesTariffType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('SalesTariffType', p)
                     el = 'SalesTariffDescription'
+                    r.pos = p
                     f_SalesTariffDescription = r.string(84)
                     if len(f_SalesTariffDescription) > 32: raise DecodeError(f'length {len(f_SalesTariffDescription)} outside [0, 32]', r.pos)
-                    x = bits(12)
-                    if x & 3585: raise r.deviation('SalesTariffType')
+                    p = r.pos
+                    p += 12
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 4095
+                    if x & 3585: raise r.deviation('SalesTariffType', p)
                     el = 'NumEPriceLevels'
                     f_NumEPriceLevels = ((x >> 1) & 255)
                     s = 4
                 elif ec == 1:
-                    x = bits(10)
-                    if x & 513: raise r.deviation('SalesTariffType')
+                    p += 10
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 1023
+                    if x & 513: raise r.deviation('SalesTariffType', p)
                     el = 'NumEPriceLevels'
                     f_NumEPriceLevels = ((x >> 1) & 255)
                     s = 4
                 else:
-                    raise r.deviation('SalesTariffType')
+                    raise r.deviation('SalesTariffType', p)
             if s == 4:
-                if bits(1): raise r.deviation('SalesTariffType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('SalesTariffType', p)
                 el = 'SalesTariffEntry'
+                r.pos = p
                 _v = _d_SalesTariffEntryType(r)
+                p = r.pos
                 f_SalesTariffEntry.append(_v)
                 s = 5
             if s == 5:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'SalesTariffEntry'
+                    r.pos = p
                     _v = _d_SalesTariffEntryType(r)
+                    p = r.pos
                     f_SalesTariffEntry.append(_v)
                     s = 6
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('SalesTariffType')
+                    raise r.deviation('SalesTariffType', p)
             if s == 6:
                 while True:
-                    ec = bits(2)
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'SalesTariffEntry'
+                        r.pos = p
                         _v = _d_SalesTariffEntryType(r)
+                        p = r.pos
                         f_SalesTariffEntry.append(_v)
                     elif ec == 1:
                         pass
                         s = -1
                         break
                     else:
-                        raise r.deviation('SalesTariffType')
+                        raise r.deviation('SalesTariffType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdatatypes.SalesTariffType(f_Id, f_SalesTariffID, f_SalesTariffDescription, f_NumEPriceLevels, f_SalesTariffEntry)
 
 def _e_SalesTariffType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}SalesTariffType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Id = o.Id
@@ -9888,15 +14026,22 @@ def _e_SalesTariffType(w, o):
             if s == 0:
                 if v_Id is not None:
                     el = '@Id'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
+                    w.v = v; w.n = n
                     w.string(v_Id)
+                    v = w.v; n = w.n
                     if not (v_SalesTariffID is not None): raise EncodeError('missing content: SalesTariffID')
                     el = 'SalesTariffID'
                     if v_SalesTariffID < -32768 or v_SalesTariffID > 32767: raise EncodeError(f'value {v_SalesTariffID!r} outside [-32768, 32767]')
-                    bits((v_SalesTariffID < 0), 3)
+                    v = (v << 3) | (v_SalesTariffID < 0)
+                    n += 3
                     v_Id = None
-                    w.uint(-v_SalesTariffID - 1 if v_SalesTariffID < 0 else v_SalesTariffID)
-                    bits(0, 1)
+                    _m = (-v_SalesTariffID - 1 if v_SalesTariffID < 0 else v_SalesTariffID)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_SalesTariffID = None
                     s = 2
                 else:
@@ -9904,20 +14049,25 @@ def _e_SalesTariffType(w, o):
             if s == 2:
                 if v_SalesTariffDescription is not None:
                     el = 'SalesTariffDescription'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     if len(v_SalesTariffDescription) > 32: raise EncodeError(f'length {len(v_SalesTariffDescription)} outside [0, 32]')
                     w.string(v_SalesTariffDescription)
+                    v = w.v; n = w.n
                     if not (v_NumEPriceLevels is not None): raise EncodeError('missing content: NumEPriceLevels')
                     el = 'NumEPriceLevels'
                     if not 0 <= v_NumEPriceLevels <= 255: raise EncodeError(f'value {v_NumEPriceLevels!r} outside [0, 255]')
-                    bits((v_NumEPriceLevels << 1), 12)
+                    v = (v << 12) | (v_NumEPriceLevels << 1)
+                    n += 12
                     v_SalesTariffDescription = None
                     v_NumEPriceLevels = None
                     s = 4
                 elif v_NumEPriceLevels is not None:
                     el = 'NumEPriceLevels'
                     if not 0 <= v_NumEPriceLevels <= 255: raise EncodeError(f'value {v_NumEPriceLevels!r} outside [0, 255]')
-                    bits((1 << 10) | (v_NumEPriceLevels << 1), 12)
+                    v = (v << 12) | (1 << 10) | (v_NumEPriceLevels << 1)
+                    n += 12
                     v_NumEPriceLevels = None
                     s = 4
                 else:
@@ -9925,8 +14075,11 @@ def _e_SalesTariffType(w, o):
             if s == 4:
                 if i_SalesTariffEntry < n_SalesTariffEntry:
                     el = 'SalesTariffEntry'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
+                    w.v = v; w.n = n
                     _e_SalesTariffEntryType(w, v_SalesTariffEntry[i_SalesTariffEntry])
+                    v = w.v; n = w.n
                     i_SalesTariffEntry += 1
                     s = 5
                 else:
@@ -9934,32 +14087,43 @@ def _e_SalesTariffType(w, o):
             if s == 5:
                 if i_SalesTariffEntry < n_SalesTariffEntry:
                     el = 'SalesTariffEntry'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_SalesTariffEntryType(w, v_SalesTariffEntry[i_SalesTariffEntry])
+                    v = w.v; n = w.n
                     i_SalesTariffEntry += 1
                     s = 6
                 elif True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_Id is not None or v_SalesTariffID is not None or v_SalesTariffDescription is not None or v_NumEPriceLevels is not None or i_SalesTariffEntry < n_SalesTariffEntry: raise _leftover(o)
                     s = -1
             if s == 6:
                 while True:
                     if i_SalesTariffEntry < n_SalesTariffEntry:
                         el = 'SalesTariffEntry'
-                        bits(0, 2)
+                        v <<= 2
+                        n += 2
+                        w.v = v; w.n = n
                         _e_SalesTariffEntryType(w, v_SalesTariffEntry[i_SalesTariffEntry])
+                        v = w.v; n = w.n
                         i_SalesTariffEntry += 1
                     elif True:
-                        bits(1, 2)
+                        v = (v << 2) | 1
+                        n += 2
                         if v_Id is not None or v_SalesTariffID is not None or v_SalesTariffDescription is not None or v_NumEPriceLevels is not None or i_SalesTariffEntry < n_SalesTariffEntry: raise _leftover(o)
                         s = -1
                         break
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_SalesTariffEntryType(r):
     # {urn:din:70121:2012:MsgDataTypes}SalesTariffEntryType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_RelativeTimeInterval = None
     f_TimeInterval = None
@@ -9969,55 +14133,73 @@ def _d_SalesTariffEntryType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'RelativeTimeInterval'
+                    r.pos = p
                     f_RelativeTimeInterval = _d_RelativeTimeIntervalType(r)
+                    p = r.pos
                     s = 1
                 elif ec == 1:
                     el = 'TimeInterval'
+                    r.pos = p
                     f_TimeInterval = _d_IntervalType(r)
+                    p = r.pos
                     s = 1
                 else:
-                    raise r.deviation('SalesTariffEntryType')
+                    raise r.deviation('SalesTariffEntryType', p)
             if s == 1:
-                x = bits(11)
-                if x & 1537: raise r.deviation('SalesTariffEntryType')
+                p += 11
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 2047
+                if x & 1537: raise r.deviation('SalesTariffEntryType', p)
                 el = 'EPriceLevel'
                 f_EPriceLevel = ((x >> 1) & 255)
                 s = 2
             if s == 2:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'ConsumptionCost'
+                    r.pos = p
                     _v = _d_ConsumptionCostType(r)
+                    p = r.pos
                     f_ConsumptionCost.append(_v)
                     s = 3
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('SalesTariffEntryType')
+                    raise r.deviation('SalesTariffEntryType', p)
             if s == 3:
                 while True:
-                    ec = bits(2)
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'ConsumptionCost'
+                        r.pos = p
                         _v = _d_ConsumptionCostType(r)
+                        p = r.pos
                         f_ConsumptionCost.append(_v)
                     elif ec == 1:
                         pass
                         s = -1
                         break
                     else:
-                        raise r.deviation('SalesTariffEntryType')
+                        raise r.deviation('SalesTariffEntryType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdatatypes.SalesTariffEntryType(f_RelativeTimeInterval, f_TimeInterval, f_EPriceLevel, f_ConsumptionCost)
 
 def _e_SalesTariffEntryType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}SalesTariffEntryType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_RelativeTimeInterval = o.RelativeTimeInterval
@@ -10031,14 +14213,20 @@ def _e_SalesTariffEntryType(w, o):
             if s == 0:
                 if v_RelativeTimeInterval is not None:
                     el = 'RelativeTimeInterval'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_RelativeTimeIntervalType(w, v_RelativeTimeInterval)
+                    v = w.v; n = w.n
                     v_RelativeTimeInterval = None
                     s = 1
                 elif v_TimeInterval is not None:
                     el = 'TimeInterval'
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
+                    w.v = v; w.n = n
                     _e_IntervalType(w, v_TimeInterval)
+                    v = w.v; n = w.n
                     v_TimeInterval = None
                     s = 1
                 else:
@@ -10047,7 +14235,8 @@ def _e_SalesTariffEntryType(w, o):
                 if v_EPriceLevel is not None:
                     el = 'EPriceLevel'
                     if not 0 <= v_EPriceLevel <= 255: raise EncodeError(f'value {v_EPriceLevel!r} outside [0, 255]')
-                    bits((v_EPriceLevel << 1), 11)
+                    v = (v << 11) | (v_EPriceLevel << 1)
+                    n += 11
                     v_EPriceLevel = None
                     s = 2
                 else:
@@ -10055,32 +14244,43 @@ def _e_SalesTariffEntryType(w, o):
             if s == 2:
                 if i_ConsumptionCost < n_ConsumptionCost:
                     el = 'ConsumptionCost'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_ConsumptionCostType(w, v_ConsumptionCost[i_ConsumptionCost])
+                    v = w.v; n = w.n
                     i_ConsumptionCost += 1
                     s = 3
                 elif True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_RelativeTimeInterval is not None or v_TimeInterval is not None or v_EPriceLevel is not None or i_ConsumptionCost < n_ConsumptionCost: raise _leftover(o)
                     s = -1
             if s == 3:
                 while True:
                     if i_ConsumptionCost < n_ConsumptionCost:
                         el = 'ConsumptionCost'
-                        bits(0, 2)
+                        v <<= 2
+                        n += 2
+                        w.v = v; w.n = n
                         _e_ConsumptionCostType(w, v_ConsumptionCost[i_ConsumptionCost])
+                        v = w.v; n = w.n
                         i_ConsumptionCost += 1
                     elif True:
-                        bits(1, 2)
+                        v = (v << 2) | 1
+                        n += 2
                         if v_RelativeTimeInterval is not None or v_TimeInterval is not None or v_EPriceLevel is not None or i_ConsumptionCost < n_ConsumptionCost: raise _leftover(o)
                         s = -1
                         break
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_ConsumptionCostType(r):
     # {urn:din:70121:2012:MsgDataTypes}ConsumptionCostType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_startValue = None
     f_Cost = []
@@ -10088,45 +14288,63 @@ def _d_ConsumptionCostType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                x = bits(2)
-                if x & 3: raise r.deviation('ConsumptionCostType')
+                p += 2
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('ConsumptionCostType', p)
                 el = 'startValue'
-                f_startValue = r.uint()
-                if f_startValue > 4294967295: raise DecodeError(f'value {f_startValue} outside [0, 4294967295]', r.pos)
-                if bits(1): raise r.deviation('ConsumptionCostType')
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    f_startValue = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; f_startValue = r.uint(); p = r.pos
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('ConsumptionCostType', p)
+                if f_startValue > 4294967295: raise DecodeError(f'value {f_startValue} outside [0, 4294967295]', p)
                 s = 1
             if s == 1:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'Cost'
+                    r.pos = p
                     _v = _d_CostType(r)
+                    p = r.pos
                     f_Cost.append(_v)
                     s = 2
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('ConsumptionCostType')
+                    raise r.deviation('ConsumptionCostType', p)
             if s == 2:
                 while True:
-                    ec = bits(2)
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'Cost'
+                        r.pos = p
                         _v = _d_CostType(r)
+                        p = r.pos
                         f_Cost.append(_v)
                     elif ec == 1:
                         pass
                         s = -1
                         break
                     else:
-                        raise r.deviation('ConsumptionCostType')
+                        raise r.deviation('ConsumptionCostType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdatatypes.ConsumptionCostType(f_startValue, f_Cost)
 
 def _e_ConsumptionCostType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}ConsumptionCostType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_startValue = o.startValue
@@ -10138,10 +14356,13 @@ def _e_ConsumptionCostType(w, o):
             if s == 0:
                 if v_startValue is not None:
                     el = 'startValue'
-                    bits(0, 2)
                     if v_startValue < 0 or v_startValue > 4294967295: raise EncodeError(f'value {v_startValue!r} outside [0, 4294967295]')
-                    w.uint(v_startValue)
-                    bits(0, 1)
+                    v <<= 2
+                    n += 2
+                    if v_startValue < 128: v = (v << 8) | v_startValue; n += 8
+                    else: w.v = v; w.n = n; w.uint(v_startValue); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_startValue = None
                     s = 1
                 else:
@@ -10149,32 +14370,43 @@ def _e_ConsumptionCostType(w, o):
             if s == 1:
                 if i_Cost < n_Cost:
                     el = 'Cost'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_CostType(w, v_Cost[i_Cost])
+                    v = w.v; n = w.n
                     i_Cost += 1
                     s = 2
                 elif True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_startValue is not None or i_Cost < n_Cost: raise _leftover(o)
                     s = -1
             if s == 2:
                 while True:
                     if i_Cost < n_Cost:
                         el = 'Cost'
-                        bits(0, 2)
+                        v <<= 2
+                        n += 2
+                        w.v = v; w.n = n
                         _e_CostType(w, v_Cost[i_Cost])
+                        v = w.v; n = w.n
                         i_Cost += 1
                     elif True:
-                        bits(1, 2)
+                        v = (v << 2) | 1
+                        n += 2
                         if v_startValue is not None or i_Cost < n_Cost: raise _leftover(o)
                         s = -1
                         break
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_CostType(r):
     # {urn:din:70121:2012:MsgDataTypes}CostType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_costKind = None
     f_amount = None
@@ -10183,38 +14415,52 @@ def _d_CostType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                x = bits(7)
-                if x & 103: raise r.deviation('CostType')
+                p += 7
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 127
+                if x & 103: raise r.deviation('CostType', p)
                 el = 'costKind'
                 f_costKind = ((x >> 3) & 3)
-                if f_costKind >= 3: raise DecodeError(f'enumeration index {f_costKind} out of range (3 values)', r.pos)
+                if f_costKind >= 3: raise DecodeError(f'enumeration index {f_costKind} out of range (3 values)', p)
                 f_costKind = _E16[f_costKind]
                 el = 'amount'
-                f_amount = r.uint()
-                if f_amount > 4294967295: raise DecodeError(f'value {f_amount} outside [0, 4294967295]', r.pos)
-                if bits(1): raise r.deviation('CostType')
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    f_amount = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; f_amount = r.uint(); p = r.pos
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('CostType', p)
+                if f_amount > 4294967295: raise DecodeError(f'value {f_amount} outside [0, 4294967295]', p)
                 s = 2
             if s == 2:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    x = bits(6)
-                    if x & 35: raise r.deviation('CostType')
+                    p += 6
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 63
+                    if x & 35: raise r.deviation('CostType', p)
                     el = 'amountMultiplier'
                     f_amountMultiplier = ((x >> 2) & 7) + -3
-                    if f_amountMultiplier > 3: raise DecodeError(f'value {f_amountMultiplier} above maximum 3', r.pos)
+                    if f_amountMultiplier > 3: raise DecodeError(f'value {f_amountMultiplier} above maximum 3', p)
                     s = -1
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('CostType')
+                    raise r.deviation('CostType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdatatypes.CostType(f_costKind, f_amount, f_amountMultiplier)
 
 def _e_CostType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}CostType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_costKind = o.costKind
@@ -10229,11 +14475,14 @@ def _e_CostType(w, o):
                     if _i25 is None: raise EncodeError(f'{v_costKind!r} is not one of the enumeration costKindType')
                     if not (v_amount is not None): raise EncodeError('missing content: amount')
                     el = 'amount'
-                    bits((_i25 << 3), 7)
-                    v_costKind = None
                     if v_amount < 0 or v_amount > 4294967295: raise EncodeError(f'value {v_amount!r} outside [0, 4294967295]')
-                    w.uint(v_amount)
-                    bits(0, 1)
+                    v = (v << 7) | (_i25 << 3)
+                    n += 7
+                    v_costKind = None
+                    if v_amount < 128: v = (v << 8) | v_amount; n += 8
+                    else: w.v = v; w.n = n; w.uint(v_amount); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_amount = None
                     s = 2
                 else:
@@ -10242,43 +14491,56 @@ def _e_CostType(w, o):
                 if v_amountMultiplier is not None:
                     el = 'amountMultiplier'
                     if not -3 <= v_amountMultiplier <= 3: raise EncodeError(f'value {v_amountMultiplier!r} outside [-3, 3]')
-                    bits(((v_amountMultiplier - -3) << 2), 8)
+                    v = (v << 8) | ((v_amountMultiplier - -3) << 2)
+                    n += 8
                     v_amountMultiplier = None
                     if v_costKind is not None or v_amount is not None or v_amountMultiplier is not None: raise _leftover(o)
                     s = -1
                 elif True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_costKind is not None or v_amount is not None or v_amountMultiplier is not None: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_ServiceChargeType(r):
     # {urn:din:70121:2012:MsgDataTypes}ServiceChargeType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_ServiceTag = None
     f_FreeService = None
     f_EnergyTransferType = None
     try:
-        if bits(1): raise r.deviation('ServiceChargeType')
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('ServiceChargeType', p)
         el = 'ServiceTag'
+        r.pos = p
         f_ServiceTag = _d_ServiceTagType(r)
-        x = bits(12)
-        if x & 3523: raise r.deviation('ServiceChargeType')
+        p = r.pos
+        p += 12
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 4095
+        if x & 3523: raise r.deviation('ServiceChargeType', p)
         el = 'FreeService'
         f_FreeService = ((x >> 9) & 1) == 1
         el = 'EnergyTransferType'
         f_EnergyTransferType = ((x >> 2) & 15)
-        if f_EnergyTransferType >= 10: raise DecodeError(f'enumeration index {f_EnergyTransferType} out of range (10 values)', r.pos)
+        if f_EnergyTransferType >= 10: raise DecodeError(f'enumeration index {f_EnergyTransferType} out of range (10 values)', p)
         f_EnergyTransferType = _E18[f_EnergyTransferType]
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdatatypes.ServiceChargeType(f_ServiceTag, f_FreeService, f_EnergyTransferType)
 
 def _e_ServiceChargeType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}ServiceChargeType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_ServiceTag = o.ServiceTag
@@ -10286,8 +14548,11 @@ def _e_ServiceChargeType(w, o):
         v_EnergyTransferType = o.EnergyTransferType
         if v_ServiceTag is not None:
             el = 'ServiceTag'
-            bits(0, 1)
+            v <<= 1
+            n += 1
+            w.v = v; w.n = n
             _e_ServiceTagType(w, v_ServiceTag)
+            v = w.v; n = w.n
             if not (v_FreeService is not None): raise EncodeError('missing content: FreeService')
             el = 'FreeService'
             if v_FreeService is not True and v_FreeService is not False: raise EncodeError(f'expected a bool, got {v_FreeService!r}')
@@ -10295,60 +14560,79 @@ def _e_ServiceChargeType(w, o):
             el = 'EnergyTransferType'
             _i26 = _I19.get(v_EnergyTransferType)
             if _i26 is None: raise EncodeError(f'{v_EnergyTransferType!r} is not one of the enumeration EVSESupportedEnergyTransferType')
-            bits((v_FreeService << 9) | (_i26 << 2), 12)
+            v = (v << 12) | (v_FreeService << 9) | (_i26 << 2)
+            n += 12
             v_ServiceTag = None
             v_FreeService = None
             v_EnergyTransferType = None
             if v_ServiceTag is not None or v_FreeService is not None or v_EnergyTransferType is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of ServiceTag')
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_ServiceType(r):
     # {urn:din:70121:2012:MsgDataTypes}ServiceType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_ServiceTag = None
     f_FreeService = None
     try:
-        if bits(1): raise r.deviation('ServiceType')
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('ServiceType', p)
         el = 'ServiceTag'
+        r.pos = p
         f_ServiceTag = _d_ServiceTagType(r)
-        x = bits(5)
-        if x & 27: raise r.deviation('ServiceType')
+        p = r.pos
+        p += 5
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 31
+        if x & 27: raise r.deviation('ServiceType', p)
         el = 'FreeService'
         f_FreeService = ((x >> 2) & 1) == 1
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdatatypes.ServiceType(f_ServiceTag, f_FreeService)
 
 def _e_ServiceType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}ServiceType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_ServiceTag = o.ServiceTag
         v_FreeService = o.FreeService
         if v_ServiceTag is not None:
             el = 'ServiceTag'
-            bits(0, 1)
+            v <<= 1
+            n += 1
+            w.v = v; w.n = n
             _e_ServiceTagType(w, v_ServiceTag)
+            v = w.v; n = w.n
             if not (v_FreeService is not None): raise EncodeError('missing content: FreeService')
             el = 'FreeService'
             if v_FreeService is not True and v_FreeService is not False: raise EncodeError(f'expected a bool, got {v_FreeService!r}')
-            bits((v_FreeService << 2), 5)
+            v = (v << 5) | (v_FreeService << 2)
+            n += 5
             v_ServiceTag = None
             v_FreeService = None
             if v_ServiceTag is not None or v_FreeService is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of ServiceTag')
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_ServiceTagType(r):
     # {urn:din:70121:2012:MsgDataTypes}ServiceTagType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_ServiceID = None
     f_ServiceName = None
@@ -10358,55 +14642,83 @@ def _d_ServiceTagType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                x = bits(2)
-                if x & 3: raise r.deviation('ServiceTagType')
+                p += 2
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('ServiceTagType', p)
                 el = 'ServiceID'
-                f_ServiceID = r.uint()
-                if f_ServiceID > 65535: raise DecodeError(f'value {f_ServiceID} outside [0, 65535]', r.pos)
-                if bits(1): raise r.deviation('ServiceTagType')
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    f_ServiceID = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; f_ServiceID = r.uint(); p = r.pos
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('ServiceTagType', p)
+                if f_ServiceID > 65535: raise DecodeError(f'value {f_ServiceID} outside [0, 65535]', p)
                 s = 1
             if s == 1:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    if bits(1): raise r.deviation('ServiceTagType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('ServiceTagType', p)
                     el = 'ServiceName'
+                    r.pos = p
                     f_ServiceName = r.string(94)
                     if len(f_ServiceName) > 32: raise DecodeError(f'length {len(f_ServiceName)} outside [0, 32]', r.pos)
-                    x = bits(6)
-                    if x & 57: raise r.deviation('ServiceTagType')
+                    p = r.pos
+                    p += 6
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 63
+                    if x & 57: raise r.deviation('ServiceTagType', p)
                     el = 'ServiceCategory'
                     f_ServiceCategory = _E20[((x >> 1) & 3)]
                     s = 3
                 elif ec == 1:
-                    x = bits(4)
-                    if x & 9: raise r.deviation('ServiceTagType')
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 15
+                    if x & 9: raise r.deviation('ServiceTagType', p)
                     el = 'ServiceCategory'
                     f_ServiceCategory = _E20[((x >> 1) & 3)]
                     s = 3
                 else:
-                    raise r.deviation('ServiceTagType')
+                    raise r.deviation('ServiceTagType', p)
             if s == 3:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    if bits(1): raise r.deviation('ServiceTagType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('ServiceTagType', p)
                     el = 'ServiceScope'
+                    r.pos = p
                     f_ServiceScope = r.string(96)
                     if len(f_ServiceScope) > 32: raise DecodeError(f'length {len(f_ServiceScope)} outside [0, 32]', r.pos)
-                    x = bits(2)
-                    if x & 3: raise r.deviation('ServiceTagType')
+                    p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('ServiceTagType', p)
                     s = -1
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('ServiceTagType')
+                    raise r.deviation('ServiceTagType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdatatypes.ServiceTagType(f_ServiceID, f_ServiceName, f_ServiceCategory, f_ServiceScope)
 
 def _e_ServiceTagType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}ServiceTagType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_ServiceID = o.ServiceID
@@ -10418,10 +14730,13 @@ def _e_ServiceTagType(w, o):
             if s == 0:
                 if v_ServiceID is not None:
                     el = 'ServiceID'
-                    bits(0, 2)
                     if v_ServiceID < 0 or v_ServiceID > 65535: raise EncodeError(f'value {v_ServiceID!r} outside [0, 65535]')
-                    w.uint(v_ServiceID)
-                    bits(0, 1)
+                    v <<= 2
+                    n += 2
+                    if v_ServiceID < 128: v = (v << 8) | v_ServiceID; n += 8
+                    else: w.v = v; w.n = n; w.uint(v_ServiceID); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_ServiceID = None
                     s = 1
                 else:
@@ -10429,14 +14744,18 @@ def _e_ServiceTagType(w, o):
             if s == 1:
                 if v_ServiceName is not None:
                     el = 'ServiceName'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     if len(v_ServiceName) > 32: raise EncodeError(f'length {len(v_ServiceName)} outside [0, 32]')
                     w.string(v_ServiceName)
+                    v = w.v; n = w.n
                     if not (v_ServiceCategory is not None): raise EncodeError('missing content: ServiceCategory')
                     el = 'ServiceCategory'
                     _i27 = _I21.get(v_ServiceCategory)
                     if _i27 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                    bits((_i27 << 1), 6)
+                    v = (v << 6) | (_i27 << 1)
+                    n += 6
                     v_ServiceName = None
                     v_ServiceCategory = None
                     s = 3
@@ -10444,7 +14763,8 @@ def _e_ServiceTagType(w, o):
                     el = 'ServiceCategory'
                     _i28 = _I21.get(v_ServiceCategory)
                     if _i28 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                    bits((1 << 4) | (_i28 << 1), 6)
+                    v = (v << 6) | (1 << 4) | (_i28 << 1)
+                    n += 6
                     v_ServiceCategory = None
                     s = 3
                 else:
@@ -10452,59 +14772,83 @@ def _e_ServiceTagType(w, o):
             if s == 3:
                 if v_ServiceScope is not None:
                     el = 'ServiceScope'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     if len(v_ServiceScope) > 32: raise EncodeError(f'length {len(v_ServiceScope)} outside [0, 32]')
                     w.string(v_ServiceScope)
-                    bits(0, 2)
+                    v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
                     v_ServiceScope = None
                     if v_ServiceID is not None or v_ServiceName is not None or v_ServiceCategory is not None or v_ServiceScope is not None: raise _leftover(o)
                     s = -1
                 elif True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_ServiceID is not None or v_ServiceName is not None or v_ServiceCategory is not None or v_ServiceScope is not None: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_ServiceDetailReqType(r):
     # {urn:din:70121:2012:MsgBody}ServiceDetailReqType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_ServiceID = None
     try:
-        x = bits(2)
-        if x & 3: raise r.deviation('ServiceDetailReqType')
+        p += 2
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 3
+        if x & 3: raise r.deviation('ServiceDetailReqType', p)
         el = 'ServiceID'
-        f_ServiceID = r.uint()
-        if f_ServiceID > 65535: raise DecodeError(f'value {f_ServiceID} outside [0, 65535]', r.pos)
-        x = bits(2)
-        if x & 3: raise r.deviation('ServiceDetailReqType')
+        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            p += 8
+            f_ServiceID = (V >> (E - p)) & 127
+        else:
+            r.pos = p; f_ServiceID = r.uint(); p = r.pos
+        p += 2
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 3
+        if x & 3: raise r.deviation('ServiceDetailReqType', p)
+        if f_ServiceID > 65535: raise DecodeError(f'value {f_ServiceID} outside [0, 65535]', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgbody.ServiceDetailReqType(f_ServiceID)
 
 def _e_ServiceDetailReqType(w, o):
     # {urn:din:70121:2012:MsgBody}ServiceDetailReqType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_ServiceID = o.ServiceID
         if v_ServiceID is not None:
             el = 'ServiceID'
-            bits(0, 2)
             if v_ServiceID < 0 or v_ServiceID > 65535: raise EncodeError(f'value {v_ServiceID!r} outside [0, 65535]')
-            w.uint(v_ServiceID)
-            bits(0, 2)
+            v <<= 2
+            n += 2
+            if v_ServiceID < 128: v = (v << 8) | v_ServiceID; n += 8
+            else: w.v = v; w.n = n; w.uint(v_ServiceID); v = w.v; n = w.n
+            v <<= 2
+            n += 2
             v_ServiceID = None
             if v_ServiceID is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of ServiceID')
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_ServiceDetailResType(r):
     # {urn:din:70121:2012:MsgBody}ServiceDetailResType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_ResponseCode = None
     f_ServiceID = None
@@ -10513,36 +14857,52 @@ def _d_ServiceDetailResType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                x = bits(10)
-                if x & 775: raise r.deviation('ServiceDetailResType')
+                p += 10
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 1023
+                if x & 775: raise r.deviation('ServiceDetailResType', p)
                 el = 'ResponseCode'
                 f_ResponseCode = ((x >> 3) & 31)
-                if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.pos)
+                if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', p)
                 f_ResponseCode = _E6[f_ResponseCode]
                 el = 'ServiceID'
-                f_ServiceID = r.uint()
-                if f_ServiceID > 65535: raise DecodeError(f'value {f_ServiceID} outside [0, 65535]', r.pos)
-                if bits(1): raise r.deviation('ServiceDetailResType')
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    f_ServiceID = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; f_ServiceID = r.uint(); p = r.pos
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('ServiceDetailResType', p)
+                if f_ServiceID > 65535: raise DecodeError(f'value {f_ServiceID} outside [0, 65535]', p)
                 s = 2
             if s == 2:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'ServiceParameterList'
+                    r.pos = p
                     f_ServiceParameterList = _d_ServiceParameterListType(r)
-                    if bits(1): raise r.deviation('ServiceDetailResType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('ServiceDetailResType', p)
                     s = -1
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('ServiceDetailResType')
+                    raise r.deviation('ServiceDetailResType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgbody.ServiceDetailResType(f_ResponseCode, f_ServiceID, f_ServiceParameterList)
 
 def _e_ServiceDetailResType(w, o):
     # {urn:din:70121:2012:MsgBody}ServiceDetailResType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_ResponseCode = o.ResponseCode
@@ -10557,11 +14917,14 @@ def _e_ServiceDetailResType(w, o):
                     if _i29 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
                     if not (v_ServiceID is not None): raise EncodeError('missing content: ServiceID')
                     el = 'ServiceID'
-                    bits((_i29 << 3), 10)
-                    v_ResponseCode = None
                     if v_ServiceID < 0 or v_ServiceID > 65535: raise EncodeError(f'value {v_ServiceID!r} outside [0, 65535]')
-                    w.uint(v_ServiceID)
-                    bits(0, 1)
+                    v = (v << 10) | (_i29 << 3)
+                    n += 10
+                    v_ResponseCode = None
+                    if v_ServiceID < 128: v = (v << 8) | v_ServiceID; n += 8
+                    else: w.v = v; w.n = n; w.uint(v_ServiceID); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_ServiceID = None
                     s = 2
                 else:
@@ -10569,65 +14932,87 @@ def _e_ServiceDetailResType(w, o):
             if s == 2:
                 if v_ServiceParameterList is not None:
                     el = 'ServiceParameterList'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_ServiceParameterListType(w, v_ServiceParameterList)
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_ServiceParameterList = None
                     if v_ResponseCode is not None or v_ServiceID is not None or v_ServiceParameterList is not None: raise _leftover(o)
                     s = -1
                 elif True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_ResponseCode is not None or v_ServiceID is not None or v_ServiceParameterList is not None: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_ServiceParameterListType(r):
     # {urn:din:70121:2012:MsgDataTypes}ServiceParameterListType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_ParameterSet = []
     try:
         s = 0
         while s >= 0:
             if s == 0:
-                if bits(1): raise r.deviation('ServiceParameterListType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('ServiceParameterListType', p)
                 el = 'ParameterSet'
+                r.pos = p
                 _v = _d_ParameterSetType(r)
+                p = r.pos
                 f_ParameterSet.append(_v)
                 s = 1
             if s == 1:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'ParameterSet'
+                    r.pos = p
                     _v = _d_ParameterSetType(r)
+                    p = r.pos
                     f_ParameterSet.append(_v)
                     s = 2
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('ServiceParameterListType')
+                    raise r.deviation('ServiceParameterListType', p)
             if s == 2:
                 while True:
-                    ec = bits(2)
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'ParameterSet'
+                        r.pos = p
                         _v = _d_ParameterSetType(r)
+                        p = r.pos
                         f_ParameterSet.append(_v)
                     elif ec == 1:
                         pass
                         s = -1
                         break
                     else:
-                        raise r.deviation('ServiceParameterListType')
+                        raise r.deviation('ServiceParameterListType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdatatypes.ServiceParameterListType(f_ParameterSet)
 
 def _e_ServiceParameterListType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}ServiceParameterListType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_ParameterSet = o.ParameterSet
@@ -10638,8 +15023,11 @@ def _e_ServiceParameterListType(w, o):
             if s == 0:
                 if i_ParameterSet < n_ParameterSet:
                     el = 'ParameterSet'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
+                    w.v = v; w.n = n
                     _e_ParameterSetType(w, v_ParameterSet[i_ParameterSet])
+                    v = w.v; n = w.n
                     i_ParameterSet += 1
                     s = 1
                 else:
@@ -10647,32 +15035,43 @@ def _e_ServiceParameterListType(w, o):
             if s == 1:
                 if i_ParameterSet < n_ParameterSet:
                     el = 'ParameterSet'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_ParameterSetType(w, v_ParameterSet[i_ParameterSet])
+                    v = w.v; n = w.n
                     i_ParameterSet += 1
                     s = 2
                 elif True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if i_ParameterSet < n_ParameterSet: raise _leftover(o)
                     s = -1
             if s == 2:
                 while True:
                     if i_ParameterSet < n_ParameterSet:
                         el = 'ParameterSet'
-                        bits(0, 2)
+                        v <<= 2
+                        n += 2
+                        w.v = v; w.n = n
                         _e_ParameterSetType(w, v_ParameterSet[i_ParameterSet])
+                        v = w.v; n = w.n
                         i_ParameterSet += 1
                     elif True:
-                        bits(1, 2)
+                        v = (v << 2) | 1
+                        n += 2
                         if i_ParameterSet < n_ParameterSet: raise _leftover(o)
                         s = -1
                         break
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_ParameterSetType(r):
     # {urn:din:70121:2012:MsgDataTypes}ParameterSetType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_ParameterSetID = None
     f_Parameter = []
@@ -10680,51 +15079,77 @@ def _d_ParameterSetType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                x = bits(3)
-                if x & 6: raise r.deviation('ParameterSetType')
+                p += 3
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 7
+                if x & 6: raise r.deviation('ParameterSetType', p)
                 el = 'ParameterSetID'
                 _neg = (x & 1)
-                f_ParameterSetID = r.uint()
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    f_ParameterSetID = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; f_ParameterSetID = r.uint(); p = r.pos
+                p += 2
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('ParameterSetType', p)
                 if _neg: f_ParameterSetID = -f_ParameterSetID - 1
-                if f_ParameterSetID < -32768 or f_ParameterSetID > 32767: raise DecodeError(f'value {f_ParameterSetID} outside [-32768, 32767]', r.pos)
-                x = bits(2)
-                if x & 3: raise r.deviation('ParameterSetType')
+                if f_ParameterSetID < -32768 or f_ParameterSetID > 32767: raise DecodeError(f'value {f_ParameterSetID} outside [-32768, 32767]', p)
                 el = 'Parameter'
+                r.pos = p
                 _v = _d_ParameterType(r)
+                p = r.pos
+                r.pos = p
                 f_Parameter.append(_v)
+                p = r.pos
                 s = 2
             if s == 2:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'Parameter'
+                    r.pos = p
                     _v = _d_ParameterType(r)
+                    p = r.pos
+                    r.pos = p
                     f_Parameter.append(_v)
+                    p = r.pos
                     s = 3
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('ParameterSetType')
+                    raise r.deviation('ParameterSetType', p)
             if s == 3:
                 while True:
-                    ec = bits(2)
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'Parameter'
+                        r.pos = p
                         _v = _d_ParameterType(r)
+                        p = r.pos
+                        r.pos = p
                         f_Parameter.append(_v)
+                        p = r.pos
                     elif ec == 1:
                         pass
                         s = -1
                         break
                     else:
-                        raise r.deviation('ParameterSetType')
+                        raise r.deviation('ParameterSetType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdatatypes.ParameterSetType(f_ParameterSetID, f_Parameter)
 
 def _e_ParameterSetType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}ParameterSetType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_ParameterSetID = o.ParameterSetID
@@ -10737,13 +15162,19 @@ def _e_ParameterSetType(w, o):
                 if v_ParameterSetID is not None:
                     el = 'ParameterSetID'
                     if v_ParameterSetID < -32768 or v_ParameterSetID > 32767: raise EncodeError(f'value {v_ParameterSetID!r} outside [-32768, 32767]')
-                    bits((v_ParameterSetID < 0), 3)
-                    w.uint(-v_ParameterSetID - 1 if v_ParameterSetID < 0 else v_ParameterSetID)
+                    v = (v << 3) | (v_ParameterSetID < 0)
+                    n += 3
+                    _m = (-v_ParameterSetID - 1 if v_ParameterSetID < 0 else v_ParameterSetID)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (i_Parameter < n_Parameter): raise EncodeError('missing content: Parameter')
                     el = 'Parameter'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
                     v_ParameterSetID = None
+                    w.v = v; w.n = n
                     _e_ParameterType(w, v_Parameter[i_Parameter])
+                    v = w.v; n = w.n
                     i_Parameter += 1
                     s = 2
                 else:
@@ -10751,32 +15182,43 @@ def _e_ParameterSetType(w, o):
             if s == 2:
                 if i_Parameter < n_Parameter:
                     el = 'Parameter'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_ParameterType(w, v_Parameter[i_Parameter])
+                    v = w.v; n = w.n
                     i_Parameter += 1
                     s = 3
                 elif True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_ParameterSetID is not None or i_Parameter < n_Parameter: raise _leftover(o)
                     s = -1
             if s == 3:
                 while True:
                     if i_Parameter < n_Parameter:
                         el = 'Parameter'
-                        bits(0, 2)
+                        v <<= 2
+                        n += 2
+                        w.v = v; w.n = n
                         _e_ParameterType(w, v_Parameter[i_Parameter])
+                        v = w.v; n = w.n
                         i_Parameter += 1
                     elif True:
-                        bits(1, 2)
+                        v = (v << 2) | 1
+                        n += 2
                         if v_ParameterSetID is not None or i_Parameter < n_Parameter: raise _leftover(o)
                         s = -1
                         break
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_ParameterType(r):
     # {urn:din:70121:2012:MsgDataTypes}ParameterType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Name = None
     f_ValueType = None
@@ -10790,73 +15232,113 @@ def _d_ParameterType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                if bits(1): raise r.deviation('ParameterType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('ParameterType', p)
                 el = '@Name'
+                r.pos = p
                 f_Name = r.string(99)
-                x = bits(4)
-                if x & 8: raise r.deviation('ParameterType')
+                p = r.pos
+                p += 4
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 15
+                if x & 8: raise r.deviation('ParameterType', p)
                 el = '@ValueType'
                 f_ValueType = (x & 7)
-                if f_ValueType >= 6: raise DecodeError(f'enumeration index {f_ValueType} out of range (6 values)', r.pos)
+                if f_ValueType >= 6: raise DecodeError(f'enumeration index {f_ValueType} out of range (6 values)', p)
                 f_ValueType = _E22[f_ValueType]
                 s = 2
             if s == 2:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    x = bits(4)
-                    if x & 11: raise r.deviation('ParameterType')
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 15
+                    if x & 11: raise r.deviation('ParameterType', p)
                     el = 'boolValue'
                     f_boolValue = ((x >> 2) & 1) == 1
                     s = -1
                 elif ec == 1:
-                    x = bits(11)
-                    if x & 1027: raise r.deviation('ParameterType')
+                    p += 11
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 2047
+                    if x & 1027: raise r.deviation('ParameterType', p)
                     el = 'byteValue'
                     f_byteValue = ((x >> 2) & 255) + -128
                     s = -1
                 elif ec == 2:
-                    x = bits(2)
-                    if x & 2: raise r.deviation('ParameterType')
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 2: raise r.deviation('ParameterType', p)
                     el = 'shortValue'
                     _neg = (x & 1)
-                    f_shortValue = r.uint()
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        f_shortValue = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; f_shortValue = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('ParameterType', p)
                     if _neg: f_shortValue = -f_shortValue - 1
-                    if f_shortValue < -32768 or f_shortValue > 32767: raise DecodeError(f'value {f_shortValue} outside [-32768, 32767]', r.pos)
-                    x = bits(2)
-                    if x & 3: raise r.deviation('ParameterType')
+                    if f_shortValue < -32768 or f_shortValue > 32767: raise DecodeError(f'value {f_shortValue} outside [-32768, 32767]', p)
                     s = -1
                 elif ec == 3:
-                    x = bits(2)
-                    if x & 2: raise r.deviation('ParameterType')
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 2: raise r.deviation('ParameterType', p)
                     el = 'intValue'
                     _neg = (x & 1)
-                    f_intValue = r.uint()
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        f_intValue = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; f_intValue = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('ParameterType', p)
                     if _neg: f_intValue = -f_intValue - 1
-                    if f_intValue < -2147483648 or f_intValue > 2147483647: raise DecodeError(f'value {f_intValue} outside [-2147483648, 2147483647]', r.pos)
-                    x = bits(2)
-                    if x & 3: raise r.deviation('ParameterType')
+                    if f_intValue < -2147483648 or f_intValue > 2147483647: raise DecodeError(f'value {f_intValue} outside [-2147483648, 2147483647]', p)
                     s = -1
                 elif ec == 4:
                     el = 'physicalValue'
+                    r.pos = p
                     f_physicalValue = _d_PhysicalValueType(r)
-                    if bits(1): raise r.deviation('ParameterType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('ParameterType', p)
                     s = -1
                 elif ec == 5:
-                    if bits(1): raise r.deviation('ParameterType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('ParameterType', p)
                     el = 'stringValue'
+                    r.pos = p
                     f_stringValue = r.string(105)
-                    x = bits(2)
-                    if x & 3: raise r.deviation('ParameterType')
+                    p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('ParameterType', p)
                     s = -1
                 else:
-                    raise r.deviation('ParameterType')
+                    raise r.deviation('ParameterType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdatatypes.ParameterType(f_Name, f_ValueType, f_boolValue, f_byteValue, f_shortValue, f_intValue, f_physicalValue, f_stringValue)
 
 def _e_ParameterType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}ParameterType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Name = o.Name
@@ -10872,13 +15354,17 @@ def _e_ParameterType(w, o):
             if s == 0:
                 if v_Name is not None:
                     el = '@Name'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
+                    w.v = v; w.n = n
                     w.string(v_Name)
+                    v = w.v; n = w.n
                     if not (v_ValueType is not None): raise EncodeError('missing content: ValueType')
                     el = '@ValueType'
                     _i30 = _I23.get(v_ValueType)
                     if _i30 is None: raise EncodeError(f'{v_ValueType!r} is not one of the enumeration valueType')
-                    bits(_i30, 4)
+                    v = (v << 4) | _i30
+                    n += 4
                     v_Name = None
                     v_ValueType = None
                     s = 2
@@ -10888,59 +15374,80 @@ def _e_ParameterType(w, o):
                 if v_boolValue is not None:
                     el = 'boolValue'
                     if v_boolValue is not True and v_boolValue is not False: raise EncodeError(f'expected a bool, got {v_boolValue!r}')
-                    bits((v_boolValue << 2), 7)
+                    v = (v << 7) | (v_boolValue << 2)
+                    n += 7
                     v_boolValue = None
                     if v_Name is not None or v_ValueType is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
                     s = -1
                 elif v_byteValue is not None:
                     el = 'byteValue'
                     if not -128 <= v_byteValue <= 127: raise EncodeError(f'value {v_byteValue!r} outside [-128, 127]')
-                    bits((1 << 11) | ((v_byteValue - -128) << 2), 14)
+                    v = (v << 14) | (1 << 11) | ((v_byteValue - -128) << 2)
+                    n += 14
                     v_byteValue = None
                     if v_Name is not None or v_ValueType is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
                     s = -1
                 elif v_shortValue is not None:
                     el = 'shortValue'
                     if v_shortValue < -32768 or v_shortValue > 32767: raise EncodeError(f'value {v_shortValue!r} outside [-32768, 32767]')
-                    bits((2 << 2) | (v_shortValue < 0), 5)
-                    w.uint(-v_shortValue - 1 if v_shortValue < 0 else v_shortValue)
-                    bits(0, 2)
+                    v = (v << 5) | (2 << 2) | (v_shortValue < 0)
+                    n += 5
+                    _m = (-v_shortValue - 1 if v_shortValue < 0 else v_shortValue)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
                     v_shortValue = None
                     if v_Name is not None or v_ValueType is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
                     s = -1
                 elif v_intValue is not None:
                     el = 'intValue'
                     if v_intValue < -2147483648 or v_intValue > 2147483647: raise EncodeError(f'value {v_intValue!r} outside [-2147483648, 2147483647]')
-                    bits((3 << 2) | (v_intValue < 0), 5)
-                    w.uint(-v_intValue - 1 if v_intValue < 0 else v_intValue)
-                    bits(0, 2)
+                    v = (v << 5) | (3 << 2) | (v_intValue < 0)
+                    n += 5
+                    _m = (-v_intValue - 1 if v_intValue < 0 else v_intValue)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
                     v_intValue = None
                     if v_Name is not None or v_ValueType is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
                     s = -1
                 elif v_physicalValue is not None:
                     el = 'physicalValue'
-                    bits(4, 3)
+                    v = (v << 3) | 4
+                    n += 3
+                    w.v = v; w.n = n
                     _e_PhysicalValueType(w, v_physicalValue)
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_physicalValue = None
                     if v_Name is not None or v_ValueType is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
                     s = -1
                 elif v_stringValue is not None:
                     el = 'stringValue'
-                    bits((5 << 1), 4)
+                    v = (v << 4) | (5 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.string(v_stringValue)
-                    bits(0, 2)
+                    v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
                     v_stringValue = None
                     if v_Name is not None or v_ValueType is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
                     s = -1
                 else:
                     raise EncodeError('missing content: expected one of boolValue, byteValue, shortValue, intValue, physicalValue, stringValue')
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_ServiceDiscoveryReqType(r):
     # {urn:din:70121:2012:MsgBody}ServiceDiscoveryReqType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_ServiceScope = None
     f_ServiceCategory = None
@@ -10948,17 +15455,27 @@ def _d_ServiceDiscoveryReqType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    if bits(1): raise r.deviation('ServiceDiscoveryReqType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('ServiceDiscoveryReqType', p)
                     el = 'ServiceScope'
+                    r.pos = p
                     f_ServiceScope = r.string(106)
                     if len(f_ServiceScope) > 32: raise DecodeError(f'length {len(f_ServiceScope)} outside [0, 32]', r.pos)
-                    if bits(1): raise r.deviation('ServiceDiscoveryReqType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('ServiceDiscoveryReqType', p)
                     s = 1
                 elif ec == 1:
-                    x = bits(4)
-                    if x & 9: raise r.deviation('ServiceDiscoveryReqType')
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 15
+                    if x & 9: raise r.deviation('ServiceDiscoveryReqType', p)
                     el = 'ServiceCategory'
                     f_ServiceCategory = _E20[((x >> 1) & 3)]
                     s = 2
@@ -10966,12 +15483,16 @@ def _d_ServiceDiscoveryReqType(r):
                     pass
                     s = -1
                 else:
-                    raise r.deviation('ServiceDiscoveryReqType')
+                    raise r.deviation('ServiceDiscoveryReqType', p)
             if s == 1:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    x = bits(4)
-                    if x & 9: raise r.deviation('ServiceDiscoveryReqType')
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 15
+                    if x & 9: raise r.deviation('ServiceDiscoveryReqType', p)
                     el = 'ServiceCategory'
                     f_ServiceCategory = _E20[((x >> 1) & 3)]
                     s = 2
@@ -10979,17 +15500,21 @@ def _d_ServiceDiscoveryReqType(r):
                     pass
                     s = -1
                 else:
-                    raise r.deviation('ServiceDiscoveryReqType')
+                    raise r.deviation('ServiceDiscoveryReqType', p)
             if s == 2:
-                if bits(1): raise r.deviation('ServiceDiscoveryReqType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('ServiceDiscoveryReqType', p)
                 s = -1
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgbody.ServiceDiscoveryReqType(f_ServiceScope, f_ServiceCategory)
 
 def _e_ServiceDiscoveryReqType(w, o):
     # {urn:din:70121:2012:MsgBody}ServiceDiscoveryReqType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_ServiceScope = o.ServiceScope
@@ -10999,21 +15524,27 @@ def _e_ServiceDiscoveryReqType(w, o):
             if s == 0:
                 if v_ServiceScope is not None:
                     el = 'ServiceScope'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     if len(v_ServiceScope) > 32: raise EncodeError(f'length {len(v_ServiceScope)} outside [0, 32]')
                     w.string(v_ServiceScope)
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_ServiceScope = None
                     s = 1
                 elif v_ServiceCategory is not None:
                     el = 'ServiceCategory'
                     _i31 = _I21.get(v_ServiceCategory)
                     if _i31 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                    bits((1 << 4) | (_i31 << 1), 6)
+                    v = (v << 6) | (1 << 4) | (_i31 << 1)
+                    n += 6
                     v_ServiceCategory = None
                     s = 2
                 elif True:
-                    bits(2, 2)
+                    v = (v << 2) | 2
+                    n += 2
                     if v_ServiceScope is not None or v_ServiceCategory is not None: raise _leftover(o)
                     s = -1
             if s == 1:
@@ -11021,24 +15552,30 @@ def _e_ServiceDiscoveryReqType(w, o):
                     el = 'ServiceCategory'
                     _i32 = _I21.get(v_ServiceCategory)
                     if _i32 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                    bits((_i32 << 1), 6)
+                    v = (v << 6) | (_i32 << 1)
+                    n += 6
                     v_ServiceCategory = None
                     s = 2
                 elif True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_ServiceScope is not None or v_ServiceCategory is not None: raise _leftover(o)
                     s = -1
             if s == 2:
                 if True:
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
                     if v_ServiceScope is not None or v_ServiceCategory is not None: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_ServiceDiscoveryResType(r):
     # {urn:din:70121:2012:MsgBody}ServiceDiscoveryResType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_ResponseCode = None
     f_PaymentOptions = None
@@ -11048,37 +15585,53 @@ def _d_ServiceDiscoveryResType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                x = bits(9)
-                if x & 387: raise r.deviation('ServiceDiscoveryResType')
+                p += 9
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 511
+                if x & 387: raise r.deviation('ServiceDiscoveryResType', p)
                 el = 'ResponseCode'
                 f_ResponseCode = ((x >> 2) & 31)
-                if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.pos)
+                if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', p)
                 f_ResponseCode = _E6[f_ResponseCode]
                 el = 'PaymentOptions'
+                r.pos = p
                 f_PaymentOptions = _d_PaymentOptionsType(r)
-                if bits(1): raise r.deviation('ServiceDiscoveryResType')
+                p = r.pos
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('ServiceDiscoveryResType', p)
                 el = 'ChargeService'
+                r.pos = p
                 f_ChargeService = _d_ServiceChargeType(r)
+                p = r.pos
                 s = 3
             if s == 3:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'ServiceList'
+                    r.pos = p
                     f_ServiceList = _d_ServiceTagListType(r)
-                    if bits(1): raise r.deviation('ServiceDiscoveryResType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('ServiceDiscoveryResType', p)
                     s = -1
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('ServiceDiscoveryResType')
+                    raise r.deviation('ServiceDiscoveryResType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgbody.ServiceDiscoveryResType(f_ResponseCode, f_PaymentOptions, f_ChargeService, f_ServiceList)
 
 def _e_ServiceDiscoveryResType(w, o):
     # {urn:din:70121:2012:MsgBody}ServiceDiscoveryResType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_ResponseCode = o.ResponseCode
@@ -11094,14 +15647,20 @@ def _e_ServiceDiscoveryResType(w, o):
                     if _i33 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
                     if not (v_PaymentOptions is not None): raise EncodeError('missing content: PaymentOptions')
                     el = 'PaymentOptions'
-                    bits((_i33 << 2), 9)
+                    v = (v << 9) | (_i33 << 2)
+                    n += 9
                     v_ResponseCode = None
+                    w.v = v; w.n = n
                     _e_PaymentOptionsType(w, v_PaymentOptions)
+                    v = w.v; n = w.n
                     if not (v_ChargeService is not None): raise EncodeError('missing content: ChargeService')
                     el = 'ChargeService'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
                     v_PaymentOptions = None
+                    w.v = v; w.n = n
                     _e_ServiceChargeType(w, v_ChargeService)
+                    v = w.v; n = w.n
                     v_ChargeService = None
                     s = 3
                 else:
@@ -11109,39 +15668,53 @@ def _e_ServiceDiscoveryResType(w, o):
             if s == 3:
                 if v_ServiceList is not None:
                     el = 'ServiceList'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_ServiceTagListType(w, v_ServiceList)
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_ServiceList = None
                     if v_ResponseCode is not None or v_PaymentOptions is not None or v_ChargeService is not None or v_ServiceList is not None: raise _leftover(o)
                     s = -1
                 elif True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_ResponseCode is not None or v_PaymentOptions is not None or v_ChargeService is not None or v_ServiceList is not None: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_PaymentOptionsType(r):
     # {urn:din:70121:2012:MsgDataTypes}PaymentOptionsType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_PaymentOption = []
     try:
         s = 0
         while s >= 0:
             if s == 0:
-                x = bits(4)
-                if x & 13: raise r.deviation('PaymentOptionsType')
+                p += 4
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 15
+                if x & 13: raise r.deviation('PaymentOptionsType', p)
                 el = 'PaymentOption'
                 _v = _E24[((x >> 1) & 1)]
                 f_PaymentOption.append(_v)
                 s = 1
             if s == 1:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    x = bits(3)
-                    if x & 5: raise r.deviation('PaymentOptionsType')
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 5: raise r.deviation('PaymentOptionsType', p)
                     el = 'PaymentOption'
                     _v = _E24[((x >> 1) & 1)]
                     f_PaymentOption.append(_v)
@@ -11150,13 +15723,17 @@ def _d_PaymentOptionsType(r):
                     pass
                     s = -1
                 else:
-                    raise r.deviation('PaymentOptionsType')
+                    raise r.deviation('PaymentOptionsType', p)
             if s == 2:
                 while True:
-                    ec = bits(2)
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 3
                     if ec == 0:
-                        x = bits(3)
-                        if x & 5: raise r.deviation('PaymentOptionsType')
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 7
+                        if x & 5: raise r.deviation('PaymentOptionsType', p)
                         el = 'PaymentOption'
                         _v = _E24[((x >> 1) & 1)]
                         f_PaymentOption.append(_v)
@@ -11165,14 +15742,16 @@ def _d_PaymentOptionsType(r):
                         s = -1
                         break
                     else:
-                        raise r.deviation('PaymentOptionsType')
+                        raise r.deviation('PaymentOptionsType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdatatypes.PaymentOptionsType(f_PaymentOption)
 
 def _e_PaymentOptionsType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}PaymentOptionsType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_PaymentOption = o.PaymentOption
@@ -11185,7 +15764,8 @@ def _e_PaymentOptionsType(w, o):
                     el = 'PaymentOption'
                     _i34 = _I25.get(v_PaymentOption[i_PaymentOption])
                     if _i34 is None: raise EncodeError(f'{v_PaymentOption[i_PaymentOption]!r} is not one of the enumeration paymentOptionType')
-                    bits((_i34 << 1), 4)
+                    v = (v << 4) | (_i34 << 1)
+                    n += 4
                     i_PaymentOption += 1
                     s = 1
                 else:
@@ -11195,11 +15775,13 @@ def _e_PaymentOptionsType(w, o):
                     el = 'PaymentOption'
                     _i35 = _I25.get(v_PaymentOption[i_PaymentOption])
                     if _i35 is None: raise EncodeError(f'{v_PaymentOption[i_PaymentOption]!r} is not one of the enumeration paymentOptionType')
-                    bits((_i35 << 1), 5)
+                    v = (v << 5) | (_i35 << 1)
+                    n += 5
                     i_PaymentOption += 1
                     s = 2
                 elif True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if i_PaymentOption < n_PaymentOption: raise _leftover(o)
                     s = -1
             if s == 2:
@@ -11208,62 +15790,81 @@ def _e_PaymentOptionsType(w, o):
                         el = 'PaymentOption'
                         _i36 = _I25.get(v_PaymentOption[i_PaymentOption])
                         if _i36 is None: raise EncodeError(f'{v_PaymentOption[i_PaymentOption]!r} is not one of the enumeration paymentOptionType')
-                        bits((_i36 << 1), 5)
+                        v = (v << 5) | (_i36 << 1)
+                        n += 5
                         i_PaymentOption += 1
                     elif True:
-                        bits(1, 2)
+                        v = (v << 2) | 1
+                        n += 2
                         if i_PaymentOption < n_PaymentOption: raise _leftover(o)
                         s = -1
                         break
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_ServiceTagListType(r):
     # {urn:din:70121:2012:MsgDataTypes}ServiceTagListType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Service = []
     try:
         s = 0
         while s >= 0:
             if s == 0:
-                if bits(1): raise r.deviation('ServiceTagListType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('ServiceTagListType', p)
                 el = 'Service'
+                r.pos = p
                 _v = _d_ServiceType(r)
+                p = r.pos
                 f_Service.append(_v)
                 s = 1
             if s == 1:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'Service'
+                    r.pos = p
                     _v = _d_ServiceType(r)
+                    p = r.pos
                     f_Service.append(_v)
                     s = 2
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('ServiceTagListType')
+                    raise r.deviation('ServiceTagListType', p)
             if s == 2:
                 while True:
-                    ec = bits(2)
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'Service'
+                        r.pos = p
                         _v = _d_ServiceType(r)
+                        p = r.pos
                         f_Service.append(_v)
                     elif ec == 1:
                         pass
                         s = -1
                         break
                     else:
-                        raise r.deviation('ServiceTagListType')
+                        raise r.deviation('ServiceTagListType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdatatypes.ServiceTagListType(f_Service)
 
 def _e_ServiceTagListType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}ServiceTagListType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Service = o.Service
@@ -11274,8 +15875,11 @@ def _e_ServiceTagListType(w, o):
             if s == 0:
                 if i_Service < n_Service:
                     el = 'Service'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
+                    w.v = v; w.n = n
                     _e_ServiceType(w, v_Service[i_Service])
+                    v = w.v; n = w.n
                     i_Service += 1
                     s = 1
                 else:
@@ -11283,50 +15887,69 @@ def _e_ServiceTagListType(w, o):
             if s == 1:
                 if i_Service < n_Service:
                     el = 'Service'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_ServiceType(w, v_Service[i_Service])
+                    v = w.v; n = w.n
                     i_Service += 1
                     s = 2
                 elif True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if i_Service < n_Service: raise _leftover(o)
                     s = -1
             if s == 2:
                 while True:
                     if i_Service < n_Service:
                         el = 'Service'
-                        bits(0, 2)
+                        v <<= 2
+                        n += 2
+                        w.v = v; w.n = n
                         _e_ServiceType(w, v_Service[i_Service])
+                        v = w.v; n = w.n
                         i_Service += 1
                     elif True:
-                        bits(1, 2)
+                        v = (v << 2) | 1
+                        n += 2
                         if i_Service < n_Service: raise _leftover(o)
                         s = -1
                         break
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_ServicePaymentSelectionReqType(r):
     # {urn:din:70121:2012:MsgBody}ServicePaymentSelectionReqType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_SelectedPaymentOption = None
     f_SelectedServiceList = None
     try:
-        x = bits(5)
-        if x & 27: raise r.deviation('ServicePaymentSelectionReqType')
+        p += 5
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 31
+        if x & 27: raise r.deviation('ServicePaymentSelectionReqType', p)
         el = 'SelectedPaymentOption'
         f_SelectedPaymentOption = _E24[((x >> 2) & 1)]
         el = 'SelectedServiceList'
+        r.pos = p
         f_SelectedServiceList = _d_SelectedServiceListType(r)
-        if bits(1): raise r.deviation('ServicePaymentSelectionReqType')
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('ServicePaymentSelectionReqType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgbody.ServicePaymentSelectionReqType(f_SelectedPaymentOption, f_SelectedServiceList)
 
 def _e_ServicePaymentSelectionReqType(w, o):
     # {urn:din:70121:2012:MsgBody}ServicePaymentSelectionReqType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_SelectedPaymentOption = o.SelectedPaymentOption
@@ -11337,63 +15960,84 @@ def _e_ServicePaymentSelectionReqType(w, o):
             if _i37 is None: raise EncodeError(f'{v_SelectedPaymentOption!r} is not one of the enumeration paymentOptionType')
             if not (v_SelectedServiceList is not None): raise EncodeError('missing content: SelectedServiceList')
             el = 'SelectedServiceList'
-            bits((_i37 << 2), 5)
+            v = (v << 5) | (_i37 << 2)
+            n += 5
             v_SelectedPaymentOption = None
+            w.v = v; w.n = n
             _e_SelectedServiceListType(w, v_SelectedServiceList)
-            bits(0, 1)
+            v = w.v; n = w.n
+            v <<= 1
+            n += 1
             v_SelectedServiceList = None
             if v_SelectedPaymentOption is not None or v_SelectedServiceList is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of SelectedPaymentOption')
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_SelectedServiceListType(r):
     # {urn:din:70121:2012:MsgDataTypes}SelectedServiceListType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_SelectedService = []
     try:
         s = 0
         while s >= 0:
             if s == 0:
-                if bits(1): raise r.deviation('SelectedServiceListType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('SelectedServiceListType', p)
                 el = 'SelectedService'
+                r.pos = p
                 _v = _d_SelectedServiceType(r)
+                p = r.pos
                 f_SelectedService.append(_v)
                 s = 1
             if s == 1:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'SelectedService'
+                    r.pos = p
                     _v = _d_SelectedServiceType(r)
+                    p = r.pos
                     f_SelectedService.append(_v)
                     s = 2
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('SelectedServiceListType')
+                    raise r.deviation('SelectedServiceListType', p)
             if s == 2:
                 while True:
-                    ec = bits(2)
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'SelectedService'
+                        r.pos = p
                         _v = _d_SelectedServiceType(r)
+                        p = r.pos
                         f_SelectedService.append(_v)
                     elif ec == 1:
                         pass
                         s = -1
                         break
                     else:
-                        raise r.deviation('SelectedServiceListType')
+                        raise r.deviation('SelectedServiceListType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdatatypes.SelectedServiceListType(f_SelectedService)
 
 def _e_SelectedServiceListType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}SelectedServiceListType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_SelectedService = o.SelectedService
@@ -11404,8 +16048,11 @@ def _e_SelectedServiceListType(w, o):
             if s == 0:
                 if i_SelectedService < n_SelectedService:
                     el = 'SelectedService'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
+                    w.v = v; w.n = n
                     _e_SelectedServiceType(w, v_SelectedService[i_SelectedService])
+                    v = w.v; n = w.n
                     i_SelectedService += 1
                     s = 1
                 else:
@@ -11413,32 +16060,43 @@ def _e_SelectedServiceListType(w, o):
             if s == 1:
                 if i_SelectedService < n_SelectedService:
                     el = 'SelectedService'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_SelectedServiceType(w, v_SelectedService[i_SelectedService])
+                    v = w.v; n = w.n
                     i_SelectedService += 1
                     s = 2
                 elif True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if i_SelectedService < n_SelectedService: raise _leftover(o)
                     s = -1
             if s == 2:
                 while True:
                     if i_SelectedService < n_SelectedService:
                         el = 'SelectedService'
-                        bits(0, 2)
+                        v <<= 2
+                        n += 2
+                        w.v = v; w.n = n
                         _e_SelectedServiceType(w, v_SelectedService[i_SelectedService])
+                        v = w.v; n = w.n
                         i_SelectedService += 1
                     elif True:
-                        bits(1, 2)
+                        v = (v << 2) | 1
+                        n += 2
                         if i_SelectedService < n_SelectedService: raise _leftover(o)
                         s = -1
                         break
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_SelectedServiceType(r):
     # {urn:din:70121:2012:MsgDataTypes}SelectedServiceType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_ServiceID = None
     f_ParameterSetID = None
@@ -11446,38 +16104,58 @@ def _d_SelectedServiceType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                x = bits(2)
-                if x & 3: raise r.deviation('SelectedServiceType')
+                p += 2
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('SelectedServiceType', p)
                 el = 'ServiceID'
-                f_ServiceID = r.uint()
-                if f_ServiceID > 65535: raise DecodeError(f'value {f_ServiceID} outside [0, 65535]', r.pos)
-                if bits(1): raise r.deviation('SelectedServiceType')
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    f_ServiceID = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; f_ServiceID = r.uint(); p = r.pos
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('SelectedServiceType', p)
+                if f_ServiceID > 65535: raise DecodeError(f'value {f_ServiceID} outside [0, 65535]', p)
                 s = 1
             if s == 1:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    x = bits(2)
-                    if x & 2: raise r.deviation('SelectedServiceType')
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 2: raise r.deviation('SelectedServiceType', p)
                     el = 'ParameterSetID'
                     _neg = (x & 1)
-                    f_ParameterSetID = r.uint()
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        f_ParameterSetID = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; f_ParameterSetID = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('SelectedServiceType', p)
                     if _neg: f_ParameterSetID = -f_ParameterSetID - 1
-                    if f_ParameterSetID < -32768 or f_ParameterSetID > 32767: raise DecodeError(f'value {f_ParameterSetID} outside [-32768, 32767]', r.pos)
-                    x = bits(2)
-                    if x & 3: raise r.deviation('SelectedServiceType')
+                    if f_ParameterSetID < -32768 or f_ParameterSetID > 32767: raise DecodeError(f'value {f_ParameterSetID} outside [-32768, 32767]', p)
                     s = -1
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('SelectedServiceType')
+                    raise r.deviation('SelectedServiceType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdatatypes.SelectedServiceType(f_ServiceID, f_ParameterSetID)
 
 def _e_SelectedServiceType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}SelectedServiceType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_ServiceID = o.ServiceID
@@ -11487,10 +16165,13 @@ def _e_SelectedServiceType(w, o):
             if s == 0:
                 if v_ServiceID is not None:
                     el = 'ServiceID'
-                    bits(0, 2)
                     if v_ServiceID < 0 or v_ServiceID > 65535: raise EncodeError(f'value {v_ServiceID!r} outside [0, 65535]')
-                    w.uint(v_ServiceID)
-                    bits(0, 1)
+                    v <<= 2
+                    n += 2
+                    if v_ServiceID < 128: v = (v << 8) | v_ServiceID; n += 8
+                    else: w.v = v; w.n = n; w.uint(v_ServiceID); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_ServiceID = None
                     s = 1
                 else:
@@ -11499,38 +16180,50 @@ def _e_SelectedServiceType(w, o):
                 if v_ParameterSetID is not None:
                     el = 'ParameterSetID'
                     if v_ParameterSetID < -32768 or v_ParameterSetID > 32767: raise EncodeError(f'value {v_ParameterSetID!r} outside [-32768, 32767]')
-                    bits((v_ParameterSetID < 0), 4)
-                    w.uint(-v_ParameterSetID - 1 if v_ParameterSetID < 0 else v_ParameterSetID)
-                    bits(0, 2)
+                    v = (v << 4) | (v_ParameterSetID < 0)
+                    n += 4
+                    _m = (-v_ParameterSetID - 1 if v_ParameterSetID < 0 else v_ParameterSetID)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
                     v_ParameterSetID = None
                     if v_ServiceID is not None or v_ParameterSetID is not None: raise _leftover(o)
                     s = -1
                 elif True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_ServiceID is not None or v_ParameterSetID is not None: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_ServicePaymentSelectionResType(r):
     # {urn:din:70121:2012:MsgBody}ServicePaymentSelectionResType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_ResponseCode = None
     try:
-        x = bits(9)
-        if x & 387: raise r.deviation('ServicePaymentSelectionResType')
+        p += 9
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 511
+        if x & 387: raise r.deviation('ServicePaymentSelectionResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 31)
-        if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.pos)
+        if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', p)
         f_ResponseCode = _E6[f_ResponseCode]
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgbody.ServicePaymentSelectionResType(f_ResponseCode)
 
 def _e_ServicePaymentSelectionResType(w, o):
     # {urn:din:70121:2012:MsgBody}ServicePaymentSelectionResType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_ResponseCode = o.ResponseCode
@@ -11538,53 +16231,72 @@ def _e_ServicePaymentSelectionResType(w, o):
             el = 'ResponseCode'
             _i38 = _I8.get(v_ResponseCode)
             if _i38 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-            bits((_i38 << 2), 9)
+            v = (v << 9) | (_i38 << 2)
+            n += 9
             v_ResponseCode = None
             if v_ResponseCode is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_SessionSetupReqType(r):
     # {urn:din:70121:2012:MsgBody}SessionSetupReqType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_EVCCID = None
     try:
-        x = bits(2)
-        if x & 3: raise r.deviation('SessionSetupReqType')
+        p += 2
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 3
+        if x & 3: raise r.deviation('SessionSetupReqType', p)
         el = 'EVCCID'
+        r.pos = p
         f_EVCCID = r.binary()
         if len(f_EVCCID) > 8: raise DecodeError(f'length {len(f_EVCCID)} outside [0, 8]', r.pos)
-        x = bits(2)
-        if x & 3: raise r.deviation('SessionSetupReqType')
+        p = r.pos
+        p += 2
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 3
+        if x & 3: raise r.deviation('SessionSetupReqType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgbody.SessionSetupReqType(f_EVCCID)
 
 def _e_SessionSetupReqType(w, o):
     # {urn:din:70121:2012:MsgBody}SessionSetupReqType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_EVCCID = o.EVCCID
         if v_EVCCID is not None:
             el = 'EVCCID'
-            bits(0, 2)
+            v <<= 2
+            n += 2
+            w.v = v; w.n = n
             if len(v_EVCCID) > 8: raise EncodeError(f'length {len(v_EVCCID)} outside [0, 8]')
             w.binary(v_EVCCID)
-            bits(0, 2)
+            v = w.v; n = w.n
+            v <<= 2
+            n += 2
             v_EVCCID = None
             if v_EVCCID is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of EVCCID')
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_SessionSetupResType(r):
     # {urn:din:70121:2012:MsgBody}SessionSetupResType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_ResponseCode = None
     f_EVSEID = None
@@ -11593,42 +16305,60 @@ def _d_SessionSetupResType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                x = bits(10)
-                if x & 775: raise r.deviation('SessionSetupResType')
+                p += 10
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 1023
+                if x & 775: raise r.deviation('SessionSetupResType', p)
                 el = 'ResponseCode'
                 f_ResponseCode = ((x >> 3) & 31)
-                if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.pos)
+                if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', p)
                 f_ResponseCode = _E6[f_ResponseCode]
                 el = 'EVSEID'
+                r.pos = p
                 f_EVSEID = r.binary()
                 if len(f_EVSEID) > 32: raise DecodeError(f'length {len(f_EVSEID)} outside [0, 32]', r.pos)
-                if bits(1): raise r.deviation('SessionSetupResType')
+                p = r.pos
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('SessionSetupResType', p)
                 s = 2
             if s == 2:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    x = bits(2)
-                    if x & 2: raise r.deviation('SessionSetupResType')
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 2: raise r.deviation('SessionSetupResType', p)
                     el = 'DateTimeNow'
                     _neg = (x & 1)
-                    f_DateTimeNow = r.uint()
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        f_DateTimeNow = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; f_DateTimeNow = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('SessionSetupResType', p)
                     if _neg: f_DateTimeNow = -f_DateTimeNow - 1
-                    if f_DateTimeNow < -9223372036854775808 or f_DateTimeNow > 9223372036854775807: raise DecodeError(f'value {f_DateTimeNow} outside [-9223372036854775808, 9223372036854775807]', r.pos)
-                    x = bits(2)
-                    if x & 3: raise r.deviation('SessionSetupResType')
+                    if f_DateTimeNow < -9223372036854775808 or f_DateTimeNow > 9223372036854775807: raise DecodeError(f'value {f_DateTimeNow} outside [-9223372036854775808, 9223372036854775807]', p)
                     s = -1
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('SessionSetupResType')
+                    raise r.deviation('SessionSetupResType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgbody.SessionSetupResType(f_ResponseCode, f_EVSEID, f_DateTimeNow)
 
 def _e_SessionSetupResType(w, o):
     # {urn:din:70121:2012:MsgBody}SessionSetupResType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_ResponseCode = o.ResponseCode
@@ -11643,11 +16373,15 @@ def _e_SessionSetupResType(w, o):
                     if _i39 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
                     if not (v_EVSEID is not None): raise EncodeError('missing content: EVSEID')
                     el = 'EVSEID'
-                    bits((_i39 << 3), 10)
+                    v = (v << 10) | (_i39 << 3)
+                    n += 10
                     v_ResponseCode = None
+                    w.v = v; w.n = n
                     if len(v_EVSEID) > 32: raise EncodeError(f'length {len(v_EVSEID)} outside [0, 32]')
                     w.binary(v_EVSEID)
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_EVSEID = None
                     s = 2
                 else:
@@ -11656,58 +16390,78 @@ def _e_SessionSetupResType(w, o):
                 if v_DateTimeNow is not None:
                     el = 'DateTimeNow'
                     if v_DateTimeNow < -9223372036854775808 or v_DateTimeNow > 9223372036854775807: raise EncodeError(f'value {v_DateTimeNow!r} outside [-9223372036854775808, 9223372036854775807]')
-                    bits((v_DateTimeNow < 0), 4)
-                    w.uint(-v_DateTimeNow - 1 if v_DateTimeNow < 0 else v_DateTimeNow)
-                    bits(0, 2)
+                    v = (v << 4) | (v_DateTimeNow < 0)
+                    n += 4
+                    _m = (-v_DateTimeNow - 1 if v_DateTimeNow < 0 else v_DateTimeNow)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
                     v_DateTimeNow = None
                     if v_ResponseCode is not None or v_EVSEID is not None or v_DateTimeNow is not None: raise _leftover(o)
                     s = -1
                 elif True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_ResponseCode is not None or v_EVSEID is not None or v_DateTimeNow is not None: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_SessionStopType(r):
     # {urn:din:70121:2012:MsgBody}SessionStopType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     try:
-        if bits(1): raise r.deviation('SessionStopType')
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('SessionStopType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgbody.SessionStopType()
 
 def _e_SessionStopType(w, o):
     # {urn:din:70121:2012:MsgBody}SessionStopType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         if True:
-            bits(0, 1)
+            v <<= 1
+            n += 1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_SessionStopResType(r):
     # {urn:din:70121:2012:MsgBody}SessionStopResType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_ResponseCode = None
     try:
-        x = bits(9)
-        if x & 387: raise r.deviation('SessionStopResType')
+        p += 9
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 511
+        if x & 387: raise r.deviation('SessionStopResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 31)
-        if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.pos)
+        if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', p)
         f_ResponseCode = _E6[f_ResponseCode]
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgbody.SessionStopResType(f_ResponseCode)
 
 def _e_SessionStopResType(w, o):
     # {urn:din:70121:2012:MsgBody}SessionStopResType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_ResponseCode = o.ResponseCode
@@ -11715,17 +16469,21 @@ def _e_SessionStopResType(w, o):
             el = 'ResponseCode'
             _i40 = _I8.get(v_ResponseCode)
             if _i40 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-            bits((_i40 << 2), 9)
+            v = (v << 9) | (_i40 << 2)
+            n += 9
             v_ResponseCode = None
             if v_ResponseCode is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_SignatureType(r):
     # {http://www.w3.org/2000/09/xmldsig#}SignatureType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Id = None
     f_SignedInfo = None
@@ -11736,73 +16494,103 @@ def _d_SignatureType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@Id'
+                    r.pos = p
                     f_Id = r.string(18)
-                    if bits(1): raise r.deviation('SignatureType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('SignatureType', p)
                     el = 'SignedInfo'
+                    r.pos = p
                     f_SignedInfo = _d_SignedInfoType(r)
+                    p = r.pos
                     s = 2
                 elif ec == 1:
                     el = 'SignedInfo'
+                    r.pos = p
                     f_SignedInfo = _d_SignedInfoType(r)
+                    p = r.pos
                     s = 2
                 else:
-                    raise r.deviation('SignatureType')
+                    raise r.deviation('SignatureType', p)
             if s == 2:
-                if bits(1): raise r.deviation('SignatureType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('SignatureType', p)
                 el = 'SignatureValue'
+                r.pos = p
                 f_SignatureValue = _d_SignatureValueType(r)
+                p = r.pos
                 s = 3
             if s == 3:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'KeyInfo'
+                    r.pos = p
                     f_KeyInfo = _d_KeyInfoType(r, 111)
+                    p = r.pos
                     s = 4
                 elif ec == 1:
                     el = 'Object'
+                    r.pos = p
                     _v = _d_ObjectType(r, 112)
+                    p = r.pos
                     f_Object.append(_v)
                     s = 5
                 elif ec == 2:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('SignatureType')
+                    raise r.deviation('SignatureType', p)
             if s == 4:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'Object'
+                    r.pos = p
                     _v = _d_ObjectType(r, 112)
+                    p = r.pos
                     f_Object.append(_v)
                     s = 5
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('SignatureType')
+                    raise r.deviation('SignatureType', p)
             if s == 5:
                 while True:
-                    ec = bits(2)
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'Object'
+                        r.pos = p
                         _v = _d_ObjectType(r, 112)
+                        p = r.pos
                         f_Object.append(_v)
                     elif ec == 1:
                         pass
                         s = -1
                         break
                     else:
-                        raise r.deviation('SignatureType')
+                        raise r.deviation('SignatureType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.SignatureType(f_Id, f_SignedInfo, f_SignatureValue, f_KeyInfo, f_Object)
 
 def _e_SignatureType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}SignatureType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Id = o.Id
@@ -11817,19 +16605,28 @@ def _e_SignatureType(w, o):
             if s == 0:
                 if v_Id is not None:
                     el = '@Id'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     w.string(v_Id)
+                    v = w.v; n = w.n
                     if not (v_SignedInfo is not None): raise EncodeError('missing content: SignedInfo')
                     el = 'SignedInfo'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
                     v_Id = None
+                    w.v = v; w.n = n
                     _e_SignedInfoType(w, v_SignedInfo)
+                    v = w.v; n = w.n
                     v_SignedInfo = None
                     s = 2
                 elif v_SignedInfo is not None:
                     el = 'SignedInfo'
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
+                    w.v = v; w.n = n
                     _e_SignedInfoType(w, v_SignedInfo)
+                    v = w.v; n = w.n
                     v_SignedInfo = None
                     s = 2
                 else:
@@ -11837,8 +16634,11 @@ def _e_SignatureType(w, o):
             if s == 2:
                 if v_SignatureValue is not None:
                     el = 'SignatureValue'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
+                    w.v = v; w.n = n
                     _e_SignatureValueType(w, v_SignatureValue)
+                    v = w.v; n = w.n
                     v_SignatureValue = None
                     s = 3
                 else:
@@ -11846,49 +16646,67 @@ def _e_SignatureType(w, o):
             if s == 3:
                 if v_KeyInfo is not None:
                     el = 'KeyInfo'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_KeyInfoType(w, v_KeyInfo)
+                    v = w.v; n = w.n
                     v_KeyInfo = None
                     s = 4
                 elif i_Object < n_Object:
                     el = 'Object'
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
+                    w.v = v; w.n = n
                     _e_ObjectType(w, v_Object[i_Object])
+                    v = w.v; n = w.n
                     i_Object += 1
                     s = 5
                 elif True:
-                    bits(2, 2)
+                    v = (v << 2) | 2
+                    n += 2
                     if v_Id is not None or v_SignedInfo is not None or v_SignatureValue is not None or v_KeyInfo is not None or i_Object < n_Object: raise _leftover(o)
                     s = -1
             if s == 4:
                 if i_Object < n_Object:
                     el = 'Object'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_ObjectType(w, v_Object[i_Object])
+                    v = w.v; n = w.n
                     i_Object += 1
                     s = 5
                 elif True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_Id is not None or v_SignedInfo is not None or v_SignatureValue is not None or v_KeyInfo is not None or i_Object < n_Object: raise _leftover(o)
                     s = -1
             if s == 5:
                 while True:
                     if i_Object < n_Object:
                         el = 'Object'
-                        bits(0, 2)
+                        v <<= 2
+                        n += 2
+                        w.v = v; w.n = n
                         _e_ObjectType(w, v_Object[i_Object])
+                        v = w.v; n = w.n
                         i_Object += 1
                     elif True:
-                        bits(1, 2)
+                        v = (v << 2) | 1
+                        n += 2
                         if v_Id is not None or v_SignedInfo is not None or v_SignatureValue is not None or v_KeyInfo is not None or i_Object < n_Object: raise _leftover(o)
                         s = -1
                         break
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_SignedInfoType(r):
     # {http://www.w3.org/2000/09/xmldsig#}SignedInfoType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Id = None
     f_CanonicalizationMethod = None
@@ -11898,61 +16716,89 @@ def _d_SignedInfoType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@Id'
+                    r.pos = p
                     f_Id = r.string(18)
-                    if bits(1): raise r.deviation('SignedInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('SignedInfoType', p)
                     el = 'CanonicalizationMethod'
+                    r.pos = p
                     f_CanonicalizationMethod = _d_CanonicalizationMethodType(r, 113)
+                    p = r.pos
                     s = 2
                 elif ec == 1:
                     el = 'CanonicalizationMethod'
+                    r.pos = p
                     f_CanonicalizationMethod = _d_CanonicalizationMethodType(r, 113)
+                    p = r.pos
                     s = 2
                 else:
-                    raise r.deviation('SignedInfoType')
+                    raise r.deviation('SignedInfoType', p)
             if s == 2:
-                if bits(1): raise r.deviation('SignedInfoType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('SignedInfoType', p)
                 el = 'SignatureMethod'
+                r.pos = p
                 f_SignatureMethod = _d_SignatureMethodType(r, 114)
-                if bits(1): raise r.deviation('SignedInfoType')
+                p = r.pos
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('SignedInfoType', p)
                 el = 'Reference'
+                r.pos = p
                 _v = _d_ReferenceType(r)
+                p = r.pos
                 f_Reference.append(_v)
                 s = 4
             if s == 4:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'Reference'
+                    r.pos = p
                     _v = _d_ReferenceType(r)
+                    p = r.pos
                     f_Reference.append(_v)
                     s = 5
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('SignedInfoType')
+                    raise r.deviation('SignedInfoType', p)
             if s == 5:
                 while True:
-                    ec = bits(2)
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'Reference'
+                        r.pos = p
                         _v = _d_ReferenceType(r)
+                        p = r.pos
                         f_Reference.append(_v)
                     elif ec == 1:
                         pass
                         s = -1
                         break
                     else:
-                        raise r.deviation('SignedInfoType')
+                        raise r.deviation('SignedInfoType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.SignedInfoType(f_Id, f_CanonicalizationMethod, f_SignatureMethod, f_Reference)
 
 def _e_SignedInfoType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}SignedInfoType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Id = o.Id
@@ -11966,19 +16812,28 @@ def _e_SignedInfoType(w, o):
             if s == 0:
                 if v_Id is not None:
                     el = '@Id'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     w.string(v_Id)
+                    v = w.v; n = w.n
                     if not (v_CanonicalizationMethod is not None): raise EncodeError('missing content: CanonicalizationMethod')
                     el = 'CanonicalizationMethod'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
                     v_Id = None
+                    w.v = v; w.n = n
                     _e_CanonicalizationMethodType(w, v_CanonicalizationMethod)
+                    v = w.v; n = w.n
                     v_CanonicalizationMethod = None
                     s = 2
                 elif v_CanonicalizationMethod is not None:
                     el = 'CanonicalizationMethod'
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
+                    w.v = v; w.n = n
                     _e_CanonicalizationMethodType(w, v_CanonicalizationMethod)
+                    v = w.v; n = w.n
                     v_CanonicalizationMethod = None
                     s = 2
                 else:
@@ -11986,13 +16841,19 @@ def _e_SignedInfoType(w, o):
             if s == 2:
                 if v_SignatureMethod is not None:
                     el = 'SignatureMethod'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
+                    w.v = v; w.n = n
                     _e_SignatureMethodType(w, v_SignatureMethod)
+                    v = w.v; n = w.n
                     if not (i_Reference < n_Reference): raise EncodeError('missing content: Reference')
                     el = 'Reference'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
                     v_SignatureMethod = None
+                    w.v = v; w.n = n
                     _e_ReferenceType(w, v_Reference[i_Reference])
+                    v = w.v; n = w.n
                     i_Reference += 1
                     s = 4
                 else:
@@ -12000,32 +16861,43 @@ def _e_SignedInfoType(w, o):
             if s == 4:
                 if i_Reference < n_Reference:
                     el = 'Reference'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_ReferenceType(w, v_Reference[i_Reference])
+                    v = w.v; n = w.n
                     i_Reference += 1
                     s = 5
                 elif True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_Id is not None or v_CanonicalizationMethod is not None or v_SignatureMethod is not None or i_Reference < n_Reference: raise _leftover(o)
                     s = -1
             if s == 5:
                 while True:
                     if i_Reference < n_Reference:
                         el = 'Reference'
-                        bits(0, 2)
+                        v <<= 2
+                        n += 2
+                        w.v = v; w.n = n
                         _e_ReferenceType(w, v_Reference[i_Reference])
+                        v = w.v; n = w.n
                         i_Reference += 1
                     elif True:
-                        bits(1, 2)
+                        v = (v << 2) | 1
+                        n += 2
                         if v_Id is not None or v_CanonicalizationMethod is not None or v_SignatureMethod is not None or i_Reference < n_Reference: raise _leftover(o)
                         s = -1
                         break
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_SignatureMethodType(r, key):
     # {http://www.w3.org/2000/09/xmldsig#}SignatureMethodType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Algorithm = None
     f_HMACOutputLength = None
@@ -12033,87 +16905,125 @@ def _d_SignatureMethodType(r, key):
         s = 0
         while s >= 0:
             if s == 0:
-                if bits(1): raise r.deviation('SignatureMethodType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('SignatureMethodType', p)
                 el = '@Algorithm'
+                r.pos = p
                 f_Algorithm = r.string(17)
+                p = r.pos
                 s = 1
             if s == 1:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    x = bits(2)
-                    if x & 2: raise r.deviation('SignatureMethodType')
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 2: raise r.deviation('SignatureMethodType', p)
                     el = 'HMACOutputLength'
                     _neg = (x & 1)
-                    f_HMACOutputLength = r.uint()
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        f_HMACOutputLength = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; f_HMACOutputLength = r.uint(); p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('SignatureMethodType', p)
                     if _neg: f_HMACOutputLength = -f_HMACOutputLength - 1
-                    if bits(1): raise r.deviation('SignatureMethodType')
                     s = 3
                 elif ec == 1:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 4
                 elif ec == 2:
                     pass
                     s = -1
                 elif ec == 3:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 2
                 else:
-                    raise r.deviation('SignatureMethodType')
+                    raise r.deviation('SignatureMethodType', p)
             if s == 2:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    x = bits(2)
-                    if x & 2: raise r.deviation('SignatureMethodType')
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 2: raise r.deviation('SignatureMethodType', p)
                     el = 'HMACOutputLength'
                     _neg = (x & 1)
-                    f_HMACOutputLength = r.uint()
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        f_HMACOutputLength = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; f_HMACOutputLength = r.uint(); p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('SignatureMethodType', p)
                     if _neg: f_HMACOutputLength = -f_HMACOutputLength - 1
-                    if bits(1): raise r.deviation('SignatureMethodType')
                     s = 3
                 elif ec == 1:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 4
                 elif ec == 2:
                     pass
                     s = -1
                 elif ec == 3:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 2
                 else:
-                    raise r.deviation('SignatureMethodType')
+                    raise r.deviation('SignatureMethodType', p)
             if s == 3:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 4
                 elif ec == 1:
                     pass
                     s = -1
                 elif ec == 2:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 3
                 else:
-                    raise r.deviation('SignatureMethodType')
+                    raise r.deviation('SignatureMethodType', p)
             if s == 4:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 4
                 elif ec == 1:
                     pass
                     s = -1
                 elif ec == 2:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 4
                 else:
-                    raise r.deviation('SignatureMethodType')
+                    raise r.deviation('SignatureMethodType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.SignatureMethodType(f_Algorithm, f_HMACOutputLength)
 
 def _e_SignatureMethodType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}SignatureMethodType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Algorithm = o.Algorithm
@@ -12123,8 +17033,11 @@ def _e_SignatureMethodType(w, o):
             if s == 0:
                 if v_Algorithm is not None:
                     el = '@Algorithm'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
+                    w.v = v; w.n = n
                     w.string(v_Algorithm)
+                    v = w.v; n = w.n
                     v_Algorithm = None
                     s = 1
                 else:
@@ -12133,44 +17046,59 @@ def _e_SignatureMethodType(w, o):
                 if v_HMACOutputLength is not None:
                     el = 'HMACOutputLength'
                     if type(v_HMACOutputLength) is not int: raise EncodeError(f'expected an int, got {v_HMACOutputLength!r}')
-                    bits((v_HMACOutputLength < 0), 5)
-                    w.uint(-v_HMACOutputLength - 1 if v_HMACOutputLength < 0 else v_HMACOutputLength)
-                    bits(0, 1)
+                    v = (v << 5) | (v_HMACOutputLength < 0)
+                    n += 5
+                    _m = (-v_HMACOutputLength - 1 if v_HMACOutputLength < 0 else v_HMACOutputLength)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_HMACOutputLength = None
                     s = 3
                 elif True:
-                    bits(2, 3)
+                    v = (v << 3) | 2
+                    n += 3
                     if v_Algorithm is not None or v_HMACOutputLength is not None: raise _leftover(o)
                     s = -1
             if s == 2:
                 if v_HMACOutputLength is not None:
                     el = 'HMACOutputLength'
                     if type(v_HMACOutputLength) is not int: raise EncodeError(f'expected an int, got {v_HMACOutputLength!r}')
-                    bits((v_HMACOutputLength < 0), 5)
-                    w.uint(-v_HMACOutputLength - 1 if v_HMACOutputLength < 0 else v_HMACOutputLength)
-                    bits(0, 1)
+                    v = (v << 5) | (v_HMACOutputLength < 0)
+                    n += 5
+                    _m = (-v_HMACOutputLength - 1 if v_HMACOutputLength < 0 else v_HMACOutputLength)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_HMACOutputLength = None
                     s = 3
                 elif True:
-                    bits(2, 3)
+                    v = (v << 3) | 2
+                    n += 3
                     if v_Algorithm is not None or v_HMACOutputLength is not None: raise _leftover(o)
                     s = -1
             if s == 3:
                 if True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_Algorithm is not None or v_HMACOutputLength is not None: raise _leftover(o)
                     s = -1
             if s == 4:
                 if True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_Algorithm is not None or v_HMACOutputLength is not None: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_SignatureValueType(r):
     # {http://www.w3.org/2000/09/xmldsig#}SignatureValueType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Id = None
     f_value = None
@@ -12178,28 +17106,42 @@ def _d_SignatureValueType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@Id'
+                    r.pos = p
                     f_Id = r.string(18)
-                    if bits(1): raise r.deviation('SignatureValueType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('SignatureValueType', p)
+                    r.pos = p
                     f_value = r.binary()
+                    p = r.pos
                     s = 2
                 elif ec == 1:
+                    r.pos = p
                     f_value = r.binary()
+                    p = r.pos
                     s = 2
                 else:
-                    raise r.deviation('SignatureValueType')
+                    raise r.deviation('SignatureValueType', p)
             if s == 2:
-                if bits(1): raise r.deviation('SignatureValueType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('SignatureValueType', p)
                 s = -1
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.SignatureValueType(f_Id, f_value)
 
 def _e_SignatureValueType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}SignatureValueType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Id = o.Id
@@ -12209,32 +17151,45 @@ def _e_SignatureValueType(w, o):
             if s == 0:
                 if v_Id is not None:
                     el = '@Id'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     w.string(v_Id)
+                    v = w.v; n = w.n
                     if not (v_value is not None): raise EncodeError('missing content: text')
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
                     v_Id = None
+                    w.v = v; w.n = n
                     w.binary(v_value)
+                    v = w.v; n = w.n
                     v_value = None
                     s = 2
                 elif v_value is not None:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
+                    w.v = v; w.n = n
                     w.binary(v_value)
+                    v = w.v; n = w.n
                     v_value = None
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, text')
             if s == 2:
                 if True:
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
                     if v_Id is not None or v_value is not None: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_SignaturePropertiesType(r):
     # {http://www.w3.org/2000/09/xmldsig#}SignaturePropertiesType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Id = None
     f_SignatureProperty = []
@@ -12242,54 +17197,74 @@ def _d_SignaturePropertiesType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@Id'
+                    r.pos = p
                     f_Id = r.string(18)
-                    if bits(1): raise r.deviation('SignaturePropertiesType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('SignaturePropertiesType', p)
                     el = 'SignatureProperty'
+                    r.pos = p
                     _v = _d_SignaturePropertyType(r, 116)
+                    p = r.pos
                     f_SignatureProperty.append(_v)
                     s = 2
                 elif ec == 1:
                     el = 'SignatureProperty'
+                    r.pos = p
                     _v = _d_SignaturePropertyType(r, 116)
+                    p = r.pos
                     f_SignatureProperty.append(_v)
                     s = 2
                 else:
-                    raise r.deviation('SignaturePropertiesType')
+                    raise r.deviation('SignaturePropertiesType', p)
             if s == 2:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'SignatureProperty'
+                    r.pos = p
                     _v = _d_SignaturePropertyType(r, 116)
+                    p = r.pos
                     f_SignatureProperty.append(_v)
                     s = 3
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('SignaturePropertiesType')
+                    raise r.deviation('SignaturePropertiesType', p)
             if s == 3:
                 while True:
-                    ec = bits(2)
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'SignatureProperty'
+                        r.pos = p
                         _v = _d_SignaturePropertyType(r, 116)
+                        p = r.pos
                         f_SignatureProperty.append(_v)
                     elif ec == 1:
                         pass
                         s = -1
                         break
                     else:
-                        raise r.deviation('SignaturePropertiesType')
+                        raise r.deviation('SignaturePropertiesType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.SignaturePropertiesType(f_Id, f_SignatureProperty)
 
 def _e_SignaturePropertiesType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}SignaturePropertiesType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Id = o.Id
@@ -12301,19 +17276,28 @@ def _e_SignaturePropertiesType(w, o):
             if s == 0:
                 if v_Id is not None:
                     el = '@Id'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     w.string(v_Id)
+                    v = w.v; n = w.n
                     if not (i_SignatureProperty < n_SignatureProperty): raise EncodeError('missing content: SignatureProperty')
                     el = 'SignatureProperty'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
                     v_Id = None
+                    w.v = v; w.n = n
                     _e_SignaturePropertyType(w, v_SignatureProperty[i_SignatureProperty])
+                    v = w.v; n = w.n
                     i_SignatureProperty += 1
                     s = 2
                 elif i_SignatureProperty < n_SignatureProperty:
                     el = 'SignatureProperty'
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
+                    w.v = v; w.n = n
                     _e_SignaturePropertyType(w, v_SignatureProperty[i_SignatureProperty])
+                    v = w.v; n = w.n
                     i_SignatureProperty += 1
                     s = 2
                 else:
@@ -12321,32 +17305,43 @@ def _e_SignaturePropertiesType(w, o):
             if s == 2:
                 if i_SignatureProperty < n_SignatureProperty:
                     el = 'SignatureProperty'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_SignaturePropertyType(w, v_SignatureProperty[i_SignatureProperty])
+                    v = w.v; n = w.n
                     i_SignatureProperty += 1
                     s = 3
                 elif True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_Id is not None or i_SignatureProperty < n_SignatureProperty: raise _leftover(o)
                     s = -1
             if s == 3:
                 while True:
                     if i_SignatureProperty < n_SignatureProperty:
                         el = 'SignatureProperty'
-                        bits(0, 2)
+                        v <<= 2
+                        n += 2
+                        w.v = v; w.n = n
                         _e_SignaturePropertyType(w, v_SignatureProperty[i_SignatureProperty])
+                        v = w.v; n = w.n
                         i_SignatureProperty += 1
                     elif True:
-                        bits(1, 2)
+                        v = (v << 2) | 1
+                        n += 2
                         if v_Id is not None or i_SignatureProperty < n_SignatureProperty: raise _leftover(o)
                         s = -1
                         break
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_SignaturePropertyType(r, key):
     # {http://www.w3.org/2000/09/xmldsig#}SignaturePropertyType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Id = None
     f_Target = None
@@ -12354,73 +17349,101 @@ def _d_SignaturePropertyType(r, key):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@Id'
+                    r.pos = p
                     f_Id = r.string(18)
-                    if bits(1): raise r.deviation('SignaturePropertyType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('SignaturePropertyType', p)
                     el = '@Target'
+                    r.pos = p
                     f_Target = r.string(117)
+                    p = r.pos
                     s = 2
                 elif ec == 1:
                     el = '@Target'
+                    r.pos = p
                     f_Target = r.string(117)
+                    p = r.pos
                     s = 2
                 else:
-                    raise r.deviation('SignaturePropertyType')
+                    raise r.deviation('SignaturePropertyType', p)
             if s == 2:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 4
                 elif ec == 1:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 3
                 else:
-                    raise r.deviation('SignaturePropertyType')
+                    raise r.deviation('SignaturePropertyType', p)
             if s == 3:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 4
                 elif ec == 1:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 3
                 else:
-                    raise r.deviation('SignaturePropertyType')
+                    raise r.deviation('SignaturePropertyType', p)
             if s == 4:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 5
                 elif ec == 1:
                     pass
                     s = -1
                 elif ec == 2:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 4
                 else:
-                    raise r.deviation('SignaturePropertyType')
+                    raise r.deviation('SignaturePropertyType', p)
             if s == 5:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 5
                 elif ec == 1:
                     pass
                     s = -1
                 elif ec == 2:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 5
                 else:
-                    raise r.deviation('SignaturePropertyType')
+                    raise r.deviation('SignaturePropertyType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.SignaturePropertyType(f_Id, f_Target)
 
 def _e_SignaturePropertyType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}SignaturePropertyType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Id = o.Id
@@ -12430,19 +17453,28 @@ def _e_SignaturePropertyType(w, o):
             if s == 0:
                 if v_Id is not None:
                     el = '@Id'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     w.string(v_Id)
+                    v = w.v; n = w.n
                     if not (v_Target is not None): raise EncodeError('missing content: Target')
                     el = '@Target'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
                     v_Id = None
+                    w.v = v; w.n = n
                     w.string(v_Target)
+                    v = w.v; n = w.n
                     v_Target = None
                     s = 2
                 elif v_Target is not None:
                     el = '@Target'
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
+                    w.v = v; w.n = n
                     w.string(v_Target)
+                    v = w.v; n = w.n
                     v_Target = None
                     s = 2
                 else:
@@ -12455,62 +17487,89 @@ def _e_SignaturePropertyType(w, o):
                     raise EncodeError('missing content: expected one of nothing')
             if s == 4:
                 if True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_Id is not None or v_Target is not None: raise _leftover(o)
                     s = -1
             if s == 5:
                 if True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_Id is not None or v_Target is not None: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_V2G_Message(r):
     # anonymous type of V2G_Message
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Header = None
     f_Body = None
     try:
-        if bits(1): raise r.deviation('V2G_Message')
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('V2G_Message', p)
         el = 'Header'
+        r.pos = p
         f_Header = _d_MessageHeaderType(r)
-        if bits(1): raise r.deviation('V2G_Message')
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('V2G_Message', p)
         el = 'Body'
+        r.pos = p
         f_Body = _d_BodyType(r)
-        if bits(1): raise r.deviation('V2G_Message')
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('V2G_Message', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdef.V2G_Message(f_Header, f_Body)
 
 def _e_V2G_Message(w, o):
     # anonymous type of V2G_Message
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Header = o.Header
         v_Body = o.Body
         if v_Header is not None:
             el = 'Header'
-            bits(0, 1)
+            v <<= 1
+            n += 1
+            w.v = v; w.n = n
             _e_MessageHeaderType(w, v_Header)
+            v = w.v; n = w.n
             if not (v_Body is not None): raise EncodeError('missing content: Body')
             el = 'Body'
-            bits(0, 1)
+            v <<= 1
+            n += 1
             v_Header = None
+            w.v = v; w.n = n
             _e_BodyType(w, v_Body)
-            bits(0, 1)
+            v = w.v; n = w.n
+            v <<= 1
+            n += 1
             v_Body = None
             if v_Header is not None or v_Body is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of Header')
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_MessageHeaderType(r):
     # {urn:din:70121:2012:MsgHeader}MessageHeaderType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_SessionID = None
     f_Notification = None
@@ -12519,49 +17578,69 @@ def _d_MessageHeaderType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                x = bits(2)
-                if x & 3: raise r.deviation('MessageHeaderType')
+                p += 2
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('MessageHeaderType', p)
                 el = 'SessionID'
+                r.pos = p
                 f_SessionID = r.binary()
                 if len(f_SessionID) > 8: raise DecodeError(f'length {len(f_SessionID)} outside [0, 8]', r.pos)
-                if bits(1): raise r.deviation('MessageHeaderType')
+                p = r.pos
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
                 s = 1
             if s == 1:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'Notification'
+                    r.pos = p
                     f_Notification = _d_NotificationType(r)
+                    p = r.pos
                     s = 2
                 elif ec == 1:
                     el = 'Signature'
+                    r.pos = p
                     f_Signature = _d_SignatureType(r)
+                    p = r.pos
                     s = 3
                 elif ec == 2:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('MessageHeaderType')
+                    raise r.deviation('MessageHeaderType', p)
             if s == 2:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'Signature'
+                    r.pos = p
                     f_Signature = _d_SignatureType(r)
+                    p = r.pos
                     s = 3
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('MessageHeaderType')
+                    raise r.deviation('MessageHeaderType', p)
             if s == 3:
-                if bits(1): raise r.deviation('MessageHeaderType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
                 s = -1
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgheader.MessageHeaderType(f_SessionID, f_Notification, f_Signature)
 
 def _e_MessageHeaderType(w, o):
     # {urn:din:70121:2012:MsgHeader}MessageHeaderType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_SessionID = o.SessionID
@@ -12572,10 +17651,14 @@ def _e_MessageHeaderType(w, o):
             if s == 0:
                 if v_SessionID is not None:
                     el = 'SessionID'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     if len(v_SessionID) > 8: raise EncodeError(f'length {len(v_SessionID)} outside [0, 8]')
                     w.binary(v_SessionID)
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_SessionID = None
                     s = 1
                 else:
@@ -12583,42 +17666,57 @@ def _e_MessageHeaderType(w, o):
             if s == 1:
                 if v_Notification is not None:
                     el = 'Notification'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_NotificationType(w, v_Notification)
+                    v = w.v; n = w.n
                     v_Notification = None
                     s = 2
                 elif v_Signature is not None:
                     el = 'Signature'
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
+                    w.v = v; w.n = n
                     _e_SignatureType(w, v_Signature)
+                    v = w.v; n = w.n
                     v_Signature = None
                     s = 3
                 elif True:
-                    bits(2, 2)
+                    v = (v << 2) | 2
+                    n += 2
                     if v_SessionID is not None or v_Notification is not None or v_Signature is not None: raise _leftover(o)
                     s = -1
             if s == 2:
                 if v_Signature is not None:
                     el = 'Signature'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_SignatureType(w, v_Signature)
+                    v = w.v; n = w.n
                     v_Signature = None
                     s = 3
                 elif True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_SessionID is not None or v_Notification is not None or v_Signature is not None: raise _leftover(o)
                     s = -1
             if s == 3:
                 if True:
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
                     if v_SessionID is not None or v_Notification is not None or v_Signature is not None: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_NotificationType(r):
     # {urn:din:70121:2012:MsgDataTypes}NotificationType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_FaultCode = None
     f_FaultMsg = None
@@ -12626,35 +17724,47 @@ def _d_NotificationType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                x = bits(5)
-                if x & 25: raise r.deviation('NotificationType')
+                p += 5
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 31
+                if x & 25: raise r.deviation('NotificationType', p)
                 el = 'FaultCode'
                 f_FaultCode = ((x >> 1) & 3)
-                if f_FaultCode >= 3: raise DecodeError(f'enumeration index {f_FaultCode} out of range (3 values)', r.pos)
+                if f_FaultCode >= 3: raise DecodeError(f'enumeration index {f_FaultCode} out of range (3 values)', p)
                 f_FaultCode = _E26[f_FaultCode]
                 s = 1
             if s == 1:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    if bits(1): raise r.deviation('NotificationType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('NotificationType', p)
                     el = 'FaultMsg'
+                    r.pos = p
                     f_FaultMsg = r.string(120)
                     if len(f_FaultMsg) > 64: raise DecodeError(f'length {len(f_FaultMsg)} outside [0, 64]', r.pos)
-                    x = bits(2)
-                    if x & 3: raise r.deviation('NotificationType')
+                    p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('NotificationType', p)
                     s = -1
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('NotificationType')
+                    raise r.deviation('NotificationType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdatatypes.NotificationType(f_FaultCode, f_FaultMsg)
 
 def _e_NotificationType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}NotificationType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_FaultCode = o.FaultCode
@@ -12666,7 +17776,8 @@ def _e_NotificationType(w, o):
                     el = 'FaultCode'
                     _i41 = _I27.get(v_FaultCode)
                     if _i41 is None: raise EncodeError(f'{v_FaultCode!r} is not one of the enumeration faultCodeType')
-                    bits((_i41 << 1), 5)
+                    v = (v << 5) | (_i41 << 1)
+                    n += 5
                     v_FaultCode = None
                     s = 1
                 else:
@@ -12674,23 +17785,31 @@ def _e_NotificationType(w, o):
             if s == 1:
                 if v_FaultMsg is not None:
                     el = 'FaultMsg'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     if len(v_FaultMsg) > 64: raise EncodeError(f'length {len(v_FaultMsg)} outside [0, 64]')
                     w.string(v_FaultMsg)
-                    bits(0, 2)
+                    v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
                     v_FaultMsg = None
                     if v_FaultCode is not None or v_FaultMsg is not None: raise _leftover(o)
                     s = -1
                 elif True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_FaultCode is not None or v_FaultMsg is not None: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_BodyType(r):
     # {urn:din:70121:2012:MsgDef}BodyType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_BodyElement = None
     f_CableCheckReq = None
@@ -12731,162 +17850,238 @@ def _d_BodyType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(6)
+                p += 6
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 63
                 if ec == 0:
                     el = 'BodyElement'
+                    r.pos = p
                     f_BodyElement = _d_BodyBaseType(r)
+                    p = r.pos
                     s = 1
                 elif ec == 1:
                     el = 'CableCheckReq'
+                    r.pos = p
                     f_CableCheckReq = _d_CableCheckReqType(r)
+                    p = r.pos
                     s = 1
                 elif ec == 2:
                     el = 'CableCheckRes'
+                    r.pos = p
                     f_CableCheckRes = _d_CableCheckResType(r)
+                    p = r.pos
                     s = 1
                 elif ec == 3:
                     el = 'CertificateInstallationReq'
+                    r.pos = p
                     f_CertificateInstallationReq = _d_CertificateInstallationReqType(r)
+                    p = r.pos
                     s = 1
                 elif ec == 4:
                     el = 'CertificateInstallationRes'
+                    r.pos = p
                     f_CertificateInstallationRes = _d_CertificateInstallationResType(r)
+                    p = r.pos
                     s = 1
                 elif ec == 5:
                     el = 'CertificateUpdateReq'
+                    r.pos = p
                     f_CertificateUpdateReq = _d_CertificateUpdateReqType(r)
+                    p = r.pos
                     s = 1
                 elif ec == 6:
                     el = 'CertificateUpdateRes'
+                    r.pos = p
                     f_CertificateUpdateRes = _d_CertificateUpdateResType(r)
+                    p = r.pos
                     s = 1
                 elif ec == 7:
                     el = 'ChargeParameterDiscoveryReq'
+                    r.pos = p
                     f_ChargeParameterDiscoveryReq = _d_ChargeParameterDiscoveryReqType(r)
+                    p = r.pos
                     s = 1
                 elif ec == 8:
                     el = 'ChargeParameterDiscoveryRes'
+                    r.pos = p
                     f_ChargeParameterDiscoveryRes = _d_ChargeParameterDiscoveryResType(r)
+                    p = r.pos
                     s = 1
                 elif ec == 9:
                     el = 'ChargingStatusReq'
+                    r.pos = p
                     f_ChargingStatusReq = _d_ChargingStatusReqType(r)
+                    p = r.pos
                     s = 1
                 elif ec == 10:
                     el = 'ChargingStatusRes'
+                    r.pos = p
                     f_ChargingStatusRes = _d_ChargingStatusResType(r)
+                    p = r.pos
                     s = 1
                 elif ec == 11:
                     el = 'ContractAuthenticationReq'
+                    r.pos = p
                     f_ContractAuthenticationReq = _d_ContractAuthenticationReqType(r)
+                    p = r.pos
                     s = 1
                 elif ec == 12:
                     el = 'ContractAuthenticationRes'
+                    r.pos = p
                     f_ContractAuthenticationRes = _d_ContractAuthenticationResType(r)
+                    p = r.pos
                     s = 1
                 elif ec == 13:
                     el = 'CurrentDemandReq'
+                    r.pos = p
                     f_CurrentDemandReq = _d_CurrentDemandReqType(r)
+                    p = r.pos
                     s = 1
                 elif ec == 14:
                     el = 'CurrentDemandRes'
+                    r.pos = p
                     f_CurrentDemandRes = _d_CurrentDemandResType(r)
+                    p = r.pos
                     s = 1
                 elif ec == 15:
                     el = 'MeteringReceiptReq'
+                    r.pos = p
                     f_MeteringReceiptReq = _d_MeteringReceiptReqType(r)
+                    p = r.pos
                     s = 1
                 elif ec == 16:
                     el = 'MeteringReceiptRes'
+                    r.pos = p
                     f_MeteringReceiptRes = _d_MeteringReceiptResType(r)
+                    p = r.pos
                     s = 1
                 elif ec == 17:
                     el = 'PaymentDetailsReq'
+                    r.pos = p
                     f_PaymentDetailsReq = _d_PaymentDetailsReqType(r)
+                    p = r.pos
                     s = 1
                 elif ec == 18:
                     el = 'PaymentDetailsRes'
+                    r.pos = p
                     f_PaymentDetailsRes = _d_PaymentDetailsResType(r)
+                    p = r.pos
                     s = 1
                 elif ec == 19:
                     el = 'PowerDeliveryReq'
+                    r.pos = p
                     f_PowerDeliveryReq = _d_PowerDeliveryReqType(r)
+                    p = r.pos
                     s = 1
                 elif ec == 20:
                     el = 'PowerDeliveryRes'
+                    r.pos = p
                     f_PowerDeliveryRes = _d_PowerDeliveryResType(r)
+                    p = r.pos
                     s = 1
                 elif ec == 21:
                     el = 'PreChargeReq'
+                    r.pos = p
                     f_PreChargeReq = _d_PreChargeReqType(r)
+                    p = r.pos
                     s = 1
                 elif ec == 22:
                     el = 'PreChargeRes'
+                    r.pos = p
                     f_PreChargeRes = _d_PreChargeResType(r)
+                    p = r.pos
                     s = 1
                 elif ec == 23:
                     el = 'ServiceDetailReq'
+                    r.pos = p
                     f_ServiceDetailReq = _d_ServiceDetailReqType(r)
+                    p = r.pos
                     s = 1
                 elif ec == 24:
                     el = 'ServiceDetailRes'
+                    r.pos = p
                     f_ServiceDetailRes = _d_ServiceDetailResType(r)
+                    p = r.pos
                     s = 1
                 elif ec == 25:
                     el = 'ServiceDiscoveryReq'
+                    r.pos = p
                     f_ServiceDiscoveryReq = _d_ServiceDiscoveryReqType(r)
+                    p = r.pos
                     s = 1
                 elif ec == 26:
                     el = 'ServiceDiscoveryRes'
+                    r.pos = p
                     f_ServiceDiscoveryRes = _d_ServiceDiscoveryResType(r)
+                    p = r.pos
                     s = 1
                 elif ec == 27:
                     el = 'ServicePaymentSelectionReq'
+                    r.pos = p
                     f_ServicePaymentSelectionReq = _d_ServicePaymentSelectionReqType(r)
+                    p = r.pos
                     s = 1
                 elif ec == 28:
                     el = 'ServicePaymentSelectionRes'
+                    r.pos = p
                     f_ServicePaymentSelectionRes = _d_ServicePaymentSelectionResType(r)
+                    p = r.pos
                     s = 1
                 elif ec == 29:
                     el = 'SessionSetupReq'
+                    r.pos = p
                     f_SessionSetupReq = _d_SessionSetupReqType(r)
+                    p = r.pos
                     s = 1
                 elif ec == 30:
                     el = 'SessionSetupRes'
+                    r.pos = p
                     f_SessionSetupRes = _d_SessionSetupResType(r)
+                    p = r.pos
                     s = 1
                 elif ec == 31:
                     el = 'SessionStopReq'
+                    r.pos = p
                     f_SessionStopReq = _d_SessionStopType(r)
+                    p = r.pos
                     s = 1
                 elif ec == 32:
                     el = 'SessionStopRes'
+                    r.pos = p
                     f_SessionStopRes = _d_SessionStopResType(r)
+                    p = r.pos
                     s = 1
                 elif ec == 33:
                     el = 'WeldingDetectionReq'
+                    r.pos = p
                     f_WeldingDetectionReq = _d_WeldingDetectionReqType(r)
+                    p = r.pos
                     s = 1
                 elif ec == 34:
                     el = 'WeldingDetectionRes'
+                    r.pos = p
                     f_WeldingDetectionRes = _d_WeldingDetectionResType(r)
+                    p = r.pos
                     s = 1
                 elif ec == 35:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('BodyType')
+                    raise r.deviation('BodyType', p)
             if s == 1:
-                if bits(1): raise r.deviation('BodyType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                 s = -1
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgdef.BodyType(f_BodyElement, f_CableCheckReq, f_CableCheckRes, f_CertificateInstallationReq, f_CertificateInstallationRes, f_CertificateUpdateReq, f_CertificateUpdateRes, f_ChargeParameterDiscoveryReq, f_ChargeParameterDiscoveryRes, f_ChargingStatusReq, f_ChargingStatusRes, f_ContractAuthenticationReq, f_ContractAuthenticationRes, f_CurrentDemandReq, f_CurrentDemandRes, f_MeteringReceiptReq, f_MeteringReceiptRes, f_PaymentDetailsReq, f_PaymentDetailsRes, f_PowerDeliveryReq, f_PowerDeliveryRes, f_PreChargeReq, f_PreChargeRes, f_ServiceDetailReq, f_ServiceDetailRes, f_ServiceDiscoveryReq, f_ServiceDiscoveryRes, f_ServicePaymentSelectionReq, f_ServicePaymentSelectionRes, f_SessionSetupReq, f_SessionSetupRes, f_SessionStopReq, f_SessionStopRes, f_WeldingDetectionReq, f_WeldingDetectionRes)
 
 def _e_BodyType(w, o):
     # {urn:din:70121:2012:MsgDef}BodyType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_BodyElement = o.BodyElement
@@ -12929,285 +18124,422 @@ def _e_BodyType(w, o):
             if s == 0:
                 if v_BodyElement is not None:
                     el = 'BodyElement'
-                    bits(0, 6)
+                    v <<= 6
+                    n += 6
+                    w.v = v; w.n = n
                     _e_BodyBaseType(w, v_BodyElement)
+                    v = w.v; n = w.n
                     v_BodyElement = None
                     s = 1
                 elif v_CableCheckReq is not None:
                     el = 'CableCheckReq'
-                    bits(1, 6)
+                    v = (v << 6) | 1
+                    n += 6
+                    w.v = v; w.n = n
                     _e_CableCheckReqType(w, v_CableCheckReq)
+                    v = w.v; n = w.n
                     v_CableCheckReq = None
                     s = 1
                 elif v_CableCheckRes is not None:
                     el = 'CableCheckRes'
-                    bits(2, 6)
+                    v = (v << 6) | 2
+                    n += 6
+                    w.v = v; w.n = n
                     _e_CableCheckResType(w, v_CableCheckRes)
+                    v = w.v; n = w.n
                     v_CableCheckRes = None
                     s = 1
                 elif v_CertificateInstallationReq is not None:
                     el = 'CertificateInstallationReq'
-                    bits(3, 6)
+                    v = (v << 6) | 3
+                    n += 6
+                    w.v = v; w.n = n
                     _e_CertificateInstallationReqType(w, v_CertificateInstallationReq)
+                    v = w.v; n = w.n
                     v_CertificateInstallationReq = None
                     s = 1
                 elif v_CertificateInstallationRes is not None:
                     el = 'CertificateInstallationRes'
-                    bits(4, 6)
+                    v = (v << 6) | 4
+                    n += 6
+                    w.v = v; w.n = n
                     _e_CertificateInstallationResType(w, v_CertificateInstallationRes)
+                    v = w.v; n = w.n
                     v_CertificateInstallationRes = None
                     s = 1
                 elif v_CertificateUpdateReq is not None:
                     el = 'CertificateUpdateReq'
-                    bits(5, 6)
+                    v = (v << 6) | 5
+                    n += 6
+                    w.v = v; w.n = n
                     _e_CertificateUpdateReqType(w, v_CertificateUpdateReq)
+                    v = w.v; n = w.n
                     v_CertificateUpdateReq = None
                     s = 1
                 elif v_CertificateUpdateRes is not None:
                     el = 'CertificateUpdateRes'
-                    bits(6, 6)
+                    v = (v << 6) | 6
+                    n += 6
+                    w.v = v; w.n = n
                     _e_CertificateUpdateResType(w, v_CertificateUpdateRes)
+                    v = w.v; n = w.n
                     v_CertificateUpdateRes = None
                     s = 1
                 elif v_ChargeParameterDiscoveryReq is not None:
                     el = 'ChargeParameterDiscoveryReq'
-                    bits(7, 6)
+                    v = (v << 6) | 7
+                    n += 6
+                    w.v = v; w.n = n
                     _e_ChargeParameterDiscoveryReqType(w, v_ChargeParameterDiscoveryReq)
+                    v = w.v; n = w.n
                     v_ChargeParameterDiscoveryReq = None
                     s = 1
                 elif v_ChargeParameterDiscoveryRes is not None:
                     el = 'ChargeParameterDiscoveryRes'
-                    bits(8, 6)
+                    v = (v << 6) | 8
+                    n += 6
+                    w.v = v; w.n = n
                     _e_ChargeParameterDiscoveryResType(w, v_ChargeParameterDiscoveryRes)
+                    v = w.v; n = w.n
                     v_ChargeParameterDiscoveryRes = None
                     s = 1
                 elif v_ChargingStatusReq is not None:
                     el = 'ChargingStatusReq'
-                    bits(9, 6)
+                    v = (v << 6) | 9
+                    n += 6
+                    w.v = v; w.n = n
                     _e_ChargingStatusReqType(w, v_ChargingStatusReq)
+                    v = w.v; n = w.n
                     v_ChargingStatusReq = None
                     s = 1
                 elif v_ChargingStatusRes is not None:
                     el = 'ChargingStatusRes'
-                    bits(10, 6)
+                    v = (v << 6) | 10
+                    n += 6
+                    w.v = v; w.n = n
                     _e_ChargingStatusResType(w, v_ChargingStatusRes)
+                    v = w.v; n = w.n
                     v_ChargingStatusRes = None
                     s = 1
                 elif v_ContractAuthenticationReq is not None:
                     el = 'ContractAuthenticationReq'
-                    bits(11, 6)
+                    v = (v << 6) | 11
+                    n += 6
+                    w.v = v; w.n = n
                     _e_ContractAuthenticationReqType(w, v_ContractAuthenticationReq)
+                    v = w.v; n = w.n
                     v_ContractAuthenticationReq = None
                     s = 1
                 elif v_ContractAuthenticationRes is not None:
                     el = 'ContractAuthenticationRes'
-                    bits(12, 6)
+                    v = (v << 6) | 12
+                    n += 6
+                    w.v = v; w.n = n
                     _e_ContractAuthenticationResType(w, v_ContractAuthenticationRes)
+                    v = w.v; n = w.n
                     v_ContractAuthenticationRes = None
                     s = 1
                 elif v_CurrentDemandReq is not None:
                     el = 'CurrentDemandReq'
-                    bits(13, 6)
+                    v = (v << 6) | 13
+                    n += 6
+                    w.v = v; w.n = n
                     _e_CurrentDemandReqType(w, v_CurrentDemandReq)
+                    v = w.v; n = w.n
                     v_CurrentDemandReq = None
                     s = 1
                 elif v_CurrentDemandRes is not None:
                     el = 'CurrentDemandRes'
-                    bits(14, 6)
+                    v = (v << 6) | 14
+                    n += 6
+                    w.v = v; w.n = n
                     _e_CurrentDemandResType(w, v_CurrentDemandRes)
+                    v = w.v; n = w.n
                     v_CurrentDemandRes = None
                     s = 1
                 elif v_MeteringReceiptReq is not None:
                     el = 'MeteringReceiptReq'
-                    bits(15, 6)
+                    v = (v << 6) | 15
+                    n += 6
+                    w.v = v; w.n = n
                     _e_MeteringReceiptReqType(w, v_MeteringReceiptReq)
+                    v = w.v; n = w.n
                     v_MeteringReceiptReq = None
                     s = 1
                 elif v_MeteringReceiptRes is not None:
                     el = 'MeteringReceiptRes'
-                    bits(16, 6)
+                    v = (v << 6) | 16
+                    n += 6
+                    w.v = v; w.n = n
                     _e_MeteringReceiptResType(w, v_MeteringReceiptRes)
+                    v = w.v; n = w.n
                     v_MeteringReceiptRes = None
                     s = 1
                 elif v_PaymentDetailsReq is not None:
                     el = 'PaymentDetailsReq'
-                    bits(17, 6)
+                    v = (v << 6) | 17
+                    n += 6
+                    w.v = v; w.n = n
                     _e_PaymentDetailsReqType(w, v_PaymentDetailsReq)
+                    v = w.v; n = w.n
                     v_PaymentDetailsReq = None
                     s = 1
                 elif v_PaymentDetailsRes is not None:
                     el = 'PaymentDetailsRes'
-                    bits(18, 6)
+                    v = (v << 6) | 18
+                    n += 6
+                    w.v = v; w.n = n
                     _e_PaymentDetailsResType(w, v_PaymentDetailsRes)
+                    v = w.v; n = w.n
                     v_PaymentDetailsRes = None
                     s = 1
                 elif v_PowerDeliveryReq is not None:
                     el = 'PowerDeliveryReq'
-                    bits(19, 6)
+                    v = (v << 6) | 19
+                    n += 6
+                    w.v = v; w.n = n
                     _e_PowerDeliveryReqType(w, v_PowerDeliveryReq)
+                    v = w.v; n = w.n
                     v_PowerDeliveryReq = None
                     s = 1
                 elif v_PowerDeliveryRes is not None:
                     el = 'PowerDeliveryRes'
-                    bits(20, 6)
+                    v = (v << 6) | 20
+                    n += 6
+                    w.v = v; w.n = n
                     _e_PowerDeliveryResType(w, v_PowerDeliveryRes)
+                    v = w.v; n = w.n
                     v_PowerDeliveryRes = None
                     s = 1
                 elif v_PreChargeReq is not None:
                     el = 'PreChargeReq'
-                    bits(21, 6)
+                    v = (v << 6) | 21
+                    n += 6
+                    w.v = v; w.n = n
                     _e_PreChargeReqType(w, v_PreChargeReq)
+                    v = w.v; n = w.n
                     v_PreChargeReq = None
                     s = 1
                 elif v_PreChargeRes is not None:
                     el = 'PreChargeRes'
-                    bits(22, 6)
+                    v = (v << 6) | 22
+                    n += 6
+                    w.v = v; w.n = n
                     _e_PreChargeResType(w, v_PreChargeRes)
+                    v = w.v; n = w.n
                     v_PreChargeRes = None
                     s = 1
                 elif v_ServiceDetailReq is not None:
                     el = 'ServiceDetailReq'
-                    bits(23, 6)
+                    v = (v << 6) | 23
+                    n += 6
+                    w.v = v; w.n = n
                     _e_ServiceDetailReqType(w, v_ServiceDetailReq)
+                    v = w.v; n = w.n
                     v_ServiceDetailReq = None
                     s = 1
                 elif v_ServiceDetailRes is not None:
                     el = 'ServiceDetailRes'
-                    bits(24, 6)
+                    v = (v << 6) | 24
+                    n += 6
+                    w.v = v; w.n = n
                     _e_ServiceDetailResType(w, v_ServiceDetailRes)
+                    v = w.v; n = w.n
                     v_ServiceDetailRes = None
                     s = 1
                 elif v_ServiceDiscoveryReq is not None:
                     el = 'ServiceDiscoveryReq'
-                    bits(25, 6)
+                    v = (v << 6) | 25
+                    n += 6
+                    w.v = v; w.n = n
                     _e_ServiceDiscoveryReqType(w, v_ServiceDiscoveryReq)
+                    v = w.v; n = w.n
                     v_ServiceDiscoveryReq = None
                     s = 1
                 elif v_ServiceDiscoveryRes is not None:
                     el = 'ServiceDiscoveryRes'
-                    bits(26, 6)
+                    v = (v << 6) | 26
+                    n += 6
+                    w.v = v; w.n = n
                     _e_ServiceDiscoveryResType(w, v_ServiceDiscoveryRes)
+                    v = w.v; n = w.n
                     v_ServiceDiscoveryRes = None
                     s = 1
                 elif v_ServicePaymentSelectionReq is not None:
                     el = 'ServicePaymentSelectionReq'
-                    bits(27, 6)
+                    v = (v << 6) | 27
+                    n += 6
+                    w.v = v; w.n = n
                     _e_ServicePaymentSelectionReqType(w, v_ServicePaymentSelectionReq)
+                    v = w.v; n = w.n
                     v_ServicePaymentSelectionReq = None
                     s = 1
                 elif v_ServicePaymentSelectionRes is not None:
                     el = 'ServicePaymentSelectionRes'
-                    bits(28, 6)
+                    v = (v << 6) | 28
+                    n += 6
+                    w.v = v; w.n = n
                     _e_ServicePaymentSelectionResType(w, v_ServicePaymentSelectionRes)
+                    v = w.v; n = w.n
                     v_ServicePaymentSelectionRes = None
                     s = 1
                 elif v_SessionSetupReq is not None:
                     el = 'SessionSetupReq'
-                    bits(29, 6)
+                    v = (v << 6) | 29
+                    n += 6
+                    w.v = v; w.n = n
                     _e_SessionSetupReqType(w, v_SessionSetupReq)
+                    v = w.v; n = w.n
                     v_SessionSetupReq = None
                     s = 1
                 elif v_SessionSetupRes is not None:
                     el = 'SessionSetupRes'
-                    bits(30, 6)
+                    v = (v << 6) | 30
+                    n += 6
+                    w.v = v; w.n = n
                     _e_SessionSetupResType(w, v_SessionSetupRes)
+                    v = w.v; n = w.n
                     v_SessionSetupRes = None
                     s = 1
                 elif v_SessionStopReq is not None:
                     el = 'SessionStopReq'
-                    bits(31, 6)
+                    v = (v << 6) | 31
+                    n += 6
+                    w.v = v; w.n = n
                     _e_SessionStopType(w, v_SessionStopReq)
+                    v = w.v; n = w.n
                     v_SessionStopReq = None
                     s = 1
                 elif v_SessionStopRes is not None:
                     el = 'SessionStopRes'
-                    bits(32, 6)
+                    v = (v << 6) | 32
+                    n += 6
+                    w.v = v; w.n = n
                     _e_SessionStopResType(w, v_SessionStopRes)
+                    v = w.v; n = w.n
                     v_SessionStopRes = None
                     s = 1
                 elif v_WeldingDetectionReq is not None:
                     el = 'WeldingDetectionReq'
-                    bits(33, 6)
+                    v = (v << 6) | 33
+                    n += 6
+                    w.v = v; w.n = n
                     _e_WeldingDetectionReqType(w, v_WeldingDetectionReq)
+                    v = w.v; n = w.n
                     v_WeldingDetectionReq = None
                     s = 1
                 elif v_WeldingDetectionRes is not None:
                     el = 'WeldingDetectionRes'
-                    bits(34, 6)
+                    v = (v << 6) | 34
+                    n += 6
+                    w.v = v; w.n = n
                     _e_WeldingDetectionResType(w, v_WeldingDetectionRes)
+                    v = w.v; n = w.n
                     v_WeldingDetectionRes = None
                     s = 1
                 elif True:
-                    bits(35, 6)
+                    v = (v << 6) | 35
+                    n += 6
                     if v_BodyElement is not None or v_CableCheckReq is not None or v_CableCheckRes is not None or v_CertificateInstallationReq is not None or v_CertificateInstallationRes is not None or v_CertificateUpdateReq is not None or v_CertificateUpdateRes is not None or v_ChargeParameterDiscoveryReq is not None or v_ChargeParameterDiscoveryRes is not None or v_ChargingStatusReq is not None or v_ChargingStatusRes is not None or v_ContractAuthenticationReq is not None or v_ContractAuthenticationRes is not None or v_CurrentDemandReq is not None or v_CurrentDemandRes is not None or v_MeteringReceiptReq is not None or v_MeteringReceiptRes is not None or v_PaymentDetailsReq is not None or v_PaymentDetailsRes is not None or v_PowerDeliveryReq is not None or v_PowerDeliveryRes is not None or v_PreChargeReq is not None or v_PreChargeRes is not None or v_ServiceDetailReq is not None or v_ServiceDetailRes is not None or v_ServiceDiscoveryReq is not None or v_ServiceDiscoveryRes is not None or v_ServicePaymentSelectionReq is not None or v_ServicePaymentSelectionRes is not None or v_SessionSetupReq is not None or v_SessionSetupRes is not None or v_SessionStopReq is not None or v_SessionStopRes is not None or v_WeldingDetectionReq is not None or v_WeldingDetectionRes is not None: raise _leftover(o)
                     s = -1
             if s == 1:
                 if True:
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
                     if v_BodyElement is not None or v_CableCheckReq is not None or v_CableCheckRes is not None or v_CertificateInstallationReq is not None or v_CertificateInstallationRes is not None or v_CertificateUpdateReq is not None or v_CertificateUpdateRes is not None or v_ChargeParameterDiscoveryReq is not None or v_ChargeParameterDiscoveryRes is not None or v_ChargingStatusReq is not None or v_ChargingStatusRes is not None or v_ContractAuthenticationReq is not None or v_ContractAuthenticationRes is not None or v_CurrentDemandReq is not None or v_CurrentDemandRes is not None or v_MeteringReceiptReq is not None or v_MeteringReceiptRes is not None or v_PaymentDetailsReq is not None or v_PaymentDetailsRes is not None or v_PowerDeliveryReq is not None or v_PowerDeliveryRes is not None or v_PreChargeReq is not None or v_PreChargeRes is not None or v_ServiceDetailReq is not None or v_ServiceDetailRes is not None or v_ServiceDiscoveryReq is not None or v_ServiceDiscoveryRes is not None or v_ServicePaymentSelectionReq is not None or v_ServicePaymentSelectionRes is not None or v_SessionSetupReq is not None or v_SessionSetupRes is not None or v_SessionStopReq is not None or v_SessionStopRes is not None or v_WeldingDetectionReq is not None or v_WeldingDetectionRes is not None: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_WeldingDetectionReqType(r):
     # {urn:din:70121:2012:MsgBody}WeldingDetectionReqType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_DC_EVStatus = None
     try:
-        if bits(1): raise r.deviation('WeldingDetectionReqType')
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('WeldingDetectionReqType', p)
         el = 'DC_EVStatus'
+        r.pos = p
         f_DC_EVStatus = _d_DC_EVStatusType(r)
-        if bits(1): raise r.deviation('WeldingDetectionReqType')
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('WeldingDetectionReqType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgbody.WeldingDetectionReqType(f_DC_EVStatus)
 
 def _e_WeldingDetectionReqType(w, o):
     # {urn:din:70121:2012:MsgBody}WeldingDetectionReqType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_DC_EVStatus = o.DC_EVStatus
         if v_DC_EVStatus is not None:
             el = 'DC_EVStatus'
-            bits(0, 1)
+            v <<= 1
+            n += 1
+            w.v = v; w.n = n
             _e_DC_EVStatusType(w, v_DC_EVStatus)
-            bits(0, 1)
+            v = w.v; n = w.n
+            v <<= 1
+            n += 1
             v_DC_EVStatus = None
             if v_DC_EVStatus is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of DC_EVStatus')
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_WeldingDetectionResType(r):
     # {urn:din:70121:2012:MsgBody}WeldingDetectionResType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_ResponseCode = None
     f_DC_EVSEStatus = None
     f_EVSEPresentVoltage = None
     try:
-        x = bits(9)
-        if x & 387: raise r.deviation('WeldingDetectionResType')
+        p += 9
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 511
+        if x & 387: raise r.deviation('WeldingDetectionResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 31)
-        if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.pos)
+        if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', p)
         f_ResponseCode = _E6[f_ResponseCode]
         el = 'DC_EVSEStatus'
+        r.pos = p
         f_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
-        if bits(1): raise r.deviation('WeldingDetectionResType')
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('WeldingDetectionResType', p)
         el = 'EVSEPresentVoltage'
+        r.pos = p
         f_EVSEPresentVoltage = _d_PhysicalValueType(r)
-        if bits(1): raise r.deviation('WeldingDetectionResType')
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('WeldingDetectionResType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return din_msgbody.WeldingDetectionResType(f_ResponseCode, f_DC_EVSEStatus, f_EVSEPresentVoltage)
 
 def _e_WeldingDetectionResType(w, o):
     # {urn:din:70121:2012:MsgBody}WeldingDetectionResType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_ResponseCode = o.ResponseCode
@@ -13219,603 +18551,584 @@ def _e_WeldingDetectionResType(w, o):
             if _i42 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
             if not (v_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
             el = 'DC_EVSEStatus'
-            bits((_i42 << 2), 9)
+            v = (v << 9) | (_i42 << 2)
+            n += 9
             v_ResponseCode = None
+            w.v = v; w.n = n
             _e_DC_EVSEStatusType(w, v_DC_EVSEStatus)
+            v = w.v; n = w.n
             if not (v_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
             el = 'EVSEPresentVoltage'
-            bits(0, 1)
+            v <<= 1
+            n += 1
             v_DC_EVSEStatus = None
+            w.v = v; w.n = n
             _e_PhysicalValueType(w, v_EVSEPresentVoltage)
-            bits(0, 1)
+            v = w.v; n = w.n
+            v <<= 1
+            n += 1
             v_EVSEPresentVoltage = None
             if v_ResponseCode is not None or v_DC_EVSEStatus is not None or v_EVSEPresentVoltage is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _de0(r):  # AC_EVChargeParameter
-    bits = r.bits
     return _d_AC_EVChargeParameterType(r)
 
-def _ee0(w, v):  # AC_EVChargeParameter
-    _e_AC_EVChargeParameterType(w, v)
+def _ee0(w, o):  # AC_EVChargeParameter
+    _e_AC_EVChargeParameterType(w, o)
 
 def _de1(r):  # AC_EVSEChargeParameter
-    bits = r.bits
     return _d_AC_EVSEChargeParameterType(r)
 
-def _ee1(w, v):  # AC_EVSEChargeParameter
-    _e_AC_EVSEChargeParameterType(w, v)
+def _ee1(w, o):  # AC_EVSEChargeParameter
+    _e_AC_EVSEChargeParameterType(w, o)
 
 def _de2(r):  # AC_EVSEStatus
-    bits = r.bits
     return _d_AC_EVSEStatusType(r)
 
-def _ee2(w, v):  # AC_EVSEStatus
-    _e_AC_EVSEStatusType(w, v)
+def _ee2(w, o):  # AC_EVSEStatus
+    _e_AC_EVSEStatusType(w, o)
 
 def _de3(r):  # BodyElement
-    bits = r.bits
     return _d_BodyBaseType(r)
 
-def _ee3(w, v):  # BodyElement
-    _e_BodyBaseType(w, v)
+def _ee3(w, o):  # BodyElement
+    _e_BodyBaseType(w, o)
 
 def _de4(r):  # CableCheckReq
-    bits = r.bits
     return _d_CableCheckReqType(r)
 
-def _ee4(w, v):  # CableCheckReq
-    _e_CableCheckReqType(w, v)
+def _ee4(w, o):  # CableCheckReq
+    _e_CableCheckReqType(w, o)
 
 def _de5(r):  # CableCheckRes
-    bits = r.bits
     return _d_CableCheckResType(r)
 
-def _ee5(w, v):  # CableCheckRes
-    _e_CableCheckResType(w, v)
+def _ee5(w, o):  # CableCheckRes
+    _e_CableCheckResType(w, o)
 
 def _de6(r):  # CanonicalizationMethod
-    bits = r.bits
     return _d_CanonicalizationMethodType(r, 113)
 
-def _ee6(w, v):  # CanonicalizationMethod
-    _e_CanonicalizationMethodType(w, v)
+def _ee6(w, o):  # CanonicalizationMethod
+    _e_CanonicalizationMethodType(w, o)
 
 def _de7(r):  # CertificateInstallationReq
-    bits = r.bits
     return _d_CertificateInstallationReqType(r)
 
-def _ee7(w, v):  # CertificateInstallationReq
-    _e_CertificateInstallationReqType(w, v)
+def _ee7(w, o):  # CertificateInstallationReq
+    _e_CertificateInstallationReqType(w, o)
 
 def _de8(r):  # CertificateInstallationRes
-    bits = r.bits
     return _d_CertificateInstallationResType(r)
 
-def _ee8(w, v):  # CertificateInstallationRes
-    _e_CertificateInstallationResType(w, v)
+def _ee8(w, o):  # CertificateInstallationRes
+    _e_CertificateInstallationResType(w, o)
 
 def _de9(r):  # CertificateUpdateReq
-    bits = r.bits
     return _d_CertificateUpdateReqType(r)
 
-def _ee9(w, v):  # CertificateUpdateReq
-    _e_CertificateUpdateReqType(w, v)
+def _ee9(w, o):  # CertificateUpdateReq
+    _e_CertificateUpdateReqType(w, o)
 
 def _de10(r):  # CertificateUpdateRes
-    bits = r.bits
     return _d_CertificateUpdateResType(r)
 
-def _ee10(w, v):  # CertificateUpdateRes
-    _e_CertificateUpdateResType(w, v)
+def _ee10(w, o):  # CertificateUpdateRes
+    _e_CertificateUpdateResType(w, o)
 
 def _de11(r):  # ChargeParameterDiscoveryReq
-    bits = r.bits
     return _d_ChargeParameterDiscoveryReqType(r)
 
-def _ee11(w, v):  # ChargeParameterDiscoveryReq
-    _e_ChargeParameterDiscoveryReqType(w, v)
+def _ee11(w, o):  # ChargeParameterDiscoveryReq
+    _e_ChargeParameterDiscoveryReqType(w, o)
 
 def _de12(r):  # ChargeParameterDiscoveryRes
-    bits = r.bits
     return _d_ChargeParameterDiscoveryResType(r)
 
-def _ee12(w, v):  # ChargeParameterDiscoveryRes
-    _e_ChargeParameterDiscoveryResType(w, v)
+def _ee12(w, o):  # ChargeParameterDiscoveryRes
+    _e_ChargeParameterDiscoveryResType(w, o)
 
 def _de13(r):  # ChargingStatusReq
-    bits = r.bits
     return _d_ChargingStatusReqType(r)
 
-def _ee13(w, v):  # ChargingStatusReq
-    _e_ChargingStatusReqType(w, v)
+def _ee13(w, o):  # ChargingStatusReq
+    _e_ChargingStatusReqType(w, o)
 
 def _de14(r):  # ChargingStatusRes
-    bits = r.bits
     return _d_ChargingStatusResType(r)
 
-def _ee14(w, v):  # ChargingStatusRes
-    _e_ChargingStatusResType(w, v)
+def _ee14(w, o):  # ChargingStatusRes
+    _e_ChargingStatusResType(w, o)
 
 def _de15(r):  # ContractAuthenticationReq
-    bits = r.bits
     return _d_ContractAuthenticationReqType(r)
 
-def _ee15(w, v):  # ContractAuthenticationReq
-    _e_ContractAuthenticationReqType(w, v)
+def _ee15(w, o):  # ContractAuthenticationReq
+    _e_ContractAuthenticationReqType(w, o)
 
 def _de16(r):  # ContractAuthenticationRes
-    bits = r.bits
     return _d_ContractAuthenticationResType(r)
 
-def _ee16(w, v):  # ContractAuthenticationRes
-    _e_ContractAuthenticationResType(w, v)
+def _ee16(w, o):  # ContractAuthenticationRes
+    _e_ContractAuthenticationResType(w, o)
 
 def _de17(r):  # CurrentDemandReq
-    bits = r.bits
     return _d_CurrentDemandReqType(r)
 
-def _ee17(w, v):  # CurrentDemandReq
-    _e_CurrentDemandReqType(w, v)
+def _ee17(w, o):  # CurrentDemandReq
+    _e_CurrentDemandReqType(w, o)
 
 def _de18(r):  # CurrentDemandRes
-    bits = r.bits
     return _d_CurrentDemandResType(r)
 
-def _ee18(w, v):  # CurrentDemandRes
-    _e_CurrentDemandResType(w, v)
+def _ee18(w, o):  # CurrentDemandRes
+    _e_CurrentDemandResType(w, o)
 
 def _de19(r):  # DC_EVChargeParameter
-    bits = r.bits
     return _d_DC_EVChargeParameterType(r)
 
-def _ee19(w, v):  # DC_EVChargeParameter
-    _e_DC_EVChargeParameterType(w, v)
+def _ee19(w, o):  # DC_EVChargeParameter
+    _e_DC_EVChargeParameterType(w, o)
 
 def _de20(r):  # DC_EVPowerDeliveryParameter
-    bits = r.bits
     return _d_DC_EVPowerDeliveryParameterType(r)
 
-def _ee20(w, v):  # DC_EVPowerDeliveryParameter
-    _e_DC_EVPowerDeliveryParameterType(w, v)
+def _ee20(w, o):  # DC_EVPowerDeliveryParameter
+    _e_DC_EVPowerDeliveryParameterType(w, o)
 
 def _de21(r):  # DC_EVSEChargeParameter
-    bits = r.bits
     return _d_DC_EVSEChargeParameterType(r)
 
-def _ee21(w, v):  # DC_EVSEChargeParameter
-    _e_DC_EVSEChargeParameterType(w, v)
+def _ee21(w, o):  # DC_EVSEChargeParameter
+    _e_DC_EVSEChargeParameterType(w, o)
 
 def _de22(r):  # DC_EVSEStatus
-    bits = r.bits
     return _d_DC_EVSEStatusType(r)
 
-def _ee22(w, v):  # DC_EVSEStatus
-    _e_DC_EVSEStatusType(w, v)
+def _ee22(w, o):  # DC_EVSEStatus
+    _e_DC_EVSEStatusType(w, o)
 
 def _de23(r):  # DC_EVStatus
-    bits = r.bits
     return _d_DC_EVStatusType(r)
 
-def _ee23(w, v):  # DC_EVStatus
-    _e_DC_EVStatusType(w, v)
+def _ee23(w, o):  # DC_EVStatus
+    _e_DC_EVStatusType(w, o)
 
 def _de24(r):  # DSAKeyValue
-    bits = r.bits
     return _d_DSAKeyValueType(r)
 
-def _ee24(w, v):  # DSAKeyValue
-    _e_DSAKeyValueType(w, v)
+def _ee24(w, o):  # DSAKeyValue
+    _e_DSAKeyValueType(w, o)
 
 def _de25(r):  # DigestMethod
-    bits = r.bits
     return _d_DigestMethodType(r, 69)
 
-def _ee25(w, v):  # DigestMethod
-    _e_DigestMethodType(w, v)
+def _ee25(w, o):  # DigestMethod
+    _e_DigestMethodType(w, o)
 
 def _de26(r):  # DigestValue
-    bits = r.bits
-    if bits(1): raise r.deviation('DigestValue')
-    v = r.binary()
-    if bits(1): raise r.deviation('DigestValue')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('DigestValue', p)
+    r.pos = p
+    val = r.binary()
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('DigestValue', p)
+    r.pos = p
+    return val
 
-def _ee26(w, v):  # DigestValue
-    bits(0, 1)
-    w.binary(v)
-    bits(0, 1)
+def _ee26(w, o):  # DigestValue
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    w.binary(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de27(r):  # EVChargeParameter
-    bits = r.bits
     return _d_EVChargeParameterType(r)
 
-def _ee27(w, v):  # EVChargeParameter
-    _e_EVChargeParameterType(w, v)
+def _ee27(w, o):  # EVChargeParameter
+    _e_EVChargeParameterType(w, o)
 
 def _de28(r):  # EVPowerDeliveryParameter
-    bits = r.bits
     return _d_EVPowerDeliveryParameterType(r)
 
-def _ee28(w, v):  # EVPowerDeliveryParameter
-    _e_EVPowerDeliveryParameterType(w, v)
+def _ee28(w, o):  # EVPowerDeliveryParameter
+    _e_EVPowerDeliveryParameterType(w, o)
 
 def _de29(r):  # EVSEChargeParameter
-    bits = r.bits
     return _d_EVSEChargeParameterType(r)
 
-def _ee29(w, v):  # EVSEChargeParameter
-    _e_EVSEChargeParameterType(w, v)
+def _ee29(w, o):  # EVSEChargeParameter
+    _e_EVSEChargeParameterType(w, o)
 
 def _de30(r):  # EVSEStatus
-    bits = r.bits
     return _d_EVSEStatusType(r)
 
-def _ee30(w, v):  # EVSEStatus
-    _e_EVSEStatusType(w, v)
+def _ee30(w, o):  # EVSEStatus
+    _e_EVSEStatusType(w, o)
 
 def _de31(r):  # EVStatus
-    bits = r.bits
     return _d_EVStatusType(r)
 
-def _ee31(w, v):  # EVStatus
-    _e_EVStatusType(w, v)
+def _ee31(w, o):  # EVStatus
+    _e_EVStatusType(w, o)
 
 def _de32(r):  # Entry
-    bits = r.bits
     return _d_EntryType(r)
 
-def _ee32(w, v):  # Entry
-    _e_EntryType(w, v)
+def _ee32(w, o):  # Entry
+    _e_EntryType(w, o)
 
 def _de33(r):  # KeyInfo
-    bits = r.bits
     return _d_KeyInfoType(r, 111)
 
-def _ee33(w, v):  # KeyInfo
-    _e_KeyInfoType(w, v)
+def _ee33(w, o):  # KeyInfo
+    _e_KeyInfoType(w, o)
 
 def _de34(r):  # KeyName
-    bits = r.bits
-    if bits(1): raise r.deviation('KeyName')
-    v = r.string(51)
-    if bits(1): raise r.deviation('KeyName')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
+    r.pos = p
+    val = r.string(51)
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
+    r.pos = p
+    return val
 
-def _ee34(w, v):  # KeyName
-    bits(0, 1)
-    w.string(v)
-    bits(0, 1)
+def _ee34(w, o):  # KeyName
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    w.string(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de35(r):  # KeyValue
-    bits = r.bits
     return _d_KeyValueType(r, 52)
 
-def _ee35(w, v):  # KeyValue
-    _e_KeyValueType(w, v)
+def _ee35(w, o):  # KeyValue
+    _e_KeyValueType(w, o)
 
 def _de36(r):  # Manifest
-    bits = r.bits
     return _d_ManifestType(r)
 
-def _ee36(w, v):  # Manifest
-    _e_ManifestType(w, v)
+def _ee36(w, o):  # Manifest
+    _e_ManifestType(w, o)
 
 def _de37(r):  # MeteringReceiptReq
-    bits = r.bits
     return _d_MeteringReceiptReqType(r)
 
-def _ee37(w, v):  # MeteringReceiptReq
-    _e_MeteringReceiptReqType(w, v)
+def _ee37(w, o):  # MeteringReceiptReq
+    _e_MeteringReceiptReqType(w, o)
 
 def _de38(r):  # MeteringReceiptRes
-    bits = r.bits
     return _d_MeteringReceiptResType(r)
 
-def _ee38(w, v):  # MeteringReceiptRes
-    _e_MeteringReceiptResType(w, v)
+def _ee38(w, o):  # MeteringReceiptRes
+    _e_MeteringReceiptResType(w, o)
 
 def _de39(r):  # MgmtData
-    bits = r.bits
-    if bits(1): raise r.deviation('MgmtData')
-    v = r.string(53)
-    if bits(1): raise r.deviation('MgmtData')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
+    r.pos = p
+    val = r.string(53)
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
+    r.pos = p
+    return val
 
-def _ee39(w, v):  # MgmtData
-    bits(0, 1)
-    w.string(v)
-    bits(0, 1)
+def _ee39(w, o):  # MgmtData
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    w.string(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de40(r):  # Object
-    bits = r.bits
     return _d_ObjectType(r, 112)
 
-def _ee40(w, v):  # Object
-    _e_ObjectType(w, v)
+def _ee40(w, o):  # Object
+    _e_ObjectType(w, o)
 
 def _de41(r):  # PGPData
-    bits = r.bits
     return _d_PGPDataType(r)
 
-def _ee41(w, v):  # PGPData
-    _e_PGPDataType(w, v)
+def _ee41(w, o):  # PGPData
+    _e_PGPDataType(w, o)
 
 def _de42(r):  # PMaxScheduleEntry
-    bits = r.bits
     return _d_PMaxScheduleEntryType(r)
 
-def _ee42(w, v):  # PMaxScheduleEntry
-    _e_PMaxScheduleEntryType(w, v)
+def _ee42(w, o):  # PMaxScheduleEntry
+    _e_PMaxScheduleEntryType(w, o)
 
 def _de43(r):  # PaymentDetailsReq
-    bits = r.bits
     return _d_PaymentDetailsReqType(r)
 
-def _ee43(w, v):  # PaymentDetailsReq
-    _e_PaymentDetailsReqType(w, v)
+def _ee43(w, o):  # PaymentDetailsReq
+    _e_PaymentDetailsReqType(w, o)
 
 def _de44(r):  # PaymentDetailsRes
-    bits = r.bits
     return _d_PaymentDetailsResType(r)
 
-def _ee44(w, v):  # PaymentDetailsRes
-    _e_PaymentDetailsResType(w, v)
+def _ee44(w, o):  # PaymentDetailsRes
+    _e_PaymentDetailsResType(w, o)
 
 def _de45(r):  # PowerDeliveryReq
-    bits = r.bits
     return _d_PowerDeliveryReqType(r)
 
-def _ee45(w, v):  # PowerDeliveryReq
-    _e_PowerDeliveryReqType(w, v)
+def _ee45(w, o):  # PowerDeliveryReq
+    _e_PowerDeliveryReqType(w, o)
 
 def _de46(r):  # PowerDeliveryRes
-    bits = r.bits
     return _d_PowerDeliveryResType(r)
 
-def _ee46(w, v):  # PowerDeliveryRes
-    _e_PowerDeliveryResType(w, v)
+def _ee46(w, o):  # PowerDeliveryRes
+    _e_PowerDeliveryResType(w, o)
 
 def _de47(r):  # PreChargeReq
-    bits = r.bits
     return _d_PreChargeReqType(r)
 
-def _ee47(w, v):  # PreChargeReq
-    _e_PreChargeReqType(w, v)
+def _ee47(w, o):  # PreChargeReq
+    _e_PreChargeReqType(w, o)
 
 def _de48(r):  # PreChargeRes
-    bits = r.bits
     return _d_PreChargeResType(r)
 
-def _ee48(w, v):  # PreChargeRes
-    _e_PreChargeResType(w, v)
+def _ee48(w, o):  # PreChargeRes
+    _e_PreChargeResType(w, o)
 
 def _de49(r):  # RSAKeyValue
-    bits = r.bits
     return _d_RSAKeyValueType(r)
 
-def _ee49(w, v):  # RSAKeyValue
-    _e_RSAKeyValueType(w, v)
+def _ee49(w, o):  # RSAKeyValue
+    _e_RSAKeyValueType(w, o)
 
 def _de50(r):  # Reference
-    bits = r.bits
     return _d_ReferenceType(r)
 
-def _ee50(w, v):  # Reference
-    _e_ReferenceType(w, v)
+def _ee50(w, o):  # Reference
+    _e_ReferenceType(w, o)
 
 def _de51(r):  # RelativeTimeInterval
-    bits = r.bits
     return _d_RelativeTimeIntervalType(r)
 
-def _ee51(w, v):  # RelativeTimeInterval
-    _e_RelativeTimeIntervalType(w, v)
+def _ee51(w, o):  # RelativeTimeInterval
+    _e_RelativeTimeIntervalType(w, o)
 
 def _de52(r):  # RetrievalMethod
-    bits = r.bits
     return _d_RetrievalMethodType(r)
 
-def _ee52(w, v):  # RetrievalMethod
-    _e_RetrievalMethodType(w, v)
+def _ee52(w, o):  # RetrievalMethod
+    _e_RetrievalMethodType(w, o)
 
 def _de53(r):  # SAScheduleList
-    bits = r.bits
     return _d_SAScheduleListType(r)
 
-def _ee53(w, v):  # SAScheduleList
-    _e_SAScheduleListType(w, v)
+def _ee53(w, o):  # SAScheduleList
+    _e_SAScheduleListType(w, o)
 
 def _de54(r):  # SASchedules
-    bits = r.bits
     return _d_SASchedulesType(r)
 
-def _ee54(w, v):  # SASchedules
-    _e_SASchedulesType(w, v)
+def _ee54(w, o):  # SASchedules
+    _e_SASchedulesType(w, o)
 
 def _de55(r):  # SPKIData
-    bits = r.bits
     return _d_SPKIDataType(r)
 
-def _ee55(w, v):  # SPKIData
-    _e_SPKIDataType(w, v)
+def _ee55(w, o):  # SPKIData
+    _e_SPKIDataType(w, o)
 
 def _de56(r):  # SalesTariffEntry
-    bits = r.bits
     return _d_SalesTariffEntryType(r)
 
-def _ee56(w, v):  # SalesTariffEntry
-    _e_SalesTariffEntryType(w, v)
+def _ee56(w, o):  # SalesTariffEntry
+    _e_SalesTariffEntryType(w, o)
 
 def _de57(r):  # ServiceCharge
-    bits = r.bits
     return _d_ServiceChargeType(r)
 
-def _ee57(w, v):  # ServiceCharge
-    _e_ServiceChargeType(w, v)
+def _ee57(w, o):  # ServiceCharge
+    _e_ServiceChargeType(w, o)
 
 def _de58(r):  # ServiceDetailReq
-    bits = r.bits
     return _d_ServiceDetailReqType(r)
 
-def _ee58(w, v):  # ServiceDetailReq
-    _e_ServiceDetailReqType(w, v)
+def _ee58(w, o):  # ServiceDetailReq
+    _e_ServiceDetailReqType(w, o)
 
 def _de59(r):  # ServiceDetailRes
-    bits = r.bits
     return _d_ServiceDetailResType(r)
 
-def _ee59(w, v):  # ServiceDetailRes
-    _e_ServiceDetailResType(w, v)
+def _ee59(w, o):  # ServiceDetailRes
+    _e_ServiceDetailResType(w, o)
 
 def _de60(r):  # ServiceDiscoveryReq
-    bits = r.bits
     return _d_ServiceDiscoveryReqType(r)
 
-def _ee60(w, v):  # ServiceDiscoveryReq
-    _e_ServiceDiscoveryReqType(w, v)
+def _ee60(w, o):  # ServiceDiscoveryReq
+    _e_ServiceDiscoveryReqType(w, o)
 
 def _de61(r):  # ServiceDiscoveryRes
-    bits = r.bits
     return _d_ServiceDiscoveryResType(r)
 
-def _ee61(w, v):  # ServiceDiscoveryRes
-    _e_ServiceDiscoveryResType(w, v)
+def _ee61(w, o):  # ServiceDiscoveryRes
+    _e_ServiceDiscoveryResType(w, o)
 
 def _de62(r):  # ServicePaymentSelectionReq
-    bits = r.bits
     return _d_ServicePaymentSelectionReqType(r)
 
-def _ee62(w, v):  # ServicePaymentSelectionReq
-    _e_ServicePaymentSelectionReqType(w, v)
+def _ee62(w, o):  # ServicePaymentSelectionReq
+    _e_ServicePaymentSelectionReqType(w, o)
 
 def _de63(r):  # ServicePaymentSelectionRes
-    bits = r.bits
     return _d_ServicePaymentSelectionResType(r)
 
-def _ee63(w, v):  # ServicePaymentSelectionRes
-    _e_ServicePaymentSelectionResType(w, v)
+def _ee63(w, o):  # ServicePaymentSelectionRes
+    _e_ServicePaymentSelectionResType(w, o)
 
 def _de64(r):  # SessionSetupReq
-    bits = r.bits
     return _d_SessionSetupReqType(r)
 
-def _ee64(w, v):  # SessionSetupReq
-    _e_SessionSetupReqType(w, v)
+def _ee64(w, o):  # SessionSetupReq
+    _e_SessionSetupReqType(w, o)
 
 def _de65(r):  # SessionSetupRes
-    bits = r.bits
     return _d_SessionSetupResType(r)
 
-def _ee65(w, v):  # SessionSetupRes
-    _e_SessionSetupResType(w, v)
+def _ee65(w, o):  # SessionSetupRes
+    _e_SessionSetupResType(w, o)
 
 def _de66(r):  # SessionStopReq
-    bits = r.bits
     return _d_SessionStopType(r)
 
-def _ee66(w, v):  # SessionStopReq
-    _e_SessionStopType(w, v)
+def _ee66(w, o):  # SessionStopReq
+    _e_SessionStopType(w, o)
 
 def _de67(r):  # SessionStopRes
-    bits = r.bits
     return _d_SessionStopResType(r)
 
-def _ee67(w, v):  # SessionStopRes
-    _e_SessionStopResType(w, v)
+def _ee67(w, o):  # SessionStopRes
+    _e_SessionStopResType(w, o)
 
 def _de68(r):  # Signature
-    bits = r.bits
     return _d_SignatureType(r)
 
-def _ee68(w, v):  # Signature
-    _e_SignatureType(w, v)
+def _ee68(w, o):  # Signature
+    _e_SignatureType(w, o)
 
 def _de69(r):  # SignatureMethod
-    bits = r.bits
     return _d_SignatureMethodType(r, 114)
 
-def _ee69(w, v):  # SignatureMethod
-    _e_SignatureMethodType(w, v)
+def _ee69(w, o):  # SignatureMethod
+    _e_SignatureMethodType(w, o)
 
 def _de70(r):  # SignatureProperties
-    bits = r.bits
     return _d_SignaturePropertiesType(r)
 
-def _ee70(w, v):  # SignatureProperties
-    _e_SignaturePropertiesType(w, v)
+def _ee70(w, o):  # SignatureProperties
+    _e_SignaturePropertiesType(w, o)
 
 def _de71(r):  # SignatureProperty
-    bits = r.bits
     return _d_SignaturePropertyType(r, 116)
 
-def _ee71(w, v):  # SignatureProperty
-    _e_SignaturePropertyType(w, v)
+def _ee71(w, o):  # SignatureProperty
+    _e_SignaturePropertyType(w, o)
 
 def _de72(r):  # SignatureValue
-    bits = r.bits
     return _d_SignatureValueType(r)
 
-def _ee72(w, v):  # SignatureValue
-    _e_SignatureValueType(w, v)
+def _ee72(w, o):  # SignatureValue
+    _e_SignatureValueType(w, o)
 
 def _de73(r):  # SignedInfo
-    bits = r.bits
     return _d_SignedInfoType(r)
 
-def _ee73(w, v):  # SignedInfo
-    _e_SignedInfoType(w, v)
+def _ee73(w, o):  # SignedInfo
+    _e_SignedInfoType(w, o)
 
 def _de74(r):  # TimeInterval
-    bits = r.bits
     return _d_IntervalType(r)
 
-def _ee74(w, v):  # TimeInterval
-    _e_IntervalType(w, v)
+def _ee74(w, o):  # TimeInterval
+    _e_IntervalType(w, o)
 
 def _de75(r):  # Transform
-    bits = r.bits
     return _d_TransformType(r, 58)
 
-def _ee75(w, v):  # Transform
-    _e_TransformType(w, v)
+def _ee75(w, o):  # Transform
+    _e_TransformType(w, o)
 
 def _de76(r):  # Transforms
-    bits = r.bits
     return _d_TransformsType(r)
 
-def _ee76(w, v):  # Transforms
-    _e_TransformsType(w, v)
+def _ee76(w, o):  # Transforms
+    _e_TransformsType(w, o)
 
 def _de77(r):  # V2G_Message
-    bits = r.bits
     return _d_V2G_Message(r)
 
-def _ee77(w, v):  # V2G_Message
-    _e_V2G_Message(w, v)
+def _ee77(w, o):  # V2G_Message
+    _e_V2G_Message(w, o)
 
 def _de78(r):  # WeldingDetectionReq
-    bits = r.bits
     return _d_WeldingDetectionReqType(r)
 
-def _ee78(w, v):  # WeldingDetectionReq
-    _e_WeldingDetectionReqType(w, v)
+def _ee78(w, o):  # WeldingDetectionReq
+    _e_WeldingDetectionReqType(w, o)
 
 def _de79(r):  # WeldingDetectionRes
-    bits = r.bits
     return _d_WeldingDetectionResType(r)
 
-def _ee79(w, v):  # WeldingDetectionRes
-    _e_WeldingDetectionResType(w, v)
+def _ee79(w, o):  # WeldingDetectionRes
+    _e_WeldingDetectionResType(w, o)
 
 def _de80(r):  # X509Data
-    bits = r.bits
     return _d_X509DataType(r)
 
-def _ee80(w, v):  # X509Data
-    _e_X509DataType(w, v)
+def _ee80(w, o):  # X509Data
+    _e_X509DataType(w, o)
 
 # (namespace, local name, class or simple type code, decode, encode); index = event code
 DOCUMENT = (
@@ -13904,1807 +19217,3226 @@ DOCUMENT = (
 DOCUMENT_WIDTH = 7
 
 def _de81(r):  # AC_EVSEStatus
-    bits = r.bits
     return _d_AC_EVSEStatusType(r)
 
-def _ee81(w, v):  # AC_EVSEStatus
-    _e_AC_EVSEStatusType(w, v)
+def _ee81(w, o):  # AC_EVSEStatus
+    _e_AC_EVSEStatusType(w, o)
 
 def _de82(r):  # AC_EVSEStatus
-    bits = r.bits
     return _d_AC_EVSEStatusType(r)
 
-def _ee82(w, v):  # AC_EVSEStatus
-    _e_AC_EVSEStatusType(w, v)
+def _ee82(w, o):  # AC_EVSEStatus
+    _e_AC_EVSEStatusType(w, o)
 
 def _de83(r):  # Body
-    bits = r.bits
     return _d_BodyType(r)
 
-def _ee83(w, v):  # Body
-    _e_BodyType(w, v)
+def _ee83(w, o):  # Body
+    _e_BodyType(w, o)
 
 def _de84(r):  # BulkChargingComplete
-    bits = r.bits
-    x = bits(3)
-    if x & 5: raise r.deviation('BulkChargingComplete')
-    v = ((x >> 1) & 1) == 1
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 3
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 7
+    if x & 5: raise r.deviation('BulkChargingComplete', p)
+    val = ((x >> 1) & 1) == 1
+    r.pos = p
+    return val
 
-def _ee84(w, v):  # BulkChargingComplete
-    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
-    bits((v << 1), 3)
+def _ee84(w, o):  # BulkChargingComplete
+    v = w.v
+    n = w.n
+    if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
+    v = (v << 3) | (o << 1)
+    n += 3
+    w.v = v
+    w.n = n
 
 def _de85(r):  # BulkChargingComplete
-    bits = r.bits
-    x = bits(3)
-    if x & 5: raise r.deviation('BulkChargingComplete')
-    v = ((x >> 1) & 1) == 1
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 3
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 7
+    if x & 5: raise r.deviation('BulkChargingComplete', p)
+    val = ((x >> 1) & 1) == 1
+    r.pos = p
+    return val
 
-def _ee85(w, v):  # BulkChargingComplete
-    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
-    bits((v << 1), 3)
+def _ee85(w, o):  # BulkChargingComplete
+    v = w.v
+    n = w.n
+    if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
+    v = (v << 3) | (o << 1)
+    n += 3
+    w.v = v
+    w.n = n
 
 def _de86(r):  # BulkSOC
-    bits = r.bits
-    x = bits(9)
-    if x & 257: raise r.deviation('BulkSOC')
-    v = ((x >> 1) & 127)
-    if v > 100: raise DecodeError(f'value {v} above maximum 100', r.pos)
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 9
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 511
+    if x & 257: raise r.deviation('BulkSOC', p)
+    val = ((x >> 1) & 127)
+    if val > 100: raise DecodeError(f'value {val} above maximum 100', p)
+    r.pos = p
+    return val
 
-def _ee86(w, v):  # BulkSOC
-    if not 0 <= v <= 100: raise EncodeError(f'value {v!r} outside [0, 100]')
-    bits((v << 1), 9)
+def _ee86(w, o):  # BulkSOC
+    v = w.v
+    n = w.n
+    if not 0 <= o <= 100: raise EncodeError(f'value {o!r} outside [0, 100]')
+    v = (v << 9) | (o << 1)
+    n += 9
+    w.v = v
+    w.n = n
 
 def _de87(r):  # Certificate
-    bits = r.bits
-    if bits(1): raise r.deviation('Certificate')
-    v = r.binary()
-    if len(v) > 1200: raise DecodeError(f'length {len(v)} outside [0, 1200]', r.pos)
-    if bits(1): raise r.deviation('Certificate')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+    r.pos = p
+    val = r.binary()
+    if len(val) > 1200: raise DecodeError(f'length {len(val)} outside [0, 1200]', r.pos)
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+    r.pos = p
+    return val
 
-def _ee87(w, v):  # Certificate
-    bits(0, 1)
-    if len(v) > 1200: raise EncodeError(f'length {len(v)} outside [0, 1200]')
-    w.binary(v)
-    bits(0, 1)
+def _ee87(w, o):  # Certificate
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    if len(o) > 1200: raise EncodeError(f'length {len(o)} outside [0, 1200]')
+    w.binary(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de88(r):  # ChargeService
-    bits = r.bits
     return _d_ServiceChargeType(r)
 
-def _ee88(w, v):  # ChargeService
-    _e_ServiceChargeType(w, v)
+def _ee88(w, o):  # ChargeService
+    _e_ServiceChargeType(w, o)
 
 def _de89(r):  # ChargingComplete
-    bits = r.bits
-    x = bits(3)
-    if x & 5: raise r.deviation('ChargingComplete')
-    v = ((x >> 1) & 1) == 1
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 3
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 7
+    if x & 5: raise r.deviation('ChargingComplete', p)
+    val = ((x >> 1) & 1) == 1
+    r.pos = p
+    return val
 
-def _ee89(w, v):  # ChargingComplete
-    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
-    bits((v << 1), 3)
+def _ee89(w, o):  # ChargingComplete
+    v = w.v
+    n = w.n
+    if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
+    v = (v << 3) | (o << 1)
+    n += 3
+    w.v = v
+    w.n = n
 
 def _de90(r):  # ChargingComplete
-    bits = r.bits
-    x = bits(3)
-    if x & 5: raise r.deviation('ChargingComplete')
-    v = ((x >> 1) & 1) == 1
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 3
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 7
+    if x & 5: raise r.deviation('ChargingComplete', p)
+    val = ((x >> 1) & 1) == 1
+    r.pos = p
+    return val
 
-def _ee90(w, v):  # ChargingComplete
-    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
-    bits((v << 1), 3)
+def _ee90(w, o):  # ChargingComplete
+    v = w.v
+    n = w.n
+    if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
+    v = (v << 3) | (o << 1)
+    n += 3
+    w.v = v
+    w.n = n
 
 def _de91(r):  # ChargingProfile
-    bits = r.bits
     return _d_ChargingProfileType(r)
 
-def _ee91(w, v):  # ChargingProfile
-    _e_ChargingProfileType(w, v)
+def _ee91(w, o):  # ChargingProfile
+    _e_ChargingProfileType(w, o)
 
 def _de92(r):  # ChargingProfileEntryMaxPower
-    bits = r.bits
-    x = bits(2)
-    if x & 2: raise r.deviation('ChargingProfileEntryMaxPower')
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 2
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 3
+    if x & 2: raise r.deviation('ChargingProfileEntryMaxPower', p)
     _neg = (x & 1)
-    v = r.uint()
-    if _neg: v = -v - 1
-    if v < -32768 or v > 32767: raise DecodeError(f'value {v} outside [-32768, 32767]', r.pos)
-    if bits(1): raise r.deviation('ChargingProfileEntryMaxPower')
-    return v
+    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        p += 8
+        val = (V >> (E - p)) & 127
+    else:
+        r.pos = p; val = r.uint(); p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('ChargingProfileEntryMaxPower', p)
+    if _neg: val = -val - 1
+    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', p)
+    r.pos = p
+    return val
 
-def _ee92(w, v):  # ChargingProfileEntryMaxPower
-    if v < -32768 or v > 32767: raise EncodeError(f'value {v!r} outside [-32768, 32767]')
-    bits((v < 0), 2)
-    w.uint(-v - 1 if v < 0 else v)
-    bits(0, 1)
+def _ee92(w, o):  # ChargingProfileEntryMaxPower
+    v = w.v
+    n = w.n
+    if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
+    v = (v << 2) | (o < 0)
+    n += 2
+    _m = (-o - 1 if o < 0 else o)
+    if _m < 128: v = (v << 8) | _m; n += 8
+    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de93(r):  # ChargingProfileEntryStart
-    bits = r.bits
-    if bits(1): raise r.deviation('ChargingProfileEntryStart')
-    v = r.uint()
-    if v > 4294967295: raise DecodeError(f'value {v} outside [0, 4294967295]', r.pos)
-    if bits(1): raise r.deviation('ChargingProfileEntryStart')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('ChargingProfileEntryStart', p)
+    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        p += 8
+        val = (V >> (E - p)) & 127
+    else:
+        r.pos = p; val = r.uint(); p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('ChargingProfileEntryStart', p)
+    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', p)
+    r.pos = p
+    return val
 
-def _ee93(w, v):  # ChargingProfileEntryStart
-    bits(0, 1)
-    if v < 0 or v > 4294967295: raise EncodeError(f'value {v!r} outside [0, 4294967295]')
-    w.uint(v)
-    bits(0, 1)
+def _ee93(w, o):  # ChargingProfileEntryStart
+    v = w.v
+    n = w.n
+    if o < 0 or o > 4294967295: raise EncodeError(f'value {o!r} outside [0, 4294967295]')
+    v <<= 1
+    n += 1
+    if o < 128: v = (v << 8) | o; n += 8
+    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de94(r):  # ConsumptionCost
-    bits = r.bits
     return _d_ConsumptionCostType(r)
 
-def _ee94(w, v):  # ConsumptionCost
-    _e_ConsumptionCostType(w, v)
+def _ee94(w, o):  # ConsumptionCost
+    _e_ConsumptionCostType(w, o)
 
 def _de95(r):  # ContractID
-    bits = r.bits
-    if bits(1): raise r.deviation('ContractID')
-    v = r.string(23)
-    if len(v) > 24: raise DecodeError(f'length {len(v)} outside [0, 24]', r.pos)
-    if bits(1): raise r.deviation('ContractID')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('ContractID', p)
+    r.pos = p
+    val = r.string(23)
+    if len(val) > 24: raise DecodeError(f'length {len(val)} outside [0, 24]', r.pos)
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('ContractID', p)
+    r.pos = p
+    return val
 
-def _ee95(w, v):  # ContractID
-    bits(0, 1)
-    if len(v) > 24: raise EncodeError(f'length {len(v)} outside [0, 24]')
-    w.string(v)
-    bits(0, 1)
+def _ee95(w, o):  # ContractID
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    if len(o) > 24: raise EncodeError(f'length {len(o)} outside [0, 24]')
+    w.string(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de96(r):  # ContractSignatureCertChain
-    bits = r.bits
     return _d_CertificateChainType(r)
 
-def _ee96(w, v):  # ContractSignatureCertChain
-    _e_CertificateChainType(w, v)
+def _ee96(w, o):  # ContractSignatureCertChain
+    _e_CertificateChainType(w, o)
 
 def _de97(r):  # ContractSignatureEncryptedPrivateKey
-    bits = r.bits
-    if bits(1): raise r.deviation('ContractSignatureEncryptedPrivateKey')
-    v = r.binary()
-    if len(v) > 128: raise DecodeError(f'length {len(v)} outside [0, 128]', r.pos)
-    if bits(1): raise r.deviation('ContractSignatureEncryptedPrivateKey')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKey', p)
+    r.pos = p
+    val = r.binary()
+    if len(val) > 128: raise DecodeError(f'length {len(val)} outside [0, 128]', r.pos)
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKey', p)
+    r.pos = p
+    return val
 
-def _ee97(w, v):  # ContractSignatureEncryptedPrivateKey
-    bits(0, 1)
-    if len(v) > 128: raise EncodeError(f'length {len(v)} outside [0, 128]')
-    w.binary(v)
-    bits(0, 1)
+def _ee97(w, o):  # ContractSignatureEncryptedPrivateKey
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    if len(o) > 128: raise EncodeError(f'length {len(o)} outside [0, 128]')
+    w.binary(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de98(r):  # Cost
-    bits = r.bits
     return _d_CostType(r)
 
-def _ee98(w, v):  # Cost
-    _e_CostType(w, v)
+def _ee98(w, o):  # Cost
+    _e_CostType(w, o)
 
 def _de99(r):  # DC_EVSEStatus
-    bits = r.bits
     return _d_DC_EVSEStatusType(r)
 
-def _ee99(w, v):  # DC_EVSEStatus
-    _e_DC_EVSEStatusType(w, v)
+def _ee99(w, o):  # DC_EVSEStatus
+    _e_DC_EVSEStatusType(w, o)
 
 def _de100(r):  # DC_EVSEStatus
-    bits = r.bits
     return _d_DC_EVSEStatusType(r)
 
-def _ee100(w, v):  # DC_EVSEStatus
-    _e_DC_EVSEStatusType(w, v)
+def _ee100(w, o):  # DC_EVSEStatus
+    _e_DC_EVSEStatusType(w, o)
 
 def _de101(r):  # DC_EVStatus
-    bits = r.bits
     return _d_DC_EVStatusType(r)
 
-def _ee101(w, v):  # DC_EVStatus
-    _e_DC_EVStatusType(w, v)
+def _ee101(w, o):  # DC_EVStatus
+    _e_DC_EVStatusType(w, o)
 
 def _de102(r):  # DC_EVStatus
-    bits = r.bits
     return _d_DC_EVStatusType(r)
 
-def _ee102(w, v):  # DC_EVStatus
-    _e_DC_EVStatusType(w, v)
+def _ee102(w, o):  # DC_EVStatus
+    _e_DC_EVStatusType(w, o)
 
 def _de103(r):  # DHParams
-    bits = r.bits
-    if bits(1): raise r.deviation('DHParams')
-    v = r.binary()
-    if len(v) > 256: raise DecodeError(f'length {len(v)} outside [0, 256]', r.pos)
-    if bits(1): raise r.deviation('DHParams')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('DHParams', p)
+    r.pos = p
+    val = r.binary()
+    if len(val) > 256: raise DecodeError(f'length {len(val)} outside [0, 256]', r.pos)
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('DHParams', p)
+    r.pos = p
+    return val
 
-def _ee103(w, v):  # DHParams
-    bits(0, 1)
-    if len(v) > 256: raise EncodeError(f'length {len(v)} outside [0, 256]')
-    w.binary(v)
-    bits(0, 1)
+def _ee103(w, o):  # DHParams
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    if len(o) > 256: raise EncodeError(f'length {len(o)} outside [0, 256]')
+    w.binary(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de104(r):  # DateTimeNow
-    bits = r.bits
-    x = bits(2)
-    if x & 2: raise r.deviation('DateTimeNow')
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 2
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 3
+    if x & 2: raise r.deviation('DateTimeNow', p)
     _neg = (x & 1)
-    v = r.uint()
-    if _neg: v = -v - 1
-    if v < -9223372036854775808 or v > 9223372036854775807: raise DecodeError(f'value {v} outside [-9223372036854775808, 9223372036854775807]', r.pos)
-    if bits(1): raise r.deviation('DateTimeNow')
-    return v
+    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        p += 8
+        val = (V >> (E - p)) & 127
+    else:
+        r.pos = p; val = r.uint(); p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('DateTimeNow', p)
+    if _neg: val = -val - 1
+    if val < -9223372036854775808 or val > 9223372036854775807: raise DecodeError(f'value {val} outside [-9223372036854775808, 9223372036854775807]', p)
+    r.pos = p
+    return val
 
-def _ee104(w, v):  # DateTimeNow
-    if v < -9223372036854775808 or v > 9223372036854775807: raise EncodeError(f'value {v!r} outside [-9223372036854775808, 9223372036854775807]')
-    bits((v < 0), 2)
-    w.uint(-v - 1 if v < 0 else v)
-    bits(0, 1)
+def _ee104(w, o):  # DateTimeNow
+    v = w.v
+    n = w.n
+    if o < -9223372036854775808 or o > 9223372036854775807: raise EncodeError(f'value {o!r} outside [-9223372036854775808, 9223372036854775807]')
+    v = (v << 2) | (o < 0)
+    n += 2
+    _m = (-o - 1 if o < 0 else o)
+    if _m < 128: v = (v << 8) | _m; n += 8
+    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de105(r):  # DepartureTime
-    bits = r.bits
-    if bits(1): raise r.deviation('DepartureTime')
-    v = r.uint()
-    if v > 4294967295: raise DecodeError(f'value {v} outside [0, 4294967295]', r.pos)
-    if bits(1): raise r.deviation('DepartureTime')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('DepartureTime', p)
+    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        p += 8
+        val = (V >> (E - p)) & 127
+    else:
+        r.pos = p; val = r.uint(); p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('DepartureTime', p)
+    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', p)
+    r.pos = p
+    return val
 
-def _ee105(w, v):  # DepartureTime
-    bits(0, 1)
-    if v < 0 or v > 4294967295: raise EncodeError(f'value {v!r} outside [0, 4294967295]')
-    w.uint(v)
-    bits(0, 1)
+def _ee105(w, o):  # DepartureTime
+    v = w.v
+    n = w.n
+    if o < 0 or o > 4294967295: raise EncodeError(f'value {o!r} outside [0, 4294967295]')
+    v <<= 1
+    n += 1
+    if o < 128: v = (v << 8) | o; n += 8
+    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de106(r):  # EAmount
-    bits = r.bits
     return _d_PhysicalValueType(r)
 
-def _ee106(w, v):  # EAmount
-    _e_PhysicalValueType(w, v)
+def _ee106(w, o):  # EAmount
+    _e_PhysicalValueType(w, o)
 
 def _de107(r):  # EPriceLevel
-    bits = r.bits
-    x = bits(10)
-    if x & 513: raise r.deviation('EPriceLevel')
-    v = ((x >> 1) & 255)
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 10
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 1023
+    if x & 513: raise r.deviation('EPriceLevel', p)
+    val = ((x >> 1) & 255)
+    r.pos = p
+    return val
 
-def _ee107(w, v):  # EPriceLevel
-    if not 0 <= v <= 255: raise EncodeError(f'value {v!r} outside [0, 255]')
-    bits((v << 1), 10)
+def _ee107(w, o):  # EPriceLevel
+    v = w.v
+    n = w.n
+    if not 0 <= o <= 255: raise EncodeError(f'value {o!r} outside [0, 255]')
+    v = (v << 10) | (o << 1)
+    n += 10
+    w.v = v
+    w.n = n
 
 def _de108(r):  # EVCCID
-    bits = r.bits
-    if bits(1): raise r.deviation('EVCCID')
-    v = r.binary()
-    if len(v) > 8: raise DecodeError(f'length {len(v)} outside [0, 8]', r.pos)
-    if bits(1): raise r.deviation('EVCCID')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('EVCCID', p)
+    r.pos = p
+    val = r.binary()
+    if len(val) > 8: raise DecodeError(f'length {len(val)} outside [0, 8]', r.pos)
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('EVCCID', p)
+    r.pos = p
+    return val
 
-def _ee108(w, v):  # EVCCID
-    bits(0, 1)
-    if len(v) > 8: raise EncodeError(f'length {len(v)} outside [0, 8]')
-    w.binary(v)
-    bits(0, 1)
+def _ee108(w, o):  # EVCCID
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    if len(o) > 8: raise EncodeError(f'length {len(o)} outside [0, 8]')
+    w.binary(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de109(r):  # EVCabinConditioning
-    bits = r.bits
-    x = bits(3)
-    if x & 5: raise r.deviation('EVCabinConditioning')
-    v = ((x >> 1) & 1) == 1
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 3
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 7
+    if x & 5: raise r.deviation('EVCabinConditioning', p)
+    val = ((x >> 1) & 1) == 1
+    r.pos = p
+    return val
 
-def _ee109(w, v):  # EVCabinConditioning
-    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
-    bits((v << 1), 3)
+def _ee109(w, o):  # EVCabinConditioning
+    v = w.v
+    n = w.n
+    if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
+    v = (v << 3) | (o << 1)
+    n += 3
+    w.v = v
+    w.n = n
 
 def _de110(r):  # EVEnergyCapacity
-    bits = r.bits
     return _d_PhysicalValueType(r)
 
-def _ee110(w, v):  # EVEnergyCapacity
-    _e_PhysicalValueType(w, v)
+def _ee110(w, o):  # EVEnergyCapacity
+    _e_PhysicalValueType(w, o)
 
 def _de111(r):  # EVEnergyRequest
-    bits = r.bits
     return _d_PhysicalValueType(r)
 
-def _ee111(w, v):  # EVEnergyRequest
-    _e_PhysicalValueType(w, v)
+def _ee111(w, o):  # EVEnergyRequest
+    _e_PhysicalValueType(w, o)
 
 def _de112(r):  # EVErrorCode
-    bits = r.bits
-    x = bits(6)
-    if x & 33: raise r.deviation('EVErrorCode')
-    v = ((x >> 1) & 15)
-    if v >= 12: raise DecodeError(f'enumeration index {v} out of range (12 values)', r.pos)
-    v = _E4[v]
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 6
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 63
+    if x & 33: raise r.deviation('EVErrorCode', p)
+    val = ((x >> 1) & 15)
+    if val >= 12: raise DecodeError(f'enumeration index {val} out of range (12 values)', p)
+    val = _E4[val]
+    r.pos = p
+    return val
 
-def _ee112(w, v):  # EVErrorCode
-    _i43 = _I5.get(v)
-    if _i43 is None: raise EncodeError(f'{v!r} is not one of the enumeration DC_EVErrorCodeType')
-    bits((_i43 << 1), 6)
+def _ee112(w, o):  # EVErrorCode
+    v = w.v
+    n = w.n
+    _i43 = _I5.get(o)
+    if _i43 is None: raise EncodeError(f'{o!r} is not one of the enumeration DC_EVErrorCodeType')
+    v = (v << 6) | (_i43 << 1)
+    n += 6
+    w.v = v
+    w.n = n
 
 def _de113(r):  # EVMaxCurrent
-    bits = r.bits
     return _d_PhysicalValueType(r)
 
-def _ee113(w, v):  # EVMaxCurrent
-    _e_PhysicalValueType(w, v)
+def _ee113(w, o):  # EVMaxCurrent
+    _e_PhysicalValueType(w, o)
 
 def _de114(r):  # EVMaxVoltage
-    bits = r.bits
     return _d_PhysicalValueType(r)
 
-def _ee114(w, v):  # EVMaxVoltage
-    _e_PhysicalValueType(w, v)
+def _ee114(w, o):  # EVMaxVoltage
+    _e_PhysicalValueType(w, o)
 
 def _de115(r):  # EVMaximumCurrentLimit
-    bits = r.bits
     return _d_PhysicalValueType(r)
 
-def _ee115(w, v):  # EVMaximumCurrentLimit
-    _e_PhysicalValueType(w, v)
+def _ee115(w, o):  # EVMaximumCurrentLimit
+    _e_PhysicalValueType(w, o)
 
 def _de116(r):  # EVMaximumCurrentLimit
-    bits = r.bits
     return _d_PhysicalValueType(r)
 
-def _ee116(w, v):  # EVMaximumCurrentLimit
-    _e_PhysicalValueType(w, v)
+def _ee116(w, o):  # EVMaximumCurrentLimit
+    _e_PhysicalValueType(w, o)
 
 def _de117(r):  # EVMaximumPowerLimit
-    bits = r.bits
     return _d_PhysicalValueType(r)
 
-def _ee117(w, v):  # EVMaximumPowerLimit
-    _e_PhysicalValueType(w, v)
+def _ee117(w, o):  # EVMaximumPowerLimit
+    _e_PhysicalValueType(w, o)
 
 def _de118(r):  # EVMaximumPowerLimit
-    bits = r.bits
     return _d_PhysicalValueType(r)
 
-def _ee118(w, v):  # EVMaximumPowerLimit
-    _e_PhysicalValueType(w, v)
+def _ee118(w, o):  # EVMaximumPowerLimit
+    _e_PhysicalValueType(w, o)
 
 def _de119(r):  # EVMaximumVoltageLimit
-    bits = r.bits
     return _d_PhysicalValueType(r)
 
-def _ee119(w, v):  # EVMaximumVoltageLimit
-    _e_PhysicalValueType(w, v)
+def _ee119(w, o):  # EVMaximumVoltageLimit
+    _e_PhysicalValueType(w, o)
 
 def _de120(r):  # EVMaximumVoltageLimit
-    bits = r.bits
     return _d_PhysicalValueType(r)
 
-def _ee120(w, v):  # EVMaximumVoltageLimit
-    _e_PhysicalValueType(w, v)
+def _ee120(w, o):  # EVMaximumVoltageLimit
+    _e_PhysicalValueType(w, o)
 
 def _de121(r):  # EVMinCurrent
-    bits = r.bits
     return _d_PhysicalValueType(r)
 
-def _ee121(w, v):  # EVMinCurrent
-    _e_PhysicalValueType(w, v)
+def _ee121(w, o):  # EVMinCurrent
+    _e_PhysicalValueType(w, o)
 
 def _de122(r):  # EVRESSConditioning
-    bits = r.bits
-    x = bits(3)
-    if x & 5: raise r.deviation('EVRESSConditioning')
-    v = ((x >> 1) & 1) == 1
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 3
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 7
+    if x & 5: raise r.deviation('EVRESSConditioning', p)
+    val = ((x >> 1) & 1) == 1
+    r.pos = p
+    return val
 
-def _ee122(w, v):  # EVRESSConditioning
-    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
-    bits((v << 1), 3)
+def _ee122(w, o):  # EVRESSConditioning
+    v = w.v
+    n = w.n
+    if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
+    v = (v << 3) | (o << 1)
+    n += 3
+    w.v = v
+    w.n = n
 
 def _de123(r):  # EVRESSSOC
-    bits = r.bits
-    x = bits(9)
-    if x & 257: raise r.deviation('EVRESSSOC')
-    v = ((x >> 1) & 127)
-    if v > 100: raise DecodeError(f'value {v} above maximum 100', r.pos)
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 9
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 511
+    if x & 257: raise r.deviation('EVRESSSOC', p)
+    val = ((x >> 1) & 127)
+    if val > 100: raise DecodeError(f'value {val} above maximum 100', p)
+    r.pos = p
+    return val
 
-def _ee123(w, v):  # EVRESSSOC
-    if not 0 <= v <= 100: raise EncodeError(f'value {v!r} outside [0, 100]')
-    bits((v << 1), 9)
+def _ee123(w, o):  # EVRESSSOC
+    v = w.v
+    n = w.n
+    if not 0 <= o <= 100: raise EncodeError(f'value {o!r} outside [0, 100]')
+    v = (v << 9) | (o << 1)
+    n += 9
+    w.v = v
+    w.n = n
 
 def _de124(r):  # EVReady
-    bits = r.bits
-    x = bits(3)
-    if x & 5: raise r.deviation('EVReady')
-    v = ((x >> 1) & 1) == 1
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 3
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 7
+    if x & 5: raise r.deviation('EVReady', p)
+    val = ((x >> 1) & 1) == 1
+    r.pos = p
+    return val
 
-def _ee124(w, v):  # EVReady
-    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
-    bits((v << 1), 3)
+def _ee124(w, o):  # EVReady
+    v = w.v
+    n = w.n
+    if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
+    v = (v << 3) | (o << 1)
+    n += 3
+    w.v = v
+    w.n = n
 
 def _de125(r):  # EVRequestedEnergyTransferType
-    bits = r.bits
-    x = bits(5)
-    if x & 17: raise r.deviation('EVRequestedEnergyTransferType')
-    v = ((x >> 1) & 7)
-    if v >= 6: raise DecodeError(f'enumeration index {v} out of range (6 values)', r.pos)
-    v = _E14[v]
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 5
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 31
+    if x & 17: raise r.deviation('EVRequestedEnergyTransferType', p)
+    val = ((x >> 1) & 7)
+    if val >= 6: raise DecodeError(f'enumeration index {val} out of range (6 values)', p)
+    val = _E14[val]
+    r.pos = p
+    return val
 
-def _ee125(w, v):  # EVRequestedEnergyTransferType
-    _i44 = _I15.get(v)
-    if _i44 is None: raise EncodeError(f'{v!r} is not one of the enumeration EVRequestedEnergyTransferType')
-    bits((_i44 << 1), 5)
+def _ee125(w, o):  # EVRequestedEnergyTransferType
+    v = w.v
+    n = w.n
+    _i44 = _I15.get(o)
+    if _i44 is None: raise EncodeError(f'{o!r} is not one of the enumeration EVRequestedEnergyTransferType')
+    v = (v << 5) | (_i44 << 1)
+    n += 5
+    w.v = v
+    w.n = n
 
 def _de126(r):  # EVSECurrentLimitAchieved
-    bits = r.bits
-    x = bits(3)
-    if x & 5: raise r.deviation('EVSECurrentLimitAchieved')
-    v = ((x >> 1) & 1) == 1
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 3
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 7
+    if x & 5: raise r.deviation('EVSECurrentLimitAchieved', p)
+    val = ((x >> 1) & 1) == 1
+    r.pos = p
+    return val
 
-def _ee126(w, v):  # EVSECurrentLimitAchieved
-    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
-    bits((v << 1), 3)
+def _ee126(w, o):  # EVSECurrentLimitAchieved
+    v = w.v
+    n = w.n
+    if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
+    v = (v << 3) | (o << 1)
+    n += 3
+    w.v = v
+    w.n = n
 
 def _de127(r):  # EVSECurrentRegulationTolerance
-    bits = r.bits
     return _d_PhysicalValueType(r)
 
-def _ee127(w, v):  # EVSECurrentRegulationTolerance
-    _e_PhysicalValueType(w, v)
+def _ee127(w, o):  # EVSECurrentRegulationTolerance
+    _e_PhysicalValueType(w, o)
 
 def _de128(r):  # EVSEEnergyToBeDelivered
-    bits = r.bits
     return _d_PhysicalValueType(r)
 
-def _ee128(w, v):  # EVSEEnergyToBeDelivered
-    _e_PhysicalValueType(w, v)
+def _ee128(w, o):  # EVSEEnergyToBeDelivered
+    _e_PhysicalValueType(w, o)
 
 def _de129(r):  # EVSEID
-    bits = r.bits
-    if bits(1): raise r.deviation('EVSEID')
-    v = r.binary()
-    if len(v) > 32: raise DecodeError(f'length {len(v)} outside [0, 32]', r.pos)
-    if bits(1): raise r.deviation('EVSEID')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('EVSEID', p)
+    r.pos = p
+    val = r.binary()
+    if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.pos)
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('EVSEID', p)
+    r.pos = p
+    return val
 
-def _ee129(w, v):  # EVSEID
-    bits(0, 1)
-    if len(v) > 32: raise EncodeError(f'length {len(v)} outside [0, 32]')
-    w.binary(v)
-    bits(0, 1)
+def _ee129(w, o):  # EVSEID
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    if len(o) > 32: raise EncodeError(f'length {len(o)} outside [0, 32]')
+    w.binary(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de130(r):  # EVSEIsolationStatus
-    bits = r.bits
-    x = bits(4)
-    if x & 9: raise r.deviation('EVSEIsolationStatus')
-    v = _E10[((x >> 1) & 3)]
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 4
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 15
+    if x & 9: raise r.deviation('EVSEIsolationStatus', p)
+    val = _E10[((x >> 1) & 3)]
+    r.pos = p
+    return val
 
-def _ee130(w, v):  # EVSEIsolationStatus
-    _i45 = _I12.get(v)
-    if _i45 is None: raise EncodeError(f'{v!r} is not one of the enumeration isolationLevelType')
-    bits((_i45 << 1), 4)
+def _ee130(w, o):  # EVSEIsolationStatus
+    v = w.v
+    n = w.n
+    _i45 = _I12.get(o)
+    if _i45 is None: raise EncodeError(f'{o!r} is not one of the enumeration isolationLevelType')
+    v = (v << 4) | (_i45 << 1)
+    n += 4
+    w.v = v
+    w.n = n
 
 def _de131(r):  # EVSEMaxCurrent
-    bits = r.bits
     return _d_PhysicalValueType(r)
 
-def _ee131(w, v):  # EVSEMaxCurrent
-    _e_PhysicalValueType(w, v)
+def _ee131(w, o):  # EVSEMaxCurrent
+    _e_PhysicalValueType(w, o)
 
 def _de132(r):  # EVSEMaxCurrent
-    bits = r.bits
     return _d_PhysicalValueType(r)
 
-def _ee132(w, v):  # EVSEMaxCurrent
-    _e_PhysicalValueType(w, v)
+def _ee132(w, o):  # EVSEMaxCurrent
+    _e_PhysicalValueType(w, o)
 
 def _de133(r):  # EVSEMaxVoltage
-    bits = r.bits
     return _d_PhysicalValueType(r)
 
-def _ee133(w, v):  # EVSEMaxVoltage
-    _e_PhysicalValueType(w, v)
+def _ee133(w, o):  # EVSEMaxVoltage
+    _e_PhysicalValueType(w, o)
 
 def _de134(r):  # EVSEMaximumCurrentLimit
-    bits = r.bits
     return _d_PhysicalValueType(r)
 
-def _ee134(w, v):  # EVSEMaximumCurrentLimit
-    _e_PhysicalValueType(w, v)
+def _ee134(w, o):  # EVSEMaximumCurrentLimit
+    _e_PhysicalValueType(w, o)
 
 def _de135(r):  # EVSEMaximumCurrentLimit
-    bits = r.bits
     return _d_PhysicalValueType(r)
 
-def _ee135(w, v):  # EVSEMaximumCurrentLimit
-    _e_PhysicalValueType(w, v)
+def _ee135(w, o):  # EVSEMaximumCurrentLimit
+    _e_PhysicalValueType(w, o)
 
 def _de136(r):  # EVSEMaximumPowerLimit
-    bits = r.bits
     return _d_PhysicalValueType(r)
 
-def _ee136(w, v):  # EVSEMaximumPowerLimit
-    _e_PhysicalValueType(w, v)
+def _ee136(w, o):  # EVSEMaximumPowerLimit
+    _e_PhysicalValueType(w, o)
 
 def _de137(r):  # EVSEMaximumPowerLimit
-    bits = r.bits
     return _d_PhysicalValueType(r)
 
-def _ee137(w, v):  # EVSEMaximumPowerLimit
-    _e_PhysicalValueType(w, v)
+def _ee137(w, o):  # EVSEMaximumPowerLimit
+    _e_PhysicalValueType(w, o)
 
 def _de138(r):  # EVSEMaximumVoltageLimit
-    bits = r.bits
     return _d_PhysicalValueType(r)
 
-def _ee138(w, v):  # EVSEMaximumVoltageLimit
-    _e_PhysicalValueType(w, v)
+def _ee138(w, o):  # EVSEMaximumVoltageLimit
+    _e_PhysicalValueType(w, o)
 
 def _de139(r):  # EVSEMaximumVoltageLimit
-    bits = r.bits
     return _d_PhysicalValueType(r)
 
-def _ee139(w, v):  # EVSEMaximumVoltageLimit
-    _e_PhysicalValueType(w, v)
+def _ee139(w, o):  # EVSEMaximumVoltageLimit
+    _e_PhysicalValueType(w, o)
 
 def _de140(r):  # EVSEMinCurrent
-    bits = r.bits
     return _d_PhysicalValueType(r)
 
-def _ee140(w, v):  # EVSEMinCurrent
-    _e_PhysicalValueType(w, v)
+def _ee140(w, o):  # EVSEMinCurrent
+    _e_PhysicalValueType(w, o)
 
 def _de141(r):  # EVSEMinimumCurrentLimit
-    bits = r.bits
     return _d_PhysicalValueType(r)
 
-def _ee141(w, v):  # EVSEMinimumCurrentLimit
-    _e_PhysicalValueType(w, v)
+def _ee141(w, o):  # EVSEMinimumCurrentLimit
+    _e_PhysicalValueType(w, o)
 
 def _de142(r):  # EVSEMinimumVoltageLimit
-    bits = r.bits
     return _d_PhysicalValueType(r)
 
-def _ee142(w, v):  # EVSEMinimumVoltageLimit
-    _e_PhysicalValueType(w, v)
+def _ee142(w, o):  # EVSEMinimumVoltageLimit
+    _e_PhysicalValueType(w, o)
 
 def _de143(r):  # EVSENotification
-    bits = r.bits
-    x = bits(4)
-    if x & 9: raise r.deviation('EVSENotification')
-    v = ((x >> 1) & 3)
-    if v >= 3: raise DecodeError(f'enumeration index {v} out of range (3 values)', r.pos)
-    v = _E2[v]
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 4
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 15
+    if x & 9: raise r.deviation('EVSENotification', p)
+    val = ((x >> 1) & 3)
+    if val >= 3: raise DecodeError(f'enumeration index {val} out of range (3 values)', p)
+    val = _E2[val]
+    r.pos = p
+    return val
 
-def _ee143(w, v):  # EVSENotification
-    _i46 = _I3.get(v)
-    if _i46 is None: raise EncodeError(f'{v!r} is not one of the enumeration EVSENotificationType')
-    bits((_i46 << 1), 4)
+def _ee143(w, o):  # EVSENotification
+    v = w.v
+    n = w.n
+    _i46 = _I3.get(o)
+    if _i46 is None: raise EncodeError(f'{o!r} is not one of the enumeration EVSENotificationType')
+    v = (v << 4) | (_i46 << 1)
+    n += 4
+    w.v = v
+    w.n = n
 
 def _de144(r):  # EVSEPeakCurrentRipple
-    bits = r.bits
     return _d_PhysicalValueType(r)
 
-def _ee144(w, v):  # EVSEPeakCurrentRipple
-    _e_PhysicalValueType(w, v)
+def _ee144(w, o):  # EVSEPeakCurrentRipple
+    _e_PhysicalValueType(w, o)
 
 def _de145(r):  # EVSEPowerLimitAchieved
-    bits = r.bits
-    x = bits(3)
-    if x & 5: raise r.deviation('EVSEPowerLimitAchieved')
-    v = ((x >> 1) & 1) == 1
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 3
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 7
+    if x & 5: raise r.deviation('EVSEPowerLimitAchieved', p)
+    val = ((x >> 1) & 1) == 1
+    r.pos = p
+    return val
 
-def _ee145(w, v):  # EVSEPowerLimitAchieved
-    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
-    bits((v << 1), 3)
+def _ee145(w, o):  # EVSEPowerLimitAchieved
+    v = w.v
+    n = w.n
+    if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
+    v = (v << 3) | (o << 1)
+    n += 3
+    w.v = v
+    w.n = n
 
 def _de146(r):  # EVSEPresentCurrent
-    bits = r.bits
     return _d_PhysicalValueType(r)
 
-def _ee146(w, v):  # EVSEPresentCurrent
-    _e_PhysicalValueType(w, v)
+def _ee146(w, o):  # EVSEPresentCurrent
+    _e_PhysicalValueType(w, o)
 
 def _de147(r):  # EVSEPresentVoltage
-    bits = r.bits
     return _d_PhysicalValueType(r)
 
-def _ee147(w, v):  # EVSEPresentVoltage
-    _e_PhysicalValueType(w, v)
+def _ee147(w, o):  # EVSEPresentVoltage
+    _e_PhysicalValueType(w, o)
 
 def _de148(r):  # EVSEProcessing
-    bits = r.bits
-    x = bits(3)
-    if x & 5: raise r.deviation('EVSEProcessing')
-    v = _E7[((x >> 1) & 1)]
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 3
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 7
+    if x & 5: raise r.deviation('EVSEProcessing', p)
+    val = _E7[((x >> 1) & 1)]
+    r.pos = p
+    return val
 
-def _ee148(w, v):  # EVSEProcessing
-    _i47 = _I9.get(v)
-    if _i47 is None: raise EncodeError(f'{v!r} is not one of the enumeration EVSEProcessingType')
-    bits((_i47 << 1), 3)
+def _ee148(w, o):  # EVSEProcessing
+    v = w.v
+    n = w.n
+    _i47 = _I9.get(o)
+    if _i47 is None: raise EncodeError(f'{o!r} is not one of the enumeration EVSEProcessingType')
+    v = (v << 3) | (_i47 << 1)
+    n += 3
+    w.v = v
+    w.n = n
 
 def _de149(r):  # EVSEStatusCode
-    bits = r.bits
-    x = bits(6)
-    if x & 33: raise r.deviation('EVSEStatusCode')
-    v = ((x >> 1) & 15)
-    if v >= 12: raise DecodeError(f'enumeration index {v} out of range (12 values)', r.pos)
-    v = _E11[v]
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 6
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 63
+    if x & 33: raise r.deviation('EVSEStatusCode', p)
+    val = ((x >> 1) & 15)
+    if val >= 12: raise DecodeError(f'enumeration index {val} out of range (12 values)', p)
+    val = _E11[val]
+    r.pos = p
+    return val
 
-def _ee149(w, v):  # EVSEStatusCode
-    _i48 = _I13.get(v)
-    if _i48 is None: raise EncodeError(f'{v!r} is not one of the enumeration DC_EVSEStatusCodeType')
-    bits((_i48 << 1), 6)
+def _ee149(w, o):  # EVSEStatusCode
+    v = w.v
+    n = w.n
+    _i48 = _I13.get(o)
+    if _i48 is None: raise EncodeError(f'{o!r} is not one of the enumeration DC_EVSEStatusCodeType')
+    v = (v << 6) | (_i48 << 1)
+    n += 6
+    w.v = v
+    w.n = n
 
 def _de150(r):  # EVSEVoltageLimitAchieved
-    bits = r.bits
-    x = bits(3)
-    if x & 5: raise r.deviation('EVSEVoltageLimitAchieved')
-    v = ((x >> 1) & 1) == 1
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 3
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 7
+    if x & 5: raise r.deviation('EVSEVoltageLimitAchieved', p)
+    val = ((x >> 1) & 1) == 1
+    r.pos = p
+    return val
 
-def _ee150(w, v):  # EVSEVoltageLimitAchieved
-    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
-    bits((v << 1), 3)
+def _ee150(w, o):  # EVSEVoltageLimitAchieved
+    v = w.v
+    n = w.n
+    if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
+    v = (v << 3) | (o << 1)
+    n += 3
+    w.v = v
+    w.n = n
 
 def _de151(r):  # EVTargetCurrent
-    bits = r.bits
     return _d_PhysicalValueType(r)
 
-def _ee151(w, v):  # EVTargetCurrent
-    _e_PhysicalValueType(w, v)
+def _ee151(w, o):  # EVTargetCurrent
+    _e_PhysicalValueType(w, o)
 
 def _de152(r):  # EVTargetVoltage
-    bits = r.bits
     return _d_PhysicalValueType(r)
 
-def _ee152(w, v):  # EVTargetVoltage
-    _e_PhysicalValueType(w, v)
+def _ee152(w, o):  # EVTargetVoltage
+    _e_PhysicalValueType(w, o)
 
 def _de153(r):  # EnergyTransferType
-    bits = r.bits
-    x = bits(6)
-    if x & 33: raise r.deviation('EnergyTransferType')
-    v = ((x >> 1) & 15)
-    if v >= 10: raise DecodeError(f'enumeration index {v} out of range (10 values)', r.pos)
-    v = _E18[v]
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 6
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 63
+    if x & 33: raise r.deviation('EnergyTransferType', p)
+    val = ((x >> 1) & 15)
+    if val >= 10: raise DecodeError(f'enumeration index {val} out of range (10 values)', p)
+    val = _E18[val]
+    r.pos = p
+    return val
 
-def _ee153(w, v):  # EnergyTransferType
-    _i49 = _I19.get(v)
-    if _i49 is None: raise EncodeError(f'{v!r} is not one of the enumeration EVSESupportedEnergyTransferType')
-    bits((_i49 << 1), 6)
+def _ee153(w, o):  # EnergyTransferType
+    v = w.v
+    n = w.n
+    _i49 = _I19.get(o)
+    if _i49 is None: raise EncodeError(f'{o!r} is not one of the enumeration EVSESupportedEnergyTransferType')
+    v = (v << 6) | (_i49 << 1)
+    n += 6
+    w.v = v
+    w.n = n
 
 def _de154(r):  # Exponent
-    bits = r.bits
-    if bits(1): raise r.deviation('Exponent')
-    v = r.binary()
-    if bits(1): raise r.deviation('Exponent')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
+    r.pos = p
+    val = r.binary()
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
+    r.pos = p
+    return val
 
-def _ee154(w, v):  # Exponent
-    bits(0, 1)
-    w.binary(v)
-    bits(0, 1)
+def _ee154(w, o):  # Exponent
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    w.binary(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de155(r):  # FaultCode
-    bits = r.bits
-    x = bits(4)
-    if x & 9: raise r.deviation('FaultCode')
-    v = ((x >> 1) & 3)
-    if v >= 3: raise DecodeError(f'enumeration index {v} out of range (3 values)', r.pos)
-    v = _E26[v]
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 4
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 15
+    if x & 9: raise r.deviation('FaultCode', p)
+    val = ((x >> 1) & 3)
+    if val >= 3: raise DecodeError(f'enumeration index {val} out of range (3 values)', p)
+    val = _E26[val]
+    r.pos = p
+    return val
 
-def _ee155(w, v):  # FaultCode
-    _i50 = _I27.get(v)
-    if _i50 is None: raise EncodeError(f'{v!r} is not one of the enumeration faultCodeType')
-    bits((_i50 << 1), 4)
+def _ee155(w, o):  # FaultCode
+    v = w.v
+    n = w.n
+    _i50 = _I27.get(o)
+    if _i50 is None: raise EncodeError(f'{o!r} is not one of the enumeration faultCodeType')
+    v = (v << 4) | (_i50 << 1)
+    n += 4
+    w.v = v
+    w.n = n
 
 def _de156(r):  # FaultMsg
-    bits = r.bits
-    if bits(1): raise r.deviation('FaultMsg')
-    v = r.string(120)
-    if len(v) > 64: raise DecodeError(f'length {len(v)} outside [0, 64]', r.pos)
-    if bits(1): raise r.deviation('FaultMsg')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('FaultMsg', p)
+    r.pos = p
+    val = r.string(120)
+    if len(val) > 64: raise DecodeError(f'length {len(val)} outside [0, 64]', r.pos)
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('FaultMsg', p)
+    r.pos = p
+    return val
 
-def _ee156(w, v):  # FaultMsg
-    bits(0, 1)
-    if len(v) > 64: raise EncodeError(f'length {len(v)} outside [0, 64]')
-    w.string(v)
-    bits(0, 1)
+def _ee156(w, o):  # FaultMsg
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    if len(o) > 64: raise EncodeError(f'length {len(o)} outside [0, 64]')
+    w.string(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de157(r):  # FreeService
-    bits = r.bits
-    x = bits(3)
-    if x & 5: raise r.deviation('FreeService')
-    v = ((x >> 1) & 1) == 1
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 3
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 7
+    if x & 5: raise r.deviation('FreeService', p)
+    val = ((x >> 1) & 1) == 1
+    r.pos = p
+    return val
 
-def _ee157(w, v):  # FreeService
-    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
-    bits((v << 1), 3)
+def _ee157(w, o):  # FreeService
+    v = w.v
+    n = w.n
+    if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
+    v = (v << 3) | (o << 1)
+    n += 3
+    w.v = v
+    w.n = n
 
 def _de158(r):  # FullSOC
-    bits = r.bits
-    x = bits(9)
-    if x & 257: raise r.deviation('FullSOC')
-    v = ((x >> 1) & 127)
-    if v > 100: raise DecodeError(f'value {v} above maximum 100', r.pos)
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 9
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 511
+    if x & 257: raise r.deviation('FullSOC', p)
+    val = ((x >> 1) & 127)
+    if val > 100: raise DecodeError(f'value {val} above maximum 100', p)
+    r.pos = p
+    return val
 
-def _ee158(w, v):  # FullSOC
-    if not 0 <= v <= 100: raise EncodeError(f'value {v!r} outside [0, 100]')
-    bits((v << 1), 9)
+def _ee158(w, o):  # FullSOC
+    v = w.v
+    n = w.n
+    if not 0 <= o <= 100: raise EncodeError(f'value {o!r} outside [0, 100]')
+    v = (v << 9) | (o << 1)
+    n += 9
+    w.v = v
+    w.n = n
 
 def _de159(r):  # G
-    bits = r.bits
-    if bits(1): raise r.deviation('G')
-    v = r.binary()
-    if bits(1): raise r.deviation('G')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('G', p)
+    r.pos = p
+    val = r.binary()
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('G', p)
+    r.pos = p
+    return val
 
-def _ee159(w, v):  # G
-    bits(0, 1)
-    w.binary(v)
-    bits(0, 1)
+def _ee159(w, o):  # G
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    w.binary(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de160(r):  # GenChallenge
-    bits = r.bits
-    if bits(1): raise r.deviation('GenChallenge')
-    v = r.string(34)
-    if bits(1): raise r.deviation('GenChallenge')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('GenChallenge', p)
+    r.pos = p
+    val = r.string(34)
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('GenChallenge', p)
+    r.pos = p
+    return val
 
-def _ee160(w, v):  # GenChallenge
-    bits(0, 1)
-    w.string(v)
-    bits(0, 1)
+def _ee160(w, o):  # GenChallenge
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    w.string(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de161(r):  # HMACOutputLength
-    bits = r.bits
-    x = bits(2)
-    if x & 2: raise r.deviation('HMACOutputLength')
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 2
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 3
+    if x & 2: raise r.deviation('HMACOutputLength', p)
     _neg = (x & 1)
-    v = r.uint()
-    if _neg: v = -v - 1
-    if bits(1): raise r.deviation('HMACOutputLength')
-    return v
+    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        p += 8
+        val = (V >> (E - p)) & 127
+    else:
+        r.pos = p; val = r.uint(); p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('HMACOutputLength', p)
+    if _neg: val = -val - 1
+    r.pos = p
+    return val
 
-def _ee161(w, v):  # HMACOutputLength
-    if type(v) is not int: raise EncodeError(f'expected an int, got {v!r}')
-    bits((v < 0), 2)
-    w.uint(-v - 1 if v < 0 else v)
-    bits(0, 1)
+def _ee161(w, o):  # HMACOutputLength
+    v = w.v
+    n = w.n
+    if type(o) is not int: raise EncodeError(f'expected an int, got {o!r}')
+    v = (v << 2) | (o < 0)
+    n += 2
+    _m = (-o - 1 if o < 0 else o)
+    if _m < 128: v = (v << 8) | _m; n += 8
+    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de162(r):  # Header
-    bits = r.bits
     return _d_MessageHeaderType(r)
 
-def _ee162(w, v):  # Header
-    _e_MessageHeaderType(w, v)
+def _ee162(w, o):  # Header
+    _e_MessageHeaderType(w, o)
 
 def _de163(r):  # J
-    bits = r.bits
-    if bits(1): raise r.deviation('J')
-    v = r.binary()
-    if bits(1): raise r.deviation('J')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('J', p)
+    r.pos = p
+    val = r.binary()
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('J', p)
+    r.pos = p
+    return val
 
-def _ee163(w, v):  # J
-    bits(0, 1)
-    w.binary(v)
-    bits(0, 1)
+def _ee163(w, o):  # J
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    w.binary(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de164(r):  # ListOfRootCertificateIDs
-    bits = r.bits
     return _d_ListOfRootCertificateIDsType(r)
 
-def _ee164(w, v):  # ListOfRootCertificateIDs
-    _e_ListOfRootCertificateIDsType(w, v)
+def _ee164(w, o):  # ListOfRootCertificateIDs
+    _e_ListOfRootCertificateIDsType(w, o)
 
 def _de165(r):  # MeterID
-    bits = r.bits
-    if bits(1): raise r.deviation('MeterID')
-    v = r.string(30)
-    if len(v) > 32: raise DecodeError(f'length {len(v)} outside [0, 32]', r.pos)
-    if bits(1): raise r.deviation('MeterID')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('MeterID', p)
+    r.pos = p
+    val = r.string(30)
+    if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.pos)
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('MeterID', p)
+    r.pos = p
+    return val
 
-def _ee165(w, v):  # MeterID
-    bits(0, 1)
-    if len(v) > 32: raise EncodeError(f'length {len(v)} outside [0, 32]')
-    w.string(v)
-    bits(0, 1)
+def _ee165(w, o):  # MeterID
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    if len(o) > 32: raise EncodeError(f'length {len(o)} outside [0, 32]')
+    w.string(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de166(r):  # MeterInfo
-    bits = r.bits
     return _d_MeterInfoType(r)
 
-def _ee166(w, v):  # MeterInfo
-    _e_MeterInfoType(w, v)
+def _ee166(w, o):  # MeterInfo
+    _e_MeterInfoType(w, o)
 
 def _de167(r):  # MeterReading
-    bits = r.bits
     return _d_PhysicalValueType(r)
 
-def _ee167(w, v):  # MeterReading
-    _e_PhysicalValueType(w, v)
+def _ee167(w, o):  # MeterReading
+    _e_PhysicalValueType(w, o)
 
 def _de168(r):  # MeterStatus
-    bits = r.bits
-    x = bits(2)
-    if x & 2: raise r.deviation('MeterStatus')
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 2
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 3
+    if x & 2: raise r.deviation('MeterStatus', p)
     _neg = (x & 1)
-    v = r.uint()
-    if _neg: v = -v - 1
-    if v < -32768 or v > 32767: raise DecodeError(f'value {v} outside [-32768, 32767]', r.pos)
-    if bits(1): raise r.deviation('MeterStatus')
-    return v
+    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        p += 8
+        val = (V >> (E - p)) & 127
+    else:
+        r.pos = p; val = r.uint(); p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('MeterStatus', p)
+    if _neg: val = -val - 1
+    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', p)
+    r.pos = p
+    return val
 
-def _ee168(w, v):  # MeterStatus
-    if v < -32768 or v > 32767: raise EncodeError(f'value {v!r} outside [-32768, 32767]')
-    bits((v < 0), 2)
-    w.uint(-v - 1 if v < 0 else v)
-    bits(0, 1)
+def _ee168(w, o):  # MeterStatus
+    v = w.v
+    n = w.n
+    if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
+    v = (v << 2) | (o < 0)
+    n += 2
+    _m = (-o - 1 if o < 0 else o)
+    if _m < 128: v = (v << 8) | _m; n += 8
+    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de169(r):  # Modulus
-    bits = r.bits
-    if bits(1): raise r.deviation('Modulus')
-    v = r.binary()
-    if bits(1): raise r.deviation('Modulus')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
+    r.pos = p
+    val = r.binary()
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
+    r.pos = p
+    return val
 
-def _ee169(w, v):  # Modulus
-    bits(0, 1)
-    w.binary(v)
-    bits(0, 1)
+def _ee169(w, o):  # Modulus
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    w.binary(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de170(r):  # Multiplier
-    bits = r.bits
-    x = bits(5)
-    if x & 17: raise r.deviation('Multiplier')
-    v = ((x >> 1) & 7) + -3
-    if v > 3: raise DecodeError(f'value {v} above maximum 3', r.pos)
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 5
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 31
+    if x & 17: raise r.deviation('Multiplier', p)
+    val = ((x >> 1) & 7) + -3
+    if val > 3: raise DecodeError(f'value {val} above maximum 3', p)
+    r.pos = p
+    return val
 
-def _ee170(w, v):  # Multiplier
-    if not -3 <= v <= 3: raise EncodeError(f'value {v!r} outside [-3, 3]')
-    bits(((v - -3) << 1), 5)
+def _ee170(w, o):  # Multiplier
+    v = w.v
+    n = w.n
+    if not -3 <= o <= 3: raise EncodeError(f'value {o!r} outside [-3, 3]')
+    v = (v << 5) | ((o - -3) << 1)
+    n += 5
+    w.v = v
+    w.n = n
 
 def _de171(r):  # Notification
-    bits = r.bits
     return _d_NotificationType(r)
 
-def _ee171(w, v):  # Notification
-    _e_NotificationType(w, v)
+def _ee171(w, o):  # Notification
+    _e_NotificationType(w, o)
 
 def _de172(r):  # NotificationMaxDelay
-    bits = r.bits
-    if bits(1): raise r.deviation('NotificationMaxDelay')
-    v = r.uint()
-    if v > 4294967295: raise DecodeError(f'value {v} outside [0, 4294967295]', r.pos)
-    if bits(1): raise r.deviation('NotificationMaxDelay')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('NotificationMaxDelay', p)
+    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        p += 8
+        val = (V >> (E - p)) & 127
+    else:
+        r.pos = p; val = r.uint(); p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('NotificationMaxDelay', p)
+    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', p)
+    r.pos = p
+    return val
 
-def _ee172(w, v):  # NotificationMaxDelay
-    bits(0, 1)
-    if v < 0 or v > 4294967295: raise EncodeError(f'value {v!r} outside [0, 4294967295]')
-    w.uint(v)
-    bits(0, 1)
+def _ee172(w, o):  # NotificationMaxDelay
+    v = w.v
+    n = w.n
+    if o < 0 or o > 4294967295: raise EncodeError(f'value {o!r} outside [0, 4294967295]')
+    v <<= 1
+    n += 1
+    if o < 128: v = (v << 8) | o; n += 8
+    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de173(r):  # NumEPriceLevels
-    bits = r.bits
-    x = bits(10)
-    if x & 513: raise r.deviation('NumEPriceLevels')
-    v = ((x >> 1) & 255)
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 10
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 1023
+    if x & 513: raise r.deviation('NumEPriceLevels', p)
+    val = ((x >> 1) & 255)
+    r.pos = p
+    return val
 
-def _ee173(w, v):  # NumEPriceLevels
-    if not 0 <= v <= 255: raise EncodeError(f'value {v!r} outside [0, 255]')
-    bits((v << 1), 10)
+def _ee173(w, o):  # NumEPriceLevels
+    v = w.v
+    n = w.n
+    if not 0 <= o <= 255: raise EncodeError(f'value {o!r} outside [0, 255]')
+    v = (v << 10) | (o << 1)
+    n += 10
+    w.v = v
+    w.n = n
 
 def _de174(r):  # OEMProvisioningCert
-    bits = r.bits
-    if bits(1): raise r.deviation('OEMProvisioningCert')
-    v = r.binary()
-    if len(v) > 1200: raise DecodeError(f'length {len(v)} outside [0, 1200]', r.pos)
-    if bits(1): raise r.deviation('OEMProvisioningCert')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('OEMProvisioningCert', p)
+    r.pos = p
+    val = r.binary()
+    if len(val) > 1200: raise DecodeError(f'length {len(val)} outside [0, 1200]', r.pos)
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('OEMProvisioningCert', p)
+    r.pos = p
+    return val
 
-def _ee174(w, v):  # OEMProvisioningCert
-    bits(0, 1)
-    if len(v) > 1200: raise EncodeError(f'length {len(v)} outside [0, 1200]')
-    w.binary(v)
-    bits(0, 1)
+def _ee174(w, o):  # OEMProvisioningCert
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    if len(o) > 1200: raise EncodeError(f'length {len(o)} outside [0, 1200]')
+    w.binary(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de175(r):  # P
-    bits = r.bits
-    if bits(1): raise r.deviation('P')
-    v = r.binary()
-    if bits(1): raise r.deviation('P')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('P', p)
+    r.pos = p
+    val = r.binary()
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('P', p)
+    r.pos = p
+    return val
 
-def _ee175(w, v):  # P
-    bits(0, 1)
-    w.binary(v)
-    bits(0, 1)
+def _ee175(w, o):  # P
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    w.binary(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de176(r):  # PGPKeyID
-    bits = r.bits
-    if bits(1): raise r.deviation('PGPKeyID')
-    v = r.binary()
-    if bits(1): raise r.deviation('PGPKeyID')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('PGPKeyID', p)
+    r.pos = p
+    val = r.binary()
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('PGPKeyID', p)
+    r.pos = p
+    return val
 
-def _ee176(w, v):  # PGPKeyID
-    bits(0, 1)
-    w.binary(v)
-    bits(0, 1)
+def _ee176(w, o):  # PGPKeyID
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    w.binary(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de177(r):  # PGPKeyPacket
-    bits = r.bits
-    if bits(1): raise r.deviation('PGPKeyPacket')
-    v = r.binary()
-    if bits(1): raise r.deviation('PGPKeyPacket')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('PGPKeyPacket', p)
+    r.pos = p
+    val = r.binary()
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('PGPKeyPacket', p)
+    r.pos = p
+    return val
 
-def _ee177(w, v):  # PGPKeyPacket
-    bits(0, 1)
-    w.binary(v)
-    bits(0, 1)
+def _ee177(w, o):  # PGPKeyPacket
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    w.binary(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de178(r):  # PMax
-    bits = r.bits
-    x = bits(2)
-    if x & 2: raise r.deviation('PMax')
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 2
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 3
+    if x & 2: raise r.deviation('PMax', p)
     _neg = (x & 1)
-    v = r.uint()
-    if _neg: v = -v - 1
-    if v < -32768 or v > 32767: raise DecodeError(f'value {v} outside [-32768, 32767]', r.pos)
-    if bits(1): raise r.deviation('PMax')
-    return v
+    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        p += 8
+        val = (V >> (E - p)) & 127
+    else:
+        r.pos = p; val = r.uint(); p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('PMax', p)
+    if _neg: val = -val - 1
+    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', p)
+    r.pos = p
+    return val
 
-def _ee178(w, v):  # PMax
-    if v < -32768 or v > 32767: raise EncodeError(f'value {v!r} outside [-32768, 32767]')
-    bits((v < 0), 2)
-    w.uint(-v - 1 if v < 0 else v)
-    bits(0, 1)
+def _ee178(w, o):  # PMax
+    v = w.v
+    n = w.n
+    if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
+    v = (v << 2) | (o < 0)
+    n += 2
+    _m = (-o - 1 if o < 0 else o)
+    if _m < 128: v = (v << 8) | _m; n += 8
+    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de179(r):  # PMaxSchedule
-    bits = r.bits
     return _d_PMaxScheduleType(r)
 
-def _ee179(w, v):  # PMaxSchedule
-    _e_PMaxScheduleType(w, v)
+def _ee179(w, o):  # PMaxSchedule
+    _e_PMaxScheduleType(w, o)
 
 def _de180(r):  # PMaxScheduleID
-    bits = r.bits
-    x = bits(2)
-    if x & 2: raise r.deviation('PMaxScheduleID')
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 2
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 3
+    if x & 2: raise r.deviation('PMaxScheduleID', p)
     _neg = (x & 1)
-    v = r.uint()
-    if _neg: v = -v - 1
-    if v < -32768 or v > 32767: raise DecodeError(f'value {v} outside [-32768, 32767]', r.pos)
-    if bits(1): raise r.deviation('PMaxScheduleID')
-    return v
+    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        p += 8
+        val = (V >> (E - p)) & 127
+    else:
+        r.pos = p; val = r.uint(); p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('PMaxScheduleID', p)
+    if _neg: val = -val - 1
+    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', p)
+    r.pos = p
+    return val
 
-def _ee180(w, v):  # PMaxScheduleID
-    if v < -32768 or v > 32767: raise EncodeError(f'value {v!r} outside [-32768, 32767]')
-    bits((v < 0), 2)
-    w.uint(-v - 1 if v < 0 else v)
-    bits(0, 1)
+def _ee180(w, o):  # PMaxScheduleID
+    v = w.v
+    n = w.n
+    if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
+    v = (v << 2) | (o < 0)
+    n += 2
+    _m = (-o - 1 if o < 0 else o)
+    if _m < 128: v = (v << 8) | _m; n += 8
+    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de181(r):  # Parameter
-    bits = r.bits
     return _d_ParameterType(r)
 
-def _ee181(w, v):  # Parameter
-    _e_ParameterType(w, v)
+def _ee181(w, o):  # Parameter
+    _e_ParameterType(w, o)
 
 def _de182(r):  # ParameterSet
-    bits = r.bits
     return _d_ParameterSetType(r)
 
-def _ee182(w, v):  # ParameterSet
-    _e_ParameterSetType(w, v)
+def _ee182(w, o):  # ParameterSet
+    _e_ParameterSetType(w, o)
 
 def _de183(r):  # ParameterSetID
-    bits = r.bits
-    x = bits(2)
-    if x & 2: raise r.deviation('ParameterSetID')
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 2
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 3
+    if x & 2: raise r.deviation('ParameterSetID', p)
     _neg = (x & 1)
-    v = r.uint()
-    if _neg: v = -v - 1
-    if v < -32768 or v > 32767: raise DecodeError(f'value {v} outside [-32768, 32767]', r.pos)
-    if bits(1): raise r.deviation('ParameterSetID')
-    return v
+    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        p += 8
+        val = (V >> (E - p)) & 127
+    else:
+        r.pos = p; val = r.uint(); p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('ParameterSetID', p)
+    if _neg: val = -val - 1
+    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', p)
+    r.pos = p
+    return val
 
-def _ee183(w, v):  # ParameterSetID
-    if v < -32768 or v > 32767: raise EncodeError(f'value {v!r} outside [-32768, 32767]')
-    bits((v < 0), 2)
-    w.uint(-v - 1 if v < 0 else v)
-    bits(0, 1)
+def _ee183(w, o):  # ParameterSetID
+    v = w.v
+    n = w.n
+    if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
+    v = (v << 2) | (o < 0)
+    n += 2
+    _m = (-o - 1 if o < 0 else o)
+    if _m < 128: v = (v << 8) | _m; n += 8
+    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de184(r):  # PaymentOption
-    bits = r.bits
-    x = bits(3)
-    if x & 5: raise r.deviation('PaymentOption')
-    v = _E24[((x >> 1) & 1)]
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 3
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 7
+    if x & 5: raise r.deviation('PaymentOption', p)
+    val = _E24[((x >> 1) & 1)]
+    r.pos = p
+    return val
 
-def _ee184(w, v):  # PaymentOption
-    _i51 = _I25.get(v)
-    if _i51 is None: raise EncodeError(f'{v!r} is not one of the enumeration paymentOptionType')
-    bits((_i51 << 1), 3)
+def _ee184(w, o):  # PaymentOption
+    v = w.v
+    n = w.n
+    _i51 = _I25.get(o)
+    if _i51 is None: raise EncodeError(f'{o!r} is not one of the enumeration paymentOptionType')
+    v = (v << 3) | (_i51 << 1)
+    n += 3
+    w.v = v
+    w.n = n
 
 def _de185(r):  # PaymentOptions
-    bits = r.bits
     return _d_PaymentOptionsType(r)
 
-def _ee185(w, v):  # PaymentOptions
-    _e_PaymentOptionsType(w, v)
+def _ee185(w, o):  # PaymentOptions
+    _e_PaymentOptionsType(w, o)
 
 def _de186(r):  # PgenCounter
-    bits = r.bits
-    if bits(1): raise r.deviation('PgenCounter')
-    v = r.binary()
-    if bits(1): raise r.deviation('PgenCounter')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('PgenCounter', p)
+    r.pos = p
+    val = r.binary()
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('PgenCounter', p)
+    r.pos = p
+    return val
 
-def _ee186(w, v):  # PgenCounter
-    bits(0, 1)
-    w.binary(v)
-    bits(0, 1)
+def _ee186(w, o):  # PgenCounter
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    w.binary(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de187(r):  # PowerSwitchClosed
-    bits = r.bits
-    x = bits(3)
-    if x & 5: raise r.deviation('PowerSwitchClosed')
-    v = ((x >> 1) & 1) == 1
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 3
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 7
+    if x & 5: raise r.deviation('PowerSwitchClosed', p)
+    val = ((x >> 1) & 1) == 1
+    r.pos = p
+    return val
 
-def _ee187(w, v):  # PowerSwitchClosed
-    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
-    bits((v << 1), 3)
+def _ee187(w, o):  # PowerSwitchClosed
+    v = w.v
+    n = w.n
+    if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
+    v = (v << 3) | (o << 1)
+    n += 3
+    w.v = v
+    w.n = n
 
 def _de188(r):  # ProfileEntry
-    bits = r.bits
     return _d_ProfileEntryType(r)
 
-def _ee188(w, v):  # ProfileEntry
-    _e_ProfileEntryType(w, v)
+def _ee188(w, o):  # ProfileEntry
+    _e_ProfileEntryType(w, o)
 
 def _de189(r):  # Q
-    bits = r.bits
-    if bits(1): raise r.deviation('Q')
-    v = r.binary()
-    if bits(1): raise r.deviation('Q')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('Q', p)
+    r.pos = p
+    val = r.binary()
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('Q', p)
+    r.pos = p
+    return val
 
-def _ee189(w, v):  # Q
-    bits(0, 1)
-    w.binary(v)
-    bits(0, 1)
+def _ee189(w, o):  # Q
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    w.binary(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de190(r):  # RCD
-    bits = r.bits
-    x = bits(3)
-    if x & 5: raise r.deviation('RCD')
-    v = ((x >> 1) & 1) == 1
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 3
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 7
+    if x & 5: raise r.deviation('RCD', p)
+    val = ((x >> 1) & 1) == 1
+    r.pos = p
+    return val
 
-def _ee190(w, v):  # RCD
-    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
-    bits((v << 1), 3)
+def _ee190(w, o):  # RCD
+    v = w.v
+    n = w.n
+    if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
+    v = (v << 3) | (o << 1)
+    n += 3
+    w.v = v
+    w.n = n
 
 def _de191(r):  # ReadyToChargeState
-    bits = r.bits
-    x = bits(3)
-    if x & 5: raise r.deviation('ReadyToChargeState')
-    v = ((x >> 1) & 1) == 1
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 3
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 7
+    if x & 5: raise r.deviation('ReadyToChargeState', p)
+    val = ((x >> 1) & 1) == 1
+    r.pos = p
+    return val
 
-def _ee191(w, v):  # ReadyToChargeState
-    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
-    bits((v << 1), 3)
+def _ee191(w, o):  # ReadyToChargeState
+    v = w.v
+    n = w.n
+    if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
+    v = (v << 3) | (o << 1)
+    n += 3
+    w.v = v
+    w.n = n
 
 def _de192(r):  # ReceiptRequired
-    bits = r.bits
-    x = bits(3)
-    if x & 5: raise r.deviation('ReceiptRequired')
-    v = ((x >> 1) & 1) == 1
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 3
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 7
+    if x & 5: raise r.deviation('ReceiptRequired', p)
+    val = ((x >> 1) & 1) == 1
+    r.pos = p
+    return val
 
-def _ee192(w, v):  # ReceiptRequired
-    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
-    bits((v << 1), 3)
+def _ee192(w, o):  # ReceiptRequired
+    v = w.v
+    n = w.n
+    if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
+    v = (v << 3) | (o << 1)
+    n += 3
+    w.v = v
+    w.n = n
 
 def _de193(r):  # RemainingTimeToBulkSoC
-    bits = r.bits
     return _d_PhysicalValueType(r)
 
-def _ee193(w, v):  # RemainingTimeToBulkSoC
-    _e_PhysicalValueType(w, v)
+def _ee193(w, o):  # RemainingTimeToBulkSoC
+    _e_PhysicalValueType(w, o)
 
 def _de194(r):  # RemainingTimeToFullSoC
-    bits = r.bits
     return _d_PhysicalValueType(r)
 
-def _ee194(w, v):  # RemainingTimeToFullSoC
-    _e_PhysicalValueType(w, v)
+def _ee194(w, o):  # RemainingTimeToFullSoC
+    _e_PhysicalValueType(w, o)
 
 def _de195(r):  # ResponseCode
-    bits = r.bits
-    x = bits(7)
-    if x & 65: raise r.deviation('ResponseCode')
-    v = ((x >> 1) & 31)
-    if v >= 23: raise DecodeError(f'enumeration index {v} out of range (23 values)', r.pos)
-    v = _E6[v]
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 7
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 127
+    if x & 65: raise r.deviation('ResponseCode', p)
+    val = ((x >> 1) & 31)
+    if val >= 23: raise DecodeError(f'enumeration index {val} out of range (23 values)', p)
+    val = _E6[val]
+    r.pos = p
+    return val
 
-def _ee195(w, v):  # ResponseCode
-    _i52 = _I8.get(v)
-    if _i52 is None: raise EncodeError(f'{v!r} is not one of the enumeration responseCodeType')
-    bits((_i52 << 1), 7)
+def _ee195(w, o):  # ResponseCode
+    v = w.v
+    n = w.n
+    _i52 = _I8.get(o)
+    if _i52 is None: raise EncodeError(f'{o!r} is not one of the enumeration responseCodeType')
+    v = (v << 7) | (_i52 << 1)
+    n += 7
+    w.v = v
+    w.n = n
 
 def _de196(r):  # RetryCounter
-    bits = r.bits
-    x = bits(2)
-    if x & 2: raise r.deviation('RetryCounter')
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 2
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 3
+    if x & 2: raise r.deviation('RetryCounter', p)
     _neg = (x & 1)
-    v = r.uint()
-    if _neg: v = -v - 1
-    if v < -32768 or v > 32767: raise DecodeError(f'value {v} outside [-32768, 32767]', r.pos)
-    if bits(1): raise r.deviation('RetryCounter')
-    return v
+    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        p += 8
+        val = (V >> (E - p)) & 127
+    else:
+        r.pos = p; val = r.uint(); p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('RetryCounter', p)
+    if _neg: val = -val - 1
+    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', p)
+    r.pos = p
+    return val
 
-def _ee196(w, v):  # RetryCounter
-    if v < -32768 or v > 32767: raise EncodeError(f'value {v!r} outside [-32768, 32767]')
-    bits((v < 0), 2)
-    w.uint(-v - 1 if v < 0 else v)
-    bits(0, 1)
+def _ee196(w, o):  # RetryCounter
+    v = w.v
+    n = w.n
+    if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
+    v = (v << 2) | (o < 0)
+    n += 2
+    _m = (-o - 1 if o < 0 else o)
+    if _m < 128: v = (v << 8) | _m; n += 8
+    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de197(r):  # RootCertificateID
-    bits = r.bits
-    if bits(1): raise r.deviation('RootCertificateID')
-    v = r.string(21)
-    if len(v) > 40: raise DecodeError(f'length {len(v)} outside [0, 40]', r.pos)
-    if bits(1): raise r.deviation('RootCertificateID')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('RootCertificateID', p)
+    r.pos = p
+    val = r.string(21)
+    if len(val) > 40: raise DecodeError(f'length {len(val)} outside [0, 40]', r.pos)
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('RootCertificateID', p)
+    r.pos = p
+    return val
 
-def _ee197(w, v):  # RootCertificateID
-    bits(0, 1)
-    if len(v) > 40: raise EncodeError(f'length {len(v)} outside [0, 40]')
-    w.string(v)
-    bits(0, 1)
+def _ee197(w, o):  # RootCertificateID
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    if len(o) > 40: raise EncodeError(f'length {len(o)} outside [0, 40]')
+    w.string(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de198(r):  # SAScheduleTuple
-    bits = r.bits
     return _d_SAScheduleTupleType(r)
 
-def _ee198(w, v):  # SAScheduleTuple
-    _e_SAScheduleTupleType(w, v)
+def _ee198(w, o):  # SAScheduleTuple
+    _e_SAScheduleTupleType(w, o)
 
 def _de199(r):  # SAScheduleTupleID
-    bits = r.bits
-    x = bits(2)
-    if x & 2: raise r.deviation('SAScheduleTupleID')
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 2
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 3
+    if x & 2: raise r.deviation('SAScheduleTupleID', p)
     _neg = (x & 1)
-    v = r.uint()
-    if _neg: v = -v - 1
-    if v < -32768 or v > 32767: raise DecodeError(f'value {v} outside [-32768, 32767]', r.pos)
-    if bits(1): raise r.deviation('SAScheduleTupleID')
-    return v
+    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        p += 8
+        val = (V >> (E - p)) & 127
+    else:
+        r.pos = p; val = r.uint(); p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('SAScheduleTupleID', p)
+    if _neg: val = -val - 1
+    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', p)
+    r.pos = p
+    return val
 
-def _ee199(w, v):  # SAScheduleTupleID
-    if v < -32768 or v > 32767: raise EncodeError(f'value {v!r} outside [-32768, 32767]')
-    bits((v < 0), 2)
-    w.uint(-v - 1 if v < 0 else v)
-    bits(0, 1)
+def _ee199(w, o):  # SAScheduleTupleID
+    v = w.v
+    n = w.n
+    if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
+    v = (v << 2) | (o < 0)
+    n += 2
+    _m = (-o - 1 if o < 0 else o)
+    if _m < 128: v = (v << 8) | _m; n += 8
+    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de200(r):  # SAScheduleTupleID
-    bits = r.bits
-    x = bits(2)
-    if x & 2: raise r.deviation('SAScheduleTupleID')
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 2
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 3
+    if x & 2: raise r.deviation('SAScheduleTupleID', p)
     _neg = (x & 1)
-    v = r.uint()
-    if _neg: v = -v - 1
-    if v < -32768 or v > 32767: raise DecodeError(f'value {v} outside [-32768, 32767]', r.pos)
-    if bits(1): raise r.deviation('SAScheduleTupleID')
-    return v
+    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        p += 8
+        val = (V >> (E - p)) & 127
+    else:
+        r.pos = p; val = r.uint(); p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('SAScheduleTupleID', p)
+    if _neg: val = -val - 1
+    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', p)
+    r.pos = p
+    return val
 
-def _ee200(w, v):  # SAScheduleTupleID
-    if v < -32768 or v > 32767: raise EncodeError(f'value {v!r} outside [-32768, 32767]')
-    bits((v < 0), 2)
-    w.uint(-v - 1 if v < 0 else v)
-    bits(0, 1)
+def _ee200(w, o):  # SAScheduleTupleID
+    v = w.v
+    n = w.n
+    if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
+    v = (v << 2) | (o < 0)
+    n += 2
+    _m = (-o - 1 if o < 0 else o)
+    if _m < 128: v = (v << 8) | _m; n += 8
+    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de201(r):  # SPKISexp
-    bits = r.bits
-    if bits(1): raise r.deviation('SPKISexp')
-    v = r.binary()
-    if bits(1): raise r.deviation('SPKISexp')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
+    r.pos = p
+    val = r.binary()
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
+    r.pos = p
+    return val
 
-def _ee201(w, v):  # SPKISexp
-    bits(0, 1)
-    w.binary(v)
-    bits(0, 1)
+def _ee201(w, o):  # SPKISexp
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    w.binary(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de202(r):  # SalesTariff
-    bits = r.bits
     return _d_SalesTariffType(r)
 
-def _ee202(w, v):  # SalesTariff
-    _e_SalesTariffType(w, v)
+def _ee202(w, o):  # SalesTariff
+    _e_SalesTariffType(w, o)
 
 def _de203(r):  # SalesTariffDescription
-    bits = r.bits
-    if bits(1): raise r.deviation('SalesTariffDescription')
-    v = r.string(84)
-    if len(v) > 32: raise DecodeError(f'length {len(v)} outside [0, 32]', r.pos)
-    if bits(1): raise r.deviation('SalesTariffDescription')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('SalesTariffDescription', p)
+    r.pos = p
+    val = r.string(84)
+    if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.pos)
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('SalesTariffDescription', p)
+    r.pos = p
+    return val
 
-def _ee203(w, v):  # SalesTariffDescription
-    bits(0, 1)
-    if len(v) > 32: raise EncodeError(f'length {len(v)} outside [0, 32]')
-    w.string(v)
-    bits(0, 1)
+def _ee203(w, o):  # SalesTariffDescription
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    if len(o) > 32: raise EncodeError(f'length {len(o)} outside [0, 32]')
+    w.string(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de204(r):  # SalesTariffID
-    bits = r.bits
-    x = bits(2)
-    if x & 2: raise r.deviation('SalesTariffID')
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 2
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 3
+    if x & 2: raise r.deviation('SalesTariffID', p)
     _neg = (x & 1)
-    v = r.uint()
-    if _neg: v = -v - 1
-    if v < -32768 or v > 32767: raise DecodeError(f'value {v} outside [-32768, 32767]', r.pos)
-    if bits(1): raise r.deviation('SalesTariffID')
-    return v
+    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        p += 8
+        val = (V >> (E - p)) & 127
+    else:
+        r.pos = p; val = r.uint(); p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('SalesTariffID', p)
+    if _neg: val = -val - 1
+    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', p)
+    r.pos = p
+    return val
 
-def _ee204(w, v):  # SalesTariffID
-    if v < -32768 or v > 32767: raise EncodeError(f'value {v!r} outside [-32768, 32767]')
-    bits((v < 0), 2)
-    w.uint(-v - 1 if v < 0 else v)
-    bits(0, 1)
+def _ee204(w, o):  # SalesTariffID
+    v = w.v
+    n = w.n
+    if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
+    v = (v << 2) | (o < 0)
+    n += 2
+    _m = (-o - 1 if o < 0 else o)
+    if _m < 128: v = (v << 8) | _m; n += 8
+    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de205(r):  # Seed
-    bits = r.bits
-    if bits(1): raise r.deviation('Seed')
-    v = r.binary()
-    if bits(1): raise r.deviation('Seed')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('Seed', p)
+    r.pos = p
+    val = r.binary()
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('Seed', p)
+    r.pos = p
+    return val
 
-def _ee205(w, v):  # Seed
-    bits(0, 1)
-    w.binary(v)
-    bits(0, 1)
+def _ee205(w, o):  # Seed
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    w.binary(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de206(r):  # SelectedPaymentOption
-    bits = r.bits
-    x = bits(3)
-    if x & 5: raise r.deviation('SelectedPaymentOption')
-    v = _E24[((x >> 1) & 1)]
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 3
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 7
+    if x & 5: raise r.deviation('SelectedPaymentOption', p)
+    val = _E24[((x >> 1) & 1)]
+    r.pos = p
+    return val
 
-def _ee206(w, v):  # SelectedPaymentOption
-    _i53 = _I25.get(v)
-    if _i53 is None: raise EncodeError(f'{v!r} is not one of the enumeration paymentOptionType')
-    bits((_i53 << 1), 3)
+def _ee206(w, o):  # SelectedPaymentOption
+    v = w.v
+    n = w.n
+    _i53 = _I25.get(o)
+    if _i53 is None: raise EncodeError(f'{o!r} is not one of the enumeration paymentOptionType')
+    v = (v << 3) | (_i53 << 1)
+    n += 3
+    w.v = v
+    w.n = n
 
 def _de207(r):  # SelectedService
-    bits = r.bits
     return _d_SelectedServiceType(r)
 
-def _ee207(w, v):  # SelectedService
-    _e_SelectedServiceType(w, v)
+def _ee207(w, o):  # SelectedService
+    _e_SelectedServiceType(w, o)
 
 def _de208(r):  # SelectedServiceList
-    bits = r.bits
     return _d_SelectedServiceListType(r)
 
-def _ee208(w, v):  # SelectedServiceList
-    _e_SelectedServiceListType(w, v)
+def _ee208(w, o):  # SelectedServiceList
+    _e_SelectedServiceListType(w, o)
 
 def _de209(r):  # Service
-    bits = r.bits
     return _d_ServiceType(r)
 
-def _ee209(w, v):  # Service
-    _e_ServiceType(w, v)
+def _ee209(w, o):  # Service
+    _e_ServiceType(w, o)
 
 def _de210(r):  # ServiceCategory
-    bits = r.bits
-    x = bits(4)
-    if x & 9: raise r.deviation('ServiceCategory')
-    v = _E20[((x >> 1) & 3)]
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 4
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 15
+    if x & 9: raise r.deviation('ServiceCategory', p)
+    val = _E20[((x >> 1) & 3)]
+    r.pos = p
+    return val
 
-def _ee210(w, v):  # ServiceCategory
-    _i54 = _I21.get(v)
-    if _i54 is None: raise EncodeError(f'{v!r} is not one of the enumeration serviceCategoryType')
-    bits((_i54 << 1), 4)
+def _ee210(w, o):  # ServiceCategory
+    v = w.v
+    n = w.n
+    _i54 = _I21.get(o)
+    if _i54 is None: raise EncodeError(f'{o!r} is not one of the enumeration serviceCategoryType')
+    v = (v << 4) | (_i54 << 1)
+    n += 4
+    w.v = v
+    w.n = n
 
 def _de211(r):  # ServiceCategory
-    bits = r.bits
-    x = bits(4)
-    if x & 9: raise r.deviation('ServiceCategory')
-    v = _E20[((x >> 1) & 3)]
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 4
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 15
+    if x & 9: raise r.deviation('ServiceCategory', p)
+    val = _E20[((x >> 1) & 3)]
+    r.pos = p
+    return val
 
-def _ee211(w, v):  # ServiceCategory
-    _i55 = _I21.get(v)
-    if _i55 is None: raise EncodeError(f'{v!r} is not one of the enumeration serviceCategoryType')
-    bits((_i55 << 1), 4)
+def _ee211(w, o):  # ServiceCategory
+    v = w.v
+    n = w.n
+    _i55 = _I21.get(o)
+    if _i55 is None: raise EncodeError(f'{o!r} is not one of the enumeration serviceCategoryType')
+    v = (v << 4) | (_i55 << 1)
+    n += 4
+    w.v = v
+    w.n = n
 
 def _de212(r):  # ServiceID
-    bits = r.bits
-    if bits(1): raise r.deviation('ServiceID')
-    v = r.uint()
-    if v > 65535: raise DecodeError(f'value {v} outside [0, 65535]', r.pos)
-    if bits(1): raise r.deviation('ServiceID')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('ServiceID', p)
+    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        p += 8
+        val = (V >> (E - p)) & 127
+    else:
+        r.pos = p; val = r.uint(); p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('ServiceID', p)
+    if val > 65535: raise DecodeError(f'value {val} outside [0, 65535]', p)
+    r.pos = p
+    return val
 
-def _ee212(w, v):  # ServiceID
-    bits(0, 1)
-    if v < 0 or v > 65535: raise EncodeError(f'value {v!r} outside [0, 65535]')
-    w.uint(v)
-    bits(0, 1)
+def _ee212(w, o):  # ServiceID
+    v = w.v
+    n = w.n
+    if o < 0 or o > 65535: raise EncodeError(f'value {o!r} outside [0, 65535]')
+    v <<= 1
+    n += 1
+    if o < 128: v = (v << 8) | o; n += 8
+    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de213(r):  # ServiceID
-    bits = r.bits
-    if bits(1): raise r.deviation('ServiceID')
-    v = r.uint()
-    if v > 65535: raise DecodeError(f'value {v} outside [0, 65535]', r.pos)
-    if bits(1): raise r.deviation('ServiceID')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('ServiceID', p)
+    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        p += 8
+        val = (V >> (E - p)) & 127
+    else:
+        r.pos = p; val = r.uint(); p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('ServiceID', p)
+    if val > 65535: raise DecodeError(f'value {val} outside [0, 65535]', p)
+    r.pos = p
+    return val
 
-def _ee213(w, v):  # ServiceID
-    bits(0, 1)
-    if v < 0 or v > 65535: raise EncodeError(f'value {v!r} outside [0, 65535]')
-    w.uint(v)
-    bits(0, 1)
+def _ee213(w, o):  # ServiceID
+    v = w.v
+    n = w.n
+    if o < 0 or o > 65535: raise EncodeError(f'value {o!r} outside [0, 65535]')
+    v <<= 1
+    n += 1
+    if o < 128: v = (v << 8) | o; n += 8
+    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de214(r):  # ServiceList
-    bits = r.bits
     return _d_ServiceTagListType(r)
 
-def _ee214(w, v):  # ServiceList
-    _e_ServiceTagListType(w, v)
+def _ee214(w, o):  # ServiceList
+    _e_ServiceTagListType(w, o)
 
 def _de215(r):  # ServiceName
-    bits = r.bits
-    if bits(1): raise r.deviation('ServiceName')
-    v = r.string(94)
-    if len(v) > 32: raise DecodeError(f'length {len(v)} outside [0, 32]', r.pos)
-    if bits(1): raise r.deviation('ServiceName')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('ServiceName', p)
+    r.pos = p
+    val = r.string(94)
+    if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.pos)
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('ServiceName', p)
+    r.pos = p
+    return val
 
-def _ee215(w, v):  # ServiceName
-    bits(0, 1)
-    if len(v) > 32: raise EncodeError(f'length {len(v)} outside [0, 32]')
-    w.string(v)
-    bits(0, 1)
+def _ee215(w, o):  # ServiceName
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    if len(o) > 32: raise EncodeError(f'length {len(o)} outside [0, 32]')
+    w.string(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de216(r):  # ServiceParameterList
-    bits = r.bits
     return _d_ServiceParameterListType(r)
 
-def _ee216(w, v):  # ServiceParameterList
-    _e_ServiceParameterListType(w, v)
+def _ee216(w, o):  # ServiceParameterList
+    _e_ServiceParameterListType(w, o)
 
 def _de217(r):  # ServiceScope
-    bits = r.bits
-    if bits(1): raise r.deviation('ServiceScope')
-    v = r.string(106)
-    if len(v) > 32: raise DecodeError(f'length {len(v)} outside [0, 32]', r.pos)
-    if bits(1): raise r.deviation('ServiceScope')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
+    r.pos = p
+    val = r.string(106)
+    if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.pos)
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
+    r.pos = p
+    return val
 
-def _ee217(w, v):  # ServiceScope
-    bits(0, 1)
-    if len(v) > 32: raise EncodeError(f'length {len(v)} outside [0, 32]')
-    w.string(v)
-    bits(0, 1)
+def _ee217(w, o):  # ServiceScope
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    if len(o) > 32: raise EncodeError(f'length {len(o)} outside [0, 32]')
+    w.string(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de218(r):  # ServiceScope
-    bits = r.bits
-    if bits(1): raise r.deviation('ServiceScope')
-    v = r.string(96)
-    if len(v) > 32: raise DecodeError(f'length {len(v)} outside [0, 32]', r.pos)
-    if bits(1): raise r.deviation('ServiceScope')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
+    r.pos = p
+    val = r.string(96)
+    if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.pos)
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
+    r.pos = p
+    return val
 
-def _ee218(w, v):  # ServiceScope
-    bits(0, 1)
-    if len(v) > 32: raise EncodeError(f'length {len(v)} outside [0, 32]')
-    w.string(v)
-    bits(0, 1)
+def _ee218(w, o):  # ServiceScope
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    if len(o) > 32: raise EncodeError(f'length {len(o)} outside [0, 32]')
+    w.string(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de219(r):  # ServiceTag
-    bits = r.bits
     return _d_ServiceTagType(r)
 
-def _ee219(w, v):  # ServiceTag
-    _e_ServiceTagType(w, v)
+def _ee219(w, o):  # ServiceTag
+    _e_ServiceTagType(w, o)
 
 def _de220(r):  # SessionID
-    bits = r.bits
-    if bits(1): raise r.deviation('SessionID')
-    v = r.binary()
-    if len(v) > 8: raise DecodeError(f'length {len(v)} outside [0, 8]', r.pos)
-    if bits(1): raise r.deviation('SessionID')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
+    r.pos = p
+    val = r.binary()
+    if len(val) > 8: raise DecodeError(f'length {len(val)} outside [0, 8]', r.pos)
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
+    r.pos = p
+    return val
 
-def _ee220(w, v):  # SessionID
-    bits(0, 1)
-    if len(v) > 8: raise EncodeError(f'length {len(v)} outside [0, 8]')
-    w.binary(v)
-    bits(0, 1)
+def _ee220(w, o):  # SessionID
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    if len(o) > 8: raise EncodeError(f'length {len(o)} outside [0, 8]')
+    w.binary(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de221(r):  # SessionID
-    bits = r.bits
-    if bits(1): raise r.deviation('SessionID')
-    v = r.binary()
-    if len(v) > 8: raise DecodeError(f'length {len(v)} outside [0, 8]', r.pos)
-    if bits(1): raise r.deviation('SessionID')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
+    r.pos = p
+    val = r.binary()
+    if len(val) > 8: raise DecodeError(f'length {len(val)} outside [0, 8]', r.pos)
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
+    r.pos = p
+    return val
 
-def _ee221(w, v):  # SessionID
-    bits(0, 1)
-    if len(v) > 8: raise EncodeError(f'length {len(v)} outside [0, 8]')
-    w.binary(v)
-    bits(0, 1)
+def _ee221(w, o):  # SessionID
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    if len(o) > 8: raise EncodeError(f'length {len(o)} outside [0, 8]')
+    w.binary(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de222(r):  # SigMeterReading
-    bits = r.bits
-    if bits(1): raise r.deviation('SigMeterReading')
-    v = r.binary()
-    if len(v) > 32: raise DecodeError(f'length {len(v)} outside [0, 32]', r.pos)
-    if bits(1): raise r.deviation('SigMeterReading')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('SigMeterReading', p)
+    r.pos = p
+    val = r.binary()
+    if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.pos)
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('SigMeterReading', p)
+    r.pos = p
+    return val
 
-def _ee222(w, v):  # SigMeterReading
-    bits(0, 1)
-    if len(v) > 32: raise EncodeError(f'length {len(v)} outside [0, 32]')
-    w.binary(v)
-    bits(0, 1)
+def _ee222(w, o):  # SigMeterReading
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    if len(o) > 32: raise EncodeError(f'length {len(o)} outside [0, 32]')
+    w.binary(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de223(r):  # SubCertificates
-    bits = r.bits
     return _d_SubCertificatesType(r)
 
-def _ee223(w, v):  # SubCertificates
-    _e_SubCertificatesType(w, v)
+def _ee223(w, o):  # SubCertificates
+    _e_SubCertificatesType(w, o)
 
 def _de224(r):  # TMeter
-    bits = r.bits
-    x = bits(2)
-    if x & 2: raise r.deviation('TMeter')
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 2
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 3
+    if x & 2: raise r.deviation('TMeter', p)
     _neg = (x & 1)
-    v = r.uint()
-    if _neg: v = -v - 1
-    if v < -9223372036854775808 or v > 9223372036854775807: raise DecodeError(f'value {v} outside [-9223372036854775808, 9223372036854775807]', r.pos)
-    if bits(1): raise r.deviation('TMeter')
-    return v
+    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        p += 8
+        val = (V >> (E - p)) & 127
+    else:
+        r.pos = p; val = r.uint(); p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('TMeter', p)
+    if _neg: val = -val - 1
+    if val < -9223372036854775808 or val > 9223372036854775807: raise DecodeError(f'value {val} outside [-9223372036854775808, 9223372036854775807]', p)
+    r.pos = p
+    return val
 
-def _ee224(w, v):  # TMeter
-    if v < -9223372036854775808 or v > 9223372036854775807: raise EncodeError(f'value {v!r} outside [-9223372036854775808, 9223372036854775807]')
-    bits((v < 0), 2)
-    w.uint(-v - 1 if v < 0 else v)
-    bits(0, 1)
+def _ee224(w, o):  # TMeter
+    v = w.v
+    n = w.n
+    if o < -9223372036854775808 or o > 9223372036854775807: raise EncodeError(f'value {o!r} outside [-9223372036854775808, 9223372036854775807]')
+    v = (v << 2) | (o < 0)
+    n += 2
+    _m = (-o - 1 if o < 0 else o)
+    if _m < 128: v = (v << 8) | _m; n += 8
+    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de225(r):  # Unit
-    bits = r.bits
-    x = bits(6)
-    if x & 33: raise r.deviation('Unit')
-    v = ((x >> 1) & 15)
-    if v >= 10: raise DecodeError(f'enumeration index {v} out of range (10 values)', r.pos)
-    v = _E0[v]
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 6
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 63
+    if x & 33: raise r.deviation('Unit', p)
+    val = ((x >> 1) & 15)
+    if val >= 10: raise DecodeError(f'enumeration index {val} out of range (10 values)', p)
+    val = _E0[val]
+    r.pos = p
+    return val
 
-def _ee225(w, v):  # Unit
-    _i56 = _I1.get(v)
-    if _i56 is None: raise EncodeError(f'{v!r} is not one of the enumeration unitSymbolType')
-    bits((_i56 << 1), 6)
+def _ee225(w, o):  # Unit
+    v = w.v
+    n = w.n
+    _i56 = _I1.get(o)
+    if _i56 is None: raise EncodeError(f'{o!r} is not one of the enumeration unitSymbolType')
+    v = (v << 6) | (_i56 << 1)
+    n += 6
+    w.v = v
+    w.n = n
 
 def _de226(r):  # Value
-    bits = r.bits
-    x = bits(2)
-    if x & 2: raise r.deviation('Value')
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 2
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 3
+    if x & 2: raise r.deviation('Value', p)
     _neg = (x & 1)
-    v = r.uint()
-    if _neg: v = -v - 1
-    if v < -32768 or v > 32767: raise DecodeError(f'value {v} outside [-32768, 32767]', r.pos)
-    if bits(1): raise r.deviation('Value')
-    return v
+    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        p += 8
+        val = (V >> (E - p)) & 127
+    else:
+        r.pos = p; val = r.uint(); p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('Value', p)
+    if _neg: val = -val - 1
+    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', p)
+    r.pos = p
+    return val
 
-def _ee226(w, v):  # Value
-    if v < -32768 or v > 32767: raise EncodeError(f'value {v!r} outside [-32768, 32767]')
-    bits((v < 0), 2)
-    w.uint(-v - 1 if v < 0 else v)
-    bits(0, 1)
+def _ee226(w, o):  # Value
+    v = w.v
+    n = w.n
+    if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
+    v = (v << 2) | (o < 0)
+    n += 2
+    _m = (-o - 1 if o < 0 else o)
+    if _m < 128: v = (v << 8) | _m; n += 8
+    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de227(r):  # X509CRL
-    bits = r.bits
-    if bits(1): raise r.deviation('X509CRL')
-    v = r.binary()
-    if bits(1): raise r.deviation('X509CRL')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
+    r.pos = p
+    val = r.binary()
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
+    r.pos = p
+    return val
 
-def _ee227(w, v):  # X509CRL
-    bits(0, 1)
-    w.binary(v)
-    bits(0, 1)
+def _ee227(w, o):  # X509CRL
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    w.binary(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de228(r):  # X509Certificate
-    bits = r.bits
-    if bits(1): raise r.deviation('X509Certificate')
-    v = r.binary()
-    if bits(1): raise r.deviation('X509Certificate')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
+    r.pos = p
+    val = r.binary()
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
+    r.pos = p
+    return val
 
-def _ee228(w, v):  # X509Certificate
-    bits(0, 1)
-    w.binary(v)
-    bits(0, 1)
+def _ee228(w, o):  # X509Certificate
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    w.binary(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de229(r):  # X509IssuerName
-    bits = r.bits
-    if bits(1): raise r.deviation('X509IssuerName')
-    v = r.string(64)
-    if bits(1): raise r.deviation('X509IssuerName')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+    r.pos = p
+    val = r.string(64)
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+    r.pos = p
+    return val
 
-def _ee229(w, v):  # X509IssuerName
-    bits(0, 1)
-    w.string(v)
-    bits(0, 1)
+def _ee229(w, o):  # X509IssuerName
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    w.string(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de230(r):  # X509IssuerSerial
-    bits = r.bits
     return _d_X509IssuerSerialType(r)
 
-def _ee230(w, v):  # X509IssuerSerial
-    _e_X509IssuerSerialType(w, v)
+def _ee230(w, o):  # X509IssuerSerial
+    _e_X509IssuerSerialType(w, o)
 
 def _de231(r):  # X509SKI
-    bits = r.bits
-    if bits(1): raise r.deviation('X509SKI')
-    v = r.binary()
-    if bits(1): raise r.deviation('X509SKI')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
+    r.pos = p
+    val = r.binary()
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
+    r.pos = p
+    return val
 
-def _ee231(w, v):  # X509SKI
-    bits(0, 1)
-    w.binary(v)
-    bits(0, 1)
+def _ee231(w, o):  # X509SKI
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    w.binary(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de232(r):  # X509SerialNumber
-    bits = r.bits
-    x = bits(2)
-    if x & 2: raise r.deviation('X509SerialNumber')
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 2
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 3
+    if x & 2: raise r.deviation('X509SerialNumber', p)
     _neg = (x & 1)
-    v = r.uint()
-    if _neg: v = -v - 1
-    if bits(1): raise r.deviation('X509SerialNumber')
-    return v
+    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        p += 8
+        val = (V >> (E - p)) & 127
+    else:
+        r.pos = p; val = r.uint(); p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('X509SerialNumber', p)
+    if _neg: val = -val - 1
+    r.pos = p
+    return val
 
-def _ee232(w, v):  # X509SerialNumber
-    if type(v) is not int: raise EncodeError(f'expected an int, got {v!r}')
-    bits((v < 0), 2)
-    w.uint(-v - 1 if v < 0 else v)
-    bits(0, 1)
+def _ee232(w, o):  # X509SerialNumber
+    v = w.v
+    n = w.n
+    if type(o) is not int: raise EncodeError(f'expected an int, got {o!r}')
+    v = (v << 2) | (o < 0)
+    n += 2
+    _m = (-o - 1 if o < 0 else o)
+    if _m < 128: v = (v << 8) | _m; n += 8
+    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de233(r):  # X509SubjectName
-    bits = r.bits
-    if bits(1): raise r.deviation('X509SubjectName')
-    v = r.string(61)
-    if bits(1): raise r.deviation('X509SubjectName')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
+    r.pos = p
+    val = r.string(61)
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
+    r.pos = p
+    return val
 
-def _ee233(w, v):  # X509SubjectName
-    bits(0, 1)
-    w.string(v)
-    bits(0, 1)
+def _ee233(w, o):  # X509SubjectName
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    w.string(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de234(r):  # XPath
-    bits = r.bits
-    if bits(1): raise r.deviation('XPath')
-    v = r.string(59)
-    if bits(1): raise r.deviation('XPath')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
+    r.pos = p
+    val = r.string(59)
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
+    r.pos = p
+    return val
 
-def _ee234(w, v):  # XPath
-    bits(0, 1)
-    w.string(v)
-    bits(0, 1)
+def _ee234(w, o):  # XPath
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    w.string(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de235(r):  # Y
-    bits = r.bits
-    if bits(1): raise r.deviation('Y')
-    v = r.binary()
-    if bits(1): raise r.deviation('Y')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('Y', p)
+    r.pos = p
+    val = r.binary()
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('Y', p)
+    r.pos = p
+    return val
 
-def _ee235(w, v):  # Y
-    bits(0, 1)
-    w.binary(v)
-    bits(0, 1)
+def _ee235(w, o):  # Y
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    w.binary(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de236(r):  # amount
-    bits = r.bits
-    if bits(1): raise r.deviation('amount')
-    v = r.uint()
-    if v > 4294967295: raise DecodeError(f'value {v} outside [0, 4294967295]', r.pos)
-    if bits(1): raise r.deviation('amount')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('amount', p)
+    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        p += 8
+        val = (V >> (E - p)) & 127
+    else:
+        r.pos = p; val = r.uint(); p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('amount', p)
+    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', p)
+    r.pos = p
+    return val
 
-def _ee236(w, v):  # amount
-    bits(0, 1)
-    if v < 0 or v > 4294967295: raise EncodeError(f'value {v!r} outside [0, 4294967295]')
-    w.uint(v)
-    bits(0, 1)
+def _ee236(w, o):  # amount
+    v = w.v
+    n = w.n
+    if o < 0 or o > 4294967295: raise EncodeError(f'value {o!r} outside [0, 4294967295]')
+    v <<= 1
+    n += 1
+    if o < 128: v = (v << 8) | o; n += 8
+    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de237(r):  # amountMultiplier
-    bits = r.bits
-    x = bits(5)
-    if x & 17: raise r.deviation('amountMultiplier')
-    v = ((x >> 1) & 7) + -3
-    if v > 3: raise DecodeError(f'value {v} above maximum 3', r.pos)
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 5
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 31
+    if x & 17: raise r.deviation('amountMultiplier', p)
+    val = ((x >> 1) & 7) + -3
+    if val > 3: raise DecodeError(f'value {val} above maximum 3', p)
+    r.pos = p
+    return val
 
-def _ee237(w, v):  # amountMultiplier
-    if not -3 <= v <= 3: raise EncodeError(f'value {v!r} outside [-3, 3]')
-    bits(((v - -3) << 1), 5)
+def _ee237(w, o):  # amountMultiplier
+    v = w.v
+    n = w.n
+    if not -3 <= o <= 3: raise EncodeError(f'value {o!r} outside [-3, 3]')
+    v = (v << 5) | ((o - -3) << 1)
+    n += 5
+    w.v = v
+    w.n = n
 
 def _de238(r):  # boolValue
-    bits = r.bits
-    x = bits(3)
-    if x & 5: raise r.deviation('boolValue')
-    v = ((x >> 1) & 1) == 1
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 3
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 7
+    if x & 5: raise r.deviation('boolValue', p)
+    val = ((x >> 1) & 1) == 1
+    r.pos = p
+    return val
 
-def _ee238(w, v):  # boolValue
-    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
-    bits((v << 1), 3)
+def _ee238(w, o):  # boolValue
+    v = w.v
+    n = w.n
+    if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
+    v = (v << 3) | (o << 1)
+    n += 3
+    w.v = v
+    w.n = n
 
 def _de239(r):  # byteValue
-    bits = r.bits
-    x = bits(10)
-    if x & 513: raise r.deviation('byteValue')
-    v = ((x >> 1) & 255) + -128
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 10
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 1023
+    if x & 513: raise r.deviation('byteValue', p)
+    val = ((x >> 1) & 255) + -128
+    r.pos = p
+    return val
 
-def _ee239(w, v):  # byteValue
-    if not -128 <= v <= 127: raise EncodeError(f'value {v!r} outside [-128, 127]')
-    bits(((v - -128) << 1), 10)
+def _ee239(w, o):  # byteValue
+    v = w.v
+    n = w.n
+    if not -128 <= o <= 127: raise EncodeError(f'value {o!r} outside [-128, 127]')
+    v = (v << 10) | ((o - -128) << 1)
+    n += 10
+    w.v = v
+    w.n = n
 
 def _de240(r):  # costKind
-    bits = r.bits
-    x = bits(4)
-    if x & 9: raise r.deviation('costKind')
-    v = ((x >> 1) & 3)
-    if v >= 3: raise DecodeError(f'enumeration index {v} out of range (3 values)', r.pos)
-    v = _E16[v]
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 4
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 15
+    if x & 9: raise r.deviation('costKind', p)
+    val = ((x >> 1) & 3)
+    if val >= 3: raise DecodeError(f'enumeration index {val} out of range (3 values)', p)
+    val = _E16[val]
+    r.pos = p
+    return val
 
-def _ee240(w, v):  # costKind
-    _i57 = _I17.get(v)
-    if _i57 is None: raise EncodeError(f'{v!r} is not one of the enumeration costKindType')
-    bits((_i57 << 1), 4)
+def _ee240(w, o):  # costKind
+    v = w.v
+    n = w.n
+    _i57 = _I17.get(o)
+    if _i57 is None: raise EncodeError(f'{o!r} is not one of the enumeration costKindType')
+    v = (v << 4) | (_i57 << 1)
+    n += 4
+    w.v = v
+    w.n = n
 
 def _de241(r):  # duration
-    bits = r.bits
-    if bits(1): raise r.deviation('duration')
-    v = r.uint()
-    if v > 4294967295: raise DecodeError(f'value {v} outside [0, 4294967295]', r.pos)
-    if bits(1): raise r.deviation('duration')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('duration', p)
+    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        p += 8
+        val = (V >> (E - p)) & 127
+    else:
+        r.pos = p; val = r.uint(); p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('duration', p)
+    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', p)
+    r.pos = p
+    return val
 
-def _ee241(w, v):  # duration
-    bits(0, 1)
-    if v < 0 or v > 4294967295: raise EncodeError(f'value {v!r} outside [0, 4294967295]')
-    w.uint(v)
-    bits(0, 1)
+def _ee241(w, o):  # duration
+    v = w.v
+    n = w.n
+    if o < 0 or o > 4294967295: raise EncodeError(f'value {o!r} outside [0, 4294967295]')
+    v <<= 1
+    n += 1
+    if o < 128: v = (v << 8) | o; n += 8
+    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de242(r):  # intValue
-    bits = r.bits
-    x = bits(2)
-    if x & 2: raise r.deviation('intValue')
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 2
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 3
+    if x & 2: raise r.deviation('intValue', p)
     _neg = (x & 1)
-    v = r.uint()
-    if _neg: v = -v - 1
-    if v < -2147483648 or v > 2147483647: raise DecodeError(f'value {v} outside [-2147483648, 2147483647]', r.pos)
-    if bits(1): raise r.deviation('intValue')
-    return v
+    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        p += 8
+        val = (V >> (E - p)) & 127
+    else:
+        r.pos = p; val = r.uint(); p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('intValue', p)
+    if _neg: val = -val - 1
+    if val < -2147483648 or val > 2147483647: raise DecodeError(f'value {val} outside [-2147483648, 2147483647]', p)
+    r.pos = p
+    return val
 
-def _ee242(w, v):  # intValue
-    if v < -2147483648 or v > 2147483647: raise EncodeError(f'value {v!r} outside [-2147483648, 2147483647]')
-    bits((v < 0), 2)
-    w.uint(-v - 1 if v < 0 else v)
-    bits(0, 1)
+def _ee242(w, o):  # intValue
+    v = w.v
+    n = w.n
+    if o < -2147483648 or o > 2147483647: raise EncodeError(f'value {o!r} outside [-2147483648, 2147483647]')
+    v = (v << 2) | (o < 0)
+    n += 2
+    _m = (-o - 1 if o < 0 else o)
+    if _m < 128: v = (v << 8) | _m; n += 8
+    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de243(r):  # physicalValue
-    bits = r.bits
     return _d_PhysicalValueType(r)
 
-def _ee243(w, v):  # physicalValue
-    _e_PhysicalValueType(w, v)
+def _ee243(w, o):  # physicalValue
+    _e_PhysicalValueType(w, o)
 
 def _de244(r):  # shortValue
-    bits = r.bits
-    x = bits(2)
-    if x & 2: raise r.deviation('shortValue')
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 2
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 3
+    if x & 2: raise r.deviation('shortValue', p)
     _neg = (x & 1)
-    v = r.uint()
-    if _neg: v = -v - 1
-    if v < -32768 or v > 32767: raise DecodeError(f'value {v} outside [-32768, 32767]', r.pos)
-    if bits(1): raise r.deviation('shortValue')
-    return v
+    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        p += 8
+        val = (V >> (E - p)) & 127
+    else:
+        r.pos = p; val = r.uint(); p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('shortValue', p)
+    if _neg: val = -val - 1
+    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', p)
+    r.pos = p
+    return val
 
-def _ee244(w, v):  # shortValue
-    if v < -32768 or v > 32767: raise EncodeError(f'value {v!r} outside [-32768, 32767]')
-    bits((v < 0), 2)
-    w.uint(-v - 1 if v < 0 else v)
-    bits(0, 1)
+def _ee244(w, o):  # shortValue
+    v = w.v
+    n = w.n
+    if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
+    v = (v << 2) | (o < 0)
+    n += 2
+    _m = (-o - 1 if o < 0 else o)
+    if _m < 128: v = (v << 8) | _m; n += 8
+    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de245(r):  # start
-    bits = r.bits
-    if bits(1): raise r.deviation('start')
-    v = r.uint()
-    if v > 4294967295: raise DecodeError(f'value {v} outside [0, 4294967295]', r.pos)
-    if bits(1): raise r.deviation('start')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('start', p)
+    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        p += 8
+        val = (V >> (E - p)) & 127
+    else:
+        r.pos = p; val = r.uint(); p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('start', p)
+    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', p)
+    r.pos = p
+    return val
 
-def _ee245(w, v):  # start
-    bits(0, 1)
-    if v < 0 or v > 4294967295: raise EncodeError(f'value {v!r} outside [0, 4294967295]')
-    w.uint(v)
-    bits(0, 1)
+def _ee245(w, o):  # start
+    v = w.v
+    n = w.n
+    if o < 0 or o > 4294967295: raise EncodeError(f'value {o!r} outside [0, 4294967295]')
+    v <<= 1
+    n += 1
+    if o < 128: v = (v << 8) | o; n += 8
+    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de246(r):  # startValue
-    bits = r.bits
-    if bits(1): raise r.deviation('startValue')
-    v = r.uint()
-    if v > 4294967295: raise DecodeError(f'value {v} outside [0, 4294967295]', r.pos)
-    if bits(1): raise r.deviation('startValue')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('startValue', p)
+    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        p += 8
+        val = (V >> (E - p)) & 127
+    else:
+        r.pos = p; val = r.uint(); p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('startValue', p)
+    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', p)
+    r.pos = p
+    return val
 
-def _ee246(w, v):  # startValue
-    bits(0, 1)
-    if v < 0 or v > 4294967295: raise EncodeError(f'value {v!r} outside [0, 4294967295]')
-    w.uint(v)
-    bits(0, 1)
+def _ee246(w, o):  # startValue
+    v = w.v
+    n = w.n
+    if o < 0 or o > 4294967295: raise EncodeError(f'value {o!r} outside [0, 4294967295]')
+    v <<= 1
+    n += 1
+    if o < 128: v = (v << 8) | o; n += 8
+    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de247(r):  # stringValue
-    bits = r.bits
-    if bits(1): raise r.deviation('stringValue')
-    v = r.string(105)
-    if bits(1): raise r.deviation('stringValue')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('stringValue', p)
+    r.pos = p
+    val = r.string(105)
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('stringValue', p)
+    r.pos = p
+    return val
 
-def _ee247(w, v):  # stringValue
-    bits(0, 1)
-    w.string(v)
-    bits(0, 1)
+def _ee247(w, o):  # stringValue
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    w.string(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 # (namespace, local name, class or simple type code, decode, encode); index = event code
 FRAGMENT = (

@@ -25,113 +25,160 @@ _I15 = {v: i for i, v in enumerate(iso20_commontypes.evseNotificationType)}
 
 def _d_ACDP_ConnectReqType(r):
     # {urn:iso:std:iso:15118:-20:ACDP}ACDP_ConnectReqType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Header = None
     f_EVElectricalChargingDeviceStatus = None
     try:
-        if bits(1): raise r.deviation('ACDP_ConnectReqType')
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('ACDP_ConnectReqType', p)
         el = 'Header'
+        r.pos = p
         f_Header = _d_MessageHeaderType(r)
-        x = bits(6)
-        if x & 51: raise r.deviation('ACDP_ConnectReqType')
+        p = r.pos
+        p += 6
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 63
+        if x & 51: raise r.deviation('ACDP_ConnectReqType', p)
         el = 'EVElectricalChargingDeviceStatus'
         f_EVElectricalChargingDeviceStatus = _E0[((x >> 2) & 3)]
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_acdp.ACDP_ConnectReqType(f_Header, f_EVElectricalChargingDeviceStatus)
 
 def _e_ACDP_ConnectReqType(w, o):
     # {urn:iso:std:iso:15118:-20:ACDP}ACDP_ConnectReqType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Header = o.Header
         v_EVElectricalChargingDeviceStatus = o.EVElectricalChargingDeviceStatus
         if v_Header is not None:
             el = 'Header'
-            bits(0, 1)
+            v <<= 1
+            n += 1
+            w.v = v; w.n = n
             _e_MessageHeaderType(w, v_Header)
+            v = w.v; n = w.n
             if not (v_EVElectricalChargingDeviceStatus is not None): raise EncodeError('missing content: EVElectricalChargingDeviceStatus')
             el = 'EVElectricalChargingDeviceStatus'
             _i1 = _I1.get(v_EVElectricalChargingDeviceStatus)
             if _i1 is None: raise EncodeError(f'{v_EVElectricalChargingDeviceStatus!r} is not one of the enumeration electricalChargingDeviceStatusType')
-            bits((_i1 << 2), 6)
+            v = (v << 6) | (_i1 << 2)
+            n += 6
             v_Header = None
             v_EVElectricalChargingDeviceStatus = None
             if v_Header is not None or v_EVElectricalChargingDeviceStatus is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of Header')
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_V2GRequestType(r):
     # {urn:iso:std:iso:15118:-20:CommonTypes}V2GRequestType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Header = None
     try:
-        if bits(1): raise r.deviation('V2GRequestType')
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('V2GRequestType', p)
         el = 'Header'
+        r.pos = p
         f_Header = _d_MessageHeaderType(r)
-        if bits(1): raise r.deviation('V2GRequestType')
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('V2GRequestType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.V2GRequestType(f_Header)
 
 def _e_V2GRequestType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonTypes}V2GRequestType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Header = o.Header
         if v_Header is not None:
             el = 'Header'
-            bits(0, 1)
+            v <<= 1
+            n += 1
+            w.v = v; w.n = n
             _e_MessageHeaderType(w, v_Header)
-            bits(0, 1)
+            v = w.v; n = w.n
+            v <<= 1
+            n += 1
             v_Header = None
             if v_Header is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of Header')
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_V2GMessageType(r):
     # {urn:iso:std:iso:15118:-20:CommonTypes}V2GMessageType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Header = None
     try:
-        if bits(1): raise r.deviation('V2GMessageType')
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('V2GMessageType', p)
         el = 'Header'
+        r.pos = p
         f_Header = _d_MessageHeaderType(r)
-        if bits(1): raise r.deviation('V2GMessageType')
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('V2GMessageType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.V2GMessageType(f_Header)
 
 def _e_V2GMessageType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonTypes}V2GMessageType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Header = o.Header
         if v_Header is not None:
             el = 'Header'
-            bits(0, 1)
+            v <<= 1
+            n += 1
+            w.v = v; w.n = n
             _e_MessageHeaderType(w, v_Header)
-            bits(0, 1)
+            v = w.v; n = w.n
+            v <<= 1
+            n += 1
             v_Header = None
             if v_Header is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of Header')
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_MessageHeaderType(r):
     # {urn:iso:std:iso:15118:-20:CommonTypes}MessageHeaderType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_SessionID = None
     f_TimeStamp = None
@@ -140,37 +187,57 @@ def _d_MessageHeaderType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                x = bits(2)
-                if x & 3: raise r.deviation('MessageHeaderType')
+                p += 2
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('MessageHeaderType', p)
                 el = 'SessionID'
+                r.pos = p
                 f_SessionID = r.binary()
                 if len(f_SessionID) < 8 or len(f_SessionID) > 8: raise DecodeError(f'length {len(f_SessionID)} outside [8, 8]', r.pos)
-                x = bits(3)
-                if x & 7: raise r.deviation('MessageHeaderType')
+                p = r.pos
+                p += 3
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 7
+                if x & 7: raise r.deviation('MessageHeaderType', p)
                 el = 'TimeStamp'
-                f_TimeStamp = r.uint()
-                if f_TimeStamp > 18446744073709551615: raise DecodeError(f'value {f_TimeStamp} outside [0, 18446744073709551615]', r.pos)
-                if bits(1): raise r.deviation('MessageHeaderType')
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    f_TimeStamp = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; f_TimeStamp = r.uint(); p = r.pos
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+                if f_TimeStamp > 18446744073709551615: raise DecodeError(f'value {f_TimeStamp} outside [0, 18446744073709551615]', p)
                 s = 2
             if s == 2:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'Signature'
+                    r.pos = p
                     f_Signature = _d_SignatureType(r)
-                    if bits(1): raise r.deviation('MessageHeaderType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
                     s = -1
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('MessageHeaderType')
+                    raise r.deviation('MessageHeaderType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.MessageHeaderType(f_SessionID, f_TimeStamp, f_Signature)
 
 def _e_MessageHeaderType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonTypes}MessageHeaderType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_SessionID = o.SessionID
@@ -181,16 +248,22 @@ def _e_MessageHeaderType(w, o):
             if s == 0:
                 if v_SessionID is not None:
                     el = 'SessionID'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     if len(v_SessionID) < 8 or len(v_SessionID) > 8: raise EncodeError(f'length {len(v_SessionID)} outside [8, 8]')
                     w.binary(v_SessionID)
+                    v = w.v; n = w.n
                     if not (v_TimeStamp is not None): raise EncodeError('missing content: TimeStamp')
                     el = 'TimeStamp'
-                    bits(0, 3)
-                    v_SessionID = None
                     if v_TimeStamp < 0 or v_TimeStamp > 18446744073709551615: raise EncodeError(f'value {v_TimeStamp!r} outside [0, 18446744073709551615]')
-                    w.uint(v_TimeStamp)
-                    bits(0, 1)
+                    v <<= 3
+                    n += 3
+                    v_SessionID = None
+                    if v_TimeStamp < 128: v = (v << 8) | v_TimeStamp; n += 8
+                    else: w.v = v; w.n = n; w.uint(v_TimeStamp); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_TimeStamp = None
                     s = 2
                 else:
@@ -198,22 +271,30 @@ def _e_MessageHeaderType(w, o):
             if s == 2:
                 if v_Signature is not None:
                     el = 'Signature'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_SignatureType(w, v_Signature)
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_Signature = None
                     if v_SessionID is not None or v_TimeStamp is not None or v_Signature is not None: raise _leftover(o)
                     s = -1
                 elif True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_SessionID is not None or v_TimeStamp is not None or v_Signature is not None: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_SignatureType(r):
     # {http://www.w3.org/2000/09/xmldsig#}SignatureType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Id = None
     f_SignedInfo = None
@@ -224,73 +305,103 @@ def _d_SignatureType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@Id'
+                    r.pos = p
                     f_Id = r.string(3)
-                    if bits(1): raise r.deviation('SignatureType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('SignatureType', p)
                     el = 'SignedInfo'
+                    r.pos = p
                     f_SignedInfo = _d_SignedInfoType(r)
+                    p = r.pos
                     s = 2
                 elif ec == 1:
                     el = 'SignedInfo'
+                    r.pos = p
                     f_SignedInfo = _d_SignedInfoType(r)
+                    p = r.pos
                     s = 2
                 else:
-                    raise r.deviation('SignatureType')
+                    raise r.deviation('SignatureType', p)
             if s == 2:
-                if bits(1): raise r.deviation('SignatureType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('SignatureType', p)
                 el = 'SignatureValue'
+                r.pos = p
                 f_SignatureValue = _d_SignatureValueType(r)
+                p = r.pos
                 s = 3
             if s == 3:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'KeyInfo'
+                    r.pos = p
                     f_KeyInfo = _d_KeyInfoType(r, 4)
+                    p = r.pos
                     s = 4
                 elif ec == 1:
                     el = 'Object'
+                    r.pos = p
                     _v = _d_ObjectType(r, 5)
+                    p = r.pos
                     f_Object.append(_v)
                     s = 5
                 elif ec == 2:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('SignatureType')
+                    raise r.deviation('SignatureType', p)
             if s == 4:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'Object'
+                    r.pos = p
                     _v = _d_ObjectType(r, 5)
+                    p = r.pos
                     f_Object.append(_v)
                     s = 5
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('SignatureType')
+                    raise r.deviation('SignatureType', p)
             if s == 5:
                 while True:
-                    ec = bits(2)
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'Object'
+                        r.pos = p
                         _v = _d_ObjectType(r, 5)
+                        p = r.pos
                         f_Object.append(_v)
                     elif ec == 1:
                         pass
                         s = -1
                         break
                     else:
-                        raise r.deviation('SignatureType')
+                        raise r.deviation('SignatureType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.SignatureType(f_Id, f_SignedInfo, f_SignatureValue, f_KeyInfo, f_Object)
 
 def _e_SignatureType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}SignatureType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Id = o.Id
@@ -305,19 +416,28 @@ def _e_SignatureType(w, o):
             if s == 0:
                 if v_Id is not None:
                     el = '@Id'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     w.string(v_Id)
+                    v = w.v; n = w.n
                     if not (v_SignedInfo is not None): raise EncodeError('missing content: SignedInfo')
                     el = 'SignedInfo'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
                     v_Id = None
+                    w.v = v; w.n = n
                     _e_SignedInfoType(w, v_SignedInfo)
+                    v = w.v; n = w.n
                     v_SignedInfo = None
                     s = 2
                 elif v_SignedInfo is not None:
                     el = 'SignedInfo'
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
+                    w.v = v; w.n = n
                     _e_SignedInfoType(w, v_SignedInfo)
+                    v = w.v; n = w.n
                     v_SignedInfo = None
                     s = 2
                 else:
@@ -325,8 +445,11 @@ def _e_SignatureType(w, o):
             if s == 2:
                 if v_SignatureValue is not None:
                     el = 'SignatureValue'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
+                    w.v = v; w.n = n
                     _e_SignatureValueType(w, v_SignatureValue)
+                    v = w.v; n = w.n
                     v_SignatureValue = None
                     s = 3
                 else:
@@ -334,49 +457,67 @@ def _e_SignatureType(w, o):
             if s == 3:
                 if v_KeyInfo is not None:
                     el = 'KeyInfo'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_KeyInfoType(w, v_KeyInfo)
+                    v = w.v; n = w.n
                     v_KeyInfo = None
                     s = 4
                 elif i_Object < n_Object:
                     el = 'Object'
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
+                    w.v = v; w.n = n
                     _e_ObjectType(w, v_Object[i_Object])
+                    v = w.v; n = w.n
                     i_Object += 1
                     s = 5
                 elif True:
-                    bits(2, 2)
+                    v = (v << 2) | 2
+                    n += 2
                     if v_Id is not None or v_SignedInfo is not None or v_SignatureValue is not None or v_KeyInfo is not None or i_Object < n_Object: raise _leftover(o)
                     s = -1
             if s == 4:
                 if i_Object < n_Object:
                     el = 'Object'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_ObjectType(w, v_Object[i_Object])
+                    v = w.v; n = w.n
                     i_Object += 1
                     s = 5
                 elif True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_Id is not None or v_SignedInfo is not None or v_SignatureValue is not None or v_KeyInfo is not None or i_Object < n_Object: raise _leftover(o)
                     s = -1
             if s == 5:
                 while True:
                     if i_Object < n_Object:
                         el = 'Object'
-                        bits(0, 2)
+                        v <<= 2
+                        n += 2
+                        w.v = v; w.n = n
                         _e_ObjectType(w, v_Object[i_Object])
+                        v = w.v; n = w.n
                         i_Object += 1
                     elif True:
-                        bits(1, 2)
+                        v = (v << 2) | 1
+                        n += 2
                         if v_Id is not None or v_SignedInfo is not None or v_SignatureValue is not None or v_KeyInfo is not None or i_Object < n_Object: raise _leftover(o)
                         s = -1
                         break
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_SignedInfoType(r):
     # {http://www.w3.org/2000/09/xmldsig#}SignedInfoType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Id = None
     f_CanonicalizationMethod = None
@@ -386,61 +527,89 @@ def _d_SignedInfoType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@Id'
+                    r.pos = p
                     f_Id = r.string(3)
-                    if bits(1): raise r.deviation('SignedInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('SignedInfoType', p)
                     el = 'CanonicalizationMethod'
+                    r.pos = p
                     f_CanonicalizationMethod = _d_CanonicalizationMethodType(r, 6)
+                    p = r.pos
                     s = 2
                 elif ec == 1:
                     el = 'CanonicalizationMethod'
+                    r.pos = p
                     f_CanonicalizationMethod = _d_CanonicalizationMethodType(r, 6)
+                    p = r.pos
                     s = 2
                 else:
-                    raise r.deviation('SignedInfoType')
+                    raise r.deviation('SignedInfoType', p)
             if s == 2:
-                if bits(1): raise r.deviation('SignedInfoType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('SignedInfoType', p)
                 el = 'SignatureMethod'
+                r.pos = p
                 f_SignatureMethod = _d_SignatureMethodType(r, 7)
-                if bits(1): raise r.deviation('SignedInfoType')
+                p = r.pos
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('SignedInfoType', p)
                 el = 'Reference'
+                r.pos = p
                 _v = _d_ReferenceType(r)
+                p = r.pos
                 f_Reference.append(_v)
                 s = 4
             if s == 4:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'Reference'
+                    r.pos = p
                     _v = _d_ReferenceType(r)
+                    p = r.pos
                     f_Reference.append(_v)
                     s = 5
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('SignedInfoType')
+                    raise r.deviation('SignedInfoType', p)
             if s == 5:
                 while True:
-                    ec = bits(2)
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'Reference'
+                        r.pos = p
                         _v = _d_ReferenceType(r)
+                        p = r.pos
                         f_Reference.append(_v)
                     elif ec == 1:
                         pass
                         s = -1
                         break
                     else:
-                        raise r.deviation('SignedInfoType')
+                        raise r.deviation('SignedInfoType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.SignedInfoType(f_Id, f_CanonicalizationMethod, f_SignatureMethod, f_Reference)
 
 def _e_SignedInfoType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}SignedInfoType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Id = o.Id
@@ -454,19 +623,28 @@ def _e_SignedInfoType(w, o):
             if s == 0:
                 if v_Id is not None:
                     el = '@Id'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     w.string(v_Id)
+                    v = w.v; n = w.n
                     if not (v_CanonicalizationMethod is not None): raise EncodeError('missing content: CanonicalizationMethod')
                     el = 'CanonicalizationMethod'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
                     v_Id = None
+                    w.v = v; w.n = n
                     _e_CanonicalizationMethodType(w, v_CanonicalizationMethod)
+                    v = w.v; n = w.n
                     v_CanonicalizationMethod = None
                     s = 2
                 elif v_CanonicalizationMethod is not None:
                     el = 'CanonicalizationMethod'
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
+                    w.v = v; w.n = n
                     _e_CanonicalizationMethodType(w, v_CanonicalizationMethod)
+                    v = w.v; n = w.n
                     v_CanonicalizationMethod = None
                     s = 2
                 else:
@@ -474,13 +652,19 @@ def _e_SignedInfoType(w, o):
             if s == 2:
                 if v_SignatureMethod is not None:
                     el = 'SignatureMethod'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
+                    w.v = v; w.n = n
                     _e_SignatureMethodType(w, v_SignatureMethod)
+                    v = w.v; n = w.n
                     if not (i_Reference < n_Reference): raise EncodeError('missing content: Reference')
                     el = 'Reference'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
                     v_SignatureMethod = None
+                    w.v = v; w.n = n
                     _e_ReferenceType(w, v_Reference[i_Reference])
+                    v = w.v; n = w.n
                     i_Reference += 1
                     s = 4
                 else:
@@ -488,88 +672,117 @@ def _e_SignedInfoType(w, o):
             if s == 4:
                 if i_Reference < n_Reference:
                     el = 'Reference'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_ReferenceType(w, v_Reference[i_Reference])
+                    v = w.v; n = w.n
                     i_Reference += 1
                     s = 5
                 elif True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_Id is not None or v_CanonicalizationMethod is not None or v_SignatureMethod is not None or i_Reference < n_Reference: raise _leftover(o)
                     s = -1
             if s == 5:
                 while True:
                     if i_Reference < n_Reference:
                         el = 'Reference'
-                        bits(0, 2)
+                        v <<= 2
+                        n += 2
+                        w.v = v; w.n = n
                         _e_ReferenceType(w, v_Reference[i_Reference])
+                        v = w.v; n = w.n
                         i_Reference += 1
                     elif True:
-                        bits(1, 2)
+                        v = (v << 2) | 1
+                        n += 2
                         if v_Id is not None or v_CanonicalizationMethod is not None or v_SignatureMethod is not None or i_Reference < n_Reference: raise _leftover(o)
                         s = -1
                         break
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_CanonicalizationMethodType(r, key):
     # {http://www.w3.org/2000/09/xmldsig#}CanonicalizationMethodType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Algorithm = None
     try:
         s = 0
         while s >= 0:
             if s == 0:
-                if bits(1): raise r.deviation('CanonicalizationMethodType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('CanonicalizationMethodType', p)
                 el = '@Algorithm'
+                r.pos = p
                 f_Algorithm = r.string(8)
+                p = r.pos
                 s = 1
             if s == 1:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 3
                 elif ec == 1:
                     pass
                     s = -1
                 elif ec == 2:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 2
                 else:
-                    raise r.deviation('CanonicalizationMethodType')
+                    raise r.deviation('CanonicalizationMethodType', p)
             if s == 2:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 3
                 elif ec == 1:
                     pass
                     s = -1
                 elif ec == 2:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 2
                 else:
-                    raise r.deviation('CanonicalizationMethodType')
+                    raise r.deviation('CanonicalizationMethodType', p)
             if s == 3:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 3
                 elif ec == 1:
                     pass
                     s = -1
                 elif ec == 2:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 3
                 else:
-                    raise r.deviation('CanonicalizationMethodType')
+                    raise r.deviation('CanonicalizationMethodType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.CanonicalizationMethodType(f_Algorithm)
 
 def _e_CanonicalizationMethodType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}CanonicalizationMethodType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Algorithm = o.Algorithm
@@ -578,33 +791,42 @@ def _e_CanonicalizationMethodType(w, o):
             if s == 0:
                 if v_Algorithm is not None:
                     el = '@Algorithm'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
+                    w.v = v; w.n = n
                     w.string(v_Algorithm)
+                    v = w.v; n = w.n
                     v_Algorithm = None
                     s = 1
                 else:
                     raise EncodeError('missing content: expected one of Algorithm')
             if s == 1:
                 if True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_Algorithm is not None: raise _leftover(o)
                     s = -1
             if s == 2:
                 if True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_Algorithm is not None: raise _leftover(o)
                     s = -1
             if s == 3:
                 if True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_Algorithm is not None: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_SignatureMethodType(r, key):
     # {http://www.w3.org/2000/09/xmldsig#}SignatureMethodType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Algorithm = None
     f_HMACOutputLength = None
@@ -612,87 +834,125 @@ def _d_SignatureMethodType(r, key):
         s = 0
         while s >= 0:
             if s == 0:
-                if bits(1): raise r.deviation('SignatureMethodType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('SignatureMethodType', p)
                 el = '@Algorithm'
+                r.pos = p
                 f_Algorithm = r.string(8)
+                p = r.pos
                 s = 1
             if s == 1:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    x = bits(2)
-                    if x & 2: raise r.deviation('SignatureMethodType')
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 2: raise r.deviation('SignatureMethodType', p)
                     el = 'HMACOutputLength'
                     _neg = (x & 1)
-                    f_HMACOutputLength = r.uint()
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        f_HMACOutputLength = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; f_HMACOutputLength = r.uint(); p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('SignatureMethodType', p)
                     if _neg: f_HMACOutputLength = -f_HMACOutputLength - 1
-                    if bits(1): raise r.deviation('SignatureMethodType')
                     s = 3
                 elif ec == 1:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 4
                 elif ec == 2:
                     pass
                     s = -1
                 elif ec == 3:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 2
                 else:
-                    raise r.deviation('SignatureMethodType')
+                    raise r.deviation('SignatureMethodType', p)
             if s == 2:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    x = bits(2)
-                    if x & 2: raise r.deviation('SignatureMethodType')
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 2: raise r.deviation('SignatureMethodType', p)
                     el = 'HMACOutputLength'
                     _neg = (x & 1)
-                    f_HMACOutputLength = r.uint()
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        f_HMACOutputLength = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; f_HMACOutputLength = r.uint(); p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('SignatureMethodType', p)
                     if _neg: f_HMACOutputLength = -f_HMACOutputLength - 1
-                    if bits(1): raise r.deviation('SignatureMethodType')
                     s = 3
                 elif ec == 1:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 4
                 elif ec == 2:
                     pass
                     s = -1
                 elif ec == 3:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 2
                 else:
-                    raise r.deviation('SignatureMethodType')
+                    raise r.deviation('SignatureMethodType', p)
             if s == 3:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 4
                 elif ec == 1:
                     pass
                     s = -1
                 elif ec == 2:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 3
                 else:
-                    raise r.deviation('SignatureMethodType')
+                    raise r.deviation('SignatureMethodType', p)
             if s == 4:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 4
                 elif ec == 1:
                     pass
                     s = -1
                 elif ec == 2:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 4
                 else:
-                    raise r.deviation('SignatureMethodType')
+                    raise r.deviation('SignatureMethodType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.SignatureMethodType(f_Algorithm, f_HMACOutputLength)
 
 def _e_SignatureMethodType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}SignatureMethodType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Algorithm = o.Algorithm
@@ -702,8 +962,11 @@ def _e_SignatureMethodType(w, o):
             if s == 0:
                 if v_Algorithm is not None:
                     el = '@Algorithm'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
+                    w.v = v; w.n = n
                     w.string(v_Algorithm)
+                    v = w.v; n = w.n
                     v_Algorithm = None
                     s = 1
                 else:
@@ -712,44 +975,59 @@ def _e_SignatureMethodType(w, o):
                 if v_HMACOutputLength is not None:
                     el = 'HMACOutputLength'
                     if type(v_HMACOutputLength) is not int: raise EncodeError(f'expected an int, got {v_HMACOutputLength!r}')
-                    bits((v_HMACOutputLength < 0), 5)
-                    w.uint(-v_HMACOutputLength - 1 if v_HMACOutputLength < 0 else v_HMACOutputLength)
-                    bits(0, 1)
+                    v = (v << 5) | (v_HMACOutputLength < 0)
+                    n += 5
+                    _m = (-v_HMACOutputLength - 1 if v_HMACOutputLength < 0 else v_HMACOutputLength)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_HMACOutputLength = None
                     s = 3
                 elif True:
-                    bits(2, 3)
+                    v = (v << 3) | 2
+                    n += 3
                     if v_Algorithm is not None or v_HMACOutputLength is not None: raise _leftover(o)
                     s = -1
             if s == 2:
                 if v_HMACOutputLength is not None:
                     el = 'HMACOutputLength'
                     if type(v_HMACOutputLength) is not int: raise EncodeError(f'expected an int, got {v_HMACOutputLength!r}')
-                    bits((v_HMACOutputLength < 0), 5)
-                    w.uint(-v_HMACOutputLength - 1 if v_HMACOutputLength < 0 else v_HMACOutputLength)
-                    bits(0, 1)
+                    v = (v << 5) | (v_HMACOutputLength < 0)
+                    n += 5
+                    _m = (-v_HMACOutputLength - 1 if v_HMACOutputLength < 0 else v_HMACOutputLength)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_HMACOutputLength = None
                     s = 3
                 elif True:
-                    bits(2, 3)
+                    v = (v << 3) | 2
+                    n += 3
                     if v_Algorithm is not None or v_HMACOutputLength is not None: raise _leftover(o)
                     s = -1
             if s == 3:
                 if True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_Algorithm is not None or v_HMACOutputLength is not None: raise _leftover(o)
                     s = -1
             if s == 4:
                 if True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_Algorithm is not None or v_HMACOutputLength is not None: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_ReferenceType(r):
     # {http://www.w3.org/2000/09/xmldsig#}ReferenceType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Id = None
     f_Type = None
@@ -761,97 +1039,145 @@ def _d_ReferenceType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = '@Id'
+                    r.pos = p
                     f_Id = r.string(3)
+                    p = r.pos
                     s = 1
                 elif ec == 1:
                     el = '@Type'
+                    r.pos = p
                     f_Type = r.string(10)
+                    p = r.pos
                     s = 2
                 elif ec == 2:
                     el = '@URI'
+                    r.pos = p
                     f_URI = r.string(11)
+                    p = r.pos
                     s = 3
                 elif ec == 3:
                     el = 'Transforms'
+                    r.pos = p
                     f_Transforms = _d_TransformsType(r)
+                    p = r.pos
                     s = 4
                 elif ec == 4:
                     el = 'DigestMethod'
+                    r.pos = p
                     f_DigestMethod = _d_DigestMethodType(r, 12)
+                    p = r.pos
                     s = 5
                 else:
-                    raise r.deviation('ReferenceType')
+                    raise r.deviation('ReferenceType', p)
             if s == 1:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = '@Type'
+                    r.pos = p
                     f_Type = r.string(10)
+                    p = r.pos
                     s = 2
                 elif ec == 1:
                     el = '@URI'
+                    r.pos = p
                     f_URI = r.string(11)
+                    p = r.pos
                     s = 3
                 elif ec == 2:
                     el = 'Transforms'
+                    r.pos = p
                     f_Transforms = _d_TransformsType(r)
+                    p = r.pos
                     s = 4
                 elif ec == 3:
                     el = 'DigestMethod'
+                    r.pos = p
                     f_DigestMethod = _d_DigestMethodType(r, 12)
+                    p = r.pos
                     s = 5
                 else:
-                    raise r.deviation('ReferenceType')
+                    raise r.deviation('ReferenceType', p)
             if s == 2:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@URI'
+                    r.pos = p
                     f_URI = r.string(11)
+                    p = r.pos
                     s = 3
                 elif ec == 1:
                     el = 'Transforms'
+                    r.pos = p
                     f_Transforms = _d_TransformsType(r)
+                    p = r.pos
                     s = 4
                 elif ec == 2:
                     el = 'DigestMethod'
+                    r.pos = p
                     f_DigestMethod = _d_DigestMethodType(r, 12)
+                    p = r.pos
                     s = 5
                 else:
-                    raise r.deviation('ReferenceType')
+                    raise r.deviation('ReferenceType', p)
             if s == 3:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'Transforms'
+                    r.pos = p
                     f_Transforms = _d_TransformsType(r)
+                    p = r.pos
                     s = 4
                 elif ec == 1:
                     el = 'DigestMethod'
+                    r.pos = p
                     f_DigestMethod = _d_DigestMethodType(r, 12)
+                    p = r.pos
                     s = 5
                 else:
-                    raise r.deviation('ReferenceType')
+                    raise r.deviation('ReferenceType', p)
             if s == 4:
-                if bits(1): raise r.deviation('ReferenceType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('ReferenceType', p)
                 el = 'DigestMethod'
+                r.pos = p
                 f_DigestMethod = _d_DigestMethodType(r, 12)
+                p = r.pos
                 s = 5
             if s == 5:
-                x = bits(2)
-                if x & 3: raise r.deviation('ReferenceType')
+                p += 2
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('ReferenceType', p)
                 el = 'DigestValue'
+                r.pos = p
                 f_DigestValue = r.binary()
-                x = bits(2)
-                if x & 3: raise r.deviation('ReferenceType')
+                p = r.pos
+                p += 2
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('ReferenceType', p)
                 s = -1
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.ReferenceType(f_Id, f_Type, f_URI, f_Transforms, f_DigestMethod, f_DigestValue)
 
 def _e_ReferenceType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}ReferenceType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Id = o.Id
@@ -865,32 +1191,47 @@ def _e_ReferenceType(w, o):
             if s == 0:
                 if v_Id is not None:
                     el = '@Id'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     w.string(v_Id)
+                    v = w.v; n = w.n
                     v_Id = None
                     s = 1
                 elif v_Type is not None:
                     el = '@Type'
-                    bits(1, 3)
+                    v = (v << 3) | 1
+                    n += 3
+                    w.v = v; w.n = n
                     w.string(v_Type)
+                    v = w.v; n = w.n
                     v_Type = None
                     s = 2
                 elif v_URI is not None:
                     el = '@URI'
-                    bits(2, 3)
+                    v = (v << 3) | 2
+                    n += 3
+                    w.v = v; w.n = n
                     w.string(v_URI)
+                    v = w.v; n = w.n
                     v_URI = None
                     s = 3
                 elif v_Transforms is not None:
                     el = 'Transforms'
-                    bits(3, 3)
+                    v = (v << 3) | 3
+                    n += 3
+                    w.v = v; w.n = n
                     _e_TransformsType(w, v_Transforms)
+                    v = w.v; n = w.n
                     v_Transforms = None
                     s = 4
                 elif v_DigestMethod is not None:
                     el = 'DigestMethod'
-                    bits(4, 3)
+                    v = (v << 3) | 4
+                    n += 3
+                    w.v = v; w.n = n
                     _e_DigestMethodType(w, v_DigestMethod)
+                    v = w.v; n = w.n
                     v_DigestMethod = None
                     s = 5
                 else:
@@ -898,26 +1239,38 @@ def _e_ReferenceType(w, o):
             if s == 1:
                 if v_Type is not None:
                     el = '@Type'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     w.string(v_Type)
+                    v = w.v; n = w.n
                     v_Type = None
                     s = 2
                 elif v_URI is not None:
                     el = '@URI'
-                    bits(1, 3)
+                    v = (v << 3) | 1
+                    n += 3
+                    w.v = v; w.n = n
                     w.string(v_URI)
+                    v = w.v; n = w.n
                     v_URI = None
                     s = 3
                 elif v_Transforms is not None:
                     el = 'Transforms'
-                    bits(2, 3)
+                    v = (v << 3) | 2
+                    n += 3
+                    w.v = v; w.n = n
                     _e_TransformsType(w, v_Transforms)
+                    v = w.v; n = w.n
                     v_Transforms = None
                     s = 4
                 elif v_DigestMethod is not None:
                     el = 'DigestMethod'
-                    bits(3, 3)
+                    v = (v << 3) | 3
+                    n += 3
+                    w.v = v; w.n = n
                     _e_DigestMethodType(w, v_DigestMethod)
+                    v = w.v; n = w.n
                     v_DigestMethod = None
                     s = 5
                 else:
@@ -925,20 +1278,29 @@ def _e_ReferenceType(w, o):
             if s == 2:
                 if v_URI is not None:
                     el = '@URI'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     w.string(v_URI)
+                    v = w.v; n = w.n
                     v_URI = None
                     s = 3
                 elif v_Transforms is not None:
                     el = 'Transforms'
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
+                    w.v = v; w.n = n
                     _e_TransformsType(w, v_Transforms)
+                    v = w.v; n = w.n
                     v_Transforms = None
                     s = 4
                 elif v_DigestMethod is not None:
                     el = 'DigestMethod'
-                    bits(2, 2)
+                    v = (v << 2) | 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_DigestMethodType(w, v_DigestMethod)
+                    v = w.v; n = w.n
                     v_DigestMethod = None
                     s = 5
                 else:
@@ -946,14 +1308,20 @@ def _e_ReferenceType(w, o):
             if s == 3:
                 if v_Transforms is not None:
                     el = 'Transforms'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_TransformsType(w, v_Transforms)
+                    v = w.v; n = w.n
                     v_Transforms = None
                     s = 4
                 elif v_DigestMethod is not None:
                     el = 'DigestMethod'
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
+                    w.v = v; w.n = n
                     _e_DigestMethodType(w, v_DigestMethod)
+                    v = w.v; n = w.n
                     v_DigestMethod = None
                     s = 5
                 else:
@@ -961,8 +1329,11 @@ def _e_ReferenceType(w, o):
             if s == 4:
                 if v_DigestMethod is not None:
                     el = 'DigestMethod'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
+                    w.v = v; w.n = n
                     _e_DigestMethodType(w, v_DigestMethod)
+                    v = w.v; n = w.n
                     v_DigestMethod = None
                     s = 5
                 else:
@@ -970,63 +1341,84 @@ def _e_ReferenceType(w, o):
             if s == 5:
                 if v_DigestValue is not None:
                     el = 'DigestValue'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     w.binary(v_DigestValue)
-                    bits(0, 2)
+                    v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
                     v_DigestValue = None
                     if v_Id is not None or v_Type is not None or v_URI is not None or v_Transforms is not None or v_DigestMethod is not None or v_DigestValue is not None: raise _leftover(o)
                     s = -1
                 else:
                     raise EncodeError('missing content: expected one of DigestValue')
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_TransformsType(r):
     # {http://www.w3.org/2000/09/xmldsig#}TransformsType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Transform = []
     try:
         s = 0
         while s >= 0:
             if s == 0:
-                if bits(1): raise r.deviation('TransformsType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('TransformsType', p)
                 el = 'Transform'
+                r.pos = p
                 _v = _d_TransformType(r, 14)
+                p = r.pos
                 f_Transform.append(_v)
                 s = 1
             if s == 1:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'Transform'
+                    r.pos = p
                     _v = _d_TransformType(r, 14)
+                    p = r.pos
                     f_Transform.append(_v)
                     s = 2
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('TransformsType')
+                    raise r.deviation('TransformsType', p)
             if s == 2:
                 while True:
-                    ec = bits(2)
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'Transform'
+                        r.pos = p
                         _v = _d_TransformType(r, 14)
+                        p = r.pos
                         f_Transform.append(_v)
                     elif ec == 1:
                         pass
                         s = -1
                         break
                     else:
-                        raise r.deviation('TransformsType')
+                        raise r.deviation('TransformsType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.TransformsType(f_Transform)
 
 def _e_TransformsType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}TransformsType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Transform = o.Transform
@@ -1037,8 +1429,11 @@ def _e_TransformsType(w, o):
             if s == 0:
                 if i_Transform < n_Transform:
                     el = 'Transform'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
+                    w.v = v; w.n = n
                     _e_TransformType(w, v_Transform[i_Transform])
+                    v = w.v; n = w.n
                     i_Transform += 1
                     s = 1
                 else:
@@ -1046,32 +1441,43 @@ def _e_TransformsType(w, o):
             if s == 1:
                 if i_Transform < n_Transform:
                     el = 'Transform'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_TransformType(w, v_Transform[i_Transform])
+                    v = w.v; n = w.n
                     i_Transform += 1
                     s = 2
                 elif True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if i_Transform < n_Transform: raise _leftover(o)
                     s = -1
             if s == 2:
                 while True:
                     if i_Transform < n_Transform:
                         el = 'Transform'
-                        bits(0, 2)
+                        v <<= 2
+                        n += 2
+                        w.v = v; w.n = n
                         _e_TransformType(w, v_Transform[i_Transform])
+                        v = w.v; n = w.n
                         i_Transform += 1
                     elif True:
-                        bits(1, 2)
+                        v = (v << 2) | 1
+                        n += 2
                         if i_Transform < n_Transform: raise _leftover(o)
                         s = -1
                         break
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_TransformType(r, key):
     # {http://www.w3.org/2000/09/xmldsig#}TransformType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Algorithm = None
     f_XPath = []
@@ -1079,81 +1485,123 @@ def _d_TransformType(r, key):
         s = 0
         while s >= 0:
             if s == 0:
-                if bits(1): raise r.deviation('TransformType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
                 el = '@Algorithm'
+                r.pos = p
                 f_Algorithm = r.string(8)
+                p = r.pos
                 s = 1
             if s == 1:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    if bits(1): raise r.deviation('TransformType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
                     el = 'XPath'
+                    r.pos = p
                     _v = r.string(15)
-                    if bits(1): raise r.deviation('TransformType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
                     f_XPath.append(_v)
                     s = 4
                 elif ec == 1:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 3
                 elif ec == 2:
                     pass
                     s = -1
                 elif ec == 3:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 2
                 else:
-                    raise r.deviation('TransformType')
+                    raise r.deviation('TransformType', p)
             if s == 2:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    if bits(1): raise r.deviation('TransformType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
                     el = 'XPath'
+                    r.pos = p
                     _v = r.string(15)
-                    if bits(1): raise r.deviation('TransformType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
                     f_XPath.append(_v)
                     s = 4
                 elif ec == 1:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 3
                 elif ec == 2:
                     pass
                     s = -1
                 elif ec == 3:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 2
                 else:
-                    raise r.deviation('TransformType')
+                    raise r.deviation('TransformType', p)
             if s == 3:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    if bits(1): raise r.deviation('TransformType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
                     el = 'XPath'
+                    r.pos = p
                     _v = r.string(15)
-                    if bits(1): raise r.deviation('TransformType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
                     f_XPath.append(_v)
                     s = 4
                 elif ec == 1:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 3
                 elif ec == 2:
                     pass
                     s = -1
                 elif ec == 3:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 3
                 else:
-                    raise r.deviation('TransformType')
+                    raise r.deviation('TransformType', p)
             if s == 4:
                 while True:
-                    ec = bits(3)
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 7
                     if ec == 0:
-                        if bits(1): raise r.deviation('TransformType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
                         el = 'XPath'
+                        r.pos = p
                         _v = r.string(15)
-                        if bits(1): raise r.deviation('TransformType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
                         f_XPath.append(_v)
                     elif ec == 1:
-                        raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                        raise DecodeError('wildcard content (SEW) is not supported', p)
                         s = 3
                         break
                     elif ec == 2:
@@ -1161,18 +1609,22 @@ def _d_TransformType(r, key):
                         s = -1
                         break
                     elif ec == 3:
+                        r.pos = p
                         r.string(key)  # mixed-content text is not kept in the model
+                        p = r.pos
                         s = 4
                         break
                     else:
-                        raise r.deviation('TransformType')
+                        raise r.deviation('TransformType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.TransformType(f_Algorithm, f_XPath)
 
 def _e_TransformType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}TransformType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Algorithm = o.Algorithm
@@ -1184,8 +1636,11 @@ def _e_TransformType(w, o):
             if s == 0:
                 if v_Algorithm is not None:
                     el = '@Algorithm'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
+                    w.v = v; w.n = n
                     w.string(v_Algorithm)
+                    v = w.v; n = w.n
                     v_Algorithm = None
                     s = 1
                 else:
@@ -1193,114 +1648,155 @@ def _e_TransformType(w, o):
             if s == 1:
                 if i_XPath < n_XPath:
                     el = 'XPath'
-                    bits(0, 4)
+                    v <<= 4
+                    n += 4
+                    w.v = v; w.n = n
                     w.string(v_XPath[i_XPath])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_XPath += 1
                     s = 4
                 elif True:
-                    bits(2, 3)
+                    v = (v << 3) | 2
+                    n += 3
                     if v_Algorithm is not None or i_XPath < n_XPath: raise _leftover(o)
                     s = -1
             if s == 2:
                 if i_XPath < n_XPath:
                     el = 'XPath'
-                    bits(0, 4)
+                    v <<= 4
+                    n += 4
+                    w.v = v; w.n = n
                     w.string(v_XPath[i_XPath])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_XPath += 1
                     s = 4
                 elif True:
-                    bits(2, 3)
+                    v = (v << 3) | 2
+                    n += 3
                     if v_Algorithm is not None or i_XPath < n_XPath: raise _leftover(o)
                     s = -1
             if s == 3:
                 if i_XPath < n_XPath:
                     el = 'XPath'
-                    bits(0, 4)
+                    v <<= 4
+                    n += 4
+                    w.v = v; w.n = n
                     w.string(v_XPath[i_XPath])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_XPath += 1
                     s = 4
                 elif True:
-                    bits(2, 3)
+                    v = (v << 3) | 2
+                    n += 3
                     if v_Algorithm is not None or i_XPath < n_XPath: raise _leftover(o)
                     s = -1
             if s == 4:
                 while True:
                     if i_XPath < n_XPath:
                         el = 'XPath'
-                        bits(0, 4)
+                        v <<= 4
+                        n += 4
+                        w.v = v; w.n = n
                         w.string(v_XPath[i_XPath])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_XPath += 1
                     elif True:
-                        bits(2, 3)
+                        v = (v << 3) | 2
+                        n += 3
                         if v_Algorithm is not None or i_XPath < n_XPath: raise _leftover(o)
                         s = -1
                         break
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_DigestMethodType(r, key):
     # {http://www.w3.org/2000/09/xmldsig#}DigestMethodType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Algorithm = None
     try:
         s = 0
         while s >= 0:
             if s == 0:
-                if bits(1): raise r.deviation('DigestMethodType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('DigestMethodType', p)
                 el = '@Algorithm'
+                r.pos = p
                 f_Algorithm = r.string(8)
+                p = r.pos
                 s = 1
             if s == 1:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 3
                 elif ec == 1:
                     pass
                     s = -1
                 elif ec == 2:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 2
                 else:
-                    raise r.deviation('DigestMethodType')
+                    raise r.deviation('DigestMethodType', p)
             if s == 2:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 3
                 elif ec == 1:
                     pass
                     s = -1
                 elif ec == 2:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 2
                 else:
-                    raise r.deviation('DigestMethodType')
+                    raise r.deviation('DigestMethodType', p)
             if s == 3:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 3
                 elif ec == 1:
                     pass
                     s = -1
                 elif ec == 2:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 3
                 else:
-                    raise r.deviation('DigestMethodType')
+                    raise r.deviation('DigestMethodType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.DigestMethodType(f_Algorithm)
 
 def _e_DigestMethodType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}DigestMethodType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Algorithm = o.Algorithm
@@ -1309,33 +1805,42 @@ def _e_DigestMethodType(w, o):
             if s == 0:
                 if v_Algorithm is not None:
                     el = '@Algorithm'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
+                    w.v = v; w.n = n
                     w.string(v_Algorithm)
+                    v = w.v; n = w.n
                     v_Algorithm = None
                     s = 1
                 else:
                     raise EncodeError('missing content: expected one of Algorithm')
             if s == 1:
                 if True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_Algorithm is not None: raise _leftover(o)
                     s = -1
             if s == 2:
                 if True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_Algorithm is not None: raise _leftover(o)
                     s = -1
             if s == 3:
                 if True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_Algorithm is not None: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_SignatureValueType(r):
     # {http://www.w3.org/2000/09/xmldsig#}SignatureValueType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Id = None
     f_value = None
@@ -1343,28 +1848,42 @@ def _d_SignatureValueType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@Id'
+                    r.pos = p
                     f_Id = r.string(3)
-                    if bits(1): raise r.deviation('SignatureValueType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('SignatureValueType', p)
+                    r.pos = p
                     f_value = r.binary()
+                    p = r.pos
                     s = 2
                 elif ec == 1:
+                    r.pos = p
                     f_value = r.binary()
+                    p = r.pos
                     s = 2
                 else:
-                    raise r.deviation('SignatureValueType')
+                    raise r.deviation('SignatureValueType', p)
             if s == 2:
-                if bits(1): raise r.deviation('SignatureValueType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('SignatureValueType', p)
                 s = -1
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.SignatureValueType(f_Id, f_value)
 
 def _e_SignatureValueType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}SignatureValueType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Id = o.Id
@@ -1374,32 +1893,45 @@ def _e_SignatureValueType(w, o):
             if s == 0:
                 if v_Id is not None:
                     el = '@Id'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     w.string(v_Id)
+                    v = w.v; n = w.n
                     if not (v_value is not None): raise EncodeError('missing content: text')
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
                     v_Id = None
+                    w.v = v; w.n = n
                     w.binary(v_value)
+                    v = w.v; n = w.n
                     v_value = None
                     s = 2
                 elif v_value is not None:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
+                    w.v = v; w.n = n
                     w.binary(v_value)
+                    v = w.v; n = w.n
                     v_value = None
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, text')
             if s == 2:
                 if True:
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
                     if v_Id is not None or v_value is not None: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_KeyInfoType(r, key):
     # {http://www.w3.org/2000/09/xmldsig#}KeyInfoType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Id = None
     f_KeyName = []
@@ -1413,621 +1945,933 @@ def _d_KeyInfoType(r, key):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(4)
+                p += 4
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 15
                 if ec == 0:
                     el = '@Id'
+                    r.pos = p
                     f_Id = r.string(3)
+                    p = r.pos
                     s = 1
                 elif ec == 1:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
+                    r.pos = p
                     _v = r.string(16)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_KeyName.append(_v)
                     s = 3
                 elif ec == 2:
                     el = 'KeyValue'
+                    r.pos = p
                     _v = _d_KeyValueType(r, 17)
+                    p = r.pos
                     f_KeyValue.append(_v)
                     s = 4
                 elif ec == 3:
                     el = 'RetrievalMethod'
+                    r.pos = p
                     _v = _d_RetrievalMethodType(r)
+                    p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 5
                 elif ec == 4:
                     el = 'X509Data'
+                    r.pos = p
                     _v = _d_X509DataType(r)
+                    p = r.pos
                     f_X509Data.append(_v)
                     s = 6
                 elif ec == 5:
                     el = 'PGPData'
+                    r.pos = p
                     _v = _d_PGPDataType(r)
+                    p = r.pos
                     f_PGPData.append(_v)
                     s = 7
                 elif ec == 6:
                     el = 'SPKIData'
+                    r.pos = p
                     _v = _d_SPKIDataType(r)
+                    p = r.pos
                     f_SPKIData.append(_v)
                     s = 8
                 elif ec == 7:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
+                    r.pos = p
                     _v = r.string(18)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_MgmtData.append(_v)
                     s = 9
                 elif ec == 8:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 10
                 elif ec == 9:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 2
                 else:
-                    raise r.deviation('KeyInfoType')
+                    raise r.deviation('KeyInfoType', p)
             if s == 1:
-                ec = bits(4)
+                p += 4
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
+                    r.pos = p
                     _v = r.string(16)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_KeyName.append(_v)
                     s = 3
                 elif ec == 1:
                     el = 'KeyValue'
+                    r.pos = p
                     _v = _d_KeyValueType(r, 17)
+                    p = r.pos
                     f_KeyValue.append(_v)
                     s = 4
                 elif ec == 2:
                     el = 'RetrievalMethod'
+                    r.pos = p
                     _v = _d_RetrievalMethodType(r)
+                    p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 5
                 elif ec == 3:
                     el = 'X509Data'
+                    r.pos = p
                     _v = _d_X509DataType(r)
+                    p = r.pos
                     f_X509Data.append(_v)
                     s = 6
                 elif ec == 4:
                     el = 'PGPData'
+                    r.pos = p
                     _v = _d_PGPDataType(r)
+                    p = r.pos
                     f_PGPData.append(_v)
                     s = 7
                 elif ec == 5:
                     el = 'SPKIData'
+                    r.pos = p
                     _v = _d_SPKIDataType(r)
+                    p = r.pos
                     f_SPKIData.append(_v)
                     s = 8
                 elif ec == 6:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
+                    r.pos = p
                     _v = r.string(18)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_MgmtData.append(_v)
                     s = 9
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 10
                 elif ec == 8:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 2
                 else:
-                    raise r.deviation('KeyInfoType')
+                    raise r.deviation('KeyInfoType', p)
             if s == 2:
-                ec = bits(4)
+                p += 4
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
+                    r.pos = p
                     _v = r.string(16)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_KeyName.append(_v)
                     s = 3
                 elif ec == 1:
                     el = 'KeyValue'
+                    r.pos = p
                     _v = _d_KeyValueType(r, 17)
+                    p = r.pos
                     f_KeyValue.append(_v)
                     s = 4
                 elif ec == 2:
                     el = 'RetrievalMethod'
+                    r.pos = p
                     _v = _d_RetrievalMethodType(r)
+                    p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 5
                 elif ec == 3:
                     el = 'X509Data'
+                    r.pos = p
                     _v = _d_X509DataType(r)
+                    p = r.pos
                     f_X509Data.append(_v)
                     s = 6
                 elif ec == 4:
                     el = 'PGPData'
+                    r.pos = p
                     _v = _d_PGPDataType(r)
+                    p = r.pos
                     f_PGPData.append(_v)
                     s = 7
                 elif ec == 5:
                     el = 'SPKIData'
+                    r.pos = p
                     _v = _d_SPKIDataType(r)
+                    p = r.pos
                     f_SPKIData.append(_v)
                     s = 8
                 elif ec == 6:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
+                    r.pos = p
                     _v = r.string(18)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_MgmtData.append(_v)
                     s = 9
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 10
                 elif ec == 8:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 2
                 else:
-                    raise r.deviation('KeyInfoType')
+                    raise r.deviation('KeyInfoType', p)
             if s == 3:
-                ec = bits(4)
+                p += 4
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
+                    r.pos = p
                     _v = r.string(16)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
                     el = 'KeyValue'
+                    r.pos = p
                     _v = _d_KeyValueType(r, 17)
+                    p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
                 elif ec == 2:
                     el = 'RetrievalMethod'
+                    r.pos = p
                     _v = _d_RetrievalMethodType(r)
+                    p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 13
                 elif ec == 3:
                     el = 'X509Data'
+                    r.pos = p
                     _v = _d_X509DataType(r)
+                    p = r.pos
                     f_X509Data.append(_v)
                     s = 14
                 elif ec == 4:
                     el = 'PGPData'
+                    r.pos = p
                     _v = _d_PGPDataType(r)
+                    p = r.pos
                     f_PGPData.append(_v)
                     s = 15
                 elif ec == 5:
                     el = 'SPKIData'
+                    r.pos = p
                     _v = _d_SPKIDataType(r)
+                    p = r.pos
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
+                    r.pos = p
                     _v = r.string(18)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 18
                 elif ec == 8:
                     pass
                     s = -1
                 elif ec == 9:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 3
                 else:
-                    raise r.deviation('KeyInfoType')
+                    raise r.deviation('KeyInfoType', p)
             if s == 4:
-                ec = bits(4)
+                p += 4
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
+                    r.pos = p
                     _v = r.string(16)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
                     el = 'KeyValue'
+                    r.pos = p
                     _v = _d_KeyValueType(r, 17)
+                    p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
                 elif ec == 2:
                     el = 'RetrievalMethod'
+                    r.pos = p
                     _v = _d_RetrievalMethodType(r)
+                    p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 13
                 elif ec == 3:
                     el = 'X509Data'
+                    r.pos = p
                     _v = _d_X509DataType(r)
+                    p = r.pos
                     f_X509Data.append(_v)
                     s = 14
                 elif ec == 4:
                     el = 'PGPData'
+                    r.pos = p
                     _v = _d_PGPDataType(r)
+                    p = r.pos
                     f_PGPData.append(_v)
                     s = 15
                 elif ec == 5:
                     el = 'SPKIData'
+                    r.pos = p
                     _v = _d_SPKIDataType(r)
+                    p = r.pos
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
+                    r.pos = p
                     _v = r.string(18)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 18
                 elif ec == 8:
                     pass
                     s = -1
                 elif ec == 9:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 4
                 else:
-                    raise r.deviation('KeyInfoType')
+                    raise r.deviation('KeyInfoType', p)
             if s == 5:
-                ec = bits(4)
+                p += 4
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
+                    r.pos = p
                     _v = r.string(16)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
                     el = 'KeyValue'
+                    r.pos = p
                     _v = _d_KeyValueType(r, 17)
+                    p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
                 elif ec == 2:
                     el = 'RetrievalMethod'
+                    r.pos = p
                     _v = _d_RetrievalMethodType(r)
+                    p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 13
                 elif ec == 3:
                     el = 'X509Data'
+                    r.pos = p
                     _v = _d_X509DataType(r)
+                    p = r.pos
                     f_X509Data.append(_v)
                     s = 14
                 elif ec == 4:
                     el = 'PGPData'
+                    r.pos = p
                     _v = _d_PGPDataType(r)
+                    p = r.pos
                     f_PGPData.append(_v)
                     s = 15
                 elif ec == 5:
                     el = 'SPKIData'
+                    r.pos = p
                     _v = _d_SPKIDataType(r)
+                    p = r.pos
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
+                    r.pos = p
                     _v = r.string(18)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 18
                 elif ec == 8:
                     pass
                     s = -1
                 elif ec == 9:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 5
                 else:
-                    raise r.deviation('KeyInfoType')
+                    raise r.deviation('KeyInfoType', p)
             if s == 6:
-                ec = bits(4)
+                p += 4
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
+                    r.pos = p
                     _v = r.string(16)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
                     el = 'KeyValue'
+                    r.pos = p
                     _v = _d_KeyValueType(r, 17)
+                    p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
                 elif ec == 2:
                     el = 'RetrievalMethod'
+                    r.pos = p
                     _v = _d_RetrievalMethodType(r)
+                    p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 13
                 elif ec == 3:
                     el = 'X509Data'
+                    r.pos = p
                     _v = _d_X509DataType(r)
+                    p = r.pos
                     f_X509Data.append(_v)
                     s = 14
                 elif ec == 4:
                     el = 'PGPData'
+                    r.pos = p
                     _v = _d_PGPDataType(r)
+                    p = r.pos
                     f_PGPData.append(_v)
                     s = 15
                 elif ec == 5:
                     el = 'SPKIData'
+                    r.pos = p
                     _v = _d_SPKIDataType(r)
+                    p = r.pos
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
+                    r.pos = p
                     _v = r.string(18)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 18
                 elif ec == 8:
                     pass
                     s = -1
                 elif ec == 9:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 6
                 else:
-                    raise r.deviation('KeyInfoType')
+                    raise r.deviation('KeyInfoType', p)
             if s == 7:
-                ec = bits(4)
+                p += 4
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
+                    r.pos = p
                     _v = r.string(16)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
                     el = 'KeyValue'
+                    r.pos = p
                     _v = _d_KeyValueType(r, 17)
+                    p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
                 elif ec == 2:
                     el = 'RetrievalMethod'
+                    r.pos = p
                     _v = _d_RetrievalMethodType(r)
+                    p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 13
                 elif ec == 3:
                     el = 'X509Data'
+                    r.pos = p
                     _v = _d_X509DataType(r)
+                    p = r.pos
                     f_X509Data.append(_v)
                     s = 14
                 elif ec == 4:
                     el = 'PGPData'
+                    r.pos = p
                     _v = _d_PGPDataType(r)
+                    p = r.pos
                     f_PGPData.append(_v)
                     s = 15
                 elif ec == 5:
                     el = 'SPKIData'
+                    r.pos = p
                     _v = _d_SPKIDataType(r)
+                    p = r.pos
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
+                    r.pos = p
                     _v = r.string(18)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 18
                 elif ec == 8:
                     pass
                     s = -1
                 elif ec == 9:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 7
                 else:
-                    raise r.deviation('KeyInfoType')
+                    raise r.deviation('KeyInfoType', p)
             if s == 8:
-                ec = bits(4)
+                p += 4
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
+                    r.pos = p
                     _v = r.string(16)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
                     el = 'KeyValue'
+                    r.pos = p
                     _v = _d_KeyValueType(r, 17)
+                    p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
                 elif ec == 2:
                     el = 'RetrievalMethod'
+                    r.pos = p
                     _v = _d_RetrievalMethodType(r)
+                    p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 13
                 elif ec == 3:
                     el = 'X509Data'
+                    r.pos = p
                     _v = _d_X509DataType(r)
+                    p = r.pos
                     f_X509Data.append(_v)
                     s = 14
                 elif ec == 4:
                     el = 'PGPData'
+                    r.pos = p
                     _v = _d_PGPDataType(r)
+                    p = r.pos
                     f_PGPData.append(_v)
                     s = 15
                 elif ec == 5:
                     el = 'SPKIData'
+                    r.pos = p
                     _v = _d_SPKIDataType(r)
+                    p = r.pos
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
+                    r.pos = p
                     _v = r.string(18)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 18
                 elif ec == 8:
                     pass
                     s = -1
                 elif ec == 9:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 8
                 else:
-                    raise r.deviation('KeyInfoType')
+                    raise r.deviation('KeyInfoType', p)
             if s == 9:
-                ec = bits(4)
+                p += 4
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
+                    r.pos = p
                     _v = r.string(16)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
                     el = 'KeyValue'
+                    r.pos = p
                     _v = _d_KeyValueType(r, 17)
+                    p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
                 elif ec == 2:
                     el = 'RetrievalMethod'
+                    r.pos = p
                     _v = _d_RetrievalMethodType(r)
+                    p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 13
                 elif ec == 3:
                     el = 'X509Data'
+                    r.pos = p
                     _v = _d_X509DataType(r)
+                    p = r.pos
                     f_X509Data.append(_v)
                     s = 14
                 elif ec == 4:
                     el = 'PGPData'
+                    r.pos = p
                     _v = _d_PGPDataType(r)
+                    p = r.pos
                     f_PGPData.append(_v)
                     s = 15
                 elif ec == 5:
                     el = 'SPKIData'
+                    r.pos = p
                     _v = _d_SPKIDataType(r)
+                    p = r.pos
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
+                    r.pos = p
                     _v = r.string(18)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 18
                 elif ec == 8:
                     pass
                     s = -1
                 elif ec == 9:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 9
                 else:
-                    raise r.deviation('KeyInfoType')
+                    raise r.deviation('KeyInfoType', p)
             if s == 10:
-                ec = bits(4)
+                p += 4
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
+                    r.pos = p
                     _v = r.string(16)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
                     el = 'KeyValue'
+                    r.pos = p
                     _v = _d_KeyValueType(r, 17)
+                    p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
                 elif ec == 2:
                     el = 'RetrievalMethod'
+                    r.pos = p
                     _v = _d_RetrievalMethodType(r)
+                    p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 13
                 elif ec == 3:
                     el = 'X509Data'
+                    r.pos = p
                     _v = _d_X509DataType(r)
+                    p = r.pos
                     f_X509Data.append(_v)
                     s = 14
                 elif ec == 4:
                     el = 'PGPData'
+                    r.pos = p
                     _v = _d_PGPDataType(r)
+                    p = r.pos
                     f_PGPData.append(_v)
                     s = 15
                 elif ec == 5:
                     el = 'SPKIData'
+                    r.pos = p
                     _v = _d_SPKIDataType(r)
+                    p = r.pos
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
+                    r.pos = p
                     _v = r.string(18)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 18
                 elif ec == 8:
                     pass
                     s = -1
                 elif ec == 9:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 10
                 else:
-                    raise r.deviation('KeyInfoType')
+                    raise r.deviation('KeyInfoType', p)
             if s == 11:
                 while True:
-                    ec = bits(4)
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 15
                     if ec == 0:
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'KeyName'
+                        r.pos = p
                         _v = r.string(16)
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         f_KeyName.append(_v)
                     elif ec == 1:
                         el = 'KeyValue'
+                        r.pos = p
                         _v = _d_KeyValueType(r, 17)
+                        p = r.pos
                         f_KeyValue.append(_v)
                         s = 12
                         break
                     elif ec == 2:
                         el = 'RetrievalMethod'
+                        r.pos = p
                         _v = _d_RetrievalMethodType(r)
+                        p = r.pos
                         f_RetrievalMethod.append(_v)
                         s = 13
                         break
                     elif ec == 3:
                         el = 'X509Data'
+                        r.pos = p
                         _v = _d_X509DataType(r)
+                        p = r.pos
                         f_X509Data.append(_v)
                         s = 14
                         break
                     elif ec == 4:
                         el = 'PGPData'
+                        r.pos = p
                         _v = _d_PGPDataType(r)
+                        p = r.pos
                         f_PGPData.append(_v)
                         s = 15
                         break
                     elif ec == 5:
                         el = 'SPKIData'
+                        r.pos = p
                         _v = _d_SPKIDataType(r)
+                        p = r.pos
                         f_SPKIData.append(_v)
                         s = 16
                         break
                     elif ec == 6:
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'MgmtData'
+                        r.pos = p
                         _v = r.string(18)
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
                     elif ec == 7:
-                        raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                        raise DecodeError('wildcard content (SEW) is not supported', p)
                         s = 18
                         break
                     elif ec == 8:
@@ -2035,60 +2879,86 @@ def _d_KeyInfoType(r, key):
                         s = -1
                         break
                     elif ec == 9:
+                        r.pos = p
                         r.string(key)  # mixed-content text is not kept in the model
+                        p = r.pos
                         s = 11
                         break
                     else:
-                        raise r.deviation('KeyInfoType')
+                        raise r.deviation('KeyInfoType', p)
             if s == 12:
                 while True:
-                    ec = bits(4)
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 15
                     if ec == 0:
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'KeyName'
+                        r.pos = p
                         _v = r.string(16)
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         f_KeyName.append(_v)
                         s = 11
                         break
                     elif ec == 1:
                         el = 'KeyValue'
+                        r.pos = p
                         _v = _d_KeyValueType(r, 17)
+                        p = r.pos
                         f_KeyValue.append(_v)
                     elif ec == 2:
                         el = 'RetrievalMethod'
+                        r.pos = p
                         _v = _d_RetrievalMethodType(r)
+                        p = r.pos
                         f_RetrievalMethod.append(_v)
                         s = 13
                         break
                     elif ec == 3:
                         el = 'X509Data'
+                        r.pos = p
                         _v = _d_X509DataType(r)
+                        p = r.pos
                         f_X509Data.append(_v)
                         s = 14
                         break
                     elif ec == 4:
                         el = 'PGPData'
+                        r.pos = p
                         _v = _d_PGPDataType(r)
+                        p = r.pos
                         f_PGPData.append(_v)
                         s = 15
                         break
                     elif ec == 5:
                         el = 'SPKIData'
+                        r.pos = p
                         _v = _d_SPKIDataType(r)
+                        p = r.pos
                         f_SPKIData.append(_v)
                         s = 16
                         break
                     elif ec == 6:
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'MgmtData'
+                        r.pos = p
                         _v = r.string(18)
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
                     elif ec == 7:
-                        raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                        raise DecodeError('wildcard content (SEW) is not supported', p)
                         s = 18
                         break
                     elif ec == 8:
@@ -2096,60 +2966,86 @@ def _d_KeyInfoType(r, key):
                         s = -1
                         break
                     elif ec == 9:
+                        r.pos = p
                         r.string(key)  # mixed-content text is not kept in the model
+                        p = r.pos
                         s = 12
                         break
                     else:
-                        raise r.deviation('KeyInfoType')
+                        raise r.deviation('KeyInfoType', p)
             if s == 13:
                 while True:
-                    ec = bits(4)
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 15
                     if ec == 0:
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'KeyName'
+                        r.pos = p
                         _v = r.string(16)
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         f_KeyName.append(_v)
                         s = 11
                         break
                     elif ec == 1:
                         el = 'KeyValue'
+                        r.pos = p
                         _v = _d_KeyValueType(r, 17)
+                        p = r.pos
                         f_KeyValue.append(_v)
                         s = 12
                         break
                     elif ec == 2:
                         el = 'RetrievalMethod'
+                        r.pos = p
                         _v = _d_RetrievalMethodType(r)
+                        p = r.pos
                         f_RetrievalMethod.append(_v)
                     elif ec == 3:
                         el = 'X509Data'
+                        r.pos = p
                         _v = _d_X509DataType(r)
+                        p = r.pos
                         f_X509Data.append(_v)
                         s = 14
                         break
                     elif ec == 4:
                         el = 'PGPData'
+                        r.pos = p
                         _v = _d_PGPDataType(r)
+                        p = r.pos
                         f_PGPData.append(_v)
                         s = 15
                         break
                     elif ec == 5:
                         el = 'SPKIData'
+                        r.pos = p
                         _v = _d_SPKIDataType(r)
+                        p = r.pos
                         f_SPKIData.append(_v)
                         s = 16
                         break
                     elif ec == 6:
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'MgmtData'
+                        r.pos = p
                         _v = r.string(18)
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
                     elif ec == 7:
-                        raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                        raise DecodeError('wildcard content (SEW) is not supported', p)
                         s = 18
                         break
                     elif ec == 8:
@@ -2157,60 +3053,86 @@ def _d_KeyInfoType(r, key):
                         s = -1
                         break
                     elif ec == 9:
+                        r.pos = p
                         r.string(key)  # mixed-content text is not kept in the model
+                        p = r.pos
                         s = 13
                         break
                     else:
-                        raise r.deviation('KeyInfoType')
+                        raise r.deviation('KeyInfoType', p)
             if s == 14:
                 while True:
-                    ec = bits(4)
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 15
                     if ec == 0:
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'KeyName'
+                        r.pos = p
                         _v = r.string(16)
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         f_KeyName.append(_v)
                         s = 11
                         break
                     elif ec == 1:
                         el = 'KeyValue'
+                        r.pos = p
                         _v = _d_KeyValueType(r, 17)
+                        p = r.pos
                         f_KeyValue.append(_v)
                         s = 12
                         break
                     elif ec == 2:
                         el = 'RetrievalMethod'
+                        r.pos = p
                         _v = _d_RetrievalMethodType(r)
+                        p = r.pos
                         f_RetrievalMethod.append(_v)
                         s = 13
                         break
                     elif ec == 3:
                         el = 'X509Data'
+                        r.pos = p
                         _v = _d_X509DataType(r)
+                        p = r.pos
                         f_X509Data.append(_v)
                     elif ec == 4:
                         el = 'PGPData'
+                        r.pos = p
                         _v = _d_PGPDataType(r)
+                        p = r.pos
                         f_PGPData.append(_v)
                         s = 15
                         break
                     elif ec == 5:
                         el = 'SPKIData'
+                        r.pos = p
                         _v = _d_SPKIDataType(r)
+                        p = r.pos
                         f_SPKIData.append(_v)
                         s = 16
                         break
                     elif ec == 6:
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'MgmtData'
+                        r.pos = p
                         _v = r.string(18)
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
                     elif ec == 7:
-                        raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                        raise DecodeError('wildcard content (SEW) is not supported', p)
                         s = 18
                         break
                     elif ec == 8:
@@ -2218,60 +3140,86 @@ def _d_KeyInfoType(r, key):
                         s = -1
                         break
                     elif ec == 9:
+                        r.pos = p
                         r.string(key)  # mixed-content text is not kept in the model
+                        p = r.pos
                         s = 14
                         break
                     else:
-                        raise r.deviation('KeyInfoType')
+                        raise r.deviation('KeyInfoType', p)
             if s == 15:
                 while True:
-                    ec = bits(4)
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 15
                     if ec == 0:
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'KeyName'
+                        r.pos = p
                         _v = r.string(16)
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         f_KeyName.append(_v)
                         s = 11
                         break
                     elif ec == 1:
                         el = 'KeyValue'
+                        r.pos = p
                         _v = _d_KeyValueType(r, 17)
+                        p = r.pos
                         f_KeyValue.append(_v)
                         s = 12
                         break
                     elif ec == 2:
                         el = 'RetrievalMethod'
+                        r.pos = p
                         _v = _d_RetrievalMethodType(r)
+                        p = r.pos
                         f_RetrievalMethod.append(_v)
                         s = 13
                         break
                     elif ec == 3:
                         el = 'X509Data'
+                        r.pos = p
                         _v = _d_X509DataType(r)
+                        p = r.pos
                         f_X509Data.append(_v)
                         s = 14
                         break
                     elif ec == 4:
                         el = 'PGPData'
+                        r.pos = p
                         _v = _d_PGPDataType(r)
+                        p = r.pos
                         f_PGPData.append(_v)
                     elif ec == 5:
                         el = 'SPKIData'
+                        r.pos = p
                         _v = _d_SPKIDataType(r)
+                        p = r.pos
                         f_SPKIData.append(_v)
                         s = 16
                         break
                     elif ec == 6:
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'MgmtData'
+                        r.pos = p
                         _v = r.string(18)
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
                     elif ec == 7:
-                        raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                        raise DecodeError('wildcard content (SEW) is not supported', p)
                         s = 18
                         break
                     elif ec == 8:
@@ -2279,60 +3227,86 @@ def _d_KeyInfoType(r, key):
                         s = -1
                         break
                     elif ec == 9:
+                        r.pos = p
                         r.string(key)  # mixed-content text is not kept in the model
+                        p = r.pos
                         s = 15
                         break
                     else:
-                        raise r.deviation('KeyInfoType')
+                        raise r.deviation('KeyInfoType', p)
             if s == 16:
                 while True:
-                    ec = bits(4)
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 15
                     if ec == 0:
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'KeyName'
+                        r.pos = p
                         _v = r.string(16)
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         f_KeyName.append(_v)
                         s = 11
                         break
                     elif ec == 1:
                         el = 'KeyValue'
+                        r.pos = p
                         _v = _d_KeyValueType(r, 17)
+                        p = r.pos
                         f_KeyValue.append(_v)
                         s = 12
                         break
                     elif ec == 2:
                         el = 'RetrievalMethod'
+                        r.pos = p
                         _v = _d_RetrievalMethodType(r)
+                        p = r.pos
                         f_RetrievalMethod.append(_v)
                         s = 13
                         break
                     elif ec == 3:
                         el = 'X509Data'
+                        r.pos = p
                         _v = _d_X509DataType(r)
+                        p = r.pos
                         f_X509Data.append(_v)
                         s = 14
                         break
                     elif ec == 4:
                         el = 'PGPData'
+                        r.pos = p
                         _v = _d_PGPDataType(r)
+                        p = r.pos
                         f_PGPData.append(_v)
                         s = 15
                         break
                     elif ec == 5:
                         el = 'SPKIData'
+                        r.pos = p
                         _v = _d_SPKIDataType(r)
+                        p = r.pos
                         f_SPKIData.append(_v)
                     elif ec == 6:
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'MgmtData'
+                        r.pos = p
                         _v = r.string(18)
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
                     elif ec == 7:
-                        raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                        raise DecodeError('wildcard content (SEW) is not supported', p)
                         s = 18
                         break
                     elif ec == 8:
@@ -2340,60 +3314,86 @@ def _d_KeyInfoType(r, key):
                         s = -1
                         break
                     elif ec == 9:
+                        r.pos = p
                         r.string(key)  # mixed-content text is not kept in the model
+                        p = r.pos
                         s = 16
                         break
                     else:
-                        raise r.deviation('KeyInfoType')
+                        raise r.deviation('KeyInfoType', p)
             if s == 17:
                 while True:
-                    ec = bits(4)
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 15
                     if ec == 0:
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'KeyName'
+                        r.pos = p
                         _v = r.string(16)
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         f_KeyName.append(_v)
                         s = 11
                         break
                     elif ec == 1:
                         el = 'KeyValue'
+                        r.pos = p
                         _v = _d_KeyValueType(r, 17)
+                        p = r.pos
                         f_KeyValue.append(_v)
                         s = 12
                         break
                     elif ec == 2:
                         el = 'RetrievalMethod'
+                        r.pos = p
                         _v = _d_RetrievalMethodType(r)
+                        p = r.pos
                         f_RetrievalMethod.append(_v)
                         s = 13
                         break
                     elif ec == 3:
                         el = 'X509Data'
+                        r.pos = p
                         _v = _d_X509DataType(r)
+                        p = r.pos
                         f_X509Data.append(_v)
                         s = 14
                         break
                     elif ec == 4:
                         el = 'PGPData'
+                        r.pos = p
                         _v = _d_PGPDataType(r)
+                        p = r.pos
                         f_PGPData.append(_v)
                         s = 15
                         break
                     elif ec == 5:
                         el = 'SPKIData'
+                        r.pos = p
                         _v = _d_SPKIDataType(r)
+                        p = r.pos
                         f_SPKIData.append(_v)
                         s = 16
                         break
                     elif ec == 6:
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'MgmtData'
+                        r.pos = p
                         _v = r.string(18)
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         f_MgmtData.append(_v)
                     elif ec == 7:
-                        raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                        raise DecodeError('wildcard content (SEW) is not supported', p)
                         s = 18
                         break
                     elif ec == 8:
@@ -2401,70 +3401,100 @@ def _d_KeyInfoType(r, key):
                         s = -1
                         break
                     elif ec == 9:
+                        r.pos = p
                         r.string(key)  # mixed-content text is not kept in the model
+                        p = r.pos
                         s = 17
                         break
                     else:
-                        raise r.deviation('KeyInfoType')
+                        raise r.deviation('KeyInfoType', p)
             if s == 18:
-                ec = bits(4)
+                p += 4
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
+                    r.pos = p
                     _v = r.string(16)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
                     el = 'KeyValue'
+                    r.pos = p
                     _v = _d_KeyValueType(r, 17)
+                    p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
                 elif ec == 2:
                     el = 'RetrievalMethod'
+                    r.pos = p
                     _v = _d_RetrievalMethodType(r)
+                    p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 13
                 elif ec == 3:
                     el = 'X509Data'
+                    r.pos = p
                     _v = _d_X509DataType(r)
+                    p = r.pos
                     f_X509Data.append(_v)
                     s = 14
                 elif ec == 4:
                     el = 'PGPData'
+                    r.pos = p
                     _v = _d_PGPDataType(r)
+                    p = r.pos
                     f_PGPData.append(_v)
                     s = 15
                 elif ec == 5:
                     el = 'SPKIData'
+                    r.pos = p
                     _v = _d_SPKIDataType(r)
+                    p = r.pos
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
+                    r.pos = p
                     _v = r.string(18)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 18
                 elif ec == 8:
                     pass
                     s = -1
                 elif ec == 9:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 18
                 else:
-                    raise r.deviation('KeyInfoType')
+                    raise r.deviation('KeyInfoType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.KeyInfoType(f_Id, f_KeyName, f_KeyValue, f_RetrievalMethod, f_X509Data, f_PGPData, f_SPKIData, f_MgmtData)
 
 def _e_KeyInfoType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}KeyInfoType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Id = o.Id
@@ -2494,52 +3524,78 @@ def _e_KeyInfoType(w, o):
             if s == 0:
                 if v_Id is not None:
                     el = '@Id'
-                    bits(0, 4)
+                    v <<= 4
+                    n += 4
+                    w.v = v; w.n = n
                     w.string(v_Id)
+                    v = w.v; n = w.n
                     v_Id = None
                     s = 1
                 elif i_KeyName < n_KeyName:
                     el = 'KeyName'
-                    bits((1 << 1), 5)
+                    v = (v << 5) | (1 << 1)
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_KeyName[i_KeyName])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_KeyName += 1
                     s = 3
                 elif i_KeyValue < n_KeyValue:
                     el = 'KeyValue'
-                    bits(2, 4)
+                    v = (v << 4) | 2
+                    n += 4
+                    w.v = v; w.n = n
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
+                    v = w.v; n = w.n
                     i_KeyValue += 1
                     s = 4
                 elif i_RetrievalMethod < n_RetrievalMethod:
                     el = 'RetrievalMethod'
-                    bits(3, 4)
+                    v = (v << 4) | 3
+                    n += 4
+                    w.v = v; w.n = n
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
+                    v = w.v; n = w.n
                     i_RetrievalMethod += 1
                     s = 5
                 elif i_X509Data < n_X509Data:
                     el = 'X509Data'
-                    bits(4, 4)
+                    v = (v << 4) | 4
+                    n += 4
+                    w.v = v; w.n = n
                     _e_X509DataType(w, v_X509Data[i_X509Data])
+                    v = w.v; n = w.n
                     i_X509Data += 1
                     s = 6
                 elif i_PGPData < n_PGPData:
                     el = 'PGPData'
-                    bits(5, 4)
+                    v = (v << 4) | 5
+                    n += 4
+                    w.v = v; w.n = n
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
+                    v = w.v; n = w.n
                     i_PGPData += 1
                     s = 7
                 elif i_SPKIData < n_SPKIData:
                     el = 'SPKIData'
-                    bits(6, 4)
+                    v = (v << 4) | 6
+                    n += 4
+                    w.v = v; w.n = n
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
+                    v = w.v; n = w.n
                     i_SPKIData += 1
                     s = 8
                 elif i_MgmtData < n_MgmtData:
                     el = 'MgmtData'
-                    bits((7 << 1), 5)
+                    v = (v << 5) | (7 << 1)
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_MgmtData[i_MgmtData])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_MgmtData += 1
                     s = 9
                 else:
@@ -2547,46 +3603,69 @@ def _e_KeyInfoType(w, o):
             if s == 1:
                 if i_KeyName < n_KeyName:
                     el = 'KeyName'
-                    bits(0, 5)
+                    v <<= 5
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_KeyName[i_KeyName])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_KeyName += 1
                     s = 3
                 elif i_KeyValue < n_KeyValue:
                     el = 'KeyValue'
-                    bits(1, 4)
+                    v = (v << 4) | 1
+                    n += 4
+                    w.v = v; w.n = n
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
+                    v = w.v; n = w.n
                     i_KeyValue += 1
                     s = 4
                 elif i_RetrievalMethod < n_RetrievalMethod:
                     el = 'RetrievalMethod'
-                    bits(2, 4)
+                    v = (v << 4) | 2
+                    n += 4
+                    w.v = v; w.n = n
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
+                    v = w.v; n = w.n
                     i_RetrievalMethod += 1
                     s = 5
                 elif i_X509Data < n_X509Data:
                     el = 'X509Data'
-                    bits(3, 4)
+                    v = (v << 4) | 3
+                    n += 4
+                    w.v = v; w.n = n
                     _e_X509DataType(w, v_X509Data[i_X509Data])
+                    v = w.v; n = w.n
                     i_X509Data += 1
                     s = 6
                 elif i_PGPData < n_PGPData:
                     el = 'PGPData'
-                    bits(4, 4)
+                    v = (v << 4) | 4
+                    n += 4
+                    w.v = v; w.n = n
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
+                    v = w.v; n = w.n
                     i_PGPData += 1
                     s = 7
                 elif i_SPKIData < n_SPKIData:
                     el = 'SPKIData'
-                    bits(5, 4)
+                    v = (v << 4) | 5
+                    n += 4
+                    w.v = v; w.n = n
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
+                    v = w.v; n = w.n
                     i_SPKIData += 1
                     s = 8
                 elif i_MgmtData < n_MgmtData:
                     el = 'MgmtData'
-                    bits((6 << 1), 5)
+                    v = (v << 5) | (6 << 1)
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_MgmtData[i_MgmtData])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_MgmtData += 1
                     s = 9
                 else:
@@ -2594,46 +3673,69 @@ def _e_KeyInfoType(w, o):
             if s == 2:
                 if i_KeyName < n_KeyName:
                     el = 'KeyName'
-                    bits(0, 5)
+                    v <<= 5
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_KeyName[i_KeyName])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_KeyName += 1
                     s = 3
                 elif i_KeyValue < n_KeyValue:
                     el = 'KeyValue'
-                    bits(1, 4)
+                    v = (v << 4) | 1
+                    n += 4
+                    w.v = v; w.n = n
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
+                    v = w.v; n = w.n
                     i_KeyValue += 1
                     s = 4
                 elif i_RetrievalMethod < n_RetrievalMethod:
                     el = 'RetrievalMethod'
-                    bits(2, 4)
+                    v = (v << 4) | 2
+                    n += 4
+                    w.v = v; w.n = n
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
+                    v = w.v; n = w.n
                     i_RetrievalMethod += 1
                     s = 5
                 elif i_X509Data < n_X509Data:
                     el = 'X509Data'
-                    bits(3, 4)
+                    v = (v << 4) | 3
+                    n += 4
+                    w.v = v; w.n = n
                     _e_X509DataType(w, v_X509Data[i_X509Data])
+                    v = w.v; n = w.n
                     i_X509Data += 1
                     s = 6
                 elif i_PGPData < n_PGPData:
                     el = 'PGPData'
-                    bits(4, 4)
+                    v = (v << 4) | 4
+                    n += 4
+                    w.v = v; w.n = n
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
+                    v = w.v; n = w.n
                     i_PGPData += 1
                     s = 7
                 elif i_SPKIData < n_SPKIData:
                     el = 'SPKIData'
-                    bits(5, 4)
+                    v = (v << 4) | 5
+                    n += 4
+                    w.v = v; w.n = n
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
+                    v = w.v; n = w.n
                     i_SPKIData += 1
                     s = 8
                 elif i_MgmtData < n_MgmtData:
                     el = 'MgmtData'
-                    bits((6 << 1), 5)
+                    v = (v << 5) | (6 << 1)
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_MgmtData[i_MgmtData])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_MgmtData += 1
                     s = 9
                 else:
@@ -2641,448 +3743,664 @@ def _e_KeyInfoType(w, o):
             if s == 3:
                 if i_KeyName < n_KeyName:
                     el = 'KeyName'
-                    bits(0, 5)
+                    v <<= 5
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_KeyName[i_KeyName])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
                     el = 'KeyValue'
-                    bits(1, 4)
+                    v = (v << 4) | 1
+                    n += 4
+                    w.v = v; w.n = n
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
+                    v = w.v; n = w.n
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
                     el = 'RetrievalMethod'
-                    bits(2, 4)
+                    v = (v << 4) | 2
+                    n += 4
+                    w.v = v; w.n = n
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
+                    v = w.v; n = w.n
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
                     el = 'X509Data'
-                    bits(3, 4)
+                    v = (v << 4) | 3
+                    n += 4
+                    w.v = v; w.n = n
                     _e_X509DataType(w, v_X509Data[i_X509Data])
+                    v = w.v; n = w.n
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
                     el = 'PGPData'
-                    bits(4, 4)
+                    v = (v << 4) | 4
+                    n += 4
+                    w.v = v; w.n = n
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
+                    v = w.v; n = w.n
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
                     el = 'SPKIData'
-                    bits(5, 4)
+                    v = (v << 4) | 5
+                    n += 4
+                    w.v = v; w.n = n
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
+                    v = w.v; n = w.n
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
                     el = 'MgmtData'
-                    bits((6 << 1), 5)
+                    v = (v << 5) | (6 << 1)
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_MgmtData[i_MgmtData])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_MgmtData += 1
                     s = 17
                 elif True:
-                    bits(8, 4)
+                    v = (v << 4) | 8
+                    n += 4
                     if v_Id is not None or i_KeyName < n_KeyName or i_KeyValue < n_KeyValue or i_RetrievalMethod < n_RetrievalMethod or i_X509Data < n_X509Data or i_PGPData < n_PGPData or i_SPKIData < n_SPKIData or i_MgmtData < n_MgmtData: raise _leftover(o)
                     s = -1
             if s == 4:
                 if i_KeyName < n_KeyName:
                     el = 'KeyName'
-                    bits(0, 5)
+                    v <<= 5
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_KeyName[i_KeyName])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
                     el = 'KeyValue'
-                    bits(1, 4)
+                    v = (v << 4) | 1
+                    n += 4
+                    w.v = v; w.n = n
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
+                    v = w.v; n = w.n
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
                     el = 'RetrievalMethod'
-                    bits(2, 4)
+                    v = (v << 4) | 2
+                    n += 4
+                    w.v = v; w.n = n
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
+                    v = w.v; n = w.n
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
                     el = 'X509Data'
-                    bits(3, 4)
+                    v = (v << 4) | 3
+                    n += 4
+                    w.v = v; w.n = n
                     _e_X509DataType(w, v_X509Data[i_X509Data])
+                    v = w.v; n = w.n
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
                     el = 'PGPData'
-                    bits(4, 4)
+                    v = (v << 4) | 4
+                    n += 4
+                    w.v = v; w.n = n
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
+                    v = w.v; n = w.n
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
                     el = 'SPKIData'
-                    bits(5, 4)
+                    v = (v << 4) | 5
+                    n += 4
+                    w.v = v; w.n = n
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
+                    v = w.v; n = w.n
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
                     el = 'MgmtData'
-                    bits((6 << 1), 5)
+                    v = (v << 5) | (6 << 1)
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_MgmtData[i_MgmtData])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_MgmtData += 1
                     s = 17
                 elif True:
-                    bits(8, 4)
+                    v = (v << 4) | 8
+                    n += 4
                     if v_Id is not None or i_KeyName < n_KeyName or i_KeyValue < n_KeyValue or i_RetrievalMethod < n_RetrievalMethod or i_X509Data < n_X509Data or i_PGPData < n_PGPData or i_SPKIData < n_SPKIData or i_MgmtData < n_MgmtData: raise _leftover(o)
                     s = -1
             if s == 5:
                 if i_KeyName < n_KeyName:
                     el = 'KeyName'
-                    bits(0, 5)
+                    v <<= 5
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_KeyName[i_KeyName])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
                     el = 'KeyValue'
-                    bits(1, 4)
+                    v = (v << 4) | 1
+                    n += 4
+                    w.v = v; w.n = n
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
+                    v = w.v; n = w.n
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
                     el = 'RetrievalMethod'
-                    bits(2, 4)
+                    v = (v << 4) | 2
+                    n += 4
+                    w.v = v; w.n = n
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
+                    v = w.v; n = w.n
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
                     el = 'X509Data'
-                    bits(3, 4)
+                    v = (v << 4) | 3
+                    n += 4
+                    w.v = v; w.n = n
                     _e_X509DataType(w, v_X509Data[i_X509Data])
+                    v = w.v; n = w.n
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
                     el = 'PGPData'
-                    bits(4, 4)
+                    v = (v << 4) | 4
+                    n += 4
+                    w.v = v; w.n = n
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
+                    v = w.v; n = w.n
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
                     el = 'SPKIData'
-                    bits(5, 4)
+                    v = (v << 4) | 5
+                    n += 4
+                    w.v = v; w.n = n
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
+                    v = w.v; n = w.n
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
                     el = 'MgmtData'
-                    bits((6 << 1), 5)
+                    v = (v << 5) | (6 << 1)
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_MgmtData[i_MgmtData])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_MgmtData += 1
                     s = 17
                 elif True:
-                    bits(8, 4)
+                    v = (v << 4) | 8
+                    n += 4
                     if v_Id is not None or i_KeyName < n_KeyName or i_KeyValue < n_KeyValue or i_RetrievalMethod < n_RetrievalMethod or i_X509Data < n_X509Data or i_PGPData < n_PGPData or i_SPKIData < n_SPKIData or i_MgmtData < n_MgmtData: raise _leftover(o)
                     s = -1
             if s == 6:
                 if i_KeyName < n_KeyName:
                     el = 'KeyName'
-                    bits(0, 5)
+                    v <<= 5
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_KeyName[i_KeyName])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
                     el = 'KeyValue'
-                    bits(1, 4)
+                    v = (v << 4) | 1
+                    n += 4
+                    w.v = v; w.n = n
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
+                    v = w.v; n = w.n
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
                     el = 'RetrievalMethod'
-                    bits(2, 4)
+                    v = (v << 4) | 2
+                    n += 4
+                    w.v = v; w.n = n
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
+                    v = w.v; n = w.n
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
                     el = 'X509Data'
-                    bits(3, 4)
+                    v = (v << 4) | 3
+                    n += 4
+                    w.v = v; w.n = n
                     _e_X509DataType(w, v_X509Data[i_X509Data])
+                    v = w.v; n = w.n
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
                     el = 'PGPData'
-                    bits(4, 4)
+                    v = (v << 4) | 4
+                    n += 4
+                    w.v = v; w.n = n
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
+                    v = w.v; n = w.n
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
                     el = 'SPKIData'
-                    bits(5, 4)
+                    v = (v << 4) | 5
+                    n += 4
+                    w.v = v; w.n = n
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
+                    v = w.v; n = w.n
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
                     el = 'MgmtData'
-                    bits((6 << 1), 5)
+                    v = (v << 5) | (6 << 1)
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_MgmtData[i_MgmtData])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_MgmtData += 1
                     s = 17
                 elif True:
-                    bits(8, 4)
+                    v = (v << 4) | 8
+                    n += 4
                     if v_Id is not None or i_KeyName < n_KeyName or i_KeyValue < n_KeyValue or i_RetrievalMethod < n_RetrievalMethod or i_X509Data < n_X509Data or i_PGPData < n_PGPData or i_SPKIData < n_SPKIData or i_MgmtData < n_MgmtData: raise _leftover(o)
                     s = -1
             if s == 7:
                 if i_KeyName < n_KeyName:
                     el = 'KeyName'
-                    bits(0, 5)
+                    v <<= 5
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_KeyName[i_KeyName])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
                     el = 'KeyValue'
-                    bits(1, 4)
+                    v = (v << 4) | 1
+                    n += 4
+                    w.v = v; w.n = n
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
+                    v = w.v; n = w.n
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
                     el = 'RetrievalMethod'
-                    bits(2, 4)
+                    v = (v << 4) | 2
+                    n += 4
+                    w.v = v; w.n = n
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
+                    v = w.v; n = w.n
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
                     el = 'X509Data'
-                    bits(3, 4)
+                    v = (v << 4) | 3
+                    n += 4
+                    w.v = v; w.n = n
                     _e_X509DataType(w, v_X509Data[i_X509Data])
+                    v = w.v; n = w.n
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
                     el = 'PGPData'
-                    bits(4, 4)
+                    v = (v << 4) | 4
+                    n += 4
+                    w.v = v; w.n = n
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
+                    v = w.v; n = w.n
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
                     el = 'SPKIData'
-                    bits(5, 4)
+                    v = (v << 4) | 5
+                    n += 4
+                    w.v = v; w.n = n
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
+                    v = w.v; n = w.n
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
                     el = 'MgmtData'
-                    bits((6 << 1), 5)
+                    v = (v << 5) | (6 << 1)
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_MgmtData[i_MgmtData])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_MgmtData += 1
                     s = 17
                 elif True:
-                    bits(8, 4)
+                    v = (v << 4) | 8
+                    n += 4
                     if v_Id is not None or i_KeyName < n_KeyName or i_KeyValue < n_KeyValue or i_RetrievalMethod < n_RetrievalMethod or i_X509Data < n_X509Data or i_PGPData < n_PGPData or i_SPKIData < n_SPKIData or i_MgmtData < n_MgmtData: raise _leftover(o)
                     s = -1
             if s == 8:
                 if i_KeyName < n_KeyName:
                     el = 'KeyName'
-                    bits(0, 5)
+                    v <<= 5
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_KeyName[i_KeyName])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
                     el = 'KeyValue'
-                    bits(1, 4)
+                    v = (v << 4) | 1
+                    n += 4
+                    w.v = v; w.n = n
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
+                    v = w.v; n = w.n
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
                     el = 'RetrievalMethod'
-                    bits(2, 4)
+                    v = (v << 4) | 2
+                    n += 4
+                    w.v = v; w.n = n
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
+                    v = w.v; n = w.n
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
                     el = 'X509Data'
-                    bits(3, 4)
+                    v = (v << 4) | 3
+                    n += 4
+                    w.v = v; w.n = n
                     _e_X509DataType(w, v_X509Data[i_X509Data])
+                    v = w.v; n = w.n
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
                     el = 'PGPData'
-                    bits(4, 4)
+                    v = (v << 4) | 4
+                    n += 4
+                    w.v = v; w.n = n
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
+                    v = w.v; n = w.n
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
                     el = 'SPKIData'
-                    bits(5, 4)
+                    v = (v << 4) | 5
+                    n += 4
+                    w.v = v; w.n = n
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
+                    v = w.v; n = w.n
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
                     el = 'MgmtData'
-                    bits((6 << 1), 5)
+                    v = (v << 5) | (6 << 1)
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_MgmtData[i_MgmtData])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_MgmtData += 1
                     s = 17
                 elif True:
-                    bits(8, 4)
+                    v = (v << 4) | 8
+                    n += 4
                     if v_Id is not None or i_KeyName < n_KeyName or i_KeyValue < n_KeyValue or i_RetrievalMethod < n_RetrievalMethod or i_X509Data < n_X509Data or i_PGPData < n_PGPData or i_SPKIData < n_SPKIData or i_MgmtData < n_MgmtData: raise _leftover(o)
                     s = -1
             if s == 9:
                 if i_KeyName < n_KeyName:
                     el = 'KeyName'
-                    bits(0, 5)
+                    v <<= 5
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_KeyName[i_KeyName])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
                     el = 'KeyValue'
-                    bits(1, 4)
+                    v = (v << 4) | 1
+                    n += 4
+                    w.v = v; w.n = n
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
+                    v = w.v; n = w.n
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
                     el = 'RetrievalMethod'
-                    bits(2, 4)
+                    v = (v << 4) | 2
+                    n += 4
+                    w.v = v; w.n = n
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
+                    v = w.v; n = w.n
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
                     el = 'X509Data'
-                    bits(3, 4)
+                    v = (v << 4) | 3
+                    n += 4
+                    w.v = v; w.n = n
                     _e_X509DataType(w, v_X509Data[i_X509Data])
+                    v = w.v; n = w.n
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
                     el = 'PGPData'
-                    bits(4, 4)
+                    v = (v << 4) | 4
+                    n += 4
+                    w.v = v; w.n = n
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
+                    v = w.v; n = w.n
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
                     el = 'SPKIData'
-                    bits(5, 4)
+                    v = (v << 4) | 5
+                    n += 4
+                    w.v = v; w.n = n
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
+                    v = w.v; n = w.n
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
                     el = 'MgmtData'
-                    bits((6 << 1), 5)
+                    v = (v << 5) | (6 << 1)
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_MgmtData[i_MgmtData])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_MgmtData += 1
                     s = 17
                 elif True:
-                    bits(8, 4)
+                    v = (v << 4) | 8
+                    n += 4
                     if v_Id is not None or i_KeyName < n_KeyName or i_KeyValue < n_KeyValue or i_RetrievalMethod < n_RetrievalMethod or i_X509Data < n_X509Data or i_PGPData < n_PGPData or i_SPKIData < n_SPKIData or i_MgmtData < n_MgmtData: raise _leftover(o)
                     s = -1
             if s == 10:
                 if i_KeyName < n_KeyName:
                     el = 'KeyName'
-                    bits(0, 5)
+                    v <<= 5
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_KeyName[i_KeyName])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
                     el = 'KeyValue'
-                    bits(1, 4)
+                    v = (v << 4) | 1
+                    n += 4
+                    w.v = v; w.n = n
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
+                    v = w.v; n = w.n
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
                     el = 'RetrievalMethod'
-                    bits(2, 4)
+                    v = (v << 4) | 2
+                    n += 4
+                    w.v = v; w.n = n
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
+                    v = w.v; n = w.n
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
                     el = 'X509Data'
-                    bits(3, 4)
+                    v = (v << 4) | 3
+                    n += 4
+                    w.v = v; w.n = n
                     _e_X509DataType(w, v_X509Data[i_X509Data])
+                    v = w.v; n = w.n
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
                     el = 'PGPData'
-                    bits(4, 4)
+                    v = (v << 4) | 4
+                    n += 4
+                    w.v = v; w.n = n
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
+                    v = w.v; n = w.n
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
                     el = 'SPKIData'
-                    bits(5, 4)
+                    v = (v << 4) | 5
+                    n += 4
+                    w.v = v; w.n = n
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
+                    v = w.v; n = w.n
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
                     el = 'MgmtData'
-                    bits((6 << 1), 5)
+                    v = (v << 5) | (6 << 1)
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_MgmtData[i_MgmtData])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_MgmtData += 1
                     s = 17
                 elif True:
-                    bits(8, 4)
+                    v = (v << 4) | 8
+                    n += 4
                     if v_Id is not None or i_KeyName < n_KeyName or i_KeyValue < n_KeyValue or i_RetrievalMethod < n_RetrievalMethod or i_X509Data < n_X509Data or i_PGPData < n_PGPData or i_SPKIData < n_SPKIData or i_MgmtData < n_MgmtData: raise _leftover(o)
                     s = -1
             if s == 11:
                 while True:
                     if i_KeyName < n_KeyName:
                         el = 'KeyName'
-                        bits(0, 5)
+                        v <<= 5
+                        n += 5
+                        w.v = v; w.n = n
                         w.string(v_KeyName[i_KeyName])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_KeyName += 1
                     elif i_KeyValue < n_KeyValue:
                         el = 'KeyValue'
-                        bits(1, 4)
+                        v = (v << 4) | 1
+                        n += 4
+                        w.v = v; w.n = n
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
+                        v = w.v; n = w.n
                         i_KeyValue += 1
                         s = 12
                         break
                     elif i_RetrievalMethod < n_RetrievalMethod:
                         el = 'RetrievalMethod'
-                        bits(2, 4)
+                        v = (v << 4) | 2
+                        n += 4
+                        w.v = v; w.n = n
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
+                        v = w.v; n = w.n
                         i_RetrievalMethod += 1
                         s = 13
                         break
                     elif i_X509Data < n_X509Data:
                         el = 'X509Data'
-                        bits(3, 4)
+                        v = (v << 4) | 3
+                        n += 4
+                        w.v = v; w.n = n
                         _e_X509DataType(w, v_X509Data[i_X509Data])
+                        v = w.v; n = w.n
                         i_X509Data += 1
                         s = 14
                         break
                     elif i_PGPData < n_PGPData:
                         el = 'PGPData'
-                        bits(4, 4)
+                        v = (v << 4) | 4
+                        n += 4
+                        w.v = v; w.n = n
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
+                        v = w.v; n = w.n
                         i_PGPData += 1
                         s = 15
                         break
                     elif i_SPKIData < n_SPKIData:
                         el = 'SPKIData'
-                        bits(5, 4)
+                        v = (v << 4) | 5
+                        n += 4
+                        w.v = v; w.n = n
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
+                        v = w.v; n = w.n
                         i_SPKIData += 1
                         s = 16
                         break
                     elif i_MgmtData < n_MgmtData:
                         el = 'MgmtData'
-                        bits((6 << 1), 5)
+                        v = (v << 5) | (6 << 1)
+                        n += 5
+                        w.v = v; w.n = n
                         w.string(v_MgmtData[i_MgmtData])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_MgmtData += 1
                         s = 17
                         break
                     elif True:
-                        bits(8, 4)
+                        v = (v << 4) | 8
+                        n += 4
                         if v_Id is not None or i_KeyName < n_KeyName or i_KeyValue < n_KeyValue or i_RetrievalMethod < n_RetrievalMethod or i_X509Data < n_X509Data or i_PGPData < n_PGPData or i_SPKIData < n_SPKIData or i_MgmtData < n_MgmtData: raise _leftover(o)
                         s = -1
                         break
@@ -3090,55 +4408,79 @@ def _e_KeyInfoType(w, o):
                 while True:
                     if i_KeyName < n_KeyName:
                         el = 'KeyName'
-                        bits(0, 5)
+                        v <<= 5
+                        n += 5
+                        w.v = v; w.n = n
                         w.string(v_KeyName[i_KeyName])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_KeyName += 1
                         s = 11
                         break
                     elif i_KeyValue < n_KeyValue:
                         el = 'KeyValue'
-                        bits(1, 4)
+                        v = (v << 4) | 1
+                        n += 4
+                        w.v = v; w.n = n
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
+                        v = w.v; n = w.n
                         i_KeyValue += 1
                     elif i_RetrievalMethod < n_RetrievalMethod:
                         el = 'RetrievalMethod'
-                        bits(2, 4)
+                        v = (v << 4) | 2
+                        n += 4
+                        w.v = v; w.n = n
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
+                        v = w.v; n = w.n
                         i_RetrievalMethod += 1
                         s = 13
                         break
                     elif i_X509Data < n_X509Data:
                         el = 'X509Data'
-                        bits(3, 4)
+                        v = (v << 4) | 3
+                        n += 4
+                        w.v = v; w.n = n
                         _e_X509DataType(w, v_X509Data[i_X509Data])
+                        v = w.v; n = w.n
                         i_X509Data += 1
                         s = 14
                         break
                     elif i_PGPData < n_PGPData:
                         el = 'PGPData'
-                        bits(4, 4)
+                        v = (v << 4) | 4
+                        n += 4
+                        w.v = v; w.n = n
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
+                        v = w.v; n = w.n
                         i_PGPData += 1
                         s = 15
                         break
                     elif i_SPKIData < n_SPKIData:
                         el = 'SPKIData'
-                        bits(5, 4)
+                        v = (v << 4) | 5
+                        n += 4
+                        w.v = v; w.n = n
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
+                        v = w.v; n = w.n
                         i_SPKIData += 1
                         s = 16
                         break
                     elif i_MgmtData < n_MgmtData:
                         el = 'MgmtData'
-                        bits((6 << 1), 5)
+                        v = (v << 5) | (6 << 1)
+                        n += 5
+                        w.v = v; w.n = n
                         w.string(v_MgmtData[i_MgmtData])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_MgmtData += 1
                         s = 17
                         break
                     elif True:
-                        bits(8, 4)
+                        v = (v << 4) | 8
+                        n += 4
                         if v_Id is not None or i_KeyName < n_KeyName or i_KeyValue < n_KeyValue or i_RetrievalMethod < n_RetrievalMethod or i_X509Data < n_X509Data or i_PGPData < n_PGPData or i_SPKIData < n_SPKIData or i_MgmtData < n_MgmtData: raise _leftover(o)
                         s = -1
                         break
@@ -3146,55 +4488,79 @@ def _e_KeyInfoType(w, o):
                 while True:
                     if i_KeyName < n_KeyName:
                         el = 'KeyName'
-                        bits(0, 5)
+                        v <<= 5
+                        n += 5
+                        w.v = v; w.n = n
                         w.string(v_KeyName[i_KeyName])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_KeyName += 1
                         s = 11
                         break
                     elif i_KeyValue < n_KeyValue:
                         el = 'KeyValue'
-                        bits(1, 4)
+                        v = (v << 4) | 1
+                        n += 4
+                        w.v = v; w.n = n
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
+                        v = w.v; n = w.n
                         i_KeyValue += 1
                         s = 12
                         break
                     elif i_RetrievalMethod < n_RetrievalMethod:
                         el = 'RetrievalMethod'
-                        bits(2, 4)
+                        v = (v << 4) | 2
+                        n += 4
+                        w.v = v; w.n = n
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
+                        v = w.v; n = w.n
                         i_RetrievalMethod += 1
                     elif i_X509Data < n_X509Data:
                         el = 'X509Data'
-                        bits(3, 4)
+                        v = (v << 4) | 3
+                        n += 4
+                        w.v = v; w.n = n
                         _e_X509DataType(w, v_X509Data[i_X509Data])
+                        v = w.v; n = w.n
                         i_X509Data += 1
                         s = 14
                         break
                     elif i_PGPData < n_PGPData:
                         el = 'PGPData'
-                        bits(4, 4)
+                        v = (v << 4) | 4
+                        n += 4
+                        w.v = v; w.n = n
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
+                        v = w.v; n = w.n
                         i_PGPData += 1
                         s = 15
                         break
                     elif i_SPKIData < n_SPKIData:
                         el = 'SPKIData'
-                        bits(5, 4)
+                        v = (v << 4) | 5
+                        n += 4
+                        w.v = v; w.n = n
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
+                        v = w.v; n = w.n
                         i_SPKIData += 1
                         s = 16
                         break
                     elif i_MgmtData < n_MgmtData:
                         el = 'MgmtData'
-                        bits((6 << 1), 5)
+                        v = (v << 5) | (6 << 1)
+                        n += 5
+                        w.v = v; w.n = n
                         w.string(v_MgmtData[i_MgmtData])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_MgmtData += 1
                         s = 17
                         break
                     elif True:
-                        bits(8, 4)
+                        v = (v << 4) | 8
+                        n += 4
                         if v_Id is not None or i_KeyName < n_KeyName or i_KeyValue < n_KeyValue or i_RetrievalMethod < n_RetrievalMethod or i_X509Data < n_X509Data or i_PGPData < n_PGPData or i_SPKIData < n_SPKIData or i_MgmtData < n_MgmtData: raise _leftover(o)
                         s = -1
                         break
@@ -3202,55 +4568,79 @@ def _e_KeyInfoType(w, o):
                 while True:
                     if i_KeyName < n_KeyName:
                         el = 'KeyName'
-                        bits(0, 5)
+                        v <<= 5
+                        n += 5
+                        w.v = v; w.n = n
                         w.string(v_KeyName[i_KeyName])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_KeyName += 1
                         s = 11
                         break
                     elif i_KeyValue < n_KeyValue:
                         el = 'KeyValue'
-                        bits(1, 4)
+                        v = (v << 4) | 1
+                        n += 4
+                        w.v = v; w.n = n
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
+                        v = w.v; n = w.n
                         i_KeyValue += 1
                         s = 12
                         break
                     elif i_RetrievalMethod < n_RetrievalMethod:
                         el = 'RetrievalMethod'
-                        bits(2, 4)
+                        v = (v << 4) | 2
+                        n += 4
+                        w.v = v; w.n = n
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
+                        v = w.v; n = w.n
                         i_RetrievalMethod += 1
                         s = 13
                         break
                     elif i_X509Data < n_X509Data:
                         el = 'X509Data'
-                        bits(3, 4)
+                        v = (v << 4) | 3
+                        n += 4
+                        w.v = v; w.n = n
                         _e_X509DataType(w, v_X509Data[i_X509Data])
+                        v = w.v; n = w.n
                         i_X509Data += 1
                     elif i_PGPData < n_PGPData:
                         el = 'PGPData'
-                        bits(4, 4)
+                        v = (v << 4) | 4
+                        n += 4
+                        w.v = v; w.n = n
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
+                        v = w.v; n = w.n
                         i_PGPData += 1
                         s = 15
                         break
                     elif i_SPKIData < n_SPKIData:
                         el = 'SPKIData'
-                        bits(5, 4)
+                        v = (v << 4) | 5
+                        n += 4
+                        w.v = v; w.n = n
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
+                        v = w.v; n = w.n
                         i_SPKIData += 1
                         s = 16
                         break
                     elif i_MgmtData < n_MgmtData:
                         el = 'MgmtData'
-                        bits((6 << 1), 5)
+                        v = (v << 5) | (6 << 1)
+                        n += 5
+                        w.v = v; w.n = n
                         w.string(v_MgmtData[i_MgmtData])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_MgmtData += 1
                         s = 17
                         break
                     elif True:
-                        bits(8, 4)
+                        v = (v << 4) | 8
+                        n += 4
                         if v_Id is not None or i_KeyName < n_KeyName or i_KeyValue < n_KeyValue or i_RetrievalMethod < n_RetrievalMethod or i_X509Data < n_X509Data or i_PGPData < n_PGPData or i_SPKIData < n_SPKIData or i_MgmtData < n_MgmtData: raise _leftover(o)
                         s = -1
                         break
@@ -3258,55 +4648,79 @@ def _e_KeyInfoType(w, o):
                 while True:
                     if i_KeyName < n_KeyName:
                         el = 'KeyName'
-                        bits(0, 5)
+                        v <<= 5
+                        n += 5
+                        w.v = v; w.n = n
                         w.string(v_KeyName[i_KeyName])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_KeyName += 1
                         s = 11
                         break
                     elif i_KeyValue < n_KeyValue:
                         el = 'KeyValue'
-                        bits(1, 4)
+                        v = (v << 4) | 1
+                        n += 4
+                        w.v = v; w.n = n
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
+                        v = w.v; n = w.n
                         i_KeyValue += 1
                         s = 12
                         break
                     elif i_RetrievalMethod < n_RetrievalMethod:
                         el = 'RetrievalMethod'
-                        bits(2, 4)
+                        v = (v << 4) | 2
+                        n += 4
+                        w.v = v; w.n = n
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
+                        v = w.v; n = w.n
                         i_RetrievalMethod += 1
                         s = 13
                         break
                     elif i_X509Data < n_X509Data:
                         el = 'X509Data'
-                        bits(3, 4)
+                        v = (v << 4) | 3
+                        n += 4
+                        w.v = v; w.n = n
                         _e_X509DataType(w, v_X509Data[i_X509Data])
+                        v = w.v; n = w.n
                         i_X509Data += 1
                         s = 14
                         break
                     elif i_PGPData < n_PGPData:
                         el = 'PGPData'
-                        bits(4, 4)
+                        v = (v << 4) | 4
+                        n += 4
+                        w.v = v; w.n = n
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
+                        v = w.v; n = w.n
                         i_PGPData += 1
                     elif i_SPKIData < n_SPKIData:
                         el = 'SPKIData'
-                        bits(5, 4)
+                        v = (v << 4) | 5
+                        n += 4
+                        w.v = v; w.n = n
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
+                        v = w.v; n = w.n
                         i_SPKIData += 1
                         s = 16
                         break
                     elif i_MgmtData < n_MgmtData:
                         el = 'MgmtData'
-                        bits((6 << 1), 5)
+                        v = (v << 5) | (6 << 1)
+                        n += 5
+                        w.v = v; w.n = n
                         w.string(v_MgmtData[i_MgmtData])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_MgmtData += 1
                         s = 17
                         break
                     elif True:
-                        bits(8, 4)
+                        v = (v << 4) | 8
+                        n += 4
                         if v_Id is not None or i_KeyName < n_KeyName or i_KeyValue < n_KeyValue or i_RetrievalMethod < n_RetrievalMethod or i_X509Data < n_X509Data or i_PGPData < n_PGPData or i_SPKIData < n_SPKIData or i_MgmtData < n_MgmtData: raise _leftover(o)
                         s = -1
                         break
@@ -3314,55 +4728,79 @@ def _e_KeyInfoType(w, o):
                 while True:
                     if i_KeyName < n_KeyName:
                         el = 'KeyName'
-                        bits(0, 5)
+                        v <<= 5
+                        n += 5
+                        w.v = v; w.n = n
                         w.string(v_KeyName[i_KeyName])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_KeyName += 1
                         s = 11
                         break
                     elif i_KeyValue < n_KeyValue:
                         el = 'KeyValue'
-                        bits(1, 4)
+                        v = (v << 4) | 1
+                        n += 4
+                        w.v = v; w.n = n
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
+                        v = w.v; n = w.n
                         i_KeyValue += 1
                         s = 12
                         break
                     elif i_RetrievalMethod < n_RetrievalMethod:
                         el = 'RetrievalMethod'
-                        bits(2, 4)
+                        v = (v << 4) | 2
+                        n += 4
+                        w.v = v; w.n = n
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
+                        v = w.v; n = w.n
                         i_RetrievalMethod += 1
                         s = 13
                         break
                     elif i_X509Data < n_X509Data:
                         el = 'X509Data'
-                        bits(3, 4)
+                        v = (v << 4) | 3
+                        n += 4
+                        w.v = v; w.n = n
                         _e_X509DataType(w, v_X509Data[i_X509Data])
+                        v = w.v; n = w.n
                         i_X509Data += 1
                         s = 14
                         break
                     elif i_PGPData < n_PGPData:
                         el = 'PGPData'
-                        bits(4, 4)
+                        v = (v << 4) | 4
+                        n += 4
+                        w.v = v; w.n = n
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
+                        v = w.v; n = w.n
                         i_PGPData += 1
                         s = 15
                         break
                     elif i_SPKIData < n_SPKIData:
                         el = 'SPKIData'
-                        bits(5, 4)
+                        v = (v << 4) | 5
+                        n += 4
+                        w.v = v; w.n = n
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
+                        v = w.v; n = w.n
                         i_SPKIData += 1
                     elif i_MgmtData < n_MgmtData:
                         el = 'MgmtData'
-                        bits((6 << 1), 5)
+                        v = (v << 5) | (6 << 1)
+                        n += 5
+                        w.v = v; w.n = n
                         w.string(v_MgmtData[i_MgmtData])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_MgmtData += 1
                         s = 17
                         break
                     elif True:
-                        bits(8, 4)
+                        v = (v << 4) | 8
+                        n += 4
                         if v_Id is not None or i_KeyName < n_KeyName or i_KeyValue < n_KeyValue or i_RetrievalMethod < n_RetrievalMethod or i_X509Data < n_X509Data or i_PGPData < n_PGPData or i_SPKIData < n_SPKIData or i_MgmtData < n_MgmtData: raise _leftover(o)
                         s = -1
                         break
@@ -3370,113 +4808,164 @@ def _e_KeyInfoType(w, o):
                 while True:
                     if i_KeyName < n_KeyName:
                         el = 'KeyName'
-                        bits(0, 5)
+                        v <<= 5
+                        n += 5
+                        w.v = v; w.n = n
                         w.string(v_KeyName[i_KeyName])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_KeyName += 1
                         s = 11
                         break
                     elif i_KeyValue < n_KeyValue:
                         el = 'KeyValue'
-                        bits(1, 4)
+                        v = (v << 4) | 1
+                        n += 4
+                        w.v = v; w.n = n
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
+                        v = w.v; n = w.n
                         i_KeyValue += 1
                         s = 12
                         break
                     elif i_RetrievalMethod < n_RetrievalMethod:
                         el = 'RetrievalMethod'
-                        bits(2, 4)
+                        v = (v << 4) | 2
+                        n += 4
+                        w.v = v; w.n = n
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
+                        v = w.v; n = w.n
                         i_RetrievalMethod += 1
                         s = 13
                         break
                     elif i_X509Data < n_X509Data:
                         el = 'X509Data'
-                        bits(3, 4)
+                        v = (v << 4) | 3
+                        n += 4
+                        w.v = v; w.n = n
                         _e_X509DataType(w, v_X509Data[i_X509Data])
+                        v = w.v; n = w.n
                         i_X509Data += 1
                         s = 14
                         break
                     elif i_PGPData < n_PGPData:
                         el = 'PGPData'
-                        bits(4, 4)
+                        v = (v << 4) | 4
+                        n += 4
+                        w.v = v; w.n = n
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
+                        v = w.v; n = w.n
                         i_PGPData += 1
                         s = 15
                         break
                     elif i_SPKIData < n_SPKIData:
                         el = 'SPKIData'
-                        bits(5, 4)
+                        v = (v << 4) | 5
+                        n += 4
+                        w.v = v; w.n = n
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
+                        v = w.v; n = w.n
                         i_SPKIData += 1
                         s = 16
                         break
                     elif i_MgmtData < n_MgmtData:
                         el = 'MgmtData'
-                        bits((6 << 1), 5)
+                        v = (v << 5) | (6 << 1)
+                        n += 5
+                        w.v = v; w.n = n
                         w.string(v_MgmtData[i_MgmtData])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_MgmtData += 1
                     elif True:
-                        bits(8, 4)
+                        v = (v << 4) | 8
+                        n += 4
                         if v_Id is not None or i_KeyName < n_KeyName or i_KeyValue < n_KeyValue or i_RetrievalMethod < n_RetrievalMethod or i_X509Data < n_X509Data or i_PGPData < n_PGPData or i_SPKIData < n_SPKIData or i_MgmtData < n_MgmtData: raise _leftover(o)
                         s = -1
                         break
             if s == 18:
                 if i_KeyName < n_KeyName:
                     el = 'KeyName'
-                    bits(0, 5)
+                    v <<= 5
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_KeyName[i_KeyName])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
                     el = 'KeyValue'
-                    bits(1, 4)
+                    v = (v << 4) | 1
+                    n += 4
+                    w.v = v; w.n = n
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
+                    v = w.v; n = w.n
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
                     el = 'RetrievalMethod'
-                    bits(2, 4)
+                    v = (v << 4) | 2
+                    n += 4
+                    w.v = v; w.n = n
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
+                    v = w.v; n = w.n
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
                     el = 'X509Data'
-                    bits(3, 4)
+                    v = (v << 4) | 3
+                    n += 4
+                    w.v = v; w.n = n
                     _e_X509DataType(w, v_X509Data[i_X509Data])
+                    v = w.v; n = w.n
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
                     el = 'PGPData'
-                    bits(4, 4)
+                    v = (v << 4) | 4
+                    n += 4
+                    w.v = v; w.n = n
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
+                    v = w.v; n = w.n
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
                     el = 'SPKIData'
-                    bits(5, 4)
+                    v = (v << 4) | 5
+                    n += 4
+                    w.v = v; w.n = n
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
+                    v = w.v; n = w.n
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
                     el = 'MgmtData'
-                    bits((6 << 1), 5)
+                    v = (v << 5) | (6 << 1)
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_MgmtData[i_MgmtData])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_MgmtData += 1
                     s = 17
                 elif True:
-                    bits(8, 4)
+                    v = (v << 4) | 8
+                    n += 4
                     if v_Id is not None or i_KeyName < n_KeyName or i_KeyValue < n_KeyValue or i_RetrievalMethod < n_RetrievalMethod or i_X509Data < n_X509Data or i_PGPData < n_PGPData or i_SPKIData < n_SPKIData or i_MgmtData < n_MgmtData: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_KeyValueType(r, key):
     # {http://www.w3.org/2000/09/xmldsig#}KeyValueType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_DSAKeyValue = None
     f_RSAKeyValue = None
@@ -3484,78 +4973,108 @@ def _d_KeyValueType(r, key):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'DSAKeyValue'
+                    r.pos = p
                     f_DSAKeyValue = _d_DSAKeyValueType(r)
+                    p = r.pos
                     s = 2
                 elif ec == 1:
                     el = 'RSAKeyValue'
+                    r.pos = p
                     f_RSAKeyValue = _d_RSAKeyValueType(r)
+                    p = r.pos
                     s = 3
                 elif ec == 2:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 4
                 elif ec == 3:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 1
                 else:
-                    raise r.deviation('KeyValueType')
+                    raise r.deviation('KeyValueType', p)
             if s == 1:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'DSAKeyValue'
+                    r.pos = p
                     f_DSAKeyValue = _d_DSAKeyValueType(r)
+                    p = r.pos
                     s = 2
                 elif ec == 1:
                     el = 'RSAKeyValue'
+                    r.pos = p
                     f_RSAKeyValue = _d_RSAKeyValueType(r)
+                    p = r.pos
                     s = 3
                 elif ec == 2:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 4
                 elif ec == 3:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 1
                 else:
-                    raise r.deviation('KeyValueType')
+                    raise r.deviation('KeyValueType', p)
             if s == 2:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     pass
                     s = -1
                 elif ec == 1:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 2
                 else:
-                    raise r.deviation('KeyValueType')
+                    raise r.deviation('KeyValueType', p)
             if s == 3:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     pass
                     s = -1
                 elif ec == 1:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 3
                 else:
-                    raise r.deviation('KeyValueType')
+                    raise r.deviation('KeyValueType', p)
             if s == 4:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     pass
                     s = -1
                 elif ec == 1:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 4
                 else:
-                    raise r.deviation('KeyValueType')
+                    raise r.deviation('KeyValueType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.KeyValueType(f_DSAKeyValue, f_RSAKeyValue)
 
 def _e_KeyValueType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}KeyValueType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_DSAKeyValue = o.DSAKeyValue
@@ -3565,14 +5084,20 @@ def _e_KeyValueType(w, o):
             if s == 0:
                 if v_DSAKeyValue is not None:
                     el = 'DSAKeyValue'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     _e_DSAKeyValueType(w, v_DSAKeyValue)
+                    v = w.v; n = w.n
                     v_DSAKeyValue = None
                     s = 2
                 elif v_RSAKeyValue is not None:
                     el = 'RSAKeyValue'
-                    bits(1, 3)
+                    v = (v << 3) | 1
+                    n += 3
+                    w.v = v; w.n = n
                     _e_RSAKeyValueType(w, v_RSAKeyValue)
+                    v = w.v; n = w.n
                     v_RSAKeyValue = None
                     s = 3
                 else:
@@ -3580,39 +5105,51 @@ def _e_KeyValueType(w, o):
             if s == 1:
                 if v_DSAKeyValue is not None:
                     el = 'DSAKeyValue'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     _e_DSAKeyValueType(w, v_DSAKeyValue)
+                    v = w.v; n = w.n
                     v_DSAKeyValue = None
                     s = 2
                 elif v_RSAKeyValue is not None:
                     el = 'RSAKeyValue'
-                    bits(1, 3)
+                    v = (v << 3) | 1
+                    n += 3
+                    w.v = v; w.n = n
                     _e_RSAKeyValueType(w, v_RSAKeyValue)
+                    v = w.v; n = w.n
                     v_RSAKeyValue = None
                     s = 3
                 else:
                     raise EncodeError('missing content: expected one of DSAKeyValue, RSAKeyValue')
             if s == 2:
                 if True:
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
                     if v_DSAKeyValue is not None or v_RSAKeyValue is not None: raise _leftover(o)
                     s = -1
             if s == 3:
                 if True:
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
                     if v_DSAKeyValue is not None or v_RSAKeyValue is not None: raise _leftover(o)
                     s = -1
             if s == 4:
                 if True:
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
                     if v_DSAKeyValue is not None or v_RSAKeyValue is not None: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_DSAKeyValueType(r):
     # {http://www.w3.org/2000/09/xmldsig#}DSAKeyValueType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_P = None
     f_Q = None
@@ -3625,101 +5162,175 @@ def _d_DSAKeyValueType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    if bits(1): raise r.deviation('DSAKeyValueType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     el = 'P'
+                    r.pos = p
                     f_P = r.binary()
-                    x = bits(3)
-                    if x & 7: raise r.deviation('DSAKeyValueType')
+                    p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('DSAKeyValueType', p)
                     el = 'Q'
+                    r.pos = p
                     f_Q = r.binary()
-                    if bits(1): raise r.deviation('DSAKeyValueType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     s = 4
                 elif ec == 1:
-                    if bits(1): raise r.deviation('DSAKeyValueType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     el = 'G'
+                    r.pos = p
                     f_G = r.binary()
-                    if bits(1): raise r.deviation('DSAKeyValueType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     s = 2
                 elif ec == 2:
-                    if bits(1): raise r.deviation('DSAKeyValueType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     el = 'Y'
+                    r.pos = p
                     f_Y = r.binary()
-                    if bits(1): raise r.deviation('DSAKeyValueType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     s = 3
                 else:
-                    raise r.deviation('DSAKeyValueType')
+                    raise r.deviation('DSAKeyValueType', p)
             if s == 2:
-                x = bits(2)
-                if x & 3: raise r.deviation('DSAKeyValueType')
+                p += 2
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('DSAKeyValueType', p)
                 el = 'Y'
+                r.pos = p
                 f_Y = r.binary()
-                if bits(1): raise r.deviation('DSAKeyValueType')
+                p = r.pos
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                 s = 3
             if s == 3:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    if bits(1): raise r.deviation('DSAKeyValueType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     el = 'J'
+                    r.pos = p
                     f_J = r.binary()
-                    if bits(1): raise r.deviation('DSAKeyValueType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     s = 5
                 elif ec == 1:
-                    if bits(1): raise r.deviation('DSAKeyValueType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     el = 'Seed'
+                    r.pos = p
                     f_Seed = r.binary()
-                    if bits(1): raise r.deviation('DSAKeyValueType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     s = 6
                 elif ec == 2:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('DSAKeyValueType')
+                    raise r.deviation('DSAKeyValueType', p)
             if s == 4:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    if bits(1): raise r.deviation('DSAKeyValueType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     el = 'G'
+                    r.pos = p
                     f_G = r.binary()
-                    if bits(1): raise r.deviation('DSAKeyValueType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     s = 2
                 elif ec == 1:
-                    if bits(1): raise r.deviation('DSAKeyValueType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     el = 'Y'
+                    r.pos = p
                     f_Y = r.binary()
-                    if bits(1): raise r.deviation('DSAKeyValueType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     s = 3
                 else:
-                    raise r.deviation('DSAKeyValueType')
+                    raise r.deviation('DSAKeyValueType', p)
             if s == 5:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    if bits(1): raise r.deviation('DSAKeyValueType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     el = 'Seed'
+                    r.pos = p
                     f_Seed = r.binary()
-                    if bits(1): raise r.deviation('DSAKeyValueType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     s = 6
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('DSAKeyValueType')
+                    raise r.deviation('DSAKeyValueType', p)
             if s == 6:
-                x = bits(2)
-                if x & 3: raise r.deviation('DSAKeyValueType')
+                p += 2
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('DSAKeyValueType', p)
                 el = 'PgenCounter'
+                r.pos = p
                 f_PgenCounter = r.binary()
-                x = bits(2)
-                if x & 3: raise r.deviation('DSAKeyValueType')
+                p = r.pos
+                p += 2
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('DSAKeyValueType', p)
                 s = -1
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.DSAKeyValueType(f_P, f_Q, f_G, f_Y, f_J, f_Seed, f_PgenCounter)
 
 def _e_DSAKeyValueType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}DSAKeyValueType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_P = o.P
@@ -3734,28 +5345,43 @@ def _e_DSAKeyValueType(w, o):
             if s == 0:
                 if v_P is not None:
                     el = 'P'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     w.binary(v_P)
+                    v = w.v; n = w.n
                     if not (v_Q is not None): raise EncodeError('missing content: Q')
                     el = 'Q'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
                     v_P = None
+                    w.v = v; w.n = n
                     w.binary(v_Q)
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_Q = None
                     s = 4
                 elif v_G is not None:
                     el = 'G'
-                    bits((1 << 1), 3)
+                    v = (v << 3) | (1 << 1)
+                    n += 3
+                    w.v = v; w.n = n
                     w.binary(v_G)
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_G = None
                     s = 2
                 elif v_Y is not None:
                     el = 'Y'
-                    bits((2 << 1), 3)
+                    v = (v << 3) | (2 << 1)
+                    n += 3
+                    w.v = v; w.n = n
                     w.binary(v_Y)
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_Y = None
                     s = 3
                 else:
@@ -3763,9 +5389,13 @@ def _e_DSAKeyValueType(w, o):
             if s == 2:
                 if v_Y is not None:
                     el = 'Y'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     w.binary(v_Y)
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_Y = None
                     s = 3
                 else:
@@ -3773,35 +5403,52 @@ def _e_DSAKeyValueType(w, o):
             if s == 3:
                 if v_J is not None:
                     el = 'J'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     w.binary(v_J)
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_J = None
                     s = 5
                 elif v_Seed is not None:
                     el = 'Seed'
-                    bits((1 << 1), 3)
+                    v = (v << 3) | (1 << 1)
+                    n += 3
+                    w.v = v; w.n = n
                     w.binary(v_Seed)
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_Seed = None
                     s = 6
                 elif True:
-                    bits(2, 2)
+                    v = (v << 2) | 2
+                    n += 2
                     if v_P is not None or v_Q is not None or v_G is not None or v_Y is not None or v_J is not None or v_Seed is not None or v_PgenCounter is not None: raise _leftover(o)
                     s = -1
             if s == 4:
                 if v_G is not None:
                     el = 'G'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     w.binary(v_G)
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_G = None
                     s = 2
                 elif v_Y is not None:
                     el = 'Y'
-                    bits((1 << 1), 3)
+                    v = (v << 3) | (1 << 1)
+                    n += 3
+                    w.v = v; w.n = n
                     w.binary(v_Y)
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_Y = None
                     s = 3
                 else:
@@ -3809,77 +5456,111 @@ def _e_DSAKeyValueType(w, o):
             if s == 5:
                 if v_Seed is not None:
                     el = 'Seed'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     w.binary(v_Seed)
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_Seed = None
                     s = 6
                 elif True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_P is not None or v_Q is not None or v_G is not None or v_Y is not None or v_J is not None or v_Seed is not None or v_PgenCounter is not None: raise _leftover(o)
                     s = -1
             if s == 6:
                 if v_PgenCounter is not None:
                     el = 'PgenCounter'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     w.binary(v_PgenCounter)
-                    bits(0, 2)
+                    v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
                     v_PgenCounter = None
                     if v_P is not None or v_Q is not None or v_G is not None or v_Y is not None or v_J is not None or v_Seed is not None or v_PgenCounter is not None: raise _leftover(o)
                     s = -1
                 else:
                     raise EncodeError('missing content: expected one of PgenCounter')
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_RSAKeyValueType(r):
     # {http://www.w3.org/2000/09/xmldsig#}RSAKeyValueType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Modulus = None
     f_Exponent = None
     try:
-        x = bits(2)
-        if x & 3: raise r.deviation('RSAKeyValueType')
+        p += 2
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 3
+        if x & 3: raise r.deviation('RSAKeyValueType', p)
         el = 'Modulus'
+        r.pos = p
         f_Modulus = r.binary()
-        x = bits(3)
-        if x & 7: raise r.deviation('RSAKeyValueType')
+        p = r.pos
+        p += 3
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 7
+        if x & 7: raise r.deviation('RSAKeyValueType', p)
         el = 'Exponent'
+        r.pos = p
         f_Exponent = r.binary()
-        x = bits(2)
-        if x & 3: raise r.deviation('RSAKeyValueType')
+        p = r.pos
+        p += 2
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 3
+        if x & 3: raise r.deviation('RSAKeyValueType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.RSAKeyValueType(f_Modulus, f_Exponent)
 
 def _e_RSAKeyValueType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}RSAKeyValueType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Modulus = o.Modulus
         v_Exponent = o.Exponent
         if v_Modulus is not None:
             el = 'Modulus'
-            bits(0, 2)
+            v <<= 2
+            n += 2
+            w.v = v; w.n = n
             w.binary(v_Modulus)
+            v = w.v; n = w.n
             if not (v_Exponent is not None): raise EncodeError('missing content: Exponent')
             el = 'Exponent'
-            bits(0, 3)
+            v <<= 3
+            n += 3
             v_Modulus = None
+            w.v = v; w.n = n
             w.binary(v_Exponent)
-            bits(0, 2)
+            v = w.v; n = w.n
+            v <<= 2
+            n += 2
             v_Exponent = None
             if v_Modulus is not None or v_Exponent is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of Modulus')
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_RetrievalMethodType(r):
     # {http://www.w3.org/2000/09/xmldsig#}RetrievalMethodType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Type = None
     f_URI = None
@@ -3888,60 +5569,82 @@ def _d_RetrievalMethodType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = '@Type'
+                    r.pos = p
                     f_Type = r.string(10)
+                    p = r.pos
                     s = 1
                 elif ec == 1:
                     el = '@URI'
+                    r.pos = p
                     f_URI = r.string(11)
+                    p = r.pos
                     s = 2
                 elif ec == 2:
                     el = 'Transforms'
+                    r.pos = p
                     f_Transforms = _d_TransformsType(r)
+                    p = r.pos
                     s = 3
                 elif ec == 3:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('RetrievalMethodType')
+                    raise r.deviation('RetrievalMethodType', p)
             if s == 1:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@URI'
+                    r.pos = p
                     f_URI = r.string(11)
+                    p = r.pos
                     s = 2
                 elif ec == 1:
                     el = 'Transforms'
+                    r.pos = p
                     f_Transforms = _d_TransformsType(r)
+                    p = r.pos
                     s = 3
                 elif ec == 2:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('RetrievalMethodType')
+                    raise r.deviation('RetrievalMethodType', p)
             if s == 2:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'Transforms'
+                    r.pos = p
                     f_Transforms = _d_TransformsType(r)
+                    p = r.pos
                     s = 3
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('RetrievalMethodType')
+                    raise r.deviation('RetrievalMethodType', p)
             if s == 3:
-                if bits(1): raise r.deviation('RetrievalMethodType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('RetrievalMethodType', p)
                 s = -1
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.RetrievalMethodType(f_Type, f_URI, f_Transforms)
 
 def _e_RetrievalMethodType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}RetrievalMethodType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Type = o.Type
@@ -3952,65 +5655,90 @@ def _e_RetrievalMethodType(w, o):
             if s == 0:
                 if v_Type is not None:
                     el = '@Type'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     w.string(v_Type)
+                    v = w.v; n = w.n
                     v_Type = None
                     s = 1
                 elif v_URI is not None:
                     el = '@URI'
-                    bits(1, 3)
+                    v = (v << 3) | 1
+                    n += 3
+                    w.v = v; w.n = n
                     w.string(v_URI)
+                    v = w.v; n = w.n
                     v_URI = None
                     s = 2
                 elif v_Transforms is not None:
                     el = 'Transforms'
-                    bits(2, 3)
+                    v = (v << 3) | 2
+                    n += 3
+                    w.v = v; w.n = n
                     _e_TransformsType(w, v_Transforms)
+                    v = w.v; n = w.n
                     v_Transforms = None
                     s = 3
                 elif True:
-                    bits(3, 3)
+                    v = (v << 3) | 3
+                    n += 3
                     if v_Type is not None or v_URI is not None or v_Transforms is not None: raise _leftover(o)
                     s = -1
             if s == 1:
                 if v_URI is not None:
                     el = '@URI'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     w.string(v_URI)
+                    v = w.v; n = w.n
                     v_URI = None
                     s = 2
                 elif v_Transforms is not None:
                     el = 'Transforms'
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
+                    w.v = v; w.n = n
                     _e_TransformsType(w, v_Transforms)
+                    v = w.v; n = w.n
                     v_Transforms = None
                     s = 3
                 elif True:
-                    bits(2, 2)
+                    v = (v << 2) | 2
+                    n += 2
                     if v_Type is not None or v_URI is not None or v_Transforms is not None: raise _leftover(o)
                     s = -1
             if s == 2:
                 if v_Transforms is not None:
                     el = 'Transforms'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_TransformsType(w, v_Transforms)
+                    v = w.v; n = w.n
                     v_Transforms = None
                     s = 3
                 elif True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_Type is not None or v_URI is not None or v_Transforms is not None: raise _leftover(o)
                     s = -1
             if s == 3:
                 if True:
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
                     if v_Type is not None or v_URI is not None or v_Transforms is not None: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_X509DataType(r):
     # {http://www.w3.org/2000/09/xmldsig#}X509DataType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_X509IssuerSerial = []
     f_X509SKI = []
@@ -4021,344 +5749,568 @@ def _d_X509DataType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'X509IssuerSerial'
+                    r.pos = p
                     _v = _d_X509IssuerSerialType(r)
+                    p = r.pos
                     f_X509IssuerSerial.append(_v)
                     s = 1
                 elif ec == 1:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SKI'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509SKI.append(_v)
                     s = 2
                 elif ec == 2:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
+                    r.pos = p
                     _v = r.string(29)
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509SubjectName.append(_v)
                     s = 3
                 elif ec == 3:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509Certificate'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509Certificate.append(_v)
                     s = 4
                 elif ec == 4:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509CRL'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509CRL.append(_v)
                     s = 5
                 elif ec == 5:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 6
                 else:
-                    raise r.deviation('X509DataType')
+                    raise r.deviation('X509DataType', p)
             if s == 1:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'X509IssuerSerial'
+                    r.pos = p
                     _v = _d_X509IssuerSerialType(r)
+                    p = r.pos
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SKI'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
+                    r.pos = p
                     _v = r.string(29)
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509Certificate'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509CRL'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 12
                 elif ec == 6:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('X509DataType')
+                    raise r.deviation('X509DataType', p)
             if s == 2:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'X509IssuerSerial'
+                    r.pos = p
                     _v = _d_X509IssuerSerialType(r)
+                    p = r.pos
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SKI'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
+                    r.pos = p
                     _v = r.string(29)
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509Certificate'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509CRL'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 12
                 elif ec == 6:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('X509DataType')
+                    raise r.deviation('X509DataType', p)
             if s == 3:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'X509IssuerSerial'
+                    r.pos = p
                     _v = _d_X509IssuerSerialType(r)
+                    p = r.pos
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SKI'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
+                    r.pos = p
                     _v = r.string(29)
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509Certificate'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509CRL'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 12
                 elif ec == 6:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('X509DataType')
+                    raise r.deviation('X509DataType', p)
             if s == 4:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'X509IssuerSerial'
+                    r.pos = p
                     _v = _d_X509IssuerSerialType(r)
+                    p = r.pos
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SKI'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
+                    r.pos = p
                     _v = r.string(29)
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509Certificate'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509CRL'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 12
                 elif ec == 6:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('X509DataType')
+                    raise r.deviation('X509DataType', p)
             if s == 5:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'X509IssuerSerial'
+                    r.pos = p
                     _v = _d_X509IssuerSerialType(r)
+                    p = r.pos
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SKI'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
+                    r.pos = p
                     _v = r.string(29)
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509Certificate'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509CRL'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 12
                 elif ec == 6:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('X509DataType')
+                    raise r.deviation('X509DataType', p)
             if s == 6:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'X509IssuerSerial'
+                    r.pos = p
                     _v = _d_X509IssuerSerialType(r)
+                    p = r.pos
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SKI'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
+                    r.pos = p
                     _v = r.string(29)
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509Certificate'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509CRL'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 12
                 elif ec == 6:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('X509DataType')
+                    raise r.deviation('X509DataType', p)
             if s == 7:
                 while True:
-                    ec = bits(3)
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 7
                     if ec == 0:
                         el = 'X509IssuerSerial'
+                        r.pos = p
                         _v = _d_X509IssuerSerialType(r)
+                        p = r.pos
                         f_X509IssuerSerial.append(_v)
                     elif ec == 1:
-                        if bits(1): raise r.deviation('X509DataType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SKI'
+                        r.pos = p
                         _v = r.binary()
-                        if bits(1): raise r.deviation('X509DataType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
-                        if bits(1): raise r.deviation('X509DataType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SubjectName'
+                        r.pos = p
                         _v = r.string(29)
-                        if bits(1): raise r.deviation('X509DataType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
-                        if bits(1): raise r.deviation('X509DataType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509Certificate'
+                        r.pos = p
                         _v = r.binary()
-                        if bits(1): raise r.deviation('X509DataType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
-                        if bits(1): raise r.deviation('X509DataType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509CRL'
+                        r.pos = p
                         _v = r.binary()
-                        if bits(1): raise r.deviation('X509DataType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         f_X509CRL.append(_v)
                         s = 11
                         break
                     elif ec == 5:
-                        raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                        raise DecodeError('wildcard content (SEW) is not supported', p)
                         s = 12
                         break
                     elif ec == 6:
@@ -4366,48 +6318,76 @@ def _d_X509DataType(r):
                         s = -1
                         break
                     else:
-                        raise r.deviation('X509DataType')
+                        raise r.deviation('X509DataType', p)
             if s == 8:
                 while True:
-                    ec = bits(3)
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 7
                     if ec == 0:
                         el = 'X509IssuerSerial'
+                        r.pos = p
                         _v = _d_X509IssuerSerialType(r)
+                        p = r.pos
                         f_X509IssuerSerial.append(_v)
                         s = 7
                         break
                     elif ec == 1:
-                        if bits(1): raise r.deviation('X509DataType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SKI'
+                        r.pos = p
                         _v = r.binary()
-                        if bits(1): raise r.deviation('X509DataType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         f_X509SKI.append(_v)
                     elif ec == 2:
-                        if bits(1): raise r.deviation('X509DataType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SubjectName'
+                        r.pos = p
                         _v = r.string(29)
-                        if bits(1): raise r.deviation('X509DataType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
-                        if bits(1): raise r.deviation('X509DataType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509Certificate'
+                        r.pos = p
                         _v = r.binary()
-                        if bits(1): raise r.deviation('X509DataType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
-                        if bits(1): raise r.deviation('X509DataType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509CRL'
+                        r.pos = p
                         _v = r.binary()
-                        if bits(1): raise r.deviation('X509DataType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         f_X509CRL.append(_v)
                         s = 11
                         break
                     elif ec == 5:
-                        raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                        raise DecodeError('wildcard content (SEW) is not supported', p)
                         s = 12
                         break
                     elif ec == 6:
@@ -4415,48 +6395,76 @@ def _d_X509DataType(r):
                         s = -1
                         break
                     else:
-                        raise r.deviation('X509DataType')
+                        raise r.deviation('X509DataType', p)
             if s == 9:
                 while True:
-                    ec = bits(3)
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 7
                     if ec == 0:
                         el = 'X509IssuerSerial'
+                        r.pos = p
                         _v = _d_X509IssuerSerialType(r)
+                        p = r.pos
                         f_X509IssuerSerial.append(_v)
                         s = 7
                         break
                     elif ec == 1:
-                        if bits(1): raise r.deviation('X509DataType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SKI'
+                        r.pos = p
                         _v = r.binary()
-                        if bits(1): raise r.deviation('X509DataType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
-                        if bits(1): raise r.deviation('X509DataType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SubjectName'
+                        r.pos = p
                         _v = r.string(29)
-                        if bits(1): raise r.deviation('X509DataType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         f_X509SubjectName.append(_v)
                     elif ec == 3:
-                        if bits(1): raise r.deviation('X509DataType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509Certificate'
+                        r.pos = p
                         _v = r.binary()
-                        if bits(1): raise r.deviation('X509DataType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
-                        if bits(1): raise r.deviation('X509DataType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509CRL'
+                        r.pos = p
                         _v = r.binary()
-                        if bits(1): raise r.deviation('X509DataType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         f_X509CRL.append(_v)
                         s = 11
                         break
                     elif ec == 5:
-                        raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                        raise DecodeError('wildcard content (SEW) is not supported', p)
                         s = 12
                         break
                     elif ec == 6:
@@ -4464,48 +6472,76 @@ def _d_X509DataType(r):
                         s = -1
                         break
                     else:
-                        raise r.deviation('X509DataType')
+                        raise r.deviation('X509DataType', p)
             if s == 10:
                 while True:
-                    ec = bits(3)
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 7
                     if ec == 0:
                         el = 'X509IssuerSerial'
+                        r.pos = p
                         _v = _d_X509IssuerSerialType(r)
+                        p = r.pos
                         f_X509IssuerSerial.append(_v)
                         s = 7
                         break
                     elif ec == 1:
-                        if bits(1): raise r.deviation('X509DataType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SKI'
+                        r.pos = p
                         _v = r.binary()
-                        if bits(1): raise r.deviation('X509DataType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
-                        if bits(1): raise r.deviation('X509DataType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SubjectName'
+                        r.pos = p
                         _v = r.string(29)
-                        if bits(1): raise r.deviation('X509DataType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
-                        if bits(1): raise r.deviation('X509DataType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509Certificate'
+                        r.pos = p
                         _v = r.binary()
-                        if bits(1): raise r.deviation('X509DataType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         f_X509Certificate.append(_v)
                     elif ec == 4:
-                        if bits(1): raise r.deviation('X509DataType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509CRL'
+                        r.pos = p
                         _v = r.binary()
-                        if bits(1): raise r.deviation('X509DataType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         f_X509CRL.append(_v)
                         s = 11
                         break
                     elif ec == 5:
-                        raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                        raise DecodeError('wildcard content (SEW) is not supported', p)
                         s = 12
                         break
                     elif ec == 6:
@@ -4513,48 +6549,76 @@ def _d_X509DataType(r):
                         s = -1
                         break
                     else:
-                        raise r.deviation('X509DataType')
+                        raise r.deviation('X509DataType', p)
             if s == 11:
                 while True:
-                    ec = bits(3)
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 7
                     if ec == 0:
                         el = 'X509IssuerSerial'
+                        r.pos = p
                         _v = _d_X509IssuerSerialType(r)
+                        p = r.pos
                         f_X509IssuerSerial.append(_v)
                         s = 7
                         break
                     elif ec == 1:
-                        if bits(1): raise r.deviation('X509DataType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SKI'
+                        r.pos = p
                         _v = r.binary()
-                        if bits(1): raise r.deviation('X509DataType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
-                        if bits(1): raise r.deviation('X509DataType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SubjectName'
+                        r.pos = p
                         _v = r.string(29)
-                        if bits(1): raise r.deviation('X509DataType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
-                        if bits(1): raise r.deviation('X509DataType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509Certificate'
+                        r.pos = p
                         _v = r.binary()
-                        if bits(1): raise r.deviation('X509DataType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
-                        if bits(1): raise r.deviation('X509DataType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509CRL'
+                        r.pos = p
                         _v = r.binary()
-                        if bits(1): raise r.deviation('X509DataType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         f_X509CRL.append(_v)
                     elif ec == 5:
-                        raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                        raise DecodeError('wildcard content (SEW) is not supported', p)
                         s = 12
                         break
                     elif ec == 6:
@@ -4562,57 +6626,87 @@ def _d_X509DataType(r):
                         s = -1
                         break
                     else:
-                        raise r.deviation('X509DataType')
+                        raise r.deviation('X509DataType', p)
             if s == 12:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'X509IssuerSerial'
+                    r.pos = p
                     _v = _d_X509IssuerSerialType(r)
+                    p = r.pos
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SKI'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
+                    r.pos = p
                     _v = r.string(29)
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509Certificate'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509CRL'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 12
                 elif ec == 6:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('X509DataType')
+                    raise r.deviation('X509DataType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.X509DataType(f_X509IssuerSerial, f_X509SKI, f_X509SubjectName, f_X509Certificate, f_X509CRL)
 
 def _e_X509DataType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}X509DataType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_X509IssuerSerial = o.X509IssuerSerial
@@ -4635,36 +6729,55 @@ def _e_X509DataType(w, o):
             if s == 0:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
+                    v = w.v; n = w.n
                     i_X509IssuerSerial += 1
                     s = 1
                 elif i_X509SKI < n_X509SKI:
                     el = 'X509SKI'
-                    bits((1 << 1), 4)
+                    v = (v << 4) | (1 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509SKI[i_X509SKI])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509SKI += 1
                     s = 2
                 elif i_X509SubjectName < n_X509SubjectName:
                     el = 'X509SubjectName'
-                    bits((2 << 1), 4)
+                    v = (v << 4) | (2 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509SubjectName += 1
                     s = 3
                 elif i_X509Certificate < n_X509Certificate:
                     el = 'X509Certificate'
-                    bits((3 << 1), 4)
+                    v = (v << 4) | (3 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509Certificate += 1
                     s = 4
                 elif i_X509CRL < n_X509CRL:
                     el = 'X509CRL'
-                    bits((4 << 1), 4)
+                    v = (v << 4) | (4 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509CRL[i_X509CRL])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509CRL += 1
                     s = 5
                 else:
@@ -4672,278 +6785,418 @@ def _e_X509DataType(w, o):
             if s == 1:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
+                    v = w.v; n = w.n
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
                     el = 'X509SKI'
-                    bits((1 << 1), 4)
+                    v = (v << 4) | (1 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509SKI[i_X509SKI])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
                     el = 'X509SubjectName'
-                    bits((2 << 1), 4)
+                    v = (v << 4) | (2 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
                     el = 'X509Certificate'
-                    bits((3 << 1), 4)
+                    v = (v << 4) | (3 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
                     el = 'X509CRL'
-                    bits((4 << 1), 4)
+                    v = (v << 4) | (4 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509CRL[i_X509CRL])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509CRL += 1
                     s = 11
                 elif True:
-                    bits(6, 3)
+                    v = (v << 3) | 6
+                    n += 3
                     if i_X509IssuerSerial < n_X509IssuerSerial or i_X509SKI < n_X509SKI or i_X509SubjectName < n_X509SubjectName or i_X509Certificate < n_X509Certificate or i_X509CRL < n_X509CRL: raise _leftover(o)
                     s = -1
             if s == 2:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
+                    v = w.v; n = w.n
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
                     el = 'X509SKI'
-                    bits((1 << 1), 4)
+                    v = (v << 4) | (1 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509SKI[i_X509SKI])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
                     el = 'X509SubjectName'
-                    bits((2 << 1), 4)
+                    v = (v << 4) | (2 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
                     el = 'X509Certificate'
-                    bits((3 << 1), 4)
+                    v = (v << 4) | (3 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
                     el = 'X509CRL'
-                    bits((4 << 1), 4)
+                    v = (v << 4) | (4 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509CRL[i_X509CRL])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509CRL += 1
                     s = 11
                 elif True:
-                    bits(6, 3)
+                    v = (v << 3) | 6
+                    n += 3
                     if i_X509IssuerSerial < n_X509IssuerSerial or i_X509SKI < n_X509SKI or i_X509SubjectName < n_X509SubjectName or i_X509Certificate < n_X509Certificate or i_X509CRL < n_X509CRL: raise _leftover(o)
                     s = -1
             if s == 3:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
+                    v = w.v; n = w.n
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
                     el = 'X509SKI'
-                    bits((1 << 1), 4)
+                    v = (v << 4) | (1 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509SKI[i_X509SKI])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
                     el = 'X509SubjectName'
-                    bits((2 << 1), 4)
+                    v = (v << 4) | (2 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
                     el = 'X509Certificate'
-                    bits((3 << 1), 4)
+                    v = (v << 4) | (3 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
                     el = 'X509CRL'
-                    bits((4 << 1), 4)
+                    v = (v << 4) | (4 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509CRL[i_X509CRL])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509CRL += 1
                     s = 11
                 elif True:
-                    bits(6, 3)
+                    v = (v << 3) | 6
+                    n += 3
                     if i_X509IssuerSerial < n_X509IssuerSerial or i_X509SKI < n_X509SKI or i_X509SubjectName < n_X509SubjectName or i_X509Certificate < n_X509Certificate or i_X509CRL < n_X509CRL: raise _leftover(o)
                     s = -1
             if s == 4:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
+                    v = w.v; n = w.n
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
                     el = 'X509SKI'
-                    bits((1 << 1), 4)
+                    v = (v << 4) | (1 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509SKI[i_X509SKI])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
                     el = 'X509SubjectName'
-                    bits((2 << 1), 4)
+                    v = (v << 4) | (2 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
                     el = 'X509Certificate'
-                    bits((3 << 1), 4)
+                    v = (v << 4) | (3 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
                     el = 'X509CRL'
-                    bits((4 << 1), 4)
+                    v = (v << 4) | (4 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509CRL[i_X509CRL])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509CRL += 1
                     s = 11
                 elif True:
-                    bits(6, 3)
+                    v = (v << 3) | 6
+                    n += 3
                     if i_X509IssuerSerial < n_X509IssuerSerial or i_X509SKI < n_X509SKI or i_X509SubjectName < n_X509SubjectName or i_X509Certificate < n_X509Certificate or i_X509CRL < n_X509CRL: raise _leftover(o)
                     s = -1
             if s == 5:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
+                    v = w.v; n = w.n
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
                     el = 'X509SKI'
-                    bits((1 << 1), 4)
+                    v = (v << 4) | (1 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509SKI[i_X509SKI])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
                     el = 'X509SubjectName'
-                    bits((2 << 1), 4)
+                    v = (v << 4) | (2 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
                     el = 'X509Certificate'
-                    bits((3 << 1), 4)
+                    v = (v << 4) | (3 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
                     el = 'X509CRL'
-                    bits((4 << 1), 4)
+                    v = (v << 4) | (4 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509CRL[i_X509CRL])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509CRL += 1
                     s = 11
                 elif True:
-                    bits(6, 3)
+                    v = (v << 3) | 6
+                    n += 3
                     if i_X509IssuerSerial < n_X509IssuerSerial or i_X509SKI < n_X509SKI or i_X509SubjectName < n_X509SubjectName or i_X509Certificate < n_X509Certificate or i_X509CRL < n_X509CRL: raise _leftover(o)
                     s = -1
             if s == 6:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
+                    v = w.v; n = w.n
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
                     el = 'X509SKI'
-                    bits((1 << 1), 4)
+                    v = (v << 4) | (1 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509SKI[i_X509SKI])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
                     el = 'X509SubjectName'
-                    bits((2 << 1), 4)
+                    v = (v << 4) | (2 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
                     el = 'X509Certificate'
-                    bits((3 << 1), 4)
+                    v = (v << 4) | (3 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
                     el = 'X509CRL'
-                    bits((4 << 1), 4)
+                    v = (v << 4) | (4 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509CRL[i_X509CRL])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509CRL += 1
                     s = 11
                 elif True:
-                    bits(6, 3)
+                    v = (v << 3) | 6
+                    n += 3
                     if i_X509IssuerSerial < n_X509IssuerSerial or i_X509SKI < n_X509SKI or i_X509SubjectName < n_X509SubjectName or i_X509Certificate < n_X509Certificate or i_X509CRL < n_X509CRL: raise _leftover(o)
                     s = -1
             if s == 7:
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
                         el = 'X509IssuerSerial'
-                        bits(0, 3)
+                        v <<= 3
+                        n += 3
+                        w.v = v; w.n = n
                         _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
+                        v = w.v; n = w.n
                         i_X509IssuerSerial += 1
                     elif i_X509SKI < n_X509SKI:
                         el = 'X509SKI'
-                        bits((1 << 1), 4)
+                        v = (v << 4) | (1 << 1)
+                        n += 4
+                        w.v = v; w.n = n
                         w.binary(v_X509SKI[i_X509SKI])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_X509SKI += 1
                         s = 8
                         break
                     elif i_X509SubjectName < n_X509SubjectName:
                         el = 'X509SubjectName'
-                        bits((2 << 1), 4)
+                        v = (v << 4) | (2 << 1)
+                        n += 4
+                        w.v = v; w.n = n
                         w.string(v_X509SubjectName[i_X509SubjectName])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_X509SubjectName += 1
                         s = 9
                         break
                     elif i_X509Certificate < n_X509Certificate:
                         el = 'X509Certificate'
-                        bits((3 << 1), 4)
+                        v = (v << 4) | (3 << 1)
+                        n += 4
+                        w.v = v; w.n = n
                         w.binary(v_X509Certificate[i_X509Certificate])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_X509Certificate += 1
                         s = 10
                         break
                     elif i_X509CRL < n_X509CRL:
                         el = 'X509CRL'
-                        bits((4 << 1), 4)
+                        v = (v << 4) | (4 << 1)
+                        n += 4
+                        w.v = v; w.n = n
                         w.binary(v_X509CRL[i_X509CRL])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_X509CRL += 1
                         s = 11
                         break
                     elif True:
-                        bits(6, 3)
+                        v = (v << 3) | 6
+                        n += 3
                         if i_X509IssuerSerial < n_X509IssuerSerial or i_X509SKI < n_X509SKI or i_X509SubjectName < n_X509SubjectName or i_X509Certificate < n_X509Certificate or i_X509CRL < n_X509CRL: raise _leftover(o)
                         s = -1
                         break
@@ -4951,43 +7204,63 @@ def _e_X509DataType(w, o):
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
                         el = 'X509IssuerSerial'
-                        bits(0, 3)
+                        v <<= 3
+                        n += 3
+                        w.v = v; w.n = n
                         _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
+                        v = w.v; n = w.n
                         i_X509IssuerSerial += 1
                         s = 7
                         break
                     elif i_X509SKI < n_X509SKI:
                         el = 'X509SKI'
-                        bits((1 << 1), 4)
+                        v = (v << 4) | (1 << 1)
+                        n += 4
+                        w.v = v; w.n = n
                         w.binary(v_X509SKI[i_X509SKI])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_X509SKI += 1
                     elif i_X509SubjectName < n_X509SubjectName:
                         el = 'X509SubjectName'
-                        bits((2 << 1), 4)
+                        v = (v << 4) | (2 << 1)
+                        n += 4
+                        w.v = v; w.n = n
                         w.string(v_X509SubjectName[i_X509SubjectName])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_X509SubjectName += 1
                         s = 9
                         break
                     elif i_X509Certificate < n_X509Certificate:
                         el = 'X509Certificate'
-                        bits((3 << 1), 4)
+                        v = (v << 4) | (3 << 1)
+                        n += 4
+                        w.v = v; w.n = n
                         w.binary(v_X509Certificate[i_X509Certificate])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_X509Certificate += 1
                         s = 10
                         break
                     elif i_X509CRL < n_X509CRL:
                         el = 'X509CRL'
-                        bits((4 << 1), 4)
+                        v = (v << 4) | (4 << 1)
+                        n += 4
+                        w.v = v; w.n = n
                         w.binary(v_X509CRL[i_X509CRL])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_X509CRL += 1
                         s = 11
                         break
                     elif True:
-                        bits(6, 3)
+                        v = (v << 3) | 6
+                        n += 3
                         if i_X509IssuerSerial < n_X509IssuerSerial or i_X509SKI < n_X509SKI or i_X509SubjectName < n_X509SubjectName or i_X509Certificate < n_X509Certificate or i_X509CRL < n_X509CRL: raise _leftover(o)
                         s = -1
                         break
@@ -4995,43 +7268,63 @@ def _e_X509DataType(w, o):
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
                         el = 'X509IssuerSerial'
-                        bits(0, 3)
+                        v <<= 3
+                        n += 3
+                        w.v = v; w.n = n
                         _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
+                        v = w.v; n = w.n
                         i_X509IssuerSerial += 1
                         s = 7
                         break
                     elif i_X509SKI < n_X509SKI:
                         el = 'X509SKI'
-                        bits((1 << 1), 4)
+                        v = (v << 4) | (1 << 1)
+                        n += 4
+                        w.v = v; w.n = n
                         w.binary(v_X509SKI[i_X509SKI])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_X509SKI += 1
                         s = 8
                         break
                     elif i_X509SubjectName < n_X509SubjectName:
                         el = 'X509SubjectName'
-                        bits((2 << 1), 4)
+                        v = (v << 4) | (2 << 1)
+                        n += 4
+                        w.v = v; w.n = n
                         w.string(v_X509SubjectName[i_X509SubjectName])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_X509SubjectName += 1
                     elif i_X509Certificate < n_X509Certificate:
                         el = 'X509Certificate'
-                        bits((3 << 1), 4)
+                        v = (v << 4) | (3 << 1)
+                        n += 4
+                        w.v = v; w.n = n
                         w.binary(v_X509Certificate[i_X509Certificate])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_X509Certificate += 1
                         s = 10
                         break
                     elif i_X509CRL < n_X509CRL:
                         el = 'X509CRL'
-                        bits((4 << 1), 4)
+                        v = (v << 4) | (4 << 1)
+                        n += 4
+                        w.v = v; w.n = n
                         w.binary(v_X509CRL[i_X509CRL])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_X509CRL += 1
                         s = 11
                         break
                     elif True:
-                        bits(6, 3)
+                        v = (v << 3) | 6
+                        n += 3
                         if i_X509IssuerSerial < n_X509IssuerSerial or i_X509SKI < n_X509SKI or i_X509SubjectName < n_X509SubjectName or i_X509Certificate < n_X509Certificate or i_X509CRL < n_X509CRL: raise _leftover(o)
                         s = -1
                         break
@@ -5039,43 +7332,63 @@ def _e_X509DataType(w, o):
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
                         el = 'X509IssuerSerial'
-                        bits(0, 3)
+                        v <<= 3
+                        n += 3
+                        w.v = v; w.n = n
                         _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
+                        v = w.v; n = w.n
                         i_X509IssuerSerial += 1
                         s = 7
                         break
                     elif i_X509SKI < n_X509SKI:
                         el = 'X509SKI'
-                        bits((1 << 1), 4)
+                        v = (v << 4) | (1 << 1)
+                        n += 4
+                        w.v = v; w.n = n
                         w.binary(v_X509SKI[i_X509SKI])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_X509SKI += 1
                         s = 8
                         break
                     elif i_X509SubjectName < n_X509SubjectName:
                         el = 'X509SubjectName'
-                        bits((2 << 1), 4)
+                        v = (v << 4) | (2 << 1)
+                        n += 4
+                        w.v = v; w.n = n
                         w.string(v_X509SubjectName[i_X509SubjectName])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_X509SubjectName += 1
                         s = 9
                         break
                     elif i_X509Certificate < n_X509Certificate:
                         el = 'X509Certificate'
-                        bits((3 << 1), 4)
+                        v = (v << 4) | (3 << 1)
+                        n += 4
+                        w.v = v; w.n = n
                         w.binary(v_X509Certificate[i_X509Certificate])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_X509Certificate += 1
                     elif i_X509CRL < n_X509CRL:
                         el = 'X509CRL'
-                        bits((4 << 1), 4)
+                        v = (v << 4) | (4 << 1)
+                        n += 4
+                        w.v = v; w.n = n
                         w.binary(v_X509CRL[i_X509CRL])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_X509CRL += 1
                         s = 11
                         break
                     elif True:
-                        bits(6, 3)
+                        v = (v << 3) | 6
+                        n += 3
                         if i_X509IssuerSerial < n_X509IssuerSerial or i_X509SKI < n_X509SKI or i_X509SubjectName < n_X509SubjectName or i_X509Certificate < n_X509Certificate or i_X509CRL < n_X509CRL: raise _leftover(o)
                         s = -1
                         break
@@ -5083,139 +7396,206 @@ def _e_X509DataType(w, o):
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
                         el = 'X509IssuerSerial'
-                        bits(0, 3)
+                        v <<= 3
+                        n += 3
+                        w.v = v; w.n = n
                         _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
+                        v = w.v; n = w.n
                         i_X509IssuerSerial += 1
                         s = 7
                         break
                     elif i_X509SKI < n_X509SKI:
                         el = 'X509SKI'
-                        bits((1 << 1), 4)
+                        v = (v << 4) | (1 << 1)
+                        n += 4
+                        w.v = v; w.n = n
                         w.binary(v_X509SKI[i_X509SKI])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_X509SKI += 1
                         s = 8
                         break
                     elif i_X509SubjectName < n_X509SubjectName:
                         el = 'X509SubjectName'
-                        bits((2 << 1), 4)
+                        v = (v << 4) | (2 << 1)
+                        n += 4
+                        w.v = v; w.n = n
                         w.string(v_X509SubjectName[i_X509SubjectName])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_X509SubjectName += 1
                         s = 9
                         break
                     elif i_X509Certificate < n_X509Certificate:
                         el = 'X509Certificate'
-                        bits((3 << 1), 4)
+                        v = (v << 4) | (3 << 1)
+                        n += 4
+                        w.v = v; w.n = n
                         w.binary(v_X509Certificate[i_X509Certificate])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_X509Certificate += 1
                         s = 10
                         break
                     elif i_X509CRL < n_X509CRL:
                         el = 'X509CRL'
-                        bits((4 << 1), 4)
+                        v = (v << 4) | (4 << 1)
+                        n += 4
+                        w.v = v; w.n = n
                         w.binary(v_X509CRL[i_X509CRL])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_X509CRL += 1
                     elif True:
-                        bits(6, 3)
+                        v = (v << 3) | 6
+                        n += 3
                         if i_X509IssuerSerial < n_X509IssuerSerial or i_X509SKI < n_X509SKI or i_X509SubjectName < n_X509SubjectName or i_X509Certificate < n_X509Certificate or i_X509CRL < n_X509CRL: raise _leftover(o)
                         s = -1
                         break
             if s == 12:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
+                    v = w.v; n = w.n
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
                     el = 'X509SKI'
-                    bits((1 << 1), 4)
+                    v = (v << 4) | (1 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509SKI[i_X509SKI])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
                     el = 'X509SubjectName'
-                    bits((2 << 1), 4)
+                    v = (v << 4) | (2 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
                     el = 'X509Certificate'
-                    bits((3 << 1), 4)
+                    v = (v << 4) | (3 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
                     el = 'X509CRL'
-                    bits((4 << 1), 4)
+                    v = (v << 4) | (4 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509CRL[i_X509CRL])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509CRL += 1
                     s = 11
                 elif True:
-                    bits(6, 3)
+                    v = (v << 3) | 6
+                    n += 3
                     if i_X509IssuerSerial < n_X509IssuerSerial or i_X509SKI < n_X509SKI or i_X509SubjectName < n_X509SubjectName or i_X509Certificate < n_X509Certificate or i_X509CRL < n_X509CRL: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_X509IssuerSerialType(r):
     # {http://www.w3.org/2000/09/xmldsig#}X509IssuerSerialType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_X509IssuerName = None
     f_X509SerialNumber = None
     try:
-        x = bits(2)
-        if x & 3: raise r.deviation('X509IssuerSerialType')
+        p += 2
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 3
+        if x & 3: raise r.deviation('X509IssuerSerialType', p)
         el = 'X509IssuerName'
+        r.pos = p
         f_X509IssuerName = r.string(32)
-        x = bits(4)
-        if x & 14: raise r.deviation('X509IssuerSerialType')
+        p = r.pos
+        p += 4
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 15
+        if x & 14: raise r.deviation('X509IssuerSerialType', p)
         el = 'X509SerialNumber'
         _neg = (x & 1)
-        f_X509SerialNumber = r.uint()
+        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            p += 8
+            f_X509SerialNumber = (V >> (E - p)) & 127
+        else:
+            r.pos = p; f_X509SerialNumber = r.uint(); p = r.pos
+        p += 2
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 3
+        if x & 3: raise r.deviation('X509IssuerSerialType', p)
         if _neg: f_X509SerialNumber = -f_X509SerialNumber - 1
-        x = bits(2)
-        if x & 3: raise r.deviation('X509IssuerSerialType')
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.X509IssuerSerialType(f_X509IssuerName, f_X509SerialNumber)
 
 def _e_X509IssuerSerialType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}X509IssuerSerialType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_X509IssuerName = o.X509IssuerName
         v_X509SerialNumber = o.X509SerialNumber
         if v_X509IssuerName is not None:
             el = 'X509IssuerName'
-            bits(0, 2)
+            v <<= 2
+            n += 2
+            w.v = v; w.n = n
             w.string(v_X509IssuerName)
+            v = w.v; n = w.n
             if not (v_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
             el = 'X509SerialNumber'
             if type(v_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {v_X509SerialNumber!r}')
-            bits((v_X509SerialNumber < 0), 4)
+            v = (v << 4) | (v_X509SerialNumber < 0)
+            n += 4
             v_X509IssuerName = None
-            w.uint(-v_X509SerialNumber - 1 if v_X509SerialNumber < 0 else v_X509SerialNumber)
-            bits(0, 2)
+            _m = (-v_X509SerialNumber - 1 if v_X509SerialNumber < 0 else v_X509SerialNumber)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            v <<= 2
+            n += 2
             v_X509SerialNumber = None
             if v_X509IssuerName is not None or v_X509SerialNumber is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of X509IssuerName')
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_PGPDataType(r):
     # {http://www.w3.org/2000/09/xmldsig#}PGPDataType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_PGPKeyID = None
     f_PGPKeyPacket = None
@@ -5223,84 +7603,116 @@ def _d_PGPDataType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    if bits(1): raise r.deviation('PGPDataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('PGPDataType', p)
                     el = 'PGPKeyID'
+                    r.pos = p
                     f_PGPKeyID = r.binary()
-                    if bits(1): raise r.deviation('PGPDataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('PGPDataType', p)
                     s = 1
                 elif ec == 1:
-                    if bits(1): raise r.deviation('PGPDataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('PGPDataType', p)
                     el = 'PGPKeyPacket'
+                    r.pos = p
                     f_PGPKeyPacket = r.binary()
-                    if bits(1): raise r.deviation('PGPDataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('PGPDataType', p)
                     s = 2
                 else:
-                    raise r.deviation('PGPDataType')
+                    raise r.deviation('PGPDataType', p)
             if s == 1:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    if bits(1): raise r.deviation('PGPDataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('PGPDataType', p)
                     el = 'PGPKeyPacket'
+                    r.pos = p
                     f_PGPKeyPacket = r.binary()
-                    if bits(1): raise r.deviation('PGPDataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('PGPDataType', p)
                     s = 3
                 elif ec == 1:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 4
                 elif ec == 2:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('PGPDataType')
+                    raise r.deviation('PGPDataType', p)
             if s == 2:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 5
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('PGPDataType')
+                    raise r.deviation('PGPDataType', p)
             if s == 3:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 4
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('PGPDataType')
+                    raise r.deviation('PGPDataType', p)
             if s == 4:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 4
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('PGPDataType')
+                    raise r.deviation('PGPDataType', p)
             if s == 5:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 5
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('PGPDataType')
+                    raise r.deviation('PGPDataType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.PGPDataType(f_PGPKeyID, f_PGPKeyPacket)
 
 def _e_PGPDataType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}PGPDataType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_PGPKeyID = o.PGPKeyID
@@ -5310,16 +7722,24 @@ def _e_PGPDataType(w, o):
             if s == 0:
                 if v_PGPKeyID is not None:
                     el = 'PGPKeyID'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     w.binary(v_PGPKeyID)
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_PGPKeyID = None
                     s = 1
                 elif v_PGPKeyPacket is not None:
                     el = 'PGPKeyPacket'
-                    bits((1 << 1), 3)
+                    v = (v << 3) | (1 << 1)
+                    n += 3
+                    w.v = v; w.n = n
                     w.binary(v_PGPKeyPacket)
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_PGPKeyPacket = None
                     s = 2
                 else:
@@ -5327,96 +7747,138 @@ def _e_PGPDataType(w, o):
             if s == 1:
                 if v_PGPKeyPacket is not None:
                     el = 'PGPKeyPacket'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     w.binary(v_PGPKeyPacket)
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_PGPKeyPacket = None
                     s = 3
                 elif True:
-                    bits(2, 2)
+                    v = (v << 2) | 2
+                    n += 2
                     if v_PGPKeyID is not None or v_PGPKeyPacket is not None: raise _leftover(o)
                     s = -1
             if s == 2:
                 if True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_PGPKeyID is not None or v_PGPKeyPacket is not None: raise _leftover(o)
                     s = -1
             if s == 3:
                 if True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_PGPKeyID is not None or v_PGPKeyPacket is not None: raise _leftover(o)
                     s = -1
             if s == 4:
                 if True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_PGPKeyID is not None or v_PGPKeyPacket is not None: raise _leftover(o)
                     s = -1
             if s == 5:
                 if True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_PGPKeyID is not None or v_PGPKeyPacket is not None: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_SPKIDataType(r):
     # {http://www.w3.org/2000/09/xmldsig#}SPKIDataType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_SPKISexp = []
     try:
         s = 0
         while s >= 0:
             if s == 0:
-                x = bits(2)
-                if x & 3: raise r.deviation('SPKIDataType')
+                p += 2
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('SPKIDataType', p)
                 el = 'SPKISexp'
+                r.pos = p
                 _v = r.binary()
-                if bits(1): raise r.deviation('SPKIDataType')
+                p = r.pos
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
                 f_SPKISexp.append(_v)
                 s = 1
             if s == 1:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    if bits(1): raise r.deviation('SPKIDataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
                     el = 'SPKISexp'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('SPKIDataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
                     f_SPKISexp.append(_v)
                     s = 3
                 elif ec == 1:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 2
                 elif ec == 2:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('SPKIDataType')
+                    raise r.deviation('SPKIDataType', p)
             if s == 2:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    if bits(1): raise r.deviation('SPKIDataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
                     el = 'SPKISexp'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('SPKIDataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
                     f_SPKISexp.append(_v)
                     s = 3
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('SPKIDataType')
+                    raise r.deviation('SPKIDataType', p)
             if s == 3:
                 while True:
-                    ec = bits(2)
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 3
                     if ec == 0:
-                        if bits(1): raise r.deviation('SPKIDataType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
                         el = 'SPKISexp'
+                        r.pos = p
                         _v = r.binary()
-                        if bits(1): raise r.deviation('SPKIDataType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
                         f_SPKISexp.append(_v)
                     elif ec == 1:
-                        raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                        raise DecodeError('wildcard content (SEW) is not supported', p)
                         s = 4
                         break
                     elif ec == 2:
@@ -5424,28 +7886,38 @@ def _d_SPKIDataType(r):
                         s = -1
                         break
                     else:
-                        raise r.deviation('SPKIDataType')
+                        raise r.deviation('SPKIDataType', p)
             if s == 4:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    if bits(1): raise r.deviation('SPKIDataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
                     el = 'SPKISexp'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('SPKIDataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
                     f_SPKISexp.append(_v)
                     s = 3
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('SPKIDataType')
+                    raise r.deviation('SPKIDataType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.SPKIDataType(f_SPKISexp)
 
 def _e_SPKIDataType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}SPKIDataType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_SPKISexp = o.SPKISexp
@@ -5456,9 +7928,13 @@ def _e_SPKIDataType(w, o):
             if s == 0:
                 if i_SPKISexp < n_SPKISexp:
                     el = 'SPKISexp'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     w.binary(v_SPKISexp[i_SPKISexp])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_SPKISexp += 1
                     s = 1
                 else:
@@ -5466,58 +7942,81 @@ def _e_SPKIDataType(w, o):
             if s == 1:
                 if i_SPKISexp < n_SPKISexp:
                     el = 'SPKISexp'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     w.binary(v_SPKISexp[i_SPKISexp])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_SPKISexp += 1
                     s = 3
                 elif True:
-                    bits(2, 2)
+                    v = (v << 2) | 2
+                    n += 2
                     if i_SPKISexp < n_SPKISexp: raise _leftover(o)
                     s = -1
             if s == 2:
                 if i_SPKISexp < n_SPKISexp:
                     el = 'SPKISexp'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     w.binary(v_SPKISexp[i_SPKISexp])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_SPKISexp += 1
                     s = 3
                 elif True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if i_SPKISexp < n_SPKISexp: raise _leftover(o)
                     s = -1
             if s == 3:
                 while True:
                     if i_SPKISexp < n_SPKISexp:
                         el = 'SPKISexp'
-                        bits(0, 3)
+                        v <<= 3
+                        n += 3
+                        w.v = v; w.n = n
                         w.binary(v_SPKISexp[i_SPKISexp])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_SPKISexp += 1
                     elif True:
-                        bits(2, 2)
+                        v = (v << 2) | 2
+                        n += 2
                         if i_SPKISexp < n_SPKISexp: raise _leftover(o)
                         s = -1
                         break
             if s == 4:
                 if i_SPKISexp < n_SPKISexp:
                     el = 'SPKISexp'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     w.binary(v_SPKISexp[i_SPKISexp])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_SPKISexp += 1
                     s = 3
                 elif True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if i_SPKISexp < n_SPKISexp: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_ObjectType(r, key):
     # {http://www.w3.org/2000/09/xmldsig#}ObjectType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Encoding = None
     f_Id = None
@@ -5526,114 +8025,152 @@ def _d_ObjectType(r, key):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = '@Encoding'
+                    r.pos = p
                     f_Encoding = r.string(37)
+                    p = r.pos
                     s = 1
                 elif ec == 1:
                     el = '@Id'
+                    r.pos = p
                     f_Id = r.string(3)
+                    p = r.pos
                     s = 2
                 elif ec == 2:
                     el = '@MimeType'
+                    r.pos = p
                     f_MimeType = r.string(38)
+                    p = r.pos
                     s = 3
                 elif ec == 3:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 5
                 elif ec == 4:
                     pass
                     s = -1
                 elif ec == 5:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 4
                 else:
-                    raise r.deviation('ObjectType')
+                    raise r.deviation('ObjectType', p)
             if s == 1:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = '@Id'
+                    r.pos = p
                     f_Id = r.string(3)
+                    p = r.pos
                     s = 2
                 elif ec == 1:
                     el = '@MimeType'
+                    r.pos = p
                     f_MimeType = r.string(38)
+                    p = r.pos
                     s = 3
                 elif ec == 2:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 5
                 elif ec == 3:
                     pass
                     s = -1
                 elif ec == 4:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 4
                 else:
-                    raise r.deviation('ObjectType')
+                    raise r.deviation('ObjectType', p)
             if s == 2:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = '@MimeType'
+                    r.pos = p
                     f_MimeType = r.string(38)
+                    p = r.pos
                     s = 3
                 elif ec == 1:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 5
                 elif ec == 2:
                     pass
                     s = -1
                 elif ec == 3:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 4
                 else:
-                    raise r.deviation('ObjectType')
+                    raise r.deviation('ObjectType', p)
             if s == 3:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 5
                 elif ec == 1:
                     pass
                     s = -1
                 elif ec == 2:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 4
                 else:
-                    raise r.deviation('ObjectType')
+                    raise r.deviation('ObjectType', p)
             if s == 4:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 5
                 elif ec == 1:
                     pass
                     s = -1
                 elif ec == 2:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 4
                 else:
-                    raise r.deviation('ObjectType')
+                    raise r.deviation('ObjectType', p)
             if s == 5:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 5
                 elif ec == 1:
                     pass
                     s = -1
                 elif ec == 2:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 5
                 else:
-                    raise r.deviation('ObjectType')
+                    raise r.deviation('ObjectType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.ObjectType(f_Encoding, f_Id, f_MimeType)
 
 def _e_ObjectType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}ObjectType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Encoding = o.Encoding
@@ -5644,75 +8181,102 @@ def _e_ObjectType(w, o):
             if s == 0:
                 if v_Encoding is not None:
                     el = '@Encoding'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     w.string(v_Encoding)
+                    v = w.v; n = w.n
                     v_Encoding = None
                     s = 1
                 elif v_Id is not None:
                     el = '@Id'
-                    bits(1, 3)
+                    v = (v << 3) | 1
+                    n += 3
+                    w.v = v; w.n = n
                     w.string(v_Id)
+                    v = w.v; n = w.n
                     v_Id = None
                     s = 2
                 elif v_MimeType is not None:
                     el = '@MimeType'
-                    bits(2, 3)
+                    v = (v << 3) | 2
+                    n += 3
+                    w.v = v; w.n = n
                     w.string(v_MimeType)
+                    v = w.v; n = w.n
                     v_MimeType = None
                     s = 3
                 elif True:
-                    bits(4, 3)
+                    v = (v << 3) | 4
+                    n += 3
                     if v_Encoding is not None or v_Id is not None or v_MimeType is not None: raise _leftover(o)
                     s = -1
             if s == 1:
                 if v_Id is not None:
                     el = '@Id'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     w.string(v_Id)
+                    v = w.v; n = w.n
                     v_Id = None
                     s = 2
                 elif v_MimeType is not None:
                     el = '@MimeType'
-                    bits(1, 3)
+                    v = (v << 3) | 1
+                    n += 3
+                    w.v = v; w.n = n
                     w.string(v_MimeType)
+                    v = w.v; n = w.n
                     v_MimeType = None
                     s = 3
                 elif True:
-                    bits(3, 3)
+                    v = (v << 3) | 3
+                    n += 3
                     if v_Encoding is not None or v_Id is not None or v_MimeType is not None: raise _leftover(o)
                     s = -1
             if s == 2:
                 if v_MimeType is not None:
                     el = '@MimeType'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     w.string(v_MimeType)
+                    v = w.v; n = w.n
                     v_MimeType = None
                     s = 3
                 elif True:
-                    bits(2, 3)
+                    v = (v << 3) | 2
+                    n += 3
                     if v_Encoding is not None or v_Id is not None or v_MimeType is not None: raise _leftover(o)
                     s = -1
             if s == 3:
                 if True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_Encoding is not None or v_Id is not None or v_MimeType is not None: raise _leftover(o)
                     s = -1
             if s == 4:
                 if True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_Encoding is not None or v_Id is not None or v_MimeType is not None: raise _leftover(o)
                     s = -1
             if s == 5:
                 if True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_Encoding is not None or v_Id is not None or v_MimeType is not None: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_ACDP_ConnectResType(r):
     # {urn:iso:std:iso:15118:-20:ACDP}ACDP_ConnectResType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Header = None
     f_ResponseCode = None
@@ -5720,32 +8284,40 @@ def _d_ACDP_ConnectResType(r):
     f_EVSEElectricalChargingDeviceStatus = None
     f_EVSEMechanicalChargingDeviceStatus = None
     try:
-        if bits(1): raise r.deviation('ACDP_ConnectResType')
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('ACDP_ConnectResType', p)
         el = 'Header'
+        r.pos = p
         f_Header = _d_MessageHeaderType(r)
-        x = bits(25)
-        if x & 25284211: raise r.deviation('ACDP_ConnectResType')
+        p = r.pos
+        p += 25
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 33554431
+        if x & 25284211: raise r.deviation('ACDP_ConnectResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 17) & 63)
-        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
+        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', p)
         f_ResponseCode = _E2[f_ResponseCode]
         el = 'EVSEProcessing'
         f_EVSEProcessing = ((x >> 12) & 3)
-        if f_EVSEProcessing >= 3: raise DecodeError(f'enumeration index {f_EVSEProcessing} out of range (3 values)', r.pos)
+        if f_EVSEProcessing >= 3: raise DecodeError(f'enumeration index {f_EVSEProcessing} out of range (3 values)', p)
         f_EVSEProcessing = _E3[f_EVSEProcessing]
         el = 'EVSEElectricalChargingDeviceStatus'
         f_EVSEElectricalChargingDeviceStatus = _E0[((x >> 7) & 3)]
         el = 'EVSEMechanicalChargingDeviceStatus'
         f_EVSEMechanicalChargingDeviceStatus = ((x >> 2) & 3)
-        if f_EVSEMechanicalChargingDeviceStatus >= 3: raise DecodeError(f'enumeration index {f_EVSEMechanicalChargingDeviceStatus} out of range (3 values)', r.pos)
+        if f_EVSEMechanicalChargingDeviceStatus >= 3: raise DecodeError(f'enumeration index {f_EVSEMechanicalChargingDeviceStatus} out of range (3 values)', p)
         f_EVSEMechanicalChargingDeviceStatus = _E4[f_EVSEMechanicalChargingDeviceStatus]
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_acdp.ACDP_ConnectResType(f_Header, f_ResponseCode, f_EVSEProcessing, f_EVSEElectricalChargingDeviceStatus, f_EVSEMechanicalChargingDeviceStatus)
 
 def _e_ACDP_ConnectResType(w, o):
     # {urn:iso:std:iso:15118:-20:ACDP}ACDP_ConnectResType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Header = o.Header
@@ -5755,8 +8327,11 @@ def _e_ACDP_ConnectResType(w, o):
         v_EVSEMechanicalChargingDeviceStatus = o.EVSEMechanicalChargingDeviceStatus
         if v_Header is not None:
             el = 'Header'
-            bits(0, 1)
+            v <<= 1
+            n += 1
+            w.v = v; w.n = n
             _e_MessageHeaderType(w, v_Header)
+            v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
             _i2 = _I5.get(v_ResponseCode)
@@ -5773,7 +8348,8 @@ def _e_ACDP_ConnectResType(w, o):
             el = 'EVSEMechanicalChargingDeviceStatus'
             _i5 = _I7.get(v_EVSEMechanicalChargingDeviceStatus)
             if _i5 is None: raise EncodeError(f'{v_EVSEMechanicalChargingDeviceStatus!r} is not one of the enumeration mechanicalChargingDeviceStatusType')
-            bits((_i2 << 17) | (_i3 << 12) | (_i4 << 7) | (_i5 << 2), 25)
+            v = (v << 25) | (_i2 << 17) | (_i3 << 12) | (_i4 << 7) | (_i5 << 2)
+            n += 25
             v_Header = None
             v_ResponseCode = None
             v_EVSEProcessing = None
@@ -5782,98 +8358,138 @@ def _e_ACDP_ConnectResType(w, o):
             if v_Header is not None or v_ResponseCode is not None or v_EVSEProcessing is not None or v_EVSEElectricalChargingDeviceStatus is not None or v_EVSEMechanicalChargingDeviceStatus is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of Header')
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_V2GResponseType(r):
     # {urn:iso:std:iso:15118:-20:CommonTypes}V2GResponseType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Header = None
     f_ResponseCode = None
     try:
-        if bits(1): raise r.deviation('V2GResponseType')
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('V2GResponseType', p)
         el = 'Header'
+        r.pos = p
         f_Header = _d_MessageHeaderType(r)
-        x = bits(10)
-        if x & 771: raise r.deviation('V2GResponseType')
+        p = r.pos
+        p += 10
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 1023
+        if x & 771: raise r.deviation('V2GResponseType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 63)
-        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
+        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', p)
         f_ResponseCode = _E2[f_ResponseCode]
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.V2GResponseType(f_Header, f_ResponseCode)
 
 def _e_V2GResponseType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonTypes}V2GResponseType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Header = o.Header
         v_ResponseCode = o.ResponseCode
         if v_Header is not None:
             el = 'Header'
-            bits(0, 1)
+            v <<= 1
+            n += 1
+            w.v = v; w.n = n
             _e_MessageHeaderType(w, v_Header)
+            v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
             _i6 = _I5.get(v_ResponseCode)
             if _i6 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-            bits((_i6 << 2), 10)
+            v = (v << 10) | (_i6 << 2)
+            n += 10
             v_Header = None
             v_ResponseCode = None
             if v_Header is not None or v_ResponseCode is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of Header')
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_ACDP_SystemStatusReqType(r):
     # {urn:iso:std:iso:15118:-20:ACDP}ACDP_SystemStatusReqType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Header = None
     f_EVTechnicalStatus = None
     try:
-        if bits(1): raise r.deviation('ACDP_SystemStatusReqType')
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('ACDP_SystemStatusReqType', p)
         el = 'Header'
+        r.pos = p
         f_Header = _d_MessageHeaderType(r)
-        if bits(1): raise r.deviation('ACDP_SystemStatusReqType')
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('ACDP_SystemStatusReqType', p)
         el = 'EVTechnicalStatus'
+        r.pos = p
         f_EVTechnicalStatus = _d_EVTechnicalStatusType(r)
-        if bits(1): raise r.deviation('ACDP_SystemStatusReqType')
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('ACDP_SystemStatusReqType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_acdp.ACDP_SystemStatusReqType(f_Header, f_EVTechnicalStatus)
 
 def _e_ACDP_SystemStatusReqType(w, o):
     # {urn:iso:std:iso:15118:-20:ACDP}ACDP_SystemStatusReqType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Header = o.Header
         v_EVTechnicalStatus = o.EVTechnicalStatus
         if v_Header is not None:
             el = 'Header'
-            bits(0, 1)
+            v <<= 1
+            n += 1
+            w.v = v; w.n = n
             _e_MessageHeaderType(w, v_Header)
+            v = w.v; n = w.n
             if not (v_EVTechnicalStatus is not None): raise EncodeError('missing content: EVTechnicalStatus')
             el = 'EVTechnicalStatus'
-            bits(0, 1)
+            v <<= 1
+            n += 1
             v_Header = None
+            w.v = v; w.n = n
             _e_EVTechnicalStatusType(w, v_EVTechnicalStatus)
-            bits(0, 1)
+            v = w.v; n = w.n
+            v <<= 1
+            n += 1
             v_EVTechnicalStatus = None
             if v_Header is not None or v_EVTechnicalStatus is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of Header')
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_EVTechnicalStatusType(r):
     # {urn:iso:std:iso:15118:-20:ACDP}EVTechnicalStatusType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_EVReadyToCharge = None
     f_EVImmobilizationRequest = None
@@ -5887,51 +8503,67 @@ def _d_EVTechnicalStatusType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                x = bits(8)
-                if x & 221: raise r.deviation('EVTechnicalStatusType')
+                p += 8
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 255
+                if x & 221: raise r.deviation('EVTechnicalStatusType', p)
                 el = 'EVReadyToCharge'
                 f_EVReadyToCharge = ((x >> 5) & 1) == 1
                 el = 'EVImmobilizationRequest'
                 f_EVImmobilizationRequest = ((x >> 1) & 1) == 1
                 s = 2
             if s == 2:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    x = bits(3)
-                    if x & 5: raise r.deviation('EVTechnicalStatusType')
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 5: raise r.deviation('EVTechnicalStatusType', p)
                     el = 'EVImmobilized'
                     f_EVImmobilized = ((x >> 1) & 1) == 1
                     s = 3
                 elif ec == 1:
                     el = 'EVWLANStrength'
+                    r.pos = p
                     f_EVWLANStrength = _d_RationalNumberType(r)
+                    p = r.pos
                     s = 4
                 elif ec == 2:
-                    x = bits(5)
-                    if x & 17: raise r.deviation('EVTechnicalStatusType')
+                    p += 5
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 31
+                    if x & 17: raise r.deviation('EVTechnicalStatusType', p)
                     el = 'EVCPStatus'
                     f_EVCPStatus = ((x >> 1) & 7)
-                    if f_EVCPStatus >= 5: raise DecodeError(f'enumeration index {f_EVCPStatus} out of range (5 values)', r.pos)
+                    if f_EVCPStatus >= 5: raise DecodeError(f'enumeration index {f_EVCPStatus} out of range (5 values)', p)
                     f_EVCPStatus = _E8[f_EVCPStatus]
                     s = 5
                 elif ec == 3:
-                    x = bits(9)
-                    if x & 257: raise r.deviation('EVTechnicalStatusType')
+                    p += 9
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 511
+                    if x & 257: raise r.deviation('EVTechnicalStatusType', p)
                     el = 'EVSOC'
                     f_EVSOC = ((x >> 1) & 127)
-                    if f_EVSOC > 100: raise DecodeError(f'value {f_EVSOC} above maximum 100', r.pos)
+                    if f_EVSOC > 100: raise DecodeError(f'value {f_EVSOC} above maximum 100', p)
                     s = 6
                 elif ec == 4:
-                    x = bits(6)
-                    if x & 33: raise r.deviation('EVTechnicalStatusType')
+                    p += 6
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 63
+                    if x & 33: raise r.deviation('EVTechnicalStatusType', p)
                     el = 'EVErrorCode'
                     f_EVErrorCode = ((x >> 1) & 15)
-                    if f_EVErrorCode >= 10: raise DecodeError(f'enumeration index {f_EVErrorCode} out of range (10 values)', r.pos)
+                    if f_EVErrorCode >= 10: raise DecodeError(f'enumeration index {f_EVErrorCode} out of range (10 values)', p)
                     f_EVErrorCode = _E9[f_EVErrorCode]
                     s = 7
                 elif ec == 5:
-                    x = bits(3)
-                    if x & 5: raise r.deviation('EVTechnicalStatusType')
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 5: raise r.deviation('EVTechnicalStatusType', p)
                     el = 'EVTimeout'
                     f_EVTimeout = ((x >> 1) & 1) == 1
                     s = 8
@@ -5939,39 +8571,51 @@ def _d_EVTechnicalStatusType(r):
                     pass
                     s = -1
                 else:
-                    raise r.deviation('EVTechnicalStatusType')
+                    raise r.deviation('EVTechnicalStatusType', p)
             if s == 3:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'EVWLANStrength'
+                    r.pos = p
                     f_EVWLANStrength = _d_RationalNumberType(r)
+                    p = r.pos
                     s = 4
                 elif ec == 1:
-                    x = bits(5)
-                    if x & 17: raise r.deviation('EVTechnicalStatusType')
+                    p += 5
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 31
+                    if x & 17: raise r.deviation('EVTechnicalStatusType', p)
                     el = 'EVCPStatus'
                     f_EVCPStatus = ((x >> 1) & 7)
-                    if f_EVCPStatus >= 5: raise DecodeError(f'enumeration index {f_EVCPStatus} out of range (5 values)', r.pos)
+                    if f_EVCPStatus >= 5: raise DecodeError(f'enumeration index {f_EVCPStatus} out of range (5 values)', p)
                     f_EVCPStatus = _E8[f_EVCPStatus]
                     s = 5
                 elif ec == 2:
-                    x = bits(9)
-                    if x & 257: raise r.deviation('EVTechnicalStatusType')
+                    p += 9
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 511
+                    if x & 257: raise r.deviation('EVTechnicalStatusType', p)
                     el = 'EVSOC'
                     f_EVSOC = ((x >> 1) & 127)
-                    if f_EVSOC > 100: raise DecodeError(f'value {f_EVSOC} above maximum 100', r.pos)
+                    if f_EVSOC > 100: raise DecodeError(f'value {f_EVSOC} above maximum 100', p)
                     s = 6
                 elif ec == 3:
-                    x = bits(6)
-                    if x & 33: raise r.deviation('EVTechnicalStatusType')
+                    p += 6
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 63
+                    if x & 33: raise r.deviation('EVTechnicalStatusType', p)
                     el = 'EVErrorCode'
                     f_EVErrorCode = ((x >> 1) & 15)
-                    if f_EVErrorCode >= 10: raise DecodeError(f'enumeration index {f_EVErrorCode} out of range (10 values)', r.pos)
+                    if f_EVErrorCode >= 10: raise DecodeError(f'enumeration index {f_EVErrorCode} out of range (10 values)', p)
                     f_EVErrorCode = _E9[f_EVErrorCode]
                     s = 7
                 elif ec == 4:
-                    x = bits(3)
-                    if x & 5: raise r.deviation('EVTechnicalStatusType')
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 5: raise r.deviation('EVTechnicalStatusType', p)
                     el = 'EVTimeout'
                     f_EVTimeout = ((x >> 1) & 1) == 1
                     s = 8
@@ -5979,35 +8623,45 @@ def _d_EVTechnicalStatusType(r):
                     pass
                     s = -1
                 else:
-                    raise r.deviation('EVTechnicalStatusType')
+                    raise r.deviation('EVTechnicalStatusType', p)
             if s == 4:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    x = bits(5)
-                    if x & 17: raise r.deviation('EVTechnicalStatusType')
+                    p += 5
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 31
+                    if x & 17: raise r.deviation('EVTechnicalStatusType', p)
                     el = 'EVCPStatus'
                     f_EVCPStatus = ((x >> 1) & 7)
-                    if f_EVCPStatus >= 5: raise DecodeError(f'enumeration index {f_EVCPStatus} out of range (5 values)', r.pos)
+                    if f_EVCPStatus >= 5: raise DecodeError(f'enumeration index {f_EVCPStatus} out of range (5 values)', p)
                     f_EVCPStatus = _E8[f_EVCPStatus]
                     s = 5
                 elif ec == 1:
-                    x = bits(9)
-                    if x & 257: raise r.deviation('EVTechnicalStatusType')
+                    p += 9
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 511
+                    if x & 257: raise r.deviation('EVTechnicalStatusType', p)
                     el = 'EVSOC'
                     f_EVSOC = ((x >> 1) & 127)
-                    if f_EVSOC > 100: raise DecodeError(f'value {f_EVSOC} above maximum 100', r.pos)
+                    if f_EVSOC > 100: raise DecodeError(f'value {f_EVSOC} above maximum 100', p)
                     s = 6
                 elif ec == 2:
-                    x = bits(6)
-                    if x & 33: raise r.deviation('EVTechnicalStatusType')
+                    p += 6
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 63
+                    if x & 33: raise r.deviation('EVTechnicalStatusType', p)
                     el = 'EVErrorCode'
                     f_EVErrorCode = ((x >> 1) & 15)
-                    if f_EVErrorCode >= 10: raise DecodeError(f'enumeration index {f_EVErrorCode} out of range (10 values)', r.pos)
+                    if f_EVErrorCode >= 10: raise DecodeError(f'enumeration index {f_EVErrorCode} out of range (10 values)', p)
                     f_EVErrorCode = _E9[f_EVErrorCode]
                     s = 7
                 elif ec == 3:
-                    x = bits(3)
-                    if x & 5: raise r.deviation('EVTechnicalStatusType')
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 5: raise r.deviation('EVTechnicalStatusType', p)
                     el = 'EVTimeout'
                     f_EVTimeout = ((x >> 1) & 1) == 1
                     s = 8
@@ -6015,27 +8669,35 @@ def _d_EVTechnicalStatusType(r):
                     pass
                     s = -1
                 else:
-                    raise r.deviation('EVTechnicalStatusType')
+                    raise r.deviation('EVTechnicalStatusType', p)
             if s == 5:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    x = bits(9)
-                    if x & 257: raise r.deviation('EVTechnicalStatusType')
+                    p += 9
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 511
+                    if x & 257: raise r.deviation('EVTechnicalStatusType', p)
                     el = 'EVSOC'
                     f_EVSOC = ((x >> 1) & 127)
-                    if f_EVSOC > 100: raise DecodeError(f'value {f_EVSOC} above maximum 100', r.pos)
+                    if f_EVSOC > 100: raise DecodeError(f'value {f_EVSOC} above maximum 100', p)
                     s = 6
                 elif ec == 1:
-                    x = bits(6)
-                    if x & 33: raise r.deviation('EVTechnicalStatusType')
+                    p += 6
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 63
+                    if x & 33: raise r.deviation('EVTechnicalStatusType', p)
                     el = 'EVErrorCode'
                     f_EVErrorCode = ((x >> 1) & 15)
-                    if f_EVErrorCode >= 10: raise DecodeError(f'enumeration index {f_EVErrorCode} out of range (10 values)', r.pos)
+                    if f_EVErrorCode >= 10: raise DecodeError(f'enumeration index {f_EVErrorCode} out of range (10 values)', p)
                     f_EVErrorCode = _E9[f_EVErrorCode]
                     s = 7
                 elif ec == 2:
-                    x = bits(3)
-                    if x & 5: raise r.deviation('EVTechnicalStatusType')
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 5: raise r.deviation('EVTechnicalStatusType', p)
                     el = 'EVTimeout'
                     f_EVTimeout = ((x >> 1) & 1) == 1
                     s = 8
@@ -6043,20 +8705,26 @@ def _d_EVTechnicalStatusType(r):
                     pass
                     s = -1
                 else:
-                    raise r.deviation('EVTechnicalStatusType')
+                    raise r.deviation('EVTechnicalStatusType', p)
             if s == 6:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    x = bits(6)
-                    if x & 33: raise r.deviation('EVTechnicalStatusType')
+                    p += 6
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 63
+                    if x & 33: raise r.deviation('EVTechnicalStatusType', p)
                     el = 'EVErrorCode'
                     f_EVErrorCode = ((x >> 1) & 15)
-                    if f_EVErrorCode >= 10: raise DecodeError(f'enumeration index {f_EVErrorCode} out of range (10 values)', r.pos)
+                    if f_EVErrorCode >= 10: raise DecodeError(f'enumeration index {f_EVErrorCode} out of range (10 values)', p)
                     f_EVErrorCode = _E9[f_EVErrorCode]
                     s = 7
                 elif ec == 1:
-                    x = bits(3)
-                    if x & 5: raise r.deviation('EVTechnicalStatusType')
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 5: raise r.deviation('EVTechnicalStatusType', p)
                     el = 'EVTimeout'
                     f_EVTimeout = ((x >> 1) & 1) == 1
                     s = 8
@@ -6064,12 +8732,16 @@ def _d_EVTechnicalStatusType(r):
                     pass
                     s = -1
                 else:
-                    raise r.deviation('EVTechnicalStatusType')
+                    raise r.deviation('EVTechnicalStatusType', p)
             if s == 7:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    x = bits(3)
-                    if x & 5: raise r.deviation('EVTechnicalStatusType')
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 5: raise r.deviation('EVTechnicalStatusType', p)
                     el = 'EVTimeout'
                     f_EVTimeout = ((x >> 1) & 1) == 1
                     s = 8
@@ -6077,17 +8749,21 @@ def _d_EVTechnicalStatusType(r):
                     pass
                     s = -1
                 else:
-                    raise r.deviation('EVTechnicalStatusType')
+                    raise r.deviation('EVTechnicalStatusType', p)
             if s == 8:
-                if bits(1): raise r.deviation('EVTechnicalStatusType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('EVTechnicalStatusType', p)
                 s = -1
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_acdp.EVTechnicalStatusType(f_EVReadyToCharge, f_EVImmobilizationRequest, f_EVImmobilized, f_EVWLANStrength, f_EVCPStatus, f_EVSOC, f_EVErrorCode, f_EVTimeout)
 
 def _e_EVTechnicalStatusType(w, o):
     # {urn:iso:std:iso:15118:-20:ACDP}EVTechnicalStatusType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_EVReadyToCharge = o.EVReadyToCharge
@@ -6107,7 +8783,8 @@ def _e_EVTechnicalStatusType(w, o):
                     if not (v_EVImmobilizationRequest is not None): raise EncodeError('missing content: EVImmobilizationRequest')
                     el = 'EVImmobilizationRequest'
                     if v_EVImmobilizationRequest is not True and v_EVImmobilizationRequest is not False: raise EncodeError(f'expected a bool, got {v_EVImmobilizationRequest!r}')
-                    bits((v_EVReadyToCharge << 5) | (v_EVImmobilizationRequest << 1), 8)
+                    v = (v << 8) | (v_EVReadyToCharge << 5) | (v_EVImmobilizationRequest << 1)
+                    n += 8
                     v_EVReadyToCharge = None
                     v_EVImmobilizationRequest = None
                     s = 2
@@ -6117,80 +8794,97 @@ def _e_EVTechnicalStatusType(w, o):
                 if v_EVImmobilized is not None:
                     el = 'EVImmobilized'
                     if v_EVImmobilized is not True and v_EVImmobilized is not False: raise EncodeError(f'expected a bool, got {v_EVImmobilized!r}')
-                    bits((v_EVImmobilized << 1), 6)
+                    v = (v << 6) | (v_EVImmobilized << 1)
+                    n += 6
                     v_EVImmobilized = None
                     s = 3
                 elif v_EVWLANStrength is not None:
                     el = 'EVWLANStrength'
-                    bits(1, 3)
+                    v = (v << 3) | 1
+                    n += 3
+                    w.v = v; w.n = n
                     _e_RationalNumberType(w, v_EVWLANStrength)
+                    v = w.v; n = w.n
                     v_EVWLANStrength = None
                     s = 4
                 elif v_EVCPStatus is not None:
                     el = 'EVCPStatus'
                     _i7 = _I10.get(v_EVCPStatus)
                     if _i7 is None: raise EncodeError(f'{v_EVCPStatus!r} is not one of the enumeration cpStatusType')
-                    bits((2 << 5) | (_i7 << 1), 8)
+                    v = (v << 8) | (2 << 5) | (_i7 << 1)
+                    n += 8
                     v_EVCPStatus = None
                     s = 5
                 elif v_EVSOC is not None:
                     el = 'EVSOC'
                     if not 0 <= v_EVSOC <= 100: raise EncodeError(f'value {v_EVSOC!r} outside [0, 100]')
-                    bits((3 << 9) | (v_EVSOC << 1), 12)
+                    v = (v << 12) | (3 << 9) | (v_EVSOC << 1)
+                    n += 12
                     v_EVSOC = None
                     s = 6
                 elif v_EVErrorCode is not None:
                     el = 'EVErrorCode'
                     _i8 = _I11.get(v_EVErrorCode)
                     if _i8 is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration errorCodeType')
-                    bits((4 << 6) | (_i8 << 1), 9)
+                    v = (v << 9) | (4 << 6) | (_i8 << 1)
+                    n += 9
                     v_EVErrorCode = None
                     s = 7
                 elif v_EVTimeout is not None:
                     el = 'EVTimeout'
                     if v_EVTimeout is not True and v_EVTimeout is not False: raise EncodeError(f'expected a bool, got {v_EVTimeout!r}')
-                    bits((5 << 3) | (v_EVTimeout << 1), 6)
+                    v = (v << 6) | (5 << 3) | (v_EVTimeout << 1)
+                    n += 6
                     v_EVTimeout = None
                     s = 8
                 elif True:
-                    bits(6, 3)
+                    v = (v << 3) | 6
+                    n += 3
                     if v_EVReadyToCharge is not None or v_EVImmobilizationRequest is not None or v_EVImmobilized is not None or v_EVWLANStrength is not None or v_EVCPStatus is not None or v_EVSOC is not None or v_EVErrorCode is not None or v_EVTimeout is not None: raise _leftover(o)
                     s = -1
             if s == 3:
                 if v_EVWLANStrength is not None:
                     el = 'EVWLANStrength'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     _e_RationalNumberType(w, v_EVWLANStrength)
+                    v = w.v; n = w.n
                     v_EVWLANStrength = None
                     s = 4
                 elif v_EVCPStatus is not None:
                     el = 'EVCPStatus'
                     _i9 = _I10.get(v_EVCPStatus)
                     if _i9 is None: raise EncodeError(f'{v_EVCPStatus!r} is not one of the enumeration cpStatusType')
-                    bits((1 << 5) | (_i9 << 1), 8)
+                    v = (v << 8) | (1 << 5) | (_i9 << 1)
+                    n += 8
                     v_EVCPStatus = None
                     s = 5
                 elif v_EVSOC is not None:
                     el = 'EVSOC'
                     if not 0 <= v_EVSOC <= 100: raise EncodeError(f'value {v_EVSOC!r} outside [0, 100]')
-                    bits((2 << 9) | (v_EVSOC << 1), 12)
+                    v = (v << 12) | (2 << 9) | (v_EVSOC << 1)
+                    n += 12
                     v_EVSOC = None
                     s = 6
                 elif v_EVErrorCode is not None:
                     el = 'EVErrorCode'
                     _i10 = _I11.get(v_EVErrorCode)
                     if _i10 is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration errorCodeType')
-                    bits((3 << 6) | (_i10 << 1), 9)
+                    v = (v << 9) | (3 << 6) | (_i10 << 1)
+                    n += 9
                     v_EVErrorCode = None
                     s = 7
                 elif v_EVTimeout is not None:
                     el = 'EVTimeout'
                     if v_EVTimeout is not True and v_EVTimeout is not False: raise EncodeError(f'expected a bool, got {v_EVTimeout!r}')
-                    bits((4 << 3) | (v_EVTimeout << 1), 6)
+                    v = (v << 6) | (4 << 3) | (v_EVTimeout << 1)
+                    n += 6
                     v_EVTimeout = None
                     s = 8
                 elif True:
-                    bits(5, 3)
+                    v = (v << 3) | 5
+                    n += 3
                     if v_EVReadyToCharge is not None or v_EVImmobilizationRequest is not None or v_EVImmobilized is not None or v_EVWLANStrength is not None or v_EVCPStatus is not None or v_EVSOC is not None or v_EVErrorCode is not None or v_EVTimeout is not None: raise _leftover(o)
                     s = -1
             if s == 4:
@@ -6198,54 +8892,63 @@ def _e_EVTechnicalStatusType(w, o):
                     el = 'EVCPStatus'
                     _i11 = _I10.get(v_EVCPStatus)
                     if _i11 is None: raise EncodeError(f'{v_EVCPStatus!r} is not one of the enumeration cpStatusType')
-                    bits((_i11 << 1), 8)
+                    v = (v << 8) | (_i11 << 1)
+                    n += 8
                     v_EVCPStatus = None
                     s = 5
                 elif v_EVSOC is not None:
                     el = 'EVSOC'
                     if not 0 <= v_EVSOC <= 100: raise EncodeError(f'value {v_EVSOC!r} outside [0, 100]')
-                    bits((1 << 9) | (v_EVSOC << 1), 12)
+                    v = (v << 12) | (1 << 9) | (v_EVSOC << 1)
+                    n += 12
                     v_EVSOC = None
                     s = 6
                 elif v_EVErrorCode is not None:
                     el = 'EVErrorCode'
                     _i12 = _I11.get(v_EVErrorCode)
                     if _i12 is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration errorCodeType')
-                    bits((2 << 6) | (_i12 << 1), 9)
+                    v = (v << 9) | (2 << 6) | (_i12 << 1)
+                    n += 9
                     v_EVErrorCode = None
                     s = 7
                 elif v_EVTimeout is not None:
                     el = 'EVTimeout'
                     if v_EVTimeout is not True and v_EVTimeout is not False: raise EncodeError(f'expected a bool, got {v_EVTimeout!r}')
-                    bits((3 << 3) | (v_EVTimeout << 1), 6)
+                    v = (v << 6) | (3 << 3) | (v_EVTimeout << 1)
+                    n += 6
                     v_EVTimeout = None
                     s = 8
                 elif True:
-                    bits(4, 3)
+                    v = (v << 3) | 4
+                    n += 3
                     if v_EVReadyToCharge is not None or v_EVImmobilizationRequest is not None or v_EVImmobilized is not None or v_EVWLANStrength is not None or v_EVCPStatus is not None or v_EVSOC is not None or v_EVErrorCode is not None or v_EVTimeout is not None: raise _leftover(o)
                     s = -1
             if s == 5:
                 if v_EVSOC is not None:
                     el = 'EVSOC'
                     if not 0 <= v_EVSOC <= 100: raise EncodeError(f'value {v_EVSOC!r} outside [0, 100]')
-                    bits((v_EVSOC << 1), 12)
+                    v = (v << 12) | (v_EVSOC << 1)
+                    n += 12
                     v_EVSOC = None
                     s = 6
                 elif v_EVErrorCode is not None:
                     el = 'EVErrorCode'
                     _i13 = _I11.get(v_EVErrorCode)
                     if _i13 is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration errorCodeType')
-                    bits((1 << 6) | (_i13 << 1), 9)
+                    v = (v << 9) | (1 << 6) | (_i13 << 1)
+                    n += 9
                     v_EVErrorCode = None
                     s = 7
                 elif v_EVTimeout is not None:
                     el = 'EVTimeout'
                     if v_EVTimeout is not True and v_EVTimeout is not False: raise EncodeError(f'expected a bool, got {v_EVTimeout!r}')
-                    bits((2 << 3) | (v_EVTimeout << 1), 6)
+                    v = (v << 6) | (2 << 3) | (v_EVTimeout << 1)
+                    n += 6
                     v_EVTimeout = None
                     s = 8
                 elif True:
-                    bits(3, 3)
+                    v = (v << 3) | 3
+                    n += 3
                     if v_EVReadyToCharge is not None or v_EVImmobilizationRequest is not None or v_EVImmobilized is not None or v_EVWLANStrength is not None or v_EVCPStatus is not None or v_EVSOC is not None or v_EVErrorCode is not None or v_EVTimeout is not None: raise _leftover(o)
                     s = -1
             if s == 6:
@@ -6253,63 +8956,82 @@ def _e_EVTechnicalStatusType(w, o):
                     el = 'EVErrorCode'
                     _i14 = _I11.get(v_EVErrorCode)
                     if _i14 is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration errorCodeType')
-                    bits((_i14 << 1), 8)
+                    v = (v << 8) | (_i14 << 1)
+                    n += 8
                     v_EVErrorCode = None
                     s = 7
                 elif v_EVTimeout is not None:
                     el = 'EVTimeout'
                     if v_EVTimeout is not True and v_EVTimeout is not False: raise EncodeError(f'expected a bool, got {v_EVTimeout!r}')
-                    bits((1 << 3) | (v_EVTimeout << 1), 5)
+                    v = (v << 5) | (1 << 3) | (v_EVTimeout << 1)
+                    n += 5
                     v_EVTimeout = None
                     s = 8
                 elif True:
-                    bits(2, 2)
+                    v = (v << 2) | 2
+                    n += 2
                     if v_EVReadyToCharge is not None or v_EVImmobilizationRequest is not None or v_EVImmobilized is not None or v_EVWLANStrength is not None or v_EVCPStatus is not None or v_EVSOC is not None or v_EVErrorCode is not None or v_EVTimeout is not None: raise _leftover(o)
                     s = -1
             if s == 7:
                 if v_EVTimeout is not None:
                     el = 'EVTimeout'
                     if v_EVTimeout is not True and v_EVTimeout is not False: raise EncodeError(f'expected a bool, got {v_EVTimeout!r}')
-                    bits((v_EVTimeout << 1), 5)
+                    v = (v << 5) | (v_EVTimeout << 1)
+                    n += 5
                     v_EVTimeout = None
                     s = 8
                 elif True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_EVReadyToCharge is not None or v_EVImmobilizationRequest is not None or v_EVImmobilized is not None or v_EVWLANStrength is not None or v_EVCPStatus is not None or v_EVSOC is not None or v_EVErrorCode is not None or v_EVTimeout is not None: raise _leftover(o)
                     s = -1
             if s == 8:
                 if True:
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
                     if v_EVReadyToCharge is not None or v_EVImmobilizationRequest is not None or v_EVImmobilized is not None or v_EVWLANStrength is not None or v_EVCPStatus is not None or v_EVSOC is not None or v_EVErrorCode is not None or v_EVTimeout is not None: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_RationalNumberType(r):
     # {urn:iso:std:iso:15118:-20:CommonTypes}RationalNumberType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Exponent = None
     f_Value = None
     try:
-        x = bits(14)
-        if x & 12302: raise r.deviation('RationalNumberType')
+        p += 14
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 16383
+        if x & 12302: raise r.deviation('RationalNumberType', p)
         el = 'Exponent'
         f_Exponent = ((x >> 4) & 255) + -128
         el = 'Value'
         _neg = (x & 1)
-        f_Value = r.uint()
+        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            p += 8
+            f_Value = (V >> (E - p)) & 127
+        else:
+            r.pos = p; f_Value = r.uint(); p = r.pos
+        p += 2
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 3
+        if x & 3: raise r.deviation('RationalNumberType', p)
         if _neg: f_Value = -f_Value - 1
-        if f_Value < -32768 or f_Value > 32767: raise DecodeError(f'value {f_Value} outside [-32768, 32767]', r.pos)
-        x = bits(2)
-        if x & 3: raise r.deviation('RationalNumberType')
+        if f_Value < -32768 or f_Value > 32767: raise DecodeError(f'value {f_Value} outside [-32768, 32767]', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.RationalNumberType(f_Exponent, f_Value)
 
 def _e_RationalNumberType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonTypes}RationalNumberType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Exponent = o.Exponent
@@ -6320,20 +9042,27 @@ def _e_RationalNumberType(w, o):
             if not (v_Value is not None): raise EncodeError('missing content: Value')
             el = 'Value'
             if v_Value < -32768 or v_Value > 32767: raise EncodeError(f'value {v_Value!r} outside [-32768, 32767]')
-            bits(((v_Exponent - -128) << 4) | (v_Value < 0), 14)
+            v = (v << 14) | ((v_Exponent - -128) << 4) | (v_Value < 0)
+            n += 14
             v_Exponent = None
-            w.uint(-v_Value - 1 if v_Value < 0 else v_Value)
-            bits(0, 2)
+            _m = (-v_Value - 1 if v_Value < 0 else v_Value)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            v <<= 2
+            n += 2
             v_Value = None
             if v_Exponent is not None or v_Value is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of Exponent')
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_ACDP_SystemStatusResType(r):
     # {urn:iso:std:iso:15118:-20:ACDP}ACDP_SystemStatusResType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Header = None
     f_ResponseCode = None
@@ -6347,18 +9076,24 @@ def _d_ACDP_SystemStatusResType(r):
     f_EVInChargePosition = None
     f_EVAssociationStatus = None
     try:
-        if bits(1): raise r.deviation('ACDP_SystemStatusResType')
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('ACDP_SystemStatusResType', p)
         el = 'Header'
+        r.pos = p
         f_Header = _d_MessageHeaderType(r)
-        x = bits(48)
-        if x & 212100311661499: raise r.deviation('ACDP_SystemStatusResType')
+        p = r.pos
+        p += 48
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 281474976710655
+        if x & 212100311661499: raise r.deviation('ACDP_SystemStatusResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 40) & 63)
-        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
+        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', p)
         f_ResponseCode = _E2[f_ResponseCode]
         el = 'EVSEMechanicalChargingDeviceStatus'
         f_EVSEMechanicalChargingDeviceStatus = ((x >> 35) & 3)
-        if f_EVSEMechanicalChargingDeviceStatus >= 3: raise DecodeError(f'enumeration index {f_EVSEMechanicalChargingDeviceStatus} out of range (3 values)', r.pos)
+        if f_EVSEMechanicalChargingDeviceStatus >= 3: raise DecodeError(f'enumeration index {f_EVSEMechanicalChargingDeviceStatus} out of range (3 values)', p)
         f_EVSEMechanicalChargingDeviceStatus = _E4[f_EVSEMechanicalChargingDeviceStatus]
         el = 'EVSEReadyToCharge'
         f_EVSEReadyToCharge = ((x >> 31) & 1) == 1
@@ -6376,13 +9111,15 @@ def _d_ACDP_SystemStatusResType(r):
         f_EVInChargePosition = ((x >> 6) & 1) == 1
         el = 'EVAssociationStatus'
         f_EVAssociationStatus = ((x >> 2) & 1) == 1
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_acdp.ACDP_SystemStatusResType(f_Header, f_ResponseCode, f_EVSEMechanicalChargingDeviceStatus, f_EVSEReadyToCharge, f_EVSEIsolationStatus, f_EVSEDisabled, f_EVSEUtilityInterruptEvent, f_EVSEEmergencyShutdown, f_EVSEMalfunction, f_EVInChargePosition, f_EVAssociationStatus)
 
 def _e_ACDP_SystemStatusResType(w, o):
     # {urn:iso:std:iso:15118:-20:ACDP}ACDP_SystemStatusResType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Header = o.Header
@@ -6398,8 +9135,11 @@ def _e_ACDP_SystemStatusResType(w, o):
         v_EVAssociationStatus = o.EVAssociationStatus
         if v_Header is not None:
             el = 'Header'
-            bits(0, 1)
+            v <<= 1
+            n += 1
+            w.v = v; w.n = n
             _e_MessageHeaderType(w, v_Header)
+            v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
             _i15 = _I5.get(v_ResponseCode)
@@ -6433,7 +9173,8 @@ def _e_ACDP_SystemStatusResType(w, o):
             if not (v_EVAssociationStatus is not None): raise EncodeError('missing content: EVAssociationStatus')
             el = 'EVAssociationStatus'
             if v_EVAssociationStatus is not True and v_EVAssociationStatus is not False: raise EncodeError(f'expected a bool, got {v_EVAssociationStatus!r}')
-            bits((_i15 << 40) | (_i16 << 35) | (v_EVSEReadyToCharge << 31) | (_i17 << 26) | (v_EVSEDisabled << 22) | (v_EVSEUtilityInterruptEvent << 18) | (v_EVSEEmergencyShutdown << 14) | (v_EVSEMalfunction << 10) | (v_EVInChargePosition << 6) | (v_EVAssociationStatus << 2), 48)
+            v = (v << 48) | (_i15 << 40) | (_i16 << 35) | (v_EVSEReadyToCharge << 31) | (_i17 << 26) | (v_EVSEDisabled << 22) | (v_EVSEUtilityInterruptEvent << 18) | (v_EVSEEmergencyShutdown << 14) | (v_EVSEMalfunction << 10) | (v_EVInChargePosition << 6) | (v_EVAssociationStatus << 2)
+            n += 48
             v_Header = None
             v_ResponseCode = None
             v_EVSEMechanicalChargingDeviceStatus = None
@@ -6448,33 +9189,44 @@ def _e_ACDP_SystemStatusResType(w, o):
             if v_Header is not None or v_ResponseCode is not None or v_EVSEMechanicalChargingDeviceStatus is not None or v_EVSEReadyToCharge is not None or v_EVSEIsolationStatus is not None or v_EVSEDisabled is not None or v_EVSEUtilityInterruptEvent is not None or v_EVSEEmergencyShutdown is not None or v_EVSEMalfunction is not None or v_EVInChargePosition is not None or v_EVAssociationStatus is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of Header')
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_ACDP_VehiclePositioningReqType(r):
     # {urn:iso:std:iso:15118:-20:ACDP}ACDP_VehiclePositioningReqType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Header = None
     f_EVMobilityStatus = None
     f_EVPositioningSupport = None
     try:
-        if bits(1): raise r.deviation('ACDP_VehiclePositioningReqType')
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('ACDP_VehiclePositioningReqType', p)
         el = 'Header'
+        r.pos = p
         f_Header = _d_MessageHeaderType(r)
-        x = bits(9)
-        if x & 443: raise r.deviation('ACDP_VehiclePositioningReqType')
+        p = r.pos
+        p += 9
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 511
+        if x & 443: raise r.deviation('ACDP_VehiclePositioningReqType', p)
         el = 'EVMobilityStatus'
         f_EVMobilityStatus = ((x >> 6) & 1) == 1
         el = 'EVPositioningSupport'
         f_EVPositioningSupport = ((x >> 2) & 1) == 1
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_acdp.ACDP_VehiclePositioningReqType(f_Header, f_EVMobilityStatus, f_EVPositioningSupport)
 
 def _e_ACDP_VehiclePositioningReqType(w, o):
     # {urn:iso:std:iso:15118:-20:ACDP}ACDP_VehiclePositioningReqType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Header = o.Header
@@ -6482,27 +9234,34 @@ def _e_ACDP_VehiclePositioningReqType(w, o):
         v_EVPositioningSupport = o.EVPositioningSupport
         if v_Header is not None:
             el = 'Header'
-            bits(0, 1)
+            v <<= 1
+            n += 1
+            w.v = v; w.n = n
             _e_MessageHeaderType(w, v_Header)
+            v = w.v; n = w.n
             if not (v_EVMobilityStatus is not None): raise EncodeError('missing content: EVMobilityStatus')
             el = 'EVMobilityStatus'
             if v_EVMobilityStatus is not True and v_EVMobilityStatus is not False: raise EncodeError(f'expected a bool, got {v_EVMobilityStatus!r}')
             if not (v_EVPositioningSupport is not None): raise EncodeError('missing content: EVPositioningSupport')
             el = 'EVPositioningSupport'
             if v_EVPositioningSupport is not True and v_EVPositioningSupport is not False: raise EncodeError(f'expected a bool, got {v_EVPositioningSupport!r}')
-            bits((v_EVMobilityStatus << 6) | (v_EVPositioningSupport << 2), 9)
+            v = (v << 9) | (v_EVMobilityStatus << 6) | (v_EVPositioningSupport << 2)
+            n += 9
             v_Header = None
             v_EVMobilityStatus = None
             v_EVPositioningSupport = None
             if v_Header is not None or v_EVMobilityStatus is not None or v_EVPositioningSupport is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of Header')
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_ACDP_VehiclePositioningResType(r):
     # {urn:iso:std:iso:15118:-20:ACDP}ACDP_VehiclePositioningResType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Header = None
     f_ResponseCode = None
@@ -6514,58 +9273,90 @@ def _d_ACDP_VehiclePositioningResType(r):
     f_ContactWindowYc = None
     f_EVInChargePosition = None
     try:
-        if bits(1): raise r.deviation('ACDP_VehiclePositioningResType')
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('ACDP_VehiclePositioningResType', p)
         el = 'Header'
+        r.pos = p
         f_Header = _d_MessageHeaderType(r)
-        x = bits(21)
-        if x & 1580270: raise r.deviation('ACDP_VehiclePositioningResType')
+        p = r.pos
+        p += 21
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 2097151
+        if x & 1580270: raise r.deviation('ACDP_VehiclePositioningResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 13) & 63)
-        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
+        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', p)
         f_ResponseCode = _E2[f_ResponseCode]
         el = 'EVSEProcessing'
         f_EVSEProcessing = ((x >> 8) & 3)
-        if f_EVSEProcessing >= 3: raise DecodeError(f'enumeration index {f_EVSEProcessing} out of range (3 values)', r.pos)
+        if f_EVSEProcessing >= 3: raise DecodeError(f'enumeration index {f_EVSEProcessing} out of range (3 values)', p)
         f_EVSEProcessing = _E3[f_EVSEProcessing]
         el = 'EVSEPositioningSupport'
         f_EVSEPositioningSupport = ((x >> 4) & 1) == 1
         el = 'EVRelativeXDeviation'
         _neg = (x & 1)
-        f_EVRelativeXDeviation = r.uint()
+        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            p += 8
+            f_EVRelativeXDeviation = (V >> (E - p)) & 127
+        else:
+            r.pos = p; f_EVRelativeXDeviation = r.uint(); p = r.pos
+        p += 4
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 15
+        if x & 14: raise r.deviation('ACDP_VehiclePositioningResType', p)
         if _neg: f_EVRelativeXDeviation = -f_EVRelativeXDeviation - 1
-        if f_EVRelativeXDeviation < -32768 or f_EVRelativeXDeviation > 32767: raise DecodeError(f'value {f_EVRelativeXDeviation} outside [-32768, 32767]', r.pos)
-        x = bits(4)
-        if x & 14: raise r.deviation('ACDP_VehiclePositioningResType')
+        if f_EVRelativeXDeviation < -32768 or f_EVRelativeXDeviation > 32767: raise DecodeError(f'value {f_EVRelativeXDeviation} outside [-32768, 32767]', p)
         el = 'EVRelativeYDeviation'
         _neg = (x & 1)
-        f_EVRelativeYDeviation = r.uint()
+        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            p += 8
+            f_EVRelativeYDeviation = (V >> (E - p)) & 127
+        else:
+            r.pos = p; f_EVRelativeYDeviation = r.uint(); p = r.pos
+        p += 4
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 15
+        if x & 14: raise r.deviation('ACDP_VehiclePositioningResType', p)
         if _neg: f_EVRelativeYDeviation = -f_EVRelativeYDeviation - 1
-        if f_EVRelativeYDeviation < -32768 or f_EVRelativeYDeviation > 32767: raise DecodeError(f'value {f_EVRelativeYDeviation} outside [-32768, 32767]', r.pos)
-        x = bits(4)
-        if x & 14: raise r.deviation('ACDP_VehiclePositioningResType')
+        if f_EVRelativeYDeviation < -32768 or f_EVRelativeYDeviation > 32767: raise DecodeError(f'value {f_EVRelativeYDeviation} outside [-32768, 32767]', p)
         el = 'ContactWindowXc'
         _neg = (x & 1)
-        f_ContactWindowXc = r.uint()
+        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            p += 8
+            f_ContactWindowXc = (V >> (E - p)) & 127
+        else:
+            r.pos = p; f_ContactWindowXc = r.uint(); p = r.pos
+        p += 4
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 15
+        if x & 14: raise r.deviation('ACDP_VehiclePositioningResType', p)
         if _neg: f_ContactWindowXc = -f_ContactWindowXc - 1
-        if f_ContactWindowXc < -32768 or f_ContactWindowXc > 32767: raise DecodeError(f'value {f_ContactWindowXc} outside [-32768, 32767]', r.pos)
-        x = bits(4)
-        if x & 14: raise r.deviation('ACDP_VehiclePositioningResType')
+        if f_ContactWindowXc < -32768 or f_ContactWindowXc > 32767: raise DecodeError(f'value {f_ContactWindowXc} outside [-32768, 32767]', p)
         el = 'ContactWindowYc'
         _neg = (x & 1)
-        f_ContactWindowYc = r.uint()
+        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            p += 8
+            f_ContactWindowYc = (V >> (E - p)) & 127
+        else:
+            r.pos = p; f_ContactWindowYc = r.uint(); p = r.pos
+        p += 6
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 63
+        if x & 59: raise r.deviation('ACDP_VehiclePositioningResType', p)
         if _neg: f_ContactWindowYc = -f_ContactWindowYc - 1
-        if f_ContactWindowYc < -32768 or f_ContactWindowYc > 32767: raise DecodeError(f'value {f_ContactWindowYc} outside [-32768, 32767]', r.pos)
-        x = bits(6)
-        if x & 59: raise r.deviation('ACDP_VehiclePositioningResType')
+        if f_ContactWindowYc < -32768 or f_ContactWindowYc > 32767: raise DecodeError(f'value {f_ContactWindowYc} outside [-32768, 32767]', p)
         el = 'EVInChargePosition'
         f_EVInChargePosition = ((x >> 2) & 1) == 1
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_acdp.ACDP_VehiclePositioningResType(f_Header, f_ResponseCode, f_EVSEProcessing, f_EVSEPositioningSupport, f_EVRelativeXDeviation, f_EVRelativeYDeviation, f_ContactWindowXc, f_ContactWindowYc, f_EVInChargePosition)
 
 def _e_ACDP_VehiclePositioningResType(w, o):
     # {urn:iso:std:iso:15118:-20:ACDP}ACDP_VehiclePositioningResType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Header = o.Header
@@ -6579,8 +9370,11 @@ def _e_ACDP_VehiclePositioningResType(w, o):
         v_EVInChargePosition = o.EVInChargePosition
         if v_Header is not None:
             el = 'Header'
-            bits(0, 1)
+            v <<= 1
+            n += 1
+            w.v = v; w.n = n
             _e_MessageHeaderType(w, v_Header)
+            v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
             _i18 = _I5.get(v_ResponseCode)
@@ -6595,85 +9389,117 @@ def _e_ACDP_VehiclePositioningResType(w, o):
             if not (v_EVRelativeXDeviation is not None): raise EncodeError('missing content: EVRelativeXDeviation')
             el = 'EVRelativeXDeviation'
             if v_EVRelativeXDeviation < -32768 or v_EVRelativeXDeviation > 32767: raise EncodeError(f'value {v_EVRelativeXDeviation!r} outside [-32768, 32767]')
-            bits((_i18 << 13) | (_i19 << 8) | (v_EVSEPositioningSupport << 4) | (v_EVRelativeXDeviation < 0), 21)
+            v = (v << 21) | (_i18 << 13) | (_i19 << 8) | (v_EVSEPositioningSupport << 4) | (v_EVRelativeXDeviation < 0)
+            n += 21
             v_Header = None
             v_ResponseCode = None
             v_EVSEProcessing = None
             v_EVSEPositioningSupport = None
-            w.uint(-v_EVRelativeXDeviation - 1 if v_EVRelativeXDeviation < 0 else v_EVRelativeXDeviation)
+            _m = (-v_EVRelativeXDeviation - 1 if v_EVRelativeXDeviation < 0 else v_EVRelativeXDeviation)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVRelativeYDeviation is not None): raise EncodeError('missing content: EVRelativeYDeviation')
             el = 'EVRelativeYDeviation'
             if v_EVRelativeYDeviation < -32768 or v_EVRelativeYDeviation > 32767: raise EncodeError(f'value {v_EVRelativeYDeviation!r} outside [-32768, 32767]')
-            bits((v_EVRelativeYDeviation < 0), 4)
+            v = (v << 4) | (v_EVRelativeYDeviation < 0)
+            n += 4
             v_EVRelativeXDeviation = None
-            w.uint(-v_EVRelativeYDeviation - 1 if v_EVRelativeYDeviation < 0 else v_EVRelativeYDeviation)
+            _m = (-v_EVRelativeYDeviation - 1 if v_EVRelativeYDeviation < 0 else v_EVRelativeYDeviation)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_ContactWindowXc is not None): raise EncodeError('missing content: ContactWindowXc')
             el = 'ContactWindowXc'
             if v_ContactWindowXc < -32768 or v_ContactWindowXc > 32767: raise EncodeError(f'value {v_ContactWindowXc!r} outside [-32768, 32767]')
-            bits((v_ContactWindowXc < 0), 4)
+            v = (v << 4) | (v_ContactWindowXc < 0)
+            n += 4
             v_EVRelativeYDeviation = None
-            w.uint(-v_ContactWindowXc - 1 if v_ContactWindowXc < 0 else v_ContactWindowXc)
+            _m = (-v_ContactWindowXc - 1 if v_ContactWindowXc < 0 else v_ContactWindowXc)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_ContactWindowYc is not None): raise EncodeError('missing content: ContactWindowYc')
             el = 'ContactWindowYc'
             if v_ContactWindowYc < -32768 or v_ContactWindowYc > 32767: raise EncodeError(f'value {v_ContactWindowYc!r} outside [-32768, 32767]')
-            bits((v_ContactWindowYc < 0), 4)
+            v = (v << 4) | (v_ContactWindowYc < 0)
+            n += 4
             v_ContactWindowXc = None
-            w.uint(-v_ContactWindowYc - 1 if v_ContactWindowYc < 0 else v_ContactWindowYc)
+            _m = (-v_ContactWindowYc - 1 if v_ContactWindowYc < 0 else v_ContactWindowYc)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVInChargePosition is not None): raise EncodeError('missing content: EVInChargePosition')
             el = 'EVInChargePosition'
             if v_EVInChargePosition is not True and v_EVInChargePosition is not False: raise EncodeError(f'expected a bool, got {v_EVInChargePosition!r}')
-            bits((v_EVInChargePosition << 2), 6)
+            v = (v << 6) | (v_EVInChargePosition << 2)
+            n += 6
             v_ContactWindowYc = None
             v_EVInChargePosition = None
             if v_Header is not None or v_ResponseCode is not None or v_EVSEProcessing is not None or v_EVSEPositioningSupport is not None or v_EVRelativeXDeviation is not None or v_EVRelativeYDeviation is not None or v_ContactWindowXc is not None or v_ContactWindowYc is not None or v_EVInChargePosition is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of Header')
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_CLReqControlModeType(r):
     # {urn:iso:std:iso:15118:-20:CommonTypes}CLReqControlModeType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     try:
-        if bits(1): raise r.deviation('CLReqControlModeType')
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('CLReqControlModeType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.CLReqControlModeType()
 
 def _e_CLReqControlModeType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonTypes}CLReqControlModeType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         if True:
-            bits(0, 1)
+            v <<= 1
+            n += 1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_CLResControlModeType(r):
     # {urn:iso:std:iso:15118:-20:CommonTypes}CLResControlModeType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     try:
-        if bits(1): raise r.deviation('CLResControlModeType')
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('CLResControlModeType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.CLResControlModeType()
 
 def _e_CLResControlModeType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonTypes}CLResControlModeType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         if True:
-            bits(0, 1)
+            v <<= 1
+            n += 1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_ManifestType(r):
     # {http://www.w3.org/2000/09/xmldsig#}ManifestType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Id = None
     f_Reference = []
@@ -6681,54 +9507,74 @@ def _d_ManifestType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@Id'
+                    r.pos = p
                     f_Id = r.string(3)
-                    if bits(1): raise r.deviation('ManifestType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('ManifestType', p)
                     el = 'Reference'
+                    r.pos = p
                     _v = _d_ReferenceType(r)
+                    p = r.pos
                     f_Reference.append(_v)
                     s = 2
                 elif ec == 1:
                     el = 'Reference'
+                    r.pos = p
                     _v = _d_ReferenceType(r)
+                    p = r.pos
                     f_Reference.append(_v)
                     s = 2
                 else:
-                    raise r.deviation('ManifestType')
+                    raise r.deviation('ManifestType', p)
             if s == 2:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'Reference'
+                    r.pos = p
                     _v = _d_ReferenceType(r)
+                    p = r.pos
                     f_Reference.append(_v)
                     s = 3
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('ManifestType')
+                    raise r.deviation('ManifestType', p)
             if s == 3:
                 while True:
-                    ec = bits(2)
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'Reference'
+                        r.pos = p
                         _v = _d_ReferenceType(r)
+                        p = r.pos
                         f_Reference.append(_v)
                     elif ec == 1:
                         pass
                         s = -1
                         break
                     else:
-                        raise r.deviation('ManifestType')
+                        raise r.deviation('ManifestType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.ManifestType(f_Id, f_Reference)
 
 def _e_ManifestType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}ManifestType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Id = o.Id
@@ -6740,19 +9586,28 @@ def _e_ManifestType(w, o):
             if s == 0:
                 if v_Id is not None:
                     el = '@Id'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     w.string(v_Id)
+                    v = w.v; n = w.n
                     if not (i_Reference < n_Reference): raise EncodeError('missing content: Reference')
                     el = 'Reference'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
                     v_Id = None
+                    w.v = v; w.n = n
                     _e_ReferenceType(w, v_Reference[i_Reference])
+                    v = w.v; n = w.n
                     i_Reference += 1
                     s = 2
                 elif i_Reference < n_Reference:
                     el = 'Reference'
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
+                    w.v = v; w.n = n
                     _e_ReferenceType(w, v_Reference[i_Reference])
+                    v = w.v; n = w.n
                     i_Reference += 1
                     s = 2
                 else:
@@ -6760,32 +9615,43 @@ def _e_ManifestType(w, o):
             if s == 2:
                 if i_Reference < n_Reference:
                     el = 'Reference'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_ReferenceType(w, v_Reference[i_Reference])
+                    v = w.v; n = w.n
                     i_Reference += 1
                     s = 3
                 elif True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_Id is not None or i_Reference < n_Reference: raise _leftover(o)
                     s = -1
             if s == 3:
                 while True:
                     if i_Reference < n_Reference:
                         el = 'Reference'
-                        bits(0, 2)
+                        v <<= 2
+                        n += 2
+                        w.v = v; w.n = n
                         _e_ReferenceType(w, v_Reference[i_Reference])
+                        v = w.v; n = w.n
                         i_Reference += 1
                     elif True:
-                        bits(1, 2)
+                        v = (v << 2) | 1
+                        n += 2
                         if v_Id is not None or i_Reference < n_Reference: raise _leftover(o)
                         s = -1
                         break
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_SignaturePropertiesType(r):
     # {http://www.w3.org/2000/09/xmldsig#}SignaturePropertiesType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Id = None
     f_SignatureProperty = []
@@ -6793,54 +9659,74 @@ def _d_SignaturePropertiesType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@Id'
+                    r.pos = p
                     f_Id = r.string(3)
-                    if bits(1): raise r.deviation('SignaturePropertiesType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('SignaturePropertiesType', p)
                     el = 'SignatureProperty'
+                    r.pos = p
                     _v = _d_SignaturePropertyType(r, 67)
+                    p = r.pos
                     f_SignatureProperty.append(_v)
                     s = 2
                 elif ec == 1:
                     el = 'SignatureProperty'
+                    r.pos = p
                     _v = _d_SignaturePropertyType(r, 67)
+                    p = r.pos
                     f_SignatureProperty.append(_v)
                     s = 2
                 else:
-                    raise r.deviation('SignaturePropertiesType')
+                    raise r.deviation('SignaturePropertiesType', p)
             if s == 2:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'SignatureProperty'
+                    r.pos = p
                     _v = _d_SignaturePropertyType(r, 67)
+                    p = r.pos
                     f_SignatureProperty.append(_v)
                     s = 3
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('SignaturePropertiesType')
+                    raise r.deviation('SignaturePropertiesType', p)
             if s == 3:
                 while True:
-                    ec = bits(2)
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'SignatureProperty'
+                        r.pos = p
                         _v = _d_SignaturePropertyType(r, 67)
+                        p = r.pos
                         f_SignatureProperty.append(_v)
                     elif ec == 1:
                         pass
                         s = -1
                         break
                     else:
-                        raise r.deviation('SignaturePropertiesType')
+                        raise r.deviation('SignaturePropertiesType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.SignaturePropertiesType(f_Id, f_SignatureProperty)
 
 def _e_SignaturePropertiesType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}SignaturePropertiesType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Id = o.Id
@@ -6852,19 +9738,28 @@ def _e_SignaturePropertiesType(w, o):
             if s == 0:
                 if v_Id is not None:
                     el = '@Id'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     w.string(v_Id)
+                    v = w.v; n = w.n
                     if not (i_SignatureProperty < n_SignatureProperty): raise EncodeError('missing content: SignatureProperty')
                     el = 'SignatureProperty'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
                     v_Id = None
+                    w.v = v; w.n = n
                     _e_SignaturePropertyType(w, v_SignatureProperty[i_SignatureProperty])
+                    v = w.v; n = w.n
                     i_SignatureProperty += 1
                     s = 2
                 elif i_SignatureProperty < n_SignatureProperty:
                     el = 'SignatureProperty'
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
+                    w.v = v; w.n = n
                     _e_SignaturePropertyType(w, v_SignatureProperty[i_SignatureProperty])
+                    v = w.v; n = w.n
                     i_SignatureProperty += 1
                     s = 2
                 else:
@@ -6872,32 +9767,43 @@ def _e_SignaturePropertiesType(w, o):
             if s == 2:
                 if i_SignatureProperty < n_SignatureProperty:
                     el = 'SignatureProperty'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_SignaturePropertyType(w, v_SignatureProperty[i_SignatureProperty])
+                    v = w.v; n = w.n
                     i_SignatureProperty += 1
                     s = 3
                 elif True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_Id is not None or i_SignatureProperty < n_SignatureProperty: raise _leftover(o)
                     s = -1
             if s == 3:
                 while True:
                     if i_SignatureProperty < n_SignatureProperty:
                         el = 'SignatureProperty'
-                        bits(0, 2)
+                        v <<= 2
+                        n += 2
+                        w.v = v; w.n = n
                         _e_SignaturePropertyType(w, v_SignatureProperty[i_SignatureProperty])
+                        v = w.v; n = w.n
                         i_SignatureProperty += 1
                     elif True:
-                        bits(1, 2)
+                        v = (v << 2) | 1
+                        n += 2
                         if v_Id is not None or i_SignatureProperty < n_SignatureProperty: raise _leftover(o)
                         s = -1
                         break
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_SignaturePropertyType(r, key):
     # {http://www.w3.org/2000/09/xmldsig#}SignaturePropertyType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Id = None
     f_Target = None
@@ -6905,73 +9811,101 @@ def _d_SignaturePropertyType(r, key):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@Id'
+                    r.pos = p
                     f_Id = r.string(3)
-                    if bits(1): raise r.deviation('SignaturePropertyType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('SignaturePropertyType', p)
                     el = '@Target'
+                    r.pos = p
                     f_Target = r.string(68)
+                    p = r.pos
                     s = 2
                 elif ec == 1:
                     el = '@Target'
+                    r.pos = p
                     f_Target = r.string(68)
+                    p = r.pos
                     s = 2
                 else:
-                    raise r.deviation('SignaturePropertyType')
+                    raise r.deviation('SignaturePropertyType', p)
             if s == 2:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 4
                 elif ec == 1:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 3
                 else:
-                    raise r.deviation('SignaturePropertyType')
+                    raise r.deviation('SignaturePropertyType', p)
             if s == 3:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 4
                 elif ec == 1:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 3
                 else:
-                    raise r.deviation('SignaturePropertyType')
+                    raise r.deviation('SignaturePropertyType', p)
             if s == 4:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 5
                 elif ec == 1:
                     pass
                     s = -1
                 elif ec == 2:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 4
                 else:
-                    raise r.deviation('SignaturePropertyType')
+                    raise r.deviation('SignaturePropertyType', p)
             if s == 5:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 5
                 elif ec == 1:
                     pass
                     s = -1
                 elif ec == 2:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 5
                 else:
-                    raise r.deviation('SignaturePropertyType')
+                    raise r.deviation('SignaturePropertyType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.SignaturePropertyType(f_Id, f_Target)
 
 def _e_SignaturePropertyType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}SignaturePropertyType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Id = o.Id
@@ -6981,19 +9915,28 @@ def _e_SignaturePropertyType(w, o):
             if s == 0:
                 if v_Id is not None:
                     el = '@Id'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     w.string(v_Id)
+                    v = w.v; n = w.n
                     if not (v_Target is not None): raise EncodeError('missing content: Target')
                     el = '@Target'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
                     v_Id = None
+                    w.v = v; w.n = n
                     w.string(v_Target)
+                    v = w.v; n = w.n
                     v_Target = None
                     s = 2
                 elif v_Target is not None:
                     el = '@Target'
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
+                    w.v = v; w.n = n
                     w.string(v_Target)
+                    v = w.v; n = w.n
                     v_Target = None
                     s = 2
                 else:
@@ -7006,20 +9949,25 @@ def _e_SignaturePropertyType(w, o):
                     raise EncodeError('missing content: expected one of nothing')
             if s == 4:
                 if True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_Id is not None or v_Target is not None: raise _leftover(o)
                     s = -1
             if s == 5:
                 if True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_Id is not None or v_Target is not None: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_ChargeLoopReqType(r):
     # {urn:iso:std:iso:15118:-20:CommonTypes}ChargeLoopReqType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Header = None
     f_DisplayParameters = None
@@ -7028,38 +9976,54 @@ def _d_ChargeLoopReqType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                if bits(1): raise r.deviation('ChargeLoopReqType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('ChargeLoopReqType', p)
                 el = 'Header'
+                r.pos = p
                 f_Header = _d_MessageHeaderType(r)
+                p = r.pos
                 s = 1
             if s == 1:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'DisplayParameters'
+                    r.pos = p
                     f_DisplayParameters = _d_DisplayParametersType(r)
-                    x = bits(4)
-                    if x & 13: raise r.deviation('ChargeLoopReqType')
+                    p = r.pos
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 15
+                    if x & 13: raise r.deviation('ChargeLoopReqType', p)
                     el = 'MeterInfoRequested'
                     f_MeterInfoRequested = ((x >> 1) & 1) == 1
                     s = 3
                 elif ec == 1:
-                    x = bits(3)
-                    if x & 5: raise r.deviation('ChargeLoopReqType')
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 5: raise r.deviation('ChargeLoopReqType', p)
                     el = 'MeterInfoRequested'
                     f_MeterInfoRequested = ((x >> 1) & 1) == 1
                     s = 3
                 else:
-                    raise r.deviation('ChargeLoopReqType')
+                    raise r.deviation('ChargeLoopReqType', p)
             if s == 3:
-                if bits(1): raise r.deviation('ChargeLoopReqType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('ChargeLoopReqType', p)
                 s = -1
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.ChargeLoopReqType(f_Header, f_DisplayParameters, f_MeterInfoRequested)
 
 def _e_ChargeLoopReqType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonTypes}ChargeLoopReqType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Header = o.Header
@@ -7070,8 +10034,11 @@ def _e_ChargeLoopReqType(w, o):
             if s == 0:
                 if v_Header is not None:
                     el = 'Header'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
+                    w.v = v; w.n = n
                     _e_MessageHeaderType(w, v_Header)
+                    v = w.v; n = w.n
                     v_Header = None
                     s = 1
                 else:
@@ -7079,34 +10046,43 @@ def _e_ChargeLoopReqType(w, o):
             if s == 1:
                 if v_DisplayParameters is not None:
                     el = 'DisplayParameters'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_DisplayParametersType(w, v_DisplayParameters)
+                    v = w.v; n = w.n
                     if not (v_MeterInfoRequested is not None): raise EncodeError('missing content: MeterInfoRequested')
                     el = 'MeterInfoRequested'
                     if v_MeterInfoRequested is not True and v_MeterInfoRequested is not False: raise EncodeError(f'expected a bool, got {v_MeterInfoRequested!r}')
-                    bits((v_MeterInfoRequested << 1), 4)
+                    v = (v << 4) | (v_MeterInfoRequested << 1)
+                    n += 4
                     v_DisplayParameters = None
                     v_MeterInfoRequested = None
                     s = 3
                 elif v_MeterInfoRequested is not None:
                     el = 'MeterInfoRequested'
                     if v_MeterInfoRequested is not True and v_MeterInfoRequested is not False: raise EncodeError(f'expected a bool, got {v_MeterInfoRequested!r}')
-                    bits((1 << 3) | (v_MeterInfoRequested << 1), 5)
+                    v = (v << 5) | (1 << 3) | (v_MeterInfoRequested << 1)
+                    n += 5
                     v_MeterInfoRequested = None
                     s = 3
                 else:
                     raise EncodeError('missing content: expected one of DisplayParameters, MeterInfoRequested')
             if s == 3:
                 if True:
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
                     if v_Header is not None or v_DisplayParameters is not None or v_MeterInfoRequested is not None: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_DisplayParametersType(r):
     # {urn:iso:std:iso:15118:-20:CommonTypes}DisplayParametersType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_PresentSOC = None
     f_MinimumSOC = None
@@ -7122,69 +10098,109 @@ def _d_DisplayParametersType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(4)
+                p += 4
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    x = bits(9)
-                    if x & 257: raise r.deviation('DisplayParametersType')
+                    p += 9
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 511
+                    if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'PresentSOC'
                     f_PresentSOC = ((x >> 1) & 127)
-                    if f_PresentSOC > 100: raise DecodeError(f'value {f_PresentSOC} above maximum 100', r.pos)
+                    if f_PresentSOC > 100: raise DecodeError(f'value {f_PresentSOC} above maximum 100', p)
                     s = 1
                 elif ec == 1:
-                    x = bits(9)
-                    if x & 257: raise r.deviation('DisplayParametersType')
+                    p += 9
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 511
+                    if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'MinimumSOC'
                     f_MinimumSOC = ((x >> 1) & 127)
-                    if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.pos)
+                    if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', p)
                     s = 2
                 elif ec == 2:
-                    x = bits(9)
-                    if x & 257: raise r.deviation('DisplayParametersType')
+                    p += 9
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 511
+                    if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'TargetSOC'
                     f_TargetSOC = ((x >> 1) & 127)
-                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.pos)
+                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', p)
                     s = 3
                 elif ec == 3:
-                    x = bits(9)
-                    if x & 257: raise r.deviation('DisplayParametersType')
+                    p += 9
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 511
+                    if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'MaximumSOC'
                     f_MaximumSOC = ((x >> 1) & 127)
-                    if f_MaximumSOC > 100: raise DecodeError(f'value {f_MaximumSOC} above maximum 100', r.pos)
+                    if f_MaximumSOC > 100: raise DecodeError(f'value {f_MaximumSOC} above maximum 100', p)
                     s = 4
                 elif ec == 4:
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
                     el = 'RemainingTimeToMinimumSOC'
-                    f_RemainingTimeToMinimumSOC = r.uint()
-                    if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        f_RemainingTimeToMinimumSOC = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; f_RemainingTimeToMinimumSOC = r.uint(); p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
+                    if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', p)
                     s = 5
                 elif ec == 5:
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
                     el = 'RemainingTimeToTargetSOC'
-                    f_RemainingTimeToTargetSOC = r.uint()
-                    if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        f_RemainingTimeToTargetSOC = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
+                    if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', p)
                     s = 6
                 elif ec == 6:
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
                     el = 'RemainingTimeToMaximumSOC'
-                    f_RemainingTimeToMaximumSOC = r.uint()
-                    if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        f_RemainingTimeToMaximumSOC = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
+                    if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', p)
                     s = 7
                 elif ec == 7:
-                    x = bits(3)
-                    if x & 5: raise r.deviation('DisplayParametersType')
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 5: raise r.deviation('DisplayParametersType', p)
                     el = 'ChargingComplete'
                     f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 8:
                     el = 'BatteryEnergyCapacity'
+                    r.pos = p
                     f_BatteryEnergyCapacity = _d_RationalNumberType(r)
+                    p = r.pos
                     s = 9
                 elif ec == 9:
-                    x = bits(3)
-                    if x & 5: raise r.deviation('DisplayParametersType')
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 5: raise r.deviation('DisplayParametersType', p)
                     el = 'InletHot'
                     f_InletHot = ((x >> 1) & 1) == 1
                     s = 10
@@ -7192,64 +10208,102 @@ def _d_DisplayParametersType(r):
                     pass
                     s = -1
                 else:
-                    raise r.deviation('DisplayParametersType')
+                    raise r.deviation('DisplayParametersType', p)
             if s == 1:
-                ec = bits(4)
+                p += 4
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    x = bits(9)
-                    if x & 257: raise r.deviation('DisplayParametersType')
+                    p += 9
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 511
+                    if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'MinimumSOC'
                     f_MinimumSOC = ((x >> 1) & 127)
-                    if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.pos)
+                    if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', p)
                     s = 2
                 elif ec == 1:
-                    x = bits(9)
-                    if x & 257: raise r.deviation('DisplayParametersType')
+                    p += 9
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 511
+                    if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'TargetSOC'
                     f_TargetSOC = ((x >> 1) & 127)
-                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.pos)
+                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', p)
                     s = 3
                 elif ec == 2:
-                    x = bits(9)
-                    if x & 257: raise r.deviation('DisplayParametersType')
+                    p += 9
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 511
+                    if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'MaximumSOC'
                     f_MaximumSOC = ((x >> 1) & 127)
-                    if f_MaximumSOC > 100: raise DecodeError(f'value {f_MaximumSOC} above maximum 100', r.pos)
+                    if f_MaximumSOC > 100: raise DecodeError(f'value {f_MaximumSOC} above maximum 100', p)
                     s = 4
                 elif ec == 3:
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
                     el = 'RemainingTimeToMinimumSOC'
-                    f_RemainingTimeToMinimumSOC = r.uint()
-                    if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        f_RemainingTimeToMinimumSOC = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; f_RemainingTimeToMinimumSOC = r.uint(); p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
+                    if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', p)
                     s = 5
                 elif ec == 4:
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
                     el = 'RemainingTimeToTargetSOC'
-                    f_RemainingTimeToTargetSOC = r.uint()
-                    if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        f_RemainingTimeToTargetSOC = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
+                    if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', p)
                     s = 6
                 elif ec == 5:
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
                     el = 'RemainingTimeToMaximumSOC'
-                    f_RemainingTimeToMaximumSOC = r.uint()
-                    if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        f_RemainingTimeToMaximumSOC = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
+                    if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', p)
                     s = 7
                 elif ec == 6:
-                    x = bits(3)
-                    if x & 5: raise r.deviation('DisplayParametersType')
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 5: raise r.deviation('DisplayParametersType', p)
                     el = 'ChargingComplete'
                     f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 7:
                     el = 'BatteryEnergyCapacity'
+                    r.pos = p
                     f_BatteryEnergyCapacity = _d_RationalNumberType(r)
+                    p = r.pos
                     s = 9
                 elif ec == 8:
-                    x = bits(3)
-                    if x & 5: raise r.deviation('DisplayParametersType')
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 5: raise r.deviation('DisplayParametersType', p)
                     el = 'InletHot'
                     f_InletHot = ((x >> 1) & 1) == 1
                     s = 10
@@ -7257,57 +10311,93 @@ def _d_DisplayParametersType(r):
                     pass
                     s = -1
                 else:
-                    raise r.deviation('DisplayParametersType')
+                    raise r.deviation('DisplayParametersType', p)
             if s == 2:
-                ec = bits(4)
+                p += 4
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    x = bits(9)
-                    if x & 257: raise r.deviation('DisplayParametersType')
+                    p += 9
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 511
+                    if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'TargetSOC'
                     f_TargetSOC = ((x >> 1) & 127)
-                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.pos)
+                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', p)
                     s = 3
                 elif ec == 1:
-                    x = bits(9)
-                    if x & 257: raise r.deviation('DisplayParametersType')
+                    p += 9
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 511
+                    if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'MaximumSOC'
                     f_MaximumSOC = ((x >> 1) & 127)
-                    if f_MaximumSOC > 100: raise DecodeError(f'value {f_MaximumSOC} above maximum 100', r.pos)
+                    if f_MaximumSOC > 100: raise DecodeError(f'value {f_MaximumSOC} above maximum 100', p)
                     s = 4
                 elif ec == 2:
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
                     el = 'RemainingTimeToMinimumSOC'
-                    f_RemainingTimeToMinimumSOC = r.uint()
-                    if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        f_RemainingTimeToMinimumSOC = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; f_RemainingTimeToMinimumSOC = r.uint(); p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
+                    if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', p)
                     s = 5
                 elif ec == 3:
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
                     el = 'RemainingTimeToTargetSOC'
-                    f_RemainingTimeToTargetSOC = r.uint()
-                    if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        f_RemainingTimeToTargetSOC = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
+                    if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', p)
                     s = 6
                 elif ec == 4:
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
                     el = 'RemainingTimeToMaximumSOC'
-                    f_RemainingTimeToMaximumSOC = r.uint()
-                    if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        f_RemainingTimeToMaximumSOC = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
+                    if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', p)
                     s = 7
                 elif ec == 5:
-                    x = bits(3)
-                    if x & 5: raise r.deviation('DisplayParametersType')
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 5: raise r.deviation('DisplayParametersType', p)
                     el = 'ChargingComplete'
                     f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 6:
                     el = 'BatteryEnergyCapacity'
+                    r.pos = p
                     f_BatteryEnergyCapacity = _d_RationalNumberType(r)
+                    p = r.pos
                     s = 9
                 elif ec == 7:
-                    x = bits(3)
-                    if x & 5: raise r.deviation('DisplayParametersType')
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 5: raise r.deviation('DisplayParametersType', p)
                     el = 'InletHot'
                     f_InletHot = ((x >> 1) & 1) == 1
                     s = 10
@@ -7315,50 +10405,84 @@ def _d_DisplayParametersType(r):
                     pass
                     s = -1
                 else:
-                    raise r.deviation('DisplayParametersType')
+                    raise r.deviation('DisplayParametersType', p)
             if s == 3:
-                ec = bits(4)
+                p += 4
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    x = bits(9)
-                    if x & 257: raise r.deviation('DisplayParametersType')
+                    p += 9
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 511
+                    if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'MaximumSOC'
                     f_MaximumSOC = ((x >> 1) & 127)
-                    if f_MaximumSOC > 100: raise DecodeError(f'value {f_MaximumSOC} above maximum 100', r.pos)
+                    if f_MaximumSOC > 100: raise DecodeError(f'value {f_MaximumSOC} above maximum 100', p)
                     s = 4
                 elif ec == 1:
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
                     el = 'RemainingTimeToMinimumSOC'
-                    f_RemainingTimeToMinimumSOC = r.uint()
-                    if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        f_RemainingTimeToMinimumSOC = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; f_RemainingTimeToMinimumSOC = r.uint(); p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
+                    if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', p)
                     s = 5
                 elif ec == 2:
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
                     el = 'RemainingTimeToTargetSOC'
-                    f_RemainingTimeToTargetSOC = r.uint()
-                    if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        f_RemainingTimeToTargetSOC = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
+                    if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', p)
                     s = 6
                 elif ec == 3:
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
                     el = 'RemainingTimeToMaximumSOC'
-                    f_RemainingTimeToMaximumSOC = r.uint()
-                    if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        f_RemainingTimeToMaximumSOC = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
+                    if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', p)
                     s = 7
                 elif ec == 4:
-                    x = bits(3)
-                    if x & 5: raise r.deviation('DisplayParametersType')
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 5: raise r.deviation('DisplayParametersType', p)
                     el = 'ChargingComplete'
                     f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 5:
                     el = 'BatteryEnergyCapacity'
+                    r.pos = p
                     f_BatteryEnergyCapacity = _d_RationalNumberType(r)
+                    p = r.pos
                     s = 9
                 elif ec == 6:
-                    x = bits(3)
-                    if x & 5: raise r.deviation('DisplayParametersType')
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 5: raise r.deviation('DisplayParametersType', p)
                     el = 'InletHot'
                     f_InletHot = ((x >> 1) & 1) == 1
                     s = 10
@@ -7366,43 +10490,75 @@ def _d_DisplayParametersType(r):
                     pass
                     s = -1
                 else:
-                    raise r.deviation('DisplayParametersType')
+                    raise r.deviation('DisplayParametersType', p)
             if s == 4:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
                     el = 'RemainingTimeToMinimumSOC'
-                    f_RemainingTimeToMinimumSOC = r.uint()
-                    if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        f_RemainingTimeToMinimumSOC = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; f_RemainingTimeToMinimumSOC = r.uint(); p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
+                    if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', p)
                     s = 5
                 elif ec == 1:
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
                     el = 'RemainingTimeToTargetSOC'
-                    f_RemainingTimeToTargetSOC = r.uint()
-                    if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        f_RemainingTimeToTargetSOC = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
+                    if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', p)
                     s = 6
                 elif ec == 2:
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
                     el = 'RemainingTimeToMaximumSOC'
-                    f_RemainingTimeToMaximumSOC = r.uint()
-                    if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        f_RemainingTimeToMaximumSOC = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
+                    if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', p)
                     s = 7
                 elif ec == 3:
-                    x = bits(3)
-                    if x & 5: raise r.deviation('DisplayParametersType')
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 5: raise r.deviation('DisplayParametersType', p)
                     el = 'ChargingComplete'
                     f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 4:
                     el = 'BatteryEnergyCapacity'
+                    r.pos = p
                     f_BatteryEnergyCapacity = _d_RationalNumberType(r)
+                    p = r.pos
                     s = 9
                 elif ec == 5:
-                    x = bits(3)
-                    if x & 5: raise r.deviation('DisplayParametersType')
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 5: raise r.deviation('DisplayParametersType', p)
                     el = 'InletHot'
                     f_InletHot = ((x >> 1) & 1) == 1
                     s = 10
@@ -7410,36 +10566,60 @@ def _d_DisplayParametersType(r):
                     pass
                     s = -1
                 else:
-                    raise r.deviation('DisplayParametersType')
+                    raise r.deviation('DisplayParametersType', p)
             if s == 5:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
                     el = 'RemainingTimeToTargetSOC'
-                    f_RemainingTimeToTargetSOC = r.uint()
-                    if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        f_RemainingTimeToTargetSOC = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
+                    if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', p)
                     s = 6
                 elif ec == 1:
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
                     el = 'RemainingTimeToMaximumSOC'
-                    f_RemainingTimeToMaximumSOC = r.uint()
-                    if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        f_RemainingTimeToMaximumSOC = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
+                    if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', p)
                     s = 7
                 elif ec == 2:
-                    x = bits(3)
-                    if x & 5: raise r.deviation('DisplayParametersType')
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 5: raise r.deviation('DisplayParametersType', p)
                     el = 'ChargingComplete'
                     f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 3:
                     el = 'BatteryEnergyCapacity'
+                    r.pos = p
                     f_BatteryEnergyCapacity = _d_RationalNumberType(r)
+                    p = r.pos
                     s = 9
                 elif ec == 4:
-                    x = bits(3)
-                    if x & 5: raise r.deviation('DisplayParametersType')
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 5: raise r.deviation('DisplayParametersType', p)
                     el = 'InletHot'
                     f_InletHot = ((x >> 1) & 1) == 1
                     s = 10
@@ -7447,29 +10627,45 @@ def _d_DisplayParametersType(r):
                     pass
                     s = -1
                 else:
-                    raise r.deviation('DisplayParametersType')
+                    raise r.deviation('DisplayParametersType', p)
             if s == 6:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
                     el = 'RemainingTimeToMaximumSOC'
-                    f_RemainingTimeToMaximumSOC = r.uint()
-                    if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('DisplayParametersType')
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        f_RemainingTimeToMaximumSOC = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
+                    if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', p)
                     s = 7
                 elif ec == 1:
-                    x = bits(3)
-                    if x & 5: raise r.deviation('DisplayParametersType')
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 5: raise r.deviation('DisplayParametersType', p)
                     el = 'ChargingComplete'
                     f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 2:
                     el = 'BatteryEnergyCapacity'
+                    r.pos = p
                     f_BatteryEnergyCapacity = _d_RationalNumberType(r)
+                    p = r.pos
                     s = 9
                 elif ec == 3:
-                    x = bits(3)
-                    if x & 5: raise r.deviation('DisplayParametersType')
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 5: raise r.deviation('DisplayParametersType', p)
                     el = 'InletHot'
                     f_InletHot = ((x >> 1) & 1) == 1
                     s = 10
@@ -7477,22 +10673,30 @@ def _d_DisplayParametersType(r):
                     pass
                     s = -1
                 else:
-                    raise r.deviation('DisplayParametersType')
+                    raise r.deviation('DisplayParametersType', p)
             if s == 7:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    x = bits(3)
-                    if x & 5: raise r.deviation('DisplayParametersType')
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 5: raise r.deviation('DisplayParametersType', p)
                     el = 'ChargingComplete'
                     f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 1:
                     el = 'BatteryEnergyCapacity'
+                    r.pos = p
                     f_BatteryEnergyCapacity = _d_RationalNumberType(r)
+                    p = r.pos
                     s = 9
                 elif ec == 2:
-                    x = bits(3)
-                    if x & 5: raise r.deviation('DisplayParametersType')
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 5: raise r.deviation('DisplayParametersType', p)
                     el = 'InletHot'
                     f_InletHot = ((x >> 1) & 1) == 1
                     s = 10
@@ -7500,16 +10704,22 @@ def _d_DisplayParametersType(r):
                     pass
                     s = -1
                 else:
-                    raise r.deviation('DisplayParametersType')
+                    raise r.deviation('DisplayParametersType', p)
             if s == 8:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'BatteryEnergyCapacity'
+                    r.pos = p
                     f_BatteryEnergyCapacity = _d_RationalNumberType(r)
+                    p = r.pos
                     s = 9
                 elif ec == 1:
-                    x = bits(3)
-                    if x & 5: raise r.deviation('DisplayParametersType')
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 5: raise r.deviation('DisplayParametersType', p)
                     el = 'InletHot'
                     f_InletHot = ((x >> 1) & 1) == 1
                     s = 10
@@ -7517,12 +10727,16 @@ def _d_DisplayParametersType(r):
                     pass
                     s = -1
                 else:
-                    raise r.deviation('DisplayParametersType')
+                    raise r.deviation('DisplayParametersType', p)
             if s == 9:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    x = bits(3)
-                    if x & 5: raise r.deviation('DisplayParametersType')
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 5: raise r.deviation('DisplayParametersType', p)
                     el = 'InletHot'
                     f_InletHot = ((x >> 1) & 1) == 1
                     s = 10
@@ -7530,17 +10744,21 @@ def _d_DisplayParametersType(r):
                     pass
                     s = -1
                 else:
-                    raise r.deviation('DisplayParametersType')
+                    raise r.deviation('DisplayParametersType', p)
             if s == 10:
-                if bits(1): raise r.deviation('DisplayParametersType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
                 s = -1
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.DisplayParametersType(f_PresentSOC, f_MinimumSOC, f_TargetSOC, f_MaximumSOC, f_RemainingTimeToMinimumSOC, f_RemainingTimeToTargetSOC, f_RemainingTimeToMaximumSOC, f_ChargingComplete, f_BatteryEnergyCapacity, f_InletHot)
 
 def _e_DisplayParametersType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonTypes}DisplayParametersType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_PresentSOC = o.PresentSOC
@@ -7559,429 +10777,552 @@ def _e_DisplayParametersType(w, o):
                 if v_PresentSOC is not None:
                     el = 'PresentSOC'
                     if not 0 <= v_PresentSOC <= 100: raise EncodeError(f'value {v_PresentSOC!r} outside [0, 100]')
-                    bits((v_PresentSOC << 1), 13)
+                    v = (v << 13) | (v_PresentSOC << 1)
+                    n += 13
                     v_PresentSOC = None
                     s = 1
                 elif v_MinimumSOC is not None:
                     el = 'MinimumSOC'
                     if not 0 <= v_MinimumSOC <= 100: raise EncodeError(f'value {v_MinimumSOC!r} outside [0, 100]')
-                    bits((1 << 9) | (v_MinimumSOC << 1), 13)
+                    v = (v << 13) | (1 << 9) | (v_MinimumSOC << 1)
+                    n += 13
                     v_MinimumSOC = None
                     s = 2
                 elif v_TargetSOC is not None:
                     el = 'TargetSOC'
                     if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
-                    bits((2 << 9) | (v_TargetSOC << 1), 13)
+                    v = (v << 13) | (2 << 9) | (v_TargetSOC << 1)
+                    n += 13
                     v_TargetSOC = None
                     s = 3
                 elif v_MaximumSOC is not None:
                     el = 'MaximumSOC'
                     if not 0 <= v_MaximumSOC <= 100: raise EncodeError(f'value {v_MaximumSOC!r} outside [0, 100]')
-                    bits((3 << 9) | (v_MaximumSOC << 1), 13)
+                    v = (v << 13) | (3 << 9) | (v_MaximumSOC << 1)
+                    n += 13
                     v_MaximumSOC = None
                     s = 4
                 elif v_RemainingTimeToMinimumSOC is not None:
                     el = 'RemainingTimeToMinimumSOC'
-                    bits((4 << 1), 5)
                     if v_RemainingTimeToMinimumSOC < 0 or v_RemainingTimeToMinimumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMinimumSOC!r} outside [0, 4294967295]')
-                    w.uint(v_RemainingTimeToMinimumSOC)
-                    bits(0, 1)
+                    v = (v << 5) | (4 << 1)
+                    n += 5
+                    if v_RemainingTimeToMinimumSOC < 128: v = (v << 8) | v_RemainingTimeToMinimumSOC; n += 8
+                    else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMinimumSOC); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_RemainingTimeToMinimumSOC = None
                     s = 5
                 elif v_RemainingTimeToTargetSOC is not None:
                     el = 'RemainingTimeToTargetSOC'
-                    bits((5 << 1), 5)
                     if v_RemainingTimeToTargetSOC < 0 or v_RemainingTimeToTargetSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToTargetSOC!r} outside [0, 4294967295]')
-                    w.uint(v_RemainingTimeToTargetSOC)
-                    bits(0, 1)
+                    v = (v << 5) | (5 << 1)
+                    n += 5
+                    if v_RemainingTimeToTargetSOC < 128: v = (v << 8) | v_RemainingTimeToTargetSOC; n += 8
+                    else: w.v = v; w.n = n; w.uint(v_RemainingTimeToTargetSOC); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_RemainingTimeToTargetSOC = None
                     s = 6
                 elif v_RemainingTimeToMaximumSOC is not None:
                     el = 'RemainingTimeToMaximumSOC'
-                    bits((6 << 1), 5)
                     if v_RemainingTimeToMaximumSOC < 0 or v_RemainingTimeToMaximumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMaximumSOC!r} outside [0, 4294967295]')
-                    w.uint(v_RemainingTimeToMaximumSOC)
-                    bits(0, 1)
+                    v = (v << 5) | (6 << 1)
+                    n += 5
+                    if v_RemainingTimeToMaximumSOC < 128: v = (v << 8) | v_RemainingTimeToMaximumSOC; n += 8
+                    else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_RemainingTimeToMaximumSOC = None
                     s = 7
                 elif v_ChargingComplete is not None:
                     el = 'ChargingComplete'
                     if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    bits((7 << 3) | (v_ChargingComplete << 1), 7)
+                    v = (v << 7) | (7 << 3) | (v_ChargingComplete << 1)
+                    n += 7
                     v_ChargingComplete = None
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
                     el = 'BatteryEnergyCapacity'
-                    bits(8, 4)
+                    v = (v << 4) | 8
+                    n += 4
+                    w.v = v; w.n = n
                     _e_RationalNumberType(w, v_BatteryEnergyCapacity)
+                    v = w.v; n = w.n
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
                     el = 'InletHot'
                     if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    bits((9 << 3) | (v_InletHot << 1), 7)
+                    v = (v << 7) | (9 << 3) | (v_InletHot << 1)
+                    n += 7
                     v_InletHot = None
                     s = 10
                 elif True:
-                    bits(10, 4)
+                    v = (v << 4) | 10
+                    n += 4
                     if v_PresentSOC is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_MaximumSOC is not None or v_RemainingTimeToMinimumSOC is not None or v_RemainingTimeToTargetSOC is not None or v_RemainingTimeToMaximumSOC is not None or v_ChargingComplete is not None or v_BatteryEnergyCapacity is not None or v_InletHot is not None: raise _leftover(o)
                     s = -1
             if s == 1:
                 if v_MinimumSOC is not None:
                     el = 'MinimumSOC'
                     if not 0 <= v_MinimumSOC <= 100: raise EncodeError(f'value {v_MinimumSOC!r} outside [0, 100]')
-                    bits((v_MinimumSOC << 1), 13)
+                    v = (v << 13) | (v_MinimumSOC << 1)
+                    n += 13
                     v_MinimumSOC = None
                     s = 2
                 elif v_TargetSOC is not None:
                     el = 'TargetSOC'
                     if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
-                    bits((1 << 9) | (v_TargetSOC << 1), 13)
+                    v = (v << 13) | (1 << 9) | (v_TargetSOC << 1)
+                    n += 13
                     v_TargetSOC = None
                     s = 3
                 elif v_MaximumSOC is not None:
                     el = 'MaximumSOC'
                     if not 0 <= v_MaximumSOC <= 100: raise EncodeError(f'value {v_MaximumSOC!r} outside [0, 100]')
-                    bits((2 << 9) | (v_MaximumSOC << 1), 13)
+                    v = (v << 13) | (2 << 9) | (v_MaximumSOC << 1)
+                    n += 13
                     v_MaximumSOC = None
                     s = 4
                 elif v_RemainingTimeToMinimumSOC is not None:
                     el = 'RemainingTimeToMinimumSOC'
-                    bits((3 << 1), 5)
                     if v_RemainingTimeToMinimumSOC < 0 or v_RemainingTimeToMinimumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMinimumSOC!r} outside [0, 4294967295]')
-                    w.uint(v_RemainingTimeToMinimumSOC)
-                    bits(0, 1)
+                    v = (v << 5) | (3 << 1)
+                    n += 5
+                    if v_RemainingTimeToMinimumSOC < 128: v = (v << 8) | v_RemainingTimeToMinimumSOC; n += 8
+                    else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMinimumSOC); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_RemainingTimeToMinimumSOC = None
                     s = 5
                 elif v_RemainingTimeToTargetSOC is not None:
                     el = 'RemainingTimeToTargetSOC'
-                    bits((4 << 1), 5)
                     if v_RemainingTimeToTargetSOC < 0 or v_RemainingTimeToTargetSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToTargetSOC!r} outside [0, 4294967295]')
-                    w.uint(v_RemainingTimeToTargetSOC)
-                    bits(0, 1)
+                    v = (v << 5) | (4 << 1)
+                    n += 5
+                    if v_RemainingTimeToTargetSOC < 128: v = (v << 8) | v_RemainingTimeToTargetSOC; n += 8
+                    else: w.v = v; w.n = n; w.uint(v_RemainingTimeToTargetSOC); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_RemainingTimeToTargetSOC = None
                     s = 6
                 elif v_RemainingTimeToMaximumSOC is not None:
                     el = 'RemainingTimeToMaximumSOC'
-                    bits((5 << 1), 5)
                     if v_RemainingTimeToMaximumSOC < 0 or v_RemainingTimeToMaximumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMaximumSOC!r} outside [0, 4294967295]')
-                    w.uint(v_RemainingTimeToMaximumSOC)
-                    bits(0, 1)
+                    v = (v << 5) | (5 << 1)
+                    n += 5
+                    if v_RemainingTimeToMaximumSOC < 128: v = (v << 8) | v_RemainingTimeToMaximumSOC; n += 8
+                    else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_RemainingTimeToMaximumSOC = None
                     s = 7
                 elif v_ChargingComplete is not None:
                     el = 'ChargingComplete'
                     if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    bits((6 << 3) | (v_ChargingComplete << 1), 7)
+                    v = (v << 7) | (6 << 3) | (v_ChargingComplete << 1)
+                    n += 7
                     v_ChargingComplete = None
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
                     el = 'BatteryEnergyCapacity'
-                    bits(7, 4)
+                    v = (v << 4) | 7
+                    n += 4
+                    w.v = v; w.n = n
                     _e_RationalNumberType(w, v_BatteryEnergyCapacity)
+                    v = w.v; n = w.n
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
                     el = 'InletHot'
                     if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    bits((8 << 3) | (v_InletHot << 1), 7)
+                    v = (v << 7) | (8 << 3) | (v_InletHot << 1)
+                    n += 7
                     v_InletHot = None
                     s = 10
                 elif True:
-                    bits(9, 4)
+                    v = (v << 4) | 9
+                    n += 4
                     if v_PresentSOC is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_MaximumSOC is not None or v_RemainingTimeToMinimumSOC is not None or v_RemainingTimeToTargetSOC is not None or v_RemainingTimeToMaximumSOC is not None or v_ChargingComplete is not None or v_BatteryEnergyCapacity is not None or v_InletHot is not None: raise _leftover(o)
                     s = -1
             if s == 2:
                 if v_TargetSOC is not None:
                     el = 'TargetSOC'
                     if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
-                    bits((v_TargetSOC << 1), 13)
+                    v = (v << 13) | (v_TargetSOC << 1)
+                    n += 13
                     v_TargetSOC = None
                     s = 3
                 elif v_MaximumSOC is not None:
                     el = 'MaximumSOC'
                     if not 0 <= v_MaximumSOC <= 100: raise EncodeError(f'value {v_MaximumSOC!r} outside [0, 100]')
-                    bits((1 << 9) | (v_MaximumSOC << 1), 13)
+                    v = (v << 13) | (1 << 9) | (v_MaximumSOC << 1)
+                    n += 13
                     v_MaximumSOC = None
                     s = 4
                 elif v_RemainingTimeToMinimumSOC is not None:
                     el = 'RemainingTimeToMinimumSOC'
-                    bits((2 << 1), 5)
                     if v_RemainingTimeToMinimumSOC < 0 or v_RemainingTimeToMinimumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMinimumSOC!r} outside [0, 4294967295]')
-                    w.uint(v_RemainingTimeToMinimumSOC)
-                    bits(0, 1)
+                    v = (v << 5) | (2 << 1)
+                    n += 5
+                    if v_RemainingTimeToMinimumSOC < 128: v = (v << 8) | v_RemainingTimeToMinimumSOC; n += 8
+                    else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMinimumSOC); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_RemainingTimeToMinimumSOC = None
                     s = 5
                 elif v_RemainingTimeToTargetSOC is not None:
                     el = 'RemainingTimeToTargetSOC'
-                    bits((3 << 1), 5)
                     if v_RemainingTimeToTargetSOC < 0 or v_RemainingTimeToTargetSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToTargetSOC!r} outside [0, 4294967295]')
-                    w.uint(v_RemainingTimeToTargetSOC)
-                    bits(0, 1)
+                    v = (v << 5) | (3 << 1)
+                    n += 5
+                    if v_RemainingTimeToTargetSOC < 128: v = (v << 8) | v_RemainingTimeToTargetSOC; n += 8
+                    else: w.v = v; w.n = n; w.uint(v_RemainingTimeToTargetSOC); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_RemainingTimeToTargetSOC = None
                     s = 6
                 elif v_RemainingTimeToMaximumSOC is not None:
                     el = 'RemainingTimeToMaximumSOC'
-                    bits((4 << 1), 5)
                     if v_RemainingTimeToMaximumSOC < 0 or v_RemainingTimeToMaximumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMaximumSOC!r} outside [0, 4294967295]')
-                    w.uint(v_RemainingTimeToMaximumSOC)
-                    bits(0, 1)
+                    v = (v << 5) | (4 << 1)
+                    n += 5
+                    if v_RemainingTimeToMaximumSOC < 128: v = (v << 8) | v_RemainingTimeToMaximumSOC; n += 8
+                    else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_RemainingTimeToMaximumSOC = None
                     s = 7
                 elif v_ChargingComplete is not None:
                     el = 'ChargingComplete'
                     if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    bits((5 << 3) | (v_ChargingComplete << 1), 7)
+                    v = (v << 7) | (5 << 3) | (v_ChargingComplete << 1)
+                    n += 7
                     v_ChargingComplete = None
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
                     el = 'BatteryEnergyCapacity'
-                    bits(6, 4)
+                    v = (v << 4) | 6
+                    n += 4
+                    w.v = v; w.n = n
                     _e_RationalNumberType(w, v_BatteryEnergyCapacity)
+                    v = w.v; n = w.n
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
                     el = 'InletHot'
                     if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    bits((7 << 3) | (v_InletHot << 1), 7)
+                    v = (v << 7) | (7 << 3) | (v_InletHot << 1)
+                    n += 7
                     v_InletHot = None
                     s = 10
                 elif True:
-                    bits(8, 4)
+                    v = (v << 4) | 8
+                    n += 4
                     if v_PresentSOC is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_MaximumSOC is not None or v_RemainingTimeToMinimumSOC is not None or v_RemainingTimeToTargetSOC is not None or v_RemainingTimeToMaximumSOC is not None or v_ChargingComplete is not None or v_BatteryEnergyCapacity is not None or v_InletHot is not None: raise _leftover(o)
                     s = -1
             if s == 3:
                 if v_MaximumSOC is not None:
                     el = 'MaximumSOC'
                     if not 0 <= v_MaximumSOC <= 100: raise EncodeError(f'value {v_MaximumSOC!r} outside [0, 100]')
-                    bits((v_MaximumSOC << 1), 13)
+                    v = (v << 13) | (v_MaximumSOC << 1)
+                    n += 13
                     v_MaximumSOC = None
                     s = 4
                 elif v_RemainingTimeToMinimumSOC is not None:
                     el = 'RemainingTimeToMinimumSOC'
-                    bits((1 << 1), 5)
                     if v_RemainingTimeToMinimumSOC < 0 or v_RemainingTimeToMinimumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMinimumSOC!r} outside [0, 4294967295]')
-                    w.uint(v_RemainingTimeToMinimumSOC)
-                    bits(0, 1)
+                    v = (v << 5) | (1 << 1)
+                    n += 5
+                    if v_RemainingTimeToMinimumSOC < 128: v = (v << 8) | v_RemainingTimeToMinimumSOC; n += 8
+                    else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMinimumSOC); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_RemainingTimeToMinimumSOC = None
                     s = 5
                 elif v_RemainingTimeToTargetSOC is not None:
                     el = 'RemainingTimeToTargetSOC'
-                    bits((2 << 1), 5)
                     if v_RemainingTimeToTargetSOC < 0 or v_RemainingTimeToTargetSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToTargetSOC!r} outside [0, 4294967295]')
-                    w.uint(v_RemainingTimeToTargetSOC)
-                    bits(0, 1)
+                    v = (v << 5) | (2 << 1)
+                    n += 5
+                    if v_RemainingTimeToTargetSOC < 128: v = (v << 8) | v_RemainingTimeToTargetSOC; n += 8
+                    else: w.v = v; w.n = n; w.uint(v_RemainingTimeToTargetSOC); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_RemainingTimeToTargetSOC = None
                     s = 6
                 elif v_RemainingTimeToMaximumSOC is not None:
                     el = 'RemainingTimeToMaximumSOC'
-                    bits((3 << 1), 5)
                     if v_RemainingTimeToMaximumSOC < 0 or v_RemainingTimeToMaximumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMaximumSOC!r} outside [0, 4294967295]')
-                    w.uint(v_RemainingTimeToMaximumSOC)
-                    bits(0, 1)
+                    v = (v << 5) | (3 << 1)
+                    n += 5
+                    if v_RemainingTimeToMaximumSOC < 128: v = (v << 8) | v_RemainingTimeToMaximumSOC; n += 8
+                    else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_RemainingTimeToMaximumSOC = None
                     s = 7
                 elif v_ChargingComplete is not None:
                     el = 'ChargingComplete'
                     if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    bits((4 << 3) | (v_ChargingComplete << 1), 7)
+                    v = (v << 7) | (4 << 3) | (v_ChargingComplete << 1)
+                    n += 7
                     v_ChargingComplete = None
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
                     el = 'BatteryEnergyCapacity'
-                    bits(5, 4)
+                    v = (v << 4) | 5
+                    n += 4
+                    w.v = v; w.n = n
                     _e_RationalNumberType(w, v_BatteryEnergyCapacity)
+                    v = w.v; n = w.n
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
                     el = 'InletHot'
                     if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    bits((6 << 3) | (v_InletHot << 1), 7)
+                    v = (v << 7) | (6 << 3) | (v_InletHot << 1)
+                    n += 7
                     v_InletHot = None
                     s = 10
                 elif True:
-                    bits(7, 4)
+                    v = (v << 4) | 7
+                    n += 4
                     if v_PresentSOC is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_MaximumSOC is not None or v_RemainingTimeToMinimumSOC is not None or v_RemainingTimeToTargetSOC is not None or v_RemainingTimeToMaximumSOC is not None or v_ChargingComplete is not None or v_BatteryEnergyCapacity is not None or v_InletHot is not None: raise _leftover(o)
                     s = -1
             if s == 4:
                 if v_RemainingTimeToMinimumSOC is not None:
                     el = 'RemainingTimeToMinimumSOC'
-                    bits(0, 4)
                     if v_RemainingTimeToMinimumSOC < 0 or v_RemainingTimeToMinimumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMinimumSOC!r} outside [0, 4294967295]')
-                    w.uint(v_RemainingTimeToMinimumSOC)
-                    bits(0, 1)
+                    v <<= 4
+                    n += 4
+                    if v_RemainingTimeToMinimumSOC < 128: v = (v << 8) | v_RemainingTimeToMinimumSOC; n += 8
+                    else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMinimumSOC); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_RemainingTimeToMinimumSOC = None
                     s = 5
                 elif v_RemainingTimeToTargetSOC is not None:
                     el = 'RemainingTimeToTargetSOC'
-                    bits((1 << 1), 4)
                     if v_RemainingTimeToTargetSOC < 0 or v_RemainingTimeToTargetSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToTargetSOC!r} outside [0, 4294967295]')
-                    w.uint(v_RemainingTimeToTargetSOC)
-                    bits(0, 1)
+                    v = (v << 4) | (1 << 1)
+                    n += 4
+                    if v_RemainingTimeToTargetSOC < 128: v = (v << 8) | v_RemainingTimeToTargetSOC; n += 8
+                    else: w.v = v; w.n = n; w.uint(v_RemainingTimeToTargetSOC); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_RemainingTimeToTargetSOC = None
                     s = 6
                 elif v_RemainingTimeToMaximumSOC is not None:
                     el = 'RemainingTimeToMaximumSOC'
-                    bits((2 << 1), 4)
                     if v_RemainingTimeToMaximumSOC < 0 or v_RemainingTimeToMaximumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMaximumSOC!r} outside [0, 4294967295]')
-                    w.uint(v_RemainingTimeToMaximumSOC)
-                    bits(0, 1)
+                    v = (v << 4) | (2 << 1)
+                    n += 4
+                    if v_RemainingTimeToMaximumSOC < 128: v = (v << 8) | v_RemainingTimeToMaximumSOC; n += 8
+                    else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_RemainingTimeToMaximumSOC = None
                     s = 7
                 elif v_ChargingComplete is not None:
                     el = 'ChargingComplete'
                     if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    bits((3 << 3) | (v_ChargingComplete << 1), 6)
+                    v = (v << 6) | (3 << 3) | (v_ChargingComplete << 1)
+                    n += 6
                     v_ChargingComplete = None
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
                     el = 'BatteryEnergyCapacity'
-                    bits(4, 3)
+                    v = (v << 3) | 4
+                    n += 3
+                    w.v = v; w.n = n
                     _e_RationalNumberType(w, v_BatteryEnergyCapacity)
+                    v = w.v; n = w.n
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
                     el = 'InletHot'
                     if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    bits((5 << 3) | (v_InletHot << 1), 6)
+                    v = (v << 6) | (5 << 3) | (v_InletHot << 1)
+                    n += 6
                     v_InletHot = None
                     s = 10
                 elif True:
-                    bits(6, 3)
+                    v = (v << 3) | 6
+                    n += 3
                     if v_PresentSOC is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_MaximumSOC is not None or v_RemainingTimeToMinimumSOC is not None or v_RemainingTimeToTargetSOC is not None or v_RemainingTimeToMaximumSOC is not None or v_ChargingComplete is not None or v_BatteryEnergyCapacity is not None or v_InletHot is not None: raise _leftover(o)
                     s = -1
             if s == 5:
                 if v_RemainingTimeToTargetSOC is not None:
                     el = 'RemainingTimeToTargetSOC'
-                    bits(0, 4)
                     if v_RemainingTimeToTargetSOC < 0 or v_RemainingTimeToTargetSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToTargetSOC!r} outside [0, 4294967295]')
-                    w.uint(v_RemainingTimeToTargetSOC)
-                    bits(0, 1)
+                    v <<= 4
+                    n += 4
+                    if v_RemainingTimeToTargetSOC < 128: v = (v << 8) | v_RemainingTimeToTargetSOC; n += 8
+                    else: w.v = v; w.n = n; w.uint(v_RemainingTimeToTargetSOC); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_RemainingTimeToTargetSOC = None
                     s = 6
                 elif v_RemainingTimeToMaximumSOC is not None:
                     el = 'RemainingTimeToMaximumSOC'
-                    bits((1 << 1), 4)
                     if v_RemainingTimeToMaximumSOC < 0 or v_RemainingTimeToMaximumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMaximumSOC!r} outside [0, 4294967295]')
-                    w.uint(v_RemainingTimeToMaximumSOC)
-                    bits(0, 1)
+                    v = (v << 4) | (1 << 1)
+                    n += 4
+                    if v_RemainingTimeToMaximumSOC < 128: v = (v << 8) | v_RemainingTimeToMaximumSOC; n += 8
+                    else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_RemainingTimeToMaximumSOC = None
                     s = 7
                 elif v_ChargingComplete is not None:
                     el = 'ChargingComplete'
                     if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    bits((2 << 3) | (v_ChargingComplete << 1), 6)
+                    v = (v << 6) | (2 << 3) | (v_ChargingComplete << 1)
+                    n += 6
                     v_ChargingComplete = None
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
                     el = 'BatteryEnergyCapacity'
-                    bits(3, 3)
+                    v = (v << 3) | 3
+                    n += 3
+                    w.v = v; w.n = n
                     _e_RationalNumberType(w, v_BatteryEnergyCapacity)
+                    v = w.v; n = w.n
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
                     el = 'InletHot'
                     if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    bits((4 << 3) | (v_InletHot << 1), 6)
+                    v = (v << 6) | (4 << 3) | (v_InletHot << 1)
+                    n += 6
                     v_InletHot = None
                     s = 10
                 elif True:
-                    bits(5, 3)
+                    v = (v << 3) | 5
+                    n += 3
                     if v_PresentSOC is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_MaximumSOC is not None or v_RemainingTimeToMinimumSOC is not None or v_RemainingTimeToTargetSOC is not None or v_RemainingTimeToMaximumSOC is not None or v_ChargingComplete is not None or v_BatteryEnergyCapacity is not None or v_InletHot is not None: raise _leftover(o)
                     s = -1
             if s == 6:
                 if v_RemainingTimeToMaximumSOC is not None:
                     el = 'RemainingTimeToMaximumSOC'
-                    bits(0, 4)
                     if v_RemainingTimeToMaximumSOC < 0 or v_RemainingTimeToMaximumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMaximumSOC!r} outside [0, 4294967295]')
-                    w.uint(v_RemainingTimeToMaximumSOC)
-                    bits(0, 1)
+                    v <<= 4
+                    n += 4
+                    if v_RemainingTimeToMaximumSOC < 128: v = (v << 8) | v_RemainingTimeToMaximumSOC; n += 8
+                    else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_RemainingTimeToMaximumSOC = None
                     s = 7
                 elif v_ChargingComplete is not None:
                     el = 'ChargingComplete'
                     if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    bits((1 << 3) | (v_ChargingComplete << 1), 6)
+                    v = (v << 6) | (1 << 3) | (v_ChargingComplete << 1)
+                    n += 6
                     v_ChargingComplete = None
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
                     el = 'BatteryEnergyCapacity'
-                    bits(2, 3)
+                    v = (v << 3) | 2
+                    n += 3
+                    w.v = v; w.n = n
                     _e_RationalNumberType(w, v_BatteryEnergyCapacity)
+                    v = w.v; n = w.n
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
                     el = 'InletHot'
                     if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    bits((3 << 3) | (v_InletHot << 1), 6)
+                    v = (v << 6) | (3 << 3) | (v_InletHot << 1)
+                    n += 6
                     v_InletHot = None
                     s = 10
                 elif True:
-                    bits(4, 3)
+                    v = (v << 3) | 4
+                    n += 3
                     if v_PresentSOC is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_MaximumSOC is not None or v_RemainingTimeToMinimumSOC is not None or v_RemainingTimeToTargetSOC is not None or v_RemainingTimeToMaximumSOC is not None or v_ChargingComplete is not None or v_BatteryEnergyCapacity is not None or v_InletHot is not None: raise _leftover(o)
                     s = -1
             if s == 7:
                 if v_ChargingComplete is not None:
                     el = 'ChargingComplete'
                     if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                    bits((v_ChargingComplete << 1), 6)
+                    v = (v << 6) | (v_ChargingComplete << 1)
+                    n += 6
                     v_ChargingComplete = None
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
                     el = 'BatteryEnergyCapacity'
-                    bits(1, 3)
+                    v = (v << 3) | 1
+                    n += 3
+                    w.v = v; w.n = n
                     _e_RationalNumberType(w, v_BatteryEnergyCapacity)
+                    v = w.v; n = w.n
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
                     el = 'InletHot'
                     if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    bits((2 << 3) | (v_InletHot << 1), 6)
+                    v = (v << 6) | (2 << 3) | (v_InletHot << 1)
+                    n += 6
                     v_InletHot = None
                     s = 10
                 elif True:
-                    bits(3, 3)
+                    v = (v << 3) | 3
+                    n += 3
                     if v_PresentSOC is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_MaximumSOC is not None or v_RemainingTimeToMinimumSOC is not None or v_RemainingTimeToTargetSOC is not None or v_RemainingTimeToMaximumSOC is not None or v_ChargingComplete is not None or v_BatteryEnergyCapacity is not None or v_InletHot is not None: raise _leftover(o)
                     s = -1
             if s == 8:
                 if v_BatteryEnergyCapacity is not None:
                     el = 'BatteryEnergyCapacity'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_RationalNumberType(w, v_BatteryEnergyCapacity)
+                    v = w.v; n = w.n
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
                     el = 'InletHot'
                     if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    bits((1 << 3) | (v_InletHot << 1), 5)
+                    v = (v << 5) | (1 << 3) | (v_InletHot << 1)
+                    n += 5
                     v_InletHot = None
                     s = 10
                 elif True:
-                    bits(2, 2)
+                    v = (v << 2) | 2
+                    n += 2
                     if v_PresentSOC is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_MaximumSOC is not None or v_RemainingTimeToMinimumSOC is not None or v_RemainingTimeToTargetSOC is not None or v_RemainingTimeToMaximumSOC is not None or v_ChargingComplete is not None or v_BatteryEnergyCapacity is not None or v_InletHot is not None: raise _leftover(o)
                     s = -1
             if s == 9:
                 if v_InletHot is not None:
                     el = 'InletHot'
                     if v_InletHot is not True and v_InletHot is not False: raise EncodeError(f'expected a bool, got {v_InletHot!r}')
-                    bits((v_InletHot << 1), 5)
+                    v = (v << 5) | (v_InletHot << 1)
+                    n += 5
                     v_InletHot = None
                     s = 10
                 elif True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_PresentSOC is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_MaximumSOC is not None or v_RemainingTimeToMinimumSOC is not None or v_RemainingTimeToTargetSOC is not None or v_RemainingTimeToMaximumSOC is not None or v_ChargingComplete is not None or v_BatteryEnergyCapacity is not None or v_InletHot is not None: raise _leftover(o)
                     s = -1
             if s == 10:
                 if True:
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
                     if v_PresentSOC is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_MaximumSOC is not None or v_RemainingTimeToMinimumSOC is not None or v_RemainingTimeToTargetSOC is not None or v_RemainingTimeToMaximumSOC is not None or v_ChargingComplete is not None or v_BatteryEnergyCapacity is not None or v_InletHot is not None: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_ChargeLoopResType(r):
     # {urn:iso:std:iso:15118:-20:CommonTypes}ChargeLoopResType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Header = None
     f_ResponseCode = None
@@ -7992,71 +11333,99 @@ def _d_ChargeLoopResType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                if bits(1): raise r.deviation('ChargeLoopResType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('ChargeLoopResType', p)
                 el = 'Header'
+                r.pos = p
                 f_Header = _d_MessageHeaderType(r)
-                x = bits(9)
-                if x & 385: raise r.deviation('ChargeLoopResType')
+                p = r.pos
+                p += 9
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 511
+                if x & 385: raise r.deviation('ChargeLoopResType', p)
                 el = 'ResponseCode'
                 f_ResponseCode = ((x >> 1) & 63)
-                if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
+                if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', p)
                 f_ResponseCode = _E2[f_ResponseCode]
                 s = 2
             if s == 2:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'EVSEStatus'
+                    r.pos = p
                     f_EVSEStatus = _d_EVSEStatusType(r)
+                    p = r.pos
                     s = 3
                 elif ec == 1:
                     el = 'MeterInfo'
+                    r.pos = p
                     f_MeterInfo = _d_MeterInfoType(r)
+                    p = r.pos
                     s = 4
                 elif ec == 2:
                     el = 'Receipt'
+                    r.pos = p
                     f_Receipt = _d_ReceiptType(r)
+                    p = r.pos
                     s = 5
                 elif ec == 3:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('ChargeLoopResType')
+                    raise r.deviation('ChargeLoopResType', p)
             if s == 3:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'MeterInfo'
+                    r.pos = p
                     f_MeterInfo = _d_MeterInfoType(r)
+                    p = r.pos
                     s = 4
                 elif ec == 1:
                     el = 'Receipt'
+                    r.pos = p
                     f_Receipt = _d_ReceiptType(r)
+                    p = r.pos
                     s = 5
                 elif ec == 2:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('ChargeLoopResType')
+                    raise r.deviation('ChargeLoopResType', p)
             if s == 4:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'Receipt'
+                    r.pos = p
                     f_Receipt = _d_ReceiptType(r)
+                    p = r.pos
                     s = 5
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('ChargeLoopResType')
+                    raise r.deviation('ChargeLoopResType', p)
             if s == 5:
-                if bits(1): raise r.deviation('ChargeLoopResType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('ChargeLoopResType', p)
                 s = -1
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.ChargeLoopResType(f_Header, f_ResponseCode, f_EVSEStatus, f_MeterInfo, f_Receipt)
 
 def _e_ChargeLoopResType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonTypes}ChargeLoopResType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Header = o.Header
@@ -8069,13 +11438,17 @@ def _e_ChargeLoopResType(w, o):
             if s == 0:
                 if v_Header is not None:
                     el = 'Header'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
+                    w.v = v; w.n = n
                     _e_MessageHeaderType(w, v_Header)
+                    v = w.v; n = w.n
                     if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
                     el = 'ResponseCode'
                     _i20 = _I5.get(v_ResponseCode)
                     if _i20 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    bits((_i20 << 1), 9)
+                    v = (v << 9) | (_i20 << 1)
+                    n += 9
                     v_Header = None
                     v_ResponseCode = None
                     s = 2
@@ -8084,112 +11457,153 @@ def _e_ChargeLoopResType(w, o):
             if s == 2:
                 if v_EVSEStatus is not None:
                     el = 'EVSEStatus'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     _e_EVSEStatusType(w, v_EVSEStatus)
+                    v = w.v; n = w.n
                     v_EVSEStatus = None
                     s = 3
                 elif v_MeterInfo is not None:
                     el = 'MeterInfo'
-                    bits(1, 3)
+                    v = (v << 3) | 1
+                    n += 3
+                    w.v = v; w.n = n
                     _e_MeterInfoType(w, v_MeterInfo)
+                    v = w.v; n = w.n
                     v_MeterInfo = None
                     s = 4
                 elif v_Receipt is not None:
                     el = 'Receipt'
-                    bits(2, 3)
+                    v = (v << 3) | 2
+                    n += 3
+                    w.v = v; w.n = n
                     _e_ReceiptType(w, v_Receipt)
+                    v = w.v; n = w.n
                     v_Receipt = None
                     s = 5
                 elif True:
-                    bits(3, 3)
+                    v = (v << 3) | 3
+                    n += 3
                     if v_Header is not None or v_ResponseCode is not None or v_EVSEStatus is not None or v_MeterInfo is not None or v_Receipt is not None: raise _leftover(o)
                     s = -1
             if s == 3:
                 if v_MeterInfo is not None:
                     el = 'MeterInfo'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_MeterInfoType(w, v_MeterInfo)
+                    v = w.v; n = w.n
                     v_MeterInfo = None
                     s = 4
                 elif v_Receipt is not None:
                     el = 'Receipt'
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
+                    w.v = v; w.n = n
                     _e_ReceiptType(w, v_Receipt)
+                    v = w.v; n = w.n
                     v_Receipt = None
                     s = 5
                 elif True:
-                    bits(2, 2)
+                    v = (v << 2) | 2
+                    n += 2
                     if v_Header is not None or v_ResponseCode is not None or v_EVSEStatus is not None or v_MeterInfo is not None or v_Receipt is not None: raise _leftover(o)
                     s = -1
             if s == 4:
                 if v_Receipt is not None:
                     el = 'Receipt'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_ReceiptType(w, v_Receipt)
+                    v = w.v; n = w.n
                     v_Receipt = None
                     s = 5
                 elif True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_Header is not None or v_ResponseCode is not None or v_EVSEStatus is not None or v_MeterInfo is not None or v_Receipt is not None: raise _leftover(o)
                     s = -1
             if s == 5:
                 if True:
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
                     if v_Header is not None or v_ResponseCode is not None or v_EVSEStatus is not None or v_MeterInfo is not None or v_Receipt is not None: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_EVSEStatusType(r):
     # {urn:iso:std:iso:15118:-20:CommonTypes}EVSEStatusType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_NotificationMaxDelay = None
     f_EVSENotification = None
     try:
-        x = bits(2)
-        if x & 3: raise r.deviation('EVSEStatusType')
+        p += 2
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 3
+        if x & 3: raise r.deviation('EVSEStatusType', p)
         el = 'NotificationMaxDelay'
-        f_NotificationMaxDelay = r.uint()
-        if f_NotificationMaxDelay > 65535: raise DecodeError(f'value {f_NotificationMaxDelay} outside [0, 65535]', r.pos)
-        x = bits(8)
-        if x & 227: raise r.deviation('EVSEStatusType')
+        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            p += 8
+            f_NotificationMaxDelay = (V >> (E - p)) & 127
+        else:
+            r.pos = p; f_NotificationMaxDelay = r.uint(); p = r.pos
+        p += 8
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 255
+        if x & 227: raise r.deviation('EVSEStatusType', p)
+        if f_NotificationMaxDelay > 65535: raise DecodeError(f'value {f_NotificationMaxDelay} outside [0, 65535]', p)
         el = 'EVSENotification'
         f_EVSENotification = ((x >> 2) & 7)
-        if f_EVSENotification >= 6: raise DecodeError(f'enumeration index {f_EVSENotification} out of range (6 values)', r.pos)
+        if f_EVSENotification >= 6: raise DecodeError(f'enumeration index {f_EVSENotification} out of range (6 values)', p)
         f_EVSENotification = _E14[f_EVSENotification]
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.EVSEStatusType(f_NotificationMaxDelay, f_EVSENotification)
 
 def _e_EVSEStatusType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonTypes}EVSEStatusType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_NotificationMaxDelay = o.NotificationMaxDelay
         v_EVSENotification = o.EVSENotification
         if v_NotificationMaxDelay is not None:
             el = 'NotificationMaxDelay'
-            bits(0, 2)
             if v_NotificationMaxDelay < 0 or v_NotificationMaxDelay > 65535: raise EncodeError(f'value {v_NotificationMaxDelay!r} outside [0, 65535]')
-            w.uint(v_NotificationMaxDelay)
+            v <<= 2
+            n += 2
+            if v_NotificationMaxDelay < 128: v = (v << 8) | v_NotificationMaxDelay; n += 8
+            else: w.v = v; w.n = n; w.uint(v_NotificationMaxDelay); v = w.v; n = w.n
             if not (v_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
             el = 'EVSENotification'
             _i21 = _I15.get(v_EVSENotification)
             if _i21 is None: raise EncodeError(f'{v_EVSENotification!r} is not one of the enumeration evseNotificationType')
-            bits((_i21 << 2), 8)
+            v = (v << 8) | (_i21 << 2)
+            n += 8
             v_NotificationMaxDelay = None
             v_EVSENotification = None
             if v_NotificationMaxDelay is not None or v_EVSENotification is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of NotificationMaxDelay')
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_MeterInfoType(r):
     # {urn:iso:std:iso:15118:-20:CommonTypes}MeterInfoType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_MeterID = None
     f_ChargedEnergyReadingWh = None
@@ -8203,232 +11617,420 @@ def _d_MeterInfoType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                x = bits(2)
-                if x & 3: raise r.deviation('MeterInfoType')
+                p += 2
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('MeterInfoType', p)
                 el = 'MeterID'
+                r.pos = p
                 f_MeterID = r.string(81)
                 if len(f_MeterID) > 32: raise DecodeError(f'length {len(f_MeterID)} outside [0, 32]', r.pos)
-                x = bits(3)
-                if x & 7: raise r.deviation('MeterInfoType')
+                p = r.pos
+                p += 3
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 7
+                if x & 7: raise r.deviation('MeterInfoType', p)
                 el = 'ChargedEnergyReadingWh'
-                f_ChargedEnergyReadingWh = r.uint()
-                if f_ChargedEnergyReadingWh > 18446744073709551615: raise DecodeError(f'value {f_ChargedEnergyReadingWh} outside [0, 18446744073709551615]', r.pos)
-                if bits(1): raise r.deviation('MeterInfoType')
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    f_ChargedEnergyReadingWh = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; f_ChargedEnergyReadingWh = r.uint(); p = r.pos
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                if f_ChargedEnergyReadingWh > 18446744073709551615: raise DecodeError(f'value {f_ChargedEnergyReadingWh} outside [0, 18446744073709551615]', p)
                 s = 2
             if s == 2:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    if bits(1): raise r.deviation('MeterInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     el = 'BPT_DischargedEnergyReadingWh'
-                    f_BPT_DischargedEnergyReadingWh = r.uint()
-                    if f_BPT_DischargedEnergyReadingWh > 18446744073709551615: raise DecodeError(f'value {f_BPT_DischargedEnergyReadingWh} outside [0, 18446744073709551615]', r.pos)
-                    if bits(1): raise r.deviation('MeterInfoType')
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        f_BPT_DischargedEnergyReadingWh = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; f_BPT_DischargedEnergyReadingWh = r.uint(); p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                    if f_BPT_DischargedEnergyReadingWh > 18446744073709551615: raise DecodeError(f'value {f_BPT_DischargedEnergyReadingWh} outside [0, 18446744073709551615]', p)
                     s = 3
                 elif ec == 1:
-                    if bits(1): raise r.deviation('MeterInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     el = 'CapacitiveEnergyReadingVARh'
-                    f_CapacitiveEnergyReadingVARh = r.uint()
-                    if f_CapacitiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_CapacitiveEnergyReadingVARh} outside [0, 18446744073709551615]', r.pos)
-                    if bits(1): raise r.deviation('MeterInfoType')
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        f_CapacitiveEnergyReadingVARh = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; f_CapacitiveEnergyReadingVARh = r.uint(); p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                    if f_CapacitiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_CapacitiveEnergyReadingVARh} outside [0, 18446744073709551615]', p)
                     s = 4
                 elif ec == 2:
-                    if bits(1): raise r.deviation('MeterInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     el = 'BPT_InductiveEnergyReadingVARh'
-                    f_BPT_InductiveEnergyReadingVARh = r.uint()
-                    if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_BPT_InductiveEnergyReadingVARh} outside [0, 18446744073709551615]', r.pos)
-                    if bits(1): raise r.deviation('MeterInfoType')
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        f_BPT_InductiveEnergyReadingVARh = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; f_BPT_InductiveEnergyReadingVARh = r.uint(); p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                    if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_BPT_InductiveEnergyReadingVARh} outside [0, 18446744073709551615]', p)
                     s = 5
                 elif ec == 3:
-                    if bits(1): raise r.deviation('MeterInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     el = 'MeterSignature'
+                    r.pos = p
                     f_MeterSignature = r.binary()
                     if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.pos)
-                    if bits(1): raise r.deviation('MeterInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     s = 6
                 elif ec == 4:
-                    x = bits(2)
-                    if x & 2: raise r.deviation('MeterInfoType')
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 2: raise r.deviation('MeterInfoType', p)
                     el = 'MeterStatus'
                     _neg = (x & 1)
-                    f_MeterStatus = r.uint()
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        f_MeterStatus = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; f_MeterStatus = r.uint(); p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_MeterStatus = -f_MeterStatus - 1
-                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.pos)
-                    if bits(1): raise r.deviation('MeterInfoType')
+                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', p)
                     s = 7
                 elif ec == 5:
-                    if bits(1): raise r.deviation('MeterInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     el = 'MeterTimestamp'
-                    f_MeterTimestamp = r.uint()
-                    if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.pos)
-                    if bits(1): raise r.deviation('MeterInfoType')
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        f_MeterTimestamp = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; f_MeterTimestamp = r.uint(); p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                    if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', p)
                     s = 8
                 elif ec == 6:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('MeterInfoType')
+                    raise r.deviation('MeterInfoType', p)
             if s == 3:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    if bits(1): raise r.deviation('MeterInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     el = 'CapacitiveEnergyReadingVARh'
-                    f_CapacitiveEnergyReadingVARh = r.uint()
-                    if f_CapacitiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_CapacitiveEnergyReadingVARh} outside [0, 18446744073709551615]', r.pos)
-                    if bits(1): raise r.deviation('MeterInfoType')
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        f_CapacitiveEnergyReadingVARh = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; f_CapacitiveEnergyReadingVARh = r.uint(); p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                    if f_CapacitiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_CapacitiveEnergyReadingVARh} outside [0, 18446744073709551615]', p)
                     s = 4
                 elif ec == 1:
-                    if bits(1): raise r.deviation('MeterInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     el = 'BPT_InductiveEnergyReadingVARh'
-                    f_BPT_InductiveEnergyReadingVARh = r.uint()
-                    if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_BPT_InductiveEnergyReadingVARh} outside [0, 18446744073709551615]', r.pos)
-                    if bits(1): raise r.deviation('MeterInfoType')
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        f_BPT_InductiveEnergyReadingVARh = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; f_BPT_InductiveEnergyReadingVARh = r.uint(); p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                    if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_BPT_InductiveEnergyReadingVARh} outside [0, 18446744073709551615]', p)
                     s = 5
                 elif ec == 2:
-                    if bits(1): raise r.deviation('MeterInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     el = 'MeterSignature'
+                    r.pos = p
                     f_MeterSignature = r.binary()
                     if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.pos)
-                    if bits(1): raise r.deviation('MeterInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     s = 6
                 elif ec == 3:
-                    x = bits(2)
-                    if x & 2: raise r.deviation('MeterInfoType')
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 2: raise r.deviation('MeterInfoType', p)
                     el = 'MeterStatus'
                     _neg = (x & 1)
-                    f_MeterStatus = r.uint()
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        f_MeterStatus = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; f_MeterStatus = r.uint(); p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_MeterStatus = -f_MeterStatus - 1
-                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.pos)
-                    if bits(1): raise r.deviation('MeterInfoType')
+                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', p)
                     s = 7
                 elif ec == 4:
-                    if bits(1): raise r.deviation('MeterInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     el = 'MeterTimestamp'
-                    f_MeterTimestamp = r.uint()
-                    if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.pos)
-                    if bits(1): raise r.deviation('MeterInfoType')
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        f_MeterTimestamp = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; f_MeterTimestamp = r.uint(); p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                    if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', p)
                     s = 8
                 elif ec == 5:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('MeterInfoType')
+                    raise r.deviation('MeterInfoType', p)
             if s == 4:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    if bits(1): raise r.deviation('MeterInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     el = 'BPT_InductiveEnergyReadingVARh'
-                    f_BPT_InductiveEnergyReadingVARh = r.uint()
-                    if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_BPT_InductiveEnergyReadingVARh} outside [0, 18446744073709551615]', r.pos)
-                    if bits(1): raise r.deviation('MeterInfoType')
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        f_BPT_InductiveEnergyReadingVARh = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; f_BPT_InductiveEnergyReadingVARh = r.uint(); p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                    if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_BPT_InductiveEnergyReadingVARh} outside [0, 18446744073709551615]', p)
                     s = 5
                 elif ec == 1:
-                    if bits(1): raise r.deviation('MeterInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     el = 'MeterSignature'
+                    r.pos = p
                     f_MeterSignature = r.binary()
                     if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.pos)
-                    if bits(1): raise r.deviation('MeterInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     s = 6
                 elif ec == 2:
-                    x = bits(2)
-                    if x & 2: raise r.deviation('MeterInfoType')
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 2: raise r.deviation('MeterInfoType', p)
                     el = 'MeterStatus'
                     _neg = (x & 1)
-                    f_MeterStatus = r.uint()
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        f_MeterStatus = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; f_MeterStatus = r.uint(); p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_MeterStatus = -f_MeterStatus - 1
-                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.pos)
-                    if bits(1): raise r.deviation('MeterInfoType')
+                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', p)
                     s = 7
                 elif ec == 3:
-                    if bits(1): raise r.deviation('MeterInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     el = 'MeterTimestamp'
-                    f_MeterTimestamp = r.uint()
-                    if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.pos)
-                    if bits(1): raise r.deviation('MeterInfoType')
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        f_MeterTimestamp = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; f_MeterTimestamp = r.uint(); p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                    if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', p)
                     s = 8
                 elif ec == 4:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('MeterInfoType')
+                    raise r.deviation('MeterInfoType', p)
             if s == 5:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    if bits(1): raise r.deviation('MeterInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     el = 'MeterSignature'
+                    r.pos = p
                     f_MeterSignature = r.binary()
                     if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.pos)
-                    if bits(1): raise r.deviation('MeterInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     s = 6
                 elif ec == 1:
-                    x = bits(2)
-                    if x & 2: raise r.deviation('MeterInfoType')
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 2: raise r.deviation('MeterInfoType', p)
                     el = 'MeterStatus'
                     _neg = (x & 1)
-                    f_MeterStatus = r.uint()
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        f_MeterStatus = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; f_MeterStatus = r.uint(); p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_MeterStatus = -f_MeterStatus - 1
-                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.pos)
-                    if bits(1): raise r.deviation('MeterInfoType')
+                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', p)
                     s = 7
                 elif ec == 2:
-                    if bits(1): raise r.deviation('MeterInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     el = 'MeterTimestamp'
-                    f_MeterTimestamp = r.uint()
-                    if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.pos)
-                    if bits(1): raise r.deviation('MeterInfoType')
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        f_MeterTimestamp = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; f_MeterTimestamp = r.uint(); p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                    if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', p)
                     s = 8
                 elif ec == 3:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('MeterInfoType')
+                    raise r.deviation('MeterInfoType', p)
             if s == 6:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    x = bits(2)
-                    if x & 2: raise r.deviation('MeterInfoType')
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 2: raise r.deviation('MeterInfoType', p)
                     el = 'MeterStatus'
                     _neg = (x & 1)
-                    f_MeterStatus = r.uint()
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        f_MeterStatus = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; f_MeterStatus = r.uint(); p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_MeterStatus = -f_MeterStatus - 1
-                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.pos)
-                    if bits(1): raise r.deviation('MeterInfoType')
+                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', p)
                     s = 7
                 elif ec == 1:
-                    if bits(1): raise r.deviation('MeterInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     el = 'MeterTimestamp'
-                    f_MeterTimestamp = r.uint()
-                    if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.pos)
-                    if bits(1): raise r.deviation('MeterInfoType')
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        f_MeterTimestamp = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; f_MeterTimestamp = r.uint(); p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                    if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', p)
                     s = 8
                 elif ec == 2:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('MeterInfoType')
+                    raise r.deviation('MeterInfoType', p)
             if s == 7:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    if bits(1): raise r.deviation('MeterInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     el = 'MeterTimestamp'
-                    f_MeterTimestamp = r.uint()
-                    if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.pos)
-                    if bits(1): raise r.deviation('MeterInfoType')
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        f_MeterTimestamp = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; f_MeterTimestamp = r.uint(); p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                    if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', p)
                     s = 8
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('MeterInfoType')
+                    raise r.deviation('MeterInfoType', p)
             if s == 8:
-                if bits(1): raise r.deviation('MeterInfoType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                 s = -1
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.MeterInfoType(f_MeterID, f_ChargedEnergyReadingWh, f_BPT_DischargedEnergyReadingWh, f_CapacitiveEnergyReadingVARh, f_BPT_InductiveEnergyReadingVARh, f_MeterSignature, f_MeterStatus, f_MeterTimestamp)
 
 def _e_MeterInfoType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonTypes}MeterInfoType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_MeterID = o.MeterID
@@ -8444,16 +12046,22 @@ def _e_MeterInfoType(w, o):
             if s == 0:
                 if v_MeterID is not None:
                     el = 'MeterID'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     if len(v_MeterID) > 32: raise EncodeError(f'length {len(v_MeterID)} outside [0, 32]')
                     w.string(v_MeterID)
+                    v = w.v; n = w.n
                     if not (v_ChargedEnergyReadingWh is not None): raise EncodeError('missing content: ChargedEnergyReadingWh')
                     el = 'ChargedEnergyReadingWh'
-                    bits(0, 3)
-                    v_MeterID = None
                     if v_ChargedEnergyReadingWh < 0 or v_ChargedEnergyReadingWh > 18446744073709551615: raise EncodeError(f'value {v_ChargedEnergyReadingWh!r} outside [0, 18446744073709551615]')
-                    w.uint(v_ChargedEnergyReadingWh)
-                    bits(0, 1)
+                    v <<= 3
+                    n += 3
+                    v_MeterID = None
+                    if v_ChargedEnergyReadingWh < 128: v = (v << 8) | v_ChargedEnergyReadingWh; n += 8
+                    else: w.v = v; w.n = n; w.uint(v_ChargedEnergyReadingWh); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_ChargedEnergyReadingWh = None
                     s = 2
                 else:
@@ -8461,212 +12069,294 @@ def _e_MeterInfoType(w, o):
             if s == 2:
                 if v_BPT_DischargedEnergyReadingWh is not None:
                     el = 'BPT_DischargedEnergyReadingWh'
-                    bits(0, 4)
                     if v_BPT_DischargedEnergyReadingWh < 0 or v_BPT_DischargedEnergyReadingWh > 18446744073709551615: raise EncodeError(f'value {v_BPT_DischargedEnergyReadingWh!r} outside [0, 18446744073709551615]')
-                    w.uint(v_BPT_DischargedEnergyReadingWh)
-                    bits(0, 1)
+                    v <<= 4
+                    n += 4
+                    if v_BPT_DischargedEnergyReadingWh < 128: v = (v << 8) | v_BPT_DischargedEnergyReadingWh; n += 8
+                    else: w.v = v; w.n = n; w.uint(v_BPT_DischargedEnergyReadingWh); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_BPT_DischargedEnergyReadingWh = None
                     s = 3
                 elif v_CapacitiveEnergyReadingVARh is not None:
                     el = 'CapacitiveEnergyReadingVARh'
-                    bits((1 << 1), 4)
                     if v_CapacitiveEnergyReadingVARh < 0 or v_CapacitiveEnergyReadingVARh > 18446744073709551615: raise EncodeError(f'value {v_CapacitiveEnergyReadingVARh!r} outside [0, 18446744073709551615]')
-                    w.uint(v_CapacitiveEnergyReadingVARh)
-                    bits(0, 1)
+                    v = (v << 4) | (1 << 1)
+                    n += 4
+                    if v_CapacitiveEnergyReadingVARh < 128: v = (v << 8) | v_CapacitiveEnergyReadingVARh; n += 8
+                    else: w.v = v; w.n = n; w.uint(v_CapacitiveEnergyReadingVARh); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_CapacitiveEnergyReadingVARh = None
                     s = 4
                 elif v_BPT_InductiveEnergyReadingVARh is not None:
                     el = 'BPT_InductiveEnergyReadingVARh'
-                    bits((2 << 1), 4)
                     if v_BPT_InductiveEnergyReadingVARh < 0 or v_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise EncodeError(f'value {v_BPT_InductiveEnergyReadingVARh!r} outside [0, 18446744073709551615]')
-                    w.uint(v_BPT_InductiveEnergyReadingVARh)
-                    bits(0, 1)
+                    v = (v << 4) | (2 << 1)
+                    n += 4
+                    if v_BPT_InductiveEnergyReadingVARh < 128: v = (v << 8) | v_BPT_InductiveEnergyReadingVARh; n += 8
+                    else: w.v = v; w.n = n; w.uint(v_BPT_InductiveEnergyReadingVARh); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_BPT_InductiveEnergyReadingVARh = None
                     s = 5
                 elif v_MeterSignature is not None:
                     el = 'MeterSignature'
-                    bits((3 << 1), 4)
+                    v = (v << 4) | (3 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     if len(v_MeterSignature) > 64: raise EncodeError(f'length {len(v_MeterSignature)} outside [0, 64]')
                     w.binary(v_MeterSignature)
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_MeterSignature = None
                     s = 6
                 elif v_MeterStatus is not None:
                     el = 'MeterStatus'
                     if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    bits((4 << 2) | (v_MeterStatus < 0), 5)
-                    w.uint(-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
-                    bits(0, 1)
+                    v = (v << 5) | (4 << 2) | (v_MeterStatus < 0)
+                    n += 5
+                    _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_MeterStatus = None
                     s = 7
                 elif v_MeterTimestamp is not None:
                     el = 'MeterTimestamp'
-                    bits((5 << 1), 4)
                     if v_MeterTimestamp < 0 or v_MeterTimestamp > 18446744073709551615: raise EncodeError(f'value {v_MeterTimestamp!r} outside [0, 18446744073709551615]')
-                    w.uint(v_MeterTimestamp)
-                    bits(0, 1)
+                    v = (v << 4) | (5 << 1)
+                    n += 4
+                    if v_MeterTimestamp < 128: v = (v << 8) | v_MeterTimestamp; n += 8
+                    else: w.v = v; w.n = n; w.uint(v_MeterTimestamp); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_MeterTimestamp = None
                     s = 8
                 elif True:
-                    bits(6, 3)
+                    v = (v << 3) | 6
+                    n += 3
                     if v_MeterID is not None or v_ChargedEnergyReadingWh is not None or v_BPT_DischargedEnergyReadingWh is not None or v_CapacitiveEnergyReadingVARh is not None or v_BPT_InductiveEnergyReadingVARh is not None or v_MeterSignature is not None or v_MeterStatus is not None or v_MeterTimestamp is not None: raise _leftover(o)
                     s = -1
             if s == 3:
                 if v_CapacitiveEnergyReadingVARh is not None:
                     el = 'CapacitiveEnergyReadingVARh'
-                    bits(0, 4)
                     if v_CapacitiveEnergyReadingVARh < 0 or v_CapacitiveEnergyReadingVARh > 18446744073709551615: raise EncodeError(f'value {v_CapacitiveEnergyReadingVARh!r} outside [0, 18446744073709551615]')
-                    w.uint(v_CapacitiveEnergyReadingVARh)
-                    bits(0, 1)
+                    v <<= 4
+                    n += 4
+                    if v_CapacitiveEnergyReadingVARh < 128: v = (v << 8) | v_CapacitiveEnergyReadingVARh; n += 8
+                    else: w.v = v; w.n = n; w.uint(v_CapacitiveEnergyReadingVARh); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_CapacitiveEnergyReadingVARh = None
                     s = 4
                 elif v_BPT_InductiveEnergyReadingVARh is not None:
                     el = 'BPT_InductiveEnergyReadingVARh'
-                    bits((1 << 1), 4)
                     if v_BPT_InductiveEnergyReadingVARh < 0 or v_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise EncodeError(f'value {v_BPT_InductiveEnergyReadingVARh!r} outside [0, 18446744073709551615]')
-                    w.uint(v_BPT_InductiveEnergyReadingVARh)
-                    bits(0, 1)
+                    v = (v << 4) | (1 << 1)
+                    n += 4
+                    if v_BPT_InductiveEnergyReadingVARh < 128: v = (v << 8) | v_BPT_InductiveEnergyReadingVARh; n += 8
+                    else: w.v = v; w.n = n; w.uint(v_BPT_InductiveEnergyReadingVARh); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_BPT_InductiveEnergyReadingVARh = None
                     s = 5
                 elif v_MeterSignature is not None:
                     el = 'MeterSignature'
-                    bits((2 << 1), 4)
+                    v = (v << 4) | (2 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     if len(v_MeterSignature) > 64: raise EncodeError(f'length {len(v_MeterSignature)} outside [0, 64]')
                     w.binary(v_MeterSignature)
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_MeterSignature = None
                     s = 6
                 elif v_MeterStatus is not None:
                     el = 'MeterStatus'
                     if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    bits((3 << 2) | (v_MeterStatus < 0), 5)
-                    w.uint(-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
-                    bits(0, 1)
+                    v = (v << 5) | (3 << 2) | (v_MeterStatus < 0)
+                    n += 5
+                    _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_MeterStatus = None
                     s = 7
                 elif v_MeterTimestamp is not None:
                     el = 'MeterTimestamp'
-                    bits((4 << 1), 4)
                     if v_MeterTimestamp < 0 or v_MeterTimestamp > 18446744073709551615: raise EncodeError(f'value {v_MeterTimestamp!r} outside [0, 18446744073709551615]')
-                    w.uint(v_MeterTimestamp)
-                    bits(0, 1)
+                    v = (v << 4) | (4 << 1)
+                    n += 4
+                    if v_MeterTimestamp < 128: v = (v << 8) | v_MeterTimestamp; n += 8
+                    else: w.v = v; w.n = n; w.uint(v_MeterTimestamp); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_MeterTimestamp = None
                     s = 8
                 elif True:
-                    bits(5, 3)
+                    v = (v << 3) | 5
+                    n += 3
                     if v_MeterID is not None or v_ChargedEnergyReadingWh is not None or v_BPT_DischargedEnergyReadingWh is not None or v_CapacitiveEnergyReadingVARh is not None or v_BPT_InductiveEnergyReadingVARh is not None or v_MeterSignature is not None or v_MeterStatus is not None or v_MeterTimestamp is not None: raise _leftover(o)
                     s = -1
             if s == 4:
                 if v_BPT_InductiveEnergyReadingVARh is not None:
                     el = 'BPT_InductiveEnergyReadingVARh'
-                    bits(0, 4)
                     if v_BPT_InductiveEnergyReadingVARh < 0 or v_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise EncodeError(f'value {v_BPT_InductiveEnergyReadingVARh!r} outside [0, 18446744073709551615]')
-                    w.uint(v_BPT_InductiveEnergyReadingVARh)
-                    bits(0, 1)
+                    v <<= 4
+                    n += 4
+                    if v_BPT_InductiveEnergyReadingVARh < 128: v = (v << 8) | v_BPT_InductiveEnergyReadingVARh; n += 8
+                    else: w.v = v; w.n = n; w.uint(v_BPT_InductiveEnergyReadingVARh); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_BPT_InductiveEnergyReadingVARh = None
                     s = 5
                 elif v_MeterSignature is not None:
                     el = 'MeterSignature'
-                    bits((1 << 1), 4)
+                    v = (v << 4) | (1 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     if len(v_MeterSignature) > 64: raise EncodeError(f'length {len(v_MeterSignature)} outside [0, 64]')
                     w.binary(v_MeterSignature)
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_MeterSignature = None
                     s = 6
                 elif v_MeterStatus is not None:
                     el = 'MeterStatus'
                     if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    bits((2 << 2) | (v_MeterStatus < 0), 5)
-                    w.uint(-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
-                    bits(0, 1)
+                    v = (v << 5) | (2 << 2) | (v_MeterStatus < 0)
+                    n += 5
+                    _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_MeterStatus = None
                     s = 7
                 elif v_MeterTimestamp is not None:
                     el = 'MeterTimestamp'
-                    bits((3 << 1), 4)
                     if v_MeterTimestamp < 0 or v_MeterTimestamp > 18446744073709551615: raise EncodeError(f'value {v_MeterTimestamp!r} outside [0, 18446744073709551615]')
-                    w.uint(v_MeterTimestamp)
-                    bits(0, 1)
+                    v = (v << 4) | (3 << 1)
+                    n += 4
+                    if v_MeterTimestamp < 128: v = (v << 8) | v_MeterTimestamp; n += 8
+                    else: w.v = v; w.n = n; w.uint(v_MeterTimestamp); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_MeterTimestamp = None
                     s = 8
                 elif True:
-                    bits(4, 3)
+                    v = (v << 3) | 4
+                    n += 3
                     if v_MeterID is not None or v_ChargedEnergyReadingWh is not None or v_BPT_DischargedEnergyReadingWh is not None or v_CapacitiveEnergyReadingVARh is not None or v_BPT_InductiveEnergyReadingVARh is not None or v_MeterSignature is not None or v_MeterStatus is not None or v_MeterTimestamp is not None: raise _leftover(o)
                     s = -1
             if s == 5:
                 if v_MeterSignature is not None:
                     el = 'MeterSignature'
-                    bits(0, 4)
+                    v <<= 4
+                    n += 4
+                    w.v = v; w.n = n
                     if len(v_MeterSignature) > 64: raise EncodeError(f'length {len(v_MeterSignature)} outside [0, 64]')
                     w.binary(v_MeterSignature)
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_MeterSignature = None
                     s = 6
                 elif v_MeterStatus is not None:
                     el = 'MeterStatus'
                     if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    bits((1 << 2) | (v_MeterStatus < 0), 5)
-                    w.uint(-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
-                    bits(0, 1)
+                    v = (v << 5) | (1 << 2) | (v_MeterStatus < 0)
+                    n += 5
+                    _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_MeterStatus = None
                     s = 7
                 elif v_MeterTimestamp is not None:
                     el = 'MeterTimestamp'
-                    bits((2 << 1), 4)
                     if v_MeterTimestamp < 0 or v_MeterTimestamp > 18446744073709551615: raise EncodeError(f'value {v_MeterTimestamp!r} outside [0, 18446744073709551615]')
-                    w.uint(v_MeterTimestamp)
-                    bits(0, 1)
+                    v = (v << 4) | (2 << 1)
+                    n += 4
+                    if v_MeterTimestamp < 128: v = (v << 8) | v_MeterTimestamp; n += 8
+                    else: w.v = v; w.n = n; w.uint(v_MeterTimestamp); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_MeterTimestamp = None
                     s = 8
                 elif True:
-                    bits(3, 3)
+                    v = (v << 3) | 3
+                    n += 3
                     if v_MeterID is not None or v_ChargedEnergyReadingWh is not None or v_BPT_DischargedEnergyReadingWh is not None or v_CapacitiveEnergyReadingVARh is not None or v_BPT_InductiveEnergyReadingVARh is not None or v_MeterSignature is not None or v_MeterStatus is not None or v_MeterTimestamp is not None: raise _leftover(o)
                     s = -1
             if s == 6:
                 if v_MeterStatus is not None:
                     el = 'MeterStatus'
                     if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                    bits((v_MeterStatus < 0), 4)
-                    w.uint(-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
-                    bits(0, 1)
+                    v = (v << 4) | (v_MeterStatus < 0)
+                    n += 4
+                    _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_MeterStatus = None
                     s = 7
                 elif v_MeterTimestamp is not None:
                     el = 'MeterTimestamp'
-                    bits((1 << 1), 3)
                     if v_MeterTimestamp < 0 or v_MeterTimestamp > 18446744073709551615: raise EncodeError(f'value {v_MeterTimestamp!r} outside [0, 18446744073709551615]')
-                    w.uint(v_MeterTimestamp)
-                    bits(0, 1)
+                    v = (v << 3) | (1 << 1)
+                    n += 3
+                    if v_MeterTimestamp < 128: v = (v << 8) | v_MeterTimestamp; n += 8
+                    else: w.v = v; w.n = n; w.uint(v_MeterTimestamp); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_MeterTimestamp = None
                     s = 8
                 elif True:
-                    bits(2, 2)
+                    v = (v << 2) | 2
+                    n += 2
                     if v_MeterID is not None or v_ChargedEnergyReadingWh is not None or v_BPT_DischargedEnergyReadingWh is not None or v_CapacitiveEnergyReadingVARh is not None or v_BPT_InductiveEnergyReadingVARh is not None or v_MeterSignature is not None or v_MeterStatus is not None or v_MeterTimestamp is not None: raise _leftover(o)
                     s = -1
             if s == 7:
                 if v_MeterTimestamp is not None:
                     el = 'MeterTimestamp'
-                    bits(0, 3)
                     if v_MeterTimestamp < 0 or v_MeterTimestamp > 18446744073709551615: raise EncodeError(f'value {v_MeterTimestamp!r} outside [0, 18446744073709551615]')
-                    w.uint(v_MeterTimestamp)
-                    bits(0, 1)
+                    v <<= 3
+                    n += 3
+                    if v_MeterTimestamp < 128: v = (v << 8) | v_MeterTimestamp; n += 8
+                    else: w.v = v; w.n = n; w.uint(v_MeterTimestamp); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_MeterTimestamp = None
                     s = 8
                 elif True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_MeterID is not None or v_ChargedEnergyReadingWh is not None or v_BPT_DischargedEnergyReadingWh is not None or v_CapacitiveEnergyReadingVARh is not None or v_BPT_InductiveEnergyReadingVARh is not None or v_MeterSignature is not None or v_MeterStatus is not None or v_MeterTimestamp is not None: raise _leftover(o)
                     s = -1
             if s == 8:
                 if True:
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
                     if v_MeterID is not None or v_ChargedEnergyReadingWh is not None or v_BPT_DischargedEnergyReadingWh is not None or v_CapacitiveEnergyReadingVARh is not None or v_BPT_InductiveEnergyReadingVARh is not None or v_MeterSignature is not None or v_MeterStatus is not None or v_MeterTimestamp is not None: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_ReceiptType(r):
     # {urn:iso:std:iso:15118:-20:CommonTypes}ReceiptType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_TimeAnchor = None
     f_EnergyCosts = None
@@ -8678,123 +12368,175 @@ def _d_ReceiptType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                x = bits(2)
-                if x & 3: raise r.deviation('ReceiptType')
+                p += 2
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('ReceiptType', p)
                 el = 'TimeAnchor'
-                f_TimeAnchor = r.uint()
-                if f_TimeAnchor > 18446744073709551615: raise DecodeError(f'value {f_TimeAnchor} outside [0, 18446744073709551615]', r.pos)
-                if bits(1): raise r.deviation('ReceiptType')
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    f_TimeAnchor = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; f_TimeAnchor = r.uint(); p = r.pos
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('ReceiptType', p)
+                if f_TimeAnchor > 18446744073709551615: raise DecodeError(f'value {f_TimeAnchor} outside [0, 18446744073709551615]', p)
                 s = 1
             if s == 1:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'EnergyCosts'
+                    r.pos = p
                     f_EnergyCosts = _d_DetailedCostType(r)
+                    p = r.pos
                     s = 2
                 elif ec == 1:
                     el = 'OccupancyCosts'
+                    r.pos = p
                     f_OccupancyCosts = _d_DetailedCostType(r)
+                    p = r.pos
                     s = 3
                 elif ec == 2:
                     el = 'AdditionalServicesCosts'
+                    r.pos = p
                     f_AdditionalServicesCosts = _d_DetailedCostType(r)
+                    p = r.pos
                     s = 4
                 elif ec == 3:
                     el = 'OverstayCosts'
+                    r.pos = p
                     f_OverstayCosts = _d_DetailedCostType(r)
+                    p = r.pos
                     s = 5
                 elif ec == 4:
                     el = 'TaxCosts'
+                    r.pos = p
                     _v = _d_DetailedTaxType(r)
+                    p = r.pos
                     f_TaxCosts.append(_v)
                     s = 6
                 elif ec == 5:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('ReceiptType')
+                    raise r.deviation('ReceiptType', p)
             if s == 2:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'OccupancyCosts'
+                    r.pos = p
                     f_OccupancyCosts = _d_DetailedCostType(r)
+                    p = r.pos
                     s = 3
                 elif ec == 1:
                     el = 'AdditionalServicesCosts'
+                    r.pos = p
                     f_AdditionalServicesCosts = _d_DetailedCostType(r)
+                    p = r.pos
                     s = 4
                 elif ec == 2:
                     el = 'OverstayCosts'
+                    r.pos = p
                     f_OverstayCosts = _d_DetailedCostType(r)
+                    p = r.pos
                     s = 5
                 elif ec == 3:
                     el = 'TaxCosts'
+                    r.pos = p
                     _v = _d_DetailedTaxType(r)
+                    p = r.pos
                     f_TaxCosts.append(_v)
                     s = 6
                 elif ec == 4:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('ReceiptType')
+                    raise r.deviation('ReceiptType', p)
             if s == 3:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'AdditionalServicesCosts'
+                    r.pos = p
                     f_AdditionalServicesCosts = _d_DetailedCostType(r)
+                    p = r.pos
                     s = 4
                 elif ec == 1:
                     el = 'OverstayCosts'
+                    r.pos = p
                     f_OverstayCosts = _d_DetailedCostType(r)
+                    p = r.pos
                     s = 5
                 elif ec == 2:
                     el = 'TaxCosts'
+                    r.pos = p
                     _v = _d_DetailedTaxType(r)
+                    p = r.pos
                     f_TaxCosts.append(_v)
                     s = 6
                 elif ec == 3:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('ReceiptType')
+                    raise r.deviation('ReceiptType', p)
             if s == 4:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'OverstayCosts'
+                    r.pos = p
                     f_OverstayCosts = _d_DetailedCostType(r)
+                    p = r.pos
                     s = 5
                 elif ec == 1:
                     el = 'TaxCosts'
+                    r.pos = p
                     _v = _d_DetailedTaxType(r)
+                    p = r.pos
                     f_TaxCosts.append(_v)
                     s = 6
                 elif ec == 2:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('ReceiptType')
+                    raise r.deviation('ReceiptType', p)
             if s == 5:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'TaxCosts'
+                    r.pos = p
                     _v = _d_DetailedTaxType(r)
+                    p = r.pos
                     f_TaxCosts.append(_v)
                     s = 6
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('ReceiptType')
+                    raise r.deviation('ReceiptType', p)
             if s == 6:
-                n = 0
+                _k = 0
                 while True:
-                    ec = bits(2)
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'TaxCosts'
+                        r.pos = p
                         _v = _d_DetailedTaxType(r)
+                        p = r.pos
                         f_TaxCosts.append(_v)
-                        n += 1
-                        if n == 9:
+                        _k += 1
+                        if _k == 9:
                             s = 15
                             break
                     elif ec == 1:
@@ -8802,17 +12544,21 @@ def _d_ReceiptType(r):
                         s = -1
                         break
                     else:
-                        raise r.deviation('ReceiptType')
+                        raise r.deviation('ReceiptType', p)
             if s == 15:
-                if bits(1): raise r.deviation('ReceiptType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('ReceiptType', p)
                 s = -1
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.ReceiptType(f_TimeAnchor, f_EnergyCosts, f_OccupancyCosts, f_AdditionalServicesCosts, f_OverstayCosts, f_TaxCosts)
 
 def _e_ReceiptType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonTypes}ReceiptType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_TimeAnchor = o.TimeAnchor
@@ -8828,10 +12574,13 @@ def _e_ReceiptType(w, o):
             if s == 0:
                 if v_TimeAnchor is not None:
                     el = 'TimeAnchor'
-                    bits(0, 2)
                     if v_TimeAnchor < 0 or v_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {v_TimeAnchor!r} outside [0, 18446744073709551615]')
-                    w.uint(v_TimeAnchor)
-                    bits(0, 1)
+                    v <<= 2
+                    n += 2
+                    if v_TimeAnchor < 128: v = (v << 8) | v_TimeAnchor; n += 8
+                    else: w.v = v; w.n = n; w.uint(v_TimeAnchor); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_TimeAnchor = None
                     s = 1
                 else:
@@ -8839,310 +12588,443 @@ def _e_ReceiptType(w, o):
             if s == 1:
                 if v_EnergyCosts is not None:
                     el = 'EnergyCosts'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     _e_DetailedCostType(w, v_EnergyCosts)
+                    v = w.v; n = w.n
                     v_EnergyCosts = None
                     s = 2
                 elif v_OccupancyCosts is not None:
                     el = 'OccupancyCosts'
-                    bits(1, 3)
+                    v = (v << 3) | 1
+                    n += 3
+                    w.v = v; w.n = n
                     _e_DetailedCostType(w, v_OccupancyCosts)
+                    v = w.v; n = w.n
                     v_OccupancyCosts = None
                     s = 3
                 elif v_AdditionalServicesCosts is not None:
                     el = 'AdditionalServicesCosts'
-                    bits(2, 3)
+                    v = (v << 3) | 2
+                    n += 3
+                    w.v = v; w.n = n
                     _e_DetailedCostType(w, v_AdditionalServicesCosts)
+                    v = w.v; n = w.n
                     v_AdditionalServicesCosts = None
                     s = 4
                 elif v_OverstayCosts is not None:
                     el = 'OverstayCosts'
-                    bits(3, 3)
+                    v = (v << 3) | 3
+                    n += 3
+                    w.v = v; w.n = n
                     _e_DetailedCostType(w, v_OverstayCosts)
+                    v = w.v; n = w.n
                     v_OverstayCosts = None
                     s = 5
                 elif i_TaxCosts < n_TaxCosts:
                     el = 'TaxCosts'
-                    bits(4, 3)
+                    v = (v << 3) | 4
+                    n += 3
+                    w.v = v; w.n = n
                     _e_DetailedTaxType(w, v_TaxCosts[i_TaxCosts])
+                    v = w.v; n = w.n
                     i_TaxCosts += 1
                     s = 6
                 elif True:
-                    bits(5, 3)
+                    v = (v << 3) | 5
+                    n += 3
                     if v_TimeAnchor is not None or v_EnergyCosts is not None or v_OccupancyCosts is not None or v_AdditionalServicesCosts is not None or v_OverstayCosts is not None or i_TaxCosts < n_TaxCosts: raise _leftover(o)
                     s = -1
             if s == 2:
                 if v_OccupancyCosts is not None:
                     el = 'OccupancyCosts'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     _e_DetailedCostType(w, v_OccupancyCosts)
+                    v = w.v; n = w.n
                     v_OccupancyCosts = None
                     s = 3
                 elif v_AdditionalServicesCosts is not None:
                     el = 'AdditionalServicesCosts'
-                    bits(1, 3)
+                    v = (v << 3) | 1
+                    n += 3
+                    w.v = v; w.n = n
                     _e_DetailedCostType(w, v_AdditionalServicesCosts)
+                    v = w.v; n = w.n
                     v_AdditionalServicesCosts = None
                     s = 4
                 elif v_OverstayCosts is not None:
                     el = 'OverstayCosts'
-                    bits(2, 3)
+                    v = (v << 3) | 2
+                    n += 3
+                    w.v = v; w.n = n
                     _e_DetailedCostType(w, v_OverstayCosts)
+                    v = w.v; n = w.n
                     v_OverstayCosts = None
                     s = 5
                 elif i_TaxCosts < n_TaxCosts:
                     el = 'TaxCosts'
-                    bits(3, 3)
+                    v = (v << 3) | 3
+                    n += 3
+                    w.v = v; w.n = n
                     _e_DetailedTaxType(w, v_TaxCosts[i_TaxCosts])
+                    v = w.v; n = w.n
                     i_TaxCosts += 1
                     s = 6
                 elif True:
-                    bits(4, 3)
+                    v = (v << 3) | 4
+                    n += 3
                     if v_TimeAnchor is not None or v_EnergyCosts is not None or v_OccupancyCosts is not None or v_AdditionalServicesCosts is not None or v_OverstayCosts is not None or i_TaxCosts < n_TaxCosts: raise _leftover(o)
                     s = -1
             if s == 3:
                 if v_AdditionalServicesCosts is not None:
                     el = 'AdditionalServicesCosts'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     _e_DetailedCostType(w, v_AdditionalServicesCosts)
+                    v = w.v; n = w.n
                     v_AdditionalServicesCosts = None
                     s = 4
                 elif v_OverstayCosts is not None:
                     el = 'OverstayCosts'
-                    bits(1, 3)
+                    v = (v << 3) | 1
+                    n += 3
+                    w.v = v; w.n = n
                     _e_DetailedCostType(w, v_OverstayCosts)
+                    v = w.v; n = w.n
                     v_OverstayCosts = None
                     s = 5
                 elif i_TaxCosts < n_TaxCosts:
                     el = 'TaxCosts'
-                    bits(2, 3)
+                    v = (v << 3) | 2
+                    n += 3
+                    w.v = v; w.n = n
                     _e_DetailedTaxType(w, v_TaxCosts[i_TaxCosts])
+                    v = w.v; n = w.n
                     i_TaxCosts += 1
                     s = 6
                 elif True:
-                    bits(3, 3)
+                    v = (v << 3) | 3
+                    n += 3
                     if v_TimeAnchor is not None or v_EnergyCosts is not None or v_OccupancyCosts is not None or v_AdditionalServicesCosts is not None or v_OverstayCosts is not None or i_TaxCosts < n_TaxCosts: raise _leftover(o)
                     s = -1
             if s == 4:
                 if v_OverstayCosts is not None:
                     el = 'OverstayCosts'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_DetailedCostType(w, v_OverstayCosts)
+                    v = w.v; n = w.n
                     v_OverstayCosts = None
                     s = 5
                 elif i_TaxCosts < n_TaxCosts:
                     el = 'TaxCosts'
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
+                    w.v = v; w.n = n
                     _e_DetailedTaxType(w, v_TaxCosts[i_TaxCosts])
+                    v = w.v; n = w.n
                     i_TaxCosts += 1
                     s = 6
                 elif True:
-                    bits(2, 2)
+                    v = (v << 2) | 2
+                    n += 2
                     if v_TimeAnchor is not None or v_EnergyCosts is not None or v_OccupancyCosts is not None or v_AdditionalServicesCosts is not None or v_OverstayCosts is not None or i_TaxCosts < n_TaxCosts: raise _leftover(o)
                     s = -1
             if s == 5:
                 if i_TaxCosts < n_TaxCosts:
                     el = 'TaxCosts'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_DetailedTaxType(w, v_TaxCosts[i_TaxCosts])
+                    v = w.v; n = w.n
                     i_TaxCosts += 1
                     s = 6
                 elif True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_TimeAnchor is not None or v_EnergyCosts is not None or v_OccupancyCosts is not None or v_AdditionalServicesCosts is not None or v_OverstayCosts is not None or i_TaxCosts < n_TaxCosts: raise _leftover(o)
                     s = -1
             if s == 6:
-                n = 0
+                _k = 0
                 while True:
                     if i_TaxCosts < n_TaxCosts:
                         el = 'TaxCosts'
-                        bits(0, 2)
+                        v <<= 2
+                        n += 2
+                        w.v = v; w.n = n
                         _e_DetailedTaxType(w, v_TaxCosts[i_TaxCosts])
+                        v = w.v; n = w.n
                         i_TaxCosts += 1
-                        n += 1
-                        if n == 9:
+                        _k += 1
+                        if _k == 9:
                             s = 15
                             break
                     elif True:
-                        bits(1, 2)
+                        v = (v << 2) | 1
+                        n += 2
                         if v_TimeAnchor is not None or v_EnergyCosts is not None or v_OccupancyCosts is not None or v_AdditionalServicesCosts is not None or v_OverstayCosts is not None or i_TaxCosts < n_TaxCosts: raise _leftover(o)
                         s = -1
                         break
             if s == 15:
                 if True:
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
                     if v_TimeAnchor is not None or v_EnergyCosts is not None or v_OccupancyCosts is not None or v_AdditionalServicesCosts is not None or v_OverstayCosts is not None or i_TaxCosts < n_TaxCosts: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_DetailedCostType(r):
     # {urn:iso:std:iso:15118:-20:CommonTypes}DetailedCostType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Amount = None
     f_CostPerUnit = None
     try:
-        if bits(1): raise r.deviation('DetailedCostType')
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('DetailedCostType', p)
         el = 'Amount'
+        r.pos = p
         f_Amount = _d_RationalNumberType(r)
-        if bits(1): raise r.deviation('DetailedCostType')
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('DetailedCostType', p)
         el = 'CostPerUnit'
+        r.pos = p
         f_CostPerUnit = _d_RationalNumberType(r)
-        if bits(1): raise r.deviation('DetailedCostType')
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('DetailedCostType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.DetailedCostType(f_Amount, f_CostPerUnit)
 
 def _e_DetailedCostType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonTypes}DetailedCostType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Amount = o.Amount
         v_CostPerUnit = o.CostPerUnit
         if v_Amount is not None:
             el = 'Amount'
-            bits(0, 1)
+            v <<= 1
+            n += 1
+            w.v = v; w.n = n
             _e_RationalNumberType(w, v_Amount)
+            v = w.v; n = w.n
             if not (v_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
             el = 'CostPerUnit'
-            bits(0, 1)
+            v <<= 1
+            n += 1
             v_Amount = None
+            w.v = v; w.n = n
             _e_RationalNumberType(w, v_CostPerUnit)
-            bits(0, 1)
+            v = w.v; n = w.n
+            v <<= 1
+            n += 1
             v_CostPerUnit = None
             if v_Amount is not None or v_CostPerUnit is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of Amount')
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_DetailedTaxType(r):
     # {urn:iso:std:iso:15118:-20:CommonTypes}DetailedTaxType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_TaxRuleID = None
     f_Amount = None
     try:
-        x = bits(2)
-        if x & 3: raise r.deviation('DetailedTaxType')
+        p += 2
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 3
+        if x & 3: raise r.deviation('DetailedTaxType', p)
         el = 'TaxRuleID'
-        f_TaxRuleID = r.uint()
-        if f_TaxRuleID < 1 or f_TaxRuleID > 4294967295: raise DecodeError(f'value {f_TaxRuleID} outside [1, 4294967295]', r.pos)
-        x = bits(2)
-        if x & 3: raise r.deviation('DetailedTaxType')
+        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            p += 8
+            f_TaxRuleID = (V >> (E - p)) & 127
+        else:
+            r.pos = p; f_TaxRuleID = r.uint(); p = r.pos
+        p += 2
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 3
+        if x & 3: raise r.deviation('DetailedTaxType', p)
+        if f_TaxRuleID < 1 or f_TaxRuleID > 4294967295: raise DecodeError(f'value {f_TaxRuleID} outside [1, 4294967295]', p)
         el = 'Amount'
+        r.pos = p
         f_Amount = _d_RationalNumberType(r)
-        if bits(1): raise r.deviation('DetailedTaxType')
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('DetailedTaxType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.DetailedTaxType(f_TaxRuleID, f_Amount)
 
 def _e_DetailedTaxType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonTypes}DetailedTaxType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_TaxRuleID = o.TaxRuleID
         v_Amount = o.Amount
         if v_TaxRuleID is not None:
             el = 'TaxRuleID'
-            bits(0, 2)
             if v_TaxRuleID < 1 or v_TaxRuleID > 4294967295: raise EncodeError(f'value {v_TaxRuleID!r} outside [1, 4294967295]')
-            w.uint(v_TaxRuleID)
+            v <<= 2
+            n += 2
+            if v_TaxRuleID < 128: v = (v << 8) | v_TaxRuleID; n += 8
+            else: w.v = v; w.n = n; w.uint(v_TaxRuleID); v = w.v; n = w.n
             if not (v_Amount is not None): raise EncodeError('missing content: Amount')
             el = 'Amount'
-            bits(0, 2)
+            v <<= 2
+            n += 2
             v_TaxRuleID = None
+            w.v = v; w.n = n
             _e_RationalNumberType(w, v_Amount)
-            bits(0, 1)
+            v = w.v; n = w.n
+            v <<= 1
+            n += 1
             v_Amount = None
             if v_TaxRuleID is not None or v_Amount is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of TaxRuleID')
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_ChargeParameterDiscoveryReqType(r):
     # {urn:iso:std:iso:15118:-20:CommonTypes}ChargeParameterDiscoveryReqType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Header = None
     try:
-        if bits(1): raise r.deviation('ChargeParameterDiscoveryReqType')
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', p)
         el = 'Header'
+        r.pos = p
         f_Header = _d_MessageHeaderType(r)
-        if bits(1): raise r.deviation('ChargeParameterDiscoveryReqType')
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.ChargeParameterDiscoveryReqType(f_Header)
 
 def _e_ChargeParameterDiscoveryReqType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonTypes}ChargeParameterDiscoveryReqType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Header = o.Header
         if v_Header is not None:
             el = 'Header'
-            bits(0, 1)
+            v <<= 1
+            n += 1
+            w.v = v; w.n = n
             _e_MessageHeaderType(w, v_Header)
-            bits(0, 1)
+            v = w.v; n = w.n
+            v <<= 1
+            n += 1
             v_Header = None
             if v_Header is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of Header')
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_ChargeParameterDiscoveryResType(r):
     # {urn:iso:std:iso:15118:-20:CommonTypes}ChargeParameterDiscoveryResType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Header = None
     f_ResponseCode = None
     try:
-        if bits(1): raise r.deviation('ChargeParameterDiscoveryResType')
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryResType', p)
         el = 'Header'
+        r.pos = p
         f_Header = _d_MessageHeaderType(r)
-        x = bits(10)
-        if x & 771: raise r.deviation('ChargeParameterDiscoveryResType')
+        p = r.pos
+        p += 10
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 1023
+        if x & 771: raise r.deviation('ChargeParameterDiscoveryResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 63)
-        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.pos)
+        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', p)
         f_ResponseCode = _E2[f_ResponseCode]
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.ChargeParameterDiscoveryResType(f_Header, f_ResponseCode)
 
 def _e_ChargeParameterDiscoveryResType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonTypes}ChargeParameterDiscoveryResType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Header = o.Header
         v_ResponseCode = o.ResponseCode
         if v_Header is not None:
             el = 'Header'
-            bits(0, 1)
+            v <<= 1
+            n += 1
+            w.v = v; w.n = n
             _e_MessageHeaderType(w, v_Header)
+            v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
             _i22 = _I5.get(v_ResponseCode)
             if _i22 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-            bits((_i22 << 2), 10)
+            v = (v << 10) | (_i22 << 2)
+            n += 10
             v_Header = None
             v_ResponseCode = None
             if v_Header is not None or v_ResponseCode is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of Header')
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_Dynamic_CLReqControlModeType(r):
     # {urn:iso:std:iso:15118:-20:CommonTypes}Dynamic_CLReqControlModeType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_DepartureTime = None
     f_EVTargetEnergyRequest = None
@@ -9152,39 +13034,65 @@ def _d_Dynamic_CLReqControlModeType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    if bits(1): raise r.deviation('Dynamic_CLReqControlModeType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLReqControlModeType', p)
                     el = 'DepartureTime'
-                    f_DepartureTime = r.uint()
-                    if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', r.pos)
-                    x = bits(2)
-                    if x & 3: raise r.deviation('Dynamic_CLReqControlModeType')
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        f_DepartureTime = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; f_DepartureTime = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('Dynamic_CLReqControlModeType', p)
+                    if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', p)
                     el = 'EVTargetEnergyRequest'
+                    r.pos = p
                     f_EVTargetEnergyRequest = _d_RationalNumberType(r)
+                    p = r.pos
                     s = 2
                 elif ec == 1:
                     el = 'EVTargetEnergyRequest'
+                    r.pos = p
                     f_EVTargetEnergyRequest = _d_RationalNumberType(r)
+                    p = r.pos
                     s = 2
                 else:
-                    raise r.deviation('Dynamic_CLReqControlModeType')
+                    raise r.deviation('Dynamic_CLReqControlModeType', p)
             if s == 2:
-                if bits(1): raise r.deviation('Dynamic_CLReqControlModeType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLReqControlModeType', p)
                 el = 'EVMaximumEnergyRequest'
+                r.pos = p
                 f_EVMaximumEnergyRequest = _d_RationalNumberType(r)
-                if bits(1): raise r.deviation('Dynamic_CLReqControlModeType')
+                p = r.pos
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLReqControlModeType', p)
                 el = 'EVMinimumEnergyRequest'
+                r.pos = p
                 f_EVMinimumEnergyRequest = _d_RationalNumberType(r)
-                if bits(1): raise r.deviation('Dynamic_CLReqControlModeType')
+                p = r.pos
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLReqControlModeType', p)
                 s = -1
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.Dynamic_CLReqControlModeType(f_DepartureTime, f_EVTargetEnergyRequest, f_EVMaximumEnergyRequest, f_EVMinimumEnergyRequest)
 
 def _e_Dynamic_CLReqControlModeType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonTypes}Dynamic_CLReqControlModeType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_DepartureTime = o.DepartureTime
@@ -9196,20 +13104,28 @@ def _e_Dynamic_CLReqControlModeType(w, o):
             if s == 0:
                 if v_DepartureTime is not None:
                     el = 'DepartureTime'
-                    bits(0, 3)
                     if v_DepartureTime < 0 or v_DepartureTime > 4294967295: raise EncodeError(f'value {v_DepartureTime!r} outside [0, 4294967295]')
-                    w.uint(v_DepartureTime)
+                    v <<= 3
+                    n += 3
+                    if v_DepartureTime < 128: v = (v << 8) | v_DepartureTime; n += 8
+                    else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = w.v; n = w.n
                     if not (v_EVTargetEnergyRequest is not None): raise EncodeError('missing content: EVTargetEnergyRequest')
                     el = 'EVTargetEnergyRequest'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
                     v_DepartureTime = None
+                    w.v = v; w.n = n
                     _e_RationalNumberType(w, v_EVTargetEnergyRequest)
+                    v = w.v; n = w.n
                     v_EVTargetEnergyRequest = None
                     s = 2
                 elif v_EVTargetEnergyRequest is not None:
                     el = 'EVTargetEnergyRequest'
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
+                    w.v = v; w.n = n
                     _e_RationalNumberType(w, v_EVTargetEnergyRequest)
+                    v = w.v; n = w.n
                     v_EVTargetEnergyRequest = None
                     s = 2
                 else:
@@ -9217,25 +13133,35 @@ def _e_Dynamic_CLReqControlModeType(w, o):
             if s == 2:
                 if v_EVMaximumEnergyRequest is not None:
                     el = 'EVMaximumEnergyRequest'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
+                    w.v = v; w.n = n
                     _e_RationalNumberType(w, v_EVMaximumEnergyRequest)
+                    v = w.v; n = w.n
                     if not (v_EVMinimumEnergyRequest is not None): raise EncodeError('missing content: EVMinimumEnergyRequest')
                     el = 'EVMinimumEnergyRequest'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
                     v_EVMaximumEnergyRequest = None
+                    w.v = v; w.n = n
                     _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_EVMinimumEnergyRequest = None
                     if v_DepartureTime is not None or v_EVTargetEnergyRequest is not None or v_EVMaximumEnergyRequest is not None or v_EVMinimumEnergyRequest is not None: raise _leftover(o)
                     s = -1
                 else:
                     raise EncodeError('missing content: expected one of EVMaximumEnergyRequest')
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_Dynamic_CLResControlModeType(r):
     # {urn:iso:std:iso:15118:-20:CommonTypes}Dynamic_CLResControlModeType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_DepartureTime = None
     f_MinimumSOC = None
@@ -9245,113 +13171,175 @@ def _d_Dynamic_CLResControlModeType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
                     el = 'DepartureTime'
-                    f_DepartureTime = r.uint()
-                    if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', r.pos)
-                    if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        f_DepartureTime = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; f_DepartureTime = r.uint(); p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
+                    if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', p)
                     s = 1
                 elif ec == 1:
-                    x = bits(9)
-                    if x & 257: raise r.deviation('Dynamic_CLResControlModeType')
+                    p += 9
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 511
+                    if x & 257: raise r.deviation('Dynamic_CLResControlModeType', p)
                     el = 'MinimumSOC'
                     f_MinimumSOC = ((x >> 1) & 127)
-                    if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.pos)
+                    if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', p)
                     s = 2
                 elif ec == 2:
-                    x = bits(9)
-                    if x & 257: raise r.deviation('Dynamic_CLResControlModeType')
+                    p += 9
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 511
+                    if x & 257: raise r.deviation('Dynamic_CLResControlModeType', p)
                     el = 'TargetSOC'
                     f_TargetSOC = ((x >> 1) & 127)
-                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.pos)
+                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', p)
                     s = 3
                 elif ec == 3:
-                    if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
                     el = 'AckMaxDelay'
-                    f_AckMaxDelay = r.uint()
-                    if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.pos)
-                    if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        f_AckMaxDelay = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; f_AckMaxDelay = r.uint(); p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
+                    if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', p)
                     s = 4
                 elif ec == 4:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('Dynamic_CLResControlModeType')
+                    raise r.deviation('Dynamic_CLResControlModeType', p)
             if s == 1:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    x = bits(9)
-                    if x & 257: raise r.deviation('Dynamic_CLResControlModeType')
+                    p += 9
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 511
+                    if x & 257: raise r.deviation('Dynamic_CLResControlModeType', p)
                     el = 'MinimumSOC'
                     f_MinimumSOC = ((x >> 1) & 127)
-                    if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.pos)
+                    if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', p)
                     s = 2
                 elif ec == 1:
-                    x = bits(9)
-                    if x & 257: raise r.deviation('Dynamic_CLResControlModeType')
+                    p += 9
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 511
+                    if x & 257: raise r.deviation('Dynamic_CLResControlModeType', p)
                     el = 'TargetSOC'
                     f_TargetSOC = ((x >> 1) & 127)
-                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.pos)
+                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', p)
                     s = 3
                 elif ec == 2:
-                    if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
                     el = 'AckMaxDelay'
-                    f_AckMaxDelay = r.uint()
-                    if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.pos)
-                    if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        f_AckMaxDelay = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; f_AckMaxDelay = r.uint(); p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
+                    if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', p)
                     s = 4
                 elif ec == 3:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('Dynamic_CLResControlModeType')
+                    raise r.deviation('Dynamic_CLResControlModeType', p)
             if s == 2:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    x = bits(9)
-                    if x & 257: raise r.deviation('Dynamic_CLResControlModeType')
+                    p += 9
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 511
+                    if x & 257: raise r.deviation('Dynamic_CLResControlModeType', p)
                     el = 'TargetSOC'
                     f_TargetSOC = ((x >> 1) & 127)
-                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.pos)
+                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', p)
                     s = 3
                 elif ec == 1:
-                    if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
                     el = 'AckMaxDelay'
-                    f_AckMaxDelay = r.uint()
-                    if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.pos)
-                    if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        f_AckMaxDelay = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; f_AckMaxDelay = r.uint(); p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
+                    if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', p)
                     s = 4
                 elif ec == 2:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('Dynamic_CLResControlModeType')
+                    raise r.deviation('Dynamic_CLResControlModeType', p)
             if s == 3:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
                     el = 'AckMaxDelay'
-                    f_AckMaxDelay = r.uint()
-                    if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.pos)
-                    if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        f_AckMaxDelay = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; f_AckMaxDelay = r.uint(); p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
+                    if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', p)
                     s = 4
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('Dynamic_CLResControlModeType')
+                    raise r.deviation('Dynamic_CLResControlModeType', p)
             if s == 4:
-                if bits(1): raise r.deviation('Dynamic_CLResControlModeType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
                 s = -1
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.Dynamic_CLResControlModeType(f_DepartureTime, f_MinimumSOC, f_TargetSOC, f_AckMaxDelay)
 
 def _e_Dynamic_CLResControlModeType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonTypes}Dynamic_CLResControlModeType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_DepartureTime = o.DepartureTime
@@ -9363,125 +13351,161 @@ def _e_Dynamic_CLResControlModeType(w, o):
             if s == 0:
                 if v_DepartureTime is not None:
                     el = 'DepartureTime'
-                    bits(0, 4)
                     if v_DepartureTime < 0 or v_DepartureTime > 4294967295: raise EncodeError(f'value {v_DepartureTime!r} outside [0, 4294967295]')
-                    w.uint(v_DepartureTime)
-                    bits(0, 1)
+                    v <<= 4
+                    n += 4
+                    if v_DepartureTime < 128: v = (v << 8) | v_DepartureTime; n += 8
+                    else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_DepartureTime = None
                     s = 1
                 elif v_MinimumSOC is not None:
                     el = 'MinimumSOC'
                     if not 0 <= v_MinimumSOC <= 100: raise EncodeError(f'value {v_MinimumSOC!r} outside [0, 100]')
-                    bits((1 << 9) | (v_MinimumSOC << 1), 12)
+                    v = (v << 12) | (1 << 9) | (v_MinimumSOC << 1)
+                    n += 12
                     v_MinimumSOC = None
                     s = 2
                 elif v_TargetSOC is not None:
                     el = 'TargetSOC'
                     if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
-                    bits((2 << 9) | (v_TargetSOC << 1), 12)
+                    v = (v << 12) | (2 << 9) | (v_TargetSOC << 1)
+                    n += 12
                     v_TargetSOC = None
                     s = 3
                 elif v_AckMaxDelay is not None:
                     el = 'AckMaxDelay'
-                    bits((3 << 1), 4)
                     if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
-                    w.uint(v_AckMaxDelay)
-                    bits(0, 1)
+                    v = (v << 4) | (3 << 1)
+                    n += 4
+                    if v_AckMaxDelay < 128: v = (v << 8) | v_AckMaxDelay; n += 8
+                    else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_AckMaxDelay = None
                     s = 4
                 elif True:
-                    bits(4, 3)
+                    v = (v << 3) | 4
+                    n += 3
                     if v_DepartureTime is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_AckMaxDelay is not None: raise _leftover(o)
                     s = -1
             if s == 1:
                 if v_MinimumSOC is not None:
                     el = 'MinimumSOC'
                     if not 0 <= v_MinimumSOC <= 100: raise EncodeError(f'value {v_MinimumSOC!r} outside [0, 100]')
-                    bits((v_MinimumSOC << 1), 12)
+                    v = (v << 12) | (v_MinimumSOC << 1)
+                    n += 12
                     v_MinimumSOC = None
                     s = 2
                 elif v_TargetSOC is not None:
                     el = 'TargetSOC'
                     if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
-                    bits((1 << 9) | (v_TargetSOC << 1), 12)
+                    v = (v << 12) | (1 << 9) | (v_TargetSOC << 1)
+                    n += 12
                     v_TargetSOC = None
                     s = 3
                 elif v_AckMaxDelay is not None:
                     el = 'AckMaxDelay'
-                    bits((2 << 1), 4)
                     if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
-                    w.uint(v_AckMaxDelay)
-                    bits(0, 1)
+                    v = (v << 4) | (2 << 1)
+                    n += 4
+                    if v_AckMaxDelay < 128: v = (v << 8) | v_AckMaxDelay; n += 8
+                    else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_AckMaxDelay = None
                     s = 4
                 elif True:
-                    bits(3, 3)
+                    v = (v << 3) | 3
+                    n += 3
                     if v_DepartureTime is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_AckMaxDelay is not None: raise _leftover(o)
                     s = -1
             if s == 2:
                 if v_TargetSOC is not None:
                     el = 'TargetSOC'
                     if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
-                    bits((v_TargetSOC << 1), 11)
+                    v = (v << 11) | (v_TargetSOC << 1)
+                    n += 11
                     v_TargetSOC = None
                     s = 3
                 elif v_AckMaxDelay is not None:
                     el = 'AckMaxDelay'
-                    bits((1 << 1), 3)
                     if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
-                    w.uint(v_AckMaxDelay)
-                    bits(0, 1)
+                    v = (v << 3) | (1 << 1)
+                    n += 3
+                    if v_AckMaxDelay < 128: v = (v << 8) | v_AckMaxDelay; n += 8
+                    else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_AckMaxDelay = None
                     s = 4
                 elif True:
-                    bits(2, 2)
+                    v = (v << 2) | 2
+                    n += 2
                     if v_DepartureTime is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_AckMaxDelay is not None: raise _leftover(o)
                     s = -1
             if s == 3:
                 if v_AckMaxDelay is not None:
                     el = 'AckMaxDelay'
-                    bits(0, 3)
                     if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
-                    w.uint(v_AckMaxDelay)
-                    bits(0, 1)
+                    v <<= 3
+                    n += 3
+                    if v_AckMaxDelay < 128: v = (v << 8) | v_AckMaxDelay; n += 8
+                    else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_AckMaxDelay = None
                     s = 4
                 elif True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_DepartureTime is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_AckMaxDelay is not None: raise _leftover(o)
                     s = -1
             if s == 4:
                 if True:
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
                     if v_DepartureTime is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_AckMaxDelay is not None: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_ListOfRootCertificateIDsType(r):
     # {urn:iso:std:iso:15118:-20:CommonTypes}ListOfRootCertificateIDsType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_RootCertificateID = []
     try:
         s = 0
         while s >= 0:
             if s == 0:
-                if bits(1): raise r.deviation('ListOfRootCertificateIDsType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('ListOfRootCertificateIDsType', p)
                 el = 'RootCertificateID'
+                r.pos = p
                 _v = _d_X509IssuerSerialType(r)
+                p = r.pos
                 f_RootCertificateID.append(_v)
                 s = 1
             if s == 1:
-                n = 0
+                _k = 0
                 while True:
-                    ec = bits(2)
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'RootCertificateID'
+                        r.pos = p
                         _v = _d_X509IssuerSerialType(r)
+                        p = r.pos
                         f_RootCertificateID.append(_v)
-                        n += 1
-                        if n == 19:
+                        _k += 1
+                        if _k == 19:
                             s = 20
                             break
                     elif ec == 1:
@@ -9489,17 +13513,21 @@ def _d_ListOfRootCertificateIDsType(r):
                         s = -1
                         break
                     else:
-                        raise r.deviation('ListOfRootCertificateIDsType')
+                        raise r.deviation('ListOfRootCertificateIDsType', p)
             if s == 20:
-                if bits(1): raise r.deviation('ListOfRootCertificateIDsType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('ListOfRootCertificateIDsType', p)
                 s = -1
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.ListOfRootCertificateIDsType(f_RootCertificateID)
 
 def _e_ListOfRootCertificateIDsType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonTypes}ListOfRootCertificateIDsType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_RootCertificateID = o.RootCertificateID
@@ -9510,40 +13538,51 @@ def _e_ListOfRootCertificateIDsType(w, o):
             if s == 0:
                 if i_RootCertificateID < n_RootCertificateID:
                     el = 'RootCertificateID'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
+                    w.v = v; w.n = n
                     _e_X509IssuerSerialType(w, v_RootCertificateID[i_RootCertificateID])
+                    v = w.v; n = w.n
                     i_RootCertificateID += 1
                     s = 1
                 else:
                     raise EncodeError('missing content: expected one of RootCertificateID')
             if s == 1:
-                n = 0
+                _k = 0
                 while True:
                     if i_RootCertificateID < n_RootCertificateID:
                         el = 'RootCertificateID'
-                        bits(0, 2)
+                        v <<= 2
+                        n += 2
+                        w.v = v; w.n = n
                         _e_X509IssuerSerialType(w, v_RootCertificateID[i_RootCertificateID])
+                        v = w.v; n = w.n
                         i_RootCertificateID += 1
-                        n += 1
-                        if n == 19:
+                        _k += 1
+                        if _k == 19:
                             s = 20
                             break
                     elif True:
-                        bits(1, 2)
+                        v = (v << 2) | 1
+                        n += 2
                         if i_RootCertificateID < n_RootCertificateID: raise _leftover(o)
                         s = -1
                         break
             if s == 20:
                 if True:
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
                     if i_RootCertificateID < n_RootCertificateID: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_Scheduled_CLReqControlModeType(r):
     # {urn:iso:std:iso:15118:-20:CommonTypes}Scheduled_CLReqControlModeType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_EVTargetEnergyRequest = None
     f_EVMaximumEnergyRequest = None
@@ -9552,60 +13591,82 @@ def _d_Scheduled_CLReqControlModeType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'EVTargetEnergyRequest'
+                    r.pos = p
                     f_EVTargetEnergyRequest = _d_RationalNumberType(r)
+                    p = r.pos
                     s = 1
                 elif ec == 1:
                     el = 'EVMaximumEnergyRequest'
+                    r.pos = p
                     f_EVMaximumEnergyRequest = _d_RationalNumberType(r)
+                    p = r.pos
                     s = 2
                 elif ec == 2:
                     el = 'EVMinimumEnergyRequest'
+                    r.pos = p
                     f_EVMinimumEnergyRequest = _d_RationalNumberType(r)
+                    p = r.pos
                     s = 3
                 elif ec == 3:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('Scheduled_CLReqControlModeType')
+                    raise r.deviation('Scheduled_CLReqControlModeType', p)
             if s == 1:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'EVMaximumEnergyRequest'
+                    r.pos = p
                     f_EVMaximumEnergyRequest = _d_RationalNumberType(r)
+                    p = r.pos
                     s = 2
                 elif ec == 1:
                     el = 'EVMinimumEnergyRequest'
+                    r.pos = p
                     f_EVMinimumEnergyRequest = _d_RationalNumberType(r)
+                    p = r.pos
                     s = 3
                 elif ec == 2:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('Scheduled_CLReqControlModeType')
+                    raise r.deviation('Scheduled_CLReqControlModeType', p)
             if s == 2:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'EVMinimumEnergyRequest'
+                    r.pos = p
                     f_EVMinimumEnergyRequest = _d_RationalNumberType(r)
+                    p = r.pos
                     s = 3
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('Scheduled_CLReqControlModeType')
+                    raise r.deviation('Scheduled_CLReqControlModeType', p)
             if s == 3:
-                if bits(1): raise r.deviation('Scheduled_CLReqControlModeType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('Scheduled_CLReqControlModeType', p)
                 s = -1
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.Scheduled_CLReqControlModeType(f_EVTargetEnergyRequest, f_EVMaximumEnergyRequest, f_EVMinimumEnergyRequest)
 
 def _e_Scheduled_CLReqControlModeType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonTypes}Scheduled_CLReqControlModeType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_EVTargetEnergyRequest = o.EVTargetEnergyRequest
@@ -9616,334 +13677,385 @@ def _e_Scheduled_CLReqControlModeType(w, o):
             if s == 0:
                 if v_EVTargetEnergyRequest is not None:
                     el = 'EVTargetEnergyRequest'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     _e_RationalNumberType(w, v_EVTargetEnergyRequest)
+                    v = w.v; n = w.n
                     v_EVTargetEnergyRequest = None
                     s = 1
                 elif v_EVMaximumEnergyRequest is not None:
                     el = 'EVMaximumEnergyRequest'
-                    bits(1, 3)
+                    v = (v << 3) | 1
+                    n += 3
+                    w.v = v; w.n = n
                     _e_RationalNumberType(w, v_EVMaximumEnergyRequest)
+                    v = w.v; n = w.n
                     v_EVMaximumEnergyRequest = None
                     s = 2
                 elif v_EVMinimumEnergyRequest is not None:
                     el = 'EVMinimumEnergyRequest'
-                    bits(2, 3)
+                    v = (v << 3) | 2
+                    n += 3
+                    w.v = v; w.n = n
                     _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
+                    v = w.v; n = w.n
                     v_EVMinimumEnergyRequest = None
                     s = 3
                 elif True:
-                    bits(3, 3)
+                    v = (v << 3) | 3
+                    n += 3
                     if v_EVTargetEnergyRequest is not None or v_EVMaximumEnergyRequest is not None or v_EVMinimumEnergyRequest is not None: raise _leftover(o)
                     s = -1
             if s == 1:
                 if v_EVMaximumEnergyRequest is not None:
                     el = 'EVMaximumEnergyRequest'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_RationalNumberType(w, v_EVMaximumEnergyRequest)
+                    v = w.v; n = w.n
                     v_EVMaximumEnergyRequest = None
                     s = 2
                 elif v_EVMinimumEnergyRequest is not None:
                     el = 'EVMinimumEnergyRequest'
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
+                    w.v = v; w.n = n
                     _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
+                    v = w.v; n = w.n
                     v_EVMinimumEnergyRequest = None
                     s = 3
                 elif True:
-                    bits(2, 2)
+                    v = (v << 2) | 2
+                    n += 2
                     if v_EVTargetEnergyRequest is not None or v_EVMaximumEnergyRequest is not None or v_EVMinimumEnergyRequest is not None: raise _leftover(o)
                     s = -1
             if s == 2:
                 if v_EVMinimumEnergyRequest is not None:
                     el = 'EVMinimumEnergyRequest'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
+                    v = w.v; n = w.n
                     v_EVMinimumEnergyRequest = None
                     s = 3
                 elif True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_EVTargetEnergyRequest is not None or v_EVMaximumEnergyRequest is not None or v_EVMinimumEnergyRequest is not None: raise _leftover(o)
                     s = -1
             if s == 3:
                 if True:
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
                     if v_EVTargetEnergyRequest is not None or v_EVMaximumEnergyRequest is not None or v_EVMinimumEnergyRequest is not None: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_Scheduled_CLResControlModeType(r):
     # {urn:iso:std:iso:15118:-20:CommonTypes}Scheduled_CLResControlModeType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     try:
-        if bits(1): raise r.deviation('Scheduled_CLResControlModeType')
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('Scheduled_CLResControlModeType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return iso20_commontypes.Scheduled_CLResControlModeType()
 
 def _e_Scheduled_CLResControlModeType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonTypes}Scheduled_CLResControlModeType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         if True:
-            bits(0, 1)
+            v <<= 1
+            n += 1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _de0(r):  # ACDP_ConnectReq
-    bits = r.bits
     return _d_ACDP_ConnectReqType(r)
 
-def _ee0(w, v):  # ACDP_ConnectReq
-    _e_ACDP_ConnectReqType(w, v)
+def _ee0(w, o):  # ACDP_ConnectReq
+    _e_ACDP_ConnectReqType(w, o)
 
 def _de1(r):  # ACDP_ConnectRes
-    bits = r.bits
     return _d_ACDP_ConnectResType(r)
 
-def _ee1(w, v):  # ACDP_ConnectRes
-    _e_ACDP_ConnectResType(w, v)
+def _ee1(w, o):  # ACDP_ConnectRes
+    _e_ACDP_ConnectResType(w, o)
 
 def _de2(r):  # ACDP_DisconnectReq
-    bits = r.bits
     return _d_ACDP_ConnectReqType(r)
 
-def _ee2(w, v):  # ACDP_DisconnectReq
-    _e_ACDP_ConnectReqType(w, v)
+def _ee2(w, o):  # ACDP_DisconnectReq
+    _e_ACDP_ConnectReqType(w, o)
 
 def _de3(r):  # ACDP_DisconnectRes
-    bits = r.bits
     return _d_ACDP_ConnectResType(r)
 
-def _ee3(w, v):  # ACDP_DisconnectRes
-    _e_ACDP_ConnectResType(w, v)
+def _ee3(w, o):  # ACDP_DisconnectRes
+    _e_ACDP_ConnectResType(w, o)
 
 def _de4(r):  # ACDP_SystemStatusReq
-    bits = r.bits
     return _d_ACDP_SystemStatusReqType(r)
 
-def _ee4(w, v):  # ACDP_SystemStatusReq
-    _e_ACDP_SystemStatusReqType(w, v)
+def _ee4(w, o):  # ACDP_SystemStatusReq
+    _e_ACDP_SystemStatusReqType(w, o)
 
 def _de5(r):  # ACDP_SystemStatusRes
-    bits = r.bits
     return _d_ACDP_SystemStatusResType(r)
 
-def _ee5(w, v):  # ACDP_SystemStatusRes
-    _e_ACDP_SystemStatusResType(w, v)
+def _ee5(w, o):  # ACDP_SystemStatusRes
+    _e_ACDP_SystemStatusResType(w, o)
 
 def _de6(r):  # ACDP_VehiclePositioningReq
-    bits = r.bits
     return _d_ACDP_VehiclePositioningReqType(r)
 
-def _ee6(w, v):  # ACDP_VehiclePositioningReq
-    _e_ACDP_VehiclePositioningReqType(w, v)
+def _ee6(w, o):  # ACDP_VehiclePositioningReq
+    _e_ACDP_VehiclePositioningReqType(w, o)
 
 def _de7(r):  # ACDP_VehiclePositioningRes
-    bits = r.bits
     return _d_ACDP_VehiclePositioningResType(r)
 
-def _ee7(w, v):  # ACDP_VehiclePositioningRes
-    _e_ACDP_VehiclePositioningResType(w, v)
+def _ee7(w, o):  # ACDP_VehiclePositioningRes
+    _e_ACDP_VehiclePositioningResType(w, o)
 
 def _de8(r):  # CLReqControlMode
-    bits = r.bits
     return _d_CLReqControlModeType(r)
 
-def _ee8(w, v):  # CLReqControlMode
-    _e_CLReqControlModeType(w, v)
+def _ee8(w, o):  # CLReqControlMode
+    _e_CLReqControlModeType(w, o)
 
 def _de9(r):  # CLResControlMode
-    bits = r.bits
     return _d_CLResControlModeType(r)
 
-def _ee9(w, v):  # CLResControlMode
-    _e_CLResControlModeType(w, v)
+def _ee9(w, o):  # CLResControlMode
+    _e_CLResControlModeType(w, o)
 
 def _de10(r):  # CanonicalizationMethod
-    bits = r.bits
     return _d_CanonicalizationMethodType(r, 6)
 
-def _ee10(w, v):  # CanonicalizationMethod
-    _e_CanonicalizationMethodType(w, v)
+def _ee10(w, o):  # CanonicalizationMethod
+    _e_CanonicalizationMethodType(w, o)
 
 def _de11(r):  # DSAKeyValue
-    bits = r.bits
     return _d_DSAKeyValueType(r)
 
-def _ee11(w, v):  # DSAKeyValue
-    _e_DSAKeyValueType(w, v)
+def _ee11(w, o):  # DSAKeyValue
+    _e_DSAKeyValueType(w, o)
 
 def _de12(r):  # DigestMethod
-    bits = r.bits
     return _d_DigestMethodType(r, 12)
 
-def _ee12(w, v):  # DigestMethod
-    _e_DigestMethodType(w, v)
+def _ee12(w, o):  # DigestMethod
+    _e_DigestMethodType(w, o)
 
 def _de13(r):  # DigestValue
-    bits = r.bits
-    if bits(1): raise r.deviation('DigestValue')
-    v = r.binary()
-    if bits(1): raise r.deviation('DigestValue')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('DigestValue', p)
+    r.pos = p
+    val = r.binary()
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('DigestValue', p)
+    r.pos = p
+    return val
 
-def _ee13(w, v):  # DigestValue
-    bits(0, 1)
-    w.binary(v)
-    bits(0, 1)
+def _ee13(w, o):  # DigestValue
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    w.binary(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de14(r):  # KeyInfo
-    bits = r.bits
     return _d_KeyInfoType(r, 4)
 
-def _ee14(w, v):  # KeyInfo
-    _e_KeyInfoType(w, v)
+def _ee14(w, o):  # KeyInfo
+    _e_KeyInfoType(w, o)
 
 def _de15(r):  # KeyName
-    bits = r.bits
-    if bits(1): raise r.deviation('KeyName')
-    v = r.string(16)
-    if bits(1): raise r.deviation('KeyName')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
+    r.pos = p
+    val = r.string(16)
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
+    r.pos = p
+    return val
 
-def _ee15(w, v):  # KeyName
-    bits(0, 1)
-    w.string(v)
-    bits(0, 1)
+def _ee15(w, o):  # KeyName
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    w.string(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de16(r):  # KeyValue
-    bits = r.bits
     return _d_KeyValueType(r, 17)
 
-def _ee16(w, v):  # KeyValue
-    _e_KeyValueType(w, v)
+def _ee16(w, o):  # KeyValue
+    _e_KeyValueType(w, o)
 
 def _de17(r):  # Manifest
-    bits = r.bits
     return _d_ManifestType(r)
 
-def _ee17(w, v):  # Manifest
-    _e_ManifestType(w, v)
+def _ee17(w, o):  # Manifest
+    _e_ManifestType(w, o)
 
 def _de18(r):  # MgmtData
-    bits = r.bits
-    if bits(1): raise r.deviation('MgmtData')
-    v = r.string(18)
-    if bits(1): raise r.deviation('MgmtData')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
+    r.pos = p
+    val = r.string(18)
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
+    r.pos = p
+    return val
 
-def _ee18(w, v):  # MgmtData
-    bits(0, 1)
-    w.string(v)
-    bits(0, 1)
+def _ee18(w, o):  # MgmtData
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    w.string(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de19(r):  # Object
-    bits = r.bits
     return _d_ObjectType(r, 5)
 
-def _ee19(w, v):  # Object
-    _e_ObjectType(w, v)
+def _ee19(w, o):  # Object
+    _e_ObjectType(w, o)
 
 def _de20(r):  # PGPData
-    bits = r.bits
     return _d_PGPDataType(r)
 
-def _ee20(w, v):  # PGPData
-    _e_PGPDataType(w, v)
+def _ee20(w, o):  # PGPData
+    _e_PGPDataType(w, o)
 
 def _de21(r):  # RSAKeyValue
-    bits = r.bits
     return _d_RSAKeyValueType(r)
 
-def _ee21(w, v):  # RSAKeyValue
-    _e_RSAKeyValueType(w, v)
+def _ee21(w, o):  # RSAKeyValue
+    _e_RSAKeyValueType(w, o)
 
 def _de22(r):  # Reference
-    bits = r.bits
     return _d_ReferenceType(r)
 
-def _ee22(w, v):  # Reference
-    _e_ReferenceType(w, v)
+def _ee22(w, o):  # Reference
+    _e_ReferenceType(w, o)
 
 def _de23(r):  # RetrievalMethod
-    bits = r.bits
     return _d_RetrievalMethodType(r)
 
-def _ee23(w, v):  # RetrievalMethod
-    _e_RetrievalMethodType(w, v)
+def _ee23(w, o):  # RetrievalMethod
+    _e_RetrievalMethodType(w, o)
 
 def _de24(r):  # SPKIData
-    bits = r.bits
     return _d_SPKIDataType(r)
 
-def _ee24(w, v):  # SPKIData
-    _e_SPKIDataType(w, v)
+def _ee24(w, o):  # SPKIData
+    _e_SPKIDataType(w, o)
 
 def _de25(r):  # Signature
-    bits = r.bits
     return _d_SignatureType(r)
 
-def _ee25(w, v):  # Signature
-    _e_SignatureType(w, v)
+def _ee25(w, o):  # Signature
+    _e_SignatureType(w, o)
 
 def _de26(r):  # SignatureMethod
-    bits = r.bits
     return _d_SignatureMethodType(r, 7)
 
-def _ee26(w, v):  # SignatureMethod
-    _e_SignatureMethodType(w, v)
+def _ee26(w, o):  # SignatureMethod
+    _e_SignatureMethodType(w, o)
 
 def _de27(r):  # SignatureProperties
-    bits = r.bits
     return _d_SignaturePropertiesType(r)
 
-def _ee27(w, v):  # SignatureProperties
-    _e_SignaturePropertiesType(w, v)
+def _ee27(w, o):  # SignatureProperties
+    _e_SignaturePropertiesType(w, o)
 
 def _de28(r):  # SignatureProperty
-    bits = r.bits
     return _d_SignaturePropertyType(r, 67)
 
-def _ee28(w, v):  # SignatureProperty
-    _e_SignaturePropertyType(w, v)
+def _ee28(w, o):  # SignatureProperty
+    _e_SignaturePropertyType(w, o)
 
 def _de29(r):  # SignatureValue
-    bits = r.bits
     return _d_SignatureValueType(r)
 
-def _ee29(w, v):  # SignatureValue
-    _e_SignatureValueType(w, v)
+def _ee29(w, o):  # SignatureValue
+    _e_SignatureValueType(w, o)
 
 def _de30(r):  # SignedInfo
-    bits = r.bits
     return _d_SignedInfoType(r)
 
-def _ee30(w, v):  # SignedInfo
-    _e_SignedInfoType(w, v)
+def _ee30(w, o):  # SignedInfo
+    _e_SignedInfoType(w, o)
 
 def _de31(r):  # Transform
-    bits = r.bits
     return _d_TransformType(r, 14)
 
-def _ee31(w, v):  # Transform
-    _e_TransformType(w, v)
+def _ee31(w, o):  # Transform
+    _e_TransformType(w, o)
 
 def _de32(r):  # Transforms
-    bits = r.bits
     return _d_TransformsType(r)
 
-def _ee32(w, v):  # Transforms
-    _e_TransformsType(w, v)
+def _ee32(w, o):  # Transforms
+    _e_TransformsType(w, o)
 
 def _de33(r):  # X509Data
-    bits = r.bits
     return _d_X509DataType(r)
 
-def _ee33(w, v):  # X509Data
-    _e_X509DataType(w, v)
+def _ee33(w, o):  # X509Data
+    _e_X509DataType(w, o)
 
 # (namespace, local name, class or simple type code, decode, encode); index = event code
 DOCUMENT = (
@@ -9985,1110 +14097,2171 @@ DOCUMENT = (
 DOCUMENT_WIDTH = 6
 
 def _de34(r):  # AckMaxDelay
-    bits = r.bits
-    if bits(1): raise r.deviation('AckMaxDelay')
-    v = r.uint()
-    if v > 65535: raise DecodeError(f'value {v} outside [0, 65535]', r.pos)
-    if bits(1): raise r.deviation('AckMaxDelay')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('AckMaxDelay', p)
+    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        p += 8
+        val = (V >> (E - p)) & 127
+    else:
+        r.pos = p; val = r.uint(); p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('AckMaxDelay', p)
+    if val > 65535: raise DecodeError(f'value {val} outside [0, 65535]', p)
+    r.pos = p
+    return val
 
-def _ee34(w, v):  # AckMaxDelay
-    bits(0, 1)
-    if v < 0 or v > 65535: raise EncodeError(f'value {v!r} outside [0, 65535]')
-    w.uint(v)
-    bits(0, 1)
+def _ee34(w, o):  # AckMaxDelay
+    v = w.v
+    n = w.n
+    if o < 0 or o > 65535: raise EncodeError(f'value {o!r} outside [0, 65535]')
+    v <<= 1
+    n += 1
+    if o < 128: v = (v << 8) | o; n += 8
+    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de35(r):  # AdditionalServicesCosts
-    bits = r.bits
     return _d_DetailedCostType(r)
 
-def _ee35(w, v):  # AdditionalServicesCosts
-    _e_DetailedCostType(w, v)
+def _ee35(w, o):  # AdditionalServicesCosts
+    _e_DetailedCostType(w, o)
 
 def _de36(r):  # Amount
-    bits = r.bits
     return _d_RationalNumberType(r)
 
-def _ee36(w, v):  # Amount
-    _e_RationalNumberType(w, v)
+def _ee36(w, o):  # Amount
+    _e_RationalNumberType(w, o)
 
 def _de37(r):  # BPT_DischargedEnergyReadingWh
-    bits = r.bits
-    if bits(1): raise r.deviation('BPT_DischargedEnergyReadingWh')
-    v = r.uint()
-    if v > 18446744073709551615: raise DecodeError(f'value {v} outside [0, 18446744073709551615]', r.pos)
-    if bits(1): raise r.deviation('BPT_DischargedEnergyReadingWh')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('BPT_DischargedEnergyReadingWh', p)
+    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        p += 8
+        val = (V >> (E - p)) & 127
+    else:
+        r.pos = p; val = r.uint(); p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('BPT_DischargedEnergyReadingWh', p)
+    if val > 18446744073709551615: raise DecodeError(f'value {val} outside [0, 18446744073709551615]', p)
+    r.pos = p
+    return val
 
-def _ee37(w, v):  # BPT_DischargedEnergyReadingWh
-    bits(0, 1)
-    if v < 0 or v > 18446744073709551615: raise EncodeError(f'value {v!r} outside [0, 18446744073709551615]')
-    w.uint(v)
-    bits(0, 1)
+def _ee37(w, o):  # BPT_DischargedEnergyReadingWh
+    v = w.v
+    n = w.n
+    if o < 0 or o > 18446744073709551615: raise EncodeError(f'value {o!r} outside [0, 18446744073709551615]')
+    v <<= 1
+    n += 1
+    if o < 128: v = (v << 8) | o; n += 8
+    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de38(r):  # BPT_InductiveEnergyReadingVARh
-    bits = r.bits
-    if bits(1): raise r.deviation('BPT_InductiveEnergyReadingVARh')
-    v = r.uint()
-    if v > 18446744073709551615: raise DecodeError(f'value {v} outside [0, 18446744073709551615]', r.pos)
-    if bits(1): raise r.deviation('BPT_InductiveEnergyReadingVARh')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('BPT_InductiveEnergyReadingVARh', p)
+    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        p += 8
+        val = (V >> (E - p)) & 127
+    else:
+        r.pos = p; val = r.uint(); p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('BPT_InductiveEnergyReadingVARh', p)
+    if val > 18446744073709551615: raise DecodeError(f'value {val} outside [0, 18446744073709551615]', p)
+    r.pos = p
+    return val
 
-def _ee38(w, v):  # BPT_InductiveEnergyReadingVARh
-    bits(0, 1)
-    if v < 0 or v > 18446744073709551615: raise EncodeError(f'value {v!r} outside [0, 18446744073709551615]')
-    w.uint(v)
-    bits(0, 1)
+def _ee38(w, o):  # BPT_InductiveEnergyReadingVARh
+    v = w.v
+    n = w.n
+    if o < 0 or o > 18446744073709551615: raise EncodeError(f'value {o!r} outside [0, 18446744073709551615]')
+    v <<= 1
+    n += 1
+    if o < 128: v = (v << 8) | o; n += 8
+    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de39(r):  # BatteryEnergyCapacity
-    bits = r.bits
     return _d_RationalNumberType(r)
 
-def _ee39(w, v):  # BatteryEnergyCapacity
-    _e_RationalNumberType(w, v)
+def _ee39(w, o):  # BatteryEnergyCapacity
+    _e_RationalNumberType(w, o)
 
 def _de40(r):  # CapacitiveEnergyReadingVARh
-    bits = r.bits
-    if bits(1): raise r.deviation('CapacitiveEnergyReadingVARh')
-    v = r.uint()
-    if v > 18446744073709551615: raise DecodeError(f'value {v} outside [0, 18446744073709551615]', r.pos)
-    if bits(1): raise r.deviation('CapacitiveEnergyReadingVARh')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('CapacitiveEnergyReadingVARh', p)
+    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        p += 8
+        val = (V >> (E - p)) & 127
+    else:
+        r.pos = p; val = r.uint(); p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('CapacitiveEnergyReadingVARh', p)
+    if val > 18446744073709551615: raise DecodeError(f'value {val} outside [0, 18446744073709551615]', p)
+    r.pos = p
+    return val
 
-def _ee40(w, v):  # CapacitiveEnergyReadingVARh
-    bits(0, 1)
-    if v < 0 or v > 18446744073709551615: raise EncodeError(f'value {v!r} outside [0, 18446744073709551615]')
-    w.uint(v)
-    bits(0, 1)
+def _ee40(w, o):  # CapacitiveEnergyReadingVARh
+    v = w.v
+    n = w.n
+    if o < 0 or o > 18446744073709551615: raise EncodeError(f'value {o!r} outside [0, 18446744073709551615]')
+    v <<= 1
+    n += 1
+    if o < 128: v = (v << 8) | o; n += 8
+    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de41(r):  # ChargedEnergyReadingWh
-    bits = r.bits
-    if bits(1): raise r.deviation('ChargedEnergyReadingWh')
-    v = r.uint()
-    if v > 18446744073709551615: raise DecodeError(f'value {v} outside [0, 18446744073709551615]', r.pos)
-    if bits(1): raise r.deviation('ChargedEnergyReadingWh')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('ChargedEnergyReadingWh', p)
+    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        p += 8
+        val = (V >> (E - p)) & 127
+    else:
+        r.pos = p; val = r.uint(); p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('ChargedEnergyReadingWh', p)
+    if val > 18446744073709551615: raise DecodeError(f'value {val} outside [0, 18446744073709551615]', p)
+    r.pos = p
+    return val
 
-def _ee41(w, v):  # ChargedEnergyReadingWh
-    bits(0, 1)
-    if v < 0 or v > 18446744073709551615: raise EncodeError(f'value {v!r} outside [0, 18446744073709551615]')
-    w.uint(v)
-    bits(0, 1)
+def _ee41(w, o):  # ChargedEnergyReadingWh
+    v = w.v
+    n = w.n
+    if o < 0 or o > 18446744073709551615: raise EncodeError(f'value {o!r} outside [0, 18446744073709551615]')
+    v <<= 1
+    n += 1
+    if o < 128: v = (v << 8) | o; n += 8
+    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de42(r):  # ChargingComplete
-    bits = r.bits
-    x = bits(3)
-    if x & 5: raise r.deviation('ChargingComplete')
-    v = ((x >> 1) & 1) == 1
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 3
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 7
+    if x & 5: raise r.deviation('ChargingComplete', p)
+    val = ((x >> 1) & 1) == 1
+    r.pos = p
+    return val
 
-def _ee42(w, v):  # ChargingComplete
-    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
-    bits((v << 1), 3)
+def _ee42(w, o):  # ChargingComplete
+    v = w.v
+    n = w.n
+    if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
+    v = (v << 3) | (o << 1)
+    n += 3
+    w.v = v
+    w.n = n
 
 def _de43(r):  # ContactWindowXc
-    bits = r.bits
-    x = bits(2)
-    if x & 2: raise r.deviation('ContactWindowXc')
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 2
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 3
+    if x & 2: raise r.deviation('ContactWindowXc', p)
     _neg = (x & 1)
-    v = r.uint()
-    if _neg: v = -v - 1
-    if v < -32768 or v > 32767: raise DecodeError(f'value {v} outside [-32768, 32767]', r.pos)
-    if bits(1): raise r.deviation('ContactWindowXc')
-    return v
+    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        p += 8
+        val = (V >> (E - p)) & 127
+    else:
+        r.pos = p; val = r.uint(); p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('ContactWindowXc', p)
+    if _neg: val = -val - 1
+    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', p)
+    r.pos = p
+    return val
 
-def _ee43(w, v):  # ContactWindowXc
-    if v < -32768 or v > 32767: raise EncodeError(f'value {v!r} outside [-32768, 32767]')
-    bits((v < 0), 2)
-    w.uint(-v - 1 if v < 0 else v)
-    bits(0, 1)
+def _ee43(w, o):  # ContactWindowXc
+    v = w.v
+    n = w.n
+    if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
+    v = (v << 2) | (o < 0)
+    n += 2
+    _m = (-o - 1 if o < 0 else o)
+    if _m < 128: v = (v << 8) | _m; n += 8
+    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de44(r):  # ContactWindowYc
-    bits = r.bits
-    x = bits(2)
-    if x & 2: raise r.deviation('ContactWindowYc')
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 2
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 3
+    if x & 2: raise r.deviation('ContactWindowYc', p)
     _neg = (x & 1)
-    v = r.uint()
-    if _neg: v = -v - 1
-    if v < -32768 or v > 32767: raise DecodeError(f'value {v} outside [-32768, 32767]', r.pos)
-    if bits(1): raise r.deviation('ContactWindowYc')
-    return v
+    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        p += 8
+        val = (V >> (E - p)) & 127
+    else:
+        r.pos = p; val = r.uint(); p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('ContactWindowYc', p)
+    if _neg: val = -val - 1
+    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', p)
+    r.pos = p
+    return val
 
-def _ee44(w, v):  # ContactWindowYc
-    if v < -32768 or v > 32767: raise EncodeError(f'value {v!r} outside [-32768, 32767]')
-    bits((v < 0), 2)
-    w.uint(-v - 1 if v < 0 else v)
-    bits(0, 1)
+def _ee44(w, o):  # ContactWindowYc
+    v = w.v
+    n = w.n
+    if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
+    v = (v << 2) | (o < 0)
+    n += 2
+    _m = (-o - 1 if o < 0 else o)
+    if _m < 128: v = (v << 8) | _m; n += 8
+    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de45(r):  # CostPerUnit
-    bits = r.bits
     return _d_RationalNumberType(r)
 
-def _ee45(w, v):  # CostPerUnit
-    _e_RationalNumberType(w, v)
+def _ee45(w, o):  # CostPerUnit
+    _e_RationalNumberType(w, o)
 
 def _de46(r):  # DepartureTime
-    bits = r.bits
-    if bits(1): raise r.deviation('DepartureTime')
-    v = r.uint()
-    if v > 4294967295: raise DecodeError(f'value {v} outside [0, 4294967295]', r.pos)
-    if bits(1): raise r.deviation('DepartureTime')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('DepartureTime', p)
+    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        p += 8
+        val = (V >> (E - p)) & 127
+    else:
+        r.pos = p; val = r.uint(); p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('DepartureTime', p)
+    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', p)
+    r.pos = p
+    return val
 
-def _ee46(w, v):  # DepartureTime
-    bits(0, 1)
-    if v < 0 or v > 4294967295: raise EncodeError(f'value {v!r} outside [0, 4294967295]')
-    w.uint(v)
-    bits(0, 1)
+def _ee46(w, o):  # DepartureTime
+    v = w.v
+    n = w.n
+    if o < 0 or o > 4294967295: raise EncodeError(f'value {o!r} outside [0, 4294967295]')
+    v <<= 1
+    n += 1
+    if o < 128: v = (v << 8) | o; n += 8
+    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de47(r):  # DisplayParameters
-    bits = r.bits
     return _d_DisplayParametersType(r)
 
-def _ee47(w, v):  # DisplayParameters
-    _e_DisplayParametersType(w, v)
+def _ee47(w, o):  # DisplayParameters
+    _e_DisplayParametersType(w, o)
 
 def _de48(r):  # EVAssociationStatus
-    bits = r.bits
-    x = bits(3)
-    if x & 5: raise r.deviation('EVAssociationStatus')
-    v = ((x >> 1) & 1) == 1
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 3
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 7
+    if x & 5: raise r.deviation('EVAssociationStatus', p)
+    val = ((x >> 1) & 1) == 1
+    r.pos = p
+    return val
 
-def _ee48(w, v):  # EVAssociationStatus
-    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
-    bits((v << 1), 3)
+def _ee48(w, o):  # EVAssociationStatus
+    v = w.v
+    n = w.n
+    if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
+    v = (v << 3) | (o << 1)
+    n += 3
+    w.v = v
+    w.n = n
 
 def _de49(r):  # EVCPStatus
-    bits = r.bits
-    x = bits(5)
-    if x & 17: raise r.deviation('EVCPStatus')
-    v = ((x >> 1) & 7)
-    if v >= 5: raise DecodeError(f'enumeration index {v} out of range (5 values)', r.pos)
-    v = _E8[v]
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 5
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 31
+    if x & 17: raise r.deviation('EVCPStatus', p)
+    val = ((x >> 1) & 7)
+    if val >= 5: raise DecodeError(f'enumeration index {val} out of range (5 values)', p)
+    val = _E8[val]
+    r.pos = p
+    return val
 
-def _ee49(w, v):  # EVCPStatus
-    _i23 = _I10.get(v)
-    if _i23 is None: raise EncodeError(f'{v!r} is not one of the enumeration cpStatusType')
-    bits((_i23 << 1), 5)
+def _ee49(w, o):  # EVCPStatus
+    v = w.v
+    n = w.n
+    _i23 = _I10.get(o)
+    if _i23 is None: raise EncodeError(f'{o!r} is not one of the enumeration cpStatusType')
+    v = (v << 5) | (_i23 << 1)
+    n += 5
+    w.v = v
+    w.n = n
 
 def _de50(r):  # EVElectricalChargingDeviceStatus
-    bits = r.bits
-    x = bits(4)
-    if x & 9: raise r.deviation('EVElectricalChargingDeviceStatus')
-    v = _E0[((x >> 1) & 3)]
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 4
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 15
+    if x & 9: raise r.deviation('EVElectricalChargingDeviceStatus', p)
+    val = _E0[((x >> 1) & 3)]
+    r.pos = p
+    return val
 
-def _ee50(w, v):  # EVElectricalChargingDeviceStatus
-    _i24 = _I1.get(v)
-    if _i24 is None: raise EncodeError(f'{v!r} is not one of the enumeration electricalChargingDeviceStatusType')
-    bits((_i24 << 1), 4)
+def _ee50(w, o):  # EVElectricalChargingDeviceStatus
+    v = w.v
+    n = w.n
+    _i24 = _I1.get(o)
+    if _i24 is None: raise EncodeError(f'{o!r} is not one of the enumeration electricalChargingDeviceStatusType')
+    v = (v << 4) | (_i24 << 1)
+    n += 4
+    w.v = v
+    w.n = n
 
 def _de51(r):  # EVErrorCode
-    bits = r.bits
-    x = bits(6)
-    if x & 33: raise r.deviation('EVErrorCode')
-    v = ((x >> 1) & 15)
-    if v >= 10: raise DecodeError(f'enumeration index {v} out of range (10 values)', r.pos)
-    v = _E9[v]
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 6
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 63
+    if x & 33: raise r.deviation('EVErrorCode', p)
+    val = ((x >> 1) & 15)
+    if val >= 10: raise DecodeError(f'enumeration index {val} out of range (10 values)', p)
+    val = _E9[val]
+    r.pos = p
+    return val
 
-def _ee51(w, v):  # EVErrorCode
-    _i25 = _I11.get(v)
-    if _i25 is None: raise EncodeError(f'{v!r} is not one of the enumeration errorCodeType')
-    bits((_i25 << 1), 6)
+def _ee51(w, o):  # EVErrorCode
+    v = w.v
+    n = w.n
+    _i25 = _I11.get(o)
+    if _i25 is None: raise EncodeError(f'{o!r} is not one of the enumeration errorCodeType')
+    v = (v << 6) | (_i25 << 1)
+    n += 6
+    w.v = v
+    w.n = n
 
 def _de52(r):  # EVImmobilizationRequest
-    bits = r.bits
-    x = bits(3)
-    if x & 5: raise r.deviation('EVImmobilizationRequest')
-    v = ((x >> 1) & 1) == 1
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 3
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 7
+    if x & 5: raise r.deviation('EVImmobilizationRequest', p)
+    val = ((x >> 1) & 1) == 1
+    r.pos = p
+    return val
 
-def _ee52(w, v):  # EVImmobilizationRequest
-    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
-    bits((v << 1), 3)
+def _ee52(w, o):  # EVImmobilizationRequest
+    v = w.v
+    n = w.n
+    if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
+    v = (v << 3) | (o << 1)
+    n += 3
+    w.v = v
+    w.n = n
 
 def _de53(r):  # EVImmobilized
-    bits = r.bits
-    x = bits(3)
-    if x & 5: raise r.deviation('EVImmobilized')
-    v = ((x >> 1) & 1) == 1
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 3
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 7
+    if x & 5: raise r.deviation('EVImmobilized', p)
+    val = ((x >> 1) & 1) == 1
+    r.pos = p
+    return val
 
-def _ee53(w, v):  # EVImmobilized
-    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
-    bits((v << 1), 3)
+def _ee53(w, o):  # EVImmobilized
+    v = w.v
+    n = w.n
+    if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
+    v = (v << 3) | (o << 1)
+    n += 3
+    w.v = v
+    w.n = n
 
 def _de54(r):  # EVInChargePosition
-    bits = r.bits
-    x = bits(3)
-    if x & 5: raise r.deviation('EVInChargePosition')
-    v = ((x >> 1) & 1) == 1
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 3
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 7
+    if x & 5: raise r.deviation('EVInChargePosition', p)
+    val = ((x >> 1) & 1) == 1
+    r.pos = p
+    return val
 
-def _ee54(w, v):  # EVInChargePosition
-    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
-    bits((v << 1), 3)
+def _ee54(w, o):  # EVInChargePosition
+    v = w.v
+    n = w.n
+    if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
+    v = (v << 3) | (o << 1)
+    n += 3
+    w.v = v
+    w.n = n
 
 def _de55(r):  # EVMaximumEnergyRequest
-    bits = r.bits
     return _d_RationalNumberType(r)
 
-def _ee55(w, v):  # EVMaximumEnergyRequest
-    _e_RationalNumberType(w, v)
+def _ee55(w, o):  # EVMaximumEnergyRequest
+    _e_RationalNumberType(w, o)
 
 def _de56(r):  # EVMinimumEnergyRequest
-    bits = r.bits
     return _d_RationalNumberType(r)
 
-def _ee56(w, v):  # EVMinimumEnergyRequest
-    _e_RationalNumberType(w, v)
+def _ee56(w, o):  # EVMinimumEnergyRequest
+    _e_RationalNumberType(w, o)
 
 def _de57(r):  # EVMobilityStatus
-    bits = r.bits
-    x = bits(3)
-    if x & 5: raise r.deviation('EVMobilityStatus')
-    v = ((x >> 1) & 1) == 1
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 3
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 7
+    if x & 5: raise r.deviation('EVMobilityStatus', p)
+    val = ((x >> 1) & 1) == 1
+    r.pos = p
+    return val
 
-def _ee57(w, v):  # EVMobilityStatus
-    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
-    bits((v << 1), 3)
+def _ee57(w, o):  # EVMobilityStatus
+    v = w.v
+    n = w.n
+    if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
+    v = (v << 3) | (o << 1)
+    n += 3
+    w.v = v
+    w.n = n
 
 def _de58(r):  # EVPositioningSupport
-    bits = r.bits
-    x = bits(3)
-    if x & 5: raise r.deviation('EVPositioningSupport')
-    v = ((x >> 1) & 1) == 1
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 3
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 7
+    if x & 5: raise r.deviation('EVPositioningSupport', p)
+    val = ((x >> 1) & 1) == 1
+    r.pos = p
+    return val
 
-def _ee58(w, v):  # EVPositioningSupport
-    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
-    bits((v << 1), 3)
+def _ee58(w, o):  # EVPositioningSupport
+    v = w.v
+    n = w.n
+    if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
+    v = (v << 3) | (o << 1)
+    n += 3
+    w.v = v
+    w.n = n
 
 def _de59(r):  # EVReadyToCharge
-    bits = r.bits
-    x = bits(3)
-    if x & 5: raise r.deviation('EVReadyToCharge')
-    v = ((x >> 1) & 1) == 1
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 3
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 7
+    if x & 5: raise r.deviation('EVReadyToCharge', p)
+    val = ((x >> 1) & 1) == 1
+    r.pos = p
+    return val
 
-def _ee59(w, v):  # EVReadyToCharge
-    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
-    bits((v << 1), 3)
+def _ee59(w, o):  # EVReadyToCharge
+    v = w.v
+    n = w.n
+    if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
+    v = (v << 3) | (o << 1)
+    n += 3
+    w.v = v
+    w.n = n
 
 def _de60(r):  # EVRelativeXDeviation
-    bits = r.bits
-    x = bits(2)
-    if x & 2: raise r.deviation('EVRelativeXDeviation')
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 2
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 3
+    if x & 2: raise r.deviation('EVRelativeXDeviation', p)
     _neg = (x & 1)
-    v = r.uint()
-    if _neg: v = -v - 1
-    if v < -32768 or v > 32767: raise DecodeError(f'value {v} outside [-32768, 32767]', r.pos)
-    if bits(1): raise r.deviation('EVRelativeXDeviation')
-    return v
+    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        p += 8
+        val = (V >> (E - p)) & 127
+    else:
+        r.pos = p; val = r.uint(); p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('EVRelativeXDeviation', p)
+    if _neg: val = -val - 1
+    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', p)
+    r.pos = p
+    return val
 
-def _ee60(w, v):  # EVRelativeXDeviation
-    if v < -32768 or v > 32767: raise EncodeError(f'value {v!r} outside [-32768, 32767]')
-    bits((v < 0), 2)
-    w.uint(-v - 1 if v < 0 else v)
-    bits(0, 1)
+def _ee60(w, o):  # EVRelativeXDeviation
+    v = w.v
+    n = w.n
+    if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
+    v = (v << 2) | (o < 0)
+    n += 2
+    _m = (-o - 1 if o < 0 else o)
+    if _m < 128: v = (v << 8) | _m; n += 8
+    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de61(r):  # EVRelativeYDeviation
-    bits = r.bits
-    x = bits(2)
-    if x & 2: raise r.deviation('EVRelativeYDeviation')
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 2
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 3
+    if x & 2: raise r.deviation('EVRelativeYDeviation', p)
     _neg = (x & 1)
-    v = r.uint()
-    if _neg: v = -v - 1
-    if v < -32768 or v > 32767: raise DecodeError(f'value {v} outside [-32768, 32767]', r.pos)
-    if bits(1): raise r.deviation('EVRelativeYDeviation')
-    return v
+    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        p += 8
+        val = (V >> (E - p)) & 127
+    else:
+        r.pos = p; val = r.uint(); p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('EVRelativeYDeviation', p)
+    if _neg: val = -val - 1
+    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', p)
+    r.pos = p
+    return val
 
-def _ee61(w, v):  # EVRelativeYDeviation
-    if v < -32768 or v > 32767: raise EncodeError(f'value {v!r} outside [-32768, 32767]')
-    bits((v < 0), 2)
-    w.uint(-v - 1 if v < 0 else v)
-    bits(0, 1)
+def _ee61(w, o):  # EVRelativeYDeviation
+    v = w.v
+    n = w.n
+    if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
+    v = (v << 2) | (o < 0)
+    n += 2
+    _m = (-o - 1 if o < 0 else o)
+    if _m < 128: v = (v << 8) | _m; n += 8
+    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de62(r):  # EVSEDisabled
-    bits = r.bits
-    x = bits(3)
-    if x & 5: raise r.deviation('EVSEDisabled')
-    v = ((x >> 1) & 1) == 1
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 3
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 7
+    if x & 5: raise r.deviation('EVSEDisabled', p)
+    val = ((x >> 1) & 1) == 1
+    r.pos = p
+    return val
 
-def _ee62(w, v):  # EVSEDisabled
-    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
-    bits((v << 1), 3)
+def _ee62(w, o):  # EVSEDisabled
+    v = w.v
+    n = w.n
+    if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
+    v = (v << 3) | (o << 1)
+    n += 3
+    w.v = v
+    w.n = n
 
 def _de63(r):  # EVSEElectricalChargingDeviceStatus
-    bits = r.bits
-    x = bits(4)
-    if x & 9: raise r.deviation('EVSEElectricalChargingDeviceStatus')
-    v = _E0[((x >> 1) & 3)]
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 4
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 15
+    if x & 9: raise r.deviation('EVSEElectricalChargingDeviceStatus', p)
+    val = _E0[((x >> 1) & 3)]
+    r.pos = p
+    return val
 
-def _ee63(w, v):  # EVSEElectricalChargingDeviceStatus
-    _i26 = _I1.get(v)
-    if _i26 is None: raise EncodeError(f'{v!r} is not one of the enumeration electricalChargingDeviceStatusType')
-    bits((_i26 << 1), 4)
+def _ee63(w, o):  # EVSEElectricalChargingDeviceStatus
+    v = w.v
+    n = w.n
+    _i26 = _I1.get(o)
+    if _i26 is None: raise EncodeError(f'{o!r} is not one of the enumeration electricalChargingDeviceStatusType')
+    v = (v << 4) | (_i26 << 1)
+    n += 4
+    w.v = v
+    w.n = n
 
 def _de64(r):  # EVSEEmergencyShutdown
-    bits = r.bits
-    x = bits(3)
-    if x & 5: raise r.deviation('EVSEEmergencyShutdown')
-    v = ((x >> 1) & 1) == 1
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 3
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 7
+    if x & 5: raise r.deviation('EVSEEmergencyShutdown', p)
+    val = ((x >> 1) & 1) == 1
+    r.pos = p
+    return val
 
-def _ee64(w, v):  # EVSEEmergencyShutdown
-    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
-    bits((v << 1), 3)
+def _ee64(w, o):  # EVSEEmergencyShutdown
+    v = w.v
+    n = w.n
+    if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
+    v = (v << 3) | (o << 1)
+    n += 3
+    w.v = v
+    w.n = n
 
 def _de65(r):  # EVSEIsolationStatus
-    bits = r.bits
-    x = bits(4)
-    if x & 9: raise r.deviation('EVSEIsolationStatus')
-    v = _E12[((x >> 1) & 3)]
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 4
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 15
+    if x & 9: raise r.deviation('EVSEIsolationStatus', p)
+    val = _E12[((x >> 1) & 3)]
+    r.pos = p
+    return val
 
-def _ee65(w, v):  # EVSEIsolationStatus
-    _i27 = _I13.get(v)
-    if _i27 is None: raise EncodeError(f'{v!r} is not one of the enumeration isolationStatusType')
-    bits((_i27 << 1), 4)
+def _ee65(w, o):  # EVSEIsolationStatus
+    v = w.v
+    n = w.n
+    _i27 = _I13.get(o)
+    if _i27 is None: raise EncodeError(f'{o!r} is not one of the enumeration isolationStatusType')
+    v = (v << 4) | (_i27 << 1)
+    n += 4
+    w.v = v
+    w.n = n
 
 def _de66(r):  # EVSEMalfunction
-    bits = r.bits
-    x = bits(3)
-    if x & 5: raise r.deviation('EVSEMalfunction')
-    v = ((x >> 1) & 1) == 1
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 3
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 7
+    if x & 5: raise r.deviation('EVSEMalfunction', p)
+    val = ((x >> 1) & 1) == 1
+    r.pos = p
+    return val
 
-def _ee66(w, v):  # EVSEMalfunction
-    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
-    bits((v << 1), 3)
+def _ee66(w, o):  # EVSEMalfunction
+    v = w.v
+    n = w.n
+    if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
+    v = (v << 3) | (o << 1)
+    n += 3
+    w.v = v
+    w.n = n
 
 def _de67(r):  # EVSEMechanicalChargingDeviceStatus
-    bits = r.bits
-    x = bits(4)
-    if x & 9: raise r.deviation('EVSEMechanicalChargingDeviceStatus')
-    v = ((x >> 1) & 3)
-    if v >= 3: raise DecodeError(f'enumeration index {v} out of range (3 values)', r.pos)
-    v = _E4[v]
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 4
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 15
+    if x & 9: raise r.deviation('EVSEMechanicalChargingDeviceStatus', p)
+    val = ((x >> 1) & 3)
+    if val >= 3: raise DecodeError(f'enumeration index {val} out of range (3 values)', p)
+    val = _E4[val]
+    r.pos = p
+    return val
 
-def _ee67(w, v):  # EVSEMechanicalChargingDeviceStatus
-    _i28 = _I7.get(v)
-    if _i28 is None: raise EncodeError(f'{v!r} is not one of the enumeration mechanicalChargingDeviceStatusType')
-    bits((_i28 << 1), 4)
+def _ee67(w, o):  # EVSEMechanicalChargingDeviceStatus
+    v = w.v
+    n = w.n
+    _i28 = _I7.get(o)
+    if _i28 is None: raise EncodeError(f'{o!r} is not one of the enumeration mechanicalChargingDeviceStatusType')
+    v = (v << 4) | (_i28 << 1)
+    n += 4
+    w.v = v
+    w.n = n
 
 def _de68(r):  # EVSENotification
-    bits = r.bits
-    x = bits(5)
-    if x & 17: raise r.deviation('EVSENotification')
-    v = ((x >> 1) & 7)
-    if v >= 6: raise DecodeError(f'enumeration index {v} out of range (6 values)', r.pos)
-    v = _E14[v]
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 5
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 31
+    if x & 17: raise r.deviation('EVSENotification', p)
+    val = ((x >> 1) & 7)
+    if val >= 6: raise DecodeError(f'enumeration index {val} out of range (6 values)', p)
+    val = _E14[val]
+    r.pos = p
+    return val
 
-def _ee68(w, v):  # EVSENotification
-    _i29 = _I15.get(v)
-    if _i29 is None: raise EncodeError(f'{v!r} is not one of the enumeration evseNotificationType')
-    bits((_i29 << 1), 5)
+def _ee68(w, o):  # EVSENotification
+    v = w.v
+    n = w.n
+    _i29 = _I15.get(o)
+    if _i29 is None: raise EncodeError(f'{o!r} is not one of the enumeration evseNotificationType')
+    v = (v << 5) | (_i29 << 1)
+    n += 5
+    w.v = v
+    w.n = n
 
 def _de69(r):  # EVSEPositioningSupport
-    bits = r.bits
-    x = bits(3)
-    if x & 5: raise r.deviation('EVSEPositioningSupport')
-    v = ((x >> 1) & 1) == 1
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 3
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 7
+    if x & 5: raise r.deviation('EVSEPositioningSupport', p)
+    val = ((x >> 1) & 1) == 1
+    r.pos = p
+    return val
 
-def _ee69(w, v):  # EVSEPositioningSupport
-    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
-    bits((v << 1), 3)
+def _ee69(w, o):  # EVSEPositioningSupport
+    v = w.v
+    n = w.n
+    if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
+    v = (v << 3) | (o << 1)
+    n += 3
+    w.v = v
+    w.n = n
 
 def _de70(r):  # EVSEProcessing
-    bits = r.bits
-    x = bits(4)
-    if x & 9: raise r.deviation('EVSEProcessing')
-    v = ((x >> 1) & 3)
-    if v >= 3: raise DecodeError(f'enumeration index {v} out of range (3 values)', r.pos)
-    v = _E3[v]
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 4
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 15
+    if x & 9: raise r.deviation('EVSEProcessing', p)
+    val = ((x >> 1) & 3)
+    if val >= 3: raise DecodeError(f'enumeration index {val} out of range (3 values)', p)
+    val = _E3[val]
+    r.pos = p
+    return val
 
-def _ee70(w, v):  # EVSEProcessing
-    _i30 = _I6.get(v)
-    if _i30 is None: raise EncodeError(f'{v!r} is not one of the enumeration processingType')
-    bits((_i30 << 1), 4)
+def _ee70(w, o):  # EVSEProcessing
+    v = w.v
+    n = w.n
+    _i30 = _I6.get(o)
+    if _i30 is None: raise EncodeError(f'{o!r} is not one of the enumeration processingType')
+    v = (v << 4) | (_i30 << 1)
+    n += 4
+    w.v = v
+    w.n = n
 
 def _de71(r):  # EVSEReadyToCharge
-    bits = r.bits
-    x = bits(3)
-    if x & 5: raise r.deviation('EVSEReadyToCharge')
-    v = ((x >> 1) & 1) == 1
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 3
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 7
+    if x & 5: raise r.deviation('EVSEReadyToCharge', p)
+    val = ((x >> 1) & 1) == 1
+    r.pos = p
+    return val
 
-def _ee71(w, v):  # EVSEReadyToCharge
-    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
-    bits((v << 1), 3)
+def _ee71(w, o):  # EVSEReadyToCharge
+    v = w.v
+    n = w.n
+    if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
+    v = (v << 3) | (o << 1)
+    n += 3
+    w.v = v
+    w.n = n
 
 def _de72(r):  # EVSEStatus
-    bits = r.bits
     return _d_EVSEStatusType(r)
 
-def _ee72(w, v):  # EVSEStatus
-    _e_EVSEStatusType(w, v)
+def _ee72(w, o):  # EVSEStatus
+    _e_EVSEStatusType(w, o)
 
 def _de73(r):  # EVSEUtilityInterruptEvent
-    bits = r.bits
-    x = bits(3)
-    if x & 5: raise r.deviation('EVSEUtilityInterruptEvent')
-    v = ((x >> 1) & 1) == 1
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 3
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 7
+    if x & 5: raise r.deviation('EVSEUtilityInterruptEvent', p)
+    val = ((x >> 1) & 1) == 1
+    r.pos = p
+    return val
 
-def _ee73(w, v):  # EVSEUtilityInterruptEvent
-    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
-    bits((v << 1), 3)
+def _ee73(w, o):  # EVSEUtilityInterruptEvent
+    v = w.v
+    n = w.n
+    if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
+    v = (v << 3) | (o << 1)
+    n += 3
+    w.v = v
+    w.n = n
 
 def _de74(r):  # EVSOC
-    bits = r.bits
-    x = bits(9)
-    if x & 257: raise r.deviation('EVSOC')
-    v = ((x >> 1) & 127)
-    if v > 100: raise DecodeError(f'value {v} above maximum 100', r.pos)
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 9
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 511
+    if x & 257: raise r.deviation('EVSOC', p)
+    val = ((x >> 1) & 127)
+    if val > 100: raise DecodeError(f'value {val} above maximum 100', p)
+    r.pos = p
+    return val
 
-def _ee74(w, v):  # EVSOC
-    if not 0 <= v <= 100: raise EncodeError(f'value {v!r} outside [0, 100]')
-    bits((v << 1), 9)
+def _ee74(w, o):  # EVSOC
+    v = w.v
+    n = w.n
+    if not 0 <= o <= 100: raise EncodeError(f'value {o!r} outside [0, 100]')
+    v = (v << 9) | (o << 1)
+    n += 9
+    w.v = v
+    w.n = n
 
 def _de75(r):  # EVTargetEnergyRequest
-    bits = r.bits
     return _d_RationalNumberType(r)
 
-def _ee75(w, v):  # EVTargetEnergyRequest
-    _e_RationalNumberType(w, v)
+def _ee75(w, o):  # EVTargetEnergyRequest
+    _e_RationalNumberType(w, o)
 
 def _de76(r):  # EVTechnicalStatus
-    bits = r.bits
     return _d_EVTechnicalStatusType(r)
 
-def _ee76(w, v):  # EVTechnicalStatus
-    _e_EVTechnicalStatusType(w, v)
+def _ee76(w, o):  # EVTechnicalStatus
+    _e_EVTechnicalStatusType(w, o)
 
 def _de77(r):  # EVTimeout
-    bits = r.bits
-    x = bits(3)
-    if x & 5: raise r.deviation('EVTimeout')
-    v = ((x >> 1) & 1) == 1
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 3
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 7
+    if x & 5: raise r.deviation('EVTimeout', p)
+    val = ((x >> 1) & 1) == 1
+    r.pos = p
+    return val
 
-def _ee77(w, v):  # EVTimeout
-    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
-    bits((v << 1), 3)
+def _ee77(w, o):  # EVTimeout
+    v = w.v
+    n = w.n
+    if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
+    v = (v << 3) | (o << 1)
+    n += 3
+    w.v = v
+    w.n = n
 
 def _de78(r):  # EVWLANStrength
-    bits = r.bits
     return _d_RationalNumberType(r)
 
-def _ee78(w, v):  # EVWLANStrength
-    _e_RationalNumberType(w, v)
+def _ee78(w, o):  # EVWLANStrength
+    _e_RationalNumberType(w, o)
 
 def _de79(r):  # EnergyCosts
-    bits = r.bits
     return _d_DetailedCostType(r)
 
-def _ee79(w, v):  # EnergyCosts
-    _e_DetailedCostType(w, v)
+def _ee79(w, o):  # EnergyCosts
+    _e_DetailedCostType(w, o)
 
 def _de80(r):  # Exponent
-    bits = r.bits
-    if bits(1): raise r.deviation('Exponent')
-    v = r.binary()
-    if bits(1): raise r.deviation('Exponent')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
+    r.pos = p
+    val = r.binary()
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
+    r.pos = p
+    return val
 
-def _ee80(w, v):  # Exponent
-    bits(0, 1)
-    w.binary(v)
-    bits(0, 1)
+def _ee80(w, o):  # Exponent
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    w.binary(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de81(r):  # Exponent
-    bits = r.bits
-    x = bits(10)
-    if x & 513: raise r.deviation('Exponent')
-    v = ((x >> 1) & 255) + -128
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 10
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 1023
+    if x & 513: raise r.deviation('Exponent', p)
+    val = ((x >> 1) & 255) + -128
+    r.pos = p
+    return val
 
-def _ee81(w, v):  # Exponent
-    if not -128 <= v <= 127: raise EncodeError(f'value {v!r} outside [-128, 127]')
-    bits(((v - -128) << 1), 10)
+def _ee81(w, o):  # Exponent
+    v = w.v
+    n = w.n
+    if not -128 <= o <= 127: raise EncodeError(f'value {o!r} outside [-128, 127]')
+    v = (v << 10) | ((o - -128) << 1)
+    n += 10
+    w.v = v
+    w.n = n
 
 def _de82(r):  # G
-    bits = r.bits
-    if bits(1): raise r.deviation('G')
-    v = r.binary()
-    if bits(1): raise r.deviation('G')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('G', p)
+    r.pos = p
+    val = r.binary()
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('G', p)
+    r.pos = p
+    return val
 
-def _ee82(w, v):  # G
-    bits(0, 1)
-    w.binary(v)
-    bits(0, 1)
+def _ee82(w, o):  # G
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    w.binary(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de83(r):  # HMACOutputLength
-    bits = r.bits
-    x = bits(2)
-    if x & 2: raise r.deviation('HMACOutputLength')
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 2
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 3
+    if x & 2: raise r.deviation('HMACOutputLength', p)
     _neg = (x & 1)
-    v = r.uint()
-    if _neg: v = -v - 1
-    if bits(1): raise r.deviation('HMACOutputLength')
-    return v
+    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        p += 8
+        val = (V >> (E - p)) & 127
+    else:
+        r.pos = p; val = r.uint(); p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('HMACOutputLength', p)
+    if _neg: val = -val - 1
+    r.pos = p
+    return val
 
-def _ee83(w, v):  # HMACOutputLength
-    if type(v) is not int: raise EncodeError(f'expected an int, got {v!r}')
-    bits((v < 0), 2)
-    w.uint(-v - 1 if v < 0 else v)
-    bits(0, 1)
+def _ee83(w, o):  # HMACOutputLength
+    v = w.v
+    n = w.n
+    if type(o) is not int: raise EncodeError(f'expected an int, got {o!r}')
+    v = (v << 2) | (o < 0)
+    n += 2
+    _m = (-o - 1 if o < 0 else o)
+    if _m < 128: v = (v << 8) | _m; n += 8
+    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de84(r):  # Header
-    bits = r.bits
     return _d_MessageHeaderType(r)
 
-def _ee84(w, v):  # Header
-    _e_MessageHeaderType(w, v)
+def _ee84(w, o):  # Header
+    _e_MessageHeaderType(w, o)
 
 def _de85(r):  # InletHot
-    bits = r.bits
-    x = bits(3)
-    if x & 5: raise r.deviation('InletHot')
-    v = ((x >> 1) & 1) == 1
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 3
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 7
+    if x & 5: raise r.deviation('InletHot', p)
+    val = ((x >> 1) & 1) == 1
+    r.pos = p
+    return val
 
-def _ee85(w, v):  # InletHot
-    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
-    bits((v << 1), 3)
+def _ee85(w, o):  # InletHot
+    v = w.v
+    n = w.n
+    if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
+    v = (v << 3) | (o << 1)
+    n += 3
+    w.v = v
+    w.n = n
 
 def _de86(r):  # J
-    bits = r.bits
-    if bits(1): raise r.deviation('J')
-    v = r.binary()
-    if bits(1): raise r.deviation('J')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('J', p)
+    r.pos = p
+    val = r.binary()
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('J', p)
+    r.pos = p
+    return val
 
-def _ee86(w, v):  # J
-    bits(0, 1)
-    w.binary(v)
-    bits(0, 1)
+def _ee86(w, o):  # J
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    w.binary(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de87(r):  # MaximumSOC
-    bits = r.bits
-    x = bits(9)
-    if x & 257: raise r.deviation('MaximumSOC')
-    v = ((x >> 1) & 127)
-    if v > 100: raise DecodeError(f'value {v} above maximum 100', r.pos)
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 9
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 511
+    if x & 257: raise r.deviation('MaximumSOC', p)
+    val = ((x >> 1) & 127)
+    if val > 100: raise DecodeError(f'value {val} above maximum 100', p)
+    r.pos = p
+    return val
 
-def _ee87(w, v):  # MaximumSOC
-    if not 0 <= v <= 100: raise EncodeError(f'value {v!r} outside [0, 100]')
-    bits((v << 1), 9)
+def _ee87(w, o):  # MaximumSOC
+    v = w.v
+    n = w.n
+    if not 0 <= o <= 100: raise EncodeError(f'value {o!r} outside [0, 100]')
+    v = (v << 9) | (o << 1)
+    n += 9
+    w.v = v
+    w.n = n
 
 def _de88(r):  # MeterID
-    bits = r.bits
-    if bits(1): raise r.deviation('MeterID')
-    v = r.string(81)
-    if len(v) > 32: raise DecodeError(f'length {len(v)} outside [0, 32]', r.pos)
-    if bits(1): raise r.deviation('MeterID')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('MeterID', p)
+    r.pos = p
+    val = r.string(81)
+    if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.pos)
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('MeterID', p)
+    r.pos = p
+    return val
 
-def _ee88(w, v):  # MeterID
-    bits(0, 1)
-    if len(v) > 32: raise EncodeError(f'length {len(v)} outside [0, 32]')
-    w.string(v)
-    bits(0, 1)
+def _ee88(w, o):  # MeterID
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    if len(o) > 32: raise EncodeError(f'length {len(o)} outside [0, 32]')
+    w.string(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de89(r):  # MeterInfo
-    bits = r.bits
     return _d_MeterInfoType(r)
 
-def _ee89(w, v):  # MeterInfo
-    _e_MeterInfoType(w, v)
+def _ee89(w, o):  # MeterInfo
+    _e_MeterInfoType(w, o)
 
 def _de90(r):  # MeterInfoRequested
-    bits = r.bits
-    x = bits(3)
-    if x & 5: raise r.deviation('MeterInfoRequested')
-    v = ((x >> 1) & 1) == 1
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 3
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 7
+    if x & 5: raise r.deviation('MeterInfoRequested', p)
+    val = ((x >> 1) & 1) == 1
+    r.pos = p
+    return val
 
-def _ee90(w, v):  # MeterInfoRequested
-    if v is not True and v is not False: raise EncodeError(f'expected a bool, got {v!r}')
-    bits((v << 1), 3)
+def _ee90(w, o):  # MeterInfoRequested
+    v = w.v
+    n = w.n
+    if o is not True and o is not False: raise EncodeError(f'expected a bool, got {o!r}')
+    v = (v << 3) | (o << 1)
+    n += 3
+    w.v = v
+    w.n = n
 
 def _de91(r):  # MeterSignature
-    bits = r.bits
-    if bits(1): raise r.deviation('MeterSignature')
-    v = r.binary()
-    if len(v) > 64: raise DecodeError(f'length {len(v)} outside [0, 64]', r.pos)
-    if bits(1): raise r.deviation('MeterSignature')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('MeterSignature', p)
+    r.pos = p
+    val = r.binary()
+    if len(val) > 64: raise DecodeError(f'length {len(val)} outside [0, 64]', r.pos)
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('MeterSignature', p)
+    r.pos = p
+    return val
 
-def _ee91(w, v):  # MeterSignature
-    bits(0, 1)
-    if len(v) > 64: raise EncodeError(f'length {len(v)} outside [0, 64]')
-    w.binary(v)
-    bits(0, 1)
+def _ee91(w, o):  # MeterSignature
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    if len(o) > 64: raise EncodeError(f'length {len(o)} outside [0, 64]')
+    w.binary(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de92(r):  # MeterStatus
-    bits = r.bits
-    x = bits(2)
-    if x & 2: raise r.deviation('MeterStatus')
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 2
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 3
+    if x & 2: raise r.deviation('MeterStatus', p)
     _neg = (x & 1)
-    v = r.uint()
-    if _neg: v = -v - 1
-    if v < -32768 or v > 32767: raise DecodeError(f'value {v} outside [-32768, 32767]', r.pos)
-    if bits(1): raise r.deviation('MeterStatus')
-    return v
+    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        p += 8
+        val = (V >> (E - p)) & 127
+    else:
+        r.pos = p; val = r.uint(); p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('MeterStatus', p)
+    if _neg: val = -val - 1
+    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', p)
+    r.pos = p
+    return val
 
-def _ee92(w, v):  # MeterStatus
-    if v < -32768 or v > 32767: raise EncodeError(f'value {v!r} outside [-32768, 32767]')
-    bits((v < 0), 2)
-    w.uint(-v - 1 if v < 0 else v)
-    bits(0, 1)
+def _ee92(w, o):  # MeterStatus
+    v = w.v
+    n = w.n
+    if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
+    v = (v << 2) | (o < 0)
+    n += 2
+    _m = (-o - 1 if o < 0 else o)
+    if _m < 128: v = (v << 8) | _m; n += 8
+    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de93(r):  # MeterTimestamp
-    bits = r.bits
-    if bits(1): raise r.deviation('MeterTimestamp')
-    v = r.uint()
-    if v > 18446744073709551615: raise DecodeError(f'value {v} outside [0, 18446744073709551615]', r.pos)
-    if bits(1): raise r.deviation('MeterTimestamp')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('MeterTimestamp', p)
+    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        p += 8
+        val = (V >> (E - p)) & 127
+    else:
+        r.pos = p; val = r.uint(); p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('MeterTimestamp', p)
+    if val > 18446744073709551615: raise DecodeError(f'value {val} outside [0, 18446744073709551615]', p)
+    r.pos = p
+    return val
 
-def _ee93(w, v):  # MeterTimestamp
-    bits(0, 1)
-    if v < 0 or v > 18446744073709551615: raise EncodeError(f'value {v!r} outside [0, 18446744073709551615]')
-    w.uint(v)
-    bits(0, 1)
+def _ee93(w, o):  # MeterTimestamp
+    v = w.v
+    n = w.n
+    if o < 0 or o > 18446744073709551615: raise EncodeError(f'value {o!r} outside [0, 18446744073709551615]')
+    v <<= 1
+    n += 1
+    if o < 128: v = (v << 8) | o; n += 8
+    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de94(r):  # MinimumSOC
-    bits = r.bits
-    x = bits(9)
-    if x & 257: raise r.deviation('MinimumSOC')
-    v = ((x >> 1) & 127)
-    if v > 100: raise DecodeError(f'value {v} above maximum 100', r.pos)
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 9
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 511
+    if x & 257: raise r.deviation('MinimumSOC', p)
+    val = ((x >> 1) & 127)
+    if val > 100: raise DecodeError(f'value {val} above maximum 100', p)
+    r.pos = p
+    return val
 
-def _ee94(w, v):  # MinimumSOC
-    if not 0 <= v <= 100: raise EncodeError(f'value {v!r} outside [0, 100]')
-    bits((v << 1), 9)
+def _ee94(w, o):  # MinimumSOC
+    v = w.v
+    n = w.n
+    if not 0 <= o <= 100: raise EncodeError(f'value {o!r} outside [0, 100]')
+    v = (v << 9) | (o << 1)
+    n += 9
+    w.v = v
+    w.n = n
 
 def _de95(r):  # Modulus
-    bits = r.bits
-    if bits(1): raise r.deviation('Modulus')
-    v = r.binary()
-    if bits(1): raise r.deviation('Modulus')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
+    r.pos = p
+    val = r.binary()
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
+    r.pos = p
+    return val
 
-def _ee95(w, v):  # Modulus
-    bits(0, 1)
-    w.binary(v)
-    bits(0, 1)
+def _ee95(w, o):  # Modulus
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    w.binary(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de96(r):  # NotificationMaxDelay
-    bits = r.bits
-    if bits(1): raise r.deviation('NotificationMaxDelay')
-    v = r.uint()
-    if v > 65535: raise DecodeError(f'value {v} outside [0, 65535]', r.pos)
-    if bits(1): raise r.deviation('NotificationMaxDelay')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('NotificationMaxDelay', p)
+    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        p += 8
+        val = (V >> (E - p)) & 127
+    else:
+        r.pos = p; val = r.uint(); p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('NotificationMaxDelay', p)
+    if val > 65535: raise DecodeError(f'value {val} outside [0, 65535]', p)
+    r.pos = p
+    return val
 
-def _ee96(w, v):  # NotificationMaxDelay
-    bits(0, 1)
-    if v < 0 or v > 65535: raise EncodeError(f'value {v!r} outside [0, 65535]')
-    w.uint(v)
-    bits(0, 1)
+def _ee96(w, o):  # NotificationMaxDelay
+    v = w.v
+    n = w.n
+    if o < 0 or o > 65535: raise EncodeError(f'value {o!r} outside [0, 65535]')
+    v <<= 1
+    n += 1
+    if o < 128: v = (v << 8) | o; n += 8
+    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de97(r):  # OccupancyCosts
-    bits = r.bits
     return _d_DetailedCostType(r)
 
-def _ee97(w, v):  # OccupancyCosts
-    _e_DetailedCostType(w, v)
+def _ee97(w, o):  # OccupancyCosts
+    _e_DetailedCostType(w, o)
 
 def _de98(r):  # OverstayCosts
-    bits = r.bits
     return _d_DetailedCostType(r)
 
-def _ee98(w, v):  # OverstayCosts
-    _e_DetailedCostType(w, v)
+def _ee98(w, o):  # OverstayCosts
+    _e_DetailedCostType(w, o)
 
 def _de99(r):  # P
-    bits = r.bits
-    if bits(1): raise r.deviation('P')
-    v = r.binary()
-    if bits(1): raise r.deviation('P')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('P', p)
+    r.pos = p
+    val = r.binary()
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('P', p)
+    r.pos = p
+    return val
 
-def _ee99(w, v):  # P
-    bits(0, 1)
-    w.binary(v)
-    bits(0, 1)
+def _ee99(w, o):  # P
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    w.binary(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de100(r):  # PGPKeyID
-    bits = r.bits
-    if bits(1): raise r.deviation('PGPKeyID')
-    v = r.binary()
-    if bits(1): raise r.deviation('PGPKeyID')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('PGPKeyID', p)
+    r.pos = p
+    val = r.binary()
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('PGPKeyID', p)
+    r.pos = p
+    return val
 
-def _ee100(w, v):  # PGPKeyID
-    bits(0, 1)
-    w.binary(v)
-    bits(0, 1)
+def _ee100(w, o):  # PGPKeyID
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    w.binary(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de101(r):  # PGPKeyPacket
-    bits = r.bits
-    if bits(1): raise r.deviation('PGPKeyPacket')
-    v = r.binary()
-    if bits(1): raise r.deviation('PGPKeyPacket')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('PGPKeyPacket', p)
+    r.pos = p
+    val = r.binary()
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('PGPKeyPacket', p)
+    r.pos = p
+    return val
 
-def _ee101(w, v):  # PGPKeyPacket
-    bits(0, 1)
-    w.binary(v)
-    bits(0, 1)
+def _ee101(w, o):  # PGPKeyPacket
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    w.binary(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de102(r):  # PgenCounter
-    bits = r.bits
-    if bits(1): raise r.deviation('PgenCounter')
-    v = r.binary()
-    if bits(1): raise r.deviation('PgenCounter')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('PgenCounter', p)
+    r.pos = p
+    val = r.binary()
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('PgenCounter', p)
+    r.pos = p
+    return val
 
-def _ee102(w, v):  # PgenCounter
-    bits(0, 1)
-    w.binary(v)
-    bits(0, 1)
+def _ee102(w, o):  # PgenCounter
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    w.binary(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de103(r):  # PresentSOC
-    bits = r.bits
-    x = bits(9)
-    if x & 257: raise r.deviation('PresentSOC')
-    v = ((x >> 1) & 127)
-    if v > 100: raise DecodeError(f'value {v} above maximum 100', r.pos)
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 9
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 511
+    if x & 257: raise r.deviation('PresentSOC', p)
+    val = ((x >> 1) & 127)
+    if val > 100: raise DecodeError(f'value {val} above maximum 100', p)
+    r.pos = p
+    return val
 
-def _ee103(w, v):  # PresentSOC
-    if not 0 <= v <= 100: raise EncodeError(f'value {v!r} outside [0, 100]')
-    bits((v << 1), 9)
+def _ee103(w, o):  # PresentSOC
+    v = w.v
+    n = w.n
+    if not 0 <= o <= 100: raise EncodeError(f'value {o!r} outside [0, 100]')
+    v = (v << 9) | (o << 1)
+    n += 9
+    w.v = v
+    w.n = n
 
 def _de104(r):  # Q
-    bits = r.bits
-    if bits(1): raise r.deviation('Q')
-    v = r.binary()
-    if bits(1): raise r.deviation('Q')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('Q', p)
+    r.pos = p
+    val = r.binary()
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('Q', p)
+    r.pos = p
+    return val
 
-def _ee104(w, v):  # Q
-    bits(0, 1)
-    w.binary(v)
-    bits(0, 1)
+def _ee104(w, o):  # Q
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    w.binary(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de105(r):  # Receipt
-    bits = r.bits
     return _d_ReceiptType(r)
 
-def _ee105(w, v):  # Receipt
-    _e_ReceiptType(w, v)
+def _ee105(w, o):  # Receipt
+    _e_ReceiptType(w, o)
 
 def _de106(r):  # RemainingTimeToMaximumSOC
-    bits = r.bits
-    if bits(1): raise r.deviation('RemainingTimeToMaximumSOC')
-    v = r.uint()
-    if v > 4294967295: raise DecodeError(f'value {v} outside [0, 4294967295]', r.pos)
-    if bits(1): raise r.deviation('RemainingTimeToMaximumSOC')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('RemainingTimeToMaximumSOC', p)
+    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        p += 8
+        val = (V >> (E - p)) & 127
+    else:
+        r.pos = p; val = r.uint(); p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('RemainingTimeToMaximumSOC', p)
+    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', p)
+    r.pos = p
+    return val
 
-def _ee106(w, v):  # RemainingTimeToMaximumSOC
-    bits(0, 1)
-    if v < 0 or v > 4294967295: raise EncodeError(f'value {v!r} outside [0, 4294967295]')
-    w.uint(v)
-    bits(0, 1)
+def _ee106(w, o):  # RemainingTimeToMaximumSOC
+    v = w.v
+    n = w.n
+    if o < 0 or o > 4294967295: raise EncodeError(f'value {o!r} outside [0, 4294967295]')
+    v <<= 1
+    n += 1
+    if o < 128: v = (v << 8) | o; n += 8
+    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de107(r):  # RemainingTimeToMinimumSOC
-    bits = r.bits
-    if bits(1): raise r.deviation('RemainingTimeToMinimumSOC')
-    v = r.uint()
-    if v > 4294967295: raise DecodeError(f'value {v} outside [0, 4294967295]', r.pos)
-    if bits(1): raise r.deviation('RemainingTimeToMinimumSOC')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('RemainingTimeToMinimumSOC', p)
+    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        p += 8
+        val = (V >> (E - p)) & 127
+    else:
+        r.pos = p; val = r.uint(); p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('RemainingTimeToMinimumSOC', p)
+    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', p)
+    r.pos = p
+    return val
 
-def _ee107(w, v):  # RemainingTimeToMinimumSOC
-    bits(0, 1)
-    if v < 0 or v > 4294967295: raise EncodeError(f'value {v!r} outside [0, 4294967295]')
-    w.uint(v)
-    bits(0, 1)
+def _ee107(w, o):  # RemainingTimeToMinimumSOC
+    v = w.v
+    n = w.n
+    if o < 0 or o > 4294967295: raise EncodeError(f'value {o!r} outside [0, 4294967295]')
+    v <<= 1
+    n += 1
+    if o < 128: v = (v << 8) | o; n += 8
+    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de108(r):  # RemainingTimeToTargetSOC
-    bits = r.bits
-    if bits(1): raise r.deviation('RemainingTimeToTargetSOC')
-    v = r.uint()
-    if v > 4294967295: raise DecodeError(f'value {v} outside [0, 4294967295]', r.pos)
-    if bits(1): raise r.deviation('RemainingTimeToTargetSOC')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('RemainingTimeToTargetSOC', p)
+    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        p += 8
+        val = (V >> (E - p)) & 127
+    else:
+        r.pos = p; val = r.uint(); p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('RemainingTimeToTargetSOC', p)
+    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', p)
+    r.pos = p
+    return val
 
-def _ee108(w, v):  # RemainingTimeToTargetSOC
-    bits(0, 1)
-    if v < 0 or v > 4294967295: raise EncodeError(f'value {v!r} outside [0, 4294967295]')
-    w.uint(v)
-    bits(0, 1)
+def _ee108(w, o):  # RemainingTimeToTargetSOC
+    v = w.v
+    n = w.n
+    if o < 0 or o > 4294967295: raise EncodeError(f'value {o!r} outside [0, 4294967295]')
+    v <<= 1
+    n += 1
+    if o < 128: v = (v << 8) | o; n += 8
+    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de109(r):  # ResponseCode
-    bits = r.bits
-    x = bits(8)
-    if x & 129: raise r.deviation('ResponseCode')
-    v = ((x >> 1) & 63)
-    if v >= 40: raise DecodeError(f'enumeration index {v} out of range (40 values)', r.pos)
-    v = _E2[v]
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 8
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 255
+    if x & 129: raise r.deviation('ResponseCode', p)
+    val = ((x >> 1) & 63)
+    if val >= 40: raise DecodeError(f'enumeration index {val} out of range (40 values)', p)
+    val = _E2[val]
+    r.pos = p
+    return val
 
-def _ee109(w, v):  # ResponseCode
-    _i31 = _I5.get(v)
-    if _i31 is None: raise EncodeError(f'{v!r} is not one of the enumeration responseCodeType')
-    bits((_i31 << 1), 8)
+def _ee109(w, o):  # ResponseCode
+    v = w.v
+    n = w.n
+    _i31 = _I5.get(o)
+    if _i31 is None: raise EncodeError(f'{o!r} is not one of the enumeration responseCodeType')
+    v = (v << 8) | (_i31 << 1)
+    n += 8
+    w.v = v
+    w.n = n
 
 def _de110(r):  # RootCertificateID
-    bits = r.bits
     return _d_X509IssuerSerialType(r)
 
-def _ee110(w, v):  # RootCertificateID
-    _e_X509IssuerSerialType(w, v)
+def _ee110(w, o):  # RootCertificateID
+    _e_X509IssuerSerialType(w, o)
 
 def _de111(r):  # SPKISexp
-    bits = r.bits
-    if bits(1): raise r.deviation('SPKISexp')
-    v = r.binary()
-    if bits(1): raise r.deviation('SPKISexp')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
+    r.pos = p
+    val = r.binary()
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
+    r.pos = p
+    return val
 
-def _ee111(w, v):  # SPKISexp
-    bits(0, 1)
-    w.binary(v)
-    bits(0, 1)
+def _ee111(w, o):  # SPKISexp
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    w.binary(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de112(r):  # Seed
-    bits = r.bits
-    if bits(1): raise r.deviation('Seed')
-    v = r.binary()
-    if bits(1): raise r.deviation('Seed')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('Seed', p)
+    r.pos = p
+    val = r.binary()
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('Seed', p)
+    r.pos = p
+    return val
 
-def _ee112(w, v):  # Seed
-    bits(0, 1)
-    w.binary(v)
-    bits(0, 1)
+def _ee112(w, o):  # Seed
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    w.binary(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de113(r):  # SessionID
-    bits = r.bits
-    if bits(1): raise r.deviation('SessionID')
-    v = r.binary()
-    if len(v) < 8 or len(v) > 8: raise DecodeError(f'length {len(v)} outside [8, 8]', r.pos)
-    if bits(1): raise r.deviation('SessionID')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
+    r.pos = p
+    val = r.binary()
+    if len(val) < 8 or len(val) > 8: raise DecodeError(f'length {len(val)} outside [8, 8]', r.pos)
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
+    r.pos = p
+    return val
 
-def _ee113(w, v):  # SessionID
-    bits(0, 1)
-    if len(v) < 8 or len(v) > 8: raise EncodeError(f'length {len(v)} outside [8, 8]')
-    w.binary(v)
-    bits(0, 1)
+def _ee113(w, o):  # SessionID
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    if len(o) < 8 or len(o) > 8: raise EncodeError(f'length {len(o)} outside [8, 8]')
+    w.binary(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de114(r):  # TargetSOC
-    bits = r.bits
-    x = bits(9)
-    if x & 257: raise r.deviation('TargetSOC')
-    v = ((x >> 1) & 127)
-    if v > 100: raise DecodeError(f'value {v} above maximum 100', r.pos)
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 9
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 511
+    if x & 257: raise r.deviation('TargetSOC', p)
+    val = ((x >> 1) & 127)
+    if val > 100: raise DecodeError(f'value {val} above maximum 100', p)
+    r.pos = p
+    return val
 
-def _ee114(w, v):  # TargetSOC
-    if not 0 <= v <= 100: raise EncodeError(f'value {v!r} outside [0, 100]')
-    bits((v << 1), 9)
+def _ee114(w, o):  # TargetSOC
+    v = w.v
+    n = w.n
+    if not 0 <= o <= 100: raise EncodeError(f'value {o!r} outside [0, 100]')
+    v = (v << 9) | (o << 1)
+    n += 9
+    w.v = v
+    w.n = n
 
 def _de115(r):  # TaxCosts
-    bits = r.bits
     return _d_DetailedTaxType(r)
 
-def _ee115(w, v):  # TaxCosts
-    _e_DetailedTaxType(w, v)
+def _ee115(w, o):  # TaxCosts
+    _e_DetailedTaxType(w, o)
 
 def _de116(r):  # TaxRuleID
-    bits = r.bits
-    if bits(1): raise r.deviation('TaxRuleID')
-    v = r.uint()
-    if v < 1 or v > 4294967295: raise DecodeError(f'value {v} outside [1, 4294967295]', r.pos)
-    if bits(1): raise r.deviation('TaxRuleID')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('TaxRuleID', p)
+    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        p += 8
+        val = (V >> (E - p)) & 127
+    else:
+        r.pos = p; val = r.uint(); p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('TaxRuleID', p)
+    if val < 1 or val > 4294967295: raise DecodeError(f'value {val} outside [1, 4294967295]', p)
+    r.pos = p
+    return val
 
-def _ee116(w, v):  # TaxRuleID
-    bits(0, 1)
-    if v < 1 or v > 4294967295: raise EncodeError(f'value {v!r} outside [1, 4294967295]')
-    w.uint(v)
-    bits(0, 1)
+def _ee116(w, o):  # TaxRuleID
+    v = w.v
+    n = w.n
+    if o < 1 or o > 4294967295: raise EncodeError(f'value {o!r} outside [1, 4294967295]')
+    v <<= 1
+    n += 1
+    if o < 128: v = (v << 8) | o; n += 8
+    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de117(r):  # TimeAnchor
-    bits = r.bits
-    if bits(1): raise r.deviation('TimeAnchor')
-    v = r.uint()
-    if v > 18446744073709551615: raise DecodeError(f'value {v} outside [0, 18446744073709551615]', r.pos)
-    if bits(1): raise r.deviation('TimeAnchor')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('TimeAnchor', p)
+    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        p += 8
+        val = (V >> (E - p)) & 127
+    else:
+        r.pos = p; val = r.uint(); p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('TimeAnchor', p)
+    if val > 18446744073709551615: raise DecodeError(f'value {val} outside [0, 18446744073709551615]', p)
+    r.pos = p
+    return val
 
-def _ee117(w, v):  # TimeAnchor
-    bits(0, 1)
-    if v < 0 or v > 18446744073709551615: raise EncodeError(f'value {v!r} outside [0, 18446744073709551615]')
-    w.uint(v)
-    bits(0, 1)
+def _ee117(w, o):  # TimeAnchor
+    v = w.v
+    n = w.n
+    if o < 0 or o > 18446744073709551615: raise EncodeError(f'value {o!r} outside [0, 18446744073709551615]')
+    v <<= 1
+    n += 1
+    if o < 128: v = (v << 8) | o; n += 8
+    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de118(r):  # TimeStamp
-    bits = r.bits
-    if bits(1): raise r.deviation('TimeStamp')
-    v = r.uint()
-    if v > 18446744073709551615: raise DecodeError(f'value {v} outside [0, 18446744073709551615]', r.pos)
-    if bits(1): raise r.deviation('TimeStamp')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('TimeStamp', p)
+    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        p += 8
+        val = (V >> (E - p)) & 127
+    else:
+        r.pos = p; val = r.uint(); p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('TimeStamp', p)
+    if val > 18446744073709551615: raise DecodeError(f'value {val} outside [0, 18446744073709551615]', p)
+    r.pos = p
+    return val
 
-def _ee118(w, v):  # TimeStamp
-    bits(0, 1)
-    if v < 0 or v > 18446744073709551615: raise EncodeError(f'value {v!r} outside [0, 18446744073709551615]')
-    w.uint(v)
-    bits(0, 1)
+def _ee118(w, o):  # TimeStamp
+    v = w.v
+    n = w.n
+    if o < 0 or o > 18446744073709551615: raise EncodeError(f'value {o!r} outside [0, 18446744073709551615]')
+    v <<= 1
+    n += 1
+    if o < 128: v = (v << 8) | o; n += 8
+    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de119(r):  # Value
-    bits = r.bits
-    x = bits(2)
-    if x & 2: raise r.deviation('Value')
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 2
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 3
+    if x & 2: raise r.deviation('Value', p)
     _neg = (x & 1)
-    v = r.uint()
-    if _neg: v = -v - 1
-    if v < -32768 or v > 32767: raise DecodeError(f'value {v} outside [-32768, 32767]', r.pos)
-    if bits(1): raise r.deviation('Value')
-    return v
+    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        p += 8
+        val = (V >> (E - p)) & 127
+    else:
+        r.pos = p; val = r.uint(); p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('Value', p)
+    if _neg: val = -val - 1
+    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', p)
+    r.pos = p
+    return val
 
-def _ee119(w, v):  # Value
-    if v < -32768 or v > 32767: raise EncodeError(f'value {v!r} outside [-32768, 32767]')
-    bits((v < 0), 2)
-    w.uint(-v - 1 if v < 0 else v)
-    bits(0, 1)
+def _ee119(w, o):  # Value
+    v = w.v
+    n = w.n
+    if o < -32768 or o > 32767: raise EncodeError(f'value {o!r} outside [-32768, 32767]')
+    v = (v << 2) | (o < 0)
+    n += 2
+    _m = (-o - 1 if o < 0 else o)
+    if _m < 128: v = (v << 8) | _m; n += 8
+    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de120(r):  # X509CRL
-    bits = r.bits
-    if bits(1): raise r.deviation('X509CRL')
-    v = r.binary()
-    if bits(1): raise r.deviation('X509CRL')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
+    r.pos = p
+    val = r.binary()
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
+    r.pos = p
+    return val
 
-def _ee120(w, v):  # X509CRL
-    bits(0, 1)
-    w.binary(v)
-    bits(0, 1)
+def _ee120(w, o):  # X509CRL
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    w.binary(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de121(r):  # X509Certificate
-    bits = r.bits
-    if bits(1): raise r.deviation('X509Certificate')
-    v = r.binary()
-    if bits(1): raise r.deviation('X509Certificate')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
+    r.pos = p
+    val = r.binary()
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
+    r.pos = p
+    return val
 
-def _ee121(w, v):  # X509Certificate
-    bits(0, 1)
-    w.binary(v)
-    bits(0, 1)
+def _ee121(w, o):  # X509Certificate
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    w.binary(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de122(r):  # X509IssuerName
-    bits = r.bits
-    if bits(1): raise r.deviation('X509IssuerName')
-    v = r.string(32)
-    if bits(1): raise r.deviation('X509IssuerName')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+    r.pos = p
+    val = r.string(32)
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+    r.pos = p
+    return val
 
-def _ee122(w, v):  # X509IssuerName
-    bits(0, 1)
-    w.string(v)
-    bits(0, 1)
+def _ee122(w, o):  # X509IssuerName
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    w.string(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de123(r):  # X509IssuerSerial
-    bits = r.bits
     return _d_X509IssuerSerialType(r)
 
-def _ee123(w, v):  # X509IssuerSerial
-    _e_X509IssuerSerialType(w, v)
+def _ee123(w, o):  # X509IssuerSerial
+    _e_X509IssuerSerialType(w, o)
 
 def _de124(r):  # X509SKI
-    bits = r.bits
-    if bits(1): raise r.deviation('X509SKI')
-    v = r.binary()
-    if bits(1): raise r.deviation('X509SKI')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
+    r.pos = p
+    val = r.binary()
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
+    r.pos = p
+    return val
 
-def _ee124(w, v):  # X509SKI
-    bits(0, 1)
-    w.binary(v)
-    bits(0, 1)
+def _ee124(w, o):  # X509SKI
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    w.binary(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de125(r):  # X509SerialNumber
-    bits = r.bits
-    x = bits(2)
-    if x & 2: raise r.deviation('X509SerialNumber')
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 2
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 3
+    if x & 2: raise r.deviation('X509SerialNumber', p)
     _neg = (x & 1)
-    v = r.uint()
-    if _neg: v = -v - 1
-    if bits(1): raise r.deviation('X509SerialNumber')
-    return v
+    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        p += 8
+        val = (V >> (E - p)) & 127
+    else:
+        r.pos = p; val = r.uint(); p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('X509SerialNumber', p)
+    if _neg: val = -val - 1
+    r.pos = p
+    return val
 
-def _ee125(w, v):  # X509SerialNumber
-    if type(v) is not int: raise EncodeError(f'expected an int, got {v!r}')
-    bits((v < 0), 2)
-    w.uint(-v - 1 if v < 0 else v)
-    bits(0, 1)
+def _ee125(w, o):  # X509SerialNumber
+    v = w.v
+    n = w.n
+    if type(o) is not int: raise EncodeError(f'expected an int, got {o!r}')
+    v = (v << 2) | (o < 0)
+    n += 2
+    _m = (-o - 1 if o < 0 else o)
+    if _m < 128: v = (v << 8) | _m; n += 8
+    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de126(r):  # X509SubjectName
-    bits = r.bits
-    if bits(1): raise r.deviation('X509SubjectName')
-    v = r.string(29)
-    if bits(1): raise r.deviation('X509SubjectName')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
+    r.pos = p
+    val = r.string(29)
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
+    r.pos = p
+    return val
 
-def _ee126(w, v):  # X509SubjectName
-    bits(0, 1)
-    w.string(v)
-    bits(0, 1)
+def _ee126(w, o):  # X509SubjectName
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    w.string(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de127(r):  # XPath
-    bits = r.bits
-    if bits(1): raise r.deviation('XPath')
-    v = r.string(15)
-    if bits(1): raise r.deviation('XPath')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
+    r.pos = p
+    val = r.string(15)
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
+    r.pos = p
+    return val
 
-def _ee127(w, v):  # XPath
-    bits(0, 1)
-    w.string(v)
-    bits(0, 1)
+def _ee127(w, o):  # XPath
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    w.string(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de128(r):  # Y
-    bits = r.bits
-    if bits(1): raise r.deviation('Y')
-    v = r.binary()
-    if bits(1): raise r.deviation('Y')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('Y', p)
+    r.pos = p
+    val = r.binary()
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('Y', p)
+    r.pos = p
+    return val
 
-def _ee128(w, v):  # Y
-    bits(0, 1)
-    w.binary(v)
-    bits(0, 1)
+def _ee128(w, o):  # Y
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    w.binary(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 # (namespace, local name, class or simple type code, decode, encode); index = event code
 FRAGMENT = (

@@ -9,63 +9,83 @@ NAMESPACES = ('http://www.w3.org/2000/09/xmldsig#',)
 
 def _d_CanonicalizationMethodType(r, key):
     # {http://www.w3.org/2000/09/xmldsig#}CanonicalizationMethodType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Algorithm = None
     try:
         s = 0
         while s >= 0:
             if s == 0:
-                if bits(1): raise r.deviation('CanonicalizationMethodType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('CanonicalizationMethodType', p)
                 el = '@Algorithm'
+                r.pos = p
                 f_Algorithm = r.string(0)
+                p = r.pos
                 s = 1
             if s == 1:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 3
                 elif ec == 1:
                     pass
                     s = -1
                 elif ec == 2:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 2
                 else:
-                    raise r.deviation('CanonicalizationMethodType')
+                    raise r.deviation('CanonicalizationMethodType', p)
             if s == 2:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 3
                 elif ec == 1:
                     pass
                     s = -1
                 elif ec == 2:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 2
                 else:
-                    raise r.deviation('CanonicalizationMethodType')
+                    raise r.deviation('CanonicalizationMethodType', p)
             if s == 3:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 3
                 elif ec == 1:
                     pass
                     s = -1
                 elif ec == 2:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 3
                 else:
-                    raise r.deviation('CanonicalizationMethodType')
+                    raise r.deviation('CanonicalizationMethodType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.CanonicalizationMethodType(f_Algorithm)
 
 def _e_CanonicalizationMethodType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}CanonicalizationMethodType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Algorithm = o.Algorithm
@@ -74,33 +94,42 @@ def _e_CanonicalizationMethodType(w, o):
             if s == 0:
                 if v_Algorithm is not None:
                     el = '@Algorithm'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
+                    w.v = v; w.n = n
                     w.string(v_Algorithm)
+                    v = w.v; n = w.n
                     v_Algorithm = None
                     s = 1
                 else:
                     raise EncodeError('missing content: expected one of Algorithm')
             if s == 1:
                 if True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_Algorithm is not None: raise _leftover(o)
                     s = -1
             if s == 2:
                 if True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_Algorithm is not None: raise _leftover(o)
                     s = -1
             if s == 3:
                 if True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_Algorithm is not None: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_DSAKeyValueType(r):
     # {http://www.w3.org/2000/09/xmldsig#}DSAKeyValueType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_P = None
     f_Q = None
@@ -113,101 +142,175 @@ def _d_DSAKeyValueType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    if bits(1): raise r.deviation('DSAKeyValueType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     el = 'P'
+                    r.pos = p
                     f_P = r.binary()
-                    x = bits(3)
-                    if x & 7: raise r.deviation('DSAKeyValueType')
+                    p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('DSAKeyValueType', p)
                     el = 'Q'
+                    r.pos = p
                     f_Q = r.binary()
-                    if bits(1): raise r.deviation('DSAKeyValueType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     s = 4
                 elif ec == 1:
-                    if bits(1): raise r.deviation('DSAKeyValueType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     el = 'G'
+                    r.pos = p
                     f_G = r.binary()
-                    if bits(1): raise r.deviation('DSAKeyValueType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     s = 2
                 elif ec == 2:
-                    if bits(1): raise r.deviation('DSAKeyValueType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     el = 'Y'
+                    r.pos = p
                     f_Y = r.binary()
-                    if bits(1): raise r.deviation('DSAKeyValueType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     s = 3
                 else:
-                    raise r.deviation('DSAKeyValueType')
+                    raise r.deviation('DSAKeyValueType', p)
             if s == 2:
-                x = bits(2)
-                if x & 3: raise r.deviation('DSAKeyValueType')
+                p += 2
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('DSAKeyValueType', p)
                 el = 'Y'
+                r.pos = p
                 f_Y = r.binary()
-                if bits(1): raise r.deviation('DSAKeyValueType')
+                p = r.pos
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                 s = 3
             if s == 3:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    if bits(1): raise r.deviation('DSAKeyValueType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     el = 'J'
+                    r.pos = p
                     f_J = r.binary()
-                    if bits(1): raise r.deviation('DSAKeyValueType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     s = 5
                 elif ec == 1:
-                    if bits(1): raise r.deviation('DSAKeyValueType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     el = 'Seed'
+                    r.pos = p
                     f_Seed = r.binary()
-                    if bits(1): raise r.deviation('DSAKeyValueType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     s = 6
                 elif ec == 2:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('DSAKeyValueType')
+                    raise r.deviation('DSAKeyValueType', p)
             if s == 4:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    if bits(1): raise r.deviation('DSAKeyValueType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     el = 'G'
+                    r.pos = p
                     f_G = r.binary()
-                    if bits(1): raise r.deviation('DSAKeyValueType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     s = 2
                 elif ec == 1:
-                    if bits(1): raise r.deviation('DSAKeyValueType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     el = 'Y'
+                    r.pos = p
                     f_Y = r.binary()
-                    if bits(1): raise r.deviation('DSAKeyValueType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     s = 3
                 else:
-                    raise r.deviation('DSAKeyValueType')
+                    raise r.deviation('DSAKeyValueType', p)
             if s == 5:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    if bits(1): raise r.deviation('DSAKeyValueType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     el = 'Seed'
+                    r.pos = p
                     f_Seed = r.binary()
-                    if bits(1): raise r.deviation('DSAKeyValueType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     s = 6
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('DSAKeyValueType')
+                    raise r.deviation('DSAKeyValueType', p)
             if s == 6:
-                x = bits(2)
-                if x & 3: raise r.deviation('DSAKeyValueType')
+                p += 2
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('DSAKeyValueType', p)
                 el = 'PgenCounter'
+                r.pos = p
                 f_PgenCounter = r.binary()
-                x = bits(2)
-                if x & 3: raise r.deviation('DSAKeyValueType')
+                p = r.pos
+                p += 2
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('DSAKeyValueType', p)
                 s = -1
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.DSAKeyValueType(f_P, f_Q, f_G, f_Y, f_J, f_Seed, f_PgenCounter)
 
 def _e_DSAKeyValueType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}DSAKeyValueType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_P = o.P
@@ -222,28 +325,43 @@ def _e_DSAKeyValueType(w, o):
             if s == 0:
                 if v_P is not None:
                     el = 'P'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     w.binary(v_P)
+                    v = w.v; n = w.n
                     if not (v_Q is not None): raise EncodeError('missing content: Q')
                     el = 'Q'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
                     v_P = None
+                    w.v = v; w.n = n
                     w.binary(v_Q)
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_Q = None
                     s = 4
                 elif v_G is not None:
                     el = 'G'
-                    bits((1 << 1), 3)
+                    v = (v << 3) | (1 << 1)
+                    n += 3
+                    w.v = v; w.n = n
                     w.binary(v_G)
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_G = None
                     s = 2
                 elif v_Y is not None:
                     el = 'Y'
-                    bits((2 << 1), 3)
+                    v = (v << 3) | (2 << 1)
+                    n += 3
+                    w.v = v; w.n = n
                     w.binary(v_Y)
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_Y = None
                     s = 3
                 else:
@@ -251,9 +369,13 @@ def _e_DSAKeyValueType(w, o):
             if s == 2:
                 if v_Y is not None:
                     el = 'Y'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     w.binary(v_Y)
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_Y = None
                     s = 3
                 else:
@@ -261,35 +383,52 @@ def _e_DSAKeyValueType(w, o):
             if s == 3:
                 if v_J is not None:
                     el = 'J'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     w.binary(v_J)
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_J = None
                     s = 5
                 elif v_Seed is not None:
                     el = 'Seed'
-                    bits((1 << 1), 3)
+                    v = (v << 3) | (1 << 1)
+                    n += 3
+                    w.v = v; w.n = n
                     w.binary(v_Seed)
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_Seed = None
                     s = 6
                 elif True:
-                    bits(2, 2)
+                    v = (v << 2) | 2
+                    n += 2
                     if v_P is not None or v_Q is not None or v_G is not None or v_Y is not None or v_J is not None or v_Seed is not None or v_PgenCounter is not None: raise _leftover(o)
                     s = -1
             if s == 4:
                 if v_G is not None:
                     el = 'G'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     w.binary(v_G)
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_G = None
                     s = 2
                 elif v_Y is not None:
                     el = 'Y'
-                    bits((1 << 1), 3)
+                    v = (v << 3) | (1 << 1)
+                    n += 3
+                    w.v = v; w.n = n
                     w.binary(v_Y)
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_Y = None
                     s = 3
                 else:
@@ -297,88 +436,118 @@ def _e_DSAKeyValueType(w, o):
             if s == 5:
                 if v_Seed is not None:
                     el = 'Seed'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     w.binary(v_Seed)
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_Seed = None
                     s = 6
                 elif True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_P is not None or v_Q is not None or v_G is not None or v_Y is not None or v_J is not None or v_Seed is not None or v_PgenCounter is not None: raise _leftover(o)
                     s = -1
             if s == 6:
                 if v_PgenCounter is not None:
                     el = 'PgenCounter'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     w.binary(v_PgenCounter)
-                    bits(0, 2)
+                    v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
                     v_PgenCounter = None
                     if v_P is not None or v_Q is not None or v_G is not None or v_Y is not None or v_J is not None or v_Seed is not None or v_PgenCounter is not None: raise _leftover(o)
                     s = -1
                 else:
                     raise EncodeError('missing content: expected one of PgenCounter')
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_DigestMethodType(r, key):
     # {http://www.w3.org/2000/09/xmldsig#}DigestMethodType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Algorithm = None
     try:
         s = 0
         while s >= 0:
             if s == 0:
-                if bits(1): raise r.deviation('DigestMethodType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('DigestMethodType', p)
                 el = '@Algorithm'
+                r.pos = p
                 f_Algorithm = r.string(0)
+                p = r.pos
                 s = 1
             if s == 1:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 3
                 elif ec == 1:
                     pass
                     s = -1
                 elif ec == 2:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 2
                 else:
-                    raise r.deviation('DigestMethodType')
+                    raise r.deviation('DigestMethodType', p)
             if s == 2:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 3
                 elif ec == 1:
                     pass
                     s = -1
                 elif ec == 2:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 2
                 else:
-                    raise r.deviation('DigestMethodType')
+                    raise r.deviation('DigestMethodType', p)
             if s == 3:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 3
                 elif ec == 1:
                     pass
                     s = -1
                 elif ec == 2:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 3
                 else:
-                    raise r.deviation('DigestMethodType')
+                    raise r.deviation('DigestMethodType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.DigestMethodType(f_Algorithm)
 
 def _e_DigestMethodType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}DigestMethodType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Algorithm = o.Algorithm
@@ -387,33 +556,42 @@ def _e_DigestMethodType(w, o):
             if s == 0:
                 if v_Algorithm is not None:
                     el = '@Algorithm'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
+                    w.v = v; w.n = n
                     w.string(v_Algorithm)
+                    v = w.v; n = w.n
                     v_Algorithm = None
                     s = 1
                 else:
                     raise EncodeError('missing content: expected one of Algorithm')
             if s == 1:
                 if True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_Algorithm is not None: raise _leftover(o)
                     s = -1
             if s == 2:
                 if True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_Algorithm is not None: raise _leftover(o)
                     s = -1
             if s == 3:
                 if True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_Algorithm is not None: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_KeyInfoType(r, key):
     # {http://www.w3.org/2000/09/xmldsig#}KeyInfoType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Id = None
     f_KeyName = []
@@ -427,621 +605,933 @@ def _d_KeyInfoType(r, key):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(4)
+                p += 4
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 15
                 if ec == 0:
                     el = '@Id'
+                    r.pos = p
                     f_Id = r.string(8)
+                    p = r.pos
                     s = 1
                 elif ec == 1:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
+                    r.pos = p
                     _v = r.string(9)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_KeyName.append(_v)
                     s = 3
                 elif ec == 2:
                     el = 'KeyValue'
+                    r.pos = p
                     _v = _d_KeyValueType(r, 10)
+                    p = r.pos
                     f_KeyValue.append(_v)
                     s = 4
                 elif ec == 3:
                     el = 'RetrievalMethod'
+                    r.pos = p
                     _v = _d_RetrievalMethodType(r)
+                    p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 5
                 elif ec == 4:
                     el = 'X509Data'
+                    r.pos = p
                     _v = _d_X509DataType(r)
+                    p = r.pos
                     f_X509Data.append(_v)
                     s = 6
                 elif ec == 5:
                     el = 'PGPData'
+                    r.pos = p
                     _v = _d_PGPDataType(r)
+                    p = r.pos
                     f_PGPData.append(_v)
                     s = 7
                 elif ec == 6:
                     el = 'SPKIData'
+                    r.pos = p
                     _v = _d_SPKIDataType(r)
+                    p = r.pos
                     f_SPKIData.append(_v)
                     s = 8
                 elif ec == 7:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
+                    r.pos = p
                     _v = r.string(11)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_MgmtData.append(_v)
                     s = 9
                 elif ec == 8:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 10
                 elif ec == 9:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 2
                 else:
-                    raise r.deviation('KeyInfoType')
+                    raise r.deviation('KeyInfoType', p)
             if s == 1:
-                ec = bits(4)
+                p += 4
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
+                    r.pos = p
                     _v = r.string(9)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_KeyName.append(_v)
                     s = 3
                 elif ec == 1:
                     el = 'KeyValue'
+                    r.pos = p
                     _v = _d_KeyValueType(r, 10)
+                    p = r.pos
                     f_KeyValue.append(_v)
                     s = 4
                 elif ec == 2:
                     el = 'RetrievalMethod'
+                    r.pos = p
                     _v = _d_RetrievalMethodType(r)
+                    p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 5
                 elif ec == 3:
                     el = 'X509Data'
+                    r.pos = p
                     _v = _d_X509DataType(r)
+                    p = r.pos
                     f_X509Data.append(_v)
                     s = 6
                 elif ec == 4:
                     el = 'PGPData'
+                    r.pos = p
                     _v = _d_PGPDataType(r)
+                    p = r.pos
                     f_PGPData.append(_v)
                     s = 7
                 elif ec == 5:
                     el = 'SPKIData'
+                    r.pos = p
                     _v = _d_SPKIDataType(r)
+                    p = r.pos
                     f_SPKIData.append(_v)
                     s = 8
                 elif ec == 6:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
+                    r.pos = p
                     _v = r.string(11)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_MgmtData.append(_v)
                     s = 9
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 10
                 elif ec == 8:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 2
                 else:
-                    raise r.deviation('KeyInfoType')
+                    raise r.deviation('KeyInfoType', p)
             if s == 2:
-                ec = bits(4)
+                p += 4
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
+                    r.pos = p
                     _v = r.string(9)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_KeyName.append(_v)
                     s = 3
                 elif ec == 1:
                     el = 'KeyValue'
+                    r.pos = p
                     _v = _d_KeyValueType(r, 10)
+                    p = r.pos
                     f_KeyValue.append(_v)
                     s = 4
                 elif ec == 2:
                     el = 'RetrievalMethod'
+                    r.pos = p
                     _v = _d_RetrievalMethodType(r)
+                    p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 5
                 elif ec == 3:
                     el = 'X509Data'
+                    r.pos = p
                     _v = _d_X509DataType(r)
+                    p = r.pos
                     f_X509Data.append(_v)
                     s = 6
                 elif ec == 4:
                     el = 'PGPData'
+                    r.pos = p
                     _v = _d_PGPDataType(r)
+                    p = r.pos
                     f_PGPData.append(_v)
                     s = 7
                 elif ec == 5:
                     el = 'SPKIData'
+                    r.pos = p
                     _v = _d_SPKIDataType(r)
+                    p = r.pos
                     f_SPKIData.append(_v)
                     s = 8
                 elif ec == 6:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
+                    r.pos = p
                     _v = r.string(11)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_MgmtData.append(_v)
                     s = 9
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 10
                 elif ec == 8:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 2
                 else:
-                    raise r.deviation('KeyInfoType')
+                    raise r.deviation('KeyInfoType', p)
             if s == 3:
-                ec = bits(4)
+                p += 4
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
+                    r.pos = p
                     _v = r.string(9)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
                     el = 'KeyValue'
+                    r.pos = p
                     _v = _d_KeyValueType(r, 10)
+                    p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
                 elif ec == 2:
                     el = 'RetrievalMethod'
+                    r.pos = p
                     _v = _d_RetrievalMethodType(r)
+                    p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 13
                 elif ec == 3:
                     el = 'X509Data'
+                    r.pos = p
                     _v = _d_X509DataType(r)
+                    p = r.pos
                     f_X509Data.append(_v)
                     s = 14
                 elif ec == 4:
                     el = 'PGPData'
+                    r.pos = p
                     _v = _d_PGPDataType(r)
+                    p = r.pos
                     f_PGPData.append(_v)
                     s = 15
                 elif ec == 5:
                     el = 'SPKIData'
+                    r.pos = p
                     _v = _d_SPKIDataType(r)
+                    p = r.pos
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
+                    r.pos = p
                     _v = r.string(11)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 18
                 elif ec == 8:
                     pass
                     s = -1
                 elif ec == 9:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 3
                 else:
-                    raise r.deviation('KeyInfoType')
+                    raise r.deviation('KeyInfoType', p)
             if s == 4:
-                ec = bits(4)
+                p += 4
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
+                    r.pos = p
                     _v = r.string(9)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
                     el = 'KeyValue'
+                    r.pos = p
                     _v = _d_KeyValueType(r, 10)
+                    p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
                 elif ec == 2:
                     el = 'RetrievalMethod'
+                    r.pos = p
                     _v = _d_RetrievalMethodType(r)
+                    p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 13
                 elif ec == 3:
                     el = 'X509Data'
+                    r.pos = p
                     _v = _d_X509DataType(r)
+                    p = r.pos
                     f_X509Data.append(_v)
                     s = 14
                 elif ec == 4:
                     el = 'PGPData'
+                    r.pos = p
                     _v = _d_PGPDataType(r)
+                    p = r.pos
                     f_PGPData.append(_v)
                     s = 15
                 elif ec == 5:
                     el = 'SPKIData'
+                    r.pos = p
                     _v = _d_SPKIDataType(r)
+                    p = r.pos
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
+                    r.pos = p
                     _v = r.string(11)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 18
                 elif ec == 8:
                     pass
                     s = -1
                 elif ec == 9:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 4
                 else:
-                    raise r.deviation('KeyInfoType')
+                    raise r.deviation('KeyInfoType', p)
             if s == 5:
-                ec = bits(4)
+                p += 4
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
+                    r.pos = p
                     _v = r.string(9)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
                     el = 'KeyValue'
+                    r.pos = p
                     _v = _d_KeyValueType(r, 10)
+                    p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
                 elif ec == 2:
                     el = 'RetrievalMethod'
+                    r.pos = p
                     _v = _d_RetrievalMethodType(r)
+                    p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 13
                 elif ec == 3:
                     el = 'X509Data'
+                    r.pos = p
                     _v = _d_X509DataType(r)
+                    p = r.pos
                     f_X509Data.append(_v)
                     s = 14
                 elif ec == 4:
                     el = 'PGPData'
+                    r.pos = p
                     _v = _d_PGPDataType(r)
+                    p = r.pos
                     f_PGPData.append(_v)
                     s = 15
                 elif ec == 5:
                     el = 'SPKIData'
+                    r.pos = p
                     _v = _d_SPKIDataType(r)
+                    p = r.pos
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
+                    r.pos = p
                     _v = r.string(11)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 18
                 elif ec == 8:
                     pass
                     s = -1
                 elif ec == 9:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 5
                 else:
-                    raise r.deviation('KeyInfoType')
+                    raise r.deviation('KeyInfoType', p)
             if s == 6:
-                ec = bits(4)
+                p += 4
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
+                    r.pos = p
                     _v = r.string(9)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
                     el = 'KeyValue'
+                    r.pos = p
                     _v = _d_KeyValueType(r, 10)
+                    p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
                 elif ec == 2:
                     el = 'RetrievalMethod'
+                    r.pos = p
                     _v = _d_RetrievalMethodType(r)
+                    p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 13
                 elif ec == 3:
                     el = 'X509Data'
+                    r.pos = p
                     _v = _d_X509DataType(r)
+                    p = r.pos
                     f_X509Data.append(_v)
                     s = 14
                 elif ec == 4:
                     el = 'PGPData'
+                    r.pos = p
                     _v = _d_PGPDataType(r)
+                    p = r.pos
                     f_PGPData.append(_v)
                     s = 15
                 elif ec == 5:
                     el = 'SPKIData'
+                    r.pos = p
                     _v = _d_SPKIDataType(r)
+                    p = r.pos
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
+                    r.pos = p
                     _v = r.string(11)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 18
                 elif ec == 8:
                     pass
                     s = -1
                 elif ec == 9:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 6
                 else:
-                    raise r.deviation('KeyInfoType')
+                    raise r.deviation('KeyInfoType', p)
             if s == 7:
-                ec = bits(4)
+                p += 4
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
+                    r.pos = p
                     _v = r.string(9)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
                     el = 'KeyValue'
+                    r.pos = p
                     _v = _d_KeyValueType(r, 10)
+                    p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
                 elif ec == 2:
                     el = 'RetrievalMethod'
+                    r.pos = p
                     _v = _d_RetrievalMethodType(r)
+                    p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 13
                 elif ec == 3:
                     el = 'X509Data'
+                    r.pos = p
                     _v = _d_X509DataType(r)
+                    p = r.pos
                     f_X509Data.append(_v)
                     s = 14
                 elif ec == 4:
                     el = 'PGPData'
+                    r.pos = p
                     _v = _d_PGPDataType(r)
+                    p = r.pos
                     f_PGPData.append(_v)
                     s = 15
                 elif ec == 5:
                     el = 'SPKIData'
+                    r.pos = p
                     _v = _d_SPKIDataType(r)
+                    p = r.pos
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
+                    r.pos = p
                     _v = r.string(11)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 18
                 elif ec == 8:
                     pass
                     s = -1
                 elif ec == 9:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 7
                 else:
-                    raise r.deviation('KeyInfoType')
+                    raise r.deviation('KeyInfoType', p)
             if s == 8:
-                ec = bits(4)
+                p += 4
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
+                    r.pos = p
                     _v = r.string(9)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
                     el = 'KeyValue'
+                    r.pos = p
                     _v = _d_KeyValueType(r, 10)
+                    p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
                 elif ec == 2:
                     el = 'RetrievalMethod'
+                    r.pos = p
                     _v = _d_RetrievalMethodType(r)
+                    p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 13
                 elif ec == 3:
                     el = 'X509Data'
+                    r.pos = p
                     _v = _d_X509DataType(r)
+                    p = r.pos
                     f_X509Data.append(_v)
                     s = 14
                 elif ec == 4:
                     el = 'PGPData'
+                    r.pos = p
                     _v = _d_PGPDataType(r)
+                    p = r.pos
                     f_PGPData.append(_v)
                     s = 15
                 elif ec == 5:
                     el = 'SPKIData'
+                    r.pos = p
                     _v = _d_SPKIDataType(r)
+                    p = r.pos
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
+                    r.pos = p
                     _v = r.string(11)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 18
                 elif ec == 8:
                     pass
                     s = -1
                 elif ec == 9:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 8
                 else:
-                    raise r.deviation('KeyInfoType')
+                    raise r.deviation('KeyInfoType', p)
             if s == 9:
-                ec = bits(4)
+                p += 4
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
+                    r.pos = p
                     _v = r.string(9)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
                     el = 'KeyValue'
+                    r.pos = p
                     _v = _d_KeyValueType(r, 10)
+                    p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
                 elif ec == 2:
                     el = 'RetrievalMethod'
+                    r.pos = p
                     _v = _d_RetrievalMethodType(r)
+                    p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 13
                 elif ec == 3:
                     el = 'X509Data'
+                    r.pos = p
                     _v = _d_X509DataType(r)
+                    p = r.pos
                     f_X509Data.append(_v)
                     s = 14
                 elif ec == 4:
                     el = 'PGPData'
+                    r.pos = p
                     _v = _d_PGPDataType(r)
+                    p = r.pos
                     f_PGPData.append(_v)
                     s = 15
                 elif ec == 5:
                     el = 'SPKIData'
+                    r.pos = p
                     _v = _d_SPKIDataType(r)
+                    p = r.pos
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
+                    r.pos = p
                     _v = r.string(11)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 18
                 elif ec == 8:
                     pass
                     s = -1
                 elif ec == 9:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 9
                 else:
-                    raise r.deviation('KeyInfoType')
+                    raise r.deviation('KeyInfoType', p)
             if s == 10:
-                ec = bits(4)
+                p += 4
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
+                    r.pos = p
                     _v = r.string(9)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
                     el = 'KeyValue'
+                    r.pos = p
                     _v = _d_KeyValueType(r, 10)
+                    p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
                 elif ec == 2:
                     el = 'RetrievalMethod'
+                    r.pos = p
                     _v = _d_RetrievalMethodType(r)
+                    p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 13
                 elif ec == 3:
                     el = 'X509Data'
+                    r.pos = p
                     _v = _d_X509DataType(r)
+                    p = r.pos
                     f_X509Data.append(_v)
                     s = 14
                 elif ec == 4:
                     el = 'PGPData'
+                    r.pos = p
                     _v = _d_PGPDataType(r)
+                    p = r.pos
                     f_PGPData.append(_v)
                     s = 15
                 elif ec == 5:
                     el = 'SPKIData'
+                    r.pos = p
                     _v = _d_SPKIDataType(r)
+                    p = r.pos
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
+                    r.pos = p
                     _v = r.string(11)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 18
                 elif ec == 8:
                     pass
                     s = -1
                 elif ec == 9:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 10
                 else:
-                    raise r.deviation('KeyInfoType')
+                    raise r.deviation('KeyInfoType', p)
             if s == 11:
                 while True:
-                    ec = bits(4)
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 15
                     if ec == 0:
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'KeyName'
+                        r.pos = p
                         _v = r.string(9)
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         f_KeyName.append(_v)
                     elif ec == 1:
                         el = 'KeyValue'
+                        r.pos = p
                         _v = _d_KeyValueType(r, 10)
+                        p = r.pos
                         f_KeyValue.append(_v)
                         s = 12
                         break
                     elif ec == 2:
                         el = 'RetrievalMethod'
+                        r.pos = p
                         _v = _d_RetrievalMethodType(r)
+                        p = r.pos
                         f_RetrievalMethod.append(_v)
                         s = 13
                         break
                     elif ec == 3:
                         el = 'X509Data'
+                        r.pos = p
                         _v = _d_X509DataType(r)
+                        p = r.pos
                         f_X509Data.append(_v)
                         s = 14
                         break
                     elif ec == 4:
                         el = 'PGPData'
+                        r.pos = p
                         _v = _d_PGPDataType(r)
+                        p = r.pos
                         f_PGPData.append(_v)
                         s = 15
                         break
                     elif ec == 5:
                         el = 'SPKIData'
+                        r.pos = p
                         _v = _d_SPKIDataType(r)
+                        p = r.pos
                         f_SPKIData.append(_v)
                         s = 16
                         break
                     elif ec == 6:
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'MgmtData'
+                        r.pos = p
                         _v = r.string(11)
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
                     elif ec == 7:
-                        raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                        raise DecodeError('wildcard content (SEW) is not supported', p)
                         s = 18
                         break
                     elif ec == 8:
@@ -1049,60 +1539,86 @@ def _d_KeyInfoType(r, key):
                         s = -1
                         break
                     elif ec == 9:
+                        r.pos = p
                         r.string(key)  # mixed-content text is not kept in the model
+                        p = r.pos
                         s = 11
                         break
                     else:
-                        raise r.deviation('KeyInfoType')
+                        raise r.deviation('KeyInfoType', p)
             if s == 12:
                 while True:
-                    ec = bits(4)
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 15
                     if ec == 0:
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'KeyName'
+                        r.pos = p
                         _v = r.string(9)
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         f_KeyName.append(_v)
                         s = 11
                         break
                     elif ec == 1:
                         el = 'KeyValue'
+                        r.pos = p
                         _v = _d_KeyValueType(r, 10)
+                        p = r.pos
                         f_KeyValue.append(_v)
                     elif ec == 2:
                         el = 'RetrievalMethod'
+                        r.pos = p
                         _v = _d_RetrievalMethodType(r)
+                        p = r.pos
                         f_RetrievalMethod.append(_v)
                         s = 13
                         break
                     elif ec == 3:
                         el = 'X509Data'
+                        r.pos = p
                         _v = _d_X509DataType(r)
+                        p = r.pos
                         f_X509Data.append(_v)
                         s = 14
                         break
                     elif ec == 4:
                         el = 'PGPData'
+                        r.pos = p
                         _v = _d_PGPDataType(r)
+                        p = r.pos
                         f_PGPData.append(_v)
                         s = 15
                         break
                     elif ec == 5:
                         el = 'SPKIData'
+                        r.pos = p
                         _v = _d_SPKIDataType(r)
+                        p = r.pos
                         f_SPKIData.append(_v)
                         s = 16
                         break
                     elif ec == 6:
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'MgmtData'
+                        r.pos = p
                         _v = r.string(11)
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
                     elif ec == 7:
-                        raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                        raise DecodeError('wildcard content (SEW) is not supported', p)
                         s = 18
                         break
                     elif ec == 8:
@@ -1110,60 +1626,86 @@ def _d_KeyInfoType(r, key):
                         s = -1
                         break
                     elif ec == 9:
+                        r.pos = p
                         r.string(key)  # mixed-content text is not kept in the model
+                        p = r.pos
                         s = 12
                         break
                     else:
-                        raise r.deviation('KeyInfoType')
+                        raise r.deviation('KeyInfoType', p)
             if s == 13:
                 while True:
-                    ec = bits(4)
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 15
                     if ec == 0:
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'KeyName'
+                        r.pos = p
                         _v = r.string(9)
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         f_KeyName.append(_v)
                         s = 11
                         break
                     elif ec == 1:
                         el = 'KeyValue'
+                        r.pos = p
                         _v = _d_KeyValueType(r, 10)
+                        p = r.pos
                         f_KeyValue.append(_v)
                         s = 12
                         break
                     elif ec == 2:
                         el = 'RetrievalMethod'
+                        r.pos = p
                         _v = _d_RetrievalMethodType(r)
+                        p = r.pos
                         f_RetrievalMethod.append(_v)
                     elif ec == 3:
                         el = 'X509Data'
+                        r.pos = p
                         _v = _d_X509DataType(r)
+                        p = r.pos
                         f_X509Data.append(_v)
                         s = 14
                         break
                     elif ec == 4:
                         el = 'PGPData'
+                        r.pos = p
                         _v = _d_PGPDataType(r)
+                        p = r.pos
                         f_PGPData.append(_v)
                         s = 15
                         break
                     elif ec == 5:
                         el = 'SPKIData'
+                        r.pos = p
                         _v = _d_SPKIDataType(r)
+                        p = r.pos
                         f_SPKIData.append(_v)
                         s = 16
                         break
                     elif ec == 6:
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'MgmtData'
+                        r.pos = p
                         _v = r.string(11)
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
                     elif ec == 7:
-                        raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                        raise DecodeError('wildcard content (SEW) is not supported', p)
                         s = 18
                         break
                     elif ec == 8:
@@ -1171,60 +1713,86 @@ def _d_KeyInfoType(r, key):
                         s = -1
                         break
                     elif ec == 9:
+                        r.pos = p
                         r.string(key)  # mixed-content text is not kept in the model
+                        p = r.pos
                         s = 13
                         break
                     else:
-                        raise r.deviation('KeyInfoType')
+                        raise r.deviation('KeyInfoType', p)
             if s == 14:
                 while True:
-                    ec = bits(4)
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 15
                     if ec == 0:
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'KeyName'
+                        r.pos = p
                         _v = r.string(9)
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         f_KeyName.append(_v)
                         s = 11
                         break
                     elif ec == 1:
                         el = 'KeyValue'
+                        r.pos = p
                         _v = _d_KeyValueType(r, 10)
+                        p = r.pos
                         f_KeyValue.append(_v)
                         s = 12
                         break
                     elif ec == 2:
                         el = 'RetrievalMethod'
+                        r.pos = p
                         _v = _d_RetrievalMethodType(r)
+                        p = r.pos
                         f_RetrievalMethod.append(_v)
                         s = 13
                         break
                     elif ec == 3:
                         el = 'X509Data'
+                        r.pos = p
                         _v = _d_X509DataType(r)
+                        p = r.pos
                         f_X509Data.append(_v)
                     elif ec == 4:
                         el = 'PGPData'
+                        r.pos = p
                         _v = _d_PGPDataType(r)
+                        p = r.pos
                         f_PGPData.append(_v)
                         s = 15
                         break
                     elif ec == 5:
                         el = 'SPKIData'
+                        r.pos = p
                         _v = _d_SPKIDataType(r)
+                        p = r.pos
                         f_SPKIData.append(_v)
                         s = 16
                         break
                     elif ec == 6:
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'MgmtData'
+                        r.pos = p
                         _v = r.string(11)
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
                     elif ec == 7:
-                        raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                        raise DecodeError('wildcard content (SEW) is not supported', p)
                         s = 18
                         break
                     elif ec == 8:
@@ -1232,60 +1800,86 @@ def _d_KeyInfoType(r, key):
                         s = -1
                         break
                     elif ec == 9:
+                        r.pos = p
                         r.string(key)  # mixed-content text is not kept in the model
+                        p = r.pos
                         s = 14
                         break
                     else:
-                        raise r.deviation('KeyInfoType')
+                        raise r.deviation('KeyInfoType', p)
             if s == 15:
                 while True:
-                    ec = bits(4)
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 15
                     if ec == 0:
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'KeyName'
+                        r.pos = p
                         _v = r.string(9)
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         f_KeyName.append(_v)
                         s = 11
                         break
                     elif ec == 1:
                         el = 'KeyValue'
+                        r.pos = p
                         _v = _d_KeyValueType(r, 10)
+                        p = r.pos
                         f_KeyValue.append(_v)
                         s = 12
                         break
                     elif ec == 2:
                         el = 'RetrievalMethod'
+                        r.pos = p
                         _v = _d_RetrievalMethodType(r)
+                        p = r.pos
                         f_RetrievalMethod.append(_v)
                         s = 13
                         break
                     elif ec == 3:
                         el = 'X509Data'
+                        r.pos = p
                         _v = _d_X509DataType(r)
+                        p = r.pos
                         f_X509Data.append(_v)
                         s = 14
                         break
                     elif ec == 4:
                         el = 'PGPData'
+                        r.pos = p
                         _v = _d_PGPDataType(r)
+                        p = r.pos
                         f_PGPData.append(_v)
                     elif ec == 5:
                         el = 'SPKIData'
+                        r.pos = p
                         _v = _d_SPKIDataType(r)
+                        p = r.pos
                         f_SPKIData.append(_v)
                         s = 16
                         break
                     elif ec == 6:
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'MgmtData'
+                        r.pos = p
                         _v = r.string(11)
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
                     elif ec == 7:
-                        raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                        raise DecodeError('wildcard content (SEW) is not supported', p)
                         s = 18
                         break
                     elif ec == 8:
@@ -1293,60 +1887,86 @@ def _d_KeyInfoType(r, key):
                         s = -1
                         break
                     elif ec == 9:
+                        r.pos = p
                         r.string(key)  # mixed-content text is not kept in the model
+                        p = r.pos
                         s = 15
                         break
                     else:
-                        raise r.deviation('KeyInfoType')
+                        raise r.deviation('KeyInfoType', p)
             if s == 16:
                 while True:
-                    ec = bits(4)
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 15
                     if ec == 0:
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'KeyName'
+                        r.pos = p
                         _v = r.string(9)
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         f_KeyName.append(_v)
                         s = 11
                         break
                     elif ec == 1:
                         el = 'KeyValue'
+                        r.pos = p
                         _v = _d_KeyValueType(r, 10)
+                        p = r.pos
                         f_KeyValue.append(_v)
                         s = 12
                         break
                     elif ec == 2:
                         el = 'RetrievalMethod'
+                        r.pos = p
                         _v = _d_RetrievalMethodType(r)
+                        p = r.pos
                         f_RetrievalMethod.append(_v)
                         s = 13
                         break
                     elif ec == 3:
                         el = 'X509Data'
+                        r.pos = p
                         _v = _d_X509DataType(r)
+                        p = r.pos
                         f_X509Data.append(_v)
                         s = 14
                         break
                     elif ec == 4:
                         el = 'PGPData'
+                        r.pos = p
                         _v = _d_PGPDataType(r)
+                        p = r.pos
                         f_PGPData.append(_v)
                         s = 15
                         break
                     elif ec == 5:
                         el = 'SPKIData'
+                        r.pos = p
                         _v = _d_SPKIDataType(r)
+                        p = r.pos
                         f_SPKIData.append(_v)
                     elif ec == 6:
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'MgmtData'
+                        r.pos = p
                         _v = r.string(11)
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
                     elif ec == 7:
-                        raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                        raise DecodeError('wildcard content (SEW) is not supported', p)
                         s = 18
                         break
                     elif ec == 8:
@@ -1354,60 +1974,86 @@ def _d_KeyInfoType(r, key):
                         s = -1
                         break
                     elif ec == 9:
+                        r.pos = p
                         r.string(key)  # mixed-content text is not kept in the model
+                        p = r.pos
                         s = 16
                         break
                     else:
-                        raise r.deviation('KeyInfoType')
+                        raise r.deviation('KeyInfoType', p)
             if s == 17:
                 while True:
-                    ec = bits(4)
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 15
                     if ec == 0:
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'KeyName'
+                        r.pos = p
                         _v = r.string(9)
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         f_KeyName.append(_v)
                         s = 11
                         break
                     elif ec == 1:
                         el = 'KeyValue'
+                        r.pos = p
                         _v = _d_KeyValueType(r, 10)
+                        p = r.pos
                         f_KeyValue.append(_v)
                         s = 12
                         break
                     elif ec == 2:
                         el = 'RetrievalMethod'
+                        r.pos = p
                         _v = _d_RetrievalMethodType(r)
+                        p = r.pos
                         f_RetrievalMethod.append(_v)
                         s = 13
                         break
                     elif ec == 3:
                         el = 'X509Data'
+                        r.pos = p
                         _v = _d_X509DataType(r)
+                        p = r.pos
                         f_X509Data.append(_v)
                         s = 14
                         break
                     elif ec == 4:
                         el = 'PGPData'
+                        r.pos = p
                         _v = _d_PGPDataType(r)
+                        p = r.pos
                         f_PGPData.append(_v)
                         s = 15
                         break
                     elif ec == 5:
                         el = 'SPKIData'
+                        r.pos = p
                         _v = _d_SPKIDataType(r)
+                        p = r.pos
                         f_SPKIData.append(_v)
                         s = 16
                         break
                     elif ec == 6:
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'MgmtData'
+                        r.pos = p
                         _v = r.string(11)
-                        if bits(1): raise r.deviation('KeyInfoType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         f_MgmtData.append(_v)
                     elif ec == 7:
-                        raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                        raise DecodeError('wildcard content (SEW) is not supported', p)
                         s = 18
                         break
                     elif ec == 8:
@@ -1415,70 +2061,100 @@ def _d_KeyInfoType(r, key):
                         s = -1
                         break
                     elif ec == 9:
+                        r.pos = p
                         r.string(key)  # mixed-content text is not kept in the model
+                        p = r.pos
                         s = 17
                         break
                     else:
-                        raise r.deviation('KeyInfoType')
+                        raise r.deviation('KeyInfoType', p)
             if s == 18:
-                ec = bits(4)
+                p += 4
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
+                    r.pos = p
                     _v = r.string(9)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
                     el = 'KeyValue'
+                    r.pos = p
                     _v = _d_KeyValueType(r, 10)
+                    p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
                 elif ec == 2:
                     el = 'RetrievalMethod'
+                    r.pos = p
                     _v = _d_RetrievalMethodType(r)
+                    p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 13
                 elif ec == 3:
                     el = 'X509Data'
+                    r.pos = p
                     _v = _d_X509DataType(r)
+                    p = r.pos
                     f_X509Data.append(_v)
                     s = 14
                 elif ec == 4:
                     el = 'PGPData'
+                    r.pos = p
                     _v = _d_PGPDataType(r)
+                    p = r.pos
                     f_PGPData.append(_v)
                     s = 15
                 elif ec == 5:
                     el = 'SPKIData'
+                    r.pos = p
                     _v = _d_SPKIDataType(r)
+                    p = r.pos
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
+                    r.pos = p
                     _v = r.string(11)
-                    if bits(1): raise r.deviation('KeyInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 18
                 elif ec == 8:
                     pass
                     s = -1
                 elif ec == 9:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 18
                 else:
-                    raise r.deviation('KeyInfoType')
+                    raise r.deviation('KeyInfoType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.KeyInfoType(f_Id, f_KeyName, f_KeyValue, f_RetrievalMethod, f_X509Data, f_PGPData, f_SPKIData, f_MgmtData)
 
 def _e_KeyInfoType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}KeyInfoType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Id = o.Id
@@ -1508,52 +2184,78 @@ def _e_KeyInfoType(w, o):
             if s == 0:
                 if v_Id is not None:
                     el = '@Id'
-                    bits(0, 4)
+                    v <<= 4
+                    n += 4
+                    w.v = v; w.n = n
                     w.string(v_Id)
+                    v = w.v; n = w.n
                     v_Id = None
                     s = 1
                 elif i_KeyName < n_KeyName:
                     el = 'KeyName'
-                    bits((1 << 1), 5)
+                    v = (v << 5) | (1 << 1)
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_KeyName[i_KeyName])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_KeyName += 1
                     s = 3
                 elif i_KeyValue < n_KeyValue:
                     el = 'KeyValue'
-                    bits(2, 4)
+                    v = (v << 4) | 2
+                    n += 4
+                    w.v = v; w.n = n
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
+                    v = w.v; n = w.n
                     i_KeyValue += 1
                     s = 4
                 elif i_RetrievalMethod < n_RetrievalMethod:
                     el = 'RetrievalMethod'
-                    bits(3, 4)
+                    v = (v << 4) | 3
+                    n += 4
+                    w.v = v; w.n = n
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
+                    v = w.v; n = w.n
                     i_RetrievalMethod += 1
                     s = 5
                 elif i_X509Data < n_X509Data:
                     el = 'X509Data'
-                    bits(4, 4)
+                    v = (v << 4) | 4
+                    n += 4
+                    w.v = v; w.n = n
                     _e_X509DataType(w, v_X509Data[i_X509Data])
+                    v = w.v; n = w.n
                     i_X509Data += 1
                     s = 6
                 elif i_PGPData < n_PGPData:
                     el = 'PGPData'
-                    bits(5, 4)
+                    v = (v << 4) | 5
+                    n += 4
+                    w.v = v; w.n = n
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
+                    v = w.v; n = w.n
                     i_PGPData += 1
                     s = 7
                 elif i_SPKIData < n_SPKIData:
                     el = 'SPKIData'
-                    bits(6, 4)
+                    v = (v << 4) | 6
+                    n += 4
+                    w.v = v; w.n = n
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
+                    v = w.v; n = w.n
                     i_SPKIData += 1
                     s = 8
                 elif i_MgmtData < n_MgmtData:
                     el = 'MgmtData'
-                    bits((7 << 1), 5)
+                    v = (v << 5) | (7 << 1)
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_MgmtData[i_MgmtData])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_MgmtData += 1
                     s = 9
                 else:
@@ -1561,46 +2263,69 @@ def _e_KeyInfoType(w, o):
             if s == 1:
                 if i_KeyName < n_KeyName:
                     el = 'KeyName'
-                    bits(0, 5)
+                    v <<= 5
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_KeyName[i_KeyName])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_KeyName += 1
                     s = 3
                 elif i_KeyValue < n_KeyValue:
                     el = 'KeyValue'
-                    bits(1, 4)
+                    v = (v << 4) | 1
+                    n += 4
+                    w.v = v; w.n = n
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
+                    v = w.v; n = w.n
                     i_KeyValue += 1
                     s = 4
                 elif i_RetrievalMethod < n_RetrievalMethod:
                     el = 'RetrievalMethod'
-                    bits(2, 4)
+                    v = (v << 4) | 2
+                    n += 4
+                    w.v = v; w.n = n
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
+                    v = w.v; n = w.n
                     i_RetrievalMethod += 1
                     s = 5
                 elif i_X509Data < n_X509Data:
                     el = 'X509Data'
-                    bits(3, 4)
+                    v = (v << 4) | 3
+                    n += 4
+                    w.v = v; w.n = n
                     _e_X509DataType(w, v_X509Data[i_X509Data])
+                    v = w.v; n = w.n
                     i_X509Data += 1
                     s = 6
                 elif i_PGPData < n_PGPData:
                     el = 'PGPData'
-                    bits(4, 4)
+                    v = (v << 4) | 4
+                    n += 4
+                    w.v = v; w.n = n
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
+                    v = w.v; n = w.n
                     i_PGPData += 1
                     s = 7
                 elif i_SPKIData < n_SPKIData:
                     el = 'SPKIData'
-                    bits(5, 4)
+                    v = (v << 4) | 5
+                    n += 4
+                    w.v = v; w.n = n
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
+                    v = w.v; n = w.n
                     i_SPKIData += 1
                     s = 8
                 elif i_MgmtData < n_MgmtData:
                     el = 'MgmtData'
-                    bits((6 << 1), 5)
+                    v = (v << 5) | (6 << 1)
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_MgmtData[i_MgmtData])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_MgmtData += 1
                     s = 9
                 else:
@@ -1608,46 +2333,69 @@ def _e_KeyInfoType(w, o):
             if s == 2:
                 if i_KeyName < n_KeyName:
                     el = 'KeyName'
-                    bits(0, 5)
+                    v <<= 5
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_KeyName[i_KeyName])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_KeyName += 1
                     s = 3
                 elif i_KeyValue < n_KeyValue:
                     el = 'KeyValue'
-                    bits(1, 4)
+                    v = (v << 4) | 1
+                    n += 4
+                    w.v = v; w.n = n
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
+                    v = w.v; n = w.n
                     i_KeyValue += 1
                     s = 4
                 elif i_RetrievalMethod < n_RetrievalMethod:
                     el = 'RetrievalMethod'
-                    bits(2, 4)
+                    v = (v << 4) | 2
+                    n += 4
+                    w.v = v; w.n = n
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
+                    v = w.v; n = w.n
                     i_RetrievalMethod += 1
                     s = 5
                 elif i_X509Data < n_X509Data:
                     el = 'X509Data'
-                    bits(3, 4)
+                    v = (v << 4) | 3
+                    n += 4
+                    w.v = v; w.n = n
                     _e_X509DataType(w, v_X509Data[i_X509Data])
+                    v = w.v; n = w.n
                     i_X509Data += 1
                     s = 6
                 elif i_PGPData < n_PGPData:
                     el = 'PGPData'
-                    bits(4, 4)
+                    v = (v << 4) | 4
+                    n += 4
+                    w.v = v; w.n = n
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
+                    v = w.v; n = w.n
                     i_PGPData += 1
                     s = 7
                 elif i_SPKIData < n_SPKIData:
                     el = 'SPKIData'
-                    bits(5, 4)
+                    v = (v << 4) | 5
+                    n += 4
+                    w.v = v; w.n = n
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
+                    v = w.v; n = w.n
                     i_SPKIData += 1
                     s = 8
                 elif i_MgmtData < n_MgmtData:
                     el = 'MgmtData'
-                    bits((6 << 1), 5)
+                    v = (v << 5) | (6 << 1)
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_MgmtData[i_MgmtData])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_MgmtData += 1
                     s = 9
                 else:
@@ -1655,448 +2403,664 @@ def _e_KeyInfoType(w, o):
             if s == 3:
                 if i_KeyName < n_KeyName:
                     el = 'KeyName'
-                    bits(0, 5)
+                    v <<= 5
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_KeyName[i_KeyName])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
                     el = 'KeyValue'
-                    bits(1, 4)
+                    v = (v << 4) | 1
+                    n += 4
+                    w.v = v; w.n = n
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
+                    v = w.v; n = w.n
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
                     el = 'RetrievalMethod'
-                    bits(2, 4)
+                    v = (v << 4) | 2
+                    n += 4
+                    w.v = v; w.n = n
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
+                    v = w.v; n = w.n
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
                     el = 'X509Data'
-                    bits(3, 4)
+                    v = (v << 4) | 3
+                    n += 4
+                    w.v = v; w.n = n
                     _e_X509DataType(w, v_X509Data[i_X509Data])
+                    v = w.v; n = w.n
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
                     el = 'PGPData'
-                    bits(4, 4)
+                    v = (v << 4) | 4
+                    n += 4
+                    w.v = v; w.n = n
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
+                    v = w.v; n = w.n
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
                     el = 'SPKIData'
-                    bits(5, 4)
+                    v = (v << 4) | 5
+                    n += 4
+                    w.v = v; w.n = n
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
+                    v = w.v; n = w.n
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
                     el = 'MgmtData'
-                    bits((6 << 1), 5)
+                    v = (v << 5) | (6 << 1)
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_MgmtData[i_MgmtData])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_MgmtData += 1
                     s = 17
                 elif True:
-                    bits(8, 4)
+                    v = (v << 4) | 8
+                    n += 4
                     if v_Id is not None or i_KeyName < n_KeyName or i_KeyValue < n_KeyValue or i_RetrievalMethod < n_RetrievalMethod or i_X509Data < n_X509Data or i_PGPData < n_PGPData or i_SPKIData < n_SPKIData or i_MgmtData < n_MgmtData: raise _leftover(o)
                     s = -1
             if s == 4:
                 if i_KeyName < n_KeyName:
                     el = 'KeyName'
-                    bits(0, 5)
+                    v <<= 5
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_KeyName[i_KeyName])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
                     el = 'KeyValue'
-                    bits(1, 4)
+                    v = (v << 4) | 1
+                    n += 4
+                    w.v = v; w.n = n
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
+                    v = w.v; n = w.n
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
                     el = 'RetrievalMethod'
-                    bits(2, 4)
+                    v = (v << 4) | 2
+                    n += 4
+                    w.v = v; w.n = n
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
+                    v = w.v; n = w.n
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
                     el = 'X509Data'
-                    bits(3, 4)
+                    v = (v << 4) | 3
+                    n += 4
+                    w.v = v; w.n = n
                     _e_X509DataType(w, v_X509Data[i_X509Data])
+                    v = w.v; n = w.n
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
                     el = 'PGPData'
-                    bits(4, 4)
+                    v = (v << 4) | 4
+                    n += 4
+                    w.v = v; w.n = n
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
+                    v = w.v; n = w.n
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
                     el = 'SPKIData'
-                    bits(5, 4)
+                    v = (v << 4) | 5
+                    n += 4
+                    w.v = v; w.n = n
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
+                    v = w.v; n = w.n
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
                     el = 'MgmtData'
-                    bits((6 << 1), 5)
+                    v = (v << 5) | (6 << 1)
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_MgmtData[i_MgmtData])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_MgmtData += 1
                     s = 17
                 elif True:
-                    bits(8, 4)
+                    v = (v << 4) | 8
+                    n += 4
                     if v_Id is not None or i_KeyName < n_KeyName or i_KeyValue < n_KeyValue or i_RetrievalMethod < n_RetrievalMethod or i_X509Data < n_X509Data or i_PGPData < n_PGPData or i_SPKIData < n_SPKIData or i_MgmtData < n_MgmtData: raise _leftover(o)
                     s = -1
             if s == 5:
                 if i_KeyName < n_KeyName:
                     el = 'KeyName'
-                    bits(0, 5)
+                    v <<= 5
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_KeyName[i_KeyName])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
                     el = 'KeyValue'
-                    bits(1, 4)
+                    v = (v << 4) | 1
+                    n += 4
+                    w.v = v; w.n = n
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
+                    v = w.v; n = w.n
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
                     el = 'RetrievalMethod'
-                    bits(2, 4)
+                    v = (v << 4) | 2
+                    n += 4
+                    w.v = v; w.n = n
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
+                    v = w.v; n = w.n
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
                     el = 'X509Data'
-                    bits(3, 4)
+                    v = (v << 4) | 3
+                    n += 4
+                    w.v = v; w.n = n
                     _e_X509DataType(w, v_X509Data[i_X509Data])
+                    v = w.v; n = w.n
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
                     el = 'PGPData'
-                    bits(4, 4)
+                    v = (v << 4) | 4
+                    n += 4
+                    w.v = v; w.n = n
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
+                    v = w.v; n = w.n
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
                     el = 'SPKIData'
-                    bits(5, 4)
+                    v = (v << 4) | 5
+                    n += 4
+                    w.v = v; w.n = n
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
+                    v = w.v; n = w.n
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
                     el = 'MgmtData'
-                    bits((6 << 1), 5)
+                    v = (v << 5) | (6 << 1)
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_MgmtData[i_MgmtData])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_MgmtData += 1
                     s = 17
                 elif True:
-                    bits(8, 4)
+                    v = (v << 4) | 8
+                    n += 4
                     if v_Id is not None or i_KeyName < n_KeyName or i_KeyValue < n_KeyValue or i_RetrievalMethod < n_RetrievalMethod or i_X509Data < n_X509Data or i_PGPData < n_PGPData or i_SPKIData < n_SPKIData or i_MgmtData < n_MgmtData: raise _leftover(o)
                     s = -1
             if s == 6:
                 if i_KeyName < n_KeyName:
                     el = 'KeyName'
-                    bits(0, 5)
+                    v <<= 5
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_KeyName[i_KeyName])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
                     el = 'KeyValue'
-                    bits(1, 4)
+                    v = (v << 4) | 1
+                    n += 4
+                    w.v = v; w.n = n
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
+                    v = w.v; n = w.n
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
                     el = 'RetrievalMethod'
-                    bits(2, 4)
+                    v = (v << 4) | 2
+                    n += 4
+                    w.v = v; w.n = n
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
+                    v = w.v; n = w.n
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
                     el = 'X509Data'
-                    bits(3, 4)
+                    v = (v << 4) | 3
+                    n += 4
+                    w.v = v; w.n = n
                     _e_X509DataType(w, v_X509Data[i_X509Data])
+                    v = w.v; n = w.n
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
                     el = 'PGPData'
-                    bits(4, 4)
+                    v = (v << 4) | 4
+                    n += 4
+                    w.v = v; w.n = n
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
+                    v = w.v; n = w.n
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
                     el = 'SPKIData'
-                    bits(5, 4)
+                    v = (v << 4) | 5
+                    n += 4
+                    w.v = v; w.n = n
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
+                    v = w.v; n = w.n
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
                     el = 'MgmtData'
-                    bits((6 << 1), 5)
+                    v = (v << 5) | (6 << 1)
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_MgmtData[i_MgmtData])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_MgmtData += 1
                     s = 17
                 elif True:
-                    bits(8, 4)
+                    v = (v << 4) | 8
+                    n += 4
                     if v_Id is not None or i_KeyName < n_KeyName or i_KeyValue < n_KeyValue or i_RetrievalMethod < n_RetrievalMethod or i_X509Data < n_X509Data or i_PGPData < n_PGPData or i_SPKIData < n_SPKIData or i_MgmtData < n_MgmtData: raise _leftover(o)
                     s = -1
             if s == 7:
                 if i_KeyName < n_KeyName:
                     el = 'KeyName'
-                    bits(0, 5)
+                    v <<= 5
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_KeyName[i_KeyName])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
                     el = 'KeyValue'
-                    bits(1, 4)
+                    v = (v << 4) | 1
+                    n += 4
+                    w.v = v; w.n = n
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
+                    v = w.v; n = w.n
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
                     el = 'RetrievalMethod'
-                    bits(2, 4)
+                    v = (v << 4) | 2
+                    n += 4
+                    w.v = v; w.n = n
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
+                    v = w.v; n = w.n
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
                     el = 'X509Data'
-                    bits(3, 4)
+                    v = (v << 4) | 3
+                    n += 4
+                    w.v = v; w.n = n
                     _e_X509DataType(w, v_X509Data[i_X509Data])
+                    v = w.v; n = w.n
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
                     el = 'PGPData'
-                    bits(4, 4)
+                    v = (v << 4) | 4
+                    n += 4
+                    w.v = v; w.n = n
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
+                    v = w.v; n = w.n
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
                     el = 'SPKIData'
-                    bits(5, 4)
+                    v = (v << 4) | 5
+                    n += 4
+                    w.v = v; w.n = n
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
+                    v = w.v; n = w.n
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
                     el = 'MgmtData'
-                    bits((6 << 1), 5)
+                    v = (v << 5) | (6 << 1)
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_MgmtData[i_MgmtData])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_MgmtData += 1
                     s = 17
                 elif True:
-                    bits(8, 4)
+                    v = (v << 4) | 8
+                    n += 4
                     if v_Id is not None or i_KeyName < n_KeyName or i_KeyValue < n_KeyValue or i_RetrievalMethod < n_RetrievalMethod or i_X509Data < n_X509Data or i_PGPData < n_PGPData or i_SPKIData < n_SPKIData or i_MgmtData < n_MgmtData: raise _leftover(o)
                     s = -1
             if s == 8:
                 if i_KeyName < n_KeyName:
                     el = 'KeyName'
-                    bits(0, 5)
+                    v <<= 5
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_KeyName[i_KeyName])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
                     el = 'KeyValue'
-                    bits(1, 4)
+                    v = (v << 4) | 1
+                    n += 4
+                    w.v = v; w.n = n
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
+                    v = w.v; n = w.n
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
                     el = 'RetrievalMethod'
-                    bits(2, 4)
+                    v = (v << 4) | 2
+                    n += 4
+                    w.v = v; w.n = n
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
+                    v = w.v; n = w.n
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
                     el = 'X509Data'
-                    bits(3, 4)
+                    v = (v << 4) | 3
+                    n += 4
+                    w.v = v; w.n = n
                     _e_X509DataType(w, v_X509Data[i_X509Data])
+                    v = w.v; n = w.n
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
                     el = 'PGPData'
-                    bits(4, 4)
+                    v = (v << 4) | 4
+                    n += 4
+                    w.v = v; w.n = n
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
+                    v = w.v; n = w.n
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
                     el = 'SPKIData'
-                    bits(5, 4)
+                    v = (v << 4) | 5
+                    n += 4
+                    w.v = v; w.n = n
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
+                    v = w.v; n = w.n
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
                     el = 'MgmtData'
-                    bits((6 << 1), 5)
+                    v = (v << 5) | (6 << 1)
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_MgmtData[i_MgmtData])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_MgmtData += 1
                     s = 17
                 elif True:
-                    bits(8, 4)
+                    v = (v << 4) | 8
+                    n += 4
                     if v_Id is not None or i_KeyName < n_KeyName or i_KeyValue < n_KeyValue or i_RetrievalMethod < n_RetrievalMethod or i_X509Data < n_X509Data or i_PGPData < n_PGPData or i_SPKIData < n_SPKIData or i_MgmtData < n_MgmtData: raise _leftover(o)
                     s = -1
             if s == 9:
                 if i_KeyName < n_KeyName:
                     el = 'KeyName'
-                    bits(0, 5)
+                    v <<= 5
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_KeyName[i_KeyName])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
                     el = 'KeyValue'
-                    bits(1, 4)
+                    v = (v << 4) | 1
+                    n += 4
+                    w.v = v; w.n = n
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
+                    v = w.v; n = w.n
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
                     el = 'RetrievalMethod'
-                    bits(2, 4)
+                    v = (v << 4) | 2
+                    n += 4
+                    w.v = v; w.n = n
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
+                    v = w.v; n = w.n
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
                     el = 'X509Data'
-                    bits(3, 4)
+                    v = (v << 4) | 3
+                    n += 4
+                    w.v = v; w.n = n
                     _e_X509DataType(w, v_X509Data[i_X509Data])
+                    v = w.v; n = w.n
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
                     el = 'PGPData'
-                    bits(4, 4)
+                    v = (v << 4) | 4
+                    n += 4
+                    w.v = v; w.n = n
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
+                    v = w.v; n = w.n
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
                     el = 'SPKIData'
-                    bits(5, 4)
+                    v = (v << 4) | 5
+                    n += 4
+                    w.v = v; w.n = n
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
+                    v = w.v; n = w.n
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
                     el = 'MgmtData'
-                    bits((6 << 1), 5)
+                    v = (v << 5) | (6 << 1)
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_MgmtData[i_MgmtData])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_MgmtData += 1
                     s = 17
                 elif True:
-                    bits(8, 4)
+                    v = (v << 4) | 8
+                    n += 4
                     if v_Id is not None or i_KeyName < n_KeyName or i_KeyValue < n_KeyValue or i_RetrievalMethod < n_RetrievalMethod or i_X509Data < n_X509Data or i_PGPData < n_PGPData or i_SPKIData < n_SPKIData or i_MgmtData < n_MgmtData: raise _leftover(o)
                     s = -1
             if s == 10:
                 if i_KeyName < n_KeyName:
                     el = 'KeyName'
-                    bits(0, 5)
+                    v <<= 5
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_KeyName[i_KeyName])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
                     el = 'KeyValue'
-                    bits(1, 4)
+                    v = (v << 4) | 1
+                    n += 4
+                    w.v = v; w.n = n
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
+                    v = w.v; n = w.n
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
                     el = 'RetrievalMethod'
-                    bits(2, 4)
+                    v = (v << 4) | 2
+                    n += 4
+                    w.v = v; w.n = n
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
+                    v = w.v; n = w.n
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
                     el = 'X509Data'
-                    bits(3, 4)
+                    v = (v << 4) | 3
+                    n += 4
+                    w.v = v; w.n = n
                     _e_X509DataType(w, v_X509Data[i_X509Data])
+                    v = w.v; n = w.n
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
                     el = 'PGPData'
-                    bits(4, 4)
+                    v = (v << 4) | 4
+                    n += 4
+                    w.v = v; w.n = n
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
+                    v = w.v; n = w.n
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
                     el = 'SPKIData'
-                    bits(5, 4)
+                    v = (v << 4) | 5
+                    n += 4
+                    w.v = v; w.n = n
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
+                    v = w.v; n = w.n
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
                     el = 'MgmtData'
-                    bits((6 << 1), 5)
+                    v = (v << 5) | (6 << 1)
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_MgmtData[i_MgmtData])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_MgmtData += 1
                     s = 17
                 elif True:
-                    bits(8, 4)
+                    v = (v << 4) | 8
+                    n += 4
                     if v_Id is not None or i_KeyName < n_KeyName or i_KeyValue < n_KeyValue or i_RetrievalMethod < n_RetrievalMethod or i_X509Data < n_X509Data or i_PGPData < n_PGPData or i_SPKIData < n_SPKIData or i_MgmtData < n_MgmtData: raise _leftover(o)
                     s = -1
             if s == 11:
                 while True:
                     if i_KeyName < n_KeyName:
                         el = 'KeyName'
-                        bits(0, 5)
+                        v <<= 5
+                        n += 5
+                        w.v = v; w.n = n
                         w.string(v_KeyName[i_KeyName])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_KeyName += 1
                     elif i_KeyValue < n_KeyValue:
                         el = 'KeyValue'
-                        bits(1, 4)
+                        v = (v << 4) | 1
+                        n += 4
+                        w.v = v; w.n = n
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
+                        v = w.v; n = w.n
                         i_KeyValue += 1
                         s = 12
                         break
                     elif i_RetrievalMethod < n_RetrievalMethod:
                         el = 'RetrievalMethod'
-                        bits(2, 4)
+                        v = (v << 4) | 2
+                        n += 4
+                        w.v = v; w.n = n
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
+                        v = w.v; n = w.n
                         i_RetrievalMethod += 1
                         s = 13
                         break
                     elif i_X509Data < n_X509Data:
                         el = 'X509Data'
-                        bits(3, 4)
+                        v = (v << 4) | 3
+                        n += 4
+                        w.v = v; w.n = n
                         _e_X509DataType(w, v_X509Data[i_X509Data])
+                        v = w.v; n = w.n
                         i_X509Data += 1
                         s = 14
                         break
                     elif i_PGPData < n_PGPData:
                         el = 'PGPData'
-                        bits(4, 4)
+                        v = (v << 4) | 4
+                        n += 4
+                        w.v = v; w.n = n
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
+                        v = w.v; n = w.n
                         i_PGPData += 1
                         s = 15
                         break
                     elif i_SPKIData < n_SPKIData:
                         el = 'SPKIData'
-                        bits(5, 4)
+                        v = (v << 4) | 5
+                        n += 4
+                        w.v = v; w.n = n
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
+                        v = w.v; n = w.n
                         i_SPKIData += 1
                         s = 16
                         break
                     elif i_MgmtData < n_MgmtData:
                         el = 'MgmtData'
-                        bits((6 << 1), 5)
+                        v = (v << 5) | (6 << 1)
+                        n += 5
+                        w.v = v; w.n = n
                         w.string(v_MgmtData[i_MgmtData])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_MgmtData += 1
                         s = 17
                         break
                     elif True:
-                        bits(8, 4)
+                        v = (v << 4) | 8
+                        n += 4
                         if v_Id is not None or i_KeyName < n_KeyName or i_KeyValue < n_KeyValue or i_RetrievalMethod < n_RetrievalMethod or i_X509Data < n_X509Data or i_PGPData < n_PGPData or i_SPKIData < n_SPKIData or i_MgmtData < n_MgmtData: raise _leftover(o)
                         s = -1
                         break
@@ -2104,55 +3068,79 @@ def _e_KeyInfoType(w, o):
                 while True:
                     if i_KeyName < n_KeyName:
                         el = 'KeyName'
-                        bits(0, 5)
+                        v <<= 5
+                        n += 5
+                        w.v = v; w.n = n
                         w.string(v_KeyName[i_KeyName])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_KeyName += 1
                         s = 11
                         break
                     elif i_KeyValue < n_KeyValue:
                         el = 'KeyValue'
-                        bits(1, 4)
+                        v = (v << 4) | 1
+                        n += 4
+                        w.v = v; w.n = n
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
+                        v = w.v; n = w.n
                         i_KeyValue += 1
                     elif i_RetrievalMethod < n_RetrievalMethod:
                         el = 'RetrievalMethod'
-                        bits(2, 4)
+                        v = (v << 4) | 2
+                        n += 4
+                        w.v = v; w.n = n
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
+                        v = w.v; n = w.n
                         i_RetrievalMethod += 1
                         s = 13
                         break
                     elif i_X509Data < n_X509Data:
                         el = 'X509Data'
-                        bits(3, 4)
+                        v = (v << 4) | 3
+                        n += 4
+                        w.v = v; w.n = n
                         _e_X509DataType(w, v_X509Data[i_X509Data])
+                        v = w.v; n = w.n
                         i_X509Data += 1
                         s = 14
                         break
                     elif i_PGPData < n_PGPData:
                         el = 'PGPData'
-                        bits(4, 4)
+                        v = (v << 4) | 4
+                        n += 4
+                        w.v = v; w.n = n
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
+                        v = w.v; n = w.n
                         i_PGPData += 1
                         s = 15
                         break
                     elif i_SPKIData < n_SPKIData:
                         el = 'SPKIData'
-                        bits(5, 4)
+                        v = (v << 4) | 5
+                        n += 4
+                        w.v = v; w.n = n
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
+                        v = w.v; n = w.n
                         i_SPKIData += 1
                         s = 16
                         break
                     elif i_MgmtData < n_MgmtData:
                         el = 'MgmtData'
-                        bits((6 << 1), 5)
+                        v = (v << 5) | (6 << 1)
+                        n += 5
+                        w.v = v; w.n = n
                         w.string(v_MgmtData[i_MgmtData])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_MgmtData += 1
                         s = 17
                         break
                     elif True:
-                        bits(8, 4)
+                        v = (v << 4) | 8
+                        n += 4
                         if v_Id is not None or i_KeyName < n_KeyName or i_KeyValue < n_KeyValue or i_RetrievalMethod < n_RetrievalMethod or i_X509Data < n_X509Data or i_PGPData < n_PGPData or i_SPKIData < n_SPKIData or i_MgmtData < n_MgmtData: raise _leftover(o)
                         s = -1
                         break
@@ -2160,55 +3148,79 @@ def _e_KeyInfoType(w, o):
                 while True:
                     if i_KeyName < n_KeyName:
                         el = 'KeyName'
-                        bits(0, 5)
+                        v <<= 5
+                        n += 5
+                        w.v = v; w.n = n
                         w.string(v_KeyName[i_KeyName])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_KeyName += 1
                         s = 11
                         break
                     elif i_KeyValue < n_KeyValue:
                         el = 'KeyValue'
-                        bits(1, 4)
+                        v = (v << 4) | 1
+                        n += 4
+                        w.v = v; w.n = n
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
+                        v = w.v; n = w.n
                         i_KeyValue += 1
                         s = 12
                         break
                     elif i_RetrievalMethod < n_RetrievalMethod:
                         el = 'RetrievalMethod'
-                        bits(2, 4)
+                        v = (v << 4) | 2
+                        n += 4
+                        w.v = v; w.n = n
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
+                        v = w.v; n = w.n
                         i_RetrievalMethod += 1
                     elif i_X509Data < n_X509Data:
                         el = 'X509Data'
-                        bits(3, 4)
+                        v = (v << 4) | 3
+                        n += 4
+                        w.v = v; w.n = n
                         _e_X509DataType(w, v_X509Data[i_X509Data])
+                        v = w.v; n = w.n
                         i_X509Data += 1
                         s = 14
                         break
                     elif i_PGPData < n_PGPData:
                         el = 'PGPData'
-                        bits(4, 4)
+                        v = (v << 4) | 4
+                        n += 4
+                        w.v = v; w.n = n
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
+                        v = w.v; n = w.n
                         i_PGPData += 1
                         s = 15
                         break
                     elif i_SPKIData < n_SPKIData:
                         el = 'SPKIData'
-                        bits(5, 4)
+                        v = (v << 4) | 5
+                        n += 4
+                        w.v = v; w.n = n
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
+                        v = w.v; n = w.n
                         i_SPKIData += 1
                         s = 16
                         break
                     elif i_MgmtData < n_MgmtData:
                         el = 'MgmtData'
-                        bits((6 << 1), 5)
+                        v = (v << 5) | (6 << 1)
+                        n += 5
+                        w.v = v; w.n = n
                         w.string(v_MgmtData[i_MgmtData])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_MgmtData += 1
                         s = 17
                         break
                     elif True:
-                        bits(8, 4)
+                        v = (v << 4) | 8
+                        n += 4
                         if v_Id is not None or i_KeyName < n_KeyName or i_KeyValue < n_KeyValue or i_RetrievalMethod < n_RetrievalMethod or i_X509Data < n_X509Data or i_PGPData < n_PGPData or i_SPKIData < n_SPKIData or i_MgmtData < n_MgmtData: raise _leftover(o)
                         s = -1
                         break
@@ -2216,55 +3228,79 @@ def _e_KeyInfoType(w, o):
                 while True:
                     if i_KeyName < n_KeyName:
                         el = 'KeyName'
-                        bits(0, 5)
+                        v <<= 5
+                        n += 5
+                        w.v = v; w.n = n
                         w.string(v_KeyName[i_KeyName])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_KeyName += 1
                         s = 11
                         break
                     elif i_KeyValue < n_KeyValue:
                         el = 'KeyValue'
-                        bits(1, 4)
+                        v = (v << 4) | 1
+                        n += 4
+                        w.v = v; w.n = n
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
+                        v = w.v; n = w.n
                         i_KeyValue += 1
                         s = 12
                         break
                     elif i_RetrievalMethod < n_RetrievalMethod:
                         el = 'RetrievalMethod'
-                        bits(2, 4)
+                        v = (v << 4) | 2
+                        n += 4
+                        w.v = v; w.n = n
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
+                        v = w.v; n = w.n
                         i_RetrievalMethod += 1
                         s = 13
                         break
                     elif i_X509Data < n_X509Data:
                         el = 'X509Data'
-                        bits(3, 4)
+                        v = (v << 4) | 3
+                        n += 4
+                        w.v = v; w.n = n
                         _e_X509DataType(w, v_X509Data[i_X509Data])
+                        v = w.v; n = w.n
                         i_X509Data += 1
                     elif i_PGPData < n_PGPData:
                         el = 'PGPData'
-                        bits(4, 4)
+                        v = (v << 4) | 4
+                        n += 4
+                        w.v = v; w.n = n
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
+                        v = w.v; n = w.n
                         i_PGPData += 1
                         s = 15
                         break
                     elif i_SPKIData < n_SPKIData:
                         el = 'SPKIData'
-                        bits(5, 4)
+                        v = (v << 4) | 5
+                        n += 4
+                        w.v = v; w.n = n
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
+                        v = w.v; n = w.n
                         i_SPKIData += 1
                         s = 16
                         break
                     elif i_MgmtData < n_MgmtData:
                         el = 'MgmtData'
-                        bits((6 << 1), 5)
+                        v = (v << 5) | (6 << 1)
+                        n += 5
+                        w.v = v; w.n = n
                         w.string(v_MgmtData[i_MgmtData])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_MgmtData += 1
                         s = 17
                         break
                     elif True:
-                        bits(8, 4)
+                        v = (v << 4) | 8
+                        n += 4
                         if v_Id is not None or i_KeyName < n_KeyName or i_KeyValue < n_KeyValue or i_RetrievalMethod < n_RetrievalMethod or i_X509Data < n_X509Data or i_PGPData < n_PGPData or i_SPKIData < n_SPKIData or i_MgmtData < n_MgmtData: raise _leftover(o)
                         s = -1
                         break
@@ -2272,55 +3308,79 @@ def _e_KeyInfoType(w, o):
                 while True:
                     if i_KeyName < n_KeyName:
                         el = 'KeyName'
-                        bits(0, 5)
+                        v <<= 5
+                        n += 5
+                        w.v = v; w.n = n
                         w.string(v_KeyName[i_KeyName])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_KeyName += 1
                         s = 11
                         break
                     elif i_KeyValue < n_KeyValue:
                         el = 'KeyValue'
-                        bits(1, 4)
+                        v = (v << 4) | 1
+                        n += 4
+                        w.v = v; w.n = n
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
+                        v = w.v; n = w.n
                         i_KeyValue += 1
                         s = 12
                         break
                     elif i_RetrievalMethod < n_RetrievalMethod:
                         el = 'RetrievalMethod'
-                        bits(2, 4)
+                        v = (v << 4) | 2
+                        n += 4
+                        w.v = v; w.n = n
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
+                        v = w.v; n = w.n
                         i_RetrievalMethod += 1
                         s = 13
                         break
                     elif i_X509Data < n_X509Data:
                         el = 'X509Data'
-                        bits(3, 4)
+                        v = (v << 4) | 3
+                        n += 4
+                        w.v = v; w.n = n
                         _e_X509DataType(w, v_X509Data[i_X509Data])
+                        v = w.v; n = w.n
                         i_X509Data += 1
                         s = 14
                         break
                     elif i_PGPData < n_PGPData:
                         el = 'PGPData'
-                        bits(4, 4)
+                        v = (v << 4) | 4
+                        n += 4
+                        w.v = v; w.n = n
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
+                        v = w.v; n = w.n
                         i_PGPData += 1
                     elif i_SPKIData < n_SPKIData:
                         el = 'SPKIData'
-                        bits(5, 4)
+                        v = (v << 4) | 5
+                        n += 4
+                        w.v = v; w.n = n
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
+                        v = w.v; n = w.n
                         i_SPKIData += 1
                         s = 16
                         break
                     elif i_MgmtData < n_MgmtData:
                         el = 'MgmtData'
-                        bits((6 << 1), 5)
+                        v = (v << 5) | (6 << 1)
+                        n += 5
+                        w.v = v; w.n = n
                         w.string(v_MgmtData[i_MgmtData])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_MgmtData += 1
                         s = 17
                         break
                     elif True:
-                        bits(8, 4)
+                        v = (v << 4) | 8
+                        n += 4
                         if v_Id is not None or i_KeyName < n_KeyName or i_KeyValue < n_KeyValue or i_RetrievalMethod < n_RetrievalMethod or i_X509Data < n_X509Data or i_PGPData < n_PGPData or i_SPKIData < n_SPKIData or i_MgmtData < n_MgmtData: raise _leftover(o)
                         s = -1
                         break
@@ -2328,55 +3388,79 @@ def _e_KeyInfoType(w, o):
                 while True:
                     if i_KeyName < n_KeyName:
                         el = 'KeyName'
-                        bits(0, 5)
+                        v <<= 5
+                        n += 5
+                        w.v = v; w.n = n
                         w.string(v_KeyName[i_KeyName])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_KeyName += 1
                         s = 11
                         break
                     elif i_KeyValue < n_KeyValue:
                         el = 'KeyValue'
-                        bits(1, 4)
+                        v = (v << 4) | 1
+                        n += 4
+                        w.v = v; w.n = n
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
+                        v = w.v; n = w.n
                         i_KeyValue += 1
                         s = 12
                         break
                     elif i_RetrievalMethod < n_RetrievalMethod:
                         el = 'RetrievalMethod'
-                        bits(2, 4)
+                        v = (v << 4) | 2
+                        n += 4
+                        w.v = v; w.n = n
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
+                        v = w.v; n = w.n
                         i_RetrievalMethod += 1
                         s = 13
                         break
                     elif i_X509Data < n_X509Data:
                         el = 'X509Data'
-                        bits(3, 4)
+                        v = (v << 4) | 3
+                        n += 4
+                        w.v = v; w.n = n
                         _e_X509DataType(w, v_X509Data[i_X509Data])
+                        v = w.v; n = w.n
                         i_X509Data += 1
                         s = 14
                         break
                     elif i_PGPData < n_PGPData:
                         el = 'PGPData'
-                        bits(4, 4)
+                        v = (v << 4) | 4
+                        n += 4
+                        w.v = v; w.n = n
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
+                        v = w.v; n = w.n
                         i_PGPData += 1
                         s = 15
                         break
                     elif i_SPKIData < n_SPKIData:
                         el = 'SPKIData'
-                        bits(5, 4)
+                        v = (v << 4) | 5
+                        n += 4
+                        w.v = v; w.n = n
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
+                        v = w.v; n = w.n
                         i_SPKIData += 1
                     elif i_MgmtData < n_MgmtData:
                         el = 'MgmtData'
-                        bits((6 << 1), 5)
+                        v = (v << 5) | (6 << 1)
+                        n += 5
+                        w.v = v; w.n = n
                         w.string(v_MgmtData[i_MgmtData])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_MgmtData += 1
                         s = 17
                         break
                     elif True:
-                        bits(8, 4)
+                        v = (v << 4) | 8
+                        n += 4
                         if v_Id is not None or i_KeyName < n_KeyName or i_KeyValue < n_KeyValue or i_RetrievalMethod < n_RetrievalMethod or i_X509Data < n_X509Data or i_PGPData < n_PGPData or i_SPKIData < n_SPKIData or i_MgmtData < n_MgmtData: raise _leftover(o)
                         s = -1
                         break
@@ -2384,113 +3468,164 @@ def _e_KeyInfoType(w, o):
                 while True:
                     if i_KeyName < n_KeyName:
                         el = 'KeyName'
-                        bits(0, 5)
+                        v <<= 5
+                        n += 5
+                        w.v = v; w.n = n
                         w.string(v_KeyName[i_KeyName])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_KeyName += 1
                         s = 11
                         break
                     elif i_KeyValue < n_KeyValue:
                         el = 'KeyValue'
-                        bits(1, 4)
+                        v = (v << 4) | 1
+                        n += 4
+                        w.v = v; w.n = n
                         _e_KeyValueType(w, v_KeyValue[i_KeyValue])
+                        v = w.v; n = w.n
                         i_KeyValue += 1
                         s = 12
                         break
                     elif i_RetrievalMethod < n_RetrievalMethod:
                         el = 'RetrievalMethod'
-                        bits(2, 4)
+                        v = (v << 4) | 2
+                        n += 4
+                        w.v = v; w.n = n
                         _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
+                        v = w.v; n = w.n
                         i_RetrievalMethod += 1
                         s = 13
                         break
                     elif i_X509Data < n_X509Data:
                         el = 'X509Data'
-                        bits(3, 4)
+                        v = (v << 4) | 3
+                        n += 4
+                        w.v = v; w.n = n
                         _e_X509DataType(w, v_X509Data[i_X509Data])
+                        v = w.v; n = w.n
                         i_X509Data += 1
                         s = 14
                         break
                     elif i_PGPData < n_PGPData:
                         el = 'PGPData'
-                        bits(4, 4)
+                        v = (v << 4) | 4
+                        n += 4
+                        w.v = v; w.n = n
                         _e_PGPDataType(w, v_PGPData[i_PGPData])
+                        v = w.v; n = w.n
                         i_PGPData += 1
                         s = 15
                         break
                     elif i_SPKIData < n_SPKIData:
                         el = 'SPKIData'
-                        bits(5, 4)
+                        v = (v << 4) | 5
+                        n += 4
+                        w.v = v; w.n = n
                         _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
+                        v = w.v; n = w.n
                         i_SPKIData += 1
                         s = 16
                         break
                     elif i_MgmtData < n_MgmtData:
                         el = 'MgmtData'
-                        bits((6 << 1), 5)
+                        v = (v << 5) | (6 << 1)
+                        n += 5
+                        w.v = v; w.n = n
                         w.string(v_MgmtData[i_MgmtData])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_MgmtData += 1
                     elif True:
-                        bits(8, 4)
+                        v = (v << 4) | 8
+                        n += 4
                         if v_Id is not None or i_KeyName < n_KeyName or i_KeyValue < n_KeyValue or i_RetrievalMethod < n_RetrievalMethod or i_X509Data < n_X509Data or i_PGPData < n_PGPData or i_SPKIData < n_SPKIData or i_MgmtData < n_MgmtData: raise _leftover(o)
                         s = -1
                         break
             if s == 18:
                 if i_KeyName < n_KeyName:
                     el = 'KeyName'
-                    bits(0, 5)
+                    v <<= 5
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_KeyName[i_KeyName])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_KeyName += 1
                     s = 11
                 elif i_KeyValue < n_KeyValue:
                     el = 'KeyValue'
-                    bits(1, 4)
+                    v = (v << 4) | 1
+                    n += 4
+                    w.v = v; w.n = n
                     _e_KeyValueType(w, v_KeyValue[i_KeyValue])
+                    v = w.v; n = w.n
                     i_KeyValue += 1
                     s = 12
                 elif i_RetrievalMethod < n_RetrievalMethod:
                     el = 'RetrievalMethod'
-                    bits(2, 4)
+                    v = (v << 4) | 2
+                    n += 4
+                    w.v = v; w.n = n
                     _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
+                    v = w.v; n = w.n
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
                     el = 'X509Data'
-                    bits(3, 4)
+                    v = (v << 4) | 3
+                    n += 4
+                    w.v = v; w.n = n
                     _e_X509DataType(w, v_X509Data[i_X509Data])
+                    v = w.v; n = w.n
                     i_X509Data += 1
                     s = 14
                 elif i_PGPData < n_PGPData:
                     el = 'PGPData'
-                    bits(4, 4)
+                    v = (v << 4) | 4
+                    n += 4
+                    w.v = v; w.n = n
                     _e_PGPDataType(w, v_PGPData[i_PGPData])
+                    v = w.v; n = w.n
                     i_PGPData += 1
                     s = 15
                 elif i_SPKIData < n_SPKIData:
                     el = 'SPKIData'
-                    bits(5, 4)
+                    v = (v << 4) | 5
+                    n += 4
+                    w.v = v; w.n = n
                     _e_SPKIDataType(w, v_SPKIData[i_SPKIData])
+                    v = w.v; n = w.n
                     i_SPKIData += 1
                     s = 16
                 elif i_MgmtData < n_MgmtData:
                     el = 'MgmtData'
-                    bits((6 << 1), 5)
+                    v = (v << 5) | (6 << 1)
+                    n += 5
+                    w.v = v; w.n = n
                     w.string(v_MgmtData[i_MgmtData])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_MgmtData += 1
                     s = 17
                 elif True:
-                    bits(8, 4)
+                    v = (v << 4) | 8
+                    n += 4
                     if v_Id is not None or i_KeyName < n_KeyName or i_KeyValue < n_KeyValue or i_RetrievalMethod < n_RetrievalMethod or i_X509Data < n_X509Data or i_PGPData < n_PGPData or i_SPKIData < n_SPKIData or i_MgmtData < n_MgmtData: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_KeyValueType(r, key):
     # {http://www.w3.org/2000/09/xmldsig#}KeyValueType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_DSAKeyValue = None
     f_RSAKeyValue = None
@@ -2498,78 +3633,108 @@ def _d_KeyValueType(r, key):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'DSAKeyValue'
+                    r.pos = p
                     f_DSAKeyValue = _d_DSAKeyValueType(r)
+                    p = r.pos
                     s = 2
                 elif ec == 1:
                     el = 'RSAKeyValue'
+                    r.pos = p
                     f_RSAKeyValue = _d_RSAKeyValueType(r)
+                    p = r.pos
                     s = 3
                 elif ec == 2:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 4
                 elif ec == 3:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 1
                 else:
-                    raise r.deviation('KeyValueType')
+                    raise r.deviation('KeyValueType', p)
             if s == 1:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'DSAKeyValue'
+                    r.pos = p
                     f_DSAKeyValue = _d_DSAKeyValueType(r)
+                    p = r.pos
                     s = 2
                 elif ec == 1:
                     el = 'RSAKeyValue'
+                    r.pos = p
                     f_RSAKeyValue = _d_RSAKeyValueType(r)
+                    p = r.pos
                     s = 3
                 elif ec == 2:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 4
                 elif ec == 3:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 1
                 else:
-                    raise r.deviation('KeyValueType')
+                    raise r.deviation('KeyValueType', p)
             if s == 2:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     pass
                     s = -1
                 elif ec == 1:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 2
                 else:
-                    raise r.deviation('KeyValueType')
+                    raise r.deviation('KeyValueType', p)
             if s == 3:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     pass
                     s = -1
                 elif ec == 1:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 3
                 else:
-                    raise r.deviation('KeyValueType')
+                    raise r.deviation('KeyValueType', p)
             if s == 4:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     pass
                     s = -1
                 elif ec == 1:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 4
                 else:
-                    raise r.deviation('KeyValueType')
+                    raise r.deviation('KeyValueType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.KeyValueType(f_DSAKeyValue, f_RSAKeyValue)
 
 def _e_KeyValueType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}KeyValueType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_DSAKeyValue = o.DSAKeyValue
@@ -2579,14 +3744,20 @@ def _e_KeyValueType(w, o):
             if s == 0:
                 if v_DSAKeyValue is not None:
                     el = 'DSAKeyValue'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     _e_DSAKeyValueType(w, v_DSAKeyValue)
+                    v = w.v; n = w.n
                     v_DSAKeyValue = None
                     s = 2
                 elif v_RSAKeyValue is not None:
                     el = 'RSAKeyValue'
-                    bits(1, 3)
+                    v = (v << 3) | 1
+                    n += 3
+                    w.v = v; w.n = n
                     _e_RSAKeyValueType(w, v_RSAKeyValue)
+                    v = w.v; n = w.n
                     v_RSAKeyValue = None
                     s = 3
                 else:
@@ -2594,84 +3765,118 @@ def _e_KeyValueType(w, o):
             if s == 1:
                 if v_DSAKeyValue is not None:
                     el = 'DSAKeyValue'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     _e_DSAKeyValueType(w, v_DSAKeyValue)
+                    v = w.v; n = w.n
                     v_DSAKeyValue = None
                     s = 2
                 elif v_RSAKeyValue is not None:
                     el = 'RSAKeyValue'
-                    bits(1, 3)
+                    v = (v << 3) | 1
+                    n += 3
+                    w.v = v; w.n = n
                     _e_RSAKeyValueType(w, v_RSAKeyValue)
+                    v = w.v; n = w.n
                     v_RSAKeyValue = None
                     s = 3
                 else:
                     raise EncodeError('missing content: expected one of DSAKeyValue, RSAKeyValue')
             if s == 2:
                 if True:
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
                     if v_DSAKeyValue is not None or v_RSAKeyValue is not None: raise _leftover(o)
                     s = -1
             if s == 3:
                 if True:
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
                     if v_DSAKeyValue is not None or v_RSAKeyValue is not None: raise _leftover(o)
                     s = -1
             if s == 4:
                 if True:
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
                     if v_DSAKeyValue is not None or v_RSAKeyValue is not None: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_RSAKeyValueType(r):
     # {http://www.w3.org/2000/09/xmldsig#}RSAKeyValueType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Modulus = None
     f_Exponent = None
     try:
-        x = bits(2)
-        if x & 3: raise r.deviation('RSAKeyValueType')
+        p += 2
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 3
+        if x & 3: raise r.deviation('RSAKeyValueType', p)
         el = 'Modulus'
+        r.pos = p
         f_Modulus = r.binary()
-        x = bits(3)
-        if x & 7: raise r.deviation('RSAKeyValueType')
+        p = r.pos
+        p += 3
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 7
+        if x & 7: raise r.deviation('RSAKeyValueType', p)
         el = 'Exponent'
+        r.pos = p
         f_Exponent = r.binary()
-        x = bits(2)
-        if x & 3: raise r.deviation('RSAKeyValueType')
+        p = r.pos
+        p += 2
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 3
+        if x & 3: raise r.deviation('RSAKeyValueType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.RSAKeyValueType(f_Modulus, f_Exponent)
 
 def _e_RSAKeyValueType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}RSAKeyValueType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Modulus = o.Modulus
         v_Exponent = o.Exponent
         if v_Modulus is not None:
             el = 'Modulus'
-            bits(0, 2)
+            v <<= 2
+            n += 2
+            w.v = v; w.n = n
             w.binary(v_Modulus)
+            v = w.v; n = w.n
             if not (v_Exponent is not None): raise EncodeError('missing content: Exponent')
             el = 'Exponent'
-            bits(0, 3)
+            v <<= 3
+            n += 3
             v_Modulus = None
+            w.v = v; w.n = n
             w.binary(v_Exponent)
-            bits(0, 2)
+            v = w.v; n = w.n
+            v <<= 2
+            n += 2
             v_Exponent = None
             if v_Modulus is not None or v_Exponent is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of Modulus')
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_RetrievalMethodType(r):
     # {http://www.w3.org/2000/09/xmldsig#}RetrievalMethodType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Type = None
     f_URI = None
@@ -2680,60 +3885,82 @@ def _d_RetrievalMethodType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = '@Type'
+                    r.pos = p
                     f_Type = r.string(14)
+                    p = r.pos
                     s = 1
                 elif ec == 1:
                     el = '@URI'
+                    r.pos = p
                     f_URI = r.string(15)
+                    p = r.pos
                     s = 2
                 elif ec == 2:
                     el = 'Transforms'
+                    r.pos = p
                     f_Transforms = _d_TransformsType(r)
+                    p = r.pos
                     s = 3
                 elif ec == 3:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('RetrievalMethodType')
+                    raise r.deviation('RetrievalMethodType', p)
             if s == 1:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@URI'
+                    r.pos = p
                     f_URI = r.string(15)
+                    p = r.pos
                     s = 2
                 elif ec == 1:
                     el = 'Transforms'
+                    r.pos = p
                     f_Transforms = _d_TransformsType(r)
+                    p = r.pos
                     s = 3
                 elif ec == 2:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('RetrievalMethodType')
+                    raise r.deviation('RetrievalMethodType', p)
             if s == 2:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'Transforms'
+                    r.pos = p
                     f_Transforms = _d_TransformsType(r)
+                    p = r.pos
                     s = 3
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('RetrievalMethodType')
+                    raise r.deviation('RetrievalMethodType', p)
             if s == 3:
-                if bits(1): raise r.deviation('RetrievalMethodType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('RetrievalMethodType', p)
                 s = -1
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.RetrievalMethodType(f_Type, f_URI, f_Transforms)
 
 def _e_RetrievalMethodType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}RetrievalMethodType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Type = o.Type
@@ -2744,108 +3971,147 @@ def _e_RetrievalMethodType(w, o):
             if s == 0:
                 if v_Type is not None:
                     el = '@Type'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     w.string(v_Type)
+                    v = w.v; n = w.n
                     v_Type = None
                     s = 1
                 elif v_URI is not None:
                     el = '@URI'
-                    bits(1, 3)
+                    v = (v << 3) | 1
+                    n += 3
+                    w.v = v; w.n = n
                     w.string(v_URI)
+                    v = w.v; n = w.n
                     v_URI = None
                     s = 2
                 elif v_Transforms is not None:
                     el = 'Transforms'
-                    bits(2, 3)
+                    v = (v << 3) | 2
+                    n += 3
+                    w.v = v; w.n = n
                     _e_TransformsType(w, v_Transforms)
+                    v = w.v; n = w.n
                     v_Transforms = None
                     s = 3
                 elif True:
-                    bits(3, 3)
+                    v = (v << 3) | 3
+                    n += 3
                     if v_Type is not None or v_URI is not None or v_Transforms is not None: raise _leftover(o)
                     s = -1
             if s == 1:
                 if v_URI is not None:
                     el = '@URI'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     w.string(v_URI)
+                    v = w.v; n = w.n
                     v_URI = None
                     s = 2
                 elif v_Transforms is not None:
                     el = 'Transforms'
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
+                    w.v = v; w.n = n
                     _e_TransformsType(w, v_Transforms)
+                    v = w.v; n = w.n
                     v_Transforms = None
                     s = 3
                 elif True:
-                    bits(2, 2)
+                    v = (v << 2) | 2
+                    n += 2
                     if v_Type is not None or v_URI is not None or v_Transforms is not None: raise _leftover(o)
                     s = -1
             if s == 2:
                 if v_Transforms is not None:
                     el = 'Transforms'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_TransformsType(w, v_Transforms)
+                    v = w.v; n = w.n
                     v_Transforms = None
                     s = 3
                 elif True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_Type is not None or v_URI is not None or v_Transforms is not None: raise _leftover(o)
                     s = -1
             if s == 3:
                 if True:
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
                     if v_Type is not None or v_URI is not None or v_Transforms is not None: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_TransformsType(r):
     # {http://www.w3.org/2000/09/xmldsig#}TransformsType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Transform = []
     try:
         s = 0
         while s >= 0:
             if s == 0:
-                if bits(1): raise r.deviation('TransformsType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('TransformsType', p)
                 el = 'Transform'
+                r.pos = p
                 _v = _d_TransformType(r, 16)
+                p = r.pos
                 f_Transform.append(_v)
                 s = 1
             if s == 1:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'Transform'
+                    r.pos = p
                     _v = _d_TransformType(r, 16)
+                    p = r.pos
                     f_Transform.append(_v)
                     s = 2
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('TransformsType')
+                    raise r.deviation('TransformsType', p)
             if s == 2:
                 while True:
-                    ec = bits(2)
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'Transform'
+                        r.pos = p
                         _v = _d_TransformType(r, 16)
+                        p = r.pos
                         f_Transform.append(_v)
                     elif ec == 1:
                         pass
                         s = -1
                         break
                     else:
-                        raise r.deviation('TransformsType')
+                        raise r.deviation('TransformsType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.TransformsType(f_Transform)
 
 def _e_TransformsType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}TransformsType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Transform = o.Transform
@@ -2856,8 +4122,11 @@ def _e_TransformsType(w, o):
             if s == 0:
                 if i_Transform < n_Transform:
                     el = 'Transform'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
+                    w.v = v; w.n = n
                     _e_TransformType(w, v_Transform[i_Transform])
+                    v = w.v; n = w.n
                     i_Transform += 1
                     s = 1
                 else:
@@ -2865,32 +4134,43 @@ def _e_TransformsType(w, o):
             if s == 1:
                 if i_Transform < n_Transform:
                     el = 'Transform'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_TransformType(w, v_Transform[i_Transform])
+                    v = w.v; n = w.n
                     i_Transform += 1
                     s = 2
                 elif True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if i_Transform < n_Transform: raise _leftover(o)
                     s = -1
             if s == 2:
                 while True:
                     if i_Transform < n_Transform:
                         el = 'Transform'
-                        bits(0, 2)
+                        v <<= 2
+                        n += 2
+                        w.v = v; w.n = n
                         _e_TransformType(w, v_Transform[i_Transform])
+                        v = w.v; n = w.n
                         i_Transform += 1
                     elif True:
-                        bits(1, 2)
+                        v = (v << 2) | 1
+                        n += 2
                         if i_Transform < n_Transform: raise _leftover(o)
                         s = -1
                         break
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_TransformType(r, key):
     # {http://www.w3.org/2000/09/xmldsig#}TransformType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Algorithm = None
     f_XPath = []
@@ -2898,81 +4178,123 @@ def _d_TransformType(r, key):
         s = 0
         while s >= 0:
             if s == 0:
-                if bits(1): raise r.deviation('TransformType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
                 el = '@Algorithm'
+                r.pos = p
                 f_Algorithm = r.string(0)
+                p = r.pos
                 s = 1
             if s == 1:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    if bits(1): raise r.deviation('TransformType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
                     el = 'XPath'
+                    r.pos = p
                     _v = r.string(17)
-                    if bits(1): raise r.deviation('TransformType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
                     f_XPath.append(_v)
                     s = 4
                 elif ec == 1:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 3
                 elif ec == 2:
                     pass
                     s = -1
                 elif ec == 3:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 2
                 else:
-                    raise r.deviation('TransformType')
+                    raise r.deviation('TransformType', p)
             if s == 2:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    if bits(1): raise r.deviation('TransformType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
                     el = 'XPath'
+                    r.pos = p
                     _v = r.string(17)
-                    if bits(1): raise r.deviation('TransformType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
                     f_XPath.append(_v)
                     s = 4
                 elif ec == 1:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 3
                 elif ec == 2:
                     pass
                     s = -1
                 elif ec == 3:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 2
                 else:
-                    raise r.deviation('TransformType')
+                    raise r.deviation('TransformType', p)
             if s == 3:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    if bits(1): raise r.deviation('TransformType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
                     el = 'XPath'
+                    r.pos = p
                     _v = r.string(17)
-                    if bits(1): raise r.deviation('TransformType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
                     f_XPath.append(_v)
                     s = 4
                 elif ec == 1:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 3
                 elif ec == 2:
                     pass
                     s = -1
                 elif ec == 3:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 3
                 else:
-                    raise r.deviation('TransformType')
+                    raise r.deviation('TransformType', p)
             if s == 4:
                 while True:
-                    ec = bits(3)
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 7
                     if ec == 0:
-                        if bits(1): raise r.deviation('TransformType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
                         el = 'XPath'
+                        r.pos = p
                         _v = r.string(17)
-                        if bits(1): raise r.deviation('TransformType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
                         f_XPath.append(_v)
                     elif ec == 1:
-                        raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                        raise DecodeError('wildcard content (SEW) is not supported', p)
                         s = 3
                         break
                     elif ec == 2:
@@ -2980,18 +4302,22 @@ def _d_TransformType(r, key):
                         s = -1
                         break
                     elif ec == 3:
+                        r.pos = p
                         r.string(key)  # mixed-content text is not kept in the model
+                        p = r.pos
                         s = 4
                         break
                     else:
-                        raise r.deviation('TransformType')
+                        raise r.deviation('TransformType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.TransformType(f_Algorithm, f_XPath)
 
 def _e_TransformType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}TransformType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Algorithm = o.Algorithm
@@ -3003,8 +4329,11 @@ def _e_TransformType(w, o):
             if s == 0:
                 if v_Algorithm is not None:
                     el = '@Algorithm'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
+                    w.v = v; w.n = n
                     w.string(v_Algorithm)
+                    v = w.v; n = w.n
                     v_Algorithm = None
                     s = 1
                 else:
@@ -3012,58 +4341,81 @@ def _e_TransformType(w, o):
             if s == 1:
                 if i_XPath < n_XPath:
                     el = 'XPath'
-                    bits(0, 4)
+                    v <<= 4
+                    n += 4
+                    w.v = v; w.n = n
                     w.string(v_XPath[i_XPath])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_XPath += 1
                     s = 4
                 elif True:
-                    bits(2, 3)
+                    v = (v << 3) | 2
+                    n += 3
                     if v_Algorithm is not None or i_XPath < n_XPath: raise _leftover(o)
                     s = -1
             if s == 2:
                 if i_XPath < n_XPath:
                     el = 'XPath'
-                    bits(0, 4)
+                    v <<= 4
+                    n += 4
+                    w.v = v; w.n = n
                     w.string(v_XPath[i_XPath])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_XPath += 1
                     s = 4
                 elif True:
-                    bits(2, 3)
+                    v = (v << 3) | 2
+                    n += 3
                     if v_Algorithm is not None or i_XPath < n_XPath: raise _leftover(o)
                     s = -1
             if s == 3:
                 if i_XPath < n_XPath:
                     el = 'XPath'
-                    bits(0, 4)
+                    v <<= 4
+                    n += 4
+                    w.v = v; w.n = n
                     w.string(v_XPath[i_XPath])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_XPath += 1
                     s = 4
                 elif True:
-                    bits(2, 3)
+                    v = (v << 3) | 2
+                    n += 3
                     if v_Algorithm is not None or i_XPath < n_XPath: raise _leftover(o)
                     s = -1
             if s == 4:
                 while True:
                     if i_XPath < n_XPath:
                         el = 'XPath'
-                        bits(0, 4)
+                        v <<= 4
+                        n += 4
+                        w.v = v; w.n = n
                         w.string(v_XPath[i_XPath])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_XPath += 1
                     elif True:
-                        bits(2, 3)
+                        v = (v << 3) | 2
+                        n += 3
                         if v_Algorithm is not None or i_XPath < n_XPath: raise _leftover(o)
                         s = -1
                         break
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_X509DataType(r):
     # {http://www.w3.org/2000/09/xmldsig#}X509DataType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_X509IssuerSerial = []
     f_X509SKI = []
@@ -3074,344 +4426,568 @@ def _d_X509DataType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'X509IssuerSerial'
+                    r.pos = p
                     _v = _d_X509IssuerSerialType(r)
+                    p = r.pos
                     f_X509IssuerSerial.append(_v)
                     s = 1
                 elif ec == 1:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SKI'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509SKI.append(_v)
                     s = 2
                 elif ec == 2:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
+                    r.pos = p
                     _v = r.string(19)
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509SubjectName.append(_v)
                     s = 3
                 elif ec == 3:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509Certificate'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509Certificate.append(_v)
                     s = 4
                 elif ec == 4:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509CRL'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509CRL.append(_v)
                     s = 5
                 elif ec == 5:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 6
                 else:
-                    raise r.deviation('X509DataType')
+                    raise r.deviation('X509DataType', p)
             if s == 1:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'X509IssuerSerial'
+                    r.pos = p
                     _v = _d_X509IssuerSerialType(r)
+                    p = r.pos
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SKI'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
+                    r.pos = p
                     _v = r.string(19)
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509Certificate'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509CRL'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 12
                 elif ec == 6:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('X509DataType')
+                    raise r.deviation('X509DataType', p)
             if s == 2:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'X509IssuerSerial'
+                    r.pos = p
                     _v = _d_X509IssuerSerialType(r)
+                    p = r.pos
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SKI'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
+                    r.pos = p
                     _v = r.string(19)
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509Certificate'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509CRL'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 12
                 elif ec == 6:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('X509DataType')
+                    raise r.deviation('X509DataType', p)
             if s == 3:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'X509IssuerSerial'
+                    r.pos = p
                     _v = _d_X509IssuerSerialType(r)
+                    p = r.pos
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SKI'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
+                    r.pos = p
                     _v = r.string(19)
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509Certificate'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509CRL'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 12
                 elif ec == 6:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('X509DataType')
+                    raise r.deviation('X509DataType', p)
             if s == 4:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'X509IssuerSerial'
+                    r.pos = p
                     _v = _d_X509IssuerSerialType(r)
+                    p = r.pos
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SKI'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
+                    r.pos = p
                     _v = r.string(19)
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509Certificate'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509CRL'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 12
                 elif ec == 6:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('X509DataType')
+                    raise r.deviation('X509DataType', p)
             if s == 5:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'X509IssuerSerial'
+                    r.pos = p
                     _v = _d_X509IssuerSerialType(r)
+                    p = r.pos
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SKI'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
+                    r.pos = p
                     _v = r.string(19)
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509Certificate'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509CRL'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 12
                 elif ec == 6:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('X509DataType')
+                    raise r.deviation('X509DataType', p)
             if s == 6:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'X509IssuerSerial'
+                    r.pos = p
                     _v = _d_X509IssuerSerialType(r)
+                    p = r.pos
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SKI'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
+                    r.pos = p
                     _v = r.string(19)
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509Certificate'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509CRL'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 12
                 elif ec == 6:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('X509DataType')
+                    raise r.deviation('X509DataType', p)
             if s == 7:
                 while True:
-                    ec = bits(3)
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 7
                     if ec == 0:
                         el = 'X509IssuerSerial'
+                        r.pos = p
                         _v = _d_X509IssuerSerialType(r)
+                        p = r.pos
                         f_X509IssuerSerial.append(_v)
                     elif ec == 1:
-                        if bits(1): raise r.deviation('X509DataType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SKI'
+                        r.pos = p
                         _v = r.binary()
-                        if bits(1): raise r.deviation('X509DataType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
-                        if bits(1): raise r.deviation('X509DataType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SubjectName'
+                        r.pos = p
                         _v = r.string(19)
-                        if bits(1): raise r.deviation('X509DataType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
-                        if bits(1): raise r.deviation('X509DataType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509Certificate'
+                        r.pos = p
                         _v = r.binary()
-                        if bits(1): raise r.deviation('X509DataType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
-                        if bits(1): raise r.deviation('X509DataType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509CRL'
+                        r.pos = p
                         _v = r.binary()
-                        if bits(1): raise r.deviation('X509DataType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         f_X509CRL.append(_v)
                         s = 11
                         break
                     elif ec == 5:
-                        raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                        raise DecodeError('wildcard content (SEW) is not supported', p)
                         s = 12
                         break
                     elif ec == 6:
@@ -3419,48 +4995,76 @@ def _d_X509DataType(r):
                         s = -1
                         break
                     else:
-                        raise r.deviation('X509DataType')
+                        raise r.deviation('X509DataType', p)
             if s == 8:
                 while True:
-                    ec = bits(3)
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 7
                     if ec == 0:
                         el = 'X509IssuerSerial'
+                        r.pos = p
                         _v = _d_X509IssuerSerialType(r)
+                        p = r.pos
                         f_X509IssuerSerial.append(_v)
                         s = 7
                         break
                     elif ec == 1:
-                        if bits(1): raise r.deviation('X509DataType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SKI'
+                        r.pos = p
                         _v = r.binary()
-                        if bits(1): raise r.deviation('X509DataType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         f_X509SKI.append(_v)
                     elif ec == 2:
-                        if bits(1): raise r.deviation('X509DataType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SubjectName'
+                        r.pos = p
                         _v = r.string(19)
-                        if bits(1): raise r.deviation('X509DataType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
-                        if bits(1): raise r.deviation('X509DataType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509Certificate'
+                        r.pos = p
                         _v = r.binary()
-                        if bits(1): raise r.deviation('X509DataType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
-                        if bits(1): raise r.deviation('X509DataType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509CRL'
+                        r.pos = p
                         _v = r.binary()
-                        if bits(1): raise r.deviation('X509DataType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         f_X509CRL.append(_v)
                         s = 11
                         break
                     elif ec == 5:
-                        raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                        raise DecodeError('wildcard content (SEW) is not supported', p)
                         s = 12
                         break
                     elif ec == 6:
@@ -3468,48 +5072,76 @@ def _d_X509DataType(r):
                         s = -1
                         break
                     else:
-                        raise r.deviation('X509DataType')
+                        raise r.deviation('X509DataType', p)
             if s == 9:
                 while True:
-                    ec = bits(3)
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 7
                     if ec == 0:
                         el = 'X509IssuerSerial'
+                        r.pos = p
                         _v = _d_X509IssuerSerialType(r)
+                        p = r.pos
                         f_X509IssuerSerial.append(_v)
                         s = 7
                         break
                     elif ec == 1:
-                        if bits(1): raise r.deviation('X509DataType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SKI'
+                        r.pos = p
                         _v = r.binary()
-                        if bits(1): raise r.deviation('X509DataType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
-                        if bits(1): raise r.deviation('X509DataType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SubjectName'
+                        r.pos = p
                         _v = r.string(19)
-                        if bits(1): raise r.deviation('X509DataType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         f_X509SubjectName.append(_v)
                     elif ec == 3:
-                        if bits(1): raise r.deviation('X509DataType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509Certificate'
+                        r.pos = p
                         _v = r.binary()
-                        if bits(1): raise r.deviation('X509DataType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
-                        if bits(1): raise r.deviation('X509DataType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509CRL'
+                        r.pos = p
                         _v = r.binary()
-                        if bits(1): raise r.deviation('X509DataType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         f_X509CRL.append(_v)
                         s = 11
                         break
                     elif ec == 5:
-                        raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                        raise DecodeError('wildcard content (SEW) is not supported', p)
                         s = 12
                         break
                     elif ec == 6:
@@ -3517,48 +5149,76 @@ def _d_X509DataType(r):
                         s = -1
                         break
                     else:
-                        raise r.deviation('X509DataType')
+                        raise r.deviation('X509DataType', p)
             if s == 10:
                 while True:
-                    ec = bits(3)
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 7
                     if ec == 0:
                         el = 'X509IssuerSerial'
+                        r.pos = p
                         _v = _d_X509IssuerSerialType(r)
+                        p = r.pos
                         f_X509IssuerSerial.append(_v)
                         s = 7
                         break
                     elif ec == 1:
-                        if bits(1): raise r.deviation('X509DataType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SKI'
+                        r.pos = p
                         _v = r.binary()
-                        if bits(1): raise r.deviation('X509DataType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
-                        if bits(1): raise r.deviation('X509DataType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SubjectName'
+                        r.pos = p
                         _v = r.string(19)
-                        if bits(1): raise r.deviation('X509DataType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
-                        if bits(1): raise r.deviation('X509DataType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509Certificate'
+                        r.pos = p
                         _v = r.binary()
-                        if bits(1): raise r.deviation('X509DataType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         f_X509Certificate.append(_v)
                     elif ec == 4:
-                        if bits(1): raise r.deviation('X509DataType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509CRL'
+                        r.pos = p
                         _v = r.binary()
-                        if bits(1): raise r.deviation('X509DataType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         f_X509CRL.append(_v)
                         s = 11
                         break
                     elif ec == 5:
-                        raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                        raise DecodeError('wildcard content (SEW) is not supported', p)
                         s = 12
                         break
                     elif ec == 6:
@@ -3566,48 +5226,76 @@ def _d_X509DataType(r):
                         s = -1
                         break
                     else:
-                        raise r.deviation('X509DataType')
+                        raise r.deviation('X509DataType', p)
             if s == 11:
                 while True:
-                    ec = bits(3)
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 7
                     if ec == 0:
                         el = 'X509IssuerSerial'
+                        r.pos = p
                         _v = _d_X509IssuerSerialType(r)
+                        p = r.pos
                         f_X509IssuerSerial.append(_v)
                         s = 7
                         break
                     elif ec == 1:
-                        if bits(1): raise r.deviation('X509DataType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SKI'
+                        r.pos = p
                         _v = r.binary()
-                        if bits(1): raise r.deviation('X509DataType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
-                        if bits(1): raise r.deviation('X509DataType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SubjectName'
+                        r.pos = p
                         _v = r.string(19)
-                        if bits(1): raise r.deviation('X509DataType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
-                        if bits(1): raise r.deviation('X509DataType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509Certificate'
+                        r.pos = p
                         _v = r.binary()
-                        if bits(1): raise r.deviation('X509DataType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
-                        if bits(1): raise r.deviation('X509DataType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509CRL'
+                        r.pos = p
                         _v = r.binary()
-                        if bits(1): raise r.deviation('X509DataType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         f_X509CRL.append(_v)
                     elif ec == 5:
-                        raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                        raise DecodeError('wildcard content (SEW) is not supported', p)
                         s = 12
                         break
                     elif ec == 6:
@@ -3615,57 +5303,87 @@ def _d_X509DataType(r):
                         s = -1
                         break
                     else:
-                        raise r.deviation('X509DataType')
+                        raise r.deviation('X509DataType', p)
             if s == 12:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'X509IssuerSerial'
+                    r.pos = p
                     _v = _d_X509IssuerSerialType(r)
+                    p = r.pos
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SKI'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
+                    r.pos = p
                     _v = r.string(19)
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509Certificate'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    if bits(1): raise r.deviation('X509DataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509CRL'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('X509DataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 12
                 elif ec == 6:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('X509DataType')
+                    raise r.deviation('X509DataType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.X509DataType(f_X509IssuerSerial, f_X509SKI, f_X509SubjectName, f_X509Certificate, f_X509CRL)
 
 def _e_X509DataType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}X509DataType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_X509IssuerSerial = o.X509IssuerSerial
@@ -3688,36 +5406,55 @@ def _e_X509DataType(w, o):
             if s == 0:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
+                    v = w.v; n = w.n
                     i_X509IssuerSerial += 1
                     s = 1
                 elif i_X509SKI < n_X509SKI:
                     el = 'X509SKI'
-                    bits((1 << 1), 4)
+                    v = (v << 4) | (1 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509SKI[i_X509SKI])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509SKI += 1
                     s = 2
                 elif i_X509SubjectName < n_X509SubjectName:
                     el = 'X509SubjectName'
-                    bits((2 << 1), 4)
+                    v = (v << 4) | (2 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509SubjectName += 1
                     s = 3
                 elif i_X509Certificate < n_X509Certificate:
                     el = 'X509Certificate'
-                    bits((3 << 1), 4)
+                    v = (v << 4) | (3 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509Certificate += 1
                     s = 4
                 elif i_X509CRL < n_X509CRL:
                     el = 'X509CRL'
-                    bits((4 << 1), 4)
+                    v = (v << 4) | (4 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509CRL[i_X509CRL])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509CRL += 1
                     s = 5
                 else:
@@ -3725,278 +5462,418 @@ def _e_X509DataType(w, o):
             if s == 1:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
+                    v = w.v; n = w.n
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
                     el = 'X509SKI'
-                    bits((1 << 1), 4)
+                    v = (v << 4) | (1 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509SKI[i_X509SKI])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
                     el = 'X509SubjectName'
-                    bits((2 << 1), 4)
+                    v = (v << 4) | (2 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
                     el = 'X509Certificate'
-                    bits((3 << 1), 4)
+                    v = (v << 4) | (3 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
                     el = 'X509CRL'
-                    bits((4 << 1), 4)
+                    v = (v << 4) | (4 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509CRL[i_X509CRL])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509CRL += 1
                     s = 11
                 elif True:
-                    bits(6, 3)
+                    v = (v << 3) | 6
+                    n += 3
                     if i_X509IssuerSerial < n_X509IssuerSerial or i_X509SKI < n_X509SKI or i_X509SubjectName < n_X509SubjectName or i_X509Certificate < n_X509Certificate or i_X509CRL < n_X509CRL: raise _leftover(o)
                     s = -1
             if s == 2:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
+                    v = w.v; n = w.n
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
                     el = 'X509SKI'
-                    bits((1 << 1), 4)
+                    v = (v << 4) | (1 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509SKI[i_X509SKI])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
                     el = 'X509SubjectName'
-                    bits((2 << 1), 4)
+                    v = (v << 4) | (2 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
                     el = 'X509Certificate'
-                    bits((3 << 1), 4)
+                    v = (v << 4) | (3 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
                     el = 'X509CRL'
-                    bits((4 << 1), 4)
+                    v = (v << 4) | (4 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509CRL[i_X509CRL])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509CRL += 1
                     s = 11
                 elif True:
-                    bits(6, 3)
+                    v = (v << 3) | 6
+                    n += 3
                     if i_X509IssuerSerial < n_X509IssuerSerial or i_X509SKI < n_X509SKI or i_X509SubjectName < n_X509SubjectName or i_X509Certificate < n_X509Certificate or i_X509CRL < n_X509CRL: raise _leftover(o)
                     s = -1
             if s == 3:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
+                    v = w.v; n = w.n
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
                     el = 'X509SKI'
-                    bits((1 << 1), 4)
+                    v = (v << 4) | (1 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509SKI[i_X509SKI])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
                     el = 'X509SubjectName'
-                    bits((2 << 1), 4)
+                    v = (v << 4) | (2 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
                     el = 'X509Certificate'
-                    bits((3 << 1), 4)
+                    v = (v << 4) | (3 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
                     el = 'X509CRL'
-                    bits((4 << 1), 4)
+                    v = (v << 4) | (4 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509CRL[i_X509CRL])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509CRL += 1
                     s = 11
                 elif True:
-                    bits(6, 3)
+                    v = (v << 3) | 6
+                    n += 3
                     if i_X509IssuerSerial < n_X509IssuerSerial or i_X509SKI < n_X509SKI or i_X509SubjectName < n_X509SubjectName or i_X509Certificate < n_X509Certificate or i_X509CRL < n_X509CRL: raise _leftover(o)
                     s = -1
             if s == 4:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
+                    v = w.v; n = w.n
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
                     el = 'X509SKI'
-                    bits((1 << 1), 4)
+                    v = (v << 4) | (1 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509SKI[i_X509SKI])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
                     el = 'X509SubjectName'
-                    bits((2 << 1), 4)
+                    v = (v << 4) | (2 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
                     el = 'X509Certificate'
-                    bits((3 << 1), 4)
+                    v = (v << 4) | (3 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
                     el = 'X509CRL'
-                    bits((4 << 1), 4)
+                    v = (v << 4) | (4 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509CRL[i_X509CRL])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509CRL += 1
                     s = 11
                 elif True:
-                    bits(6, 3)
+                    v = (v << 3) | 6
+                    n += 3
                     if i_X509IssuerSerial < n_X509IssuerSerial or i_X509SKI < n_X509SKI or i_X509SubjectName < n_X509SubjectName or i_X509Certificate < n_X509Certificate or i_X509CRL < n_X509CRL: raise _leftover(o)
                     s = -1
             if s == 5:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
+                    v = w.v; n = w.n
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
                     el = 'X509SKI'
-                    bits((1 << 1), 4)
+                    v = (v << 4) | (1 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509SKI[i_X509SKI])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
                     el = 'X509SubjectName'
-                    bits((2 << 1), 4)
+                    v = (v << 4) | (2 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
                     el = 'X509Certificate'
-                    bits((3 << 1), 4)
+                    v = (v << 4) | (3 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
                     el = 'X509CRL'
-                    bits((4 << 1), 4)
+                    v = (v << 4) | (4 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509CRL[i_X509CRL])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509CRL += 1
                     s = 11
                 elif True:
-                    bits(6, 3)
+                    v = (v << 3) | 6
+                    n += 3
                     if i_X509IssuerSerial < n_X509IssuerSerial or i_X509SKI < n_X509SKI or i_X509SubjectName < n_X509SubjectName or i_X509Certificate < n_X509Certificate or i_X509CRL < n_X509CRL: raise _leftover(o)
                     s = -1
             if s == 6:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
+                    v = w.v; n = w.n
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
                     el = 'X509SKI'
-                    bits((1 << 1), 4)
+                    v = (v << 4) | (1 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509SKI[i_X509SKI])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
                     el = 'X509SubjectName'
-                    bits((2 << 1), 4)
+                    v = (v << 4) | (2 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
                     el = 'X509Certificate'
-                    bits((3 << 1), 4)
+                    v = (v << 4) | (3 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
                     el = 'X509CRL'
-                    bits((4 << 1), 4)
+                    v = (v << 4) | (4 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509CRL[i_X509CRL])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509CRL += 1
                     s = 11
                 elif True:
-                    bits(6, 3)
+                    v = (v << 3) | 6
+                    n += 3
                     if i_X509IssuerSerial < n_X509IssuerSerial or i_X509SKI < n_X509SKI or i_X509SubjectName < n_X509SubjectName or i_X509Certificate < n_X509Certificate or i_X509CRL < n_X509CRL: raise _leftover(o)
                     s = -1
             if s == 7:
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
                         el = 'X509IssuerSerial'
-                        bits(0, 3)
+                        v <<= 3
+                        n += 3
+                        w.v = v; w.n = n
                         _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
+                        v = w.v; n = w.n
                         i_X509IssuerSerial += 1
                     elif i_X509SKI < n_X509SKI:
                         el = 'X509SKI'
-                        bits((1 << 1), 4)
+                        v = (v << 4) | (1 << 1)
+                        n += 4
+                        w.v = v; w.n = n
                         w.binary(v_X509SKI[i_X509SKI])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_X509SKI += 1
                         s = 8
                         break
                     elif i_X509SubjectName < n_X509SubjectName:
                         el = 'X509SubjectName'
-                        bits((2 << 1), 4)
+                        v = (v << 4) | (2 << 1)
+                        n += 4
+                        w.v = v; w.n = n
                         w.string(v_X509SubjectName[i_X509SubjectName])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_X509SubjectName += 1
                         s = 9
                         break
                     elif i_X509Certificate < n_X509Certificate:
                         el = 'X509Certificate'
-                        bits((3 << 1), 4)
+                        v = (v << 4) | (3 << 1)
+                        n += 4
+                        w.v = v; w.n = n
                         w.binary(v_X509Certificate[i_X509Certificate])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_X509Certificate += 1
                         s = 10
                         break
                     elif i_X509CRL < n_X509CRL:
                         el = 'X509CRL'
-                        bits((4 << 1), 4)
+                        v = (v << 4) | (4 << 1)
+                        n += 4
+                        w.v = v; w.n = n
                         w.binary(v_X509CRL[i_X509CRL])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_X509CRL += 1
                         s = 11
                         break
                     elif True:
-                        bits(6, 3)
+                        v = (v << 3) | 6
+                        n += 3
                         if i_X509IssuerSerial < n_X509IssuerSerial or i_X509SKI < n_X509SKI or i_X509SubjectName < n_X509SubjectName or i_X509Certificate < n_X509Certificate or i_X509CRL < n_X509CRL: raise _leftover(o)
                         s = -1
                         break
@@ -4004,43 +5881,63 @@ def _e_X509DataType(w, o):
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
                         el = 'X509IssuerSerial'
-                        bits(0, 3)
+                        v <<= 3
+                        n += 3
+                        w.v = v; w.n = n
                         _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
+                        v = w.v; n = w.n
                         i_X509IssuerSerial += 1
                         s = 7
                         break
                     elif i_X509SKI < n_X509SKI:
                         el = 'X509SKI'
-                        bits((1 << 1), 4)
+                        v = (v << 4) | (1 << 1)
+                        n += 4
+                        w.v = v; w.n = n
                         w.binary(v_X509SKI[i_X509SKI])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_X509SKI += 1
                     elif i_X509SubjectName < n_X509SubjectName:
                         el = 'X509SubjectName'
-                        bits((2 << 1), 4)
+                        v = (v << 4) | (2 << 1)
+                        n += 4
+                        w.v = v; w.n = n
                         w.string(v_X509SubjectName[i_X509SubjectName])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_X509SubjectName += 1
                         s = 9
                         break
                     elif i_X509Certificate < n_X509Certificate:
                         el = 'X509Certificate'
-                        bits((3 << 1), 4)
+                        v = (v << 4) | (3 << 1)
+                        n += 4
+                        w.v = v; w.n = n
                         w.binary(v_X509Certificate[i_X509Certificate])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_X509Certificate += 1
                         s = 10
                         break
                     elif i_X509CRL < n_X509CRL:
                         el = 'X509CRL'
-                        bits((4 << 1), 4)
+                        v = (v << 4) | (4 << 1)
+                        n += 4
+                        w.v = v; w.n = n
                         w.binary(v_X509CRL[i_X509CRL])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_X509CRL += 1
                         s = 11
                         break
                     elif True:
-                        bits(6, 3)
+                        v = (v << 3) | 6
+                        n += 3
                         if i_X509IssuerSerial < n_X509IssuerSerial or i_X509SKI < n_X509SKI or i_X509SubjectName < n_X509SubjectName or i_X509Certificate < n_X509Certificate or i_X509CRL < n_X509CRL: raise _leftover(o)
                         s = -1
                         break
@@ -4048,43 +5945,63 @@ def _e_X509DataType(w, o):
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
                         el = 'X509IssuerSerial'
-                        bits(0, 3)
+                        v <<= 3
+                        n += 3
+                        w.v = v; w.n = n
                         _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
+                        v = w.v; n = w.n
                         i_X509IssuerSerial += 1
                         s = 7
                         break
                     elif i_X509SKI < n_X509SKI:
                         el = 'X509SKI'
-                        bits((1 << 1), 4)
+                        v = (v << 4) | (1 << 1)
+                        n += 4
+                        w.v = v; w.n = n
                         w.binary(v_X509SKI[i_X509SKI])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_X509SKI += 1
                         s = 8
                         break
                     elif i_X509SubjectName < n_X509SubjectName:
                         el = 'X509SubjectName'
-                        bits((2 << 1), 4)
+                        v = (v << 4) | (2 << 1)
+                        n += 4
+                        w.v = v; w.n = n
                         w.string(v_X509SubjectName[i_X509SubjectName])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_X509SubjectName += 1
                     elif i_X509Certificate < n_X509Certificate:
                         el = 'X509Certificate'
-                        bits((3 << 1), 4)
+                        v = (v << 4) | (3 << 1)
+                        n += 4
+                        w.v = v; w.n = n
                         w.binary(v_X509Certificate[i_X509Certificate])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_X509Certificate += 1
                         s = 10
                         break
                     elif i_X509CRL < n_X509CRL:
                         el = 'X509CRL'
-                        bits((4 << 1), 4)
+                        v = (v << 4) | (4 << 1)
+                        n += 4
+                        w.v = v; w.n = n
                         w.binary(v_X509CRL[i_X509CRL])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_X509CRL += 1
                         s = 11
                         break
                     elif True:
-                        bits(6, 3)
+                        v = (v << 3) | 6
+                        n += 3
                         if i_X509IssuerSerial < n_X509IssuerSerial or i_X509SKI < n_X509SKI or i_X509SubjectName < n_X509SubjectName or i_X509Certificate < n_X509Certificate or i_X509CRL < n_X509CRL: raise _leftover(o)
                         s = -1
                         break
@@ -4092,43 +6009,63 @@ def _e_X509DataType(w, o):
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
                         el = 'X509IssuerSerial'
-                        bits(0, 3)
+                        v <<= 3
+                        n += 3
+                        w.v = v; w.n = n
                         _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
+                        v = w.v; n = w.n
                         i_X509IssuerSerial += 1
                         s = 7
                         break
                     elif i_X509SKI < n_X509SKI:
                         el = 'X509SKI'
-                        bits((1 << 1), 4)
+                        v = (v << 4) | (1 << 1)
+                        n += 4
+                        w.v = v; w.n = n
                         w.binary(v_X509SKI[i_X509SKI])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_X509SKI += 1
                         s = 8
                         break
                     elif i_X509SubjectName < n_X509SubjectName:
                         el = 'X509SubjectName'
-                        bits((2 << 1), 4)
+                        v = (v << 4) | (2 << 1)
+                        n += 4
+                        w.v = v; w.n = n
                         w.string(v_X509SubjectName[i_X509SubjectName])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_X509SubjectName += 1
                         s = 9
                         break
                     elif i_X509Certificate < n_X509Certificate:
                         el = 'X509Certificate'
-                        bits((3 << 1), 4)
+                        v = (v << 4) | (3 << 1)
+                        n += 4
+                        w.v = v; w.n = n
                         w.binary(v_X509Certificate[i_X509Certificate])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_X509Certificate += 1
                     elif i_X509CRL < n_X509CRL:
                         el = 'X509CRL'
-                        bits((4 << 1), 4)
+                        v = (v << 4) | (4 << 1)
+                        n += 4
+                        w.v = v; w.n = n
                         w.binary(v_X509CRL[i_X509CRL])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_X509CRL += 1
                         s = 11
                         break
                     elif True:
-                        bits(6, 3)
+                        v = (v << 3) | 6
+                        n += 3
                         if i_X509IssuerSerial < n_X509IssuerSerial or i_X509SKI < n_X509SKI or i_X509SubjectName < n_X509SubjectName or i_X509Certificate < n_X509Certificate or i_X509CRL < n_X509CRL: raise _leftover(o)
                         s = -1
                         break
@@ -4136,139 +6073,206 @@ def _e_X509DataType(w, o):
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
                         el = 'X509IssuerSerial'
-                        bits(0, 3)
+                        v <<= 3
+                        n += 3
+                        w.v = v; w.n = n
                         _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
+                        v = w.v; n = w.n
                         i_X509IssuerSerial += 1
                         s = 7
                         break
                     elif i_X509SKI < n_X509SKI:
                         el = 'X509SKI'
-                        bits((1 << 1), 4)
+                        v = (v << 4) | (1 << 1)
+                        n += 4
+                        w.v = v; w.n = n
                         w.binary(v_X509SKI[i_X509SKI])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_X509SKI += 1
                         s = 8
                         break
                     elif i_X509SubjectName < n_X509SubjectName:
                         el = 'X509SubjectName'
-                        bits((2 << 1), 4)
+                        v = (v << 4) | (2 << 1)
+                        n += 4
+                        w.v = v; w.n = n
                         w.string(v_X509SubjectName[i_X509SubjectName])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_X509SubjectName += 1
                         s = 9
                         break
                     elif i_X509Certificate < n_X509Certificate:
                         el = 'X509Certificate'
-                        bits((3 << 1), 4)
+                        v = (v << 4) | (3 << 1)
+                        n += 4
+                        w.v = v; w.n = n
                         w.binary(v_X509Certificate[i_X509Certificate])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_X509Certificate += 1
                         s = 10
                         break
                     elif i_X509CRL < n_X509CRL:
                         el = 'X509CRL'
-                        bits((4 << 1), 4)
+                        v = (v << 4) | (4 << 1)
+                        n += 4
+                        w.v = v; w.n = n
                         w.binary(v_X509CRL[i_X509CRL])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_X509CRL += 1
                     elif True:
-                        bits(6, 3)
+                        v = (v << 3) | 6
+                        n += 3
                         if i_X509IssuerSerial < n_X509IssuerSerial or i_X509SKI < n_X509SKI or i_X509SubjectName < n_X509SubjectName or i_X509Certificate < n_X509Certificate or i_X509CRL < n_X509CRL: raise _leftover(o)
                         s = -1
                         break
             if s == 12:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
+                    v = w.v; n = w.n
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
                     el = 'X509SKI'
-                    bits((1 << 1), 4)
+                    v = (v << 4) | (1 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509SKI[i_X509SKI])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509SKI += 1
                     s = 8
                 elif i_X509SubjectName < n_X509SubjectName:
                     el = 'X509SubjectName'
-                    bits((2 << 1), 4)
+                    v = (v << 4) | (2 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.string(v_X509SubjectName[i_X509SubjectName])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509SubjectName += 1
                     s = 9
                 elif i_X509Certificate < n_X509Certificate:
                     el = 'X509Certificate'
-                    bits((3 << 1), 4)
+                    v = (v << 4) | (3 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509Certificate[i_X509Certificate])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509Certificate += 1
                     s = 10
                 elif i_X509CRL < n_X509CRL:
                     el = 'X509CRL'
-                    bits((4 << 1), 4)
+                    v = (v << 4) | (4 << 1)
+                    n += 4
+                    w.v = v; w.n = n
                     w.binary(v_X509CRL[i_X509CRL])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_X509CRL += 1
                     s = 11
                 elif True:
-                    bits(6, 3)
+                    v = (v << 3) | 6
+                    n += 3
                     if i_X509IssuerSerial < n_X509IssuerSerial or i_X509SKI < n_X509SKI or i_X509SubjectName < n_X509SubjectName or i_X509Certificate < n_X509Certificate or i_X509CRL < n_X509CRL: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_X509IssuerSerialType(r):
     # {http://www.w3.org/2000/09/xmldsig#}X509IssuerSerialType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_X509IssuerName = None
     f_X509SerialNumber = None
     try:
-        x = bits(2)
-        if x & 3: raise r.deviation('X509IssuerSerialType')
+        p += 2
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 3
+        if x & 3: raise r.deviation('X509IssuerSerialType', p)
         el = 'X509IssuerName'
+        r.pos = p
         f_X509IssuerName = r.string(22)
-        x = bits(4)
-        if x & 14: raise r.deviation('X509IssuerSerialType')
+        p = r.pos
+        p += 4
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 15
+        if x & 14: raise r.deviation('X509IssuerSerialType', p)
         el = 'X509SerialNumber'
         _neg = (x & 1)
-        f_X509SerialNumber = r.uint()
+        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            p += 8
+            f_X509SerialNumber = (V >> (E - p)) & 127
+        else:
+            r.pos = p; f_X509SerialNumber = r.uint(); p = r.pos
+        p += 2
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 3
+        if x & 3: raise r.deviation('X509IssuerSerialType', p)
         if _neg: f_X509SerialNumber = -f_X509SerialNumber - 1
-        x = bits(2)
-        if x & 3: raise r.deviation('X509IssuerSerialType')
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.X509IssuerSerialType(f_X509IssuerName, f_X509SerialNumber)
 
 def _e_X509IssuerSerialType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}X509IssuerSerialType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_X509IssuerName = o.X509IssuerName
         v_X509SerialNumber = o.X509SerialNumber
         if v_X509IssuerName is not None:
             el = 'X509IssuerName'
-            bits(0, 2)
+            v <<= 2
+            n += 2
+            w.v = v; w.n = n
             w.string(v_X509IssuerName)
+            v = w.v; n = w.n
             if not (v_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
             el = 'X509SerialNumber'
             if type(v_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {v_X509SerialNumber!r}')
-            bits((v_X509SerialNumber < 0), 4)
+            v = (v << 4) | (v_X509SerialNumber < 0)
+            n += 4
             v_X509IssuerName = None
-            w.uint(-v_X509SerialNumber - 1 if v_X509SerialNumber < 0 else v_X509SerialNumber)
-            bits(0, 2)
+            _m = (-v_X509SerialNumber - 1 if v_X509SerialNumber < 0 else v_X509SerialNumber)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            v <<= 2
+            n += 2
             v_X509SerialNumber = None
             if v_X509IssuerName is not None or v_X509SerialNumber is not None: raise _leftover(o)
         else:
             raise EncodeError('missing content: expected one of X509IssuerName')
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_PGPDataType(r):
     # {http://www.w3.org/2000/09/xmldsig#}PGPDataType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_PGPKeyID = None
     f_PGPKeyPacket = None
@@ -4276,84 +6280,116 @@ def _d_PGPDataType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    if bits(1): raise r.deviation('PGPDataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('PGPDataType', p)
                     el = 'PGPKeyID'
+                    r.pos = p
                     f_PGPKeyID = r.binary()
-                    if bits(1): raise r.deviation('PGPDataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('PGPDataType', p)
                     s = 1
                 elif ec == 1:
-                    if bits(1): raise r.deviation('PGPDataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('PGPDataType', p)
                     el = 'PGPKeyPacket'
+                    r.pos = p
                     f_PGPKeyPacket = r.binary()
-                    if bits(1): raise r.deviation('PGPDataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('PGPDataType', p)
                     s = 2
                 else:
-                    raise r.deviation('PGPDataType')
+                    raise r.deviation('PGPDataType', p)
             if s == 1:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    if bits(1): raise r.deviation('PGPDataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('PGPDataType', p)
                     el = 'PGPKeyPacket'
+                    r.pos = p
                     f_PGPKeyPacket = r.binary()
-                    if bits(1): raise r.deviation('PGPDataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('PGPDataType', p)
                     s = 3
                 elif ec == 1:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 4
                 elif ec == 2:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('PGPDataType')
+                    raise r.deviation('PGPDataType', p)
             if s == 2:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 5
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('PGPDataType')
+                    raise r.deviation('PGPDataType', p)
             if s == 3:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 4
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('PGPDataType')
+                    raise r.deviation('PGPDataType', p)
             if s == 4:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 4
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('PGPDataType')
+                    raise r.deviation('PGPDataType', p)
             if s == 5:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 5
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('PGPDataType')
+                    raise r.deviation('PGPDataType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.PGPDataType(f_PGPKeyID, f_PGPKeyPacket)
 
 def _e_PGPDataType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}PGPDataType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_PGPKeyID = o.PGPKeyID
@@ -4363,16 +6399,24 @@ def _e_PGPDataType(w, o):
             if s == 0:
                 if v_PGPKeyID is not None:
                     el = 'PGPKeyID'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     w.binary(v_PGPKeyID)
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_PGPKeyID = None
                     s = 1
                 elif v_PGPKeyPacket is not None:
                     el = 'PGPKeyPacket'
-                    bits((1 << 1), 3)
+                    v = (v << 3) | (1 << 1)
+                    n += 3
+                    w.v = v; w.n = n
                     w.binary(v_PGPKeyPacket)
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_PGPKeyPacket = None
                     s = 2
                 else:
@@ -4380,96 +6424,138 @@ def _e_PGPDataType(w, o):
             if s == 1:
                 if v_PGPKeyPacket is not None:
                     el = 'PGPKeyPacket'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     w.binary(v_PGPKeyPacket)
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_PGPKeyPacket = None
                     s = 3
                 elif True:
-                    bits(2, 2)
+                    v = (v << 2) | 2
+                    n += 2
                     if v_PGPKeyID is not None or v_PGPKeyPacket is not None: raise _leftover(o)
                     s = -1
             if s == 2:
                 if True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_PGPKeyID is not None or v_PGPKeyPacket is not None: raise _leftover(o)
                     s = -1
             if s == 3:
                 if True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_PGPKeyID is not None or v_PGPKeyPacket is not None: raise _leftover(o)
                     s = -1
             if s == 4:
                 if True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_PGPKeyID is not None or v_PGPKeyPacket is not None: raise _leftover(o)
                     s = -1
             if s == 5:
                 if True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_PGPKeyID is not None or v_PGPKeyPacket is not None: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_SPKIDataType(r):
     # {http://www.w3.org/2000/09/xmldsig#}SPKIDataType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_SPKISexp = []
     try:
         s = 0
         while s >= 0:
             if s == 0:
-                x = bits(2)
-                if x & 3: raise r.deviation('SPKIDataType')
+                p += 2
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('SPKIDataType', p)
                 el = 'SPKISexp'
+                r.pos = p
                 _v = r.binary()
-                if bits(1): raise r.deviation('SPKIDataType')
+                p = r.pos
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
                 f_SPKISexp.append(_v)
                 s = 1
             if s == 1:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    if bits(1): raise r.deviation('SPKIDataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
                     el = 'SPKISexp'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('SPKIDataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
                     f_SPKISexp.append(_v)
                     s = 3
                 elif ec == 1:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 2
                 elif ec == 2:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('SPKIDataType')
+                    raise r.deviation('SPKIDataType', p)
             if s == 2:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    if bits(1): raise r.deviation('SPKIDataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
                     el = 'SPKISexp'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('SPKIDataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
                     f_SPKISexp.append(_v)
                     s = 3
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('SPKIDataType')
+                    raise r.deviation('SPKIDataType', p)
             if s == 3:
                 while True:
-                    ec = bits(2)
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 3
                     if ec == 0:
-                        if bits(1): raise r.deviation('SPKIDataType')
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
                         el = 'SPKISexp'
+                        r.pos = p
                         _v = r.binary()
-                        if bits(1): raise r.deviation('SPKIDataType')
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
                         f_SPKISexp.append(_v)
                     elif ec == 1:
-                        raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                        raise DecodeError('wildcard content (SEW) is not supported', p)
                         s = 4
                         break
                     elif ec == 2:
@@ -4477,28 +6563,38 @@ def _d_SPKIDataType(r):
                         s = -1
                         break
                     else:
-                        raise r.deviation('SPKIDataType')
+                        raise r.deviation('SPKIDataType', p)
             if s == 4:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    if bits(1): raise r.deviation('SPKIDataType')
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
                     el = 'SPKISexp'
+                    r.pos = p
                     _v = r.binary()
-                    if bits(1): raise r.deviation('SPKIDataType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
                     f_SPKISexp.append(_v)
                     s = 3
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('SPKIDataType')
+                    raise r.deviation('SPKIDataType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.SPKIDataType(f_SPKISexp)
 
 def _e_SPKIDataType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}SPKIDataType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_SPKISexp = o.SPKISexp
@@ -4509,9 +6605,13 @@ def _e_SPKIDataType(w, o):
             if s == 0:
                 if i_SPKISexp < n_SPKISexp:
                     el = 'SPKISexp'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     w.binary(v_SPKISexp[i_SPKISexp])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_SPKISexp += 1
                     s = 1
                 else:
@@ -4519,58 +6619,81 @@ def _e_SPKIDataType(w, o):
             if s == 1:
                 if i_SPKISexp < n_SPKISexp:
                     el = 'SPKISexp'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     w.binary(v_SPKISexp[i_SPKISexp])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_SPKISexp += 1
                     s = 3
                 elif True:
-                    bits(2, 2)
+                    v = (v << 2) | 2
+                    n += 2
                     if i_SPKISexp < n_SPKISexp: raise _leftover(o)
                     s = -1
             if s == 2:
                 if i_SPKISexp < n_SPKISexp:
                     el = 'SPKISexp'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     w.binary(v_SPKISexp[i_SPKISexp])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_SPKISexp += 1
                     s = 3
                 elif True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if i_SPKISexp < n_SPKISexp: raise _leftover(o)
                     s = -1
             if s == 3:
                 while True:
                     if i_SPKISexp < n_SPKISexp:
                         el = 'SPKISexp'
-                        bits(0, 3)
+                        v <<= 3
+                        n += 3
+                        w.v = v; w.n = n
                         w.binary(v_SPKISexp[i_SPKISexp])
-                        bits(0, 1)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
                         i_SPKISexp += 1
                     elif True:
-                        bits(2, 2)
+                        v = (v << 2) | 2
+                        n += 2
                         if i_SPKISexp < n_SPKISexp: raise _leftover(o)
                         s = -1
                         break
             if s == 4:
                 if i_SPKISexp < n_SPKISexp:
                     el = 'SPKISexp'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     w.binary(v_SPKISexp[i_SPKISexp])
-                    bits(0, 1)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     i_SPKISexp += 1
                     s = 3
                 elif True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if i_SPKISexp < n_SPKISexp: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_ManifestType(r):
     # {http://www.w3.org/2000/09/xmldsig#}ManifestType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Id = None
     f_Reference = []
@@ -4578,54 +6701,74 @@ def _d_ManifestType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@Id'
+                    r.pos = p
                     f_Id = r.string(8)
-                    if bits(1): raise r.deviation('ManifestType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('ManifestType', p)
                     el = 'Reference'
+                    r.pos = p
                     _v = _d_ReferenceType(r)
+                    p = r.pos
                     f_Reference.append(_v)
                     s = 2
                 elif ec == 1:
                     el = 'Reference'
+                    r.pos = p
                     _v = _d_ReferenceType(r)
+                    p = r.pos
                     f_Reference.append(_v)
                     s = 2
                 else:
-                    raise r.deviation('ManifestType')
+                    raise r.deviation('ManifestType', p)
             if s == 2:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'Reference'
+                    r.pos = p
                     _v = _d_ReferenceType(r)
+                    p = r.pos
                     f_Reference.append(_v)
                     s = 3
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('ManifestType')
+                    raise r.deviation('ManifestType', p)
             if s == 3:
                 while True:
-                    ec = bits(2)
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'Reference'
+                        r.pos = p
                         _v = _d_ReferenceType(r)
+                        p = r.pos
                         f_Reference.append(_v)
                     elif ec == 1:
                         pass
                         s = -1
                         break
                     else:
-                        raise r.deviation('ManifestType')
+                        raise r.deviation('ManifestType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.ManifestType(f_Id, f_Reference)
 
 def _e_ManifestType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}ManifestType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Id = o.Id
@@ -4637,19 +6780,28 @@ def _e_ManifestType(w, o):
             if s == 0:
                 if v_Id is not None:
                     el = '@Id'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     w.string(v_Id)
+                    v = w.v; n = w.n
                     if not (i_Reference < n_Reference): raise EncodeError('missing content: Reference')
                     el = 'Reference'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
                     v_Id = None
+                    w.v = v; w.n = n
                     _e_ReferenceType(w, v_Reference[i_Reference])
+                    v = w.v; n = w.n
                     i_Reference += 1
                     s = 2
                 elif i_Reference < n_Reference:
                     el = 'Reference'
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
+                    w.v = v; w.n = n
                     _e_ReferenceType(w, v_Reference[i_Reference])
+                    v = w.v; n = w.n
                     i_Reference += 1
                     s = 2
                 else:
@@ -4657,32 +6809,43 @@ def _e_ManifestType(w, o):
             if s == 2:
                 if i_Reference < n_Reference:
                     el = 'Reference'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_ReferenceType(w, v_Reference[i_Reference])
+                    v = w.v; n = w.n
                     i_Reference += 1
                     s = 3
                 elif True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_Id is not None or i_Reference < n_Reference: raise _leftover(o)
                     s = -1
             if s == 3:
                 while True:
                     if i_Reference < n_Reference:
                         el = 'Reference'
-                        bits(0, 2)
+                        v <<= 2
+                        n += 2
+                        w.v = v; w.n = n
                         _e_ReferenceType(w, v_Reference[i_Reference])
+                        v = w.v; n = w.n
                         i_Reference += 1
                     elif True:
-                        bits(1, 2)
+                        v = (v << 2) | 1
+                        n += 2
                         if v_Id is not None or i_Reference < n_Reference: raise _leftover(o)
                         s = -1
                         break
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_ReferenceType(r):
     # {http://www.w3.org/2000/09/xmldsig#}ReferenceType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Id = None
     f_Type = None
@@ -4694,97 +6857,145 @@ def _d_ReferenceType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = '@Id'
+                    r.pos = p
                     f_Id = r.string(8)
+                    p = r.pos
                     s = 1
                 elif ec == 1:
                     el = '@Type'
+                    r.pos = p
                     f_Type = r.string(14)
+                    p = r.pos
                     s = 2
                 elif ec == 2:
                     el = '@URI'
+                    r.pos = p
                     f_URI = r.string(15)
+                    p = r.pos
                     s = 3
                 elif ec == 3:
                     el = 'Transforms'
+                    r.pos = p
                     f_Transforms = _d_TransformsType(r)
+                    p = r.pos
                     s = 4
                 elif ec == 4:
                     el = 'DigestMethod'
+                    r.pos = p
                     f_DigestMethod = _d_DigestMethodType(r, 27)
+                    p = r.pos
                     s = 5
                 else:
-                    raise r.deviation('ReferenceType')
+                    raise r.deviation('ReferenceType', p)
             if s == 1:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = '@Type'
+                    r.pos = p
                     f_Type = r.string(14)
+                    p = r.pos
                     s = 2
                 elif ec == 1:
                     el = '@URI'
+                    r.pos = p
                     f_URI = r.string(15)
+                    p = r.pos
                     s = 3
                 elif ec == 2:
                     el = 'Transforms'
+                    r.pos = p
                     f_Transforms = _d_TransformsType(r)
+                    p = r.pos
                     s = 4
                 elif ec == 3:
                     el = 'DigestMethod'
+                    r.pos = p
                     f_DigestMethod = _d_DigestMethodType(r, 27)
+                    p = r.pos
                     s = 5
                 else:
-                    raise r.deviation('ReferenceType')
+                    raise r.deviation('ReferenceType', p)
             if s == 2:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@URI'
+                    r.pos = p
                     f_URI = r.string(15)
+                    p = r.pos
                     s = 3
                 elif ec == 1:
                     el = 'Transforms'
+                    r.pos = p
                     f_Transforms = _d_TransformsType(r)
+                    p = r.pos
                     s = 4
                 elif ec == 2:
                     el = 'DigestMethod'
+                    r.pos = p
                     f_DigestMethod = _d_DigestMethodType(r, 27)
+                    p = r.pos
                     s = 5
                 else:
-                    raise r.deviation('ReferenceType')
+                    raise r.deviation('ReferenceType', p)
             if s == 3:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'Transforms'
+                    r.pos = p
                     f_Transforms = _d_TransformsType(r)
+                    p = r.pos
                     s = 4
                 elif ec == 1:
                     el = 'DigestMethod'
+                    r.pos = p
                     f_DigestMethod = _d_DigestMethodType(r, 27)
+                    p = r.pos
                     s = 5
                 else:
-                    raise r.deviation('ReferenceType')
+                    raise r.deviation('ReferenceType', p)
             if s == 4:
-                if bits(1): raise r.deviation('ReferenceType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('ReferenceType', p)
                 el = 'DigestMethod'
+                r.pos = p
                 f_DigestMethod = _d_DigestMethodType(r, 27)
+                p = r.pos
                 s = 5
             if s == 5:
-                x = bits(2)
-                if x & 3: raise r.deviation('ReferenceType')
+                p += 2
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('ReferenceType', p)
                 el = 'DigestValue'
+                r.pos = p
                 f_DigestValue = r.binary()
-                x = bits(2)
-                if x & 3: raise r.deviation('ReferenceType')
+                p = r.pos
+                p += 2
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('ReferenceType', p)
                 s = -1
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.ReferenceType(f_Id, f_Type, f_URI, f_Transforms, f_DigestMethod, f_DigestValue)
 
 def _e_ReferenceType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}ReferenceType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Id = o.Id
@@ -4798,32 +7009,47 @@ def _e_ReferenceType(w, o):
             if s == 0:
                 if v_Id is not None:
                     el = '@Id'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     w.string(v_Id)
+                    v = w.v; n = w.n
                     v_Id = None
                     s = 1
                 elif v_Type is not None:
                     el = '@Type'
-                    bits(1, 3)
+                    v = (v << 3) | 1
+                    n += 3
+                    w.v = v; w.n = n
                     w.string(v_Type)
+                    v = w.v; n = w.n
                     v_Type = None
                     s = 2
                 elif v_URI is not None:
                     el = '@URI'
-                    bits(2, 3)
+                    v = (v << 3) | 2
+                    n += 3
+                    w.v = v; w.n = n
                     w.string(v_URI)
+                    v = w.v; n = w.n
                     v_URI = None
                     s = 3
                 elif v_Transforms is not None:
                     el = 'Transforms'
-                    bits(3, 3)
+                    v = (v << 3) | 3
+                    n += 3
+                    w.v = v; w.n = n
                     _e_TransformsType(w, v_Transforms)
+                    v = w.v; n = w.n
                     v_Transforms = None
                     s = 4
                 elif v_DigestMethod is not None:
                     el = 'DigestMethod'
-                    bits(4, 3)
+                    v = (v << 3) | 4
+                    n += 3
+                    w.v = v; w.n = n
                     _e_DigestMethodType(w, v_DigestMethod)
+                    v = w.v; n = w.n
                     v_DigestMethod = None
                     s = 5
                 else:
@@ -4831,26 +7057,38 @@ def _e_ReferenceType(w, o):
             if s == 1:
                 if v_Type is not None:
                     el = '@Type'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     w.string(v_Type)
+                    v = w.v; n = w.n
                     v_Type = None
                     s = 2
                 elif v_URI is not None:
                     el = '@URI'
-                    bits(1, 3)
+                    v = (v << 3) | 1
+                    n += 3
+                    w.v = v; w.n = n
                     w.string(v_URI)
+                    v = w.v; n = w.n
                     v_URI = None
                     s = 3
                 elif v_Transforms is not None:
                     el = 'Transforms'
-                    bits(2, 3)
+                    v = (v << 3) | 2
+                    n += 3
+                    w.v = v; w.n = n
                     _e_TransformsType(w, v_Transforms)
+                    v = w.v; n = w.n
                     v_Transforms = None
                     s = 4
                 elif v_DigestMethod is not None:
                     el = 'DigestMethod'
-                    bits(3, 3)
+                    v = (v << 3) | 3
+                    n += 3
+                    w.v = v; w.n = n
                     _e_DigestMethodType(w, v_DigestMethod)
+                    v = w.v; n = w.n
                     v_DigestMethod = None
                     s = 5
                 else:
@@ -4858,20 +7096,29 @@ def _e_ReferenceType(w, o):
             if s == 2:
                 if v_URI is not None:
                     el = '@URI'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     w.string(v_URI)
+                    v = w.v; n = w.n
                     v_URI = None
                     s = 3
                 elif v_Transforms is not None:
                     el = 'Transforms'
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
+                    w.v = v; w.n = n
                     _e_TransformsType(w, v_Transforms)
+                    v = w.v; n = w.n
                     v_Transforms = None
                     s = 4
                 elif v_DigestMethod is not None:
                     el = 'DigestMethod'
-                    bits(2, 2)
+                    v = (v << 2) | 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_DigestMethodType(w, v_DigestMethod)
+                    v = w.v; n = w.n
                     v_DigestMethod = None
                     s = 5
                 else:
@@ -4879,14 +7126,20 @@ def _e_ReferenceType(w, o):
             if s == 3:
                 if v_Transforms is not None:
                     el = 'Transforms'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_TransformsType(w, v_Transforms)
+                    v = w.v; n = w.n
                     v_Transforms = None
                     s = 4
                 elif v_DigestMethod is not None:
                     el = 'DigestMethod'
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
+                    w.v = v; w.n = n
                     _e_DigestMethodType(w, v_DigestMethod)
+                    v = w.v; n = w.n
                     v_DigestMethod = None
                     s = 5
                 else:
@@ -4894,8 +7147,11 @@ def _e_ReferenceType(w, o):
             if s == 4:
                 if v_DigestMethod is not None:
                     el = 'DigestMethod'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
+                    w.v = v; w.n = n
                     _e_DigestMethodType(w, v_DigestMethod)
+                    v = w.v; n = w.n
                     v_DigestMethod = None
                     s = 5
                 else:
@@ -4903,20 +7159,27 @@ def _e_ReferenceType(w, o):
             if s == 5:
                 if v_DigestValue is not None:
                     el = 'DigestValue'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     w.binary(v_DigestValue)
-                    bits(0, 2)
+                    v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
                     v_DigestValue = None
                     if v_Id is not None or v_Type is not None or v_URI is not None or v_Transforms is not None or v_DigestMethod is not None or v_DigestValue is not None: raise _leftover(o)
                     s = -1
                 else:
                     raise EncodeError('missing content: expected one of DigestValue')
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_ObjectType(r, key):
     # {http://www.w3.org/2000/09/xmldsig#}ObjectType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Encoding = None
     f_Id = None
@@ -4925,114 +7188,152 @@ def _d_ObjectType(r, key):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = '@Encoding'
+                    r.pos = p
                     f_Encoding = r.string(29)
+                    p = r.pos
                     s = 1
                 elif ec == 1:
                     el = '@Id'
+                    r.pos = p
                     f_Id = r.string(8)
+                    p = r.pos
                     s = 2
                 elif ec == 2:
                     el = '@MimeType'
+                    r.pos = p
                     f_MimeType = r.string(30)
+                    p = r.pos
                     s = 3
                 elif ec == 3:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 5
                 elif ec == 4:
                     pass
                     s = -1
                 elif ec == 5:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 4
                 else:
-                    raise r.deviation('ObjectType')
+                    raise r.deviation('ObjectType', p)
             if s == 1:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = '@Id'
+                    r.pos = p
                     f_Id = r.string(8)
+                    p = r.pos
                     s = 2
                 elif ec == 1:
                     el = '@MimeType'
+                    r.pos = p
                     f_MimeType = r.string(30)
+                    p = r.pos
                     s = 3
                 elif ec == 2:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 5
                 elif ec == 3:
                     pass
                     s = -1
                 elif ec == 4:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 4
                 else:
-                    raise r.deviation('ObjectType')
+                    raise r.deviation('ObjectType', p)
             if s == 2:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = '@MimeType'
+                    r.pos = p
                     f_MimeType = r.string(30)
+                    p = r.pos
                     s = 3
                 elif ec == 1:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 5
                 elif ec == 2:
                     pass
                     s = -1
                 elif ec == 3:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 4
                 else:
-                    raise r.deviation('ObjectType')
+                    raise r.deviation('ObjectType', p)
             if s == 3:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 5
                 elif ec == 1:
                     pass
                     s = -1
                 elif ec == 2:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 4
                 else:
-                    raise r.deviation('ObjectType')
+                    raise r.deviation('ObjectType', p)
             if s == 4:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 5
                 elif ec == 1:
                     pass
                     s = -1
                 elif ec == 2:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 4
                 else:
-                    raise r.deviation('ObjectType')
+                    raise r.deviation('ObjectType', p)
             if s == 5:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 5
                 elif ec == 1:
                     pass
                     s = -1
                 elif ec == 2:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 5
                 else:
-                    raise r.deviation('ObjectType')
+                    raise r.deviation('ObjectType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.ObjectType(f_Encoding, f_Id, f_MimeType)
 
 def _e_ObjectType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}ObjectType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Encoding = o.Encoding
@@ -5043,75 +7344,102 @@ def _e_ObjectType(w, o):
             if s == 0:
                 if v_Encoding is not None:
                     el = '@Encoding'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     w.string(v_Encoding)
+                    v = w.v; n = w.n
                     v_Encoding = None
                     s = 1
                 elif v_Id is not None:
                     el = '@Id'
-                    bits(1, 3)
+                    v = (v << 3) | 1
+                    n += 3
+                    w.v = v; w.n = n
                     w.string(v_Id)
+                    v = w.v; n = w.n
                     v_Id = None
                     s = 2
                 elif v_MimeType is not None:
                     el = '@MimeType'
-                    bits(2, 3)
+                    v = (v << 3) | 2
+                    n += 3
+                    w.v = v; w.n = n
                     w.string(v_MimeType)
+                    v = w.v; n = w.n
                     v_MimeType = None
                     s = 3
                 elif True:
-                    bits(4, 3)
+                    v = (v << 3) | 4
+                    n += 3
                     if v_Encoding is not None or v_Id is not None or v_MimeType is not None: raise _leftover(o)
                     s = -1
             if s == 1:
                 if v_Id is not None:
                     el = '@Id'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     w.string(v_Id)
+                    v = w.v; n = w.n
                     v_Id = None
                     s = 2
                 elif v_MimeType is not None:
                     el = '@MimeType'
-                    bits(1, 3)
+                    v = (v << 3) | 1
+                    n += 3
+                    w.v = v; w.n = n
                     w.string(v_MimeType)
+                    v = w.v; n = w.n
                     v_MimeType = None
                     s = 3
                 elif True:
-                    bits(3, 3)
+                    v = (v << 3) | 3
+                    n += 3
                     if v_Encoding is not None or v_Id is not None or v_MimeType is not None: raise _leftover(o)
                     s = -1
             if s == 2:
                 if v_MimeType is not None:
                     el = '@MimeType'
-                    bits(0, 3)
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
                     w.string(v_MimeType)
+                    v = w.v; n = w.n
                     v_MimeType = None
                     s = 3
                 elif True:
-                    bits(2, 3)
+                    v = (v << 3) | 2
+                    n += 3
                     if v_Encoding is not None or v_Id is not None or v_MimeType is not None: raise _leftover(o)
                     s = -1
             if s == 3:
                 if True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_Encoding is not None or v_Id is not None or v_MimeType is not None: raise _leftover(o)
                     s = -1
             if s == 4:
                 if True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_Encoding is not None or v_Id is not None or v_MimeType is not None: raise _leftover(o)
                     s = -1
             if s == 5:
                 if True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_Encoding is not None or v_Id is not None or v_MimeType is not None: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_SignatureType(r):
     # {http://www.w3.org/2000/09/xmldsig#}SignatureType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Id = None
     f_SignedInfo = None
@@ -5122,73 +7450,103 @@ def _d_SignatureType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@Id'
+                    r.pos = p
                     f_Id = r.string(8)
-                    if bits(1): raise r.deviation('SignatureType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('SignatureType', p)
                     el = 'SignedInfo'
+                    r.pos = p
                     f_SignedInfo = _d_SignedInfoType(r)
+                    p = r.pos
                     s = 2
                 elif ec == 1:
                     el = 'SignedInfo'
+                    r.pos = p
                     f_SignedInfo = _d_SignedInfoType(r)
+                    p = r.pos
                     s = 2
                 else:
-                    raise r.deviation('SignatureType')
+                    raise r.deviation('SignatureType', p)
             if s == 2:
-                if bits(1): raise r.deviation('SignatureType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('SignatureType', p)
                 el = 'SignatureValue'
+                r.pos = p
                 f_SignatureValue = _d_SignatureValueType(r)
+                p = r.pos
                 s = 3
             if s == 3:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'KeyInfo'
+                    r.pos = p
                     f_KeyInfo = _d_KeyInfoType(r, 31)
+                    p = r.pos
                     s = 4
                 elif ec == 1:
                     el = 'Object'
+                    r.pos = p
                     _v = _d_ObjectType(r, 32)
+                    p = r.pos
                     f_Object.append(_v)
                     s = 5
                 elif ec == 2:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('SignatureType')
+                    raise r.deviation('SignatureType', p)
             if s == 4:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'Object'
+                    r.pos = p
                     _v = _d_ObjectType(r, 32)
+                    p = r.pos
                     f_Object.append(_v)
                     s = 5
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('SignatureType')
+                    raise r.deviation('SignatureType', p)
             if s == 5:
                 while True:
-                    ec = bits(2)
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'Object'
+                        r.pos = p
                         _v = _d_ObjectType(r, 32)
+                        p = r.pos
                         f_Object.append(_v)
                     elif ec == 1:
                         pass
                         s = -1
                         break
                     else:
-                        raise r.deviation('SignatureType')
+                        raise r.deviation('SignatureType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.SignatureType(f_Id, f_SignedInfo, f_SignatureValue, f_KeyInfo, f_Object)
 
 def _e_SignatureType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}SignatureType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Id = o.Id
@@ -5203,19 +7561,28 @@ def _e_SignatureType(w, o):
             if s == 0:
                 if v_Id is not None:
                     el = '@Id'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     w.string(v_Id)
+                    v = w.v; n = w.n
                     if not (v_SignedInfo is not None): raise EncodeError('missing content: SignedInfo')
                     el = 'SignedInfo'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
                     v_Id = None
+                    w.v = v; w.n = n
                     _e_SignedInfoType(w, v_SignedInfo)
+                    v = w.v; n = w.n
                     v_SignedInfo = None
                     s = 2
                 elif v_SignedInfo is not None:
                     el = 'SignedInfo'
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
+                    w.v = v; w.n = n
                     _e_SignedInfoType(w, v_SignedInfo)
+                    v = w.v; n = w.n
                     v_SignedInfo = None
                     s = 2
                 else:
@@ -5223,8 +7590,11 @@ def _e_SignatureType(w, o):
             if s == 2:
                 if v_SignatureValue is not None:
                     el = 'SignatureValue'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
+                    w.v = v; w.n = n
                     _e_SignatureValueType(w, v_SignatureValue)
+                    v = w.v; n = w.n
                     v_SignatureValue = None
                     s = 3
                 else:
@@ -5232,49 +7602,67 @@ def _e_SignatureType(w, o):
             if s == 3:
                 if v_KeyInfo is not None:
                     el = 'KeyInfo'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_KeyInfoType(w, v_KeyInfo)
+                    v = w.v; n = w.n
                     v_KeyInfo = None
                     s = 4
                 elif i_Object < n_Object:
                     el = 'Object'
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
+                    w.v = v; w.n = n
                     _e_ObjectType(w, v_Object[i_Object])
+                    v = w.v; n = w.n
                     i_Object += 1
                     s = 5
                 elif True:
-                    bits(2, 2)
+                    v = (v << 2) | 2
+                    n += 2
                     if v_Id is not None or v_SignedInfo is not None or v_SignatureValue is not None or v_KeyInfo is not None or i_Object < n_Object: raise _leftover(o)
                     s = -1
             if s == 4:
                 if i_Object < n_Object:
                     el = 'Object'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_ObjectType(w, v_Object[i_Object])
+                    v = w.v; n = w.n
                     i_Object += 1
                     s = 5
                 elif True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_Id is not None or v_SignedInfo is not None or v_SignatureValue is not None or v_KeyInfo is not None or i_Object < n_Object: raise _leftover(o)
                     s = -1
             if s == 5:
                 while True:
                     if i_Object < n_Object:
                         el = 'Object'
-                        bits(0, 2)
+                        v <<= 2
+                        n += 2
+                        w.v = v; w.n = n
                         _e_ObjectType(w, v_Object[i_Object])
+                        v = w.v; n = w.n
                         i_Object += 1
                     elif True:
-                        bits(1, 2)
+                        v = (v << 2) | 1
+                        n += 2
                         if v_Id is not None or v_SignedInfo is not None or v_SignatureValue is not None or v_KeyInfo is not None or i_Object < n_Object: raise _leftover(o)
                         s = -1
                         break
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_SignedInfoType(r):
     # {http://www.w3.org/2000/09/xmldsig#}SignedInfoType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Id = None
     f_CanonicalizationMethod = None
@@ -5284,61 +7672,89 @@ def _d_SignedInfoType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@Id'
+                    r.pos = p
                     f_Id = r.string(8)
-                    if bits(1): raise r.deviation('SignedInfoType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('SignedInfoType', p)
                     el = 'CanonicalizationMethod'
+                    r.pos = p
                     f_CanonicalizationMethod = _d_CanonicalizationMethodType(r, 33)
+                    p = r.pos
                     s = 2
                 elif ec == 1:
                     el = 'CanonicalizationMethod'
+                    r.pos = p
                     f_CanonicalizationMethod = _d_CanonicalizationMethodType(r, 33)
+                    p = r.pos
                     s = 2
                 else:
-                    raise r.deviation('SignedInfoType')
+                    raise r.deviation('SignedInfoType', p)
             if s == 2:
-                if bits(1): raise r.deviation('SignedInfoType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('SignedInfoType', p)
                 el = 'SignatureMethod'
+                r.pos = p
                 f_SignatureMethod = _d_SignatureMethodType(r, 34)
-                if bits(1): raise r.deviation('SignedInfoType')
+                p = r.pos
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('SignedInfoType', p)
                 el = 'Reference'
+                r.pos = p
                 _v = _d_ReferenceType(r)
+                p = r.pos
                 f_Reference.append(_v)
                 s = 4
             if s == 4:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'Reference'
+                    r.pos = p
                     _v = _d_ReferenceType(r)
+                    p = r.pos
                     f_Reference.append(_v)
                     s = 5
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('SignedInfoType')
+                    raise r.deviation('SignedInfoType', p)
             if s == 5:
                 while True:
-                    ec = bits(2)
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'Reference'
+                        r.pos = p
                         _v = _d_ReferenceType(r)
+                        p = r.pos
                         f_Reference.append(_v)
                     elif ec == 1:
                         pass
                         s = -1
                         break
                     else:
-                        raise r.deviation('SignedInfoType')
+                        raise r.deviation('SignedInfoType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.SignedInfoType(f_Id, f_CanonicalizationMethod, f_SignatureMethod, f_Reference)
 
 def _e_SignedInfoType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}SignedInfoType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Id = o.Id
@@ -5352,19 +7768,28 @@ def _e_SignedInfoType(w, o):
             if s == 0:
                 if v_Id is not None:
                     el = '@Id'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     w.string(v_Id)
+                    v = w.v; n = w.n
                     if not (v_CanonicalizationMethod is not None): raise EncodeError('missing content: CanonicalizationMethod')
                     el = 'CanonicalizationMethod'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
                     v_Id = None
+                    w.v = v; w.n = n
                     _e_CanonicalizationMethodType(w, v_CanonicalizationMethod)
+                    v = w.v; n = w.n
                     v_CanonicalizationMethod = None
                     s = 2
                 elif v_CanonicalizationMethod is not None:
                     el = 'CanonicalizationMethod'
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
+                    w.v = v; w.n = n
                     _e_CanonicalizationMethodType(w, v_CanonicalizationMethod)
+                    v = w.v; n = w.n
                     v_CanonicalizationMethod = None
                     s = 2
                 else:
@@ -5372,13 +7797,19 @@ def _e_SignedInfoType(w, o):
             if s == 2:
                 if v_SignatureMethod is not None:
                     el = 'SignatureMethod'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
+                    w.v = v; w.n = n
                     _e_SignatureMethodType(w, v_SignatureMethod)
+                    v = w.v; n = w.n
                     if not (i_Reference < n_Reference): raise EncodeError('missing content: Reference')
                     el = 'Reference'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
                     v_SignatureMethod = None
+                    w.v = v; w.n = n
                     _e_ReferenceType(w, v_Reference[i_Reference])
+                    v = w.v; n = w.n
                     i_Reference += 1
                     s = 4
                 else:
@@ -5386,32 +7817,43 @@ def _e_SignedInfoType(w, o):
             if s == 4:
                 if i_Reference < n_Reference:
                     el = 'Reference'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_ReferenceType(w, v_Reference[i_Reference])
+                    v = w.v; n = w.n
                     i_Reference += 1
                     s = 5
                 elif True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_Id is not None or v_CanonicalizationMethod is not None or v_SignatureMethod is not None or i_Reference < n_Reference: raise _leftover(o)
                     s = -1
             if s == 5:
                 while True:
                     if i_Reference < n_Reference:
                         el = 'Reference'
-                        bits(0, 2)
+                        v <<= 2
+                        n += 2
+                        w.v = v; w.n = n
                         _e_ReferenceType(w, v_Reference[i_Reference])
+                        v = w.v; n = w.n
                         i_Reference += 1
                     elif True:
-                        bits(1, 2)
+                        v = (v << 2) | 1
+                        n += 2
                         if v_Id is not None or v_CanonicalizationMethod is not None or v_SignatureMethod is not None or i_Reference < n_Reference: raise _leftover(o)
                         s = -1
                         break
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_SignatureMethodType(r, key):
     # {http://www.w3.org/2000/09/xmldsig#}SignatureMethodType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Algorithm = None
     f_HMACOutputLength = None
@@ -5419,87 +7861,125 @@ def _d_SignatureMethodType(r, key):
         s = 0
         while s >= 0:
             if s == 0:
-                if bits(1): raise r.deviation('SignatureMethodType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('SignatureMethodType', p)
                 el = '@Algorithm'
+                r.pos = p
                 f_Algorithm = r.string(0)
+                p = r.pos
                 s = 1
             if s == 1:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    x = bits(2)
-                    if x & 2: raise r.deviation('SignatureMethodType')
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 2: raise r.deviation('SignatureMethodType', p)
                     el = 'HMACOutputLength'
                     _neg = (x & 1)
-                    f_HMACOutputLength = r.uint()
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        f_HMACOutputLength = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; f_HMACOutputLength = r.uint(); p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('SignatureMethodType', p)
                     if _neg: f_HMACOutputLength = -f_HMACOutputLength - 1
-                    if bits(1): raise r.deviation('SignatureMethodType')
                     s = 3
                 elif ec == 1:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 4
                 elif ec == 2:
                     pass
                     s = -1
                 elif ec == 3:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 2
                 else:
-                    raise r.deviation('SignatureMethodType')
+                    raise r.deviation('SignatureMethodType', p)
             if s == 2:
-                ec = bits(3)
+                p += 3
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    x = bits(2)
-                    if x & 2: raise r.deviation('SignatureMethodType')
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 2: raise r.deviation('SignatureMethodType', p)
                     el = 'HMACOutputLength'
                     _neg = (x & 1)
-                    f_HMACOutputLength = r.uint()
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        f_HMACOutputLength = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; f_HMACOutputLength = r.uint(); p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('SignatureMethodType', p)
                     if _neg: f_HMACOutputLength = -f_HMACOutputLength - 1
-                    if bits(1): raise r.deviation('SignatureMethodType')
                     s = 3
                 elif ec == 1:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 4
                 elif ec == 2:
                     pass
                     s = -1
                 elif ec == 3:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 2
                 else:
-                    raise r.deviation('SignatureMethodType')
+                    raise r.deviation('SignatureMethodType', p)
             if s == 3:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 4
                 elif ec == 1:
                     pass
                     s = -1
                 elif ec == 2:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 3
                 else:
-                    raise r.deviation('SignatureMethodType')
+                    raise r.deviation('SignatureMethodType', p)
             if s == 4:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 4
                 elif ec == 1:
                     pass
                     s = -1
                 elif ec == 2:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 4
                 else:
-                    raise r.deviation('SignatureMethodType')
+                    raise r.deviation('SignatureMethodType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.SignatureMethodType(f_Algorithm, f_HMACOutputLength)
 
 def _e_SignatureMethodType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}SignatureMethodType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Algorithm = o.Algorithm
@@ -5509,8 +7989,11 @@ def _e_SignatureMethodType(w, o):
             if s == 0:
                 if v_Algorithm is not None:
                     el = '@Algorithm'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
+                    w.v = v; w.n = n
                     w.string(v_Algorithm)
+                    v = w.v; n = w.n
                     v_Algorithm = None
                     s = 1
                 else:
@@ -5519,44 +8002,59 @@ def _e_SignatureMethodType(w, o):
                 if v_HMACOutputLength is not None:
                     el = 'HMACOutputLength'
                     if type(v_HMACOutputLength) is not int: raise EncodeError(f'expected an int, got {v_HMACOutputLength!r}')
-                    bits((v_HMACOutputLength < 0), 5)
-                    w.uint(-v_HMACOutputLength - 1 if v_HMACOutputLength < 0 else v_HMACOutputLength)
-                    bits(0, 1)
+                    v = (v << 5) | (v_HMACOutputLength < 0)
+                    n += 5
+                    _m = (-v_HMACOutputLength - 1 if v_HMACOutputLength < 0 else v_HMACOutputLength)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_HMACOutputLength = None
                     s = 3
                 elif True:
-                    bits(2, 3)
+                    v = (v << 3) | 2
+                    n += 3
                     if v_Algorithm is not None or v_HMACOutputLength is not None: raise _leftover(o)
                     s = -1
             if s == 2:
                 if v_HMACOutputLength is not None:
                     el = 'HMACOutputLength'
                     if type(v_HMACOutputLength) is not int: raise EncodeError(f'expected an int, got {v_HMACOutputLength!r}')
-                    bits((v_HMACOutputLength < 0), 5)
-                    w.uint(-v_HMACOutputLength - 1 if v_HMACOutputLength < 0 else v_HMACOutputLength)
-                    bits(0, 1)
+                    v = (v << 5) | (v_HMACOutputLength < 0)
+                    n += 5
+                    _m = (-v_HMACOutputLength - 1 if v_HMACOutputLength < 0 else v_HMACOutputLength)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
                     v_HMACOutputLength = None
                     s = 3
                 elif True:
-                    bits(2, 3)
+                    v = (v << 3) | 2
+                    n += 3
                     if v_Algorithm is not None or v_HMACOutputLength is not None: raise _leftover(o)
                     s = -1
             if s == 3:
                 if True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_Algorithm is not None or v_HMACOutputLength is not None: raise _leftover(o)
                     s = -1
             if s == 4:
                 if True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_Algorithm is not None or v_HMACOutputLength is not None: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_SignatureValueType(r):
     # {http://www.w3.org/2000/09/xmldsig#}SignatureValueType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Id = None
     f_value = None
@@ -5564,28 +8062,42 @@ def _d_SignatureValueType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@Id'
+                    r.pos = p
                     f_Id = r.string(8)
-                    if bits(1): raise r.deviation('SignatureValueType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('SignatureValueType', p)
+                    r.pos = p
                     f_value = r.binary()
+                    p = r.pos
                     s = 2
                 elif ec == 1:
+                    r.pos = p
                     f_value = r.binary()
+                    p = r.pos
                     s = 2
                 else:
-                    raise r.deviation('SignatureValueType')
+                    raise r.deviation('SignatureValueType', p)
             if s == 2:
-                if bits(1): raise r.deviation('SignatureValueType')
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('SignatureValueType', p)
                 s = -1
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.SignatureValueType(f_Id, f_value)
 
 def _e_SignatureValueType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}SignatureValueType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Id = o.Id
@@ -5595,32 +8107,45 @@ def _e_SignatureValueType(w, o):
             if s == 0:
                 if v_Id is not None:
                     el = '@Id'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     w.string(v_Id)
+                    v = w.v; n = w.n
                     if not (v_value is not None): raise EncodeError('missing content: text')
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
                     v_Id = None
+                    w.v = v; w.n = n
                     w.binary(v_value)
+                    v = w.v; n = w.n
                     v_value = None
                     s = 2
                 elif v_value is not None:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
+                    w.v = v; w.n = n
                     w.binary(v_value)
+                    v = w.v; n = w.n
                     v_value = None
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, text')
             if s == 2:
                 if True:
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
                     if v_Id is not None or v_value is not None: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_SignaturePropertiesType(r):
     # {http://www.w3.org/2000/09/xmldsig#}SignaturePropertiesType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Id = None
     f_SignatureProperty = []
@@ -5628,54 +8153,74 @@ def _d_SignaturePropertiesType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@Id'
+                    r.pos = p
                     f_Id = r.string(8)
-                    if bits(1): raise r.deviation('SignaturePropertiesType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('SignaturePropertiesType', p)
                     el = 'SignatureProperty'
+                    r.pos = p
                     _v = _d_SignaturePropertyType(r, 36)
+                    p = r.pos
                     f_SignatureProperty.append(_v)
                     s = 2
                 elif ec == 1:
                     el = 'SignatureProperty'
+                    r.pos = p
                     _v = _d_SignaturePropertyType(r, 36)
+                    p = r.pos
                     f_SignatureProperty.append(_v)
                     s = 2
                 else:
-                    raise r.deviation('SignaturePropertiesType')
+                    raise r.deviation('SignaturePropertiesType', p)
             if s == 2:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'SignatureProperty'
+                    r.pos = p
                     _v = _d_SignaturePropertyType(r, 36)
+                    p = r.pos
                     f_SignatureProperty.append(_v)
                     s = 3
                 elif ec == 1:
                     pass
                     s = -1
                 else:
-                    raise r.deviation('SignaturePropertiesType')
+                    raise r.deviation('SignaturePropertiesType', p)
             if s == 3:
                 while True:
-                    ec = bits(2)
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'SignatureProperty'
+                        r.pos = p
                         _v = _d_SignaturePropertyType(r, 36)
+                        p = r.pos
                         f_SignatureProperty.append(_v)
                     elif ec == 1:
                         pass
                         s = -1
                         break
                     else:
-                        raise r.deviation('SignaturePropertiesType')
+                        raise r.deviation('SignaturePropertiesType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.SignaturePropertiesType(f_Id, f_SignatureProperty)
 
 def _e_SignaturePropertiesType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}SignaturePropertiesType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Id = o.Id
@@ -5687,19 +8232,28 @@ def _e_SignaturePropertiesType(w, o):
             if s == 0:
                 if v_Id is not None:
                     el = '@Id'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     w.string(v_Id)
+                    v = w.v; n = w.n
                     if not (i_SignatureProperty < n_SignatureProperty): raise EncodeError('missing content: SignatureProperty')
                     el = 'SignatureProperty'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
                     v_Id = None
+                    w.v = v; w.n = n
                     _e_SignaturePropertyType(w, v_SignatureProperty[i_SignatureProperty])
+                    v = w.v; n = w.n
                     i_SignatureProperty += 1
                     s = 2
                 elif i_SignatureProperty < n_SignatureProperty:
                     el = 'SignatureProperty'
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
+                    w.v = v; w.n = n
                     _e_SignaturePropertyType(w, v_SignatureProperty[i_SignatureProperty])
+                    v = w.v; n = w.n
                     i_SignatureProperty += 1
                     s = 2
                 else:
@@ -5707,32 +8261,43 @@ def _e_SignaturePropertiesType(w, o):
             if s == 2:
                 if i_SignatureProperty < n_SignatureProperty:
                     el = 'SignatureProperty'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     _e_SignaturePropertyType(w, v_SignatureProperty[i_SignatureProperty])
+                    v = w.v; n = w.n
                     i_SignatureProperty += 1
                     s = 3
                 elif True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_Id is not None or i_SignatureProperty < n_SignatureProperty: raise _leftover(o)
                     s = -1
             if s == 3:
                 while True:
                     if i_SignatureProperty < n_SignatureProperty:
                         el = 'SignatureProperty'
-                        bits(0, 2)
+                        v <<= 2
+                        n += 2
+                        w.v = v; w.n = n
                         _e_SignaturePropertyType(w, v_SignatureProperty[i_SignatureProperty])
+                        v = w.v; n = w.n
                         i_SignatureProperty += 1
                     elif True:
-                        bits(1, 2)
+                        v = (v << 2) | 1
+                        n += 2
                         if v_Id is not None or i_SignatureProperty < n_SignatureProperty: raise _leftover(o)
                         s = -1
                         break
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _d_SignaturePropertyType(r, key):
     # {http://www.w3.org/2000/09/xmldsig#}SignaturePropertyType
-    bits = r.bits
+    V = r.v
+    E = r.end
+    p = r.pos
     el = ''
     f_Id = None
     f_Target = None
@@ -5740,73 +8305,101 @@ def _d_SignaturePropertyType(r, key):
         s = 0
         while s >= 0:
             if s == 0:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@Id'
+                    r.pos = p
                     f_Id = r.string(8)
-                    if bits(1): raise r.deviation('SignaturePropertyType')
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('SignaturePropertyType', p)
                     el = '@Target'
+                    r.pos = p
                     f_Target = r.string(37)
+                    p = r.pos
                     s = 2
                 elif ec == 1:
                     el = '@Target'
+                    r.pos = p
                     f_Target = r.string(37)
+                    p = r.pos
                     s = 2
                 else:
-                    raise r.deviation('SignaturePropertyType')
+                    raise r.deviation('SignaturePropertyType', p)
             if s == 2:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 4
                 elif ec == 1:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 3
                 else:
-                    raise r.deviation('SignaturePropertyType')
+                    raise r.deviation('SignaturePropertyType', p)
             if s == 3:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 4
                 elif ec == 1:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 3
                 else:
-                    raise r.deviation('SignaturePropertyType')
+                    raise r.deviation('SignaturePropertyType', p)
             if s == 4:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 5
                 elif ec == 1:
                     pass
                     s = -1
                 elif ec == 2:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 4
                 else:
-                    raise r.deviation('SignaturePropertyType')
+                    raise r.deviation('SignaturePropertyType', p)
             if s == 5:
-                ec = bits(2)
+                p += 2
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', r.pos)
+                    raise DecodeError('wildcard content (SEW) is not supported', p)
                     s = 5
                 elif ec == 1:
                     pass
                     s = -1
                 elif ec == 2:
+                    r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
+                    p = r.pos
                     s = 5
                 else:
-                    raise r.deviation('SignaturePropertyType')
+                    raise r.deviation('SignaturePropertyType', p)
+        r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
     return xmldsig.SignaturePropertyType(f_Id, f_Target)
 
 def _e_SignaturePropertyType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}SignaturePropertyType
-    bits = w.bits
+    v = w.v
+    n = w.n
     el = ''
     try:
         v_Id = o.Id
@@ -5816,19 +8409,28 @@ def _e_SignaturePropertyType(w, o):
             if s == 0:
                 if v_Id is not None:
                     el = '@Id'
-                    bits(0, 2)
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
                     w.string(v_Id)
+                    v = w.v; n = w.n
                     if not (v_Target is not None): raise EncodeError('missing content: Target')
                     el = '@Target'
-                    bits(0, 1)
+                    v <<= 1
+                    n += 1
                     v_Id = None
+                    w.v = v; w.n = n
                     w.string(v_Target)
+                    v = w.v; n = w.n
                     v_Target = None
                     s = 2
                 elif v_Target is not None:
                     el = '@Target'
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
+                    w.v = v; w.n = n
                     w.string(v_Target)
+                    v = w.v; n = w.n
                     v_Target = None
                     s = 2
                 else:
@@ -5841,199 +8443,232 @@ def _e_SignaturePropertyType(w, o):
                     raise EncodeError('missing content: expected one of nothing')
             if s == 4:
                 if True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_Id is not None or v_Target is not None: raise _leftover(o)
                     s = -1
             if s == 5:
                 if True:
-                    bits(1, 2)
+                    v = (v << 2) | 1
+                    n += 2
                     if v_Id is not None or v_Target is not None: raise _leftover(o)
                     s = -1
+        w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
 
 def _de0(r):  # CanonicalizationMethod
-    bits = r.bits
     return _d_CanonicalizationMethodType(r, 33)
 
-def _ee0(w, v):  # CanonicalizationMethod
-    _e_CanonicalizationMethodType(w, v)
+def _ee0(w, o):  # CanonicalizationMethod
+    _e_CanonicalizationMethodType(w, o)
 
 def _de1(r):  # DSAKeyValue
-    bits = r.bits
     return _d_DSAKeyValueType(r)
 
-def _ee1(w, v):  # DSAKeyValue
-    _e_DSAKeyValueType(w, v)
+def _ee1(w, o):  # DSAKeyValue
+    _e_DSAKeyValueType(w, o)
 
 def _de2(r):  # DigestMethod
-    bits = r.bits
     return _d_DigestMethodType(r, 27)
 
-def _ee2(w, v):  # DigestMethod
-    _e_DigestMethodType(w, v)
+def _ee2(w, o):  # DigestMethod
+    _e_DigestMethodType(w, o)
 
 def _de3(r):  # DigestValue
-    bits = r.bits
-    if bits(1): raise r.deviation('DigestValue')
-    v = r.binary()
-    if bits(1): raise r.deviation('DigestValue')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('DigestValue', p)
+    r.pos = p
+    val = r.binary()
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('DigestValue', p)
+    r.pos = p
+    return val
 
-def _ee3(w, v):  # DigestValue
-    bits(0, 1)
-    w.binary(v)
-    bits(0, 1)
+def _ee3(w, o):  # DigestValue
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    w.binary(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de4(r):  # KeyInfo
-    bits = r.bits
     return _d_KeyInfoType(r, 31)
 
-def _ee4(w, v):  # KeyInfo
-    _e_KeyInfoType(w, v)
+def _ee4(w, o):  # KeyInfo
+    _e_KeyInfoType(w, o)
 
 def _de5(r):  # KeyName
-    bits = r.bits
-    if bits(1): raise r.deviation('KeyName')
-    v = r.string(9)
-    if bits(1): raise r.deviation('KeyName')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
+    r.pos = p
+    val = r.string(9)
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
+    r.pos = p
+    return val
 
-def _ee5(w, v):  # KeyName
-    bits(0, 1)
-    w.string(v)
-    bits(0, 1)
+def _ee5(w, o):  # KeyName
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    w.string(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de6(r):  # KeyValue
-    bits = r.bits
     return _d_KeyValueType(r, 10)
 
-def _ee6(w, v):  # KeyValue
-    _e_KeyValueType(w, v)
+def _ee6(w, o):  # KeyValue
+    _e_KeyValueType(w, o)
 
 def _de7(r):  # Manifest
-    bits = r.bits
     return _d_ManifestType(r)
 
-def _ee7(w, v):  # Manifest
-    _e_ManifestType(w, v)
+def _ee7(w, o):  # Manifest
+    _e_ManifestType(w, o)
 
 def _de8(r):  # MgmtData
-    bits = r.bits
-    if bits(1): raise r.deviation('MgmtData')
-    v = r.string(11)
-    if bits(1): raise r.deviation('MgmtData')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
+    r.pos = p
+    val = r.string(11)
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
+    r.pos = p
+    return val
 
-def _ee8(w, v):  # MgmtData
-    bits(0, 1)
-    w.string(v)
-    bits(0, 1)
+def _ee8(w, o):  # MgmtData
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    w.string(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de9(r):  # Object
-    bits = r.bits
     return _d_ObjectType(r, 32)
 
-def _ee9(w, v):  # Object
-    _e_ObjectType(w, v)
+def _ee9(w, o):  # Object
+    _e_ObjectType(w, o)
 
 def _de10(r):  # PGPData
-    bits = r.bits
     return _d_PGPDataType(r)
 
-def _ee10(w, v):  # PGPData
-    _e_PGPDataType(w, v)
+def _ee10(w, o):  # PGPData
+    _e_PGPDataType(w, o)
 
 def _de11(r):  # RSAKeyValue
-    bits = r.bits
     return _d_RSAKeyValueType(r)
 
-def _ee11(w, v):  # RSAKeyValue
-    _e_RSAKeyValueType(w, v)
+def _ee11(w, o):  # RSAKeyValue
+    _e_RSAKeyValueType(w, o)
 
 def _de12(r):  # Reference
-    bits = r.bits
     return _d_ReferenceType(r)
 
-def _ee12(w, v):  # Reference
-    _e_ReferenceType(w, v)
+def _ee12(w, o):  # Reference
+    _e_ReferenceType(w, o)
 
 def _de13(r):  # RetrievalMethod
-    bits = r.bits
     return _d_RetrievalMethodType(r)
 
-def _ee13(w, v):  # RetrievalMethod
-    _e_RetrievalMethodType(w, v)
+def _ee13(w, o):  # RetrievalMethod
+    _e_RetrievalMethodType(w, o)
 
 def _de14(r):  # SPKIData
-    bits = r.bits
     return _d_SPKIDataType(r)
 
-def _ee14(w, v):  # SPKIData
-    _e_SPKIDataType(w, v)
+def _ee14(w, o):  # SPKIData
+    _e_SPKIDataType(w, o)
 
 def _de15(r):  # Signature
-    bits = r.bits
     return _d_SignatureType(r)
 
-def _ee15(w, v):  # Signature
-    _e_SignatureType(w, v)
+def _ee15(w, o):  # Signature
+    _e_SignatureType(w, o)
 
 def _de16(r):  # SignatureMethod
-    bits = r.bits
     return _d_SignatureMethodType(r, 34)
 
-def _ee16(w, v):  # SignatureMethod
-    _e_SignatureMethodType(w, v)
+def _ee16(w, o):  # SignatureMethod
+    _e_SignatureMethodType(w, o)
 
 def _de17(r):  # SignatureProperties
-    bits = r.bits
     return _d_SignaturePropertiesType(r)
 
-def _ee17(w, v):  # SignatureProperties
-    _e_SignaturePropertiesType(w, v)
+def _ee17(w, o):  # SignatureProperties
+    _e_SignaturePropertiesType(w, o)
 
 def _de18(r):  # SignatureProperty
-    bits = r.bits
     return _d_SignaturePropertyType(r, 36)
 
-def _ee18(w, v):  # SignatureProperty
-    _e_SignaturePropertyType(w, v)
+def _ee18(w, o):  # SignatureProperty
+    _e_SignaturePropertyType(w, o)
 
 def _de19(r):  # SignatureValue
-    bits = r.bits
     return _d_SignatureValueType(r)
 
-def _ee19(w, v):  # SignatureValue
-    _e_SignatureValueType(w, v)
+def _ee19(w, o):  # SignatureValue
+    _e_SignatureValueType(w, o)
 
 def _de20(r):  # SignedInfo
-    bits = r.bits
     return _d_SignedInfoType(r)
 
-def _ee20(w, v):  # SignedInfo
-    _e_SignedInfoType(w, v)
+def _ee20(w, o):  # SignedInfo
+    _e_SignedInfoType(w, o)
 
 def _de21(r):  # Transform
-    bits = r.bits
     return _d_TransformType(r, 16)
 
-def _ee21(w, v):  # Transform
-    _e_TransformType(w, v)
+def _ee21(w, o):  # Transform
+    _e_TransformType(w, o)
 
 def _de22(r):  # Transforms
-    bits = r.bits
     return _d_TransformsType(r)
 
-def _ee22(w, v):  # Transforms
-    _e_TransformsType(w, v)
+def _ee22(w, o):  # Transforms
+    _e_TransformsType(w, o)
 
 def _de23(r):  # X509Data
-    bits = r.bits
     return _d_X509DataType(r)
 
-def _ee23(w, v):  # X509Data
-    _e_X509DataType(w, v)
+def _ee23(w, o):  # X509Data
+    _e_X509DataType(w, o)
 
 # (namespace, local name, class or simple type code, decode, encode); index = event code
 DOCUMENT = (
@@ -6065,259 +8700,602 @@ DOCUMENT = (
 DOCUMENT_WIDTH = 5
 
 def _de24(r):  # Exponent
-    bits = r.bits
-    if bits(1): raise r.deviation('Exponent')
-    v = r.binary()
-    if bits(1): raise r.deviation('Exponent')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
+    r.pos = p
+    val = r.binary()
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
+    r.pos = p
+    return val
 
-def _ee24(w, v):  # Exponent
-    bits(0, 1)
-    w.binary(v)
-    bits(0, 1)
+def _ee24(w, o):  # Exponent
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    w.binary(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de25(r):  # G
-    bits = r.bits
-    if bits(1): raise r.deviation('G')
-    v = r.binary()
-    if bits(1): raise r.deviation('G')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('G', p)
+    r.pos = p
+    val = r.binary()
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('G', p)
+    r.pos = p
+    return val
 
-def _ee25(w, v):  # G
-    bits(0, 1)
-    w.binary(v)
-    bits(0, 1)
+def _ee25(w, o):  # G
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    w.binary(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de26(r):  # HMACOutputLength
-    bits = r.bits
-    x = bits(2)
-    if x & 2: raise r.deviation('HMACOutputLength')
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 2
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 3
+    if x & 2: raise r.deviation('HMACOutputLength', p)
     _neg = (x & 1)
-    v = r.uint()
-    if _neg: v = -v - 1
-    if bits(1): raise r.deviation('HMACOutputLength')
-    return v
+    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        p += 8
+        val = (V >> (E - p)) & 127
+    else:
+        r.pos = p; val = r.uint(); p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('HMACOutputLength', p)
+    if _neg: val = -val - 1
+    r.pos = p
+    return val
 
-def _ee26(w, v):  # HMACOutputLength
-    if type(v) is not int: raise EncodeError(f'expected an int, got {v!r}')
-    bits((v < 0), 2)
-    w.uint(-v - 1 if v < 0 else v)
-    bits(0, 1)
+def _ee26(w, o):  # HMACOutputLength
+    v = w.v
+    n = w.n
+    if type(o) is not int: raise EncodeError(f'expected an int, got {o!r}')
+    v = (v << 2) | (o < 0)
+    n += 2
+    _m = (-o - 1 if o < 0 else o)
+    if _m < 128: v = (v << 8) | _m; n += 8
+    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de27(r):  # J
-    bits = r.bits
-    if bits(1): raise r.deviation('J')
-    v = r.binary()
-    if bits(1): raise r.deviation('J')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('J', p)
+    r.pos = p
+    val = r.binary()
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('J', p)
+    r.pos = p
+    return val
 
-def _ee27(w, v):  # J
-    bits(0, 1)
-    w.binary(v)
-    bits(0, 1)
+def _ee27(w, o):  # J
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    w.binary(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de28(r):  # Modulus
-    bits = r.bits
-    if bits(1): raise r.deviation('Modulus')
-    v = r.binary()
-    if bits(1): raise r.deviation('Modulus')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
+    r.pos = p
+    val = r.binary()
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
+    r.pos = p
+    return val
 
-def _ee28(w, v):  # Modulus
-    bits(0, 1)
-    w.binary(v)
-    bits(0, 1)
+def _ee28(w, o):  # Modulus
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    w.binary(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de29(r):  # P
-    bits = r.bits
-    if bits(1): raise r.deviation('P')
-    v = r.binary()
-    if bits(1): raise r.deviation('P')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('P', p)
+    r.pos = p
+    val = r.binary()
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('P', p)
+    r.pos = p
+    return val
 
-def _ee29(w, v):  # P
-    bits(0, 1)
-    w.binary(v)
-    bits(0, 1)
+def _ee29(w, o):  # P
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    w.binary(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de30(r):  # PGPKeyID
-    bits = r.bits
-    if bits(1): raise r.deviation('PGPKeyID')
-    v = r.binary()
-    if bits(1): raise r.deviation('PGPKeyID')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('PGPKeyID', p)
+    r.pos = p
+    val = r.binary()
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('PGPKeyID', p)
+    r.pos = p
+    return val
 
-def _ee30(w, v):  # PGPKeyID
-    bits(0, 1)
-    w.binary(v)
-    bits(0, 1)
+def _ee30(w, o):  # PGPKeyID
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    w.binary(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de31(r):  # PGPKeyPacket
-    bits = r.bits
-    if bits(1): raise r.deviation('PGPKeyPacket')
-    v = r.binary()
-    if bits(1): raise r.deviation('PGPKeyPacket')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('PGPKeyPacket', p)
+    r.pos = p
+    val = r.binary()
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('PGPKeyPacket', p)
+    r.pos = p
+    return val
 
-def _ee31(w, v):  # PGPKeyPacket
-    bits(0, 1)
-    w.binary(v)
-    bits(0, 1)
+def _ee31(w, o):  # PGPKeyPacket
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    w.binary(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de32(r):  # PgenCounter
-    bits = r.bits
-    if bits(1): raise r.deviation('PgenCounter')
-    v = r.binary()
-    if bits(1): raise r.deviation('PgenCounter')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('PgenCounter', p)
+    r.pos = p
+    val = r.binary()
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('PgenCounter', p)
+    r.pos = p
+    return val
 
-def _ee32(w, v):  # PgenCounter
-    bits(0, 1)
-    w.binary(v)
-    bits(0, 1)
+def _ee32(w, o):  # PgenCounter
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    w.binary(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de33(r):  # Q
-    bits = r.bits
-    if bits(1): raise r.deviation('Q')
-    v = r.binary()
-    if bits(1): raise r.deviation('Q')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('Q', p)
+    r.pos = p
+    val = r.binary()
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('Q', p)
+    r.pos = p
+    return val
 
-def _ee33(w, v):  # Q
-    bits(0, 1)
-    w.binary(v)
-    bits(0, 1)
+def _ee33(w, o):  # Q
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    w.binary(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de34(r):  # SPKISexp
-    bits = r.bits
-    if bits(1): raise r.deviation('SPKISexp')
-    v = r.binary()
-    if bits(1): raise r.deviation('SPKISexp')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
+    r.pos = p
+    val = r.binary()
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
+    r.pos = p
+    return val
 
-def _ee34(w, v):  # SPKISexp
-    bits(0, 1)
-    w.binary(v)
-    bits(0, 1)
+def _ee34(w, o):  # SPKISexp
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    w.binary(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de35(r):  # Seed
-    bits = r.bits
-    if bits(1): raise r.deviation('Seed')
-    v = r.binary()
-    if bits(1): raise r.deviation('Seed')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('Seed', p)
+    r.pos = p
+    val = r.binary()
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('Seed', p)
+    r.pos = p
+    return val
 
-def _ee35(w, v):  # Seed
-    bits(0, 1)
-    w.binary(v)
-    bits(0, 1)
+def _ee35(w, o):  # Seed
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    w.binary(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de36(r):  # X509CRL
-    bits = r.bits
-    if bits(1): raise r.deviation('X509CRL')
-    v = r.binary()
-    if bits(1): raise r.deviation('X509CRL')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
+    r.pos = p
+    val = r.binary()
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
+    r.pos = p
+    return val
 
-def _ee36(w, v):  # X509CRL
-    bits(0, 1)
-    w.binary(v)
-    bits(0, 1)
+def _ee36(w, o):  # X509CRL
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    w.binary(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de37(r):  # X509Certificate
-    bits = r.bits
-    if bits(1): raise r.deviation('X509Certificate')
-    v = r.binary()
-    if bits(1): raise r.deviation('X509Certificate')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
+    r.pos = p
+    val = r.binary()
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
+    r.pos = p
+    return val
 
-def _ee37(w, v):  # X509Certificate
-    bits(0, 1)
-    w.binary(v)
-    bits(0, 1)
+def _ee37(w, o):  # X509Certificate
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    w.binary(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de38(r):  # X509IssuerName
-    bits = r.bits
-    if bits(1): raise r.deviation('X509IssuerName')
-    v = r.string(22)
-    if bits(1): raise r.deviation('X509IssuerName')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+    r.pos = p
+    val = r.string(22)
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+    r.pos = p
+    return val
 
-def _ee38(w, v):  # X509IssuerName
-    bits(0, 1)
-    w.string(v)
-    bits(0, 1)
+def _ee38(w, o):  # X509IssuerName
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    w.string(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de39(r):  # X509IssuerSerial
-    bits = r.bits
     return _d_X509IssuerSerialType(r)
 
-def _ee39(w, v):  # X509IssuerSerial
-    _e_X509IssuerSerialType(w, v)
+def _ee39(w, o):  # X509IssuerSerial
+    _e_X509IssuerSerialType(w, o)
 
 def _de40(r):  # X509SKI
-    bits = r.bits
-    if bits(1): raise r.deviation('X509SKI')
-    v = r.binary()
-    if bits(1): raise r.deviation('X509SKI')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
+    r.pos = p
+    val = r.binary()
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
+    r.pos = p
+    return val
 
-def _ee40(w, v):  # X509SKI
-    bits(0, 1)
-    w.binary(v)
-    bits(0, 1)
+def _ee40(w, o):  # X509SKI
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    w.binary(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de41(r):  # X509SerialNumber
-    bits = r.bits
-    x = bits(2)
-    if x & 2: raise r.deviation('X509SerialNumber')
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 2
+    if p > E: raise r.truncated(p)
+    x = (V >> (E - p)) & 3
+    if x & 2: raise r.deviation('X509SerialNumber', p)
     _neg = (x & 1)
-    v = r.uint()
-    if _neg: v = -v - 1
-    if bits(1): raise r.deviation('X509SerialNumber')
-    return v
+    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        p += 8
+        val = (V >> (E - p)) & 127
+    else:
+        r.pos = p; val = r.uint(); p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('X509SerialNumber', p)
+    if _neg: val = -val - 1
+    r.pos = p
+    return val
 
-def _ee41(w, v):  # X509SerialNumber
-    if type(v) is not int: raise EncodeError(f'expected an int, got {v!r}')
-    bits((v < 0), 2)
-    w.uint(-v - 1 if v < 0 else v)
-    bits(0, 1)
+def _ee41(w, o):  # X509SerialNumber
+    v = w.v
+    n = w.n
+    if type(o) is not int: raise EncodeError(f'expected an int, got {o!r}')
+    v = (v << 2) | (o < 0)
+    n += 2
+    _m = (-o - 1 if o < 0 else o)
+    if _m < 128: v = (v << 8) | _m; n += 8
+    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de42(r):  # X509SubjectName
-    bits = r.bits
-    if bits(1): raise r.deviation('X509SubjectName')
-    v = r.string(19)
-    if bits(1): raise r.deviation('X509SubjectName')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
+    r.pos = p
+    val = r.string(19)
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
+    r.pos = p
+    return val
 
-def _ee42(w, v):  # X509SubjectName
-    bits(0, 1)
-    w.string(v)
-    bits(0, 1)
+def _ee42(w, o):  # X509SubjectName
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    w.string(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de43(r):  # XPath
-    bits = r.bits
-    if bits(1): raise r.deviation('XPath')
-    v = r.string(17)
-    if bits(1): raise r.deviation('XPath')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
+    r.pos = p
+    val = r.string(17)
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
+    r.pos = p
+    return val
 
-def _ee43(w, v):  # XPath
-    bits(0, 1)
-    w.string(v)
-    bits(0, 1)
+def _ee43(w, o):  # XPath
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    w.string(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 def _de44(r):  # Y
-    bits = r.bits
-    if bits(1): raise r.deviation('Y')
-    v = r.binary()
-    if bits(1): raise r.deviation('Y')
-    return v
+    V = r.v
+    E = r.end
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('Y', p)
+    r.pos = p
+    val = r.binary()
+    p = r.pos
+    p += 1
+    if p > E: raise r.truncated(p)
+    if (V >> (E - p)) & 1: raise r.deviation('Y', p)
+    r.pos = p
+    return val
 
-def _ee44(w, v):  # Y
-    bits(0, 1)
-    w.binary(v)
-    bits(0, 1)
+def _ee44(w, o):  # Y
+    v = w.v
+    n = w.n
+    v <<= 1
+    n += 1
+    w.v = v; w.n = n
+    w.binary(o)
+    v = w.v; n = w.n
+    v <<= 1
+    n += 1
+    w.v = v
+    w.n = n
 
 # (namespace, local name, class or simple type code, decode, encode); index = event code
 FRAGMENT = (

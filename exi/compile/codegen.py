@@ -372,7 +372,7 @@ class CodecWriter:
             lines = [f"{target} = {{p}} + {st.min_value}" if st.min_value else f"{target} = {{p}}"]
             if (1 << n) - 1 > st.max_value - st.min_value:
                 lines.append(f"if {target} > {st.max_value}: raise DecodeError("
-                             f"f'value {{{target}}} above maximum {st.max_value}', r.pos)")
+                             f"f'value {{{target}}} above maximum {st.max_value}', p)")
             return [("fix", n, lines)]
         if rep == "enum":
             n = len(st.enum)
@@ -383,12 +383,20 @@ class CodecWriter:
             return [("fix", width, [
                 f"{target} = {{p}}",
                 f"if {target} >= {n}: raise DecodeError(f'enumeration index {{{target}}} out of range "
-                f"({n} values)', r.pos)",
+                f"({n} values)', p)",
                 f"{target} = {table}[{target}]"])]
         if rep == "int":
-            return [("fix", 1, [f"_neg = {{p}}"]), ("var", [f"{target} = r.uint()",
-                                                            f"if _neg: {target} = -{target} - 1",
-                                                            *self._range_check(st, target)])]
+            return [("fix", 1, [f"_neg = {{p}}"]), ("uint", target),
+                    ("nop", [f"if _neg: {target} = -{target} - 1", *self._range_check(st, target)])]
+        if rep == "uint":
+            return [("uint", target), ("nop", self._range_check(st, target))]
+        if rep == "list":
+            assert st.item is not None
+            lines = ["r.pos = p", "_cnt = r.length(1)", "p = r.pos", f"{target} = []", "for _ in range(_cnt):"]
+            lines.extend("    " + x for x in self._render_dec(self.dec_value_ops(st.item, "_it", key), "list"))
+            lines.append(f"    {target}.append(_it)")
+            lines.extend(self._len_check(st, target, "DecodeError", ", p"))
+            return [("raw", lines)]
         return [("var", self.dec_value(st, target, key, ""))]
 
     def _range_check(self, st: SimpleType, target: str) -> list[str]:
@@ -400,7 +408,7 @@ class CodecWriter:
         if not conds:
             return []
         return [f"if {' or '.join(conds)}: raise DecodeError("
-                f"f'value {{{target}}} outside [{st.min_value}, {st.max_value}]', r.pos)"]
+                f"f'value {{{target}}} outside [{st.min_value}, {st.max_value}]', p)"]
 
     def dec_value(self, st: SimpleType, target: str, key: str, ind: str) -> list[str]:
         """Statement form (lists, strings, binaries, decimals, unsigned ints)."""
@@ -445,8 +453,28 @@ class CodecWriter:
         L: list[str] = []
         i = 0
         while i < len(ops):
-            if ops[i][0] == "var":
+            kind = ops[i][0]
+            if kind == "raw":
                 L.extend(ops[i][1])
+                i += 1
+                continue
+            if kind == "var":
+                lines = ops[i][1]
+                if any("r." in x or "_d_" in x for x in lines):  # a call: hand it the position
+                    L.append("r.pos = p")
+                    L.extend(lines)
+                    L.append("p = r.pos")
+                else:
+                    L.extend(lines)
+                i += 1
+                continue
+            if kind == "uint":  # one octet is the common case: read it inline
+                t = ops[i][1]
+                L.append("if p + 8 <= E and not (V >> (E - p - 8)) & 128:")
+                L.append("    p += 8")
+                L.append(f"    {t} = (V >> (E - p)) & 127")
+                L.append("else:")
+                L.append(f"    r.pos = p; {t} = r.uint(); p = r.pos")
                 i += 1
                 continue
             run = []
@@ -461,12 +489,16 @@ class CodecWriter:
                 continue
             fixes = [op for op in run if op[0] == "fix" and op[1]]
             if all(op[2] == "code" for op in fixes) and len(fixes) == 1:
-                L.append(f"if bits({total}): raise r.deviation({where!r})")
+                L.append(f"p += {total}")
+                L.append("if p > E: raise r.truncated(p)")
+                L.append(f"if (V >> (E - p)) & {(1 << total) - 1}: raise r.deviation({where!r}, p)")
                 for op in run:
                     if op[0] == "nop":
                         L.extend(op[1])
                 continue
-            L.append(f"x = bits({total})")
+            L.append(f"p += {total}")
+            L.append("if p > E: raise r.truncated(p)")
+            L.append(f"x = (V >> (E - p)) & {(1 << total) - 1}")
             shift = total
             code_mask = 0
             body: list[str] = []
@@ -487,7 +519,7 @@ class CodecWriter:
                     piece = f"({piece} & {mask})"
                 body.extend(line.replace("{p}", piece) for line in lines)
             if code_mask:
-                L.append(f"if x & {code_mask}: raise r.deviation({where!r})")
+                L.append(f"if x & {code_mask}: raise r.deviation({where!r}, p)")
             L.extend(body)
         return L
 
@@ -510,8 +542,15 @@ class CodecWriter:
             return [("fix", (n - 1).bit_length(), pre, tmp)]
         if rep == "int":
             pre = self._enc_range(st, expr, "int")
-            return [("fix", 1, pre, f"({expr} < 0)"),
-                    ("var", [f"w.uint(-{expr} - 1 if {expr} < 0 else {expr})"])]
+            return [("fix", 1, pre, f"({expr} < 0)"), ("uint", f"(-{expr} - 1 if {expr} < 0 else {expr})")]
+        if rep == "uint":
+            return [("pre", self._enc_range(st, expr, "uint")), ("uint", expr)]
+        if rep == "list":
+            assert st.item is not None
+            lines = [*self._len_check(st, expr, "EncodeError", ""),
+                     f"w.v = v; w.n = n; w.uint(len({expr})); v = w.v; n = w.n", f"for _it in {expr}:"]
+            lines.extend("    " + x for x in self._render_enc(self.enc_value_ops(st.item, "_it")))
+            return [("raw", lines)]
         return [("var", self.enc_value(st, expr, ""))]
 
     def _tmp(self) -> int:
@@ -562,8 +601,28 @@ class CodecWriter:
         L: list[str] = []
         i = 0
         while i < len(ops):
-            if ops[i][0] == "var":
+            kind = ops[i][0]
+            if kind == "raw":
                 L.extend(ops[i][1])
+                i += 1
+                continue
+            if kind == "var":
+                lines = ops[i][1]
+                if any("w." in x or "_e_" in x for x in lines):  # a call: hand it the accumulator
+                    L.append("w.v = v; w.n = n")
+                    L.extend(lines)
+                    L.append("v = w.v; n = w.n")
+                else:
+                    L.extend(lines)
+                i += 1
+                continue
+            if kind == "uint":
+                e = ops[i][1]
+                if e.startswith("("):
+                    L.append(f"_m = {e}")
+                    e = "_m"
+                L.append(f"if {e} < 128: v = (v << 8) | {e}; n += 8")
+                L.append(f"else: w.v = v; w.n = n; w.uint({e}); v = w.v; n = w.n")
                 i += 1
                 continue
             run = []
@@ -586,7 +645,8 @@ class CodecWriter:
                     if width and expr != "0":
                         parts.append(f"({expr} << {shift})" if shift else expr)
             if total:
-                L.append(f"bits({' | '.join(parts) if parts else '0'}, {total})")
+                L.append(f"v = (v << {total}) | {' | '.join(parts)}" if parts else f"v <<= {total}")
+                L.append(f"n += {total}")
             L.extend(post)
         return L
 
@@ -685,7 +745,8 @@ class CodecWriter:
         ct = info.ct
         name = self.fn[id(ct)]
         sig = "r, key" if info.needs_key else "r"
-        L = [f"def _d_{name}({sig}):", f"    # {self._desc(ct)}", "    bits = r.bits", "    el = ''"]
+        L = [f"def _d_{name}({sig}):", f"    # {self._desc(ct)}", "    V = r.v", "    E = r.end", "    p = r.pos",
+             "    el = ''"]
         for f in info.fields:
             L.append(f"    f_{f.name} = {'[]' if f.many else 'None'}")
         L.append("    try:")
@@ -700,6 +761,7 @@ class CodecWriter:
             for st in blocks:
                 L.append(f"            if s == {st.index}:")
                 L.extend("                " + x for x in self._dec_block(info, st, chains.get(st.index)))
+        L.append("        r.pos = p")
         L.append("    except Exception as e:")
         L.append("        raise _ctx(e, el, r) from None")
         args = ", ".join(f"f_{f.name}" for f in info.fields)
@@ -727,7 +789,7 @@ class CodecWriter:
             return [("var", ["r.string(key)  # mixed-content text is not kept in the model"])]
         if ev.kind == "EE":
             return []
-        return [("var", [f"raise DecodeError('wildcard content ({ev.kind}) is not supported', r.pos)"])]
+        return [("var", [f"raise DecodeError('wildcard content ({ev.kind}) is not supported', p)"])]
 
     def _follow_dec(self, info: TypeInfo, p: Production) -> tuple[list[tuple], int]:
         """Ops for production p and the inlined states after it; returns (ops, next state index)."""
@@ -756,17 +818,19 @@ class CodecWriter:
         if loop:
             code, count, exit_ = chain
             if count:
-                L.append("n = 0")
+                L.append("_k = 0")
             L.append("while True:")
             ind = "    "
-        L.append(f"{ind}ec = bits({st.width})")
+        L.append(f"{ind}p += {st.width}")
+        L.append(f"{ind}if p > E: raise r.truncated(p)")
+        L.append(f"{ind}ec = (V >> (E - p)) & {(1 << st.width) - 1}")
         for i, p in enumerate(st.prods):
             L.append(f"{ind}{'if' if i == 0 else 'elif'} ec == {p.code}:")
             if loop and p.code == code:
                 L.extend(f"{ind}    " + x for x in self._render_dec(self._dec_prod_ops(info, p), where))
                 if count:
-                    L.append(f"{ind}    n += 1")
-                    L.append(f"{ind}    if n == {count}:")
+                    L.append(f"{ind}    _k += 1")
+                    L.append(f"{ind}    if _k == {count}:")
                     L.append(f"{ind}        s = {exit_}")
                     L.append(f"{ind}        break")
                 continue
@@ -778,13 +842,13 @@ class CodecWriter:
             if loop:
                 L.append(f"{ind}    break")
         L.append(f"{ind}else:")
-        L.append(f"{ind}    raise r.deviation({where!r})")
+        L.append(f"{ind}    raise r.deviation({where!r}, p)")
         return L
 
     def type_encoder(self, info: TypeInfo) -> list[str]:
         ct = info.ct
         name = self.fn[id(ct)]
-        L = [f"def _e_{name}(w, o):", f"    # {self._desc(ct)}", "    bits = w.bits", "    el = ''"]
+        L = [f"def _e_{name}(w, o):", f"    # {self._desc(ct)}", "    v = w.v", "    n = w.n", "    el = ''"]
         L.append("    try:")
         for f in info.fields:
             L.append(f"        v_{f.name} = o.{f.name}")
@@ -802,6 +866,7 @@ class CodecWriter:
             for st in blocks:
                 L.append(f"            if s == {st.index}:")
                 L.extend("                " + x for x in self._enc_block(info, st, chains.get(st.index)))
+        L.append("        w.v = v; w.n = n")
         L.append("    except Exception as e:")
         L.append("        raise _ctx(e, el, None) from None")
         return L
@@ -872,7 +937,7 @@ class CodecWriter:
         if loop:
             code, count, exit_ = chain
             if count:
-                L.append("n = 0")
+                L.append("_k = 0")
             L.append("while True:")
             ind = "    "
         first = True
@@ -889,8 +954,8 @@ class CodecWriter:
                 ops = [("fix", st.width, [], str(p.code)), *self._enc_prod_ops(info, p)]
                 L.extend(f"{ind}    " + x for x in self._render_enc(ops))
                 if count:
-                    L.append(f"{ind}    n += 1")
-                    L.append(f"{ind}    if n == {count}:")
+                    L.append(f"{ind}    _k += 1")
+                    L.append(f"{ind}    if _k == {count}:")
                     L.append(f"{ind}        s = {exit_}")
                     L.append(f"{ind}        break")
                 continue
@@ -913,20 +978,23 @@ class CodecWriter:
 
     # ------------------------------------------------------------- top level
     def element_fns(self, e: ElementDecl, idx: int) -> list[str]:
-        L = [f"def _de{idx}(r):  # {e.qname[1]}", "    bits = r.bits"]
+        L = [f"def _de{idx}(r):  # {e.qname[1]}"]
         if isinstance(e.type, ComplexType):
             info = self.infos[id(e.type)]
             args = f"r, {self.qid(e.qname)}" if info.needs_key else "r"
             L.append(f"    return _d_{self.fn[id(e.type)]}({args})")
         else:
-            L.extend(self.dec_element(e, "v", "    ", e.qname[1]))
-            L.append("    return v")
+            L.extend(["    V = r.v", "    E = r.end", "    p = r.pos"])
+            L.extend(self.dec_element(e, "val", "    ", e.qname[1]))
+            L.extend(["    r.pos = p", "    return val"])
         L.append("")
-        L.append(f"def _ee{idx}(w, v):  # {e.qname[1]}")
+        L.append(f"def _ee{idx}(w, o):  # {e.qname[1]}")
         if isinstance(e.type, ComplexType):
-            L.append(f"    _e_{self.fn[id(e.type)]}(w, v)")
+            L.append(f"    _e_{self.fn[id(e.type)]}(w, o)")
         else:
-            L.extend(self.enc_element(e, "v", "    "))
+            L.extend(["    v = w.v", "    n = w.n"])
+            L.extend(self.enc_element(e, "o", "    "))
+            L.extend(["    w.v = v", "    w.n = n"])
         return L
 
     def top(self, g: TopGrammar, name: str, relaxed: set) -> list[str]:
